@@ -1,0 +1,346 @@
+//! AIP-160 filters (the subset Mailroom's List calls accept) and AIP-158 page tokens.
+//!
+//! A filter is comparisons joined by `AND`: `state = INVITED AND name : "ann"`. Values are
+//! quoted strings, numbers, `true`/`false` or bare words (enum names). Each service says which
+//! fields and operators it accepts and turns the parsed [`Comparison`]s into bound SQL, so no
+//! caller text ever reaches SQL. A page token is opaque to the caller: base64 of the position
+//! after the last row, plus a fingerprint of the query it belongs to, so a token used with
+//! another filter or order is refused instead of returning a wrong page.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2_lite::fingerprint;
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `:` — "has": substring match for strings.
+    Has,
+}
+
+/// A value on the right of a comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(String),
+    Number(f64),
+    Bool(bool),
+    /// A bare word, such as an enum name.
+    Word(String),
+}
+
+impl Value {
+    /// The value as text, whichever way it was written.
+    pub fn as_text(&self) -> String {
+        match self {
+            Value::Text(s) | Value::Word(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub field: String,
+    pub op: Op,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AipError {
+    #[error("filter is malformed at character {at}: {reason}")]
+    Filter { at: usize, reason: String },
+    #[error("page_token is not valid for this query; start again without a page_token")]
+    PageToken,
+    #[error("page_size must be between 0 and {max}")]
+    PageSize { max: i32 },
+    #[error("order_by `{0}` is not supported")]
+    OrderBy(String),
+}
+
+/// Parses a filter; an empty filter is no comparisons.
+pub fn parse_filter(input: &str) -> Result<Vec<Comparison>, AipError> {
+    let tokens = tokenize(input)?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if !out.is_empty() {
+            match &tokens[i] {
+                (_, Tok::And) => i += 1,
+                (at, _) => {
+                    return Err(AipError::Filter {
+                        at: *at,
+                        reason: "expected AND between comparisons".into(),
+                    })
+                }
+            }
+        }
+        let (at, field) = match tokens.get(i) {
+            Some((at, Tok::Word(w))) => (*at, w.clone()),
+            Some((at, _)) => {
+                return Err(AipError::Filter {
+                    at: *at,
+                    reason: "expected a field name".into(),
+                })
+            }
+            None => {
+                return Err(AipError::Filter {
+                    at: input.len(),
+                    reason: "filter ends after AND".into(),
+                })
+            }
+        };
+        let op = match tokens.get(i + 1) {
+            Some((_, Tok::Op(op))) => *op,
+            _ => {
+                return Err(AipError::Filter {
+                    at,
+                    reason: format!("expected an operator (=, !=, <, <=, >, >=, :) after `{field}`"),
+                })
+            }
+        };
+        let value = match tokens.get(i + 2) {
+            Some((_, Tok::Str(s))) => Value::Text(s.clone()),
+            Some((_, Tok::Word(w))) => match w.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => match w.parse::<f64>() {
+                    Ok(n) => Value::Number(n),
+                    Err(_) => Value::Word(w.clone()),
+                },
+            },
+            _ => {
+                return Err(AipError::Filter {
+                    at,
+                    reason: format!("expected a value after `{field}`"),
+                })
+            }
+        };
+        out.push(Comparison { field, op, value });
+        i += 3;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Str(String),
+    Op(Op),
+    And,
+}
+
+fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
+    let chars: Vec<(usize, char)> = input.char_indices().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        match c {
+            c if c.is_whitespace() => i += 1,
+            '"' | '\'' => {
+                let quote = c;
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(AipError::Filter {
+                                at,
+                                reason: "unterminated string".into(),
+                            })
+                        }
+                        Some((_, '\\')) => {
+                            if let Some((_, next)) = chars.get(i + 1) {
+                                s.push(*next);
+                            }
+                            i += 2;
+                        }
+                        Some((_, ch)) if *ch == quote => {
+                            i += 1;
+                            break;
+                        }
+                        Some((_, ch)) => {
+                            s.push(*ch);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push((at, Tok::Str(s)));
+            }
+            '=' => {
+                out.push((at, Tok::Op(Op::Eq)));
+                i += 1;
+            }
+            ':' => {
+                out.push((at, Tok::Op(Op::Has)));
+                i += 1;
+            }
+            '!' | '<' | '>' => {
+                let next_is_eq = matches!(chars.get(i + 1), Some((_, '=')));
+                let op = match (c, next_is_eq) {
+                    ('!', true) => Op::Ne,
+                    ('<', true) => Op::Le,
+                    ('>', true) => Op::Ge,
+                    ('<', false) => Op::Lt,
+                    ('>', false) => Op::Gt,
+                    _ => {
+                        return Err(AipError::Filter {
+                            at,
+                            reason: "`!` must be followed by `=`".into(),
+                        })
+                    }
+                };
+                out.push((at, Tok::Op(op)));
+                i += if next_is_eq { 2 } else { 1 };
+            }
+            c if c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '@') => {
+                let mut w = String::new();
+                while let Some((_, ch)) = chars.get(i) {
+                    if ch.is_alphanumeric() || matches!(ch, '_' | '.' | '-' | '@') {
+                        w.push(*ch);
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                if w == "AND" {
+                    out.push((at, Tok::And));
+                } else {
+                    out.push((at, Tok::Word(w)));
+                }
+            }
+            other => {
+                return Err(AipError::Filter {
+                    at,
+                    reason: format!("unexpected character `{other}`"),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A page size checked against the service's maximum; 0 means the default.
+pub fn page_size(requested: i32, default: i32, max: i32) -> Result<i64, AipError> {
+    match requested {
+        n if n < 0 => Err(AipError::PageSize { max }),
+        0 => Ok(i64::from(default)),
+        n => Ok(i64::from(n.min(max))),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenBody<P> {
+    /// Fingerprint of the query (filter, order) the token belongs to.
+    q: String,
+    p: P,
+}
+
+/// Encodes the position after the last row of a page.
+pub fn encode_page_token<P: Serialize>(query: &str, position: &P) -> String {
+    let body = TokenBody {
+        q: fingerprint(query),
+        p: position,
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(json)
+}
+
+/// Decodes a page token; an empty token is the first page (`None`).
+pub fn decode_page_token<P: DeserializeOwned>(query: &str, token: &str) -> Result<Option<P>, AipError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| AipError::PageToken)?;
+    let body: TokenBody<P> = serde_json::from_slice(&bytes).map_err(|_| AipError::PageToken)?;
+    if body.q != fingerprint(query) {
+        return Err(AipError::PageToken);
+    }
+    Ok(Some(body.p))
+}
+
+/// A short, stable fingerprint of a query string (not a security boundary: tokens carry no
+/// authority, every page is still scoped and checked).
+mod sha2_lite {
+    pub fn fingerprint(s: &str) -> String {
+        // FNV-1a, 64 bit.
+        let mut hash: u64 = 0xcbf29ce484222325;
+        for b in s.as_bytes() {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+        format!("{hash:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_comparisons_joined_by_and() {
+        let parsed = parse_filter(r#"state = INVITED AND name : "ann lee" AND admin = true"#).unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                Comparison {
+                    field: "state".into(),
+                    op: Op::Eq,
+                    value: Value::Word("INVITED".into())
+                },
+                Comparison {
+                    field: "name".into(),
+                    op: Op::Has,
+                    value: Value::Text("ann lee".into())
+                },
+                Comparison {
+                    field: "admin".into(),
+                    op: Op::Eq,
+                    value: Value::Bool(true)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_ordering_operators() {
+        let parsed = parse_filter("disk_mb >= 100 AND unread < 5").unwrap();
+        assert_eq!(parsed[0].op, Op::Ge);
+        assert_eq!(parsed[0].value, Value::Number(100.0));
+        assert_eq!(parsed[1].op, Op::Lt);
+    }
+
+    #[test]
+    fn rejects_malformed_filters_with_a_position() {
+        for bad in ["state =", "state INVITED", "a = 1 b = 2", "name : \"open", "x ! 1", "AND"] {
+            assert!(matches!(parse_filter(bad), Err(AipError::Filter { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_are_bound_to_their_query() {
+        let token = encode_page_token("state = ACTIVE|last_name", &("Lee".to_string(), 42u32));
+        let back: Option<(String, u32)> = decode_page_token("state = ACTIVE|last_name", &token).unwrap();
+        assert_eq!(back, Some(("Lee".to_string(), 42)));
+        let other: Result<Option<(String, u32)>, _> = decode_page_token("state = INVITED|last_name", &token);
+        assert_eq!(other, Err(AipError::PageToken));
+        let garbage: Result<Option<(String, u32)>, _> = decode_page_token("q", "!!not-base64!!");
+        assert_eq!(garbage, Err(AipError::PageToken));
+    }
+
+    #[test]
+    fn page_size_defaults_and_caps() {
+        assert_eq!(page_size(0, 50, 1000).unwrap(), 50);
+        assert_eq!(page_size(5000, 50, 1000).unwrap(), 1000);
+        assert!(page_size(-1, 50, 1000).is_err());
+    }
+}

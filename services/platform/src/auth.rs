@@ -1,0 +1,227 @@
+//! Who is calling: access-token claims, their verification against the identity service's
+//! JWKS, and the [`Principal`] that handlers read from the request.
+//!
+//! Tokens are EdDSA (Ed25519) JWTs issued by identity. Every service verifies them locally with
+//! the public keys identity publishes (`AuthService.GetJwks`); a token signed with a key it has
+//! not seen makes it fetch the set again (at most every few seconds), so key rotation needs no
+//! restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+use crate::proto::identity::v1 as pb;
+
+/// The issuer every Mailroom token names.
+pub const ISSUER: &str = "mailroom-identity";
+/// The audience every Mailroom access token names.
+pub const AUDIENCE: &str = "mailroom";
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// A user id, or `service:<name>` for internal callers.
+    pub sub: String,
+    /// The user's organisation; absent for service tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<Uuid>,
+    #[serde(default)]
+    pub admin: bool,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// The caller of a request, as its verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    User { user_id: Uuid, org_id: Uuid, admin: bool },
+    Service { name: String },
+}
+
+impl Principal {
+    pub fn from_claims(claims: &Claims) -> Result<Self, AuthError> {
+        if let Some(name) = claims.sub.strip_prefix("service:") {
+            return Ok(Principal::Service { name: name.to_owned() });
+        }
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Malformed)?;
+        let org_id = claims.org.ok_or(AuthError::Malformed)?;
+        Ok(Principal::User {
+            user_id,
+            org_id,
+            admin: claims.admin,
+        })
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing `authorization: Bearer <token>` metadata; sign in with AuthService.Login")]
+    Missing,
+    #[error("access token is malformed")]
+    Malformed,
+    #[error("access token has expired; refresh it with AuthService.RefreshToken")]
+    Expired,
+    #[error("access token is not signed by a key this deployment trusts")]
+    UnknownKey,
+    #[error("access token signature or claims are invalid")]
+    Invalid,
+    #[error("cannot fetch signing keys from identity: {0}")]
+    KeysUnavailable(String),
+}
+
+/// Where public keys come from.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    async fn fetch(&self) -> Result<Vec<pb::Jwk>, AuthError>;
+}
+
+/// Fetches the key set from identity's `AuthService.GetJwks` over gRPC.
+pub struct GrpcKeySource {
+    endpoint: String,
+}
+
+impl GrpcKeySource {
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl KeySource for GrpcKeySource {
+    async fn fetch(&self) -> Result<Vec<pb::Jwk>, AuthError> {
+        let mut client = pb::auth_service_client::AuthServiceClient::connect(self.endpoint.clone())
+            .await
+            .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+        let jwks = client
+            .get_jwks(pb::GetJwksRequest {})
+            .await
+            .map_err(|e| AuthError::KeysUnavailable(e.message().to_owned()))?
+            .into_inner();
+        Ok(jwks.keys)
+    }
+}
+
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+/// Verifies access tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    cache: Arc<RwLock<KeyCache>>,
+    source: Option<Arc<dyn KeySource>>,
+    validation: Arc<Validation>,
+}
+
+const REFETCH_AFTER: Duration = Duration::from_secs(5);
+
+impl TokenVerifier {
+    /// A verifier that trusts exactly these keys (identity uses its own).
+    pub fn from_jwks(keys: &[pb::Jwk]) -> Result<Self, AuthError> {
+        let verifier = Self::new(None);
+        let decoded = decode_keys(keys)?;
+        // A fresh lock is never contended.
+        if let Ok(mut cache) = verifier.cache.try_write() {
+            cache.keys = decoded;
+        }
+        Ok(verifier)
+    }
+
+    /// A verifier that fetches keys from `source` on first use and on an unknown key id.
+    pub fn from_source(source: Arc<dyn KeySource>) -> Self {
+        Self::new(Some(source))
+    }
+
+    fn new(source: Option<Arc<dyn KeySource>>) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = 5;
+        Self {
+            cache: Arc::new(RwLock::new(KeyCache {
+                keys: HashMap::new(),
+                fetched_at: None,
+            })),
+            source,
+            validation: Arc::new(validation),
+        }
+    }
+
+    /// Verifies a bearer token and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AuthError::Invalid);
+        }
+        let kid = header.kid.ok_or(AuthError::Malformed)?;
+        if let Some(claims) = self.verify_with_cached(&kid, token).await? {
+            return Ok(claims);
+        }
+        self.refresh().await?;
+        self.verify_with_cached(&kid, token)
+            .await?
+            .ok_or(AuthError::UnknownKey)
+    }
+
+    async fn verify_with_cached(&self, kid: &str, token: &str) -> Result<Option<Claims>, AuthError> {
+        let cache = self.cache.read().await;
+        let Some(key) = cache.keys.get(kid) else {
+            return Ok(None);
+        };
+        match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+            Ok(data) => Ok(Some(data.claims)),
+            Err(err) => Err(match err.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            }),
+        }
+    }
+
+    async fn refresh(&self) -> Result<(), AuthError> {
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        {
+            let cache = self.cache.read().await;
+            if cache.fetched_at.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
+                return Ok(());
+            }
+        }
+        let keys = decode_keys(&source.fetch().await?)?;
+        let mut cache = self.cache.write().await;
+        cache.keys = keys;
+        cache.fetched_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
+fn decode_keys(keys: &[pb::Jwk]) -> Result<HashMap<String, DecodingKey>, AuthError> {
+    keys.iter()
+        .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
+        .map(|k| {
+            DecodingKey::from_ed_components(&k.x)
+                .map(|key| (k.kid.clone(), key))
+                .map_err(|e| AuthError::KeysUnavailable(format!("key {} cannot be read: {e}", k.kid)))
+        })
+        .collect()
+}
+
+/// Reads the principal the auth layer attached to a request.
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, tonic::Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .ok_or_else(|| tonic::Status::unauthenticated(AuthError::Missing.to_string()))
+}

@@ -1,0 +1,202 @@
+//! Typed configuration, read once at start and validated before anything listens.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file named by `MAILROOM_CONFIG`
+//! (optional), `DATABASE_URL` / `REDIS_URL` / `KAFKA_BROKERS`, and `MAILROOM_*` variables with
+//! `__` between levels (`MAILROOM_IDENTITY__SMTP__HOST`). Secrets are [`SecretString`], which
+//! prints as `[REDACTED]` in `Debug`, so a logged config shows none.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Why configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Read(#[from] Box<figment::Error>),
+    #[error("configuration value `{key}` is invalid: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The sources every service reads its configuration from.
+pub fn sources() -> Figment {
+    let mut figment = Figment::from(Serialized::defaults(PlatformDefaults::default()));
+    if let Ok(path) = std::env::var("MAILROOM_CONFIG") {
+        figment = figment.merge(Toml::file(PathBuf::from(path)));
+    }
+    figment
+        .merge(Env::raw().only(&["DATABASE_URL", "REDIS_URL", "KAFKA_BROKERS"]))
+        .merge(Env::prefixed("MAILROOM_").split("__"))
+}
+
+/// Reads one section (`identity`, …) of the configuration into `T`.
+pub fn section<T: for<'de> Deserialize<'de>>(figment: &Figment, key: &str) -> Result<T, ConfigError> {
+    figment
+        .focus(key)
+        .extract()
+        .map_err(|err| ConfigError::Read(Box::new(err)))
+}
+
+#[derive(Serialize)]
+struct PlatformDefaults {
+    database_url: &'static str,
+    redis_url: &'static str,
+    kafka_brokers: &'static str,
+}
+
+impl Default for PlatformDefaults {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/mailroom",
+            redis_url: "redis://127.0.0.1:6379",
+            kafka_brokers: "127.0.0.1:19092",
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+/// What every service needs, whichever it is.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlatformConfig {
+    pub database_url: SecretString,
+    pub redis_url: SecretString,
+    pub kafka_brokers: String,
+    #[serde(default = "default_listen_host")]
+    pub listen_host: IpAddr,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// The longest any call may run, whatever deadline the caller asked for.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Calls served at once per service; more wait.
+    #[serde(default = "default_concurrency_limit")]
+    pub concurrency_limit: usize,
+    #[serde(default = "default_db_max_connections")]
+    pub db_max_connections: u32,
+    /// Whether the Kafka producer uses idempotent delivery (needs broker support).
+    #[serde(default = "default_true")]
+    pub kafka_idempotence: bool,
+    /// Partitions of topics Mailroom creates.
+    #[serde(default = "default_partitions")]
+    pub kafka_partitions: i32,
+    #[serde(default = "default_replication")]
+    pub kafka_replication: i32,
+    /// Whether to serve Prometheus metrics (on each service's metrics port).
+    #[serde(default = "default_true")]
+    pub metrics_enabled: bool,
+}
+
+fn default_listen_host() -> IpAddr {
+    IpAddr::from([0, 0, 0, 0])
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_concurrency_limit() -> usize {
+    1024
+}
+fn default_db_max_connections() -> u32 {
+    16
+}
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    8
+}
+fn default_replication() -> i32 {
+    1
+}
+
+impl PlatformConfig {
+    /// Reads the platform part of the configuration and checks it.
+    pub fn load(figment: &Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment
+            .extract()
+            .map_err(|err| ConfigError::Read(Box::new(err)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let db = self.database_url.expose_secret();
+        if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid {
+                key: "DATABASE_URL",
+                reason: "must be a postgres:// URL".into(),
+            });
+        }
+        let redis = self.redis_url.expose_secret();
+        if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return Err(ConfigError::Invalid {
+                key: "REDIS_URL",
+                reason: "must be a redis:// or rediss:// URL".into(),
+            });
+        }
+        if self.kafka_brokers.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "KAFKA_BROKERS",
+                reason: "must list at least one host:port".into(),
+            });
+        }
+        if self.request_timeout_ms == 0 || self.concurrency_limit == 0 || self.db_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_REQUEST_TIMEOUT_MS / CONCURRENCY_LIMIT / DB_MAX_CONNECTIONS",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figment(pairs: &[(&str, &str)]) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(PlatformDefaults::default()));
+        for (k, v) in pairs {
+            f = f.merge((k.to_string(), v.to_string()));
+        }
+        f
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config = PlatformConfig::load(&figment(&[(
+            "database_url",
+            "postgres://app:hunter2@db/mailroom",
+        )]))
+        .expect("valid config");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn a_bad_database_url_is_refused_at_start() {
+        let err = PlatformConfig::load(&figment(&[("database_url", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+}

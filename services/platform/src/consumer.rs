@@ -1,0 +1,190 @@
+//! Consuming Mailroom events with exactly-once effects over at-least-once delivery.
+//!
+//! For each record, [`run`] opens a transaction, records the event id in `processed_events`
+//! (a duplicate stops there), lets the [`EventHandler`] apply the event in the same
+//! transaction, commits, and only then commits the Kafka offset. A crash anywhere redelivers
+//! the record, and the recorded id makes the replay change nothing. A record that cannot be
+//! decoded, or that fails to apply again and again, is kept in `dead_letters`, never dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use prost::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::proto::events::v1::Envelope;
+
+/// Applies events of the topics a consumer subscribes to.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies one event inside the consumer's transaction.
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()>;
+}
+
+/// How many times a failing event is tried before it goes to `dead_letters`.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+enum Outcome {
+    Applied,
+    Duplicate,
+    DeadLetter,
+}
+
+/// Consumes `topics` as `name` (also the consumer group) until `shutdown`.
+pub async fn run(
+    name: &str,
+    pool: PgPool,
+    consumer: StreamConsumer,
+    topics: &[&str],
+    handler: Arc<dyn EventHandler>,
+    shutdown: CancellationToken,
+) -> Result<(), rdkafka::error::KafkaError> {
+    consumer.subscribe(topics)?;
+    let mut stream = consumer.stream();
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = stream.next() => match next {
+                Some(Ok(m)) => m,
+                Some(Err(err)) => {
+                    tracing::warn!(%err, consumer = name, "Kafka consume error; continuing");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                None => return Ok(()),
+            },
+        };
+        let outcome = process(name, &pool, &message, handler.as_ref(), &shutdown).await;
+        let Some(outcome) = outcome else {
+            // Shutdown while retrying: the offset stays, the record comes back next time.
+            return Ok(());
+        };
+        let label = match outcome {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLetter => "dead_letter",
+        };
+        metrics::counter!(crate::metrics::EVENTS_CONSUMED, "consumer" => name.to_owned(), "outcome" => label).increment(1);
+        if let Err(err) = consumer.commit_message(&message, CommitMode::Async) {
+            tracing::warn!(%err, consumer = name, "offset commit failed; the record may be redelivered (harmless)");
+        }
+    }
+}
+
+async fn process(
+    name: &str,
+    pool: &PgPool,
+    message: &BorrowedMessage<'_>,
+    handler: &dyn EventHandler,
+    shutdown: &CancellationToken,
+) -> Option<Outcome> {
+    let payload = message.payload().unwrap_or_default();
+    let envelope = match Envelope::decode(payload) {
+        Ok(env) => env,
+        Err(err) => {
+            return dead_letter(name, pool, message, &format!("undecodable envelope: {err}"), shutdown).await;
+        }
+    };
+    let event_id = match Uuid::parse_str(&envelope.id) {
+        Ok(id) => id,
+        Err(_) => {
+            return dead_letter(name, pool, message, "envelope id is not a UUID", shutdown).await;
+        }
+    };
+    let mut attempt = 0u32;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match apply_once(name, pool, event_id, &envelope, handler).await {
+            Ok(true) => return Some(Outcome::Applied),
+            Ok(false) => return Some(Outcome::Duplicate),
+            Err(ApplyError::Db(err)) => {
+                // The database is down: wait for it, however long; nothing is skipped.
+                tracing::warn!(%err, consumer = name, "database unavailable while consuming; waiting");
+            }
+            Err(ApplyError::Handler(err)) => {
+                attempt += 1;
+                tracing::warn!(error = %err, consumer = name, attempt, event = %envelope.id, "event handler failed");
+                if attempt >= MAX_ATTEMPTS {
+                    return dead_letter(name, pool, message, &format!("{err:#}"), shutdown).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+enum ApplyError {
+    Db(sqlx::Error),
+    Handler(anyhow::Error),
+}
+
+async fn apply_once(
+    name: &str,
+    pool: &PgPool,
+    event_id: Uuid,
+    envelope: &Envelope,
+    handler: &dyn EventHandler,
+) -> Result<bool, ApplyError> {
+    let mut tx = pool.begin().await.map_err(ApplyError::Db)?;
+    let fresh = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApplyError::Db)?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(false);
+    }
+    handler.handle(&mut tx, envelope).await.map_err(ApplyError::Handler)?;
+    tx.commit().await.map_err(ApplyError::Db)?;
+    Ok(true)
+}
+
+async fn dead_letter(
+    name: &str,
+    pool: &PgPool,
+    message: &BorrowedMessage<'_>,
+    error: &str,
+    shutdown: &CancellationToken,
+) -> Option<Outcome> {
+    tracing::error!(consumer = name, topic = message.topic(), partition = message.partition(), offset = message.offset(), %error, "record kept in dead_letters");
+    loop {
+        let stored = sqlx::query(
+            "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", record_key, payload, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(name)
+        .bind(message.topic())
+        .bind(message.partition())
+        .bind(message.offset())
+        .bind(message.key())
+        .bind(message.payload())
+        .bind(error)
+        .execute(pool)
+        .await;
+        match stored {
+            Ok(_) => return Some(Outcome::DeadLetter),
+            Err(err) => {
+                tracing::warn!(%err, "dead letter not stored yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The one place where a domain error becomes a gRPC status.
+//!
+//! Service crates define their errors with `thiserror` and say, through [`ApiError::kind`],
+//! which [`ErrorKind`] each is. [`to_status`] turns that into a `tonic::Status`: the message of a
+//! client-side error goes to the caller as it is (it must say what to do); an internal error is
+//! logged in full and the caller gets a generic message, so nothing secret leaks.
+
+use tonic::{Code, Status};
+
+/// What kind of failure a domain error is, from the caller's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    PermissionDenied,
+    Unauthenticated,
+    ResourceExhausted,
+    Aborted,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn code(self) -> Code {
+        match self {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+            ErrorKind::Aborted => Code::Aborted,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+}
+
+/// A domain error that knows which kind of failure it is.
+pub trait ApiError: std::error::Error {
+    fn kind(&self) -> ErrorKind;
+}
+
+/// Maps a domain error to the status the caller sees.
+pub fn to_status<E: ApiError>(err: E) -> Status {
+    let kind = err.kind();
+    match kind {
+        ErrorKind::Internal => {
+            tracing::error!(error = %DisplayChain(&err), "internal error");
+            Status::internal("internal error; the server log has the details (search for this request's x-request-id)")
+        }
+        ErrorKind::Unavailable => {
+            tracing::warn!(error = %DisplayChain(&err), "dependency unavailable");
+            Status::unavailable(format!("{err}; retry with backoff"))
+        }
+        _ => Status::new(kind.code(), err.to_string()),
+    }
+}
+
+/// Displays an error with its chain of sources, for logs.
+pub struct DisplayChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Whether a database error means "a dependency is down" rather than a bug.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Sample {
+        #[error("address is taken by a dismissed user; transfer it first")]
+        Taken,
+        #[error("db password=hunter2 failed")]
+        Secret,
+    }
+
+    impl ApiError for Sample {
+        fn kind(&self) -> ErrorKind {
+            match self {
+                Sample::Taken => ErrorKind::AlreadyExists,
+                Sample::Secret => ErrorKind::Internal,
+            }
+        }
+    }
+
+    #[test]
+    fn client_errors_keep_their_message() {
+        let status = to_status(Sample::Taken);
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert!(status.message().contains("transfer it first"));
+    }
+
+    #[test]
+    fn internal_errors_hide_their_message() {
+        let status = to_status(Sample::Secret);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+    }
+}

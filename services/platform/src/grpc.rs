@@ -1,0 +1,290 @@
+//! The gRPC server every service runs on.
+//!
+//! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
+//! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
+//! call counts and latency), a global concurrency limit, and bearer-token authentication; plus
+//! a per-call timeout, `grpc.health.v1` and server reflection limited to what is served. On
+//! shutdown, health turns NOT_SERVING first, then in-flight calls drain.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::auth::{AuthError, Principal, TokenVerifier};
+use crate::config::PlatformConfig;
+
+/// The request id header, set on every response too.
+pub const REQUEST_ID: &str = "x-request-id";
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("server reflection could not be built: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What one process hosts on one port.
+pub struct Hosted {
+    /// The routes of every gRPC service to serve.
+    pub routes: Routes,
+    /// Full names of those services (`mailroom.identity.v1.IdentityService`), for health
+    /// and reflection.
+    pub service_names: Vec<&'static str>,
+    /// Full method paths that need no token (`/mailroom.identity.v1.AuthService/Login`).
+    pub public_methods: Vec<&'static str>,
+}
+
+/// Serves `hosted` on `listener` until `shutdown` is cancelled, then drains.
+pub async fn serve(
+    hosted: Hosted,
+    listener: TcpListener,
+    verifier: TokenVerifier,
+    config: &PlatformConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    for name in &hosted.service_names {
+        health.set_service_status(*name, ServingStatus::Serving).await;
+    }
+
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mailroom_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    for name in &hosted.service_names {
+        reflection = reflection.with_service_name(*name);
+    }
+    let reflection = reflection.build_v1()?;
+
+    let public: HashSet<String> = hosted.public_methods.iter().map(|m| (*m).to_owned()).collect();
+    let stack = tower::ServiceBuilder::new()
+        .layer(RequestContextLayer)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
+        .layer(AuthLayer {
+            verifier,
+            public: Arc::new(public),
+        });
+
+    let routes = hosted.routes.add_service(health_service).add_service(reflection);
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    let names = hosted.service_names.clone();
+    let signal = async move {
+        shutdown.cancelled().await;
+        health.set_service_status("", ServingStatus::NotServing).await;
+        for name in names {
+            health.set_service_status(name, ServingStatus::NotServing).await;
+        }
+    };
+    Server::builder()
+        .timeout(config.request_timeout())
+        .layer(stack)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr`, saying which address could not be bound if that fails.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
+    })
+}
+
+/// Request id, tracing span and metrics for every call.
+#[derive(Clone, Copy)]
+pub struct RequestContextLayer;
+
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestContext<S> {
+    inner: S,
+}
+
+impl<S, B, R> Service<http::Request<B>> for RequestContext<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+            req.headers_mut().insert(REQUEST_ID, value);
+        }
+        let method = req.uri().path().to_owned();
+        let span = tracing::info_span!("grpc", rpc.method = %method, request_id = %request_id);
+        crate::telemetry::set_parent_from(&span, &crate::telemetry::HeaderExtractor(req.headers()));
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let result = inner.call(req).await;
+                let code = match &result {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("0")
+                        .to_owned(),
+                    Err(_) => "transport".to_owned(),
+                };
+                let elapsed = started.elapsed();
+                metrics::counter!(crate::metrics::GRPC_REQUESTS, "method" => method.clone(), "code" => code.clone()).increment(1);
+                metrics::histogram!(crate::metrics::GRPC_LATENCY, "method" => method).record(elapsed.as_secs_f64());
+                tracing::debug!(grpc.code = %code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
+                result.map(|mut response| {
+                    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+                        response.headers_mut().insert(REQUEST_ID, value);
+                    }
+                    response
+                })
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Verifies the bearer token of every call except public methods, health and reflection, and
+/// attaches the caller's [`Principal`] to the request.
+#[derive(Clone)]
+pub struct AuthLayer {
+    verifier: TokenVerifier,
+    public: Arc<HashSet<String>>,
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            verifier: self.verifier.clone(),
+            public: self.public.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    verifier: TokenVerifier,
+    public: Arc<HashSet<String>>,
+}
+
+fn needs_token(public: &HashSet<String>, path: &str) -> bool {
+    !(public.contains(path)
+        || path.starts_with("/grpc.health.v1.")
+        || path.starts_with("/grpc.reflection."))
+}
+
+impl<S, B, R> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        let check = needs_token(&self.public, req.uri().path());
+        Box::pin(async move {
+            if check {
+                let token = req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty());
+                let principal = match token {
+                    None => Err(AuthError::Missing),
+                    Some(token) => verifier
+                        .verify(token)
+                        .await
+                        .and_then(|claims| Principal::from_claims(&claims)),
+                };
+                match principal {
+                    Ok(principal) => {
+                        req.extensions_mut().insert(principal);
+                    }
+                    Err(err) => {
+                        let status = match err {
+                            AuthError::KeysUnavailable(_) => tonic::Status::unavailable(err.to_string()),
+                            _ => tonic::Status::unauthenticated(err.to_string()),
+                        };
+                        return Ok(status.into_http());
+                    }
+                }
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_reflection_and_listed_methods_are_public() {
+        let public: HashSet<String> = ["/mailroom.identity.v1.AuthService/Login".to_owned()].into();
+        assert!(!needs_token(&public, "/mailroom.identity.v1.AuthService/Login"));
+        assert!(!needs_token(&public, "/grpc.health.v1.Health/Check"));
+        assert!(!needs_token(&public, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+        assert!(needs_token(&public, "/mailroom.identity.v1.IdentityService/GetUser"));
+    }
+}

@@ -1,0 +1,30 @@
+//! What every Mailroom service shares, so that each service crate holds only its own domain.
+//!
+//! - [`config`]: typed configuration from the environment and an optional TOML file.
+//! - [`telemetry`]: JSON logs, OpenTelemetry traces, W3C trace context across gRPC and Kafka.
+//! - [`metrics`]: the Prometheus endpoint.
+//! - [`grpc`]: the gRPC server every service runs on (health, reflection, tower layers).
+//! - [`auth`]: access-token claims, verification against a JWKS, the principal of a request.
+//! - [`error`]: the one mapping from domain errors to gRPC status codes.
+//! - [`db`]: the PostgreSQL pool (one schema per service) and migrations.
+//! - [`outbox`], [`kafka`], [`consumer`]: events written with state, relayed to Kafka,
+//!   consumed exactly once in effect.
+//! - [`redis`]: the Redis connection and the rate limiter built on it.
+//! - [`aip`]: AIP-160 filters and AIP-158 page tokens.
+//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+
+pub mod aip;
+pub mod auth;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod kafka;
+pub mod metrics;
+pub mod outbox;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use mailroom_proto as proto;
