@@ -1,0 +1,336 @@
+//! Who holds an address, moving an address away from a dismissed person, and a user changing
+//! their own login with a code sent to the new address.
+
+use chrono::{DateTime, Utc};
+use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::events::v1 as ev;
+use mailroom_platform::proto::identity::v1 as pb;
+use mailroom_platform::redis::RateDecision;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{EmailAddress, UserState};
+use crate::error::{IdentityError, Result};
+use crate::service::{emit, parse_id, reload, require_admin, scope, Identity};
+use crate::store::{self, UserRow, USER_COLUMNS};
+use crate::users::service_needs_org;
+use ev::envelope::Payload;
+
+/// Wrong codes allowed before a pending change is dropped.
+const CODE_ATTEMPTS: i32 = 5;
+
+/// One use of an address, as GetEmailAddressUsage reports it.
+pub struct AddressUse {
+    pub kind: pb::AddressUseKind,
+    pub user: UserRow,
+}
+
+/// What a transfer did.
+pub struct Transfer {
+    pub from: UserRow,
+    pub to: Option<UserRow>,
+}
+
+impl Identity {
+    #[tracing::instrument(skip_all)]
+    pub async fn address_usage(&self, principal: &Principal, address: &str) -> Result<(EmailAddress, Vec<AddressUse>)> {
+        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let address = EmailAddress::parse("address", address)?;
+        let mut conn = self.pool.acquire().await?;
+        require_admin(&mut conn, principal, org_id).await?;
+        let holders: Vec<UserRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM address_claims c JOIN users u ON u.id = c.user_id WHERE c.org_id = $1 AND c.address = $2",
+            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+        ))
+        .bind(org_id)
+        .bind(address.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut uses = Vec::new();
+        for user in holders {
+            if user.login_email == address.as_str() {
+                uses.push(AddressUse {
+                    kind: pb::AddressUseKind::Login,
+                    user: user.clone(),
+                });
+            }
+            if user.contact_email == address.as_str() {
+                uses.push(AddressUse {
+                    kind: pb::AddressUseKind::Contact,
+                    user,
+                });
+            }
+        }
+        Ok((address, uses))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn transfer_address(&self, principal: &Principal, req: pb::TransferEmailAddressRequest) -> Result<Transfer> {
+        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let address = EmailAddress::parse("address", &req.address)?;
+        let from_id = parse_id("from_user_id", &req.from_user_id)?;
+        let to_id = match &req.destination {
+            Some(pb::transfer_email_address_request::Destination::ToUserId(id)) => Some(parse_id("to_user_id", id)?),
+            Some(pb::transfer_email_address_request::Destination::Release(true)) => None,
+            _ => {
+                return Err(IdentityError::InvalidArgument(
+                    "say where the address goes: `to_user_id`, or `release: true` to free it".into(),
+                ))
+            }
+        };
+        if to_id == Some(from_id) {
+            return Err(IdentityError::InvalidArgument("`to_user_id` is the user the address is taken from".into()));
+        }
+        let as_login = match pb::AddressUseKind::try_from(req.as_kind).unwrap_or_default() {
+            pb::AddressUseKind::Unspecified | pb::AddressUseKind::Contact => false,
+            pb::AddressUseKind::Login => true,
+            _ => {
+                return Err(IdentityError::InvalidArgument(
+                    "`as_kind` must be LOGIN or CONTACT".into(),
+                ))
+            }
+        };
+
+        let mut tx = self.pool.begin().await?;
+        require_admin(&mut tx, principal, org_id).await?;
+        // Lock both users in id order, so two transfers between the same people cannot deadlock.
+        let mut ids = vec![from_id];
+        ids.extend(to_id);
+        ids.sort();
+        let mut locked = Vec::new();
+        for id in &ids {
+            locked.push(store::user_for_update(&mut tx, org_id, *id).await?);
+        }
+        let from = locked
+            .iter()
+            .find(|u| u.id == from_id)
+            .cloned()
+            .ok_or_else(|| store::not_found("user", from_id))?;
+        let holds_login = from.login_email == address.as_str();
+        let holds_contact = from.contact_email == address.as_str();
+        if !holds_login && !holds_contact {
+            return Err(IdentityError::FailedPrecondition(format!(
+                "{} does not hold {address}; GetEmailAddressUsage shows who does",
+                from.display_name()
+            )));
+        }
+        if holds_login && from.state() != UserState::Dismissed {
+            return Err(IdentityError::FailedPrecondition(format!(
+                "{address} is the login of {}, who is {}; a login moves only from a dismissed user",
+                from.display_name(),
+                from.state().describe()
+            )));
+        }
+
+        let tombstone = EmailAddress::tombstone();
+        store::claim(&mut tx, org_id, &tombstone, from_id).await?;
+        sqlx::query(
+            "UPDATE users SET login_email = CASE WHEN login_email = $2 THEN $3 ELSE login_email END, \
+             contact_email = CASE WHEN contact_email = $2 THEN $3 ELSE contact_email END, updated_at = now() WHERE id = $1",
+        )
+        .bind(from_id)
+        .bind(address.as_str())
+        .bind(tombstone.as_str())
+        .execute(&mut *tx)
+        .await?;
+        store::release_if_unused(&mut tx, org_id, address.as_str(), from_id).await?;
+
+        let mut to = None;
+        if let Some(to_id) = to_id {
+            let receiver = locked
+                .iter()
+                .find(|u| u.id == to_id)
+                .cloned()
+                .ok_or_else(|| store::not_found("user", to_id))?;
+            store::claim(&mut tx, org_id, &address, to_id).await?;
+            let previous = if as_login { &receiver.login_email } else { &receiver.contact_email };
+            let column = if as_login { "login_email" } else { "contact_email" };
+            sqlx::query(&format!("UPDATE users SET {column} = $2, updated_at = now() WHERE id = $1"))
+                .bind(to_id)
+                .bind(address.as_str())
+                .execute(&mut *tx)
+                .await?;
+            store::release_if_unused(&mut tx, org_id, previous, to_id).await?;
+            to = Some(reload(&mut tx, org_id, to_id).await?);
+        }
+
+        let actor = match principal {
+            Principal::User { user_id, .. } => user_id.to_string(),
+            Principal::Service { name } => format!("service:{name}"),
+        };
+        let as_kind = match (to_id, as_login) {
+            (None, _) => "RELEASED",
+            (Some(_), true) => "LOGIN",
+            (Some(_), false) => "CONTACT",
+        };
+        let transferred_at: DateTime<Utc> = sqlx::query_scalar(
+            "INSERT INTO address_transfers (id, org_id, address, from_user_id, to_user_id, as_kind, tombstone, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING transferred_at",
+        )
+        .bind(Uuid::now_v7())
+        .bind(org_id)
+        .bind(address.as_str())
+        .bind(from_id)
+        .bind(to_id)
+        .bind(as_kind)
+        .bind(tombstone.as_str())
+        .bind(&actor)
+        .fetch_one(&mut *tx)
+        .await?;
+        emit(
+            &mut tx,
+            org_id,
+            from_id,
+            principal,
+            Payload::EmailAddressTransferred(ev::EmailAddressTransferred {
+                address: address.to_string(),
+                from_user_id: from_id.to_string(),
+                to_user_id: to_id.map(|t| t.to_string()).unwrap_or_default(),
+                as_kind: as_kind.into(),
+                tombstone_address: tombstone.to_string(),
+                transferred_at: Some(prost_types::Timestamp {
+                    seconds: transferred_at.timestamp(),
+                    nanos: transferred_at.timestamp_subsec_nanos() as i32,
+                }),
+            }),
+        )
+        .await?;
+        let from = reload(&mut tx, org_id, from_id).await?;
+        tx.commit().await?;
+        tracing::info!(%org_id, %from_id, to = ?to_id, as_kind, "email address transferred");
+        Ok(Transfer { from, to })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn request_login_change(&self, principal: &Principal, new_login: &str) -> Result<DateTime<Utc>> {
+        let (user_id, org_id) = own_user(principal)?;
+        let new_login = EmailAddress::parse("new_login_email", new_login)?;
+        if let RateDecision::Limited { retry_after } = self.code_limiter.hit(&user_id.to_string()).await? {
+            return Err(IdentityError::RateLimited {
+                retry_after_secs: retry_after.as_secs().max(1),
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        let user = store::user_for_update(&mut tx, org_id, user_id).await?;
+        if user.state() != UserState::Active {
+            return Err(IdentityError::PermissionDenied("only an active user can change their login"));
+        }
+        if user.login_email == new_login.as_str() {
+            return Err(IdentityError::InvalidArgument(format!("{new_login} is already your login")));
+        }
+        // Refuse at once when someone else holds it (checked again on confirmation).
+        let holder: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM address_claims WHERE org_id = $1 AND address = $2")
+            .bind(org_id)
+            .bind(new_login.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if holder.is_some_and(|h| h != user_id) {
+            store::claim(&mut tx, org_id, &new_login, user_id).await?;
+        }
+        let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
+        let expires_at: DateTime<Utc> = sqlx::query_scalar(
+            "INSERT INTO login_email_changes (user_id, new_address, code_hash, expires_at) \
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+             ON CONFLICT (user_id) DO UPDATE SET new_address = $2, code_hash = $3, attempts = 0, \
+               expires_at = now() + make_interval(secs => $4), created_at = now() \
+             RETURNING expires_at",
+        )
+        .bind(user_id)
+        .bind(new_login.as_str())
+        .bind(code_hash(user_id, &code))
+        .bind(self.config.login_code_ttl_secs as f64)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.mailer
+            .send_login_code(&new_login, &code, self.config.login_code_ttl_secs / 60)
+            .await
+            .map_err(|e| IdentityError::Mail(e.to_string()))?;
+        Ok(expires_at)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn confirm_login_change(&self, principal: &Principal, code: &str) -> Result<UserRow> {
+        let (user_id, org_id) = own_user(principal)?;
+        let code = code.trim();
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(IdentityError::InvalidArgument("the code is the 6 digits from the message sent to your new address".into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let pending: Option<(String, Vec<u8>, i32, bool)> = sqlx::query_as(
+            "SELECT new_address, code_hash, attempts, expires_at < now() FROM login_email_changes WHERE user_id = $1 FOR UPDATE",
+        )
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((new_address, expected, attempts, expired)) = pending else {
+            return Err(IdentityError::FailedPrecondition(
+                "no login change is pending; request one with RequestLoginEmailChange".into(),
+            ));
+        };
+        if expired || attempts >= CODE_ATTEMPTS {
+            sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            return Err(IdentityError::FailedPrecondition(
+                "the code has expired or was mistyped too often; request a new one".into(),
+            ));
+        }
+        if !constant_time_eq(&expected, &code_hash(user_id, code)) {
+            sqlx::query("UPDATE login_email_changes SET attempts = attempts + 1 WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Err(IdentityError::InvalidArgument(format!(
+                "the code is wrong; {} attempt(s) left",
+                CODE_ATTEMPTS - attempts - 1
+            )));
+        }
+        let user = store::user_for_update(&mut tx, org_id, user_id).await?;
+        let new_login = EmailAddress::from_stored(new_address);
+        store::claim(&mut tx, org_id, &new_login, user_id).await?;
+        sqlx::query("UPDATE users SET login_email = $2, updated_at = now() WHERE id = $1")
+            .bind(user_id)
+            .bind(new_login.as_str())
+            .execute(&mut *tx)
+            .await?;
+        store::release_if_unused(&mut tx, org_id, &user.login_email, user_id).await?;
+        sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        emit(
+            &mut tx,
+            org_id,
+            user_id,
+            principal,
+            Payload::LoginEmailChanged(ev::LoginEmailChanged {
+                user_id: user_id.to_string(),
+                previous_address: user.login_email.clone(),
+                new_address: new_login.to_string(),
+            }),
+        )
+        .await?;
+        let user = reload(&mut tx, org_id, user_id).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+}
+
+fn own_user(principal: &Principal) -> Result<(Uuid, Uuid)> {
+    match principal {
+        Principal::User { user_id, org_id, .. } => Ok((*user_id, *org_id)),
+        Principal::Service { .. } => Err(IdentityError::PermissionDenied(
+            "a login is changed only by its owner, signed in as themselves",
+        )),
+    }
+}
+
+fn code_hash(user_id: Uuid, code: &str) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(user_id.as_bytes());
+    hasher.update(code.as_bytes());
+    hasher.finalize().to_vec()
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,97 @@
+//! Identity's own configuration (section `identity`: `MAILROOM_IDENTITY__*`).
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdentityConfig {
+    /// Ed25519 signing keys as base64 32-byte seeds; the first signs, all verify (rotation:
+    /// put the new key first, keep the old one until its tokens have expired).
+    #[serde(default)]
+    pub signing_keys: Vec<SecretString>,
+    /// Internal callers: client id → secret, exchanged for service tokens.
+    #[serde(default)]
+    pub service_clients: BTreeMap<String, SecretString>,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl_secs: i64,
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl_secs: i64,
+    /// Sign-in attempts allowed per address per minute.
+    #[serde(default = "default_login_rate")]
+    pub login_attempts_per_minute: u32,
+    #[serde(default = "default_code_ttl")]
+    pub login_code_ttl_secs: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SmtpConfig {
+    #[serde(default = "default_smtp_host")]
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    #[serde(default = "default_smtp_security")]
+    pub security: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default = "default_smtp_from")]
+    pub from: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: default_smtp_host(),
+            port: default_smtp_port(),
+            security: default_smtp_security(),
+            username: None,
+            password: None,
+            from: default_smtp_from(),
+        }
+    }
+}
+
+fn default_access_ttl() -> i64 {
+    15 * 60
+}
+fn default_refresh_ttl() -> i64 {
+    30 * 24 * 3600
+}
+fn default_login_rate() -> u32 {
+    10
+}
+fn default_code_ttl() -> i64 {
+    15 * 60
+}
+fn default_smtp_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_smtp_port() -> u16 {
+    10025
+}
+fn default_smtp_security() -> String {
+    "none".into()
+}
+fn default_smtp_from() -> String {
+    "Mailroom <no-reply@mailroom.local>".into()
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            signing_keys: Vec::new(),
+            service_clients: BTreeMap::new(),
+            smtp: SmtpConfig::default(),
+            access_token_ttl_secs: default_access_ttl(),
+            refresh_token_ttl_secs: default_refresh_ttl(),
+            login_attempts_per_minute: default_login_rate(),
+            login_code_ttl_secs: default_code_ttl(),
+        }
+    }
+}

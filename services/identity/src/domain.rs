@@ -1,0 +1,289 @@
+//! Values that come from outside, parsed once into types that cannot hold a bad value.
+//!
+//! An [`EmailAddress`] is what Mailroom compares and stores: the local part lower-cased, the
+//! domain in lower-case ASCII (IDN domains converted to punycode). Anything a mail header could
+//! be injected with (CR, LF, other control characters, angle brackets, commas, quotes) is
+//! refused, as are addresses over the RFC 5321 length limits.
+
+use std::fmt;
+
+/// Why an input was refused, in words for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("`{field}` is required")]
+    Missing { field: &'static str },
+    #[error("`{field}` is not a valid email address: {reason}")]
+    Email { field: &'static str, reason: &'static str },
+    #[error("`{field}` {reason}")]
+    Text { field: &'static str, reason: &'static str },
+    #[error("password must be {min} to {max} characters long")]
+    PasswordLength { min: usize, max: usize },
+}
+
+/// A parsed, normalised email address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailAddress(String);
+
+const FORBIDDEN_LOCAL: &[char] = &['<', '>', '(', ')', '[', ']', '\\', ',', ';', ':', '"', '@', ' '];
+
+impl EmailAddress {
+    /// Parses user input for the field named `field` (used in the error message).
+    pub fn parse(field: &'static str, input: &str) -> Result<Self, ParseError> {
+        let err = |reason| ParseError::Email { field, reason };
+        if input.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+            return Err(err("it contains a line break or control character"));
+        }
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(ParseError::Missing { field });
+        }
+        if trimmed.len() > 254 {
+            return Err(err("it is longer than 254 characters"));
+        }
+        let (local, domain) = trimmed.rsplit_once('@').ok_or_else(|| err("it has no `@`"))?;
+        if local.is_empty() {
+            return Err(err("nothing stands before the `@`"));
+        }
+        if local.len() > 64 {
+            return Err(err("the part before the `@` is longer than 64 characters"));
+        }
+        if local.chars().any(|c| FORBIDDEN_LOCAL.contains(&c) || c.is_whitespace()) {
+            return Err(err("the part before the `@` has a character addresses cannot hold (space, quote, comma, angle bracket, …)"));
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(err("dots cannot start, end or repeat in the part before the `@`"));
+        }
+        let domain = parse_domain(domain).map_err(err)?;
+        let normalised = format!("{}@{}", local.to_lowercase(), domain);
+        if normalised.len() > 254 {
+            return Err(err("it is longer than 254 characters"));
+        }
+        Ok(Self(normalised))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
+    }
+
+    /// An address that takes the place of one transferred away; it can never be a real one
+    /// (`.invalid` is reserved by RFC 2606).
+    pub fn tombstone() -> Self {
+        Self(format!("released-{}@tombstone.invalid", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Trusts a value read back from our own database.
+    pub(crate) fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn parse_domain(domain: &str) -> Result<String, &'static str> {
+    if domain.is_empty() {
+        return Err("nothing stands after the `@`");
+    }
+    if domain.starts_with('[') {
+        return Err("IP-address domains are not accepted");
+    }
+    let ascii = idna::domain_to_ascii(domain).map_err(|_| "the domain is not a valid domain name")?;
+    if ascii.len() > 253 {
+        return Err("the domain is longer than 253 characters");
+    }
+    let labels: Vec<&str> = ascii.split('.').collect();
+    if labels.len() < 2 {
+        return Err("the domain needs a dot, as in example.com");
+    }
+    for label in &labels {
+        if label.is_empty() || label.len() > 63 {
+            return Err("a part of the domain is empty or longer than 63 characters");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a part of the domain starts or ends with a hyphen");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("the domain has a character domains cannot hold");
+        }
+    }
+    Ok(ascii.to_ascii_lowercase())
+}
+
+/// A person's name, position or department name: one line of printable text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(String);
+
+impl Text {
+    /// Parses `input` for `field`: trimmed, at most `max` characters, no control characters.
+    pub fn parse(field: &'static str, input: &str, max: usize, required: bool) -> Result<Self, ParseError> {
+        if input.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+            return Err(ParseError::Text {
+                field,
+                reason: "cannot contain line breaks or control characters",
+            });
+        }
+        let trimmed = input.trim();
+        if required && trimmed.is_empty() {
+            return Err(ParseError::Missing { field });
+        }
+        if trimmed.chars().count() > max {
+            return Err(ParseError::Text {
+                field,
+                reason: "is too long",
+            });
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// A new password as the user chose it; checked for length only (NIST 800-63B).
+pub struct NewPassword(String);
+
+impl NewPassword {
+    pub const MIN: usize = 8;
+    pub const MAX: usize = 256;
+
+    pub fn parse(input: &str) -> Result<Self, ParseError> {
+        let n = input.chars().count();
+        if !(Self::MIN..=Self::MAX).contains(&n) {
+            return Err(ParseError::PasswordLength {
+                min: Self::MIN,
+                max: Self::MAX,
+            });
+        }
+        Ok(Self(input.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewPassword([REDACTED])")
+    }
+}
+
+/// The life of a user account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserState {
+    Invited,
+    Active,
+    Dismissed,
+}
+
+impl UserState {
+    pub fn as_db(self) -> &'static str {
+        match self {
+            UserState::Invited => "invited",
+            UserState::Active => "active",
+            UserState::Dismissed => "dismissed",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Self {
+        match value {
+            "active" => UserState::Active,
+            "dismissed" => UserState::Dismissed,
+            _ => UserState::Invited,
+        }
+    }
+
+    /// Parses a filter value: `INVITED` or `USER_STATE_INVITED`, any case.
+    pub fn from_filter(value: &str) -> Option<Self> {
+        let upper = value.to_ascii_uppercase();
+        match upper.strip_prefix("USER_STATE_").unwrap_or(&upper) {
+            "INVITED" => Some(UserState::Invited),
+            "ACTIVE" => Some(UserState::Active),
+            "DISMISSED" => Some(UserState::Dismissed),
+            _ => None,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            UserState::Invited => "invited",
+            UserState::Active => "active",
+            UserState::Dismissed => "dismissed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_and_idn_domains() {
+        let a = EmailAddress::parse("email", "  Ann.Lee@ACME.Test ").unwrap();
+        assert_eq!(a.as_str(), "ann.lee@acme.test");
+        let idn = EmailAddress::parse("email", "ivan@пример.рф").unwrap();
+        assert_eq!(idn.as_str(), "ivan@xn--e1afmkfd.xn--p1ai");
+        assert_eq!(idn.domain(), "xn--e1afmkfd.xn--p1ai");
+    }
+
+    #[test]
+    fn refuses_header_injection_and_malformed_addresses() {
+        for bad in [
+            "ann@acme.test\r\nBcc: all@acme.test",
+            "ann@acme.test\n",
+            "Ann <ann@acme.test>",
+            "ann,bob@acme.test",
+            "ann@acme",
+            "@acme.test",
+            "ann@",
+            "ann",
+            "a..b@acme.test",
+            ".ann@acme.test",
+            "ann@-acme.test",
+            "ann@[127.0.0.1]",
+            "\"ann\"@acme.test",
+            "ann lee@acme.test",
+        ] {
+            assert!(EmailAddress::parse("email", bad).is_err(), "{bad:?} should be refused");
+        }
+        let long_local = format!("{}@acme.test", "a".repeat(65));
+        assert!(EmailAddress::parse("email", &long_local).is_err());
+        let long_domain = format!("a@{}.test", "b".repeat(250));
+        assert!(EmailAddress::parse("email", &long_domain).is_err());
+    }
+
+    #[test]
+    fn tombstones_are_unique_and_reserved() {
+        let a = EmailAddress::tombstone();
+        let b = EmailAddress::tombstone();
+        assert_ne!(a, b);
+        assert!(a.as_str().ends_with("@tombstone.invalid"));
+    }
+
+    #[test]
+    fn text_refuses_line_breaks() {
+        assert!(Text::parse("first_name", "Ann\r\nBcc: x", 100, true).is_err());
+        assert!(Text::parse("first_name", "   ", 100, true).is_err());
+        assert_eq!(Text::parse("first_name", " Ann ", 100, true).unwrap().as_str(), "Ann");
+        assert!(Text::parse("position", &"x".repeat(101), 100, false).is_err());
+    }
+
+    #[test]
+    fn password_length_is_checked() {
+        assert!(NewPassword::parse("short").is_err());
+        assert!(NewPassword::parse("long enough").is_ok());
+        assert!(!format!("{:?}", NewPassword::parse("long enough").unwrap()).contains("long"));
+    }
+}

@@ -1,0 +1,78 @@
+//! Outgoing mail (login-change codes) over SMTP with lettre.
+
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+
+use crate::config::SmtpConfig;
+use crate::domain::EmailAddress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("SMTP settings are invalid: {0}")]
+    Config(String),
+    #[error("the message could not be built: {0}")]
+    Build(String),
+    #[error("the SMTP server did not accept the message: {0}")]
+    Send(String),
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
+        let mut builder = match config.security.as_str() {
+            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+                .map_err(|e| MailError::Config(e.to_string()))?,
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+                .map_err(|e| MailError::Config(e.to_string()))?,
+            other => {
+                return Err(MailError::Config(format!(
+                    "security `{other}` is not one of none, starttls, tls"
+                )))
+            }
+        }
+        .port(config.port)
+        .timeout(Some(std::time::Duration::from_secs(10)));
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password.expose_secret().to_owned()));
+        }
+        let from = config
+            .from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| MailError::Config(format!("from: {e}")))?;
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
+    }
+
+    /// Sends the code that confirms a login change to the new address.
+    pub async fn send_login_code(&self, to: &EmailAddress, code: &str, ttl_minutes: i64) -> Result<(), MailError> {
+        let to: Mailbox = to
+            .as_str()
+            .parse()
+            .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject("Confirm your new Mailroom sign-in address")
+            .body(format!(
+                "Someone (we hope you) asked to sign in to Mailroom with this address.\n\n\
+                 Your confirmation code: {code}\n\n\
+                 It expires in {ttl_minutes} minutes. If this was not you, ignore this message.\n"
+            ))
+            .map_err(|e| MailError::Build(e.to_string()))?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| MailError::Send(e.to_string()))
+    }
+}

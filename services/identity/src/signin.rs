@@ -1,0 +1,215 @@
+//! Signing in: passwords, access tokens, rotating refresh tokens, service tokens.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::identity::v1 as pb;
+use mailroom_platform::redis::RateDecision;
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::addresses::constant_time_eq;
+use crate::domain::{EmailAddress, NewPassword, UserState};
+use crate::error::{IdentityError, Result};
+use crate::keys;
+use crate::passwords;
+use crate::service::{parse_optional_id, Identity};
+
+/// Tokens handed to a client.
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub access_expires: DateTime<Utc>,
+    pub refresh_token: Option<(String, DateTime<Utc>)>,
+}
+
+impl Identity {
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, req: pb::LoginRequest) -> Result<IssuedTokens> {
+        let email = EmailAddress::parse("login_email", &req.login_email)?;
+        let org_filter = parse_optional_id("org_id", &req.org_id)?;
+        if let RateDecision::Limited { retry_after } = self.login_limiter.hit(email.as_str()).await? {
+            return Err(IdentityError::RateLimited {
+                retry_after_secs: retry_after.as_secs().max(1),
+            });
+        }
+        let candidates: Vec<(Uuid, Uuid, bool, Option<String>)> = sqlx::query_as(
+            "SELECT id, org_id, is_admin, password_hash FROM users \
+             WHERE login_email = $1 AND state = 'active' AND ($2::uuid IS NULL OR org_id = $2) LIMIT 2",
+        )
+        .bind(email.as_str())
+        .bind(org_filter)
+        .fetch_all(&self.pool)
+        .await?;
+        if candidates.len() > 1 {
+            return Err(IdentityError::FailedPrecondition(
+                "this address signs in to more than one organisation; pass `org_id`".into(),
+            ));
+        }
+        let Some((user_id, org_id, admin, Some(hash))) = candidates.into_iter().next() else {
+            // Same work as a real check, so a wrong address cannot be told from a wrong password.
+            let _ = passwords::verify(req.password, self.decoy_hash.clone()).await;
+            return Err(IdentityError::BadCredentials);
+        };
+        if !passwords::verify(req.password, hash).await? {
+            return Err(IdentityError::BadCredentials);
+        }
+        let mut conn = self.pool.acquire().await?;
+        self.issue_user_tokens(&mut conn, user_id, org_id, admin, Uuid::now_v7()).await
+    }
+
+    async fn issue_user_tokens(
+        &self,
+        conn: &mut PgConnection,
+        user_id: Uuid,
+        org_id: Uuid,
+        admin: bool,
+        family: Uuid,
+    ) -> Result<IssuedTokens> {
+        let claims = keys::claims(user_id.to_string(), Some(org_id), admin, self.config.access_token_ttl_secs);
+        let access_expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
+        let access_token = self.keys.sign(&claims).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let refresh = URL_SAFE_NO_PAD.encode(secret);
+        let refresh_expires = Utc::now() + Duration::seconds(self.config.refresh_token_ttl_secs);
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(family)
+        .bind(user_id)
+        .bind(token_hash(&refresh))
+        .bind(refresh_expires)
+        .execute(conn)
+        .await?;
+        Ok(IssuedTokens {
+            access_token,
+            access_expires,
+            refresh_token: Some((refresh, refresh_expires)),
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens> {
+        let invalid = IdentityError::Unauthenticated("refresh token is not valid; sign in again");
+        if refresh_token.is_empty() || refresh_token.len() > 128 {
+            return Err(invalid);
+        }
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(Uuid, Uuid, Uuid, bool, bool, bool)> = sqlx::query_as(
+            "SELECT id, family_id, user_id, expires_at < now(), spent_at IS NOT NULL, revoked_at IS NOT NULL \
+             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(token_hash(refresh_token))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, family, user_id, expired, spent, revoked)) = row else {
+            return Err(invalid);
+        };
+        if spent && !revoked {
+            // A spent token presented again: someone copied it. End every session of that login.
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
+                .bind(family)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::warn!(%user_id, "refresh token reused; its sign-in was revoked");
+            return Err(IdentityError::Unauthenticated(
+                "refresh token was already used, so every session of that sign-in is revoked; sign in again",
+            ));
+        }
+        if expired || revoked {
+            return Err(invalid);
+        }
+        let user: Option<(Uuid, String, bool)> = sqlx::query_as("SELECT org_id, state, is_admin FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((org_id, state, admin)) = user.filter(|(_, s, _)| UserState::from_db(s) == UserState::Active) else {
+            return Err(invalid);
+        };
+        let _ = state;
+        sqlx::query("UPDATE refresh_tokens SET spent_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let issued = self.issue_user_tokens(&mut tx, user_id, org_id, admin, family).await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke_refresh(&self, refresh_token: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = \
+             (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) AND revoked_at IS NULL",
+        )
+        .bind(token_hash(refresh_token))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(&self, principal: &Principal, req: pb::ChangePasswordRequest) -> Result<()> {
+        let Principal::User { user_id, .. } = principal else {
+            return Err(IdentityError::PermissionDenied("a password is changed by its owner only"));
+        };
+        let new = NewPassword::parse(&req.new_password)?;
+        let hash: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 AND state = 'active'")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        let Some(hash) = hash else {
+            return Err(IdentityError::PermissionDenied("only an active user can change their password"));
+        };
+        if !passwords::verify(req.current_password, hash).await? {
+            return Err(IdentityError::BadCredentials);
+        }
+        let new_hash = passwords::hash(new.expose().to_owned()).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+            .bind(user_id)
+            .bind(new_hash)
+            .execute(&mut *tx)
+            .await?;
+        // Other sessions end with the old password.
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(client_id = %req.client_id))]
+    pub fn service_token(&self, req: pb::IssueServiceTokenRequest) -> Result<IssuedTokens> {
+        let known = self.config.service_clients.get(&req.client_id);
+        let matches = known.is_some_and(|secret| {
+            constant_time_eq(
+                &Sha256::digest(secret.expose_secret().as_bytes()),
+                &Sha256::digest(req.client_secret.as_bytes()),
+            )
+        });
+        if !matches {
+            return Err(IdentityError::Unauthenticated("unknown service client id or wrong secret"));
+        }
+        let claims = keys::claims(format!("service:{}", req.client_id), None, false, self.config.access_token_ttl_secs);
+        let access_expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
+        let access_token = self.keys.sign(&claims).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        Ok(IssuedTokens {
+            access_token,
+            access_expires,
+            refresh_token: None,
+        })
+    }
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
