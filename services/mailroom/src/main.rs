@@ -1,1 +1,72 @@
-fn main() {}
+//! `mailroom`: the one binary of Mailroom.
+//!
+//! - `mailroom serve identity[,…]|all` hosts services (one Deployment each in Kubernetes, or
+//!   all in one process, the monolithic mode);
+//! - `mailroom migrate` applies every service's migrations and exits (the Helm hook Job);
+//! - `mailroom dev` runs every built service against local dependencies with demo data;
+//! - `mailroom ctl …` is the admin CLI over the gRPC APIs;
+//! - `mailroom keygen` prints a new token-signing key.
+
+mod ctl;
+mod dev;
+mod output;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mailroom", version, about = "Identities and work mailboxes for large organisations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve services: a comma-separated list (identity) or `all`.
+    Serve {
+        #[arg(value_name = "SERVICES")]
+        services: String,
+    },
+    /// Apply database migrations of the given services (default: all) and exit.
+    Migrate {
+        #[arg(value_name = "SERVICES", default_value = "all")]
+        services: String,
+    },
+    /// Run every built service in one process against local dependencies, with demo data.
+    Dev,
+    /// Admin CLI over the gRPC APIs.
+    Ctl(ctl::Ctl),
+    /// Print a new Ed25519 signing key (base64 seed) for MAILROOM_IDENTITY__SIGNING_KEYS.
+    Keygen,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { services } => serve::serve(&services).await,
+            Command::Migrate { services } => serve::migrate(&services).await,
+            Command::Dev => dev::run().await,
+            Command::Ctl(ctl) => ctl::run(ctl).await,
+            Command::Keygen => {
+                println!("{}", mailroom_identity::keys::KeyRing::generate_seed());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

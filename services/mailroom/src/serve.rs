@@ -1,0 +1,193 @@
+//! Hosting services in this process: which exist, their ports, and running them until a
+//! shutdown signal, with their relays.
+
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context};
+use figment::Figment;
+use mailroom_platform::config::{self, PlatformConfig};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// The services this build can serve. The other three of the design (invitations,
+/// mailboxes, sync, access) have APIs in proto/ but are not built yet, so they are not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Identity,
+}
+
+impl Service {
+    pub const ALL: &'static [Service] = &[Service::Identity];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Identity => "identity",
+        }
+    }
+
+    fn default_ports(self) -> (u16, u16) {
+        match self {
+            Service::Identity => (mailroom_identity::DEFAULT_PORT, mailroom_identity::DEFAULT_METRICS_PORT),
+        }
+    }
+}
+
+/// Parses `identity,access` or `all`.
+pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
+    if list.trim() == "all" {
+        return Ok(Service::ALL.to_vec());
+    }
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let service = match name {
+            "identity" => Service::Identity,
+            "invitations" | "mailboxes" | "sync" | "access" => {
+                bail!("service `{name}` is not built yet; this build serves: identity")
+            }
+            other => bail!("unknown service `{other}`; known: identity (or `all`)"),
+        };
+        if !out.contains(&service) {
+            out.push(service);
+        }
+    }
+    if out.is_empty() {
+        bail!("name at least one service, or `all`");
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct Ports {
+    port: Option<u16>,
+    metrics_port: Option<u16>,
+}
+
+/// A service's gRPC and metrics addresses (`MAILROOM_<SERVICE>__PORT`, `…__METRICS_PORT`).
+pub fn addresses(figment: &Figment, platform: &PlatformConfig, service: Service) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let ports: Ports = config::section(figment, service.name()).unwrap_or(Ports {
+        port: None,
+        metrics_port: None,
+    });
+    let (grpc, metrics) = service.default_ports();
+    Ok((
+        SocketAddr::new(platform.listen_host, ports.port.unwrap_or(grpc)),
+        SocketAddr::new(platform.listen_host, ports.metrics_port.unwrap_or(metrics)),
+    ))
+}
+
+pub async fn serve(list: &str) -> anyhow::Result<()> {
+    let services = parse_services(list)?;
+    let figment = config::sources();
+    let platform = PlatformConfig::load(&figment)?;
+    let _telemetry = mailroom_platform::telemetry::init(services[0].name(), platform.log_format, &platform.log_level);
+    tracing::info!(config = ?platform, "starting");
+    let shutdown = mailroom_platform::shutdown::on_signal();
+    let running = start(&services, &figment, &platform, shutdown.clone()).await?;
+    running.wait().await
+}
+
+/// Services started in this process.
+pub struct Running {
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    pub endpoints: Vec<(Service, SocketAddr, SocketAddr)>,
+    pub identity: Option<std::sync::Arc<mailroom_identity::Identity>>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Waits until every task ends; the first failure stops the others.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(err) = result {
+                tracing::error!(error = %format!("{err:#}"), "a service stopped; shutting down the rest");
+                self.shutdown.cancel();
+                first_error.get_or_insert(err);
+            }
+        }
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+pub async fn start(
+    services: &[Service],
+    figment: &Figment,
+    platform: &PlatformConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut endpoints = Vec::new();
+    let mut identity = None;
+    for (index, service) in services.iter().enumerate() {
+        let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
+        if index == 0 && platform.metrics_enabled {
+            mailroom_platform::metrics::serve(metrics_addr)
+                .with_context(|| format!("metrics cannot listen on {metrics_addr}"))?;
+        }
+        match service {
+            Service::Identity => {
+                let config: mailroom_identity::IdentityConfig = config::section(figment, "identity")?;
+                let started = mailroom_identity::start(platform, config)
+                    .await
+                    .context("identity did not start")?;
+                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
+                identity = Some(started.identity.clone());
+                let relay_shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    started.relay.run(relay_shutdown).await;
+                    Ok(())
+                });
+                let platform = platform.clone();
+                let server_shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    mailroom_platform::grpc::serve(started.hosted, listener, started.verifier, &platform, server_shutdown)
+                        .await
+                        .context("identity gRPC server")
+                });
+            }
+        }
+        tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
+        endpoints.push((*service, grpc_addr, metrics_addr));
+    }
+    Ok(Running {
+        tasks,
+        endpoints,
+        identity,
+        shutdown,
+    })
+}
+
+pub async fn migrate(list: &str) -> anyhow::Result<()> {
+    let services = parse_services(list)?;
+    let figment = config::sources();
+    let platform = PlatformConfig::load(&figment)?;
+    for service in services {
+        match service {
+            Service::Identity => {
+                let pool = mailroom_platform::db::connect(&platform.database_url, mailroom_identity::SCHEMA, 2).await?;
+                mailroom_platform::db::migrate(&pool, mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS).await?;
+            }
+        }
+        println!("migrated {}", service.name());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_parse_and_unbuilt_ones_are_refused_by_name() {
+        assert_eq!(parse_services("all").unwrap(), vec![Service::Identity]);
+        assert_eq!(parse_services("identity, identity").unwrap(), vec![Service::Identity]);
+        let err = parse_services("identity,access").unwrap_err().to_string();
+        assert!(err.contains("not built yet"), "{err}");
+        assert!(parse_services("mail").is_err());
+        assert!(parse_services("").is_err());
+    }
+}
