@@ -1,1 +1,526 @@
-//! stub
+//! The test harness: every test gets Mailroom running against the real local stack.
+//!
+//! [`spawn_app`] creates a database of its own on the stack's PostgreSQL, starts identity on a
+//! random loopback port with its outbox relay, and hands back gRPC clients. Redis, the Kafka
+//! broker and the SMTP sink are the stack's (started by `.ci/test`); tests keep out of each
+//! other's way by creating their own organisations with unique domains. [`Broker`] starts a
+//! private tansu for tests that stop and restart the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use figment::Figment;
+use mailroom_platform::config::PlatformConfig;
+use mailroom_proto::events::v1::Envelope;
+use mailroom_proto::identity::v1 as pb;
+use pb::auth_service_client::AuthServiceClient;
+use pb::identity_service_client::IdentityServiceClient;
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message as _;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub use mailroom_proto::identity::v1 as identity_pb;
+
+/// The test service credential every spawned app accepts.
+pub const TEST_CLIENT: &str = "tests";
+const TEST_SECRET: &str = "test-service-secret";
+/// Password of every user the helpers create.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Where the stack is, from the variables `.ci/test` exports.
+pub struct StackEnv {
+    pub database_url: String,
+    pub redis_url: String,
+    pub kafka_brokers: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_sink_dir: Option<PathBuf>,
+    pub tansu_bin: Option<PathBuf>,
+}
+
+impl StackEnv {
+    pub fn load() -> Self {
+        let need = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the tests with .ci/test, which starts PostgreSQL, Redis, Kafka, Dovecot and SMTP")
+            })
+        };
+        let smtp = need("MAILROOM_SMTP_ADDR");
+        let (host, port) = smtp
+            .rsplit_once(':')
+            .expect("MAILROOM_SMTP_ADDR is host:port");
+        Self {
+            database_url: need("DATABASE_URL"),
+            redis_url: need("REDIS_URL"),
+            kafka_brokers: need("KAFKA_BROKERS"),
+            smtp_host: host.to_owned(),
+            smtp_port: port.parse().expect("SMTP port is a number"),
+            smtp_sink_dir: std::env::var("MAILROOM_SMTP_SINK_DIR")
+                .ok()
+                .map(PathBuf::from),
+            tansu_bin: std::env::var("TANSU_BIN").ok().map(PathBuf::from),
+        }
+    }
+}
+
+/// Options for [`spawn_app_with`].
+#[derive(Default)]
+pub struct AppOptions {
+    /// Another broker than the stack's (e.g. a private [`Broker`]).
+    pub kafka_brokers: Option<String>,
+    /// Sign-in attempts per address per minute (default: plenty).
+    pub login_attempts_per_minute: Option<u32>,
+}
+
+/// Identity running for one test.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub endpoint: String,
+    pub pool: PgPool,
+    pub kafka_brokers: String,
+    pub identity: IdentityServiceClient<Channel>,
+    pub auth: AuthServiceClient<Channel>,
+    pub env: StackEnv,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let env = StackEnv::load();
+    let database_url = create_database(&env.database_url).await;
+    let kafka_brokers = options
+        .kafka_brokers
+        .clone()
+        .unwrap_or_else(|| env.kafka_brokers.clone());
+    let figment = Figment::new()
+        .merge(("database_url", database_url.clone()))
+        .merge(("redis_url", env.redis_url.clone()))
+        .merge(("kafka_brokers", kafka_brokers.clone()))
+        .merge(("listen_host", "127.0.0.1"))
+        .merge(("db_max_connections", 8))
+        .merge(("metrics_enabled", false))
+        .merge(("log_level", "warn"));
+    let platform = PlatformConfig::load(&figment).expect("test platform config");
+    let _ = mailroom_platform::telemetry::init(
+        "tests",
+        mailroom_platform::config::LogFormat::Pretty,
+        "warn",
+    );
+
+    let mut config = mailroom_identity::IdentityConfig {
+        signing_keys: vec![SecretString::from(
+            mailroom_identity::keys::KeyRing::generate_seed(),
+        )],
+        login_attempts_per_minute: options.login_attempts_per_minute.unwrap_or(10_000),
+        ..Default::default()
+    };
+    config
+        .service_clients
+        .insert(TEST_CLIENT.into(), SecretString::from(TEST_SECRET));
+    config.smtp.host = env.smtp_host.clone();
+    config.smtp.port = env.smtp_port;
+
+    let started = mailroom_identity::start(&platform, config)
+        .await
+        .expect("identity starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(started.relay.run(shutdown.clone()));
+    let server_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(err) = mailroom_platform::grpc::serve(
+            started.hosted,
+            listener,
+            started.verifier,
+            &platform,
+            server_shutdown,
+        )
+        .await
+        {
+            eprintln!("test server stopped: {err}");
+        }
+    });
+    let endpoint = format!("http://{addr}");
+    let channel = connect(&endpoint).await;
+    TestApp {
+        addr,
+        endpoint,
+        pool: started.pool,
+        kafka_brokers,
+        identity: IdentityServiceClient::new(channel.clone()),
+        auth: AuthServiceClient::new(channel),
+        env,
+        shutdown,
+    }
+}
+
+async fn connect(endpoint: &str) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Channel::from_shared(endpoint.to_owned())
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            Ok(channel) => return channel,
+            Err(err) if Instant::now() > deadline => panic!("test server did not come up: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Creates an empty database next to the stack's and returns its URL.
+async fn create_database(server_url: &str) -> String {
+    let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPool::connect(server_url)
+        .await
+        .expect("connect to the stack's PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let (base, _) = server_url
+        .rsplit_once('/')
+        .expect("DATABASE_URL ends in /dbname");
+    format!("{base}/{name}")
+}
+
+/// Adds `authorization: Bearer token` to a request.
+pub fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("token is ASCII"),
+    );
+    request
+}
+
+/// An organisation created for a test, with its first admin signed in.
+pub struct TestOrg {
+    pub id: String,
+    pub domain: String,
+    pub admin_id: String,
+    pub admin_email: String,
+    pub admin_token: String,
+}
+
+impl TestOrg {
+    /// A unique address in this organisation's domain.
+    pub fn address(&self, local: &str) -> String {
+        format!("{local}@{}", self.domain)
+    }
+}
+
+impl TestApp {
+    pub async fn service_token(&self) -> String {
+        self.auth
+            .clone()
+            .issue_service_token(pb::IssueServiceTokenRequest {
+                client_id: TEST_CLIENT.into(),
+                client_secret: TEST_SECRET.into(),
+            })
+            .await
+            .expect("service token")
+            .into_inner()
+            .access_token
+    }
+
+    pub async fn create_org(&self, seat_limit: i32) -> TestOrg {
+        let domain = format!("t{}.test", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let admin_email = format!("admin@{domain}");
+        let service = self.service_token().await;
+        let org = self
+            .identity
+            .clone()
+            .create_organization(authed(
+                &service,
+                pb::CreateOrganizationRequest {
+                    display_name: format!("Org {domain}"),
+                    seat_limit,
+                    settings: None,
+                    first_admin: Some(pb::NewAdmin {
+                        login_email: admin_email.clone(),
+                        first_name: "Ada".into(),
+                        last_name: "Admin".into(),
+                        password: PASSWORD.into(),
+                    }),
+                },
+            ))
+            .await
+            .expect("create organisation")
+            .into_inner();
+        let tokens = self.login(&admin_email).await.expect("admin signs in");
+        let admin_id = self
+            .identity
+            .clone()
+            .list_users(authed(
+                &tokens.access_token,
+                pb::ListUsersRequest {
+                    filter: "admin = true".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list admins")
+            .into_inner()
+            .users[0]
+            .id
+            .clone();
+        TestOrg {
+            id: org.id,
+            domain,
+            admin_id,
+            admin_email,
+            admin_token: tokens.access_token,
+        }
+    }
+
+    pub async fn login(&self, email: &str) -> Result<pb::TokenPair, tonic::Status> {
+        self.auth
+            .clone()
+            .login(pb::LoginRequest {
+                login_email: email.into(),
+                password: PASSWORD.into(),
+                org_id: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Creates an active user (with [`PASSWORD`]) as the org's admin.
+    pub async fn create_user(&self, org: &TestOrg, local: &str, department_id: &str) -> pb::User {
+        self.try_create_user(org, &org.address(local), department_id)
+            .await
+            .unwrap_or_else(|s| panic!("create user {local}: {s:?}"))
+    }
+
+    pub async fn try_create_user(
+        &self,
+        org: &TestOrg,
+        login: &str,
+        department_id: &str,
+    ) -> Result<pb::User, tonic::Status> {
+        self.identity
+            .clone()
+            .create_user(authed(
+                &org.admin_token,
+                pb::CreateUserRequest {
+                    user: Some(pb::User {
+                        login_email: login.into(),
+                        first_name: login.split('@').next().unwrap_or_default().into(),
+                        last_name: "Tester".into(),
+                        department_id: department_id.into(),
+                        ..Default::default()
+                    }),
+                    password: PASSWORD.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn create_department(
+        &self,
+        org: &TestOrg,
+        name: &str,
+        parent: &str,
+        head: &str,
+    ) -> pb::Department {
+        self.identity
+            .clone()
+            .create_department(authed(
+                &org.admin_token,
+                pb::CreateDepartmentRequest {
+                    department: Some(pb::Department {
+                        name: name.into(),
+                        parent_id: parent.into(),
+                        head_user_id: head.into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("create department {name}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn set_head(
+        &self,
+        org: &TestOrg,
+        department: &pb::Department,
+        head: &str,
+    ) -> pb::Department {
+        self.identity
+            .clone()
+            .update_department(authed(
+                &org.admin_token,
+                pb::UpdateDepartmentRequest {
+                    department: Some(pb::Department {
+                        id: department.id.clone(),
+                        head_user_id: head.into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["head_user_id".into()],
+                    }),
+                },
+            ))
+            .await
+            .expect("set head")
+            .into_inner()
+    }
+}
+
+/// Waits until an event on `topic` matches `predicate`, reading the topic from the start.
+pub async fn wait_for_event(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    predicate: impl Fn(&Envelope) -> bool,
+) -> Option<Envelope> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("test consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Ok(message)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        {
+            if let Some(envelope) = message.payload().and_then(|p| Envelope::decode(p).ok()) {
+                if predicate(&envelope) {
+                    return Some(envelope);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Waits for a message to `address` in the SMTP sink's maildir and returns its text.
+pub async fn wait_for_mail(app: &TestApp, address: &str, timeout: Duration) -> String {
+    let dir = app
+        .env
+        .smtp_sink_dir
+        .clone()
+        .expect("MAILROOM_SMTP_SINK_DIR is set when .ci/test runs the SMTP sink");
+    let deadline = Instant::now() + timeout;
+    loop {
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+                for entry in entries.flatten() {
+                    if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                        if text.lines().any(|l| {
+                            l.to_ascii_lowercase().starts_with("to:") && l.contains(address)
+                        }) {
+                            return text;
+                        }
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            panic!("no mail to {address} reached the SMTP sink in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A private tansu broker, for tests that stop and restart it.
+pub struct Broker {
+    bin: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let bin = StackEnv::load()
+            .tansu_bin
+            .expect("TANSU_BIN is set by .ci/test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut broker = Self {
+            bin,
+            port,
+            child: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&self.bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

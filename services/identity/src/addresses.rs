@@ -34,7 +34,11 @@ pub struct Transfer {
 
 impl Identity {
     #[tracing::instrument(skip_all)]
-    pub async fn address_usage(&self, principal: &Principal, address: &str) -> Result<(EmailAddress, Vec<AddressUse>)> {
+    pub async fn address_usage(
+        &self,
+        principal: &Principal,
+        address: &str,
+    ) -> Result<(EmailAddress, Vec<AddressUse>)> {
         let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
         let address = EmailAddress::parse("address", address)?;
         let mut conn = self.pool.acquire().await?;
@@ -66,21 +70,30 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn transfer_address(&self, principal: &Principal, req: pb::TransferEmailAddressRequest) -> Result<Transfer> {
+    pub async fn transfer_address(
+        &self,
+        principal: &Principal,
+        req: pb::TransferEmailAddressRequest,
+    ) -> Result<Transfer> {
         let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
         let address = EmailAddress::parse("address", &req.address)?;
         let from_id = parse_id("from_user_id", &req.from_user_id)?;
         let to_id = match &req.destination {
-            Some(pb::transfer_email_address_request::Destination::ToUserId(id)) => Some(parse_id("to_user_id", id)?),
+            Some(pb::transfer_email_address_request::Destination::ToUserId(id)) => {
+                Some(parse_id("to_user_id", id)?)
+            }
             Some(pb::transfer_email_address_request::Destination::Release(true)) => None,
             _ => {
                 return Err(IdentityError::InvalidArgument(
-                    "say where the address goes: `to_user_id`, or `release: true` to free it".into(),
+                    "say where the address goes: `to_user_id`, or `release: true` to free it"
+                        .into(),
                 ))
             }
         };
         if to_id == Some(from_id) {
-            return Err(IdentityError::InvalidArgument("`to_user_id` is the user the address is taken from".into()));
+            return Err(IdentityError::InvalidArgument(
+                "`to_user_id` is the user the address is taken from".into(),
+            ));
         }
         let as_login = match pb::AddressUseKind::try_from(req.as_kind).unwrap_or_default() {
             pb::AddressUseKind::Unspecified | pb::AddressUseKind::Contact => false,
@@ -144,13 +157,23 @@ impl Identity {
                 .cloned()
                 .ok_or_else(|| store::not_found("user", to_id))?;
             store::claim(&mut tx, org_id, &address, to_id).await?;
-            let previous = if as_login { &receiver.login_email } else { &receiver.contact_email };
-            let column = if as_login { "login_email" } else { "contact_email" };
-            sqlx::query(&format!("UPDATE users SET {column} = $2, updated_at = now() WHERE id = $1"))
-                .bind(to_id)
-                .bind(address.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let previous = if as_login {
+                &receiver.login_email
+            } else {
+                &receiver.contact_email
+            };
+            let column = if as_login {
+                "login_email"
+            } else {
+                "contact_email"
+            };
+            sqlx::query(&format!(
+                "UPDATE users SET {column} = $2, updated_at = now() WHERE id = $1"
+            ))
+            .bind(to_id)
+            .bind(address.as_str())
+            .execute(&mut *tx)
+            .await?;
             store::release_if_unused(&mut tx, org_id, previous, to_id).await?;
             to = Some(reload(&mut tx, org_id, to_id).await?);
         }
@@ -203,10 +226,16 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn request_login_change(&self, principal: &Principal, new_login: &str) -> Result<DateTime<Utc>> {
+    pub async fn request_login_change(
+        &self,
+        principal: &Principal,
+        new_login: &str,
+    ) -> Result<DateTime<Utc>> {
         let (user_id, org_id) = own_user(principal)?;
         let new_login = EmailAddress::parse("new_login_email", new_login)?;
-        if let RateDecision::Limited { retry_after } = self.code_limiter.hit(&user_id.to_string()).await? {
+        if let RateDecision::Limited { retry_after } =
+            self.code_limiter.hit(&user_id.to_string()).await?
+        {
             return Err(IdentityError::RateLimited {
                 retry_after_secs: retry_after.as_secs().max(1),
             });
@@ -214,17 +243,23 @@ impl Identity {
         let mut tx = self.pool.begin().await?;
         let user = store::user_for_update(&mut tx, org_id, user_id).await?;
         if user.state() != UserState::Active {
-            return Err(IdentityError::PermissionDenied("only an active user can change their login"));
+            return Err(IdentityError::PermissionDenied(
+                "only an active user can change their login",
+            ));
         }
         if user.login_email == new_login.as_str() {
-            return Err(IdentityError::InvalidArgument(format!("{new_login} is already your login")));
+            return Err(IdentityError::InvalidArgument(format!(
+                "{new_login} is already your login"
+            )));
         }
         // Refuse at once when someone else holds it (checked again on confirmation).
-        let holder: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM address_claims WHERE org_id = $1 AND address = $2")
-            .bind(org_id)
-            .bind(new_login.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let holder: Option<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM address_claims WHERE org_id = $1 AND address = $2",
+        )
+        .bind(org_id)
+        .bind(new_login.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         if holder.is_some_and(|h| h != user_id) {
             store::claim(&mut tx, org_id, &new_login, user_id).await?;
         }
@@ -255,7 +290,9 @@ impl Identity {
         let (user_id, org_id) = own_user(principal)?;
         let code = code.trim();
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IdentityError::InvalidArgument("the code is the 6 digits from the message sent to your new address".into()));
+            return Err(IdentityError::InvalidArgument(
+                "the code is the 6 digits from the message sent to your new address".into(),
+            ));
         }
         let mut tx = self.pool.begin().await?;
         let pending: Option<(String, Vec<u8>, i32, bool)> = sqlx::query_as(
@@ -270,17 +307,22 @@ impl Identity {
             ));
         };
         if expired || attempts >= CODE_ATTEMPTS {
-            sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             return Err(IdentityError::FailedPrecondition(
                 "the code has expired or was mistyped too often; request a new one".into(),
             ));
         }
         if !constant_time_eq(&expected, &code_hash(user_id, code)) {
-            sqlx::query("UPDATE login_email_changes SET attempts = attempts + 1 WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE login_email_changes SET attempts = attempts + 1 WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             return Err(IdentityError::InvalidArgument(format!(
                 "the code is wrong; {} attempt(s) left",
@@ -296,7 +338,10 @@ impl Identity {
             .execute(&mut *tx)
             .await?;
         store::release_if_unused(&mut tx, org_id, &user.login_email, user_id).await?;
-        sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         emit(
             &mut tx,
             org_id,
@@ -317,7 +362,9 @@ impl Identity {
 
 fn own_user(principal: &Principal) -> Result<(Uuid, Uuid)> {
     match principal {
-        Principal::User { user_id, org_id, .. } => Ok((*user_id, *org_id)),
+        Principal::User {
+            user_id, org_id, ..
+        } => Ok((*user_id, *org_id)),
         Principal::Service { .. } => Err(IdentityError::PermissionDenied(
             "a login is changed only by its owner, signed in as themselves",
         )),

@@ -96,21 +96,30 @@ fn count(total: i64) -> i32 {
 #[tonic::async_trait]
 impl IdentityService for IdentityApi {
     #[tracing::instrument(skip_all)]
-    async fn create_organization(&self, req: Request<pb::CreateOrganizationRequest>) -> Reply<pb::Organization> {
+    async fn create_organization(
+        &self,
+        req: Request<pb::CreateOrganizationRequest>,
+    ) -> Reply<pb::Organization> {
         let p = principal(&req)?.clone();
         let org = self.0.create_organization(&p, req.into_inner()).await?;
         Ok(Response::new(org_to_proto(org)))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_organization(&self, req: Request<pb::GetOrganizationRequest>) -> Reply<pb::Organization> {
+    async fn get_organization(
+        &self,
+        req: Request<pb::GetOrganizationRequest>,
+    ) -> Reply<pb::Organization> {
         let p = principal(&req)?.clone();
         let org = self.0.get_organization(&p, &req.get_ref().org_id).await?;
         Ok(Response::new(org_to_proto(org)))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn update_organization(&self, req: Request<pb::UpdateOrganizationRequest>) -> Reply<pb::Organization> {
+    async fn update_organization(
+        &self,
+        req: Request<pb::UpdateOrganizationRequest>,
+    ) -> Reply<pb::Organization> {
         let p = principal(&req)?.clone();
         let org = self.0.update_organization(&p, req.into_inner()).await?;
         Ok(Response::new(org_to_proto(org)))
@@ -170,21 +179,30 @@ impl IdentityService for IdentityApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn create_department(&self, req: Request<pb::CreateDepartmentRequest>) -> Reply<pb::Department> {
+    async fn create_department(
+        &self,
+        req: Request<pb::CreateDepartmentRequest>,
+    ) -> Reply<pb::Department> {
         let p = principal(&req)?.clone();
         let d = self.0.create_department(&p, req.into_inner()).await?;
         Ok(Response::new(department_to_proto(d)))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_department(&self, req: Request<pb::GetDepartmentRequest>) -> Reply<pb::Department> {
+    async fn get_department(
+        &self,
+        req: Request<pb::GetDepartmentRequest>,
+    ) -> Reply<pb::Department> {
         let p = principal(&req)?.clone();
         let d = self.0.get_department(&p, &req.get_ref().id).await?;
         Ok(Response::new(department_to_proto(d)))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn update_department(&self, req: Request<pb::UpdateDepartmentRequest>) -> Reply<pb::Department> {
+    async fn update_department(
+        &self,
+        req: Request<pb::UpdateDepartmentRequest>,
+    ) -> Reply<pb::Department> {
         let p = principal(&req)?.clone();
         let d = self.0.update_department(&p, req.into_inner()).await?;
         Ok(Response::new(department_to_proto(d)))
@@ -198,7 +216,10 @@ impl IdentityService for IdentityApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_departments(&self, req: Request<pb::ListDepartmentsRequest>) -> Reply<pb::ListDepartmentsResponse> {
+    async fn list_departments(
+        &self,
+        req: Request<pb::ListDepartmentsRequest>,
+    ) -> Reply<pb::ListDepartmentsResponse> {
         let p = principal(&req)?.clone();
         let (rows, next_page_token) = self.0.list_departments(&p, req.into_inner()).await?;
         Ok(Response::new(pb::ListDepartmentsResponse {
@@ -208,9 +229,13 @@ impl IdentityService for IdentityApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_subordinates(&self, req: Request<pb::ListSubordinatesRequest>) -> Reply<pb::ListSubordinatesResponse> {
+    async fn list_subordinates(
+        &self,
+        req: Request<pb::ListSubordinatesRequest>,
+    ) -> Reply<pb::ListSubordinatesResponse> {
         let p = principal(&req)?.clone();
-        let (users, next_page_token, total) = self.0.list_subordinates(&p, req.into_inner()).await?;
+        let (users, next_page_token, total) =
+            self.0.list_subordinates(&p, req.into_inner()).await?;
         Ok(Response::new(pb::ListSubordinatesResponse {
             users: users.into_iter().map(user_to_proto).collect(),
             next_page_token,
@@ -219,7 +244,10 @@ impl IdentityService for IdentityApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_supervisors(&self, req: Request<pb::ListSupervisorsRequest>) -> Reply<pb::ListSupervisorsResponse> {
+    async fn list_supervisors(
+        &self,
+        req: Request<pb::ListSupervisorsRequest>,
+    ) -> Reply<pb::ListSupervisorsResponse> {
         let p = principal(&req)?.clone();
         let users = self.0.list_supervisors(&p, &req.get_ref().user_id).await?;
         Ok(Response::new(pb::ListSupervisorsResponse {
@@ -228,7 +256,10 @@ impl IdentityService for IdentityApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_email_address_usage(&self, req: Request<pb::GetEmailAddressUsageRequest>) -> Reply<pb::EmailAddressUsage> {
+    async fn get_email_address_usage(
+        &self,
+        req: Request<pb::GetEmailAddressUsageRequest>,
+    ) -> Reply<pb::EmailAddressUsage> {
         let p = principal(&req)?.clone();
         let (address, uses) = self.0.address_usage(&p, &req.get_ref().address).await?;
         Ok(Response::new(pb::EmailAddressUsage {
@@ -246,7 +277,10 @@ impl IdentityService for IdentityApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn transfer_email_address(&self, req: Request<pb::TransferEmailAddressRequest>) -> Reply<pb::TransferEmailAddressResponse> {
+    async fn transfer_email_address(
+        &self,
+        req: Request<pb::TransferEmailAddressRequest>,
+    ) -> Reply<pb::TransferEmailAddressResponse> {
         let p = principal(&req)?.clone();
         let transfer = self.0.transfer_address(&p, req.into_inner()).await?;
         Ok(Response::new(pb::TransferEmailAddressResponse {
@@ -261,14 +295,20 @@ impl IdentityService for IdentityApi {
         req: Request<pb::RequestLoginEmailChangeRequest>,
     ) -> Reply<pb::RequestLoginEmailChangeResponse> {
         let p = principal(&req)?.clone();
-        let expires = self.0.request_login_change(&p, &req.get_ref().new_login_email).await?;
+        let expires = self
+            .0
+            .request_login_change(&p, &req.get_ref().new_login_email)
+            .await?;
         Ok(Response::new(pb::RequestLoginEmailChangeResponse {
             expire_time: Some(timestamp(expires)),
         }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn confirm_login_email_change(&self, req: Request<pb::ConfirmLoginEmailChangeRequest>) -> Reply<pb::User> {
+    async fn confirm_login_email_change(
+        &self,
+        req: Request<pb::ConfirmLoginEmailChangeRequest>,
+    ) -> Reply<pb::User> {
         let p = principal(&req)?.clone();
         let user = self.0.confirm_login_change(&p, &req.get_ref().code).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -303,7 +343,10 @@ impl AuthService for AuthApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn issue_service_token(&self, req: Request<pb::IssueServiceTokenRequest>) -> Reply<pb::TokenPair> {
+    async fn issue_service_token(
+        &self,
+        req: Request<pb::IssueServiceTokenRequest>,
+    ) -> Reply<pb::TokenPair> {
         let tokens = self.0.service_token(req.into_inner())?;
         Ok(Response::new(tokens_to_proto(tokens)))
     }

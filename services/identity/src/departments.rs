@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use crate::domain::{Text, UserState};
 use crate::error::{IdentityError, Result};
-use crate::service::{department_snapshot, emit, parse_id, parse_optional_id, require_admin, scope, Identity};
+use crate::service::{
+    department_snapshot, emit, parse_id, parse_optional_id, require_admin, scope, Identity,
+};
 use crate::store::{self, DepartmentRow, UserRow, DEPARTMENT_COLUMNS, USER_COLUMNS};
 use crate::users::{mask_paths, page_after, service_needs_org, unsupported_path};
 use ev::envelope::Payload;
@@ -19,7 +21,11 @@ const NAME_MAX: usize = 200;
 
 impl Identity {
     #[tracing::instrument(skip_all)]
-    pub async fn create_department(&self, principal: &Principal, req: pb::CreateDepartmentRequest) -> Result<DepartmentRow> {
+    pub async fn create_department(
+        &self,
+        principal: &Principal,
+        req: pb::CreateDepartmentRequest,
+    ) -> Result<DepartmentRow> {
         let d = req
             .department
             .ok_or_else(|| IdentityError::InvalidArgument("`department` is required".into()))?;
@@ -69,7 +75,11 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn update_department(&self, principal: &Principal, req: pb::UpdateDepartmentRequest) -> Result<DepartmentRow> {
+    pub async fn update_department(
+        &self,
+        principal: &Principal,
+        req: pb::UpdateDepartmentRequest,
+    ) -> Result<DepartmentRow> {
         let d = req
             .department
             .ok_or_else(|| IdentityError::InvalidArgument("`department` is required".into()))?;
@@ -85,12 +95,17 @@ impl Identity {
         let mut after = before.clone();
         for path in &paths {
             match path.as_str() {
-                "name" => after.name = Text::parse("department.name", &d.name, NAME_MAX, true)?.into_inner(),
+                "name" => {
+                    after.name =
+                        Text::parse("department.name", &d.name, NAME_MAX, true)?.into_inner()
+                }
                 "parent_id" => {
                     let parent = parse_optional_id("department.parent_id", &d.parent_id)?;
                     if let Some(p) = parent {
                         if p == id {
-                            return Err(IdentityError::InvalidArgument("a department cannot be its own parent".into()));
+                            return Err(IdentityError::InvalidArgument(
+                                "a department cannot be its own parent".into(),
+                            ));
                         }
                         let target = store::department(&mut tx, org_id, p).await?;
                         if is_descendant(&mut tx, org_id, id, p).await? {
@@ -131,7 +146,10 @@ impl Identity {
             Payload::DepartmentUpdated(ev::DepartmentUpdated {
                 department: Some(department_snapshot(&row)),
                 previous_parent_id: before.parent_id.map(|p| p.to_string()).unwrap_or_default(),
-                previous_head_user_id: before.head_user_id.map(|h| h.to_string()).unwrap_or_default(),
+                previous_head_user_id: before
+                    .head_user_id
+                    .map(|h| h.to_string())
+                    .unwrap_or_default(),
             }),
         )
         .await?;
@@ -181,7 +199,11 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn list_departments(&self, principal: &Principal, req: pb::ListDepartmentsRequest) -> Result<(Vec<DepartmentRow>, String)> {
+    pub async fn list_departments(
+        &self,
+        principal: &Principal,
+        req: pb::ListDepartmentsRequest,
+    ) -> Result<(Vec<DepartmentRow>, String)> {
         let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
         let limit = aip::page_size(req.page_size, 100, 1000)?;
         let query_key = format!("departments|{}", req.filter);
@@ -189,16 +211,20 @@ impl Identity {
         let mut parent: Option<Option<Uuid>> = None;
         for c in aip::parse_filter(&req.filter)? {
             match (c.field.as_str(), c.op) {
-                ("parent_id", aip::Op::Eq) => parent = Some(parse_optional_id("filter parent_id", &c.value.as_text())?),
+                ("parent_id", aip::Op::Eq) => {
+                    parent = Some(parse_optional_id("filter parent_id", &c.value.as_text())?)
+                }
                 _ => {
                     return Err(IdentityError::InvalidArgument(format!(
-                        "filter on `{}` is not supported; use parent_id = \"…\" (\"\" for top level)",
-                        c.field
-                    )))
+                    "filter on `{}` is not supported; use parent_id = \"…\" (\"\" for top level)",
+                    c.field
+                )))
                 }
             }
         }
-        let mut q = sqlx::QueryBuilder::new(format!("SELECT {DEPARTMENT_COLUMNS} FROM departments WHERE org_id = "));
+        let mut q = sqlx::QueryBuilder::new(format!(
+            "SELECT {DEPARTMENT_COLUMNS} FROM departments WHERE org_id = "
+        ));
         q.push_bind(org_id);
         match parent {
             Some(Some(p)) => {
@@ -210,16 +236,26 @@ impl Identity {
             None => {}
         }
         if let Some((name, id)) = after {
-            q.push(" AND (name, id) > (").push_bind(name).push(", ").push_bind(id).push(")");
+            q.push(" AND (name, id) > (")
+                .push_bind(name)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
         }
         q.push(" ORDER BY name, id LIMIT ").push_bind(limit + 1);
         let mut rows: Vec<DepartmentRow> = q.build_query_as().fetch_all(&self.pool).await?;
-        let next = page_after(&mut rows, limit, |last| aip::encode_page_token(&query_key, &(last.name.clone(), last.id)));
+        let next = page_after(&mut rows, limit, |last| {
+            aip::encode_page_token(&query_key, &(last.name.clone(), last.id))
+        });
         Ok((rows, next))
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn list_subordinates(&self, principal: &Principal, req: pb::ListSubordinatesRequest) -> Result<(Vec<UserRow>, String, i64)> {
+    pub async fn list_subordinates(
+        &self,
+        principal: &Principal,
+        req: pb::ListSubordinatesRequest,
+    ) -> Result<(Vec<UserRow>, String, i64)> {
         let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
         let user_id = parse_id("user_id", &req.user_id)?;
         let limit = aip::page_size(req.page_size, 100, 1000)?;
@@ -249,12 +285,18 @@ impl Identity {
         .bind(limit + 1)
         .fetch_all(&mut *conn)
         .await?;
-        let next = page_after(&mut rows, limit, |last| aip::encode_page_token(&query_key, &(last.last_name.clone(), last.id)));
+        let next = page_after(&mut rows, limit, |last| {
+            aip::encode_page_token(&query_key, &(last.last_name.clone(), last.id))
+        });
         Ok((rows, next, total))
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn list_supervisors(&self, principal: &Principal, user_id: &str) -> Result<Vec<UserRow>> {
+    pub async fn list_supervisors(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+    ) -> Result<Vec<UserRow>> {
         let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
         let user_id = parse_id("user_id", user_id)?;
         let mut conn = self.pool.acquire().await?;
@@ -284,7 +326,12 @@ impl Identity {
 }
 
 /// Whether `candidate` lies in the subtree rooted at `root` (root included).
-async fn is_descendant(conn: &mut PgConnection, org_id: Uuid, root: Uuid, candidate: Uuid) -> Result<bool> {
+async fn is_descendant(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    root: Uuid,
+    candidate: Uuid,
+) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "WITH RECURSIVE sub AS ( \
            SELECT id FROM departments WHERE org_id = $1 AND id = $2 \

@@ -13,9 +13,15 @@ pub enum ParseError {
     #[error("`{field}` is required")]
     Missing { field: &'static str },
     #[error("`{field}` is not a valid email address: {reason}")]
-    Email { field: &'static str, reason: &'static str },
+    Email {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("`{field}` {reason}")]
-    Text { field: &'static str, reason: &'static str },
+    Text {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("password must be {min} to {max} characters long")]
     PasswordLength { min: usize, max: usize },
 }
@@ -24,13 +30,18 @@ pub enum ParseError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmailAddress(String);
 
-const FORBIDDEN_LOCAL: &[char] = &['<', '>', '(', ')', '[', ']', '\\', ',', ';', ':', '"', '@', ' '];
+const FORBIDDEN_LOCAL: &[char] = &[
+    '<', '>', '(', ')', '[', ']', '\\', ',', ';', ':', '"', '@', ' ',
+];
 
 impl EmailAddress {
     /// Parses user input for the field named `field` (used in the error message).
     pub fn parse(field: &'static str, input: &str) -> Result<Self, ParseError> {
         let err = |reason| ParseError::Email { field, reason };
-        if input.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+        if input
+            .chars()
+            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+        {
             return Err(err("it contains a line break or control character"));
         }
         let trimmed = input.trim();
@@ -40,18 +51,25 @@ impl EmailAddress {
         if trimmed.len() > 254 {
             return Err(err("it is longer than 254 characters"));
         }
-        let (local, domain) = trimmed.rsplit_once('@').ok_or_else(|| err("it has no `@`"))?;
+        let (local, domain) = trimmed
+            .rsplit_once('@')
+            .ok_or_else(|| err("it has no `@`"))?;
         if local.is_empty() {
             return Err(err("nothing stands before the `@`"));
         }
         if local.len() > 64 {
             return Err(err("the part before the `@` is longer than 64 characters"));
         }
-        if local.chars().any(|c| FORBIDDEN_LOCAL.contains(&c) || c.is_whitespace()) {
+        if local
+            .chars()
+            .any(|c| FORBIDDEN_LOCAL.contains(&c) || c.is_whitespace())
+        {
             return Err(err("the part before the `@` has a character addresses cannot hold (space, quote, comma, angle bracket, …)"));
         }
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-            return Err(err("dots cannot start, end or repeat in the part before the `@`"));
+            return Err(err(
+                "dots cannot start, end or repeat in the part before the `@`",
+            ));
         }
         let domain = parse_domain(domain).map_err(err)?;
         let normalised = format!("{}@{}", local.to_lowercase(), domain);
@@ -72,7 +90,10 @@ impl EmailAddress {
     /// An address that takes the place of one transferred away; it can never be a real one
     /// (`.invalid` is reserved by RFC 2606).
     pub fn tombstone() -> Self {
-        Self(format!("released-{}@tombstone.invalid", uuid::Uuid::new_v4().simple()))
+        Self(format!(
+            "released-{}@tombstone.invalid",
+            uuid::Uuid::new_v4().simple()
+        ))
     }
 
     /// Trusts a value read back from our own database.
@@ -94,7 +115,8 @@ fn parse_domain(domain: &str) -> Result<String, &'static str> {
     if domain.starts_with('[') {
         return Err("IP-address domains are not accepted");
     }
-    let ascii = idna::domain_to_ascii(domain).map_err(|_| "the domain is not a valid domain name")?;
+    let ascii =
+        idna::domain_to_ascii(domain).map_err(|_| "the domain is not a valid domain name")?;
     if ascii.len() > 253 {
         return Err("the domain is longer than 253 characters");
     }
@@ -109,7 +131,10 @@ fn parse_domain(domain: &str) -> Result<String, &'static str> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err("a part of the domain starts or ends with a hyphen");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err("the domain has a character domains cannot hold");
         }
     }
@@ -122,8 +147,16 @@ pub struct Text(String);
 
 impl Text {
     /// Parses `input` for `field`: trimmed, at most `max` characters, no control characters.
-    pub fn parse(field: &'static str, input: &str, max: usize, required: bool) -> Result<Self, ParseError> {
-        if input.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+    pub fn parse(
+        field: &'static str,
+        input: &str,
+        max: usize,
+        required: bool,
+    ) -> Result<Self, ParseError> {
+        if input
+            .chars()
+            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+        {
             return Err(ParseError::Text {
                 field,
                 reason: "cannot contain line breaks or control characters",
@@ -256,7 +289,10 @@ mod tests {
             "\"ann\"@acme.test",
             "ann lee@acme.test",
         ] {
-            assert!(EmailAddress::parse("email", bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                EmailAddress::parse("email", bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         let long_local = format!("{}@acme.test", "a".repeat(65));
         assert!(EmailAddress::parse("email", &long_local).is_err());
@@ -276,7 +312,12 @@ mod tests {
     fn text_refuses_line_breaks() {
         assert!(Text::parse("first_name", "Ann\r\nBcc: x", 100, true).is_err());
         assert!(Text::parse("first_name", "   ", 100, true).is_err());
-        assert_eq!(Text::parse("first_name", " Ann ", 100, true).unwrap().as_str(), "Ann");
+        assert_eq!(
+            Text::parse("first_name", " Ann ", 100, true)
+                .unwrap()
+                .as_str(),
+            "Ann"
+        );
         assert!(Text::parse("position", &"x".repeat(101), 100, false).is_err());
     }
 

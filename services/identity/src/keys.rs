@@ -43,7 +43,9 @@ impl KeyRing {
                 let bytes = STANDARD
                     .decode(seed.expose_secret().trim())
                     .map_err(|_| KeyError::Malformed { index })?;
-                let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Malformed { index })?;
+                let seed: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| KeyError::Malformed { index })?;
                 let signing = SigningKey::from_bytes(&seed);
                 let der = signing
                     .to_pkcs8_der()
@@ -70,7 +72,8 @@ impl KeyRing {
         let key = self.keys.first().ok_or(KeyError::None)?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Sign(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     pub fn jwks(&self) -> Jwks {
@@ -120,7 +123,12 @@ mod tests {
     async fn tokens_verify_against_the_published_keys_only() {
         let ring = KeyRing::from_seeds(&[KeyRing::generate_seed().into()]).unwrap();
         let token = ring
-            .sign(&claims(uuid::Uuid::new_v4().to_string(), Some(uuid::Uuid::new_v4()), true, 60))
+            .sign(&claims(
+                uuid::Uuid::new_v4().to_string(),
+                Some(uuid::Uuid::new_v4()),
+                true,
+                60,
+            ))
             .unwrap();
         let verifier = TokenVerifier::from_jwks(&ring.jwks().keys).unwrap();
         assert!(verifier.verify(&token).await.unwrap().admin);
@@ -133,7 +141,9 @@ mod tests {
     #[tokio::test]
     async fn expired_tokens_are_refused() {
         let ring = KeyRing::from_seeds(&[KeyRing::generate_seed().into()]).unwrap();
-        let token = ring.sign(&claims("service:x".into(), None, false, -60)).unwrap();
+        let token = ring
+            .sign(&claims("service:x".into(), None, false, -60))
+            .unwrap();
         let verifier = TokenVerifier::from_jwks(&ring.jwks().keys).unwrap();
         assert_eq!(
             verifier.verify(&token).await,

@@ -82,15 +82,24 @@ pub struct Started {
 }
 
 /// Connects to PostgreSQL and Redis, applies migrations, and builds the service.
-pub async fn start(platform: &PlatformConfig, config: IdentityConfig) -> Result<Started, StartError> {
-    let pool = mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections).await?;
+pub async fn start(
+    platform: &PlatformConfig,
+    config: IdentityConfig,
+) -> Result<Started, StartError> {
+    let pool =
+        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
+            .await?;
     mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
     let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
     let keys = keys::KeyRing::from_seeds(&config.signing_keys)?;
     let verifier = TokenVerifier::from_jwks(&keys.jwks().keys)?;
     let identity = Arc::new(Identity::new(pool.clone(), redis, keys, config)?);
-    let routes = tonic::service::Routes::new(pb::identity_service_server::IdentityServiceServer::new(api::IdentityApi(identity.clone())))
-        .add_service(pb::auth_service_server::AuthServiceServer::new(api::AuthApi(identity.clone())));
+    let routes = tonic::service::Routes::new(
+        pb::identity_service_server::IdentityServiceServer::new(api::IdentityApi(identity.clone())),
+    )
+    .add_service(pb::auth_service_server::AuthServiceServer::new(
+        api::AuthApi(identity.clone()),
+    ));
     let hosted = Hosted {
         routes,
         service_names: vec![
@@ -99,7 +108,12 @@ pub async fn start(platform: &PlatformConfig, config: IdentityConfig) -> Result<
         ],
         public_methods: PUBLIC_METHODS.to_vec(),
     };
-    let relay = Relay::new(pool.clone(), SCHEMA, KafkaSettings::from_config(platform), vec![IDENTITY_EVENTS]);
+    let relay = Relay::new(
+        pool.clone(),
+        SCHEMA,
+        KafkaSettings::from_config(platform),
+        vec![IDENTITY_EVENTS],
+    );
     Ok(Started {
         identity,
         pool,

@@ -41,7 +41,10 @@ impl Mailer {
         .port(config.port)
         .timeout(Some(std::time::Duration::from_secs(10)));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.expose_secret().to_owned()));
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            ));
         }
         let from = config
             .from
@@ -54,7 +57,12 @@ impl Mailer {
     }
 
     /// Sends the code that confirms a login change to the new address.
-    pub async fn send_login_code(&self, to: &EmailAddress, code: &str, ttl_minutes: i64) -> Result<(), MailError> {
+    pub async fn send_login_code(
+        &self,
+        to: &EmailAddress,
+        code: &str,
+        ttl_minutes: i64,
+    ) -> Result<(), MailError> {
         let to: Mailbox = to
             .as_str()
             .parse()

@@ -25,7 +25,11 @@ pub async fn hash(password: String) -> Result<String> {
 pub async fn verify(password: String, hash: String) -> Result<bool> {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -37,8 +41,12 @@ mod tests {
     #[tokio::test]
     async fn a_hash_matches_its_password_only() {
         let hash = super::hash("correct horse".into()).await.unwrap();
-        assert!(super::verify("correct horse".into(), hash.clone()).await.unwrap());
+        assert!(super::verify("correct horse".into(), hash.clone())
+            .await
+            .unwrap());
         assert!(!super::verify("wrong horse".into(), hash).await.unwrap());
-        assert!(!super::verify("x".into(), "not a hash".into()).await.unwrap());
+        assert!(!super::verify("x".into(), "not a hash".into())
+            .await
+            .unwrap());
     }
 }

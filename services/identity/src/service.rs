@@ -39,7 +39,8 @@ impl Identity {
         keys: KeyRing,
         config: IdentityConfig,
     ) -> Result<Self> {
-        let mailer = Mailer::new(&config.smtp).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let mailer =
+            Mailer::new(&config.smtp).map_err(|e| IdentityError::Internal(e.to_string()))?;
         let login_limiter = RateLimiter::new(
             redis.clone(),
             "login",
@@ -82,9 +83,13 @@ pub fn scope(principal: &Principal, requested_org: &str) -> Result<Uuid> {
 
 pub fn parse_id(field: &'static str, value: &str) -> Result<Uuid> {
     if value.is_empty() {
-        return Err(IdentityError::InvalidArgument(format!("`{field}` is required")));
+        return Err(IdentityError::InvalidArgument(format!(
+            "`{field}` is required"
+        )));
     }
-    Uuid::parse_str(value).map_err(|_| IdentityError::InvalidArgument(format!("`{field}` is not a valid id: `{value}`")))
+    Uuid::parse_str(value).map_err(|_| {
+        IdentityError::InvalidArgument(format!("`{field}` is not a valid id: `{value}`"))
+    })
 }
 
 pub fn parse_optional_id(field: &'static str, value: &str) -> Result<Option<Uuid>> {
@@ -104,7 +109,11 @@ pub fn actor(principal: &Principal) -> EventActor {
 
 /// Admin-only operations check the caller's current row, not just the token: an admin
 /// demoted or dismissed a minute ago can no longer act. Service tokens pass.
-pub async fn require_admin(conn: &mut PgConnection, principal: &Principal, org_id: Uuid) -> Result<()> {
+pub async fn require_admin(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    org_id: Uuid,
+) -> Result<()> {
     match principal {
         Principal::Service { .. } => Ok(()),
         Principal::User { user_id, .. } => {
@@ -132,7 +141,15 @@ pub async fn emit(
     principal: &Principal,
     payload: ev::envelope::Payload,
 ) -> Result<()> {
-    outbox::enqueue(conn, IDENTITY_EVENTS, org_id, &aggregate_id.to_string(), &actor(principal), payload).await?;
+    outbox::enqueue(
+        conn,
+        IDENTITY_EVENTS,
+        org_id,
+        &aggregate_id.to_string(),
+        &actor(principal),
+        payload,
+    )
+    .await?;
     Ok(())
 }
 
@@ -149,7 +166,10 @@ pub fn user_snapshot(user: &UserRow) -> ev::UserSnapshot {
         first_name: user.first_name.clone(),
         last_name: user.last_name.clone(),
         position: user.position.clone(),
-        department_id: user.department_id.map(|d| d.to_string()).unwrap_or_default(),
+        department_id: user
+            .department_id
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
         admin: user.is_admin,
     }
 }

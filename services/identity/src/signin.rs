@@ -31,7 +31,9 @@ impl Identity {
     pub async fn login(&self, req: pb::LoginRequest) -> Result<IssuedTokens> {
         let email = EmailAddress::parse("login_email", &req.login_email)?;
         let org_filter = parse_optional_id("org_id", &req.org_id)?;
-        if let RateDecision::Limited { retry_after } = self.login_limiter.hit(email.as_str()).await? {
+        if let RateDecision::Limited { retry_after } =
+            self.login_limiter.hit(email.as_str()).await?
+        {
             return Err(IdentityError::RateLimited {
                 retry_after_secs: retry_after.as_secs().max(1),
             });
@@ -58,7 +60,8 @@ impl Identity {
             return Err(IdentityError::BadCredentials);
         }
         let mut conn = self.pool.acquire().await?;
-        self.issue_user_tokens(&mut conn, user_id, org_id, admin, Uuid::now_v7()).await
+        self.issue_user_tokens(&mut conn, user_id, org_id, admin, Uuid::now_v7())
+            .await
     }
 
     async fn issue_user_tokens(
@@ -69,9 +72,17 @@ impl Identity {
         admin: bool,
         family: Uuid,
     ) -> Result<IssuedTokens> {
-        let claims = keys::claims(user_id.to_string(), Some(org_id), admin, self.config.access_token_ttl_secs);
+        let claims = keys::claims(
+            user_id.to_string(),
+            Some(org_id),
+            admin,
+            self.config.access_token_ttl_secs,
+        );
         let access_expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
-        let access_token = self.keys.sign(&claims).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let refresh = URL_SAFE_NO_PAD.encode(secret);
@@ -125,11 +136,14 @@ impl Identity {
         if expired || revoked {
             return Err(invalid);
         }
-        let user: Option<(Uuid, String, bool)> = sqlx::query_as("SELECT org_id, state, is_admin FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((org_id, state, admin)) = user.filter(|(_, s, _)| UserState::from_db(s) == UserState::Active) else {
+        let user: Option<(Uuid, String, bool)> =
+            sqlx::query_as("SELECT org_id, state, is_admin FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((org_id, state, admin)) =
+            user.filter(|(_, s, _)| UserState::from_db(s) == UserState::Active)
+        else {
             return Err(invalid);
         };
         let _ = state;
@@ -137,7 +151,9 @@ impl Identity {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let issued = self.issue_user_tokens(&mut tx, user_id, org_id, admin, family).await?;
+        let issued = self
+            .issue_user_tokens(&mut tx, user_id, org_id, admin, family)
+            .await?;
         tx.commit().await?;
         Ok(issued)
     }
@@ -155,18 +171,28 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn change_password(&self, principal: &Principal, req: pb::ChangePasswordRequest) -> Result<()> {
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        req: pb::ChangePasswordRequest,
+    ) -> Result<()> {
         let Principal::User { user_id, .. } = principal else {
-            return Err(IdentityError::PermissionDenied("a password is changed by its owner only"));
+            return Err(IdentityError::PermissionDenied(
+                "a password is changed by its owner only",
+            ));
         };
         let new = NewPassword::parse(&req.new_password)?;
-        let hash: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1 AND state = 'active'")
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten();
+        let hash: Option<String> = sqlx::query_scalar(
+            "SELECT password_hash FROM users WHERE id = $1 AND state = 'active'",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten();
         let Some(hash) = hash else {
-            return Err(IdentityError::PermissionDenied("only an active user can change their password"));
+            return Err(IdentityError::PermissionDenied(
+                "only an active user can change their password",
+            ));
         };
         if !passwords::verify(req.current_password, hash).await? {
             return Err(IdentityError::BadCredentials);
@@ -197,11 +223,21 @@ impl Identity {
             )
         });
         if !matches {
-            return Err(IdentityError::Unauthenticated("unknown service client id or wrong secret"));
+            return Err(IdentityError::Unauthenticated(
+                "unknown service client id or wrong secret",
+            ));
         }
-        let claims = keys::claims(format!("service:{}", req.client_id), None, false, self.config.access_token_ttl_secs);
+        let claims = keys::claims(
+            format!("service:{}", req.client_id),
+            None,
+            false,
+            self.config.access_token_ttl_secs,
+        );
         let access_expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
-        let access_token = self.keys.sign(&claims).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
         Ok(IssuedTokens {
             access_token,
             access_expires,

@@ -8,7 +8,8 @@ use uuid::Uuid;
 use crate::domain::{EmailAddress, UserState};
 use crate::error::{IdentityError, Result};
 
-pub const USER_COLUMNS: &str = "id, org_id, state, login_email, contact_email, first_name, last_name, \
+pub const USER_COLUMNS: &str =
+    "id, org_id, state, login_email, contact_email, first_name, last_name, \
      position, department_id, is_admin, created_at, updated_at, dismissed_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -54,7 +55,8 @@ pub struct OrgRow {
     pub updated_at: DateTime<Utc>,
 }
 
-pub const DEPARTMENT_COLUMNS: &str = "id, org_id, name, parent_id, head_user_id, created_at, updated_at";
+pub const DEPARTMENT_COLUMNS: &str =
+    "id, org_id, name, parent_id, head_user_id, created_at, updated_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DepartmentRow {
@@ -69,12 +71,14 @@ pub struct DepartmentRow {
 
 /// A user of the organisation, or NOT_FOUND.
 pub async fn user(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<UserRow> {
-    sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND id = $2"))
-        .bind(org_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| not_found("user", id))
+    sqlx::query_as::<_, UserRow>(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| not_found("user", id))
 }
 
 /// The same, locked for the rest of the transaction.
@@ -114,12 +118,20 @@ pub async fn org_for_update(conn: &mut PgConnection, org_id: Uuid) -> Result<Org
 }
 
 pub fn not_found(what: &'static str, id: impl ToString) -> IdentityError {
-    IdentityError::NotFound { what, id: id.to_string() }
+    IdentityError::NotFound {
+        what,
+        id: id.to_string(),
+    }
 }
 
 /// Claims `address` for `user_id`; ALREADY_EXISTS, naming the holder and the way out, when
 /// someone else holds it (dismissed or not).
-pub async fn claim(conn: &mut PgConnection, org_id: Uuid, address: &EmailAddress, user_id: Uuid) -> Result<()> {
+pub async fn claim(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    address: &EmailAddress,
+    user_id: Uuid,
+) -> Result<()> {
     let inserted = sqlx::query(
         "INSERT INTO address_claims (org_id, address, user_id) VALUES ($1, $2, $3) ON CONFLICT (org_id, address) DO NOTHING",
     )
@@ -132,11 +144,12 @@ pub async fn claim(conn: &mut PgConnection, org_id: Uuid, address: &EmailAddress
     if inserted == 1 {
         return Ok(());
     }
-    let holder_id: Uuid = sqlx::query_scalar("SELECT user_id FROM address_claims WHERE org_id = $1 AND address = $2")
-        .bind(org_id)
-        .bind(address.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
+    let holder_id: Uuid =
+        sqlx::query_scalar("SELECT user_id FROM address_claims WHERE org_id = $1 AND address = $2")
+            .bind(org_id)
+            .bind(address.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
     if holder_id == user_id {
         return Ok(());
     }
@@ -164,7 +177,12 @@ pub async fn claim(conn: &mut PgConnection, org_id: Uuid, address: &EmailAddress
 }
 
 /// Drops `user_id`'s claim on `address` once neither of their fields shows it any more.
-pub async fn release_if_unused(conn: &mut PgConnection, org_id: Uuid, address: &str, user_id: Uuid) -> Result<()> {
+pub async fn release_if_unused(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    address: &str,
+    user_id: Uuid,
+) -> Result<()> {
     sqlx::query(
         "DELETE FROM address_claims c WHERE c.org_id = $1 AND c.address = $2 AND c.user_id = $3 \
          AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = $3 AND (u.login_email = $2 OR u.contact_email = $2))",
@@ -179,16 +197,20 @@ pub async fn release_if_unused(conn: &mut PgConnection, org_id: Uuid, address: &
 
 /// Users of the organisation that count against its seats.
 pub async fn seats_in_use(conn: &mut PgConnection, org_id: Uuid) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM users WHERE org_id = $1 AND state IN ('invited', 'active')")
-        .bind(org_id)
-        .fetch_one(conn)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE org_id = $1 AND state IN ('invited', 'active')",
+    )
+    .bind(org_id)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Refuses when one more seat would exceed the organisation's limit (0 = unlimited).
 pub async fn ensure_seat(conn: &mut PgConnection, org: &OrgRow) -> Result<()> {
     if org.seat_limit > 0 && seats_in_use(conn, org.id).await? >= i64::from(org.seat_limit) {
-        return Err(IdentityError::SeatLimit { limit: org.seat_limit });
+        return Err(IdentityError::SeatLimit {
+            limit: org.seat_limit,
+        });
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::domain::{EmailAddress, NewPassword, Text, UserState};
 use crate::error::{IdentityError, Result};
-use crate::service::{emit, parse_id, parse_optional_id, reload, require_admin, scope, user_snapshot, Identity};
+use crate::service::{
+    emit, parse_id, parse_optional_id, reload, require_admin, scope, user_snapshot, Identity,
+};
 use crate::store::{self, OrgRow, UserRow, USER_COLUMNS};
 use ev::envelope::Payload;
 
@@ -24,7 +26,11 @@ fn missing(field: &str) -> IdentityError {
 
 impl Identity {
     #[tracing::instrument(skip_all)]
-    pub async fn create_organization(&self, principal: &Principal, req: pb::CreateOrganizationRequest) -> Result<OrgRow> {
+    pub async fn create_organization(
+        &self,
+        principal: &Principal,
+        req: pb::CreateOrganizationRequest,
+    ) -> Result<OrgRow> {
         if !matches!(principal, Principal::Service { .. }) {
             return Err(IdentityError::PermissionDenied(
                 "organisations are created by the platform operator with a service credential (`mailroom ctl org create`)",
@@ -32,7 +38,9 @@ impl Identity {
         }
         let name = Text::parse("display_name", &req.display_name, 200, true)?;
         if req.seat_limit < 0 {
-            return Err(IdentityError::InvalidArgument("`seat_limit` cannot be negative (0 means unlimited)".into()));
+            return Err(IdentityError::InvalidArgument(
+                "`seat_limit` cannot be negative (0 means unlimited)".into(),
+            ));
         }
         let admin = req.first_admin.ok_or_else(|| missing("first_admin"))?;
         let login = EmailAddress::parse("first_admin.login_email", &admin.login_email)?;
@@ -40,7 +48,10 @@ impl Identity {
         let last = Text::parse("first_admin.last_name", &admin.last_name, NAME_MAX, false)?;
         let password = NewPassword::parse(&admin.password)?;
         let hash = crate::passwords::hash(password.expose().to_owned()).await?;
-        let allow_everyone = req.settings.map(|s| s.allow_everyone_to_invite).unwrap_or(true);
+        let allow_everyone = req
+            .settings
+            .map(|s| s.allow_everyone_to_invite)
+            .unwrap_or(true);
 
         let org_id = Uuid::now_v7();
         let admin_id = Uuid::now_v7();
@@ -85,7 +96,16 @@ impl Identity {
             }),
         )
         .await?;
-        emit(&mut tx, org_id, admin_id, principal, Payload::UserCreated(ev::UserCreated { user: Some(user_snapshot(&user)) })).await?;
+        emit(
+            &mut tx,
+            org_id,
+            admin_id,
+            principal,
+            Payload::UserCreated(ev::UserCreated {
+                user: Some(user_snapshot(&user)),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(org)
     }
@@ -103,7 +123,11 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn update_organization(&self, principal: &Principal, req: pb::UpdateOrganizationRequest) -> Result<OrgRow> {
+    pub async fn update_organization(
+        &self,
+        principal: &Principal,
+        req: pb::UpdateOrganizationRequest,
+    ) -> Result<OrgRow> {
         let org = req.organization.ok_or_else(|| missing("organization"))?;
         let org_id = scope(principal, &org.id)?;
         let paths = mask_paths(req.update_mask)?;
@@ -112,17 +136,32 @@ impl Identity {
         let mut row = store::org_for_update(&mut tx, org_id).await?;
         for path in &paths {
             match path.as_str() {
-                "display_name" => row.display_name = Text::parse("organization.display_name", &org.display_name, 200, true)?.into_inner(),
+                "display_name" => {
+                    row.display_name =
+                        Text::parse("organization.display_name", &org.display_name, 200, true)?
+                            .into_inner()
+                }
                 "seat_limit" => {
                     if org.seat_limit < 0 {
-                        return Err(IdentityError::InvalidArgument("`seat_limit` cannot be negative (0 means unlimited)".into()));
+                        return Err(IdentityError::InvalidArgument(
+                            "`seat_limit` cannot be negative (0 means unlimited)".into(),
+                        ));
                     }
                     row.seat_limit = org.seat_limit;
                 }
                 "settings.allow_everyone_to_invite" | "settings" => {
-                    row.allow_everyone_to_invite = org.settings.as_ref().map(|s| s.allow_everyone_to_invite).unwrap_or(false)
+                    row.allow_everyone_to_invite = org
+                        .settings
+                        .as_ref()
+                        .map(|s| s.allow_everyone_to_invite)
+                        .unwrap_or(false)
                 }
-                other => return Err(unsupported_path(other, "display_name, seat_limit, settings.allow_everyone_to_invite")),
+                other => {
+                    return Err(unsupported_path(
+                        other,
+                        "display_name, seat_limit, settings.allow_everyone_to_invite",
+                    ))
+                }
             }
         }
         let row: OrgRow = sqlx::query_as(
@@ -152,7 +191,11 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn create_user(&self, principal: &Principal, req: pb::CreateUserRequest) -> Result<UserRow> {
+    pub async fn create_user(
+        &self,
+        principal: &Principal,
+        req: pb::CreateUserRequest,
+    ) -> Result<UserRow> {
         let u = req.user.ok_or_else(|| missing("user"))?;
         let org_id = scope(principal, &u.org_id)?;
         let login = EmailAddress::parse("user.login_email", &u.login_email)?;
@@ -182,7 +225,11 @@ impl Identity {
         }
         store::claim(&mut tx, org_id, &login, id).await?;
         store::claim(&mut tx, org_id, &contact, id).await?;
-        let state = if hash.is_some() { UserState::Active } else { UserState::Invited };
+        let state = if hash.is_some() {
+            UserState::Active
+        } else {
+            UserState::Invited
+        };
         let user = insert_user(
             &mut tx,
             NewUser {
@@ -200,7 +247,16 @@ impl Identity {
             },
         )
         .await?;
-        emit(&mut tx, org_id, id, principal, Payload::UserCreated(ev::UserCreated { user: Some(user_snapshot(&user)) })).await?;
+        emit(
+            &mut tx,
+            org_id,
+            id,
+            principal,
+            Payload::UserCreated(ev::UserCreated {
+                user: Some(user_snapshot(&user)),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -214,7 +270,11 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn list_users(&self, principal: &Principal, req: pb::ListUsersRequest) -> Result<(Vec<UserRow>, String, i64)> {
+    pub async fn list_users(
+        &self,
+        principal: &Principal,
+        req: pb::ListUsersRequest,
+    ) -> Result<(Vec<UserRow>, String, i64)> {
         let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
         let filter = aip::parse_filter(&req.filter)?;
         let order = UserOrder::parse(&req.order_by)?;
@@ -227,7 +287,9 @@ impl Identity {
         push_user_filters(&mut count, &filter)?;
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
 
-        let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {USER_COLUMNS} FROM users WHERE org_id = "));
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE org_id = "
+        ));
         q.push_bind(org_id);
         push_user_filters(&mut q, &filter)?;
         order.push_after(&mut q, after.as_ref())?;
@@ -241,7 +303,11 @@ impl Identity {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn update_user(&self, principal: &Principal, req: pb::UpdateUserRequest) -> Result<UserRow> {
+    pub async fn update_user(
+        &self,
+        principal: &Principal,
+        req: pb::UpdateUserRequest,
+    ) -> Result<UserRow> {
         let u = req.user.ok_or_else(|| missing("user"))?;
         let org_id = scope(principal, &u.org_id)?;
         let id = parse_id("user.id", &u.id)?;
@@ -315,7 +381,10 @@ impl Identity {
                 Payload::UserUpdated(ev::UserUpdated {
                     user: Some(user_snapshot(&user)),
                     changed_fields: changed,
-                    previous_department_id: before.department_id.map(|d| d.to_string()).unwrap_or_default(),
+                    previous_department_id: before
+                        .department_id
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
                 }),
             )
             .await?;
@@ -333,7 +402,10 @@ impl Identity {
         store::org_for_update(&mut tx, org_id).await?;
         let user = store::user_for_update(&mut tx, org_id, id).await?;
         if user.state() == UserState::Dismissed {
-            return Err(IdentityError::FailedPrecondition(format!("{} is already dismissed", user.display_name())));
+            return Err(IdentityError::FailedPrecondition(format!(
+                "{} is already dismissed",
+                user.display_name()
+            )));
         }
         if user.is_admin && user.state() == UserState::Active {
             ensure_another_admin(&mut tx, org_id, id).await?;
@@ -370,7 +442,16 @@ impl Identity {
             .await?;
         }
         let user = reload(&mut tx, org_id, id).await?;
-        emit(&mut tx, org_id, id, principal, Payload::UserDismissed(ev::UserDismissed { user: Some(user_snapshot(&user)) })).await?;
+        emit(
+            &mut tx,
+            org_id,
+            id,
+            principal,
+            Payload::UserDismissed(ev::UserDismissed {
+                user: Some(user_snapshot(&user)),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -399,13 +480,26 @@ impl Identity {
         .execute(&mut *tx)
         .await?;
         let user = reload(&mut tx, org_id, id).await?;
-        emit(&mut tx, org_id, id, principal, Payload::UserRehired(ev::UserRehired { user: Some(user_snapshot(&user)) })).await?;
+        emit(
+            &mut tx,
+            org_id,
+            id,
+            principal,
+            Payload::UserRehired(ev::UserRehired {
+                user: Some(user_snapshot(&user)),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(user)
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn set_admin(&self, principal: &Principal, req: pb::SetAdminRequest) -> Result<UserRow> {
+    pub async fn set_admin(
+        &self,
+        principal: &Principal,
+        req: pb::SetAdminRequest,
+    ) -> Result<UserRow> {
         let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
         let id = parse_id("id", &req.id)?;
         let mut tx = self.pool.begin().await?;
@@ -449,7 +543,8 @@ impl Identity {
 /// User-scoped calls have no org field: a service token must use a user token instead.
 pub(crate) fn service_needs_org() -> IdentityError {
     IdentityError::InvalidArgument(
-        "this call acts on the caller's own organisation; call it with a user's access token".into(),
+        "this call acts on the caller's own organisation; call it with a user's access token"
+            .into(),
     )
 }
 
@@ -529,7 +624,9 @@ pub(crate) fn mask_paths(mask: Option<prost_types::FieldMask>) -> Result<Vec<Str
 }
 
 pub(crate) fn unsupported_path(path: &str, allowed: &str) -> IdentityError {
-    IdentityError::InvalidArgument(format!("`update_mask` path `{path}` cannot be updated here; allowed: {allowed}"))
+    IdentityError::InvalidArgument(format!(
+        "`update_mask` path `{path}` cannot be updated here; allowed: {allowed}"
+    ))
 }
 
 /// Drops the look-ahead row and returns the next page token (empty on the last page).
@@ -543,7 +640,9 @@ pub(crate) fn page_after<T>(rows: &mut Vec<T>, limit: i64, token: impl Fn(&T) ->
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 fn bad_filter(c: &Comparison) -> IdentityError {
@@ -553,11 +652,15 @@ fn bad_filter(c: &Comparison) -> IdentityError {
     ))
 }
 
-pub(crate) fn push_user_filters(q: &mut QueryBuilder<'_, Postgres>, filter: &[Comparison]) -> Result<()> {
+pub(crate) fn push_user_filters(
+    q: &mut QueryBuilder<'_, Postgres>,
+    filter: &[Comparison],
+) -> Result<()> {
     for c in filter {
         match (c.field.as_str(), c.op) {
             ("state", Op::Eq) => {
-                let state = UserState::from_filter(&c.value.as_text()).ok_or_else(|| bad_filter(c))?;
+                let state =
+                    UserState::from_filter(&c.value.as_text()).ok_or_else(|| bad_filter(c))?;
                 q.push(" AND state = ").push_bind(state.as_db());
             }
             ("department_id", Op::Eq) => match c.value.as_text().as_str() {
@@ -635,8 +738,14 @@ impl UserOrder {
         }
     }
 
-    pub fn push_after(self, q: &mut QueryBuilder<'_, Postgres>, after: Option<&(String, Uuid)>) -> Result<()> {
-        let Some((key, id)) = after else { return Ok(()) };
+    pub fn push_after(
+        self,
+        q: &mut QueryBuilder<'_, Postgres>,
+        after: Option<&(String, Uuid)>,
+    ) -> Result<()> {
+        let Some((key, id)) = after else {
+            return Ok(());
+        };
         let cmp = if self.desc() { "<" } else { ">" };
         q.push(format!(" AND ({}, id) {cmp} (", self.column()));
         match self {

@@ -19,7 +19,12 @@ use crate::output::{Format, Rows};
 #[derive(Args)]
 pub struct Ctl {
     /// Identity's gRPC endpoint.
-    #[arg(long, env = "MAILROOM_IDENTITY_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "MAILROOM_IDENTITY_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     endpoint: String,
     #[arg(long, env = "MAILROOM_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -29,7 +34,12 @@ pub struct Ctl {
     password: Option<String>,
     #[arg(long, env = "MAILROOM_CLIENT_ID", global = true)]
     client_id: Option<String>,
-    #[arg(long, env = "MAILROOM_CLIENT_SECRET", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MAILROOM_CLIENT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
     client_secret: Option<String>,
     /// table (for people) or json (for scripts).
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
@@ -102,7 +112,9 @@ enum UsersCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Create {
         #[arg(long)]
         login_email: String,
@@ -135,11 +147,22 @@ enum UsersCommand {
         #[arg(long)]
         contact_email: Option<String>,
     },
-    Dismiss { id: String },
-    Rehire { id: String },
-    SetAdmin { id: String, admin: bool },
-    Subordinates { id: String },
-    Supervisors { id: String },
+    Dismiss {
+        id: String,
+    },
+    Rehire {
+        id: String,
+    },
+    SetAdmin {
+        id: String,
+        admin: bool,
+    },
+    Subordinates {
+        id: String,
+    },
+    Supervisors {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,7 +189,9 @@ enum DepartmentsCommand {
         #[arg(long)]
         head: Option<String>,
     },
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,7 +229,9 @@ impl Clients {
     fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
         let mut request = tonic::Request::new(message);
         if let Some(token) = &self.token {
-            let value: MetadataValue<_> = format!("Bearer {token}").parse().context("token is not valid metadata")?;
+            let value: MetadataValue<_> = format!("Bearer {token}")
+                .parse()
+                .context("token is not valid metadata")?;
             request.metadata_mut().insert("authorization", value);
         }
         Ok(request)
@@ -226,7 +253,10 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     clients.token = credentials(&mut clients.auth, &ctl).await?;
     let rows = match ctl.command {
         CtlCommand::Login => {
-            let token = clients.token.clone().context("give --email and --password (or MAILROOM_EMAIL/MAILROOM_PASSWORD)")?;
+            let token = clients
+                .token
+                .clone()
+                .context("give --email and --password (or MAILROOM_EMAIL/MAILROOM_PASSWORD)")?;
             if format == Format::Json {
                 println!("{}", json!({ "access_token": token }));
             } else {
@@ -235,7 +265,11 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
             return Ok(());
         }
         CtlCommand::Jwks => {
-            let jwks = clients.auth.get_jwks(pb::GetJwksRequest {}).await?.into_inner();
+            let jwks = clients
+                .auth
+                .get_jwks(pb::GetJwksRequest {})
+                .await?
+                .into_inner();
             println!("{}", jwks.json);
             return Ok(());
         }
@@ -249,7 +283,10 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn credentials(auth: &mut AuthServiceClient<Channel>, ctl: &Ctl) -> anyhow::Result<Option<String>> {
+async fn credentials(
+    auth: &mut AuthServiceClient<Channel>,
+    ctl: &Ctl,
+) -> anyhow::Result<Option<String>> {
     if let Some(token) = &ctl.token {
         return Ok(Some(token.clone()));
     }
@@ -285,11 +322,24 @@ fn status(s: tonic::Status) -> anyhow::Error {
 
 fn mask(paths: &[(&str, bool)]) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask {
-        paths: paths.iter().filter(|(_, set)| *set).map(|(p, _)| (*p).to_owned()).collect(),
+        paths: paths
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(p, _)| (*p).to_owned())
+            .collect(),
     })
 }
 
-const USER_COLUMNS: [&str; 8] = ["id", "state", "login_email", "contact_email", "name", "position", "department_id", "admin"];
+const USER_COLUMNS: [&str; 8] = [
+    "id",
+    "state",
+    "login_email",
+    "contact_email",
+    "name",
+    "position",
+    "department_id",
+    "admin",
+];
 
 fn user_row(u: &pb::User) -> Vec<Value> {
     let state = pb::UserState::try_from(u.state)
@@ -310,7 +360,10 @@ fn user_row(u: &pb::User) -> Vec<Value> {
 fn users_rows(list: &[pb::User], next: String, total: i32) -> Rows {
     let mut rows = Rows::new(USER_COLUMNS.to_vec());
     rows.rows = list.iter().map(user_row).collect();
-    rows.footer = vec![("total_size", json!(total)), ("next_page_token", json!(next))];
+    rows.footer = vec![
+        ("total_size", json!(total)),
+        ("next_page_token", json!(next)),
+    ];
     rows
 }
 
@@ -320,7 +373,11 @@ fn one_user(u: &pb::User) -> Rows {
 
 async fn org(c: &mut Clients, cmd: OrgCommand) -> anyhow::Result<Rows> {
     let org = match cmd {
-        OrgCommand::Get => c.identity.get_organization(c.request(pb::GetOrganizationRequest::default())?).await,
+        OrgCommand::Get => {
+            c.identity
+                .get_organization(c.request(pb::GetOrganizationRequest::default())?)
+                .await
+        }
         OrgCommand::Create {
             name,
             seat_limit,
@@ -361,7 +418,10 @@ async fn org(c: &mut Clients, cmd: OrgCommand) -> anyhow::Result<Rows> {
                 update_mask: mask(&[
                     ("display_name", name.is_some()),
                     ("seat_limit", seat_limit.is_some()),
-                    ("settings.allow_everyone_to_invite", allow_everyone_to_invite.is_some()),
+                    (
+                        "settings.allow_everyone_to_invite",
+                        allow_everyone_to_invite.is_some(),
+                    ),
                 ]),
             })?;
             c.identity.update_organization(req).await
@@ -370,12 +430,20 @@ async fn org(c: &mut Clients, cmd: OrgCommand) -> anyhow::Result<Rows> {
     .map_err(status)?
     .into_inner();
     Ok(Rows::one(
-        vec!["id", "display_name", "seat_limit", "allow_everyone_to_invite"],
+        vec![
+            "id",
+            "display_name",
+            "seat_limit",
+            "allow_everyone_to_invite",
+        ],
         vec![
             json!(org.id),
             json!(org.display_name),
             json!(org.seat_limit),
-            json!(org.settings.map(|s| s.allow_everyone_to_invite).unwrap_or_default()),
+            json!(org
+                .settings
+                .map(|s| s.allow_everyone_to_invite)
+                .unwrap_or_default()),
         ],
     ))
 }
@@ -394,10 +462,21 @@ async fn users(c: &mut Clients, cmd: UsersCommand) -> anyhow::Result<Rows> {
                 filter,
                 order_by,
             })?;
-            let r = c.identity.list_users(req).await.map_err(status)?.into_inner();
+            let r = c
+                .identity
+                .list_users(req)
+                .await
+                .map_err(status)?
+                .into_inner();
             users_rows(&r.users, r.next_page_token, r.total_size)
         }
-        UsersCommand::Get { id } => one_user(&c.identity.get_user(c.request(pb::GetUserRequest { id })?).await.map_err(status)?.into_inner()),
+        UsersCommand::Get { id } => one_user(
+            &c.identity
+                .get_user(c.request(pb::GetUserRequest { id })?)
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ),
         UsersCommand::Create {
             login_email,
             contact_email,
@@ -421,7 +500,13 @@ async fn users(c: &mut Clients, cmd: UsersCommand) -> anyhow::Result<Rows> {
                 }),
                 password: user_password.unwrap_or_default(),
             })?;
-            one_user(&c.identity.create_user(req).await.map_err(status)?.into_inner())
+            one_user(
+                &c.identity
+                    .create_user(req)
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            )
         }
         UsersCommand::Update {
             id,
@@ -450,24 +535,47 @@ async fn users(c: &mut Clients, cmd: UsersCommand) -> anyhow::Result<Rows> {
                 }),
                 update_mask,
             })?;
-            one_user(&c.identity.update_user(req).await.map_err(status)?.into_inner())
+            one_user(
+                &c.identity
+                    .update_user(req)
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            )
         }
-        UsersCommand::Dismiss { id } => {
-            one_user(&c.identity.dismiss_user(c.request(pb::DismissUserRequest { id })?).await.map_err(status)?.into_inner())
-        }
-        UsersCommand::Rehire { id } => {
-            one_user(&c.identity.rehire_user(c.request(pb::RehireUserRequest { id })?).await.map_err(status)?.into_inner())
-        }
-        UsersCommand::SetAdmin { id, admin } => {
-            one_user(&c.identity.set_admin(c.request(pb::SetAdminRequest { id, admin })?).await.map_err(status)?.into_inner())
-        }
+        UsersCommand::Dismiss { id } => one_user(
+            &c.identity
+                .dismiss_user(c.request(pb::DismissUserRequest { id })?)
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ),
+        UsersCommand::Rehire { id } => one_user(
+            &c.identity
+                .rehire_user(c.request(pb::RehireUserRequest { id })?)
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ),
+        UsersCommand::SetAdmin { id, admin } => one_user(
+            &c.identity
+                .set_admin(c.request(pb::SetAdminRequest { id, admin })?)
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ),
         UsersCommand::Subordinates { id } => {
             let req = c.request(pb::ListSubordinatesRequest {
                 user_id: id,
                 page_size: 1000,
                 page_token: String::new(),
             })?;
-            let r = c.identity.list_subordinates(req).await.map_err(status)?.into_inner();
+            let r = c
+                .identity
+                .list_subordinates(req)
+                .await
+                .map_err(status)?
+                .into_inner();
             users_rows(&r.users, r.next_page_token, r.total_size)
         }
         UsersCommand::Supervisors { id } => {
@@ -487,7 +595,12 @@ async fn users(c: &mut Clients, cmd: UsersCommand) -> anyhow::Result<Rows> {
 const DEPARTMENT_COLUMNS: [&str; 4] = ["id", "name", "parent_id", "head_user_id"];
 
 fn department_row(d: &pb::Department) -> Vec<Value> {
-    vec![json!(d.id), json!(d.name), json!(d.parent_id), json!(d.head_user_id)]
+    vec![
+        json!(d.id),
+        json!(d.name),
+        json!(d.parent_id),
+        json!(d.head_user_id),
+    ]
 }
 
 async fn departments(c: &mut Clients, cmd: DepartmentsCommand) -> anyhow::Result<Rows> {
@@ -499,7 +612,12 @@ async fn departments(c: &mut Clients, cmd: DepartmentsCommand) -> anyhow::Result
                 page_token: String::new(),
                 filter,
             })?;
-            let r = c.identity.list_departments(req).await.map_err(status)?.into_inner();
+            let r = c
+                .identity
+                .list_departments(req)
+                .await
+                .map_err(status)?
+                .into_inner();
             let mut rows = Rows::new(DEPARTMENT_COLUMNS.to_vec());
             rows.rows = r.departments.iter().map(department_row).collect();
             rows.footer = vec![("next_page_token", json!(r.next_page_token))];
@@ -514,10 +632,24 @@ async fn departments(c: &mut Clients, cmd: DepartmentsCommand) -> anyhow::Result
                     ..Default::default()
                 }),
             })?;
-            one(c.identity.create_department(req).await.map_err(status)?.into_inner())
+            one(c
+                .identity
+                .create_department(req)
+                .await
+                .map_err(status)?
+                .into_inner())
         }
-        DepartmentsCommand::Update { id, name, parent, head } => {
-            let update_mask = mask(&[("name", name.is_some()), ("parent_id", parent.is_some()), ("head_user_id", head.is_some())]);
+        DepartmentsCommand::Update {
+            id,
+            name,
+            parent,
+            head,
+        } => {
+            let update_mask = mask(&[
+                ("name", name.is_some()),
+                ("parent_id", parent.is_some()),
+                ("head_user_id", head.is_some()),
+            ]);
             let req = c.request(pb::UpdateDepartmentRequest {
                 department: Some(pb::Department {
                     id,
@@ -528,7 +660,12 @@ async fn departments(c: &mut Clients, cmd: DepartmentsCommand) -> anyhow::Result
                 }),
                 update_mask,
             })?;
-            one(c.identity.update_department(req).await.map_err(status)?.into_inner())
+            one(c
+                .identity
+                .update_department(req)
+                .await
+                .map_err(status)?
+                .into_inner())
         }
         DepartmentsCommand::Delete { id } => {
             c.identity
@@ -555,12 +692,22 @@ async fn address(c: &mut Clients, cmd: AddressCommand) -> anyhow::Result<Rows> {
                 .iter()
                 .map(|u| {
                     let kind = pb::AddressUseKind::try_from(u.kind)
-                        .map(|k| k.as_str_name().trim_start_matches("ADDRESS_USE_KIND_").to_owned())
+                        .map(|k| {
+                            k.as_str_name()
+                                .trim_start_matches("ADDRESS_USE_KIND_")
+                                .to_owned()
+                        })
                         .unwrap_or_default();
                     let state = pb::UserState::try_from(u.user_state)
                         .map(|s| s.as_str_name().trim_start_matches("USER_STATE_").to_owned())
                         .unwrap_or_default();
-                    vec![json!(r.address), json!(kind), json!(u.user_id), json!(u.user_display_name), json!(state)]
+                    vec![
+                        json!(r.address),
+                        json!(kind),
+                        json!(u.user_id),
+                        json!(u.user_display_name),
+                        json!(state),
+                    ]
                 })
                 .collect();
             rows
@@ -594,7 +741,12 @@ async fn address(c: &mut Clients, cmd: AddressCommand) -> anyhow::Result<Rows> {
                 .map_err(status)?
                 .into_inner();
             let mut rows = Rows::new(USER_COLUMNS.to_vec());
-            rows.rows = r.from_user.iter().chain(r.to_user.iter()).map(user_row).collect();
+            rows.rows = r
+                .from_user
+                .iter()
+                .chain(r.to_user.iter())
+                .map(user_row)
+                .collect();
             rows
         }
     })
@@ -605,12 +757,16 @@ async fn login_change(c: &mut Clients, cmd: LoginChangeCommand) -> anyhow::Resul
         LoginChangeCommand::Request { new_login_email } => {
             let r = c
                 .identity
-                .request_login_email_change(c.request(pb::RequestLoginEmailChangeRequest { new_login_email })?)
+                .request_login_email_change(
+                    c.request(pb::RequestLoginEmailChangeRequest { new_login_email })?,
+                )
                 .await
                 .map_err(status)?
                 .into_inner();
             let expires = r.expire_time.map(|t| t.seconds).unwrap_or_default();
-            let at = chrono::DateTime::from_timestamp(expires, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+            let at = chrono::DateTime::from_timestamp(expires, 0)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
             Rows::one(vec!["code_sent", "expires"], vec![json!(true), json!(at)])
         }
         LoginChangeCommand::Confirm { code } => one_user(

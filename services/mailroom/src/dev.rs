@@ -18,6 +18,7 @@ const DEV_CTL_SECRET: &str = "mailroom-dev-ctl";
 pub async fn run() -> anyhow::Result<()> {
     let figment = config::sources()
         .join(Serialized::default("log_format", LogFormat::Pretty))
+        .join(Serialized::default("listen_host", "127.0.0.1"))
         .join(Serialized::default(
             "identity.signing_keys",
             vec![mailroom_identity::keys::KeyRing::generate_seed()],
@@ -27,13 +28,17 @@ pub async fn run() -> anyhow::Result<()> {
             DEV_CTL_SECRET,
         ));
     let platform = PlatformConfig::load(&figment)?;
-    let _telemetry = mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
+    let _telemetry =
+        mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
     let shutdown = mailroom_platform::shutdown::on_signal();
     let running = serve::start(Service::ALL, &figment, &platform, shutdown).await?;
 
-    let admin_password = std::env::var("MAILROOM_DEV_ADMIN_PASSWORD").unwrap_or_else(|_| "mailroom-dev".into());
+    let admin_password =
+        std::env::var("MAILROOM_DEV_ADMIN_PASSWORD").unwrap_or_else(|_| "mailroom-dev".into());
     if let Some(identity) = &running.identity {
-        seed(identity, &admin_password).await.context("demo data could not be seeded")?;
+        seed(identity, &admin_password)
+            .await
+            .context("demo data could not be seeded")?;
     }
     let ctl_secret = config::section::<mailroom_identity::IdentityConfig>(&figment, "identity")?
         .service_clients
@@ -43,17 +48,31 @@ pub async fn run() -> anyhow::Result<()> {
 
     println!("\nMailroom dev is running (Ctrl-C stops it).\n");
     for (service, grpc, metrics) in &running.endpoints {
-        println!("  {:<12} gRPC {grpc}   metrics http://{metrics}/metrics", service.name());
+        println!(
+            "  {:<12} gRPC {grpc}   metrics http://{metrics}/metrics",
+            service.name()
+        );
     }
     println!("  not built yet: invitations, mailboxes, sync, access (their APIs are in proto/)\n");
     println!("  demo organisation: Acme");
-    println!("  admin:             admin@acme.test / {}", mask(&admin_password));
-    println!("  employees:         olivia.chen@acme.test, sam.ortiz@acme.test, … (same password)\n");
-    println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email admin@acme.test --password \"$MAILROOM_DEV_ADMIN_PASSWORD\")");
+    println!(
+        "  admin:             admin@acme.test / {}",
+        mask(&admin_password)
+    );
+    println!(
+        "  employees:         olivia.chen@acme.test, sam.ortiz@acme.test, … (same password)\n"
+    );
+    println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email admin@acme.test --password {})", shell_word(&admin_password));
     println!("        cargo run -q -p mailroom -- ctl users list");
     println!("        grpcurl -plaintext 127.0.0.1:50051 list");
-    println!("  ctl service credential: --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n");
+    println!(
+        "  ctl service credential: --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
+    );
     running.wait().await
+}
+
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn mask(password: &str) -> String {
@@ -66,7 +85,9 @@ fn mask(password: &str) -> String {
 
 /// Seeds Acme once; a second run finds the admin and leaves everything as it is.
 async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
-    let seeder = Principal::Service { name: "dev-seed".into() };
+    let seeder = Principal::Service {
+        name: "dev-seed".into(),
+    };
     let login = pb::LoginRequest {
         login_email: "admin@acme.test".into(),
         password: password.into(),
@@ -104,21 +125,67 @@ async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
             ..Default::default()
         }),
     };
-    let management = identity.create_department(&seeder, department("Management", "")).await?;
-    let sales = identity.create_department(&seeder, department("Sales", &management.id.to_string())).await?;
-    let east = identity.create_department(&seeder, department("Sales East", &sales.id.to_string())).await?;
-    let engineering = identity.create_department(&seeder, department("Engineering", &management.id.to_string())).await?;
+    let management = identity
+        .create_department(&seeder, department("Management", ""))
+        .await?;
+    let sales = identity
+        .create_department(&seeder, department("Sales", &management.id.to_string()))
+        .await?;
+    let east = identity
+        .create_department(&seeder, department("Sales East", &sales.id.to_string()))
+        .await?;
+    let engineering = identity
+        .create_department(
+            &seeder,
+            department("Engineering", &management.id.to_string()),
+        )
+        .await?;
 
     let people = [
-        ("olivia.chen", "Olivia", "Chen", "Chief Executive", &management, true),
+        (
+            "olivia.chen",
+            "Olivia",
+            "Chen",
+            "Chief Executive",
+            &management,
+            true,
+        ),
         ("sam.ortiz", "Sam", "Ortiz", "Head of Sales", &sales, true),
         ("erin.park", "Erin", "Park", "Regional Lead", &east, true),
-        ("dev.patel", "Dev", "Patel", "Head of Engineering", &engineering, true),
+        (
+            "dev.patel",
+            "Dev",
+            "Patel",
+            "Head of Engineering",
+            &engineering,
+            true,
+        ),
         ("ann.lee", "Ann", "Lee", "Account Executive", &east, false),
-        ("ivan.petrov", "Ivan", "Petrov", "Account Executive", &east, false),
-        ("maria.garcia", "Maria", "Garcia", "Sales Assistant", &sales, false),
+        (
+            "ivan.petrov",
+            "Ivan",
+            "Petrov",
+            "Account Executive",
+            &east,
+            false,
+        ),
+        (
+            "maria.garcia",
+            "Maria",
+            "Garcia",
+            "Sales Assistant",
+            &sales,
+            false,
+        ),
         ("tom.baker", "Tom", "Baker", "Engineer", &engineering, false),
-        ("yuki.tanaka", "Yuki", "Tanaka", "Engineer", &engineering, false),
+        (
+            "yuki.tanaka",
+            "Yuki",
+            "Tanaka",
+            "Engineer",
+            &engineering,
+            false,
+        ),
     ];
     for (handle, first, last, position, dept, heads) in people {
         let user = identity

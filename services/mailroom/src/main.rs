@@ -15,7 +15,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mailroom", version, about = "Identities and work mailboxes for large organisations")]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Identities and work mailboxes for large organisations"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,14 +40,17 @@ enum Command {
     /// Run every built service in one process against local dependencies, with demo data.
     Dev,
     /// Admin CLI over the gRPC APIs.
-    Ctl(ctl::Ctl),
+    Ctl(Box<ctl::Ctl>),
     /// Print a new Ed25519 signing key (base64 seed) for MAILROOM_IDENTITY__SIGNING_KEYS.
     Keygen,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -55,7 +62,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve { services } => serve::serve(&services).await,
             Command::Migrate { services } => serve::migrate(&services).await,
             Command::Dev => dev::run().await,
-            Command::Ctl(ctl) => ctl::run(ctl).await,
+            Command::Ctl(ctl) => ctl::run(*ctl).await,
             Command::Keygen => {
                 println!("{}", mailroom_identity::keys::KeyRing::generate_seed());
                 Ok(())

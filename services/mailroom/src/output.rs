@@ -107,7 +107,11 @@ mod tests {
         rows.rows.push(vec![json!("u1"), json!("ann@acme.test")]);
         rows.footer.push(("next_page_token", json!("abc")));
         let table = rows.render(Format::Table);
-        assert!(table.contains("EMAIL") && table.contains("ann@acme.test") && table.contains("next_page_token: abc"));
+        assert!(
+            table.contains("EMAIL")
+                && table.contains("ann@acme.test")
+                && table.contains("next_page_token: abc")
+        );
         let parsed: Value = serde_json::from_str(&rows.render(Format::Json)).unwrap();
         assert_eq!(parsed["items"][0]["email"], "ann@acme.test");
         assert_eq!(parsed["next_page_token"], "abc");

@@ -27,7 +27,10 @@ impl Service {
 
     fn default_ports(self) -> (u16, u16) {
         match self {
-            Service::Identity => (mailroom_identity::DEFAULT_PORT, mailroom_identity::DEFAULT_METRICS_PORT),
+            Service::Identity => (
+                mailroom_identity::DEFAULT_PORT,
+                mailroom_identity::DEFAULT_METRICS_PORT,
+            ),
         }
     }
 }
@@ -63,7 +66,11 @@ struct Ports {
 }
 
 /// A service's gRPC and metrics addresses (`MAILROOM_<SERVICE>__PORT`, `…__METRICS_PORT`).
-pub fn addresses(figment: &Figment, platform: &PlatformConfig, service: Service) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+pub fn addresses(
+    figment: &Figment,
+    platform: &PlatformConfig,
+    service: Service,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
     let ports: Ports = config::section(figment, service.name()).unwrap_or(Ports {
         port: None,
         metrics_port: None,
@@ -79,7 +86,11 @@ pub async fn serve(list: &str) -> anyhow::Result<()> {
     let services = parse_services(list)?;
     let figment = config::sources();
     let platform = PlatformConfig::load(&figment)?;
-    let _telemetry = mailroom_platform::telemetry::init(services[0].name(), platform.log_format, &platform.log_level);
+    let _telemetry = mailroom_platform::telemetry::init(
+        services[0].name(),
+        platform.log_format,
+        &platform.log_level,
+    );
     tracing::info!(config = ?platform, "starting");
     let shutdown = mailroom_platform::shutdown::on_signal();
     let running = start(&services, &figment, &platform, shutdown.clone()).await?;
@@ -130,7 +141,8 @@ pub async fn start(
         }
         match service {
             Service::Identity => {
-                let config: mailroom_identity::IdentityConfig = config::section(figment, "identity")?;
+                let config: mailroom_identity::IdentityConfig =
+                    config::section(figment, "identity")?;
                 let started = mailroom_identity::start(platform, config)
                     .await
                     .context("identity did not start")?;
@@ -144,9 +156,15 @@ pub async fn start(
                 let platform = platform.clone();
                 let server_shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    mailroom_platform::grpc::serve(started.hosted, listener, started.verifier, &platform, server_shutdown)
-                        .await
-                        .context("identity gRPC server")
+                    mailroom_platform::grpc::serve(
+                        started.hosted,
+                        listener,
+                        started.verifier,
+                        &platform,
+                        server_shutdown,
+                    )
+                    .await
+                    .context("identity gRPC server")
                 });
             }
         }
@@ -168,8 +186,18 @@ pub async fn migrate(list: &str) -> anyhow::Result<()> {
     for service in services {
         match service {
             Service::Identity => {
-                let pool = mailroom_platform::db::connect(&platform.database_url, mailroom_identity::SCHEMA, 2).await?;
-                mailroom_platform::db::migrate(&pool, mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS).await?;
+                let pool = mailroom_platform::db::connect(
+                    &platform.database_url,
+                    mailroom_identity::SCHEMA,
+                    2,
+                )
+                .await?;
+                mailroom_platform::db::migrate(
+                    &pool,
+                    mailroom_identity::SCHEMA,
+                    &mailroom_identity::MIGRATIONS,
+                )
+                .await?;
             }
         }
         println!("migrated {}", service.name());
@@ -184,7 +212,10 @@ mod tests {
     #[test]
     fn services_parse_and_unbuilt_ones_are_refused_by_name() {
         assert_eq!(parse_services("all").unwrap(), vec![Service::Identity]);
-        assert_eq!(parse_services("identity, identity").unwrap(), vec![Service::Identity]);
+        assert_eq!(
+            parse_services("identity, identity").unwrap(),
+            vec![Service::Identity]
+        );
         let err = parse_services("identity,access").unwrap_err().to_string();
         assert!(err.contains("not built yet"), "{err}");
         assert!(parse_services("mail").is_err());

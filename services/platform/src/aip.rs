@@ -103,7 +103,9 @@ pub fn parse_filter(input: &str) -> Result<Vec<Comparison>, AipError> {
             _ => {
                 return Err(AipError::Filter {
                     at,
-                    reason: format!("expected an operator (=, !=, <, <=, >, >=, :) after `{field}`"),
+                    reason: format!(
+                        "expected an operator (=, !=, <, <=, >, >=, :) after `{field}`"
+                    ),
                 })
             }
         };
@@ -256,11 +258,16 @@ pub fn encode_page_token<P: Serialize>(query: &str, position: &P) -> String {
 }
 
 /// Decodes a page token; an empty token is the first page (`None`).
-pub fn decode_page_token<P: DeserializeOwned>(query: &str, token: &str) -> Result<Option<P>, AipError> {
+pub fn decode_page_token<P: DeserializeOwned>(
+    query: &str,
+    token: &str,
+) -> Result<Option<P>, AipError> {
     if token.is_empty() {
         return Ok(None);
     }
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| AipError::PageToken)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| AipError::PageToken)?;
     let body: TokenBody<P> = serde_json::from_slice(&bytes).map_err(|_| AipError::PageToken)?;
     if body.q != fingerprint(query) {
         return Err(AipError::PageToken);
@@ -288,7 +295,8 @@ mod tests {
 
     #[test]
     fn parses_comparisons_joined_by_and() {
-        let parsed = parse_filter(r#"state = INVITED AND name : "ann lee" AND admin = true"#).unwrap();
+        let parsed =
+            parse_filter(r#"state = INVITED AND name : "ann lee" AND admin = true"#).unwrap();
         assert_eq!(
             parsed,
             vec![
@@ -321,17 +329,29 @@ mod tests {
 
     #[test]
     fn rejects_malformed_filters_with_a_position() {
-        for bad in ["state =", "state INVITED", "a = 1 b = 2", "name : \"open", "x ! 1", "AND"] {
-            assert!(matches!(parse_filter(bad), Err(AipError::Filter { .. })), "{bad}");
+        for bad in [
+            "state =",
+            "state INVITED",
+            "a = 1 b = 2",
+            "name : \"open",
+            "x ! 1",
+            "AND",
+        ] {
+            assert!(
+                matches!(parse_filter(bad), Err(AipError::Filter { .. })),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn page_tokens_round_trip_and_are_bound_to_their_query() {
         let token = encode_page_token("state = ACTIVE|last_name", &("Lee".to_string(), 42u32));
-        let back: Option<(String, u32)> = decode_page_token("state = ACTIVE|last_name", &token).unwrap();
+        let back: Option<(String, u32)> =
+            decode_page_token("state = ACTIVE|last_name", &token).unwrap();
         assert_eq!(back, Some(("Lee".to_string(), 42)));
-        let other: Result<Option<(String, u32)>, _> = decode_page_token("state = INVITED|last_name", &token);
+        let other: Result<Option<(String, u32)>, _> =
+            decode_page_token("state = INVITED|last_name", &token);
         assert_eq!(other, Err(AipError::PageToken));
         let garbage: Result<Option<(String, u32)>, _> = decode_page_token("q", "!!not-base64!!");
         assert_eq!(garbage, Err(AipError::PageToken));

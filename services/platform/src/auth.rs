@@ -43,14 +43,22 @@ pub struct Claims {
 /// The caller of a request, as its verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    User { user_id: Uuid, org_id: Uuid, admin: bool },
-    Service { name: String },
+    User {
+        user_id: Uuid,
+        org_id: Uuid,
+        admin: bool,
+    },
+    Service {
+        name: String,
+    },
 }
 
 impl Principal {
     pub fn from_claims(claims: &Claims) -> Result<Self, AuthError> {
         if let Some(name) = claims.sub.strip_prefix("service:") {
-            return Ok(Principal::Service { name: name.to_owned() });
+            return Ok(Principal::Service {
+                name: name.to_owned(),
+            });
         }
         let user_id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Malformed)?;
         let org_id = claims.org.ok_or(AuthError::Malformed)?;
@@ -175,7 +183,11 @@ impl TokenVerifier {
             .ok_or(AuthError::UnknownKey)
     }
 
-    async fn verify_with_cached(&self, kid: &str, token: &str) -> Result<Option<Claims>, AuthError> {
+    async fn verify_with_cached(
+        &self,
+        kid: &str,
+        token: &str,
+    ) -> Result<Option<Claims>, AuthError> {
         let cache = self.cache.read().await;
         let Some(key) = cache.keys.get(kid) else {
             return Ok(None);
@@ -195,7 +207,10 @@ impl TokenVerifier {
         };
         {
             let cache = self.cache.read().await;
-            if cache.fetched_at.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
+            if cache
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < REFETCH_AFTER)
+            {
                 return Ok(());
             }
         }
@@ -213,7 +228,9 @@ fn decode_keys(keys: &[pb::Jwk]) -> Result<HashMap<String, DecodingKey>, AuthErr
         .map(|k| {
             DecodingKey::from_ed_components(&k.x)
                 .map(|key| (k.kid.clone(), key))
-                .map_err(|e| AuthError::KeysUnavailable(format!("key {} cannot be read: {e}", k.kid)))
+                .map_err(|e| {
+                    AuthError::KeysUnavailable(format!("key {} cannot be read: {e}", k.kid))
+                })
         })
         .collect()
 }

@@ -35,7 +35,10 @@ pub fn sources() -> Figment {
 }
 
 /// Reads one section (`identity`, …) of the configuration into `T`.
-pub fn section<T: for<'de> Deserialize<'de>>(figment: &Figment, key: &str) -> Result<T, ConfigError> {
+pub fn section<T: for<'de> Deserialize<'de>>(
+    figment: &Figment,
+    key: &str,
+) -> Result<T, ConfigError> {
     figment
         .focus(key)
         .extract()
@@ -157,7 +160,10 @@ impl PlatformConfig {
                 reason: "must list at least one host:port".into(),
             });
         }
-        if self.request_timeout_ms == 0 || self.concurrency_limit == 0 || self.db_max_connections == 0 {
+        if self.request_timeout_ms == 0
+            || self.concurrency_limit == 0
+            || self.db_max_connections == 0
+        {
             return Err(ConfigError::Invalid {
                 key: "MAILROOM_REQUEST_TIMEOUT_MS / CONCURRENCY_LIMIT / DB_MAX_CONNECTIONS",
                 reason: "must be greater than zero".into(),

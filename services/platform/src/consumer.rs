@@ -38,14 +38,16 @@ enum Outcome {
 
 /// Consumes `topics` as `name` (also the consumer group) until `shutdown`.
 pub async fn run(
-    name: &str,
+    name: String,
     pool: PgPool,
     consumer: StreamConsumer,
-    topics: &[&str],
+    topics: Vec<String>,
     handler: Arc<dyn EventHandler>,
     shutdown: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    consumer.subscribe(topics)?;
+    let name = name.as_str();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
     let mut stream = consumer.stream();
     loop {
         let message = tokio::select! {
@@ -88,7 +90,14 @@ async fn process(
     let envelope = match Envelope::decode(payload) {
         Ok(env) => env,
         Err(err) => {
-            return dead_letter(name, pool, message, &format!("undecodable envelope: {err}"), shutdown).await;
+            return dead_letter(
+                name,
+                pool,
+                message,
+                &format!("undecodable envelope: {err}"),
+                shutdown,
+            )
+            .await;
         }
     };
     let event_id = match Uuid::parse_str(&envelope.id) {
@@ -149,7 +158,10 @@ async fn apply_once(
     if !fresh {
         return Ok(false);
     }
-    handler.handle(&mut tx, envelope).await.map_err(ApplyError::Handler)?;
+    handler
+        .handle(&mut tx, envelope)
+        .await
+        .map_err(ApplyError::Handler)?;
     tx.commit().await.map_err(ApplyError::Db)?;
     Ok(true)
 }

@@ -33,7 +33,11 @@ pub enum DbError {
 }
 
 /// A pool whose connections see only `schema` (created if missing).
-pub async fn connect(url: &SecretString, schema: &str, max_connections: u32) -> Result<PgPool, DbError> {
+pub async fn connect(
+    url: &SecretString,
+    schema: &str,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
     if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         return Err(DbError::SchemaName(schema.to_owned()));
     }
@@ -47,7 +51,9 @@ pub async fn connect(url: &SecretString, schema: &str, max_connections: u32) -> 
         .await
         .or_else(|err| match &err {
             // Two replicas creating the schema at once: the loser sees a unique violation.
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => Ok(Default::default()),
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                Ok(Default::default())
+            }
             _ => Err(err),
         })
         .map_err(DbError::Connect)?;

