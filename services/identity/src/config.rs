@@ -7,9 +7,10 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IdentityConfig {
-    /// Ed25519 signing keys as base64 32-byte seeds; the first signs, all verify (rotation:
-    /// put the new key first, keep the old one until its tokens have expired).
-    #[serde(default)]
+    /// Ed25519 signing keys as base64 32-byte seeds, a list or one comma-separated string;
+    /// the first signs, all verify (rotation: put the new key first, keep the old one until
+    /// its tokens have expired).
+    #[serde(default, deserialize_with = "one_or_many")]
     pub signing_keys: Vec<SecretString>,
     /// Internal callers: client id → secret, exchanged for service tokens.
     #[serde(default)]
@@ -57,6 +58,26 @@ impl Default for SmtpConfig {
     }
 }
 
+/// Accepts `"k1,k2"` (as environment variables carry it) or `["k1", "k2"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let values = match OneOrMany::deserialize(de)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(values
+        .into_iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+        .collect())
+}
+
 fn default_access_ttl() -> i64 {
     15 * 60
 }
@@ -93,5 +114,23 @@ impl Default for IdentityConfig {
             login_attempts_per_minute: default_login_rate(),
             login_code_ttl_secs: default_code_ttl(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn signing_keys_come_as_a_list_or_a_comma_separated_string() {
+        let figment = figment::Figment::new().merge(("signing_keys", "a+/=, b=="));
+        let config: IdentityConfig = figment.extract().unwrap();
+        let keys: Vec<&str> = config.signing_keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, ["a+/=", "b=="]);
+        let figment = figment::Figment::new().merge(("signing_keys", vec!["c"]));
+        let config: IdentityConfig = figment.extract().unwrap();
+        assert_eq!(config.signing_keys.len(), 1);
+        assert!(!format!("{config:?}").contains("a+/="));
     }
 }

@@ -1,0 +1,251 @@
+//! Benchmark of identity over gRPC on loopback: `Login`, `GetUser` and `GetEmailAddressUsage`
+//! with 100k users. Run with `.ci/bench` (release build, starts the stack).
+//!
+//! Each RPC is measured next to a baseline doing the same core work without Mailroom in the
+//! way (the bare SQL lookup; a bare Argon2id verify), so the figures read as ratios from one
+//! run, which holds on a noisy shared machine where absolute numbers drift.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mailroom_tests::identity_pb as pb;
+use mailroom_tests::{authed, spawn_app_with, AppOptions, PASSWORD};
+use rand::seq::SliceRandom;
+
+#[derive(Parser)]
+struct Args {
+    /// Users seeded into the organisation.
+    #[arg(long, default_value_t = 100_000)]
+    users: i64,
+    /// Seconds each workload runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent callers for the lookups.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Concurrent callers for Login (CPU-bound: Argon2id).
+    #[arg(long, default_value_t = 4)]
+    login_concurrency: usize,
+}
+
+struct Stats {
+    name: String,
+    calls: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Stats {
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[idx] as f64 / 1000.0
+    }
+    fn print(&self) {
+        println!(
+            "{:<44} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>7}",
+            self.name,
+            self.calls,
+            self.throughput(),
+            self.percentile(0.5),
+            self.percentile(0.99),
+            self.errors
+        );
+    }
+}
+
+/// Runs `op` from `concurrency` tasks for `duration`; `op(i)` is one call.
+async fn drive<F, Fut>(name: &str, concurrency: usize, duration: Duration, op: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let op = op.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut i = worker;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if !op(i).await {
+                    errors += 1;
+                }
+                latencies.push(t.elapsed().as_micros() as u64);
+                i += concurrency;
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((l, e)) = task.await {
+            latencies_us.extend(l);
+            errors += e;
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies_us.sort_unstable();
+    Stats {
+        name: name.to_owned(),
+        calls: latencies_us.len(),
+        errors,
+        elapsed,
+        latencies_us,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration = Duration::from_secs(args.seconds);
+    let app = spawn_app_with(AppOptions {
+        login_attempts_per_minute: Some(u32::MAX),
+        ..Default::default()
+    })
+    .await;
+    let org = app.create_org(0).await;
+    let org_id: uuid::Uuid = org.id.parse()?;
+
+    let seeding = Instant::now();
+    let hash = mailroom_identity::passwords::hash(PASSWORD.to_owned()).await?;
+    let mut tx = app.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO users (id, org_id, state, login_email, contact_email, first_name, last_name, position, password_hash) \
+         SELECT gen_random_uuid(), $1, 'active', 'user' || i || '@' || $2, 'user' || i || '@' || $2, \
+                'First' || i, 'Last' || lpad(i::text, 7, '0'), 'Engineer', $3 \
+         FROM generate_series(1, $4) AS i",
+    )
+    .bind(org_id)
+    .bind(&org.domain)
+    .bind(&hash)
+    .bind(args.users)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO address_claims (org_id, address, user_id) \
+         SELECT org_id, login_email, id FROM users WHERE org_id = $1 AND login_email LIKE 'user%'",
+    )
+    .bind(org_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("ANALYZE users; ANALYZE address_claims").execute(&app.pool).await?;
+    let mut sample: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, login_email FROM users WHERE org_id = $1 AND login_email LIKE 'user%' ORDER BY random() LIMIT 20000")
+            .bind(org_id)
+            .fetch_all(&app.pool)
+            .await?;
+    sample.shuffle(&mut rand::thread_rng());
+    let sample = Arc::new(sample);
+    println!(
+        "seeded {} users in {:.1} s; {} s per workload, {} callers ({} for Login), gRPC over loopback",
+        args.users,
+        seeding.elapsed().as_secs_f64(),
+        args.seconds,
+        args.concurrency,
+        args.login_concurrency
+    );
+    println!(
+        "\n{:<44} {:>8} {:>10} {:>9} {:>9} {:>7}",
+        "workload", "calls", "calls/s", "p50 ms", "p99 ms", "errors"
+    );
+
+    let token = Arc::new(org.admin_token.clone());
+    let results = vec![
+        {
+            let (pool, sample) = (app.pool.clone(), sample.clone());
+            drive("baseline: SELECT user by id (sqlx)", args.concurrency, duration, move |i| {
+                let (pool, sample) = (pool.clone(), sample.clone());
+                async move {
+                    let (id, _) = &sample[i % sample.len()];
+                    sqlx::query("SELECT * FROM users WHERE org_id = $1 AND id = $2")
+                        .bind(org_id)
+                        .bind(id)
+                        .fetch_optional(&pool)
+                        .await
+                        .is_ok_and(|r| r.is_some())
+                }
+            })
+            .await
+        },
+        {
+            let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
+            drive("GetUser (gRPC)", args.concurrency, duration, move |i| {
+                let (mut client, sample, token) = (client.clone(), sample.clone(), token.clone());
+                async move {
+                    let (id, _) = &sample[i % sample.len()];
+                    client.get_user(authed(&token, pb::GetUserRequest { id: id.to_string() })).await.is_ok()
+                }
+            })
+            .await
+        },
+        {
+            let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
+            drive("GetEmailAddressUsage (gRPC)", args.concurrency, duration, move |i| {
+                let (mut client, sample, token) = (client.clone(), sample.clone(), token.clone());
+                async move {
+                    let (_, email) = &sample[i % sample.len()];
+                    client
+                        .get_email_address_usage(authed(&token, pb::GetEmailAddressUsageRequest { address: email.clone() }))
+                        .await
+                        .is_ok_and(|r| r.into_inner().uses.len() == 2)
+                }
+            })
+            .await
+        },
+        {
+            let hash = Arc::new(hash.clone());
+            drive("baseline: Argon2id verify (blocking pool)", args.login_concurrency, duration, move |_| {
+                let hash = hash.clone();
+                async move {
+                    mailroom_identity::passwords::verify(PASSWORD.to_owned(), (*hash).clone())
+                        .await
+                        .unwrap_or(false)
+                }
+            })
+            .await
+        },
+        {
+            let (auth, sample) = (app.auth.clone(), sample.clone());
+            drive("Login (gRPC)", args.login_concurrency, duration, move |i| {
+                let (mut auth, sample) = (auth.clone(), sample.clone());
+                async move {
+                    let (_, email) = &sample[i % sample.len()];
+                    auth.login(pb::LoginRequest {
+                        login_email: email.clone(),
+                        password: PASSWORD.into(),
+                        org_id: String::new(),
+                    })
+                    .await
+                    .is_ok()
+                }
+            })
+            .await
+        },
+    ];
+    for stats in &results {
+        stats.print();
+    }
+    let ratio = |a: usize, b: usize| results[a].throughput() / results[b].throughput().max(f64::EPSILON);
+    println!("\nGetUser throughput / bare SQL lookup:         {:.2}", ratio(1, 0));
+    println!("GetEmailAddressUsage throughput / bare SQL:    {:.2}", ratio(2, 0));
+    println!("Login throughput / bare Argon2id verify:       {:.2}", ratio(4, 3));
+    Ok(())
+}
