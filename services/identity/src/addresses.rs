@@ -12,9 +12,8 @@ use uuid::Uuid;
 
 use crate::domain::{EmailAddress, UserState};
 use crate::error::{IdentityError, Result};
-use crate::service::{emit, parse_id, reload, require_admin, scope, Identity};
+use crate::service::{caller_org, emit, parse_id, reload, require_admin, Identity};
 use crate::store::{self, UserRow, USER_COLUMNS};
-use crate::users::service_needs_org;
 use ev::envelope::Payload;
 
 /// Wrong codes allowed before a pending change is dropped.
@@ -39,7 +38,7 @@ impl Identity {
         principal: &Principal,
         address: &str,
     ) -> Result<(EmailAddress, Vec<AddressUse>)> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let address = EmailAddress::parse("address", address)?;
         let mut conn = self.pool.acquire().await?;
         require_admin(&mut conn, principal, org_id).await?;
@@ -75,7 +74,7 @@ impl Identity {
         principal: &Principal,
         req: pb::TransferEmailAddressRequest,
     ) -> Result<Transfer> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let address = EmailAddress::parse("address", &req.address)?;
         let from_id = parse_id("from_user_id", &req.from_user_id)?;
         let to_id = match &req.destination {

@@ -126,7 +126,11 @@ mod tests {
     fn signing_keys_come_as_a_list_or_a_comma_separated_string() {
         let figment = figment::Figment::new().merge(("signing_keys", "a+/=, b=="));
         let config: IdentityConfig = figment.extract().unwrap();
-        let keys: Vec<&str> = config.signing_keys.iter().map(|k| k.expose_secret()).collect();
+        let keys: Vec<&str> = config
+            .signing_keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
         assert_eq!(keys, ["a+/=", "b=="]);
         let figment = figment::Figment::new().merge(("signing_keys", vec!["c"]));
         let config: IdentityConfig = figment.extract().unwrap();

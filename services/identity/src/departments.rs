@@ -11,10 +11,11 @@ use uuid::Uuid;
 use crate::domain::{Text, UserState};
 use crate::error::{IdentityError, Result};
 use crate::service::{
-    department_snapshot, emit, parse_id, parse_optional_id, require_admin, scope, Identity,
+    caller_org, department_snapshot, emit, parse_id, parse_optional_id, require_admin, scope,
+    Identity,
 };
 use crate::store::{self, DepartmentRow, UserRow, DEPARTMENT_COLUMNS, USER_COLUMNS};
-use crate::users::{mask_paths, page_after, service_needs_org, unsupported_path};
+use crate::users::{mask_paths, page_after, unsupported_path};
 use ev::envelope::Payload;
 
 const NAME_MAX: usize = 200;
@@ -68,7 +69,7 @@ impl Identity {
 
     #[tracing::instrument(skip_all)]
     pub async fn get_department(&self, principal: &Principal, id: &str) -> Result<DepartmentRow> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let id = parse_id("id", id)?;
         let mut conn = self.pool.acquire().await?;
         store::department(&mut conn, org_id, id).await
@@ -159,7 +160,7 @@ impl Identity {
 
     #[tracing::instrument(skip_all)]
     pub async fn delete_department(&self, principal: &Principal, id: &str) -> Result<()> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let id = parse_id("id", id)?;
         let mut tx = self.pool.begin().await?;
         require_admin(&mut tx, principal, org_id).await?;
@@ -204,7 +205,7 @@ impl Identity {
         principal: &Principal,
         req: pb::ListDepartmentsRequest,
     ) -> Result<(Vec<DepartmentRow>, String)> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let limit = aip::page_size(req.page_size, 100, 1000)?;
         let query_key = format!("departments|{}", req.filter);
         let after: Option<(String, Uuid)> = aip::decode_page_token(&query_key, &req.page_token)?;
@@ -256,7 +257,7 @@ impl Identity {
         principal: &Principal,
         req: pb::ListSubordinatesRequest,
     ) -> Result<(Vec<UserRow>, String, i64)> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let user_id = parse_id("user_id", &req.user_id)?;
         let limit = aip::page_size(req.page_size, 100, 1000)?;
         let query_key = format!("subordinates|{user_id}");
@@ -297,7 +298,7 @@ impl Identity {
         principal: &Principal,
         user_id: &str,
     ) -> Result<Vec<UserRow>> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let user_id = parse_id("user_id", user_id)?;
         let mut conn = self.pool.acquire().await?;
         store::user(&mut conn, org_id, user_id).await?;

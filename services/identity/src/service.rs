@@ -81,6 +81,18 @@ pub fn scope(principal: &Principal, requested_org: &str) -> Result<Uuid> {
     }
 }
 
+/// The caller's own organisation, for calls that have no org field: a service token has none,
+/// so it is refused with a message saying to call as a user.
+pub fn caller_org(principal: &Principal) -> Result<Uuid> {
+    match principal {
+        Principal::User { org_id, .. } => Ok(*org_id),
+        Principal::Service { .. } => Err(IdentityError::InvalidArgument(
+            "this call acts on the caller's own organisation; call it with a user's access token"
+                .into(),
+        )),
+    }
+}
+
 pub fn parse_id(field: &'static str, value: &str) -> Result<Uuid> {
     if value.is_empty() {
         return Err(IdentityError::InvalidArgument(format!(

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::domain::{EmailAddress, NewPassword, Text, UserState};
 use crate::error::{IdentityError, Result};
 use crate::service::{
-    emit, parse_id, parse_optional_id, reload, require_admin, scope, user_snapshot, Identity,
+    caller_org, emit, parse_id, parse_optional_id, reload, require_admin, scope, user_snapshot,
+    Identity,
 };
 use crate::store::{self, OrgRow, UserRow, USER_COLUMNS};
 use ev::envelope::Payload;
@@ -263,7 +264,7 @@ impl Identity {
 
     #[tracing::instrument(skip_all)]
     pub async fn get_user(&self, principal: &Principal, id: &str) -> Result<UserRow> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let id = parse_id("id", id)?;
         let mut conn = self.pool.acquire().await?;
         store::user(&mut conn, org_id, id).await
@@ -275,7 +276,7 @@ impl Identity {
         principal: &Principal,
         req: pb::ListUsersRequest,
     ) -> Result<(Vec<UserRow>, String, i64)> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let filter = aip::parse_filter(&req.filter)?;
         let order = UserOrder::parse(&req.order_by)?;
         let limit = aip::page_size(req.page_size, 50, 1000)?;
@@ -395,7 +396,7 @@ impl Identity {
 
     #[tracing::instrument(skip_all)]
     pub async fn dismiss_user(&self, principal: &Principal, id: &str) -> Result<UserRow> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let id = parse_id("id", id)?;
         let mut tx = self.pool.begin().await?;
         require_admin(&mut tx, principal, org_id).await?;
@@ -458,7 +459,7 @@ impl Identity {
 
     #[tracing::instrument(skip_all)]
     pub async fn rehire_user(&self, principal: &Principal, id: &str) -> Result<UserRow> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let id = parse_id("id", id)?;
         let mut tx = self.pool.begin().await?;
         require_admin(&mut tx, principal, org_id).await?;
@@ -500,7 +501,7 @@ impl Identity {
         principal: &Principal,
         req: pb::SetAdminRequest,
     ) -> Result<UserRow> {
-        let org_id = scope(principal, "").map_err(|_| service_needs_org())?;
+        let org_id = caller_org(principal)?;
         let id = parse_id("id", &req.id)?;
         let mut tx = self.pool.begin().await?;
         require_admin(&mut tx, principal, org_id).await?;
@@ -538,14 +539,6 @@ impl Identity {
         tx.commit().await?;
         Ok(user)
     }
-}
-
-/// User-scoped calls have no org field: a service token must use a user token instead.
-pub(crate) fn service_needs_org() -> IdentityError {
-    IdentityError::InvalidArgument(
-        "this call acts on the caller's own organisation; call it with a user's access token"
-            .into(),
-    )
 }
 
 async fn ensure_another_admin(conn: &mut PgConnection, org_id: Uuid, except: Uuid) -> Result<()> {

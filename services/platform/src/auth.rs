@@ -111,8 +111,10 @@ impl KeySource for GrpcKeySource {
         let mut client = pb::auth_service_client::AuthServiceClient::connect(self.endpoint.clone())
             .await
             .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(pb::GetJwksRequest {});
+        crate::telemetry::inject_into_metadata(request.metadata_mut());
         let jwks = client
-            .get_jwks(pb::GetJwksRequest {})
+            .get_jwks(request)
             .await
             .map_err(|e| AuthError::KeysUnavailable(e.message().to_owned()))?
             .into_inner();

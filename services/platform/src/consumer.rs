@@ -16,6 +16,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::proto::events::v1::Envelope;
@@ -106,10 +107,30 @@ async fn process(
             return dead_letter(name, pool, message, "envelope id is not a UUID", shutdown).await;
         }
     };
+    // The handling continues the trace of the request that caused the event.
+    let span = tracing::info_span!("consume", consumer = name, event.id = %envelope.id, event.type = %envelope.r#type);
+    crate::telemetry::set_parent_from(
+        &span,
+        &crate::telemetry::MapExtractor(&envelope.trace_context),
+    );
+    apply_with_retries(name, pool, message, handler, shutdown, event_id, &envelope)
+        .instrument(span)
+        .await
+}
+
+async fn apply_with_retries(
+    name: &str,
+    pool: &PgPool,
+    message: &BorrowedMessage<'_>,
+    handler: &dyn EventHandler,
+    shutdown: &CancellationToken,
+    event_id: Uuid,
+    envelope: &Envelope,
+) -> Option<Outcome> {
     let mut attempt = 0u32;
     let mut backoff = Duration::from_millis(100);
     loop {
-        match apply_once(name, pool, event_id, &envelope, handler).await {
+        match apply_once(name, pool, event_id, envelope, handler).await {
             Ok(true) => return Some(Outcome::Applied),
             Ok(false) => return Some(Outcome::Duplicate),
             Err(ApplyError::Db(err)) => {

@@ -96,6 +96,19 @@ pub fn inject_current() -> HashMap<String, String> {
     carrier
 }
 
+/// Adds the current trace context to an outgoing gRPC request, so the callee's span continues
+/// this trace.
+pub fn inject_into_metadata(metadata: &mut tonic::metadata::MetadataMap) {
+    for (key, value) in inject_current() {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            metadata.insert(key, value);
+        }
+    }
+}
+
 /// Makes `span` a child of the trace described by `carrier`, when it describes one.
 pub fn set_parent_from(span: &tracing::Span, carrier: &dyn Extractor) {
     let context = TraceContextPropagator::new().extract(carrier);

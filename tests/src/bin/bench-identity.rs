@@ -146,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    sqlx::query("ANALYZE users; ANALYZE address_claims").execute(&app.pool).await?;
+    sqlx::query("ANALYZE users; ANALYZE address_claims")
+        .execute(&app.pool)
+        .await?;
     let mut sample: Vec<(uuid::Uuid, String)> =
         sqlx::query_as("SELECT id, login_email FROM users WHERE org_id = $1 AND login_email LIKE 'user%' ORDER BY random() LIMIT 20000")
             .bind(org_id)
@@ -171,18 +173,23 @@ async fn main() -> anyhow::Result<()> {
     let results = vec![
         {
             let (pool, sample) = (app.pool.clone(), sample.clone());
-            drive("baseline: SELECT user by id (sqlx)", args.concurrency, duration, move |i| {
-                let (pool, sample) = (pool.clone(), sample.clone());
-                async move {
-                    let (id, _) = &sample[i % sample.len()];
-                    sqlx::query("SELECT * FROM users WHERE org_id = $1 AND id = $2")
-                        .bind(org_id)
-                        .bind(id)
-                        .fetch_optional(&pool)
-                        .await
-                        .is_ok_and(|r| r.is_some())
-                }
-            })
+            drive(
+                "baseline: SELECT user by id (sqlx)",
+                args.concurrency,
+                duration,
+                move |i| {
+                    let (pool, sample) = (pool.clone(), sample.clone());
+                    async move {
+                        let (id, _) = &sample[i % sample.len()];
+                        sqlx::query("SELECT * FROM users WHERE org_id = $1 AND id = $2")
+                            .bind(org_id)
+                            .bind(id)
+                            .fetch_optional(&pool)
+                            .await
+                            .is_ok_and(|r| r.is_some())
+                    }
+                },
+            )
             .await
         },
         {
@@ -191,35 +198,54 @@ async fn main() -> anyhow::Result<()> {
                 let (mut client, sample, token) = (client.clone(), sample.clone(), token.clone());
                 async move {
                     let (id, _) = &sample[i % sample.len()];
-                    client.get_user(authed(&token, pb::GetUserRequest { id: id.to_string() })).await.is_ok()
+                    client
+                        .get_user(authed(&token, pb::GetUserRequest { id: id.to_string() }))
+                        .await
+                        .is_ok()
                 }
             })
             .await
         },
         {
             let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
-            drive("GetEmailAddressUsage (gRPC)", args.concurrency, duration, move |i| {
-                let (mut client, sample, token) = (client.clone(), sample.clone(), token.clone());
-                async move {
-                    let (_, email) = &sample[i % sample.len()];
-                    client
-                        .get_email_address_usage(authed(&token, pb::GetEmailAddressUsageRequest { address: email.clone() }))
-                        .await
-                        .is_ok_and(|r| r.into_inner().uses.len() == 2)
-                }
-            })
+            drive(
+                "GetEmailAddressUsage (gRPC)",
+                args.concurrency,
+                duration,
+                move |i| {
+                    let (mut client, sample, token) =
+                        (client.clone(), sample.clone(), token.clone());
+                    async move {
+                        let (_, email) = &sample[i % sample.len()];
+                        client
+                            .get_email_address_usage(authed(
+                                &token,
+                                pb::GetEmailAddressUsageRequest {
+                                    address: email.clone(),
+                                },
+                            ))
+                            .await
+                            .is_ok_and(|r| r.into_inner().uses.len() == 2)
+                    }
+                },
+            )
             .await
         },
         {
             let hash = Arc::new(hash.clone());
-            drive("baseline: Argon2id verify (blocking pool)", args.login_concurrency, duration, move |_| {
-                let hash = hash.clone();
-                async move {
-                    mailroom_identity::passwords::verify(PASSWORD.to_owned(), (*hash).clone())
-                        .await
-                        .unwrap_or(false)
-                }
-            })
+            drive(
+                "baseline: Argon2id verify (blocking pool)",
+                args.login_concurrency,
+                duration,
+                move |_| {
+                    let hash = hash.clone();
+                    async move {
+                        mailroom_identity::passwords::verify(PASSWORD.to_owned(), (*hash).clone())
+                            .await
+                            .unwrap_or(false)
+                    }
+                },
+            )
             .await
         },
         {
@@ -243,9 +269,19 @@ async fn main() -> anyhow::Result<()> {
     for stats in &results {
         stats.print();
     }
-    let ratio = |a: usize, b: usize| results[a].throughput() / results[b].throughput().max(f64::EPSILON);
-    println!("\nGetUser throughput / bare SQL lookup:         {:.2}", ratio(1, 0));
-    println!("GetEmailAddressUsage throughput / bare SQL:    {:.2}", ratio(2, 0));
-    println!("Login throughput / bare Argon2id verify:       {:.2}", ratio(4, 3));
+    let ratio =
+        |a: usize, b: usize| results[a].throughput() / results[b].throughput().max(f64::EPSILON);
+    println!(
+        "\nGetUser throughput / bare SQL lookup:         {:.2}",
+        ratio(1, 0)
+    );
+    println!(
+        "GetEmailAddressUsage throughput / bare SQL:    {:.2}",
+        ratio(2, 0)
+    );
+    println!(
+        "Login throughput / bare Argon2id verify:       {:.2}",
+        ratio(4, 3)
+    );
     Ok(())
 }
