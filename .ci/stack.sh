@@ -38,14 +38,13 @@ ensure_packages() {
   local missing=()
   command -v cc >/dev/null || missing+=(build-essential)
   command -v cmake >/dev/null || missing+=(cmake)
-  [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+  dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
   ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v dovecot >/dev/null || missing+=(dovecot-imapd dovecot-lmtpd)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
   command -v setpriv >/dev/null || missing+=(util-linux)
-  command -v protoc >/dev/null || true   # not needed: protos compile with protox
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing: ${missing[*]}"
     as_root apt-get update -qq

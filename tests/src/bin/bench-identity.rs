@@ -146,9 +146,11 @@ async fn main() -> anyhow::Result<()> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    sqlx::query("ANALYZE users; ANALYZE address_claims")
-        .execute(&app.pool)
-        .await?;
+    for table in ["users", "address_claims"] {
+        sqlx::query(&format!("ANALYZE {table}"))
+            .execute(&app.pool)
+            .await?;
+    }
     let mut sample: Vec<(uuid::Uuid, String)> =
         sqlx::query_as("SELECT id, login_email FROM users WHERE org_id = $1 AND login_email LIKE 'user%' ORDER BY random() LIMIT 20000")
             .bind(org_id)
