@@ -86,6 +86,14 @@ try:
 except helm.HelmError:
     check("values.schema.json refuses a bad port", True)
 
+# The dev cluster's dependencies.
+for doc in yaml.safe_load_all(open("k8s/dependencies.yaml")):
+    try:
+        kubernetes_validate.validate(doc, KUBE, strict=True)
+        check(f"k8s/dependencies.yaml: {doc['kind']} {doc['metadata']['name']} is valid", True)
+    except Exception as err:  # noqa: BLE001
+        check(f"k8s/dependencies.yaml: {doc['kind']} {doc['metadata']['name']} is valid", False, str(err)[:300])
+
 # The Tiltfile, run with Tilt's functions stubbed.
 import starlark
 
