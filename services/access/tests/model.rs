@@ -1,0 +1,241 @@
+//! The fast engine against a naive reference evaluator, on random organisations: random
+//! department trees, memberships, heads, grants, owners and dismissals. The reference reads
+//! the plain list of relationships for every question, straight from the definitions.
+
+use std::collections::HashSet;
+
+use mailroom_access::model::Relationship::{self, *};
+use mailroom_access::{OrgGraph, Permission};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+const PERMS: [Permission; 7] = [
+    Permission::MailboxView,
+    Permission::MailboxModify,
+    Permission::MailboxReadMail,
+    Permission::MailboxSync,
+    Permission::OrgInvite,
+    Permission::OrgRegisterUsers,
+    Permission::OrgManagePermissions,
+];
+
+struct Reference {
+    rels: Vec<Relationship>,
+    dismissed: HashSet<Uuid>,
+    users: Vec<Uuid>,
+}
+
+impl Reference {
+    fn parent(&self, d: Uuid) -> Option<Uuid> {
+        self.rels.iter().find_map(|r| match r {
+            Parent(c, p) if *c == d => Some(*p),
+            _ => None,
+        })
+    }
+    fn is_ancestor_or_self(&self, a: Uuid, d: Uuid) -> bool {
+        let mut cur = Some(d);
+        for _ in 0..10_000 {
+            match cur {
+                Some(x) if x == a => return true,
+                Some(x) => cur = self.parent(x),
+                None => return false,
+            }
+        }
+        panic!("cycle in reference data");
+    }
+    fn active(&self, u: Uuid) -> bool {
+        self.users.contains(&u) && !self.dismissed.contains(&u)
+    }
+    fn has(&self, r: Relationship) -> bool {
+        self.rels.contains(&r)
+    }
+    fn supervises(&self, b: Uuid, u: Uuid) -> bool {
+        if b == u || !self.active(b) {
+            return false;
+        }
+        self.rels.iter().any(|r| match r {
+            Head(a, boss) if *boss == b => self.rels.iter().any(|s| match s {
+                Member(user, m) if *user == u => self.is_ancestor_or_self(*a, *m),
+                Head(h, user) if *user == u => self
+                    .parent(*h)
+                    .is_some_and(|p| self.is_ancestor_or_self(*a, p)),
+                _ => false,
+            }),
+            _ => false,
+        })
+    }
+    fn owner(&self, m: Uuid) -> Option<Uuid> {
+        self.rels.iter().find_map(|r| match r {
+            Owner(mb, u) if *mb == m => Some(*u),
+            _ => None,
+        })
+    }
+    fn check(&self, u: Uuid, p: Permission, m: Uuid) -> bool {
+        if !self.active(u) {
+            return false;
+        }
+        let owner = self.owner(m);
+        let powerful = self.has(Admin(u)) || self.has(MailboxManager(u));
+        match p {
+            Permission::MailboxView => {
+                owner.is_some_and(|o| o == u || powerful || self.supervises(u, o))
+            }
+            Permission::MailboxModify | Permission::MailboxSync => {
+                owner.is_some_and(|o| o == u || powerful)
+            }
+            Permission::MailboxReadMail => owner == Some(u) || self.has(Reader(m, u)),
+            Permission::OrgInvite => {
+                self.has(Admin(u)) || self.has(Inviter(u)) || self.has(EveryoneInvites)
+            }
+            Permission::OrgRegisterUsers | Permission::OrgManagePermissions => self.has(Admin(u)),
+        }
+    }
+}
+
+fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
+    items[rng.gen_range(0..items.len())]
+}
+
+#[test]
+fn the_engine_agrees_with_the_reference_on_random_organisations() {
+    for seed in 0..60u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let departments: Vec<Uuid> = (0..rng.gen_range(1..12)).map(|_| Uuid::new_v4()).collect();
+        let users: Vec<Uuid> = (0..rng.gen_range(2..20)).map(|_| Uuid::new_v4()).collect();
+        let mailboxes: Vec<Uuid> = (0..rng.gen_range(1..15)).map(|_| Uuid::new_v4()).collect();
+        let mut graph = OrgGraph::new();
+        let mut reference = Reference {
+            rels: Vec::new(),
+            dismissed: HashSet::new(),
+            users: users.clone(),
+        };
+        for u in &users {
+            graph.set_user(*u, true);
+        }
+        // A random tree: each department may hang under an earlier one.
+        for (i, d) in departments.iter().enumerate().skip(1) {
+            if rng.gen_bool(0.8) {
+                let rel = Parent(*d, departments[rng.gen_range(0..i)]);
+                graph.write(rel).expect("tree edge");
+                reference.rels.push(rel);
+            }
+        }
+        // Random moves: the engine refuses exactly the ones that would make a cycle.
+        for _ in 0..5 {
+            let (child, parent) = (pick(&mut rng, &departments), pick(&mut rng, &departments));
+            let cycle = reference.is_ancestor_or_self(child, parent);
+            let result = graph.write(Parent(child, parent));
+            assert_eq!(
+                result.is_err(),
+                cycle,
+                "seed {seed}: move {child} under {parent}"
+            );
+            if !cycle {
+                reference
+                    .rels
+                    .retain(|r| !matches!(r, Parent(c, _) if *c == child));
+                reference.rels.push(Parent(child, parent));
+            }
+        }
+        let mut rels: Vec<Relationship> = Vec::new();
+        for u in &users {
+            if rng.gen_bool(0.8) {
+                rels.push(Member(*u, pick(&mut rng, &departments)));
+            }
+            if rng.gen_bool(0.25) {
+                rels.push(Head(pick(&mut rng, &departments), *u));
+            }
+            if rng.gen_bool(0.1) {
+                rels.push(Admin(*u));
+            }
+            if rng.gen_bool(0.1) {
+                rels.push(MailboxManager(*u));
+            }
+            if rng.gen_bool(0.1) {
+                rels.push(Inviter(*u));
+            }
+        }
+        for m in &mailboxes {
+            if rng.gen_bool(0.9) {
+                rels.push(Owner(*m, pick(&mut rng, &users)));
+            }
+            for _ in 0..rng.gen_range(0..3) {
+                rels.push(Reader(*m, pick(&mut rng, &users)));
+            }
+        }
+        if rng.gen_bool(0.2) {
+            rels.push(EveryoneInvites);
+        }
+        for r in rels {
+            graph.write(r).expect("write");
+            if !reference.rels.contains(&r) {
+                reference.rels.push(r);
+            }
+        }
+        // Some deletions and dismissals.
+        for _ in 0..rng.gen_range(0..4) {
+            if reference.rels.is_empty() {
+                break;
+            }
+            let r = reference.rels[rng.gen_range(0..reference.rels.len())];
+            if matches!(r, Parent(..)) {
+                continue;
+            }
+            assert!(graph.delete(r), "seed {seed}: delete {r:?}");
+            reference.rels.retain(|x| *x != r);
+        }
+        for u in &users {
+            if rng.gen_bool(0.15) {
+                graph.set_user(*u, false);
+                reference.dismissed.insert(*u);
+            }
+        }
+
+        let mut strangers = users.clone();
+        strangers.push(Uuid::new_v4());
+        for u in &strangers {
+            for p in PERMS {
+                for m in &mailboxes {
+                    assert_eq!(
+                        graph.check(*u, p, Some(*m)).unwrap(),
+                        reference.check(*u, p, *m),
+                        "seed {seed}: {u} {} {m}",
+                        p.name()
+                    );
+                }
+                if p.on_mailbox() {
+                    let mut fast = graph.lookup_mailboxes(*u, p);
+                    fast.sort();
+                    let mut slow: Vec<Uuid> = mailboxes
+                        .iter()
+                        .copied()
+                        .filter(|m| reference.check(*u, p, *m))
+                        .collect();
+                    slow.sort();
+                    assert_eq!(fast, slow, "seed {seed}: lookup_mailboxes {u} {}", p.name());
+                }
+            }
+            for v in &strangers {
+                assert_eq!(
+                    graph.supervises(*u, *v),
+                    reference.supervises(*u, *v),
+                    "seed {seed}: {u} supervises {v}"
+                );
+            }
+        }
+        for m in &mailboxes {
+            for p in PERMS.iter().filter(|p| p.on_mailbox()) {
+                let mut fast = graph.lookup_users(*m, *p);
+                fast.sort();
+                let mut slow: Vec<Uuid> = users
+                    .iter()
+                    .copied()
+                    .filter(|u| reference.check(*u, *p, *m))
+                    .collect();
+                slow.sort();
+                assert_eq!(fast, slow, "seed {seed}: lookup_users {m} {}", p.name());
+            }
+        }
+    }
+}
