@@ -72,17 +72,8 @@ impl Identity {
         admin: bool,
         family: Uuid,
     ) -> Result<IssuedTokens> {
-        let claims = keys::claims(
-            user_id.to_string(),
-            Some(org_id),
-            admin,
-            self.config.access_token_ttl_secs,
-        );
-        let access_expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
-        let access_token = self
-            .keys
-            .sign(&claims)
-            .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let (access_token, access_expires) =
+            self.access_token(user_id.to_string(), Some(org_id), admin)?;
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let refresh = URL_SAFE_NO_PAD.encode(secret);
@@ -102,6 +93,22 @@ impl Identity {
             access_expires,
             refresh_token: Some((refresh, refresh_expires)),
         })
+    }
+
+    /// A signed access token for `sub`, and when it expires.
+    fn access_token(
+        &self,
+        sub: String,
+        org: Option<Uuid>,
+        admin: bool,
+    ) -> Result<(String, DateTime<Utc>)> {
+        let claims = keys::claims(sub, org, admin, self.config.access_token_ttl_secs);
+        let expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
+        let token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        Ok((token, expires))
     }
 
     #[tracing::instrument(skip_all)]
@@ -227,17 +234,8 @@ impl Identity {
                 "unknown service client id or wrong secret",
             ));
         }
-        let claims = keys::claims(
-            format!("service:{}", req.client_id),
-            None,
-            false,
-            self.config.access_token_ttl_secs,
-        );
-        let access_expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
-        let access_token = self
-            .keys
-            .sign(&claims)
-            .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let (access_token, access_expires) =
+            self.access_token(format!("service:{}", req.client_id), None, false)?;
         Ok(IssuedTokens {
             access_token,
             access_expires,
