@@ -143,18 +143,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
-    tokio::spawn(started.relay.run(shutdown.clone()));
+    let pool = started.pool.clone();
     let server_shutdown = shutdown.clone();
     tokio::spawn(async move {
-        if let Err(err) = mailroom_platform::grpc::serve(
-            started.hosted,
-            listener,
-            started.verifier,
-            &platform,
-            server_shutdown,
-        )
-        .await
-        {
+        if let Err(err) = started.run(listener, &platform, server_shutdown).await {
             eprintln!("test server stopped: {err}");
         }
     });
@@ -163,7 +155,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     TestApp {
         addr,
         endpoint,
-        pool: started.pool,
+        pool,
         kafka_brokers,
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),

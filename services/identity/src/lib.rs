@@ -81,6 +81,30 @@ pub struct Started {
     pub relay: Relay,
 }
 
+impl Started {
+    /// Runs the outbox relay in the background and serves gRPC on `listener` until
+    /// `shutdown`; the relay stops with it.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        platform: &PlatformConfig,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), mailroom_platform::grpc::ServeError> {
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let served = mailroom_platform::grpc::serve(
+            self.hosted,
+            listener,
+            self.verifier,
+            platform,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        let _ = relay.await;
+        served
+    }
+}
+
 /// Connects to PostgreSQL and Redis, applies migrations, and builds the service.
 pub async fn start(
     platform: &PlatformConfig,

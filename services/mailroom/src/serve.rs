@@ -148,23 +148,13 @@ pub async fn start(
                     .context("identity did not start")?;
                 let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
                 identity = Some(started.identity.clone());
-                let relay_shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    started.relay.run(relay_shutdown).await;
-                    Ok(())
-                });
                 let platform = platform.clone();
-                let server_shutdown = shutdown.clone();
+                let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    mailroom_platform::grpc::serve(
-                        started.hosted,
-                        listener,
-                        started.verifier,
-                        &platform,
-                        server_shutdown,
-                    )
-                    .await
-                    .context("identity gRPC server")
+                    started
+                        .run(listener, &platform, shutdown)
+                        .await
+                        .context("identity gRPC server")
                 });
             }
         }
