@@ -7,7 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::model::{DepartmentId, MailboxId, ModelError, Permission, Relationship, UserId};
+use crate::model::{
+    Audience, DepartmentId, MailboxId, ModelError, Permission, Relationship, Settings, UserId,
+};
 
 #[derive(Debug, Default, Clone)]
 pub struct OrgGraph {
@@ -16,7 +18,7 @@ pub struct OrgGraph {
     admins: HashSet<UserId>,
     managers: HashSet<UserId>,
     inviters: HashSet<UserId>,
-    everyone_invites: bool,
+    settings: Settings,
     parent: HashMap<DepartmentId, DepartmentId>,
     children: HashMap<DepartmentId, HashSet<DepartmentId>>,
     heads: HashMap<DepartmentId, HashSet<UserId>>,
@@ -78,7 +80,11 @@ impl OrgGraph {
             Relationship::Admin(u) => self.admins.insert(u),
             Relationship::MailboxManager(u) => self.managers.insert(u),
             Relationship::Inviter(u) => self.inviters.insert(u),
-            Relationship::EveryoneInvites => !std::mem::replace(&mut self.everyone_invites, true),
+            Relationship::EveryoneInvites => {
+                let changed = self.settings.invite != Audience::Everyone;
+                self.settings.invite = Audience::Everyone;
+                changed
+            }
             Relationship::Head(d, u) => {
                 add(&mut self.headed_by, u, d);
                 add(&mut self.heads, d, u)
@@ -121,7 +127,13 @@ impl OrgGraph {
             Relationship::Admin(u) => self.admins.remove(&u),
             Relationship::MailboxManager(u) => self.managers.remove(&u),
             Relationship::Inviter(u) => self.inviters.remove(&u),
-            Relationship::EveryoneInvites => std::mem::replace(&mut self.everyone_invites, false),
+            Relationship::EveryoneInvites => {
+                if self.settings.invite != Audience::Everyone {
+                    return false;
+                }
+                self.settings.invite = Audience::Admins;
+                true
+            }
             Relationship::Head(d, u) => {
                 remove(&mut self.headed_by, &u, &d);
                 remove(&mut self.heads, &d, &u)
@@ -227,8 +239,24 @@ impl OrgGraph {
             .collect()
     }
 
-    fn org_wide_mailbox_power(&self, user: &UserId) -> bool {
-        self.admins.contains(user) || self.managers.contains(user)
+    /// Whether `user` belongs to `audience` for a mailbox owned by `owner` (`None` for an
+    /// org-level permission, where "supervisors" means anyone heading a department).
+    fn in_audience(&self, user: UserId, audience: Audience, owner: Option<UserId>) -> bool {
+        self.admins.contains(&user)
+            || (audience >= Audience::AdminsAndManagers && self.managers.contains(&user))
+            || (audience == Audience::AdminsManagersAndSupervisors
+                && match owner {
+                    Some(o) => self.supervises(user, o),
+                    None => self.headed_by.contains_key(&user),
+                })
+            || audience == Audience::Everyone
+    }
+
+    /// Whether `user` holds the permission on every mailbox of the organisation.
+    fn org_wide(&self, user: UserId, audience: Audience) -> bool {
+        self.admins.contains(&user)
+            || (audience >= Audience::AdminsAndManagers && self.managers.contains(&user))
+            || audience == Audience::Everyone
     }
 
     /// Whether `user` holds `permission` (on `mailbox`, for mailbox permissions).
@@ -246,15 +274,16 @@ impl OrgGraph {
         }
         let owner = mailbox.and_then(|m| self.owner.get(&m).copied());
         let is_owner = owner == Some(user);
+        let s = &self.settings;
         Ok(match permission {
             Permission::MailboxView => {
                 owner.is_some()
                     && (is_owner
-                        || self.org_wide_mailbox_power(&user)
-                        || owner.is_some_and(|o| self.supervises(user, o)))
+                        || self.in_audience(user, s.modify_mailboxes, owner)
+                        || self.in_audience(user, s.view_mailbox_list, owner))
             }
             Permission::MailboxModify | Permission::MailboxSync => {
-                owner.is_some() && (is_owner || self.org_wide_mailbox_power(&user))
+                owner.is_some() && (is_owner || self.in_audience(user, s.modify_mailboxes, owner))
             }
             Permission::MailboxReadMail => {
                 is_owner
@@ -263,9 +292,7 @@ impl OrgGraph {
                         .is_some_and(|r| r.contains(&user))
             }
             Permission::OrgInvite => {
-                self.admins.contains(&user)
-                    || self.inviters.contains(&user)
-                    || self.everyone_invites
+                self.inviters.contains(&user) || self.in_audience(user, s.invite, None)
             }
             Permission::OrgRegisterUsers | Permission::OrgManagePermissions => {
                 self.admins.contains(&user)
@@ -273,27 +300,180 @@ impl OrgGraph {
         })
     }
 
+    /// Why `user` holds `permission`: the relationships that grant it, from the resource to
+    /// the subject, and a sentence. `None` when the user does not hold it.
+    pub fn explain(
+        &self,
+        user: UserId,
+        permission: Permission,
+        mailbox: Option<MailboxId>,
+    ) -> Result<Option<Explanation>, ModelError> {
+        if !self.check(user, permission, mailbox)? {
+            return Ok(None);
+        }
+        let s = &self.settings;
+        let owner = mailbox.and_then(|m| self.owner.get(&m).copied().map(|o| (m, o)));
+        let explanation =
+            |path: Vec<Relationship>, reason: &'static str| Ok(Some(Explanation { path, reason }));
+        if let Some((m, o)) = owner {
+            if o == user && permission.on_mailbox() {
+                return explanation(vec![Relationship::Owner(m, o)], "owns the mailbox");
+            }
+        }
+        match permission {
+            Permission::MailboxReadMail => {
+                let m = mailbox.ok_or(ModelError::NeedsMailbox(permission.name()))?;
+                explanation(
+                    vec![Relationship::Reader(m, user)],
+                    "was granted read access to the mailbox",
+                )
+            }
+            Permission::MailboxView | Permission::MailboxModify | Permission::MailboxSync => {
+                let Some((m, o)) = owner else {
+                    return Ok(None);
+                };
+                let own = Relationship::Owner(m, o);
+                if self.admins.contains(&user) {
+                    return explanation(vec![own, Relationship::Admin(user)], "is an org admin");
+                }
+                let audience = if permission == Permission::MailboxView {
+                    s.view_mailbox_list.max(s.modify_mailboxes)
+                } else {
+                    s.modify_mailboxes
+                };
+                if audience >= Audience::AdminsAndManagers && self.managers.contains(&user) {
+                    return explanation(
+                        vec![own, Relationship::MailboxManager(user)],
+                        "manages the organisation's mailboxes",
+                    );
+                }
+                if audience >= Audience::AdminsManagersAndSupervisors {
+                    if let Some(mut chain) = self.supervision_chain(user, o) {
+                        chain.insert(0, own);
+                        return explanation(chain, "supervises the owner");
+                    }
+                }
+                explanation(
+                    vec![own],
+                    "the organisation's settings give this to everyone",
+                )
+            }
+            Permission::OrgInvite => {
+                if self.admins.contains(&user) {
+                    explanation(vec![Relationship::Admin(user)], "is an org admin")
+                } else if self.inviters.contains(&user) {
+                    explanation(vec![Relationship::Inviter(user)], "may invite people")
+                } else if s.invite == Audience::Everyone {
+                    explanation(
+                        vec![Relationship::EveryoneInvites],
+                        "everyone in the organisation may invite people",
+                    )
+                } else if self.managers.contains(&user) {
+                    explanation(
+                        vec![Relationship::MailboxManager(user)],
+                        "the organisation lets mailbox managers invite people",
+                    )
+                } else {
+                    let heads: Vec<Relationship> = self
+                        .headed_by
+                        .get(&user)
+                        .into_iter()
+                        .flatten()
+                        .take(1)
+                        .map(|d| Relationship::Head(*d, user))
+                        .collect();
+                    explanation(
+                        heads,
+                        "the organisation lets department heads invite people",
+                    )
+                }
+            }
+            Permission::OrgRegisterUsers | Permission::OrgManagePermissions => {
+                explanation(vec![Relationship::Admin(user)], "is an org admin")
+            }
+        }
+    }
+
+    /// The relationships by which `boss` supervises `user`: how `user` sits in a department
+    /// (member of it, or head of one below), the parents up to the department `boss` heads,
+    /// and that head relationship.
+    fn supervision_chain(&self, boss: UserId, user: UserId) -> Option<Vec<Relationship>> {
+        if !self.supervises(boss, user) {
+            return None;
+        }
+        let bossed = self.headed_by.get(&boss)?;
+        let starts = self
+            .member_of
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .map(|d| (Relationship::Member(user, *d), *d, true))
+            .chain(
+                self.headed_by
+                    .get(&user)
+                    .into_iter()
+                    .flatten()
+                    .map(|d| (Relationship::Head(*d, user), *d, false)),
+            );
+        for (first, department, counts_itself) in starts {
+            let mut path = vec![first];
+            let mut current = department;
+            let mut at_start = true;
+            loop {
+                if (counts_itself || !at_start) && bossed.contains(&current) {
+                    path.push(Relationship::Head(current, boss));
+                    return Some(path);
+                }
+                let Some(parent) = self.parent.get(&current).copied() else {
+                    break;
+                };
+                path.push(Relationship::Parent(current, parent));
+                current = parent;
+                at_start = false;
+            }
+        }
+        None
+    }
+
     /// The mailboxes on which `user` holds `permission`, in no particular order.
     pub fn lookup_mailboxes(&self, user: UserId, permission: Permission) -> Vec<MailboxId> {
         if !self.active(&user) || !permission.on_mailbox() {
             return Vec::new();
         }
+        let s = &self.settings;
         let own = self.owned.get(&user).into_iter().flatten().copied();
-        match permission {
+        let audience = match permission {
             Permission::MailboxReadMail => {
                 let mut out: HashSet<MailboxId> = own.collect();
                 out.extend(self.reads.get(&user).into_iter().flatten().copied());
-                out.into_iter().collect()
+                return out.into_iter().collect();
             }
-            _ if self.org_wide_mailbox_power(&user) => self.owner.keys().copied().collect(),
-            Permission::MailboxView => {
-                let mut out: HashSet<MailboxId> = own.collect();
-                for sub in self.subordinates(user) {
-                    out.extend(self.owned.get(&sub).into_iter().flatten().copied());
-                }
-                out.into_iter().collect()
+            Permission::MailboxView => s.view_mailbox_list.max(s.modify_mailboxes),
+            _ => s.modify_mailboxes,
+        };
+        if self.org_wide(user, audience) {
+            return self.owner.keys().copied().collect();
+        }
+        let mut out: HashSet<MailboxId> = own.collect();
+        if audience >= Audience::AdminsManagersAndSupervisors {
+            for sub in self.subordinates(user) {
+                out.extend(self.owned.get(&sub).into_iter().flatten().copied());
             }
-            _ => own.collect(),
+        }
+        out.into_iter().collect()
+    }
+
+    /// Everyone in `audience` for a mailbox owned by `owner`.
+    fn audience_users(&self, audience: Audience, owner: UserId, out: &mut HashSet<UserId>) {
+        out.extend(self.admins.iter().copied());
+        if audience >= Audience::AdminsAndManagers {
+            out.extend(self.managers.iter().copied());
+        }
+        if audience >= Audience::AdminsManagersAndSupervisors {
+            out.extend(self.supervisors(owner));
+        }
+        if audience == Audience::Everyone {
+            out.extend(self.users.iter().copied());
         }
     }
 
@@ -302,22 +482,69 @@ impl OrgGraph {
         let mut out: HashSet<UserId> = HashSet::new();
         let owner = self.owner.get(&mailbox).copied();
         out.extend(owner);
-        match permission {
-            Permission::MailboxReadMail => {
+        let s = &self.settings;
+        match (permission, owner) {
+            (Permission::MailboxReadMail, _) => {
                 out.extend(self.readers.get(&mailbox).into_iter().flatten().copied())
             }
-            Permission::MailboxView | Permission::MailboxModify | Permission::MailboxSync
-                if owner.is_some() =>
-            {
-                out.extend(self.admins.iter().copied());
-                out.extend(self.managers.iter().copied());
-                if permission == Permission::MailboxView {
-                    out.extend(owner.map(|o| self.supervisors(o)).unwrap_or_default());
-                }
+            (Permission::MailboxView, Some(o)) => {
+                self.audience_users(s.view_mailbox_list.max(s.modify_mailboxes), o, &mut out)
+            }
+            (Permission::MailboxModify | Permission::MailboxSync, Some(o)) => {
+                self.audience_users(s.modify_mailboxes, o, &mut out)
             }
             _ => {}
         }
         out.retain(|u| self.active(u));
         out.into_iter().collect()
     }
+
+    /// The active users who hold an organisation-level `permission`.
+    pub fn lookup_org_users(&self, permission: Permission) -> Vec<UserId> {
+        self.users
+            .iter()
+            .copied()
+            .filter(|u| self.check(*u, permission, None).unwrap_or(false))
+            .collect()
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.active(&user) && self.admins.contains(&user)
+    }
+
+    pub fn owner_of(&self, mailbox: MailboxId) -> Option<UserId> {
+        self.owner.get(&mailbox).copied()
+    }
+
+    /// How many relationships the graph holds (a gauge for memory).
+    pub fn len(&self) -> usize {
+        self.admins.len()
+            + self.managers.len()
+            + self.inviters.len()
+            + self.parent.len()
+            + self.headed_by.values().map(HashSet::len).sum::<usize>()
+            + self.member_of.values().map(HashSet::len).sum::<usize>()
+            + self.owner.len()
+            + self.reads.values().map(HashSet::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.users.is_empty()
+    }
+}
+
+/// Why a permission is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// From the resource towards the subject.
+    pub path: Vec<Relationship>,
+    pub reason: &'static str,
 }

@@ -19,5 +19,5 @@
 pub mod graph;
 pub mod model;
 
-pub use graph::OrgGraph;
-pub use model::{Permission, Relationship};
+pub use graph::{Explanation, OrgGraph};
+pub use model::{Audience, Permission, ReadAccessGrants, Relationship, Settings};

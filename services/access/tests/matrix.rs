@@ -297,3 +297,100 @@ fn lookups_answer_the_list_and_the_access_by_column() {
         "access by: owner and reader, not admin or supervisors"
     );
 }
+
+#[test]
+fn the_organisation_settings_widen_and_narrow_each_audience() {
+    use mailroom_access::{Audience, Settings};
+    let mut o = org();
+    let defaults = Settings::default();
+    o.graph.set_settings(Settings {
+        view_mailbox_list: Audience::AdminsAndManagers,
+        ..defaults
+    });
+    assert!(
+        !o.graph
+            .check(o.ceo, Permission::MailboxView, Some(o.inside))
+            .unwrap(),
+        "supervisors lose the list"
+    );
+    assert!(o
+        .graph
+        .check(o.manager, Permission::MailboxView, Some(o.inside))
+        .unwrap());
+    assert!(o
+        .graph
+        .lookup_mailboxes(o.east_head, Permission::MailboxView)
+        .is_empty());
+    o.graph.set_settings(Settings {
+        modify_mailboxes: Audience::AdminsManagersAndSupervisors,
+        ..defaults
+    });
+    assert!(o
+        .graph
+        .check(o.east_head, Permission::MailboxModify, Some(o.inside))
+        .unwrap());
+    assert!(!o
+        .graph
+        .check(o.east_head, Permission::MailboxModify, Some(o.outside))
+        .unwrap());
+    o.graph.set_settings(Settings {
+        modify_mailboxes: Audience::Admins,
+        ..defaults
+    });
+    assert!(!o
+        .graph
+        .check(o.manager, Permission::MailboxModify, Some(o.inside))
+        .unwrap());
+    o.graph.set_settings(Settings {
+        view_mailbox_list: Audience::Everyone,
+        invite: Audience::AdminsManagersAndSupervisors,
+        ..defaults
+    });
+    assert!(o
+        .graph
+        .check(o.peer, Permission::MailboxView, Some(o.outside))
+        .unwrap());
+    assert!(
+        !o.graph
+            .check(o.peer, Permission::MailboxReadMail, Some(o.outside))
+            .unwrap(),
+        "reading mail is never an audience"
+    );
+    assert!(o
+        .graph
+        .check(o.east_head, Permission::OrgInvite, None)
+        .unwrap());
+    assert!(!o.graph.check(o.peer, Permission::OrgInvite, None).unwrap());
+}
+
+#[test]
+fn an_explanation_walks_from_the_mailbox_to_the_supervisor() {
+    let o = org();
+    let why = o
+        .graph
+        .explain(o.ceo, Permission::MailboxView, Some(o.inside))
+        .unwrap()
+        .expect("the CEO may view it");
+    assert_eq!(
+        why.path,
+        vec![
+            Owner(o.inside, o.owner),
+            Member(o.owner, o.east),
+            Parent(o.east, o.sales),
+            Parent(o.sales, o.company),
+            Head(o.company, o.ceo),
+        ]
+    );
+    assert_eq!(why.reason, "supervises the owner");
+    let why = o
+        .graph
+        .explain(o.reader, Permission::MailboxReadMail, Some(o.inside))
+        .unwrap()
+        .expect("granted");
+    assert_eq!(why.path, vec![Reader(o.inside, o.reader)]);
+    assert!(o
+        .graph
+        .explain(o.admin, Permission::MailboxReadMail, Some(o.inside))
+        .unwrap()
+        .is_none());
+}

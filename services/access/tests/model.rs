@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use mailroom_access::model::Relationship::{self, *};
+use mailroom_access::model::{Audience, ReadAccessGrants, Settings};
 use mailroom_access::{OrgGraph, Permission};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -22,6 +23,7 @@ const PERMS: [Permission; 7] = [
 
 struct Reference {
     rels: Vec<Relationship>,
+    settings: Settings,
     dismissed: HashSet<Uuid>,
     users: Vec<Uuid>,
 }
@@ -71,23 +73,35 @@ impl Reference {
             _ => None,
         })
     }
+    /// Straight from the definition of each audience level.
+    fn in_audience(&self, u: Uuid, audience: Audience, owner: Option<Uuid>) -> bool {
+        match audience {
+            Audience::Admins => self.has(Admin(u)),
+            Audience::AdminsAndManagers => self.has(Admin(u)) || self.has(MailboxManager(u)),
+            Audience::AdminsManagersAndSupervisors => {
+                self.has(Admin(u))
+                    || self.has(MailboxManager(u))
+                    || match owner {
+                        Some(o) => self.supervises(u, o),
+                        None => self.rels.iter().any(|r| matches!(r, Head(_, h) if *h == u)),
+                    }
+            }
+            Audience::Everyone => true,
+        }
+    }
     fn check(&self, u: Uuid, p: Permission, m: Uuid) -> bool {
         if !self.active(u) {
             return false;
         }
         let owner = self.owner(m);
-        let powerful = self.has(Admin(u)) || self.has(MailboxManager(u));
+        let s = &self.settings;
+        let modify = |o: Uuid| o == u || self.in_audience(u, s.modify_mailboxes, Some(o));
         match p {
-            Permission::MailboxView => {
-                owner.is_some_and(|o| o == u || powerful || self.supervises(u, o))
-            }
-            Permission::MailboxModify | Permission::MailboxSync => {
-                owner.is_some_and(|o| o == u || powerful)
-            }
+            Permission::MailboxView => owner
+                .is_some_and(|o| modify(o) || self.in_audience(u, s.view_mailbox_list, Some(o))),
+            Permission::MailboxModify | Permission::MailboxSync => owner.is_some_and(modify),
             Permission::MailboxReadMail => owner == Some(u) || self.has(Reader(m, u)),
-            Permission::OrgInvite => {
-                self.has(Admin(u)) || self.has(Inviter(u)) || self.has(EveryoneInvites)
-            }
+            Permission::OrgInvite => self.has(Inviter(u)) || self.in_audience(u, s.invite, None),
             Permission::OrgRegisterUsers | Permission::OrgManagePermissions => self.has(Admin(u)),
         }
     }
@@ -105,7 +119,26 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
         let users: Vec<Uuid> = (0..rng.gen_range(2..20)).map(|_| Uuid::new_v4()).collect();
         let mailboxes: Vec<Uuid> = (0..rng.gen_range(1..15)).map(|_| Uuid::new_v4()).collect();
         let mut graph = OrgGraph::new();
+        // Half the organisations keep the defaults; the rest draw every setting.
+        let audiences = [
+            Audience::Admins,
+            Audience::AdminsAndManagers,
+            Audience::AdminsManagersAndSupervisors,
+            Audience::Everyone,
+        ];
+        let settings = if rng.gen_bool(0.5) {
+            Settings::default()
+        } else {
+            Settings {
+                view_mailbox_list: pick(&mut rng, &audiences),
+                modify_mailboxes: pick(&mut rng, &audiences),
+                invite: pick(&mut rng, &audiences),
+                read_access_grants: ReadAccessGrants::Admins,
+            }
+        };
+        graph.set_settings(settings);
         let mut reference = Reference {
+            settings,
             rels: Vec::new(),
             dismissed: HashSet::new(),
             users: users.clone(),
@@ -165,7 +198,8 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
             }
         }
         if rng.gen_bool(0.2) {
-            rels.push(EveryoneInvites);
+            graph.write(EveryoneInvites).expect("write");
+            reference.settings.invite = Audience::Everyone;
         }
         for r in rels {
             graph.write(r).expect("write");
@@ -197,12 +231,25 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
         for u in &strangers {
             for p in PERMS {
                 for m in &mailboxes {
+                    let allowed = reference.check(*u, p, *m);
                     assert_eq!(
                         graph.check(*u, p, Some(*m)).unwrap(),
-                        reference.check(*u, p, *m),
+                        allowed,
                         "seed {seed}: {u} {} {m}",
                         p.name()
                     );
+                    let explanation = graph.explain(*u, p, Some(*m)).unwrap();
+                    assert_eq!(explanation.is_some(), allowed, "seed {seed}: explain");
+                    for r in explanation.map(|e| e.path).unwrap_or_default() {
+                        let held = match r {
+                            EveryoneInvites => reference.settings.invite == Audience::Everyone,
+                            other => reference.has(other),
+                        };
+                        assert!(
+                            held,
+                            "seed {seed}: the explanation cites {r:?}, which is not held"
+                        );
+                    }
                 }
                 if p.on_mailbox() {
                     let mut fast = graph.lookup_mailboxes(*u, p);
