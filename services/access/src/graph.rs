@@ -73,6 +73,11 @@ impl OrgGraph {
         self.users.contains(user) && !self.dismissed.contains(user)
     }
 
+    /// Whether `user` is a user of this organisation and not dismissed.
+    pub fn is_active(&self, user: UserId) -> bool {
+        self.active(&user)
+    }
+
     /// Adds a relationship; `Ok(false)` when it was already there. A mailbox has one owner and
     /// a department one parent: writing another replaces it.
     pub fn write(&mut self, rel: Relationship) -> Result<bool, ModelError> {
@@ -163,12 +168,31 @@ impl OrgGraph {
         }
     }
 
-    /// `department`, then its parent, and so on up to the top.
+    /// `department`, then its parent, and so on up to the top. Bounded by the number of
+    /// parent edges, so even a cycle (see [`OrgGraph::apply`]) ends.
     fn ancestors_or_self(
         &self,
         department: DepartmentId,
     ) -> impl Iterator<Item = DepartmentId> + '_ {
         std::iter::successors(Some(department), move |d| self.parent.get(d).copied())
+            .take(self.parent.len() + 1)
+    }
+
+    /// Records a relationship that is already stored. Unlike [`OrgGraph::write`] it accepts a
+    /// parent that closes a cycle: identity's events about different departments can arrive
+    /// out of order, so the mirror may pass through a cycle before the next event undoes it;
+    /// every walk is bounded, so checks stay answerable meanwhile.
+    pub fn apply(&mut self, rel: Relationship) -> bool {
+        if let Relationship::Parent(child, parent) = rel {
+            if self.parent.get(&child) == Some(&parent) {
+                return false;
+            }
+            if let Some(old) = self.parent.insert(child, parent) {
+                remove(&mut self.children, &old, &child);
+            }
+            return add(&mut self.children, parent, child);
+        }
+        self.write(rel).unwrap_or(false)
     }
 
     /// Whether `boss` supervises `user`: heads the user's department or one above it, or a
@@ -203,9 +227,13 @@ impl OrgGraph {
         if !self.active(&boss) {
             return out;
         }
+        let mut seen: HashSet<DepartmentId> = HashSet::new();
         for top in self.headed_by.get(&boss).into_iter().flatten() {
             let mut stack = vec![(*top, true)];
             while let Some((d, is_top)) = stack.pop() {
+                if !is_top && !seen.insert(d) {
+                    continue;
+                }
                 out.extend(self.members.get(&d).into_iter().flatten().copied());
                 if !is_top {
                     out.extend(self.heads.get(&d).into_iter().flatten().copied());
@@ -419,7 +447,7 @@ impl OrgGraph {
             let mut path = vec![first];
             let mut current = department;
             let mut at_start = true;
-            loop {
+            for _ in 0..=self.parent.len() {
                 if (counts_itself || !at_start) && bossed.contains(&current) {
                     path.push(Relationship::Head(current, boss));
                     return Some(path);

@@ -1,8 +1,14 @@
 //! Mailroom's access control: who may see, change and read which mailbox, and who may invite.
 //!
-//! - [`model`]: relationships, permissions and subjects, as the API names them.
+//! - [`model`]: relationships, permissions, audiences and settings.
 //! - [`graph`]: one organisation's relationships held in memory with the indexes that make a
 //!   check a few hash lookups and a walk up the department tree, and a lookup a walk down it.
+//! - [`store`]: the tables and the ordered changelog every change goes through.
+//! - [`replica`]: this process's copy of every graph, loaded at start and kept current from
+//!   the changelog, with waits for a revision (read-your-writes across replicas).
+//! - [`identity_events`]: admins, heads, parents, membership and dismissals from identity.
+//! - [`service`], [`api`], [`wire`]: the operations, who may call them, the gRPC handlers, and
+//!   the API's names; [`error`]: what can go wrong and its gRPC code.
 //!
 //! Why a purpose-built graph rather than a library (surveyed 2026-11): `cedar-policy` checks
 //! quickly but its reverse queries (`query_resource`, experimental `tpe` feature) evaluate
@@ -12,12 +18,176 @@
 //! lack lookups; SpiceDB/OpenFGA clients add a network hop per check. This model is small
 //! and fixed, so indexes in both directions answer checks in microseconds and lookups in time
 //! proportional to their answer.
-//!
-//! This crate is the engine only; the gRPC service around it (persistence, revisions, events)
-//! is not built yet and so is not served.
 
+pub mod api;
+pub mod config;
+pub mod error;
 pub mod graph;
+pub mod identity_events;
 pub mod model;
+pub mod replica;
+pub mod service;
+pub mod store;
+pub mod wire;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::config::PlatformConfig;
+use mailroom_platform::grpc::Hosted;
+use mailroom_platform::kafka::{KafkaSettings, ACCESS_EVENTS, IDENTITY_EVENTS};
+use mailroom_platform::outbox::Relay;
+use mailroom_platform::proto::access::v1 as pb;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use config::AccessConfig;
 pub use graph::{Explanation, OrgGraph};
 pub use model::{Audience, Permission, ReadAccessGrants, Relationship, Settings};
+pub use replica::Replica;
+pub use service::Access;
+
+/// Access control's PostgreSQL schema.
+pub const SCHEMA: &str = "access";
+/// Access control's gRPC port.
+pub const DEFAULT_PORT: u16 = 50055;
+/// Access control's metrics port.
+pub const DEFAULT_METRICS_PORT: u16 = 9055;
+
+/// Access control's own migrations (the platform's run first).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] mailroom_platform::db::DbError),
+    #[error("access could not load its relationships: {0}")]
+    Load(#[from] error::AccessError),
+    #[error("Kafka consumer could not be created: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// What a started access service hands to the process hosting it.
+pub struct Started {
+    pub access: Arc<Access>,
+    pub pool: PgPool,
+    pub hosted: Hosted,
+    /// Verifies tokens with identity's keys, fetched over gRPC (a process hosting identity
+    /// too may use identity's own verifier instead).
+    pub verifier: TokenVerifier,
+    pub relay: Relay,
+    consumer_group: String,
+    kafka: KafkaSettings,
+}
+
+impl Started {
+    /// Runs the changelog tailer, the identity-event consumer and the outbox relay in the
+    /// background, and serves gRPC on `listener` until `shutdown`; the rest stop with it.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        verifier: TokenVerifier,
+        platform: &PlatformConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(), mailroom_platform::grpc::ServeError> {
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(self.access.replica().clone().run(shutdown.clone()));
+        background.spawn(self.relay.run(shutdown.clone()));
+        background.spawn(consume_identity_events(
+            self.kafka,
+            self.consumer_group,
+            self.pool,
+            shutdown.clone(),
+        ));
+        let served = mailroom_platform::grpc::serve(
+            self.hosted,
+            listener,
+            verifier,
+            platform,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
+        served
+    }
+}
+
+/// Mirrors identity's events until `shutdown`, re-subscribing after a failure.
+async fn consume_identity_events(
+    kafka: KafkaSettings,
+    group: String,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) {
+    let handler: Arc<dyn mailroom_platform::consumer::EventHandler> =
+        Arc::new(identity_events::IdentityEvents);
+    while !shutdown.is_cancelled() {
+        if let Err(err) = kafka.ensure_topics(&[IDENTITY_EVENTS]).await {
+            tracing::warn!(%err, "could not ensure the identity events topic; subscribing anyway");
+        }
+        let result = match kafka.consumer(&group) {
+            Ok(consumer) => {
+                mailroom_platform::consumer::run(
+                    group.clone(),
+                    pool.clone(),
+                    consumer,
+                    vec![IDENTITY_EVENTS.to_owned()],
+                    handler.clone(),
+                    shutdown.clone(),
+                )
+                .await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, "identity events consumer stopped; starting again");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+}
+
+/// Connects to PostgreSQL, applies migrations, loads every graph, and builds the service.
+pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<Started, StartError> {
+    let pool =
+        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
+            .await?;
+    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let replica = Arc::new(
+        Replica::load(
+            pool.clone(),
+            Duration::from_millis(config.consistency_wait_ms),
+            Duration::from_secs(config.changelog_retention_secs),
+        )
+        .await?,
+    );
+    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
+        config.identity_endpoint.clone(),
+    )));
+    let consumer_group = config.consumer_group.clone();
+    let access = Arc::new(Access::new(pool.clone(), replica, config));
+    let routes = tonic::service::Routes::new(pb::access_service_server::AccessServiceServer::new(
+        api::AccessApi(access.clone()),
+    ));
+    let hosted = Hosted {
+        routes,
+        service_names: vec!["mailroom.access.v1.AccessService"],
+        public_methods: Vec::new(),
+    };
+    let kafka = KafkaSettings::from_config(platform);
+    let relay = Relay::new(pool.clone(), SCHEMA, kafka.clone(), vec![ACCESS_EVENTS]);
+    Ok(Started {
+        access,
+        pool,
+        hosted,
+        verifier,
+        relay,
+        consumer_group,
+        kafka,
+    })
+}

@@ -21,6 +21,7 @@
 //! list, change mailbox settings and invite people, and whether owners may share read access.
 //! Reading mail is never part of an audience: it takes the owner or a reader grant.
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub type UserId = Uuid;
@@ -102,7 +103,8 @@ impl Permission {
 
 /// Who, beyond owners and explicit grants, holds an org-configurable permission. Each level
 /// includes the ones before it; org admins are always included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Audience {
     Admins,
     AdminsAndManagers,
@@ -112,7 +114,8 @@ pub enum Audience {
 }
 
 /// Who may grant read access to a mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReadAccessGrants {
     /// Org admins only.
     Admins,
@@ -121,7 +124,7 @@ pub enum ReadAccessGrants {
 }
 
 /// An organisation's permission settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Settings {
     pub view_mailbox_list: Audience,
     pub modify_mailboxes: Audience,

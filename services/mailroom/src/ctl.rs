@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_platform::proto::identity::v1 as pb;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
@@ -26,6 +27,14 @@ pub struct Ctl {
         global = true
     )]
     endpoint: String,
+    /// Access control's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_ACCESS_ENDPOINT",
+        default_value = "http://127.0.0.1:50055",
+        global = true
+    )]
+    access_endpoint: String,
     #[arg(long, env = "MAILROOM_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     #[arg(long, env = "MAILROOM_EMAIL", global = true)]
@@ -69,6 +78,9 @@ enum CtlCommand {
     LoginChange(LoginChangeCommand),
     /// The public keys that verify access tokens.
     Jwks,
+    /// Access control: check, grant, revoke, list, settings.
+    #[command(subcommand)]
+    Access(crate::ctl_access::AccessCommand),
 }
 
 #[derive(Subcommand)]
@@ -219,14 +231,15 @@ enum LoginChangeCommand {
     Confirm { code: String },
 }
 
-struct Clients {
-    identity: IdentityServiceClient<Channel>,
+pub(crate) struct Clients {
+    pub(crate) identity: IdentityServiceClient<Channel>,
     auth: AuthServiceClient<Channel>,
+    pub(crate) access: AccessServiceClient<Channel>,
     token: Option<String>,
 }
 
 impl Clients {
-    fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+    pub(crate) fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
         let mut request = tonic::Request::new(message);
         if let Some(token) = &self.token {
             let value: MetadataValue<_> = format!("Bearer {token}")
@@ -244,9 +257,14 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("cannot reach identity at {}; is `mailroom dev` or `mailroom serve identity` running?", ctl.endpoint))?;
+    // Connected on first use, so identity-only commands work without access running.
+    let access_channel = Channel::from_shared(ctl.access_endpoint.clone())
+        .context("--access-endpoint is not a valid URL")?
+        .connect_lazy();
     let mut clients = Clients {
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),
+        access: AccessServiceClient::new(access_channel),
         token: None,
     };
     let format = ctl.output;
@@ -278,6 +296,7 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::Departments(cmd) => departments(&mut clients, cmd).await?,
         CtlCommand::Address(cmd) => address(&mut clients, cmd).await?,
         CtlCommand::LoginChange(cmd) => login_change(&mut clients, cmd).await?,
+        CtlCommand::Access(cmd) => crate::ctl_access::run(&mut clients, cmd).await?,
     };
     println!("{}", rows.render(format));
     Ok(())
@@ -316,7 +335,7 @@ async fn credentials(
     Ok(None)
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 

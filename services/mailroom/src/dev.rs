@@ -39,6 +39,11 @@ pub async fn run() -> anyhow::Result<()> {
         seed(identity, &admin_password)
             .await
             .context("demo data could not be seeded")?;
+        if let Some(access) = &running.access {
+            seed_mailboxes(identity, access, &admin_password)
+                .await
+                .context("demo mailbox owners could not be seeded")?;
+        }
     }
     let ctl_secret = config::section::<mailroom_identity::IdentityConfig>(&figment, "identity")?
         .service_clients
@@ -53,7 +58,7 @@ pub async fn run() -> anyhow::Result<()> {
             service.name()
         );
     }
-    println!("  not built yet: invitations, mailboxes, sync, access (their APIs are in proto/)\n");
+    println!("  not built yet: invitations, mailboxes, sync (their APIs are in proto/)\n");
     println!("  demo organisation: Acme");
     println!(
         "  admin:             admin@acme.test / {}",
@@ -64,6 +69,10 @@ pub async fn run() -> anyhow::Result<()> {
     );
     println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email admin@acme.test --password {})", shell_word(&admin_password));
     println!("        cargo run -q -p mailroom -- ctl users list");
+    println!(
+        "        cargo run -q -p mailroom -- ctl access check --user olivia.chen@acme.test --permission mailbox.view --mailbox {} --explain",
+        demo_mailbox("ann.lee")
+    );
     println!("        grpcurl -plaintext 127.0.0.1:50051 list");
     println!(
         "  ctl service credential: --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
@@ -80,6 +89,86 @@ fn mask(password: &str) -> String {
         password.to_owned()
     } else {
         "(MAILROOM_DEV_ADMIN_PASSWORD)".to_owned()
+    }
+}
+
+/// The id of a demo employee's mailbox. The mailbox registry is not built yet, so the demo
+/// gives each employee a mailbox id of its own for access control to reason about.
+pub fn demo_mailbox(handle: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("mailroom-dev:mailbox:{handle}@acme.test").as_bytes(),
+    )
+}
+
+/// Makes each Acme employee the owner of their demo mailbox, once access has heard of them
+/// from identity's events (which takes a few seconds on a first start).
+async fn seed_mailboxes(
+    identity: &Identity,
+    access: &mailroom_access::Access,
+    password: &str,
+) -> anyhow::Result<()> {
+    use mailroom_platform::proto::access::v1 as apb;
+    let tokens = identity
+        .login(pb::LoginRequest {
+            login_email: "admin@acme.test".into(),
+            password: password.into(),
+            org_id: String::new(),
+        })
+        .await?;
+    let verifier = mailroom_platform::auth::TokenVerifier::from_jwks(&identity.keys().jwks().keys)?;
+    let admin = Principal::from_claims(&verifier.verify(&tokens.access_token).await?)?;
+    let (users, _, _) = identity
+        .list_users(
+            &admin,
+            pb::ListUsersRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let Principal::User { org_id, .. } = admin else {
+        anyhow::bail!("the demo admin signed in as a service");
+    };
+    let relationships: Vec<apb::Relationship> = users
+        .iter()
+        .filter_map(|u| {
+            let handle = u.login_email.strip_suffix("@acme.test")?;
+            Some(mailroom_access::wire::relationship_to_proto(
+                org_id,
+                mailroom_access::Relationship::Owner(demo_mailbox(handle), u.id),
+            ))
+        })
+        .collect();
+    let seeder = Principal::Service {
+        name: "dev-seed".into(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let written = access
+            .write_relationships(
+                &seeder,
+                apb::WriteRelationshipsRequest {
+                    relationships: relationships.clone(),
+                },
+            )
+            .await;
+        match written {
+            Ok(_) => {
+                tracing::info!(
+                    mailboxes = relationships.len(),
+                    "demo mailbox owners seeded"
+                );
+                return Ok(());
+            }
+            Err(mailroom_access::error::AccessError::FailedPrecondition(_))
+                if std::time::Instant::now() < deadline =>
+            {
+                // access has not mirrored the demo users from identity's events yet
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
     }
 }
 

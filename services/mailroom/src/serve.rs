@@ -10,18 +10,20 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 /// The services this build can serve. The other three of the design (invitations,
-/// mailboxes, sync, access) have APIs in proto/ but are not built yet, so they are not served.
+/// mailboxes, sync) have APIs in proto/ but are not built yet, so they are not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Identity,
+    Access,
 }
 
 impl Service {
-    pub const ALL: &'static [Service] = &[Service::Identity];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Access];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
+            Service::Access => "access",
         }
     }
 
@@ -31,6 +33,17 @@ impl Service {
                 mailroom_identity::DEFAULT_PORT,
                 mailroom_identity::DEFAULT_METRICS_PORT,
             ),
+            Service::Access => (
+                mailroom_access::DEFAULT_PORT,
+                mailroom_access::DEFAULT_METRICS_PORT,
+            ),
+        }
+    }
+
+    fn schema(self) -> (&'static str, &'static sqlx::migrate::Migrator) {
+        match self {
+            Service::Identity => (mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS),
+            Service::Access => (mailroom_access::SCHEMA, &mailroom_access::MIGRATIONS),
         }
     }
 }
@@ -44,10 +57,11 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let service = match name {
             "identity" => Service::Identity,
-            "invitations" | "mailboxes" | "sync" | "access" => {
-                bail!("service `{name}` is not built yet; this build serves: identity")
+            "access" => Service::Access,
+            "invitations" | "mailboxes" | "sync" => {
+                bail!("service `{name}` is not built yet; this build serves: identity, access")
             }
-            other => bail!("unknown service `{other}`; known: identity (or `all`)"),
+            other => bail!("unknown service `{other}`; known: identity, access (or `all`)"),
         };
         if !out.contains(&service) {
             out.push(service);
@@ -102,6 +116,7 @@ pub struct Running {
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
     pub endpoints: Vec<(Service, SocketAddr, SocketAddr)>,
     pub identity: Option<std::sync::Arc<mailroom_identity::Identity>>,
+    pub access: Option<std::sync::Arc<mailroom_access::Access>>,
     shutdown: CancellationToken,
 }
 
@@ -133,6 +148,9 @@ pub async fn start(
     let mut tasks = tokio::task::JoinSet::new();
     let mut endpoints = Vec::new();
     let mut identity = None;
+    let mut access = None;
+    // Services in one process share identity's verifier when identity is among them.
+    let mut shared_verifier: Option<mailroom_platform::auth::TokenVerifier> = None;
     for (index, service) in services.iter().enumerate() {
         let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
         if index == 0 && platform.metrics_enabled {
@@ -148,6 +166,7 @@ pub async fn start(
                     .context("identity did not start")?;
                 let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
                 identity = Some(started.identity.clone());
+                shared_verifier = Some(started.verifier.clone());
                 let platform = platform.clone();
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
@@ -155,6 +174,25 @@ pub async fn start(
                         .run(listener, &platform, shutdown)
                         .await
                         .context("identity gRPC server")
+                });
+            }
+            Service::Access => {
+                let config: mailroom_access::AccessConfig = config::section(figment, "access")?;
+                let started = mailroom_access::start(platform, config)
+                    .await
+                    .context("access did not start")?;
+                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
+                access = Some(started.access.clone());
+                let verifier = shared_verifier
+                    .clone()
+                    .unwrap_or_else(|| started.verifier.clone());
+                let platform = platform.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    started
+                        .run(listener, verifier, &platform, shutdown)
+                        .await
+                        .context("access gRPC server")
                 });
             }
         }
@@ -165,6 +203,7 @@ pub async fn start(
         tasks,
         endpoints,
         identity,
+        access,
         shutdown,
     })
 }
@@ -174,22 +213,9 @@ pub async fn migrate(list: &str) -> anyhow::Result<()> {
     let figment = config::sources();
     let platform = PlatformConfig::load(&figment)?;
     for service in services {
-        match service {
-            Service::Identity => {
-                let pool = mailroom_platform::db::connect(
-                    &platform.database_url,
-                    mailroom_identity::SCHEMA,
-                    2,
-                )
-                .await?;
-                mailroom_platform::db::migrate(
-                    &pool,
-                    mailroom_identity::SCHEMA,
-                    &mailroom_identity::MIGRATIONS,
-                )
-                .await?;
-            }
-        }
+        let (schema, migrations) = service.schema();
+        let pool = mailroom_platform::db::connect(&platform.database_url, schema, 2).await?;
+        mailroom_platform::db::migrate(&pool, schema, migrations).await?;
         println!("migrated {}", service.name());
     }
     Ok(())
@@ -201,12 +227,17 @@ mod tests {
 
     #[test]
     fn services_parse_and_unbuilt_ones_are_refused_by_name() {
-        assert_eq!(parse_services("all").unwrap(), vec![Service::Identity]);
+        assert_eq!(
+            parse_services("all").unwrap(),
+            vec![Service::Identity, Service::Access]
+        );
         assert_eq!(
             parse_services("identity, identity").unwrap(),
             vec![Service::Identity]
         );
-        let err = parse_services("identity,access").unwrap_err().to_string();
+        let err = parse_services("identity,mailboxes")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not built yet"), "{err}");
         assert!(parse_services("mail").is_err());
         assert!(parse_services("").is_err());

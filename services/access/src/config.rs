@@ -1,0 +1,45 @@
+//! Access control's own configuration (section `access`: `MAILROOM_ACCESS__*`).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessConfig {
+    /// Identity's gRPC endpoint, for its signing keys (JWKS) when access runs in a process
+    /// of its own.
+    #[serde(default = "default_identity_endpoint")]
+    pub identity_endpoint: String,
+    /// Kafka consumer group for identity's events. Every replica uses the same group.
+    #[serde(default = "default_consumer_group")]
+    pub consumer_group: String,
+    /// How long a call that names a revision waits for this replica to reach it.
+    #[serde(default = "default_consistency_wait_ms")]
+    pub consistency_wait_ms: u64,
+    /// How long changelog entries are kept for replicas to catch up from (older ones are
+    /// pruned; a replica further behind reloads from the tables).
+    #[serde(default = "default_changelog_retention_secs")]
+    pub changelog_retention_secs: u64,
+}
+
+fn default_identity_endpoint() -> String {
+    "http://127.0.0.1:50051".into()
+}
+fn default_consumer_group() -> String {
+    "mailroom-access".into()
+}
+fn default_consistency_wait_ms() -> u64 {
+    2_000
+}
+fn default_changelog_retention_secs() -> u64 {
+    24 * 3600
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            identity_endpoint: default_identity_endpoint(),
+            consumer_group: default_consumer_group(),
+            consistency_wait_ms: default_consistency_wait_ms(),
+            changelog_retention_secs: default_changelog_retention_secs(),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Everything access control can refuse or fail at, and which gRPC code each is (the mapping
+//! itself is the platform's `to_status`, the one place for every service).
+
+use mailroom_platform::aip::AipError;
+use mailroom_platform::error::{ApiError, ErrorKind};
+
+use crate::model::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    Aip(#[from] AipError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("this replica has applied revision {have} and did not reach the requested {wanted} within {waited_ms} ms; retry")]
+    NotYetAt {
+        wanted: i64,
+        have: i64,
+        waited_ms: u64,
+    },
+    #[error("the database is unavailable")]
+    DbUnavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Db(#[source] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for AccessError {
+    fn from(err: sqlx::Error) -> Self {
+        if mailroom_platform::error::is_unavailable(&err) {
+            AccessError::DbUnavailable(err)
+        } else {
+            AccessError::Db(err)
+        }
+    }
+}
+
+impl ApiError for AccessError {
+    fn kind(&self) -> ErrorKind {
+        use AccessError::*;
+        match self {
+            Aip(_) | InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Model(ModelError::NeedsMailbox(_)) => ErrorKind::InvalidArgument,
+            Model(ModelError::Cycle(_)) => ErrorKind::FailedPrecondition,
+            PermissionDenied(_) => ErrorKind::PermissionDenied,
+            NotFound(_) => ErrorKind::NotFound,
+            FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            NotYetAt { .. } | DbUnavailable(_) => ErrorKind::Unavailable,
+            Db(_) | Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<AccessError> for tonic::Status {
+    fn from(err: AccessError) -> Self {
+        mailroom_platform::error::to_status(err)
+    }
+}
+
+pub type Result<T, E = AccessError> = std::result::Result<T, E>;

@@ -1,0 +1,150 @@
+//! Mirrors identity's events into relationships: org admins, department heads and parents,
+//! membership, and who is active.
+//!
+//! Each event carries the entity as it is after the change, so the handler makes the stored
+//! rows match that snapshot instead of replaying a delta: a replay, or a duplicate the
+//! platform's consumer did not catch, changes nothing. The platform consumer runs this in the
+//! transaction that records the event id.
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use mailroom_platform::consumer::EventHandler;
+use mailroom_platform::proto::events::v1 as ev;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::model::{Audience, Relationship};
+use crate::store::{self, Kind, Writer};
+
+/// The handler for `mailroom.identity.events`.
+pub struct IdentityEvents;
+
+fn id(field: &str, value: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(value).with_context(|| format!("`{field}` is not a UUID: {value:?}"))
+}
+
+fn optional_id(field: &str, value: &str) -> anyhow::Result<Option<Uuid>> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        id(field, value).map(Some)
+    }
+}
+
+async fn mirror_user(w: &mut Writer<'_>, user: &ev::UserSnapshot) -> anyhow::Result<()> {
+    let user_id = id("user.id", &user.id)?;
+    let active = user.state == ev::UserStateSnapshot::Active as i32;
+    w.set_user(user_id, active).await?;
+    mirror_admin(w, user_id, user.admin).await?;
+    let department = optional_id("user.department_id", &user.department_id)?;
+    w.replace(Kind::Member, user_id, department).await?;
+    Ok(())
+}
+
+async fn mirror_admin(w: &mut Writer<'_>, user: Uuid, admin: bool) -> anyhow::Result<()> {
+    if admin {
+        w.write(Relationship::Admin(user)).await?;
+    } else {
+        w.delete(Relationship::Admin(user)).await?;
+    }
+    Ok(())
+}
+
+async fn mirror_department(
+    w: &mut Writer<'_>,
+    department: &ev::DepartmentSnapshot,
+) -> anyhow::Result<()> {
+    let department_id = id("department.id", &department.id)?;
+    let parent = optional_id("department.parent_id", &department.parent_id)?;
+    let head = optional_id("department.head_user_id", &department.head_user_id)?;
+    w.replace(Kind::Parent, department_id, parent).await?;
+    w.replace(Kind::Head, department_id, head).await?;
+    Ok(())
+}
+
+/// identity's "everyone may invite" flag is the `Everyone` invite audience here. A narrower
+/// audience chosen through this service's settings stays while the flag stays off.
+async fn mirror_invite_flag(w: &mut Writer<'_>, everyone: bool) -> anyhow::Result<()> {
+    let org = w.org();
+    let (mut settings, stored_at) = store::settings(w.conn(), org).await?;
+    let is_everyone = settings.invite == Audience::Everyone;
+    if everyone != is_everyone || stored_at.is_none() {
+        if everyone {
+            settings.invite = Audience::Everyone;
+        } else if is_everyone {
+            settings.invite = Audience::Admins;
+        }
+        w.set_settings(settings).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventHandler for IdentityEvents {
+    async fn handle(&self, tx: &mut PgConnection, event: &ev::Envelope) -> anyhow::Result<()> {
+        use ev::envelope::Payload;
+        let Some(payload) = &event.payload else {
+            return Ok(());
+        };
+        // Only what shapes access; address events and the like pass untouched.
+        let relevant = matches!(
+            payload,
+            Payload::OrganizationCreated(_)
+                | Payload::OrganizationUpdated(_)
+                | Payload::UserCreated(_)
+                | Payload::UserUpdated(_)
+                | Payload::UserDismissed(_)
+                | Payload::UserRehired(_)
+                | Payload::AdminChanged(_)
+                | Payload::DepartmentCreated(_)
+                | Payload::DepartmentUpdated(_)
+                | Payload::DepartmentDeleted(_)
+        );
+        if !relevant {
+            return Ok(());
+        }
+        let org = id("org_id", &event.org_id)?;
+        let mut w = Writer::begin(tx, org).await?;
+        match payload {
+            Payload::OrganizationCreated(o) => {
+                mirror_invite_flag(&mut w, o.allow_everyone_to_invite).await?
+            }
+            Payload::OrganizationUpdated(o) => {
+                mirror_invite_flag(&mut w, o.allow_everyone_to_invite).await?
+            }
+            Payload::UserCreated(ev::UserCreated { user: Some(user) })
+            | Payload::UserDismissed(ev::UserDismissed { user: Some(user) })
+            | Payload::UserRehired(ev::UserRehired { user: Some(user) }) => {
+                mirror_user(&mut w, user).await?
+            }
+            Payload::UserUpdated(ev::UserUpdated {
+                user: Some(user), ..
+            }) => mirror_user(&mut w, user).await?,
+            Payload::AdminChanged(a) => {
+                mirror_admin(&mut w, id("user_id", &a.user_id)?, a.admin).await?
+            }
+            Payload::DepartmentCreated(ev::DepartmentCreated {
+                department: Some(d),
+            }) => mirror_department(&mut w, d).await?,
+            Payload::DepartmentUpdated(ev::DepartmentUpdated {
+                department: Some(d),
+                ..
+            }) => mirror_department(&mut w, d).await?,
+            Payload::DepartmentDeleted(d) => {
+                let department = id("department_id", &d.department_id)?;
+                w.replace(Kind::Parent, department, None).await?;
+                w.replace(Kind::Head, department, None).await?;
+                w.delete_held_by(Kind::Parent, department).await?;
+                w.delete_held_by(Kind::Member, department).await?;
+            }
+            other => anyhow::bail!(
+                "{} arrived without its snapshot",
+                mailroom_platform::outbox::payload_type(other)
+            ),
+        }
+        let changes = w.changes().len();
+        let revision = w.finish().await?;
+        tracing::debug!(event = %event.r#type, changes, revision, "identity event mirrored");
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! This process's in-memory copy of every organisation's graph, kept current from PostgreSQL.
+//!
+//! At start a replica loads the tables in one snapshot, remembering the latest revision in it.
+//! Then it tails the changelog: woken by `NOTIFY` when a writer commits (any replica's), and
+//! every second regardless. A call that names a revision waits until the replica has applied
+//! it ([`Replica::wait_for`]), which is how a check on one replica sees a write made through
+//! another. Checks never touch the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::{AccessError, Result};
+use crate::graph::OrgGraph;
+use crate::store::{self, Change, Kind, Row};
+
+/// Every organisation's graph, and where each user and mailbox belongs.
+#[derive(Default)]
+pub struct State {
+    orgs: HashMap<Uuid, OrgGraph>,
+    user_org: HashMap<Uuid, Uuid>,
+    mailbox_org: HashMap<Uuid, Uuid>,
+    revision: i64,
+}
+
+impl State {
+    pub fn org(&self, org: Uuid) -> Option<&OrgGraph> {
+        self.orgs.get(&org)
+    }
+
+    /// The organisation a user belongs to, if access has heard of them.
+    pub fn org_of_user(&self, user: Uuid) -> Option<Uuid> {
+        self.user_org.get(&user).copied()
+    }
+
+    /// The organisation a mailbox belongs to, if it has an owner or a reader.
+    pub fn org_of_mailbox(&self, mailbox: Uuid) -> Option<Uuid> {
+        self.mailbox_org.get(&mailbox).copied()
+    }
+
+    /// The revision this state reflects.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Relationships held in memory, over all organisations.
+    pub fn relationship_count(&self) -> usize {
+        self.orgs.values().map(OrgGraph::len).sum()
+    }
+
+    fn apply(&mut self, org: Uuid, change: &Change) {
+        let graph = self.orgs.entry(org).or_default();
+        match change {
+            Change::Write(row) => {
+                graph.apply(row.relationship());
+                if matches!(row.kind, Kind::Owner | Kind::Reader) {
+                    self.mailbox_org.insert(row.object, org);
+                }
+            }
+            Change::Delete(row) => {
+                graph.delete(row.relationship());
+            }
+            Change::User { user, active } => {
+                graph.set_user(*user, *active);
+                self.user_org.insert(*user, org);
+            }
+            Change::Settings(settings) => graph.set_settings(*settings),
+        }
+    }
+}
+
+/// The replica: the state, the revision it has reached, and the tailer that advances it.
+pub struct Replica {
+    pool: PgPool,
+    state: RwLock<State>,
+    applied: watch::Sender<i64>,
+    catching_up: Mutex<()>,
+    wait_limit: Duration,
+    retention: Duration,
+}
+
+/// How many changelog records one catch-up reads at a time.
+const BATCH: i64 = 1_000;
+
+impl Replica {
+    /// Loads every organisation from the tables, in one snapshot.
+    pub async fn load(pool: PgPool, wait_limit: Duration, retention: Duration) -> Result<Self> {
+        let state = load_state(&pool).await?;
+        let (applied, _) = watch::channel(state.revision);
+        let replica = Replica {
+            pool,
+            state: RwLock::new(state),
+            applied,
+            catching_up: Mutex::new(()),
+            wait_limit,
+            retention,
+        };
+        replica.record_gauges();
+        Ok(replica)
+    }
+
+    /// Reads the current state. Hold the guard only for synchronous work.
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while applying would poison the lock; the state is still the last one
+        // fully applied or partly applied, and the next catch-up rewrites the same changes.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn revision(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until this replica has applied `revision`.
+    pub async fn wait_for(&self, revision: i64) -> Result<()> {
+        if self.revision() >= revision {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut applied = self.applied.subscribe();
+        loop {
+            // Catch up now rather than wait for the notification; one task at a time does it.
+            if let Ok(_guard) = self.catching_up.try_lock() {
+                self.catch_up_locked().await?;
+            }
+            if *applied.borrow_and_update() >= revision {
+                return Ok(());
+            }
+            let left = self.wait_limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                let (latest,): (i64,) = sqlx::query_as("SELECT last_value FROM revisions")
+                    .fetch_one(&self.pool)
+                    .await?;
+                if revision > latest {
+                    return Err(AccessError::InvalidArgument(format!(
+                        "revision {revision} has not been written yet (the latest is {latest}); pass a token this service returned"
+                    )));
+                }
+                return Err(AccessError::NotYetAt {
+                    wanted: revision,
+                    have: self.revision(),
+                    waited_ms: self.wait_limit.as_millis() as u64,
+                });
+            }
+            let changed = async {
+                let _ = applied.changed().await;
+            };
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), changed).await;
+        }
+    }
+
+    /// Applies what the changelog holds beyond this replica's revision.
+    pub async fn catch_up(&self) -> Result<()> {
+        let _guard = self.catching_up.lock().await;
+        self.catch_up_locked().await
+    }
+
+    async fn catch_up_locked(&self) -> Result<()> {
+        loop {
+            let from = self.revision();
+            // The records and the prune horizon from one snapshot, so a prune running beside
+            // this cannot hide records between the two reads.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            let records: Vec<(i64, Uuid, serde_json::Value)> = sqlx::query_as(
+                "SELECT revision, org_id, changes FROM changelog WHERE revision > $1 ORDER BY revision LIMIT $2",
+            )
+            .bind(from)
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            let (pruned_through,): (i64,) =
+                sqlx::query_as("SELECT pruned_through FROM changelog_horizon")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            if from < pruned_through {
+                tracing::warn!(
+                    from,
+                    pruned_through,
+                    "this replica is behind the pruned changelog; reloading from the tables"
+                );
+                let state = load_state(&self.pool).await?;
+                let revision = state.revision;
+                *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+                self.applied.send_replace(revision);
+                self.record_gauges();
+                continue;
+            }
+            let Some(last) = records.last().map(|r| r.0) else {
+                return Ok(());
+            };
+            let mut decoded = Vec::with_capacity(records.len());
+            for (revision, org, changes) in records {
+                let changes: Vec<Change> = serde_json::from_value(changes).map_err(|e| {
+                    AccessError::Internal(format!("changelog record {revision} is unreadable: {e}"))
+                })?;
+                decoded.push((org, changes));
+            }
+            {
+                let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                for (org, changes) in &decoded {
+                    for change in changes {
+                        state.apply(*org, change);
+                    }
+                }
+                state.revision = last;
+            }
+            self.applied.send_replace(last);
+            self.record_gauges();
+            if (decoded.len() as i64) < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    fn record_gauges(&self) {
+        let state = self.read();
+        metrics::gauge!("mailroom_access_revision_applied").set(state.revision as f64);
+        metrics::gauge!("mailroom_access_relationships").set(state.relationship_count() as f64);
+        metrics::gauge!("mailroom_access_organisations").set(state.orgs.len() as f64);
+    }
+
+    /// Keeps the replica current until `shutdown`: on every notification from a writer, and
+    /// every second in case one was missed. Prunes the changelog now and then.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(mut l) => match l.listen(store::CHANGELOG_CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot LISTEN for changes; polling every second");
+                    None
+                }
+            },
+            Err(err) => {
+                tracing::warn!(%err, "cannot LISTEN for changes; polling every second");
+                None
+            }
+        };
+        let mut last_prune = Instant::now();
+        loop {
+            if let Err(err) = self.catch_up().await {
+                tracing::warn!(error = %err, "catching up with the changelog failed; retrying");
+            }
+            if last_prune.elapsed() > Duration::from_secs(600) {
+                last_prune = Instant::now();
+                if let Err(err) = self.prune().await {
+                    tracing::warn!(error = %err, "pruning the changelog failed");
+                }
+            }
+            let woken = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if let Err(err) = l.recv().await {
+                            tracing::warn!(%err, "changelog notifications interrupted; reconnecting");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = woken => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Deletes changelog records older than the retention, keeping the newest.
+    pub async fn prune(&self) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let pruned: Option<(Option<i64>, i64)> = sqlx::query_as(
+            "WITH gone AS (DELETE FROM changelog \
+                WHERE revision < (SELECT max(revision) FROM changelog) \
+                  AND recorded_at < now() - make_interval(secs => $1) RETURNING revision) \
+             SELECT max(revision), count(*) FROM gone",
+        )
+        .bind(self.retention.as_secs_f64())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (through, count) = pruned.unwrap_or((None, 0));
+        if let Some(through) = through {
+            sqlx::query(
+                "UPDATE changelog_horizon SET pruned_through = greatest(pruned_through, $1)",
+            )
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(count as u64)
+    }
+}
+
+async fn load_state(pool: &PgPool) -> Result<State> {
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let (revision,): (Option<i64>,) = sqlx::query_as("SELECT max(revision) FROM changelog")
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut state = State {
+        revision: revision.unwrap_or(0),
+        ..State::default()
+    };
+    let users: Vec<(Uuid, Uuid, bool)> =
+        sqlx::query_as("SELECT user_id, org_id, active FROM users")
+            .fetch_all(&mut *tx)
+            .await?;
+    for (user, org, active) in users {
+        state.apply(org, &Change::User { user, active });
+    }
+    for (org, settings) in store::all_settings(&mut *tx).await? {
+        state.apply(org, &Change::Settings(settings));
+    }
+    let rows: Vec<(Uuid, String, Uuid, Uuid)> =
+        sqlx::query_as("SELECT org_id, kind, object_id, subject_id FROM relationships")
+            .fetch_all(&mut *tx)
+            .await?;
+    let count = rows.len();
+    for (org, kind, object, subject) in rows {
+        let Some(kind) = Kind::parse(&kind) else {
+            tracing::warn!(%kind, "unknown relationship kind in the table; skipped");
+            continue;
+        };
+        state.apply(
+            org,
+            &Change::Write(Row {
+                kind,
+                object,
+                subject,
+            }),
+        );
+    }
+    tx.commit().await?;
+    tracing::info!(
+        relationships = count,
+        revision = state.revision,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "access graph loaded"
+    );
+    Ok(state)
+}

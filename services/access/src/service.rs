@@ -1,0 +1,819 @@
+//! The access operations behind the gRPC API, and who may call each.
+//!
+//! Reads (checks and lookups) are answered from the replica's memory; a caller that passes a
+//! revision first waits for the replica to reach it. Writes go to PostgreSQL through a
+//! [`Writer`], emit their event through the outbox in the same transaction, and wait for this
+//! replica to apply them before answering, so the writer's next read here sees them too.
+//!
+//! Who may call: services (service tokens) may ask and write anything except what identity
+//! owns. A user may ask about themselves; an org admin about anyone in the organisation.
+//! Admins write delegations, inviters and read grants; an owner may share read access to their
+//! own mailbox when the organisation lets owners do so; anyone may give up their own grant.
+
+use std::sync::Arc;
+
+use mailroom_platform::aip;
+use mailroom_platform::auth::Principal;
+use mailroom_platform::kafka::ACCESS_EVENTS;
+use mailroom_platform::outbox::{self, EventActor};
+use mailroom_platform::proto::access::v1 as pb;
+use mailroom_platform::proto::events::v1 as ev;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::AccessConfig;
+use crate::error::{AccessError, Result};
+use crate::graph::OrgGraph;
+use crate::model::{Permission, ReadAccessGrants, Relationship, Settings};
+use crate::replica::{Replica, State};
+use crate::store::{self, Change, Kind, Writer};
+use crate::wire::{self, Resource};
+
+/// Everything the access operations need.
+pub struct Access {
+    pub(crate) pool: PgPool,
+    pub(crate) replica: Arc<Replica>,
+    #[allow(dead_code)]
+    pub(crate) config: AccessConfig,
+}
+
+/// How many checks one CheckBulk may carry.
+pub const MAX_BULK: usize = 1_000;
+
+fn denied(msg: impl Into<String>) -> AccessError {
+    AccessError::PermissionDenied(msg.into())
+}
+
+/// Whether the caller may ask about `subject` in `org`.
+fn may_ask_about(principal: &Principal, state: &State, subject: Uuid, org: Uuid) -> Result<()> {
+    match principal {
+        Principal::Service { .. } => Ok(()),
+        Principal::User {
+            user_id, org_id, ..
+        } => {
+            if *org_id != org {
+                return Err(AccessError::NotFound(format!(
+                    "user `{subject}` was not found in your organisation"
+                )));
+            }
+            if *user_id == subject || state.org(org).is_some_and(|g| g.is_admin(*user_id)) {
+                Ok(())
+            } else {
+                Err(denied(
+                    "you may ask only about your own permissions; org admins may ask about anyone in their organisation",
+                ))
+            }
+        }
+    }
+}
+
+/// Why `user` does not hold `permission`, for explanations.
+fn denial_reason(
+    graph: &OrgGraph,
+    user: Uuid,
+    permission: Permission,
+    mailbox: Option<Uuid>,
+) -> String {
+    if !graph.is_active(user) {
+        return "the user is not active (dismissed, or not yet joined)".into();
+    }
+    match mailbox {
+        Some(m) if graph.owner_of(m).is_none() && permission != Permission::MailboxReadMail => {
+            "the mailbox has no owner in the user's organisation".into()
+        }
+        Some(_) if permission == Permission::MailboxReadMail => {
+            "reading mail takes ownership of the mailbox or a reader grant on it; admins and supervisors hold neither by position".into()
+        }
+        _ => "no relationship or organisation setting gives the user this permission".into(),
+    }
+}
+
+impl Access {
+    pub fn new(pool: PgPool, replica: Arc<Replica>, config: AccessConfig) -> Self {
+        Self {
+            pool,
+            replica,
+            config,
+        }
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    async fn fresh_enough(&self, token: Option<&pb::Revision>) -> Result<()> {
+        if let Some(revision) = wire::parse_revision(token)? {
+            self.replica.wait_for(revision).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn check(
+        &self,
+        principal: &Principal,
+        req: pb::CheckRequest,
+    ) -> Result<pb::CheckResponse> {
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let state = self.replica.read();
+        check_one(principal, &state, &req)
+    }
+
+    pub async fn check_bulk(
+        &self,
+        principal: &Principal,
+        req: pb::CheckBulkRequest,
+    ) -> Result<pb::CheckBulkResponse> {
+        if req.checks.len() > MAX_BULK {
+            return Err(AccessError::InvalidArgument(format!(
+                "at most {MAX_BULK} checks per call, not {}",
+                req.checks.len()
+            )));
+        }
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        for c in &req.checks {
+            self.fresh_enough(c.at_least_as_fresh_as.as_ref()).await?;
+        }
+        let state = self.replica.read();
+        let results = req
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                check_one(principal, &state, c).map_err(|e| match e {
+                    AccessError::InvalidArgument(m) => {
+                        AccessError::InvalidArgument(format!("checks[{i}]: {m}"))
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(pb::CheckBulkResponse { results })
+    }
+
+    pub async fn lookup_resources(
+        &self,
+        principal: &Principal,
+        req: pb::LookupResourcesRequest,
+    ) -> Result<pb::LookupResourcesResponse> {
+        let permission = wire::parse_permission(&req.permission)?;
+        let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
+        let expected = if permission.on_mailbox() {
+            "mailbox"
+        } else {
+            "org"
+        };
+        if req.resource_type != expected {
+            return Err(AccessError::InvalidArgument(format!(
+                "`{}` is held on resources of type \"{expected}\"; set resource_type to it",
+                permission.name()
+            )));
+        }
+        let page_size = aip::page_size(req.page_size, 1_000, 50_000)? as usize;
+        let query = format!("{subject}|{}|{expected}", permission.name());
+        let after: Option<Uuid> = aip::decode_page_token(&query, &req.page_token)?;
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let (mut ids, revision) = {
+            let state = self.replica.read();
+            let revision = state.revision();
+            match state.org_of_user(subject) {
+                None => (Vec::new(), revision),
+                Some(org) => {
+                    may_ask_about(principal, &state, subject, org)?;
+                    let graph = state.org(org);
+                    let ids = match graph {
+                        None => Vec::new(),
+                        Some(g) if permission.on_mailbox() => {
+                            g.lookup_mailboxes(subject, permission)
+                        }
+                        Some(g) => {
+                            if g.check(subject, permission, None)? {
+                                vec![org]
+                            } else {
+                                Vec::new()
+                            }
+                        }
+                    };
+                    (ids, revision)
+                }
+            }
+        };
+        if let Some(after) = after {
+            ids.retain(|id| *id > after);
+        }
+        let more = ids.len() > page_size;
+        if more {
+            ids.select_nth_unstable(page_size);
+            ids.truncate(page_size);
+        }
+        ids.sort_unstable();
+        let next_page_token = match (more, ids.last()) {
+            (true, Some(last)) => aip::encode_page_token(&query, last),
+            _ => String::new(),
+        };
+        Ok(pb::LookupResourcesResponse {
+            resource_ids: ids.iter().map(Uuid::to_string).collect(),
+            next_page_token,
+            looked_up_at: Some(wire::revision_token(revision)),
+        })
+    }
+
+    pub async fn lookup_subjects(
+        &self,
+        principal: &Principal,
+        req: pb::LookupSubjectsRequest,
+    ) -> Result<pb::LookupSubjectsResponse> {
+        let permission = wire::parse_permission(&req.permission)?;
+        let resource = wire::parse_resource(permission, req.resource.as_ref())?;
+        if !req.subject_type.is_empty() && req.subject_type != "user" {
+            return Err(AccessError::InvalidArgument(format!(
+                "permissions are held by users; subject_type must be \"user\" or empty, not `{}`",
+                req.subject_type
+            )));
+        }
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let state = self.replica.read();
+        let org = match resource {
+            Resource::Org(org) => Some(org),
+            Resource::Mailbox(m) => state.org_of_mailbox(m),
+        };
+        let not_found = || {
+            AccessError::NotFound(match resource {
+                Resource::Org(o) => format!("organisation `{o}` was not found"),
+                Resource::Mailbox(m) => format!("mailbox `{m}` was not found in your organisation"),
+            })
+        };
+        if let Principal::User {
+            user_id, org_id, ..
+        } = principal
+        {
+            if org != Some(*org_id) {
+                return Err(not_found());
+            }
+            let graph = state.org(*org_id).ok_or_else(not_found)?;
+            let allowed = graph.is_admin(*user_id)
+                || match resource {
+                    Resource::Mailbox(m) => {
+                        graph.check(*user_id, Permission::MailboxView, Some(m))?
+                    }
+                    Resource::Org(_) => false,
+                };
+            if !allowed {
+                return Err(denied(match resource {
+                    Resource::Mailbox(_) => {
+                        "you may see who has access to a mailbox only if you may view it"
+                    }
+                    Resource::Org(_) => {
+                        "only org admins may list who holds an organisation permission"
+                    }
+                }));
+            }
+        }
+        let mut ids = match org.and_then(|o| state.org(o)) {
+            None => Vec::new(),
+            Some(graph) => match resource {
+                Resource::Mailbox(m) => graph.lookup_users(m, permission),
+                Resource::Org(_) => graph.lookup_org_users(permission),
+            },
+        };
+        ids.sort_unstable();
+        Ok(pb::LookupSubjectsResponse {
+            subject_ids: ids.iter().map(Uuid::to_string).collect(),
+            looked_up_at: Some(wire::revision_token(state.revision())),
+        })
+    }
+
+    /// Parses the relationships of a write or delete, works out their organisation and
+    /// checks the caller may change each.
+    fn authorize_changes(
+        &self,
+        principal: &Principal,
+        rels: &[pb::Relationship],
+        deleting: bool,
+    ) -> Result<(Uuid, Vec<Relationship>)> {
+        if rels.is_empty() {
+            return Err(AccessError::InvalidArgument(
+                "name at least one relationship".into(),
+            ));
+        }
+        if rels.len() > MAX_BULK {
+            return Err(AccessError::InvalidArgument(format!(
+                "at most {MAX_BULK} relationships per call, not {}",
+                rels.len()
+            )));
+        }
+        let state = self.replica.read();
+        let mut org: Option<Uuid> = match principal {
+            Principal::User { org_id, .. } => Some(*org_id),
+            Principal::Service { .. } => None,
+        };
+        let mut parsed = Vec::with_capacity(rels.len());
+        for (i, rel) in rels.iter().enumerate() {
+            let (rel, named_org) = wire::parse_relationship(rel)
+                .map_err(|e| AccessError::InvalidArgument(format!("relationships[{i}]: {e}")))?;
+            if let Some(kind) = store::Row::of(Uuid::nil(), rel).map(|r| r.kind) {
+                if kind.from_identity() {
+                    return Err(AccessError::FailedPrecondition(format!(
+                        "relationships[{i}]: `{}` comes from identity; change it there (SetAdmin, UpdateDepartment, UpdateUser) and access follows its events",
+                        kind.as_str()
+                    )));
+                }
+            }
+            let user = match rel {
+                Relationship::MailboxManager(u) | Relationship::Inviter(u) => Some(u),
+                Relationship::Owner(_, u) | Relationship::Reader(_, u) => Some(u),
+                _ => None,
+            };
+            let rel_org = match (named_org, user) {
+                (Some(o), _) => Some(o),
+                (None, Some(u)) => Some(state.org_of_user(u).ok_or_else(|| {
+                    AccessError::FailedPrecondition(format!(
+                        "relationships[{i}]: user `{u}` is not known to access control yet (it learns users from identity's events); retry in a moment"
+                    ))
+                })?),
+                (None, None) => None,
+            };
+            if let (Some(a), Some(b)) = (org, rel_org) {
+                if a != b {
+                    return Err(match principal {
+                        Principal::User { .. } => AccessError::NotFound(format!(
+                            "relationships[{i}]: it names a user or organisation outside yours"
+                        )),
+                        Principal::Service { .. } => AccessError::InvalidArgument(format!(
+                            "relationships[{i}]: one call changes one organisation; this one names two"
+                        )),
+                    });
+                }
+            }
+            org = org.or(rel_org);
+            if let Some(u) = user {
+                if state.org_of_user(u) != org {
+                    return Err(AccessError::FailedPrecondition(format!(
+                        "relationships[{i}]: user `{u}` is not a user of this organisation"
+                    )));
+                }
+            }
+            if let Relationship::Owner(m, _) | Relationship::Reader(m, _) = rel {
+                if let Some(mailbox_org) = state.org_of_mailbox(m) {
+                    if Some(mailbox_org) != org {
+                        return Err(AccessError::NotFound(format!(
+                            "relationships[{i}]: mailbox `{m}` was not found in this organisation"
+                        )));
+                    }
+                }
+            }
+            parsed.push(rel);
+        }
+        let org = org.ok_or_else(|| {
+            AccessError::InvalidArgument("the relationships do not name an organisation".into())
+        })?;
+        if let Principal::User { user_id, .. } = principal {
+            let default_graph = OrgGraph::new();
+            let graph = state.org(org).unwrap_or(&default_graph);
+            let admin = graph.is_admin(*user_id);
+            for (i, rel) in parsed.iter().enumerate() {
+                let allowed = match rel {
+                    Relationship::Owner(..) => {
+                        return Err(denied(format!(
+                            "relationships[{i}]: mailbox ownership is set by the mailbox registry when a mailbox is connected"
+                        )))
+                    }
+                    Relationship::MailboxManager(_)
+                    | Relationship::Inviter(_)
+                    | Relationship::EveryoneInvites => admin,
+                    Relationship::Reader(m, reader) => {
+                        let owner = graph.owner_of(*m);
+                        if owner.is_none() && !admin {
+                            return Err(AccessError::NotFound(format!(
+                                "relationships[{i}]: mailbox `{m}` was not found in your organisation"
+                            )));
+                        }
+                        admin
+                            || (owner == Some(*user_id)
+                                && graph.is_active(*user_id)
+                                && graph.settings().read_access_grants
+                                    == ReadAccessGrants::AdminsAndOwners)
+                            || (deleting && reader == user_id && graph.is_active(*user_id))
+                    }
+                    _ => false,
+                };
+                if !allowed {
+                    return Err(denied(format!(
+                        "relationships[{i}]: only an org admin may change this{}",
+                        if matches!(rel, Relationship::Reader(..)) {
+                            " (owners may share read access to their own mailbox when the organisation lets them)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+            }
+        }
+        Ok((org, parsed))
+    }
+
+    pub async fn write_relationships(
+        &self,
+        principal: &Principal,
+        req: pb::WriteRelationshipsRequest,
+    ) -> Result<pb::WriteRelationshipsResponse> {
+        let (org, rels) = self.authorize_changes(principal, &req.relationships, false)?;
+        let revision = self.change(principal, org, &rels, false).await?;
+        Ok(pb::WriteRelationshipsResponse {
+            written_at: Some(wire::revision_token(revision)),
+        })
+    }
+
+    pub async fn delete_relationships(
+        &self,
+        principal: &Principal,
+        req: pb::DeleteRelationshipsRequest,
+    ) -> Result<pb::DeleteRelationshipsResponse> {
+        let (org, rels) = self.authorize_changes(principal, &req.relationships, true)?;
+        let revision = self.change(principal, org, &rels, true).await?;
+        Ok(pb::DeleteRelationshipsResponse {
+            deleted_at: Some(wire::revision_token(revision)),
+        })
+    }
+
+    async fn change(
+        &self,
+        principal: &Principal,
+        org: Uuid,
+        rels: &[Relationship],
+        deleting: bool,
+    ) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let mut w = Writer::begin(&mut tx, org).await?;
+        for rel in rels {
+            if deleting {
+                w.delete(*rel).await?;
+            } else {
+                w.write(*rel).await?;
+            }
+        }
+        let changes = w.changes().to_vec();
+        let revision = w.finish().await?;
+        emit(&mut tx, principal, org, &changes, revision).await?;
+        tx.commit().await?;
+        self.settle(revision).await;
+        Ok(revision)
+    }
+
+    /// Waits for this replica to apply a write it just made, so the writer reads it here.
+    async fn settle(&self, revision: i64) {
+        if let Err(err) = self.replica.wait_for(revision).await {
+            tracing::warn!(error = %err, revision, "a committed write is not applied here yet");
+        }
+    }
+
+    pub async fn list_relationships(
+        &self,
+        principal: &Principal,
+        req: pb::ListRelationshipsRequest,
+    ) -> Result<pb::ListRelationshipsResponse> {
+        let org = self.org_for_admin_call(principal, &req.org_id)?;
+        let filter = req.filter.unwrap_or_default();
+        let resource = filter.resource.unwrap_or_default();
+        let subject = filter.subject.unwrap_or_default();
+        let subject_object = subject.object.unwrap_or_default();
+        let optional_id = |field: &str, v: &str| -> Result<Option<Uuid>> {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                wire::parse_id(field, v).map(Some)
+            }
+        };
+        let object_id = optional_id("filter.resource.id", &resource.id)?;
+        let subject_id = optional_id("filter.subject.object.id", &subject_object.id)?;
+        let matches = |field: &str, value: &str| field.is_empty() || field == value;
+        let kinds: Vec<&'static str> = KIND_FORMS
+            .iter()
+            .filter(|(_, r, rel, s)| {
+                matches(&resource.r#type, r)
+                    && matches(&filter.relation, rel)
+                    && matches(&subject_object.r#type, s)
+                    && subject.relation.is_empty()
+            })
+            .map(|(k, ..)| k.as_str())
+            .collect();
+        let page_size = aip::page_size(req.page_size, 100, 1_000)?;
+        let query = format!(
+            "{org}|{}|{}|{}|{}|{}|{}",
+            resource.r#type,
+            resource.id,
+            filter.relation,
+            subject_object.r#type,
+            subject_object.id,
+            subject.relation
+        );
+        let after: Option<(String, Uuid, Uuid)> = aip::decode_page_token(&query, &req.page_token)?;
+        let (after_kind, after_object, after_subject) = match &after {
+            Some((k, o, s)) => (Some(k.clone()), Some(*o), Some(*s)),
+            None => (None, None, None),
+        };
+        let rows: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
+            "SELECT kind, object_id, subject_id FROM relationships \
+             WHERE org_id = $1 AND kind = ANY($2) \
+               AND ($3::uuid IS NULL OR object_id = $3) AND ($4::uuid IS NULL OR subject_id = $4) \
+               AND ($5::text IS NULL OR (kind, object_id, subject_id) > ($5, $6, $7)) \
+             ORDER BY kind, object_id, subject_id LIMIT $8",
+        )
+        .bind(org)
+        .bind(&kinds)
+        .bind(object_id)
+        .bind(subject_id)
+        .bind(after_kind)
+        .bind(after_object)
+        .bind(after_subject)
+        .bind(page_size + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() as i64 > page_size;
+        let mut relationships: Vec<pb::Relationship> = Vec::new();
+        // The invite setting, seen as a relationship, heads the first page when it matches.
+        if after.is_none() && (subject.relation.is_empty() || subject.relation == "member") {
+            let everyone = {
+                let state = self.replica.read();
+                state
+                    .org(org)
+                    .is_some_and(|g| g.settings().invite == crate::model::Audience::Everyone)
+            };
+            let wanted = matches(&resource.r#type, "org")
+                && matches(&filter.relation, "inviter")
+                && matches(&subject_object.r#type, "org")
+                && object_id.is_none_or(|o| o == org)
+                && subject_id.is_none_or(|s| s == org);
+            if everyone && wanted {
+                relationships.push(wire::relationship_to_proto(
+                    org,
+                    Relationship::EveryoneInvites,
+                ));
+            }
+        }
+        let mut last = None;
+        for (kind, object, subject) in rows.into_iter().take(page_size as usize) {
+            let Some(k) = Kind::parse(&kind) else {
+                continue;
+            };
+            let rel = store::Row {
+                kind: k,
+                object,
+                subject,
+            }
+            .relationship();
+            relationships.push(wire::relationship_to_proto(org, rel));
+            last = Some((kind, object, subject));
+        }
+        let next_page_token = match (more, last) {
+            (true, Some(last)) => aip::encode_page_token(&query, &last),
+            _ => String::new(),
+        };
+        Ok(pb::ListRelationshipsResponse {
+            relationships,
+            next_page_token,
+        })
+    }
+
+    /// The organisation of a call that names one optionally: a user's own (another is not
+    /// found), or the one a service names.
+    fn org_of_call(&self, principal: &Principal, requested: &str) -> Result<Uuid> {
+        match principal {
+            Principal::User { org_id, .. } => {
+                if !requested.is_empty() && requested != org_id.to_string() {
+                    return Err(AccessError::NotFound(format!(
+                        "organisation `{requested}` was not found"
+                    )));
+                }
+                Ok(*org_id)
+            }
+            Principal::Service { .. } => {
+                if requested.is_empty() {
+                    return Err(AccessError::InvalidArgument(
+                        "`org_id` is required when calling with a service token".into(),
+                    ));
+                }
+                wire::parse_id("org_id", requested)
+            }
+        }
+    }
+
+    fn org_for_admin_call(&self, principal: &Principal, requested: &str) -> Result<Uuid> {
+        let org = self.org_of_call(principal, requested)?;
+        if let Principal::User { user_id, .. } = principal {
+            let state = self.replica.read();
+            if !state.org(org).is_some_and(|g| g.is_admin(*user_id)) {
+                return Err(denied("only an org admin may do this"));
+            }
+        }
+        Ok(org)
+    }
+
+    pub async fn get_settings(
+        &self,
+        principal: &Principal,
+        req: pb::GetPermissionSettingsRequest,
+    ) -> Result<pb::PermissionSettings> {
+        let org = self.org_of_call(principal, &req.org_id)?;
+        let mut conn = self.pool.acquire().await?;
+        let (settings, at) = store::settings(&mut conn, org).await?;
+        Ok(settings_to_proto(org, settings, at))
+    }
+
+    pub async fn update_settings(
+        &self,
+        principal: &Principal,
+        req: pb::UpdatePermissionSettingsRequest,
+    ) -> Result<pb::PermissionSettings> {
+        let update = req
+            .settings
+            .ok_or_else(|| AccessError::InvalidArgument("`settings` is required".into()))?;
+        let org = self.org_for_admin_call(principal, &update.org_id)?;
+        let mut tx = self.pool.begin().await?;
+        let mut w = Writer::begin(&mut tx, org).await?;
+        let (current, _) = store::settings(w.conn(), org).await?;
+        let new = wire::merge_settings(current, &update)?;
+        w.set_settings(new).await?;
+        let changes = w.changes().to_vec();
+        let revision = w.finish().await?;
+        emit(&mut tx, principal, org, &changes, revision).await?;
+        let (settings, at) = store::settings(&mut tx, org).await?;
+        tx.commit().await?;
+        self.settle(revision).await;
+        Ok(settings_to_proto(org, settings, at))
+    }
+}
+
+/// Resource type, relation and subject type of each stored kind, as the API names them.
+const KIND_FORMS: [(Kind, &str, &str, &str); 8] = [
+    (Kind::Admin, "org", "admin", "user"),
+    (Kind::MailboxManager, "org", "mailbox_manager", "user"),
+    (Kind::Inviter, "org", "inviter", "user"),
+    (Kind::Head, "department", "head", "user"),
+    (Kind::Parent, "department", "parent", "department"),
+    (Kind::Member, "user", "member", "department"),
+    (Kind::Owner, "mailbox", "owner", "user"),
+    (Kind::Reader, "mailbox", "reader", "user"),
+];
+
+fn settings_to_proto(
+    org: Uuid,
+    s: Settings,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> pb::PermissionSettings {
+    pb::PermissionSettings {
+        org_id: org.to_string(),
+        view_mailbox_list: wire::audience_to_proto(s.view_mailbox_list) as i32,
+        modify_mailboxes: wire::audience_to_proto(s.modify_mailboxes) as i32,
+        invite: wire::audience_to_proto(s.invite) as i32,
+        update_time: at.map(|at| prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: at.timestamp_subsec_nanos() as i32,
+        }),
+        read_access_grants: wire::grants_to_proto(s.read_access_grants) as i32,
+    }
+}
+
+fn check_one(
+    principal: &Principal,
+    state: &State,
+    req: &pb::CheckRequest,
+) -> Result<pb::CheckResponse> {
+    let permission = wire::parse_permission(&req.permission)?;
+    let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
+    let resource = wire::parse_resource(permission, req.resource.as_ref())?;
+    let checked_at = Some(wire::revision_token(state.revision()));
+    let no = |reason: String| pb::CheckResponse {
+        allowed: false,
+        path: Vec::new(),
+        checked_at: checked_at.clone(),
+        reason: if req.explain { reason } else { String::new() },
+    };
+    let Some(org) = state.org_of_user(subject) else {
+        if let Principal::User { user_id, .. } = principal {
+            if *user_id != subject {
+                return Err(AccessError::NotFound(format!(
+                    "user `{subject}` was not found in your organisation"
+                )));
+            }
+        }
+        return Ok(no(
+            "access control has not heard of this user (it learns users from identity's events)"
+                .into(),
+        ));
+    };
+    may_ask_about(principal, state, subject, org)?;
+    let Some(graph) = state.org(org) else {
+        return Ok(no("the user's organisation has no relationships yet".into()));
+    };
+    let mailbox = match resource {
+        Resource::Mailbox(m) => Some(m),
+        Resource::Org(o) if o != org => {
+            return Ok(no("the user belongs to another organisation".into()));
+        }
+        Resource::Org(_) => None,
+    };
+    if !req.explain {
+        return Ok(pb::CheckResponse {
+            allowed: graph.check(subject, permission, mailbox)?,
+            path: Vec::new(),
+            checked_at,
+            reason: String::new(),
+        });
+    }
+    Ok(match graph.explain(subject, permission, mailbox)? {
+        Some(why) => pb::CheckResponse {
+            allowed: true,
+            path: why
+                .path
+                .into_iter()
+                .map(|r| wire::relationship_to_proto(org, r))
+                .collect(),
+            checked_at,
+            reason: why.reason.into(),
+        },
+        None => no(denial_reason(graph, subject, permission, mailbox)),
+    })
+}
+
+fn actor(principal: &Principal) -> EventActor {
+    match principal {
+        Principal::User { user_id, .. } => EventActor::User(*user_id),
+        Principal::Service { name } => EventActor::Service(name.clone()),
+    }
+}
+
+/// Writes the events of an API change into the outbox: what was written, what was deleted,
+/// and the settings if they changed.
+async fn emit(
+    conn: &mut sqlx::PgConnection,
+    principal: &Principal,
+    org: Uuid,
+    changes: &[Change],
+    revision: i64,
+) -> Result<()> {
+    use ev::envelope::Payload;
+    let token = wire::revision_token(revision).token;
+    let record = |row: &store::Row| {
+        wire::relationship_record(&wire::relationship_to_proto(org, row.relationship()))
+    };
+    let written: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Write(row) => Some(record(row)),
+            _ => None,
+        })
+        .collect();
+    let deleted: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Delete(row) => Some(record(row)),
+            _ => None,
+        })
+        .collect();
+    let settings = changes.iter().rev().find_map(|c| match c {
+        Change::Settings(s) => Some(*s),
+        _ => None,
+    });
+    let mut payloads = Vec::new();
+    if !deleted.is_empty() {
+        payloads.push(Payload::RelationshipsDeleted(ev::RelationshipsDeleted {
+            relationships: deleted,
+            revision: token.clone(),
+        }));
+    }
+    if !written.is_empty() {
+        payloads.push(Payload::RelationshipsWritten(ev::RelationshipsWritten {
+            relationships: written,
+            revision: token.clone(),
+        }));
+    }
+    if let Some(s) = settings {
+        payloads.push(Payload::PermissionSettingsChanged(
+            ev::PermissionSettingsChanged {
+                view_mailbox_list: wire::audience_to_proto(s.view_mailbox_list)
+                    .as_str_name()
+                    .into(),
+                modify_mailboxes: wire::audience_to_proto(s.modify_mailboxes)
+                    .as_str_name()
+                    .into(),
+                invite: wire::audience_to_proto(s.invite).as_str_name().into(),
+                read_access_grants: wire::grants_to_proto(s.read_access_grants)
+                    .as_str_name()
+                    .into(),
+                revision: token.clone(),
+            },
+        ));
+    }
+    for payload in payloads {
+        outbox::enqueue(
+            conn,
+            ACCESS_EVENTS,
+            org,
+            &org.to_string(),
+            &actor(principal),
+            payload,
+        )
+        .await?;
+    }
+    Ok(())
+}
