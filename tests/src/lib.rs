@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use figment::Figment;
 use mailroom_platform::config::PlatformConfig;
+use mailroom_proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_proto::events::v1::Envelope;
 use mailroom_proto::identity::v1 as pb;
 use pb::auth_service_client::AuthServiceClient;
@@ -25,6 +26,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub use mailroom_proto::access::v1 as access_pb;
 pub use mailroom_proto::identity::v1 as identity_pb;
 
 /// The test service credential every spawned app accepts.
@@ -76,6 +78,8 @@ pub struct AppOptions {
     pub kafka_brokers: Option<String>,
     /// Sign-in attempts per address per minute (default: plenty).
     pub login_attempts_per_minute: Option<u32>,
+    /// Also start access control (its own consumer group on the identity events).
+    pub with_access: bool,
 }
 
 /// Identity running for one test.
@@ -86,7 +90,12 @@ pub struct TestApp {
     pub kafka_brokers: String,
     pub identity: IdentityServiceClient<Channel>,
     pub auth: AuthServiceClient<Channel>,
+    /// Access control, when started ([`spawn_app_with_access`]).
+    pub access: Option<AccessServiceClient<Channel>>,
     pub env: StackEnv,
+    platform: PlatformConfig,
+    verifier: mailroom_platform::auth::TokenVerifier,
+    access_group: String,
     shutdown: CancellationToken,
 }
 
@@ -98,6 +107,15 @@ impl Drop for TestApp {
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
+}
+
+/// Identity and access control, as most access tests need.
+pub async fn spawn_app_with_access() -> TestApp {
+    spawn_app_with(AppOptions {
+        with_access: true,
+        ..AppOptions::default()
+    })
+    .await
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
@@ -144,23 +162,74 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
     let pool = started.pool.clone();
+    let verifier = started.verifier.clone();
     let server_shutdown = shutdown.clone();
+    let server_platform = platform.clone();
     tokio::spawn(async move {
-        if let Err(err) = started.run(listener, &platform, server_shutdown).await {
+        if let Err(err) = started
+            .run(listener, &server_platform, server_shutdown)
+            .await
+        {
             eprintln!("test server stopped: {err}");
         }
     });
     let endpoint = format!("http://{addr}");
     let channel = connect(&endpoint).await;
-    TestApp {
+    let mut app = TestApp {
         addr,
         endpoint,
         pool,
         kafka_brokers,
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),
+        access: None,
         env,
+        platform,
+        verifier,
+        access_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
         shutdown,
+    };
+    if options.with_access {
+        let (client, _) = app.start_access_replica(app.shutdown.clone()).await;
+        app.access = Some(client);
+    }
+    app
+}
+
+impl TestApp {
+    /// Starts one more access replica over this app's database (sharing its consumer group),
+    /// stopped by `shutdown`. Returns its client and endpoint.
+    pub async fn start_access_replica(
+        &self,
+        shutdown: CancellationToken,
+    ) -> (AccessServiceClient<Channel>, String) {
+        let config = mailroom_access::AccessConfig {
+            consumer_group: self.access_group.clone(),
+            ..Default::default()
+        };
+        let started = mailroom_access::start(&self.platform, config)
+            .await
+            .expect("access starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let platform = self.platform.clone();
+        let verifier = self.verifier.clone();
+        tokio::spawn(async move {
+            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
+                eprintln!("test access server stopped: {err}");
+            }
+        });
+        let channel = connect(&endpoint).await;
+        (AccessServiceClient::new(channel), endpoint)
+    }
+
+    /// The access client (the app must have been spawned with access).
+    pub fn access(&self) -> AccessServiceClient<Channel> {
+        self.access
+            .clone()
+            .expect("spawn the app with access (spawn_app_with_access)")
     }
 }
 
@@ -514,5 +583,134 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Helpers for talking to access control in tests.
+pub mod access {
+    use std::time::{Duration, Instant};
+
+    use mailroom_proto::access::v1 as apb;
+
+    use super::{authed, TestApp};
+
+    pub fn user(id: &str) -> Option<apb::SubjectRef> {
+        Some(apb::SubjectRef {
+            object: Some(apb::ObjectRef {
+                r#type: "user".into(),
+                id: id.into(),
+            }),
+            relation: String::new(),
+        })
+    }
+
+    pub fn object(kind: &str, id: &str) -> Option<apb::ObjectRef> {
+        Some(apb::ObjectRef {
+            r#type: kind.into(),
+            id: id.into(),
+        })
+    }
+
+    /// `mailbox:<mailbox>#<relation>@user:<user>` (owner, reader).
+    pub fn on_mailbox(mailbox: &str, relation: &str, user_id: &str) -> apb::Relationship {
+        apb::Relationship {
+            resource: object("mailbox", mailbox),
+            relation: relation.into(),
+            subject: user(user_id),
+        }
+    }
+
+    pub fn request(
+        user_id: &str,
+        permission: &str,
+        resource: Option<apb::ObjectRef>,
+        at: Option<&apb::Revision>,
+    ) -> apb::CheckRequest {
+        apb::CheckRequest {
+            subject: user(user_id),
+            permission: permission.into(),
+            resource,
+            at_least_as_fresh_as: at.cloned(),
+            explain: false,
+        }
+    }
+
+    impl TestApp {
+        pub async fn check(
+            &self,
+            token: &str,
+            req: apb::CheckRequest,
+        ) -> Result<apb::CheckResponse, tonic::Status> {
+            self.access()
+                .check(authed(token, req))
+                .await
+                .map(|r| r.into_inner())
+        }
+
+        /// Whether `user` may `permission` on `mailbox`, asked with a service token.
+        pub async fn can(&self, user_id: &str, permission: &str, mailbox: &str) -> bool {
+            let service = self.service_token().await;
+            self.check(
+                &service,
+                request(user_id, permission, object("mailbox", mailbox), None),
+            )
+            .await
+            .expect("check")
+            .allowed
+        }
+
+        /// Polls until access, which follows identity's events, gives `expected`.
+        pub async fn eventually(
+            &self,
+            user_id: &str,
+            permission: &str,
+            mailbox: &str,
+            expected: bool,
+        ) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.can(user_id, permission, mailbox).await != expected {
+                assert!(
+                    Instant::now() < deadline,
+                    "{user_id} {permission} {mailbox} did not become {expected} within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        /// Writes relationships with `token`, retrying while access has not yet heard of a
+        /// user identity just created (FAILED_PRECONDITION).
+        pub async fn write_when_known(
+            &self,
+            token: &str,
+            relationships: Vec<apb::Relationship>,
+        ) -> apb::Revision {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let written = self
+                    .access()
+                    .write_relationships(authed(
+                        token,
+                        apb::WriteRelationshipsRequest {
+                            relationships: relationships.clone(),
+                        },
+                    ))
+                    .await;
+                match written {
+                    Ok(r) => return r.into_inner().written_at.expect("a revision"),
+                    Err(s)
+                        if s.code() == tonic::Code::FailedPrecondition
+                            && Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(s) => panic!("write relationships: {s:?}"),
+                }
+            }
+        }
+
+        /// The URL of this app's own database.
+        pub fn database_url(&self) -> &str {
+            secrecy::ExposeSecret::expose_secret(&self.platform.database_url)
+        }
     }
 }

@@ -1,0 +1,738 @@
+//! Access control end to end: identity's changes reaching the graph through Kafka, checks and
+//! lookups over gRPC, who may write what, revisions across replicas, settings, and events.
+
+use std::time::Duration;
+
+use mailroom_access::identity_events::IdentityEvents;
+use mailroom_platform::consumer::EventHandler;
+use mailroom_proto::events::v1 as ev;
+use mailroom_tests::access::{object, on_mailbox, request, user};
+use mailroom_tests::{
+    access_pb as apb, authed, identity_pb as pb, spawn_app_with_access, TestApp, TestOrg,
+};
+use tonic::Code;
+
+/// Company → Sales → East, and Other at the top. The CEO heads Company, `east_head` East,
+/// `other_head` Other; `owner` and `peer` work in East. `owner` owns `mailbox`.
+struct Org {
+    org: TestOrg,
+    east: pb::Department,
+    other: pb::Department,
+    ceo: pb::User,
+    east_head: pb::User,
+    other_head: pb::User,
+    owner: pb::User,
+    peer: pb::User,
+    mailbox: String,
+}
+
+async fn org(app: &TestApp) -> Org {
+    let org = app.create_org(0).await;
+    let company = app.create_department(&org, "Company", "", "").await;
+    let sales = app.create_department(&org, "Sales", &company.id, "").await;
+    let east = app.create_department(&org, "East", &sales.id, "").await;
+    let other = app.create_department(&org, "Other", "", "").await;
+    let ceo = app.create_user(&org, "ceo", &company.id).await;
+    let east_head = app.create_user(&org, "east.head", &east.id).await;
+    let other_head = app.create_user(&org, "other.head", &other.id).await;
+    let owner = app.create_user(&org, "owner", &east.id).await;
+    let peer = app.create_user(&org, "peer", &east.id).await;
+    app.set_head(&org, &company, &ceo.id).await;
+    let east = app.set_head(&org, &east, &east_head.id).await;
+    let other = app.set_head(&org, &other, &other_head.id).await;
+    let mailbox = uuid::Uuid::new_v4().to_string();
+    let service = app.service_token().await;
+    app.write_when_known(&service, vec![on_mailbox(&mailbox, "owner", &owner.id)])
+        .await;
+    Org {
+        org,
+        east,
+        other,
+        ceo,
+        east_head,
+        other_head,
+        owner,
+        peer,
+        mailbox,
+    }
+}
+
+async fn token(app: &TestApp, o: &Org, local: &str) -> String {
+    app.login(&o.org.address(local))
+        .await
+        .expect("login")
+        .access_token
+}
+
+#[tokio::test]
+async fn supervision_follows_identity_and_a_move_re_parents_it() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    assert!(app.can(&o.east_head.id, "mailbox.view", &o.mailbox).await);
+    assert!(!app.can(&o.other_head.id, "mailbox.view", &o.mailbox).await);
+    assert!(
+        !app.can(&o.ceo.id, "mailbox.modify", &o.mailbox).await,
+        "supervisors change nothing"
+    );
+    assert!(!app.can(&o.peer.id, "mailbox.view", &o.mailbox).await);
+
+    // Move East under Other in identity: the CEO loses it, Other's head gains it.
+    app.identity
+        .clone()
+        .update_department(authed(
+            &o.org.admin_token,
+            pb::UpdateDepartmentRequest {
+                department: Some(pb::Department {
+                    id: o.east.id.clone(),
+                    parent_id: o.other.id.clone(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["parent_id".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("move East");
+    app.eventually(&o.other_head.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    assert!(!app.can(&o.ceo.id, "mailbox.view", &o.mailbox).await);
+    assert!(
+        app.can(&o.east_head.id, "mailbox.view", &o.mailbox).await,
+        "the direct head stays"
+    );
+
+    // Dismissing a user takes every permission away, even on their own mailbox.
+    app.identity
+        .clone()
+        .dismiss_user(authed(
+            &o.org.admin_token,
+            pb::DismissUserRequest {
+                id: o.owner.id.clone(),
+            },
+        ))
+        .await
+        .expect("dismiss");
+    app.eventually(&o.owner.id, "mailbox.view", &o.mailbox, false)
+        .await;
+    assert!(!app.can(&o.owner.id, "mailbox.read_mail", &o.mailbox).await);
+}
+
+#[tokio::test]
+async fn nobody_reads_mail_without_a_grant_and_a_grant_is_seen_at_its_revision() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let admin = &o.org.admin_id;
+    assert!(app.can(admin, "mailbox.view", &o.mailbox).await);
+    assert!(app.can(admin, "mailbox.modify", &o.mailbox).await);
+    for who in [admin.as_str(), o.ceo.id.as_str(), o.east_head.id.as_str()] {
+        assert!(
+            !app.can(who, "mailbox.read_mail", &o.mailbox).await,
+            "{who} reads without a grant"
+        );
+    }
+    assert!(app.can(&o.owner.id, "mailbox.read_mail", &o.mailbox).await);
+
+    // The admin grants the CEO read access; the check that passes the revision sees it.
+    let written = app
+        .access()
+        .write_relationships(authed(
+            &o.org.admin_token,
+            apb::WriteRelationshipsRequest {
+                relationships: vec![on_mailbox(&o.mailbox, "reader", &o.ceo.id)],
+            },
+        ))
+        .await
+        .expect("grant")
+        .into_inner()
+        .written_at
+        .expect("revision");
+    let service = app.service_token().await;
+    let answer = app
+        .check(
+            &service,
+            request(
+                &o.ceo.id,
+                "mailbox.read_mail",
+                object("mailbox", &o.mailbox),
+                Some(&written),
+            ),
+        )
+        .await
+        .expect("check");
+    assert!(answer.allowed);
+    assert!(
+        !app.can(admin, "mailbox.read_mail", &o.mailbox).await,
+        "the grant is the CEO's only"
+    );
+
+    // "Access by": owner and the reader, not the admin or the supervisors.
+    let who = app
+        .access()
+        .lookup_subjects(authed(
+            &service,
+            apb::LookupSubjectsRequest {
+                resource: object("mailbox", &o.mailbox),
+                permission: "mailbox.read_mail".into(),
+                subject_type: "user".into(),
+                at_least_as_fresh_as: Some(written.clone()),
+            },
+        ))
+        .await
+        .expect("lookup subjects")
+        .into_inner();
+    let mut expected = vec![o.owner.id.clone(), o.ceo.id.clone()];
+    expected.sort();
+    assert_eq!(who.subject_ids, expected);
+
+    // Revoked: gone at the delete's revision.
+    let deleted = app
+        .access()
+        .delete_relationships(authed(
+            &o.org.admin_token,
+            apb::DeleteRelationshipsRequest {
+                relationships: vec![on_mailbox(&o.mailbox, "reader", &o.ceo.id)],
+            },
+        ))
+        .await
+        .expect("revoke")
+        .into_inner()
+        .deleted_at
+        .expect("revision");
+    let answer = app
+        .check(
+            &service,
+            request(
+                &o.ceo.id,
+                "mailbox.read_mail",
+                object("mailbox", &o.mailbox),
+                Some(&deleted),
+            ),
+        )
+        .await
+        .expect("check");
+    assert!(!answer.allowed);
+}
+
+#[tokio::test]
+async fn a_write_through_one_replica_is_seen_by_another_at_its_revision() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (mut second, _) = app.start_access_replica(stop.clone()).await;
+    let service = app.service_token().await;
+    for round in 0..5 {
+        let mailbox = uuid::Uuid::new_v4().to_string();
+        let written = app
+            .write_when_known(&service, vec![on_mailbox(&mailbox, "owner", &o.peer.id)])
+            .await;
+        // Asked on the other replica, at the write's revision: seen on the first try.
+        let answer = second
+            .check(authed(
+                &service,
+                request(
+                    &o.peer.id,
+                    "mailbox.modify",
+                    object("mailbox", &mailbox),
+                    Some(&written),
+                ),
+            ))
+            .await
+            .expect("check on the second replica")
+            .into_inner();
+        assert!(
+            answer.allowed,
+            "round {round}: the second replica missed the write"
+        );
+    }
+    // A revision nobody has written yet is refused, not waited for forever.
+    let err = second
+        .check(authed(
+            &service,
+            request(
+                &o.peer.id,
+                "mailbox.view",
+                object("mailbox", &o.mailbox),
+                Some(&apb::Revision {
+                    token: "r99999999".into(),
+                }),
+            ),
+        ))
+        .await
+        .expect_err("a future revision");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = second
+        .check(authed(
+            &service,
+            request(
+                &o.peer.id,
+                "mailbox.view",
+                object("mailbox", &o.mailbox),
+                Some(&apb::Revision {
+                    token: "yesterday".into(),
+                }),
+            ),
+        ))
+        .await
+        .expect_err("garbage revision");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn who_may_write_and_ask_what() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let peer = token(&app, &o, "peer").await;
+    let owner = token(&app, &o, "owner").await;
+    let ceo = token(&app, &o, "ceo").await;
+    let write = |token: String, rel: apb::Relationship| {
+        let mut access = app.access();
+        async move {
+            access
+                .write_relationships(authed(
+                    &token,
+                    apb::WriteRelationshipsRequest {
+                        relationships: vec![rel],
+                    },
+                ))
+                .await
+        }
+    };
+
+    // A peer cannot grant themselves read access; a supervisor cannot either.
+    let err = write(peer.clone(), on_mailbox(&o.mailbox, "reader", &o.peer.id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = write(ceo.clone(), on_mailbox(&o.mailbox, "reader", &o.ceo.id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // The owner shares read access to their own mailbox.
+    write(owner.clone(), on_mailbox(&o.mailbox, "reader", &o.peer.id))
+        .await
+        .expect("owner shares");
+    // Users never set ownership; identity's relations are identity's.
+    let err = write(
+        o.org.admin_token.clone(),
+        on_mailbox(&o.mailbox, "owner", &o.peer.id),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let head = apb::Relationship {
+        resource: object("department", &o.east.id),
+        relation: "head".into(),
+        subject: user(&o.peer.id),
+    };
+    let err = write(o.org.admin_token.clone(), head).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("identity"), "{}", err.message());
+    // A relation access does not know is refused with the ones it does.
+    let err = write(
+        o.org.admin_token.clone(),
+        on_mailbox(&o.mailbox, "writer", &o.peer.id),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("mailbox#reader@user"),
+        "{}",
+        err.message()
+    );
+
+    // The organisation stops owners sharing: now only admins grant.
+    app.access()
+        .update_permission_settings(authed(
+            &o.org.admin_token,
+            apb::UpdatePermissionSettingsRequest {
+                settings: Some(apb::PermissionSettings {
+                    read_access_grants: apb::ReadAccessGrants::Admins as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("settings");
+    let err = write(owner.clone(), on_mailbox(&o.mailbox, "reader", &o.ceo.id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = app
+        .access()
+        .update_permission_settings(authed(
+            &peer,
+            apb::UpdatePermissionSettingsRequest {
+                settings: Some(apb::PermissionSettings::default()),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // A user asks about themselves; about others only as an admin.
+    let err = app
+        .check(
+            &peer,
+            request(
+                &o.ceo.id,
+                "mailbox.view",
+                object("mailbox", &o.mailbox),
+                None,
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mine = app
+        .check(
+            &peer,
+            request(
+                &o.peer.id,
+                "mailbox.read_mail",
+                object("mailbox", &o.mailbox),
+                None,
+            ),
+        )
+        .await
+        .expect("own check");
+    assert!(mine.allowed, "the owner shared read access with the peer");
+    assert!(
+        app.check(
+            &o.org.admin_token,
+            request(
+                &o.ceo.id,
+                "mailbox.view",
+                object("mailbox", &o.mailbox),
+                None
+            )
+        )
+        .await
+        .expect("admin asks")
+        .allowed
+    );
+
+    // Another organisation's admin sees none of it.
+    let stranger = app.create_org(0).await;
+    let err = app
+        .check(
+            &stranger.admin_token,
+            request(
+                &o.ceo.id,
+                "mailbox.view",
+                object("mailbox", &o.mailbox),
+                None,
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = app
+        .access()
+        .write_relationships(authed(
+            &stranger.admin_token,
+            apb::WriteRelationshipsRequest {
+                relationships: vec![on_mailbox(&o.mailbox, "reader", &stranger.admin_id)],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::NotFound | Code::FailedPrecondition),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn explanations_lookups_and_settings_over_grpc() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let service = app.service_token().await;
+
+    let mut why = request(
+        &o.ceo.id,
+        "mailbox.view",
+        object("mailbox", &o.mailbox),
+        None,
+    );
+    why.explain = true;
+    let answer = app.check(&service, why.clone()).await.expect("explain");
+    assert!(answer.allowed);
+    assert_eq!(answer.reason, "supervises the owner");
+    let relations: Vec<&str> = answer.path.iter().map(|r| r.relation.as_str()).collect();
+    assert_eq!(
+        relations,
+        ["owner", "member", "parent", "parent", "head"],
+        "{:?}",
+        answer.path
+    );
+    why.permission = "mailbox.read_mail".into();
+    let answer = app.check(&service, why).await.expect("explain a denial");
+    assert!(!answer.allowed);
+    assert!(answer.reason.contains("reader grant"), "{}", answer.reason);
+
+    // Five more mailboxes for the peer; the CEO's list pages through all six.
+    let mut all = vec![o.mailbox.clone()];
+    let mut last = None;
+    for _ in 0..5 {
+        let m = uuid::Uuid::new_v4().to_string();
+        last = Some(
+            app.write_when_known(&service, vec![on_mailbox(&m, "owner", &o.peer.id)])
+                .await,
+        );
+        all.push(m);
+    }
+    all.sort();
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .access()
+            .lookup_resources(authed(
+                &service,
+                apb::LookupResourcesRequest {
+                    subject: user(&o.ceo.id),
+                    permission: "mailbox.view".into(),
+                    resource_type: "mailbox".into(),
+                    page_size: 4,
+                    page_token: page_token.clone(),
+                    at_least_as_fresh_as: last.clone(),
+                },
+            ))
+            .await
+            .expect("lookup resources")
+            .into_inner();
+        assert!(page.resource_ids.len() <= 4);
+        seen.extend(page.resource_ids);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, all, "every page in order, nothing twice");
+
+    // Supervisors lose the list when the organisation narrows it.
+    let updated = app
+        .access()
+        .update_permission_settings(authed(
+            &o.org.admin_token,
+            apb::UpdatePermissionSettingsRequest {
+                settings: Some(apb::PermissionSettings {
+                    view_mailbox_list: apb::Audience::AdminsAndManagers as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("narrow the list")
+        .into_inner();
+    assert_eq!(
+        updated.view_mailbox_list,
+        apb::Audience::AdminsAndManagers as i32
+    );
+    assert_eq!(
+        updated.modify_mailboxes,
+        apb::Audience::AdminsAndManagers as i32,
+        "unspecified fields keep their value"
+    );
+    assert!(!app.can(&o.ceo.id, "mailbox.view", &o.mailbox).await);
+    assert!(app.can(&o.org.admin_id, "mailbox.view", &o.mailbox).await);
+
+    // Delegating "manage mailboxes" gives view and modify, never mail.
+    let org_ref = object("org", &o.org.id);
+    app.access()
+        .write_relationships(authed(
+            &o.org.admin_token,
+            apb::WriteRelationshipsRequest {
+                relationships: vec![apb::Relationship {
+                    resource: org_ref.clone(),
+                    relation: "mailbox_manager".into(),
+                    subject: user(&o.ceo.id),
+                }],
+            },
+        ))
+        .await
+        .expect("delegate");
+    assert!(app.can(&o.ceo.id, "mailbox.modify", &o.mailbox).await);
+    assert!(!app.can(&o.ceo.id, "mailbox.read_mail", &o.mailbox).await);
+
+    // identity's "everyone may invite" flag (on by default) is the invite audience.
+    let invite = |id: &str| request(id, "org.invite", org_ref.clone(), None);
+    assert!(
+        app.check(&service, invite(&o.peer.id))
+            .await
+            .expect("check")
+            .allowed
+    );
+    app.identity
+        .clone()
+        .update_organization(authed(
+            &o.org.admin_token,
+            pb::UpdateOrganizationRequest {
+                organization: Some(pb::Organization {
+                    id: o.org.id.clone(),
+                    settings: Some(pb::OrganizationSettings {
+                        allow_everyone_to_invite: false,
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["settings.allow_everyone_to_invite".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("stop everyone inviting");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app
+        .check(&service, invite(&o.peer.id))
+        .await
+        .expect("check")
+        .allowed
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the invite flag did not reach access"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.check(&service, invite(&o.org.admin_id))
+            .await
+            .expect("check")
+            .allowed
+    );
+}
+
+#[tokio::test]
+async fn every_write_is_an_event_on_the_access_topic() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    let written = app
+        .write_when_known(
+            &o.org.admin_token,
+            vec![on_mailbox(&o.mailbox, "reader", &o.peer.id)],
+        )
+        .await;
+    let mailbox = o.mailbox.clone();
+    let event = mailroom_tests::wait_for_event(
+        &app.kafka_brokers,
+        mailroom_platform::kafka::ACCESS_EVENTS,
+        Duration::from_secs(30),
+        |e| match &e.payload {
+            Some(ev::envelope::Payload::RelationshipsWritten(w)) => w
+                .relationships
+                .iter()
+                .any(|r| r.resource_id == mailbox && r.relation == "reader"),
+            _ => false,
+        },
+    )
+    .await
+    .expect("RelationshipsWritten on mailroom.access.events");
+    assert_eq!(event.org_id, o.org.id);
+    assert_eq!(event.r#type, "mailroom.events.v1.RelationshipsWritten");
+    let Some(ev::envelope::Payload::RelationshipsWritten(w)) = event.payload else {
+        unreachable!()
+    };
+    assert_eq!(w.revision, written.token);
+    assert_eq!(w.relationships[0].subject_id, o.peer.id);
+    assert_eq!(
+        event.actor.and_then(|a| a.kind),
+        Some(ev::actor::Kind::UserId(o.org.admin_id.clone()))
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_identity_event_changes_nothing() {
+    let app = spawn_app_with_access().await;
+    let pool = mailroom_platform::db::connect(
+        &secrecy::SecretString::from(app.database_url().to_owned()),
+        mailroom_access::SCHEMA,
+        2,
+    )
+    .await
+    .expect("access pool");
+    let org = uuid::Uuid::new_v4();
+    let (user_id, department) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let envelope = |dept: &str| ev::Envelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        r#type: "mailroom.events.v1.UserUpdated".into(),
+        org_id: org.to_string(),
+        aggregate_id: user_id.to_string(),
+        payload: Some(ev::envelope::Payload::UserUpdated(ev::UserUpdated {
+            user: Some(ev::UserSnapshot {
+                id: user_id.to_string(),
+                state: ev::UserStateSnapshot::Active as i32,
+                department_id: dept.into(),
+                admin: true,
+                ..Default::default()
+            }),
+            changed_fields: vec!["department_id".into()],
+            previous_department_id: String::new(),
+        })),
+        ..Default::default()
+    };
+    let revisions = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM changelog WHERE org_id = $1")
+            .bind(org)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    };
+    let first = envelope(&department.to_string());
+    for _ in 0..3 {
+        let mut tx = pool.begin().await.expect("tx");
+        IdentityEvents
+            .handle(&mut tx, &first)
+            .await
+            .expect("handle");
+        tx.commit().await.expect("commit");
+    }
+    assert_eq!(
+        revisions(pool.clone()).await,
+        1,
+        "the replays recorded nothing"
+    );
+    let rows: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT kind, subject_id FROM relationships WHERE org_id = $1 ORDER BY kind",
+    )
+    .bind(org)
+    .fetch_all(&pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        rows,
+        vec![
+            ("admin".to_owned(), user_id),
+            ("member".to_owned(), department)
+        ]
+    );
+    // The user leaves their department: the membership goes, once.
+    let moved = envelope("");
+    for _ in 0..2 {
+        let mut tx = pool.begin().await.expect("tx");
+        IdentityEvents
+            .handle(&mut tx, &moved)
+            .await
+            .expect("handle");
+        tx.commit().await.expect("commit");
+    }
+    assert_eq!(revisions(pool.clone()).await, 2);
+    // Garbage in an event is an error for the consumer to retry and dead-letter, not a panic.
+    let mut bad = envelope("not-a-uuid");
+    bad.org_id = "also-not".into();
+    let mut tx = pool.begin().await.expect("tx");
+    assert!(IdentityEvents.handle(&mut tx, &bad).await.is_err());
+}
