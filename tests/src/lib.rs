@@ -6,6 +6,8 @@
 //! other's way by creating their own organisations with unique domains. [`Broker`] starts a
 //! private tansu for tests that stop and restart the broker.
 
+pub mod bench;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -249,7 +251,7 @@ async fn connect(endpoint: &str) -> Channel {
 }
 
 /// Creates an empty database next to the stack's and returns its URL.
-async fn create_database(server_url: &str) -> String {
+pub async fn create_database(server_url: &str) -> String {
     let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
     let admin = PgPool::connect(server_url)
         .await

@@ -128,12 +128,21 @@ struct KeyCache {
 }
 
 /// Verifies access tokens. Cheap to clone.
+///
+/// A token's signature is checked once: the claims of tokens already verified are kept (up
+/// to [`VERIFIED_CAPACITY`], keyed by the whole token) until they expire, so a caller that
+/// sends the same token thousands of times a second costs one Ed25519 verification, not
+/// thousands. A changed key set empties the memo.
 #[derive(Clone)]
 pub struct TokenVerifier {
     cache: Arc<RwLock<KeyCache>>,
     source: Option<Arc<dyn KeySource>>,
     validation: Arc<Validation>,
+    verified: Arc<std::sync::Mutex<HashMap<String, Claims>>>,
 }
+
+/// How many verified tokens are remembered (emptied when full).
+pub const VERIFIED_CAPACITY: usize = 10_000;
 
 const REFETCH_AFTER: Duration = Duration::from_secs(5);
 
@@ -166,11 +175,39 @@ impl TokenVerifier {
             })),
             source,
             validation: Arc::new(validation),
+            verified: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn remembered(&self, token: &str) -> Option<Claims> {
+        let now = chrono::Utc::now().timestamp();
+        let verified = self.verified.lock().ok()?;
+        verified
+            .get(token)
+            .filter(|c| c.exp + self.validation.leeway as i64 > now)
+            .cloned()
+    }
+
+    fn remember(&self, token: &str, claims: &Claims) {
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(token.to_owned(), claims.clone());
         }
     }
 
     /// Verifies a bearer token and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Some(claims) = self.remembered(token) {
+            return Ok(claims);
+        }
+        let claims = self.verify_signature(token).await?;
+        self.remember(token, &claims);
+        Ok(claims)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid);
@@ -220,6 +257,9 @@ impl TokenVerifier {
         let mut cache = self.cache.write().await;
         cache.keys = keys;
         cache.fetched_at = Some(Instant::now());
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.clear();
+        }
         Ok(())
     }
 }

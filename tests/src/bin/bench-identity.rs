@@ -5,11 +5,11 @@
 //! way (the bare SQL lookup; a bare Argon2id verify), so the figures read as ratios from one
 //! run, which holds on a noisy shared machine where absolute numbers drift.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use mailroom_tests::bench::drive;
 use mailroom_tests::identity_pb as pb;
 use mailroom_tests::{authed, spawn_app_with, AppOptions, PASSWORD};
 use rand::seq::SliceRandom;
@@ -28,87 +28,6 @@ struct Args {
     /// Concurrent callers for Login (CPU-bound: Argon2id).
     #[arg(long, default_value_t = 4)]
     login_concurrency: usize,
-}
-
-struct Stats {
-    name: String,
-    calls: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Stats {
-    fn throughput(&self) -> f64 {
-        self.calls as f64 / self.elapsed.as_secs_f64()
-    }
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[idx] as f64 / 1000.0
-    }
-    fn print(&self) {
-        println!(
-            "{:<44} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>7}",
-            self.name,
-            self.calls,
-            self.throughput(),
-            self.percentile(0.5),
-            self.percentile(0.99),
-            self.errors
-        );
-    }
-}
-
-/// Runs `op` from `concurrency` tasks for `duration`; `op(i)` is one call.
-async fn drive<F, Fut>(name: &str, concurrency: usize, duration: Duration, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let op = Arc::new(op);
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let op = op.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            let mut i = worker;
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                if !op(i).await {
-                    errors += 1;
-                }
-                latencies.push(t.elapsed().as_micros() as u64);
-                i += concurrency;
-            }
-            (latencies, errors)
-        }));
-    }
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        if let Ok((l, e)) = task.await {
-            latencies_us.extend(l);
-            errors += e;
-        }
-    }
-    let elapsed = started.elapsed();
-    latencies_us.sort_unstable();
-    Stats {
-        name: name.to_owned(),
-        calls: latencies_us.len(),
-        errors,
-        elapsed,
-        latencies_us,
-    }
 }
 
 #[tokio::main]
