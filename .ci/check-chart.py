@@ -53,6 +53,7 @@ for label, values in [("minimal install values", minimal), ("dev values", dev), 
         check(f"helm lint --strict ({label})", False, str(err))
         continue
     kinds = []
+    deployments = {}
     for path, text in sorted(render(values).items()):
         if not path.endswith((".yaml", ".yml")):
             continue
@@ -60,6 +61,8 @@ for label, values in [("minimal install values", minimal), ("dev values", dev), 
             if not doc:
                 continue
             kinds.append(doc["kind"])
+            if doc["kind"] == "Deployment":
+                deployments[doc["metadata"]["name"]] = doc
             if doc["apiVersion"].startswith(KNOWN_CRD_GROUPS):
                 continue
             try:
@@ -69,6 +72,12 @@ for label, values in [("minimal install values", minimal), ("dev values", dev), 
     check(f"{label}: renders Deployment, Service, PDB, migration Job, Secret",
           {"Deployment", "Service", "Job", "Secret"} <= set(kinds) and ("PodDisruptionBudget" in kinds) == (label != "dev values"),
           str(kinds))
+    access = deployments.get("mailroom-access")
+    env = {e["name"]: e.get("value") for e in access["spec"]["template"]["spec"]["containers"][0]["env"]} if access else {}
+    check(f"{label}: access runs beside identity and finds identity's keys",
+          set(deployments) == {"mailroom-identity", "mailroom-access"}
+          and env.get("MAILROOM_ACCESS__IDENTITY_ENDPOINT") == "http://mailroom-identity:50051",
+          f"{sorted(deployments)} {env.get('MAILROOM_ACCESS__IDENTITY_ENDPOINT')}")
     if label == "service monitor on":
         check("ServiceMonitor rendered when enabled", "ServiceMonitor" in kinds, str(kinds))
 
