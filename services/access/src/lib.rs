@@ -170,7 +170,7 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
         config.identity_endpoint.clone(),
     )));
     let consumer_group = config.consumer_group.clone();
-    let access = Arc::new(Access::new(pool.clone(), replica, config));
+    let access = Arc::new(Access::new(pool.clone(), replica));
     let routes = tonic::service::Routes::new(pb::access_service_server::AccessServiceServer::new(
         api::AccessApi(access.clone()),
     ));

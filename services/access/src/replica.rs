@@ -320,7 +320,7 @@ async fn load_state(pool: &PgPool) -> Result<State> {
     for (user, org, active) in users {
         state.apply(org, &Change::User { user, active });
     }
-    for (org, settings) in store::all_settings(&mut *tx).await? {
+    for (org, settings) in store::all_settings(&mut tx).await? {
         state.apply(org, &Change::Settings(settings));
     }
     let rows: Vec<(Uuid, String, Uuid, Uuid)> =

@@ -21,7 +21,6 @@ use mailroom_platform::proto::events::v1 as ev;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::config::AccessConfig;
 use crate::error::{AccessError, Result};
 use crate::graph::OrgGraph;
 use crate::model::{Permission, ReadAccessGrants, Relationship, Settings};
@@ -33,8 +32,6 @@ use crate::wire::{self, Resource};
 pub struct Access {
     pub(crate) pool: PgPool,
     pub(crate) replica: Arc<Replica>,
-    #[allow(dead_code)]
-    pub(crate) config: AccessConfig,
 }
 
 /// How many checks one CheckBulk may carry.
@@ -89,12 +86,8 @@ fn denial_reason(
 }
 
 impl Access {
-    pub fn new(pool: PgPool, replica: Arc<Replica>, config: AccessConfig) -> Self {
-        Self {
-            pool,
-            replica,
-            config,
-        }
+    pub fn new(pool: PgPool, replica: Arc<Replica>) -> Self {
+        Self { pool, replica }
     }
 
     pub fn replica(&self) -> &Arc<Replica> {

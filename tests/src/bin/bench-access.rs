@@ -38,6 +38,9 @@ struct Args {
     /// Calls per second in the open-loop run.
     #[arg(long, default_value_t = 15_000.0)]
     rate: f64,
+    /// Checks per CheckBulk call.
+    #[arg(long, default_value_t = 10)]
+    batch: usize,
 }
 
 struct Seeded {
@@ -274,6 +277,55 @@ async fn main() -> anyhow::Result<()> {
     .await;
     open.print();
 
+    // The same load as CheckBulk calls of `batch` checks (how a list filter asks).
+    let batch = args.batch;
+    let bulk_op = {
+        let (channels, token, seeded) = (channels.clone(), token.clone(), seeded.clone());
+        move |i: usize| {
+            let mut client = apb::access_service_client::AccessServiceClient::new(
+                channels[i % channels.len()].clone(),
+            );
+            let token = token.clone();
+            let checks = (0..batch)
+                .map(|j| {
+                    let h = ((i * batch + j) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    apb::CheckRequest {
+                        subject: user(&seeded.users[(h as usize) % seeded.users.len()].to_string()),
+                        permission: perms[j % perms.len()].into(),
+                        resource: object(
+                            "mailbox",
+                            &seeded.mailboxes[((h >> 20) as usize) % seeded.mailboxes.len()]
+                                .to_string(),
+                        ),
+                        at_least_as_fresh_as: None,
+                        explain: false,
+                    }
+                })
+                .collect();
+            async move {
+                client
+                    .check_bulk(authed(
+                        &token,
+                        apb::CheckBulkRequest {
+                            checks,
+                            at_least_as_fresh_as: None,
+                        },
+                    ))
+                    .await
+                    .is_ok_and(|r| r.into_inner().results.len() == batch)
+            }
+        }
+    };
+    let bulk = drive_at_rate(
+        &format!("CheckBulk x{batch} at {:.0} checks/s (open)", args.rate),
+        args.rate / batch as f64,
+        args.concurrency / 4,
+        duration,
+        bulk_op,
+    )
+    .await;
+    bulk.print();
+
     let lookup_op = {
         let (channels, token, seeded) = (channels.clone(), token.clone(), seeded.clone());
         move |i: usize| {
@@ -350,10 +402,11 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "ratios (same run): Check closed-loop throughput / health check = {:.2};  open loop achieved {:.0}/s of {:.0}/s asked",
+        "ratios (same run): Check closed-loop throughput / health check = {:.2};  open loop achieved {:.0}/s of {:.0}/s asked;  CheckBulk achieved {:.0} checks/s",
         closed.throughput() / health.throughput(),
         open.throughput(),
-        args.rate
+        args.rate,
+        bulk.throughput() * batch as f64
     );
     println!("organisation {}: {} users", seeded.org, seeded.users.len());
     stop.cancel();
