@@ -205,10 +205,20 @@ impl TestApp {
         &self,
         shutdown: CancellationToken,
     ) -> (AccessServiceClient<Channel>, String) {
-        let config = mailroom_access::AccessConfig {
+        self.start_access_replica_with(shutdown, |_| {}).await
+    }
+
+    /// As [`TestApp::start_access_replica`], with its configuration adjusted by `tweak`.
+    pub async fn start_access_replica_with(
+        &self,
+        shutdown: CancellationToken,
+        tweak: impl FnOnce(&mut mailroom_access::AccessConfig),
+    ) -> (AccessServiceClient<Channel>, String) {
+        let mut config = mailroom_access::AccessConfig {
             consumer_group: self.access_group.clone(),
             ..Default::default()
         };
+        tweak(&mut config);
         let started = mailroom_access::start(&self.platform, config)
             .await
             .expect("access starts");

@@ -225,7 +225,14 @@ async fn a_write_through_one_replica_is_seen_by_another_at_its_revision() {
     app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
         .await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let (mut second, _) = app.start_access_replica(stop.clone()).await;
+    // The second replica hears of writes only when asked at a revision: no notifications, and
+    // a poll too slow to matter here. What it answers comes from honouring the revision.
+    let (mut second, _) = app
+        .start_access_replica_with(stop.clone(), |c| {
+            c.changelog_notifications = false;
+            c.changelog_poll_ms = 3_600_000;
+        })
+        .await;
     let service = app.service_token().await;
     for round in 0..5 {
         let mailbox = uuid::Uuid::new_v4().to_string();

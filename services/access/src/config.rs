@@ -18,6 +18,13 @@ pub struct AccessConfig {
     /// pruned; a replica further behind reloads from the tables).
     #[serde(default = "default_changelog_retention_secs")]
     pub changelog_retention_secs: u64,
+    /// How often a replica reads the changelog when no notification woke it.
+    #[serde(default = "default_changelog_poll_ms")]
+    pub changelog_poll_ms: u64,
+    /// Whether a replica LISTENs for writers' notifications (off: it learns of writes by
+    /// polling, or when a call names a revision it has not reached).
+    #[serde(default = "default_true")]
+    pub changelog_notifications: bool,
 }
 
 fn default_identity_endpoint() -> String {
@@ -32,6 +39,12 @@ fn default_consistency_wait_ms() -> u64 {
 fn default_changelog_retention_secs() -> u64 {
     24 * 3600
 }
+fn default_changelog_poll_ms() -> u64 {
+    1_000
+}
+fn default_true() -> bool {
+    true
+}
 
 impl Default for AccessConfig {
     fn default() -> Self {
@@ -40,6 +53,8 @@ impl Default for AccessConfig {
             consumer_group: default_consumer_group(),
             consistency_wait_ms: default_consistency_wait_ms(),
             changelog_retention_secs: default_changelog_retention_secs(),
+            changelog_poll_ms: default_changelog_poll_ms(),
+            changelog_notifications: true,
         }
     }
 }

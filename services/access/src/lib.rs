@@ -163,6 +163,10 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
             pool.clone(),
             Duration::from_millis(config.consistency_wait_ms),
             Duration::from_secs(config.changelog_retention_secs),
+            replica::Tailing {
+                poll: Duration::from_millis(config.changelog_poll_ms.max(10)),
+                notifications: config.changelog_notifications,
+            },
         )
         .await?,
     );

@@ -2,7 +2,7 @@
 //!
 //! At start a replica loads the tables in one snapshot, remembering the latest revision in it.
 //! Then it tails the changelog: woken by `NOTIFY` when a writer commits (any replica's), and
-//! every second regardless. A call that names a revision waits until the replica has applied
+//! every poll interval regardless. A call that names a revision waits until the replica has applied
 //! it ([`Replica::wait_for`]), which is how a check on one replica sees a write made through
 //! another. Checks never touch the database.
 
@@ -83,6 +83,14 @@ pub struct Replica {
     catching_up: Mutex<()>,
     wait_limit: Duration,
     retention: Duration,
+    tailing: Tailing,
+}
+
+/// How a replica learns of new changelog records besides calls that name a revision.
+#[derive(Debug, Clone, Copy)]
+pub struct Tailing {
+    pub poll: Duration,
+    pub notifications: bool,
 }
 
 /// How many changelog records one catch-up reads at a time.
@@ -90,7 +98,12 @@ const BATCH: i64 = 1_000;
 
 impl Replica {
     /// Loads every organisation from the tables, in one snapshot.
-    pub async fn load(pool: PgPool, wait_limit: Duration, retention: Duration) -> Result<Self> {
+    pub async fn load(
+        pool: PgPool,
+        wait_limit: Duration,
+        retention: Duration,
+        tailing: Tailing,
+    ) -> Result<Self> {
         let state = load_state(&pool).await?;
         let (applied, _) = watch::channel(state.revision);
         let replica = Replica {
@@ -100,6 +113,7 @@ impl Replica {
             catching_up: Mutex::new(()),
             wait_limit,
             retention,
+            tailing,
         };
         replica.record_gauges();
         Ok(replica)
@@ -229,19 +243,23 @@ impl Replica {
     }
 
     /// Keeps the replica current until `shutdown`: on every notification from a writer, and
-    /// every second in case one was missed. Prunes the changelog now and then.
+    /// every poll interval in case one was missed. Prunes the changelog now and then.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut l) => match l.listen(store::CHANGELOG_CHANNEL).await {
-                Ok(()) => Some(l),
+        let mut listener = if !self.tailing.notifications {
+            None
+        } else {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut l) => match l.listen(store::CHANGELOG_CHANNEL).await {
+                    Ok(()) => Some(l),
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot LISTEN for changes; polling instead");
+                        None
+                    }
+                },
                 Err(err) => {
-                    tracing::warn!(%err, "cannot LISTEN for changes; polling every second");
+                    tracing::warn!(%err, "cannot LISTEN for changes; polling instead");
                     None
                 }
-            },
-            Err(err) => {
-                tracing::warn!(%err, "cannot LISTEN for changes; polling every second");
-                None
             }
         };
         let mut last_prune = Instant::now();
@@ -269,7 +287,7 @@ impl Replica {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = woken => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(self.tailing.poll) => {}
             }
         }
     }
