@@ -176,11 +176,27 @@ CONF
   fi
 }
 
+# The maildir of an SMTP sink already listening on SMTP_PORT (perhaps another checkout's):
+# the last argument of its command line.
+running_sink_dir() {
+  local cmdline dir
+  for cmdline in /proc/[0-9]*/cmdline; do
+    if tr '\0' ' ' <"$cmdline" 2>/dev/null | grep -q "aiosmtpd .*127.0.0.1:$SMTP_PORT "; then
+      dir=$(tr '\0' '\n' <"$cmdline" 2>/dev/null | tail -n 1)
+      [ -d "$dir" ] && { echo "$dir"; return; }
+    fi
+  done
+}
+
 start_smtp_sink() {
   if [ -n "${MAILROOM_SMTP_ADDR:-}" ]; then say "SMTP: using MAILROOM_SMTP_ADDR"; return; fi
   export MAILROOM_SMTP_ADDR="127.0.0.1:$SMTP_PORT"
   export MAILROOM_SMTP_SINK_DIR="$STACK/smtp-sink"
-  if ! port_open "$SMTP_PORT"; then
+  if port_open "$SMTP_PORT"; then
+    # A sink started by another checkout: tests read the mail where it writes it.
+    local dir; dir=$(running_sink_dir)
+    if [ -n "$dir" ]; then export MAILROOM_SMTP_SINK_DIR="$dir"; fi
+  else
     mkdir -p "$STACK/smtp-sink/tmp" "$STACK/smtp-sink/new" "$STACK/smtp-sink/cur"
     nohup "$STACK/venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
       -c aiosmtpd.handlers.Mailbox "$STACK/smtp-sink" </dev/null >"$STACK/smtp.log" 2>&1 &
