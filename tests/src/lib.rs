@@ -709,10 +709,7 @@ pub mod access {
                     .await;
                 match written {
                     Ok(r) => return r.into_inner().written_at.expect("a revision"),
-                    Err(s)
-                        if s.code() == tonic::Code::FailedPrecondition
-                            && Instant::now() < deadline =>
-                    {
+                    Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(100)).await
                     }
                     Err(s) => panic!("write relationships: {s:?}"),

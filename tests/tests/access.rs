@@ -743,3 +743,181 @@ async fn a_replayed_identity_event_changes_nothing() {
     let mut tx = pool.begin().await.expect("tx");
     assert!(IdentityEvents.handle(&mut tx, &bad).await.is_err());
 }
+
+/// A pool on access's schema in the test app's database, for driving the store directly.
+async fn access_pool(app: &TestApp) -> sqlx::PgPool {
+    mailroom_platform::db::connect(
+        &secrecy::SecretString::from(app.database_url().to_owned()),
+        mailroom_access::SCHEMA,
+        2,
+    )
+    .await
+    .expect("access pool")
+}
+
+#[tokio::test]
+async fn a_mailbox_belongs_to_one_organisation_and_read_access_needs_its_owner() {
+    use mailroom_access::error::AccessError;
+    use mailroom_access::store::Writer;
+    use mailroom_access::Relationship;
+
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let service = app.service_token().await;
+    let write = |rel: apb::Relationship| {
+        let mut access = app.access();
+        let service = service.clone();
+        async move {
+            access
+                .write_relationships(authed(
+                    &service,
+                    apb::WriteRelationshipsRequest {
+                        relationships: vec![rel],
+                    },
+                ))
+                .await
+        }
+    };
+
+    // Read access to a mailbox nobody owns yet is refused: it would bind the mailbox to
+    // whichever organisation wrote first.
+    let unowned = uuid::Uuid::new_v4().to_string();
+    let err = write(on_mailbox(&unowned, "reader", &o.peer.id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("no owner"), "{}", err.message());
+    assert!(
+        err.message().starts_with("relationships[0]: "),
+        "{}",
+        err.message()
+    );
+
+    // Another organisation cannot take the mailbox, through the API or past it.
+    let stranger = app.create_org(0).await;
+    for relation in ["owner", "reader"] {
+        // Until access hears of the stranger from identity it answers UNAVAILABLE; then,
+        // not found.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let err = loop {
+            let err = write(on_mailbox(&o.mailbox, relation, &stranger.admin_id))
+                .await
+                .unwrap_err();
+            if err.code() != Code::Unavailable || std::time::Instant::now() > deadline {
+                break err;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(err.code(), Code::NotFound, "{relation}: {err:?}");
+    }
+    let pool = access_pool(&app).await;
+    let mailbox: uuid::Uuid = o.mailbox.parse().expect("uuid");
+    let stranger_org: uuid::Uuid = stranger.id.parse().expect("uuid");
+    let stranger_admin: uuid::Uuid = stranger.admin_id.parse().expect("uuid");
+    for rel in [
+        Relationship::Owner(mailbox, stranger_admin),
+        Relationship::Reader(mailbox, stranger_admin),
+    ] {
+        let mut tx = pool.begin().await.expect("tx");
+        let mut w = Writer::begin(&mut tx, stranger_org).await.expect("writer");
+        let refused = w.write(rel).await;
+        assert!(
+            matches!(refused, Err(AccessError::NotFound(_))),
+            "{rel:?}: {refused:?}"
+        );
+    }
+    let asked = app
+        .check(
+            &service,
+            request(
+                &stranger.admin_id,
+                "mailbox.view",
+                object("mailbox", &o.mailbox),
+                None,
+            ),
+        )
+        .await
+        .expect("check");
+    assert!(!asked.allowed, "another organisation's admin sees nothing");
+}
+
+#[tokio::test]
+async fn only_a_change_of_identitys_invite_flag_moves_the_invite_audience() {
+    use mailroom_access::store::{self, Writer};
+    use mailroom_access::Audience;
+
+    let app = spawn_app_with_access().await;
+    let pool = access_pool(&app).await;
+    let org = uuid::Uuid::new_v4();
+    let handle = |payload: ev::envelope::Payload| {
+        let pool = pool.clone();
+        async move {
+            let event = ev::Envelope {
+                id: uuid::Uuid::now_v7().to_string(),
+                r#type: mailroom_platform::outbox::payload_type(&payload).into(),
+                org_id: org.to_string(),
+                aggregate_id: org.to_string(),
+                payload: Some(payload),
+                ..Default::default()
+            };
+            let mut tx = pool.begin().await.expect("tx");
+            IdentityEvents
+                .handle(&mut tx, &event)
+                .await
+                .expect("handle");
+            tx.commit().await.expect("commit");
+        }
+    };
+    let updated = |name: &str, everyone: bool| {
+        ev::envelope::Payload::OrganizationUpdated(ev::OrganizationUpdated {
+            display_name: name.into(),
+            allow_everyone_to_invite: everyone,
+            ..Default::default()
+        })
+    };
+    let invite = || {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.expect("conn");
+            store::settings(&mut conn, org)
+                .await
+                .expect("settings")
+                .0
+                .invite
+        }
+    };
+
+    handle(ev::envelope::Payload::OrganizationCreated(
+        ev::OrganizationCreated {
+            display_name: "Acme".into(),
+            allow_everyone_to_invite: true,
+            ..Default::default()
+        },
+    ))
+    .await;
+    assert_eq!(invite().await, Audience::Everyone);
+
+    // An admin narrows the audience through access's settings; a rename in identity keeps it.
+    let mut tx = pool.begin().await.expect("tx");
+    let mut w = Writer::begin(&mut tx, org).await.expect("writer");
+    let (mut settings, _) = store::settings(w.conn(), org).await.expect("settings");
+    settings.invite = Audience::AdminsAndManagers;
+    w.set_settings(settings).await.expect("set");
+    w.finish().await.expect("finish");
+    tx.commit().await.expect("commit");
+    handle(updated("Acme Ltd", true)).await;
+    assert_eq!(invite().await, Audience::AdminsAndManagers, "a rename");
+
+    // Turning the flag off leaves a narrower audience as it is; on opens it to everyone;
+    // off again closes it to admins.
+    handle(updated("Acme Ltd", false)).await;
+    assert_eq!(invite().await, Audience::AdminsAndManagers);
+    handle(updated("Acme Ltd", true)).await;
+    assert_eq!(invite().await, Audience::Everyone);
+    handle(updated("Acme Ltd", false)).await;
+    assert_eq!(invite().await, Audience::Admins);
+    handle(updated("Acme Group", false)).await;
+    assert_eq!(invite().await, Audience::Admins);
+}

@@ -18,6 +18,10 @@ pub enum AccessError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Something this service is waiting to learn (from identity's events, say); retrying
+    /// shortly is the fix.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("this replica has applied revision {have} and did not reach the requested {wanted} within {waited_ms} ms; retry")]
@@ -54,8 +58,26 @@ impl ApiError for AccessError {
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             NotFound(_) => ErrorKind::NotFound,
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
-            NotYetAt { .. } | DbUnavailable(_) => ErrorKind::Unavailable,
+            NotYetAt { .. } | DbUnavailable(_) | Unavailable(_) => ErrorKind::Unavailable,
             Db(_) | Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl AccessError {
+    /// The same error with `at` (which item of a batch, say) before its message.
+    pub fn at(self, at: &str) -> AccessError {
+        use AccessError::*;
+        match self {
+            InvalidArgument(m) => InvalidArgument(format!("{at}: {m}")),
+            PermissionDenied(m) => PermissionDenied(format!("{at}: {m}")),
+            NotFound(m) => NotFound(format!("{at}: {m}")),
+            FailedPrecondition(m) => FailedPrecondition(format!("{at}: {m}")),
+            Unavailable(m) => Unavailable(format!("{at}: {m}")),
+            Aip(e) => InvalidArgument(format!("{at}: {e}")),
+            Model(e @ ModelError::NeedsMailbox(_)) => InvalidArgument(format!("{at}: {e}")),
+            Model(e @ ModelError::Cycle(_)) => FailedPrecondition(format!("{at}: {e}")),
+            other => other,
         }
     }
 }

@@ -13,7 +13,7 @@ use mailroom_platform::proto::events::v1 as ev;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::model::{Audience, Relationship};
+use crate::model::{Audience, Relationship, Settings};
 use crate::store::{self, Kind, Writer};
 
 /// The handler for `mailroom.identity.events`.
@@ -62,18 +62,36 @@ async fn mirror_department(
     Ok(())
 }
 
-/// identity's "everyone may invite" flag is the `Everyone` invite audience here. A narrower
-/// audience chosen through this service's settings stays while the flag stays off.
+/// identity's "everyone may invite" flag is the `Everyone` invite audience here. Only a change
+/// of the flag moves the audience: on, everyone invites; off, back to admins only if the
+/// audience was still everyone. Any other organisation update (a rename) leaves alone an
+/// audience chosen through this service's settings.
 async fn mirror_invite_flag(w: &mut Writer<'_>, everyone: bool) -> anyhow::Result<()> {
     let org = w.org();
-    let (mut settings, stored_at) = store::settings(w.conn(), org).await?;
-    let is_everyone = settings.invite == Audience::Everyone;
-    if everyone != is_everyone || stored_at.is_none() {
-        if everyone {
-            settings.invite = Audience::Everyone;
-        } else if is_everyone {
-            settings.invite = Audience::Admins;
-        }
+    let previous: Option<bool> =
+        sqlx::query_scalar("SELECT everyone FROM identity_invite_flags WHERE org_id = $1")
+            .bind(org)
+            .fetch_optional(w.conn())
+            .await?;
+    if previous == Some(everyone) {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO identity_invite_flags (org_id, everyone) VALUES ($1, $2) \
+         ON CONFLICT (org_id) DO UPDATE SET everyone = EXCLUDED.everyone",
+    )
+    .bind(org)
+    .bind(everyone)
+    .execute(w.conn())
+    .await?;
+    let (mut settings, _) = store::settings(w.conn(), org).await?;
+    let before = settings;
+    if everyone {
+        settings.invite = Audience::Everyone;
+    } else if previous == Some(true) && settings.invite == Audience::Everyone {
+        settings.invite = Settings::default().invite;
+    }
+    if settings != before {
         w.set_settings(settings).await?;
     }
     Ok(())

@@ -144,10 +144,11 @@ async fn consume_identity_events(
         };
         if let Err(err) = result {
             tracing::warn!(%err, "identity events consumer stopped; starting again");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
+        }
+        // Whatever ended the consumer (an error, or its stream closing), pause before a new one.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
 }

@@ -81,6 +81,7 @@ pub struct Replica {
     state: RwLock<State>,
     applied: watch::Sender<i64>,
     catching_up: Mutex<()>,
+    sized_at: std::sync::Mutex<Option<Instant>>,
     wait_limit: Duration,
     retention: Duration,
     tailing: Tailing,
@@ -95,6 +96,8 @@ pub struct Tailing {
 
 /// How many changelog records one catch-up reads at a time.
 const BATCH: i64 = 1_000;
+/// How often the size gauges (relationships, organisations) are refreshed at most.
+const SIZE_GAUGE_EVERY: Duration = Duration::from_secs(10);
 
 impl Replica {
     /// Loads every organisation from the tables, in one snapshot.
@@ -111,6 +114,7 @@ impl Replica {
             state: RwLock::new(state),
             applied,
             catching_up: Mutex::new(()),
+            sized_at: std::sync::Mutex::new(None),
             wait_limit,
             retention,
             tailing,
@@ -130,13 +134,15 @@ impl Replica {
         *self.applied.borrow()
     }
 
-    /// Waits until this replica has applied `revision`.
+    /// Waits until this replica has applied `revision`. A revision never drawn is refused at
+    /// once; one drawn but not yet applied here is waited for up to the wait limit.
     pub async fn wait_for(&self, revision: i64) -> Result<()> {
         if self.revision() >= revision {
             return Ok(());
         }
         let started = Instant::now();
         let mut applied = self.applied.subscribe();
+        let mut drawn_checked = false;
         loop {
             // Catch up now rather than wait for the notification; one task at a time does it.
             if let Ok(_guard) = self.catching_up.try_lock() {
@@ -145,8 +151,8 @@ impl Replica {
             if *applied.borrow_and_update() >= revision {
                 return Ok(());
             }
-            let left = self.wait_limit.saturating_sub(started.elapsed());
-            if left.is_zero() {
+            if !drawn_checked {
+                drawn_checked = true;
                 let (latest,): (i64,) = sqlx::query_as("SELECT last_value FROM revisions")
                     .fetch_one(&self.pool)
                     .await?;
@@ -155,6 +161,9 @@ impl Replica {
                         "revision {revision} has not been written yet (the latest is {latest}); pass a token this service returned"
                     )));
                 }
+            }
+            let left = self.wait_limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 return Err(AccessError::NotYetAt {
                     wanted: revision,
                     have: self.revision(),
@@ -211,12 +220,20 @@ impl Replica {
             let Some(last) = records.last().map(|r| r.0) else {
                 return Ok(());
             };
-            let mut decoded = Vec::with_capacity(records.len());
+            let fetched = records.len();
+            let mut decoded = Vec::with_capacity(fetched);
             for (revision, org, changes) in records {
-                let changes: Vec<Change> = serde_json::from_value(changes).map_err(|e| {
-                    AccessError::Internal(format!("changelog record {revision} is unreadable: {e}"))
-                })?;
-                decoded.push((org, changes));
+                // A record this build cannot read (written by a newer one, or damaged) is
+                // skipped, as `load_state` skips an unknown row: one bad record must not stop
+                // every later change from reaching this replica.
+                match serde_json::from_value::<Vec<Change>>(changes) {
+                    Ok(changes) => decoded.push((org, changes)),
+                    Err(err) => {
+                        tracing::error!(revision, %org, %err, "changelog record is unreadable; skipped");
+                        metrics::counter!("mailroom_access_changelog_records_skipped_total")
+                            .increment(1);
+                    }
+                }
             }
             {
                 let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -229,15 +246,23 @@ impl Replica {
             }
             self.applied.send_replace(last);
             self.record_gauges();
-            if (decoded.len() as i64) < BATCH {
+            if (fetched as i64) < BATCH {
                 return Ok(());
             }
         }
     }
 
+    /// The revision gauge on every catch-up; the counts, which walk every graph, at most
+    /// every [`SIZE_GAUGE_EVERY`].
     fn record_gauges(&self) {
+        metrics::gauge!("mailroom_access_revision_applied").set(self.revision() as f64);
+        let mut last = self.sized_at.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < SIZE_GAUGE_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
         let state = self.read();
-        metrics::gauge!("mailroom_access_revision_applied").set(state.revision as f64);
         metrics::gauge!("mailroom_access_relationships").set(state.relationship_count() as f64);
         metrics::gauge!("mailroom_access_organisations").set(state.orgs.len() as f64);
     }

@@ -1,9 +1,13 @@
 //! The access operations behind the gRPC API, and who may call each.
 //!
 //! Reads (checks and lookups) are answered from the replica's memory; a caller that passes a
-//! revision first waits for the replica to reach it. Writes go to PostgreSQL through a
-//! [`Writer`], emit their event through the outbox in the same transaction, and wait for this
-//! replica to apply them before answering, so the writer's next read here sees them too.
+//! revision first waits for the replica to reach it. Writes first bring the replica up to the
+//! latest committed change, so who may write is decided on current facts (a just-revoked
+//! admin cannot grant through a replica that has not heard yet), then go to PostgreSQL
+//! through a [`Writer`], emit their event through the outbox in the same transaction, and
+//! wait for this replica to apply them before answering, so the writer's next read here sees
+//! them too. The [`Writer`] itself refuses what must hold whatever any replica believes: a
+//! mailbox belongs to one organisation, and read access needs an owner first.
 //!
 //! Who may call: services (service tokens) may ask and write anything except what identity
 //! owns. A user may ask about themselves; an org admin about anyone in the organisation.
@@ -122,9 +126,15 @@ impl Access {
                 req.checks.len()
             )));
         }
-        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
-        for c in &req.checks {
-            self.fresh_enough(c.at_least_as_fresh_as.as_ref()).await?;
+        // One wait, for the freshest revision any check asks for.
+        let mut freshest = wire::parse_revision(req.at_least_as_fresh_as.as_ref())?;
+        for (i, c) in req.checks.iter().enumerate() {
+            let wanted = wire::parse_revision(c.at_least_as_fresh_as.as_ref())
+                .map_err(|e| e.at(&format!("checks[{i}]")))?;
+            freshest = freshest.max(wanted);
+        }
+        if let Some(revision) = freshest {
+            self.replica.wait_for(revision).await?;
         }
         let state = self.replica.read();
         let results = req
@@ -132,12 +142,7 @@ impl Access {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                check_one(principal, &state, c).map_err(|e| match e {
-                    AccessError::InvalidArgument(m) => {
-                        AccessError::InvalidArgument(format!("checks[{i}]: {m}"))
-                    }
-                    other => other,
-                })
+                check_one(principal, &state, c).map_err(|e| e.at(&format!("checks[{i}]")))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(pb::CheckBulkResponse { results })
@@ -169,7 +174,18 @@ impl Access {
             let state = self.replica.read();
             let revision = state.revision();
             match state.org_of_user(subject) {
-                None => (Vec::new(), revision),
+                // A user caller learns nothing about users outside their organisation, known
+                // or not; a service, or a user asking about themselves, gets an empty answer.
+                None => {
+                    if let Principal::User { user_id, .. } = principal {
+                        if *user_id != subject {
+                            return Err(AccessError::NotFound(format!(
+                                "user `{subject}` was not found in your organisation"
+                            )));
+                        }
+                    }
+                    (Vec::new(), revision)
+                }
                 Some(org) => {
                     may_ask_about(principal, &state, subject, org)?;
                     let graph = state.org(org);
@@ -319,7 +335,7 @@ impl Access {
             let rel_org = match (named_org, user) {
                 (Some(o), _) => Some(o),
                 (None, Some(u)) => Some(state.org_of_user(u).ok_or_else(|| {
-                    AccessError::FailedPrecondition(format!(
+                    AccessError::Unavailable(format!(
                         "relationships[{i}]: user `{u}` is not known to access control yet (it learns users from identity's events); retry in a moment"
                     ))
                 })?),
@@ -375,7 +391,8 @@ impl Access {
                     | Relationship::EveryoneInvites => admin,
                     Relationship::Reader(m, reader) => {
                         let owner = graph.owner_of(*m);
-                        if owner.is_none() && !admin {
+                        let own_grant = deleting && reader == user_id;
+                        if owner.is_none() && !admin && !own_grant {
                             return Err(AccessError::NotFound(format!(
                                 "relationships[{i}]: mailbox `{m}` was not found in your organisation"
                             )));
@@ -385,7 +402,7 @@ impl Access {
                                 && graph.is_active(*user_id)
                                 && graph.settings().read_access_grants
                                     == ReadAccessGrants::AdminsAndOwners)
-                            || (deleting && reader == user_id && graph.is_active(*user_id))
+                            || (own_grant && graph.is_active(*user_id))
                     }
                     _ => false,
                 };
@@ -409,6 +426,7 @@ impl Access {
         principal: &Principal,
         req: pb::WriteRelationshipsRequest,
     ) -> Result<pb::WriteRelationshipsResponse> {
+        self.replica.catch_up().await?;
         let (org, rels) = self.authorize_changes(principal, &req.relationships, false)?;
         let revision = self.change(principal, org, &rels, false).await?;
         Ok(pb::WriteRelationshipsResponse {
@@ -421,6 +439,7 @@ impl Access {
         principal: &Principal,
         req: pb::DeleteRelationshipsRequest,
     ) -> Result<pb::DeleteRelationshipsResponse> {
+        self.replica.catch_up().await?;
         let (org, rels) = self.authorize_changes(principal, &req.relationships, true)?;
         let revision = self.change(principal, org, &rels, true).await?;
         Ok(pb::DeleteRelationshipsResponse {
@@ -437,12 +456,13 @@ impl Access {
     ) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let mut w = Writer::begin(&mut tx, org).await?;
-        for rel in rels {
-            if deleting {
-                w.delete(*rel).await?;
+        for (i, rel) in rels.iter().enumerate() {
+            let done = if deleting {
+                w.delete(*rel).await
             } else {
-                w.write(*rel).await?;
-            }
+                w.write(*rel).await
+            };
+            done.map_err(|e| e.at(&format!("relationships[{i}]")))?;
         }
         let changes = w.changes().to_vec();
         let revision = w.finish().await?;
@@ -504,6 +524,22 @@ impl Access {
             Some((k, o, s)) => (Some(k.clone()), Some(*o), Some(*s)),
             None => (None, None, None),
         };
+        // The invite setting, seen as a relationship (`org#inviter@org#member`), heads the
+        // first page when it holds and matches the filter; it takes one of the page's places.
+        let everyone_leads = after.is_none()
+            && (subject.relation.is_empty() || subject.relation == "member")
+            && matches(&resource.r#type, "org")
+            && matches(&filter.relation, "inviter")
+            && matches(&subject_object.r#type, "org")
+            && object_id.is_none_or(|o| o == org)
+            && subject_id.is_none_or(|s| s == org)
+            && {
+                let state = self.replica.read();
+                state
+                    .org(org)
+                    .is_some_and(|g| g.settings().invite == crate::model::Audience::Everyone)
+            };
+        let room = page_size - i64::from(everyone_leads);
         let rows: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
             "SELECT kind, object_id, subject_id FROM relationships \
              WHERE org_id = $1 AND kind = ANY($2) \
@@ -518,33 +554,21 @@ impl Access {
         .bind(after_kind)
         .bind(after_object)
         .bind(after_subject)
-        .bind(page_size + 1)
+        .bind(room + 1)
         .fetch_all(&self.pool)
         .await?;
-        let more = rows.len() as i64 > page_size;
+        let more = rows.len() as i64 > room;
         let mut relationships: Vec<pb::Relationship> = Vec::new();
-        // The invite setting, seen as a relationship, heads the first page when it matches.
-        if after.is_none() && (subject.relation.is_empty() || subject.relation == "member") {
-            let everyone = {
-                let state = self.replica.read();
-                state
-                    .org(org)
-                    .is_some_and(|g| g.settings().invite == crate::model::Audience::Everyone)
-            };
-            let wanted = matches(&resource.r#type, "org")
-                && matches(&filter.relation, "inviter")
-                && matches(&subject_object.r#type, "org")
-                && object_id.is_none_or(|o| o == org)
-                && subject_id.is_none_or(|s| s == org);
-            if everyone && wanted {
-                relationships.push(wire::relationship_to_proto(
-                    org,
-                    Relationship::EveryoneInvites,
-                ));
-            }
-        }
+        // A page that holds only the setting continues from before every stored row.
         let mut last = None;
-        for (kind, object, subject) in rows.into_iter().take(page_size as usize) {
+        if everyone_leads {
+            relationships.push(wire::relationship_to_proto(
+                org,
+                Relationship::EveryoneInvites,
+            ));
+            last = Some((String::new(), Uuid::nil(), Uuid::nil()));
+        }
+        for (kind, object, subject) in rows.into_iter().take(room as usize) {
             let Some(k) = Kind::parse(&kind) else {
                 continue;
             };
@@ -620,6 +644,7 @@ impl Access {
         let update = req
             .settings
             .ok_or_else(|| AccessError::InvalidArgument("`settings` is required".into()))?;
+        self.replica.catch_up().await?;
         let org = self.org_for_admin_call(principal, &update.org_id)?;
         let mut tx = self.pool.begin().await?;
         let mut w = Writer::begin(&mut tx, org).await?;
@@ -699,6 +724,11 @@ fn check_one(
         return Ok(no("the user's organisation has no relationships yet".into()));
     };
     let mailbox = match resource {
+        Resource::Mailbox(m) if state.org_of_mailbox(m) != Some(org) => {
+            return Ok(no(
+                "the mailbox is not one of the user's organisation's mailboxes".into(),
+            ));
+        }
         Resource::Mailbox(m) => Some(m),
         Resource::Org(o) if o != org => {
             return Ok(no("the user belongs to another organisation".into()));

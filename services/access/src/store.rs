@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::error::{AccessError, Result};
 use crate::model::{Audience, ReadAccessGrants, Relationship, Settings};
 
 /// The advisory lock every writer holds until it commits.
@@ -260,6 +260,20 @@ impl<'c> Writer<'c> {
             s.invite = Audience::Everyone;
             return self.set_settings(s).await;
         };
+        if matches!(row.kind, Kind::Owner | Kind::Reader) {
+            self.bind_mailbox(row.object).await?;
+        }
+        if row.kind == Kind::Reader
+            && self
+                .rows(Kind::Owner, Some(row.object), None)
+                .await?
+                .is_empty()
+        {
+            return Err(AccessError::FailedPrecondition(format!(
+                "mailbox `{}` has no owner; the mailbox registry records one when the mailbox is connected, and read access is granted after that",
+                row.object
+            )));
+        }
         if row.kind.single() {
             for old in self.rows(row.kind, Some(row.object), None).await? {
                 if old != row {
@@ -298,6 +312,29 @@ impl<'c> Writer<'c> {
                 self.set_settings(s).await
             }
         }
+    }
+
+    /// Binds a mailbox to this organisation on its first owner or reader; refuses one that is
+    /// bound to another (the caller sees it as not found, as it would any mailbox not its own).
+    async fn bind_mailbox(&mut self, mailbox: Uuid) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO mailboxes (mailbox_id, org_id) VALUES ($1, $2) ON CONFLICT (mailbox_id) DO NOTHING",
+        )
+        .bind(mailbox)
+        .bind(self.org)
+        .execute(&mut *self.conn)
+        .await?;
+        let (org,): (Uuid,) = sqlx::query_as("SELECT org_id FROM mailboxes WHERE mailbox_id = $1")
+            .bind(mailbox)
+            .fetch_one(&mut *self.conn)
+            .await?;
+        if org != self.org {
+            return Err(AccessError::NotFound(format!(
+                "mailbox `{mailbox}` was not found in organisation `{}`",
+                self.org
+            )));
+        }
+        Ok(())
     }
 
     async fn delete_row(&mut self, row: Row) -> Result<bool> {
@@ -434,7 +471,7 @@ impl<'c> Writer<'c> {
             .fetch_one(&mut *self.conn)
             .await?;
         let changes = serde_json::to_value(&self.changes)
-            .map_err(|e| crate::error::AccessError::Internal(e.to_string()))?;
+            .map_err(|e| AccessError::Internal(e.to_string()))?;
         sqlx::query("INSERT INTO changelog (revision, org_id, changes) VALUES ($1, $2, $3)")
             .bind(revision)
             .bind(self.org)

@@ -161,7 +161,7 @@ async fn seed_mailboxes(
                 );
                 return Ok(());
             }
-            Err(mailroom_access::error::AccessError::FailedPrecondition(_))
+            Err(mailroom_access::error::AccessError::Unavailable(_))
                 if std::time::Instant::now() < deadline =>
             {
                 // access has not mirrored the demo users from identity's events yet
