@@ -921,3 +921,92 @@ async fn only_a_change_of_identitys_invite_flag_moves_the_invite_audience() {
     handle(updated("Acme Group", false)).await;
     assert_eq!(invite().await, Audience::Admins);
 }
+
+#[tokio::test]
+async fn an_admin_lists_relationships_page_by_page() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let list = |token: String, filter: apb::Relationship, page_size: i32, page_token: String| {
+        let mut access = app.access();
+        async move {
+            access
+                .list_relationships(authed(
+                    &token,
+                    apb::ListRelationshipsRequest {
+                        filter: Some(filter),
+                        page_size,
+                        page_token,
+                        org_id: String::new(),
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let admin = o.org.admin_token.clone();
+    let everything = list(admin.clone(), Default::default(), 1_000, String::new())
+        .await
+        .expect("list");
+    assert!(everything.next_page_token.is_empty());
+    let key = |r: &apb::Relationship| format!("{r:?}");
+    // identity lets everyone invite by default: the setting heads the list as a relationship.
+    let first = &everything.relationships[0];
+    assert_eq!(first.relation, "inviter");
+    assert_eq!(
+        first.subject.as_ref().map(|s| s.relation.as_str()),
+        Some("member")
+    );
+    assert!(everything
+        .relationships
+        .contains(&on_mailbox(&o.mailbox, "owner", &o.owner.id)));
+    assert!(everything.relationships.iter().any(|r| r.relation == "head"
+        && r.subject == user(&o.east_head.id)
+        && r.resource == object("department", &o.east.id)));
+
+    // Pages of two, the setting taking a place on the first: the same relationships, in order.
+    let mut paged = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = list(admin.clone(), Default::default(), 2, page_token)
+            .await
+            .expect("page");
+        assert!(page.relationships.len() <= 2, "{page:?}");
+        paged.extend(page.relationships);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(
+        paged.iter().map(key).collect::<Vec<_>>(),
+        everything.relationships.iter().map(key).collect::<Vec<_>>()
+    );
+
+    // A filter narrows it; only admins list.
+    let owners = list(
+        admin.clone(),
+        apb::Relationship {
+            relation: "owner".into(),
+            ..Default::default()
+        },
+        10,
+        String::new(),
+    )
+    .await
+    .expect("owners");
+    assert_eq!(
+        owners.relationships,
+        vec![on_mailbox(&o.mailbox, "owner", &o.owner.id)]
+    );
+    let err = list(
+        token(&app, &o, "peer").await,
+        Default::default(),
+        10,
+        String::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
