@@ -7,6 +7,7 @@
 //! restart.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +140,9 @@ pub struct TokenVerifier {
     source: Option<Arc<dyn KeySource>>,
     validation: Arc<Validation>,
     verified: Arc<std::sync::Mutex<HashMap<String, Claims>>>,
+    /// Bumped on every key refresh: a verification that began under an older key set is not
+    /// remembered, so a token signed by a just-withdrawn key cannot slip into the memo.
+    key_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How many verified tokens are remembered (emptied when full).
@@ -176,6 +180,7 @@ impl TokenVerifier {
             source,
             validation: Arc::new(validation),
             verified: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            key_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -188,8 +193,11 @@ impl TokenVerifier {
             .cloned()
     }
 
-    fn remember(&self, token: &str, claims: &Claims) {
+    fn remember(&self, token: &str, claims: &Claims, generation: u64) {
         if let Ok(mut verified) = self.verified.lock() {
+            if self.key_generation.load(Ordering::SeqCst) != generation {
+                return;
+            }
             if verified.len() >= VERIFIED_CAPACITY {
                 verified.clear();
             }
@@ -202,8 +210,9 @@ impl TokenVerifier {
         if let Some(claims) = self.remembered(token) {
             return Ok(claims);
         }
+        let generation = self.key_generation.load(Ordering::SeqCst);
         let claims = self.verify_signature(token).await?;
-        self.remember(token, &claims);
+        self.remember(token, &claims, generation);
         Ok(claims)
     }
 
@@ -257,6 +266,7 @@ impl TokenVerifier {
         let mut cache = self.cache.write().await;
         cache.keys = keys;
         cache.fetched_at = Some(Instant::now());
+        self.key_generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut verified) = self.verified.lock() {
             verified.clear();
         }
