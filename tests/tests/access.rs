@@ -664,13 +664,7 @@ async fn every_write_is_an_event_on_the_access_topic() {
 #[tokio::test]
 async fn a_replayed_identity_event_changes_nothing() {
     let app = spawn_app_with_access().await;
-    let pool = mailroom_platform::db::connect(
-        &secrecy::SecretString::from(app.database_url().to_owned()),
-        mailroom_access::SCHEMA,
-        2,
-    )
-    .await
-    .expect("access pool");
+    let pool = access_pool(&app).await;
     let org = uuid::Uuid::new_v4();
     let (user_id, department) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let envelope = |dept: &str| ev::Envelope {
