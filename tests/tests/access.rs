@@ -1004,3 +1004,66 @@ async fn an_admin_lists_relationships_page_by_page() {
     .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_replica_that_has_not_heard_of_a_change_still_authorises_writes_on_it() {
+    use mailroom_access::error::AccessError;
+    use mailroom_access::replica::{Replica, Tailing};
+    use mailroom_platform::auth::Principal;
+    use std::sync::Arc;
+
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    // A replica loaded now and never tailing: it hears of later changes only if a write
+    // brings it up to date.
+    let pool = access_pool(&app).await;
+    let stale = mailroom_access::Access::new(
+        pool.clone(),
+        Arc::new(
+            Replica::load(
+                pool,
+                Duration::from_secs(2),
+                Duration::from_secs(86_400),
+                Tailing {
+                    poll: Duration::from_secs(3_600),
+                    notifications: false,
+                },
+            )
+            .await
+            .expect("replica loads"),
+        ),
+    );
+    // Through the running replica, the organisation stops owners sharing their mailboxes.
+    app.access()
+        .update_permission_settings(authed(
+            &o.org.admin_token,
+            apb::UpdatePermissionSettingsRequest {
+                settings: Some(apb::PermissionSettings {
+                    read_access_grants: apb::ReadAccessGrants::Admins as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("settings");
+    // The owner tries to share through the stale replica: refused on the current settings.
+    let owner = Principal::User {
+        user_id: o.owner.id.parse().expect("uuid"),
+        org_id: o.org.id.parse().expect("uuid"),
+        admin: false,
+    };
+    let refused = stale
+        .write_relationships(
+            &owner,
+            apb::WriteRelationshipsRequest {
+                relationships: vec![on_mailbox(&o.mailbox, "reader", &o.peer.id)],
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(AccessError::PermissionDenied(_))),
+        "{refused:?}"
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -145,9 +145,13 @@ impl Replica {
         let mut drawn_checked = false;
         loop {
             // Catch up now rather than wait for the notification; one task at a time does it.
+            // The connection comes first, so the catch-up lock is never held while waiting
+            // for the pool (writers holding the changelog lock wait on the catch-up lock).
+            let mut conn = self.pool.acquire().await?;
             if let Ok(_guard) = self.catching_up.try_lock() {
-                self.catch_up_locked().await?;
+                self.catch_up_with(&mut conn).await?;
             }
+            drop(conn);
             if *applied.borrow_and_update() >= revision {
                 return Ok(());
             }
@@ -179,31 +183,39 @@ impl Replica {
 
     /// Applies what the changelog holds beyond this replica's revision.
     pub async fn catch_up(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
         let _guard = self.catching_up.lock().await;
-        self.catch_up_locked().await
+        self.catch_up_with(&mut conn).await
     }
 
-    async fn catch_up_locked(&self) -> Result<()> {
+    /// Applies everything committed so far, reading through `conn`: a writer passes its own
+    /// transaction, holding the changelog lock, so nothing can commit between this catch-up
+    /// and its write, and who may write is decided on exactly the latest state.
+    pub async fn catch_up_in(&self, conn: &mut PgConnection) -> Result<()> {
+        let _guard = self.catching_up.lock().await;
+        self.catch_up_with(conn).await
+    }
+
+    /// Call with `catching_up` held.
+    async fn catch_up_with(&self, conn: &mut PgConnection) -> Result<()> {
         loop {
             let from = self.revision();
-            // The records and the prune horizon from one snapshot, so a prune running beside
-            // this cannot hide records between the two reads.
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *tx)
-                .await?;
+            // The records first, then the prune horizon. A prune commits its deletions and its
+            // new horizon together, so if it removed any record after `from` before the first
+            // read, the second read sees the horizon past `from` and this replica reloads;
+            // otherwise the records read are complete. (This holds in READ COMMITTED, which
+            // is what a writer's transaction runs in.)
             let records: Vec<(i64, Uuid, serde_json::Value)> = sqlx::query_as(
                 "SELECT revision, org_id, changes FROM changelog WHERE revision > $1 ORDER BY revision LIMIT $2",
             )
             .bind(from)
             .bind(BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
             let (pruned_through,): (i64,) =
                 sqlx::query_as("SELECT pruned_through FROM changelog_horizon")
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *conn)
                     .await?;
-            tx.commit().await?;
             if from < pruned_through {
                 tracing::warn!(
                     from,

@@ -1,9 +1,10 @@
 //! The access operations behind the gRPC API, and who may call each.
 //!
 //! Reads (checks and lookups) are answered from the replica's memory; a caller that passes a
-//! revision first waits for the replica to reach it. Writes first bring the replica up to the
-//! latest committed change, so who may write is decided on current facts (a just-revoked
-//! admin cannot grant through a replica that has not heard yet), then go to PostgreSQL
+//! revision first waits for the replica to reach it. Writes take the changelog lock and bring
+//! the replica up to the latest committed change inside that transaction, so who may write is
+//! decided on exactly the state the write lands on (a just-revoked admin cannot grant through
+//! a replica that has not heard yet, nor in the instant after it has), then go to PostgreSQL
 //! through a [`Writer`], emit their event through the outbox in the same transaction, and
 //! wait for this replica to apply them before answering, so the writer's next read here sees
 //! them too. The [`Writer`] itself refuses what must hold whatever any replica believes: a
@@ -426,9 +427,7 @@ impl Access {
         principal: &Principal,
         req: pb::WriteRelationshipsRequest,
     ) -> Result<pb::WriteRelationshipsResponse> {
-        self.replica.catch_up().await?;
-        let (org, rels) = self.authorize_changes(principal, &req.relationships, false)?;
-        let revision = self.change(principal, org, &rels, false).await?;
+        let revision = self.change(principal, &req.relationships, false).await?;
         Ok(pb::WriteRelationshipsResponse {
             written_at: Some(wire::revision_token(revision)),
         })
@@ -439,22 +438,31 @@ impl Access {
         principal: &Principal,
         req: pb::DeleteRelationshipsRequest,
     ) -> Result<pb::DeleteRelationshipsResponse> {
-        self.replica.catch_up().await?;
-        let (org, rels) = self.authorize_changes(principal, &req.relationships, true)?;
-        let revision = self.change(principal, org, &rels, true).await?;
+        let revision = self.change(principal, &req.relationships, true).await?;
         Ok(pb::DeleteRelationshipsResponse {
             deleted_at: Some(wire::revision_token(revision)),
         })
     }
 
+    /// Opens a transaction holding the changelog lock and brings this replica up to date
+    /// through it: whatever is authorised next is decided on the latest committed state, and
+    /// nothing can commit before this transaction does.
+    async fn locked_and_current(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        store::lock_changelog(&mut tx).await?;
+        self.replica.catch_up_in(&mut tx).await?;
+        Ok(tx)
+    }
+
+    /// Authorises and makes one write or delete call.
     async fn change(
         &self,
         principal: &Principal,
-        org: Uuid,
-        rels: &[Relationship],
+        requested: &[pb::Relationship],
         deleting: bool,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.locked_and_current().await?;
+        let (org, rels) = self.authorize_changes(principal, requested, deleting)?;
         let mut w = Writer::begin(&mut tx, org).await?;
         for (i, rel) in rels.iter().enumerate() {
             let done = if deleting {
@@ -644,9 +652,8 @@ impl Access {
         let update = req
             .settings
             .ok_or_else(|| AccessError::InvalidArgument("`settings` is required".into()))?;
-        self.replica.catch_up().await?;
+        let mut tx = self.locked_and_current().await?;
         let org = self.org_for_admin_call(principal, &update.org_id)?;
-        let mut tx = self.pool.begin().await?;
         let mut w = Writer::begin(&mut tx, org).await?;
         let (current, _) = store::settings(w.conn(), org).await?;
         let new = wire::merge_settings(current, &update)?;

@@ -217,6 +217,16 @@ pub async fn all_settings(conn: &mut PgConnection) -> Result<Vec<(Uuid, Settings
         .collect())
 }
 
+/// Takes the changelog lock in the caller's transaction, until it ends: no other change can
+/// commit meanwhile. Taking it again in the same transaction is a no-op.
+pub async fn lock_changelog(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHANGELOG_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Changes to one organisation inside the caller's transaction, recorded in the changelog
 /// when [`Writer::finish`] is called.
 pub struct Writer<'c> {
@@ -228,10 +238,7 @@ pub struct Writer<'c> {
 impl<'c> Writer<'c> {
     /// Takes the changelog lock (held until the transaction ends).
     pub async fn begin(conn: &'c mut PgConnection, org: Uuid) -> Result<Writer<'c>> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CHANGELOG_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        lock_changelog(conn).await?;
         Ok(Writer {
             conn,
             org,
