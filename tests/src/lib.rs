@@ -709,7 +709,11 @@ pub mod access {
                     .await;
                 match written {
                     Ok(r) => return r.into_inner().written_at.expect("a revision"),
-                    Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    // Not known yet: UNAVAILABLE to a service, NOT_FOUND to a user.
+                    Err(s)
+                        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::NotFound)
+                            && Instant::now() < deadline =>
+                    {
                         tokio::time::sleep(Duration::from_millis(100)).await
                     }
                     Err(s) => panic!("write relationships: {s:?}"),

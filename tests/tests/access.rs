@@ -749,6 +749,25 @@ async fn access_pool(app: &TestApp) -> sqlx::PgPool {
     .expect("access pool")
 }
 
+/// Access operations over a replica loaded from the tables now and never tailing: it learns
+/// of a later change only when a call brings it up to date.
+async fn loaded_access(app: &TestApp) -> mailroom_access::Access {
+    use mailroom_access::replica::{Replica, Tailing};
+    let pool = access_pool(app).await;
+    let replica = Replica::load(
+        pool.clone(),
+        Duration::from_secs(2),
+        Duration::from_secs(86_400),
+        Tailing {
+            poll: Duration::from_secs(3_600),
+            notifications: false,
+        },
+    )
+    .await
+    .expect("replica loads");
+    mailroom_access::Access::new(pool, std::sync::Arc::new(replica))
+}
+
 #[tokio::test]
 async fn a_mailbox_belongs_to_one_organisation_and_read_access_needs_its_owner() {
     use mailroom_access::error::AccessError;
@@ -835,6 +854,51 @@ async fn a_mailbox_belongs_to_one_organisation_and_read_access_needs_its_owner()
         .await
         .expect("check");
     assert!(!asked.allowed, "another organisation's admin sees nothing");
+
+    // Even a row that names the mailbox from another organisation (left from before writers
+    // checked) grants nothing there: a replica takes the mailbox's organisation from its
+    // binding, and a check refuses a mailbox outside the user's organisation.
+    sqlx::query(
+        "INSERT INTO relationships (org_id, kind, object_id, subject_id) VALUES ($1, 'owner', $2, $3)",
+    )
+    .bind(stranger_org)
+    .bind(mailbox)
+    .bind(stranger_admin)
+    .execute(&pool)
+    .await
+    .expect("a stray row");
+    let fresh = loaded_access(&app).await;
+    let service_principal = mailroom_platform::auth::Principal::Service {
+        name: "test".into(),
+    };
+    for permission in ["mailbox.view", "mailbox.read_mail"] {
+        let asked = fresh
+            .check(
+                &service_principal,
+                request(
+                    &stranger.admin_id,
+                    permission,
+                    object("mailbox", &o.mailbox),
+                    None,
+                ),
+            )
+            .await
+            .expect("check");
+        assert!(!asked.allowed, "{permission} through a stray row");
+    }
+    let owner_still = fresh
+        .check(
+            &service_principal,
+            request(
+                &o.owner.id,
+                "mailbox.modify",
+                object("mailbox", &o.mailbox),
+                None,
+            ),
+        )
+        .await
+        .expect("check");
+    assert!(owner_still.allowed, "the real owner keeps the mailbox");
 }
 
 #[tokio::test]
@@ -1008,9 +1072,7 @@ async fn an_admin_lists_relationships_page_by_page() {
 #[tokio::test]
 async fn a_replica_that_has_not_heard_of_a_change_still_authorises_writes_on_it() {
     use mailroom_access::error::AccessError;
-    use mailroom_access::replica::{Replica, Tailing};
     use mailroom_platform::auth::Principal;
-    use std::sync::Arc;
 
     let app = spawn_app_with_access().await;
     let o = org(&app).await;
@@ -1018,23 +1080,7 @@ async fn a_replica_that_has_not_heard_of_a_change_still_authorises_writes_on_it(
         .await;
     // A replica loaded now and never tailing: it hears of later changes only if a write
     // brings it up to date.
-    let pool = access_pool(&app).await;
-    let stale = mailroom_access::Access::new(
-        pool.clone(),
-        Arc::new(
-            Replica::load(
-                pool,
-                Duration::from_secs(2),
-                Duration::from_secs(86_400),
-                Tailing {
-                    poll: Duration::from_secs(3_600),
-                    notifications: false,
-                },
-            )
-            .await
-            .expect("replica loads"),
-        ),
-    );
+    let stale = loaded_access(&app).await;
     // Through the running replica, the organisation stops owners sharing their mailboxes.
     app.access()
         .update_permission_settings(authed(

@@ -3,7 +3,8 @@
 //!
 //! Each event carries the entity as it is after the change, so the handler makes the stored
 //! rows match that snapshot instead of replaying a delta: a replay, or a duplicate the
-//! platform's consumer did not catch, changes nothing. The platform consumer runs this in the
+//! platform's consumer did not catch, changes nothing. The one exception is the invite flag,
+//! which moves the invite audience only when it differs from the flag last recorded. The platform consumer runs this in the
 //! transaction that records the event id.
 
 use anyhow::Context as _;
@@ -65,8 +66,13 @@ async fn mirror_department(
 /// identity's "everyone may invite" flag is the `Everyone` invite audience here. Only a change
 /// of the flag moves the audience: on, everyone invites; off, back to admins only if the
 /// audience was still everyone. Any other organisation update (a rename) leaves alone an
-/// audience chosen through this service's settings.
-async fn mirror_invite_flag(w: &mut Writer<'_>, everyone: bool) -> anyhow::Result<()> {
+/// audience chosen through this service's settings. An update for an organisation whose flag
+/// was never recorded only records it: with no earlier value there is no change to follow.
+async fn mirror_invite_flag(
+    w: &mut Writer<'_>,
+    everyone: bool,
+    created: bool,
+) -> anyhow::Result<()> {
     let org = w.org();
     let previous: Option<bool> =
         sqlx::query_scalar("SELECT everyone FROM identity_invite_flags WHERE org_id = $1")
@@ -76,6 +82,7 @@ async fn mirror_invite_flag(w: &mut Writer<'_>, everyone: bool) -> anyhow::Resul
     if previous == Some(everyone) {
         return Ok(());
     }
+    let follow = created || previous.is_some();
     sqlx::query(
         "INSERT INTO identity_invite_flags (org_id, everyone) VALUES ($1, $2) \
          ON CONFLICT (org_id) DO UPDATE SET everyone = EXCLUDED.everyone",
@@ -84,6 +91,9 @@ async fn mirror_invite_flag(w: &mut Writer<'_>, everyone: bool) -> anyhow::Resul
     .bind(everyone)
     .execute(w.conn())
     .await?;
+    if !follow {
+        return Ok(());
+    }
     let (mut settings, _) = store::settings(w.conn(), org).await?;
     let before = settings;
     if everyone {
@@ -125,10 +135,10 @@ impl EventHandler for IdentityEvents {
         let mut w = Writer::begin(tx, org).await?;
         match payload {
             Payload::OrganizationCreated(o) => {
-                mirror_invite_flag(&mut w, o.allow_everyone_to_invite).await?
+                mirror_invite_flag(&mut w, o.allow_everyone_to_invite, true).await?
             }
             Payload::OrganizationUpdated(o) => {
-                mirror_invite_flag(&mut w, o.allow_everyone_to_invite).await?
+                mirror_invite_flag(&mut w, o.allow_everyone_to_invite, false).await?
             }
             Payload::UserCreated(ev::UserCreated { user: Some(user) })
             | Payload::UserDismissed(ev::UserDismissed { user: Some(user) })

@@ -59,8 +59,10 @@ impl State {
         match change {
             Change::Write(row) => {
                 graph.apply(row.relationship());
+                // A mailbox's organisation is fixed by its first owner (the writer checks it);
+                // a row naming it from elsewhere, left from before that check, changes nothing.
                 if matches!(row.kind, Kind::Owner | Kind::Reader) {
-                    self.mailbox_org.insert(row.object, org);
+                    self.mailbox_org.entry(row.object).or_insert(org);
                 }
             }
             Change::Delete(row) => {
@@ -107,7 +109,7 @@ impl Replica {
         retention: Duration,
         tailing: Tailing,
     ) -> Result<Self> {
-        let state = load_state(&pool).await?;
+        let state = load_snapshot(&mut *pool.acquire().await?).await?;
         let (applied, _) = watch::channel(state.revision);
         let replica = Replica {
             pool,
@@ -144,27 +146,34 @@ impl Replica {
         let mut applied = self.applied.subscribe();
         let mut drawn_checked = false;
         loop {
-            // Catch up now rather than wait for the notification; one task at a time does it.
-            // The connection comes first, so the catch-up lock is never held while waiting
-            // for the pool (writers holding the changelog lock wait on the catch-up lock).
-            let mut conn = self.pool.acquire().await?;
-            if let Ok(_guard) = self.catching_up.try_lock() {
-                self.catch_up_with(&mut conn).await?;
+            // Catch up now rather than wait for the notification, unless another task is at
+            // it. The connection comes first and its wait is bounded: the catch-up lock is
+            // never held while waiting for the pool, which writers parked on the changelog
+            // lock may have emptied (the one holding that lock catches up itself).
+            let left = self.wait_limit.saturating_sub(started.elapsed());
+            let free =
+                tokio::time::timeout(left.min(Duration::from_millis(100)), self.pool.acquire())
+                    .await;
+            if let Ok(conn) = free {
+                let mut conn = conn?;
+                if let Ok(_guard) = self.catching_up.try_lock() {
+                    self.catch_up_with(&mut conn, false).await?;
+                }
+                // A revision never drawn will never come: refuse it at once.
+                if !drawn_checked && *applied.borrow() < revision {
+                    drawn_checked = true;
+                    let (latest,): (i64,) = sqlx::query_as("SELECT last_value FROM revisions")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    if revision > latest {
+                        return Err(AccessError::InvalidArgument(format!(
+                            "revision {revision} has not been written yet (the latest is {latest}); pass a token this service returned"
+                        )));
+                    }
+                }
             }
-            drop(conn);
             if *applied.borrow_and_update() >= revision {
                 return Ok(());
-            }
-            if !drawn_checked {
-                drawn_checked = true;
-                let (latest,): (i64,) = sqlx::query_as("SELECT last_value FROM revisions")
-                    .fetch_one(&self.pool)
-                    .await?;
-                if revision > latest {
-                    return Err(AccessError::InvalidArgument(format!(
-                        "revision {revision} has not been written yet (the latest is {latest}); pass a token this service returned"
-                    )));
-                }
             }
             let left = self.wait_limit.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -185,19 +194,21 @@ impl Replica {
     pub async fn catch_up(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         let _guard = self.catching_up.lock().await;
-        self.catch_up_with(&mut conn).await
+        self.catch_up_with(&mut conn, false).await
     }
 
-    /// Applies everything committed so far, reading through `conn`: a writer passes its own
-    /// transaction, holding the changelog lock, so nothing can commit between this catch-up
-    /// and its write, and who may write is decided on exactly the latest state.
+    /// Applies everything committed so far, reading through `conn`: a writer's READ COMMITTED
+    /// transaction that holds the changelog lock, so nothing can commit between this catch-up
+    /// and its write, and who may write is decided on exactly the latest state. (Under
+    /// REPEATABLE READ the snapshot would predate the lock and could miss the writer before.)
     pub async fn catch_up_in(&self, conn: &mut PgConnection) -> Result<()> {
         let _guard = self.catching_up.lock().await;
-        self.catch_up_with(conn).await
+        self.catch_up_with(conn, true).await
     }
 
-    /// Call with `catching_up` held.
-    async fn catch_up_with(&self, conn: &mut PgConnection) -> Result<()> {
+    /// Call with `catching_up` held. `locked`: `conn` is a READ COMMITTED transaction holding
+    /// the changelog lock (a writer's); otherwise a connection outside any transaction.
+    async fn catch_up_with(&self, conn: &mut PgConnection, locked: bool) -> Result<()> {
         loop {
             let from = self.revision();
             // The records first, then the prune horizon. A prune commits its deletions and its
@@ -222,7 +233,13 @@ impl Replica {
                     pruned_through,
                     "this replica is behind the pruned changelog; reloading from the tables"
                 );
-                let state = load_state(&self.pool).await?;
+                // Through the connection already held: waiting for another while holding the
+                // catch-up lock could starve behind writers parked on the changelog lock.
+                let state = if locked {
+                    load_state(conn).await?
+                } else {
+                    load_snapshot(conn).await?
+                };
                 let revision = state.revision;
                 *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
                 self.applied.send_replace(revision);
@@ -355,12 +372,22 @@ impl Replica {
     }
 }
 
-async fn load_state(pool: &PgPool) -> Result<State> {
-    let started = Instant::now();
-    let mut tx = pool.begin().await?;
+/// Loads every organisation in one REPEATABLE READ snapshot on `conn`.
+async fn load_snapshot(conn: &mut PgConnection) -> Result<State> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
+    let state = load_state(&mut tx).await?;
+    tx.commit().await?;
+    Ok(state)
+}
+
+/// Loads every organisation through `conn`, which must see one consistent state: a snapshot
+/// transaction, or a transaction holding the changelog lock (nothing else commits then).
+async fn load_state(tx: &mut PgConnection) -> Result<State> {
+    let started = Instant::now();
     let (revision,): (Option<i64>,) = sqlx::query_as("SELECT max(revision) FROM changelog")
         .fetch_one(&mut *tx)
         .await?;
@@ -375,9 +402,14 @@ async fn load_state(pool: &PgPool) -> Result<State> {
     for (user, org, active) in users {
         state.apply(org, &Change::User { user, active });
     }
-    for (org, settings) in store::all_settings(&mut tx).await? {
+    for (org, settings) in store::all_settings(&mut *tx).await? {
         state.apply(org, &Change::Settings(settings));
     }
+    // Where each mailbox belongs, from the table writers check, before any relationship.
+    let mailboxes: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT mailbox_id, org_id FROM mailboxes")
+        .fetch_all(&mut *tx)
+        .await?;
+    state.mailbox_org.extend(mailboxes);
     let rows: Vec<(Uuid, String, Uuid, Uuid)> =
         sqlx::query_as("SELECT org_id, kind, object_id, subject_id FROM relationships")
             .fetch_all(&mut *tx)
@@ -397,7 +429,6 @@ async fn load_state(pool: &PgPool) -> Result<State> {
             }),
         );
     }
-    tx.commit().await?;
     tracing::info!(
         relationships = count,
         revision = state.revision,

@@ -335,10 +335,15 @@ impl Access {
             };
             let rel_org = match (named_org, user) {
                 (Some(o), _) => Some(o),
-                (None, Some(u)) => Some(state.org_of_user(u).ok_or_else(|| {
-                    AccessError::Unavailable(format!(
+                (None, Some(u)) => Some(state.org_of_user(u).ok_or_else(|| match principal {
+                    // A user learns nothing of users outside their organisation.
+                    Principal::User { .. } => AccessError::NotFound(format!(
+                        "relationships[{i}]: user `{u}` was not found in your organisation (one added a moment ago reaches access control shortly)"
+                    )),
+                    // A service may be writing right after identity created the user.
+                    Principal::Service { .. } => AccessError::Unavailable(format!(
                         "relationships[{i}]: user `{u}` is not known to access control yet (it learns users from identity's events); retry in a moment"
-                    ))
+                    )),
                 })?),
                 (None, None) => None,
             };
@@ -449,6 +454,11 @@ impl Access {
     /// nothing can commit before this transaction does.
     async fn locked_and_current(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await?;
+        // READ COMMITTED whatever the database's default: each read after the lock must see
+        // every change committed before it, which a snapshot taken earlier would not.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .execute(&mut *tx)
+            .await?;
         store::lock_changelog(&mut tx).await?;
         self.replica.catch_up_in(&mut tx).await?;
         Ok(tx)
@@ -461,6 +471,9 @@ impl Access {
         requested: &[pb::Relationship],
         deleting: bool,
     ) -> Result<i64> {
+        // Refused on what this replica knows, a call never holds up other writers; allowed,
+        // it is decided again under the lock on the latest state.
+        self.authorize_changes(principal, requested, deleting)?;
         let mut tx = self.locked_and_current().await?;
         let (org, rels) = self.authorize_changes(principal, requested, deleting)?;
         let mut w = Writer::begin(&mut tx, org).await?;
@@ -652,6 +665,7 @@ impl Access {
         let update = req
             .settings
             .ok_or_else(|| AccessError::InvalidArgument("`settings` is required".into()))?;
+        self.org_for_admin_call(principal, &update.org_id)?;
         let mut tx = self.locked_and_current().await?;
         let org = self.org_for_admin_call(principal, &update.org_id)?;
         let mut w = Writer::begin(&mut tx, org).await?;
