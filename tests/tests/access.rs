@@ -1113,3 +1113,47 @@ async fn a_replica_that_has_not_heard_of_a_change_still_authorises_writes_on_it(
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_changelog_record_a_replica_cannot_read_is_skipped_not_a_stall() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let behind = loaded_access(&app).await;
+    // A record this build cannot read (from a newer build, say), in revision order.
+    let pool = access_pool(&app).await;
+    let mut tx = pool.begin().await.expect("tx");
+    mailroom_access::store::lock_changelog(&mut tx)
+        .await
+        .expect("lock");
+    sqlx::query(
+        "INSERT INTO changelog (revision, org_id, changes) \
+         VALUES (nextval('revisions'), $1, '[{\"op\": \"teleport\"}]')",
+    )
+    .bind(o.org.id.parse::<uuid::Uuid>().expect("uuid"))
+    .execute(&mut *tx)
+    .await
+    .expect("an unreadable record");
+    tx.commit().await.expect("commit");
+    // A change after it still reaches the replica that was behind both.
+    let service = app.service_token().await;
+    let granted = app
+        .write_when_known(&service, vec![on_mailbox(&o.mailbox, "reader", &o.peer.id)])
+        .await;
+    let asked = behind
+        .check(
+            &mailroom_platform::auth::Principal::Service {
+                name: "test".into(),
+            },
+            request(
+                &o.peer.id,
+                "mailbox.read_mail",
+                object("mailbox", &o.mailbox),
+                Some(&granted),
+            ),
+        )
+        .await
+        .expect("the replica gets past the unreadable record");
+    assert!(asked.allowed);
+}
