@@ -44,6 +44,9 @@ async fn org(app: &TestApp) -> Org {
     let service = app.service_token().await;
     app.write_when_known(&service, vec![on_mailbox(&mailbox, "owner", &owner.id)])
         .await;
+    // The admin's own event may reach access after the others: tests act as the admin.
+    app.eventually(&org.admin_id, "mailbox.view", &mailbox, true)
+        .await;
     Org {
         org,
         east,
@@ -797,7 +800,7 @@ async fn a_mailbox_belongs_to_one_organisation_and_read_access_needs_its_owner()
     // Read access to a mailbox nobody owns yet is refused: it would bind the mailbox to
     // whichever organisation wrote first.
     let unowned = uuid::Uuid::new_v4().to_string();
-    let err = write(on_mailbox(&unowned, "reader", &o.peer.id))
+    let err = write(on_mailbox(&unowned, "reader", &o.ceo.id))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -1004,9 +1007,51 @@ async fn an_admin_lists_relationships_page_by_page() {
         }
     };
     let admin = o.org.admin_token.clone();
-    let everything = list(admin.clone(), Default::default(), 1_000, String::new())
-        .await
-        .expect("list");
+    // identity's events reach access in no fixed order across users and departments: wait
+    // until every relationship the fixture makes there is listed, so the list holds still
+    // while it is paged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let everything = loop {
+        let everything = list(admin.clone(), Default::default(), 1_000, String::new())
+            .await
+            .expect("list");
+        let has = |relation: &str, subject: &str| {
+            everything
+                .relationships
+                .iter()
+                .any(|r| r.relation == relation && r.subject == user(subject))
+        };
+        let people = [&o.ceo, &o.east_head, &o.other_head, &o.owner, &o.peer];
+        // The organisation's own event (everyone may invite, by default) included.
+        let everyone_invites = everything.relationships.first().is_some_and(|r| {
+            r.relation == "inviter" && r.subject.as_ref().is_some_and(|s| s.relation == "member")
+        });
+        let settled = everyone_invites
+            && has("admin", &o.org.admin_id)
+            && [&o.ceo, &o.east_head, &o.other_head]
+                .iter()
+                .all(|u| has("head", &u.id))
+            && people.iter().all(|u| {
+                everything
+                    .relationships
+                    .iter()
+                    .any(|r| r.relation == "member" && r.resource == object("user", &u.id))
+            })
+            && everything
+                .relationships
+                .iter()
+                .filter(|r| r.relation == "parent")
+                .count()
+                == 2;
+        if settled {
+            break everything;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "identity's changes did not reach access"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(everything.next_page_token.is_empty());
     let key = |r: &apb::Relationship| format!("{r:?}");
     // identity lets everyone invite by default: the setting heads the list as a relationship.
@@ -1104,7 +1149,7 @@ async fn a_replica_that_has_not_heard_of_a_change_still_authorises_writes_on_it(
         .write_relationships(
             &owner,
             apb::WriteRelationshipsRequest {
-                relationships: vec![on_mailbox(&o.mailbox, "reader", &o.peer.id)],
+                relationships: vec![on_mailbox(&o.mailbox, "reader", &o.ceo.id)],
             },
         )
         .await;
