@@ -60,6 +60,22 @@ async fn org(app: &TestApp) -> Org {
     }
 }
 
+/// The organisation's admin stops owners sharing read access: only admins grant it now.
+async fn only_admins_grant_read_access(app: &TestApp, o: &Org) {
+    app.access()
+        .update_permission_settings(authed(
+            &o.org.admin_token,
+            apb::UpdatePermissionSettingsRequest {
+                settings: Some(apb::PermissionSettings {
+                    read_access_grants: apb::ReadAccessGrants::Admins as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("only admins grant read access");
+}
+
 async fn token(app: &TestApp, o: &Org, local: &str) -> String {
     app.login(&o.org.address(local))
         .await
@@ -362,18 +378,7 @@ async fn who_may_write_and_ask_what() {
     );
 
     // The organisation stops owners sharing: now only admins grant.
-    app.access()
-        .update_permission_settings(authed(
-            &o.org.admin_token,
-            apb::UpdatePermissionSettingsRequest {
-                settings: Some(apb::PermissionSettings {
-                    read_access_grants: apb::ReadAccessGrants::Admins as i32,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .expect("settings");
+    only_admins_grant_read_access(&app, &o).await;
     let err = write(owner.clone(), on_mailbox(&o.mailbox, "reader", &o.ceo.id))
         .await
         .unwrap_err();
@@ -1127,18 +1132,7 @@ async fn a_replica_that_has_not_heard_of_a_change_still_authorises_writes_on_it(
     // brings it up to date.
     let stale = loaded_access(&app).await;
     // Through the running replica, the organisation stops owners sharing their mailboxes.
-    app.access()
-        .update_permission_settings(authed(
-            &o.org.admin_token,
-            apb::UpdatePermissionSettingsRequest {
-                settings: Some(apb::PermissionSettings {
-                    read_access_grants: apb::ReadAccessGrants::Admins as i32,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .expect("settings");
+    only_admins_grant_read_access(&app, &o).await;
     // The owner tries to share through the stale replica: refused on the current settings.
     let owner = Principal::User {
         user_id: o.owner.id.parse().expect("uuid"),
