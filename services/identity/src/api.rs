@@ -60,6 +60,7 @@ fn org_to_proto(o: OrgRow) -> pb::Organization {
         }),
         create_time: Some(timestamp(o.created_at)),
         update_time: Some(timestamp(o.updated_at)),
+        seats_used: count(o.seats_used),
     }
 }
 
@@ -313,6 +314,18 @@ impl IdentityService for IdentityApi {
         let user = self.0.confirm_login_change(&p, &req.get_ref().code).await?;
         Ok(Response::new(user_to_proto(user)))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn send_password_reset_link(
+        &self,
+        req: Request<pb::SendPasswordResetLinkRequest>,
+    ) -> Reply<()> {
+        let p = principal(&req)?.clone();
+        self.0
+            .send_password_reset_link(&p, &req.get_ref().user_id)
+            .await?;
+        Ok(Response::new(()))
+    }
 }
 
 #[tonic::async_trait]
@@ -339,6 +352,33 @@ impl AuthService for AuthApi {
     async fn change_password(&self, req: Request<pb::ChangePasswordRequest>) -> Reply<()> {
         let p = principal(&req)?.clone();
         self.0.change_password(&p, req.into_inner()).await?;
+        Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sign_out_everywhere(&self, req: Request<pb::SignOutEverywhereRequest>) -> Reply<()> {
+        let p = principal(&req)?.clone();
+        self.0
+            .sign_out_everywhere(&p, &req.get_ref().user_id)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn request_password_reset(
+        &self,
+        req: Request<pb::RequestPasswordResetRequest>,
+    ) -> Reply<()> {
+        self.0
+            .request_password_reset(&req.get_ref().login_email)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reset_password(&self, req: Request<pb::ResetPasswordRequest>) -> Reply<()> {
+        let req = req.into_inner();
+        self.0.reset_password(&req.token, &req.new_password).await?;
         Ok(Response::new(()))
     }
 

@@ -26,6 +26,15 @@ pub struct IdentityConfig {
     pub login_attempts_per_minute: u32,
     #[serde(default = "default_code_ttl")]
     pub login_code_ttl_secs: i64,
+    /// How long a mailed password-reset link works.
+    #[serde(default = "default_reset_ttl")]
+    pub password_reset_ttl_secs: i64,
+    /// Password-reset requests allowed per address per hour (the answer is the same either way).
+    #[serde(default = "default_reset_rate")]
+    pub password_resets_per_hour: u32,
+    /// The page that takes a reset token; the link is this with `?token=…` appended.
+    #[serde(default = "default_reset_url")]
+    pub password_reset_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +99,15 @@ fn default_login_rate() -> u32 {
 fn default_code_ttl() -> i64 {
     15 * 60
 }
+fn default_reset_ttl() -> i64 {
+    3600
+}
+fn default_reset_rate() -> u32 {
+    5
+}
+fn default_reset_url() -> String {
+    "http://127.0.0.1:8080/reset-password".into()
+}
 fn default_smtp_host() -> String {
     "127.0.0.1".into()
 }
@@ -113,6 +131,9 @@ impl Default for IdentityConfig {
             refresh_token_ttl_secs: default_refresh_ttl(),
             login_attempts_per_minute: default_login_rate(),
             login_code_ttl_secs: default_code_ttl(),
+            password_reset_ttl_secs: default_reset_ttl(),
+            password_resets_per_hour: default_reset_rate(),
+            password_reset_url: default_reset_url(),
         }
     }
 }

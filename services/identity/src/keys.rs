@@ -101,7 +101,8 @@ impl KeyRing {
 
 /// Claims for a token issued now.
 pub fn claims(sub: String, org: Option<uuid::Uuid>, admin: bool, ttl_secs: i64) -> Claims {
-    let now = chrono::Utc::now().timestamp();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now = now_ms.div_euclid(1000);
     Claims {
         sub,
         org,
@@ -111,6 +112,7 @@ pub fn claims(sub: String, org: Option<uuid::Uuid>, admin: bool, ttl_secs: i64) 
         iat: now,
         exp: now + ttl_secs,
         jti: uuid::Uuid::new_v4().to_string(),
+        iat_ms: Some(now_ms),
     }
 }
 

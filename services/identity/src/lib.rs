@@ -3,7 +3,7 @@
 //!
 //! - [`domain`]: parsed inputs (addresses, names, passwords) and user states.
 //! - [`store`]: rows and the queries several operations share (address claims, locks).
-//! - [`users`], [`departments`], [`addresses`], [`signin`]: the operations.
+//! - [`users`], [`departments`], [`addresses`], [`signin`], [`resets`]: the operations.
 //! - [`keys`], [`passwords`], [`mailer`]: token signing, Argon2id, SMTP.
 //! - [`api`]: the gRPC handlers; [`error`]: what can go wrong and its gRPC code.
 //!
@@ -19,6 +19,7 @@ pub mod error;
 pub mod keys;
 pub mod mailer;
 pub mod passwords;
+pub mod resets;
 pub mod service;
 pub mod signin;
 pub mod store;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS};
+use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, REVOCATIONS};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::identity::v1 as pb;
 use sqlx::migrate::Migrator;
@@ -55,6 +56,8 @@ pub const PUBLIC_METHODS: &[&str] = &[
     "/mailroom.identity.v1.AuthService/RevokeRefreshToken",
     "/mailroom.identity.v1.AuthService/IssueServiceToken",
     "/mailroom.identity.v1.AuthService/GetJwks",
+    "/mailroom.identity.v1.AuthService/RequestPasswordReset",
+    "/mailroom.identity.v1.AuthService/ResetPassword",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +120,13 @@ pub async fn start(
     let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
     let keys = keys::KeyRing::from_seeds(&config.signing_keys)?;
     let verifier = TokenVerifier::from_jwks(&keys.jwks().keys)?;
-    let identity = Arc::new(Identity::new(pool.clone(), redis, keys, config)?);
+    let identity = Arc::new(Identity::new(
+        pool.clone(),
+        redis,
+        keys,
+        config,
+        verifier.revocations().clone(),
+    )?);
     let routes = tonic::service::Routes::new(
         pb::identity_service_server::IdentityServiceServer::new(api::IdentityApi(identity.clone())),
     )
@@ -136,7 +145,7 @@ pub async fn start(
         pool.clone(),
         SCHEMA,
         KafkaSettings::from_config(platform),
-        vec![IDENTITY_EVENTS],
+        vec![IDENTITY_EVENTS, REVOCATIONS],
     );
     Ok(Started {
         identity,

@@ -1,4 +1,4 @@
-//! Outgoing mail (login-change codes) over SMTP with lettre.
+//! Outgoing mail (login-change codes, password-reset links) over SMTP with lettre.
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -63,6 +63,40 @@ impl Mailer {
         code: &str,
         ttl_minutes: i64,
     ) -> Result<(), MailError> {
+        self.send(
+            to,
+            "Confirm your new Mailroom sign-in address",
+            format!(
+                "Someone (we hope you) asked to sign in to Mailroom with this address.\n\n\
+                 Your confirmation code: {code}\n\n\
+                 It expires in {ttl_minutes} minutes. If this was not you, ignore this message.\n"
+            ),
+        )
+        .await
+    }
+
+    /// Sends a one-time link to choose a new password.
+    pub async fn send_password_reset(
+        &self,
+        to: &EmailAddress,
+        organisation: &str,
+        link: &str,
+        ttl_minutes: i64,
+    ) -> Result<(), MailError> {
+        self.send(
+            to,
+            "Choose a new Mailroom password",
+            format!(
+                "A new password was asked for your Mailroom account at {organisation}.\n\n\
+                 Choose it here (the link works once):\n{link}\n\n\
+                 It expires in {ttl_minutes} minutes. If you did not ask for this, ignore this message: \
+                 your password stays as it is.\n"
+            ),
+        )
+        .await
+    }
+
+    async fn send(&self, to: &EmailAddress, subject: &str, body: String) -> Result<(), MailError> {
         let to: Mailbox = to
             .as_str()
             .parse()
@@ -70,12 +104,8 @@ impl Mailer {
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject("Confirm your new Mailroom sign-in address")
-            .body(format!(
-                "Someone (we hope you) asked to sign in to Mailroom with this address.\n\n\
-                 Your confirmation code: {code}\n\n\
-                 It expires in {ttl_minutes} minutes. If this was not you, ignore this message.\n"
-            ))
+            .subject(subject)
+            .body(body)
             .map_err(|e| MailError::Build(e.to_string()))?;
         self.transport
             .send(message)

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_platform::auth::Principal;
-use mailroom_platform::kafka::IDENTITY_EVENTS;
+use mailroom_platform::kafka::{IDENTITY_EVENTS, REVOCATIONS};
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::redis::RateLimiter;
+use mailroom_platform::revocation::Revocations;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -27,9 +28,13 @@ pub struct Identity {
     pub(crate) mailer: Mailer,
     pub(crate) login_limiter: RateLimiter,
     pub(crate) code_limiter: RateLimiter,
+    pub(crate) reset_limiter: RateLimiter,
     /// A real hash to verify against when the address is unknown, so that a wrong address
     /// takes as long as a wrong password.
     pub(crate) decoy_hash: String,
+    /// The revocations this process's verifier applies: a revocation written here is applied
+    /// at once after its commit, before the event has gone round through Kafka.
+    pub(crate) revocations: Revocations,
 }
 
 impl Identity {
@@ -38,6 +43,7 @@ impl Identity {
         redis: redis::aio::ConnectionManager,
         keys: KeyRing,
         config: IdentityConfig,
+        revocations: Revocations,
     ) -> Result<Self> {
         let mailer =
             Mailer::new(&config.smtp).map_err(|e| IdentityError::Internal(e.to_string()))?;
@@ -47,7 +53,14 @@ impl Identity {
             config.login_attempts_per_minute.max(1),
             Duration::from_secs(60),
         );
-        let code_limiter = RateLimiter::new(redis, "login-code", 5, Duration::from_secs(3600));
+        let code_limiter =
+            RateLimiter::new(redis.clone(), "login-code", 5, Duration::from_secs(3600));
+        let reset_limiter = RateLimiter::new(
+            redis,
+            "password-reset",
+            config.password_resets_per_hour.max(1),
+            Duration::from_secs(3600),
+        );
         let decoy_hash = crate::passwords::hash_blocking("decoy password that matches nothing")?;
         Ok(Self {
             pool,
@@ -56,7 +69,9 @@ impl Identity {
             mailer,
             login_limiter,
             code_limiter,
+            reset_limiter,
             decoy_hash,
+            revocations,
         })
     }
 
@@ -143,6 +158,69 @@ pub async fn require_admin(
             }
         }
     }
+}
+
+/// A revocation written in a transaction, to apply in this process once it commits.
+#[must_use = "apply it after the transaction commits"]
+pub struct PendingRevocation {
+    subject: String,
+    not_before_ms: i64,
+}
+
+impl PendingRevocation {
+    pub fn apply(self, identity: &Identity) {
+        identity
+            .revocations
+            .revoke(&self.subject, self.not_before_ms);
+    }
+}
+
+/// Ends every session of `user_id` from now: refresh tokens are revoked, and a
+/// `SessionsRevoked` record on the revocations topic makes every service refuse the user's
+/// access tokens issued before now (in the caller's transaction, through the outbox).
+pub async fn revoke_sessions(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    user_id: Uuid,
+    principal: &Principal,
+    reason: ev::RevocationReason,
+) -> Result<PendingRevocation> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    revoke_access_tokens(conn, org_id, user_id, principal, reason).await
+}
+
+/// Makes every service refuse `user_id`'s access tokens issued before now, leaving refresh
+/// tokens alone (a refresh then issues a token that says what the user is now).
+pub async fn revoke_access_tokens(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    user_id: Uuid,
+    principal: &Principal,
+    reason: ev::RevocationReason,
+) -> Result<PendingRevocation> {
+    let not_before_ms = chrono::Utc::now().timestamp_millis();
+    outbox::enqueue(
+        conn,
+        REVOCATIONS,
+        org_id,
+        &user_id.to_string(),
+        &actor(principal),
+        ev::envelope::Payload::SessionsRevoked(ev::SessionsRevoked {
+            subject: user_id.to_string(),
+            not_before_unix_ms: not_before_ms,
+            reason: reason as i32,
+        }),
+    )
+    .await?;
+    Ok(PendingRevocation {
+        subject: user_id.to_string(),
+        not_before_ms,
+    })
 }
 
 /// Writes an identity event into the outbox, in the caller's transaction.

@@ -17,7 +17,11 @@ use crate::domain::{EmailAddress, NewPassword, UserState};
 use crate::error::{IdentityError, Result};
 use crate::keys;
 use crate::passwords;
-use crate::service::{parse_optional_id, Identity};
+use crate::service::{parse_optional_id, require_admin, revoke_sessions, Identity};
+use mailroom_platform::proto::events::v1 as ev;
+
+/// The most organisations one login address is looked up in at sign-in.
+const MAX_ORGS_PER_LOGIN: i64 = 16;
 
 /// Tokens handed to a client.
 pub struct IssuedTokens {
@@ -38,30 +42,60 @@ impl Identity {
                 retry_after_secs: retry_after.as_secs().max(1),
             });
         }
+        // Every active account with this login (one per organisation), or the one named.
         let candidates: Vec<(Uuid, Uuid, bool, Option<String>)> = sqlx::query_as(
             "SELECT id, org_id, is_admin, password_hash FROM users \
-             WHERE login_email = $1 AND state = 'active' AND ($2::uuid IS NULL OR org_id = $2) LIMIT 2",
+             WHERE login_email = $1 AND state = 'active' AND ($2::uuid IS NULL OR org_id = $2) \
+             ORDER BY org_id LIMIT $3",
         )
         .bind(email.as_str())
         .bind(org_filter)
+        .bind(MAX_ORGS_PER_LOGIN)
         .fetch_all(&self.pool)
         .await?;
-        if candidates.len() > 1 {
-            return Err(IdentityError::FailedPrecondition(
-                "this address signs in to more than one organisation; pass `org_id`".into(),
-            ));
-        }
-        let Some((user_id, org_id, admin, Some(hash))) = candidates.into_iter().next() else {
-            // Same work as a real check, so a wrong address cannot be told from a wrong password.
-            let _ = passwords::verify(req.password, self.decoy_hash.clone()).await;
-            return Err(IdentityError::BadCredentials);
+        // Nothing is said until the password has verified: an unknown address, a wrong password
+        // and an address of several organisations each cost one Argon2id round (the several
+        // are verified side by side) and end in the same BadCredentials.
+        let matched = self.verify_candidates(&req.password, &candidates).await?;
+        let (user_id, org_id, admin) = match matched.as_slice() {
+            [] => return Err(IdentityError::BadCredentials),
+            [one] => *one,
+            several => {
+                let orgs: Vec<String> = several.iter().map(|(_, org, _)| org.to_string()).collect();
+                return Err(IdentityError::FailedPrecondition(format!(
+                    "this address and password sign in to more than one organisation; pass `org_id`, one of: {}",
+                    orgs.join(", ")
+                )));
+            }
         };
-        if !passwords::verify(req.password, hash).await? {
-            return Err(IdentityError::BadCredentials);
-        }
         let mut conn = self.pool.acquire().await?;
         self.issue_user_tokens(&mut conn, user_id, org_id, admin, Uuid::now_v7())
             .await
+    }
+
+    /// The candidates whose password hash `password` matches, verified concurrently so the
+    /// time taken does not depend on how many there are (within the cores available). With
+    /// no candidate, a decoy hash is verified, so an unknown address takes as long as a known.
+    async fn verify_candidates(
+        &self,
+        password: &str,
+        candidates: &[(Uuid, Uuid, bool, Option<String>)],
+    ) -> Result<Vec<(Uuid, Uuid, bool)>> {
+        if candidates.is_empty() {
+            let _ = passwords::verify(password.to_owned(), self.decoy_hash.clone()).await;
+            return Ok(Vec::new());
+        }
+        let checks = candidates.iter().map(|(_, _, _, hash)| {
+            let hash = hash.clone().unwrap_or_else(|| self.decoy_hash.clone());
+            passwords::verify(password.to_owned(), hash)
+        });
+        let verdicts = futures::future::try_join_all(checks).await?;
+        Ok(candidates
+            .iter()
+            .zip(verdicts)
+            .filter(|((_, _, _, hash), ok)| *ok && hash.is_some())
+            .map(|((id, org, admin, _), _)| (*id, *org, *admin))
+            .collect())
     }
 
     async fn issue_user_tokens(
@@ -183,7 +217,10 @@ impl Identity {
         principal: &Principal,
         req: pb::ChangePasswordRequest,
     ) -> Result<()> {
-        let Principal::User { user_id, .. } = principal else {
+        let Principal::User {
+            user_id, org_id, ..
+        } = principal
+        else {
             return Err(IdentityError::PermissionDenied(
                 "a password is changed by its owner only",
             ));
@@ -211,12 +248,50 @@ impl Identity {
             .bind(new_hash)
             .execute(&mut *tx)
             .await?;
-        // Other sessions end with the old password.
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        // Every session ends with the old password, on every service.
+        let revoked = revoke_sessions(
+            &mut tx,
+            *org_id,
+            *user_id,
+            principal,
+            ev::RevocationReason::PasswordChanged,
+        )
+        .await?;
         tx.commit().await?;
+        revoked.apply(self);
+        Ok(())
+    }
+
+    /// Ends every session of the caller, or (for an admin) of a user of their organisation.
+    #[tracing::instrument(skip_all)]
+    pub async fn sign_out_everywhere(&self, principal: &Principal, user_id: &str) -> Result<()> {
+        let Principal::User {
+            user_id: caller,
+            org_id,
+            ..
+        } = principal
+        else {
+            return Err(IdentityError::InvalidArgument(
+                "sign-out acts on a user's sessions; call it with a user's access token".into(),
+            ));
+        };
+        let target = parse_optional_id("user_id", user_id)?.unwrap_or(*caller);
+        let mut tx = self.pool.begin().await?;
+        if target != *caller {
+            require_admin(&mut tx, principal, *org_id).await?;
+            // Another organisation's user is answered as one that does not exist.
+            crate::store::user(&mut tx, *org_id, target).await?;
+        }
+        let revoked = revoke_sessions(
+            &mut tx,
+            *org_id,
+            target,
+            principal,
+            ev::RevocationReason::SignedOutEverywhere,
+        )
+        .await?;
+        tx.commit().await?;
+        revoked.apply(self);
         Ok(())
     }
 

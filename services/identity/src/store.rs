@@ -53,7 +53,13 @@ pub struct OrgRow {
     pub allow_everyone_to_invite: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Seats taken (invited and active users), as of the statement that read the row.
+    pub seats_used: i64,
 }
+
+/// The columns of an [`OrgRow`], usable in SELECT and RETURNING.
+pub const ORG_COLUMNS: &str = "id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at, \
+     (SELECT count(*) FROM users u WHERE u.org_id = organizations.id AND u.state IN ('invited', 'active')) AS seats_used";
 
 pub const DEPARTMENT_COLUMNS: &str =
     "id, org_id, name, parent_id, head_user_id, created_at, updated_at";
@@ -107,10 +113,10 @@ pub async fn department(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Resu
 /// Locks the organisation row: seat counting, the last-admin rule and the department tree
 /// change under this lock, so concurrent calls cannot each see room for one more.
 pub async fn org_for_update(conn: &mut PgConnection, org_id: Uuid) -> Result<OrgRow> {
-    sqlx::query_as::<_, OrgRow>(
-        "SELECT id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at \
+    sqlx::query_as::<_, OrgRow>(&format!(
+        "SELECT {ORG_COLUMNS} \
          FROM organizations WHERE id = $1 FOR UPDATE",
-    )
+    ))
     .bind(org_id)
     .fetch_optional(conn)
     .await?

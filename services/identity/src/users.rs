@@ -12,10 +12,10 @@ use uuid::Uuid;
 use crate::domain::{EmailAddress, NewPassword, Text, UserState};
 use crate::error::{IdentityError, Result};
 use crate::service::{
-    caller_org, emit, parse_id, parse_optional_id, reload, require_admin, scope, user_snapshot,
+    caller_org, emit, revoke_access_tokens, revoke_sessions, parse_id, parse_optional_id, reload, require_admin, scope, user_snapshot,
     Identity,
 };
-use crate::store::{self, OrgRow, UserRow, USER_COLUMNS};
+use crate::store::{self, OrgRow, UserRow, ORG_COLUMNS, USER_COLUMNS};
 use ev::envelope::Payload;
 
 pub const NAME_MAX: usize = 100;
@@ -57,10 +57,10 @@ impl Identity {
         let org_id = Uuid::now_v7();
         let admin_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
-        let org: OrgRow = sqlx::query_as(
+        let org: OrgRow = sqlx::query_as(&format!(
             "INSERT INTO organizations (id, display_name, seat_limit, allow_everyone_to_invite) VALUES ($1, $2, $3, $4) \
-             RETURNING id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at",
-        )
+             RETURNING {ORG_COLUMNS}",
+        ))
         .bind(org_id)
         .bind(name.as_str())
         .bind(req.seat_limit)
@@ -114,9 +114,9 @@ impl Identity {
     #[tracing::instrument(skip_all)]
     pub async fn get_organization(&self, principal: &Principal, org_id: &str) -> Result<OrgRow> {
         let org_id = scope(principal, org_id)?;
-        sqlx::query_as(
-            "SELECT id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at FROM organizations WHERE id = $1",
-        )
+        sqlx::query_as(&format!(
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"
+        ))
         .bind(org_id)
         .fetch_optional(&self.pool)
         .await?
@@ -143,6 +143,12 @@ impl Identity {
                             .into_inner()
                 }
                 "seat_limit" => {
+                    if !matches!(principal, Principal::Service { .. }) {
+                        return Err(IdentityError::PermissionDenied(
+                            "the seat limit is the organisation's plan, set by the platform operator's service credential; \
+                             ask your operator to change the plan (admins see the limit and the seats used in GetOrganization)",
+                        ));
+                    }
                     if org.seat_limit < 0 {
                         return Err(IdentityError::InvalidArgument(
                             "`seat_limit` cannot be negative (0 means unlimited)".into(),
@@ -165,10 +171,10 @@ impl Identity {
                 }
             }
         }
-        let row: OrgRow = sqlx::query_as(
+        let row: OrgRow = sqlx::query_as(&format!(
             "UPDATE organizations SET display_name = $2, seat_limit = $3, allow_everyone_to_invite = $4, updated_at = now() \
-             WHERE id = $1 RETURNING id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at",
-        )
+             WHERE id = $1 RETURNING {ORG_COLUMNS}",
+        ))
         .bind(org_id)
         .bind(&row.display_name)
         .bind(row.seat_limit)
@@ -415,10 +421,14 @@ impl Identity {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let revoked = revoke_sessions(
+            &mut tx,
+            org_id,
+            id,
+            principal,
+            ev::RevocationReason::Dismissed,
+        )
+        .await?;
         // A dismissed person supervises no one: their departments lose their head.
         let headed: Vec<crate::store::DepartmentRow> = sqlx::query_as(&format!(
             "UPDATE departments SET head_user_id = NULL, updated_at = now() WHERE org_id = $1 AND head_user_id = $2 RETURNING {}",
@@ -454,6 +464,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
+        revoked.apply(self);
         Ok(user)
     }
 
@@ -524,6 +535,22 @@ impl Identity {
             .bind(req.admin)
             .execute(&mut *tx)
             .await?;
+        // A demoted admin's tokens still say `admin`: they are void from now (the refresh
+        // token stays, and a refresh issues a token without the claim).
+        let revoked = if req.admin {
+            None
+        } else {
+            Some(
+                revoke_access_tokens(
+                    &mut tx,
+                    org_id,
+                    id,
+                    principal,
+                    ev::RevocationReason::AdminRevoked,
+                )
+                .await?,
+            )
+        };
         emit(
             &mut tx,
             org_id,
@@ -537,6 +564,9 @@ impl Identity {
         .await?;
         let user = reload(&mut tx, org_id, id).await?;
         tx.commit().await?;
+        if let Some(revoked) = revoked {
+            revoked.apply(self);
+        }
         Ok(user)
     }
 }

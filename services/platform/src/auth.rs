@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
+use crate::kafka::KafkaSettings;
 use crate::proto::identity::v1 as pb;
+use crate::revocation::Revocations;
+use tokio_util::sync::CancellationToken;
 
 /// The issuer every Mailroom token names.
 pub const ISSUER: &str = "mailroom-identity";
@@ -39,6 +42,18 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+    /// When the token was issued, in Unix milliseconds: revocation compares it with a
+    /// not-before time, and whole seconds would let a token issued in the same second as a
+    /// dismissal survive it. Tokens without it count as issued at the start of `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
+}
+
+impl Claims {
+    /// When the token was issued, in Unix milliseconds.
+    pub fn issued_at_ms(&self) -> i64 {
+        self.iat_ms.unwrap_or(self.iat.saturating_mul(1000))
+    }
 }
 
 /// The caller of a request, as its verified token says.
@@ -83,6 +98,8 @@ pub enum AuthError {
     UnknownKey,
     #[error("access token signature or claims are invalid")]
     Invalid,
+    #[error("access token was revoked (dismissal, lost admin rights, a password change or a sign-out everywhere); sign in again")]
+    Revoked,
     #[error("cannot fetch signing keys from identity: {0}")]
     KeysUnavailable(String),
 }
@@ -143,6 +160,9 @@ pub struct TokenVerifier {
     /// Bumped on every key refresh: a verification that began under an older key set is not
     /// remembered, so a token signed by a just-withdrawn key cannot slip into the memo.
     key_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Subjects whose older tokens are refused, checked on every call (remembered or not).
+    revocations: Revocations,
+    following: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How many verified tokens are remembered (emptied when full).
@@ -181,7 +201,49 @@ impl TokenVerifier {
             validation: Arc::new(validation),
             verified: Arc::new(std::sync::Mutex::new(HashMap::new())),
             key_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            revocations: Revocations::new(),
+            following: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// The revocations this verifier applies.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Starts following the revocations topic (once per verifier, however many services of
+    /// the process share it) and waits, at most `catch_up`, until it has read the topic to its
+    /// end, so a restarted replica refuses a token revoked while it was down before it serves.
+    pub async fn follow_revocations(
+        &self,
+        kafka: KafkaSettings,
+        catch_up: Duration,
+        shutdown: CancellationToken,
+    ) {
+        if !self.following.swap(true, Ordering::SeqCst) {
+            tokio::spawn(crate::revocation::follow(
+                kafka,
+                self.revocations.clone(),
+                shutdown,
+            ));
+        }
+        if !self.revocations.wait_caught_up(catch_up).await {
+            tracing::warn!(
+                waited_ms = catch_up.as_millis() as u64,
+                "revocations topic not read to its end yet; serving, and revocations apply as they arrive"
+            );
+        }
+    }
+
+    fn refuse_revoked(&self, claims: Claims) -> Result<Claims, AuthError> {
+        if self
+            .revocations
+            .is_revoked(&claims.sub, claims.issued_at_ms())
+        {
+            metrics::counter!(crate::metrics::TOKENS_REVOKED).increment(1);
+            return Err(AuthError::Revoked);
+        }
+        Ok(claims)
     }
 
     fn remembered(&self, token: &str) -> Option<Claims> {
@@ -208,12 +270,12 @@ impl TokenVerifier {
     /// Verifies a bearer token and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         if let Some(claims) = self.remembered(token) {
-            return Ok(claims);
+            return self.refuse_revoked(claims);
         }
         let generation = self.key_generation.load(Ordering::SeqCst);
         let claims = self.verify_signature(token).await?;
         self.remember(token, &claims, generation);
-        Ok(claims)
+        self.refuse_revoked(claims)
     }
 
     async fn verify_signature(&self, token: &str) -> Result<Claims, AuthError> {

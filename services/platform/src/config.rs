@@ -102,6 +102,14 @@ pub struct PlatformConfig {
     /// Whether to serve Prometheus metrics (on each service's metrics port).
     #[serde(default = "default_true")]
     pub metrics_enabled: bool,
+    /// How long a service waits at start to read the token revocations topic to its end
+    /// before it serves anyway (and applies revocations as they arrive).
+    #[serde(default = "default_revocations_catch_up_ms")]
+    pub revocations_catch_up_ms: u64,
+}
+
+fn default_revocations_catch_up_ms() -> u64 {
+    10_000
 }
 
 fn default_listen_host() -> IpAddr {
@@ -130,6 +138,10 @@ fn default_replication() -> i32 {
 }
 
 impl PlatformConfig {
+    pub fn revocations_catch_up(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.revocations_catch_up_ms)
+    }
+
     /// Reads the platform part of the configuration and checks it.
     pub fn load(figment: &Figment) -> Result<Self, ConfigError> {
         let config: Self = figment

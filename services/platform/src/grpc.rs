@@ -3,8 +3,9 @@
 //! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
 //! call counts and latency), a global concurrency limit, and bearer-token authentication; plus
-//! a per-call timeout, `grpc.health.v1` and server reflection limited to what is served. On
-//! shutdown, health turns NOT_SERVING first, then in-flight calls drain.
+//! a per-call timeout, `grpc.health.v1` and server reflection limited to what is served. Before
+//! it answers, the token verifier has read the revocations topic (see [`crate::revocation`]).
+//! On shutdown, health turns NOT_SERVING first, then in-flight calls drain.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -59,6 +60,15 @@ pub async fn serve(
     config: &PlatformConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    // Every service refuses revoked tokens: it reads the revocations topic to its end before
+    // it answers, and follows it while it serves.
+    verifier
+        .follow_revocations(
+            crate::kafka::KafkaSettings::from_config(config),
+            config.revocations_catch_up(),
+            shutdown.clone(),
+        )
+        .await;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     for name in &hosted.service_names {

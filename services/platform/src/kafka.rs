@@ -20,6 +20,9 @@ pub const MAILBOXES_EVENTS: &str = "mailroom.mailboxes.events";
 pub const SYNC_EVENTS: &str = "mailroom.sync.events";
 /// Access control's events.
 pub const ACCESS_EVENTS: &str = "mailroom.access.events";
+/// Token revocations (identity's `SessionsRevoked`), keyed by subject and compacted, read
+/// from the beginning by every process that verifies tokens.
+pub const REVOCATIONS: &str = "mailroom.identity.revocations";
 /// Work for sync workers, keyed by mailbox id.
 pub const SYNC_REQUESTS: &str = "mailroom.sync.requests";
 
@@ -77,17 +80,35 @@ impl KafkaSettings {
             .create()
     }
 
+    /// A consumer outside any group, for a process that reads a whole topic itself
+    /// (assigned partitions, no commits) and wants to hear when it reached a partition's end.
+    pub fn reader(&self) -> Result<StreamConsumer, KafkaError> {
+        self.base()
+            .set("group.id", format!("mailroom-reader-{}", uuid::Uuid::new_v4().simple()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+    }
+
     /// Creates `topics` where missing (an existing topic is left as it is).
     pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.base().create()?;
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|t| {
-                NewTopic::new(
+                let topic = NewTopic::new(
                     t,
                     self.partitions,
                     TopicReplication::Fixed(self.replication),
-                )
+                );
+                if *t == REVOCATIONS {
+                    // Only the newest not-before of a subject matters.
+                    topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                }
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -9,6 +9,7 @@
 //! - [`db`]: the PostgreSQL pool (one schema per service) and migrations.
 //! - [`outbox`], [`kafka`], [`consumer`]: events written with state, relayed to Kafka,
 //!   consumed exactly once in effect.
+//! - [`revocation`]: subjects whose tokens are void before a time, learnt from identity.
 //! - [`redis`]: the Redis connection and the rate limiter built on it.
 //! - [`aip`]: AIP-160 filters and AIP-158 page tokens.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
@@ -24,6 +25,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbox;
 pub mod redis;
+pub mod revocation;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -19,6 +19,13 @@ pub const OUTBOX_BACKLOG: &str = "mailroom_outbox_backlog";
 /// Events handled by a consumer, by `consumer` and `outcome` (applied, duplicate, dead_letter).
 pub const EVENTS_CONSUMED: &str = "mailroom_events_consumed_total";
 
+/// Subjects whose tokens this process refuses before a not-before time.
+pub const REVOKED_SUBJECTS: &str = "mailroom_auth_revoked_subjects";
+/// 1 once this process has read the revocations topic to its end, else 0.
+pub const REVOCATIONS_CAUGHT_UP: &str = "mailroom_auth_revocations_caught_up";
+/// Tokens refused because their subject was revoked after they were issued.
+pub const TOKENS_REVOKED: &str = "mailroom_auth_revoked_tokens_refused_total";
+
 static INSTALLED: OnceLock<()> = OnceLock::new();
 
 /// Serves metrics on `addr`. Only the first call in a process listens; later calls (several

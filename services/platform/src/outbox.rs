@@ -57,6 +57,7 @@ pub fn payload_type(payload: &Payload) -> &'static str {
         Payload::DepartmentCreated(_) => "mailroom.events.v1.DepartmentCreated",
         Payload::DepartmentUpdated(_) => "mailroom.events.v1.DepartmentUpdated",
         Payload::DepartmentDeleted(_) => "mailroom.events.v1.DepartmentDeleted",
+        Payload::SessionsRevoked(_) => "mailroom.events.v1.SessionsRevoked",
         Payload::RelationshipsWritten(_) => "mailroom.events.v1.RelationshipsWritten",
         Payload::RelationshipsDeleted(_) => "mailroom.events.v1.RelationshipsDeleted",
         Payload::PermissionSettingsChanged(_) => "mailroom.events.v1.PermissionSettingsChanged",

@@ -1,0 +1,206 @@
+//! Password reset by a mailed one-time link: asked for by the user (who has forgotten the
+//! password, so without a token) or by an admin for a user (the admin never sees the link).
+//!
+//! A link carries 32 random bytes; only their SHA-256 is stored. It works once, expires, and
+//! using it ends every session of the user on every service. Asking for one answers the same
+//! whether the address is an account or not: the look-up and the mail happen after the answer.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::events::v1 as ev;
+use mailroom_platform::redis::RateDecision;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{EmailAddress, NewPassword, UserState};
+use crate::error::{IdentityError, Result};
+use crate::service::{caller_org, parse_id, require_admin, revoke_sessions, Identity};
+use crate::store;
+
+/// Who asked for a link, as recorded with it.
+enum RequestedBy {
+    TheUser,
+    Admin(String),
+}
+
+impl RequestedBy {
+    fn describe(&self) -> String {
+        match self {
+            RequestedBy::TheUser => "self".into(),
+            RequestedBy::Admin(who) => format!("admin:{who}"),
+        }
+    }
+}
+
+impl Identity {
+    /// Mails a reset link to every active account that signs in with `login_email` (one per
+    /// organisation). Answers before looking the address up, so the answer and its timing are
+    /// the same for an unknown address.
+    #[tracing::instrument(skip_all)]
+    pub async fn request_password_reset(self: &std::sync::Arc<Self>, login_email: &str) -> Result<()> {
+        let email = EmailAddress::parse("login_email", login_email)?;
+        if let RateDecision::Limited { retry_after } =
+            self.reset_limiter.hit(email.as_str()).await?
+        {
+            return Err(IdentityError::RateLimited {
+                retry_after_secs: retry_after.as_secs().max(1),
+            });
+        }
+        let identity = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = identity.mail_reset_links(&email).await {
+                tracing::warn!(error = %err, "a password-reset link could not be sent");
+            }
+        });
+        Ok(())
+    }
+
+    async fn mail_reset_links(&self, email: &EmailAddress) -> Result<()> {
+        let accounts: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT u.id, o.display_name FROM users u JOIN organizations o ON o.id = u.org_id \
+             WHERE u.login_email = $1 AND u.state = 'active'",
+        )
+        .bind(email.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for (user_id, organisation) in accounts {
+            self.mail_reset_link(user_id, email, &organisation, RequestedBy::TheUser)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn mail_reset_link(
+        &self,
+        user_id: Uuid,
+        to: &EmailAddress,
+        organisation: &str,
+        by: RequestedBy,
+    ) -> Result<()> {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let token = URL_SAFE_NO_PAD.encode(secret);
+        sqlx::query(
+            "INSERT INTO password_resets (token_hash, user_id, requested_by, expires_at) \
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        )
+        .bind(reset_hash(&token))
+        .bind(user_id)
+        .bind(by.describe())
+        .bind(self.config.password_reset_ttl_secs as f64)
+        .execute(&self.pool)
+        .await?;
+        let link = format!("{}?token={token}", self.config.password_reset_url);
+        self.mailer
+            .send_password_reset(
+                to,
+                organisation,
+                &link,
+                self.config.password_reset_ttl_secs / 60,
+            )
+            .await
+            .map_err(|e| IdentityError::Mail(e.to_string()))
+    }
+
+    /// An admin has a reset link mailed to a user of their organisation.
+    #[tracing::instrument(skip_all)]
+    pub async fn send_password_reset_link(&self, principal: &Principal, user_id: &str) -> Result<()> {
+        let org_id = caller_org(principal)?;
+        let user_id = parse_id("user_id", user_id)?;
+        let mut conn = self.pool.acquire().await?;
+        require_admin(&mut conn, principal, org_id).await?;
+        let user = store::user(&mut conn, org_id, user_id).await?;
+        if user.state() != UserState::Active {
+            return Err(IdentityError::FailedPrecondition(format!(
+                "{} is {}; a reset link is for an active user",
+                user.display_name(),
+                user.state().describe()
+            )));
+        }
+        let organisation: String =
+            sqlx::query_scalar("SELECT display_name FROM organizations WHERE id = $1")
+                .bind(org_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        drop(conn);
+        let admin = match principal {
+            Principal::User { user_id, .. } => user_id.to_string(),
+            Principal::Service { name } => format!("service:{name}"),
+        };
+        let to = EmailAddress::from_stored(user.login_email.clone());
+        self.mail_reset_link(user.id, &to, &organisation, RequestedBy::Admin(admin))
+            .await
+    }
+
+    /// Sets a new password with a link's token, spends it (and every other open link of the
+    /// user), and ends every session of the user.
+    #[tracing::instrument(skip_all)]
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
+        let unknown = IdentityError::Unauthenticated(
+            "this password-reset link is not valid; ask for a new one (RequestPasswordReset)",
+        );
+        let token = token.trim();
+        if token.is_empty() || token.len() > 128 {
+            return Err(unknown);
+        }
+        let new = NewPassword::parse(new_password)?;
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(Uuid, Uuid, bool, bool, String)> = sqlx::query_as(
+            "SELECT r.user_id, u.org_id, r.used_at IS NOT NULL, r.expires_at < now(), u.state \
+             FROM password_resets r JOIN users u ON u.id = r.user_id \
+             WHERE r.token_hash = $1 FOR UPDATE OF r",
+        )
+        .bind(reset_hash(token))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((user_id, org_id, used, expired, state)) = row else {
+            return Err(unknown);
+        };
+        if used {
+            return Err(IdentityError::Unauthenticated(
+                "this password-reset link was already used; ask for a new one (RequestPasswordReset)",
+            ));
+        }
+        if expired {
+            return Err(IdentityError::Unauthenticated(
+                "this password-reset link has expired; ask for a new one (RequestPasswordReset)",
+            ));
+        }
+        if UserState::from_db(&state) != UserState::Active {
+            return Err(unknown);
+        }
+        let hash = crate::passwords::hash(new.expose().to_owned()).await?;
+        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+            .bind(user_id)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        let revoked = revoke_sessions(
+            &mut tx,
+            org_id,
+            user_id,
+            &Principal::User {
+                user_id,
+                org_id,
+                admin: false,
+            },
+            ev::RevocationReason::PasswordReset,
+        )
+        .await?;
+        tx.commit().await?;
+        revoked.apply(self);
+        Ok(())
+    }
+}
+
+fn reset_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}

@@ -1,0 +1,201 @@
+//! Token revocation: a not-before time per subject, learnt by every process from identity.
+//!
+//! Access tokens are verified locally and live for minutes, so a dismissed user (or a demoted
+//! admin, a changed password, "sign out everywhere") would keep a working token until it
+//! expired. Identity therefore writes a [`SessionsRevoked`](crate::proto::events::v1::SessionsRevoked)
+//! event for the subject through its outbox onto [`REVOCATIONS`](crate::kafka::REVOCATIONS), a
+//! topic keyed by subject and compacted, so the newest not-before of every subject stays in it.
+//!
+//! Every process that verifies tokens runs one [`follow`] task: it reads that topic from the
+//! beginning (so a replica that was down during a dismissal learns of it when it comes back),
+//! then tails it, and its [`TokenVerifier`](crate::auth::TokenVerifier) refuses any token of a
+//! revoked subject issued before the not-before — also tokens it had already remembered as
+//! valid. The topic is read without a consumer group (every process needs every record) and no
+//! offsets are committed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{KafkaSettings, REVOCATIONS};
+use crate::proto::events::v1::{envelope::Payload, Envelope};
+
+/// Revoked subjects and the time (Unix milliseconds) before which their tokens are refused.
+#[derive(Clone, Default)]
+pub struct Revocations {
+    not_before: Arc<RwLock<HashMap<String, i64>>>,
+    caught_up: Arc<watch::Sender<bool>>,
+}
+
+impl Revocations {
+    pub fn new() -> Self {
+        Self {
+            not_before: Arc::default(),
+            caught_up: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Records that `subject`'s tokens issued before `not_before_ms` are void. A later
+    /// not-before wins; an older one (a record replayed out of order) changes nothing.
+    pub fn revoke(&self, subject: &str, not_before_ms: i64) {
+        if let Ok(mut map) = self.not_before.write() {
+            let entry = map.entry(subject.to_owned()).or_insert(not_before_ms);
+            if *entry < not_before_ms {
+                *entry = not_before_ms;
+            }
+        }
+        metrics::gauge!(crate::metrics::REVOKED_SUBJECTS).set(self.len() as f64);
+    }
+
+    /// Whether a token of `subject` issued at `issued_at_ms` has been revoked.
+    pub fn is_revoked(&self, subject: &str, issued_at_ms: i64) -> bool {
+        match self.not_before.read() {
+            Ok(map) => map.get(subject).is_some_and(|nbf| issued_at_ms < *nbf),
+            // A poisoned lock means a writer panicked; refuse rather than guess.
+            Err(_) => true,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.not_before.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the topic has been read up to where it stood when following began.
+    pub fn is_caught_up(&self) -> bool {
+        *self.caught_up.borrow()
+    }
+
+    /// Waits until caught up, at most `timeout`; returns whether it is.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        let mut rx = self.caught_up.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn set_caught_up(&self) {
+        self.caught_up.send_replace(true);
+        metrics::gauge!(crate::metrics::REVOCATIONS_CAUGHT_UP).set(1.0);
+    }
+
+    /// Applies one record of the topic; anything that is not a revocation is ignored.
+    pub fn apply(&self, payload: &[u8]) {
+        let Ok(envelope) = Envelope::decode(payload) else {
+            tracing::warn!("undecodable record on the revocations topic; skipped");
+            return;
+        };
+        if let Some(Payload::SessionsRevoked(revoked)) = envelope.payload {
+            self.revoke(&revoked.subject, revoked.not_before_unix_ms);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("revocations consumer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Follows the revocations topic into `revocations` until `shutdown`. Broker outages are
+/// retried with backoff; the map is kept across them.
+pub async fn follow(kafka: KafkaSettings, revocations: Revocations, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match follow_once(&kafka, &revocations, &shutdown).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(%err, "revocations topic cannot be read yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn follow_once(
+    kafka: &KafkaSettings,
+    revocations: &Revocations,
+    shutdown: &CancellationToken,
+) -> Result<(), FollowError> {
+    kafka.ensure_topics(&[REVOCATIONS]).await?;
+    let consumer: StreamConsumer = kafka.reader()?;
+    let metadata = consumer.fetch_metadata(Some(REVOCATIONS), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == REVOCATIONS)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    // Where each partition ends now: having read that far is "caught up".
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in &partitions {
+        let (low, high) =
+            consumer.fetch_watermarks(REVOCATIONS, *partition, Duration::from_secs(10))?;
+        if high > low {
+            remaining.insert(*partition, high);
+        }
+        assignment.add_partition_offset(REVOCATIONS, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    if remaining.is_empty() {
+        revocations.set_caught_up();
+    }
+    let mut stream = consumer.stream();
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = stream.next() => match next {
+                Some(Ok(m)) => m,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    if remaining.remove(&partition).is_some() && remaining.is_empty() {
+                        revocations.set_caught_up();
+                    }
+                    continue;
+                }
+                Some(Err(err)) => return Err(err.into()),
+                None => return Ok(()),
+            },
+        };
+        revocations.apply(message.payload().unwrap_or_default());
+        if let Some(end) = remaining.get(&message.partition()) {
+            if message.offset() + 1 >= *end {
+                remaining.remove(&message.partition());
+                if remaining.is_empty() {
+                    revocations.set_caught_up();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_not_before_wins_and_only_older_tokens_are_refused() {
+        let r = Revocations::new();
+        assert!(!r.is_revoked("u1", 1_000));
+        r.revoke("u1", 2_000);
+        r.revoke("u1", 1_500);
+        assert!(r.is_revoked("u1", 1_999));
+        assert!(!r.is_revoked("u1", 2_000));
+        assert!(!r.is_revoked("u2", 1));
+        assert_eq!(r.len(), 1);
+    }
+}
