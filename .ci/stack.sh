@@ -81,7 +81,7 @@ start_postgres() {
     mkdir -p "$STACK/pg"
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$STACK/pg"
     if [ ! -f "$STACK/pg/data/PG_VERSION" ]; then
-      as_user postgres "$bin/initdb" -D "$STACK/pg/data" -A trust -U postgres >/dev/null
+      as_user postgres "$bin/initdb" -D "$STACK/pg/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >/dev/null
     fi
     as_user postgres "$bin/pg_ctl" -D "$STACK/pg/data" -l "$STACK/pg/log" -w start \
       -o "-p $PG_PORT -k $STACK/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=300" \

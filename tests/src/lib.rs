@@ -237,6 +237,34 @@ impl TestApp {
         (AccessServiceClient::new(channel), endpoint)
     }
 
+    /// An access replica that verifies tokens itself, as a separately deployed one does: keys
+    /// from identity's JWKS over gRPC, revocations from the topic.
+    pub async fn start_access_replica_verifying_itself(
+        &self,
+        shutdown: CancellationToken,
+    ) -> AccessServiceClient<Channel> {
+        let config = mailroom_access::AccessConfig {
+            consumer_group: self.access_group.clone(),
+            identity_endpoint: self.endpoint.clone(),
+            ..Default::default()
+        };
+        let started = mailroom_access::start(&self.platform, config)
+            .await
+            .expect("access starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let platform = self.platform.clone();
+        tokio::spawn(async move {
+            let verifier = started.verifier.clone();
+            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
+                eprintln!("test access server stopped: {err}");
+            }
+        });
+        AccessServiceClient::new(connect(&endpoint).await)
+    }
+
     /// The access client (the app must have been spawned with access).
     pub fn access(&self) -> AccessServiceClient<Channel> {
         self.access

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use mailroom_platform::text::{canonical, check_visible, Use};
+
 /// Why an input was refused, in words for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -21,6 +23,11 @@ pub enum ParseError {
     Text {
         field: &'static str,
         reason: &'static str,
+    },
+    #[error("`{field}` {reason}")]
+    Unicode {
+        field: &'static str,
+        reason: mailroom_platform::text::Invisible,
     },
     #[error("password must be {min} to {max} characters long")]
     PasswordLength { min: usize, max: usize },
@@ -44,6 +51,9 @@ impl EmailAddress {
         {
             return Err(err("it contains a line break or control character"));
         }
+        check_visible(input, Use::Address).map_err(|reason| ParseError::Unicode { field, reason })?;
+        // Look-alike forms (NFC vs NFD) are one address.
+        let input = canonical(input);
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(ParseError::Missing { field });
@@ -72,7 +82,7 @@ impl EmailAddress {
             ));
         }
         let domain = parse_domain(domain).map_err(err)?;
-        let normalised = format!("{}@{}", local.to_lowercase(), domain);
+        let normalised = format!("{}@{}", canonical(&local.to_lowercase()), domain);
         if normalised.len() > 254 {
             return Err(err("it is longer than 254 characters"));
         }
@@ -146,7 +156,8 @@ fn parse_domain(domain: &str) -> Result<String, &'static str> {
 pub struct Text(String);
 
 impl Text {
-    /// Parses `input` for `field`: trimmed, at most `max` characters, no control characters.
+    /// Parses `input` for `field`: in NFC, trimmed, every kind of space one ASCII space, at
+    /// most `max` characters; no control, invisible or bidi-control characters.
     pub fn parse(
         field: &'static str,
         input: &str,
@@ -162,7 +173,9 @@ impl Text {
                 reason: "cannot contain line breaks or control characters",
             });
         }
-        let trimmed = input.trim();
+        check_visible(input, Use::Name).map_err(|reason| ParseError::Unicode { field, reason })?;
+        let spaced = one_space(&canonical(input));
+        let trimmed = spaced.trim();
         if required && trimmed.is_empty() {
             return Err(ParseError::Missing { field });
         }
@@ -182,6 +195,25 @@ impl Text {
     pub fn into_inner(self) -> String {
         self.0
     }
+}
+
+/// Every run of white space (any kind: no-break, ideographic, …) as one ASCII space, so that
+/// names which look alike are alike.
+fn one_space(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut in_space = false;
+    for c in input.chars() {
+        if c.is_whitespace() {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+        } else {
+            out.push(c);
+            in_space = false;
+        }
+    }
+    out
 }
 
 /// A new password as the user chose it; checked for length only (NIST 800-63B).
@@ -269,6 +301,36 @@ mod tests {
         let idn = EmailAddress::parse("email", "ivan@пример.рф").unwrap();
         assert_eq!(idn.as_str(), "ivan@xn--e1afmkfd.xn--p1ai");
         assert_eq!(idn.domain(), "xn--e1afmkfd.xn--p1ai");
+    }
+
+    #[test]
+    fn look_alike_unicode_forms_are_one_address_and_invisible_ones_are_refused() {
+        let nfc = EmailAddress::parse("email", "jos\u{e9}@acme.test").unwrap();
+        let nfd = EmailAddress::parse("email", "jose\u{301}@acme.test").unwrap();
+        assert_eq!(nfc, nfd);
+        let idn_nfd = EmailAddress::parse("email", "ann@cafe\u{301}.test").unwrap();
+        let idn_nfc = EmailAddress::parse("email", "ann@caf\u{e9}.test").unwrap();
+        assert_eq!(idn_nfd, idn_nfc);
+        for bad in [
+            "ann\u{200B}@acme.test",
+            "ann@ac\u{200B}me.test",
+            "ann\u{200D}lee@acme.test",
+            "ann\u{202E}eel@acme.test",
+            "\u{FEFF}ann@acme.test",
+        ] {
+            let err = EmailAddress::parse("email", bad).unwrap_err();
+            assert!(matches!(err, ParseError::Unicode { .. }), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_are_nfc_with_one_kind_of_space_and_nothing_invisible() {
+        let a = Text::parse("first_name", "Jose\u{301}\u{a0}\u{a0}Mar\u{ed}a", 100, true).unwrap();
+        assert_eq!(a.as_str(), "Jos\u{e9} Mar\u{ed}a");
+        for bad in ["Ann\u{200B}", "Ann\u{2067}Lee", "\u{3164}", "Ann\u{AD}Lee"] {
+            let err = Text::parse("first_name", bad, 100, true).unwrap_err();
+            assert!(matches!(err, ParseError::Unicode { .. }), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -81,13 +81,12 @@ impl KafkaSettings {
     }
 
     /// A consumer outside any group, for a process that reads a whole topic itself
-    /// (assigned partitions, no commits) and wants to hear when it reached a partition's end.
+    /// (assigned partitions, no commits).
     pub fn reader(&self) -> Result<StreamConsumer, KafkaError> {
         self.base()
             .set("group.id", format!("mailroom-reader-{}", uuid::Uuid::new_v4().simple()))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
             .create()
     }

@@ -12,6 +12,7 @@
 //! - [`revocation`]: subjects whose tokens are void before a time, learnt from identity.
 //! - [`redis`]: the Redis connection and the rate limiter built on it.
 //! - [`aip`]: AIP-160 filters and AIP-158 page tokens.
+//! - [`text`]: canonical (NFC) text and the refusal of invisible and bidi-control characters.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 
 pub mod aip;
@@ -28,5 +29,6 @@ pub mod redis;
 pub mod revocation;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 
 pub use mailroom_proto as proto;

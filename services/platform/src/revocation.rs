@@ -152,21 +152,30 @@ async fn follow_once(
         assignment.add_partition_offset(REVOCATIONS, *partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
-    if remaining.is_empty() {
-        revocations.set_caught_up();
-    }
+    let mut check = tokio::time::interval(Duration::from_millis(200));
     let mut stream = consumer.stream();
+    let mut caught_up = false;
     loop {
+        if !caught_up {
+            // Caught up once the next offset to read has reached where each partition ended.
+            if let Ok(positions) = consumer.position() {
+                remaining.retain(|partition, end| {
+                    positions
+                        .find_partition(REVOCATIONS, *partition)
+                        .and_then(|p| p.offset().to_raw())
+                        .is_none_or(|next| next < *end)
+                });
+            }
+            if remaining.is_empty() {
+                revocations.set_caught_up();
+                caught_up = true;
+            }
+        }
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = check.tick() => continue,
             next = stream.next() => match next {
                 Some(Ok(m)) => m,
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
-                    if remaining.remove(&partition).is_some() && remaining.is_empty() {
-                        revocations.set_caught_up();
-                    }
-                    continue;
-                }
                 Some(Err(err)) => return Err(err.into()),
                 None => return Ok(()),
             },
@@ -175,9 +184,6 @@ async fn follow_once(
         if let Some(end) = remaining.get(&message.partition()) {
             if message.offset() + 1 >= *end {
                 remaining.remove(&message.partition());
-                if remaining.is_empty() {
-                    revocations.set_caught_up();
-                }
             }
         }
     }

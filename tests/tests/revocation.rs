@@ -1,0 +1,296 @@
+//! A revoked user is out at once, everywhere: dismissal, demotion, a password change and
+//! "sign out everywhere" void the user's access tokens on identity and on every access
+//! replica within about a second — tokens those replicas had already verified and remembered
+//! included, and also on a replica that was down at the time and comes back.
+
+use std::time::{Duration, Instant};
+
+use mailroom_tests::access::{object, request};
+use mailroom_tests::{access_pb as apb, authed, identity_pb as pb, spawn_app_with_access, TestApp};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::Code;
+
+type AccessClient = apb::access_service_client::AccessServiceClient<Channel>;
+
+/// A call a user may make about themselves on identity: read their own profile.
+async fn identity_call(app: &TestApp, token: &str, user_id: &str) -> Result<(), tonic::Status> {
+    app.identity
+        .clone()
+        .get_user(authed(token, pb::GetUserRequest { id: user_id.into() }))
+        .await
+        .map(|_| ())
+}
+
+/// A call on access: whether the user may view some mailbox. Anything but UNAUTHENTICATED
+/// means the token was accepted.
+async fn access_call(client: &AccessClient, token: &str, user_id: &str) -> Code {
+    match client
+        .clone()
+        .check(authed(
+            token,
+            request(user_id, "mailbox.view", object("mailbox", "m-1"), None),
+        ))
+        .await
+    {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// Polls until `refused` holds, and says how long that took.
+async fn refused_within<F, Fut>(limit: Duration, mut refused: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if refused().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the token was still accepted {limit:?} after the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn unauthenticated_revoked(status: &tonic::Status) -> bool {
+    status.code() == Code::Unauthenticated && status.message().contains("revoked")
+}
+
+#[tokio::test]
+async fn a_dismissed_users_token_is_refused_by_identity_and_every_access_replica_within_two_seconds(
+) {
+    let app = spawn_app_with_access().await;
+    let org = app.create_org(0).await;
+    let ann = app.create_user(&org, "ann", "").await;
+    let token = app.login(&ann.login_email).await.expect("login").access_token;
+
+    // A separately deployed access replica, verifying tokens on its own; the token is used on
+    // every service first, so each has verified and remembered it.
+    let shutdown = CancellationToken::new();
+    let replica = app
+        .start_access_replica_verifying_itself(shutdown.clone())
+        .await;
+    identity_call(&app, &token, &ann.id)
+        .await
+        .expect("the token works before the dismissal");
+    assert_ne!(
+        access_call(&app.access(), &token, &ann.id).await,
+        Code::Unauthenticated
+    );
+    assert_ne!(
+        access_call(&replica, &token, &ann.id).await,
+        Code::Unauthenticated
+    );
+
+    app.identity
+        .clone()
+        .dismiss_user(authed(
+            &org.admin_token,
+            pb::DismissUserRequest { id: ann.id.clone() },
+        ))
+        .await
+        .expect("dismiss");
+
+    let on_identity = refused_within(Duration::from_secs(2), || async {
+        identity_call(&app, &token, &ann.id)
+            .await
+            .is_err_and(|s| unauthenticated_revoked(&s))
+    })
+    .await;
+    let on_access = refused_within(Duration::from_secs(2), || async {
+        access_call(&app.access(), &token, &ann.id).await == Code::Unauthenticated
+    })
+    .await;
+    let on_replica = refused_within(Duration::from_secs(2), || async {
+        access_call(&replica, &token, &ann.id).await == Code::Unauthenticated
+    })
+    .await;
+    eprintln!("refused after: identity {on_identity:?}, access {on_access:?}, separate replica {on_replica:?}");
+
+    // A replica that was down during the dismissal refuses the token from its first call.
+    let late = app
+        .start_access_replica_verifying_itself(shutdown.clone())
+        .await;
+    assert_eq!(
+        access_call(&late, &token, &ann.id).await,
+        Code::Unauthenticated,
+        "a replica started after the dismissal accepted the dismissed user's token"
+    );
+    // The admin's own token is untouched.
+    assert_ne!(
+        access_call(&late, &org.admin_token, &org.admin_id).await,
+        Code::Unauthenticated
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_demoted_admins_token_stops_working_and_a_refresh_gives_one_without_admin() {
+    let app = spawn_app_with_access().await;
+    let org = app.create_org(0).await;
+    let bea = app.create_user(&org, "bea", "").await;
+    app.identity
+        .clone()
+        .set_admin(authed(
+            &org.admin_token,
+            pb::SetAdminRequest {
+                id: bea.id.clone(),
+                admin: true,
+            },
+        ))
+        .await
+        .expect("promote");
+    let tokens = app.login(&bea.login_email).await.expect("login");
+    identity_call(&app, &tokens.access_token, &org.admin_id)
+        .await
+        .expect("admin token works");
+
+    app.identity
+        .clone()
+        .set_admin(authed(
+            &org.admin_token,
+            pb::SetAdminRequest {
+                id: bea.id.clone(),
+                admin: false,
+            },
+        ))
+        .await
+        .expect("demote");
+    refused_within(Duration::from_secs(2), || async {
+        access_call(&app.access(), &tokens.access_token, &bea.id).await == Code::Unauthenticated
+    })
+    .await;
+    let refreshed = app
+        .auth
+        .clone()
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .expect("a demoted user may still refresh")
+        .into_inner();
+    identity_call(&app, &refreshed.access_token, &bea.id)
+        .await
+        .expect("the refreshed token works");
+}
+
+#[tokio::test]
+async fn a_password_change_and_sign_out_everywhere_end_every_session() {
+    let app = spawn_app_with_access().await;
+    let org = app.create_org(0).await;
+    let cy = app.create_user(&org, "cy", "").await;
+    let first = app.login(&cy.login_email).await.expect("login").access_token;
+    let second = app.login(&cy.login_email).await.expect("login").access_token;
+    identity_call(&app, &first, &cy.id).await.expect("works");
+
+    app.auth
+        .clone()
+        .change_password(authed(
+            &second,
+            pb::ChangePasswordRequest {
+                current_password: mailroom_tests::PASSWORD.into(),
+                new_password: "a new long password".into(),
+            },
+        ))
+        .await
+        .expect("change password");
+    for token in [&first, &second] {
+        refused_within(Duration::from_secs(2), || async {
+            access_call(&app.access(), token, &cy.id).await == Code::Unauthenticated
+        })
+        .await;
+    }
+
+    // Signing in again after the change works at once (the new token is newer than the
+    // revocation, to the millisecond), and "sign out everywhere" ends that too.
+    let again = app
+        .auth
+        .clone()
+        .login(pb::LoginRequest {
+            login_email: cy.login_email.clone(),
+            password: "a new long password".into(),
+            org_id: String::new(),
+        })
+        .await
+        .expect("login with the new password")
+        .into_inner();
+    identity_call(&app, &again.access_token, &cy.id)
+        .await
+        .expect("a token issued after the revocation works");
+    app.auth
+        .clone()
+        .sign_out_everywhere(authed(
+            &again.access_token,
+            pb::SignOutEverywhereRequest::default(),
+        ))
+        .await
+        .expect("sign out everywhere");
+    refused_within(Duration::from_secs(2), || async {
+        identity_call(&app, &again.access_token, &cy.id)
+            .await
+            .is_err_and(|s| unauthenticated_revoked(&s))
+    })
+    .await;
+    let refresh = app
+        .auth
+        .clone()
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: again.refresh_token,
+        })
+        .await
+        .expect_err("signed out everywhere: the refresh token is revoked too");
+    assert_eq!(refresh.code(), Code::Unauthenticated);
+
+    // An admin signs a user out; another organisation's user looks like no user at all.
+    let dee = app.create_user(&org, "dee", "").await;
+    let dee_token = app.login(&dee.login_email).await.expect("login").access_token;
+    app.auth
+        .clone()
+        .sign_out_everywhere(authed(
+            &org.admin_token,
+            pb::SignOutEverywhereRequest {
+                user_id: dee.id.clone(),
+            },
+        ))
+        .await
+        .expect("an admin signs a user out");
+    refused_within(Duration::from_secs(2), || async {
+        access_call(&app.access(), &dee_token, &dee.id).await == Code::Unauthenticated
+    })
+    .await;
+    let other = app.create_org(0).await;
+    let stranger = app
+        .auth
+        .clone()
+        .sign_out_everywhere(authed(
+            &other.admin_token,
+            pb::SignOutEverywhereRequest {
+                user_id: org.admin_id.clone(),
+            },
+        ))
+        .await
+        .expect_err("another organisation's user");
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let unknown = app
+        .auth
+        .clone()
+        .sign_out_everywhere(authed(
+            &other.admin_token,
+            pb::SignOutEverywhereRequest {
+                user_id: nobody.clone(),
+            },
+        ))
+        .await
+        .expect_err("an unknown user");
+    assert_eq!(stranger.code(), Code::NotFound);
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(
+        stranger.message().replace(&org.admin_id, "<id>"),
+        unknown.message().replace(&nobody, "<id>")
+    );
+}
