@@ -65,6 +65,14 @@ impl ApiError for AccessError {
 }
 
 impl AccessError {
+    /// A mailbox this organisation does not have: unknown, not yet owned, or another
+    /// organisation's — one answer for all three, so no caller learns which.
+    pub fn mailbox_not_found(mailbox: impl std::fmt::Display) -> AccessError {
+        AccessError::NotFound(format!(
+            "mailbox `{mailbox}` was not found in your organisation (access control knows a mailbox once the mailbox registry has recorded its owner)"
+        ))
+    }
+
     /// The same error with `at` (which item of a batch, say) before its message.
     pub fn at(self, at: &str) -> AccessError {
         use AccessError::*;

@@ -246,11 +246,9 @@ impl Access {
             Resource::Org(org) => Some(org),
             Resource::Mailbox(m) => state.org_of_mailbox(m),
         };
-        let not_found = || {
-            AccessError::NotFound(match resource {
-                Resource::Org(o) => format!("organisation `{o}` was not found"),
-                Resource::Mailbox(m) => format!("mailbox `{m}` was not found in your organisation"),
-            })
+        let not_found = || match resource {
+            Resource::Org(o) => AccessError::NotFound(format!("organisation `{o}` was not found")),
+            Resource::Mailbox(m) => AccessError::mailbox_not_found(m),
         };
         if let Principal::User {
             user_id, org_id, ..
@@ -370,9 +368,9 @@ impl Access {
             if let Relationship::Owner(m, _) | Relationship::Reader(m, _) = rel {
                 if let Some(mailbox_org) = state.org_of_mailbox(m) {
                     if Some(mailbox_org) != org {
-                        return Err(AccessError::NotFound(format!(
-                            "relationships[{i}]: mailbox `{m}` was not found in this organisation"
-                        )));
+                        return Err(
+                            AccessError::mailbox_not_found(m).at(&format!("relationships[{i}]"))
+                        );
                     }
                 }
             }
@@ -399,9 +397,8 @@ impl Access {
                         let owner = graph.owner_of(*m);
                         let own_grant = deleting && reader == user_id;
                         if owner.is_none() && !admin && !own_grant {
-                            return Err(AccessError::NotFound(format!(
-                                "relationships[{i}]: mailbox `{m}` was not found in your organisation"
-                            )));
+                            return Err(AccessError::mailbox_not_found(m)
+                                .at(&format!("relationships[{i}]")));
                         }
                         admin
                             || (owner == Some(*user_id)

@@ -276,10 +276,8 @@ impl<'c> Writer<'c> {
                 .await?
                 .is_empty()
         {
-            return Err(AccessError::FailedPrecondition(format!(
-                "mailbox `{}` has no owner; the mailbox registry records one when the mailbox is connected, and read access is granted after that",
-                row.object
-            )));
+            // Unknown here, or another organisation's: the same answer either way.
+            return Err(AccessError::mailbox_not_found(row.object));
         }
         if row.kind.single() {
             for old in self.rows(row.kind, Some(row.object), None).await? {
@@ -336,10 +334,7 @@ impl<'c> Writer<'c> {
             .fetch_one(&mut *self.conn)
             .await?;
         if org != self.org {
-            return Err(AccessError::NotFound(format!(
-                "mailbox `{mailbox}` was not found in organisation `{}`",
-                self.org
-            )));
+            return Err(AccessError::mailbox_not_found(mailbox));
         }
         Ok(())
     }

@@ -51,7 +51,8 @@ impl EmailAddress {
         {
             return Err(err("it contains a line break or control character"));
         }
-        check_visible(input, Use::Address).map_err(|reason| ParseError::Unicode { field, reason })?;
+        check_visible(input, Use::Address)
+            .map_err(|reason| ParseError::Unicode { field, reason })?;
         // Look-alike forms (NFC vs NFD) are one address.
         let input = canonical(input);
         let trimmed = input.trim();

@@ -39,7 +39,10 @@ impl Identity {
     /// organisation). Answers before looking the address up, so the answer and its timing are
     /// the same for an unknown address.
     #[tracing::instrument(skip_all)]
-    pub async fn request_password_reset(self: &std::sync::Arc<Self>, login_email: &str) -> Result<()> {
+    pub async fn request_password_reset(
+        self: &std::sync::Arc<Self>,
+        login_email: &str,
+    ) -> Result<()> {
         let email = EmailAddress::parse("login_email", login_email)?;
         if let RateDecision::Limited { retry_after } =
             self.reset_limiter.hit(email.as_str()).await?
@@ -106,7 +109,11 @@ impl Identity {
 
     /// An admin has a reset link mailed to a user of their organisation.
     #[tracing::instrument(skip_all)]
-    pub async fn send_password_reset_link(&self, principal: &Principal, user_id: &str) -> Result<()> {
+    pub async fn send_password_reset_link(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+    ) -> Result<()> {
         let org_id = caller_org(principal)?;
         let user_id = parse_id("user_id", user_id)?;
         let mut conn = self.pool.acquire().await?;

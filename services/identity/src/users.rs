@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::domain::{EmailAddress, NewPassword, Text, UserState};
 use crate::error::{IdentityError, Result};
 use crate::service::{
-    caller_org, emit, revoke_access_tokens, revoke_sessions, parse_id, parse_optional_id, reload, require_admin, scope, user_snapshot,
-    Identity,
+    caller_org, emit, parse_id, parse_optional_id, reload, require_admin, revoke_access_tokens,
+    revoke_sessions, scope, user_snapshot, Identity,
 };
 use crate::store::{self, OrgRow, UserRow, ORG_COLUMNS, USER_COLUMNS};
 use ev::envelope::Payload;

@@ -151,11 +151,13 @@ pub async fn start(
     let mut access = None;
     // Services in one process share identity's verifier when identity is among them.
     let mut shared_verifier: Option<mailroom_platform::auth::TokenVerifier> = None;
-    for (index, service) in services.iter().enumerate() {
+    for service in services {
         let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
-        if index == 0 && platform.metrics_enabled {
+        // Every service's metrics port answers (with the process's one registry).
+        if platform.metrics_enabled {
             mailroom_platform::metrics::serve(metrics_addr)
-                .with_context(|| format!("metrics cannot listen on {metrics_addr}"))?;
+                .await
+                .with_context(|| format!("{} metrics", service.name()))?;
         }
         match service {
             Service::Identity => {

@@ -3,7 +3,8 @@
 //! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
 //! call counts and latency), a global concurrency limit, and bearer-token authentication; plus
-//! a per-call timeout, `grpc.health.v1` and server reflection limited to what is served. Before
+//! a per-call timeout, `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
+//! what is served. Before
 //! it answers, the token verifier has read the revocations topic (see [`crate::revocation`]).
 //! On shutdown, health turns NOT_SERVING first, then in-flight calls drain.
 
@@ -77,14 +78,20 @@ pub async fn serve(
             .await;
     }
 
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mailroom_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("grpc.health.v1.Health");
-    for name in &hosted.service_names {
-        reflection = reflection.with_service_name(*name);
-    }
-    let reflection = reflection.build_v1()?;
+    // Reflection in both versions: `v1`, and `v1alpha` for the clients that speak only it
+    // (Python's grpcio-reflection, many GUI clients, older grpcurl).
+    let reflection_builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mailroom_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for name in &hosted.service_names {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
 
     let public: HashSet<String> = hosted
         .public_methods
@@ -104,7 +111,8 @@ pub async fn serve(
     let routes = hosted
         .routes
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection)
+        .add_service(reflection_v1alpha);
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         conn.inspect(|stream| {
             let _ = stream.set_nodelay(true);

@@ -84,7 +84,10 @@ impl KafkaSettings {
     /// (assigned partitions, no commits).
     pub fn reader(&self) -> Result<StreamConsumer, KafkaError> {
         self.base()
-            .set("group.id", format!("mailroom-reader-{}", uuid::Uuid::new_v4().simple()))
+            .set(
+                "group.id",
+                format!("mailroom-reader-{}", uuid::Uuid::new_v4().simple()),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "10")

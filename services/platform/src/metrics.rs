@@ -1,10 +1,19 @@
-//! The Prometheus endpoint (`GET /metrics` on the service's metrics port) and the names of the
-//! metrics the platform itself records.
+//! The Prometheus endpoint (`GET /metrics` on each service's metrics port) and the names of
+//! the metrics the platform itself records. One registry per process; every service hosted in
+//! the process serves it on its own port, so each port that is announced answers.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
 
 /// gRPC calls served, by `method` and `code`.
 pub const GRPC_REQUESTS: &str = "mailroom_grpc_requests_total";
@@ -26,23 +35,81 @@ pub const REVOCATIONS_CAUGHT_UP: &str = "mailroom_auth_revocations_caught_up";
 /// Tokens refused because their subject was revoked after they were issued.
 pub const TOKENS_REVOKED: &str = "mailroom_auth_revoked_tokens_refused_total";
 
-static INSTALLED: OnceLock<()> = OnceLock::new();
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Serves metrics on `addr`. Only the first call in a process listens; later calls (several
-/// services in one process share one registry) do nothing and return `Ok`.
-pub fn serve(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    if INSTALLED.get().is_some() {
-        return Ok(());
+/// The process's metrics registry, installed on first use.
+fn handle() -> Result<&'static PrometheusHandle, MetricsError> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle);
     }
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(GRPC_LATENCY.into()),
+            Matcher::Full(GRPC_LATENCY.into()),
             &[
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ],
         )?
-        .install()?;
-    let _ = INSTALLED.set(());
-    Ok(())
+        .build_recorder();
+    let handle = recorder.handle();
+    if HANDLE.set(handle).is_ok() {
+        metrics::set_global_recorder(recorder)
+            .map_err(|e| MetricsError::Install(e.to_string()))?;
+        if let Some(handle) = HANDLE.get() {
+            // Histograms are drained into their buckets here rather than on every scrape.
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    handle.run_upkeep();
+                }
+            });
+        }
+    }
+    HANDLE.get().ok_or_else(|| MetricsError::Install("the registry was not installed".into()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics registry: {0}")]
+    Registry(#[from] BuildError),
+    #[error("metrics registry cannot be installed: {0}")]
+    Install(String),
+    #[error("metrics cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Serves the process's metrics on `addr` (`GET /metrics`, any path answers the same) until
+/// the process ends. Each service of a process calls it with its own metrics port, so every
+/// announced port answers, with the metrics of the whole process (several services in one
+/// process share one registry).
+pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
+    let handle = handle()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Listen { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| MetricsError::Listen { addr, source })?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |_request: Request<Incoming>| async move {
+                    let body = handle.render();
+                    Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4")
+                        .body(Full::new(Bytes::from(body)))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
 }

@@ -72,9 +72,9 @@ fn check_char(c: char, previous: Option<char>, usage: Use) -> Result<(), Invisib
         };
     }
     match c.general_category() {
-        GeneralCategory::Control | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
-            return Err(Invisible::Control)
-        }
+        GeneralCategory::Control
+        | GeneralCategory::LineSeparator
+        | GeneralCategory::ParagraphSeparator => return Err(Invisible::Control),
         GeneralCategory::Format => return Err(Invisible::Invisible(code)),
         GeneralCategory::PrivateUse | GeneralCategory::Unassigned | GeneralCategory::Surrogate => {
             return Err(Invisible::Unassigned(code))
@@ -138,7 +138,10 @@ mod tests {
             "tag\u{E0041}",
         ] {
             assert!(check_visible(bad, Use::Name).is_err(), "{bad:?} accepted");
-            assert!(check_visible(bad, Use::Address).is_err(), "{bad:?} accepted");
+            assert!(
+                check_visible(bad, Use::Address).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 
@@ -149,8 +152,8 @@ mod tests {
             "Иван Петров",
             "李小龍",
             "José Ñúñez",
-            "श्रीमती", // Devanagari with virama
-            "ක්\u{200D}ර",   // Sinhala: ZWJ after a virama forms a conjunct
+            "श्रीमती",     // Devanagari with virama
+            "ක්\u{200D}ර", // Sinhala: ZWJ after a virama forms a conjunct
             "Ann \u{2764}\u{FE0F}",
             "👩\u{200D}💻 Lee",
         ] {
