@@ -348,9 +348,16 @@ impl Access {
             if let (Some(a), Some(b)) = (org, rel_org) {
                 if a != b {
                     return Err(match principal {
-                        Principal::User { .. } => AccessError::NotFound(format!(
-                            "relationships[{i}]: it names a user or organisation outside yours"
-                        )),
+                        // Said exactly as of a user or organisation that does not exist.
+                        Principal::User { .. } => AccessError::NotFound(match (named_org, user) {
+                            (Some(o), _) if o != a => format!(
+                                "relationships[{i}]: organisation `{o}` was not found"
+                            ),
+                            (_, Some(u)) => format!(
+                                "relationships[{i}]: user `{u}` was not found in your organisation (one added a moment ago reaches access control shortly)"
+                            ),
+                            _ => format!("relationships[{i}]: it names an organisation that was not found"),
+                        }),
                         Principal::Service { .. } => AccessError::InvalidArgument(format!(
                             "relationships[{i}]: one call changes one organisation; this one names two"
                         )),
@@ -365,7 +372,10 @@ impl Access {
                     )));
                 }
             }
-            if let Relationship::Owner(m, _) | Relationship::Reader(m, _) = rel {
+            // Deleting in this organisation touches only its own rows, so another
+            // organisation's mailbox is, like an unknown one, simply not there to delete.
+            if let (Relationship::Owner(m, _) | Relationship::Reader(m, _), false) = (rel, deleting)
+            {
                 if let Some(mailbox_org) = state.org_of_mailbox(m) {
                     if Some(mailbox_org) != org {
                         return Err(

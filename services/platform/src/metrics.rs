@@ -52,8 +52,7 @@ fn handle() -> Result<&'static PrometheusHandle, MetricsError> {
         .build_recorder();
     let handle = recorder.handle();
     if HANDLE.set(handle).is_ok() {
-        metrics::set_global_recorder(recorder)
-            .map_err(|e| MetricsError::Install(e.to_string()))?;
+        metrics::set_global_recorder(recorder).map_err(|e| MetricsError::Install(e.to_string()))?;
         if let Some(handle) = HANDLE.get() {
             // Histograms are drained into their buckets here rather than on every scrape.
             tokio::spawn(async move {
@@ -65,7 +64,9 @@ fn handle() -> Result<&'static PrometheusHandle, MetricsError> {
             });
         }
     }
-    HANDLE.get().ok_or_else(|| MetricsError::Install("the registry was not installed".into()))
+    HANDLE
+        .get()
+        .ok_or_else(|| MetricsError::Install("the registry was not installed".into()))
 }
 
 #[derive(Debug, thiserror::Error)]
