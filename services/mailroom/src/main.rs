@@ -8,7 +8,6 @@
 //! - `mailroom keygen` prints a new token-signing key.
 
 mod ctl;
-mod ctl_access;
 mod dev;
 mod output;
 mod serve;

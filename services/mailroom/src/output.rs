@@ -56,7 +56,16 @@ impl Rows {
                     })
                     .collect();
                 let body = if self.single {
-                    objects.into_iter().next().unwrap_or(Value::Null)
+                    // A single resource carries its footer as more of its fields.
+                    match objects.into_iter().next() {
+                        Some(Value::Object(mut map)) => {
+                            for (k, v) in &self.footer {
+                                map.insert((*k).to_owned(), v.clone());
+                            }
+                            Value::Object(map)
+                        }
+                        other => other.unwrap_or(Value::Null),
+                    }
                 } else if self.footer.is_empty() {
                     Value::Array(objects)
                 } else {
@@ -78,8 +87,17 @@ impl Rows {
                 }
                 let mut out = table.to_string();
                 for (k, v) in &self.footer {
-                    if !v.is_null() && v.as_str() != Some("") {
-                        out.push_str(&format!("\n{k}: {}", cell(v)));
+                    match v {
+                        // A list prints one item a line under its name.
+                        Value::Array(items) if !items.is_empty() => {
+                            out.push_str(&format!("\n{k}:"));
+                            for item in items {
+                                out.push_str(&format!("\n  {}", cell(item)));
+                            }
+                        }
+                        Value::Array(_) | Value::Null => {}
+                        v if v.as_str() == Some("") => {}
+                        v => out.push_str(&format!("\n{k}: {}", cell(v))),
                     }
                 }
                 out

@@ -4,6 +4,9 @@
 //! (`MAILROOM_EMAIL`, `MAILROOM_PASSWORD`) to sign in on the fly; `--client-id` and
 //! `--client-secret` (`MAILROOM_CLIENT_ID`, `MAILROOM_CLIENT_SECRET`) for a service token, which
 //! creating organisations needs.
+//!
+//! One module per service's commands ([`access`]; identity's are here), over one core: the
+//! [`Clients`] that carry the credentials, and [`Rows`] that print as a table or JSON.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -16,6 +19,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::output::{Format, Rows};
+
+pub mod access;
 
 #[derive(Args)]
 pub struct Ctl {
@@ -80,7 +85,7 @@ enum CtlCommand {
     Jwks,
     /// Access control: check, grant, revoke, list, settings.
     #[command(subcommand)]
-    Access(crate::ctl_access::AccessCommand),
+    Access(access::AccessCommand),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +173,14 @@ enum UsersCommand {
     SetAdmin {
         id: String,
         admin: bool,
+    },
+    /// Mail the user a one-time link to choose a new password (you never see it).
+    SendPasswordReset {
+        id: String,
+    },
+    /// End every session of the user (or yours, without an id), on every service.
+    SignOut {
+        id: Option<String>,
     },
     Subordinates {
         id: String,
@@ -296,7 +309,7 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::Departments(cmd) => departments(&mut clients, cmd).await?,
         CtlCommand::Address(cmd) => address(&mut clients, cmd).await?,
         CtlCommand::LoginChange(cmd) => login_change(&mut clients, cmd).await?,
-        CtlCommand::Access(cmd) => crate::ctl_access::run(&mut clients, cmd).await?,
+        CtlCommand::Access(cmd) => access::run(&mut clients, cmd).await?,
     };
     println!("{}", rows.render(format));
     Ok(())
@@ -569,6 +582,32 @@ async fn users(c: &mut Clients, cmd: UsersCommand) -> anyhow::Result<Rows> {
                 .map_err(status)?
                 .into_inner(),
         ),
+        UsersCommand::SendPasswordReset { id } => {
+            c.identity
+                .send_password_reset_link(c.request(pb::SendPasswordResetLinkRequest {
+                    user_id: id.clone(),
+                })?)
+                .await
+                .map_err(status)?;
+            Rows::one(vec!["reset_link_sent_to"], vec![json!(id)])
+        }
+        UsersCommand::SignOut { id } => {
+            let user_id = id.unwrap_or_default();
+            c.auth
+                .sign_out_everywhere(c.request(pb::SignOutEverywhereRequest {
+                    user_id: user_id.clone(),
+                })?)
+                .await
+                .map_err(status)?;
+            Rows::one(
+                vec!["signed_out"],
+                vec![json!(if user_id.is_empty() {
+                    "you".to_owned()
+                } else {
+                    user_id
+                })],
+            )
+        }
         UsersCommand::Rehire { id } => one_user(
             &c.identity
                 .rehire_user(c.request(pb::RehireUserRequest { id })?)

@@ -7,9 +7,11 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use mailroom_platform::proto::access::v1 as apb;
 use mailroom_platform::proto::identity::v1 as pb;
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 
-use crate::ctl::{status, Clients};
+use super::{status, Clients};
 use crate::output::Rows;
 
 #[derive(Subcommand)]
@@ -168,6 +170,80 @@ pub fn describe(r: &apb::Relationship) -> String {
     )
 }
 
+/// Names for the users and departments a path mentions ("Ann Lee <ann@acme.test>",
+/// "Sales East"), looked up with the caller's token; an id that cannot be looked up stays
+/// an id.
+async fn names_in(c: &mut Clients, path: &[apb::Relationship]) -> HashMap<String, String> {
+    let mut names = HashMap::new();
+    for rel in path {
+        let ends = [
+            rel.resource.clone().unwrap_or_default(),
+            rel.subject
+                .clone()
+                .unwrap_or_default()
+                .object
+                .unwrap_or_default(),
+        ];
+        for end in ends {
+            if names.contains_key(&end.id) {
+                continue;
+            }
+            let name = match end.r#type.as_str() {
+                "user" => match c.request(pb::GetUserRequest { id: end.id.clone() }) {
+                    Ok(request) => c.identity.get_user(request).await.ok().map(|u| {
+                        let u = u.into_inner();
+                        let full = format!("{} {}", u.first_name, u.last_name);
+                        format!("{} <{}>", full.trim(), u.login_email)
+                    }),
+                    Err(_) => None,
+                },
+                "department" => match c.request(pb::GetDepartmentRequest { id: end.id.clone() }) {
+                    Ok(request) => c
+                        .identity
+                        .get_department(request)
+                        .await
+                        .ok()
+                        .map(|d| format!("department {}", d.into_inner().name)),
+                    Err(_) => None,
+                },
+                _ => None,
+            };
+            if let Some(name) = name {
+                names.insert(end.id, name);
+            }
+        }
+    }
+    names
+}
+
+/// One relationship as a person reads it, with the names known for its ends.
+pub fn sentence(rel: &apb::Relationship, names: &HashMap<String, String>) -> String {
+    let resource = rel.resource.clone().unwrap_or_default();
+    let subject = rel.subject.clone().unwrap_or_default();
+    let subject_object = subject.object.unwrap_or_default();
+    let name = |o: &apb::ObjectRef| {
+        names
+            .get(&o.id)
+            .cloned()
+            .unwrap_or_else(|| format!("{} {}", o.r#type, o.id))
+    };
+    let (what, who) = (name(&resource), name(&subject_object));
+    match (resource.r#type.as_str(), rel.relation.as_str()) {
+        ("mailbox", "owner") => format!("{what} is owned by {who}"),
+        ("mailbox", "reader") => format!("{who} was granted reading {what}"),
+        ("user", "member") => format!("{what} works in {who}"),
+        ("department", "parent") => format!("{what} is part of {who}"),
+        ("department", "head") => format!("{what} is headed by {who}"),
+        ("org", "admin") => format!("{who} is an admin of the organisation"),
+        ("org", "mailbox_manager") => format!("{who} manages the organisation's mailboxes"),
+        ("org", "inviter") if subject.relation == "member" => {
+            "everyone in the organisation may invite".to_owned()
+        }
+        ("org", "inviter") => format!("{who} may invite people"),
+        _ => describe(rel),
+    }
+}
+
 /// A user id, or the id of the user holding an address (login or contact).
 async fn resolve_user(c: &mut Clients, user: &str) -> anyhow::Result<String> {
     if !user.contains('@') {
@@ -300,16 +376,23 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                 explain,
             })?;
             let r = c.access.check(request).await.map_err(status)?.into_inner();
+            let names = names_in(c, &r.path).await;
+            let why: Vec<Value> = r.path.iter().map(|p| json!(sentence(p, &names))).collect();
             let path: Vec<Value> = r.path.iter().map(|p| json!(describe(p))).collect();
-            Rows::one(
-                vec!["allowed", "reason", "path", "checked_at"],
+            let mut rows = Rows::one(
+                vec!["allowed", "reason", "checked_at"],
                 vec![
                     json!(r.allowed),
                     json!(r.reason),
-                    Value::Array(path),
                     json!(r.checked_at.unwrap_or_default().token),
                 ],
-            )
+            );
+            if !why.is_empty() {
+                // One relationship per line, in words, from the mailbox to the user.
+                rows.footer.push(("because", Value::Array(why)));
+                rows.footer.push(("path", Value::Array(path)));
+            }
+            rows
         }
         AccessCommand::Grant {
             relation,
@@ -470,4 +553,67 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
             settings_rows(&s)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(resource: (&str, &str), relation: &str, subject: (&str, &str)) -> apb::Relationship {
+        apb::Relationship {
+            resource: object(resource.0, resource.1),
+            relation: relation.into(),
+            subject: Some(apb::SubjectRef {
+                object: object(subject.0, subject.1),
+                relation: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_explanation_reads_one_relationship_a_line_with_names() {
+        let names: HashMap<String, String> = [
+            ("u-ann", "Ann Lee <ann@acme.test>"),
+            ("d-east", "department Sales East"),
+            ("d-sales", "department Sales"),
+            ("u-olivia", "Olivia Chen <olivia@acme.test>"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let path = [
+            rel(("mailbox", "m-1"), "owner", ("user", "u-ann")),
+            rel(("user", "u-ann"), "member", ("department", "d-east")),
+            rel(
+                ("department", "d-east"),
+                "parent",
+                ("department", "d-sales"),
+            ),
+            rel(("department", "d-sales"), "head", ("user", "u-olivia")),
+        ];
+        let lines: Vec<String> = path.iter().map(|r| sentence(r, &names)).collect();
+        assert_eq!(
+            lines,
+            [
+                "mailbox m-1 is owned by Ann Lee <ann@acme.test>",
+                "Ann Lee <ann@acme.test> works in department Sales East",
+                "department Sales East is part of department Sales",
+                "department Sales is headed by Olivia Chen <olivia@acme.test>",
+            ]
+        );
+        let mut rows = Rows::one(vec!["allowed"], vec![json!(true)]);
+        rows.footer.push((
+            "because",
+            Value::Array(lines.iter().map(|l| json!(l)).collect()),
+        ));
+        let json: Value =
+            serde_json::from_str(&rows.render(crate::output::Format::Json)).expect("JSON");
+        assert_eq!(json["because"][3], lines[3].as_str());
+        let table = rows.render(crate::output::Format::Table);
+        assert!(
+            table
+                .contains("because:\n  mailbox m-1 is owned by Ann Lee <ann@acme.test>\n  Ann Lee"),
+            "{table}"
+        );
+    }
 }
