@@ -505,6 +505,9 @@ pub async fn wait_for_event(
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("fetch.wait.max.ms", "10")
+        // The topic may not exist yet (a broker that lost it is repopulated by the relay):
+        // look for it every second rather than every five minutes.
+        .set("topic.metadata.refresh.interval.ms", "1000")
         .create()
         .expect("test consumer");
     consumer.subscribe(&[topic]).expect("subscribe");

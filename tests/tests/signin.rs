@@ -134,7 +134,10 @@ async fn when_only_one_organisation_has_that_password_the_password_chooses_it() 
 
 /// The token in a password-reset mail's link.
 fn reset_token(mail: &str) -> String {
-    let unfolded = mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let unfolded = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
     let at = unfolded
         .find("token=")
         .expect("the mail carries a reset link");
@@ -160,7 +163,11 @@ async fn a_mailed_reset_link_works_once_and_ends_every_session() {
     let app = spawn_app().await;
     let org = app.create_org(0).await;
     let eve = app.create_user(&org, "eve", "").await;
-    let old_token = app.login(&eve.login_email).await.expect("login").access_token;
+    let old_token = app
+        .login(&eve.login_email)
+        .await
+        .expect("login")
+        .access_token;
 
     // The same empty answer for an account and for an unknown address.
     for address in [eve.login_email.clone(), org.address("nobody")] {
@@ -176,23 +183,35 @@ async fn a_mailed_reset_link_works_once_and_ends_every_session() {
     let token = reset_token(&mail);
     assert!(token.len() >= 40, "a long random token: {token}");
     // Hashed at rest: the token itself is nowhere in the table.
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_hash FROM identity.password_resets")
-        .fetch_all(&app.pool)
-        .await
-        .expect("read resets");
+    let stored: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT token_hash FROM identity.password_resets")
+            .fetch_all(&app.pool)
+            .await
+            .expect("read resets");
     assert_eq!(stored.len(), 1, "no link for the unknown address");
-    assert!(!stored[0].windows(token.len()).any(|w| w == token.as_bytes()));
+    assert!(!stored[0]
+        .windows(token.len())
+        .any(|w| w == token.as_bytes()));
 
     let short = reset(&app, &token, "short").await.expect_err("too short");
     assert_eq!(short.code(), Code::InvalidArgument);
-    reset(&app, &token, "a brand new password").await.expect("reset");
+    reset(&app, &token, "a brand new password")
+        .await
+        .expect("reset");
     let again = reset(&app, &token, "another new password")
         .await
         .expect_err("single use");
     assert_eq!(again.code(), Code::Unauthenticated);
-    assert!(again.message().contains("already used"), "{}", again.message());
+    assert!(
+        again.message().contains("already used"),
+        "{}",
+        again.message()
+    );
 
-    assert!(app.login(&eve.login_email).await.is_err(), "the old password is gone");
+    assert!(
+        app.login(&eve.login_email).await.is_err(),
+        "the old password is gone"
+    );
     login(&app, &eve.login_email, "a brand new password", "")
         .await
         .expect("the new password signs in");
@@ -202,12 +221,18 @@ async fn a_mailed_reset_link_works_once_and_ends_every_session() {
         let status = app
             .identity
             .clone()
-            .get_user(authed(&old_token, pb::GetUserRequest { id: eve.id.clone() }))
+            .get_user(authed(
+                &old_token,
+                pb::GetUserRequest { id: eve.id.clone() },
+            ))
             .await;
         if status.is_err_and(|s| s.code() == Code::Unauthenticated) {
             break;
         }
-        assert!(Instant::now() < deadline, "the old access token still works");
+        assert!(
+            Instant::now() < deadline,
+            "the old access token still works"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 
@@ -241,11 +266,19 @@ async fn an_expired_link_is_refused_and_an_admin_has_one_sent_without_seeing_it(
     let expired = reset(&app, &token, "a brand new password")
         .await
         .expect_err("expired");
-    assert!(expired.message().contains("expired"), "{}", expired.message());
+    assert!(
+        expired.message().contains("expired"),
+        "{}",
+        expired.message()
+    );
 
     // Only admins send links, and only for their own organisation's users.
     let peer = app.create_user(&org, "gus", "").await;
-    let peer_token = app.login(&peer.login_email).await.expect("login").access_token;
+    let peer_token = app
+        .login(&peer.login_email)
+        .await
+        .expect("login")
+        .access_token;
     let denied = app
         .identity
         .clone()

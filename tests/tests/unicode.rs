@@ -23,7 +23,9 @@ async fn nfc_and_nfd_forms_of_an_address_are_one_claim() {
         .expect_err("the decomposed form is the same address");
     assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
     // Either form signs in, and usage finds the one claim.
-    app.login(&nfd).await.expect("sign in with the decomposed form");
+    app.login(&nfd)
+        .await
+        .expect("sign in with the decomposed form");
     let usage = app
         .identity
         .clone()
@@ -36,10 +38,7 @@ async fn nfc_and_nfd_forms_of_an_address_are_one_claim() {
         .await
         .expect("usage")
         .into_inner();
-    assert!(
-        usage.uses.iter().any(|u| u.user_id == jose.id),
-        "{usage:?}"
-    );
+    assert!(usage.uses.iter().any(|u| u.user_id == jose.id), "{usage:?}");
 }
 
 #[tokio::test]

@@ -270,7 +270,7 @@ impl TokenVerifier {
     /// Verifies a bearer token and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         if let Some(claims) = self.remembered(token) {
-            return Ok(claims);
+            return self.refuse_revoked(claims);
         }
         let generation = self.key_generation.load(Ordering::SeqCst);
         let claims = self.verify_signature(token).await?;

@@ -77,6 +77,9 @@ impl KafkaSettings {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "10")
+            // A subscribed topic that a broker lost (or that is not created yet) is looked
+            // for again within seconds, not librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .create()
     }
 
