@@ -219,22 +219,8 @@ impl TestApp {
             ..Default::default()
         };
         tweak(&mut config);
-        let started = mailroom_access::start(&self.platform, config)
+        self.launch_access(config, Some(self.verifier.clone()), shutdown)
             .await
-            .expect("access starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
-        let platform = self.platform.clone();
-        let verifier = self.verifier.clone();
-        tokio::spawn(async move {
-            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
-                eprintln!("test access server stopped: {err}");
-            }
-        });
-        let channel = connect(&endpoint).await;
-        (AccessServiceClient::new(channel), endpoint)
     }
 
     /// An access replica that verifies tokens itself, as a separately deployed one does: keys
@@ -248,6 +234,17 @@ impl TestApp {
             identity_endpoint: self.endpoint.clone(),
             ..Default::default()
         };
+        self.launch_access(config, None, shutdown).await.0
+    }
+
+    /// Starts access with `config`, verifying with `verifier` (identity's, as when co-hosted)
+    /// or, without one, with its own.
+    async fn launch_access(
+        &self,
+        config: mailroom_access::AccessConfig,
+        verifier: Option<mailroom_platform::auth::TokenVerifier>,
+        shutdown: CancellationToken,
+    ) -> (AccessServiceClient<Channel>, String) {
         let started = mailroom_access::start(&self.platform, config)
             .await
             .expect("access starts");
@@ -256,13 +253,14 @@ impl TestApp {
             .expect("bind loopback");
         let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let platform = self.platform.clone();
+        let verifier = verifier.unwrap_or_else(|| started.verifier.clone());
         tokio::spawn(async move {
-            let verifier = started.verifier.clone();
             if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
                 eprintln!("test access server stopped: {err}");
             }
         });
-        AccessServiceClient::new(connect(&endpoint).await)
+        let channel = connect(&endpoint).await;
+        (AccessServiceClient::new(channel), endpoint)
     }
 
     /// The access client (the app must have been spawned with access).

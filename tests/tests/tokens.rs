@@ -263,16 +263,17 @@ async fn health_and_reflection_are_served_without_a_token() {
     assert_eq!(unknown.code(), Code::NotFound);
 }
 
-/// The services a reflection client of either version is told of.
-async fn reflected_services(app: &mailroom_tests::TestApp, alpha: bool) -> Vec<String> {
-    use tokio_stream::StreamExt as _;
-    let channel = tonic::transport::Channel::from_shared(app.endpoint.clone())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    if alpha {
-        use tonic_reflection::pb::v1alpha as r;
+/// The services a reflection client of one version (`v1` or `v1alpha`, the same messages in
+/// two packages) is told of.
+macro_rules! reflected_services {
+    ($app:expr, $version:ident) => {{
+        use tokio_stream::StreamExt as _;
+        use tonic_reflection::pb::$version as r;
+        let channel = tonic::transport::Channel::from_shared($app.endpoint.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
         let mut client = r::server_reflection_client::ServerReflectionClient::new(channel);
         let request = r::ServerReflectionRequest {
             host: String::new(),
@@ -283,46 +284,28 @@ async fn reflected_services(app: &mailroom_tests::TestApp, alpha: bool) -> Vec<S
         let mut replies = client
             .server_reflection_info(tokio_stream::iter([request]))
             .await
-            .expect("v1alpha reflection is served")
+            .expect(concat!(stringify!($version), " reflection is served"))
             .into_inner();
         match replies.next().await {
             Some(Ok(r::ServerReflectionResponse {
                 message_response:
                     Some(r::server_reflection_response::MessageResponse::ListServicesResponse(list)),
                 ..
-            })) => list.service.into_iter().map(|s| s.name).collect(),
-            other => panic!("v1alpha: {other:?}"),
+            })) => list
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>(),
+            other => panic!("{}: {other:?}", stringify!($version)),
         }
-    } else {
-        use tonic_reflection::pb::v1 as r;
-        let mut client = r::server_reflection_client::ServerReflectionClient::new(channel);
-        let request = r::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(r::server_reflection_request::MessageRequest::ListServices(
-                String::new(),
-            )),
-        };
-        let mut replies = client
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("v1 reflection is served")
-            .into_inner();
-        match replies.next().await {
-            Some(Ok(r::ServerReflectionResponse {
-                message_response:
-                    Some(r::server_reflection_response::MessageResponse::ListServicesResponse(list)),
-                ..
-            })) => list.service.into_iter().map(|s| s.name).collect(),
-            other => panic!("v1: {other:?}"),
-        }
-    }
+    }};
 }
 
 #[tokio::test]
 async fn reflection_answers_v1_and_v1alpha_clients_alike() {
     let app = spawn_app().await;
-    let mut v1 = reflected_services(&app, false).await;
-    let mut alpha = reflected_services(&app, true).await;
+    let mut v1 = reflected_services!(app, v1);
+    let mut alpha = reflected_services!(app, v1alpha);
     v1.sort();
     alpha.sort();
     assert!(
