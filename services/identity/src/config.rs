@@ -26,6 +26,11 @@ pub struct IdentityConfig {
     pub login_attempts_per_minute: u32,
     #[serde(default = "default_code_ttl")]
     pub login_code_ttl_secs: i64,
+    /// The least time a refused sign-in takes, so an unknown address, a wrong password and
+    /// an address of several organisations cannot be told apart by timing. Above the slowest
+    /// Argon2id verification the machine sees.
+    #[serde(default = "default_login_failure_floor")]
+    pub login_failure_floor_ms: u64,
     /// How long a mailed password-reset link works.
     #[serde(default = "default_reset_ttl")]
     pub password_reset_ttl_secs: i64,
@@ -99,6 +104,9 @@ fn default_login_rate() -> u32 {
 fn default_code_ttl() -> i64 {
     15 * 60
 }
+fn default_login_failure_floor() -> u64 {
+    300
+}
 fn default_reset_ttl() -> i64 {
     3600
 }
@@ -131,6 +139,7 @@ impl Default for IdentityConfig {
             refresh_token_ttl_secs: default_refresh_ttl(),
             login_attempts_per_minute: default_login_rate(),
             login_code_ttl_secs: default_code_ttl(),
+            login_failure_floor_ms: default_login_failure_floor(),
             password_reset_ttl_secs: default_reset_ttl(),
             password_resets_per_hour: default_reset_rate(),
             password_reset_url: default_reset_url(),

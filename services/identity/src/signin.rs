@@ -33,6 +33,18 @@ pub struct IssuedTokens {
 impl Identity {
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, req: pb::LoginRequest) -> Result<IssuedTokens> {
+        let started = tokio::time::Instant::now();
+        let refused = self.login_inner(req).await;
+        if matches!(refused, Err(IdentityError::BadCredentials)) {
+            // Every refusal takes the same time, whatever path it took (one Argon2id round,
+            // or several side by side on a busy machine): no timing tells the paths apart.
+            let floor = std::time::Duration::from_millis(self.config.login_failure_floor_ms);
+            tokio::time::sleep_until(started + floor).await;
+        }
+        refused
+    }
+
+    async fn login_inner(&self, req: pb::LoginRequest) -> Result<IssuedTokens> {
         let email = EmailAddress::parse("login_email", &req.login_email)?;
         let org_filter = parse_optional_id("org_id", &req.org_id)?;
         if let RateDecision::Limited { retry_after } =
