@@ -1,7 +1,7 @@
 //! What the benchmarks share: driving an operation from many tasks for a while, and the
 //! throughput and latency percentiles that come out.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,18 +12,17 @@ pub struct Stats {
     pub errors: usize,
     pub elapsed: Duration,
     pub latencies_us: Vec<u64>,
+    /// For an open-loop run: how well the generator kept its schedule.
+    pub pacing: Option<Pacing>,
 }
 
 impl Stats {
     pub fn throughput(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
+    /// Percentile of the latencies, in ms.
     pub fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[idx] as f64 / 1000.0
+        percentile_ms(&self.latencies_us, p)
     }
     pub fn print(&self) {
         println!(
@@ -84,66 +83,56 @@ where
         errors,
         elapsed,
         latencies_us,
+        pacing: None,
     }
 }
 
-/// Runs `op` at a fixed `rate` per second for `duration`, spread over `workers` tasks.
-///
-/// A call that starts late because the worker's previous call overran its slot is measured
-/// from when it was due, so a server that falls behind shows the queueing in its percentiles
-/// (no coordinated omission). A call that starts late only because tokio's timer wakes on
-/// millisecond ticks is measured from when it was sent: that lag is the load generator's.
-pub async fn drive_at_rate<F, Fut>(
-    name: &str,
-    rate: f64,
-    workers: usize,
-    duration: Duration,
-    op: F,
-) -> Stats
+/// Runs blocking `op` on `concurrency` OS threads of its own for `duration` (closed loop, like
+/// [`drive`], for calls that block their thread, such as an FFI call into an embedded engine).
+pub async fn drive_blocking<F>(name: &str, concurrency: usize, duration: Duration, op: F) -> Stats
 where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    F: Fn(usize) -> bool + Send + Sync + 'static,
 {
     let op = Arc::new(op);
-    let started = Instant::now();
-    let per_worker = Duration::from_secs_f64(workers as f64 / rate);
-    let mut tasks = Vec::new();
-    for worker in 0..workers {
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let (latencies_us, errors) = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..concurrency)
+                .map(|worker| {
+                    let (op, stop) = (op.clone(), &stop);
+                    scope.spawn(move || {
+                        let mut latencies = Vec::new();
+                        let mut errors = 0;
+                        let mut i = worker;
+                        while !stop.load(Ordering::Relaxed) {
+                            let t = Instant::now();
+                            if !op(i) {
+                                errors += 1;
+                            }
+                            latencies.push(t.elapsed().as_micros() as u64);
+                            i += concurrency;
+                        }
+                        (latencies, errors)
+                    })
+                })
+                .collect();
+            std::thread::sleep(duration);
+            stop.store(true, Ordering::Relaxed);
+            let mut all = Vec::new();
             let mut errors = 0;
-            let offset = per_worker.mul_f64(worker as f64 / workers as f64);
-            let mut due = started + offset;
-            let mut i = worker;
-            let mut previous_end = started;
-            while due < started + duration {
-                tokio::time::sleep_until(due.into()).await;
-                let from = if previous_end > due {
-                    due
-                } else {
-                    Instant::now()
-                };
-                if !op(i).await {
-                    errors += 1;
+            for thread in threads {
+                if let Ok((l, e)) = thread.join() {
+                    all.extend(l);
+                    errors += e;
                 }
-                previous_end = Instant::now();
-                latencies.push(previous_end.duration_since(from).as_micros() as u64);
-                due += per_worker;
-                i += workers;
             }
-            (latencies, errors)
-        }));
-    }
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        if let Ok((l, e)) = task.await {
-            latencies_us.extend(l);
-            errors += e;
-        }
-    }
-    let elapsed = started.elapsed();
+            (all, errors)
+        });
+        (latencies_us, errors, started.elapsed())
+    })
+    .await;
+    let (mut latencies_us, errors, elapsed) = outcome.unwrap_or_default();
     latencies_us.sort_unstable();
     Stats {
         name: name.to_owned(),
@@ -151,7 +140,314 @@ where
         errors,
         elapsed,
         latencies_us,
+        pacing: None,
     }
+}
+
+/// How well the open-loop generator kept its schedule, so its percentiles can be trusted.
+pub struct Pacing {
+    /// Calls per second asked for.
+    pub rate: f64,
+    /// Calls scheduled (`rate` × duration).
+    pub scheduled: usize,
+    /// Sorted: how late the pacer handed each call off (actual − intended send time), µs.
+    pub send_late_us: Vec<u64>,
+    /// Sorted: how late each call began to run (a runtime or blocking-pool thread picked it
+    /// up), µs after its intended send time.
+    pub start_late_us: Vec<u64>,
+    /// CPU the pacer thread used, as a fraction of one core.
+    pub pacer_cpu: f64,
+    /// Calls still queued (never started) when the run gave up waiting for the target to
+    /// catch up; they count neither as calls nor as latencies.
+    pub dropped: usize,
+}
+
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[idx] as f64 / 1000.0
+}
+
+impl Pacing {
+    /// Percentile of the pacer's own lateness, in ms.
+    pub fn send_late(&self, p: f64) -> f64 {
+        percentile_ms(&self.send_late_us, p)
+    }
+    /// Percentile of the lateness of the calls' start, in ms.
+    pub fn start_late(&self, p: f64) -> f64 {
+        percentile_ms(&self.start_late_us, p)
+    }
+}
+
+/// How long the pacer busy-waits (yielding) before each send instead of sleeping: sleeps
+/// wake up tens of microseconds late, too coarse at 15k/s (a call every 67 µs).
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Waits until `t`: a sleep to about [`SPIN`] before it, then a yielding busy-wait.
+fn wait_until(t: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= t {
+            return;
+        }
+        let left = t - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// One scheduled call of an open-loop run: where its outcome goes.
+pub struct Slot {
+    record: Arc<Record>,
+    index: usize,
+    intended: Instant,
+}
+
+struct Record {
+    /// Per call: ns from the intended send time to completion, or `u64::MAX` (not done).
+    latency_ns: Vec<AtomicU64>,
+    /// Per call: ns from the intended send time to when it began to run.
+    start_ns: Vec<AtomicU64>,
+    errors: AtomicUsize,
+    dropped: AtomicUsize,
+    outstanding: AtomicUsize,
+    give_up: AtomicBool,
+    last_done: std::sync::Mutex<Option<Instant>>,
+    drained: tokio::sync::Notify,
+}
+
+impl Slot {
+    /// Call when the call is about to run; `false` if the run has given up on it.
+    pub fn begin(&self) -> bool {
+        if self.record.give_up.load(Ordering::Relaxed) {
+            self.record.dropped.fetch_add(1, Ordering::Relaxed);
+            self.done();
+            return false;
+        }
+        self.record.start_ns[self.index]
+            .store(self.intended.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Call when the call has returned.
+    pub fn finish(self, ok: bool) {
+        let now = Instant::now();
+        self.record.latency_ns[self.index].store(
+            now.duration_since(self.intended).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        if !ok {
+            self.record.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut last) = self.record.last_done.lock() {
+            if last.is_none_or(|l| l < now) {
+                *last = Some(now);
+            }
+        }
+        self.done();
+    }
+
+    fn done(&self) {
+        if self.record.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.record.drained.notify_one();
+        }
+    }
+}
+
+/// The open-loop generator: calls `dispatch(i, slot)` for call `i` at `start + i / rate`,
+/// for `duration`, from a pacing thread of its own; `dispatch` hands the call to whatever
+/// runs it (a tokio task, a blocking-pool thread) and returns at once.
+///
+/// Each call's latency runs from its intended send time, not from when it was sent or began
+/// (no coordinated omission): a late pacer, a busy runtime or a target that falls behind
+/// all show in the percentiles, and the pacer's own lateness is reported beside them. When
+/// the schedule is over, calls still queued get as long again as the run to finish; then
+/// those not yet started are dropped (and counted).
+async fn open_loop<D>(name: &str, rate: f64, duration: Duration, dispatch: D) -> Stats
+where
+    D: Fn(usize, Slot) + Send + 'static,
+{
+    let scheduled = (rate * duration.as_secs_f64()).ceil().max(1.0) as usize;
+    let record = Arc::new(Record {
+        latency_ns: (0..scheduled).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        start_ns: (0..scheduled).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        errors: AtomicUsize::new(0),
+        dropped: AtomicUsize::new(0),
+        outstanding: AtomicUsize::new(scheduled),
+        give_up: AtomicBool::new(false),
+        last_done: std::sync::Mutex::new(None),
+        drained: tokio::sync::Notify::new(),
+    });
+    let interval = 1.0 / rate;
+    let start = Instant::now() + Duration::from_millis(2);
+    let pacer = {
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || {
+            // Ask the kernel to wake our sleeps on time (the default slack is 50 µs).
+            // SAFETY: prctl with PR_SET_TIMERSLACK takes one integer argument.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+            let cpu = thread_cpu();
+            let mut late = Vec::with_capacity(scheduled);
+            for index in 0..scheduled {
+                let intended = start + Duration::from_secs_f64(index as f64 * interval);
+                wait_until(intended);
+                late.push(intended.elapsed().as_micros() as u64);
+                dispatch(
+                    index,
+                    Slot {
+                        record: record.clone(),
+                        index,
+                        intended,
+                    },
+                );
+            }
+            (late, thread_cpu().saturating_sub(cpu))
+        })
+    };
+    let (mut send_late_us, pacer_cpu) = pacer.await.unwrap_or_default();
+    let paced = start.elapsed();
+    // Calls still running or queued: as long again as the run, then give up on the queue.
+    let wait = |limit: Duration| {
+        let record = record.clone();
+        async move {
+            let _ = tokio::time::timeout(limit, async {
+                while record.outstanding.load(Ordering::Acquire) > 0 {
+                    let notified = record.drained.notified();
+                    if record.outstanding.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+                }
+            })
+            .await;
+        }
+    };
+    wait(duration).await;
+    record.give_up.store(true, Ordering::Relaxed);
+    wait(Duration::from_secs(30)).await;
+    let mut latencies_us: Vec<u64> = record
+        .latency_ns
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .filter(|l| *l != u64::MAX)
+        .map(|l| l / 1000)
+        .collect();
+    latencies_us.sort_unstable();
+    let mut start_late_us: Vec<u64> = record
+        .start_ns
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .filter(|l| *l != u64::MAX)
+        .map(|l| l / 1000)
+        .collect();
+    start_late_us.sort_unstable();
+    send_late_us.sort_unstable();
+    // The schedule spans `scheduled` intervals, whatever the pacer's own timing was.
+    let span = Duration::from_secs_f64(scheduled as f64 * interval).max(paced);
+    let last = record.last_done.lock().ok().and_then(|l| *l);
+    let elapsed = last.map_or(span, |l| l.saturating_duration_since(start).max(span));
+    Stats {
+        name: name.to_owned(),
+        calls: latencies_us.len(),
+        errors: record.errors.load(Ordering::Relaxed),
+        elapsed,
+        latencies_us,
+        pacing: Some(Pacing {
+            rate,
+            scheduled,
+            send_late_us,
+            start_late_us,
+            pacer_cpu: pacer_cpu.as_secs_f64() / span.as_secs_f64(),
+            dropped: record.dropped.load(Ordering::Relaxed),
+        }),
+    }
+}
+
+/// Runs async `op` at a fixed `rate` per second for `duration` (open loop): each call is
+/// its own tokio task, spawned by the pacer (see [`open_loop`]) at its intended send time.
+pub async fn drive_at_rate<F, Fut>(name: &str, rate: f64, duration: Duration, op: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let runtime = tokio::runtime::Handle::current();
+    open_loop(name, rate, duration, move |i, slot| {
+        let op = op.clone();
+        runtime.spawn(async move {
+            if slot.begin() {
+                let ok = op(i).await;
+                slot.finish(ok);
+            }
+        });
+    })
+    .await
+}
+
+/// Runs blocking `op` at a fixed `rate` per second for `duration` (open loop): the pacer
+/// (see [`open_loop`]) queues each call at its intended time to a pool of `threads` OS
+/// threads started beforehand, so at most `threads` calls run at once and the rest wait in
+/// the queue (the wait counts in their latency).
+pub async fn drive_blocking_at_rate<F>(
+    name: &str,
+    rate: f64,
+    threads: usize,
+    duration: Duration,
+    op: F,
+) -> Stats
+where
+    F: Fn(usize) -> bool + Send + Sync + 'static,
+{
+    let op = Arc::new(op);
+    let (queue, jobs) = std::sync::mpsc::channel::<(usize, Slot)>();
+    let jobs = Arc::new(std::sync::Mutex::new(jobs));
+    let pool: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (op, jobs) = (op.clone(), jobs.clone());
+            std::thread::spawn(move || loop {
+                let job = jobs.lock().ok().and_then(|j| j.recv().ok());
+                let Some((i, slot)) = job else { break };
+                if slot.begin() {
+                    let ok = op(i);
+                    slot.finish(ok);
+                }
+            })
+        })
+        .collect();
+    // The queue closes when the pacer is done with `dispatch`; the threads then finish.
+    let stats = open_loop(name, rate, duration, move |i, slot| {
+        let _ = queue.send((i, slot));
+    })
+    .await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in pool {
+            let _ = thread.join();
+        }
+    })
+    .await;
+    stats
 }
 
 /// This process's resident memory, in KiB.
