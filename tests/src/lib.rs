@@ -527,31 +527,51 @@ pub async fn wait_for_event(
 
 /// Waits for a message to `address` in the SMTP sink's maildir and returns its text.
 pub async fn wait_for_mail(app: &TestApp, address: &str, timeout: Duration) -> String {
+    wait_for_mail_where(app, address, timeout, |_| true).await
+}
+
+/// Waits for a message to `address` whose text satisfies `wanted` (a second mail, say).
+pub async fn wait_for_mail_where(
+    app: &TestApp,
+    address: &str,
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(text) = mails_to(app, address).into_iter().find(|t| wanted(t)) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            panic!("no such mail to {address} reached the SMTP sink in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every message to `address` in the SMTP sink's maildir, in no particular order.
+pub fn mails_to(app: &TestApp, address: &str) -> Vec<String> {
     let dir = app
         .env
         .smtp_sink_dir
         .clone()
         .expect("MAILROOM_SMTP_SINK_DIR is set when .ci/test runs the SMTP sink");
-    let deadline = Instant::now() + timeout;
-    loop {
-        for sub in ["new", "cur"] {
-            if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
-                for entry in entries.flatten() {
-                    if let Ok(text) = std::fs::read_to_string(entry.path()) {
-                        if text.lines().any(|l| {
-                            l.to_ascii_lowercase().starts_with("to:") && l.contains(address)
-                        }) {
-                            return text;
-                        }
+    let mut found = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            for entry in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                    if text
+                        .lines()
+                        .any(|l| l.to_ascii_lowercase().starts_with("to:") && l.contains(address))
+                    {
+                        found.push(text);
                     }
                 }
             }
         }
-        if Instant::now() > deadline {
-            panic!("no mail to {address} reached the SMTP sink in {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    found
 }
 
 /// A private tansu broker, for tests that stop and restart it.

@@ -318,3 +318,47 @@ async fn a_password_change_and_sign_out_everywhere_end_every_session() {
         unknown.message().replace(&nobody, "<id>")
     );
 }
+
+#[tokio::test]
+async fn a_refresh_racing_sign_out_everywhere_never_keeps_a_working_session() {
+    let app = spawn_app_with_access().await;
+    let org = app.create_org(0).await;
+    let kim = app.create_user(&org, "kim", "").await;
+    for round in 0..8 {
+        let tokens = app.login(&kim.login_email).await.expect("login");
+        let mut auth = app.auth.clone();
+        let refresh = {
+            let mut auth = app.auth.clone();
+            let refresh_token = tokens.refresh_token.clone();
+            async move {
+                auth.refresh_token(pb::RefreshTokenRequest { refresh_token })
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        };
+        let sign_out = auth.sign_out_everywhere(authed(
+            &tokens.access_token,
+            pb::SignOutEverywhereRequest::default(),
+        ));
+        let (refreshed, signed_out) = tokio::join!(refresh, sign_out);
+        // The caller's own token is valid until the sign-out commits.
+        signed_out.expect("sign out everywhere");
+        let Ok(refreshed) = refreshed else { continue };
+        // Whatever the order, the session the refresh made is over too.
+        refused_within(Duration::from_secs(2), || async {
+            refused_on_access(access_call(&app.access(), &refreshed.access_token, &kim.id).await)
+        })
+        .await;
+        let again = app
+            .auth
+            .clone()
+            .refresh_token(pb::RefreshTokenRequest {
+                refresh_token: refreshed.refresh_token.clone(),
+            })
+            .await;
+        assert!(
+            again.is_err(),
+            "round {round}: the refresh token made during the sign-out still works"
+        );
+    }
+}

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use mailroom_tests::{authed, identity_pb as pb, spawn_app, wait_for_mail, TestApp, PASSWORD};
+use mailroom_tests::{
+    authed, identity_pb as pb, spawn_app, wait_for_mail, wait_for_mail_where, TestApp, PASSWORD,
+};
 use tonic::Code;
 
 async fn login(
@@ -241,6 +243,38 @@ async fn a_mailed_reset_link_works_once_and_ends_every_session() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+
+    // A link mailed before a sign-out everywhere is void after it.
+    app.auth
+        .clone()
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            login_email: eve.login_email.clone(),
+        })
+        .await
+        .expect("ask again");
+    let second = reset_token(
+        &wait_for_mail_where(&app, &eve.login_email, Duration::from_secs(15), |m| {
+            reset_token(m) != token
+        })
+        .await,
+    );
+    let fresh = login(&app, &eve.login_email, "a brand new password", "")
+        .await
+        .expect("login")
+        .access_token;
+    app.auth
+        .clone()
+        .sign_out_everywhere(authed(&fresh, pb::SignOutEverywhereRequest::default()))
+        .await
+        .expect("sign out everywhere");
+    let voided = reset(&app, &second, "yet another password")
+        .await
+        .expect_err("a sign-out voids open links");
+    assert!(
+        voided.message().contains("already used"),
+        "{}",
+        voided.message()
+    );
 
     let forged = reset(&app, "not-a-token-anyone-was-sent", "a brand new password")
         .await

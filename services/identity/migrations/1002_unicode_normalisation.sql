@@ -17,6 +17,9 @@ CREATE TABLE address_normalisation_collisions (
 DO $migration$
 DECLARE
     invisible CONSTANT TEXT := '[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\u180F\u200B-\u200F\u202A-\u202E\u2060-\u206F\u2800\u3164\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFFB\U000E0000-\U000E0FFF]';
+    -- In names the joiners (U+200C, U+200D) and emoji presentation selectors (U+FE0E, U+FE0F)
+    -- stay: scripts and emoji need them, and the parser allows them there in context.
+    invisible_in_names CONSTANT TEXT := '[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\u180F\u200B\u200E\u200F\u202A-\u202E\u2060-\u206F\u2800\u3164\uFE00-\uFE0D\uFEFF\uFFA0\uFFF0-\uFFFB\U000E0000-\U000E0FFF]';
     utf8 CONSTANT BOOLEAN := current_setting('server_encoding') = 'UTF8';
     collision RECORD;
 BEGIN
@@ -59,15 +62,15 @@ BEGIN
 
     -- Names, positions and department and organisation names.
     UPDATE users SET
-        first_name = normalize(regexp_replace(first_name, invisible, '', 'g'), NFC),
-        last_name  = normalize(regexp_replace(last_name, invisible, '', 'g'), NFC),
-        position   = normalize(regexp_replace(position, invisible, '', 'g'), NFC)
-    WHERE first_name <> normalize(regexp_replace(first_name, invisible, '', 'g'), NFC)
-       OR last_name  <> normalize(regexp_replace(last_name, invisible, '', 'g'), NFC)
-       OR position   <> normalize(regexp_replace(position, invisible, '', 'g'), NFC);
-    UPDATE departments SET name = normalize(regexp_replace(name, invisible, '', 'g'), NFC)
-    WHERE name <> normalize(regexp_replace(name, invisible, '', 'g'), NFC);
-    UPDATE organizations SET display_name = normalize(regexp_replace(display_name, invisible, '', 'g'), NFC)
-    WHERE display_name <> normalize(regexp_replace(display_name, invisible, '', 'g'), NFC);
+        first_name = normalize(regexp_replace(first_name, invisible_in_names, '', 'g'), NFC),
+        last_name  = normalize(regexp_replace(last_name, invisible_in_names, '', 'g'), NFC),
+        position   = normalize(regexp_replace(position, invisible_in_names, '', 'g'), NFC)
+    WHERE first_name <> normalize(regexp_replace(first_name, invisible_in_names, '', 'g'), NFC)
+       OR last_name  <> normalize(regexp_replace(last_name, invisible_in_names, '', 'g'), NFC)
+       OR position   <> normalize(regexp_replace(position, invisible_in_names, '', 'g'), NFC);
+    UPDATE departments SET name = normalize(regexp_replace(name, invisible_in_names, '', 'g'), NFC)
+    WHERE name <> normalize(regexp_replace(name, invisible_in_names, '', 'g'), NFC);
+    UPDATE organizations SET display_name = normalize(regexp_replace(display_name, invisible_in_names, '', 'g'), NFC)
+    WHERE display_name <> normalize(regexp_replace(display_name, invisible_in_names, '', 'g'), NFC);
 END
 $migration$;

@@ -341,6 +341,13 @@ impl Identity {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        // A reset link went to the old address, which may be someone else's soon.
+        sqlx::query(
+            "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         emit(
             &mut tx,
             org_id,

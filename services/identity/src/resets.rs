@@ -11,7 +11,6 @@ use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::redis::RateDecision;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{EmailAddress, NewPassword, UserState};
@@ -145,51 +144,32 @@ impl Identity {
     /// user), and ends every session of the user.
     #[tracing::instrument(skip_all)]
     pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
-        let unknown = IdentityError::Unauthenticated(
-            "this password-reset link is not valid; ask for a new one (RequestPasswordReset)",
-        );
         let token = token.trim();
         if token.is_empty() || token.len() > 128 {
-            return Err(unknown);
+            return Err(link_unknown());
         }
         let new = NewPassword::parse(new_password)?;
-        let mut tx = self.pool.begin().await?;
-        let row: Option<(Uuid, Uuid, bool, bool, String)> = sqlx::query_as(
-            "SELECT r.user_id, u.org_id, r.used_at IS NOT NULL, r.expires_at < now(), u.state \
-             FROM password_resets r JOIN users u ON u.id = r.user_id \
-             WHERE r.token_hash = $1 FOR UPDATE OF r",
-        )
-        .bind(reset_hash(token))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((user_id, org_id, used, expired, state)) = row else {
-            return Err(unknown);
-        };
-        if used {
-            return Err(IdentityError::Unauthenticated(
-                "this password-reset link was already used; ask for a new one (RequestPasswordReset)",
-            ));
-        }
-        if expired {
-            return Err(IdentityError::Unauthenticated(
-                "this password-reset link has expired; ask for a new one (RequestPasswordReset)",
-            ));
-        }
-        if UserState::from_db(&state) != UserState::Active {
-            return Err(unknown);
-        }
+        let hash_of_token = reset_hash(token);
+        // Checked once without locks, so a bad link costs no Argon2id round, and hashed before
+        // any lock is held.
+        let (user_id, _) =
+            usable_link(&mut *self.pool.acquire().await?, &hash_of_token, false).await?;
         let hash = crate::passwords::hash(new.expose().to_owned()).await?;
+
+        let mut tx = self.pool.begin().await?;
+        // The user row, then the link (the order revoking sessions uses too), and the link
+        // checked again under its lock: two uses of one link, or of two links, cannot both win.
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let (user_id, org_id) = usable_link(&mut tx, &hash_of_token, true).await?;
         sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
             .bind(user_id)
             .bind(hash)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
-        )
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+        // Spends this link and every other open one of the user, and ends every session.
         let revoked = revoke_sessions(
             &mut tx,
             org_id,
@@ -208,6 +188,45 @@ impl Identity {
     }
 }
 
+fn link_unknown() -> IdentityError {
+    IdentityError::Unauthenticated(
+        "this password-reset link is not valid; ask for a new one (RequestPasswordReset)",
+    )
+}
+
+/// The user and organisation of a link that may be used now, or why it may not.
+async fn usable_link(
+    conn: &mut sqlx::PgConnection,
+    token_hash: &[u8],
+    lock: bool,
+) -> Result<(Uuid, Uuid)> {
+    let row: Option<(Uuid, Uuid, bool, bool, String)> = sqlx::query_as(&format!(
+        "SELECT r.user_id, u.org_id, r.used_at IS NOT NULL, r.expires_at < now(), u.state \
+         FROM password_resets r JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1{}",
+        if lock { " FOR UPDATE OF r" } else { "" }
+    ))
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await?;
+    let Some((user_id, org_id, used, expired, state)) = row else {
+        return Err(link_unknown());
+    };
+    if used {
+        return Err(IdentityError::Unauthenticated(
+            "this password-reset link was already used (or a later sign-out ended it); ask for a new one (RequestPasswordReset)",
+        ));
+    }
+    if expired {
+        return Err(IdentityError::Unauthenticated(
+            "this password-reset link has expired; ask for a new one (RequestPasswordReset)",
+        ));
+    }
+    if UserState::from_db(&state) != UserState::Active {
+        return Err(link_unknown());
+    }
+    Ok((user_id, org_id))
+}
+
 fn reset_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+    crate::signin::token_hash(token)
 }

@@ -185,8 +185,21 @@ pub async fn revoke_sessions(
     principal: &Principal,
     reason: ev::RevocationReason,
 ) -> Result<PendingRevocation> {
+    // The user row serialises this with sign-ins and refreshes in flight (they hold it shared
+    // while they issue), so none of them slips a token past the not-before.
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    // A reset link mailed before is void too.
+    sqlx::query(
+        "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
     )
     .bind(user_id)
     .execute(&mut *conn)

@@ -57,6 +57,11 @@ pub struct OrgRow {
     pub seats_used: i64,
 }
 
+/// The columns of an [`OrgRow`] without counting seats (`seats_used` reads 0): for the row
+/// lock that every seat-taking change takes, which counts only when it needs to.
+const ORG_COLUMNS_UNCOUNTED: &str =
+    "id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at, 0::bigint AS seats_used";
+
 /// The columns of an [`OrgRow`], usable in SELECT and RETURNING.
 pub const ORG_COLUMNS: &str = "id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at, \
      (SELECT count(*) FROM users u WHERE u.org_id = organizations.id AND u.state IN ('invited', 'active')) AS seats_used";
@@ -114,7 +119,7 @@ pub async fn department(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Resu
 /// change under this lock, so concurrent calls cannot each see room for one more.
 pub async fn org_for_update(conn: &mut PgConnection, org_id: Uuid) -> Result<OrgRow> {
     sqlx::query_as::<_, OrgRow>(&format!(
-        "SELECT {ORG_COLUMNS} \
+        "SELECT {ORG_COLUMNS_UNCOUNTED} \
          FROM organizations WHERE id = $1 FOR UPDATE",
     ))
     .bind(org_id)

@@ -98,7 +98,7 @@ pub enum AuthError {
     UnknownKey,
     #[error("access token signature or claims are invalid")]
     Invalid,
-    #[error("access token was revoked (dismissal, lost admin rights, a password change or a sign-out everywhere); sign in again")]
+    #[error("access token was revoked (dismissal, lost admin rights, a password change or a sign-out everywhere); refresh it (AuthService.RefreshToken) or sign in again")]
     Revoked,
     #[error("cannot fetch signing keys from identity: {0}")]
     KeysUnavailable(String),

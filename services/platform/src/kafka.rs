@@ -93,6 +93,9 @@ impl KafkaSettings {
             )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
+            // An offset out of range (records compacted away) restarts at the beginning,
+            // never silently at the end.
+            .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
             .create()
     }

@@ -97,6 +97,8 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: wait rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             tokio::spawn(async move {

@@ -36,6 +36,7 @@ pub struct Revocations {
 
 impl Revocations {
     pub fn new() -> Self {
+        metrics::gauge!(crate::metrics::REVOCATIONS_CAUGHT_UP).set(0.0);
         Self {
             not_before: Arc::default(),
             caught_up: Arc::new(watch::channel(false).0),
@@ -105,17 +106,27 @@ impl Revocations {
 pub enum FollowError {
     #[error("revocations consumer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the revocations topic is not in the brokers' metadata yet")]
+    NotYetVisible,
+    #[error("the revocations topic now has {0} partitions; assigning them all")]
+    PartitionsChanged(usize),
 }
 
 /// Follows the revocations topic into `revocations` until `shutdown`. Broker outages are
 /// retried with backoff; the map is kept across them.
 pub async fn follow(kafka: KafkaSettings, revocations: Revocations, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let was_caught_up = revocations.is_caught_up();
         match follow_once(&kafka, &revocations, &shutdown).await {
             Ok(()) => return,
             Err(err) => {
-                tracing::warn!(%err, "revocations topic cannot be read yet; retrying");
+                tracing::warn!(%err, "revocations topic cannot be read; reading it again from the start");
+                // A follower that had caught up starts again without the long wait.
+                if was_caught_up || revocations.is_caught_up() {
+                    backoff = FIRST_BACKOFF;
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -126,6 +137,21 @@ pub async fn follow(kafka: KafkaSettings, revocations: Revocations, shutdown: Ca
     }
 }
 
+/// How often the follower looks for partitions added to the topic.
+const PARTITION_CHECK: Duration = Duration::from_secs(30);
+
+fn partitions_of(consumer: &StreamConsumer) -> Result<Vec<i32>, FollowError> {
+    let metadata = consumer.fetch_metadata(Some(REVOCATIONS), Duration::from_secs(10))?;
+    let topic = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == REVOCATIONS)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        // Just created, a topic can take a moment to show in the brokers' metadata.
+        .ok_or(FollowError::NotYetVisible)?;
+    Ok(topic.partitions().iter().map(|p| p.id()).collect())
+}
+
 async fn follow_once(
     kafka: &KafkaSettings,
     revocations: &Revocations,
@@ -133,13 +159,7 @@ async fn follow_once(
 ) -> Result<(), FollowError> {
     kafka.ensure_topics(&[REVOCATIONS]).await?;
     let consumer: StreamConsumer = kafka.reader()?;
-    let metadata = consumer.fetch_metadata(Some(REVOCATIONS), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == REVOCATIONS)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions_of(&consumer)?;
     // Where each partition ends now: having read that far is "caught up".
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
@@ -153,6 +173,8 @@ async fn follow_once(
     }
     consumer.assign(&assignment)?;
     let mut check = tokio::time::interval(Duration::from_millis(200));
+    let mut partition_check = tokio::time::interval(PARTITION_CHECK);
+    partition_check.reset();
     let mut stream = consumer.stream();
     let mut caught_up = false;
     loop {
@@ -174,6 +196,13 @@ async fn follow_once(
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = check.tick() => continue,
+            _ = partition_check.tick() => {
+                let now = partitions_of(&consumer)?;
+                if now.len() != partitions.len() {
+                    return Err(FollowError::PartitionsChanged(now.len()));
+                }
+                continue;
+            }
             next = stream.next() => match next {
                 Some(Ok(m)) => m,
                 Some(Err(err)) => return Err(err.into()),

@@ -65,7 +65,7 @@ fn check_char(c: char, previous: Option<char>, usage: Use) -> Result<(), Invisib
     }
     if matches!(c, '\u{FE0E}' | '\u{FE0F}') {
         // Text or emoji presentation of the emoji before it.
-        return if usage == Use::Name && previous.is_some_and(|p| p.is_emoji_char()) {
+        return if usage == Use::Name && previous.is_some_and(is_pictographic) {
             Ok(())
         } else {
             Err(Invisible::Invisible(code))
@@ -87,8 +87,14 @@ fn check_char(c: char, previous: Option<char>, usage: Use) -> Result<(), Invisib
     Ok(())
 }
 
+/// A pictographic emoji (digits, `#` and `*` are "emoji characters" too, for keycaps; a
+/// joiner or selector after them would hide in plain text).
+fn is_pictographic(c: char) -> bool {
+    !c.is_ascii() && c.is_emoji_char()
+}
+
 fn is_emoji_part(c: char) -> bool {
-    c.is_emoji_char() || matches!(c, '\u{FE0F}' | '\u{1F3FB}'..='\u{1F3FF}')
+    is_pictographic(c) || matches!(c, '\u{FE0F}' | '\u{1F3FB}'..='\u{1F3FF}')
 }
 
 fn is_bidi_control(code: u32) -> bool {
@@ -136,6 +142,8 @@ mod tests {
             "line\u{2028}break",
             "blank\u{2800}",
             "tag\u{E0041}",
+            "7\u{FE0F}",
+            "1\u{200D}2",
         ] {
             assert!(check_visible(bad, Use::Name).is_err(), "{bad:?} accepted");
             assert!(

@@ -387,11 +387,10 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                     json!(r.checked_at.unwrap_or_default().token),
                 ],
             );
-            if !why.is_empty() {
-                // One relationship per line, in words, from the mailbox to the user.
-                rows.footer.push(("because", Value::Array(why)));
-                rows.footer.push(("path", Value::Array(path)));
-            }
+            // One relationship per line, in words, from the mailbox to the user (the table
+            // prints a list under its name, and nothing for an empty one).
+            rows.footer.push(("because", Value::Array(why)));
+            rows.footer.push(("path", Value::Array(path)));
             rows
         }
         AccessCommand::Grant {
