@@ -1,6 +1,8 @@
-//! AIP-160 filters (the subset Mailroom's List calls accept) and AIP-158 page tokens.
+//! AIP-160 filters and AIP-158 page tokens.
 //!
-//! A filter is comparisons joined by `AND`: `state = INVITED AND name : "ann"`. Values are
+//! [`expr`] parses the filter language Mailroom's lists accept (comparisons, `AND`, `OR`,
+//! `NOT`, parentheses) into a typed tree; [`parse_filter`] is the narrower form some lists take,
+//! comparisons joined by `AND`: `state = INVITED AND name : "ann"`. Values are
 //! quoted strings, numbers, `true`/`false` or bare words (enum names). Each service says which
 //! fields and operators it accepts and turns the parsed [`Comparison`]s into bound SQL, so no
 //! caller text ever reaches SQL. A page token is opaque to the caller: base64 of the position
@@ -12,6 +14,9 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2_lite::fingerprint;
+
+pub mod expr;
+pub use expr::{parse_expr, Expr};
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,70 +71,27 @@ pub enum AipError {
     OrderBy(String),
 }
 
-/// Parses a filter; an empty filter is no comparisons.
+/// Parses a filter of comparisons joined by `AND` (an empty filter is no comparisons); `OR`,
+/// `NOT` and parentheses are refused, at their position, for lists that take only this form.
 pub fn parse_filter(input: &str) -> Result<Vec<Comparison>, AipError> {
-    let tokens = tokenize(input)?;
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        if !out.is_empty() {
-            match &tokens[i] {
-                (_, Tok::And) => i += 1,
-                (at, _) => {
-                    return Err(AipError::Filter {
-                        at: *at,
-                        reason: "expected AND between comparisons".into(),
-                    })
-                }
-            }
-        }
-        let (at, field) = match tokens.get(i) {
-            Some((at, Tok::Word(w))) => (*at, w.clone()),
-            Some((at, _)) => {
-                return Err(AipError::Filter {
-                    at: *at,
-                    reason: "expected a field name".into(),
-                })
-            }
-            None => {
-                return Err(AipError::Filter {
-                    at: input.len(),
-                    reason: "filter ends after AND".into(),
-                })
-            }
-        };
-        let op = match tokens.get(i + 1) {
-            Some((_, Tok::Op(op))) => *op,
-            _ => {
-                return Err(AipError::Filter {
-                    at,
-                    reason: format!(
-                        "expected an operator (=, !=, <, <=, >, >=, :) after `{field}`"
-                    ),
-                })
-            }
-        };
-        let value = match tokens.get(i + 2) {
-            Some((_, Tok::Str(s))) => Value::Text(s.clone()),
-            Some((_, Tok::Word(w))) => match w.as_str() {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                _ => match w.parse::<f64>() {
-                    Ok(n) => Value::Number(n),
-                    Err(_) => Value::Word(w.clone()),
-                },
-            },
-            _ => {
-                return Err(AipError::Filter {
-                    at,
-                    reason: format!("expected a value after `{field}`"),
-                })
-            }
-        };
-        out.push(Comparison { field, op, value });
-        i += 3;
-    }
-    Ok(out)
+    let Some(expr) = parse_expr(input)? else {
+        return Ok(Vec::new());
+    };
+    let parts = match expr {
+        Expr::And(parts) => parts,
+        other => vec![other],
+    };
+    parts
+        .into_iter()
+        .map(|part| match part {
+            Expr::Compare { comparison, .. } => Ok(comparison),
+            other => Err(AipError::Filter {
+                at: other.comparisons().first().map(|(at, _)| *at).unwrap_or(0),
+                reason: "this list takes comparisons joined by AND (no OR, NOT or parentheses)"
+                    .into(),
+            }),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +100,10 @@ enum Tok {
     Str(String),
     Op(Op),
     And,
+    Or,
+    Not,
+    Open,
+    Close,
 }
 
 fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
@@ -182,6 +148,10 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
                 out.push((at, Tok::Op(Op::Eq)));
                 i += 1;
             }
+            '(' | ')' => {
+                out.push((at, if c == '(' { Tok::Open } else { Tok::Close }));
+                i += 1;
+            }
             ':' => {
                 out.push((at, Tok::Op(Op::Has)));
                 i += 1;
@@ -214,11 +184,15 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
                         break;
                     }
                 }
-                if w == "AND" {
-                    out.push((at, Tok::And));
-                } else {
-                    out.push((at, Tok::Word(w)));
-                }
+                out.push((
+                    at,
+                    match w.as_str() {
+                        "AND" => Tok::And,
+                        "OR" => Tok::Or,
+                        "NOT" => Tok::Not,
+                        _ => Tok::Word(w),
+                    },
+                ));
             }
             other => {
                 return Err(AipError::Filter {
