@@ -5,7 +5,7 @@
 //! - `mailroom migrate` applies every service's migrations and exits (the Helm hook Job);
 //! - `mailroom dev` runs every built service against local dependencies with demo data;
 //! - `mailroom ctl …` is the admin CLI over the gRPC APIs;
-//! - `mailroom keygen` prints a new token-signing key.
+//! - `mailroom keygen` prints a new token-signing key (`--sealing ID`: a secrets-at-rest key).
 
 mod ctl;
 mod dev;
@@ -41,8 +41,12 @@ enum Command {
     Dev,
     /// Admin CLI over the gRPC APIs.
     Ctl(Box<ctl::Ctl>),
-    /// Print a new Ed25519 signing key (base64 seed) for MAILROOM_IDENTITY__SIGNING_KEYS.
-    Keygen,
+    /// Print a new Ed25519 signing key (base64 seed) for MAILROOM_IDENTITY__SIGNING_KEYS, or
+    /// with --sealing ID a key that seals mailbox passwords at rest (`ID:base64`).
+    Keygen {
+        #[arg(long, value_name = "ID")]
+        sealing: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,8 +67,13 @@ fn main() -> std::process::ExitCode {
             Command::Migrate { services } => serve::migrate(&services).await,
             Command::Dev => dev::run().await,
             Command::Ctl(ctl) => ctl::run(*ctl).await,
-            Command::Keygen => {
-                println!("{}", mailroom_identity::keys::KeyRing::generate_seed());
+            Command::Keygen { sealing } => {
+                match sealing {
+                    Some(id) => {
+                        println!("{}", mailroom_platform::sealed::SealingKeys::generate(&id))
+                    }
+                    None => println!("{}", mailroom_identity::keys::KeyRing::generate_seed()),
+                }
                 Ok(())
             }
         }

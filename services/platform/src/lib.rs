@@ -10,6 +10,7 @@
 //! - [`outbox`], [`kafka`], [`consumer`]: events written with state, relayed to Kafka,
 //!   consumed exactly once in effect.
 //! - [`revocation`]: subjects whose tokens are void before a time, learnt from identity.
+//! - [`sealed`]: secrets at rest (mailbox passwords) sealed with AES-256-GCM under rotatable keys.
 //! - [`redis`]: the Redis connection and the rate limiter built on it.
 //! - [`aip`]: AIP-160 filters and AIP-158 page tokens.
 //! - [`text`]: canonical (NFC) text and the refusal of invisible and bidi-control characters.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod redis;
 pub mod revocation;
+pub mod sealed;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
