@@ -721,6 +721,31 @@ pub mod access {
             .allowed
         }
 
+        /// Polls until access control has heard of `user_id` from identity's events (they
+        /// arrive in no fixed order across users).
+        pub async fn until_known(&self, user_id: &str) {
+            let service = self.service_token().await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let mut asked = request(
+                    user_id,
+                    "mailbox.view",
+                    object("mailbox", &uuid::Uuid::nil().to_string()),
+                    None,
+                );
+                asked.explain = true;
+                let answer = self.check(&service, asked).await.expect("check");
+                if !answer.reason.contains("has not heard of this user") {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "access did not hear of {user_id} within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
         /// Polls until access, which follows identity's events, gives `expected`.
         pub async fn eventually(
             &self,

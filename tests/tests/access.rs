@@ -47,6 +47,10 @@ async fn org(app: &TestApp) -> Org {
     // The admin's own event may reach access after the others: tests act as the admin.
     app.eventually(&org.admin_id, "mailbox.view", &mailbox, true)
         .await;
+    // Every user the tests act as or name is known to access before they do.
+    for user in [&ceo, &east_head, &other_head, &owner, &peer] {
+        app.until_known(&user.id).await;
+    }
     Org {
         org,
         east,
