@@ -244,6 +244,48 @@ pub fn sentence(rel: &apb::Relationship, names: &HashMap<String, String>) -> Str
     }
 }
 
+enum Change {
+    Grant,
+    Revoke,
+}
+
+/// Writes or deletes one grant and prints it with the revision that holds the change.
+async fn change(
+    c: &mut Clients,
+    relation: GrantRelation,
+    user: &str,
+    mailbox: Option<String>,
+    change: Change,
+) -> anyhow::Result<Rows> {
+    let rel = grant_relationship(c, relation, user, mailbox).await?;
+    let described = describe(&rel);
+    let relationships = vec![rel];
+    let (column, revision) = match change {
+        Change::Grant => (
+            "granted",
+            c.access
+                .write_relationships(c.request(apb::WriteRelationshipsRequest { relationships })?)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .written_at,
+        ),
+        Change::Revoke => (
+            "revoked",
+            c.access
+                .delete_relationships(c.request(apb::DeleteRelationshipsRequest { relationships })?)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .deleted_at,
+        ),
+    };
+    Ok(Rows::one(
+        vec![column, "revision"],
+        vec![json!(described), json!(revision.unwrap_or_default().token)],
+    ))
+}
+
 /// A user id, or the id of the user holding an address (login or contact).
 async fn resolve_user(c: &mut Clients, user: &str) -> anyhow::Result<String> {
     if !user.contains('@') {
@@ -397,48 +439,12 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
             relation,
             user,
             mailbox,
-        } => {
-            let rel = grant_relationship(c, relation, &user, mailbox).await?;
-            let described = describe(&rel);
-            let r = c
-                .access
-                .write_relationships(c.request(apb::WriteRelationshipsRequest {
-                    relationships: vec![rel],
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            Rows::one(
-                vec!["granted", "revision"],
-                vec![
-                    json!(described),
-                    json!(r.written_at.unwrap_or_default().token),
-                ],
-            )
-        }
+        } => change(c, relation, &user, mailbox, Change::Grant).await?,
         AccessCommand::Revoke {
             relation,
             user,
             mailbox,
-        } => {
-            let rel = grant_relationship(c, relation, &user, mailbox).await?;
-            let described = describe(&rel);
-            let r = c
-                .access
-                .delete_relationships(c.request(apb::DeleteRelationshipsRequest {
-                    relationships: vec![rel],
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            Rows::one(
-                vec!["revoked", "revision"],
-                vec![
-                    json!(described),
-                    json!(r.deleted_at.unwrap_or_default().token),
-                ],
-            )
-        }
+        } => change(c, relation, &user, mailbox, Change::Revoke).await?,
         AccessCommand::List {
             relation,
             user,
