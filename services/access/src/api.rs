@@ -61,6 +61,19 @@ impl AccessService for AccessApi {
         ))
     }
 
+    #[tracing::instrument(skip_all, fields(permission = %request.get_ref().permission))]
+    async fn lookup_mailbox_scope(
+        &self,
+        request: Request<pb::LookupMailboxScopeRequest>,
+    ) -> Reply<pb::LookupMailboxScopeResponse> {
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .lookup_mailbox_scope(&caller, request.into_inner())
+                .await?,
+        ))
+    }
+
     #[tracing::instrument(skip_all, fields(relationships = request.get_ref().relationships.len()))]
     async fn write_relationships(
         &self,

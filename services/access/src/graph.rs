@@ -11,6 +11,17 @@ use crate::model::{
     Audience, DepartmentId, MailboxId, ModelError, Permission, Relationship, Settings, UserId,
 };
 
+/// Where a mailbox permission reaches for one user (see [`OrgGraph::mailbox_scope`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MailboxScope {
+    /// Every mailbox of the organisation.
+    pub whole_organization: bool,
+    /// Every mailbox these users own.
+    pub owners: HashSet<UserId>,
+    /// These mailboxes, whoever owns them.
+    pub mailboxes: HashSet<MailboxId>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct OrgGraph {
     users: HashSet<UserId>,
@@ -489,6 +500,38 @@ impl OrgGraph {
             }
         }
         out.into_iter().collect()
+    }
+
+    /// Where `permission` reaches for `user`, as owners and mailboxes rather than a list of
+    /// every mailbox: the whole organisation, or the mailboxes of some owners plus some
+    /// mailboxes. A service applies it to its own rows, so a mailbox it has just connected is
+    /// in scope before this graph has heard of it.
+    pub fn mailbox_scope(&self, user: UserId, permission: Permission) -> MailboxScope {
+        let mut scope = MailboxScope::default();
+        if !self.active(&user) || !permission.on_mailbox() {
+            return scope;
+        }
+        let s = &self.settings;
+        let audience = match permission {
+            Permission::MailboxReadMail => {
+                scope.owners.insert(user);
+                scope
+                    .mailboxes
+                    .extend(self.reads.get(&user).into_iter().flatten().copied());
+                return scope;
+            }
+            Permission::MailboxView => s.view_mailbox_list.max(s.modify_mailboxes),
+            _ => s.modify_mailboxes,
+        };
+        if self.org_wide(user, audience) {
+            scope.whole_organization = true;
+            return scope;
+        }
+        scope.owners.insert(user);
+        if audience >= Audience::AdminsManagersAndSupervisors {
+            scope.owners.extend(self.subordinates(user));
+        }
+        scope
     }
 
     /// Everyone in `audience` for a mailbox owned by `owner`.

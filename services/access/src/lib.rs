@@ -7,6 +7,7 @@
 //! - [`replica`]: this process's copy of every graph, loaded at start and kept current from
 //!   the changelog, with waits for a revision (read-your-writes across replicas).
 //! - [`identity_events`]: admins, heads, parents, membership and dismissals from identity.
+//! - [`mailbox_events`]: mailbox owners from the mailbox registry, the one writer of them.
 //! - [`service`], [`api`], [`wire`]: the operations, who may call them, the gRPC handlers, and
 //!   the API's names; [`error`]: what can go wrong and its gRPC code.
 //!
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod graph;
 pub mod identity_events;
+pub mod mailbox_events;
 pub mod model;
 pub mod replica;
 pub mod service;
@@ -36,7 +38,7 @@ use std::time::Duration;
 use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, ACCESS_EVENTS, IDENTITY_EVENTS};
+use mailroom_platform::kafka::{KafkaSettings, ACCESS_EVENTS, IDENTITY_EVENTS, MAILBOXES_EVENTS};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::access::v1 as pb;
 use sqlx::migrate::Migrator;
@@ -115,7 +117,8 @@ impl Started {
     }
 }
 
-/// Mirrors identity's events until `shutdown`, re-subscribing after a failure.
+/// Mirrors identity's and the registry's events until `shutdown`, re-subscribing after a
+/// failure.
 async fn consume_identity_events(
     kafka: KafkaSettings,
     group: String,
@@ -123,10 +126,10 @@ async fn consume_identity_events(
     shutdown: CancellationToken,
 ) {
     let handler: Arc<dyn mailroom_platform::consumer::EventHandler> =
-        Arc::new(identity_events::IdentityEvents);
+        Arc::new(mailbox_events::AccessEvents);
     while !shutdown.is_cancelled() {
-        if let Err(err) = kafka.ensure_topics(&[IDENTITY_EVENTS]).await {
-            tracing::warn!(%err, "could not ensure the identity events topic; subscribing anyway");
+        if let Err(err) = kafka.ensure_topics(&[IDENTITY_EVENTS, MAILBOXES_EVENTS]).await {
+            tracing::warn!(%err, "could not ensure the identity and mailbox events topics; subscribing anyway");
         }
         let result = match kafka.consumer(&group) {
             Ok(consumer) => {
@@ -134,7 +137,7 @@ async fn consume_identity_events(
                     group.clone(),
                     pool.clone(),
                     consumer,
-                    vec![IDENTITY_EVENTS.to_owned()],
+                    vec![IDENTITY_EVENTS.to_owned(), MAILBOXES_EVENTS.to_owned()],
                     handler.clone(),
                     shutdown.clone(),
                 )

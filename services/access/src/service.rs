@@ -290,6 +290,77 @@ impl Access {
         })
     }
 
+    /// Where a mailbox permission reaches for the subject. The subject's own organisation
+    /// only: a user caller asking about someone outside it, known or not, is told that user
+    /// was not found there.
+    pub async fn lookup_mailbox_scope(
+        &self,
+        principal: &Principal,
+        req: pb::LookupMailboxScopeRequest,
+    ) -> Result<pb::LookupMailboxScopeResponse> {
+        let permission = wire::parse_permission(&req.permission)?;
+        if !permission.on_mailbox() {
+            return Err(AccessError::InvalidArgument(format!(
+                "`{}` is not a mailbox permission; ask for mailbox.view, mailbox.modify, mailbox.sync or mailbox.read_mail",
+                permission.name()
+            )));
+        }
+        let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
+        let only: Option<std::collections::HashSet<Uuid>> = if req.only_owner_user_ids.is_empty()
+        {
+            None
+        } else {
+            Some(
+                req.only_owner_user_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        Uuid::parse_str(id).map_err(|_| {
+                            AccessError::InvalidArgument(format!(
+                                "only_owner_user_ids[{i}] is not a user id: {id:?}"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        };
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let state = self.replica.read();
+        let revision = Some(wire::revision_token(state.revision()));
+        let Some(org) = state.org_of_user(subject) else {
+            if let Principal::User { user_id, .. } = principal {
+                if *user_id != subject {
+                    return Err(AccessError::NotFound(format!(
+                        "user `{subject}` was not found in your organisation"
+                    )));
+                }
+            }
+            return Ok(pb::LookupMailboxScopeResponse {
+                looked_up_at: revision,
+                ..Default::default()
+            });
+        };
+        may_ask_about(principal, &state, subject, org)?;
+        let scope = state
+            .org(org)
+            .map(|g| g.mailbox_scope(subject, permission))
+            .unwrap_or_default();
+        let mut owners: Vec<Uuid> = match &only {
+            Some(only) => scope.owners.intersection(only).copied().collect(),
+            None => scope.owners.into_iter().collect(),
+        };
+        owners.sort_unstable();
+        let mut mailboxes: Vec<Uuid> = scope.mailboxes.into_iter().collect();
+        mailboxes.sort_unstable();
+        Ok(pb::LookupMailboxScopeResponse {
+            org_id: org.to_string(),
+            whole_organization: scope.whole_organization,
+            owner_user_ids: owners.iter().map(Uuid::to_string).collect(),
+            mailbox_ids: mailboxes.iter().map(Uuid::to_string).collect(),
+            looked_up_at: revision,
+        })
+    }
+
     /// Parses the relationships of a write or delete, works out their organisation and
     /// checks the caller may change each.
     fn authorize_changes(

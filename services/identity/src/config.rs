@@ -10,7 +10,7 @@ pub struct IdentityConfig {
     /// Ed25519 signing keys as base64 32-byte seeds, a list or one comma-separated string;
     /// the first signs, all verify (rotation: put the new key first, keep the old one until
     /// its tokens have expired).
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "mailroom_platform::config::secret_list")]
     pub signing_keys: Vec<SecretString>,
     /// Internal callers: client id → secret, exchanged for service tokens.
     #[serde(default)]
@@ -73,25 +73,6 @@ impl Default for SmtpConfig {
 }
 
 /// Accepts `"k1,k2"` (as environment variables carry it) or `["k1", "k2"]`.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    let values = match OneOrMany::deserialize(de)? {
-        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
-        OneOrMany::Many(v) => v,
-    };
-    Ok(values
-        .into_iter()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .map(SecretString::from)
-        .collect())
-}
-
 fn default_access_ttl() -> i64 {
     15 * 60
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use mailroom_platform::email;
 use mailroom_platform::text::{canonical, check_visible, Use};
 
 /// Why an input was refused, in words for the person who typed it.
@@ -37,57 +38,15 @@ pub enum ParseError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmailAddress(String);
 
-const FORBIDDEN_LOCAL: &[char] = &[
-    '<', '>', '(', ')', '[', ']', '\\', ',', ';', ':', '"', '@', ' ',
-];
 
 impl EmailAddress {
     /// Parses user input for the field named `field` (used in the error message).
     pub fn parse(field: &'static str, input: &str) -> Result<Self, ParseError> {
-        let err = |reason| ParseError::Email { field, reason };
-        if input
-            .chars()
-            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
-        {
-            return Err(err("it contains a line break or control character"));
-        }
-        check_visible(input, Use::Address)
-            .map_err(|reason| ParseError::Unicode { field, reason })?;
-        // Look-alike forms (NFC vs NFD) are one address.
-        let input = canonical(input);
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Err(ParseError::Missing { field });
-        }
-        if trimmed.len() > 254 {
-            return Err(err("it is longer than 254 characters"));
-        }
-        let (local, domain) = trimmed
-            .rsplit_once('@')
-            .ok_or_else(|| err("it has no `@`"))?;
-        if local.is_empty() {
-            return Err(err("nothing stands before the `@`"));
-        }
-        if local.len() > 64 {
-            return Err(err("the part before the `@` is longer than 64 characters"));
-        }
-        if local
-            .chars()
-            .any(|c| FORBIDDEN_LOCAL.contains(&c) || c.is_whitespace())
-        {
-            return Err(err("the part before the `@` has a character addresses cannot hold (space, quote, comma, angle bracket, …)"));
-        }
-        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-            return Err(err(
-                "dots cannot start, end or repeat in the part before the `@`",
-            ));
-        }
-        let domain = parse_domain(domain).map_err(err)?;
-        let normalised = format!("{}@{}", canonical(&local.to_lowercase()), domain);
-        if normalised.len() > 254 {
-            return Err(err("it is longer than 254 characters"));
-        }
-        Ok(Self(normalised))
+        email::normalise(input).map(Self).map_err(|e| match e {
+            email::EmailError::Missing => ParseError::Missing { field },
+            email::EmailError::Invalid(reason) => ParseError::Email { field, reason },
+            email::EmailError::Unicode(reason) => ParseError::Unicode { field, reason },
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -119,38 +78,6 @@ impl fmt::Display for EmailAddress {
     }
 }
 
-fn parse_domain(domain: &str) -> Result<String, &'static str> {
-    if domain.is_empty() {
-        return Err("nothing stands after the `@`");
-    }
-    if domain.starts_with('[') {
-        return Err("IP-address domains are not accepted");
-    }
-    let ascii =
-        idna::domain_to_ascii(domain).map_err(|_| "the domain is not a valid domain name")?;
-    if ascii.len() > 253 {
-        return Err("the domain is longer than 253 characters");
-    }
-    let labels: Vec<&str> = ascii.split('.').collect();
-    if labels.len() < 2 {
-        return Err("the domain needs a dot, as in example.com");
-    }
-    for label in &labels {
-        if label.is_empty() || label.len() > 63 {
-            return Err("a part of the domain is empty or longer than 63 characters");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("a part of the domain starts or ends with a hyphen");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err("the domain has a character domains cannot hold");
-        }
-    }
-    Ok(ascii.to_ascii_lowercase())
-}
 
 /// A person's name, position or department name: one line of printable text.
 #[derive(Debug, Clone, PartialEq, Eq)]

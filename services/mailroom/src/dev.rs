@@ -14,6 +14,12 @@ use crate::serve::{self, Service};
 /// The service client the dev stack registers for `mailroom ctl`.
 pub const DEV_CTL_CLIENT: &str = "ctl";
 const DEV_CTL_SECRET: &str = "mailroom-dev-ctl";
+/// The registry's own credential at identity, in the dev stack.
+const DEV_MAILBOXES_SECRET: &str = "mailroom-dev-mailboxes";
+/// The dev stack's mailbox-password sealing key: fixed, so mailboxes connected in one run
+/// open in the next. For local development only; a deployment brings its own
+/// (`mailroom keygen --sealing <id>`).
+const DEV_SEALING_KEY: &str = "dev:bWFpbHJvb20tZGV2LXNlYWxpbmcta2V5LTMyYnl0ZXM=";
 
 pub async fn run() -> anyhow::Result<()> {
     let figment = config::sources()
@@ -26,7 +32,20 @@ pub async fn run() -> anyhow::Result<()> {
         .join(Serialized::default(
             format!("identity.service_clients.{DEV_CTL_CLIENT}").as_str(),
             DEV_CTL_SECRET,
-        ));
+        ))
+        .join(Serialized::default(
+            "identity.service_clients.mailboxes",
+            DEV_MAILBOXES_SECRET,
+        ))
+        .join(Serialized::default(
+            "mailboxes.service_client_secret",
+            DEV_MAILBOXES_SECRET,
+        ))
+        .join(Serialized::default(
+            "mailboxes.sealing_keys",
+            DEV_SEALING_KEY,
+        ))
+        .join(Serialized::default("mailboxes.allow_local_servers", true));
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry =
         mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
@@ -39,10 +58,10 @@ pub async fn run() -> anyhow::Result<()> {
         seed(identity, &admin_password)
             .await
             .context("demo data could not be seeded")?;
-        if let Some(access) = &running.access {
-            seed_mailboxes(identity, access, &admin_password)
+        if let Some(mailboxes) = &running.mailboxes {
+            seed_mailboxes(identity, mailboxes, &admin_password)
                 .await
-                .context("demo mailbox owners could not be seeded")?;
+                .context("demo mailboxes could not be connected")?;
         }
     }
     let ctl_secret = config::section::<mailroom_identity::IdentityConfig>(&figment, "identity")?
@@ -58,7 +77,7 @@ pub async fn run() -> anyhow::Result<()> {
             service.name()
         );
     }
-    println!("  not built yet: invitations, mailboxes, sync (their APIs are in proto/)\n");
+    println!("  not built yet: invitations, sync (their APIs are in proto/)\n");
     println!("  demo organisation: Acme");
     println!(
         "  admin:             admin@acme.test / {}",
@@ -69,10 +88,7 @@ pub async fn run() -> anyhow::Result<()> {
     );
     println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email admin@acme.test --password {})", shell_word(&admin_password));
     println!("        cargo run -q -p mailroom -- ctl users list");
-    println!(
-        "        cargo run -q -p mailroom -- ctl access check --user olivia.chen@acme.test --permission mailbox.view --mailbox {} --explain",
-        demo_mailbox("ann.lee")
-    );
+    println!("        cargo run -q -p mailroom -- ctl mailboxes list --columns employee,email,last_sync_time,in_crm --sort owner");
     println!("        grpcurl -plaintext 127.0.0.1:50051 list");
     println!(
         "  ctl service credential: --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
@@ -92,23 +108,17 @@ fn mask(password: &str) -> String {
     }
 }
 
-/// The id of a demo employee's mailbox. The mailbox registry is not built yet, so the demo
-/// gives each employee a mailbox id of its own for access control to reason about.
-pub fn demo_mailbox(handle: &str) -> uuid::Uuid {
-    uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_URL,
-        format!("mailroom-dev:mailbox:{handle}@acme.test").as_bytes(),
-    )
-}
-
-/// Makes each Acme employee the owner of their demo mailbox, once access has heard of them
-/// from identity's events (which takes a few seconds on a first start).
+/// Connects each Acme person's mailbox on the local Dovecot (IMAP and its submission
+/// service), through the registry as any caller would, once the registry has heard of them
+/// from identity's events (a few seconds on a first start). A mailbox already connected is
+/// left as it is.
 async fn seed_mailboxes(
     identity: &Identity,
-    access: &mailroom_access::Access,
+    mailboxes: &mailroom_mailboxes::Mailboxes,
     password: &str,
 ) -> anyhow::Result<()> {
-    use mailroom_platform::proto::access::v1 as apb;
+    use mailroom_mailboxes::error::MailboxError;
+    use mailroom_platform::proto::mailboxes::v1 as mpb;
     let tokens = identity
         .login(pb::LoginRequest {
             login_email: "admin@acme.test".into(),
@@ -130,46 +140,64 @@ async fn seed_mailboxes(
     let Principal::User { org_id, .. } = admin else {
         anyhow::bail!("the demo admin signed in as a service");
     };
-    let relationships: Vec<apb::Relationship> = users
-        .iter()
-        .filter_map(|u| {
-            let handle = u.login_email.strip_suffix("@acme.test")?;
-            Some(mailroom_access::wire::relationship_to_proto(
-                org_id,
-                mailroom_access::Relationship::Owner(demo_mailbox(handle), u.id),
-            ))
+    let server = |var: &str, default: &str| -> anyhow::Result<mpb::ServerSettings> {
+        let addr = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        let (host, port) = addr
+            .rsplit_once(':')
+            .with_context(|| format!("{var} is host:port, not {addr:?}"))?;
+        Ok(mpb::ServerSettings {
+            host: host.to_owned(),
+            port: port.parse().with_context(|| format!("{var}: port"))?,
+            security: mpb::Security::None as i32,
+            username: String::new(),
         })
-        .collect();
+    };
+    let imap = server("MAILROOM_IMAP_ADDR", "127.0.0.1:10143")?;
+    let smtp = server("MAILROOM_SUBMISSION_ADDR", "127.0.0.1:10587")?;
     let seeder = Principal::Service {
         name: "dev-seed".into(),
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        let written = access
-            .write_relationships(
-                &seeder,
-                apb::WriteRelationshipsRequest {
-                    relationships: relationships.clone(),
-                },
-            )
-            .await;
-        match written {
-            Ok(_) => {
-                tracing::info!(
-                    mailboxes = relationships.len(),
-                    "demo mailbox owners seeded"
-                );
-                return Ok(());
+    let mut connected = 0;
+    for user in users.iter().filter(|u| u.login_email.ends_with("@acme.test")) {
+        let request = mpb::ConnectMailboxRequest {
+            mailbox: Some(mpb::Mailbox {
+                org_id: org_id.to_string(),
+                owner_user_id: user.id.to_string(),
+                email: user.login_email.clone(),
+                name: "Work mailbox".into(),
+                sender_name: format!("{} {}", user.first_name, user.last_name),
+                imap: Some(imap.clone()),
+                smtp: Some(smtp.clone()),
+                crm: Some(mpb::CrmSettings {
+                    in_crm: user.position.contains("Account") || user.position.contains("Sales"),
+                    queue_user_ids: Vec::new(),
+                }),
+                ..Default::default()
+            }),
+            password: password.into(),
+            validate_only: false,
+        };
+        loop {
+            match mailboxes.connect(&seeder, request.clone()).await {
+                Ok(_) => {
+                    connected += 1;
+                    break;
+                }
+                Err(MailboxError::AlreadyConnected(_)) => break,
+                Err(MailboxError::UserNotFound(_)) if std::time::Instant::now() < deadline => {
+                    // the registry has not mirrored this user from identity's events yet
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(err) => {
+                    return Err(anyhow::Error::from(err)
+                        .context(format!("connecting the demo mailbox {}", user.login_email)))
+                }
             }
-            Err(mailroom_access::error::AccessError::Unavailable(_))
-                if std::time::Instant::now() < deadline =>
-            {
-                // access has not mirrored the demo users from identity's events yet
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(err) => return Err(err.into()),
         }
     }
+    tracing::info!(connected, "demo mailboxes connected");
+    Ok(())
 }
 
 /// Seeds Acme once; a second run finds the admin and leaves everything as it is.

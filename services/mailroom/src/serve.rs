@@ -9,21 +9,23 @@ use mailroom_platform::config::{self, PlatformConfig};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-/// The services this build can serve. The other three of the design (invitations,
-/// mailboxes, sync) have APIs in proto/ but are not built yet, so they are not served.
+/// The services this build can serve. The other two of the design (invitations, sync) have
+/// APIs in proto/ but are not built yet, so they are not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Identity,
     Access,
+    Mailboxes,
 }
 
 impl Service {
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Access];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Access, Service::Mailboxes];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
             Service::Access => "access",
+            Service::Mailboxes => "mailboxes",
         }
     }
 
@@ -37,6 +39,10 @@ impl Service {
                 mailroom_access::DEFAULT_PORT,
                 mailroom_access::DEFAULT_METRICS_PORT,
             ),
+            Service::Mailboxes => (
+                mailroom_mailboxes::DEFAULT_PORT,
+                mailroom_mailboxes::DEFAULT_METRICS_PORT,
+            ),
         }
     }
 
@@ -44,6 +50,7 @@ impl Service {
         match self {
             Service::Identity => (mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS),
             Service::Access => (mailroom_access::SCHEMA, &mailroom_access::MIGRATIONS),
+            Service::Mailboxes => (mailroom_mailboxes::SCHEMA, &mailroom_mailboxes::MIGRATIONS),
         }
     }
 }
@@ -58,10 +65,13 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
         let service = match name {
             "identity" => Service::Identity,
             "access" => Service::Access,
-            "invitations" | "mailboxes" | "sync" => {
-                bail!("service `{name}` is not built yet; this build serves: identity, access")
+            "mailboxes" => Service::Mailboxes,
+            "invitations" | "sync" => {
+                bail!("service `{name}` is not built yet; this build serves: identity, access, mailboxes")
             }
-            other => bail!("unknown service `{other}`; known: identity, access (or `all`)"),
+            other => {
+                bail!("unknown service `{other}`; known: identity, access, mailboxes (or `all`)")
+            }
         };
         if !out.contains(&service) {
             out.push(service);
@@ -116,7 +126,7 @@ pub struct Running {
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
     pub endpoints: Vec<(Service, SocketAddr, SocketAddr)>,
     pub identity: Option<std::sync::Arc<mailroom_identity::Identity>>,
-    pub access: Option<std::sync::Arc<mailroom_access::Access>>,
+    pub mailboxes: Option<std::sync::Arc<mailroom_mailboxes::Mailboxes>>,
     shutdown: CancellationToken,
 }
 
@@ -148,7 +158,7 @@ pub async fn start(
     let mut tasks = tokio::task::JoinSet::new();
     let mut endpoints = Vec::new();
     let mut identity = None;
-    let mut access = None;
+    let mut mailboxes = None;
     // Services in one process share identity's verifier when identity is among them.
     let mut shared_verifier: Option<mailroom_platform::auth::TokenVerifier> = None;
     for service in services {
@@ -184,7 +194,6 @@ pub async fn start(
                     .await
                     .context("access did not start")?;
                 let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
-                access = Some(started.access.clone());
                 let verifier = shared_verifier
                     .clone()
                     .unwrap_or_else(|| started.verifier.clone());
@@ -197,6 +206,26 @@ pub async fn start(
                         .context("access gRPC server")
                 });
             }
+            Service::Mailboxes => {
+                let config: mailroom_mailboxes::MailboxesConfig =
+                    config::section(figment, "mailboxes")?;
+                let started = mailroom_mailboxes::start(platform, config)
+                    .await
+                    .context("mailboxes did not start")?;
+                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
+                mailboxes = Some(started.mailboxes.clone());
+                let verifier = shared_verifier
+                    .clone()
+                    .unwrap_or_else(|| started.verifier.clone());
+                let platform = platform.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    started
+                        .run(listener, verifier, &platform, shutdown)
+                        .await
+                        .context("mailboxes gRPC server")
+                });
+            }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
         endpoints.push((*service, grpc_addr, metrics_addr));
@@ -205,7 +234,7 @@ pub async fn start(
         tasks,
         endpoints,
         identity,
-        access,
+        mailboxes,
         shutdown,
     })
 }
@@ -231,13 +260,13 @@ mod tests {
     fn services_parse_and_unbuilt_ones_are_refused_by_name() {
         assert_eq!(
             parse_services("all").unwrap(),
-            vec![Service::Identity, Service::Access]
+            vec![Service::Identity, Service::Access, Service::Mailboxes]
         );
         assert_eq!(
             parse_services("identity, identity").unwrap(),
             vec![Service::Identity]
         );
-        let err = parse_services("identity,mailboxes")
+        let err = parse_services("identity,sync")
             .unwrap_err()
             .to_string();
         assert!(err.contains("not built yet"), "{err}");

@@ -11,8 +11,10 @@
 //!   consumed exactly once in effect.
 //! - [`revocation`]: subjects whose tokens are void before a time, learnt from identity.
 //! - [`sealed`]: secrets at rest (mailbox passwords) sealed with AES-256-GCM under rotatable keys.
+//! - [`service_auth`]: a service's own token for calling other services.
 //! - [`redis`]: the Redis connection and the rate limiter built on it.
 //! - [`aip`]: AIP-160 filters and AIP-158 page tokens.
+//! - [`email`]: email addresses, host names and one-line names as every service accepts them.
 //! - [`text`]: canonical (NFC) text and the refusal of invisible and bidi-control characters.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod email;
 pub mod error;
 pub mod grpc;
 pub mod kafka;
@@ -29,6 +32,7 @@ pub mod outbox;
 pub mod redis;
 pub mod revocation;
 pub mod sealed;
+pub mod service_auth;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;

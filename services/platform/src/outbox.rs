@@ -61,6 +61,11 @@ pub fn payload_type(payload: &Payload) -> &'static str {
         Payload::RelationshipsWritten(_) => "mailroom.events.v1.RelationshipsWritten",
         Payload::RelationshipsDeleted(_) => "mailroom.events.v1.RelationshipsDeleted",
         Payload::PermissionSettingsChanged(_) => "mailroom.events.v1.PermissionSettingsChanged",
+        Payload::MailboxConnected(_) => "mailroom.events.v1.MailboxConnected",
+        Payload::MailboxUpdated(_) => "mailroom.events.v1.MailboxUpdated",
+        Payload::MailboxDisconnected(_) => "mailroom.events.v1.MailboxDisconnected",
+        Payload::MailboxTransferred(_) => "mailroom.events.v1.MailboxTransferred",
+        Payload::SyncRequested(_) => "mailroom.events.v1.SyncRequested",
     }
 }
 

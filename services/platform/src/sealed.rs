@@ -91,6 +91,29 @@ impl SealingKeys {
         format!("{id}:{}", STANDARD.encode(key))
     }
 
+    /// The id of the key that seals (the newest).
+    pub fn newest_id(&self) -> Option<&str> {
+        self.keys.first().map(|(id, _)| id.as_str())
+    }
+
+    /// A secret for another purpose (signing page tokens, say) derived from the newest key:
+    /// deterministic for one key and purpose, unrelated across purposes, and revealing
+    /// nothing of the key. Every replica with the same keys derives the same secret.
+    pub fn derive_secret(&self, purpose: &str) -> Option<Vec<u8>> {
+        let (_, cipher) = self.keys.first()?;
+        // AES-GCM under a fixed nonce is a pseudo-random function of the purpose here: it
+        // never seals a secret, only this label, so the fixed nonce is never reused for data.
+        cipher
+            .encrypt(
+                Nonce::from_slice(&[0u8; NONCE_LEN]),
+                Payload {
+                    msg: &[],
+                    aad: format!("mailroom derived secret\0{purpose}").as_bytes(),
+                },
+            )
+            .ok()
+    }
+
     /// Seals `secret` under the newest key, bound to `context`.
     pub fn seal(&self, secret: &str, context: &[u8]) -> Result<Vec<u8>, SealError> {
         let (id, cipher) = self.keys.first().ok_or(SealError::NoKeys)?;

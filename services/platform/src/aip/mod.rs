@@ -7,7 +7,9 @@
 //! fields and operators it accepts and turns the parsed [`Comparison`]s into bound SQL, so no
 //! caller text ever reaches SQL. A page token is opaque to the caller: base64 of the position
 //! after the last row, plus a fingerprint of the query it belongs to, so a token used with
-//! another filter or order is refused instead of returning a wrong page.
+//! another filter or order is refused instead of returning a wrong page. [`token`] is the
+//! keyed form: a token signed with HMAC-SHA-256 over the query it belongs to, so a caller
+//! can neither forge a position nor move a token to another query.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2_lite::fingerprint;
 
 pub mod expr;
+pub mod token;
 pub use expr::{parse_expr, Expr};
 
 /// A comparison operator.

@@ -1,0 +1,83 @@
+//! Everything the registry can refuse or fail at, and which gRPC code each is (the mapping
+//! itself is the platform's `to_status`, the one place for every service).
+
+use mailroom_platform::aip::AipError;
+use mailroom_platform::error::{ApiError, ErrorKind};
+
+use crate::domain::ParseError;
+use crate::probe::ProbeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Aip(#[from] AipError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Unknown, another organisation's, or not visible to the caller: one answer for all.
+    #[error("mailbox `{0}` was not found")]
+    NotFound(String),
+    #[error("{0}")]
+    UserNotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    AlreadyConnected(String),
+    /// A login check failed: IMAP, SMTP or both, each with its cause.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Login(Vec<ProbeError>),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("too many connection attempts; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// Access control (or identity, for the registry's own token) did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the database is unavailable")]
+    DbUnavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Db(#[source] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for MailboxError {
+    fn from(err: sqlx::Error) -> Self {
+        if mailroom_platform::error::is_unavailable(&err) {
+            MailboxError::DbUnavailable(err)
+        } else {
+            MailboxError::Db(err)
+        }
+    }
+}
+
+impl From<mailroom_platform::sealed::SealError> for MailboxError {
+    fn from(err: mailroom_platform::sealed::SealError) -> Self {
+        MailboxError::Internal(format!("credential sealing failed: {err}"))
+    }
+}
+
+impl ApiError for MailboxError {
+    fn kind(&self) -> ErrorKind {
+        use MailboxError::*;
+        match self {
+            Parse(_) | Aip(_) | InvalidArgument(_) => ErrorKind::InvalidArgument,
+            NotFound(_) | UserNotFound(_) => ErrorKind::NotFound,
+            PermissionDenied(_) => ErrorKind::PermissionDenied,
+            AlreadyConnected(_) => ErrorKind::AlreadyExists,
+            Login(_) | FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            RateLimited { .. } => ErrorKind::ResourceExhausted,
+            Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,
+            Db(_) | Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<MailboxError> for tonic::Status {
+    fn from(err: MailboxError) -> Self {
+        mailroom_platform::error::to_status(err)
+    }
+}
+
+pub type Result<T, E = MailboxError> = std::result::Result<T, E>;

@@ -1,0 +1,231 @@
+//! Mailroom's mailbox registry: the organisation's connected IMAP/SMTP mailboxes — the
+//! "Manage user mailboxes" screen and the API internal services (a CRM) call.
+//!
+//! A tour:
+//! - [`domain`]: a mailbox's inputs parsed into types that cannot hold a bad value.
+//! - [`probe`]: the real IMAP and SMTP logins that check settings before they are saved, and
+//!   which destinations the registry may connect to at all.
+//! - [`scope`]: access control's answer to "where does this caller's permission reach",
+//!   applied inside the registry's own SQL.
+//! - [`list`]: the list's filter (AIP-160, typed, every value bound), sort and keyset pages;
+//!   [`view`]: the columns a caller chose and their saved list view.
+//! - [`store`]: the tables; [`service`]: the operations and who may call them; [`api`]: the
+//!   gRPC handlers; [`error`]: what can go wrong and its gRPC code.
+//! - [`events`]: what the registry publishes (mailbox events, sync requests);
+//!   [`identity_events`]: owners' names and states from identity.
+//!
+//! Passwords are sealed with `platform::sealed` (AES-256-GCM, key id beside each value,
+//! bound to the mailbox's id) and leave the service only towards the mail server during a
+//! login check. No response, event or log line carries one.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod identity_events;
+pub mod list;
+pub mod probe;
+pub mod scope;
+pub mod service;
+pub mod store;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom_platform::aip::token::PageTokenKey;
+use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::config::PlatformConfig;
+use mailroom_platform::grpc::Hosted;
+use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, MAILBOXES_EVENTS, SYNC_REQUESTS};
+use mailroom_platform::outbox::Relay;
+use mailroom_platform::proto::mailboxes::v1 as pb;
+use mailroom_platform::sealed::SealingKeys;
+use mailroom_platform::service_auth::ServiceCredential;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use config::MailboxesConfig;
+pub use service::Mailboxes;
+
+/// The registry's PostgreSQL schema.
+pub const SCHEMA: &str = "mailboxes";
+/// The registry's gRPC port.
+pub const DEFAULT_PORT: u16 = 50053;
+/// The registry's metrics port.
+pub const DEFAULT_METRICS_PORT: u16 = 9053;
+
+/// The registry's own migrations (the platform's run first).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] mailroom_platform::db::DbError),
+    #[error("mailbox sealing keys: {0}; set MAILROOM_MAILBOXES__SEALING_KEYS (generate one with `mailroom keygen --sealing <id>`)")]
+    Keys(#[from] mailroom_platform::sealed::SealError),
+    #[error("Redis (login-check rate limit): {0}")]
+    Redis(#[from] mailroom_platform::redis::RedisError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a started registry hands to the process hosting it.
+pub struct Started {
+    pub mailboxes: Arc<Mailboxes>,
+    pub pool: PgPool,
+    pub hosted: Hosted,
+    /// Verifies tokens with identity's keys, fetched over gRPC (a process hosting identity
+    /// too may use identity's own verifier instead).
+    pub verifier: TokenVerifier,
+    pub relay: Relay,
+    consumer_group: String,
+    kafka: KafkaSettings,
+}
+
+impl Started {
+    /// Runs the identity-event consumer and the outbox relay in the background, and serves
+    /// gRPC on `listener` until `shutdown`; the rest stop with it.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        verifier: TokenVerifier,
+        platform: &PlatformConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(), mailroom_platform::grpc::ServeError> {
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(self.relay.run(shutdown.clone()));
+        background.spawn(consume_identity_events(
+            self.kafka,
+            self.consumer_group,
+            self.pool,
+            shutdown.clone(),
+        ));
+        let served = mailroom_platform::grpc::serve(
+            self.hosted,
+            listener,
+            verifier,
+            platform,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
+        served
+    }
+}
+
+/// Mirrors identity's users until `shutdown`, re-subscribing after a failure.
+async fn consume_identity_events(
+    kafka: KafkaSettings,
+    group: String,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) {
+    let handler: Arc<dyn mailroom_platform::consumer::EventHandler> =
+        Arc::new(identity_events::IdentityEvents);
+    while !shutdown.is_cancelled() {
+        if let Err(err) = kafka.ensure_topics(&[IDENTITY_EVENTS]).await {
+            tracing::warn!(%err, "could not ensure the identity events topic; subscribing anyway");
+        }
+        let result = match kafka.consumer(&group) {
+            Ok(consumer) => {
+                mailroom_platform::consumer::run(
+                    group.clone(),
+                    pool.clone(),
+                    consumer,
+                    vec![IDENTITY_EVENTS.to_owned()],
+                    handler.clone(),
+                    shutdown.clone(),
+                )
+                .await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, "identity events consumer stopped; starting again");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Connects to PostgreSQL, applies migrations, and builds the service.
+pub async fn start(
+    platform: &PlatformConfig,
+    config: MailboxesConfig,
+) -> Result<Started, StartError> {
+    let keys = SealingKeys::from_config(&config.sealing_keys)?;
+    let token_secret = keys
+        .derive_secret("mailboxes page tokens")
+        .ok_or_else(|| StartError::Config("no sealing key configured".into()))?;
+    let pool =
+        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
+            .await?;
+    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let credential = ServiceCredential::new(
+        config.identity_endpoint.clone(),
+        config.service_client_id.clone(),
+        config.service_client_secret.clone(),
+    );
+    let access = scope::AccessClient::new(&config.access_endpoint, credential)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let limiter = match mailroom_platform::redis::connect(&platform.redis_url).await {
+        Ok(conn) => Some(mailroom_platform::redis::RateLimiter::new(
+            conn,
+            "mailbox-login-checks",
+            config.login_checks_per_minute.max(1),
+            Duration::from_secs(60),
+        )),
+        Err(err) => {
+            tracing::warn!(%err, "Redis is unavailable: login checks are not rate limited");
+            None
+        }
+    };
+    let prober = probe::Prober::new(
+        Duration::from_millis(config.login_timeout_ms.max(100)),
+        probe::Destinations {
+            allow_local: config.allow_local_servers,
+        },
+    );
+    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
+        config.identity_endpoint.clone(),
+    )));
+    let mailboxes = Arc::new(Mailboxes {
+        pool: pool.clone(),
+        access,
+        prober,
+        keys,
+        tokens: PageTokenKey::new(&token_secret),
+        limiter,
+        login_concurrency: config.login_concurrency,
+    });
+    let routes = tonic::service::Routes::new(pb::mailbox_service_server::MailboxServiceServer::new(
+        api::MailboxApi(mailboxes.clone()),
+    ));
+    let hosted = Hosted {
+        routes,
+        service_names: vec!["mailroom.mailboxes.v1.MailboxService"],
+        public_methods: Vec::new(),
+    };
+    let kafka = KafkaSettings::from_config(platform);
+    let relay = Relay::new(
+        pool.clone(),
+        SCHEMA,
+        kafka.clone(),
+        vec![MAILBOXES_EVENTS, SYNC_REQUESTS],
+    );
+    Ok(Started {
+        mailboxes,
+        pool,
+        hosted,
+        verifier,
+        relay,
+        consumer_group: config.consumer_group,
+        kafka,
+    })
+}

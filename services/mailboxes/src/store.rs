@@ -1,0 +1,393 @@
+//! The registry's tables: mailboxes (with their sealed password), the owners mirrored from
+//! identity, and the list views. Only this module writes SQL for them, and every value is
+//! bound.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::{Crm, Security, ServerSettings, SyncState};
+use crate::error::Result;
+
+/// The columns every read selects (`last_sync_time` as NULL until the first sync).
+pub const COLUMNS: &str = "id, org_id, owner_user_id, email, name, sender_name, \
+    imap_host, imap_port, imap_security, imap_username, \
+    smtp_host, smtp_port, smtp_security, smtp_username, \
+    in_crm, crm_queue, sync_state, sync_error, \
+    CASE WHEN last_sync_time = '-infinity' THEN NULL ELSE last_sync_time END AS last_sync_time, \
+    unread_count, message_count, disk_bytes, owner_first_name, owner_last_name, owner_dismissed, \
+    create_time, update_time";
+
+/// One mailbox as stored, without its password.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MailboxRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub owner_user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub sender_name: String,
+    pub imap_host: String,
+    pub imap_port: i32,
+    pub imap_security: String,
+    pub imap_username: String,
+    pub smtp_host: String,
+    pub smtp_port: i32,
+    pub smtp_security: String,
+    pub smtp_username: String,
+    pub in_crm: bool,
+    pub crm_queue: Vec<Uuid>,
+    pub sync_state: String,
+    pub sync_error: String,
+    pub last_sync_time: Option<DateTime<Utc>>,
+    pub unread_count: i64,
+    pub message_count: i64,
+    pub disk_bytes: i64,
+    pub owner_first_name: String,
+    pub owner_last_name: String,
+    pub owner_dismissed: bool,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+impl MailboxRow {
+    pub fn imap(&self) -> ServerSettings {
+        ServerSettings {
+            host: self.imap_host.clone(),
+            port: u16::try_from(self.imap_port).unwrap_or(993),
+            security: Security::from_stored(&self.imap_security),
+            username: self.imap_username.clone(),
+        }
+    }
+
+    pub fn smtp(&self) -> ServerSettings {
+        ServerSettings {
+            host: self.smtp_host.clone(),
+            port: u16::try_from(self.smtp_port).unwrap_or(465),
+            security: Security::from_stored(&self.smtp_security),
+            username: self.smtp_username.clone(),
+        }
+    }
+
+    pub fn crm(&self) -> Crm {
+        Crm {
+            in_crm: self.in_crm,
+            queue: self.crm_queue.clone(),
+        }
+    }
+
+    pub fn state(&self) -> SyncState {
+        SyncState::from_stored(&self.sync_state)
+    }
+}
+
+/// Everything a new mailbox is saved with.
+pub struct NewMailbox<'a> {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub owner: &'a Owner,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub sender_name: &'a str,
+    pub imap: &'a ServerSettings,
+    pub smtp: &'a ServerSettings,
+    pub crm: &'a Crm,
+    pub sealed_password: &'a [u8],
+    pub key_id: &'a str,
+}
+
+/// A user as identity last described them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Owner {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub dismissed: bool,
+    pub active: bool,
+}
+
+impl Owner {
+    pub fn display_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name).trim().to_owned()
+    }
+}
+
+/// Whether an insert hit the one-address-per-organisation rule.
+pub fn is_duplicate_address(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+pub async fn insert(conn: &mut PgConnection, m: &NewMailbox<'_>) -> Result<MailboxRow, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO mailboxes (id, org_id, owner_user_id, email, name, sender_name, \
+            imap_host, imap_port, imap_security, imap_username, \
+            smtp_host, smtp_port, smtp_security, smtp_username, \
+            password_sealed, password_key, in_crm, crm_queue, \
+            owner_first_name, owner_last_name, owner_dismissed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+         RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(m.id)
+        .bind(m.org_id)
+        .bind(m.owner.user_id)
+        .bind(m.email)
+        .bind(m.name)
+        .bind(m.sender_name)
+        .bind(&m.imap.host)
+        .bind(i32::from(m.imap.port))
+        .bind(m.imap.security.as_str())
+        .bind(&m.imap.username)
+        .bind(&m.smtp.host)
+        .bind(i32::from(m.smtp.port))
+        .bind(m.smtp.security.as_str())
+        .bind(&m.smtp.username)
+        .bind(m.sealed_password)
+        .bind(m.key_id)
+        .bind(m.crm.in_crm)
+        .bind(&m.crm.queue)
+        .bind(&m.owner.first_name)
+        .bind(&m.owner.last_name)
+        .bind(m.owner.dismissed)
+        .fetch_one(conn)
+        .await
+}
+
+/// A mailbox of `org` (`FOR UPDATE` when `lock`).
+pub async fn get<'e>(
+    conn: impl PgExecutor<'e>,
+    org: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<MailboxRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM mailboxes WHERE org_id = $1 AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(org)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// The sealed password of a mailbox.
+pub async fn sealed_password(conn: &mut PgConnection, id: Uuid) -> Result<Vec<u8>> {
+    Ok(
+        sqlx::query_scalar("SELECT password_sealed FROM mailboxes WHERE id = $1")
+            .bind(id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// What an update changes; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct Changes {
+    pub name: Option<String>,
+    pub sender_name: Option<String>,
+    pub imap: Option<ServerSettings>,
+    pub smtp: Option<ServerSettings>,
+    pub crm: Option<Crm>,
+    pub sealed_password: Option<(Vec<u8>, String)>,
+    /// Un-park an AUTH_FAILED mailbox (its login was just checked).
+    pub reset_state: bool,
+}
+
+pub async fn update(conn: &mut PgConnection, id: Uuid, c: &Changes) -> Result<MailboxRow> {
+    let sql = format!(
+        "UPDATE mailboxes SET \
+            name = COALESCE($2, name), sender_name = COALESCE($3, sender_name), \
+            imap_host = COALESCE($4, imap_host), imap_port = COALESCE($5, imap_port), \
+            imap_security = COALESCE($6, imap_security), imap_username = COALESCE($7, imap_username), \
+            smtp_host = COALESCE($8, smtp_host), smtp_port = COALESCE($9, smtp_port), \
+            smtp_security = COALESCE($10, smtp_security), smtp_username = COALESCE($11, smtp_username), \
+            in_crm = COALESCE($12, in_crm), crm_queue = COALESCE($13, crm_queue), \
+            password_sealed = COALESCE($14, password_sealed), password_key = COALESCE($15, password_key), \
+            sync_state = CASE WHEN $16 AND sync_state IN ('auth_failed', 'error') THEN 'pending' ELSE sync_state END, \
+            sync_error = CASE WHEN $16 AND sync_state IN ('auth_failed', 'error') THEN '' ELSE sync_error END, \
+            update_time = now() \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(id)
+        .bind(c.name.as_deref())
+        .bind(c.sender_name.as_deref())
+        .bind(c.imap.as_ref().map(|s| s.host.clone()))
+        .bind(c.imap.as_ref().map(|s| i32::from(s.port)))
+        .bind(c.imap.as_ref().map(|s| s.security.as_str()))
+        .bind(c.imap.as_ref().map(|s| s.username.clone()))
+        .bind(c.smtp.as_ref().map(|s| s.host.clone()))
+        .bind(c.smtp.as_ref().map(|s| i32::from(s.port)))
+        .bind(c.smtp.as_ref().map(|s| s.security.as_str()))
+        .bind(c.smtp.as_ref().map(|s| s.username.clone()))
+        .bind(c.crm.as_ref().map(|c| c.in_crm))
+        .bind(c.crm.as_ref().map(|c| c.queue.clone()))
+        .bind(c.sealed_password.as_ref().map(|(p, _)| p.clone()))
+        .bind(c.sealed_password.as_ref().map(|(_, k)| k.clone()))
+        .bind(c.reset_state)
+        .fetch_one(conn)
+        .await?)
+}
+
+pub async fn transfer(conn: &mut PgConnection, id: Uuid, to: &Owner) -> Result<MailboxRow> {
+    let sql = format!(
+        "UPDATE mailboxes SET owner_user_id = $2, owner_first_name = $3, owner_last_name = $4, \
+            owner_dismissed = $5, update_time = now() WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(id)
+        .bind(to.user_id)
+        .bind(&to.first_name)
+        .bind(&to.last_name)
+        .bind(to.dismissed)
+        .fetch_one(conn)
+        .await?)
+}
+
+pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<()> {
+    sqlx::query("DELETE FROM mailboxes WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A user of `org` as last mirrored.
+pub async fn owner<'e>(conn: impl PgExecutor<'e>, org: Uuid, user: Uuid) -> Result<Option<Owner>> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, org_id, first_name, last_name, dismissed, active FROM users \
+         WHERE org_id = $1 AND user_id = $2",
+    )
+    .bind(org)
+    .bind(user)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Makes a mirrored user match identity's snapshot and copies the name and state into their
+/// mailboxes' rows.
+pub async fn mirror_user(conn: &mut PgConnection, user: &Owner) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (user_id, org_id, first_name, last_name, dismissed, active) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_id) DO UPDATE SET first_name = EXCLUDED.first_name, \
+            last_name = EXCLUDED.last_name, dismissed = EXCLUDED.dismissed, active = EXCLUDED.active \
+         WHERE users.org_id = EXCLUDED.org_id",
+    )
+    .bind(user.user_id)
+    .bind(user.org_id)
+    .bind(&user.first_name)
+    .bind(&user.last_name)
+    .bind(user.dismissed)
+    .bind(user.active)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE mailboxes SET owner_first_name = $3, owner_last_name = $4, owner_dismissed = $5 \
+         WHERE org_id = $1 AND owner_user_id = $2 \
+           AND (owner_first_name, owner_last_name, owner_dismissed) IS DISTINCT FROM ($3, $4, $5)",
+    )
+    .bind(user.org_id)
+    .bind(user.user_id)
+    .bind(&user.first_name)
+    .bind(&user.last_name)
+    .bind(user.dismissed)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A saved list view.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListViewRow {
+    pub columns: Vec<String>,
+    pub filter: String,
+    pub order_by: String,
+    pub page_size: i32,
+}
+
+pub async fn list_view<'e>(conn: impl PgExecutor<'e>, user: Uuid) -> Result<Option<ListViewRow>> {
+    Ok(sqlx::query_as(
+        "SELECT columns, filter, order_by, page_size FROM list_views WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(conn)
+    .await?)
+}
+
+pub async fn save_list_view<'e>(
+    conn: impl PgExecutor<'e>,
+    user: Uuid,
+    org: Uuid,
+    view: &ListViewRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO list_views (user_id, org_id, columns, filter, order_by, page_size) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_id) DO UPDATE SET columns = EXCLUDED.columns, filter = EXCLUDED.filter, \
+            order_by = EXCLUDED.order_by, page_size = EXCLUDED.page_size, update_time = now()",
+    )
+    .bind(user)
+    .bind(org)
+    .bind(&view.columns)
+    .bind(&view.filter)
+    .bind(&view.order_by)
+    .bind(view.page_size)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` mailboxes whose password is sealed under another key than `key_id`, locked
+/// for re-sealing (others re-sealing at once skip them).
+pub async fn stale_sealed(
+    conn: &mut PgConnection,
+    key_id: &str,
+    limit: i64,
+) -> Result<Vec<(Uuid, Vec<u8>)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, password_sealed FROM mailboxes WHERE password_key <> $1 \
+         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(key_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn reseal(conn: &mut PgConnection, id: Uuid, sealed: &[u8], key_id: &str) -> Result<()> {
+    sqlx::query("UPDATE mailboxes SET password_sealed = $2, password_key = $3 WHERE id = $1")
+        .bind(id)
+        .bind(sealed)
+        .bind(key_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn count_stale_sealed<'e>(conn: impl PgExecutor<'e>, key_id: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE password_key <> $1")
+            .bind(key_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// The state of a mailbox, as the sync service will set it.
+pub async fn set_state<'e>(
+    conn: impl PgExecutor<'e>,
+    id: Uuid,
+    state: SyncState,
+    error: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE mailboxes SET sync_state = $2, sync_error = $3 WHERE id = $1")
+        .bind(id)
+        .bind(state.as_str())
+        .bind(error)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
