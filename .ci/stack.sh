@@ -124,18 +124,29 @@ start_dovecot() {
   export MAILROOM_IMAP_ADDR="127.0.0.1:$IMAP_PORT"
   export MAILROOM_SUBMISSION_ADDR="127.0.0.1:$SUBMISSION_PORT"
   local dir="$STACK/dovecot"
-  if port_open "$IMAP_PORT" && ! port_open "$SUBMISSION_PORT" && [ -f "$dir/dovecot.conf" ]; then
-    # Started from an older configuration without submission: start it again.
+  if port_open "$IMAP_PORT" && [ -f "$dir/dovecot.conf" ] \
+    && { ! port_open "$SUBMISSION_PORT" || ! grep -q anvil-auth-penalty "$dir/dovecot.conf"; }; then
+    # Started from an older configuration (without submission, or with the auth penalty):
+    # start it again.
     doveadm -c "$dir/dovecot.conf" stop 2>/dev/null || true
     for _ in $(seq 50); do port_open "$IMAP_PORT" || break; sleep 0.1; done
   fi
+  # The users (Dovecot re-reads the file when it changes, so a running one picks new users
+  # up): the demo organisation's people, and box01..box24@bulk.test (password bulk-pass) for
+  # the tests that connect many mailboxes of one domain at once.
+  mkdir -p "$dir/run" "$dir/state" "$dir/mail"
+  local password=${MAILROOM_DEV_ADMIN_PASSWORD:-mailroom-dev}
+  local users="$dir/users.new"
+  : >"$users"
+  for u in admin olivia.chen sam.ortiz erin.park dev.patel ann.lee ivan.petrov maria.garcia tom.baker yuki.tanaka; do
+    echo "$u@acme.test:{PLAIN}$password::::::" >>"$users"
+  done
+  for n in $(seq -w 1 24); do
+    echo "box$n@bulk.test:{PLAIN}bulk-pass::::::" >>"$users"
+  done
+  if ! cmp -s "$users" "$dir/users"; then mv "$users" "$dir/users"; else rm -f "$users"; fi
+  if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$dir/users" 2>/dev/null || true; fi
   if ! port_open "$IMAP_PORT"; then
-    mkdir -p "$dir/run" "$dir/state" "$dir/mail"
-    local password=${MAILROOM_DEV_ADMIN_PASSWORD:-mailroom-dev}
-    : >"$dir/users"
-    for u in admin olivia.chen sam.ortiz erin.park dev.patel ann.lee ivan.petrov maria.garcia tom.baker yuki.tanaka; do
-      echo "$u@acme.test:{PLAIN}$password::::::" >>"$dir/users"
-    done
     cat >"$dir/dovecot.conf" <<CONF
 base_dir = $dir/run
 state_dir = $dir/state
@@ -149,6 +160,11 @@ submission_relay_trusted = yes
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Tests try wrong passwords on purpose, all from 127.0.0.1: Dovecot's penalty for repeated
+# failures from one address (up to 15 s on every later login from it, trusted networks or
+# not) is switched off below, at its anvil socket, and refusals are not delayed.
+login_trusted_networks = 127.0.0.0/8
+auth_failure_delay = 0
 default_internal_user = nobody
 default_internal_group = nogroup
 default_login_user = nobody
@@ -186,6 +202,9 @@ service submission-login {
 }
 service anvil {
   chroot =
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
 }
 CONF
     touch "$dir/dovecot.log"
@@ -193,6 +212,11 @@ CONF
     as_user nobody dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>&1
     wait_port "$IMAP_PORT" Dovecot
     wait_port "$SUBMISSION_PORT" "Dovecot submission"
+    # The first logins after a start wait for the auth process; warm it up here, not in a test.
+    for _ in $(seq 50); do
+      doveadm -c "$dir/dovecot.conf" auth test box01@bulk.test bulk-pass >/dev/null 2>&1 && break
+      sleep 0.2
+    done
     say "Dovecot (IMAP) started on 127.0.0.1:$IMAP_PORT, LMTP on $LMTP_PORT, submission (SMTP AUTH) on $SUBMISSION_PORT"
   fi
 }

@@ -19,6 +19,7 @@ use mailroom_platform::config::PlatformConfig;
 use mailroom_proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_proto::events::v1::Envelope;
 use mailroom_proto::identity::v1 as pb;
+use mailroom_proto::mailboxes::v1::mailbox_service_client::MailboxServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
 use prost::Message as _;
@@ -31,10 +32,13 @@ use tonic::transport::Channel;
 
 pub use mailroom_proto::access::v1 as access_pb;
 pub use mailroom_proto::identity::v1 as identity_pb;
+pub use mailroom_proto::mailboxes::v1 as mailboxes_pb;
 
 /// The test service credential every spawned app accepts.
 pub const TEST_CLIENT: &str = "tests";
 const TEST_SECRET: &str = "test-service-secret";
+/// The registry's own credential at identity in tests.
+const MAILBOXES_SECRET: &str = "test-mailboxes-secret";
 /// Password of every user the helpers create.
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -83,6 +87,8 @@ pub struct AppOptions {
     pub login_attempts_per_minute: Option<u32>,
     /// Also start access control (its own consumer group on the identity events).
     pub with_access: bool,
+    /// Also start the mailbox registry (and access control, which it asks).
+    pub with_mailboxes: bool,
 }
 
 /// Identity running for one test.
@@ -95,6 +101,10 @@ pub struct TestApp {
     pub auth: AuthServiceClient<Channel>,
     /// Access control, when started ([`spawn_app_with_access`]).
     pub access: Option<AccessServiceClient<Channel>>,
+    /// The mailbox registry, when started ([`spawn_app_with_mailboxes`]).
+    pub mailboxes: Option<MailboxServiceClient<Channel>>,
+    /// The registry's sealing keys (newest first), as configured.
+    pub sealing_keys: Vec<String>,
     pub env: StackEnv,
     platform: PlatformConfig,
     verifier: mailroom_platform::auth::TokenVerifier,
@@ -116,6 +126,15 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with_access() -> TestApp {
     spawn_app_with(AppOptions {
         with_access: true,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// Identity, access control and the mailbox registry.
+pub async fn spawn_app_with_mailboxes() -> TestApp {
+    spawn_app_with(AppOptions {
+        with_mailboxes: true,
         ..AppOptions::default()
     })
     .await
@@ -153,6 +172,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     config
         .service_clients
         .insert(TEST_CLIENT.into(), SecretString::from(TEST_SECRET));
+    config
+        .service_clients
+        .insert("mailboxes".into(), SecretString::from(MAILBOXES_SECRET));
     config.smtp.host = env.smtp_host.clone();
     config.smtp.port = env.smtp_port;
 
@@ -186,15 +208,24 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),
         access: None,
+        mailboxes: None,
+        sealing_keys: vec![mailroom_platform::sealed::SealingKeys::generate("k1")],
         env,
         platform,
         verifier,
         access_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
         shutdown,
     };
-    if options.with_access {
-        let (client, _) = app.start_access_replica(app.shutdown.clone()).await;
+    if options.with_access || options.with_mailboxes {
+        let (client, access_endpoint) = app.start_access_replica(app.shutdown.clone()).await;
         app.access = Some(client);
+        if options.with_mailboxes {
+            let keys = app.sealing_keys.clone();
+            let client = app
+                .start_mailboxes(&access_endpoint, keys, app.shutdown.clone())
+                .await;
+            app.mailboxes = Some(client);
+        }
     }
     app
 }
@@ -262,6 +293,50 @@ impl TestApp {
         });
         let channel = connect(&endpoint).await;
         (AccessServiceClient::new(channel), endpoint)
+    }
+
+    /// Starts a mailbox registry over this app's database with these sealing keys (newest
+    /// first), asking access control at `access_endpoint`, stopped by `shutdown`.
+    pub async fn start_mailboxes(
+        &self,
+        access_endpoint: &str,
+        sealing_keys: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> MailboxServiceClient<Channel> {
+        let config = mailroom_mailboxes::MailboxesConfig {
+            identity_endpoint: self.endpoint.clone(),
+            access_endpoint: access_endpoint.to_owned(),
+            service_client_id: "mailboxes".into(),
+            service_client_secret: SecretString::from(MAILBOXES_SECRET),
+            sealing_keys: sealing_keys.into_iter().map(SecretString::from).collect(),
+            consumer_group: format!("tests-mailboxes-{}", uuid::Uuid::new_v4().simple()),
+            login_timeout_ms: 4_000,
+            login_checks_per_minute: 10_000,
+            allow_local_servers: true,
+            ..Default::default()
+        };
+        let started = mailroom_mailboxes::start(&self.platform, config)
+            .await
+            .expect("mailboxes starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let platform = self.platform.clone();
+        let verifier = self.verifier.clone();
+        tokio::spawn(async move {
+            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
+                eprintln!("test mailboxes server stopped: {err}");
+            }
+        });
+        MailboxServiceClient::new(connect(&endpoint).await)
+    }
+
+    /// The registry client (the app must have been spawned with mailboxes).
+    pub fn mailboxes(&self) -> MailboxServiceClient<Channel> {
+        self.mailboxes
+            .clone()
+            .expect("spawn the app with mailboxes (spawn_app_with_mailboxes)")
     }
 
     /// The access client (the app must have been spawned with access).

@@ -128,7 +128,10 @@ async fn consume_identity_events(
     let handler: Arc<dyn mailroom_platform::consumer::EventHandler> =
         Arc::new(mailbox_events::AccessEvents);
     while !shutdown.is_cancelled() {
-        if let Err(err) = kafka.ensure_topics(&[IDENTITY_EVENTS, MAILBOXES_EVENTS]).await {
+        if let Err(err) = kafka
+            .ensure_topics(&[IDENTITY_EVENTS, MAILBOXES_EVENTS])
+            .await
+        {
             tracing::warn!(%err, "could not ensure the identity and mailbox events topics; subscribing anyway");
         }
         let result = match kafka.consumer(&group) {

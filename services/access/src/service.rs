@@ -306,8 +306,7 @@ impl Access {
             )));
         }
         let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
-        let only: Option<std::collections::HashSet<Uuid>> = if req.only_owner_user_ids.is_empty()
-        {
+        let only: Option<std::collections::HashSet<Uuid>> = if req.only_owner_user_ids.is_empty() {
             None
         } else {
             Some(

@@ -38,7 +38,6 @@ pub enum ParseError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmailAddress(String);
 
-
 impl EmailAddress {
     /// Parses user input for the field named `field` (used in the error message).
     pub fn parse(field: &'static str, input: &str) -> Result<Self, ParseError> {
@@ -77,7 +76,6 @@ impl fmt::Display for EmailAddress {
         f.write_str(&self.0)
     }
 }
-
 
 /// A person's name, position or department name: one line of printable text.
 #[derive(Debug, Clone, PartialEq, Eq)]

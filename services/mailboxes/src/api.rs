@@ -42,7 +42,9 @@ impl MailboxService for MailboxApi {
     #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
     async fn get_mailbox(&self, request: Request<pb::GetMailboxRequest>) -> Reply<pb::Mailbox> {
         let caller = principal(&request)?.clone();
-        Ok(Response::new(self.0.get(&caller, request.into_inner()).await?))
+        Ok(Response::new(
+            self.0.get(&caller, request.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(page_size = request.get_ref().page_size))]
@@ -51,7 +53,9 @@ impl MailboxService for MailboxApi {
         request: Request<pb::ListMailboxesRequest>,
     ) -> Reply<pb::ListMailboxesResponse> {
         let caller = principal(&request)?.clone();
-        Ok(Response::new(self.0.list(&caller, request.into_inner()).await?))
+        Ok(Response::new(
+            self.0.list(&caller, request.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(id = %request.get_ref().mailbox.as_ref().map(|m| m.id.as_str()).unwrap_or_default()))]

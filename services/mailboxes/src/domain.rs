@@ -51,7 +51,8 @@ pub fn user_id(field: &str, input: &str) -> Result<Uuid, ParseError> {
             field: field.to_owned(),
         });
     }
-    Uuid::parse_str(input.trim()).map_err(|_| invalid(field, format!("is not a user id: {input:?}")))
+    Uuid::parse_str(input.trim())
+        .map_err(|_| invalid(field, format!("is not a user id: {input:?}")))
 }
 
 pub fn password(field: &str, input: &str) -> Result<secrecy::SecretString, ParseError> {
@@ -61,7 +62,10 @@ pub fn password(field: &str, input: &str) -> Result<secrecy::SecretString, Parse
         });
     }
     if input.len() > MAX_PASSWORD {
-        return Err(invalid(field, format!("is longer than {MAX_PASSWORD} bytes")));
+        return Err(invalid(
+            field,
+            format!("is longer than {MAX_PASSWORD} bytes"),
+        ));
     }
     if input.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
         return Err(invalid(field, "cannot contain line breaks or NUL"));
@@ -156,9 +160,7 @@ impl ServerSettings {
             }
         };
         let username = input.username.trim();
-        if username.len() > MAX_USERNAME
-            || username.chars().any(|c| c.is_control() || c == ' ')
-        {
+        if username.len() > MAX_USERNAME || username.chars().any(|c| c.is_control() || c == ' ') {
             return Err(invalid(
                 &format!("{field}.username"),
                 format!("must be one word of at most {MAX_USERNAME} bytes, without spaces or control characters"),
@@ -278,7 +280,12 @@ impl SyncState {
 mod tests {
     use super::*;
 
-    fn settings(host: &str, port: i32, security: pb::Security, username: &str) -> pb::ServerSettings {
+    fn settings(
+        host: &str,
+        port: i32,
+        security: pb::Security,
+        username: &str,
+    ) -> pb::ServerSettings {
         pb::ServerSettings {
             host: host.into(),
             port,
@@ -292,16 +299,29 @@ mod tests {
         let s = ServerSettings::parse(
             "imap",
             Protocol::Imap,
-            Some(&settings("IMAP.Example.com", 0, pb::Security::Unspecified, "")),
+            Some(&settings(
+                "IMAP.Example.com",
+                0,
+                pb::Security::Unspecified,
+                "",
+            )),
             "ann@example.com",
         )
         .unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.security), ("imap.example.com", 993, Security::Tls));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.security),
+            ("imap.example.com", 993, Security::Tls)
+        );
         assert_eq!(s.username, "ann@example.com");
         let s = ServerSettings::parse(
             "smtp",
             Protocol::Smtp,
-            Some(&settings("smtp.example.com", 0, pb::Security::Starttls, "ann")),
+            Some(&settings(
+                "smtp.example.com",
+                0,
+                pb::Security::Starttls,
+                "ann",
+            )),
             "ann@example.com",
         )
         .unwrap();
@@ -321,7 +341,12 @@ mod tests {
         let err = ServerSettings::parse(
             "imap",
             Protocol::Imap,
-            Some(&settings("imap.example.com", 993, pb::Security::Tls, "a\r\nb")),
+            Some(&settings(
+                "imap.example.com",
+                993,
+                pb::Security::Tls,
+                "a\r\nb",
+            )),
             "a@b.com",
         )
         .unwrap_err();
@@ -350,7 +375,10 @@ mod tests {
 
     #[test]
     fn sync_states_parse_from_filter_words() {
-        assert_eq!(SyncState::from_filter("auth_failed"), Some(SyncState::AuthFailed));
+        assert_eq!(
+            SyncState::from_filter("auth_failed"),
+            Some(SyncState::AuthFailed)
+        );
         assert_eq!(SyncState::from_filter("SYNC_STATE_OK"), Some(SyncState::Ok));
         assert_eq!(SyncState::from_filter("broken"), None);
     }

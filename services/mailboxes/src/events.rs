@@ -32,7 +32,15 @@ pub async fn publish(
     actor: &EventActor,
     payload: ev::envelope::Payload,
 ) -> Result<(), sqlx::Error> {
-    outbox::enqueue(conn, MAILBOXES_EVENTS, m.org_id, &m.id.to_string(), actor, payload).await?;
+    outbox::enqueue(
+        conn,
+        MAILBOXES_EVENTS,
+        m.org_id,
+        &m.id.to_string(),
+        actor,
+        payload,
+    )
+    .await?;
     Ok(())
 }
 

@@ -204,9 +204,9 @@ pub async fn start(
         limiter,
         login_concurrency: config.login_concurrency,
     });
-    let routes = tonic::service::Routes::new(pb::mailbox_service_server::MailboxServiceServer::new(
-        api::MailboxApi(mailboxes.clone()),
-    ));
+    let routes = tonic::service::Routes::new(
+        pb::mailbox_service_server::MailboxServiceServer::new(api::MailboxApi(mailboxes.clone())),
+    );
     let hosted = Hosted {
         routes,
         service_names: vec!["mailroom.mailboxes.v1.MailboxService"],

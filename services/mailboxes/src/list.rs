@@ -149,7 +149,10 @@ fn text_value(at: usize, field: &str, value: &Value) -> Result<String, AipError>
     match value {
         Value::Text(s) | Value::Word(s) => Ok(s.to_lowercase()),
         Value::Number(_) => Ok(value.as_text()),
-        Value::Bool(_) => Err(filter_error(at, format!("`{field}` compares with text, not true/false"))),
+        Value::Bool(_) => Err(filter_error(
+            at,
+            format!("`{field}` compares with text, not true/false"),
+        )),
     }
 }
 
@@ -189,9 +192,8 @@ fn equality(at: usize, field: &str, op: Op) -> Result<bool, AipError> {
 }
 
 fn ordering(at: usize, field: &str, op: Op) -> Result<Cmp, AipError> {
-    Cmp::from_op(op).ok_or_else(|| {
-        filter_error(at, format!("`{field}` takes = != < <= > >=, not `:`"))
-    })
+    Cmp::from_op(op)
+        .ok_or_else(|| filter_error(at, format!("`{field}` takes = != < <= > >=, not `:`")))
 }
 
 fn compare(at: usize, c: &Comparison) -> Result<Cond, AipError> {
@@ -209,11 +211,16 @@ fn compare(at: usize, c: &Comparison) -> Result<Cond, AipError> {
             Op::Has => Ok(Cond::Contains(f, value)),
             Op::Eq => Ok(Cond::TextIs(f, value, false)),
             Op::Ne => Ok(Cond::TextIs(f, value, true)),
-            _ => Err(filter_error(at, format!("`{field}` takes `:` (contains), = or !="))),
+            _ => Err(filter_error(
+                at,
+                format!("`{field}` takes `:` (contains), = or !="),
+            )),
         };
     }
     Ok(match field {
-        "owner_user_id" => Cond::OwnerIs(uuid_value(at, field, &c.value)?, equality(at, field, c.op)?),
+        "owner_user_id" => {
+            Cond::OwnerIs(uuid_value(at, field, &c.value)?, equality(at, field, c.op)?)
+        }
         "last_sync_time" => {
             let cmp = ordering(at, field, c.op)?;
             let text = c.value.as_text();
@@ -228,7 +235,10 @@ fn compare(at: usize, c: &Comparison) -> Result<Cond, AipError> {
             let cmp = ordering(at, field, c.op)?;
             let days = number_value(at, field, &c.value)?;
             if !(0.0..=36_500.0).contains(&days) || days.fract() != 0.0 {
-                return Err(filter_error(at, format!("`{field}` takes whole days from 0 to 36500")));
+                return Err(filter_error(
+                    at,
+                    format!("`{field}` takes whole days from 0 to 36500"),
+                ));
             }
             Cond::SyncedDaysAgo(cmp, days as i64)
         }
@@ -437,7 +447,11 @@ fn like_pattern(value: &str) -> String {
 fn push_cond(q: &mut QueryBuilder<'_, Postgres>, cond: &Cond, reads: &ReadScopes) {
     match cond {
         Cond::And(parts) | Cond::Or(parts) => {
-            let joiner = if matches!(cond, Cond::And(_)) { " AND " } else { " OR " };
+            let joiner = if matches!(cond, Cond::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
             q.push("(");
             for (i, part) in parts.iter().enumerate() {
                 if i > 0 {
@@ -550,7 +564,12 @@ fn push_cond(q: &mut QueryBuilder<'_, Postgres>, cond: &Cond, reads: &ReadScopes
 
 /// Renders the keyset bound and the order: `(col, id) > (value, id)` ascending, `<`
 /// descending, so a page picks up exactly after the previous one.
-pub fn push_page(q: &mut QueryBuilder<'_, Postgres>, order: Order, after: Option<&Cursor>, limit: i64) {
+pub fn push_page(
+    q: &mut QueryBuilder<'_, Postgres>,
+    order: Order,
+    after: Option<&Cursor>,
+    limit: i64,
+) {
     let column = order.key.column();
     if let Some(cursor) = after {
         q.push(" AND (");
@@ -586,18 +605,29 @@ mod tests {
     fn sql(filter: &str) -> String {
         let cond = parse_filter(filter).unwrap();
         let mut q = QueryBuilder::<Postgres>::new("SELECT id FROM mailboxes");
-        push_where(&mut q, Uuid::nil(), &Scope::WholeOrganization, cond.as_ref(), &Vec::new());
+        push_where(
+            &mut q,
+            Uuid::nil(),
+            &Scope::WholeOrganization,
+            cond.as_ref(),
+            &Vec::new(),
+        );
         q.sql().to_owned()
     }
 
     #[test]
     fn every_seed_field_parses_into_bound_sql() {
-        let s = sql(r#"email : "acme" AND name = "Backup" AND owner : "lee" AND in_crm = true AND disk_mb > 100 AND sender_name : "Sales" AND last_sync_time < "2026-01-01T00:00:00Z" AND days_since_sync >= 7 AND sync_state = AUTH_FAILED AND crm_queue = "7f1c0f4e-1b2a-4c3d-9e8f-0a1b2c3d4e5f""#);
+        let s = sql(
+            r#"email : "acme" AND name = "Backup" AND owner : "lee" AND in_crm = true AND disk_mb > 100 AND sender_name : "Sales" AND last_sync_time < "2026-01-01T00:00:00Z" AND days_since_sync >= 7 AND sync_state = AUTH_FAILED AND crm_queue = "7f1c0f4e-1b2a-4c3d-9e8f-0a1b2c3d4e5f""#,
+        );
         assert!(s.contains("email_key LIKE $2"), "{s}");
         assert!(s.contains("name_key = $3"), "{s}");
         assert!(s.contains("disk_bytes > $"), "{s}");
         assert!(s.contains("last_sync_time <= now() - make_interval"), "{s}");
-        assert!(!s.contains("acme") && !s.contains("Backup"), "values are bound, never inlined: {s}");
+        assert!(
+            !s.contains("acme") && !s.contains("Backup"),
+            "values are bound, never inlined: {s}"
+        );
     }
 
     #[test]
@@ -609,8 +639,12 @@ mod tests {
 
     #[test]
     fn or_not_and_parentheses_keep_their_meaning() {
-        let cond = parse_filter(r#"NOT in_crm = true OR (disk_mb > 1 AND unread_count = 0)"#).unwrap();
-        assert!(matches!(cond, Some(Cond::Or(_)) | Some(Cond::Not(_)) | Some(Cond::And(_))));
+        let cond =
+            parse_filter(r#"NOT in_crm = true OR (disk_mb > 1 AND unread_count = 0)"#).unwrap();
+        assert!(matches!(
+            cond,
+            Some(Cond::Or(_)) | Some(Cond::Not(_)) | Some(Cond::And(_))
+        ));
         let s = sql(r#"in_crm = true AND (sync_state = OK OR sync_state = ERROR)"#);
         assert!(s.contains("(sync_state = $3 OR sync_state = $4)"), "{s}");
     }
@@ -630,7 +664,10 @@ mod tests {
             "email > 3",
             r#"email : "unterminated"#,
         ] {
-            assert!(matches!(parse_filter(bad), Err(AipError::Filter { .. })), "{bad} was accepted");
+            assert!(
+                matches!(parse_filter(bad), Err(AipError::Filter { .. })),
+                "{bad} was accepted"
+            );
         }
     }
 
@@ -642,17 +679,28 @@ mod tests {
         assert!(parse_order("password").is_err());
         assert!(parse_order("email desc id").is_err());
         let mut q = QueryBuilder::<Postgres>::new("SELECT id FROM mailboxes WHERE true");
-        let cursor = Cursor { value: "2026-01-01".into(), id: Uuid::nil() };
+        let cursor = Cursor {
+            value: "2026-01-01".into(),
+            id: Uuid::nil(),
+        };
         push_page(&mut q, o, Some(&cursor), 51);
         let s = q.sql();
-        assert!(s.contains("(last_sync_time, id) < ($1::timestamptz, $2)"), "{s}");
-        assert!(s.contains("ORDER BY last_sync_time DESC, id DESC LIMIT $3"), "{s}");
+        assert!(
+            s.contains("(last_sync_time, id) < ($1::timestamptz, $2)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ORDER BY last_sync_time DESC, id DESC LIMIT $3"),
+            "{s}"
+        );
     }
 
     #[test]
     fn access_by_users_are_collected_for_resolution() {
         let a = Uuid::new_v4();
-        let cond = parse_filter(&format!(r#"access_by = "{a}" OR access_by = "{a}""#)).unwrap().unwrap();
+        let cond = parse_filter(&format!(r#"access_by = "{a}" OR access_by = "{a}""#))
+            .unwrap()
+            .unwrap();
         let mut users = Vec::new();
         cond.access_by_users(&mut users);
         assert_eq!(users, vec![a]);

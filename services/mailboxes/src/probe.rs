@@ -17,13 +17,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, Tokio1Executor};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::domain::{Security, ServerSettings};
+
+/// How long a check waits for a server's goodbye after the login was decided.
+const GOODBYE: Duration = Duration::from_millis(500);
 
 /// Which server a check talked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,7 +348,9 @@ impl Prober {
             .await
         {
             Ok(mut session) => {
-                let _ = session.logout().await;
+                // The login is what was checked; a server slow to say goodbye does not fail
+                // it (the connection is dropped either way).
+                let _ = tokio::time::timeout(GOODBYE, session.logout()).await;
                 Ok(())
             }
             Err((async_imap::error::Error::No(text), _)) => Err(self.error(
@@ -389,38 +394,52 @@ impl Prober {
         // Reachability and the destination policy first, with our own connect, so
         // "unreachable" is told apart from what lettre reports after connecting.
         drop(self.open(step, server).await?);
-        let tls = match server.security {
-            Security::None => Tls::None,
+        let (wrapper, starttls) = match server.security {
+            Security::None => (None, None),
             Security::StartTls | Security::Tls => {
                 let params = TlsParameters::new(server.host.clone())
                     .map_err(|e| self.error(step, server, Failure::Tls(e.to_string())))?;
                 if server.security == Security::Tls {
-                    Tls::Wrapper(params)
+                    (Some(params), None)
                 } else {
-                    Tls::Required(params)
+                    (None, Some(params))
                 }
             }
         };
-        let transport: AsyncSmtpTransport<Tokio1Executor> =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host)
-            .port(server.port)
-            .tls(tls)
-            .timeout(Some(self.timeout))
-            .credentials(Credentials::new(
-                server.username.clone(),
-                password.expose_secret().to_owned(),
-            ))
-            .authentication(vec![Mechanism::Plain, Mechanism::Login])
-            .build();
-        match transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(self.error(
-                step,
-                server,
-                Failure::Protocol("the server closed the session after login".into()),
-            )),
-            Err(e) => Err(self.error(step, server, classify_smtp(&e, self.timeout))),
+        let hello = ClientId::default();
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (server.host.as_str(), server.port),
+            Some(self.timeout),
+            &hello,
+            wrapper,
+            None,
+        )
+        .await
+        .map_err(|e| self.error(step, server, classify_smtp(&e, self.timeout)))?;
+        let outcome = async {
+            if let Some(params) = starttls {
+                if !conn.can_starttls() {
+                    return Err(Failure::Tls(
+                        "the server does not offer STARTTLS on this port".into(),
+                    ));
+                }
+                conn.starttls(params, &hello)
+                    .await
+                    .map_err(|e| classify_smtp(&e, self.timeout))?;
+            }
+            conn.auth(
+                &[Mechanism::Plain, Mechanism::Login],
+                &Credentials::new(server.username.clone(), password.expose_secret().to_owned()),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| classify_smtp(&e, self.timeout))
         }
+        .await;
+        // Whatever happened, say goodbye briefly and close: a refused login must not leave a
+        // connection open on the server.
+        let _ = tokio::time::timeout(GOODBYE, conn.abort()).await;
+        outcome.map_err(|failure| self.error(step, server, failure))
     }
 }
 
@@ -453,7 +472,9 @@ fn classify_smtp(e: &lettre::transport::smtp::Error, timeout: Duration) -> Failu
 
 fn is_tls_like(e: &std::io::Error) -> bool {
     let text = e.to_string().to_ascii_lowercase();
-    e.kind() == std::io::ErrorKind::InvalidData || text.contains("tls") || text.contains("certificate")
+    e.kind() == std::io::ErrorKind::InvalidData
+        || text.contains("tls")
+        || text.contains("certificate")
 }
 
 /// A server's words, on one line and not too long, for an error message.
@@ -476,7 +497,14 @@ mod tests {
     #[test]
     fn local_destinations_are_refused_unless_allowed() {
         let strict = Destinations { allow_local: false };
-        for ip in ["127.0.0.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(strict.check(ip.parse().unwrap()).is_err(), "{ip} allowed");
         }
         for ip in ["10.0.0.5", "192.168.1.10", "93.184.216.34", "2001:db8::1"] {
@@ -519,7 +547,10 @@ mod tests {
 
     #[test]
     fn server_text_is_flattened_and_bounded() {
-        assert_eq!(one_line("NO\r\n[AUTHENTICATIONFAILED]"), "NO  [AUTHENTICATIONFAILED]");
+        assert_eq!(
+            one_line("NO\r\n[AUTHENTICATIONFAILED]"),
+            "NO  [AUTHENTICATIONFAILED]"
+        );
         assert!(one_line(&"x".repeat(500)).chars().count() <= 201);
     }
 }

@@ -127,11 +127,18 @@ impl AccessClient {
             }
             Err(s) => return Err(unavailable(&s)),
         };
+        if answer.org_id.is_empty() {
+            return Err(MailboxError::Unavailable(
+                "access control has not heard of your account yet (an account made a moment ago is known once identity's event reaches it); retry shortly".into(),
+            ));
+        }
         if answer.whole_organization {
             return Ok(Scope::WholeOrganization);
         }
         let parse = |ids: &[String]| -> Vec<Uuid> {
-            ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect()
+            ids.iter()
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect()
         };
         Ok(Scope::Some {
             owners: parse(&answer.owner_user_ids),

@@ -14,7 +14,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use mailroom_platform::aip::{self, token::PageTokenKey};
 use mailroom_platform::auth::Principal;
 use mailroom_platform::outbox::EventActor;
@@ -128,10 +127,36 @@ fn connect_failure(err: &MailboxError) -> (pb::ConnectStep, pb::ConnectFailure) 
         MailboxError::RateLimited { .. } => {
             (pb::ConnectStep::Request, pb::ConnectFailure::RateLimited)
         }
-        _ => (
-            pb::ConnectStep::Request,
-            pb::ConnectFailure::InvalidRequest,
-        ),
+        _ => (pb::ConnectStep::Request, pb::ConnectFailure::InvalidRequest),
+    }
+}
+
+/// One item of a bulk answer.
+fn connect_result(email: String, outcome: Result<MailboxRow>) -> pb::ConnectResult {
+    match outcome {
+        Ok(row) => pb::ConnectResult {
+            email: row.email.clone(),
+            mailbox: Some(view::to_proto(&row, &Columns::all(), None)),
+            ..Default::default()
+        },
+        Err(err) => {
+            let (step, failure) = connect_failure(&err);
+            // Internal errors are logged in full and reported plainly.
+            let message = match mailroom_platform::error::ApiError::kind(&err) {
+                mailroom_platform::error::ErrorKind::Internal => {
+                    tracing::error!(error = %mailroom_platform::error::DisplayChain(&err), "connect failed");
+                    "internal error; the server log has the details".to_owned()
+                }
+                _ => err.to_string(),
+            };
+            pb::ConnectResult {
+                email,
+                mailbox: None,
+                error: message,
+                failed_step: step as i32,
+                failure: failure as i32,
+            }
+        }
     }
 }
 
@@ -242,7 +267,10 @@ impl Mailboxes {
         let owner = if mailbox.owner_user_id.trim().is_empty() {
             None
         } else {
-            Some(domain::user_id("mailbox.owner_user_id", &mailbox.owner_user_id)?)
+            Some(domain::user_id(
+                "mailbox.owner_user_id",
+                &mailbox.owner_user_id,
+            )?)
         };
         Ok(Connect {
             name: domain::name("mailbox.name", &mailbox.name)?,
@@ -299,7 +327,11 @@ impl Mailboxes {
         if !owner.active {
             return Err(MailboxError::FailedPrecondition(format!(
                 "user `{owner_id}` is {}; a mailbox is connected for an active user",
-                if owner.dismissed { "dismissed" } else { "not active yet (invited)" }
+                if owner.dismissed {
+                    "dismissed"
+                } else {
+                    "not active yet (invited)"
+                }
             )));
         }
         let taken: Option<Uuid> = sqlx::query_scalar(
@@ -385,7 +417,7 @@ impl Mailboxes {
 
     #[tracing::instrument(skip_all, fields(mailboxes = req.mailboxes.len()))]
     pub async fn connect_many(
-        &self,
+        self: &std::sync::Arc<Self>,
         principal: &Principal,
         req: pb::ConnectMailboxesRequest,
     ) -> Result<pb::ConnectMailboxesResponse> {
@@ -436,45 +468,36 @@ impl Mailboxes {
                 });
             items.push((i, m.email.clone(), parsed));
         }
-        let concurrency = self.login_concurrency.max(1);
+        // Each item is a task of its own (bounded by a semaphore), so the checks run side by
+        // side on every core and one slow server holds up only its own item.
+        let permits =
+            std::sync::Arc::new(tokio::sync::Semaphore::new(self.login_concurrency.max(1)));
         let validate_only = req.validate_only;
-        let caller = &caller;
-        let mut results: Vec<(usize, pb::ConnectResult)> = futures::stream::iter(items)
-            .map(|(i, email, parsed)| async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, email, parsed) in items {
+            let this = self.clone();
+            let caller = caller.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
                 let outcome = match parsed {
-                    Ok(c) => self.connect_one(caller, c, validate_only).await,
+                    Ok(c) => this.connect_one(&caller, c, validate_only).await,
                     Err(e) => Err(e),
                 };
-                let result = match outcome {
-                    Ok(row) => pb::ConnectResult {
-                        email: row.email.clone(),
-                        mailbox: Some(view::to_proto(&row, &Columns::all(), None)),
-                        ..Default::default()
-                    },
-                    Err(err) => {
-                        let (step, failure) = connect_failure(&err);
-                        // Internal errors are logged in full and reported plainly.
-                        let message = match mailroom_platform::error::ApiError::kind(&err) {
-                            mailroom_platform::error::ErrorKind::Internal => {
-                                tracing::error!(error = %mailroom_platform::error::DisplayChain(&err), "connect failed");
-                                "internal error; the server log has the details".to_owned()
-                            }
-                            _ => err.to_string(),
-                        };
-                        pb::ConnectResult {
-                            email,
-                            mailbox: None,
-                            error: message,
-                            failed_step: step as i32,
-                            failure: failure as i32,
-                        }
-                    }
-                };
-                (i, result)
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+                (i, connect_result(email, outcome))
+            });
+        }
+        let mut results: Vec<(usize, pb::ConnectResult)> = Vec::with_capacity(tasks.len());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(result) => results.push(result),
+                Err(err) => {
+                    return Err(MailboxError::Internal(format!(
+                        "a connect check stopped unexpectedly: {err}"
+                    )))
+                }
+            }
+        }
         results.sort_by_key(|(i, _)| *i);
         Ok(pb::ConnectMailboxesResponse {
             results: results.into_iter().map(|(_, r)| r).collect(),
@@ -482,14 +505,15 @@ impl Mailboxes {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn get(&self, principal: &Principal, req: pb::GetMailboxRequest) -> Result<pb::Mailbox> {
+    pub async fn get(
+        &self,
+        principal: &Principal,
+        req: pb::GetMailboxRequest,
+    ) -> Result<pb::Mailbox> {
         let caller = caller(principal, &Uuid::nil().to_string())?;
         let id = mailbox_id(&req.id)?;
         let row = self.authorized(&caller, id, Permission::View).await?;
-        let readers = self
-            .access
-            .readers(&[(row.id, row.owner_user_id)])
-            .await?;
+        let readers = self.access.readers(&[(row.id, row.owner_user_id)]).await?;
         Ok(view::to_proto(&row, &Columns::all(), Some(&readers)))
     }
 
@@ -505,7 +529,8 @@ impl Mailboxes {
         let paths: Vec<String> = req.update_mask.map(|m| m.paths).unwrap_or_default();
         if paths.is_empty() {
             return Err(MailboxError::InvalidArgument(
-                "name what to change in update_mask: name, sender_name, imap, smtp, password, crm".into(),
+                "name what to change in update_mask: name, sender_name, imap, smtp, password, crm"
+                    .into(),
             ));
         }
         let row = self.authorized(&caller, id, Permission::Modify).await?;
@@ -651,8 +676,14 @@ impl Mailboxes {
             )));
         }
         let mut tx = self.pool.begin().await?;
-        events::request_sync(&mut tx, &row, &caller.actor, ev::SyncPriority::High, "sync_now")
-            .await?;
+        events::request_sync(
+            &mut tx,
+            &row,
+            &caller.actor,
+            ev::SyncPriority::High,
+            "sync_now",
+        )
+        .await?;
         tx.commit().await?;
         let now = chrono::Utc::now();
         Ok(pb::SyncMailboxNowResponse {
@@ -832,7 +863,9 @@ impl Mailboxes {
     ) -> Result<pb::ListView> {
         let user = view_owner(principal)?;
         let Principal::User { org_id, .. } = principal else {
-            return Err(MailboxError::InvalidArgument("list views belong to people".into()));
+            return Err(MailboxError::InvalidArgument(
+                "list views belong to people".into(),
+            ));
         };
         let v = req.view.unwrap_or_default();
         let columns = if v.columns.is_empty() {

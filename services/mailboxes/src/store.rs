@@ -109,7 +109,9 @@ pub struct Owner {
 
 impl Owner {
     pub fn display_name(&self) -> String {
-        format!("{} {}", self.first_name, self.last_name).trim().to_owned()
+        format!("{} {}", self.first_name, self.last_name)
+            .trim()
+            .to_owned()
     }
 }
 
@@ -118,7 +120,10 @@ pub fn is_duplicate_address(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-pub async fn insert(conn: &mut PgConnection, m: &NewMailbox<'_>) -> Result<MailboxRow, sqlx::Error> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    m: &NewMailbox<'_>,
+) -> Result<MailboxRow, sqlx::Error> {
     let sql = format!(
         "INSERT INTO mailboxes (id, org_id, owner_user_id, email, name, sender_name, \
             imap_host, imap_port, imap_security, imap_username, \

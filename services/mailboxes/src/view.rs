@@ -215,7 +215,10 @@ mod tests {
             Columns::parse(&["employee".into()]).unwrap()
         );
         let err = Columns::parse(&["password".into()]).unwrap_err();
-        assert!(err.to_string().contains("unknown column `password`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown column `password`"),
+            "{err}"
+        );
         for name in COLUMN_NAMES {
             assert!(Columns::parse(&[(*name).to_owned()]).is_ok(), "{name}");
         }

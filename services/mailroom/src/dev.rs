@@ -159,7 +159,10 @@ async fn seed_mailboxes(
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     let mut connected = 0;
-    for user in users.iter().filter(|u| u.login_email.ends_with("@acme.test")) {
+    for user in users
+        .iter()
+        .filter(|u| u.login_email.ends_with("@acme.test"))
+    {
         let request = mpb::ConnectMailboxRequest {
             mailbox: Some(mpb::Mailbox {
                 org_id: org_id.to_string(),

@@ -266,9 +266,7 @@ mod tests {
             parse_services("identity, identity").unwrap(),
             vec![Service::Identity]
         );
-        let err = parse_services("identity,sync")
-            .unwrap_err()
-            .to_string();
+        let err = parse_services("identity,sync").unwrap_err().to_string();
         assert!(err.contains("not built yet"), "{err}");
         assert!(parse_services("mail").is_err());
         assert!(parse_services("").is_err());

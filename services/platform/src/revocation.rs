@@ -110,6 +110,8 @@ pub enum FollowError {
     NotYetVisible,
     #[error("the revocations topic now has {0} partitions; assigning them all")]
     PartitionsChanged(usize),
+    #[error("a blocking Kafka call failed: {0}")]
+    Blocking(String),
 }
 
 /// Follows the revocations topic into `revocations` until `shutdown`. Broker outages are
@@ -140,16 +142,36 @@ pub async fn follow(kafka: KafkaSettings, revocations: Revocations, shutdown: Ca
 /// How often the follower looks for partitions added to the topic.
 const PARTITION_CHECK: Duration = Duration::from_secs(30);
 
-fn partitions_of(consumer: &StreamConsumer) -> Result<Vec<i32>, FollowError> {
-    let metadata = consumer.fetch_metadata(Some(REVOCATIONS), Duration::from_secs(10))?;
-    let topic = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == REVOCATIONS)
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        // Just created, a topic can take a moment to show in the brokers' metadata.
-        .ok_or(FollowError::NotYetVisible)?;
-    Ok(topic.partitions().iter().map(|p| p.id()).collect())
+/// The topic's partitions. librdkafka's metadata call blocks its thread until the broker
+/// answers, so it runs on the blocking pool, never on a runtime worker.
+async fn partitions_of(consumer: &Arc<StreamConsumer>) -> Result<Vec<i32>, FollowError> {
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer.fetch_metadata(Some(REVOCATIONS), Duration::from_secs(10))?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == REVOCATIONS)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            // Just created, a topic can take a moment to show in the brokers' metadata.
+            .ok_or(FollowError::NotYetVisible)?;
+        Ok(topic.partitions().iter().map(|p| p.id()).collect())
+    })
+    .await
+    .map_err(|e| FollowError::Blocking(e.to_string()))?
+}
+
+/// Where a partition ends now (a blocking broker call, run on the blocking pool).
+async fn high_watermark(
+    consumer: &Arc<StreamConsumer>,
+    partition: i32,
+) -> Result<(i64, i64), FollowError> {
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || {
+        Ok(consumer.fetch_watermarks(REVOCATIONS, partition, Duration::from_secs(10))?)
+    })
+    .await
+    .map_err(|e| FollowError::Blocking(e.to_string()))?
 }
 
 async fn follow_once(
@@ -158,14 +180,13 @@ async fn follow_once(
     shutdown: &CancellationToken,
 ) -> Result<(), FollowError> {
     kafka.ensure_topics(&[REVOCATIONS]).await?;
-    let consumer: StreamConsumer = kafka.reader()?;
-    let partitions = partitions_of(&consumer)?;
+    let consumer: Arc<StreamConsumer> = Arc::new(kafka.reader()?);
+    let partitions = partitions_of(&consumer).await?;
     // Where each partition ends now: having read that far is "caught up".
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
     for partition in &partitions {
-        let (low, high) =
-            consumer.fetch_watermarks(REVOCATIONS, *partition, Duration::from_secs(10))?;
+        let (low, high) = high_watermark(&consumer, *partition).await?;
         if high > low {
             remaining.insert(*partition, high);
         }
@@ -197,7 +218,7 @@ async fn follow_once(
             _ = shutdown.cancelled() => return Ok(()),
             _ = check.tick() => continue,
             _ = partition_check.tick() => {
-                let now = partitions_of(&consumer)?;
+                let now = partitions_of(&consumer).await?;
                 if now.len() != partitions.len() {
                     return Err(FollowError::PartitionsChanged(now.len()));
                 }

@@ -80,11 +80,10 @@ impl ServiceCredential {
             endpoint: self.identity_endpoint.clone(),
             reason,
         };
-        let mut client = pb::auth_service_client::AuthServiceClient::connect(
-            self.identity_endpoint.clone(),
-        )
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        let mut client =
+            pb::auth_service_client::AuthServiceClient::connect(self.identity_endpoint.clone())
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
         let mut request = tonic::Request::new(pb::IssueServiceTokenRequest {
             client_id: self.client_id.clone(),
             client_secret: self.client_secret.expose_secret().to_owned(),
@@ -107,9 +106,12 @@ impl ServiceCredential {
                 Duration::from_secs(u64::try_from(t.seconds - now).unwrap_or(0))
             })
             .unwrap_or(Duration::from_secs(300));
-        let bearer: MetadataValue<_> = format!("Bearer {}", tokens.access_token)
-            .parse()
-            .map_err(|_| ServiceAuthError::Refused("identity issued a token that is not ASCII".into()))?;
+        let bearer: MetadataValue<_> =
+            format!("Bearer {}", tokens.access_token)
+                .parse()
+                .map_err(|_| {
+                    ServiceAuthError::Refused("identity issued a token that is not ASCII".into())
+                })?;
         *cached = Some(Cached {
             bearer: bearer.clone(),
             renew_at: Instant::now() + lifetime.saturating_sub(RENEW_BEFORE).max(lifetime / 2),

@@ -73,7 +73,11 @@ impl PageTokenKey {
 
     /// The position in `token`, if this key signed it for `query`; an empty token is the
     /// first page (`None`).
-    pub fn decode<P: DeserializeOwned>(&self, query: &str, token: &str) -> Result<Option<P>, AipError> {
+    pub fn decode<P: DeserializeOwned>(
+        &self,
+        query: &str,
+        token: &str,
+    ) -> Result<Option<P>, AipError> {
         if token.is_empty() {
             return Ok(None);
         }
@@ -81,8 +85,12 @@ impl PageTokenKey {
             return Err(AipError::PageToken);
         }
         let (body, tag) = token.split_once('.').ok_or(AipError::PageToken)?;
-        let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| AipError::PageToken)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| AipError::PageToken)?;
+        let body = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| AipError::PageToken)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| AipError::PageToken)?;
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(&(query.len() as u64).to_be_bytes());
         mac.update(query.as_bytes());
@@ -121,14 +129,20 @@ mod tests {
         let token = key.encode("q", &("ann", 42));
         let (_, tag) = token.split_once('.').unwrap();
         let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(br#"["zed",1]"#));
-        assert_eq!(key.decode::<(String, i32)>("q", &forged), Err(AipError::PageToken));
+        assert_eq!(
+            key.decode::<(String, i32)>("q", &forged),
+            Err(AipError::PageToken)
+        );
         let other = PageTokenKey::new(b"another key.....");
         assert_eq!(
             other.decode::<(String, i32)>("q", &token),
             Err(AipError::PageToken)
         );
         for junk in ["x", ".", "a.b", &"a".repeat(MAX_TOKEN_LEN + 1)] {
-            assert_eq!(key.decode::<(String, i32)>("q", junk), Err(AipError::PageToken));
+            assert_eq!(
+                key.decode::<(String, i32)>("q", junk),
+                Err(AipError::PageToken)
+            );
         }
     }
 

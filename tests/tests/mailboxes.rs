@@ -1,0 +1,1085 @@
+//! The mailbox registry end to end, against the real Dovecot (IMAP) and its submission service
+//! (SMTP AUTH): connecting one and many, what each failure says, who sees and changes what, the
+//! list's filters, sorts and pages, list views, sync requests, transfers and ownership reaching
+//! access control.
+
+use std::time::{Duration, Instant};
+
+use mailroom_proto::events::v1 as ev;
+use mailroom_tests::{
+    access_pb as apb, authed, identity_pb as pb, mailboxes_pb as mpb, spawn_app_with_mailboxes,
+    wait_for_event, TestApp, TestOrg,
+};
+use tonic::Code;
+
+/// Dovecot's users for these tests: box01..box24@bulk.test, all with this password.
+const BULK_PASSWORD: &str = "bulk-pass";
+
+fn addr(var: &str) -> (String, i32) {
+    let value = std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is set by .ci/test (the local Dovecot)"));
+    let (host, port) = value.rsplit_once(':').expect("host:port");
+    (host.to_owned(), port.parse().expect("port"))
+}
+
+fn imap() -> mpb::ServerSettings {
+    let (host, port) = addr("MAILROOM_IMAP_ADDR");
+    mpb::ServerSettings {
+        host,
+        port,
+        security: mpb::Security::None as i32,
+        username: String::new(),
+    }
+}
+
+fn smtp() -> mpb::ServerSettings {
+    let (host, port) = addr("MAILROOM_SUBMISSION_ADDR");
+    mpb::ServerSettings {
+        host,
+        port,
+        security: mpb::Security::None as i32,
+        username: String::new(),
+    }
+}
+
+fn bulk(n: u32) -> String {
+    format!("box{n:02}@bulk.test")
+}
+
+fn connect_request(email: &str, owner: &str, password: &str) -> mpb::ConnectMailboxRequest {
+    mpb::ConnectMailboxRequest {
+        mailbox: Some(mpb::Mailbox {
+            email: email.into(),
+            owner_user_id: owner.into(),
+            name: "Work mailbox".into(),
+            sender_name: "Tester".into(),
+            imap: Some(imap()),
+            smtp: Some(smtp()),
+            ..Default::default()
+        }),
+        password: password.into(),
+        validate_only: false,
+    }
+}
+
+async fn connect(
+    app: &TestApp,
+    token: &str,
+    email: &str,
+    owner: &str,
+) -> Result<mpb::Mailbox, tonic::Status> {
+    app.mailboxes()
+        .connect_mailbox(authed(token, connect_request(email, owner, BULK_PASSWORD)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Connects, retrying while the registry has not yet heard of a just-created owner.
+async fn connect_when_known(app: &TestApp, token: &str, email: &str, owner: &str) -> mpb::Mailbox {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match connect(app, token, email, owner).await {
+            Ok(m) => return m,
+            // The registry or access control has not heard of a user just made.
+            Err(s)
+                if matches!(s.code(), Code::NotFound | Code::Unavailable)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(s) => panic!("connect {email}: {s:?}"),
+        }
+    }
+}
+
+async fn list(
+    app: &TestApp,
+    token: &str,
+    req: mpb::ListMailboxesRequest,
+) -> Result<mpb::ListMailboxesResponse, tonic::Status> {
+    app.mailboxes()
+        .list_mailboxes(authed(token, req))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn try_emails_seen(app: &TestApp, token: &str) -> Result<Vec<String>, tonic::Status> {
+    let mut emails: Vec<String> = list(
+        app,
+        token,
+        mpb::ListMailboxesRequest {
+            page_size: 500,
+            read_mask: Some(prost_types::FieldMask {
+                paths: vec!["email".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await?
+    .mailboxes
+    .into_iter()
+    .map(|m| m.email)
+    .collect();
+    emails.sort();
+    Ok(emails)
+}
+
+async fn emails_seen(app: &TestApp, token: &str) -> Vec<String> {
+    try_emails_seen(app, token).await.expect("list")
+}
+
+/// Waits until `token`'s list is exactly `expected` (access control learns of departments and
+/// heads from identity's events, a moment after identity answers).
+async fn until_sees(app: &TestApp, token: &str, expected: &[String]) {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = match try_emails_seen(app, token).await {
+            Ok(seen) => seen,
+            Err(s) if s.code() == Code::Unavailable => {
+                vec![format!("(unavailable: {})", s.message())]
+            }
+            Err(s) => panic!("list: {s:?}"),
+        };
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "list is {seen:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until access control knows the caller (their list answers rather than UNAVAILABLE).
+async fn until_listable(app: &TestApp, token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_emails_seen(app, token).await {
+            Ok(_) => return,
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(s) => panic!("list: {s:?}"),
+        }
+    }
+}
+
+async fn sign_in(app: &TestApp, user: &pb::User) -> String {
+    app.login(&user.login_email)
+        .await
+        .expect("user signs in")
+        .access_token
+}
+
+#[tokio::test]
+async fn connect_logs_in_to_imap_and_smtp_and_each_failure_says_what_went_wrong() {
+    let app = spawn_app_with_mailboxes().await;
+    let org = app.create_org(0).await;
+
+    let mailbox = connect_when_known(&app, &org.admin_token, &bulk(1), "").await;
+    assert_eq!(mailbox.email, bulk(1));
+    assert_eq!(
+        mailbox.owner_user_id, org.admin_id,
+        "the caller owns it by default"
+    );
+    assert_eq!(mailbox.sync_state, mpb::SyncState::Pending as i32);
+    assert_eq!(
+        mailbox.imap.as_ref().unwrap().username,
+        bulk(1),
+        "username defaults to the address"
+    );
+
+    // Wrong password: both servers refuse it, and the message says so for each.
+    let err = app
+        .mailboxes()
+        .connect_mailbox(authed(
+            &org.admin_token,
+            connect_request(&bulk(2), "", "wrong-password"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("IMAP login failed"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("SMTP login failed"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("password"), "{}", err.message());
+
+    // Right password, SMTP port closed: only SMTP is named, as unreachable, and fast.
+    let mut req = connect_request(&bulk(3), "", BULK_PASSWORD);
+    req.mailbox.as_mut().unwrap().smtp.as_mut().unwrap().port = 9;
+    let started = Instant::now();
+    let err = app
+        .mailboxes()
+        .connect_mailbox(authed(&org.admin_token, req))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.message().starts_with("SMTP server unreachable"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains("IMAP"), "{}", err.message());
+
+    // TLS asked of a plain-text port.
+    let mut req = connect_request(&bulk(3), "", BULK_PASSWORD);
+    req.mailbox
+        .as_mut()
+        .unwrap()
+        .imap
+        .as_mut()
+        .unwrap()
+        .security = mpb::Security::Tls as i32;
+    let err = app
+        .mailboxes()
+        .connect_mailbox(authed(&org.admin_token, req))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("IMAP TLS failed"),
+        "{}",
+        err.message()
+    );
+
+    // A server that accepts the connection and never speaks: a timeout, in the configured 4 s.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut req = connect_request(&bulk(3), "", BULK_PASSWORD);
+    req.mailbox.as_mut().unwrap().imap.as_mut().unwrap().port = i32::from(silent_port);
+    let started = Instant::now();
+    let err = app
+        .mailboxes()
+        .connect_mailbox(authed(&org.admin_token, req))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("IMAP server did not answer"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // validate_only checks for real and saves nothing.
+    let mut req = connect_request(&bulk(3), "", BULK_PASSWORD);
+    req.validate_only = true;
+    let validated = app
+        .mailboxes()
+        .connect_mailbox(authed(&org.admin_token, req))
+        .await
+        .expect("valid settings")
+        .into_inner();
+    assert!(validated.id.is_empty());
+    assert_eq!(emails_seen(&app, &org.admin_token).await, vec![bulk(1)]);
+
+    // The same address twice in one organisation.
+    let err = connect(&app, &org.admin_token, &bulk(1), "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    // A header-injecting sender name is refused before any login.
+    let mut req = connect_request(&bulk(4), "", BULK_PASSWORD);
+    req.mailbox.as_mut().unwrap().sender_name = "Sales\r\nBcc: x@evil.test".into();
+    let err = app
+        .mailboxes()
+        .connect_mailbox(authed(&org.admin_token, req))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("sender_name"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn bulk_connect_of_twenty_with_two_bad_passwords_connects_eighteen_in_one_call() {
+    let app = spawn_app_with_mailboxes().await;
+    let org = app.create_org(0).await;
+    // The admin must be known to the registry before a bulk call (no retry inside it).
+    connect_when_known(&app, &org.admin_token, &bulk(24), "").await;
+
+    let mailboxes: Vec<mpb::MailboxCredentials> = (1..=20)
+        .map(|n| mpb::MailboxCredentials {
+            email: bulk(n),
+            password: if n == 7 || n == 13 {
+                "nope".into()
+            } else {
+                BULK_PASSWORD.into()
+            },
+            name: format!("Box {n}"),
+            ..Default::default()
+        })
+        .collect();
+    let started = Instant::now();
+    let results = app
+        .mailboxes()
+        .connect_mailboxes(authed(
+            &org.admin_token,
+            mpb::ConnectMailboxesRequest {
+                imap: Some(imap()),
+                smtp: Some(smtp()),
+                mailboxes,
+                validate_only: false,
+            },
+        ))
+        .await
+        .expect("one call")
+        .into_inner()
+        .results;
+    let took = started.elapsed();
+    assert_eq!(results.len(), 20);
+    let failed: Vec<&mpb::ConnectResult> = results.iter().filter(|r| r.mailbox.is_none()).collect();
+    assert_eq!(failed.len(), 2, "{results:?}");
+    for (r, n) in failed.iter().zip([7, 13]) {
+        assert_eq!(r.email, bulk(n), "results keep the request's order");
+        assert_eq!(
+            r.failure,
+            mpb::ConnectFailure::WrongPassword as i32,
+            "{r:?}"
+        );
+        assert_eq!(r.failed_step, mpb::ConnectStep::Imap as i32);
+        assert!(
+            r.error.contains("refused the username or password"),
+            "{}",
+            r.error
+        );
+    }
+    assert_eq!(results.iter().filter(|r| r.mailbox.is_some()).count(), 18);
+    // Dovecot delays each refusal by about 2 s; run one after another, two refusals and 18
+    // logins of each protocol would take far longer than checked side by side.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(emails_seen(&app, &org.admin_token).await.len(), 19);
+
+    // Mixed domains are refused per item, and a repeated address too.
+    let results = app
+        .mailboxes()
+        .connect_mailboxes(authed(
+            &org.admin_token,
+            mpb::ConnectMailboxesRequest {
+                imap: Some(imap()),
+                smtp: Some(smtp()),
+                mailboxes: vec![
+                    mpb::MailboxCredentials {
+                        email: bulk(21),
+                        password: BULK_PASSWORD.into(),
+                        ..Default::default()
+                    },
+                    mpb::MailboxCredentials {
+                        email: "ann@elsewhere.test".into(),
+                        password: "x".into(),
+                        ..Default::default()
+                    },
+                    mpb::MailboxCredentials {
+                        email: bulk(21),
+                        password: BULK_PASSWORD.into(),
+                        ..Default::default()
+                    },
+                ],
+                validate_only: false,
+            },
+        ))
+        .await
+        .expect("one call")
+        .into_inner()
+        .results;
+    assert!(results[0].mailbox.is_some(), "{:?}", results[0]);
+    assert!(
+        results[1].error.contains("share one domain"),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].error.contains("twice"), "{:?}", results[2]);
+}
+
+/// Top (head: boss) → Middle (head: lead) → Bottom (worker); Side (head: side_head, clerk).
+struct Tree {
+    org: TestOrg,
+    boss: pb::User,
+    lead: pb::User,
+    worker: pb::User,
+    side_head: pb::User,
+    side: pb::Department,
+}
+
+async fn tree(app: &TestApp) -> Tree {
+    let org = app.create_org(0).await;
+    let top = app.create_department(&org, "Top", "", "").await;
+    let middle = app.create_department(&org, "Middle", &top.id, "").await;
+    let bottom = app.create_department(&org, "Bottom", &middle.id, "").await;
+    let side = app.create_department(&org, "Side", "", "").await;
+    let boss = app.create_user(&org, "boss", &top.id).await;
+    let lead = app.create_user(&org, "lead", &middle.id).await;
+    let worker = app.create_user(&org, "worker", &bottom.id).await;
+    let side_head = app.create_user(&org, "side.head", &side.id).await;
+    app.set_head(&org, &top, &boss.id).await;
+    app.set_head(&org, &middle, &lead.id).await;
+    let side = app.set_head(&org, &side, &side_head.id).await;
+    for (n, user) in [(1, &boss), (2, &lead), (3, &worker), (4, &side_head)] {
+        connect_when_known(app, &org.admin_token, &bulk(n), &user.id).await;
+    }
+    connect_when_known(app, &org.admin_token, &bulk(5), &org.admin_id).await;
+    Tree {
+        org,
+        boss,
+        lead,
+        worker,
+        side_head,
+        side,
+    }
+}
+
+#[tokio::test]
+async fn each_caller_sees_exactly_the_mailboxes_access_control_lets_them_view() {
+    let app = spawn_app_with_mailboxes().await;
+    let t = tree(&app).await;
+    let all: Vec<String> = (1..=5).map(bulk).collect();
+    until_sees(&app, &t.org.admin_token, &all).await;
+
+    let boss = sign_in(&app, &t.boss).await;
+    let lead = sign_in(&app, &t.lead).await;
+    let worker = sign_in(&app, &t.worker).await;
+    // Two levels down, and one.
+    until_sees(&app, &boss, &[bulk(1), bulk(2), bulk(3)]).await;
+    until_sees(&app, &lead, &[bulk(2), bulk(3)]).await;
+    until_sees(&app, &worker, &[bulk(3)]).await;
+
+    // Another organisation sees nothing, and a mailbox id of this one is not found there.
+    let other = app.create_org(0).await;
+    assert!(emails_seen(&app, &other.admin_token).await.is_empty());
+    let workers = list(
+        &app,
+        &t.org.admin_token,
+        mpb::ListMailboxesRequest {
+            filter: format!("owner_user_id = \"{}\"", t.worker.id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .mailboxes;
+    let worker_box = workers[0].id.clone();
+    let err = app
+        .mailboxes()
+        .get_mailbox(authed(
+            &other.admin_token,
+            mpb::GetMailboxRequest {
+                id: worker_box.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // …nor by a colleague outside the chain of supervision, in the same words.
+    let side = sign_in(&app, &t.side_head).await;
+    let err2 = app
+        .mailboxes()
+        .get_mailbox(authed(
+            &side,
+            mpb::GetMailboxRequest {
+                id: worker_box.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err2.code(), Code::NotFound);
+    assert_eq!(err.message(), err2.message());
+
+    // A supervisor sees the subordinate's mailbox but changes nothing.
+    let got = app
+        .mailboxes()
+        .get_mailbox(authed(
+            &lead,
+            mpb::GetMailboxRequest {
+                id: worker_box.clone(),
+            },
+        ))
+        .await
+        .expect("a supervisor views a subordinate's mailbox")
+        .into_inner();
+    assert_eq!(got.owner_user_id, t.worker.id);
+    let update = mpb::UpdateMailboxRequest {
+        mailbox: Some(mpb::Mailbox {
+            id: worker_box.clone(),
+            name: "Renamed".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["name".into()],
+        }),
+        password: String::new(),
+    };
+    let err = app
+        .mailboxes()
+        .update_mailbox(authed(&lead, update.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    for refused in [
+        app.mailboxes()
+            .disconnect_mailbox(authed(
+                &lead,
+                mpb::DisconnectMailboxRequest {
+                    id: worker_box.clone(),
+                },
+            ))
+            .await
+            .map(|_| ()),
+        app.mailboxes()
+            .sync_mailbox_now(authed(
+                &lead,
+                mpb::SyncMailboxNowRequest {
+                    id: worker_box.clone(),
+                },
+            ))
+            .await
+            .map(|_| ()),
+    ] {
+        assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+    }
+    // The owner changes their own; connecting for someone else takes more than supervising.
+    app.mailboxes()
+        .update_mailbox(authed(&worker, update))
+        .await
+        .expect("the owner renames");
+    let err = connect(&app, &lead, &bulk(6), &t.worker.id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // The worker moves to Side: the lead no longer sees them, Side's head does.
+    app.identity
+        .clone()
+        .update_user(authed(
+            &t.org.admin_token,
+            pb::UpdateUserRequest {
+                user: Some(pb::User {
+                    id: t.worker.id.clone(),
+                    department_id: t.side.id.clone(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["department_id".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("move the worker");
+    until_sees(&app, &lead, &[bulk(2)]).await;
+    until_sees(&app, &side, &[bulk(3), bulk(4)]).await;
+
+    // Narrowing the organisation's setting narrows the list: only admins see the list.
+    app.access()
+        .update_permission_settings(authed(
+            &t.org.admin_token,
+            apb::UpdatePermissionSettingsRequest {
+                settings: Some(apb::PermissionSettings {
+                    view_mailbox_list: apb::Audience::Admins as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("narrow the list to admins");
+    until_sees(&app, &boss, &[bulk(1)]).await;
+    until_sees(&app, &t.org.admin_token, &all).await;
+}
+
+#[tokio::test]
+async fn the_list_filters_on_every_column_sorts_stably_and_pages_with_tamper_proof_tokens() {
+    let app = spawn_app_with_mailboxes().await;
+    let org = app.create_org(0).await;
+    connect_when_known(&app, &org.admin_token, &bulk(1), "").await;
+    let results = app
+        .mailboxes()
+        .connect_mailboxes(authed(
+            &org.admin_token,
+            mpb::ConnectMailboxesRequest {
+                imap: Some(imap()),
+                smtp: Some(smtp()),
+                mailboxes: (2..=6)
+                    .map(|n| mpb::MailboxCredentials {
+                        email: bulk(n),
+                        password: BULK_PASSWORD.into(),
+                        name: if n % 2 == 0 {
+                            "Backup mailbox".into()
+                        } else {
+                            "Sales".into()
+                        },
+                        sender_name: format!("Sender {n}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                validate_only: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(results.iter().all(|r| r.mailbox.is_some()), "{results:?}");
+    until_listable(&app, &org.admin_token).await;
+    // What the sync service will fill in: sizes, unread counts, last sync times, the CRM flag.
+    sqlx::query(
+        "UPDATE mailboxes.mailboxes SET disk_bytes = (substr(email, 4, 2)::int * 50) * 1048576, \
+            unread_count = substr(email, 4, 2)::int, in_crm = substr(email, 4, 2)::int % 2 = 1, \
+            last_sync_time = CASE WHEN email = 'box06@bulk.test' THEN '-infinity'::timestamptz \
+                ELSE now() - make_interval(days => substr(email, 4, 2)::int * 3) END",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("counters as sync would set them");
+
+    let emails = |r: &mpb::ListMailboxesResponse| {
+        r.mailboxes
+            .iter()
+            .map(|m| m.email.clone())
+            .collect::<Vec<_>>()
+    };
+    let query = |filter: &str, order: &str| mpb::ListMailboxesRequest {
+        filter: filter.into(),
+        order_by: order.into(),
+        page_size: 50,
+        ..Default::default()
+    };
+    let cases = [
+        (r#"email : "BOX0""#, "email", vec![1, 2, 3, 4, 5, 6]),
+        (r#"name = "backup mailbox""#, "email", vec![2, 4, 6]),
+        (
+            "in_crm = true AND disk_mb > 100",
+            "disk_mb desc",
+            vec![5, 3],
+        ),
+        ("disk_mb >= 100 AND disk_mb <= 200", "email", vec![2, 3, 4]),
+        ("days_since_sync > 10", "email", vec![4, 5, 6]),
+        (
+            r#"sender_name : "sender 5" OR unread_count = 1"#,
+            "email",
+            vec![1, 5],
+        ),
+        (
+            r#"NOT name : "sales""#,
+            "unread_count desc",
+            vec![6, 4, 2, 1],
+        ),
+        (
+            "sync_state = PENDING AND owner_dismissed = false",
+            "email desc",
+            vec![6, 5, 4, 3, 2, 1],
+        ),
+        (r#"owner = "admin""#, "email", vec![1, 2, 3, 4, 5, 6]),
+    ];
+    for (filter, order, expected) in cases {
+        let got = list(&app, &org.admin_token, query(filter, order))
+            .await
+            .unwrap_or_else(|s| panic!("{filter}: {s:?}"));
+        let want: Vec<String> = expected.iter().map(|n| bulk(*n)).collect();
+        assert_eq!(emails(&got), want, "{filter} / {order}");
+        assert_eq!(got.total_size as usize, want.len(), "{filter}");
+    }
+    let since = list(
+        &app,
+        &org.admin_token,
+        query(
+            &format!(
+                "last_sync_time > \"{}\"",
+                (chrono::Utc::now() - chrono::Duration::days(8)).to_rfc3339()
+            ),
+            "last_sync_time",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(emails(&since), vec![bulk(2), bulk(1)]);
+    assert!(since.mailboxes[0].last_sync_time.is_some());
+
+    // Pages of two, sorted on a column with ties (names), stable and complete.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(
+            &app,
+            &org.admin_token,
+            mpb::ListMailboxesRequest {
+                order_by: "name".into(),
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(page.total_size, 6);
+        seen.extend(emails(&page));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // Backup mailbox ×3, Sales ×2, Work mailbox; ties in id order, exactly as one big page.
+    let whole = list(
+        &app,
+        &org.admin_token,
+        mpb::ListMailboxesRequest {
+            order_by: "name".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, emails(&whole));
+    let mut groups: Vec<Vec<String>> =
+        vec![seen[..3].to_vec(), seen[3..5].to_vec(), seen[5..].to_vec()];
+    groups.iter_mut().for_each(|g| g.sort());
+    assert_eq!(
+        groups,
+        vec![
+            vec![bulk(2), bulk(4), bulk(6)],
+            vec![bulk(3), bulk(5)],
+            vec![bulk(1)]
+        ]
+    );
+    let ids: Vec<String> = whole.mailboxes[..3].iter().map(|m| m.id.clone()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ties are broken by id: {ids:?}"
+    );
+
+    // A token is bound to its query and cannot be edited.
+    let first = list(
+        &app,
+        &org.admin_token,
+        mpb::ListMailboxesRequest {
+            order_by: "name".into(),
+            page_size: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let other_query = list(
+        &app,
+        &org.admin_token,
+        mpb::ListMailboxesRequest {
+            order_by: "email".into(),
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(other_query.code(), Code::InvalidArgument);
+    let (body, tag) = first.next_page_token.split_once('.').unwrap();
+    let mut forged = body.to_owned();
+    forged.replace_range(0..1, if body.starts_with('e') { "f" } else { "e" });
+    let tampered = list(
+        &app,
+        &org.admin_token,
+        mpb::ListMailboxesRequest {
+            order_by: "name".into(),
+            page_size: 2,
+            page_token: format!("{forged}.{tag}"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(tampered.code(), Code::InvalidArgument);
+    // …nor used by someone else.
+    let other = app.create_org(0).await;
+    let stolen = list(
+        &app,
+        &other.admin_token,
+        mpb::ListMailboxesRequest {
+            order_by: "name".into(),
+            page_size: 2,
+            page_token: first.next_page_token,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(stolen.code(), Code::InvalidArgument);
+
+    // Malformed filters name the position.
+    for (filter, at) in [
+        (r#"email : "a" AND colour = 1"#, 16),
+        ("disk_mb > ", 10),
+        ("(in_crm = true", 14),
+    ] {
+        let err = list(&app, &org.admin_token, query(filter, ""))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{filter}");
+        assert!(
+            err.message().contains(&format!("character {at}")),
+            "{filter}: {}",
+            err.message()
+        );
+    }
+    let err = list(&app, &org.admin_token, query("", "password"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // The read mask fills only the chosen columns.
+    let masked = list(
+        &app,
+        &org.admin_token,
+        mpb::ListMailboxesRequest {
+            read_mask: Some(prost_types::FieldMask {
+                paths: vec!["email".into(), "disk_mb".into()],
+            }),
+            order_by: "email".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let m = &masked.mailboxes[0];
+    assert!(!m.id.is_empty() && m.email == bulk(1) && m.disk_mb == 50.0);
+    assert!(
+        m.name.is_empty()
+            && m.owner_user_id.is_empty()
+            && m.imap.is_none()
+            && m.access_by_user_ids.is_empty()
+    );
+    let with_access = list(
+        &app,
+        &org.admin_token,
+        mpb::ListMailboxesRequest {
+            read_mask: Some(prost_types::FieldMask {
+                paths: vec!["access_by".into()],
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(with_access
+        .mailboxes
+        .iter()
+        .all(|m| m.access_by_user_ids == vec![org.admin_id.clone()]));
+}
+
+#[tokio::test]
+async fn list_views_are_saved_per_user_and_shape_the_list() {
+    let app = spawn_app_with_mailboxes().await;
+    let org = app.create_org(0).await;
+    connect_when_known(&app, &org.admin_token, &bulk(1), "").await;
+    until_listable(&app, &org.admin_token).await;
+    let default = app
+        .mailboxes()
+        .get_list_view(authed(&org.admin_token, mpb::GetListViewRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(default.columns.contains(&"email".to_owned()));
+    let saved = app
+        .mailboxes()
+        .update_list_view(authed(
+            &org.admin_token,
+            mpb::UpdateListViewRequest {
+                view: Some(mpb::ListView {
+                    columns: vec!["employee".into(), "email".into(), "last_sync_time".into()],
+                    filter: "in_crm = false".into(),
+                    order_by: "last_sync_time desc".into(),
+                    page_size: 25,
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = app
+        .mailboxes()
+        .get_list_view(authed(&org.admin_token, mpb::GetListViewRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(saved, again);
+    // Without a read mask the list fills the saved columns only.
+    let listed = list(&app, &org.admin_token, mpb::ListMailboxesRequest::default())
+        .await
+        .unwrap();
+    let m = &listed.mailboxes[0];
+    assert_eq!(m.email, bulk(1));
+    assert_eq!(m.owner_display_name, "Ada Admin");
+    assert!(m.name.is_empty() && m.crm.is_none(), "{m:?}");
+    for bad in [
+        mpb::ListView {
+            columns: vec!["colour".into()],
+            ..Default::default()
+        },
+        mpb::ListView {
+            filter: "disk_mb >".into(),
+            ..Default::default()
+        },
+        mpb::ListView {
+            order_by: "password".into(),
+            ..Default::default()
+        },
+        mpb::ListView {
+            columns: vec!["email".into(), "email".into()],
+            ..Default::default()
+        },
+        mpb::ListView {
+            page_size: 100_000,
+            ..Default::default()
+        },
+    ] {
+        let err = app
+            .mailboxes()
+            .update_list_view(authed(
+                &org.admin_token,
+                mpb::UpdateListViewRequest {
+                    view: Some(bad.clone()),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn sync_now_transfer_and_dismissal_reach_the_topics_access_control_and_the_list() {
+    let app = spawn_app_with_mailboxes().await;
+    let org = app.create_org(0).await;
+    let heir = app.create_user(&org, "heir", "").await;
+    let leaver = app.create_user(&org, "leaver", "").await;
+    let leaver_token = sign_in(&app, &leaver).await;
+    let mailbox = connect_when_known(&app, &leaver_token, &bulk(1), "").await;
+
+    // Ownership reaches access control from the registry's events.
+    app.eventually(&leaver.id, "mailbox.read_mail", &mailbox.id, true)
+        .await;
+
+    let queued = app
+        .mailboxes()
+        .sync_mailbox_now(authed(
+            &leaver_token,
+            mpb::SyncMailboxNowRequest {
+                id: mailbox.id.clone(),
+            },
+        ))
+        .await
+        .expect("the owner syncs now")
+        .into_inner();
+    assert!(queued.queued_time.is_some());
+    let request = wait_for_event(&app.kafka_brokers, "mailroom.sync.requests", Duration::from_secs(20), |e| {
+        matches!(&e.payload, Some(ev::envelope::Payload::SyncRequested(r)) if r.mailbox_id == mailbox.id && r.reason == "sync_now")
+    })
+    .await
+    .expect("a sync request keyed by the mailbox");
+    assert_eq!(request.aggregate_id, mailbox.id);
+    let Some(ev::envelope::Payload::SyncRequested(r)) = request.payload else {
+        unreachable!()
+    };
+    assert_eq!(r.priority, ev::SyncPriority::High as i32);
+
+    // Dismissed: the mailbox stays and shows the owner as dismissed.
+    app.identity
+        .clone()
+        .dismiss_user(authed(
+            &org.admin_token,
+            pb::DismissUserRequest {
+                id: leaver.id.clone(),
+            },
+        ))
+        .await
+        .expect("dismiss");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = list(
+            &app,
+            &org.admin_token,
+            mpb::ListMailboxesRequest {
+                filter: "owner_dismissed = true".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        if listed.mailboxes.len() == 1 {
+            assert!(listed.mailboxes[0].owner_dismissed);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dismissal never reached the list"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Transferred to the heir: the heir owns it here and in access control.
+    let err = app
+        .mailboxes()
+        .transfer_mailbox(authed(
+            &org.admin_token,
+            mpb::TransferMailboxRequest {
+                id: mailbox.id.clone(),
+                new_owner_user_id: leaver.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let moved = app
+        .mailboxes()
+        .transfer_mailbox(authed(
+            &org.admin_token,
+            mpb::TransferMailboxRequest {
+                id: mailbox.id.clone(),
+                new_owner_user_id: heir.id.clone(),
+            },
+        ))
+        .await
+        .expect("transfer")
+        .into_inner();
+    assert_eq!(moved.owner_user_id, heir.id);
+    assert!(!moved.owner_dismissed);
+    app.eventually(&heir.id, "mailbox.read_mail", &mailbox.id, true)
+        .await;
+    wait_for_event(&app.kafka_brokers, "mailroom.mailboxes.events", Duration::from_secs(20), |e| {
+        matches!(&e.payload, Some(ev::envelope::Payload::MailboxTransferred(t)) if t.previous_owner_user_id == leaver.id)
+    })
+    .await
+    .expect("a MailboxTransferred event");
+
+    // Disconnected: gone from the list and from access control.
+    app.mailboxes()
+        .disconnect_mailbox(authed(
+            &org.admin_token,
+            mpb::DisconnectMailboxRequest {
+                id: mailbox.id.clone(),
+            },
+        ))
+        .await
+        .expect("disconnect");
+    assert!(emails_seen(&app, &org.admin_token).await.is_empty());
+    app.eventually(&heir.id, "mailbox.read_mail", &mailbox.id, false)
+        .await;
+}
