@@ -32,6 +32,22 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Log targets that write credentials at their most verbose levels, switched off whatever
+/// level is configured: async-imap traces every command it encodes, `LOGIN user password`
+/// included.
+pub const SECRET_BEARING_TARGETS: &[&str] = &["async_imap::imap_stream"];
+
+/// `filter` with [`SECRET_BEARING_TARGETS`] off (more specific than any level a person sets,
+/// so `RUST_LOG=trace` still cannot print a password).
+pub fn with_secret_guards(mut filter: EnvFilter) -> EnvFilter {
+    for target in SECRET_BEARING_TARGETS {
+        if let Ok(directive) = format!("{target}=off").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 /// Installs logging (and tracing export when configured). Safe to call more than once: only
 /// the first call in a process installs anything.
 pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuard {
@@ -39,6 +55,7 @@ pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuar
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = with_secret_guards(filter);
 
     let fmt_layer = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
