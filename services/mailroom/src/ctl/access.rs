@@ -287,7 +287,7 @@ async fn change(
 }
 
 /// A user id, or the id of the user holding an address (login or contact).
-async fn resolve_user(c: &mut Clients, user: &str) -> anyhow::Result<String> {
+pub(crate) async fn resolve_user(c: &mut Clients, user: &str) -> anyhow::Result<String> {
     if !user.contains('@') {
         return Ok(user.to_owned());
     }

@@ -5,13 +5,14 @@
 //! `--client-secret` (`MAILROOM_CLIENT_ID`, `MAILROOM_CLIENT_SECRET`) for a service token, which
 //! creating organisations needs.
 //!
-//! One module per service's commands ([`access`]; identity's are here), over one core: the
+//! One module per service's commands ([`access`], [`mailboxes`]; identity's are here), over one core: the
 //! [`Clients`] that carry the credentials, and [`Rows`] that print as a table or JSON.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_platform::proto::identity::v1 as pb;
+use mailroom_platform::proto::mailboxes::v1::mailbox_service_client::MailboxServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
 use serde_json::{json, Value};
@@ -21,6 +22,7 @@ use tonic::transport::Channel;
 use crate::output::{Format, Rows};
 
 pub mod access;
+pub mod mailboxes;
 
 #[derive(Args)]
 pub struct Ctl {
@@ -40,6 +42,14 @@ pub struct Ctl {
         global = true
     )]
     access_endpoint: String,
+    /// The mailbox registry's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_MAILBOXES_ENDPOINT",
+        default_value = "http://127.0.0.1:50053",
+        global = true
+    )]
+    mailboxes_endpoint: String,
     #[arg(long, env = "MAILROOM_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     #[arg(long, env = "MAILROOM_EMAIL", global = true)]
@@ -86,6 +96,9 @@ enum CtlCommand {
     /// Access control: check, grant, revoke, list, settings.
     #[command(subcommand)]
     Access(access::AccessCommand),
+    /// Mailboxes: the list, connect, edit, sync now, transfer, list views, key rotation.
+    #[command(subcommand)]
+    Mailboxes(mailboxes::MailboxesCommand),
 }
 
 #[derive(Subcommand)]
@@ -248,6 +261,7 @@ pub(crate) struct Clients {
     pub(crate) identity: IdentityServiceClient<Channel>,
     auth: AuthServiceClient<Channel>,
     pub(crate) access: AccessServiceClient<Channel>,
+    pub(crate) mailboxes: MailboxServiceClient<Channel>,
     token: Option<String>,
 }
 
@@ -274,10 +288,14 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     let access_channel = Channel::from_shared(ctl.access_endpoint.clone())
         .context("--access-endpoint is not a valid URL")?
         .connect_lazy();
+    let mailboxes_channel = Channel::from_shared(ctl.mailboxes_endpoint.clone())
+        .context("--mailboxes-endpoint is not a valid URL")?
+        .connect_lazy();
     let mut clients = Clients {
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),
         access: AccessServiceClient::new(access_channel),
+        mailboxes: MailboxServiceClient::new(mailboxes_channel),
         token: None,
     };
     let format = ctl.output;
@@ -310,6 +328,7 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::Address(cmd) => address(&mut clients, cmd).await?,
         CtlCommand::LoginChange(cmd) => login_change(&mut clients, cmd).await?,
         CtlCommand::Access(cmd) => access::run(&mut clients, cmd).await?,
+        CtlCommand::Mailboxes(cmd) => mailboxes::run(&mut clients, cmd).await?,
     };
     println!("{}", rows.render(format));
     Ok(())
