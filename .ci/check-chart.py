@@ -40,6 +40,8 @@ minimal = {
     "secrets": {
         "databaseUrl": "postgres://mailroom:secret@db:5432/mailroom",
         "signingKey": "Ue4mGvf1yX1yq1mKZk8y0+2qHkJ7h4m0m3Jr9w0a1sQ=",
+        "sealingKeys": "k1:bWFpbHJvb20tZGV2LXNlYWxpbmcta2V5LTMyYnl0ZXM=",
+        "mailboxesClientSecret": "chart-check-client-secret",
     }
 }
 dev = yaml.safe_load(open("k8s/dev-values.yaml"))
@@ -75,13 +77,23 @@ for label, values in [("minimal install values", minimal), ("dev values", dev), 
     access = deployments.get("mailroom-access")
     env = {e["name"]: e.get("value") for e in access["spec"]["template"]["spec"]["containers"][0]["env"]} if access else {}
     check(f"{label}: access runs beside identity and finds identity's keys",
-          set(deployments) == {"mailroom-identity", "mailroom-access"}
+          set(deployments) == {"mailroom-identity", "mailroom-access", "mailroom-mailboxes"}
           and env.get("MAILROOM_ACCESS__IDENTITY_ENDPOINT") == "http://mailroom-identity:50051",
           f"{sorted(deployments)} {env.get('MAILROOM_ACCESS__IDENTITY_ENDPOINT')}")
+    registry = deployments.get("mailroom-mailboxes")
+    renv = {e["name"]: e for e in registry["spec"]["template"]["spec"]["containers"][0]["env"]} if registry else {}
+    ienv = {e["name"]: e for e in deployments["mailroom-identity"]["spec"]["template"]["spec"]["containers"][0]["env"]} if "mailroom-identity" in deployments else {}
+    check(f"{label}: the registry finds access and identity, its keys and credential come from the Secret, identity knows its credential",
+          renv.get("MAILROOM_MAILBOXES__ACCESS_ENDPOINT", {}).get("value") == "http://mailroom-access:50055"
+          and "secretKeyRef" in renv.get("MAILROOM_MAILBOXES__SEALING_KEYS", {}).get("valueFrom", {})
+          and "secretKeyRef" in renv.get("MAILROOM_MAILBOXES__SERVICE_CLIENT_SECRET", {}).get("valueFrom", {})
+          and "secretKeyRef" in ienv.get("MAILROOM_IDENTITY__SERVICE_CLIENTS__MAILBOXES", {}).get("valueFrom", {})
+          and renv.get("MAILROOM_MAILBOXES__ALLOW_LOCAL_SERVERS", {}).get("value") == "false",
+          str(sorted(renv)))
     if label == "service monitor on":
         check("ServiceMonitor rendered when enabled", "ServiceMonitor" in kinds, str(kinds))
 
-for missing, words in [("databaseUrl", "secrets.databaseUrl"), ("signingKey", "mailroom keygen")]:
+for missing, words in [("databaseUrl", "secrets.databaseUrl"), ("signingKey", "mailroom keygen"), ("sealingKeys", "keygen --sealing"), ("mailboxesClientSecret", "mailboxesClientSecret")]:
     values = {"secrets": {k: v for k, v in minimal["secrets"].items() if k != missing}}
     try:
         render(values)

@@ -973,9 +973,33 @@ async fn sync_now_transfer_and_dismissal_reach_the_topics_access_control_and_the
     let leaver_token = sign_in(&app, &leaver).await;
     let mailbox = connect_when_known(&app, &leaver_token, &bulk(1), "").await;
 
-    // Ownership reaches access control from the registry's events.
+    // Ownership reaches access control from the registry's events…
     app.eventually(&leaver.id, "mailbox.read_mail", &mailbox.id, true)
         .await;
+    // …and identity's "where is this address used" names the mailbox and its owner.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let usage = app
+            .identity
+            .clone()
+            .get_email_address_usage(authed(
+                &org.admin_token,
+                pb::GetEmailAddressUsageRequest { address: bulk(1) },
+            ))
+            .await
+            .expect("address usage")
+            .into_inner();
+        if let Some(used) = usage
+            .uses
+            .iter()
+            .find(|u| u.kind == pb::AddressUseKind::Mailbox as i32)
+        {
+            assert_eq!(used.user_id, leaver.id);
+            break;
+        }
+        assert!(Instant::now() < deadline, "identity never listed the mailbox address: {usage:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let queued = app
         .mailboxes()

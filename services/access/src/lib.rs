@@ -97,10 +97,13 @@ impl Started {
         let mut background = tokio::task::JoinSet::new();
         background.spawn(self.access.replica().clone().run(shutdown.clone()));
         background.spawn(self.relay.run(shutdown.clone()));
-        background.spawn(consume_identity_events(
+        // Identity's and the registry's events through one consumer.
+        background.spawn(mailroom_platform::consumer::run_until_shutdown(
             self.kafka,
             self.consumer_group,
             self.pool,
+            vec![IDENTITY_EVENTS, MAILBOXES_EVENTS],
+            Arc::new(mailbox_events::AccessEvents),
             shutdown.clone(),
         ));
         let served = mailroom_platform::grpc::serve(
@@ -114,48 +117,6 @@ impl Started {
         shutdown.cancel();
         while background.join_next().await.is_some() {}
         served
-    }
-}
-
-/// Mirrors identity's and the registry's events until `shutdown`, re-subscribing after a
-/// failure.
-async fn consume_identity_events(
-    kafka: KafkaSettings,
-    group: String,
-    pool: PgPool,
-    shutdown: CancellationToken,
-) {
-    let handler: Arc<dyn mailroom_platform::consumer::EventHandler> =
-        Arc::new(mailbox_events::AccessEvents);
-    while !shutdown.is_cancelled() {
-        if let Err(err) = kafka
-            .ensure_topics(&[IDENTITY_EVENTS, MAILBOXES_EVENTS])
-            .await
-        {
-            tracing::warn!(%err, "could not ensure the identity and mailbox events topics; subscribing anyway");
-        }
-        let result = match kafka.consumer(&group) {
-            Ok(consumer) => {
-                mailroom_platform::consumer::run(
-                    group.clone(),
-                    pool.clone(),
-                    consumer,
-                    vec![IDENTITY_EVENTS.to_owned(), MAILBOXES_EVENTS.to_owned()],
-                    handler.clone(),
-                    shutdown.clone(),
-                )
-                .await
-            }
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            tracing::warn!(%err, "identity events consumer stopped; starting again");
-        }
-        // Whatever ended the consumer (an error, or its stream closing), pause before a new one.
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
     }
 }
 

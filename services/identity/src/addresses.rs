@@ -65,6 +65,19 @@ impl Identity {
                 });
             }
         }
+        // Connected mailboxes (mirrored from the registry): "mailbox of Z".
+        let mailbox_owners: Vec<UserRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM mailbox_addresses m JOIN users u ON u.id = m.owner_user_id WHERE m.org_id = $1 AND m.address = $2",
+            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+        ))
+        .bind(org_id)
+        .bind(address.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        uses.extend(mailbox_owners.into_iter().map(|user| AddressUse {
+            kind: pb::AddressUseKind::Mailbox,
+            user,
+        }));
         Ok((address, uses))
     }
 

@@ -17,6 +17,10 @@ pub struct IdentityConfig {
     pub service_clients: BTreeMap<String, SecretString>,
     #[serde(default)]
     pub smtp: SmtpConfig,
+    /// Kafka consumer group for the mailbox registry's events (mailbox addresses, for
+    /// GetEmailAddressUsage). Every replica uses the same group.
+    #[serde(default = "default_consumer_group")]
+    pub consumer_group: String,
     #[serde(default = "default_access_ttl")]
     pub access_token_ttl_secs: i64,
     #[serde(default = "default_refresh_ttl")]
@@ -73,6 +77,9 @@ impl Default for SmtpConfig {
 }
 
 /// Accepts `"k1,k2"` (as environment variables carry it) or `["k1", "k2"]`.
+fn default_consumer_group() -> String {
+    "mailroom-identity".into()
+}
 fn default_access_ttl() -> i64 {
     15 * 60
 }
@@ -116,6 +123,7 @@ impl Default for IdentityConfig {
             signing_keys: Vec::new(),
             service_clients: BTreeMap::new(),
             smtp: SmtpConfig::default(),
+            consumer_group: default_consumer_group(),
             access_token_ttl_secs: default_access_ttl(),
             refresh_token_ttl_secs: default_refresh_ttl(),
             login_attempts_per_minute: default_login_rate(),

@@ -5,6 +5,7 @@
 //! - [`store`]: rows and the queries several operations share (address claims, locks).
 //! - [`users`], [`departments`], [`addresses`], [`signin`], [`resets`]: the operations.
 //! - [`keys`], [`passwords`], [`mailer`]: token signing, Argon2id, SMTP.
+//! - [`mailbox_events`]: the addresses of connected mailboxes, from the registry's events.
 //! - [`api`]: the gRPC handlers; [`error`]: what can go wrong and its gRPC code.
 //!
 //! [`start`] connects, migrates and returns what the `mailroom` binary hosts: the gRPC routes,
@@ -17,6 +18,7 @@ pub mod departments;
 pub mod domain;
 pub mod error;
 pub mod keys;
+pub mod mailbox_events;
 pub mod mailer;
 pub mod passwords;
 pub mod resets;
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, REVOCATIONS};
+use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, MAILBOXES_EVENTS, REVOCATIONS};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::identity::v1 as pb;
 use sqlx::migrate::Migrator;
@@ -82,11 +84,13 @@ pub struct Started {
     /// Verifies tokens with identity's own keys (no network hop when co-hosted).
     pub verifier: TokenVerifier,
     pub relay: Relay,
+    kafka: KafkaSettings,
+    consumer_group: String,
 }
 
 impl Started {
-    /// Runs the outbox relay in the background and serves gRPC on `listener` until
-    /// `shutdown`; the relay stops with it.
+    /// Runs the outbox relay and the mailbox-address mirror in the background and serves
+    /// gRPC on `listener` until `shutdown`; the rest stop with it.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
@@ -94,6 +98,14 @@ impl Started {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<(), mailroom_platform::grpc::ServeError> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let mirror = tokio::spawn(mailroom_platform::consumer::run_until_shutdown(
+            self.kafka,
+            self.consumer_group,
+            self.pool,
+            vec![MAILBOXES_EVENTS],
+            Arc::new(mailbox_events::MailboxEvents),
+            shutdown.clone(),
+        ));
         let served = mailroom_platform::grpc::serve(
             self.hosted,
             listener,
@@ -104,6 +116,7 @@ impl Started {
         .await;
         shutdown.cancel();
         let _ = relay.await;
+        let _ = mirror.await;
         served
     }
 }
@@ -141,17 +154,20 @@ pub async fn start(
         ],
         public_methods: PUBLIC_METHODS.to_vec(),
     };
+    let kafka = KafkaSettings::from_config(platform);
     let relay = Relay::new(
         pool.clone(),
         SCHEMA,
-        KafkaSettings::from_config(platform),
+        kafka.clone(),
         vec![IDENTITY_EVENTS, REVOCATIONS],
     );
     Ok(Started {
+        consumer_group: identity.config.consumer_group.clone(),
         identity,
         pool,
         hosted,
         verifier,
         relay,
+        kafka,
     })
 }

@@ -97,10 +97,12 @@ impl Started {
     ) -> Result<(), mailroom_platform::grpc::ServeError> {
         let mut background = tokio::task::JoinSet::new();
         background.spawn(self.relay.run(shutdown.clone()));
-        background.spawn(consume_identity_events(
+        background.spawn(mailroom_platform::consumer::run_until_shutdown(
             self.kafka,
             self.consumer_group,
             self.pool,
+            vec![IDENTITY_EVENTS],
+            Arc::new(identity_events::IdentityEvents),
             shutdown.clone(),
         ));
         let served = mailroom_platform::grpc::serve(
@@ -114,43 +116,6 @@ impl Started {
         shutdown.cancel();
         while background.join_next().await.is_some() {}
         served
-    }
-}
-
-/// Mirrors identity's users until `shutdown`, re-subscribing after a failure.
-async fn consume_identity_events(
-    kafka: KafkaSettings,
-    group: String,
-    pool: PgPool,
-    shutdown: CancellationToken,
-) {
-    let handler: Arc<dyn mailroom_platform::consumer::EventHandler> =
-        Arc::new(identity_events::IdentityEvents);
-    while !shutdown.is_cancelled() {
-        if let Err(err) = kafka.ensure_topics(&[IDENTITY_EVENTS]).await {
-            tracing::warn!(%err, "could not ensure the identity events topic; subscribing anyway");
-        }
-        let result = match kafka.consumer(&group) {
-            Ok(consumer) => {
-                mailroom_platform::consumer::run(
-                    group.clone(),
-                    pool.clone(),
-                    consumer,
-                    vec![IDENTITY_EVENTS.to_owned()],
-                    handler.clone(),
-                    shutdown.clone(),
-                )
-                .await
-            }
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            tracing::warn!(%err, "identity events consumer stopped; starting again");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
     }
 }
 

@@ -38,6 +38,46 @@ enum Outcome {
 }
 
 /// Consumes `topics` as `name` (also the consumer group) until `shutdown`.
+/// Consumes `topics` with `handler` until `shutdown`, forever: topics are ensured, and a
+/// consumer that fails or ends is replaced after a pause. What every service's event mirror
+/// runs in the background.
+pub async fn run_until_shutdown(
+    kafka: crate::kafka::KafkaSettings,
+    group: String,
+    pool: PgPool,
+    topics: Vec<&'static str>,
+    handler: Arc<dyn EventHandler>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        if let Err(err) = kafka.ensure_topics(&topics).await {
+            tracing::warn!(%err, consumer = %group, "could not ensure the topics; subscribing anyway");
+        }
+        let result = match kafka.consumer(&group) {
+            Ok(consumer) => {
+                run(
+                    group.clone(),
+                    pool.clone(),
+                    consumer,
+                    topics.iter().map(|t| (*t).to_owned()).collect(),
+                    handler.clone(),
+                    shutdown.clone(),
+                )
+                .await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, consumer = %group, "events consumer stopped; starting again");
+        }
+        // Whatever ended the consumer (an error, or its stream closing), pause before a new one.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
 pub async fn run(
     name: String,
     pool: PgPool,
