@@ -167,6 +167,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             mailroom_identity::keys::KeyRing::generate_seed(),
         )],
         login_attempts_per_minute: options.login_attempts_per_minute.unwrap_or(10_000),
+        // Every test process has its own database: its own group, or they would share the
+        // mailbox events' partitions between them.
+        consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
         ..Default::default()
     };
     config

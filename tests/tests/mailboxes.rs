@@ -349,6 +349,7 @@ async fn bulk_connect_of_twenty_with_two_bad_passwords_connects_eighteen_in_one_
         .into_inner()
         .results;
     let took = started.elapsed();
+    until_listable(&app, &org.admin_token).await;
     assert_eq!(results.len(), 20);
     let failed: Vec<&mpb::ConnectResult> = results.iter().filter(|r| r.mailbox.is_none()).collect();
     assert_eq!(failed.len(), 2, "{results:?}");
@@ -878,10 +879,49 @@ async fn the_list_filters_on_every_column_sorts_stably_and_pages_with_tamper_pro
     )
     .await
     .unwrap();
-    assert!(with_access
-        .mailboxes
-        .iter()
-        .all(|m| m.access_by_user_ids == vec![org.admin_id.clone()]));
+    assert!(
+        with_access
+            .mailboxes
+            .iter()
+            .all(|m| m.access_by_user_ids == vec![org.admin_id.clone()]),
+        "{:?} (admin {})",
+        with_access
+            .mailboxes
+            .iter()
+            .map(|m| &m.access_by_user_ids)
+            .collect::<Vec<_>>(),
+        org.admin_id
+    );
+
+    // Beyond 1,000 matches the total is PostgreSQL's estimate, and says so.
+    sqlx::query(
+        "INSERT INTO mailboxes.mailboxes (id, org_id, owner_user_id, email, imap_host, imap_port, imap_security, imap_username, \
+            smtp_host, smtp_port, smtp_security, smtp_username, password_sealed, password_key) \
+         SELECT gen_random_uuid(), org_id, owner_user_id, 'filler' || n || '@bulk.test', imap_host, imap_port, imap_security, imap_username, \
+            smtp_host, smtp_port, smtp_security, smtp_username, password_sealed, password_key \
+         FROM mailboxes.mailboxes, generate_series(1, 1200) AS n WHERE email = 'box01@bulk.test'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("filler rows");
+    sqlx::query("ANALYZE mailboxes.mailboxes")
+        .execute(&app.pool)
+        .await
+        .expect("analyze");
+    let many = list(&app, &org.admin_token, query("", "email"))
+        .await
+        .unwrap();
+    assert!(many.total_size_is_estimate, "{} exact?", many.total_size);
+    assert!(many.total_size > 1000, "{}", many.total_size);
+    let few = list(
+        &app,
+        &org.admin_token,
+        query(r#"name = "backup mailbox""#, "email"),
+    )
+    .await
+    .unwrap();
+    assert!(!few.total_size_is_estimate);
+    assert_eq!(few.total_size, 3);
 }
 
 #[tokio::test]
@@ -997,7 +1037,10 @@ async fn sync_now_transfer_and_dismissal_reach_the_topics_access_control_and_the
             assert_eq!(used.user_id, leaver.id);
             break;
         }
-        assert!(Instant::now() < deadline, "identity never listed the mailbox address: {usage:?}");
+        assert!(
+            Instant::now() < deadline,
+            "identity never listed the mailbox address: {usage:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

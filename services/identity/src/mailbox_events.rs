@@ -19,10 +19,15 @@ impl EventHandler for MailboxEvents {
         let org = || Uuid::parse_str(&event.org_id).context("org_id is not a UUID");
         match &event.payload {
             Some(Payload::MailboxConnected(ev::MailboxConnected { mailbox: Some(m) }))
-            | Some(Payload::MailboxUpdated(ev::MailboxUpdated { mailbox: Some(m), .. }))
-            | Some(Payload::MailboxTransferred(ev::MailboxTransferred { mailbox: Some(m), .. })) => {
+            | Some(Payload::MailboxUpdated(ev::MailboxUpdated {
+                mailbox: Some(m), ..
+            }))
+            | Some(Payload::MailboxTransferred(ev::MailboxTransferred {
+                mailbox: Some(m), ..
+            })) => {
                 let id = Uuid::parse_str(&m.id).context("mailbox.id is not a UUID")?;
-                let owner = Uuid::parse_str(&m.owner_user_id).context("mailbox.owner_user_id is not a UUID")?;
+                let owner = Uuid::parse_str(&m.owner_user_id)
+                    .context("mailbox.owner_user_id is not a UUID")?;
                 sqlx::query(
                     "INSERT INTO mailbox_addresses (mailbox_id, org_id, address, owner_user_id) VALUES ($1, $2, lower($3), $4) \
                      ON CONFLICT (mailbox_id) DO UPDATE SET address = EXCLUDED.address, owner_user_id = EXCLUDED.owner_user_id",

@@ -41,6 +41,8 @@ pub const MAX_BULK: usize = 100;
 /// The default and largest list page.
 pub const DEFAULT_PAGE: i32 = 50;
 pub const MAX_PAGE: i32 = 500;
+/// Up to this many matches `total_size` is counted exactly; above, PostgreSQL estimates it.
+pub const EXACT_COUNT_UP_TO: i64 = 1_000;
 
 /// Everything the operations need.
 pub struct Mailboxes {
@@ -806,16 +808,30 @@ impl Mailboxes {
         ));
         list::push_where(&mut page, caller.org, &scope, filter.as_ref(), &reads);
         list::push_page(&mut page, order, after.as_ref(), page_size + 1);
-        let mut count: QueryBuilder<Postgres> = QueryBuilder::new("SELECT count(*) FROM mailboxes");
+        let mut count: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM mailboxes");
         list::push_where(&mut count, caller.org, &scope, filter.as_ref(), &reads);
+        count.push(" LIMIT ");
+        count.push_bind(EXACT_COUNT_UP_TO + 1);
+        count.push(") AS matching");
 
         let rows_query = page.build_query_as::<view::ListedRow>();
         let count_query = count.build_query_scalar::<i64>();
-        let (rows, total) = futures::future::try_join(
+        let (rows, mut total) = futures::future::try_join(
             rows_query.fetch_all(&self.pool),
             count_query.fetch_one(&self.pool),
         )
         .await?;
+        let estimated = total > EXACT_COUNT_UP_TO;
+        if estimated {
+            let mut explain: QueryBuilder<Postgres> =
+                QueryBuilder::new("EXPLAIN (FORMAT JSON) SELECT 1 FROM mailboxes");
+            list::push_where(&mut explain, caller.org, &scope, filter.as_ref(), &reads);
+            let plan: sqlx::types::Json<serde_json::Value> =
+                explain.build_query_scalar().fetch_one(&self.pool).await?;
+            let rows = plan.0[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as i64;
+            total = rows.max(EXACT_COUNT_UP_TO + 1);
+        }
         let mut rows = rows;
         let more = rows.len() as i64 > page_size;
         rows.truncate(page_size as usize);
@@ -845,6 +861,7 @@ impl Mailboxes {
                 .collect(),
             next_page_token,
             total_size: i32::try_from(total).unwrap_or(i32::MAX),
+            total_size_is_estimate: estimated,
         })
     }
 

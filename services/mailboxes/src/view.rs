@@ -172,10 +172,17 @@ pub fn to_proto(
     }
     if columns.access_by {
         if let Some(readers) = readers {
-            m.access_by_user_ids = readers
-                .get(&row.id)
-                .map(|r| r.iter().map(Uuid::to_string).collect())
-                .unwrap_or_else(|| vec![row.owner_user_id.to_string()]);
+            // Access control's readers, and the owner as this registry knows them: ownership
+            // reaches access control through events, a moment after a connect or transfer.
+            let mut ids: Vec<Uuid> = readers.get(&row.id).cloned().unwrap_or_default();
+            if !row.owner_dismissed && !ids.contains(&row.owner_user_id) {
+                ids.push(row.owner_user_id);
+            }
+            if row.owner_dismissed {
+                ids.retain(|id| *id != row.owner_user_id);
+            }
+            ids.sort();
+            m.access_by_user_ids = ids.iter().map(Uuid::to_string).collect();
         }
     }
     if columns.times {
