@@ -261,6 +261,20 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
                         .collect();
                     slow.sort();
                     assert_eq!(fast, slow, "seed {seed}: lookup_mailboxes {u} {}", p.name());
+                    // The scope a service applies to its own rows reaches the same mailboxes.
+                    let scope = graph.mailbox_scope(*u, p);
+                    let mut scoped: Vec<Uuid> = mailboxes
+                        .iter()
+                        .copied()
+                        .filter(|m| {
+                            scope.mailboxes.contains(m)
+                                || graph.owner_of(*m).is_some_and(|o| {
+                                    scope.whole_organization || scope.owners.contains(&o)
+                                })
+                        })
+                        .collect();
+                    scoped.sort();
+                    assert_eq!(scoped, slow, "seed {seed}: mailbox_scope {u} {}", p.name());
                 }
             }
             for v in &strangers {

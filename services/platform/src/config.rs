@@ -189,6 +189,29 @@ impl PlatformConfig {
     }
 }
 
+/// A list of secrets from configuration: a list, or one comma-separated string (as an
+/// environment variable gives it), blanks dropped.
+pub fn secret_list<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Vec<secrecy::SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let values = match OneOrMany::deserialize(de)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(values
+        .into_iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .map(secrecy::SecretString::from)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,27 +240,4 @@ mod tests {
         let err = PlatformConfig::load(&figment(&[("database_url", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
     }
-}
-
-/// A list of secrets from configuration: a list, or one comma-separated string (as an
-/// environment variable gives it), blanks dropped.
-pub fn secret_list<'de, D: serde::Deserializer<'de>>(
-    de: D,
-) -> Result<Vec<secrecy::SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    let values = match OneOrMany::deserialize(de)? {
-        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
-        OneOrMany::Many(v) => v,
-    };
-    Ok(values
-        .into_iter()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .map(secrecy::SecretString::from)
-        .collect())
 }

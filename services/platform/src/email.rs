@@ -115,12 +115,15 @@ pub fn domain_name(domain: &str) -> Result<String, &'static str> {
 /// A server's host: an IP address, or a host name (one label is enough: `localhost`, an
 /// in-cluster service name), in lower-case ASCII.
 pub fn host(input: &str) -> Result<String, &'static str> {
+    if has_control(input) {
+        return Err("the host contains a line break or control character");
+    }
     let input = input.trim();
     if input.is_empty() {
         return Err("the host is empty");
     }
-    if has_control(input) || input.chars().any(char::is_whitespace) {
-        return Err("the host contains a space, line break or control character");
+    if input.chars().any(char::is_whitespace) {
+        return Err("the host contains a space");
     }
     let bare = input.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
