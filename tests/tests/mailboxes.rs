@@ -124,8 +124,18 @@ async fn try_emails_seen(app: &TestApp, token: &str) -> Result<Vec<String>, toni
     Ok(emails)
 }
 
+/// The caller's list, once access control has heard of them (UNAVAILABLE until then).
 async fn emails_seen(app: &TestApp, token: &str) -> Vec<String> {
-    try_emails_seen(app, token).await.expect("list")
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_emails_seen(app, token).await {
+            Ok(seen) => return seen,
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(s) => panic!("list: {s:?}"),
+        }
+    }
 }
 
 /// Waits until `token`'s list is exactly `expected` (access control learns of departments and
