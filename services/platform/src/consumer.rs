@@ -95,11 +95,10 @@ pub async fn run(
             _ = shutdown.cancelled() => return Ok(()),
             next = stream.next() => match next {
                 Some(Ok(m)) => m,
-                Some(Err(err)) => {
-                    tracing::warn!(%err, consumer = name, "Kafka consume error; continuing");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
+                // A consumer is not kept across a stream error: librdkafka has crashed
+                // (SIGSEGV) when one was polled on after its broker went away and came back.
+                // The caller builds a new one, which resumes from the committed offsets.
+                Some(Err(err)) => return Err(err),
                 None => return Ok(()),
             },
         };
