@@ -267,21 +267,8 @@ fn owner_cell(m: &mpb::Mailbox) -> String {
     }
 }
 
-/// The list's columns, in the list view's names.
-const COLUMNS: [&str; 12] = [
-    "employee",
-    "email",
-    "name",
-    "sender_name",
-    "last_sync_time",
-    "sync_state",
-    "unread_count",
-    "message_count",
-    "disk_mb",
-    "in_crm",
-    "crm_queue",
-    "access_by",
-];
+/// The list's columns, in the list view's names (the registry's own list).
+use mailroom_mailboxes::view::COLUMN_NAMES as COLUMNS;
 
 fn cell(m: &mpb::Mailbox, column: &str) -> Value {
     match column {
