@@ -128,4 +128,15 @@ impl MailboxService for MailboxApi {
             self.0.reseal(&caller, request.into_inner()).await?,
         ))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_mailbox_credentials(
+        &self,
+        request: Request<pb::GetMailboxCredentialsRequest>,
+    ) -> Reply<pb::MailboxLogin> {
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.credentials(&caller, request.into_inner()).await?,
+        ))
+    }
 }

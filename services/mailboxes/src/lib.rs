@@ -12,7 +12,8 @@
 //! - [`store`]: the tables; [`service`]: the operations and who may call them; [`api`]: the
 //!   gRPC handlers; [`error`]: what can go wrong and its gRPC code.
 //! - [`events`]: what the registry publishes (mailbox events, sync requests);
-//!   [`identity_events`]: owners' names and states from identity.
+//!   [`identity_events`]: owners' names and states from identity; [`sync_events`]: the
+//!   counters and states the sync service reports.
 //!
 //! Passwords are sealed with `platform::sealed` (AES-256-GCM, key id beside each value,
 //! bound to the mailbox's id) and leave the service only towards the mail server during a
@@ -29,6 +30,7 @@ pub mod probe;
 pub mod scope;
 pub mod service;
 pub mod store;
+pub mod sync_events;
 pub mod view;
 
 use std::sync::Arc;
@@ -38,7 +40,9 @@ use mailroom_platform::aip::token::PageTokenKey;
 use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, MAILBOXES_EVENTS, SYNC_REQUESTS};
+use mailroom_platform::kafka::{
+    KafkaSettings, IDENTITY_EVENTS, MAILBOXES_EVENTS, SYNC_EVENTS, SYNC_REQUESTS,
+};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::mailboxes::v1 as pb;
 use mailroom_platform::sealed::SealingKeys;
@@ -101,8 +105,8 @@ impl Started {
             self.kafka,
             self.consumer_group,
             self.pool,
-            vec![IDENTITY_EVENTS],
-            Arc::new(identity_events::IdentityEvents),
+            vec![IDENTITY_EVENTS, SYNC_EVENTS],
+            Arc::new(sync_events::RegistryEvents),
             shutdown.clone(),
         ));
         let served = mailroom_platform::grpc::serve(

@@ -967,6 +967,49 @@ impl Mailboxes {
     }
 }
 
+impl Mailboxes {
+    /// What a sync worker needs to log in: for the sync service's own credential only.
+    #[tracing::instrument(skip_all, fields(mailbox = %req.mailbox_id))]
+    pub async fn credentials(
+        &self,
+        principal: &Principal,
+        req: pb::GetMailboxCredentialsRequest,
+    ) -> Result<pb::MailboxLogin> {
+        if !matches!(principal, Principal::Service { name } if name == SYNC_CLIENT) {
+            return Err(MailboxError::PermissionDenied(
+                "mailbox credentials are handed to the sync service only".into(),
+            ));
+        }
+        let id = mailbox_id(&req.mailbox_id)?;
+        let mut conn = self.pool.acquire().await?;
+        let row = store::get_any(&mut *conn, id)
+            .await?
+            .ok_or_else(|| MailboxError::NotFound(req.mailbox_id.clone()))?;
+        let sealed = store::sealed_password(&mut conn, id).await?;
+        let password = self.keys.open(&sealed, &seal_context(id)).map_err(|e| {
+            MailboxError::FailedPrecondition(format!(
+                "mailbox `{id}`'s password cannot be opened with the configured keys ({e}); configure the key it was sealed with"
+            ))
+        })?;
+        let imap = row.imap();
+        Ok(pb::MailboxLogin {
+            mailbox_id: row.id.to_string(),
+            org_id: row.org_id.to_string(),
+            owner_user_id: row.owner_user_id.to_string(),
+            email: row.email.clone(),
+            imap_host: imap.host,
+            imap_port: i32::from(imap.port),
+            imap_security: imap.security.to_proto() as i32,
+            imap_username: imap.username,
+            password: password.expose_secret().to_owned(),
+            in_crm: row.in_crm,
+        })
+    }
+}
+
+/// The sync service's client id at identity: the one caller given mailbox credentials.
+pub const SYNC_CLIENT: &str = "sync";
+
 fn view_owner(principal: &Principal) -> Result<Uuid> {
     match principal {
         Principal::User { user_id, .. } => Ok(*user_id),

@@ -177,6 +177,35 @@ pub async fn get<'e>(
         .await?)
 }
 
+/// A mailbox by id alone (for the sync service, which works across organisations).
+pub async fn get_any<'e>(conn: impl PgExecutor<'e>, id: Uuid) -> Result<Option<MailboxRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM mailboxes WHERE id = $1");
+    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?)
+}
+
+/// The counters and state a sync reported.
+pub async fn record_synced(
+    conn: &mut PgConnection,
+    id: Uuid,
+    synced_at: DateTime<Utc>,
+    counts: (i64, i64, i64),
+) -> Result<()> {
+    // An older report (redelivered after a newer one) does not move the columns back.
+    sqlx::query(
+        "UPDATE mailboxes SET sync_state = 'ok', sync_error = '', last_sync_time = $2, \
+            message_count = $3, unread_count = $4, disk_bytes = $5 \
+         WHERE id = $1 AND last_sync_time <= $2",
+    )
+    .bind(id)
+    .bind(synced_at)
+    .bind(counts.0)
+    .bind(counts.1)
+    .bind(counts.2)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The sealed password of a mailbox.
 pub async fn sealed_password(conn: &mut PgConnection, id: Uuid) -> Result<Vec<u8>> {
     Ok(

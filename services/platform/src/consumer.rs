@@ -5,6 +5,12 @@
 //! transaction, commits, and only then commits the Kafka offset. A crash anywhere redelivers
 //! the record, and the recorded id makes the replay change nothing. A record that cannot be
 //! decoded, or that fails to apply again and again, is kept in `dead_letters`, never dropped.
+//!
+//! [`concurrent`] is the other mode, for work rather than mirrors: many records in flight at
+//! once (never two of one key), offsets committed per partition only up to the contiguous
+//! prefix of finished records.
+
+pub mod concurrent;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +37,9 @@ pub trait EventHandler: Send + Sync + 'static {
 /// How many times a failing event is tried before it goes to `dead_letters`.
 pub const MAX_ATTEMPTS: u32 = 8;
 
-enum Outcome {
+pub(crate) use dead_letter as store_dead_letter;
+
+pub(crate) enum Outcome {
     Applied,
     Duplicate,
     DeadLetter,
@@ -226,10 +234,10 @@ async fn apply_once(
     Ok(true)
 }
 
-async fn dead_letter(
+pub(crate) async fn dead_letter<M: Message>(
     name: &str,
     pool: &PgPool,
-    message: &BorrowedMessage<'_>,
+    message: &M,
     error: &str,
     shutdown: &CancellationToken,
 ) -> Option<Outcome> {

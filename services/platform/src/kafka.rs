@@ -83,6 +83,26 @@ impl KafkaSettings {
             .create()
     }
 
+    /// A consumer in `group` for slow work (the concurrent mode): it may go `max_work`
+    /// between polls without leaving the group.
+    pub fn work_consumer(
+        &self,
+        group: &str,
+        max_work: Duration,
+    ) -> Result<StreamConsumer, KafkaError> {
+        let interval = max_work.as_millis().clamp(60_000, 3_600_000);
+        self.base()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "10")
+            .set("max.poll.interval.ms", interval.to_string())
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .create()
+    }
+
     /// A consumer outside any group, for a process that reads a whole topic itself
     /// (assigned partitions, no commits).
     pub fn reader(&self) -> Result<StreamConsumer, KafkaError> {

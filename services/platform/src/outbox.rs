@@ -66,6 +66,9 @@ pub fn payload_type(payload: &Payload) -> &'static str {
         Payload::MailboxDisconnected(_) => "mailroom.events.v1.MailboxDisconnected",
         Payload::MailboxTransferred(_) => "mailroom.events.v1.MailboxTransferred",
         Payload::SyncRequested(_) => "mailroom.events.v1.SyncRequested",
+        Payload::MailboxSynced(_) => "mailroom.events.v1.MailboxSynced",
+        Payload::MailboxSyncFailed(_) => "mailroom.events.v1.MailboxSyncFailed",
+        Payload::NewMessages(_) => "mailroom.events.v1.NewMessages",
     }
 }
 

@@ -1,0 +1,72 @@
+//! What the sync service reports, into the registry's columns: "last synced", the message,
+//! unread and disk counters, and the sync state ("auth failed" parks a mailbox until its
+//! password or server is edited). A report older than what a row shows changes nothing, so a
+//! redelivered event cannot move the columns back.
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mailroom_platform::consumer::EventHandler;
+use mailroom_platform::proto::events::v1 as ev;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::SyncState;
+use crate::store;
+
+pub struct SyncEvents;
+
+#[async_trait]
+impl EventHandler for SyncEvents {
+    async fn handle(&self, tx: &mut PgConnection, event: &ev::Envelope) -> anyhow::Result<()> {
+        use ev::envelope::Payload;
+        match &event.payload {
+            Some(Payload::MailboxSynced(synced)) => {
+                let id = Uuid::parse_str(&synced.mailbox_id).context("mailbox_id is not a UUID")?;
+                let at = synced
+                    .synced_at
+                    .as_ref()
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                    .unwrap_or_else(Utc::now);
+                store::record_synced(
+                    tx,
+                    id,
+                    at,
+                    (synced.message_count, synced.unread_count, synced.disk_bytes),
+                )
+                .await?;
+            }
+            Some(Payload::MailboxSyncFailed(failed)) => {
+                let id = Uuid::parse_str(&failed.mailbox_id).context("mailbox_id is not a UUID")?;
+                let state = if failed.parked {
+                    SyncState::AuthFailed
+                } else {
+                    SyncState::Error
+                };
+                store::set_state(&mut *tx, id, state, &failed.message).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The registry's one consumer: identity's events and sync's, each to its handler.
+pub struct RegistryEvents;
+
+#[async_trait]
+impl EventHandler for RegistryEvents {
+    async fn handle(&self, tx: &mut PgConnection, event: &ev::Envelope) -> anyhow::Result<()> {
+        use ev::envelope::Payload;
+        match &event.payload {
+            Some(Payload::MailboxSynced(_)) | Some(Payload::MailboxSyncFailed(_)) => {
+                SyncEvents.handle(tx, event).await
+            }
+            _ => {
+                crate::identity_events::IdentityEvents
+                    .handle(tx, event)
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Mailroom's mail sync: the message index kept up to date from IMAP, more often for people
+//! who are active, by workers that scale out.
+//!
+//! A tour:
+//! - [`domain`]: tiers and their intervals, client kinds, back-off, the index's compact
+//!   forms; [`envelope`]: a message's envelope as the index keeps it.
+//! - [`activity`]: heartbeats in Redis and the tier they put an owner in.
+//! - [`mailbox_events`]: the registry's events, into the [`store`]'s schedule.
+//! - [`scheduler`]: hands due mailboxes out on `mailroom.sync.requests`, through the outbox.
+//! - [`worker`]: takes those requests (the platform's concurrent consumer), holds a [`lease`]
+//!   per mailbox, runs the [`engine`] over an [`imap`] session, and reports through the outbox
+//!   on `mailroom.sync.events`.
+//! - [`service`]: heartbeats, sync status and reading mail, and who may call them; [`api`]:
+//!   the gRPC handlers; [`error`]: what can go wrong and its gRPC code; [`peers`]: the
+//!   registry (mailbox logins) and access control, called as this service.
+//! - [`metrics`]: the scaling signals.
+//!
+//! One process runs as scheduler, worker or both ([`config::Role`]).
+
+pub mod activity;
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod envelope;
+pub mod error;
+pub mod imap;
+pub mod lease;
+pub mod mailbox_events;
+pub mod metrics;
+pub mod peers;
+pub mod scheduler;
+pub mod service;
+pub mod store;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom_platform::aip::token::PageTokenKey;
+use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::config::PlatformConfig;
+use mailroom_platform::grpc::Hosted;
+use mailroom_platform::kafka::{KafkaSettings, MAILBOXES_EVENTS, SYNC_EVENTS, SYNC_REQUESTS};
+use mailroom_platform::outbox::Relay;
+use mailroom_platform::proto::sync::v1 as pb;
+use mailroom_platform::service_auth::ServiceCredential;
+use secrecy::ExposeSecret;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Role, SyncConfig};
+pub use service::Sync;
+
+/// The sync's PostgreSQL schema.
+pub const SCHEMA: &str = "sync";
+/// The sync's gRPC port.
+pub const DEFAULT_PORT: u16 = 50054;
+/// The sync's metrics port.
+pub const DEFAULT_METRICS_PORT: u16 = 9054;
+
+/// The sync's own migrations (the platform's run first).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] mailroom_platform::db::DbError),
+    #[error(
+        "Redis (activity signals and mailbox leases, which the sync cannot work without): {0}"
+    )]
+    Redis(#[from] mailroom_platform::redis::RedisError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a started sync service hands to the process hosting it.
+pub struct Started {
+    pub sync: Arc<Sync>,
+    pub pool: PgPool,
+    pub hosted: Hosted,
+    pub verifier: TokenVerifier,
+    pub relay: Relay,
+    pub worker: Option<worker::Worker>,
+    pub scheduler: Option<scheduler::Scheduler>,
+    config: SyncConfig,
+    kafka: KafkaSettings,
+}
+
+impl Started {
+    /// Runs the registry-event consumer, the outbox relay, the scheduler and the worker (as
+    /// the role says) in the background, and serves gRPC on `listener` until `shutdown`.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        verifier: TokenVerifier,
+        platform: &PlatformConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(), mailroom_platform::grpc::ServeError> {
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(self.relay.run(shutdown.clone()));
+        background.spawn(mailroom_platform::consumer::run_until_shutdown(
+            self.kafka.clone(),
+            self.config.consumer_group.clone(),
+            self.pool.clone(),
+            vec![MAILBOXES_EVENTS],
+            Arc::new(mailbox_events::MailboxEvents),
+            shutdown.clone(),
+        ));
+        if let Some(scheduler) = self.scheduler {
+            background.spawn(scheduler.run(shutdown.clone()));
+        }
+        if let Some(worker) = self.worker {
+            // A sync may run long; the consumer must not be thrown out of its group meanwhile.
+            let max_work = Duration::from_millis(self.config.io_timeout_ms)
+                .saturating_mul(10)
+                .max(Duration::from_secs(600));
+            background.spawn(mailroom_platform::consumer::concurrent::run_until_shutdown(
+                self.kafka.clone(),
+                self.config.worker_group.clone(),
+                self.pool.clone(),
+                vec![SYNC_REQUESTS],
+                worker::handler(worker),
+                self.config.worker_concurrency.max(1),
+                max_work,
+                shutdown.clone(),
+            ));
+        }
+        let served = mailroom_platform::grpc::serve(
+            self.hosted,
+            listener,
+            verifier,
+            platform,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
+        served
+    }
+}
+
+/// A name for this process among the workers (its leases carry it).
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Connects to PostgreSQL and Redis, applies migrations, and builds the service.
+pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Started, StartError> {
+    let pool =
+        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
+            .await?;
+    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
+    let credential = ServiceCredential::new(
+        config.identity_endpoint.clone(),
+        config.service_client_id.clone(),
+        config.service_client_secret.clone(),
+    );
+    let peers = peers::Peers::new(
+        &config.mailboxes_endpoint,
+        &config.access_endpoint,
+        credential,
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    let activity = activity::Activity::new(redis.clone(), config.tiers.clone());
+    let engine = engine::Engine::new(
+        pool.clone(),
+        engine::EngineOptions {
+            batch: config.batch.max(1),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(100)),
+            io_timeout: Duration::from_millis(config.io_timeout_ms.max(100)),
+            allow_local: config.allow_local_servers,
+        },
+    );
+    // Page tokens are signed with a key every replica derives from the shared secret.
+    let secret = config.service_client_secret.expose_secret();
+    let tokens = if secret.is_empty() {
+        PageTokenKey::new(uuid::Uuid::new_v4().as_bytes())
+    } else {
+        PageTokenKey::derived_from(secret.as_bytes(), "sync messages")
+    };
+    let sync = Arc::new(Sync {
+        pool: pool.clone(),
+        activity: activity.clone(),
+        peers: peers.clone(),
+        engine: engine.clone(),
+        tokens,
+        max_body_bytes: config.max_body_bytes,
+    });
+    let worker = config.role.works().then(|| worker::Worker {
+        pool: pool.clone(),
+        engine: engine.clone(),
+        leases: lease::Leases::new(
+            redis.clone(),
+            "mailroom:sync:lease",
+            &holder_name(),
+            Duration::from_millis(config.lease_ttl_ms),
+        ),
+        activity: activity.clone(),
+        peers: peers.clone(),
+        retry_base: Duration::from_secs(config.retry_base_secs.max(1)),
+        retry_cap: Duration::from_secs(config.retry_cap_secs.max(1)),
+    });
+    let scheduler = config.role.schedules().then(|| scheduler::Scheduler {
+        pool: pool.clone(),
+        activity: Some(activity.clone()),
+        tick: Duration::from_millis(config.tick_ms.max(10)),
+        batch: config.tick_batch.max(1),
+        hold: Duration::from_secs(config.request_timeout_secs.max(1)),
+    });
+    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
+        config.identity_endpoint.clone(),
+    )));
+    let routes = tonic::service::Routes::new(pb::sync_service_server::SyncServiceServer::new(
+        api::SyncApi(sync.clone()),
+    ));
+    let hosted = Hosted {
+        routes,
+        service_names: vec!["mailroom.sync.v1.SyncService"],
+        public_methods: Vec::new(),
+    };
+    let kafka = KafkaSettings::from_config(platform);
+    let relay = Relay::new(
+        pool.clone(),
+        SCHEMA,
+        kafka.clone(),
+        vec![SYNC_EVENTS, SYNC_REQUESTS],
+    );
+    Ok(Started {
+        sync,
+        pool,
+        hosted,
+        verifier,
+        relay,
+        worker,
+        scheduler,
+        config,
+        kafka,
+    })
+}

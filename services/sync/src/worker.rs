@@ -1,0 +1,271 @@
+//! The worker: takes `SyncRequested` from `mailroom.sync.requests` (the platform's concurrent
+//! consumer, many mailboxes at once, never one mailbox twice), holds the mailbox's lease in
+//! Redis while it syncs, and records the outcome: the schedule's next due time from the
+//! owner's tier (or a back-off after a failure), and MailboxSynced / MailboxSyncFailed /
+//! NewMessages through the outbox, in one transaction.
+//!
+//! A worker that dies stops renewing its leases: after their time to live another worker's
+//! attempt (the record redelivered after the rebalance, or the scheduler handing the mailbox
+//! out again) takes over, and the checkpoints make it carry on where the dead one committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::Utc;
+use mailroom_platform::consumer::concurrent::WorkHandler;
+use mailroom_platform::kafka::SYNC_EVENTS;
+use mailroom_platform::outbox::{self, EventActor};
+use mailroom_platform::proto::events::v1 as ev;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::activity::Activity;
+use crate::domain::{backoff, Tier};
+use crate::engine::{Engine, SyncReport};
+use crate::error::{FailureKind, RunError, SyncFailure};
+use crate::lease::Leases;
+use crate::metrics;
+use crate::peers::Peers;
+use crate::store;
+
+/// The service's name as an event actor.
+pub const SERVICE: &str = "sync";
+
+pub struct Worker {
+    pub pool: PgPool,
+    pub engine: Engine,
+    pub leases: Leases,
+    pub activity: Activity,
+    pub peers: Peers,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Synced,
+    Failed(FailureKind),
+    /// Another worker holds the mailbox's lease.
+    Busy,
+    /// Parked, or no longer in the registry.
+    Skipped,
+    /// Stopped (shutdown or a lost lease): the request is delivered again.
+    Stopped,
+}
+
+#[async_trait]
+impl WorkHandler for Worker {
+    async fn handle(&self, event: ev::Envelope, stop: CancellationToken) -> anyhow::Result<()> {
+        let Some(ev::envelope::Payload::SyncRequested(request)) = &event.payload else {
+            return Ok(());
+        };
+        let mailbox = Uuid::parse_str(&request.mailbox_id).context("mailbox_id is not a UUID")?;
+        match self.sync_one(mailbox, &stop).await? {
+            // Abandoned at shutdown: an error keeps the record uncommitted.
+            Handled::Stopped if stop.is_cancelled() => anyhow::bail!("stopped"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Worker {
+    /// Syncs one mailbox under its lease and records the outcome.
+    #[tracing::instrument(skip_all, fields(mailbox = %mailbox))]
+    pub async fn sync_one(
+        &self,
+        mailbox: Uuid,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Handled> {
+        let name = mailbox.to_string();
+        if !self.leases.try_acquire(&name).await? {
+            metrics::sync_outcome("busy");
+            return Ok(Handled::Busy);
+        }
+        ::metrics::gauge!(metrics::LEASES_HELD).increment(1.0);
+        let done = CancellationToken::new();
+        let lost = stop.child_token();
+        let keeper = {
+            let leases = self.leases.clone();
+            let name = name.clone();
+            let done = done.clone();
+            let lost = lost.clone();
+            tokio::spawn(async move { leases.keep(&name, done, lost).await })
+        };
+        let result = self.sync_leased(mailbox, &lost).await;
+        done.cancel();
+        let _ = keeper.await;
+        if let Err(err) = self.leases.release(&name).await {
+            tracing::warn!(%err, "lease not returned; it expires by itself");
+        }
+        ::metrics::gauge!(metrics::LEASES_HELD).decrement(1.0);
+        result
+    }
+
+    async fn sync_leased(
+        &self,
+        mailbox: Uuid,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Handled> {
+        let Some(row) = store::schedule_row(&self.pool, mailbox).await? else {
+            metrics::sync_outcome("skipped");
+            return Ok(Handled::Skipped);
+        };
+        if row.parked {
+            metrics::sync_outcome("skipped");
+            return Ok(Handled::Skipped);
+        }
+        let Some(login) = self.peers.login(mailbox).await? else {
+            metrics::sync_outcome("skipped");
+            return Ok(Handled::Skipped);
+        };
+        let started = Utc::now();
+        let result = self
+            .engine
+            .sync(mailbox, &login.login, login.in_crm || row.in_crm, stop)
+            .await;
+        match result {
+            Ok(report) => {
+                self.record_success(&row, report).await?;
+                metrics::sync_outcome("synced");
+                Ok(Handled::Synced)
+            }
+            Err(RunError::Failed(failure)) => {
+                let kind = failure.kind;
+                self.record_failure(&row, failure).await?;
+                metrics::sync_outcome(kind.name());
+                Ok(Handled::Failed(kind))
+            }
+            Err(RunError::Stopped) => {
+                tracing::info!(
+                    after_ms = (Utc::now() - started).num_milliseconds(),
+                    "sync stopped; what was committed stays"
+                );
+                Ok(Handled::Stopped)
+            }
+            Err(RunError::Db(err)) => Err(err).context("writing the message index"),
+        }
+    }
+
+    async fn tier_of(&self, owner: Uuid) -> Tier {
+        match self.activity.tier(owner).await {
+            Ok(t) => t,
+            Err(err) => {
+                // Without Redis the owner is taken as recent: neither hammered nor forgotten.
+                tracing::warn!(%err, "activity unavailable; planning as recent");
+                Tier::Recent
+            }
+        }
+    }
+
+    async fn record_success(
+        &self,
+        row: &store::ScheduleRow,
+        report: SyncReport,
+    ) -> anyhow::Result<()> {
+        let tier = self.tier_of(row.owner_user_id).await;
+        let now = Utc::now();
+        let interval = self.activity.policy().interval(tier);
+        let next = now + chrono::Duration::from_std(interval).unwrap_or_default();
+        let duration_ms = i64::try_from(report.duration.as_millis()).unwrap_or(i64::MAX);
+        ::metrics::histogram!(metrics::SYNC_DURATION, "tier" => tier.name())
+            .record(report.duration.as_secs_f64());
+        ::metrics::counter!(metrics::MESSAGES_INDEXED).increment(report.new_messages.max(0) as u64);
+        let mut tx = self.pool.begin().await?;
+        store::record_success(&mut tx, row.mailbox_id, now, duration_ms, next, tier.code()).await?;
+        let actor = EventActor::Service(SERVICE.into());
+        let key = row.mailbox_id.to_string();
+        outbox::enqueue(
+            &mut tx,
+            SYNC_EVENTS,
+            row.org_id,
+            &key,
+            &actor,
+            ev::envelope::Payload::MailboxSynced(ev::MailboxSynced {
+                mailbox_id: key.clone(),
+                message_count: report.message_count,
+                unread_count: report.unread_count,
+                disk_bytes: report.disk_bytes,
+                duration_ms,
+                new_messages: report.new_messages,
+                synced_at: Some(prost_types::Timestamp {
+                    seconds: now.timestamp(),
+                    nanos: now.timestamp_subsec_nanos() as i32,
+                }),
+            }),
+        )
+        .await?;
+        for feed in report.new_for_feed {
+            outbox::enqueue(
+                &mut tx,
+                SYNC_EVENTS,
+                row.org_id,
+                &key,
+                &actor,
+                ev::envelope::Payload::NewMessages(feed),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        row: &store::ScheduleRow,
+        failure: SyncFailure,
+    ) -> anyhow::Result<()> {
+        let park = failure.kind == FailureKind::AuthFailed;
+        let failures = u32::try_from(row.failures.max(0)).unwrap_or(0) + 1;
+        let delay = backoff(
+            failures,
+            self.retry_base,
+            self.retry_cap,
+            rand::random::<f64>(),
+        );
+        let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        tracing::info!(kind = failure.kind.name(), error = %failure.message, park, retry_in_s = delay.as_secs(), "sync failed");
+        let mut tx = self.pool.begin().await?;
+        let Some((was_parked, failures)) = store::record_failure(
+            &mut tx,
+            row.mailbox_id,
+            failure.kind.name(),
+            &failure.message,
+            park,
+            next,
+        )
+        .await?
+        else {
+            return Ok(());
+        };
+        // A parked mailbox is reported once, not at every attempt.
+        if !(park && was_parked) {
+            let key = row.mailbox_id.to_string();
+            outbox::enqueue(
+                &mut tx,
+                SYNC_EVENTS,
+                row.org_id,
+                &key,
+                &EventActor::Service(SERVICE.into()),
+                ev::envelope::Payload::MailboxSyncFailed(ev::MailboxSyncFailed {
+                    mailbox_id: key.clone(),
+                    kind: failure.kind.to_proto() as i32,
+                    message: failure.message,
+                    parked: park,
+                    failures,
+                }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Shared handle for the consumer.
+pub fn handler(worker: Worker) -> Arc<dyn WorkHandler> {
+    Arc::new(worker)
+}
