@@ -124,8 +124,11 @@ start_dovecot() {
   export MAILROOM_IMAP_ADDR="127.0.0.1:$IMAP_PORT"
   export MAILROOM_SUBMISSION_ADDR="127.0.0.1:$SUBMISSION_PORT"
   local dir="$STACK/dovecot"
+  # Tests that need a mailbox of their own add a user to this file (Dovecot re-reads it).
+  export MAILROOM_DOVECOT_USERS="$dir/users"
   if port_open "$IMAP_PORT" && [ -f "$dir/dovecot.conf" ] \
-    && { ! port_open "$SUBMISSION_PORT" || ! grep -q anvil-auth-penalty "$dir/dovecot.conf"; }; then
+    && { ! port_open "$SUBMISSION_PORT" || ! grep -q anvil-auth-penalty "$dir/dovecot.conf" \
+      || ! grep -q special_use "$dir/dovecot.conf"; }; then
     # Started from an older configuration (without submission, or with the auth penalty):
     # start it again.
     doveadm -c "$dir/dovecot.conf" stop 2>/dev/null || true
@@ -169,6 +172,36 @@ default_internal_user = nobody
 default_internal_group = nogroup
 default_login_user = nobody
 mail_location = maildir:$dir/mail/%u
+# Folders marked with their special use (RFC 6154), made at first login, as most servers do.
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Drafts {
+    special_use = \\Drafts
+    auto = subscribe
+  }
+  mailbox Sent {
+    special_use = \\Sent
+    auto = subscribe
+  }
+  mailbox Trash {
+    special_use = \\Trash
+    auto = subscribe
+  }
+  mailbox Junk {
+    special_use = \\Junk
+    auto = subscribe
+  }
+}
+mail_plugins = \$mail_plugins quota
+protocol imap {
+  mail_plugins = \$mail_plugins imap_quota
+}
+plugin {
+  quota = count:User quota
+  quota_rule = *:storage=1G
+  quota_vsizes = yes
+}
 passdb {
   driver = passwd-file
   args = scheme=PLAIN $dir/users

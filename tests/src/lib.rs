@@ -7,6 +7,7 @@
 //! private tansu for tests that stop and restart the broker.
 
 pub mod bench;
+pub mod mailstore;
 pub mod spicedb;
 
 use std::net::SocketAddr;

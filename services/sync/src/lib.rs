@@ -2,6 +2,7 @@
 //! who are active, by workers that scale out.
 //!
 //! A tour:
+//! - [`demo`]: sample mail for `mailroom dev`, tests and benchmarks.
 //! - [`domain`]: tiers and their intervals, client kinds, back-off, the index's compact
 //!   forms; [`envelope`]: a message's envelope as the index keeps it.
 //! - [`activity`]: heartbeats in Redis and the tier they put an owner in.
@@ -20,6 +21,7 @@
 pub mod activity;
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod envelope;

@@ -1,0 +1,209 @@
+//! The sync engine against the real Dovecot: the index must equal the server after a first
+//! sync, after new mail, flag changes, expunges and a UIDVALIDITY change, and after a sync
+//! that was killed half-way; a sync with nothing new fetches nothing; a wrong password is
+//! an authentication failure that names no secret.
+
+use std::time::Duration;
+
+use mailroom_sync::engine::{Engine, EngineOptions};
+use mailroom_sync::error::{FailureKind, RunError};
+use mailroom_sync::imap::{Login, Security};
+use mailroom_tests::mailstore::{append_samples, indexed_messages, new_mail_user, server_messages, MailUser};
+use mailroom_tests::{create_database, StackEnv};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn index_db() -> PgPool {
+    let env = StackEnv::load();
+    let url = create_database(&env.database_url).await;
+    let pool = mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 8)
+        .await
+        .expect("connect");
+    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS)
+        .await
+        .expect("migrate");
+    pool
+}
+
+fn engine(pool: &PgPool, batch: usize) -> Engine {
+    Engine::new(
+        pool.clone(),
+        EngineOptions {
+            batch,
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(30),
+            allow_local: true,
+        },
+    )
+}
+
+fn login(user: &MailUser) -> Login {
+    Login {
+        host: user.host.clone(),
+        port: user.port,
+        security: Security::None,
+        username: user.username.clone(),
+        password: SecretString::from(user.password.clone()),
+    }
+}
+
+async fn unseen_outside_special(imap: &mut mailroom_tests::mailstore::Imap, folders: &[&str]) -> i64 {
+    let mut total = 0;
+    for f in folders {
+        let status = imap.status(f, "(UNSEEN)").await.expect("STATUS");
+        total += i64::from(status.unseen.unwrap_or(0));
+    }
+    total
+}
+
+#[tokio::test]
+async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidvalidity() {
+    let pool = index_db().await;
+    let engine = engine(&pool, 50);
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    imap.create("Projects").await.expect("CREATE");
+    imap.create("Archive").await.expect("CREATE");
+    append_samples(&mut imap, "INBOX", 0, 120, &user.username).await;
+    append_samples(&mut imap, "Sent", 200, 230, &user.username).await;
+    append_samples(&mut imap, "Projects", 300, 325, &user.username).await;
+    append_samples(&mut imap, "Trash", 400, 405, &user.username).await;
+    append_samples(&mut imap, "Archive", 500, 510, &user.username).await;
+    let mailbox = Uuid::new_v4();
+    let stop = CancellationToken::new();
+
+    // The first sync: everything, as the server has it.
+    let first = engine.sync(mailbox, &login(&user), false, &stop).await.expect("first sync");
+    let server = server_messages(&mut imap).await;
+    assert_eq!(server.len(), 190);
+    assert_eq!(indexed_messages(&pool, mailbox).await, server);
+    assert_eq!(first.new_messages, 190);
+    assert_eq!(first.message_count, 190);
+    // Unread counts leave Sent and Trash (special-use folders) out.
+    let unread = unseen_outside_special(&mut imap, &["INBOX", "Projects", "Archive", "Drafts", "Junk"]).await;
+    assert!(unread > 0);
+    assert_eq!(first.unread_count, unread);
+    let sizes: i64 = server.iter().map(|m| i64::from(m.3)).sum();
+    // Dovecot's QUOTA answers in KiB.
+    assert!((first.disk_bytes - sizes).abs() <= 1024, "disk {} vs sizes {sizes}", first.disk_bytes);
+
+    // Nothing changed: every folder ends at its STATUS.
+    let again = engine.sync(mailbox, &login(&user), false, &stop).await.expect("no-change sync");
+    assert_eq!(again.unchanged_folders, again.folders, "{again:?}");
+    assert_eq!(again.new_messages + again.flag_changes + again.expunged, 0);
+
+    // New mail, flag changes, expunges, and a folder made again (a new UIDVALIDITY).
+    append_samples(&mut imap, "INBOX", 120, 130, &user.username).await;
+    imap.select("INBOX").await.expect("SELECT");
+    {
+        let stream = imap.uid_store("2:5", "+FLAGS (\\Seen \\Answered)").await.expect("STORE");
+        let _: Vec<_> = futures::StreamExt::collect(stream).await;
+    }
+    {
+        let stream = imap.uid_store("7", "-FLAGS (\\Flagged)").await.expect("STORE");
+        let _: Vec<_> = futures::StreamExt::collect(stream).await;
+    }
+    imap.select("Projects").await.expect("SELECT");
+    {
+        let stream = imap.uid_store("1,4,9", "+FLAGS (\\Deleted)").await.expect("STORE");
+        let _: Vec<_> = futures::StreamExt::collect(stream).await;
+    }
+    {
+        let stream = imap.expunge().await.expect("EXPUNGE");
+        let _: Vec<_> = futures::StreamExt::collect(stream).await;
+    }
+    imap.select("INBOX").await.expect("SELECT");
+    imap.delete("Archive").await.expect("DELETE");
+    imap.create("Archive").await.expect("CREATE");
+    append_samples(&mut imap, "Archive", 600, 604, &user.username).await;
+
+    let changed = engine.sync(mailbox, &login(&user), false, &stop).await.expect("sync after changes");
+    let server = server_messages(&mut imap).await;
+    assert_eq!(indexed_messages(&pool, mailbox).await, server);
+    assert_eq!(changed.new_messages, 14, "{changed:?}");
+    assert_eq!(changed.expunged, 3, "{changed:?}");
+    assert!(changed.flag_changes >= 4, "{changed:?}");
+    // The remade folder holds only its 4 new messages, UIDs from 1 again.
+    let archive: Vec<u32> = server.iter().filter(|m| m.0 == "Archive").map(|m| m.1).collect();
+    assert_eq!(archive, vec![1, 2, 3, 4]);
+    let _ = imap.logout().await;
+}
+
+#[tokio::test]
+async fn a_sync_killed_half_way_is_finished_by_the_next_without_loss_or_duplicates() {
+    let pool = index_db().await;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 1500, &user.username).await;
+    let mailbox = Uuid::new_v4();
+
+    // Small batches so the kill lands between commits.
+    let first = engine(&pool, 25);
+    let task = {
+        let login = login(&user);
+        tokio::spawn(async move {
+            let stop = CancellationToken::new();
+            first.sync(mailbox, &login, false, &stop).await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages WHERE mailbox_id = $1")
+            .bind(mailbox)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if n >= 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the first sync made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Killed: no cleanup, whatever was in flight is lost with it.
+    task.abort();
+    let _ = task.await;
+    let partial = indexed_messages(&pool, mailbox).await.len();
+    assert!(partial < 1500, "the sync finished before it could be killed ({partial})");
+
+    let second = engine(&pool, 200)
+        .sync(mailbox, &login(&user), false, &CancellationToken::new())
+        .await
+        .expect("the second sync");
+    let server = server_messages(&mut imap).await;
+    assert_eq!(server.len(), 1500);
+    assert_eq!(indexed_messages(&pool, mailbox).await, server);
+    assert_eq!(second.new_messages as usize, 1500 - partial, "the second sync fetched again what was committed");
+    let _ = imap.logout().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_authentication_failure_that_names_no_secret() {
+    let pool = index_db().await;
+    let user = new_mail_user();
+    // The user exists once Dovecot has read it.
+    let _ = user.session().await.logout().await;
+    let mut wrong = login(&user);
+    wrong.password = SecretString::from("not-the-password-4711".to_owned());
+    let err = engine(&pool, 10)
+        .sync(Uuid::new_v4(), &wrong, false, &CancellationToken::new())
+        .await
+        .expect_err("a wrong password fails");
+    match err {
+        RunError::Failed(f) => {
+            assert_eq!(f.kind, FailureKind::AuthFailed, "{f:?}");
+            assert!(f.message.contains("update the mailbox's password"), "{}", f.message);
+            assert!(!f.message.contains("4711"), "{}", f.message);
+        }
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
+    // A closed port is unreachable, not an authentication failure.
+    let mut closed = login(&user);
+    closed.port = 1;
+    let err = engine(&pool, 10)
+        .sync(Uuid::new_v4(), &closed, false, &CancellationToken::new())
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, RunError::Failed(ref f) if f.kind == FailureKind::Unreachable), "{err:?}");
+}
