@@ -34,12 +34,16 @@ use tonic::transport::Channel;
 pub use mailroom_proto::access::v1 as access_pb;
 pub use mailroom_proto::identity::v1 as identity_pb;
 pub use mailroom_proto::mailboxes::v1 as mailboxes_pb;
+pub use mailroom_proto::sync::v1 as sync_pb;
+use mailroom_proto::sync::v1::sync_service_client::SyncServiceClient;
 
 /// The test service credential every spawned app accepts.
 pub const TEST_CLIENT: &str = "tests";
 const TEST_SECRET: &str = "test-service-secret";
 /// The registry's own credential at identity in tests.
 const MAILBOXES_SECRET: &str = "test-mailboxes-secret";
+/// The sync service's own credential at identity in tests.
+const SYNC_SECRET: &str = "test-sync-secret";
 /// Password of every user the helpers create.
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -90,6 +94,8 @@ pub struct AppOptions {
     pub with_access: bool,
     /// Also start the mailbox registry (and access control, which it asks).
     pub with_mailboxes: bool,
+    /// Also start the sync service (and the registry and access control).
+    pub with_sync: bool,
 }
 
 /// Identity running for one test.
@@ -104,6 +110,11 @@ pub struct TestApp {
     pub access: Option<AccessServiceClient<Channel>>,
     /// The mailbox registry, when started ([`spawn_app_with_mailboxes`]).
     pub mailboxes: Option<MailboxServiceClient<Channel>>,
+    /// The sync service, when started ([`spawn_app_with_sync`]).
+    pub sync: Option<SyncServiceClient<Channel>>,
+    /// Where access control and the registry listen, when started.
+    pub access_endpoint: Option<String>,
+    pub mailboxes_endpoint: Option<String>,
     /// The registry's sealing keys (newest first), as configured.
     pub sealing_keys: Vec<String>,
     pub env: StackEnv,
@@ -127,6 +138,15 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with_access() -> TestApp {
     spawn_app_with(AppOptions {
         with_access: true,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// Identity, access control, the mailbox registry and the sync service.
+pub async fn spawn_app_with_sync() -> TestApp {
+    spawn_app_with(AppOptions {
+        with_sync: true,
         ..AppOptions::default()
     })
     .await
@@ -179,6 +199,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     config
         .service_clients
         .insert("mailboxes".into(), SecretString::from(MAILBOXES_SECRET));
+    config
+        .service_clients
+        .insert("sync".into(), SecretString::from(SYNC_SECRET));
     config.smtp.host = env.smtp_host.clone();
     config.smtp.port = env.smtp_port;
 
@@ -213,6 +236,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         auth: AuthServiceClient::new(channel),
         access: None,
         mailboxes: None,
+        sync: None,
+        access_endpoint: None,
+        mailboxes_endpoint: None,
         sealing_keys: vec![mailroom_platform::sealed::SealingKeys::generate("k1")],
         env,
         platform,
@@ -220,15 +246,21 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         access_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
         shutdown,
     };
-    if options.with_access || options.with_mailboxes {
+    if options.with_access || options.with_mailboxes || options.with_sync {
         let (client, access_endpoint) = app.start_access_replica(app.shutdown.clone()).await;
         app.access = Some(client);
-        if options.with_mailboxes {
+        app.access_endpoint = Some(access_endpoint.clone());
+        if options.with_mailboxes || options.with_sync {
             let keys = app.sealing_keys.clone();
-            let client = app
-                .start_mailboxes(&access_endpoint, keys, app.shutdown.clone())
+            let (client, endpoint) = app
+                .launch_mailboxes(&access_endpoint, keys, app.shutdown.clone())
                 .await;
             app.mailboxes = Some(client);
+            app.mailboxes_endpoint = Some(endpoint);
+        }
+        if options.with_sync {
+            let client = app.start_sync(app.shutdown.clone(), |_| {}).await;
+            app.sync = Some(client);
         }
     }
     app
@@ -307,6 +339,18 @@ impl TestApp {
         sealing_keys: Vec<String>,
         shutdown: CancellationToken,
     ) -> MailboxServiceClient<Channel> {
+        self.launch_mailboxes(access_endpoint, sealing_keys, shutdown)
+            .await
+            .0
+    }
+
+    /// As [`TestApp::start_mailboxes`], also returning the registry's endpoint.
+    pub async fn launch_mailboxes(
+        &self,
+        access_endpoint: &str,
+        sealing_keys: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> (MailboxServiceClient<Channel>, String) {
         let config = mailroom_mailboxes::MailboxesConfig {
             identity_endpoint: self.endpoint.clone(),
             access_endpoint: access_endpoint.to_owned(),
@@ -333,7 +377,66 @@ impl TestApp {
                 eprintln!("test mailboxes server stopped: {err}");
             }
         });
-        MailboxServiceClient::new(connect(&endpoint).await)
+        (
+            MailboxServiceClient::new(connect(&endpoint).await),
+            endpoint,
+        )
+    }
+
+    /// The sync configuration tests run with: quick ticks and leases, loopback servers
+    /// allowed, consumer groups of this test's own.
+    pub fn sync_config(&self) -> mailroom_sync::SyncConfig {
+        mailroom_sync::SyncConfig {
+            identity_endpoint: self.endpoint.clone(),
+            access_endpoint: self.access_endpoint.clone().unwrap_or_default(),
+            mailboxes_endpoint: self.mailboxes_endpoint.clone().unwrap_or_default(),
+            service_client_id: "sync".into(),
+            service_client_secret: SecretString::from(SYNC_SECRET),
+            consumer_group: format!("tests-sync-{}", uuid::Uuid::new_v4().simple()),
+            worker_group: format!("tests-sync-workers-{}", uuid::Uuid::new_v4().simple()),
+            tick_ms: 100,
+            lease_ttl_ms: 3_000,
+            request_timeout_secs: 5,
+            retry_base_secs: 1,
+            retry_cap_secs: 5,
+            connect_timeout_ms: 5_000,
+            io_timeout_ms: 10_000,
+            allow_local_servers: true,
+            ..Default::default()
+        }
+    }
+
+    /// Starts a sync replica (registry and access must be running) with the test
+    /// configuration adjusted by `tweak`, stopped by `shutdown`.
+    pub async fn start_sync(
+        &self,
+        shutdown: CancellationToken,
+        tweak: impl FnOnce(&mut mailroom_sync::SyncConfig),
+    ) -> SyncServiceClient<Channel> {
+        let mut config = self.sync_config();
+        tweak(&mut config);
+        let started = mailroom_sync::start(&self.platform, config)
+            .await
+            .expect("sync starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let platform = self.platform.clone();
+        let verifier = self.verifier.clone();
+        tokio::spawn(async move {
+            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
+                eprintln!("test sync server stopped: {err}");
+            }
+        });
+        SyncServiceClient::new(connect(&endpoint).await)
+    }
+
+    /// The sync client (the app must have been spawned with sync).
+    pub fn sync(&self) -> SyncServiceClient<Channel> {
+        self.sync
+            .clone()
+            .expect("spawn the app with sync (spawn_app_with_sync)")
     }
 
     /// The registry client (the app must have been spawned with mailboxes).

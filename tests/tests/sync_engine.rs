@@ -8,7 +8,9 @@ use std::time::Duration;
 use mailroom_sync::engine::{Engine, EngineOptions};
 use mailroom_sync::error::{FailureKind, RunError};
 use mailroom_sync::imap::{Login, Security};
-use mailroom_tests::mailstore::{append_samples, indexed_messages, new_mail_user, server_messages, MailUser};
+use mailroom_tests::mailstore::{
+    append_samples, indexed_messages, new_mail_user, server_messages, MailUser,
+};
 use mailroom_tests::{create_database, StackEnv};
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -49,7 +51,10 @@ fn login(user: &MailUser) -> Login {
     }
 }
 
-async fn unseen_outside_special(imap: &mut mailroom_tests::mailstore::Imap, folders: &[&str]) -> i64 {
+async fn unseen_outside_special(
+    imap: &mut mailroom_tests::mailstore::Imap,
+    folders: &[&str],
+) -> i64 {
     let mut total = 0;
     for f in folders {
         let status = imap.status(f, "(UNSEEN)").await.expect("STATUS");
@@ -75,22 +80,36 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     let stop = CancellationToken::new();
 
     // The first sync: everything, as the server has it.
-    let first = engine.sync(mailbox, &login(&user), false, &stop).await.expect("first sync");
+    let first = engine
+        .sync(mailbox, &login(&user), false, &stop)
+        .await
+        .expect("first sync");
     let server = server_messages(&mut imap).await;
     assert_eq!(server.len(), 190);
     assert_eq!(indexed_messages(&pool, mailbox).await, server);
     assert_eq!(first.new_messages, 190);
     assert_eq!(first.message_count, 190);
     // Unread counts leave Sent and Trash (special-use folders) out.
-    let unread = unseen_outside_special(&mut imap, &["INBOX", "Projects", "Archive", "Drafts", "Junk"]).await;
+    let unread = unseen_outside_special(
+        &mut imap,
+        &["INBOX", "Projects", "Archive", "Drafts", "Junk"],
+    )
+    .await;
     assert!(unread > 0);
     assert_eq!(first.unread_count, unread);
     let sizes: i64 = server.iter().map(|m| i64::from(m.3)).sum();
     // Dovecot's QUOTA answers in KiB.
-    assert!((first.disk_bytes - sizes).abs() <= 1024, "disk {} vs sizes {sizes}", first.disk_bytes);
+    assert!(
+        (first.disk_bytes - sizes).abs() <= 1024,
+        "disk {} vs sizes {sizes}",
+        first.disk_bytes
+    );
 
     // Nothing changed: every folder ends at its STATUS.
-    let again = engine.sync(mailbox, &login(&user), false, &stop).await.expect("no-change sync");
+    let again = engine
+        .sync(mailbox, &login(&user), false, &stop)
+        .await
+        .expect("no-change sync");
     assert_eq!(again.unchanged_folders, again.folders, "{again:?}");
     assert_eq!(again.new_messages + again.flag_changes + again.expunged, 0);
 
@@ -98,16 +117,25 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     append_samples(&mut imap, "INBOX", 120, 130, &user.username).await;
     imap.select("INBOX").await.expect("SELECT");
     {
-        let stream = imap.uid_store("2:5", "+FLAGS (\\Seen \\Answered)").await.expect("STORE");
+        let stream = imap
+            .uid_store("2:5", "+FLAGS (\\Seen \\Answered)")
+            .await
+            .expect("STORE");
         let _: Vec<_> = futures::StreamExt::collect(stream).await;
     }
     {
-        let stream = imap.uid_store("7", "-FLAGS (\\Flagged)").await.expect("STORE");
+        let stream = imap
+            .uid_store("7", "-FLAGS (\\Flagged)")
+            .await
+            .expect("STORE");
         let _: Vec<_> = futures::StreamExt::collect(stream).await;
     }
     imap.select("Projects").await.expect("SELECT");
     {
-        let stream = imap.uid_store("1,4,9", "+FLAGS (\\Deleted)").await.expect("STORE");
+        let stream = imap
+            .uid_store("1,4,9", "+FLAGS (\\Deleted)")
+            .await
+            .expect("STORE");
         let _: Vec<_> = futures::StreamExt::collect(stream).await;
     }
     {
@@ -119,14 +147,21 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     imap.create("Archive").await.expect("CREATE");
     append_samples(&mut imap, "Archive", 600, 604, &user.username).await;
 
-    let changed = engine.sync(mailbox, &login(&user), false, &stop).await.expect("sync after changes");
+    let changed = engine
+        .sync(mailbox, &login(&user), false, &stop)
+        .await
+        .expect("sync after changes");
     let server = server_messages(&mut imap).await;
     assert_eq!(indexed_messages(&pool, mailbox).await, server);
     assert_eq!(changed.new_messages, 14, "{changed:?}");
     assert_eq!(changed.expunged, 3, "{changed:?}");
     assert!(changed.flag_changes >= 4, "{changed:?}");
     // The remade folder holds only its 4 new messages, UIDs from 1 again.
-    let archive: Vec<u32> = server.iter().filter(|m| m.0 == "Archive").map(|m| m.1).collect();
+    let archive: Vec<u32> = server
+        .iter()
+        .filter(|m| m.0 == "Archive")
+        .map(|m| m.1)
+        .collect();
     assert_eq!(archive, vec![1, 2, 3, 4]);
     let _ = imap.logout().await;
 }
@@ -158,14 +193,20 @@ async fn a_sync_killed_half_way_is_finished_by_the_next_without_loss_or_duplicat
         if n >= 200 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the first sync made no progress");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first sync made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Killed: no cleanup, whatever was in flight is lost with it.
     task.abort();
     let _ = task.await;
     let partial = indexed_messages(&pool, mailbox).await.len();
-    assert!(partial < 1500, "the sync finished before it could be killed ({partial})");
+    assert!(
+        partial < 1500,
+        "the sync finished before it could be killed ({partial})"
+    );
 
     let second = engine(&pool, 200)
         .sync(mailbox, &login(&user), false, &CancellationToken::new())
@@ -174,7 +215,11 @@ async fn a_sync_killed_half_way_is_finished_by_the_next_without_loss_or_duplicat
     let server = server_messages(&mut imap).await;
     assert_eq!(server.len(), 1500);
     assert_eq!(indexed_messages(&pool, mailbox).await, server);
-    assert_eq!(second.new_messages as usize, 1500 - partial, "the second sync fetched again what was committed");
+    assert_eq!(
+        second.new_messages as usize,
+        1500 - partial,
+        "the second sync fetched again what was committed"
+    );
     let _ = imap.logout().await;
 }
 
@@ -193,7 +238,11 @@ async fn a_wrong_password_is_an_authentication_failure_that_names_no_secret() {
     match err {
         RunError::Failed(f) => {
             assert_eq!(f.kind, FailureKind::AuthFailed, "{f:?}");
-            assert!(f.message.contains("update the mailbox's password"), "{}", f.message);
+            assert!(
+                f.message.contains("update the mailbox's password"),
+                "{}",
+                f.message
+            );
             assert!(!f.message.contains("4711"), "{}", f.message);
         }
         other => panic!("expected an authentication failure, got {other:?}"),
@@ -205,5 +254,8 @@ async fn a_wrong_password_is_an_authentication_failure_that_names_no_secret() {
         .sync(Uuid::new_v4(), &closed, false, &CancellationToken::new())
         .await
         .expect_err("nothing listens on port 1");
-    assert!(matches!(err, RunError::Failed(ref f) if f.kind == FailureKind::Unreachable), "{err:?}");
+    assert!(
+        matches!(err, RunError::Failed(ref f) if f.kind == FailureKind::Unreachable),
+        "{err:?}"
+    );
 }

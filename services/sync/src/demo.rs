@@ -35,7 +35,10 @@ const LINES: &[&str] = &[
 pub fn message(n: usize, to: &str) -> (Vec<u8>, DateTime<Utc>) {
     let (name, from) = SENDERS[n % SENDERS.len()];
     let subject = SUBJECTS[(n / 3) % SUBJECTS.len()].replace("{n}", &(1000 + n).to_string());
-    let base = Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).single().unwrap_or_default();
+    let base = Utc
+        .with_ymd_and_hms(2026, 1, 5, 9, 0, 0)
+        .single()
+        .unwrap_or_default();
     let date = base + Duration::minutes(37 * n as i64);
     let encode = |text: &str| {
         if text.is_ascii() {
@@ -87,6 +90,9 @@ mod tests {
         assert_ne!(a.len(), b.len());
         let text = String::from_utf8(message(9, "x@acme.test").0).unwrap();
         let line = text.lines().find(|l| l.starts_with("Subject: ")).unwrap();
-        assert_eq!(decode_words(line["Subject: ".len()..].as_bytes()), subject(9));
+        assert_eq!(
+            decode_words(line["Subject: ".len()..].as_bytes()),
+            subject(9)
+        );
     }
 }

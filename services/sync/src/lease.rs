@@ -44,6 +44,10 @@ impl Leases {
         }
     }
 
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn holder(&self) -> &str {
         &self.holder
     }

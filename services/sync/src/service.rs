@@ -193,10 +193,12 @@ impl Sync {
                     folder_name = Some(name.clone())
                 }
                 ("unseen", Op::Eq, Value::Bool(b)) => unseen_only = *b,
-                _ => return Err(SyncError::InvalidArgument(format!(
+                _ => {
+                    return Err(SyncError::InvalidArgument(format!(
                     "filter on `{}` is not supported; use `folder = \"INBOX\"` and `unseen = true`",
                     c.field
-                ))),
+                )))
+                }
             }
         }
         self.readable(principal, id).await?;

@@ -112,6 +112,24 @@ pub async fn take_due(
     .await
 }
 
+/// A mailbox whose lease was held elsewhere is looked at again after `after` (unless it is
+/// due sooner anyway).
+pub async fn retry_soon(
+    pool: &PgPool,
+    mailbox: Uuid,
+    after: std::time::Duration,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE schedule SET next_due = LEAST(next_due, now() + make_interval(secs => $2)) \
+         WHERE mailbox_id = $1",
+    )
+    .bind(mailbox)
+    .bind(after.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// How many mailboxes are due now, by tier (a gauge for scaling).
 pub async fn due_by_tier(pool: &PgPool) -> sqlx::Result<Vec<(i16, i64)>> {
     sqlx::query_as(

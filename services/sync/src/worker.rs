@@ -81,7 +81,18 @@ impl Worker {
         stop: &CancellationToken,
     ) -> anyhow::Result<Handled> {
         let name = mailbox.to_string();
+        // Not ours to sync (another deployment's, or gone), or parked: no lease needed.
+        match store::schedule_row(&self.pool, mailbox).await? {
+            Some(row) if !row.parked => {}
+            _ => {
+                metrics::sync_outcome("skipped");
+                return Ok(Handled::Skipped);
+            }
+        }
         if !self.leases.try_acquire(&name).await? {
+            // Another worker is on it, or died holding it: look again once a lease could
+            // have expired, so a dead worker's mailbox is taken over within about a TTL.
+            store::retry_soon(&self.pool, mailbox, self.leases.ttl()).await?;
             metrics::sync_outcome("busy");
             return Ok(Handled::Busy);
         }
