@@ -177,10 +177,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .merge(("metrics_enabled", false))
         .merge(("log_level", "warn"));
     let platform = PlatformConfig::load(&figment).expect("test platform config");
+    // MAILROOM_TEST_LOG=info,mailroom_sync=debug shows more of what a test's services do.
+    let level = std::env::var("MAILROOM_TEST_LOG").unwrap_or_else(|_| "warn".into());
     let _ = mailroom_platform::telemetry::init(
         "tests",
         mailroom_platform::config::LogFormat::Pretty,
-        "warn",
+        &level,
     );
 
     let mut config = mailroom_identity::IdentityConfig {

@@ -28,19 +28,14 @@ pub struct MailUser {
 
 /// Adds a fresh user to the stack's Dovecot (it re-reads its passwd-file) and returns it.
 pub fn new_mail_user() -> MailUser {
-    let users = std::env::var("MAILROOM_DOVECOT_USERS")
-        .expect("MAILROOM_DOVECOT_USERS is not set: run the tests with .ci/test");
     let addr = std::env::var("MAILROOM_IMAP_ADDR").expect("MAILROOM_IMAP_ADDR");
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let username = format!("t{}@sync.test", &Uuid::new_v4().simple().to_string()[..12]);
     let password = format!("pw-{}", Uuid::new_v4().simple());
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&users)
-        .expect("open the Dovecot users file");
-    // One write of one short line: appends from parallel tests do not interleave.
-    file.write_all(format!("{username}:{{PLAIN}}{password}::::::\n").as_bytes())
-        .expect("add a Dovecot user");
+    with_users_file(|file| {
+        file.write_all(format!("{username}:{{PLAIN}}{password}::::::\n").as_bytes())
+            .expect("add a Dovecot user");
+    });
     MailUser {
         username,
         password,
@@ -49,7 +44,56 @@ pub fn new_mail_user() -> MailUser {
     }
 }
 
+/// Runs `f` on Dovecot's users file (opened to append) under an exclusive lock, so tests
+/// adding users and changing passwords in parallel do not lose each other's lines.
+fn with_users_file<T>(f: impl FnOnce(&mut std::fs::File) -> T) -> T {
+    use std::os::fd::AsRawFd as _;
+    let users = std::env::var("MAILROOM_DOVECOT_USERS")
+        .expect("MAILROOM_DOVECOT_USERS is not set: run the tests with .ci/test");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{users}.lock"))
+        .expect("open the users file's lock");
+    // SAFETY: flock on a descriptor this function owns for the duration of the call.
+    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "lock the Dovecot users file");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&users)
+        .expect("open the Dovecot users file");
+    let out = f(&mut file);
+    // SAFETY: as above; closing the lock file would release it too.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
+    out
+}
+
 impl MailUser {
+    /// Changes this user's password on the server (the registry still has the old one).
+    pub fn set_server_password(&mut self, password: &str) {
+        let users = std::env::var("MAILROOM_DOVECOT_USERS").expect("MAILROOM_DOVECOT_USERS");
+        let prefix = format!("{}:", self.username);
+        with_users_file(|_| {
+            let text = std::fs::read_to_string(&users).expect("read the users file");
+            let changed: String = text
+                .lines()
+                .map(|line| {
+                    if line.starts_with(&prefix) {
+                        format!("{}:{{PLAIN}}{password}::::::\n", self.username)
+                    } else {
+                        format!("{line}\n")
+                    }
+                })
+                .collect();
+            // Replaced whole, so Dovecot never reads half a file.
+            let temp = format!("{users}.{}", Uuid::new_v4().simple());
+            std::fs::write(&temp, changed).expect("write the users file");
+            std::fs::rename(&temp, &users).expect("replace the users file");
+        });
+        self.password = password.to_owned();
+    }
+
     /// A plain IMAP session as this user (retrying while Dovecot picks the user up).
     pub async fn session(&self) -> Imap {
         let mut last = String::new();

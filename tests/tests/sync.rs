@@ -73,21 +73,27 @@ async fn registry_until(
     what: &str,
     wanted: impl Fn(&mpb::Mailbox) -> bool,
 ) -> mpb::Mailbox {
-    let deadline = Instant::now() + Duration::from_secs(45);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let got = app
             .mailboxes()
             .get_mailbox(authed(token, mpb::GetMailboxRequest { id: mailbox.into() }))
-            .await
-            .expect("get mailbox")
-            .into_inner();
-        if wanted(&got) {
-            return got;
+            .await;
+        match got {
+            Ok(got) => {
+                let got = got.into_inner();
+                if wanted(&got) {
+                    return got;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the registry never showed {what}: {got:?}"
+                );
+            }
+            // Access control has not heard of a just-made account yet.
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {}
+            Err(s) => panic!("get mailbox: {s:?}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the registry never showed {what}: {got:?}"
-        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -143,6 +149,12 @@ async fn list_when_known(
 
 fn secs(t: &Option<prost_types::Timestamp>) -> i64 {
     t.as_ref().map(|t| t.seconds).unwrap_or(0)
+}
+
+fn nanos(t: &Option<prost_types::Timestamp>) -> i128 {
+    t.as_ref()
+        .map(|t| i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos))
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -352,5 +364,319 @@ async fn a_connected_mailbox_is_synced_its_counters_reach_the_registry_and_only_
     })
     .await;
     assert_eq!(server_messages(&mut imap).await.len(), 53);
+    let _ = imap.logout().await;
+}
+
+/// How many events of `event_type` the sync service wrote for `mailbox`.
+async fn sync_events(app: &TestApp, mailbox: &str, event_type: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM sync.outbox WHERE record_key = $1 AND headers->>'event-type' = $2",
+    )
+    .bind(mailbox)
+    .bind(event_type)
+    .fetch_one(&app.pool)
+    .await
+    .expect("read the sync outbox");
+    n
+}
+
+#[tokio::test]
+async fn a_wrong_password_parks_the_mailbox_once_and_an_update_unparks_it() {
+    let app = spawn_app_with_sync().await;
+    let org = app.create_org(50).await;
+    let mut user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 10, &user.username).await;
+    let _ = imap.logout().await;
+    let mailbox = connect(&app, &org, &org.admin_id, &user).await;
+    registry_until(&app, &org.admin_token, &mailbox.id, "the first sync", |m| {
+        m.message_count == 10
+    })
+    .await;
+
+    // The password changes on the server; the registry still has the old one.
+    let old_password = user.password.clone();
+    user.set_server_password("changed-on-the-server");
+    let sync_now = || async {
+        app.mailboxes()
+            .sync_mailbox_now(authed(
+                &org.admin_token,
+                mpb::SyncMailboxNowRequest {
+                    id: mailbox.id.clone(),
+                },
+            ))
+            .await
+            .expect("sync now");
+    };
+    sync_now().await;
+    let parked = registry_until(&app, &org.admin_token, &mailbox.id, "AUTH_FAILED", |m| {
+        m.sync_state == mpb::SyncState::AuthFailed as i32
+    })
+    .await;
+    assert!(
+        parked.sync_error.contains("update the mailbox's password"),
+        "{}",
+        parked.sync_error
+    );
+    assert!(!parked.sync_error.contains(&old_password));
+    let st = status(&app, &org.admin_token, &mailbox.id)
+        .await
+        .expect("status");
+    assert!(
+        st.next_sync_time.is_none(),
+        "a parked mailbox is not planned: {st:?}"
+    );
+    assert!(st.last_error.starts_with("parked"), "{}", st.last_error);
+
+    // Asked again, the registry says why not; the sync neither retries nor reports again.
+    let refused = app
+        .mailboxes()
+        .sync_mailbox_now(authed(
+            &org.admin_token,
+            mpb::SyncMailboxNowRequest {
+                id: mailbox.id.clone(),
+            },
+        ))
+        .await
+        .expect_err("a parked mailbox is not synced on request");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("parked"),
+        "{}",
+        refused.message()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sync_events(&app, &mailbox.id, "mailroom.events.v1.MailboxSyncFailed").await,
+        1,
+        "a parked mailbox's failure is reported once"
+    );
+
+    // The admin updates the password: the registry checks it, the sync un-parks and syncs.
+    app.mailboxes()
+        .update_mailbox(authed(
+            &org.admin_token,
+            mpb::UpdateMailboxRequest {
+                mailbox: Some(mpb::Mailbox {
+                    id: mailbox.id.clone(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["password".into()],
+                }),
+                password: user.password.clone(),
+            },
+        ))
+        .await
+        .expect("update the password");
+    let back = registry_until(&app, &org.admin_token, &mailbox.id, "OK again", |m| {
+        m.sync_state == mpb::SyncState::Ok as i32
+    })
+    .await;
+    assert_eq!(back.message_count, 10);
+    let st = status(&app, &org.admin_token, &mailbox.id)
+        .await
+        .expect("status");
+    assert!(
+        st.next_sync_time.is_some() && st.last_error.is_empty(),
+        "{st:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_active_owner_is_planned_sooner_than_a_dormant_one_and_a_heartbeat_pulls_the_sync_in() {
+    let app = spawn_app_with_sync().await;
+    let org = app.create_org(50).await;
+    let ann = app.create_user(&org, "ann", "").await;
+    let bob = app.create_user(&org, "bob", "").await;
+    let ann_token = app.login(&ann.login_email).await.expect("ann").access_token;
+    let (ann_box, bob_box) = (new_mail_user(), new_mail_user());
+    for u in [&ann_box, &bob_box] {
+        let mut imap = u.session().await;
+        append_samples(&mut imap, "INBOX", 0, 3, &u.username).await;
+        let _ = imap.logout().await;
+    }
+    let ann_mailbox = connect(&app, &org, &ann.id, &ann_box).await;
+    let bob_mailbox = connect(&app, &org, &bob.id, &bob_box).await;
+    for m in [&ann_mailbox, &bob_mailbox] {
+        registry_until(&app, &org.admin_token, &m.id, "the first sync", |x| {
+            x.message_count == 3
+        })
+        .await;
+    }
+    let planned = |st: &spb::SyncStatus| secs(&st.next_sync_time) - secs(&st.last_sync_time);
+    // Waits for a status of `mailbox` that `wanted` accepts (syncs already asked for, such
+    // as the registry's at connect and the scheduler's first, finish meanwhile).
+    let until =
+        |mailbox: String, what: &'static str, wanted: Box<dyn Fn(&spb::SyncStatus) -> bool>| {
+            let app = &app;
+            let org = &org;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let st = status(app, &org.admin_token, &mailbox)
+                        .await
+                        .expect("status");
+                    if wanted(&st) {
+                        return st;
+                    }
+                    assert!(Instant::now() < deadline, "never {what}: {st:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+    let day = |st: &spb::SyncStatus| (86_390..=86_410).contains(&planned(st));
+    let ann_before = until(
+        ann_mailbox.id.clone(),
+        "planned a day out",
+        Box::new(move |st| day(st)),
+    )
+    .await;
+    let bob_status = until(
+        bob_mailbox.id.clone(),
+        "planned a day out",
+        Box::new(move |st| day(st)),
+    )
+    .await;
+    // Neither owner has been seen: both dormant, planned a day out.
+    assert_eq!(bob_status.tier, spb::ActivityTier::Dormant as i32);
+    let dormant = planned(&bob_status);
+
+    // Ann opens a tab: her mailbox is due at once and, once synced, planned a minute out.
+    let beat = app
+        .sync()
+        .record_activity(authed(
+            &ann_token,
+            spb::RecordActivityRequest {
+                client: spb::ClientKind::WebTab as i32,
+            },
+        ))
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert_eq!(beat.tier, spb::ActivityTier::Active as i32);
+    // Pulled in from a day out to now (the scheduler may already have handed it out, which
+    // holds it for the request timeout, 5 s here, or the sync may even be done).
+    let before = nanos(&ann_before.last_sync_time);
+    let pulled = status(&app, &org.admin_token, &ann_mailbox.id)
+        .await
+        .expect("status");
+    let now = secs(&Some(prost_types::Timestamp::from(
+        std::time::SystemTime::now(),
+    )));
+    assert!(
+        secs(&pulled.next_sync_time) <= now + 6 || nanos(&pulled.last_sync_time) > before,
+        "the heartbeat did not pull the next sync in: {pulled:?}"
+    );
+    let ann_after = until(
+        ann_mailbox.id.clone(),
+        "synced again and planned a minute out",
+        Box::new(move |st| nanos(&st.last_sync_time) > before && planned(st) > 0),
+    )
+    .await;
+    assert_eq!(ann_after.tier, spb::ActivityTier::Active as i32);
+    let active = planned(&ann_after);
+    assert!((50..=70).contains(&active), "active plan {active} s");
+    assert!(
+        active * 100 < dormant,
+        "active {active} s vs dormant {dormant} s"
+    );
+    // Bob was left alone.
+    let bob_now = status(&app, &org.admin_token, &bob_mailbox.id)
+        .await
+        .expect("status");
+    assert_eq!(bob_now.tier, spb::ActivityTier::Dormant as i32);
+    assert!(day(&bob_now), "{bob_now:?}");
+
+    // Heartbeats come from people, for a known client.
+    let service = app.service_token().await;
+    let err = app
+        .sync()
+        .record_activity(authed(
+            &service,
+            spb::RecordActivityRequest {
+                client: spb::ClientKind::WebTab as i32,
+            },
+        ))
+        .await
+        .expect_err("a service is not a person");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = app
+        .sync()
+        .record_activity(authed(&ann_token, spb::RecordActivityRequest { client: 0 }))
+        .await
+        .expect_err("the client is required");
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_mailbox_whose_worker_died_holding_its_lease_is_taken_over() {
+    let app = spawn_app_with_sync().await;
+    let org = app.create_org(50).await;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 5, &user.username).await;
+    let mailbox = connect(&app, &org, &org.admin_id, &user).await;
+    registry_until(&app, &org.admin_token, &mailbox.id, "the first sync", |m| {
+        m.message_count == 5
+    })
+    .await;
+
+    // A worker takes the lease and dies: it never renews or returns it.
+    let redis =
+        mailroom_platform::redis::connect(&secrecy::SecretString::from(app.env.redis_url.clone()))
+            .await
+            .expect("redis");
+    let dead = mailroom_sync::lease::Leases::new(
+        redis.clone(),
+        "mailroom:sync:lease",
+        "dead-worker",
+        Duration::from_secs(3),
+    );
+    // (Once the live worker has finished the syncs asked for at connect.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dead.try_acquire(&mailbox.id).await.expect("lease") {
+        assert!(
+            Instant::now() < deadline,
+            "the live worker never returned the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    append_samples(&mut imap, "INBOX", 5, 9, &user.username).await;
+    let asked = Instant::now();
+    app.mailboxes()
+        .sync_mailbox_now(authed(
+            &org.admin_token,
+            mpb::SyncMailboxNowRequest {
+                id: mailbox.id.clone(),
+            },
+        ))
+        .await
+        .expect("sync now");
+    registry_until(
+        &app,
+        &org.admin_token,
+        &mailbox.id,
+        "the new mail after the takeover",
+        |m| m.message_count == 9,
+    )
+    .await;
+    // Not before the dead worker's lease ran out.
+    assert!(
+        asked.elapsed() >= Duration::from_millis(2_500),
+        "synced while the lease was held ({:?})",
+        asked.elapsed()
+    );
+    let live = mailroom_sync::lease::Leases::new(
+        redis,
+        "mailroom:sync:lease",
+        "observer",
+        Duration::from_secs(3),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live.holder_of(&mailbox.id).await.expect("holder").is_some() {
+        assert!(Instant::now() < deadline, "the lease was not returned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = imap.logout().await;
 }

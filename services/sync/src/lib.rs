@@ -209,6 +209,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         peers: peers.clone(),
         retry_base: Duration::from_secs(config.retry_base_secs.max(1)),
         retry_cap: Duration::from_secs(config.retry_cap_secs.max(1)),
+        stale_after: Duration::from_secs(config.request_timeout_secs.max(1)),
     });
     let scheduler = config.role.schedules().then(|| scheduler::Scheduler {
         pool: pool.clone(),

@@ -22,6 +22,9 @@ use crate::metrics;
 use crate::store;
 use crate::worker::SERVICE;
 
+/// The `reason` of the requests the scheduler issues.
+pub const REASON: &str = "scheduled";
+
 pub struct Scheduler {
     pub pool: PgPool,
     pub activity: Option<Activity>,
@@ -75,7 +78,7 @@ impl Scheduler {
                 ev::envelope::Payload::SyncRequested(ev::SyncRequested {
                     mailbox_id: key.clone(),
                     priority: ev::SyncPriority::Normal as i32,
-                    reason: "scheduled".into(),
+                    reason: REASON.into(),
                 }),
             )
             .await?;

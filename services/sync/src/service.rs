@@ -100,7 +100,11 @@ impl Sync {
                 },
                 Some(row),
             ) if row.org_id == *org_id => {
-                if self.peers.allowed(*user_id, VIEW, id).await? {
+                if self
+                    .peers
+                    .allowed(*user_id, VIEW, id, row.owner_user_id)
+                    .await?
+                {
                     Ok(row)
                 } else {
                     Err(SyncError::NotFound(id.to_string()))
@@ -114,7 +118,11 @@ impl Sync {
     async fn readable(&self, principal: &Principal, id: Uuid) -> Result<ScheduleRow> {
         let row = self.visible(principal, id).await?;
         let allowed = match principal {
-            Principal::User { user_id, .. } => self.peers.allowed(*user_id, READ_MAIL, id).await?,
+            Principal::User { user_id, .. } => {
+                self.peers
+                    .allowed(*user_id, READ_MAIL, id, row.owner_user_id)
+                    .await?
+            }
             Principal::Service { .. } => false,
         };
         if !allowed {

@@ -28,7 +28,7 @@ use crate::engine::{Engine, SyncReport};
 use crate::error::{FailureKind, RunError, SyncFailure};
 use crate::lease::Leases;
 use crate::metrics;
-use crate::peers::Peers;
+use crate::peers::{MailboxLogin, Peers};
 use crate::store;
 
 /// The service's name as an event actor.
@@ -42,6 +42,8 @@ pub struct Worker {
     pub peers: Peers,
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// Requests older than this are passed over (the scheduler issues due work again).
+    pub stale_after: Duration,
 }
 
 /// How one request ended.
@@ -64,7 +66,24 @@ impl WorkHandler for Worker {
             return Ok(());
         };
         let mailbox = Uuid::parse_str(&request.mailbox_id).context("mailbox_id is not a UUID")?;
-        match self.sync_one(mailbox, &stop).await? {
+        if let Some(at) = &event.occurred_at {
+            let lag_ms = (Utc::now().timestamp_millis()
+                - (at.seconds * 1000 + i64::from(at.nanos) / 1_000_000))
+                .max(0);
+            ::metrics::histogram!(metrics::REQUEST_LAG).record(lag_ms as f64 / 1000.0);
+            // A scheduled request older than the scheduler's hold has been issued again if
+            // the mailbox is still due: after an outage that backlog is passed over without a
+            // query. Requests from people ("sync now", a new password) are always done.
+            if request.reason == crate::scheduler::REASON
+                && lag_ms as u128 > self.stale_after.as_millis()
+            {
+                metrics::sync_outcome("stale");
+                return Ok(());
+            }
+        }
+        let handled = self.sync_one(mailbox, &stop).await?;
+        tracing::debug!(%mailbox, reason = %request.reason, ?handled, "sync request handled");
+        match handled {
             // Abandoned at shutdown: an error keeps the record uncommitted.
             Handled::Stopped if stop.is_cancelled() => anyhow::bail!("stopped"),
             _ => Ok(()),
@@ -81,7 +100,7 @@ impl Worker {
         stop: &CancellationToken,
     ) -> anyhow::Result<Handled> {
         let name = mailbox.to_string();
-        // Not ours to sync (another deployment's, or gone), or parked: no lease needed.
+        // Unknown here, or parked: nothing to do, and no lease taken.
         match store::schedule_row(&self.pool, mailbox).await? {
             Some(row) if !row.parked => {}
             _ => {
@@ -89,10 +108,21 @@ impl Worker {
                 return Ok(Handled::Skipped);
             }
         }
+        // The login is asked for before the lease: a mailbox the registry no longer has
+        // leaves the schedule without ever holding up the mailbox's lease.
+        let Some(login) = self.peers.login(mailbox).await? else {
+            let mut tx = self.pool.begin().await?;
+            store::forget_mailbox(&mut tx, mailbox).await?;
+            tx.commit().await?;
+            metrics::sync_outcome("skipped");
+            return Ok(Handled::Skipped);
+        };
         if !self.leases.try_acquire(&name).await? {
             // Another worker is on it, or died holding it: look again once a lease could
             // have expired, so a dead worker's mailbox is taken over within about a TTL.
             store::retry_soon(&self.pool, mailbox, self.leases.ttl()).await?;
+            let holder = self.leases.holder_of(&name).await.ok().flatten();
+            tracing::debug!(?holder, "lease busy");
             metrics::sync_outcome("busy");
             return Ok(Handled::Busy);
         }
@@ -106,7 +136,7 @@ impl Worker {
             let lost = lost.clone();
             tokio::spawn(async move { leases.keep(&name, done, lost).await })
         };
-        let result = self.sync_leased(mailbox, &lost).await;
+        let result = self.sync_leased(mailbox, login, &lost).await;
         done.cancel();
         let _ = keeper.await;
         if let Err(err) = self.leases.release(&name).await {
@@ -119,8 +149,10 @@ impl Worker {
     async fn sync_leased(
         &self,
         mailbox: Uuid,
+        login: MailboxLogin,
         stop: &CancellationToken,
     ) -> anyhow::Result<Handled> {
+        // Read again under the lease: the state another worker left is the one that counts.
         let Some(row) = store::schedule_row(&self.pool, mailbox).await? else {
             metrics::sync_outcome("skipped");
             return Ok(Handled::Skipped);
@@ -129,10 +161,6 @@ impl Worker {
             metrics::sync_outcome("skipped");
             return Ok(Handled::Skipped);
         }
-        let Some(login) = self.peers.login(mailbox).await? else {
-            metrics::sync_outcome("skipped");
-            return Ok(Handled::Skipped);
-        };
         let started = Utc::now();
         let result = self
             .engine
