@@ -70,8 +70,33 @@ fn with_users_file<T>(f: impl FnOnce(&mut std::fs::File) -> T) -> T {
 }
 
 impl MailUser {
-    /// Changes this user's password on the server (the registry still has the old one).
-    pub fn set_server_password(&mut self, password: &str) {
+    /// Changes this user's password on the server (the registry still has the old one), and
+    /// waits until Dovecot refuses the old one (it looks at its users file about once a
+    /// second).
+    pub async fn set_server_password(&mut self, password: &str) {
+        let old = self.password.clone();
+        self.write_password(password);
+        for _ in 0..100 {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .expect("Dovecot is listening");
+            let mut client = async_imap::Client::new(tcp);
+            let _greeting = client.read_response().await;
+            match client.login(&self.username, &old).await {
+                Ok(mut session) => {
+                    let _ = session.logout().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(_) => return,
+            }
+        }
+        panic!(
+            "Dovecot kept accepting the old password of {}",
+            self.username
+        );
+    }
+
+    fn write_password(&mut self, password: &str) {
         let users = std::env::var("MAILROOM_DOVECOT_USERS").expect("MAILROOM_DOVECOT_USERS");
         let prefix = format!("{}:", self.username);
         with_users_file(|_| {
