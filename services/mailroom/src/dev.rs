@@ -16,6 +16,10 @@ pub const DEV_CTL_CLIENT: &str = "ctl";
 const DEV_CTL_SECRET: &str = "mailroom-dev-ctl";
 /// The registry's own credential at identity, in the dev stack.
 const DEV_MAILBOXES_SECRET: &str = "mailroom-dev-mailboxes";
+/// The sync service's own credential at identity, in the dev stack.
+const DEV_SYNC_SECRET: &str = "mailroom-dev-sync";
+/// Sample messages in each demo INBOX, so a newcomer sees the counters move.
+const DEMO_MESSAGES: usize = 240;
 /// The dev stack's mailbox-password sealing key: fixed, so mailboxes connected in one run
 /// open in the next. For local development only; a deployment brings its own
 /// (`mailroom keygen --sealing <id>`).
@@ -45,7 +49,16 @@ pub async fn run() -> anyhow::Result<()> {
             "mailboxes.sealing_keys",
             DEV_SEALING_KEY,
         ))
-        .join(Serialized::default("mailboxes.allow_local_servers", true));
+        .join(Serialized::default("mailboxes.allow_local_servers", true))
+        .join(Serialized::default(
+            "identity.service_clients.sync",
+            DEV_SYNC_SECRET,
+        ))
+        .join(Serialized::default(
+            "sync.service_client_secret",
+            DEV_SYNC_SECRET,
+        ))
+        .join(Serialized::default("sync.allow_local_servers", true));
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry =
         mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
@@ -77,7 +90,7 @@ pub async fn run() -> anyhow::Result<()> {
             service.name()
         );
     }
-    println!("  not built yet: invitations, sync (their APIs are in proto/)\n");
+    println!("  not built yet: invitations (its API is in proto/)\n");
     println!("  demo organisation: Acme");
     println!(
         "  admin:             admin@acme.test / {}",
@@ -89,6 +102,8 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email admin@acme.test --password {})", shell_word(&admin_password));
     println!("        cargo run -q -p mailroom -- ctl users list");
     println!("        cargo run -q -p mailroom -- ctl mailboxes list --columns employee,email,last_sync_time,in_crm --sort owner");
+    println!("        cargo run -q -p mailroom -- ctl sync status <mailbox id from the list>");
+    println!("        cargo run -q -p mailroom -- ctl sync activity   # you are active: your mailbox syncs every minute");
     println!("        grpcurl -plaintext 127.0.0.1:50051 list");
     println!(
         "  ctl service credential: --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
@@ -159,6 +174,7 @@ async fn seed_mailboxes(
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     let mut connected = 0;
+    let mut filled = 0;
     for user in users
         .iter()
         .filter(|u| u.login_email.ends_with("@acme.test"))
@@ -181,6 +197,22 @@ async fn seed_mailboxes(
             password: password.into(),
             validate_only: false,
         };
+        // Mail first, so the first sync has something to show.
+        let port = u16::try_from(imap.port).unwrap_or(10143);
+        match mailroom_sync::demo::fill_inbox(
+            &imap.host,
+            port,
+            &user.login_email,
+            password,
+            DEMO_MESSAGES,
+        )
+        .await
+        {
+            Ok(n) => filled += n,
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), mailbox = %user.login_email, "demo mail not added")
+            }
+        }
         loop {
             match mailboxes.connect(&seeder, request.clone()).await {
                 Ok(_) => {
@@ -199,7 +231,7 @@ async fn seed_mailboxes(
             }
         }
     }
-    tracing::info!(connected, "demo mailboxes connected");
+    tracing::info!(connected, filled, "demo mailboxes connected and filled");
     Ok(())
 }
 

@@ -31,6 +31,10 @@ enum Command {
     Serve {
         #[arg(value_name = "SERVICES")]
         services: String,
+        /// What the sync service does in this process: scheduler, worker or both
+        /// (default: MAILROOM_SYNC__ROLE, else both).
+        #[arg(long, value_name = "ROLE", value_parser = ["scheduler", "worker", "both"])]
+        role: Option<String>,
     },
     /// Apply database migrations of the given services (default: all) and exit.
     Migrate {
@@ -63,7 +67,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { services } => serve::serve(&services).await,
+            Command::Serve { services, role } => serve::serve(&services, role.as_deref()).await,
             Command::Migrate { services } => serve::migrate(&services).await,
             Command::Dev => dev::run().await,
             Command::Ctl(ctl) => ctl::run(*ctl).await,

@@ -9,23 +9,30 @@ use mailroom_platform::config::{self, PlatformConfig};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-/// The services this build can serve. The other two of the design (invitations, sync) have
-/// APIs in proto/ but are not built yet, so they are not served.
+/// The services this build can serve. The other one of the design (invitations) has its API
+/// in proto/ but is not built yet, so it is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Identity,
     Access,
     Mailboxes,
+    Sync,
 }
 
 impl Service {
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Access, Service::Mailboxes];
+    pub const ALL: &'static [Service] = &[
+        Service::Identity,
+        Service::Access,
+        Service::Mailboxes,
+        Service::Sync,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
             Service::Access => "access",
             Service::Mailboxes => "mailboxes",
+            Service::Sync => "sync",
         }
     }
 
@@ -43,6 +50,10 @@ impl Service {
                 mailroom_mailboxes::DEFAULT_PORT,
                 mailroom_mailboxes::DEFAULT_METRICS_PORT,
             ),
+            Service::Sync => (
+                mailroom_sync::DEFAULT_PORT,
+                mailroom_sync::DEFAULT_METRICS_PORT,
+            ),
         }
     }
 
@@ -51,6 +62,7 @@ impl Service {
             Service::Identity => (mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS),
             Service::Access => (mailroom_access::SCHEMA, &mailroom_access::MIGRATIONS),
             Service::Mailboxes => (mailroom_mailboxes::SCHEMA, &mailroom_mailboxes::MIGRATIONS),
+            Service::Sync => (mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS),
         }
     }
 }
@@ -66,11 +78,12 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
             "identity" => Service::Identity,
             "access" => Service::Access,
             "mailboxes" => Service::Mailboxes,
-            "invitations" | "sync" => {
-                bail!("service `{name}` is not built yet; this build serves: identity, access, mailboxes")
+            "sync" => Service::Sync,
+            "invitations" => {
+                bail!("service `{name}` is not built yet; this build serves: identity, access, mailboxes, sync")
             }
             other => {
-                bail!("unknown service `{other}`; known: identity, access, mailboxes (or `all`)")
+                bail!("unknown service `{other}`; known: identity, access, mailboxes, sync (or `all`)")
             }
         };
         if !out.contains(&service) {
@@ -106,9 +119,12 @@ pub fn addresses(
     ))
 }
 
-pub async fn serve(list: &str) -> anyhow::Result<()> {
+pub async fn serve(list: &str, role: Option<&str>) -> anyhow::Result<()> {
     let services = parse_services(list)?;
-    let figment = config::sources();
+    let mut figment = config::sources();
+    if let Some(role) = role {
+        figment = figment.merge(figment::providers::Serialized::default("sync.role", role));
+    }
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry = mailroom_platform::telemetry::init(
         services[0].name(),
@@ -226,6 +242,26 @@ pub async fn start(
                         .context("mailboxes gRPC server")
                 });
             }
+            Service::Sync => {
+                let config: mailroom_sync::SyncConfig = config::section(figment, "sync")?;
+                let role = config.role;
+                let started = mailroom_sync::start(platform, config)
+                    .await
+                    .context("sync did not start")?;
+                tracing::info!(?role, "sync role");
+                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
+                let verifier = shared_verifier
+                    .clone()
+                    .unwrap_or_else(|| started.verifier.clone());
+                let platform = platform.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    started
+                        .run(listener, verifier, &platform, shutdown)
+                        .await
+                        .context("sync gRPC server")
+                });
+            }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
         endpoints.push((*service, grpc_addr, metrics_addr));
@@ -260,13 +296,20 @@ mod tests {
     fn services_parse_and_unbuilt_ones_are_refused_by_name() {
         assert_eq!(
             parse_services("all").unwrap(),
-            vec![Service::Identity, Service::Access, Service::Mailboxes]
+            vec![
+                Service::Identity,
+                Service::Access,
+                Service::Mailboxes,
+                Service::Sync
+            ]
         );
         assert_eq!(
             parse_services("identity, identity").unwrap(),
             vec![Service::Identity]
         );
-        let err = parse_services("identity,sync").unwrap_err().to_string();
+        let err = parse_services("identity,invitations")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not built yet"), "{err}");
         assert!(parse_services("mail").is_err());
         assert!(parse_services("").is_err());

@@ -96,3 +96,36 @@ mod tests {
         );
     }
 }
+
+/// Fills `username`'s INBOX on a plain-IMAP server up to `count` sample messages (nothing
+/// when it holds that many already), for `mailroom dev`. Returns how many were added.
+pub async fn fill_inbox(
+    host: &str,
+    port: u16,
+    username: &str,
+    password: &str,
+    count: usize,
+) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connect to {host}:{port}"))?;
+    let mut client = async_imap::Client::new(tcp);
+    let _greeting = client.read_response().await?;
+    let mut session = client
+        .login(username, password)
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("log in as {username}: {e}"))?;
+    let have = session.status("INBOX", "(MESSAGES)").await?.exists as usize;
+    let mut added = 0;
+    for n in have..count {
+        let (raw, date) = message(n, username);
+        let flags = if n % 3 == 0 { "(\\Seen)" } else { "()" };
+        session
+            .append("INBOX", Some(flags), Some(&imap_date(date)), &raw)
+            .await?;
+        added += 1;
+    }
+    let _ = session.logout().await;
+    Ok(added)
+}

@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::proto::mailboxes::v1::mailbox_service_client::MailboxServiceClient;
+use mailroom_platform::proto::sync::v1::sync_service_client::SyncServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
 use serde_json::{json, Value};
@@ -23,6 +24,7 @@ use crate::output::{Format, Rows};
 
 pub mod access;
 pub mod mailboxes;
+pub mod sync;
 
 #[derive(Args)]
 pub struct Ctl {
@@ -50,6 +52,14 @@ pub struct Ctl {
         global = true
     )]
     mailboxes_endpoint: String,
+    /// The sync service's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_SYNC_ENDPOINT",
+        default_value = "http://127.0.0.1:50054",
+        global = true
+    )]
+    sync_endpoint: String,
     #[arg(long, env = "MAILROOM_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     #[arg(long, env = "MAILROOM_EMAIL", global = true)]
@@ -99,6 +109,9 @@ enum CtlCommand {
     /// Mailboxes: the list, connect, edit, sync now, transfer, list views, key rotation.
     #[command(subcommand)]
     Mailboxes(mailboxes::MailboxesCommand),
+    /// Mail sync: a mailbox's status, heartbeats, the message index.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
 }
 
 #[derive(Subcommand)]
@@ -262,6 +275,7 @@ pub(crate) struct Clients {
     auth: AuthServiceClient<Channel>,
     pub(crate) access: AccessServiceClient<Channel>,
     pub(crate) mailboxes: MailboxServiceClient<Channel>,
+    pub(crate) sync: SyncServiceClient<Channel>,
     token: Option<String>,
 }
 
@@ -291,11 +305,15 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     let mailboxes_channel = Channel::from_shared(ctl.mailboxes_endpoint.clone())
         .context("--mailboxes-endpoint is not a valid URL")?
         .connect_lazy();
+    let sync_channel = Channel::from_shared(ctl.sync_endpoint.clone())
+        .context("--sync-endpoint is not a valid URL")?
+        .connect_lazy();
     let mut clients = Clients {
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),
         access: AccessServiceClient::new(access_channel),
         mailboxes: MailboxServiceClient::new(mailboxes_channel),
+        sync: SyncServiceClient::new(sync_channel),
         token: None,
     };
     let format = ctl.output;
@@ -329,6 +347,7 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::LoginChange(cmd) => login_change(&mut clients, cmd).await?,
         CtlCommand::Access(cmd) => access::run(&mut clients, cmd).await?,
         CtlCommand::Mailboxes(cmd) => mailboxes::run(&mut clients, cmd).await?,
+        CtlCommand::Sync(cmd) => sync::run(&mut clients, cmd).await?,
     };
     println!("{}", rows.render(format));
     Ok(())
