@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use mailroom_tests::mailstore::{append_samples, new_mail_user, server_messages, MailUser};
 use mailroom_tests::{
-    access, access_pb as apb, authed, mailboxes_pb as mpb, spawn_app_with_sync, sync_pb as spb,
-    TestApp, TestOrg,
+    access, authed, mailboxes_pb as mpb, spawn_app_with_sync, sync_pb as spb, TestApp, TestOrg,
 };
 use tonic::Code;
 

@@ -78,25 +78,6 @@ pub fn imap_date(date: DateTime<Utc>) -> String {
     format!("\"{}\"", date.format("%d-%b-%Y %H:%M:%S +0000"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::envelope::decode_words;
-
-    #[test]
-    fn sample_messages_vary_and_their_subjects_decode() {
-        let (a, _) = message(0, "x@acme.test");
-        let (b, _) = message(10, "x@acme.test");
-        assert_ne!(a.len(), b.len());
-        let text = String::from_utf8(message(9, "x@acme.test").0).unwrap();
-        let line = text.lines().find(|l| l.starts_with("Subject: ")).unwrap();
-        assert_eq!(
-            decode_words(line["Subject: ".len()..].as_bytes()),
-            subject(9)
-        );
-    }
-}
-
 /// Fills `username`'s INBOX on a plain-IMAP server up to `count` sample messages (nothing
 /// when it holds that many already), for `mailroom dev`. Returns how many were added.
 pub async fn fill_inbox(
@@ -128,4 +109,23 @@ pub async fn fill_inbox(
     }
     let _ = session.logout().await;
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::decode_words;
+
+    #[test]
+    fn sample_messages_vary_and_their_subjects_decode() {
+        let (a, _) = message(0, "x@acme.test");
+        let (b, _) = message(10, "x@acme.test");
+        assert_ne!(a.len(), b.len());
+        let text = String::from_utf8(message(9, "x@acme.test").0).unwrap();
+        let line = text.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+        assert_eq!(
+            decode_words(&line.as_bytes()["Subject: ".len()..]),
+            subject(9)
+        );
+    }
 }

@@ -509,10 +509,8 @@ fn flag_bits(fetch: &async_imap::types::Fetch) -> (i16, Option<String>) {
             Flag::Flagged => bits |= flags::FLAGGED,
             Flag::Deleted => bits |= flags::DELETED,
             Flag::Draft => bits |= flags::DRAFT,
-            Flag::Custom(name) => {
-                if keywords.len() < 32 && !name.starts_with('\\') {
-                    keywords.push(name.chars().take(64).collect());
-                }
+            Flag::Custom(name) if keywords.len() < 32 && !name.starts_with('\\') => {
+                keywords.push(name.chars().take(64).collect());
             }
             _ => {}
         }

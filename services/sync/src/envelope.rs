@@ -124,9 +124,7 @@ fn decode_one(s: &str) -> Option<(String, usize)> {
     // RFC 2231 language suffix: `utf-8*en`.
     let charset = charset.split('*').next().unwrap_or(charset);
     let after = &body[q1 + 1..];
-    let mut parts = after.splitn(2, '?');
-    let encoding = parts.next()?;
-    let tail = parts.next()?;
+    let (encoding, tail) = after.split_once('?')?;
     let end = tail.find("?=")?;
     let payload = &tail[..end];
     if payload.contains(' ') {

@@ -45,7 +45,7 @@ impl Scheduler {
                     0
                 }
             };
-            if ticks % 10 == 0 {
+            if ticks.is_multiple_of(10) {
                 self.refresh_gauges().await;
             }
             ticks += 1;

@@ -517,7 +517,17 @@ pub async fn list_messages(
     after: Option<After>,
     limit: i64,
 ) -> sqlx::Result<Vec<(i32, MessageRow)>> {
-    let rows: Vec<(i32, String, i32, i16, Option<String>, i32, DateTime<Utc>, Vec<u8>)> =
+    type Row = (
+        i32,
+        String,
+        i32,
+        i16,
+        Option<String>,
+        i32,
+        DateTime<Utc>,
+        Vec<u8>,
+    );
+    let rows: Vec<Row> =
         sqlx::query_as(
             "SELECT m.folder_id, f.name, m.uid, m.flags, m.keywords, m.size, m.internal_date, m.envelope \
              FROM messages m JOIN folders f ON f.id = m.folder_id \
