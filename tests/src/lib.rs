@@ -404,6 +404,7 @@ impl TestApp {
             connect_timeout_ms: 5_000,
             io_timeout_ms: 10_000,
             allow_local_servers: true,
+            idle_scan_ms: 300,
             ..Default::default()
         }
     }

@@ -675,3 +675,81 @@ async fn a_mailbox_whose_worker_died_holding_its_lease_is_taken_over() {
     }
     let _ = imap.logout().await;
 }
+
+#[tokio::test]
+async fn an_active_owners_new_mail_is_indexed_within_seconds_through_idle() {
+    let app = spawn_app_with_sync().await;
+    let org = app.create_org(50).await;
+    let ann = app.create_user(&org, "ann", "").await;
+    let ann_token = app.login(&ann.login_email).await.expect("ann").access_token;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 3, &user.username).await;
+    let mailbox = connect(&app, &org, &ann.id, &user).await;
+    registry_until(&app, &org.admin_token, &mailbox.id, "the first sync", |m| {
+        m.message_count == 3
+    })
+    .await;
+
+    // Ann opens a tab: once her mailbox is planned as active, a worker holds it in IDLE.
+    app.sync()
+        .record_activity(authed(
+            &ann_token,
+            spb::RecordActivityRequest {
+                client: spb::ClientKind::DesktopApp as i32,
+            },
+        ))
+        .await
+        .expect("heartbeat");
+    let redis =
+        mailroom_platform::redis::connect(&secrecy::SecretString::from(app.env.redis_url.clone()))
+            .await
+            .expect("redis");
+    let idle = mailroom_sync::lease::Leases::new(
+        redis,
+        "mailroom:sync:idle",
+        "observer",
+        Duration::from_secs(3),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while idle.holder_of(&mailbox.id).await.expect("holder").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no worker took the mailbox's IDLE lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sync the heartbeat pulled in is done (the next is a minute away) and IDLE is on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = status(&app, &org.admin_token, &mailbox.id)
+            .await
+            .expect("status");
+        if secs(&st.next_sync_time) - secs(&st.last_sync_time) >= 50 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the active plan never settled: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let delivered = Instant::now();
+    append_samples(&mut imap, "INBOX", 3, 4, &user.username).await;
+    registry_until(
+        &app,
+        &org.admin_token,
+        &mailbox.id,
+        "the new message",
+        |m| m.message_count == 4,
+    )
+    .await;
+    let took = delivered.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "new mail took {took:?} to reach the index (IDLE should make it seconds)"
+    );
+    let _ = imap.logout().await;
+}

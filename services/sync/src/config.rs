@@ -64,6 +64,16 @@ pub struct SyncConfig {
     pub max_body_bytes: u64,
     /// Whether mail servers may be on loopback (tests and local development only).
     pub allow_local_servers: bool,
+    /// Hold active people's INBOXes in IMAP IDLE (workers only).
+    pub idle_enabled: bool,
+    /// Most IDLE connections one worker holds.
+    pub idle_max_connections: usize,
+    /// How often a worker rebalances its IDLE share.
+    pub idle_scan_ms: u64,
+    /// IDLE is renewed after this (servers end it at 29 minutes).
+    pub idle_reidle_secs: u64,
+    /// New IDLE connections per second per worker, so a restart causes no storm.
+    pub idle_connects_per_sec: u32,
 }
 
 impl Default for SyncConfig {
@@ -90,6 +100,11 @@ impl Default for SyncConfig {
             io_timeout_ms: 60_000,
             max_body_bytes: 25 * 1024 * 1024,
             allow_local_servers: false,
+            idle_enabled: true,
+            idle_max_connections: 2_000,
+            idle_scan_ms: 5_000,
+            idle_reidle_secs: 25 * 60,
+            idle_connects_per_sec: 50,
         }
     }
 }

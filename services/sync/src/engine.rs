@@ -331,11 +331,9 @@ impl Engine {
             store::reset_folder(&self.pool, mailbox, folder.id, cp.uid_validity).await?;
         }
         let first_import = last_uid == 0;
-        let selected = if caps.condstore {
-            self.io(session.select_condstore(&folder.name)).await?
-        } else {
-            self.io(session.examine(&folder.name)).await?
-        };
+        // Read-only: the sync changes nothing on the server (not even \Recent), so it wakes
+        // no IDLE watcher. CHANGEDSINCE below enables CONDSTORE by itself (RFC 7162 3.1).
+        let selected = self.io(session.examine(&folder.name)).await?;
 
         // Flags of what the index already has, before new mail (whose flags come with it).
         if last_uid > 0 {

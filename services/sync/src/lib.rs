@@ -14,6 +14,7 @@
 //! - [`service`]: heartbeats, sync status and reading mail, and who may call them; [`api`]:
 //!   the gRPC handlers; [`error`]: what can go wrong and its gRPC code; [`peers`]: the
 //!   registry (mailbox logins) and access control, called as this service.
+//! - [`idle`]: active people's INBOXes held in IMAP IDLE, spread over workers by leases.
 //! - [`metrics`]: the scaling signals.
 //!
 //! One process runs as scheduler, worker or both ([`config::Role`]).
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod engine;
 pub mod envelope;
 pub mod error;
+pub mod idle;
 pub mod imap;
 pub mod lease;
 pub mod mailbox_events;
@@ -86,6 +88,7 @@ pub struct Started {
     pub relay: Relay,
     pub worker: Option<worker::Worker>,
     pub scheduler: Option<scheduler::Scheduler>,
+    pub idle: Option<idle::IdleWatcher>,
     config: SyncConfig,
     kafka: KafkaSettings,
 }
@@ -112,6 +115,9 @@ impl Started {
         ));
         if let Some(scheduler) = self.scheduler {
             background.spawn(scheduler.run(shutdown.clone()));
+        }
+        if let Some(watcher) = self.idle {
+            background.spawn(watcher.run(shutdown.clone()));
         }
         if let Some(worker) = self.worker {
             // A sync may run long; the consumer must not be thrown out of its group meanwhile.
@@ -196,15 +202,26 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         tokens,
         max_body_bytes: config.max_body_bytes,
     });
+    let holder = holder_name();
+    let lease_ttl = Duration::from_millis(config.lease_ttl_ms);
+    let idle = (config.role.works() && config.idle_enabled).then(|| idle::IdleWatcher {
+        pool: pool.clone(),
+        peers: peers.clone(),
+        engine: engine.clone(),
+        leases: lease::Leases::new(redis.clone(), "mailroom:sync:idle", &holder, lease_ttl),
+        redis: redis.clone(),
+        options: idle::IdleOptions {
+            max_connections: config.idle_max_connections,
+            scan: Duration::from_millis(config.idle_scan_ms.max(100)),
+            reidle: Duration::from_secs(config.idle_reidle_secs.clamp(10, 29 * 60)),
+            connects_per_sec: config.idle_connects_per_sec.max(1),
+            ..idle::IdleOptions::default()
+        },
+    });
     let worker = config.role.works().then(|| worker::Worker {
         pool: pool.clone(),
         engine: engine.clone(),
-        leases: lease::Leases::new(
-            redis.clone(),
-            "mailroom:sync:lease",
-            &holder_name(),
-            Duration::from_millis(config.lease_ttl_ms),
-        ),
+        leases: lease::Leases::new(redis.clone(), "mailroom:sync:lease", &holder, lease_ttl),
         activity: activity.clone(),
         peers: peers.clone(),
         retry_base: Duration::from_secs(config.retry_base_secs.max(1)),
@@ -244,6 +261,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         relay,
         worker,
         scheduler,
+        idle,
         config,
         kafka,
     })

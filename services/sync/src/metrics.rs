@@ -23,3 +23,7 @@ pub const MESSAGES_INDEXED: &str = "mailroom_sync_messages_indexed_total";
 pub fn sync_outcome(outcome: &'static str) {
     metrics::counter!(SYNC_OUTCOMES, "outcome" => outcome).increment(1);
 }
+/// Mailboxes this worker holds in IMAP IDLE.
+pub const IDLE_CONNECTIONS: &str = "mailroom_sync_idle_connections";
+/// IDLE notifications that pulled a sync in.
+pub const IDLE_WAKEUPS: &str = "mailroom_sync_idle_wakeups_total";

@@ -130,6 +130,25 @@ pub async fn retry_soon(
     Ok(())
 }
 
+/// Mailboxes whose owner is active (tier 1) and that are not parked: the ones held in IDLE.
+pub async fn active_mailboxes(pool: &PgPool) -> sqlx::Result<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT mailbox_id FROM schedule WHERE tier = 1 AND NOT parked ORDER BY mailbox_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Something changed on the server (IDLE said so): the mailbox is due now.
+pub async fn pull_in(pool: &PgPool, mailbox: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE schedule SET next_due = now() WHERE mailbox_id = $1 AND next_due > now()")
+        .bind(mailbox)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// How many mailboxes are due now, by tier (a gauge for scaling).
 pub async fn due_by_tier(pool: &PgPool) -> sqlx::Result<Vec<(i16, i64)>> {
     sqlx::query_as(

@@ -85,7 +85,12 @@ fn fill_maildir(user: &str, count: usize) -> anyhow::Result<PathBuf> {
 }
 
 /// The raw fetch: messages answered and seconds taken.
-async fn raw_fetch(host: &str, port: u16, user: &str, password: &str) -> anyhow::Result<(usize, f64)> {
+async fn raw_fetch(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<(usize, f64)> {
     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
     let (read, mut write) = tcp.into_split();
@@ -107,7 +112,11 @@ async fn raw_fetch(host: &str, port: u16, user: &str, password: &str) -> anyhow:
                 fetches += 1;
             }
             if line.starts_with(tag) {
-                anyhow::ensure!(line[tag.len()..].starts_with(b" OK"), "{}", String::from_utf8_lossy(&line));
+                anyhow::ensure!(
+                    line[tag.len()..].starts_with(b" OK"),
+                    "{}",
+                    String::from_utf8_lossy(&line)
+                );
                 return Ok(fetches);
             }
         }
@@ -135,7 +144,8 @@ struct Mbsync {
 
 impl Mbsync {
     fn new(host: &str, port: u16, user: &str, password: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("mailroom-bench-mbsync-{}", Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("mailroom-bench-mbsync-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("mbsyncrc");
         std::fs::write(
@@ -164,14 +174,22 @@ impl Mbsync {
             .arg(&self.config)
             .arg("bench")
             .output()?;
-        anyhow::ensure!(out.status.success(), "mbsync failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "mbsync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(started.elapsed().as_secs_f64())
     }
 
     fn messages(&self) -> usize {
         ["cur", "new"]
             .iter()
-            .map(|d| std::fs::read_dir(self.dir.join("mail/INBOX").join(d)).map(|r| r.count()).unwrap_or(0))
+            .map(|d| {
+                std::fs::read_dir(self.dir.join("mail/INBOX").join(d))
+                    .map(|r| r.count())
+                    .unwrap_or(0)
+            })
             .sum()
     }
 }
@@ -184,8 +202,10 @@ impl Drop for Mbsync {
 
 async fn sync_db(env: &StackEnv) -> anyhow::Result<PgPool> {
     let url = create_database(&env.database_url).await;
-    let pool = mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 16).await?;
-    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS).await?;
+    let pool =
+        mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 16).await?;
+    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS)
+        .await?;
     Ok(pool)
 }
 
@@ -203,7 +223,9 @@ async fn index_bytes(pool: &PgPool) -> anyhow::Result<(i64, i64, i64)> {
 
 /// The scheduler's tick with `due` mailboxes due out of `total`, in ms (median of 5).
 async fn tick_cost(pool: &PgPool, total: i64, due: i64) -> anyhow::Result<(f64, f64)> {
-    sqlx::query("TRUNCATE schedule, outbox").execute(pool).await?;
+    sqlx::query("TRUNCATE schedule, outbox")
+        .execute(pool)
+        .await?;
     sqlx::query(
         "INSERT INTO schedule (mailbox_id, org_id, owner_user_id, next_due, tier) \
          SELECT gen_random_uuid(), '00000000-0000-0000-0000-000000000001', gen_random_uuid(), \
@@ -248,14 +270,24 @@ async fn tick_cost(pool: &PgPool, total: i64, due: i64) -> anyhow::Result<(f64, 
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let env = StackEnv::load();
-    println!("== sync benchmark: {} messages, {} rounds", args.messages, args.rounds);
+    println!(
+        "== sync benchmark: {} messages, {} rounds",
+        args.messages, args.rounds
+    );
     let user = new_mail_user();
     let started = Instant::now();
     fill_maildir(&user.username, args.messages)?;
-    println!("maildir written in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "maildir written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // Dovecot indexes the new maildir on first access: a warm-up fetch, outside the figures.
     let (n, secs) = raw_fetch(&user.host, user.port, &user.username, &user.password).await?;
-    anyhow::ensure!(n == args.messages, "Dovecot shows {n} of {} messages", args.messages);
+    anyhow::ensure!(
+        n == args.messages,
+        "Dovecot shows {n} of {} messages",
+        args.messages
+    );
     println!("warm-up raw fetch: {n} messages in {secs:.2} s");
 
     let login = Login {
@@ -276,9 +308,15 @@ async fn main() -> anyhow::Result<()> {
     let mbsync = if args.without_mbsync {
         None
     } else {
-        Some(Mbsync::new(&user.host, user.port, &user.username, &user.password)?)
+        Some(Mbsync::new(
+            &user.host,
+            user.port,
+            &user.username,
+            &user.password,
+        )?)
     };
-    let (mut raw, mut ours, mut ours_nc, mut mb, mut mb_nc) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut raw, mut ours, mut ours_nc, mut mb, mut mb_nc) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let stop = CancellationToken::new();
     for round in 1..=args.rounds {
         let (n, secs) = raw_fetch(&user.host, user.port, &user.username, &user.password).await?;
@@ -286,7 +324,11 @@ async fn main() -> anyhow::Result<()> {
         if let Some(m) = &mbsync {
             m.reset()?;
             let secs = m.run()?;
-            anyhow::ensure!(m.messages() == args.messages, "mbsync pulled {} messages", m.messages());
+            anyhow::ensure!(
+                m.messages() == args.messages,
+                "mbsync pulled {} messages",
+                m.messages()
+            );
             mb.push(args.messages as f64 / secs);
             mb_nc.push(m.run()? * 1000.0);
         }
@@ -294,7 +336,11 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let report = engine.sync(mailbox, &login, false, &stop).await?;
         let secs = started.elapsed().as_secs_f64();
-        anyhow::ensure!(report.new_messages as usize == args.messages, "indexed {}", report.new_messages);
+        anyhow::ensure!(
+            report.new_messages as usize == args.messages,
+            "indexed {}",
+            report.new_messages
+        );
         ours.push(args.messages as f64 / secs);
         let started = Instant::now();
         let again = engine.sync(mailbox, &login, false, &stop).await?;
@@ -310,33 +356,58 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let (raw_m, ours_m, ours_nc_m) = (median(raw), median(ours), median(ours_nc));
-    println!("\n== initial sync of {} messages (median of {} rounds)", args.messages, args.rounds);
+    println!(
+        "\n== initial sync of {} messages (median of {} rounds)",
+        args.messages, args.rounds
+    );
     println!("raw UID FETCH (no storage)       {raw_m:>9.0} msg/s");
     if !mb.is_empty() {
-        println!("mbsync (FSync no) into maildir   {:>9.0} msg/s", median(mb.clone()));
+        println!(
+            "mbsync (FSync no) into maildir   {:>9.0} msg/s",
+            median(mb.clone())
+        );
     }
     println!("mailroom into PostgreSQL         {ours_m:>9.0} msg/s");
-    println!("mailroom / raw                   {:>9.2}   (goal >= 0.50)", ours_m / raw_m);
+    println!(
+        "mailroom / raw                   {:>9.2}   (goal >= 0.50)",
+        ours_m / raw_m
+    );
     if !mb.is_empty() {
         let mb_m = median(mb);
         let mb_nc_m = median(mb_nc);
-        println!("mailroom / mbsync                {:>9.2}   (goal >= 2)", ours_m / mb_m);
+        println!(
+            "mailroom / mbsync                {:>9.2}   (goal >= 2)",
+            ours_m / mb_m
+        );
         println!("\n== no-change resync");
         println!("mbsync                           {mb_nc_m:>9.1} ms");
-        println!("mailroom (STATUS per folder)     {ours_nc_m:>9.1} ms   (goal <= mbsync; ratio {:.2})", ours_nc_m / mb_nc_m);
+        println!(
+            "mailroom (STATUS per folder)     {ours_nc_m:>9.1} ms   (goal <= mbsync; ratio {:.2})",
+            ours_nc_m / mb_nc_m
+        );
     } else {
         println!("mailroom no-change resync        {ours_nc_m:>9.1} ms");
     }
     let (rows, table, total) = index_bytes(&pool).await?;
-    println!("\n== message index: {rows} rows, {:.0} bytes/message in the table, {:.0} with its indexes", table as f64 / rows as f64, total as f64 / rows as f64);
+    println!(
+        "\n== message index: {rows} rows, {:.0} bytes/message in the table, {:.0} with its indexes",
+        table as f64 / rows as f64,
+        total as f64 / rows as f64
+    );
 
-    println!("\n== scheduler: one tick with {} due (and an idle tick), by schedule size", args.due);
+    println!(
+        "\n== scheduler: one tick with {} due (and an idle tick), by schedule size",
+        args.due
+    );
     let sched = sync_db(&env).await?;
     let mut first = None;
     for total in [10_000i64, 100_000, args.scheduled] {
         let (busy, idle) = tick_cost(&sched, total, args.due).await?;
         let base = *first.get_or_insert(busy);
-        println!("{total:>9} scheduled: tick {busy:>7.1} ms ({:.2}x of 10k), idle tick {idle:.2} ms", busy / base);
+        println!(
+            "{total:>9} scheduled: tick {busy:>7.1} ms ({:.2}x of 10k), idle tick {idle:.2} ms",
+            busy / base
+        );
     }
     Ok(())
 }
