@@ -114,7 +114,12 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     assert_eq!(again.new_messages + again.flag_changes + again.expunged, 0);
 
     // New mail, flag changes, expunges, and a folder made again (a new UIDVALIDITY).
-    append_samples(&mut imap, "INBOX", 120, 130, &user.username).await;
+    append_samples(&mut imap, "INBOX", 120, 129, &user.username).await;
+    // One with keywords beside the system flags (written through COPY with the rest).
+    let (raw, _) = mailroom_sync::demo::message(129, &user.username);
+    imap.append("INBOX", Some("(\\Seen $Label1 Work)"), None, &raw)
+        .await
+        .expect("APPEND");
     imap.select("INBOX").await.expect("SELECT");
     {
         let stream = imap
@@ -156,6 +161,15 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     assert_eq!(changed.new_messages, 14, "{changed:?}");
     assert_eq!(changed.expunged, 3, "{changed:?}");
     assert!(changed.flag_changes >= 4, "{changed:?}");
+    let (keywords,): (Option<String>,) = sqlx::query_as(
+        "SELECT m.keywords FROM messages m JOIN folders f ON f.id = m.folder_id \
+         WHERE m.mailbox_id = $1 AND f.name = 'INBOX' ORDER BY m.uid DESC LIMIT 1",
+    )
+    .bind(mailbox)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(keywords.as_deref(), Some("$Label1 Work"));
     // The remade folder holds only its 4 new messages, UIDs from 1 again.
     let archive: Vec<u32> = server
         .iter()

@@ -231,49 +231,81 @@ impl IdleWatcher {
             Ok(None) => return Ok(()),
             Err(err) => return Err(SyncFailure::new(FailureKind::Unreachable, err.to_string())),
         };
-        let options = self.engine.options();
-        let mut session = tokio::select! {
-            s = imap::connect(&login.login, self.engine.tls(), options.connect_timeout, options.allow_local) => s?,
-            _ = stop.cancelled() => return Ok(()),
-        };
-        tokio::time::timeout(options.io_timeout, session.examine("INBOX"))
-            .await
-            .map_err(|_| SyncFailure::new(FailureKind::Timeout, "EXAMINE INBOX timed out"))??;
-        loop {
-            while session.unsolicited_responses.try_recv().is_ok() {}
-            let mut handle = session.idle();
-            tokio::time::timeout(options.io_timeout, handle.init())
-                .await
-                .map_err(|_| {
-                    SyncFailure::new(FailureKind::Timeout, "IDLE was not accepted in time")
-                })??;
-            let outcome = {
-                let (wait, _interrupt) = handle.wait_with_timeout(self.options.reidle);
-                tokio::select! {
-                    r = wait => Some(r),
-                    _ = stop.cancelled() => None,
-                }
-            };
-            session = tokio::time::timeout(self.options.done_timeout, handle.done())
-                .await
-                .map_err(|_| {
-                    SyncFailure::new(FailureKind::Timeout, "DONE was not answered in time")
-                })??;
-            match outcome {
-                None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
-                    return Ok(());
-                }
-                Some(Ok(async_imap::extensions::idle::IdleResponse::NewData(_))) => {
-                    // Something changed in the INBOX: sync it now.
-                    if let Err(err) = store::pull_in(&self.pool, mailbox).await {
+        let pool = self.pool.clone();
+        hold(&self.engine, &self.options, &login.login, stop, |event| {
+            if event == IdleEvent::News {
+                // Something changed in the INBOX: sync it now.
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = store::pull_in(&pool, mailbox).await {
                         tracing::warn!(%err, %mailbox, "IDLE news not recorded");
                     }
-                    ::metrics::counter!(metrics::IDLE_WAKEUPS).increment(1);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(SyncFailure::from(e)),
+                });
+                ::metrics::counter!(metrics::IDLE_WAKEUPS).increment(1);
             }
+        })
+        .await
+    }
+}
+
+/// What a held IDLE connection reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleEvent {
+    /// The server accepted IDLE (again).
+    Idling,
+    /// Untagged data arrived: the INBOX changed.
+    News,
+}
+
+/// Logs in, EXAMINEs INBOX and holds it in IDLE until `stop` (then DONE and LOGOUT, and
+/// `Ok`), telling `on_event` when it idles and when news arrives; `Err` when the connection
+/// fails.
+pub async fn hold(
+    engine: &Engine,
+    idle: &IdleOptions,
+    login: &imap::Login,
+    stop: &CancellationToken,
+    mut on_event: impl FnMut(IdleEvent),
+) -> Result<(), SyncFailure> {
+    let options = engine.options();
+    let mut session = tokio::select! {
+        s = imap::connect(login, engine.tls(), options.connect_timeout, options.allow_local) => s?,
+        _ = stop.cancelled() => return Ok(()),
+    };
+    tokio::time::timeout(options.io_timeout, session.examine("INBOX"))
+        .await
+        .map_err(|_| SyncFailure::new(FailureKind::Timeout, "EXAMINE INBOX timed out"))??;
+    loop {
+        while session.unsolicited_responses.try_recv().is_ok() {}
+        let mut handle = session.idle();
+        tokio::time::timeout(options.io_timeout, handle.init())
+            .await
+            .map_err(|_| {
+                SyncFailure::new(FailureKind::Timeout, "IDLE was not accepted in time")
+            })??;
+        on_event(IdleEvent::Idling);
+        let outcome = {
+            let (wait, _interrupt) = handle.wait_with_timeout(idle.reidle);
+            tokio::select! {
+                r = wait => Some(r),
+                _ = stop.cancelled() => None,
+            }
+        };
+        session = tokio::time::timeout(idle.done_timeout, handle.done())
+            .await
+            .map_err(|_| {
+                SyncFailure::new(FailureKind::Timeout, "DONE was not answered in time")
+            })??;
+        match outcome {
+            None => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                return Ok(());
+            }
+            Some(Ok(async_imap::extensions::idle::IdleResponse::NewData(_))) => {
+                on_event(IdleEvent::News)
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(SyncFailure::from(e)),
         }
     }
 }

@@ -423,6 +423,80 @@ pub async fn insert_batch(
     tx.commit().await
 }
 
+/// As [`insert_batch`], through `COPY … FROM STDIN`, which PostgreSQL takes at about twice
+/// the rate of a multi-row INSERT. A batch is new by construction (it starts after the
+/// checkpoint it commits with, and one worker holds the mailbox); should a row exist all the
+/// same, the batch is written again by [`insert_batch`], which updates instead.
+pub async fn copy_batch(
+    pool: &PgPool,
+    mailbox: Uuid,
+    folder: i32,
+    rows: &[NewRow],
+) -> sqlx::Result<()> {
+    let Some(max_uid) = rows.iter().map(|r| r.uid).max() else {
+        return Ok(());
+    };
+    let mut text = String::with_capacity(rows.len() * 400);
+    let mailbox_text = mailbox.to_string();
+    for r in rows {
+        use std::fmt::Write as _;
+        let keywords = match &r.keywords {
+            Some(k) => copy_escape(k),
+            None => "\\N".to_owned(),
+        };
+        let _ = write!(
+            text,
+            "{mailbox_text}\t{folder}\t{}\t{}\t{keywords}\t{}\t{}\t\\\\x",
+            uid_to_db(r.uid),
+            r.flags,
+            i32::try_from(r.size).unwrap_or(i32::MAX),
+            r.internal_date.to_rfc3339(),
+        );
+        text.push_str(&hex::encode(&r.envelope));
+        text.push('\n');
+    }
+    let mut tx = pool.begin().await?;
+    let copied = async {
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY messages (mailbox_id, folder_id, uid, flags, keywords, size, internal_date, envelope) FROM STDIN",
+            )
+            .await?;
+        copy.send(text.into_bytes()).await?;
+        copy.finish().await
+    }
+    .await;
+    match copied {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            tx.rollback().await?;
+            return insert_batch(pool, mailbox, folder, rows).await;
+        }
+        Err(err) => return Err(err),
+    }
+    sqlx::query("UPDATE folders SET last_uid = GREATEST(last_uid, $2) WHERE id = $1")
+        .bind(folder)
+        .bind(i64::from(max_uid))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// A value for COPY's text format.
+fn copy_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// New flags for indexed messages; rows whose flags are unchanged are left alone. Returns how
 /// many changed.
 pub async fn update_flags(
