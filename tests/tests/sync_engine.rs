@@ -115,7 +115,7 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
 
     // New mail, flag changes, expunges, and a folder made again (a new UIDVALIDITY).
     append_samples(&mut imap, "INBOX", 120, 129, &user.username).await;
-    // One with keywords beside the system flags (written through COPY with the rest).
+    // One with keywords beside the system flags.
     let (raw, _) = mailroom_sync::demo::message(129, &user.username);
     imap.append("INBOX", Some("(\\Seen $Label1 Work)"), None, &raw)
         .await
@@ -272,4 +272,40 @@ async fn a_wrong_password_is_an_authentication_failure_that_names_no_secret() {
         matches!(err, RunError::Failed(ref f) if f.kind == FailureKind::Unreachable),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn new_connections_to_one_server_are_limited_across_workers() {
+    let env = StackEnv::load();
+    let redis = mailroom_platform::redis::connect(&SecretString::from(env.redis_url.clone()))
+        .await
+        .expect("redis");
+    // Two workers' limiters over the same Redis: one budget per server between them.
+    let limit = |name| {
+        mailroom_platform::redis::RateLimiter::new(redis.clone(), name, 3, Duration::from_secs(2))
+    };
+    let (a, b) = (
+        limit("sync-connects-per-server"),
+        limit("sync-connects-per-server"),
+    );
+    let host = format!("imap-{}.example", Uuid::new_v4().simple());
+    let mut allowed = 0;
+    for limiter in [&a, &b, &a, &b, &a] {
+        if mailroom_sync::worker::connect_allowed(Some(limiter), &host)
+            .await
+            .is_none()
+        {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3, "the per-server budget is shared");
+    let wait = mailroom_sync::worker::connect_allowed(Some(&a), &host.to_uppercase())
+        .await
+        .expect("over the budget, also spelt in capitals");
+    assert!(wait <= Duration::from_secs(3), "{wait:?}");
+    // Another server has its own budget.
+    let other = format!("other-{}.example", Uuid::new_v4().simple());
+    assert!(mailroom_sync::worker::connect_allowed(Some(&a), &other)
+        .await
+        .is_none());
 }

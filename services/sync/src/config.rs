@@ -74,6 +74,9 @@ pub struct SyncConfig {
     pub idle_reidle_secs: u64,
     /// New IDLE connections per second per worker, so a restart causes no storm.
     pub idle_connects_per_sec: u32,
+    /// New IMAP connections per second to one mail server, across every worker (Redis): a
+    /// restart of thousands of syncs and watches, or a flapping server, causes no storm.
+    pub connects_per_server_per_sec: u32,
 }
 
 impl Default for SyncConfig {
@@ -105,6 +108,7 @@ impl Default for SyncConfig {
             idle_scan_ms: 5_000,
             idle_reidle_secs: 25 * 60,
             idle_connects_per_sec: 50,
+            connects_per_server_per_sec: 200,
         }
     }
 }

@@ -434,7 +434,7 @@ impl Engine {
         let writer = async move {
             let mut written = 0i64;
             while let Some(rows) = rx.recv().await {
-                store::copy_batch(&pool, mailbox, folder, &rows).await?;
+                store::insert_batch(&pool, mailbox, folder, &rows).await?;
                 written += rows.len() as i64;
             }
             Ok::<i64, sqlx::Error>(written)

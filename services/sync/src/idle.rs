@@ -64,6 +64,8 @@ pub struct IdleWatcher {
     pub leases: Leases,
     pub redis: ConnectionManager,
     pub options: IdleOptions,
+    /// New connections per mail server, across the workers (shared with the syncs).
+    pub connects: Option<mailroom_platform::redis::RateLimiter>,
 }
 
 struct Watch {
@@ -231,6 +233,14 @@ impl IdleWatcher {
             Ok(None) => return Ok(()),
             Err(err) => return Err(SyncFailure::new(FailureKind::Unreachable, err.to_string())),
         };
+        while let Some(wait) =
+            crate::worker::connect_allowed(self.connects.as_ref(), &login.login.host).await
+        {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
         let pool = self.pool.clone();
         hold(&self.engine, &self.options, &login.login, stop, |event| {
             if event == IdleEvent::News {

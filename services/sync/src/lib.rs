@@ -203,6 +203,14 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         max_body_bytes: config.max_body_bytes,
     });
     let holder = holder_name();
+    let connects = (config.connects_per_server_per_sec > 0).then(|| {
+        mailroom_platform::redis::RateLimiter::new(
+            redis.clone(),
+            "sync-connects-per-server",
+            config.connects_per_server_per_sec,
+            Duration::from_secs(1),
+        )
+    });
     let lease_ttl = Duration::from_millis(config.lease_ttl_ms);
     let idle = (config.role.works() && config.idle_enabled).then(|| idle::IdleWatcher {
         pool: pool.clone(),
@@ -217,6 +225,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
             connects_per_sec: config.idle_connects_per_sec.max(1),
             ..idle::IdleOptions::default()
         },
+        connects: connects.clone(),
     });
     let worker = config.role.works().then(|| worker::Worker {
         pool: pool.clone(),
@@ -227,6 +236,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         retry_base: Duration::from_secs(config.retry_base_secs.max(1)),
         retry_cap: Duration::from_secs(config.retry_cap_secs.max(1)),
         stale_after: Duration::from_secs(config.request_timeout_secs.max(1)),
+        connects,
     });
     let scheduler = config.role.schedules().then(|| scheduler::Scheduler {
         pool: pool.clone(),

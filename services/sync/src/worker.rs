@@ -18,6 +18,7 @@ use mailroom_platform::consumer::concurrent::WorkHandler;
 use mailroom_platform::kafka::SYNC_EVENTS;
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_platform::redis::{RateDecision, RateLimiter};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -44,6 +45,21 @@ pub struct Worker {
     pub retry_cap: Duration,
     /// Requests older than this are passed over (the scheduler issues due work again).
     pub stale_after: Duration,
+    /// New connections per mail server, across the workers.
+    pub connects: Option<RateLimiter>,
+}
+
+/// Whether a new connection to `host` may be opened now; if not, when to look again. Without
+/// Redis the limit is not applied (the sync goes on; the outage is logged where it matters).
+pub async fn connect_allowed(limiter: Option<&RateLimiter>, host: &str) -> Option<Duration> {
+    let limiter = limiter?;
+    match limiter.hit(&host.to_ascii_lowercase()).await {
+        Ok(RateDecision::Allowed) | Err(_) => None,
+        Ok(RateDecision::Limited { retry_after }) => {
+            // Spread the retries over the next second or so instead of all at its start.
+            Some(retry_after + Duration::from_millis(rand::random::<u64>() % 1000))
+        }
+    }
 }
 
 /// How one request ended.
@@ -117,6 +133,11 @@ impl Worker {
             metrics::sync_outcome("skipped");
             return Ok(Handled::Skipped);
         };
+        if let Some(wait) = connect_allowed(self.connects.as_ref(), &login.login.host).await {
+            store::retry_soon(&self.pool, mailbox, wait).await?;
+            metrics::sync_outcome("throttled");
+            return Ok(Handled::Busy);
+        }
         if !self.leases.try_acquire(&name).await? {
             // Another worker is on it, or died holding it: look again once a lease could
             // have expired, so a dead worker's mailbox is taken over within about a TTL.
