@@ -8,11 +8,10 @@
 //! on that port. The password goes to the server and nowhere else: it is never part of an
 //! error, a log line or a span.
 //!
-//! Where the registry may connect is bounded too ([`Destinations`]): by default never to
-//! loopback, link-local (cloud metadata) or unspecified addresses, so the connect API cannot
-//! be used to probe the cluster from inside.
+//! Where the registry may connect is bounded too ([`Destinations`], applied by the platform's
+//! `net::dial`): by default never to loopback, link-local (cloud metadata) or unspecified
+//! addresses, so the connect API cannot be used to probe the cluster from inside.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,34 +99,6 @@ pub struct Destinations {
     pub allow_local: bool,
 }
 
-impl Destinations {
-    fn check(&self, ip: IpAddr) -> Result<(), String> {
-        if self.allow_local {
-            return Ok(());
-        }
-        let local = match ip {
-            IpAddr::V4(v4) => {
-                v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
-            }
-            IpAddr::V6(v6) => {
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || (v6.segments()[0] & 0xffc0) == 0xfe80
-                    || v6
-                        .to_ipv4_mapped()
-                        .is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
-            }
-        };
-        if local {
-            Err(format!(
-                "it resolves to {ip}, a loopback, link-local or unspecified address, which mailbox servers are never on"
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// Runs login checks with one deadline per check.
 #[derive(Clone)]
 pub struct Prober {
@@ -188,39 +159,19 @@ impl Prober {
     /// Resolves the host, refuses forbidden destinations, and opens TCP to the first address
     /// that answers.
     async fn open(&self, step: Step, server: &ServerSettings) -> Result<TcpStream, ProbeError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((server.host.as_str(), server.port))
+        use mailroom_platform::net::{dial, DialError};
+        dial(&server.host, server.port, self.destinations.allow_local)
             .await
             .map_err(|e| {
-                self.error(
-                    step,
-                    server,
-                    Failure::Unreachable(format!("the host name does not resolve: {e}")),
-                )
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(self.error(
-                step,
-                server,
-                Failure::Unreachable("the host name has no addresses".into()),
-            ));
-        }
-        for addr in &addrs {
-            self.destinations
-                .check(addr.ip())
-                .map_err(|why| self.error(step, server, Failure::Refused(why)))?;
-        }
-        let mut last = String::new();
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok(stream);
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(self.error(step, server, Failure::Unreachable(last)))
+                let failure = match e {
+                    DialError::Local(_) => Failure::Refused(e.to_string()),
+                    DialError::Connect(detail) => Failure::Unreachable(detail),
+                    DialError::Resolve(_) | DialError::NoAddresses => {
+                        Failure::Unreachable(e.to_string())
+                    }
+                };
+                self.error(step, server, failure)
+            })
     }
 
     async fn tls_wrap(
@@ -493,27 +444,6 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_destinations_are_refused_unless_allowed() {
-        let strict = Destinations { allow_local: false };
-        for ip in [
-            "127.0.0.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(strict.check(ip.parse().unwrap()).is_err(), "{ip} allowed");
-        }
-        for ip in ["10.0.0.5", "192.168.1.10", "93.184.216.34", "2001:db8::1"] {
-            assert!(strict.check(ip.parse().unwrap()).is_ok(), "{ip} refused");
-        }
-        assert!(Destinations { allow_local: true }
-            .check("127.0.0.1".parse().unwrap())
-            .is_ok());
-    }
 
     #[test]
     fn each_failure_reads_differently_and_names_the_step() {

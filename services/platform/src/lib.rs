@@ -28,6 +28,7 @@ pub mod error;
 pub mod grpc;
 pub mod kafka;
 pub mod metrics;
+pub mod net;
 pub mod outbox;
 pub mod redis;
 pub mod revocation;

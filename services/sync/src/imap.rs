@@ -117,56 +117,17 @@ async fn connect_inner(
     authenticate(login, client).await
 }
 
-/// Resolves the host, refuses destinations inside the cluster's own machine (unless
-/// allowed), and opens TCP to the first address that answers.
+/// Opens TCP through the platform's dialer (no loopback or link-local destinations unless
+/// allowed).
 async fn open(login: &Login, allow_local: bool) -> Result<TcpStream, SyncFailure> {
-    let unreachable = |why: String| {
-        SyncFailure::new(
-            FailureKind::Unreachable,
-            format!("cannot reach {}:{}: {why}", login.host, login.port),
-        )
-    };
-    let addrs: Vec<std::net::SocketAddr> =
-        tokio::net::lookup_host((login.host.as_str(), login.port))
-            .await
-            .map_err(|e| unreachable(format!("the host name does not resolve ({e})")))?
-            .collect();
-    if addrs.is_empty() {
-        return Err(unreachable("the host name has no addresses".into()));
-    }
-    if !allow_local {
-        if let Some(bad) = addrs.iter().find(|a| is_local(a.ip())) {
-            return Err(unreachable(format!(
-                "{} is a loopback, link-local or unspecified address, which the sync does not connect to",
-                bad.ip()
-            )));
-        }
-    }
-    let mut last = String::new();
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(tcp) => {
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
-            }
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(unreachable(last))
-}
-
-fn is_local(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
-        }
-    }
+    mailroom_platform::net::dial(&login.host, login.port, allow_local)
+        .await
+        .map_err(|e| {
+            SyncFailure::new(
+                FailureKind::Unreachable,
+                format!("cannot reach {}:{}: {e}", login.host, login.port),
+            )
+        })
 }
 
 async fn tls_wrap(
