@@ -177,6 +177,32 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
         .map(|m| m.1)
         .collect();
     assert_eq!(archive, vec![1, 2, 3, 4]);
+
+    // Rows missing below the checkpoint (a fetch cut off earlier, whose checkpoint was
+    // therefore not saved) are fetched again: the index repairs itself.
+    sqlx::query(
+        "DELETE FROM messages WHERE (mailbox_id, folder_id, uid) IN \
+         (SELECT mailbox_id, folder_id, uid FROM messages WHERE mailbox_id = $1 ORDER BY folder_id, uid LIMIT 5)",
+    )
+    .bind(mailbox)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE folders SET messages = -1 WHERE mailbox_id = $1")
+        .bind(mailbox)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let repaired = engine
+        .sync(mailbox, &login(&user), false, &stop)
+        .await
+        .expect("repairing sync");
+    assert_eq!(
+        indexed_messages(&pool, mailbox).await,
+        server_messages(&mut imap).await
+    );
+    assert_eq!(repaired.new_messages, 5, "{repaired:?}");
+    assert_eq!(repaired.expunged, 0, "{repaired:?}");
     let _ = imap.logout().await;
 }
 

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use mailroom_platform::proto::events::v1 as ev;
 use sqlx::PgPool;
@@ -66,6 +66,9 @@ pub struct SyncReport {
     pub folders: usize,
     /// Folders whose STATUS matched the checkpoint.
     pub unchanged_folders: usize,
+    /// Folders the server refused to open, or whose answers did not add up (tried again next
+    /// time; nothing of theirs was changed or checkpointed).
+    pub skipped_folders: usize,
     pub new_messages: i64,
     pub flag_changes: i64,
     pub expunged: i64,
@@ -160,6 +163,15 @@ impl Engine {
             .map(|f| (f.name.clone(), f))
             .collect();
         let listed: HashSet<&str> = names.iter().map(|n| n.name.as_str()).collect();
+        // async-imap ends a LIST at its tag without reading the status: a refused or cut-off
+        // LIST would look like a mailbox whose folders were deleted. Every mailbox has an
+        // INBOX, so a list without one is not believed.
+        if !names.iter().any(|n| n.name.eq_ignore_ascii_case("INBOX")) {
+            return Err(RunError::Failed(SyncFailure::new(
+                FailureKind::Protocol,
+                "the server's folder list has no INBOX (refused or cut off); nothing was changed",
+            )));
+        }
         for (name, folder) in &known {
             if !listed.contains(name.as_str()) {
                 store::drop_folder(&self.pool, mailbox, folder.id).await?;
@@ -184,16 +196,26 @@ impl Engine {
                 }
             };
             report.folders += 1;
-            self.sync_folder(
-                session,
-                mailbox,
-                &folder,
-                &caps,
-                &mut feed_left,
-                &mut report,
-                stop,
-            )
-            .await?;
+            let synced = self
+                .sync_folder(
+                    session,
+                    mailbox,
+                    &folder,
+                    &caps,
+                    &mut feed_left,
+                    &mut report,
+                    stop,
+                )
+                .await;
+            match synced {
+                // A folder the server will not open for this account (a shared folder
+                // without read rights) is left as it is; the others go on.
+                Err(RunError::Failed(f)) if f.kind == FailureKind::Refused => {
+                    tracing::info!(folder = %folder.name, reason = %f.message, "folder skipped");
+                    report.skipped_folders += 1;
+                }
+                other => other?,
+            }
             while session.unsolicited_responses.try_recv().is_ok() {}
         }
         // The counters, from the checkpoints just saved.
@@ -320,6 +342,20 @@ impl Engine {
             report.unchanged_folders += 1;
             return Ok(());
         }
+        // Read-only: the sync changes nothing on the server (not even \Recent), so it wakes
+        // no IDLE watcher. CHANGEDSINCE below enables CONDSTORE by itself (RFC 7162 3.1).
+        let selected = self.io(session.examine(&folder.name)).await?;
+        let mut cp = cp;
+        if cp.uid_validity == 0 {
+            cp.uid_validity = selected.uid_validity.unwrap_or(0);
+        }
+        if cp.uid_validity == 0 {
+            // Without UIDVALIDITY, UIDs cannot be trusted from one session to the next.
+            return Err(RunError::Failed(SyncFailure::new(
+                FailureKind::Refused,
+                "the server gave no UIDVALIDITY for this folder",
+            )));
+        }
         let mut last_uid = u32::try_from(folder.last_uid).unwrap_or(0);
         let mut since_modseq = u64::try_from(folder.highest_modseq).unwrap_or(0);
         if folder.uid_validity != 0 && folder.uid_validity != i64::from(cp.uid_validity) {
@@ -331,9 +367,6 @@ impl Engine {
             store::reset_folder(&self.pool, mailbox, folder.id, cp.uid_validity).await?;
         }
         let first_import = last_uid == 0;
-        // Read-only: the sync changes nothing on the server (not even \Recent), so it wakes
-        // no IDLE watcher. CHANGEDSINCE below enables CONDSTORE by itself (RFC 7162 3.1).
-        let selected = self.io(session.examine(&folder.name)).await?;
 
         // Flags of what the index already has, before new mail (whose flags come with it).
         if last_uid > 0 {
@@ -364,8 +397,9 @@ impl Engine {
             } else {
                 Some(&mut *feed_left)
             };
+            let range = format!("{}:*", last_uid.saturating_add(1));
             let (count, fed) = self
-                .fetch_new(session, mailbox, folder.id, last_uid, feed, stop)
+                .fetch_new(session, mailbox, folder.id, &range, last_uid, feed, stop)
                 .await?;
             report.new_messages += count;
             if !fed.is_empty() {
@@ -380,19 +414,61 @@ impl Engine {
             }
         }
 
-        // Expunged messages: only when the counts disagree.
+        // Expunged messages (and any the index misses): only when the counts disagree.
         let indexed = store::indexed_count(&self.pool, mailbox, folder.id).await?;
+        let mut final_count = indexed;
         if indexed != i64::from(selected.exists) || indexed != i64::from(cp.messages) {
+            // Read before the search: a row written after it cannot be taken for gone.
+            let in_index = store::indexed_uids(&self.pool, mailbox, folder.id).await?;
             let on_server = self.io(session.uid_search("ALL")).await?;
-            let gone: Vec<u32> = store::indexed_uids(&self.pool, mailbox, folder.id)
-                .await?
+            // async-imap ends a SEARCH at its tag without reading the status: a refused or
+            // cut-off answer would look like an emptied folder. Fewer UIDs than EXAMINE
+            // counted is not believed; nothing is deleted and the folder is looked at again.
+            if on_server.len() < selected.exists as usize {
+                return Err(RunError::Failed(SyncFailure::new(
+                    FailureKind::Refused,
+                    format!(
+                        "UID SEARCH answered {} of the {} messages the folder has",
+                        on_server.len(),
+                        selected.exists
+                    ),
+                )));
+            }
+            let indexed_set: HashSet<u32> = in_index.iter().copied().collect();
+            let gone: Vec<u32> = in_index
                 .into_iter()
                 .filter(|uid| !on_server.contains(uid))
                 .collect();
             report.expunged +=
                 store::delete_uids(&self.pool, mailbox, folder.id, &gone).await? as i64;
+            // On the server at or below the checkpoint, yet not in the index (a fetch cut off
+            // earlier): fetched now, so a loss repairs itself.
+            let mut missing: Vec<u32> = on_server
+                .iter()
+                .copied()
+                .filter(|uid| *uid <= last_uid.max(1) && !indexed_set.contains(uid))
+                .collect();
+            missing.sort_unstable();
+            for chunk in missing.chunks(500) {
+                let set = chunk
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let (count, _) = self
+                    .fetch_new(session, mailbox, folder.id, &set, 0, None, stop)
+                    .await?;
+                report.new_messages += count;
+            }
+            final_count = store::indexed_count(&self.pool, mailbox, folder.id).await?;
         }
-        store::save_checkpoint(&self.pool, folder.id, cp).await?;
+        // The checkpoint says "the index has what STATUS described": saved only when the
+        // counts agree, so a change this run could not account for is looked at again.
+        if final_count == i64::from(cp.messages) {
+            store::save_checkpoint(&self.pool, folder.id, cp).await?;
+        } else {
+            tracing::debug!(folder = %folder.name, final_count, status = cp.messages, "counts differ; no checkpoint this time");
+        }
         Ok(())
     }
 
@@ -418,12 +494,15 @@ impl Engine {
         Ok(out)
     }
 
-    /// Fetches everything after `last_uid` as one stream, written in batches as it arrives.
+    /// Fetches the UIDs `set` names (above `last_uid`) as one stream, written in batches as
+    /// it arrives.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_new(
         &self,
         session: &mut ImapSession,
         mailbox: Uuid,
         folder: i32,
+        set: &str,
         last_uid: u32,
         mut feed: Option<&mut usize>,
         stop: &CancellationToken,
@@ -444,10 +523,7 @@ impl Engine {
             let mut fed = Vec::new();
             let mut stream = match tokio::time::timeout(
                 io_timeout,
-                session.uid_fetch(
-                    format!("{}:*", last_uid.saturating_add(1)),
-                    "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)",
-                ),
+                session.uid_fetch(set, "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)"),
             )
             .await
             {
@@ -455,6 +531,7 @@ impl Engine {
                 Err(_) => return Err(RunError::Failed(self.timeout())),
             };
             let mut rows = Vec::with_capacity(batch);
+            let mut seen = HashSet::new();
             loop {
                 let next = tokio::select! {
                     n = tokio::time::timeout(io_timeout, stream.next()) => match n {
@@ -468,6 +545,10 @@ impl Engine {
                 let Some(row) = new_row(&fetch, last_uid) else {
                     continue;
                 };
+                // A server may repeat a message in one answer.
+                if !seen.insert(row.uid) {
+                    continue;
+                }
                 if let Some(left) = feed.as_deref_mut() {
                     if *left > 0 {
                         *left -= 1;
@@ -525,11 +606,12 @@ fn new_row(fetch: &async_imap::types::Fetch, last_uid: u32) -> Option<NewRow> {
     if uid <= last_uid {
         return None;
     }
+    // An unsolicited FETCH (a flag change another session made) carries none of what was
+    // asked: it is not a new message.
+    let internal_date = fetch.internal_date()?.with_timezone(&Utc);
+    fetch.envelope()?;
+    fetch.size?;
     let (bits, keywords) = flag_bits(fetch);
-    let internal_date = fetch
-        .internal_date()
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     Some(NewRow {
         uid,
         flags: bits,

@@ -16,6 +16,9 @@ pub enum FailureKind {
     Timeout,
     /// The server said something the sync could not use.
     Protocol,
+    /// The server refused one command (a folder it will not open for this account): that
+    /// folder is skipped, the rest of the mailbox synced.
+    Refused,
 }
 
 impl FailureKind {
@@ -26,6 +29,7 @@ impl FailureKind {
             FailureKind::Tls => "tls",
             FailureKind::Timeout => "timeout",
             FailureKind::Protocol => "protocol",
+            FailureKind::Refused => "refused",
         }
     }
 
@@ -35,7 +39,7 @@ impl FailureKind {
             FailureKind::Unreachable => ev::SyncFailureKind::Unreachable,
             FailureKind::Tls => ev::SyncFailureKind::Tls,
             FailureKind::Timeout => ev::SyncFailureKind::Timeout,
-            FailureKind::Protocol => ev::SyncFailureKind::Protocol,
+            FailureKind::Protocol | FailureKind::Refused => ev::SyncFailureKind::Protocol,
         }
     }
 }
@@ -72,6 +76,10 @@ impl From<async_imap::error::Error> for SyncFailure {
             Error::Io(_) | Error::ConnectionLost => {
                 SyncFailure::new(FailureKind::Unreachable, err.to_string())
             }
+            Error::No(text) => SyncFailure::new(
+                FailureKind::Refused,
+                format!("the server refused: {}", crate::imap::one_line(text)),
+            ),
             _ => SyncFailure::protocol(err),
         }
     }

@@ -121,8 +121,18 @@ impl Leases {
                 _ = done.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match self.renew(name).await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
+            // A renewal that hangs (a half-open connection) counts as failed, and the TTL is
+            // counted from when the last good one was sent.
+            let sent = tokio::time::Instant::now();
+            let renewed = match tokio::time::timeout(every, self.renew(name)).await {
+                Ok(r) => r,
+                Err(_) => Err(redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "lease renewal timed out",
+                ))),
+            };
+            match renewed {
+                Ok(true) => last_ok = sent,
                 Ok(false) => {
                     tracing::warn!(
                         lease = name,

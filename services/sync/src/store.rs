@@ -158,7 +158,8 @@ pub async fn due_by_tier(pool: &PgPool) -> sqlx::Result<Vec<(i16, i64)>> {
     .await
 }
 
-/// A finished sync: when the next is due and at which tier.
+/// A finished sync: when the next is due and at which tier. False when the mailbox has left
+/// the schedule meanwhile (disconnected during the sync).
 pub async fn record_success(
     conn: &mut PgConnection,
     mailbox: Uuid,
@@ -166,8 +167,8 @@ pub async fn record_success(
     duration_ms: i64,
     next_due: DateTime<Utc>,
     tier: i16,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    let updated = sqlx::query(
         "UPDATE schedule SET last_sync = $2, last_duration_ms = $3, failures = 0, last_error = '', \
          last_error_kind = '', parked = false, next_due = $4, tier = $5 \
          WHERE mailbox_id = $1",
@@ -178,8 +179,9 @@ pub async fn record_success(
     .bind(next_due)
     .bind(tier)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
 }
 
 /// A failed sync. Returns whether the mailbox was already parked (so a parked mailbox's

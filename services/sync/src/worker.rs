@@ -83,9 +83,11 @@ impl WorkHandler for Worker {
         };
         let mailbox = Uuid::parse_str(&request.mailbox_id).context("mailbox_id is not a UUID")?;
         if let Some(at) = &event.occurred_at {
-            let lag_ms = (Utc::now().timestamp_millis()
-                - (at.seconds * 1000 + i64::from(at.nanos) / 1_000_000))
-                .max(0);
+            let sent_ms = at
+                .seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(at.nanos) / 1_000_000);
+            let lag_ms = Utc::now().timestamp_millis().saturating_sub(sent_ms).max(0);
             ::metrics::histogram!(metrics::REQUEST_LAG).record(lag_ms as f64 / 1000.0);
             // A scheduled request older than the scheduler's hold has been issued again if
             // the mailbox is still due: after an outage that backlog is passed over without a
@@ -235,7 +237,15 @@ impl Worker {
             .record(report.duration.as_secs_f64());
         ::metrics::counter!(metrics::MESSAGES_INDEXED).increment(report.new_messages.max(0) as u64);
         let mut tx = self.pool.begin().await?;
-        store::record_success(&mut tx, row.mailbox_id, now, duration_ms, next, tier.code()).await?;
+        if !store::record_success(&mut tx, row.mailbox_id, now, duration_ms, next, tier.code())
+            .await?
+        {
+            // Disconnected while it synced: what this run indexed goes too, and nothing is
+            // reported for a mailbox the registry no longer has.
+            store::forget_mailbox(&mut tx, row.mailbox_id).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
         let actor = EventActor::Service(SERVICE.into());
         let key = row.mailbox_id.to_string();
         outbox::enqueue(
@@ -299,6 +309,8 @@ impl Worker {
         )
         .await?
         else {
+            store::forget_mailbox(&mut tx, row.mailbox_id).await?;
+            tx.commit().await?;
             return Ok(());
         };
         // A parked mailbox is reported once, not at every attempt.
