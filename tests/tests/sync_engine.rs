@@ -335,3 +335,59 @@ async fn new_connections_to_one_server_are_limited_across_workers() {
         .await
         .is_none());
 }
+
+#[tokio::test]
+async fn a_failure_with_settings_replaced_meanwhile_does_not_park_the_mailbox() {
+    use mailroom_sync::store::{self, FailureRecorded};
+    let pool = index_db().await;
+    let mailbox = Uuid::new_v4();
+    let mut conn = pool.acquire().await.unwrap();
+    store::upsert_mailbox(&mut conn, mailbox, Uuid::new_v4(), Uuid::new_v4(), false)
+        .await
+        .unwrap();
+    // A sync reads the old password, then the admin fixes it (un-park), then the sync fails.
+    let read_old_login = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store::unpark(&mut conn, mailbox).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let stale = store::record_failure(
+        &mut conn,
+        mailbox,
+        "auth_failed",
+        "refused",
+        true,
+        later,
+        read_old_login,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale, FailureRecorded::Stale);
+    let row = store::schedule_row(&pool, mailbox).await.unwrap().unwrap();
+    assert!(!row.parked, "the fixed password must be tried");
+    // A failure with the current settings parks it.
+    let recorded = store::record_failure(
+        &mut conn,
+        mailbox,
+        "auth_failed",
+        "refused",
+        true,
+        later,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        FailureRecorded::Recorded {
+            was_parked: false,
+            failures: 1
+        }
+    );
+    assert!(
+        store::schedule_row(&pool, mailbox)
+            .await
+            .unwrap()
+            .unwrap()
+            .parked
+    );
+}

@@ -53,7 +53,7 @@ pub async fn upsert_mailbox(
 pub async fn unpark(conn: &mut PgConnection, mailbox: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE schedule SET parked = false, failures = 0, last_error = '', last_error_kind = '', \
-         next_due = now() WHERE mailbox_id = $1",
+         next_due = now(), settings_changed_at = now() WHERE mailbox_id = $1",
     )
     .bind(mailbox)
     .execute(conn)
@@ -184,9 +184,18 @@ pub async fn record_success(
     Ok(updated == 1)
 }
 
-/// A failed sync. Returns whether the mailbox was already parked (so a parked mailbox's
-/// failure is reported once).
-#[allow(clippy::too_many_arguments)]
+/// What recording a failure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureRecorded {
+    /// The mailbox has left the schedule.
+    Gone,
+    /// Its login settings changed after the failed sync read them: not held against it.
+    Stale,
+    /// Recorded; whether it was parked before, and the failures so far.
+    Recorded { was_parked: bool, failures: i32 },
+}
+
+/// A failed sync whose login settings were read at `login_read_at`.
 pub async fn record_failure(
     conn: &mut PgConnection,
     mailbox: Uuid,
@@ -194,15 +203,20 @@ pub async fn record_failure(
     message: &str,
     park: bool,
     next_due: DateTime<Utc>,
-) -> sqlx::Result<Option<(bool, i32)>> {
-    let before: Option<(bool,)> =
-        sqlx::query_as("SELECT parked FROM schedule WHERE mailbox_id = $1 FOR UPDATE")
-            .bind(mailbox)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((was_parked,)) = before else {
-        return Ok(None);
+    login_read_at: DateTime<Utc>,
+) -> sqlx::Result<FailureRecorded> {
+    let before: Option<(bool, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT parked, settings_changed_at FROM schedule WHERE mailbox_id = $1 FOR UPDATE",
+    )
+    .bind(mailbox)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((was_parked, changed_at)) = before else {
+        return Ok(FailureRecorded::Gone);
     };
+    if changed_at.is_some_and(|at| at > login_read_at) {
+        return Ok(FailureRecorded::Stale);
+    }
     let (failures,): (i32,) = sqlx::query_as(
         "UPDATE schedule SET failures = failures + 1, last_error = $2, last_error_kind = $3, \
          parked = $4, next_due = $5 WHERE mailbox_id = $1 RETURNING failures",
@@ -214,7 +228,10 @@ pub async fn record_failure(
     .bind(next_due)
     .fetch_one(conn)
     .await?;
-    Ok(Some((was_parked, failures)))
+    Ok(FailureRecorded::Recorded {
+        was_parked,
+        failures,
+    })
 }
 
 /// An owner became more active: each of their mailboxes planned for later than `due` is

@@ -128,6 +128,7 @@ impl Worker {
         }
         // The login is asked for before the lease: a mailbox the registry no longer has
         // leaves the schedule without ever holding up the mailbox's lease.
+        let login_read_at = Utc::now();
         let Some(login) = self.peers.login(mailbox).await? else {
             let mut tx = self.pool.begin().await?;
             store::forget_mailbox(&mut tx, mailbox).await?;
@@ -159,7 +160,7 @@ impl Worker {
             let lost = lost.clone();
             tokio::spawn(async move { leases.keep(&name, done, lost).await })
         };
-        let result = self.sync_leased(mailbox, login, &lost).await;
+        let result = self.sync_leased(mailbox, login, login_read_at, &lost).await;
         done.cancel();
         let _ = keeper.await;
         if let Err(err) = self.leases.release(&name).await {
@@ -173,6 +174,7 @@ impl Worker {
         &self,
         mailbox: Uuid,
         login: MailboxLogin,
+        login_read_at: chrono::DateTime<Utc>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Handled> {
         // Read again under the lease: the state another worker left is the one that counts.
@@ -197,7 +199,7 @@ impl Worker {
             }
             Err(RunError::Failed(failure)) => {
                 let kind = failure.kind;
-                self.record_failure(&row, failure).await?;
+                self.record_failure(&row, failure, login_read_at).await?;
                 metrics::sync_outcome(kind.name());
                 Ok(Handled::Failed(kind))
             }
@@ -287,6 +289,7 @@ impl Worker {
         &self,
         row: &store::ScheduleRow,
         failure: SyncFailure,
+        login_read_at: chrono::DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let park = failure.kind == FailureKind::AuthFailed;
         let failures = u32::try_from(row.failures.max(0)).unwrap_or(0) + 1;
@@ -299,19 +302,30 @@ impl Worker {
         let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         tracing::info!(kind = failure.kind.name(), error = %failure.message, park, retry_in_s = delay.as_secs(), "sync failed");
         let mut tx = self.pool.begin().await?;
-        let Some((was_parked, failures)) = store::record_failure(
+        let (was_parked, failures) = match store::record_failure(
             &mut tx,
             row.mailbox_id,
             failure.kind.name(),
             &failure.message,
             park,
             next,
+            login_read_at,
         )
         .await?
-        else {
-            store::forget_mailbox(&mut tx, row.mailbox_id).await?;
-            tx.commit().await?;
-            return Ok(());
+        {
+            store::FailureRecorded::Recorded {
+                was_parked,
+                failures,
+            } => (was_parked, failures),
+            store::FailureRecorded::Stale => {
+                // The settings it used were replaced meanwhile; the change made it due again.
+                return Ok(());
+            }
+            store::FailureRecorded::Gone => {
+                store::forget_mailbox(&mut tx, row.mailbox_id).await?;
+                tx.commit().await?;
+                return Ok(());
+            }
         };
         // A parked mailbox is reported once, not at every attempt.
         if !(park && was_parked) {

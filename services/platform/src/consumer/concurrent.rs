@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -277,10 +277,16 @@ async fn work(
     let mut attempt = 0u32;
     let mut backoff = Duration::from_millis(200);
     loop {
-        let result = handler
-            .handle(envelope.clone(), stop.clone())
-            .instrument(span.clone())
-            .await;
+        // A handler that panics on a record is a failure like any other (retried, then
+        // dead-lettered), not a consumer that restarts on the same record for ever.
+        let result = std::panic::AssertUnwindSafe(
+            handler
+                .handle(envelope.clone(), stop.clone())
+                .instrument(span.clone()),
+        )
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the work handler panicked on this record")));
         if stop.is_cancelled() {
             return result.is_ok();
         }
