@@ -123,6 +123,7 @@ impl EventHandler for IdentityEvents {
                 | Payload::UserUpdated(_)
                 | Payload::UserDismissed(_)
                 | Payload::UserRehired(_)
+                | Payload::UserRemoved(_)
                 | Payload::AdminChanged(_)
                 | Payload::DepartmentCreated(_)
                 | Payload::DepartmentUpdated(_)
@@ -142,7 +143,10 @@ impl EventHandler for IdentityEvents {
             }
             Payload::UserCreated(ev::UserCreated { user: Some(user) })
             | Payload::UserDismissed(ev::UserDismissed { user: Some(user) })
-            | Payload::UserRehired(ev::UserRehired { user: Some(user) }) => {
+            | Payload::UserRehired(ev::UserRehired { user: Some(user) })
+            | Payload::UserRemoved(ev::UserRemoved {
+                user: Some(user), ..
+            }) => {
                 mirror_user(&mut w, user).await?
             }
             Payload::UserUpdated(ev::UserUpdated {

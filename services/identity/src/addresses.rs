@@ -61,6 +61,14 @@ impl Identity {
             if user.contact_email == address.as_str() {
                 uses.push(AddressUse {
                     kind: pb::AddressUseKind::Contact,
+                    user: user.clone(),
+                });
+            }
+            // An INVITED user is a pending invitation (the invitations service makes one per
+            // invitee): say so, so the admin knows to revoke it rather than dismiss anyone.
+            if user.state() == crate::domain::UserState::Invited {
+                uses.push(AddressUse {
+                    kind: pb::AddressUseKind::PendingInvitation,
                     user,
                 });
             }

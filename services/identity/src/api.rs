@@ -27,12 +27,16 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-pub fn user_to_proto(u: UserRow) -> pb::User {
-    let state = match u.state() {
+fn state_to_proto(state: UserState) -> pb::UserState {
+    match state {
         UserState::Invited => pb::UserState::Invited,
         UserState::Active => pb::UserState::Active,
         UserState::Dismissed => pb::UserState::Dismissed,
-    };
+    }
+}
+
+pub fn user_to_proto(u: UserRow) -> pb::User {
+    let state = state_to_proto(u.state());
     pb::User {
         id: u.id.to_string(),
         org_id: u.org_id.to_string(),
@@ -61,6 +65,7 @@ fn org_to_proto(o: OrgRow) -> pb::Organization {
         create_time: Some(timestamp(o.created_at)),
         update_time: Some(timestamp(o.updated_at)),
         seats_used: count(o.seats_used),
+        invited_users: count(o.invited_users),
     }
 }
 
@@ -325,6 +330,47 @@ impl IdentityService for IdentityApi {
             .send_password_reset_link(&p, &req.get_ref().user_id)
             .await?;
         Ok(Response::new(()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn admit_invitees(
+        &self,
+        req: Request<pb::AdmitInviteesRequest>,
+    ) -> Reply<pb::AdmitInviteesResponse> {
+        let p = principal(&req)?.clone();
+        let admitted = self.0.admit_invitees(&p, req.into_inner()).await?;
+        Ok(Response::new(pb::AdmitInviteesResponse {
+            admissions: admitted
+                .admissions
+                .into_iter()
+                .map(|a| match a.taken {
+                    None => pb::Admission {
+                        email: a.email,
+                        admitted: true,
+                        ..Default::default()
+                    },
+                    Some(t) => pb::Admission {
+                        email: a.email,
+                        admitted: false,
+                        reason: t.reason,
+                        holder_user_id: t.holder.to_string(),
+                        holder_state: state_to_proto(t.holder_state) as i32,
+                    },
+                })
+                .collect(),
+            seat_limit: admitted.seat_limit,
+            seats_used: count(admitted.seats_used),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn activate_invitee(
+        &self,
+        req: Request<pb::ActivateInviteeRequest>,
+    ) -> Reply<pb::User> {
+        let p = principal(&req)?.clone();
+        let user = self.0.activate_invitee(&p, req.into_inner()).await?;
+        Ok(Response::new(user_to_proto(user)))
     }
 }
 

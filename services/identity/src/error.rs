@@ -36,6 +36,9 @@ pub enum IdentityError {
     RateLimited { retry_after_secs: u64 },
     #[error("the organisation has used all {limit} of its seats; dismiss someone or raise the seat limit")]
     SeatLimit { limit: i32 },
+    /// A batch of invitees that does not fit the seats left; the sentence says how many are.
+    #[error("{0}")]
+    Seats(String),
     #[error("mail could not be sent: {0}")]
     Mail(String),
     #[error("the database is unavailable")]
@@ -68,7 +71,7 @@ impl ApiError for IdentityError {
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             BadCredentials | Unauthenticated(_) => ErrorKind::Unauthenticated,
-            RateLimited { .. } | SeatLimit { .. } => ErrorKind::ResourceExhausted,
+            RateLimited { .. } | SeatLimit { .. } | Seats(_) => ErrorKind::ResourceExhausted,
             Mail(_) | DbUnavailable(_) | Redis(_) => ErrorKind::Unavailable,
             Db(_) | Internal(_) => ErrorKind::Internal,
         }

@@ -6,6 +6,8 @@
 //! - [`users`], [`departments`], [`addresses`], [`signin`], [`resets`]: the operations.
 //! - [`keys`], [`passwords`], [`mailer`]: token signing, Argon2id, SMTP.
 //! - [`mailbox_events`]: the addresses of connected mailboxes, from the registry's events.
+//! - [`invitees`]: INVITED users made, activated and removed for the invitations service,
+//!   and the seats counted for them.
 //! - [`api`]: the gRPC handlers; [`error`]: what can go wrong and its gRPC code.
 //!
 //! [`start`] connects, migrates and returns what the `mailroom` binary hosts: the gRPC routes,
@@ -17,6 +19,7 @@ pub mod config;
 pub mod departments;
 pub mod domain;
 pub mod error;
+pub mod invitees;
 pub mod keys;
 pub mod mailbox_events;
 pub mod mailer;
@@ -32,7 +35,9 @@ use std::sync::Arc;
 use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, MAILBOXES_EVENTS, REVOCATIONS};
+use mailroom_platform::kafka::{
+    KafkaSettings, IDENTITY_EVENTS, INVITATIONS_EVENTS, MAILBOXES_EVENTS, REVOCATIONS,
+};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::identity::v1 as pb;
 use sqlx::migrate::Migrator;
@@ -102,8 +107,8 @@ impl Started {
             self.kafka,
             self.consumer_group,
             self.pool,
-            vec![MAILBOXES_EVENTS],
-            Arc::new(mailbox_events::MailboxEvents),
+            vec![MAILBOXES_EVENTS, INVITATIONS_EVENTS],
+            Arc::new(invitees::Followed),
             shutdown.clone(),
         ));
         let served = mailroom_platform::grpc::serve(

@@ -55,16 +55,19 @@ pub struct OrgRow {
     pub updated_at: DateTime<Utc>,
     /// Seats taken (invited and active users), as of the statement that read the row.
     pub seats_used: i64,
+    /// Of those, INVITED users.
+    pub invited_users: i64,
 }
 
 /// The columns of an [`OrgRow`] without counting seats (`seats_used` reads 0): for the row
 /// lock that every seat-taking change takes, which counts only when it needs to.
 const ORG_COLUMNS_UNCOUNTED: &str =
-    "id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at, 0::bigint AS seats_used";
+    "id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at, 0::bigint AS seats_used, 0::bigint AS invited_users";
 
 /// The columns of an [`OrgRow`], usable in SELECT and RETURNING.
 pub const ORG_COLUMNS: &str = "id, display_name, seat_limit, allow_everyone_to_invite, created_at, updated_at, \
-     (SELECT count(*) FROM users u WHERE u.org_id = organizations.id AND u.state IN ('invited', 'active')) AS seats_used";
+     (SELECT count(*) FROM users u WHERE u.org_id = organizations.id AND u.state IN ('invited', 'active')) AS seats_used, \
+     (SELECT count(*) FROM users u WHERE u.org_id = organizations.id AND u.state = 'invited') AS invited_users";
 
 pub const DEPARTMENT_COLUMNS: &str =
     "id, org_id, name, parent_id, head_user_id, created_at, updated_at";

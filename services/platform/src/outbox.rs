@@ -69,6 +69,16 @@ pub fn payload_type(payload: &Payload) -> &'static str {
         Payload::MailboxSynced(_) => "mailroom.events.v1.MailboxSynced",
         Payload::MailboxSyncFailed(_) => "mailroom.events.v1.MailboxSyncFailed",
         Payload::NewMessages(_) => "mailroom.events.v1.NewMessages",
+        Payload::UserRemoved(_) => "mailroom.events.v1.UserRemoved",
+        Payload::InvitationCreated(_) => "mailroom.events.v1.InvitationCreated",
+        Payload::InvitationSent(_) => "mailroom.events.v1.InvitationSent",
+        Payload::InvitationFailed(_) => "mailroom.events.v1.InvitationFailed",
+        Payload::InvitationAccepted(_) => "mailroom.events.v1.InvitationAccepted",
+        Payload::InvitationRevoked(_) => "mailroom.events.v1.InvitationRevoked",
+        Payload::InvitationExpired(_) => "mailroom.events.v1.InvitationExpired",
+        Payload::RegistrationRequested(_) => "mailroom.events.v1.RegistrationRequested",
+        Payload::RegistrationApproved(_) => "mailroom.events.v1.RegistrationApproved",
+        Payload::RegistrationRejected(_) => "mailroom.events.v1.RegistrationRejected",
     }
 }
 

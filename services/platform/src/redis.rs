@@ -54,12 +54,18 @@ impl RateLimiter {
 
     /// Counts one hit on `key`.
     pub async fn hit(&self, key: &str) -> Result<RateDecision, RedisError> {
+        self.hit_n(key, 1).await
+    }
+
+    /// Counts `n` hits on `key` at once (a batch of `n` things); refused when the window
+    /// would pass its limit with them.
+    pub async fn hit_n(&self, key: &str, n: u32) -> Result<RateDecision, RedisError> {
         let full_key = format!("ratelimit:{}:{}", self.prefix, key);
         let window_ms = self.window.as_millis().max(1) as u64;
         let mut conn = self.conn.clone();
         let (count, ttl_ms): (u64, i64) = redis::pipe()
             .atomic()
-            .incr(&full_key, 1u64)
+            .incr(&full_key, u64::from(n))
             .cmd("PEXPIRE")
             .arg(&full_key)
             .arg(window_ms)

@@ -1,0 +1,221 @@
+//! Sending invitation mail. The queue is the `invitations` table itself: a row whose
+//! `delivery_state` is `queued` is due at `next_attempt_at`. A sender claims due rows with
+//! `FOR UPDATE SKIP LOCKED` (so replicas share the work and never send one row twice at once),
+//! pushes their time out by a lease, gives each a fresh link secret, sends over the pooled
+//! SMTP transport, and records the outcome with its event:
+//! - accepted by the server: `sent`, `InvitationSent`;
+//! - refused for good (5xx): the invitation is FAILED with the server's answer, `InvitationFailed`;
+//! - anything else (4xx, server down, timeout): tried again later, doubling the delay with
+//!   jitter, until the attempts run out, then FAILED likewise.
+//!
+//! A sender that dies mid-send leaves the row to come due again when its lease runs out; the
+//! invitee may then get the mail twice, and only the later link works.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mailroom_platform::outbox::EventActor;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{Kind, Locale};
+use crate::error::Result;
+use crate::events::{publish, Change};
+use crate::mailer::{MailError, Mailer};
+use crate::service::Invitations;
+use crate::store::{InvitationRow, INVITATION_COLUMNS};
+use crate::templates::{self, Fill, Purpose, Template};
+use crate::token;
+
+/// How long a claimed row is left alone before another sender may take it.
+const LEASE: Duration = Duration::from_secs(120);
+/// The longest wait between two attempts.
+const MAX_DELAY: Duration = Duration::from_secs(600);
+
+pub struct Sender {
+    pub invitations: Arc<Invitations>,
+    pub mailer: Mailer,
+}
+
+impl Sender {
+    /// Sends due mail until `shutdown`: woken when mail is queued here, and every second for
+    /// what other replicas queued or what came due again.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let concurrency = self.invitations.config.delivery_concurrency.max(1);
+        loop {
+            match self.round(concurrency * 4, concurrency).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "invitation mail could not be taken from the queue"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.invitations.queued.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One claim of up to `batch` due rows, sent `concurrency` at a time. Returns how many.
+    pub async fn round(&self, batch: usize, concurrency: usize) -> Result<usize> {
+        let rows: Vec<InvitationRow> = sqlx::query_as(&format!(
+            "UPDATE invitations SET next_attempt_at = now() + make_interval(secs => $2) \
+             WHERE id IN (SELECT id FROM invitations WHERE delivery_state = 'queued' AND next_attempt_at <= now() \
+               AND state IN ('pending', 'failed') ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING {INVITATION_COLUMNS}"
+        ))
+        .bind(batch as i64)
+        .bind(LEASE.as_secs_f64())
+        .fetch_all(&self.invitations.pool)
+        .await?;
+        let n = rows.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        // Each organisation's wording, read once per round.
+        let mut wording: HashMap<(Uuid, Purpose, Locale), Template> = HashMap::new();
+        for row in &rows {
+            let key = (row.org_id, purpose(row.kind()), row.locale());
+            if let std::collections::hash_map::Entry::Vacant(slot) = wording.entry(key) {
+                slot.insert(self.invitations.template(key.0, key.1, key.2).await?);
+            }
+        }
+        let wording = &wording;
+        futures::stream::iter(rows)
+            .for_each_concurrent(concurrency, |row| async move {
+                let key = (row.org_id, purpose(row.kind()), row.locale());
+                if let Some(template) = wording.get(&key) {
+                    if let Err(err) = self.deliver(row, template).await {
+                        tracing::warn!(error = %err, "an invitation's delivery outcome could not be recorded; it is tried again after its lease");
+                    }
+                }
+            })
+            .await;
+        Ok(n)
+    }
+
+    #[tracing::instrument(skip_all, fields(invitation = %row.id))]
+    async fn deliver(&self, row: InvitationRow, template: &Template) -> Result<()> {
+        let pool = &self.invitations.pool;
+        let secret = token::generate();
+        let armed = sqlx::query(
+            "UPDATE invitations SET token_hash = $2 WHERE id = $1 AND delivery_state = 'queued' AND state IN ('pending', 'failed')",
+        )
+        .bind(row.id)
+        .bind(&secret.hash)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if armed == 0 {
+            // Revoked, accepted or expired since it was claimed.
+            return Ok(());
+        }
+        let link = self.invitations.accept_link(&secret.secret);
+        let mail = templates::render(
+            template,
+            &Fill {
+                organization: &row.organization_name,
+                inviter: &row.inviter_name,
+                link: &link,
+                expires: row.expires_at,
+                message: &row.message,
+            },
+            row.locale(),
+        );
+        let outcome = self.mailer.send(&row.email, &mail.subject, mail.body).await;
+        let attempts = row.attempts + 1;
+        let max = self.invitations.config.delivery_attempts.max(1);
+        let mut tx = pool.begin().await?;
+        let (sql, reason, change): (&str, String, Option<fn(String) -> Change>) = match outcome {
+            Ok(()) => (
+                "UPDATE invitations SET delivery_state = 'sent', send_count = send_count + 1, attempts = $2, \
+                 failure_reason = $3, next_attempt_at = NULL, updated_at = now(), \
+                 state = CASE WHEN state = 'failed' THEN 'pending' ELSE state END \
+                 WHERE id = $1 AND delivery_state = 'queued' RETURNING ",
+                String::new(),
+                Some(|_| Change::Sent),
+            ),
+            Err(MailError::Transient(reason)) if attempts < max => {
+                let delay = backoff(self.invitations.config.delivery_retry_ms, attempts);
+                sqlx::query(
+                    "UPDATE invitations SET attempts = $2, failure_reason = $3, \
+                     next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
+                     WHERE id = $1 AND delivery_state = 'queued'",
+                )
+                .bind(row.id)
+                .bind(attempts)
+                .bind(format!("attempt {attempts} of {max} failed, trying again: {reason}"))
+                .bind(delay.as_secs_f64())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                metrics::counter!("mailroom_invitation_mail_total", "outcome" => "deferred").increment(1);
+                return Ok(());
+            }
+            Err(MailError::Transient(reason)) => (
+                FAILED_SQL,
+                format!("gave up after {attempts} attempts: {reason}"),
+                Some(Change::Failed as fn(String) -> Change),
+            ),
+            Err(MailError::Permanent(reason)) | Err(MailError::Config(reason)) => (
+                FAILED_SQL,
+                reason,
+                Some(Change::Failed as fn(String) -> Change),
+            ),
+        };
+        let updated: Option<InvitationRow> =
+            sqlx::query_as(&format!("{sql}{INVITATION_COLUMNS}"))
+                .bind(row.id)
+                .bind(attempts)
+                .bind(&reason)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let (Some(updated), Some(change)) = (updated, change) {
+            let sent = reason.is_empty();
+            publish(&mut tx, &updated, &EventActor::System, change(reason)).await?;
+            metrics::counter!("mailroom_invitation_mail_total", "outcome" => if sent { "sent" } else { "failed" })
+                .increment(1);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A refusal: the invitation is FAILED (an accepted or revoked one keeps its state).
+const FAILED_SQL: &str = "UPDATE invitations SET delivery_state = 'failed', attempts = $2, failure_reason = $3, \
+     next_attempt_at = NULL, updated_at = now(), state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END \
+     WHERE id = $1 AND delivery_state = 'queued' RETURNING ";
+
+fn purpose(kind: Kind) -> Purpose {
+    match kind {
+        Kind::Email => Purpose::Invitation,
+        Kind::DirectRegistration => Purpose::Registration,
+        Kind::RegistrationLink => Purpose::Confirmation,
+    }
+}
+
+/// `base · 2^(attempt-1)`, capped, with ±20 % jitter so a server that comes back is not hit
+/// by every deferred mail in the same second.
+fn backoff(base_ms: u64, attempt: i32) -> Duration {
+    let exp = 2u64.saturating_pow(attempt.saturating_sub(1).clamp(0, 20) as u32);
+    let ms = base_ms.max(1).saturating_mul(exp).min(MAX_DELAY.as_millis() as u64);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    Duration::from_millis((ms as f64 * jitter) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let first = backoff(1_000, 1).as_millis();
+        assert!((800..=1_200).contains(&first), "{first}");
+        let third = backoff(1_000, 3).as_millis();
+        assert!((3_200..=4_800).contains(&third), "{third}");
+        assert!(backoff(1_000, 40) <= MAX_DELAY.mul_f64(1.2));
+    }
+}

@@ -1,0 +1,80 @@
+//! Everything the invitations service can refuse or fail at, and which gRPC code each is (the
+//! mapping itself is the platform's `to_status`, the one place for every service).
+
+use mailroom_platform::aip::AipError;
+use mailroom_platform::error::{ApiError, ErrorKind};
+
+use crate::domain::ParseError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvitationError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Aip(#[from] AipError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Unknown, another organisation's, or not the caller's to see: one answer for all.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A link that expired, was revoked or was used already: the sentence says which.
+    #[error("{0}")]
+    LinkNotUsable(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Not enough seats (identity's sentence, with how many are left).
+    #[error("{0}")]
+    Seats(String),
+    #[error("too many invitations; try again in {retry_after_secs} s ({what})")]
+    RateLimited {
+        retry_after_secs: u64,
+        what: &'static str,
+    },
+    /// Identity or access control did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the database is unavailable")]
+    DbUnavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Db(#[source] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for InvitationError {
+    fn from(err: sqlx::Error) -> Self {
+        if mailroom_platform::error::is_unavailable(&err) {
+            InvitationError::DbUnavailable(err)
+        } else {
+            InvitationError::Db(err)
+        }
+    }
+}
+
+impl ApiError for InvitationError {
+    fn kind(&self) -> ErrorKind {
+        use InvitationError::*;
+        match self {
+            Parse(_) | Aip(_) | InvalidArgument(_) => ErrorKind::InvalidArgument,
+            NotFound(_) => ErrorKind::NotFound,
+            PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Unauthenticated(_) => ErrorKind::Unauthenticated,
+            LinkNotUsable(_) | FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Seats(_) | RateLimited { .. } => ErrorKind::ResourceExhausted,
+            Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,
+            Db(_) | Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<InvitationError> for tonic::Status {
+    fn from(err: InvitationError) -> Self {
+        mailroom_platform::error::to_status(err)
+    }
+}
+
+pub type Result<T, E = InvitationError> = std::result::Result<T, E>;

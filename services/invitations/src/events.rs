@@ -1,0 +1,86 @@
+//! What the service publishes on `mailroom.invitations.events` (through the outbox, in the
+//! transaction that made the change), each with the invitation as it is after it.
+
+use mailroom_platform::kafka::INVITATIONS_EVENTS;
+use mailroom_platform::outbox::{self, EventActor};
+use mailroom_platform::proto::events::v1 as ev;
+use sqlx::PgConnection;
+
+use crate::error::Result;
+use crate::store::InvitationRow;
+
+pub fn snapshot(row: &InvitationRow) -> ev::InvitationSnapshot {
+    ev::InvitationSnapshot {
+        id: row.id.to_string(),
+        email: row.email.clone(),
+        state: row.state().upper().into(),
+        kind: row.kind().upper().into(),
+        delivery: match row.delivery() {
+            crate::domain::Delivery::SystemMail => "SYSTEM_MAIL".into(),
+            crate::domain::Delivery::OwnMailClient => "OWN_MAIL_CLIENT".into(),
+        },
+        inviter_user_id: row.inviter_user_id.to_string(),
+        user_id: row.user_id.to_string(),
+        department_id: row.department_id.map(|d| d.to_string()).unwrap_or_default(),
+        expire_time: Some(crate::api::timestamp(row.expires_at)),
+        registration_link_id: row
+            .registration_link_id
+            .map(|l| l.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Which event a change is.
+pub enum Change {
+    Created,
+    Sent,
+    Failed(String),
+    Accepted,
+    Revoked,
+    Expired,
+    RegistrationRequested,
+    RegistrationApproved,
+    RegistrationRejected,
+}
+
+pub async fn publish(
+    conn: &mut PgConnection,
+    row: &InvitationRow,
+    actor: &EventActor,
+    change: Change,
+) -> Result<()> {
+    use ev::envelope::Payload;
+    let invitation = Some(snapshot(row));
+    let payload = match change {
+        Change::Created => Payload::InvitationCreated(ev::InvitationCreated { invitation }),
+        Change::Sent => Payload::InvitationSent(ev::InvitationSent {
+            invitation,
+            send_count: row.send_count,
+        }),
+        Change::Failed(reason) => {
+            Payload::InvitationFailed(ev::InvitationFailed { invitation, reason })
+        }
+        Change::Accepted => Payload::InvitationAccepted(ev::InvitationAccepted { invitation }),
+        Change::Revoked => Payload::InvitationRevoked(ev::InvitationRevoked { invitation }),
+        Change::Expired => Payload::InvitationExpired(ev::InvitationExpired { invitation }),
+        Change::RegistrationRequested => {
+            Payload::RegistrationRequested(ev::RegistrationRequested { invitation })
+        }
+        Change::RegistrationApproved => {
+            Payload::RegistrationApproved(ev::RegistrationApproved { invitation })
+        }
+        Change::RegistrationRejected => {
+            Payload::RegistrationRejected(ev::RegistrationRejected { invitation })
+        }
+    };
+    outbox::enqueue(
+        conn,
+        INVITATIONS_EVENTS,
+        row.org_id,
+        &row.id.to_string(),
+        actor,
+        payload,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Mailroom's invitations: how people get into the company account — invited by email (mail
+//! sent by Mailroom, or composed for the inviter's own mail client), registered directly by an
+//! admin, or joining through a quick-registration link — and the status of each until it is
+//! accepted, expires, is revoked, fails or is rejected.
+//!
+//! A tour:
+//! - [`domain`]: pasted address lists, names, locales, messages parsed into types that cannot
+//!   hold a bad value; the states an invitation moves through.
+//! - [`invite`]: making invitations (the three ways in), each admitted at identity, which
+//!   claims the address and counts the seats for a whole batch under one lock.
+//! - [`lifecycle`]: preview and accept (the link's secret is the credential), resend, revoke,
+//!   approve, reject, delete; seats; the organisation's wording of the mail.
+//! - [`links`]: quick-registration links; [`list`]: the filtered, paged invitation list.
+//! - [`templates`]: the shipped English and Russian mail, placeholders, `mailto:` (RFC 6068).
+//! - [`delivery`]: the mail queue (rows of `invitations`), SMTP through [`mailer`], retries;
+//!   [`expiry`]: expiry applied without anyone asking, and half-made invitations finished.
+//! - [`token`]: link secrets (256-bit, stored as SHA-256, compared in constant time).
+//! - [`peers`]: identity and access control, asked as this service; [`events`]: what is
+//!   published on `mailroom.invitations.events`; [`store`]: the tables; [`api`]: the gRPC
+//!   handlers; [`error`]: what can go wrong and its gRPC code.
+//!
+//! Seats are identity's to count (they are its user rows); an expired, revoked or rejected
+//! invitation's event makes identity remove the INVITED user, which frees the seat.
+
+pub mod api;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod expiry;
+pub mod invite;
+pub mod lifecycle;
+pub mod links;
+pub mod list;
+pub mod mailer;
+pub mod peers;
+pub mod service;
+pub mod store;
+pub mod templates;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::config::PlatformConfig;
+use mailroom_platform::grpc::Hosted;
+use mailroom_platform::kafka::{KafkaSettings, INVITATIONS_EVENTS};
+use mailroom_platform::outbox::Relay;
+use mailroom_platform::proto::invitations::v1 as pb;
+use mailroom_platform::redis::RateLimiter;
+use mailroom_platform::service_auth::ServiceCredential;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use config::InvitationsConfig;
+pub use service::Invitations;
+
+/// The service's PostgreSQL schema.
+pub const SCHEMA: &str = "invitations";
+/// The service's gRPC port.
+pub const DEFAULT_PORT: u16 = 50052;
+/// The service's metrics port.
+pub const DEFAULT_METRICS_PORT: u16 = 9052;
+
+/// Methods that need no token: the link's secret is the credential.
+pub const PUBLIC_METHODS: &[&str] = &[
+    "/mailroom.invitations.v1.InvitationService/PreviewInvitation",
+    "/mailroom.invitations.v1.InvitationService/AcceptInvitation",
+    "/mailroom.invitations.v1.InvitationService/RegisterWithLink",
+];
+
+/// The service's own migrations (the platform's run first).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] mailroom_platform::db::DbError),
+    #[error("invitation mail: {0}; check MAILROOM_INVITATIONS__SMTP__*")]
+    Mail(#[from] mailer::MailError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a started service hands to the process hosting it.
+pub struct Started {
+    pub invitations: Arc<Invitations>,
+    pub pool: PgPool,
+    pub hosted: Hosted,
+    /// Verifies tokens with identity's keys, fetched over gRPC.
+    pub verifier: TokenVerifier,
+    pub relay: Relay,
+    sender: delivery::Sender,
+}
+
+impl Started {
+    /// Runs the outbox relay, the mail sender and the sweeper in the background, and serves
+    /// gRPC on `listener` until `shutdown`; the rest stop with it.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        verifier: TokenVerifier,
+        platform: &PlatformConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(), mailroom_platform::grpc::ServeError> {
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(self.relay.run(shutdown.clone()));
+        background.spawn(self.sender.run(shutdown.clone()));
+        background.spawn(expiry::run(self.invitations.clone(), shutdown.clone()));
+        let served = mailroom_platform::grpc::serve(
+            self.hosted,
+            listener,
+            verifier,
+            platform,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
+        served
+    }
+}
+
+/// Connects to PostgreSQL (and Redis for rate limits), applies migrations, and builds the
+/// service.
+pub async fn start(
+    platform: &PlatformConfig,
+    config: InvitationsConfig,
+) -> Result<Started, StartError> {
+    let mailer = mailer::Mailer::new(&config.smtp)?;
+    let pool =
+        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
+            .await?;
+    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let credential = ServiceCredential::new(
+        config.identity_endpoint.clone(),
+        config.service_client_id.clone(),
+        config.service_client_secret.clone(),
+    );
+    let identity = peers::IdentityClient::new(&config.identity_endpoint, credential.clone())
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let access = peers::AccessClient::new(&config.access_endpoint, credential)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let hour = Duration::from_secs(3600);
+    let limits = match mailroom_platform::redis::connect(&platform.redis_url).await {
+        Ok(conn) => Some(service::Limits {
+            per_inviter: RateLimiter::new(
+                conn.clone(),
+                "invitations-per-inviter",
+                config.invites_per_inviter_per_hour.max(1),
+                hour,
+            ),
+            per_org: RateLimiter::new(
+                conn.clone(),
+                "invitations-per-org",
+                config.invites_per_org_per_hour.max(1),
+                hour,
+            ),
+            per_link: RateLimiter::new(
+                conn,
+                "registrations-per-link",
+                config.registrations_per_link_per_hour.max(1),
+                hour,
+            ),
+        }),
+        Err(err) => {
+            tracing::warn!(%err, "Redis is unavailable: invitations are not rate limited");
+            None
+        }
+    };
+    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
+        config.identity_endpoint.clone(),
+    )));
+    let invitations = Arc::new(Invitations {
+        pool: pool.clone(),
+        identity,
+        access,
+        config,
+        limits,
+        queued: Arc::new(tokio::sync::Notify::new()),
+    });
+    let routes = tonic::service::Routes::new(
+        pb::invitation_service_server::InvitationServiceServer::new(api::InvitationApi(
+            invitations.clone(),
+        )),
+    );
+    let hosted = Hosted {
+        routes,
+        service_names: vec!["mailroom.invitations.v1.InvitationService"],
+        public_methods: PUBLIC_METHODS.to_vec(),
+    };
+    let kafka = KafkaSettings::from_config(platform);
+    let relay = Relay::new(pool.clone(), SCHEMA, kafka, vec![INVITATIONS_EVENTS]);
+    let sender = delivery::Sender {
+        invitations: invitations.clone(),
+        mailer,
+    };
+    Ok(Started {
+        invitations,
+        pool,
+        hosted,
+        verifier,
+        relay,
+        sender,
+    })
+}

@@ -1,0 +1,351 @@
+//! What happens to an invitation after it is made: previewed and accepted by the invitee (the
+//! token is the credential), resent, revoked, approved or rejected, deleted from the list;
+//! and the organisation's seats and mail wording.
+
+use chrono::Utc;
+use mailroom_platform::proto::identity::v1 as ipb;
+use mailroom_platform::proto::invitations::v1 as pb;
+
+use crate::domain::{DeliveryState, Locale, State};
+use crate::error::{InvitationError, Result};
+use crate::events::{publish, Change};
+use crate::peers::Permission;
+use crate::service::{parse_id, Caller, Invitations};
+use crate::store::{self, InvitationRow};
+use crate::templates::{self, Purpose};
+use crate::token;
+
+fn unknown_link() -> InvitationError {
+    InvitationError::NotFound(
+        "this invitation link is not valid: it may be mistyped, or replaced by a newer invitation mail; ask the person who invited you to send it again".into(),
+    )
+}
+
+fn when(at: chrono::DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Why an invitation's link cannot be used now, if it cannot.
+fn unusable(row: &InvitationRow) -> Option<InvitationError> {
+    let said = |s: String| Some(InvitationError::LinkNotUsable(s));
+    match row.state() {
+        State::Pending | State::Failed if row.expires_at <= Utc::now() => said(format!(
+            "this invitation expired on {}; ask {} for a new one",
+            when(row.expires_at),
+            who(row)
+        )),
+        State::Pending | State::Failed => None,
+        State::Accepted => said(format!(
+            "this invitation was already used{}; sign in with {}",
+            row.accepted_at
+                .map(|at| format!(" on {}", when(at)))
+                .unwrap_or_default(),
+            row.email
+        )),
+        State::Expired => said(format!(
+            "this invitation expired on {}; ask {} for a new one",
+            when(row.expires_at),
+            who(row)
+        )),
+        State::Revoked => said(format!(
+            "this invitation was revoked; ask {} if you should still join",
+            who(row)
+        )),
+        State::Rejected => said("this registration was declined by the organisation's admin".into()),
+        State::AwaitingApproval => said(
+            "this registration is waiting for an admin's approval; you will get a mail when it is approved".into(),
+        ),
+        State::Admitting => Some(unknown_link()),
+    }
+}
+
+fn who(row: &InvitationRow) -> String {
+    if row.inviter_name.is_empty() {
+        format!("{}'s admins", row.organization_name)
+    } else {
+        row.inviter_name.clone()
+    }
+}
+
+impl Invitations {
+    /// The invitation a presented secret opens.
+    async fn by_secret(&self, conn: &mut sqlx::PgConnection, secret: &str) -> Result<InvitationRow> {
+        if !token::well_formed(secret) {
+            return Err(unknown_link());
+        }
+        let hash = token::hash(secret);
+        let (row, stored) = store::by_token_for_update(conn, &hash)
+            .await?
+            .ok_or_else(unknown_link)?;
+        if !token::same(&stored, &hash) {
+            return Err(unknown_link());
+        }
+        Ok(row)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn preview(&self, secret: &str) -> Result<InvitationRow> {
+        let mut tx = self.pool.begin().await?;
+        let row = self.by_secret(&mut tx, secret).await?;
+        tx.rollback().await?;
+        if let Some(err) = unusable(&row) {
+            return Err(err);
+        }
+        Ok(row)
+    }
+
+    /// Makes the invitee's INVITED user ACTIVE. Single use: the row stays locked while
+    /// identity is asked, so two tabs submitting at once cannot both succeed.
+    #[tracing::instrument(skip_all)]
+    pub async fn accept(
+        &self,
+        req: pb::AcceptInvitationRequest,
+    ) -> Result<(InvitationRow, ipb::User)> {
+        let mut tx = self.pool.begin().await?;
+        let row = self.by_secret(&mut tx, &req.token).await?;
+        if let Some(err) = unusable(&row) {
+            return Err(err);
+        }
+        let activated = self
+            .identity
+            .activate(ipb::ActivateInviteeRequest {
+                org_id: row.org_id.to_string(),
+                user_id: row.user_id.to_string(),
+                first_name: req.first_name,
+                last_name: req.last_name,
+                password: req.password,
+            })
+            .await;
+        let user = match activated {
+            Ok(user) => user,
+            // Identity says the user is no longer INVITED: whatever happened, this link is spent.
+            Err(InvitationError::FailedPrecondition(reason)) => {
+                let row = store::set_state(&mut tx, row.id, State::Accepted, None).await?;
+                tx.commit().await?;
+                return Err(InvitationError::LinkNotUsable(format!(
+                    "{reason}; sign in with {}",
+                    row.email
+                )));
+            }
+            Err(InvitationError::NotFound(_)) => {
+                return Err(InvitationError::LinkNotUsable(
+                    "this invitation has ended (its account no longer exists); ask for a new one"
+                        .into(),
+                ))
+            }
+            Err(other) => return Err(other),
+        };
+        let row: InvitationRow = sqlx::query_as(&format!(
+            "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
+             delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
+             next_attempt_at = NULL WHERE id = $1 RETURNING {}",
+            store::INVITATION_COLUMNS
+        ))
+        .bind(row.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        publish(
+            &mut tx,
+            &row,
+            &mailroom_platform::outbox::EventActor::User(row.user_id),
+            Change::Accepted,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((row, user))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
+        let id = parse_id("id", id)?;
+        let mut conn = self.pool.acquire().await?;
+        let row = store::invitation(&mut conn, caller.org_id, id).await?;
+        self.require_manager(caller, &row).await?;
+        Ok(row)
+    }
+
+    /// Sends a PENDING or FAILED invitation again: a new link (the old one stops working)
+    /// and a new expiry.
+    #[tracing::instrument(skip_all)]
+    pub async fn resend(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
+        let id = parse_id("id", id)?;
+        let mut tx = self.pool.begin().await?;
+        let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
+        self.require_manager(caller, &row).await?;
+        if !matches!(row.state(), State::Pending | State::Failed) {
+            return Err(InvitationError::FailedPrecondition(format!(
+                "only a pending or failed invitation can be sent again; this one is {}{}",
+                row.state().upper(),
+                if row.state() == State::Expired {
+                    " — invite the address again instead"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if row.expires_at <= Utc::now() {
+            return Err(InvitationError::FailedPrecondition(
+                "this invitation has expired (its seat is being freed); invite the address again".into(),
+            ));
+        }
+        let row = store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
+        sqlx::query("UPDATE invitations SET token_hash = NULL WHERE id = $1")
+            .bind(row.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.queued.notify_one();
+        Ok(row)
+    }
+
+    /// Ends an open invitation; identity removes its INVITED user and frees the seat when the
+    /// event reaches it.
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
+        let id = parse_id("id", id)?;
+        let mut tx = self.pool.begin().await?;
+        let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
+        self.require_manager(caller, &row).await?;
+        if !row.state().is_open() {
+            return Err(InvitationError::FailedPrecondition(format!(
+                "this invitation is already {}; only a pending, failed or awaiting one can be revoked",
+                row.state().upper()
+            )));
+        }
+        let row = store::set_state(&mut tx, row.id, State::Revoked, Some(not_sent_unless_sent(&row))).await?;
+        publish(&mut tx, &row, &caller.actor(), Change::Revoked).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
+        let id = parse_id("id", id)?;
+        let mut tx = self.pool.begin().await?;
+        let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
+        self.require_manager(caller, &row).await?;
+        if row.state().is_open() {
+            return Err(InvitationError::FailedPrecondition(format!(
+                "this invitation is {}; revoke it first (RevokeInvitation), then delete it",
+                row.state().upper()
+            )));
+        }
+        sqlx::query("DELETE FROM invitations WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Approves a registration through a link that needs it: the person is mailed their link.
+    #[tracing::instrument(skip_all)]
+    pub async fn approve(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
+        self.decide(caller, id, true).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn reject(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
+        self.decide(caller, id, false).await
+    }
+
+    async fn decide(&self, caller: &Caller, id: &str, approve: bool) -> Result<InvitationRow> {
+        let id = parse_id("invitation_id", id)?;
+        self.require(caller, Permission::RegisterUsers).await?;
+        let mut tx = self.pool.begin().await?;
+        let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
+        if row.state() != State::AwaitingApproval {
+            return Err(InvitationError::FailedPrecondition(format!(
+                "only a registration awaiting approval can be {}; this one is {}",
+                if approve { "approved" } else { "rejected" },
+                row.state().upper()
+            )));
+        }
+        let row = if approve {
+            let row =
+                store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
+            publish(&mut tx, &row, &caller.actor(), Change::RegistrationApproved).await?;
+            row
+        } else {
+            let row = store::set_state(&mut tx, row.id, State::Rejected, Some(DeliveryState::NotSent))
+                .await?;
+            publish(&mut tx, &row, &caller.actor(), Change::RegistrationRejected).await?;
+            row
+        };
+        tx.commit().await?;
+        if approve {
+            self.queued.notify_one();
+        }
+        Ok(row)
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn seat_usage(&self, caller: &Caller) -> Result<pb::SeatUsage> {
+        let org = self.identity.organization(caller.org_id).await?;
+        let active = org.seats_used - org.invited_users;
+        Ok(pb::SeatUsage {
+            seat_limit: org.seat_limit,
+            active_users: active,
+            pending_invitations: org.invited_users,
+            seats_left: if org.seat_limit > 0 {
+                (org.seat_limit - org.seats_used).max(0)
+            } else {
+                -1
+            },
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn get_template(&self, caller: &Caller, locale: &str) -> Result<pb::InvitationTemplate> {
+        let locale = Locale::parse(locale)?;
+        let template = self
+            .template(caller.org_id, Purpose::Invitation, locale)
+            .await?;
+        let customized = template != templates::shipped(Purpose::Invitation, locale);
+        Ok(pb::InvitationTemplate {
+            locale: locale.code().into(),
+            subject: template.subject,
+            body: template.body,
+            customized,
+        })
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub async fn update_template(
+        &self,
+        caller: &Caller,
+        req: pb::UpdateInvitationTemplateRequest,
+    ) -> Result<pb::InvitationTemplate> {
+        let locale = Locale::parse(&req.locale)?;
+        self.require(caller, Permission::RegisterUsers).await?;
+        if req.reset {
+            sqlx::query("DELETE FROM invitation_templates WHERE org_id = $1 AND locale = $2")
+                .bind(caller.org_id)
+                .bind(locale.code())
+                .execute(&self.pool)
+                .await?;
+        } else {
+            let t = templates::parse_custom(&req.subject, &req.body)?;
+            sqlx::query(
+                "INSERT INTO invitation_templates (org_id, locale, subject, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (org_id, locale) DO UPDATE SET subject = EXCLUDED.subject, body = EXCLUDED.body, updated_at = now()",
+            )
+            .bind(caller.org_id)
+            .bind(locale.code())
+            .bind(&t.subject)
+            .bind(&t.body)
+            .execute(&self.pool)
+            .await?;
+        }
+        self.get_template(caller, locale.code()).await
+    }
+}
+
+/// A mail still queued will not be sent; one already sent stays recorded as sent.
+fn not_sent_unless_sent(row: &InvitationRow) -> DeliveryState {
+    match row.delivery_state() {
+        DeliveryState::Queued => DeliveryState::NotSent,
+        other => other,
+    }
+}
+

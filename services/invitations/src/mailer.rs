@@ -1,0 +1,162 @@
+//! Invitation mail over SMTP (lettre): one pooled transport, so a batch of a thousand invitations
+//! reuses a handful of connections, and each failure classified as the server meant it —
+//! permanent (a 5xx: the address is refused, retrying will not help) or transient (a 4xx, a
+//! refused connection, a timeout: try again later).
+
+use std::time::Duration;
+
+use lettre::message::{header::ContentType, Mailbox};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SmtpConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    #[serde(default = "default_security")]
+    pub security: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// The sender of invitation mail, `Name <address>` or an address.
+    #[serde(default = "default_from")]
+    pub from: String,
+    /// Connections kept open to the server.
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+    /// The deadline of one SMTP command.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    25
+}
+fn default_security() -> String {
+    "none".into()
+}
+fn default_from() -> String {
+    "Mailroom <no-reply@mailroom.local>".into()
+}
+fn default_pool() -> u32 {
+    8
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: default_host(),
+            port: default_port(),
+            security: default_security(),
+            username: None,
+            password: None,
+            from: default_from(),
+            pool_size: default_pool(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("SMTP settings are invalid: {0}")]
+    Config(String),
+    /// The server refused for good; the text is its answer.
+    #[error("{0}")]
+    Permanent(String),
+    /// Worth another try later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
+        let mut builder = match config.security.as_str() {
+            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+                .map_err(|e| MailError::Config(e.to_string()))?,
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+                .map_err(|e| MailError::Config(e.to_string()))?,
+            other => {
+                return Err(MailError::Config(format!(
+                    "security `{other}` is not one of none, starttls, tls"
+                )))
+            }
+        }
+        .port(config.port)
+        .timeout(Some(Duration::from_millis(config.timeout_ms.max(100))))
+        .pool_config(
+            PoolConfig::new()
+                .max_size(config.pool_size.max(1))
+                .idle_timeout(Duration::from_secs(30)),
+        );
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            ));
+        }
+        let from = config
+            .from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| MailError::Config(format!("from: {e}")))?;
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
+    }
+
+    /// Sends one plain-text UTF-8 mail. Headers with non-ASCII text are RFC 2047 encoded by
+    /// lettre; the body goes as quoted-printable or base64 as its bytes need.
+    pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e: lettre::address::AddressError| MailError::Permanent(format!("the address cannot be mailed: {e}")))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| MailError::Permanent(format!("the message could not be built: {e}")))?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_permanent() => Err(MailError::Permanent(describe(&err))),
+            Err(err) => Err(MailError::Transient(describe(&err))),
+        }
+    }
+}
+
+/// The server's answer (or the connection problem) in one line, without lettre's debug noise.
+fn describe(err: &lettre::transport::smtp::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text.replace(['\r', '\n'], " ")
+}

@@ -1,0 +1,150 @@
+//! The service value every operation hangs off, who is calling, and who may do what.
+//!
+//! The operations themselves live in [`crate::invite`] (making invitations),
+//! [`crate::lifecycle`] (accept, resend, revoke, approve, …), [`crate::links`] and
+//! [`crate::list`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom_platform::auth::Principal;
+use mailroom_platform::outbox::EventActor;
+use mailroom_platform::redis::{RateDecision, RateLimiter};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::InvitationsConfig;
+use crate::error::{InvitationError, Result};
+use crate::peers::{AccessClient, Bearer, IdentityClient, Permission};
+use crate::store::InvitationRow;
+
+pub struct Invitations {
+    pub pool: PgPool,
+    pub identity: IdentityClient,
+    pub access: AccessClient,
+    pub config: InvitationsConfig,
+    pub limits: Option<Limits>,
+    /// Wakes the delivery loop when mail was queued.
+    pub queued: Arc<Notify>,
+}
+
+/// Redis windows on how fast invitations can be made.
+pub struct Limits {
+    pub per_inviter: RateLimiter,
+    pub per_org: RateLimiter,
+    pub per_link: RateLimiter,
+}
+
+/// A signed-in person calling, with the token they called with (forwarded when their own
+/// profile is read at identity).
+#[derive(Clone)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub bearer: Bearer,
+}
+
+impl Caller {
+    pub fn from_request<T>(request: &tonic::Request<T>) -> std::result::Result<Self, tonic::Status> {
+        match mailroom_platform::auth::principal(request)? {
+            Principal::User { user_id, org_id, .. } => Ok(Caller {
+                user_id: *user_id,
+                org_id: *org_id,
+                bearer: request
+                    .metadata()
+                    .get("authorization")
+                    .cloned()
+                    .ok_or_else(|| tonic::Status::unauthenticated("a bearer token is required"))?,
+            }),
+            Principal::Service { .. } => Err(tonic::Status::invalid_argument(
+                "invitations are made and managed by people: call with a user's access token",
+            )),
+        }
+    }
+
+    pub fn actor(&self) -> EventActor {
+        EventActor::User(self.user_id)
+    }
+}
+
+pub fn parse_id(field: &'static str, value: &str) -> Result<Uuid> {
+    if value.trim().is_empty() {
+        return Err(InvitationError::InvalidArgument(format!(
+            "`{field}` is required"
+        )));
+    }
+    Uuid::parse_str(value.trim()).map_err(|_| {
+        InvitationError::InvalidArgument(format!("`{field}` is not a valid id: `{value}`"))
+    })
+}
+
+pub fn parse_optional_id(field: &'static str, value: &str) -> Result<Option<Uuid>> {
+    if value.trim().is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, value).map(Some)
+    }
+}
+
+impl Invitations {
+    pub async fn holds(&self, caller: &Caller, permission: Permission) -> Result<bool> {
+        self.access
+            .check(caller.org_id, caller.user_id, permission)
+            .await
+    }
+
+    /// Refuses unless the caller holds `permission`, saying who to ask.
+    pub async fn require(&self, caller: &Caller, permission: Permission) -> Result<()> {
+        if self.holds(caller, permission).await? {
+            return Ok(());
+        }
+        Err(InvitationError::PermissionDenied(match permission {
+            Permission::Invite => "you may not invite people to this organisation: its admins have limited inviting (`org.invite`); ask an admin to invite them or to let you invite".into(),
+            Permission::RegisterUsers => "this needs `org.register_users` (organisation admins); ask an admin".into(),
+        }))
+    }
+
+    /// The inviter of an invitation, or whoever registers users, may manage it; anyone else
+    /// is told it does not exist.
+    pub async fn require_manager(&self, caller: &Caller, row: &InvitationRow) -> Result<()> {
+        if row.inviter_user_id == caller.user_id
+            || self.holds(caller, Permission::RegisterUsers).await?
+        {
+            return Ok(());
+        }
+        Err(crate::store::not_found(row.id))
+    }
+
+    /// Counts `n` invitations against a limit; refuses with when to try again.
+    pub async fn spend(&self, limiter: &RateLimiter, key: &str, n: u32, what: &'static str) -> Result<()> {
+        match limiter.hit_n(key, n).await {
+            Ok(RateDecision::Allowed) => Ok(()),
+            Ok(RateDecision::Limited { retry_after }) => Err(InvitationError::RateLimited {
+                retry_after_secs: retry_after.as_secs().max(1),
+                what,
+            }),
+            Err(err) => {
+                // Redis down: invitations still work, unthrottled, and the operator hears of it.
+                tracing::warn!(%err, "Redis is unavailable: invitations are not rate limited");
+                Ok(())
+            }
+        }
+    }
+
+    pub fn ttl(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.config.invitation_ttl_secs.max(60))
+    }
+
+    pub fn accept_link(&self, secret: &str) -> String {
+        format!("{}?token={secret}", self.config.accept_url)
+    }
+
+    pub fn join_link(&self, secret: &str) -> String {
+        format!("{}?link={secret}", self.config.join_url)
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.config.sweep_interval_ms.max(100))
+    }
+}
