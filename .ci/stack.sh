@@ -284,10 +284,14 @@ start_smtp_sink() {
   fi
 }
 
-# Identity's SMTP settings follow the sink unless set.
+# Identity's and the invitations' SMTP settings follow the sink unless set.
 export_mail_settings() {
   export MAILROOM_IDENTITY__SMTP__HOST=${MAILROOM_IDENTITY__SMTP__HOST:-${MAILROOM_SMTP_ADDR%:*}}
   export MAILROOM_IDENTITY__SMTP__PORT=${MAILROOM_IDENTITY__SMTP__PORT:-${MAILROOM_SMTP_ADDR##*:}}
+  export MAILROOM_INVITATIONS__SMTP__HOST=${MAILROOM_INVITATIONS__SMTP__HOST:-${MAILROOM_SMTP_ADDR%:*}}
+  export MAILROOM_INVITATIONS__SMTP__PORT=${MAILROOM_INVITATIONS__SMTP__PORT:-${MAILROOM_SMTP_ADDR##*:}}
+  # The Python that runs the sink, for tests that start SMTP servers of their own.
+  export MAILROOM_PYTHON=${MAILROOM_PYTHON:-$STACK/venv/bin/python}
 }
 
 stack_up() {

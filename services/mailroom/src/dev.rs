@@ -18,6 +18,8 @@ const DEV_CTL_SECRET: &str = "mailroom-dev-ctl";
 const DEV_MAILBOXES_SECRET: &str = "mailroom-dev-mailboxes";
 /// The sync service's own credential at identity, in the dev stack.
 const DEV_SYNC_SECRET: &str = "mailroom-dev-sync";
+/// The invitations service's own credential at identity, in the dev stack.
+const DEV_INVITATIONS_SECRET: &str = "mailroom-dev-invitations";
 /// Sample messages in each demo INBOX, so a newcomer sees the counters move.
 const DEMO_MESSAGES: usize = 240;
 /// The dev stack's mailbox-password sealing key: fixed, so mailboxes connected in one run
@@ -58,7 +60,18 @@ pub async fn run() -> anyhow::Result<()> {
             "sync.service_client_secret",
             DEV_SYNC_SECRET,
         ))
-        .join(Serialized::default("sync.allow_local_servers", true));
+        .join(Serialized::default("sync.allow_local_servers", true))
+        .join(Serialized::default(
+            "identity.service_clients.invitations",
+            DEV_INVITATIONS_SECRET,
+        ))
+        .join(Serialized::default(
+            "invitations.service_client_secret",
+            DEV_INVITATIONS_SECRET,
+        ))
+        // Dev mail goes out at once and is retried quickly.
+        .join(Serialized::default("invitations.delivery_retry_ms", 2_000))
+        .join(Serialized::default("invitations.sweep_interval_ms", 5_000));
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry =
         mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
@@ -90,7 +103,7 @@ pub async fn run() -> anyhow::Result<()> {
             service.name()
         );
     }
-    println!("  not built yet: invitations (its API is in proto/)\n");
+    println!();
     println!("  demo organisation: Acme");
     println!(
         "  admin:             admin@acme.test / {}",
@@ -104,6 +117,14 @@ pub async fn run() -> anyhow::Result<()> {
     println!("        cargo run -q -p mailroom -- ctl mailboxes list --columns employee,email,last_sync_time,in_crm --sort owner");
     println!("        cargo run -q -p mailroom -- ctl sync status <mailbox id from the list>");
     println!("        cargo run -q -p mailroom -- ctl sync activity   # you are active: your mailbox syncs every minute");
+    match demo_invitation(&admin_password).await {
+        Ok(link) => {
+            println!("        cargo run -q -p mailroom -- ctl invitations list --filter 'state = PENDING'");
+            println!("  an invitation that works (open it, or accept it from the CLI):\n        {link}");
+            println!("        cargo run -q -p mailroom -- ctl invitations accept --link '{link}' --first-name Nia --last-name Newhire --new-password 'choose-a-password'");
+        }
+        Err(err) => println!("  (no demo invitation: {err:#})"),
+    }
     println!("        grpcurl -plaintext 127.0.0.1:50051 list");
     println!(
         "  ctl service credential: --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
@@ -378,4 +399,61 @@ async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
     }
     tracing::info!(%org_id, "demo organisation Acme seeded");
     Ok(())
+}
+
+/// Invites a fresh address (one per start, so a restart never collides with the last one)
+/// through the running invitations service, as the demo admin, and returns its personal link.
+async fn demo_invitation(admin_password: &str) -> anyhow::Result<String> {
+    use mailroom_platform::proto::invitations::v1 as ipb;
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051")
+        .connect()
+        .await?;
+    let tokens = pb::auth_service_client::AuthServiceClient::new(channel)
+        .login(pb::LoginRequest {
+            login_email: "admin@acme.test".into(),
+            password: admin_password.into(),
+            org_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", tokens.access_token).parse()?;
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50052")
+        .connect()
+        .await?;
+    let mut client = ipb::invitation_service_client::InvitationServiceClient::new(channel);
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    // Access control learns of the admin from identity's events: a first start may need a moment.
+    for _ in 0..50 {
+        let mut request = tonic::Request::new(ipb::CreateInvitationsRequest {
+            emails: format!("new.hire.{stamp}@acme.test"),
+            message: "Welcome to Acme!".into(),
+            delivery: ipb::DeliveryMethod::OwnMailClient as i32,
+            ..Default::default()
+        });
+        request.metadata_mut().insert("authorization", bearer.clone());
+        match client.create_invitations(request).await {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                return answer
+                    .composed
+                    .and_then(|c| c.invitation_links.into_iter().next())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "the invitation was refused: {}",
+                            answer
+                                .rejected
+                                .first()
+                                .map(|r| r.reason.as_str())
+                                .unwrap_or("no reason given")
+                        )
+                    });
+            }
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            Err(s) => anyhow::bail!("{}", s.message()),
+        }
+    }
+    anyhow::bail!("access control did not learn of the demo admin in time")
 }

@@ -9,14 +9,14 @@ use mailroom_platform::config::{self, PlatformConfig};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-/// The services this build can serve. The other one of the design (invitations) has its API
-/// in proto/ but is not built yet, so it is not served.
+/// The services this build can serve: all five of the design.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Identity,
     Access,
     Mailboxes,
     Sync,
+    Invitations,
 }
 
 impl Service {
@@ -25,6 +25,7 @@ impl Service {
         Service::Access,
         Service::Mailboxes,
         Service::Sync,
+        Service::Invitations,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +34,7 @@ impl Service {
             Service::Access => "access",
             Service::Mailboxes => "mailboxes",
             Service::Sync => "sync",
+            Service::Invitations => "invitations",
         }
     }
 
@@ -54,6 +56,10 @@ impl Service {
                 mailroom_sync::DEFAULT_PORT,
                 mailroom_sync::DEFAULT_METRICS_PORT,
             ),
+            Service::Invitations => (
+                mailroom_invitations::DEFAULT_PORT,
+                mailroom_invitations::DEFAULT_METRICS_PORT,
+            ),
         }
     }
 
@@ -63,6 +69,10 @@ impl Service {
             Service::Access => (mailroom_access::SCHEMA, &mailroom_access::MIGRATIONS),
             Service::Mailboxes => (mailroom_mailboxes::SCHEMA, &mailroom_mailboxes::MIGRATIONS),
             Service::Sync => (mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS),
+            Service::Invitations => (
+                mailroom_invitations::SCHEMA,
+                &mailroom_invitations::MIGRATIONS,
+            ),
         }
     }
 }
@@ -79,11 +89,9 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
             "access" => Service::Access,
             "mailboxes" => Service::Mailboxes,
             "sync" => Service::Sync,
-            "invitations" => {
-                bail!("service `{name}` is not built yet; this build serves: identity, access, mailboxes, sync")
-            }
+            "invitations" => Service::Invitations,
             other => {
-                bail!("unknown service `{other}`; known: identity, access, mailboxes, sync (or `all`)")
+                bail!("unknown service `{other}`; known: identity, access, mailboxes, sync, invitations (or `all`)")
             }
         };
         if !out.contains(&service) {
@@ -262,6 +270,25 @@ pub async fn start(
                         .context("sync gRPC server")
                 });
             }
+            Service::Invitations => {
+                let config: mailroom_invitations::InvitationsConfig =
+                    config::section(figment, "invitations")?;
+                let started = mailroom_invitations::start(platform, config)
+                    .await
+                    .context("invitations did not start")?;
+                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
+                let verifier = shared_verifier
+                    .clone()
+                    .unwrap_or_else(|| started.verifier.clone());
+                let platform = platform.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    started
+                        .run(listener, verifier, &platform, shutdown)
+                        .await
+                        .context("invitations gRPC server")
+                });
+            }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
         endpoints.push((*service, grpc_addr, metrics_addr));
@@ -293,24 +320,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn services_parse_and_unbuilt_ones_are_refused_by_name() {
+    fn services_parse_and_unknown_ones_are_refused_by_name() {
         assert_eq!(
             parse_services("all").unwrap(),
             vec![
                 Service::Identity,
                 Service::Access,
                 Service::Mailboxes,
-                Service::Sync
+                Service::Sync,
+                Service::Invitations
             ]
         );
         assert_eq!(
-            parse_services("identity, identity").unwrap(),
-            vec![Service::Identity]
+            parse_services("identity, identity, invitations").unwrap(),
+            vec![Service::Identity, Service::Invitations]
         );
-        let err = parse_services("identity,invitations")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not built yet"), "{err}");
+        let err = parse_services("identity,invites").unwrap_err().to_string();
+        assert!(err.contains("unknown service `invites`"), "{err}");
         assert!(parse_services("mail").is_err());
         assert!(parse_services("").is_err());
     }

@@ -5,13 +5,15 @@
 //! `--client-secret` (`MAILROOM_CLIENT_ID`, `MAILROOM_CLIENT_SECRET`) for a service token, which
 //! creating organisations needs.
 //!
-//! One module per service's commands ([`access`], [`mailboxes`]; identity's are here), over one core: the
+//! One module per service's commands ([`access`], [`mailboxes`], [`sync`], [`invitations`];
+//! identity's are here), over one core: the
 //! [`Clients`] that carry the credentials, and [`Rows`] that print as a table or JSON.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_platform::proto::identity::v1 as pb;
+use mailroom_platform::proto::invitations::v1::invitation_service_client::InvitationServiceClient;
 use mailroom_platform::proto::mailboxes::v1::mailbox_service_client::MailboxServiceClient;
 use mailroom_platform::proto::sync::v1::sync_service_client::SyncServiceClient;
 use pb::auth_service_client::AuthServiceClient;
@@ -23,6 +25,7 @@ use tonic::transport::Channel;
 use crate::output::{Format, Rows};
 
 pub mod access;
+pub mod invitations;
 pub mod mailboxes;
 pub mod sync;
 
@@ -60,6 +63,14 @@ pub struct Ctl {
         global = true
     )]
     sync_endpoint: String,
+    /// The invitations service's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_INVITATIONS_ENDPOINT",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
+    invitations_endpoint: String,
     #[arg(long, env = "MAILROOM_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     #[arg(long, env = "MAILROOM_EMAIL", global = true)]
@@ -112,6 +123,16 @@ enum CtlCommand {
     /// Mail sync: a mailbox's status, heartbeats, the message index.
     #[command(subcommand)]
     Sync(sync::SyncCommand),
+    /// Invite people by email (addresses from an argument or a file).
+    Invite(invitations::InviteArgs),
+    /// Invitations: list, show, resend, revoke, delete, approve, reject, accept, seats, templates.
+    #[command(subcommand)]
+    Invitations(invitations::InvitationsCommand),
+    /// Register a person directly: they are mailed a link to set their password.
+    Register(invitations::RegisterArgs),
+    /// Quick-registration links: create, list, disable, join.
+    #[command(subcommand)]
+    Links(invitations::LinksCommand),
 }
 
 #[derive(Subcommand)]
@@ -276,6 +297,7 @@ pub(crate) struct Clients {
     pub(crate) access: AccessServiceClient<Channel>,
     pub(crate) mailboxes: MailboxServiceClient<Channel>,
     pub(crate) sync: SyncServiceClient<Channel>,
+    pub(crate) invitations: InvitationServiceClient<Channel>,
     token: Option<String>,
 }
 
@@ -308,12 +330,16 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     let sync_channel = Channel::from_shared(ctl.sync_endpoint.clone())
         .context("--sync-endpoint is not a valid URL")?
         .connect_lazy();
+    let invitations_channel = Channel::from_shared(ctl.invitations_endpoint.clone())
+        .context("--invitations-endpoint is not a valid URL")?
+        .connect_lazy();
     let mut clients = Clients {
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),
         access: AccessServiceClient::new(access_channel),
         mailboxes: MailboxServiceClient::new(mailboxes_channel),
         sync: SyncServiceClient::new(sync_channel),
+        invitations: InvitationServiceClient::new(invitations_channel),
         token: None,
     };
     let format = ctl.output;
@@ -348,6 +374,10 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::Access(cmd) => access::run(&mut clients, cmd).await?,
         CtlCommand::Mailboxes(cmd) => mailboxes::run(&mut clients, cmd).await?,
         CtlCommand::Sync(cmd) => sync::run(&mut clients, cmd).await?,
+        CtlCommand::Invite(args) => invitations::invite(&mut clients, args).await?,
+        CtlCommand::Invitations(cmd) => invitations::run(&mut clients, cmd).await?,
+        CtlCommand::Register(args) => invitations::register(&mut clients, args).await?,
+        CtlCommand::Links(cmd) => invitations::links(&mut clients, cmd).await?,
     };
     println!("{}", rows.render(format));
     Ok(())

@@ -1,0 +1,485 @@
+//! `mailroom ctl invite`, `ctl invitations …`, `ctl register` and `ctl links …`: the
+//! invitations service's commands.
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use mailroom_platform::proto::invitations::v1 as ipb;
+use serde_json::json;
+
+use super::{status, Clients};
+use crate::output::Rows;
+
+#[derive(Args)]
+pub struct InviteArgs {
+    /// Addresses separated by spaces, commas or newlines.
+    #[arg(default_value = "")]
+    emails: String,
+    /// Read the addresses from this file ("-" for standard input) instead.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "")]
+    department: String,
+    /// Your words, put into the mail as plain text.
+    #[arg(long, default_value = "")]
+    message: String,
+    /// en or ru.
+    #[arg(long, default_value = "en")]
+    locale: String,
+    /// Mailroom sends the mail, or prints it for you to send from your own mail client.
+    #[arg(long, value_enum, default_value_t = Via::System)]
+    via: Via,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Via {
+    System,
+    OwnClient,
+}
+
+#[derive(Args)]
+pub struct RegisterArgs {
+    #[arg(long)]
+    email: String,
+    #[arg(long, default_value = "")]
+    first_name: String,
+    #[arg(long, default_value = "")]
+    last_name: String,
+    #[arg(long, default_value = "")]
+    position: String,
+    #[arg(long, default_value = "")]
+    department: String,
+    #[arg(long, default_value = "en")]
+    locale: String,
+}
+
+#[derive(Subcommand)]
+pub enum InvitationsCommand {
+    List {
+        /// e.g. 'state = PENDING AND email : "acme"'
+        #[arg(long, default_value = "")]
+        filter: String,
+        #[arg(long, default_value = "")]
+        order_by: String,
+        #[arg(long, default_value_t = 50)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    Get {
+        id: String,
+    },
+    Resend {
+        id: String,
+    },
+    Revoke {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    Approve {
+        id: String,
+    },
+    Reject {
+        id: String,
+    },
+    /// Accept an invitation (as the invitee: no sign-in needed).
+    Accept {
+        /// The link from the mail, or just its token.
+        #[arg(long)]
+        link: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+        #[arg(long, env = "MAILROOM_NEW_PASSWORD", hide_env_values = true)]
+        new_password: String,
+    },
+    /// Seats: the plan's limit, active users, pending invitations, seats left.
+    Seats,
+    /// The organisation's invitation mail in a language.
+    Template {
+        #[arg(long, default_value = "en")]
+        locale: String,
+        /// Replace the subject (with --body).
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        body: Option<String>,
+        /// Go back to the shipped text.
+        #[arg(long)]
+        reset: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LinksCommand {
+    Create {
+        /// Allowed email domains (repeat or comma-separate); none means any.
+        #[arg(long, value_delimiter = ',')]
+        domain: Vec<String>,
+        #[arg(long)]
+        requires_approval: bool,
+        #[arg(long, default_value = "")]
+        department: String,
+        /// 0: until disabled.
+        #[arg(long, default_value_t = 0)]
+        valid_days: i32,
+    },
+    List,
+    Disable {
+        id: String,
+    },
+    /// Join through a link (as the newcomer: no sign-in needed).
+    Join {
+        #[arg(long)]
+        link: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+    },
+}
+
+/// The token part of a link (`…?token=X`, `…?link=X`) or the token itself.
+fn token_of(link: &str) -> String {
+    link.rsplit_once('=')
+        .map(|(_, t)| t)
+        .unwrap_or(link)
+        .trim()
+        .to_owned()
+}
+
+fn time(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// An enum's name without its type prefix: `INVITATION_STATE_PENDING` → `PENDING`.
+fn word(name: Option<&str>) -> String {
+    let name = name.unwrap_or_default();
+    [
+        "INVITATION_STATE_",
+        "INVITATION_KIND_",
+        "DELIVERY_STATE_",
+        "REJECTION_REASON_",
+    ]
+    .iter()
+    .find_map(|p| name.strip_prefix(p))
+    .unwrap_or(name)
+    .to_owned()
+}
+
+const COLUMNS: [&str; 9] = [
+    "id", "email", "state", "kind", "delivery", "sent", "expires", "inviter", "failure",
+];
+
+fn row(i: &ipb::Invitation) -> Vec<serde_json::Value> {
+    vec![
+        json!(i.id),
+        json!(i.email),
+        json!(word(ipb::InvitationState::try_from(i.state).ok().map(|v| v.as_str_name()))),
+        json!(word(ipb::InvitationKind::try_from(i.kind).ok().map(|v| v.as_str_name()))),
+        json!(word(ipb::DeliveryState::try_from(i.delivery_state).ok().map(|v| v.as_str_name()))),
+        json!(i.send_count),
+        json!(time(&i.expire_time)),
+        json!(i.inviter_user_id),
+        json!(i.failure_reason),
+    ]
+}
+
+fn one(i: &ipb::Invitation) -> Rows {
+    Rows::one(COLUMNS.to_vec(), row(i))
+}
+
+pub(crate) async fn invite(c: &mut Clients, args: InviteArgs) -> anyhow::Result<Rows> {
+    let emails = match &args.file {
+        Some(path) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => args.emails.clone(),
+    };
+    let answer = c
+        .invitations
+        .create_invitations(c.request(ipb::CreateInvitationsRequest {
+            emails,
+            department_id: args.department,
+            message: args.message,
+            delivery: match args.via {
+                Via::System => ipb::DeliveryMethod::SystemMail,
+                Via::OwnClient => ipb::DeliveryMethod::OwnMailClient,
+            } as i32,
+            locale: args.locale,
+        })?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut rows = Rows::new(vec!["address", "outcome", "invitation", "reason"]);
+    for i in &answer.invitations {
+        rows.rows
+            .push(vec![json!(i.email), json!("invited"), json!(i.id), json!("")]);
+    }
+    for r in &answer.rejected {
+        rows.rows.push(vec![
+            json!(r.input),
+            json!(word(ipb::RejectionReason::try_from(r.code).ok().map(|v| v.as_str_name()))),
+            json!(r.user_id),
+            json!(r.reason),
+        ]);
+    }
+    if let Some(composed) = answer.composed {
+        rows.footer.push(("subject", json!(composed.subject)));
+        rows.footer.push(("mailto_links", json!(composed.mailto_links)));
+        rows.footer
+            .push(("invitation_links", json!(composed.invitation_links)));
+    }
+    Ok(rows)
+}
+
+pub(crate) async fn register(c: &mut Clients, args: RegisterArgs) -> anyhow::Result<Rows> {
+    let i = c
+        .invitations
+        .register_user(c.request(ipb::RegisterUserRequest {
+            email: args.email,
+            first_name: args.first_name,
+            last_name: args.last_name,
+            position: args.position,
+            department_id: args.department,
+            locale: args.locale,
+        })?)
+        .await
+        .map_err(status)?
+        .into_inner();
+    Ok(one(&i))
+}
+
+pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Result<Rows> {
+    let inv = |r: Result<tonic::Response<ipb::Invitation>, tonic::Status>| {
+        r.map(|r| one(&r.into_inner())).map_err(status)
+    };
+    match cmd {
+        InvitationsCommand::List {
+            filter,
+            order_by,
+            page_size,
+            page_token,
+        } => {
+            let page = c
+                .invitations
+                .list_invitations(c.request(ipb::ListInvitationsRequest {
+                    page_size,
+                    page_token,
+                    filter,
+                    order_by,
+                })?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut rows = Rows::new(COLUMNS.to_vec());
+            rows.rows = page.invitations.iter().map(row).collect();
+            rows.footer.push(("total_size", json!(page.total_size)));
+            if !page.next_page_token.is_empty() {
+                rows.footer
+                    .push(("next_page_token", json!(page.next_page_token)));
+            }
+            Ok(rows)
+        }
+        InvitationsCommand::Get { id } => {
+            let req = c.request(ipb::GetInvitationRequest { id })?;
+            inv(c.invitations.get_invitation(req).await)
+        }
+        InvitationsCommand::Resend { id } => {
+            let req = c.request(ipb::ResendInvitationRequest { id })?;
+            inv(c.invitations.resend_invitation(req).await)
+        }
+        InvitationsCommand::Revoke { id } => {
+            let req = c.request(ipb::RevokeInvitationRequest { id })?;
+            inv(c.invitations.revoke_invitation(req).await)
+        }
+        InvitationsCommand::Approve { id } => {
+            let req = c.request(ipb::ApproveRegistrationRequest { invitation_id: id })?;
+            inv(c.invitations.approve_registration(req).await)
+        }
+        InvitationsCommand::Reject { id } => {
+            let req = c.request(ipb::RejectRegistrationRequest { invitation_id: id })?;
+            inv(c.invitations.reject_registration(req).await)
+        }
+        InvitationsCommand::Delete { id } => {
+            let req = c.request(ipb::DeleteInvitationRequest { id: id.clone() })?;
+            c.invitations
+                .delete_invitation(req)
+                .await
+                .map_err(status)?;
+            Ok(Rows::one(vec!["deleted"], vec![json!(id)]))
+        }
+        InvitationsCommand::Accept {
+            link,
+            first_name,
+            last_name,
+            new_password,
+        } => {
+            let done = c
+                .invitations
+                .accept_invitation(ipb::AcceptInvitationRequest {
+                    token: token_of(&link),
+                    first_name,
+                    last_name,
+                    password: new_password,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            Ok(Rows::one(
+                vec!["user_id", "org_id", "sign_in_with"],
+                vec![json!(done.user_id), json!(done.org_id), json!(done.login_email)],
+            ))
+        }
+        InvitationsCommand::Seats => {
+            let s = c
+                .invitations
+                .get_seat_usage(c.request(ipb::GetSeatUsageRequest {})?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            Ok(Rows::one(
+                vec!["seat_limit", "active_users", "pending_invitations", "seats_left"],
+                vec![
+                    json!(s.seat_limit),
+                    json!(s.active_users),
+                    json!(s.pending_invitations),
+                    json!(s.seats_left),
+                ],
+            ))
+        }
+        InvitationsCommand::Template {
+            locale,
+            subject,
+            body,
+            reset,
+        } => {
+            let t = if reset || subject.is_some() || body.is_some() {
+                c.invitations
+                    .update_invitation_template(c.request(ipb::UpdateInvitationTemplateRequest {
+                        locale,
+                        subject: subject.unwrap_or_default(),
+                        body: body.unwrap_or_default(),
+                        reset,
+                    })?)
+                    .await
+            } else {
+                c.invitations
+                    .get_invitation_template(
+                        c.request(ipb::GetInvitationTemplateRequest { locale })?,
+                    )
+                    .await
+            }
+            .map_err(status)?
+            .into_inner();
+            Ok(Rows::one(
+                vec!["locale", "customized", "subject", "body"],
+                vec![
+                    json!(t.locale),
+                    json!(t.customized),
+                    json!(t.subject),
+                    json!(t.body),
+                ],
+            ))
+        }
+    }
+}
+
+pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<Rows> {
+    let columns = vec![
+        "id",
+        "url",
+        "domains",
+        "approval",
+        "disabled",
+        "registrations",
+        "expires",
+    ];
+    let row = |l: &ipb::RegistrationLink| {
+        vec![
+            json!(l.id),
+            json!(l.url),
+            json!(l.allowed_domains.join(",")),
+            json!(l.requires_approval),
+            json!(l.disabled),
+            json!(l.registrations),
+            json!(time(&l.expire_time)),
+        ]
+    };
+    match cmd {
+        LinksCommand::Create {
+            domain,
+            requires_approval,
+            department,
+            valid_days,
+        } => {
+            let l = c
+                .invitations
+                .create_registration_link(c.request(ipb::CreateRegistrationLinkRequest {
+                    allowed_domains: domain,
+                    requires_approval,
+                    department_id: department,
+                    valid_days,
+                })?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            Ok(Rows::one(columns, row(&l)))
+        }
+        LinksCommand::List => {
+            let page = c
+                .invitations
+                .list_registration_links(c.request(ipb::ListRegistrationLinksRequest {
+                    page_size: 500,
+                    page_token: String::new(),
+                })?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut rows = Rows::new(columns);
+            rows.rows = page.links.iter().map(row).collect();
+            Ok(rows)
+        }
+        LinksCommand::Disable { id } => {
+            let l = c
+                .invitations
+                .disable_registration_link(
+                    c.request(ipb::DisableRegistrationLinkRequest { id })?,
+                )
+                .await
+                .map_err(status)?
+                .into_inner();
+            Ok(Rows::one(columns, row(&l)))
+        }
+        LinksCommand::Join {
+            link,
+            email,
+            first_name,
+            last_name,
+        } => {
+            let answer = c
+                .invitations
+                .register_with_link(ipb::RegisterWithLinkRequest {
+                    link_token: token_of(&link),
+                    email,
+                    first_name,
+                    last_name,
+                    locale: String::new(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            Ok(Rows::one(
+                vec!["awaiting_approval", "message"],
+                vec![json!(answer.awaiting_approval), json!(answer.message)],
+            ))
+        }
+    }
+}
