@@ -35,6 +35,7 @@ pub use mailroom_proto::access::v1 as access_pb;
 pub use mailroom_proto::identity::v1 as identity_pb;
 pub use mailroom_proto::mailboxes::v1 as mailboxes_pb;
 pub use mailroom_proto::sync::v1 as sync_pb;
+use mailroom_proto::invitations::v1::invitation_service_client::InvitationServiceClient;
 use mailroom_proto::sync::v1::sync_service_client::SyncServiceClient;
 
 /// The test service credential every spawned app accepts.
@@ -44,6 +45,7 @@ const TEST_SECRET: &str = "test-service-secret";
 const MAILBOXES_SECRET: &str = "test-mailboxes-secret";
 /// The sync service's own credential at identity in tests.
 const SYNC_SECRET: &str = "test-sync-secret";
+const INVITATIONS_SECRET: &str = "test-invitations-secret";
 /// Password of every user the helpers create.
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -96,6 +98,8 @@ pub struct AppOptions {
     pub with_mailboxes: bool,
     /// Also start the sync service (and the registry and access control).
     pub with_sync: bool,
+    /// Also start the invitations service (and access control, which it asks).
+    pub with_invitations: bool,
 }
 
 /// Identity running for one test.
@@ -112,6 +116,8 @@ pub struct TestApp {
     pub mailboxes: Option<MailboxServiceClient<Channel>>,
     /// The sync service, when started ([`spawn_app_with_sync`]).
     pub sync: Option<SyncServiceClient<Channel>>,
+    /// The invitations service, when started ([`spawn_app_with_invitations`]).
+    pub invitations: Option<InvitationServiceClient<Channel>>,
     /// Where access control and the registry listen, when started.
     pub access_endpoint: Option<String>,
     pub mailboxes_endpoint: Option<String>,
@@ -132,6 +138,15 @@ impl Drop for TestApp {
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
+}
+
+/// Identity, access control and the invitations service.
+pub async fn spawn_app_with_invitations() -> TestApp {
+    spawn_app_with(AppOptions {
+        with_invitations: true,
+        ..AppOptions::default()
+    })
+    .await
 }
 
 /// Identity and access control, as most access tests need.
@@ -204,6 +219,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     config
         .service_clients
         .insert("sync".into(), SecretString::from(SYNC_SECRET));
+    config
+        .service_clients
+        .insert("invitations".into(), SecretString::from(INVITATIONS_SECRET));
     config.smtp.host = env.smtp_host.clone();
     config.smtp.port = env.smtp_port;
 
@@ -239,6 +257,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         access: None,
         mailboxes: None,
         sync: None,
+        invitations: None,
         access_endpoint: None,
         mailboxes_endpoint: None,
         sealing_keys: vec![mailroom_platform::sealed::SealingKeys::generate("k1")],
@@ -248,7 +267,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         access_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
         shutdown,
     };
-    if options.with_access || options.with_mailboxes || options.with_sync {
+    if options.with_access || options.with_mailboxes || options.with_sync || options.with_invitations
+    {
         let (client, access_endpoint) = app.start_access_replica(app.shutdown.clone()).await;
         app.access = Some(client);
         app.access_endpoint = Some(access_endpoint.clone());
@@ -263,6 +283,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         if options.with_sync {
             let client = app.start_sync(app.shutdown.clone(), |_| {}).await;
             app.sync = Some(client);
+        }
+        if options.with_invitations {
+            let client = app.start_invitations(app.shutdown.clone(), |_| {}).await;
+            app.invitations = Some(client);
         }
     }
     app
@@ -433,6 +457,60 @@ impl TestApp {
             }
         });
         SyncServiceClient::new(connect(&endpoint).await)
+    }
+
+    /// The invitations configuration tests run with: mail to the stack's SMTP sink, quick
+    /// retries and sweeps.
+    pub fn invitations_config(&self) -> mailroom_invitations::InvitationsConfig {
+        let mut config = mailroom_invitations::InvitationsConfig {
+            identity_endpoint: self.endpoint.clone(),
+            access_endpoint: self.access_endpoint.clone().unwrap_or_default(),
+            service_client_id: "invitations".into(),
+            service_client_secret: SecretString::from(INVITATIONS_SECRET),
+            accept_url: "https://mailroom.test/invite".into(),
+            join_url: "https://mailroom.test/join".into(),
+            delivery_retry_ms: 200,
+            delivery_attempts: 3,
+            sweep_interval_ms: 200,
+            ..Default::default()
+        };
+        config.smtp.host = self.env.smtp_host.clone();
+        config.smtp.port = self.env.smtp_port;
+        config.smtp.timeout_ms = 5_000;
+        config
+    }
+
+    /// Starts an invitations replica (access must be running) with the test configuration
+    /// adjusted by `tweak`, stopped by `shutdown`.
+    pub async fn start_invitations(
+        &self,
+        shutdown: CancellationToken,
+        tweak: impl FnOnce(&mut mailroom_invitations::InvitationsConfig),
+    ) -> InvitationServiceClient<Channel> {
+        let mut config = self.invitations_config();
+        tweak(&mut config);
+        let started = mailroom_invitations::start(&self.platform, config)
+            .await
+            .expect("invitations starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let platform = self.platform.clone();
+        let verifier = self.verifier.clone();
+        tokio::spawn(async move {
+            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
+                eprintln!("test invitations server stopped: {err}");
+            }
+        });
+        InvitationServiceClient::new(connect(&endpoint).await)
+    }
+
+    /// The invitations client (the app must have been spawned with invitations).
+    pub fn invitations(&self) -> InvitationServiceClient<Channel> {
+        self.invitations
+            .clone()
+            .expect("spawn the app with invitations (spawn_app_with_invitations)")
     }
 
     /// The sync client (the app must have been spawned with sync).
@@ -985,5 +1063,82 @@ pub mod access {
         pub fn database_url(&self) -> &str {
             secrecy::ExposeSecret::expose_secret(&self.platform.database_url)
         }
+    }
+}
+
+/// A real SMTP server of a test's own (aiosmtpd, `tests/smtp_server.py`): refuses recipients
+/// whose local part starts with `refuse` (550), keeps the rest in its own maildir. Stopped on
+/// drop; [`SmtpServer::stop`] and [`SmtpServer::start_on`] take it down and bring it back.
+pub struct SmtpServer {
+    pub port: u16,
+    pub maildir: PathBuf,
+    child: Option<Child>,
+}
+
+impl SmtpServer {
+    /// A free port, nothing listening on it yet.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    }
+
+    pub fn start() -> Self {
+        Self::start_on(Self::free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let python = std::env::var("MAILROOM_PYTHON")
+            .expect("MAILROOM_PYTHON is set by .ci/test (the stack's Python with aiosmtpd)");
+        let maildir = std::env::temp_dir().join(format!("mailroom-smtp-{}", uuid::Uuid::new_v4().simple()));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smtp_server.py");
+        let child = Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the test SMTP server");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the test SMTP server did not open port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            port,
+            maildir,
+            child: Some(child),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every message this server kept, as text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(self.maildir.join(sub)) {
+                for entry in entries.flatten() {
+                    if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                        out.push(text);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.maildir);
     }
 }
