@@ -146,7 +146,7 @@ impl Identity {
         if org.seat_limit > 0 && used + wanted > i64::from(org.seat_limit) {
             let left = (i64::from(org.seat_limit) - used).max(0);
             return Err(IdentityError::Seats(format!(
-                "not enough seats: inviting {wanted} {} needs {wanted} {}, and {left} of the organisation's {} {} left \
+                "not enough seats: inviting {wanted} {} needs {wanted} {}, and {left} of the organisation's {} seats {} left \
                  ({used} taken by active users and pending invitations); invite fewer people, revoke pending invitations, \
                  dismiss someone, or ask your operator to raise the plan's seat limit",
                 if wanted == 1 { "person" } else { "people" },
