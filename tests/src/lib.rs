@@ -33,9 +33,9 @@ use tonic::transport::Channel;
 
 pub use mailroom_proto::access::v1 as access_pb;
 pub use mailroom_proto::identity::v1 as identity_pb;
+use mailroom_proto::invitations::v1::invitation_service_client::InvitationServiceClient;
 pub use mailroom_proto::mailboxes::v1 as mailboxes_pb;
 pub use mailroom_proto::sync::v1 as sync_pb;
-use mailroom_proto::invitations::v1::invitation_service_client::InvitationServiceClient;
 use mailroom_proto::sync::v1::sync_service_client::SyncServiceClient;
 
 /// The test service credential every spawned app accepts.
@@ -267,7 +267,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         access_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
         shutdown,
     };
-    if options.with_access || options.with_mailboxes || options.with_sync || options.with_invitations
+    if options.with_access
+        || options.with_mailboxes
+        || options.with_sync
+        || options.with_invitations
     {
         let (client, access_endpoint) = app.start_access_replica(app.shutdown.clone()).await;
         app.access = Some(client);
@@ -1091,7 +1094,8 @@ impl SmtpServer {
     pub fn start_on(port: u16) -> Self {
         let python = std::env::var("MAILROOM_PYTHON")
             .expect("MAILROOM_PYTHON is set by .ci/test (the stack's Python with aiosmtpd)");
-        let maildir = std::env::temp_dir().join(format!("mailroom-smtp-{}", uuid::Uuid::new_v4().simple()));
+        let maildir =
+            std::env::temp_dir().join(format!("mailroom-smtp-{}", uuid::Uuid::new_v4().simple()));
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smtp_server.py");
         let child = Command::new(python)
             .arg(script)
@@ -1103,7 +1107,10 @@ impl SmtpServer {
             .expect("start the test SMTP server");
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the test SMTP server did not open port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "the test SMTP server did not open port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self {

@@ -60,7 +60,10 @@ fn parsed(raw: &str) -> mail_parser::Message<'_> {
         .expect("the mail parses")
 }
 
-async fn accept(app: &TestApp, token: &str) -> Result<ipb::AcceptInvitationResponse, tonic::Status> {
+async fn accept(
+    app: &TestApp,
+    token: &str,
+) -> Result<ipb::AcceptInvitationResponse, tonic::Status> {
     app.invitations()
         .accept_invitation(ipb::AcceptInvitationRequest {
             token: token.into(),
@@ -133,7 +136,11 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
     )
     .await
     .expect("invite");
-    let invited: Vec<&str> = answer.invitations.iter().map(|i| i.email.as_str()).collect();
+    let invited: Vec<&str> = answer
+        .invitations
+        .iter()
+        .map(|i| i.email.as_str())
+        .collect();
     assert_eq!(invited, [nia.as_str(), org.address("bob").as_str()]);
     let codes: Vec<(String, i32)> = answer
         .rejected
@@ -143,9 +150,15 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
     assert_eq!(
         codes,
         [
-            ("not-an-address".into(), ipb::RejectionReason::Malformed as i32),
+            (
+                "not-an-address".into(),
+                ipb::RejectionReason::Malformed as i32
+            ),
             (nia.clone(), ipb::RejectionReason::Duplicate as i32),
-            (existing.login_email.clone(), ipb::RejectionReason::AlreadyAUser as i32),
+            (
+                existing.login_email.clone(),
+                ipb::RejectionReason::AlreadyAUser as i32
+            ),
         ]
     );
     assert_eq!(answer.rejected[2].user_state, "ACTIVE");
@@ -165,7 +178,11 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
         .await
         .expect("list invited")
         .into_inner();
-    let mut emails: Vec<String> = invited_users.users.iter().map(|u| u.contact_email.clone()).collect();
+    let mut emails: Vec<String> = invited_users
+        .users
+        .iter()
+        .map(|u| u.contact_email.clone())
+        .collect();
     emails.sort();
     let mut expected = vec![nia.clone(), org.address("bob")];
     expected.sort();
@@ -176,7 +193,9 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
         .clone()
         .get_email_address_usage(authed(
             &org.admin_token,
-            pb::GetEmailAddressUsageRequest { address: nia.clone() },
+            pb::GetEmailAddressUsageRequest {
+                address: nia.clone(),
+            },
         ))
         .await
         .expect("usage")
@@ -188,19 +207,35 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
 
     let raw = wait_for_mail(&app, &nia, Duration::from_secs(30)).await;
     let mail = parsed(&raw);
-    assert_eq!(mail.subject(), Some(format!("Ada Admin invites you to join Org {}", org.domain).as_str()));
-    let to = mail.to().and_then(|a| a.first()).and_then(|a| a.address()).expect("To");
+    assert_eq!(
+        mail.subject(),
+        Some(format!("Ada Admin invites you to join Org {}", org.domain).as_str())
+    );
+    let to = mail
+        .to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .expect("To");
     assert_eq!(to, nia);
-    assert!(mail.from().and_then(|a| a.first()).and_then(|a| a.address()).is_some());
+    assert!(mail
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .is_some());
     assert!(mail.message_id().is_some() || mail.date().is_some());
     let body = mail.body_text(0).expect("a text body").into_owned();
-    assert!(body.contains("Welcome aboard!\nSee you on Monday."), "{body}");
+    assert!(
+        body.contains("Welcome aboard!\nSee you on Monday."),
+        "{body}"
+    );
     let token = link_token(&body);
     assert_eq!(token.len(), 43);
 
     let preview = app
         .invitations()
-        .preview_invitation(ipb::PreviewInvitationRequest { token: token.clone() })
+        .preview_invitation(ipb::PreviewInvitationRequest {
+            token: token.clone(),
+        })
         .await
         .expect("preview without a token")
         .into_inner();
@@ -225,18 +260,34 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
     let me = app
         .identity
         .clone()
-        .get_user(authed(&tokens.access_token, pb::GetUserRequest { id: accepted.user_id.clone() }))
+        .get_user(authed(
+            &tokens.access_token,
+            pb::GetUserRequest {
+                id: accepted.user_id.clone(),
+            },
+        ))
         .await
         .expect("own profile")
         .into_inner();
     assert_eq!(me.state, pb::UserState::Active as i32);
-    assert_eq!((me.first_name.as_str(), me.last_name.as_str()), ("Nia", "Newhire"));
+    assert_eq!(
+        (me.first_name.as_str(), me.last_name.as_str()),
+        ("Nia", "Newhire")
+    );
 
     // Never again.
-    let again = accept(&app, &token).await.expect_err("a used link is refused");
+    let again = accept(&app, &token)
+        .await
+        .expect_err("a used link is refused");
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
-    assert!(again.message().contains("already used"), "{}", again.message());
-    let junk = accept(&app, "not-a-token").await.expect_err("junk is refused");
+    assert!(
+        again.message().contains("already used"),
+        "{}",
+        again.message()
+    );
+    let junk = accept(&app, "not-a-token")
+        .await
+        .expect_err("junk is refused");
     assert_eq!(junk.code(), tonic::Code::NotFound);
 
     let list = app
@@ -259,7 +310,10 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
         &app.kafka_brokers,
         "mailroom.invitations.events",
         Duration::from_secs(30),
-        |e| e.r#type == "mailroom.events.v1.InvitationAccepted" && e.aggregate_id == list.invitations[0].id,
+        |e| {
+            e.r#type == "mailroom.events.v1.InvitationAccepted"
+                && e.aggregate_id == list.invitations[0].id
+        },
     )
     .await;
     assert!(event.is_some(), "InvitationAccepted was published");
@@ -271,16 +325,28 @@ async fn the_russian_template_renders_in_utf8_with_encoded_headers() {
     let org = app.create_org(0).await;
     ready(&app, &org).await;
     let address = org.address("ivan");
-    invite(&app, &org.admin_token, &address, ipb::DeliveryMethod::SystemMail, "ru")
-        .await
-        .expect("invite");
+    invite(
+        &app,
+        &org.admin_token,
+        &address,
+        ipb::DeliveryMethod::SystemMail,
+        "ru",
+    )
+    .await
+    .expect("invite");
     let raw = wait_for_mail(&app, &address, Duration::from_secs(30)).await;
     let subject_line = raw
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("subject:"))
         .expect("a Subject header");
-    assert!(subject_line.is_ascii(), "headers stay 7-bit: {subject_line}");
-    assert!(subject_line.contains("=?utf-8?"), "RFC 2047 encoded: {subject_line}");
+    assert!(
+        subject_line.is_ascii(),
+        "headers stay 7-bit: {subject_line}"
+    );
+    assert!(
+        subject_line.contains("=?utf-8?"),
+        "RFC 2047 encoded: {subject_line}"
+    );
     let mail = parsed(&raw);
     assert_eq!(
         mail.subject(),
@@ -321,10 +387,15 @@ async fn own_mail_client_gets_a_mailto_per_invitee_with_their_own_link() {
         assert!(body.contains("\r\n"), "line breaks are CRLF");
         assert!(body.contains(&composed.invitation_links[k]), "{body}");
         // Each link is that invitee's.
-        let token = composed.invitation_links[k].rsplit('=').next().unwrap_or_default();
+        let token = composed.invitation_links[k]
+            .rsplit('=')
+            .next()
+            .unwrap_or_default();
         let preview = app
             .invitations()
-            .preview_invitation(ipb::PreviewInvitationRequest { token: token.into() })
+            .preview_invitation(ipb::PreviewInvitationRequest {
+                token: token.into(),
+            })
             .await
             .expect("the link works")
             .into_inner();
@@ -348,18 +419,33 @@ async fn a_dismissed_users_address_is_refused_naming_the_transfer_until_it_is_re
     let leaver = app.create_user(&org, "leaver", "").await;
     app.identity
         .clone()
-        .dismiss_user(authed(&org.admin_token, pb::DismissUserRequest { id: leaver.id.clone() }))
+        .dismiss_user(authed(
+            &org.admin_token,
+            pb::DismissUserRequest {
+                id: leaver.id.clone(),
+            },
+        ))
         .await
         .expect("dismiss");
-    let answer = invite(&app, &org.admin_token, &leaver.login_email, ipb::DeliveryMethod::SystemMail, "")
-        .await
-        .expect("the call succeeds, the address is refused");
+    let answer = invite(
+        &app,
+        &org.admin_token,
+        &leaver.login_email,
+        ipb::DeliveryMethod::SystemMail,
+        "",
+    )
+    .await
+    .expect("the call succeeds, the address is refused");
     assert!(answer.invitations.is_empty());
     let refused = &answer.rejected[0];
     assert_eq!(refused.code, ipb::RejectionReason::AlreadyAUser as i32);
     assert_eq!(refused.user_state, "DISMISSED");
     assert_eq!(refused.user_id, leaver.id);
-    assert!(refused.reason.contains("TransferEmailAddress"), "{}", refused.reason);
+    assert!(
+        refused.reason.contains("TransferEmailAddress"),
+        "{}",
+        refused.reason
+    );
 
     app.identity
         .clone()
@@ -368,15 +454,23 @@ async fn a_dismissed_users_address_is_refused_naming_the_transfer_until_it_is_re
             pb::TransferEmailAddressRequest {
                 address: leaver.login_email.clone(),
                 from_user_id: leaver.id.clone(),
-                destination: Some(pb::transfer_email_address_request::Destination::Release(true)),
+                destination: Some(pb::transfer_email_address_request::Destination::Release(
+                    true,
+                )),
                 as_kind: 0,
             },
         ))
         .await
         .expect("release the address");
-    let answer = invite(&app, &org.admin_token, &leaver.login_email, ipb::DeliveryMethod::SystemMail, "")
-        .await
-        .expect("invite again");
+    let answer = invite(
+        &app,
+        &org.admin_token,
+        &leaver.login_email,
+        ipb::DeliveryMethod::SystemMail,
+        "",
+    )
+    .await
+    .expect("invite again");
     assert_eq!(answer.invitations.len(), 1, "{:?}", answer.rejected);
     wait_for_mail(&app, &leaver.login_email, Duration::from_secs(30)).await;
 }
@@ -407,15 +501,29 @@ async fn fifty_concurrent_invites_against_ten_free_seats_admit_exactly_ten_every
             .iter()
             .filter(|r| matches!(r, Ok(a) if a.invitations.len() == 1))
             .count();
-        let refused: Vec<&tonic::Status> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        let refused: Vec<&tonic::Status> =
+            results.iter().filter_map(|r| r.as_ref().err()).collect();
         assert_eq!(won, 10, "round {round}: {refused:?}");
         assert_eq!(refused.len(), 40, "round {round}");
         for status in refused {
             assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-            assert!(status.message().contains("0 of the organisation's 11 seats are left"), "{}", status.message());
+            assert!(
+                status
+                    .message()
+                    .contains("0 of the organisation's 11 seats are left"),
+                "{}",
+                status.message()
+            );
         }
         let usage = seats(&app, &org).await;
-        assert_eq!((usage.active_users, usage.pending_invitations, usage.seats_left), (1, 10, 0));
+        assert_eq!(
+            (
+                usage.active_users,
+                usage.pending_invitations,
+                usage.seats_left
+            ),
+            (1, 10, 0)
+        );
     }
 }
 
@@ -457,27 +565,62 @@ async fn who_may_invite_register_and_manage_links() {
         }],
     )
     .await;
-    let plain_token = app.login(&plain.login_email).await.expect("login").access_token;
-    let granted_token = app.login(&granted.login_email).await.expect("login").access_token;
+    let plain_token = app
+        .login(&plain.login_email)
+        .await
+        .expect("login")
+        .access_token;
+    let granted_token = app
+        .login(&granted.login_email)
+        .await
+        .expect("login")
+        .access_token;
 
     // The admin invites; the granted employee invites; the plain one is refused, eventually
     // (access follows identity's settings event).
-    let by_admin = invite(&app, &org.admin_token, &org.address("a1"), ipb::DeliveryMethod::OwnMailClient, "")
-        .await
-        .expect("admin invites");
-    let by_granted = invite(&app, &granted_token, &org.address("g1"), ipb::DeliveryMethod::OwnMailClient, "")
-        .await
-        .expect("a granted employee invites");
+    let by_admin = invite(
+        &app,
+        &org.admin_token,
+        &org.address("a1"),
+        ipb::DeliveryMethod::OwnMailClient,
+        "",
+    )
+    .await
+    .expect("admin invites");
+    let by_granted = invite(
+        &app,
+        &granted_token,
+        &org.address("g1"),
+        ipb::DeliveryMethod::OwnMailClient,
+        "",
+    )
+    .await
+    .expect("a granted employee invites");
     let deadline = Instant::now() + Duration::from_secs(30);
     let refused = loop {
-        match invite(&app, &plain_token, &org.address("p1"), ipb::DeliveryMethod::OwnMailClient, "").await {
+        match invite(
+            &app,
+            &plain_token,
+            &org.address("p1"),
+            ipb::DeliveryMethod::OwnMailClient,
+            "",
+        )
+        .await
+        {
             Err(s) => break s,
-            Ok(_) => assert!(Instant::now() < deadline, "the plain employee could still invite"),
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "the plain employee could still invite"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    assert!(refused.message().contains("org.invite"), "{}", refused.message());
+    assert!(
+        refused.message().contains("org.invite"),
+        "{}",
+        refused.message()
+    );
 
     // An inviter sees and manages their own invitations only; the admin sees all.
     let id_admin = &by_admin.invitations[0].id;
@@ -497,10 +640,18 @@ async fn who_may_invite_register_and_manage_links() {
         }
     };
     assert_eq!(list(granted_token.clone()).await, vec![id_granted.clone()]);
-    assert_eq!(list(org.admin_token.clone()).await.len(), 2 + usize::from(false));
+    assert_eq!(
+        list(org.admin_token.clone()).await.len(),
+        2 + usize::from(false)
+    );
     let hidden = app
         .invitations()
-        .revoke_invitation(authed(&granted_token, ipb::RevokeInvitationRequest { id: id_admin.clone() }))
+        .revoke_invitation(authed(
+            &granted_token,
+            ipb::RevokeInvitationRequest {
+                id: id_admin.clone(),
+            },
+        ))
         .await
         .expect_err("not theirs");
     assert_eq!(hidden.code(), tonic::Code::NotFound);
@@ -508,14 +659,24 @@ async fn who_may_invite_register_and_manage_links() {
     // Another organisation's admin learns nothing: not found, and an empty list.
     let outsider = app
         .invitations()
-        .get_invitation(authed(&other.admin_token, ipb::GetInvitationRequest { id: id_admin.clone() }))
+        .get_invitation(authed(
+            &other.admin_token,
+            ipb::GetInvitationRequest {
+                id: id_admin.clone(),
+            },
+        ))
         .await
         .expect_err("other org");
     assert_eq!(outsider.code(), tonic::Code::NotFound);
     assert!(list(other.admin_token.clone()).await.is_empty());
     let outsider_revoke = app
         .invitations()
-        .revoke_invitation(authed(&other.admin_token, ipb::RevokeInvitationRequest { id: id_granted.clone() }))
+        .revoke_invitation(authed(
+            &other.admin_token,
+            ipb::RevokeInvitationRequest {
+                id: id_granted.clone(),
+            },
+        ))
         .await
         .expect_err("other org");
     assert_eq!(outsider_revoke.code(), tonic::Code::NotFound);
@@ -560,9 +721,15 @@ async fn expiry_is_applied_unasked_refuses_the_link_and_frees_the_seat() {
     let org = app.create_org(2).await;
     ready(&app, &org).await;
     let address = org.address("late");
-    let answer = invite(&app, &org.admin_token, &address, ipb::DeliveryMethod::SystemMail, "")
-        .await
-        .expect("invite");
+    let answer = invite(
+        &app,
+        &org.admin_token,
+        &address,
+        ipb::DeliveryMethod::SystemMail,
+        "",
+    )
+    .await
+    .expect("invite");
     let id = answer.invitations[0].id.clone();
     let token = link_token(
         &parsed(&wait_for_mail(&app, &address, Duration::from_secs(30)).await)
@@ -577,19 +744,34 @@ async fn expiry_is_applied_unasked_refuses_the_link_and_frees_the_seat() {
         .execute(&invitations_db)
         .await
         .expect("age the invitation");
-    until(&app.invitations(), &org, &id, "expiry", |i| i.state == ipb::InvitationState::Expired as i32).await;
-    let refused = accept(&app, &token).await.expect_err("an expired link is refused");
+    until(&app.invitations(), &org, &id, "expiry", |i| {
+        i.state == ipb::InvitationState::Expired as i32
+    })
+    .await;
+    let refused = accept(&app, &token)
+        .await
+        .expect_err("an expired link is refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("expired"), "{}", refused.message());
+    assert!(
+        refused.message().contains("expired"),
+        "{}",
+        refused.message()
+    );
     // Identity removes the INVITED user: the seat and the address are free again.
     let deadline = Instant::now() + Duration::from_secs(30);
     while seats(&app, &org).await.seats_left != 1 {
         assert!(Instant::now() < deadline, "the seat was not freed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let again = invite(&app, &org.admin_token, &address, ipb::DeliveryMethod::SystemMail, "")
-        .await
-        .expect("invite again");
+    let again = invite(
+        &app,
+        &org.admin_token,
+        &address,
+        ipb::DeliveryMethod::SystemMail,
+        "",
+    )
+    .await
+    .expect("invite again");
     assert_eq!(again.invitations.len(), 1, "{:?}", again.rejected);
 }
 
@@ -616,22 +798,42 @@ async fn a_refused_recipient_fails_with_the_reason_and_a_down_server_delivers_on
     let answer = with_refusing
         .create_invitations(authed(
             &org.admin_token,
-            make(format!("{} {}", org.address("refuse-me"), org.address("welcome"))),
+            make(format!(
+                "{} {}",
+                org.address("refuse-me"),
+                org.address("welcome")
+            )),
         ))
         .await
         .expect("invite")
         .into_inner();
     let invitations = with_refusing.clone();
-    let refused = until(&invitations, &org, &answer.invitations[0].id, "the refusal", |i| {
-        i.state == ipb::InvitationState::Failed as i32
-    })
+    let refused = until(
+        &invitations,
+        &org,
+        &answer.invitations[0].id,
+        "the refusal",
+        |i| i.state == ipb::InvitationState::Failed as i32,
+    )
     .await;
-    assert!(refused.failure_reason.contains("550"), "{}", refused.failure_reason);
-    assert!(refused.failure_reason.contains("User unknown"), "{}", refused.failure_reason);
+    assert!(
+        refused.failure_reason.contains("550"),
+        "{}",
+        refused.failure_reason
+    );
+    assert!(
+        refused.failure_reason.contains("User unknown"),
+        "{}",
+        refused.failure_reason
+    );
     assert_eq!(refused.delivery_state, ipb::DeliveryState::Failed as i32);
-    let delivered = until(&invitations, &org, &answer.invitations[1].id, "the delivery", |i| {
-        i.delivery_state == ipb::DeliveryState::Sent as i32
-    })
+    let delivered = until(
+        &invitations,
+        &org,
+        &answer.invitations[1].id,
+        "the delivery",
+        |i| i.delivery_state == ipb::DeliveryState::Sent as i32,
+    )
     .await;
     assert_eq!(delivered.state, ipb::InvitationState::Pending as i32);
     assert!(refusing
@@ -661,18 +863,33 @@ async fn a_refused_recipient_fails_with_the_reason_and_a_down_server_delivers_on
         i.state == ipb::InvitationState::Failed as i32
     })
     .await;
-    assert!(failed.failure_reason.contains("gave up after 2 attempts"), "{}", failed.failure_reason);
-    assert!(failed.failure_reason.to_lowercase().contains("connect"), "{}", failed.failure_reason);
+    assert!(
+        failed.failure_reason.contains("gave up after 2 attempts"),
+        "{}",
+        failed.failure_reason
+    );
+    assert!(
+        failed.failure_reason.to_lowercase().contains("connect"),
+        "{}",
+        failed.failure_reason
+    );
     // It comes back; the retry delivers.
     let back = SmtpServer::start_on(down_port);
     with_down
         .clone()
-        .resend_invitation(authed(&org.admin_token, ipb::ResendInvitationRequest { id: id.clone() }))
+        .resend_invitation(authed(
+            &org.admin_token,
+            ipb::ResendInvitationRequest { id: id.clone() },
+        ))
         .await
         .expect("resend");
-    let sent = until(&invitations, &org, &id, "the delivery after the outage", |i| {
-        i.delivery_state == ipb::DeliveryState::Sent as i32
-    })
+    let sent = until(
+        &invitations,
+        &org,
+        &id,
+        "the delivery after the outage",
+        |i| i.delivery_state == ipb::DeliveryState::Sent as i32,
+    )
     .await;
     assert_eq!(sent.state, ipb::InvitationState::Pending as i32);
     assert_eq!(sent.failure_reason, "");
@@ -703,7 +920,10 @@ async fn direct_registration_and_a_link_that_needs_approval() {
         .await
         .expect("register")
         .into_inner();
-    assert_eq!(registered.kind, ipb::InvitationKind::DirectRegistration as i32);
+    assert_eq!(
+        registered.kind,
+        ipb::InvitationKind::DirectRegistration as i32
+    );
     let mail = wait_for_mail(&app, &dee, Duration::from_secs(30)).await;
     let token = link_token(&parsed(&mail).body_text(0).expect("body"));
     let done = app
@@ -719,11 +939,17 @@ async fn direct_registration_and_a_link_that_needs_approval() {
     let user = app
         .identity
         .clone()
-        .get_user(authed(&org.admin_token, pb::GetUserRequest { id: done.user_id }))
+        .get_user(authed(
+            &org.admin_token,
+            pb::GetUserRequest { id: done.user_id },
+        ))
         .await
         .expect("user")
         .into_inner();
-    assert_eq!((user.first_name.as_str(), user.position.as_str()), ("Dee", "Buyer"));
+    assert_eq!(
+        (user.first_name.as_str(), user.position.as_str()),
+        ("Dee", "Buyer")
+    );
     assert_eq!(user.state, pb::UserState::Active as i32);
 
     // A link for the org's domain that needs approval.
@@ -786,7 +1012,10 @@ async fn direct_registration_and_a_link_that_needs_approval() {
         .into_inner();
     assert_eq!(awaiting.invitations.len(), 1);
     assert_eq!(awaiting.invitations[0].email, lin);
-    assert!(mails_to(&app, &lin).is_empty(), "nothing is mailed before approval");
+    assert!(
+        mails_to(&app, &lin).is_empty(),
+        "nothing is mailed before approval"
+    );
     app.invitations()
         .approve_registration(authed(
             &org.admin_token,
@@ -796,7 +1025,10 @@ async fn direct_registration_and_a_link_that_needs_approval() {
         ))
         .await
         .expect("approve");
-    let mail = wait_for_mail_where(&app, &lin, Duration::from_secs(30), |m| m.contains("Confirm")).await;
+    let mail = wait_for_mail_where(&app, &lin, Duration::from_secs(30), |m| {
+        m.contains("Confirm")
+    })
+    .await;
     let token = link_token(&parsed(&mail).body_text(0).expect("body"));
     accept(&app, &token).await.expect("confirm and join");
 
@@ -836,7 +1068,9 @@ async fn direct_registration_and_a_link_that_needs_approval() {
             .clone()
             .get_email_address_usage(authed(
                 &org.admin_token,
-                pb::GetEmailAddressUsageRequest { address: rex.clone() },
+                pb::GetEmailAddressUsageRequest {
+                    address: rex.clone(),
+                },
             ))
             .await
             .expect("usage")
@@ -844,7 +1078,10 @@ async fn direct_registration_and_a_link_that_needs_approval() {
         if usage.uses.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the rejected registrant's address stayed claimed");
+        assert!(
+            Instant::now() < deadline,
+            "the rejected registrant's address stayed claimed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -852,7 +1089,9 @@ async fn direct_registration_and_a_link_that_needs_approval() {
     app.invitations()
         .disable_registration_link(authed(
             &org.admin_token,
-            ipb::DisableRegistrationLinkRequest { id: link.id.clone() },
+            ipb::DisableRegistrationLinkRequest {
+                id: link.id.clone(),
+            },
         ))
         .await
         .expect("disable");

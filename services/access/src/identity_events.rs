@@ -146,9 +146,7 @@ impl EventHandler for IdentityEvents {
             | Payload::UserRehired(ev::UserRehired { user: Some(user) })
             | Payload::UserRemoved(ev::UserRemoved {
                 user: Some(user), ..
-            }) => {
-                mirror_user(&mut w, user).await?
-            }
+            }) => mirror_user(&mut w, user).await?,
             Payload::UserUpdated(ev::UserUpdated {
                 user: Some(user), ..
             }) => mirror_user(&mut w, user).await?,

@@ -364,10 +364,7 @@ impl IdentityService for IdentityApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn activate_invitee(
-        &self,
-        req: Request<pb::ActivateInviteeRequest>,
-    ) -> Reply<pb::User> {
+    async fn activate_invitee(&self, req: Request<pb::ActivateInviteeRequest>) -> Reply<pb::User> {
         let p = principal(&req)?.clone();
         let user = self.0.activate_invitee(&p, req.into_inner()).await?;
         Ok(Response::new(user_to_proto(user)))

@@ -269,11 +269,13 @@ async fn remove_invited(
     if user.state() != UserState::Invited {
         return Ok(());
     }
-    sqlx::query("UPDATE departments SET head_user_id = NULL WHERE org_id = $1 AND head_user_id = $2")
-        .bind(org_id)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE departments SET head_user_id = NULL WHERE org_id = $1 AND head_user_id = $2",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM address_claims WHERE org_id = $1 AND user_id = $2")
         .bind(org_id)
         .bind(user_id)

@@ -117,13 +117,20 @@ impl InvitationService for InvitationApi {
                 .into_iter()
                 .map(|(row, _)| invitation_to_proto(row))
                 .collect(),
-            rejected: admitted.rejected.into_iter().map(rejected_to_proto).collect(),
+            rejected: admitted
+                .rejected
+                .into_iter()
+                .map(rejected_to_proto)
+                .collect(),
             composed,
         }))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_invitation(&self, req: Request<pb::GetInvitationRequest>) -> Reply<pb::Invitation> {
+    async fn get_invitation(
+        &self,
+        req: Request<pb::GetInvitationRequest>,
+    ) -> Reply<pb::Invitation> {
         let caller = Caller::from_request(&req)?;
         let row = self.0.get(&caller, &req.get_ref().id).await?;
         Ok(Response::new(invitation_to_proto(row)))
@@ -255,7 +262,10 @@ impl InvitationService for InvitationApi {
         req: Request<pb::ApproveRegistrationRequest>,
     ) -> Reply<pb::Invitation> {
         let caller = Caller::from_request(&req)?;
-        let row = self.0.approve(&caller, &req.get_ref().invitation_id).await?;
+        let row = self
+            .0
+            .approve(&caller, &req.get_ref().invitation_id)
+            .await?;
         Ok(Response::new(invitation_to_proto(row)))
     }
 

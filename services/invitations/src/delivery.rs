@@ -46,10 +46,12 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         let concurrency = self.invitations.config.delivery_concurrency.max(1);
         loop {
-            match self.round(concurrency * 4, concurrency).await {
+            match self.round(concurrency * 8, concurrency).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "invitation mail could not be taken from the queue"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "invitation mail could not be taken from the queue")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -83,12 +85,30 @@ impl Sender {
                 slot.insert(self.invitations.template(key.0, key.1, key.2).await?);
             }
         }
+        // Each mail gets a fresh link secret, all armed in one statement; a row revoked,
+        // accepted or expired since the claim is not armed and not sent.
+        let secrets: Vec<token::NewToken> = rows.iter().map(|_| token::generate()).collect();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let hashes: Vec<Vec<u8>> = secrets.iter().map(|t| t.hash.clone()).collect();
+        let armed: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE invitations i SET token_hash = t.hash FROM UNNEST($1::uuid[], $2::bytea[]) AS t(id, hash) \
+             WHERE i.id = t.id AND i.delivery_state = 'queued' AND i.state IN ('pending', 'failed') RETURNING i.id",
+        )
+        .bind(&ids)
+        .bind(&hashes)
+        .fetch_all(&self.invitations.pool)
+        .await?;
+        let armed: std::collections::HashSet<Uuid> = armed.into_iter().collect();
         let wording = &wording;
-        futures::stream::iter(rows)
-            .for_each_concurrent(concurrency, |row| async move {
+        let work = rows
+            .into_iter()
+            .zip(secrets)
+            .filter(|(row, _)| armed.contains(&row.id));
+        futures::stream::iter(work)
+            .for_each_concurrent(concurrency, |(row, secret)| async move {
                 let key = (row.org_id, purpose(row.kind()), row.locale());
                 if let Some(template) = wording.get(&key) {
-                    if let Err(err) = self.deliver(row, template).await {
+                    if let Err(err) = self.deliver(row, secret.secret, template).await {
                         tracing::warn!(error = %err, "an invitation's delivery outcome could not be recorded; it is tried again after its lease");
                     }
                 }
@@ -98,22 +118,9 @@ impl Sender {
     }
 
     #[tracing::instrument(skip_all, fields(invitation = %row.id))]
-    async fn deliver(&self, row: InvitationRow, template: &Template) -> Result<()> {
+    async fn deliver(&self, row: InvitationRow, secret: String, template: &Template) -> Result<()> {
         let pool = &self.invitations.pool;
-        let secret = token::generate();
-        let armed = sqlx::query(
-            "UPDATE invitations SET token_hash = $2 WHERE id = $1 AND delivery_state = 'queued' AND state IN ('pending', 'failed')",
-        )
-        .bind(row.id)
-        .bind(&secret.hash)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        if armed == 0 {
-            // Revoked, accepted or expired since it was claimed.
-            return Ok(());
-        }
-        let link = self.invitations.accept_link(&secret.secret);
+        let link = self.invitations.accept_link(&secret);
         let mail = templates::render(
             template,
             &Fill {
@@ -166,13 +173,12 @@ impl Sender {
                 Some(Change::Failed as fn(String) -> Change),
             ),
         };
-        let updated: Option<InvitationRow> =
-            sqlx::query_as(&format!("{sql}{INVITATION_COLUMNS}"))
-                .bind(row.id)
-                .bind(attempts)
-                .bind(&reason)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let updated: Option<InvitationRow> = sqlx::query_as(&format!("{sql}{INVITATION_COLUMNS}"))
+            .bind(row.id)
+            .bind(attempts)
+            .bind(&reason)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let (Some(updated), Some(change)) = (updated, change) {
             let sent = reason.is_empty();
             publish(&mut tx, &updated, &EventActor::System, change(reason)).await?;
@@ -201,7 +207,10 @@ fn purpose(kind: Kind) -> Purpose {
 /// by every deferred mail in the same second.
 fn backoff(base_ms: u64, attempt: i32) -> Duration {
     let exp = 2u64.saturating_pow(attempt.saturating_sub(1).clamp(0, 20) as u32);
-    let ms = base_ms.max(1).saturating_mul(exp).min(MAX_DELAY.as_millis() as u64);
+    let ms = base_ms
+        .max(1)
+        .saturating_mul(exp)
+        .min(MAX_DELAY.as_millis() as u64);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     Duration::from_millis((ms as f64 * jitter) as u64)
 }

@@ -10,10 +10,7 @@ pub enum ParseError {
     #[error("`{field}` is required")]
     Missing { field: &'static str },
     #[error("`{field}` is not a valid email address: {reason}")]
-    Email {
-        field: &'static str,
-        reason: String,
-    },
+    Email { field: &'static str, reason: String },
     #[error("`{field}` {reason}")]
     Text { field: &'static str, reason: String },
 }
@@ -137,7 +134,9 @@ impl Locale {
             "ru" => Ok(Locale::Ru),
             _ => Err(ParseError::Text {
                 field: "locale",
-                reason: format!("`{input}` is not a language invitations are written in; use \"en\" or \"ru\""),
+                reason: format!(
+                    "`{input}` is not a language invitations are written in; use \"en\" or \"ru\""
+                ),
             }),
         }
     }
@@ -184,7 +183,10 @@ pub fn one_line(field: &'static str, input: &str, max: usize) -> Result<String, 
 /// into a plain-text body, never a header.
 pub fn message(input: &str) -> Result<String, ParseError> {
     let text = canonical(&input.replace("\r\n", "\n").replace('\r', "\n"));
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ParseError::Text {
             field: "message",
             reason: "cannot contain control characters".into(),
@@ -325,9 +327,13 @@ impl Kind {
 
     pub fn from_filter(s: &str) -> Option<Self> {
         let s = s.trim_start_matches("INVITATION_KIND_");
-        [Kind::Email, Kind::DirectRegistration, Kind::RegistrationLink]
-            .into_iter()
-            .find(|k| k.upper().eq_ignore_ascii_case(s))
+        [
+            Kind::Email,
+            Kind::DirectRegistration,
+            Kind::RegistrationLink,
+        ]
+        .into_iter()
+        .find(|k| k.upper().eq_ignore_ascii_case(s))
     }
 }
 
@@ -388,7 +394,9 @@ mod tests {
     fn header_injection_through_an_address_is_malformed() {
         let entries = address_list("a@x.test\r\nBcc: victim@y.test").unwrap();
         assert!(matches!(&entries[1], Entry::Malformed { input, .. } if input == "Bcc:"));
-        assert!(matches!(&entries[2], Entry::Address { address, .. } if address.as_str() == "victim@y.test"));
+        assert!(
+            matches!(&entries[2], Entry::Address { address, .. } if address.as_str() == "victim@y.test")
+        );
     }
 
     #[test]

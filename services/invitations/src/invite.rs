@@ -172,10 +172,20 @@ impl Invitations {
             }
         }
         if let (Some(limits), n @ 1..) = (&self.limits, invitees.len() as u32) {
-            self.spend(&limits.per_inviter, &caller.user_id.to_string(), n, "per inviter and hour")
-                .await?;
-            self.spend(&limits.per_org, &caller.org_id.to_string(), n, "per organisation and hour")
-                .await?;
+            self.spend(
+                &limits.per_inviter,
+                &caller.user_id.to_string(),
+                n,
+                "per inviter and hour",
+            )
+            .await?;
+            self.spend(
+                &limits.per_org,
+                &caller.org_id.to_string(),
+                n,
+                "per organisation and hour",
+            )
+            .await?;
         }
         if invitees.is_empty() {
             return Ok((
@@ -281,7 +291,8 @@ impl Invitations {
         .fetch_all(&self.pool)
         .await?;
         let open: HashMap<String, Uuid> = open.into_iter().collect();
-        let already = |input: String, email: &EmailAddress, user: Option<Uuid>| Rejected {
+        let already = |input: String, email: &EmailAddress, user: Option<Uuid>| {
+            Rejected {
             input,
             code: pb::RejectionReason::AlreadyInvited,
             reason: format!(
@@ -289,6 +300,7 @@ impl Invitations {
             ),
             user_id: user,
             user_state: "INVITED".into(),
+        }
         };
         let mut fresh = Vec::with_capacity(invitees.len());
         for invitee in invitees {
@@ -472,10 +484,8 @@ impl Invitations {
         {
             self.queued.notify_one();
         }
-        let mut secrets: HashMap<Uuid, String> = secrets
-            .into_iter()
-            .map(|(id, t)| (id, t.secret))
-            .collect();
+        let mut secrets: HashMap<Uuid, String> =
+            secrets.into_iter().map(|(id, t)| (id, t.secret)).collect();
         let mut by_id: HashMap<Uuid, InvitationRow> = rows.into_iter().map(|r| (r.id, r)).collect();
         // In the order asked for.
         Ok(admitted
@@ -538,7 +548,11 @@ impl Invitations {
         if let Some((row, _)) = admitted.invitations.pop() {
             return Ok(row);
         }
-        let refusal = admitted.rejected.pop().map(|r| r.reason).unwrap_or_default();
+        let refusal = admitted
+            .rejected
+            .pop()
+            .map(|r| r.reason)
+            .unwrap_or_default();
         Err(InvitationError::FailedPrecondition(refusal))
     }
 }

@@ -182,11 +182,10 @@ pub async fn start(
         limits,
         queued: Arc::new(tokio::sync::Notify::new()),
     });
-    let routes = tonic::service::Routes::new(
-        pb::invitation_service_server::InvitationServiceServer::new(api::InvitationApi(
-            invitations.clone(),
-        )),
-    );
+    let routes =
+        tonic::service::Routes::new(pb::invitation_service_server::InvitationServiceServer::new(
+            api::InvitationApi(invitations.clone()),
+        ));
     let hosted = Hosted {
         routes,
         service_names: vec!["mailroom.invitations.v1.InvitationService"],

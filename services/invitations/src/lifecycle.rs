@@ -69,7 +69,11 @@ fn who(row: &InvitationRow) -> String {
 
 impl Invitations {
     /// The invitation a presented secret opens.
-    async fn by_secret(&self, conn: &mut sqlx::PgConnection, secret: &str) -> Result<InvitationRow> {
+    async fn by_secret(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        secret: &str,
+    ) -> Result<InvitationRow> {
         if !token::well_formed(secret) {
             return Err(unknown_link());
         }
@@ -116,25 +120,24 @@ impl Invitations {
                 password: req.password,
             })
             .await;
-        let user = match activated {
-            Ok(user) => user,
-            // Identity says the user is no longer INVITED: whatever happened, this link is spent.
-            Err(InvitationError::FailedPrecondition(reason)) => {
-                let row = store::set_state(&mut tx, row.id, State::Accepted, None).await?;
-                tx.commit().await?;
-                return Err(InvitationError::LinkNotUsable(format!(
-                    "{reason}; sign in with {}",
-                    row.email
-                )));
-            }
-            Err(InvitationError::NotFound(_)) => {
-                return Err(InvitationError::LinkNotUsable(
+        let user =
+            match activated {
+                Ok(user) => user,
+                // Identity says the user is no longer INVITED: whatever happened, this link is spent.
+                Err(InvitationError::FailedPrecondition(reason)) => {
+                    let row = store::set_state(&mut tx, row.id, State::Accepted, None).await?;
+                    tx.commit().await?;
+                    return Err(InvitationError::LinkNotUsable(format!(
+                        "{reason}; sign in with {}",
+                        row.email
+                    )));
+                }
+                Err(InvitationError::NotFound(_)) => return Err(InvitationError::LinkNotUsable(
                     "this invitation has ended (its account no longer exists); ask for a new one"
                         .into(),
-                ))
-            }
-            Err(other) => return Err(other),
-        };
+                )),
+                Err(other) => return Err(other),
+            };
         let row: InvitationRow = sqlx::query_as(&format!(
             "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
              delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
@@ -185,10 +188,12 @@ impl Invitations {
         }
         if row.expires_at <= Utc::now() {
             return Err(InvitationError::FailedPrecondition(
-                "this invitation has expired (its seat is being freed); invite the address again".into(),
+                "this invitation has expired (its seat is being freed); invite the address again"
+                    .into(),
             ));
         }
-        let row = store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
+        let row =
+            store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
         sqlx::query("UPDATE invitations SET token_hash = NULL WHERE id = $1")
             .bind(row.id)
             .execute(&mut *tx)
@@ -212,7 +217,13 @@ impl Invitations {
                 row.state().upper()
             )));
         }
-        let row = store::set_state(&mut tx, row.id, State::Revoked, Some(not_sent_unless_sent(&row))).await?;
+        let row = store::set_state(
+            &mut tx,
+            row.id,
+            State::Revoked,
+            Some(not_sent_unless_sent(&row)),
+        )
+        .await?;
         publish(&mut tx, &row, &caller.actor(), Change::Revoked).await?;
         tx.commit().await?;
         Ok(row)
@@ -267,8 +278,13 @@ impl Invitations {
             publish(&mut tx, &row, &caller.actor(), Change::RegistrationApproved).await?;
             row
         } else {
-            let row = store::set_state(&mut tx, row.id, State::Rejected, Some(DeliveryState::NotSent))
-                .await?;
+            let row = store::set_state(
+                &mut tx,
+                row.id,
+                State::Rejected,
+                Some(DeliveryState::NotSent),
+            )
+            .await?;
             publish(&mut tx, &row, &caller.actor(), Change::RegistrationRejected).await?;
             row
         };
@@ -296,7 +312,11 @@ impl Invitations {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn get_template(&self, caller: &Caller, locale: &str) -> Result<pb::InvitationTemplate> {
+    pub async fn get_template(
+        &self,
+        caller: &Caller,
+        locale: &str,
+    ) -> Result<pb::InvitationTemplate> {
         let locale = Locale::parse(locale)?;
         let template = self
             .template(caller.org_id, Purpose::Invitation, locale)
@@ -348,4 +368,3 @@ fn not_sent_unless_sent(row: &InvitationRow) -> DeliveryState {
         other => other,
     }
 }
-

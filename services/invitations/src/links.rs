@@ -172,8 +172,13 @@ impl Invitations {
         }
         let link = self.link(org_id, link_id).await?;
         if let Some(limits) = &self.limits {
-            self.spend(&limits.per_link, &link.id.to_string(), 1, "per registration link and hour")
-                .await?;
+            self.spend(
+                &limits.per_link,
+                &link.id.to_string(),
+                1,
+                "per registration link and hour",
+            )
+            .await?;
         }
         let email = EmailAddress::parse("email", &req.email)?;
         let first = domain::one_line("first_name", &req.first_name, domain::NAME_MAX)?;

@@ -118,7 +118,11 @@ impl Order {
         }
     }
 
-    fn push_after(self, q: &mut QueryBuilder<'_, Postgres>, after: Option<&(String, Uuid)>) -> Result<()> {
+    fn push_after(
+        self,
+        q: &mut QueryBuilder<'_, Postgres>,
+        after: Option<&(String, Uuid)>,
+    ) -> Result<()> {
         let Some((key, id)) = after else {
             return Ok(());
         };

@@ -128,9 +128,9 @@ impl Mailer {
     /// Sends one plain-text UTF-8 mail. Headers with non-ASCII text are RFC 2047 encoded by
     /// lettre; the body goes as quoted-printable or base64 as its bytes need.
     pub async fn send(&self, to: &str, subject: &str, body: String) -> Result<(), MailError> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|e: lettre::address::AddressError| MailError::Permanent(format!("the address cannot be mailed: {e}")))?;
+        let to: Mailbox = to.parse().map_err(|e: lettre::address::AddressError| {
+            MailError::Permanent(format!("the address cannot be mailed: {e}"))
+        })?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)

@@ -30,7 +30,9 @@ fn from_status(peer: &str, status: tonic::Status) -> InvitationError {
         tonic::Code::FailedPrecondition => InvitationError::FailedPrecondition(message),
         tonic::Code::ResourceExhausted => InvitationError::Seats(message),
         tonic::Code::PermissionDenied => InvitationError::PermissionDenied(message),
-        code => InvitationError::Unavailable(format!("{peer} did not answer ({code:?}: {message})")),
+        code => {
+            InvitationError::Unavailable(format!("{peer} did not answer ({code:?}: {message})"))
+        }
     }
 }
 
@@ -59,7 +61,9 @@ impl IdentityClient {
 
     fn as_caller<T>(bearer: &Bearer, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.metadata_mut().insert("authorization", bearer.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
         mailroom_platform::telemetry::inject_into_metadata(request.metadata_mut());
         request
     }

@@ -46,9 +46,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn from_request<T>(request: &tonic::Request<T>) -> std::result::Result<Self, tonic::Status> {
+    pub fn from_request<T>(
+        request: &tonic::Request<T>,
+    ) -> std::result::Result<Self, tonic::Status> {
         match mailroom_platform::auth::principal(request)? {
-            Principal::User { user_id, org_id, .. } => Ok(Caller {
+            Principal::User {
+                user_id, org_id, ..
+            } => Ok(Caller {
                 user_id: *user_id,
                 org_id: *org_id,
                 bearer: request
@@ -117,7 +121,13 @@ impl Invitations {
     }
 
     /// Counts `n` invitations against a limit; refuses with when to try again.
-    pub async fn spend(&self, limiter: &RateLimiter, key: &str, n: u32, what: &'static str) -> Result<()> {
+    pub async fn spend(
+        &self,
+        limiter: &RateLimiter,
+        key: &str,
+        n: u32,
+        what: &'static str,
+    ) -> Result<()> {
         match limiter.hit_n(key, n).await {
             Ok(RateDecision::Allowed) => Ok(()),
             Ok(RateDecision::Limited { retry_after }) => Err(InvitationError::RateLimited {

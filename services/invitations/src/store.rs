@@ -119,12 +119,11 @@ pub async fn by_token_for_update(
     conn: &mut PgConnection,
     hash: &[u8],
 ) -> Result<Option<(InvitationRow, Vec<u8>)>> {
-    let row: Option<(Vec<u8>, Uuid)> = sqlx::query_as(
-        "SELECT token_hash, id FROM invitations WHERE token_hash = $1 FOR UPDATE",
-    )
-    .bind(hash)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<(Vec<u8>, Uuid)> =
+        sqlx::query_as("SELECT token_hash, id FROM invitations WHERE token_hash = $1 FOR UPDATE")
+            .bind(hash)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some((stored, id)) = row else {
         return Ok(None);
     };

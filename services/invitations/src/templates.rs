@@ -81,7 +81,10 @@ pub fn parse_custom(subject: &str, body: &str) -> Result<Template, ParseError> {
         return Err(ParseError::Missing { field: "subject" });
     }
     let body = body.replace("\r\n", "\n").replace('\r', "\n");
-    if body.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if body
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ParseError::Text {
             field: "body",
             reason: "cannot contain control characters".into(),
@@ -258,7 +261,11 @@ mod tests {
 
     #[test]
     fn mailto_is_rfc_6068_encoded() {
-        let url = mailto("ann@x.test", "Join Acme & co", "Hi Ann,\nopen https://a.test/i?t=1&x=2\n");
+        let url = mailto(
+            "ann@x.test",
+            "Join Acme & co",
+            "Hi Ann,\nopen https://a.test/i?t=1&x=2\n",
+        );
         assert_eq!(
             url,
             "mailto:ann@x.test?subject=Join%20Acme%20%26%20co&body=Hi%20Ann%2C%0D%0Aopen%20https%3A%2F%2Fa.test%2Fi%3Ft%3D1%26x%3D2%0D%0A"

@@ -32,8 +32,7 @@ pub fn hash(secret: &str) -> Vec<u8> {
 pub fn well_formed(secret: &str) -> bool {
     let s = secret.trim();
     s.len() == 43
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -59,7 +58,7 @@ mod tests {
     #[test]
     fn junk_is_not_well_formed() {
         assert!(!well_formed("abc"));
-        assert!(!well_formed(&"a".repeat(42).replace('a', "a") ));
+        assert!(!well_formed(&"a".repeat(42).replace('a', "a")));
         assert!(!well_formed(&format!("{}!", "a".repeat(42))));
     }
 }

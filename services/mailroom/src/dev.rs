@@ -120,7 +120,9 @@ pub async fn run() -> anyhow::Result<()> {
     match demo_invitation(&admin_password).await {
         Ok(link) => {
             println!("        cargo run -q -p mailroom -- ctl invitations list --filter 'state = PENDING'");
-            println!("  an invitation that works (open it, or accept it from the CLI):\n        {link}");
+            println!(
+                "  an invitation that works (open it, or accept it from the CLI):\n        {link}"
+            );
             println!("        cargo run -q -p mailroom -- ctl invitations accept --link '{link}' --first-name Nia --last-name Newhire --new-password 'choose-a-password'");
         }
         Err(err) => println!("  (no demo invitation: {err:#})"),
@@ -431,7 +433,9 @@ async fn demo_invitation(admin_password: &str) -> anyhow::Result<String> {
             delivery: ipb::DeliveryMethod::OwnMailClient as i32,
             ..Default::default()
         });
-        request.metadata_mut().insert("authorization", bearer.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
         match client.create_invitations(request).await {
             Ok(answer) => {
                 let answer = answer.into_inner();

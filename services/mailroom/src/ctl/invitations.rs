@@ -182,9 +182,21 @@ fn row(i: &ipb::Invitation) -> Vec<serde_json::Value> {
     vec![
         json!(i.id),
         json!(i.email),
-        json!(word(ipb::InvitationState::try_from(i.state).ok().map(|v| v.as_str_name()))),
-        json!(word(ipb::InvitationKind::try_from(i.kind).ok().map(|v| v.as_str_name()))),
-        json!(word(ipb::DeliveryState::try_from(i.delivery_state).ok().map(|v| v.as_str_name()))),
+        json!(word(
+            ipb::InvitationState::try_from(i.state)
+                .ok()
+                .map(|v| v.as_str_name())
+        )),
+        json!(word(
+            ipb::InvitationKind::try_from(i.kind)
+                .ok()
+                .map(|v| v.as_str_name())
+        )),
+        json!(word(
+            ipb::DeliveryState::try_from(i.delivery_state)
+                .ok()
+                .map(|v| v.as_str_name())
+        )),
         json!(i.send_count),
         json!(time(&i.expire_time)),
         json!(i.inviter_user_id),
@@ -220,20 +232,29 @@ pub(crate) async fn invite(c: &mut Clients, args: InviteArgs) -> anyhow::Result<
         .into_inner();
     let mut rows = Rows::new(vec!["address", "outcome", "invitation", "reason"]);
     for i in &answer.invitations {
-        rows.rows
-            .push(vec![json!(i.email), json!("invited"), json!(i.id), json!("")]);
+        rows.rows.push(vec![
+            json!(i.email),
+            json!("invited"),
+            json!(i.id),
+            json!(""),
+        ]);
     }
     for r in &answer.rejected {
         rows.rows.push(vec![
             json!(r.input),
-            json!(word(ipb::RejectionReason::try_from(r.code).ok().map(|v| v.as_str_name()))),
+            json!(word(
+                ipb::RejectionReason::try_from(r.code)
+                    .ok()
+                    .map(|v| v.as_str_name())
+            )),
             json!(r.user_id),
             json!(r.reason),
         ]);
     }
     if let Some(composed) = answer.composed {
         rows.footer.push(("subject", json!(composed.subject)));
-        rows.footer.push(("mailto_links", json!(composed.mailto_links)));
+        rows.footer
+            .push(("mailto_links", json!(composed.mailto_links)));
         rows.footer
             .push(("invitation_links", json!(composed.invitation_links)));
     }
@@ -310,10 +331,7 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
         }
         InvitationsCommand::Delete { id } => {
             let req = c.request(ipb::DeleteInvitationRequest { id: id.clone() })?;
-            c.invitations
-                .delete_invitation(req)
-                .await
-                .map_err(status)?;
+            c.invitations.delete_invitation(req).await.map_err(status)?;
             Ok(Rows::one(vec!["deleted"], vec![json!(id)]))
         }
         InvitationsCommand::Accept {
@@ -335,7 +353,11 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
                 .into_inner();
             Ok(Rows::one(
                 vec!["user_id", "org_id", "sign_in_with"],
-                vec![json!(done.user_id), json!(done.org_id), json!(done.login_email)],
+                vec![
+                    json!(done.user_id),
+                    json!(done.org_id),
+                    json!(done.login_email),
+                ],
             ))
         }
         InvitationsCommand::Seats => {
@@ -346,7 +368,12 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
                 .map_err(status)?
                 .into_inner();
             Ok(Rows::one(
-                vec!["seat_limit", "active_users", "pending_invitations", "seats_left"],
+                vec![
+                    "seat_limit",
+                    "active_users",
+                    "pending_invitations",
+                    "seats_left",
+                ],
                 vec![
                     json!(s.seat_limit),
                     json!(s.active_users),
@@ -363,12 +390,14 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
         } => {
             let t = if reset || subject.is_some() || body.is_some() {
                 c.invitations
-                    .update_invitation_template(c.request(ipb::UpdateInvitationTemplateRequest {
-                        locale,
-                        subject: subject.unwrap_or_default(),
-                        body: body.unwrap_or_default(),
-                        reset,
-                    })?)
+                    .update_invitation_template(c.request(
+                        ipb::UpdateInvitationTemplateRequest {
+                            locale,
+                            subject: subject.unwrap_or_default(),
+                            body: body.unwrap_or_default(),
+                            reset,
+                        },
+                    )?)
                     .await
             } else {
                 c.invitations
@@ -450,9 +479,7 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
         LinksCommand::Disable { id } => {
             let l = c
                 .invitations
-                .disable_registration_link(
-                    c.request(ipb::DisableRegistrationLinkRequest { id })?,
-                )
+                .disable_registration_link(c.request(ipb::DisableRegistrationLinkRequest { id })?)
                 .await
                 .map_err(status)?
                 .into_inner();
