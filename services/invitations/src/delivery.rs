@@ -136,14 +136,13 @@ impl Sender {
         let attempts = row.attempts + 1;
         let max = self.invitations.config.delivery_attempts.max(1);
         let mut tx = pool.begin().await?;
-        let (sql, reason, change): (&str, String, Option<fn(String) -> Change>) = match outcome {
+        let (sql, reason): (&str, String) = match outcome {
             Ok(()) => (
                 "UPDATE invitations SET delivery_state = 'sent', send_count = send_count + 1, attempts = $2, \
                  failure_reason = $3, next_attempt_at = NULL, updated_at = now(), \
                  state = CASE WHEN state = 'failed' THEN 'pending' ELSE state END \
                  WHERE id = $1 AND delivery_state = 'queued' RETURNING ",
                 String::new(),
-                Some(|_| Change::Sent),
             ),
             Err(MailError::Transient(reason)) if attempts < max => {
                 let delay = backoff(self.invitations.config.delivery_retry_ms, attempts);
@@ -165,13 +164,10 @@ impl Sender {
             Err(MailError::Transient(reason)) => (
                 FAILED_SQL,
                 format!("gave up after {attempts} attempts: {reason}"),
-                Some(Change::Failed as fn(String) -> Change),
             ),
-            Err(MailError::Permanent(reason)) | Err(MailError::Config(reason)) => (
-                FAILED_SQL,
-                reason,
-                Some(Change::Failed as fn(String) -> Change),
-            ),
+            Err(MailError::Permanent(reason)) | Err(MailError::Config(reason)) => {
+                (FAILED_SQL, reason)
+            }
         };
         let updated: Option<InvitationRow> = sqlx::query_as(&format!("{sql}{INVITATION_COLUMNS}"))
             .bind(row.id)
@@ -179,9 +175,14 @@ impl Sender {
             .bind(&reason)
             .fetch_optional(&mut *tx)
             .await?;
-        if let (Some(updated), Some(change)) = (updated, change) {
+        if let Some(updated) = updated {
             let sent = reason.is_empty();
-            publish(&mut tx, &updated, &EventActor::System, change(reason)).await?;
+            let change = if sent {
+                Change::Sent
+            } else {
+                Change::Failed(reason)
+            };
+            publish(&mut tx, &updated, &EventActor::System, change).await?;
             metrics::counter!("mailroom_invitation_mail_total", "outcome" => if sent { "sent" } else { "failed" })
                 .increment(1);
         }

@@ -58,7 +58,7 @@ mod tests {
     #[test]
     fn junk_is_not_well_formed() {
         assert!(!well_formed("abc"));
-        assert!(!well_formed(&"a".repeat(42).replace('a', "a")));
+        assert!(!well_formed(&"a".repeat(42)));
         assert!(!well_formed(&format!("{}!", "a".repeat(42))));
     }
 }
