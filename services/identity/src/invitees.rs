@@ -315,6 +315,31 @@ async fn remove_invited(
 /// accepted takes its INVITED user with it.
 pub struct InvitationEvents;
 
+fn ends_an_invitation(event: &ev::Envelope) -> bool {
+    use ev::envelope::Payload;
+    matches!(
+        event.payload,
+        Some(
+            Payload::InvitationExpired(_)
+                | Payload::InvitationRevoked(_)
+                | Payload::RegistrationRejected(_)
+        )
+    )
+}
+
+fn names_a_mailbox(event: &ev::Envelope) -> bool {
+    use ev::envelope::Payload;
+    matches!(
+        event.payload,
+        Some(
+            Payload::MailboxConnected(_)
+                | Payload::MailboxUpdated(_)
+                | Payload::MailboxTransferred(_)
+                | Payload::MailboxDisconnected(_)
+        )
+    )
+}
+
 #[async_trait]
 impl EventHandler for InvitationEvents {
     async fn handle(&self, tx: &mut PgConnection, event: &ev::Envelope) -> anyhow::Result<()> {
@@ -322,9 +347,6 @@ impl EventHandler for InvitationEvents {
         let (invitation, reason) = match &event.payload {
             Some(Payload::InvitationExpired(e)) => (&e.invitation, "the invitation expired"),
             Some(Payload::InvitationRevoked(e)) => (&e.invitation, "the invitation was revoked"),
-            Some(Payload::InvitationFailed(e)) => {
-                (&e.invitation, "the invitation mail could not be delivered")
-            }
             Some(Payload::RegistrationRejected(e)) => {
                 (&e.invitation, "the registration was rejected")
             }
@@ -348,6 +370,10 @@ pub struct Followed;
 
 #[async_trait]
 impl EventHandler for Followed {
+    fn wants(&self, event: &ev::Envelope) -> bool {
+        ends_an_invitation(event) || names_a_mailbox(event)
+    }
+
     async fn handle(&self, tx: &mut PgConnection, event: &ev::Envelope) -> anyhow::Result<()> {
         crate::mailbox_events::MailboxEvents
             .handle(tx, event)

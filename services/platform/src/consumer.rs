@@ -32,6 +32,12 @@ use crate::proto::events::v1::Envelope;
 pub trait EventHandler: Send + Sync + 'static {
     /// Applies one event inside the consumer's transaction.
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()>;
+
+    /// Whether the handler acts on this event at all. Events it does not want are passed
+    /// over without a transaction (a topic mostly of other events costs only its reading).
+    fn wants(&self, _event: &Envelope) -> bool {
+        true
+    }
 }
 
 /// How many times a failing event is tried before it goes to `dead_letters`.
@@ -42,6 +48,7 @@ pub(crate) use dead_letter as store_dead_letter;
 pub(crate) enum Outcome {
     Applied,
     Duplicate,
+    Skipped,
     DeadLetter,
 }
 
@@ -118,6 +125,7 @@ pub async fn run(
         let label = match outcome {
             Outcome::Applied => "applied",
             Outcome::Duplicate => "duplicate",
+            Outcome::Skipped => "skipped",
             Outcome::DeadLetter => "dead_letter",
         };
         metrics::counter!(crate::metrics::EVENTS_CONSUMED, "consumer" => name.to_owned(), "outcome" => label).increment(1);
@@ -154,6 +162,9 @@ async fn process(
             return dead_letter(name, pool, message, "envelope id is not a UUID", shutdown).await;
         }
     };
+    if !handler.wants(&envelope) {
+        return Some(Outcome::Skipped);
+    }
     // The handling continues the trace of the request that caused the event.
     let span = tracing::info_span!("consume", consumer = name, event.id = %envelope.id, event.type = %envelope.r#type);
     crate::telemetry::set_parent_from(
