@@ -556,6 +556,7 @@ async fn who_may_invite_register_and_manage_links() {
     let plain = app.create_user(&org, "plain", "").await;
     let granted = app.create_user(&org, "granted", "").await;
     app.until_known(&plain.id).await;
+    app.until_known(&granted.id).await;
     app.write_when_known(
         &org.admin_token,
         vec![mailroom_proto::access::v1::Relationship {
@@ -591,18 +592,34 @@ async fn who_may_invite_register_and_manage_links() {
         &app,
         &granted_token,
         &org.address("g1"),
-        ipb::DeliveryMethod::OwnMailClient,
+        ipb::DeliveryMethod::SystemMail,
         "",
     )
     .await
     .expect("a granted employee invites");
+    // Composing for their own mail client would hand them every invitee's link: admins only.
+    let own_client = invite(
+        &app,
+        &granted_token,
+        &org.address("g2"),
+        ipb::DeliveryMethod::OwnMailClient,
+        "",
+    )
+    .await
+    .expect_err("own mail client needs org.register_users");
+    assert_eq!(own_client.code(), tonic::Code::PermissionDenied);
+    assert!(
+        own_client.message().contains("org.register_users"),
+        "{}",
+        own_client.message()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let refused = loop {
         match invite(
             &app,
             &plain_token,
             &org.address("p1"),
-            ipb::DeliveryMethod::OwnMailClient,
+            ipb::DeliveryMethod::SystemMail,
             "",
         )
         .await

@@ -143,7 +143,7 @@ impl Identity {
         }
         let used = store::seats_in_use(&mut tx, org_id).await?;
         let wanted = new_users.len() as i64;
-        if org.seat_limit > 0 && used + wanted > i64::from(org.seat_limit) {
+        if wanted > 0 && org.seat_limit > 0 && used + wanted > i64::from(org.seat_limit) {
             let left = (i64::from(org.seat_limit) - used).max(0);
             return Err(IdentityError::Seats(format!(
                 "not enough seats: inviting {wanted} {} needs {wanted} {}, and {left} of the organisation's {} seats {} left \
@@ -263,8 +263,11 @@ async fn remove_invited(
     user_id: Uuid,
     reason: &str,
 ) -> anyhow::Result<()> {
-    let Ok(user) = store::user_for_update(conn, org_id, user_id).await else {
-        return Ok(());
+    let user = match store::user_for_update(conn, org_id, user_id).await {
+        Ok(user) => user,
+        // Removed already, or another organisation's event on the shared topic.
+        Err(IdentityError::NotFound { .. }) => return Ok(()),
+        Err(other) => return Err(other.into()),
     };
     if user.state() != UserState::Invited {
         return Ok(());

@@ -46,7 +46,9 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         let concurrency = self.invitations.config.delivery_concurrency.max(1);
         loop {
-            match self.round(concurrency * 8, concurrency).await {
+            // Two rows per sender at a time, so a claimed row is sent well within its lease
+            // even when the server is slow.
+            match self.round(concurrency * 2, concurrency).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(err) => {
@@ -118,8 +120,12 @@ impl Sender {
     }
 
     #[tracing::instrument(skip_all, fields(invitation = %row.id))]
+    /// Sends one armed mail and records the outcome, only if the row still carries the
+    /// secret this mail does: a resend, approval or another sender meanwhile re-armed it, and
+    /// its own mail is what counts.
     async fn deliver(&self, row: InvitationRow, secret: String, template: &Template) -> Result<()> {
         let pool = &self.invitations.pool;
+        let hash = token::hash(&secret);
         let link = self.invitations.accept_link(&secret);
         let mail = templates::render(
             template,
@@ -141,7 +147,7 @@ impl Sender {
                 "UPDATE invitations SET delivery_state = 'sent', send_count = send_count + 1, attempts = $2, \
                  failure_reason = $3, next_attempt_at = NULL, updated_at = now(), \
                  state = CASE WHEN state = 'failed' THEN 'pending' ELSE state END \
-                 WHERE id = $1 AND delivery_state = 'queued' RETURNING ",
+                 WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $4 RETURNING ",
                 String::new(),
             ),
             Err(MailError::Transient(reason)) if attempts < max => {
@@ -149,12 +155,13 @@ impl Sender {
                 sqlx::query(
                     "UPDATE invitations SET attempts = $2, failure_reason = $3, \
                      next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
-                     WHERE id = $1 AND delivery_state = 'queued'",
+                     WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $5",
                 )
                 .bind(row.id)
                 .bind(attempts)
                 .bind(format!("attempt {attempts} of {max} failed, trying again: {reason}"))
                 .bind(delay.as_secs_f64())
+                .bind(&hash)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -173,6 +180,7 @@ impl Sender {
             .bind(row.id)
             .bind(attempts)
             .bind(&reason)
+            .bind(&hash)
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(updated) = updated {
@@ -194,7 +202,7 @@ impl Sender {
 /// A refusal: the invitation is FAILED (an accepted or revoked one keeps its state).
 const FAILED_SQL: &str = "UPDATE invitations SET delivery_state = 'failed', attempts = $2, failure_reason = $3, \
      next_attempt_at = NULL, updated_at = now(), state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END \
-     WHERE id = $1 AND delivery_state = 'queued' RETURNING ";
+     WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $4 RETURNING ";
 
 fn purpose(kind: Kind) -> Purpose {
     match kind {

@@ -76,6 +76,16 @@ pub async fn finish_abandoned(invitations: &Invitations) -> Result<usize> {
     .fetch_all(&invitations.pool)
     .await?;
     for row in &rows {
+        if let Err(err) = finish_one(invitations, row).await {
+            // One row that cannot be finished now does not hold up the rest.
+            tracing::warn!(invitation = %row.id, error = %err, "an unfinished invitation could not be finished; trying again next round");
+        }
+    }
+    Ok(rows.len())
+}
+
+async fn finish_one(invitations: &Invitations, row: &InvitationRow) -> Result<()> {
+    {
         let answer = invitations
             .identity
             .admit(
@@ -112,7 +122,7 @@ pub async fn finish_abandoned(invitations: &Invitations) -> Result<usize> {
             .await?;
         tracing::info!(invitation = %row.id, admitted, "an unfinished invitation was finished");
     }
-    Ok(rows.len())
+    Ok(())
 }
 
 async fn requires_approval(invitations: &Invitations, link: Uuid) -> Result<bool> {

@@ -143,6 +143,15 @@ impl Invitations {
             pb::DeliveryMethod::OwnMailClient => Delivery::OwnMailClient,
         };
         self.require(caller, Permission::Invite).await?;
+        // With their own mail client the inviter holds every link, and could accept one
+        // for an address that is not theirs: that is registering people, an admin's right.
+        if delivery == Delivery::OwnMailClient
+            && !self.holds(caller, Permission::RegisterUsers).await?
+        {
+            return Err(InvitationError::PermissionDenied(
+                "sending invitations from your own mail client gives you each invitee's link, so it needs `org.register_users` (admins); invite with Mailroom's mail (SYSTEM_MAIL) instead".into(),
+            ));
+        }
 
         let mut rejected = Vec::new();
         let mut invitees = Vec::new();
@@ -383,12 +392,26 @@ impl Invitations {
             .await
         {
             Ok(answer) => answer,
-            Err(err) => {
+            // Identity said no: nothing was made there; the rows go.
+            Err(
+                err @ (InvitationError::Seats(_)
+                | InvitationError::InvalidArgument(_)
+                | InvitationError::NotFound(_)
+                | InvitationError::PermissionDenied(_)
+                | InvitationError::FailedPrecondition(_)),
+            ) => {
                 sqlx::query("DELETE FROM invitations WHERE id = ANY($1) AND state = 'admitting'")
                     .bind(&asked_ids)
                     .execute(&self.pool)
                     .await?;
                 return Err(err);
+            }
+            // No answer: identity may have made the users. The rows stay `admitting` and the
+            // sweeper finishes them (asking again with the same ids admits nothing twice).
+            Err(err) => {
+                return Err(InvitationError::Unavailable(format!(
+                    "{err}; the invitations are completed once identity answers (see ListInvitations before inviting again)"
+                )))
             }
         };
         if answer.admissions.len() != asked.len() {
@@ -410,8 +433,19 @@ impl Invitations {
             refused_ids.push(id);
             let holder = Uuid::parse_str(&admission.holder_user_id).ok();
             let state = state_word(admission.holder_state);
-            rejected.push(if state == "INVITED" {
+            rejected.push(if state == "INVITED" && open.contains_key(invitee.email.as_str()) {
                 already(invitee.input, &invitee.email, holder)
+            } else if state == "INVITED" {
+                Rejected {
+                    input: invitee.input,
+                    code: pb::RejectionReason::AlreadyInvited,
+                    reason: format!(
+                        "{} belongs to an invited user without an open invitation here (an ended invitation is still being closed, or an admin made the account): try again in a few seconds, or see GetEmailAddressUsage",
+                        invitee.email
+                    ),
+                    user_id: holder,
+                    user_state: state.into(),
+                }
             } else {
                 Rejected {
                     input: invitee.input,

@@ -110,6 +110,11 @@ impl Invitations {
         if let Some(err) = unusable(&row) {
             return Err(err);
         }
+        if row.first_name.is_empty() && req.first_name.trim().is_empty() {
+            return Err(InvitationError::InvalidArgument(
+                "`first_name` is required: how should your colleagues see you?".into(),
+            ));
+        }
         let activated = self
             .identity
             .activate(ipb::ActivateInviteeRequest {
@@ -123,9 +128,10 @@ impl Invitations {
         let user =
             match activated {
                 Ok(user) => user,
-                // Identity says the user is no longer INVITED: whatever happened, this link is spent.
+                // Identity says the user is no longer INVITED (an earlier answer was lost, say):
+                // whatever happened, this link is spent.
                 Err(InvitationError::FailedPrecondition(reason)) => {
-                    let row = store::set_state(&mut tx, row.id, State::Accepted, None).await?;
+                    let row = mark_accepted(&mut tx, row.id).await?;
                     tx.commit().await?;
                     return Err(InvitationError::LinkNotUsable(format!(
                         "{reason}; sign in with {}",
@@ -138,22 +144,7 @@ impl Invitations {
                 )),
                 Err(other) => return Err(other),
             };
-        let row: InvitationRow = sqlx::query_as(&format!(
-            "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
-             delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
-             next_attempt_at = NULL WHERE id = $1 RETURNING {}",
-            store::INVITATION_COLUMNS
-        ))
-        .bind(row.id)
-        .fetch_one(&mut *tx)
-        .await?;
-        publish(
-            &mut tx,
-            &row,
-            &mailroom_platform::outbox::EventActor::User(row.user_id),
-            Change::Accepted,
-        )
-        .await?;
+        let row = mark_accepted(&mut tx, row.id).await?;
         tx.commit().await?;
         Ok((row, user))
     }
@@ -191,6 +182,22 @@ impl Invitations {
                 "this invitation has expired (its seat is being freed); invite the address again"
                     .into(),
             ));
+        }
+        if let Some(limits) = &self.limits {
+            self.spend(
+                &limits.per_inviter,
+                &caller.user_id.to_string(),
+                1,
+                "per inviter and hour",
+            )
+            .await?;
+            self.spend(
+                &limits.per_org,
+                &caller.org_id.to_string(),
+                1,
+                "per organisation and hour",
+            )
+            .await?;
         }
         let row =
             store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
@@ -359,6 +366,27 @@ impl Invitations {
         }
         self.get_template(caller, locale.code()).await
     }
+}
+
+/// ACCEPTED, with its time and its event (the invitee is the actor).
+async fn mark_accepted(tx: &mut sqlx::PgConnection, id: uuid::Uuid) -> Result<InvitationRow> {
+    let row: InvitationRow = sqlx::query_as(&format!(
+        "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
+         delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
+         next_attempt_at = NULL WHERE id = $1 RETURNING {}",
+        store::INVITATION_COLUMNS
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    publish(
+        tx,
+        &row,
+        &mailroom_platform::outbox::EventActor::User(row.user_id),
+        Change::Accepted,
+    )
+    .await?;
+    Ok(row)
 }
 
 /// A mail still queued will not be sent; one already sent stays recorded as sent.

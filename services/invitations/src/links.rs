@@ -197,6 +197,14 @@ impl Invitations {
                 link.allowed_domains.join(", ")
             )));
         }
+        // No seat, no registration — said alike for every address (after admission only a
+        // free address would hear it, which would tell who is already here).
+        let org = self.identity.organization(org_id).await?;
+        if org.seat_limit > 0 && org.seats_used >= org.seat_limit {
+            return Err(InvitationError::Seats(
+                "the organisation has no free seats; ask its admin".into(),
+            ));
+        }
         let target = if link.requires_approval {
             State::AwaitingApproval
         } else {

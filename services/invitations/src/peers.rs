@@ -82,13 +82,15 @@ impl IdentityClient {
         department_id: Option<Uuid>,
         invitees: Vec<ipb::Invitee>,
     ) -> Result<ipb::AdmitInviteesResponse> {
-        let request = self
+        let mut request = self
             .as_service(ipb::AdmitInviteesRequest {
                 org_id: org_id.to_string(),
                 department_id: department_id.map(|d| d.to_string()).unwrap_or_default(),
                 invitees,
             })
             .await?;
+        // Well inside the sweeper's patience with an unfinished admission (60 s).
+        request.set_timeout(std::time::Duration::from_secs(30));
         match self.client.clone().admit_invitees(request).await {
             Ok(answer) => Ok(answer.into_inner()),
             Err(status) => Err(self.refused(status).await),
