@@ -1,22 +1,30 @@
-"""Checks the Helm chart and the Tiltfile without a cluster.
+"""Checks the Helm chart, the dev cluster's manifests and the Tiltfile without a cluster.
 
-- `helm lint --strict` (Helm's own Go SDK, via helm-python-sdk) with the dev values and with
-  the smallest values an operator would pass to `helm install`;
-- every rendered manifest validated against Kubernetes' schemas in strict mode
-  (kubernetes-validate), CRDs of known operators excepted;
-- installing without a database URL or signing key fails with a message saying what to set;
-- the Tiltfile parses and calls what it should (starlark, with Tilt's functions stubbed).
+- `helm lint --strict` (Helm's own Go SDK, via helm-python-sdk) and a render for each value
+  set an operator would use: the smallest install, dev, monolith, KEDA, an existing Secret,
+  everything on;
+- every rendered object validated against Kubernetes' schemas in strict mode
+  (kubernetes-validate) for two Kubernetes versions; the Prometheus-operator and KEDA objects,
+  which have no schema there, checked here for the fields their operators require;
+- what the chart promises: a ServiceAccount, NetworkPolicy, PDB and hardened security
+  context per Deployment; sync as scheduler and autoscaled workers; the peers each service is
+  given; dashboards that parse, with PromQL that parses;
+- deliberately broken value sets are refused, each with a message that says what to fix;
+- the Tiltfile runs (starlark, Tilt's functions stubbed).
 Prints one line per check and `N passed, N failed` at the end.
 """
+import copy
+import json
 import sys
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser
 import yaml
 
 CHART = "charts/mailroom"
-KUBE = "1.30.0"
-KNOWN_CRD_GROUPS = ("monitoring.coreos.com/",)
+KUBE_VERSIONS = ("1.30.0", "1.33.0")
+CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 passed, failed = 0, 0
 
 
@@ -30,10 +38,31 @@ def check(name, ok, detail=""):
         print(f"FAIL {name} {detail}")
 
 
+def merge(base, extra):
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
 def render(values):
     chart = helm.Chart.load(CHART)
     chart.validate_schema(values)
     return chart.render(values, name="mailroom", namespace="mailroom", is_install=True)
+
+
+def objects(values):
+    out = []
+    for path, text in sorted(render(values).items()):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                out.append(doc)
+    return out
 
 
 minimal = {
@@ -41,93 +70,234 @@ minimal = {
         "databaseUrl": "postgres://mailroom:secret@db:5432/mailroom",
         "signingKey": "Ue4mGvf1yX1yq1mKZk8y0+2qHkJ7h4m0m3Jr9w0a1sQ=",
         "sealingKeys": "k1:bWFpbHJvb20tZGV2LXNlYWxpbmcta2V5LTMyYnl0ZXM=",
-        "mailboxesClientSecret": "chart-check-client-secret",
+        "mailboxesClientSecret": "chart-check-mailboxes",
+        "syncClientSecret": "chart-check-sync",
+        "invitationsClientSecret": "chart-check-invitations",
     }
 }
 dev = yaml.safe_load(open("k8s/dev-values.yaml"))
-everything = {**minimal, "serviceMonitor": {"enabled": True}}
+everything = merge(minimal, {
+    "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "dashboards": {"enabled": True},
+    "config": {"otlpEndpoint": "http://otel-collector:4317"},
+})
+VALUE_SETS = [
+    ("minimal install values", minimal),
+    ("dev values", dev),
+    ("monolith", merge(minimal, {"monolith": {"enabled": True}})),
+    ("KEDA", merge(minimal, {"keda": {"enabled": True}})),
+    ("existing Secret", {"secrets": {"existingSecret": "mailroom-prod"}}),
+    ("everything on", everything),
+]
+SERVICES = ["identity", "access", "mailboxes", "invitations", "sync"]
 
-for label, values in [("minimal install values", minimal), ("dev values", dev), ("service monitor on", everything)]:
-    try:
-        helm.lint(CHART, values, strict=True, kube_version=KUBE)
-        check(f"helm lint --strict ({label})", True)
-    except helm.HelmError as err:
-        check(f"helm lint --strict ({label})", False, str(err))
-        continue
-    kinds = []
-    deployments = {}
-    for path, text in sorted(render(values).items()):
-        if not path.endswith((".yaml", ".yml")):
-            continue
-        for doc in yaml.safe_load_all(text):
-            if not doc:
-                continue
-            kinds.append(doc["kind"])
-            if doc["kind"] == "Deployment":
-                deployments[doc["metadata"]["name"]] = doc
-            if doc["apiVersion"].startswith(KNOWN_CRD_GROUPS):
+
+def env_of(deployment):
+    return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def check_crd(label, doc):
+    """The fields the Prometheus operator and KEDA need, and the PromQL in them."""
+    kind, spec = doc["kind"], doc.get("spec", {})
+    name = f"{label}: {kind} {doc['metadata']['name']}"
+    if kind == "ServiceMonitor":
+        check(f"{name} selects by labels and scrapes a named port",
+              spec.get("selector", {}).get("matchLabels") and all(e.get("port") for e in spec.get("endpoints", [])), str(spec))
+    elif kind == "PrometheusRule":
+        rules = [r for g in spec.get("groups", []) for r in g.get("rules", [])]
+        bad = []
+        for r in rules:
+            if not r.get("alert") or not r.get("expr") or "summary" not in r.get("annotations", {}):
+                bad.append(r.get("alert"))
                 continue
             try:
-                kubernetes_validate.validate(doc, KUBE, strict=True)
-            except Exception as err:  # noqa: BLE001 - report every kind of schema failure
-                check(f"{label}: {doc['kind']} {doc['metadata']['name']} is valid", False, str(err)[:300])
-    check(f"{label}: renders Deployment, Service, PDB, migration Job, Secret",
-          {"Deployment", "Service", "Job", "Secret"} <= set(kinds) and ("PodDisruptionBudget" in kinds) == (label != "dev values"),
-          str(kinds))
-    access = deployments.get("mailroom-access")
-    env = {e["name"]: e.get("value") for e in access["spec"]["template"]["spec"]["containers"][0]["env"]} if access else {}
-    check(f"{label}: access runs beside identity and finds identity's keys",
-          set(deployments) == {"mailroom-identity", "mailroom-access", "mailroom-mailboxes"}
-          and env.get("MAILROOM_ACCESS__IDENTITY_ENDPOINT") == "http://mailroom-identity:50051",
-          f"{sorted(deployments)} {env.get('MAILROOM_ACCESS__IDENTITY_ENDPOINT')}")
-    registry = deployments.get("mailroom-mailboxes")
-    renv = {e["name"]: e for e in registry["spec"]["template"]["spec"]["containers"][0]["env"]} if registry else {}
-    ienv = {e["name"]: e for e in deployments["mailroom-identity"]["spec"]["template"]["spec"]["containers"][0]["env"]} if "mailroom-identity" in deployments else {}
-    check(f"{label}: the registry finds access and identity, its keys and credential come from the Secret, identity knows its credential",
-          renv.get("MAILROOM_MAILBOXES__ACCESS_ENDPOINT", {}).get("value") == "http://mailroom-access:50055"
-          and "secretKeyRef" in renv.get("MAILROOM_MAILBOXES__SEALING_KEYS", {}).get("valueFrom", {})
-          and "secretKeyRef" in renv.get("MAILROOM_MAILBOXES__SERVICE_CLIENT_SECRET", {}).get("valueFrom", {})
-          and "secretKeyRef" in ienv.get("MAILROOM_IDENTITY__SERVICE_CLIENTS__MAILBOXES", {}).get("valueFrom", {})
-          and renv.get("MAILROOM_MAILBOXES__ALLOW_LOCAL_SERVERS", {}).get("value") == "false",
-          str(sorted(renv)))
-    if label == "service monitor on":
-        check("ServiceMonitor rendered when enabled", "ServiceMonitor" in kinds, str(kinds))
+                promql_parser.parse(r["expr"])
+            except Exception as err:  # noqa: BLE001
+                bad.append(f"{r['alert']}: {err}")
+        check(f"{name}: {len(rules)} alerts, each with expr, summary and PromQL that parses", rules and not bad, str(bad))
+    elif kind == "ScaledObject":
+        triggers = {t["type"]: t["metadata"] for t in spec.get("triggers", [])}
+        ok = (spec.get("scaleTargetRef", {}).get("name")
+              and {"kafka", "prometheus"} <= set(triggers)
+              and triggers["kafka"].get("topic") == "mailroom.sync.requests"
+              and triggers["kafka"].get("consumerGroup") and triggers["kafka"].get("bootstrapServers")
+              and triggers["prometheus"].get("serverAddress") and triggers["prometheus"].get("threshold"))
+        try:
+            promql_parser.parse(triggers.get("prometheus", {}).get("query", ""))
+        except Exception as err:  # noqa: BLE001
+            ok = False
+        check(f"{name}: scale target, Kafka-lag and Prometheus triggers", ok, str(spec)[:300])
+    else:
+        check(f"{name}: a known operator kind", False)
 
-for missing, words in [("databaseUrl", "secrets.databaseUrl"), ("signingKey", "mailroom keygen"), ("sealingKeys", "keygen --sealing"), ("mailboxesClientSecret", "mailboxesClientSecret")]:
-    values = {"secrets": {k: v for k, v in minimal["secrets"].items() if k != missing}}
+
+for label, values in VALUE_SETS:
+    for kube in KUBE_VERSIONS:
+        try:
+            helm.lint(CHART, values, strict=True, kube_version=kube)
+            check(f"helm lint --strict ({label}, Kubernetes {kube})", True)
+        except helm.HelmError as err:
+            check(f"helm lint --strict ({label}, Kubernetes {kube})", False, str(err)[:400])
     try:
-        render(values)
-        check(f"install without {missing} is refused", False, "rendered anyway")
+        docs = objects(values)
     except helm.HelmError as err:
-        check(f"install without {missing} is refused with a way out", words in str(err), str(err)[:200])
+        check(f"{label}: renders", False, str(err)[:400])
+        continue
+    invalid = []
+    for doc in docs:
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            check_crd(label, doc)
+            continue
+        for kube in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, kube, strict=True)
+            except Exception as err:  # noqa: BLE001 - any schema failure, or a kind without a schema
+                invalid.append(f"{doc['kind']} {doc['metadata']['name']} on {kube}: {str(err)[:200]}")
+    check(f"{label}: {len(docs)} objects valid in strict mode on Kubernetes {' and '.join(KUBE_VERSIONS)}", not invalid, "; ".join(invalid))
 
-try:
-    render({**minimal, "services": {"identity": {"enabled": True, "grpcPort": 99999, "metricsPort": 9051}}})
-    check("values.schema.json refuses a bad port", False, "accepted")
-except helm.HelmError:
-    check("values.schema.json refuses a bad port", True)
+    kinds = [d["kind"] for d in docs]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    by_kind = lambda k: {d["metadata"]["name"] for d in docs if d["kind"] == k}  # noqa: E731
+    monolith = label == "monolith"
+    expected = {"mailroom-all"} if monolith else {f"mailroom-{n}" for n in ["identity", "access", "mailboxes", "invitations", "sync-scheduler", "sync-worker"]}
+    check(f"{label}: Deployments {sorted(expected)}", set(deployments) == expected, str(sorted(deployments)))
+    check(f"{label}: one Service per API, same names in monolith mode",
+          by_kind("Service") == {f"mailroom-{n}" for n in SERVICES}, str(sorted(by_kind("Service"))))
+    check(f"{label}: a ServiceAccount per Deployment", by_kind("ServiceAccount") == set(deployments), str(by_kind("ServiceAccount")))
+    if values.get("networkPolicy", {}).get("enabled", True):
+        check(f"{label}: a NetworkPolicy per Deployment", by_kind("NetworkPolicy") == set(deployments), str(by_kind("NetworkPolicy")))
+    if values.get("podDisruptionBudget", {}).get("enabled", True):
+        check(f"{label}: a PodDisruptionBudget per Deployment", by_kind("PodDisruptionBudget") == set(deployments))
+    hardened = []
+    for name, d in deployments.items():
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        sc = c.get("securityContext", {})
+        if not (pod["securityContext"].get("runAsNonRoot") and sc.get("readOnlyRootFilesystem")
+                and sc.get("allowPrivilegeEscalation") is False and c.get("readinessProbe", {}).get("grpc")
+                and c.get("livenessProbe", {}).get("grpc") and pod.get("serviceAccountName") == name):
+            hardened.append(name)
+    check(f"{label}: every Deployment non-root, read-only root, no privilege escalation, gRPC probes, own ServiceAccount", not hardened, str(hardened))
+    check(f"{label}: migrations Job and helm test Pod", "Job" in kinds and any(
+        d["kind"] == "Pod" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test" for d in docs), str(kinds))
+    test_pod = next((d for d in docs if d["kind"] == "Pod"), None)
+    if test_pod:
+        args = test_pod["spec"]["containers"][0]["args"]
+        check(f"{label}: helm test checks every service's health", args[0] == "health" and len(args) == 6, str(args))
+
+    if not monolith:
+        worker = deployments["mailroom-sync-worker"]
+        wspec = worker["spec"]["template"]["spec"]
+        check(f"{label}: sync split into scheduler and worker roles, the worker with a long grace period",
+              deployments["mailroom-sync-scheduler"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["serve", "sync", "--role", "scheduler"]
+              and wspec["containers"][0]["args"] == ["serve", "sync", "--role", "worker"]
+              and wspec["terminationGracePeriodSeconds"] >= 60, str(wspec["containers"][0]["args"]))
+        env = env_of(deployments["mailroom-invitations"])
+        ienv = env_of(deployments["mailroom-identity"])
+        senv = env_of(worker)
+        check(f"{label}: peers and credentials: invitations and sync find identity and access, identity knows their credentials",
+              env["MAILROOM_INVITATIONS__IDENTITY_ENDPOINT"]["value"] == "http://mailroom-identity:50051"
+              and env["MAILROOM_INVITATIONS__ACCESS_ENDPOINT"]["value"] == "http://mailroom-access:50055"
+              and senv["MAILROOM_SYNC__MAILBOXES_ENDPOINT"]["value"] == "http://mailroom-mailboxes:50053"
+              and all("secretKeyRef" in ienv[f"MAILROOM_IDENTITY__SERVICE_CLIENTS__{c}"]["valueFrom"] for c in ["MAILBOXES", "SYNC", "INVITATIONS"])
+              and "secretKeyRef" in env["MAILROOM_INVITATIONS__SERVICE_CLIENT_SECRET"]["valueFrom"],
+              str(sorted(env)))
+        scaler = [d for d in docs if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]
+        if label == "dev values":
+            check(f"{label}: no autoscaler, fixed replicas", not scaler and worker["spec"].get("replicas") == 1)
+        else:
+            want = "ScaledObject" if label == "KEDA" else "HorizontalPodAutoscaler"
+            ok = len(scaler) == 1 and scaler[0]["kind"] == want and "replicas" not in worker["spec"]
+            if ok and want == "HorizontalPodAutoscaler":
+                spec = scaler[0]["spec"]
+                names = sorted(m.get("external", m.get("pods", {})).get("metric", {}).get("name", "") for m in spec["metrics"])
+                ok = (names == ["mailroom_sync_due_mailboxes", "mailroom_sync_idle_connections"]
+                      and spec["maxReplicas"] <= 8 and spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300)
+            check(f"{label}: the sync workers scaled by a {want} on activity, slow to scale down, replicas left to it", ok, str(scaler)[:300])
+        policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+        if policies:
+            def callers(target):
+                rules = policies[target]["spec"]["ingress"][0]["from"]
+                return sorted(k.split("serves-")[1] for r in rules for k in r.get("podSelector", {}).get("matchLabels", {}) if "serves-" in k)
+            check(f"{label}: only callers reach a service (identity ← the four, mailboxes ← sync, invitations ← none)",
+                  callers("mailroom-identity") == ["access", "invitations", "mailboxes", "sync"]
+                  and callers("mailroom-mailboxes") == ["sync"] and callers("mailroom-invitations") == []
+                  and callers("mailroom-access") == ["invitations", "mailboxes", "sync"],
+                  str({n: callers(n) for n in policies}))
+            egress = policies["mailroom-invitations"]["spec"]["egress"]
+            targets = sorted(k.split("serves-")[1] for r in egress for t in r.get("to", []) for k in t.get("podSelector", {}).get("matchLabels", {}) if "serves-" in k)
+            check(f"{label}: invitations may call identity and access only (plus its dependencies and SMTP)", targets == ["access", "identity"], str(targets))
+    if label == "everything on":
+        maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+        problems = []
+        for m in maps:
+            for key, text in m["data"].items():
+                try:
+                    dash = json.loads(text)
+                    for p in dash["panels"]:
+                        for t in p["targets"]:
+                            promql_parser.parse(t["expr"].replace("$namespace", "x"))
+                except Exception as err:  # noqa: BLE001
+                    problems.append(f"{key}: {err}")
+        check(f"{label}: {len(maps)} Grafana dashboards as ConfigMaps, JSON and PromQL that parse", len(maps) == 2 and not problems, str(problems))
+        kinds_on = set(kinds)
+        check(f"{label}: ServiceMonitors and the PrometheusRule rendered", {"ServiceMonitor", "PrometheusRule"} <= kinds_on, str(kinds_on))
+
+# Broken values: each must be refused, with words that say what to fix.
+BROKEN = [
+    ("no database URL", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "databaseUrl"}}, "secrets.databaseUrl"),
+    ("no signing key", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "signingKey"}}, "mailroom keygen"),
+    ("no sealing keys", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "sealingKeys"}}, "keygen --sealing"),
+    ("no sync credential", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "syncClientSecret"}}, "syncClientSecret"),
+    ("no invitations credential", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "invitationsClientSecret"}}, "invitationsClientSecret"),
+    ("more workers than partitions", merge(minimal, {"services": {"sync": {"worker": {"autoscaling": {"maxReplicas": 20}}}}}), "kafkaPartitions"),
+    ("more workers than partitions under KEDA", merge(minimal, {"keda": {"enabled": True}, "config": {"kafkaPartitions": 4}}), "kafkaPartitions"),
+    ("a port out of range", merge(minimal, {"services": {"identity": {"grpcPort": 99999}}}), ""),
+    ("a misspelt service", merge(minimal, {"services": {"invitation": {"enabled": True, "grpcPort": 1, "metricsPort": 2}}}), ""),
+    ("an unknown SMTP security", merge(minimal, {"config": {"smtp": {"security": "ssl"}}}), ""),
+    ("a KEDA Prometheus address that is no URL", merge(minimal, {"keda": {"prometheus": {"serverAddress": "prometheus:9090"}}}), ""),
+    ("a grace period too short for the workers", merge(minimal, {"services": {"sync": {"worker": {"terminationGracePeriodSeconds": 5}}}}), ""),
+    ("an alert ratio above 1", merge(minimal, {"prometheusRule": {"enabled": True, "rpcErrorRatio": 5}}), ""),
+]
+for label, values, words in BROKEN:
+    try:
+        objects(values)
+        check(f"refused: {label}", False, "rendered anyway")
+    except helm.HelmError as err:
+        check(f"refused: {label}" + (f" (says `{words}`)" if words else " (values.schema.json)"), words in str(err), str(err)[:200])
 
 # The dev cluster's dependencies.
 for doc in yaml.safe_load_all(open("k8s/dependencies.yaml")):
     try:
-        kubernetes_validate.validate(doc, KUBE, strict=True)
+        for kube in KUBE_VERSIONS:
+            kubernetes_validate.validate(doc, kube, strict=True)
         check(f"k8s/dependencies.yaml: {doc['kind']} {doc['metadata']['name']} is valid", True)
     except Exception as err:  # noqa: BLE001
         check(f"k8s/dependencies.yaml: {doc['kind']} {doc['metadata']['name']} is valid", False, str(err)[:300])
 
 # The Tiltfile, run with Tilt's functions stubbed.
-import starlark
+import starlark  # noqa: E402
 
 calls = []
+
+
 def stub(name):
     return lambda *a, **k: calls.append((name, a, k)) or []
+
+
 module = starlark.Module()
 for fn in ["k8s_yaml", "docker_build", "helm", "k8s_resource", "local_resource"]:
     module.add_callable(fn, stub(fn))
+module["TRIGGER_MODE_MANUAL"] = 1
 try:
     starlark.eval(module, starlark.parse("Tiltfile", open("Tiltfile").read(), starlark.Dialect.extended()), starlark.Globals.standard())
     names = [c[0] for c in calls]
-    check("Tiltfile runs: dependencies, image, chart", {"k8s_yaml", "docker_build", "helm", "k8s_resource"} <= set(names), str(names))
+    forwards = sorted(p.split(":")[0] for c in calls if c[0] == "k8s_resource" for p in c[2].get("port_forwards", []) if p.startswith("500"))
+    check("Tiltfile runs: dependencies, image, chart, five gRPC port-forwards, the test command",
+          {"k8s_yaml", "docker_build", "helm", "k8s_resource", "local_resource"} <= set(names)
+          and forwards == ["50051", "50052", "50053", "50054", "50055"]
+          and any(c[0] == "local_resource" and c[2].get("cmd") == ".ci/test" for c in calls), str(forwards))
 except Exception as err:  # noqa: BLE001
     check("Tiltfile runs", False, str(err)[:300])
 

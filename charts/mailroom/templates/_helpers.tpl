@@ -47,3 +47,141 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   value: {{ . | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* Which services call which (the NetworkPolicies' ingress and egress between services). */}}
+{{- define "mailroom.callees" -}}
+identity: []
+access: [identity]
+mailboxes: [identity, access]
+invitations: [identity, access]
+sync: [identity, access, mailboxes]
+{{- end -}}
+
+{{/*
+The Deployments of this release, as YAML for fromYaml: each with the services it serves, its
+arguments, replicas, resources and termination grace. One per service (sync as scheduler and
+workers), or one `serve all` when monolith.enabled.
+*/}}
+{{- define "mailroom.components" -}}
+{{- $v := .Values -}}
+components:
+{{- if $v.monolith.enabled }}
+  - name: all
+    serves: [identity, access, mailboxes, invitations, sync]
+    args: [serve, all]
+    replicas: {{ $v.monolith.replicas }}
+    resources: {{ toJson $v.monolith.resources }}
+    grace: {{ $v.services.sync.worker.terminationGracePeriodSeconds }}
+{{- else }}
+{{- range $name := list "identity" "access" "mailboxes" "invitations" }}
+{{- $svc := index $v.services $name }}
+{{- if $svc.enabled }}
+  - name: {{ $name }}
+    serves: [{{ $name }}]
+    args: [serve, {{ $name }}]
+    replicas: {{ $svc.replicas }}
+    resources: {{ toJson $svc.resources }}
+    grace: 40
+{{- end }}
+{{- end }}
+{{- if $v.services.sync.enabled }}
+  - name: sync-scheduler
+    serves: [sync]
+    args: [serve, sync, --role, scheduler]
+    replicas: {{ $v.services.sync.scheduler.replicas }}
+    resources: {{ toJson $v.services.sync.scheduler.resources }}
+    grace: 40
+  - name: sync-worker
+    serves: [sync]
+    args: [serve, sync, --role, worker]
+    replicas: {{ $v.services.sync.worker.replicas }}
+    resources: {{ toJson $v.services.sync.worker.resources }}
+    grace: {{ $v.services.sync.worker.terminationGracePeriodSeconds }}
+    autoscaled: {{ or $v.keda.enabled $v.services.sync.worker.autoscaling.enabled }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The services a release serves (monolith: all five). */}}
+{{- define "mailroom.served" -}}
+{{- $out := list -}}
+{{- range $name := list "identity" "access" "mailboxes" "invitations" "sync" -}}
+{{- if or $.Values.monolith.enabled (index $.Values.services $name).enabled -}}
+{{- $out = append $out $name -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{- define "mailroom.endpoint" -}}
+{{- printf "http://%s-%s:%v" (include "mailroom.fullname" .root) .name (index .root.Values.services .name).grpcPort -}}
+{{- end -}}
+
+{{- define "mailroom.secretEnv" -}}
+- name: {{ .env }}
+  valueFrom: { secretKeyRef: { name: {{ include "mailroom.secretName" .root }}, key: {{ .key }}{{ if .optional }}, optional: true{{ end }} } }
+{{- end -}}
+
+{{/* The environment one service needs beyond the shared one: its ports, peers, secrets. */}}
+{{- define "mailroom.serviceEnv" -}}
+{{- $root := .root -}}
+{{- $name := .name -}}
+{{- $svc := index $root.Values.services $name -}}
+{{- $smtp := $root.Values.config.smtp -}}
+- name: MAILROOM_{{ upper $name }}__PORT
+  value: {{ $svc.grpcPort | quote }}
+- name: MAILROOM_{{ upper $name }}__METRICS_PORT
+  value: {{ $svc.metricsPort | quote }}
+{{- if ne $name "identity" }}
+- name: MAILROOM_{{ upper $name }}__IDENTITY_ENDPOINT
+  value: {{ include "mailroom.endpoint" (dict "root" $root "name" "identity") | quote }}
+{{- end }}
+{{- if has $name (list "mailboxes" "invitations" "sync") }}
+- name: MAILROOM_{{ upper $name }}__ACCESS_ENDPOINT
+  value: {{ include "mailroom.endpoint" (dict "root" $root "name" "access") | quote }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_%s__SERVICE_CLIENT_SECRET" (upper $name)) "key" (printf "MAILROOM_%s__SERVICE_CLIENT_SECRET" (upper $name))) | nindent 0 }}
+{{- end }}
+{{- if eq $name "identity" }}
+{{- range $client := list "mailboxes" "invitations" "sync" }}
+{{- if or $root.Values.monolith.enabled (index $root.Values.services $client).enabled }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_IDENTITY__SERVICE_CLIENTS__%s" (upper $client)) "key" (printf "MAILROOM_%s__SERVICE_CLIENT_SECRET" (upper $client))) | nindent 0 }}
+{{- end }}
+{{- end }}
+- name: MAILROOM_IDENTITY__PASSWORD_RESET_URL
+  value: {{ $root.Values.config.passwordResetUrl | quote }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_IDENTITY__SIGNING_KEYS" "key" "MAILROOM_IDENTITY__SIGNING_KEYS") | nindent 0 }}
+{{- end }}
+{{- if has $name (list "identity" "invitations") }}
+- name: MAILROOM_{{ upper $name }}__SMTP__HOST
+  value: {{ $smtp.host | quote }}
+- name: MAILROOM_{{ upper $name }}__SMTP__PORT
+  value: {{ $smtp.port | quote }}
+- name: MAILROOM_{{ upper $name }}__SMTP__SECURITY
+  value: {{ $smtp.security | quote }}
+- name: MAILROOM_{{ upper $name }}__SMTP__FROM
+  value: {{ $smtp.from | quote }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_%s__SMTP__USERNAME" (upper $name)) "key" "MAILROOM_SMTP_USERNAME" "optional" true) | nindent 0 }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_%s__SMTP__PASSWORD" (upper $name)) "key" "MAILROOM_SMTP_PASSWORD" "optional" true) | nindent 0 }}
+{{- end }}
+{{- if eq $name "mailboxes" }}
+- name: MAILROOM_MAILBOXES__ALLOW_LOCAL_SERVERS
+  value: {{ $svc.allowLocalServers | default false | quote }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_MAILBOXES__SEALING_KEYS" "key" "MAILROOM_MAILBOXES__SEALING_KEYS") | nindent 0 }}
+{{- end }}
+{{- if eq $name "invitations" }}
+- name: MAILROOM_INVITATIONS__ACCEPT_URL
+  value: {{ $svc.acceptUrl | quote }}
+- name: MAILROOM_INVITATIONS__JOIN_URL
+  value: {{ $svc.joinUrl | quote }}
+- name: MAILROOM_INVITATIONS__INVITATION_TTL_SECS
+  value: {{ $svc.invitationTtlSecs | quote }}
+{{- end }}
+{{- if eq $name "sync" }}
+- name: MAILROOM_SYNC__MAILBOXES_ENDPOINT
+  value: {{ include "mailroom.endpoint" (dict "root" $root "name" "mailboxes") | quote }}
+- name: MAILROOM_SYNC__WORKER_CONCURRENCY
+  value: {{ $svc.worker.concurrency | quote }}
+- name: MAILROOM_SYNC__IDLE_MAX_CONNECTIONS
+  value: {{ $svc.worker.idleMaxConnections | quote }}
+{{- end }}
+{{- end -}}

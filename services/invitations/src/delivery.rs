@@ -30,6 +30,9 @@ use crate::store::{InvitationRow, INVITATION_COLUMNS};
 use crate::templates::{self, Fill, Purpose, Template};
 use crate::token;
 
+/// Invitation mails by `outcome`: sent, failed (for good), deferred (tried again later).
+pub const MAIL_SENT: &str = "mailroom_invitation_mail_total";
+
 /// How long a claimed row is left alone before another sender may take it.
 const LEASE: Duration = Duration::from_secs(120);
 /// The longest wait between two attempts.
@@ -165,7 +168,7 @@ impl Sender {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                metrics::counter!("mailroom_invitation_mail_total", "outcome" => "deferred").increment(1);
+                metrics::counter!(MAIL_SENT, "outcome" => "deferred").increment(1);
                 return Ok(());
             }
             Err(MailError::Transient(reason)) => (
@@ -191,7 +194,7 @@ impl Sender {
                 Change::Failed(reason)
             };
             publish(&mut tx, &updated, &EventActor::System, change).await?;
-            metrics::counter!("mailroom_invitation_mail_total", "outcome" => if sent { "sent" } else { "failed" })
+            metrics::counter!(MAIL_SENT, "outcome" => if sent { "sent" } else { "failed" })
                 .increment(1);
         }
         tx.commit().await?;

@@ -130,6 +130,7 @@ pub async fn start(
     platform: &PlatformConfig,
     config: InvitationsConfig,
 ) -> Result<Started, StartError> {
+    mailroom_platform::metrics::announce(&[delivery::MAIL_SENT], &[], &[]);
     let mailer = mailer::Mailer::new(&config.smtp)?;
     let pool =
         mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)

@@ -5,10 +5,12 @@
 //! - `mailroom migrate` applies every service's migrations and exits (the Helm hook Job);
 //! - `mailroom dev` runs every built service against local dependencies with demo data;
 //! - `mailroom ctl …` is the admin CLI over the gRPC APIs;
-//! - `mailroom keygen` prints a new token-signing key (`--sealing ID`: a secrets-at-rest key).
+//! - `mailroom keygen` prints a new token-signing key (`--sealing ID`: a secrets-at-rest key);
+//! - `mailroom health ENDPOINT…` checks services' gRPC health (the chart's `helm test`).
 
 mod ctl;
 mod dev;
+mod health;
 mod output;
 mod serve;
 
@@ -51,6 +53,13 @@ enum Command {
         #[arg(long, value_name = "ID")]
         sealing: Option<String>,
     },
+    /// Check that each gRPC endpoint (http://host:port) reports SERVING on its health service.
+    Health {
+        #[arg(required = true, value_name = "ENDPOINT")]
+        endpoints: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +80,10 @@ fn main() -> std::process::ExitCode {
             Command::Migrate { services } => serve::migrate(&services).await,
             Command::Dev => dev::run().await,
             Command::Ctl(ctl) => ctl::run(*ctl).await,
+            Command::Health {
+                endpoints,
+                timeout_secs,
+            } => health::check(&endpoints, std::time::Duration::from_secs(timeout_secs)).await,
             Command::Keygen { sealing } => {
                 match sealing {
                     Some(id) => {

@@ -35,6 +35,20 @@ pub const REVOCATIONS_CAUGHT_UP: &str = "mailroom_auth_revocations_caught_up";
 /// Tokens refused because their subject was revoked after they were issued.
 pub const TOKENS_REVOKED: &str = "mailroom_auth_revoked_tokens_refused_total";
 
+/// Makes metrics show up (at zero) before their first event, so a process that has done
+/// nothing yet already exposes every series its dashboards, alerts and autoscalers query.
+pub fn announce(counters: &[&'static str], gauges: &[&'static str], histograms: &[&'static str]) {
+    for name in counters {
+        metrics::counter!(*name).increment(0);
+    }
+    for name in gauges {
+        metrics::gauge!(*name).increment(0.0);
+    }
+    for name in histograms {
+        let _ = metrics::histogram!(*name);
+    }
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's metrics registry, installed on first use.
@@ -88,6 +102,17 @@ pub enum MetricsError {
 /// process share one registry).
 pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
     let handle = handle()?;
+    announce(
+        &[
+            GRPC_REQUESTS,
+            OUTBOX_PUBLISHED,
+            OUTBOX_FAILURES,
+            EVENTS_CONSUMED,
+            TOKENS_REVOKED,
+        ],
+        &[OUTBOX_BACKLOG, REVOKED_SUBJECTS, REVOCATIONS_CAUGHT_UP],
+        &[GRPC_LATENCY],
+    );
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Listen { addr, source })?;

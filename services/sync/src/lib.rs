@@ -161,6 +161,7 @@ fn holder_name() -> String {
 
 /// Connects to PostgreSQL and Redis, applies migrations, and builds the service.
 pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Started, StartError> {
+    metrics::announce();
     let pool =
         mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
             .await?;

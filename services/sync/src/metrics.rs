@@ -20,6 +20,22 @@ pub const LEASES_HELD: &str = "mailroom_sync_leases_held";
 /// Messages added to the index.
 pub const MESSAGES_INDEXED: &str = "mailroom_sync_messages_indexed_total";
 
+/// Every sync metric at zero, so dashboards, alerts and the autoscaler see the series on a
+/// process that has done nothing yet.
+pub fn announce() {
+    mailroom_platform::metrics::announce(
+        &[
+            REQUESTS_ISSUED,
+            HEARTBEATS,
+            SYNC_OUTCOMES,
+            MESSAGES_INDEXED,
+            IDLE_WAKEUPS,
+        ],
+        &[DUE_MAILBOXES, ACTIVE_USERS, LEASES_HELD, IDLE_CONNECTIONS],
+        &[REQUEST_LAG, SYNC_DURATION],
+    );
+}
+
 pub fn sync_outcome(outcome: &'static str) {
     metrics::counter!(SYNC_OUTCOMES, "outcome" => outcome).increment(1);
 }

@@ -1,0 +1,155 @@
+"""Every metric the chart's alerts, dashboards, HPA and KEDA trigger query is one Mailroom
+exports, under that name and of a type the query can use.
+
+Renders the chart (everything on, and with KEDA), parses every PromQL expression with a real
+PromQL parser (promql-parser) and collects the metric names; starts `mailroom serve all`
+against the local stack (.ci/stack.sh must have been sourced and the stack be up), scrapes each
+service's metrics port, and compares. Prints what is queried and where, and fails on any name
+that is not exported.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import helm_python as helm
+import promql_parser
+import yaml
+
+CHART = "charts/mailroom"
+SECRETS = {
+    "databaseUrl": "postgres://x@db:5432/m",
+    "signingKey": "k",
+    "sealingKeys": "k1:YQ==",
+    "mailboxesClientSecret": "a",
+    "syncClientSecret": "b",
+    "invitationsClientSecret": "c",
+}
+METRICS_PORTS = [9051, 9052, 9053, 9054, 9055]
+
+
+def rendered(values):
+    chart = helm.Chart.load(CHART)
+    out = []
+    for path, text in chart.render(values, name="mailroom", namespace="mailroom", is_install=True).items():
+        if path.endswith(".yaml"):
+            out += [d for d in yaml.safe_load_all(text) if d]
+    return out
+
+
+def names_in(node, found):
+    """Metric names of every vector selector in a parsed PromQL expression."""
+    if isinstance(node, promql_parser.VectorSelector):
+        if node.name:
+            found.add(node.name)
+        return
+    for attr in ("lhs", "rhs", "expr", "param", "vector_selector"):
+        child = getattr(node, attr, None)
+        if child is not None and not isinstance(child, (str, int, float)):
+            names_in(child, found)
+    for child in getattr(node, "args", None) or []:
+        names_in(child, found)
+
+
+queries = []  # (where, promql)
+metric_refs = []  # (where, name) from HPA metric objects
+for values in (
+    {"secrets": SECRETS, "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
+    {"secrets": SECRETS, "keda": {"enabled": True}},
+):
+    for doc in rendered(values):
+        kind = doc["kind"]
+        if kind == "PrometheusRule":
+            for group in doc["spec"]["groups"]:
+                for rule in group["rules"]:
+                    queries.append((f"alert {rule['alert']}", rule["expr"]))
+        elif kind == "ConfigMap" and "grafana_dashboard" in doc["metadata"].get("labels", {}):
+            for key, text in doc["data"].items():
+                for panel in json.loads(text)["panels"]:
+                    for target in panel["targets"]:
+                        queries.append((f"dashboard {key}: {panel['title']}", target["expr"].replace("$namespace", "mailroom")))
+        elif kind == "ScaledObject":
+            for trigger in doc["spec"]["triggers"]:
+                if trigger["type"] == "prometheus":
+                    queries.append(("KEDA prometheus trigger", trigger["metadata"]["query"]))
+        elif kind == "HorizontalPodAutoscaler":
+            for metric in doc["spec"]["metrics"]:
+                body = metric.get("external") or metric.get("pods") or {}
+                metric_refs.append((f"HPA {metric['type']} metric", body["metric"]["name"]))
+
+queried = {}  # name -> [where]
+for where, query in queries:
+    found = set()
+    names_in(promql_parser.parse(query), found)
+    if not found:
+        print(f"FAIL {where}: no metric in `{query}`")
+        sys.exit(1)
+    for name in found:
+        queried.setdefault(name, []).append(where)
+for where, name in metric_refs:
+    queried.setdefault(name, []).append(where)
+
+# `mailroom serve all` against the local stack.
+binary = "target/debug/mailroom"
+subprocess.run(["cargo", "build", "-q", "-p", "mailroom"], check=True)
+keygen = lambda *a: subprocess.run([binary, "keygen", *a], check=True, capture_output=True, text=True).stdout.strip()  # noqa: E731
+env = dict(os.environ)
+env.update({
+    "MAILROOM_LISTEN_HOST": "127.0.0.1",
+    "MAILROOM_LOG_LEVEL": "warn",
+    "MAILROOM_IDENTITY__SIGNING_KEYS": keygen(),
+    "MAILROOM_MAILBOXES__SEALING_KEYS": keygen("--sealing", "k1"),
+    "MAILROOM_IDENTITY__SERVICE_CLIENTS__MAILBOXES": "metrics-check-a",
+    "MAILROOM_MAILBOXES__SERVICE_CLIENT_SECRET": "metrics-check-a",
+    "MAILROOM_IDENTITY__SERVICE_CLIENTS__SYNC": "metrics-check-b",
+    "MAILROOM_SYNC__SERVICE_CLIENT_SECRET": "metrics-check-b",
+    "MAILROOM_IDENTITY__SERVICE_CLIENTS__INVITATIONS": "metrics-check-c",
+    "MAILROOM_INVITATIONS__SERVICE_CLIENT_SECRET": "metrics-check-c",
+})
+started = time.monotonic()
+server = subprocess.Popen([binary, "serve", "all"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+exported = {}  # name -> type
+try:
+    deadline = time.monotonic() + 120
+    pending = list(METRICS_PORTS)
+    while pending and time.monotonic() < deadline:
+        if server.poll() is not None:
+            print("FAIL `mailroom serve all` exited:", server.stderr.read()[-2000:])
+            sys.exit(1)
+        for port in list(pending):
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            pending.remove(port)
+            for line in text.splitlines():
+                m = re.match(r"# TYPE (\S+) (\S+)", line)
+                if m:
+                    exported[m.group(1)] = m.group(2)
+        time.sleep(0.5)
+    if pending:
+        print(f"FAIL metrics ports {pending} did not answer")
+        sys.exit(1)
+    print(f"`mailroom serve all` served metrics on {len(METRICS_PORTS)} ports after {time.monotonic() - started:.1f} s; {len(exported)} metrics exported")
+finally:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+failed = 0
+for name, where in sorted(queried.items()):
+    base = re.sub(r"_(bucket|sum|count)$", "", name)
+    kind = exported.get(name) or exported.get(base)
+    ok = kind is not None and (name == base or kind in ("histogram", "summary"))
+    if name.endswith("_bucket"):
+        ok = ok and exported.get(base) == "histogram"
+    print(f"{'ok  ' if ok else 'FAIL'} {name} ({kind or 'not exported'}) — {len(where)} use(s): {', '.join(sorted(set(where)))[:160]}")
+    failed += 0 if ok else 1
+print(f"metric names: {len(queried) - failed} of {len(queried)} queried names exported")
+sys.exit(1 if failed else 0)
