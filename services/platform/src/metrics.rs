@@ -63,6 +63,14 @@ fn handle() -> Result<&'static PrometheusHandle, MetricsError> {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ],
         )?
+        // Sync durations and request lag: histograms (not the exporter's default summaries),
+        // so the dashboards and alerts can aggregate them across workers.
+        .set_buckets_for_metric(
+            Matcher::Prefix("mailroom_sync_".into()),
+            &[
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ],
+        )?
         .build_recorder();
     let handle = recorder.handle();
     if HANDLE.set(handle).is_ok() {
