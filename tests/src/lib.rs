@@ -345,17 +345,12 @@ impl TestApp {
         let started = mailroom_access::start(&self.platform, config)
             .await
             .expect("access starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let platform = self.platform.clone();
         let verifier = verifier.unwrap_or_else(|| started.verifier.clone());
-        tokio::spawn(async move {
-            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
-                eprintln!("test access server stopped: {err}");
-            }
-        });
+        let endpoint = serve_in_background("access", move |listener| async move {
+            started.run(listener, verifier, &platform, shutdown).await
+        })
+        .await;
         let channel = connect(&endpoint).await;
         (AccessServiceClient::new(channel), endpoint)
     }
@@ -395,17 +390,12 @@ impl TestApp {
         let started = mailroom_mailboxes::start(&self.platform, config)
             .await
             .expect("mailboxes starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let platform = self.platform.clone();
         let verifier = self.verifier.clone();
-        tokio::spawn(async move {
-            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
-                eprintln!("test mailboxes server stopped: {err}");
-            }
-        });
+        let endpoint = serve_in_background("mailboxes", move |listener| async move {
+            started.run(listener, verifier, &platform, shutdown).await
+        })
+        .await;
         (
             MailboxServiceClient::new(connect(&endpoint).await),
             endpoint,
@@ -448,17 +438,12 @@ impl TestApp {
         let started = mailroom_sync::start(&self.platform, config)
             .await
             .expect("sync starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let platform = self.platform.clone();
         let verifier = self.verifier.clone();
-        tokio::spawn(async move {
-            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
-                eprintln!("test sync server stopped: {err}");
-            }
-        });
+        let endpoint = serve_in_background("sync", move |listener| async move {
+            started.run(listener, verifier, &platform, shutdown).await
+        })
+        .await;
         SyncServiceClient::new(connect(&endpoint).await)
     }
 
@@ -495,17 +480,12 @@ impl TestApp {
         let started = mailroom_invitations::start(&self.platform, config)
             .await
             .expect("invitations starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
         let platform = self.platform.clone();
         let verifier = self.verifier.clone();
-        tokio::spawn(async move {
-            if let Err(err) = started.run(listener, verifier, &platform, shutdown).await {
-                eprintln!("test invitations server stopped: {err}");
-            }
-        });
+        let endpoint = serve_in_background("invitations", move |listener| async move {
+            started.run(listener, verifier, &platform, shutdown).await
+        })
+        .await;
         InvitationServiceClient::new(connect(&endpoint).await)
     }
 
@@ -536,6 +516,27 @@ impl TestApp {
             .clone()
             .expect("spawn the app with access (spawn_app_with_access)")
     }
+}
+
+/// Binds a loopback port, runs `run` on it in the background (a service's `Started::run`) and
+/// returns the endpoint.
+async fn serve_in_background<F, Fut, E>(what: &'static str, run: F) -> String
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+    let served = run(listener);
+    tokio::spawn(async move {
+        if let Err(err) = served.await {
+            eprintln!("test {what} server stopped: {err}");
+        }
+    });
+    endpoint
 }
 
 async fn connect(endpoint: &str) -> Channel {

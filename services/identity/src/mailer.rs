@@ -1,9 +1,7 @@
 //! Outgoing mail (login-change codes, password-reset links) over SMTP with lettre.
 
 use lettre::message::Mailbox;
-use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use secrecy::ExposeSecret;
 
 use crate::config::SmtpConfig;
 use crate::domain::EmailAddress;
@@ -26,34 +24,20 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
-        let mut builder = match config.security.as_str() {
-            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(|e| MailError::Config(e.to_string()))?,
-            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
-                .map_err(|e| MailError::Config(e.to_string()))?,
-            other => {
-                return Err(MailError::Config(format!(
-                    "security `{other}` is not one of none, starttls, tls"
-                )))
-            }
-        }
-        .port(config.port)
-        .timeout(Some(std::time::Duration::from_secs(10)));
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose_secret().to_owned(),
-            ));
-        }
-        let from = config
-            .from
-            .parse()
-            .map_err(|e: lettre::address::AddressError| MailError::Config(format!("from: {e}")))?;
-        Ok(Self {
-            transport: builder.build(),
-            from,
+        let config_error =
+            |e: mailroom_platform::smtp::SmtpConfigError| MailError::Config(e.to_string());
+        let transport = mailroom_platform::smtp::transport(&mailroom_platform::smtp::Server {
+            host: &config.host,
+            port: config.port,
+            security: &config.security,
+            username: config.username.as_deref(),
+            password: config.password.as_ref(),
+            timeout: std::time::Duration::from_secs(10),
+            pool_size: None,
         })
+        .map_err(config_error)?;
+        let from = mailroom_platform::smtp::from(&config.from).map_err(config_error)?;
+        Ok(Self { transport, from })
     }
 
     /// Sends the code that confirms a login change to the new address.

@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use lettre::message::{header::ContentType, Mailbox};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,39 +88,20 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
-        let mut builder = match config.security.as_str() {
-            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(|e| MailError::Config(e.to_string()))?,
-            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
-                .map_err(|e| MailError::Config(e.to_string()))?,
-            other => {
-                return Err(MailError::Config(format!(
-                    "security `{other}` is not one of none, starttls, tls"
-                )))
-            }
-        }
-        .port(config.port)
-        .timeout(Some(Duration::from_millis(config.timeout_ms.max(100))))
-        .pool_config(
-            PoolConfig::new()
-                .max_size(config.pool_size.max(1))
-                .idle_timeout(Duration::from_secs(30)),
-        );
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose_secret().to_owned(),
-            ));
-        }
-        let from = config
-            .from
-            .parse()
-            .map_err(|e: lettre::address::AddressError| MailError::Config(format!("from: {e}")))?;
-        Ok(Self {
-            transport: builder.build(),
-            from,
+        let config_error =
+            |e: mailroom_platform::smtp::SmtpConfigError| MailError::Config(e.to_string());
+        let transport = mailroom_platform::smtp::transport(&mailroom_platform::smtp::Server {
+            host: &config.host,
+            port: config.port,
+            security: &config.security,
+            username: config.username.as_deref(),
+            password: config.password.as_ref(),
+            timeout: Duration::from_millis(config.timeout_ms.max(100)),
+            pool_size: Some(config.pool_size),
         })
+        .map_err(config_error)?;
+        let from = mailroom_platform::smtp::from(&config.from).map_err(config_error)?;
+        Ok(Self { transport, from })
     }
 
     /// Sends one plain-text UTF-8 mail. Headers with non-ASCII text are RFC 2047 encoded by

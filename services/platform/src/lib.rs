@@ -17,6 +17,7 @@
 //! - [`email`]: email addresses, host names and one-line names as every service accepts them.
 //! - [`text`]: canonical (NFC) text and the refusal of invisible and bidi-control characters.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+//! - [`smtp`]: the SMTP transport services send mail with.
 
 pub mod aip;
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod revocation;
 pub mod sealed;
 pub mod service_auth;
 pub mod shutdown;
+pub mod smtp;
 pub mod telemetry;
 pub mod text;
 
