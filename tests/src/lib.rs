@@ -460,6 +460,7 @@ impl TestApp {
             delivery_retry_ms: 200,
             delivery_attempts: 3,
             sweep_interval_ms: 200,
+            consumer_group: format!("tests-invitations-{}", uuid::Uuid::new_v4().simple()),
             ..Default::default()
         };
         config.smtp.host = self.env.smtp_host.clone();

@@ -1119,3 +1119,55 @@ async fn direct_registration_and_a_link_that_needs_approval() {
         .expect_err("disabled");
     assert_eq!(gone.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn an_invitee_dismissed_in_identity_has_their_invitation_revoked() {
+    let app = spawn_app_with_invitations().await;
+    let org = app.create_org(0).await;
+    ready(&app, &org).await;
+    let address = org.address("gone");
+    let answer = invite(
+        &app,
+        &org.admin_token,
+        &address,
+        ipb::DeliveryMethod::SystemMail,
+        "",
+    )
+    .await
+    .expect("invite");
+    let invitation = &answer.invitations[0];
+    let token = link_token(
+        &parsed(&wait_for_mail(&app, &address, Duration::from_secs(30)).await)
+            .body_text(0)
+            .expect("body"),
+    );
+    // The admin dismisses the INVITED user in identity, not through invitations.
+    app.identity
+        .clone()
+        .dismiss_user(authed(
+            &org.admin_token,
+            pb::DismissUserRequest {
+                id: invitation.user_id.clone(),
+            },
+        ))
+        .await
+        .expect("dismiss the invited user");
+    let revoked = until(
+        &app.invitations(),
+        &org,
+        &invitation.id,
+        "the revocation that follows the dismissal",
+        |i| i.state == ipb::InvitationState::Revoked as i32,
+    )
+    .await;
+    assert_eq!(revoked.failure_reason, "the invited account was dismissed");
+    let refused = accept(&app, &token)
+        .await
+        .expect_err("the link of a dismissed invitee is refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("revoked"),
+        "{}",
+        refused.message()
+    );
+}

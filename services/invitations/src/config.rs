@@ -53,6 +53,10 @@ pub struct InvitationsConfig {
     /// Registrations per quick-registration link per hour.
     #[serde(default = "default_per_link")]
     pub registrations_per_link_per_hour: u32,
+    /// Kafka consumer group for identity's events (invitees activated, dismissed, removed).
+    /// Every replica uses the same group.
+    #[serde(default = "default_consumer_group")]
+    pub consumer_group: String,
 }
 
 fn default_identity_endpoint() -> String {
@@ -94,6 +98,9 @@ fn default_per_org() -> u32 {
 fn default_per_link() -> u32 {
     100
 }
+fn default_consumer_group() -> String {
+    "mailroom-invitations".into()
+}
 
 impl Default for InvitationsConfig {
     fn default() -> Self {
@@ -113,6 +120,7 @@ impl Default for InvitationsConfig {
             invites_per_inviter_per_hour: default_per_inviter(),
             invites_per_org_per_hour: default_per_org(),
             registrations_per_link_per_hour: default_per_link(),
+            consumer_group: default_consumer_group(),
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`delivery`]: the mail queue (rows of `invitations`), SMTP through [`mailer`], retries;
 //!   [`expiry`]: expiry applied without anyone asking, and half-made invitations finished.
 //! - [`token`]: link secrets (256-bit, stored as SHA-256, compared in constant time).
+//! - [`identity_events`]: invitees activated, dismissed or removed in identity, applied to
+//!   their open invitations.
 //! - [`peers`]: identity and access control, asked as this service; [`events`]: what is
 //!   published on `mailroom.invitations.events`; [`store`]: the tables; [`api`]: the gRPC
 //!   handlers; [`error`]: what can go wrong and its gRPC code.
@@ -29,6 +31,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod expiry;
+pub mod identity_events;
 pub mod invite;
 pub mod lifecycle;
 pub mod links;
@@ -46,7 +49,7 @@ use std::time::Duration;
 use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, INVITATIONS_EVENTS};
+use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, INVITATIONS_EVENTS};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::invitations::v1 as pb;
 use mailroom_platform::redis::RateLimiter;
@@ -94,6 +97,7 @@ pub struct Started {
     pub verifier: TokenVerifier,
     pub relay: Relay,
     sender: delivery::Sender,
+    kafka: KafkaSettings,
 }
 
 impl Started {
@@ -110,6 +114,14 @@ impl Started {
         background.spawn(self.relay.run(shutdown.clone()));
         background.spawn(self.sender.run(shutdown.clone()));
         background.spawn(expiry::run(self.invitations.clone(), shutdown.clone()));
+        background.spawn(mailroom_platform::consumer::run_until_shutdown(
+            self.kafka,
+            self.invitations.config.consumer_group.clone(),
+            self.pool.clone(),
+            vec![IDENTITY_EVENTS],
+            Arc::new(identity_events::IdentityEvents),
+            shutdown.clone(),
+        ));
         let served = mailroom_platform::grpc::serve(
             self.hosted,
             listener,
@@ -193,7 +205,12 @@ pub async fn start(
         public_methods: PUBLIC_METHODS.to_vec(),
     };
     let kafka = KafkaSettings::from_config(platform);
-    let relay = Relay::new(pool.clone(), SCHEMA, kafka, vec![INVITATIONS_EVENTS]);
+    let relay = Relay::new(
+        pool.clone(),
+        SCHEMA,
+        kafka.clone(),
+        vec![INVITATIONS_EVENTS],
+    );
     let sender = delivery::Sender {
         invitations: invitations.clone(),
         mailer,
@@ -205,5 +222,6 @@ pub async fn start(
         verifier,
         relay,
         sender,
+        kafka,
     })
 }
