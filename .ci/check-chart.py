@@ -82,6 +82,7 @@ everything = merge(minimal, {
     "dashboards": {"enabled": True},
     "config": {"otlpEndpoint": "http://otel-collector:4317"},
 })
+monolith_monitored = merge(minimal, {"monolith": {"enabled": True}, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}})
 VALUE_SETS = [
     ("minimal install values", minimal),
     ("dev values", dev),
@@ -89,6 +90,7 @@ VALUE_SETS = [
     ("KEDA", merge(minimal, {"keda": {"enabled": True}})),
     ("existing Secret", {"secrets": {"existingSecret": "mailroom-prod"}}),
     ("everything on", everything),
+    ("monolith monitored", monolith_monitored),
 ]
 SERVICES = ["identity", "access", "mailboxes", "invitations", "sync"]
 
@@ -159,7 +161,7 @@ for label, values in VALUE_SETS:
     kinds = [d["kind"] for d in docs]
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     by_kind = lambda k: {d["metadata"]["name"] for d in docs if d["kind"] == k}  # noqa: E731
-    monolith = label == "monolith"
+    monolith = label.startswith("monolith")
     expected = {"mailroom-all"} if monolith else {f"mailroom-{n}" for n in ["identity", "access", "mailboxes", "invitations", "sync-scheduler", "sync-worker"]}
     check(f"{label}: Deployments {sorted(expected)}", set(deployments) == expected, str(sorted(deployments)))
     check(f"{label}: one Service per API, same names in monolith mode",
@@ -228,6 +230,24 @@ for label, values in VALUE_SETS:
             egress = policies["mailroom-invitations"]["spec"]["egress"]
             targets = sorted(k.split("serves-")[1] for r in egress for t in r.get("to", []) for k in t.get("podSelector", {}).get("matchLabels", {}) if "serves-" in k)
             check(f"{label}: invitations may call identity and access only (plus its dependencies and SMTP)", targets == ["access", "identity"], str(targets))
+    if label == "minimal install values":
+        secret = next(d for d in docs if d["kind"] == "Secret")
+        check(f"{label}: no empty SMTP login in the Secret (services would try to log in with it)",
+              "MAILROOM_SMTP_USERNAME" not in secret["stringData"] and "MAILROOM_SMTP_PASSWORD" not in secret["stringData"], str(sorted(secret["stringData"])))
+        check(f"{label}: pods restart when the chart's Secret changes (checksum annotation)",
+              all("checksum/secret" in d["spec"]["template"]["metadata"].get("annotations", {}) for d in deployments.values()))
+    if monolith:
+        egress = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]["egress"]
+        ports = {p["port"] for r in egress if r.get("to") for p in r["ports"]}
+        check(f"{label}: the one pod may call its own services through their Services (other replicas)", {50051, 50053, 50055} <= ports, str(ports))
+    if label == "monolith monitored":
+        monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+        check(f"{label}: one ServiceMonitor (every port serves the one registry), with the labels Prometheus selects on",
+              len(monitors) == 1 and monitors[0]["metadata"]["labels"].get("release") == "kps", str([m["metadata"] for m in monitors]))
+    if label == "KEDA":
+        kafka = next(t for d in docs if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"] if t["type"] == "kafka")
+        check(f"{label}: KEDA reaches Kafka by a name that resolves from its own namespace",
+              kafka["metadata"]["bootstrapServers"] == "kafka.mailroom.svc:9092", kafka["metadata"]["bootstrapServers"])
     if label == "everything on":
         maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
         problems = []

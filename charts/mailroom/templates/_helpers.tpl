@@ -185,3 +185,19 @@ components:
   value: {{ $svc.worker.idleMaxConnections | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* Kafka brokers as KEDA (in its own namespace) must name them: `kafka:9092` becomes
+`kafka.<release namespace>.svc:9092`; names with a dot are left as they are. */}}
+{{- define "mailroom.kedaBrokers" -}}
+{{- $out := list -}}
+{{- range $broker := splitList "," .Values.config.kafkaBrokers -}}
+{{- $broker = trim $broker -}}
+{{- $host := index (splitList ":" $broker) 0 -}}
+{{- if contains "." $host -}}
+{{- $out = append $out $broker -}}
+{{- else -}}
+{{- $out = append $out (printf "%s.%s.svc%s" $host $.Release.Namespace (trimPrefix $host $broker)) -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}

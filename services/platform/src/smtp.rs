@@ -53,7 +53,12 @@ pub fn transport(
                 .idle_timeout(Duration::from_secs(30)),
         );
     }
-    if let (Some(user), Some(password)) = (server.username, server.password) {
+    // An empty username (an unset value passed through an environment variable) means no
+    // login, not a login as "".
+    if let (Some(user), Some(password)) = (
+        server.username.filter(|u| !u.trim().is_empty()),
+        server.password,
+    ) {
         builder = builder.credentials(Credentials::new(
             user.to_owned(),
             password.expose_secret().to_owned(),
