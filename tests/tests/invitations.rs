@@ -60,6 +60,29 @@ fn parsed(raw: &str) -> mail_parser::Message<'_> {
         .expect("the mail parses")
 }
 
+/// The token of the invitation link in the mail to `address` (waits for it).
+async fn mailed_token(app: &TestApp, address: &str) -> String {
+    let raw = wait_for_mail(app, address, Duration::from_secs(30)).await;
+    link_token(&parsed(&raw).body_text(0).expect("a text body"))
+}
+
+/// Invites `address` by Mailroom's mail as the org's admin; returns the invitation and the
+/// token its mail carries.
+async fn invited(app: &TestApp, org: &TestOrg, address: &str) -> (ipb::Invitation, String) {
+    let answer = invite(
+        app,
+        &org.admin_token,
+        address,
+        ipb::DeliveryMethod::SystemMail,
+        "",
+    )
+    .await
+    .expect("invite");
+    assert_eq!(answer.invitations.len(), 1, "{:?}", answer.rejected);
+    let token = mailed_token(app, address).await;
+    (answer.invitations[0].clone(), token)
+}
+
 async fn accept(
     app: &TestApp,
     token: &str,
@@ -738,21 +761,8 @@ async fn expiry_is_applied_unasked_refuses_the_link_and_frees_the_seat() {
     let org = app.create_org(2).await;
     ready(&app, &org).await;
     let address = org.address("late");
-    let answer = invite(
-        &app,
-        &org.admin_token,
-        &address,
-        ipb::DeliveryMethod::SystemMail,
-        "",
-    )
-    .await
-    .expect("invite");
-    let id = answer.invitations[0].id.clone();
-    let token = link_token(
-        &parsed(&wait_for_mail(&app, &address, Duration::from_secs(30)).await)
-            .body_text(0)
-            .expect("body"),
-    );
+    let (invitation, token) = invited(&app, &org, &address).await;
+    let id = invitation.id;
     assert_eq!(seats(&app, &org).await.seats_left, 0);
     // A week passes.
     let invitations_db = sqlx::PgPool::connect(app.database_url()).await.expect("db");
@@ -840,6 +850,12 @@ async fn a_refused_recipient_fails_with_the_reason_and_a_down_server_delivers_on
     );
     assert!(
         refused.failure_reason.contains("User unknown"),
+        "{}",
+        refused.failure_reason
+    );
+    // A 5xx is final at once: no retries were spent on it.
+    assert!(
+        !refused.failure_reason.contains("gave up"),
         "{}",
         refused.failure_reason
     );
@@ -941,8 +957,7 @@ async fn direct_registration_and_a_link_that_needs_approval() {
         registered.kind,
         ipb::InvitationKind::DirectRegistration as i32
     );
-    let mail = wait_for_mail(&app, &dee, Duration::from_secs(30)).await;
-    let token = link_token(&parsed(&mail).body_text(0).expect("body"));
+    let token = mailed_token(&app, &dee).await;
     let done = app
         .invitations()
         .accept_invitation(ipb::AcceptInvitationRequest {
@@ -1126,21 +1141,7 @@ async fn an_invitee_dismissed_in_identity_has_their_invitation_revoked() {
     let org = app.create_org(0).await;
     ready(&app, &org).await;
     let address = org.address("gone");
-    let answer = invite(
-        &app,
-        &org.admin_token,
-        &address,
-        ipb::DeliveryMethod::SystemMail,
-        "",
-    )
-    .await
-    .expect("invite");
-    let invitation = &answer.invitations[0];
-    let token = link_token(
-        &parsed(&wait_for_mail(&app, &address, Duration::from_secs(30)).await)
-            .body_text(0)
-            .expect("body"),
-    );
+    let (invitation, token) = invited(&app, &org, &address).await;
     // The admin dismisses the INVITED user in identity, not through invitations.
     app.identity
         .clone()

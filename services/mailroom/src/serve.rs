@@ -193,6 +193,24 @@ pub async fn start(
                 .await
                 .with_context(|| format!("{} metrics", service.name()))?;
         }
+        // Binds the gRPC port and runs a started service until shutdown, verifying tokens
+        // with the co-hosted identity's verifier when there is one, else its own.
+        macro_rules! host {
+            ($started:ident, $name:literal) => {{
+                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
+                let verifier = shared_verifier
+                    .clone()
+                    .unwrap_or_else(|| $started.verifier.clone());
+                let platform = platform.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    $started
+                        .run(listener, verifier, &platform, shutdown)
+                        .await
+                        .context(concat!($name, " gRPC server"))
+                });
+            }};
+        }
         match service {
             Service::Identity => {
                 let config: mailroom_identity::IdentityConfig =
@@ -217,18 +235,7 @@ pub async fn start(
                 let started = mailroom_access::start(platform, config)
                     .await
                     .context("access did not start")?;
-                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
-                let verifier = shared_verifier
-                    .clone()
-                    .unwrap_or_else(|| started.verifier.clone());
-                let platform = platform.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    started
-                        .run(listener, verifier, &platform, shutdown)
-                        .await
-                        .context("access gRPC server")
-                });
+                host!(started, "access");
             }
             Service::Mailboxes => {
                 let config: mailroom_mailboxes::MailboxesConfig =
@@ -236,19 +243,8 @@ pub async fn start(
                 let started = mailroom_mailboxes::start(platform, config)
                     .await
                     .context("mailboxes did not start")?;
-                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
                 mailboxes = Some(started.mailboxes.clone());
-                let verifier = shared_verifier
-                    .clone()
-                    .unwrap_or_else(|| started.verifier.clone());
-                let platform = platform.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    started
-                        .run(listener, verifier, &platform, shutdown)
-                        .await
-                        .context("mailboxes gRPC server")
-                });
+                host!(started, "mailboxes");
             }
             Service::Sync => {
                 let config: mailroom_sync::SyncConfig = config::section(figment, "sync")?;
@@ -257,18 +253,7 @@ pub async fn start(
                     .await
                     .context("sync did not start")?;
                 tracing::info!(?role, "sync role");
-                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
-                let verifier = shared_verifier
-                    .clone()
-                    .unwrap_or_else(|| started.verifier.clone());
-                let platform = platform.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    started
-                        .run(listener, verifier, &platform, shutdown)
-                        .await
-                        .context("sync gRPC server")
-                });
+                host!(started, "sync");
             }
             Service::Invitations => {
                 let config: mailroom_invitations::InvitationsConfig =
@@ -276,18 +261,7 @@ pub async fn start(
                 let started = mailroom_invitations::start(platform, config)
                     .await
                     .context("invitations did not start")?;
-                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
-                let verifier = shared_verifier
-                    .clone()
-                    .unwrap_or_else(|| started.verifier.clone());
-                let platform = platform.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    started
-                        .run(listener, verifier, &platform, shutdown)
-                        .await
-                        .context("invitations gRPC server")
-                });
+                host!(started, "invitations");
             }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
