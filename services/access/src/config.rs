@@ -6,7 +6,7 @@ use serde::Deserialize;
 pub struct AccessConfig {
     /// Identity's gRPC endpoint, for its signing keys (JWKS) when access runs in a process
     /// of its own.
-    #[serde(default = "default_identity_endpoint")]
+    #[serde(default = "mailroom_platform::config::local::identity")]
     pub identity_endpoint: String,
     /// Kafka consumer group for identity's events. Every replica uses the same group.
     #[serde(default = "default_consumer_group")]
@@ -27,9 +27,6 @@ pub struct AccessConfig {
     pub changelog_notifications: bool,
 }
 
-fn default_identity_endpoint() -> String {
-    "http://127.0.0.1:50051".into()
-}
 fn default_consumer_group() -> String {
     "mailroom-access".into()
 }
@@ -49,7 +46,7 @@ fn default_true() -> bool {
 impl Default for AccessConfig {
     fn default() -> Self {
         Self {
-            identity_endpoint: default_identity_endpoint(),
+            identity_endpoint: mailroom_platform::config::local::identity(),
             consumer_group: default_consumer_group(),
             consistency_wait_ms: default_consistency_wait_ms(),
             changelog_retention_secs: default_changelog_retention_secs(),

@@ -38,15 +38,7 @@ pub enum AccessError {
     Internal(String),
 }
 
-impl From<sqlx::Error> for AccessError {
-    fn from(err: sqlx::Error) -> Self {
-        if mailroom_platform::error::is_unavailable(&err) {
-            AccessError::DbUnavailable(err)
-        } else {
-            AccessError::Db(err)
-        }
-    }
-}
+mailroom_platform::service_error!(AccessError);
 
 impl ApiError for AccessError {
     fn kind(&self) -> ErrorKind {
@@ -87,12 +79,6 @@ impl AccessError {
             Model(e @ ModelError::Cycle(_)) => FailedPrecondition(format!("{at}: {e}")),
             other => other,
         }
-    }
-}
-
-impl From<AccessError> for tonic::Status {
-    fn from(err: AccessError) -> Self {
-        mailroom_platform::error::to_status(err)
     }
 }
 

@@ -51,15 +51,7 @@ pub enum IdentityError {
     Internal(String),
 }
 
-impl From<sqlx::Error> for IdentityError {
-    fn from(err: sqlx::Error) -> Self {
-        if mailroom_platform::error::is_unavailable(&err) {
-            IdentityError::DbUnavailable(err)
-        } else {
-            IdentityError::Db(err)
-        }
-    }
-}
+mailroom_platform::service_error!(IdentityError);
 
 impl ApiError for IdentityError {
     fn kind(&self) -> ErrorKind {
@@ -75,12 +67,6 @@ impl ApiError for IdentityError {
             Mail(_) | DbUnavailable(_) | Redis(_) => ErrorKind::Unavailable,
             Db(_) | Internal(_) => ErrorKind::Internal,
         }
-    }
-}
-
-impl From<IdentityError> for tonic::Status {
-    fn from(err: IdentityError) -> Self {
-        mailroom_platform::error::to_status(err)
     }
 }
 

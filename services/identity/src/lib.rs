@@ -102,8 +102,9 @@ impl Started {
         platform: &PlatformConfig,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<(), mailroom_platform::grpc::ServeError> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let mirror = tokio::spawn(mailroom_platform::consumer::run_until_shutdown(
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(self.relay.run(shutdown.clone()));
+        background.spawn(mailroom_platform::consumer::run_until_shutdown(
             self.kafka,
             self.consumer_group,
             self.pool,
@@ -111,18 +112,15 @@ impl Started {
             Arc::new(invitees::Followed),
             shutdown.clone(),
         ));
-        let served = mailroom_platform::grpc::serve(
+        mailroom_platform::grpc::serve_with_background(
+            background,
             self.hosted,
             listener,
             self.verifier,
             platform,
-            shutdown.clone(),
+            shutdown,
         )
-        .await;
-        shutdown.cancel();
-        let _ = relay.await;
-        let _ = mirror.await;
-        served
+        .await
     }
 }
 

@@ -8,10 +8,10 @@ use crate::mailer::SmtpConfig;
 #[derive(Debug, Clone, Deserialize)]
 pub struct InvitationsConfig {
     /// Identity's gRPC endpoint: keys (JWKS), this service's token, INVITED users and seats.
-    #[serde(default = "default_identity_endpoint")]
+    #[serde(default = "mailroom_platform::config::local::identity")]
     pub identity_endpoint: String,
     /// Access control's gRPC endpoint: who may invite and register people.
-    #[serde(default = "default_access_endpoint")]
+    #[serde(default = "mailroom_platform::config::local::access")]
     pub access_endpoint: String,
     /// This service's credential at identity (one of identity's `service_clients`).
     #[serde(default = "default_client_id")]
@@ -59,12 +59,6 @@ pub struct InvitationsConfig {
     pub consumer_group: String,
 }
 
-fn default_identity_endpoint() -> String {
-    "http://127.0.0.1:50051".into()
-}
-fn default_access_endpoint() -> String {
-    "http://127.0.0.1:50055".into()
-}
 fn default_client_id() -> String {
     "invitations".into()
 }
@@ -105,8 +99,8 @@ fn default_consumer_group() -> String {
 impl Default for InvitationsConfig {
     fn default() -> Self {
         Self {
-            identity_endpoint: default_identity_endpoint(),
-            access_endpoint: default_access_endpoint(),
+            identity_endpoint: mailroom_platform::config::local::identity(),
+            access_endpoint: mailroom_platform::config::local::access(),
             service_client_id: default_client_id(),
             service_client_secret: SecretString::default(),
             accept_url: default_accept_url(),

@@ -45,15 +45,7 @@ pub enum InvitationError {
     Internal(String),
 }
 
-impl From<sqlx::Error> for InvitationError {
-    fn from(err: sqlx::Error) -> Self {
-        if mailroom_platform::error::is_unavailable(&err) {
-            InvitationError::DbUnavailable(err)
-        } else {
-            InvitationError::Db(err)
-        }
-    }
-}
+mailroom_platform::service_error!(InvitationError);
 
 impl ApiError for InvitationError {
     fn kind(&self) -> ErrorKind {
@@ -68,12 +60,6 @@ impl ApiError for InvitationError {
             Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,
             Db(_) | Internal(_) => ErrorKind::Internal,
         }
-    }
-}
-
-impl From<InvitationError> for tonic::Status {
-    fn from(err: InvitationError) -> Self {
-        mailroom_platform::error::to_status(err)
     }
 }
 

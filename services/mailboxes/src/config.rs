@@ -6,10 +6,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 pub struct MailboxesConfig {
     /// Identity's gRPC endpoint: signing keys (JWKS) and this service's own token.
-    #[serde(default = "default_identity_endpoint")]
+    #[serde(default = "mailroom_platform::config::local::identity")]
     pub identity_endpoint: String,
     /// Access control's gRPC endpoint: who may see and change which mailbox.
-    #[serde(default = "default_access_endpoint")]
+    #[serde(default = "mailroom_platform::config::local::access")]
     pub access_endpoint: String,
     /// This service's credential at identity (one of identity's `service_clients`).
     #[serde(default = "default_client_id")]
@@ -40,12 +40,6 @@ pub struct MailboxesConfig {
     pub allow_local_servers: bool,
 }
 
-fn default_identity_endpoint() -> String {
-    "http://127.0.0.1:50051".into()
-}
-fn default_access_endpoint() -> String {
-    "http://127.0.0.1:50055".into()
-}
 fn default_client_id() -> String {
     "mailboxes".into()
 }
@@ -65,8 +59,8 @@ fn default_logins_per_minute() -> u32 {
 impl Default for MailboxesConfig {
     fn default() -> Self {
         Self {
-            identity_endpoint: default_identity_endpoint(),
-            access_endpoint: default_access_endpoint(),
+            identity_endpoint: mailroom_platform::config::local::identity(),
+            access_endpoint: mailroom_platform::config::local::access(),
             service_client_id: default_client_id(),
             service_client_secret: SecretString::default(),
             sealing_keys: Vec::new(),

@@ -42,15 +42,7 @@ pub enum MailboxError {
     Internal(String),
 }
 
-impl From<sqlx::Error> for MailboxError {
-    fn from(err: sqlx::Error) -> Self {
-        if mailroom_platform::error::is_unavailable(&err) {
-            MailboxError::DbUnavailable(err)
-        } else {
-            MailboxError::Db(err)
-        }
-    }
-}
+mailroom_platform::service_error!(MailboxError);
 
 impl From<mailroom_platform::sealed::SealError> for MailboxError {
     fn from(err: mailroom_platform::sealed::SealError) -> Self {
@@ -71,12 +63,6 @@ impl ApiError for MailboxError {
             Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,
             Db(_) | Internal(_) => ErrorKind::Internal,
         }
-    }
-}
-
-impl From<MailboxError> for tonic::Status {
-    fn from(err: MailboxError) -> Self {
-        mailroom_platform::error::to_status(err)
     }
 }
 

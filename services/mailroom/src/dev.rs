@@ -407,9 +407,10 @@ async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
 /// through the running invitations service, as the demo admin, and returns its personal link.
 async fn demo_invitation(admin_password: &str) -> anyhow::Result<String> {
     use mailroom_platform::proto::invitations::v1 as ipb;
-    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051")
-        .connect()
-        .await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(mailroom_platform::config::local::identity())?
+            .connect()
+            .await?;
     let tokens = pb::auth_service_client::AuthServiceClient::new(channel)
         .login(pb::LoginRequest {
             login_email: "admin@acme.test".into(),
@@ -420,9 +421,10 @@ async fn demo_invitation(admin_password: &str) -> anyhow::Result<String> {
         .into_inner();
     let bearer: tonic::metadata::MetadataValue<_> =
         format!("Bearer {}", tokens.access_token).parse()?;
-    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50052")
-        .connect()
-        .await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(mailroom_platform::config::local::invitations())?
+            .connect()
+            .await?;
     let mut client = ipb::invitation_service_client::InvitationServiceClient::new(channel);
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
     // Access control learns of the admin from identity's events: a first start may need a moment.

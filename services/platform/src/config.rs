@@ -14,6 +14,26 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+/// Where each service listens on a developer's machine (`mailroom serve all`, `mailroom dev`):
+/// the default for every `*_endpoint` a service calls its peers on.
+pub mod local {
+    pub fn identity() -> String {
+        "http://127.0.0.1:50051".into()
+    }
+    pub fn invitations() -> String {
+        "http://127.0.0.1:50052".into()
+    }
+    pub fn mailboxes() -> String {
+        "http://127.0.0.1:50053".into()
+    }
+    pub fn sync() -> String {
+        "http://127.0.0.1:50054".into()
+    }
+    pub fn access() -> String {
+        "http://127.0.0.1:50055".into()
+    }
+}
+
 /// Why configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -75,6 +75,31 @@ impl std::fmt::Display for DisplayChain<'_> {
     }
 }
 
+/// The two conversions every service's error enum needs, written once: a `sqlx::Error` becomes
+/// its `DbUnavailable` variant when the database is down ([`is_unavailable`]) and its `Db`
+/// variant otherwise, and the enum becomes a `tonic::Status` through [`to_status`]. A service
+/// says `mailroom_platform::service_error!(InvitationError);` in its `error` module.
+#[macro_export]
+macro_rules! service_error {
+    ($error:ident) => {
+        impl From<sqlx::Error> for $error {
+            fn from(err: sqlx::Error) -> Self {
+                if $crate::error::is_unavailable(&err) {
+                    $error::DbUnavailable(err)
+                } else {
+                    $error::Db(err)
+                }
+            }
+        }
+
+        impl From<$error> for tonic::Status {
+            fn from(err: $error) -> Self {
+                $crate::error::to_status(err)
+            }
+        }
+    };
+}
+
 /// Whether a database error means "a dependency is down" rather than a bug.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     matches!(

@@ -1,6 +1,7 @@
 //! The gRPC server every service runs on.
 //!
-//! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
+//! [`serve`] (or [`serve_with_background`], which also stops a service's background tasks with
+//! it) takes a service's routes and hosts them behind the same tower stack everywhere:
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
 //! call counts and latency), a global concurrency limit, and bearer-token authentication; plus
 //! a per-call timeout, `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
@@ -137,6 +138,24 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     Ok(())
+}
+
+/// [`serve`] with the service's background work beside it (outbox relay, event consumers,
+/// workers), each spawned on `background` and watching `shutdown`. When serving ends, for
+/// whatever reason, `shutdown` is cancelled and every background task is waited for, so a
+/// stopped service leaves nothing running.
+pub async fn serve_with_background(
+    mut background: tokio::task::JoinSet<()>,
+    hosted: Hosted,
+    listener: TcpListener,
+    verifier: TokenVerifier,
+    config: &PlatformConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let served = serve(hosted, listener, verifier, config, shutdown.clone()).await;
+    shutdown.cancel();
+    while background.join_next().await.is_some() {}
+    served
 }
 
 /// Binds `addr`, saying which address could not be bound if that fails.

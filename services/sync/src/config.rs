@@ -83,9 +83,9 @@ impl Default for SyncConfig {
     fn default() -> Self {
         Self {
             role: Role::Both,
-            identity_endpoint: "http://127.0.0.1:50051".into(),
-            access_endpoint: "http://127.0.0.1:50055".into(),
-            mailboxes_endpoint: "http://127.0.0.1:50053".into(),
+            identity_endpoint: mailroom_platform::config::local::identity(),
+            access_endpoint: mailroom_platform::config::local::access(),
+            mailboxes_endpoint: mailroom_platform::config::local::mailboxes(),
             service_client_id: "sync".into(),
             service_client_secret: SecretString::default(),
             consumer_group: "mailroom-sync".into(),

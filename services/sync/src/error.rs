@@ -123,15 +123,7 @@ pub enum SyncError {
     Internal(String),
 }
 
-impl From<sqlx::Error> for SyncError {
-    fn from(err: sqlx::Error) -> Self {
-        if mailroom_platform::error::is_unavailable(&err) {
-            SyncError::DbUnavailable(err)
-        } else {
-            SyncError::Db(err)
-        }
-    }
-}
+mailroom_platform::service_error!(SyncError);
 
 impl From<redis::RedisError> for SyncError {
     fn from(err: redis::RedisError) -> Self {
@@ -150,12 +142,6 @@ impl ApiError for SyncError {
             Unavailable(_) | DbUnavailable(_) | Redis(_) => ErrorKind::Unavailable,
             Db(_) | Internal(_) => ErrorKind::Internal,
         }
-    }
-}
-
-impl From<SyncError> for tonic::Status {
-    fn from(err: SyncError) -> Self {
-        mailroom_platform::error::to_status(err)
     }
 }
 

@@ -135,17 +135,15 @@ impl Started {
                 shutdown.clone(),
             ));
         }
-        let served = mailroom_platform::grpc::serve(
+        mailroom_platform::grpc::serve_with_background(
+            background,
             self.hosted,
             listener,
             verifier,
             platform,
-            shutdown.clone(),
+            shutdown,
         )
-        .await;
-        shutdown.cancel();
-        while background.join_next().await.is_some() {}
-        served
+        .await
     }
 }
 

@@ -35,7 +35,7 @@ pub struct Ctl {
     #[arg(
         long,
         env = "MAILROOM_IDENTITY_ENDPOINT",
-        default_value = "http://127.0.0.1:50051",
+        default_value_t = mailroom_platform::config::local::identity(),
         global = true
     )]
     endpoint: String,
@@ -43,7 +43,7 @@ pub struct Ctl {
     #[arg(
         long,
         env = "MAILROOM_ACCESS_ENDPOINT",
-        default_value = "http://127.0.0.1:50055",
+        default_value_t = mailroom_platform::config::local::access(),
         global = true
     )]
     access_endpoint: String,
@@ -51,7 +51,7 @@ pub struct Ctl {
     #[arg(
         long,
         env = "MAILROOM_MAILBOXES_ENDPOINT",
-        default_value = "http://127.0.0.1:50053",
+        default_value_t = mailroom_platform::config::local::mailboxes(),
         global = true
     )]
     mailboxes_endpoint: String,
@@ -59,7 +59,7 @@ pub struct Ctl {
     #[arg(
         long,
         env = "MAILROOM_SYNC_ENDPOINT",
-        default_value = "http://127.0.0.1:50054",
+        default_value_t = mailroom_platform::config::local::sync(),
         global = true
     )]
     sync_endpoint: String,
@@ -67,7 +67,7 @@ pub struct Ctl {
     #[arg(
         long,
         env = "MAILROOM_INVITATIONS_ENDPOINT",
-        default_value = "http://127.0.0.1:50052",
+        default_value_t = mailroom_platform::config::local::invitations(),
         global = true
     )]
     invitations_endpoint: String,
