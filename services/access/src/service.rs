@@ -53,12 +53,16 @@ fn may_ask_about(principal: &Principal, state: &State, subject: Uuid, org: Uuid)
         Principal::User {
             user_id, org_id, ..
         } => {
-            if *org_id != org {
+            if org_id.into_uuid() != org {
                 return Err(AccessError::NotFound(format!(
                     "user `{subject}` was not found in your organisation"
                 )));
             }
-            if *user_id == subject || state.org(org).is_some_and(|g| g.is_admin(*user_id)) {
+            if user_id.into_uuid() == subject
+                || state
+                    .org(org)
+                    .is_some_and(|g| g.is_admin(user_id.into_uuid()))
+            {
                 Ok(())
             } else {
                 Err(denied(
@@ -179,7 +183,7 @@ impl Access {
                 // or not; a service, or a user asking about themselves, gets an empty answer.
                 None => {
                     if let Principal::User { user_id, .. } = principal {
-                        if *user_id != subject {
+                        if user_id.into_uuid() != subject {
                             return Err(AccessError::NotFound(format!(
                                 "user `{subject}` was not found in your organisation"
                             )));
@@ -254,14 +258,14 @@ impl Access {
             user_id, org_id, ..
         } = principal
         {
-            if org != Some(*org_id) {
+            if org != Some(org_id.into_uuid()) {
                 return Err(not_found());
             }
-            let graph = state.org(*org_id).ok_or_else(not_found)?;
-            let allowed = graph.is_admin(*user_id)
+            let graph = state.org(org_id.into_uuid()).ok_or_else(not_found)?;
+            let allowed = graph.is_admin(user_id.into_uuid())
                 || match resource {
                     Resource::Mailbox(m) => {
-                        graph.check(*user_id, Permission::MailboxView, Some(m))?
+                        graph.check(user_id.into_uuid(), Permission::MailboxView, Some(m))?
                     }
                     Resource::Org(_) => false,
                 };
@@ -328,7 +332,7 @@ impl Access {
         let revision = Some(wire::revision_token(state.revision()));
         let Some(org) = state.org_of_user(subject) else {
             if let Principal::User { user_id, .. } = principal {
-                if *user_id != subject {
+                if user_id.into_uuid() != subject {
                     return Err(AccessError::NotFound(format!(
                         "user `{subject}` was not found in your organisation"
                     )));
@@ -381,7 +385,7 @@ impl Access {
         }
         let state = self.replica.read();
         let mut org: Option<Uuid> = match principal {
-            Principal::User { org_id, .. } => Some(*org_id),
+            Principal::User { org_id, .. } => Some(org_id.into_uuid()),
             Principal::Service { .. } => None,
         };
         let mut parsed = Vec::with_capacity(rels.len());
@@ -462,7 +466,7 @@ impl Access {
         if let Principal::User { user_id, .. } = principal {
             let default_graph = OrgGraph::new();
             let graph = state.org(org).unwrap_or(&default_graph);
-            let admin = graph.is_admin(*user_id);
+            let admin = graph.is_admin(user_id.into_uuid());
             for (i, rel) in parsed.iter().enumerate() {
                 let allowed = match rel {
                     Relationship::Owner(..) => {
@@ -475,17 +479,17 @@ impl Access {
                     | Relationship::EveryoneInvites => admin,
                     Relationship::Reader(m, reader) => {
                         let owner = graph.owner_of(*m);
-                        let own_grant = deleting && reader == user_id;
+                        let own_grant = deleting && *reader == user_id.into_uuid();
                         if owner.is_none() && !admin && !own_grant {
                             return Err(AccessError::mailbox_not_found(m)
                                 .at(&format!("relationships[{i}]")));
                         }
                         admin
-                            || (owner == Some(*user_id)
-                                && graph.is_active(*user_id)
+                            || (owner == Some(user_id.into_uuid())
+                                && graph.is_active(user_id.into_uuid())
                                 && graph.settings().read_access_grants
                                     == ReadAccessGrants::AdminsAndOwners)
-                            || (own_grant && graph.is_active(*user_id))
+                            || (own_grant && graph.is_active(user_id.into_uuid()))
                     }
                     _ => false,
                 };
@@ -699,7 +703,7 @@ impl Access {
                         "organisation `{requested}` was not found"
                     )));
                 }
-                Ok(*org_id)
+                Ok(org_id.into_uuid())
             }
             Principal::Service { .. } => {
                 if requested.is_empty() {
@@ -716,7 +720,10 @@ impl Access {
         let org = self.org_of_call(principal, requested)?;
         if let Principal::User { user_id, .. } = principal {
             let state = self.replica.read();
-            if !state.org(org).is_some_and(|g| g.is_admin(*user_id)) {
+            if !state
+                .org(org)
+                .is_some_and(|g| g.is_admin(user_id.into_uuid()))
+            {
                 return Err(denied("only an org admin may do this"));
             }
         }
@@ -806,7 +813,7 @@ fn check_one(
     };
     let Some(org) = state.org_of_user(subject) else {
         if let Principal::User { user_id, .. } = principal {
-            if *user_id != subject {
+            if user_id.into_uuid() != subject {
                 return Err(AccessError::NotFound(format!(
                     "user `{subject}` was not found in your organisation"
                 )));
@@ -858,7 +865,7 @@ fn check_one(
 
 fn actor(principal: &Principal) -> EventActor {
     match principal {
-        Principal::User { user_id, .. } => EventActor::User(*user_id),
+        Principal::User { user_id, .. } => EventActor::User(user_id.into_uuid()),
         Principal::Service { name } => EventActor::Service(name.clone()),
     }
 }

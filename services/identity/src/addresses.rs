@@ -391,7 +391,7 @@ fn own_user(principal: &Principal) -> Result<(Uuid, Uuid)> {
     match principal {
         Principal::User {
             user_id, org_id, ..
-        } => Ok((*user_id, *org_id)),
+        } => Ok((user_id.into_uuid(), org_id.into_uuid())),
         Principal::Service { .. } => Err(IdentityError::PermissionDenied(
             "a login is changed only by its owner, signed in as themselves",
         )),

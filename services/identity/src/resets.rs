@@ -175,8 +175,8 @@ impl Identity {
             org_id,
             user_id,
             &Principal::User {
-                user_id,
-                org_id,
+                user_id: user_id.into(),
+                org_id: org_id.into(),
                 admin: false,
             },
             ev::RevocationReason::PasswordReset,

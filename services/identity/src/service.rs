@@ -90,7 +90,7 @@ pub fn scope(principal: &Principal, requested_org: &str) -> Result<Uuid> {
                     id: requested_org.to_owned(),
                 });
             }
-            Ok(*org_id)
+            Ok(org_id.into_uuid())
         }
         Principal::Service { .. } => parse_id("org_id", requested_org),
     }
@@ -100,7 +100,7 @@ pub fn scope(principal: &Principal, requested_org: &str) -> Result<Uuid> {
 /// so it is refused with a message saying to call as a user.
 pub fn caller_org(principal: &Principal) -> Result<Uuid> {
     match principal {
-        Principal::User { org_id, .. } => Ok(*org_id),
+        Principal::User { org_id, .. } => Ok(org_id.into_uuid()),
         Principal::Service { .. } => Err(IdentityError::InvalidArgument(
             "this call acts on the caller's own organisation; call it with a user's access token"
                 .into(),
@@ -129,7 +129,7 @@ pub fn parse_optional_id(field: &'static str, value: &str) -> Result<Option<Uuid
 
 pub fn actor(principal: &Principal) -> EventActor {
     match principal {
-        Principal::User { user_id, .. } => EventActor::User(*user_id),
+        Principal::User { user_id, .. } => EventActor::User(user_id.into_uuid()),
         Principal::Service { name } => EventActor::Service(name.clone()),
     }
 }

@@ -301,8 +301,8 @@ impl Identity {
         // Every session ends with the old password, on every service.
         let revoked = revoke_sessions(
             &mut tx,
-            *org_id,
-            *user_id,
+            org_id.into_uuid(),
+            user_id.into_uuid(),
             principal,
             ev::RevocationReason::PasswordChanged,
         )
@@ -325,16 +325,16 @@ impl Identity {
                 "sign-out acts on a user's sessions; call it with a user's access token".into(),
             ));
         };
-        let target = parse_optional_id("user_id", user_id)?.unwrap_or(*caller);
+        let target = parse_optional_id("user_id", user_id)?.unwrap_or(caller.into_uuid());
         let mut tx = self.pool.begin().await?;
-        if target != *caller {
-            require_admin(&mut tx, principal, *org_id).await?;
+        if target != caller.into_uuid() {
+            require_admin(&mut tx, principal, org_id.into_uuid()).await?;
             // Another organisation's user is answered as one that does not exist.
-            crate::store::user(&mut tx, *org_id, target).await?;
+            crate::store::user(&mut tx, org_id.into_uuid(), target).await?;
         }
         let revoked = revoke_sessions(
             &mut tx,
-            *org_id,
+            org_id.into_uuid(),
             target,
             principal,
             ev::RevocationReason::SignedOutEverywhere,

@@ -53,8 +53,8 @@ impl Caller {
             Principal::User {
                 user_id, org_id, ..
             } => Ok(Caller {
-                user_id: *user_id,
-                org_id: *org_id,
+                user_id: user_id.into_uuid(),
+                org_id: org_id.into_uuid(),
                 bearer: request
                     .metadata()
                     .get("authorization")

@@ -69,9 +69,9 @@ fn caller(principal: &Principal, org_for_service: &str) -> Result<Caller> {
         Principal::User {
             user_id, org_id, ..
         } => Ok(Caller {
-            org: *org_id,
-            user: Some(*user_id),
-            actor: EventActor::User(*user_id),
+            org: org_id.into_uuid(),
+            user: Some(user_id.into_uuid()),
+            actor: EventActor::User(user_id.into_uuid()),
             key: user_id.to_string(),
         }),
         Principal::Service { name } => {
@@ -913,7 +913,7 @@ impl Mailboxes {
             order_by: v.order_by.trim().to_owned(),
             page_size: v.page_size,
         };
-        store::save_list_view(&self.pool, user, *org_id, &row).await?;
+        store::save_list_view(&self.pool, user, org_id.into_uuid(), &row).await?;
         Ok(view::view_to_proto(Some(row)))
     }
 
@@ -1012,7 +1012,7 @@ pub const SYNC_CLIENT: &str = "sync";
 
 fn view_owner(principal: &Principal) -> Result<Uuid> {
     match principal {
-        Principal::User { user_id, .. } => Ok(*user_id),
+        Principal::User { user_id, .. } => Ok(user_id.into_uuid()),
         Principal::Service { .. } => Err(MailboxError::InvalidArgument(
             "list views belong to people; a service passes its columns in read_mask".into(),
         )),

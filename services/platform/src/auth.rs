@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use mailroom_types::{OrgId, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use uuid::Uuid;
@@ -60,8 +61,8 @@ impl Claims {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     User {
-        user_id: Uuid,
-        org_id: Uuid,
+        user_id: UserId,
+        org_id: OrgId,
         admin: bool,
     },
     Service {
@@ -76,8 +77,11 @@ impl Principal {
                 name: name.to_owned(),
             });
         }
-        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Malformed)?;
-        let org_id = claims.org.ok_or(AuthError::Malformed)?;
+        let user_id = claims
+            .sub
+            .parse::<UserId>()
+            .map_err(|_| AuthError::Malformed)?;
+        let org_id = OrgId::from_uuid(claims.org.ok_or(AuthError::Malformed)?);
         Ok(Principal::User {
             user_id,
             org_id,

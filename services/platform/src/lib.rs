@@ -18,6 +18,7 @@
 //! - [`text`]: canonical (NFC) text and the refusal of invisible and bidi-control characters.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`smtp`]: the SMTP transport services send mail with.
+//! - [`wire`]: protobuf timestamps to and from times.
 
 pub mod aip;
 pub mod auth;
@@ -39,5 +40,7 @@ pub mod shutdown;
 pub mod smtp;
 pub mod telemetry;
 pub mod text;
+pub mod wire;
 
 pub use mailroom_proto as proto;
+pub use mailroom_types as types;

@@ -79,9 +79,10 @@ impl Sync {
         let client = ClientKind::parse(req.client).map_err(SyncError::InvalidArgument)?;
         ::metrics::counter!(metrics::HEARTBEATS, "client" => client.name()).increment(1);
         let now = Utc::now();
-        let beat = self.activity.record(*user_id, now).await?;
+        let beat = self.activity.record(user_id.into_uuid(), now).await?;
         if beat.before != beat.now {
-            let moved = store::pull_in_owner(&self.pool, *user_id, now, beat.now.code()).await?;
+            let moved =
+                store::pull_in_owner(&self.pool, user_id.into_uuid(), now, beat.now.code()).await?;
             tracing::debug!(from = beat.before.name(), moved, "owner became active");
         }
         Ok(pb::RecordActivityResponse {
@@ -99,10 +100,10 @@ impl Sync {
                     user_id, org_id, ..
                 },
                 Some(row),
-            ) if row.org_id == *org_id => {
+            ) if row.org_id == org_id.into_uuid() => {
                 if self
                     .peers
-                    .allowed(*user_id, VIEW, id, row.owner_user_id)
+                    .allowed(user_id.into_uuid(), VIEW, id, row.owner_user_id)
                     .await?
                 {
                     Ok(row)
@@ -120,7 +121,7 @@ impl Sync {
         let allowed = match principal {
             Principal::User { user_id, .. } => {
                 self.peers
-                    .allowed(*user_id, READ_MAIL, id, row.owner_user_id)
+                    .allowed(user_id.into_uuid(), READ_MAIL, id, row.owner_user_id)
                     .await?
             }
             Principal::Service { .. } => false,

@@ -1,0 +1,13 @@
+//! The vocabulary every Mailroom service shares, so that two services (and a service and its
+//! clients) cannot disagree on it:
+//!
+//! - [`ids`]: one newtype per kind of id (`OrgId`, `UserId`, `MailboxId`, …), parsed from the
+//!   wire once and transparent to sqlx and serde. Passing a user's id where a mailbox's is
+//!   wanted does not compile.
+//! - [`permission`]: the permissions access control computes, by the names they travel under.
+
+pub mod ids;
+pub mod permission;
+
+pub use ids::{DepartmentId, IdError, InvitationId, MailboxId, OrgId, RegistrationLinkId, UserId};
+pub use permission::{Permission, UnknownPermission};
