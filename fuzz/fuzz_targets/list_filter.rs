@@ -13,8 +13,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The generic tree (every list's parser) and the AND-only form.
-    let _ = mailroom_platform::aip::expr::parse_expr(input);
-    let _ = mailroom_platform::aip::parse_filter(input);
+    let _ = mailroom_aip::expr::parse_expr(input);
+    let _ = mailroom_aip::parse_filter(input);
     let _ = list::parse_order(input);
     match list::parse_filter(input) {
         Ok(Some(cond)) => {
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!sql.contains(';'), "caller text reached SQL: {sql}");
         }
         Ok(None) => {}
-        Err(mailroom_platform::aip::AipError::Filter { at, .. }) => {
+        Err(mailroom_aip::AipError::Filter { at, .. }) => {
             assert!(at <= input.len(), "error position {at} beyond the input ({})", input.len());
         }
         Err(_) => {}

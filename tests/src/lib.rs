@@ -3,7 +3,10 @@
 //! [`spawn_app`] creates a database of its own on the stack's PostgreSQL, starts identity on a
 //! random loopback port with its outbox relay, and hands back gRPC clients. Redis, the Kafka
 //! broker and the SMTP sink are the stack's (started by `.ci/test`); tests keep out of each
-//! other's way by creating their own organisations with unique domains. [`Broker`] starts a
+//! other's way by creating their own organisations with unique domains, and on the broker by
+//! topics of their own: every app names its topics under a prefix of its own
+//! ([`TestApp::topics`]), so it neither sees another test's events nor replays the broker's
+//! history, and its consumer groups are its own too. [`Broker`] starts a
 //! private tansu for tests that stop and restart the broker.
 
 pub mod bench;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use figment::Figment;
 use mailroom_platform::config::PlatformConfig;
+use mailroom_platform::kafka::{Topic, Topics};
 use mailroom_proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_proto::events::v1::Envelope;
 use mailroom_proto::identity::v1 as pb;
@@ -108,6 +112,8 @@ pub struct TestApp {
     pub endpoint: String,
     pub pool: PgPool,
     pub kafka_brokers: String,
+    /// This app's topic names: under a prefix no other test uses.
+    pub topics: Topics,
     pub identity: IdentityServiceClient<Channel>,
     pub auth: AuthServiceClient<Channel>,
     /// Access control, when started ([`spawn_app_with_access`]).
@@ -183,10 +189,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .kafka_brokers
         .clone()
         .unwrap_or_else(|| env.kafka_brokers.clone());
+    let topics = Topics::new(format!("tests.{}", uuid::Uuid::new_v4().simple()));
     let figment = Figment::new()
         .merge(("database_url", database_url.clone()))
         .merge(("redis_url", env.redis_url.clone()))
         .merge(("kafka_brokers", kafka_brokers.clone()))
+        .merge(("kafka_topic_prefix", topics.prefix().to_owned()))
         .merge(("listen_host", "127.0.0.1"))
         .merge(("db_max_connections", 8))
         .merge(("metrics_enabled", false))
@@ -252,6 +260,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         endpoint,
         pool,
         kafka_brokers,
+        topics,
         identity: IdentityServiceClient::new(channel.clone()),
         auth: AuthServiceClient::new(channel),
         access: None,
@@ -758,7 +767,27 @@ impl TestApp {
     }
 }
 
-/// Waits until an event on `topic` matches `predicate`, reading the topic from the start.
+impl TestApp {
+    /// Waits until an event on this app's `topic` matches `predicate`, reading the topic from
+    /// the start (only this app's events are on it).
+    pub async fn wait_for_event(
+        &self,
+        topic: Topic,
+        timeout: Duration,
+        predicate: impl Fn(&Envelope) -> bool,
+    ) -> Option<Envelope> {
+        wait_for_event(
+            &self.kafka_brokers,
+            &self.topics.name(topic),
+            timeout,
+            predicate,
+        )
+        .await
+    }
+}
+
+/// Waits until an event on the topic named `topic` matches `predicate`, reading the topic from
+/// the start.
 pub async fn wait_for_event(
     brokers: &str,
     topic: &str,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use mailroom_access::identity_events::IdentityEvents;
 use mailroom_platform::consumer::EventHandler;
+use mailroom_platform::kafka::Topic;
 use mailroom_proto::events::v1 as ev;
 use mailroom_tests::access::{object, on_mailbox, request, user};
 use mailroom_tests::{
@@ -646,20 +647,18 @@ async fn every_write_is_an_event_on_the_access_topic() {
         )
         .await;
     let mailbox = o.mailbox.clone();
-    let event = mailroom_tests::wait_for_event(
-        &app.kafka_brokers,
-        mailroom_platform::kafka::ACCESS_EVENTS,
-        Duration::from_secs(30),
-        |e| match &e.payload {
-            Some(ev::envelope::Payload::RelationshipsWritten(w)) => w
-                .relationships
-                .iter()
-                .any(|r| r.resource_id == mailbox && r.relation == "reader"),
-            _ => false,
-        },
-    )
-    .await
-    .expect("RelationshipsWritten on mailroom.access.events");
+    let event = app
+        .wait_for_event(Topic::AccessEvents, Duration::from_secs(30), |e| {
+            match &e.payload {
+                Some(ev::envelope::Payload::RelationshipsWritten(w)) => w
+                    .relationships
+                    .iter()
+                    .any(|r| r.resource_id == mailbox && r.relation == "reader"),
+                _ => false,
+            }
+        })
+        .await
+        .expect("RelationshipsWritten on mailroom.access.events");
     assert_eq!(event.org_id, o.org.id);
     assert_eq!(event.r#type, "mailroom.events.v1.RelationshipsWritten");
     let Some(ev::envelope::Payload::RelationshipsWritten(w)) = event.payload else {
@@ -785,6 +784,7 @@ async fn a_mailbox_belongs_to_one_organisation_and_read_access_needs_its_owner()
     use mailroom_access::error::AccessError;
     use mailroom_access::store::Writer;
     use mailroom_access::Relationship;
+    use mailroom_platform::types::{MailboxId, OrgId, UserId};
 
     let app = spawn_app_with_access().await;
     let o = org(&app).await;
@@ -843,9 +843,9 @@ async fn a_mailbox_belongs_to_one_organisation_and_read_access_needs_its_owner()
         );
     }
     let pool = access_pool(&app).await;
-    let mailbox: uuid::Uuid = o.mailbox.parse().expect("uuid");
-    let stranger_org: uuid::Uuid = stranger.id.parse().expect("uuid");
-    let stranger_admin: uuid::Uuid = stranger.admin_id.parse().expect("uuid");
+    let mailbox: MailboxId = o.mailbox.parse().expect("uuid");
+    let stranger_org: OrgId = stranger.id.parse().expect("uuid");
+    let stranger_admin: UserId = stranger.admin_id.parse().expect("uuid");
     for rel in [
         Relationship::Owner(mailbox, stranger_admin),
         Relationship::Reader(mailbox, stranger_admin),
@@ -925,7 +925,7 @@ async fn only_a_change_of_identitys_invite_flag_moves_the_invite_audience() {
 
     let app = spawn_app_with_access().await;
     let pool = access_pool(&app).await;
-    let org = uuid::Uuid::new_v4();
+    let org = mailroom_platform::types::OrgId::new();
     let handle = |payload: ev::envelope::Payload| {
         let pool = pool.clone();
         async move {
@@ -1172,7 +1172,7 @@ async fn a_changelog_record_a_replica_cannot_read_is_skipped_not_a_stall() {
     // A record this build cannot read (from a newer build, say), in revision order.
     let pool = access_pool(&app).await;
     let mut tx = pool.begin().await.expect("tx");
-    mailroom_access::store::lock_changelog(&mut tx)
+    mailroom_access::store::changelog::lock_changelog(&mut tx)
         .await
         .expect("lock");
     sqlx::query(

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use mailroom_platform::kafka::IDENTITY_EVENTS;
+use mailroom_platform::kafka::Topic;
 use mailroom_proto::events::v1::envelope::Payload;
 use mailroom_tests::identity_pb as pb;
-use mailroom_tests::{authed, spawn_app, wait_for_event, wait_for_mail};
+use mailroom_tests::{authed, spawn_app, wait_for_mail};
 use tonic::Code;
 
 #[tokio::test]
@@ -117,14 +117,12 @@ async fn a_dismissed_users_address_stays_claimed_until_an_admin_transfers_it() {
     assert!(old_bob.is_err(), "bob's contact address is still his");
 
     // The audit event is on the topic and decodes.
-    let event = wait_for_event(
-        &app.kafka_brokers,
-        IDENTITY_EVENTS,
-        Duration::from_secs(30),
-        |e| e.org_id == org.id && matches!(e.payload, Some(Payload::EmailAddressTransferred(_))),
-    )
-    .await
-    .expect("EmailAddressTransferred reaches Kafka");
+    let event = app
+        .wait_for_event(Topic::IdentityEvents, Duration::from_secs(30), |e| {
+            e.org_id == org.id && matches!(e.payload, Some(Payload::EmailAddressTransferred(_)))
+        })
+        .await
+        .expect("EmailAddressTransferred reaches Kafka");
     let Some(Payload::EmailAddressTransferred(t)) = event.payload else {
         unreachable!()
     };

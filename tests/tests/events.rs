@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use async_trait_free::Applied;
 use mailroom_platform::consumer::{self, EventHandler};
-use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS};
+use mailroom_platform::kafka::{KafkaSettings, Topic, Topics};
 use mailroom_proto::events::v1::envelope::Payload;
 use mailroom_proto::events::v1::Envelope;
 use mailroom_tests::identity_pb as pb;
-use mailroom_tests::{authed, spawn_app, spawn_app_with, wait_for_event, AppOptions, Broker};
+use mailroom_tests::{authed, spawn_app, spawn_app_with, AppOptions, Broker};
 use prost::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgConnection;
@@ -32,12 +32,9 @@ async fn an_event_made_while_the_broker_is_down_is_delayed_but_never_lost() {
     .await;
     let org = app.create_org(0).await;
     let ivy = app.create_user(&org, "ivy", "").await;
-    wait_for_event(
-        &broker.brokers(),
-        IDENTITY_EVENTS,
-        Duration::from_secs(30),
-        |e| e.aggregate_id == ivy.id && matches!(e.payload, Some(Payload::UserCreated(_))),
-    )
+    app.wait_for_event(Topic::IdentityEvents, Duration::from_secs(30), |e| {
+        e.aggregate_id == ivy.id && matches!(e.payload, Some(Payload::UserCreated(_)))
+    })
     .await
     .expect("events flow while the broker is up");
 
@@ -57,14 +54,12 @@ async fn an_event_made_while_the_broker_is_down_is_delayed_but_never_lost() {
     );
 
     broker.restart();
-    let event = wait_for_event(
-        &broker.brokers(),
-        IDENTITY_EVENTS,
-        Duration::from_secs(90),
-        |e| e.aggregate_id == ivy.id && matches!(e.payload, Some(Payload::UserDismissed(_))),
-    )
-    .await
-    .expect("UserDismissed arrives once the broker is back");
+    let event = app
+        .wait_for_event(Topic::IdentityEvents, Duration::from_secs(90), |e| {
+            e.aggregate_id == ivy.id && matches!(e.payload, Some(Payload::UserDismissed(_)))
+        })
+        .await
+        .expect("UserDismissed arrives once the broker is back");
     let Some(Payload::UserDismissed(d)) = event.payload else {
         unreachable!()
     };
@@ -84,14 +79,12 @@ async fn every_identity_change_is_published_with_its_type_and_trace_headers() {
     let app = spawn_app().await;
     let org = app.create_org(0).await;
     let dept = app.create_department(&org, "Ops", "", "").await;
-    let event = wait_for_event(
-        &app.kafka_brokers,
-        IDENTITY_EVENTS,
-        Duration::from_secs(30),
-        |e| e.aggregate_id == dept.id,
-    )
-    .await
-    .expect("DepartmentCreated published");
+    let event = app
+        .wait_for_event(Topic::IdentityEvents, Duration::from_secs(30), |e| {
+            e.aggregate_id == dept.id
+        })
+        .await
+        .expect("DepartmentCreated published");
     assert_eq!(event.r#type, "mailroom.events.v1.DepartmentCreated");
     assert_eq!(event.org_id, org.id);
     assert!(uuid::Uuid::parse_str(&event.id).is_ok_and(|id| id.get_version_num() == 7));
@@ -126,14 +119,19 @@ async fn a_consumer_applies_each_event_once_and_keeps_what_it_cannot_read() {
         .execute(&app.pool)
         .await
         .expect("table");
-    let topic = format!("test.consumer.{}", uuid::Uuid::new_v4().simple());
+    // A topic of this test's own, which it fills itself (with a record no service would write).
     let kafka = KafkaSettings {
         brokers: app.kafka_brokers.clone(),
         idempotence: false,
         partitions: 1,
         replication: 1,
+        topics: Topics::new(format!("test.consumer.{}", uuid::Uuid::new_v4().simple())),
     };
-    kafka.ensure_topics(&[&topic]).await.expect("topic");
+    kafka
+        .ensure_topics(&[Topic::IdentityEvents])
+        .await
+        .expect("topic");
+    let topic = kafka.topics.name(Topic::IdentityEvents);
     let producer: FutureProducer = kafka.producer().expect("producer");
     let envelope = Envelope {
         id: uuid::Uuid::now_v7().to_string(),

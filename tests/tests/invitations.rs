@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use mailroom_platform::kafka::Topic;
 use mailroom_proto::identity::v1 as pb;
 use mailroom_proto::invitations::v1 as ipb;
 use mailroom_tests::{
-    access, authed, mails_to, spawn_app_with, spawn_app_with_invitations, wait_for_event,
-    wait_for_mail, wait_for_mail_where, AppOptions, SmtpServer, TestApp, TestOrg,
+    access, authed, mails_to, spawn_app_with, spawn_app_with_invitations, wait_for_mail,
+    wait_for_mail_where, AppOptions, SmtpServer, TestApp, TestOrg,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -329,16 +330,12 @@ async fn an_invitation_mail_arrives_well_formed_and_its_link_works_exactly_once(
     assert_eq!(list.invitations[0].email, nia);
     assert_eq!(list.invitations[0].send_count, 1);
 
-    let event = wait_for_event(
-        &app.kafka_brokers,
-        "mailroom.invitations.events",
-        Duration::from_secs(30),
-        |e| {
+    let event = app
+        .wait_for_event(Topic::InvitationsEvents, Duration::from_secs(30), |e| {
             e.r#type == "mailroom.events.v1.InvitationAccepted"
                 && e.aggregate_id == list.invitations[0].id
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(event.is_some(), "InvitationAccepted was published");
 }
 

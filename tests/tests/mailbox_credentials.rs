@@ -198,16 +198,16 @@ async fn passwords_reach_only_the_mail_server_and_survive_a_key_rotation() {
     let seen = std::sync::atomic::AtomicUsize::new(0);
     for (topic, last) in [
         (
-            "mailroom.mailboxes.events",
+            mailroom_platform::kafka::Topic::MailboxesEvents,
             "mailroom.events.v1.SyncRequested",
         ),
-        ("mailroom.sync.requests", "mailroom.events.v1.SyncRequested"),
+        (
+            mailroom_platform::kafka::Topic::SyncRequests,
+            "mailroom.events.v1.SyncRequested",
+        ),
     ] {
-        let found = mailroom_tests::wait_for_event(
-            &app.kafka_brokers,
-            topic,
-            Duration::from_secs(30),
-            |e| {
+        let found = app
+            .wait_for_event(topic, Duration::from_secs(30), |e| {
                 if e.org_id != org.id {
                     return false;
                 }
@@ -218,10 +218,9 @@ async fn passwords_reach_only_the_mail_server_and_survive_a_key_rotation() {
                     e.r#type
                 );
                 e.r#type == last && e.aggregate_id == second.id
-            },
-        )
-        .await;
-        assert!(found.is_some(), "the registry's events reached {topic}");
+            })
+            .await;
+        assert!(found.is_some(), "the registry's events reached {topic:?}");
     }
     assert!(
         seen.into_inner() >= 2,

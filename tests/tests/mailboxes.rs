@@ -5,10 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use mailroom_platform::kafka::Topic;
 use mailroom_proto::events::v1 as ev;
 use mailroom_tests::{
     access_pb as apb, authed, identity_pb as pb, mailboxes_pb as mpb, spawn_app_with_mailboxes,
-    wait_for_event, TestApp, TestOrg,
+    TestApp, TestOrg,
 };
 use tonic::Code;
 
@@ -1066,7 +1067,7 @@ async fn sync_now_transfer_and_dismissal_reach_the_topics_access_control_and_the
         .expect("the owner syncs now")
         .into_inner();
     assert!(queued.queued_time.is_some());
-    let request = wait_for_event(&app.kafka_brokers, "mailroom.sync.requests", Duration::from_secs(20), |e| {
+    let request = app.wait_for_event(Topic::SyncRequests, Duration::from_secs(20), |e| {
         matches!(&e.payload, Some(ev::envelope::Payload::SyncRequested(r)) if r.mailbox_id == mailbox.id && r.reason == "sync_now")
     })
     .await
@@ -1140,7 +1141,7 @@ async fn sync_now_transfer_and_dismissal_reach_the_topics_access_control_and_the
     assert!(!moved.owner_dismissed);
     app.eventually(&heir.id, "mailbox.read_mail", &mailbox.id, true)
         .await;
-    wait_for_event(&app.kafka_brokers, "mailroom.mailboxes.events", Duration::from_secs(20), |e| {
+    app.wait_for_event(Topic::MailboxesEvents, Duration::from_secs(20), |e| {
         matches!(&e.payload, Some(ev::envelope::Payload::MailboxTransferred(t)) if t.previous_owner_user_id == leaver.id)
     })
     .await

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use mailroom_mail::{Login, Security};
 use mailroom_sync::engine::{Engine, EngineOptions};
 use mailroom_sync::error::{FailureKind, RunError};
-use mailroom_sync::imap::{Login, Security};
 use mailroom_tests::mailstore::{
     append_samples, indexed_messages, new_mail_user, server_messages, MailUser,
 };

@@ -1,7 +1,7 @@
 //! Everything access control can refuse or fail at, and which gRPC code each is (the mapping
 //! itself is the platform's `to_status`, the one place for every service).
 
-use mailroom_platform::aip::AipError;
+use mailroom_aip::AipError;
 use mailroom_platform::error::{ApiError, ErrorKind};
 
 use crate::model::ModelError;
@@ -63,6 +63,12 @@ impl AccessError {
         AccessError::NotFound(format!(
             "mailbox `{mailbox}` was not found in your organisation (access control knows a mailbox once the mailbox registry has recorded its owner)"
         ))
+    }
+
+    /// A user this organisation does not have, known elsewhere or not: a user caller learns
+    /// nothing about users outside their organisation.
+    pub fn user_not_found(user: impl std::fmt::Display) -> AccessError {
+        AccessError::NotFound(format!("user `{user}` was not found in your organisation"))
     }
 
     /// The same error with `at` (which item of a batch, say) before its message.

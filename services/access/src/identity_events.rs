@@ -4,45 +4,33 @@
 //! Each event carries the entity as it is after the change, so the handler makes the stored
 //! rows match that snapshot instead of replaying a delta: a replay, or a duplicate the
 //! platform's consumer did not catch, changes nothing. The one exception is the invite flag,
-//! which moves the invite audience only when it differs from the flag last recorded. The platform consumer runs this in the
-//! transaction that records the event id.
+//! which moves the invite audience only when it differs from the flag last recorded. The
+//! platform consumer runs this in the transaction that records the event id.
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_types::{DepartmentId, OrgId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::model::{Audience, Relationship, Settings};
-use crate::store::{self, Kind, Writer};
+use crate::store::{self, Writer};
+use crate::wire::{event_id as id, optional_event_id as optional_id};
 
 /// The handler for `mailroom.identity.events`.
 pub struct IdentityEvents;
 
-fn id(field: &str, value: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(value).with_context(|| format!("`{field}` is not a UUID: {value:?}"))
-}
-
-fn optional_id(field: &str, value: &str) -> anyhow::Result<Option<Uuid>> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        id(field, value).map(Some)
-    }
-}
-
 async fn mirror_user(w: &mut Writer<'_>, user: &ev::UserSnapshot) -> anyhow::Result<()> {
-    let user_id = id("user.id", &user.id)?;
+    let user_id: UserId = id("user.id", &user.id)?;
     let active = user.state == ev::UserStateSnapshot::Active as i32;
     w.set_user(user_id, active).await?;
     mirror_admin(w, user_id, user.admin).await?;
     let department = optional_id("user.department_id", &user.department_id)?;
-    w.replace(Kind::Member, user_id, department).await?;
+    w.set_department(user_id, department).await?;
     Ok(())
 }
 
-async fn mirror_admin(w: &mut Writer<'_>, user: Uuid, admin: bool) -> anyhow::Result<()> {
+async fn mirror_admin(w: &mut Writer<'_>, user: UserId, admin: bool) -> anyhow::Result<()> {
     if admin {
         w.write(Relationship::Admin(user)).await?;
     } else {
@@ -55,11 +43,11 @@ async fn mirror_department(
     w: &mut Writer<'_>,
     department: &ev::DepartmentSnapshot,
 ) -> anyhow::Result<()> {
-    let department_id = id("department.id", &department.id)?;
+    let department_id: DepartmentId = id("department.id", &department.id)?;
     let parent = optional_id("department.parent_id", &department.parent_id)?;
     let head = optional_id("department.head_user_id", &department.head_user_id)?;
-    w.replace(Kind::Parent, department_id, parent).await?;
-    w.replace(Kind::Head, department_id, head).await?;
+    w.set_parent(department_id, parent).await?;
+    w.set_head(department_id, head).await?;
     Ok(())
 }
 
@@ -74,23 +62,12 @@ async fn mirror_invite_flag(
     created: bool,
 ) -> anyhow::Result<()> {
     let org = w.org();
-    let previous: Option<bool> =
-        sqlx::query_scalar("SELECT everyone FROM identity_invite_flags WHERE org_id = $1")
-            .bind(org)
-            .fetch_optional(w.conn())
-            .await?;
+    let previous = store::invite_flag(w.conn(), org).await?;
     if previous == Some(everyone) {
         return Ok(());
     }
     let follow = created || previous.is_some();
-    sqlx::query(
-        "INSERT INTO identity_invite_flags (org_id, everyone) VALUES ($1, $2) \
-         ON CONFLICT (org_id) DO UPDATE SET everyone = EXCLUDED.everyone",
-    )
-    .bind(org)
-    .bind(everyone)
-    .execute(w.conn())
-    .await?;
+    store::record_invite_flag(w.conn(), org, everyone).await?;
     if !follow {
         return Ok(());
     }
@@ -132,7 +109,7 @@ impl EventHandler for IdentityEvents {
         if !relevant {
             return Ok(());
         }
-        let org = id("org_id", &event.org_id)?;
+        let org: OrgId = id("org_id", &event.org_id)?;
         let mut w = Writer::begin(tx, org).await?;
         match payload {
             Payload::OrganizationCreated(o) => {
@@ -161,11 +138,8 @@ impl EventHandler for IdentityEvents {
                 ..
             }) => mirror_department(&mut w, d).await?,
             Payload::DepartmentDeleted(d) => {
-                let department = id("department_id", &d.department_id)?;
-                w.replace(Kind::Parent, department, None).await?;
-                w.replace(Kind::Head, department, None).await?;
-                w.delete_held_by(Kind::Parent, department).await?;
-                w.delete_held_by(Kind::Member, department).await?;
+                w.delete_department(id("department_id", &d.department_id)?)
+                    .await?
             }
             other => anyhow::bail!(
                 "{} arrived without its snapshot",

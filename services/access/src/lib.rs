@@ -1,15 +1,22 @@
 //! Mailroom's access control: who may see, change and read which mailbox, and who may invite.
 //!
-//! - [`model`]: relationships, permissions, audiences and settings.
+//! A tour:
+//! - [`model`]: relationships, audiences and settings (the permissions themselves are
+//!   `mailroom_types::Permission`, shared by every service).
 //! - [`graph`]: one organisation's relationships held in memory with the indexes that make a
 //!   check a few hash lookups and a walk up the department tree, and a lookup a walk down it.
-//! - [`store`]: the tables and the ordered changelog every change goes through.
+//! - [`store`]: all of access's SQL — the tables, the [`store::Writer`] every change goes
+//!   through, and the ordered [`store::changelog`].
 //! - [`replica`]: this process's copy of every graph, loaded at start and kept current from
 //!   the changelog, with waits for a revision (read-your-writes across replicas).
-//! - [`identity_events`]: admins, heads, parents, membership and dismissals from identity.
-//! - [`mailbox_events`]: mailbox owners from the mailbox registry, the one writer of them.
-//! - [`service`], [`api`], [`wire`]: the operations, who may call them, the gRPC handlers, and
-//!   the API's names; [`error`]: what can go wrong and its gRPC code.
+//! - [`service`]: the [`Access`] value the operations hang off, and who may ask about whom;
+//!   the operations one use case a file: [`check`], [`lookup`], [`write`](mod@write),
+//!   [`list`] (the stored relationships, for admins) and [`settings`].
+//! - [`wire`]: the API's names, parsed into the model once (ids typed there) and written
+//!   back; [`api`]: the gRPC handlers; [`error`]: what can go wrong and its gRPC code.
+//! - [`events`]: what access publishes, and the one consumer handler that routes
+//!   [`identity_events`] (admins, heads, parents, membership and dismissals from identity) and
+//!   [`mailbox_events`] (mailbox owners from the registry, the one writer of them).
 //!
 //! Why a purpose-built graph rather than a library (surveyed 2026-11): `cedar-policy` checks
 //! quickly but its reverse queries (`query_resource`, experimental `tpe` feature) evaluate
@@ -21,16 +28,22 @@
 //! proportional to their answer.
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod graph;
 pub mod identity_events;
+pub mod list;
+pub mod lookup;
 pub mod mailbox_events;
 pub mod model;
 pub mod replica;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod wire;
+pub mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +51,7 @@ use std::time::Duration;
 use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, ACCESS_EVENTS, IDENTITY_EVENTS, MAILBOXES_EVENTS};
+use mailroom_platform::kafka::{KafkaSettings, Topic};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::access::v1 as pb;
 use sqlx::migrate::Migrator;
@@ -46,8 +59,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AccessConfig;
-pub use graph::{Explanation, OrgGraph};
-pub use model::{Audience, Permission, ReadAccessGrants, Relationship, Settings};
+pub use graph::{Explanation, MailboxScope, OrgGraph};
+pub use model::{Audience, ReadAccessGrants, Relationship, Settings};
 pub use replica::Replica;
 pub use service::Access;
 
@@ -102,8 +115,8 @@ impl Started {
             self.kafka,
             self.consumer_group,
             self.pool,
-            vec![IDENTITY_EVENTS, MAILBOXES_EVENTS],
-            Arc::new(mailbox_events::AccessEvents),
+            vec![Topic::IdentityEvents, Topic::MailboxesEvents],
+            Arc::new(events::AccessEvents),
             shutdown.clone(),
         ));
         mailroom_platform::grpc::serve_with_background(
@@ -150,7 +163,12 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
         public_methods: Vec::new(),
     };
     let kafka = KafkaSettings::from_config(platform);
-    let relay = Relay::new(pool.clone(), SCHEMA, kafka.clone(), vec![ACCESS_EVENTS]);
+    let relay = Relay::new(
+        pool.clone(),
+        SCHEMA,
+        kafka.clone(),
+        vec![Topic::AccessEvents],
+    );
     Ok(Started {
         access,
         pool,

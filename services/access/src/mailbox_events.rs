@@ -7,26 +7,22 @@
 //! they arrive in order; a mailbox connected while access was down gets its owner when access
 //! comes back and reads the topic from where its consumer group left off.
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_types::{MailboxId, OrgId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::model::Relationship;
-use crate::store::{Kind, Writer};
+use crate::store::Writer;
+use crate::wire::event_id as id;
 
 /// The handler for `mailroom.mailboxes.events`.
 pub struct MailboxEvents;
 
-fn id(field: &str, value: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(value).with_context(|| format!("`{field}` is not a UUID: {value:?}"))
-}
-
 async fn own(w: &mut Writer<'_>, mailbox: &ev::MailboxSnapshot) -> anyhow::Result<()> {
-    let mailbox_id = id("mailbox.id", &mailbox.id)?;
-    let owner = id("mailbox.owner_user_id", &mailbox.owner_user_id)?;
+    let mailbox_id: MailboxId = id("mailbox.id", &mailbox.id)?;
+    let owner: UserId = id("mailbox.owner_user_id", &mailbox.owner_user_id)?;
     w.write(Relationship::Owner(mailbox_id, owner)).await?;
     Ok(())
 }
@@ -47,7 +43,7 @@ impl EventHandler for MailboxEvents {
         ) {
             return Ok(());
         }
-        let org = id("org_id", &event.org_id)?;
+        let org: OrgId = id("org_id", &event.org_id)?;
         let mut w = Writer::begin(tx, org).await?;
         match payload {
             Payload::MailboxConnected(ev::MailboxConnected { mailbox: Some(m) })
@@ -58,13 +54,8 @@ impl EventHandler for MailboxEvents {
                 mailbox: Some(m), ..
             }) => own(&mut w, m).await?,
             Payload::MailboxDisconnected(d) => {
-                let mailbox = id("mailbox_id", &d.mailbox_id)?;
-                for row in w.rows(Kind::Reader, Some(mailbox), None).await? {
-                    w.delete(row.relationship()).await?;
-                }
-                for row in w.rows(Kind::Owner, Some(mailbox), None).await? {
-                    w.delete(row.relationship()).await?;
-                }
+                w.disconnect_mailbox(id("mailbox_id", &d.mailbox_id)?)
+                    .await?
             }
             other => anyhow::bail!(
                 "{} arrived without its mailbox snapshot",
@@ -75,19 +66,5 @@ impl EventHandler for MailboxEvents {
         let revision = w.finish().await?;
         tracing::debug!(event = %event.r#type, changes, revision, "mailbox event mirrored");
         Ok(())
-    }
-}
-
-/// Identity's and the registry's events through one consumer: each handler takes what is its
-/// own and passes over the rest.
-pub struct AccessEvents;
-
-#[async_trait]
-impl EventHandler for AccessEvents {
-    async fn handle(&self, tx: &mut PgConnection, event: &ev::Envelope) -> anyhow::Result<()> {
-        crate::identity_events::IdentityEvents
-            .handle(tx, event)
-            .await?;
-        MailboxEvents.handle(tx, event).await
     }
 }

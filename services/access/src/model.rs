@@ -1,10 +1,9 @@
 //! Relationships and permissions.
 //!
-//! Relationships are the stored facts (`department#head@user`, …); permissions are computed
-//! from them and never stored:
+//! Relationships are the stored facts (`department#head@user`, …); permissions
+//! ([`mailroom_types::Permission`], one enum for every service) are computed from them and
+//! never stored:
 //!
-//! | permission | who holds it |
-//! |---|---|
 //! | permission | who holds it (with the default [`Settings`]) |
 //! |---|---|
 //! | `mailbox.view` | owner, whoever may modify it, org admin, mailbox manager, a supervisor of the owner |
@@ -21,12 +20,8 @@
 //! list, change mailbox settings and invite people, and whether owners may share read access.
 //! Reading mail is never part of an audience: it takes the owner or a reader grant.
 
+use mailroom_types::{DepartmentId, MailboxId, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-pub type UserId = Uuid;
-pub type DepartmentId = Uuid;
-pub type MailboxId = Uuid;
 
 /// A stored fact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,56 +44,6 @@ pub enum Relationship {
     Owner(MailboxId, UserId),
     /// `mailbox#reader@user`
     Reader(MailboxId, UserId),
-}
-
-/// A computed permission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Permission {
-    MailboxView,
-    MailboxModify,
-    MailboxReadMail,
-    MailboxSync,
-    OrgInvite,
-    OrgRegisterUsers,
-    OrgManagePermissions,
-}
-
-impl Permission {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "mailbox.view" => Permission::MailboxView,
-            "mailbox.modify" => Permission::MailboxModify,
-            "mailbox.read_mail" => Permission::MailboxReadMail,
-            "mailbox.sync" => Permission::MailboxSync,
-            "org.invite" => Permission::OrgInvite,
-            "org.register_users" => Permission::OrgRegisterUsers,
-            "org.manage_permissions" => Permission::OrgManagePermissions,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Permission::MailboxView => "mailbox.view",
-            Permission::MailboxModify => "mailbox.modify",
-            Permission::MailboxReadMail => "mailbox.read_mail",
-            Permission::MailboxSync => "mailbox.sync",
-            Permission::OrgInvite => "org.invite",
-            Permission::OrgRegisterUsers => "org.register_users",
-            Permission::OrgManagePermissions => "org.manage_permissions",
-        }
-    }
-
-    /// Whether the permission is on a mailbox (else on the organisation).
-    pub fn on_mailbox(self) -> bool {
-        matches!(
-            self,
-            Permission::MailboxView
-                | Permission::MailboxModify
-                | Permission::MailboxReadMail
-                | Permission::MailboxSync
-        )
-    }
 }
 
 /// Who, beyond owners and explicit grants, holds an org-configurable permission. Each level

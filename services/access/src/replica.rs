@@ -4,43 +4,45 @@
 //! Then it tails the changelog: woken by `NOTIFY` when a writer commits (any replica's), and
 //! every poll interval regardless. A call that names a revision waits until the replica has applied
 //! it ([`Replica::wait_for`]), which is how a check on one replica sees a write made through
-//! another. Checks never touch the database.
+//! another. Checks never touch the database; the queries behind loading and tailing are
+//! [`crate::store`]'s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use mailroom_types::{MailboxId, OrgId, UserId};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::error::{AccessError, Result};
 use crate::graph::OrgGraph;
-use crate::store::{self, Change, Kind, Row};
+use crate::model::Relationship;
+use crate::store::{self, changelog, Change};
 
 /// Every organisation's graph, and where each user and mailbox belongs.
 #[derive(Default)]
 pub struct State {
-    orgs: HashMap<Uuid, OrgGraph>,
-    user_org: HashMap<Uuid, Uuid>,
-    mailbox_org: HashMap<Uuid, Uuid>,
+    orgs: HashMap<OrgId, OrgGraph>,
+    user_org: HashMap<UserId, OrgId>,
+    mailbox_org: HashMap<MailboxId, OrgId>,
     revision: i64,
 }
 
 impl State {
-    pub fn org(&self, org: Uuid) -> Option<&OrgGraph> {
+    pub fn org(&self, org: OrgId) -> Option<&OrgGraph> {
         self.orgs.get(&org)
     }
 
     /// The organisation a user belongs to, if access has heard of them.
-    pub fn org_of_user(&self, user: Uuid) -> Option<Uuid> {
+    pub fn org_of_user(&self, user: UserId) -> Option<OrgId> {
         self.user_org.get(&user).copied()
     }
 
     /// The organisation a mailbox belongs to, if it has an owner or a reader.
-    pub fn org_of_mailbox(&self, mailbox: Uuid) -> Option<Uuid> {
+    pub fn org_of_mailbox(&self, mailbox: MailboxId) -> Option<OrgId> {
         self.mailbox_org.get(&mailbox).copied()
     }
 
@@ -54,15 +56,16 @@ impl State {
         self.orgs.values().map(OrgGraph::len).sum()
     }
 
-    fn apply(&mut self, org: Uuid, change: &Change) {
+    fn apply(&mut self, org: OrgId, change: &Change) {
         let graph = self.orgs.entry(org).or_default();
         match change {
             Change::Write(row) => {
-                graph.apply(row.relationship());
+                let rel = row.relationship();
+                graph.apply(rel);
                 // A mailbox's organisation is fixed by its first owner (the writer checks it);
                 // a row naming it from elsewhere, left from before that check, changes nothing.
-                if matches!(row.kind, Kind::Owner | Kind::Reader) {
-                    self.mailbox_org.entry(row.object).or_insert(org);
+                if let Relationship::Owner(mailbox, _) | Relationship::Reader(mailbox, _) = rel {
+                    self.mailbox_org.entry(mailbox).or_insert(org);
                 }
             }
             Change::Delete(row) => {
@@ -162,9 +165,7 @@ impl Replica {
                 // A revision never drawn will never come: refuse it at once.
                 if !drawn_checked && *applied.borrow() < revision {
                     drawn_checked = true;
-                    let (latest,): (i64,) = sqlx::query_as("SELECT last_value FROM revisions")
-                        .fetch_one(&mut *conn)
-                        .await?;
+                    let latest = changelog::last_drawn(&mut conn).await?;
                     if revision > latest {
                         return Err(AccessError::InvalidArgument(format!(
                             "revision {revision} has not been written yet (the latest is {latest}); pass a token this service returned"
@@ -216,17 +217,8 @@ impl Replica {
             // read, the second read sees the horizon past `from` and this replica reloads;
             // otherwise the records read are complete. (This holds in READ COMMITTED, which
             // is what a writer's transaction runs in.)
-            let records: Vec<(i64, Uuid, serde_json::Value)> = sqlx::query_as(
-                "SELECT revision, org_id, changes FROM changelog WHERE revision > $1 ORDER BY revision LIMIT $2",
-            )
-            .bind(from)
-            .bind(BATCH)
-            .fetch_all(&mut *conn)
-            .await?;
-            let (pruned_through,): (i64,) =
-                sqlx::query_as("SELECT pruned_through FROM changelog_horizon")
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let records = changelog::records_after(conn, from, BATCH).await?;
+            let pruned_through = changelog::pruned_through(conn).await?;
             if from < pruned_through {
                 tracing::warn!(
                     from,
@@ -255,7 +247,7 @@ impl Replica {
                 // A record this build cannot read (written by a newer one, or damaged) is
                 // skipped, as `load_state` skips an unknown row: one bad record must not stop
                 // every later change from reaching this replica.
-                match serde_json::from_value::<Vec<Change>>(changes) {
+                match changelog::decode(changes) {
                     Ok(changes) => decoded.push((org, changes)),
                     Err(err) => {
                         tracing::error!(revision, %org, %err, "changelog record is unreadable; skipped");
@@ -303,7 +295,7 @@ impl Replica {
             None
         } else {
             match PgListener::connect_with(&self.pool).await {
-                Ok(mut l) => match l.listen(store::CHANGELOG_CHANNEL).await {
+                Ok(mut l) => match l.listen(changelog::CHANNEL).await {
                     Ok(()) => Some(l),
                     Err(err) => {
                         tracing::warn!(%err, "cannot LISTEN for changes; polling instead");
@@ -348,37 +340,13 @@ impl Replica {
 
     /// Deletes changelog records older than the retention, keeping the newest.
     pub async fn prune(&self) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        let pruned: Option<(Option<i64>, i64)> = sqlx::query_as(
-            "WITH gone AS (DELETE FROM changelog \
-                WHERE revision < (SELECT max(revision) FROM changelog) \
-                  AND recorded_at < now() - make_interval(secs => $1) RETURNING revision) \
-             SELECT max(revision), count(*) FROM gone",
-        )
-        .bind(self.retention.as_secs_f64())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (through, count) = pruned.unwrap_or((None, 0));
-        if let Some(through) = through {
-            sqlx::query(
-                "UPDATE changelog_horizon SET pruned_through = greatest(pruned_through, $1)",
-            )
-            .bind(through)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(count as u64)
+        changelog::prune(&self.pool, self.retention).await
     }
 }
 
 /// Loads every organisation in one REPEATABLE READ snapshot on `conn`.
 async fn load_snapshot(conn: &mut PgConnection) -> Result<State> {
-    use sqlx::Connection as _;
-    let mut tx = conn.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = changelog::begin_snapshot(conn).await?;
     let state = load_state(&mut tx).await?;
     tx.commit().await?;
     Ok(state)
@@ -388,46 +356,24 @@ async fn load_snapshot(conn: &mut PgConnection) -> Result<State> {
 /// transaction, or a transaction holding the changelog lock (nothing else commits then).
 async fn load_state(tx: &mut PgConnection) -> Result<State> {
     let started = Instant::now();
-    let (revision,): (Option<i64>,) = sqlx::query_as("SELECT max(revision) FROM changelog")
-        .fetch_one(&mut *tx)
-        .await?;
     let mut state = State {
-        revision: revision.unwrap_or(0),
+        revision: changelog::latest(&mut *tx).await?,
         ..State::default()
     };
-    let users: Vec<(Uuid, Uuid, bool)> =
-        sqlx::query_as("SELECT user_id, org_id, active FROM users")
-            .fetch_all(&mut *tx)
-            .await?;
-    for (user, org, active) in users {
+    for (user, org, active) in store::all_users(&mut *tx).await? {
         state.apply(org, &Change::User { user, active });
     }
     for (org, settings) in store::all_settings(&mut *tx).await? {
         state.apply(org, &Change::Settings(settings));
     }
     // Where each mailbox belongs, from the table writers check, before any relationship.
-    let mailboxes: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT mailbox_id, org_id FROM mailboxes")
-        .fetch_all(&mut *tx)
-        .await?;
-    state.mailbox_org.extend(mailboxes);
-    let rows: Vec<(Uuid, String, Uuid, Uuid)> =
-        sqlx::query_as("SELECT org_id, kind, object_id, subject_id FROM relationships")
-            .fetch_all(&mut *tx)
-            .await?;
+    state
+        .mailbox_org
+        .extend(store::all_mailboxes(&mut *tx).await?);
+    let rows = store::all_rows(&mut *tx).await?;
     let count = rows.len();
-    for (org, kind, object, subject) in rows {
-        let Some(kind) = Kind::parse(&kind) else {
-            tracing::warn!(%kind, "unknown relationship kind in the table; skipped");
-            continue;
-        };
-        state.apply(
-            org,
-            &Change::Write(Row {
-                kind,
-                object,
-                subject,
-            }),
-        );
+    for (org, row) in rows {
+        state.apply(org, &Change::Write(row));
     }
     tracing::info!(
         relationships = count,

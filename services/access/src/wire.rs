@@ -1,12 +1,15 @@
-//! The API's names for relationships, permissions, settings and revisions, parsed into the
-//! model with errors that say what a valid value looks like.
+//! The API's names for ids, relationships, permissions, settings and revisions, parsed into
+//! the model once, with errors that say what a valid value looks like; and the model written
+//! back in the API's and the events' forms.
 
+use anyhow::Context as _;
 use mailroom_platform::proto::access::v1 as pb;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_types::{MailboxId, OrgId, Permission, UserId};
 use uuid::Uuid;
 
 use crate::error::{AccessError, Result};
-use crate::model::{Audience, Permission, ReadAccessGrants, Relationship, Settings};
+use crate::model::{Audience, ReadAccessGrants, Relationship, Settings};
 
 const FORMS: &str = "org#admin@user, org#mailbox_manager@user, org#inviter@user, \
                      org#inviter@org#member, department#head@user, department#parent@department, \
@@ -16,11 +19,41 @@ fn invalid(msg: String) -> AccessError {
     AccessError::InvalidArgument(msg)
 }
 
-pub fn parse_id(field: &str, value: &str) -> Result<Uuid> {
+/// The id in the required field `field`, as the id type the caller asks for (`OrgId`,
+/// `UserId`, …; a bare `Uuid` where the field's kind depends on another, as in a filter).
+pub fn parse_id<Id: From<Uuid>>(field: &str, value: &str) -> Result<Id> {
     if value.is_empty() {
         return Err(invalid(format!("`{field}` is required")));
     }
-    Uuid::parse_str(value).map_err(|_| invalid(format!("`{field}` is not a valid id: `{value}`")))
+    Uuid::parse_str(value)
+        .map(Id::from)
+        .map_err(|_| invalid(format!("`{field}` is not a valid id: `{value}`")))
+}
+
+/// The id in the optional field `field`: empty means none.
+pub fn parse_optional_id<Id: From<Uuid>>(field: &str, value: &str) -> Result<Option<Id>> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, value).map(Some)
+    }
+}
+
+/// An id in a consumed event. Events come from Mailroom's own services, so a bad one is
+/// their bug: the handler fails naming the field, and no caller is answered.
+pub fn event_id<Id: From<Uuid>>(field: &str, value: &str) -> anyhow::Result<Id> {
+    Uuid::parse_str(value)
+        .map(Id::from)
+        .with_context(|| format!("`{field}` is not a UUID: {value:?}"))
+}
+
+/// An optional id in a consumed event: empty means none.
+pub fn optional_event_id<Id: From<Uuid>>(field: &str, value: &str) -> anyhow::Result<Option<Id>> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        event_id(field, value).map(Some)
+    }
 }
 
 pub fn parse_permission(name: &str) -> Result<Permission> {
@@ -33,7 +66,7 @@ pub fn parse_permission(name: &str) -> Result<Permission> {
 }
 
 /// A plain user subject (`user:<id>`).
-pub fn parse_user_subject(field: &str, subject: Option<&pb::SubjectRef>) -> Result<Uuid> {
+pub fn parse_user_subject(field: &str, subject: Option<&pb::SubjectRef>) -> Result<UserId> {
     let object = subject
         .and_then(|s| s.object.as_ref())
         .ok_or_else(|| invalid(format!("`{field}` is required: {{type: \"user\", id}}")))?;
@@ -49,8 +82,8 @@ pub fn parse_user_subject(field: &str, subject: Option<&pb::SubjectRef>) -> Resu
 /// What a permission is asked on: a mailbox, or the organisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
-    Mailbox(Uuid),
-    Org(Uuid),
+    Mailbox(MailboxId),
+    Org(OrgId),
 }
 
 pub fn parse_resource(
@@ -73,7 +106,7 @@ pub fn parse_resource(
 }
 
 /// A relationship, and the organisation it names when it is on the org itself.
-pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Option<Uuid>)> {
+pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Option<OrgId>)> {
     let resource = rel
         .resource
         .as_ref()
@@ -97,12 +130,15 @@ pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Optio
             format!("#{}", subject.relation)
         }
     );
-    let r = || parse_id("relationship.resource.id", &resource.id);
-    let s = || parse_id("relationship.subject.id", &subject_object.id);
+    // Each id is parsed once here and typed by the position the form gives it.
+    let r = || parse_id::<Uuid>("relationship.resource.id", &resource.id);
+    let s = || parse_id::<Uuid>("relationship.subject.id", &subject_object.id);
     Ok(match form.as_str() {
-        "org#admin@user" => (Relationship::Admin(s()?), Some(r()?)),
-        "org#mailbox_manager@user" => (Relationship::MailboxManager(s()?), Some(r()?)),
-        "org#inviter@user" => (Relationship::Inviter(s()?), Some(r()?)),
+        "org#admin@user" => (Relationship::Admin(s()?.into()), Some(r()?.into())),
+        "org#mailbox_manager@user" => {
+            (Relationship::MailboxManager(s()?.into()), Some(r()?.into()))
+        }
+        "org#inviter@user" => (Relationship::Inviter(s()?.into()), Some(r()?.into())),
         "org#inviter@org#member" => {
             let org = r()?;
             if s()? != org {
@@ -110,13 +146,13 @@ pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Optio
                     "org#inviter@org#member names one organisation on both sides".into(),
                 ));
             }
-            (Relationship::EveryoneInvites, Some(org))
+            (Relationship::EveryoneInvites, Some(org.into()))
         }
-        "department#head@user" => (Relationship::Head(r()?, s()?), None),
-        "department#parent@department" => (Relationship::Parent(r()?, s()?), None),
-        "user#member@department" => (Relationship::Member(r()?, s()?), None),
-        "mailbox#owner@user" => (Relationship::Owner(r()?, s()?), None),
-        "mailbox#reader@user" => (Relationship::Reader(r()?, s()?), None),
+        "department#head@user" => (Relationship::Head(r()?.into(), s()?.into()), None),
+        "department#parent@department" => (Relationship::Parent(r()?.into(), s()?.into()), None),
+        "user#member@department" => (Relationship::Member(r()?.into(), s()?.into()), None),
+        "mailbox#owner@user" => (Relationship::Owner(r()?.into(), s()?.into()), None),
+        "mailbox#reader@user" => (Relationship::Reader(r()?.into(), s()?.into()), None),
         other => {
             return Err(invalid(format!(
                 "`{other}` is not a relationship access knows; forms: {FORMS}"
@@ -125,7 +161,7 @@ pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Optio
     })
 }
 
-fn object(kind: &str, id: Uuid) -> pb::ObjectRef {
+fn object(kind: &str, id: impl ToString) -> pb::ObjectRef {
     pb::ObjectRef {
         r#type: kind.into(),
         id: id.to_string(),
@@ -133,7 +169,7 @@ fn object(kind: &str, id: Uuid) -> pb::ObjectRef {
 }
 
 /// The API form of a relationship in `org`.
-pub fn relationship_to_proto(org: Uuid, rel: Relationship) -> pb::Relationship {
+pub fn relationship_to_proto(org: OrgId, rel: Relationship) -> pb::Relationship {
     let (resource, relation, subject, subject_relation) = match rel {
         Relationship::Admin(u) => (object("org", org), "admin", object("user", u), ""),
         Relationship::MailboxManager(u) => {
@@ -249,6 +285,22 @@ pub fn grants_from_proto(value: i32) -> Result<Option<ReadAccessGrants>> {
     })
 }
 
+/// The API form of an organisation's settings, and when they last changed (`None`: never).
+pub fn settings_to_proto(
+    org: OrgId,
+    s: Settings,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> pb::PermissionSettings {
+    pb::PermissionSettings {
+        org_id: org.to_string(),
+        view_mailbox_list: audience_to_proto(s.view_mailbox_list) as i32,
+        modify_mailboxes: audience_to_proto(s.modify_mailboxes) as i32,
+        invite: audience_to_proto(s.invite) as i32,
+        update_time: at.map(mailroom_platform::wire::timestamp),
+        read_access_grants: grants_to_proto(s.read_access_grants) as i32,
+    }
+}
+
 /// The settings with every field the update specifies replaced.
 pub fn merge_settings(current: Settings, update: &pb::PermissionSettings) -> Result<Settings> {
     Ok(Settings {
@@ -268,17 +320,23 @@ mod tests {
 
     #[test]
     fn relationships_round_trip_through_the_api_form() {
-        let (org, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        use mailroom_types::DepartmentId;
+        let (org, user, department, mailbox) = (
+            OrgId::new(),
+            UserId::new(),
+            DepartmentId::new(),
+            MailboxId::new(),
+        );
         for rel in [
-            Relationship::Admin(a),
-            Relationship::MailboxManager(a),
-            Relationship::Inviter(a),
+            Relationship::Admin(user),
+            Relationship::MailboxManager(user),
+            Relationship::Inviter(user),
             Relationship::EveryoneInvites,
-            Relationship::Head(a, b),
-            Relationship::Parent(a, b),
-            Relationship::Member(a, b),
-            Relationship::Owner(a, b),
-            Relationship::Reader(a, b),
+            Relationship::Head(department, user),
+            Relationship::Parent(department, DepartmentId::new()),
+            Relationship::Member(user, department),
+            Relationship::Owner(mailbox, user),
+            Relationship::Reader(mailbox, user),
         ] {
             let (back, named_org) = parse_relationship(&relationship_to_proto(org, rel)).unwrap();
             assert_eq!(back, rel);
@@ -296,8 +354,10 @@ mod tests {
 
     #[test]
     fn a_wrong_form_is_refused_with_the_forms_that_exist() {
-        let mut rel =
-            relationship_to_proto(Uuid::nil(), Relationship::Reader(Uuid::nil(), Uuid::nil()));
+        let mut rel = relationship_to_proto(
+            OrgId::default(),
+            Relationship::Reader(MailboxId::default(), UserId::default()),
+        );
         rel.relation = "writer".into();
         let err = parse_relationship(&rel).unwrap_err().to_string();
         assert!(err.contains("mailbox#writer@user"), "{err}");

@@ -2,31 +2,33 @@
 //! roles' subtree and on one outside it, each cell asserted.
 
 use mailroom_access::model::Relationship::*;
-use mailroom_access::{OrgGraph, Permission};
+use mailroom_access::OrgGraph;
+use mailroom_types::{DepartmentId, MailboxId, Permission, UserId};
 use uuid::Uuid;
 
 struct Org {
     graph: OrgGraph,
-    company: Uuid,
-    sales: Uuid,
-    east: Uuid,
-    other: Uuid,
-    admin: Uuid,
-    manager: Uuid,
-    ceo: Uuid,
-    east_head: Uuid,
-    owner: Uuid,
-    reader: Uuid,
-    peer: Uuid,
-    dismissed: Uuid,
-    other_head: Uuid,
-    outsider: Uuid,
-    inside: Uuid,
-    outside: Uuid,
+    company: DepartmentId,
+    sales: DepartmentId,
+    east: DepartmentId,
+    other: DepartmentId,
+    admin: UserId,
+    manager: UserId,
+    ceo: UserId,
+    east_head: UserId,
+    owner: UserId,
+    reader: UserId,
+    peer: UserId,
+    dismissed: UserId,
+    other_head: UserId,
+    outsider: UserId,
+    inside: MailboxId,
+    outside: MailboxId,
 }
 
-fn id() -> Uuid {
-    Uuid::new_v4()
+/// A fresh id of whichever kind the place wants.
+fn id<Id: From<Uuid>>() -> Id {
+    Uuid::new_v4().into()
 }
 
 /// Company → Sales → East; Other at the top. The owner works in East and owns `inside`; the
@@ -103,16 +105,16 @@ const PERMS: [Permission; 5] = [
     Permission::OrgInvite,
 ];
 
-fn row(graph: &OrgGraph, user: Uuid, mailbox: Uuid) -> [bool; 5] {
+fn row(graph: &OrgGraph, user: UserId, mailbox: MailboxId) -> [bool; 5] {
     PERMS.map(|p| graph.check(user, p, Some(mailbox)).expect("check"))
 }
 
 #[test]
 fn every_role_and_permission_on_mailboxes_inside_and_outside_the_subtree() {
     let o = org();
-    let stranger = id(); // a user of another organisation: unknown to this graph
-                         //                 view   modify read   sync   invite
-    let cases: [(&str, Uuid, [bool; 5], [bool; 5]); 10] = [
+    let stranger: UserId = id(); // a user of another organisation: unknown to this graph
+                                 //                 view   modify read   sync   invite
+    let cases: [(&str, UserId, [bool; 5], [bool; 5]); 10] = [
         (
             "org admin",
             o.admin,
@@ -259,7 +261,9 @@ fn inviting_follows_the_organisation_setting() {
         .check(o.dismissed, Permission::OrgInvite, None)
         .unwrap());
     assert!(
-        !o.graph.check(id(), Permission::OrgInvite, None).unwrap(),
+        !o.graph
+            .check(UserId::new(), Permission::OrgInvite, None)
+            .unwrap(),
         "strangers never invite"
     );
     assert!(!o

@@ -6,10 +6,10 @@ use std::collections::HashSet;
 
 use mailroom_access::model::Relationship::{self, *};
 use mailroom_access::model::{Audience, ReadAccessGrants, Settings};
-use mailroom_access::{OrgGraph, Permission};
+use mailroom_access::OrgGraph;
+use mailroom_types::{DepartmentId, MailboxId, Permission, UserId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use uuid::Uuid;
 
 const PERMS: [Permission; 7] = [
     Permission::MailboxView,
@@ -24,18 +24,18 @@ const PERMS: [Permission; 7] = [
 struct Reference {
     rels: Vec<Relationship>,
     settings: Settings,
-    dismissed: HashSet<Uuid>,
-    users: Vec<Uuid>,
+    dismissed: HashSet<UserId>,
+    users: Vec<UserId>,
 }
 
 impl Reference {
-    fn parent(&self, d: Uuid) -> Option<Uuid> {
+    fn parent(&self, d: DepartmentId) -> Option<DepartmentId> {
         self.rels.iter().find_map(|r| match r {
             Parent(c, p) if *c == d => Some(*p),
             _ => None,
         })
     }
-    fn is_ancestor_or_self(&self, a: Uuid, d: Uuid) -> bool {
+    fn is_ancestor_or_self(&self, a: DepartmentId, d: DepartmentId) -> bool {
         let mut cur = Some(d);
         for _ in 0..10_000 {
             match cur {
@@ -46,13 +46,13 @@ impl Reference {
         }
         panic!("cycle in reference data");
     }
-    fn active(&self, u: Uuid) -> bool {
+    fn active(&self, u: UserId) -> bool {
         self.users.contains(&u) && !self.dismissed.contains(&u)
     }
     fn has(&self, r: Relationship) -> bool {
         self.rels.contains(&r)
     }
-    fn supervises(&self, b: Uuid, u: Uuid) -> bool {
+    fn supervises(&self, b: UserId, u: UserId) -> bool {
         if b == u || !self.active(b) {
             return false;
         }
@@ -67,14 +67,14 @@ impl Reference {
             _ => false,
         })
     }
-    fn owner(&self, m: Uuid) -> Option<Uuid> {
+    fn owner(&self, m: MailboxId) -> Option<UserId> {
         self.rels.iter().find_map(|r| match r {
             Owner(mb, u) if *mb == m => Some(*u),
             _ => None,
         })
     }
     /// Straight from the definition of each audience level.
-    fn in_audience(&self, u: Uuid, audience: Audience, owner: Option<Uuid>) -> bool {
+    fn in_audience(&self, u: UserId, audience: Audience, owner: Option<UserId>) -> bool {
         match audience {
             Audience::Admins => self.has(Admin(u)),
             Audience::AdminsAndManagers => self.has(Admin(u)) || self.has(MailboxManager(u)),
@@ -89,13 +89,13 @@ impl Reference {
             Audience::Everyone => true,
         }
     }
-    fn check(&self, u: Uuid, p: Permission, m: Uuid) -> bool {
+    fn check(&self, u: UserId, p: Permission, m: MailboxId) -> bool {
         if !self.active(u) {
             return false;
         }
         let owner = self.owner(m);
         let s = &self.settings;
-        let modify = |o: Uuid| o == u || self.in_audience(u, s.modify_mailboxes, Some(o));
+        let modify = |o: UserId| o == u || self.in_audience(u, s.modify_mailboxes, Some(o));
         match p {
             Permission::MailboxView => owner
                 .is_some_and(|o| modify(o) || self.in_audience(u, s.view_mailbox_list, Some(o))),
@@ -115,9 +115,13 @@ fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
 fn the_engine_agrees_with_the_reference_on_random_organisations() {
     for seed in 0..60u64 {
         let mut rng = StdRng::seed_from_u64(seed);
-        let departments: Vec<Uuid> = (0..rng.gen_range(1..12)).map(|_| Uuid::new_v4()).collect();
-        let users: Vec<Uuid> = (0..rng.gen_range(2..20)).map(|_| Uuid::new_v4()).collect();
-        let mailboxes: Vec<Uuid> = (0..rng.gen_range(1..15)).map(|_| Uuid::new_v4()).collect();
+        let departments: Vec<DepartmentId> = (0..rng.gen_range(1..12))
+            .map(|_| DepartmentId::new())
+            .collect();
+        let users: Vec<UserId> = (0..rng.gen_range(2..20)).map(|_| UserId::new()).collect();
+        let mailboxes: Vec<MailboxId> = (0..rng.gen_range(1..15))
+            .map(|_| MailboxId::new())
+            .collect();
         let mut graph = OrgGraph::new();
         // Half the organisations keep the defaults; the rest draw every setting.
         let audiences = [
@@ -227,7 +231,7 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
         }
 
         let mut strangers = users.clone();
-        strangers.push(Uuid::new_v4());
+        strangers.push(UserId::new());
         for u in &strangers {
             for p in PERMS {
                 for m in &mailboxes {
@@ -254,7 +258,7 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
                 if p.on_mailbox() {
                     let mut fast = graph.lookup_mailboxes(*u, p);
                     fast.sort();
-                    let mut slow: Vec<Uuid> = mailboxes
+                    let mut slow: Vec<MailboxId> = mailboxes
                         .iter()
                         .copied()
                         .filter(|m| reference.check(*u, p, *m))
@@ -263,7 +267,7 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
                     assert_eq!(fast, slow, "seed {seed}: lookup_mailboxes {u} {}", p.name());
                     // The scope a service applies to its own rows reaches the same mailboxes.
                     let scope = graph.mailbox_scope(*u, p);
-                    let mut scoped: Vec<Uuid> = mailboxes
+                    let mut scoped: Vec<MailboxId> = mailboxes
                         .iter()
                         .copied()
                         .filter(|m| {
@@ -289,7 +293,7 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
             for p in PERMS.iter().filter(|p| p.on_mailbox()) {
                 let mut fast = graph.lookup_users(*m, *p);
                 fast.sort();
-                let mut slow: Vec<Uuid> = users
+                let mut slow: Vec<UserId> = users
                     .iter()
                     .copied()
                     .filter(|u| reference.check(*u, *p, *m))

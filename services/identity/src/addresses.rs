@@ -6,14 +6,18 @@ use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::redis::RateDecision;
+use mailroom_platform::types::{OrgId, UserId};
+use mailroom_platform::wire::timestamp;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::domain::{EmailAddress, UserState};
 use crate::error::{IdentityError, Result};
-use crate::service::{caller_org, emit, parse_id, reload, require_admin, Identity};
-use crate::store::{self, UserRow, USER_COLUMNS};
+use crate::events::emit;
+use crate::secrets::constant_time_eq;
+use crate::service::{caller_org, parse_id, require_admin, Identity};
+use crate::store::addresses::TransferRecord;
+use crate::store::{self, not_found, UserRow};
 use ev::envelope::Payload;
 
 /// Wrong codes allowed before a pending change is dropped.
@@ -42,16 +46,8 @@ impl Identity {
         let address = EmailAddress::parse("address", address)?;
         let mut conn = self.pool.acquire().await?;
         require_admin(&mut conn, principal, org_id).await?;
-        let holders: Vec<UserRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM address_claims c JOIN users u ON u.id = c.user_id WHERE c.org_id = $1 AND c.address = $2",
-            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
-        ))
-        .bind(org_id)
-        .bind(address.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
         let mut uses = Vec::new();
-        for user in holders {
+        for user in store::addresses::claimants(&mut conn, org_id, &address).await? {
             if user.login_email == address.as_str() {
                 uses.push(AddressUse {
                     kind: pb::AddressUseKind::Login,
@@ -66,7 +62,7 @@ impl Identity {
             }
             // An INVITED user is a pending invitation (the invitations service makes one per
             // invitee): say so, so the admin knows to revoke it rather than dismiss anyone.
-            if user.state() == crate::domain::UserState::Invited {
+            if user.state() == UserState::Invited {
                 uses.push(AddressUse {
                     kind: pb::AddressUseKind::PendingInvitation,
                     user,
@@ -74,14 +70,7 @@ impl Identity {
             }
         }
         // Connected mailboxes (mirrored from the registry): "mailbox of Z".
-        let mailbox_owners: Vec<UserRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM mailbox_addresses m JOIN users u ON u.id = m.owner_user_id WHERE m.org_id = $1 AND m.address = $2",
-            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
-        ))
-        .bind(org_id)
-        .bind(address.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
+        let mailbox_owners = store::addresses::mailbox_owners(&mut conn, org_id, &address).await?;
         uses.extend(mailbox_owners.into_iter().map(|user| AddressUse {
             kind: pb::AddressUseKind::Mailbox,
             user,
@@ -97,8 +86,8 @@ impl Identity {
     ) -> Result<Transfer> {
         let org_id = caller_org(principal)?;
         let address = EmailAddress::parse("address", &req.address)?;
-        let from_id = parse_id("from_user_id", &req.from_user_id)?;
-        let to_id = match &req.destination {
+        let from_id: UserId = parse_id("from_user_id", &req.from_user_id)?;
+        let to_id: Option<UserId> = match &req.destination {
             Some(pb::transfer_email_address_request::Destination::ToUserId(id)) => {
                 Some(parse_id("to_user_id", id)?)
             }
@@ -133,13 +122,16 @@ impl Identity {
         ids.sort();
         let mut locked = Vec::new();
         for id in &ids {
-            locked.push(store::user_for_update(&mut tx, org_id, *id).await?);
+            locked.push(store::users::lock(&mut tx, org_id, *id).await?);
         }
-        let from = locked
-            .iter()
-            .find(|u| u.id == from_id)
-            .cloned()
-            .ok_or_else(|| store::not_found("user", from_id))?;
+        let locked_user = |id: UserId| {
+            locked
+                .iter()
+                .find(|u| u.id == id)
+                .cloned()
+                .ok_or_else(|| not_found("user", id))
+        };
+        let from = locked_user(from_id)?;
         let holds_login = from.login_email == address.as_str();
         let holds_contact = from.contact_email == address.as_str();
         if !holds_login && !holds_contact {
@@ -157,45 +149,22 @@ impl Identity {
         }
 
         let tombstone = EmailAddress::tombstone();
-        store::claim(&mut tx, org_id, &tombstone, from_id).await?;
-        sqlx::query(
-            "UPDATE users SET login_email = CASE WHEN login_email = $2 THEN $3 ELSE login_email END, \
-             contact_email = CASE WHEN contact_email = $2 THEN $3 ELSE contact_email END, updated_at = now() WHERE id = $1",
-        )
-        .bind(from_id)
-        .bind(address.as_str())
-        .bind(tombstone.as_str())
-        .execute(&mut *tx)
-        .await?;
-        store::release_if_unused(&mut tx, org_id, address.as_str(), from_id).await?;
+        store::addresses::claim(&mut tx, org_id, &tombstone, from_id).await?;
+        store::addresses::replace_with_tombstone(&mut tx, from_id, &address, &tombstone).await?;
+        store::addresses::release_if_unused(&mut tx, org_id, address.as_str(), from_id).await?;
 
         let mut to = None;
         if let Some(to_id) = to_id {
-            let receiver = locked
-                .iter()
-                .find(|u| u.id == to_id)
-                .cloned()
-                .ok_or_else(|| store::not_found("user", to_id))?;
-            store::claim(&mut tx, org_id, &address, to_id).await?;
+            let receiver = locked_user(to_id)?;
+            store::addresses::claim(&mut tx, org_id, &address, to_id).await?;
             let previous = if as_login {
                 &receiver.login_email
             } else {
                 &receiver.contact_email
             };
-            let column = if as_login {
-                "login_email"
-            } else {
-                "contact_email"
-            };
-            sqlx::query(&format!(
-                "UPDATE users SET {column} = $2, updated_at = now() WHERE id = $1"
-            ))
-            .bind(to_id)
-            .bind(address.as_str())
-            .execute(&mut *tx)
-            .await?;
-            store::release_if_unused(&mut tx, org_id, previous, to_id).await?;
-            to = Some(reload(&mut tx, org_id, to_id).await?);
+            store::addresses::assign(&mut tx, to_id, &address, as_login).await?;
+            store::addresses::release_if_unused(&mut tx, org_id, previous, to_id).await?;
+            to = Some(store::users::get(&mut tx, org_id, to_id).await?);
         }
 
         let actor = match principal {
@@ -207,19 +176,18 @@ impl Identity {
             (Some(_), true) => "LOGIN",
             (Some(_), false) => "CONTACT",
         };
-        let transferred_at: DateTime<Utc> = sqlx::query_scalar(
-            "INSERT INTO address_transfers (id, org_id, address, from_user_id, to_user_id, as_kind, tombstone, actor) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING transferred_at",
+        let transferred_at = store::addresses::record_transfer(
+            &mut tx,
+            TransferRecord {
+                org_id,
+                address: &address,
+                from: from_id,
+                to: to_id,
+                as_kind,
+                tombstone: &tombstone,
+                actor: &actor,
+            },
         )
-        .bind(Uuid::now_v7())
-        .bind(org_id)
-        .bind(address.as_str())
-        .bind(from_id)
-        .bind(to_id)
-        .bind(as_kind)
-        .bind(tombstone.as_str())
-        .bind(&actor)
-        .fetch_one(&mut *tx)
         .await?;
         emit(
             &mut tx,
@@ -232,14 +200,11 @@ impl Identity {
                 to_user_id: to_id.map(|t| t.to_string()).unwrap_or_default(),
                 as_kind: as_kind.into(),
                 tombstone_address: tombstone.to_string(),
-                transferred_at: Some(prost_types::Timestamp {
-                    seconds: transferred_at.timestamp(),
-                    nanos: transferred_at.timestamp_subsec_nanos() as i32,
-                }),
+                transferred_at: Some(timestamp(transferred_at)),
             }),
         )
         .await?;
-        let from = reload(&mut tx, org_id, from_id).await?;
+        let from = store::users::get(&mut tx, org_id, from_id).await?;
         tx.commit().await?;
         tracing::info!(%org_id, %from_id, to = ?to_id, as_kind, "email address transferred");
         Ok(Transfer { from, to })
@@ -261,7 +226,7 @@ impl Identity {
             });
         }
         let mut tx = self.pool.begin().await?;
-        let user = store::user_for_update(&mut tx, org_id, user_id).await?;
+        let user = store::users::lock(&mut tx, org_id, user_id).await?;
         if user.state() != UserState::Active {
             return Err(IdentityError::PermissionDenied(
                 "only an active user can change their login",
@@ -273,29 +238,18 @@ impl Identity {
             )));
         }
         // Refuse at once when someone else holds it (checked again on confirmation).
-        let holder: Option<Uuid> = sqlx::query_scalar(
-            "SELECT user_id FROM address_claims WHERE org_id = $1 AND address = $2",
-        )
-        .bind(org_id)
-        .bind(new_login.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let holder = store::addresses::holder(&mut tx, org_id, &new_login).await?;
         if holder.is_some_and(|h| h != user_id) {
-            store::claim(&mut tx, org_id, &new_login, user_id).await?;
+            store::addresses::claim(&mut tx, org_id, &new_login, user_id).await?;
         }
         let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
-        let expires_at: DateTime<Utc> = sqlx::query_scalar(
-            "INSERT INTO login_email_changes (user_id, new_address, code_hash, expires_at) \
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
-             ON CONFLICT (user_id) DO UPDATE SET new_address = $2, code_hash = $3, attempts = 0, \
-               expires_at = now() + make_interval(secs => $4), created_at = now() \
-             RETURNING expires_at",
+        let expires_at = store::addresses::put_login_change(
+            &mut tx,
+            user_id,
+            &new_login,
+            &code_hash(user_id, &code),
+            self.config.login_code_ttl_secs,
         )
-        .bind(user_id)
-        .bind(new_login.as_str())
-        .bind(code_hash(user_id, &code))
-        .bind(self.config.login_code_ttl_secs as f64)
-        .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
         self.mailer
@@ -315,60 +269,34 @@ impl Identity {
             ));
         }
         let mut tx = self.pool.begin().await?;
-        let pending: Option<(String, Vec<u8>, i32, bool)> = sqlx::query_as(
-            "SELECT new_address, code_hash, attempts, expires_at < now() FROM login_email_changes WHERE user_id = $1 FOR UPDATE",
-        )
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((new_address, expected, attempts, expired)) = pending else {
+        let Some(pending) = store::addresses::lock_login_change(&mut tx, user_id).await? else {
             return Err(IdentityError::FailedPrecondition(
                 "no login change is pending; request one with RequestLoginEmailChange".into(),
             ));
         };
-        if expired || attempts >= CODE_ATTEMPTS {
-            sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+        if pending.expired || pending.attempts >= CODE_ATTEMPTS {
+            store::addresses::drop_login_change(&mut tx, user_id).await?;
             tx.commit().await?;
             return Err(IdentityError::FailedPrecondition(
                 "the code has expired or was mistyped too often; request a new one".into(),
             ));
         }
-        if !constant_time_eq(&expected, &code_hash(user_id, code)) {
-            sqlx::query(
-                "UPDATE login_email_changes SET attempts = attempts + 1 WHERE user_id = $1",
-            )
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        if !constant_time_eq(&pending.code_hash, &code_hash(user_id, code)) {
+            store::addresses::count_wrong_code(&mut tx, user_id).await?;
             tx.commit().await?;
             return Err(IdentityError::InvalidArgument(format!(
                 "the code is wrong; {} attempt(s) left",
-                CODE_ATTEMPTS - attempts - 1
+                CODE_ATTEMPTS - pending.attempts - 1
             )));
         }
-        let user = store::user_for_update(&mut tx, org_id, user_id).await?;
-        let new_login = EmailAddress::from_stored(new_address);
-        store::claim(&mut tx, org_id, &new_login, user_id).await?;
-        sqlx::query("UPDATE users SET login_email = $2, updated_at = now() WHERE id = $1")
-            .bind(user_id)
-            .bind(new_login.as_str())
-            .execute(&mut *tx)
-            .await?;
-        store::release_if_unused(&mut tx, org_id, &user.login_email, user_id).await?;
-        sqlx::query("DELETE FROM login_email_changes WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        let user = store::users::lock(&mut tx, org_id, user_id).await?;
+        let new_login = EmailAddress::from_stored(pending.new_address);
+        store::addresses::claim(&mut tx, org_id, &new_login, user_id).await?;
+        store::users::set_login(&mut tx, user_id, &new_login).await?;
+        store::addresses::release_if_unused(&mut tx, org_id, &user.login_email, user_id).await?;
+        store::addresses::drop_login_change(&mut tx, user_id).await?;
         // A reset link went to the old address, which may be someone else's soon.
-        sqlx::query(
-            "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
-        )
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+        store::sessions::spend_resets_of(&mut tx, user_id).await?;
         emit(
             &mut tx,
             org_id,
@@ -381,30 +309,26 @@ impl Identity {
             }),
         )
         .await?;
-        let user = reload(&mut tx, org_id, user_id).await?;
+        let user = store::users::get(&mut tx, org_id, user_id).await?;
         tx.commit().await?;
         Ok(user)
     }
 }
 
-fn own_user(principal: &Principal) -> Result<(Uuid, Uuid)> {
+fn own_user(principal: &Principal) -> Result<(UserId, OrgId)> {
     match principal {
         Principal::User {
             user_id, org_id, ..
-        } => Ok((user_id.into_uuid(), org_id.into_uuid())),
+        } => Ok((*user_id, *org_id)),
         Principal::Service { .. } => Err(IdentityError::PermissionDenied(
             "a login is changed only by its owner, signed in as themselves",
         )),
     }
 }
 
-fn code_hash(user_id: Uuid, code: &str) -> Vec<u8> {
+fn code_hash(user_id: UserId, code: &str) -> Vec<u8> {
     let mut hasher = Sha256::new();
-    hasher.update(user_id.as_bytes());
+    hasher.update(user_id.as_uuid().as_bytes());
     hasher.update(code.as_bytes());
     hasher.finalize().to_vec()
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

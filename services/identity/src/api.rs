@@ -1,16 +1,17 @@
-//! The gRPC handlers: each reads the caller, runs one operation, converts the answer. Errors
-//! become statuses through `IdentityError`'s one mapping.
+//! The gRPC handlers: each reads the caller, runs one operation, converts the answer to the
+//! wire. Errors become statuses through `IdentityError`'s one mapping (`error`).
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use mailroom_platform::auth::principal;
 use mailroom_platform::proto::identity::v1 as pb;
+use mailroom_platform::wire::timestamp;
 use pb::auth_service_server::AuthService;
 use pb::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
 use crate::domain::UserState;
+use crate::events::id_or_empty;
 use crate::service::Identity;
 use crate::signin::IssuedTokens;
 use crate::store::{DepartmentRow, OrgRow, UserRow};
@@ -19,13 +20,6 @@ pub struct IdentityApi(pub Arc<Identity>);
 pub struct AuthApi(pub Arc<Identity>);
 
 type Reply<T> = Result<Response<T>, Status>;
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
 
 fn state_to_proto(state: UserState) -> pb::UserState {
     match state {
@@ -46,7 +40,7 @@ pub fn user_to_proto(u: UserRow) -> pb::User {
         first_name: u.first_name,
         last_name: u.last_name,
         position: u.position,
-        department_id: u.department_id.map(|d| d.to_string()).unwrap_or_default(),
+        department_id: id_or_empty(u.department_id),
         admin: u.is_admin,
         create_time: Some(timestamp(u.created_at)),
         update_time: Some(timestamp(u.updated_at)),
@@ -74,8 +68,8 @@ fn department_to_proto(d: DepartmentRow) -> pb::Department {
         id: d.id.to_string(),
         org_id: d.org_id.to_string(),
         name: d.name,
-        parent_id: d.parent_id.map(|p| p.to_string()).unwrap_or_default(),
-        head_user_id: d.head_user_id.map(|h| h.to_string()).unwrap_or_default(),
+        parent_id: id_or_empty(d.parent_id),
+        head_user_id: id_or_empty(d.head_user_id),
         create_time: Some(timestamp(d.created_at)),
         update_time: Some(timestamp(d.updated_at)),
     }

@@ -1,24 +1,23 @@
 //! The department tree: creation, renames, moves (never into its own subtree), heads, and the
-//! two questions asked of it: who is above a person, and who is below.
+//! two questions asked of it: who is above a person, and who is below. Changes to the tree
+//! take the organisation's lock, so two concurrent moves cannot together make a cycle.
 
-use mailroom_platform::aip;
+use mailroom_aip as aip;
 use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::identity::v1 as pb;
+use mailroom_platform::types::{DepartmentId, OrgId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
-use crate::domain::{Text, UserState};
+use crate::domain::{Text, UserState, UNIT_NAME_MAX};
 use crate::error::{IdentityError, Result};
+use crate::events::{emit, emit_department, id_or_empty};
 use crate::service::{
-    caller_org, department_snapshot, emit, parse_id, parse_optional_id, require_admin, scope,
-    Identity,
+    caller_org, mask_paths, page_after, parse_id, parse_optional_id, require_admin, required,
+    scope, unsupported_path, Identity,
 };
-use crate::store::{self, DepartmentRow, UserRow, DEPARTMENT_COLUMNS, USER_COLUMNS};
-use crate::users::{mask_paths, page_after, unsupported_path};
+use crate::store::{self, DepartmentRow, UserRow};
 use ev::envelope::Payload;
-
-const NAME_MAX: usize = 200;
 
 impl Identity {
     #[tracing::instrument(skip_all)]
@@ -27,41 +26,26 @@ impl Identity {
         principal: &Principal,
         req: pb::CreateDepartmentRequest,
     ) -> Result<DepartmentRow> {
-        let d = req
-            .department
-            .ok_or_else(|| IdentityError::InvalidArgument("`department` is required".into()))?;
+        let d = required("department", req.department)?;
         let org_id = scope(principal, &d.org_id)?;
-        let name = Text::parse("department.name", &d.name, NAME_MAX, true)?;
-        let parent_id = parse_optional_id("department.parent_id", &d.parent_id)?;
-        let head = parse_optional_id("department.head_user_id", &d.head_user_id)?;
+        let name = Text::parse("department.name", &d.name, UNIT_NAME_MAX, true)?;
+        let parent_id: Option<DepartmentId> =
+            parse_optional_id("department.parent_id", &d.parent_id)?;
+        let head: Option<UserId> = parse_optional_id("department.head_user_id", &d.head_user_id)?;
         let mut tx = self.pool.begin().await?;
         require_admin(&mut tx, principal, org_id).await?;
-        store::org_for_update(&mut tx, org_id).await?;
+        store::orgs::lock(&mut tx, org_id).await?;
         if let Some(p) = parent_id {
-            store::department(&mut tx, org_id, p).await?;
+            store::departments::get(&mut tx, org_id, p).await?;
         }
         if let Some(h) = head {
             ensure_can_head(&mut tx, org_id, h).await?;
         }
-        let row: DepartmentRow = sqlx::query_as(&format!(
-            "INSERT INTO departments (id, org_id, name, parent_id, head_user_id) VALUES ($1, $2, $3, $4, $5) RETURNING {DEPARTMENT_COLUMNS}"
-        ))
-        .bind(Uuid::now_v7())
-        .bind(org_id)
-        .bind(name.as_str())
-        .bind(parent_id)
-        .bind(head)
-        .fetch_one(&mut *tx)
-        .await?;
-        emit(
-            &mut tx,
-            org_id,
-            row.id,
-            principal,
-            Payload::DepartmentCreated(ev::DepartmentCreated {
-                department: Some(department_snapshot(&row)),
-            }),
-        )
+        let row =
+            store::departments::insert(&mut tx, org_id, name.as_str(), parent_id, head).await?;
+        emit_department(&mut tx, principal, &row, |department| {
+            Payload::DepartmentCreated(ev::DepartmentCreated { department })
+        })
         .await?;
         tx.commit().await?;
         Ok(row)
@@ -70,9 +54,8 @@ impl Identity {
     #[tracing::instrument(skip_all)]
     pub async fn get_department(&self, principal: &Principal, id: &str) -> Result<DepartmentRow> {
         let org_id = caller_org(principal)?;
-        let id = parse_id("id", id)?;
-        let mut conn = self.pool.acquire().await?;
-        store::department(&mut conn, org_id, id).await
+        let id: DepartmentId = parse_id("id", id)?;
+        store::departments::get(&mut *self.pool.acquire().await?, org_id, id).await
     }
 
     #[tracing::instrument(skip_all)]
@@ -81,35 +64,32 @@ impl Identity {
         principal: &Principal,
         req: pb::UpdateDepartmentRequest,
     ) -> Result<DepartmentRow> {
-        let d = req
-            .department
-            .ok_or_else(|| IdentityError::InvalidArgument("`department` is required".into()))?;
+        let d = required("department", req.department)?;
         let org_id = scope(principal, &d.org_id)?;
-        let id = parse_id("department.id", &d.id)?;
+        let id: DepartmentId = parse_id("department.id", &d.id)?;
         let paths = mask_paths(req.update_mask)?;
         let mut tx = self.pool.begin().await?;
         require_admin(&mut tx, principal, org_id).await?;
-        // The organisation lock serialises tree changes: two concurrent moves cannot each pass
-        // the cycle check and together make a cycle.
-        store::org_for_update(&mut tx, org_id).await?;
-        let before = store::department(&mut tx, org_id, id).await?;
+        store::orgs::lock(&mut tx, org_id).await?;
+        let before = store::departments::get(&mut tx, org_id, id).await?;
         let mut after = before.clone();
         for path in &paths {
             match path.as_str() {
                 "name" => {
                     after.name =
-                        Text::parse("department.name", &d.name, NAME_MAX, true)?.into_inner()
+                        Text::parse("department.name", &d.name, UNIT_NAME_MAX, true)?.into_inner()
                 }
                 "parent_id" => {
-                    let parent = parse_optional_id("department.parent_id", &d.parent_id)?;
+                    let parent: Option<DepartmentId> =
+                        parse_optional_id("department.parent_id", &d.parent_id)?;
                     if let Some(p) = parent {
                         if p == id {
                             return Err(IdentityError::InvalidArgument(
                                 "a department cannot be its own parent".into(),
                             ));
                         }
-                        let target = store::department(&mut tx, org_id, p).await?;
-                        if is_descendant(&mut tx, org_id, id, p).await? {
+                        let target = store::departments::get(&mut tx, org_id, p).await?;
+                        if store::departments::is_descendant(&mut tx, org_id, id, p).await? {
                             return Err(IdentityError::FailedPrecondition(format!(
                                 "moving `{}` under `{}` would make a cycle: `{}` is inside `{}`; move `{}` elsewhere first",
                                 before.name, target.name, target.name, before.name, target.name
@@ -119,7 +99,8 @@ impl Identity {
                     after.parent_id = parent;
                 }
                 "head_user_id" => {
-                    let head = parse_optional_id("department.head_user_id", &d.head_user_id)?;
+                    let head: Option<UserId> =
+                        parse_optional_id("department.head_user_id", &d.head_user_id)?;
                     if let Some(h) = head {
                         ensure_can_head(&mut tx, org_id, h).await?;
                     }
@@ -128,31 +109,14 @@ impl Identity {
                 other => return Err(unsupported_path(other, "name, parent_id, head_user_id")),
             }
         }
-        let row: DepartmentRow = sqlx::query_as(&format!(
-            "UPDATE departments SET name = $3, parent_id = $4, head_user_id = $5, updated_at = now() \
-             WHERE org_id = $1 AND id = $2 RETURNING {DEPARTMENT_COLUMNS}"
-        ))
-        .bind(org_id)
-        .bind(id)
-        .bind(&after.name)
-        .bind(after.parent_id)
-        .bind(after.head_user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        emit(
-            &mut tx,
-            org_id,
-            id,
-            principal,
+        let row = store::departments::update(&mut tx, &after).await?;
+        emit_department(&mut tx, principal, &row, |department| {
             Payload::DepartmentUpdated(ev::DepartmentUpdated {
-                department: Some(department_snapshot(&row)),
-                previous_parent_id: before.parent_id.map(|p| p.to_string()).unwrap_or_default(),
-                previous_head_user_id: before
-                    .head_user_id
-                    .map(|h| h.to_string())
-                    .unwrap_or_default(),
-            }),
-        )
+                department,
+                previous_parent_id: id_or_empty(before.parent_id),
+                previous_head_user_id: id_or_empty(before.head_user_id),
+            })
+        })
         .await?;
         tx.commit().await?;
         Ok(row)
@@ -161,30 +125,20 @@ impl Identity {
     #[tracing::instrument(skip_all)]
     pub async fn delete_department(&self, principal: &Principal, id: &str) -> Result<()> {
         let org_id = caller_org(principal)?;
-        let id = parse_id("id", id)?;
+        let id: DepartmentId = parse_id("id", id)?;
         let mut tx = self.pool.begin().await?;
         require_admin(&mut tx, principal, org_id).await?;
-        store::org_for_update(&mut tx, org_id).await?;
-        let row = store::department(&mut tx, org_id, id).await?;
-        let (members, children): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM users WHERE org_id = $1 AND department_id = $2), \
-                    (SELECT count(*) FROM departments WHERE org_id = $1 AND parent_id = $2)",
-        )
-        .bind(org_id)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+        store::orgs::lock(&mut tx, org_id).await?;
+        let row = store::departments::get(&mut tx, org_id, id).await?;
+        let (members, children) =
+            store::departments::members_and_children(&mut tx, org_id, id).await?;
         if members > 0 || children > 0 {
             return Err(IdentityError::FailedPrecondition(format!(
                 "`{}` still has {members} member(s) and {children} sub-department(s); move them out first",
                 row.name
             )));
         }
-        sqlx::query("DELETE FROM departments WHERE org_id = $1 AND id = $2")
-            .bind(org_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        store::departments::delete(&mut tx, org_id, id).await?;
         emit(
             &mut tx,
             org_id,
@@ -208,8 +162,9 @@ impl Identity {
         let org_id = caller_org(principal)?;
         let limit = aip::page_size(req.page_size, 100, 1000)?;
         let query_key = format!("departments|{}", req.filter);
-        let after: Option<(String, Uuid)> = aip::decode_page_token(&query_key, &req.page_token)?;
-        let mut parent: Option<Option<Uuid>> = None;
+        let after: Option<(String, DepartmentId)> =
+            aip::decode_page_token(&query_key, &req.page_token)?;
+        let mut parent: Option<Option<DepartmentId>> = None;
         for c in aip::parse_filter(&req.filter)? {
             match (c.field.as_str(), c.op) {
                 ("parent_id", aip::Op::Eq) => {
@@ -223,28 +178,9 @@ impl Identity {
                 }
             }
         }
-        let mut q = sqlx::QueryBuilder::new(format!(
-            "SELECT {DEPARTMENT_COLUMNS} FROM departments WHERE org_id = "
-        ));
-        q.push_bind(org_id);
-        match parent {
-            Some(Some(p)) => {
-                q.push(" AND parent_id = ").push_bind(p);
-            }
-            Some(None) => {
-                q.push(" AND parent_id IS NULL");
-            }
-            None => {}
-        }
-        if let Some((name, id)) = after {
-            q.push(" AND (name, id) > (")
-                .push_bind(name)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        q.push(" ORDER BY name, id LIMIT ").push_bind(limit + 1);
-        let mut rows: Vec<DepartmentRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut rows =
+            store::departments::page(&mut conn, org_id, parent, after, limit + 1).await?;
         let next = page_after(&mut rows, limit, |last| {
             aip::encode_page_token(&query_key, &(last.name.clone(), last.id))
         });
@@ -258,34 +194,16 @@ impl Identity {
         req: pb::ListSubordinatesRequest,
     ) -> Result<(Vec<UserRow>, String, i64)> {
         let org_id = caller_org(principal)?;
-        let user_id = parse_id("user_id", &req.user_id)?;
+        let user_id: UserId = parse_id("user_id", &req.user_id)?;
         let limit = aip::page_size(req.page_size, 100, 1000)?;
         let query_key = format!("subordinates|{user_id}");
-        let after: Option<(String, Uuid)> = aip::decode_page_token(&query_key, &req.page_token)?;
+        let after: Option<(String, UserId)> = aip::decode_page_token(&query_key, &req.page_token)?;
         let mut conn = self.pool.acquire().await?;
-        store::user(&mut conn, org_id, user_id).await?;
-        const TREE: &str = "WITH RECURSIVE tree AS ( \
-               SELECT id FROM departments WHERE org_id = $1 AND head_user_id = $2 \
-               UNION SELECT d.id FROM departments d JOIN tree t ON d.parent_id = t.id WHERE d.org_id = $1) ";
-        const WHO: &str = " FROM users WHERE org_id = $1 AND id <> $2 AND ( \
-               department_id IN (SELECT id FROM tree) \
-               OR id IN (SELECT head_user_id FROM departments WHERE org_id = $1 AND id IN (SELECT id FROM tree)))";
-        let total: i64 = sqlx::query_scalar(&format!("{TREE} SELECT count(*) {WHO}"))
-            .bind(org_id)
-            .bind(user_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        let (key, id) = after.unwrap_or_default();
-        let mut rows: Vec<UserRow> = sqlx::query_as(&format!(
-            "{TREE} SELECT {USER_COLUMNS} {WHO} AND ($3::uuid IS NULL OR (last_name, id) > ($4, $3)) ORDER BY last_name, id LIMIT $5"
-        ))
-        .bind(org_id)
-        .bind(user_id)
-        .bind(if id.is_nil() { None } else { Some(id) })
-        .bind(key)
-        .bind(limit + 1)
-        .fetch_all(&mut *conn)
-        .await?;
+        store::users::get(&mut conn, org_id, user_id).await?;
+        let total = store::departments::subordinates_count(&mut conn, org_id, user_id).await?;
+        let mut rows =
+            store::departments::subordinates_page(&mut conn, org_id, user_id, after, limit + 1)
+                .await?;
         let next = page_after(&mut rows, limit, |last| {
             aip::encode_page_token(&query_key, &(last.last_name.clone(), last.id))
         });
@@ -299,55 +217,16 @@ impl Identity {
         user_id: &str,
     ) -> Result<Vec<UserRow>> {
         let org_id = caller_org(principal)?;
-        let user_id = parse_id("user_id", user_id)?;
+        let user_id: UserId = parse_id("user_id", user_id)?;
         let mut conn = self.pool.acquire().await?;
-        store::user(&mut conn, org_id, user_id).await?;
-        let rows: Vec<UserRow> = sqlx::query_as(&format!(
-            "WITH RECURSIVE chain AS ( \
-               SELECT d.id, d.parent_id, d.head_user_id, 0 AS depth FROM departments d \
-                 JOIN users u ON u.department_id = d.id AND u.org_id = d.org_id WHERE u.org_id = $1 AND u.id = $2 \
-               UNION ALL \
-               SELECT p.id, p.parent_id, p.head_user_id, c.depth + 1 FROM departments p \
-                 JOIN chain c ON p.id = c.parent_id WHERE p.org_id = $1 AND c.depth < 256), \
-             heads AS (SELECT head_user_id AS id, min(depth) AS depth FROM chain \
-               WHERE head_user_id IS NOT NULL AND head_user_id <> $2 GROUP BY head_user_id) \
-             SELECT {} FROM users u JOIN heads h ON h.id = u.id WHERE u.org_id = $1 ORDER BY h.depth",
-            USER_COLUMNS
-                .split(", ")
-                .map(|c| format!("u.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .bind(org_id)
-        .bind(user_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(rows)
+        store::users::get(&mut conn, org_id, user_id).await?;
+        store::departments::supervisors(&mut conn, org_id, user_id).await
     }
 }
 
-/// Whether `candidate` lies in the subtree rooted at `root` (root included).
-async fn is_descendant(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    root: Uuid,
-    candidate: Uuid,
-) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "WITH RECURSIVE sub AS ( \
-           SELECT id FROM departments WHERE org_id = $1 AND id = $2 \
-           UNION SELECT d.id FROM departments d JOIN sub s ON d.parent_id = s.id WHERE d.org_id = $1) \
-         SELECT EXISTS (SELECT 1 FROM sub WHERE id = $3)",
-    )
-    .bind(org_id)
-    .bind(root)
-    .bind(candidate)
-    .fetch_one(conn)
-    .await?)
-}
-
-async fn ensure_can_head(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid) -> Result<()> {
-    let user = store::user(conn, org_id, user_id).await?;
+/// Refuses a dismissed person as a department's head.
+async fn ensure_can_head(conn: &mut PgConnection, org_id: OrgId, user_id: UserId) -> Result<()> {
+    let user = store::users::get(conn, org_id, user_id).await?;
     if user.state() == UserState::Dismissed {
         return Err(IdentityError::FailedPrecondition(format!(
             "{} is dismissed and cannot head a department",

@@ -10,6 +10,13 @@ use std::fmt;
 use mailroom_platform::email;
 use mailroom_platform::text::{canonical, check_visible, Use};
 
+/// The most characters of a person's first or last name.
+pub const NAME_MAX: usize = 100;
+/// The most characters of a position (job title).
+pub const POSITION_MAX: usize = 200;
+/// The most characters of an organisation's or a department's name.
+pub const UNIT_NAME_MAX: usize = 200;
+
 /// Why an input was refused, in words for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {

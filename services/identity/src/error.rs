@@ -1,8 +1,12 @@
-//! Everything identity can refuse or fail at, and which gRPC code each is (the mapping itself
-//! is the platform's `to_status`, the one place for every service).
+//! Everything identity can refuse or fail at, and which gRPC code each is: `ApiError::kind`
+//! below is the one mapping (the platform's `to_status` turns the kind into a status, logging
+//! internal detail and telling the caller what to do).
 
-use mailroom_platform::aip::AipError;
+use std::fmt;
+
+use mailroom_aip::AipError;
 use mailroom_platform::error::{ApiError, ErrorKind};
+use mailroom_platform::types::Seats;
 
 use crate::domain::ParseError;
 
@@ -34,11 +38,9 @@ pub enum IdentityError {
     Unauthenticated(&'static str),
     #[error("too many attempts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    #[error("the organisation has used all {limit} of its seats; dismiss someone or raise the seat limit")]
-    SeatLimit { limit: i32 },
-    /// A batch of invitees that does not fit the seats left; the sentence says how many are.
-    #[error("{0}")]
-    Seats(String),
+    /// The seat rule said no (the `seats` module).
+    #[error(transparent)]
+    Seats(#[from] SeatShortage),
     #[error("mail could not be sent: {0}")]
     Mail(String),
     #[error("the database is unavailable")]
@@ -63,7 +65,7 @@ impl ApiError for IdentityError {
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             BadCredentials | Unauthenticated(_) => ErrorKind::Unauthenticated,
-            RateLimited { .. } | SeatLimit { .. } | Seats(_) => ErrorKind::ResourceExhausted,
+            RateLimited { .. } | Seats(_) => ErrorKind::ResourceExhausted,
             Mail(_) | DbUnavailable(_) | Redis(_) => ErrorKind::Unavailable,
             Db(_) | Internal(_) => ErrorKind::Internal,
         }
@@ -71,3 +73,87 @@ impl ApiError for IdentityError {
 }
 
 pub type Result<T, E = IdentityError> = std::result::Result<T, E>;
+
+/// How the people who need seats were to be added; it picks the words of the refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joining {
+    /// A new organisation's first admin.
+    FirstAdmin,
+    /// CreateUser.
+    NewUser,
+    /// RehireUser.
+    Rehire,
+    /// Invitees admitted for the invitations service (invitations, registrations, links).
+    Invitees,
+}
+
+/// People who do not fit the organisation's seats: the seat rule's one refusal, saying how
+/// many seats are left and the ways out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatShortage {
+    /// The seats as counted under the organisation's lock.
+    pub seats: Seats,
+    pub wanted: i64,
+    pub joining: Joining,
+}
+
+impl std::error::Error for SeatShortage {}
+
+impl fmt::Display for SeatShortage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            seats,
+            wanted,
+            joining,
+        } = *self;
+        let left = seats.left().unwrap_or(0);
+        let (verb, fewer) = match joining {
+            Joining::FirstAdmin | Joining::NewUser => ("adding", ""),
+            Joining::Rehire => ("rehiring", ""),
+            Joining::Invitees => ("inviting", "invite fewer people, "),
+        };
+        write!(
+            f,
+            "not enough seats: {verb} {wanted} {} needs {wanted} {}, and {left} of the organisation's {} seats {} left \
+             ({} taken by active users and pending invitations); {fewer}revoke pending invitations, dismiss someone, \
+             or ask your operator to raise the plan's seat limit",
+            if wanted == 1 { "person" } else { "people" },
+            if wanted == 1 { "seat" } else { "seats" },
+            seats.limit,
+            if left == 1 { "is" } else { "are" },
+            seats.used,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seat_shortage_says_how_many_are_left_and_the_way_out() {
+        let batch = SeatShortage {
+            seats: Seats::new(11, 11),
+            wanted: 3,
+            joining: Joining::Invitees,
+        };
+        assert_eq!(
+            batch.to_string(),
+            "not enough seats: inviting 3 people needs 3 seats, and 0 of the organisation's 11 seats are left \
+             (11 taken by active users and pending invitations); invite fewer people, revoke pending invitations, \
+             dismiss someone, or ask your operator to raise the plan's seat limit"
+        );
+        let one = SeatShortage {
+            seats: Seats::new(5, 5),
+            wanted: 1,
+            joining: Joining::NewUser,
+        };
+        assert!(one
+            .to_string()
+            .starts_with("not enough seats: adding 1 person needs 1 seat, and 0 of"));
+        assert_eq!(
+            IdentityError::from(one).kind(),
+            ErrorKind::ResourceExhausted
+        );
+    }
+}

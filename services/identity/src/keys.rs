@@ -7,6 +7,7 @@ use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mailroom_platform::auth::{Claims, AUDIENCE, ISSUER};
 use mailroom_platform::proto::identity::v1::{Jwk, Jwks};
+use mailroom_platform::types::OrgId;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
@@ -99,13 +100,13 @@ impl KeyRing {
     }
 }
 
-/// Claims for a token issued now.
-pub fn claims(sub: String, org: Option<uuid::Uuid>, admin: bool, ttl_secs: i64) -> Claims {
+/// Claims for a token issued now: of a user of `org`, or (no organisation) of a service.
+pub fn claims(sub: String, org: Option<OrgId>, admin: bool, ttl_secs: i64) -> Claims {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let now = now_ms.div_euclid(1000);
     Claims {
         sub,
-        org,
+        org: org.map(OrgId::into_uuid),
         admin,
         iss: ISSUER.into(),
         aud: AUDIENCE.into(),
@@ -127,7 +128,7 @@ mod tests {
         let token = ring
             .sign(&claims(
                 uuid::Uuid::new_v4().to_string(),
-                Some(uuid::Uuid::new_v4()),
+                Some(OrgId::new()),
                 true,
                 60,
             ))

@@ -1,14 +1,27 @@
 //! Mailroom's identity service: organisations, users and their three kinds of address,
 //! departments and supervisors, sign-in and tokens.
 //!
+//! A tour, from the wire inwards:
+//! - [`api`]: the gRPC handlers — read the caller, run one use case, convert the answer to the
+//!   wire; [`error`]: what can go wrong and its gRPC code (the one mapping).
+//! - [`service`]: the service's state ([`Identity`]) and what every use case starts with —
+//!   the organisation a call is scoped to, the admin check, ids parsed from the wire once into
+//!   `OrgId`, `UserId`, `DepartmentId`.
 //! - [`domain`]: parsed inputs (addresses, names, passwords) and user states.
-//! - [`store`]: rows and the queries several operations share (address claims, locks).
-//! - [`users`], [`departments`], [`addresses`], [`signin`], [`resets`]: the operations.
-//! - [`keys`], [`passwords`], [`mailer`]: token signing, Argon2id, SMTP.
-//! - [`mailbox_events`]: the addresses of connected mailboxes, from the registry's events.
-//! - [`invitees`]: INVITED users made, activated and removed for the invitations service,
-//!   and the seats counted for them.
-//! - [`api`]: the gRPC handlers; [`error`]: what can go wrong and its gRPC code.
+//! - The use cases, one file each: [`orgs`]; [`users`] (create, edit, dismiss and rehire, the
+//!   directory listing); [`departments`]; [`addresses`] (usage, transfers, login changes);
+//!   [`signin`]; [`resets`]; [`invitees`] (INVITED users admitted and activated for the
+//!   invitations service).
+//! - [`seats`]: the seat rule, taken under the organisation's lock by every path that adds a
+//!   person.
+//! - [`store`]: all the SQL, by table group ([`store::directory`] is the listing's query).
+//! - [`events`]: what identity emits through the outbox; [`revocation`]: ending a user's
+//!   sessions everywhere.
+//! - What it consumes, one file per topic: [`mailbox_events`] (`mailroom.mailboxes.events`:
+//!   the addresses of connected mailboxes), [`invitation_events`]
+//!   (`mailroom.invitations.events`: ended invitations remove their INVITED user).
+//! - [`keys`], [`passwords`], [`secrets`], [`mailer`]: token signing, Argon2id, bearer
+//!   secrets, SMTP; [`config`]: the `identity` configuration section; `migrations/`: the schema.
 //!
 //! [`start`] connects, migrates and returns what the `mailroom` binary hosts: the gRPC routes,
 //! the token verifier every co-hosted service shares, and the outbox relay.
@@ -19,12 +32,18 @@ pub mod config;
 pub mod departments;
 pub mod domain;
 pub mod error;
+pub mod events;
+pub mod invitation_events;
 pub mod invitees;
 pub mod keys;
 pub mod mailbox_events;
 pub mod mailer;
+pub mod orgs;
 pub mod passwords;
 pub mod resets;
+pub mod revocation;
+pub mod seats;
+pub mod secrets;
 pub mod service;
 pub mod signin;
 pub mod store;
@@ -32,16 +51,17 @@ pub mod users;
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
+use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{
-    KafkaSettings, IDENTITY_EVENTS, INVITATIONS_EVENTS, MAILBOXES_EVENTS, REVOCATIONS,
-};
+use mailroom_platform::kafka::{KafkaSettings, Topic};
 use mailroom_platform::outbox::Relay;
+use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::identity::v1 as pb;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 pub use config::IdentityConfig;
 pub use service::Identity;
@@ -94,8 +114,8 @@ pub struct Started {
 }
 
 impl Started {
-    /// Runs the outbox relay and the mailbox-address mirror in the background and serves
-    /// gRPC on `listener` until `shutdown`; the rest stop with it.
+    /// Runs the outbox relay and the consumer of what identity follows in the background and
+    /// serves gRPC on `listener` until `shutdown`; the rest stop with it.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
@@ -108,8 +128,8 @@ impl Started {
             self.kafka,
             self.consumer_group,
             self.pool,
-            vec![MAILBOXES_EVENTS, INVITATIONS_EVENTS],
-            Arc::new(invitees::Followed),
+            vec![Topic::MailboxesEvents, Topic::InvitationsEvents],
+            Arc::new(Followed),
             shutdown.clone(),
         ));
         mailroom_platform::grpc::serve_with_background(
@@ -121,6 +141,23 @@ impl Started {
             shutdown,
         )
         .await
+    }
+}
+
+/// Everything identity follows, on one consumer: the registry's mailbox addresses and the
+/// invitations' ends.
+pub struct Followed;
+
+#[async_trait]
+impl EventHandler for Followed {
+    fn wants(&self, event: &ev::Envelope) -> bool {
+        mailbox_events::MailboxEvents.wants(event)
+            || invitation_events::InvitationEvents.wants(event)
+    }
+
+    async fn handle(&self, tx: &mut PgConnection, event: &ev::Envelope) -> anyhow::Result<()> {
+        mailbox_events::MailboxEvents.handle(tx, event).await?;
+        invitation_events::InvitationEvents.handle(tx, event).await
     }
 }
 
@@ -162,7 +199,7 @@ pub async fn start(
         pool.clone(),
         SCHEMA,
         kafka.clone(),
-        vec![IDENTITY_EVENTS, REVOCATIONS],
+        vec![Topic::IdentityEvents, Topic::Revocations],
     );
     Ok(Started {
         consumer_group: identity.config.consumer_group.clone(),

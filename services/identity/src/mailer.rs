@@ -1,7 +1,8 @@
-//! Outgoing mail (login-change codes, password-reset links) over SMTP with lettre.
+//! Outgoing mail (login-change codes, password-reset links), sent through the mail layer's
+//! [`Sender`] to the relay in identity's SMTP settings.
 
 use lettre::message::Mailbox;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use mailroom_mail::smtp::{Relay, Sender};
 
 use crate::config::SmtpConfig;
 use crate::domain::EmailAddress;
@@ -18,15 +19,12 @@ pub enum MailError {
 
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
-    from: Mailbox,
+    sender: Sender,
 }
 
 impl Mailer {
     pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
-        let config_error =
-            |e: mailroom_platform::smtp::SmtpConfigError| MailError::Config(e.to_string());
-        let transport = mailroom_platform::smtp::transport(&mailroom_platform::smtp::Server {
+        let relay = Relay {
             host: &config.host,
             port: config.port,
             security: &config.security,
@@ -34,10 +32,10 @@ impl Mailer {
             password: config.password.as_ref(),
             timeout: std::time::Duration::from_secs(10),
             pool_size: None,
-        })
-        .map_err(config_error)?;
-        let from = mailroom_platform::smtp::from(&config.from).map_err(config_error)?;
-        Ok(Self { transport, from })
+        };
+        let sender =
+            Sender::new(&relay, &config.from).map_err(|e| MailError::Config(e.to_string()))?;
+        Ok(Self { sender })
     }
 
     /// Sends the code that confirms a login change to the new address.
@@ -85,16 +83,16 @@ impl Mailer {
             .as_str()
             .parse()
             .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?;
-        let message = Message::builder()
-            .from(self.from.clone())
+        let message = self
+            .sender
+            .message()
             .to(to)
             .subject(subject)
             .body(body)
             .map_err(|e| MailError::Build(e.to_string()))?;
-        self.transport
+        self.sender
             .send(message)
             .await
-            .map(|_| ())
             .map_err(|e| MailError::Send(e.to_string()))
     }
 }

@@ -5,17 +5,16 @@
 //! using it ends every session of the user on every service. Asking for one answers the same
 //! whether the address is an account or not: the look-up and the mail happen after the answer.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::redis::RateDecision;
-use rand::RngCore;
-use uuid::Uuid;
+use mailroom_platform::types::{OrgId, UserId};
 
 use crate::domain::{EmailAddress, NewPassword, UserState};
 use crate::error::{IdentityError, Result};
-use crate::service::{caller_org, parse_id, require_admin, revoke_sessions, Identity};
+use crate::revocation::revoke_sessions;
+use crate::secrets;
+use crate::service::{caller_org, parse_id, require_admin, Identity};
 use crate::store;
 
 /// Who asked for a link, as recorded with it.
@@ -60,13 +59,9 @@ impl Identity {
     }
 
     async fn mail_reset_links(&self, email: &EmailAddress) -> Result<()> {
-        let accounts: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT u.id, o.display_name FROM users u JOIN organizations o ON o.id = u.org_id \
-             WHERE u.login_email = $1 AND u.state = 'active'",
-        )
-        .bind(email.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let accounts =
+            store::users::active_accounts_with_login(&mut *self.pool.acquire().await?, email)
+                .await?;
         for (user_id, organisation) in accounts {
             self.mail_reset_link(user_id, email, &organisation, RequestedBy::TheUser)
                 .await?;
@@ -76,23 +71,19 @@ impl Identity {
 
     async fn mail_reset_link(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         to: &EmailAddress,
         organisation: &str,
         by: RequestedBy,
     ) -> Result<()> {
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        let token = URL_SAFE_NO_PAD.encode(secret);
-        sqlx::query(
-            "INSERT INTO password_resets (token_hash, user_id, requested_by, expires_at) \
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        let token = secrets::generate();
+        store::sessions::insert_reset(
+            &mut *self.pool.acquire().await?,
+            &secrets::hash(&token),
+            user_id,
+            &by.describe(),
+            self.config.password_reset_ttl_secs,
         )
-        .bind(reset_hash(&token))
-        .bind(user_id)
-        .bind(by.describe())
-        .bind(self.config.password_reset_ttl_secs as f64)
-        .execute(&self.pool)
         .await?;
         let link = format!("{}?token={token}", self.config.password_reset_url);
         self.mailer
@@ -114,10 +105,10 @@ impl Identity {
         user_id: &str,
     ) -> Result<()> {
         let org_id = caller_org(principal)?;
-        let user_id = parse_id("user_id", user_id)?;
+        let user_id: UserId = parse_id("user_id", user_id)?;
         let mut conn = self.pool.acquire().await?;
         require_admin(&mut conn, principal, org_id).await?;
-        let user = store::user(&mut conn, org_id, user_id).await?;
+        let user = store::users::get(&mut conn, org_id, user_id).await?;
         if user.state() != UserState::Active {
             return Err(IdentityError::FailedPrecondition(format!(
                 "{} is {}; a reset link is for an active user",
@@ -125,11 +116,7 @@ impl Identity {
                 user.state().describe()
             )));
         }
-        let organisation: String =
-            sqlx::query_scalar("SELECT display_name FROM organizations WHERE id = $1")
-                .bind(org_id)
-                .fetch_one(&mut *conn)
-                .await?;
+        let organisation = store::orgs::display_name(&mut conn, org_id).await?;
         drop(conn);
         let admin = match principal {
             Principal::User { user_id, .. } => user_id.to_string(),
@@ -149,7 +136,7 @@ impl Identity {
             return Err(link_unknown());
         }
         let new = NewPassword::parse(new_password)?;
-        let hash_of_token = reset_hash(token);
+        let hash_of_token = secrets::hash(token);
         // Checked once without locks, so a bad link costs no Argon2id round, and hashed before
         // any lock is held.
         let (user_id, _) =
@@ -159,24 +146,17 @@ impl Identity {
         let mut tx = self.pool.begin().await?;
         // The user row, then the link (the order revoking sessions uses too), and the link
         // checked again under its lock: two uses of one link, or of two links, cannot both win.
-        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        store::users::lock_row(&mut tx, user_id).await?;
         let (user_id, org_id) = usable_link(&mut tx, &hash_of_token, true).await?;
-        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-            .bind(user_id)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
+        store::users::set_password(&mut tx, user_id, hash).await?;
         // Spends this link and every other open one of the user, and ends every session.
         let revoked = revoke_sessions(
             &mut tx,
             org_id,
             user_id,
             &Principal::User {
-                user_id: user_id.into(),
-                org_id: org_id.into(),
+                user_id,
+                org_id,
                 admin: false,
             },
             ev::RevocationReason::PasswordReset,
@@ -199,34 +179,22 @@ async fn usable_link(
     conn: &mut sqlx::PgConnection,
     token_hash: &[u8],
     lock: bool,
-) -> Result<(Uuid, Uuid)> {
-    let row: Option<(Uuid, Uuid, bool, bool, String)> = sqlx::query_as(&format!(
-        "SELECT r.user_id, u.org_id, r.used_at IS NOT NULL, r.expires_at < now(), u.state \
-         FROM password_resets r JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1{}",
-        if lock { " FOR UPDATE OF r" } else { "" }
-    ))
-    .bind(token_hash)
-    .fetch_optional(conn)
-    .await?;
-    let Some((user_id, org_id, used, expired, state)) = row else {
+) -> Result<(UserId, OrgId)> {
+    let Some(link) = store::sessions::reset_link(conn, token_hash, lock).await? else {
         return Err(link_unknown());
     };
-    if used {
+    if link.used {
         return Err(IdentityError::Unauthenticated(
             "this password-reset link was already used (or a later sign-out ended it); ask for a new one (RequestPasswordReset)",
         ));
     }
-    if expired {
+    if link.expired {
         return Err(IdentityError::Unauthenticated(
             "this password-reset link has expired; ask for a new one (RequestPasswordReset)",
         ));
     }
-    if UserState::from_db(&state) != UserState::Active {
+    if link.user_state != UserState::Active {
         return Err(link_unknown());
     }
-    Ok((user_id, org_id))
-}
-
-fn reset_hash(token: &str) -> Vec<u8> {
-    crate::signin::token_hash(token)
+    Ok((link.user_id, link.org_id))
 }

@@ -1,24 +1,23 @@
-//! The identity service's state and the checks every operation starts with: which
-//! organisation a call is scoped to, and whether the caller may act.
+//! The identity service's state, and what every operation starts with: which organisation a
+//! call is scoped to, whether the caller may act, and the request's ids and update mask read
+//! from the wire (each once, into its type).
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_platform::auth::Principal;
-use mailroom_platform::kafka::{IDENTITY_EVENTS, REVOCATIONS};
-use mailroom_platform::outbox::{self, EventActor};
-use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::redis::RateLimiter;
 use mailroom_platform::revocation::Revocations;
+use mailroom_platform::types::OrgId;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use crate::config::IdentityConfig;
 use crate::domain::UserState;
 use crate::error::{IdentityError, Result};
 use crate::keys::KeyRing;
 use crate::mailer::Mailer;
-use crate::store::{self, DepartmentRow, UserRow};
+use crate::store;
 
 /// Everything identity's operations need; shared by both gRPC services.
 pub struct Identity {
@@ -81,7 +80,7 @@ impl Identity {
 }
 
 /// Which organisation a call acts on: a user's own, or the one a service token names.
-pub fn scope(principal: &Principal, requested_org: &str) -> Result<Uuid> {
+pub fn scope(principal: &Principal, requested_org: &str) -> Result<OrgId> {
     match principal {
         Principal::User { org_id, .. } => {
             if !requested_org.is_empty() && requested_org != org_id.to_string() {
@@ -90,7 +89,7 @@ pub fn scope(principal: &Principal, requested_org: &str) -> Result<Uuid> {
                     id: requested_org.to_owned(),
                 });
             }
-            Ok(org_id.into_uuid())
+            Ok(*org_id)
         }
         Principal::Service { .. } => parse_id("org_id", requested_org),
     }
@@ -98,9 +97,9 @@ pub fn scope(principal: &Principal, requested_org: &str) -> Result<Uuid> {
 
 /// The caller's own organisation, for calls that have no org field: a service token has none,
 /// so it is refused with a message saying to call as a user.
-pub fn caller_org(principal: &Principal) -> Result<Uuid> {
+pub fn caller_org(principal: &Principal) -> Result<OrgId> {
     match principal {
-        Principal::User { org_id, .. } => Ok(org_id.into_uuid()),
+        Principal::User { org_id, .. } => Ok(*org_id),
         Principal::Service { .. } => Err(IdentityError::InvalidArgument(
             "this call acts on the caller's own organisation; call it with a user's access token"
                 .into(),
@@ -108,18 +107,18 @@ pub fn caller_org(principal: &Principal) -> Result<Uuid> {
     }
 }
 
-pub fn parse_id(field: &'static str, value: &str) -> Result<Uuid> {
+/// The id of kind `I` in the required field `field`.
+pub fn parse_id<I: FromStr>(field: &'static str, value: &str) -> Result<I> {
     if value.is_empty() {
-        return Err(IdentityError::InvalidArgument(format!(
-            "`{field}` is required"
-        )));
+        return Err(missing(field));
     }
-    Uuid::parse_str(value).map_err(|_| {
+    value.parse().map_err(|_| {
         IdentityError::InvalidArgument(format!("`{field}` is not a valid id: `{value}`"))
     })
 }
 
-pub fn parse_optional_id(field: &'static str, value: &str) -> Result<Option<Uuid>> {
+/// The id of kind `I` in the optional field `field` (empty: none).
+pub fn parse_optional_id<I: FromStr>(field: &'static str, value: &str) -> Result<Option<I>> {
     if value.is_empty() {
         Ok(None)
     } else {
@@ -127,10 +126,41 @@ pub fn parse_optional_id(field: &'static str, value: &str) -> Result<Option<Uuid
     }
 }
 
-pub fn actor(principal: &Principal) -> EventActor {
-    match principal {
-        Principal::User { user_id, .. } => EventActor::User(user_id.into_uuid()),
-        Principal::Service { name } => EventActor::Service(name.clone()),
+/// The message field `field`, which must be set.
+pub fn required<T>(field: &'static str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| missing(field))
+}
+
+fn missing(field: &str) -> IdentityError {
+    IdentityError::InvalidArgument(format!("`{field}` is required"))
+}
+
+/// The paths of an update's field mask, which must name at least one (AIP-161).
+pub fn mask_paths(mask: Option<prost_types::FieldMask>) -> Result<Vec<String>> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(IdentityError::InvalidArgument(
+            "`update_mask` is required: list the fields to change (AIP-161)".into(),
+        ));
+    }
+    Ok(paths)
+}
+
+/// A mask path this update does not take, and the ones it does.
+pub fn unsupported_path(path: &str, allowed: &str) -> IdentityError {
+    IdentityError::InvalidArgument(format!(
+        "`update_mask` path `{path}` cannot be updated here; allowed: {allowed}"
+    ))
+}
+
+/// Drops the look-ahead row of a page read with `limit + 1` and returns the next page token
+/// (empty on the last page).
+pub fn page_after<T>(rows: &mut Vec<T>, limit: i64, token: impl Fn(&T) -> String) -> String {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(token).unwrap_or_default()
+    } else {
+        String::new()
     }
 }
 
@@ -139,19 +169,13 @@ pub fn actor(principal: &Principal) -> EventActor {
 pub async fn require_admin(
     conn: &mut PgConnection,
     principal: &Principal,
-    org_id: Uuid,
+    org_id: OrgId,
 ) -> Result<()> {
     match principal {
         Principal::Service { .. } => Ok(()),
         Principal::User { user_id, .. } => {
-            let row: Option<(String, bool)> =
-                sqlx::query_as("SELECT state, is_admin FROM users WHERE org_id = $1 AND id = $2")
-                    .bind(org_id)
-                    .bind(user_id)
-                    .fetch_optional(conn)
-                    .await?;
-            match row {
-                Some((state, true)) if UserState::from_db(&state) == UserState::Active => Ok(()),
+            match store::users::standing(conn, org_id, *user_id).await? {
+                Some((UserState::Active, true)) => Ok(()),
                 _ => Err(IdentityError::PermissionDenied(
                     "only an organisation admin may do this; ask an admin, or have one grant you admin rights (SetAdmin)",
                 )),
@@ -160,133 +184,20 @@ pub async fn require_admin(
     }
 }
 
-/// A revocation written in a transaction, to apply in this process once it commits.
-#[must_use = "apply it after the transaction commits"]
-pub struct PendingRevocation {
-    subject: String,
-    not_before_ms: i64,
-}
+#[cfg(test)]
+mod tests {
+    use mailroom_platform::types::UserId;
 
-impl PendingRevocation {
-    pub fn apply(self, identity: &Identity) {
-        identity
-            .revocations
-            .revoke(&self.subject, self.not_before_ms);
+    use super::*;
+
+    #[test]
+    fn ids_are_parsed_into_their_kind_with_the_field_named() {
+        let id = UserId::new();
+        assert_eq!(parse_id::<UserId>("id", &id.to_string()).unwrap(), id);
+        let missing = parse_id::<UserId>("id", "").unwrap_err().to_string();
+        assert_eq!(missing, "`id` is required");
+        let bad = parse_id::<OrgId>("org_id", "nope").unwrap_err().to_string();
+        assert_eq!(bad, "`org_id` is not a valid id: `nope`");
+        assert_eq!(parse_optional_id::<UserId>("user_id", "").unwrap(), None);
     }
-}
-
-/// Ends every session of `user_id` from now: refresh tokens are revoked, and a
-/// `SessionsRevoked` record on the revocations topic makes every service refuse the user's
-/// access tokens issued before now (in the caller's transaction, through the outbox).
-pub async fn revoke_sessions(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    user_id: Uuid,
-    principal: &Principal,
-    reason: ev::RevocationReason,
-) -> Result<PendingRevocation> {
-    // The user row serialises this with sign-ins and refreshes in flight (they hold it shared
-    // while they issue), so none of them slips a token past the not-before.
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(user_id)
-    .execute(&mut *conn)
-    .await?;
-    // A reset link mailed before is void too.
-    sqlx::query(
-        "UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
-    )
-    .bind(user_id)
-    .execute(&mut *conn)
-    .await?;
-    revoke_access_tokens(conn, org_id, user_id, principal, reason).await
-}
-
-/// Makes every service refuse `user_id`'s access tokens issued before now, leaving refresh
-/// tokens alone (a refresh then issues a token that says what the user is now).
-pub async fn revoke_access_tokens(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    user_id: Uuid,
-    principal: &Principal,
-    reason: ev::RevocationReason,
-) -> Result<PendingRevocation> {
-    let not_before_ms = chrono::Utc::now().timestamp_millis();
-    outbox::enqueue(
-        conn,
-        REVOCATIONS,
-        org_id,
-        &user_id.to_string(),
-        &actor(principal),
-        ev::envelope::Payload::SessionsRevoked(ev::SessionsRevoked {
-            subject: user_id.to_string(),
-            not_before_unix_ms: not_before_ms,
-            reason: reason as i32,
-        }),
-    )
-    .await?;
-    Ok(PendingRevocation {
-        subject: user_id.to_string(),
-        not_before_ms,
-    })
-}
-
-/// Writes an identity event into the outbox, in the caller's transaction.
-pub async fn emit(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    aggregate_id: Uuid,
-    principal: &Principal,
-    payload: ev::envelope::Payload,
-) -> Result<()> {
-    outbox::enqueue(
-        conn,
-        IDENTITY_EVENTS,
-        org_id,
-        &aggregate_id.to_string(),
-        &actor(principal),
-        payload,
-    )
-    .await?;
-    Ok(())
-}
-
-pub fn user_snapshot(user: &UserRow) -> ev::UserSnapshot {
-    ev::UserSnapshot {
-        id: user.id.to_string(),
-        state: match user.state() {
-            UserState::Invited => ev::UserStateSnapshot::Invited,
-            UserState::Active => ev::UserStateSnapshot::Active,
-            UserState::Dismissed => ev::UserStateSnapshot::Dismissed,
-        } as i32,
-        login_email: user.login_email.clone(),
-        contact_email: user.contact_email.clone(),
-        first_name: user.first_name.clone(),
-        last_name: user.last_name.clone(),
-        position: user.position.clone(),
-        department_id: user
-            .department_id
-            .map(|d| d.to_string())
-            .unwrap_or_default(),
-        admin: user.is_admin,
-    }
-}
-
-pub fn department_snapshot(d: &DepartmentRow) -> ev::DepartmentSnapshot {
-    ev::DepartmentSnapshot {
-        id: d.id.to_string(),
-        name: d.name.clone(),
-        parent_id: d.parent_id.map(|p| p.to_string()).unwrap_or_default(),
-        head_user_id: d.head_user_id.map(|h| h.to_string()).unwrap_or_default(),
-    }
-}
-
-/// Reloads a user after a change, inside the transaction.
-pub async fn reload(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<UserRow> {
-    store::user(conn, org_id, id).await
 }

@@ -1,24 +1,24 @@
 //! Signing in: passwords, access tokens, rotating refresh tokens, service tokens.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::redis::RateDecision;
-use rand::RngCore;
+use mailroom_platform::types::{OrgId, UserId};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::addresses::constant_time_eq;
 use crate::domain::{EmailAddress, NewPassword, UserState};
 use crate::error::{IdentityError, Result};
 use crate::keys;
 use crate::passwords;
-use crate::service::{parse_optional_id, require_admin, revoke_sessions, Identity};
-use mailroom_platform::proto::events::v1 as ev;
+use crate::revocation::revoke_sessions;
+use crate::secrets;
+use crate::service::{parse_optional_id, require_admin, Identity};
+use crate::store::{self, users::Candidate};
 
 /// The most organisations one login address is looked up in at sign-in.
 /// (At most this many Argon2id rounds run side by side for one sign-in, which keeps each
@@ -48,7 +48,7 @@ impl Identity {
 
     async fn login_inner(&self, req: pb::LoginRequest) -> Result<IssuedTokens> {
         let email = EmailAddress::parse("login_email", &req.login_email)?;
-        let org_filter = parse_optional_id("org_id", &req.org_id)?;
+        let org_filter: Option<OrgId> = parse_optional_id("org_id", &req.org_id)?;
         if let RateDecision::Limited { retry_after } =
             self.login_limiter.hit(email.as_str()).await?
         {
@@ -57,48 +57,45 @@ impl Identity {
             });
         }
         // Every active account with this login (one per organisation), or the one named.
-        let candidates: Vec<(Uuid, Uuid, bool, Option<String>)> = sqlx::query_as(
-            "SELECT id, org_id, is_admin, password_hash FROM users \
-             WHERE login_email = $1 AND state = 'active' AND ($2::uuid IS NULL OR org_id = $2) \
-             ORDER BY org_id LIMIT $3",
+        let candidates = store::users::sign_in_candidates(
+            &mut *self.pool.acquire().await?,
+            &email,
+            org_filter,
+            MAX_ORGS_PER_LOGIN,
         )
-        .bind(email.as_str())
-        .bind(org_filter)
-        .bind(MAX_ORGS_PER_LOGIN)
-        .fetch_all(&self.pool)
         .await?;
         // Nothing is said until the password has verified: an unknown address, a wrong password
         // and an address of several organisations each cost one Argon2id round (the several
         // are verified side by side) and end in the same BadCredentials.
         let matched = self.verify_candidates(&req.password, &candidates).await?;
-        let (user_id, org_id, _) = match matched.as_slice() {
+        let user = match matched.as_slice() {
             [] => return Err(IdentityError::BadCredentials),
             [one] => *one,
             several => {
-                let orgs: Vec<String> = several.iter().map(|(_, org, _)| org.to_string()).collect();
+                let orgs: Vec<String> = several
+                    .iter()
+                    .map(|c| candidates[*c].org_id.to_string())
+                    .collect();
                 return Err(IdentityError::FailedPrecondition(format!(
                     "this address and password sign in to more than one organisation; pass `org_id`, one of: {}",
                     orgs.join(", ")
                 )));
             }
         };
+        let Candidate {
+            id: user_id,
+            org_id,
+            password_hash: verified_hash,
+            ..
+        } = candidates[user].clone();
         // Issued under the user row, re-read: a dismissal, password change or sign-out that
         // committed while the password was being verified is not outrun.
         let mut tx = self.pool.begin().await?;
-        let now: Option<(String, Option<String>, bool)> = sqlx::query_as(
-            "SELECT state, password_hash, is_admin FROM users WHERE id = $1 FOR SHARE",
-        )
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let verified_hash = candidates
-            .iter()
-            .find(|(id, ..)| *id == user_id)
-            .and_then(|(.., hash)| hash.clone());
-        let Some((state, hash, admin)) = now else {
+        let Some((state, hash, admin)) = store::users::sign_in_standing(&mut tx, user_id).await?
+        else {
             return Err(IdentityError::BadCredentials);
         };
-        if UserState::from_db(&state) != UserState::Active || hash != verified_hash {
+        if state != UserState::Active || hash != verified_hash {
             return Err(IdentityError::BadCredentials);
         }
         let issued = self
@@ -108,54 +105,55 @@ impl Identity {
         Ok(issued)
     }
 
-    /// The candidates whose password hash `password` matches, verified concurrently so the
-    /// time taken does not depend on how many there are (within the cores available). With
-    /// no candidate, a decoy hash is verified, so an unknown address takes as long as a known.
+    /// The positions of the candidates whose password hash `password` matches, verified
+    /// concurrently so the time taken does not depend on how many there are (within the cores
+    /// available). With no candidate, a decoy hash is verified, so an unknown address takes as
+    /// long as a known.
     async fn verify_candidates(
         &self,
         password: &str,
-        candidates: &[(Uuid, Uuid, bool, Option<String>)],
-    ) -> Result<Vec<(Uuid, Uuid, bool)>> {
+        candidates: &[Candidate],
+    ) -> Result<Vec<usize>> {
         if candidates.is_empty() {
             let _ = passwords::verify(password.to_owned(), self.decoy_hash.clone()).await;
             return Ok(Vec::new());
         }
-        let checks = candidates.iter().map(|(_, _, _, hash)| {
-            let hash = hash.clone().unwrap_or_else(|| self.decoy_hash.clone());
+        let checks = candidates.iter().map(|c| {
+            let hash = c
+                .password_hash
+                .clone()
+                .unwrap_or_else(|| self.decoy_hash.clone());
             passwords::verify(password.to_owned(), hash)
         });
         let verdicts = futures::future::try_join_all(checks).await?;
         Ok(candidates
             .iter()
             .zip(verdicts)
-            .filter(|((_, _, _, hash), ok)| *ok && hash.is_some())
-            .map(|((id, org, admin, _), _)| (*id, *org, *admin))
+            .enumerate()
+            .filter(|(_, (c, ok))| *ok && c.password_hash.is_some())
+            .map(|(k, _)| k)
             .collect())
     }
 
     async fn issue_user_tokens(
         &self,
         conn: &mut PgConnection,
-        user_id: Uuid,
-        org_id: Uuid,
+        user_id: UserId,
+        org_id: OrgId,
         admin: bool,
         family: Uuid,
     ) -> Result<IssuedTokens> {
         let (access_token, access_expires) =
             self.access_token(user_id.to_string(), Some(org_id), admin)?;
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        let refresh = URL_SAFE_NO_PAD.encode(secret);
+        let refresh = secrets::generate();
         let refresh_expires = Utc::now() + Duration::seconds(self.config.refresh_token_ttl_secs);
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        store::sessions::insert_refresh_token(
+            conn,
+            family,
+            user_id,
+            &secrets::hash(&refresh),
+            refresh_expires,
         )
-        .bind(Uuid::now_v7())
-        .bind(family)
-        .bind(user_id)
-        .bind(token_hash(&refresh))
-        .bind(refresh_expires)
-        .execute(conn)
         .await?;
         Ok(IssuedTokens {
             access_token,
@@ -168,7 +166,7 @@ impl Identity {
     fn access_token(
         &self,
         sub: String,
-        org: Option<Uuid>,
+        org: Option<OrgId>,
         admin: bool,
     ) -> Result<(String, DateTime<Utc>)> {
         let claims = keys::claims(sub, org, admin, self.config.access_token_ttl_secs);
@@ -186,64 +184,38 @@ impl Identity {
         if refresh_token.is_empty() || refresh_token.len() > 128 {
             return Err(invalid);
         }
+        let token_hash = secrets::hash(refresh_token);
         let mut tx = self.pool.begin().await?;
         // The user row first (as revoking a user's sessions locks it), then the token: a refresh
         // that overlaps "sign out everywhere" either finishes before it (and its new token is
         // revoked with the rest) or sees the revocation.
-        let owner: Option<Uuid> =
-            sqlx::query_scalar("SELECT user_id FROM refresh_tokens WHERE token_hash = $1")
-                .bind(token_hash(refresh_token))
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(owner) = owner else {
+        let Some(owner) = store::sessions::refresh_token_owner(&mut tx, &token_hash).await? else {
             return Err(invalid);
         };
-        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR SHARE")
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        let row: Option<(Uuid, Uuid, Uuid, bool, bool, bool)> = sqlx::query_as(
-            "SELECT id, family_id, user_id, expires_at < now(), spent_at IS NOT NULL, revoked_at IS NOT NULL \
-             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-        )
-        .bind(token_hash(refresh_token))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((id, family, user_id, expired, spent, revoked)) = row else {
+        store::users::share_row(&mut tx, owner).await?;
+        let Some(token) = store::sessions::lock_refresh_token(&mut tx, &token_hash).await? else {
             return Err(invalid);
         };
-        if spent && !revoked {
+        if token.spent && !token.revoked {
             // A spent token presented again: someone copied it. End every session of that login.
-            sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-                .bind(family)
-                .execute(&mut *tx)
-                .await?;
+            store::sessions::revoke_family(&mut tx, token.family).await?;
             tx.commit().await?;
-            tracing::warn!(%user_id, "refresh token reused; its sign-in was revoked");
+            tracing::warn!(user_id = %token.user_id, "refresh token reused; its sign-in was revoked");
             return Err(IdentityError::Unauthenticated(
                 "refresh token was already used, so every session of that sign-in is revoked; sign in again",
             ));
         }
-        if expired || revoked {
+        if token.expired || token.revoked {
             return Err(invalid);
         }
-        let user: Option<(Uuid, String, bool)> =
-            sqlx::query_as("SELECT org_id, state, is_admin FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((org_id, state, admin)) =
-            user.filter(|(_, s, _)| UserState::from_db(s) == UserState::Active)
+        let Some((org_id, UserState::Active, admin)) =
+            store::users::token_standing(&mut tx, token.user_id).await?
         else {
             return Err(invalid);
         };
-        let _ = state;
-        sqlx::query("UPDATE refresh_tokens SET spent_at = now() WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        store::sessions::spend_refresh_token(&mut tx, token.id).await?;
         let issued = self
-            .issue_user_tokens(&mut tx, user_id, org_id, admin, family)
+            .issue_user_tokens(&mut tx, token.user_id, org_id, admin, token.family)
             .await?;
         tx.commit().await?;
         Ok(issued)
@@ -251,14 +223,11 @@ impl Identity {
 
     #[tracing::instrument(skip_all)]
     pub async fn revoke_refresh(&self, refresh_token: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = \
-             (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) AND revoked_at IS NULL",
+        store::sessions::revoke_family_of(
+            &mut *self.pool.acquire().await?,
+            &secrets::hash(refresh_token),
         )
-        .bind(token_hash(refresh_token))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -269,20 +238,15 @@ impl Identity {
     ) -> Result<()> {
         let Principal::User {
             user_id, org_id, ..
-        } = principal
+        } = *principal
         else {
             return Err(IdentityError::PermissionDenied(
                 "a password is changed by its owner only",
             ));
         };
         let new = NewPassword::parse(&req.new_password)?;
-        let hash: Option<String> = sqlx::query_scalar(
-            "SELECT password_hash FROM users WHERE id = $1 AND state = 'active'",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .flatten();
+        let hash =
+            store::users::active_password_hash(&mut *self.pool.acquire().await?, user_id).await?;
         let Some(hash) = hash else {
             return Err(IdentityError::PermissionDenied(
                 "only an active user can change their password",
@@ -293,16 +257,12 @@ impl Identity {
         }
         let new_hash = passwords::hash(new.expose().to_owned()).await?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-            .bind(user_id)
-            .bind(new_hash)
-            .execute(&mut *tx)
-            .await?;
+        store::users::set_password(&mut tx, user_id, new_hash).await?;
         // Every session ends with the old password, on every service.
         let revoked = revoke_sessions(
             &mut tx,
-            org_id.into_uuid(),
-            user_id.into_uuid(),
+            org_id,
+            user_id,
             principal,
             ev::RevocationReason::PasswordChanged,
         )
@@ -319,22 +279,22 @@ impl Identity {
             user_id: caller,
             org_id,
             ..
-        } = principal
+        } = *principal
         else {
             return Err(IdentityError::InvalidArgument(
                 "sign-out acts on a user's sessions; call it with a user's access token".into(),
             ));
         };
-        let target = parse_optional_id("user_id", user_id)?.unwrap_or(caller.into_uuid());
+        let target: UserId = parse_optional_id("user_id", user_id)?.unwrap_or(caller);
         let mut tx = self.pool.begin().await?;
-        if target != caller.into_uuid() {
-            require_admin(&mut tx, principal, org_id.into_uuid()).await?;
+        if target != caller {
+            require_admin(&mut tx, principal, org_id).await?;
             // Another organisation's user is answered as one that does not exist.
-            crate::store::user(&mut tx, org_id.into_uuid(), target).await?;
+            store::users::get(&mut tx, org_id, target).await?;
         }
         let revoked = revoke_sessions(
             &mut tx,
-            org_id.into_uuid(),
+            org_id,
             target,
             principal,
             ev::RevocationReason::SignedOutEverywhere,
@@ -349,7 +309,7 @@ impl Identity {
     pub fn service_token(&self, req: pb::IssueServiceTokenRequest) -> Result<IssuedTokens> {
         let known = self.config.service_clients.get(&req.client_id);
         let matches = known.is_some_and(|secret| {
-            constant_time_eq(
+            secrets::constant_time_eq(
                 &Sha256::digest(secret.expose_secret().as_bytes()),
                 &Sha256::digest(req.client_secret.as_bytes()),
             )
@@ -367,9 +327,4 @@ impl Identity {
             refresh_token: None,
         })
     }
-}
-
-/// The SHA-256 a bearer secret (refresh token, reset link) is stored as.
-pub(crate) fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
 }

@@ -1,7 +1,8 @@
 //! Everything the invitations service can refuse or fail at, and which gRPC code each is (the
 //! mapping itself is the platform's `to_status`, the one place for every service).
 
-use mailroom_platform::aip::AipError;
+use mailroom_aip::AipError;
+use mailroom_clients::{Peer, PeerError, PeerErrorKind};
 use mailroom_platform::error::{ApiError, ErrorKind};
 
 use crate::domain::ParseError;
@@ -46,6 +47,28 @@ pub enum InvitationError {
 }
 
 mailroom_platform::service_error!(InvitationError);
+
+/// A peer's answer in our terms. Identity's refusals speak to what the caller sent (the
+/// addresses, the department, the seats left) and keep its sentence; anything else — and any
+/// refusal by access control, which is asked only this service's own questions — is the peer
+/// failing us.
+impl From<PeerError> for InvitationError {
+    fn from(err: PeerError) -> Self {
+        if err.peer() != Peer::Identity {
+            return InvitationError::Unavailable(err.to_string());
+        }
+        match err.kind() {
+            PeerErrorKind::InvalidArgument => InvitationError::InvalidArgument(err.sentence()),
+            PeerErrorKind::NotFound => InvitationError::NotFound(err.sentence()),
+            PeerErrorKind::FailedPrecondition => {
+                InvitationError::FailedPrecondition(err.sentence())
+            }
+            PeerErrorKind::ResourceExhausted => InvitationError::Seats(err.sentence()),
+            PeerErrorKind::PermissionDenied => InvitationError::PermissionDenied(err.sentence()),
+            PeerErrorKind::Unavailable => InvitationError::Unavailable(err.to_string()),
+        }
+    }
+}
 
 impl ApiError for InvitationError {
     fn kind(&self) -> ErrorKind {

@@ -1,7 +1,7 @@
 //! What the service publishes on `mailroom.invitations.events` (through the outbox, in the
 //! transaction that made the change), each with the invitation as it is after it.
 
-use mailroom_platform::kafka::INVITATIONS_EVENTS;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
 use sqlx::PgConnection;
@@ -75,7 +75,7 @@ pub async fn publish(
     };
     outbox::enqueue(
         conn,
-        INVITATIONS_EVENTS,
+        Topic::InvitationsEvents,
         row.org_id,
         &row.id.to_string(),
         actor,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::identity::v1 as ipb;
+use mailroom_types::{DepartmentId, OrgId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -89,8 +90,8 @@ async fn finish_one(invitations: &Invitations, row: &InvitationRow) -> Result<()
         let answer = invitations
             .identity
             .admit(
-                row.org_id,
-                row.department_id,
+                OrgId::from_uuid(row.org_id),
+                row.department_id.map(DepartmentId::from_uuid),
                 vec![ipb::Invitee {
                     user_id: row.user_id.to_string(),
                     email: row.email.clone(),
@@ -99,7 +100,8 @@ async fn finish_one(invitations: &Invitations, row: &InvitationRow) -> Result<()
                     position: row.position.clone(),
                 }],
             )
-            .await;
+            .await
+            .map_err(crate::error::InvitationError::from);
         let admitted = match answer {
             Ok(a) => a.admissions.first().is_some_and(|a| a.admitted),
             // No seat any more, or the department is gone: the invitation cannot be made.

@@ -18,12 +18,12 @@ use chrono::Utc;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::identity::v1 as ipb;
 use mailroom_platform::proto::invitations::v1 as pb;
+use mailroom_types::{DepartmentId, OrgId, Permission, UserId};
 use uuid::Uuid;
 
 use crate::domain::{self, Delivery, DeliveryState, EmailAddress, Entry, Kind, Locale, State};
 use crate::error::{InvitationError, Result};
 use crate::events::{publish, Change};
-use crate::peers::Permission;
 use crate::service::{parse_optional_id, Caller, Invitations};
 use crate::store::{InvitationRow, INVITATION_COLUMNS};
 use crate::templates::{self, Fill, Purpose};
@@ -100,12 +100,18 @@ fn state_word(state: i32) -> &'static str {
 impl Invitations {
     /// The organisation's, the caller's and the department's names, read at identity.
     pub async fn names(&self, caller: &Caller, department: Option<Uuid>) -> Result<Names> {
+        // The caller's own profile is read with their token, so identity scopes it as usual.
+        let as_caller = self.identity.as_person(caller.bearer.clone());
         let (org, me, dep) = tokio::join!(
-            self.identity.organization(caller.org_id),
-            self.identity.user(&caller.bearer, caller.user_id),
+            self.identity.organization(OrgId::from_uuid(caller.org_id)),
+            as_caller.user(UserId::from_uuid(caller.user_id)),
             async {
                 match department {
-                    Some(d) => self.identity.department(&caller.bearer, d).await.map(Some),
+                    Some(d) => as_caller
+                        .department(DepartmentId::from_uuid(d))
+                        .await
+                        .map(Some)
+                        .map_err(InvitationError::from),
                     None => Ok(None),
                 }
             }
@@ -142,11 +148,11 @@ impl Invitations {
             }
             pb::DeliveryMethod::OwnMailClient => Delivery::OwnMailClient,
         };
-        self.require(caller, Permission::Invite).await?;
+        self.require(caller, Permission::OrgInvite).await?;
         // With their own mail client the inviter holds every link, and could accept one
         // for an address that is not theirs: that is registering people, an admin's right.
         if delivery == Delivery::OwnMailClient
-            && !self.holds(caller, Permission::RegisterUsers).await?
+            && !self.holds(caller, Permission::OrgRegisterUsers).await?
         {
             return Err(InvitationError::PermissionDenied(
                 "sending invitations from your own mail client gives you each invitee's link, so it needs `org.register_users` (admins); invite with Mailroom's mail (SYSTEM_MAIL) instead".into(),
@@ -388,8 +394,13 @@ impl Invitations {
         let asked_ids: Vec<Uuid> = asked.iter().map(|(id, _, _)| *id).collect();
         let answer = match self
             .identity
-            .admit(batch.org_id, batch.department_id, request)
+            .admit(
+                OrgId::from_uuid(batch.org_id),
+                batch.department_id.map(DepartmentId::from_uuid),
+                request,
+            )
             .await
+            .map_err(InvitationError::from)
         {
             Ok(answer) => answer,
             // Identity said no: nothing was made there; the rows go.
@@ -552,7 +563,7 @@ impl Invitations {
         }
         let locale = Locale::parse(&req.locale)?;
         let department_id = parse_optional_id("department_id", &req.department_id)?;
-        self.require(caller, Permission::RegisterUsers).await?;
+        self.require(caller, Permission::OrgRegisterUsers).await?;
         let names = self.names(caller, department_id).await?;
         let batch = Batch {
             org_id: caller.org_id,

@@ -17,7 +17,8 @@
 //! - [`token`]: link secrets (256-bit, stored as SHA-256, compared in constant time).
 //! - [`identity_events`]: invitees activated, dismissed or removed in identity, applied to
 //!   their open invitations.
-//! - [`peers`]: identity and access control, asked as this service; [`events`]: what is
+//! - identity and access control are called through `mailroom_clients`, as this service
+//!   (reads of the caller's own profile with the caller's token); [`events`]: what is
 //!   published on `mailroom.invitations.events`; [`store`]: the tables; [`api`]: the gRPC
 //!   handlers; [`error`]: what can go wrong and its gRPC code.
 //!
@@ -37,7 +38,6 @@ pub mod lifecycle;
 pub mod links;
 pub mod list;
 pub mod mailer;
-pub mod peers;
 pub mod service;
 pub mod store;
 pub mod templates;
@@ -46,14 +46,14 @@ pub mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailroom_clients::{ServicePeers, Settings};
 use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, IDENTITY_EVENTS, INVITATIONS_EVENTS};
+use mailroom_platform::kafka::{KafkaSettings, Topic};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::invitations::v1 as pb;
 use mailroom_platform::redis::RateLimiter;
-use mailroom_platform::service_auth::ServiceCredential;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -118,7 +118,7 @@ impl Started {
             self.kafka,
             self.invitations.config.consumer_group.clone(),
             self.pool.clone(),
-            vec![IDENTITY_EVENTS],
+            vec![Topic::IdentityEvents],
             Arc::new(identity_events::IdentityEvents),
             shutdown.clone(),
         ));
@@ -146,14 +146,16 @@ pub async fn start(
         mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
             .await?;
     mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
-    let credential = ServiceCredential::new(
-        config.identity_endpoint.clone(),
+    let peers = ServicePeers::new(
+        &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-    );
-    let identity = peers::IdentityClient::new(&config.identity_endpoint, credential.clone())
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let access = peers::AccessClient::new(&config.access_endpoint, credential)
+        Settings::default(),
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    let identity = peers.identity();
+    let access = peers
+        .access(&config.access_endpoint)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let hour = Duration::from_secs(3600);
     let limits = match mailroom_platform::redis::connect(&platform.redis_url).await {
@@ -207,7 +209,7 @@ pub async fn start(
         pool.clone(),
         SCHEMA,
         kafka.clone(),
-        vec![INVITATIONS_EVENTS],
+        vec![Topic::InvitationsEvents],
     );
     let sender = delivery::Sender {
         invitations: invitations.clone(),

@@ -5,11 +5,11 @@
 use chrono::Utc;
 use mailroom_platform::proto::identity::v1 as ipb;
 use mailroom_platform::proto::invitations::v1 as pb;
+use mailroom_types::{OrgId, Permission};
 
 use crate::domain::{DeliveryState, Locale, State};
 use crate::error::{InvitationError, Result};
 use crate::events::{publish, Change};
-use crate::peers::Permission;
 use crate::service::{parse_id, Caller, Invitations};
 use crate::store::{self, InvitationRow};
 use crate::templates::{self, Purpose};
@@ -124,7 +124,8 @@ impl Invitations {
                 last_name: req.last_name,
                 password: req.password,
             })
-            .await;
+            .await
+            .map_err(InvitationError::from);
         let user =
             match activated {
                 Ok(user) => user,
@@ -269,7 +270,7 @@ impl Invitations {
 
     async fn decide(&self, caller: &Caller, id: &str, approve: bool) -> Result<InvitationRow> {
         let id = parse_id("invitation_id", id)?;
-        self.require(caller, Permission::RegisterUsers).await?;
+        self.require(caller, Permission::OrgRegisterUsers).await?;
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
         if row.state() != State::AwaitingApproval {
@@ -304,7 +305,10 @@ impl Invitations {
 
     #[tracing::instrument(skip_all)]
     pub async fn seat_usage(&self, caller: &Caller) -> Result<pb::SeatUsage> {
-        let org = self.identity.organization(caller.org_id).await?;
+        let org = self
+            .identity
+            .organization(OrgId::from_uuid(caller.org_id))
+            .await?;
         let active = org.seats_used - org.invited_users;
         Ok(pb::SeatUsage {
             seat_limit: org.seat_limit,
@@ -344,7 +348,7 @@ impl Invitations {
         req: pb::UpdateInvitationTemplateRequest,
     ) -> Result<pb::InvitationTemplate> {
         let locale = Locale::parse(&req.locale)?;
-        self.require(caller, Permission::RegisterUsers).await?;
+        self.require(caller, Permission::OrgRegisterUsers).await?;
         if req.reset {
             sqlx::query("DELETE FROM invitation_templates WHERE org_id = $1 AND locale = $2")
                 .bind(caller.org_id)

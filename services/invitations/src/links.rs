@@ -8,15 +8,16 @@
 //! so a link cannot be used to learn who works at the organisation.
 
 use chrono::Utc;
-use mailroom_platform::aip;
+use mailroom_aip as aip;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::invitations::v1 as pb;
+use mailroom_platform::types::Seats;
+use mailroom_types::{OrgId, Permission};
 use uuid::Uuid;
 
 use crate::domain::{self, Delivery, EmailAddress, Kind, Locale, State};
 use crate::error::{InvitationError, Result};
 use crate::invite::{Batch, Invitee, Names};
-use crate::peers::Permission;
 use crate::service::{parse_id, parse_optional_id, Caller, Invitations};
 use crate::store::{LinkRow, LINK_COLUMNS};
 use crate::token;
@@ -25,6 +26,11 @@ fn unknown_link() -> InvitationError {
     InvitationError::NotFound(
         "this registration link is not valid: it may be mistyped, disabled or expired; ask the organisation for a new one".into(),
     )
+}
+
+/// A registration refused for want of a seat, in the same words for every address.
+fn no_free_seats() -> InvitationError {
+    InvitationError::Seats("the organisation has no free seats; ask its admin".into())
 }
 
 /// What a registration through a link answers, whatever happened to the address.
@@ -59,7 +65,7 @@ impl Invitations {
             ));
         }
         let department_id = parse_optional_id("department_id", &req.department_id)?;
-        self.require(caller, Permission::RegisterUsers).await?;
+        self.require(caller, Permission::OrgRegisterUsers).await?;
         let names = self.names(caller, department_id).await?;
         let secret = token::generate();
         let expires = (req.valid_days > 0)
@@ -108,7 +114,7 @@ impl Invitations {
         caller: &Caller,
         req: pb::ListRegistrationLinksRequest,
     ) -> Result<(Vec<LinkRow>, String)> {
-        self.require(caller, Permission::RegisterUsers).await?;
+        self.require(caller, Permission::OrgRegisterUsers).await?;
         let limit = aip::page_size(req.page_size, 50, 500)?;
         let query_key = "registration-links";
         let after: Option<(chrono::DateTime<Utc>, Uuid)> =
@@ -138,7 +144,7 @@ impl Invitations {
     #[tracing::instrument(skip_all)]
     pub async fn disable_link(&self, caller: &Caller, id: &str) -> Result<LinkRow> {
         let id = parse_id("id", id)?;
-        self.require(caller, Permission::RegisterUsers).await?;
+        self.require(caller, Permission::OrgRegisterUsers).await?;
         let link = self.link(caller.org_id, id).await?;
         sqlx::query("UPDATE registration_links SET disabled = true WHERE id = $1")
             .bind(link.id)
@@ -197,13 +203,14 @@ impl Invitations {
                 link.allowed_domains.join(", ")
             )));
         }
-        // No seat, no registration — said alike for every address (after admission only a
-        // free address would hear it, which would tell who is already here).
-        let org = self.identity.organization(org_id).await?;
-        if org.seat_limit > 0 && org.seats_used >= org.seat_limit {
-            return Err(InvitationError::Seats(
-                "the organisation has no free seats; ask its admin".into(),
-            ));
+        // No seat, no registration — said alike for every address. Identity's seat rule,
+        // under its lock, refuses only an address it would admit (a taken or already invited
+        // one takes no seat), so its refusal alone would tell who is already here: the same
+        // rule is asked first of identity's counts, whatever the address. Identity still
+        // decides under its lock; this only refuses early.
+        let org = self.identity.organization(OrgId::from_uuid(org_id)).await?;
+        if !Seats::new(org.seat_limit, i64::from(org.seats_used)).fit(1) {
+            return Err(no_free_seats());
         }
         let target = if link.requires_approval {
             State::AwaitingApproval
@@ -240,11 +247,7 @@ impl Invitations {
                     tracing::info!(link = %link.id, "a link registration named an address that cannot join");
                 }
             }
-            Err(InvitationError::Seats(_)) => {
-                return Err(InvitationError::Seats(
-                    "the organisation has no free seats; ask its admin".into(),
-                ))
-            }
+            Err(InvitationError::Seats(_)) => return Err(no_free_seats()),
             Err(other) => return Err(other),
         }
         Ok(pb::RegisterWithLinkResponse {

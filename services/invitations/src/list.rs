@@ -3,14 +3,14 @@
 //! else sees the ones they made.
 
 use chrono::{DateTime, Utc};
-use mailroom_platform::aip::{self, Comparison, Op};
+use mailroom_aip::{self as aip, Comparison, Op};
 use mailroom_platform::proto::invitations::v1 as pb;
+use mailroom_types::Permission;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::domain::{Kind, State};
 use crate::error::{InvitationError, Result};
-use crate::peers::Permission;
 use crate::service::{parse_id, Caller, Invitations};
 use crate::store::{InvitationRow, INVITATION_COLUMNS};
 
@@ -157,7 +157,7 @@ impl Invitations {
         let filter = aip::parse_filter(&req.filter)?;
         let order = Order::parse(&req.order_by)?;
         let limit = aip::page_size(req.page_size, 50, 1000)?;
-        let everyone = self.holds(caller, Permission::RegisterUsers).await?;
+        let everyone = self.holds(caller, Permission::OrgRegisterUsers).await?;
         let query_key = format!("invitations|{everyone}|{}|{}", req.filter, req.order_by);
         let after: Option<(String, Uuid)> = aip::decode_page_token(&query_key, &req.page_token)?;
         let scope = |q: &mut QueryBuilder<'_, Postgres>| {

@@ -1,12 +1,12 @@
-//! Invitation mail over SMTP (lettre): one pooled transport, so a batch of a thousand invitations
-//! reuses a handful of connections, and each failure classified as the server meant it —
-//! permanent (a 5xx: the address is refused, retrying will not help) or transient (a 4xx, a
-//! refused connection, a timeout: try again later).
+//! Invitation mail over SMTP: the mail layer's pooled [`Sender`], so a batch of a thousand
+//! invitations reuses a handful of connections, and each failure classified as the server
+//! meant it — permanent (a 5xx: the address is refused, retrying will not help) or transient
+//! (a 4xx, a refused connection, a timeout: try again later).
 
 use std::time::Duration;
 
 use lettre::message::{header::ContentType, Mailbox};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use mailroom_mail::smtp::{Relay, Sender};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -82,15 +82,12 @@ pub enum MailError {
 
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
-    from: Mailbox,
+    sender: Sender,
 }
 
 impl Mailer {
     pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
-        let config_error =
-            |e: mailroom_platform::smtp::SmtpConfigError| MailError::Config(e.to_string());
-        let transport = mailroom_platform::smtp::transport(&mailroom_platform::smtp::Server {
+        let relay = Relay {
             host: &config.host,
             port: config.port,
             security: &config.security,
@@ -98,10 +95,10 @@ impl Mailer {
             password: config.password.as_ref(),
             timeout: Duration::from_millis(config.timeout_ms.max(100)),
             pool_size: Some(config.pool_size),
-        })
-        .map_err(config_error)?;
-        let from = mailroom_platform::smtp::from(&config.from).map_err(config_error)?;
-        Ok(Self { transport, from })
+        };
+        let sender =
+            Sender::new(&relay, &config.from).map_err(|e| MailError::Config(e.to_string()))?;
+        Ok(Self { sender })
     }
 
     /// Sends one plain-text UTF-8 mail. Headers with non-ASCII text are RFC 2047 encoded by
@@ -110,14 +107,15 @@ impl Mailer {
         let to: Mailbox = to.parse().map_err(|e: lettre::address::AddressError| {
             MailError::Permanent(format!("the address cannot be mailed: {e}"))
         })?;
-        let message = Message::builder()
-            .from(self.from.clone())
+        let message = self
+            .sender
+            .message()
             .to(to)
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|e| MailError::Permanent(format!("the message could not be built: {e}")))?;
-        match self.transport.send(message).await {
+        match self.sender.send(message).await {
             Ok(_) => Ok(()),
             Err(err) if err.is_permanent() => Err(MailError::Permanent(describe(&err))),
             Err(err) => Err(MailError::Transient(describe(&err))),

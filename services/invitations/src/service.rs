@@ -7,16 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailroom_clients::{AccessClient, Bearer, IdentityClient};
 use mailroom_platform::auth::Principal;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::redis::{RateDecision, RateLimiter};
+use mailroom_types::{OrgId, Permission, UserId};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::InvitationsConfig;
 use crate::error::{InvitationError, Result};
-use crate::peers::{AccessClient, Bearer, IdentityClient, Permission};
 use crate::store::InvitationRow;
 
 pub struct Invitations {
@@ -55,10 +56,7 @@ impl Caller {
             } => Ok(Caller {
                 user_id: user_id.into_uuid(),
                 org_id: org_id.into_uuid(),
-                bearer: request
-                    .metadata()
-                    .get("authorization")
-                    .cloned()
+                bearer: Bearer::of_request(request)
                     .ok_or_else(|| tonic::Status::unauthenticated("a bearer token is required"))?,
             }),
             Principal::Service { .. } => Err(tonic::Status::invalid_argument(
@@ -93,9 +91,14 @@ pub fn parse_optional_id(field: &'static str, value: &str) -> Result<Option<Uuid
 
 impl Invitations {
     pub async fn holds(&self, caller: &Caller, permission: Permission) -> Result<bool> {
-        self.access
-            .check(caller.org_id, caller.user_id, permission)
-            .await
+        Ok(self
+            .access
+            .check_org(
+                OrgId::from_uuid(caller.org_id),
+                UserId::from_uuid(caller.user_id),
+                permission,
+            )
+            .await?)
     }
 
     /// Refuses unless the caller holds `permission`, saying who to ask.
@@ -104,8 +107,8 @@ impl Invitations {
             return Ok(());
         }
         Err(InvitationError::PermissionDenied(match permission {
-            Permission::Invite => "you may not invite people to this organisation: its admins have limited inviting (`org.invite`); ask an admin to invite them or to let you invite".into(),
-            Permission::RegisterUsers => "this needs `org.register_users` (organisation admins); ask an admin".into(),
+            Permission::OrgInvite => "you may not invite people to this organisation: its admins have limited inviting (`org.invite`); ask an admin to invite them or to let you invite".into(),
+            other => format!("this needs `{other}` (organisation admins); ask an admin"),
         }))
     }
 
@@ -113,7 +116,7 @@ impl Invitations {
     /// is told it does not exist.
     pub async fn require_manager(&self, caller: &Caller, row: &InvitationRow) -> Result<()> {
         if row.inviter_user_id == caller.user_id
-            || self.holds(caller, Permission::RegisterUsers).await?
+            || self.holds(caller, Permission::OrgRegisterUsers).await?
         {
             return Ok(());
         }

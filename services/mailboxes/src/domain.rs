@@ -73,45 +73,30 @@ pub fn password(field: &str, input: &str) -> Result<secrecy::SecretString, Parse
     Ok(secrecy::SecretString::from(input.to_owned()))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Security {
-    None,
-    StartTls,
-    Tls,
+/// How a server connection is secured: the mail layer's one type; the wire's and the rows'
+/// spellings of it are below.
+pub use mailroom_mail::Security;
+
+/// The wire's security; unspecified means TLS.
+pub fn security_from_proto(value: i32) -> Security {
+    match pb::Security::try_from(value).unwrap_or(pb::Security::Unspecified) {
+        pb::Security::None => Security::None,
+        pb::Security::Starttls => Security::StartTls,
+        pb::Security::Tls | pb::Security::Unspecified => Security::Tls,
+    }
 }
 
-impl Security {
-    pub fn from_proto(value: i32) -> Security {
-        match pb::Security::try_from(value).unwrap_or(pb::Security::Unspecified) {
-            pb::Security::None => Security::None,
-            pb::Security::Starttls => Security::StartTls,
-            pb::Security::Tls | pb::Security::Unspecified => Security::Tls,
-        }
+pub fn security_to_proto(security: Security) -> pb::Security {
+    match security {
+        Security::None => pb::Security::None,
+        Security::StartTls => pb::Security::Starttls,
+        Security::Tls => pb::Security::Tls,
     }
+}
 
-    pub fn to_proto(self) -> pb::Security {
-        match self {
-            Security::None => pb::Security::None,
-            Security::StartTls => pb::Security::Starttls,
-            Security::Tls => pb::Security::Tls,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Security::None => "none",
-            Security::StartTls => "starttls",
-            Security::Tls => "tls",
-        }
-    }
-
-    pub fn from_stored(s: &str) -> Security {
-        match s {
-            "none" => Security::None,
-            "starttls" => Security::StartTls,
-            _ => Security::Tls,
-        }
-    }
+/// A row's security (written by [`Security::as_str`]); anything else reads as TLS.
+pub fn security_from_stored(text: &str) -> Security {
+    Security::parse(text).unwrap_or(Security::Tls)
 }
 
 /// Where and as whom to log in to one server.
@@ -143,7 +128,7 @@ impl ServerSettings {
             field: field.to_owned(),
         })?;
         let host = email::host(&input.host).map_err(|r| invalid(&format!("{field}.host"), r))?;
-        let security = Security::from_proto(input.security);
+        let security = security_from_proto(input.security);
         let port = match input.port {
             0 => match (protocol, security) {
                 (Protocol::Imap, Security::Tls) => 993,
@@ -182,7 +167,7 @@ impl ServerSettings {
         pb::ServerSettings {
             host: self.host.clone(),
             port: i32::from(self.port),
-            security: self.security.to_proto() as i32,
+            security: security_to_proto(self.security) as i32,
             username: self.username.clone(),
         }
     }

@@ -1,7 +1,7 @@
 //! Everything the registry can refuse or fail at, and which gRPC code each is (the mapping
 //! itself is the platform's `to_status`, the one place for every service).
 
-use mailroom_platform::aip::AipError;
+use mailroom_aip::AipError;
 use mailroom_platform::error::{ApiError, ErrorKind};
 
 use crate::domain::ParseError;
@@ -47,6 +47,14 @@ mailroom_platform::service_error!(MailboxError);
 impl From<mailroom_platform::sealed::SealError> for MailboxError {
     fn from(err: mailroom_platform::sealed::SealError) -> Self {
         MailboxError::Internal(format!("credential sealing failed: {err}"))
+    }
+}
+
+/// The registry asks access control only its own questions (a scope, who reads a mailbox),
+/// never with the caller's input: whatever it answers other than that is it failing us.
+impl From<mailroom_clients::PeerError> for MailboxError {
+    fn from(err: mailroom_clients::PeerError) -> Self {
+        MailboxError::Unavailable(err.to_string())
     }
 }
 

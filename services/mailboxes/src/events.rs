@@ -1,7 +1,7 @@
 //! The events the registry publishes (a contract: `proto/mailroom/events/v1/mailboxes.proto`).
 //! Each carries the mailbox as it is after the change — never a password or any credential.
 
-use mailroom_platform::kafka::{MAILBOXES_EVENTS, SYNC_REQUESTS};
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
 use sqlx::PgConnection;
@@ -34,7 +34,7 @@ pub async fn publish(
 ) -> Result<(), sqlx::Error> {
     outbox::enqueue(
         conn,
-        MAILBOXES_EVENTS,
+        Topic::MailboxesEvents,
         m.org_id,
         &m.id.to_string(),
         actor,
@@ -61,7 +61,7 @@ pub async fn request_sync(
     let key = m.id.to_string();
     outbox::enqueue(
         conn,
-        SYNC_REQUESTS,
+        Topic::SyncRequests,
         m.org_id,
         &key,
         actor,
@@ -70,7 +70,7 @@ pub async fn request_sync(
     .await?;
     outbox::enqueue(
         conn,
-        MAILBOXES_EVENTS,
+        Topic::MailboxesEvents,
         m.org_id,
         &key,
         actor,

@@ -36,17 +36,15 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom_platform::aip::token::PageTokenKey;
+use mailroom_aip::token::PageTokenKey;
+use mailroom_clients::{ServicePeers, Settings};
 use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{
-    KafkaSettings, IDENTITY_EVENTS, MAILBOXES_EVENTS, SYNC_EVENTS, SYNC_REQUESTS,
-};
+use mailroom_platform::kafka::{KafkaSettings, Topic};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::mailboxes::v1 as pb;
 use mailroom_platform::sealed::SealingKeys;
-use mailroom_platform::service_auth::ServiceCredential;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +103,7 @@ impl Started {
             self.kafka,
             self.consumer_group,
             self.pool,
-            vec![IDENTITY_EVENTS, SYNC_EVENTS],
+            vec![Topic::IdentityEvents, Topic::SyncEvents],
             Arc::new(sync_events::RegistryEvents),
             shutdown.clone(),
         ));
@@ -134,13 +132,14 @@ pub async fn start(
         mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
             .await?;
     mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
-    let credential = ServiceCredential::new(
-        config.identity_endpoint.clone(),
+    let access = ServicePeers::new(
+        &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-    );
-    let access = scope::AccessClient::new(&config.access_endpoint, credential)
-        .map_err(|e| StartError::Config(e.to_string()))?;
+        Settings::default(),
+    )
+    .and_then(|peers| peers.access(&config.access_endpoint))
+    .map_err(|e| StartError::Config(e.to_string()))?;
     let limiter = match mailroom_platform::redis::connect(&platform.redis_url).await {
         Ok(conn) => Some(mailroom_platform::redis::RateLimiter::new(
             conn,
@@ -155,7 +154,7 @@ pub async fn start(
     };
     let prober = probe::Prober::new(
         Duration::from_millis(config.login_timeout_ms.max(100)),
-        probe::Destinations {
+        mailroom_mail::dial::Policy {
             allow_local: config.allow_local_servers,
         },
     );
@@ -184,7 +183,7 @@ pub async fn start(
         pool.clone(),
         SCHEMA,
         kafka.clone(),
-        vec![MAILBOXES_EVENTS, SYNC_REQUESTS],
+        vec![Topic::MailboxesEvents, Topic::SyncRequests],
     );
     Ok(Started {
         mailboxes,

@@ -1,15 +1,15 @@
 //! The mailbox list: a filter parsed into typed conditions, rendered as SQL with every value
 //! bound, the caller's scope applied in the same query, a stable sort and keyset pages.
 //!
-//! No caller text ever becomes SQL text: the filter is parsed by `platform::aip` into a tree,
+//! No caller text ever becomes SQL text: the filter is parsed by `mailroom_aip` into a tree,
 //! each comparison is checked against the fields below and turned into a [`Cond`], and the
 //! renderer writes only fixed fragments with `push_bind`. Sorting walks an index ending in
 //! `id` (see the migration), so page 100 costs what page 1 does: the page token carries the
 //! last row's sort value and id, and the next page starts after them.
 
 use chrono::{DateTime, Utc};
-use mailroom_platform::aip::expr::{parse_expr, Expr};
-use mailroom_platform::aip::{AipError, Comparison, Op, Value};
+use mailroom_aip::expr::{parse_expr, Expr};
+use mailroom_aip::{AipError, Comparison, Op, Value};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;

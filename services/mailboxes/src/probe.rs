@@ -1,28 +1,25 @@
 //! Logging in to a mailbox's IMAP and SMTP servers for real, to tell a person at once whether
 //! the settings they typed work, and if not, which step failed and why.
 //!
-//! Each check connects (TCP, then TLS or STARTTLS as configured, verifying the certificate
-//! against the web PKI roots), logs in, and logs out, within one deadline. Failures are sorted
-//! into what a person can act on: the password was refused, the host could not be reached,
-//! TLS failed, the server did not answer in time, or it did not speak the protocol expected
-//! on that port. The password goes to the server and nowhere else: it is never part of an
-//! error, a log line or a span.
-//!
-//! Where the registry may connect is bounded too ([`Destinations`], applied by the platform's
-//! `net::dial`): by default never to loopback, link-local (cloud metadata) or unspecified
-//! addresses, so the connect API cannot be used to probe the cluster from inside.
+//! Each check is the mail layer's (`mailroom_mail`): dial through the destination policy,
+//! TLS or STARTTLS as configured (certificates verified against the web PKI roots), log in,
+//! log out, within one deadline. Here its failures become sentences a person can act on: the
+//! password was refused, the host could not be reached, TLS failed, the server did not answer
+//! in time, it did not speak the protocol expected on that port, or the destination is one
+//! the registry may not connect to (by default never loopback, link-local — cloud metadata —
+//! or unspecified addresses, so the connect API cannot probe the cluster from inside). The
+//! password goes to the server and nowhere else: it is never part of an error, a log line or
+//! a span.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use mailroom_mail::dial::Policy;
+use mailroom_mail::imap::{self, ImapError};
+use mailroom_mail::smtp::{self, SmtpError};
+use mailroom_mail::{Connector, FailureKind, Login};
+use secrecy::SecretString;
 
-use crate::domain::{Security, ServerSettings};
+use crate::domain::ServerSettings;
 
 /// How long a check waits for a server's goodbye after the login was decided.
 const GOODBYE: Duration = Duration::from_millis(500);
@@ -53,6 +50,20 @@ pub enum Failure {
     Protocol(String),
     /// The destination is one the registry may not connect to.
     Refused(String),
+}
+
+impl Failure {
+    /// The mail layer's failure of kind `kind`, `detail` in its words; `deadline` the check's.
+    fn of(kind: FailureKind, detail: String, deadline: Duration) -> Self {
+        match kind {
+            FailureKind::AuthFailed => Failure::WrongPassword(detail),
+            FailureKind::Unreachable => Failure::Unreachable(detail),
+            FailureKind::Forbidden => Failure::Refused(detail),
+            FailureKind::Tls => Failure::Tls(detail),
+            FailureKind::Timeout => Failure::Timeout(deadline),
+            FailureKind::Protocol => Failure::Protocol(detail),
+        }
+    }
 }
 
 /// A failed check: the step and the cause, displayed as a sentence a person can act on.
@@ -92,42 +103,17 @@ impl ProbeError {
     }
 }
 
-/// Which addresses the registry may connect to.
-#[derive(Debug, Clone, Copy)]
-pub struct Destinations {
-    /// Loopback and other local addresses (tests and local development only).
-    pub allow_local: bool,
-}
-
 /// Runs login checks with one deadline per check.
 #[derive(Clone)]
 pub struct Prober {
-    pub timeout: Duration,
-    pub destinations: Destinations,
-    tls: Arc<rustls::ClientConfig>,
+    connector: Connector,
 }
 
 impl Prober {
-    pub fn new(timeout: Duration, destinations: Destinations) -> Self {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .unwrap_or_else(|_| {
-            // The ring provider supports the default versions; this cannot fail in practice,
-            // and an empty config would only make TLS checks fail, never pass wrongly.
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
+    /// `policy`: where the registry may connect; `timeout`: one check's deadline.
+    pub fn new(timeout: Duration, policy: Policy) -> Self {
         Self {
-            timeout,
-            destinations,
-            tls: Arc::new(tls),
+            connector: Connector::new(policy, timeout),
         }
     }
 
@@ -156,43 +142,6 @@ impl Prober {
         }
     }
 
-    /// Resolves the host, refuses forbidden destinations, and opens TCP to the first address
-    /// that answers.
-    async fn open(&self, step: Step, server: &ServerSettings) -> Result<TcpStream, ProbeError> {
-        use mailroom_platform::net::{dial, DialError};
-        dial(&server.host, server.port, self.destinations.allow_local)
-            .await
-            .map_err(|e| {
-                let failure = match e {
-                    DialError::Local(_) => Failure::Refused(e.to_string()),
-                    DialError::Connect(detail) => Failure::Unreachable(detail),
-                    DialError::Resolve(_) | DialError::NoAddresses => {
-                        Failure::Unreachable(e.to_string())
-                    }
-                };
-                self.error(step, server, failure)
-            })
-    }
-
-    async fn tls_wrap(
-        &self,
-        step: Step,
-        server: &ServerSettings,
-        tcp: TcpStream,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
-        let name = rustls::pki_types::ServerName::try_from(server.host.clone()).map_err(|_| {
-            self.error(
-                step,
-                server,
-                Failure::Tls("the host is not a name a certificate can be checked against".into()),
-            )
-        })?;
-        tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| self.error(step, server, Failure::Tls(e.to_string())))
-    }
-
     /// Logs in to IMAP and out again.
     #[tracing::instrument(skip_all, fields(host = %server.host, port = server.port))]
     pub async fn imap(
@@ -200,125 +149,19 @@ impl Prober {
         server: &ServerSettings,
         password: &SecretString,
     ) -> Result<(), ProbeError> {
-        let step = Step::Imap;
-        let deadline = self.timeout;
-        match tokio::time::timeout(deadline, self.imap_inner(server, password)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.error(step, server, Failure::Timeout(deadline))),
-        }
-    }
-
-    async fn imap_inner(
-        &self,
-        server: &ServerSettings,
-        password: &SecretString,
-    ) -> Result<(), ProbeError> {
-        let step = Step::Imap;
-        let tcp = self.open(step, server).await?;
-        match server.security {
-            Security::Tls => {
-                let tls = self.tls_wrap(step, server, tcp).await?;
-                self.imap_login(server, async_imap::Client::new(tls), password)
-                    .await
-            }
-            Security::None => {
-                self.imap_login(server, async_imap::Client::new(tcp), password)
-                    .await
-            }
-            Security::StartTls => {
-                let mut client = async_imap::Client::new(tcp);
-                self.imap_greeting(server, &mut client).await?;
-                client
-                    .run_command_and_check_ok("STARTTLS", None)
-                    .await
-                    .map_err(|e| {
-                        self.error(
-                            step,
-                            server,
-                            Failure::Tls(format!("the server refused STARTTLS: {e}")),
-                        )
-                    })?;
-                let tls = self.tls_wrap(step, server, client.into_inner()).await?;
-                let client = async_imap::Client::new(tls);
-                self.imap_authenticate(server, client, password).await
-            }
-        }
-    }
-
-    async fn imap_greeting<S>(
-        &self,
-        server: &ServerSettings,
-        client: &mut async_imap::Client<S>,
-    ) -> Result<(), ProbeError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
-    {
-        match client.read_response().await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(self.error(
-                Step::Imap,
-                server,
-                Failure::Protocol("the connection closed before a greeting".into()),
-            )),
-            Err(e) if is_tls_like(&e) => {
-                Err(self.error(Step::Imap, server, Failure::Tls(e.to_string())))
-            }
-            Err(e) => Err(self.error(
-                Step::Imap,
-                server,
-                Failure::Protocol(format!("no IMAP greeting: {e}")),
-            )),
-        }
-    }
-
-    async fn imap_login<S>(
-        &self,
-        server: &ServerSettings,
-        mut client: async_imap::Client<S>,
-        password: &SecretString,
-    ) -> Result<(), ProbeError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
-    {
-        self.imap_greeting(server, &mut client).await?;
-        self.imap_authenticate(server, client, password).await
-    }
-
-    async fn imap_authenticate<S>(
-        &self,
-        server: &ServerSettings,
-        client: async_imap::Client<S>,
-        password: &SecretString,
-    ) -> Result<(), ProbeError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
-    {
-        let step = Step::Imap;
-        match client
-            .login(&server.username, password.expose_secret())
-            .await
-        {
+        match imap::connect(&self.connector, &login(server, password)).await {
             Ok(mut session) => {
                 // The login is what was checked; a server slow to say goodbye does not fail
                 // it (the connection is dropped either way).
                 let _ = tokio::time::timeout(GOODBYE, session.logout()).await;
                 Ok(())
             }
-            Err((async_imap::error::Error::No(text), _)) => Err(self.error(
-                step,
-                server,
-                Failure::WrongPassword(format!("the server said: {}", one_line(&text))),
-            )),
-            Err((async_imap::error::Error::Bad(text), _)) => Err(self.error(
-                step,
-                server,
-                Failure::Protocol(format!(
-                    "LOGIN was refused as a bad command ({}); the server may want TLS first",
-                    one_line(&text)
-                )),
-            )),
-            Err((e, _)) => Err(self.error(step, server, Failure::Protocol(e.to_string()))),
+            Err(e) => Err(self.error(Step::Imap, server, self.imap_failure(e))),
         }
+    }
+
+    fn imap_failure(&self, e: ImapError) -> Failure {
+        Failure::of(e.kind(), e.to_string(), self.connector.timeout())
     }
 
     /// Logs in to SMTP (AUTH) and quits.
@@ -328,116 +171,23 @@ impl Prober {
         server: &ServerSettings,
         password: &SecretString,
     ) -> Result<(), ProbeError> {
-        let step = Step::Smtp;
-        let deadline = self.timeout;
-        match tokio::time::timeout(deadline, self.smtp_inner(server, password)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.error(step, server, Failure::Timeout(deadline))),
-        }
-    }
-
-    async fn smtp_inner(
-        &self,
-        server: &ServerSettings,
-        password: &SecretString,
-    ) -> Result<(), ProbeError> {
-        let step = Step::Smtp;
-        // Reachability and the destination policy first, with our own connect, so
-        // "unreachable" is told apart from what lettre reports after connecting.
-        drop(self.open(step, server).await?);
-        let (wrapper, starttls) = match server.security {
-            Security::None => (None, None),
-            Security::StartTls | Security::Tls => {
-                let params = TlsParameters::new(server.host.clone())
-                    .map_err(|e| self.error(step, server, Failure::Tls(e.to_string())))?;
-                if server.security == Security::Tls {
-                    (Some(params), None)
-                } else {
-                    (None, Some(params))
-                }
-            }
-        };
-        let hello = ClientId::default();
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (server.host.as_str(), server.port),
-            Some(self.timeout),
-            &hello,
-            wrapper,
-            None,
-        )
-        .await
-        .map_err(|e| self.error(step, server, classify_smtp(&e, self.timeout)))?;
-        let outcome = async {
-            if let Some(params) = starttls {
-                if !conn.can_starttls() {
-                    return Err(Failure::Tls(
-                        "the server does not offer STARTTLS on this port".into(),
-                    ));
-                }
-                conn.starttls(params, &hello)
-                    .await
-                    .map_err(|e| classify_smtp(&e, self.timeout))?;
-            }
-            conn.auth(
-                &[Mechanism::Plain, Mechanism::Login],
-                &Credentials::new(server.username.clone(), password.expose_secret().to_owned()),
-            )
+        smtp::check_login(&self.connector, &login(server, password))
             .await
-            .map(|_| ())
-            .map_err(|e| classify_smtp(&e, self.timeout))
-        }
-        .await;
-        // Whatever happened, say goodbye briefly and close: a refused login must not leave a
-        // connection open on the server.
-        let _ = tokio::time::timeout(GOODBYE, conn.abort()).await;
-        outcome.map_err(|failure| self.error(step, server, failure))
+            .map_err(|e| self.error(Step::Smtp, server, self.smtp_failure(e)))
+    }
+
+    fn smtp_failure(&self, e: SmtpError) -> Failure {
+        Failure::of(e.kind(), e.to_string(), self.connector.timeout())
     }
 }
 
-fn classify_smtp(e: &lettre::transport::smtp::Error, timeout: Duration) -> Failure {
-    let detail = one_line(&e.to_string());
-    if e.is_timeout() {
-        return Failure::Timeout(timeout);
-    }
-    if e.is_tls() {
-        return Failure::Tls(detail);
-    }
-    if let Some(code) = e.status() {
-        let code = code.to_string();
-        if matches!(code.as_str(), "535" | "534" | "530" | "454") || code.starts_with("535") {
-            return Failure::WrongPassword(format!("the server answered {detail}"));
-        }
-        return Failure::Protocol(format!("the server answered {detail}"));
-    }
-    if detail.contains("authentication mechanism") {
-        return Failure::Protocol(
-            "the server offers no AUTH PLAIN or LOGIN on this connection (does it want TLS first?)"
-                .into(),
-        );
-    }
-    if detail.to_ascii_lowercase().contains("tls") || detail.contains("certificate") {
-        return Failure::Tls(detail);
-    }
-    Failure::Protocol(detail)
-}
-
-fn is_tls_like(e: &std::io::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    e.kind() == std::io::ErrorKind::InvalidData
-        || text.contains("tls")
-        || text.contains("certificate")
-}
-
-/// A server's words, on one line and not too long, for an error message.
-fn one_line(text: &str) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let flat = flat.trim();
-    match flat.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &flat[..cut]),
-        None => flat.to_owned(),
+fn login(server: &ServerSettings, password: &SecretString) -> Login {
+    Login {
+        host: server.host.clone(),
+        port: server.port,
+        security: server.security,
+        username: server.username.clone(),
+        password: password.clone(),
     }
 }
 
@@ -475,12 +225,27 @@ mod tests {
         assert_eq!(unique.len(), sentences.len());
     }
 
-    #[test]
-    fn server_text_is_flattened_and_bounded() {
-        assert_eq!(
-            one_line("NO\r\n[AUTHENTICATIONFAILED]"),
-            "NO  [AUTHENTICATIONFAILED]"
-        );
-        assert!(one_line(&"x".repeat(500)).chars().count() <= 201);
+    #[tokio::test]
+    async fn a_local_server_is_refused_for_both_steps_unless_allowed() {
+        let server = ServerSettings {
+            host: "localhost".into(),
+            port: 9,
+            security: mailroom_mail::Security::None,
+            username: "ann@example.com".into(),
+        };
+        let prober = Prober::new(Duration::from_secs(2), Policy { allow_local: false });
+        let failures = prober
+            .check_both(&server, &server, &SecretString::from("pw"))
+            .await
+            .unwrap_err();
+        let steps: Vec<Step> = failures.iter().map(|f| f.step).collect();
+        assert_eq!(steps, [Step::Imap, Step::Smtp]);
+        for failure in &failures {
+            assert!(
+                matches!(failure.failure, Failure::Refused(_)),
+                "{failure:?}"
+            );
+            assert!(failure.to_string().contains("is not allowed"), "{failure}");
+        }
     }
 }

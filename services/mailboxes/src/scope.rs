@@ -1,42 +1,24 @@
 //! What access control says the caller may do, in a form the registry applies to its own rows.
 //!
 //! The permission rules live in access control only. The registry asks it, as itself (its
-//! service token), for the caller's *scope* on a permission — the whole organisation, or the
-//! mailboxes of a set of owners plus a set of mailboxes — and applies that inside its SQL
-//! (`owner_user_id = ANY($owners) OR id = ANY($mailboxes)`). Asking for a scope rather than
-//! for the list of mailbox ids (LookupResources) keeps the answer small (owners, not their
-//! mailboxes), lets PostgreSQL filter, sort and page in one query, and works for a mailbox
-//! the registry connected a moment ago, before access control has heard of it: the owner
-//! column is the registry's own.
+//! service token, through `mailroom_clients::AccessClient`), for the caller's *scope* on a
+//! permission — the whole organisation, or the mailboxes of a set of owners plus a set of
+//! mailboxes — and applies that inside its SQL (`owner_user_id = ANY($owners) OR id =
+//! ANY($mailboxes)`, in [`crate::list`]). Asking for a scope rather than for the list of
+//! mailbox ids (LookupResources) keeps the answer small (owners, not their mailboxes), lets
+//! PostgreSQL filter, sort and page in one query, and works for a mailbox the registry
+//! connected a moment ago, before access control has heard of it: the owner column is the
+//! registry's own.
+//!
+//! [`RegistryAccess`] asks those questions in the registry's terms (its rows' ids).
 
 use std::collections::HashMap;
 
-use mailroom_platform::proto::access::v1 as apb;
-use mailroom_platform::service_auth::ServiceCredential;
-use tonic::transport::Channel;
+use mailroom_clients::{AccessClient, MailboxScope};
+use mailroom_types::{MailboxId, Permission, UserId};
 use uuid::Uuid;
 
-use crate::error::{MailboxError, Result};
-
-/// Mailbox permissions as access control names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    View,
-    Modify,
-    Sync,
-    ReadMail,
-}
-
-impl Permission {
-    pub fn name(self) -> &'static str {
-        match self {
-            Permission::View => "mailbox.view",
-            Permission::Modify => "mailbox.modify",
-            Permission::Sync => "mailbox.sync",
-            Permission::ReadMail => "mailbox.read_mail",
-        }
-    }
-}
+use crate::error::Result;
 
 /// Where a permission reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,127 +49,47 @@ impl Scope {
     }
 }
 
-/// Access control, called as this service.
-#[derive(Clone)]
-pub struct AccessClient {
-    client: apb::access_service_client::AccessServiceClient<Channel>,
-    credential: ServiceCredential,
+impl From<MailboxScope> for Scope {
+    fn from(scope: MailboxScope) -> Self {
+        match scope {
+            MailboxScope::WholeOrganization => Scope::WholeOrganization,
+            MailboxScope::Some { owners, mailboxes } => Scope::Some {
+                owners: UserId::uuids(&owners),
+                mailboxes: MailboxId::uuids(&mailboxes),
+            },
+        }
+    }
 }
 
-fn unavailable(status: &tonic::Status) -> MailboxError {
-    MailboxError::Unavailable(format!(
-        "access control did not answer ({}: {})",
-        status.code(),
-        status.message()
-    ))
-}
-
-impl AccessClient {
-    pub fn new(endpoint: &str, credential: ServiceCredential) -> Result<Self> {
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|e| MailboxError::Internal(format!("access endpoint `{endpoint}`: {e}")))?
-            .connect_lazy();
-        Ok(Self {
-            client: apb::access_service_client::AccessServiceClient::new(channel),
-            credential,
-        })
-    }
-
-    async fn request<T>(&self, message: T) -> Result<tonic::Request<T>> {
-        self.credential
-            .request(message)
-            .await
-            .map_err(|e| MailboxError::Unavailable(e.to_string()))
-    }
-
+/// The registry's two questions to access control, over its rows' ids.
+pub(crate) trait RegistryAccess {
     /// The user's scope on `permission` in their organisation; `only` narrows the owners to
     /// those named (a check for one or a few owners).
-    #[tracing::instrument(skip_all, fields(permission = permission.name()))]
-    pub async fn scope(&self, user: Uuid, permission: Permission, only: &[Uuid]) -> Result<Scope> {
-        let request = self
-            .request(apb::LookupMailboxScopeRequest {
-                subject: Some(apb::SubjectRef {
-                    object: Some(apb::ObjectRef {
-                        r#type: "user".into(),
-                        id: user.to_string(),
-                    }),
-                    relation: String::new(),
-                }),
-                permission: permission.name().into(),
-                only_owner_user_ids: only.iter().map(Uuid::to_string).collect(),
-                at_least_as_fresh_as: None,
-            })
-            .await?;
-        let mut client = self.client.clone();
-        let answer = match client.lookup_mailbox_scope(request).await {
-            Ok(a) => a.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                self.credential.forget().await;
-                return Err(unavailable(&s));
-            }
-            Err(s) => return Err(unavailable(&s)),
-        };
-        if answer.org_id.is_empty() {
-            return Err(MailboxError::Unavailable(
-                "access control has not heard of your account yet (an account made a moment ago is known once identity's event reaches it); retry shortly".into(),
-            ));
-        }
-        if answer.whole_organization {
-            return Ok(Scope::WholeOrganization);
-        }
-        let parse = |ids: &[String]| -> Vec<Uuid> {
-            ids.iter()
-                .filter_map(|id| Uuid::parse_str(id).ok())
-                .collect()
-        };
-        Ok(Scope::Some {
-            owners: parse(&answer.owner_user_ids),
-            mailboxes: parse(&answer.mailbox_ids),
-        })
+    async fn scope(&self, user: Uuid, permission: Permission, only: &[Uuid]) -> Result<Scope>;
+
+    /// Who may read each `(mailbox, owner)`'s mail (the "access by" column).
+    async fn mail_readers(&self, mailboxes: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, Vec<Uuid>>>;
+}
+
+impl RegistryAccess for AccessClient {
+    async fn scope(&self, user: Uuid, permission: Permission, only: &[Uuid]) -> Result<Scope> {
+        let only: Vec<UserId> = only.iter().copied().map(UserId::from_uuid).collect();
+        Ok(self
+            .mailbox_scope(UserId::from_uuid(user), permission, &only)
+            .await?
+            .into())
     }
 
-    /// Who may read each mailbox's mail (the "access by" column), asked concurrently. A
-    /// mailbox access control has not heard of yet is read by its owner alone.
-    #[tracing::instrument(skip_all, fields(mailboxes = mailboxes.len()))]
-    pub async fn readers(&self, mailboxes: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, Vec<Uuid>>> {
-        let mut out = HashMap::with_capacity(mailboxes.len());
-        for chunk in mailboxes.chunks(32) {
-            let mut lookups = Vec::with_capacity(chunk.len());
-            for &(mailbox, owner) in chunk {
-                lookups.push(self.clone().readers_of(mailbox, owner));
-            }
-            for answer in futures::future::join_all(lookups).await {
-                let (mailbox, readers) = answer?;
-                out.insert(mailbox, readers);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn readers_of(self, mailbox: Uuid, owner: Uuid) -> Result<(Uuid, Vec<Uuid>)> {
-        let request = self
-            .request(apb::LookupSubjectsRequest {
-                resource: Some(apb::ObjectRef {
-                    r#type: "mailbox".into(),
-                    id: mailbox.to_string(),
-                }),
-                permission: Permission::ReadMail.name().into(),
-                subject_type: "user".into(),
-                at_least_as_fresh_as: None,
-            })
-            .await?;
-        let mut client = self.client.clone();
-        match client.lookup_subjects(request).await {
-            Ok(a) => Ok((
-                mailbox,
-                a.into_inner()
-                    .subject_ids
-                    .iter()
-                    .filter_map(|id| Uuid::parse_str(id).ok())
-                    .collect(),
-            )),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok((mailbox, vec![owner])),
-            Err(s) => Err(unavailable(&s)),
-        }
+    async fn mail_readers(&self, mailboxes: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, Vec<Uuid>>> {
+        let typed: Vec<(MailboxId, UserId)> = mailboxes
+            .iter()
+            .map(|&(mailbox, owner)| (MailboxId::from_uuid(mailbox), UserId::from_uuid(owner)))
+            .collect();
+        Ok(self
+            .readers(&typed)
+            .await?
+            .into_iter()
+            .map(|(mailbox, readers)| (mailbox.into_uuid(), UserId::uuids(&readers)))
+            .collect())
     }
 }

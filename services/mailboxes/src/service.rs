@@ -14,13 +14,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use mailroom_platform::aip::{self, token::PageTokenKey};
+use mailroom_aip::{self as aip, token::PageTokenKey};
+use mailroom_clients::AccessClient;
 use mailroom_platform::auth::Principal;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::mailboxes::v1 as pb;
 use mailroom_platform::redis::{RateDecision, RateLimiter};
 use mailroom_platform::sealed::SealingKeys;
+use mailroom_types::Permission;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -30,7 +32,7 @@ use crate::error::{MailboxError, Result};
 use crate::events;
 use crate::list::{self, Cursor};
 use crate::probe::{Failure, Prober, Step};
-use crate::scope::{AccessClient, Permission, Scope};
+use crate::scope::{RegistryAccess as _, Scope};
 use crate::store::{self, Changes, ListViewRow, MailboxRow, NewMailbox, Owner};
 use crate::view::{self, Columns};
 
@@ -203,13 +205,13 @@ impl Mailboxes {
         if scope.covers(row.id, row.owner_user_id) {
             return Ok(row);
         }
-        if permission != Permission::View {
+        if permission != Permission::MailboxView {
             let view = self
-                .scope(caller, Permission::View, &[row.owner_user_id])
+                .scope(caller, Permission::MailboxView, &[row.owner_user_id])
                 .await?;
             if view.covers(row.id, row.owner_user_id) {
                 return Err(MailboxError::PermissionDenied(match permission {
-                    Permission::Sync => "you may see this mailbox but not sync it: syncing takes its ownership, admin rights or \"change mailboxes\"".into(),
+                    Permission::MailboxSync => "you may see this mailbox but not sync it: syncing takes its ownership, admin rights or \"change mailboxes\"".into(),
                     _ => "you may see this mailbox but not change it: supervisors see their subordinates' mailboxes and change nothing; changing takes its ownership, admin rights or \"change mailboxes\" (access control's settings)".into(),
                 }));
             }
@@ -316,7 +318,9 @@ impl Mailboxes {
             )
         })?;
         if caller.user != Some(owner_id) {
-            let scope = self.scope(caller, Permission::Modify, &[owner_id]).await?;
+            let scope = self
+                .scope(caller, Permission::MailboxModify, &[owner_id])
+                .await?;
             if !matches!(&scope, Scope::WholeOrganization)
                 && !matches!(&scope, Scope::Some { owners, .. } if owners.contains(&owner_id))
             {
@@ -514,8 +518,13 @@ impl Mailboxes {
     ) -> Result<pb::Mailbox> {
         let caller = caller(principal, &Uuid::nil().to_string())?;
         let id = mailbox_id(&req.id)?;
-        let row = self.authorized(&caller, id, Permission::View).await?;
-        let readers = self.access.readers(&[(row.id, row.owner_user_id)]).await?;
+        let row = self
+            .authorized(&caller, id, Permission::MailboxView)
+            .await?;
+        let readers = self
+            .access
+            .mail_readers(&[(row.id, row.owner_user_id)])
+            .await?;
         Ok(view::to_proto(&row, &Columns::all(), Some(&readers)))
     }
 
@@ -535,7 +544,9 @@ impl Mailboxes {
                     .into(),
             ));
         }
-        let row = self.authorized(&caller, id, Permission::Modify).await?;
+        let row = self
+            .authorized(&caller, id, Permission::MailboxModify)
+            .await?;
         let mut changes = Changes::default();
         let mut changed: Vec<String> = Vec::new();
         let mut new_password: Option<SecretString> = None;
@@ -627,7 +638,7 @@ impl Mailboxes {
         tx.commit().await?;
         let readers = self
             .access
-            .readers(&[(updated.id, updated.owner_user_id)])
+            .mail_readers(&[(updated.id, updated.owner_user_id)])
             .await?;
         Ok(view::to_proto(&updated, &Columns::all(), Some(&readers)))
     }
@@ -640,7 +651,9 @@ impl Mailboxes {
     ) -> Result<()> {
         let caller = caller(principal, &Uuid::nil().to_string())?;
         let id = mailbox_id(&req.id)?;
-        let row = self.authorized(&caller, id, Permission::Modify).await?;
+        let row = self
+            .authorized(&caller, id, Permission::MailboxModify)
+            .await?;
         let mut tx = self.pool.begin().await?;
         if store::get(&mut *tx, row.org_id, id, true).await?.is_none() {
             return Err(MailboxError::NotFound(id.to_string()));
@@ -670,7 +683,9 @@ impl Mailboxes {
     ) -> Result<pb::SyncMailboxNowResponse> {
         let caller = caller(principal, &Uuid::nil().to_string())?;
         let id = mailbox_id(&req.id)?;
-        let row = self.authorized(&caller, id, Permission::Sync).await?;
+        let row = self
+            .authorized(&caller, id, Permission::MailboxSync)
+            .await?;
         if row.state() == SyncState::AuthFailed {
             return Err(MailboxError::FailedPrecondition(format!(
                 "the mail server refused this mailbox's password ({}); it is parked until the password or server settings are edited (UpdateMailbox)",
@@ -705,13 +720,17 @@ impl Mailboxes {
         let caller = caller(principal, &Uuid::nil().to_string())?;
         let id = mailbox_id(&req.id)?;
         let to = domain::user_id("new_owner_user_id", &req.new_owner_user_id)?;
-        let row = self.authorized(&caller, id, Permission::Modify).await?;
+        let row = self
+            .authorized(&caller, id, Permission::MailboxModify)
+            .await?;
         if row.owner_user_id == to {
             return Err(MailboxError::FailedPrecondition(
                 "the mailbox already belongs to that user".into(),
             ));
         }
-        let scope = self.scope(&caller, Permission::Modify, &[to]).await?;
+        let scope = self
+            .scope(&caller, Permission::MailboxModify, &[to])
+            .await?;
         if !matches!(&scope, Scope::WholeOrganization)
             && !matches!(&scope, Scope::Some { owners, .. } if owners.contains(&to))
         {
@@ -794,9 +813,14 @@ impl Mailboxes {
                     "a filter names at most 8 users in access_by".into(),
                 ));
             }
-            let scope = self.scope(&caller, Permission::View, &[]);
+            let scope = self.scope(&caller, Permission::MailboxView, &[]);
             let reads = futures::future::try_join_all(users.iter().map(|u| async move {
-                Ok::<_, MailboxError>((*u, self.access.scope(*u, Permission::ReadMail, &[]).await?))
+                Ok::<_, MailboxError>((
+                    *u,
+                    self.access
+                        .scope(*u, Permission::MailboxReadMail, &[])
+                        .await?,
+                ))
             }));
             futures::future::try_join(scope, reads).await?
         };
@@ -850,7 +874,7 @@ impl Mailboxes {
                 .iter()
                 .map(|r| (r.row.id, r.row.owner_user_id))
                 .collect();
-            Some(self.access.readers(&pairs).await?)
+            Some(self.access.mail_readers(&pairs).await?)
         } else {
             None
         };
@@ -999,7 +1023,7 @@ impl Mailboxes {
             email: row.email.clone(),
             imap_host: imap.host,
             imap_port: i32::from(imap.port),
-            imap_security: imap.security.to_proto() as i32,
+            imap_security: crate::domain::security_to_proto(imap.security) as i32,
             imap_username: imap.username,
             password: password.expose_secret().to_owned(),
             in_crm: row.in_crm,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::domain::{Crm, Security, ServerSettings, SyncState};
+use crate::domain::{security_from_stored, Crm, ServerSettings, SyncState};
 use crate::error::Result;
 
 /// The columns every read selects (`last_sync_time` as NULL until the first sync).
@@ -55,7 +55,7 @@ impl MailboxRow {
         ServerSettings {
             host: self.imap_host.clone(),
             port: u16::try_from(self.imap_port).unwrap_or(993),
-            security: Security::from_stored(&self.imap_security),
+            security: security_from_stored(&self.imap_security),
             username: self.imap_username.clone(),
         }
     }
@@ -64,7 +64,7 @@ impl MailboxRow {
         ServerSettings {
             host: self.smtp_host.clone(),
             port: u16::try_from(self.smtp_port).unwrap_or(465),
-            security: Security::from_stored(&self.smtp_security),
+            security: security_from_stored(&self.smtp_security),
             username: self.smtp_username.clone(),
         }
     }

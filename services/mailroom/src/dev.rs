@@ -406,12 +406,16 @@ async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
 /// Invites a fresh address (one per start, so a restart never collides with the last one)
 /// through the running invitations service, as the demo admin, and returns its personal link.
 async fn demo_invitation(admin_password: &str) -> anyhow::Result<String> {
+    use mailroom_clients::{Bearer, Caller, IdentityClient, InvitationsClient, Peer, PeerChannel};
+    use mailroom_platform::config::local;
     use mailroom_platform::proto::invitations::v1 as ipb;
-    let channel =
-        tonic::transport::Endpoint::from_shared(mailroom_platform::config::local::identity())?
-            .connect()
-            .await?;
-    let tokens = pb::auth_service_client::AuthServiceClient::new(channel)
+    let settings = mailroom_clients::Settings::default();
+    let identity = IdentityClient::new(
+        PeerChannel::new(Peer::Identity, &local::identity(), &settings)?,
+        Caller::Anonymous,
+    );
+    let tokens = identity
+        .raw_auth()
         .login(pb::LoginRequest {
             login_email: "admin@acme.test".into(),
             password: admin_password.into(),
@@ -419,25 +423,22 @@ async fn demo_invitation(admin_password: &str) -> anyhow::Result<String> {
         })
         .await?
         .into_inner();
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", tokens.access_token).parse()?;
-    let channel =
-        tonic::transport::Endpoint::from_shared(mailroom_platform::config::local::invitations())?
-            .connect()
-            .await?;
-    let mut client = ipb::invitation_service_client::InvitationServiceClient::new(channel);
+    let invitations = InvitationsClient::new(
+        PeerChannel::new(Peer::Invitations, &local::invitations(), &settings)?,
+        Caller::Person(Bearer::from_token(&tokens.access_token)?),
+    );
+    let mut client = invitations.raw();
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
     // Access control learns of the admin from identity's events: a first start may need a moment.
     for _ in 0..50 {
-        let mut request = tonic::Request::new(ipb::CreateInvitationsRequest {
-            emails: format!("new.hire.{stamp}@acme.test"),
-            message: "Welcome to Acme!".into(),
-            delivery: ipb::DeliveryMethod::OwnMailClient as i32,
-            ..Default::default()
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", bearer.clone());
+        let request = invitations
+            .request(ipb::CreateInvitationsRequest {
+                emails: format!("new.hire.{stamp}@acme.test"),
+                message: "Welcome to Acme!".into(),
+                delivery: ipb::DeliveryMethod::OwnMailClient as i32,
+                ..Default::default()
+            })
+            .await?;
         match client.create_invitations(request).await {
             Ok(answer) => {
                 let answer = answer.into_inner();

@@ -119,6 +119,10 @@ pub struct PlatformConfig {
     pub kafka_partitions: i32,
     #[serde(default = "default_replication")]
     pub kafka_replication: i32,
+    /// What every topic's name starts with (`<prefix>.identity.events`, …). The default,
+    /// `mailroom`, is what the chart's autoscaler and alerts name; tests run under their own.
+    #[serde(default = "default_topic_prefix")]
+    pub kafka_topic_prefix: String,
     /// Whether to serve Prometheus metrics (on each service's metrics port).
     #[serde(default = "default_true")]
     pub metrics_enabled: bool,
@@ -156,6 +160,9 @@ fn default_partitions() -> i32 {
 fn default_replication() -> i32 {
     1
 }
+fn default_topic_prefix() -> String {
+    crate::kafka::DEFAULT_TOPIC_PREFIX.into()
+}
 
 impl PlatformConfig {
     pub fn revocations_catch_up(&self) -> std::time::Duration {
@@ -190,6 +197,12 @@ impl PlatformConfig {
             return Err(ConfigError::Invalid {
                 key: "KAFKA_BROKERS",
                 reason: "must list at least one host:port".into(),
+            });
+        }
+        if !crate::kafka::valid_topic_prefix(&self.kafka_topic_prefix) {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_KAFKA_TOPIC_PREFIX",
+                reason: "must be 1 to 200 of ASCII letters, digits, '.', '_' and '-'".into(),
             });
         }
         if self.request_timeout_ms == 0
@@ -253,6 +266,17 @@ mod tests {
         .expect("valid config");
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn topics_are_named_under_mailroom_unless_configured() {
+        let config = PlatformConfig::load(&figment(&[])).expect("valid config");
+        assert_eq!(config.kafka_topic_prefix, "mailroom");
+        let config = PlatformConfig::load(&figment(&[("kafka_topic_prefix", "tests.x1")]))
+            .expect("valid config");
+        assert_eq!(config.kafka_topic_prefix, "tests.x1");
+        let err = PlatformConfig::load(&figment(&[("kafka_topic_prefix", "a b")])).unwrap_err();
+        assert!(err.to_string().contains("TOPIC_PREFIX"), "{err}");
     }
 
     #[test]

@@ -52,15 +52,14 @@ pub(crate) enum Outcome {
     DeadLetter,
 }
 
-/// Consumes `topics` as `name` (also the consumer group) until `shutdown`.
-/// Consumes `topics` with `handler` until `shutdown`, forever: topics are ensured, and a
-/// consumer that fails or ends is replaced after a pause. What every service's event mirror
-/// runs in the background.
+/// Consumes `topics` (named as `kafka` names them) in `group` with `handler` until
+/// `shutdown`, forever: topics are ensured, and a consumer that fails or ends is replaced after
+/// a pause. What every service's event mirror runs in the background.
 pub async fn run_until_shutdown(
     kafka: crate::kafka::KafkaSettings,
     group: String,
     pool: PgPool,
-    topics: Vec<&'static str>,
+    topics: Vec<crate::kafka::Topic>,
     handler: Arc<dyn EventHandler>,
     shutdown: CancellationToken,
 ) {
@@ -74,7 +73,7 @@ pub async fn run_until_shutdown(
                     group.clone(),
                     pool.clone(),
                     consumer,
-                    topics.iter().map(|t| (*t).to_owned()).collect(),
+                    kafka.topics.names(&topics),
                     handler.clone(),
                     shutdown.clone(),
                 )
@@ -93,6 +92,8 @@ pub async fn run_until_shutdown(
     }
 }
 
+/// Consumes the topics named `topics` with `consumer` (of group `name`, which also keys
+/// `processed_events`) until `shutdown` or the first stream error.
 pub async fn run(
     name: String,
     pool: PgPool,

@@ -1,5 +1,10 @@
 //! Kafka clients as Mailroom configures them (plain Kafka protocol: Apache Kafka, Redpanda,
-//! MSK or tansu), the topic names, and topic creation.
+//! MSK or tansu), the topics and their names, and topic creation.
+//!
+//! A topic is named `<prefix>.<what it carries>`: [`Topic`] says what it carries, [`Topics`]
+//! holds the prefix from configuration (`kafka_topic_prefix`, `mailroom` unless set, which
+//! gives the names production, the chart's autoscaler and the alerts use). A test runs under a
+//! prefix of its own, so it never sees another test's events nor replays the broker's history.
 
 use std::time::Duration;
 
@@ -10,29 +15,131 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
-/// Identity's events.
-pub const IDENTITY_EVENTS: &str = "mailroom.identity.events";
-/// Invitations' events.
-pub const INVITATIONS_EVENTS: &str = "mailroom.invitations.events";
-/// The mailbox registry's events.
-pub const MAILBOXES_EVENTS: &str = "mailroom.mailboxes.events";
-/// Sync's events.
-pub const SYNC_EVENTS: &str = "mailroom.sync.events";
-/// Access control's events.
-pub const ACCESS_EVENTS: &str = "mailroom.access.events";
-/// Token revocations (identity's `SessionsRevoked`), keyed by subject and compacted, read
-/// from the beginning by every process that verifies tokens.
-pub const REVOCATIONS: &str = "mailroom.identity.revocations";
-/// Work for sync workers, keyed by mailbox id.
-pub const SYNC_REQUESTS: &str = "mailroom.sync.requests";
+/// The prefix of every topic unless configured otherwise.
+pub const DEFAULT_TOPIC_PREFIX: &str = "mailroom";
 
-/// Where and how to reach the brokers.
+/// One of Mailroom's topics, by what it carries. Its name comes from [`Topics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Identity's events.
+    IdentityEvents,
+    /// Token revocations (identity's `SessionsRevoked`), keyed by subject and compacted, read
+    /// from the beginning by every process that verifies tokens.
+    Revocations,
+    /// Invitations' events.
+    InvitationsEvents,
+    /// The mailbox registry's events.
+    MailboxesEvents,
+    /// Sync's events.
+    SyncEvents,
+    /// Work for sync workers, keyed by mailbox id.
+    SyncRequests,
+    /// Access control's events.
+    AccessEvents,
+}
+
+impl Topic {
+    /// Every topic.
+    pub const ALL: [Topic; 7] = [
+        Topic::IdentityEvents,
+        Topic::Revocations,
+        Topic::InvitationsEvents,
+        Topic::MailboxesEvents,
+        Topic::SyncEvents,
+        Topic::SyncRequests,
+        Topic::AccessEvents,
+    ];
+
+    /// The name after the prefix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Topic::IdentityEvents => "identity.events",
+            Topic::Revocations => "identity.revocations",
+            Topic::InvitationsEvents => "invitations.events",
+            Topic::MailboxesEvents => "mailboxes.events",
+            Topic::SyncEvents => "sync.events",
+            Topic::SyncRequests => "sync.requests",
+            Topic::AccessEvents => "access.events",
+        }
+    }
+
+    /// The name under the default prefix (`mailroom.identity.events`): how an outbox row
+    /// records its topic, whatever prefix the relay publishes under.
+    pub fn default_name(self) -> String {
+        format!("{DEFAULT_TOPIC_PREFIX}.{}", self.suffix())
+    }
+
+    /// Whether only the newest record of each key matters (the broker compacts the topic).
+    pub fn is_compacted(self) -> bool {
+        self == Topic::Revocations
+    }
+}
+
+/// The names of Mailroom's topics under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::new(DEFAULT_TOPIC_PREFIX)
+    }
+}
+
+impl Topics {
+    /// Topics named `<prefix>.<suffix>`. The prefix is checked by the configuration
+    /// ([`crate::config::PlatformConfig::validate`]).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The name of `topic` (`mailroom.identity.events`).
+    pub fn name(&self, topic: Topic) -> String {
+        format!("{}.{}", self.prefix, topic.suffix())
+    }
+
+    /// The names of `topics`, in order.
+    pub fn names(&self, topics: &[Topic]) -> Vec<String> {
+        topics.iter().map(|t| self.name(*t)).collect()
+    }
+
+    /// Where a record an outbox row names `stored` is published: a topic's default name
+    /// ([`Topic::default_name`]) is published under this prefix; any other name as it is.
+    pub fn published_name(&self, stored: &str) -> String {
+        let suffix = stored
+            .strip_prefix(DEFAULT_TOPIC_PREFIX)
+            .and_then(|rest| rest.strip_prefix('.'));
+        match Topic::ALL.into_iter().find(|t| Some(t.suffix()) == suffix) {
+            Some(topic) => self.name(topic),
+            None => stored.to_owned(),
+        }
+    }
+}
+
+/// Whether `prefix` can start a topic name: 1 to 200 of ASCII letters, digits, `.`, `_`, `-`.
+pub fn valid_topic_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 200
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Where and how to reach the brokers, and what the topics are called.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub idempotence: bool,
     pub partitions: i32,
     pub replication: i32,
+    pub topics: Topics,
 }
 
 impl KafkaSettings {
@@ -42,6 +149,7 @@ impl KafkaSettings {
             idempotence: config.kafka_idempotence,
             partitions: config.kafka_partitions,
             replication: config.kafka_replication,
+            topics: Topics::new(config.kafka_topic_prefix.clone()),
         }
     }
 
@@ -121,21 +229,22 @@ impl KafkaSettings {
     }
 
     /// Creates `topics` where missing (an existing topic is left as it is).
-    pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaError> {
+    pub async fn ensure_topics(&self, topics: &[Topic]) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let names = self.topics.names(topics);
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|t| {
-                let topic = NewTopic::new(
-                    t,
+            .zip(&names)
+            .map(|(topic, name)| {
+                let new = NewTopic::new(
+                    name,
                     self.partitions,
                     TopicReplication::Fixed(self.replication),
                 );
-                if *t == REVOCATIONS {
-                    // Only the newest not-before of a subject matters.
-                    topic.set("cleanup.policy", "compact")
+                if topic.is_compacted() {
+                    new.set("cleanup.policy", "compact")
                 } else {
-                    topic
+                    new
                 }
             })
             .collect();
@@ -152,5 +261,53 @@ impl KafkaSettings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_prefix_gives_the_names_production_uses() {
+        let topics = Topics::default();
+        assert_eq!(
+            topics.name(Topic::IdentityEvents),
+            "mailroom.identity.events"
+        );
+        assert_eq!(
+            topics.name(Topic::Revocations),
+            "mailroom.identity.revocations"
+        );
+        assert_eq!(topics.name(Topic::SyncRequests), "mailroom.sync.requests");
+        for topic in Topic::ALL {
+            assert_eq!(topics.name(topic), topic.default_name());
+            assert_eq!(
+                topics.published_name(&topic.default_name()),
+                topic.default_name()
+            );
+        }
+    }
+
+    #[test]
+    fn an_outbox_row_is_published_under_the_configured_prefix() {
+        let topics = Topics::new("tests.abc");
+        assert_eq!(
+            topics.published_name("mailroom.sync.requests"),
+            "tests.abc.sync.requests"
+        );
+        // A name that is not one of Mailroom's topics is kept as it is.
+        assert_eq!(topics.published_name("other.topic"), "other.topic");
+        assert_eq!(topics.published_name("mailroom.sync"), "mailroom.sync");
+    }
+
+    #[test]
+    fn a_prefix_is_a_topic_name_part() {
+        assert!(valid_topic_prefix("mailroom"));
+        assert!(valid_topic_prefix("tests.0a1b-c_d"));
+        assert!(!valid_topic_prefix(""));
+        assert!(!valid_topic_prefix("with space"));
+        assert!(!valid_topic_prefix("slash/"));
+        assert!(!valid_topic_prefix(&"x".repeat(201)));
     }
 }

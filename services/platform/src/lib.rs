@@ -11,16 +11,18 @@
 //!   consumed exactly once in effect.
 //! - [`revocation`]: subjects whose tokens are void before a time, learnt from identity.
 //! - [`sealed`]: secrets at rest (mailbox passwords) sealed with AES-256-GCM under rotatable keys.
-//! - [`service_auth`]: a service's own token for calling other services.
 //! - [`redis`]: the Redis connection and the rate limiter built on it.
-//! - [`aip`]: AIP-160 filters and AIP-158 page tokens.
 //! - [`email`]: email addresses, host names and one-line names as every service accepts them.
 //! - [`text`]: canonical (NFC) text and the refusal of invisible and bidi-control characters.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
-//! - [`smtp`]: the SMTP transport services send mail with.
 //! - [`wire`]: protobuf timestamps to and from times.
+//!
+//! Mail protocols — where mail servers may be dialled, TLS, IMAP, the SMTP check and the SMTP
+//! sender — are the `mailroom-mail` crate's.
+//!
+//! Calling another service (channels, the service credential, a peer's errors) is the
+//! `mailroom-clients` crate's.
 
-pub mod aip;
 pub mod auth;
 pub mod config;
 pub mod consumer;
@@ -30,14 +32,11 @@ pub mod error;
 pub mod grpc;
 pub mod kafka;
 pub mod metrics;
-pub mod net;
 pub mod outbox;
 pub mod redis;
 pub mod revocation;
 pub mod sealed;
-pub mod service_auth;
 pub mod shutdown;
-pub mod smtp;
 pub mod telemetry;
 pub mod text;
 pub mod wire;

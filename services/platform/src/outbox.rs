@@ -19,7 +19,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::kafka::KafkaSettings;
+use crate::kafka::{KafkaSettings, Topic};
 use crate::proto::events::v1::{actor, envelope::Payload, Actor, Envelope};
 
 /// Who caused an event.
@@ -82,10 +82,13 @@ pub fn payload_type(payload: &Payload) -> &'static str {
     }
 }
 
-/// Writes an event into the outbox, in the caller's transaction. Returns the event id.
+/// Writes an event for `topic` into the outbox, in the caller's transaction. Returns the
+/// event id. The row names the topic by its default name ([`Topic::default_name`]); the relay
+/// publishes it under the configured prefix ([`crate::kafka::Topics::published_name`]), so rows
+/// mean the same to every version of the relay.
 pub async fn enqueue(
     conn: &mut PgConnection,
-    topic: &str,
+    topic: Topic,
     org_id: Uuid,
     aggregate_id: &str,
     actor: &EventActor,
@@ -114,7 +117,7 @@ pub async fn enqueue(
         "INSERT INTO outbox (event_id, topic, record_key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(id)
-    .bind(topic)
+    .bind(topic.default_name())
     .bind(aggregate_id)
     .bind(envelope.encode_to_vec())
     .bind(sqlx::types::Json(headers))
@@ -145,7 +148,7 @@ pub struct Relay {
     pool: PgPool,
     schema: String,
     kafka: KafkaSettings,
-    topics: Vec<&'static str>,
+    topics: Vec<Topic>,
     batch_size: i64,
     idle_poll: Duration,
     retention: Duration,
@@ -154,12 +157,7 @@ pub struct Relay {
 impl Relay {
     /// `topics` are created at start (and again after a failure: a broker that lost them, such
     /// as an in-memory one, gets them back).
-    pub fn new(
-        pool: PgPool,
-        schema: &str,
-        kafka: KafkaSettings,
-        topics: Vec<&'static str>,
-    ) -> Self {
+    pub fn new(pool: PgPool, schema: &str, kafka: KafkaSettings, topics: Vec<Topic>) -> Self {
         Self {
             pool,
             schema: schema.to_owned(),
@@ -295,8 +293,12 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        let names: Vec<String> = rows
+            .iter()
+            .map(|row| self.kafka.topics.published_name(&row.topic))
+            .collect();
         let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for (row, name) in rows.iter().zip(&names) {
             let mut headers = OwnedHeaders::new_with_capacity(row.headers.0.len());
             for (key, value) in row.headers.0.iter() {
                 headers = headers.insert(Header {
@@ -304,7 +306,7 @@ impl Relay {
                     value: Some(value.as_bytes()),
                 });
             }
-            let record = FutureRecord::to(&row.topic)
+            let record = FutureRecord::to(name)
                 .key(&row.record_key)
                 .payload(&row.payload)
                 .headers(headers);
@@ -313,15 +315,17 @@ impl Relay {
         let results = futures::future::join_all(deliveries).await;
         let mut published = Vec::with_capacity(rows.len());
         let mut failure = None;
-        for (row, result) in rows.iter().zip(results) {
+        for ((row, name), result) in rows.iter().zip(names).zip(results) {
             match result {
                 Ok(_) if failure.is_none() => {
-                    metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "topic" => row.topic.clone()).increment(1);
+                    metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "topic" => name)
+                        .increment(1);
                     published.push(row.seq);
                 }
                 Ok(_) => {}
                 Err((err, _)) => {
-                    metrics::counter!(crate::metrics::OUTBOX_FAILURES, "topic" => row.topic.clone()).increment(1);
+                    metrics::counter!(crate::metrics::OUTBOX_FAILURES, "topic" => name)
+                        .increment(1);
                     if failure.is_none() {
                         failure = Some((row.seq, err));
                     }

@@ -3,7 +3,7 @@
 //! Access tokens are verified locally and live for minutes, so a dismissed user (or a demoted
 //! admin, a changed password, "sign out everywhere") would keep a working token until it
 //! expired. Identity therefore writes a [`SessionsRevoked`](crate::proto::events::v1::SessionsRevoked)
-//! event for the subject through its outbox onto [`REVOCATIONS`](crate::kafka::REVOCATIONS), a
+//! event for the subject through its outbox onto [`Topic::Revocations`], a
 //! topic keyed by subject and compacted, so the newest not-before of every subject stays in it.
 //!
 //! Every process that verifies tokens runs one [`follow`] task: it reads that topic from the
@@ -24,7 +24,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{KafkaSettings, REVOCATIONS};
+use crate::kafka::{KafkaSettings, Topic};
 use crate::proto::events::v1::{envelope::Payload, Envelope};
 
 /// Revoked subjects and the time (Unix milliseconds) before which their tokens are refused.
@@ -144,14 +144,18 @@ const PARTITION_CHECK: Duration = Duration::from_secs(30);
 
 /// The topic's partitions. librdkafka's metadata call blocks its thread until the broker
 /// answers, so it runs on the blocking pool, never on a runtime worker.
-async fn partitions_of(consumer: &Arc<StreamConsumer>) -> Result<Vec<i32>, FollowError> {
+async fn partitions_of(
+    consumer: &Arc<StreamConsumer>,
+    name: &str,
+) -> Result<Vec<i32>, FollowError> {
     let consumer = consumer.clone();
+    let name = name.to_owned();
     tokio::task::spawn_blocking(move || {
-        let metadata = consumer.fetch_metadata(Some(REVOCATIONS), Duration::from_secs(10))?;
+        let metadata = consumer.fetch_metadata(Some(&name), Duration::from_secs(10))?;
         let topic = metadata
             .topics()
             .iter()
-            .find(|t| t.name() == REVOCATIONS)
+            .find(|t| t.name() == name)
             .filter(|t| t.error().is_none() && !t.partitions().is_empty())
             // Just created, a topic can take a moment to show in the brokers' metadata.
             .ok_or(FollowError::NotYetVisible)?;
@@ -164,11 +168,13 @@ async fn partitions_of(consumer: &Arc<StreamConsumer>) -> Result<Vec<i32>, Follo
 /// Where a partition ends now (a blocking broker call, run on the blocking pool).
 async fn high_watermark(
     consumer: &Arc<StreamConsumer>,
+    name: &str,
     partition: i32,
 ) -> Result<(i64, i64), FollowError> {
     let consumer = consumer.clone();
+    let name = name.to_owned();
     tokio::task::spawn_blocking(move || {
-        Ok(consumer.fetch_watermarks(REVOCATIONS, partition, Duration::from_secs(10))?)
+        Ok(consumer.fetch_watermarks(&name, partition, Duration::from_secs(10))?)
     })
     .await
     .map_err(|e| FollowError::Blocking(e.to_string()))?
@@ -179,18 +185,19 @@ async fn follow_once(
     revocations: &Revocations,
     shutdown: &CancellationToken,
 ) -> Result<(), FollowError> {
-    kafka.ensure_topics(&[REVOCATIONS]).await?;
+    kafka.ensure_topics(&[Topic::Revocations]).await?;
+    let name = kafka.topics.name(Topic::Revocations);
     let consumer: Arc<StreamConsumer> = Arc::new(kafka.reader()?);
-    let partitions = partitions_of(&consumer).await?;
+    let partitions = partitions_of(&consumer, &name).await?;
     // Where each partition ends now: having read that far is "caught up".
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
     for partition in &partitions {
-        let (low, high) = high_watermark(&consumer, *partition).await?;
+        let (low, high) = high_watermark(&consumer, &name, *partition).await?;
         if high > low {
             remaining.insert(*partition, high);
         }
-        assignment.add_partition_offset(REVOCATIONS, *partition, Offset::Beginning)?;
+        assignment.add_partition_offset(&name, *partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
     let mut check = tokio::time::interval(Duration::from_millis(200));
@@ -204,7 +211,7 @@ async fn follow_once(
             if let Ok(positions) = consumer.position() {
                 remaining.retain(|partition, end| {
                     positions
-                        .find_partition(REVOCATIONS, *partition)
+                        .find_partition(&name, *partition)
                         .and_then(|p| p.offset().to_raw())
                         .is_none_or(|next| next < *end)
                 });
@@ -218,7 +225,7 @@ async fn follow_once(
             _ = shutdown.cancelled() => return Ok(()),
             _ = check.tick() => continue,
             _ = partition_check.tick() => {
-                let now = partitions_of(&consumer).await?;
+                let now = partitions_of(&consumer, &name).await?;
                 if now.len() != partitions.len() {
                     return Err(FollowError::PartitionsChanged(now.len()));
                 }

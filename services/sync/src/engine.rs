@@ -19,11 +19,13 @@
 //! drops the rest); they are drained after each folder.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
+use mailroom_mail::dial::Policy;
+use mailroom_mail::imap::{self, ImapSession};
+use mailroom_mail::{Connector, Login};
 use mailroom_platform::proto::events::v1 as ev;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +34,6 @@ use uuid::Uuid;
 use crate::domain::{flags, SpecialUse};
 use crate::envelope::StoredEnvelope;
 use crate::error::{FailureKind, RunError, SyncFailure};
-use crate::imap::{self, ImapSession, Login};
 use crate::store::{self, Checkpoint, FolderRow, NewRow};
 
 /// How the engine behaves (from the worker's configuration).
@@ -88,7 +89,9 @@ pub const FEED_MAX: usize = 5_000;
 #[derive(Clone)]
 pub struct Engine {
     pool: PgPool,
-    tls: Arc<rustls::ClientConfig>,
+    /// The mail layer's connector (destination policy, TLS, `connect_timeout`) every IMAP
+    /// session of this engine opens with.
+    connector: Connector,
     options: EngineOptions,
 }
 
@@ -105,15 +108,18 @@ struct FolderName {
 
 impl Engine {
     pub fn new(pool: PgPool, options: EngineOptions) -> Self {
+        let policy = Policy {
+            allow_local: options.allow_local,
+        };
         Self {
             pool,
-            tls: imap::tls_config(),
+            connector: Connector::new(policy, options.connect_timeout),
             options,
         }
     }
 
-    pub fn tls(&self) -> &Arc<rustls::ClientConfig> {
-        &self.tls
+    pub fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     pub fn options(&self) -> &EngineOptions {
@@ -132,7 +138,9 @@ impl Engine {
     ) -> Result<SyncReport, RunError> {
         let started = Instant::now();
         let mut session = tokio::select! {
-            s = imap::connect(login, &self.tls, self.options.connect_timeout, self.options.allow_local) => s?,
+            s = imap::connect(&self.connector, login) => {
+                s.map_err(|e| SyncFailure::connecting(login, &e))?
+            }
             _ = stop.cancelled() => return Err(RunError::Stopped),
         };
         let result = self.sync_session(&mut session, mailbox, feed, stop).await;

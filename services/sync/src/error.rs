@@ -3,6 +3,9 @@
 //! refuses or fails at, mapped to gRPC codes here and only here (through the platform's
 //! `to_status`).
 
+use mailroom_mail::imap::ImapError;
+use mailroom_mail::tls::TlsError;
+use mailroom_mail::Login;
 use mailroom_platform::error::{ApiError, ErrorKind};
 use mailroom_platform::proto::events::v1 as ev;
 
@@ -30,6 +33,19 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Protocol => "protocol",
             FailureKind::Refused => "refused",
+        }
+    }
+
+    /// The mail layer's sorting, in the registry's terms: a destination the policy refuses
+    /// is unreachable.
+    pub fn of(kind: mailroom_mail::FailureKind) -> Self {
+        use mailroom_mail::FailureKind as Mail;
+        match kind {
+            Mail::AuthFailed => FailureKind::AuthFailed,
+            Mail::Unreachable | Mail::Forbidden => FailureKind::Unreachable,
+            Mail::Tls => FailureKind::Tls,
+            Mail::Timeout => FailureKind::Timeout,
+            Mail::Protocol => FailureKind::Protocol,
         }
     }
 
@@ -64,6 +80,33 @@ impl SyncFailure {
     pub fn protocol(err: impl std::fmt::Display) -> Self {
         Self::new(FailureKind::Protocol, err.to_string())
     }
+
+    /// A connect or login to `login`'s server that failed, in a sentence naming the server.
+    pub fn connecting(login: &Login, err: &ImapError) -> Self {
+        let (host, port) = (&login.host, login.port);
+        let message = match err {
+            ImapError::Timeout(after) => format!(
+                "{host}:{port} did not complete the login within {} s",
+                after.as_secs()
+            ),
+            ImapError::Dial(e) => format!("cannot reach {host}:{port}: {e}"),
+            ImapError::Tls(TlsError::Name) => {
+                format!("`{host}` is not a name a certificate can be checked against")
+            }
+            ImapError::Tls(e) => format!("TLS with {host} failed: {e}"),
+            ImapError::StartTls(e) => format!("{host} refused STARTTLS: {e}"),
+            ImapError::Closed => format!("{host} closed the connection before greeting"),
+            ImapError::Greeting(e) => format!("no IMAP greeting from {host}: {e}"),
+            ImapError::LoginRefused(said) => format!(
+                "{host} refused the login for `{}` ({said}); update the mailbox's password or server in the registry",
+                login.username
+            ),
+            ImapError::LoginBad(_) | ImapError::Login(_) => {
+                format!("login to {host} failed: {err}")
+            }
+        };
+        Self::new(FailureKind::of(err.kind()), message)
+    }
 }
 
 impl From<async_imap::error::Error> for SyncFailure {
@@ -78,7 +121,7 @@ impl From<async_imap::error::Error> for SyncFailure {
             }
             Error::No(text) => SyncFailure::new(
                 FailureKind::Refused,
-                format!("the server refused: {}", crate::imap::one_line(text)),
+                format!("the server refused: {}", mailroom_mail::one_line(text)),
             ),
             _ => SyncFailure::protocol(err),
         }
@@ -128,6 +171,14 @@ mailroom_platform::service_error!(SyncError);
 impl From<redis::RedisError> for SyncError {
     fn from(err: redis::RedisError) -> Self {
         SyncError::Redis(err.to_string())
+    }
+}
+
+/// The sync asks its peers (the registry, access control) only about its own work, never
+/// with its caller's input: whatever they answer other than yes is them failing the sync.
+impl From<mailroom_clients::PeerError> for SyncError {
+    fn from(err: mailroom_clients::PeerError) -> Self {
+        SyncError::Unavailable(err.to_string())
     }
 }
 

@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailroom_mail::{imap, Login};
+use mailroom_types::MailboxId;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -27,7 +29,6 @@ use uuid::Uuid;
 use crate::domain::backoff;
 use crate::engine::Engine;
 use crate::error::{FailureKind, SyncFailure};
-use crate::imap;
 use crate::lease::Leases;
 use crate::metrics;
 use crate::peers::Peers;
@@ -228,7 +229,7 @@ impl IdleWatcher {
 
     /// One connection: returns Ok when told to stop, Err when the connection failed.
     async fn watch_once(&self, mailbox: Uuid, stop: &CancellationToken) -> Result<(), SyncFailure> {
-        let login = match self.peers.login(mailbox).await {
+        let login = match self.peers.login(MailboxId::from_uuid(mailbox)).await {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(()),
             Err(err) => return Err(SyncFailure::new(FailureKind::Unreachable, err.to_string())),
@@ -273,13 +274,15 @@ pub enum IdleEvent {
 pub async fn hold(
     engine: &Engine,
     idle: &IdleOptions,
-    login: &imap::Login,
+    login: &Login,
     stop: &CancellationToken,
     mut on_event: impl FnMut(IdleEvent),
 ) -> Result<(), SyncFailure> {
     let options = engine.options();
     let mut session = tokio::select! {
-        s = imap::connect(login, engine.tls(), options.connect_timeout, options.allow_local) => s?,
+        s = imap::connect(engine.connector(), login) => {
+            s.map_err(|e| SyncFailure::connecting(login, &e))?
+        }
         _ = stop.cancelled() => return Ok(()),
     };
     tokio::time::timeout(options.io_timeout, session.examine("INBOX"))

@@ -9,8 +9,9 @@
 //! - [`mailbox_events`]: the registry's events, into the [`store`]'s schedule.
 //! - [`scheduler`]: hands due mailboxes out on `mailroom.sync.requests`, through the outbox.
 //! - [`worker`]: takes those requests (the platform's concurrent consumer), holds a [`lease`]
-//!   per mailbox, runs the [`engine`] over an [`imap`] session, and reports through the outbox
-//!   on `mailroom.sync.events`.
+//!   per mailbox, runs the [`engine`] over an IMAP session (opened by the `mailroom_mail`
+//!   crate, the one mail-protocol layer), and reports through the outbox on
+//!   `mailroom.sync.events`.
 //! - [`service`]: heartbeats, sync status and reading mail, and who may call them; [`api`]:
 //!   the gRPC handlers; [`error`]: what can go wrong and its gRPC code; [`peers`]: the
 //!   registry (mailbox logins) and access control, called as this service.
@@ -28,7 +29,6 @@ pub mod engine;
 pub mod envelope;
 pub mod error;
 pub mod idle;
-pub mod imap;
 pub mod lease;
 pub mod mailbox_events;
 pub mod metrics;
@@ -41,14 +41,14 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom_platform::aip::token::PageTokenKey;
+use mailroom_aip::token::PageTokenKey;
+use mailroom_clients::{ServicePeers, Settings};
 use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, MAILBOXES_EVENTS, SYNC_EVENTS, SYNC_REQUESTS};
+use mailroom_platform::kafka::{KafkaSettings, Topic};
 use mailroom_platform::outbox::Relay;
 use mailroom_platform::proto::sync::v1 as pb;
-use mailroom_platform::service_auth::ServiceCredential;
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
@@ -109,7 +109,7 @@ impl Started {
             self.kafka.clone(),
             self.config.consumer_group.clone(),
             self.pool.clone(),
-            vec![MAILBOXES_EVENTS],
+            vec![Topic::MailboxesEvents],
             Arc::new(mailbox_events::MailboxEvents),
             shutdown.clone(),
         ));
@@ -128,7 +128,7 @@ impl Started {
                 self.kafka.clone(),
                 self.config.worker_group.clone(),
                 self.pool.clone(),
-                vec![SYNC_REQUESTS],
+                vec![Topic::SyncRequests],
                 worker::handler(worker),
                 self.config.worker_concurrency.max(1),
                 max_work,
@@ -165,16 +165,13 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
             .await?;
     mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
     let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
-    let credential = ServiceCredential::new(
-        config.identity_endpoint.clone(),
+    let peers = ServicePeers::new(
+        &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-    );
-    let peers = peers::Peers::new(
-        &config.mailboxes_endpoint,
-        &config.access_endpoint,
-        credential,
+        Settings::default(),
     )
+    .and_then(|p| peers::Peers::new(&p, &config.mailboxes_endpoint, &config.access_endpoint))
     .map_err(|e| StartError::Config(e.to_string()))?;
     let activity = activity::Activity::new(redis.clone(), config.tiers.clone());
     let engine = engine::Engine::new(
@@ -260,7 +257,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         pool.clone(),
         SCHEMA,
         kafka.clone(),
-        vec![SYNC_EVENTS, SYNC_REQUESTS],
+        vec![Topic::SyncEvents, Topic::SyncRequests],
     );
     Ok(Started {
         sync,

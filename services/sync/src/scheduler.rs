@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use mailroom_platform::kafka::SYNC_REQUESTS;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
 use sqlx::PgPool;
@@ -71,7 +71,7 @@ impl Scheduler {
             let key = mailbox.to_string();
             outbox::enqueue(
                 &mut tx,
-                SYNC_REQUESTS,
+                Topic::SyncRequests,
                 *org,
                 &key,
                 &actor,

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use mailroom_platform::aip::token::PageTokenKey;
-use mailroom_platform::aip::{self, Op, Value};
+use mailroom_aip::token::PageTokenKey;
+use mailroom_aip::{self as aip, Op, Value};
+use mailroom_mail::imap;
 use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::sync::v1 as pb;
+use mailroom_types::{MailboxId, Permission, UserId};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -22,14 +24,10 @@ use crate::activity::Activity;
 use crate::domain::{flags, uid_from_db, ClientKind, Tier};
 use crate::engine::Engine;
 use crate::envelope::StoredEnvelope;
-use crate::error::{Result, SyncError};
-use crate::imap;
+use crate::error::{Result, SyncError, SyncFailure};
 use crate::metrics;
 use crate::peers::Peers;
 use crate::store::{self, After, ScheduleRow};
-
-const VIEW: &str = "mailbox.view";
-const READ_MAIL: &str = "mailbox.read_mail";
 
 pub struct Sync {
     pub pool: PgPool,
@@ -103,7 +101,12 @@ impl Sync {
             ) if row.org_id == org_id.into_uuid() => {
                 if self
                     .peers
-                    .allowed(user_id.into_uuid(), VIEW, id, row.owner_user_id)
+                    .allowed(
+                        *user_id,
+                        Permission::MailboxView,
+                        MailboxId::from_uuid(id),
+                        UserId::from_uuid(row.owner_user_id),
+                    )
                     .await?
                 {
                     Ok(row)
@@ -121,7 +124,12 @@ impl Sync {
         let allowed = match principal {
             Principal::User { user_id, .. } => {
                 self.peers
-                    .allowed(user_id.into_uuid(), READ_MAIL, id, row.owner_user_id)
+                    .allowed(
+                        *user_id,
+                        Permission::MailboxReadMail,
+                        MailboxId::from_uuid(id),
+                        UserId::from_uuid(row.owner_user_id),
+                    )
                     .await?
             }
             Principal::Service { .. } => false,
@@ -315,18 +323,16 @@ impl Sync {
         }
         let login = self
             .peers
-            .login(id)
+            .login(MailboxId::from_uuid(id))
             .await?
             .ok_or_else(|| SyncError::NotFound(id.to_string()))?;
         let options = self.engine.options().clone();
-        let mut session = imap::connect(
-            &login.login,
-            self.engine.tls(),
-            options.connect_timeout,
-            options.allow_local,
-        )
-        .await
-        .map_err(|f| SyncError::Unavailable(format!("the mail server: {f}")))?;
+        let mut session = imap::connect(self.engine.connector(), &login.login)
+            .await
+            .map_err(|e| {
+                let failure = SyncFailure::connecting(&login.login, &e);
+                SyncError::Unavailable(format!("the mail server: {failure}"))
+            })?;
         let fetched = tokio::time::timeout(options.io_timeout, async {
             session.examine(&req.folder).await?;
             let mut raw = None;
@@ -351,7 +357,7 @@ impl Sync {
             Ok(Err(e)) => {
                 return Err(SyncError::Unavailable(format!(
                     "the mail server did not return the message: {}",
-                    imap::one_line(&e.to_string())
+                    mailroom_mail::one_line(&e.to_string())
                 )))
             }
             Err(_) => {

@@ -15,10 +15,11 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::Utc;
 use mailroom_platform::consumer::concurrent::WorkHandler;
-use mailroom_platform::kafka::SYNC_EVENTS;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::redis::{RateDecision, RateLimiter};
+use mailroom_types::MailboxId;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -129,7 +130,7 @@ impl Worker {
         // The login is asked for before the lease: a mailbox the registry no longer has
         // leaves the schedule without ever holding up the mailbox's lease.
         let login_read_at = Utc::now();
-        let Some(login) = self.peers.login(mailbox).await? else {
+        let Some(login) = self.peers.login(MailboxId::from_uuid(mailbox)).await? else {
             let mut tx = self.pool.begin().await?;
             store::forget_mailbox(&mut tx, mailbox).await?;
             tx.commit().await?;
@@ -252,7 +253,7 @@ impl Worker {
         let key = row.mailbox_id.to_string();
         outbox::enqueue(
             &mut tx,
-            SYNC_EVENTS,
+            Topic::SyncEvents,
             row.org_id,
             &key,
             &actor,
@@ -273,7 +274,7 @@ impl Worker {
         for feed in report.new_for_feed {
             outbox::enqueue(
                 &mut tx,
-                SYNC_EVENTS,
+                Topic::SyncEvents,
                 row.org_id,
                 &key,
                 &actor,
@@ -332,7 +333,7 @@ impl Worker {
             let key = row.mailbox_id.to_string();
             outbox::enqueue(
                 &mut tx,
-                SYNC_EVENTS,
+                Topic::SyncEvents,
                 row.org_id,
                 &key,
                 &EventActor::Service(SERVICE.into()),

@@ -5,9 +5,12 @@
 //!   wire once and transparent to sqlx and serde. Passing a user's id where a mailbox's is
 //!   wanted does not compile.
 //! - [`permission`]: the permissions access control computes, by the names they travel under.
+//! - [`seats`]: the seat rule (how many people an organisation's plan admits), one predicate.
 
 pub mod ids;
 pub mod permission;
+pub mod seats;
 
 pub use ids::{DepartmentId, IdError, InvitationId, MailboxId, OrgId, RegistrationLinkId, UserId};
 pub use permission::{Permission, UnknownPermission};
+pub use seats::Seats;

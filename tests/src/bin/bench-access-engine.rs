@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use mailroom_access::model::Relationship::*;
-use mailroom_access::{OrgGraph, Permission};
+use mailroom_access::OrgGraph;
+use mailroom_platform::types::{DepartmentId, MailboxId, Permission, UserId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
@@ -32,21 +33,26 @@ fn main() {
     let (users_n, mailboxes_n, fanout, depth) = (100_000usize, 200_000usize, 3usize, 8u32);
 
     // Departments: a tree 8 levels deep with fan-out 3 (3,280 departments).
-    let mut levels: Vec<Vec<Uuid>> = vec![vec![Uuid::new_v4()]];
+    let department = || DepartmentId::from_uuid(Uuid::new_v4());
+    let mut levels: Vec<Vec<DepartmentId>> = vec![vec![department()]];
     for _ in 1..depth {
-        let next: Vec<Uuid> = levels
+        let next: Vec<DepartmentId> = levels
             .last()
             .map(|l| {
                 l.iter()
-                    .flat_map(|_| (0..fanout).map(|_| Uuid::new_v4()))
+                    .flat_map(|_| (0..fanout).map(|_| department()))
                     .collect()
             })
             .unwrap_or_default();
         levels.push(next);
     }
-    let departments: Vec<Uuid> = levels.iter().flatten().copied().collect();
-    let users: Vec<Uuid> = (0..users_n).map(|_| Uuid::new_v4()).collect();
-    let mailboxes: Vec<Uuid> = (0..mailboxes_n).map(|_| Uuid::new_v4()).collect();
+    let departments: Vec<DepartmentId> = levels.iter().flatten().copied().collect();
+    let users: Vec<UserId> = (0..users_n)
+        .map(|_| UserId::from_uuid(Uuid::new_v4()))
+        .collect();
+    let mailboxes: Vec<MailboxId> = (0..mailboxes_n)
+        .map(|_| MailboxId::from_uuid(Uuid::new_v4()))
+        .collect();
 
     let before = rss_kib();
     let started = Instant::now();

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use mailroom_mail::{Login, Security};
 use mailroom_sync::engine::{Engine, EngineOptions};
 use mailroom_sync::idle::{hold, IdleEvent, IdleOptions};
-use mailroom_sync::imap::{Login, Security};
 use mailroom_tests::bench::rss_kib;
 use mailroom_tests::{create_database, StackEnv};
 use secrecy::SecretString;

@@ -19,8 +19,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use mailroom_mail::{Login, Security};
 use mailroom_sync::engine::{Engine, EngineOptions};
-use mailroom_sync::imap::{Login, Security};
 use mailroom_tests::mailstore::new_mail_user;
 use mailroom_tests::{create_database, StackEnv};
 use secrecy::SecretString;

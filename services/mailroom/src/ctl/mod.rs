@@ -11,6 +11,10 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use mailroom_clients::{
+    AccessClient, Bearer, Caller, IdentityClient, InvitationsClient, MailboxesClient, Peer,
+    PeerChannel, Settings, SyncClient,
+};
 use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::proto::invitations::v1::invitation_service_client::InvitationServiceClient;
@@ -19,8 +23,6 @@ use mailroom_platform::proto::sync::v1::sync_service_client::SyncServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
 use serde_json::{json, Value};
-use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 
 use crate::output::{Format, Rows};
 
@@ -291,59 +293,88 @@ enum LoginChangeCommand {
     Confirm { code: String },
 }
 
+/// The generated clients on `mailroom_clients`' channels (one per service, each call within
+/// the operator's deadline), and the signed-in person's token their requests carry.
 pub(crate) struct Clients {
-    pub(crate) identity: IdentityServiceClient<Channel>,
-    auth: AuthServiceClient<Channel>,
-    pub(crate) access: AccessServiceClient<Channel>,
-    pub(crate) mailboxes: MailboxServiceClient<Channel>,
-    pub(crate) sync: SyncServiceClient<Channel>,
-    pub(crate) invitations: InvitationServiceClient<Channel>,
+    pub(crate) identity: IdentityServiceClient<PeerChannel>,
+    auth: AuthServiceClient<PeerChannel>,
+    pub(crate) access: AccessServiceClient<PeerChannel>,
+    pub(crate) mailboxes: MailboxServiceClient<PeerChannel>,
+    pub(crate) sync: SyncServiceClient<PeerChannel>,
+    pub(crate) invitations: InvitationServiceClient<PeerChannel>,
     token: Option<String>,
+    bearer: Option<Bearer>,
 }
 
 impl Clients {
     pub(crate) fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.token {
-            let value: MetadataValue<_> = format!("Bearer {token}")
-                .parse()
-                .context("token is not valid metadata")?;
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
+        Ok(match &self.bearer {
+            Some(bearer) => bearer.request(message),
+            None => tonic::Request::new(message),
+        })
     }
 }
 
 pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(ctl.endpoint.clone())
-        .context("--endpoint is not a valid URL")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach identity at {}; is `mailroom dev` or `mailroom serve identity` running?", ctl.endpoint))?;
-    // Connected on first use, so identity-only commands work without access running.
-    let access_channel = Channel::from_shared(ctl.access_endpoint.clone())
-        .context("--access-endpoint is not a valid URL")?
-        .connect_lazy();
-    let mailboxes_channel = Channel::from_shared(ctl.mailboxes_endpoint.clone())
-        .context("--mailboxes-endpoint is not a valid URL")?
-        .connect_lazy();
-    let sync_channel = Channel::from_shared(ctl.sync_endpoint.clone())
-        .context("--sync-endpoint is not a valid URL")?
-        .connect_lazy();
-    let invitations_channel = Channel::from_shared(ctl.invitations_endpoint.clone())
-        .context("--invitations-endpoint is not a valid URL")?
-        .connect_lazy();
+    let settings = Settings::for_operator();
+    let channel = |peer: Peer, endpoint: &str, flag: &str| {
+        PeerChannel::new(peer, endpoint, &settings)
+            .with_context(|| format!("{flag} is not a valid URL"))
+    };
+    let identity = IdentityClient::new(
+        channel(Peer::Identity, &ctl.endpoint, "--endpoint")?,
+        Caller::Anonymous,
+    );
+    identity.channel().reachable().await.with_context(|| {
+        format!(
+            "cannot reach identity at {}; is `mailroom dev` or `mailroom serve identity` running?",
+            ctl.endpoint
+        )
+    })?;
+    let mut auth = identity.raw_auth();
+    let token = credentials(&mut auth, &ctl).await?;
+    let bearer = token
+        .as_deref()
+        .map(Bearer::from_token)
+        .transpose()
+        .context("token is not valid metadata")?;
+    let caller = bearer.clone().map_or(Caller::Anonymous, Caller::Person);
+    // The others are connected on first use, so identity-only commands work without them.
     let mut clients = Clients {
-        identity: IdentityServiceClient::new(channel.clone()),
-        auth: AuthServiceClient::new(channel),
-        access: AccessServiceClient::new(access_channel),
-        mailboxes: MailboxServiceClient::new(mailboxes_channel),
-        sync: SyncServiceClient::new(sync_channel),
-        invitations: InvitationServiceClient::new(invitations_channel),
-        token: None,
+        identity: identity.raw(),
+        auth,
+        access: AccessClient::new(
+            channel(Peer::Access, &ctl.access_endpoint, "--access-endpoint")?,
+            caller.clone(),
+        )
+        .raw(),
+        mailboxes: MailboxesClient::new(
+            channel(
+                Peer::Mailboxes,
+                &ctl.mailboxes_endpoint,
+                "--mailboxes-endpoint",
+            )?,
+            caller.clone(),
+        )
+        .raw(),
+        sync: SyncClient::new(
+            channel(Peer::Sync, &ctl.sync_endpoint, "--sync-endpoint")?,
+            caller.clone(),
+        )
+        .raw(),
+        invitations: InvitationsClient::new(
+            channel(
+                Peer::Invitations,
+                &ctl.invitations_endpoint,
+                "--invitations-endpoint",
+            )?,
+            caller,
+        )
+        .raw(),
+        token,
+        bearer,
     };
     let format = ctl.output;
-    clients.token = credentials(&mut clients.auth, &ctl).await?;
     let rows = match ctl.command {
         CtlCommand::Login => {
             let token = clients
@@ -384,7 +415,7 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
 }
 
 async fn credentials(
-    auth: &mut AuthServiceClient<Channel>,
+    auth: &mut AuthServiceClient<PeerChannel>,
     ctl: &Ctl,
 ) -> anyhow::Result<Option<String>> {
     if let Some(token) = &ctl.token {

@@ -86,12 +86,14 @@ pub async fn run_until_shutdown(
     kafka: crate::kafka::KafkaSettings,
     group: String,
     pool: PgPool,
-    topics: Vec<&'static str>,
+    topics: Vec<crate::kafka::Topic>,
     handler: Arc<dyn WorkHandler>,
     max_in_flight: usize,
     max_work: Duration,
     shutdown: CancellationToken,
 ) {
+    let owned_names = kafka.topics.names(&topics);
+    let names: Vec<&str> = owned_names.iter().map(String::as_str).collect();
     while !shutdown.is_cancelled() {
         if let Err(err) = kafka.ensure_topics(&topics).await {
             tracing::warn!(%err, consumer = %group, "could not ensure the topics; subscribing anyway");
@@ -102,7 +104,7 @@ pub async fn run_until_shutdown(
                     &group,
                     &pool,
                     consumer,
-                    &topics,
+                    &names,
                     handler.clone(),
                     max_in_flight.max(1),
                     shutdown.clone(),
@@ -121,7 +123,7 @@ pub async fn run_until_shutdown(
     }
 }
 
-/// Consumes `topics` in `group`, up to `max_in_flight` records at once, until `shutdown`.
+/// Consumes the topics named `topics` in `group`, up to `max_in_flight` records at once, until `shutdown`.
 pub async fn run(
     group: &str,
     pool: &PgPool,

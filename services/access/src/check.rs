@@ -1,0 +1,141 @@
+//! Checks: may this user do this, on this mailbox or in their organisation — one question, or
+//! up to [`MAX_BULK`] at one revision. Answered from the replica's memory; with `explain`, the
+//! relationships that grant the permission, or why it is not held.
+
+use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::access::v1 as pb;
+use mailroom_types::{MailboxId, Permission, UserId};
+
+use crate::error::{AccessError, Result};
+use crate::graph::OrgGraph;
+use crate::replica::State;
+use crate::service::{subject_org, Access, MAX_BULK};
+use crate::wire::{self, Resource};
+
+impl Access {
+    /// Whether the subject holds the permission on the resource.
+    pub async fn check(
+        &self,
+        principal: &Principal,
+        req: pb::CheckRequest,
+    ) -> Result<pb::CheckResponse> {
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let state = self.replica.read();
+        check_one(principal, &state, &req)
+    }
+
+    /// Many checks at one revision (the freshest any of them asks for).
+    pub async fn check_bulk(
+        &self,
+        principal: &Principal,
+        req: pb::CheckBulkRequest,
+    ) -> Result<pb::CheckBulkResponse> {
+        if req.checks.len() > MAX_BULK {
+            return Err(AccessError::InvalidArgument(format!(
+                "at most {MAX_BULK} checks per call, not {}",
+                req.checks.len()
+            )));
+        }
+        // One wait, for the freshest revision any check asks for.
+        let mut freshest = wire::parse_revision(req.at_least_as_fresh_as.as_ref())?;
+        for (i, c) in req.checks.iter().enumerate() {
+            let wanted = wire::parse_revision(c.at_least_as_fresh_as.as_ref())
+                .map_err(|e| e.at(&format!("checks[{i}]")))?;
+            freshest = freshest.max(wanted);
+        }
+        if let Some(revision) = freshest {
+            self.replica.wait_for(revision).await?;
+        }
+        let state = self.replica.read();
+        let results = req
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                check_one(principal, &state, c).map_err(|e| e.at(&format!("checks[{i}]")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(pb::CheckBulkResponse { results })
+    }
+}
+
+/// One check, on the state the caller's revision reached.
+fn check_one(
+    principal: &Principal,
+    state: &State,
+    req: &pb::CheckRequest,
+) -> Result<pb::CheckResponse> {
+    let permission = wire::parse_permission(&req.permission)?;
+    let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
+    let resource = wire::parse_resource(permission, req.resource.as_ref())?;
+    let checked_at = Some(wire::revision_token(state.revision()));
+    let no = |reason: String| pb::CheckResponse {
+        allowed: false,
+        path: Vec::new(),
+        checked_at: checked_at.clone(),
+        reason: if req.explain { reason } else { String::new() },
+    };
+    let Some(org) = subject_org(principal, state, subject)? else {
+        return Ok(no(
+            "access control has not heard of this user (it learns users from identity's events)"
+                .into(),
+        ));
+    };
+    let Some(graph) = state.org(org) else {
+        return Ok(no("the user's organisation has no relationships yet".into()));
+    };
+    let mailbox = match resource {
+        Resource::Mailbox(m) if state.org_of_mailbox(m) != Some(org) => {
+            return Ok(no(
+                "the mailbox is not one of the user's organisation's mailboxes".into(),
+            ));
+        }
+        Resource::Mailbox(m) => Some(m),
+        Resource::Org(o) if o != org => {
+            return Ok(no("the user belongs to another organisation".into()));
+        }
+        Resource::Org(_) => None,
+    };
+    if !req.explain {
+        return Ok(pb::CheckResponse {
+            allowed: graph.check(subject, permission, mailbox)?,
+            path: Vec::new(),
+            checked_at,
+            reason: String::new(),
+        });
+    }
+    Ok(match graph.explain(subject, permission, mailbox)? {
+        Some(why) => pb::CheckResponse {
+            allowed: true,
+            path: why
+                .path
+                .into_iter()
+                .map(|r| wire::relationship_to_proto(org, r))
+                .collect(),
+            checked_at,
+            reason: why.reason.into(),
+        },
+        None => no(denial_reason(graph, subject, permission, mailbox)),
+    })
+}
+
+/// Why `user` does not hold `permission`, for explanations.
+fn denial_reason(
+    graph: &OrgGraph,
+    user: UserId,
+    permission: Permission,
+    mailbox: Option<MailboxId>,
+) -> String {
+    if !graph.is_active(user) {
+        return "the user is not active (dismissed, or not yet joined)".into();
+    }
+    match mailbox {
+        Some(m) if graph.owner_of(m).is_none() && permission != Permission::MailboxReadMail => {
+            "the mailbox has no owner in the user's organisation".into()
+        }
+        Some(_) if permission == Permission::MailboxReadMail => {
+            "reading mail takes ownership of the mailbox or a reader grant on it; admins and supervisors hold neither by position".into()
+        }
+        _ => "no relationship or organisation setting gives the user this permission".into(),
+    }
+}

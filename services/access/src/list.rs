@@ -1,0 +1,116 @@
+//! The stored relationships of an organisation, for its admins (and services): filtered by
+//! resource, relation and subject as the API names them, in (kind, object, subject) order,
+//! a keyset page at a time. Read from PostgreSQL, not the replica, so a page is exact.
+
+use mailroom_aip as aip;
+use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::access::v1 as pb;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{Audience, Relationship};
+use crate::service::Access;
+use crate::store::{self, Kind, ListPosition};
+use crate::wire;
+
+/// Resource type, relation and subject type of each stored kind, as the API names them.
+const KIND_FORMS: [(Kind, &str, &str, &str); 8] = [
+    (Kind::Admin, "org", "admin", "user"),
+    (Kind::MailboxManager, "org", "mailbox_manager", "user"),
+    (Kind::Inviter, "org", "inviter", "user"),
+    (Kind::Head, "department", "head", "user"),
+    (Kind::Parent, "department", "parent", "department"),
+    (Kind::Member, "user", "member", "department"),
+    (Kind::Owner, "mailbox", "owner", "user"),
+    (Kind::Reader, "mailbox", "reader", "user"),
+];
+
+impl Access {
+    /// A page of the organisation's relationships that match the filter.
+    pub async fn list_relationships(
+        &self,
+        principal: &Principal,
+        req: pb::ListRelationshipsRequest,
+    ) -> Result<pb::ListRelationshipsResponse> {
+        let org = self.org_for_admin_call(principal, &req.org_id)?;
+        let filter = req.filter.unwrap_or_default();
+        let resource = filter.resource.unwrap_or_default();
+        let subject = filter.subject.unwrap_or_default();
+        let subject_object = subject.object.unwrap_or_default();
+        // Ids of whatever kind the filter's types name: compared with the rows' own.
+        let object_id: Option<Uuid> = wire::parse_optional_id("filter.resource.id", &resource.id)?;
+        let subject_id: Option<Uuid> =
+            wire::parse_optional_id("filter.subject.object.id", &subject_object.id)?;
+        let matches = |field: &str, value: &str| field.is_empty() || field == value;
+        let kinds: Vec<Kind> = KIND_FORMS
+            .iter()
+            .filter(|(_, r, rel, s)| {
+                matches(&resource.r#type, r)
+                    && matches(&filter.relation, rel)
+                    && matches(&subject_object.r#type, s)
+                    && subject.relation.is_empty()
+            })
+            .map(|(k, ..)| *k)
+            .collect();
+        let page_size = aip::page_size(req.page_size, 100, 1_000)?;
+        let query = format!(
+            "{org}|{}|{}|{}|{}|{}|{}",
+            resource.r#type,
+            resource.id,
+            filter.relation,
+            subject_object.r#type,
+            subject_object.id,
+            subject.relation
+        );
+        let after: Option<ListPosition> = aip::decode_page_token(&query, &req.page_token)?;
+        // The invite setting, seen as a relationship (`org#inviter@org#member`), heads the
+        // first page when it holds and matches the filter; it takes one of the page's places.
+        let everyone_leads = after.is_none()
+            && (subject.relation.is_empty() || subject.relation == "member")
+            && matches(&resource.r#type, "org")
+            && matches(&filter.relation, "inviter")
+            && matches(&subject_object.r#type, "org")
+            && object_id.is_none_or(|o| o == org.into_uuid())
+            && subject_id.is_none_or(|s| s == org.into_uuid())
+            && {
+                let state = self.replica.read();
+                state
+                    .org(org)
+                    .is_some_and(|g| g.settings().invite == Audience::Everyone)
+            };
+        let room = page_size - i64::from(everyone_leads);
+        let rows = store::relationship_page(
+            &mut *self.pool.acquire().await?,
+            org,
+            &kinds,
+            object_id,
+            subject_id,
+            after.as_ref(),
+            room + 1,
+        )
+        .await?;
+        let more = rows.len() as i64 > room;
+        let mut relationships: Vec<pb::Relationship> = Vec::new();
+        // A page that holds only the setting continues from before every stored row.
+        let mut last: Option<ListPosition> = None;
+        if everyone_leads {
+            relationships.push(wire::relationship_to_proto(
+                org,
+                Relationship::EveryoneInvites,
+            ));
+            last = Some((String::new(), Uuid::nil(), Uuid::nil()));
+        }
+        for row in rows.into_iter().take(room as usize) {
+            relationships.push(wire::relationship_to_proto(org, row.relationship()));
+            last = Some((row.kind.as_str().to_owned(), row.object, row.subject));
+        }
+        let next_page_token = match (more, last) {
+            (true, Some(last)) => aip::encode_page_token(&query, &last),
+            _ => String::new(),
+        };
+        Ok(pb::ListRelationshipsResponse {
+            relationships,
+            next_page_token,
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! Lookups: the reverse questions, from the replica's memory. Which resources a user holds a
+//! permission on ([`Access::lookup_resources`], paged), who holds one on a resource
+//! ([`Access::lookup_subjects`]), and how far a mailbox permission reaches as owners and
+//! mailboxes ([`Access::lookup_mailbox_scope`], which a service applies to its own rows).
+
+use std::collections::HashSet;
+
+use mailroom_aip as aip;
+use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::access::v1 as pb;
+use mailroom_types::{MailboxId, Permission, UserId};
+use uuid::Uuid;
+
+use crate::error::{AccessError, Result};
+use crate::service::{denied, subject_org, Access};
+use crate::wire::{self, Resource};
+
+impl Access {
+    /// The mailboxes (or the organisation, for an organisation permission) on which the
+    /// subject holds the permission, in id order, a page at a time.
+    pub async fn lookup_resources(
+        &self,
+        principal: &Principal,
+        req: pb::LookupResourcesRequest,
+    ) -> Result<pb::LookupResourcesResponse> {
+        let permission = wire::parse_permission(&req.permission)?;
+        let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
+        let expected = if permission.on_mailbox() {
+            "mailbox"
+        } else {
+            "org"
+        };
+        if req.resource_type != expected {
+            return Err(AccessError::InvalidArgument(format!(
+                "`{}` is held on resources of type \"{expected}\"; set resource_type to it",
+                permission.name()
+            )));
+        }
+        let page_size = aip::page_size(req.page_size, 1_000, 50_000)? as usize;
+        let query = format!("{subject}|{}|{expected}", permission.name());
+        let after: Option<Uuid> = aip::decode_page_token(&query, &req.page_token)?;
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        // Mailbox ids, or the one organisation id: the resource's kind is the request's.
+        let (mut ids, revision): (Vec<Uuid>, i64) = {
+            let state = self.replica.read();
+            let revision = state.revision();
+            let ids = match subject_org(principal, &state, subject)? {
+                None => Vec::new(),
+                Some(org) => match state.org(org) {
+                    None => Vec::new(),
+                    Some(g) if permission.on_mailbox() => g
+                        .lookup_mailboxes(subject, permission)
+                        .into_iter()
+                        .map(MailboxId::into_uuid)
+                        .collect(),
+                    Some(g) => {
+                        if g.check(subject, permission, None)? {
+                            vec![org.into_uuid()]
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                },
+            };
+            (ids, revision)
+        };
+        if let Some(after) = after {
+            ids.retain(|id| *id > after);
+        }
+        let more = ids.len() > page_size;
+        if more {
+            ids.select_nth_unstable(page_size);
+            ids.truncate(page_size);
+        }
+        ids.sort_unstable();
+        let next_page_token = match (more, ids.last()) {
+            (true, Some(last)) => aip::encode_page_token(&query, last),
+            _ => String::new(),
+        };
+        Ok(pb::LookupResourcesResponse {
+            resource_ids: ids.iter().map(Uuid::to_string).collect(),
+            next_page_token,
+            looked_up_at: Some(wire::revision_token(revision)),
+        })
+    }
+
+    /// The active users who hold the permission on a mailbox or in an organisation. A user
+    /// caller sees who has access to a mailbox they may view; only an org admin sees who holds
+    /// an organisation permission.
+    pub async fn lookup_subjects(
+        &self,
+        principal: &Principal,
+        req: pb::LookupSubjectsRequest,
+    ) -> Result<pb::LookupSubjectsResponse> {
+        let permission = wire::parse_permission(&req.permission)?;
+        let resource = wire::parse_resource(permission, req.resource.as_ref())?;
+        if !req.subject_type.is_empty() && req.subject_type != "user" {
+            return Err(AccessError::InvalidArgument(format!(
+                "permissions are held by users; subject_type must be \"user\" or empty, not `{}`",
+                req.subject_type
+            )));
+        }
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let state = self.replica.read();
+        let org = match resource {
+            Resource::Org(org) => Some(org),
+            Resource::Mailbox(m) => state.org_of_mailbox(m),
+        };
+        let not_found = || match resource {
+            Resource::Org(o) => AccessError::NotFound(format!("organisation `{o}` was not found")),
+            Resource::Mailbox(m) => AccessError::mailbox_not_found(m),
+        };
+        if let Principal::User {
+            user_id, org_id, ..
+        } = principal
+        {
+            if org != Some(*org_id) {
+                return Err(not_found());
+            }
+            let graph = state.org(*org_id).ok_or_else(not_found)?;
+            let allowed = graph.is_admin(*user_id)
+                || match resource {
+                    Resource::Mailbox(m) => {
+                        graph.check(*user_id, Permission::MailboxView, Some(m))?
+                    }
+                    Resource::Org(_) => false,
+                };
+            if !allowed {
+                return Err(denied(match resource {
+                    Resource::Mailbox(_) => {
+                        "you may see who has access to a mailbox only if you may view it"
+                    }
+                    Resource::Org(_) => {
+                        "only org admins may list who holds an organisation permission"
+                    }
+                }));
+            }
+        }
+        let mut ids: Vec<UserId> = match org.and_then(|o| state.org(o)) {
+            None => Vec::new(),
+            Some(graph) => match resource {
+                Resource::Mailbox(m) => graph.lookup_users(m, permission),
+                Resource::Org(_) => graph.lookup_org_users(permission),
+            },
+        };
+        ids.sort_unstable();
+        Ok(pb::LookupSubjectsResponse {
+            subject_ids: ids.iter().map(UserId::to_string).collect(),
+            looked_up_at: Some(wire::revision_token(state.revision())),
+        })
+    }
+
+    /// Where a mailbox permission reaches for the subject. The subject's own organisation
+    /// only: a user caller asking about someone outside it, known or not, is told that user
+    /// was not found there.
+    pub async fn lookup_mailbox_scope(
+        &self,
+        principal: &Principal,
+        req: pb::LookupMailboxScopeRequest,
+    ) -> Result<pb::LookupMailboxScopeResponse> {
+        let permission = wire::parse_permission(&req.permission)?;
+        if !permission.on_mailbox() {
+            return Err(AccessError::InvalidArgument(format!(
+                "`{}` is not a mailbox permission; ask for mailbox.view, mailbox.modify, mailbox.sync or mailbox.read_mail",
+                permission.name()
+            )));
+        }
+        let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
+        let only: Option<HashSet<UserId>> = if req.only_owner_user_ids.is_empty() {
+            None
+        } else {
+            Some(
+                req.only_owner_user_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        Uuid::parse_str(id).map(UserId::from_uuid).map_err(|_| {
+                            AccessError::InvalidArgument(format!(
+                                "only_owner_user_ids[{i}] is not a user id: {id:?}"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        };
+        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let state = self.replica.read();
+        let revision = Some(wire::revision_token(state.revision()));
+        let Some(org) = subject_org(principal, &state, subject)? else {
+            return Ok(pb::LookupMailboxScopeResponse {
+                looked_up_at: revision,
+                ..Default::default()
+            });
+        };
+        let scope = state
+            .org(org)
+            .map(|g| g.mailbox_scope(subject, permission))
+            .unwrap_or_default();
+        let mut owners: Vec<UserId> = match &only {
+            Some(only) => scope.owners.intersection(only).copied().collect(),
+            None => scope.owners.into_iter().collect(),
+        };
+        owners.sort_unstable();
+        let mut mailboxes: Vec<MailboxId> = scope.mailboxes.into_iter().collect();
+        mailboxes.sort_unstable();
+        Ok(pb::LookupMailboxScopeResponse {
+            org_id: org.to_string(),
+            whole_organization: scope.whole_organization,
+            owner_user_ids: owners.iter().map(UserId::to_string).collect(),
+            mailbox_ids: mailboxes.iter().map(MailboxId::to_string).collect(),
+            looked_up_at: revision,
+        })
+    }
+}

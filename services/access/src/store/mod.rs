@@ -1,0 +1,413 @@
+//! Relationships, users and settings in PostgreSQL, and the changelog that orders every change.
+//! All of access control's SQL is here:
+//!
+//! - this file: the stored [`Kind`]s, [`Row`]s and [`Change`]s, the settings, and the reads
+//!   (everything a replica loads, a page of the admin's relationship list, identity's invite
+//!   flag);
+//! - `writer.rs`: every change, through a [`Writer`];
+//! - [`changelog`]: the lock, the ordered records replicas tail, and their pruning.
+//!
+//! Every change goes through a [`Writer`]: it takes one transaction-scoped advisory lock, so
+//! writers run one at a time and their revisions commit in the order they were drawn. A
+//! replica that has read revision N has therefore read every change up to N, which is what
+//! makes a revision token a promise ("this check sees at least that write").
+//!
+//! A [`Row`] is the table's untyped form (`object` and `subject` are users, departments,
+//! mailboxes or the organisation, by kind); [`Row::of`] and [`Row::relationship`] are where it
+//! meets the typed [`Relationship`].
+
+pub mod changelog;
+mod writer;
+
+use mailroom_types::{DepartmentId, MailboxId, OrgId, UserId};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{Audience, ReadAccessGrants, Relationship, Settings};
+
+pub use writer::Writer;
+
+/// The stored relations. `object` is what the relation is on, `subject` who holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Admin,
+    MailboxManager,
+    Inviter,
+    Head,
+    Parent,
+    Member,
+    Owner,
+    Reader,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Admin => "admin",
+            Kind::MailboxManager => "mailbox_manager",
+            Kind::Inviter => "inviter",
+            Kind::Head => "head",
+            Kind::Parent => "parent",
+            Kind::Member => "member",
+            Kind::Owner => "owner",
+            Kind::Reader => "reader",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "admin" => Kind::Admin,
+            "mailbox_manager" => Kind::MailboxManager,
+            "inviter" => Kind::Inviter,
+            "head" => Kind::Head,
+            "parent" => Kind::Parent,
+            "member" => Kind::Member,
+            "owner" => Kind::Owner,
+            "reader" => Kind::Reader,
+            _ => return None,
+        })
+    }
+
+    /// The kind a relationship is stored as; `None` for the invite setting seen as a
+    /// relationship (`org#inviter@org#member`), which lives in [`Settings`].
+    pub fn of(rel: Relationship) -> Option<Kind> {
+        Some(match rel {
+            Relationship::Admin(_) => Kind::Admin,
+            Relationship::MailboxManager(_) => Kind::MailboxManager,
+            Relationship::Inviter(_) => Kind::Inviter,
+            Relationship::EveryoneInvites => return None,
+            Relationship::Head(..) => Kind::Head,
+            Relationship::Parent(..) => Kind::Parent,
+            Relationship::Member(..) => Kind::Member,
+            Relationship::Owner(..) => Kind::Owner,
+            Relationship::Reader(..) => Kind::Reader,
+        })
+    }
+
+    /// Relations mirrored from identity's events; the API cannot write them.
+    pub fn from_identity(self) -> bool {
+        matches!(self, Kind::Admin | Kind::Head | Kind::Parent | Kind::Member)
+    }
+
+    /// Relations an object has at most one of (writing another replaces it).
+    pub(crate) fn single(self) -> bool {
+        matches!(self, Kind::Parent | Kind::Owner)
+    }
+}
+
+/// One stored row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Row {
+    pub kind: Kind,
+    pub object: Uuid,
+    pub subject: Uuid,
+}
+
+impl Row {
+    /// The row of a relationship in `org`; `None` for the invite setting seen as a
+    /// relationship (`org#inviter@org#member`), which lives in [`Settings`].
+    pub fn of(org: OrgId, rel: Relationship) -> Option<Row> {
+        let (kind, object, subject) = match rel {
+            Relationship::Admin(u) => (Kind::Admin, org.into_uuid(), u.into_uuid()),
+            Relationship::MailboxManager(u) => {
+                (Kind::MailboxManager, org.into_uuid(), u.into_uuid())
+            }
+            Relationship::Inviter(u) => (Kind::Inviter, org.into_uuid(), u.into_uuid()),
+            Relationship::EveryoneInvites => return None,
+            Relationship::Head(d, u) => (Kind::Head, d.into_uuid(), u.into_uuid()),
+            Relationship::Parent(c, p) => (Kind::Parent, c.into_uuid(), p.into_uuid()),
+            Relationship::Member(u, d) => (Kind::Member, u.into_uuid(), d.into_uuid()),
+            Relationship::Owner(m, u) => (Kind::Owner, m.into_uuid(), u.into_uuid()),
+            Relationship::Reader(m, u) => (Kind::Reader, m.into_uuid(), u.into_uuid()),
+        };
+        Some(Row {
+            kind,
+            object,
+            subject,
+        })
+    }
+
+    /// The relationship this row stores, its ids typed by its kind.
+    pub fn relationship(self) -> Relationship {
+        let Row {
+            kind,
+            object,
+            subject,
+        } = self;
+        match kind {
+            Kind::Admin => Relationship::Admin(UserId::from_uuid(subject)),
+            Kind::MailboxManager => Relationship::MailboxManager(UserId::from_uuid(subject)),
+            Kind::Inviter => Relationship::Inviter(UserId::from_uuid(subject)),
+            Kind::Head => {
+                Relationship::Head(DepartmentId::from_uuid(object), UserId::from_uuid(subject))
+            }
+            Kind::Parent => Relationship::Parent(
+                DepartmentId::from_uuid(object),
+                DepartmentId::from_uuid(subject),
+            ),
+            Kind::Member => {
+                Relationship::Member(UserId::from_uuid(object), DepartmentId::from_uuid(subject))
+            }
+            Kind::Owner => {
+                Relationship::Owner(MailboxId::from_uuid(object), UserId::from_uuid(subject))
+            }
+            Kind::Reader => {
+                Relationship::Reader(MailboxId::from_uuid(object), UserId::from_uuid(subject))
+            }
+        }
+    }
+}
+
+/// One entry of a changelog record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    Write(Row),
+    Delete(Row),
+    User { user: UserId, active: bool },
+    Settings(Settings),
+}
+
+pub fn audience_name(a: Audience) -> &'static str {
+    match a {
+        Audience::Admins => "admins",
+        Audience::AdminsAndManagers => "admins_and_managers",
+        Audience::AdminsManagersAndSupervisors => "admins_managers_and_supervisors",
+        Audience::Everyone => "everyone",
+    }
+}
+
+fn parse_audience(s: &str) -> Audience {
+    match s {
+        "admins" => Audience::Admins,
+        "admins_and_managers" => Audience::AdminsAndManagers,
+        "everyone" => Audience::Everyone,
+        _ => Audience::AdminsManagersAndSupervisors,
+    }
+}
+
+fn grants_name(g: ReadAccessGrants) -> &'static str {
+    match g {
+        ReadAccessGrants::Admins => "admins",
+        ReadAccessGrants::AdminsAndOwners => "admins_and_owners",
+    }
+}
+
+fn parse_grants(s: &str) -> ReadAccessGrants {
+    match s {
+        "admins" => ReadAccessGrants::Admins,
+        _ => ReadAccessGrants::AdminsAndOwners,
+    }
+}
+
+type SettingsRow = (
+    String,
+    String,
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+);
+
+fn settings_from(row: SettingsRow) -> (Settings, chrono::DateTime<chrono::Utc>) {
+    (
+        Settings {
+            view_mailbox_list: parse_audience(&row.0),
+            modify_mailboxes: parse_audience(&row.1),
+            invite: parse_audience(&row.2),
+            read_access_grants: parse_grants(&row.3),
+        },
+        row.4,
+    )
+}
+
+/// An organisation's settings and when they last changed (`None`: never, the defaults).
+pub async fn settings(
+    conn: &mut PgConnection,
+    org: OrgId,
+) -> Result<(Settings, Option<chrono::DateTime<chrono::Utc>>)> {
+    let row: Option<SettingsRow> = sqlx::query_as(
+        "SELECT view_mailbox_list, modify_mailboxes, invite, read_access_grants, update_time \
+         FROM settings WHERE org_id = $1",
+    )
+    .bind(org)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some(row) => {
+            let (s, at) = settings_from(row);
+            (s, Some(at))
+        }
+        None => (Settings::default(), None),
+    })
+}
+
+/// Every organisation's stored settings (for loading a replica).
+pub async fn all_settings(conn: &mut PgConnection) -> Result<Vec<(OrgId, Settings)>> {
+    let rows: Vec<(OrgId, String, String, String, String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as(
+            "SELECT org_id, view_mailbox_list, modify_mailboxes, invite, read_access_grants, update_time \
+             FROM settings",
+        )
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(org, a, b, c, d, e)| (org, settings_from((a, b, c, d, e)).0))
+        .collect())
+}
+
+/// Every user access has heard of: (user, organisation, active).
+pub async fn all_users(conn: &mut PgConnection) -> Result<Vec<(UserId, OrgId, bool)>> {
+    Ok(sqlx::query_as("SELECT user_id, org_id, active FROM users")
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Where each mailbox belongs: the binding writers check.
+pub async fn all_mailboxes(conn: &mut PgConnection) -> Result<Vec<(MailboxId, OrgId)>> {
+    Ok(sqlx::query_as("SELECT mailbox_id, org_id FROM mailboxes")
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Every stored relationship, with its organisation. A row of a kind this build does not
+/// know is skipped (and logged), as an unreadable changelog record is.
+pub async fn all_rows(conn: &mut PgConnection) -> Result<Vec<(OrgId, Row)>> {
+    let rows: Vec<(OrgId, String, Uuid, Uuid)> =
+        sqlx::query_as("SELECT org_id, kind, object_id, subject_id FROM relationships")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(org, kind, object, subject)| {
+            let Some(kind) = Kind::parse(&kind) else {
+                tracing::warn!(%kind, "unknown relationship kind in the table; skipped");
+                return None;
+            };
+            Some((
+                org,
+                Row {
+                    kind,
+                    object,
+                    subject,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// A place in the relationship list: the last row a page showed, as (kind, object, subject).
+pub type ListPosition = (String, Uuid, Uuid);
+
+/// One page of an organisation's stored relationships in (kind, object, subject) order: rows
+/// of `kinds`, on `object` and held by `subject` when given, after `after`; at most `limit`.
+pub async fn relationship_page(
+    conn: &mut PgConnection,
+    org: OrgId,
+    kinds: &[Kind],
+    object: Option<Uuid>,
+    subject: Option<Uuid>,
+    after: Option<&ListPosition>,
+    limit: i64,
+) -> Result<Vec<Row>> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let rows: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
+        "SELECT kind, object_id, subject_id FROM relationships \
+         WHERE org_id = $1 AND kind = ANY($2) \
+           AND ($3::uuid IS NULL OR object_id = $3) AND ($4::uuid IS NULL OR subject_id = $4) \
+           AND ($5::text IS NULL OR (kind, object_id, subject_id) > ($5, $6, $7)) \
+         ORDER BY kind, object_id, subject_id LIMIT $8",
+    )
+    .bind(org)
+    .bind(&kinds)
+    .bind(object)
+    .bind(subject)
+    .bind(after.map(|a| a.0.as_str()))
+    .bind(after.map(|a| a.1))
+    .bind(after.map(|a| a.2))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    // Only the kinds asked for come back, and each of those parses.
+    Ok(rows
+        .into_iter()
+        .filter_map(|(kind, object, subject)| {
+            Some(Row {
+                kind: Kind::parse(&kind)?,
+                object,
+                subject,
+            })
+        })
+        .collect())
+}
+
+/// identity's "everyone may invite" flag as last recorded for `org` (`None`: never).
+pub async fn invite_flag(conn: &mut PgConnection, org: OrgId) -> Result<Option<bool>> {
+    Ok(
+        sqlx::query_scalar("SELECT everyone FROM identity_invite_flags WHERE org_id = $1")
+            .bind(org)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Records identity's invite flag for `org`.
+pub async fn record_invite_flag(conn: &mut PgConnection, org: OrgId, everyone: bool) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO identity_invite_flags (org_id, everyone) VALUES ($1, $2) \
+         ON CONFLICT (org_id) DO UPDATE SET everyone = EXCLUDED.everyone",
+    )
+    .bind(org)
+    .bind(everyone)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_relationship_round_trips_through_its_row() {
+        let org = OrgId::new();
+        let (user, department, other_department, mailbox) = (
+            UserId::new(),
+            DepartmentId::new(),
+            DepartmentId::new(),
+            MailboxId::new(),
+        );
+        for rel in [
+            Relationship::Admin(user),
+            Relationship::MailboxManager(user),
+            Relationship::Inviter(user),
+            Relationship::Head(department, user),
+            Relationship::Parent(department, other_department),
+            Relationship::Member(user, department),
+            Relationship::Owner(mailbox, user),
+            Relationship::Reader(mailbox, user),
+        ] {
+            let row = Row::of(org, rel).expect("stored as a row");
+            assert_eq!(Kind::parse(row.kind.as_str()), Some(row.kind));
+            assert_eq!(row.relationship(), rel);
+        }
+        assert_eq!(Row::of(org, Relationship::EveryoneInvites), None);
+    }
+
+    #[test]
+    fn changes_are_stored_as_readable_json() {
+        let row = Row {
+            kind: Kind::Reader,
+            object: Uuid::nil(),
+            subject: Uuid::nil(),
+        };
+        let json = serde_json::to_value(vec![Change::Write(row)]).unwrap();
+        assert_eq!(json[0]["op"], "write");
+        assert_eq!(json[0]["kind"], "reader");
+        let back: Vec<Change> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, vec![Change::Write(row)]);
+    }
+}

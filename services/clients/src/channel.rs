@@ -1,0 +1,513 @@
+//! One channel per peer, shared by every client of that peer in the process.
+//!
+//! Invariants: connecting is lazy (a service starts before its peers answer; the first call
+//! connects); every connect attempt gives up after `connect_timeout`; HTTP/2 PINGs find a dead
+//! connection within `keepalive_interval + keepalive_timeout`; and every call ends within its
+//! deadline — its own `grpc-timeout` when it set one, else the settings' — even while no
+//! address is known yet, with DEADLINE_EXCEEDED naming the peer. The deadline is sent to the
+//! peer too, so it stops working on an answer nobody waits for.
+//!
+//! An endpoint whose host is an IP address is that one address; a DNS name is balanced across
+//! its addresses ([`crate::resolve`]).
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use tokio::sync::watch;
+use tonic::body::Body;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::Service;
+
+use crate::error::{ChannelError, Peer, PeerError};
+use crate::resolve::{self, Resolution};
+use crate::settings::Settings;
+
+/// How many address changes may wait for the balancer.
+const CHANGES_CAPACITY: usize = 64;
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The channel to one peer: cheap to clone, every clone the same connections.
+#[derive(Clone)]
+pub struct PeerChannel {
+    peer: Peer,
+    endpoint: Arc<str>,
+    channel: Channel,
+    deadline: Duration,
+    connect_timeout: Duration,
+    /// What the peer's name resolves to; `None` for an IP address.
+    resolution: Option<watch::Receiver<Resolution>>,
+}
+
+impl std::fmt::Debug for PeerChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerChannel")
+            .field("peer", &self.peer)
+            .field("endpoint", &self.endpoint)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerChannel {
+    /// The channel to `peer` at `endpoint` (`http://host:port`). Nothing is connected yet;
+    /// a DNS name starts being resolved in the background (so this needs a Tokio runtime).
+    pub fn new(peer: Peer, endpoint: &str, settings: &Settings) -> Result<Self, ChannelError> {
+        let refuse = |reason: &str| ChannelError {
+            peer,
+            endpoint: endpoint.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| refuse(&e.to_string()))?;
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s.to_owned(),
+            _ => return Err(refuse("the scheme is not http or https")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| refuse("there is no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        if host.parse::<IpAddr>().is_ok() {
+            let channel = configured(Endpoint::from(uri), settings).connect_lazy();
+            return Ok(Self::assemble(peer, endpoint, settings, channel, None));
+        }
+        let lookup = resolve::dns(host.clone(), port, settings.resolve_timeout);
+        Self::named(peer, endpoint, settings, (&scheme, &host, port), lookup)
+    }
+
+    /// The channel to a peer whose host is a name: balanced over the addresses `lookup`
+    /// finds for it, each called with the name as its origin (`:authority`, TLS server name).
+    fn named<L, F>(
+        peer: Peer,
+        endpoint: &str,
+        settings: &Settings,
+        (scheme, host, port): (&str, &str, u16),
+        lookup: L,
+    ) -> Result<Self, ChannelError>
+    where
+        L: Fn() -> F + Send + 'static,
+        F: Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'static,
+    {
+        let origin: Uri =
+            format!("{scheme}://{host}:{port}")
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| ChannelError {
+                    peer,
+                    endpoint: endpoint.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let (scheme, each) = (scheme.to_owned(), settings.clone());
+        let one = move |address: SocketAddr| {
+            let uri = Uri::builder()
+                .scheme(scheme.as_str())
+                .authority(address.to_string())
+                .path_and_query("/")
+                .build()
+                .unwrap_or_else(|_| origin.clone());
+            configured(Endpoint::from(uri), &each).origin(origin.clone())
+        };
+        Ok(Self::balanced(peer, endpoint, settings, lookup, one))
+    }
+
+    /// A channel balanced over what `lookup` answers, each address made an endpoint by `one`.
+    fn balanced<L, F>(
+        peer: Peer,
+        endpoint: &str,
+        settings: &Settings,
+        lookup: L,
+        one: impl Fn(SocketAddr) -> Endpoint + Send + 'static,
+    ) -> Self
+    where
+        L: Fn() -> F + Send + 'static,
+        F: Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'static,
+    {
+        let (channel, changes) = Channel::balance_channel::<SocketAddr>(CHANGES_CAPACITY);
+        let resolution = resolve::spawn(lookup, one, changes, settings.resolve_every);
+        Self::assemble(peer, endpoint, settings, channel, Some(resolution))
+    }
+
+    fn assemble(
+        peer: Peer,
+        endpoint: &str,
+        settings: &Settings,
+        channel: Channel,
+        resolution: Option<watch::Receiver<Resolution>>,
+    ) -> Self {
+        Self {
+            peer,
+            endpoint: endpoint.into(),
+            channel,
+            deadline: settings.deadline,
+            connect_timeout: settings.connect_timeout,
+            resolution,
+        }
+    }
+
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// The endpoint as configured.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether the peer answers at all: its gRPC health service is asked (within twice the
+    /// connect timeout) and any answer will do. For a command-line tool that should say "is
+    /// it running?" before anything else.
+    pub async fn reachable(&self) -> Result<(), PeerError> {
+        let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        });
+        request.set_timeout(self.connect_timeout * 2);
+        tonic_health::pb::health_client::HealthClient::new(self.clone())
+            .check(request)
+            .await
+            .map(drop)
+            .map_err(|s| PeerError::from_status(self.peer, &s))
+    }
+}
+
+/// `endpoint` with the settings' connect timeout and keepalive.
+fn configured(endpoint: Endpoint, settings: &Settings) -> Endpoint {
+    endpoint
+        .connect_timeout(settings.connect_timeout)
+        .http2_keep_alive_interval(settings.keepalive_interval)
+        .keep_alive_timeout(settings.keepalive_timeout)
+        .keep_alive_while_idle(true)
+}
+
+/// Calls made before the name first resolved wait for it; calls made while it resolves to
+/// nothing are refused at once.
+async fn wait_for_addresses(
+    peer: Peer,
+    endpoint: &str,
+    mut resolution: watch::Receiver<Resolution>,
+) -> Result<(), tonic::Status> {
+    let known = match resolution.wait_for(|r| r.settled).await {
+        Ok(now) => now.clone(),
+        // The resolver is gone (the runtime is shutting down): let the balancer answer.
+        Err(_) => return Ok(()),
+    };
+    if known.addresses > 0 {
+        return Ok(());
+    }
+    Err(tonic::Status::unavailable(format!(
+        "{peer} at {endpoint}: the name resolves to no address ({})",
+        known.error.as_deref().unwrap_or("no address in the answer")
+    )))
+}
+
+impl Service<http::Request<Body>> for PeerChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.channel.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let deadline = match request
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .and_then(parse_grpc_timeout)
+        {
+            Some(own) => own,
+            None => {
+                if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(self.deadline)) {
+                    request.headers_mut().insert(GRPC_TIMEOUT, value);
+                }
+                self.deadline
+            }
+        };
+        // The clone that was made ready goes with the call; this one waits for the next.
+        let fresh = self.channel.clone();
+        let mut ready = std::mem::replace(&mut self.channel, fresh);
+        let resolution = self
+            .resolution
+            .clone()
+            .filter(|r| r.borrow().addresses == 0);
+        let (peer, endpoint) = (self.peer, self.endpoint.clone());
+        Box::pin(async move {
+            let answer = async {
+                if let Some(resolution) = resolution {
+                    wait_for_addresses(peer, &endpoint, resolution).await?;
+                }
+                ready.call(request).await.map_err(BoxError::from)
+            };
+            match tokio::time::timeout(deadline, answer).await {
+                Ok(answer) => answer,
+                Err(_) => Err(BoxError::from(tonic::Status::deadline_exceeded(format!(
+                    "{peer} gave no answer within {deadline:?}"
+                )))),
+            }
+        })
+    }
+}
+
+/// A `grpc-timeout` value (`<up to 8 digits><H|M|S|m|u|n>`).
+fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// `deadline` as a `grpc-timeout` value, in milliseconds while they fit in 8 digits.
+fn format_grpc_timeout(deadline: Duration) -> String {
+    let millis = deadline.as_millis();
+    if millis <= 99_999_999 {
+        format!("{millis}m")
+    } else {
+        format!("{}S", deadline.as_secs().min(99_999_999))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_and_write() {
+        let parse = |s: &str| parse_grpc_timeout(&HeaderValue::from_str(s).unwrap());
+        assert_eq!(parse("30000000u"), Some(Duration::from_secs(30)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("123456789m"), None, "more than 8 digits");
+        assert_eq!(parse("10x"), None);
+        assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000m");
+        assert_eq!(
+            parse(&format_grpc_timeout(Duration::from_secs(600))),
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_is_a_url_with_a_host() {
+        let settings = Settings::default();
+        assert!(PeerChannel::new(Peer::Access, "http://127.0.0.1:50055", &settings).is_ok());
+        assert!(PeerChannel::new(Peer::Access, "http://[::1]:50055", &settings).is_ok());
+        let err = PeerChannel::new(Peer::Access, "127.0.0.1:50055", &settings).unwrap_err();
+        assert!(
+            err.to_string().starts_with("access control's endpoint"),
+            "{err}"
+        );
+        assert!(PeerChannel::new(Peer::Access, "ftp://access:1", &settings).is_err());
+    }
+
+    /// A name that resolves to nothing fails the call at once as unavailable, naming the
+    /// peer; nothing hangs.
+    #[tokio::test]
+    async fn a_name_without_addresses_is_refused_quickly() {
+        let settings = Settings {
+            resolve_timeout: Duration::from_secs(2),
+            ..Settings::default()
+        };
+        let channel =
+            PeerChannel::new(Peer::Sync, "http://no-such-peer.invalid:50054", &settings).unwrap();
+        let started = std::time::Instant::now();
+        let err = channel.reachable().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(8), "{err}");
+        assert_eq!(err.kind(), crate::PeerErrorKind::Unavailable, "{err}");
+        assert!(err.to_string().starts_with("the sync service"), "{err}");
+    }
+
+    mod on_loopback {
+        //! Real tonic servers on loopback addresses, counting the calls they answer.
+
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+
+        use tonic_health::pb::health_server::{Health, HealthServer};
+        use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+        use super::*;
+
+        #[derive(Clone)]
+        struct Counting {
+            answered: Arc<AtomicUsize>,
+            delay: Duration,
+        }
+
+        #[tonic::async_trait]
+        impl Health for Counting {
+            async fn check(
+                &self,
+                _: tonic::Request<HealthCheckRequest>,
+            ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+                tokio::time::sleep(self.delay).await;
+                self.answered.fetch_add(1, Ordering::SeqCst);
+                Ok(tonic::Response::new(HealthCheckResponse { status: 1 }))
+            }
+
+            type WatchStream = futures::stream::Empty<Result<HealthCheckResponse, tonic::Status>>;
+
+            async fn watch(
+                &self,
+                _: tonic::Request<HealthCheckRequest>,
+            ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+                Err(tonic::Status::unimplemented(""))
+            }
+        }
+
+        async fn serve(address: SocketAddr, delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+            let answered = Arc::new(AtomicUsize::new(0));
+            let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(HealthServer::new(Counting {
+                        answered: answered.clone(),
+                        delay,
+                    }))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            (address, answered)
+        }
+
+        async fn ask(channel: &PeerChannel, own_deadline: Option<Duration>) -> tonic::Code {
+            let mut request = tonic::Request::new(HealthCheckRequest::default());
+            if let Some(deadline) = own_deadline {
+                request.set_timeout(deadline);
+            }
+            match tonic_health::pb::health_client::HealthClient::new(channel.clone())
+                .check(request)
+                .await
+            {
+                Ok(_) => tonic::Code::Ok,
+                Err(status) => status.code(),
+            }
+        }
+
+        /// Two "pods" of one peer (the same port on 127.0.0.1 and 127.0.0.2) both answer
+        /// calls; one that leaves the answer stops getting them.
+        #[tokio::test]
+        async fn calls_spread_over_every_address_the_name_has() {
+            let (first, first_answered) =
+                serve("127.0.0.1:0".parse().unwrap(), Duration::ZERO).await;
+            let second_address = SocketAddr::from(([127, 0, 0, 2], first.port()));
+            let (second, second_answered) = serve(second_address, Duration::ZERO).await;
+            let answer = Arc::new(Mutex::new(vec![first, second]));
+            let lookup = {
+                let answer = answer.clone();
+                move || {
+                    let now = answer.lock().unwrap().clone();
+                    async move { Ok(now) }
+                }
+            };
+            let settings = Settings {
+                resolve_every: Duration::from_millis(20),
+                ..Settings::default()
+            };
+            let channel = PeerChannel::balanced(
+                Peer::Access,
+                "http://access.test:1",
+                &settings,
+                lookup,
+                |a| Endpoint::from_shared(format!("http://{a}")).unwrap(),
+            );
+            for _ in 0..40 {
+                assert_eq!(ask(&channel, None).await, tonic::Code::Ok);
+            }
+            let (a, b) = (
+                first_answered.load(Ordering::SeqCst),
+                second_answered.load(Ordering::SeqCst),
+            );
+            assert_eq!(a + b, 40);
+            assert!(a > 0 && b > 0, "both addresses answer: {a} and {b}");
+
+            *answer.lock().unwrap() = vec![second];
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for _ in 0..20 {
+                assert_eq!(ask(&channel, None).await, tonic::Code::Ok);
+            }
+            assert_eq!(
+                first_answered.load(Ordering::SeqCst),
+                a,
+                "the address that left"
+            );
+            assert_eq!(second_answered.load(Ordering::SeqCst), b + 20);
+        }
+
+        /// A peer named by DNS is called at the addresses found, with its name as the origin.
+        #[tokio::test]
+        async fn a_named_peer_is_called_at_the_addresses_its_name_has() {
+            let (address, answered) = serve("127.0.0.1:0".parse().unwrap(), Duration::ZERO).await;
+            let channel = PeerChannel::named(
+                Peer::Identity,
+                "http://identity.test:1",
+                &Settings::default(),
+                ("http", "identity.test", address.port()),
+                move || async move { Ok(vec![address]) },
+            )
+            .unwrap();
+            assert_eq!(ask(&channel, None).await, tonic::Code::Ok);
+            channel.reachable().await.unwrap();
+            assert_eq!(answered.load(Ordering::SeqCst), 2);
+        }
+
+        /// The settings' deadline ends a slow call; a call's own deadline wins over it.
+        #[tokio::test]
+        async fn every_call_has_a_deadline_and_may_set_its_own() {
+            let (address, _) =
+                serve("127.0.0.1:0".parse().unwrap(), Duration::from_millis(300)).await;
+            let settings = Settings {
+                deadline: Duration::from_millis(100),
+                ..Settings::default()
+            };
+            let channel =
+                PeerChannel::new(Peer::Identity, &format!("http://{address}"), &settings).unwrap();
+            // Ended by whichever side notices first: the peer (told by `grpc-timeout`, it
+            // answers CANCELLED) or this channel (DEADLINE_EXCEEDED).
+            let late = ask(&channel, None).await;
+            assert!(
+                matches!(late, tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+                "{late:?}"
+            );
+            assert_eq!(
+                ask(&channel, Some(Duration::from_secs(2))).await,
+                tonic::Code::Ok
+            );
+        }
+
+        /// A peer that does not run yet: the channel is made, the call fails as unavailable.
+        #[tokio::test]
+        async fn a_peer_not_running_yet_is_unavailable_not_an_error_at_start() {
+            let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = free.local_addr().unwrap();
+            drop(free);
+            let channel = PeerChannel::new(
+                Peer::Mailboxes,
+                &format!("http://{address}"),
+                &Settings::default(),
+            )
+            .unwrap();
+            assert_eq!(ask(&channel, None).await, tonic::Code::Unavailable);
+        }
+    }
+}

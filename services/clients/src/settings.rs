@@ -1,0 +1,52 @@
+//! How patient a client is with its peers. The defaults suit a service calling a service in
+//! the same cluster; `mailroom ctl` lengthens the deadline for its bulk operations.
+
+use std::time::Duration;
+
+/// Timeouts, keepalive and re-resolution for the channels to peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// How long one TCP connect (and HTTP/2 handshake) to one address may take.
+    pub connect_timeout: Duration,
+    /// How long a call may take, from asking to the answer, unless the call sets its own
+    /// (`tonic::Request::set_timeout`). Sent to the peer as `grpc-timeout` too. The default is
+    /// the servers' own default request timeout.
+    pub deadline: Duration,
+    /// How often an HTTP/2 PING checks a connection, idle or not, so a peer that vanished
+    /// without closing (a pod killed, a node lost) is noticed before a call waits on it.
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+    /// How often a peer's DNS name is resolved again, to follow its pods coming and going.
+    pub resolve_every: Duration,
+    /// How long one DNS resolution may take.
+    pub resolve_timeout: Duration,
+    /// How long fetching the service token from identity may take.
+    pub token_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            resolve_every: Duration::from_secs(30),
+            resolve_timeout: Duration::from_secs(5),
+            token_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// For a person at a terminal (`mailroom ctl`): connecting a CSV of mailboxes or
+    /// re-sealing every credential may take minutes, and the servers' own request timeout
+    /// still applies.
+    pub fn for_operator() -> Self {
+        Self {
+            deadline: Duration::from_secs(600),
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! SMTP: [`check`] logs in to a server a person named, over a connection dialled through the
+//! destination policy, to tell them whether their settings work; [`send`] is the pooled
+//! transport the services send their own mail with, through the relay the operator
+//! configured.
+
+pub mod check;
+pub mod send;
+
+pub use check::{check_login, check_login_at, SmtpError};
+pub use send::{Relay, Sender, SmtpConfigError};

@@ -1,0 +1,158 @@
+//! The SMTP sender every service that mails people builds the same way: lettre's pooled
+//! async transport to the relay the operator configured (`none`, `starttls` or `tls`,
+//! optionally with credentials, a command deadline and a pool size), and the sender's
+//! address, both parsed once when the service starts.
+//!
+//! The relay is the operator's configuration, not a server a person named, so it is reached
+//! by lettre itself (local relays included) and not through the destination policy.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MessageBuilder};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::login::Security;
+
+/// Where and how to send.
+#[derive(Debug)]
+pub struct Relay<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub security: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a SecretString>,
+    /// The deadline of one SMTP command.
+    pub timeout: Duration,
+    /// Connections kept open (lettre's default pool when `None`).
+    pub pool_size: Option<u32>,
+}
+
+/// Why the sending settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpConfigError {
+    #[error("security `{0}` is not one of none, starttls, tls")]
+    Security(String),
+    #[error("{0}")]
+    Relay(String),
+    #[error("from: {0}")]
+    From(String),
+}
+
+/// A pooled transport and the address mail is sent from.
+#[derive(Clone)]
+pub struct Sender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Sender {
+    /// `from` is `Name <address>` or an address.
+    pub fn new(relay: &Relay<'_>, from: &str) -> Result<Self, SmtpConfigError> {
+        let from = from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| SmtpConfigError::From(e.to_string()))?;
+        Ok(Self {
+            transport: transport(relay)?,
+            from,
+        })
+    }
+
+    /// A message from this sender, for the caller to address and fill.
+    pub fn message(&self) -> MessageBuilder {
+        Message::builder().from(self.from.clone())
+    }
+
+    /// Hands `message` to the relay.
+    pub async fn send(&self, message: Message) -> Result<(), lettre::transport::smtp::Error> {
+        self.transport.send(message).await.map(|_| ())
+    }
+}
+
+fn transport(relay: &Relay<'_>) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpConfigError> {
+    let relay_error = |e: lettre::transport::smtp::Error| SmtpConfigError::Relay(e.to_string());
+    let security = Security::parse(relay.security)
+        .ok_or_else(|| SmtpConfigError::Security(relay.security.to_owned()))?;
+    let mut builder = match security {
+        Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host),
+        Security::StartTls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(relay.host).map_err(relay_error)?
+        }
+        Security::Tls => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(relay.host).map_err(relay_error)?
+        }
+    }
+    .port(relay.port)
+    .timeout(Some(relay.timeout));
+    if let Some(size) = relay.pool_size {
+        builder = builder.pool_config(
+            PoolConfig::new()
+                .max_size(size.max(1))
+                .idle_timeout(Duration::from_secs(30)),
+        );
+    }
+    // An empty username (an unset value passed through an environment variable) means no
+    // login, not a login as "".
+    if let (Some(user), Some(password)) = (
+        relay.username.filter(|u| !u.trim().is_empty()),
+        relay.password,
+    ) {
+        builder = builder.credentials(Credentials::new(
+            user.to_owned(),
+            password.expose_secret().to_owned(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(security: &str) -> Relay<'_> {
+        Relay {
+            host: "127.0.0.1",
+            port: 25,
+            security,
+            username: Some(""),
+            password: None,
+            timeout: Duration::from_secs(1),
+            pool_size: Some(2),
+        }
+    }
+
+    // A pooled transport needs the runtime it spawns its pool on, even to be dropped.
+    #[tokio::test]
+    async fn settings_are_checked_when_the_sender_is_built() {
+        for security in ["none", "starttls", "tls"] {
+            assert!(Sender::new(&relay(security), "Mailroom <no-reply@mailroom.local>").is_ok());
+        }
+        assert!(matches!(
+            Sender::new(&relay("ssl"), "no-reply@mailroom.local"),
+            Err(SmtpConfigError::Security(s)) if s == "ssl"
+        ));
+        assert!(matches!(
+            Sender::new(&relay("none"), "not an address"),
+            Err(SmtpConfigError::From(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn messages_come_from_the_configured_sender() {
+        let sender = Sender::new(&relay("none"), "Mailroom <no-reply@mailroom.local>").unwrap();
+        let message = sender
+            .message()
+            .to("ann@example.com".parse().unwrap())
+            .subject("hello")
+            .body(String::from("hi"))
+            .unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(
+            text.contains("From: Mailroom <no-reply@mailroom.local>"),
+            "{text}"
+        );
+    }
+}
