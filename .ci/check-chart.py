@@ -164,8 +164,12 @@ for label, values in VALUE_SETS:
     monolith = label.startswith("monolith")
     expected = {"mailroom-all"} if monolith else {f"mailroom-{n}" for n in ["identity", "access", "mailboxes", "invitations", "sync-scheduler", "sync-worker"]}
     check(f"{label}: Deployments {sorted(expected)}", set(deployments) == expected, str(sorted(deployments)))
-    check(f"{label}: one Service per API, same names in monolith mode",
-          by_kind("Service") == {f"mailroom-{n}" for n in SERVICES}, str(sorted(by_kind("Service"))))
+    check(f"{label}: one Service per API and one headless Service its peers call, same names in monolith mode",
+          by_kind("Service") == {f"mailroom-{n}{s}" for n in SERVICES for s in ("", "-peers")},
+          str(sorted(by_kind("Service"))))
+    headless = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-peers")]
+    check(f"{label}: the peers' Services are headless (DNS lists every pod, so callers balance)",
+          headless and all(d["spec"].get("clusterIP") == "None" for d in headless))
     check(f"{label}: a ServiceAccount per Deployment", by_kind("ServiceAccount") == set(deployments), str(by_kind("ServiceAccount")))
     if values.get("networkPolicy", {}).get("enabled", True):
         check(f"{label}: a NetworkPolicy per Deployment", by_kind("NetworkPolicy") == set(deployments), str(by_kind("NetworkPolicy")))
@@ -199,9 +203,9 @@ for label, values in VALUE_SETS:
         ienv = env_of(deployments["mailroom-identity"])
         senv = env_of(worker)
         check(f"{label}: peers and credentials: invitations and sync find identity and access, identity knows their credentials",
-              env["MAILROOM_INVITATIONS__IDENTITY_ENDPOINT"]["value"] == "http://mailroom-identity:50051"
-              and env["MAILROOM_INVITATIONS__ACCESS_ENDPOINT"]["value"] == "http://mailroom-access:50055"
-              and senv["MAILROOM_SYNC__MAILBOXES_ENDPOINT"]["value"] == "http://mailroom-mailboxes:50053"
+              env["MAILROOM_INVITATIONS__IDENTITY_ENDPOINT"]["value"] == "http://mailroom-identity-peers:50051"
+              and env["MAILROOM_INVITATIONS__ACCESS_ENDPOINT"]["value"] == "http://mailroom-access-peers:50055"
+              and senv["MAILROOM_SYNC__MAILBOXES_ENDPOINT"]["value"] == "http://mailroom-mailboxes-peers:50053"
               and all("secretKeyRef" in ienv[f"MAILROOM_IDENTITY__SERVICE_CLIENTS__{c}"]["valueFrom"] for c in ["MAILBOXES", "SYNC", "INVITATIONS"])
               and "secretKeyRef" in env["MAILROOM_INVITATIONS__SERVICE_CLIENT_SECRET"]["valueFrom"],
               str(sorted(env)))

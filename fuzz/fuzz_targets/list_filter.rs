@@ -7,6 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use mailroom_mailboxes::list;
 use mailroom_mailboxes::scope::Scope;
+use mailroom_mailboxes::store::list_query;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(input) = std::str::from_utf8(data) else {
@@ -19,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     match list::parse_filter(input) {
         Ok(Some(cond)) => {
             let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT id FROM mailboxes");
-            list::push_where(&mut q, Default::default(), &Scope::WholeOrganization, Some(&cond), &Vec::new());
+            list_query::push_where(&mut q, Default::default(), &Scope::WholeOrganization, Some(&cond), &Vec::new());
             let sql = q.sql();
             // Only our fragments: no quote a caller could have smuggled in.
             assert!(!sql.contains('\''), "caller text reached SQL: {sql}");

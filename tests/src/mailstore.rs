@@ -7,6 +7,7 @@ use std::io::Write as _;
 
 use async_imap::Session;
 use futures::StreamExt;
+use mailroom_platform::types::MailboxId;
 use sqlx::PgPool;
 use tokio::net::TcpStream;
 use uuid::Uuid;
@@ -208,7 +209,7 @@ pub async fn server_messages(imap: &mut Imap) -> BTreeSet<MessageKey> {
 }
 
 /// Every message the index holds for `mailbox`; panics on a duplicate.
-pub async fn indexed_messages(pool: &PgPool, mailbox: Uuid) -> BTreeSet<MessageKey> {
+pub async fn indexed_messages(pool: &PgPool, mailbox: MailboxId) -> BTreeSet<MessageKey> {
     let rows: Vec<(String, i32, i16, i32)> = sqlx::query_as(
         "SELECT f.name, m.uid, m.flags, m.size FROM messages m JOIN folders f ON f.id = m.folder_id \
          WHERE m.mailbox_id = $1",

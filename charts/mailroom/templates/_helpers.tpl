@@ -113,8 +113,15 @@ components:
 {{- toJson $out -}}
 {{- end -}}
 
+{{/* A service's address for people and tools (its ClusterIP Service). */}}
 {{- define "mailroom.endpoint" -}}
 {{- printf "http://%s-%s:%v" (include "mailroom.fullname" .root) .name (index .root.Values.services .name).grpcPort -}}
+{{- end -}}
+
+{{/* A service's address for the other services: the headless Service, whose DNS answer lists
+     every ready pod, so each caller balances across them. */}}
+{{- define "mailroom.peerEndpoint" -}}
+{{- printf "http://%s-%s-peers:%v" (include "mailroom.fullname" .root) .name (index .root.Values.services .name).grpcPort -}}
 {{- end -}}
 
 {{- define "mailroom.secretEnv" -}}
@@ -134,11 +141,11 @@ components:
   value: {{ $svc.metricsPort | quote }}
 {{- if ne $name "identity" }}
 - name: MAILROOM_{{ upper $name }}__IDENTITY_ENDPOINT
-  value: {{ include "mailroom.endpoint" (dict "root" $root "name" "identity") | quote }}
+  value: {{ include "mailroom.peerEndpoint" (dict "root" $root "name" "identity") | quote }}
 {{- end }}
 {{- if has $name (list "mailboxes" "invitations" "sync") }}
 - name: MAILROOM_{{ upper $name }}__ACCESS_ENDPOINT
-  value: {{ include "mailroom.endpoint" (dict "root" $root "name" "access") | quote }}
+  value: {{ include "mailroom.peerEndpoint" (dict "root" $root "name" "access") | quote }}
 {{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_%s__SERVICE_CLIENT_SECRET" (upper $name)) "key" (printf "MAILROOM_%s__SERVICE_CLIENT_SECRET" (upper $name))) | nindent 0 }}
 {{- end }}
 {{- if eq $name "identity" }}
@@ -178,7 +185,7 @@ components:
 {{- end }}
 {{- if eq $name "sync" }}
 - name: MAILROOM_SYNC__MAILBOXES_ENDPOINT
-  value: {{ include "mailroom.endpoint" (dict "root" $root "name" "mailboxes") | quote }}
+  value: {{ include "mailroom.peerEndpoint" (dict "root" $root "name" "mailboxes") | quote }}
 - name: MAILROOM_SYNC__WORKER_CONCURRENCY
   value: {{ $svc.worker.concurrency | quote }}
 - name: MAILROOM_SYNC__IDLE_MAX_CONNECTIONS

@@ -1,15 +1,18 @@
-//! The gRPC handlers: each reads the caller, runs one operation, converts the answer. Errors
-//! become statuses through `InvitationError`'s one mapping.
+//! The gRPC handlers: each reads the caller, parses the ids it was given (once, here), runs
+//! one operation, and converts the answer to the wire. Errors become statuses through
+//! `InvitationError`'s one mapping.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use mailroom_platform::proto::invitations::v1 as pb;
+use mailroom_platform::wire::timestamp;
+use mailroom_types::{IdError, InvitationId, RegistrationLinkId};
 use pb::invitation_service_server::InvitationService;
 use tonic::{Request, Response, Status};
 
+use crate::admission::Rejected;
 use crate::domain::{Delivery, DeliveryState, Kind, State};
-use crate::invite::Rejected;
+use crate::error::InvitationError;
 use crate::service::{Caller, Invitations};
 use crate::store::{InvitationRow, LinkRow};
 
@@ -17,11 +20,9 @@ pub struct InvitationApi(pub Arc<Invitations>);
 
 type Reply<T> = Result<Response<T>, Status>;
 
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
+/// An id from the request, or the status that says which field is wrong.
+fn parsed<T>(id: Result<T, IdError>) -> Result<T, Status> {
+    id.map_err(|e| InvitationError::from(e).into())
 }
 
 pub fn invitation_to_proto(r: InvitationRow) -> pb::Invitation {
@@ -132,7 +133,8 @@ impl InvitationService for InvitationApi {
         req: Request<pb::GetInvitationRequest>,
     ) -> Reply<pb::Invitation> {
         let caller = Caller::from_request(&req)?;
-        let row = self.0.get(&caller, &req.get_ref().id).await?;
+        let id = parsed(InvitationId::parse("id", &req.get_ref().id))?;
+        let row = self.0.get(&caller, id).await?;
         Ok(Response::new(invitation_to_proto(row)))
     }
 
@@ -176,7 +178,8 @@ impl InvitationService for InvitationApi {
         req: Request<pb::ResendInvitationRequest>,
     ) -> Reply<pb::Invitation> {
         let caller = Caller::from_request(&req)?;
-        let row = self.0.resend(&caller, &req.get_ref().id).await?;
+        let id = parsed(InvitationId::parse("id", &req.get_ref().id))?;
+        let row = self.0.resend(&caller, id).await?;
         Ok(Response::new(invitation_to_proto(row)))
     }
 
@@ -186,7 +189,8 @@ impl InvitationService for InvitationApi {
         req: Request<pb::RevokeInvitationRequest>,
     ) -> Reply<pb::Invitation> {
         let caller = Caller::from_request(&req)?;
-        let row = self.0.revoke(&caller, &req.get_ref().id).await?;
+        let id = parsed(InvitationId::parse("id", &req.get_ref().id))?;
+        let row = self.0.revoke(&caller, id).await?;
         Ok(Response::new(invitation_to_proto(row)))
     }
 
@@ -242,7 +246,8 @@ impl InvitationService for InvitationApi {
         req: Request<pb::DisableRegistrationLinkRequest>,
     ) -> Reply<pb::RegistrationLink> {
         let caller = Caller::from_request(&req)?;
-        let link = self.0.disable_link(&caller, &req.get_ref().id).await?;
+        let id = parsed(RegistrationLinkId::parse("id", &req.get_ref().id))?;
+        let link = self.0.disable_link(&caller, id).await?;
         Ok(Response::new(link_to_proto(link, String::new())))
     }
 
@@ -262,10 +267,11 @@ impl InvitationService for InvitationApi {
         req: Request<pb::ApproveRegistrationRequest>,
     ) -> Reply<pb::Invitation> {
         let caller = Caller::from_request(&req)?;
-        let row = self
-            .0
-            .approve(&caller, &req.get_ref().invitation_id)
-            .await?;
+        let id = parsed(InvitationId::parse(
+            "invitation_id",
+            &req.get_ref().invitation_id,
+        ))?;
+        let row = self.0.approve(&caller, id).await?;
         Ok(Response::new(invitation_to_proto(row)))
     }
 
@@ -275,7 +281,11 @@ impl InvitationService for InvitationApi {
         req: Request<pb::RejectRegistrationRequest>,
     ) -> Reply<pb::Invitation> {
         let caller = Caller::from_request(&req)?;
-        let row = self.0.reject(&caller, &req.get_ref().invitation_id).await?;
+        let id = parsed(InvitationId::parse(
+            "invitation_id",
+            &req.get_ref().invitation_id,
+        ))?;
+        let row = self.0.reject(&caller, id).await?;
         Ok(Response::new(invitation_to_proto(row)))
     }
 
@@ -310,7 +320,8 @@ impl InvitationService for InvitationApi {
     #[tracing::instrument(skip_all)]
     async fn delete_invitation(&self, req: Request<pb::DeleteInvitationRequest>) -> Reply<()> {
         let caller = Caller::from_request(&req)?;
-        self.0.delete(&caller, &req.get_ref().id).await?;
+        let id = parsed(InvitationId::parse("id", &req.get_ref().id))?;
+        self.0.delete(&caller, id).await?;
         Ok(Response::new(()))
     }
 }

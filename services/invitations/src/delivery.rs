@@ -17,16 +17,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mailroom_platform::outbox::EventActor;
+use mailroom_types::{InvitationId, OrgId};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::domain::{Kind, Locale};
 use crate::error::Result;
 use crate::events::{publish, Change};
 use crate::mailer::{MailError, Mailer};
 use crate::service::Invitations;
-use crate::store::{InvitationRow, INVITATION_COLUMNS};
+use crate::store::{self, InvitationRow};
 use crate::templates::{self, Fill, Purpose, Template};
 use crate::token;
 
@@ -68,22 +68,14 @@ impl Sender {
 
     /// One claim of up to `batch` due rows, sent `concurrency` at a time. Returns how many.
     pub async fn round(&self, batch: usize, concurrency: usize) -> Result<usize> {
-        let rows: Vec<InvitationRow> = sqlx::query_as(&format!(
-            "UPDATE invitations SET next_attempt_at = now() + make_interval(secs => $2) \
-             WHERE id IN (SELECT id FROM invitations WHERE delivery_state = 'queued' AND next_attempt_at <= now() \
-               AND state IN ('pending', 'failed') ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING {INVITATION_COLUMNS}"
-        ))
-        .bind(batch as i64)
-        .bind(LEASE.as_secs_f64())
-        .fetch_all(&self.invitations.pool)
-        .await?;
+        let rows =
+            store::mail_queue::claim_due(&self.invitations.pool, batch as i64, LEASE).await?;
         let n = rows.len();
         if n == 0 {
             return Ok(0);
         }
         // Each organisation's wording, read once per round.
-        let mut wording: HashMap<(Uuid, Purpose, Locale), Template> = HashMap::new();
+        let mut wording: HashMap<(OrgId, Purpose, Locale), Template> = HashMap::new();
         for row in &rows {
             let key = (row.org_id, purpose(row.kind()), row.locale());
             if let std::collections::hash_map::Entry::Vacant(slot) = wording.entry(key) {
@@ -93,17 +85,9 @@ impl Sender {
         // Each mail gets a fresh link secret, all armed in one statement; a row revoked,
         // accepted or expired since the claim is not armed and not sent.
         let secrets: Vec<token::NewToken> = rows.iter().map(|_| token::generate()).collect();
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let ids: Vec<InvitationId> = rows.iter().map(|r| r.id).collect();
         let hashes: Vec<Vec<u8>> = secrets.iter().map(|t| t.hash.clone()).collect();
-        let armed: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE invitations i SET token_hash = t.hash FROM UNNEST($1::uuid[], $2::bytea[]) AS t(id, hash) \
-             WHERE i.id = t.id AND i.delivery_state = 'queued' AND i.state IN ('pending', 'failed') RETURNING i.id",
-        )
-        .bind(&ids)
-        .bind(&hashes)
-        .fetch_all(&self.invitations.pool)
-        .await?;
-        let armed: std::collections::HashSet<Uuid> = armed.into_iter().collect();
+        let armed = store::mail_queue::arm(&self.invitations.pool, &ids, &hashes).await?;
         let wording = &wording;
         let work = rows
             .into_iter()
@@ -145,54 +129,32 @@ impl Sender {
         let attempts = row.attempts + 1;
         let max = self.invitations.config.delivery_attempts.max(1);
         let mut tx = pool.begin().await?;
-        let (sql, reason): (&str, String) = match outcome {
-            Ok(()) => (
-                "UPDATE invitations SET delivery_state = 'sent', send_count = send_count + 1, attempts = $2, \
-                 failure_reason = $3, next_attempt_at = NULL, updated_at = now(), \
-                 state = CASE WHEN state = 'failed' THEN 'pending' ELSE state END \
-                 WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $4 RETURNING ",
-                String::new(),
-            ),
+        let updated = match outcome {
+            Ok(()) => store::mail_queue::record_sent(&mut tx, row.id, attempts, &hash)
+                .await?
+                .map(|row| (row, Change::Sent)),
             Err(MailError::Transient(reason)) if attempts < max => {
                 let delay = backoff(self.invitations.config.delivery_retry_ms, attempts);
-                sqlx::query(
-                    "UPDATE invitations SET attempts = $2, failure_reason = $3, \
-                     next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
-                     WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $5",
-                )
-                .bind(row.id)
-                .bind(attempts)
-                .bind(format!("attempt {attempts} of {max} failed, trying again: {reason}"))
-                .bind(delay.as_secs_f64())
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await?;
+                let reason = format!("attempt {attempts} of {max} failed, trying again: {reason}");
+                store::mail_queue::defer(&mut tx, row.id, attempts, &reason, delay, &hash).await?;
                 tx.commit().await?;
                 metrics::counter!(MAIL_SENT, "outcome" => "deferred").increment(1);
                 return Ok(());
             }
-            Err(MailError::Transient(reason)) => (
-                FAILED_SQL,
-                format!("gave up after {attempts} attempts: {reason}"),
-            ),
-            Err(MailError::Permanent(reason)) | Err(MailError::Config(reason)) => {
-                (FAILED_SQL, reason)
+            Err(failure) => {
+                let reason = match failure {
+                    MailError::Transient(reason) => {
+                        format!("gave up after {attempts} attempts: {reason}")
+                    }
+                    MailError::Permanent(reason) | MailError::Config(reason) => reason,
+                };
+                store::mail_queue::record_failed(&mut tx, row.id, attempts, &reason, &hash)
+                    .await?
+                    .map(|row| (row, Change::Failed(reason)))
             }
         };
-        let updated: Option<InvitationRow> = sqlx::query_as(&format!("{sql}{INVITATION_COLUMNS}"))
-            .bind(row.id)
-            .bind(attempts)
-            .bind(&reason)
-            .bind(&hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(updated) = updated {
-            let sent = reason.is_empty();
-            let change = if sent {
-                Change::Sent
-            } else {
-                Change::Failed(reason)
-            };
+        if let Some((updated, change)) = updated {
+            let sent = matches!(change, Change::Sent);
             publish(&mut tx, &updated, &EventActor::System, change).await?;
             metrics::counter!(MAIL_SENT, "outcome" => if sent { "sent" } else { "failed" })
                 .increment(1);
@@ -201,11 +163,6 @@ impl Sender {
         Ok(())
     }
 }
-
-/// A refusal: the invitation is FAILED (an accepted or revoked one keeps its state).
-const FAILED_SQL: &str = "UPDATE invitations SET delivery_state = 'failed', attempts = $2, failure_reason = $3, \
-     next_attempt_at = NULL, updated_at = now(), state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END \
-     WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $4 RETURNING ";
 
 fn purpose(kind: Kind) -> Purpose {
     match kind {

@@ -1,8 +1,11 @@
 //! Inputs parsed once into types that cannot hold a bad value: the pasted address list, names,
-//! locales, the inviter's message, link domains; and the states an invitation moves through.
+//! locales, the inviter's message, link domains; what one admission is made of ([`Batch`],
+//! [`Invitee`], [`Names`]); and the states an invitation moves through.
 
 use mailroom_platform::email;
+use mailroom_platform::outbox::EventActor;
 use mailroom_platform::text::{canonical, check_visible, Use};
+use mailroom_types::{DepartmentId, OrgId, RegistrationLinkId, UserId};
 
 /// Why an input was refused, in words for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +157,11 @@ impl Locale {
 }
 
 /// One line of printable text (a name): NFC, spaces folded, no control or invisible characters.
+///
+/// Not `mailroom_platform::email::one_line`, which is close but not the same rule: that one
+/// refuses U+2028/U+2029 where this folds them into a space like any other white space, and
+/// its refusals are coarser ("is too long", no code point named) than the ones here, which
+/// say the limit and which character to retype.
 pub fn one_line(field: &'static str, input: &str, max: usize) -> Result<String, ParseError> {
     if input.chars().any(|c| c.is_control()) {
         return Err(ParseError::Text {
@@ -217,6 +225,53 @@ pub fn allowed_domain(input: &str) -> Result<String, ParseError> {
         field: "allowed_domains",
         reason: format!("`{input}` is not a domain name: {reason}"),
     })
+}
+
+/// One address to admit, with the names given for it (direct and link registration).
+pub struct Invitee {
+    /// What the caller wrote, as they wrote it (reported back with a refusal).
+    pub input: String,
+    pub email: EmailAddress,
+    pub first_name: String,
+    pub last_name: String,
+    pub position: String,
+}
+
+impl Invitee {
+    /// An address from a pasted list: no names.
+    pub fn address(input: String, email: EmailAddress) -> Self {
+        Self {
+            input,
+            email,
+            first_name: String::new(),
+            last_name: String::new(),
+            position: String::new(),
+        }
+    }
+}
+
+/// What is the same for every invitee of one admission.
+pub struct Batch {
+    pub org_id: OrgId,
+    pub inviter: UserId,
+    pub kind: Kind,
+    pub delivery: Delivery,
+    /// `Pending`, or `AwaitingApproval` for a link that needs an admin.
+    pub target: State,
+    pub department_id: Option<DepartmentId>,
+    pub link_id: Option<RegistrationLinkId>,
+    pub message: String,
+    pub locale: Locale,
+    pub names: Names,
+    pub actor: EventActor,
+}
+
+/// The names a mail and the registration page show, as they were when the invitation was made.
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    pub organization: String,
+    pub inviter: String,
+    pub department: String,
 }
 
 macro_rules! db_enum {

@@ -4,6 +4,7 @@
 use mailroom_aip::AipError;
 use mailroom_clients::{Peer, PeerError, PeerErrorKind};
 use mailroom_platform::error::{ApiError, ErrorKind};
+use mailroom_types::IdError;
 
 use crate::domain::ParseError;
 
@@ -13,6 +14,9 @@ pub enum InvitationError {
     Parse(#[from] ParseError),
     #[error(transparent)]
     Aip(#[from] AipError),
+    /// An id from the wire that is missing or not one.
+    #[error(transparent)]
+    Id(#[from] IdError),
     #[error("{0}")]
     InvalidArgument(String),
     /// Unknown, another organisation's, or not the caller's to see: one answer for all.
@@ -74,7 +78,7 @@ impl ApiError for InvitationError {
     fn kind(&self) -> ErrorKind {
         use InvitationError::*;
         match self {
-            Parse(_) | Aip(_) | InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Parse(_) | Aip(_) | Id(_) | InvalidArgument(_) => ErrorKind::InvalidArgument,
             NotFound(_) => ErrorKind::NotFound,
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             Unauthenticated(_) => ErrorKind::Unauthenticated,

@@ -4,11 +4,14 @@
 use mailroom_platform::kafka::Topic;
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_platform::wire::timestamp;
 use sqlx::PgConnection;
 
+use crate::domain::Delivery;
 use crate::error::Result;
 use crate::store::InvitationRow;
 
+/// The invitation as events carry it.
 pub fn snapshot(row: &InvitationRow) -> ev::InvitationSnapshot {
     ev::InvitationSnapshot {
         id: row.id.to_string(),
@@ -16,13 +19,13 @@ pub fn snapshot(row: &InvitationRow) -> ev::InvitationSnapshot {
         state: row.state().upper().into(),
         kind: row.kind().upper().into(),
         delivery: match row.delivery() {
-            crate::domain::Delivery::SystemMail => "SYSTEM_MAIL".into(),
-            crate::domain::Delivery::OwnMailClient => "OWN_MAIL_CLIENT".into(),
+            Delivery::SystemMail => "SYSTEM_MAIL".into(),
+            Delivery::OwnMailClient => "OWN_MAIL_CLIENT".into(),
         },
         inviter_user_id: row.inviter_user_id.to_string(),
         user_id: row.user_id.to_string(),
         department_id: row.department_id.map(|d| d.to_string()).unwrap_or_default(),
-        expire_time: Some(crate::api::timestamp(row.expires_at)),
+        expire_time: Some(timestamp(row.expires_at)),
         registration_link_id: row
             .registration_link_id
             .map(|l| l.to_string())
@@ -43,6 +46,7 @@ pub enum Change {
     RegistrationRejected,
 }
 
+/// Enqueues `change` of `row` on the outbox, in the transaction `conn` made it in.
 pub async fn publish(
     conn: &mut PgConnection,
     row: &InvitationRow,
@@ -76,7 +80,7 @@ pub async fn publish(
     outbox::enqueue(
         conn,
         Topic::InvitationsEvents,
-        row.org_id,
+        row.org_id.into_uuid(),
         &row.id.to_string(),
         actor,
         payload,

@@ -9,34 +9,29 @@ use async_trait::async_trait;
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_types::{OrgId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::events::{publish, Change};
-use crate::store::{InvitationRow, INVITATION_COLUMNS};
+use crate::store::{self, Closing};
 
 /// The handler for `mailroom.identity.events`.
 pub struct IdentityEvents;
 
 /// What an identity event means for the user's open invitations.
-enum Outcome {
-    Accepted,
-    Revoked(&'static str),
-}
-
-fn outcome(event: &ev::Envelope) -> Option<(&ev::UserSnapshot, Outcome)> {
+fn outcome(event: &ev::Envelope) -> Option<(&ev::UserSnapshot, Closing)> {
     use ev::envelope::Payload;
     match &event.payload {
         Some(Payload::UserUpdated(ev::UserUpdated { user: Some(u), .. }))
             if u.state == ev::UserStateSnapshot::Active as i32 =>
         {
-            Some((u, Outcome::Accepted))
+            Some((u, Closing::Accepted))
         }
         Some(Payload::UserDismissed(ev::UserDismissed { user: Some(u) })) => {
-            Some((u, Outcome::Revoked("the invited account was dismissed")))
+            Some((u, Closing::Revoked("the invited account was dismissed")))
         }
         Some(Payload::UserRemoved(ev::UserRemoved { user: Some(u), .. })) => {
-            Some((u, Outcome::Revoked("the invited account was removed")))
+            Some((u, Closing::Revoked("the invited account was removed")))
         }
         _ => None,
     }
@@ -52,39 +47,15 @@ impl EventHandler for IdentityEvents {
         let Some((user, outcome)) = outcome(event) else {
             return Ok(());
         };
-        let user_id = Uuid::parse_str(&user.id).context("user.id is not a UUID")?;
-        let org_id = Uuid::parse_str(&event.org_id).context("org_id is not a UUID")?;
-        let (sql, change) = match outcome {
-            Outcome::Accepted => (
-                "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
-                 delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
-                 next_attempt_at = NULL, failure_reason = $3 \
-                 WHERE org_id = $1 AND user_id = $2 AND state IN ('pending', 'failed', 'awaiting_approval') RETURNING ",
-                None,
-            ),
-            Outcome::Revoked(reason) => (
-                "UPDATE invitations SET state = 'revoked', updated_at = now(), \
-                 delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
-                 next_attempt_at = NULL, failure_reason = $3 \
-                 WHERE org_id = $1 AND user_id = $2 AND state IN ('pending', 'failed', 'awaiting_approval') RETURNING ",
-                Some(reason),
-            ),
+        let user_id: UserId = user.id.parse().context("user.id is not a UUID")?;
+        let org_id: OrgId = event.org_id.parse().context("org_id is not a UUID")?;
+        let rows = store::close_open_of_user(tx, org_id, user_id, outcome).await?;
+        let change = || match outcome {
+            Closing::Accepted => Change::Accepted,
+            Closing::Revoked(_) => Change::Revoked,
         };
-        let rows: Vec<InvitationRow> = sqlx::query_as(&format!("{sql}{INVITATION_COLUMNS}"))
-            .bind(org_id)
-            .bind(user_id)
-            .bind(change.unwrap_or_default())
-            .fetch_all(&mut *tx)
-            .await?;
         for row in &rows {
-            let change = if change.is_some() {
-                Change::Revoked
-            } else {
-                Change::Accepted
-            };
-            publish(tx, row, &EventActor::System, change)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            publish(tx, row, &EventActor::System, change()).await?;
         }
         Ok(())
     }

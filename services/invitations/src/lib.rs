@@ -5,26 +5,36 @@
 //!
 //! A tour:
 //! - [`domain`]: pasted address lists, names, locales, messages parsed into types that cannot
-//!   hold a bad value; the states an invitation moves through.
-//! - [`invite`]: making invitations (the three ways in), each admitted at identity, which
-//!   claims the address and counts the seats for a whole batch under one lock.
-//! - [`lifecycle`]: preview and accept (the link's secret is the credential), resend, revoke,
-//!   approve, reject, delete; seats; the organisation's wording of the mail.
-//! - [`links`]: quick-registration links; [`list`]: the filtered, paged invitation list.
+//!   hold a bad value; what one admission is made of; the states an invitation moves through.
+//! - [`admission`]: how every way in becomes invitations — rows written `admitting`, identity
+//!   asked once for the whole batch (it claims the addresses and counts the seats under one
+//!   lock), then completed or removed.
+//! - The use cases, one a file, each an `impl` block on [`Invitations`] (the service value
+//!   and its permission and rate-limit checks live in [`service`]): [`invite`] (by email, or a
+//!   direct registration), [`links`] (quick-registration links), [`lifecycle`] (preview and
+//!   accept — the link's secret is the credential — resend, revoke, approve, reject, delete),
+//!   [`list`] (the filtered, paged list), [`seats`], [`wording`] (the organisation's wording
+//!   of the mail, and the message for the inviter's own mail client).
 //! - [`templates`]: the shipped English and Russian mail, placeholders, `mailto:` (RFC 6068).
-//! - [`delivery`]: the mail queue (rows of `invitations`), SMTP through [`mailer`], retries;
-//!   [`expiry`]: expiry applied without anyone asking, and half-made invitations finished.
+//! - [`delivery`]: the mail queue (rows of `invitations`) sent over SMTP through [`mailer`]
+//!   (the mail layer's pooled sender), retries; [`expiry`]: expiry applied without anyone
+//!   asking, and half-made invitations finished.
 //! - [`token`]: link secrets (256-bit, stored as SHA-256, compared in constant time).
 //! - [`identity_events`]: invitees activated, dismissed or removed in identity, applied to
 //!   their open invitations.
+//! - [`store`]: all of the SQL (the tables, and one module per concern: admission, links, the
+//!   list's query, the mail queue, the sweeper, templates).
+//! - [`events`]: what is published on `mailroom.invitations.events`; [`api`]: the gRPC
+//!   handlers and the wire conversions (ids parsed there, typed from then on: `OrgId`,
+//!   `UserId`, `InvitationId`, …); [`error`]: what can go wrong and its gRPC code;
+//!   [`config`]: the `invitations` section.
 //! - identity and access control are called through `mailroom_clients`, as this service
-//!   (reads of the caller's own profile with the caller's token); [`events`]: what is
-//!   published on `mailroom.invitations.events`; [`store`]: the tables; [`api`]: the gRPC
-//!   handlers; [`error`]: what can go wrong and its gRPC code.
+//!   (reads of the caller's own profile with the caller's token).
 //!
 //! Seats are identity's to count (they are its user rows); an expired, revoked or rejected
 //! invitation's event makes identity remove the INVITED user, which frees the seat.
 
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod delivery;
@@ -38,10 +48,12 @@ pub mod lifecycle;
 pub mod links;
 pub mod list;
 pub mod mailer;
+pub mod seats;
 pub mod service;
 pub mod store;
 pub mod templates;
 pub mod token;
+pub mod wording;
 
 use std::sync::Arc;
 use std::time::Duration;

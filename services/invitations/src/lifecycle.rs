@@ -1,18 +1,17 @@
 //! What happens to an invitation after it is made: previewed and accepted by the invitee (the
-//! token is the credential), resent, revoked, approved or rejected, deleted from the list;
-//! and the organisation's seats and mail wording.
+//! token is the credential), read, resent, revoked, approved or rejected, deleted from the list.
 
 use chrono::Utc;
+use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::identity::v1 as ipb;
 use mailroom_platform::proto::invitations::v1 as pb;
-use mailroom_types::{OrgId, Permission};
+use mailroom_types::{InvitationId, Permission};
 
-use crate::domain::{DeliveryState, Locale, State};
+use crate::domain::{DeliveryState, State};
 use crate::error::{InvitationError, Result};
 use crate::events::{publish, Change};
-use crate::service::{parse_id, Caller, Invitations};
+use crate::service::{Caller, Invitations};
 use crate::store::{self, InvitationRow};
-use crate::templates::{self, Purpose};
 use crate::token;
 
 fn unknown_link() -> InvitationError {
@@ -151,8 +150,7 @@ impl Invitations {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn get(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
-        let id = parse_id("id", id)?;
+    pub async fn get(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
         let mut conn = self.pool.acquire().await?;
         let row = store::invitation(&mut conn, caller.org_id, id).await?;
         self.require_manager(caller, &row).await?;
@@ -162,8 +160,7 @@ impl Invitations {
     /// Sends a PENDING or FAILED invitation again: a new link (the old one stops working)
     /// and a new expiry.
     #[tracing::instrument(skip_all)]
-    pub async fn resend(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
-        let id = parse_id("id", id)?;
+    pub async fn resend(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
         self.require_manager(caller, &row).await?;
@@ -184,28 +181,10 @@ impl Invitations {
                     .into(),
             ));
         }
-        if let Some(limits) = &self.limits {
-            self.spend(
-                &limits.per_inviter,
-                &caller.user_id.to_string(),
-                1,
-                "per inviter and hour",
-            )
-            .await?;
-            self.spend(
-                &limits.per_org,
-                &caller.org_id.to_string(),
-                1,
-                "per organisation and hour",
-            )
-            .await?;
-        }
+        self.spend_invitations(caller, 1).await?;
         let row =
             store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
-        sqlx::query("UPDATE invitations SET token_hash = NULL WHERE id = $1")
-            .bind(row.id)
-            .execute(&mut *tx)
-            .await?;
+        store::forget_token(&mut *tx, row.id).await?;
         tx.commit().await?;
         self.queued.notify_one();
         Ok(row)
@@ -214,8 +193,7 @@ impl Invitations {
     /// Ends an open invitation; identity removes its INVITED user and frees the seat when the
     /// event reaches it.
     #[tracing::instrument(skip_all)]
-    pub async fn revoke(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
-        let id = parse_id("id", id)?;
+    pub async fn revoke(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
         self.require_manager(caller, &row).await?;
@@ -238,8 +216,7 @@ impl Invitations {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<()> {
-        let id = parse_id("id", id)?;
+    pub async fn delete(&self, caller: &Caller, id: InvitationId) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
         self.require_manager(caller, &row).await?;
@@ -249,27 +226,28 @@ impl Invitations {
                 row.state().upper()
             )));
         }
-        sqlx::query("DELETE FROM invitations WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        store::delete(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Approves a registration through a link that needs it: the person is mailed their link.
     #[tracing::instrument(skip_all)]
-    pub async fn approve(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
+    pub async fn approve(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
         self.decide(caller, id, true).await
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn reject(&self, caller: &Caller, id: &str) -> Result<InvitationRow> {
+    pub async fn reject(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
         self.decide(caller, id, false).await
     }
 
-    async fn decide(&self, caller: &Caller, id: &str, approve: bool) -> Result<InvitationRow> {
-        let id = parse_id("invitation_id", id)?;
+    async fn decide(
+        &self,
+        caller: &Caller,
+        id: InvitationId,
+        approve: bool,
+    ) -> Result<InvitationRow> {
         self.require(caller, Permission::OrgRegisterUsers).await?;
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
@@ -302,91 +280,15 @@ impl Invitations {
         }
         Ok(row)
     }
-
-    #[tracing::instrument(skip_all)]
-    pub async fn seat_usage(&self, caller: &Caller) -> Result<pb::SeatUsage> {
-        let org = self
-            .identity
-            .organization(OrgId::from_uuid(caller.org_id))
-            .await?;
-        let active = org.seats_used - org.invited_users;
-        Ok(pb::SeatUsage {
-            seat_limit: org.seat_limit,
-            active_users: active,
-            pending_invitations: org.invited_users,
-            seats_left: if org.seat_limit > 0 {
-                (org.seat_limit - org.seats_used).max(0)
-            } else {
-                -1
-            },
-        })
-    }
-
-    #[tracing::instrument(skip_all)]
-    pub async fn get_template(
-        &self,
-        caller: &Caller,
-        locale: &str,
-    ) -> Result<pb::InvitationTemplate> {
-        let locale = Locale::parse(locale)?;
-        let template = self
-            .template(caller.org_id, Purpose::Invitation, locale)
-            .await?;
-        let customized = template != templates::shipped(Purpose::Invitation, locale);
-        Ok(pb::InvitationTemplate {
-            locale: locale.code().into(),
-            subject: template.subject,
-            body: template.body,
-            customized,
-        })
-    }
-
-    #[tracing::instrument(skip_all)]
-    pub async fn update_template(
-        &self,
-        caller: &Caller,
-        req: pb::UpdateInvitationTemplateRequest,
-    ) -> Result<pb::InvitationTemplate> {
-        let locale = Locale::parse(&req.locale)?;
-        self.require(caller, Permission::OrgRegisterUsers).await?;
-        if req.reset {
-            sqlx::query("DELETE FROM invitation_templates WHERE org_id = $1 AND locale = $2")
-                .bind(caller.org_id)
-                .bind(locale.code())
-                .execute(&self.pool)
-                .await?;
-        } else {
-            let t = templates::parse_custom(&req.subject, &req.body)?;
-            sqlx::query(
-                "INSERT INTO invitation_templates (org_id, locale, subject, body) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (org_id, locale) DO UPDATE SET subject = EXCLUDED.subject, body = EXCLUDED.body, updated_at = now()",
-            )
-            .bind(caller.org_id)
-            .bind(locale.code())
-            .bind(&t.subject)
-            .bind(&t.body)
-            .execute(&self.pool)
-            .await?;
-        }
-        self.get_template(caller, locale.code()).await
-    }
 }
 
 /// ACCEPTED, with its time and its event (the invitee is the actor).
-async fn mark_accepted(tx: &mut sqlx::PgConnection, id: uuid::Uuid) -> Result<InvitationRow> {
-    let row: InvitationRow = sqlx::query_as(&format!(
-        "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
-         delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
-         next_attempt_at = NULL WHERE id = $1 RETURNING {}",
-        store::INVITATION_COLUMNS
-    ))
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+async fn mark_accepted(tx: &mut sqlx::PgConnection, id: InvitationId) -> Result<InvitationRow> {
+    let row = store::mark_accepted(tx, id).await?;
     publish(
         tx,
         &row,
-        &mailroom_platform::outbox::EventActor::User(row.user_id),
+        &EventActor::User(row.user_id.into_uuid()),
         Change::Accepted,
     )
     .await?;

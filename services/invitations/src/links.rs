@@ -12,14 +12,14 @@ use mailroom_aip as aip;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::invitations::v1 as pb;
 use mailroom_platform::types::Seats;
-use mailroom_types::{OrgId, Permission};
+use mailroom_types::{DepartmentId, OrgId, Permission, RegistrationLinkId};
 use uuid::Uuid;
 
-use crate::domain::{self, Delivery, EmailAddress, Kind, Locale, State};
+use crate::domain::{self, Batch, Delivery, EmailAddress, Invitee, Kind, Locale, Names, State};
 use crate::error::{InvitationError, Result};
-use crate::invite::{Batch, Invitee, Names};
-use crate::service::{parse_id, parse_optional_id, Caller, Invitations};
-use crate::store::{LinkRow, LINK_COLUMNS};
+use crate::service::{Caller, Invitations};
+use crate::store::links::NewLink;
+use crate::store::{self, LinkRow};
 use crate::token;
 
 fn unknown_link() -> InvitationError {
@@ -64,48 +64,40 @@ impl Invitations {
                 "`valid_days` must be 0 (until disabled) to 3650".into(),
             ));
         }
-        let department_id = parse_optional_id("department_id", &req.department_id)?;
+        let department_id = DepartmentId::parse_optional("department_id", &req.department_id)?;
         self.require(caller, Permission::OrgRegisterUsers).await?;
         let names = self.names(caller, department_id).await?;
         let secret = token::generate();
         let expires = (req.valid_days > 0)
             .then(|| Utc::now() + chrono::Duration::days(i64::from(req.valid_days)));
-        let id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO registration_links (id, org_id, token_hash, allowed_domains, requires_approval, department_id, \
-             department_name, organization_name, created_by_user_id, created_by_name, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        let id = RegistrationLinkId::new();
+        store::links::insert(
+            &self.pool,
+            &NewLink {
+                id,
+                org_id: caller.org_id,
+                token_hash: &secret.hash,
+                allowed_domains: &domains,
+                requires_approval: req.requires_approval,
+                department_id,
+                names: &names,
+                created_by: caller.user_id,
+                expires_at: expires,
+            },
         )
-        .bind(id)
-        .bind(caller.org_id)
-        .bind(&secret.hash)
-        .bind(&domains)
-        .bind(req.requires_approval)
-        .bind(department_id)
-        .bind(&names.department)
-        .bind(&names.organization)
-        .bind(caller.user_id)
-        .bind(&names.inviter)
-        .bind(expires)
-        .execute(&self.pool)
         .await?;
         let row = self.link(caller.org_id, id).await?;
         Ok((row, self.join_link(&secret.secret)))
     }
 
-    async fn link(&self, org_id: Uuid, id: Uuid) -> Result<LinkRow> {
-        sqlx::query_as(&format!(
-            "SELECT {LINK_COLUMNS} FROM registration_links l WHERE l.org_id = $1 AND l.id = $2"
-        ))
-        .bind(org_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| {
-            InvitationError::NotFound(format!(
-                "registration link `{id}` was not found in your organisation"
-            ))
-        })
+    async fn link(&self, org_id: OrgId, id: RegistrationLinkId) -> Result<LinkRow> {
+        store::links::get(&self.pool, org_id, id)
+            .await?
+            .ok_or_else(|| {
+                InvitationError::NotFound(format!(
+                    "registration link `{id}` was not found in your organisation"
+                ))
+            })
     }
 
     #[tracing::instrument(skip_all)]
@@ -117,19 +109,13 @@ impl Invitations {
         self.require(caller, Permission::OrgRegisterUsers).await?;
         let limit = aip::page_size(req.page_size, 50, 500)?;
         let query_key = "registration-links";
-        let after: Option<(chrono::DateTime<Utc>, Uuid)> =
+        let after: Option<(chrono::DateTime<Utc>, RegistrationLinkId)> =
             aip::decode_page_token(query_key, &req.page_token)?;
-        let (at, id) = after.unwrap_or((chrono::DateTime::<Utc>::MAX_UTC, Uuid::max()));
-        let mut rows: Vec<LinkRow> = sqlx::query_as(&format!(
-            "SELECT {LINK_COLUMNS} FROM registration_links l WHERE l.org_id = $1 AND (l.created_at, l.id) < ($2, $3) \
-             ORDER BY l.created_at DESC, l.id DESC LIMIT $4"
-        ))
-        .bind(caller.org_id)
-        .bind(at)
-        .bind(id)
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let after = after.unwrap_or((
+            chrono::DateTime::<Utc>::MAX_UTC,
+            RegistrationLinkId::from_uuid(Uuid::max()),
+        ));
+        let mut rows = store::links::page(&self.pool, caller.org_id, after, limit + 1).await?;
         let next = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()
@@ -142,14 +128,10 @@ impl Invitations {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn disable_link(&self, caller: &Caller, id: &str) -> Result<LinkRow> {
-        let id = parse_id("id", id)?;
+    pub async fn disable_link(&self, caller: &Caller, id: RegistrationLinkId) -> Result<LinkRow> {
         self.require(caller, Permission::OrgRegisterUsers).await?;
         let link = self.link(caller.org_id, id).await?;
-        sqlx::query("UPDATE registration_links SET disabled = true WHERE id = $1")
-            .bind(link.id)
-            .execute(&self.pool)
-            .await?;
+        store::links::disable(&self.pool, link.id).await?;
         self.link(caller.org_id, id).await
     }
 
@@ -163,13 +145,7 @@ impl Invitations {
             return Err(unknown_link());
         }
         let hash = token::hash(&req.link_token);
-        let found: Option<(Vec<u8>, Uuid, Uuid)> = sqlx::query_as(
-            "SELECT token_hash, id, org_id FROM registration_links WHERE token_hash = $1 \
-             AND NOT disabled AND (expires_at IS NULL OR expires_at > now())",
-        )
-        .bind(&hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let found = store::links::usable_by_token(&self.pool, &hash).await?;
         let Some((stored, link_id, org_id)) = found else {
             return Err(unknown_link());
         };
@@ -208,7 +184,7 @@ impl Invitations {
         // one takes no seat), so its refusal alone would tell who is already here: the same
         // rule is asked first of identity's counts, whatever the address. Identity still
         // decides under its lock; this only refuses early.
-        let org = self.identity.organization(OrgId::from_uuid(org_id)).await?;
+        let org = self.identity.organization(org_id).await?;
         if !Seats::new(org.seat_limit, i64::from(org.seats_used)).fit(1) {
             return Err(no_free_seats());
         }

@@ -1,18 +1,16 @@
-//! ListInvitations: an AIP-160 filter (typed, every value bound), an order, keyset pages and
-//! the total. Holders of `org.register_users` see the organisation's invitations; everyone
-//! else sees the ones they made.
+//! ListInvitations: an AIP-160 filter and an order parsed into [`store::list`]'s typed ones,
+//! keyset pages and the total. Holders of `org.register_users` see the organisation's
+//! invitations; everyone else sees the ones they made.
 
-use chrono::{DateTime, Utc};
 use mailroom_aip::{self as aip, Comparison, Op};
 use mailroom_platform::proto::invitations::v1 as pb;
-use mailroom_types::Permission;
-use sqlx::{Postgres, QueryBuilder};
-use uuid::Uuid;
+use mailroom_types::{DepartmentId, InvitationId, Permission, UserId};
 
 use crate::domain::{Kind, State};
 use crate::error::{InvitationError, Result};
-use crate::service::{parse_id, Caller, Invitations};
-use crate::store::{InvitationRow, INVITATION_COLUMNS};
+use crate::service::{Caller, Invitations};
+use crate::store::list::{Filter, Order, Scope};
+use crate::store::{self, InvitationRow};
 
 fn bad_filter(c: &Comparison) -> InvitationError {
     InvitationError::InvalidArgument(format!(
@@ -22,167 +20,82 @@ fn bad_filter(c: &Comparison) -> InvitationError {
     ))
 }
 
-fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+/// One comparison of the filter, typed.
+fn filter(c: &Comparison) -> Result<Filter> {
+    Ok(match (c.field.as_str(), c.op) {
+        ("state", Op::Eq) => {
+            Filter::State(State::from_filter(&c.value.as_text()).ok_or_else(|| bad_filter(c))?)
+        }
+        ("kind", Op::Eq) => {
+            Filter::Kind(Kind::from_filter(&c.value.as_text()).ok_or_else(|| bad_filter(c))?)
+        }
+        ("email", Op::Has) => Filter::EmailContains(c.value.as_text().to_lowercase()),
+        ("email", Op::Eq) => Filter::Email(c.value.as_text().to_lowercase()),
+        ("department_id", Op::Eq) => {
+            match DepartmentId::parse_optional("filter department_id", &c.value.as_text())? {
+                None => Filter::NoDepartment,
+                Some(id) => Filter::Department(id),
+            }
+        }
+        ("inviter_user_id", Op::Eq) => {
+            Filter::Inviter(UserId::parse("filter inviter_user_id", &c.value.as_text())?)
+        }
+        _ => return Err(bad_filter(c)),
+    })
 }
 
-fn push_filters(q: &mut QueryBuilder<'_, Postgres>, filter: &[Comparison]) -> Result<()> {
-    for c in filter {
-        match (c.field.as_str(), c.op) {
-            ("state", Op::Eq) => {
-                let state = State::from_filter(&c.value.as_text()).ok_or_else(|| bad_filter(c))?;
-                q.push(" AND state = ").push_bind(state.as_db());
-            }
-            ("kind", Op::Eq) => {
-                let kind = Kind::from_filter(&c.value.as_text()).ok_or_else(|| bad_filter(c))?;
-                q.push(" AND kind = ").push_bind(kind.as_db());
-            }
-            ("email", Op::Has) => {
-                q.push(" AND email LIKE ").push_bind(format!(
-                    "%{}%",
-                    escape_like(&c.value.as_text().to_lowercase())
-                ));
-            }
-            ("email", Op::Eq) => {
-                q.push(" AND email = ")
-                    .push_bind(c.value.as_text().to_lowercase());
-            }
-            ("department_id", Op::Eq) => match c.value.as_text().as_str() {
-                "" => {
-                    q.push(" AND department_id IS NULL");
-                }
-                text => {
-                    q.push(" AND department_id = ")
-                        .push_bind(parse_id("filter department_id", text)?);
-                }
-            },
-            ("inviter_user_id", Op::Eq) => {
-                q.push(" AND inviter_user_id = ")
-                    .push_bind(parse_id("filter inviter_user_id", &c.value.as_text())?);
-            }
-            _ => return Err(bad_filter(c)),
-        }
+/// `order_by`: `create_time` (newest first unless asked otherwise: what "who has not
+/// accepted yet" wants), `expire_time` or `email`, each optionally `asc` or `desc`.
+fn order(order_by: &str) -> Result<Order> {
+    let words: Vec<&str> = order_by.split_whitespace().collect();
+    let desc = match words.get(1) {
+        None | Some(&"asc") => false,
+        Some(&"desc") => true,
+        Some(_) => return Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
+    };
+    if words.len() > 2 {
+        return Err(aip::AipError::OrderBy(order_by.to_owned()).into());
     }
-    Ok(())
-}
-
-#[derive(Clone, Copy)]
-enum Order {
-    CreateTime { desc: bool },
-    ExpireTime { desc: bool },
-    Email { desc: bool },
-}
-
-impl Order {
-    fn parse(order_by: &str) -> Result<Self> {
-        let words: Vec<&str> = order_by.split_whitespace().collect();
-        let desc = match words.get(1) {
-            None | Some(&"asc") => false,
-            Some(&"desc") => true,
-            Some(_) => return Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
-        };
-        if words.len() > 2 {
-            return Err(aip::AipError::OrderBy(order_by.to_owned()).into());
-        }
-        match words.first() {
-            // Newest first unless asked otherwise: what "who has not accepted yet" wants.
-            None => Ok(Order::CreateTime { desc: true }),
-            Some(&"create_time") => Ok(Order::CreateTime { desc }),
-            Some(&"expire_time") => Ok(Order::ExpireTime { desc }),
-            Some(&"email") => Ok(Order::Email { desc }),
-            _ => Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
-        }
-    }
-
-    fn column(self) -> &'static str {
-        match self {
-            Order::CreateTime { .. } => "created_at",
-            Order::ExpireTime { .. } => "expires_at",
-            Order::Email { .. } => "email",
-        }
-    }
-
-    fn desc(self) -> bool {
-        match self {
-            Order::CreateTime { desc } | Order::ExpireTime { desc } | Order::Email { desc } => desc,
-        }
-    }
-
-    fn key_of(self, row: &InvitationRow) -> String {
-        match self {
-            Order::CreateTime { .. } => row.created_at.to_rfc3339(),
-            Order::ExpireTime { .. } => row.expires_at.to_rfc3339(),
-            Order::Email { .. } => row.email.clone(),
-        }
-    }
-
-    fn push_after(
-        self,
-        q: &mut QueryBuilder<'_, Postgres>,
-        after: Option<&(String, Uuid)>,
-    ) -> Result<()> {
-        let Some((key, id)) = after else {
-            return Ok(());
-        };
-        let cmp = if self.desc() { "<" } else { ">" };
-        q.push(format!(" AND ({}, id) {cmp} (", self.column()));
-        match self {
-            Order::Email { .. } => {
-                q.push_bind(key.clone());
-            }
-            Order::CreateTime { .. } | Order::ExpireTime { .. } => {
-                let at: DateTime<Utc> = key.parse().map_err(|_| aip::AipError::PageToken)?;
-                q.push_bind(at);
-            }
-        }
-        q.push(", ").push_bind(*id).push(")");
-        Ok(())
-    }
-
-    fn push_order(self, q: &mut QueryBuilder<'_, Postgres>) {
-        let dir = if self.desc() { "DESC" } else { "ASC" };
-        q.push(format!(" ORDER BY {} {dir}, id {dir}", self.column()));
+    match words.first() {
+        None => Ok(Order::CreateTime { desc: true }),
+        Some(&"create_time") => Ok(Order::CreateTime { desc }),
+        Some(&"expire_time") => Ok(Order::ExpireTime { desc }),
+        Some(&"email") => Ok(Order::Email { desc }),
+        _ => Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
     }
 }
 
 impl Invitations {
+    /// A page of invitations, the next page's token and the total.
     #[tracing::instrument(skip_all)]
     pub async fn list(
         &self,
         caller: &Caller,
         req: pb::ListInvitationsRequest,
     ) -> Result<(Vec<InvitationRow>, String, i64)> {
-        let filter = aip::parse_filter(&req.filter)?;
-        let order = Order::parse(&req.order_by)?;
+        let comparisons = aip::parse_filter(&req.filter)?;
+        let order = order(&req.order_by)?;
         let limit = aip::page_size(req.page_size, 50, 1000)?;
         let everyone = self.holds(caller, Permission::OrgRegisterUsers).await?;
         let query_key = format!("invitations|{everyone}|{}|{}", req.filter, req.order_by);
-        let after: Option<(String, Uuid)> = aip::decode_page_token(&query_key, &req.page_token)?;
-        let scope = |q: &mut QueryBuilder<'_, Postgres>| {
-            q.push_bind(caller.org_id);
-            q.push(" AND state <> 'admitting'");
-            if !everyone {
-                q.push(" AND inviter_user_id = ").push_bind(caller.user_id);
-            }
+        let after: Option<(String, InvitationId)> =
+            aip::decode_page_token(&query_key, &req.page_token)?;
+        let filters = comparisons.iter().map(filter).collect::<Result<Vec<_>>>()?;
+        let scope = Scope {
+            org_id: caller.org_id,
+            inviter: (!everyone).then_some(caller.user_id),
         };
 
-        let mut count =
-            QueryBuilder::<Postgres>::new("SELECT count(*) FROM invitations WHERE org_id = ");
-        scope(&mut count);
-        push_filters(&mut count, &filter)?;
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {INVITATION_COLUMNS} FROM invitations WHERE org_id = "
-        ));
-        scope(&mut q);
-        push_filters(&mut q, &filter)?;
-        order.push_after(&mut q, after.as_ref())?;
-        order.push_order(&mut q);
-        q.push(" LIMIT ").push_bind(limit + 1);
-        let mut rows: Vec<InvitationRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        let total = store::list::count(&self.pool, scope, &filters).await?;
+        let mut rows = store::list::page(
+            &self.pool,
+            scope,
+            &filters,
+            order,
+            after.as_ref(),
+            limit + 1,
+        )
+        .await?;
         let next = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()
@@ -192,5 +105,44 @@ impl Invitations {
             String::new()
         };
         Ok((rows, next, total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_parse_with_newest_first_by_default() {
+        assert_eq!(order("").unwrap(), Order::CreateTime { desc: true });
+        assert_eq!(order("email").unwrap(), Order::Email { desc: false });
+        assert_eq!(
+            order("expire_time desc").unwrap(),
+            Order::ExpireTime { desc: true }
+        );
+        assert!(order("email sideways").is_err());
+        assert!(order("email asc desc").is_err());
+        assert!(order("password").is_err());
+    }
+
+    #[test]
+    fn filters_are_typed_and_ids_checked() {
+        let parsed = |text: &str| -> Result<Vec<Filter>> {
+            aip::parse_filter(text)?.iter().map(filter).collect()
+        };
+        assert_eq!(
+            parsed("state = PENDING AND email : \"Ann\"").unwrap(),
+            [
+                Filter::State(State::Pending),
+                Filter::EmailContains("ann".into())
+            ]
+        );
+        assert_eq!(
+            parsed("department_id = \"\"").unwrap(),
+            [Filter::NoDepartment]
+        );
+        assert!(parsed("inviter_user_id = \"nope\"").is_err());
+        assert!(parsed("state = SLEEPING").is_err());
+        assert!(parsed("secret = \"x\"").is_err());
     }
 }

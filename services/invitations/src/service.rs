@@ -1,8 +1,8 @@
 //! The service value every operation hangs off, who is calling, and who may do what.
 //!
-//! The operations themselves live in [`crate::invite`] (making invitations),
-//! [`crate::lifecycle`] (accept, resend, revoke, approve, …), [`crate::links`] and
-//! [`crate::list`].
+//! The operations themselves live one use case a file: [`crate::invite`] (making
+//! invitations, through [`crate::admission`]), [`crate::lifecycle`] (accept, resend, revoke,
+//! approve, …), [`crate::links`], [`crate::list`], [`crate::seats`] and [`crate::wording`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +14,10 @@ use mailroom_platform::redis::{RateDecision, RateLimiter};
 use mailroom_types::{OrgId, Permission, UserId};
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::config::InvitationsConfig;
 use crate::error::{InvitationError, Result};
-use crate::store::InvitationRow;
+use crate::store::{self, InvitationRow};
 
 pub struct Invitations {
     pub pool: PgPool,
@@ -41,8 +40,8 @@ pub struct Limits {
 /// profile is read at identity).
 #[derive(Clone)]
 pub struct Caller {
-    pub user_id: Uuid,
-    pub org_id: Uuid,
+    pub user_id: UserId,
+    pub org_id: OrgId,
     pub bearer: Bearer,
 }
 
@@ -54,8 +53,8 @@ impl Caller {
             Principal::User {
                 user_id, org_id, ..
             } => Ok(Caller {
-                user_id: user_id.into_uuid(),
-                org_id: org_id.into_uuid(),
+                user_id: *user_id,
+                org_id: *org_id,
                 bearer: Bearer::of_request(request)
                     .ok_or_else(|| tonic::Status::unauthenticated("a bearer token is required"))?,
             }),
@@ -66,26 +65,7 @@ impl Caller {
     }
 
     pub fn actor(&self) -> EventActor {
-        EventActor::User(self.user_id)
-    }
-}
-
-pub fn parse_id(field: &'static str, value: &str) -> Result<Uuid> {
-    if value.trim().is_empty() {
-        return Err(InvitationError::InvalidArgument(format!(
-            "`{field}` is required"
-        )));
-    }
-    Uuid::parse_str(value.trim()).map_err(|_| {
-        InvitationError::InvalidArgument(format!("`{field}` is not a valid id: `{value}`"))
-    })
-}
-
-pub fn parse_optional_id(field: &'static str, value: &str) -> Result<Option<Uuid>> {
-    if value.trim().is_empty() {
-        Ok(None)
-    } else {
-        parse_id(field, value).map(Some)
+        EventActor::User(self.user_id.into_uuid())
     }
 }
 
@@ -93,11 +73,7 @@ impl Invitations {
     pub async fn holds(&self, caller: &Caller, permission: Permission) -> Result<bool> {
         Ok(self
             .access
-            .check_org(
-                OrgId::from_uuid(caller.org_id),
-                UserId::from_uuid(caller.user_id),
-                permission,
-            )
+            .check_org(caller.org_id, caller.user_id, permission)
             .await?)
     }
 
@@ -120,7 +96,7 @@ impl Invitations {
         {
             return Ok(());
         }
-        Err(crate::store::not_found(row.id))
+        Err(store::not_found(row.id))
     }
 
     /// Counts `n` invitations against a limit; refuses with when to try again.
@@ -143,6 +119,28 @@ impl Invitations {
                 Ok(())
             }
         }
+    }
+
+    /// Counts `n` invitations by `caller` against the per-inviter and per-organisation limits
+    /// (making and resending alike).
+    pub async fn spend_invitations(&self, caller: &Caller, n: u32) -> Result<()> {
+        let Some(limits) = &self.limits else {
+            return Ok(());
+        };
+        self.spend(
+            &limits.per_inviter,
+            &caller.user_id.to_string(),
+            n,
+            "per inviter and hour",
+        )
+        .await?;
+        self.spend(
+            &limits.per_org,
+            &caller.org_id.to_string(),
+            n,
+            "per organisation and hour",
+        )
+        .await
     }
 
     pub fn ttl(&self) -> chrono::Duration {

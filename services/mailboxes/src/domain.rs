@@ -3,7 +3,7 @@
 
 use mailroom_platform::email;
 use mailroom_platform::proto::mailboxes::v1 as pb;
-use uuid::Uuid;
+use mailroom_types::UserId;
 
 /// Why an input was refused, in words for the person who typed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,13 +45,16 @@ pub fn name(field: &str, input: &str) -> Result<String, ParseError> {
     email::one_line(input, MAX_NAME).map_err(|reason| invalid(field, reason))
 }
 
-pub fn user_id(field: &str, input: &str) -> Result<Uuid, ParseError> {
+/// A user's id (surrounding spaces ignored).
+pub fn user_id(field: &str, input: &str) -> Result<UserId, ParseError> {
     if input.trim().is_empty() {
         return Err(ParseError::Missing {
             field: field.to_owned(),
         });
     }
-    Uuid::parse_str(input.trim())
+    input
+        .trim()
+        .parse()
         .map_err(|_| invalid(field, format!("is not a user id: {input:?}")))
 }
 
@@ -177,7 +180,7 @@ impl ServerSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Crm {
     pub in_crm: bool,
-    pub queue: Vec<Uuid>,
+    pub queue: Vec<UserId>,
 }
 
 impl Crm {
@@ -344,7 +347,7 @@ mod tests {
         assert!(password("password", "").is_err());
         assert!(password("password", "a\nb").is_err());
         assert!(password("password", &"x".repeat(MAX_PASSWORD + 1)).is_err());
-        let id = Uuid::new_v4().to_string();
+        let id = UserId::new().to_string();
         let crm = Crm::parse(Some(&pb::CrmSettings {
             in_crm: true,
             queue_user_ids: vec![id.clone(), id.clone()],

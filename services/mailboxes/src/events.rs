@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 
 use crate::store::MailboxRow;
 
+/// The mailbox as events carry it.
 pub fn snapshot(m: &MailboxRow) -> ev::MailboxSnapshot {
     ev::MailboxSnapshot {
         id: m.id.to_string(),
@@ -25,7 +26,8 @@ pub fn snapshot(m: &MailboxRow) -> ev::MailboxSnapshot {
     }
 }
 
-/// Writes a mailbox event into the outbox, in the caller's transaction.
+/// Writes a mailbox event into the outbox, in the caller's transaction (the outbox keys
+/// events by bare UUIDs).
 pub async fn publish(
     conn: &mut PgConnection,
     m: &MailboxRow,
@@ -35,7 +37,7 @@ pub async fn publish(
     outbox::enqueue(
         conn,
         Topic::MailboxesEvents,
-        m.org_id,
+        m.org_id.into_uuid(),
         &m.id.to_string(),
         actor,
         payload,
@@ -62,7 +64,7 @@ pub async fn request_sync(
     outbox::enqueue(
         conn,
         Topic::SyncRequests,
-        m.org_id,
+        m.org_id.into_uuid(),
         &key,
         actor,
         ev::envelope::Payload::SyncRequested(request.clone()),
@@ -71,7 +73,7 @@ pub async fn request_sync(
     outbox::enqueue(
         conn,
         Topic::MailboxesEvents,
-        m.org_id,
+        m.org_id.into_uuid(),
         &key,
         actor,
         ev::envelope::Payload::SyncRequested(request),

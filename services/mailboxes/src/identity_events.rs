@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_types::{OrgId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::store::{self, Owner};
 
@@ -25,8 +25,8 @@ impl EventHandler for IdentityEvents {
             | Some(Payload::UserUpdated(ev::UserUpdated { user: Some(u), .. })) => u,
             _ => return Ok(()),
         };
-        let org = Uuid::parse_str(&event.org_id).context("org_id is not a UUID")?;
-        let user_id = Uuid::parse_str(&user.id).context("user.id is not a UUID")?;
+        let org: OrgId = event.org_id.parse().context("org_id is not a UUID")?;
+        let user_id: UserId = user.id.parse().context("user.id is not a UUID")?;
         let state = ev::UserStateSnapshot::try_from(user.state).unwrap_or_default();
         let owner = Owner {
             user_id,

@@ -2,18 +2,26 @@
 //! "Manage user mailboxes" screen and the API internal services (a CRM) call.
 //!
 //! A tour:
-//! - [`domain`]: a mailbox's inputs parsed into types that cannot hold a bad value.
+//! - [`domain`]: a mailbox's inputs parsed into types that cannot hold a bad value (ids are
+//!   `mailroom_types`' typed ids, parsed from the wire once).
+//! - [`service`]: the [`Mailboxes`] value the operations hang off, the caller, and who may
+//!   do what (access control's answer, see [`scope`]); the operations one use case a file:
+//!   [`connect`] (one or many, with real login checks), [`edit`] (update, transfer,
+//!   disconnect, sync now), [`credentials`] (the sync service's logins, re-sealing after a
+//!   key rotation) and [`listing`] (get, the list, saved list views).
 //! - [`probe`]: the real IMAP and SMTP logins that check settings before they are saved, and
-//!   which destinations the registry may connect to at all.
+//!   which destinations the registry may connect to at all (the mail layer's, worded here).
 //! - [`scope`]: access control's answer to "where does this caller's permission reach",
 //!   applied inside the registry's own SQL.
-//! - [`list`]: the list's filter (AIP-160, typed, every value bound), sort and keyset pages;
-//!   [`view`]: the columns a caller chose and their saved list view.
-//! - [`store`]: the tables; [`service`]: the operations and who may call them; [`api`]: the
-//!   gRPC handlers; [`error`]: what can go wrong and its gRPC code.
+//! - [`list`]: the list's filter (AIP-160, typed), sort and page cursor as parsed inputs;
+//!   [`view`]: the columns a caller chose, filled from a row, and their saved list view.
+//! - [`store`]: all of the registry's SQL — the tables in `store`, the list's query (filter,
+//!   scope, keyset pages, the total) in [`store::list_query`].
+//! - [`api`]: the gRPC handlers; [`error`]: what can go wrong and its gRPC code (the one
+//!   mapping).
 //! - [`events`]: what the registry publishes (mailbox events, sync requests);
-//!   [`identity_events`]: owners' names and states from identity; [`sync_events`]: the
-//!   counters and states the sync service reports.
+//!   [`sync_events`]: the one consumer, routing the counters and states the sync service
+//!   reports and, to [`identity_events`], owners' names and states from identity.
 //!
 //! Passwords are sealed with `platform::sealed` (AES-256-GCM, key id beside each value,
 //! bound to the mailbox's id) and leave the service only towards the mail server during a
@@ -21,11 +29,15 @@
 
 pub mod api;
 pub mod config;
+pub mod connect;
+pub mod credentials;
 pub mod domain;
+pub mod edit;
 pub mod error;
 pub mod events;
 pub mod identity_events;
 pub mod list;
+pub mod listing;
 pub mod probe;
 pub mod scope;
 pub mod service;

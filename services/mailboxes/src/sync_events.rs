@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_types::MailboxId;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::domain::SyncState;
 use crate::store;
@@ -22,7 +22,10 @@ impl EventHandler for SyncEvents {
         use ev::envelope::Payload;
         match &event.payload {
             Some(Payload::MailboxSynced(synced)) => {
-                let id = Uuid::parse_str(&synced.mailbox_id).context("mailbox_id is not a UUID")?;
+                let id: MailboxId = synced
+                    .mailbox_id
+                    .parse()
+                    .context("mailbox_id is not a UUID")?;
                 let at = synced
                     .synced_at
                     .as_ref()
@@ -37,7 +40,10 @@ impl EventHandler for SyncEvents {
                 .await?;
             }
             Some(Payload::MailboxSyncFailed(failed)) => {
-                let id = Uuid::parse_str(&failed.mailbox_id).context("mailbox_id is not a UUID")?;
+                let id: MailboxId = failed
+                    .mailbox_id
+                    .parse()
+                    .context("mailbox_id is not a UUID")?;
                 let state = if failed.parked {
                     SyncState::AuthFailed
                 } else {

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use mailroom_platform::proto::mailboxes::v1 as pb;
-use uuid::Uuid;
+use mailroom_platform::wire::timestamp;
+use mailroom_types::{MailboxId, UserId};
 
 use crate::error::{MailboxError, Result};
+use crate::list::DEFAULT_PAGE;
 use crate::store::{ListViewRow, MailboxRow};
 
 /// The list view's columns, in the order the screen offers them.
@@ -103,29 +105,15 @@ impl Columns {
     }
 }
 
-/// A listed row with its sort value (for the next page's cursor).
-#[derive(sqlx::FromRow)]
-pub struct ListedRow {
-    #[sqlx(flatten)]
-    pub row: MailboxRow,
-    pub sort_value: String,
-}
-
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
 /// The mailbox as the caller sees it: only the chosen columns, never a credential.
 pub fn to_proto(
     row: &MailboxRow,
     columns: &Columns,
-    readers: Option<&HashMap<Uuid, Vec<Uuid>>>,
+    readers: Option<&HashMap<MailboxId, Vec<UserId>>>,
 ) -> pb::Mailbox {
     let mut m = pb::Mailbox {
-        id: if row.id.is_nil() {
+        // A mailbox only validated, never saved, has no id.
+        id: if row.id.as_uuid().is_nil() {
             String::new()
         } else {
             row.id.to_string()
@@ -157,7 +145,7 @@ pub fn to_proto(
     if columns.crm {
         m.crm = Some(pb::CrmSettings {
             in_crm: row.in_crm,
-            queue_user_ids: row.crm_queue.iter().map(Uuid::to_string).collect(),
+            queue_user_ids: row.crm_queue.iter().map(UserId::to_string).collect(),
         });
     }
     if columns.sync {
@@ -174,7 +162,7 @@ pub fn to_proto(
         if let Some(readers) = readers {
             // Access control's readers, and the owner as this registry knows them: ownership
             // reaches access control through events, a moment after a connect or transfer.
-            let mut ids: Vec<Uuid> = readers.get(&row.id).cloned().unwrap_or_default();
+            let mut ids: Vec<UserId> = readers.get(&row.id).cloned().unwrap_or_default();
             if !row.owner_dismissed && !ids.contains(&row.owner_user_id) {
                 ids.push(row.owner_user_id);
             }
@@ -182,7 +170,7 @@ pub fn to_proto(
                 ids.retain(|id| *id != row.owner_user_id);
             }
             ids.sort();
-            m.access_by_user_ids = ids.iter().map(Uuid::to_string).collect();
+            m.access_by_user_ids = ids.iter().map(UserId::to_string).collect();
         }
     }
     if columns.times {
@@ -192,6 +180,7 @@ pub fn to_proto(
     m
 }
 
+/// A saved list view, or the default one for a person who saved none.
 pub fn view_to_proto(saved: Option<ListViewRow>) -> pb::ListView {
     match saved {
         Some(v) => pb::ListView {
@@ -204,7 +193,7 @@ pub fn view_to_proto(saved: Option<ListViewRow>) -> pb::ListView {
             columns: default_columns(),
             filter: String::new(),
             order_by: String::new(),
-            page_size: crate::service::DEFAULT_PAGE,
+            page_size: DEFAULT_PAGE,
         },
     }
 }

@@ -9,17 +9,22 @@ use mailroom_platform::config::{self, LogFormat, PlatformConfig};
 use mailroom_platform::proto::identity::v1 as pb;
 use secrecy::ExposeSecret;
 
+use crate::ctl::{Clients, Credentials, Endpoints};
 use crate::serve::{self, Service};
 
 /// The service client the dev stack registers for `mailroom ctl`.
 pub const DEV_CTL_CLIENT: &str = "ctl";
 const DEV_CTL_SECRET: &str = "mailroom-dev-ctl";
-/// The registry's own credential at identity, in the dev stack.
-const DEV_MAILBOXES_SECRET: &str = "mailroom-dev-mailboxes";
-/// The sync service's own credential at identity, in the dev stack.
-const DEV_SYNC_SECRET: &str = "mailroom-dev-sync";
-/// The invitations service's own credential at identity, in the dev stack.
-const DEV_INVITATIONS_SECRET: &str = "mailroom-dev-invitations";
+/// Each calling service's own credential at identity, in the dev stack: identity registers it
+/// (`identity.service_clients.<service>`) and the service signs in with it
+/// (`<service>.service_client_secret`).
+const DEV_SERVICE_SECRETS: [(&str, &str); 3] = [
+    ("mailboxes", "mailroom-dev-mailboxes"),
+    ("sync", "mailroom-dev-sync"),
+    ("invitations", "mailroom-dev-invitations"),
+];
+/// The demo organisation's first admin, who signs in with the dev admin password.
+const DEMO_ADMIN: &str = "admin@acme.test";
 /// Sample messages in each demo INBOX, so a newcomer sees the counters move.
 const DEMO_MESSAGES: usize = 240;
 /// The dev stack's mailbox-password sealing key: fixed, so mailboxes connected in one run
@@ -28,7 +33,7 @@ const DEMO_MESSAGES: usize = 240;
 const DEV_SEALING_KEY: &str = "dev:bWFpbHJvb20tZGV2LXNlYWxpbmcta2V5LTMyYnl0ZXM=";
 
 pub async fn run() -> anyhow::Result<()> {
-    let figment = config::sources()
+    let mut figment = config::sources()
         .join(Serialized::default("log_format", LogFormat::Pretty))
         .join(Serialized::default("listen_host", "127.0.0.1"))
         .join(Serialized::default(
@@ -40,38 +45,25 @@ pub async fn run() -> anyhow::Result<()> {
             DEV_CTL_SECRET,
         ))
         .join(Serialized::default(
-            "identity.service_clients.mailboxes",
-            DEV_MAILBOXES_SECRET,
-        ))
-        .join(Serialized::default(
-            "mailboxes.service_client_secret",
-            DEV_MAILBOXES_SECRET,
-        ))
-        .join(Serialized::default(
             "mailboxes.sealing_keys",
             DEV_SEALING_KEY,
         ))
         .join(Serialized::default("mailboxes.allow_local_servers", true))
-        .join(Serialized::default(
-            "identity.service_clients.sync",
-            DEV_SYNC_SECRET,
-        ))
-        .join(Serialized::default(
-            "sync.service_client_secret",
-            DEV_SYNC_SECRET,
-        ))
         .join(Serialized::default("sync.allow_local_servers", true))
-        .join(Serialized::default(
-            "identity.service_clients.invitations",
-            DEV_INVITATIONS_SECRET,
-        ))
-        .join(Serialized::default(
-            "invitations.service_client_secret",
-            DEV_INVITATIONS_SECRET,
-        ))
         // Dev mail goes out at once and is retried quickly.
         .join(Serialized::default("invitations.delivery_retry_ms", 2_000))
         .join(Serialized::default("invitations.sweep_interval_ms", 5_000));
+    for (service, secret) in DEV_SERVICE_SECRETS {
+        figment = figment
+            .join(Serialized::default(
+                &format!("identity.service_clients.{service}"),
+                secret,
+            ))
+            .join(Serialized::default(
+                &format!("{service}.service_client_secret"),
+                secret,
+            ));
+    }
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry =
         mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
@@ -106,13 +98,13 @@ pub async fn run() -> anyhow::Result<()> {
     println!();
     println!("  demo organisation: Acme");
     println!(
-        "  admin:             admin@acme.test / {}",
+        "  admin:             {DEMO_ADMIN} / {}",
         mask(&admin_password)
     );
     println!(
         "  employees:         olivia.chen@acme.test, sam.ortiz@acme.test, … (same password)\n"
     );
-    println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email admin@acme.test --password {})", shell_word(&admin_password));
+    println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email {DEMO_ADMIN} --password {})", shell_word(&admin_password));
     println!("        cargo run -q -p mailroom -- ctl users list");
     println!("        cargo run -q -p mailroom -- ctl mailboxes list --columns employee,email,last_sync_time,in_crm --sort owner");
     println!("        cargo run -q -p mailroom -- ctl sync status <mailbox id from the list>");
@@ -157,13 +149,7 @@ async fn seed_mailboxes(
 ) -> anyhow::Result<()> {
     use mailroom_mailboxes::error::MailboxError;
     use mailroom_platform::proto::mailboxes::v1 as mpb;
-    let tokens = identity
-        .login(pb::LoginRequest {
-            login_email: "admin@acme.test".into(),
-            password: password.into(),
-            org_id: String::new(),
-        })
-        .await?;
+    let tokens = identity.login(admin_login(password)).await?;
     let verifier = mailroom_platform::auth::TokenVerifier::from_jwks(&identity.keys().jwks().keys)?;
     let admin = Principal::from_claims(&verifier.verify(&tokens.access_token).await?)?;
     let (users, _, _) = identity
@@ -258,17 +244,21 @@ async fn seed_mailboxes(
     Ok(())
 }
 
+/// Signing in as the demo admin.
+fn admin_login(password: &str) -> pb::LoginRequest {
+    pb::LoginRequest {
+        login_email: DEMO_ADMIN.into(),
+        password: password.into(),
+        org_id: String::new(),
+    }
+}
+
 /// Seeds Acme once; a second run finds the admin and leaves everything as it is.
 async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
     let seeder = Principal::Service {
         name: "dev-seed".into(),
     };
-    let login = pb::LoginRequest {
-        login_email: "admin@acme.test".into(),
-        password: password.into(),
-        org_id: String::new(),
-    };
-    if identity.login(login).await.is_ok() {
+    if identity.login(admin_login(password)).await.is_ok() {
         tracing::info!("demo organisation already seeded");
         return Ok(());
     }
@@ -282,7 +272,7 @@ async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
                     allow_everyone_to_invite: true,
                 }),
                 first_admin: Some(pb::NewAdmin {
-                    login_email: "admin@acme.test".into(),
+                    login_email: DEMO_ADMIN.into(),
                     first_name: "Alex".into(),
                     last_name: "Admin".into(),
                     password: password.into(),
@@ -406,40 +396,23 @@ async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
 /// Invites a fresh address (one per start, so a restart never collides with the last one)
 /// through the running invitations service, as the demo admin, and returns its personal link.
 async fn demo_invitation(admin_password: &str) -> anyhow::Result<String> {
-    use mailroom_clients::{Bearer, Caller, IdentityClient, InvitationsClient, Peer, PeerChannel};
-    use mailroom_platform::config::local;
     use mailroom_platform::proto::invitations::v1 as ipb;
-    let settings = mailroom_clients::Settings::default();
-    let identity = IdentityClient::new(
-        PeerChannel::new(Peer::Identity, &local::identity(), &settings)?,
-        Caller::Anonymous,
-    );
-    let tokens = identity
-        .raw_auth()
-        .login(pb::LoginRequest {
-            login_email: "admin@acme.test".into(),
-            password: admin_password.into(),
-            org_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    let invitations = InvitationsClient::new(
-        PeerChannel::new(Peer::Invitations, &local::invitations(), &settings)?,
-        Caller::Person(Bearer::from_token(&tokens.access_token)?),
-    );
-    let mut client = invitations.raw();
+    let mut clients = Clients::connect(
+        &Endpoints::local(),
+        &Credentials::password(DEMO_ADMIN, admin_password),
+        &mailroom_clients::Settings::default(),
+    )
+    .await?;
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
     // Access control learns of the admin from identity's events: a first start may need a moment.
     for _ in 0..50 {
-        let request = invitations
-            .request(ipb::CreateInvitationsRequest {
-                emails: format!("new.hire.{stamp}@acme.test"),
-                message: "Welcome to Acme!".into(),
-                delivery: ipb::DeliveryMethod::OwnMailClient as i32,
-                ..Default::default()
-            })
-            .await?;
-        match client.create_invitations(request).await {
+        let request = clients.request(ipb::CreateInvitationsRequest {
+            emails: format!("new.hire.{stamp}@acme.test"),
+            message: "Welcome to Acme!".into(),
+            delivery: ipb::DeliveryMethod::OwnMailClient as i32,
+            ..Default::default()
+        });
+        match clients.invitations.create_invitations(request).await {
             Ok(answer) => {
                 let answer = answer.into_inner();
                 return answer

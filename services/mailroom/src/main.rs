@@ -103,3 +103,15 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command's arguments are well formed (clap checks this only when a command is
+    /// first parsed in a debug build; a malformed one panicked `ctl users set-admin`).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

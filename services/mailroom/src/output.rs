@@ -1,5 +1,6 @@
 //! What `mailroom ctl` prints: one set of rows rendered as a table for people or as JSON for
-//! scripts, so the two never disagree.
+//! scripts, so the two never disagree; and the few ways a value is written in a cell (times,
+//! enum names), so every command writes them alike.
 
 use serde_json::{Map, Value};
 
@@ -106,6 +107,41 @@ impl Rows {
     }
 }
 
+/// How [`time`] writes a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// `2025-05-01 09:30 UTC`
+    Minutes,
+    /// `2025-05-01 09:30:15 UTC`
+    Seconds,
+    /// `2025-05-01T09:30:15+00:00`, in whole seconds.
+    Rfc3339,
+}
+
+/// A protobuf timestamp as `clock` writes it; empty when unset or out of range.
+pub fn time(t: Option<&prost_types::Timestamp>, clock: Clock) -> String {
+    t.and_then(|t| {
+        let nanos = match clock {
+            Clock::Rfc3339 => 0,
+            Clock::Minutes | Clock::Seconds => t.nanos.max(0) as u32,
+        };
+        chrono::DateTime::from_timestamp(t.seconds, nanos)
+    })
+    .map(|t| match clock {
+        Clock::Minutes => t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        Clock::Seconds => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Clock::Rfc3339 => t.to_rfc3339(),
+    })
+    .unwrap_or_default()
+}
+
+/// An enum value's name without its type's prefix (`USER_STATE_ACTIVE` → `ACTIVE`); empty
+/// for a value this build does not know (`name` is `None`).
+pub fn short_name(name: Option<&str>, prefix: &str) -> String {
+    name.map(|n| n.strip_prefix(prefix).unwrap_or(n).to_owned())
+        .unwrap_or_default()
+}
+
 fn cell(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -133,5 +169,22 @@ mod tests {
         let parsed: Value = serde_json::from_str(&rows.render(Format::Json)).unwrap();
         assert_eq!(parsed["items"][0]["email"], "ann@acme.test");
         assert_eq!(parsed["next_page_token"], "abc");
+    }
+
+    #[test]
+    fn times_print_in_each_clock_and_unset_ones_print_nothing() {
+        let t = prost_types::Timestamp {
+            seconds: 1_746_091_815,
+            nanos: 500_000_000,
+        };
+        assert_eq!(time(Some(&t), Clock::Minutes), "2025-05-01 09:30 UTC");
+        assert_eq!(time(Some(&t), Clock::Seconds), "2025-05-01 09:30:15 UTC");
+        assert_eq!(time(Some(&t), Clock::Rfc3339), "2025-05-01T09:30:15+00:00");
+        assert_eq!(time(None, Clock::Seconds), "");
+        assert_eq!(
+            short_name(Some("USER_STATE_ACTIVE"), "USER_STATE_"),
+            "ACTIVE"
+        );
+        assert_eq!(short_name(None, "USER_STATE_"), "");
     }
 }

@@ -193,18 +193,27 @@ pub async fn start(
                 .await
                 .with_context(|| format!("{} metrics", service.name()))?;
         }
+        // Starts a service with its configuration section.
+        macro_rules! start {
+            ($service:ident, $name:literal) => {
+                $service::start(platform, config::section(figment, $name)?)
+                    .await
+                    .context(concat!($name, " did not start"))?
+            };
+        }
         // Binds the gRPC port and runs a started service until shutdown, verifying tokens
         // with the co-hosted identity's verifier when there is one, else its own.
         macro_rules! host {
-            ($started:ident, $name:literal) => {{
+            ($started:expr, $name:literal) => {{
+                let started = $started;
                 let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
                 let verifier = shared_verifier
                     .clone()
-                    .unwrap_or_else(|| $started.verifier.clone());
+                    .unwrap_or_else(|| started.verifier.clone());
                 let platform = platform.clone();
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    $started
+                    started
                         .run(listener, verifier, &platform, shutdown)
                         .await
                         .context(concat!($name, " gRPC server"))
@@ -213,11 +222,7 @@ pub async fn start(
         }
         match service {
             Service::Identity => {
-                let config: mailroom_identity::IdentityConfig =
-                    config::section(figment, "identity")?;
-                let started = mailroom_identity::start(platform, config)
-                    .await
-                    .context("identity did not start")?;
+                let started = start!(mailroom_identity, "identity");
                 let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
                 identity = Some(started.identity.clone());
                 shared_verifier = Some(started.verifier.clone());
@@ -230,19 +235,9 @@ pub async fn start(
                         .context("identity gRPC server")
                 });
             }
-            Service::Access => {
-                let config: mailroom_access::AccessConfig = config::section(figment, "access")?;
-                let started = mailroom_access::start(platform, config)
-                    .await
-                    .context("access did not start")?;
-                host!(started, "access");
-            }
+            Service::Access => host!(start!(mailroom_access, "access"), "access"),
             Service::Mailboxes => {
-                let config: mailroom_mailboxes::MailboxesConfig =
-                    config::section(figment, "mailboxes")?;
-                let started = mailroom_mailboxes::start(platform, config)
-                    .await
-                    .context("mailboxes did not start")?;
+                let started = start!(mailroom_mailboxes, "mailboxes");
                 mailboxes = Some(started.mailboxes.clone());
                 host!(started, "mailboxes");
             }
@@ -256,12 +251,7 @@ pub async fn start(
                 host!(started, "sync");
             }
             Service::Invitations => {
-                let config: mailroom_invitations::InvitationsConfig =
-                    config::section(figment, "invitations")?;
-                let started = mailroom_invitations::start(platform, config)
-                    .await
-                    .context("invitations did not start")?;
-                host!(started, "invitations");
+                host!(start!(mailroom_invitations, "invitations"), "invitations")
             }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");

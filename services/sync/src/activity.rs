@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mailroom_types::UserId;
 use redis::aio::ConnectionManager;
 
 use crate::domain::{Tier, TierPolicy};
@@ -38,16 +39,12 @@ impl Activity {
         &self.policy
     }
 
-    fn key(user: &uuid::Uuid) -> String {
+    fn key(user: &UserId) -> String {
         format!("{PREFIX}:{user}")
     }
 
     /// Records that `user` is here now.
-    pub async fn record(
-        &self,
-        user: uuid::Uuid,
-        at: DateTime<Utc>,
-    ) -> redis::RedisResult<Heartbeat> {
+    pub async fn record(&self, user: UserId, at: DateTime<Utc>) -> redis::RedisResult<Heartbeat> {
         let mut conn = self.conn.clone();
         let now_ms = at.timestamp_millis();
         let ttl = self.policy.signal_ttl().as_secs().max(1);
@@ -77,7 +74,7 @@ impl Activity {
     }
 
     /// The tier `user` is in now.
-    pub async fn tier(&self, user: uuid::Uuid) -> redis::RedisResult<Tier> {
+    pub async fn tier(&self, user: UserId) -> redis::RedisResult<Tier> {
         let mut conn = self.conn.clone();
         let seen: Option<i64> = redis::cmd("GET")
             .arg(Self::key(&user))

@@ -1,9 +1,10 @@
 //! The sync's vocabulary as types that cannot hold a bad value: activity tiers and the
-//! intervals they set, client kinds, the back-off after failures, and the compact forms the
-//! message index stores (UIDs in a signed column, system flags as bits).
+//! intervals they set, a request's priority, client kinds, the back-off after failures, and
+//! the compact forms the message index stores (UIDs in a signed column, system flags as bits).
 
 use std::time::Duration;
 
+use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::sync::v1 as pb;
 use serde::Deserialize;
 
@@ -124,6 +125,32 @@ impl TierPolicy {
     /// How long a heartbeat is kept: past it the owner is dormant anyway.
     pub fn signal_ttl(&self) -> Duration {
         Duration::from_secs(self.idle_within_secs.max(self.recent_within_secs) + 60)
+    }
+}
+
+/// How urgent a sync request is (`SyncRequested.priority`), which decides whether a late one
+/// is still done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// The scheduler's work (and a request without a priority).
+    Normal,
+    /// Someone asked: "sync now", a mailbox just connected, a new password or server.
+    High,
+}
+
+impl Priority {
+    pub fn from_proto(value: i32) -> Priority {
+        match ev::SyncPriority::try_from(value) {
+            Ok(ev::SyncPriority::High) => Priority::High,
+            _ => Priority::Normal,
+        }
+    }
+
+    /// Whether a request `lag` old is passed over. A normal request older than the
+    /// scheduler's `hold` has been issued again if the mailbox is still due, so after an
+    /// outage that backlog is passed over without a query; a high one is always done.
+    pub fn passed_over(self, lag: Duration, hold: Duration) -> bool {
+        self == Priority::Normal && lag > hold
     }
 }
 
@@ -293,6 +320,19 @@ mod tests {
         assert_eq!(backoff(50, base, cap, 0.0), cap);
         let jittered = backoff(3, base, cap, 1.0);
         assert!(jittered < base * 4 && jittered >= (base * 4).mul_f64(0.75));
+    }
+
+    #[test]
+    fn only_late_normal_requests_are_passed_over() {
+        let hold = Duration::from_secs(300);
+        let late = Duration::from_secs(301);
+        let normal = Priority::from_proto(ev::SyncPriority::Normal as i32);
+        let high = Priority::from_proto(ev::SyncPriority::High as i32);
+        assert_eq!((normal, high), (Priority::Normal, Priority::High));
+        assert_eq!(Priority::from_proto(0), Priority::Normal);
+        assert!(normal.passed_over(late, hold));
+        assert!(!normal.passed_over(hold, hold));
+        assert!(!high.passed_over(Duration::from_secs(86_400), hold));
     }
 
     #[test]

@@ -162,8 +162,6 @@ pub enum SyncError {
     Db(#[source] sqlx::Error),
     #[error("Redis is unavailable: {0}")]
     Redis(String),
-    #[error("{0}")]
-    Internal(String),
 }
 
 mailroom_platform::service_error!(SyncError);
@@ -191,7 +189,7 @@ impl ApiError for SyncError {
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Unavailable(_) | DbUnavailable(_) | Redis(_) => ErrorKind::Unavailable,
-            Db(_) | Internal(_) => ErrorKind::Internal,
+            Db(_) => ErrorKind::Internal,
         }
     }
 }

@@ -24,15 +24,15 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
+use crate::connects::connect_allowed;
 use crate::domain::backoff;
 use crate::engine::Engine;
 use crate::error::{FailureKind, SyncFailure};
 use crate::lease::Leases;
 use crate::metrics;
 use crate::peers::Peers;
-use crate::store;
+use crate::store::schedule;
 
 /// Live IDLE watchers (workers), scored by their last registration.
 const WORKERS: &str = "mailroom:sync:idle-workers";
@@ -79,7 +79,7 @@ impl IdleWatcher {
     /// watch (DONE, LOGOUT) and returns its leases.
     pub async fn run(self, shutdown: CancellationToken) {
         let shared = Arc::new(self);
-        let mut watches: HashMap<Uuid, Watch> = HashMap::new();
+        let mut watches: HashMap<MailboxId, Watch> = HashMap::new();
         loop {
             if let Err(err) = shared.rebalance(&mut watches, &shutdown).await {
                 tracing::warn!(%err, "IDLE rebalance failed; trying again");
@@ -130,19 +130,19 @@ impl IdleWatcher {
 
     async fn rebalance(
         self: &Arc<Self>,
-        watches: &mut HashMap<Uuid, Watch>,
+        watches: &mut HashMap<MailboxId, Watch>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         watches.retain(|_, w| !w.task.is_finished());
         let workers = self.register().await?;
-        let active = store::active_mailboxes(&self.pool).await?;
+        let active = schedule::active_mailboxes(&self.pool).await?;
         let share = active
             .len()
             .div_ceil(workers as usize)
             .min(self.options.max_connections);
         // No longer active: stop watching.
-        let wanted: std::collections::HashSet<Uuid> = active.iter().copied().collect();
-        let gone: Vec<Uuid> = watches
+        let wanted: std::collections::HashSet<MailboxId> = active.iter().copied().collect();
+        let gone: Vec<MailboxId> = watches
             .keys()
             .filter(|id| !wanted.contains(id))
             .copied()
@@ -183,7 +183,7 @@ impl IdleWatcher {
     }
 
     /// Holds one mailbox's INBOX in IDLE under its lease until `stop` or the lease is lost.
-    async fn watch(self: Arc<Self>, mailbox: Uuid, stop: CancellationToken) {
+    async fn watch(self: Arc<Self>, mailbox: MailboxId, stop: CancellationToken) {
         let name = mailbox.to_string();
         let done = CancellationToken::new();
         let lost = stop.child_token();
@@ -199,7 +199,7 @@ impl IdleWatcher {
         }
     }
 
-    async fn watch_loop(&self, mailbox: Uuid, stop: &CancellationToken) {
+    async fn watch_loop(&self, mailbox: MailboxId, stop: &CancellationToken) {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
             match self.watch_once(mailbox, stop).await {
@@ -208,7 +208,7 @@ impl IdleWatcher {
                     failures += 1;
                     if failure.kind == FailureKind::AuthFailed {
                         // The sync parks the mailbox; this watch ends with it.
-                        let _ = store::pull_in(&self.pool, mailbox).await;
+                        let _ = schedule::pull_in(&self.pool, mailbox).await;
                         return;
                     }
                     let delay = backoff(
@@ -228,15 +228,17 @@ impl IdleWatcher {
     }
 
     /// One connection: returns Ok when told to stop, Err when the connection failed.
-    async fn watch_once(&self, mailbox: Uuid, stop: &CancellationToken) -> Result<(), SyncFailure> {
-        let login = match self.peers.login(MailboxId::from_uuid(mailbox)).await {
+    async fn watch_once(
+        &self,
+        mailbox: MailboxId,
+        stop: &CancellationToken,
+    ) -> Result<(), SyncFailure> {
+        let login = match self.peers.login(mailbox).await {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(()),
             Err(err) => return Err(SyncFailure::new(FailureKind::Unreachable, err.to_string())),
         };
-        while let Some(wait) =
-            crate::worker::connect_allowed(self.connects.as_ref(), &login.login.host).await
-        {
+        while let Some(wait) = connect_allowed(self.connects.as_ref(), &login.login.host).await {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
@@ -248,7 +250,7 @@ impl IdleWatcher {
                 // Something changed in the INBOX: sync it now.
                 let pool = pool.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = store::pull_in(&pool, mailbox).await {
+                    if let Err(err) = schedule::pull_in(&pool, mailbox).await {
                         tracing::warn!(%err, %mailbox, "IDLE news not recorded");
                     }
                 });

@@ -2,39 +2,49 @@
 //! who are active, by workers that scale out.
 //!
 //! A tour:
-//! - [`demo`]: sample mail for `mailroom dev`, tests and benchmarks.
-//! - [`domain`]: tiers and their intervals, client kinds, back-off, the index's compact
-//!   forms; [`envelope`]: a message's envelope as the index keeps it.
+//! - [`domain`]: tiers and their intervals, a request's priority, client kinds, back-off, the
+//!   index's compact forms; [`envelope`]: a message's envelope as the index keeps it.
+//! - [`store`]: all of the sync's SQL — the [`store::schedule`] (every mailbox and when it is
+//!   next due), the [`store::folders`]' checkpoints and the [`store::messages`] index.
 //! - [`activity`]: heartbeats in Redis and the tier they put an owner in.
-//! - [`mailbox_events`]: the registry's events, into the [`store`]'s schedule.
-//! - [`scheduler`]: hands due mailboxes out on `mailroom.sync.requests`, through the outbox.
-//! - [`worker`]: takes those requests (the platform's concurrent consumer), holds a [`lease`]
-//!   per mailbox, runs the [`engine`] over an IMAP session (opened by the `mailroom_mail`
-//!   crate, the one mail-protocol layer), and reports through the outbox on
-//!   `mailroom.sync.events`.
-//! - [`service`]: heartbeats, sync status and reading mail, and who may call them; [`api`]:
-//!   the gRPC handlers; [`error`]: what can go wrong and its gRPC code; [`peers`]: the
-//!   registry (mailbox logins) and access control, called as this service.
+//! - [`mailbox_events`]: the registry's events (the one consumed topic), into the schedule.
+//! - [`scheduler`]: hands due mailboxes out, through the outbox; [`events`]: everything the
+//!   sync publishes (SyncRequested at normal priority on `mailroom.sync.requests`;
+//!   MailboxSynced, MailboxSyncFailed and NewMessages on `mailroom.sync.events`).
+//! - [`worker`]: takes the requests (the platform's concurrent consumer), passes over late
+//!   normal ones, holds a [`lease`] per mailbox, runs the [`engine`] over an IMAP session
+//!   (opened by the `mailroom_mail` crate, the one mail-protocol layer), and records the
+//!   outcome; [`connects`]: new connections per mail server, limited across workers.
 //! - [`idle`]: active people's INBOXes held in IMAP IDLE, spread over workers by leases.
-//! - [`metrics`]: the scaling signals.
+//! - [`service`]: the [`Sync`] value and who may call what; the operations one use case a
+//!   file: [`heartbeats`], [`status`], [`messages`] (reading mail); [`api`]: the gRPC
+//!   handlers; [`error`]: what can go wrong and its gRPC code; [`peers`]: the registry
+//!   (mailbox logins) and access control, called as this service (`mailroom_clients`).
+//! - [`config`]: the `sync` section; [`metrics`]: the scaling signals; [`demo`]: sample mail
+//!   for `mailroom dev`, tests and benchmarks.
 //!
 //! One process runs as scheduler, worker or both ([`config::Role`]).
 
 pub mod activity;
 pub mod api;
 pub mod config;
+pub mod connects;
 pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod envelope;
 pub mod error;
+pub mod events;
+pub mod heartbeats;
 pub mod idle;
 pub mod lease;
 pub mod mailbox_events;
+pub mod messages;
 pub mod metrics;
 pub mod peers;
 pub mod scheduler;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod worker;
 

@@ -6,25 +6,28 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_types::{MailboxId, OrgId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
-use crate::store;
+use crate::store::schedule;
 
+/// The consumer of `mailroom.mailboxes.events`.
 pub struct MailboxEvents;
 
-fn id(what: &str, value: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(value).with_context(|| format!("{what} `{value}` is not a UUID"))
+fn org_of(event: &ev::Envelope) -> anyhow::Result<OrgId> {
+    OrgId::parse("org_id", &event.org_id).context("a registry event without its organisation")
 }
 
 async fn describe(
     tx: &mut PgConnection,
-    org: Uuid,
+    org: OrgId,
     mailbox: &ev::MailboxSnapshot,
-) -> anyhow::Result<Uuid> {
-    let mailbox_id = id("mailbox id", &mailbox.id)?;
-    let owner = id("owner_user_id", &mailbox.owner_user_id)?;
-    store::upsert_mailbox(tx, mailbox_id, org, owner, mailbox.in_crm).await?;
+) -> anyhow::Result<MailboxId> {
+    let mailbox_id = MailboxId::parse("mailbox.id", &mailbox.id)
+        .context("a registry event's mailbox without its id")?;
+    let owner = UserId::parse("mailbox.owner_user_id", &mailbox.owner_user_id)
+        .context("a registry event's mailbox without its owner")?;
+    schedule::upsert_mailbox(tx, mailbox_id, org, owner, mailbox.in_crm).await?;
     Ok(mailbox_id)
 }
 
@@ -40,22 +43,24 @@ impl EventHandler for MailboxEvents {
             | Payload::MailboxTransferred(ev::MailboxTransferred {
                 mailbox: Some(m), ..
             }) => {
-                describe(tx, id("org_id", &event.org_id)?, m).await?;
+                describe(tx, org_of(event)?, m).await?;
             }
             Payload::MailboxUpdated(ev::MailboxUpdated {
                 mailbox: Some(m),
                 changed_fields,
             }) => {
-                let mailbox = describe(tx, id("org_id", &event.org_id)?, m).await?;
+                let mailbox = describe(tx, org_of(event)?, m).await?;
                 if changed_fields
                     .iter()
                     .any(|f| matches!(f.as_str(), "password" | "imap"))
                 {
-                    store::unpark(tx, mailbox).await?;
+                    schedule::unpark(tx, mailbox).await?;
                 }
             }
             Payload::MailboxDisconnected(d) => {
-                store::forget_mailbox(tx, id("mailbox_id", &d.mailbox_id)?).await?;
+                let mailbox = MailboxId::parse("mailbox_id", &d.mailbox_id)
+                    .context("a MailboxDisconnected without its mailbox id")?;
+                schedule::forget_mailbox(tx, mailbox).await?;
             }
             _ => {}
         }

@@ -1,8 +1,9 @@
 //! The scheduler: every tick it takes the mailboxes that are due (a range scan at the front
 //! of `schedule_due`, so a tick costs what is due, not how many mailboxes exist), pushes
-//! their due time out by the request timeout, and writes one `SyncRequested` each into the
-//! outbox in the same transaction; the relay publishes them to `mailroom.sync.requests`,
-//! keyed by mailbox.
+//! their due time out by the request timeout (the hold), and writes one normal-priority
+//! `SyncRequested` each into the outbox in the same transaction; the relay publishes them to
+//! `mailroom.sync.requests`, keyed by mailbox. A worker passes over a normal request older
+//! than the hold: by then the mailbox has been handed out again if it is still due.
 //!
 //! Replicas need no leader: `FOR UPDATE SKIP LOCKED` gives each due row to one replica, and
 //! the pushed-out due time keeps it from being handed out again until its worker has had
@@ -10,20 +11,14 @@
 
 use std::time::Duration;
 
-use mailroom_platform::kafka::Topic;
-use mailroom_platform::outbox::{self, EventActor};
-use mailroom_platform::proto::events::v1 as ev;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
 use crate::domain::Tier;
+use crate::events;
 use crate::metrics;
-use crate::store;
-use crate::worker::SERVICE;
-
-/// The `reason` of the requests the scheduler issues.
-pub const REASON: &str = "scheduled";
+use crate::store::schedule::{self, Due};
 
 pub struct Scheduler {
     pub pool: PgPool,
@@ -65,32 +60,13 @@ impl Scheduler {
     /// One tick: returns how many requests it issued.
     pub async fn tick_once(&self) -> sqlx::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let due = store::take_due(&mut tx, self.batch, self.hold).await?;
-        let actor = EventActor::Service(SERVICE.into());
-        for (mailbox, org, tier) in &due {
-            let key = mailbox.to_string();
-            outbox::enqueue(
-                &mut tx,
-                Topic::SyncRequests,
-                *org,
-                &key,
-                &actor,
-                ev::envelope::Payload::SyncRequested(ev::SyncRequested {
-                    mailbox_id: key.clone(),
-                    priority: ev::SyncPriority::Normal as i32,
-                    reason: REASON.into(),
-                }),
-            )
-            .await?;
-            ::metrics::counter!(metrics::REQUESTS_ISSUED, "tier" => Tier::from_code(*tier).name())
-                .increment(1);
-        }
+        let due = issue_due(&mut tx, self.batch, self.hold).await?;
         tx.commit().await?;
         Ok(due.len())
     }
 
     async fn refresh_gauges(&self) {
-        if let Ok(due) = store::due_by_tier(&self.pool).await {
+        if let Ok(due) = schedule::due_by_tier(&self.pool).await {
             for tier in Tier::ALL {
                 let n = due
                     .iter()
@@ -108,4 +84,20 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Takes up to `batch` due mailboxes, holds them for `hold`, and writes a normal-priority
+/// SyncRequested for each into the outbox, all in the caller's transaction. Returns them.
+pub async fn issue_due(
+    conn: &mut PgConnection,
+    batch: i64,
+    hold: Duration,
+) -> sqlx::Result<Vec<Due>> {
+    let due = schedule::take_due(conn, batch, hold).await?;
+    for mailbox in &due {
+        events::sync_requested(conn, mailbox.org_id, mailbox.mailbox_id).await?;
+        ::metrics::counter!(metrics::REQUESTS_ISSUED, "tier" => Tier::from_code(mailbox.tier).name())
+            .increment(1);
+    }
+    Ok(due)
 }

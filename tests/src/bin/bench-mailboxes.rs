@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use mailroom_mailboxes::list;
 use mailroom_mailboxes::scope::Scope;
+use mailroom_mailboxes::store::list_query::ListQuery;
+use mailroom_platform::types::OrgId;
 use mailroom_tests::{access_pb as apb, authed, mailboxes_pb as mpb, spawn_app_with_mailboxes};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sqlx::{Postgres, QueryBuilder};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -336,36 +337,17 @@ async fn main() -> anyhow::Result<()> {
         let registry = registry.clone();
         let filter = filter.clone();
         async move {
-            let mut page: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-                "SELECT {}, {} FROM mailboxes",
-                mailroom_mailboxes::store::COLUMNS,
-                list::sort_value_sql(order)
-            ));
-            list::push_where(&mut page, org_id, &scope, filter.as_ref(), &Vec::new());
-            list::push_page(&mut page, order, None, 51);
-            // The same bounded count, and the same estimate above the bound.
-            let mut count: QueryBuilder<Postgres> =
-                QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM mailboxes");
-            list::push_where(&mut count, org_id, &scope, filter.as_ref(), &Vec::new());
-            count.push(" LIMIT ");
-            count.push_bind(mailroom_mailboxes::service::EXACT_COUNT_UP_TO + 1);
-            count.push(") AS matching");
-            let (rows, mut total) = futures::future::try_join(
-                page.build_query_as::<mailroom_mailboxes::view::ListedRow>()
-                    .fetch_all(&registry),
-                count.build_query_scalar::<i64>().fetch_one(&registry),
-            )
-            .await?;
-            if total > mailroom_mailboxes::service::EXACT_COUNT_UP_TO {
-                let mut explain: QueryBuilder<Postgres> =
-                    QueryBuilder::new("EXPLAIN (FORMAT JSON) SELECT 1 FROM mailboxes");
-                list::push_where(&mut explain, org_id, &scope, filter.as_ref(), &Vec::new());
-                let plan: sqlx::types::Json<serde_json::Value> =
-                    explain.build_query_scalar().fetch_one(&registry).await?;
-                total = (plan.0[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as i64)
-                    .max(mailroom_mailboxes::service::EXACT_COUNT_UP_TO + 1);
-            }
-            anyhow::Ok((rows.len(), total))
+            // The registry's own query: the page, the bounded count, the estimate above it.
+            let reads = Vec::new();
+            let query = ListQuery {
+                org: OrgId::from_uuid(org_id),
+                scope: &scope,
+                filter: filter.as_ref(),
+                reads: &reads,
+                order,
+            };
+            let page = query.page(&registry, None, 50).await?;
+            anyhow::Ok((page.rows.len(), page.total))
         }
     };
     let supervisor_scope = Scope::Some {

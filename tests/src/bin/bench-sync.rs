@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mailroom_mail::{Login, Security};
+use mailroom_platform::types::MailboxId;
 use mailroom_sync::engine::{Engine, EngineOptions};
 use mailroom_tests::mailstore::new_mail_user;
 use mailroom_tests::{create_database, StackEnv};
@@ -332,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
             mb.push(args.messages as f64 / secs);
             mb_nc.push(m.run()? * 1000.0);
         }
-        let mailbox = Uuid::new_v4();
+        let mailbox = MailboxId::new();
         let started = Instant::now();
         let report = engine.sync(mailbox, &login, false, &stop).await?;
         let secs = started.elapsed().as_secs_f64();

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use mailroom_platform::proto::invitations::v1 as ipb;
 use serde_json::json;
 
-use super::{status, Clients};
-use crate::output::Rows;
+use super::{Answer, Clients, Paging};
+use crate::output::{short_name, time, Clock, Rows};
 
 #[derive(Args)]
 pub struct InviteArgs {
@@ -58,12 +58,8 @@ pub enum InvitationsCommand {
         /// e.g. 'state = PENDING AND email : "acme"'
         #[arg(long, default_value = "")]
         filter: String,
-        #[arg(long, default_value = "")]
-        order_by: String,
-        #[arg(long, default_value_t = 50)]
-        page_size: i32,
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        paging: Paging,
     },
     Get {
         id: String,
@@ -152,28 +148,6 @@ fn token_of(link: &str) -> String {
         .to_owned()
 }
 
-fn time(t: &Option<prost_types::Timestamp>) -> String {
-    t.as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_default()
-}
-
-/// An enum's name without its type prefix: `INVITATION_STATE_PENDING` → `PENDING`.
-fn word(name: Option<&str>) -> String {
-    let name = name.unwrap_or_default();
-    [
-        "INVITATION_STATE_",
-        "INVITATION_KIND_",
-        "DELIVERY_STATE_",
-        "REJECTION_REASON_",
-    ]
-    .iter()
-    .find_map(|p| name.strip_prefix(p))
-    .unwrap_or(name)
-    .to_owned()
-}
-
 const COLUMNS: [&str; 9] = [
     "id", "email", "state", "kind", "delivery", "sent", "expires", "inviter", "failure",
 ];
@@ -182,23 +156,26 @@ fn row(i: &ipb::Invitation) -> Vec<serde_json::Value> {
     vec![
         json!(i.id),
         json!(i.email),
-        json!(word(
+        json!(short_name(
             ipb::InvitationState::try_from(i.state)
                 .ok()
-                .map(|v| v.as_str_name())
+                .map(|v| v.as_str_name()),
+            "INVITATION_STATE_",
         )),
-        json!(word(
+        json!(short_name(
             ipb::InvitationKind::try_from(i.kind)
                 .ok()
-                .map(|v| v.as_str_name())
+                .map(|v| v.as_str_name()),
+            "INVITATION_KIND_",
         )),
-        json!(word(
+        json!(short_name(
             ipb::DeliveryState::try_from(i.delivery_state)
                 .ok()
-                .map(|v| v.as_str_name())
+                .map(|v| v.as_str_name()),
+            "DELIVERY_STATE_",
         )),
         json!(i.send_count),
-        json!(time(&i.expire_time)),
+        json!(time(i.expire_time.as_ref(), Clock::Minutes)),
         json!(i.inviter_user_id),
         json!(i.failure_reason),
     ]
@@ -215,21 +192,17 @@ pub(crate) async fn invite(c: &mut Clients, args: InviteArgs) -> anyhow::Result<
             .with_context(|| format!("cannot read {}", path.display()))?,
         None => args.emails.clone(),
     };
-    let answer = c
-        .invitations
-        .create_invitations(c.request(ipb::CreateInvitationsRequest {
-            emails,
-            department_id: args.department,
-            message: args.message,
-            delivery: match args.via {
-                Via::System => ipb::DeliveryMethod::SystemMail,
-                Via::OwnClient => ipb::DeliveryMethod::OwnMailClient,
-            } as i32,
-            locale: args.locale,
-        })?)
-        .await
-        .map_err(status)?
-        .into_inner();
+    let request = c.request(ipb::CreateInvitationsRequest {
+        emails,
+        department_id: args.department,
+        message: args.message,
+        delivery: match args.via {
+            Via::System => ipb::DeliveryMethod::SystemMail,
+            Via::OwnClient => ipb::DeliveryMethod::OwnMailClient,
+        } as i32,
+        locale: args.locale,
+    });
+    let answer = c.invitations.create_invitations(request).await.answer()?;
     let mut rows = Rows::new(vec!["address", "outcome", "invitation", "reason"]);
     for i in &answer.invitations {
         rows.rows.push(vec![
@@ -242,10 +215,11 @@ pub(crate) async fn invite(c: &mut Clients, args: InviteArgs) -> anyhow::Result<
     for r in &answer.rejected {
         rows.rows.push(vec![
             json!(r.input),
-            json!(word(
+            json!(short_name(
                 ipb::RejectionReason::try_from(r.code)
                     .ok()
-                    .map(|v| v.as_str_name())
+                    .map(|v| v.as_str_name()),
+                "REJECTION_REASON_",
             )),
             json!(r.user_id),
             json!(r.reason),
@@ -262,44 +236,30 @@ pub(crate) async fn invite(c: &mut Clients, args: InviteArgs) -> anyhow::Result<
 }
 
 pub(crate) async fn register(c: &mut Clients, args: RegisterArgs) -> anyhow::Result<Rows> {
-    let i = c
-        .invitations
-        .register_user(c.request(ipb::RegisterUserRequest {
-            email: args.email,
-            first_name: args.first_name,
-            last_name: args.last_name,
-            position: args.position,
-            department_id: args.department,
-            locale: args.locale,
-        })?)
-        .await
-        .map_err(status)?
-        .into_inner();
+    let request = c.request(ipb::RegisterUserRequest {
+        email: args.email,
+        first_name: args.first_name,
+        last_name: args.last_name,
+        position: args.position,
+        department_id: args.department,
+        locale: args.locale,
+    });
+    let i = c.invitations.register_user(request).await.answer()?;
     Ok(one(&i))
 }
 
 pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Result<Rows> {
-    let inv = |r: Result<tonic::Response<ipb::Invitation>, tonic::Status>| {
-        r.map(|r| one(&r.into_inner())).map_err(status)
-    };
+    let inv =
+        |r: Result<tonic::Response<ipb::Invitation>, tonic::Status>| r.answer().map(|i| one(&i));
     match cmd {
-        InvitationsCommand::List {
-            filter,
-            order_by,
-            page_size,
-            page_token,
-        } => {
-            let page = c
-                .invitations
-                .list_invitations(c.request(ipb::ListInvitationsRequest {
-                    page_size,
-                    page_token,
-                    filter,
-                    order_by,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+        InvitationsCommand::List { filter, paging } => {
+            let request = c.request(ipb::ListInvitationsRequest {
+                page_size: paging.page_size,
+                page_token: paging.page_token,
+                filter,
+                order_by: paging.order_by,
+            });
+            let page = c.invitations.list_invitations(request).await.answer()?;
             let mut rows = Rows::new(COLUMNS.to_vec());
             rows.rows = page.invitations.iter().map(row).collect();
             rows.footer.push(("total_size", json!(page.total_size)));
@@ -310,28 +270,28 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
             Ok(rows)
         }
         InvitationsCommand::Get { id } => {
-            let req = c.request(ipb::GetInvitationRequest { id })?;
-            inv(c.invitations.get_invitation(req).await)
+            let request = c.request(ipb::GetInvitationRequest { id });
+            inv(c.invitations.get_invitation(request).await)
         }
         InvitationsCommand::Resend { id } => {
-            let req = c.request(ipb::ResendInvitationRequest { id })?;
-            inv(c.invitations.resend_invitation(req).await)
+            let request = c.request(ipb::ResendInvitationRequest { id });
+            inv(c.invitations.resend_invitation(request).await)
         }
         InvitationsCommand::Revoke { id } => {
-            let req = c.request(ipb::RevokeInvitationRequest { id })?;
-            inv(c.invitations.revoke_invitation(req).await)
+            let request = c.request(ipb::RevokeInvitationRequest { id });
+            inv(c.invitations.revoke_invitation(request).await)
         }
         InvitationsCommand::Approve { id } => {
-            let req = c.request(ipb::ApproveRegistrationRequest { invitation_id: id })?;
-            inv(c.invitations.approve_registration(req).await)
+            let request = c.request(ipb::ApproveRegistrationRequest { invitation_id: id });
+            inv(c.invitations.approve_registration(request).await)
         }
         InvitationsCommand::Reject { id } => {
-            let req = c.request(ipb::RejectRegistrationRequest { invitation_id: id })?;
-            inv(c.invitations.reject_registration(req).await)
+            let request = c.request(ipb::RejectRegistrationRequest { invitation_id: id });
+            inv(c.invitations.reject_registration(request).await)
         }
         InvitationsCommand::Delete { id } => {
-            let req = c.request(ipb::DeleteInvitationRequest { id: id.clone() })?;
-            c.invitations.delete_invitation(req).await.map_err(status)?;
+            let request = c.request(ipb::DeleteInvitationRequest { id: id.clone() });
+            c.invitations.delete_invitation(request).await.answer()?;
             Ok(Rows::one(vec!["deleted"], vec![json!(id)]))
         }
         InvitationsCommand::Accept {
@@ -349,8 +309,7 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
                     password: new_password,
                 })
                 .await
-                .map_err(status)?
-                .into_inner();
+                .answer()?;
             Ok(Rows::one(
                 vec!["user_id", "org_id", "sign_in_with"],
                 vec![
@@ -361,12 +320,8 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
             ))
         }
         InvitationsCommand::Seats => {
-            let s = c
-                .invitations
-                .get_seat_usage(c.request(ipb::GetSeatUsageRequest {})?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let request = c.request(ipb::GetSeatUsageRequest {});
+            let s = c.invitations.get_seat_usage(request).await.answer()?;
             Ok(Rows::one(
                 vec![
                     "seat_limit",
@@ -390,24 +345,21 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
         } => {
             let t = if reset || subject.is_some() || body.is_some() {
                 c.invitations
-                    .update_invitation_template(c.request(
-                        ipb::UpdateInvitationTemplateRequest {
-                            locale,
-                            subject: subject.unwrap_or_default(),
-                            body: body.unwrap_or_default(),
-                            reset,
-                        },
-                    )?)
+                    .update_invitation_template(c.request(ipb::UpdateInvitationTemplateRequest {
+                        locale,
+                        subject: subject.unwrap_or_default(),
+                        body: body.unwrap_or_default(),
+                        reset,
+                    }))
                     .await
             } else {
                 c.invitations
                     .get_invitation_template(
-                        c.request(ipb::GetInvitationTemplateRequest { locale })?,
+                        c.request(ipb::GetInvitationTemplateRequest { locale }),
                     )
                     .await
             }
-            .map_err(status)?
-            .into_inner();
+            .answer()?;
             Ok(Rows::one(
                 vec!["locale", "customized", "subject", "body"],
                 vec![
@@ -439,7 +391,7 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
             json!(l.requires_approval),
             json!(l.disabled),
             json!(l.registrations),
-            json!(time(&l.expire_time)),
+            json!(time(l.expire_time.as_ref(), Clock::Minutes)),
         ]
     };
     match cmd {
@@ -449,40 +401,40 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
             department,
             valid_days,
         } => {
+            let request = c.request(ipb::CreateRegistrationLinkRequest {
+                allowed_domains: domain,
+                requires_approval,
+                department_id: department,
+                valid_days,
+            });
             let l = c
                 .invitations
-                .create_registration_link(c.request(ipb::CreateRegistrationLinkRequest {
-                    allowed_domains: domain,
-                    requires_approval,
-                    department_id: department,
-                    valid_days,
-                })?)
+                .create_registration_link(request)
                 .await
-                .map_err(status)?
-                .into_inner();
+                .answer()?;
             Ok(Rows::one(columns, row(&l)))
         }
         LinksCommand::List => {
+            let request = c.request(ipb::ListRegistrationLinksRequest {
+                page_size: 500,
+                page_token: String::new(),
+            });
             let page = c
                 .invitations
-                .list_registration_links(c.request(ipb::ListRegistrationLinksRequest {
-                    page_size: 500,
-                    page_token: String::new(),
-                })?)
+                .list_registration_links(request)
                 .await
-                .map_err(status)?
-                .into_inner();
+                .answer()?;
             let mut rows = Rows::new(columns);
             rows.rows = page.links.iter().map(row).collect();
             Ok(rows)
         }
         LinksCommand::Disable { id } => {
+            let request = c.request(ipb::DisableRegistrationLinkRequest { id });
             let l = c
                 .invitations
-                .disable_registration_link(c.request(ipb::DisableRegistrationLinkRequest { id })?)
+                .disable_registration_link(request)
                 .await
-                .map_err(status)?
-                .into_inner();
+                .answer()?;
             Ok(Rows::one(columns, row(&l)))
         }
         LinksCommand::Join {
@@ -501,8 +453,7 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
                     locale: String::new(),
                 })
                 .await
-                .map_err(status)?
-                .into_inner();
+                .answer()?;
             Ok(Rows::one(
                 vec!["awaiting_approval", "message"],
                 vec![json!(answer.awaiting_approval), json!(answer.message)],

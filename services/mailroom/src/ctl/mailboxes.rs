@@ -1,6 +1,7 @@
 //! `mailroom ctl mailboxes`: the "Manage user mailboxes" screen in a terminal — the list with
 //! chosen columns, filter and sort; connect one or many (from a CSV); edit, sync now,
 //! transfer, disconnect; the saved list view; and the operator's credential-key rotation.
+//! The list and the saved view are [`list`]'s.
 //!
 //! Passwords come from an environment variable or a file, never from a flag (a flag shows in
 //! `ps` and in shell history).
@@ -8,31 +9,18 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use mailroom_platform::proto::mailboxes::v1 as mpb;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{status, Clients};
-use crate::output::Rows;
+use super::identity::users::resolve_user;
+use super::{Answer, Clients};
+use crate::output::{short_name, time, Clock, Rows};
+
+mod list;
 
 #[derive(Subcommand)]
 pub enum MailboxesCommand {
     /// The list the admin sees.
-    List {
-        /// Columns, comma separated: employee, email, name, sender_name, last_sync_time,
-        /// sync_state, unread_count, message_count, disk_mb, in_crm, crm_queue, access_by
-        /// (default: your saved list view).
-        #[arg(long, value_delimiter = ',')]
-        columns: Vec<String>,
-        /// e.g. 'in_crm = true AND days_since_sync > 7'
-        #[arg(long, default_value = "")]
-        filter: String,
-        /// A column, optionally followed by ` desc`.
-        #[arg(long, default_value = "")]
-        sort: String,
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        #[arg(long, default_value = "")]
-        page_token: String,
-    },
+    List(list::ListArgs),
     Get {
         id: String,
     },
@@ -105,26 +93,11 @@ pub enum MailboxesCommand {
     },
     /// Your saved list view.
     #[command(subcommand)]
-    View(ViewCommand),
+    View(list::ViewCommand),
     /// Re-seal every stored password under the newest configured key (service credential).
     RotateKey {
         #[arg(long, default_value_t = 500)]
         batch_size: i32,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum ViewCommand {
-    Get,
-    Set {
-        #[arg(long, value_delimiter = ',')]
-        columns: Vec<String>,
-        #[arg(long, default_value = "")]
-        filter: String,
-        #[arg(long, default_value = "")]
-        sort: String,
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
     },
 }
 
@@ -249,9 +222,12 @@ fn security_name(value: i32) -> &'static str {
 }
 
 fn state_name(m: &mpb::Mailbox) -> String {
-    let state = mpb::SyncState::try_from(m.sync_state)
-        .map(|s| s.as_str_name().trim_start_matches("SYNC_STATE_").to_owned())
-        .unwrap_or_default();
+    let state = short_name(
+        mpb::SyncState::try_from(m.sync_state)
+            .ok()
+            .map(|s| s.as_str_name()),
+        "SYNC_STATE_",
+    );
     if m.sync_error.is_empty() {
         state
     } else {
@@ -267,107 +243,13 @@ fn owner_cell(m: &mpb::Mailbox) -> String {
     }
 }
 
-/// The list's columns, in the list view's names (the registry's own list).
-use mailroom_mailboxes::view::COLUMN_NAMES as COLUMNS;
-
-fn cell(m: &mpb::Mailbox, column: &str) -> Value {
-    match column {
-        "employee" => json!(owner_cell(m)),
-        "email" => json!(m.email),
-        "name" => json!(m.name),
-        "sender_name" => json!(m.sender_name),
-        "last_sync_time" => json!(m
-            .last_sync_time
-            .as_ref()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_else(|| "never".into())),
-        "sync_state" => json!(state_name(m)),
-        "unread_count" => json!(m.unread_count),
-        "message_count" => json!(m.message_count),
-        "disk_mb" => json!((m.disk_mb * 10.0).round() / 10.0),
-        "in_crm" => json!(m.crm.as_ref().is_some_and(|c| c.in_crm)),
-        "crm_queue" => json!(m
-            .crm
-            .as_ref()
-            .map(|c| c.queue_user_ids.join(" "))
-            .unwrap_or_default()),
-        "access_by" => json!(m.access_by_user_ids.join(" ")),
-        _ => Value::Null,
-    }
-}
-
-fn static_column(name: &str) -> anyhow::Result<&'static str> {
-    COLUMNS
-        .iter()
-        .find(|c| **c == name.trim())
-        .copied()
-        .with_context(|| format!("unknown column `{name}`; columns: {}", COLUMNS.join(", ")))
-}
-
 pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows> {
     match cmd {
-        MailboxesCommand::List {
-            columns,
-            filter,
-            sort,
-            page_size,
-            page_token,
-        } => {
-            let columns: Vec<String> = if columns.is_empty() {
-                c.mailboxes
-                    .get_list_view(c.request(mpb::GetListViewRequest {})?)
-                    .await
-                    .map_err(status)?
-                    .into_inner()
-                    .columns
-            } else {
-                columns
-            };
-            let chosen: Vec<&'static str> = columns
-                .iter()
-                .map(|n| static_column(n))
-                .collect::<anyhow::Result<_>>()?;
-            let mut shown = vec!["id"];
-            shown.extend(chosen.iter().copied());
-            let listed = c
-                .mailboxes
-                .list_mailboxes(c.request(mpb::ListMailboxesRequest {
-                    page_size,
-                    page_token,
-                    filter,
-                    order_by: sort,
-                    read_mask: Some(prost_types::FieldMask {
-                        paths: chosen.iter().map(|s| (*s).to_owned()).collect(),
-                    }),
-                    org_id: String::new(),
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut rows = Rows::new(shown.clone());
-            rows.rows = listed
-                .mailboxes
-                .iter()
-                .map(|m| {
-                    std::iter::once(json!(m.id))
-                        .chain(chosen.iter().map(|col| cell(m, col)))
-                        .collect()
-                })
-                .collect();
-            rows.footer = vec![
-                ("total_size", json!(listed.total_size)),
-                ("next_page_token", json!(listed.next_page_token)),
-            ];
-            Ok(rows)
-        }
+        MailboxesCommand::List(args) => list::list(c, args).await,
+        MailboxesCommand::View(cmd) => list::view(c, cmd).await,
         MailboxesCommand::Get { id } => {
-            let m = c
-                .mailboxes
-                .get_mailbox(c.request(mpb::GetMailboxRequest { id })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let request = c.request(mpb::GetMailboxRequest { id });
+            let m = c.mailboxes.get_mailbox(request).await.answer()?;
             Ok(detail(&m))
         }
         MailboxesCommand::Connect {
@@ -383,30 +265,26 @@ pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows>
             let owner = if owner.is_empty() {
                 owner
             } else {
-                super::access::resolve_user(c, &owner).await?
+                resolve_user(c, &owner).await?
             };
-            let m = c
-                .mailboxes
-                .connect_mailbox(c.request(mpb::ConnectMailboxRequest {
-                    mailbox: Some(mpb::Mailbox {
-                        email,
-                        owner_user_id: owner,
-                        name,
-                        sender_name,
-                        imap: Some(server(&servers.imap, servers.imap_security)?),
-                        smtp: Some(server(&servers.smtp, servers.smtp_security)?),
-                        crm: Some(mpb::CrmSettings {
-                            in_crm,
-                            queue_user_ids: Vec::new(),
-                        }),
-                        ..Default::default()
+            let request = c.request(mpb::ConnectMailboxRequest {
+                mailbox: Some(mpb::Mailbox {
+                    email,
+                    owner_user_id: owner,
+                    name,
+                    sender_name,
+                    imap: Some(server(&servers.imap, servers.imap_security)?),
+                    smtp: Some(server(&servers.smtp, servers.smtp_security)?),
+                    crm: Some(mpb::CrmSettings {
+                        in_crm,
+                        queue_user_ids: Vec::new(),
                     }),
-                    password: password.read()?,
-                    validate_only,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+                    ..Default::default()
+                }),
+                password: password.read()?,
+                validate_only,
+            });
+            let m = c.mailboxes.connect_mailbox(request).await.answer()?;
             Ok(detail(&m))
         }
         MailboxesCommand::ConnectMany {
@@ -430,7 +308,7 @@ pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows>
                     );
                 }
                 let owner = match fields.get(2).filter(|o| !o.is_empty()) {
-                    Some(o) => super::access::resolve_user(c, o).await?,
+                    Some(o) => resolve_user(c, o).await?,
                     None => String::new(),
                 };
                 mailboxes.push(mpb::MailboxCredentials {
@@ -441,17 +319,17 @@ pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows>
                     sender_name: fields.get(4).copied().unwrap_or_default().to_owned(),
                 });
             }
+            let request = c.request(mpb::ConnectMailboxesRequest {
+                imap: Some(server(&servers.imap, servers.imap_security)?),
+                smtp: Some(server(&servers.smtp, servers.smtp_security)?),
+                mailboxes,
+                validate_only,
+            });
             let results = c
                 .mailboxes
-                .connect_mailboxes(c.request(mpb::ConnectMailboxesRequest {
-                    imap: Some(server(&servers.imap, servers.imap_security)?),
-                    smtp: Some(server(&servers.smtp, servers.smtp_security)?),
-                    mailboxes,
-                    validate_only,
-                })?)
+                .connect_mailboxes(request)
                 .await
-                .map_err(status)?
-                .into_inner()
+                .answer()?
                 .results;
             let mut rows = Rows::new(vec!["email", "connected", "id", "error"]);
             rows.rows = results
@@ -521,94 +399,42 @@ pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows>
             if paths.is_empty() {
                 bail!("say what to change: --name, --sender-name, --imap, --smtp, --new-password or --in-crm");
             }
-            let m = c
-                .mailboxes
-                .update_mailbox(c.request(mpb::UpdateMailboxRequest {
-                    mailbox: Some(mailbox),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                    password: secret,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let request = c.request(mpb::UpdateMailboxRequest {
+                mailbox: Some(mailbox),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                password: secret,
+            });
+            let m = c.mailboxes.update_mailbox(request).await.answer()?;
             Ok(detail(&m))
         }
         MailboxesCommand::SyncNow { id } => {
-            let queued = c
-                .mailboxes
-                .sync_mailbox_now(c.request(mpb::SyncMailboxNowRequest { id: id.clone() })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let at = queued
-                .queued_time
-                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default();
+            let request = c.request(mpb::SyncMailboxNowRequest { id: id.clone() });
+            let queued = c.mailboxes.sync_mailbox_now(request).await.answer()?;
+            let at = time(queued.queued_time.as_ref(), Clock::Rfc3339);
             Ok(Rows::one(vec!["id", "queued"], vec![json!(id), json!(at)]))
         }
         MailboxesCommand::Transfer { id, to } => {
-            let to = super::access::resolve_user(c, &to).await?;
-            let m = c
-                .mailboxes
-                .transfer_mailbox(c.request(mpb::TransferMailboxRequest {
-                    id,
-                    new_owner_user_id: to,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let to = resolve_user(c, &to).await?;
+            let request = c.request(mpb::TransferMailboxRequest {
+                id,
+                new_owner_user_id: to,
+            });
+            let m = c.mailboxes.transfer_mailbox(request).await.answer()?;
             Ok(detail(&m))
         }
         MailboxesCommand::Disconnect { id } => {
-            c.mailboxes
-                .disconnect_mailbox(c.request(mpb::DisconnectMailboxRequest { id: id.clone() })?)
-                .await
-                .map_err(status)?;
+            let request = c.request(mpb::DisconnectMailboxRequest { id: id.clone() });
+            c.mailboxes.disconnect_mailbox(request).await.answer()?;
             Ok(Rows::one(
                 vec!["id", "disconnected"],
                 vec![json!(id), json!(true)],
             ))
         }
-        MailboxesCommand::View(ViewCommand::Get) => {
-            let v = c
-                .mailboxes
-                .get_list_view(c.request(mpb::GetListViewRequest {})?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            Ok(view_rows(&v))
-        }
-        MailboxesCommand::View(ViewCommand::Set {
-            columns,
-            filter,
-            sort,
-            page_size,
-        }) => {
-            let v = c
-                .mailboxes
-                .update_list_view(c.request(mpb::UpdateListViewRequest {
-                    view: Some(mpb::ListView {
-                        columns,
-                        filter,
-                        order_by: sort,
-                        page_size,
-                    }),
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            Ok(view_rows(&v))
-        }
         MailboxesCommand::RotateKey { batch_size } => {
             let mut total = 0;
             loop {
-                let step = c
-                    .mailboxes
-                    .reseal_credentials(c.request(mpb::ResealCredentialsRequest { batch_size })?)
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let request = c.request(mpb::ResealCredentialsRequest { batch_size });
+                let step = c.mailboxes.reseal_credentials(request).await.answer()?;
                 total += step.resealed;
                 eprintln!(
                     "re-sealed {} (key {}), {} left",
@@ -623,16 +449,4 @@ pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows>
             }
         }
     }
-}
-
-fn view_rows(v: &mpb::ListView) -> Rows {
-    Rows::one(
-        vec!["columns", "filter", "sort", "page_size"],
-        vec![
-            json!(v.columns.join(",")),
-            json!(v.filter),
-            json!(v.order_by),
-            json!(v.page_size),
-        ],
-    )
 }

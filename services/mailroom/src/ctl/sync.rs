@@ -5,8 +5,8 @@ use clap::{Subcommand, ValueEnum};
 use mailroom_platform::proto::sync::v1 as spb;
 use serde_json::json;
 
-use super::{status, Clients};
-use crate::output::Rows;
+use super::{Answer, Clients};
+use crate::output::{time, Clock, Rows};
 
 #[derive(Subcommand)]
 pub enum SyncCommand {
@@ -47,24 +47,13 @@ fn tier_name(value: i32) -> &'static str {
     }
 }
 
-fn time(t: &Option<prost_types::Timestamp>) -> String {
-    t.as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_default()
-}
-
 pub(crate) async fn run(c: &mut Clients, cmd: SyncCommand) -> anyhow::Result<Rows> {
     match cmd {
         SyncCommand::Status { mailbox } => {
-            let st = c
-                .sync
-                .get_sync_status(c.request(spb::GetSyncStatusRequest {
-                    mailbox_id: mailbox,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let request = c.request(spb::GetSyncStatusRequest {
+                mailbox_id: mailbox,
+            });
+            let st = c.sync.get_sync_status(request).await.answer()?;
             let mut rows = Rows::new(vec![
                 "folder",
                 "messages",
@@ -86,8 +75,14 @@ pub(crate) async fn run(c: &mut Clients, cmd: SyncCommand) -> anyhow::Result<Row
             rows.footer = vec![
                 ("mailbox", json!(st.mailbox_id)),
                 ("tier", json!(tier_name(st.tier))),
-                ("last_sync", json!(time(&st.last_sync_time))),
-                ("next_sync", json!(time(&st.next_sync_time))),
+                (
+                    "last_sync",
+                    json!(time(st.last_sync_time.as_ref(), Clock::Seconds)),
+                ),
+                (
+                    "next_sync",
+                    json!(time(st.next_sync_time.as_ref(), Clock::Seconds)),
+                ),
                 ("last_error", json!(st.last_error)),
             ];
             Ok(rows)
@@ -98,14 +93,10 @@ pub(crate) async fn run(c: &mut Clients, cmd: SyncCommand) -> anyhow::Result<Row
                 Client::DesktopApp => spb::ClientKind::DesktopApp,
                 Client::MobileApp => spb::ClientKind::MobileApp,
             };
-            let answer = c
-                .sync
-                .record_activity(c.request(spb::RecordActivityRequest {
-                    client: client as i32,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let request = c.request(spb::RecordActivityRequest {
+                client: client as i32,
+            });
+            let answer = c.sync.record_activity(request).await.answer()?;
             Ok(Rows::one(vec!["tier"], vec![json!(tier_name(answer.tier))]))
         }
         SyncCommand::Messages {
@@ -114,18 +105,14 @@ pub(crate) async fn run(c: &mut Clients, cmd: SyncCommand) -> anyhow::Result<Row
             page_size,
             page_token,
         } => {
-            let page = c
-                .sync
-                .list_messages(c.request(spb::ListMessagesRequest {
-                    mailbox_id: mailbox,
-                    page_size,
-                    page_token,
-                    filter,
-                    order_by: String::new(),
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let request = c.request(spb::ListMessagesRequest {
+                mailbox_id: mailbox,
+                page_size,
+                page_token,
+                filter,
+                order_by: String::new(),
+            });
+            let page = c.sync.list_messages(request).await.answer()?;
             let mut rows = Rows::new(vec![
                 "date", "folder", "uid", "from", "subject", "flags", "size",
             ]);
@@ -142,7 +129,7 @@ pub(crate) async fn run(c: &mut Clients, cmd: SyncCommand) -> anyhow::Result<Row
                     })
                     .unwrap_or_default();
                 rows.rows.push(vec![
-                    json!(time(&m.internal_date)),
+                    json!(time(m.internal_date.as_ref(), Clock::Seconds)),
                     json!(m.folder),
                     json!(m.uid),
                     json!(from),

@@ -1,10 +1,15 @@
 //! The registry's tables: mailboxes (with their sealed password), the owners mirrored from
 //! identity, and the list views. Only this module writes SQL for them, and every value is
-//! bound.
+//! bound:
+//!
+//! - this file: the rows and every read and write of one mailbox, owner or list view;
+//! - [`list_query`]: the mailbox list (filter, scope, sort, keyset pages, the total).
+
+pub mod list_query;
 
 use chrono::{DateTime, Utc};
+use mailroom_types::{MailboxId, OrgId, UserId};
 use sqlx::{PgConnection, PgExecutor};
-use uuid::Uuid;
 
 use crate::domain::{security_from_stored, Crm, ServerSettings, SyncState};
 use crate::error::Result;
@@ -21,9 +26,9 @@ pub const COLUMNS: &str = "id, org_id, owner_user_id, email, name, sender_name, 
 /// One mailbox as stored, without its password.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MailboxRow {
-    pub id: Uuid,
-    pub org_id: Uuid,
-    pub owner_user_id: Uuid,
+    pub id: MailboxId,
+    pub org_id: OrgId,
+    pub owner_user_id: UserId,
     pub email: String,
     pub name: String,
     pub sender_name: String,
@@ -36,7 +41,7 @@ pub struct MailboxRow {
     pub smtp_security: String,
     pub smtp_username: String,
     pub in_crm: bool,
-    pub crm_queue: Vec<Uuid>,
+    pub crm_queue: Vec<UserId>,
     pub sync_state: String,
     pub sync_error: String,
     pub last_sync_time: Option<DateTime<Utc>>,
@@ -83,8 +88,8 @@ impl MailboxRow {
 
 /// Everything a new mailbox is saved with.
 pub struct NewMailbox<'a> {
-    pub id: Uuid,
-    pub org_id: Uuid,
+    pub id: MailboxId,
+    pub org_id: OrgId,
     pub owner: &'a Owner,
     pub email: &'a str,
     pub name: &'a str,
@@ -99,8 +104,8 @@ pub struct NewMailbox<'a> {
 /// A user as identity last described them.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Owner {
-    pub user_id: Uuid,
-    pub org_id: Uuid,
+    pub user_id: UserId,
+    pub org_id: OrgId,
     pub first_name: String,
     pub last_name: String,
     pub dismissed: bool,
@@ -162,8 +167,8 @@ pub async fn insert(
 /// A mailbox of `org` (`FOR UPDATE` when `lock`).
 pub async fn get<'e>(
     conn: impl PgExecutor<'e>,
-    org: Uuid,
-    id: Uuid,
+    org: OrgId,
+    id: MailboxId,
     lock: bool,
 ) -> Result<Option<MailboxRow>> {
     let sql = format!(
@@ -177,8 +182,23 @@ pub async fn get<'e>(
         .await?)
 }
 
-/// A mailbox by id alone (for the sync service, which works across organisations).
-pub async fn get_any<'e>(conn: impl PgExecutor<'e>, id: Uuid) -> Result<Option<MailboxRow>> {
+/// The mailbox of `org` connected at `email` (compared case-insensitively), if any.
+pub async fn connected_at<'e>(
+    conn: impl PgExecutor<'e>,
+    org: OrgId,
+    email: &str,
+) -> Result<Option<MailboxId>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM mailboxes WHERE org_id = $1 AND email_key = lower($2)")
+            .bind(org)
+            .bind(email)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// A mailbox by id alone, in any organisation (for services, which act across them).
+pub async fn get_any<'e>(conn: impl PgExecutor<'e>, id: MailboxId) -> Result<Option<MailboxRow>> {
     let sql = format!("SELECT {COLUMNS} FROM mailboxes WHERE id = $1");
     Ok(sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?)
 }
@@ -186,7 +206,7 @@ pub async fn get_any<'e>(conn: impl PgExecutor<'e>, id: Uuid) -> Result<Option<M
 /// The counters and state a sync reported.
 pub async fn record_synced(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: MailboxId,
     synced_at: DateTime<Utc>,
     counts: (i64, i64, i64),
 ) -> Result<()> {
@@ -207,7 +227,7 @@ pub async fn record_synced(
 }
 
 /// The sealed password of a mailbox.
-pub async fn sealed_password(conn: &mut PgConnection, id: Uuid) -> Result<Vec<u8>> {
+pub async fn sealed_password(conn: &mut PgConnection, id: MailboxId) -> Result<Vec<u8>> {
     Ok(
         sqlx::query_scalar("SELECT password_sealed FROM mailboxes WHERE id = $1")
             .bind(id)
@@ -229,7 +249,7 @@ pub struct Changes {
     pub reset_state: bool,
 }
 
-pub async fn update(conn: &mut PgConnection, id: Uuid, c: &Changes) -> Result<MailboxRow> {
+pub async fn update(conn: &mut PgConnection, id: MailboxId, c: &Changes) -> Result<MailboxRow> {
     let sql = format!(
         "UPDATE mailboxes SET \
             name = COALESCE($2, name), sender_name = COALESCE($3, sender_name), \
@@ -265,7 +285,7 @@ pub async fn update(conn: &mut PgConnection, id: Uuid, c: &Changes) -> Result<Ma
         .await?)
 }
 
-pub async fn transfer(conn: &mut PgConnection, id: Uuid, to: &Owner) -> Result<MailboxRow> {
+pub async fn transfer(conn: &mut PgConnection, id: MailboxId, to: &Owner) -> Result<MailboxRow> {
     let sql = format!(
         "UPDATE mailboxes SET owner_user_id = $2, owner_first_name = $3, owner_last_name = $4, \
             owner_dismissed = $5, update_time = now() WHERE id = $1 RETURNING {COLUMNS}"
@@ -280,7 +300,7 @@ pub async fn transfer(conn: &mut PgConnection, id: Uuid, to: &Owner) -> Result<M
         .await?)
 }
 
-pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<()> {
+pub async fn delete(conn: &mut PgConnection, id: MailboxId) -> Result<()> {
     sqlx::query("DELETE FROM mailboxes WHERE id = $1")
         .bind(id)
         .execute(conn)
@@ -289,7 +309,11 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<()> {
 }
 
 /// A user of `org` as last mirrored.
-pub async fn owner<'e>(conn: impl PgExecutor<'e>, org: Uuid, user: Uuid) -> Result<Option<Owner>> {
+pub async fn owner<'e>(
+    conn: impl PgExecutor<'e>,
+    org: OrgId,
+    user: UserId,
+) -> Result<Option<Owner>> {
     Ok(sqlx::query_as(
         "SELECT user_id, org_id, first_name, last_name, dismissed, active FROM users \
          WHERE org_id = $1 AND user_id = $2",
@@ -342,7 +366,7 @@ pub struct ListViewRow {
     pub page_size: i32,
 }
 
-pub async fn list_view<'e>(conn: impl PgExecutor<'e>, user: Uuid) -> Result<Option<ListViewRow>> {
+pub async fn list_view<'e>(conn: impl PgExecutor<'e>, user: UserId) -> Result<Option<ListViewRow>> {
     Ok(sqlx::query_as(
         "SELECT columns, filter, order_by, page_size FROM list_views WHERE user_id = $1",
     )
@@ -353,8 +377,8 @@ pub async fn list_view<'e>(conn: impl PgExecutor<'e>, user: Uuid) -> Result<Opti
 
 pub async fn save_list_view<'e>(
     conn: impl PgExecutor<'e>,
-    user: Uuid,
-    org: Uuid,
+    user: UserId,
+    org: OrgId,
     view: &ListViewRow,
 ) -> Result<()> {
     sqlx::query(
@@ -380,7 +404,7 @@ pub async fn stale_sealed(
     conn: &mut PgConnection,
     key_id: &str,
     limit: i64,
-) -> Result<Vec<(Uuid, Vec<u8>)>> {
+) -> Result<Vec<(MailboxId, Vec<u8>)>> {
     Ok(sqlx::query_as(
         "SELECT id, password_sealed FROM mailboxes WHERE password_key <> $1 \
          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -391,7 +415,12 @@ pub async fn stale_sealed(
     .await?)
 }
 
-pub async fn reseal(conn: &mut PgConnection, id: Uuid, sealed: &[u8], key_id: &str) -> Result<()> {
+pub async fn reseal(
+    conn: &mut PgConnection,
+    id: MailboxId,
+    sealed: &[u8],
+    key_id: &str,
+) -> Result<()> {
     sqlx::query("UPDATE mailboxes SET password_sealed = $2, password_key = $3 WHERE id = $1")
         .bind(id)
         .bind(sealed)
@@ -413,7 +442,7 @@ pub async fn count_stale_sealed<'e>(conn: impl PgExecutor<'e>, key_id: &str) -> 
 /// The state of a mailbox, as the sync service will set it.
 pub async fn set_state<'e>(
     conn: impl PgExecutor<'e>,
-    id: Uuid,
+    id: MailboxId,
     state: SyncState,
     error: &str,
 ) -> Result<()> {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use mailroom_mail::{Login, Security};
+use mailroom_platform::types::{MailboxId, OrgId, UserId};
 use mailroom_sync::engine::{Engine, EngineOptions};
 use mailroom_sync::error::{FailureKind, RunError};
 use mailroom_tests::mailstore::{
@@ -76,7 +77,7 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     append_samples(&mut imap, "Projects", 300, 325, &user.username).await;
     append_samples(&mut imap, "Trash", 400, 405, &user.username).await;
     append_samples(&mut imap, "Archive", 500, 510, &user.username).await;
-    let mailbox = Uuid::new_v4();
+    let mailbox = MailboxId::new();
     let stop = CancellationToken::new();
 
     // The first sync: everything, as the server has it.
@@ -212,7 +213,7 @@ async fn a_sync_killed_half_way_is_finished_by_the_next_without_loss_or_duplicat
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 1500, &user.username).await;
-    let mailbox = Uuid::new_v4();
+    let mailbox = MailboxId::new();
 
     // Small batches so the kill lands between commits.
     let first = engine(&pool, 25);
@@ -272,7 +273,7 @@ async fn a_wrong_password_is_an_authentication_failure_that_names_no_secret() {
     let mut wrong = login(&user);
     wrong.password = SecretString::from("not-the-password-4711".to_owned());
     let err = engine(&pool, 10)
-        .sync(Uuid::new_v4(), &wrong, false, &CancellationToken::new())
+        .sync(MailboxId::new(), &wrong, false, &CancellationToken::new())
         .await
         .expect_err("a wrong password fails");
     match err {
@@ -291,7 +292,7 @@ async fn a_wrong_password_is_an_authentication_failure_that_names_no_secret() {
     let mut closed = login(&user);
     closed.port = 1;
     let err = engine(&pool, 10)
-        .sync(Uuid::new_v4(), &closed, false, &CancellationToken::new())
+        .sync(MailboxId::new(), &closed, false, &CancellationToken::new())
         .await
         .expect_err("nothing listens on port 1");
     assert!(
@@ -317,7 +318,7 @@ async fn new_connections_to_one_server_are_limited_across_workers() {
     let host = format!("imap-{}.example", Uuid::new_v4().simple());
     let mut allowed = 0;
     for limiter in [&a, &b, &a, &b, &a] {
-        if mailroom_sync::worker::connect_allowed(Some(limiter), &host)
+        if mailroom_sync::connects::connect_allowed(Some(limiter), &host)
             .await
             .is_none()
         {
@@ -325,24 +326,24 @@ async fn new_connections_to_one_server_are_limited_across_workers() {
         }
     }
     assert_eq!(allowed, 3, "the per-server budget is shared");
-    let wait = mailroom_sync::worker::connect_allowed(Some(&a), &host.to_uppercase())
+    let wait = mailroom_sync::connects::connect_allowed(Some(&a), &host.to_uppercase())
         .await
         .expect("over the budget, also spelt in capitals");
     assert!(wait <= Duration::from_secs(3), "{wait:?}");
     // Another server has its own budget.
     let other = format!("other-{}.example", Uuid::new_v4().simple());
-    assert!(mailroom_sync::worker::connect_allowed(Some(&a), &other)
+    assert!(mailroom_sync::connects::connect_allowed(Some(&a), &other)
         .await
         .is_none());
 }
 
 #[tokio::test]
 async fn a_failure_with_settings_replaced_meanwhile_does_not_park_the_mailbox() {
-    use mailroom_sync::store::{self, FailureRecorded};
+    use mailroom_sync::store::schedule::{self as store, Failure, FailureRecorded};
     let pool = index_db().await;
-    let mailbox = Uuid::new_v4();
+    let mailbox = MailboxId::new();
     let mut conn = pool.acquire().await.unwrap();
-    store::upsert_mailbox(&mut conn, mailbox, Uuid::new_v4(), Uuid::new_v4(), false)
+    store::upsert_mailbox(&mut conn, mailbox, OrgId::new(), UserId::new(), false)
         .await
         .unwrap();
     // A sync reads the old password, then the admin fixes it (un-park), then the sync fails.
@@ -350,32 +351,23 @@ async fn a_failure_with_settings_replaced_meanwhile_does_not_park_the_mailbox() 
     tokio::time::sleep(Duration::from_millis(20)).await;
     store::unpark(&mut conn, mailbox).await.unwrap();
     let later = chrono::Utc::now() + chrono::Duration::minutes(5);
-    let stale = store::record_failure(
-        &mut conn,
-        mailbox,
-        "auth_failed",
-        "refused",
-        true,
-        later,
-        read_old_login,
-    )
-    .await
-    .unwrap();
+    let failure = |login_read_at| Failure {
+        kind: FailureKind::AuthFailed,
+        message: "refused",
+        park: true,
+        next_due: later,
+        login_read_at,
+    };
+    let stale = store::record_failure(&mut conn, mailbox, failure(read_old_login))
+        .await
+        .unwrap();
     assert_eq!(stale, FailureRecorded::Stale);
     let row = store::schedule_row(&pool, mailbox).await.unwrap().unwrap();
     assert!(!row.parked, "the fixed password must be tried");
     // A failure with the current settings parks it.
-    let recorded = store::record_failure(
-        &mut conn,
-        mailbox,
-        "auth_failed",
-        "refused",
-        true,
-        later,
-        chrono::Utc::now(),
-    )
-    .await
-    .unwrap();
+    let recorded = store::record_failure(&mut conn, mailbox, failure(chrono::Utc::now()))
+        .await
+        .unwrap();
     assert_eq!(
         recorded,
         FailureRecorded::Recorded {

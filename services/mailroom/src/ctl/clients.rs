@@ -1,0 +1,254 @@
+//! What every `ctl` command calls through: the five services' endpoints, the credentials a
+//! person gives, signing in with them once, and the generated clients on `mailroom_clients`'
+//! channels that carry the resulting token.
+//!
+//! Credentials, first found wins: a token as given; an email and password, signed in on the
+//! fly; a service client's id and secret, exchanged for a service token. With none, only
+//! public methods answer. A refusal prints as `Code: message`, the same for every command.
+
+use anyhow::Context;
+use clap::Args;
+use mailroom_clients::{
+    AccessClient, Bearer, Caller, IdentityClient, InvitationsClient, MailboxesClient, Peer,
+    PeerChannel, Settings, SyncClient,
+};
+use mailroom_platform::config::local;
+use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
+use mailroom_platform::proto::identity::v1 as pb;
+use mailroom_platform::proto::invitations::v1::invitation_service_client::InvitationServiceClient;
+use mailroom_platform::proto::mailboxes::v1::mailbox_service_client::MailboxServiceClient;
+use mailroom_platform::proto::sync::v1::sync_service_client::SyncServiceClient;
+use pb::auth_service_client::AuthServiceClient;
+use pb::identity_service_client::IdentityServiceClient;
+
+/// Where the five services answer (the local ones by default).
+#[derive(Args)]
+pub struct Endpoints {
+    /// Identity's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_IDENTITY_ENDPOINT",
+        default_value_t = local::identity(),
+        global = true
+    )]
+    endpoint: String,
+    /// Access control's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_ACCESS_ENDPOINT",
+        default_value_t = local::access(),
+        global = true
+    )]
+    access_endpoint: String,
+    /// The mailbox registry's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_MAILBOXES_ENDPOINT",
+        default_value_t = local::mailboxes(),
+        global = true
+    )]
+    mailboxes_endpoint: String,
+    /// The sync service's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_SYNC_ENDPOINT",
+        default_value_t = local::sync(),
+        global = true
+    )]
+    sync_endpoint: String,
+    /// The invitations service's gRPC endpoint.
+    #[arg(
+        long,
+        env = "MAILROOM_INVITATIONS_ENDPOINT",
+        default_value_t = local::invitations(),
+        global = true
+    )]
+    invitations_endpoint: String,
+}
+
+impl Endpoints {
+    /// The services of `mailroom dev` on this machine.
+    pub(crate) fn local() -> Self {
+        Self {
+            endpoint: local::identity(),
+            access_endpoint: local::access(),
+            mailboxes_endpoint: local::mailboxes(),
+            sync_endpoint: local::sync(),
+            invitations_endpoint: local::invitations(),
+        }
+    }
+}
+
+/// Who the commands run as (see the module's header for the order).
+#[derive(Args)]
+pub struct Credentials {
+    #[arg(long, env = "MAILROOM_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, env = "MAILROOM_EMAIL", global = true)]
+    email: Option<String>,
+    #[arg(long, env = "MAILROOM_PASSWORD", global = true, hide_env_values = true)]
+    password: Option<String>,
+    #[arg(long, env = "MAILROOM_CLIENT_ID", global = true)]
+    client_id: Option<String>,
+    #[arg(
+        long,
+        env = "MAILROOM_CLIENT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    client_secret: Option<String>,
+}
+
+impl Credentials {
+    /// A person signing in with their login address and password.
+    pub(crate) fn password(email: &str, password: &str) -> Self {
+        Self {
+            token: None,
+            email: Some(email.to_owned()),
+            password: Some(password.to_owned()),
+            client_id: None,
+            client_secret: None,
+        }
+    }
+
+    /// The access token these credentials stand for: as given, or from signing in.
+    async fn sign_in(
+        &self,
+        auth: &mut AuthServiceClient<PeerChannel>,
+    ) -> anyhow::Result<Option<String>> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.clone()));
+        }
+        if let (Some(email), Some(password)) = (&self.email, &self.password) {
+            let pair = auth
+                .login(pb::LoginRequest {
+                    login_email: email.clone(),
+                    password: password.clone(),
+                    org_id: String::new(),
+                })
+                .await
+                .answer()?;
+            return Ok(Some(pair.access_token));
+        }
+        if let (Some(id), Some(secret)) = (&self.client_id, &self.client_secret) {
+            let pair = auth
+                .issue_service_token(pb::IssueServiceTokenRequest {
+                    client_id: id.clone(),
+                    client_secret: secret.clone(),
+                })
+                .await
+                .answer()?;
+            return Ok(Some(pair.access_token));
+        }
+        Ok(None)
+    }
+}
+
+/// The generated clients on `mailroom_clients`' channels (one per service, each call within
+/// the settings' deadline), and the signed-in person's token their requests carry.
+pub(crate) struct Clients {
+    pub(crate) identity: IdentityServiceClient<PeerChannel>,
+    pub(crate) auth: AuthServiceClient<PeerChannel>,
+    pub(crate) access: AccessServiceClient<PeerChannel>,
+    pub(crate) mailboxes: MailboxServiceClient<PeerChannel>,
+    pub(crate) sync: SyncServiceClient<PeerChannel>,
+    pub(crate) invitations: InvitationServiceClient<PeerChannel>,
+    token: Option<String>,
+    bearer: Option<Bearer>,
+}
+
+impl Clients {
+    /// Checks that identity answers, signs in with `credentials`, and makes the clients. The
+    /// other services are connected on first use, so identity-only commands work without them.
+    pub(crate) async fn connect(
+        endpoints: &Endpoints,
+        credentials: &Credentials,
+        settings: &Settings,
+    ) -> anyhow::Result<Self> {
+        let channel = |peer: Peer, endpoint: &str, flag: &str| {
+            PeerChannel::new(peer, endpoint, settings)
+                .with_context(|| format!("{flag} is not a valid URL"))
+        };
+        let identity = IdentityClient::new(
+            channel(Peer::Identity, &endpoints.endpoint, "--endpoint")?,
+            Caller::Anonymous,
+        );
+        identity.channel().reachable().await.with_context(|| {
+            format!(
+                "cannot reach identity at {}; is `mailroom dev` or `mailroom serve identity` running?",
+                endpoints.endpoint
+            )
+        })?;
+        let mut auth = identity.raw_auth();
+        let token = credentials.sign_in(&mut auth).await?;
+        let bearer = token
+            .as_deref()
+            .map(Bearer::from_token)
+            .transpose()
+            .context("token is not valid metadata")?;
+        let caller = bearer.clone().map_or(Caller::Anonymous, Caller::Person);
+        Ok(Self {
+            identity: identity.raw(),
+            auth,
+            access: AccessClient::new(
+                channel(
+                    Peer::Access,
+                    &endpoints.access_endpoint,
+                    "--access-endpoint",
+                )?,
+                caller.clone(),
+            )
+            .raw(),
+            mailboxes: MailboxesClient::new(
+                channel(
+                    Peer::Mailboxes,
+                    &endpoints.mailboxes_endpoint,
+                    "--mailboxes-endpoint",
+                )?,
+                caller.clone(),
+            )
+            .raw(),
+            sync: SyncClient::new(
+                channel(Peer::Sync, &endpoints.sync_endpoint, "--sync-endpoint")?,
+                caller.clone(),
+            )
+            .raw(),
+            invitations: InvitationsClient::new(
+                channel(
+                    Peer::Invitations,
+                    &endpoints.invitations_endpoint,
+                    "--invitations-endpoint",
+                )?,
+                caller,
+            )
+            .raw(),
+            token,
+            bearer,
+        })
+    }
+
+    /// The access token the commands run with, if any.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// `message` as a request carrying the signed-in person's token, if any.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        match &self.bearer {
+            Some(bearer) => bearer.request(message),
+            None => tonic::Request::new(message),
+        }
+    }
+}
+
+/// A service's answer, or its refusal as the error `ctl` prints (`Code: message`).
+pub(crate) trait Answer<T> {
+    fn answer(self) -> anyhow::Result<T>;
+}
+
+impl<T> Answer<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn answer(self) -> anyhow::Result<T> {
+        self.map(tonic::Response::into_inner)
+            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+    }
+}

@@ -1,0 +1,135 @@
+//! One folder brought level with the server:
+//! - **No change**: one STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN, and HIGHESTMODSEQ with
+//!   CONDSTORE) equal to the checkpoint ends the folder's work there.
+//! - **UIDVALIDITY changed**: the folder's rows and checkpoint are dropped in one transaction
+//!   and it is fetched again.
+//! - **Flag changes** of what the index has: `CHANGEDSINCE` the checkpoint's HIGHESTMODSEQ with
+//!   CONDSTORE, else a flags pass over the folder.
+//! - **New mail** above `last_uid`, streamed in ([`super::fetch`]).
+//! - **Expunges**, only when the counts disagree ([`super::expunge`]).
+//!
+//! Invariant: the checkpoint (what STATUS said) is saved last and only when the index holds
+//! as many messages as STATUS counted, so a change this run could not account for is looked
+//! at again next time. The folder is EXAMINEd, read-only: the sync changes nothing on the
+//! server (not even `\Recent`) and wakes no IDLE watcher.
+
+use mailroom_mail::imap::ImapSession;
+use mailroom_platform::proto::events::v1 as ev;
+
+use super::{Engine, Run, FEED_CHUNK};
+use crate::error::{FailureKind, RunError, SyncFailure};
+use crate::store::folders::{self, Checkpoint, FolderRow};
+use crate::store::messages;
+
+impl Engine {
+    pub(super) async fn sync_folder(
+        &self,
+        session: &mut ImapSession,
+        run: &mut Run<'_>,
+        folder: &FolderRow,
+    ) -> Result<(), RunError> {
+        let mailbox = run.mailbox;
+        let items = if run.caps.condstore {
+            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
+        } else {
+            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
+        };
+        let status = self.io(session.status(&folder.name, items)).await?;
+        let cp = Checkpoint {
+            uid_validity: status.uid_validity.unwrap_or(0),
+            uid_next: status.uid_next.unwrap_or(0),
+            highest_modseq: status.highest_modseq.unwrap_or(0),
+            messages: status.exists,
+            unseen: status.unseen.unwrap_or(0),
+        };
+        let unchanged = folder.uid_validity == i64::from(cp.uid_validity)
+            && folder.uid_next == i64::from(cp.uid_next)
+            && folder.messages == i64::from(cp.messages)
+            && folder.unseen == i64::from(cp.unseen)
+            && folder.highest_modseq == i64::try_from(cp.highest_modseq).unwrap_or(i64::MAX)
+            && cp.uid_validity != 0;
+        if unchanged {
+            run.report.unchanged_folders += 1;
+            return Ok(());
+        }
+        // CHANGEDSINCE below enables CONDSTORE by itself (RFC 7162 3.1).
+        let selected = self.io(session.examine(&folder.name)).await?;
+        let mut cp = cp;
+        if cp.uid_validity == 0 {
+            cp.uid_validity = selected.uid_validity.unwrap_or(0);
+        }
+        if cp.uid_validity == 0 {
+            // Without UIDVALIDITY, UIDs cannot be trusted from one session to the next.
+            return Err(RunError::Failed(SyncFailure::new(
+                FailureKind::Refused,
+                "the server gave no UIDVALIDITY for this folder",
+            )));
+        }
+        let mut last_uid = u32::try_from(folder.last_uid).unwrap_or(0);
+        let mut since_modseq = u64::try_from(folder.highest_modseq).unwrap_or(0);
+        if folder.uid_validity != 0 && folder.uid_validity != i64::from(cp.uid_validity) {
+            tracing::info!(folder = %folder.name, "UIDVALIDITY changed; indexing the folder again");
+            folders::reset_folder(&self.pool, mailbox, folder.id, cp.uid_validity).await?;
+            last_uid = 0;
+            since_modseq = 0;
+        } else if folder.uid_validity == 0 {
+            folders::reset_folder(&self.pool, mailbox, folder.id, cp.uid_validity).await?;
+        }
+        let first_import = last_uid == 0;
+
+        // Flags of what the index already has, before new mail (whose flags come with it).
+        if last_uid > 0 {
+            let changes = if run.caps.condstore && since_modseq > 0 {
+                if cp.highest_modseq > since_modseq {
+                    self.fetch_flags(
+                        session,
+                        &format!("1:{last_uid}"),
+                        &format!("(UID FLAGS) (CHANGEDSINCE {since_modseq})"),
+                    )
+                    .await?
+                } else {
+                    Vec::new()
+                }
+            } else {
+                self.fetch_flags(session, &format!("1:{last_uid}"), "(UID FLAGS)")
+                    .await?
+            };
+            run.report.flag_changes +=
+                messages::update_flags(&self.pool, mailbox, folder.id, &changes).await? as i64;
+        }
+
+        // UIDNEXT is optional in a server's answers: without it, ask.
+        let server_next = cp.uid_next.max(selected.uid_next.unwrap_or(0));
+        if selected.exists > 0 && (server_next == 0 || server_next.saturating_sub(1) > last_uid) {
+            let range = format!("{}:*", last_uid.saturating_add(1));
+            let (count, fed) = self
+                .fetch_new(session, run, folder.id, &range, last_uid, !first_import)
+                .await?;
+            run.report.new_messages += count;
+            for chunk in fed.chunks(FEED_CHUNK) {
+                run.report.new_for_feed.push(ev::NewMessages {
+                    mailbox_id: mailbox.to_string(),
+                    folder: folder.name.clone(),
+                    uid_validity: cp.uid_validity,
+                    messages: chunk.to_vec(),
+                });
+            }
+        }
+
+        // Expunged messages (and any the index misses): only when the counts disagree.
+        let indexed = messages::indexed_count(&self.pool, mailbox, folder.id).await?;
+        let final_count =
+            if indexed != i64::from(selected.exists) || indexed != i64::from(cp.messages) {
+                self.reconcile(session, run, folder.id, selected.exists, last_uid)
+                    .await?
+            } else {
+                indexed
+            };
+        if final_count == i64::from(cp.messages) {
+            folders::save_checkpoint(&self.pool, folder.id, cp).await?;
+        } else {
+            tracing::debug!(folder = %folder.name, final_count, status = cp.messages, "counts differ; no checkpoint this time");
+        }
+        Ok(())
+    }
+}

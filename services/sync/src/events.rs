@@ -1,0 +1,113 @@
+//! What the sync publishes, written to the outbox in the caller's transaction (so an event
+//! goes out exactly when the change it reports commits), keyed by mailbox, as the service
+//! `sync`:
+//! - on `mailroom.sync.requests`: [`sync_requested`], the scheduler's work for the workers,
+//!   at normal priority (people's "sync now" and new passwords come from the registry, high);
+//! - on `mailroom.sync.events`: [`synced`] (MailboxSynced, then the NewMessages of the CRM's
+//!   feed) and [`sync_failed`] (MailboxSyncFailed).
+//!
+//! What the sync consumes: the registry's topic (`mailbox_events`) and its own requests (the
+//! worker).
+
+use chrono::{DateTime, Utc};
+use mailroom_platform::kafka::Topic;
+use mailroom_platform::outbox::{self, EventActor};
+use mailroom_platform::proto::events::v1 as ev;
+use mailroom_platform::wire::timestamp;
+use mailroom_types::{MailboxId, OrgId};
+use sqlx::PgConnection;
+
+use crate::engine::SyncReport;
+use crate::error::SyncFailure;
+
+/// The service's name as an event actor.
+pub const SERVICE: &str = "sync";
+
+/// The `reason` of the requests the scheduler issues (for people reading the topic; the
+/// worker goes by the priority).
+const SCHEDULED: &str = "scheduled";
+
+fn actor() -> EventActor {
+    EventActor::Service(SERVICE.into())
+}
+
+async fn emit(
+    conn: &mut PgConnection,
+    topic: Topic,
+    org: OrgId,
+    mailbox: MailboxId,
+    payload: ev::envelope::Payload,
+) -> sqlx::Result<()> {
+    outbox::enqueue(
+        conn,
+        topic,
+        org.into(),
+        &mailbox.to_string(),
+        &actor(),
+        payload,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A due mailbox handed to the workers.
+pub async fn sync_requested(
+    conn: &mut PgConnection,
+    org: OrgId,
+    mailbox: MailboxId,
+) -> sqlx::Result<()> {
+    let request = ev::SyncRequested {
+        mailbox_id: mailbox.to_string(),
+        priority: ev::SyncPriority::Normal as i32,
+        reason: SCHEDULED.into(),
+    };
+    let payload = ev::envelope::Payload::SyncRequested(request);
+    emit(conn, Topic::SyncRequests, org, mailbox, payload).await
+}
+
+/// A finished sync: its figures, then its new messages for the CRM's feed (none on a first
+/// import, none unless the mailbox is in the CRM).
+pub async fn synced(
+    conn: &mut PgConnection,
+    org: OrgId,
+    mailbox: MailboxId,
+    synced_at: DateTime<Utc>,
+    report: SyncReport,
+) -> sqlx::Result<()> {
+    let synced = ev::MailboxSynced {
+        mailbox_id: mailbox.to_string(),
+        message_count: report.message_count,
+        unread_count: report.unread_count,
+        disk_bytes: report.disk_bytes,
+        duration_ms: report.duration_ms(),
+        new_messages: report.new_messages,
+        synced_at: Some(timestamp(synced_at)),
+    };
+    let payload = ev::envelope::Payload::MailboxSynced(synced);
+    emit(conn, Topic::SyncEvents, org, mailbox, payload).await?;
+    for feed in report.new_for_feed {
+        let payload = ev::envelope::Payload::NewMessages(feed);
+        emit(conn, Topic::SyncEvents, org, mailbox, payload).await?;
+    }
+    Ok(())
+}
+
+/// A failed sync, with the failures in a row so far and whether the mailbox is now parked.
+pub async fn sync_failed(
+    conn: &mut PgConnection,
+    org: OrgId,
+    mailbox: MailboxId,
+    failure: SyncFailure,
+    parked: bool,
+    failures: i32,
+) -> sqlx::Result<()> {
+    let failed = ev::MailboxSyncFailed {
+        mailbox_id: mailbox.to_string(),
+        kind: failure.kind.to_proto() as i32,
+        message: failure.message,
+        parked,
+        failures,
+    };
+    let payload = ev::envelope::Payload::MailboxSyncFailed(failed);
+    emit(conn, Topic::SyncEvents, org, mailbox, payload).await
+}

@@ -1,0 +1,225 @@
+//! Reading mail, for the owner or someone granted `mailbox.read_mail`: ListMessages pages
+//! through the index newest first (keyset page tokens, signed and bound to the query), and
+//! GetMessageBody fetches one indexed message's raw bytes from the mail server now, bounded
+//! in size and time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use mailroom_aip::{self as aip, Op, Value};
+use mailroom_mail::imap;
+use mailroom_platform::auth::Principal;
+use mailroom_platform::proto::sync::v1 as pb;
+use mailroom_platform::wire::timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{flags, uid_from_db};
+use crate::envelope::StoredEnvelope;
+use crate::error::{Result, SyncError, SyncFailure};
+use crate::service::{mailbox_id, Sync};
+use crate::store::folders;
+use crate::store::messages::{self, After};
+
+/// Where a page of ListMessages continues.
+#[derive(Serialize, Deserialize)]
+struct Position {
+    /// internal_date, microseconds since the epoch.
+    d: i64,
+    f: i32,
+    u: i32,
+}
+
+impl Sync {
+    #[tracing::instrument(skip_all, fields(mailbox = %req.mailbox_id))]
+    pub async fn list_messages(
+        &self,
+        principal: &Principal,
+        req: pb::ListMessagesRequest,
+    ) -> Result<pb::ListMessagesResponse> {
+        let id = mailbox_id(&req.mailbox_id)?;
+        let limit = aip::page_size(req.page_size, 50, 500)
+            .map_err(|e| SyncError::InvalidArgument(e.to_string()))?;
+        let order = req.order_by.trim().to_ascii_lowercase();
+        if !(order.is_empty() || order == "internal_date desc") {
+            return Err(SyncError::InvalidArgument(format!(
+                "order_by `{}` is not supported; messages are listed newest first (`internal_date desc`)",
+                req.order_by
+            )));
+        }
+        let mut folder_name = None;
+        let mut unseen_only = false;
+        for c in
+            aip::parse_filter(&req.filter).map_err(|e| SyncError::InvalidArgument(e.to_string()))?
+        {
+            match (c.field.as_str(), c.op, &c.value) {
+                ("folder", Op::Eq, Value::Text(name) | Value::Word(name)) => {
+                    folder_name = Some(name.clone())
+                }
+                ("unseen", Op::Eq, Value::Bool(b)) => unseen_only = *b,
+                _ => {
+                    return Err(SyncError::InvalidArgument(format!(
+                    "filter on `{}` is not supported; use `folder = \"INBOX\"` and `unseen = true`",
+                    c.field
+                )))
+                }
+            }
+        }
+        self.readable(principal, id).await?;
+        let folder = match &folder_name {
+            Some(name) => match folders::folder_by_name(&self.pool, id, name).await? {
+                Some(f) => Some(f.id),
+                None => {
+                    return Ok(pb::ListMessagesResponse::default());
+                }
+            },
+            None => None,
+        };
+        let query = format!("{id}|{}|{}", req.filter, order);
+        let after = self
+            .tokens
+            .decode::<Position>(&query, &req.page_token)
+            .map_err(|e| SyncError::InvalidArgument(e.to_string()))?
+            .and_then(|p| {
+                DateTime::<Utc>::from_timestamp_micros(p.d).map(|d| After {
+                    internal_date: d,
+                    folder_id: p.f,
+                    uid: p.u,
+                })
+            });
+        let rows =
+            messages::list_messages(&self.pool, id, folder, unseen_only, after, limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next_page_token = match (more, rows.last()) {
+            (true, Some((folder_id, last))) => self.tokens.encode(
+                &query,
+                &Position {
+                    d: last.internal_date.timestamp_micros(),
+                    f: *folder_id,
+                    u: last.uid,
+                },
+            ),
+            _ => String::new(),
+        };
+        let messages = rows
+            .iter()
+            .map(|(_, m)| {
+                let env = StoredEnvelope::decode_stored(&m.envelope);
+                let keywords: Vec<String> = m
+                    .keywords
+                    .as_deref()
+                    .map(|k| k.split(' ').map(str::to_owned).collect())
+                    .unwrap_or_default();
+                pb::MessageSummary {
+                    folder: m.folder.clone(),
+                    uid: uid_from_db(m.uid),
+                    flags: flags::names(m.flags, &keywords),
+                    size: i64::from(m.size),
+                    subject: env.subject,
+                    from: env
+                        .from
+                        .into_iter()
+                        .map(|a| pb::Address {
+                            name: a.name,
+                            email: a.email,
+                        })
+                        .collect(),
+                    to: env
+                        .to
+                        .into_iter()
+                        .map(|a| pb::Address {
+                            name: a.name,
+                            email: a.email,
+                        })
+                        .collect(),
+                    internal_date: Some(timestamp(m.internal_date)),
+                    message_id: env.message_id,
+                }
+            })
+            .collect();
+        Ok(pb::ListMessagesResponse {
+            messages,
+            next_page_token,
+        })
+    }
+
+    /// A message's raw bytes, fetched from the server now.
+    #[tracing::instrument(skip_all, fields(mailbox = %req.mailbox_id, uid = req.uid))]
+    pub async fn message_body(
+        &self,
+        principal: &Principal,
+        req: pb::GetMessageBodyRequest,
+    ) -> Result<pb::MessageBody> {
+        let id = mailbox_id(&req.mailbox_id)?;
+        self.readable(principal, id).await?;
+        let not_found = || {
+            SyncError::MessageNotFound(format!(
+                "message {} in folder `{}` of mailbox `{id}` is not in the index (list the messages again)",
+                req.uid, req.folder
+            ))
+        };
+        let size = messages::message_size(&self.pool, id, &req.folder, req.uid)
+            .await?
+            .ok_or_else(not_found)?;
+        if u64::try_from(size).unwrap_or(0) > self.max_body_bytes {
+            return Err(SyncError::FailedPrecondition(format!(
+                "the message is {size} bytes, more than the {} bytes GetMessageBody returns",
+                self.max_body_bytes
+            )));
+        }
+        let login = self
+            .peers
+            .login(id)
+            .await?
+            .ok_or_else(|| SyncError::NotFound(id.to_string()))?;
+        let options = self.engine.options().clone();
+        let mut session = imap::connect(self.engine.connector(), &login.login)
+            .await
+            .map_err(|e| {
+                let failure = SyncFailure::connecting(&login.login, &e);
+                SyncError::Unavailable(format!("the mail server: {failure}"))
+            })?;
+        let fetched = tokio::time::timeout(options.io_timeout, async {
+            session.examine(&req.folder).await?;
+            let mut raw = None;
+            {
+                let mut stream = session
+                    .uid_fetch(req.uid.to_string(), "(UID BODY.PEEK[])")
+                    .await?;
+                while let Some(fetch) = stream.next().await {
+                    let fetch = fetch?;
+                    if fetch.uid == Some(req.uid) {
+                        raw = fetch.body().map(<[u8]>::to_vec);
+                    }
+                }
+            }
+            Ok::<_, async_imap::error::Error>(raw)
+        })
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+        let raw = match fetched {
+            Ok(Ok(Some(raw))) => raw,
+            Ok(Ok(None)) => return Err(not_found()),
+            Ok(Err(e)) => {
+                return Err(SyncError::Unavailable(format!(
+                    "the mail server did not return the message: {}",
+                    mailroom_mail::one_line(&e.to_string())
+                )))
+            }
+            Err(_) => {
+                return Err(SyncError::Unavailable(
+                    "the mail server did not return the message in time".into(),
+                ))
+            }
+        };
+        let max = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        if raw.len() > max {
+            return Err(SyncError::FailedPrecondition(format!(
+                "the message is {} bytes, more than the {max} bytes GetMessageBody returns",
+                raw.len()
+            )));
+        }
+        Ok(pb::MessageBody { raw })
+    }
+}

@@ -1,0 +1,140 @@
+//! Each IMAP folder of a mailbox and its checkpoint: what the server's STATUS said the last
+//! time the index was brought level with it, and the highest UID indexed.
+//!
+//! Invariant: a checkpoint never claims more than the index holds. `last_uid` moves only in
+//! the transaction that writes the messages up to it ([`super::messages::insert_batch`]); the
+//! STATUS figures are saved only after the folder's changes are in the index; a new
+//! UIDVALIDITY drops the folder's messages and its checkpoint in one transaction, and a folder
+//! gone from the server leaves with its messages.
+
+use mailroom_types::MailboxId;
+use sqlx::{PgExecutor, PgPool};
+
+/// A folder's checkpoint.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FolderRow {
+    pub id: i32,
+    pub name: String,
+    pub special_use: String,
+    pub uid_validity: i64,
+    pub uid_next: i64,
+    pub highest_modseq: i64,
+    pub messages: i64,
+    pub unseen: i64,
+    pub last_uid: i64,
+}
+
+const FOLDER_COLUMNS: &str =
+    "id, name, special_use, uid_validity, uid_next, highest_modseq, messages, unseen, last_uid";
+
+/// A mailbox's folders, by name.
+pub async fn folders<'e>(
+    conn: impl PgExecutor<'e>,
+    mailbox: MailboxId,
+) -> sqlx::Result<Vec<FolderRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {FOLDER_COLUMNS} FROM folders WHERE mailbox_id = $1 ORDER BY name"
+    ))
+    .bind(mailbox)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn folder_by_name<'e>(
+    conn: impl PgExecutor<'e>,
+    mailbox: MailboxId,
+    name: &str,
+) -> sqlx::Result<Option<FolderRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {FOLDER_COLUMNS} FROM folders WHERE mailbox_id = $1 AND name = $2"
+    ))
+    .bind(mailbox)
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The folder's row, made when first seen.
+pub async fn ensure_folder(
+    pool: &PgPool,
+    mailbox: MailboxId,
+    name: &str,
+    special_use: &str,
+) -> sqlx::Result<FolderRow> {
+    sqlx::query_as(&format!(
+        "INSERT INTO folders (mailbox_id, name, special_use) VALUES ($1, $2, $3) \
+         ON CONFLICT (mailbox_id, name) DO UPDATE SET special_use = EXCLUDED.special_use \
+         RETURNING {FOLDER_COLUMNS}"
+    ))
+    .bind(mailbox)
+    .bind(name)
+    .bind(special_use)
+    .fetch_one(pool)
+    .await
+}
+
+/// A folder gone from the server leaves the index with its messages.
+pub async fn drop_folder(pool: &PgPool, mailbox: MailboxId, folder: i32) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND folder_id = $2")
+        .bind(mailbox)
+        .bind(folder)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM folders WHERE id = $1")
+        .bind(folder)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// UIDVALIDITY changed: the folder's UIDs mean nothing any more; it starts again, in one
+/// transaction with dropping its rows.
+pub async fn reset_folder(
+    pool: &PgPool,
+    mailbox: MailboxId,
+    folder: i32,
+    uid_validity: u32,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND folder_id = $2")
+        .bind(mailbox)
+        .bind(folder)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE folders SET uid_validity = $2, uid_next = 0, highest_modseq = 0, messages = 0, \
+         unseen = 0, last_uid = 0 WHERE id = $1",
+    )
+    .bind(folder)
+    .bind(i64::from(uid_validity))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// What STATUS said, saved once the folder's changes are in the index.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint {
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+    pub messages: u32,
+    pub unseen: u32,
+}
+
+pub async fn save_checkpoint(pool: &PgPool, folder: i32, cp: Checkpoint) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE folders SET uid_validity = $2, uid_next = $3, highest_modseq = $4, messages = $5, \
+         unseen = $6 WHERE id = $1",
+    )
+    .bind(folder)
+    .bind(i64::from(cp.uid_validity))
+    .bind(i64::from(cp.uid_next))
+    .bind(i64::try_from(cp.highest_modseq).unwrap_or(i64::MAX))
+    .bind(i64::from(cp.messages))
+    .bind(i64::from(cp.unseen))
+    .execute(pool)
+    .await?;
+    Ok(())
+}

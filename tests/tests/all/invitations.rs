@@ -1,0 +1,137 @@
+//! The invitations service against real parts: identity, access control, PostgreSQL, Redis,
+//! the Kafka-protocol broker, and real SMTP servers on loopback (the stack's sink, and
+//! aiosmtpd servers of the tests' own that refuse or are down).
+
+use mailroom_platform::kafka::Topic;
+use mailroom_proto::identity::v1 as pb;
+use mailroom_proto::invitations::v1 as ipb;
+use mailroom_tests::{
+    access, authed, mails_to, spawn_app_with, spawn_app_with_invitations, wait_for_mail,
+    wait_for_mail_where, AppOptions, SmtpServer, TestApp, TestOrg,
+};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+mod delivery;
+mod hostile;
+mod links;
+mod seats;
+
+const NEW_PASSWORD: &str = "a-new-employee-password";
+
+async fn invite(
+    app: &TestApp,
+    token: &str,
+    emails: &str,
+    delivery: ipb::DeliveryMethod,
+    locale: &str,
+) -> Result<ipb::CreateInvitationsResponse, tonic::Status> {
+    app.invitations()
+        .create_invitations(authed(
+            token,
+            ipb::CreateInvitationsRequest {
+                emails: emails.into(),
+                department_id: String::new(),
+                message: "Welcome aboard!\nSee you on Monday.".into(),
+                delivery: delivery as i32,
+                locale: locale.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Waits until access control knows the org's admin (it follows identity's events).
+async fn ready(app: &TestApp, org: &TestOrg) {
+    app.until_known(&org.admin_id).await;
+}
+
+/// The token in the first invitation link of a mail's text (quoted-printable soft breaks
+/// undone by the parser).
+fn link_token(body: &str) -> String {
+    let start = body
+        .find("https://mailroom.test/invite?token=")
+        .expect("the mail carries an invitation link")
+        + "https://mailroom.test/invite?token=".len();
+    body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+fn parsed(raw: &str) -> mail_parser::Message<'_> {
+    mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .expect("the mail parses")
+}
+
+/// The token of the invitation link in the mail to `address` (waits for it).
+async fn mailed_token(app: &TestApp, address: &str) -> String {
+    let raw = wait_for_mail(app, address, Duration::from_secs(30)).await;
+    link_token(&parsed(&raw).body_text(0).expect("a text body"))
+}
+
+/// Invites `address` by Mailroom's mail as the org's admin; returns the invitation and the
+/// token its mail carries.
+async fn invited(app: &TestApp, org: &TestOrg, address: &str) -> (ipb::Invitation, String) {
+    let answer = invite(
+        app,
+        &org.admin_token,
+        address,
+        ipb::DeliveryMethod::SystemMail,
+        "",
+    )
+    .await
+    .expect("invite");
+    assert_eq!(answer.invitations.len(), 1, "{:?}", answer.rejected);
+    let token = mailed_token(app, address).await;
+    (answer.invitations[0].clone(), token)
+}
+
+async fn accept(
+    app: &TestApp,
+    token: &str,
+) -> Result<ipb::AcceptInvitationResponse, tonic::Status> {
+    app.invitations()
+        .accept_invitation(ipb::AcceptInvitationRequest {
+            token: token.into(),
+            first_name: "Nia".into(),
+            last_name: "Newhire".into(),
+            password: NEW_PASSWORD.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+type Client = ipb::invitation_service_client::InvitationServiceClient<tonic::transport::Channel>;
+
+async fn invitation(client: &Client, org: &TestOrg, id: &str) -> ipb::Invitation {
+    client
+        .clone()
+        .get_invitation(authed(
+            &org.admin_token,
+            ipb::GetInvitationRequest { id: id.into() },
+        ))
+        .await
+        .expect("get invitation")
+        .into_inner()
+}
+
+/// Polls an invitation until `done` holds.
+async fn until(
+    client: &Client,
+    org: &TestOrg,
+    id: &str,
+    what: &str,
+    done: impl Fn(&ipb::Invitation) -> bool,
+) -> ipb::Invitation {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let i = invitation(client, org, id).await;
+        if done(&i) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen: {i:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
