@@ -243,11 +243,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let shutdown = CancellationToken::new();
     let pool = started.pool.clone();
     let verifier = started.verifier.clone();
+    let server_verifier = verifier.clone();
     let server_shutdown = shutdown.clone();
     let server_platform = platform.clone();
     tokio::spawn(async move {
         if let Err(err) = started
-            .run(listener, &server_platform, server_shutdown)
+            .run(listener, server_verifier, &server_platform, server_shutdown)
             .await
         {
             eprintln!("test server stopped: {err}");
@@ -345,16 +346,44 @@ impl TestApp {
 
     /// Starts access with `config`, verifying with `verifier` (identity's, as when co-hosted)
     /// or, without one, with its own.
+    /// Starts one more access replica (its own consumer group) whose platform settings
+    /// `tweak` adjusts, stopped by `shutdown`. Returns its endpoint.
+    pub async fn start_access_replica_on(
+        &self,
+        tweak: impl FnOnce(&mut PlatformConfig),
+        shutdown: CancellationToken,
+    ) -> String {
+        let mut platform = self.platform.clone();
+        tweak(&mut platform);
+        let config = mailroom_access::AccessConfig {
+            consumer_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
+            ..Default::default()
+        };
+        self.launch_access_on(platform, config, Some(self.verifier.clone()), shutdown)
+            .await
+            .1
+    }
+
     async fn launch_access(
         &self,
         config: mailroom_access::AccessConfig,
         verifier: Option<mailroom_platform::auth::TokenVerifier>,
         shutdown: CancellationToken,
     ) -> (AccessServiceClient<Channel>, String) {
-        let started = mailroom_access::start(&self.platform, config)
+        self.launch_access_on(self.platform.clone(), config, verifier, shutdown)
+            .await
+    }
+
+    async fn launch_access_on(
+        &self,
+        platform: PlatformConfig,
+        config: mailroom_access::AccessConfig,
+        verifier: Option<mailroom_platform::auth::TokenVerifier>,
+        shutdown: CancellationToken,
+    ) -> (AccessServiceClient<Channel>, String) {
+        let started = mailroom_access::start(&platform, config)
             .await
             .expect("access starts");
-        let platform = self.platform.clone();
         let verifier = verifier.unwrap_or_else(|| started.verifier.clone());
         let endpoint = serve_in_background("access", move |listener| async move {
             started.run(listener, verifier, &platform, shutdown).await

@@ -88,7 +88,7 @@ pub async fn emit(
         outbox::enqueue(
             conn,
             Topic::AccessEvents,
-            org.into_uuid(),
+            org,
             &org.to_string(),
             actor,
             payload,

@@ -48,15 +48,13 @@ pub mod write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, Topic};
-use mailroom_platform::outbox::Relay;
+use mailroom_platform::hosting;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::proto::access::v1 as pb;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub use config::AccessConfig;
 pub use graph::{Explanation, MailboxScope, OrgGraph};
@@ -80,63 +78,17 @@ pub enum StartError {
     Db(#[from] mailroom_platform::db::DbError),
     #[error("access could not load its relationships: {0}")]
     Load(#[from] error::AccessError),
-    #[error("Kafka consumer could not be created: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// What a started access service hands to the process hosting it.
-pub struct Started {
-    pub access: Arc<Access>,
-    pub pool: PgPool,
-    pub hosted: Hosted,
-    /// Verifies tokens with identity's keys, fetched over gRPC (a process hosting identity
-    /// too may use identity's own verifier instead).
-    pub verifier: TokenVerifier,
-    pub relay: Relay,
-    consumer_group: String,
-    kafka: KafkaSettings,
-}
-
-impl Started {
-    /// Runs the changelog tailer, the identity-event consumer and the outbox relay in the
-    /// background, and serves gRPC on `listener` until `shutdown`; the rest stop with it.
-    pub async fn run(
-        self,
-        listener: tokio::net::TcpListener,
-        verifier: TokenVerifier,
-        platform: &PlatformConfig,
-        shutdown: CancellationToken,
-    ) -> Result<(), mailroom_platform::grpc::ServeError> {
-        let mut background = tokio::task::JoinSet::new();
-        background.spawn(self.access.replica().clone().run(shutdown.clone()));
-        background.spawn(self.relay.run(shutdown.clone()));
-        // Identity's and the registry's events through one consumer.
-        background.spawn(mailroom_platform::consumer::run_until_shutdown(
-            self.kafka,
-            self.consumer_group,
-            self.pool,
-            vec![Topic::IdentityEvents, Topic::MailboxesEvents],
-            Arc::new(events::AccessEvents),
-            shutdown.clone(),
-        ));
-        mailroom_platform::grpc::serve_with_background(
-            background,
-            self.hosted,
-            listener,
-            verifier,
-            platform,
-            shutdown,
-        )
-        .await
-    }
-}
+/// A started access service, for the process hosting it: it verifies tokens with identity's
+/// keys, fetched over gRPC (a process hosting identity too may use identity's verifier
+/// instead), and runs the changelog tailer, the outbox relay and the consumer of identity's
+/// and the registry's events beside its gRPC server.
+pub type Started = hosting::Started<Access>;
 
 /// Connects to PostgreSQL, applies migrations, loads every graph, and builds the service.
 pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<Started, StartError> {
-    let pool =
-        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
-            .await?;
-    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let replica = Arc::new(
         Replica::load(
             pool.clone(),
@@ -149,11 +101,8 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
         )
         .await?,
     );
-    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
-        config.identity_endpoint.clone(),
-    )));
-    let consumer_group = config.consumer_group.clone();
-    let access = Arc::new(Access::new(pool.clone(), replica));
+    let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
+    let access = Arc::new(Access::new(pool.clone(), replica.clone()));
     let routes = tonic::service::Routes::new(pb::access_service_server::AccessServiceServer::new(
         api::AccessApi(access.clone()),
     ));
@@ -162,20 +111,13 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
         service_names: vec!["mailroom.access.v1.AccessService"],
         public_methods: Vec::new(),
     };
-    let kafka = KafkaSettings::from_config(platform);
-    let relay = Relay::new(
-        pool.clone(),
-        SCHEMA,
-        kafka.clone(),
-        vec![Topic::AccessEvents],
-    );
-    Ok(Started {
-        access,
-        pool,
-        hosted,
-        verifier,
-        relay,
-        consumer_group,
-        kafka,
-    })
+    Ok(Started::new(platform, access, pool, hosted, verifier)
+        .task(move |shutdown| replica.run(shutdown))
+        .relay(SCHEMA, vec![Topic::AccessEvents])
+        // Identity's and the registry's events through one consumer.
+        .consume(
+            config.consumer_group,
+            vec![Topic::IdentityEvents, Topic::MailboxesEvents],
+            Arc::new(events::AccessEvents),
+        ))
 }

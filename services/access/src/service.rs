@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use mailroom_platform::auth::Principal;
-use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::access::v1 as pb;
 use mailroom_types::{OrgId, UserId};
 use sqlx::PgPool;
@@ -88,14 +87,6 @@ pub(crate) fn subject_org(
     };
     may_ask_about(principal, state, subject, org)?;
     Ok(Some(org))
-}
-
-/// Who the events of a call name as its actor.
-pub(crate) fn actor(principal: &Principal) -> EventActor {
-    match principal {
-        Principal::User { user_id, .. } => EventActor::User(user_id.into_uuid()),
-        Principal::Service { name } => EventActor::Service(name.clone()),
-    }
 }
 
 impl Access {

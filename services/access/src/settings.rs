@@ -3,11 +3,12 @@
 //! only its admins (or a service) change them, through the changelog like any other write.
 
 use mailroom_platform::auth::Principal;
+use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::access::v1 as pb;
 
 use crate::error::{AccessError, Result};
 use crate::events;
-use crate::service::{actor, Access};
+use crate::service::Access;
 use crate::store::{self, Writer};
 use crate::wire;
 
@@ -43,7 +44,7 @@ impl Access {
         w.set_settings(new).await?;
         let changes = w.changes().to_vec();
         let revision = w.finish().await?;
-        events::emit(&mut tx, &actor(principal), org, &changes, revision).await?;
+        events::emit(&mut tx, &EventActor::of(principal), org, &changes, revision).await?;
         let (settings, at) = store::settings(&mut tx, org).await?;
         tx.commit().await?;
         self.settle(revision).await;

@@ -14,6 +14,7 @@
 //! organisation lets owners do so; anyone may give up their own grant.
 
 use mailroom_platform::auth::Principal;
+use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::access::v1 as pb;
 use mailroom_types::{OrgId, UserId};
 
@@ -22,7 +23,7 @@ use crate::events;
 use crate::graph::OrgGraph;
 use crate::model::{ReadAccessGrants, Relationship};
 use crate::replica::State;
-use crate::service::{actor, denied, Access, MAX_BULK};
+use crate::service::{denied, Access, MAX_BULK};
 use crate::store::{Kind, Writer};
 use crate::wire;
 
@@ -74,7 +75,7 @@ impl Access {
         }
         let changes = w.changes().to_vec();
         let revision = w.finish().await?;
-        events::emit(&mut tx, &actor(principal), org, &changes, revision).await?;
+        events::emit(&mut tx, &EventActor::of(principal), org, &changes, revision).await?;
         tx.commit().await?;
         self.settle(revision).await;
         Ok(revision)

@@ -1,4 +1,4 @@
-//! AIP-160 filters and AIP-158 page tokens.
+//! AIP-160 filters, AIP-132 orders and AIP-158 page tokens.
 //!
 //! [`expr`] parses the filter language Mailroom's lists accept (comparisons, `AND`, `OR`,
 //! `NOT`, parentheses) into a typed tree; [`parse_filter`] is the narrower form some lists take,
@@ -208,6 +208,25 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
     Ok(out)
 }
 
+/// Parses an AIP-132 `order_by` of one field and an optional direction — `field`,
+/// `field asc` or `field desc` — with `field` naming the list's orders (`None`: not one it
+/// sorts on). An empty `order_by` is the list's `default` order; more words, another
+/// direction or an unknown field are refused.
+pub fn parse_order<T>(
+    order_by: &str,
+    default: T,
+    field: impl FnOnce(&str, bool) -> Option<T>,
+) -> Result<T, AipError> {
+    let refused = || AipError::OrderBy(order_by.to_owned());
+    match order_by.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [] => Ok(default),
+        [name] => field(name, false).ok_or_else(refused),
+        [name, "asc"] => field(name, false).ok_or_else(refused),
+        [name, "desc"] => field(name, true).ok_or_else(refused),
+        _ => Err(refused()),
+    }
+}
+
 /// A page size checked against the service's maximum; 0 means the default.
 pub fn page_size(requested: i32, default: i32, max: i32) -> Result<i64, AipError> {
     match requested {
@@ -332,6 +351,31 @@ mod tests {
         assert_eq!(other, Err(AipError::PageToken));
         let garbage: Result<Option<(String, u32)>, _> = decode_page_token("q", "!!not-base64!!");
         assert_eq!(garbage, Err(AipError::PageToken));
+    }
+
+    #[test]
+    fn orders_are_one_field_and_an_optional_direction() {
+        let order = |text: &str| {
+            parse_order(text, ("default", false), |name, desc| match name {
+                "email" => Some(("email", desc)),
+                "create_time" => Some(("create_time", desc)),
+                _ => None,
+            })
+        };
+        assert_eq!(order("").unwrap(), ("default", false));
+        assert_eq!(order("  ").unwrap(), ("default", false));
+        assert_eq!(order("email").unwrap(), ("email", false));
+        assert_eq!(order("email asc").unwrap(), ("email", false));
+        assert_eq!(order(" create_time  desc ").unwrap(), ("create_time", true));
+        for bad in [
+            "password",
+            "email sideways",
+            "email DESC",
+            "email asc desc",
+            "asc",
+        ] {
+            assert_eq!(order(bad), Err(AipError::OrderBy(bad.to_owned())), "{bad}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::Service;
@@ -41,8 +41,9 @@ pub struct PeerChannel {
     channel: Channel,
     deadline: Duration,
     connect_timeout: Duration,
-    /// What the peer's name resolves to; `None` for an IP address.
-    resolution: Option<watch::Receiver<Resolution>>,
+    /// What the peer's name resolves to, and how to ask for a fresh look; `None` for an IP
+    /// address.
+    resolution: Option<(watch::Receiver<Resolution>, Arc<Notify>)>,
 }
 
 impl std::fmt::Debug for PeerChannel {
@@ -144,7 +145,7 @@ impl PeerChannel {
         endpoint: &str,
         settings: &Settings,
         channel: Channel,
-        resolution: Option<watch::Receiver<Resolution>>,
+        resolution: Option<(watch::Receiver<Resolution>, Arc<Notify>)>,
     ) -> Self {
         Self {
             peer,
@@ -237,9 +238,11 @@ impl Service<http::Request<Body>> for PeerChannel {
         // The clone that was made ready goes with the call; this one waits for the next.
         let fresh = self.channel.clone();
         let mut ready = std::mem::replace(&mut self.channel, fresh);
+        let nudge = self.resolution.as_ref().map(|(_, nudge)| nudge.clone());
         let resolution = self
             .resolution
-            .clone()
+            .as_ref()
+            .map(|(resolution, _)| resolution.clone())
             .filter(|r| r.borrow().addresses == 0);
         let (peer, endpoint) = (self.peer, self.endpoint.clone());
         Box::pin(async move {
@@ -247,7 +250,14 @@ impl Service<http::Request<Body>> for PeerChannel {
                 if let Some(resolution) = resolution {
                     wait_for_addresses(peer, &endpoint, resolution).await?;
                 }
-                ready.call(request).await.map_err(BoxError::from)
+                // An error here is the transport's (an answer, even a refusal, is a response):
+                // the address may be gone, so the name is looked up again now.
+                ready.call(request).await.map_err(|err| {
+                    if let Some(nudge) = &nudge {
+                        nudge.notify_one();
+                    }
+                    BoxError::from(err)
+                })
             };
             match tokio::time::timeout(deadline, answer).await {
                 Ok(answer) => answer,

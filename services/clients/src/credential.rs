@@ -20,22 +20,12 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::channel::PeerChannel;
+pub use crate::error::CredentialError;
 
 /// A token is renewed when less than this is left of it.
 const RENEW_BEFORE: Duration = Duration::from_secs(60);
 /// A token whose expiry identity did not say is kept this long.
 const UNSAID_LIFETIME: Duration = Duration::from_secs(300);
-
-/// Why this service has no token to call with.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CredentialError {
-    #[error("this service has no credential configured (client id and secret) to call other services with")]
-    NotConfigured,
-    #[error("identity at {endpoint} is unreachable for a service token: {reason}")]
-    Unreachable { endpoint: String, reason: String },
-    #[error("identity refused this service's credential: {0}")]
-    Refused(String),
-}
 
 #[derive(Clone)]
 struct Token {

@@ -8,8 +8,6 @@
 
 use std::fmt;
 
-use crate::credential::CredentialError;
-
 /// The five services, as a sentence names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -147,6 +145,17 @@ pub struct ChannelError {
     pub peer: Peer,
     pub endpoint: String,
     pub reason: String,
+}
+
+/// Why this service has no token to call with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CredentialError {
+    #[error("this service has no credential configured (client id and secret) to call other services with")]
+    NotConfigured,
+    #[error("identity at {endpoint} is unreachable for a service token: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("identity refused this service's credential: {0}")]
+    Refused(String),
 }
 
 #[cfg(test)]

@@ -5,9 +5,13 @@
 //! which went. Each address is connected lazily and kept until the name stops resolving to it;
 //! a call goes to the less loaded of two addresses picked at random.
 //!
-//! What a failed resolution does: nothing. The addresses last known are kept (a DNS hiccup is
-//! likelier than a peer without pods), and a name that has never resolved is retried every
-//! second until it does. Calls made before the first answer wait for it (within their
+//! A failed or empty resolution keeps the addresses last known (a DNS hiccup is likelier than
+//! a peer without pods), but only for [`FORGET_AFTER`]: after that without a good answer they
+//! are dropped, so a caller never keeps dialling pod addresses that Kubernetes may by then
+//! have given to another pod. A name that has never resolved is retried every second until it
+//! does. A call that could not reach its peer at the transport level (a pod gone without
+//! draining) nudges the resolver to look again at once, at most once a second, instead of
+//! waiting out `resolve_every`. Calls made before the first answer wait for it (within their
 //! deadline); calls made while the name resolves to nothing fail at once as unavailable,
 //! naming the name. The task ends when the channel is dropped.
 //!
@@ -20,14 +24,20 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use tokio::sync::{mpsc, watch, Notify};
 use tonic::transport::channel::Change;
 use tonic::transport::Endpoint;
 
-/// When a name that has never resolved is tried again.
+/// When a name that has never resolved is tried again, and the least time between two
+/// lookups a failing call asks for.
 const RETRY_UNRESOLVED: Duration = Duration::from_secs(1);
+/// How long the addresses last known are kept while the name resolves to nothing or not at all.
+pub const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// The addresses a peer's name resolved to last.
 #[derive(Debug, Default)]
@@ -62,6 +72,14 @@ impl AddressSet {
         );
         self.current = resolved;
         changes
+    }
+
+    /// The changes that empty the set.
+    pub fn clear(&mut self) -> Vec<AddressChange> {
+        std::mem::take(&mut self.current)
+            .into_iter()
+            .map(AddressChange::Remove)
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -115,14 +133,22 @@ pub(crate) fn spawn<L, F>(
     endpoint: impl Fn(SocketAddr) -> Endpoint + Send + 'static,
     changes: mpsc::Sender<Change<SocketAddr, Endpoint>>,
     every: Duration,
-) -> watch::Receiver<Resolution>
+) -> (watch::Receiver<Resolution>, Arc<Notify>)
 where
     L: Fn() -> F + Send + 'static,
     F: Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static,
 {
     let (state, resolution) = watch::channel(Resolution::default());
-    tokio::spawn(follow(lookup, endpoint, changes, state, every));
-    resolution
+    let nudge = Arc::new(Notify::new());
+    tokio::spawn(follow(
+        lookup,
+        endpoint,
+        changes,
+        state,
+        every,
+        nudge.clone(),
+    ));
+    (resolution, nudge)
 }
 
 /// Resolves with `lookup` until the balancer is gone, sending it each change.
@@ -132,31 +158,44 @@ async fn follow<L, F>(
     changes: mpsc::Sender<Change<SocketAddr, Endpoint>>,
     state: watch::Sender<Resolution>,
     every: Duration,
+    nudge: Arc<Notify>,
 ) where
     L: Fn() -> F,
     F: Future<Output = io::Result<Vec<SocketAddr>>>,
 {
     let mut set = AddressSet::default();
+    let mut last_good = Instant::now();
     loop {
-        let error = match lookup().await {
-            Ok(resolved) => {
-                for change in set.update(resolved) {
-                    tracing::debug!(?change, "peer address");
-                    let change = match change {
-                        AddressChange::Add(a) => Change::Insert(a, endpoint(a)),
-                        AddressChange::Remove(a) => Change::Remove(a),
-                    };
-                    if changes.send(change).await.is_err() {
-                        return;
-                    }
-                }
-                None
+        let looked_up = Instant::now();
+        let (found, error) = match lookup().await {
+            Ok(resolved) if !resolved.is_empty() => {
+                last_good = Instant::now();
+                (set.update(resolved), None)
             }
-            Err(err) => {
-                tracing::warn!(%err, known = set.len(), "a peer's name did not resolve; keeping the addresses known");
-                Some(err.to_string())
+            answer => {
+                let error = match answer {
+                    Err(err) => err.to_string(),
+                    Ok(_) => "no address in the answer".to_owned(),
+                };
+                if !set.is_empty() && last_good.elapsed() >= FORGET_AFTER {
+                    tracing::warn!(%error, forgotten = set.len(), "a peer's name has not resolved for a minute; forgetting its addresses");
+                    (set.clear(), Some(error))
+                } else {
+                    tracing::warn!(%error, known = set.len(), "a peer's name did not resolve; keeping the addresses known for now");
+                    (Vec::new(), Some(error))
+                }
             }
         };
+        for change in found {
+            tracing::debug!(?change, "peer address");
+            let change = match change {
+                AddressChange::Add(a) => Change::Insert(a, endpoint(a)),
+                AddressChange::Remove(a) => Change::Remove(a),
+            };
+            if changes.send(change).await.is_err() {
+                return;
+            }
+        }
         state.send_replace(Resolution {
             settled: true,
             addresses: set.len(),
@@ -170,6 +209,10 @@ async fn follow<L, F>(
         tokio::select! {
             _ = changes.closed() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = nudge.notified() => {
+                // A call failed to reach an address: look again, but not in a storm.
+                tokio::time::sleep_until(looked_up + RETRY_UNRESOLVED).await;
+            }
         }
     }
 }
@@ -240,6 +283,7 @@ mod tests {
             changes,
             state,
             Duration::from_millis(5),
+            Arc::new(Notify::new()),
         ));
 
         let mut seen = Vec::new();
@@ -272,5 +316,59 @@ mod tests {
             .await
             .expect("the resolver ends when the channel is gone")
             .unwrap();
+    }
+
+    /// A name that stops resolving keeps its addresses for a while (a DNS hiccup), then loses
+    /// them (a pod's address may go to another pod); a nudge looks again well before
+    /// `resolve_every`.
+    #[tokio::test(start_paused = true)]
+    async fn addresses_are_forgotten_after_a_minute_without_an_answer_and_a_nudge_looks_again() {
+        let lookups = Arc::new(Mutex::new(0u32));
+        let lookup = {
+            let lookups = lookups.clone();
+            move || {
+                let n = {
+                    let mut n = lookups.lock().unwrap();
+                    *n += 1;
+                    *n
+                };
+                async move {
+                    if n == 1 {
+                        Ok(vec![addr(1)])
+                    } else {
+                        Err(io::Error::other("NXDOMAIN"))
+                    }
+                }
+            }
+        };
+        let (changes, mut heard) = mpsc::channel(16);
+        let (state, _resolution) = watch::channel(Resolution::default());
+        let nudge = Arc::new(Notify::new());
+        let every = Duration::from_secs(30);
+        tokio::spawn(follow(
+            lookup,
+            |a| Endpoint::from_shared(format!("http://{a}")).unwrap(),
+            changes,
+            state,
+            every,
+            nudge.clone(),
+        ));
+        assert!(matches!(heard.recv().await, Some(Change::Insert(a, _)) if a == addr(1)));
+
+        // A failed call nudges: the second lookup comes after a second, not thirty.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        nudge.notify_one();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(*lookups.lock().unwrap(), 2, "a nudge looks again at once");
+        assert!(
+            heard.try_recv().is_err(),
+            "a failed lookup keeps the address"
+        );
+
+        // A minute of failed lookups later, the address is gone.
+        let removed = tokio::time::timeout(FORGET_AFTER + every * 2, heard.recv())
+            .await
+            .expect("the address is forgotten");
+        assert!(matches!(removed, Some(Change::Remove(a)) if a == addr(1)));
     }
 }

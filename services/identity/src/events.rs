@@ -18,14 +18,6 @@ use crate::error::Result;
 use crate::store::{DepartmentRow, UserRow};
 use ev::envelope::Payload;
 
-/// Who an event says acted.
-pub fn actor(principal: &Principal) -> EventActor {
-    match principal {
-        Principal::User { user_id, .. } => EventActor::User(user_id.into_uuid()),
-        Principal::Service { name } => EventActor::Service(name.clone()),
-    }
-}
-
 /// Writes an identity event about `aggregate` (a user, department or organisation), done by
 /// the caller.
 pub async fn emit(
@@ -35,7 +27,7 @@ pub async fn emit(
     principal: &Principal,
     payload: Payload,
 ) -> Result<()> {
-    emit_as(conn, org_id, aggregate, &actor(principal), payload).await
+    emit_as(conn, org_id, aggregate, &EventActor::of(principal), payload).await
 }
 
 /// The same, done by `actor` (the system, for what identity does on its own).
@@ -49,7 +41,7 @@ pub async fn emit_as(
     outbox::enqueue(
         conn,
         Topic::IdentityEvents,
-        org_id.into_uuid(),
+        org_id,
         &aggregate.to_string(),
         actor,
         payload,
@@ -93,9 +85,9 @@ pub async fn emit_sessions_revoked(
     outbox::enqueue(
         conn,
         Topic::Revocations,
-        org_id.into_uuid(),
+        org_id,
         &user_id.to_string(),
-        &actor(principal),
+        &EventActor::of(principal),
         Payload::SessionsRevoked(ev::SessionsRevoked {
             subject: user_id.to_string(),
             not_before_unix_ms: not_before_ms,

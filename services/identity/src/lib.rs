@@ -56,12 +56,12 @@ use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, Topic};
-use mailroom_platform::outbox::Relay;
+use mailroom_platform::hosting;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::identity::v1 as pb;
 use sqlx::migrate::Migrator;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 pub use config::IdentityConfig;
 pub use service::Identity;
@@ -101,48 +101,10 @@ pub enum StartError {
     Verifier(#[from] mailroom_platform::auth::AuthError),
 }
 
-/// What a started identity service hands to the process hosting it.
-pub struct Started {
-    pub identity: Arc<Identity>,
-    pub pool: PgPool,
-    pub hosted: Hosted,
-    /// Verifies tokens with identity's own keys (no network hop when co-hosted).
-    pub verifier: TokenVerifier,
-    pub relay: Relay,
-    kafka: KafkaSettings,
-    consumer_group: String,
-}
-
-impl Started {
-    /// Runs the outbox relay and the consumer of what identity follows in the background and
-    /// serves gRPC on `listener` until `shutdown`; the rest stop with it.
-    pub async fn run(
-        self,
-        listener: tokio::net::TcpListener,
-        platform: &PlatformConfig,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<(), mailroom_platform::grpc::ServeError> {
-        let mut background = tokio::task::JoinSet::new();
-        background.spawn(self.relay.run(shutdown.clone()));
-        background.spawn(mailroom_platform::consumer::run_until_shutdown(
-            self.kafka,
-            self.consumer_group,
-            self.pool,
-            vec![Topic::MailboxesEvents, Topic::InvitationsEvents],
-            Arc::new(Followed),
-            shutdown.clone(),
-        ));
-        mailroom_platform::grpc::serve_with_background(
-            background,
-            self.hosted,
-            listener,
-            self.verifier,
-            platform,
-            shutdown,
-        )
-        .await
-    }
-}
+/// A started identity service, for the process hosting it: it verifies tokens with its own
+/// keys (no network hop; services co-hosted with it share this verifier), and runs the outbox
+/// relay and the consumer of what identity follows beside its gRPC server.
+pub type Started = hosting::Started<Identity>;
 
 /// Everything identity follows, on one consumer: the registry's mailbox addresses and the
 /// invitations' ends.
@@ -166,10 +128,7 @@ pub async fn start(
     platform: &PlatformConfig,
     config: IdentityConfig,
 ) -> Result<Started, StartError> {
-    let pool =
-        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
-            .await?;
-    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
     let keys = keys::KeyRing::from_seeds(&config.signing_keys)?;
     let verifier = TokenVerifier::from_jwks(&keys.jwks().keys)?;
@@ -194,20 +153,12 @@ pub async fn start(
         ],
         public_methods: PUBLIC_METHODS.to_vec(),
     };
-    let kafka = KafkaSettings::from_config(platform);
-    let relay = Relay::new(
-        pool.clone(),
-        SCHEMA,
-        kafka.clone(),
-        vec![Topic::IdentityEvents, Topic::Revocations],
-    );
-    Ok(Started {
-        consumer_group: identity.config.consumer_group.clone(),
-        identity,
-        pool,
-        hosted,
-        verifier,
-        relay,
-        kafka,
-    })
+    let consumer_group = identity.config.consumer_group.clone();
+    Ok(Started::new(platform, identity, pool, hosted, verifier)
+        .relay(SCHEMA, vec![Topic::IdentityEvents, Topic::Revocations])
+        .consume(
+            consumer_group,
+            vec![Topic::MailboxesEvents, Topic::InvitationsEvents],
+            Arc::new(Followed),
+        ))
 }

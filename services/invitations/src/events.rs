@@ -80,7 +80,7 @@ pub async fn publish(
     outbox::enqueue(
         conn,
         Topic::InvitationsEvents,
-        row.org_id.into_uuid(),
+        row.org_id,
         &row.id.to_string(),
         actor,
         payload,

@@ -59,16 +59,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_clients::{ServicePeers, Settings};
-use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, Topic};
-use mailroom_platform::outbox::Relay;
+use mailroom_platform::hosting;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::proto::invitations::v1 as pb;
 use mailroom_platform::redis::RateLimiter;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub use config::InvitationsConfig;
 pub use service::Invitations;
@@ -96,55 +94,14 @@ pub enum StartError {
     Db(#[from] mailroom_platform::db::DbError),
     #[error("invitation mail: {0}; check MAILROOM_INVITATIONS__SMTP__*")]
     Mail(#[from] mailer::MailError),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Peers(#[from] mailroom_clients::ChannelError),
 }
 
-/// What a started service hands to the process hosting it.
-pub struct Started {
-    pub invitations: Arc<Invitations>,
-    pub pool: PgPool,
-    pub hosted: Hosted,
-    /// Verifies tokens with identity's keys, fetched over gRPC.
-    pub verifier: TokenVerifier,
-    pub relay: Relay,
-    sender: delivery::Sender,
-    kafka: KafkaSettings,
-}
-
-impl Started {
-    /// Runs the outbox relay, the mail sender and the sweeper in the background, and serves
-    /// gRPC on `listener` until `shutdown`; the rest stop with it.
-    pub async fn run(
-        self,
-        listener: tokio::net::TcpListener,
-        verifier: TokenVerifier,
-        platform: &PlatformConfig,
-        shutdown: CancellationToken,
-    ) -> Result<(), mailroom_platform::grpc::ServeError> {
-        let mut background = tokio::task::JoinSet::new();
-        background.spawn(self.relay.run(shutdown.clone()));
-        background.spawn(self.sender.run(shutdown.clone()));
-        background.spawn(expiry::run(self.invitations.clone(), shutdown.clone()));
-        background.spawn(mailroom_platform::consumer::run_until_shutdown(
-            self.kafka,
-            self.invitations.config.consumer_group.clone(),
-            self.pool.clone(),
-            vec![Topic::IdentityEvents],
-            Arc::new(identity_events::IdentityEvents),
-            shutdown.clone(),
-        ));
-        mailroom_platform::grpc::serve_with_background(
-            background,
-            self.hosted,
-            listener,
-            verifier,
-            platform,
-            shutdown,
-        )
-        .await
-    }
-}
+/// A started service, for the process hosting it: it verifies tokens with identity's keys,
+/// fetched over gRPC, and runs the outbox relay, the mail sender, the sweeper and the consumer
+/// of identity's events beside its gRPC server.
+pub type Started = hosting::Started<Invitations>;
 
 /// Connects to PostgreSQL (and Redis for rate limits), applies migrations, and builds the
 /// service.
@@ -154,21 +111,19 @@ pub async fn start(
 ) -> Result<Started, StartError> {
     mailroom_platform::metrics::announce(&[delivery::MAIL_SENT], &[], &[]);
     let mailer = mailer::Mailer::new(&config.smtp)?;
-    let pool =
-        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
-            .await?;
-    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let peers = ServicePeers::new(
         &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-        Settings::default(),
-    )
-    .map_err(|e| StartError::Config(e.to_string()))?;
+        // Calls to peers may take as long as this service lets its own calls take.
+        Settings {
+            deadline: platform.request_timeout(),
+            ..Settings::default()
+        },
+    )?;
     let identity = peers.identity();
-    let access = peers
-        .access(&config.access_endpoint)
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    let access = peers.access(&config.access_endpoint)?;
     let hour = Duration::from_secs(3600);
     let limits = match mailroom_platform::redis::connect(&platform.redis_url).await {
         Ok(conn) => Some(service::Limits {
@@ -196,9 +151,7 @@ pub async fn start(
             None
         }
     };
-    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
-        config.identity_endpoint.clone(),
-    )));
+    let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let invitations = Arc::new(Invitations {
         pool: pool.clone(),
         identity,
@@ -216,24 +169,19 @@ pub async fn start(
         service_names: vec!["mailroom.invitations.v1.InvitationService"],
         public_methods: PUBLIC_METHODS.to_vec(),
     };
-    let kafka = KafkaSettings::from_config(platform);
-    let relay = Relay::new(
-        pool.clone(),
-        SCHEMA,
-        kafka.clone(),
-        vec![Topic::InvitationsEvents],
-    );
     let sender = delivery::Sender {
         invitations: invitations.clone(),
         mailer,
     };
-    Ok(Started {
-        invitations,
-        pool,
-        hosted,
-        verifier,
-        relay,
-        sender,
-        kafka,
-    })
+    let swept = invitations.clone();
+    let consumer_group = invitations.config.consumer_group.clone();
+    Ok(Started::new(platform, invitations, pool, hosted, verifier)
+        .relay(SCHEMA, vec![Topic::InvitationsEvents])
+        .task(move |shutdown| sender.run(shutdown))
+        .task(move |shutdown| expiry::run(swept, shutdown))
+        .consume(
+            consumer_group,
+            vec![Topic::IdentityEvents],
+            Arc::new(identity_events::IdentityEvents),
+        ))
 }

@@ -285,13 +285,7 @@ impl Invitations {
 /// ACCEPTED, with its time and its event (the invitee is the actor).
 async fn mark_accepted(tx: &mut sqlx::PgConnection, id: InvitationId) -> Result<InvitationRow> {
     let row = store::mark_accepted(tx, id).await?;
-    publish(
-        tx,
-        &row,
-        &EventActor::User(row.user_id.into_uuid()),
-        Change::Accepted,
-    )
-    .await?;
+    publish(tx, &row, &EventActor::User(row.user_id), Change::Accepted).await?;
     Ok(row)
 }
 

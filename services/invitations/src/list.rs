@@ -47,22 +47,14 @@ fn filter(c: &Comparison) -> Result<Filter> {
 /// `order_by`: `create_time` (newest first unless asked otherwise: what "who has not
 /// accepted yet" wants), `expire_time` or `email`, each optionally `asc` or `desc`.
 fn order(order_by: &str) -> Result<Order> {
-    let words: Vec<&str> = order_by.split_whitespace().collect();
-    let desc = match words.get(1) {
-        None | Some(&"asc") => false,
-        Some(&"desc") => true,
-        Some(_) => return Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
-    };
-    if words.len() > 2 {
-        return Err(aip::AipError::OrderBy(order_by.to_owned()).into());
-    }
-    match words.first() {
-        None => Ok(Order::CreateTime { desc: true }),
-        Some(&"create_time") => Ok(Order::CreateTime { desc }),
-        Some(&"expire_time") => Ok(Order::ExpireTime { desc }),
-        Some(&"email") => Ok(Order::Email { desc }),
-        _ => Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
-    }
+    let newest_first = Order::CreateTime { desc: true };
+    aip::parse_order(order_by, newest_first, |field, desc| match field {
+        "create_time" => Some(Order::CreateTime { desc }),
+        "expire_time" => Some(Order::ExpireTime { desc }),
+        "email" => Some(Order::Email { desc }),
+        _ => None,
+    })
+    .map_err(Into::into)
 }
 
 impl Invitations {

@@ -65,7 +65,7 @@ impl Caller {
     }
 
     pub fn actor(&self) -> EventActor {
-        EventActor::User(self.user_id.into_uuid())
+        EventActor::User(self.user_id)
     }
 }
 

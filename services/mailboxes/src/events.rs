@@ -26,8 +26,7 @@ pub fn snapshot(m: &MailboxRow) -> ev::MailboxSnapshot {
     }
 }
 
-/// Writes a mailbox event into the outbox, in the caller's transaction (the outbox keys
-/// events by bare UUIDs).
+/// Writes a mailbox event into the outbox, in the caller's transaction.
 pub async fn publish(
     conn: &mut PgConnection,
     m: &MailboxRow,
@@ -37,7 +36,7 @@ pub async fn publish(
     outbox::enqueue(
         conn,
         Topic::MailboxesEvents,
-        m.org_id.into_uuid(),
+        m.org_id,
         &m.id.to_string(),
         actor,
         payload,
@@ -64,7 +63,7 @@ pub async fn request_sync(
     outbox::enqueue(
         conn,
         Topic::SyncRequests,
-        m.org_id.into_uuid(),
+        m.org_id,
         &key,
         actor,
         ev::envelope::Payload::SyncRequested(request.clone()),
@@ -73,7 +72,7 @@ pub async fn request_sync(
     outbox::enqueue(
         conn,
         Topic::MailboxesEvents,
-        m.org_id.into_uuid(),
+        m.org_id,
         &key,
         actor,
         ev::envelope::Payload::SyncRequested(request),

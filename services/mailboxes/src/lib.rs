@@ -50,16 +50,14 @@ use std::time::Duration;
 
 use mailroom_aip::token::PageTokenKey;
 use mailroom_clients::{ServicePeers, Settings};
-use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, Topic};
-use mailroom_platform::outbox::Relay;
+use mailroom_platform::hosting;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::proto::mailboxes::v1 as pb;
 use mailroom_platform::sealed::SealingKeys;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub use config::MailboxesConfig;
 pub use service::Mailboxes;
@@ -80,56 +78,17 @@ pub enum StartError {
     Db(#[from] mailroom_platform::db::DbError),
     #[error("mailbox sealing keys: {0}; set MAILROOM_MAILBOXES__SEALING_KEYS (generate one with `mailroom keygen --sealing <id>`)")]
     Keys(#[from] mailroom_platform::sealed::SealError),
-    #[error("Redis (login-check rate limit): {0}")]
-    Redis(#[from] mailroom_platform::redis::RedisError),
+    #[error(transparent)]
+    Peers(#[from] mailroom_clients::ChannelError),
     #[error("{0}")]
     Config(String),
 }
 
-/// What a started registry hands to the process hosting it.
-pub struct Started {
-    pub mailboxes: Arc<Mailboxes>,
-    pub pool: PgPool,
-    pub hosted: Hosted,
-    /// Verifies tokens with identity's keys, fetched over gRPC (a process hosting identity
-    /// too may use identity's own verifier instead).
-    pub verifier: TokenVerifier,
-    pub relay: Relay,
-    consumer_group: String,
-    kafka: KafkaSettings,
-}
-
-impl Started {
-    /// Runs the identity-event consumer and the outbox relay in the background, and serves
-    /// gRPC on `listener` until `shutdown`; the rest stop with it.
-    pub async fn run(
-        self,
-        listener: tokio::net::TcpListener,
-        verifier: TokenVerifier,
-        platform: &PlatformConfig,
-        shutdown: CancellationToken,
-    ) -> Result<(), mailroom_platform::grpc::ServeError> {
-        let mut background = tokio::task::JoinSet::new();
-        background.spawn(self.relay.run(shutdown.clone()));
-        background.spawn(mailroom_platform::consumer::run_until_shutdown(
-            self.kafka,
-            self.consumer_group,
-            self.pool,
-            vec![Topic::IdentityEvents, Topic::SyncEvents],
-            Arc::new(sync_events::RegistryEvents),
-            shutdown.clone(),
-        ));
-        mailroom_platform::grpc::serve_with_background(
-            background,
-            self.hosted,
-            listener,
-            verifier,
-            platform,
-            shutdown,
-        )
-        .await
-    }
-}
+/// A started registry, for the process hosting it: it verifies tokens with identity's keys,
+/// fetched over gRPC (a process hosting identity too may use identity's verifier instead),
+/// and runs the outbox relay and the consumer of the sync's and identity's events beside its
+/// gRPC server.
+pub type Started = hosting::Started<Mailboxes>;
 
 /// Connects to PostgreSQL, applies migrations, and builds the service.
 pub async fn start(
@@ -140,18 +99,18 @@ pub async fn start(
     let token_secret = keys
         .derive_secret("mailboxes page tokens")
         .ok_or_else(|| StartError::Config("no sealing key configured".into()))?;
-    let pool =
-        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
-            .await?;
-    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let access = ServicePeers::new(
         &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-        Settings::default(),
+        // Calls to peers may take as long as this service lets its own calls take.
+        Settings {
+            deadline: platform.request_timeout(),
+            ..Settings::default()
+        },
     )
-    .and_then(|peers| peers.access(&config.access_endpoint))
-    .map_err(|e| StartError::Config(e.to_string()))?;
+    .and_then(|peers| peers.access(&config.access_endpoint))?;
     let limiter = match mailroom_platform::redis::connect(&platform.redis_url).await {
         Ok(conn) => Some(mailroom_platform::redis::RateLimiter::new(
             conn,
@@ -170,9 +129,7 @@ pub async fn start(
             allow_local: config.allow_local_servers,
         },
     );
-    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
-        config.identity_endpoint.clone(),
-    )));
+    let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let mailboxes = Arc::new(Mailboxes {
         pool: pool.clone(),
         access,
@@ -190,20 +147,11 @@ pub async fn start(
         service_names: vec!["mailroom.mailboxes.v1.MailboxService"],
         public_methods: Vec::new(),
     };
-    let kafka = KafkaSettings::from_config(platform);
-    let relay = Relay::new(
-        pool.clone(),
-        SCHEMA,
-        kafka.clone(),
-        vec![Topic::MailboxesEvents, Topic::SyncRequests],
-    );
-    Ok(Started {
-        mailboxes,
-        pool,
-        hosted,
-        verifier,
-        relay,
-        consumer_group: config.consumer_group,
-        kafka,
-    })
+    Ok(Started::new(platform, mailboxes, pool, hosted, verifier)
+        .relay(SCHEMA, vec![Topic::MailboxesEvents, Topic::SyncRequests])
+        .consume(
+            config.consumer_group,
+            vec![Topic::IdentityEvents, Topic::SyncEvents],
+            Arc::new(sync_events::RegistryEvents),
+        ))
 }

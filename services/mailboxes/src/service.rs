@@ -73,8 +73,7 @@ impl Caller {
                     user: *user_id,
                     org: *org_id,
                 }),
-                // The outbox records actors as bare UUIDs.
-                actor: EventActor::User(user_id.into_uuid()),
+                actor: EventActor::User(*user_id),
                 key: user_id.to_string(),
             },
             Principal::Service { name } => Caller {

@@ -223,22 +223,14 @@ pub async fn start(
         match service {
             Service::Identity => {
                 let started = start!(mailroom_identity, "identity");
-                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
-                identity = Some(started.identity.clone());
+                identity = Some(started.service.clone());
                 shared_verifier = Some(started.verifier.clone());
-                let platform = platform.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    started
-                        .run(listener, &platform, shutdown)
-                        .await
-                        .context("identity gRPC server")
-                });
+                host!(started, "identity");
             }
             Service::Access => host!(start!(mailroom_access, "access"), "access"),
             Service::Mailboxes => {
                 let started = start!(mailroom_mailboxes, "mailboxes");
-                mailboxes = Some(started.mailboxes.clone());
+                mailboxes = Some(started.service.clone());
                 host!(started, "mailboxes");
             }
             Service::Sync => {

@@ -191,6 +191,12 @@ impl TokenVerifier {
         Self::new(Some(source))
     }
 
+    /// A verifier with identity's keys, fetched over gRPC from `identity_endpoint`: what every
+    /// service but identity verifies with.
+    pub fn from_identity(identity_endpoint: impl Into<String>) -> Self {
+        Self::from_source(Arc::new(GrpcKeySource::new(identity_endpoint)))
+    }
+
     fn new(source: Option<Arc<dyn KeySource>>) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);

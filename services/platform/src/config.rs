@@ -106,6 +106,11 @@ pub struct PlatformConfig {
     /// The longest any call may run, whatever deadline the caller asked for.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// After a stop is asked for, how long a service goes on answering calls while its health
+    /// says NOT_SERVING, so that callers (which re-resolve a headless Service every few
+    /// seconds) move to other pods before this one stops listening. 0 stops at once.
+    #[serde(default)]
+    pub shutdown_drain_ms: u64,
     /// Calls served at once per service; more wait.
     #[serde(default = "default_concurrency_limit")]
     pub concurrency_limit: usize,
@@ -161,7 +166,7 @@ fn default_replication() -> i32 {
     1
 }
 fn default_topic_prefix() -> String {
-    crate::kafka::DEFAULT_TOPIC_PREFIX.into()
+    DEFAULT_TOPIC_PREFIX.into()
 }
 
 impl PlatformConfig {
@@ -199,7 +204,7 @@ impl PlatformConfig {
                 reason: "must list at least one host:port".into(),
             });
         }
-        if !crate::kafka::valid_topic_prefix(&self.kafka_topic_prefix) {
+        if !valid_topic_prefix(&self.kafka_topic_prefix) {
             return Err(ConfigError::Invalid {
                 key: "MAILROOM_KAFKA_TOPIC_PREFIX",
                 reason: "must be 1 to 200 of ASCII letters, digits, '.', '_' and '-'".into(),
@@ -219,6 +224,10 @@ impl PlatformConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_ms)
     }
 }
 
@@ -243,6 +252,18 @@ pub fn secret_list<'de, D: serde::Deserializer<'de>>(
         .filter(|v| !v.is_empty())
         .map(secrecy::SecretString::from)
         .collect())
+}
+
+/// The prefix of every Kafka topic unless configured otherwise.
+pub const DEFAULT_TOPIC_PREFIX: &str = "mailroom";
+
+/// Whether `prefix` can start a topic name: 1 to 200 of ASCII letters, digits, `.`, `_`, `-`.
+pub fn valid_topic_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 200
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

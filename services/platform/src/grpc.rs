@@ -1,12 +1,11 @@
 //! The gRPC server every service runs on.
 //!
-//! [`serve`] (or [`serve_with_background`], which also stops a service's background tasks with
-//! it) takes a service's routes and hosts them behind the same tower stack everywhere:
+//! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
 //! call counts and latency), a global concurrency limit, and bearer-token authentication; plus
 //! a per-call timeout, `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
-//! what is served. Before
-//! it answers, the token verifier has read the revocations topic (see [`crate::revocation`]).
+//! what is served. Before it answers, the token verifier has read the revocations topic (see
+//! [`crate::revocation`]). [`crate::hosting`] runs a service's background work beside it.
 //! On shutdown, health turns NOT_SERVING first, then in-flight calls drain.
 
 use std::collections::HashSet;
@@ -120,6 +119,7 @@ pub async fn serve(
         })
     });
     let names = hosted.service_names.clone();
+    let drain = config.shutdown_drain();
     let signal = async move {
         shutdown.cancelled().await;
         health
@@ -130,6 +130,15 @@ pub async fn serve(
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
+        // Callers find this pod gone from DNS within their re-resolve interval; until then
+        // their calls still land here and are answered.
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_ms = drain.as_millis() as u64,
+                "draining: answering calls while callers move to other pods"
+            );
+            tokio::time::sleep(drain).await;
+        }
     };
     Server::builder()
         .timeout(config.request_timeout())
@@ -138,24 +147,6 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     Ok(())
-}
-
-/// [`serve`] with the service's background work beside it (outbox relay, event consumers,
-/// workers), each spawned on `background` and watching `shutdown`. When serving ends, for
-/// whatever reason, `shutdown` is cancelled and every background task is waited for, so a
-/// stopped service leaves nothing running.
-pub async fn serve_with_background(
-    mut background: tokio::task::JoinSet<()>,
-    hosted: Hosted,
-    listener: TcpListener,
-    verifier: TokenVerifier,
-    config: &PlatformConfig,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
-    let served = serve(hosted, listener, verifier, config, shutdown.clone()).await;
-    shutdown.cancel();
-    while background.join_next().await.is_some() {}
-    served
 }
 
 /// Binds `addr`, saying which address could not be bound if that fails.

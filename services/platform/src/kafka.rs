@@ -15,8 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
-/// The prefix of every topic unless configured otherwise.
-pub const DEFAULT_TOPIC_PREFIX: &str = "mailroom";
+pub use crate::config::{valid_topic_prefix, DEFAULT_TOPIC_PREFIX};
 
 /// One of Mailroom's topics, by what it carries. Its name comes from [`Topics`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,15 +120,6 @@ impl Topics {
             None => stored.to_owned(),
         }
     }
-}
-
-/// Whether `prefix` can start a topic name: 1 to 200 of ASCII letters, digits, `.`, `_`, `-`.
-pub fn valid_topic_prefix(prefix: &str) -> bool {
-    !prefix.is_empty()
-        && prefix.len() <= 200
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Where and how to reach the brokers, and what the topics are called.

@@ -4,6 +4,8 @@
 //! - [`telemetry`]: JSON logs, OpenTelemetry traces, W3C trace context across gRPC and Kafka.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`grpc`]: the gRPC server every service runs on (health, reflection, tower layers).
+//! - [`hosting`]: what a service's `start` hands its host — routes, verifier, relay,
+//!   consumers and workers — and the one way that runs until shutdown.
 //! - [`auth`]: access-token claims, verification against a JWKS, the principal of a request.
 //! - [`error`]: the one mapping from domain errors to gRPC status codes.
 //! - [`db`]: the PostgreSQL pool (one schema per service) and migrations.
@@ -30,6 +32,7 @@ pub mod db;
 pub mod email;
 pub mod error;
 pub mod grpc;
+pub mod hosting;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;

@@ -19,18 +19,28 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::Principal;
 use crate::kafka::{KafkaSettings, Topic};
 use crate::proto::events::v1::{actor, envelope::Payload, Actor, Envelope};
+use crate::types::{OrgId, UserId};
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventActor {
-    User(Uuid),
+    User(UserId),
     Service(String),
     System,
 }
 
 impl EventActor {
+    /// The caller of a request as the actor of what it changed.
+    pub fn of(principal: &Principal) -> Self {
+        match principal {
+            Principal::User { user_id, .. } => EventActor::User(*user_id),
+            Principal::Service { name } => EventActor::Service(name.clone()),
+        }
+    }
+
     fn to_proto(&self) -> Actor {
         let kind = match self {
             EventActor::User(id) => actor::Kind::UserId(id.to_string()),
@@ -89,7 +99,7 @@ pub fn payload_type(payload: &Payload) -> &'static str {
 pub async fn enqueue(
     conn: &mut PgConnection,
     topic: Topic,
-    org_id: Uuid,
+    org_id: OrgId,
     aggregate_id: &str,
     actor: &EventActor,
     payload: Payload,

@@ -38,15 +38,7 @@ async fn emit(
     mailbox: MailboxId,
     payload: ev::envelope::Payload,
 ) -> sqlx::Result<()> {
-    outbox::enqueue(
-        conn,
-        topic,
-        org.into(),
-        &mailbox.to_string(),
-        &actor(),
-        payload,
-    )
-    .await?;
+    outbox::enqueue(conn, topic, org, &mailbox.to_string(), &actor(), payload).await?;
     Ok(())
 }
 

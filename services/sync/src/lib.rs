@@ -53,16 +53,14 @@ use std::time::Duration;
 
 use mailroom_aip::token::PageTokenKey;
 use mailroom_clients::{ServicePeers, Settings};
-use mailroom_platform::auth::{GrpcKeySource, TokenVerifier};
+use mailroom_platform::auth::TokenVerifier;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
-use mailroom_platform::kafka::{KafkaSettings, Topic};
-use mailroom_platform::outbox::Relay;
+use mailroom_platform::hosting;
+use mailroom_platform::kafka::Topic;
 use mailroom_platform::proto::sync::v1 as pb;
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{Role, SyncConfig};
 pub use service::Sync;
@@ -85,77 +83,15 @@ pub enum StartError {
         "Redis (activity signals and mailbox leases, which the sync cannot work without): {0}"
     )]
     Redis(#[from] mailroom_platform::redis::RedisError),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Peers(#[from] mailroom_clients::ChannelError),
 }
 
-/// What a started sync service hands to the process hosting it.
-pub struct Started {
-    pub sync: Arc<Sync>,
-    pub pool: PgPool,
-    pub hosted: Hosted,
-    pub verifier: TokenVerifier,
-    pub relay: Relay,
-    pub worker: Option<worker::Worker>,
-    pub scheduler: Option<scheduler::Scheduler>,
-    pub idle: Option<idle::IdleWatcher>,
-    config: SyncConfig,
-    kafka: KafkaSettings,
-}
-
-impl Started {
-    /// Runs the registry-event consumer, the outbox relay, the scheduler and the worker (as
-    /// the role says) in the background, and serves gRPC on `listener` until `shutdown`.
-    pub async fn run(
-        self,
-        listener: tokio::net::TcpListener,
-        verifier: TokenVerifier,
-        platform: &PlatformConfig,
-        shutdown: CancellationToken,
-    ) -> Result<(), mailroom_platform::grpc::ServeError> {
-        let mut background = tokio::task::JoinSet::new();
-        background.spawn(self.relay.run(shutdown.clone()));
-        background.spawn(mailroom_platform::consumer::run_until_shutdown(
-            self.kafka.clone(),
-            self.config.consumer_group.clone(),
-            self.pool.clone(),
-            vec![Topic::MailboxesEvents],
-            Arc::new(mailbox_events::MailboxEvents),
-            shutdown.clone(),
-        ));
-        if let Some(scheduler) = self.scheduler {
-            background.spawn(scheduler.run(shutdown.clone()));
-        }
-        if let Some(watcher) = self.idle {
-            background.spawn(watcher.run(shutdown.clone()));
-        }
-        if let Some(worker) = self.worker {
-            // A sync may run long; the consumer must not be thrown out of its group meanwhile.
-            let max_work = Duration::from_millis(self.config.io_timeout_ms)
-                .saturating_mul(10)
-                .max(Duration::from_secs(600));
-            background.spawn(mailroom_platform::consumer::concurrent::run_until_shutdown(
-                self.kafka.clone(),
-                self.config.worker_group.clone(),
-                self.pool.clone(),
-                vec![Topic::SyncRequests],
-                worker::handler(worker),
-                self.config.worker_concurrency.max(1),
-                max_work,
-                shutdown.clone(),
-            ));
-        }
-        mailroom_platform::grpc::serve_with_background(
-            background,
-            self.hosted,
-            listener,
-            verifier,
-            platform,
-            shutdown,
-        )
-        .await
-    }
-}
+/// A started sync service, for the process hosting it: it verifies tokens with identity's
+/// keys, fetched over gRPC, and runs the outbox relay and the consumer of the registry's
+/// events beside its gRPC server, plus the scheduler, the IDLE watcher and the worker as its
+/// role says.
+pub type Started = hosting::Started<Sync>;
 
 /// A name for this process among the workers (its leases carry it).
 fn holder_name() -> String {
@@ -170,19 +106,19 @@ fn holder_name() -> String {
 /// Connects to PostgreSQL and Redis, applies migrations, and builds the service.
 pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Started, StartError> {
     metrics::announce();
-    let pool =
-        mailroom_platform::db::connect(&platform.database_url, SCHEMA, platform.db_max_connections)
-            .await?;
-    mailroom_platform::db::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
     let peers = ServicePeers::new(
         &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-        Settings::default(),
+        // Calls to peers may take as long as this service lets its own calls take.
+        Settings {
+            deadline: platform.request_timeout(),
+            ..Settings::default()
+        },
     )
-    .and_then(|p| peers::Peers::new(&p, &config.mailboxes_endpoint, &config.access_endpoint))
-    .map_err(|e| StartError::Config(e.to_string()))?;
+    .and_then(|p| peers::Peers::new(&p, &config.mailboxes_endpoint, &config.access_endpoint))?;
     let activity = activity::Activity::new(redis.clone(), config.tiers.clone());
     let engine = engine::Engine::new(
         pool.clone(),
@@ -251,9 +187,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         batch: config.tick_batch.max(1),
         hold: Duration::from_secs(config.request_timeout_secs.max(1)),
     });
-    let verifier = TokenVerifier::from_source(Arc::new(GrpcKeySource::new(
-        config.identity_endpoint.clone(),
-    )));
+    let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let routes = tonic::service::Routes::new(pb::sync_service_server::SyncServiceServer::new(
         api::SyncApi(sync.clone()),
     ));
@@ -262,23 +196,31 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         service_names: vec!["mailroom.sync.v1.SyncService"],
         public_methods: Vec::new(),
     };
-    let kafka = KafkaSettings::from_config(platform);
-    let relay = Relay::new(
-        pool.clone(),
-        SCHEMA,
-        kafka.clone(),
-        vec![Topic::SyncEvents, Topic::SyncRequests],
-    );
-    Ok(Started {
-        sync,
-        pool,
-        hosted,
-        verifier,
-        relay,
-        worker,
-        scheduler,
-        idle,
-        config,
-        kafka,
-    })
+    let mut started = Started::new(platform, sync, pool, hosted, verifier)
+        .relay(SCHEMA, vec![Topic::SyncEvents, Topic::SyncRequests])
+        .consume(
+            config.consumer_group.clone(),
+            vec![Topic::MailboxesEvents],
+            Arc::new(mailbox_events::MailboxEvents),
+        );
+    if let Some(scheduler) = scheduler {
+        started = started.task(move |shutdown| scheduler.run(shutdown));
+    }
+    if let Some(watcher) = idle {
+        started = started.task(move |shutdown| watcher.run(shutdown));
+    }
+    if let Some(worker) = worker {
+        // A sync may run long; the consumer must not be thrown out of its group meanwhile.
+        let max_work = Duration::from_millis(config.io_timeout_ms)
+            .saturating_mul(10)
+            .max(Duration::from_secs(600));
+        started = started.work(
+            config.worker_group.clone(),
+            vec![Topic::SyncRequests],
+            worker::handler(worker),
+            config.worker_concurrency.max(1),
+            max_work,
+        );
+    }
+    Ok(started)
 }

@@ -39,10 +39,13 @@ impl Peers {
         let Some(answer) = self.mailboxes.mailbox_login(mailbox).await? else {
             return Ok(None);
         };
+        // Plain text only when the registry says so: a value this build does not know
+        // (a newer registry) means TLS, as the registry itself reads an unset one, so a
+        // password never crosses the network in clear by a version mismatch.
         let security = match answer.imap_security {
-            mpb::Security::Tls => Security::Tls,
+            mpb::Security::None => Security::None,
             mpb::Security::Starttls => Security::StartTls,
-            mpb::Security::None | mpb::Security::Unspecified => Security::None,
+            mpb::Security::Tls | mpb::Security::Unspecified => Security::Tls,
         };
         Ok(Some(MailboxLogin {
             login: Login {

@@ -1,10 +1,11 @@
 //! Sign-in, tokens and the boundary between organisations.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mailroom_platform::auth::{GrpcKeySource, Principal, TokenVerifier};
 use mailroom_tests::identity_pb as pb;
-use mailroom_tests::{authed, spawn_app, spawn_app_with, AppOptions};
+use mailroom_tests::{authed, spawn_app, spawn_app_with, spawn_app_with_access, AppOptions};
 use tonic::Code;
 
 #[tokio::test]
@@ -316,5 +317,55 @@ async fn reflection_answers_v1_and_v1alpha_clients_alike() {
     assert!(
         !alpha.iter().any(|s| s.contains("access")),
         "only what is served: {alpha:?}"
+    );
+}
+
+/// A service asked to stop goes on answering for its drain time while its health says
+/// NOT_SERVING (so callers balancing over its headless Service move away without a failed
+/// call), and stops listening after it.
+#[tokio::test]
+async fn a_stopping_service_drains_answering_not_serving_then_stops_listening() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let app = spawn_app_with_access().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let endpoint = app
+        .start_access_replica_on(|p| p.shutdown_drain_ms = 3_000, stop.clone())
+        .await;
+    let channel = tonic::transport::Channel::from_shared(endpoint.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("the replica listens");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |r: tonic_health::pb::HealthCheckResponse| r.status;
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers");
+    assert_eq!(status(serving.into_inner()), ServingStatus::Serving as i32);
+
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let draining = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("a draining service still answers");
+    assert_eq!(
+        status(draining.into_inner()),
+        ServingStatus::NotServing as i32,
+        "health says NOT_SERVING while draining"
+    );
+    // A new connection is still accepted while draining.
+    tonic::transport::Channel::from_shared(endpoint.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("a new caller still connects while draining");
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = tokio::net::TcpStream::connect(endpoint.trim_start_matches("http://")).await;
+    assert!(
+        after.is_err(),
+        "the listener is closed once the drain is over"
     );
 }

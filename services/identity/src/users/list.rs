@@ -87,17 +87,13 @@ fn bad_filter(c: &Comparison) -> IdentityError {
 
 /// A ListUsers `order_by`: `last_name` (the default) or `create_time`, each `asc` or `desc`.
 fn order(order_by: &str) -> Result<Order> {
-    let words: Vec<&str> = order_by.split_whitespace().collect();
-    let desc = match words.get(1) {
-        None | Some(&"asc") => false,
-        Some(&"desc") => true,
-        Some(_) => return Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
-    };
-    match words.first() {
-        None | Some(&"last_name") if words.len() <= 2 => Ok(Order::LastName { desc }),
-        Some(&"create_time") if words.len() <= 2 => Ok(Order::CreateTime { desc }),
-        _ => Err(aip::AipError::OrderBy(order_by.to_owned()).into()),
-    }
+    let default = Order::LastName { desc: false };
+    aip::parse_order(order_by, default, |field, desc| match field {
+        "last_name" => Some(Order::LastName { desc }),
+        "create_time" => Some(Order::CreateTime { desc }),
+        _ => None,
+    })
+    .map_err(Into::into)
 }
 
 #[cfg(test)]
