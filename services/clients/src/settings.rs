@@ -43,6 +43,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// For a service calling its peers: a call to a peer may take as long as the service lets
+    /// its own calls take (`MAILROOM_REQUEST_TIMEOUT_MS`).
+    pub fn for_service(platform: &mailroom_platform::config::PlatformConfig) -> Self {
+        Self {
+            deadline: platform.request_timeout(),
+            ..Self::default()
+        }
+    }
+
     /// For a person at a terminal (`mailroom ctl`): connecting a CSV of mailboxes or
     /// re-sealing every credential may take minutes, and the servers' own request timeout
     /// still applies.

@@ -116,11 +116,7 @@ pub async fn start(
         &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-        // Calls to peers may take as long as this service lets its own calls take.
-        Settings {
-            deadline: platform.request_timeout(),
-            ..Settings::default()
-        },
+        Settings::for_service(platform),
     )?;
     let identity = peers.identity();
     let access = peers.access(&config.access_endpoint)?;

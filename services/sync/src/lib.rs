@@ -112,11 +112,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         &config.identity_endpoint,
         config.service_client_id.clone(),
         config.service_client_secret.clone(),
-        // Calls to peers may take as long as this service lets its own calls take.
-        Settings {
-            deadline: platform.request_timeout(),
-            ..Settings::default()
-        },
+        Settings::for_service(platform),
     )
     .and_then(|p| peers::Peers::new(&p, &config.mailboxes_endpoint, &config.access_endpoint))?;
     let activity = activity::Activity::new(redis.clone(), config.tiers.clone());
