@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use mailroom_mail::smtp::SmtpSettings;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -16,7 +17,7 @@ pub struct IdentityConfig {
     #[serde(default)]
     pub service_clients: BTreeMap<String, SecretString>,
     #[serde(default)]
-    pub smtp: SmtpConfig,
+    pub smtp: SmtpSettings,
     /// Kafka consumer group for the mailbox registry's events (mailbox addresses, for
     /// GetEmailAddressUsage). Every replica uses the same group.
     #[serde(default = "default_consumer_group")]
@@ -44,36 +45,6 @@ pub struct IdentityConfig {
     /// The page that takes a reset token; the link is this with `?token=…` appended.
     #[serde(default = "default_reset_url")]
     pub password_reset_url: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct SmtpConfig {
-    #[serde(default = "default_smtp_host")]
-    pub host: String,
-    #[serde(default = "default_smtp_port")]
-    pub port: u16,
-    /// `none`, `starttls` or `tls`.
-    #[serde(default = "default_smtp_security")]
-    pub security: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<SecretString>,
-    #[serde(default = "default_smtp_from")]
-    pub from: String,
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        Self {
-            host: default_smtp_host(),
-            port: default_smtp_port(),
-            security: default_smtp_security(),
-            username: None,
-            password: None,
-            from: default_smtp_from(),
-        }
-    }
 }
 
 /// Accepts `"k1,k2"` (as environment variables carry it) or `["k1", "k2"]`.
@@ -104,25 +75,13 @@ fn default_reset_rate() -> u32 {
 fn default_reset_url() -> String {
     "http://127.0.0.1:8080/reset-password".into()
 }
-fn default_smtp_host() -> String {
-    "127.0.0.1".into()
-}
-fn default_smtp_port() -> u16 {
-    10025
-}
-fn default_smtp_security() -> String {
-    "none".into()
-}
-fn default_smtp_from() -> String {
-    "Mailroom <no-reply@mailroom.local>".into()
-}
 
 impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
             signing_keys: Vec::new(),
             service_clients: BTreeMap::new(),
-            smtp: SmtpConfig::default(),
+            smtp: SmtpSettings::default(),
             consumer_group: default_consumer_group(),
             access_token_ttl_secs: default_access_ttl(),
             refresh_token_ttl_secs: default_refresh_ttl(),

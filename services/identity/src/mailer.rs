@@ -2,9 +2,8 @@
 //! [`Sender`] to the relay in identity's SMTP settings.
 
 use lettre::message::Mailbox;
-use mailroom_mail::smtp::{Relay, Sender};
+use mailroom_mail::smtp::{Sender, SmtpSettings};
 
-use crate::config::SmtpConfig;
 use crate::domain::EmailAddress;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,18 +22,10 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
-        let relay = Relay {
-            host: &config.host,
-            port: config.port,
-            security: &config.security,
-            username: config.username.as_deref(),
-            password: config.password.as_ref(),
-            timeout: std::time::Duration::from_secs(10),
-            pool_size: None,
-        };
-        let sender =
-            Sender::new(&relay, &config.from).map_err(|e| MailError::Config(e.to_string()))?;
+    pub fn new(config: &SmtpSettings) -> Result<Self, MailError> {
+        let sender = config
+            .sender()
+            .map_err(|e| MailError::Config(e.to_string()))?;
         Ok(Self { sender })
     }
 

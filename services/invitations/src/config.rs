@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::mailer::SmtpConfig;
+use mailroom_mail::smtp::SmtpSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct InvitationsConfig {
@@ -30,7 +30,7 @@ pub struct InvitationsConfig {
     pub invitation_ttl_secs: i64,
     /// Outgoing mail.
     #[serde(default)]
-    pub smtp: SmtpConfig,
+    pub smtp: SmtpSettings,
     /// Mails sent at once.
     #[serde(default = "default_concurrency")]
     pub delivery_concurrency: usize,
@@ -106,7 +106,7 @@ impl Default for InvitationsConfig {
             accept_url: default_accept_url(),
             join_url: default_join_url(),
             invitation_ttl_secs: default_ttl(),
-            smtp: SmtpConfig::default(),
+            smtp: SmtpSettings::default(),
             delivery_concurrency: default_concurrency(),
             delivery_attempts: default_attempts(),
             delivery_retry_ms: default_retry_ms(),

@@ -3,70 +3,8 @@
 //! meant it — permanent (a 5xx: the address is refused, retrying will not help) or transient
 //! (a 4xx, a refused connection, a timeout: try again later).
 
-use std::time::Duration;
-
 use lettre::message::{header::ContentType, Mailbox};
-use mailroom_mail::smtp::{Relay, Sender};
-use secrecy::SecretString;
-use serde::Deserialize;
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct SmtpConfig {
-    #[serde(default = "default_host")]
-    pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// `none`, `starttls` or `tls`.
-    #[serde(default = "default_security")]
-    pub security: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<SecretString>,
-    /// The sender of invitation mail, `Name <address>` or an address.
-    #[serde(default = "default_from")]
-    pub from: String,
-    /// Connections kept open to the server.
-    #[serde(default = "default_pool")]
-    pub pool_size: u32,
-    /// The deadline of one SMTP command.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-fn default_host() -> String {
-    "127.0.0.1".into()
-}
-fn default_port() -> u16 {
-    25
-}
-fn default_security() -> String {
-    "none".into()
-}
-fn default_from() -> String {
-    "Mailroom <no-reply@mailroom.local>".into()
-}
-fn default_pool() -> u32 {
-    8
-}
-fn default_timeout_ms() -> u64 {
-    10_000
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        Self {
-            host: default_host(),
-            port: default_port(),
-            security: default_security(),
-            username: None,
-            password: None,
-            from: default_from(),
-            pool_size: default_pool(),
-            timeout_ms: default_timeout_ms(),
-        }
-    }
-}
+use mailroom_mail::smtp::{Sender, SmtpSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -86,18 +24,10 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(config: &SmtpConfig) -> Result<Self, MailError> {
-        let relay = Relay {
-            host: &config.host,
-            port: config.port,
-            security: &config.security,
-            username: config.username.as_deref(),
-            password: config.password.as_ref(),
-            timeout: Duration::from_millis(config.timeout_ms.max(100)),
-            pool_size: Some(config.pool_size),
-        };
-        let sender =
-            Sender::new(&relay, &config.from).map_err(|e| MailError::Config(e.to_string()))?;
+    pub fn new(config: &SmtpSettings) -> Result<Self, MailError> {
+        let sender = config
+            .sender()
+            .map_err(|e| MailError::Config(e.to_string()))?;
         Ok(Self { sender })
     }
 

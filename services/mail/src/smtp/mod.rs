@@ -5,6 +5,8 @@
 
 pub mod check;
 pub mod send;
+pub mod settings;
 
 pub use check::{check_login, check_login_at, SmtpError};
 pub use send::{Relay, Sender, SmtpConfigError};
+pub use settings::SmtpSettings;
