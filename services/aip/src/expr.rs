@@ -171,7 +171,10 @@ impl Parser<'_> {
         };
         let field = field.clone();
         if !is_field_name(&field) {
-            return Err(self.error(at, format!("`{field}` is not a field name")));
+            return Err(self.error(
+                at,
+                format!("`{}` is not a field name", crate::shown(&field)),
+            ));
         }
         self.next += 1;
         let op = match self.peek() {
@@ -179,7 +182,10 @@ impl Parser<'_> {
             _ => {
                 return Err(self.error(
                     self.here(),
-                    format!("expected an operator (=, !=, <, <=, >, >=, :) after `{field}`"),
+                    format!(
+                        "expected an operator (=, !=, <, <=, >, >=, :) after `{}`",
+                        crate::shown(&field)
+                    ),
                 ))
             }
         };
@@ -190,7 +196,11 @@ impl Parser<'_> {
             _ => {
                 return Err(self.error(
                     self.here(),
-                    format!("expected a value after `{field} {}`", op_text(op)),
+                    format!(
+                        "expected a value after `{} {}`",
+                        crate::shown(&field),
+                        op_text(op)
+                    ),
                 ))
             }
         };

@@ -109,7 +109,43 @@ enum Tok {
     Close,
 }
 
+/// Caller text as an error message may show it: at most [`SHOWN_MAX`] characters (then `…`),
+/// control and other non-printing characters escaped (`\u{1b}`), so an answer, a log line or a
+/// terminal never carries raw escape sequences or a caller's whole input back.
+pub fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == SHOWN_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c.is_whitespace() && c != ' ' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How many characters of caller text an error shows.
+pub const SHOWN_MAX: usize = 64;
+
 fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
+    // A control character (NUL above all, which PostgreSQL refuses in text) is refused here,
+    // at its position, for every list: it never reaches SQL, and no message echoes it raw.
+    if let Some((at, c)) = input
+        .char_indices()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(AipError::Filter {
+            at,
+            reason: format!(
+                "the control character U+{:04X} is not allowed in a filter; remove it",
+                u32::from(c)
+            ),
+        });
+    }
     let chars: Vec<(usize, char)> = input.char_indices().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -200,7 +236,7 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
             other => {
                 return Err(AipError::Filter {
                     at,
-                    reason: format!("unexpected character `{other}`"),
+                    reason: format!("unexpected character `{}`", shown(&other.to_string())),
                 })
             }
         }
@@ -217,7 +253,7 @@ pub fn parse_order<T>(
     default: T,
     field: impl FnOnce(&str, bool) -> Option<T>,
 ) -> Result<T, AipError> {
-    let refused = || AipError::OrderBy(order_by.to_owned());
+    let refused = || AipError::OrderBy(shown(order_by));
     match order_by.split_whitespace().collect::<Vec<_>>().as_slice() {
         [] => Ok(default),
         [name] => field(name, false).ok_or_else(refused),
@@ -376,6 +412,40 @@ mod tests {
         ] {
             assert_eq!(order(bad), Err(AipError::OrderBy(bad.to_owned())), "{bad}");
         }
+        let long = format!("x\u{1b}[31m{}", "y".repeat(4_000));
+        let Err(AipError::OrderBy(echo)) = order(&long) else {
+            panic!("refused")
+        };
+        assert!(
+            !echo.contains('\u{1b}') && echo.chars().count() <= SHOWN_MAX + 8,
+            "{echo}"
+        );
+    }
+
+    /// A NUL or an escape sequence in a filter is refused at its position, for every list,
+    /// before anything reaches SQL, and no answer carries it back raw.
+    #[test]
+    fn control_characters_are_refused_at_their_position_and_never_echoed() {
+        for (filter, at) in [("name = \"a\u{0}b\"", 9), ("\u{1b}[2J name = 1", 0)] {
+            let err = parse_filter(filter).unwrap_err();
+            assert_eq!(
+                err,
+                AipError::Filter {
+                    at,
+                    reason: format!(
+                        "the control character U+{:04X} is not allowed in a filter; remove it",
+                        u32::from(filter[at..].chars().next().unwrap())
+                    ),
+                }
+            );
+            assert!(!err.to_string().chars().any(|c| c.is_control()), "{err}");
+        }
+        assert!(
+            parse_filter("a = 1\tAND\nb = 2").is_ok(),
+            "tabs and newlines are spaces"
+        );
+        assert_eq!(shown("a\u{0}b"), "a\\u{0}b");
+        assert_eq!(shown(&"z".repeat(100)).chars().count(), SHOWN_MAX + 1);
     }
 
     #[test]

@@ -241,7 +241,10 @@ fn compare(at: usize, c: &Comparison) -> Result<Cond, AipError> {
         other => {
             return Err(filter_error(
                 at,
-                format!("unknown field `{other}`; filter on {FIELDS}"),
+                format!(
+                    "unknown field `{}`; filter on {FIELDS}",
+                    mailroom_aip::shown(other)
+                ),
             ))
         }
     })
@@ -320,13 +323,18 @@ pub fn parse_order(input: &str) -> Result<Order, AipError> {
         [name, dir] if dir.eq_ignore_ascii_case("asc") => (*name, false),
         _ => {
             return Err(AipError::OrderBy(format!(
-                "{input}` (one column, optionally followed by desc; columns: {})",
+                "{}` (one column, optionally followed by desc; columns: {})",
+                mailroom_aip::shown(input),
                 SortKey::NAMES
             )))
         }
     };
     let key = SortKey::parse(name).ok_or_else(|| {
-        AipError::OrderBy(format!("{name}` (sort on one of: {})", SortKey::NAMES))
+        AipError::OrderBy(format!(
+            "{}` (sort on one of: {})",
+            mailroom_aip::shown(name),
+            SortKey::NAMES
+        ))
     })?;
     Ok(Order { key, descending })
 }
