@@ -268,6 +268,25 @@ for label, values in VALUE_SETS:
         kinds_on = set(kinds)
         check(f"{label}: ServiceMonitors and the PrometheusRule rendered", {"ServiceMonitor", "PrometheusRule"} <= kinds_on, str(kinds_on))
 
+# A long release name: every Service name fits Kubernetes' 63 characters, and each headless
+# "-peers" Service keeps its suffix (so it never takes its ClusterIP Service's name).
+long_release = "a-release-with-a-rather-long-name-indeed-xyz"
+long_docs = [
+    d
+    for path, text in sorted(
+        helm.Chart.load(CHART).render(minimal, name=long_release, namespace="m", is_install=True).items()
+    )
+    if path.endswith((".yaml", ".yml"))
+    for d in yaml.safe_load_all(text)
+    if d
+]
+long_services = [d["metadata"]["name"] for d in long_docs if d["kind"] == "Service"]
+check("long release name: Service names fit 63 characters, one headless -peers Service per API",
+      all(len(n) <= 63 for n in long_services)
+      and len(set(long_services)) == len(long_services)
+      and sum(n.endswith("-peers") for n in long_services) == len(SERVICES),
+      str(long_services))
+
 # Broken values: each must be refused, with words that say what to fix.
 BROKEN = [
     ("no database URL", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "databaseUrl"}}, "secrets.databaseUrl"),

@@ -117,13 +117,25 @@ components:
 
 {{/* A service's address for people and tools (its ClusterIP Service). */}}
 {{- define "mailroom.endpoint" -}}
-{{- printf "http://%s-%s:%v" (include "mailroom.fullname" .root) .name (index .root.Values.services .name).grpcPort -}}
+{{- printf "http://%s:%v" (include "mailroom.serviceName" .) (index .root.Values.services .name).grpcPort -}}
+{{- end -}}
+
+{{/* A service's ClusterIP Service name: `<fullname>-<service>`, within Kubernetes' 63. */}}
+{{- define "mailroom.serviceName" -}}
+{{- printf "%s-%s" (include "mailroom.fullname" .root) .name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* A service's address for the other services: the headless Service, whose DNS answer lists
      every ready pod, so each caller balances across them. */}}
 {{- define "mailroom.peerEndpoint" -}}
-{{- printf "http://%s-%s-peers:%v" (include "mailroom.fullname" .root) .name (index .root.Values.services .name).grpcPort -}}
+{{- printf "http://%s:%v" (include "mailroom.peersName" .) (index .root.Values.services .name).grpcPort -}}
+{{- end -}}
+
+{{/* The headless Service's name: `<fullname>-<service>` cut to leave room for `-peers`
+     within Kubernetes' 63 characters (cutting the whole would drop the suffix and collide
+     with the ClusterIP Service's name). */}}
+{{- define "mailroom.peersName" -}}
+{{- printf "%s-%s" (include "mailroom.fullname" .root) .name | trunc 57 | trimSuffix "-" | printf "%s-peers" -}}
 {{- end -}}
 
 {{- define "mailroom.secretEnv" -}}
