@@ -322,7 +322,10 @@ fn sort_column(key: SortKey) -> &'static str {
         SortKey::Name => "name_key",
         SortKey::SenderName => "sender_name_key",
         SortKey::Owner => "owner_key",
-        SortKey::LastSync => "last_sync_time",
+        // The stored column (qualified: the select list's `last_sync_time` is NULL until the
+        // first sync), so never-synced mailboxes hold `-infinity`: the stalest sort first
+        // ascending and last descending, and the cursor compares what the order sorts by.
+        SortKey::LastSync => "mailboxes.last_sync_time",
         SortKey::State => "sync_state",
         SortKey::Unread => "unread_count",
         SortKey::Messages => "message_count",
@@ -341,12 +344,8 @@ fn sort_cast(key: SortKey) -> &'static str {
 }
 
 /// Renders the keyset bound and the order: `(col, id) > (value, id)` ascending, `<`
-/// descending, so a page picks up exactly after the previous one.
-///
-/// Known defect (issue 22 items 1–2, found again by `tests/list_model.rs`): for
-/// `last_sync_time`, `ORDER BY` names the select list's column, which [`COLUMNS`] turns to
-/// NULL for a never-synced mailbox, while the keyset bound compares the stored `-infinity`;
-/// never-synced mailboxes then sort last ascending and pages drop or repeat rows.
+/// descending, so a page picks up exactly after the previous one. The order and the bound
+/// name the same stored column ([`sort_column`]), never a select-list alias.
 pub fn push_page(
     q: &mut QueryBuilder<'_, Postgres>,
     order: Order,
@@ -457,11 +456,11 @@ mod tests {
         push_page(&mut q, o, Some(&cursor), 51);
         let s = q.sql();
         assert!(
-            s.contains("(last_sync_time, id) < ($1::timestamptz, $2)"),
+            s.contains("(mailboxes.last_sync_time, id) < ($1::timestamptz, $2)"),
             "{s}"
         );
         assert!(
-            s.contains("ORDER BY last_sync_time DESC, id DESC LIMIT $3"),
+            s.contains("ORDER BY mailboxes.last_sync_time DESC, id DESC LIMIT $3"),
             "{s}"
         );
     }
