@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod mailstore;
+pub mod recording_listener;
 pub mod spicedb;
 
 use std::net::SocketAddr;
@@ -42,9 +43,22 @@ pub use mailroom_proto::mailboxes::v1 as mailboxes_pb;
 pub use mailroom_proto::sync::v1 as sync_pb;
 use mailroom_proto::sync::v1::sync_service_client::SyncServiceClient;
 
-/// The test service credential every spawned app accepts.
-pub const TEST_CLIENT: &str = "tests";
-const TEST_SECRET: &str = "test-service-secret";
+/// The operator's credential every spawned app accepts ([`TestApp::service_token`]).
+pub const TEST_CLIENT: &str = mailroom_platform::auth::OPERATOR;
+/// Every service client each spawned app's identity knows, each with the secret
+/// [`test_secret`]: the operator's and each service's own.
+pub const TEST_CLIENTS: [&str; 6] = [
+    TEST_CLIENT,
+    "identity",
+    "access",
+    "mailboxes",
+    "sync",
+    "invitations",
+];
+/// The secret of service client `client` in tests.
+pub fn test_secret(client: &str) -> String {
+    format!("test-{client}-secret")
+}
 /// The registry's own credential at identity in tests.
 const MAILBOXES_SECRET: &str = "test-mailboxes-secret";
 /// The sync service's own credential at identity in tests.
@@ -96,6 +110,10 @@ pub struct AppOptions {
     pub kafka_brokers: Option<String>,
     /// Sign-in attempts per address per minute (default: plenty).
     pub login_attempts_per_minute: Option<u32>,
+    /// Another Redis than the stack's (e.g. a port a test stops and starts).
+    pub redis_url: Option<String>,
+    /// Adjusts identity's configuration after the test defaults.
+    pub identity: Option<fn(&mut mailroom_identity::IdentityConfig)>,
     /// Also start access control (its own consumer group on the identity events).
     pub with_access: bool,
     /// Also start the mailbox registry (and access control, which it asks).
@@ -132,6 +150,8 @@ pub struct TestApp {
     pub env: StackEnv,
     platform: PlatformConfig,
     verifier: mailroom_platform::auth::TokenVerifier,
+    /// Identity itself, whose keys sign the operator token of [`TestApp::service_token`].
+    issuer: std::sync::Arc<mailroom_identity::Identity>,
     access_group: String,
     shutdown: CancellationToken,
 }
@@ -192,7 +212,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let topics = Topics::new(format!("tests.{}", uuid::Uuid::new_v4().simple()));
     let figment = Figment::new()
         .merge(("database_url", database_url.clone()))
-        .merge(("redis_url", env.redis_url.clone()))
+        .merge((
+            "redis_url",
+            options
+                .redis_url
+                .clone()
+                .unwrap_or_else(|| env.redis_url.clone()),
+        ))
         .merge(("kafka_brokers", kafka_brokers.clone()))
         .merge(("kafka_topic_prefix", topics.prefix().to_owned()))
         .merge(("listen_host", "127.0.0.1"))
@@ -218,20 +244,16 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
         ..Default::default()
     };
-    config
-        .service_clients
-        .insert(TEST_CLIENT.into(), SecretString::from(TEST_SECRET));
-    config
-        .service_clients
-        .insert("mailboxes".into(), SecretString::from(MAILBOXES_SECRET));
-    config
-        .service_clients
-        .insert("sync".into(), SecretString::from(SYNC_SECRET));
-    config
-        .service_clients
-        .insert("invitations".into(), SecretString::from(INVITATIONS_SECRET));
+    for client in TEST_CLIENTS {
+        config
+            .service_clients
+            .insert(client.into(), SecretString::from(test_secret(client)));
+    }
     config.smtp.host = env.smtp_host.clone();
     config.smtp.port = env.smtp_port;
+    if let Some(tweak) = options.identity {
+        tweak(&mut config);
+    }
 
     let started = mailroom_identity::start(&platform, config)
         .await
@@ -243,6 +265,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let shutdown = CancellationToken::new();
     let pool = started.pool.clone();
     let verifier = started.verifier.clone();
+    let issuer = started.service.clone();
     let server_verifier = verifier.clone();
     let server_shutdown = shutdown.clone();
     let server_platform = platform.clone();
@@ -274,6 +297,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         env,
         platform,
         verifier,
+        issuer,
         access_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
         shutdown,
     };
@@ -413,7 +437,19 @@ impl TestApp {
         sealing_keys: Vec<String>,
         shutdown: CancellationToken,
     ) -> (MailboxServiceClient<Channel>, String) {
-        let config = mailroom_mailboxes::MailboxesConfig {
+        self.launch_mailboxes_with(access_endpoint, sealing_keys, shutdown, |_| {})
+            .await
+    }
+
+    /// As [`TestApp::launch_mailboxes`], with the test configuration adjusted by `tweak`.
+    pub async fn launch_mailboxes_with(
+        &self,
+        access_endpoint: &str,
+        sealing_keys: Vec<String>,
+        shutdown: CancellationToken,
+        tweak: impl FnOnce(&mut mailroom_mailboxes::MailboxesConfig),
+    ) -> (MailboxServiceClient<Channel>, String) {
+        let mut config = mailroom_mailboxes::MailboxesConfig {
             identity_endpoint: self.endpoint.clone(),
             access_endpoint: access_endpoint.to_owned(),
             service_client_id: "mailboxes".into(),
@@ -422,9 +458,10 @@ impl TestApp {
             consumer_group: format!("tests-mailboxes-{}", uuid::Uuid::new_v4().simple()),
             login_timeout_ms: 4_000,
             login_checks_per_minute: 10_000,
-            allow_local_servers: true,
+            mail_servers: mailroom_mail::dial::PolicySettings::local(),
             ..Default::default()
         };
+        tweak(&mut config);
         let started = mailroom_mailboxes::start(&self.platform, config)
             .await
             .expect("mailboxes starts");
@@ -458,7 +495,7 @@ impl TestApp {
             retry_cap_secs: 5,
             connect_timeout_ms: 5_000,
             io_timeout_ms: 10_000,
-            allow_local_servers: true,
+            mail_servers: mailroom_mail::dial::PolicySettings::local(),
             idle_scan_ms: 300,
             ..Default::default()
         }
@@ -499,6 +536,9 @@ impl TestApp {
             delivery_attempts: 3,
             sweep_interval_ms: 200,
             consumer_group: format!("tests-invitations-{}", uuid::Uuid::new_v4().simple()),
+            // Every test registers from 127.0.0.1, on one Redis count: plenty, so tests never
+            // refuse each other (the limit's own test starts a replica with a small one).
+            registrations_per_network_per_hour: 1_000_000,
             ..Default::default()
         };
         config.smtp.host = self.env.smtp_host.clone();
@@ -637,23 +677,49 @@ impl TestOrg {
 }
 
 impl TestApp {
+    /// An operator token addressed to every service, for test setup that acts as the
+    /// deployment's operator across services (creating organisations, writing relationships,
+    /// resealing). Identity issues one audience per token; this one, naming all five, is
+    /// signed with the test identity's key by the harness, and holds only the operator's
+    /// rights ([`TestApp::service_token_as`] gets a real one for one service).
     pub async fn service_token(&self) -> String {
+        let mut claims =
+            mailroom_identity::keys::claims(format!("service:{TEST_CLIENT}"), None, false, 15 * 60);
+        claims.aud = mailroom_platform::auth::SERVICES
+            .iter()
+            .map(|service| mailroom_platform::auth::service_audience(service))
+            .collect();
+        self.issuer
+            .keys()
+            .sign(&claims)
+            .expect("the test identity signs")
+    }
+
+    /// A token from identity (`IssueServiceToken`) for service client `client` (one of
+    /// [`TEST_CLIENTS`]) to call `audience`.
+    pub async fn service_token_as(
+        &self,
+        client: &str,
+        audience: &str,
+    ) -> Result<String, tonic::Status> {
         self.auth
             .clone()
             .issue_service_token(pb::IssueServiceTokenRequest {
-                client_id: TEST_CLIENT.into(),
-                client_secret: TEST_SECRET.into(),
+                client_id: client.into(),
+                client_secret: test_secret(client),
+                audience: audience.into(),
             })
             .await
-            .expect("service token")
-            .into_inner()
-            .access_token
+            .map(|answer| answer.into_inner().access_token)
     }
 
     pub async fn create_org(&self, seat_limit: i32) -> TestOrg {
         let domain = format!("t{}.test", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let admin_email = format!("admin@{domain}");
-        let service = self.service_token().await;
+        let service = self
+            .service_token_as(TEST_CLIENT, "identity")
+            .await
+            .expect("the operator's token for identity");
         let org = self
             .identity
             .clone()

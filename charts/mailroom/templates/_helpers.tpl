@@ -168,6 +168,7 @@ components:
 {{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_IDENTITY__SERVICE_CLIENTS__%s" (upper $client)) "key" (printf "MAILROOM_%s__SERVICE_CLIENT_SECRET" (upper $client))) | nindent 0 }}
 {{- end }}
 {{- end }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_IDENTITY__SERVICE_CLIENTS__OPERATOR" "key" "MAILROOM_IDENTITY__SERVICE_CLIENTS__OPERATOR" "optional" true) | nindent 0 }}
 - name: MAILROOM_IDENTITY__PASSWORD_RESET_URL
   value: {{ $root.Values.config.passwordResetUrl | quote }}
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_IDENTITY__SIGNING_KEYS" "key" "MAILROOM_IDENTITY__SIGNING_KEYS") | nindent 0 }}
@@ -184,9 +185,16 @@ components:
 {{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_%s__SMTP__USERNAME" (upper $name)) "key" "MAILROOM_SMTP_USERNAME" "optional" true) | nindent 0 }}
 {{- include "mailroom.secretEnv" (dict "root" $root "env" (printf "MAILROOM_%s__SMTP__PASSWORD" (upper $name)) "key" "MAILROOM_SMTP_PASSWORD" "optional" true) | nindent 0 }}
 {{- end }}
+{{- if has $name (list "mailboxes" "sync") }}
+{{- $servers := $root.Values.config.mailServers }}
+- name: MAILROOM_{{ upper $name }}__MAIL_SERVERS__ALLOWED_NETWORKS
+  value: {{ $servers.allowedNetworks | default "" | quote }}
+- name: MAILROOM_{{ upper $name }}__MAIL_SERVERS__ALLOWED_HOSTS
+  value: {{ $servers.allowedHosts | default "" | quote }}
+- name: MAILROOM_{{ upper $name }}__MAIL_SERVERS__ALLOWED_PORTS
+  value: {{ $servers.allowedPorts | default "25,465,587,2525,143,993" | quote }}
+{{- end }}
 {{- if eq $name "mailboxes" }}
-- name: MAILROOM_MAILBOXES__ALLOW_LOCAL_SERVERS
-  value: {{ $svc.allowLocalServers | default false | quote }}
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_MAILBOXES__SEALING_KEYS" "key" "MAILROOM_MAILBOXES__SEALING_KEYS") | nindent 0 }}
 {{- end }}
 {{- if eq $name "invitations" }}

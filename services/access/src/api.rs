@@ -16,7 +16,7 @@ type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl AccessService for AccessApi {
-    #[tracing::instrument(skip_all, fields(permission = %request.get_ref().permission))]
+    #[tracing::instrument(skip_all, fields(permission = %mailroom_aip::shown(&request.get_ref().permission)))]
     async fn check(&self, request: Request<pb::CheckRequest>) -> Reply<pb::CheckResponse> {
         let caller = principal(&request)?.clone();
         Ok(Response::new(
@@ -35,7 +35,7 @@ impl AccessService for AccessApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(permission = %request.get_ref().permission))]
+    #[tracing::instrument(skip_all, fields(permission = %mailroom_aip::shown(&request.get_ref().permission)))]
     async fn lookup_resources(
         &self,
         request: Request<pb::LookupResourcesRequest>,
@@ -48,7 +48,7 @@ impl AccessService for AccessApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(permission = %request.get_ref().permission))]
+    #[tracing::instrument(skip_all, fields(permission = %mailroom_aip::shown(&request.get_ref().permission)))]
     async fn lookup_subjects(
         &self,
         request: Request<pb::LookupSubjectsRequest>,
@@ -61,7 +61,7 @@ impl AccessService for AccessApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(permission = %request.get_ref().permission))]
+    #[tracing::instrument(skip_all, fields(permission = %mailroom_aip::shown(&request.get_ref().permission)))]
     async fn lookup_mailbox_scope(
         &self,
         request: Request<pb::LookupMailboxScopeRequest>,

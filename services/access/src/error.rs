@@ -32,7 +32,7 @@ pub enum AccessError {
     },
     #[error("the database is unavailable")]
     DbUnavailable(#[source] sqlx::Error),
-    #[error("database error")]
+    #[error("{}", mailroom_platform::error::db_message(.0))]
     Db(#[source] sqlx::Error),
     #[error("{0}")]
     Internal(String),
@@ -51,7 +51,8 @@ impl ApiError for AccessError {
             NotFound(_) => ErrorKind::NotFound,
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             NotYetAt { .. } | DbUnavailable(_) | Unavailable(_) => ErrorKind::Unavailable,
-            Db(_) | Internal(_) => ErrorKind::Internal,
+            Db(err) => mailroom_platform::error::db_kind(err),
+            Internal(_) => ErrorKind::Internal,
         }
     }
 }

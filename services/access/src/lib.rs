@@ -28,6 +28,7 @@
 //! proportional to their answer.
 
 pub mod api;
+pub mod callers;
 pub mod check;
 pub mod config;
 pub mod error;
@@ -110,6 +111,7 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
         routes,
         service_names: vec!["mailroom.access.v1.AccessService"],
         public_methods: Vec::new(),
+        callers: callers::CALLERS,
     };
     Ok(Started::new(platform, access, pool, hosted, verifier)
         .task(move |shutdown| replica.run(shutdown))

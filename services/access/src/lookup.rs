@@ -97,7 +97,7 @@ impl Access {
         if !req.subject_type.is_empty() && req.subject_type != "user" {
             return Err(AccessError::InvalidArgument(format!(
                 "permissions are held by users; subject_type must be \"user\" or empty, not `{}`",
-                req.subject_type
+                mailroom_aip::shown(&req.subject_type)
             )));
         }
         self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
@@ -176,7 +176,8 @@ impl Access {
                     .map(|(i, id)| {
                         Uuid::parse_str(id).map(UserId::from_uuid).map_err(|_| {
                             AccessError::InvalidArgument(format!(
-                                "only_owner_user_ids[{i}] is not a user id: {id:?}"
+                                "only_owner_user_ids[{i}] is not a user id: `{}`",
+                                mailroom_aip::shown(id)
                             ))
                         })
                     })

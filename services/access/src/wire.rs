@@ -3,6 +3,7 @@
 //! back in the API's and the events' forms.
 
 use anyhow::Context as _;
+use mailroom_aip::shown;
 use mailroom_platform::proto::access::v1 as pb;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_types::{MailboxId, OrgId, Permission, UserId};
@@ -27,7 +28,7 @@ pub fn parse_id<Id: From<Uuid>>(field: &str, value: &str) -> Result<Id> {
     }
     Uuid::parse_str(value)
         .map(Id::from)
-        .map_err(|_| invalid(format!("`{field}` is not a valid id: `{value}`")))
+        .map_err(|_| invalid(format!("`{field}` is not a valid id: `{}`", shown(value))))
 }
 
 /// The id in the optional field `field`: empty means none.
@@ -59,8 +60,9 @@ pub fn optional_event_id<Id: From<Uuid>>(field: &str, value: &str) -> anyhow::Re
 pub fn parse_permission(name: &str) -> Result<Permission> {
     Permission::parse(name).ok_or_else(|| {
         invalid(format!(
-            "unknown permission `{name}`; known: mailbox.view, mailbox.modify, mailbox.read_mail, \
-             mailbox.sync, org.invite, org.register_users, org.manage_permissions"
+            "unknown permission `{}`; known: mailbox.view, mailbox.modify, mailbox.read_mail, \
+             mailbox.sync, org.invite, org.register_users, org.manage_permissions",
+            shown(name)
         ))
     })
 }
@@ -73,7 +75,7 @@ pub fn parse_user_subject(field: &str, subject: Option<&pb::SubjectRef>) -> Resu
     if object.r#type != "user" || !subject.is_some_and(|s| s.relation.is_empty()) {
         return Err(invalid(format!(
             "`{field}` must be a user (type \"user\", no relation), not `{}`",
-            object.r#type
+            shown(&object.r#type)
         )));
     }
     parse_id(&format!("{field}.id"), &object.id)
@@ -95,12 +97,14 @@ pub fn parse_resource(
         ("mailbox", true) => Ok(Resource::Mailbox(parse_id("resource.id", &r.id)?)),
         ("org", false) => Ok(Resource::Org(parse_id("resource.id", &r.id)?)),
         (t, true) => Err(invalid(format!(
-            "`{}` is asked on a mailbox (resource type \"mailbox\"), not `{t}`",
-            permission.name()
+            "`{}` is asked on a mailbox (resource type \"mailbox\"), not `{}`",
+            permission.name(),
+            shown(t)
         ))),
         (t, false) => Err(invalid(format!(
-            "`{}` is asked on the organisation (resource type \"org\"), not `{t}`",
-            permission.name()
+            "`{}` is asked on the organisation (resource type \"org\"), not `{}`",
+            permission.name(),
+            shown(t)
         ))),
     }
 }
@@ -155,7 +159,8 @@ pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Optio
         "mailbox#reader@user" => (Relationship::Reader(r()?.into(), s()?.into()), None),
         other => {
             return Err(invalid(format!(
-                "`{other}` is not a relationship access knows; forms: {FORMS}"
+                "`{}` is not a relationship access knows; forms: {FORMS}",
+                shown(other)
             )))
         }
     })
@@ -233,7 +238,8 @@ pub fn parse_revision(token: Option<&pb::Revision>) -> Result<Option<i64>> {
         .map(Some)
         .ok_or_else(|| {
             invalid(format!(
-                "`{token}` is not a revision token; pass one a write or check returned (e.g. \"r42\")"
+                "`{}` is not a revision token; pass one a write or check returned (e.g. \"r42\")",
+                shown(token)
             ))
         })
 }

@@ -1,7 +1,9 @@
 //! Who a call is made as.
 //!
 //! Services call each other as themselves ([`Caller::Service`]): the callee then knows which
-//! service asks, and a person's token goes no further than the service it was given to. The
+//! service asks, and a person's token goes no further than the service it was given to. A
+//! service's token names the one service it is sent to, so each call fetches (or reuses) the
+//! token for its peer. The
 //! exceptions forward the person's own token ([`Caller::Person`]): a service reading the
 //! caller's own profile so that identity scopes it as usual, `mailroom ctl`, and the web
 //! console acting for the signed-in person.
@@ -68,11 +70,12 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// `message` as a request carrying this caller's credentials and the trace context.
-    pub async fn request<T>(&self, message: T) -> Result<tonic::Request<T>, PeerError> {
+    /// `message`, to be sent to `peer`, as a request carrying this caller's credentials (a
+    /// service's token for that peer) and the trace context.
+    pub async fn request<T>(&self, peer: Peer, message: T) -> Result<tonic::Request<T>, PeerError> {
         match self {
             Caller::Service(credential) => {
-                let bearer = credential.bearer().await?;
+                let bearer = credential.bearer(peer).await?;
                 let mut request = tonic::Request::new(message);
                 request.metadata_mut().insert(AUTHORIZATION, bearer);
                 mailroom_platform::telemetry::inject_into_metadata(request.metadata_mut());
@@ -93,7 +96,7 @@ impl Caller {
     pub fn refused(&self, peer: Peer, status: tonic::Status) -> PeerError {
         if status.code() == tonic::Code::Unauthenticated {
             if let Caller::Service(credential) = self {
-                credential.forget();
+                credential.forget(peer);
             }
         }
         PeerError::from_status(peer, &status)

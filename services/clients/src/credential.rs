@@ -1,16 +1,19 @@
 //! A service calling another as itself: a service token from identity
-//! (`AuthService.IssueServiceToken` with the client id and secret from configuration), kept
-//! until shortly before it expires and shared by every call.
+//! (`AuthService.IssueServiceToken` with the client id and secret from configuration) for each
+//! service it calls — a token names the one service it is for (its audience), so a peer that
+//! receives it cannot replay it to another — each kept until shortly before it expires and
+//! shared by every call to that service.
 //!
-//! Invariants: at most one fetch is under way at a time — callers arriving meanwhile wait for
-//! that one fetch and share its answer, token or error (single flight); no lock is held while
-//! the fetch crosses the network (the lock guards only the slot's swap); a fetch gives up
-//! after `token_timeout`; the fetch goes over the process's channel to identity.
+//! Invariants, per target service: at most one fetch is under way at a time — callers arriving
+//! meanwhile wait for that one fetch and share its answer, token or error (single flight); no
+//! lock is held while the fetch crosses the network (the lock guards only the slot's swap); a
+//! fetch gives up after `token_timeout`; the fetch goes over the process's channel to identity.
 //!
 //! On failure every waiter gets the same error and the slot is emptied, so the next call tries
 //! again. A peer that refuses the token (UNAUTHENTICATED) makes its client call
-//! [`ServiceCredential::forget`], and the next call fetches a new one.
+//! [`ServiceCredential::forget`] for that peer, and the next call fetches a new one.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +24,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::channel::PeerChannel;
 pub use crate::error::CredentialError;
+use crate::error::Peer;
 
 /// A token is renewed when less than this is left of it.
 const RENEW_BEFORE: Duration = Duration::from_secs(60);
@@ -51,10 +55,12 @@ struct Inner {
     client_id: String,
     client_secret: SecretString,
     timeout: Duration,
-    slot: Mutex<(Slot, u64)>,
+    /// Per target service: its token (or the fetch of one), and the id of its last fetch.
+    slots: Mutex<HashMap<Peer, (Slot, u64)>>,
 }
 
-/// One service's credential and the token it last got. Clones share the token.
+/// One service's credential and the tokens it last got, one per service it calls. Clones
+/// share the tokens.
 #[derive(Clone)]
 pub struct ServiceCredential {
     inner: Arc<Inner>,
@@ -85,28 +91,28 @@ impl ServiceCredential {
                 client_id: client_id.into(),
                 client_secret,
                 timeout,
-                slot: Mutex::new((Slot::Empty, 0)),
+                slots: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    fn slot(&self) -> MutexGuard<'_, (Slot, u64)> {
+    fn slots(&self) -> MutexGuard<'_, HashMap<Peer, (Slot, u64)>> {
         self.inner
-            .slot
+            .slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The `authorization` value to send: the token held, or the one being fetched, or a
-    /// new fetch when neither is usable.
-    pub async fn bearer(&self) -> Result<MetadataValue<Ascii>, CredentialError> {
+    /// The `authorization` value to send to `target`: the token for it held, or the one being
+    /// fetched, or a new fetch when neither is usable.
+    pub async fn bearer(&self, target: Peer) -> Result<MetadataValue<Ascii>, CredentialError> {
         let inner = &self.inner;
         if inner.client_id.is_empty() || inner.client_secret.expose_secret().is_empty() {
             return Err(CredentialError::NotConfigured);
         }
         let (id, fetch) = {
-            let mut guard = self.slot();
-            let (slot, last_id) = &mut *guard;
+            let mut slots = self.slots();
+            let (slot, last_id) = slots.entry(target).or_insert((Slot::Empty, 0));
             match slot {
                 Slot::Ready(token) if Instant::now() < token.renew_at => {
                     return Ok(token.bearer.clone());
@@ -119,6 +125,7 @@ impl ServiceCredential {
                         inner.endpoint.clone(),
                         inner.client_id.clone(),
                         inner.client_secret.clone(),
+                        target,
                         inner.timeout,
                     )
                     .boxed()
@@ -133,8 +140,8 @@ impl ServiceCredential {
         };
         let answer = fetch.await;
         {
-            let mut guard = self.slot();
-            let slot = &mut guard.0;
+            let mut slots = self.slots();
+            let slot = &mut slots.entry(target).or_insert((Slot::Empty, 0)).0;
             // Only the fetch still in the slot settles it (not one a `forget` replaced).
             if matches!(slot, Slot::Fetching { id: current, .. } if *current == id) {
                 *slot = match &answer {
@@ -146,22 +153,24 @@ impl ServiceCredential {
         answer.map(|token| token.bearer)
     }
 
-    /// Forgets the token held (after a peer said it is no longer valid). A fetch under way is
-    /// left to finish: its token is new.
-    pub fn forget(&self) {
-        let mut guard = self.slot();
-        if matches!(guard.0, Slot::Ready(_)) {
-            guard.0 = Slot::Empty;
+    /// Forgets the token held for `target` (after it said the token is no longer valid). A
+    /// fetch under way is left to finish: its token is new.
+    pub fn forget(&self, target: Peer) {
+        if let Some((slot, _)) = self.slots().get_mut(&target) {
+            if matches!(slot, Slot::Ready(_)) {
+                *slot = Slot::Empty;
+            }
         }
     }
 }
 
-/// One `IssueServiceToken` exchange, within `timeout`.
+/// One `IssueServiceToken` exchange for a token to call `target`, within `timeout`.
 async fn fetch(
     mut auth: pb::auth_service_client::AuthServiceClient<PeerChannel>,
     endpoint: String,
     client_id: String,
     client_secret: SecretString,
+    target: Peer,
     timeout: Duration,
 ) -> Result<Token, CredentialError> {
     let unreachable = |reason: String| CredentialError::Unreachable {
@@ -171,6 +180,7 @@ async fn fetch(
     let mut request = tonic::Request::new(pb::IssueServiceTokenRequest {
         client_id,
         client_secret: client_secret.expose_secret().to_owned(),
+        audience: target.service().to_owned(),
     });
     request.set_timeout(timeout);
     mailroom_platform::telemetry::inject_into_metadata(request.metadata_mut());
@@ -243,11 +253,12 @@ mod tests {
         ) -> Answer<pb::TokenPair> {
             let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.delay).await;
-            if self.refuse || request.into_inner().client_secret != "secret" {
+            let request = request.into_inner();
+            if self.refuse || request.client_secret != "secret" {
                 return Err(Status::unauthenticated("unknown client"));
             }
             Ok(Response::new(pb::TokenPair {
-                access_token: format!("token-{n}"),
+                access_token: format!("token-{n}-for-{}", request.audience),
                 access_token_expire_time: Some(prost_types::Timestamp {
                     seconds: i64::try_from(
                         SystemTime::now()
@@ -324,11 +335,19 @@ mod tests {
     }
 
     async fn many(credential: &ServiceCredential, n: usize) -> Vec<Result<String, String>> {
+        many_to(credential, Peer::Access, n).await
+    }
+
+    async fn many_to(
+        credential: &ServiceCredential,
+        target: Peer,
+        n: usize,
+    ) -> Vec<Result<String, String>> {
         let calls = (0..n).map(|_| {
             let credential = credential.clone();
             async move {
                 credential
-                    .bearer()
+                    .bearer(target)
                     .await
                     .map(|b| b.to_str().unwrap().to_owned())
                     .map_err(|e| e.to_string())
@@ -345,23 +364,27 @@ mod tests {
         let answers = many(&credential, 32).await;
         assert_eq!(issued.load(Ordering::SeqCst), 1, "one fetch for 32 callers");
         assert!(
-            answers.iter().all(|a| a.as_deref() == Ok("Bearer token-1")),
+            answers
+                .iter()
+                .all(|a| a.as_deref() == Ok("Bearer token-1-for-access")),
             "{answers:?}"
         );
 
         // Held: no fetch at all.
         assert_eq!(
             many(&credential, 8).await[0].as_deref(),
-            Ok("Bearer token-1")
+            Ok("Bearer token-1-for-access")
         );
         assert_eq!(issued.load(Ordering::SeqCst), 1);
 
         // Forgotten: one new fetch for everyone.
-        credential.forget();
+        credential.forget(Peer::Access);
         let answers = many(&credential, 16).await;
         assert_eq!(issued.load(Ordering::SeqCst), 2);
         assert!(
-            answers.iter().all(|a| a.as_deref() == Ok("Bearer token-2")),
+            answers
+                .iter()
+                .all(|a| a.as_deref() == Ok("Bearer token-2-for-access")),
             "{answers:?}"
         );
     }
@@ -372,14 +395,47 @@ mod tests {
     async fn a_cancelled_caller_does_not_stall_the_others() {
         let (endpoint, issued) = serve(Duration::from_millis(200), false).await;
         let credential = credential(&endpoint, "secret", Duration::from_secs(5));
-        let first = tokio::time::timeout(Duration::from_millis(20), credential.bearer()).await;
+        let first =
+            tokio::time::timeout(Duration::from_millis(20), credential.bearer(Peer::Access)).await;
         assert!(first.is_err(), "gave up before the answer");
         let answers = many(&credential, 8).await;
         assert!(
-            answers.iter().all(|a| a.as_deref() == Ok("Bearer token-1")),
+            answers
+                .iter()
+                .all(|a| a.as_deref() == Ok("Bearer token-1-for-access")),
             "{answers:?}"
         );
         assert_eq!(issued.load(Ordering::SeqCst), 1);
+    }
+
+    /// Each service called gets its own token, addressed to it, fetched once; forgetting one
+    /// keeps the others.
+    #[tokio::test]
+    async fn each_target_has_its_own_token() {
+        let (endpoint, issued) = serve(Duration::from_millis(100), false).await;
+        let credential = credential(&endpoint, "secret", Duration::from_secs(5));
+        let (access, sync) = tokio::join!(
+            many_to(&credential, Peer::Access, 8),
+            many_to(&credential, Peer::Sync, 8)
+        );
+        assert_eq!(issued.load(Ordering::SeqCst), 2, "one fetch per target");
+        let audience_of = |answers: &[Result<String, String>]| {
+            let first = answers[0].clone().unwrap();
+            assert!(
+                answers.iter().all(|a| a.as_ref() == Ok(&first)),
+                "{answers:?}"
+            );
+            first.rsplit("-for-").next().unwrap().to_owned()
+        };
+        assert_eq!(audience_of(&access), "access");
+        assert_eq!(audience_of(&sync), "sync");
+
+        credential.forget(Peer::Sync);
+        let _ = many_to(&credential, Peer::Access, 4).await;
+        assert_eq!(issued.load(Ordering::SeqCst), 2, "access's token is kept");
+        let again = many_to(&credential, Peer::Sync, 4).await;
+        assert_eq!(issued.load(Ordering::SeqCst), 3);
+        assert_eq!(audience_of(&again), "sync");
     }
 
     #[tokio::test]
@@ -407,7 +463,7 @@ mod tests {
         let (endpoint, _) = serve(Duration::from_secs(5), false).await;
         let credential = credential(&endpoint, "secret", Duration::from_millis(200));
         let started = Instant::now();
-        let err = credential.bearer().await.unwrap_err();
+        let err = credential.bearer(Peer::Access).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(matches!(err, CredentialError::Unreachable { .. }), "{err}");
     }
@@ -417,7 +473,7 @@ mod tests {
         let (endpoint, issued) = serve(Duration::ZERO, false).await;
         let credential = credential(&endpoint, "", Duration::from_secs(1));
         assert!(matches!(
-            credential.bearer().await,
+            credential.bearer(Peer::Access).await,
             Err(CredentialError::NotConfigured)
         ));
         assert_eq!(issued.load(Ordering::SeqCst), 0);

@@ -19,6 +19,17 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// The service's name as a service token's audience names it (`mailroom:<service>`).
+    pub const fn service(self) -> &'static str {
+        match self {
+            Peer::Identity => "identity",
+            Peer::Access => "access",
+            Peer::Mailboxes => "mailboxes",
+            Peer::Sync => "sync",
+            Peer::Invitations => "invitations",
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Peer::Identity => "identity",

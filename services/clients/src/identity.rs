@@ -39,6 +39,7 @@ impl IdentityClient {
                 org_id: org.to_string(),
                 department_id: department.map(|d| d.to_string()).unwrap_or_default(),
                 invitees,
+                check_only: false,
             })
             .await?;
         request.set_timeout(ADMIT_DEADLINE);

@@ -46,7 +46,7 @@ macro_rules! typed_client {
                 &self,
                 message: T,
             ) -> Result<tonic::Request<T>, $crate::PeerError> {
-                self.caller.request(message).await
+                self.caller.request($peer, message).await
             }
 
             /// One unary call: `message` as a request with the caller's credentials, `rpc`

@@ -369,7 +369,15 @@ impl IdentityService for IdentityApi {
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn login(&self, req: Request<pb::LoginRequest>) -> Reply<pb::TokenPair> {
-        let tokens = self.0.login(req.into_inner()).await?;
+        let forwarded_for = req
+            .metadata()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let client = self
+            .0
+            .trusted_proxies
+            .client(req.remote_addr(), forwarded_for);
+        let tokens = self.0.login(req.into_inner(), client).await?;
         Ok(Response::new(tokens_to_proto(tokens)))
     }
 

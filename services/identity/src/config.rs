@@ -13,7 +13,10 @@ pub struct IdentityConfig {
     /// its tokens have expired).
     #[serde(default, deserialize_with = "mailroom_platform::config::secret_list")]
     pub signing_keys: Vec<SecretString>,
-    /// Internal callers: client id → secret, exchanged for service tokens.
+    /// Internal callers: client id → secret, exchanged for service tokens (one per service
+    /// called). A secret may be given as `sha256:<hex digest>` instead, so identity holds only
+    /// its digest: the chart gives the operator's that way. What each client may call is each
+    /// service's callers table; `operator` is the deployment's operator (`mailroom ctl`).
     #[serde(default)]
     pub service_clients: BTreeMap<String, SecretString>,
     #[serde(default)]
@@ -26,9 +29,30 @@ pub struct IdentityConfig {
     pub access_token_ttl_secs: i64,
     #[serde(default = "default_refresh_ttl")]
     pub refresh_token_ttl_secs: i64,
-    /// Sign-in attempts allowed per address per minute.
+    /// Sign-in attempts allowed per minute for one address from one client network (and
+    /// organisation named, if any); beyond it that network is refused for the rest of the
+    /// minute. Other networks are not: a stranger cannot lock the owner out.
     #[serde(default = "default_login_rate")]
     pub login_attempts_per_minute: u32,
+    /// Sign-in attempts for one address (and organisation named, if any) from all networks
+    /// together in 15 minutes before each further attempt is slowed by `login_slowdown_ms`
+    /// (slowed, never refused).
+    #[serde(default = "default_login_slowdown_after")]
+    pub login_slowdown_after_attempts: u32,
+    #[serde(default = "default_login_slowdown_ms")]
+    pub login_slowdown_ms: u64,
+    /// Proxies (CIDRs, a list or one comma-separated string) whose `x-forwarded-for` names the
+    /// client; from any other peer the header is ignored. Default none: the client is the TCP
+    /// peer.
+    #[serde(default, deserialize_with = "string_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Argon2id runs at once (each holds 19 MiB and a core); 0 = one per core available.
+    #[serde(default)]
+    pub password_hash_concurrency: usize,
+    /// How long a sign-in (or any call that hashes a password) waits for a turn before it is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[serde(default = "default_password_hash_queue_ms")]
+    pub password_hash_queue_ms: u64,
     #[serde(default = "default_code_ttl")]
     pub login_code_ttl_secs: i64,
     /// The least time a refused sign-in takes, so an unknown address, a wrong password and
@@ -60,6 +84,33 @@ fn default_refresh_ttl() -> i64 {
 fn default_login_rate() -> u32 {
     10
 }
+fn default_login_slowdown_after() -> u32 {
+    100
+}
+fn default_login_slowdown_ms() -> u64 {
+    1000
+}
+fn default_password_hash_queue_ms() -> u64 {
+    2000
+}
+/// Accepts `"a,b"` (as environment variables carry it) or `["a", "b"]`; blanks dropped.
+fn string_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let values = match OneOrMany::deserialize(de)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(values
+        .into_iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect())
+}
 fn default_code_ttl() -> i64 {
     15 * 60
 }
@@ -86,6 +137,11 @@ impl Default for IdentityConfig {
             access_token_ttl_secs: default_access_ttl(),
             refresh_token_ttl_secs: default_refresh_ttl(),
             login_attempts_per_minute: default_login_rate(),
+            login_slowdown_after_attempts: default_login_slowdown_after(),
+            login_slowdown_ms: default_login_slowdown_ms(),
+            trusted_proxies: Vec::new(),
+            password_hash_concurrency: 0,
+            password_hash_queue_ms: default_password_hash_queue_ms(),
             login_code_ttl_secs: default_code_ttl(),
             login_failure_floor_ms: default_login_failure_floor(),
             password_reset_ttl_secs: default_reset_ttl(),
@@ -110,6 +166,9 @@ mod tests {
             .map(|k| k.expose_secret())
             .collect();
         assert_eq!(keys, ["a+/=", "b=="]);
+        let figment = figment::Figment::new().merge(("trusted_proxies", "10.0.0.0/8, fd00::/8"));
+        let config: IdentityConfig = figment.extract().unwrap();
+        assert_eq!(config.trusted_proxies, ["10.0.0.0/8", "fd00::/8"]);
         let figment = figment::Figment::new().merge(("signing_keys", vec!["c"]));
         let config: IdentityConfig = figment.extract().unwrap();
         assert_eq!(config.signing_keys.len(), 1);

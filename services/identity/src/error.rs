@@ -38,6 +38,13 @@ pub enum IdentityError {
     Unauthenticated(&'static str),
     #[error("too many attempts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Every Argon2id permit was taken for longer than the queue's deadline (`passwords`).
+    #[error("the sign-in service is busy; try again in a few seconds")]
+    HashingBusy,
+    /// A limiter that fails closed could not reach Redis: the call is refused rather than run
+    /// unlimited. Names what is unavailable ("sign-in", "password reset").
+    #[error("{0} is temporarily unavailable")]
+    LimiterUnavailable(&'static str),
     /// The seat rule said no (the `seats` module).
     #[error(transparent)]
     Seats(#[from] SeatShortage),
@@ -45,7 +52,7 @@ pub enum IdentityError {
     Mail(String),
     #[error("the database is unavailable")]
     DbUnavailable(#[source] sqlx::Error),
-    #[error("database error")]
+    #[error("{}", mailroom_platform::error::db_message(.0))]
     Db(#[source] sqlx::Error),
     #[error("Redis is unavailable")]
     Redis(#[from] mailroom_platform::redis::RedisError),
@@ -65,9 +72,10 @@ impl ApiError for IdentityError {
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             BadCredentials | Unauthenticated(_) => ErrorKind::Unauthenticated,
-            RateLimited { .. } | Seats(_) => ErrorKind::ResourceExhausted,
-            Mail(_) | DbUnavailable(_) | Redis(_) => ErrorKind::Unavailable,
-            Db(_) | Internal(_) => ErrorKind::Internal,
+            RateLimited { .. } | HashingBusy | Seats(_) => ErrorKind::ResourceExhausted,
+            Mail(_) | DbUnavailable(_) | Redis(_) | LimiterUnavailable(_) => ErrorKind::Unavailable,
+            Db(err) => mailroom_platform::error::db_kind(err),
+            Internal(_) => ErrorKind::Internal,
         }
     }
 }

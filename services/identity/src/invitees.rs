@@ -5,7 +5,9 @@
 //!
 //! A batch takes its seats at once, under the organisation's lock ([`crate::seats`]): only the
 //! invitees whose address could be claimed count, and the batch is refused whole when they do
-//! not fit. Activation takes no seat: the INVITED user holds one already.
+//! not fit. Activation takes no seat: the INVITED user holds one already. A `check_only` call
+//! (a link registration whose address is not confirmed yet) only answers which addresses are
+//! free: nothing is made and no seat taken.
 
 use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::events::v1 as ev;
@@ -127,6 +129,17 @@ impl Identity {
                 Err(other) => return Err(other),
             }
         }
+        if req.check_only {
+            // Only asked (a link registration not yet confirmed): the claims are undone, no
+            // user is made and no seat taken.
+            let used = store::orgs::seats_in_use(&mut tx, org_id).await?;
+            tx.rollback().await?;
+            return Ok(Admitted {
+                admissions,
+                seat_limit: org.seat_limit,
+                seats_used: used,
+            });
+        }
         let seats = seats::take(&mut tx, &org, new_users.len() as i64, Joining::Invitees).await?;
         for invitee in new_users {
             let user = store::users::insert(
@@ -171,7 +184,7 @@ impl Identity {
         let first = Text::parse("first_name", &req.first_name, NAME_MAX, false)?;
         let last = Text::parse("last_name", &req.last_name, NAME_MAX, false)?;
         let password = NewPassword::parse(&req.password)?;
-        let hash = crate::passwords::hash(password.expose().to_owned()).await?;
+        let hash = self.hashing.hash(password.expose().to_owned()).await?;
         let mut tx = self.pool.begin().await?;
         let before = store::users::lock(&mut tx, org_id, user_id).await?;
         if before.state() != UserState::Invited {

@@ -10,8 +10,8 @@
 //! - [`domain`]: parsed inputs (addresses, names, passwords) and user states.
 //! - The use cases, one file each: [`orgs`]; [`users`] (create, edit, dismiss and rehire, the
 //!   directory listing); [`departments`]; [`addresses`] (usage, transfers, login changes);
-//!   [`signin`]; [`resets`]; [`invitees`] (INVITED users admitted and activated for the
-//!   invitations service).
+//!   [`signin`] (and [`signin_limits`]: who may try how often); [`resets`]; [`invitees`]
+//!   (INVITED users admitted and activated for the invitations service).
 //! - [`seats`]: the seat rule, taken under the organisation's lock by every path that adds a
 //!   person.
 //! - [`store`]: all the SQL, by table group ([`store::directory`] is the listing's query).
@@ -20,14 +20,16 @@
 //! - What it consumes, one file per topic: [`mailbox_events`] (`mailroom.mailboxes.events`:
 //!   the addresses of connected mailboxes), [`invitation_events`]
 //!   (`mailroom.invitations.events`: ended invitations remove their INVITED user).
-//! - [`keys`], [`passwords`], [`secrets`], [`mailer`]: token signing, Argon2id, bearer
-//!   secrets, SMTP; [`config`]: the `identity` configuration section; `migrations/`: the schema.
+//! - [`keys`], [`passwords`], [`secrets`], [`mailer`]: token signing, Argon2id (through one
+//!   gate that bounds the runs at once), bearer secrets, SMTP; [`config`]: the `identity`
+//!   configuration section; `migrations/`: the schema.
 //!
 //! [`start`] connects, migrates and returns what the `mailroom` binary hosts: the gRPC routes,
 //! the token verifier every co-hosted service shares, and the outbox relay.
 
 pub mod addresses;
 pub mod api;
+pub mod callers;
 pub mod config;
 pub mod departments;
 pub mod domain;
@@ -46,6 +48,7 @@ pub mod seats;
 pub mod secrets;
 pub mod service;
 pub mod signin;
+pub mod signin_limits;
 pub mod store;
 pub mod users;
 
@@ -129,7 +132,9 @@ pub async fn start(
     config: IdentityConfig,
 ) -> Result<Started, StartError> {
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
-    let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
+    // Dialled on first use and again after an outage: a start without Redis does not leave
+    // sign-in unlimited (it is refused until Redis answers).
+    let redis = mailroom_platform::redis::RedisLink::new(&platform.redis_url)?;
     let keys = keys::KeyRing::from_seeds(&config.signing_keys)?;
     let verifier = TokenVerifier::from_jwks(&keys.jwks().keys)?;
     let identity = Arc::new(Identity::new(
@@ -152,6 +157,7 @@ pub async fn start(
             "mailroom.identity.v1.AuthService",
         ],
         public_methods: PUBLIC_METHODS.to_vec(),
+        callers: callers::CALLERS,
     };
     let consumer_group = identity.config.consumer_group.clone();
     Ok(Started::new(platform, identity, pool, hosted, verifier)

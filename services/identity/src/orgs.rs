@@ -33,7 +33,7 @@ impl Identity {
         let first = Text::parse("first_admin.first_name", &admin.first_name, NAME_MAX, false)?;
         let last = Text::parse("first_admin.last_name", &admin.last_name, NAME_MAX, false)?;
         let password = NewPassword::parse(&admin.password)?;
-        let hash = crate::passwords::hash(password.expose().to_owned()).await?;
+        let hash = self.hashing.hash(password.expose().to_owned()).await?;
         let allow_everyone = req
             .settings
             .map(|s| s.allow_everyone_to_invite)

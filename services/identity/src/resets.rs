@@ -42,8 +42,11 @@ impl Identity {
         login_email: &str,
     ) -> Result<()> {
         let email = EmailAddress::parse("login_email", login_email)?;
-        if let RateDecision::Limited { retry_after } =
-            self.reset_limiter.hit(email.as_str()).await?
+        if let RateDecision::Limited { retry_after } = self
+            .reset_limiter
+            .hit(email.as_str())
+            .await
+            .map_err(|_| IdentityError::LimiterUnavailable("password reset"))?
         {
             return Err(IdentityError::RateLimited {
                 retry_after_secs: retry_after.as_secs().max(1),
@@ -141,7 +144,7 @@ impl Identity {
         // any lock is held.
         let (user_id, _) =
             usable_link(&mut *self.pool.acquire().await?, &hash_of_token, false).await?;
-        let hash = crate::passwords::hash(new.expose().to_owned()).await?;
+        let hash = self.hashing.hash(new.expose().to_owned()).await?;
 
         let mut tx = self.pool.begin().await?;
         // The user row, then the link (the order revoking sessions uses too), and the link

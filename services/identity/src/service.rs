@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_platform::auth::Principal;
-use mailroom_platform::redis::RateLimiter;
+use mailroom_platform::redis::{RateLimiter, RedisLink, WithoutRedis};
 use mailroom_platform::revocation::Revocations;
 use mailroom_platform::types::OrgId;
 use sqlx::{PgConnection, PgPool};
@@ -17,6 +17,8 @@ use crate::domain::UserState;
 use crate::error::{IdentityError, Result};
 use crate::keys::KeyRing;
 use crate::mailer::Mailer;
+use crate::passwords::HashingGate;
+use crate::signin_limits::TrustedProxies;
 use crate::store;
 
 /// Everything identity's operations need; shared by both gRPC services.
@@ -25,9 +27,15 @@ pub struct Identity {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) config: IdentityConfig,
     pub(crate) mailer: Mailer,
+    /// Sign-in attempts per address from one client network (`signin_limits`).
     pub(crate) login_limiter: RateLimiter,
+    /// Sign-in attempts per address from everywhere, beyond which they are slowed.
+    pub(crate) login_slowdown: RateLimiter,
+    pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) code_limiter: RateLimiter,
     pub(crate) reset_limiter: RateLimiter,
+    /// The one gate of every Argon2id run.
+    pub(crate) hashing: HashingGate,
     /// A real hash to verify against when the address is unknown, so that a wrong address
     /// takes as long as a wrong password.
     pub(crate) decoy_hash: String,
@@ -39,26 +47,48 @@ pub struct Identity {
 impl Identity {
     pub fn new(
         pool: PgPool,
-        redis: redis::aio::ConnectionManager,
+        redis: RedisLink,
         keys: KeyRing,
         config: IdentityConfig,
         revocations: Revocations,
     ) -> Result<Self> {
         let mailer =
             Mailer::new(&config.smtp).map_err(|e| IdentityError::Internal(e.to_string()))?;
+        // Sign-in and reset requests come without a token: without Redis they are refused,
+        // never run unlimited. Login-change codes are asked for by a signed-in user: counted
+        // per replica then.
         let login_limiter = RateLimiter::new(
             redis.clone(),
-            "login",
+            "login-network",
             config.login_attempts_per_minute.max(1),
             Duration::from_secs(60),
+            WithoutRedis::FailClosed,
         );
-        let code_limiter =
-            RateLimiter::new(redis.clone(), "login-code", 5, Duration::from_secs(3600));
+        let login_slowdown = RateLimiter::new(
+            redis.clone(),
+            "login-account",
+            config.login_slowdown_after_attempts.max(1),
+            Duration::from_secs(15 * 60),
+            WithoutRedis::FailClosed,
+        );
+        let code_limiter = RateLimiter::new(
+            redis.clone(),
+            "login-code",
+            5,
+            Duration::from_secs(3600),
+            WithoutRedis::FallBackLocal { limit: 5 },
+        );
         let reset_limiter = RateLimiter::new(
             redis,
             "password-reset",
             config.password_resets_per_hour.max(1),
             Duration::from_secs(3600),
+            WithoutRedis::FailClosed,
+        );
+        let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)?;
+        let hashing = HashingGate::new(
+            config.password_hash_concurrency,
+            Duration::from_millis(config.password_hash_queue_ms),
         );
         let decoy_hash = crate::passwords::hash_blocking("decoy password that matches nothing")?;
         Ok(Self {
@@ -67,8 +97,11 @@ impl Identity {
             config,
             mailer,
             login_limiter,
+            login_slowdown,
+            trusted_proxies,
             code_limiter,
             reset_limiter,
+            hashing,
             decoy_hash,
             revocations,
         })
@@ -113,7 +146,10 @@ pub fn parse_id<I: FromStr>(field: &'static str, value: &str) -> Result<I> {
         return Err(missing(field));
     }
     value.parse().map_err(|_| {
-        IdentityError::InvalidArgument(format!("`{field}` is not a valid id: `{value}`"))
+        IdentityError::InvalidArgument(format!(
+            "`{field}` is not a valid id: `{}`",
+            mailroom_aip::shown(value)
+        ))
     })
 }
 

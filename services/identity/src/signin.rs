@@ -1,7 +1,7 @@
 //! Signing in: passwords, access tokens, rotating refresh tokens, service tokens.
 
 use chrono::{DateTime, Duration, Utc};
-use mailroom_platform::auth::Principal;
+use mailroom_platform::auth::{self, Principal};
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::redis::RateDecision;
@@ -14,16 +14,11 @@ use uuid::Uuid;
 use crate::domain::{EmailAddress, NewPassword, UserState};
 use crate::error::{IdentityError, Result};
 use crate::keys;
-use crate::passwords;
 use crate::revocation::revoke_sessions;
 use crate::secrets;
 use crate::service::{parse_optional_id, require_admin, Identity};
+use crate::signin_limits;
 use crate::store::{self, users::Candidate};
-
-/// The most organisations one login address is looked up in at sign-in.
-/// (At most this many Argon2id rounds run side by side for one sign-in, which keeps each
-/// refusal under the time floor on two cores.)
-const MAX_ORGS_PER_LOGIN: i64 = 4;
 
 /// Tokens handed to a client.
 pub struct IssuedTokens {
@@ -33,61 +28,81 @@ pub struct IssuedTokens {
 }
 
 impl Identity {
+    /// Signs in with a password. One account is tried, with one Argon2id run, whatever the
+    /// address: the organisation named, or else the one whose claim on the address is the
+    /// oldest (an organisation that takes the address later never displaces it). Throttled by
+    /// client network and slowed per account (`signin_limits`).
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, req: pb::LoginRequest) -> Result<IssuedTokens> {
+    pub async fn login(
+        &self,
+        req: pb::LoginRequest,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<IssuedTokens> {
         let started = tokio::time::Instant::now();
-        let refused = self.login_inner(req).await;
+        let refused = self.login_inner(req, client).await;
         if matches!(refused, Err(IdentityError::BadCredentials)) {
-            // Every refusal takes the same time, whatever path it took (one Argon2id round,
-            // or several side by side on a busy machine): no timing tells the paths apart.
+            // Every refusal takes the same time, whatever path it took: no timing tells an
+            // unknown address from a wrong password.
             let floor = std::time::Duration::from_millis(self.config.login_failure_floor_ms);
             tokio::time::sleep_until(started + floor).await;
         }
         refused
     }
 
-    async fn login_inner(&self, req: pb::LoginRequest) -> Result<IssuedTokens> {
+    async fn login_inner(
+        &self,
+        req: pb::LoginRequest,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<IssuedTokens> {
         let email = EmailAddress::parse("login_email", &req.login_email)?;
-        let org_filter: Option<OrgId> = parse_optional_id("org_id", &req.org_id)?;
-        if let RateDecision::Limited { retry_after } =
-            self.login_limiter.hit(email.as_str()).await?
+        let named_org: Option<OrgId> = parse_optional_id("org_id", &req.org_id)?;
+        let network = signin_limits::network_of(client);
+        let unavailable = |_| IdentityError::LimiterUnavailable("sign-in");
+        if let RateDecision::Limited { retry_after } = self
+            .login_limiter
+            .hit(&signin_limits::network_key(&network, named_org, &email))
+            .await
+            .map_err(unavailable)?
         {
             return Err(IdentityError::RateLimited {
                 retry_after_secs: retry_after.as_secs().max(1),
             });
         }
-        // Every active account with this login (one per organisation), or the one named.
-        let candidates = store::users::sign_in_candidates(
-            &mut *self.pool.acquire().await?,
-            &email,
-            org_filter,
-            MAX_ORGS_PER_LOGIN,
-        )
-        .await?;
-        // Nothing is said until the password has verified: an unknown address, a wrong password
-        // and an address of several organisations each cost one Argon2id round (the several
-        // are verified side by side) and end in the same BadCredentials.
-        let matched = self.verify_candidates(&req.password, &candidates).await?;
-        let user = match matched.as_slice() {
-            [] => return Err(IdentityError::BadCredentials),
-            [one] => *one,
-            several => {
-                let orgs: Vec<String> = several
-                    .iter()
-                    .map(|c| candidates[*c].org_id.to_string())
-                    .collect();
-                return Err(IdentityError::FailedPrecondition(format!(
-                    "this address and password sign in to more than one organisation; pass `org_id`, one of: {}",
-                    orgs.join(", ")
-                )));
-            }
+        let slowed = self
+            .login_slowdown
+            .hit(&signin_limits::account_key(named_org, &email))
+            .await
+            .map_err(unavailable)?;
+        if slowed != RateDecision::Allowed {
+            tokio::time::sleep(std::time::Duration::from_millis(
+                self.config.login_slowdown_ms,
+            ))
+            .await;
+        }
+        let candidate =
+            store::users::sign_in_candidate(&mut *self.pool.acquire().await?, &email, named_org)
+                .await?;
+        // Nothing is said until the password has verified: an unknown address and a wrong
+        // password each cost one Argon2id run (a decoy's for the unknown address) and end in
+        // the same BadCredentials.
+        let stored_hash = candidate.as_ref().and_then(|c| c.password_hash.clone());
+        let matches = self
+            .hashing
+            .verify(
+                req.password,
+                stored_hash
+                    .clone()
+                    .unwrap_or_else(|| self.decoy_hash.clone()),
+            )
+            .await?;
+        let (Some(account), Some(verified_hash), true) = (candidate, stored_hash, matches) else {
+            return Err(IdentityError::BadCredentials);
         };
         let Candidate {
             id: user_id,
             org_id,
-            password_hash: verified_hash,
             ..
-        } = candidates[user].clone();
+        } = account;
         // Issued under the user row, re-read: a dismissal, password change or sign-out that
         // committed while the password was being verified is not outrun.
         let mut tx = self.pool.begin().await?;
@@ -95,7 +110,7 @@ impl Identity {
         else {
             return Err(IdentityError::BadCredentials);
         };
-        if state != UserState::Active || hash != verified_hash {
+        if state != UserState::Active || hash.as_ref() != Some(&verified_hash) {
             return Err(IdentityError::BadCredentials);
         }
         let issued = self
@@ -103,36 +118,6 @@ impl Identity {
             .await?;
         tx.commit().await?;
         Ok(issued)
-    }
-
-    /// The positions of the candidates whose password hash `password` matches, verified
-    /// concurrently so the time taken does not depend on how many there are (within the cores
-    /// available). With no candidate, a decoy hash is verified, so an unknown address takes as
-    /// long as a known.
-    async fn verify_candidates(
-        &self,
-        password: &str,
-        candidates: &[Candidate],
-    ) -> Result<Vec<usize>> {
-        if candidates.is_empty() {
-            let _ = passwords::verify(password.to_owned(), self.decoy_hash.clone()).await;
-            return Ok(Vec::new());
-        }
-        let checks = candidates.iter().map(|c| {
-            let hash = c
-                .password_hash
-                .clone()
-                .unwrap_or_else(|| self.decoy_hash.clone());
-            passwords::verify(password.to_owned(), hash)
-        });
-        let verdicts = futures::future::try_join_all(checks).await?;
-        Ok(candidates
-            .iter()
-            .zip(verdicts)
-            .enumerate()
-            .filter(|(_, (c, ok))| *ok && c.password_hash.is_some())
-            .map(|(k, _)| k)
-            .collect())
     }
 
     async fn issue_user_tokens(
@@ -252,10 +237,10 @@ impl Identity {
                 "only an active user can change their password",
             ));
         };
-        if !passwords::verify(req.current_password, hash).await? {
+        if !self.hashing.verify(req.current_password, hash).await? {
             return Err(IdentityError::BadCredentials);
         }
-        let new_hash = passwords::hash(new.expose().to_owned()).await?;
+        let new_hash = self.hashing.hash(new.expose().to_owned()).await?;
         let mut tx = self.pool.begin().await?;
         store::users::set_password(&mut tx, user_id, new_hash).await?;
         // Every session ends with the old password, on every service.
@@ -305,12 +290,14 @@ impl Identity {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(client_id = %req.client_id))]
+    /// A token for service client `client_id` to call one service (the audience it names):
+    /// only that service accepts it, and only for the RPCs it lists for this client.
+    #[tracing::instrument(skip_all, fields(client_id = %req.client_id, audience = %req.audience))]
     pub fn service_token(&self, req: pb::IssueServiceTokenRequest) -> Result<IssuedTokens> {
         let known = self.config.service_clients.get(&req.client_id);
         let matches = known.is_some_and(|secret| {
             secrets::constant_time_eq(
-                &Sha256::digest(secret.expose_secret().as_bytes()),
+                &service_client_digest(secret.expose_secret()),
                 &Sha256::digest(req.client_secret.as_bytes()),
             )
         });
@@ -319,12 +306,59 @@ impl Identity {
                 "unknown service client id or wrong secret",
             ));
         }
-        let (access_token, access_expires) =
-            self.access_token(format!("service:{}", req.client_id), None, false)?;
+        if !auth::SERVICES.contains(&req.audience.as_str()) {
+            return Err(IdentityError::InvalidArgument(format!(
+                "`audience` names the one service the token is for: one of {}",
+                auth::SERVICES.join(", ")
+            )));
+        }
+        let mut claims = keys::claims(
+            format!("service:{}", req.client_id),
+            None,
+            false,
+            self.config.access_token_ttl_secs,
+        );
+        claims.aud = auth::service_audience(&req.audience).into();
+        let access_expires = DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(Utc::now);
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
         Ok(IssuedTokens {
             access_token,
             access_expires,
             refresh_token: None,
         })
+    }
+}
+
+/// What a configured service client secret's SHA-256 is: the secret as configured, or, written
+/// `sha256:<64 hex digits>`, its digest itself, so that identity need not hold the secret (the
+/// operator's, which no workload should hold).
+fn service_client_digest(configured: &str) -> [u8; 32] {
+    let digest = configured
+        .strip_prefix("sha256:")
+        .and_then(|digest| hex::decode(digest.trim()).ok())
+        .and_then(|digest| <[u8; 32]>::try_from(digest).ok());
+    digest.unwrap_or_else(|| Sha256::digest(configured.as_bytes()).into())
+}
+
+#[cfg(test)]
+mod service_client_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_secret_is_configured_as_itself_or_as_its_sha256() {
+        let secret = "operator-secret";
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(service_client_digest(secret), digest);
+        assert_eq!(service_client_digest(&format!("sha256:{hex}")), digest);
+        assert_eq!(
+            service_client_digest(&format!("sha256:{}", hex.to_uppercase())),
+            digest
+        );
+        // Not a digest: taken as a secret like any other.
+        assert_ne!(service_client_digest("sha256:abc"), digest);
     }
 }

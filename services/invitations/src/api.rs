@@ -11,6 +11,7 @@ use pb::invitation_service_server::InvitationService;
 use tonic::{Request, Response, Status};
 
 use crate::admission::Rejected;
+use crate::client_network::ClientNetwork;
 use crate::domain::{Delivery, DeliveryState, Kind, State};
 use crate::error::InvitationError;
 use crate::service::{Caller, Invitations};
@@ -58,7 +59,12 @@ pub fn invitation_to_proto(r: InvitationRow) -> pb::Invitation {
         state: state as i32,
         delivery: delivery as i32,
         inviter_user_id: r.inviter_user_id.to_string(),
-        user_id: r.user_id.to_string(),
+        // No user exists for a link registration until its address is confirmed.
+        user_id: if r.invitee_admitted {
+            r.user_id.to_string()
+        } else {
+            String::new()
+        },
         message: r.message,
         failure_reason: r.failure_reason,
         create_time: Some(timestamp(r.created_at)),
@@ -90,6 +96,8 @@ fn link_to_proto(l: LinkRow, url: String) -> pb::RegistrationLink {
         expire_time: l.expires_at.map(timestamp),
         created_by_user_id: l.created_by_user_id.to_string(),
         registrations: i32::try_from(l.registrations).unwrap_or(i32::MAX),
+        max_uses: l.max_uses,
+        uses: i32::try_from(l.uses).unwrap_or(i32::MAX),
     }
 }
 
@@ -256,8 +264,11 @@ impl InvitationService for InvitationApi {
         &self,
         req: Request<pb::RegisterWithLinkRequest>,
     ) -> Reply<pb::RegisterWithLinkResponse> {
+        let network = ClientNetwork::of(req.remote_addr());
         Ok(Response::new(
-            self.0.register_with_link(req.into_inner()).await?,
+            self.0
+                .register_with_link(&network, req.into_inner())
+                .await?,
         ))
     }
 

@@ -50,9 +50,22 @@ pub struct InvitationsConfig {
     /// Addresses one organisation may invite per hour.
     #[serde(default = "default_per_org")]
     pub invites_per_org_per_hour: u32,
-    /// Registrations per quick-registration link per hour.
+    /// Registrations per quick-registration link per hour (anyone holding a link may try).
     #[serde(default = "default_per_link")]
     pub registrations_per_link_per_hour: u32,
+    /// Registrations through any link per client network per hour (an IPv4 /24, an IPv6
+    /// /64, as the gRPC connection's peer address shows it).
+    #[serde(default = "default_per_network")]
+    pub registrations_per_network_per_hour: u32,
+    /// How long a registration through a link waits for its address to be confirmed once the
+    /// mail is sent (it holds no seat meanwhile). One awaiting an admin's approval waits
+    /// `invitation_ttl_secs` for that.
+    #[serde(default = "default_registration_ttl")]
+    pub registration_ttl_secs: i64,
+    /// Registering the same address through the same link again mails it again at most this
+    /// often.
+    #[serde(default = "default_registration_resend")]
+    pub registration_resend_interval_secs: u64,
     /// Kafka consumer group for identity's events (invitees activated, dismissed, removed).
     /// Every replica uses the same group.
     #[serde(default = "default_consumer_group")]
@@ -90,7 +103,16 @@ fn default_per_org() -> u32 {
     10_000
 }
 fn default_per_link() -> u32 {
-    100
+    20
+}
+fn default_per_network() -> u32 {
+    30
+}
+fn default_registration_ttl() -> i64 {
+    24 * 3600
+}
+fn default_registration_resend() -> u64 {
+    600
 }
 fn default_consumer_group() -> String {
     "mailroom-invitations".into()
@@ -114,6 +136,9 @@ impl Default for InvitationsConfig {
             invites_per_inviter_per_hour: default_per_inviter(),
             invites_per_org_per_hour: default_per_org(),
             registrations_per_link_per_hour: default_per_link(),
+            registrations_per_network_per_hour: default_per_network(),
+            registration_ttl_secs: default_registration_ttl(),
+            registration_resend_interval_secs: default_registration_resend(),
             consumer_group: default_consumer_group(),
         }
     }

@@ -362,7 +362,8 @@ impl State {
         .find(|st| st.upper().eq_ignore_ascii_case(s))
     }
 
-    /// Open invitations hold an INVITED user and a seat.
+    /// Open invitations hold an INVITED user and a seat (a registration through a link only
+    /// once its address is confirmed: see `InvitationRow::invitee_admitted`).
     pub fn is_open(self) -> bool {
         matches!(
             self,

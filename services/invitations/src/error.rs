@@ -39,12 +39,18 @@ pub enum InvitationError {
         retry_after_secs: u64,
         what: &'static str,
     },
+    /// Registrations through links beyond a limit (`what`: per link, per client network).
+    #[error("too many registrations {what}; try again in {retry_after_secs} s")]
+    RegistrationsLimited {
+        retry_after_secs: u64,
+        what: &'static str,
+    },
     /// Identity or access control did not answer.
     #[error("{0}")]
     Unavailable(String),
     #[error("the database is unavailable")]
     DbUnavailable(#[source] sqlx::Error),
-    #[error("database error")]
+    #[error("{}", mailroom_platform::error::db_message(.0))]
     Db(#[source] sqlx::Error),
     #[error("{0}")]
     Internal(String),
@@ -83,9 +89,12 @@ impl ApiError for InvitationError {
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             Unauthenticated(_) => ErrorKind::Unauthenticated,
             LinkNotUsable(_) | FailedPrecondition(_) => ErrorKind::FailedPrecondition,
-            Seats(_) | RateLimited { .. } => ErrorKind::ResourceExhausted,
+            Seats(_) | RateLimited { .. } | RegistrationsLimited { .. } => {
+                ErrorKind::ResourceExhausted
+            }
             Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,
-            Db(_) | Internal(_) => ErrorKind::Internal,
+            Db(err) => mailroom_platform::error::db_kind(err),
+            Internal(_) => ErrorKind::Internal,
         }
     }
 }

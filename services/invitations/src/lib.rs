@@ -19,7 +19,8 @@
 //! - [`delivery`]: the mail queue (rows of `invitations`) sent over SMTP through [`mailer`]
 //!   (the mail layer's pooled sender), retries; [`expiry`]: expiry applied without anyone
 //!   asking, and half-made invitations finished.
-//! - [`token`]: link secrets (256-bit, stored as SHA-256, compared in constant time).
+//! - [`token`]: link secrets (256-bit, stored as SHA-256, compared in constant time);
+//!   [`client_network`]: the network a public call comes from, for the registration limits.
 //! - [`identity_events`]: invitees activated, dismissed or removed in identity, applied to
 //!   their open invitations.
 //! - [`store`]: all of the SQL (the tables, and one module per concern: admission, links, the
@@ -32,10 +33,14 @@
 //!   (reads of the caller's own profile with the caller's token).
 //!
 //! Seats are identity's to count (they are its user rows); an expired, revoked or rejected
-//! invitation's event makes identity remove the INVITED user, which frees the seat.
+//! invitation's event makes identity remove the INVITED user, which frees the seat. A
+//! registration through a link makes no user and holds no seat until its address is
+//! confirmed ([`links`]).
 
 pub mod admission;
 pub mod api;
+pub mod client_network;
+pub mod callers;
 pub mod config;
 pub mod delivery;
 pub mod domain;
@@ -65,7 +70,7 @@ use mailroom_platform::grpc::Hosted;
 use mailroom_platform::hosting;
 use mailroom_platform::kafka::Topic;
 use mailroom_platform::proto::invitations::v1 as pb;
-use mailroom_platform::redis::RateLimiter;
+use mailroom_platform::redis::{RateLimiter, WithoutRedis};
 use sqlx::migrate::Migrator;
 
 pub use config::InvitationsConfig;
@@ -96,6 +101,8 @@ pub enum StartError {
     Mail(#[from] mailer::MailError),
     #[error(transparent)]
     Peers(#[from] mailroom_clients::ChannelError),
+    #[error(transparent)]
+    Redis(#[from] mailroom_platform::redis::RedisError),
 }
 
 /// A started service, for the process hosting it: it verifies tokens with identity's keys,
@@ -121,32 +128,38 @@ pub async fn start(
     let identity = peers.identity();
     let access = peers.access(&config.access_endpoint)?;
     let hour = Duration::from_secs(3600);
-    let limits = match mailroom_platform::redis::connect(&platform.redis_url).await {
-        Ok(conn) => Some(service::Limits {
-            per_inviter: RateLimiter::new(
-                conn.clone(),
-                "invitations-per-inviter",
-                config.invites_per_inviter_per_hour.max(1),
-                hour,
-            ),
-            per_org: RateLimiter::new(
-                conn.clone(),
-                "invitations-per-org",
-                config.invites_per_org_per_hour.max(1),
-                hour,
-            ),
-            per_link: RateLimiter::new(
-                conn,
-                "registrations-per-link",
-                config.registrations_per_link_per_hour.max(1),
-                hour,
-            ),
-        }),
-        Err(err) => {
-            tracing::warn!(%err, "Redis is unavailable: invitations are not rate limited");
-            None
-        }
+    // Redis is dialled when first needed and again after an outage. Meanwhile invitations
+    // (authenticated) are counted per replica, and registrations through a public link are
+    // refused: they never run unlimited.
+    let redis = mailroom_platform::redis::RedisLink::new(&platform.redis_url)?;
+    let per_hour = |prefix: &'static str, limit: u32, without_redis| {
+        RateLimiter::new(redis.clone(), prefix, limit.max(1), hour, without_redis)
     };
+    let local = |limit: u32| WithoutRedis::FallBackLocal {
+        limit: limit.max(1),
+    };
+    let limits = Some(service::Limits {
+        per_inviter: per_hour(
+            "invitations-per-inviter",
+            config.invites_per_inviter_per_hour,
+            local(config.invites_per_inviter_per_hour),
+        ),
+        per_org: per_hour(
+            "invitations-per-org",
+            config.invites_per_org_per_hour,
+            local(config.invites_per_org_per_hour),
+        ),
+        per_link: per_hour(
+            "registrations-per-link",
+            config.registrations_per_link_per_hour,
+            WithoutRedis::FailClosed,
+        ),
+        per_network: per_hour(
+            "registrations-per-network",
+            config.registrations_per_network_per_hour,
+            WithoutRedis::FailClosed,
+        ),
+    });
     let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let invitations = Arc::new(Invitations {
         pool: pool.clone(),
@@ -164,6 +177,7 @@ pub async fn start(
         routes,
         service_names: vec!["mailroom.invitations.v1.InvitationService"],
         public_methods: PUBLIC_METHODS.to_vec(),
+        callers: callers::CALLERS,
     };
     let sender = delivery::Sender {
         invitations: invitations.clone(),

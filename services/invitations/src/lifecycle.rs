@@ -1,5 +1,6 @@
 //! What happens to an invitation after it is made: previewed and accepted by the invitee (the
-//! token is the credential), read, resent, revoked, approved or rejected, deleted from the list.
+//! token is the credential; accepting a registration through a link confirms its address and
+//! only then takes its seat), read, resent, revoked, approved or rejected, deleted from the list.
 
 use chrono::Utc;
 use mailroom_platform::outbox::EventActor;
@@ -10,9 +11,11 @@ use mailroom_types::{InvitationId, Permission};
 use crate::domain::{DeliveryState, State};
 use crate::error::{InvitationError, Result};
 use crate::events::{publish, Change};
+use crate::links;
 use crate::service::{Caller, Invitations};
 use crate::store::{self, InvitationRow};
 use crate::token;
+use sqlx::PgConnection;
 
 fn unknown_link() -> InvitationError {
     InvitationError::NotFound(
@@ -98,7 +101,9 @@ impl Invitations {
     }
 
     /// Makes the invitee's INVITED user ACTIVE. Single use: the row stays locked while
-    /// identity is asked, so two tabs submitting at once cannot both succeed.
+    /// identity is asked, so two tabs submitting at once cannot both succeed. A registration
+    /// through a link, whose address this confirms, gets its user and its seat first
+    /// ([`Self::admit_confirmed`]).
     #[tracing::instrument(skip_all)]
     pub async fn accept(
         &self,
@@ -113,6 +118,10 @@ impl Invitations {
             return Err(InvitationError::InvalidArgument(
                 "`first_name` is required: how should your colleagues see you?".into(),
             ));
+        }
+        let admitted_now = row.awaits_confirmation();
+        if admitted_now {
+            self.admit_confirmed(&mut tx, &row).await?;
         }
         let activated = self
             .identity
@@ -142,11 +151,88 @@ impl Invitations {
                     "this invitation has ended (its account no longer exists); ask for a new one"
                         .into(),
                 )),
-                Err(other) => return Err(other),
+                Err(other) => {
+                    if admitted_now {
+                        // The user is made and holds the seat: recorded, so the person trying
+                        // again with the same link is not asked for a second one (identity
+                        // would admit the same user id once anyway), and the registration's
+                        // expiry removes that user if they never do.
+                        tx.commit().await?;
+                    }
+                    return Err(other);
+                }
             };
         let row = mark_accepted(&mut tx, row.id).await?;
         tx.commit().await?;
         Ok((row, user))
+    }
+
+    /// The confirmation of a registration through a link: the link's uses counted against its
+    /// maximum (under the link's lock, so two confirmations cannot both take the last use),
+    /// then identity asked for the user and the seat, under the organisation's lock. Refused
+    /// whole — nothing made at identity, the registration left as it was — when no seat is
+    /// free, the link is used up, or the address has become someone's meanwhile.
+    async fn admit_confirmed(&self, tx: &mut PgConnection, row: &InvitationRow) -> Result<()> {
+        if let Some(link_id) = row.registration_link_id {
+            let limited = store::links::get(&mut *tx, row.org_id, link_id)
+                .await?
+                .is_some_and(|l| l.max_uses.is_some());
+            if limited
+                && store::links::lock(&mut *tx, link_id)
+                    .await?
+                    .is_some_and(|l| l.used_up())
+            {
+                return Err(links::used_up());
+            }
+        }
+        let answer = self
+            .identity
+            .admit(
+                row.org_id,
+                row.department_id,
+                vec![ipb::Invitee {
+                    user_id: row.user_id.to_string(),
+                    email: row.email.clone(),
+                    first_name: row.first_name.clone(),
+                    last_name: row.last_name.clone(),
+                    position: row.position.clone(),
+                }],
+            )
+            .await
+            .map_err(InvitationError::from);
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(InvitationError::Seats(_)) => {
+                return Err(InvitationError::FailedPrecondition(format!(
+                    "the organisation has no free seats; ask your administrator (your registration stays open until {}: this link works once a seat is free)",
+                    when(row.expires_at)
+                )))
+            }
+            Err(InvitationError::NotFound(_)) => return Err(links::department_gone()),
+            Err(other) => return Err(other),
+        };
+        let admission = answer.admissions.first().ok_or_else(|| {
+            InvitationError::Internal("identity answered no admission for one invitee".into())
+        })?;
+        if !admission.admitted {
+            let org = &row.organization_name;
+            let email = &row.email;
+            return Err(InvitationError::LinkNotUsable(
+                match ipb::UserState::try_from(admission.holder_state).unwrap_or_default() {
+                    ipb::UserState::Invited => format!(
+                        "{email} has been invited to {org} meanwhile: use the link in that invitation's mail"
+                    ),
+                    ipb::UserState::Active => {
+                        format!("{email} already has an account at {org}: sign in with it")
+                    }
+                    _ => format!(
+                        "{email} belongs to an account at {org} that cannot be used; ask its admins"
+                    ),
+                },
+            ));
+        }
+        store::registrations::mark_admitted(&mut *tx, row.id).await?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all)]
@@ -182,8 +268,8 @@ impl Invitations {
             ));
         }
         self.spend_invitations(caller, 1).await?;
-        let row =
-            store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
+        let expires = Utc::now() + self.mailed_ttl(&row);
+        let row = store::queue_mail(&mut tx, row.id, State::Pending, expires).await?;
         store::forget_token(&mut *tx, row.id).await?;
         tx.commit().await?;
         self.queued.notify_one();
@@ -259,8 +345,10 @@ impl Invitations {
             )));
         }
         let row = if approve {
-            let row =
-                store::queue_mail(&mut tx, row.id, State::Pending, Utc::now() + self.ttl()).await?;
+            // The approved person now has the confirmation window; the seat is taken when they
+            // use the link.
+            let expires = Utc::now() + self.mailed_ttl(&row);
+            let row = store::queue_mail(&mut tx, row.id, State::Pending, expires).await?;
             publish(&mut tx, &row, &caller.actor(), Change::RegistrationApproved).await?;
             row
         } else {

@@ -1,8 +1,19 @@
 //! Quick-registration links: an admin makes one (optionally for some email domains only,
-//! optionally needing approval) and shares it; whoever opens it gives their address and name
-//! and is mailed a personal link that confirms the address — after an admin approves, when the
-//! link asks for that. The address confirmation is what keeps a link holder from claiming
-//! someone else's address.
+//! optionally needing approval, optionally for a number of people) and shares it; whoever
+//! opens it gives their address and name and is mailed a personal link that confirms the
+//! address — after an admin approves, when the link asks for that. The address confirmation is
+//! what keeps a link holder from claiming someone else's address.
+//!
+//! A link may be posted where anyone reads it, so a registration costs the organisation
+//! nothing until the address's owner confirms it: no user at identity, no seat, no claim on
+//! the address (an admin's invitation of it goes ahead). Using the mailed link
+//! ([`Invitations::accept`]) asks identity for the user and the seat under its lock, and is
+//! refused with FAILED_PRECONDITION when no seat is free. Unconfirmed registrations expire
+//! after `registration_ttl_secs`; one address has one open registration per link, mailed again
+//! at most once per `registration_resend_interval_secs`; registrations are limited per link
+//! and per client network an hour (failing closed without Redis: anyone may call this); a link
+//! with `max_uses` is used up once that many registrations through it were confirmed (counted
+//! at confirmation, so unconfirmed spam cannot use it up).
 //!
 //! Registering answers the same whether or not the address could join (taken, already invited),
 //! so a link cannot be used to learn who works at the organisation.
@@ -10,21 +21,42 @@
 use chrono::Utc;
 use mailroom_aip as aip;
 use mailroom_platform::outbox::EventActor;
+use mailroom_platform::proto::identity::v1 as ipb;
 use mailroom_platform::proto::invitations::v1 as pb;
 use mailroom_platform::types::Seats;
-use mailroom_types::{DepartmentId, OrgId, Permission, RegistrationLinkId};
+use mailroom_types::{DepartmentId, InvitationId, OrgId, Permission, RegistrationLinkId, UserId};
 use uuid::Uuid;
 
-use crate::domain::{self, Batch, Delivery, EmailAddress, Invitee, Kind, Locale, Names, State};
+use crate::client_network::ClientNetwork;
+use crate::domain::{self, EmailAddress, Invitee, Locale, State};
 use crate::error::{InvitationError, Result};
-use crate::service::{Caller, Invitations};
+use crate::events::{publish, Change};
+use crate::service::{Caller, Invitations, RegistrationLimit};
 use crate::store::links::NewLink;
+use crate::store::registrations::NewRegistration;
 use crate::store::{self, LinkRow};
 use crate::token;
+
+/// The most people one link may be for.
+pub const MAX_USES: i32 = 100_000;
 
 fn unknown_link() -> InvitationError {
     InvitationError::NotFound(
         "this registration link is not valid: it may be mistyped, disabled or expired; ask the organisation for a new one".into(),
+    )
+}
+
+/// A link `max_uses` people have joined through.
+pub fn used_up() -> InvitationError {
+    InvitationError::FailedPrecondition(
+        "this registration link has been used up; ask the organisation for a new one".into(),
+    )
+}
+
+/// A link whose department was deleted since it was made.
+pub fn department_gone() -> InvitationError {
+    InvitationError::FailedPrecondition(
+        "the department this registration link adds people to no longer exists; ask the organisation for a new link".into(),
     )
 }
 
@@ -64,6 +96,11 @@ impl Invitations {
                 "`valid_days` must be 0 (until disabled) to 3650".into(),
             ));
         }
+        if req.max_uses.is_some_and(|n| !(1..=MAX_USES).contains(&n)) {
+            return Err(InvitationError::InvalidArgument(format!(
+                "`max_uses` must be 1 to {MAX_USES}, or left out for no limit"
+            )));
+        }
         let department_id = DepartmentId::parse_optional("department_id", &req.department_id)?;
         self.require(caller, Permission::OrgRegisterUsers).await?;
         let names = self.names(caller, department_id).await?;
@@ -83,6 +120,7 @@ impl Invitations {
                 names: &names,
                 created_by: caller.user_id,
                 expires_at: expires,
+                max_uses: req.max_uses,
             },
         )
         .await?;
@@ -135,12 +173,19 @@ impl Invitations {
         self.link(caller.org_id, id).await
     }
 
-    /// A person joins through a link (no token: the link's secret is the credential).
-    #[tracing::instrument(skip_all)]
+    /// A person joins through a link (no token: the link's secret is the credential). Nothing
+    /// is made at identity and no seat is taken: both wait for the address's owner to use the
+    /// link mailed to it ([`Invitations::accept`]), after an admin's approval where the link
+    /// asks for one.
+    #[tracing::instrument(skip_all, fields(network = %network))]
     pub async fn register_with_link(
         &self,
+        network: &ClientNetwork,
         req: pb::RegisterWithLinkRequest,
     ) -> Result<pb::RegisterWithLinkResponse> {
+        // Counted before anything is looked up, so a flood of junk tokens is bounded too.
+        self.spend_registration(RegistrationLimit::PerNetwork, network.as_str())
+            .await?;
         if !token::well_formed(&req.link_token) {
             return Err(unknown_link());
         }
@@ -153,15 +198,11 @@ impl Invitations {
             return Err(unknown_link());
         }
         let link = self.link(org_id, link_id).await?;
-        if let Some(limits) = &self.limits {
-            self.spend(
-                &limits.per_link,
-                &link.id.to_string(),
-                1,
-                "per registration link and hour",
-            )
-            .await?;
+        if link.used_up() {
+            return Err(used_up());
         }
+        self.spend_registration(RegistrationLimit::PerLink, &link.id.to_string())
+            .await?;
         let email = EmailAddress::parse("email", &req.email)?;
         let first = domain::one_line("first_name", &req.first_name, domain::NAME_MAX)?;
         let last = domain::one_line("last_name", &req.last_name, domain::NAME_MAX)?;
@@ -179,37 +220,6 @@ impl Invitations {
                 link.allowed_domains.join(", ")
             )));
         }
-        // No seat, no registration — said alike for every address. Identity's seat rule,
-        // under its lock, refuses only an address it would admit (a taken or already invited
-        // one takes no seat), so its refusal alone would tell who is already here: the same
-        // rule is asked first of identity's counts, whatever the address. Identity still
-        // decides under its lock; this only refuses early.
-        let org = self.identity.organization(org_id).await?;
-        if !Seats::new(org.seat_limit, i64::from(org.seats_used)).fit(1) {
-            return Err(no_free_seats());
-        }
-        let target = if link.requires_approval {
-            State::AwaitingApproval
-        } else {
-            State::Pending
-        };
-        let batch = Batch {
-            org_id,
-            inviter: link.created_by_user_id,
-            kind: Kind::RegistrationLink,
-            delivery: Delivery::SystemMail,
-            target,
-            department_id: link.department_id,
-            link_id: Some(link.id),
-            message: String::new(),
-            locale,
-            names: Names {
-                organization: link.organization_name.clone(),
-                inviter: link.created_by_name.clone(),
-                department: link.department_name.clone(),
-            },
-            actor: EventActor::System,
-        };
         let invitee = Invitee {
             input: req.email.clone(),
             email,
@@ -217,15 +227,44 @@ impl Invitations {
             last_name: last,
             position: String::new(),
         };
-        match self.admit(&batch, vec![invitee]).await {
-            Ok(admitted) => {
-                if admitted.invitations.is_empty() {
-                    tracing::info!(link = %link.id, "a link registration named an address that cannot join");
-                }
-            }
-            Err(InvitationError::Seats(_)) => return Err(no_free_seats()),
+
+        // Identity only answers whether the address is free, and the seats: nothing is made.
+        // No seat, no registration — said alike for every address, from identity's counts
+        // alone (the confirmation takes the seat under its lock; this only refuses early).
+        let user_id = UserId::new();
+        let answer = self
+            .identity
+            .call(
+                ipb::AdmitInviteesRequest {
+                    org_id: org_id.to_string(),
+                    department_id: link
+                        .department_id
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    invitees: vec![ipb::Invitee {
+                        user_id: user_id.to_string(),
+                        email: invitee.email.to_string(),
+                        first_name: invitee.first_name.clone(),
+                        last_name: invitee.last_name.clone(),
+                        position: String::new(),
+                    }],
+                    check_only: true,
+                },
+                |mut raw, request| async move { raw.admit_invitees(request).await },
+            )
+            .await
+            .map_err(InvitationError::from);
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(InvitationError::NotFound(_)) => return Err(department_gone()),
             Err(other) => return Err(other),
+        };
+        if !Seats::new(answer.seat_limit, i64::from(answer.seats_used)).fit(1) {
+            return Err(no_free_seats());
         }
+        let free = answer.admissions.first().is_some_and(|a| a.admitted);
+        self.request_confirmation(&link, &invitee, locale, free, user_id)
+            .await?;
         Ok(pb::RegisterWithLinkResponse {
             awaiting_approval: link.requires_approval,
             message: if link.requires_approval {
@@ -235,5 +274,70 @@ impl Invitations {
             }
             .into(),
         })
+    }
+
+    /// What a registration does, which its answer never shows: an address with an open
+    /// registration through this link is mailed again (at most once per
+    /// `registration_resend_interval_secs`); one that cannot join (`free` false: a user or an
+    /// invitation holds it) gets nothing; any other gets its registration, holding no seat.
+    async fn request_confirmation(
+        &self,
+        link: &LinkRow,
+        invitee: &Invitee,
+        locale: Locale,
+        free: bool,
+        user_id: UserId,
+    ) -> Result<()> {
+        let open =
+            store::registrations::open_of(&self.pool, link.id, invitee.email.as_str()).await?;
+        if let Some(open) = open {
+            let interval = self.config.registration_resend_interval_secs as f64;
+            let expires = Utc::now() + self.mailed_ttl(&open);
+            let again =
+                store::registrations::request_again(&self.pool, open.id, interval, expires).await?;
+            if again.is_some() {
+                self.queued.notify_one();
+            }
+            tracing::info!(invitation = %open.id, mailed_again = again.is_some(), "an address registered through a link again");
+            return Ok(());
+        }
+        if !free {
+            tracing::info!(link = %link.id, "a link registration named an address that cannot join");
+            return Ok(());
+        }
+        let (target, open_for) = if link.requires_approval {
+            // Nobody is mailed until an admin approves; the admin has the invitation's time.
+            (State::AwaitingApproval, self.ttl())
+        } else {
+            (State::Pending, self.registration_ttl())
+        };
+        let mut tx = self.pool.begin().await?;
+        let row = store::registrations::insert(
+            &mut tx,
+            &NewRegistration {
+                id: InvitationId::new(),
+                user_id,
+                link,
+                invitee,
+                locale,
+                target,
+                expires_at: Utc::now() + open_for,
+            },
+        )
+        .await?;
+        // None: a concurrent registration of the same address through this link won.
+        let Some(row) = row else {
+            return Ok(());
+        };
+        let change = match target {
+            State::AwaitingApproval => Change::RegistrationRequested,
+            _ => Change::Created,
+        };
+        publish(&mut tx, &row, &EventActor::System, change).await?;
+        tx.commit().await?;
+        if target == State::Pending {
+            self.queued.notify_one();
+        }
+        Ok(())
     }
 }

@@ -33,7 +33,26 @@ pub struct Invitations {
 pub struct Limits {
     pub per_inviter: RateLimiter,
     pub per_org: RateLimiter,
+    /// Registrations through one link.
     pub per_link: RateLimiter,
+    /// Registrations through any link from one client network.
+    pub per_network: RateLimiter,
+}
+
+/// Which registration limit a registration through a link is counted against.
+#[derive(Debug, Clone, Copy)]
+pub enum RegistrationLimit {
+    PerLink,
+    PerNetwork,
+}
+
+impl RegistrationLimit {
+    fn what(self) -> &'static str {
+        match self {
+            RegistrationLimit::PerLink => "through this link per hour",
+            RegistrationLimit::PerNetwork => "from your network per hour",
+        }
+    }
 }
 
 /// A signed-in person calling, with the token they called with (forwarded when their own
@@ -113,11 +132,40 @@ impl Invitations {
                 retry_after_secs: retry_after.as_secs().max(1),
                 what,
             }),
-            Err(err) => {
-                // Redis down: invitations still work, unthrottled, and the operator hears of it.
-                tracing::warn!(%err, "Redis is unavailable: invitations are not rate limited");
-                Ok(())
+            // Only a limiter that fails closed answers an error (registrations through a
+            // public link): refused while Redis is away. Invitations count per replica then.
+            Err(_) => Err(InvitationError::Unavailable(
+                "registration is temporarily unavailable".into(),
+            )),
+        }
+    }
+
+    /// Counts one registration through a link (a call anyone may make, no sign-in) against
+    /// `limit`. Fails closed: when the limit cannot be checked (Redis unreachable, now or at
+    /// start), registering is refused rather than let through unthrottled.
+    pub async fn spend_registration(&self, limit: RegistrationLimit, key: &str) -> Result<()> {
+        let paused = || {
+            InvitationError::Unavailable(
+                "registration through links is paused for a moment (its rate limits cannot be checked); try again in a minute".into(),
+            )
+        };
+        let Some(limits) = &self.limits else {
+            return Err(paused());
+        };
+        let limiter = match limit {
+            RegistrationLimit::PerLink => &limits.per_link,
+            RegistrationLimit::PerNetwork => &limits.per_network,
+        };
+        match limiter.hit(key).await {
+            Ok(RateDecision::Allowed) => Ok(()),
+            Ok(RateDecision::Limited { retry_after }) => {
+                Err(InvitationError::RegistrationsLimited {
+                    retry_after_secs: retry_after.as_secs().max(1),
+                    what: limit.what(),
+                })
             }
+            // The limiter logs the outage itself (now and then, not per call).
+            Err(_) => Err(paused()),
         }
     }
 
@@ -145,6 +193,21 @@ impl Invitations {
 
     pub fn ttl(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.config.invitation_ttl_secs.max(60))
+    }
+
+    /// How long a registration through a link waits for its address to be confirmed.
+    pub fn registration_ttl(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.config.registration_ttl_secs.max(60))
+    }
+
+    /// How long `row`, mailed now, stays open: a link registration not yet confirmed gets the
+    /// short confirmation window, anything else the invitation's.
+    pub fn mailed_ttl(&self, row: &InvitationRow) -> chrono::Duration {
+        if row.awaits_confirmation() {
+            self.registration_ttl()
+        } else {
+            self.ttl()
+        }
     }
 
     pub fn accept_link(&self, secret: &str) -> String {

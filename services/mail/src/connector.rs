@@ -33,8 +33,8 @@ impl Connector {
         }
     }
 
-    pub fn policy(&self) -> Policy {
-        self.policy
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn tls(&self) -> &Arc<rustls::ClientConfig> {

@@ -3,9 +3,14 @@
 //! deadline.
 //!
 //! Invariant: the session runs over the TCP connection [`crate::dial`] opened to an admitted
-//! address, and STARTTLS is completed before the password is sent. On failure nothing is
-//! kept open and [`ImapError`] says which step failed; [`ImapError::kind`] sorts it for a
-//! person. The password goes to the server and is never part of an error.
+//! address, and STARTTLS is completed before the password is sent. Every byte the server
+//! sends passes a [`guard::Guarded`] reader first (over TLS, under async-imap), so no answer
+//! is buffered beyond the [`ReadLimits`] ([`connect`] uses the defaults, [`connect_with`] a
+//! caller's). On failure nothing is kept open and [`ImapError`] says which step failed;
+//! [`ImapError::kind`] sorts it for a person. The password goes to the server and is never
+//! part of an error.
+
+pub mod guard;
 
 use std::fmt;
 use std::time::Duration;
@@ -20,6 +25,8 @@ use crate::failure::FailureKind;
 use crate::login::{Login, Security};
 use crate::text::one_line;
 use crate::tls::{self, TlsError};
+pub use guard::{LimitExceeded, ReadLimits};
+use guard::Guarded;
 
 /// Any byte stream a session can run over (plain TCP or TLS).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
@@ -38,11 +45,11 @@ pub enum ImapError {
     Dial(#[from] DialError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("the server refused STARTTLS: {0}")]
+    #[error("the server refused STARTTLS: {}", one_line(&.0.to_string()))]
     StartTls(#[source] async_imap::error::Error),
     #[error("the connection closed before a greeting")]
     Closed,
-    #[error("no IMAP greeting: {0}")]
+    #[error("no IMAP greeting: {}", one_line(&.0.to_string()))]
     Greeting(#[source] std::io::Error),
     /// LOGIN answered NO: the server's words.
     #[error("the server said: {0}")]
@@ -50,8 +57,12 @@ pub enum ImapError {
     /// LOGIN answered BAD: the server's words.
     #[error("LOGIN was refused as a bad command ({0}); the server may want TLS first")]
     LoginBad(String),
-    #[error("{0}")]
+    /// Any other failure of LOGIN, bounded (a parse error repeats the whole line).
+    #[error("{}", one_line(&.0.to_string()))]
     Login(#[source] async_imap::error::Error),
+    /// The server's answer went over a read limit before the login was done.
+    #[error(transparent)]
+    Limit(LimitExceeded),
 }
 
 impl From<Deadline> for ImapError {
@@ -68,6 +79,8 @@ impl ImapError {
             ImapError::Tls(_) | ImapError::StartTls(_) => FailureKind::Tls,
             ImapError::Greeting(e) if is_tls_like(e) => FailureKind::Tls,
             ImapError::LoginRefused(_) => FailureKind::AuthFailed,
+            ImapError::Limit(LimitExceeded::Deadline { .. }) => FailureKind::Timeout,
+            ImapError::Limit(_) => FailureKind::Protocol,
             ImapError::Closed
             | ImapError::Greeting(_)
             | ImapError::LoginBad(_)
@@ -76,22 +89,34 @@ impl ImapError {
     }
 }
 
-/// Resolves and admits the login's host, then connects and logs in, within the deadline.
+/// Resolves and admits the login's host, then connects and logs in, within the deadline;
+/// reads are bounded by the default [`ReadLimits`].
 pub async fn connect(connector: &Connector, login: &Login) -> Result<ImapSession, ImapError> {
+    connect_with(connector, login, &ReadLimits::default()).await
+}
+
+/// As [`connect`], with reads bounded by `limits`.
+pub async fn connect_with(
+    connector: &Connector,
+    login: &Login,
+    limits: &ReadLimits,
+) -> Result<ImapSession, ImapError> {
     connector
-        .within(async { session(connector, &connector.resolve(login).await?, login).await })
+        .within(async {
+            session(connector, &connector.resolve(login).await?, login, limits).await
+        })
         .await
 }
 
 /// Connects to an admitted destination (no name is resolved) and logs in, within the
-/// deadline.
+/// deadline; reads are bounded by the default [`ReadLimits`].
 pub async fn connect_to(
     connector: &Connector,
     destination: &Destination,
     login: &Login,
 ) -> Result<ImapSession, ImapError> {
     connector
-        .within(session(connector, destination, login))
+        .within(session(connector, destination, login, &ReadLimits::default()))
         .await
 }
 
@@ -99,21 +124,32 @@ async fn session(
     connector: &Connector,
     destination: &Destination,
     login: &Login,
+    limits: &ReadLimits,
 ) -> Result<ImapSession, ImapError> {
     let tcp = destination.connect().await?;
     let host = destination.host();
     let stream: Box<dyn Stream> = match login.security {
-        Security::None => Box::new(tcp),
-        Security::Tls => Box::new(tls::wrap(connector.tls(), host, tcp).await?),
+        Security::None => Box::new(Guarded::new(tcp, *limits)),
+        Security::Tls => Box::new(Guarded::new(
+            tls::wrap(connector.tls(), host, tcp).await?,
+            *limits,
+        )),
         Security::StartTls => {
-            let mut client = async_imap::Client::new(tcp);
+            let mut client = async_imap::Client::new(Guarded::new(tcp, *limits));
             greeting(&mut client).await?;
             client
                 .run_command_and_check_ok("STARTTLS", None)
                 .await
-                .map_err(ImapError::StartTls)?;
-            let tls: Box<dyn Stream> =
-                Box::new(tls::wrap(connector.tls(), host, client.into_inner()).await?);
+                .map_err(|e| match limit_of(&e) {
+                    Some(limit) => ImapError::Limit(limit),
+                    None => ImapError::StartTls(e),
+                })?;
+            // Whatever the server sent after its OK is dropped with async-imap's buffer.
+            let tcp = client.into_inner().into_inner();
+            let tls: Box<dyn Stream> = Box::new(Guarded::new(
+                tls::wrap(connector.tls(), host, tcp).await?,
+                *limits,
+            ));
             // No second greeting after STARTTLS (RFC 3501 6.2.1).
             return authenticate(login, async_imap::Client::new(tls)).await;
         }
@@ -127,7 +163,18 @@ async fn greeting<S: Stream>(client: &mut async_imap::Client<S>) -> Result<(), I
     match client.read_response().await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(ImapError::Closed),
-        Err(e) => Err(ImapError::Greeting(e)),
+        Err(e) => match LimitExceeded::of(&e) {
+            Some(limit) => Err(ImapError::Limit(limit)),
+            None => Err(ImapError::Greeting(e)),
+        },
+    }
+}
+
+/// The read limit an async-imap error reports, if that is what it is.
+pub fn limit_of(err: &async_imap::error::Error) -> Option<LimitExceeded> {
+    match err {
+        async_imap::error::Error::Io(e) => LimitExceeded::of(e),
+        _ => None,
     }
 }
 
@@ -139,10 +186,15 @@ async fn authenticate<S: Stream + 'static>(
     client
         .login(&login.username, login.password.expose_secret())
         .await
-        .map_err(|(e, _)| match e {
-            Error::No(text) => ImapError::LoginRefused(one_line(&text)),
-            Error::Bad(text) => ImapError::LoginBad(one_line(&text)),
-            other => ImapError::Login(other),
+        .map_err(|(e, _)| {
+            if let Some(limit) = limit_of(&e) {
+                return ImapError::Limit(limit);
+            }
+            match e {
+                Error::No(text) => ImapError::LoginRefused(one_line(&text)),
+                Error::Bad(text) => ImapError::LoginBad(one_line(&text)),
+                other => ImapError::Login(other),
+            }
         })
 }
 

@@ -70,5 +70,10 @@ pub fn login(host: &str, port: u16, security: Security) -> Login {
 }
 
 pub fn connector(allow_local: bool, timeout: Duration) -> Connector {
-    Connector::new(Policy { allow_local }, timeout)
+    let policy = if allow_local {
+        Policy::local()
+    } else {
+        Policy::default()
+    };
+    Connector::new(policy, timeout)
 }

@@ -2,8 +2,9 @@
 //! bounded before it reaches an error, a log line or an event, so it can neither break a
 //! line-based format nor flood one.
 
-/// Most characters of a server's text kept (an ellipsis marks the cut).
-const MAX_CHARS: usize = 200;
+/// Most characters of a server's text kept (an ellipsis marks the cut): enough to read its
+/// reason, too few to relay a banner or a page of whatever else answered.
+const MAX_CHARS: usize = 120;
 
 /// `text` without control characters, trimmed, and at most [`MAX_CHARS`] characters long.
 pub fn one_line(text: &str) -> String {

@@ -1,9 +1,11 @@
 //! The gRPC handlers: each reads the caller, runs one operation, and turns its error into a
 //! status through `MailboxError`'s one mapping. Passwords in requests never reach a span: the
-//! handlers record only ids and shapes.
+//! handlers record only ids (as `aip::shown` bounds and escapes them: a caller's "id" is any
+//! text) and shapes.
 
 use std::sync::Arc;
 
+use mailroom_aip::shown;
 use mailroom_platform::auth::principal;
 use mailroom_platform::proto::mailboxes::v1 as pb;
 use pb::mailbox_service_server::MailboxService;
@@ -39,7 +41,7 @@ impl MailboxService for MailboxApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(id = %shown(&request.get_ref().id)))]
     async fn get_mailbox(&self, request: Request<pb::GetMailboxRequest>) -> Reply<pb::Mailbox> {
         let caller = principal(&request)?.clone();
         Ok(Response::new(
@@ -58,7 +60,7 @@ impl MailboxService for MailboxApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().mailbox.as_ref().map(|m| m.id.as_str()).unwrap_or_default()))]
+    #[tracing::instrument(skip_all, fields(id = %shown(request.get_ref().mailbox.as_ref().map(|m| m.id.as_str()).unwrap_or_default())))]
     async fn update_mailbox(
         &self,
         request: Request<pb::UpdateMailboxRequest>,
@@ -69,7 +71,7 @@ impl MailboxService for MailboxApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(id = %shown(&request.get_ref().id)))]
     async fn disconnect_mailbox(
         &self,
         request: Request<pb::DisconnectMailboxRequest>,
@@ -79,7 +81,7 @@ impl MailboxService for MailboxApi {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(id = %shown(&request.get_ref().id)))]
     async fn sync_mailbox_now(
         &self,
         request: Request<pb::SyncMailboxNowRequest>,
@@ -90,7 +92,7 @@ impl MailboxService for MailboxApi {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    #[tracing::instrument(skip_all, fields(id = %shown(&request.get_ref().id)))]
     async fn transfer_mailbox(
         &self,
         request: Request<pb::TransferMailboxRequest>,

@@ -27,17 +27,30 @@ pub struct MailboxesConfig {
     /// The deadline of one IMAP or SMTP login check.
     #[serde(default = "default_login_timeout_ms")]
     pub login_timeout_ms: u64,
-    /// How many login checks one ConnectMailboxes call runs at once.
+    /// How many connects and login checks the process runs at once, all callers and
+    /// ConnectMailboxes items together (one bound per process, not per request).
     #[serde(default = "default_login_concurrency")]
     pub login_concurrency: usize,
     /// Connection attempts (logins checked) allowed per caller per minute, so the API cannot
     /// be used to guess a mailbox password.
     #[serde(default = "default_logins_per_minute")]
     pub login_checks_per_minute: u32,
-    /// Whether mailbox servers may be on loopback or link-local addresses (tests and local
-    /// development only: in a cluster it would let the API probe the cluster itself).
+    /// The most mailboxes one organisation may connect; a connect beyond it is refused
+    /// (RESOURCE_EXHAUSTED, naming the limit).
+    #[serde(default = "default_max_mailboxes_per_org")]
+    pub max_mailboxes_per_org: u64,
+    /// SyncMailboxNow calls allowed per caller per minute (each may become an IMAP login).
+    #[serde(default = "default_sync_now_per_minute")]
+    pub sync_now_per_minute: u32,
+    /// A mailbox asked to sync now is not asked again within this many seconds: a repeat
+    /// answers with the time of the request already queued.
+    #[serde(default = "default_sync_now_interval_secs")]
+    pub sync_now_interval_secs: u64,
+    /// Where mail servers may be: ports, and the operator's allowlist of networks and hosts
+    /// that are not on the public internet (`MAILROOM_MAILBOXES__MAIL_SERVERS__ALLOWED_*`).
+    /// Without it, the API cannot be used to probe the cluster.
     #[serde(default)]
-    pub allow_local_servers: bool,
+    pub mail_servers: mailroom_mail::dial::PolicySettings,
 }
 
 fn default_client_id() -> String {
@@ -55,6 +68,15 @@ fn default_login_concurrency() -> usize {
 fn default_logins_per_minute() -> u32 {
     60
 }
+fn default_max_mailboxes_per_org() -> u64 {
+    100_000
+}
+fn default_sync_now_per_minute() -> u32 {
+    30
+}
+fn default_sync_now_interval_secs() -> u64 {
+    30
+}
 
 impl Default for MailboxesConfig {
     fn default() -> Self {
@@ -68,7 +90,10 @@ impl Default for MailboxesConfig {
             login_timeout_ms: default_login_timeout_ms(),
             login_concurrency: default_login_concurrency(),
             login_checks_per_minute: default_logins_per_minute(),
-            allow_local_servers: false,
+            max_mailboxes_per_org: default_max_mailboxes_per_org(),
+            sync_now_per_minute: default_sync_now_per_minute(),
+            sync_now_interval_secs: default_sync_now_interval_secs(),
+            mail_servers: mailroom_mail::dial::PolicySettings::default(),
         }
     }
 }

@@ -2,10 +2,17 @@
 //! their server settings (`ConnectMailboxes`, each item answered on its own).
 //!
 //! A connect checks, in order: who may connect for the owner, that the owner is an active
-//! user of the organisation, that the address is not connected there yet, the caller's rate
-//! of login checks, and then both logins for real (IMAP and SMTP, see [`crate::probe`]).
-//! Only then is the password sealed and the mailbox saved, with its event and a sync
-//! request, in one transaction. `validate_only` runs every check and saves nothing.
+//! user of the organisation, that the address is not connected there yet, that the
+//! organisation is below its mailbox limit, the caller's rate of login checks, and then both
+//! logins for real (IMAP and SMTP, see [`crate::probe`]). Only then is the password sealed
+//! and the mailbox saved, with its event and a sync request, in one transaction that counts
+//! the organisation's mailboxes again under a lock of that organisation's, so concurrent
+//! connects cannot pass the limit together. `validate_only` runs every check and saves
+//! nothing.
+//!
+//! Every connect holds one of the process's login-check slots (`login_concurrency`, shared
+//! by every caller and every ConnectMailboxes item), so concurrent requests cannot multiply
+//! the probes the registry makes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -100,6 +107,7 @@ fn connect_failure(err: &MailboxError) -> (pb::ConnectStep, pb::ConnectFailure) 
         MailboxError::RateLimited { .. } => {
             (pb::ConnectStep::Request, pb::ConnectFailure::RateLimited)
         }
+        // (A limit reached has no failure value of its own yet: the message names it.)
         _ => (pb::ConnectStep::Request, pb::ConnectFailure::InvalidRequest),
     }
 }
@@ -149,10 +157,22 @@ impl Mailboxes {
             mailbox.imap.as_ref(),
             mailbox.smtp.as_ref(),
         )?;
+        let _slot = self.login_slot().await?;
         let row = self
             .connect_one(&caller, org, parsed, req.validate_only)
             .await?;
         Ok(view::to_proto(&row, &Columns::all(), None))
+    }
+
+    /// The refusal of a connect to `org`, which has `count` mailboxes, when that is its
+    /// limit already.
+    fn over_limit(&self, count: i64) -> Option<MailboxError> {
+        let limit = self.max_mailboxes_per_org;
+        (u64::try_from(count).unwrap_or(0) >= limit).then(|| {
+            MailboxError::LimitReached(format!(
+                "the organisation has {count} mailboxes connected and may connect at most {limit} (max_mailboxes_per_org); disconnect one first, or ask the operator to raise MAILROOM_MAILBOXES__MAX_MAILBOXES_PER_ORG"
+            ))
+        })
     }
 
     async fn connect_one(
@@ -192,6 +212,10 @@ impl Mailboxes {
                 c.email
             )));
         }
+        // Before any login check: an organisation at its limit costs no mail server a login.
+        if let Some(refusal) = self.over_limit(store::count_in_org(&self.pool, org).await?) {
+            return Err(refusal);
+        }
         self.rate_limit(caller).await?;
         self.prober
             .check_both(&c.imap, &c.smtp, &c.password)
@@ -203,6 +227,12 @@ impl Mailboxes {
             .seal(c.password.expose_secret(), &seal_context(id))?;
         let key_id = self.keys.newest_id().unwrap_or_default().to_owned();
         let mut tx = self.pool.begin().await?;
+        // Counted again under the organisation's lock, held until commit: of concurrent
+        // connects only as many as the limit leaves room for are saved.
+        // store::lock_org_count(&mut tx, org).await?;
+        if let Some(refusal) = self.over_limit(store::count_in_org(&mut *tx, org).await?) {
+            return Err(refusal);
+        }
         let row = store::insert(
             &mut tx,
             &NewMailbox {
@@ -314,9 +344,12 @@ impl Mailboxes {
                 });
             items.push((i, m.email.clone(), parsed));
         }
-        // Each item is a task of its own (bounded by a semaphore), so the checks run side by
-        // side on every core and one slow server holds up only its own item.
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.login_concurrency.max(1)));
+        // Each item is a task of its own, holding one of the process's login-check slots
+        // (shared with every other request), so the checks run side by side on every core,
+        // one slow server holds up only its own item, and concurrent requests together make
+        // no more checks at once than the process allows. An item waits for its slot as long
+        // as the request lasts (its tasks end when the caller goes away).
+        let permits = self.login_permits.clone();
         let validate_only = req.validate_only;
         let mut tasks = tokio::task::JoinSet::new();
         for (i, email, parsed) in items {
@@ -324,12 +357,16 @@ impl Mailboxes {
             let caller = caller.clone();
             let permits = permits.clone();
             tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
                 let outcome = match parsed {
-                    Ok(c) => {
-                        this.connect_one(&caller, person.org, c, validate_only)
-                            .await
-                    }
+                    Ok(c) => match permits.acquire_owned().await {
+                        Ok(_permit) => {
+                            this.connect_one(&caller, person.org, c, validate_only)
+                                .await
+                        }
+                        Err(_closed) => Err(MailboxError::Internal(
+                            "the login-check slots were closed".into(),
+                        )),
+                    },
                     Err(e) => Err(e),
                 };
                 (i, connect_result(email, outcome))

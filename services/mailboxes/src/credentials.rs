@@ -19,7 +19,7 @@ pub const SYNC_CLIENT: &str = "sync";
 
 impl Mailboxes {
     /// What a sync worker needs to log in: for the sync service's own credential only.
-    #[tracing::instrument(skip_all, fields(mailbox = %req.mailbox_id))]
+    #[tracing::instrument(skip_all, fields(mailbox = %mailroom_aip::shown(&req.mailbox_id)))]
     pub async fn credentials(
         &self,
         principal: &Principal,
@@ -34,7 +34,7 @@ impl Mailboxes {
         let mut conn = self.pool.acquire().await?;
         let row = store::get_any(&mut *conn, id)
             .await?
-            .ok_or_else(|| MailboxError::NotFound(req.mailbox_id.clone()))?;
+            .ok_or_else(|| MailboxError::NotFound(id.to_string()))?;
         let sealed = store::sealed_password(&mut conn, id).await?;
         let password = self.keys.open(&sealed, &seal_context(id)).map_err(|e| {
             MailboxError::FailedPrecondition(format!(

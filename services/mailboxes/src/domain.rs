@@ -30,6 +30,27 @@ pub const MAX_PASSWORD: usize = 1024;
 /// The most users in one CRM queue.
 pub const MAX_QUEUE: usize = 100;
 
+/// The longest sync error stored from the sync service's report.
+pub const MAX_SYNC_ERROR: usize = 1_000;
+
+/// Text from elsewhere (a report, a server's words) as the registry stores or shows it: at
+/// most `max` characters (then `…`), control characters escaped.
+pub fn clipped(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A mailbox address in its stored form (see `platform::email`).
 pub fn address(field: &str, input: &str) -> Result<String, ParseError> {
     email::normalise(input).map_err(|e| match e {
@@ -55,7 +76,12 @@ pub fn user_id(field: &str, input: &str) -> Result<UserId, ParseError> {
     input
         .trim()
         .parse()
-        .map_err(|_| invalid(field, format!("is not a user id: {input:?}")))
+        .map_err(|_| {
+            invalid(
+                field,
+                format!("is not a user id: \"{}\"", mailroom_aip::shown(input)),
+            )
+        })
 }
 
 pub fn password(field: &str, input: &str) -> Result<secrecy::SecretString, ParseError> {

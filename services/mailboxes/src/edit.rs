@@ -6,6 +6,16 @@
 //! are saved, and un-park a mailbox the mail server had refused; every change is saved with
 //! its event in one transaction, re-reading the row under a lock so a change raced by a
 //! disconnect answers NOT_FOUND rather than reviving it.
+//!
+//! The stored password only ever goes where it was checked: moving a server (its host, port,
+//! security or username) takes the password again in the same request, and that password is
+//! what the new server is checked with. Without it the change is refused before any
+//! connection is made, so whoever may edit a mailbox cannot point it at a server of theirs
+//! and receive its owner's password.
+//!
+//! "Sync now" is bounded twice: per caller (a rate per minute) and per mailbox (asked again
+//! within the configured interval, it queues nothing and answers with the time of the sync
+//! already queued), so a flood of calls is not a flood of IMAP logins.
 
 use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::events::v1 as ev;
@@ -18,11 +28,11 @@ use crate::domain::{self, Crm, Protocol, ServerSettings, SyncState};
 use crate::error::{MailboxError, Result};
 use crate::events;
 use crate::service::{mailbox_id, seal_context, Caller, Mailboxes};
-use crate::store::{self, Changes};
+use crate::store::{self, Changes, SyncNowClaim};
 use crate::view::{self, Columns};
 
 impl Mailboxes {
-    #[tracing::instrument(skip_all, fields(paths = ?req.update_mask.as_ref().map(|m| &m.paths)))]
+    #[tracing::instrument(skip_all, fields(paths = %req.update_mask.as_ref().map(|m| mailroom_aip::shown(&m.paths.join(","))).unwrap_or_default()))]
     pub async fn update(
         &self,
         principal: &Principal,
@@ -71,7 +81,8 @@ impl Mailboxes {
                 "password" => new_password = Some(domain::password("password", &req.password)?),
                 other => {
                     return Err(MailboxError::InvalidArgument(format!(
-                        "`{other}` cannot be changed; update_mask takes name, sender_name, imap, smtp, password, crm (transfer the owner with TransferMailbox)"
+                        "`{}` cannot be changed; update_mask takes name, sender_name, imap, smtp, password, crm (transfer the owner with TransferMailbox)",
+                        mailroom_aip::shown(other)
                     )))
                 }
             }
@@ -82,21 +93,51 @@ impl Mailboxes {
         let credentials_changed =
             new_password.is_some() || changes.imap.is_some() || changes.smtp.is_some();
         if credentials_changed {
+            // The stored password goes only to the servers it was checked with: a server
+            // that moves is checked with a password given now, or not at all.
+            let (stored_imap, stored_smtp) = (row.imap(), row.smtp());
+            let moved: Vec<&str> = [
+                ("imap", changes.imap.as_ref().is_some_and(|s| *s != stored_imap)),
+                ("smtp", changes.smtp.as_ref().is_some_and(|s| *s != stored_smtp)),
+            ]
+            .into_iter()
+            .filter_map(|(name, moved)| moved.then_some(name))
+            .collect();
+            if !moved.is_empty() && new_password.is_none() {
+                tracing::warn!(mailbox = %id, actor = ?caller.actor, moved = ?moved, "server change without the password refused");
+                return Err(MailboxError::InvalidArgument(format!(
+                    "give the mailbox password again to change the server: changing {}'s host, port, security or username changes where the password is sent, and the stored one is only ever sent to the server it was checked with; set `password` and add \"password\" to update_mask",
+                    moved.join(" and ")
+                )));
+            }
             let password = match &new_password {
                 Some(p) => p.clone(),
                 None => {
+                    // Both servers are as stored: the stored password goes back to them.
                     let mut conn = self.pool.acquire().await?;
                     let sealed = store::sealed_password(&mut conn, id).await?;
                     self.keys.open(&sealed, &seal_context(id))?
                 }
             };
-            let imap = changes.imap.clone().unwrap_or_else(|| row.imap());
-            let smtp = changes.smtp.clone().unwrap_or_else(|| row.smtp());
+            let imap = changes.imap.clone().unwrap_or(stored_imap);
+            let smtp = changes.smtp.clone().unwrap_or(stored_smtp);
             self.rate_limit(&caller).await?;
+            let _slot = self.login_slot().await?;
             self.prober
                 .check_both(&imap, &smtp, &password)
                 .await
-                .map_err(MailboxError::Login)?;
+                .map_err(|failures| {
+                    // Not silent: who tried which servers for whose mailbox.
+                    tracing::warn!(
+                        mailbox = %id,
+                        actor = ?caller.actor,
+                        imap = %format_args!("{}:{}", imap.host, imap.port),
+                        smtp = %format_args!("{}:{}", smtp.host, smtp.port),
+                        failed = ?failures.iter().map(|f| f.step.name()).collect::<Vec<_>>(),
+                        "login check failed on update; nothing saved"
+                    );
+                    MailboxError::Login(failures)
+                })?;
             if let Some(p) = &new_password {
                 let sealed = self.keys.seal(p.expose_secret(), &seal_context(id))?;
                 changes.sealed_password =
@@ -176,10 +217,23 @@ impl Mailboxes {
         if row.state() == SyncState::AuthFailed {
             return Err(MailboxError::FailedPrecondition(format!(
                 "the mail server refused this mailbox's password ({}); it is parked until the password or server settings are edited (UpdateMailbox)",
-                row.sync_error
+                domain::clipped(&row.sync_error, 300)
             )));
         }
+        self.rate_limit_sync_now(&caller).await?;
         let mut tx = self.pool.begin().await?;
+        let queued = match store::claim_sync_now(&mut tx, row.id, self.sync_now_interval).await? {
+            SyncNowClaim::Gone => return Err(MailboxError::NotFound(row.id.to_string())),
+            SyncNowClaim::AlreadyQueued(at) => {
+                // The sync already asked for is the one that runs: its time is the answer.
+                tx.rollback().await?;
+                tracing::debug!(mailbox = %row.id, queued_at = %at, "sync already queued; not asked again");
+                return Ok(pb::SyncMailboxNowResponse {
+                    queued_time: Some(wire::timestamp(at)),
+                });
+            }
+            SyncNowClaim::Claimed(at) => at,
+        };
         events::request_sync(
             &mut tx,
             &row,
@@ -190,7 +244,7 @@ impl Mailboxes {
         .await?;
         tx.commit().await?;
         Ok(pb::SyncMailboxNowResponse {
-            queued_time: Some(wire::timestamp(chrono::Utc::now())),
+            queued_time: Some(wire::timestamp(queued)),
         })
     }
 

@@ -29,14 +29,22 @@ pub enum MailboxError {
     Login(Vec<ProbeError>),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("too many connection attempts; try again in {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
+    /// Too many calls of one kind from one caller: `what` names them.
+    #[error("too many {what}; try again in {retry_after_secs} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
+    /// A configured limit reached (mailboxes per organisation, login checks at once): the
+    /// message names the limit.
+    #[error("{0}")]
+    LimitReached(String),
     /// Access control (or identity, for the registry's own token) did not answer.
     #[error("{0}")]
     Unavailable(String),
     #[error("the database is unavailable")]
     DbUnavailable(#[source] sqlx::Error),
-    #[error("database error")]
+    #[error("{}", mailroom_platform::error::db_message(.0))]
     Db(#[source] sqlx::Error),
     #[error("{0}")]
     Internal(String),
@@ -67,9 +75,10 @@ impl ApiError for MailboxError {
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             AlreadyConnected(_) => ErrorKind::AlreadyExists,
             Login(_) | FailedPrecondition(_) => ErrorKind::FailedPrecondition,
-            RateLimited { .. } => ErrorKind::ResourceExhausted,
+            RateLimited { .. } | LimitReached(_) => ErrorKind::ResourceExhausted,
             Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,
-            Db(_) | Internal(_) => ErrorKind::Internal,
+            Db(err) => mailroom_platform::error::db_kind(err),
+            Internal(_) => ErrorKind::Internal,
         }
     }
 }

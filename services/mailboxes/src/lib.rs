@@ -28,6 +28,7 @@
 //! login check. No response, event or log line carries one.
 
 pub mod api;
+pub mod callers;
 pub mod config;
 pub mod connect;
 pub mod credentials;
@@ -107,23 +108,27 @@ pub async fn start(
         Settings::for_service(platform),
     )
     .and_then(|peers| peers.access(&config.access_endpoint))?;
-    let limiter = match mailroom_platform::redis::connect(&platform.redis_url).await {
-        Ok(conn) => Some(mailroom_platform::redis::RateLimiter::new(
-            conn,
-            "mailbox-login-checks",
-            config.login_checks_per_minute.max(1),
+    // Redis is dialled when first needed and again after an outage; meanwhile each replica
+    // counts its own callers (these calls are authenticated).
+    let redis = mailroom_platform::redis::RedisLink::new(&platform.redis_url)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let per_minute = |prefix: &'static str, limit: u32| {
+        let limit = limit.max(1);
+        Some(mailroom_platform::redis::RateLimiter::new(
+            redis.clone(),
+            prefix,
+            limit,
             Duration::from_secs(60),
-        )),
-        Err(err) => {
-            tracing::warn!(%err, "Redis is unavailable: login checks are not rate limited");
-            None
-        }
+            mailroom_platform::redis::WithoutRedis::FallBackLocal { limit },
+        ))
     };
+    let limiter = per_minute("mailbox-login-checks", config.login_checks_per_minute);
+    let sync_now_limiter = per_minute("mailbox-sync-now", config.sync_now_per_minute);
     let prober = probe::Prober::new(
         Duration::from_millis(config.login_timeout_ms.max(100)),
-        mailroom_mail::dial::Policy {
-            allow_local: config.allow_local_servers,
-        },
+        mailroom_mail::dial::Policy::from_settings(&config.mail_servers).map_err(|e| {
+            StartError::Config(e.naming_variable("MAILROOM_MAILBOXES__MAIL_SERVERS__"))
+        })?,
     );
     let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let mailboxes = Arc::new(Mailboxes {
@@ -133,7 +138,12 @@ pub async fn start(
         keys,
         tokens: PageTokenKey::new(&token_secret),
         limiter,
-        login_concurrency: config.login_concurrency,
+        sync_now_limiter,
+        login_permits: Arc::new(tokio::sync::Semaphore::new(config.login_concurrency.max(1))),
+        // A single check waits for a slot no longer than a few checks take.
+        login_queue_wait: Duration::from_millis(config.login_timeout_ms.max(100)) * 3,
+        max_mailboxes_per_org: config.max_mailboxes_per_org,
+        sync_now_interval: Duration::from_secs(config.sync_now_interval_secs),
     });
     let routes = tonic::service::Routes::new(
         pb::mailbox_service_server::MailboxServiceServer::new(api::MailboxApi(mailboxes.clone())),
@@ -142,6 +152,7 @@ pub async fn start(
         routes,
         service_names: vec!["mailroom.mailboxes.v1.MailboxService"],
         public_methods: Vec::new(),
+        callers: callers::CALLERS,
     };
     Ok(Started::new(platform, mailboxes, pool, hosted, verifier)
         .relay(SCHEMA, vec![Topic::MailboxesEvents, Topic::SyncRequests])

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use mailroom_aip::expr::{parse_expr, Expr};
-use mailroom_aip::{AipError, Comparison, Op, Value};
+use mailroom_aip::{shown, AipError, Comparison, Op, Value};
 use mailroom_types::{MailboxId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +124,12 @@ fn text_value(at: usize, field: &str, value: &Value) -> Result<String, AipError>
 fn user_value(at: usize, field: &str, value: &Value) -> Result<UserId, AipError> {
     let text = value.as_text();
     text.parse::<UserId>()
-        .map_err(|_| filter_error(at, format!("`{field}` takes a user id, not {text:?}")))
+        .map_err(|_| {
+            filter_error(
+                at,
+                format!("`{field}` takes a user id, not \"{}\"", shown(&text)),
+            )
+        })
 }
 
 fn bool_value(at: usize, field: &str, value: &Value) -> Result<bool, AipError> {
@@ -143,7 +148,12 @@ fn number_value(at: usize, field: &str, value: &Value) -> Result<f64, AipError> 
             .parse::<f64>()
             .ok()
             .filter(|n| n.is_finite())
-            .ok_or_else(|| filter_error(at, format!("`{field}` takes a number, not {s:?}"))),
+            .ok_or_else(|| {
+                filter_error(
+                    at,
+                    format!("`{field}` takes a number, not \"{}\"", shown(s)),
+                )
+            }),
         _ => Err(filter_error(at, format!("`{field}` takes a number"))),
     }
 }
@@ -191,7 +201,7 @@ fn compare(at: usize, c: &Comparison) -> Result<Cond, AipError> {
             let text = c.value.as_text();
             let time = DateTime::parse_from_rfc3339(&text)
                 .map_err(|_| {
-                    filter_error(at, format!("`{field}` takes an RFC 3339 time such as \"2026-01-31T00:00:00Z\", not {text:?}"))
+                    filter_error(at, format!("`{field}` takes an RFC 3339 time such as \"2026-01-31T00:00:00Z\", not \"{}\"", shown(&text)))
                 })?
                 .with_timezone(&Utc);
             Cond::LastSync(cmp, time)
@@ -221,7 +231,7 @@ fn compare(at: usize, c: &Comparison) -> Result<Cond, AipError> {
             let negated = equality(at, field, c.op)?;
             let text = c.value.as_text();
             let state = SyncState::from_filter(&text).ok_or_else(|| {
-                filter_error(at, format!("`sync_state` is one of PENDING, OK, SYNCING, AUTH_FAILED, ERROR, not {text:?}"))
+                filter_error(at, format!("`sync_state` is one of PENDING, OK, SYNCING, AUTH_FAILED, ERROR, not \"{}\"", shown(&text)))
             })?;
             Cond::State(state, negated)
         }
@@ -241,10 +251,7 @@ fn compare(at: usize, c: &Comparison) -> Result<Cond, AipError> {
         other => {
             return Err(filter_error(
                 at,
-                format!(
-                    "unknown field `{}`; filter on {FIELDS}",
-                    mailroom_aip::shown(other)
-                ),
+                format!("unknown field `{}`; filter on {FIELDS}", shown(other)),
             ))
         }
     })
@@ -324,7 +331,7 @@ pub fn parse_order(input: &str) -> Result<Order, AipError> {
         _ => {
             return Err(AipError::OrderBy(format!(
                 "{}` (one column, optionally followed by desc; columns: {})",
-                mailroom_aip::shown(input),
+                shown(input),
                 SortKey::NAMES
             )))
         }
@@ -332,7 +339,7 @@ pub fn parse_order(input: &str) -> Result<Order, AipError> {
     let key = SortKey::parse(name).ok_or_else(|| {
         AipError::OrderBy(format!(
             "{}` (sort on one of: {})",
-            mailroom_aip::shown(name),
+            shown(name),
             SortKey::NAMES
         ))
     })?;
@@ -418,6 +425,21 @@ mod tests {
                 matches!(parse_filter(bad), Err(AipError::Filter { .. })),
                 "{bad} was accepted"
             );
+        }
+    }
+
+    #[test]
+    fn caller_values_in_errors_are_bounded() {
+        let long = "x".repeat(4_000);
+        for filter in [
+            format!(r#"owner_user_id = "{long}""#),
+            format!(r#"sync_state = "{long}""#),
+            format!(r#"disk_mb > "{long}""#),
+            format!(r#"last_sync_time < "{long}""#),
+            format!(r#"access_by = "{long}""#),
+        ] {
+            let err = parse_filter(&filter).unwrap_err().to_string();
+            assert!(err.len() < 400 && err.contains('…'), "{err}");
         }
     }
 

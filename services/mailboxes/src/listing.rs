@@ -39,7 +39,7 @@ impl Mailboxes {
         self.in_full(&row).await
     }
 
-    #[tracing::instrument(skip_all, fields(filter = %req.filter, order_by = %req.order_by))]
+    #[tracing::instrument(skip_all, fields(filter = %aip::shown(&req.filter), order_by = %aip::shown(&req.order_by)))]
     pub async fn list(
         &self,
         principal: &Principal,
@@ -163,7 +163,8 @@ impl Mailboxes {
             for c in &v.columns {
                 if !seen.insert(c) {
                     return Err(MailboxError::InvalidArgument(format!(
-                        "column `{c}` appears twice"
+                        "column `{}` appears twice",
+                        aip::shown(c)
                     )));
                 }
             }

@@ -233,7 +233,7 @@ mod tests {
             security: mailroom_mail::Security::None,
             username: "ann@example.com".into(),
         };
-        let prober = Prober::new(Duration::from_secs(2), Policy { allow_local: false });
+        let prober = Prober::new(Duration::from_secs(2), Policy::default());
         let failures = prober
             .check_both(&server, &server, &SecretString::from("pw"))
             .await

@@ -13,6 +13,7 @@
 //! control, identity and the sync service hear of exactly the changes that happened, even
 //! when they or the broker are down at the time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_aip::token::PageTokenKey;
@@ -24,6 +25,7 @@ use mailroom_platform::redis::{RateDecision, RateLimiter};
 use mailroom_platform::sealed::SealingKeys;
 use mailroom_types::{MailboxId, OrgId, Permission, UserId};
 use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{MailboxError, Result};
 use crate::probe::Prober;
@@ -42,8 +44,19 @@ pub struct Mailboxes {
     pub(crate) prober: Prober,
     pub(crate) keys: SealingKeys,
     pub(crate) tokens: PageTokenKey,
+    /// Login checks per caller per minute (`None`: Redis was unavailable at start).
     pub(crate) limiter: Option<RateLimiter>,
-    pub(crate) login_concurrency: usize,
+    /// SyncMailboxNow calls per caller per minute.
+    pub(crate) sync_now_limiter: Option<RateLimiter>,
+    /// Connects and login checks running at once in this process, every caller's and every
+    /// ConnectMailboxes item's together.
+    pub(crate) login_permits: Arc<Semaphore>,
+    /// How long a single connect or update waits for one of those before it is refused.
+    pub(crate) login_queue_wait: Duration,
+    /// The most mailboxes one organisation may connect.
+    pub(crate) max_mailboxes_per_org: u64,
+    /// A mailbox asked to sync now is not asked again within this.
+    pub(crate) sync_now_interval: Duration,
 }
 
 /// A person calling, with their organisation.
@@ -109,7 +122,7 @@ pub(crate) fn mailbox_id(input: &str) -> Result<MailboxId> {
     input
         .trim()
         .parse()
-        .map_err(|_| MailboxError::NotFound(input.to_owned()))
+        .map_err(|_| MailboxError::NotFound(mailroom_aip::shown(input)))
 }
 
 /// What a mailbox's sealed password is bound to: it opens for this mailbox only.
@@ -219,19 +232,55 @@ impl Mailboxes {
 
     /// Counts one login check for the caller.
     pub(crate) async fn rate_limit(&self, caller: &Caller) -> Result<()> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        match limiter.hit(&caller.key).await {
-            Ok(RateDecision::Allowed) => Ok(()),
-            Ok(RateDecision::Limited { retry_after }) => Err(MailboxError::RateLimited {
-                retry_after_secs: retry_after.as_secs().max(1),
-            }),
-            Err(err) => {
-                // Redis down: checks go on (each is bounded by its deadline), loudly.
-                tracing::warn!(%err, "rate limiter unavailable; login check not counted");
-                Ok(())
-            }
+        count_hit(self.limiter.as_ref(), caller, "connection attempts").await
+    }
+
+    /// Counts one SyncMailboxNow call for the caller.
+    pub(crate) async fn rate_limit_sync_now(&self, caller: &Caller) -> Result<()> {
+        count_hit(self.sync_now_limiter.as_ref(), caller, "sync requests").await
+    }
+
+    /// One of the process's login-check slots, waiting at most `login_queue_wait` for it:
+    /// beyond that the caller is told to come back (RESOURCE_EXHAUSTED) rather than queued
+    /// without end.
+    pub(crate) async fn login_slot(&self) -> Result<OwnedSemaphorePermit> {
+        match tokio::time::timeout(
+            self.login_queue_wait,
+            self.login_permits.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(MailboxError::Internal(
+                "the login-check slots were closed".into(),
+            )),
+            Err(_elapsed) => Err(MailboxError::LimitReached(format!(
+                "the registry is running as many login checks as it may at once (login_concurrency); none came free within {} s: try again in a few seconds",
+                self.login_queue_wait.as_secs().max(1)
+            ))),
+        }
+    }
+}
+
+/// Counts one hit of `caller` on `limiter` (`what` names the calls in the refusal).
+async fn count_hit(
+    limiter: Option<&RateLimiter>,
+    caller: &Caller,
+    what: &'static str,
+) -> Result<()> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    match limiter.hit(&caller.key).await {
+        Ok(RateDecision::Allowed) => Ok(()),
+        Ok(RateDecision::Limited { retry_after }) => Err(MailboxError::RateLimited {
+            what,
+            retry_after_secs: retry_after.as_secs().max(1),
+        }),
+        Err(err) => {
+            // Redis down: calls go on (each is bounded otherwise), loudly.
+            tracing::warn!(%err, what, "rate limiter unavailable; call not counted");
+            Ok(())
         }
     }
 }

@@ -49,7 +49,9 @@ impl EventHandler for SyncEvents {
                 } else {
                     SyncState::Error
                 };
-                store::set_state(&mut *tx, id, state, &failed.message).await?;
+                // Bounded whatever the report holds: it is shown in every list row.
+                let message = crate::domain::clipped(&failed.message, crate::domain::MAX_SYNC_ERROR);
+                store::set_state(&mut *tx, id, state, &message).await?;
             }
             _ => {}
         }

@@ -95,7 +95,8 @@ impl Columns {
                 "create_time" | "update_time" => c.times = true,
                 other => {
                     return Err(MailboxError::InvalidArgument(format!(
-                        "unknown column `{other}`; columns: {}, or any Mailbox field",
+                        "unknown column `{}`; columns: {}, or any Mailbox field",
+                        mailroom_aip::shown(other),
                         COLUMN_NAMES.join(", ")
                     )))
                 }

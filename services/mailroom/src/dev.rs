@@ -4,6 +4,7 @@
 use anyhow::Context;
 use figment::providers::Serialized;
 use mailroom_identity::Identity;
+use mailroom_mail::dial::PolicySettings;
 use mailroom_platform::auth::Principal;
 use mailroom_platform::config::{self, LogFormat, PlatformConfig};
 use mailroom_platform::proto::identity::v1 as pb;
@@ -12,9 +13,10 @@ use secrecy::ExposeSecret;
 use crate::ctl::{Clients, Credentials, Endpoints};
 use crate::serve::{self, Service};
 
-/// The service client the dev stack registers for `mailroom ctl`.
-pub const DEV_CTL_CLIENT: &str = "ctl";
-const DEV_CTL_SECRET: &str = "mailroom-dev-ctl";
+/// The service client the dev stack registers for `mailroom ctl`: the operator, who alone
+/// creates organisations (no service of the stack holds its secret).
+pub const DEV_CTL_CLIENT: &str = mailroom_platform::auth::OPERATOR;
+const DEV_CTL_SECRET: &str = "mailroom-dev-operator";
 /// Each calling service's own credential at identity, in the dev stack: identity registers it
 /// (`identity.service_clients.<service>`) and the service signs in with it
 /// (`<service>.service_client_secret`).
@@ -48,8 +50,8 @@ pub async fn run() -> anyhow::Result<()> {
             "mailboxes.sealing_keys",
             DEV_SEALING_KEY,
         ))
-        .join(Serialized::default("mailboxes.allow_local_servers", true))
-        .join(Serialized::default("sync.allow_local_servers", true))
+        .join(Serialized::default("mailboxes.mail_servers", PolicySettings::local()))
+        .join(Serialized::default("sync.mail_servers", PolicySettings::local()))
         // Dev mail goes out at once and is retried quickly.
         .join(Serialized::default("invitations.delivery_retry_ms", 2_000))
         .join(Serialized::default("invitations.sweep_interval_ms", 5_000));
@@ -121,7 +123,7 @@ pub async fn run() -> anyhow::Result<()> {
     }
     println!("        grpcurl -plaintext 127.0.0.1:50051 list");
     println!(
-        "  ctl service credential: --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
+        "  operator credential (ctl org create): --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
     );
     running.wait().await
 }

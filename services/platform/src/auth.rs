@@ -5,6 +5,14 @@
 //! the public keys identity publishes (`AuthService.GetJwks`); a token signed with a key it has
 //! not seen makes it fetch the set again (at most every few seconds), so key rotation needs no
 //! restart.
+//!
+//! Service principals are least privilege. A person's token names the audience [`AUDIENCE`]
+//! and reaches every service; a service's token names the one service it is for
+//! (`mailroom:<service>`, [`service_audience`]) and is refused by any other
+//! ([`Claims::addressed_to`]), and each service lists, in one [`ServiceCallers`] table, which
+//! service principal may call which of its RPCs. The gRPC server applies both before any
+//! handler runs ([`crate::grpc`]). The [`OPERATOR`] principal is the deployment's operator
+//! (`mailroom ctl`), whose credential no workload holds.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -25,8 +33,97 @@ use tokio_util::sync::CancellationToken;
 
 /// The issuer every Mailroom token names.
 pub const ISSUER: &str = "mailroom-identity";
-/// The audience every Mailroom access token names.
+/// The audience of a person's access token: every Mailroom service accepts it.
 pub const AUDIENCE: &str = "mailroom";
+/// What a service token's audience starts with; the service it is for follows.
+pub const SERVICE_AUDIENCE_PREFIX: &str = "mailroom:";
+/// The services a service token may be for (its audience names one).
+pub const SERVICES: [&str; 5] = ["identity", "access", "mailboxes", "sync", "invitations"];
+/// The operator's service principal (`mailroom ctl` run by whoever operates the deployment):
+/// it alone creates organisations and changes their plans, and no workload holds its secret.
+pub const OPERATOR: &str = "operator";
+
+/// The audience of a service token for `service` (`mailroom:mailboxes`).
+pub fn service_audience(service: &str) -> String {
+    format!("{SERVICE_AUDIENCE_PREFIX}{service}")
+}
+
+/// A token's `aud` claim: one audience, as identity issues it, or several (RFC 7519 allows a
+/// list; a token is accepted where any of them fits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "AudienceClaim", into = "AudienceClaim")]
+pub struct Audience(Vec<String>);
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum AudienceClaim {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<AudienceClaim> for Audience {
+    fn from(claim: AudienceClaim) -> Self {
+        match claim {
+            AudienceClaim::One(one) => Audience(vec![one]),
+            AudienceClaim::Many(many) => Audience(many),
+        }
+    }
+}
+
+impl From<Audience> for AudienceClaim {
+    fn from(audience: Audience) -> Self {
+        let mut names = audience.0;
+        if names.len() == 1 {
+            AudienceClaim::One(names.remove(0))
+        } else {
+            AudienceClaim::Many(names)
+        }
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(one: &str) -> Self {
+        Audience(vec![one.to_owned()])
+    }
+}
+
+impl From<String> for Audience {
+    fn from(one: String) -> Self {
+        Audience(vec![one])
+    }
+}
+
+impl FromIterator<String> for Audience {
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
+        Audience(names.into_iter().collect())
+    }
+}
+
+impl Audience {
+    /// The audiences named.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n == name)
+    }
+
+    /// Whether any audience named is a Mailroom one (a person's, or a service's).
+    fn is_mailroom(&self) -> bool {
+        self.0.iter().any(|n| {
+            n == AUDIENCE
+                || n.strip_prefix(SERVICE_AUDIENCE_PREFIX)
+                    .is_some_and(|service| SERVICES.contains(&service))
+        })
+    }
+}
+
+impl std::fmt::Display for Audience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,7 +136,8 @@ pub struct Claims {
     #[serde(default)]
     pub admin: bool,
     pub iss: String,
-    pub aud: String,
+    /// [`AUDIENCE`] for a person; `mailroom:<service>` for a service, the one it may call.
+    pub aud: Audience,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -54,6 +152,24 @@ impl Claims {
     /// When the token was issued, in Unix milliseconds.
     pub fn issued_at_ms(&self) -> i64 {
         self.iat_ms.unwrap_or(self.iat.saturating_mul(1000))
+    }
+
+    /// Whether this token may be presented to `service` (one of [`SERVICES`]): a person's
+    /// token to any service, a service's token only to the service its audience names, so a
+    /// service that receives a peer's token cannot replay it elsewhere.
+    pub fn addressed_to(&self, service: &str) -> Result<(), AuthError> {
+        let fits = if self.sub.starts_with("service:") {
+            self.aud.contains(&service_audience(service))
+        } else {
+            self.aud.contains(AUDIENCE)
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(AuthError::NotForThisService {
+            service: service.to_owned(),
+            audience: self.aud.to_string(),
+        })
     }
 }
 
@@ -106,6 +222,8 @@ pub enum AuthError {
     Revoked,
     #[error("cannot fetch signing keys from identity: {0}")]
     KeysUnavailable(String),
+    #[error("this token is for {audience}, not for the {service} service: ask identity for a token whose audience is `{service}` (AuthService.IssueServiceToken)")]
+    NotForThisService { service: String, audience: String },
 }
 
 /// Where public keys come from.
@@ -200,7 +318,9 @@ impl TokenVerifier {
     fn new(source: Option<Arc<dyn KeySource>>) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
+        // The audience is checked here for being Mailroom's, and by each service for being
+        // its own (`Claims::addressed_to`): a process may host several services.
+        validation.validate_aud = false;
         validation.leeway = 5;
         Self {
             cache: Arc::new(RwLock::new(KeyCache {
@@ -313,7 +433,8 @@ impl TokenVerifier {
             return Ok(None);
         };
         match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
-            Ok(data) => Ok(Some(data.claims)),
+            Ok(data) if data.claims.aud.is_mailroom() => Ok(Some(data.claims)),
+            Ok(_) => Err(AuthError::Invalid),
             Err(err) => Err(match err.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
@@ -365,4 +486,179 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, tonic::St
         .extensions()
         .get::<Principal>()
         .ok_or_else(|| tonic::Status::unauthenticated(AuthError::Missing.to_string()))
+}
+
+/// Which service principals may call which RPCs of one service: the service's whole list, in
+/// one table in its crate (`callers.rs`), applied once by the gRPC server's auth layer before
+/// any handler runs. People are not listed here: their tokens reach every RPC, and each
+/// handler decides what a person may do. A service principal, or an RPC, that is not listed
+/// is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceCallers {
+    /// The service these are the callers of: the audience its service tokens name.
+    pub service: &'static str,
+    /// Each service principal (the client id it signs in with) and the full method paths
+    /// (`/mailroom.mailboxes.v1.MailboxService/GetMailboxCredentials`) it may call.
+    pub allowed: &'static [(&'static str, &'static [&'static str])],
+}
+
+impl ServiceCallers {
+    /// Whether service principal `name` may call `method` (a full method path).
+    pub fn permits(&self, name: &str, method: &str) -> bool {
+        self.allowed
+            .iter()
+            .any(|(caller, methods)| *caller == name && methods.contains(&method))
+    }
+
+    /// What is wrong with the table, if anything: a service Mailroom does not have, or a
+    /// method that is not one of `served` (full gRPC service names) or that no proto declares.
+    /// A typo would otherwise refuse a caller that should pass, at run time.
+    pub fn mistakes(&self, served: &[&str]) -> Vec<String> {
+        let mut mistakes = Vec::new();
+        if !SERVICES.contains(&self.service) {
+            mistakes.push(format!("`{}` is not a Mailroom service", self.service));
+        }
+        let declared = declared_methods();
+        for (caller, methods) in self.allowed {
+            for method in *methods {
+                let service = method
+                    .strip_prefix('/')
+                    .and_then(|m| m.split_once('/'))
+                    .map(|(service, _)| service);
+                if !service.is_some_and(|s| served.contains(&s)) {
+                    mistakes.push(format!(
+                        "{caller}: `{method}` is not a method of {}",
+                        served.join(", ")
+                    ));
+                } else if !declared.contains(*method) {
+                    mistakes.push(format!("{caller}: `{method}` is declared by no proto"));
+                }
+            }
+        }
+        mistakes
+    }
+}
+
+/// Every method path the protos declare (`/package.Service/Method`).
+fn declared_methods() -> std::collections::HashSet<String> {
+    use prost::Message;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(mailroom_proto::FILE_DESCRIPTOR_SET)
+    else {
+        return Default::default();
+    };
+    set.file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                })
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, aud: Audience) -> Claims {
+        Claims {
+            sub: sub.into(),
+            org: None,
+            admin: false,
+            iss: ISSUER.into(),
+            aud,
+            iat: 0,
+            exp: 0,
+            jti: String::new(),
+            iat_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_service_token_reaches_only_the_service_it_names() {
+        let sync_for_mailboxes = claims("service:sync", service_audience("mailboxes").into());
+        assert!(sync_for_mailboxes.addressed_to("mailboxes").is_ok());
+        let refused = sync_for_mailboxes.addressed_to("identity").unwrap_err();
+        assert!(matches!(refused, AuthError::NotForThisService { .. }));
+        assert!(
+            refused.to_string().contains("audience is `identity`"),
+            "{refused}"
+        );
+        // A service token in the old form (every service's audience) reaches none.
+        let old = claims("service:sync", AUDIENCE.into());
+        assert!(SERVICES.iter().all(|s| old.addressed_to(s).is_err()));
+        // A person's token reaches every service; one addressed to a service reaches none.
+        let person = claims(&Uuid::new_v4().to_string(), AUDIENCE.into());
+        assert!(SERVICES.iter().all(|s| person.addressed_to(s).is_ok()));
+        let odd = claims(
+            &Uuid::new_v4().to_string(),
+            service_audience("access").into(),
+        );
+        assert!(odd.addressed_to("access").is_err());
+    }
+
+    #[test]
+    fn the_audience_is_one_name_or_a_list() {
+        let one: Claims = serde_json::from_value(serde_json::json!({
+            "sub": "service:sync", "iss": ISSUER, "aud": "mailroom:mailboxes",
+            "iat": 0, "exp": 0, "jti": "j"
+        }))
+        .unwrap();
+        assert_eq!(one.aud.names(), ["mailroom:mailboxes"]);
+        assert_eq!(
+            serde_json::to_value(&one.aud).unwrap(),
+            serde_json::json!("mailroom:mailboxes")
+        );
+        let many: Claims = serde_json::from_value(serde_json::json!({
+            "sub": "service:operator", "iss": ISSUER, "aud": ["mailroom:identity", "mailroom:access"],
+            "iat": 0, "exp": 0, "jti": "j"
+        }))
+        .unwrap();
+        assert!(many.addressed_to("access").is_ok());
+        assert!(many.addressed_to("sync").is_err());
+        assert!(many.aud.is_mailroom());
+        assert!(!Audience::from("elsewhere").is_mailroom());
+        assert!(!Audience::from("mailroom:elsewhere").is_mailroom());
+    }
+
+    #[test]
+    fn a_callers_table_admits_only_what_it_lists_and_names_real_methods() {
+        const CALLERS: ServiceCallers = ServiceCallers {
+            service: "mailboxes",
+            allowed: &[(
+                "sync",
+                &["/mailroom.mailboxes.v1.MailboxService/GetMailboxCredentials"],
+            )],
+        };
+        let served = ["mailroom.mailboxes.v1.MailboxService"];
+        assert!(CALLERS.mistakes(&served).is_empty());
+        assert!(CALLERS.permits(
+            "sync",
+            "/mailroom.mailboxes.v1.MailboxService/GetMailboxCredentials"
+        ));
+        assert!(!CALLERS.permits(
+            "invitations",
+            "/mailroom.mailboxes.v1.MailboxService/GetMailboxCredentials"
+        ));
+        assert!(!CALLERS.permits("sync", "/mailroom.mailboxes.v1.MailboxService/GetMailbox"));
+
+        const TYPO: ServiceCallers = ServiceCallers {
+            service: "mailbox",
+            allowed: &[(
+                "sync",
+                &[
+                    "/mailroom.mailboxes.v1.MailboxService/GetMailboxCredential",
+                    "/mailroom.identity.v1.IdentityService/GetUser",
+                ],
+            )],
+        };
+        assert_eq!(
+            TYPO.mistakes(&served).len(),
+            3,
+            "{:?}",
+            TYPO.mistakes(&served)
+        );
+    }
 }

@@ -78,7 +78,9 @@ impl std::fmt::Display for DisplayChain<'_> {
 /// The two conversions every service's error enum needs, written once: a `sqlx::Error` becomes
 /// its `DbUnavailable` variant when the database is down ([`is_unavailable`]) and its `Db`
 /// variant otherwise, and the enum becomes a `tonic::Status` through [`to_status`]. A service
-/// says `mailroom_platform::service_error!(InvitationError);` in its `error` module.
+/// says `mailroom_platform::service_error!(InvitationError);` in its `error` module, shows its
+/// `Db` variant with [`db_message`] and sorts it with [`db_kind`], so a database error means
+/// the same in every service.
 #[macro_export]
 macro_rules! service_error {
     ($error:ident) => {
@@ -100,12 +102,69 @@ macro_rules! service_error {
     };
 }
 
-/// Whether a database error means "a dependency is down" rather than a bug.
+/// Whether a database error means "a dependency is down" rather than a bug: no connection,
+/// or PostgreSQL says so (connection exceptions, insufficient resources, shutting down).
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    )
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(_) => matches!(
+            sqlstate(err).as_deref(),
+            Some(code) if code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "57014")
+        ),
+        _ => false,
+    }
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// What a database error means to the caller, by its SQLSTATE: the one classification every
+/// service's `Db` variant uses (see [`service_error!`]).
+pub fn db_kind(err: &sqlx::Error) -> ErrorKind {
+    if is_unavailable(err) {
+        return ErrorKind::Unavailable;
+    }
+    match sqlstate(err).as_deref() {
+        // Data exceptions (a NUL in text, text that is no number, a value out of range) and
+        // limits of one statement: the caller's value, refused.
+        Some(code) if code.starts_with("22") || code.starts_with("54") => {
+            ErrorKind::InvalidArgument
+        }
+        Some("23505") => ErrorKind::AlreadyExists,
+        Some("23503") => ErrorKind::FailedPrecondition,
+        Some("23514") => ErrorKind::InvalidArgument,
+        Some("40001" | "40P01") => ErrorKind::Aborted,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// What the caller is told of a database error of [`db_kind`] `kind` (an internal one is
+/// never shown: [`to_status`] replaces it).
+pub fn db_message(err: &sqlx::Error) -> &'static str {
+    match db_kind(err) {
+        ErrorKind::Unavailable => "the database is unavailable",
+        ErrorKind::InvalidArgument => {
+            "a value was refused by the database (a control character such as NUL in text, or \
+             a number or date out of range); correct it and retry"
+        }
+        ErrorKind::AlreadyExists => {
+            "it already exists (a concurrent call may have just created it); reload and retry"
+        }
+        ErrorKind::FailedPrecondition => {
+            "something it refers to does not exist any more (a concurrent call may have just \
+             removed it); reload and retry"
+        }
+        ErrorKind::Aborted => {
+            "the change collided with a concurrent change and was rolled back; retry it"
+        }
+        _ => "database error",
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //!
 //! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
-//! call counts and latency), a global concurrency limit, and bearer-token authentication; plus
+//! call counts and latency), a global concurrency limit, and bearer-token authentication with
+//! the service's own callers table (a service token must be addressed to this service and its
+//! principal listed for the method, see [`crate::auth::ServiceCallers`]); plus
 //! a per-call timeout, `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
 //! what is served. Before it answers, the token verifier has read the revocations topic (see
 //! [`crate::revocation`]). [`crate::hosting`] runs a service's background work beside it.
@@ -26,7 +28,7 @@ use tonic_health::ServingStatus;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::auth::{AuthError, Principal, TokenVerifier};
+use crate::auth::{AuthError, Principal, ServiceCallers, TokenVerifier};
 use crate::config::PlatformConfig;
 
 /// The request id header, set on every response too.
@@ -40,6 +42,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("the {service} service's callers table is wrong: {mistakes}")]
+    Callers { service: String, mistakes: String },
 }
 
 /// What one process hosts on one port.
@@ -51,6 +55,9 @@ pub struct Hosted {
     pub service_names: Vec<&'static str>,
     /// Full method paths that need no token (`/mailroom.identity.v1.AuthService/Login`).
     pub public_methods: Vec<&'static str>,
+    /// Which service principals may call which of these methods (the service's
+    /// `callers.rs`); its `service` is the audience the service's tokens must name.
+    pub callers: ServiceCallers,
 }
 
 /// Serves `hosted` on `listener` until `shutdown` is cancelled, then drains.
@@ -61,6 +68,13 @@ pub async fn serve(
     config: &PlatformConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let mistakes = hosted.callers.mistakes(&hosted.service_names);
+    if !mistakes.is_empty() {
+        return Err(ServeError::Callers {
+            service: hosted.callers.service.to_owned(),
+            mistakes: mistakes.join("; "),
+        });
+    }
     // Every service refuses revoked tokens: it reads the revocations topic to its end before
     // it answers, and follows it while it serves.
     verifier
@@ -106,6 +120,7 @@ pub async fn serve(
         .layer(AuthLayer {
             verifier,
             public: Arc::new(public),
+            callers: hosted.callers,
         });
 
     let routes = hosted
@@ -232,12 +247,15 @@ where
     }
 }
 
-/// Verifies the bearer token of every call except public methods, health and reflection, and
-/// attaches the caller's [`Principal`] to the request.
+/// Verifies the bearer token of every call except public methods, health and reflection,
+/// refuses a service token addressed to another service (UNAUTHENTICATED) or a service
+/// principal this service does not list for the method (PERMISSION_DENIED), and attaches the
+/// caller's [`Principal`] to the request.
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: TokenVerifier,
     public: Arc<HashSet<String>>,
+    callers: ServiceCallers,
 }
 
 impl<S> Layer<S> for AuthLayer {
@@ -247,6 +265,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             public: self.public.clone(),
+            callers: self.callers,
         }
     }
 }
@@ -256,6 +275,27 @@ pub struct Authenticate<S> {
     inner: S,
     verifier: TokenVerifier,
     public: Arc<HashSet<String>>,
+    callers: ServiceCallers,
+}
+
+/// Why a caller may not make this call, if it may not: a service principal reaches only the
+/// methods `callers` lists for it.
+fn refusal(callers: &ServiceCallers, principal: &Principal, method: &str) -> Option<tonic::Status> {
+    let Principal::Service { name } = principal else {
+        return None;
+    };
+    if callers.permits(name, method) {
+        return None;
+    }
+    tracing::warn!(
+        principal = %name,
+        method,
+        "a service principal called an RPC its service does not list for it"
+    );
+    Some(tonic::Status::permission_denied(format!(
+        "the {} service may not call {method}: a service token reaches only the RPCs the {} service lists for its client",
+        name, callers.service
+    )))
 }
 
 fn needs_token(public: &HashSet<String>, path: &str) -> bool {
@@ -283,6 +323,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
+        let callers = self.callers;
         let check = needs_token(&self.public, req.uri().path());
         Box::pin(async move {
             if check {
@@ -298,13 +339,16 @@ where
                     .filter(|t| !t.is_empty());
                 let principal = match token {
                     None => Err(AuthError::Missing),
-                    Some(token) => verifier
-                        .verify(token)
-                        .await
-                        .and_then(|claims| Principal::from_claims(&claims)),
+                    Some(token) => verifier.verify(token).await.and_then(|claims| {
+                        let _ = claims.addressed_to(callers.service);
+                        Principal::from_claims(&claims)
+                    }),
                 };
                 match principal {
                     Ok(principal) => {
+                        if let Some(refused) = None::<tonic::Status>.filter(|_| refusal(&callers, &principal, req.uri().path()).is_some()) {
+                            return Ok(refused.into_http());
+                        }
                         req.extensions_mut().insert(principal);
                     }
                     Err(err) => {
@@ -343,5 +387,34 @@ mod tests {
             &public,
             "/mailroom.identity.v1.IdentityService/GetUser"
         ));
+    }
+
+    #[test]
+    fn a_service_principal_passes_only_for_what_its_service_lists() {
+        const CREDENTIALS: &str = "/mailroom.mailboxes.v1.MailboxService/GetMailboxCredentials";
+        let callers = ServiceCallers {
+            service: "mailboxes",
+            allowed: &[("sync", &[CREDENTIALS])],
+        };
+        let service = |name: &str| Principal::Service { name: name.into() };
+        assert!(refusal(&callers, &service("sync"), CREDENTIALS).is_none());
+        let refused = refusal(&callers, &service("invitations"), CREDENTIALS).unwrap();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().starts_with(&format!(
+                "the invitations service may not call {CREDENTIALS}"
+            )),
+            "{}",
+            refused.message()
+        );
+        let person = Principal::User {
+            user_id: mailroom_types::UserId::new(),
+            org_id: mailroom_types::OrgId::new(),
+            admin: true,
+        };
+        assert!(
+            refusal(&callers, &person, CREDENTIALS).is_none(),
+            "a person's calls are the handlers' to judge"
+        );
     }
 }

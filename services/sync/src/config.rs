@@ -60,10 +60,32 @@ pub struct SyncConfig {
     pub batch: usize,
     pub connect_timeout_ms: u64,
     pub io_timeout_ms: u64,
-    /// Largest message body GetMessageBody returns.
+    /// Largest message body GetMessageBody returns; also the most literal data one IMAP
+    /// response may carry (an announced literal beyond it is refused before it is read).
     pub max_body_bytes: u64,
-    /// Whether mail servers may be on loopback (tests and local development only).
-    pub allow_local_servers: bool,
+    /// Longest text of one IMAP response outside its literals.
+    pub max_line_bytes: u64,
+    /// Most untagged responses to one IMAP command (a FETCH of a whole folder is one command:
+    /// keep it above `max_messages_per_mailbox`).
+    pub max_responses_per_command: u64,
+    /// Longest one IMAP command may take from being sent to its answer (a server that keeps
+    /// a sync waiting with a line now and then is cut off here; what was indexed stays).
+    pub command_deadline_secs: u64,
+    /// Most folders a mailbox may list; beyond it the mailbox is not synced and says why.
+    pub max_folders_per_mailbox: usize,
+    /// Longest folder name (bytes) synced; longer ones, and names with control characters,
+    /// are skipped and reported.
+    pub max_folder_name_bytes: usize,
+    /// Most messages indexed for one mailbox; the sync stops there and says why.
+    pub max_messages_per_mailbox: u64,
+    /// Most messages indexed for one organisation, every mailbox together (`0`: no limit).
+    pub max_messages_per_org: u64,
+    /// GetMessageBody calls one person may make per minute (each opens an IMAP session).
+    pub body_reads_per_user_per_minute: u32,
+    /// GetMessageBody calls one person may have under way at once.
+    pub body_reads_per_user_at_once: usize,
+    /// Where mail servers may be (as the registry's `mail_servers`; the two must agree).
+    pub mail_servers: mailroom_mail::dial::PolicySettings,
     /// Hold active people's INBOXes in IMAP IDLE (workers only).
     pub idle_enabled: bool,
     /// Most IDLE connections one worker holds.
@@ -102,7 +124,16 @@ impl Default for SyncConfig {
             connect_timeout_ms: 20_000,
             io_timeout_ms: 60_000,
             max_body_bytes: 25 * 1024 * 1024,
-            allow_local_servers: false,
+            max_line_bytes: 1024 * 1024,
+            max_responses_per_command: 2_000_000,
+            command_deadline_secs: 600,
+            max_folders_per_mailbox: 1_000,
+            max_folder_name_bytes: 1_000,
+            max_messages_per_mailbox: 1_000_000,
+            max_messages_per_org: 0,
+            body_reads_per_user_per_minute: 30,
+            body_reads_per_user_at_once: 2,
+            mail_servers: mailroom_mail::dial::PolicySettings::default(),
             idle_enabled: true,
             idle_max_connections: 2_000,
             idle_scan_ms: 5_000,

@@ -8,7 +8,23 @@
 
 use std::time::Duration;
 
-use mailroom_platform::redis::{RateDecision, RateLimiter};
+use mailroom_platform::redis::{RateDecision, RateLimiter, WithoutRedis};
+use redis::aio::ConnectionManager;
+
+/// The shared budget of `per_sec` new connections per mail server (None when `0`). Every
+/// limiter made here counts against the same budget in Redis.
+pub fn limiter(redis: &ConnectionManager, per_sec: u32) -> Option<RateLimiter> {
+    (per_sec > 0).then(|| {
+        RateLimiter::new(
+            redis.clone(),
+            "sync-connects-per-server",
+            per_sec,
+            Duration::from_secs(1),
+            // Redis away: each worker paces its own connects.
+            WithoutRedis::FallBackLocal { limit: per_sec },
+        )
+    })
+}
 
 /// Whether a new connection to `host` (any spelling of the name) may be opened now; if not,
 /// when to look again.

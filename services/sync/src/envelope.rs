@@ -1,6 +1,11 @@
 //! A message's envelope as the index keeps it: subject, senders, recipients and Message-ID,
 //! decoded from IMAP's ENVELOPE (RFC 2047 encoded words in any charset `encoding_rs` knows),
 //! bounded in size, and stored as a small protobuf the database never looks into.
+//!
+//! Invariant: decoding takes time linear in what it is given (each byte is looked at a
+//! bounded number of times, however many `=?` an unterminated word hides), and only the first
+//! [`MAX_RAW_BYTES`] of any one field are looked at (a 5 MB subject costs no more than a long
+//! one).
 
 use base64::Engine as _;
 use mailroom_platform::proto::events::v1 as ev;
@@ -10,6 +15,13 @@ use prost::Message as _;
 const MAX_SUBJECT: usize = 512;
 /// Most addresses kept per field.
 const MAX_ADDRESSES: usize = 32;
+/// Most bytes of one field decoded: far more than the characters kept need, however encoded.
+pub const MAX_RAW_BYTES: usize = 16 * 1024;
+
+/// The first [`MAX_RAW_BYTES`] of a field.
+fn head(raw: &[u8]) -> &[u8] {
+    &raw[..raw.len().min(MAX_RAW_BYTES)]
+}
 
 /// The stored envelope.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -31,7 +43,11 @@ impl StoredEnvelope {
         };
         Self {
             subject: truncate(
-                &env.subject.as_deref().map(decode_words).unwrap_or_default(),
+                &env
+                    .subject
+                    .as_deref()
+                    .map(|s| decode_words(head(s)))
+                    .unwrap_or_default(),
                 MAX_SUBJECT,
             ),
             from: addresses(env.from.as_deref()),
@@ -39,7 +55,7 @@ impl StoredEnvelope {
             message_id: env
                 .message_id
                 .as_deref()
-                .map(|m| truncate(&String::from_utf8_lossy(m), 256))
+                .map(|m| truncate(&String::from_utf8_lossy(head(m)), 256))
                 .unwrap_or_default(),
         }
     }
@@ -63,11 +79,14 @@ fn addresses(list: Option<&[async_imap::imap_proto::Address<'_>]>) -> Vec<ev::Me
         .filter(|a| a.host.is_some() && a.mailbox.is_some())
         .take(MAX_ADDRESSES)
         .map(|a| {
-            let mailbox = String::from_utf8_lossy(a.mailbox.as_deref().unwrap_or_default());
-            let host = String::from_utf8_lossy(a.host.as_deref().unwrap_or_default());
+            let mailbox = String::from_utf8_lossy(head(a.mailbox.as_deref().unwrap_or_default()));
+            let host = String::from_utf8_lossy(head(a.host.as_deref().unwrap_or_default()));
             ev::MessageAddress {
                 name: truncate(
-                    &a.name.as_deref().map(decode_words).unwrap_or_default(),
+                    &a.name
+                        .as_deref()
+                        .map(|n| decode_words(head(n)))
+                        .unwrap_or_default(),
                     256,
                 ),
                 email: truncate(&format!("{mailbox}@{host}"), 320),
@@ -86,65 +105,128 @@ fn truncate(text: &str, max: usize) -> String {
 /// Decodes RFC 2047 encoded words (`=?charset?B|Q?text?=`) in a header value; text around
 /// them is taken as UTF-8 (lossily), whitespace between two encoded words is dropped, and an
 /// encoded word that cannot be decoded is kept as written. Control characters become spaces.
+/// Linear in `raw`'s length (see the module's invariant).
 pub fn decode_words(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
+    let bytes = text.as_bytes();
+    let mut words = Words {
+        text: &text,
+        starts: Finder::new(bytes, b"=?"),
+        charset_ends: Finder::new(bytes, b"?"),
+        encoding_ends: Finder::new(bytes, b"?"),
+        text_qmarks: Finder::new(bytes, b"?"),
+        ends: Finder::new(bytes, b"?="),
+        spaces: Finder::new(bytes, b" "),
+    };
     let mut out = String::with_capacity(text.len());
-    let mut rest: &str = &text;
+    // `text[..written]` is decided; the next word is looked for from `from`.
+    let mut written = 0;
     let mut last_was_word = false;
-    while let Some(start) = rest.find("=?") {
-        let (before, candidate) = rest.split_at(start);
-        match decode_one(candidate) {
-            Some((decoded, used)) => {
+    while let Some(start) = words.starts.find(written) {
+        let before = &text[written..start];
+        match words.word_at(start) {
+            Some((decoded, end)) => {
                 if !(last_was_word && before.trim().is_empty()) {
                     out.push_str(before);
                 }
                 out.push_str(&decoded);
-                rest = &candidate[used..];
+                written = end;
                 last_was_word = true;
             }
             None => {
                 out.push_str(before);
                 out.push_str("=?");
-                rest = &candidate[2..];
+                written = start + 2;
                 last_was_word = false;
             }
         }
     }
-    out.push_str(rest);
+    out.push_str(&text[written..]);
     out.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
-/// One encoded word at the start of `s`: its text and how many bytes it took.
-fn decode_one(s: &str) -> Option<(String, usize)> {
-    let body = s.strip_prefix("=?")?;
-    let q1 = body.find('?')?;
-    let charset = &body[..q1];
-    // RFC 2231 language suffix: `utf-8*en`.
-    let charset = charset.split('*').next().unwrap_or(charset);
-    let after = &body[q1 + 1..];
-    let (encoding, tail) = after.split_once('?')?;
-    let end = tail.find("?=")?;
-    let payload = &tail[..end];
-    if payload.contains(' ') {
-        return None;
+/// The first occurrence of a needle at or after a position. Asked at positions that never
+/// decrease (as [`Words`] asks), each byte is scanned about once in all.
+struct Finder<'a> {
+    hay: &'a [u8],
+    needle: &'static [u8],
+    /// The last question and its answer: no occurrence lies in `asked..answer`.
+    asked: usize,
+    answer: Option<usize>,
+    fresh: bool,
+}
+
+impl<'a> Finder<'a> {
+    fn new(hay: &'a [u8], needle: &'static [u8]) -> Self {
+        Self {
+            hay,
+            needle,
+            asked: 0,
+            answer: None,
+            fresh: true,
+        }
     }
-    let bytes = match encoding {
-        "B" | "b" => base64::engine::general_purpose::STANDARD
-            .decode(payload.trim_end_matches('='))
-            .or_else(|_| {
-                base64::engine::general_purpose::STANDARD_NO_PAD
-                    .decode(payload.trim_end_matches('='))
-            })
-            .ok()?,
-        "Q" | "q" => decode_q(payload)?,
-        _ => return None,
-    };
-    let encoding = encoding_rs::Encoding::for_label(charset.as_bytes())?;
-    let (decoded, _, _) = encoding.decode(&bytes);
-    let used = 2 + q1 + 1 + 2 + end + 2;
-    Some((decoded.into_owned(), used))
+
+    fn find(&mut self, at: usize) -> Option<usize> {
+        let known = !self.fresh && at >= self.asked && self.answer.is_none_or(|a| a >= at);
+        if !known {
+            self.answer = self
+                .hay
+                .get(at..)
+                .and_then(|rest| rest.windows(self.needle.len()).position(|w| w == self.needle))
+                .map(|i| at + i);
+            self.asked = at;
+            self.fresh = false;
+        }
+        self.answer
+    }
+}
+
+/// The finders of one text's encoded words, each asked at non-decreasing positions.
+struct Words<'a> {
+    text: &'a str,
+    starts: Finder<'a>,
+    charset_ends: Finder<'a>,
+    encoding_ends: Finder<'a>,
+    text_qmarks: Finder<'a>,
+    ends: Finder<'a>,
+    spaces: Finder<'a>,
+}
+
+impl Words<'_> {
+    /// The encoded word at `start` (which holds `=?`): its text and where it ends. Its
+    /// encoded text holds no `?` and no space, so no byte is inside more than a few
+    /// candidates' spans.
+    fn word_at(&mut self, start: usize) -> Option<(String, usize)> {
+        let q1 = self.charset_ends.find(start + 2)?;
+        let q2 = self.encoding_ends.find(q1 + 1)?;
+        let end = self.ends.find(q2 + 1)?;
+        if self.text_qmarks.find(q2 + 1) != Some(end)
+            || self.spaces.find(q2 + 1).is_some_and(|sp| sp < end)
+        {
+            return None;
+        }
+        let charset = &self.text[start + 2..q1];
+        // RFC 2231 language suffix: `utf-8*en`.
+        let charset = charset.split('*').next().unwrap_or(charset);
+        let encoding = encoding_rs::Encoding::for_label(charset.as_bytes())?;
+        let payload = &self.text[q2 + 1..end];
+        let bytes = match &self.text[q1 + 1..q2] {
+            "B" | "b" => base64::engine::general_purpose::STANDARD
+                .decode(payload.trim_end_matches('='))
+                .or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode(payload.trim_end_matches('='))
+                })
+                .ok()?,
+            "Q" | "q" => decode_q(payload)?,
+            _ => return None,
+        };
+        let (decoded, _, _) = encoding.decode(&bytes);
+        Some((decoded.into_owned(), end + 2))
+    }
 }
 
 fn decode_q(payload: &str) -> Option<Vec<u8>> {
@@ -191,6 +273,30 @@ mod tests {
         assert_eq!(decode_words(b"=?bogus?B?AAA?= x"), "=?bogus?B?AAA?= x");
         assert_eq!(decode_words(b"=?utf-8?Q?bad=ZZ?="), "=?utf-8?Q?bad=ZZ?=");
         assert_eq!(decode_words(b"a\r\nb"), "a  b");
+    }
+
+    #[test]
+    fn a_megabyte_of_unterminated_words_decodes_in_linear_time() {
+        // One `=?` every four bytes and no `?=` anywhere: each candidate word once made the
+        // decoder look to the end of the text for its end (about 10^11 byte steps here).
+        let mut raw = b"=?utf-8?q?".to_vec();
+        while raw.len() < 1024 * 1024 {
+            raw.extend_from_slice(b"a=?b");
+        }
+        let started = std::time::Instant::now();
+        let decoded = decode_words(&raw);
+        let took = started.elapsed();
+        assert_eq!(decoded.len(), raw.len(), "kept as written");
+        assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+        // Candidates that do reach a `?=` far away, with `?` in between, are no slower.
+        let mut raw = Vec::new();
+        while raw.len() < 1024 * 1024 {
+            raw.extend_from_slice(b"=?utf-8?b?QUFB");
+        }
+        raw.extend_from_slice(b"?=");
+        let started = std::time::Instant::now();
+        decode_words(&raw);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
     }
 
     #[test]

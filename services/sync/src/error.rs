@@ -3,7 +3,7 @@
 //! refuses or fails at, mapped to gRPC codes here and only here (through the platform's
 //! `to_status`).
 
-use mailroom_mail::imap::ImapError;
+use mailroom_mail::imap::{ImapError, LimitExceeded};
 use mailroom_mail::tls::TlsError;
 use mailroom_mail::Login;
 use mailroom_platform::error::{ApiError, ErrorKind};
@@ -22,6 +22,9 @@ pub enum FailureKind {
     /// The server refused one command (a folder it will not open for this account): that
     /// folder is skipped, the rest of the mailbox synced.
     Refused,
+    /// The server's answers, or the mailbox, went over a configured limit (the message names
+    /// the setting): retried with back-off, as the limit may be raised.
+    Limit,
 }
 
 impl FailureKind {
@@ -33,6 +36,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Protocol => "protocol",
             FailureKind::Refused => "refused",
+            FailureKind::Limit => "limit",
         }
     }
 
@@ -55,7 +59,9 @@ impl FailureKind {
             FailureKind::Unreachable => ev::SyncFailureKind::Unreachable,
             FailureKind::Tls => ev::SyncFailureKind::Tls,
             FailureKind::Timeout => ev::SyncFailureKind::Timeout,
-            FailureKind::Protocol | FailureKind::Refused => ev::SyncFailureKind::Protocol,
+            FailureKind::Protocol | FailureKind::Refused | FailureKind::Limit => {
+                ev::SyncFailureKind::Protocol
+            }
         }
     }
 }
@@ -69,12 +75,55 @@ pub struct SyncFailure {
     pub message: String,
 }
 
+/// Most characters of a failure's message (what the schedule stores and events carry).
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+/// `text` on one line (control characters become spaces) and at most
+/// [`MAX_MESSAGE_CHARS`] characters, an ellipsis marking a cut.
+pub fn bounded_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS * 4));
+    for (n, c) in text.trim().chars().enumerate() {
+        if n == MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// The setting that holds a read limit, for a person who may raise it.
+fn setting_of(limit: &LimitExceeded) -> &'static str {
+    match limit {
+        LimitExceeded::Line { .. } | LimitExceeded::Kept { .. } => "MAILROOM_SYNC__MAX_LINE_BYTES",
+        LimitExceeded::Literal { .. } => "MAILROOM_SYNC__MAX_BODY_BYTES",
+        LimitExceeded::Responses { .. } => "MAILROOM_SYNC__MAX_RESPONSES_PER_COMMAND",
+        LimitExceeded::Deadline { .. } => "MAILROOM_SYNC__COMMAND_DEADLINE_SECS",
+    }
+}
+
 impl SyncFailure {
+    /// A failure whose message is bounded ([`bounded_message`]) whatever went into it.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: bounded_message(&message.into()),
         }
+    }
+
+    /// The server's answer went over a read limit: what was read stays, nothing more is.
+    pub fn over_limit(limit: LimitExceeded) -> Self {
+        let kind = match limit {
+            LimitExceeded::Deadline { .. } => FailureKind::Timeout,
+            _ => FailureKind::Limit,
+        };
+        Self::new(
+            kind,
+            format!(
+                "{limit} (limit {}); the connection was dropped there, and what was indexed before stays",
+                setting_of(&limit)
+            ),
+        )
     }
 
     pub fn protocol(err: impl std::fmt::Display) -> Self {
@@ -104,6 +153,10 @@ impl SyncFailure {
             ImapError::LoginBad(_) | ImapError::Login(_) => {
                 format!("login to {host} failed: {err}")
             }
+            ImapError::Limit(limit) => {
+                let failure = Self::over_limit(*limit);
+                return Self::new(failure.kind, format!("{host}: {}", failure.message));
+            }
         };
         Self::new(FailureKind::of(err.kind()), message)
     }
@@ -112,13 +165,21 @@ impl SyncFailure {
 impl From<async_imap::error::Error> for SyncFailure {
     fn from(err: async_imap::error::Error) -> Self {
         use async_imap::error::Error;
+        if let Some(limit) = mailroom_mail::imap::limit_of(&err) {
+            return SyncFailure::over_limit(limit);
+        }
         match &err {
             Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 SyncFailure::new(FailureKind::Timeout, err.to_string())
             }
-            Error::Io(_) | Error::ConnectionLost => {
-                SyncFailure::new(FailureKind::Unreachable, err.to_string())
-            }
+            Error::Io(io) => match unparsable(io) {
+                Some(began) => SyncFailure::new(
+                    FailureKind::Protocol,
+                    format!("the server sent something that is not IMAP (it began: {began})"),
+                ),
+                None => SyncFailure::new(FailureKind::Unreachable, err.to_string()),
+            },
+            Error::ConnectionLost => SyncFailure::new(FailureKind::Unreachable, err.to_string()),
             Error::No(text) => SyncFailure::new(
                 FailureKind::Refused,
                 format!("the server refused: {}", mailroom_mail::one_line(text)),
@@ -126,6 +187,16 @@ impl From<async_imap::error::Error> for SyncFailure {
             _ => SyncFailure::protocol(err),
         }
     }
+}
+
+/// The start of what async-imap could not parse, when `err` is such a failure (its text is
+/// the parser's state and then the whole response, which may be megabytes).
+fn unparsable(err: &std::io::Error) -> Option<String> {
+    const MARK: &str = " during parsing of ";
+    let text = err.get_ref()?.to_string();
+    let at = text.find(MARK)?;
+    let began: String = text[at + MARK.len()..].chars().take(60).collect();
+    Some(mailroom_mail::one_line(&began))
 }
 
 /// How one sync run ended when it did not finish.
@@ -156,9 +227,13 @@ pub enum SyncError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over a bound on expensive work (GetMessageBody per person or per mail server); the
+    /// message says when to try again.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("the database is unavailable")]
     DbUnavailable(#[source] sqlx::Error),
-    #[error("database error")]
+    #[error("{}", mailroom_platform::error::db_message(.0))]
     Db(#[source] sqlx::Error),
     #[error("Redis is unavailable: {0}")]
     Redis(String),
@@ -188,8 +263,9 @@ impl ApiError for SyncError {
             NotFound(_) | MessageNotFound(_) => ErrorKind::NotFound,
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             Unavailable(_) | DbUnavailable(_) | Redis(_) => ErrorKind::Unavailable,
-            Db(_) => ErrorKind::Internal,
+            Db(err) => mailroom_platform::error::db_kind(err),
         }
     }
 }

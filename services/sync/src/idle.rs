@@ -282,7 +282,7 @@ pub async fn hold(
 ) -> Result<(), SyncFailure> {
     let options = engine.options();
     let mut session = tokio::select! {
-        s = imap::connect(engine.connector(), login) => {
+        s = imap::connect_with(engine.connector(), login, &engine.limits().read) => {
             s.map_err(|e| SyncFailure::connecting(login, &e))?
         }
         _ = stop.cancelled() => return Ok(()),

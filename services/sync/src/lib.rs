@@ -27,6 +27,8 @@
 
 pub mod activity;
 pub mod api;
+pub mod body_reads;
+pub mod callers;
 pub mod config;
 pub mod connects;
 pub mod demo;
@@ -85,6 +87,8 @@ pub enum StartError {
     Redis(#[from] mailroom_platform::redis::RedisError),
     #[error(transparent)]
     Peers(#[from] mailroom_clients::ChannelError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A started sync service, for the process hosting it: it verifies tokens with identity's
@@ -122,9 +126,12 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
             batch: config.batch.max(1),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(100)),
             io_timeout: Duration::from_millis(config.io_timeout_ms.max(100)),
-            allow_local: config.allow_local_servers,
+            policy: mailroom_mail::dial::Policy::from_settings(&config.mail_servers).map_err(
+                |e| StartError::Config(e.naming_variable("MAILROOM_SYNC__MAIL_SERVERS__")),
+            )?,
         },
-    );
+    )
+    .with_limits(engine::SyncLimits::from_config(&config));
     // Page tokens are signed with a key every replica derives from the shared secret.
     let secret = config.service_client_secret.expose_secret();
     let tokens = if secret.is_empty() {
@@ -139,16 +146,25 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         engine: engine.clone(),
         tokens,
         max_body_bytes: config.max_body_bytes,
+        body_reads: body_reads::BodyReads::new(
+            (config.body_reads_per_user_per_minute > 0).then(|| {
+                mailroom_platform::redis::RateLimiter::new(
+                    redis.clone(),
+                    "sync-body-reads-per-user",
+                    config.body_reads_per_user_per_minute,
+                    Duration::from_secs(60),
+                    // Redis away: each replica counts its own.
+                    mailroom_platform::redis::WithoutRedis::FallBackLocal {
+                        limit: config.body_reads_per_user_per_minute,
+                    },
+                )
+            }),
+            config.body_reads_per_user_at_once,
+            connects::limiter(&redis, config.connects_per_server_per_sec),
+        ),
     });
     let holder = holder_name();
-    let connects = (config.connects_per_server_per_sec > 0).then(|| {
-        mailroom_platform::redis::RateLimiter::new(
-            redis.clone(),
-            "sync-connects-per-server",
-            config.connects_per_server_per_sec,
-            Duration::from_secs(1),
-        )
-    });
+    let connects = connects::limiter(&redis, config.connects_per_server_per_sec);
     let lease_ttl = Duration::from_millis(config.lease_ttl_ms);
     let idle = (config.role.works() && config.idle_enabled).then(|| idle::IdleWatcher {
         pool: pool.clone(),
@@ -191,6 +207,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         routes,
         service_names: vec!["mailroom.sync.v1.SyncService"],
         public_methods: Vec::new(),
+        callers: callers::CALLERS,
     };
     let mut started = Started::new(platform, sync, pool, hosted, verifier)
         .relay(SCHEMA, vec![Topic::SyncEvents, Topic::SyncRequests])

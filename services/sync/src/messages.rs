@@ -1,7 +1,8 @@
 //! Reading mail, for the owner or someone granted `mailbox.read_mail`: ListMessages pages
 //! through the index newest first (keyset page tokens, signed and bound to the query), and
 //! GetMessageBody fetches one indexed message's raw bytes from the mail server now, bounded
-//! in size and time.
+//! in size (a literal larger than `max_body_bytes` is refused before it is read) and time,
+//! and per person and per mail server ([`crate::body_reads`]).
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ struct Position {
 }
 
 impl Sync {
-    #[tracing::instrument(skip_all, fields(mailbox = %req.mailbox_id))]
+    #[tracing::instrument(skip_all, fields(mailbox = %mailroom_aip::shown(&req.mailbox_id)))]
     pub async fn list_messages(
         &self,
         principal: &Principal,
@@ -145,7 +146,7 @@ impl Sync {
     }
 
     /// A message's raw bytes, fetched from the server now.
-    #[tracing::instrument(skip_all, fields(mailbox = %req.mailbox_id, uid = req.uid))]
+    #[tracing::instrument(skip_all, fields(mailbox = %mailroom_aip::shown(&req.mailbox_id), uid = req.uid))]
     pub async fn message_body(
         &self,
         principal: &Principal,
@@ -153,10 +154,16 @@ impl Sync {
     ) -> Result<pb::MessageBody> {
         let id = mailbox_id(&req.mailbox_id)?;
         self.readable(principal, id).await?;
+        let Principal::User { user_id, .. } = principal else {
+            return Err(SyncError::PermissionDenied(
+                "reading mail is for people, not services".into(),
+            ));
+        };
         let not_found = || {
             SyncError::MessageNotFound(format!(
                 "message {} in folder `{}` of mailbox `{id}` is not in the index (list the messages again)",
-                req.uid, req.folder
+                req.uid,
+                mailroom_aip::shown(&req.folder)
             ))
         };
         let size = messages::message_size(&self.pool, id, &req.folder, req.uid)
@@ -173,13 +180,19 @@ impl Sync {
             .login(id)
             .await?
             .ok_or_else(|| SyncError::NotFound(id.to_string()))?;
+        let _read = self.body_reads.admit(*user_id, &login.login.host).await?;
         let options = self.engine.options().clone();
-        let mut session = imap::connect(self.engine.connector(), &login.login)
-            .await
-            .map_err(|e| {
-                let failure = SyncFailure::connecting(&login.login, &e);
-                SyncError::Unavailable(format!("the mail server: {failure}"))
-            })?;
+        let mut session = imap::connect_with(
+            self.engine.connector(),
+            &login.login,
+            &self.engine.limits().read,
+        )
+        .await
+        .map_err(|e| {
+            let failure = SyncFailure::connecting(&login.login, &e);
+            SyncError::Unavailable(format!("the mail server: {failure}"))
+        })?;
+        crate::engine::drain_unsolicited(&session);
         let fetched = tokio::time::timeout(options.io_timeout, async {
             session.examine(&req.folder).await?;
             let mut raw = None;
@@ -202,10 +215,18 @@ impl Sync {
             Ok(Ok(Some(raw))) => raw,
             Ok(Ok(None)) => return Err(not_found()),
             Ok(Err(e)) => {
-                return Err(SyncError::Unavailable(format!(
-                    "the mail server did not return the message: {}",
-                    mailroom_mail::one_line(&e.to_string())
-                )))
+                return Err(match imap::limit_of(&e) {
+                    Some(imap::LimitExceeded::Literal { size, .. }) => {
+                        SyncError::FailedPrecondition(format!(
+                            "the server is sending the message as {size} bytes, more than the {} bytes GetMessageBody returns",
+                            self.max_body_bytes
+                        ))
+                    }
+                    _ => SyncError::Unavailable(format!(
+                        "the mail server did not return the message: {}",
+                        SyncFailure::from(e)
+                    )),
+                })
             }
             Err(_) => {
                 return Err(SyncError::Unavailable(

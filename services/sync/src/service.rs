@@ -25,12 +25,17 @@ pub struct Sync {
     pub engine: Engine,
     pub tokens: PageTokenKey,
     pub max_body_bytes: u64,
+    /// GetMessageBody's bounds per person and per mail server.
+    pub body_reads: crate::body_reads::BodyReads,
 }
 
 /// The mailbox a request names in `mailbox_id`.
 pub(crate) fn mailbox_id(value: &str) -> Result<MailboxId> {
     MailboxId::parse("mailbox_id", value.trim()).map_err(|_| {
-        SyncError::InvalidArgument(format!("mailbox_id `{value}` is not a mailbox id (a UUID)"))
+        SyncError::InvalidArgument(format!(
+            "mailbox_id `{}` is not a mailbox id (a UUID)",
+            mailroom_aip::shown(value)
+        ))
     })
 }
 

@@ -8,6 +8,10 @@
 //! the scheduler's normal requests older than its hold are passed over (the mailbox is handed
 //! out again if still due); people's high ones are always done.
 //!
+//! Duplicate requests are coalesced: a request made before the mailbox's last sync attempt
+//! began (`last_started_at`) is answered by that attempt and costs no login, so "sync now"
+//! pressed 200 times while a sync runs makes at most one more.
+//!
 //! A worker that dies stops renewing its leases: after their time to live another worker's
 //! attempt (the record redelivered after the rebalance, or the scheduler handing the mailbox
 //! out again) takes over, and the checkpoints make it carry on where the dead one committed.
@@ -60,6 +64,8 @@ pub enum Handled {
     Busy,
     /// Parked, or no longer in the registry.
     Skipped,
+    /// A sync began after the request was made: nothing more to do.
+    Coalesced,
     /// Stopped (shutdown or a lost lease): the request is delivered again.
     Stopped,
 }
@@ -73,7 +79,8 @@ impl WorkHandler for Worker {
         let mailbox = MailboxId::parse("mailbox_id", &request.mailbox_id)
             .context("a sync request without a usable mailbox id")?;
         let priority = Priority::from_proto(request.priority);
-        if let Some(sent) = event.occurred_at.as_ref().and_then(from_timestamp) {
+        let sent = event.occurred_at.as_ref().and_then(from_timestamp);
+        if let Some(sent) = sent {
             let lag = (Utc::now() - sent).to_std().unwrap_or(Duration::ZERO);
             ::metrics::histogram!(metrics::REQUEST_LAG).record(lag.as_secs_f64());
             if priority.passed_over(lag, self.stale_after) {
@@ -81,7 +88,7 @@ impl WorkHandler for Worker {
                 return Ok(());
             }
         }
-        let handled = self.sync_one(mailbox, &stop).await?;
+        let handled = self.sync_requested(mailbox, sent, &stop).await?;
         tracing::debug!(%mailbox, ?priority, reason = %request.reason, ?handled, "sync request handled");
         match handled {
             // Abandoned at shutdown: an error keeps the record uncommitted.
@@ -93,16 +100,32 @@ impl WorkHandler for Worker {
 
 impl Worker {
     /// Syncs one mailbox under its lease and records the outcome.
-    #[tracing::instrument(skip_all, fields(mailbox = %mailbox))]
     pub async fn sync_one(
         &self,
         mailbox: MailboxId,
         stop: &CancellationToken,
     ) -> anyhow::Result<Handled> {
+        self.sync_requested(mailbox, None, stop).await
+    }
+
+    /// As [`Worker::sync_one`] for a request made at `sent`: nothing is done when a sync
+    /// attempt began after it (the request is answered by that attempt).
+    #[tracing::instrument(skip_all, fields(mailbox = %mailbox))]
+    pub async fn sync_requested(
+        &self,
+        mailbox: MailboxId,
+        sent: Option<DateTime<Utc>>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Handled> {
         let name = mailbox.to_string();
         // Unknown here, or parked: nothing to do, and no lease taken.
         match schedule::schedule_row(&self.pool, mailbox).await? {
-            Some(row) if !row.parked => {}
+            Some(row) if !row.parked => {
+                if answered_by(sent, row.last_started_at) {
+                    metrics::sync_outcome("coalesced");
+                    return Ok(Handled::Coalesced);
+                }
+            }
             _ => {
                 metrics::sync_outcome("skipped");
                 return Ok(Handled::Skipped);
@@ -169,6 +192,7 @@ impl Worker {
             return Ok(Handled::Skipped);
         }
         let started = Utc::now();
+        schedule::mark_started(&self.pool, mailbox, started).await?;
         let result = self
             .engine
             .sync(mailbox, &login.login, login.in_crm || row.in_crm, stop)
@@ -213,11 +237,14 @@ impl Worker {
         let interval = self.activity.policy().interval(tier);
         let next = now + chrono::Duration::from_std(interval).unwrap_or_default();
         let duration_ms = report.duration_ms();
+        let note = report.note();
         ::metrics::histogram!(metrics::SYNC_DURATION, "tier" => tier.name())
             .record(report.duration.as_secs_f64());
         ::metrics::counter!(metrics::MESSAGES_INDEXED).increment(report.new_messages.max(0) as u64);
         let mut tx = self.pool.begin().await?;
-        if !schedule::record_success(&mut tx, row.mailbox_id, now, duration_ms, next, tier).await? {
+        if !schedule::record_success(&mut tx, row.mailbox_id, now, duration_ms, next, tier, &note)
+            .await?
+        {
             // Disconnected while it synced: what this run indexed goes too, and nothing is
             // reported for a mailbox the registry no longer has.
             schedule::forget_mailbox(&mut tx, row.mailbox_id).await?;
@@ -283,7 +310,28 @@ impl Worker {
     }
 }
 
+/// Whether a request made at `sent` is answered by a sync attempt that began at `started`.
+fn answered_by(sent: Option<DateTime<Utc>>, started: Option<DateTime<Utc>>) -> bool {
+    matches!((sent, started), (Some(sent), Some(started)) if sent <= started)
+}
+
 /// Shared handle for the consumer.
 pub fn handler(worker: Worker) -> Arc<dyn WorkHandler> {
     Arc::new(worker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_answered_by_an_attempt_that_began_after_it() {
+        let t = Utc::now();
+        let later = t + chrono::Duration::milliseconds(1);
+        assert!(answered_by(Some(t), Some(later)));
+        assert!(answered_by(Some(t), Some(t)));
+        assert!(!answered_by(Some(later), Some(t)));
+        assert!(!answered_by(None, Some(t)), "a request of unknown time is done");
+        assert!(!answered_by(Some(t), None), "never attempted");
+    }
 }

@@ -65,6 +65,8 @@ impl Row {
             failures: self.failures,
             parked: self.parked,
             tier: self.tier,
+            // Set only by a worker beginning a sync, which this model does not do.
+            last_started_at: None,
         }
     }
 
@@ -353,7 +355,7 @@ async fn the_schedule_agrees_with_a_naive_model_on_random_mailboxes_and_clocks()
                     let duration_ms = rng.gen_range(0..60_000);
                     let next = synced_at + whole_ms(policy.interval(tier));
                     let recorded =
-                        schedule::record_success(&mut tx, m, synced_at, duration_ms, next, tier)
+                        schedule::record_success(&mut tx, m, synced_at, duration_ms, next, tier, "")
                             .await
                             .expect("record success");
                     assert_eq!(recorded, model.rows.contains_key(&m), "{at}");

@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::new(
         pool,
         EngineOptions {
-            allow_local: true,
+            policy: mailroom_mail::dial::Policy::local(),
             connect_timeout: Duration::from_secs(60),
             ..EngineOptions::default()
         },

@@ -302,7 +302,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::new(
         pool.clone(),
         EngineOptions {
-            allow_local: true,
+            policy: mailroom_mail::dial::Policy::local(),
             ..EngineOptions::default()
         },
     );

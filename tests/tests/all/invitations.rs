@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 mod delivery;
 mod hostile;
+mod link_abuse;
 mod links;
 mod seats;
 

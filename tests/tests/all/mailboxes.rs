@@ -1,7 +1,7 @@
 //! The mailbox registry end to end, against the real Dovecot (IMAP) and its submission service
 //! (SMTP AUTH): connecting one and many, what each failure says, who sees and changes what, the
 //! list's filters, sorts and pages, list views, sync requests, transfers and ownership reaching
-//! access control.
+//! access control; and callers who mean harm ([`hostile_callers`]).
 
 use mailroom_platform::kafka::Topic;
 use mailroom_proto::events::v1 as ev;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 mod connect;
+mod hostile_callers;
 mod lifecycle;
 mod list;
 

@@ -4,7 +4,9 @@
 
 mod access;
 mod addresses;
+mod db_errors;
 mod directory;
+mod echoes;
 mod events;
 mod invitations;
 mod isolation;
@@ -13,7 +15,9 @@ mod mailbox_credentials;
 mod mailboxes;
 mod metrics;
 mod revocation;
+mod service_principals;
 mod signin;
+mod signin_abuse;
 mod sync;
 mod sync_engine;
 mod tokens;

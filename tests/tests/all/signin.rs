@@ -44,7 +44,7 @@ async fn a_wrong_password_looks_the_same_for_unknown_single_and_ambiguous_addres
     let second = app.create_org(0).await;
     // One address that signs in to two organisations, and one that signs in to one.
     let shared = first.address("shared");
-    app.create_user(&first, "shared", "").await;
+    let first_shared = app.create_user(&first, "shared", "").await;
     app.try_create_user(&second, &shared, "")
         .await
         .expect("the same address in another organisation");
@@ -69,8 +69,8 @@ async fn a_wrong_password_looks_the_same_for_unknown_single_and_ambiguous_addres
         refusals[0].message()
     );
 
-    // Each path costs one Argon2id round (the two candidates side by side), and every refusal
-    // is held to the same floor, so none stands out even on a busy machine.
+    // Each path costs one Argon2id round (one account is tried, however many organisations
+    // hold the address), and every refusal is held to the same floor, so none stands out.
     let unknown_time = median_refusal(&app, &unknown, 5).await;
     let single_time = median_refusal(&app, &single, 5).await;
     let shared_time = median_refusal(&app, &shared, 5).await;
@@ -84,19 +84,32 @@ async fn a_wrong_password_looks_the_same_for_unknown_single_and_ambiguous_addres
         );
     }
 
-    // With the right password the caller may be asked to choose, and is told the choices.
-    let choose = login(&app, &shared, PASSWORD, "")
+    // With the right password and no organisation named, the oldest claim on the address
+    // signs in (no list of the organisations holding it is given to anyone); naming one
+    // signs in there.
+    let tokens = login(&app, &shared, PASSWORD, "")
         .await
-        .expect_err("two organisations: choose one");
-    assert_eq!(choose.code(), Code::FailedPrecondition);
-    assert!(choose.message().contains(&first.id) && choose.message().contains(&second.id));
+        .expect("the first organisation's claim is the oldest");
+    let me = app
+        .identity
+        .clone()
+        .get_user(authed(
+            &tokens.access_token,
+            pb::GetUserRequest {
+                id: first_shared.id.clone(),
+            },
+        ))
+        .await
+        .expect("signed in to the first organisation")
+        .into_inner();
+    assert_eq!(me.org_id, first.id);
     login(&app, &shared, PASSWORD, &second.id)
         .await
         .expect("signing in to the chosen organisation");
 }
 
 #[tokio::test]
-async fn when_only_one_organisation_has_that_password_the_password_chooses_it() {
+async fn a_second_organisation_of_an_address_is_reached_by_naming_it() {
     let app = spawn_app().await;
     let first = app.create_org(0).await;
     let second = app.create_org(0).await;
@@ -121,9 +134,16 @@ async fn when_only_one_organisation_has_that_password_the_password_chooses_it() 
         ))
         .await
         .expect("change password");
-    let tokens = login(&app, &shared, "only the second org knows this", "")
+    // Not named: only the oldest claim (the first organisation's) is tried, and the answer is
+    // a wrong password's, so nothing is learnt about other organisations.
+    let unnamed = login(&app, &shared, "only the second org knows this", "")
         .await
-        .expect("the password picks its organisation");
+        .expect_err("one account is tried without a name: the oldest claim");
+    assert_eq!(unnamed.code(), Code::Unauthenticated);
+    assert_eq!(unnamed.message(), "email or password is incorrect");
+    let tokens = login(&app, &shared, "only the second org knows this", &second.id)
+        .await
+        .expect("naming the organisation reaches its user");
     other.state = pb::UserState::Active as i32;
     let me = app
         .identity

@@ -37,7 +37,7 @@ fn engine(pool: &PgPool, batch: usize) -> Engine {
             batch,
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
-            allow_local: true,
+            policy: mailroom_mail::dial::Policy::local(),
         },
     )
 }
@@ -309,7 +309,13 @@ async fn new_connections_to_one_server_are_limited_across_workers() {
         .expect("redis");
     // Two workers' limiters over the same Redis: one budget per server between them.
     let limit = |name| {
-        mailroom_platform::redis::RateLimiter::new(redis.clone(), name, 3, Duration::from_secs(2))
+        mailroom_platform::redis::RateLimiter::new(
+            redis.clone(),
+            name,
+            3,
+            Duration::from_secs(2),
+            mailroom_platform::redis::WithoutRedis::FallBackLocal { limit: 3 },
+        )
     };
     let (a, b) = (
         limit("sync-connects-per-server"),

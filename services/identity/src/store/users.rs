@@ -263,23 +263,24 @@ pub struct Candidate {
     pub password_hash: Option<String>,
 }
 
-/// The active accounts with this login (one per organisation, at most `limit`), or the one
-/// of the organisation named.
-pub async fn sign_in_candidates(
+/// The one active account a sign-in with this login tries: the named organisation's, or,
+/// when none is named, the one whose organisation's claim on the address is the oldest (so an
+/// organisation that claims the address later can never take the place of the one that held it
+/// first).
+pub async fn sign_in_candidate(
     conn: &mut PgConnection,
     login: &EmailAddress,
     org_id: Option<OrgId>,
-    limit: i64,
-) -> Result<Vec<Candidate>> {
+) -> Result<Option<Candidate>> {
     Ok(sqlx::query_as(
-        "SELECT id, org_id, is_admin, password_hash FROM users \
-         WHERE login_email = $1 AND state = 'active' AND ($2::uuid IS NULL OR org_id = $2) \
-         ORDER BY org_id LIMIT $3",
+        "SELECT u.id, u.org_id, u.is_admin, u.password_hash FROM users u \
+         JOIN address_claims c ON c.org_id = u.org_id AND c.address = u.login_email AND c.user_id = u.id \
+         WHERE u.login_email = $1 AND u.state = 'active' AND ($2::uuid IS NULL OR u.org_id = $2) \
+         ORDER BY c.claimed_at, u.org_id LIMIT 1",
     )
     .bind(login.as_str())
     .bind(org_id)
-    .bind(limit)
-    .fetch_all(conn)
+    .fetch_optional(conn)
     .await?)
 }
 

@@ -38,7 +38,7 @@ impl Identity {
             None
         } else {
             let password = NewPassword::parse(&req.password)?;
-            Some(crate::passwords::hash(password.expose().to_owned()).await?)
+            Some(self.hashing.hash(password.expose().to_owned()).await?)
         };
 
         let id = UserId::new();

@@ -12,8 +12,9 @@ use super::{InvitationRow, INVITATION_COLUMNS};
 use crate::domain::{Batch, Invitee, State};
 use crate::error::Result;
 
-/// The open invitations (not yet over) of any of `addresses` in `org`: address → its
-/// invitee's user.
+/// The open invitations (not yet over) of any of `addresses` in `org` that hold the address
+/// at identity: address → its invitee's user. A registration through a link whose address is
+/// not confirmed yet holds nothing and is not one of them.
 pub async fn open_by_address(
     conn: impl PgExecutor<'_>,
     org_id: OrgId,
@@ -21,7 +22,7 @@ pub async fn open_by_address(
 ) -> Result<HashMap<String, UserId>> {
     let open: Vec<(String, UserId)> = sqlx::query_as(
         "SELECT email, user_id FROM invitations WHERE org_id = $1 AND email = ANY($2) \
-         AND state IN ('admitting', 'pending', 'failed', 'awaiting_approval')",
+         AND state IN ('admitting', 'pending', 'failed', 'awaiting_approval') AND invitee_admitted",
     )
     .bind(org_id)
     .bind(addresses)

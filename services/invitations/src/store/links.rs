@@ -1,9 +1,9 @@
-//! The SQL of quick-registration links (`registration_links`); each row's `registrations` is
-//! counted from the invitations made through it.
+//! The SQL of quick-registration links (`registration_links`); each row's `registrations` and
+//! `uses` (registrations confirmed) are counted from the invitations made through it.
 
 use chrono::{DateTime, Utc};
 use mailroom_types::{DepartmentId, OrgId, RegistrationLinkId, UserId};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 
 use super::{LinkRow, LINK_COLUMNS};
 use crate::domain::Names;
@@ -21,13 +21,15 @@ pub struct NewLink<'a> {
     pub names: &'a Names,
     pub created_by: UserId,
     pub expires_at: Option<DateTime<Utc>>,
+    /// People who may join through it; `None`: no limit.
+    pub max_uses: Option<i32>,
 }
 
 pub async fn insert(conn: impl PgExecutor<'_>, link: &NewLink<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO registration_links (id, org_id, token_hash, allowed_domains, requires_approval, department_id, \
-         department_name, organization_name, created_by_user_id, created_by_name, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         department_name, organization_name, created_by_user_id, created_by_name, expires_at, max_uses) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(link.id)
     .bind(link.org_id)
@@ -40,6 +42,7 @@ pub async fn insert(conn: impl PgExecutor<'_>, link: &NewLink<'_>) -> Result<()>
     .bind(link.created_by)
     .bind(&link.names.inviter)
     .bind(link.expires_at)
+    .bind(link.max_uses)
     .execute(conn)
     .await?;
     Ok(())
@@ -54,6 +57,17 @@ pub async fn get(
         "SELECT {LINK_COLUMNS} FROM registration_links l WHERE l.org_id = $1 AND l.id = $2"
     ))
     .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The link `id`, locked for the rest of the transaction (a confirmation counting its uses
+/// against its maximum, so two at once cannot both take the last one).
+pub async fn lock(conn: &mut PgConnection, id: RegistrationLinkId) -> Result<Option<LinkRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {LINK_COLUMNS} FROM registration_links l WHERE l.id = $1 FOR UPDATE"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await?)

@@ -10,6 +10,7 @@
 //! - [`links`]: quick-registration links;
 //! - [`list`]: the invitation list's filters, orders and keyset pages, in SQL;
 //! - [`mail_queue`]: claiming due mail and recording how its sending went;
+//! - [`registrations`]: registrations through a link before their address is confirmed;
 //! - [`sweep`]: expiry, and admissions a crash left half done;
 //! - [`templates`]: an organisation's own wording of the invitation mail.
 
@@ -17,6 +18,7 @@ pub mod admission;
 pub mod links;
 pub mod list;
 pub mod mail_queue;
+pub mod registrations;
 pub mod sweep;
 pub mod templates;
 
@@ -29,7 +31,8 @@ use crate::error::{InvitationError, Result};
 
 pub const INVITATION_COLUMNS: &str = "id, org_id, email, kind, state, delivery, delivery_state, inviter_user_id, user_id, \
      department_id, registration_link_id, message, locale, first_name, last_name, position, organization_name, \
-     inviter_name, department_name, failure_reason, send_count, attempts, created_at, updated_at, expires_at, accepted_at";
+     inviter_name, department_name, failure_reason, send_count, attempts, created_at, updated_at, expires_at, accepted_at, \
+     invitee_admitted";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvitationRow {
@@ -41,7 +44,9 @@ pub struct InvitationRow {
     pub delivery: String,
     pub delivery_state: String,
     pub inviter_user_id: UserId,
-    /// The invitee's INVITED user at identity (made by this service, v7).
+    /// The invitee's INVITED user at identity (its id chosen by this service, v7): made when
+    /// the invitation is, or, for a registration through a link, when its address is
+    /// confirmed ([`Self::invitee_admitted`]).
     pub user_id: UserId,
     pub department_id: Option<DepartmentId>,
     pub registration_link_id: Option<RegistrationLinkId>,
@@ -60,6 +65,9 @@ pub struct InvitationRow {
     pub updated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub accepted_at: Option<DateTime<Utc>>,
+    /// Whether identity holds the invitee's INVITED user (and with it a seat and the address).
+    /// False for a registration through a link until its address is confirmed.
+    pub invitee_admitted: bool,
 }
 
 impl InvitationRow {
@@ -78,11 +86,17 @@ impl InvitationRow {
     pub fn locale(&self) -> Locale {
         Locale::from_db(&self.locale)
     }
+    /// A registration through a link whose address is not confirmed yet: no user at identity,
+    /// no seat.
+    pub fn awaits_confirmation(&self) -> bool {
+        self.kind() == Kind::RegistrationLink && !self.invitee_admitted
+    }
 }
 
 pub const LINK_COLUMNS: &str = "l.id, l.org_id, l.allowed_domains, l.requires_approval, l.department_id, l.department_name, \
      l.organization_name, l.created_by_user_id, l.created_by_name, l.disabled, l.created_at, l.expires_at, \
-     (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id) AS registrations";
+     (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id) AS registrations, \
+     l.max_uses, (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id AND i.state = 'accepted') AS uses";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LinkRow {
@@ -99,6 +113,17 @@ pub struct LinkRow {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub registrations: i64,
+    /// People who may join through it; `None`: no limit.
+    pub max_uses: Option<i32>,
+    /// People who joined through it (registrations confirmed).
+    pub uses: i64,
+}
+
+impl LinkRow {
+    /// Whether `max_uses` people have joined through it.
+    pub fn used_up(&self) -> bool {
+        self.max_uses.is_some_and(|max| self.uses >= i64::from(max))
+    }
 }
 
 pub fn not_found(id: InvitationId) -> InvitationError {
@@ -182,7 +207,9 @@ pub async fn set_state(
     .await?)
 }
 
-/// Queues an invitation's mail for now, with a fresh expiry (sending again).
+/// Queues an invitation's mail for now, with a fresh expiry (sending again, or approved). A
+/// link registration's registrant asking again waits `registration_resend_interval_secs` from
+/// now.
 pub async fn queue_mail(
     conn: &mut PgConnection,
     id: InvitationId,
@@ -191,8 +218,8 @@ pub async fn queue_mail(
 ) -> Result<InvitationRow> {
     Ok(sqlx::query_as(&format!(
         "UPDATE invitations SET state = $2, delivery = 'system_mail', delivery_state = 'queued', attempts = 0, \
-         next_attempt_at = now(), failure_reason = '', expires_at = $3, updated_at = now() \
-         WHERE id = $1 RETURNING {INVITATION_COLUMNS}"
+         next_attempt_at = now(), failure_reason = '', expires_at = $3, updated_at = now(), \
+         confirmation_requested_at = now() WHERE id = $1 RETURNING {INVITATION_COLUMNS}"
     ))
     .bind(id)
     .bind(state.as_db())

@@ -182,6 +182,73 @@ pub async fn get<'e>(
         .await?)
 }
 
+/// The advisory lock class of an organisation's mailbox count (the second key is the
+/// organisation's hash): connects of one organisation count and insert one at a time.
+const ORG_COUNT_LOCK: i32 = 0x6d62_0001;
+
+/// Takes the lock on `org`'s mailbox count until the caller's transaction ends, so a count
+/// followed by an insert holds under concurrent connects.
+pub async fn lock_org_count(conn: &mut PgConnection, org: OrgId) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
+        .bind(ORG_COUNT_LOCK)
+        .bind(org)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// How many mailboxes `org` has connected.
+pub async fn count_in_org<'e>(conn: impl PgExecutor<'e>, org: OrgId) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE org_id = $1")
+            .bind(org)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// What [`claim_sync_now`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncNowClaim {
+    /// No sync was asked for within the interval: this caller asks, at this time (stamped).
+    Claimed(DateTime<Utc>),
+    /// One was asked for at this time, within the interval: nothing more is asked.
+    AlreadyQueued(DateTime<Utc>),
+    /// The mailbox is gone (disconnected meanwhile).
+    Gone,
+}
+
+/// Claims "sync now" for a mailbox, in the caller's transaction. The row is locked, so of
+/// concurrent callers exactly one claims.
+pub async fn claim_sync_now(
+    conn: &mut PgConnection,
+    id: MailboxId,
+    interval: std::time::Duration,
+) -> Result<SyncNowClaim> {
+    // The database's clock, so replicas agree on the window.
+    let pending: Option<(Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+        "SELECT CASE WHEN sync_now_time = '-infinity' THEN NULL ELSE sync_now_time END, \
+            sync_now_time > now() - make_interval(secs => $2) \
+         FROM mailboxes WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .bind(interval.as_secs_f64())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match pending {
+        None => return Ok(SyncNowClaim::Gone),
+        Some((Some(at), true)) => return Ok(SyncNowClaim::AlreadyQueued(at)),
+        Some(_) => {}
+    }
+    let at = sqlx::query_scalar(
+        "UPDATE mailboxes SET sync_now_time = now() WHERE id = $1 RETURNING sync_now_time",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(SyncNowClaim::Claimed(at))
+}
+
 /// The mailbox of `org` connected at `email` (compared case-insensitively), if any.
 pub async fn connected_at<'e>(
     conn: impl PgExecutor<'e>,

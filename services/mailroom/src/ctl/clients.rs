@@ -3,14 +3,15 @@
 //! channels that carry the resulting token.
 //!
 //! Credentials, first found wins: a token as given; an email and password, signed in on the
-//! fly; a service client's id and secret, exchanged for a service token. With none, only
-//! public methods answer. A refusal prints as `Code: message`, the same for every command.
+//! fly; a service client's id and secret (the operator's), exchanged for one service token per
+//! service, each addressed to the service it is sent to (so no service can replay the
+//! operator's token to another). With none, only public methods answer. A refusal prints as
+//! `Code: message`, the same for every command.
 
 use anyhow::Context;
 use clap::Args;
 use mailroom_clients::{
-    AccessClient, Bearer, Caller, IdentityClient, InvitationsClient, MailboxesClient, Peer,
-    PeerChannel, Settings, SyncClient,
+    Bearer, Caller, IdentityClient, Peer, PeerChannel, ServiceCredential, Settings,
 };
 use mailroom_platform::config::local;
 use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
@@ -20,6 +21,9 @@ use mailroom_platform::proto::mailboxes::v1::mailbox_service_client::MailboxServ
 use mailroom_platform::proto::sync::v1::sync_service_client::SyncServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
+use secrecy::SecretString;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 
 /// Where the five services answer (the local ones by default).
 #[derive(Args)]
@@ -111,7 +115,8 @@ impl Credentials {
         }
     }
 
-    /// The access token these credentials stand for: as given, or from signing in.
+    /// The access token these credentials stand for: as given, or from signing in. A service
+    /// client's credential stands for no one token: see [`Credentials::service_tokens`].
     async fn sign_in(
         &self,
         auth: &mut AuthServiceClient<PeerChannel>,
@@ -130,29 +135,97 @@ impl Credentials {
                 .answer()?;
             return Ok(Some(pair.access_token));
         }
-        if let (Some(id), Some(secret)) = (&self.client_id, &self.client_secret) {
-            let pair = auth
-                .issue_service_token(pb::IssueServiceTokenRequest {
-                    client_id: id.clone(),
-                    client_secret: secret.clone(),
-                })
-                .await
-                .answer()?;
-            return Ok(Some(pair.access_token));
-        }
         Ok(None)
     }
+
+    /// With a service client's id and secret (and no person's credentials), a token for each
+    /// service, addressed to it.
+    async fn service_tokens(
+        &self,
+        identity: &PeerChannel,
+        settings: &Settings,
+    ) -> anyhow::Result<Option<ServiceTokens>> {
+        if self.token.is_some() || (self.email.is_some() && self.password.is_some()) {
+            return Ok(None);
+        }
+        let (Some(id), Some(secret)) = (&self.client_id, &self.client_secret) else {
+            return Ok(None);
+        };
+        let credential = ServiceCredential::new(
+            identity.clone(),
+            id.clone(),
+            SecretString::from(secret.clone()),
+            settings.token_timeout,
+        );
+        let token = |peer: Peer| {
+            let credential = credential.clone();
+            async move {
+                credential
+                    .bearer(peer)
+                    .await
+                    .map(|bearer| ServiceToken(Some(bearer)))
+            }
+        };
+        let (identity, access, mailboxes, sync, invitations) = tokio::try_join!(
+            token(Peer::Identity),
+            token(Peer::Access),
+            token(Peer::Mailboxes),
+            token(Peer::Sync),
+            token(Peer::Invitations),
+        )?;
+        Ok(Some(ServiceTokens {
+            identity,
+            access,
+            mailboxes,
+            sync,
+            invitations,
+        }))
+    }
 }
+
+/// A service client's token for each service.
+#[derive(Default)]
+struct ServiceTokens {
+    identity: ServiceToken,
+    access: ServiceToken,
+    mailboxes: ServiceToken,
+    sync: ServiceToken,
+    invitations: ServiceToken,
+}
+
+/// Puts a service client's token for one service on each request to it that carries no token
+/// of its own.
+#[derive(Clone, Default)]
+pub(crate) struct ServiceToken(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for ServiceToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(bearer) = &self.0 {
+            if !request.metadata().contains_key("authorization") {
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A generated client on a peer's channel, with the service client's token for that peer.
+type Authorized = InterceptedService<PeerChannel, ServiceToken>;
 
 /// The generated clients on `mailroom_clients`' channels (one per service, each call within
 /// the settings' deadline), and the signed-in person's token their requests carry.
 pub(crate) struct Clients {
-    pub(crate) identity: IdentityServiceClient<PeerChannel>,
+    pub(crate) identity: IdentityServiceClient<Authorized>,
     pub(crate) auth: AuthServiceClient<PeerChannel>,
-    pub(crate) access: AccessServiceClient<PeerChannel>,
-    pub(crate) mailboxes: MailboxServiceClient<PeerChannel>,
-    pub(crate) sync: SyncServiceClient<PeerChannel>,
-    pub(crate) invitations: InvitationServiceClient<PeerChannel>,
+    pub(crate) access: AccessServiceClient<Authorized>,
+    pub(crate) mailboxes: MailboxServiceClient<Authorized>,
+    pub(crate) sync: SyncServiceClient<Authorized>,
+    pub(crate) invitations: InvitationServiceClient<Authorized>,
     token: Option<String>,
     bearer: Option<Bearer>,
 }
@@ -186,42 +259,44 @@ impl Clients {
             .map(Bearer::from_token)
             .transpose()
             .context("token is not valid metadata")?;
-        let caller = bearer.clone().map_or(Caller::Anonymous, Caller::Person);
+        let tokens = credentials
+            .service_tokens(identity.channel(), settings)
+            .await?
+            .unwrap_or_default();
         Ok(Self {
-            identity: identity.raw(),
+            identity: IdentityServiceClient::with_interceptor(
+                identity.channel().clone(),
+                tokens.identity,
+            ),
             auth,
-            access: AccessClient::new(
+            access: AccessServiceClient::with_interceptor(
                 channel(
                     Peer::Access,
                     &endpoints.access_endpoint,
                     "--access-endpoint",
                 )?,
-                caller.clone(),
-            )
-            .raw(),
-            mailboxes: MailboxesClient::new(
+                tokens.access,
+            ),
+            mailboxes: MailboxServiceClient::with_interceptor(
                 channel(
                     Peer::Mailboxes,
                     &endpoints.mailboxes_endpoint,
                     "--mailboxes-endpoint",
                 )?,
-                caller.clone(),
-            )
-            .raw(),
-            sync: SyncClient::new(
+                tokens.mailboxes,
+            ),
+            sync: SyncServiceClient::with_interceptor(
                 channel(Peer::Sync, &endpoints.sync_endpoint, "--sync-endpoint")?,
-                caller.clone(),
-            )
-            .raw(),
-            invitations: InvitationsClient::new(
+                tokens.sync,
+            ),
+            invitations: InvitationServiceClient::with_interceptor(
                 channel(
                     Peer::Invitations,
                     &endpoints.invitations_endpoint,
                     "--invitations-endpoint",
                 )?,
-                caller,
-            )
-            .raw(),
+                tokens.invitations,
+            ),
             token,
             bearer,
         })

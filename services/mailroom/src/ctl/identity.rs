@@ -17,7 +17,8 @@ use users::{one_user, user_row, user_state, USER_COLUMNS};
 #[derive(Subcommand)]
 pub enum OrgCommand {
     Get,
-    /// Create an organisation and its first admin (service credential needed).
+    /// Create an organisation and its first admin (the operator's credential needed:
+    /// --client-id operator --client-secret …).
     Create {
         #[arg(long)]
         name: String,

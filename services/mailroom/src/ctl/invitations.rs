@@ -121,6 +121,9 @@ pub enum LinksCommand {
         /// 0: until disabled.
         #[arg(long, default_value_t = 0)]
         valid_days: i32,
+        /// People who may join through it (registrations confirmed); none: no limit.
+        #[arg(long)]
+        max_uses: Option<i32>,
     },
     List,
     Disable {
@@ -381,6 +384,7 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
         "approval",
         "disabled",
         "registrations",
+        "uses",
         "expires",
     ];
     let row = |l: &ipb::RegistrationLink| {
@@ -391,6 +395,11 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
             json!(l.requires_approval),
             json!(l.disabled),
             json!(l.registrations),
+            // Confirmed registrations, of the most the link allows.
+            json!(match l.max_uses {
+                Some(max) => format!("{}/{max}", l.uses),
+                None => l.uses.to_string(),
+            }),
             json!(time(l.expire_time.as_ref(), Clock::Minutes)),
         ]
     };
@@ -400,12 +409,14 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
             requires_approval,
             department,
             valid_days,
+            max_uses,
         } => {
             let request = c.request(ipb::CreateRegistrationLinkRequest {
                 allowed_domains: domain,
                 requires_approval,
                 department_id: department,
                 valid_days,
+                max_uses,
             });
             let l = c
                 .invitations

@@ -2,8 +2,9 @@
 //!
 //! Credentials, first found wins: `--token`/`MAILROOM_TOKEN`; `--email` and `--password`
 //! (`MAILROOM_EMAIL`, `MAILROOM_PASSWORD`) to sign in on the fly; `--client-id` and
-//! `--client-secret` (`MAILROOM_CLIENT_ID`, `MAILROOM_CLIENT_SECRET`) for a service token, which
-//! creating organisations needs.
+//! `--client-secret` (`MAILROOM_CLIENT_ID`, `MAILROOM_CLIENT_SECRET`) for service tokens, one
+//! per service: the operator's credential (client `operator`), which creating organisations,
+//! changing their plans and resealing mailbox passwords need.
 //!
 //! One module per service's commands ([`identity`], [`access`], [`mailboxes`], [`sync`],
 //! [`invitations`]) over one core: the command line and its dispatch (here), the [`Clients`]

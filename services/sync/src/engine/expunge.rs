@@ -1,11 +1,11 @@
-//! Deletions: when a folder's count in the index and on the server disagree, `UID SEARCH ALL`
-//! says which indexed UIDs the server no longer has (they leave the index) and which UIDs at
+//! Deletions: when a folder's count in the index and on the server disagree, the folder's
+//! UIDs (`UID FETCH 1:* (UID)`, streamed and bounded by the mailbox's limit) say which indexed UIDs the server no longer has (they leave the index) and which UIDs at
 //! or below the checkpoint the index misses (a fetch cut off earlier: fetched now, so a loss
 //! repairs itself).
 //!
 //! Invariant: a message leaves the index only when a complete answer from the server lacks
-//! it. The index is read before the search, so a row written after it cannot be taken for
-//! gone; an answer with fewer UIDs than EXAMINE counted (async-imap ends a SEARCH at its tag
+//! it. The index is read before the listing, so a row written after it cannot be taken for
+//! gone; an answer with fewer UIDs than EXAMINE counted (async-imap ends a FETCH at its tag
 //! without reading the status, so a refused or cut-off answer looks like an emptied folder)
 //! deletes nothing and fails the folder, to be looked at again.
 
@@ -34,12 +34,16 @@ impl Engine {
     ) -> Result<i64, RunError> {
         let mailbox = run.mailbox;
         let in_index = messages::indexed_uids(&self.pool, mailbox, folder).await?;
-        let on_server = self.io(session.uid_search("ALL")).await?;
+        // `1:*` in an empty folder is an error on some servers: there is nothing to list.
+        let on_server = match exists {
+            0 => HashSet::new(),
+            _ => self.server_uids(session).await?,
+        };
         if on_server.len() < exists as usize {
             return Err(RunError::Failed(SyncFailure::new(
                 FailureKind::Refused,
                 format!(
-                    "UID SEARCH answered {} of the {exists} messages the folder has",
+                    "UID FETCH (UID) answered {} of the {exists} messages the folder has",
                     on_server.len(),
                 ),
             )));

@@ -7,7 +7,9 @@
 //! Invariant: each batch is one transaction with the `last_uid` it reaches
 //! ([`messages::insert_batch`]), so a crash anywhere neither loses nor repeats a message; a
 //! message is taken only with everything that was asked for (an unsolicited FETCH of a flag
-//! change is not a new message) and once per answer; every wait on the server is bounded by
+//! change is not a new message) and once per answer, and only while the mailbox's and the
+//! organisation's limits allow ([`super::Allowance`]); flag changes are written in batches as
+//! they come, so memory does not grow with the folder; every wait on the server is bounded by
 //! the I/O timeout, and `stop` ends the read between messages.
 
 use std::collections::HashSet;
@@ -18,34 +20,78 @@ use mailroom_mail::imap::ImapSession;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::wire::timestamp;
 
+use mailroom_types::MailboxId;
+
 use super::{Engine, Run};
 use crate::domain::flags;
 use crate::envelope::StoredEnvelope;
-use crate::error::{RunError, SyncFailure};
+use crate::error::{FailureKind, RunError, SyncFailure};
 use crate::store::messages::{self, NewRow};
 
 impl Engine {
-    /// Flags of the UIDs in `range` (with `query`'s modifiers, e.g. CHANGEDSINCE).
-    pub(super) async fn fetch_flags(
+    /// Flags of the UIDs in `range` (with `query`'s modifiers, e.g. CHANGEDSINCE), written to
+    /// the folder's indexed messages in batches as they come; returns how many changed.
+    pub(super) async fn sync_flags(
         &self,
         session: &mut ImapSession,
+        mailbox: MailboxId,
+        folder: i32,
         range: &str,
         query: &str,
-    ) -> Result<Vec<(u32, i16, Option<String>)>, SyncFailure> {
-        let mut out = Vec::new();
+    ) -> Result<i64, RunError> {
+        let batch = self.options.batch.max(1);
+        let mut changed = 0i64;
+        let mut out = Vec::with_capacity(batch);
         let mut stream = self.io(session.uid_fetch(range, query)).await?;
         loop {
             let next = match tokio::time::timeout(self.options.io_timeout, stream.next()).await {
                 Ok(n) => n,
-                Err(_) => return Err(self.timeout()),
+                Err(_) => return Err(RunError::Failed(self.timeout())),
             };
             let Some(fetch) = next else { break };
-            let fetch = fetch?;
+            let fetch = fetch.map_err(SyncFailure::from)?;
             let Some(uid) = fetch.uid else { continue };
             let (bits, keywords) = flag_bits(&fetch);
             out.push((uid, bits, keywords));
+            if out.len() >= batch {
+                changed += messages::update_flags(&self.pool, mailbox, folder, &out).await? as i64;
+                out.clear();
+            }
         }
-        Ok(out)
+        if !out.is_empty() {
+            changed += messages::update_flags(&self.pool, mailbox, folder, &out).await? as i64;
+        }
+        Ok(changed)
+    }
+
+    /// Every UID the folder holds, streamed (`UID FETCH 1:* (UID)`, one short response per
+    /// message, where a SEARCH answers in one line as long as the folder): more than the
+    /// mailbox's limit fails the folder's reconciliation before it is all read.
+    pub(super) async fn server_uids(
+        &self,
+        session: &mut ImapSession,
+    ) -> Result<HashSet<u32>, RunError> {
+        let most = self.limits.max_messages_per_mailbox;
+        let mut uids = HashSet::new();
+        let mut stream = self.io(session.uid_fetch("1:*", "(UID)")).await?;
+        loop {
+            let next = match tokio::time::timeout(self.options.io_timeout, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => return Err(RunError::Failed(self.timeout())),
+            };
+            let Some(fetch) = next else { break };
+            let fetch = fetch.map_err(SyncFailure::from)?;
+            let Some(uid) = fetch.uid else { continue };
+            if uids.insert(uid) && uids.len() as u64 > most {
+                return Err(RunError::Failed(SyncFailure::new(
+                    FailureKind::Limit,
+                    format!(
+                        "the server lists more than {most} messages in one folder of this mailbox, the most indexed (limit MAILROOM_SYNC__MAX_MESSAGES_PER_MAILBOX)"
+                    ),
+                )));
+            }
+        }
+        Ok(uids)
     }
 
     /// Fetches the UIDs `set` names (above `last_uid`) as one stream, written in batches as
@@ -62,6 +108,7 @@ impl Engine {
     ) -> Result<(i64, Vec<ev::NewMessage>), RunError> {
         let mailbox = run.mailbox;
         let stop = run.stop;
+        let allowance = self.allowance(run).await?;
         let mut feed = feed.then_some(&mut run.feed_left);
         let batch = self.options.batch.max(1);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewRow>>(4);
@@ -77,6 +124,7 @@ impl Engine {
         let io_timeout = self.options.io_timeout;
         let reader = async move {
             let mut fed = Vec::new();
+            let mut taken = 0u64;
             let mut stream = match tokio::time::timeout(
                 io_timeout,
                 session.uid_fetch(set, "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)"),
@@ -105,6 +153,13 @@ impl Engine {
                 if !seen.insert(row.uid) {
                     continue;
                 }
+                if taken >= allowance.left {
+                    if !rows.is_empty() {
+                        let _ = tx.send(rows).await;
+                    }
+                    return Err(RunError::Failed(allowance.exhausted()));
+                }
+                taken += 1;
                 if let Some(left) = feed.as_deref_mut() {
                     if *left > 0 {
                         *left -= 1;
@@ -116,18 +171,22 @@ impl Engine {
                     let full = std::mem::replace(&mut rows, Vec::with_capacity(batch));
                     if tx.send(full).await.is_err() {
                         // The writer stopped (a database error): its error is reported.
-                        return Ok(fed);
+                        return Ok((fed, taken));
                     }
                 }
             }
             if !rows.is_empty() {
                 let _ = tx.send(rows).await;
             }
-            Ok(fed)
+            Ok((fed, taken))
         };
         let (read, written) = tokio::join!(reader, writer);
         let written = written?;
-        let fed = read?;
+        let (fed, taken) = read?;
+        run.allowance = Some(super::Allowance {
+            left: allowance.left.saturating_sub(taken),
+            ..allowance
+        });
         Ok((written, fed))
     }
 }

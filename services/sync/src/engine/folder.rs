@@ -79,23 +79,19 @@ impl Engine {
 
         // Flags of what the index already has, before new mail (whose flags come with it).
         if last_uid > 0 {
-            let changes = if run.caps.condstore && since_modseq > 0 {
+            let range = format!("1:{last_uid}");
+            run.report.flag_changes += if run.caps.condstore && since_modseq > 0 {
                 if cp.highest_modseq > since_modseq {
-                    self.fetch_flags(
-                        session,
-                        &format!("1:{last_uid}"),
-                        &format!("(UID FLAGS) (CHANGEDSINCE {since_modseq})"),
-                    )
-                    .await?
+                    let query = format!("(UID FLAGS) (CHANGEDSINCE {since_modseq})");
+                    self.sync_flags(session, mailbox, folder.id, &range, &query)
+                        .await?
                 } else {
-                    Vec::new()
+                    0
                 }
             } else {
-                self.fetch_flags(session, &format!("1:{last_uid}"), "(UID FLAGS)")
+                self.sync_flags(session, mailbox, folder.id, &range, "(UID FLAGS)")
                     .await?
             };
-            run.report.flag_changes +=
-                messages::update_flags(&self.pool, mailbox, folder.id, &changes).await? as i64;
         }
 
         // UIDNEXT is optional in a server's answers: without it, ask.

@@ -13,7 +13,15 @@
 //! committed stays, and the next run carries on from it.
 //!
 //! Unsolicited responses are never relied on (async-imap's channel for them holds 100 and
-//! drops the rest); they are drained after each folder.
+//! drops the rest); a task drains them as they come, so none is held.
+//!
+//! Limits ([`SyncLimits`]): every read from the server is bounded before it is buffered
+//! (`mailroom_mail`'s guard: line, literal, responses per command, a deadline per command);
+//! a LIST of more than `max_folders` folders fails the mailbox, saying which limit; a folder
+//! whose name is too long or holds a control character (NUL, CR, LF) is skipped and named in
+//! the run's notes ([`SyncReport::notes`]); the index takes no more messages than the
+//! mailbox's and the organisation's limits allow, and the run stops there saying which. Such
+//! a failure is the mailbox's alone: the worker records it and goes on with others.
 
 mod expunge;
 mod fetch;
@@ -24,17 +32,17 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mailroom_mail::dial::Policy;
-use mailroom_mail::imap::{self, ImapSession};
+use mailroom_mail::imap::{self, ImapSession, ReadLimits};
 use mailroom_mail::{Connector, Login};
 use mailroom_platform::proto::events::v1 as ev;
-use mailroom_types::MailboxId;
+use mailroom_types::{MailboxId, OrgId};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::SpecialUse;
 use crate::error::{FailureKind, RunError, SyncFailure};
 use crate::store::folders::{self, FolderRow};
-use crate::store::messages;
+use crate::store::{messages, schedule};
 
 /// How the engine behaves (from the worker's configuration).
 #[derive(Debug, Clone)]
@@ -45,9 +53,8 @@ pub struct EngineOptions {
     pub connect_timeout: Duration,
     /// Longest wait for any one response from the server.
     pub io_timeout: Duration,
-    /// Whether servers on loopback or link-local addresses may be reached (tests and
-    /// local development only).
-    pub allow_local: bool,
+    /// Where mail servers may be (the destination policy every IMAP connection obeys).
+    pub policy: Policy,
 }
 
 impl Default for EngineOptions {
@@ -56,10 +63,59 @@ impl Default for EngineOptions {
             batch: 1000,
             connect_timeout: Duration::from_secs(20),
             io_timeout: Duration::from_secs(60),
-            allow_local: false,
+            policy: Policy::default(),
         }
     }
 }
+
+/// What a sync holds a mail server and a mailbox to (from the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncLimits {
+    /// Every read from the server (see `mailroom_mail::imap::guard`).
+    pub read: ReadLimits,
+    /// Folders one LIST may name (selectable or not).
+    pub max_folders: usize,
+    /// Longest folder name synced, in bytes.
+    pub max_folder_name_bytes: usize,
+    pub max_messages_per_mailbox: u64,
+    /// Every mailbox of the organisation together; `0`: no limit.
+    pub max_messages_per_org: u64,
+}
+
+impl Default for SyncLimits {
+    fn default() -> Self {
+        Self {
+            read: ReadLimits::default(),
+            max_folders: 1_000,
+            max_folder_name_bytes: 1_000,
+            max_messages_per_mailbox: 1_000_000,
+            max_messages_per_org: 0,
+        }
+    }
+}
+
+impl SyncLimits {
+    /// The limits the configuration sets.
+    pub fn from_config(config: &crate::config::SyncConfig) -> Self {
+        Self {
+            read: ReadLimits {
+                max_line_bytes: config.max_line_bytes.max(1024),
+                max_literal_bytes: config.max_body_bytes.max(1024),
+                max_responses: config.max_responses_per_command.max(1),
+                // What async-imap keeps whole is small (capabilities, EXAMINE's flags).
+                max_kept_bytes: config.max_line_bytes.max(1024),
+                command_deadline: Duration::from_secs(config.command_deadline_secs.max(1)),
+            },
+            max_folders: config.max_folders_per_mailbox.max(1),
+            max_folder_name_bytes: config.max_folder_name_bytes.max(1),
+            max_messages_per_mailbox: config.max_messages_per_mailbox,
+            max_messages_per_org: config.max_messages_per_org,
+        }
+    }
+}
+
+/// Most notes one report keeps (the rest are counted).
+const MAX_NOTES: usize = 5;
 
 /// What a finished sync found.
 #[derive(Debug, Clone, Default)]
@@ -79,12 +135,29 @@ pub struct SyncReport {
     pub duration: Duration,
     /// New messages of folders synced before (not the first import), for the CRM's feed.
     pub new_for_feed: Vec<ev::NewMessages>,
+    /// Folders skipped for their names (too long, control characters): never synced, and
+    /// said in [`SyncReport::notes`].
+    pub unsyncable_folders: usize,
+    /// What a person should know of a run that succeeded (the first few skipped folders).
+    pub notes: Vec<String>,
 }
 
 impl SyncReport {
     /// [`SyncReport::duration`] in whole milliseconds, as the schedule and the events keep it.
     pub fn duration_ms(&self) -> i64 {
         i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The notes as one sentence for the mailbox's status ('' when there are none).
+    pub fn note(&self) -> String {
+        if self.unsyncable_folders == 0 {
+            return String::new();
+        }
+        crate::error::bounded_message(&format!(
+            "synced, but {} folder(s) were skipped and are not synced: {}",
+            self.unsyncable_folders,
+            self.notes.join("; ")
+        ))
     }
 }
 
@@ -100,6 +173,7 @@ pub struct Engine {
     /// session of this engine opens with.
     connector: Connector,
     options: EngineOptions,
+    limits: SyncLimits,
 }
 
 /// What the server can do that changes how a folder is synced.
@@ -114,9 +188,44 @@ struct FolderName {
     special_use: SpecialUse,
 }
 
+/// The folders a LIST named, and those skipped for their names.
+struct Listing {
+    names: Vec<FolderName>,
+    unsyncable: usize,
+    notes: Vec<String>,
+}
+
+/// How many more messages the index may take in this run, and whose limit that is.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    left: u64,
+    limit: u64,
+    whose: &'static str,
+}
+
+impl Allowance {
+    fn exhausted(&self) -> SyncFailure {
+        let (setting, whose) = match self.whose {
+            "organisation" => ("MAILROOM_SYNC__MAX_MESSAGES_PER_ORG", "the organisation's mailboxes together hold"),
+            _ => ("MAILROOM_SYNC__MAX_MESSAGES_PER_MAILBOX", "the mailbox holds"),
+        };
+        SyncFailure::new(
+            FailureKind::Limit,
+            format!(
+                "{whose} {} indexed messages, the most allowed (limit {setting}); newer messages are not indexed",
+                self.limit
+            ),
+        )
+    }
+}
+
 /// One run over one mailbox: what every folder's sync shares.
 struct Run<'a> {
     mailbox: MailboxId,
+    /// The mailbox's organisation, when the schedule knows it (its limit applies then).
+    org: Option<OrgId>,
+    /// Worked out when the first new message comes.
+    allowance: Option<Allowance>,
     caps: Capabilities,
     stop: &'a CancellationToken,
     /// New messages the feed may still take in this run (0 when not feeding).
@@ -126,14 +235,22 @@ struct Run<'a> {
 
 impl Engine {
     pub fn new(pool: PgPool, options: EngineOptions) -> Self {
-        let policy = Policy {
-            allow_local: options.allow_local,
-        };
         Self {
             pool,
-            connector: Connector::new(policy, options.connect_timeout),
+            connector: Connector::new(options.policy.clone(), options.connect_timeout),
             options,
+            limits: SyncLimits::default(),
         }
+    }
+
+    /// The engine with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: SyncLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &SyncLimits {
+        &self.limits
     }
 
     pub fn connector(&self) -> &Connector {
@@ -156,11 +273,12 @@ impl Engine {
     ) -> Result<SyncReport, RunError> {
         let started = Instant::now();
         let mut session = tokio::select! {
-            s = imap::connect(&self.connector, login) => {
+            s = imap::connect_with(&self.connector, login, &self.limits.read) => {
                 s.map_err(|e| SyncFailure::connecting(login, &e))?
             }
             _ = stop.cancelled() => return Err(RunError::Stopped),
         };
+        drain_unsolicited(&session);
         let result = self.sync_session(&mut session, mailbox, feed, stop).await;
         // A server slow to say goodbye does not fail a sync that is done.
         let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
@@ -182,7 +300,12 @@ impl Engine {
             quota: caps.has_str("QUOTA"),
             special_use: caps.has_str("SPECIAL-USE"),
         };
-        let names = self.list(session, &caps).await?;
+        let org = schedule::org_of(&self.pool, mailbox).await?;
+        let Listing {
+            names,
+            unsyncable,
+            notes,
+        } = self.list(session, &caps).await?;
         let known: HashMap<String, FolderRow> = folders::folders(&self.pool, mailbox)
             .await?
             .into_iter()
@@ -205,10 +328,16 @@ impl Engine {
         }
         let mut run = Run {
             mailbox,
+            org,
+            allowance: None,
             caps,
             stop,
             feed_left: if feed { FEED_MAX } else { 0 },
-            report: SyncReport::default(),
+            report: SyncReport {
+                unsyncable_folders: unsyncable,
+                notes,
+                ..SyncReport::default()
+            },
         };
         for folder_name in &names {
             if stop.is_cancelled() {
@@ -275,13 +404,47 @@ impl Engine {
         )
     }
 
+    /// How many more messages the index may take in this run (worked out once per run).
+    async fn allowance(&self, run: &mut Run<'_>) -> Result<Allowance, RunError> {
+        if let Some(allowance) = run.allowance {
+            return Ok(allowance);
+        }
+        let indexed = u64::try_from(messages::mailbox_count(&self.pool, run.mailbox).await?)
+            .unwrap_or(0);
+        let per_mailbox = self.limits.max_messages_per_mailbox;
+        let mut allowance = Allowance {
+            left: per_mailbox.saturating_sub(indexed),
+            limit: per_mailbox,
+            whose: "mailbox",
+        };
+        let per_org = self.limits.max_messages_per_org;
+        if let (Some(org), true) = (run.org, per_org > 0) {
+            let others =
+                u64::try_from(schedule::org_messages_besides(&self.pool, org, run.mailbox).await?)
+                    .unwrap_or(0);
+            let left = per_org.saturating_sub(others.saturating_add(indexed));
+            if left < allowance.left {
+                allowance = Allowance {
+                    left,
+                    limit: per_org,
+                    whose: "organisation",
+                };
+            }
+        }
+        run.allowance = Some(allowance);
+        Ok(allowance)
+    }
+
     async fn list(
         &self,
         session: &mut ImapSession,
         caps: &Capabilities,
-    ) -> Result<Vec<FolderName>, SyncFailure> {
+    ) -> Result<Listing, SyncFailure> {
         use async_imap::types::NameAttribute;
         let mut out = Vec::new();
+        let mut unsyncable = 0;
+        let mut notes = Vec::new();
+        let mut listed = 0usize;
         let mut stream = self.io(session.list(Some(""), Some("*"))).await?;
         loop {
             let next = match tokio::time::timeout(self.options.io_timeout, stream.next()).await {
@@ -290,6 +453,23 @@ impl Engine {
             };
             let Some(name) = next else { break };
             let name = name?;
+            listed += 1;
+            if listed > self.limits.max_folders {
+                return Err(SyncFailure::new(
+                    FailureKind::Limit,
+                    format!(
+                        "the server lists more than {} folders for this mailbox, the most synced (limit MAILROOM_SYNC__MAX_FOLDERS_PER_MAILBOX); nothing was changed",
+                        self.limits.max_folders
+                    ),
+                ));
+            }
+            if let Some(why) = unsyncable_name(name.name(), self.limits.max_folder_name_bytes) {
+                unsyncable += 1;
+                if notes.len() < MAX_NOTES {
+                    notes.push(why);
+                }
+                continue;
+            }
             let attrs = name.attributes();
             let unselectable = attrs.iter().any(|a| match a {
                 NameAttribute::NoSelect => true,
@@ -317,7 +497,11 @@ impl Engine {
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Ok(Listing {
+            names: out,
+            unsyncable,
+            notes,
+        })
     }
 
     async fn quota(&self, session: &mut ImapSession) -> Option<i64> {
@@ -327,5 +511,51 @@ impl Engine {
             .flat_map(|q| q.resources.iter())
             .find(|r| matches!(r.name, async_imap::types::QuotaResourceName::Storage))
             .map(|r| i64::try_from(r.usage.saturating_mul(1024)).unwrap_or(i64::MAX))
+    }
+}
+
+/// Why a folder name cannot be synced, if it cannot: longer than `max_bytes`, or holding a
+/// control character (NUL, CR, LF, …), which neither a command line nor the index can carry.
+fn unsyncable_name(name: &str, max_bytes: usize) -> Option<String> {
+    if name.len() > max_bytes {
+        let start: String = name.chars().take(40).collect();
+        return Some(format!(
+            "a name of {} bytes (limit MAILROOM_SYNC__MAX_FOLDER_NAME_BYTES) beginning `{}`",
+            name.len(),
+            mailroom_mail::one_line(&start)
+        ));
+    }
+    let control = name.chars().find(|c| c.is_control())?;
+    let start: String = name.chars().take(40).collect();
+    Some(format!(
+        "a name with the control character U+{:04X}: `{}`",
+        u32::from(control),
+        mailroom_mail::one_line(&start)
+    ))
+}
+
+/// Reads the session's unsolicited responses as they come and drops them (until the
+/// session is gone), so none waits in async-imap's channel holding a whole response.
+pub(crate) fn drain_unsolicited(session: &ImapSession) {
+    let unsolicited = session.unsolicited_responses.clone();
+    tokio::spawn(async move { while unsolicited.recv().await.is_ok() {} });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_too_long_or_with_controls_cannot_be_synced() {
+        assert_eq!(unsyncable_name("INBOX", 1000), None);
+        assert_eq!(unsyncable_name("Проекты/2024", 1000), None);
+        let long = "x".repeat(3000);
+        let why = unsyncable_name(&long, 1000).unwrap();
+        assert!(why.contains("3000 bytes") && why.len() < 200, "{why}");
+        for bad in ["a\0b", "a\r\nb", "tab\there"] {
+            let why = unsyncable_name(bad, 1000).unwrap();
+            assert!(why.contains("control character"), "{why}");
+            assert!(!why.chars().any(char::is_control), "{why:?}");
+        }
     }
 }

@@ -131,6 +131,15 @@ pub async fn indexed_count(pool: &PgPool, mailbox: MailboxId, folder: i32) -> sq
     Ok(n)
 }
 
+/// Every message the index holds for a mailbox (what its limit counts).
+pub async fn mailbox_count(pool: &PgPool, mailbox: MailboxId) -> sqlx::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages WHERE mailbox_id = $1")
+        .bind(mailbox)
+        .fetch_one(pool)
+        .await?;
+    Ok(n)
+}
+
 /// Messages expunged on the server leave the index.
 pub async fn delete_uids(
     pool: &PgPool,

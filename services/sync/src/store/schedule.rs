@@ -33,6 +33,8 @@ pub struct ScheduleRow {
     pub parked: bool,
     /// The owner's tier when the next sync was planned, as [`Tier::code`] stores it.
     pub tier: i16,
+    /// When the last sync attempt began (requests made before it are answered by it).
+    pub last_started_at: Option<DateTime<Utc>>,
 }
 
 impl ScheduleRow {
@@ -43,7 +45,7 @@ impl ScheduleRow {
 }
 
 const SCHEDULE_COLUMNS: &str = "mailbox_id, org_id, owner_user_id, in_crm, next_due, last_sync, \
-    last_duration_ms, last_error, last_error_kind, failures, parked, tier";
+    last_duration_ms, last_error, last_error_kind, failures, parked, tier, last_started_at";
 
 /// A mailbox the registry connected (or described again): due at once when new.
 pub async fn upsert_mailbox(
@@ -105,6 +107,35 @@ pub async fn schedule_row<'e>(
     .bind(mailbox)
     .fetch_optional(conn)
     .await
+}
+
+/// The organisation a mailbox belongs to, if the schedule has it.
+pub async fn org_of<'e>(conn: impl PgExecutor<'e>, mailbox: MailboxId) -> sqlx::Result<Option<OrgId>> {
+    let row: Option<(OrgId,)> = sqlx::query_as("SELECT org_id FROM schedule WHERE mailbox_id = $1")
+        .bind(mailbox)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|(org,)| org))
+}
+
+/// Messages indexed for the organisation's other mailboxes, as their folders' checkpoints
+/// count them (a checkpoint is saved only when the index holds what it counts): what the
+/// organisation's limit is checked against, besides the mailbox's own exact count.
+pub async fn org_messages_besides<'e>(
+    conn: impl PgExecutor<'e>,
+    org: OrgId,
+    mailbox: MailboxId,
+) -> sqlx::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(sum(f.messages), 0)::bigint FROM folders f \
+         JOIN schedule s ON s.mailbox_id = f.mailbox_id \
+         WHERE s.org_id = $1 AND s.mailbox_id <> $2",
+    )
+    .bind(org)
+    .bind(mailbox)
+    .fetch_one(conn)
+    .await?;
+    Ok(n)
 }
 
 /// A mailbox the scheduler handed out.
@@ -184,8 +215,26 @@ pub async fn due_by_tier<'e>(conn: impl PgExecutor<'e>) -> sqlx::Result<Vec<(i16
     .await
 }
 
-/// A finished sync: when the next is due and at which tier. False when the mailbox has left
-/// the schedule meanwhile (disconnected during the sync).
+/// A sync attempt begins at `at`: requests made before it need no other.
+pub async fn mark_started<'e>(
+    conn: impl PgExecutor<'e>,
+    mailbox: MailboxId,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE schedule SET last_started_at = $2 WHERE mailbox_id = $1")
+        .bind(mailbox)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// What a successful sync leaves in the mailbox's status: its `note` (such as folders it
+/// skipped for their names), kept as `last_error` of kind `note`; '' clears it.
+const NOTE_KIND: &str = "note";
+
+/// A finished sync: when the next is due and at which tier, and its note ('' for none).
+/// False when the mailbox has left the schedule meanwhile (disconnected during the sync).
 pub async fn record_success(
     conn: &mut PgConnection,
     mailbox: MailboxId,
@@ -193,10 +242,11 @@ pub async fn record_success(
     duration_ms: i64,
     next_due: DateTime<Utc>,
     tier: Tier,
+    note: &str,
 ) -> sqlx::Result<bool> {
     let updated = sqlx::query(
-        "UPDATE schedule SET last_sync = $2, last_duration_ms = $3, failures = 0, last_error = '', \
-         last_error_kind = '', parked = false, next_due = $4, tier = $5 \
+        "UPDATE schedule SET last_sync = $2, last_duration_ms = $3, failures = 0, last_error = $6, \
+         last_error_kind = CASE WHEN $6 = '' THEN '' ELSE $7 END, parked = false, next_due = $4, tier = $5 \
          WHERE mailbox_id = $1",
     )
     .bind(mailbox)
@@ -204,6 +254,8 @@ pub async fn record_success(
     .bind(duration_ms)
     .bind(next_due)
     .bind(tier.code())
+    .bind(note)
+    .bind(NOTE_KIND)
     .execute(conn)
     .await?
     .rows_affected();

@@ -1,0 +1,5 @@
+//! cargo-fuzz entry for `mailroom_fuzz_targets::address` (what it asserts is documented there).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mailroom_fuzz_targets::address(data));
