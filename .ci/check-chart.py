@@ -187,6 +187,11 @@ for label, values in VALUE_SETS:
     check(f"{label}: every Deployment non-root, read-only root, no privilege escalation, gRPC probes, own ServiceAccount", not hardened, str(hardened))
     check(f"{label}: migrations Job and helm test Pod", "Job" in kinds and any(
         d["kind"] == "Pod" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test" for d in docs), str(kinds))
+    operator_secret = next((d["metadata"]["name"] for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-operator")), None)
+    if operator_secret:
+        mounting = [d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "Job", "Pod")
+                    and operator_secret in json.dumps(d["spec"])]
+        check(f"{label}: the operator's credential is in a Secret no workload refers to", not mounting, str(mounting))
     test_pod = next((d for d in docs if d["kind"] == "Pod"), None)
     if test_pod:
         args = test_pod["spec"]["containers"][0]["args"]
@@ -209,6 +214,12 @@ for label, values in VALUE_SETS:
               and all("secretKeyRef" in ienv[f"MAILROOM_IDENTITY__SERVICE_CLIENTS__{c}"]["valueFrom"] for c in ["MAILBOXES", "SYNC", "INVITATIONS"])
               and "secretKeyRef" in env["MAILROOM_INVITATIONS__SERVICE_CLIENT_SECRET"]["valueFrom"],
               str(sorted(env)))
+        menv = env_of(deployments["mailroom-mailboxes"])
+        policy = lambda e, svc: [e.get(f"MAILROOM_{svc}__MAIL_SERVERS__ALLOWED_{k}", {}).get("value") for k in ("NETWORKS", "HOSTS", "PORTS")]
+        check(f"{label}: the registry and the sync dial mail servers under one destination policy",
+              policy(menv, "MAILBOXES") == policy(senv, "SYNC") and policy(senv, "SYNC")[2]
+              and "MAILROOM_MAILBOXES__ALLOW_LOCAL_SERVERS" not in menv,
+              f"{policy(menv, 'MAILBOXES')} vs {policy(senv, 'SYNC')}")
         scaler = [d for d in docs if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]
         if label == "dev values":
             check(f"{label}: no autoscaler, fixed replicas", not scaler and worker["spec"].get("replicas") == 1)

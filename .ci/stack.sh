@@ -383,4 +383,6 @@ stack_down() {
     rm -f "$STACK/$p.pid"
   done
   [ -f "$STACK/dovecot/dovecot.conf" ] && doveadm -c "$STACK/dovecot/dovecot.conf" stop 2>/dev/null || true
+  # The IDLE benchmark's own Dovecot (`.ci/bench idle`), if one was started.
+  [ -f "$STACK/dovecot-idle/dovecot.conf" ] && doveadm -c "$STACK/dovecot-idle/dovecot.conf" stop 2>/dev/null || true
 }

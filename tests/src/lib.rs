@@ -10,6 +10,7 @@
 //! private tansu for tests that stop and restart the broker.
 
 pub mod bench;
+pub mod hostile_imap;
 pub mod mailstore;
 pub mod recording_listener;
 pub mod spicedb;

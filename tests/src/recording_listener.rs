@@ -3,9 +3,12 @@
 //! and LOGIN, AUTH, QUIT) to be handed a login, accepts every login, and keeps every byte a
 //! client sends. Tests point a mailbox at it, as an attacker would point it at a server of
 //! theirs, and then look for a password in what arrived ([`RecordingListener::holds_secret`]).
+//! Started [holding](RecordingListener::start_holding), it keeps each client waiting before
+//! its greeting and counts how many it held at once: how many logins a caller runs together.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -26,6 +29,9 @@ const MAX_RECORDED: usize = 1 << 20;
 struct Record {
     bytes: Vec<u8>,
     connections: usize,
+    /// Clients waiting for their greeting now, and the most at once.
+    held: usize,
+    most_held: usize,
 }
 
 /// A listening recorder; stops listening when dropped.
@@ -46,6 +52,15 @@ impl RecordingListener {
     /// Listens on `addr` (another loopback address than 127.0.0.1 with a mail server's port,
     /// say, so that only the host differs from it).
     pub async fn start_on(speaks: Speaks, addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_holding(speaks, addr, Duration::ZERO).await
+    }
+
+    /// As [`RecordingListener::start_on`], keeping each client `hold` before its greeting.
+    pub async fn start_holding(
+        speaks: Speaks,
+        addr: SocketAddr,
+        hold: Duration,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let record = Arc::new(Mutex::new(Record::default()));
@@ -55,7 +70,7 @@ impl RecordingListener {
                 shared.lock().unwrap().connections += 1;
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, speaks, shared).await;
+                    let _ = serve(stream, speaks, hold, shared).await;
                 });
             }
         });
@@ -64,6 +79,11 @@ impl RecordingListener {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The most clients held before their greeting at once.
+    pub fn most_held(&self) -> usize {
+        self.record.lock().unwrap().most_held
     }
 
     /// How many connections were accepted.
@@ -93,7 +113,8 @@ impl Drop for RecordingListener {
 /// See [`RecordingListener::holds_secret`].
 pub fn holds_secret(recorded: &[u8], secret: &str) -> bool {
     let needle = secret.as_bytes();
-    let contains = |hay: &[u8]| !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle);
+    let contains =
+        |hay: &[u8]| !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle);
     if contains(recorded) {
         return true;
     }
@@ -104,7 +125,21 @@ pub fn holds_secret(recorded: &[u8], secret: &str) -> bool {
         .any(|decoded| contains(&decoded))
 }
 
-async fn serve(stream: TcpStream, speaks: Speaks, record: Arc<Mutex<Record>>) -> std::io::Result<()> {
+async fn serve(
+    stream: TcpStream,
+    speaks: Speaks,
+    hold: Duration,
+    record: Arc<Mutex<Record>>,
+) -> std::io::Result<()> {
+    if !hold.is_zero() {
+        {
+            let mut r = record.lock().unwrap();
+            r.held += 1;
+            r.most_held = r.most_held.max(r.held);
+        }
+        tokio::time::sleep(hold).await;
+        record.lock().unwrap().held -= 1;
+    }
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let greeting: &[u8] = match speaks {
@@ -228,7 +263,10 @@ mod tests {
         let plain = b"a1 LOGIN \"ann@x.test\" \"s3cret-pw\"\r\n";
         assert!(holds_secret(plain, "s3cret-pw"));
         let auth = base64::engine::general_purpose::STANDARD.encode("\0ann@x.test\0s3cret-pw");
-        assert!(holds_secret(format!("AUTH PLAIN {auth}\r\n").as_bytes(), "s3cret-pw"));
+        assert!(holds_secret(
+            format!("AUTH PLAIN {auth}\r\n").as_bytes(),
+            "s3cret-pw"
+        ));
         assert!(!holds_secret(b"EHLO host\r\nQUIT\r\n", "s3cret-pw"));
     }
 }

@@ -15,8 +15,9 @@ use sqlx::{Postgres, QueryBuilder};
 
 use crate::assert_shown_safely;
 
-/// The longest error message a filter or order may produce, in characters.
-const MAX_MESSAGE: usize = 512;
+/// The longest error message a filter or order may produce, in characters: the fixed words,
+/// and at most `SHOWN_MAX` characters of caller text, each escaped to at most 10 (`\u{10ffff}`).
+const MAX_MESSAGE: usize = 400 + 10 * mailroom_aip::SHOWN_MAX;
 
 pub fn list_filter(data: &[u8]) {
     let input = String::from_utf8_lossy(data);

@@ -135,7 +135,8 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
     // A control character (NUL above all, which PostgreSQL refuses in text) is refused here,
     // at its position, for every list: it never reaches SQL, and no message echoes it raw.
     if let Some((at, c)) = input
-        .char_indices()
+        .chars()
+        .enumerate()
         .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
     {
         return Err(AipError::Filter {
@@ -146,7 +147,8 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Tok)>, AipError> {
             ),
         });
     }
-    let chars: Vec<(usize, char)> = input.char_indices().collect();
+    // Positions count characters, as a person reads the filter (not UTF-8 bytes).
+    let chars: Vec<(usize, char)> = input.chars().enumerate().collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
@@ -422,6 +424,20 @@ mod tests {
         );
     }
 
+    /// Positions count characters: after a Cyrillic value the next field is where a person
+    /// counts it, not where its UTF-8 bytes put it.
+    #[test]
+    fn positions_count_characters_not_bytes() {
+        let filter = "name = \"Работа\" AND = 1";
+        match parse_filter(filter) {
+            Err(AipError::Filter { at, .. }) => {
+                assert_eq!(at, 20, "{filter}: bytes would say 26");
+                assert_eq!(filter.chars().nth(at), Some('='), "{filter} at {at}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A NUL or an escape sequence in a filter is refused at its position, for every list,
     /// before anything reaches SQL, and no answer carries it back raw.
     #[test]
@@ -434,7 +450,7 @@ mod tests {
                     at,
                     reason: format!(
                         "the control character U+{:04X} is not allowed in a filter; remove it",
-                        u32::from(filter[at..].chars().next().unwrap())
+                        u32::from(filter.chars().nth(at).unwrap())
                     ),
                 }
             );

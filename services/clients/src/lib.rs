@@ -8,8 +8,9 @@
 //!   before its peers answer), with a connect timeout, HTTP/2 keepalive and a deadline on every
 //!   call. A peer named by DNS is balanced across every address its name resolves to, resolved
 //!   again periodically ([`resolve`]), so calls spread over its pods instead of sticking to one.
-//! - [`Caller`] ([`caller`]): who a call is made as — this service ([`ServiceCredential`], its
-//!   token fetched once at a time over the identity channel, [`credential`]), a person
+//! - [`Caller`] ([`caller`]): who a call is made as — this service ([`ServiceCredential`], a
+//!   token per peer, each addressed to that peer alone and fetched once at a time over the
+//!   identity channel, [`credential`]), a person
 //!   ([`Bearer`], their token forwarded as given), or nobody (public methods).
 //! - [`PeerError`] ([`error`]): one mapping of a peer's status to an error that names the peer
 //!   and the kind of answer. Each calling service turns it into its own error, once, in its

@@ -69,7 +69,10 @@ mod tests {
             network("[2001:db8:1:2::1]:1"),
             network("[2001:db8:1:2:ffff::9]:2")
         );
-        assert_ne!(network("[2001:db8:1:2::1]:1"), network("[2001:db8:1:3::1]:1"));
+        assert_ne!(
+            network("[2001:db8:1:2::1]:1"),
+            network("[2001:db8:1:3::1]:1")
+        );
         assert_eq!(network("[::ffff:192.0.2.9]:80"), "192.0.2.0/24");
     }
 

@@ -39,8 +39,8 @@
 
 pub mod admission;
 pub mod api;
-pub mod client_network;
 pub mod callers;
+pub mod client_network;
 pub mod config;
 pub mod delivery;
 pub mod domain;

@@ -276,10 +276,10 @@ impl Invitations {
         })
     }
 
-    /// What a registration does, which its answer never shows: an address with an open
+    /// What a registration does, which its answer never shows: an address that cannot join
+    /// (`free` false: a user or an invitation holds it) gets nothing; one with an open
     /// registration through this link is mailed again (at most once per
-    /// `registration_resend_interval_secs`); one that cannot join (`free` false: a user or an
-    /// invitation holds it) gets nothing; any other gets its registration, holding no seat.
+    /// `registration_resend_interval_secs`); any other gets its registration, holding no seat.
     async fn request_confirmation(
         &self,
         link: &LinkRow,
@@ -291,6 +291,10 @@ impl Invitations {
         let open =
             store::registrations::open_of(&self.pool, link.id, invitee.email.as_str()).await?;
         if let Some(open) = open {
+            if !free {
+                // Taken since it registered: its confirmation would be refused.
+                return Ok(());
+            }
             let interval = self.config.registration_resend_interval_secs as f64;
             let expires = Utc::now() + self.mailed_ttl(&open);
             let again =

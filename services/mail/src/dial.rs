@@ -307,7 +307,7 @@ impl Policy {
 
     fn trusts(&self, host: &str) -> bool {
         let name = normal_name(host);
-        self.rules.hosts.iter().any(|h| *h == name)
+        self.rules.hosts.contains(&name)
     }
 
     fn allows_network(&self, ip: IpAddr) -> bool {

@@ -25,8 +25,8 @@ use crate::failure::FailureKind;
 use crate::login::{Login, Security};
 use crate::text::one_line;
 use crate::tls::{self, TlsError};
-pub use guard::{LimitExceeded, ReadLimits};
 use guard::Guarded;
+pub use guard::{LimitExceeded, ReadLimits};
 
 /// Any byte stream a session can run over (plain TCP or TLS).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
@@ -102,9 +102,7 @@ pub async fn connect_with(
     limits: &ReadLimits,
 ) -> Result<ImapSession, ImapError> {
     connector
-        .within(async {
-            session(connector, &connector.resolve(login).await?, login, limits).await
-        })
+        .within(async { session(connector, &connector.resolve(login).await?, login, limits).await })
         .await
 }
 
@@ -116,7 +114,12 @@ pub async fn connect_to(
     login: &Login,
 ) -> Result<ImapSession, ImapError> {
     connector
-        .within(session(connector, destination, login, &ReadLimits::default()))
+        .within(session(
+            connector,
+            destination,
+            login,
+            &ReadLimits::default(),
+        ))
         .await
 }
 

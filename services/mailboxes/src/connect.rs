@@ -164,15 +164,12 @@ impl Mailboxes {
         Ok(view::to_proto(&row, &Columns::all(), None))
     }
 
-    /// The refusal of a connect to `org`, which has `count` mailboxes, when that is its
-    /// limit already.
-    fn over_limit(&self, count: i64) -> Option<MailboxError> {
-        let limit = self.max_mailboxes_per_org;
-        (u64::try_from(count).unwrap_or(0) >= limit).then(|| {
-            MailboxError::LimitReached(format!(
-                "the organisation has {count} mailboxes connected and may connect at most {limit} (max_mailboxes_per_org); disconnect one first, or ask the operator to raise MAILROOM_MAILBOXES__MAX_MAILBOXES_PER_ORG"
-            ))
-        })
+    /// The refusal of a connect to an organisation that has `count` mailboxes, its limit.
+    fn limit_reached(&self, count: i64) -> MailboxError {
+        MailboxError::LimitReached(format!(
+            "the organisation has {count} mailboxes connected and may connect at most {} (max_mailboxes_per_org); disconnect one first, or ask the operator to raise MAILROOM_MAILBOXES__MAX_MAILBOXES_PER_ORG",
+            self.max_mailboxes_per_org
+        ))
     }
 
     async fn connect_one(
@@ -213,8 +210,9 @@ impl Mailboxes {
             )));
         }
         // Before any login check: an organisation at its limit costs no mail server a login.
-        if let Some(refusal) = self.over_limit(store::count_in_org(&self.pool, org).await?) {
-            return Err(refusal);
+        let count = store::count_in_org(&self.pool, org).await?;
+        if u64::try_from(count).unwrap_or(0) >= self.max_mailboxes_per_org {
+            return Err(self.limit_reached(count));
         }
         self.rate_limit(caller).await?;
         self.prober
@@ -229,11 +227,7 @@ impl Mailboxes {
         let mut tx = self.pool.begin().await?;
         // Counted again under the organisation's lock, held until commit: of concurrent
         // connects only as many as the limit leaves room for are saved.
-        // store::lock_org_count(&mut tx, org).await?;
-        if let Some(refusal) = self.over_limit(store::count_in_org(&mut *tx, org).await?) {
-            return Err(refusal);
-        }
-        let row = store::insert(
+        let admitted = store::insert_within_limit(
             &mut tx,
             &NewMailbox {
                 id,
@@ -248,6 +242,7 @@ impl Mailboxes {
                 sealed_password: &sealed,
                 key_id: &key_id,
             },
+            self.max_mailboxes_per_org,
         )
         .await
         .map_err(|err| {
@@ -260,6 +255,10 @@ impl Mailboxes {
                 err.into()
             }
         })?;
+        let row = match admitted {
+            store::Admitted::Inserted(row) => *row,
+            store::Admitted::Full { count } => return Err(self.limit_reached(count)),
+        };
         if validate_only {
             tx.rollback().await?;
             // Nothing was saved: the answer carries no id.

@@ -31,11 +31,14 @@ impl Mailboxes {
             ));
         }
         let id = mailbox_id(&req.mailbox_id)?;
-        let mut conn = self.pool.acquire().await?;
-        let row = store::get_any(&mut *conn, id)
+        // The password and the server it goes to, read together: never one version's
+        // password with another version's server.
+        let store::SealedRow {
+            row,
+            password_sealed: sealed,
+        } = store::get_sealed(&self.pool, None, id, false)
             .await?
             .ok_or_else(|| MailboxError::NotFound(id.to_string()))?;
-        let sealed = store::sealed_password(&mut conn, id).await?;
         let password = self.keys.open(&sealed, &seal_context(id)).map_err(|e| {
             MailboxError::FailedPrecondition(format!(
                 "mailbox `{id}`'s password cannot be opened with the configured keys ({e}); configure the key it was sealed with"

@@ -73,15 +73,12 @@ pub fn user_id(field: &str, input: &str) -> Result<UserId, ParseError> {
             field: field.to_owned(),
         });
     }
-    input
-        .trim()
-        .parse()
-        .map_err(|_| {
-            invalid(
-                field,
-                format!("is not a user id: \"{}\"", mailroom_aip::shown(input)),
-            )
-        })
+    input.trim().parse().map_err(|_| {
+        invalid(
+            field,
+            format!("is not a user id: \"{}\"", mailroom_aip::shown(input)),
+        )
+    })
 }
 
 pub fn password(field: &str, input: &str) -> Result<secrecy::SecretString, ParseError> {

@@ -92,13 +92,21 @@ impl Mailboxes {
         }
         let credentials_changed =
             new_password.is_some() || changes.imap.is_some() || changes.smtp.is_some();
+        let (stored_imap, stored_smtp) = (row.imap(), row.smtp());
+        // The sealed password a check used, when it was the stored one.
+        let mut stored_sealed: Option<Vec<u8>> = None;
         if credentials_changed {
             // The stored password goes only to the servers it was checked with: a server
             // that moves is checked with a password given now, or not at all.
-            let (stored_imap, stored_smtp) = (row.imap(), row.smtp());
             let moved: Vec<&str> = [
-                ("imap", changes.imap.as_ref().is_some_and(|s| *s != stored_imap)),
-                ("smtp", changes.smtp.as_ref().is_some_and(|s| *s != stored_smtp)),
+                (
+                    "imap",
+                    changes.imap.as_ref().is_some_and(|s| *s != stored_imap),
+                ),
+                (
+                    "smtp",
+                    changes.smtp.as_ref().is_some_and(|s| *s != stored_smtp),
+                ),
             ]
             .into_iter()
             .filter_map(|(name, moved)| moved.then_some(name))
@@ -113,14 +121,21 @@ impl Mailboxes {
             let password = match &new_password {
                 Some(p) => p.clone(),
                 None => {
-                    // Both servers are as stored: the stored password goes back to them.
-                    let mut conn = self.pool.acquire().await?;
-                    let sealed = store::sealed_password(&mut conn, id).await?;
-                    self.keys.open(&sealed, &seal_context(id))?
+                    // Both servers are as stored: the stored password goes back to them —
+                    // read with them, so it is the one checked with these very servers.
+                    let current = store::get_sealed(&self.pool, Some(row.org_id), id, false)
+                        .await?
+                        .ok_or_else(|| MailboxError::NotFound(id.to_string()))?;
+                    if current.row.imap() != stored_imap || current.row.smtp() != stored_smtp {
+                        return Err(changed_meanwhile());
+                    }
+                    stored_sealed = Some(current.password_sealed);
+                    let sealed = stored_sealed.as_deref().unwrap_or_default();
+                    self.keys.open(sealed, &seal_context(id))?
                 }
             };
-            let imap = changes.imap.clone().unwrap_or(stored_imap);
-            let smtp = changes.smtp.clone().unwrap_or(stored_smtp);
+            let imap = changes.imap.clone().unwrap_or_else(|| stored_imap.clone());
+            let smtp = changes.smtp.clone().unwrap_or_else(|| stored_smtp.clone());
             self.rate_limit(&caller).await?;
             let _slot = self.login_slot().await?;
             self.prober
@@ -146,8 +161,19 @@ impl Mailboxes {
             changes.reset_state = true;
         }
         let mut tx = self.pool.begin().await?;
-        if store::get(&mut *tx, row.org_id, id, true).await?.is_none() {
-            return Err(MailboxError::NotFound(id.to_string()));
+        let current = store::get_sealed(&mut *tx, Some(row.org_id), id, true)
+            .await?
+            .ok_or_else(|| MailboxError::NotFound(id.to_string()))?;
+        // What was checked still stands: neither server nor the stored password changed
+        // meanwhile (else saving would pair one change's password with another's server).
+        if credentials_changed
+            && (current.row.imap() != stored_imap
+                || current.row.smtp() != stored_smtp
+                || stored_sealed
+                    .as_ref()
+                    .is_some_and(|s| *s != current.password_sealed))
+        {
+            return Err(changed_meanwhile());
         }
         let updated = store::update(&mut tx, id, &changes).await?;
         events::publish(
@@ -295,4 +321,11 @@ impl Mailboxes {
         tracing::info!(mailbox = %id, from = %current.owner_user_id, to = %to, "mailbox transferred");
         Ok(view::to_proto(&moved, &Columns::all(), None))
     }
+}
+
+/// A change checked against a mailbox that another change altered before it was saved.
+fn changed_meanwhile() -> MailboxError {
+    MailboxError::ChangedMeanwhile(
+        "the mailbox's servers or password changed while this update was being checked; read the mailbox again and retry".into(),
+    )
 }

@@ -39,6 +39,9 @@ pub enum MailboxError {
     /// message names the limit.
     #[error("{0}")]
     LimitReached(String),
+    /// The mailbox changed under a change that was checked against it: read it, try again.
+    #[error("{0}")]
+    ChangedMeanwhile(String),
     /// Access control (or identity, for the registry's own token) did not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -76,6 +79,7 @@ impl ApiError for MailboxError {
             AlreadyConnected(_) => ErrorKind::AlreadyExists,
             Login(_) | FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             RateLimited { .. } | LimitReached(_) => ErrorKind::ResourceExhausted,
+            ChangedMeanwhile(_) => ErrorKind::Aborted,
             Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,
             Db(err) => mailroom_platform::error::db_kind(err),
             Internal(_) => ErrorKind::Internal,

@@ -123,13 +123,12 @@ fn text_value(at: usize, field: &str, value: &Value) -> Result<String, AipError>
 
 fn user_value(at: usize, field: &str, value: &Value) -> Result<UserId, AipError> {
     let text = value.as_text();
-    text.parse::<UserId>()
-        .map_err(|_| {
-            filter_error(
-                at,
-                format!("`{field}` takes a user id, not \"{}\"", shown(&text)),
-            )
-        })
+    text.parse::<UserId>().map_err(|_| {
+        filter_error(
+            at,
+            format!("`{field}` takes a user id, not \"{}\"", shown(&text)),
+        )
+    })
 }
 
 fn bool_value(at: usize, field: &str, value: &Value) -> Result<bool, AipError> {

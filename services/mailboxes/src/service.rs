@@ -44,7 +44,7 @@ pub struct Mailboxes {
     pub(crate) prober: Prober,
     pub(crate) keys: SealingKeys,
     pub(crate) tokens: PageTokenKey,
-    /// Login checks per caller per minute (`None`: Redis was unavailable at start).
+    /// Login checks per caller per minute.
     pub(crate) limiter: Option<RateLimiter>,
     /// SyncMailboxNow calls per caller per minute.
     pub(crate) sync_now_limiter: Option<RateLimiter>,
@@ -278,7 +278,8 @@ async fn count_hit(
             retry_after_secs: retry_after.as_secs().max(1),
         }),
         Err(err) => {
-            // Redis down: calls go on (each is bounded otherwise), loudly.
+            // Not reached: these limiters count per replica while Redis is down
+            // (`WithoutRedis::FallBackLocal`), never erring.
             tracing::warn!(%err, what, "rate limiter unavailable; call not counted");
             Ok(())
         }

@@ -50,7 +50,8 @@ impl EventHandler for SyncEvents {
                     SyncState::Error
                 };
                 // Bounded whatever the report holds: it is shown in every list row.
-                let message = crate::domain::clipped(&failed.message, crate::domain::MAX_SYNC_ERROR);
+                let message =
+                    crate::domain::clipped(&failed.message, crate::domain::MAX_SYNC_ERROR);
                 store::set_state(&mut *tx, id, state, &message).await?;
             }
             _ => {}

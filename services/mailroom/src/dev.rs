@@ -50,8 +50,14 @@ pub async fn run() -> anyhow::Result<()> {
             "mailboxes.sealing_keys",
             DEV_SEALING_KEY,
         ))
-        .join(Serialized::default("mailboxes.mail_servers", PolicySettings::local()))
-        .join(Serialized::default("sync.mail_servers", PolicySettings::local()))
+        .join(Serialized::default(
+            "mailboxes.mail_servers",
+            PolicySettings::local(),
+        ))
+        .join(Serialized::default(
+            "sync.mail_servers",
+            PolicySettings::local(),
+        ))
         // Dev mail goes out at once and is retried quickly.
         .join(Serialized::default("invitations.delivery_retry_ms", 2_000))
         .join(Serialized::default("invitations.sweep_interval_ms", 5_000));
@@ -151,7 +157,7 @@ async fn seed_mailboxes(
 ) -> anyhow::Result<()> {
     use mailroom_mailboxes::error::MailboxError;
     use mailroom_platform::proto::mailboxes::v1 as mpb;
-    let tokens = identity.login(admin_login(password)).await?;
+    let tokens = identity.login(admin_login(password), None).await?;
     let verifier = mailroom_platform::auth::TokenVerifier::from_jwks(&identity.keys().jwks().keys)?;
     let admin = Principal::from_claims(&verifier.verify(&tokens.access_token).await?)?;
     let (users, _, _) = identity
@@ -260,7 +266,7 @@ async fn seed(identity: &Identity, password: &str) -> anyhow::Result<()> {
     let seeder = Principal::Service {
         name: "dev-seed".into(),
     };
-    if identity.login(admin_login(password)).await.is_ok() {
+    if identity.login(admin_login(password), None).await.is_ok() {
         tracing::info!("demo organisation already seeded");
         return Ok(());
     }

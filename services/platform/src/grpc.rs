@@ -278,6 +278,9 @@ pub struct Authenticate<S> {
     callers: ServiceCallers,
 }
 
+/// The most of a refused call's method path a refusal shows.
+const MAX_SHOWN_METHOD: usize = 120;
+
 /// Why a caller may not make this call, if it may not: a service principal reaches only the
 /// methods `callers` lists for it.
 fn refusal(callers: &ServiceCallers, principal: &Principal, method: &str) -> Option<tonic::Status> {
@@ -287,9 +290,11 @@ fn refusal(callers: &ServiceCallers, principal: &Principal, method: &str) -> Opt
     if callers.permits(name, method) {
         return None;
     }
+    // The path is the caller's: echoed no longer than any method of ours is.
+    let method: String = method.chars().take(MAX_SHOWN_METHOD).collect();
     tracing::warn!(
         principal = %name,
-        method,
+        %method,
         "a service principal called an RPC its service does not list for it"
     );
     Some(tonic::Status::permission_denied(format!(
@@ -340,13 +345,13 @@ where
                 let principal = match token {
                     None => Err(AuthError::Missing),
                     Some(token) => verifier.verify(token).await.and_then(|claims| {
-                        let _ = claims.addressed_to(callers.service);
+                        claims.addressed_to(callers.service)?;
                         Principal::from_claims(&claims)
                     }),
                 };
                 match principal {
                     Ok(principal) => {
-                        if let Some(refused) = None::<tonic::Status>.filter(|_| refusal(&callers, &principal, req.uri().path()).is_some()) {
+                        if let Some(refused) = refusal(&callers, &principal, req.uri().path()) {
                             return Ok(refused.into_http());
                         }
                         req.extensions_mut().insert(principal);

@@ -60,9 +60,14 @@ pub struct SyncConfig {
     pub batch: usize,
     pub connect_timeout_ms: u64,
     pub io_timeout_ms: u64,
-    /// Largest message body GetMessageBody returns; also the most literal data one IMAP
-    /// response may carry (an announced literal beyond it is refused before it is read).
+    /// Largest message body GetMessageBody returns (a server announcing a larger literal is
+    /// refused before it is read).
     pub max_body_bytes: u64,
+    /// Most literal data one IMAP response may carry during a sync (envelopes: subjects and
+    /// names; an announced literal beyond it is refused before it is read). Kept well below
+    /// `max_body_bytes`: async-imap's report of an unparsable response copies it several
+    /// times over.
+    pub max_literal_bytes: u64,
     /// Longest text of one IMAP response outside its literals.
     pub max_line_bytes: u64,
     /// Most untagged responses to one IMAP command (a FETCH of a whole folder is one command:
@@ -124,6 +129,7 @@ impl Default for SyncConfig {
             connect_timeout_ms: 20_000,
             io_timeout_ms: 60_000,
             max_body_bytes: 25 * 1024 * 1024,
+            max_literal_bytes: 1024 * 1024,
             max_line_bytes: 1024 * 1024,
             max_responses_per_command: 2_000_000,
             command_deadline_secs: 600,

@@ -3,8 +3,8 @@
 //! no storm of logins. The sync's runs and the IDLE watches draw on the same budget.
 //!
 //! Invariant: the limit only ever delays a connection, never drops the work: a sync over the
-//! budget is planned again shortly, a watch waits. Without Redis the limit is not applied
-//! (the sync goes on; the outage is logged where it matters).
+//! budget is planned again shortly, a watch waits. Without Redis each worker applies the
+//! limit to its own connects (the outage is logged by the limiter).
 
 use std::time::Duration;
 

@@ -43,8 +43,7 @@ impl StoredEnvelope {
         };
         Self {
             subject: truncate(
-                &env
-                    .subject
+                &env.subject
                     .as_deref()
                     .map(|s| decode_words(head(s)))
                     .unwrap_or_default(),
@@ -175,7 +174,10 @@ impl<'a> Finder<'a> {
             self.answer = self
                 .hay
                 .get(at..)
-                .and_then(|rest| rest.windows(self.needle.len()).position(|w| w == self.needle))
+                .and_then(|rest| {
+                    rest.windows(self.needle.len())
+                        .position(|w| w == self.needle)
+                })
                 .map(|i| at + i);
             self.asked = at;
             self.fresh = false;

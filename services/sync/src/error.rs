@@ -96,7 +96,7 @@ pub fn bounded_message(text: &str) -> String {
 fn setting_of(limit: &LimitExceeded) -> &'static str {
     match limit {
         LimitExceeded::Line { .. } | LimitExceeded::Kept { .. } => "MAILROOM_SYNC__MAX_LINE_BYTES",
-        LimitExceeded::Literal { .. } => "MAILROOM_SYNC__MAX_BODY_BYTES",
+        LimitExceeded::Literal { .. } => "MAILROOM_SYNC__MAX_LITERAL_BYTES",
         LimitExceeded::Responses { .. } => "MAILROOM_SYNC__MAX_RESPONSES_PER_COMMAND",
         LimitExceeded::Deadline { .. } => "MAILROOM_SYNC__COMMAND_DEADLINE_SECS",
     }

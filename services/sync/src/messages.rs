@@ -182,16 +182,17 @@ impl Sync {
             .ok_or_else(|| SyncError::NotFound(id.to_string()))?;
         let _read = self.body_reads.admit(*user_id, &login.login.host).await?;
         let options = self.engine.options().clone();
-        let mut session = imap::connect_with(
-            self.engine.connector(),
-            &login.login,
-            &self.engine.limits().read,
-        )
-        .await
-        .map_err(|e| {
-            let failure = SyncFailure::connecting(&login.login, &e);
-            SyncError::Unavailable(format!("the mail server: {failure}"))
-        })?;
+        // The body is one literal: up to max_body_bytes here, unlike the sync's envelopes.
+        let limits = imap::ReadLimits {
+            max_literal_bytes: self.max_body_bytes,
+            ..self.engine.limits().read
+        };
+        let mut session = imap::connect_with(self.engine.connector(), &login.login, &limits)
+            .await
+            .map_err(|e| {
+                let failure = SyncFailure::connecting(&login.login, &e);
+                SyncError::Unavailable(format!("the mail server: {failure}"))
+            })?;
         crate::engine::drain_unsolicited(&session);
         let fetched = tokio::time::timeout(options.io_timeout, async {
             session.examine(&req.folder).await?;

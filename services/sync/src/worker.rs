@@ -192,7 +192,7 @@ impl Worker {
             return Ok(Handled::Skipped);
         }
         let started = Utc::now();
-        schedule::mark_started(&self.pool, mailbox, started).await?;
+        schedule::mark_started(&self.pool, mailbox, Some(started)).await?;
         let result = self
             .engine
             .sync(mailbox, &login.login, login.in_crm || row.in_crm, stop)
@@ -209,14 +209,27 @@ impl Worker {
                 metrics::sync_outcome(kind.name());
                 Ok(Handled::Failed(kind))
             }
+            // An attempt that did not finish answers no request: the one redelivered must run.
             Err(RunError::Stopped) => {
                 tracing::info!(
                     after_ms = (Utc::now() - started).num_milliseconds(),
                     "sync stopped; what was committed stays"
                 );
+                self.unmark(mailbox, row.last_started_at).await;
                 Ok(Handled::Stopped)
             }
-            Err(RunError::Db(err)) => Err(err).context("writing the message index"),
+            Err(RunError::Db(err)) => {
+                self.unmark(mailbox, row.last_started_at).await;
+                Err(err).context("writing the message index")
+            }
+        }
+    }
+
+    /// Puts back the start of the attempt before this one (best effort: a failure here only
+    /// lets a redelivered request be coalesced, and the scheduler hands the mailbox out again).
+    async fn unmark(&self, mailbox: MailboxId, before: Option<DateTime<Utc>>) {
+        if let Err(err) = schedule::mark_started(&self.pool, mailbox, before).await {
+            tracing::warn!(%err, "the unfinished attempt's start was not put back");
         }
     }
 
@@ -331,7 +344,10 @@ mod tests {
         assert!(answered_by(Some(t), Some(later)));
         assert!(answered_by(Some(t), Some(t)));
         assert!(!answered_by(Some(later), Some(t)));
-        assert!(!answered_by(None, Some(t)), "a request of unknown time is done");
+        assert!(
+            !answered_by(None, Some(t)),
+            "a request of unknown time is done"
+        );
         assert!(!answered_by(Some(t), None), "never attempted");
     }
 }

@@ -354,10 +354,17 @@ async fn the_schedule_agrees_with_a_naive_model_on_random_mailboxes_and_clocks()
                     let synced_at = now - ms(rng.gen_range(0..5_000));
                     let duration_ms = rng.gen_range(0..60_000);
                     let next = synced_at + whole_ms(policy.interval(tier));
-                    let recorded =
-                        schedule::record_success(&mut tx, m, synced_at, duration_ms, next, tier, "")
-                            .await
-                            .expect("record success");
+                    let recorded = schedule::record_success(
+                        &mut tx,
+                        m,
+                        synced_at,
+                        duration_ms,
+                        next,
+                        tier,
+                        "",
+                    )
+                    .await
+                    .expect("record success");
                     assert_eq!(recorded, model.rows.contains_key(&m), "{at}");
                     if let Some(row) = model.rows.get_mut(&m) {
                         row.last_sync = Some(synced_at);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 mod connect;
+mod destinations;
 mod hostile_callers;
 mod lifecycle;
 mod list;

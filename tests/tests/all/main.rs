@@ -8,6 +8,7 @@ mod db_errors;
 mod directory;
 mod echoes;
 mod events;
+mod hostile_imap;
 mod invitations;
 mod isolation;
 mod mail_servers;

@@ -63,14 +63,20 @@ pub async fn get(
 }
 
 /// The link `id`, locked for the rest of the transaction (a confirmation counting its uses
-/// against its maximum, so two at once cannot both take the last one).
+/// against its maximum, so two at once cannot both take the last one). The uses are counted
+/// by a statement after the lock is held, so they include a confirmation that committed
+/// while this one waited for it (a count in the locking statement would use its older
+/// snapshot).
 pub async fn lock(conn: &mut PgConnection, id: RegistrationLinkId) -> Result<Option<LinkRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {LINK_COLUMNS} FROM registration_links l WHERE l.id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+    let org: Option<OrgId> =
+        sqlx::query_scalar("SELECT org_id FROM registration_links WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match org {
+        Some(org) => get(conn, org, id).await,
+        None => Ok(None),
+    }
 }
 
 /// Up to `limit` of the organisation's links, newest first, after the key `(at, id)`.

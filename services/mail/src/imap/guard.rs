@@ -134,7 +134,10 @@ impl CommandClass {
         if name.eq_ignore_ascii_case(b"IDLE") {
             return CommandClass::Idle;
         }
-        if STREAMED.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes())) {
+        if STREAMED
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+        {
             return CommandClass::Streamed;
         }
         let known = KEPT
@@ -494,7 +497,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             return Poll::Ready(Err(limit.into_io()));
         }
         // Checked at every read, so a server that never pauses is held to it as well.
-        if this.armed && this.timer.as_ref().is_some_and(|t| t.deadline() <= Instant::now()) {
+        if this.armed
+            && this
+                .timer
+                .as_ref()
+                .is_some_and(|t| t.deadline() <= Instant::now())
+        {
             let after = this.deadline_after;
             return Poll::Ready(Err(this.fail(LimitExceeded::Deadline { after })));
         }
@@ -609,9 +617,7 @@ mod tests {
     #[test]
     fn an_oversized_literal_is_refused_at_its_announcement() {
         let mut s = fetching();
-        let err = s
-            .feed(b"* 1 FETCH (BODY[] {2147483648}\r\n")
-            .unwrap_err();
+        let err = s.feed(b"* 1 FETCH (BODY[] {2147483648}\r\n").unwrap_err();
         assert_eq!(
             err,
             LimitExceeded::Literal {
@@ -630,7 +636,13 @@ mod tests {
         s.feed(b"* 1 FETCH (A {600}\r\n").unwrap();
         s.feed(&[b'x'; 600]).unwrap();
         let err = s.feed(b" B {600+}\r\n").unwrap_err();
-        assert_eq!(err, LimitExceeded::Literal { size: 1200, limit: 1000 });
+        assert_eq!(
+            err,
+            LimitExceeded::Literal {
+                size: 1200,
+                limit: 1000
+            }
+        );
     }
 
     #[test]
@@ -649,7 +661,10 @@ mod tests {
     fn a_long_line_is_refused_once_it_passes_the_limit() {
         let mut s = fetching();
         s.feed(&[b'*'; 100]).unwrap();
-        assert_eq!(s.feed(b"x").unwrap_err(), LimitExceeded::Line { limit: 100 });
+        assert_eq!(
+            s.feed(b"x").unwrap_err(),
+            LimitExceeded::Line { limit: 100 }
+        );
     }
 
     #[test]

@@ -188,7 +188,7 @@ const ORG_COUNT_LOCK: i32 = 0x6d62_0001;
 
 /// Takes the lock on `org`'s mailbox count until the caller's transaction ends, so a count
 /// followed by an insert holds under concurrent connects.
-pub async fn lock_org_count(conn: &mut PgConnection, org: OrgId) -> Result<()> {
+pub async fn lock_org_count(conn: &mut PgConnection, org: OrgId) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
         .bind(ORG_COUNT_LOCK)
         .bind(org)
@@ -198,13 +198,37 @@ pub async fn lock_org_count(conn: &mut PgConnection, org: OrgId) -> Result<()> {
 }
 
 /// How many mailboxes `org` has connected.
-pub async fn count_in_org<'e>(conn: impl PgExecutor<'e>, org: OrgId) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE org_id = $1")
-            .bind(org)
-            .fetch_one(conn)
-            .await?,
-    )
+pub async fn count_in_org<'e>(conn: impl PgExecutor<'e>, org: OrgId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE org_id = $1")
+        .bind(org)
+        .fetch_one(conn)
+        .await
+}
+
+/// What [`insert_within_limit`] came to.
+#[derive(Debug)]
+pub enum Admitted {
+    Inserted(Box<MailboxRow>),
+    /// The organisation has `count` mailboxes, its limit or more: nothing was inserted.
+    Full {
+        count: i64,
+    },
+}
+
+/// Inserts a mailbox if its organisation has fewer than `limit`, counting under the
+/// organisation's lock (held until the caller's transaction ends): of concurrent inserts only
+/// as many as the limit leaves room for succeed.
+pub async fn insert_within_limit(
+    conn: &mut PgConnection,
+    m: &NewMailbox<'_>,
+    limit: u64,
+) -> Result<Admitted, sqlx::Error> {
+    lock_org_count(conn, m.org_id).await?;
+    let count = count_in_org(&mut *conn, m.org_id).await?;
+    if u64::try_from(count).unwrap_or(0) >= limit {
+        return Ok(Admitted::Full { count });
+    }
+    Ok(Admitted::Inserted(Box::new(insert(conn, m).await?)))
 }
 
 /// What [`claim_sync_now`] found.
@@ -293,14 +317,32 @@ pub async fn record_synced(
     Ok(())
 }
 
-/// The sealed password of a mailbox.
-pub async fn sealed_password(conn: &mut PgConnection, id: MailboxId) -> Result<Vec<u8>> {
-    Ok(
-        sqlx::query_scalar("SELECT password_sealed FROM mailboxes WHERE id = $1")
-            .bind(id)
-            .fetch_one(conn)
-            .await?,
-    )
+/// A mailbox with its sealed password, read together: the password is the one checked with
+/// that row's servers.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SealedRow {
+    #[sqlx(flatten)]
+    pub row: MailboxRow,
+    pub password_sealed: Vec<u8>,
+}
+
+/// A mailbox with its sealed password, of `org` when one is named (`FOR UPDATE` when `lock`).
+pub async fn get_sealed<'e>(
+    conn: impl PgExecutor<'e>,
+    org: Option<OrgId>,
+    id: MailboxId,
+    lock: bool,
+) -> Result<Option<SealedRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, password_sealed FROM mailboxes \
+         WHERE ($1::uuid IS NULL OR org_id = $1) AND id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(org)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// What an update changes; `None` leaves a field as it is.

@@ -399,12 +399,26 @@ pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows>
             if paths.is_empty() {
                 bail!("say what to change: --name, --sender-name, --imap, --smtp, --new-password or --in-crm");
             }
+            let moving = paths.iter().any(|p| p == "imap" || p == "smtp");
             let request = c.request(mpb::UpdateMailboxRequest {
                 mailbox: Some(mailbox),
                 update_mask: Some(prost_types::FieldMask { paths }),
                 password: secret,
             });
-            let m = c.mailboxes.update_mailbox(request).await.answer()?;
+            let m = c
+                .mailboxes
+                .update_mailbox(request)
+                .await
+                .answer()
+                .map_err(|e| {
+                    if moving && !new_password {
+                        e.context(
+                            "moving a server needs the mailbox password again: add --new-password",
+                        )
+                    } else {
+                        e
+                    }
+                })?;
             Ok(detail(&m))
         }
         MailboxesCommand::SyncNow { id } => {

@@ -100,7 +100,7 @@ impl SyncLimits {
         Self {
             read: ReadLimits {
                 max_line_bytes: config.max_line_bytes.max(1024),
-                max_literal_bytes: config.max_body_bytes.max(1024),
+                max_literal_bytes: config.max_literal_bytes.max(1024),
                 max_responses: config.max_responses_per_command.max(1),
                 // What async-imap keeps whole is small (capabilities, EXAMINE's flags).
                 max_kept_bytes: config.max_line_bytes.max(1024),
@@ -206,8 +206,14 @@ struct Allowance {
 impl Allowance {
     fn exhausted(&self) -> SyncFailure {
         let (setting, whose) = match self.whose {
-            "organisation" => ("MAILROOM_SYNC__MAX_MESSAGES_PER_ORG", "the organisation's mailboxes together hold"),
-            _ => ("MAILROOM_SYNC__MAX_MESSAGES_PER_MAILBOX", "the mailbox holds"),
+            "organisation" => (
+                "MAILROOM_SYNC__MAX_MESSAGES_PER_ORG",
+                "the organisation's mailboxes together hold",
+            ),
+            _ => (
+                "MAILROOM_SYNC__MAX_MESSAGES_PER_MAILBOX",
+                "the mailbox holds",
+            ),
         };
         SyncFailure::new(
             FailureKind::Limit,
@@ -409,8 +415,8 @@ impl Engine {
         if let Some(allowance) = run.allowance {
             return Ok(allowance);
         }
-        let indexed = u64::try_from(messages::mailbox_count(&self.pool, run.mailbox).await?)
-            .unwrap_or(0);
+        let indexed =
+            u64::try_from(messages::mailbox_count(&self.pool, run.mailbox).await?).unwrap_or(0);
         let per_mailbox = self.limits.max_messages_per_mailbox;
         let mut allowance = Allowance {
             left: per_mailbox.saturating_sub(indexed),

@@ -110,7 +110,10 @@ pub async fn schedule_row<'e>(
 }
 
 /// The organisation a mailbox belongs to, if the schedule has it.
-pub async fn org_of<'e>(conn: impl PgExecutor<'e>, mailbox: MailboxId) -> sqlx::Result<Option<OrgId>> {
+pub async fn org_of<'e>(
+    conn: impl PgExecutor<'e>,
+    mailbox: MailboxId,
+) -> sqlx::Result<Option<OrgId>> {
     let row: Option<(OrgId,)> = sqlx::query_as("SELECT org_id FROM schedule WHERE mailbox_id = $1")
         .bind(mailbox)
         .fetch_optional(conn)
@@ -215,11 +218,12 @@ pub async fn due_by_tier<'e>(conn: impl PgExecutor<'e>) -> sqlx::Result<Vec<(i16
     .await
 }
 
-/// A sync attempt begins at `at`: requests made before it need no other.
+/// A sync attempt begins at `at`: requests made before it need no other (`None`, or an
+/// earlier time, puts back what an unfinished attempt replaced).
 pub async fn mark_started<'e>(
     conn: impl PgExecutor<'e>,
     mailbox: MailboxId,
-    at: DateTime<Utc>,
+    at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     sqlx::query("UPDATE schedule SET last_started_at = $2 WHERE mailbox_id = $1")
         .bind(mailbox)

@@ -121,8 +121,8 @@ async fn fifteen_registrations_through_a_public_link_take_no_seat_and_the_admin_
         assert_eq!(listed[0].kind, ipb::InvitationKind::RegistrationLink as i32);
         assert!(listed[0].user_id.is_empty(), "no user until confirmed");
         // The confirmation window is a day, not the invitation's week.
-        let created = listed[0].create_time.clone().expect("create time").seconds;
-        let expires = listed[0].expire_time.clone().expect("expire time").seconds;
+        let created = listed[0].create_time.expect("create time").seconds;
+        let expires = listed[0].expire_time.expect("expire time").seconds;
         assert!(
             (expires - created - 24 * 3600).abs() < 120,
             "open for {} s",
@@ -140,14 +140,20 @@ async fn fifteen_registrations_through_a_public_link_take_no_seat_and_the_admin_
             .expect("the same answer");
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(mails_to(&app, first).len(), 1, "registering again re-mailed");
+    assert_eq!(
+        mails_to(&app, first).len(),
+        1,
+        "registering again re-mailed"
+    );
     assert_eq!(invitations_of(&app, &org, first).await.len(), 1);
 
     // The admin's own invitations go through — of a new hire, and of an address a stranger
     // registered (the registration does not hold it) — and are accepted.
     let hire = org.address("hire");
     let (_, token) = invited(&app, &org, &hire).await;
-    accept(&app, &token).await.expect("the admin's invitee joins");
+    accept(&app, &token)
+        .await
+        .expect("the admin's invitee joins");
     let claimed = &strangers[1];
     let answer = invite(
         &app,
@@ -180,7 +186,11 @@ async fn registrations_beyond_the_per_link_limit_are_refused() {
         .register_with_link(join(&secret, &org.address("r20")))
         .await
         .expect_err("the 21st registration in an hour");
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
     assert!(
         refused.message().contains("through this link per hour"),
         "{}",
@@ -208,7 +218,11 @@ async fn registrations_beyond_the_per_network_limit_are_refused_across_links() {
     ready(&app, &org).await;
     let mut secrets = Vec::new();
     for _ in 0..4 {
-        secrets.push(link(&app, &org, ipb::CreateRegistrationLinkRequest::default()).await.1);
+        secrets.push(
+            link(&app, &org, ipb::CreateRegistrationLinkRequest::default())
+                .await
+                .1,
+        );
     }
     // One registration through each of four links: each link is far from its own limit.
     let mut allowed = 0;
@@ -260,7 +274,11 @@ async fn a_link_with_a_maximum_of_uses_is_used_up_by_confirmations() {
     let token_b = confirmation_token(&app, &b).await;
     accept(&app, &token_a).await.expect("the first joins");
     let refused = accept(&app, &token_b).await.expect_err("used up");
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     assert!(
         refused
             .message()
@@ -275,7 +293,11 @@ async fn a_link_with_a_maximum_of_uses_is_used_up_by_confirmations() {
         .register_with_link(join(&secret, &org.address("third")))
         .await
         .expect_err("used up");
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     assert!(
         refused
             .message()
@@ -295,6 +317,44 @@ async fn a_link_with_a_maximum_of_uses_is_used_up_by_confirmations() {
         .links;
     let listed = listed.iter().find(|l| l.id == made.id).expect("the link");
     assert_eq!((listed.max_uses, listed.uses), (Some(1), 1));
+
+    // Confirmations racing for the last use: exactly one wins.
+    let (_, secret) = link(
+        &app,
+        &org,
+        ipb::CreateRegistrationLinkRequest {
+            max_uses: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let racers: Vec<String> = (0..4).map(|k| org.address(&format!("racer{k}"))).collect();
+    let mut tokens = Vec::new();
+    for address in &racers {
+        app.invitations()
+            .register_with_link(join(&secret, address))
+            .await
+            .expect("register");
+    }
+    for address in &racers {
+        tokens.push(confirmation_token(&app, address).await);
+    }
+    let results = futures::future::join_all(tokens.iter().map(|t| accept(&app, t))).await;
+    let joined = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(joined, 1, "{results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("used up"),
+            "{}",
+            refused.message()
+        );
+    }
+
     // Nonsense limits are refused.
     let refused = app
         .invitations()
@@ -390,10 +450,12 @@ async fn confirming_when_the_seats_are_full_is_refused_and_makes_no_user() {
     let (invited, _) = invited(&app, &org, &colleague).await;
     assert_eq!(usage(&seats(&app, &org).await), (1, 1, 0));
 
-    let refused = accept(&app, &token)
-        .await
-        .expect_err("no free seat");
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    let refused = accept(&app, &token).await.expect_err("no free seat");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     assert!(
         refused
             .message()
@@ -423,6 +485,8 @@ async fn confirming_when_the_seats_are_full_is_refused_and_makes_no_user() {
         assert!(Instant::now() < deadline, "the seat was not freed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    accept(&app, &token).await.expect("joins once a seat is free");
+    accept(&app, &token)
+        .await
+        .expect("joins once a seat is free");
     assert_eq!(usage(&seats(&app, &org).await), (2, 0, 0));
 }

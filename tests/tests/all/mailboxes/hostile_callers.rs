@@ -65,8 +65,26 @@ async fn moving_a_server_without_the_password_sends_the_stored_one_nowhere() {
 
     // The admin moves only the IMAP host, then only the SMTP host, to a server of theirs.
     let attempts = [
-        ("imap", update(&mailbox.id, &["imap"], Some(at_trap(imap(), &imap_trap)), None, "")),
-        ("smtp", update(&mailbox.id, &["smtp"], None, Some(at_trap(smtp(), &smtp_trap)), "")),
+        (
+            "imap",
+            update(
+                &mailbox.id,
+                &["imap"],
+                Some(at_trap(imap(), &imap_trap)),
+                None,
+                "",
+            ),
+        ),
+        (
+            "smtp",
+            update(
+                &mailbox.id,
+                &["smtp"],
+                None,
+                Some(at_trap(smtp(), &smtp_trap)),
+                "",
+            ),
+        ),
     ];
     for (field, request) in attempts {
         let refused = app
@@ -117,7 +135,9 @@ async fn moving_a_server_without_the_password_sends_the_stored_one_nowhere() {
             .await
             .expect_err("a moved server without the password is refused");
         assert!(
-            refused.message().contains("give the mailbox password again"),
+            refused
+                .message()
+                .contains("give the mailbox password again"),
             "{refused:?}"
         );
     }
@@ -162,7 +182,10 @@ async fn moving_a_server_without_the_password_sends_the_stored_one_nowhere() {
         .await
         .expect_err("the real SMTP server refuses a made-up password");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(refused.message().contains("SMTP login failed"), "{refused:?}");
+    assert!(
+        refused.message().contains("SMTP login failed"),
+        "{refused:?}"
+    );
     assert!(
         imap_trap.holds_secret(typed),
         "the listener records a login it is given: {:?}",
@@ -175,7 +198,13 @@ async fn moving_a_server_without_the_password_sends_the_stored_one_nowhere() {
     app.mailboxes()
         .update_mailbox(authed(
             &org.admin_token,
-            update(&mailbox.id, &["imap", "smtp"], Some(imap()), Some(smtp()), ""),
+            update(
+                &mailbox.id,
+                &["imap", "smtp"],
+                Some(imap()),
+                Some(smtp()),
+                "",
+            ),
         ))
         .await
         .expect("the stored servers are checked again with the stored password");
@@ -208,7 +237,8 @@ async fn an_organisation_connects_no_more_mailboxes_than_its_limit_even_all_at_o
     let org = app.create_org(0).await;
     connect_when_known(&app, &org.admin_token, &bulk(1), "").await;
 
-    // Six more at once, each item its own task: they race for the two places left.
+    // Six more at once, each item its own task: they race for the two places left. (That the
+    // count holds however they interleave is `services/mailboxes/tests/org_limit.rs`'s.)
     let items: Vec<mpb::MailboxCredentials> = (2..=7)
         .map(|n| mpb::MailboxCredentials {
             email: bulk(n),
@@ -230,7 +260,11 @@ async fn an_organisation_connects_no_more_mailboxes_than_its_limit_even_all_at_o
         .await
         .expect("bulk connect answers per item")
         .into_inner();
-    let connected = answer.results.iter().filter(|r| r.mailbox.is_some()).count();
+    let connected = answer
+        .results
+        .iter()
+        .filter(|r| r.mailbox.is_some())
+        .count();
     assert_eq!(connected, 2, "{:#?}", answer.results);
     for refused in answer.results.iter().filter(|r| r.mailbox.is_none()) {
         assert!(
@@ -264,16 +298,69 @@ async fn an_organisation_connects_no_more_mailboxes_than_its_limit_even_all_at_o
     stop.cancel();
 }
 
+#[tokio::test]
+async fn concurrent_bulk_connects_share_the_process_login_slots() {
+    const SLOTS: usize = 2;
+    let (app, stop) = app_with_registry(|c| c.login_concurrency = SLOTS).await;
+    let org = app.create_org(0).await;
+    connect_when_known(&app, &org.admin_token, &bulk(11), "").await;
+    // An IMAP server that keeps each login waiting: how many it holds at once is how many
+    // checks the registry runs at once.
+    let slow = RecordingListener::start_holding(
+        Speaks::Imap,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Duration::from_millis(400),
+    )
+    .await
+    .expect("bind loopback");
+    let mut slow_imap = imap();
+    slow_imap.port = i32::from(slow.port());
+    let request = |first: u32| {
+        authed(
+            &org.admin_token,
+            mpb::ConnectMailboxesRequest {
+                mailboxes: (first..first + 3)
+                    .map(|n| mpb::MailboxCredentials {
+                        email: bulk(n),
+                        password: BULK_PASSWORD.into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                imap: Some(slow_imap.clone()),
+                smtp: Some(smtp()),
+                validate_only: true,
+            },
+        )
+    };
+    let (mut one, mut two) = (app.mailboxes(), app.mailboxes());
+    let (a, b) = tokio::join!(
+        one.connect_mailboxes(request(12)),
+        two.connect_mailboxes(request(15))
+    );
+    for answer in [a, b] {
+        let results = answer.expect("bulk connect").into_inner().results;
+        assert!(results.iter().all(|r| r.mailbox.is_some()), "{results:#?}");
+    }
+    assert_eq!(slow.connections(), 6);
+    assert!(
+        slow.most_held() <= SLOTS,
+        "{} logins at once from two requests; the process allows {SLOTS}",
+        slow.most_held()
+    );
+    stop.cancel();
+}
+
 /// The `SyncRequested` records the registry's outbox holds for `mailbox` on the sync requests
 /// topic, by reason.
 async fn sync_requests(app: &TestApp, mailbox: &str, reason: &str) -> usize {
-    let payloads: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT payload FROM mailboxes.outbox WHERE topic = $1 AND record_key = $2")
-            .bind(Topic::SyncRequests.default_name())
-            .bind(mailbox)
-            .fetch_all(&app.pool)
-            .await
-            .expect("read the registry's outbox");
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT payload FROM mailboxes.outbox WHERE topic = $1 AND record_key = $2",
+    )
+    .bind(Topic::SyncRequests.default_name())
+    .bind(mailbox)
+    .fetch_all(&app.pool)
+    .await
+    .expect("read the registry's outbox");
     payloads
         .iter()
         .filter_map(|p| ev::Envelope::decode(p.as_slice()).ok())
@@ -321,7 +408,11 @@ async fn a_flood_of_sync_now_queues_one_sync_and_is_refused_beyond_the_rate() {
             Err(s) => panic!("sync now: {s:?}"),
         }
     }
-    assert_eq!(queued_times.len(), PER_MINUTE as usize, "answered within the rate");
+    assert_eq!(
+        queued_times.len(),
+        PER_MINUTE as usize,
+        "answered within the rate"
+    );
     assert_eq!(exhausted, 50 - PER_MINUTE as usize);
     // Those let through all name the one sync queued.
     assert!(
