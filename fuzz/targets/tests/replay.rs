@@ -2,6 +2,10 @@
 //! `fuzz/corpus/<target>/` (what the fuzzer kept, minimised, and the inputs of crashes fixed)
 //! and of `fuzz/artifacts/<target>/` when a local fuzz run left some. An input that once
 //! failed keeps failing this test until it is fixed.
+//!
+//! `fuzz/findings/<target>/` holds inputs that fail because of a bug found and reported but
+//! not fixed yet (in code its owner is changing): they must go on failing, and once one
+//! passes, the test says to move it into the corpus, where it keeps the fix.
 
 use std::panic::catch_unwind;
 use std::path::{Path, PathBuf};
@@ -83,4 +87,22 @@ fn page_token_corpus() {
 #[test]
 fn imap_guard_corpus() {
     replay("imap_guard");
+}
+
+#[test]
+fn open_findings_still_fail() {
+    for (name, target) in mailroom_fuzz_targets::TARGETS {
+        let findings = files(&fuzz_dir().join("findings").join(name));
+        let still_failing = failing(&findings, target);
+        let fixed: Vec<String> = findings
+            .iter()
+            .map(|f| f.display().to_string())
+            .filter(|f| !still_failing.contains(f))
+            .collect();
+        assert!(
+            fixed.is_empty(),
+            "these findings of the {name} target pass now: the bug is fixed, so move them into \
+             fuzz/corpus/{name}/ to keep it fixed: {fixed:#?}"
+        );
+    }
 }

@@ -119,13 +119,21 @@ pub fn shown(text: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() || c.is_whitespace() && c != ' ' {
+        if c.is_control() || c.is_whitespace() && c != ' ' || is_invisible_format(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Unicode format characters that change how text around them reads without showing
+/// themselves: bidirectional overrides and isolates, zero-width characters, the BOM.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// How many characters of caller text an error shows.
@@ -462,6 +470,8 @@ mod tests {
         );
         assert_eq!(shown("a\u{0}b"), "a\\u{0}b");
         assert_eq!(shown(&"z".repeat(100)).chars().count(), SHOWN_MAX + 1);
+        // A right-to-left override would make the rest of a message read backwards.
+        assert_eq!(shown("evil\u{202E}gpj.exe"), "evil\\u{202e}gpj.exe");
     }
 
     #[test]

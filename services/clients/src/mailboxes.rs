@@ -2,7 +2,7 @@
 //! service only.
 
 use mailroom_proto::mailboxes::v1 as pb;
-use mailroom_types::MailboxId;
+use mailroom_types::{MailboxId, OrgId, UserId};
 use secrecy::SecretString;
 
 use crate::error::{Peer, PeerError};
@@ -28,6 +28,10 @@ pub struct MailboxLogin {
     pub imap_username: String,
     pub password: SecretString,
     pub in_crm: bool,
+    /// The mailbox's organisation and owner as the registry has them now (`None` if the
+    /// answer held no id).
+    pub org_id: Option<OrgId>,
+    pub owner_user_id: Option<UserId>,
 }
 
 impl std::fmt::Debug for MailboxLogin {
@@ -38,6 +42,8 @@ impl std::fmt::Debug for MailboxLogin {
             .field("imap_security", &self.imap_security)
             .field("imap_username", &self.imap_username)
             .field("in_crm", &self.in_crm)
+            .field("org_id", &self.org_id)
+            .field("owner_user_id", &self.owner_user_id)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +73,8 @@ impl MailboxesClient {
             imap_username: answer.imap_username,
             password: SecretString::from(answer.password),
             in_crm: answer.in_crm,
+            org_id: OrgId::parse("org_id", &answer.org_id).ok(),
+            owner_user_id: UserId::parse("owner_user_id", &answer.owner_user_id).ok(),
         }))
     }
 }

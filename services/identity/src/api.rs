@@ -369,14 +369,7 @@ impl IdentityService for IdentityApi {
 impl AuthService for AuthApi {
     #[tracing::instrument(skip_all)]
     async fn login(&self, req: Request<pb::LoginRequest>) -> Reply<pb::TokenPair> {
-        let forwarded_for = req
-            .metadata()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let client = self
-            .0
-            .trusted_proxies
-            .client(req.remote_addr(), forwarded_for);
+        let client = self.0.trusted_proxies.client_ip(&req);
         let tokens = self.0.login(req.into_inner(), client).await?;
         Ok(Response::new(tokens_to_proto(tokens)))
     }

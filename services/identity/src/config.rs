@@ -34,19 +34,34 @@ pub struct IdentityConfig {
     /// minute. Other networks are not: a stranger cannot lock the owner out.
     #[serde(default = "default_login_rate")]
     pub login_attempts_per_minute: u32,
+    /// Sign-in attempts allowed per minute from one client network whatever addresses and
+    /// organisations they name (one network spraying a password over many addresses);
+    /// beyond it that network is refused for the rest of the minute.
+    #[serde(default = "default_login_network_rate")]
+    pub login_attempts_per_network_per_minute: u32,
     /// Sign-in attempts for one address (and organisation named, if any) from all networks
-    /// together in 15 minutes before each further attempt is slowed by `login_slowdown_ms`
-    /// (slowed, never refused).
+    /// together in 15 minutes before the account is paced: then at most one attempt per
+    /// `login_slowdown_ms` from all networks together (others refused with a retry of about
+    /// that long), except from a network the account signed in from in the last 30 days.
     #[serde(default = "default_login_slowdown_after")]
     pub login_slowdown_after_attempts: u32,
     #[serde(default = "default_login_slowdown_ms")]
     pub login_slowdown_ms: u64,
+    /// ChangePassword attempts one user may make per hour (a stolen access token must not
+    /// be an oracle for the current password, nor hold the hashing gate).
+    #[serde(default = "default_password_change_rate")]
+    pub password_changes_per_hour: u32,
     /// Proxies (CIDRs, a list or one comma-separated string) whose `x-forwarded-for` names the
     /// client; from any other peer the header is ignored. Default none: the client is the TCP
     /// peer.
-    #[serde(default, deserialize_with = "string_list")]
+    #[serde(
+        default,
+        deserialize_with = "mailroom_platform::config::string_list"
+    )]
     pub trusted_proxies: Vec<String>,
-    /// Argon2id runs at once (each holds 19 MiB and a core); 0 = one per core available.
+    /// Argon2id runs at once (each holds 19 MiB and a core); 0 = one per core available, at
+    /// most 4 (`passwords::DEFAULT_MAX_CONCURRENCY`): a node's core count is not the pod's
+    /// memory.
     #[serde(default)]
     pub password_hash_concurrency: usize,
     /// How long a sign-in (or any call that hashes a password) waits for a turn before it is
@@ -84,6 +99,12 @@ fn default_refresh_ttl() -> i64 {
 fn default_login_rate() -> u32 {
     10
 }
+fn default_login_network_rate() -> u32 {
+    60
+}
+fn default_password_change_rate() -> u32 {
+    10
+}
 fn default_login_slowdown_after() -> u32 {
     100
 }
@@ -92,24 +113,6 @@ fn default_login_slowdown_ms() -> u64 {
 }
 fn default_password_hash_queue_ms() -> u64 {
     2000
-}
-/// Accepts `"a,b"` (as environment variables carry it) or `["a", "b"]`; blanks dropped.
-fn string_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    let values = match OneOrMany::deserialize(de)? {
-        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
-        OneOrMany::Many(v) => v,
-    };
-    Ok(values
-        .into_iter()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .collect())
 }
 fn default_code_ttl() -> i64 {
     15 * 60
@@ -137,8 +140,10 @@ impl Default for IdentityConfig {
             access_token_ttl_secs: default_access_ttl(),
             refresh_token_ttl_secs: default_refresh_ttl(),
             login_attempts_per_minute: default_login_rate(),
+            login_attempts_per_network_per_minute: default_login_network_rate(),
             login_slowdown_after_attempts: default_login_slowdown_after(),
             login_slowdown_ms: default_login_slowdown_ms(),
+            password_changes_per_hour: default_password_change_rate(),
             trusted_proxies: Vec::new(),
             password_hash_concurrency: 0,
             password_hash_queue_ms: default_password_hash_queue_ms(),

@@ -1,9 +1,10 @@
 //! Password hashing with Argon2id (the crate's defaults: 19 MiB, 2 passes), on the blocking
 //! pool so a sign-in never stalls the async workers, and through one gate, [`HashingGate`]:
 //! every Argon2id run of the service (sign-in and its decoy, password changes and resets,
-//! activations, new users and organisations) holds one of a few permits — about one per core
-//! — so a flood of sign-ins costs a bounded amount of memory and CPU, and waits in line at
-//! most a configured time before it is refused as busy.
+//! activations, new users and organisations) holds one of a few permits — one per core, at
+//! most [`DEFAULT_MAX_CONCURRENCY`] unless configured — so a flood of sign-ins costs a bounded
+//! amount of memory and CPU, and waits in line at most a configured time before it is
+//! refused as busy.
 //!
 //! The free functions [`hash`] and [`verify`] are the ungated primitives (benchmarks use them);
 //! the service calls the gate's.
@@ -51,6 +52,20 @@ pub async fn verify(password: String, hash: String) -> Result<bool> {
         .map_err(|e| IdentityError::Internal(e.to_string()))
 }
 
+/// The most Argon2id runs at once when `password_hash_concurrency` is not set: the core
+/// count a process sees is often the node's (no CPU limit), 64 on a large node, and 64 runs
+/// of ~19 MiB each would not fit a 512 MiB pod. Four hold ~80 MiB.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// How many Argon2id runs a gate allows at once: `configured`, or when that is 0, one per
+/// core `available`, at most [`DEFAULT_MAX_CONCURRENCY`].
+pub fn concurrency(configured: usize, available: Option<usize>) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    available.unwrap_or(2).clamp(1, DEFAULT_MAX_CONCURRENCY)
+}
+
 /// The one gate every Argon2id run of the service passes: at most `concurrency` at once, the
 /// others queued for at most `queue_deadline`, then refused with
 /// [`IdentityError::HashingBusy`] (RESOURCE_EXHAUSTED). A permit is held until the run ends,
@@ -62,15 +77,11 @@ pub struct HashingGate {
 }
 
 impl HashingGate {
-    /// `concurrency` 0 means one per core the process may use.
+    /// `concurrency` 0 means one per core the process may use, at most
+    /// [`DEFAULT_MAX_CONCURRENCY`].
     pub fn new(concurrency: usize, queue_deadline: Duration) -> Self {
-        let concurrency = if concurrency == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        } else {
-            concurrency
-        };
+        let available = std::thread::available_parallelism().map(|n| n.get()).ok();
+        let concurrency = self::concurrency(concurrency, available);
         Self {
             permits: Arc::new(Semaphore::new(concurrency)),
             queue_deadline,
@@ -127,6 +138,19 @@ mod tests {
         assert!(!super::verify("x".into(), "not a hash".into())
             .await
             .unwrap());
+    }
+
+    #[test]
+    fn a_large_node_does_not_size_the_gate_by_its_cores() {
+        // 64 cores and no CPU limit: 64 × 19 MiB would not fit a 512 MiB pod.
+        assert_eq!(concurrency(0, Some(64)), DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(concurrency(0, Some(2)), 2);
+        assert_eq!(concurrency(0, None), 2);
+        // The operator's figure wins, large or small.
+        assert_eq!(concurrency(16, Some(64)), 16);
+        assert_eq!(concurrency(1, Some(64)), 1);
+        let gate = HashingGate::new(0, Duration::from_millis(1));
+        assert!(gate.permits.available_permits() <= DEFAULT_MAX_CONCURRENCY);
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_platform::auth::Principal;
-use mailroom_platform::redis::{RateLimiter, RedisLink, WithoutRedis};
+use mailroom_platform::client_address::TrustedProxies;
+use mailroom_platform::redis::{Marks, RateLimiter, RedisLink, WithoutRedis};
 use mailroom_platform::revocation::Revocations;
 use mailroom_platform::types::OrgId;
 use sqlx::{PgConnection, PgPool};
@@ -18,7 +19,6 @@ use crate::error::{IdentityError, Result};
 use crate::keys::KeyRing;
 use crate::mailer::Mailer;
 use crate::passwords::HashingGate;
-use crate::signin_limits::TrustedProxies;
 use crate::store;
 
 /// Everything identity's operations need; shared by both gRPC services.
@@ -27,10 +27,18 @@ pub struct Identity {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) config: IdentityConfig,
     pub(crate) mailer: Mailer,
-    /// Sign-in attempts per address from one client network (`signin_limits`).
+    /// Sign-in attempts from one client network, whatever the address (`signin_limits`).
+    pub(crate) login_network_limiter: RateLimiter,
+    /// Sign-in attempts per address from one client network.
     pub(crate) login_limiter: RateLimiter,
-    /// Sign-in attempts per address from everywhere, beyond which they are slowed.
+    /// Sign-in attempts per address from everywhere, beyond which the account is paced.
     pub(crate) login_slowdown: RateLimiter,
+    /// An account's pace past its threshold: one attempt per `login_slowdown_ms`.
+    pub(crate) login_pace: RateLimiter,
+    /// The networks each account signed in from lately (not paced).
+    pub(crate) login_known_networks: Marks,
+    /// ChangePassword attempts per user.
+    pub(crate) password_change_limiter: RateLimiter,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) code_limiter: RateLimiter,
     pub(crate) reset_limiter: RateLimiter,
@@ -57,6 +65,13 @@ impl Identity {
         // Sign-in and reset requests come without a token: without Redis they are refused,
         // never run unlimited. Login-change codes are asked for by a signed-in user: counted
         // per replica then.
+        let login_network_limiter = RateLimiter::new(
+            redis.clone(),
+            "login-network-any",
+            config.login_attempts_per_network_per_minute.max(1),
+            Duration::from_secs(60),
+            WithoutRedis::FailClosed,
+        );
         let login_limiter = RateLimiter::new(
             redis.clone(),
             "login-network",
@@ -70,6 +85,28 @@ impl Identity {
             config.login_slowdown_after_attempts.max(1),
             Duration::from_secs(15 * 60),
             WithoutRedis::FailClosed,
+        );
+        let login_pace = RateLimiter::new(
+            redis.clone(),
+            "login-account-pace",
+            1,
+            Duration::from_millis(config.login_slowdown_ms.max(1)),
+            WithoutRedis::FailClosed,
+        );
+        let login_known_networks = Marks::new(
+            redis.clone(),
+            "login-known-network",
+            Duration::from_secs(30 * 24 * 3600),
+        );
+        // Asked by a signed-in user: counted per replica while Redis is away.
+        let password_change_limiter = RateLimiter::new(
+            redis.clone(),
+            "password-change",
+            config.password_changes_per_hour.max(1),
+            Duration::from_secs(3600),
+            WithoutRedis::FallBackLocal {
+                limit: config.password_changes_per_hour.max(1),
+            },
         );
         let code_limiter = RateLimiter::new(
             redis.clone(),
@@ -85,7 +122,10 @@ impl Identity {
             Duration::from_secs(3600),
             WithoutRedis::FailClosed,
         );
-        let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)?;
+        let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies).map_err(|e| {
+            IdentityError::InvalidArgument(format!("MAILROOM_IDENTITY__TRUSTED_PROXIES: {e}"))
+        })?;
+        trusted_proxies.announce("identity", "MAILROOM_IDENTITY__TRUSTED_PROXIES");
         let hashing = HashingGate::new(
             config.password_hash_concurrency,
             Duration::from_millis(config.password_hash_queue_ms),
@@ -96,8 +136,12 @@ impl Identity {
             keys: Arc::new(keys),
             config,
             mailer,
+            login_network_limiter,
             login_limiter,
             login_slowdown,
+            login_pace,
+            login_known_networks,
+            password_change_limiter,
             trusted_proxies,
             code_limiter,
             reset_limiter,

@@ -31,7 +31,8 @@ impl Identity {
     /// Signs in with a password. One account is tried, with one Argon2id run, whatever the
     /// address: the organisation named, or else the one whose claim on the address is the
     /// oldest (an organisation that takes the address later never displaces it). Throttled by
-    /// client network and slowed per account (`signin_limits`).
+    /// client network, and paced per account past a threshold (`signin_limits`), before any
+    /// hashing.
     #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
@@ -57,27 +58,44 @@ impl Identity {
         let email = EmailAddress::parse("login_email", &req.login_email)?;
         let named_org: Option<OrgId> = parse_optional_id("org_id", &req.org_id)?;
         let network = signin_limits::network_of(client);
+        let account = signin_limits::account_key(named_org, &email);
+        let known_network = signin_limits::known_network_key(&account, &network);
         let unavailable = |_| IdentityError::LimiterUnavailable("sign-in");
-        if let RateDecision::Limited { retry_after } = self
-            .login_limiter
-            .hit(&signin_limits::network_key(&network, named_org, &email))
+        let refused = |decision| match decision {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited { retry_after } => Err(IdentityError::RateLimited {
+                retry_after_secs: retry_after.as_secs().max(1),
+            }),
+        };
+        // One network, any address: spraying a password over addresses or organisations.
+        refused(
+            self.login_network_limiter
+                .hit(&network)
+                .await
+                .map_err(unavailable)?,
+        )?;
+        refused(
+            self.login_limiter
+                .hit(&signin_limits::network_key(&network, named_org, &email))
+                .await
+                .map_err(unavailable)?,
+        )?;
+        let past_threshold = self
+            .login_slowdown
+            .hit(&account)
             .await
             .map_err(unavailable)?
+            != RateDecision::Allowed;
+        if past_threshold
+            && !self
+                .login_known_networks
+                .is_marked(&known_network)
+                .await
+                .map_err(unavailable)?
         {
-            return Err(IdentityError::RateLimited {
-                retry_after_secs: retry_after.as_secs().max(1),
-            });
-        }
-        let slowed = self
-            .login_slowdown
-            .hit(&signin_limits::account_key(named_org, &email))
-            .await
-            .map_err(unavailable)?;
-        if slowed != RateDecision::Allowed {
-            tokio::time::sleep(std::time::Duration::from_millis(
-                self.config.login_slowdown_ms,
-            ))
-            .await;
+            // Guessed at from many networks: one attempt per interval for the account, a
+            // hard rate (concurrent guesses are refused, not queued at the hashing gate).
+            refused(self.login_pace.hit(&account).await.map_err(unavailable)?)?;
         }
         let candidate =
             store::users::sign_in_candidate(&mut *self.pool.acquire().await?, &email, named_org)
@@ -117,6 +135,10 @@ impl Identity {
             .issue_user_tokens(&mut tx, user_id, org_id, admin, Uuid::now_v7())
             .await?;
         tx.commit().await?;
+        // The owner's network from now on: not paced when the account is guessed at.
+        if let Err(err) = self.login_known_networks.mark(&known_network).await {
+            tracing::warn!(%err, "could not remember the network of a sign-in");
+        }
         Ok(issued)
     }
 
@@ -230,6 +252,18 @@ impl Identity {
             ));
         };
         let new = NewPassword::parse(&req.new_password)?;
+        // Counted per user before the current password is checked: a stolen access token is
+        // no oracle for the password, and cannot hold the hashing gate.
+        match self.password_change_limiter.hit(&user_id.to_string()).await {
+            Ok(RateDecision::Allowed) => {}
+            Ok(RateDecision::Limited { retry_after }) => {
+                return Err(IdentityError::RateLimited {
+                    retry_after_secs: retry_after.as_secs().max(1),
+                })
+            }
+            // FallBackLocal never fails; refused if it ever does.
+            Err(_) => return Err(IdentityError::LimiterUnavailable("password change")),
+        }
         let hash =
             store::users::active_password_hash(&mut *self.pool.acquire().await?, user_id).await?;
         let Some(hash) = hash else {
@@ -292,7 +326,7 @@ impl Identity {
 
     /// A token for service client `client_id` to call one service (the audience it names):
     /// only that service accepts it, and only for the RPCs it lists for this client.
-    #[tracing::instrument(skip_all, fields(client_id = %req.client_id, audience = %req.audience))]
+    #[tracing::instrument(skip_all, fields(client_id = %mailroom_aip::shown(&req.client_id), audience = %mailroom_aip::shown(&req.audience)))]
     pub fn service_token(&self, req: pb::IssueServiceTokenRequest) -> Result<IssuedTokens> {
         let known = self.config.service_clients.get(&req.client_id);
         let matches = known.is_some_and(|secret| {

@@ -11,7 +11,7 @@
 //! A crash between 1 and 3 leaves `admitting` rows, which the sweeper ([`crate::expiry`])
 //! finishes by asking identity again with the same user ids (identity admits nothing twice).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use mailroom_platform::outbox::EventActor;
@@ -180,6 +180,23 @@ impl Invitations {
         // 3. Pending (or awaiting approval), with their events; the refused ones go.
         let mut admitted_ids = Vec::new();
         let mut refused_ids = Vec::new();
+        // INVITED holders without an open invitation here: the invitee of one that has just
+        // ended (identity removes them shortly), or a person an admin made without one.
+        let invited_holders: Vec<UserId> = asked
+            .iter()
+            .zip(&answer.admissions)
+            .filter(|((_, _, invitee), a)| {
+                !a.admitted
+                    && state_word(a.holder_state) == "INVITED"
+                    && !open.contains_key(invitee.email.as_str())
+            })
+            .filter_map(|(_, a)| a.holder_user_id.parse::<UserId>().ok())
+            .collect();
+        let closing = if invited_holders.is_empty() {
+            HashSet::new()
+        } else {
+            store::admission::invitees_among(&self.pool, batch.org_id, &invited_holders).await?
+        };
         for ((id, _, invitee), admission) in asked.into_iter().zip(answer.admissions) {
             if admission.admitted {
                 admitted_ids.push(id);
@@ -190,18 +207,20 @@ impl Invitations {
             let state = state_word(admission.holder_state);
             rejected.push(if state == "INVITED" && open.contains_key(invitee.email.as_str()) {
                 Rejected::already_invited(invitee.input, &invitee.email, holder)
-            } else if state == "INVITED" {
+            } else if state == "INVITED" && holder.is_some_and(|h| closing.contains(&h)) {
                 Rejected {
                     input: invitee.input,
                     code: pb::RejectionReason::AlreadyInvited,
                     reason: format!(
-                        "{} belongs to an invited user without an open invitation here (an ended invitation is still being closed, or an admin made the account): try again in a few seconds, or see GetEmailAddressUsage",
+                        "{} belongs to the invitee of an invitation that has just ended and is still being closed: try again in a few seconds",
                         invitee.email
                     ),
                     user_id: holder,
                     user_state: state.into(),
                 }
             } else {
+                // Held by a user (an active, dismissed, or INVITED one an admin made without an
+                // invitation): identity's sentence names them and the way out.
                 Rejected {
                     input: invitee.input,
                     code: pb::RejectionReason::AlreadyAUser,

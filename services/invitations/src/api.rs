@@ -264,7 +264,7 @@ impl InvitationService for InvitationApi {
         &self,
         req: Request<pb::RegisterWithLinkRequest>,
     ) -> Reply<pb::RegisterWithLinkResponse> {
-        let network = ClientNetwork::of(req.remote_addr());
+        let network = ClientNetwork::of(self.0.trusted_proxies.client_ip(&req));
         Ok(Response::new(
             self.0
                 .register_with_link(&network, req.into_inner())

@@ -50,13 +50,27 @@ pub struct InvitationsConfig {
     /// Addresses one organisation may invite per hour.
     #[serde(default = "default_per_org")]
     pub invites_per_org_per_hour: u32,
-    /// Registrations per quick-registration link per hour (anyone holding a link may try).
+    /// Registrations per quick-registration link per hour, from all networks together
+    /// (anyone holding a link may try; only registrations that pass the link's checks count).
     #[serde(default = "default_per_link")]
     pub registrations_per_link_per_hour: u32,
+    /// Registrations per link per hour from one client network: one network cannot use up a
+    /// link's whole budget.
+    #[serde(default = "default_per_link_network")]
+    pub registrations_per_link_per_network_per_hour: u32,
     /// Registrations through any link per client network per hour (an IPv4 /24, an IPv6
-    /// /64, as the gRPC connection's peer address shows it).
+    /// /64, of the client address: see `trusted_proxies`).
     #[serde(default = "default_per_network")]
     pub registrations_per_network_per_hour: u32,
+    /// Proxies (CIDRs or addresses, a list or one comma-separated string) whose
+    /// `x-forwarded-for` names the client of a public call (the registration limits); from
+    /// any other peer the header is ignored. Default none: the client is the TCP peer, so
+    /// behind an ingress every caller is one network unless the ingress is listed here.
+    #[serde(
+        default,
+        deserialize_with = "mailroom_platform::config::string_list"
+    )]
+    pub trusted_proxies: Vec<String>,
     /// How long a registration through a link waits for its address to be confirmed once the
     /// mail is sent (it holds no seat meanwhile). One awaiting an admin's approval waits
     /// `invitation_ttl_secs` for that.
@@ -66,6 +80,16 @@ pub struct InvitationsConfig {
     /// often.
     #[serde(default = "default_registration_resend")]
     pub registration_resend_interval_secs: u64,
+    /// How long after an invitation's mail was sent (or queued) ResendInvitation waits before
+    /// sending it again, so the invitee does not get a mail per click.
+    #[serde(default = "default_resend_cooldown")]
+    pub resend_cooldown_secs: u64,
+    /// Whether Mailroom mails addresses with non-ASCII characters before the `@`
+    /// (`анна@…`). Off by default: that needs a relay with SMTPUTF8 (RFC 6531), so such
+    /// addresses are refused when they are invited (the inviter's own mail client may still
+    /// be used). Turn on when the relay offers SMTPUTF8.
+    #[serde(default)]
+    pub smtputf8_addresses: bool,
     /// Kafka consumer group for identity's events (invitees activated, dismissed, removed).
     /// Every replica uses the same group.
     #[serde(default = "default_consumer_group")]
@@ -103,7 +127,10 @@ fn default_per_org() -> u32 {
     10_000
 }
 fn default_per_link() -> u32 {
-    20
+    50
+}
+fn default_per_link_network() -> u32 {
+    10
 }
 fn default_per_network() -> u32 {
     30
@@ -113,6 +140,9 @@ fn default_registration_ttl() -> i64 {
 }
 fn default_registration_resend() -> u64 {
     600
+}
+fn default_resend_cooldown() -> u64 {
+    60
 }
 fn default_consumer_group() -> String {
     "mailroom-invitations".into()
@@ -136,9 +166,13 @@ impl Default for InvitationsConfig {
             invites_per_inviter_per_hour: default_per_inviter(),
             invites_per_org_per_hour: default_per_org(),
             registrations_per_link_per_hour: default_per_link(),
+            registrations_per_link_per_network_per_hour: default_per_link_network(),
             registrations_per_network_per_hour: default_per_network(),
+            trusted_proxies: Vec::new(),
             registration_ttl_secs: default_registration_ttl(),
             registration_resend_interval_secs: default_registration_resend(),
+            resend_cooldown_secs: default_resend_cooldown(),
+            smtputf8_addresses: false,
             consumer_group: default_consumer_group(),
         }
     }

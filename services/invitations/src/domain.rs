@@ -69,26 +69,14 @@ pub enum Entry {
 pub const MAX_ADDRESSES: usize = 2_000;
 
 /// Splits what people paste — addresses separated by spaces, commas, semicolons or line breaks,
-/// each perhaps written `Name <address>` — into entries, in order. The second mention of an
-/// address is a duplicate.
+/// each perhaps written `Name <address>` — into entries, in order. Every address in the text
+/// becomes an entry (`Ann Lee <a@x.test> b@x.test` is two), and every other word is reported
+/// as malformed, so nothing pasted is silently dropped. The second mention of an address is a
+/// duplicate.
 pub fn address_list(input: &str) -> Result<Vec<Entry>, ParseError> {
     let mut words = Vec::new();
     for piece in input.split([',', ';', '\n', '\r']) {
-        let piece = piece.trim();
-        if piece.is_empty() {
-            continue;
-        }
-        match (piece.find('<'), piece.rfind('>')) {
-            // `Ann Lee <ann@acme.test>`: the part in brackets.
-            (Some(open), Some(close)) if open < close => {
-                words.push((piece.to_owned(), piece[open + 1..close].trim().to_owned()))
-            }
-            _ => words.extend(
-                piece
-                    .split_whitespace()
-                    .map(|w| (w.to_owned(), w.to_owned())),
-            ),
-        }
+        piece_words(piece.trim(), &mut words);
     }
     if words.is_empty() {
         return Err(ParseError::Missing { field: "emails" });
@@ -114,6 +102,65 @@ pub fn address_list(input: &str) -> Result<Vec<Entry>, ParseError> {
             },
         })
         .collect())
+}
+
+/// The entries of one piece of a pasted list, as (what the caller wrote, the address to parse):
+/// each `<address>` with the name written before it, and every other word on its own. A word
+/// with an `@` before a bracket is an address of its own, not part of the bracket's name.
+fn piece_words(piece: &str, words: &mut Vec<(String, String)>) {
+    let mut rest = piece;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>').map(|c| open + c) else {
+            break;
+        };
+        let before = &rest[..open];
+        // The name is what follows the last word holding an `@` (itself an address).
+        let name_start = words_at(before)
+            .filter(|(_, w)| w.contains('@'))
+            .last()
+            .map_or(0, |(at, w)| at + w.len());
+        for (_, w) in words_at(&before[..name_start]) {
+            words.push((w.to_owned(), w.to_owned()));
+        }
+        words.push((
+            rest[name_start..=close].trim().to_owned(),
+            rest[open + 1..close].trim().to_owned(),
+        ));
+        rest = &rest[close + 1..];
+    }
+    for (_, w) in words_at(rest) {
+        words.push((w.to_owned(), w.to_owned()));
+    }
+}
+
+/// The whitespace-separated words of `text`, each with its byte offset.
+fn words_at(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut offset = 0;
+    text.split(char::is_whitespace).filter_map(move |w| {
+        let at = offset;
+        offset += w.len()
+            + text[at + w.len()..]
+                .chars()
+                .next()
+                .map_or(0, char::len_utf8);
+        (!w.is_empty()).then_some((at, w))
+    })
+}
+
+/// Whether mail to `address` needs SMTPUTF8 (RFC 6531): its part before the `@` is not ASCII
+/// (the domain is always stored as ASCII). Most relays cannot deliver it.
+pub fn needs_smtputf8(address: &EmailAddress) -> bool {
+    address
+        .as_str()
+        .rsplit_once('@')
+        .is_some_and(|(local, _)| !local.is_ascii())
+}
+
+/// The refusal of such an address when Mailroom would send the mail.
+pub fn undeliverable_local_part(address: &EmailAddress) -> String {
+    format!(
+        "{address} cannot be mailed: the mail system cannot deliver to an address with non-ASCII characters before the @ (its relay lacks SMTPUTF8); use an ASCII address for this person, or send the invitation from your own mail client"
+    )
 }
 
 /// The languages invitation mail ships in.
@@ -423,6 +470,46 @@ mod tests {
             addresses("Ann Lee <Ann@X.test>, \"Bob, Jr\" <bob@x.test>"),
             ["ann@x.test", "malformed:\"Bob", "bob@x.test"]
         );
+    }
+
+    #[test]
+    fn every_address_of_a_line_is_an_entry_whatever_its_brackets() {
+        assert_eq!(
+            addresses("Ann Lee <a@x.test> b@x.test"),
+            ["a@x.test", "b@x.test"]
+        );
+        assert_eq!(
+            addresses("c@x.test Cy Doe <d@x.test>"),
+            ["c@x.test", "d@x.test"]
+        );
+        assert_eq!(
+            addresses("<e@x.test><f@x.test> Gil Ray <g@x.test> junk <h@x.test"),
+            [
+                "e@x.test",
+                "f@x.test",
+                "g@x.test",
+                "malformed:junk",
+                "malformed:<h@x.test"
+            ]
+        );
+        let entries = address_list("Ann Lee <a@x.test> b@x.test\u{3000}Ян <я@x.test>").unwrap();
+        let inputs: Vec<&str> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Address { input, .. }
+                | Entry::Malformed { input, .. }
+                | Entry::Duplicate { input, .. } => input.as_str(),
+            })
+            .collect();
+        assert_eq!(inputs, ["Ann Lee <a@x.test>", "b@x.test", "Ян <я@x.test>"]);
+    }
+
+    #[test]
+    fn a_non_ascii_local_part_needs_smtputf8_and_a_non_ascii_domain_does_not() {
+        let parse = |s: &str| EmailAddress::parse("email", s).unwrap();
+        assert!(needs_smtputf8(&parse("анна@x.test")));
+        assert!(!needs_smtputf8(&parse("anna@пример.рф")));
+        assert!(!needs_smtputf8(&parse("anna@x.test")));
     }
 
     #[test]

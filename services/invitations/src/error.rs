@@ -39,6 +39,13 @@ pub enum InvitationError {
         retry_after_secs: u64,
         what: &'static str,
     },
+    /// ResendInvitation within the cooldown after the last mail.
+    #[error("this invitation was sent {sent_secs_ago} s ago; resend it after {retry_after_secs} s (one mail per {cooldown_secs} s, so the invitee is not flooded)")]
+    ResendTooSoon {
+        sent_secs_ago: u64,
+        retry_after_secs: u64,
+        cooldown_secs: u64,
+    },
     /// Registrations through links beyond a limit (`what`: per link, per client network).
     #[error("too many registrations {what}; try again in {retry_after_secs} s")]
     RegistrationsLimited {
@@ -89,7 +96,7 @@ impl ApiError for InvitationError {
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             Unauthenticated(_) => ErrorKind::Unauthenticated,
             LinkNotUsable(_) | FailedPrecondition(_) => ErrorKind::FailedPrecondition,
-            Seats(_) | RateLimited { .. } | RegistrationsLimited { .. } => {
+            Seats(_) | RateLimited { .. } | ResendTooSoon { .. } | RegistrationsLimited { .. } => {
                 ErrorKind::ResourceExhausted
             }
             Unavailable(_) | DbUnavailable(_) => ErrorKind::Unavailable,

@@ -25,6 +25,22 @@ fn display_name(u: &ipb::User) -> String {
 }
 
 impl Invitations {
+    /// Whether Mailroom's mail can reach `address`: one needing SMTPUTF8 only when the
+    /// operator says the relay offers it.
+    pub fn mailable(&self, address: &EmailAddress) -> bool {
+        self.config.smtputf8_addresses || !domain::needs_smtputf8(address)
+    }
+
+    /// Refuses an address Mailroom's mail cannot reach (a registration is always mailed).
+    pub fn require_mailable(&self, address: &EmailAddress) -> Result<()> {
+        if self.mailable(address) {
+            return Ok(());
+        }
+        Err(InvitationError::InvalidArgument(
+            domain::undeliverable_local_part(address),
+        ))
+    }
+
     /// The organisation's, the caller's and the department's names, read at identity.
     pub async fn names(&self, caller: &Caller, department: Option<DepartmentId>) -> Result<Names> {
         // The caller's own profile is read with their token, so identity scopes it as usual.
@@ -71,11 +87,17 @@ impl Invitations {
         let message = domain::message(&req.message)?;
         let locale = Locale::parse(&req.locale)?;
         let department_id = DepartmentId::parse_optional("department_id", &req.department_id)?;
-        let delivery = match pb::DeliveryMethod::try_from(req.delivery).unwrap_or_default() {
-            pb::DeliveryMethod::Unspecified | pb::DeliveryMethod::SystemMail => {
+        let delivery = match pb::DeliveryMethod::try_from(req.delivery) {
+            Ok(pb::DeliveryMethod::Unspecified | pb::DeliveryMethod::SystemMail) => {
                 Delivery::SystemMail
             }
-            pb::DeliveryMethod::OwnMailClient => Delivery::OwnMailClient,
+            Ok(pb::DeliveryMethod::OwnMailClient) => Delivery::OwnMailClient,
+            Err(_) => {
+                return Err(InvitationError::InvalidArgument(format!(
+                    "`delivery` {} is not a delivery method; use DELIVERY_METHOD_SYSTEM_MAIL (1) or DELIVERY_METHOD_OWN_MAIL_CLIENT (2)",
+                    req.delivery
+                )))
+            }
         };
         self.require(caller, Permission::OrgInvite).await?;
         // With their own mail client the inviter holds every link, and could accept one
@@ -92,6 +114,16 @@ impl Invitations {
         let mut invitees = Vec::new();
         for entry in entries {
             match entry {
+                // Mailroom's relay could not deliver it: refused now, not failed later.
+                Entry::Address { input, address }
+                    if delivery == Delivery::SystemMail && !self.mailable(&address) =>
+                {
+                    rejected.push(Rejected::in_list(
+                        input,
+                        pb::RejectionReason::Malformed,
+                        domain::undeliverable_local_part(&address),
+                    ))
+                }
                 Entry::Address { input, address } => {
                     invitees.push(Invitee::address(input, address))
                 }
@@ -150,6 +182,7 @@ impl Invitations {
         req: pb::RegisterUserRequest,
     ) -> Result<InvitationRow> {
         let email = EmailAddress::parse("email", &req.email)?;
+        self.require_mailable(&email)?;
         let first = domain::one_line("first_name", &req.first_name, domain::NAME_MAX)?;
         let last = domain::one_line("last_name", &req.last_name, domain::NAME_MAX)?;
         let position = domain::one_line("position", &req.position, 200)?;

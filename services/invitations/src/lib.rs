@@ -65,6 +65,7 @@ use std::time::Duration;
 
 use mailroom_clients::{ServicePeers, Settings};
 use mailroom_platform::auth::TokenVerifier;
+use mailroom_platform::client_address::{InvalidTrustedProxy, TrustedProxies};
 use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::grpc::Hosted;
 use mailroom_platform::hosting;
@@ -103,6 +104,8 @@ pub enum StartError {
     Peers(#[from] mailroom_clients::ChannelError),
     #[error(transparent)]
     Redis(#[from] mailroom_platform::redis::RedisError),
+    #[error("MAILROOM_INVITATIONS__TRUSTED_PROXIES: {0}")]
+    TrustedProxies(#[from] InvalidTrustedProxy),
 }
 
 /// A started service, for the process hosting it: it verifies tokens with identity's keys,
@@ -117,6 +120,8 @@ pub async fn start(
     config: InvitationsConfig,
 ) -> Result<Started, StartError> {
     mailroom_platform::metrics::announce(&[delivery::MAIL_SENT], &[], &[]);
+    let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)?;
+    trusted_proxies.announce("invitations", "MAILROOM_INVITATIONS__TRUSTED_PROXIES");
     let mailer = mailer::Mailer::new(&config.smtp)?;
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let peers = ServicePeers::new(
@@ -154,6 +159,11 @@ pub async fn start(
             config.registrations_per_link_per_hour,
             WithoutRedis::FailClosed,
         ),
+        per_link_network: per_hour(
+            "registrations-per-link-network",
+            config.registrations_per_link_per_network_per_hour,
+            WithoutRedis::FailClosed,
+        ),
         per_network: per_hour(
             "registrations-per-network",
             config.registrations_per_network_per_hour,
@@ -167,6 +177,7 @@ pub async fn start(
         access,
         config,
         limits,
+        trusted_proxies,
         queued: Arc::new(tokio::sync::Notify::new()),
     });
     let routes =

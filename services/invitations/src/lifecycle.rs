@@ -244,7 +244,8 @@ impl Invitations {
     }
 
     /// Sends a PENDING or FAILED invitation again: a new link (the old one stops working)
-    /// and a new expiry.
+    /// and a new expiry; at most once per `resend_cooldown_secs` after the last mail that was
+    /// sent or is being sent (a failed one may be sent again at once).
     #[tracing::instrument(skip_all)]
     pub async fn resend(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
         let mut tx = self.pool.begin().await?;
@@ -266,6 +267,19 @@ impl Invitations {
                 "this invitation has expired (its seat is being freed); invite the address again"
                     .into(),
             ));
+        }
+        // One mail per cooldown: a burst of clicks must not become a burst of mail (the row
+        // is locked, so concurrent resends see each other's).
+        let cooldown = self.config.resend_cooldown_secs;
+        if let Some(ago) = store::mailed_secs_ago(&mut *tx, row.id).await? {
+            let ago = ago.max(0.0);
+            if ago < cooldown as f64 {
+                return Err(InvitationError::ResendTooSoon {
+                    sent_secs_ago: ago as u64,
+                    retry_after_secs: ((cooldown as f64 - ago).ceil() as u64).max(1),
+                    cooldown_secs: cooldown,
+                });
+            }
         }
         self.spend_invitations(caller, 1).await?;
         let expires = Utc::now() + self.mailed_ttl(&row);

@@ -10,8 +10,9 @@
 //! ([`Invitations::accept`]) asks identity for the user and the seat under its lock, and is
 //! refused with FAILED_PRECONDITION when no seat is free. Unconfirmed registrations expire
 //! after `registration_ttl_secs`; one address has one open registration per link, mailed again
-//! at most once per `registration_resend_interval_secs`; registrations are limited per link
-//! and per client network an hour (failing closed without Redis: anyone may call this); a link
+//! at most once per `registration_resend_interval_secs`; registrations are limited per client
+//! network, per link and network, and per link an hour (failing closed without Redis: anyone
+//! may call this; a link's budgets are spent only by registrations that pass its checks); a link
 //! with `max_uses` is used up once that many registrations through it were confirmed (counted
 //! at confirmation, so unconfirmed spam cannot use it up).
 //!
@@ -201,9 +202,8 @@ impl Invitations {
         if link.used_up() {
             return Err(used_up());
         }
-        self.spend_registration(RegistrationLimit::PerLink, &link.id.to_string())
-            .await?;
         let email = EmailAddress::parse("email", &req.email)?;
+        self.require_mailable(&email)?;
         let first = domain::one_line("first_name", &req.first_name, domain::NAME_MAX)?;
         let last = domain::one_line("last_name", &req.last_name, domain::NAME_MAX)?;
         if first.is_empty() {
@@ -220,6 +220,16 @@ impl Invitations {
                 link.allowed_domains.join(", ")
             )));
         }
+        // The link's budget is spent only by registrations it would take, and first the
+        // share of this network, so one network cannot use up the whole link.
+        let link_key = link.id.to_string();
+        self.spend_registration(
+            RegistrationLimit::PerLinkNetwork,
+            &format!("{link_key}|{network}"),
+        )
+        .await?;
+        self.spend_registration(RegistrationLimit::PerLink, &link_key)
+            .await?;
         let invitee = Invitee {
             input: req.email.clone(),
             email,

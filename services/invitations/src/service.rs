@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mailroom_clients::{AccessClient, Bearer, IdentityClient};
 use mailroom_platform::auth::Principal;
+use mailroom_platform::client_address::TrustedProxies;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::redis::{RateDecision, RateLimiter};
 use mailroom_types::{OrgId, Permission, UserId};
@@ -25,6 +26,8 @@ pub struct Invitations {
     pub access: AccessClient,
     pub config: InvitationsConfig,
     pub limits: Option<Limits>,
+    /// Whose `x-forwarded-for` names a public caller's address (`client_network`).
+    pub trusted_proxies: TrustedProxies,
     /// Wakes the delivery loop when mail was queued.
     pub queued: Arc<Notify>,
 }
@@ -33,8 +36,11 @@ pub struct Invitations {
 pub struct Limits {
     pub per_inviter: RateLimiter,
     pub per_org: RateLimiter,
-    /// Registrations through one link.
+    /// Registrations through one link, from all networks together.
     pub per_link: RateLimiter,
+    /// Registrations through one link from one client network: no network uses a link's
+    /// whole budget.
+    pub per_link_network: RateLimiter,
     /// Registrations through any link from one client network.
     pub per_network: RateLimiter,
 }
@@ -43,6 +49,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy)]
 pub enum RegistrationLimit {
     PerLink,
+    PerLinkNetwork,
     PerNetwork,
 }
 
@@ -50,6 +57,7 @@ impl RegistrationLimit {
     fn what(self) -> &'static str {
         match self {
             RegistrationLimit::PerLink => "through this link per hour",
+            RegistrationLimit::PerLinkNetwork => "through this link from your network per hour",
             RegistrationLimit::PerNetwork => "from your network per hour",
         }
     }
@@ -154,6 +162,7 @@ impl Invitations {
         };
         let limiter = match limit {
             RegistrationLimit::PerLink => &limits.per_link,
+            RegistrationLimit::PerLinkNetwork => &limits.per_link_network,
             RegistrationLimit::PerNetwork => &limits.per_network,
         };
         match limiter.hit(key).await {

@@ -122,6 +122,18 @@ impl Default for PolicySettings {
 }
 
 impl PolicySettings {
+    /// Says, once at start, that the environment still sets the boolean this policy replaced
+    /// (`<prefix>ALLOW_LOCAL_SERVERS`), which nothing reads any more.
+    pub fn warn_if_legacy_setting(prefix: &str) {
+        let legacy = format!("{prefix}ALLOW_LOCAL_SERVERS");
+        if std::env::var_os(&legacy).is_some() {
+            tracing::warn!(
+                "{legacy} is no longer read: mail servers follow {prefix}MAIL_SERVERS__ALLOWED_NETWORKS, \
+                 __ALLOWED_HOSTS and __ALLOWED_PORTS (for loopback: 127.0.0.0/8 and the ports used)"
+            );
+        }
+    }
+
     /// Loopback servers on any port: the local stack and the tests, never a cluster.
     pub fn local() -> Self {
         Self {
@@ -213,6 +225,13 @@ impl Policy {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if ports.is_empty() {
+            return Err(SettingsError {
+                setting: "allowed_ports",
+                value: settings.allowed_ports.clone(),
+                expected: "a port list (name at least one port, such as 25,465,587,2525,143,993)",
+            });
+        }
         let ports_text = items(&settings.allowed_ports)
             .collect::<Vec<_>>()
             .join(", ");
@@ -252,9 +271,16 @@ impl Policy {
                 return Err(DialError::Name(class));
             }
         }
+        // A name that is not trusted is looked up as an absolute name, so the resolver's
+        // search domains (the cluster's `svc.cluster.local`, …) are never tried.
+        let query = if trusted {
+            host.to_owned()
+        } else {
+            format!("{}.", host.trim_end_matches('.'))
+        };
         let addrs = self
             .resolver
-            .lookup(host, port)
+            .lookup(&query, port)
             .await
             .map_err(|e| DialError::Resolve(crate::text::one_line(&e.to_string())))?;
         if trusted {
@@ -487,8 +513,10 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
     if let Some(v4) = embedded_v4(IpAddr::V6(ip)) {
         return v4_class(v4).map(|_| "an IPv6 form of an IPv4 address that is not public");
     }
-    if s[..6] == [0, 0, 0, 0, 0, 0] {
-        return Some("a deprecated IPv4-compatible address");
+    if s[0] == 0 {
+        // ::/8 holds only special forms (IPv4-compatible, SIIT-translated); the mapped form,
+        // the one that reaches a public IPv4 server, was admitted above.
+        return Some("a reserved IPv6 address (::/8)");
     }
     // fe80::/10 needs a 10-bit mask.
     if (s[0] & 0xffc0) == 0xfe80 {
@@ -559,6 +587,8 @@ mod tests {
             "2001:0:4136:e378::1",
             "2001:db8::1",
             "::10.0.0.1",
+            "::ffff:0:a00:1",
+            "::1:2",
         ] {
             assert!(refused_class(ip(refused)).is_some(), "{refused} is refused");
         }
@@ -689,7 +719,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.setting, "allowed_networks");
         assert_eq!(err.value, "ten");
-        for bad in ["0", "99999", "10-5", "x"] {
+        for bad in ["0", "99999", "10-5", "x", "", " , "] {
             let err = Policy::from_settings(&PolicySettings {
                 allowed_ports: bad.into(),
                 ..PolicySettings::default()

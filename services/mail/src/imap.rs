@@ -8,9 +8,15 @@
 //! is buffered beyond the [`ReadLimits`] ([`connect`] uses the defaults, [`connect_with`] a
 //! caller's). On failure nothing is kept open and [`ImapError`] says which step failed;
 //! [`ImapError::kind`] sorts it for a person. The password goes to the server and is never
-//! part of an error.
+//! part of an error; what the server said is quoted in its own words ([`said`]), never as
+//! async-imap's debug text.
+//!
+//! Beside: [`names`], folder names as the server lists them and as people read them;
+//! [`refusal`], a NO or BAD in the server's words.
 
 pub mod guard;
+pub mod names;
+pub mod refusal;
 
 use std::fmt;
 use std::time::Duration;
@@ -27,6 +33,7 @@ use crate::text::one_line;
 use crate::tls::{self, TlsError};
 use guard::Guarded;
 pub use guard::{LimitExceeded, ReadLimits};
+pub use refusal::{refusal, Refusal};
 
 /// Any byte stream a session can run over (plain TCP or TLS).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
@@ -45,7 +52,7 @@ pub enum ImapError {
     Dial(#[from] DialError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("the server refused STARTTLS: {}", one_line(&.0.to_string()))]
+    #[error("the server refused STARTTLS: {}", said(.0))]
     StartTls(#[source] async_imap::error::Error),
     #[error("the connection closed before a greeting")]
     Closed,
@@ -58,7 +65,7 @@ pub enum ImapError {
     #[error("LOGIN was refused as a bad command ({0}); the server may want TLS first")]
     LoginBad(String),
     /// Any other failure of LOGIN, bounded (a parse error repeats the whole line).
-    #[error("{}", one_line(&.0.to_string()))]
+    #[error("{}", said(.0))]
     Login(#[source] async_imap::error::Error),
     /// The server's answer went over a read limit before the login was done.
     #[error(transparent)]
@@ -173,6 +180,15 @@ async fn greeting<S: Stream>(client: &mut async_imap::Client<S>) -> Result<(), I
     }
 }
 
+/// What `err` says, for a person: a refusal in the server's words, anything else on one
+/// bounded line.
+pub fn said(err: &async_imap::error::Error) -> String {
+    match refusal(err) {
+        Some(refused) => refused.to_string(),
+        None => one_line(&err.to_string()),
+    }
+}
+
 /// The read limit an async-imap error reports, if that is what it is.
 pub fn limit_of(err: &async_imap::error::Error) -> Option<LimitExceeded> {
     match err {
@@ -194,8 +210,12 @@ async fn authenticate<S: Stream + 'static>(
                 return ImapError::Limit(limit);
             }
             match e {
-                Error::No(text) => ImapError::LoginRefused(one_line(&text)),
-                Error::Bad(text) => ImapError::LoginBad(one_line(&text)),
+                Error::No(text) => {
+                    ImapError::LoginRefused(refusal::from_said(false, &text).to_string())
+                }
+                Error::Bad(text) => {
+                    ImapError::LoginBad(refusal::from_said(true, &text).to_string())
+                }
                 other => ImapError::Login(other),
             }
         })
@@ -267,6 +287,8 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("AUTHENTICATIONFAILED"), "{text}");
         assert!(!text.contains('\t') && !text.contains(PASSWORD), "{text}");
+        // The server's words, not async-imap's debug text.
+        assert!(!text.contains("info:") && !text.contains("Some("), "{text}");
     }
 
     #[tokio::test]

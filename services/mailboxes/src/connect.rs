@@ -2,7 +2,7 @@
 //! their server settings (`ConnectMailboxes`, each item answered on its own).
 //!
 //! A connect checks, in order: who may connect for the owner, that the owner is an active
-//! user of the organisation, that the address is not connected there yet, that the
+//! user of the organisation, that everyone in its CRM queue is one too, that the address is not connected there yet, that the
 //! organisation is below its mailbox limit, the caller's rate of login checks, and then both
 //! logins for real (IMAP and SMTP, see [`crate::probe`]). Only then is the password sealed
 //! and the mailbox saved, with its event and a sync request, in one transaction that counts
@@ -44,6 +44,8 @@ struct Connect {
     imap: ServerSettings,
     smtp: ServerSettings,
     crm: Crm,
+    /// The request's `crm.queue_user_ids`, for a refusal naming its position.
+    queue_ids: Vec<String>,
     password: SecretString,
 }
 
@@ -69,6 +71,11 @@ impl Connect {
             imap: ServerSettings::parse("mailbox.imap", Protocol::Imap, imap, &email)?,
             smtp: ServerSettings::parse("mailbox.smtp", Protocol::Smtp, smtp, &email)?,
             crm: Crm::parse(mailbox.crm.as_ref())?,
+            queue_ids: mailbox
+                .crm
+                .as_ref()
+                .map(|crm| crm.queue_user_ids.clone())
+                .unwrap_or_default(),
             password: domain::password("password", password)?,
             owner,
             email,
@@ -200,6 +207,7 @@ impl Mailboxes {
                 }
             )));
         }
+        self.check_queue(org, &c.crm, &c.queue_ids).await?;
         if store::connected_at(&self.pool, org, &c.email)
             .await?
             .is_some()

@@ -2,7 +2,8 @@
 //! (`UpdateMailbox`), its owner (`TransferMailbox`), disconnecting it, and asking for a sync
 //! now (`SyncMailboxNow`).
 //!
-//! Changed credentials (password or either server) are checked with real logins before they
+//! A CRM queue takes the organisation's active users only, as when connecting. Changed
+//! credentials (password or either server) are checked with real logins before they
 //! are saved, and un-park a mailbox the mail server had refused; every change is saved with
 //! its event in one transaction, re-reading the row under a lock so a change raced by a
 //! disconnect answers NOT_FOUND rather than reviving it.
@@ -89,6 +90,14 @@ impl Mailboxes {
             if !changed.contains(path) {
                 changed.push(path.clone());
             }
+        }
+        if let Some(crm) = &changes.crm {
+            let wire = mailbox
+                .crm
+                .as_ref()
+                .map(|crm| crm.queue_user_ids.as_slice())
+                .unwrap_or_default();
+            self.check_queue(row.org_id, crm, wire).await?;
         }
         let credentials_changed =
             new_password.is_some() || changes.imap.is_some() || changes.smtp.is_some();

@@ -126,9 +126,11 @@ pub async fn start(
     let sync_now_limiter = per_minute("mailbox-sync-now", config.sync_now_per_minute);
     let prober = probe::Prober::new(
         Duration::from_millis(config.login_timeout_ms.max(100)),
-        mailroom_mail::dial::Policy::from_settings(&config.mail_servers).map_err(|e| {
-            StartError::Config(e.naming_variable("MAILROOM_MAILBOXES__MAIL_SERVERS__"))
-        })?,
+        {
+            mailroom_mail::dial::PolicySettings::warn_if_legacy_setting("MAILROOM_MAILBOXES__");
+            mailroom_mail::dial::Policy::from_settings(&config.mail_servers)
+        }
+        .map_err(|e| StartError::Config(e.naming_variable("MAILROOM_MAILBOXES__MAIL_SERVERS__")))?,
     );
     let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let mailboxes = Arc::new(Mailboxes {

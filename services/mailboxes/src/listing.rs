@@ -2,8 +2,9 @@
 //! `ListMailboxes`, filtered, sorted and paged), and each person's saved list view.
 //!
 //! A list call parses its filter and order ([`crate::list`]), asks access control for the
-//! caller's `mailbox.view` scope and for the read scopes of the users an `access_by` names,
-//! and hands all of it to the one query ([`crate::store::list_query`]). Its page token is
+//! caller's `mailbox.view` scope and for the read scopes of the users an `access_by` names
+//! (only the organisation's own users: anyone else reads nothing here, answered alike), and
+//! hands all of it to the one query ([`crate::store::list_query`]). Its page token is
 //! signed and bound to the caller, organisation, filter and order, so a token cannot be
 //! replayed against another question. Columns come from the read mask, else the caller's
 //! saved view ([`crate::view`]).
@@ -11,13 +12,14 @@
 use std::collections::HashSet;
 
 use mailroom_aip as aip;
+use mailroom_clients::PeerError;
 use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::mailboxes::v1 as pb;
-use mailroom_types::{Permission, UserId};
+use mailroom_types::{OrgId, Permission, UserId};
 
 use crate::error::{MailboxError, Result};
 use crate::list::{self, Cursor, DEFAULT_PAGE, MAX_PAGE};
-use crate::scope::RegistryAccess as _;
+use crate::scope::{RegistryAccess as _, Scope};
 use crate::service::{Caller, Mailboxes};
 use crate::store::list_query::ListQuery;
 use crate::store::{self, ListViewRow};
@@ -91,12 +93,7 @@ impl Mailboxes {
             }
             let scope = self.scope(&caller, Permission::MailboxView, &[]);
             let reads = futures::future::try_join_all(users.iter().map(|u| async move {
-                Ok::<_, MailboxError>((
-                    *u,
-                    self.access
-                        .scope(*u, Permission::MailboxReadMail, &[])
-                        .await?,
-                ))
+                Ok::<_, MailboxError>((*u, self.reads_of(org, *u).await?))
             }));
             futures::future::try_join(scope, reads).await?
         };
@@ -133,6 +130,26 @@ impl Mailboxes {
             total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
             total_size_is_estimate: page.estimated,
         })
+    }
+
+    /// Whose mailboxes `user` may read, for a filter's `access_by`: a user of `org` as access
+    /// control answers; anyone else — another organisation's user or admin, or an id that is
+    /// nobody's — reads nothing here, in the same answer (OK, no rows), without asking access
+    /// control about them. A user of `org` access control has not heard of yet reads nothing
+    /// yet.
+    async fn reads_of(&self, org: OrgId, user: UserId) -> Result<Scope> {
+        if store::owner(&self.pool, org, user).await?.is_none() {
+            return Ok(Scope::nothing());
+        }
+        match self
+            .access
+            .mailbox_scope(user, Permission::MailboxReadMail, &[])
+            .await
+        {
+            Ok(scope) => Ok(scope.into()),
+            Err(PeerError::NotYetKnown { .. }) => Ok(Scope::nothing()),
+            Err(err) => Err(err.into()),
+        }
     }
 
     #[tracing::instrument(skip_all)]

@@ -9,7 +9,10 @@
 //! the registry may not connect to (by default never loopback, link-local — cloud metadata —
 //! or unspecified addresses, so the connect API cannot probe the cluster from inside). The
 //! password goes to the server and nowhere else: it is never part of an error, a log line or
-//! a span.
+//! a span. What a server said is quoted as it said it, never as a library's debug text
+//! ([`server_words`]).
+
+mod server_words;
 
 use std::time::Duration;
 
@@ -161,7 +164,7 @@ impl Prober {
     }
 
     fn imap_failure(&self, e: ImapError) -> Failure {
-        Failure::of(e.kind(), e.to_string(), self.connector.timeout())
+        Failure::of(e.kind(), server_words::imap(&e), self.connector.timeout())
     }
 
     /// Logs in to SMTP (AUTH) and quits.

@@ -14,7 +14,7 @@
 //! when they or the broker are down at the time.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailroom_aip::token::PageTokenKey;
 use mailroom_clients::AccessClient;
@@ -26,16 +26,25 @@ use mailroom_platform::sealed::SealingKeys;
 use mailroom_types::{MailboxId, OrgId, Permission, UserId};
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use crate::domain::{Crm, ParseError};
 use crate::error::{MailboxError, Result};
 use crate::probe::Prober;
 use crate::scope::{RegistryAccess as _, Scope};
 use crate::store::{self, MailboxRow, Owner};
 use crate::view::{self, Columns};
 
-/// How long a connect or transfer waits for identity's event about a user it has not heard
-/// of yet.
+/// How long after identity made a user their id may still be unheard of here: identity's
+/// event about a new user arrives within a second or so; this allows for a slow broker.
+const NEW_USER_WINDOW: Duration = Duration::from_secs(10);
+/// The longest one call waits for identity's event about a user made a moment ago.
 const OWNER_WAIT: Duration = Duration::from_secs(5);
+/// How far ahead of this host's clock an id's time may be and still count as made now (the
+/// clocks of identity's host and this one differ a little).
+const CLOCK_SKEW: Duration = Duration::from_secs(2);
+/// How often a call waiting for a user made a moment ago looks for them again.
+const NEW_USER_POLL: Duration = Duration::from_millis(100);
 
 /// Everything the operations need.
 pub struct Mailboxes {
@@ -214,19 +223,61 @@ impl Mailboxes {
         Ok(view::to_proto(row, &Columns::all(), Some(&readers)))
     }
 
-    /// A user of the organisation, waiting briefly for identity's event about one just made.
+    /// A user of the organisation. Only an id made a moment ago is waited for (identity's
+    /// event about it may be on its way, see [`new_user_wait`]); any other id that is not a
+    /// user of `org` — nobody's, or another organisation's user — is NOT_FOUND at once, in
+    /// one answer for both.
     pub(crate) async fn owner(&self, org: OrgId, user: UserId) -> Result<Owner> {
-        let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+        let wait_until = new_user_wait(user, Instant::now());
         loop {
             if let Some(owner) = store::owner(&self.pool, org, user).await? {
                 return Ok(owner);
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(MailboxError::UserNotFound(format!(
-                    "user `{user}` was not found in the organisation (a user created a moment ago is known here once identity's event arrives; retry shortly)"
-                )));
+            match wait_until {
+                Some(deadline) if Instant::now() < deadline => {
+                    tokio::time::sleep(NEW_USER_POLL).await
+                }
+                _ => {
+                    return Err(MailboxError::UserNotFound(format!(
+                        "user `{user}` was not found in the organisation"
+                    )))
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Refuses a CRM queue that names anyone but active users of `org`, at the position the
+    /// request gave them (`wire`: the request's `crm.queue_user_ids`), in one sentence whether
+    /// the id is another organisation's user, a dismissed or invited one, or nobody's. Ids
+    /// made a moment ago are waited for as [`Mailboxes::owner`] waits.
+    pub(crate) async fn check_queue(&self, org: OrgId, crm: &Crm, wire: &[String]) -> Result<()> {
+        if crm.queue.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            let active = store::active_users(&self.pool, org, &crm.queue).await?;
+            let mut outside = crm.queue.iter().filter(|u| !active.contains(u));
+            let Some(first) = outside.next().copied() else {
+                return Ok(());
+            };
+            // Waiting helps only if every one missing may be a user made a moment ago.
+            let waiting = std::iter::once(&first)
+                .chain(outside)
+                .all(|u| new_user_wait(*u, started).is_some_and(|d| Instant::now() < d));
+            if waiting {
+                tokio::time::sleep(NEW_USER_POLL).await;
+                continue;
+            }
+            let position = wire
+                .iter()
+                .position(|id| id.trim().parse::<UserId>().ok() == Some(first))
+                .unwrap_or_default();
+            return Err(ParseError::Invalid {
+                field: format!("crm.queue_user_ids[{position}]"),
+                reason: "is not an active user of this organisation; a CRM queue holds the organisation's active users".into(),
+            }
+            .into());
         }
     }
 
@@ -262,6 +313,29 @@ impl Mailboxes {
     }
 }
 
+/// Until when a call started at `started` may wait for identity's event about `user`, were it
+/// a user made a moment ago; `None` when it cannot be one. Mailroom's ids are UUIDv7, which
+/// carry the time they were made: only an id made within [`NEW_USER_WINDOW`] is waited for
+/// (at most [`OWNER_WAIT`]), any other is refused at once. The id alone decides — never
+/// whether it is a user elsewhere — so how long a refusal takes tells the caller nothing about
+/// other organisations.
+fn new_user_wait(user: UserId, started: Instant) -> Option<Instant> {
+    let uuid = user.as_uuid();
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    let made = UNIX_EPOCH.checked_add(Duration::new(secs, nanos))?;
+    let age = match SystemTime::now().duration_since(made) {
+        Ok(age) => age,
+        Err(ahead) if ahead.duration() <= CLOCK_SKEW => Duration::ZERO,
+        // Made in the future: no user of ours.
+        Err(_) => return None,
+    };
+    let left = NEW_USER_WINDOW.checked_sub(age)?;
+    Some(started + left.min(OWNER_WAIT))
+}
+
 /// Counts one hit of `caller` on `limiter` (`what` names the calls in the refusal).
 async fn count_hit(
     limiter: Option<&RateLimiter>,
@@ -283,5 +357,43 @@ async fn count_hit(
             tracing::warn!(%err, what, "rate limiter unavailable; call not counted");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v7_made(ago_secs: i64) -> UserId {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64;
+        let at = u64::try_from(now - ago_secs).expect("after 1970");
+        UserId::from_uuid(uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at,
+            0,
+        )))
+    }
+
+    #[test]
+    fn only_an_id_made_a_moment_ago_is_waited_for() {
+        let started = Instant::now();
+        let fresh = new_user_wait(UserId::new(), started).expect("a new id is waited for");
+        assert!(fresh > started && fresh <= started + OWNER_WAIT);
+        let older = new_user_wait(v7_made(8), started).expect("still inside the window");
+        assert!(
+            older <= started + Duration::from_secs(3),
+            "the window ends 10 s after"
+        );
+        assert_eq!(new_user_wait(v7_made(60), started), None, "a minute old");
+        assert_eq!(
+            new_user_wait(v7_made(-3600), started),
+            None,
+            "made in the future"
+        );
+        let random = UserId::from_uuid(uuid::Uuid::new_v4());
+        assert_eq!(new_user_wait(random, started), None, "not one of ours");
     }
 }

@@ -539,6 +539,13 @@ impl ServiceCallers {
     }
 }
 
+/// Whether `path` is a method the protos declare (computed once per process).
+pub(crate) fn is_declared_method(path: &str) -> bool {
+    static DECLARED: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    DECLARED.get_or_init(declared_methods).contains(path)
+}
+
 /// Every method path the protos declare (`/package.Service/Method`).
 fn declared_methods() -> std::collections::HashSet<String> {
     use prost::Message;

@@ -254,6 +254,15 @@ pub fn secret_list<'de, D: serde::Deserializer<'de>>(
         .collect())
 }
 
+/// A list of plain strings from configuration (CIDRs, host names): a list, or one
+/// comma-separated string (as an environment variable gives it), blanks dropped.
+pub fn string_list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    Ok(secret_list(de)?
+        .into_iter()
+        .map(|v| secrecy::ExposeSecret::expose_secret(&v).to_owned())
+        .collect())
+}
+
 /// The prefix of every Kafka topic unless configured otherwise.
 pub const DEFAULT_TOPIC_PREFIX: &str = "mailroom";
 

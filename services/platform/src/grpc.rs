@@ -164,6 +164,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// The method label of a call's metrics: its path when it is a method we declare (ours, health,
+/// reflection), else `unknown`.
+fn metric_method(path: &str) -> String {
+    const GRPC_METHODS: [&str; 4] = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ];
+    if GRPC_METHODS.contains(&path) || crate::auth::is_declared_method(path) {
+        path.to_owned()
+    } else {
+        "unknown".to_owned()
+    }
+}
+
 /// Binds `addr`, saying which address could not be bound if that fails.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -215,8 +231,12 @@ where
         if let Ok(value) = http::HeaderValue::from_str(&request_id) {
             req.headers_mut().insert(REQUEST_ID, value);
         }
-        let method = req.uri().path().to_owned();
-        let span = tracing::info_span!("grpc", rpc.method = %method, request_id = %request_id);
+        let path = req.uri().path();
+        // Metric labels are our methods' names only: a caller's made-up paths would each
+        // make a new series, which nothing bounds.
+        let method = metric_method(path);
+        let shown_path: String = path.chars().take(MAX_SHOWN_METHOD).collect();
+        let span = tracing::info_span!("grpc", rpc.method = %shown_path, request_id = %request_id);
         crate::telemetry::set_parent_from(&span, &crate::telemetry::HeaderExtractor(req.headers()));
         Box::pin(
             async move {
@@ -375,6 +395,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_labels_are_only_declared_methods() {
+        assert_eq!(
+            metric_method("/mailroom.identity.v1.AuthService/Login"),
+            "/mailroom.identity.v1.AuthService/Login"
+        );
+        assert_eq!(
+            metric_method("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        for made_up in ["/x", "/mailroom.identity.v1.AuthService/Nope", "/a/b/c"] {
+            assert_eq!(metric_method(made_up), "unknown", "{made_up}");
+        }
+    }
 
     #[test]
     fn health_reflection_and_listed_methods_are_public() {

@@ -7,6 +7,8 @@
 //! - [`hosting`]: what a service's `start` hands its host — routes, verifier, relay,
 //!   consumers and workers — and the one way that runs until shutdown.
 //! - [`auth`]: access-token claims, verification against a JWKS, the principal of a request.
+//! - [`client_address`]: who the client of a call is (TCP peer, or `x-forwarded-for` behind
+//!   trusted proxies) and the network it counts under, for per-network limits.
 //! - [`error`]: the one mapping from domain errors to gRPC status codes.
 //! - [`db`]: the PostgreSQL pool (one schema per service) and migrations.
 //! - [`outbox`], [`kafka`], [`consumer`]: events written with state, relayed to Kafka,
@@ -26,6 +28,7 @@
 //! `mailroom-clients` crate's.
 
 pub mod auth;
+pub mod client_address;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -1,5 +1,6 @@
 //! Redis: the shared connection, a link that connects when first used and keeps reconnecting,
-//! and a fixed-window rate limiter whose behaviour without Redis each call site chooses.
+//! a fixed-window rate limiter whose behaviour without Redis each call site chooses, and
+//! [`Marks`], keys remembered for a while.
 //!
 //! Without Redis a limiter either refuses ([`WithoutRedis::FailClosed`], for unauthenticated
 //! expensive calls: sign-in, password-reset requests, registration through a public link) or
@@ -271,6 +272,53 @@ impl RateLimiter {
             .await
             .map_err(|_| RedisError::Timeout(COMMAND_DEADLINE))??;
         Ok(decide(count, u64::from(self.limit), ttl_ms, self.window))
+    }
+}
+
+/// Keys remembered for a while and asked about later (`SET … PX`, `EXISTS`): for example the
+/// networks an account signed in from, which its sign-in throttling treats as the owner's.
+/// Without Redis both calls are errors; the caller chooses what that means.
+#[derive(Clone)]
+pub struct Marks {
+    link: RedisLink,
+    prefix: &'static str,
+    ttl: Duration,
+}
+
+impl Marks {
+    pub fn new(link: impl Into<RedisLink>, prefix: &'static str, ttl: Duration) -> Self {
+        Self {
+            link: link.into(),
+            prefix,
+            ttl,
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("mark:{}:{}", self.prefix, key)
+    }
+
+    /// Remembers `key` for the configured time from now.
+    pub async fn mark(&self, key: &str) -> Result<(), RedisError> {
+        let mut conn = self.link.connection().await?;
+        let ttl_ms = self.ttl.as_millis().max(1) as u64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(1).arg("PX").arg(ttl_ms);
+        tokio::time::timeout(COMMAND_DEADLINE, cmd.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| RedisError::Timeout(COMMAND_DEADLINE))??;
+        Ok(())
+    }
+
+    /// Whether `key` was marked within the configured time.
+    pub async fn is_marked(&self, key: &str) -> Result<bool, RedisError> {
+        let mut conn = self.link.connection().await?;
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.key(key));
+        let found = tokio::time::timeout(COMMAND_DEADLINE, cmd.query_async::<u64>(&mut conn))
+            .await
+            .map_err(|_| RedisError::Timeout(COMMAND_DEADLINE))??;
+        Ok(found > 0)
     }
 }
 

@@ -59,9 +59,8 @@ impl FailureKind {
             FailureKind::Unreachable => ev::SyncFailureKind::Unreachable,
             FailureKind::Tls => ev::SyncFailureKind::Tls,
             FailureKind::Timeout => ev::SyncFailureKind::Timeout,
-            FailureKind::Protocol | FailureKind::Refused | FailureKind::Limit => {
-                ev::SyncFailureKind::Protocol
-            }
+            FailureKind::Limit => ev::SyncFailureKind::Limit,
+            FailureKind::Protocol | FailureKind::Refused => ev::SyncFailureKind::Protocol,
         }
     }
 }
@@ -180,9 +179,16 @@ impl From<async_imap::error::Error> for SyncFailure {
                 None => SyncFailure::new(FailureKind::Unreachable, err.to_string()),
             },
             Error::ConnectionLost => SyncFailure::new(FailureKind::Unreachable, err.to_string()),
-            Error::No(text) => SyncFailure::new(
+            Error::No(_) => SyncFailure::new(
                 FailureKind::Refused,
-                format!("the server refused: {}", mailroom_mail::one_line(text)),
+                format!("the server refused: {}", mailroom_mail::imap::said(&err)),
+            ),
+            Error::Bad(_) => SyncFailure::new(
+                FailureKind::Protocol,
+                format!(
+                    "the server did not take a command: {}",
+                    mailroom_mail::imap::said(&err)
+                ),
             ),
             _ => SyncFailure::protocol(err),
         }
@@ -271,3 +277,33 @@ impl ApiError for SyncError {
 }
 
 pub type Result<T, E = SyncError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_kind_goes_out_as_its_own_kind_where_the_proto_has_one() {
+        assert_eq!(FailureKind::Limit.to_proto(), ev::SyncFailureKind::Limit);
+        assert_eq!(
+            FailureKind::AuthFailed.to_proto(),
+            ev::SyncFailureKind::AuthFailed
+        );
+        assert_eq!(
+            FailureKind::Refused.to_proto(),
+            ev::SyncFailureKind::Protocol
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_told_in_the_servers_words() {
+        let refused = SyncFailure::from(async_imap::error::Error::No(
+            r#"code: None, info: Some("[NONEXISTENT] Mailbox doesn't exist: Old")"#.into(),
+        ));
+        assert_eq!(refused.kind, FailureKind::Refused);
+        assert_eq!(
+            refused.message,
+            "the server refused: [NONEXISTENT] Mailbox doesn't exist: Old"
+        );
+    }
+}

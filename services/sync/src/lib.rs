@@ -120,6 +120,7 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
     )
     .and_then(|p| peers::Peers::new(&p, &config.mailboxes_endpoint, &config.access_endpoint))?;
     let activity = activity::Activity::new(redis.clone(), config.tiers.clone());
+    mailroom_mail::dial::PolicySettings::warn_if_legacy_setting("MAILROOM_SYNC__");
     let engine = engine::Engine::new(
         pool.clone(),
         engine::EngineOptions {

@@ -3,6 +3,12 @@
 //! GetMessageBody fetches one indexed message's raw bytes from the mail server now, bounded
 //! in size (a literal larger than `max_body_bytes` is refused before it is read) and time,
 //! and per person and per mail server ([`crate::body_reads`]).
+//!
+//! Folders are named as people read them (IMAP's modified UTF-7 decoded; INBOX in any case;
+//! the server's own spelling is taken too) and opened under the server's spelling. A filter's
+//! conditions all hold: two different folders, or `unseen` both true and false, match nothing.
+//! A message, or its folder, that is no longer on the server is NOT_FOUND (retrying cannot
+//! help), and the mailbox is pulled in for a sync that brings the index level.
 
 use std::time::Duration;
 
@@ -19,8 +25,17 @@ use crate::domain::{flags, uid_from_db};
 use crate::envelope::StoredEnvelope;
 use crate::error::{Result, SyncError, SyncFailure};
 use crate::service::{mailbox_id, Sync};
-use crate::store::folders;
 use crate::store::messages::{self, After};
+use crate::store::{folders, schedule};
+
+/// What GetMessageBody found on the server.
+enum Fetched {
+    Body(Vec<u8>),
+    /// The folder would not open, for good (gone, renamed, or not open to this account).
+    FolderGone,
+    /// The folder opened without the message.
+    MessageGone,
+}
 
 /// Where a page of ListMessages continues.
 #[derive(Serialize, Deserialize)]
@@ -45,36 +60,46 @@ impl Sync {
         if !(order.is_empty() || order == "internal_date desc") {
             return Err(SyncError::InvalidArgument(format!(
                 "order_by `{}` is not supported; messages are listed newest first (`internal_date desc`)",
-                req.order_by
+                mailroom_aip::shown(&req.order_by)
             )));
         }
-        let mut folder_name = None;
-        let mut unseen_only = false;
+        // Every condition must hold: two folders, or unseen and seen, match nothing.
+        let mut folders_named: Vec<String> = Vec::new();
+        let mut unseen: Option<bool> = None;
+        let mut contradictory = false;
         for c in
             aip::parse_filter(&req.filter).map_err(|e| SyncError::InvalidArgument(e.to_string()))?
         {
             match (c.field.as_str(), c.op, &c.value) {
                 ("folder", Op::Eq, Value::Text(name) | Value::Word(name)) => {
-                    folder_name = Some(name.clone())
+                    folders_named.push(name.clone())
                 }
-                ("unseen", Op::Eq, Value::Bool(b)) => unseen_only = *b,
+                ("unseen", Op::Eq, Value::Bool(b)) => match unseen {
+                    Some(before) if before != *b => contradictory = true,
+                    _ => unseen = Some(*b),
+                },
                 _ => {
                     return Err(SyncError::InvalidArgument(format!(
                     "filter on `{}` is not supported; use `folder = \"INBOX\"` and `unseen = true`",
-                    c.field
+                    mailroom_aip::shown(&c.field)
                 )))
                 }
             }
         }
         self.readable(principal, id).await?;
-        let folder = match &folder_name {
-            Some(name) => match folders::folder_by_name(&self.pool, id, name).await? {
-                Some(f) => Some(f.id),
-                None => {
-                    return Ok(pb::ListMessagesResponse::default());
-                }
-            },
-            None => None,
+        let folder = if folders_named.is_empty() {
+            None
+        } else {
+            let known = folders::folders(&self.pool, id).await?;
+            let mut ids = folders_named
+                .iter()
+                .map(|name| folders::named(&known, name).map(|f| f.id));
+            let first = ids.next().flatten();
+            // An unknown folder, or two different ones: no message is in them.
+            if first.is_none() || ids.any(|other| other != first) {
+                contradictory = true;
+            }
+            first
         };
         let query = format!("{id}|{}|{}", req.filter, order);
         let after = self
@@ -88,8 +113,11 @@ impl Sync {
                     uid: p.u,
                 })
             });
+        if contradictory {
+            return Ok(pb::ListMessagesResponse::default());
+        }
         let rows =
-            messages::list_messages(&self.pool, id, folder, unseen_only, after, limit + 1).await?;
+            messages::list_messages(&self.pool, id, folder, unseen, after, limit + 1).await?;
         let more = rows.len() as i64 > limit;
         let rows = &rows[..rows.len().min(limit as usize)];
         let next_page_token = match (more, rows.last()) {
@@ -113,7 +141,7 @@ impl Sync {
                     .map(|k| k.split(' ').map(str::to_owned).collect())
                     .unwrap_or_default();
                 pb::MessageSummary {
-                    folder: m.folder.clone(),
+                    folder: imap::names::display_name(&m.folder),
                     uid: uid_from_db(m.uid),
                     flags: flags::names(m.flags, &keywords),
                     size: i64::from(m.size),
@@ -166,7 +194,10 @@ impl Sync {
                 mailroom_aip::shown(&req.folder)
             ))
         };
-        let size = messages::message_size(&self.pool, id, &req.folder, req.uid)
+        let folder = folders::folder_named(&self.pool, id, &req.folder)
+            .await?
+            .ok_or_else(not_found)?;
+        let size = messages::message_size(&self.pool, id, folder.id, req.uid)
             .await?
             .ok_or_else(not_found)?;
         if u64::try_from(size).unwrap_or(0) > self.max_body_bytes {
@@ -195,7 +226,16 @@ impl Sync {
             })?;
         crate::engine::drain_unsolicited(&session);
         let fetched = tokio::time::timeout(options.io_timeout, async {
-            session.examine(&req.folder).await?;
+            // The folder refused for good (gone, renamed, or no longer open to this
+            // account) is told apart from a failure that may pass.
+            if let Err(e) = session.examine(&folder.name).await {
+                return match imap::refusal(&e) {
+                    Some(refused) if !refused.bad && !refused.is_temporary() => {
+                        Ok(Fetched::FolderGone)
+                    }
+                    _ => Err(e),
+                };
+            }
             let mut raw = None;
             {
                 let mut stream = session
@@ -208,13 +248,35 @@ impl Sync {
                     }
                 }
             }
-            Ok::<_, async_imap::error::Error>(raw)
+            Ok::<_, async_imap::error::Error>(match raw {
+                Some(raw) => Fetched::Body(raw),
+                None => Fetched::MessageGone,
+            })
         })
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
         let raw = match fetched {
-            Ok(Ok(Some(raw))) => raw,
-            Ok(Ok(None)) => return Err(not_found()),
+            Ok(Ok(Fetched::Body(raw))) => raw,
+            Ok(Ok(gone)) => {
+                // The index is behind the server: the next sync brings it level.
+                if let Err(err) = schedule::pull_in(&self.pool, id).await {
+                    tracing::warn!(%err, "the mailbox was not pulled in for a sync");
+                }
+                let what = match gone {
+                    Fetched::FolderGone => format!(
+                        "folder `{}` is no longer on the mail server (deleted or renamed there, or no longer open to this account)",
+                        mailroom_aip::shown(&folder.display_name())
+                    ),
+                    _ => format!(
+                        "message {} is no longer in folder `{}` on the mail server (deleted or moved there)",
+                        req.uid,
+                        mailroom_aip::shown(&folder.display_name())
+                    ),
+                };
+                return Err(SyncError::MessageNotFound(format!(
+                    "{what}; the index catches up at the next sync, which was asked for: list the messages again"
+                )));
+            }
             Ok(Err(e)) => {
                 return Err(match imap::limit_of(&e) {
                     Some(imap::LimitExceeded::Literal { size, .. }) => {

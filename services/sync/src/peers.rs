@@ -6,9 +6,16 @@
 use mailroom_clients::{AccessClient, ChannelError, MailboxesClient, ServicePeers};
 use mailroom_mail::{Login, Security};
 use mailroom_platform::proto::mailboxes::v1 as mpb;
-use mailroom_types::{MailboxId, Permission, UserId};
+use mailroom_types::{MailboxId, OrgId, Permission, UserId};
 
 use crate::error::Result;
+
+/// Whose a mailbox is, as the registry has it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    pub org_id: OrgId,
+    pub owner_user_id: UserId,
+}
 
 /// A mailbox's login and what the worker needs besides.
 pub struct MailboxLogin {
@@ -57,6 +64,21 @@ impl Peers {
             },
             in_crm: answer.in_crm,
         }))
+    }
+
+    /// Whose `mailbox` is, when the registry has it (for a mailbox connected a moment ago,
+    /// before its event reaches the schedule). The login in the answer is dropped unused.
+    pub async fn registered(&self, mailbox: MailboxId) -> Result<Option<Registered>> {
+        let Some(answer) = self.mailboxes.mailbox_login(mailbox).await? else {
+            return Ok(None);
+        };
+        Ok(match (answer.org_id, answer.owner_user_id) {
+            (Some(org_id), Some(owner_user_id)) => Some(Registered {
+                org_id,
+                owner_user_id,
+            }),
+            _ => None,
+        })
     }
 
     /// Whether `user` has `permission` on `mailbox` (owned by `owner`). Asked as a scope

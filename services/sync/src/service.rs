@@ -9,7 +9,7 @@
 
 use mailroom_aip::token::PageTokenKey;
 use mailroom_platform::auth::Principal;
-use mailroom_types::{MailboxId, Permission};
+use mailroom_types::{MailboxId, OrgId, Permission, UserId};
 use sqlx::PgPool;
 
 use crate::activity::Activity;
@@ -46,26 +46,38 @@ impl Sync {
         principal: &Principal,
         id: MailboxId,
     ) -> Result<ScheduleRow> {
-        let row = schedule::schedule_row(&self.pool, id).await?;
-        match (principal, row) {
-            (Principal::Service { .. }, Some(row)) => Ok(row),
-            (
-                Principal::User {
-                    user_id, org_id, ..
-                },
-                Some(row),
-            ) if row.org_id == *org_id => {
-                if self
-                    .peers
-                    .allowed(*user_id, Permission::MailboxView, id, row.owner_user_id)
+        let row = schedule::schedule_row(&self.pool, id)
+            .await?
+            .ok_or_else(|| SyncError::NotFound(id.to_string()))?;
+        self.may_view(principal, id, row.org_id, row.owner_user_id)
+            .await?;
+        Ok(row)
+    }
+
+    /// Whether the caller may see mailbox `id` of organisation `org`, owned by `owner`: the
+    /// same NOT_FOUND as for an unknown mailbox when not.
+    pub(crate) async fn may_view(
+        &self,
+        principal: &Principal,
+        id: MailboxId,
+        org: OrgId,
+        owner: UserId,
+    ) -> Result<()> {
+        let allowed = match principal {
+            Principal::Service { .. } => true,
+            Principal::User {
+                user_id, org_id, ..
+            } if org == *org_id => {
+                self.peers
+                    .allowed(*user_id, Permission::MailboxView, id, owner)
                     .await?
-                {
-                    Ok(row)
-                } else {
-                    Err(SyncError::NotFound(id.to_string()))
-                }
             }
-            _ => Err(SyncError::NotFound(id.to_string())),
+            _ => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(SyncError::NotFound(id.to_string()))
         }
     }
 

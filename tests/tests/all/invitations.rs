@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod delivery;
+mod found_by_use;
 mod hostile;
 mod link_abuse;
 mod links;

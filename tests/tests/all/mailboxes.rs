@@ -14,6 +14,7 @@ use tonic::Code;
 
 mod connect;
 mod destinations;
+mod found_by_use;
 mod hostile_callers;
 mod lifecycle;
 mod list;

@@ -21,5 +21,6 @@ mod signin;
 mod signin_abuse;
 mod sync;
 mod sync_engine;
+mod sync_found_by_use;
 mod tokens;
 mod unicode;

@@ -31,6 +31,22 @@ pub async fn open_by_address(
     Ok(open.into_iter().collect())
 }
 
+/// Those of `users` that are the invitee of one of `org`'s invitations, in any state.
+pub async fn invitees_among(
+    conn: impl PgExecutor<'_>,
+    org_id: OrgId,
+    users: &[UserId],
+) -> Result<HashSet<UserId>> {
+    let found: Vec<UserId> = sqlx::query_scalar(
+        "SELECT DISTINCT user_id FROM invitations WHERE org_id = $1 AND user_id = ANY($2)",
+    )
+    .bind(org_id)
+    .bind(users)
+    .fetch_all(conn)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// One row to write `admitting`: its id, its invitee's user to be, and who they are.
 pub struct Admitting<'a> {
     pub id: InvitationId,

@@ -32,7 +32,7 @@ pub async fn claim_due(
 }
 
 /// Gives each of `ids` the link whose secret hashes to the hash at the same place, in one
-/// statement; a row revoked, accepted or expired since the claim is not armed. Returns the
+/// statement, and records when it was mailed; a row revoked, accepted or expired since the claim is not armed. Returns the
 /// ids armed.
 pub async fn arm(
     conn: impl PgExecutor<'_>,
@@ -40,7 +40,7 @@ pub async fn arm(
     hashes: &[Vec<u8>],
 ) -> Result<HashSet<InvitationId>> {
     let armed: Vec<InvitationId> = sqlx::query_scalar(
-        "UPDATE invitations i SET token_hash = t.hash FROM UNNEST($1::uuid[], $2::bytea[]) AS t(id, hash) \
+        "UPDATE invitations i SET token_hash = t.hash, mailed_at = now() FROM UNNEST($1::uuid[], $2::bytea[]) AS t(id, hash) \
          WHERE i.id = t.id AND i.delivery_state = 'queued' AND i.state IN ('pending', 'failed') RETURNING i.id",
     )
     .bind(ids)

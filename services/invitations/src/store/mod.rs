@@ -219,12 +219,25 @@ pub async fn queue_mail(
     Ok(sqlx::query_as(&format!(
         "UPDATE invitations SET state = $2, delivery = 'system_mail', delivery_state = 'queued', attempts = 0, \
          next_attempt_at = now(), failure_reason = '', expires_at = $3, updated_at = now(), \
-         confirmation_requested_at = now() WHERE id = $1 RETURNING {INVITATION_COLUMNS}"
+         confirmation_requested_at = now(), mailed_at = now() WHERE id = $1 RETURNING {INVITATION_COLUMNS}"
     ))
     .bind(id)
     .bind(state.as_db())
     .bind(expires_at)
     .fetch_one(conn)
+    .await?)
+}
+
+/// How many seconds ago Mailroom last queued or sent the invitation's mail, when that mail
+/// was sent or is still being sent: what ResendInvitation's cooldown counts from. `None`: no
+/// such mail (never mailed by Mailroom, or the last one failed).
+pub async fn mailed_secs_ago(conn: impl PgExecutor<'_>, id: InvitationId) -> Result<Option<f64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM now() - mailed_at)::float8 FROM invitations \
+         WHERE id = $1 AND mailed_at IS NOT NULL AND delivery_state IN ('queued', 'sent')",
+    )
+    .bind(id)
+    .fetch_optional(conn)
     .await?)
 }
 

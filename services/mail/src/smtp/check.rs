@@ -11,6 +11,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,7 +23,6 @@ use lettre::transport::smtp::client::{
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::connector::{Connector, Deadline};
@@ -33,6 +34,11 @@ use crate::tls::{self, TlsError};
 
 /// How long the check waits for the server's goodbye once the login was decided.
 const GOODBYE: Duration = Duration::from_millis(500);
+
+/// Most bytes a server may send during one check (greeting, EHLO, a TLS handshake with its
+/// certificates, AUTH): lettre reads a reply line into memory whole, with no limit, so a
+/// hostile server sending bytes without a newline is cut here instead.
+pub const MAX_CHECK_BYTES: u64 = 256 * 1024;
 
 /// Why an SMTP login check failed, in words that do not repeat the server's name.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,8 @@ pub enum SmtpError {
     NoMechanism,
     #[error("{0}")]
     Protocol(String),
+    #[error("the server sent more than {} KiB during a login check; it is not behaving as a mail server", MAX_CHECK_BYTES / 1024)]
+    TooMuch,
 }
 
 impl From<Deadline> for SmtpError {
@@ -75,15 +83,23 @@ impl SmtpError {
             SmtpError::Dial(e) => e.kind(),
             SmtpError::Tls(_) | SmtpError::NoStartTls | SmtpError::StartTls(_) => FailureKind::Tls,
             SmtpError::Refused(_) => FailureKind::AuthFailed,
-            SmtpError::Answered(_) | SmtpError::NoMechanism | SmtpError::Protocol(_) => {
-                FailureKind::Protocol
-            }
+            SmtpError::Answered(_)
+            | SmtpError::NoMechanism
+            | SmtpError::Protocol(_)
+            | SmtpError::TooMuch => FailureKind::Protocol,
         }
     }
 
-    /// Sorts what lettre reported; `deadline` is the check's, for a timeout.
+    /// Sorts what lettre reported; `deadline` is the check's, for a timeout. A server's
+    /// answer is its code and its words quoted (`535 "5.7.8 Authentication failed."`), not
+    /// lettre's wording of it (`permanent error (535): …`); a line that is not SMTP is quoted
+    /// as the server sent it, not as the parser's report (`error Tag at: …`).
     fn from_lettre(e: &lettre::transport::smtp::Error, deadline: Duration) -> Self {
         let detail = one_line(&e.to_string());
+        // What lettre wraps: the server's words after a code, or the parser's report.
+        let inner = std::error::Error::source(e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
         if e.is_timeout() {
             return SmtpError::Timeout(deadline);
         }
@@ -92,16 +108,37 @@ impl SmtpError {
         }
         if let Some(code) = e.status() {
             let code = code.to_string();
+            let answer = match one_line(&inner) {
+                words if words.is_empty() => code.clone(),
+                words => format!("{code} \"{words}\""),
+            };
             if matches!(code.as_str(), "535" | "534" | "530" | "454") || code.starts_with("535") {
-                return SmtpError::Refused(detail);
+                return SmtpError::Refused(answer);
             }
-            return SmtpError::Answered(detail);
+            return SmtpError::Answered(answer);
         }
         if detail.contains("authentication mechanism") {
             return SmtpError::NoMechanism;
         }
         if detail.to_ascii_lowercase().contains("tls") || detail.contains("certificate") {
             return SmtpError::StartTls(detail);
+        }
+        if e.is_response() {
+            // nom's report of a line it could not parse: "error <kind> at: <the line>".
+            let line = inner
+                .strip_prefix("error ")
+                .and_then(|rest| rest.split_once(" at: "))
+                .map(|(_, line)| one_line(line));
+            return SmtpError::Protocol(match line {
+                Some(line) if !line.is_empty() => {
+                    format!("the server's answer is not SMTP: \"{line}\"")
+                }
+                Some(_) => "the server's answer is not SMTP".to_owned(),
+                None if inner == "incomplete response" => {
+                    "the connection closed before the server answered".to_owned()
+                }
+                None => one_line(&inner),
+            });
         }
         SmtpError::Protocol(detail)
     }
@@ -132,13 +169,38 @@ async fn session(
     login: &Login,
 ) -> Result<(), SmtpError> {
     let deadline = connector.timeout();
-    let lettre_error = |e: lettre::transport::smtp::Error| SmtpError::from_lettre(&e, deadline);
     let host = destination.host();
     let tcp = destination.connect().await?;
-    let stream: Box<dyn AsyncTokioStream> = match login.security {
-        Security::Tls => Box::new(Encrypted(tls::wrap(connector.tls(), host, tcp).await?)),
-        Security::None | Security::StartTls => Box::new(tcp),
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let capped = |stream| -> Box<dyn AsyncTokioStream> {
+        Box::new(Capped {
+            inner: stream,
+            left: MAX_CHECK_BYTES,
+            exceeded: exceeded.clone(),
+        })
     };
+    // The cap sits under TLS too: certificates count, and a server cannot stream an endless
+    // handshake or reply however it is wrapped.
+    let stream: Box<dyn AsyncTokioStream> = match login.security {
+        Security::Tls => Box::new(Encrypted(
+            tls::wrap(connector.tls(), host, capped(Box::new(tcp))).await?,
+        )),
+        Security::None | Security::StartTls => capped(Box::new(tcp)),
+    };
+    let outcome = converse(stream, host, login, deadline).await;
+    if exceeded.load(Ordering::Relaxed) {
+        return Err(SmtpError::TooMuch);
+    }
+    outcome
+}
+
+async fn converse(
+    stream: Box<dyn AsyncTokioStream>,
+    host: &str,
+    login: &Login,
+    deadline: Duration,
+) -> Result<(), SmtpError> {
+    let lettre_error = |e: lettre::transport::smtp::Error| SmtpError::from_lettre(&e, deadline);
     let hello = ClientId::default();
     let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
         .await
@@ -174,7 +236,7 @@ async fn session(
 
 /// A TLS stream lettre can speak over (lettre's stream trait, on the process's TLS).
 #[derive(Debug)]
-struct Encrypted(TlsStream<TcpStream>);
+struct Encrypted(TlsStream<Box<dyn AsyncTokioStream>>);
 
 impl AsyncTokioStream for Encrypted {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -207,6 +269,69 @@ impl AsyncWrite for Encrypted {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// A stream that refuses to read more than `left` bytes in all, and says so in `exceeded`.
+#[derive(Debug)]
+struct Capped {
+    inner: Box<dyn AsyncTokioStream>,
+    left: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl AsyncTokioStream for Capped {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+}
+
+impl AsyncRead for Capped {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            this.exceeded.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server sent more than a login check needs",
+            )));
+        }
+        // Read through a small buffer of our own, so no more than `left` can arrive.
+        let room = usize::try_from(this.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.remaining())
+            .min(16 * 1024);
+        let mut chunk = vec![0u8; room];
+        let mut limited = ReadBuf::new(&mut chunk);
+        let polled = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+        if let Poll::Ready(Ok(())) = polled {
+            let got = limited.filled();
+            buf.put_slice(got);
+            this.left -= got.len() as u64;
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Capped {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -295,6 +420,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_server_that_speaks_no_smtp_is_quoted_not_parsed() {
+        let (addr, _) = line_server("lol, not a mail server\r\n", |_| String::new()).await;
+        let err = check_login(
+            &connector(true),
+            &login("127.0.0.1", addr.port(), Security::None),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), FailureKind::Protocol, "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the server's answer is not SMTP: \"lol, not a mail server\""
+        );
+    }
+
+    #[tokio::test]
     async fn starttls_not_offered_is_a_tls_failure() {
         let (addr, _) = fake_smtp("235 2.7.0 accepted").await;
         let err = check_login(
@@ -324,5 +465,48 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, SmtpError::Tls(_)), "{err:?}");
         assert_eq!(err.kind(), FailureKind::Tls);
+    }
+
+    /// A hostile server streams a greeting that never ends: the check stops at
+    /// [`MAX_CHECK_BYTES`] with a plain error, long before memory or the deadline matter.
+    #[tokio::test]
+    async fn a_server_that_never_ends_its_line_is_cut_off_at_the_cap() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counted = sent.clone();
+        tokio::spawn(async move {
+            if let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"220 ").await;
+                let chunk = vec![b'x'; 64 * 1024];
+                // Up to 64 MiB, or until the client hangs up.
+                for _ in 0..1024 {
+                    if socket.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                    counted.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let err = check_login(
+            &connector(true),
+            &login("127.0.0.1", addr.port(), Security::None),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, SmtpError::TooMuch), "{err:?}");
+        assert_eq!(err.kind(), FailureKind::Protocol);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            sent.load(Ordering::SeqCst) < 8 * 1024 * 1024,
+            "the check hung up early, after {} bytes",
+            sent.load(Ordering::SeqCst)
+        );
     }
 }

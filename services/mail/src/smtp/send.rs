@@ -66,6 +66,12 @@ impl Sender {
         Message::builder().from(self.from.clone())
     }
 
+    /// The domain of the sender's address: the right-hand side of the `Message-ID`s of its
+    /// mail (`<unique@domain>`, RFC 5322 3.6.4), which receivers check against the sender.
+    pub fn domain(&self) -> &str {
+        self.from.email.domain()
+    }
+
     /// Hands `message` to the relay.
     pub async fn send(&self, message: Message) -> Result<(), lettre::transport::smtp::Error> {
         self.transport.send(message).await.map(|_| ())
@@ -154,5 +160,6 @@ mod tests {
             text.contains("From: Mailroom <no-reply@mailroom.local>"),
             "{text}"
         );
+        assert_eq!(sender.domain(), "mailroom.local");
     }
 }

@@ -433,6 +433,21 @@ pub async fn owner<'e>(
     .await?)
 }
 
+/// Which of `users` are active users of `org`, as last mirrored.
+pub async fn active_users<'e>(
+    conn: impl PgExecutor<'e>,
+    org: OrgId,
+    users: &[UserId],
+) -> Result<Vec<UserId>> {
+    Ok(sqlx::query_scalar(
+        "SELECT user_id FROM users WHERE org_id = $1 AND active AND user_id = ANY($2)",
+    )
+    .bind(org)
+    .bind(users)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Makes a mirrored user match identity's snapshot and copies the name and state into their
 /// mailboxes' rows.
 pub async fn mirror_user(conn: &mut PgConnection, user: &Owner) -> Result<()> {

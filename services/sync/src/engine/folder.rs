@@ -105,7 +105,7 @@ impl Engine {
             for chunk in fed.chunks(FEED_CHUNK) {
                 run.report.new_for_feed.push(ev::NewMessages {
                     mailbox_id: mailbox.to_string(),
-                    folder: folder.name.clone(),
+                    folder: folder.display_name(),
                     uid_validity: cp.uid_validity,
                     messages: chunk.to_vec(),
                 });

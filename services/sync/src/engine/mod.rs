@@ -2,8 +2,9 @@
 //! folders; `folder` brings one folder level with the server, `fetch` streams new
 //! messages and flags into the index, `expunge` finds what the server no longer has.
 //!
-//! The walk: LIST (SPECIAL-USE marks, or else names guessed), then every folder in name
-//! order, then the mailbox's counters from the checkpoints just saved and its disk use
+//! The walk: LIST (SPECIAL-USE marks, or else names guessed; each folder kept under the name
+//! the server means, escapes taken out, modified UTF-7 left as it is for the server), then
+//! every folder in name order, then the mailbox's counters from the checkpoints just saved and its disk use
 //! (QUOTA, or the sum of indexed sizes).
 //!
 //! Invariant: anything interrupted is redone, never lost or doubled. Every write is committed
@@ -18,8 +19,8 @@
 //! Limits ([`SyncLimits`]): every read from the server is bounded before it is buffered
 //! (`mailroom_mail`'s guard: line, literal, responses per command, a deadline per command);
 //! a LIST of more than `max_folders` folders fails the mailbox, saying which limit; a folder
-//! whose name is too long or holds a control character (NUL, CR, LF) is skipped and named in
-//! the run's notes ([`SyncReport::notes`]); the index takes no more messages than the
+//! whose name is too long, holds a control character (NUL, CR, LF) or is not UTF-8 is skipped
+//! and named in the run's notes ([`SyncReport::notes`]), as is one the server will not open; the index takes no more messages than the
 //! mailbox's and the organisation's limits allow, and the run stops there saying which. Such
 //! a failure is the mailbox's alone: the worker records it and goes on with others.
 
@@ -123,8 +124,8 @@ pub struct SyncReport {
     pub folders: usize,
     /// Folders whose STATUS matched the checkpoint.
     pub unchanged_folders: usize,
-    /// Folders the server refused to open, or whose answers did not add up (tried again next
-    /// time; nothing of theirs was changed or checkpointed).
+    /// Folders the server refused to open (tried again next time; nothing of theirs was
+    /// changed or checkpointed), said in [`SyncReport::notes`].
     pub skipped_folders: usize,
     pub new_messages: i64,
     pub flag_changes: i64,
@@ -138,7 +139,8 @@ pub struct SyncReport {
     /// Folders skipped for their names (too long, control characters): never synced, and
     /// said in [`SyncReport::notes`].
     pub unsyncable_folders: usize,
-    /// What a person should know of a run that succeeded (the first few skipped folders).
+    /// What a person should know of a run that succeeded (the first few folders skipped for
+    /// their names or refused by the server).
     pub notes: Vec<String>,
 }
 
@@ -150,12 +152,12 @@ impl SyncReport {
 
     /// The notes as one sentence for the mailbox's status ('' when there are none).
     pub fn note(&self) -> String {
-        if self.unsyncable_folders == 0 {
+        let skipped = self.unsyncable_folders + self.skipped_folders;
+        if skipped == 0 {
             return String::new();
         }
         crate::error::bounded_message(&format!(
-            "synced, but {} folder(s) were skipped and are not synced: {}",
-            self.unsyncable_folders,
+            "synced, but {skipped} folder(s) were skipped and are not synced: {}",
             self.notes.join("; ")
         ))
     }
@@ -365,9 +367,17 @@ impl Engine {
             match self.sync_folder(session, &mut run, &folder).await {
                 // A folder the server will not open for this account (a shared folder
                 // without read rights) is left as it is; the others go on.
+                // Said in the run's notes: its mail is missing from the index and the counts.
                 Err(RunError::Failed(f)) if f.kind == FailureKind::Refused => {
                     tracing::info!(folder = %folder.name, reason = %f.message, "folder skipped");
                     run.report.skipped_folders += 1;
+                    if run.report.notes.len() < MAX_NOTES {
+                        run.report.notes.push(format!(
+                            "`{}`, which the server would not open ({})",
+                            mailroom_mail::one_line(&folder.display_name()),
+                            f.message
+                        ));
+                    }
                 }
                 other => other?,
             }
@@ -469,7 +479,24 @@ impl Engine {
                     ),
                 ));
             }
-            if let Some(why) = unsyncable_name(name.name(), self.limits.max_folder_name_bytes) {
+            // The name the server means: a quoted one without its escapes (async-imap leaves
+            // them in), so a command quoting it again names the same folder.
+            let listed = match imap::names::listed_name(&name) {
+                Some(listed) => listed,
+                None => {
+                    unsyncable += 1;
+                    if notes.len() < MAX_NOTES {
+                        notes.push(format!(
+                            "a name that is not UTF-8: `{}`",
+                            mailroom_mail::one_line(
+                                &name.name().chars().take(40).collect::<String>()
+                            )
+                        ));
+                    }
+                    continue;
+                }
+            };
+            if let Some(why) = unsyncable_name(&listed, self.limits.max_folder_name_bytes) {
                 unsyncable += 1;
                 if notes.len() < MAX_NOTES {
                     notes.push(why);
@@ -495,10 +522,10 @@ impl Engine {
             let special_use = match marked {
                 Some(s) => s,
                 None if caps.special_use => SpecialUse::None,
-                None => SpecialUse::guess(name.name()),
+                None => SpecialUse::guess(&imap::names::display_name(&listed)),
             };
             out.push(FolderName {
-                name: name.name().to_owned(),
+                name: listed,
                 special_use,
             });
         }

@@ -24,6 +24,23 @@ pub struct FolderRow {
     pub last_uid: i64,
 }
 
+impl FolderRow {
+    /// The folder's name as people read it (`name` is the server's spelling).
+    pub fn display_name(&self) -> String {
+        mailroom_mail::imap::names::display_name(&self.name)
+    }
+}
+
+/// The folder a person means by `asked`, among a mailbox's `folders`: INBOX in any case, the
+/// server's spelling, or the name as people read it (as ListMessages shows it).
+pub fn named<'a>(folders: &'a [FolderRow], asked: &str) -> Option<&'a FolderRow> {
+    let asked = mailroom_mail::imap::names::canonical(asked);
+    folders
+        .iter()
+        .find(|f| f.name == asked)
+        .or_else(|| folders.iter().find(|f| f.display_name() == asked))
+}
+
 const FOLDER_COLUMNS: &str =
     "id, name, special_use, uid_validity, uid_next, highest_modseq, messages, unseen, last_uid";
 
@@ -40,18 +57,14 @@ pub async fn folders<'e>(
     .await
 }
 
-pub async fn folder_by_name<'e>(
+/// The folder a person means by `asked` ([`named`]).
+pub async fn folder_named<'e>(
     conn: impl PgExecutor<'e>,
     mailbox: MailboxId,
-    name: &str,
+    asked: &str,
 ) -> sqlx::Result<Option<FolderRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {FOLDER_COLUMNS} FROM folders WHERE mailbox_id = $1 AND name = $2"
-    ))
-    .bind(mailbox)
-    .bind(name)
-    .fetch_optional(conn)
-    .await
+    let all = folders(conn, mailbox).await?;
+    Ok(named(&all, asked).cloned())
 }
 
 /// The folder's row, made when first seen.
@@ -137,4 +150,40 @@ pub async fn save_checkpoint(pool: &PgPool, folder: i32, cp: Checkpoint) -> sqlx
     .execute(pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(id: i32, name: &str) -> FolderRow {
+        FolderRow {
+            id,
+            name: name.into(),
+            special_use: String::new(),
+            uid_validity: 0,
+            uid_next: 0,
+            highest_modseq: 0,
+            messages: 0,
+            unseen: 0,
+            last_uid: 0,
+        }
+    }
+
+    #[test]
+    fn a_folder_is_found_by_either_spelling_and_inbox_in_any_case() {
+        let all = [
+            folder(1, "INBOX"),
+            folder(2, "&BCAEMAQxBD4EQgQw-"),
+            folder(3, r#"Client "ACME" (2026)"#),
+        ];
+        let id = |asked: &str| named(&all, asked).map(|f| f.id);
+        assert_eq!(id("inbox"), Some(1));
+        assert_eq!(id("Inbox"), Some(1));
+        assert_eq!(id("Работа"), Some(2));
+        assert_eq!(id("&BCAEMAQxBD4EQgQw-"), Some(2));
+        assert_eq!(id(r#"Client "ACME" (2026)"#), Some(3));
+        assert_eq!(id(r#"Client \"ACME\" (2026)"#), None);
+        assert_eq!(id("работа"), None);
+    }
 }

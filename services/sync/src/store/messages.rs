@@ -192,12 +192,13 @@ pub struct After {
     pub uid: i32,
 }
 
-/// A page of a mailbox's messages, newest first, optionally in one folder and only unseen.
+/// A page of a mailbox's messages, newest first, optionally in one folder, and only unseen
+/// (`unseen: Some(true)`) or only seen (`Some(false)`) ones.
 pub async fn list_messages(
     pool: &PgPool,
     mailbox: MailboxId,
     folder: Option<i32>,
-    unseen_only: bool,
+    unseen: Option<bool>,
     after: Option<After>,
     limit: i64,
 ) -> sqlx::Result<Vec<(i32, MessageRow)>> {
@@ -216,13 +217,13 @@ pub async fn list_messages(
             "SELECT m.folder_id, f.name, m.uid, m.flags, m.keywords, m.size, m.internal_date, m.envelope \
              FROM messages m JOIN folders f ON f.id = m.folder_id \
              WHERE m.mailbox_id = $1 AND ($2::int4 IS NULL OR m.folder_id = $2) \
-               AND (NOT $3 OR m.flags & 1 = 0) \
+               AND ($3::bool IS NULL OR (m.flags & 1 = 0) = $3) \
                AND ($4::timestamptz IS NULL OR (m.internal_date, m.folder_id, m.uid) < ($4, $5, $6)) \
              ORDER BY m.internal_date DESC, m.folder_id DESC, m.uid DESC LIMIT $7",
         )
         .bind(mailbox)
         .bind(folder)
-        .bind(unseen_only)
+        .bind(unseen)
         .bind(after.map(|a| a.internal_date))
         .bind(after.map(|a| a.folder_id).unwrap_or(0))
         .bind(after.map(|a| a.uid).unwrap_or(0))
@@ -248,16 +249,17 @@ pub async fn list_messages(
         .collect())
 }
 
-/// Whether the index holds this message (GetMessageBody reads only what was indexed).
+/// The size of an indexed message of the mailbox's `folder`, if the index holds it
+/// (GetMessageBody reads only what was indexed).
 pub async fn message_size(
     pool: &PgPool,
     mailbox: MailboxId,
-    folder: &str,
+    folder: i32,
     uid: u32,
 ) -> sqlx::Result<Option<i32>> {
     let row: Option<(i32,)> = sqlx::query_as(
         "SELECT m.size FROM messages m JOIN folders f ON f.id = m.folder_id \
-         WHERE m.mailbox_id = $1 AND f.mailbox_id = $1 AND f.name = $2 AND m.uid = $3",
+         WHERE m.mailbox_id = $1 AND f.mailbox_id = $1 AND f.id = $2 AND m.uid = $3",
     )
     .bind(mailbox)
     .bind(folder)

@@ -235,7 +235,7 @@ pub async fn mark_started<'e>(
 
 /// What a successful sync leaves in the mailbox's status: its `note` (such as folders it
 /// skipped for their names), kept as `last_error` of kind `note`; '' clears it.
-const NOTE_KIND: &str = "note";
+pub const NOTE_KIND: &str = "note";
 
 /// A finished sync: when the next is due and at which tier, and its note ('' for none).
 /// False when the mailbox has left the schedule meanwhile (disconnected during the sync).
