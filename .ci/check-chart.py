@@ -81,6 +81,8 @@ everything = merge(minimal, {
     "prometheusRule": {"enabled": True},
     "dashboards": {"enabled": True},
     "config": {"otlpEndpoint": "http://otel-collector:4317"},
+    "services": {"identity": {"settings": {"PASSWORD_HASH_CONCURRENCY": 2}},
+                 "sync": {"settings": {"MAX_MESSAGES_PER_ORG": 5000000}}},
 })
 monolith_monitored = merge(minimal, {"monolith": {"enabled": True}, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}})
 VALUE_SETS = [
@@ -264,6 +266,11 @@ for label, values in VALUE_SETS:
         check(f"{label}: KEDA reaches Kafka by a name that resolves from its own namespace",
               kafka["metadata"]["bootstrapServers"] == "kafka.mailroom.svc:9092", kafka["metadata"]["bootstrapServers"])
     if label == "everything on":
+        ienv, senv = env_of(deployments["mailroom-identity"]), env_of(deployments["mailroom-sync-worker"])
+        check(f"{label}: a service's settings map becomes its MAILROOM_<SERVICE>__ variables",
+              ienv.get("MAILROOM_IDENTITY__PASSWORD_HASH_CONCURRENCY", {}).get("value") == "2"
+              and senv.get("MAILROOM_SYNC__MAX_MESSAGES_PER_ORG", {}).get("value") == "5000000",
+              str(sorted(ienv))[:300])
         maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
         problems = []
         for m in maps:

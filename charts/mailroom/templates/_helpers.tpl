@@ -151,6 +151,11 @@ components:
 {{- $smtp := $root.Values.config.smtp -}}
 - name: MAILROOM_{{ upper $name }}__PORT
   value: {{ $svc.grpcPort | quote }}
+{{- /* Any other setting of the README's configuration table, as MAILROOM_<SERVICE>__<KEY>. */}}
+{{- range $key, $value := ($svc.settings | default dict) }}
+- name: MAILROOM_{{ upper $name }}__{{ upper $key }}
+  value: {{ if kindIs "float64" $value }}{{ $value | int64 | toString | quote }}{{ else }}{{ $value | toString | quote }}{{ end }}
+{{- end }}
 - name: MAILROOM_{{ upper $name }}__METRICS_PORT
   value: {{ $svc.metricsPort | quote }}
 {{- if ne $name "identity" }}

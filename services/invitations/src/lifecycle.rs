@@ -156,7 +156,9 @@ impl Invitations {
                         // The user is made and holds the seat: recorded, so the person trying
                         // again with the same link is not asked for a second one (identity
                         // would admit the same user id once anyway), and the registration's
-                        // expiry removes that user if they never do.
+                        // expiry removes that user if they never do. Admitted, it counts as one
+                        // of the link's uses (`LinkRow::uses`), so no other confirmation takes
+                        // that use while this one is retried.
                         tx.commit().await?;
                     }
                     return Err(other);

@@ -1,5 +1,5 @@
 //! The SQL of quick-registration links (`registration_links`); each row's `registrations` and
-//! `uses` (registrations confirmed) are counted from the invitations made through it.
+//! `uses` (registrations confirmed, accepted or admitted) are counted from the invitations made through it.
 
 use chrono::{DateTime, Utc};
 use mailroom_types::{DepartmentId, OrgId, RegistrationLinkId, UserId};

@@ -96,7 +96,8 @@ impl InvitationRow {
 pub const LINK_COLUMNS: &str = "l.id, l.org_id, l.allowed_domains, l.requires_approval, l.department_id, l.department_name, \
      l.organization_name, l.created_by_user_id, l.created_by_name, l.disabled, l.created_at, l.expires_at, \
      (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id) AS registrations, \
-     l.max_uses, (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id AND i.state = 'accepted') AS uses";
+     l.max_uses, (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id AND (i.state = 'accepted' \
+     OR (i.invitee_admitted AND i.state IN ('pending', 'failed', 'awaiting_approval')))) AS uses";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LinkRow {
@@ -115,7 +116,9 @@ pub struct LinkRow {
     pub registrations: i64,
     /// People who may join through it; `None`: no limit.
     pub max_uses: Option<i32>,
-    /// People who joined through it (registrations confirmed).
+    /// People who joined through it, or hold a seat to (registrations confirmed: accepted,
+    /// or admitted at identity and still open — an acceptance whose activation failed and
+    /// will be retried keeps its use).
     pub uses: i64,
 }
 
