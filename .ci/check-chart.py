@@ -80,7 +80,7 @@ everything = merge(minimal, {
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
     "dashboards": {"enabled": True},
-    "config": {"otlpEndpoint": "http://otel-collector:4317"},
+    "config": {"otlpEndpoint": "http://otel-collector:4317", "trustedProxies": "10.0.0.0/8, fd00::/8"},
     "services": {"identity": {"settings": {"PASSWORD_HASH_CONCURRENCY": 2}},
                  "sync": {"settings": {"MAX_MESSAGES_PER_ORG": 5000000}}},
 })
@@ -271,6 +271,10 @@ for label, values in VALUE_SETS:
               ienv.get("MAILROOM_IDENTITY__PASSWORD_HASH_CONCURRENCY", {}).get("value") == "2"
               and senv.get("MAILROOM_SYNC__MAX_MESSAGES_PER_ORG", {}).get("value") == "5000000",
               str(sorted(ienv))[:300])
+        venv = env_of(deployments["mailroom-invitations"])
+        check(f"{label}: identity and invitations believe x-forwarded-for from config.trustedProxies only",
+              all(e.get("MAILROOM_%s__TRUSTED_PROXIES" % s, {}).get("value") == "10.0.0.0/8, fd00::/8"
+                  for s, e in (("IDENTITY", ienv), ("INVITATIONS", venv))))
         maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
         problems = []
         for m in maps:

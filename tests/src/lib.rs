@@ -240,6 +240,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             mailroom_identity::keys::KeyRing::generate_seed(),
         )],
         login_attempts_per_minute: options.login_attempts_per_minute.unwrap_or(10_000),
+        // Every test signs in from 127.0.0.1, on one Redis count: plenty (the limit's own
+        // test sets a small one and names its networks in `x-forwarded-for`).
+        login_attempts_per_network_per_minute: 1_000_000,
         // Every test process has its own database: its own group, or they would share the
         // mailbox events' partitions between them.
         consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
@@ -540,6 +543,7 @@ impl TestApp {
             // Every test registers from 127.0.0.1, on one Redis count: plenty, so tests never
             // refuse each other (the limit's own test starts a replica with a small one).
             registrations_per_network_per_hour: 1_000_000,
+            registrations_per_link_per_network_per_hour: 1_000_000,
             ..Default::default()
         };
         config.smtp.host = self.env.smtp_host.clone();

@@ -179,6 +179,8 @@ components:
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_IDENTITY__SIGNING_KEYS" "key" "MAILROOM_IDENTITY__SIGNING_KEYS") | nindent 0 }}
 {{- end }}
 {{- if has $name (list "identity" "invitations") }}
+- name: MAILROOM_{{ upper $name }}__TRUSTED_PROXIES
+  value: {{ $root.Values.config.trustedProxies | default "" | quote }}
 - name: MAILROOM_{{ upper $name }}__SMTP__HOST
   value: {{ $smtp.host | quote }}
 - name: MAILROOM_{{ upper $name }}__SMTP__PORT

@@ -54,10 +54,7 @@ pub struct IdentityConfig {
     /// Proxies (CIDRs, a list or one comma-separated string) whose `x-forwarded-for` names the
     /// client; from any other peer the header is ignored. Default none: the client is the TCP
     /// peer.
-    #[serde(
-        default,
-        deserialize_with = "mailroom_platform::config::string_list"
-    )]
+    #[serde(default, deserialize_with = "mailroom_platform::config::string_list")]
     pub trusted_proxies: Vec<String>,
     /// Argon2id runs at once (each holds 19 MiB and a core); 0 = one per core available, at
     /// most 4 (`passwords::DEFAULT_MAX_CONCURRENCY`): a node's core count is not the pod's

@@ -79,7 +79,12 @@ impl Mailer {
             .message()
             .to(to)
             .subject(subject)
-            .body(body)
+            // A complete MIME part (MIME-Version, charset, transfer encoding), as invitations'.
+            .singlepart(
+                lettre::message::SinglePart::builder()
+                    .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                    .body(body),
+            )
             .map_err(|e| MailError::Build(e.to_string()))?;
         self.sender
             .send(message)

@@ -66,10 +66,7 @@ pub struct InvitationsConfig {
     /// `x-forwarded-for` names the client of a public call (the registration limits); from
     /// any other peer the header is ignored. Default none: the client is the TCP peer, so
     /// behind an ingress every caller is one network unless the ingress is listed here.
-    #[serde(
-        default,
-        deserialize_with = "mailroom_platform::config::string_list"
-    )]
+    #[serde(default, deserialize_with = "mailroom_platform::config::string_list")]
     pub trusted_proxies: Vec<String>,
     /// How long a registration through a link waits for its address to be confirmed once the
     /// mail is sent (it holds no seat meanwhile). One awaiting an admin's approval waits

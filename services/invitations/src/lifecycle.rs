@@ -219,10 +219,21 @@ impl Invitations {
         if !admission.admitted {
             let org = &row.organization_name;
             let email = &row.email;
+            // An INVITED holder is an invitee of ours, or a person an admin made without an
+            // invitation (no mail with a link exists then).
+            let invited_here = match admission.holder_user_id.parse::<mailroom_types::UserId>() {
+                Ok(holder) => !store::admission::invitees_among(&mut *tx, row.org_id, &[holder])
+                    .await?
+                    .is_empty(),
+                Err(_) => false,
+            };
             return Err(InvitationError::LinkNotUsable(
                 match ipb::UserState::try_from(admission.holder_state).unwrap_or_default() {
-                    ipb::UserState::Invited => format!(
+                    ipb::UserState::Invited if invited_here => format!(
                         "{email} has been invited to {org} meanwhile: use the link in that invitation's mail"
+                    ),
+                    ipb::UserState::Invited => format!(
+                        "{email} already belongs to an account at {org} that an admin made and that has not been activated yet; ask {org}'s admins to let you in with it"
                     ),
                     ipb::UserState::Active => {
                         format!("{email} already has an account at {org}: sign in with it")

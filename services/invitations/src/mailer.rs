@@ -63,11 +63,7 @@ impl Mailer {
         let to: Mailbox = to.parse().map_err(|e: lettre::address::AddressError| {
             MailError::Permanent(format!("the address cannot be mailed: {e}"))
         })?;
-        let message_id = format!(
-            "<{}@{}>",
-            uuid::Uuid::new_v4().simple(),
-            self.sender.domain()
-        );
+        // The sender's builder carries the `Message-ID` (in the sender's domain).
         let builder = self.sender.message().to(to);
         // lettre encodes (RFC 2047) only words that are not ASCII, and would pass an ASCII
         // word such as `=?utf-8?q?=0D=0A?=` through for the reader to decode: a subject
@@ -82,7 +78,6 @@ impl Mailer {
             builder.subject(subject)
         };
         builder
-            .message_id(Some(message_id))
             .singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_PLAIN)

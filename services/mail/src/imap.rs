@@ -12,11 +12,13 @@
 //! async-imap's debug text.
 //!
 //! Beside: [`names`], folder names as the server lists them and as people read them;
-//! [`refusal`], a NO or BAD in the server's words.
+//! [`status`], STATUS that works whatever a folder's name; [`refusal`], a NO or BAD in the
+//! server's words.
 
 pub mod guard;
 pub mod names;
 pub mod refusal;
+pub mod status;
 
 use std::fmt;
 use std::time::Duration;

@@ -2,13 +2,13 @@
 //! their server settings (`ConnectMailboxes`, each item answered on its own).
 //!
 //! A connect checks, in order: who may connect for the owner, that the owner is an active
-//! user of the organisation, that everyone in its CRM queue is one too, that the address is not connected there yet, that the
-//! organisation is below its mailbox limit, the caller's rate of login checks, and then both
-//! logins for real (IMAP and SMTP, see [`crate::probe`]). Only then is the password sealed
-//! and the mailbox saved, with its event and a sync request, in one transaction that counts
-//! the organisation's mailboxes again under a lock of that organisation's, so concurrent
-//! connects cannot pass the limit together. `validate_only` runs every check and saves
-//! nothing.
+//! user of the organisation, that everyone in its CRM queue is one too, that the address is
+//! not connected there yet, that the organisation is below its mailbox limit, the caller's
+//! rate of login checks, and then both logins for real (IMAP and SMTP, see
+//! [`crate::probe`]). Only then is the password sealed and the mailbox saved, with its event
+//! and a sync request, in one transaction that counts the organisation's mailboxes again
+//! under a lock of that organisation's, so concurrent connects cannot pass the limit
+//! together. `validate_only` runs every check and saves nothing.
 //!
 //! Every connect holds one of the process's login-check slots (`login_concurrency`, shared
 //! by every caller and every ConnectMailboxes item), so concurrent requests cannot multiply

@@ -42,7 +42,11 @@ impl TrustedProxies {
                     .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
                     .map(|net| net.trunc())
                     .map_err(|_| InvalidTrustedProxy {
-                        entry: entry.chars().take(64).flat_map(char::escape_debug).collect(),
+                        entry: entry
+                            .chars()
+                            .take(64)
+                            .flat_map(char::escape_debug)
+                            .collect(),
                     })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -199,7 +203,9 @@ mod tests {
         assert_eq!(proxies.client(None, Some("203.0.113.9")), None);
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
         let refused = TrustedProxies::parse(&["proxy.local".into()]).unwrap_err();
-        assert!(refused.to_string().contains("`proxy.local` is not an address or CIDR"));
+        assert!(refused
+            .to_string()
+            .contains("`proxy.local` is not an address or CIDR"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod delivery;
 mod found_by_use;
 mod hostile;
 mod link_abuse;
+mod link_networks;
 mod links;
 mod seats;
 

@@ -19,6 +19,7 @@ mod revocation;
 mod service_principals;
 mod signin;
 mod signin_abuse;
+mod signin_limits;
 mod sync;
 mod sync_engine;
 mod sync_found_by_use;

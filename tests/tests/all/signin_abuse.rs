@@ -115,8 +115,9 @@ async fn a_stranger_guessing_from_other_networks_does_not_lock_the_owner_out() {
         .await
         .expect("and from the proxy's own address");
 
-    // Many networks guessing at once: past the account's threshold each attempt is slowed,
-    // none refused, and the owner still gets in.
+    // Many networks guessing at once: past the account's threshold it is paced (one attempt
+    // per 1.5 s from all networks together, the rest refused at once), and the owner, on a
+    // network she signed in from, still gets in without waiting.
     let guesses = futures::future::join_all((1..=45).map(|n| {
         let app = &app;
         let email = victim.login_email.clone();
@@ -132,10 +133,17 @@ async fn a_stranger_guessing_from_other_networks_does_not_lock_the_owner_out() {
         }
     }))
     .await;
+    let mut paced = 0;
     for guess in &guesses {
         let refused = guess.as_ref().expect_err("wrong password");
-        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        match refused.code() {
+            Code::Unauthenticated => {}
+            Code::ResourceExhausted => paced += 1,
+            _ => panic!("{refused:?}"),
+        }
     }
+    // 12 attempts before these: 28 under the threshold of 40, then 17 paced.
+    assert!(paced >= 10, "only {paced} of 45 guesses refused");
     let started = Instant::now();
     login_from(
         &app,
@@ -146,12 +154,14 @@ async fn a_stranger_guessing_from_other_networks_does_not_lock_the_owner_out() {
     )
     .await
     .expect("the owner signs in while the account is being guessed at");
-    let slowed = started.elapsed();
-    eprintln!("owner's sign-in past the account's threshold took {slowed:?}");
-    assert!(slowed >= Duration::from_millis(1_500), "{slowed:?}");
+    let took = started.elapsed();
+    eprintln!(
+        "owner's sign-in past the account's threshold took {took:?}; {paced} of 45 guesses refused"
+    );
+    assert!(took < Duration::from_millis(1_500), "{took:?}");
 
     // The header counts only from a trusted proxy: from anywhere else it is ignored (unit
-    // tests in identity's `signin_limits` cover the walk).
+    // tests in the platform's `client_address` cover the walk).
 }
 
 /// An active user of `org` with `login` and `password`, created by its admin.
@@ -311,14 +321,15 @@ async fn a_flood_of_sign_ins_is_refused_when_busy_and_bounded_in_memory() {
         .expect("a normal sign-in right after the flood");
 }
 
-/// A Redis server of this test's own, to stop and start again on the same port.
-struct ThrowawayRedis {
+/// A Redis server of this test's own, to stop and start again on the same port (or to count
+/// on alone: limits no other test's calls reach).
+pub(crate) struct ThrowawayRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl ThrowawayRedis {
-    fn on_a_free_port() -> Self {
+    pub(crate) fn on_a_free_port() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -326,11 +337,11 @@ impl ThrowawayRedis {
         Self { port, child: None }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",

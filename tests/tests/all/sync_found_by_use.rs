@@ -105,6 +105,7 @@ struct Synced {
 async fn synced_mailbox(folders: &[(&str, usize, usize)]) -> Synced {
     let app = mailroom_tests::spawn_app_with_sync().await;
     let org = app.create_org(20).await;
+    app.until_known(&org.admin_id).await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     for (name, from, to) in folders {
@@ -393,6 +394,8 @@ async fn a_just_connected_mailbox_has_a_pending_status_at_once() {
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 3, &user.username).await;
+    // (Access control follows identity's events: it must know the admin to answer for them.)
+    app.until_known(&org.admin_id).await;
     let mailbox = connect(&app, &org, &user).await;
 
     let first = status(&app, &org.admin_token, &mailbox.id)

@@ -26,7 +26,8 @@ pub fn listed_name(name: &Name) -> Option<String> {
     // says how it was sent (`"` quoted, a space an atom, a line feed a literal).
     let start = raw.as_ptr() as usize;
     let at = text.as_ptr() as usize;
-    if at > start && at - start <= raw.len() {
+    // (A name that is not empty starts inside the response, never at its end.)
+    if at > start && at - start < raw.len() {
         let quoted = raw[at - start - 1] == b'"';
         return Some(if quoted {
             unescape_quoted(text)

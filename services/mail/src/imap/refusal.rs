@@ -1,5 +1,6 @@
 //! A server's refusal of a command (a tagged NO or BAD) in plain words: async-imap hands it
-//! over as Rust debug text (`code: None, info: Some("[NONEXISTENT] Mailbox doesn't exist")`),
+//! over as Rust debug text (`code: None, info: Some("[NONEXISTENT] Mailbox doesn't exist")`, or
+//! `outcome: Outcome { code: None, information: Some(…) }` from EXAMINE and STATUS),
 //! which is no message for a person. [`refusal`] reads the server's own words back out of it,
 //! with its response code (RFC 5530) apart, so a caller can tell a refusal that may pass
 //! ([`Refusal::is_temporary`]) from one that will not, and quote the server.
@@ -73,15 +74,20 @@ pub fn from_said(bad: bool, said: &str) -> Refusal {
     }
 }
 
-/// `code: …, info: …` split into the code's name (when async-imap parsed one) and the text.
+/// async-imap's two spellings of a refusal, `code: …, info: …` and
+/// `outcome: Outcome { code: …, information: … }`, split into the code's name (when it parsed
+/// one) and the text.
 fn split_debug(said: &str) -> Option<(Option<String>, String)> {
-    let code = said.strip_prefix("code: ")?;
-    // The first `, info: ` after which a whole debug string follows (a code's own text cannot
+    let (code, separator) = match said.strip_prefix("outcome: Outcome { code: ") {
+        Some(rest) => (rest.strip_suffix(" }")?, ", information: "),
+        None => (said.strip_prefix("code: ")?, ", info: "),
+    };
+    // The first separator after which a whole debug string follows (a code's own text cannot
     // end that way: its quotes would be escaped).
     let mut from = 0;
-    while let Some(found) = code[from..].find(", info: ") {
+    while let Some(found) = code[from..].find(separator) {
         let at = from + found;
-        let rest = &code[at + ", info: ".len()..];
+        let rest = &code[at + separator.len()..];
         let info = match rest {
             "None" => Some(String::new()),
             _ => rest
@@ -166,6 +172,16 @@ mod tests {
         );
         assert!(r.bad);
         assert_eq!(r.to_string(), "[ALERT] System going down");
+
+        // The spelling of async-imap's EXAMINE and STATUS.
+        let r = from_said(
+            false,
+            r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: Old (0.001 + 0.000 secs).") }"#,
+        );
+        assert_eq!(
+            (r.code, r.text.as_str()),
+            (None, "Mailbox doesn't exist: Old (0.001 + 0.000 secs).")
+        );
 
         let r = from_said(false, "code: None, info: None");
         assert_eq!((r.code, r.text.as_str()), (None, ""));

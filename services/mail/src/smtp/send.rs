@@ -61,9 +61,16 @@ impl Sender {
         })
     }
 
-    /// A message from this sender, for the caller to address and fill.
+    /// A message from this sender, for the caller to address and fill: it already has its
+    /// `Message-ID` in the sender's domain (mail without one is junked by large providers).
     pub fn message(&self) -> MessageBuilder {
-        Message::builder().from(self.from.clone())
+        Message::builder()
+            .from(self.from.clone())
+            .message_id(Some(format!(
+                "<{}@{}>",
+                uuid::Uuid::new_v4().simple(),
+                self.domain()
+            )))
     }
 
     /// The domain of the sender's address: the right-hand side of the `Message-ID`s of its

@@ -1,13 +1,17 @@
 //! An IMAP failure in words a person reads. async-imap words a server's NO or BAD as program
-//! text (`code: None, info: Some("[AUTHENTICATIONFAILED] …")`) and an answer it could not parse
-//! as its parser's debug output (`Error(Error { input: [108, 111, …] })`); the mail layer
-//! passes those on. Here each becomes the server's own words, quoted and trimmed
-//! ([`mailroom_mail::one_line`]); whatever else the mail layer says is a sentence already and
-//! passes as it is.
+//! text (`code: None, info: Some("[AUTHENTICATIONFAILED] …")`, read back into the server's
+//! words by the mail layer's [`refusal`]) and an answer it could not parse as its parser's
+//! debug output (`Error(Error { input: [108, 111, …] })`, read back here). Either way the
+//! server's own words are quoted and trimmed ([`mailroom_mail::one_line`]); whatever else the
+//! mail layer says is a sentence already and passes as it is.
 
 use async_imap::error::{Error as ProtocolError, ParseError};
-use mailroom_mail::imap::ImapError;
+use mailroom_mail::imap::{refusal, ImapError, Refusal};
 use mailroom_mail::one_line;
+
+/// The most characters (or bytes) of a server's answer read back: `one_line` keeps fewer, and
+/// the answer a parser repeats may be long.
+const READ_BACK: usize = 400;
 
 /// `text` flattened onto one line, trimmed and bounded, in double quotes.
 pub(super) fn quoted(text: &str) -> String {
@@ -17,14 +21,14 @@ pub(super) fn quoted(text: &str) -> String {
 /// What went wrong with an IMAP login, in plain words.
 pub(super) fn imap(err: &ImapError) -> String {
     match err {
-        ImapError::LoginRefused(text) => match status_text(text) {
-            Some(words) => format!("the server said {}", quoted(&words)),
+        ImapError::LoginRefused(text) => match said(&refusal::from_said(false, text)) {
+            Some(words) => format!("the server said {words}"),
             None => "the server refused the login without a reason".to_owned(),
         },
         ImapError::LoginBad(text) => format!(
             "LOGIN was refused as a bad command{}; the server may want TLS first",
-            status_text(text)
-                .map(|words| format!(" ({})", quoted(&words)))
+            said(&refusal::from_said(true, text))
+                .map(|words| format!(" ({words})"))
                 .unwrap_or_default()
         ),
         ImapError::Login(err) => protocol(err),
@@ -34,30 +38,30 @@ pub(super) fn imap(err: &ImapError) -> String {
     }
 }
 
+/// A refusal's words (`[CODE] text`) quoted; `None` when the server gave none.
+fn said(refusal: &Refusal) -> Option<String> {
+    let words = refusal.to_string();
+    (!words.is_empty()).then(|| quoted(&words))
+}
+
 /// An async-imap failure in plain words.
 fn protocol(err: &ProtocolError) -> String {
+    if let Some(refused) = refusal::refusal(err) {
+        let verb = if refused.bad { "BAD" } else { "NO" };
+        return match said(&refused) {
+            Some(words) => format!("the server answered {verb} {words}"),
+            None => format!("the server answered {verb} without a reason"),
+        };
+    }
     match err {
-        ProtocolError::No(text) | ProtocolError::Bad(text) => {
-            let verb = if matches!(err, ProtocolError::No(_)) {
-                "NO"
-            } else {
-                "BAD"
-            };
-            match status_text(text) {
-                Some(words) => format!("the server answered {verb} {}", quoted(&words)),
-                None => format!("the server answered {verb} without a reason"),
-            }
-        }
         ProtocolError::Io(err) => io(err),
         ProtocolError::ConnectionLost => {
             "the connection closed before the server answered".to_owned()
         }
-        ProtocolError::Parse(ParseError::Invalid(bytes)) => {
-            not_imap(&String::from_utf8_lossy(bytes))
-        }
+        ProtocolError::Parse(ParseError::Invalid(bytes)) => not_imap(&lossy(bytes)),
         ProtocolError::Parse(ParseError::DataNotUtf8(bytes, _)) => format!(
             "the server sent text that is not UTF-8: {}",
-            quoted(&String::from_utf8_lossy(bytes))
+            quoted(&lossy(bytes))
         ),
         ProtocolError::Parse(_) => "the server's answer is not what IMAP expects here".to_owned(),
         // Never the character: it may be the password's.
@@ -76,9 +80,14 @@ fn io(err: &std::io::Error) -> String {
         return not_imap(&debug_string(line));
     }
     if let Some(bytes) = debug_bytes(&text) {
-        return not_imap(&String::from_utf8_lossy(&bytes));
+        return not_imap(&lossy(&bytes));
     }
     one_line(&text)
+}
+
+/// The start of `bytes` as text.
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(READ_BACK)]).into_owned()
 }
 
 fn not_imap(answer: &str) -> String {
@@ -89,37 +98,15 @@ fn not_imap(answer: &str) -> String {
     }
 }
 
-/// The server's words in async-imap's rendering of a tagged NO or BAD
-/// (`code: Some(Alert), info: Some("…")`), with a simple response code as IMAP writes it
-/// (`[ALERT] …`); `text` itself when it is not that rendering; `None` when no words are left.
-fn status_text(text: &str) -> Option<String> {
-    let words = match text.trim().strip_prefix("code: ") {
-        None => text.trim().to_owned(),
-        Some(rest) => {
-            let (code, info) = rest.split_once(", info: ").unwrap_or((rest, "None"));
-            let code = code
-                .strip_prefix("Some(")
-                .and_then(|c| c.strip_suffix(')'))
-                .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphabetic()))
-                .map(|c| format!("[{}] ", c.to_ascii_uppercase()))
-                .unwrap_or_default();
-            let info = info
-                .strip_prefix("Some(")
-                .map(debug_string)
-                .unwrap_or_default();
-            format!("{code}{info}")
-        }
-    };
-    let words = one_line(&words);
-    (!words.is_empty()).then_some(words)
-}
-
-/// The text of the Rust debug string literal `text` starts with (`"a \"b\""` → `a "b"`); one
-/// cut short (no closing quote) to its end.
+/// The text of the Rust debug string literal `text` starts with (`"a \"b\""` → `a "b"`), at
+/// most [`READ_BACK`] characters of it; one cut short (no closing quote) to its end.
 fn debug_string(text: &str) -> String {
     let mut chars = text.strip_prefix('"').unwrap_or(text).chars();
     let mut out = String::new();
     while let Some(c) = chars.next() {
+        if out.len() >= READ_BACK {
+            break;
+        }
         match c {
             '"' => break,
             '\\' => match chars.next() {
@@ -156,6 +143,7 @@ fn debug_bytes(text: &str) -> Option<Vec<u8>> {
     let bytes: Vec<u8> = list
         .split(',')
         .map_while(|n| n.trim().parse::<u8>().ok())
+        .take(READ_BACK)
         .collect();
     (!bytes.is_empty()).then_some(bytes)
 }
@@ -188,11 +176,16 @@ mod tests {
             imap(&plain),
             r#"the server said "[AUTHENTICATIONFAILED] no""#
         );
-        // Cut short by the mail layer's bound: the words up to the cut.
-        let cut = ImapError::LoginBad(r#"code: None, info: Some("Error in IMAP command…"#.into());
+        let bad = ImapError::LoginBad("Error in IMAP command".into());
         assert_eq!(
-            imap(&cut),
-            r#"LOGIN was refused as a bad command ("Error in IMAP command…"); the server may want TLS first"#
+            imap(&bad),
+            r#"LOGIN was refused as a bad command ("Error in IMAP command"); the server may want TLS first"#
+        );
+        assert_eq!(
+            imap(&ImapError::StartTls(ProtocolError::No(
+                r#"code: None, info: Some("not now")"#.into()
+            ))),
+            r#"the server refused STARTTLS: the server answered NO "not now""#
         );
     }
 
@@ -230,5 +223,7 @@ mod tests {
             "a \"b\" \\ \u{1b}c"
         );
         assert_eq!(debug_string(r#""unclosed"#), "unclosed");
+        let long = format!("\"{}\"", "x".repeat(10_000));
+        assert_eq!(debug_string(&long).len(), READ_BACK);
     }
 }

@@ -34,7 +34,14 @@ impl Engine {
         } else {
             "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
         };
-        let status = self.io(session.status(&folder.name, items)).await?;
+        // Not async-imap's STATUS, which loses the answer for a name with quotes or backslashes.
+        let status = self
+            .io(mailroom_mail::imap::status::status(
+                session,
+                &folder.name,
+                items,
+            ))
+            .await?;
         let cp = Checkpoint {
             uid_validity: status.uid_validity.unwrap_or(0),
             uid_next: status.uid_next.unwrap_or(0),
