@@ -101,7 +101,9 @@ fn check_domain(input: &str, domain: &str) {
     assert!(
         domain.is_ascii()
             && domain.len() <= 253
-            && !domain.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace()),
+            && !domain
+                .chars()
+                .any(|c| c.is_ascii_uppercase() || c.is_whitespace()),
         "{input:?} gave the domain {domain:?}"
     );
     assert_eq!(

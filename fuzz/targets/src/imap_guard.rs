@@ -46,7 +46,11 @@ const COMMANDS: [Option<&str>; 5] = [
 
 pub fn imap_guard(data: &[u8]) {
     let (command, seed, answer) = match data {
-        [command, seed, rest @ ..] => (COMMANDS[usize::from(*command) % COMMANDS.len()], *seed, rest),
+        [command, seed, rest @ ..] => (
+            COMMANDS[usize::from(*command) % COMMANDS.len()],
+            *seed,
+            rest,
+        ),
         _ => (COMMANDS[0], 0, data),
     };
     let reads = split(answer, seed);
@@ -111,7 +115,11 @@ fn check_scan_splits(
     verdict: Option<(usize, LimitExceeded)>,
 ) {
     let whole = scanner(command).feed(answer).err();
-    assert_eq!(whole, verdict.map(|(_, e)| e), "one read and byte by byte disagree");
+    assert_eq!(
+        whole,
+        verdict.map(|(_, e)| e),
+        "one read and byte by byte disagree"
+    );
     let mut scanner = scanner(command);
     let mut start = 0;
     for read in reads {
@@ -127,7 +135,10 @@ fn check_scan_splits(
         }
         start += read.len();
     }
-    assert_eq!(verdict, None, "byte by byte failed where split reads did not");
+    assert_eq!(
+        verdict, None,
+        "byte by byte failed where split reads did not"
+    );
 }
 
 /// Reads the answer through [`Guarded`]; what it handed over, read by read.
@@ -186,7 +197,11 @@ fn check_guarded(
                 "the guard handed over bytes of the read that passed a limit, or lost some before it"
             );
             let after = after.expect("a read after a failure succeeded");
-            assert_eq!(LimitExceeded::of(&after), Some(limit), "the failure did not stick");
+            assert_eq!(
+                LimitExceeded::of(&after),
+                Some(limit),
+                "the failure did not stick"
+            );
         }
     }
     handed
@@ -254,7 +269,11 @@ fn well_formed_passes(bytes: &[u8], seed: u8) {
     answer.extend_from_slice(b"* 2 EXISTS\r\na1 OK done\r\n");
     let command = COMMANDS[0];
     let reads = split(&answer, seed);
-    assert_eq!(scan_bytewise(command, &answer), None, "a well-formed answer was refused");
+    assert_eq!(
+        scan_bytewise(command, &answer),
+        None,
+        "a well-formed answer was refused"
+    );
     let handed = check_guarded(command, &reads, None);
     let mut parsed = 0;
     let mut rest = &handed.concat()[..];
@@ -313,7 +332,11 @@ impl AsyncRead for Server {
 }
 
 impl AsyncWrite for Server {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
 

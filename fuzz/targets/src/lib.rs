@@ -27,8 +27,11 @@ pub use imap_guard::imap_guard;
 pub use list_filter::list_filter;
 pub use page_token::page_token;
 
+/// A target's body: the fuzzer's bytes in, a panic when a property does not hold.
+pub type Target = fn(&[u8]);
+
 /// Every target by its cargo-fuzz name (the corpus directory's name).
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("list_filter", list_filter),
     ("address", address),
     ("envelope", envelope),

@@ -34,7 +34,8 @@ pub fn list_filter(data: &[u8]) {
         Ok(Some(cond)) => {
             let sql = render(&cond);
             assert!(
-                sql.bytes().all(|b| b.is_ascii_alphanumeric() || b" _()=<>$,.@:[]*-".contains(&b)),
+                sql.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b" _()=<>$,.@:[]*-".contains(&b)),
                 "a character outside the SQL fragments reached the SQL text: {sql}"
             );
             let blank = render(&blanked(&cond));

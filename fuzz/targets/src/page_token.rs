@@ -44,8 +44,16 @@ fn forged(key: &PageTokenKey, token: &str) {
         assert_eq!(as_value, Ok(None));
         assert_eq!(as_position, Ok(None));
     } else {
-        assert_eq!(as_value, Err(AipError::PageToken), "a forged token was accepted: {token:?}");
-        assert_eq!(as_position, Err(AipError::PageToken), "a forged token was accepted: {token:?}");
+        assert_eq!(
+            as_value,
+            Err(AipError::PageToken),
+            "a forged token was accepted: {token:?}"
+        );
+        assert_eq!(
+            as_position,
+            Err(AipError::PageToken),
+            "a forged token was accepted: {token:?}"
+        );
     }
     // Legacy tokens are not signed (a caller can write one): decoding must not panic, and
     // what decodes encodes back to a token that decodes the same.
@@ -59,7 +67,10 @@ fn signed(key: &PageTokenKey, query: &str, position: &Position, choice: u8) {
     let token = key.encode(query, position);
     if token.len() > MAX_TOKEN_LEN {
         // Too long to be accepted back: refused, not decoded.
-        assert_eq!(key.decode::<Position>(query, &token), Err(AipError::PageToken));
+        assert_eq!(
+            key.decode::<Position>(query, &token),
+            Err(AipError::PageToken)
+        );
         return;
     }
     assert_eq!(
@@ -69,7 +80,11 @@ fn signed(key: &PageTokenKey, query: &str, position: &Position, choice: u8) {
     );
     let refused = |query: &str, token: &str, what: &str| {
         let decoded = key.decode::<Position>(query, token);
-        assert_eq!(decoded, Err(AipError::PageToken), "{what} was accepted: {token:?}");
+        assert_eq!(
+            decoded,
+            Err(AipError::PageToken),
+            "{what} was accepted: {token:?}"
+        );
     };
     refused(&format!("{query}\0"), &token, "a token for another query");
     if let Some((last, _)) = query.char_indices().last() {

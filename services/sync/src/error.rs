@@ -98,6 +98,7 @@ fn setting_of(limit: &LimitExceeded) -> &'static str {
         LimitExceeded::Literal { .. } => "MAILROOM_SYNC__MAX_LITERAL_BYTES",
         LimitExceeded::Responses { .. } => "MAILROOM_SYNC__MAX_RESPONSES_PER_COMMAND",
         LimitExceeded::Deadline { .. } => "MAILROOM_SYNC__COMMAND_DEADLINE_SECS",
+        LimitExceeded::StatusText => "none: the server does not speak IMAP here",
     }
 }
 
@@ -114,6 +115,7 @@ impl SyncFailure {
     pub fn over_limit(limit: LimitExceeded) -> Self {
         let kind = match limit {
             LimitExceeded::Deadline { .. } => FailureKind::Timeout,
+            LimitExceeded::StatusText => FailureKind::Protocol,
             _ => FailureKind::Limit,
         };
         Self::new(

@@ -72,6 +72,10 @@ pub enum LimitExceeded {
     Kept { limit: u64, command: &'static str },
     #[error("the server did not finish answering one command within {} s", .after.as_secs())]
     Deadline { after: Duration },
+    /// A status line whose text right after its `[code]` starts with a byte above 0x7F:
+    /// the IMAP parser under async-imap (imap-proto 0.17) panics on it (found by fuzzing).
+    #[error("the server sent a status line whose text after its response code is not IMAP text")]
+    StatusText,
 }
 
 impl LimitExceeded {
@@ -84,6 +88,7 @@ impl LimitExceeded {
             LimitExceeded::Responses { .. } => "responses",
             LimitExceeded::Kept { .. } => "kept",
             LimitExceeded::Deadline { .. } => "deadline",
+            LimitExceeded::StatusText => "status-text",
         }
     }
 
@@ -210,6 +215,10 @@ pub struct FrameScanner {
     command: Option<CommandClass>,
     responses: u64,
     kept_bytes: u64,
+    /// The line's first `]` was seen (the end of a status line's response code) …
+    bracket_seen: bool,
+    /// … and was the byte just before this one.
+    after_bracket: bool,
 }
 
 impl FrameScanner {
@@ -226,6 +235,8 @@ impl FrameScanner {
             command: None,
             responses: 0,
             kept_bytes: 0,
+            bracket_seen: false,
+            after_bracket: false,
         }
     }
 
@@ -264,6 +275,8 @@ impl FrameScanner {
                         self.line_bytes = 0;
                         self.literal_bytes = 0;
                         self.marker = Marker::None;
+                        self.bracket_seen = false;
+                        self.after_bracket = false;
                     }
                     if self.head_len < self.head.len() && self.literal_bytes == 0 {
                         self.head[self.head_len] = b;
@@ -276,6 +289,14 @@ impl FrameScanner {
                         });
                     }
                     self.count_kept(1)?;
+                    if std::mem::take(&mut self.after_bracket) && b >= 0x80 && self.is_status_line()
+                    {
+                        return Err(LimitExceeded::StatusText);
+                    }
+                    if b == b']' && !self.bracket_seen && self.literal_bytes == 0 {
+                        self.bracket_seen = true;
+                        self.after_bracket = true;
+                    }
                     if b == b'\n' {
                         self.line_end()?;
                     } else {
@@ -288,8 +309,20 @@ impl FrameScanner {
     }
 
     fn line_end(&mut self) -> Result<(), LimitExceeded> {
-        let announced = self.marker.literal().filter(|_| self.may_have_literals());
+        let marker = self.marker.literal();
+        let announced = marker.filter(|_| self.may_have_literals());
         self.marker = Marker::None;
+        // A status line cannot carry a literal by the grammar, but the parser under
+        // async-imap reads one inside a response code (`NO [BADCHARSET ({99999999}`) and sizes
+        // its buffer for it (found by fuzzing): its size is held to the same limit.
+        if let (None, Some(size)) = (announced, marker) {
+            if size > self.limits.max_literal_bytes {
+                return Err(LimitExceeded::Literal {
+                    size,
+                    limit: self.limits.max_literal_bytes,
+                });
+            }
+        }
         match announced {
             Some(size) => {
                 let total = self.literal_bytes.saturating_add(size);
@@ -325,6 +358,23 @@ impl FrameScanner {
             self.kept_bytes = 0;
         }
         Ok(())
+    }
+
+    /// Whether the line is a status response, a tagged line (whatever its tag's length) or a
+    /// continuation — every line but untagged data (`* 3 FETCH`, `* LIST`), whose text after
+    /// a response code the parser slices by one byte.
+    fn is_status_line(&self) -> bool {
+        let head = &self.head[..self.head_len];
+        let Some(rest) = head.strip_prefix(b"* ") else {
+            return true;
+        };
+        let word = rest
+            .split(|b| *b == b' ' || *b == b'[' || *b == b'\r')
+            .next()
+            .unwrap_or_default();
+        ["OK", "NO", "BAD", "BYE", "PREAUTH"]
+            .iter()
+            .any(|s| word.eq_ignore_ascii_case(s.as_bytes()))
     }
 
     fn is_untagged(&self) -> bool {
@@ -797,5 +847,39 @@ mod tests {
         guarded.write_all(b"DONE\r\n").await.unwrap();
         let err = guarded.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// Found by fuzzing: imap-proto 0.17 slices a status line's text after its `[code]` by one
+    /// byte and panics when that byte starts a multi-byte character. The guard refuses such a
+    /// line before async-imap parses it; data lines with `]` before 8-bit text pass.
+    #[test]
+    fn a_status_line_with_8_bit_text_right_after_its_code_is_refused() {
+        for line in [
+            &b"* OK [ALERT]\xff Ah\r\n"[..],
+            b"a1 NO [TRYCREATE]\xc3\xa9\r\n",
+            b"averyveryverylongtag OK [X]\xe2\x82\xac\r\n",
+            b"+ [X]\xff\r\n",
+        ] {
+            let mut scanner = FrameScanner::new(ReadLimits::default());
+            assert_eq!(
+                scanner.feed(line),
+                Err(LimitExceeded::StatusText),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        for line in [
+            &b"* OK [ALERT] \xff fine after a space\r\n"[..],
+            b"* 1 FETCH (UID 1 ENVELOPE (\"d\" \"[tag]\xc3\xa9\"))\r\n",
+            b"* LIST () \"/\" \"a]\xc3\xa9\"\r\n",
+        ] {
+            let mut scanner = FrameScanner::new(ReadLimits::default());
+            assert_eq!(
+                scanner.feed(line),
+                Ok(()),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 }
