@@ -329,7 +329,10 @@ async fn a_hundred_million_uids_end_at_the_messages_limit() {
     let engine = engine(&pool, |limits| limits.max_messages_per_mailbox = 100_000);
     let server = HostileImap::start(Attack::Uids { count: 100_000_000 }).await;
     let outcome = attack(&server, &engine).await;
-    outcome.print("a hundred million UIDs (UID FETCH, limit 100,000)", server.streamed());
+    outcome.print(
+        "a hundred million UIDs (UID FETCH, limit 100,000)",
+        server.streamed(),
+    );
     assert_clear(
         outcome.failure(),
         FailureKind::Limit,
