@@ -209,7 +209,8 @@ fn check_guarded(
 
 /// Feeds what the guard handed over to imap-proto the way async-imap does: append each read,
 /// parse responses off the front while whole ones are there. async-imap sizes its buffer for
-/// what the parser says it needs; neither that nor what it holds may pass one response.
+/// what the parser says it needs and holds a response whole until it parses: neither that
+/// size, nor what it holds, nor a response it parses may pass one response's limits.
 fn check_parser_is_bounded(handed: &[Vec<u8>]) {
     let mut held: Vec<u8> = Vec::new();
     for read in handed {
@@ -221,6 +222,12 @@ fn check_parser_is_bounded(handed: &[Vec<u8>]) {
                     if used == 0 {
                         break;
                     }
+                    assert!(
+                        used as u64 <= ONE_RESPONSE,
+                        "async-imap held a response of {used} bytes (one response is at most \
+                         {ONE_RESPONSE}), all let through by the guard: {:?}",
+                        String::from_utf8_lossy(&held[..used.min(300)])
+                    );
                     held.drain(..used);
                 }
                 Err(nom::Err::Incomplete(nom::Needed::Size(more))) => {

