@@ -309,20 +309,13 @@ impl FrameScanner {
     }
 
     fn line_end(&mut self) -> Result<(), LimitExceeded> {
-        let marker = self.marker.literal();
-        let announced = marker.filter(|_| self.may_have_literals());
+        // A `{N}` at the end of any line announces a literal of the same response, as the
+        // parser under async-imap reads it — a status line's response code included
+        // (`NO [BADCHARSET ({900}` … `{900}` …), which the grammar does not allow but the
+        // parser takes (found by fuzzing). So the framing here is the parser's, and every
+        // literal of one response counts toward one limit.
+        let announced = self.marker.literal();
         self.marker = Marker::None;
-        // A status line cannot carry a literal by the grammar, but the parser under
-        // async-imap reads one inside a response code (`NO [BADCHARSET ({99999999}`) and sizes
-        // its buffer for it (found by fuzzing): its size is held to the same limit.
-        if let (None, Some(size)) = (announced, marker) {
-            if size > self.limits.max_literal_bytes {
-                return Err(LimitExceeded::Literal {
-                    size,
-                    limit: self.limits.max_literal_bytes,
-                });
-            }
-        }
         match announced {
             Some(size) => {
                 let total = self.literal_bytes.saturating_add(size);
@@ -379,21 +372,6 @@ impl FrameScanner {
 
     fn is_untagged(&self) -> bool {
         matches!(self.head.first(), Some(b'*' | b'+')) && self.head_len > 0
-    }
-
-    /// Untagged data lines may carry literals; status lines and continuations do not.
-    fn may_have_literals(&self) -> bool {
-        let head = &self.head[..self.head_len];
-        let Some(rest) = head.strip_prefix(b"* ") else {
-            return false;
-        };
-        let word = rest
-            .split(|b| *b == b' ' || *b == b'\r' || *b == b'[')
-            .next()
-            .unwrap_or_default();
-        !["OK", "NO", "BAD", "BYE", "PREAUTH"]
-            .iter()
-            .any(|s| word.eq_ignore_ascii_case(s.as_bytes()))
     }
 
     fn count_kept(&mut self, n: u64) -> Result<(), LimitExceeded> {
