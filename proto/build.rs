@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut files = Vec::new();
     collect_protos(&root.join("mailroom"), &mut files)?;
     files.sort();
+    // The directory too, so that a `.proto` file added later (not yet listed below) is built.
+    println!("cargo:rerun-if-changed={}", root.join("mailroom").display());
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -1,10 +1,14 @@
 """A real SMTP server (aiosmtpd) for tests that need one the shared sink is not: it refuses
 recipients whose local part starts with `refuse` (550, as a server that does not know the
-address answers) and keeps everything else in a maildir.
+address answers) and keeps everything else in a maildir. A message to a recipient whose local
+part starts with `slowN` (`slow6-ann@x.test`) is kept at once, but the server answers its DATA
+only N seconds later: a slow relay.
 
     python smtp_server.py PORT MAILDIR
 """
+import asyncio
 import mailbox
+import re
 import sys
 import time
 
@@ -23,6 +27,9 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         self.box.add(envelope.original_content)
+        delay = max((int(m.group(1)) for m in (re.match(r"slow(\d+)", a.lower()) for a in envelope.rcpt_tos) if m), default=0)
+        if delay:
+            await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
 

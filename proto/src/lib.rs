@@ -41,3 +41,11 @@ pub mod events {
         tonic::include_proto!("mailroom.events.v1");
     }
 }
+
+/// Operations on a service's event path (dead letters, parked outbox events), hosted by
+/// every service for the operator.
+pub mod ops {
+    pub mod v1 {
+        tonic::include_proto!("mailroom.ops.v1");
+    }
+}

@@ -10,6 +10,7 @@
 //! private tansu for tests that stop and restart the broker.
 
 pub mod bench;
+pub mod chaos;
 pub mod hostile_imap;
 pub mod mailstore;
 pub mod recording_listener;
@@ -1191,6 +1192,11 @@ pub mod access {
                     Err(s) => panic!("write relationships: {s:?}"),
                 }
             }
+        }
+
+        /// The platform settings this app's services start with.
+        pub fn platform(&self) -> &mailroom_platform::config::PlatformConfig {
+            &self.platform
         }
 
         /// The URL of this app's own database.

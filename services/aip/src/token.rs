@@ -52,6 +52,14 @@ impl PageTokenKey {
         Self::new(&mac.finalize().into_bytes())
     }
 
+    /// The key for `purpose` derived from a secret in the service's configuration, the same on
+    /// every replica; `None` when that secret is empty. No key is ever made up instead: a key of
+    /// one replica's own would refuse every other replica's tokens, so a service without a
+    /// configured secret refuses to start.
+    pub fn from_configured(secret: &[u8], purpose: &str) -> Option<Self> {
+        (!secret.is_empty()).then(|| Self::derived_from(secret, purpose))
+    }
+
     fn tag(&self, query: &str, body: &[u8]) -> Vec<u8> {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(&(query.len() as u64).to_be_bytes());
@@ -144,6 +152,15 @@ mod tests {
                 Err(AipError::PageToken)
             );
         }
+    }
+
+    #[test]
+    fn configured_keys_agree_across_replicas_and_none_is_made_up() {
+        let one = PageTokenKey::from_configured(b"shared", "sync messages").unwrap();
+        let other = PageTokenKey::from_configured(b"shared", "sync messages").unwrap();
+        let token = one.encode("q", &7);
+        assert_eq!(other.decode::<i32>("q", &token).unwrap(), Some(7));
+        assert!(PageTokenKey::from_configured(b"", "sync messages").is_none());
     }
 
     #[test]

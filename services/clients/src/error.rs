@@ -84,12 +84,15 @@ pub enum PeerError {
         code: tonic::Code,
         message: String,
     },
-    /// The peer gave no usable answer.
+    /// The peer gave no usable answer. `status` is kept as the source, so a consumer that
+    /// classifies failures sees a peer that was down (retried) apart from one that failed.
     #[error("{peer} did not answer ({code:?}: {message})")]
     Unavailable {
         peer: Peer,
         code: tonic::Code,
         message: String,
+        #[source]
+        status: tonic::Status,
     },
     /// The peer answered, but has not heard yet of what was asked about: it learns of it from
     /// events, a moment after it was made. Retrying shortly helps.
@@ -110,6 +113,7 @@ impl PeerError {
                 peer,
                 code,
                 message,
+                status: status.clone(),
             },
             kind => PeerError::Refused {
                 peer,
@@ -189,5 +193,14 @@ mod tests {
             "access control did not answer (Internal: boom)"
         );
         assert_eq!(failed.peer(), Peer::Access);
+    }
+
+    #[test]
+    fn a_consumer_retries_a_peer_that_was_down_and_gives_up_on_one_that_failed() {
+        use mailroom_platform::consumer::{classify, Class};
+        let down = PeerError::from_status(Peer::Access, &tonic::Status::unavailable("restarting"));
+        assert_eq!(classify(&anyhow::Error::new(down)), Class::Transient);
+        let failed = PeerError::from_status(Peer::Access, &tonic::Status::internal("boom"));
+        assert_eq!(classify(&anyhow::Error::new(failed)), Class::Unknown);
     }
 }

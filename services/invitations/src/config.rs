@@ -41,6 +41,11 @@ pub struct InvitationsConfig {
     /// The first retry's delay; each next one doubles, with jitter, up to ten minutes.
     #[serde(default = "default_retry_ms")]
     pub delivery_retry_ms: u64,
+    /// How long a mail claimed by one replica is left to it before another may take it. The
+    /// sender renews the claim while it sends, so a slow server never sees a second mail;
+    /// a replica that dies mid-send frees its mail after this long.
+    #[serde(default = "default_lease_ms")]
+    pub delivery_lease_ms: u64,
     /// How often expiry is applied (and unfinished invitations finished).
     #[serde(default = "default_sweep_ms")]
     pub sweep_interval_ms: u64,
@@ -114,6 +119,9 @@ fn default_attempts() -> i32 {
 fn default_retry_ms() -> u64 {
     30_000
 }
+fn default_lease_ms() -> u64 {
+    120_000
+}
 fn default_sweep_ms() -> u64 {
     30_000
 }
@@ -159,6 +167,7 @@ impl Default for InvitationsConfig {
             delivery_concurrency: default_concurrency(),
             delivery_attempts: default_attempts(),
             delivery_retry_ms: default_retry_ms(),
+            delivery_lease_ms: default_lease_ms(),
             sweep_interval_ms: default_sweep_ms(),
             invites_per_inviter_per_hour: default_per_inviter(),
             invites_per_org_per_hour: default_per_org(),

@@ -1,15 +1,20 @@
 //! Sending invitation mail. The queue is the `invitations` table itself: a row whose
 //! `delivery_state` is `queued` is due at `next_attempt_at`. A sender claims due rows with
 //! `FOR UPDATE SKIP LOCKED` (so replicas share the work and never send one row twice at once),
-//! pushes their time out by a lease, gives each a fresh link secret, sends over the pooled
-//! SMTP transport, and records the outcome with its event:
+//! pushes their time out by a lease (`delivery_lease_ms`), gives each a fresh link secret, sends
+//! over the pooled SMTP transport, and records the outcome with its event. The lease is renewed
+//! every third of its length until the outcome is recorded, and once more just before each
+//! mail goes out (a row that is no longer this sender's is not sent): a server slower than the
+//! lease never sees a second mail, and the link in the first stays the one that works.
+//! Outcomes:
 //! - accepted by the server: `sent`, `InvitationSent`;
 //! - refused for good (5xx): the invitation is FAILED with the server's answer, `InvitationFailed`;
 //! - anything else (4xx, server down, timeout): tried again later, doubling the delay with
 //!   jitter, until the attempts run out, then FAILED likewise.
 //!
-//! A sender that dies mid-send leaves the row to come due again when its lease runs out; the
-//! invitee may then get the mail twice, and only the later link works.
+//! A sender that dies mid-send (or cannot reach the database to renew for a whole lease) leaves
+//! the row to come due again when its lease runs out; the invitee may then get the mail twice,
+//! and only the later link works.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use futures::StreamExt;
 use mailroom_platform::outbox::EventActor;
 use mailroom_types::{InvitationId, OrgId};
 use rand::Rng;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Kind, Locale};
@@ -33,8 +39,9 @@ use crate::token;
 /// Invitation mails by `outcome`: sent, failed (for good), deferred (tried again later).
 pub const MAIL_SENT: &str = "mailroom_invitation_mail_total";
 
-/// How long a claimed row is left alone before another sender may take it.
-const LEASE: Duration = Duration::from_secs(120);
+/// A round's claims still held: each row with the hash of the link its mail carries.
+type Held = Mutex<HashMap<InvitationId, Vec<u8>>>;
+
 /// The longest wait between two attempts.
 const MAX_DELAY: Duration = Duration::from_secs(600);
 
@@ -49,8 +56,8 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         let concurrency = self.invitations.config.delivery_concurrency.max(1);
         loop {
-            // Two rows per sender at a time, so a claimed row is sent well within its lease
-            // even when the server is slow.
+            // Two rows per sender at a time: the second is ready when the first is sent (the
+            // round renews the claims of both while it sends).
             match self.round(concurrency * 2, concurrency).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
@@ -68,8 +75,9 @@ impl Sender {
 
     /// One claim of up to `batch` due rows, sent `concurrency` at a time. Returns how many.
     pub async fn round(&self, batch: usize, concurrency: usize) -> Result<usize> {
+        let lease = self.lease();
         let rows =
-            store::mail_queue::claim_due(&self.invitations.pool, batch as i64, LEASE).await?;
+            store::mail_queue::claim_due(&self.invitations.pool, batch as i64, lease).await?;
         let n = rows.len();
         if n == 0 {
             return Ok(0);
@@ -88,31 +96,89 @@ impl Sender {
         let ids: Vec<InvitationId> = rows.iter().map(|r| r.id).collect();
         let hashes: Vec<Vec<u8>> = secrets.iter().map(|t| t.hash.clone()).collect();
         let armed = store::mail_queue::arm(&self.invitations.pool, &ids, &hashes).await?;
+        // The claims this round still holds, renewed until each mail's outcome is recorded:
+        // however slow the server, no other sender takes a row this one is sending.
+        let held: Held = Mutex::new(
+            ids.iter()
+                .zip(&hashes)
+                .filter(|(id, _)| armed.contains(id))
+                .map(|(id, hash)| (*id, hash.clone()))
+                .collect(),
+        );
         let wording = &wording;
+        let held = &held;
         let work = rows
             .into_iter()
             .zip(secrets)
             .filter(|(row, _)| armed.contains(&row.id));
-        futures::stream::iter(work)
-            .for_each_concurrent(concurrency, |(row, secret)| async move {
+        let sending = futures::stream::iter(work).for_each_concurrent(
+            concurrency,
+            |(row, secret)| async move {
                 let key = (row.org_id, purpose(row.kind()), row.locale());
                 if let Some(template) = wording.get(&key) {
-                    if let Err(err) = self.deliver(row, secret.secret, template).await {
+                    if let Err(err) = self.deliver(row, secret.secret, template, held).await {
                         tracing::warn!(error = %err, "an invitation's delivery outcome could not be recorded; it is tried again after its lease");
                     }
                 }
-            })
-            .await;
+            },
+        );
+        tokio::select! {
+            _ = sending => {}
+            _ = self.keep_claims(held, lease) => {}
+        }
         Ok(n)
+    }
+
+    /// Renews the round's claims every third of `lease` while it sends (never returns).
+    async fn keep_claims(&self, held: &Held, lease: Duration) {
+        let every = (lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            // Held while renewing: a mail's outcome is recorded only after its claim has left
+            // the set, so a renewal never lands after (and undoes) a deferral.
+            let claims = held.lock().await;
+            if claims.is_empty() {
+                continue;
+            }
+            let (ids, hashes): (Vec<InvitationId>, Vec<Vec<u8>>) =
+                claims.iter().map(|(id, h)| (*id, h.clone())).unzip();
+            if let Err(err) =
+                store::mail_queue::renew(&self.invitations.pool, &ids, &hashes, lease).await
+            {
+                tracing::warn!(error = %err, "invitation mail claims could not be renewed; another replica may take them when they run out");
+            }
+        }
+    }
+
+    /// How long a claimed row is left alone before another sender may take it.
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.invitations.config.delivery_lease_ms.max(1_000))
     }
 
     #[tracing::instrument(skip_all, fields(invitation = %row.id))]
     /// Sends one armed mail and records the outcome, only if the row still carries the
     /// secret this mail does: a resend, approval or another sender meanwhile re-armed it, and
     /// its own mail is what counts.
-    async fn deliver(&self, row: InvitationRow, secret: String, template: &Template) -> Result<()> {
+    async fn deliver(
+        &self,
+        row: InvitationRow,
+        secret: String,
+        template: &Template,
+        held: &Held,
+    ) -> Result<()> {
         let pool = &self.invitations.pool;
         let hash = token::hash(&secret);
+        // Still this sender's, renewed just before it goes out: a row another sender took
+        // (this claim ran out) or a resend re-armed, or that was revoked or accepted since, is
+        // not sent from here.
+        let ours =
+            store::mail_queue::renew(pool, &[row.id], std::slice::from_ref(&hash), self.lease())
+                .await
+                .map(|renewed| renewed.contains(&row.id));
+        if !matches!(ours, Ok(true)) {
+            held.lock().await.remove(&row.id);
+            return ours.map(|_| ());
+        }
         let link = self.invitations.accept_link(&secret);
         let mail = templates::render(
             template,
@@ -126,6 +192,7 @@ impl Sender {
             row.locale(),
         );
         let outcome = self.mailer.send(&row.email, &mail.subject, mail.body).await;
+        held.lock().await.remove(&row.id);
         let attempts = row.attempts + 1;
         let max = self.invitations.config.delivery_attempts.max(1);
         let mut tx = pool.begin().await?;

@@ -100,8 +100,11 @@ impl Invitations {
         Ok(row)
     }
 
-    /// Makes the invitee's INVITED user ACTIVE. Single use: the row stays locked while
-    /// identity is asked, so two tabs submitting at once cannot both succeed. A registration
+    /// Makes the invitee's INVITED user ACTIVE. Single use, and holding no lock while identity
+    /// answers: the invitation is claimed for the acceptance under its row lock for a moment
+    /// ([`store::claim_acceptance`]), identity is asked with nothing held, and the answer is
+    /// recorded in a transaction of its own. A second acceptance meanwhile is told to wait (and
+    /// identity activates an INVITED user once only, whatever reaches it). A registration
     /// through a link, whose address this confirms, gets its user and its seat first
     /// ([`Self::admit_confirmed`]).
     #[tracing::instrument(skip_all)]
@@ -109,6 +112,24 @@ impl Invitations {
         &self,
         req: pb::AcceptInvitationRequest,
     ) -> Result<(InvitationRow, ipb::User)> {
+        let row = self.claim_for_acceptance(&req).await?;
+        let accepted = self.accept_claimed(&row, req).await;
+        if accepted.is_err() {
+            // Recorded answers cleared the claim themselves; otherwise it goes now (or runs
+            // out by itself if the database does not answer).
+            if let Err(err) = store::release_acceptance(&self.pool, row.id).await {
+                tracing::warn!(error = %err, invitation = %row.id, "an acceptance's claim was not released; it runs out by itself");
+            }
+        }
+        accepted
+    }
+
+    /// Checks the link under the invitation's lock and claims the invitation for this
+    /// acceptance; commits at once.
+    async fn claim_for_acceptance(
+        &self,
+        req: &pb::AcceptInvitationRequest,
+    ) -> Result<InvitationRow> {
         let mut tx = self.pool.begin().await?;
         let row = self.by_secret(&mut tx, &req.token).await?;
         if let Some(err) = unusable(&row) {
@@ -119,9 +140,32 @@ impl Invitations {
                 "`first_name` is required: how should your colleagues see you?".into(),
             ));
         }
-        let admitted_now = row.awaits_confirmation();
-        if admitted_now {
-            self.admit_confirmed(&mut tx, &row).await?;
+        if store::being_accepted(&mut *tx, row.id).await? {
+            return Err(being_accepted());
+        }
+        if row.awaits_confirmation() {
+            self.check_link_uses(&mut tx, &row).await?;
+        }
+        store::claim_acceptance(&mut *tx, row.id, ACCEPTANCE_HOLD).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Identity's part of an acceptance claimed by [`Self::claim_for_acceptance`], and its
+    /// outcome recorded.
+    async fn accept_claimed(
+        &self,
+        row: &InvitationRow,
+        req: pb::AcceptInvitationRequest,
+    ) -> Result<(InvitationRow, ipb::User)> {
+        if row.awaits_confirmation() {
+            // The user is made and holds the seat from here on, recorded at once: the person
+            // trying again with the same link (should activation fail below) is not asked for a
+            // second one (identity would admit the same user id once anyway), and the
+            // registration's expiry removes that user if they never do. Admitted, it counts as
+            // one of the link's uses (`LinkRow::uses`), so no other confirmation takes that use
+            // while this one is retried.
+            self.admit_confirmed(row).await?;
         }
         let activated = self
             .identity
@@ -134,59 +178,68 @@ impl Invitations {
             })
             .await
             .map_err(InvitationError::from);
-        let user =
-            match activated {
-                Ok(user) => user,
-                // Identity says the user is no longer INVITED (an earlier answer was lost, say):
-                // whatever happened, this link is spent.
-                Err(InvitationError::FailedPrecondition(reason)) => {
-                    let row = mark_accepted(&mut tx, row.id).await?;
-                    tx.commit().await?;
-                    return Err(InvitationError::LinkNotUsable(format!(
-                        "{reason}; sign in with {}",
-                        row.email
-                    )));
-                }
-                Err(InvitationError::NotFound(_)) => return Err(InvitationError::LinkNotUsable(
-                    "this invitation has ended (its account no longer exists); ask for a new one"
-                        .into(),
-                )),
-                Err(other) => {
-                    if admitted_now {
-                        // The user is made and holds the seat: recorded, so the person trying
-                        // again with the same link is not asked for a second one (identity
-                        // would admit the same user id once anyway), and the registration's
-                        // expiry removes that user if they never do. Admitted, it counts as one
-                        // of the link's uses (`LinkRow::uses`), so no other confirmation takes
-                        // that use while this one is retried.
-                        tx.commit().await?;
-                    }
-                    return Err(other);
-                }
-            };
-        let row = mark_accepted(&mut tx, row.id).await?;
-        tx.commit().await?;
-        Ok((row, user))
+        match activated {
+            Ok(user) => Ok((self.record_accepted(row).await?, user)),
+            // Identity says the user is no longer INVITED (an earlier answer was lost, say):
+            // whatever happened, this link is spent.
+            Err(InvitationError::FailedPrecondition(reason)) => {
+                let row = self.record_accepted(row).await?;
+                Err(InvitationError::LinkNotUsable(format!(
+                    "{reason}; sign in with {}",
+                    row.email
+                )))
+            }
+            Err(InvitationError::NotFound(_)) => Err(InvitationError::LinkNotUsable(
+                "this invitation has ended (its account no longer exists); ask for a new one"
+                    .into(),
+            )),
+            Err(other) => Err(other),
+        }
     }
 
-    /// The confirmation of a registration through a link: the link's uses counted against its
-    /// maximum (under the link's lock, so two confirmations cannot both take the last use),
-    /// then identity asked for the user and the seat, under the organisation's lock. Refused
-    /// whole — nothing made at identity, the registration left as it was — when no seat is
-    /// free, the link is used up, or the address has become someone's meanwhile.
-    async fn admit_confirmed(&self, tx: &mut PgConnection, row: &InvitationRow) -> Result<()> {
-        if let Some(link_id) = row.registration_link_id {
-            let limited = store::links::get(&mut *tx, row.org_id, link_id)
-                .await?
-                .is_some_and(|l| l.max_uses.is_some());
-            if limited
-                && store::links::lock(&mut *tx, link_id)
-                    .await?
-                    .is_some_and(|l| l.used_up())
-            {
-                return Err(links::used_up());
+    /// ACCEPTED, with its event, in a transaction of its own (unless identity's event about the
+    /// activation closed it first). An invitation that ended otherwise while identity answered
+    /// (revoked or expired once the claim ran out, the invitee dismissed) is said to be unusable.
+    async fn record_accepted(&self, row: &InvitationRow) -> Result<InvitationRow> {
+        let mut tx = self.pool.begin().await?;
+        let Some(accepted) = mark_accepted(&mut tx, row.id).await? else {
+            let now = store::invitation(&mut tx, row.org_id, row.id).await?;
+            if now.state() == State::Accepted {
+                // Identity's news of this very activation arrived first and closed it.
+                return Ok(now);
             }
+            return Err(unusable(&now).unwrap_or_else(unknown_link));
+        };
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    /// For a registration through a link with a maximum of uses: refused when it is used up,
+    /// counted under the link's lock (held until the caller commits its claim), so two
+    /// confirmations cannot both take the last use.
+    async fn check_link_uses(&self, tx: &mut PgConnection, row: &InvitationRow) -> Result<()> {
+        let Some(link_id) = row.registration_link_id else {
+            return Ok(());
+        };
+        let limited = store::links::get(&mut *tx, row.org_id, link_id)
+            .await?
+            .is_some_and(|l| l.max_uses.is_some());
+        if limited
+            && store::links::lock(&mut *tx, link_id)
+                .await?
+                .is_some_and(|l| l.used_up())
+        {
+            return Err(links::used_up());
         }
+        Ok(())
+    }
+
+    /// The confirmation of a registration through a link: identity asked for the user and the
+    /// seat, under the organisation's lock there (the link's use was counted when the
+    /// acceptance was claimed, and the claim holds it). Refused whole — nothing made at
+    /// identity, the registration left as it was — when no seat is free or the address has
+    /// become someone's meanwhile. Holds no lock and no connection while identity answers.
+    async fn admit_confirmed(&self, row: &InvitationRow) -> Result<()> {
         let answer = self
             .identity
             .admit(
@@ -222,7 +275,7 @@ impl Invitations {
             // An INVITED holder is an invitee of ours, or a person an admin made without an
             // invitation (no mail with a link exists then).
             let invited_here = match admission.holder_user_id.parse::<mailroom_types::UserId>() {
-                Ok(holder) => !store::admission::invitees_among(&mut *tx, row.org_id, &[holder])
+                Ok(holder) => !store::admission::invitees_among(&self.pool, row.org_id, &[holder])
                     .await?
                     .is_empty(),
                 Err(_) => false,
@@ -244,26 +297,57 @@ impl Invitations {
                 },
             ));
         }
-        store::registrations::mark_admitted(&mut *tx, row.id).await?;
+        store::registrations::mark_admitted(&self.pool, row.id).await?;
         Ok(())
     }
 
     #[tracing::instrument(skip_all)]
     pub async fn get(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
-        let mut conn = self.pool.acquire().await?;
-        let row = store::invitation(&mut conn, caller.org_id, id).await?;
+        let row = self.read(caller, id).await?;
         self.require_manager(caller, &row).await?;
         Ok(row)
     }
 
+    /// The caller's organisation's invitation `id`, read without a lock on a connection given
+    /// back at once (access control is asked about it next, with nothing held).
+    async fn read(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
+        let mut conn = self.pool.acquire().await?;
+        store::invitation(&mut conn, caller.org_id, id).await
+    }
+
     /// Sends a PENDING or FAILED invitation again: a new link (the old one stops working)
     /// and a new expiry; at most once per `resend_cooldown_secs` after the last mail that was
-    /// sent or is being sent (a failed one may be sent again at once).
+    /// sent or is being sent (a failed one may be sent again at once), and not while the invitee
+    /// is accepting it. Access control and the rate limits are asked with no lock held; what
+    /// they allowed is checked again under the row's lock.
     #[tracing::instrument(skip_all)]
     pub async fn resend(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
+        let seen = self.read(caller, id).await?;
+        self.require_manager(caller, &seen).await?;
+        self.resendable(&self.pool, &seen).await?;
+        self.spend_invitations(caller, 1).await?;
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
-        self.require_manager(caller, &row).await?;
+        // One mail per cooldown: a burst of clicks must not become a burst of mail (the row
+        // is locked, so concurrent resends see each other's).
+        self.resendable(&mut *tx, &row).await?;
+        if store::being_accepted(&mut *tx, row.id).await? {
+            return Err(accepted_meanwhile());
+        }
+        let expires = Utc::now() + self.mailed_ttl(&row);
+        let row = store::queue_mail(&mut tx, row.id, State::Pending, expires).await?;
+        store::forget_token(&mut *tx, row.id).await?;
+        tx.commit().await?;
+        self.queued.notify_one();
+        Ok(row)
+    }
+
+    /// Why `row` cannot be sent again now, if it cannot.
+    async fn resendable<'e>(
+        &self,
+        conn: impl sqlx::PgExecutor<'e>,
+        row: &InvitationRow,
+    ) -> Result<()> {
         if !matches!(row.state(), State::Pending | State::Failed) {
             return Err(InvitationError::FailedPrecondition(format!(
                 "only a pending or failed invitation can be sent again; this one is {}{}",
@@ -281,10 +365,8 @@ impl Invitations {
                     .into(),
             ));
         }
-        // One mail per cooldown: a burst of clicks must not become a burst of mail (the row
-        // is locked, so concurrent resends see each other's).
         let cooldown = self.config.resend_cooldown_secs;
-        if let Some(ago) = store::mailed_secs_ago(&mut *tx, row.id).await? {
+        if let Some(ago) = store::mailed_secs_ago(conn, row.id).await? {
             let ago = ago.max(0.0);
             if ago < cooldown as f64 {
                 return Err(InvitationError::ResendTooSoon {
@@ -294,27 +376,25 @@ impl Invitations {
                 });
             }
         }
-        self.spend_invitations(caller, 1).await?;
-        let expires = Utc::now() + self.mailed_ttl(&row);
-        let row = store::queue_mail(&mut tx, row.id, State::Pending, expires).await?;
-        store::forget_token(&mut *tx, row.id).await?;
-        tx.commit().await?;
-        self.queued.notify_one();
-        Ok(row)
+        Ok(())
     }
 
     /// Ends an open invitation; identity removes its INVITED user and frees the seat when the
-    /// event reaches it.
+    /// event reaches it. Refused while the invitee's acceptance is under way.
     #[tracing::instrument(skip_all)]
     pub async fn revoke(&self, caller: &Caller, id: InvitationId) -> Result<InvitationRow> {
+        let seen = self.read(caller, id).await?;
+        self.require_manager(caller, &seen).await?;
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
-        self.require_manager(caller, &row).await?;
         if !row.state().is_open() {
             return Err(InvitationError::FailedPrecondition(format!(
                 "this invitation is already {}; only a pending, failed or awaiting one can be revoked",
                 row.state().upper()
             )));
+        }
+        if store::being_accepted(&mut *tx, row.id).await? {
+            return Err(accepted_meanwhile());
         }
         let row = store::set_state(
             &mut tx,
@@ -330,9 +410,10 @@ impl Invitations {
 
     #[tracing::instrument(skip_all)]
     pub async fn delete(&self, caller: &Caller, id: InvitationId) -> Result<()> {
+        let seen = self.read(caller, id).await?;
+        self.require_manager(caller, &seen).await?;
         let mut tx = self.pool.begin().await?;
         let row = store::invitation_for_update(&mut tx, caller.org_id, id).await?;
-        self.require_manager(caller, &row).await?;
         if row.state().is_open() {
             return Err(InvitationError::FailedPrecondition(format!(
                 "this invitation is {}; revoke it first (RevokeInvitation), then delete it",
@@ -397,11 +478,36 @@ impl Invitations {
     }
 }
 
-/// ACCEPTED, with its time and its event (the invitee is the actor).
-async fn mark_accepted(tx: &mut sqlx::PgConnection, id: InvitationId) -> Result<InvitationRow> {
-    let row = store::mark_accepted(tx, id).await?;
+/// ACCEPTED, with its time and its event (the invitee is the actor); `None` when the
+/// invitation is no longer pending or failed.
+async fn mark_accepted(
+    tx: &mut sqlx::PgConnection,
+    id: InvitationId,
+) -> Result<Option<InvitationRow>> {
+    let Some(row) = store::mark_accepted(tx, id).await? else {
+        return Ok(None);
+    };
     publish(tx, &row, &EventActor::User(row.user_id), Change::Accepted).await?;
-    Ok(row)
+    Ok(Some(row))
+}
+
+/// How long an acceptance may wait on identity before its claim runs out (a replica that died
+/// mid-acceptance frees the invitation after this long). Identity's two answers are each
+/// bounded by the request timeout, far shorter.
+const ACCEPTANCE_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// To an admin: the invitee is accepting right now.
+fn accepted_meanwhile() -> InvitationError {
+    InvitationError::FailedPrecondition(
+        "this invitation is being accepted at this moment; look at it again in a minute (and act on it then if it is still open)".into(),
+    )
+}
+
+/// To the invitee: another acceptance of theirs is under way.
+fn being_accepted() -> InvitationError {
+    InvitationError::FailedPrecondition(
+        "this invitation is being accepted in another window at this moment; wait a few seconds and try again".into(),
+    )
 }
 
 /// A mail still queued will not be sent; one already sent stays recorded as sent.

@@ -1,13 +1,16 @@
 //! What the sync service reports, into the registry's columns: "last synced", the message,
 //! unread and disk counters, and the sync state ("auth failed" parks a mailbox until its
-//! password or server is edited). A report older than what a row shows changes nothing, so a
-//! redelivered event cannot move the columns back.
+//! password or server is edited). Every report carries its time (a sync's `synced_at`, a
+//! failure's `occurred_at`) and a report older than what a row shows changes nothing: a
+//! redelivered or late event cannot move the counters back, nor park a mailbox that synced
+//! since or was repaired since.
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mailroom_platform::consumer::EventHandler;
 use mailroom_platform::proto::events::v1 as ev;
+use mailroom_platform::wire::from_timestamp;
 use mailroom_types::MailboxId;
 use sqlx::PgConnection;
 
@@ -29,7 +32,8 @@ impl EventHandler for SyncEvents {
                 let at = synced
                     .synced_at
                     .as_ref()
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                    .and_then(from_timestamp)
+                    .or_else(|| event.occurred_at.as_ref().and_then(from_timestamp))
                     .unwrap_or_else(Utc::now);
                 store::record_synced(
                     tx,
@@ -52,7 +56,12 @@ impl EventHandler for SyncEvents {
                 // Bounded whatever the report holds: it is shown in every list row.
                 let message =
                     crate::domain::clipped(&failed.message, crate::domain::MAX_SYNC_ERROR);
-                store::set_state(&mut *tx, id, state, &message).await?;
+                let at = event
+                    .occurred_at
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .unwrap_or_else(Utc::now);
+                store::record_failure(&mut *tx, id, state, &message, at).await?;
             }
             _ => {}
         }

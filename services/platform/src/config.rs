@@ -106,9 +106,11 @@ pub struct PlatformConfig {
     /// The longest any call may run, whatever deadline the caller asked for.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// After a stop is asked for, how long a service goes on answering calls while its health
-    /// says NOT_SERVING, so that callers (which re-resolve a headless Service every few
-    /// seconds) move to other pods before this one stops listening. 0 stops at once.
+    /// After a stop is asked for, how long a service goes on accepting connections and
+    /// answering calls while its health says NOT_SERVING, so that callers (which re-resolve a
+    /// headless Service every few seconds) move to other pods before this one stops listening;
+    /// its background work runs on meanwhile. Then the calls in flight finish (each within
+    /// `request_timeout_ms`). 0 stops listening at once.
     #[serde(default)]
     pub shutdown_drain_ms: u64,
     /// Calls served at once per service; more wait.
@@ -128,17 +130,60 @@ pub struct PlatformConfig {
     /// `mailroom`, is what the chart's autoscaler and alerts name; tests run under their own.
     #[serde(default = "default_topic_prefix")]
     pub kafka_topic_prefix: String,
+    /// How many times the outbox relay tries an event the broker refuses for good (too large,
+    /// an invalid topic, not authorised, …) before it parks it and goes on with the events
+    /// after it (`mailroom ctl events parked list|retry`). Refusals that may pass (the broker
+    /// down, timeouts) never park an event.
+    #[serde(default = "default_outbox_max_attempts")]
+    pub outbox_max_attempts: u32,
     /// Whether to serve Prometheus metrics (on each service's metrics port).
     #[serde(default = "default_true")]
     pub metrics_enabled: bool,
     /// How long a service waits at start to read the token revocations topic to its end
-    /// before it serves anyway (and applies revocations as they arrive).
+    /// before it serves anyway: until it has read it, every call with a token is refused
+    /// (UNAVAILABLE), so no token revoked while it was down gets through.
     #[serde(default = "default_revocations_catch_up_ms")]
     pub revocations_catch_up_ms: u64,
+    /// How often a service fetches identity's token-signing keys (JWKS) again, so that a key
+    /// withdrawn at identity is refused everywhere within this time.
+    #[serde(default = "default_jwks_refresh_ms")]
+    pub jwks_refresh_ms: u64,
+    /// At most one fetch of the keys per this interval for tokens signed with a key not in
+    /// the set (a flood of made-up key ids costs identity nothing), and how long a failed
+    /// fetch is remembered before a call may try again.
+    #[serde(default = "default_jwks_retry_ms")]
+    pub jwks_retry_ms: u64,
+    /// How long one fetch of the keys may take, connecting included.
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub jwks_timeout_ms: u64,
+    /// Days a consumer keeps the ids of the events it applied (`processed_events`), so that a
+    /// redelivery changes nothing: beyond any redelivery, so more than the topics keep their
+    /// records ([`crate::kafka::EVENT_RETENTION`], 7 days).
+    #[serde(default = "default_processed_events_retention_days")]
+    pub processed_events_retention_days: u32,
+    /// Days a consumer keeps its dead letters (replayed or not).
+    #[serde(default = "default_dead_letters_retention_days")]
+    pub dead_letters_retention_days: u32,
+}
+
+fn default_processed_events_retention_days() -> u32 {
+    30
+}
+fn default_dead_letters_retention_days() -> u32 {
+    90
 }
 
 fn default_revocations_catch_up_ms() -> u64 {
     10_000
+}
+fn default_jwks_refresh_ms() -> u64 {
+    300_000
+}
+fn default_jwks_retry_ms() -> u64 {
+    5_000
+}
+fn default_jwks_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_listen_host() -> IpAddr {
@@ -167,6 +212,9 @@ fn default_replication() -> i32 {
 }
 fn default_topic_prefix() -> String {
     DEFAULT_TOPIC_PREFIX.into()
+}
+fn default_outbox_max_attempts() -> u32 {
+    5
 }
 
 impl PlatformConfig {
@@ -219,11 +267,48 @@ impl PlatformConfig {
                 reason: "must be greater than zero".into(),
             });
         }
+        if self.outbox_max_attempts == 0 || self.outbox_max_attempts > 1000 {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_OUTBOX_MAX_ATTEMPTS",
+                reason: "must be 1 to 1000".into(),
+            });
+        }
+        if u64::from(self.processed_events_retention_days) * 24 * 3600
+            <= crate::kafka::EVENT_RETENTION.as_secs()
+        {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_PROCESSED_EVENTS_RETENTION_DAYS",
+                reason: format!(
+                    "must be more than the {} days the topics keep their records, or a redelivered event could be applied twice",
+                    crate::kafka::EVENT_RETENTION.as_secs() / (24 * 3600)
+                ),
+            });
+        }
+        if self.dead_letters_retention_days == 0 {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_DEAD_LETTERS_RETENTION_DAYS",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        if self.jwks_refresh_ms == 0 || self.jwks_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_JWKS_REFRESH_MS / JWKS_TIMEOUT_MS",
+                reason: "must be greater than zero".into(),
+            });
+        }
         Ok(())
     }
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn processed_events_retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.processed_events_retention_days) * 24 * 3600)
+    }
+
+    pub fn dead_letters_retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.dead_letters_retention_days) * 24 * 3600)
     }
 
     pub fn shutdown_drain(&self) -> Duration {
@@ -307,6 +392,20 @@ mod tests {
         assert_eq!(config.kafka_topic_prefix, "tests.x1");
         let err = PlatformConfig::load(&figment(&[("kafka_topic_prefix", "a b")])).unwrap_err();
         assert!(err.to_string().contains("TOPIC_PREFIX"), "{err}");
+    }
+
+    #[test]
+    fn processed_events_outlive_the_records_of_the_topics() {
+        let config = PlatformConfig::load(&figment(&[])).expect("valid config");
+        assert_eq!(config.processed_events_retention_days, 30);
+        assert_eq!(config.dead_letters_retention_days, 90);
+        assert!(config.processed_events_retention() > crate::kafka::EVENT_RETENTION);
+        let short = figment(&[]).merge(("processed_events_retention_days", 7));
+        let err = PlatformConfig::load(&short).unwrap_err();
+        assert!(
+            err.to_string().contains("PROCESSED_EVENTS_RETENTION"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,34 +3,57 @@
 //! For each record, [`run`] opens a transaction, records the event id in `processed_events`
 //! (a duplicate stops there), lets the [`EventHandler`] apply the event in the same
 //! transaction, commits, and only then commits the Kafka offset. A crash anywhere redelivers
-//! the record, and the recorded id makes the replay change nothing. A record that cannot be
-//! decoded, or that fails to apply again and again, is kept in `dead_letters`, never dropped.
+//! the record, and the recorded id makes the replay change nothing.
+//!
+//! A failure is sorted by [`classify`]:
+//! - transient (a dependency down or busy: the database, a peer, Redis, a timeout): retried
+//!   with back-off for as long as it takes, never dead-lettered. Meanwhile the record's
+//!   partition is paused and nothing after it on that partition is applied, while the consumer
+//!   keeps polling (it stays in its group) and other partitions go on;
+//! - permanent (an undecodable envelope, a bad id, a handler's [`Refusal`]): kept in
+//!   `dead_letters` at once;
+//! - unknown: tried [`MAX_ATTEMPTS`] times, then kept in `dead_letters`.
+//!
+//! Dead letters are counted (`mailroom_events_consumed_total{outcome="dead_letter"}` and the
+//! gauge `mailroom_events_dead_letters`), replayed when an operator asks ([`replay`]), and
+//! pruned by age with the `processed_events` of the consumer ([`retention`]).
 //!
 //! [`concurrent`] is the other mode, for work rather than mirrors: many records in flight at
 //! once (never two of one key), offsets committed per partition only up to the contiguous
 //! prefix of finished records.
 
+pub mod classify;
 pub mod concurrent;
+pub mod replay;
+pub mod retention;
 
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use prost::Message as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+pub use classify::{classify, Class, Refusal};
+
+use crate::kafka::{GroupConsumer, PartitionId};
 use crate::proto::events::v1::Envelope;
 
 /// Applies events of the topics a consumer subscribes to.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
-    /// Applies one event inside the consumer's transaction.
+    /// Applies one event inside the consumer's transaction. Return a [`Refusal`] for an event
+    /// that can never be applied; any error from a dependency that is down (database, peer,
+    /// Redis) is retried until it passes.
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()>;
 
     /// Whether the handler acts on this event at all. Events it does not want are passed
@@ -40,10 +63,68 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 }
 
-/// How many times a failing event is tried before it goes to `dead_letters`.
+/// How many times an event failing for an unknown reason is tried before it goes to
+/// `dead_letters`. (A transient failure is retried for as long as it takes; a permanent one
+/// is not retried.)
 pub const MAX_ATTEMPTS: u32 = 8;
 
-pub(crate) use dead_letter as store_dead_letter;
+/// Records of one partition a consumer holds before it pauses the partition.
+const LANE_CAP: usize = 1000;
+
+/// How a consumer retries, replays and prunes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The first pause after a failure; doubled after each, up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How often the consumer looks for dead letters an operator asked to replay.
+    pub replay_every: Duration,
+    /// How often the gauge of dead letters not replayed is refreshed.
+    pub gauge_every: Duration,
+    /// `processed_events` older than this are deleted (keep it beyond any redelivery:
+    /// longer than the topics' retention, [`crate::kafka::EVENT_RETENTION`]).
+    pub processed_retention: Duration,
+    /// `dead_letters` older than this are deleted.
+    pub dead_letter_retention: Duration,
+    /// How often the pruning runs.
+    pub prune_every: Duration,
+    /// Rows deleted per statement when pruning.
+    pub prune_batch: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(30),
+            replay_every: Duration::from_secs(2),
+            gauge_every: Duration::from_secs(30),
+            processed_retention: Duration::from_secs(30 * 24 * 3600),
+            dead_letter_retention: Duration::from_secs(90 * 24 * 3600),
+            prune_every: Duration::from_secs(3600),
+            prune_batch: 1000,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults, with the retention ages of `config`.
+    pub fn from_config(config: &crate::config::PlatformConfig) -> Self {
+        Self {
+            processed_retention: config.processed_events_retention(),
+            dead_letter_retention: config.dead_letters_retention(),
+            ..Self::default()
+        }
+    }
+
+    /// The pause before the attempt after one that waited `previous` (none: the first).
+    fn next_backoff(&self, previous: Option<Duration>) -> Duration {
+        match previous {
+            None => self.retry_base,
+            Some(previous) => (previous * 2).min(self.retry_cap).max(self.retry_base),
+        }
+    }
+}
 
 pub(crate) enum Outcome {
     Applied,
@@ -52,119 +133,487 @@ pub(crate) enum Outcome {
     DeadLetter,
 }
 
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Skipped => "skipped",
+            Outcome::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+pub(crate) fn count(consumer: &str, outcome: &'static str) {
+    metrics::counter!(crate::metrics::EVENTS_CONSUMED, "consumer" => consumer.to_owned(), "outcome" => outcome).increment(1);
+}
+
 /// Consumes `topics` (named as `kafka` names them) in `group` with `handler` until
 /// `shutdown`, forever: topics are ensured, and a consumer that fails or ends is replaced after
-/// a pause. What every service's event mirror runs in the background.
+/// a pause. Beside it, the consumer's old `processed_events` and `dead_letters` are pruned
+/// ([`retention`]). What every service's event mirror runs in the background.
 pub async fn run_until_shutdown(
     kafka: crate::kafka::KafkaSettings,
     group: String,
     pool: PgPool,
     topics: Vec<crate::kafka::Topic>,
     handler: Arc<dyn EventHandler>,
+    options: Options,
     shutdown: CancellationToken,
 ) {
-    while !shutdown.is_cancelled() {
-        if let Err(err) = kafka.ensure_topics(&topics).await {
-            tracing::warn!(%err, consumer = %group, "could not ensure the topics; subscribing anyway");
-        }
-        let result = match kafka.consumer(&group) {
-            Ok(consumer) => {
-                run(
-                    group.clone(),
-                    pool.clone(),
-                    consumer,
-                    kafka.topics.names(&topics),
-                    handler.clone(),
-                    shutdown.clone(),
-                )
-                .await
+    let consuming = async {
+        while !shutdown.is_cancelled() {
+            if let Err(err) = kafka.ensure_topics(&topics).await {
+                tracing::warn!(%err, consumer = %group, "could not ensure the topics; subscribing anyway");
             }
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            tracing::warn!(%err, consumer = %group, "events consumer stopped; starting again");
+            let result = match kafka.consumer(&group) {
+                Ok(consumer) => {
+                    run_with(
+                        group.clone(),
+                        pool.clone(),
+                        consumer,
+                        kafka.topics.names(&topics),
+                        handler.clone(),
+                        options.clone(),
+                        shutdown.clone(),
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = result {
+                tracing::warn!(%err, consumer = %group, "events consumer stopped; starting again");
+            }
+            // Whatever ended the consumer (an error, or its stream closing), pause before a new one.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
         }
-        // Whatever ended the consumer (an error, or its stream closing), pause before a new one.
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
+    };
+    tokio::join!(
+        consuming,
+        retention::run(&group, &pool, &options, shutdown.clone())
+    );
 }
 
 /// Consumes the topics named `topics` with `consumer` (of group `name`, which also keys
-/// `processed_events`) until `shutdown` or the first stream error.
+/// `processed_events` and `dead_letters`) until `shutdown` or the first stream error, with the
+/// default [`Options`].
 pub async fn run(
     name: String,
     pool: PgPool,
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
     topics: Vec<String>,
     handler: Arc<dyn EventHandler>,
     shutdown: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let name = name.as_str();
+    run_with(
+        name,
+        pool,
+        consumer,
+        topics,
+        handler,
+        Options::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// As [`run`], with `options`. Beside the records, it applies the dead letters an operator
+/// asked to replay and keeps the dead-letter gauge ([`replay`]).
+pub async fn run_with(
+    name: String,
+    pool: PgPool,
+    consumer: GroupConsumer,
+    topics: Vec<String>,
+    handler: Arc<dyn EventHandler>,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), rdkafka::error::KafkaError> {
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let mut stream = consumer.stream();
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            next = stream.next() => match next {
-                Some(Ok(m)) => m,
-                // A consumer is not kept across a stream error: librdkafka has crashed
-                // (SIGSEGV) when one was polled on after its broker went away and came back.
-                // The caller builds a new one, which resumes from the committed offsets.
-                Some(Err(err)) => return Err(err),
-                None => return Ok(()),
-            },
+    let side = shutdown.child_token();
+    let replaying = replay::run(
+        &name,
+        &pool,
+        replay::Replayer::Sequential(handler.clone()),
+        &options,
+        side.clone(),
+    );
+    let consuming = async {
+        let mut sequential = Sequential {
+            name: &name,
+            pool: &pool,
+            consumer: &consumer,
+            handler: handler.as_ref(),
+            options: &options,
+            lanes: BTreeMap::new(),
+            paused: HashSet::new(),
+            cursor: None,
+            next_lane: 0,
         };
-        let outcome = process(name, &pool, &message, handler.as_ref(), &shutdown).await;
-        let Some(outcome) = outcome else {
-            // Shutdown while retrying: the offset stays, the record comes back next time.
-            return Ok(());
-        };
-        let label = match outcome {
-            Outcome::Applied => "applied",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Skipped => "skipped",
-            Outcome::DeadLetter => "dead_letter",
-        };
-        metrics::counter!(crate::metrics::EVENTS_CONSUMED, "consumer" => name.to_owned(), "outcome" => label).increment(1);
-        if let Err(err) = consumer.commit_message(&message, CommitMode::Async) {
-            tracing::warn!(%err, consumer = name, "offset commit failed; the record may be redelivered (harmless)");
+        let result = sequential.run(&shutdown).await;
+        side.cancel();
+        result
+    };
+    let (result, ()) = tokio::join!(consuming, replaying);
+    result
+}
+
+/// The records of one partition the consumer holds, in order, and the retry state of the
+/// first.
+struct Lane {
+    /// Tells this lane from one of an earlier assignment of the same partition.
+    id: u64,
+    records: VecDeque<OwnedMessage>,
+    /// One past the highest offset taken: a record below it is one already held or done.
+    next: i64,
+    retry: Option<Retry>,
+}
+
+/// Why the first record of a lane waits, and until when.
+struct Retry {
+    /// Attempts that failed for an unknown reason.
+    unknown: u32,
+    /// Attempts that failed for a transient reason.
+    transient: u32,
+    backoff: Option<Duration>,
+    due: Instant,
+    /// The record is to be kept in `dead_letters` with this error (storing it failed so far).
+    dead_letter: Option<String>,
+}
+
+/// What one attempt at a record came to.
+enum Step {
+    Done(Outcome),
+    Failed(anyhow::Error, Class),
+    /// The record is to be dead-lettered with this error, but storing it failed.
+    NotStored(String, sqlx::Error),
+}
+
+struct Sequential<'a> {
+    name: &'a str,
+    pool: &'a PgPool,
+    consumer: &'a GroupConsumer,
+    handler: &'a dyn EventHandler,
+    options: &'a Options,
+    lanes: BTreeMap<PartitionId, Lane>,
+    /// Partitions this consumer paused (a record waits, or the lane is full).
+    paused: HashSet<PartitionId>,
+    /// The partition served last, so that lanes take turns.
+    cursor: Option<PartitionId>,
+    next_lane: u64,
+}
+
+impl Sequential<'_> {
+    async fn run(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let mut stream = self.consumer.stream();
+        loop {
+            let Some(partition) = self.ready() else {
+                // Nothing to try now: wait for a record, the next retry, or the shutdown.
+                let due = self.next_due();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    // Revoked in a poll that handed over no record.
+                    () = self.consumer.context().revocation() => self.drop_revoked(),
+                    next = stream.next() => match next {
+                        Some(Ok(message)) => self.take(message.detach()),
+                        // A consumer is not kept across a stream error: librdkafka has crashed
+                        // (SIGSEGV) when one was polled on after its broker went away and came
+                        // back. The caller builds a new one, which resumes from the committed
+                        // offsets.
+                        Some(Err(err)) => return Err(err),
+                        None => return Ok(()),
+                    },
+                    _ = sleep_until(due) => {}
+                }
+                self.reconcile_pauses();
+                continue;
+            };
+            self.cursor = Some(partition.clone());
+            let Some(lane) = self.lanes.get_mut(&partition) else {
+                continue;
+            };
+            let Some(message) = lane.records.pop_front() else {
+                continue;
+            };
+            let lane_id = lane.id;
+            let dead_letter = lane.retry.as_ref().and_then(|r| r.dead_letter.clone());
+            // The attempt runs while the consumer goes on polling: it stays in its group
+            // however long the attempt takes, and records that arrive meanwhile are held.
+            let step = {
+                let attempt = attempt(self.name, self.pool, &message, self.handler, dead_letter);
+                tokio::pin!(attempt);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return Ok(()),
+                        step = &mut attempt => break step,
+                        () = self.consumer.context().revocation() => self.drop_revoked(),
+                        next = stream.next() => match next {
+                            Some(Ok(m)) => self.take(m.detach()),
+                            Some(Err(err)) => return Err(err),
+                            None => return Ok(()),
+                        },
+                    }
+                }
+            };
+            self.drop_revoked();
+            self.settle(&partition, lane_id, message, step);
+            self.reconcile_pauses();
         }
+    }
+
+    /// A lane whose first record may be tried now, taking turns after the last one served.
+    fn ready(&self) -> Option<PartitionId> {
+        let now = Instant::now();
+        let is_ready = |lane: &Lane| {
+            !lane.records.is_empty() && lane.retry.as_ref().is_none_or(|r| r.due <= now)
+        };
+        let after = match &self.cursor {
+            Some(cursor) => self
+                .lanes
+                .range::<PartitionId, _>((
+                    std::ops::Bound::Excluded(cursor),
+                    std::ops::Bound::Unbounded,
+                ))
+                .find(|(_, lane)| is_ready(lane)),
+            None => None,
+        };
+        after
+            .or_else(|| self.lanes.iter().find(|(_, lane)| is_ready(lane)))
+            .map(|(partition, _)| partition.clone())
+    }
+
+    /// When the next waiting record may be tried.
+    fn next_due(&self) -> Option<Instant> {
+        self.lanes
+            .values()
+            .filter(|lane| !lane.records.is_empty())
+            .filter_map(|lane| lane.retry.as_ref().map(|r| r.due))
+            .min()
+    }
+
+    /// Holds a record that arrived, after forgetting what was held of partitions revoked
+    /// before it.
+    fn take(&mut self, message: OwnedMessage) {
+        self.drop_revoked();
+        let partition = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        let lane = match self.lanes.get_mut(&partition) {
+            Some(lane) => lane,
+            None => {
+                self.next_lane += 1;
+                self.lanes.entry(partition).or_insert(Lane {
+                    id: self.next_lane,
+                    records: VecDeque::new(),
+                    next: offset,
+                    retry: None,
+                })
+            }
+        };
+        // After a pause the partition is fetched again from after the last record handed
+        // over, so nothing is missed; a record seen already is not taken twice.
+        if offset < lane.next {
+            return;
+        }
+        lane.next = offset + 1;
+        lane.records.push_back(message);
+    }
+
+    /// Forgets the lanes of revoked partitions: what they held is the new owner's now.
+    fn drop_revoked(&mut self) {
+        let revoked = self.consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let mut resume = TopicPartitionList::new();
+        for partition in revoked {
+            if let Some(lane) = self.lanes.remove(&partition) {
+                if !lane.records.is_empty() {
+                    tracing::info!(consumer = self.name, topic = %partition.0, partition = partition.1, held = lane.records.len(), "partition revoked; its held records are left to the new owner");
+                }
+            }
+            // A partition paused by the application stays paused through a new assignment:
+            // resume it, so that it is not paused if it comes back.
+            if self.paused.remove(&partition) {
+                resume.add_partition(&partition.0, partition.1);
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(err) = self.consumer.resume(&resume) {
+                tracing::debug!(%err, consumer = self.name, "resuming revoked partitions failed");
+            }
+        }
+    }
+
+    /// Acts on what an attempt at `message` (the first record of lane `lane_id` of
+    /// `partition`) came to.
+    fn settle(&mut self, partition: &PartitionId, lane_id: u64, message: OwnedMessage, step: Step) {
+        let current = self
+            .lanes
+            .get_mut(partition)
+            .filter(|lane| lane.id == lane_id);
+        let outcome = match step {
+            Step::Done(outcome) => outcome,
+            Step::Failed(err, class) => {
+                // Revoked meanwhile: the record is the new owner's.
+                let Some(lane) = current else { return };
+                let retry = lane.retry.get_or_insert(Retry {
+                    unknown: 0,
+                    transient: 0,
+                    backoff: None,
+                    due: Instant::now(),
+                    dead_letter: None,
+                });
+                match class {
+                    Class::Permanent => {
+                        retry.dead_letter = Some(format!("{err:#}"));
+                        retry.due = Instant::now();
+                    }
+                    Class::Unknown => {
+                        retry.unknown += 1;
+                        tracing::warn!(error = %format!("{err:#}"), consumer = self.name, attempt = retry.unknown, offset = message.offset(), "event handler failed");
+                        if retry.unknown >= MAX_ATTEMPTS {
+                            retry.dead_letter = Some(format!("{err:#}"));
+                            retry.due = Instant::now();
+                        } else {
+                            let backoff = self.options.next_backoff(retry.backoff);
+                            retry.backoff = Some(backoff);
+                            retry.due = Instant::now() + backoff;
+                        }
+                    }
+                    Class::Transient => {
+                        retry.transient += 1;
+                        if retry.transient == 1 || retry.transient.is_multiple_of(10) {
+                            tracing::warn!(error = %format!("{err:#}"), consumer = self.name, attempts = retry.transient, topic = %partition.0, partition = partition.1, offset = message.offset(), "a dependency is unavailable; the partition waits and the record is retried");
+                        }
+                        let backoff = self.options.next_backoff(retry.backoff);
+                        retry.backoff = Some(backoff);
+                        retry.due = Instant::now() + backoff;
+                    }
+                }
+                lane.records.push_front(message);
+                return;
+            }
+            Step::NotStored(error, err) => {
+                let Some(lane) = current else { return };
+                tracing::warn!(%err, consumer = self.name, "dead letter not stored yet; retrying");
+                let retry = lane.retry.get_or_insert(Retry {
+                    unknown: 0,
+                    transient: 0,
+                    backoff: None,
+                    due: Instant::now(),
+                    dead_letter: None,
+                });
+                retry.dead_letter = Some(error);
+                let backoff = self.options.next_backoff(retry.backoff);
+                retry.backoff = Some(backoff);
+                retry.due = Instant::now() + backoff;
+                lane.records.push_front(message);
+                return;
+            }
+        };
+        if let Some(lane) = current {
+            lane.retry = None;
+        }
+        count(self.name, outcome.label());
+        // Only for a partition this consumer still owns: another owner's offset is its own.
+        if self.consumer.context().owns(partition) {
+            let mut list = TopicPartitionList::new();
+            if list
+                .add_partition_offset(
+                    &partition.0,
+                    partition.1,
+                    Offset::Offset(message.offset() + 1),
+                )
+                .is_ok()
+            {
+                if let Err(err) = self.consumer.commit(&list, CommitMode::Async) {
+                    tracing::warn!(%err, consumer = self.name, "offset commit failed; the record may be redelivered (harmless)");
+                }
+            }
+        }
+    }
+
+    /// Pauses the partitions whose first record waits or whose lane is full, and resumes the
+    /// others this consumer paused.
+    fn reconcile_pauses(&mut self) {
+        let wanted: HashSet<PartitionId> = self
+            .lanes
+            .iter()
+            .filter(|(_, lane)| {
+                (lane.retry.is_some() && !lane.records.is_empty()) || lane.records.len() >= LANE_CAP
+            })
+            .map(|(partition, _)| partition.clone())
+            .collect();
+        set_paused(self.consumer, &mut self.paused, wanted, self.name);
     }
 }
 
-async fn process(
+/// Pauses the partitions in `wanted` not paused yet and resumes those in `paused` not wanted.
+pub(crate) fn set_paused(
+    consumer: &GroupConsumer,
+    paused: &mut HashSet<PartitionId>,
+    wanted: HashSet<PartitionId>,
+    name: &str,
+) {
+    let mut pause = TopicPartitionList::new();
+    for partition in wanted.difference(paused) {
+        pause.add_partition(&partition.0, partition.1);
+    }
+    let mut resume = TopicPartitionList::new();
+    for partition in paused.difference(&wanted) {
+        resume.add_partition(&partition.0, partition.1);
+    }
+    if pause.count() > 0 {
+        match consumer.pause(&pause) {
+            Ok(()) => tracing::debug!(consumer = name, partitions = ?pause, "paused"),
+            Err(err) => tracing::warn!(%err, consumer = name, "pausing partitions failed"),
+        }
+    }
+    if resume.count() > 0 {
+        match consumer.resume(&resume) {
+            Ok(()) => tracing::debug!(consumer = name, partitions = ?resume, "resumed"),
+            Err(err) => tracing::warn!(%err, consumer = name, "resuming partitions failed"),
+        }
+    }
+    *paused = wanted;
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One attempt at a record: decode it, apply it (or store it as a dead letter when it was
+/// decided so before).
+async fn attempt(
     name: &str,
     pool: &PgPool,
-    message: &BorrowedMessage<'_>,
+    message: &OwnedMessage,
     handler: &dyn EventHandler,
-    shutdown: &CancellationToken,
-) -> Option<Outcome> {
-    let payload = message.payload().unwrap_or_default();
-    let envelope = match Envelope::decode(payload) {
-        Ok(env) => env,
-        Err(err) => {
-            return dead_letter(
-                name,
-                pool,
-                message,
-                &format!("undecodable envelope: {err}"),
-                shutdown,
-            )
-            .await;
-        }
+    dead_letter: Option<String>,
+) -> Step {
+    if let Some(error) = dead_letter {
+        return match store_dead_letter(name, pool, message, &error).await {
+            Ok(()) => Step::Done(Outcome::DeadLetter),
+            Err(err) => Step::NotStored(error, err),
+        };
+    }
+    let envelope = match decode(message.payload().unwrap_or_default()) {
+        Ok(envelope) => envelope,
+        Err(refusal) => return Step::Failed(refusal.into(), Class::Permanent),
     };
-    let event_id = match Uuid::parse_str(&envelope.id) {
-        Ok(id) => id,
-        Err(_) => {
-            return dead_letter(name, pool, message, "envelope id is not a UUID", shutdown).await;
-        }
-    };
+    let (envelope, event_id) = envelope;
     if !handler.wants(&envelope) {
-        return Some(Outcome::Skipped);
+        return Step::Done(Outcome::Skipped);
     }
     // The handling continues the trace of the request that caused the event.
     let span = tracing::info_span!("consume", consumer = name, event.id = %envelope.id, event.type = %envelope.r#type);
@@ -172,59 +621,81 @@ async fn process(
         &span,
         &crate::telemetry::MapExtractor(&envelope.trace_context),
     );
-    apply_with_retries(name, pool, message, handler, shutdown, event_id, &envelope)
+    match apply_once(name, pool, event_id, &envelope, handler)
         .instrument(span)
         .await
-}
-
-async fn apply_with_retries(
-    name: &str,
-    pool: &PgPool,
-    message: &BorrowedMessage<'_>,
-    handler: &dyn EventHandler,
-    shutdown: &CancellationToken,
-    event_id: Uuid,
-    envelope: &Envelope,
-) -> Option<Outcome> {
-    let mut attempt = 0u32;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match apply_once(name, pool, event_id, envelope, handler).await {
-            Ok(true) => return Some(Outcome::Applied),
-            Ok(false) => return Some(Outcome::Duplicate),
-            Err(ApplyError::Db(err)) => {
-                // The database is down: wait for it, however long; nothing is skipped.
-                tracing::warn!(%err, consumer = name, "database unavailable while consuming; waiting");
-            }
-            Err(ApplyError::Handler(err)) => {
-                attempt += 1;
-                tracing::warn!(error = %err, consumer = name, attempt, event = %envelope.id, "event handler failed");
-                if attempt >= MAX_ATTEMPTS {
-                    return dead_letter(name, pool, message, &format!("{err:#}"), shutdown).await;
-                }
-            }
+    {
+        Ok(true) => Step::Done(Outcome::Applied),
+        Ok(false) => Step::Done(Outcome::Duplicate),
+        Err(failure) => {
+            let class = failure.class();
+            Step::Failed(failure.into_error(), class)
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => return None,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-enum ApplyError {
-    Db(sqlx::Error),
+/// Decodes a record's envelope and its event id; a record that has neither is refused.
+pub(crate) fn decode(payload: &[u8]) -> Result<(Envelope, Uuid), Refusal> {
+    let envelope = Envelope::decode(payload)
+        .map_err(|err| Refusal::new(format!("undecodable envelope: {err}")))?;
+    let event_id =
+        Uuid::parse_str(&envelope.id).map_err(|_| Refusal::new("envelope id is not a UUID"))?;
+    Ok((envelope, event_id))
+}
+
+/// Why an application failed: in the consumer's own bookkeeping (always waited out: the
+/// record is not at fault), or in the handler or at commit (classified).
+pub(crate) enum ApplyFailure {
+    Bookkeeping(sqlx::Error),
     Handler(anyhow::Error),
 }
 
-async fn apply_once(
+impl ApplyFailure {
+    pub(crate) fn class(&self) -> Class {
+        match self {
+            ApplyFailure::Bookkeeping(_) => Class::Transient,
+            ApplyFailure::Handler(err) => classify(err),
+        }
+    }
+
+    pub(crate) fn into_error(self) -> anyhow::Error {
+        match self {
+            ApplyFailure::Bookkeeping(err) => {
+                anyhow::Error::from(err).context("recording the event as processed")
+            }
+            ApplyFailure::Handler(err) => err,
+        }
+    }
+}
+
+/// Applies `envelope` once, in one transaction of its own (see [`apply_in`]); false if it
+/// was applied before.
+pub(crate) async fn apply_once(
     name: &str,
     pool: &PgPool,
     event_id: Uuid,
     envelope: &Envelope,
     handler: &dyn EventHandler,
-) -> Result<bool, ApplyError> {
-    let mut tx = pool.begin().await.map_err(ApplyError::Db)?;
+) -> Result<bool, ApplyFailure> {
+    let mut tx = pool.begin().await.map_err(ApplyFailure::Bookkeeping)?;
+    let fresh = apply_in(&mut tx, name, event_id, envelope, handler).await?;
+    if fresh {
+        tx.commit()
+            .await
+            .map_err(|err| ApplyFailure::Handler(err.into()))?;
+    }
+    Ok(fresh)
+}
+
+/// Inside transaction `tx`: records the event id in `processed_events` and, if it was not
+/// there yet, lets `handler` apply the event. Returns whether it was applied now.
+pub(crate) async fn apply_in(
+    tx: &mut PgConnection,
+    name: &str,
+    event_id: Uuid,
+    envelope: &Envelope,
+    handler: &dyn EventHandler,
+) -> Result<bool, ApplyFailure> {
     let fresh = sqlx::query(
         "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )
@@ -232,51 +703,38 @@ async fn apply_once(
     .bind(event_id)
     .execute(&mut *tx)
     .await
-    .map_err(ApplyError::Db)?
+    .map_err(ApplyFailure::Bookkeeping)?
     .rows_affected()
         == 1;
-    if !fresh {
-        return Ok(false);
+    if fresh {
+        handler
+            .handle(tx, envelope)
+            .await
+            .map_err(ApplyFailure::Handler)?;
     }
-    handler
-        .handle(&mut tx, envelope)
-        .await
-        .map_err(ApplyError::Handler)?;
-    tx.commit().await.map_err(ApplyError::Db)?;
-    Ok(true)
+    Ok(fresh)
 }
 
-pub(crate) async fn dead_letter<M: Message>(
+/// Keeps `message` in `dead_letters` with `error` (one try).
+pub(crate) async fn store_dead_letter<M: Message>(
     name: &str,
     pool: &PgPool,
     message: &M,
     error: &str,
-    shutdown: &CancellationToken,
-) -> Option<Outcome> {
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", record_key, payload, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(name)
+    .bind(message.topic())
+    .bind(message.partition())
+    .bind(message.offset())
+    .bind(message.key())
+    .bind(message.payload())
+    .bind(error)
+    .execute(pool)
+    .await?;
     tracing::error!(consumer = name, topic = message.topic(), partition = message.partition(), offset = message.offset(), %error, "record kept in dead_letters");
-    loop {
-        let stored = sqlx::query(
-            "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", record_key, payload, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(name)
-        .bind(message.topic())
-        .bind(message.partition())
-        .bind(message.offset())
-        .bind(message.key())
-        .bind(message.payload())
-        .bind(error)
-        .execute(pool)
-        .await;
-        match stored {
-            Ok(_) => return Some(Outcome::DeadLetter),
-            Err(err) => {
-                tracing::warn!(%err, "dead letter not stored yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => return None,
-                }
-            }
-        }
-    }
+    Ok(())
 }

@@ -4,11 +4,16 @@
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
 //! call counts and latency), a global concurrency limit, and bearer-token authentication with
 //! the service's own callers table (a service token must be addressed to this service and its
-//! principal listed for the method, see [`crate::auth::ServiceCallers`]); plus
+//! principal listed for the method, see [`crate::auth::ServiceCallers`]; the event operations
+//! every service hosts, [`crate::event_ops`], are the operator's alone); plus
 //! a per-call timeout, `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
 //! what is served. Before it answers, the token verifier has read the revocations topic (see
 //! [`crate::revocation`]). [`crate::hosting`] runs a service's background work beside it.
-//! On shutdown, health turns NOT_SERVING first, then in-flight calls drain.
+//! On shutdown, health turns NOT_SERVING at once while the service goes on accepting and
+//! answering calls for the configured drain (`MAILROOM_SHUTDOWN_DRAIN_MS`: callers move to other
+//! pods meanwhile); then the listener closes and the calls in flight get their answers (each
+//! within the request timeout). Token revocations are followed until the server has stopped,
+//! and [`crate::hosting`] stops the background work only then.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -16,7 +21,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
@@ -28,7 +33,7 @@ use tonic_health::ServingStatus;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::auth::{AuthError, Principal, ServiceCallers, TokenVerifier};
+use crate::auth::{AuthError, Principal, ServiceCallers, TokenVerifier, OPERATOR};
 use crate::config::PlatformConfig;
 
 /// The request id header, set on every response too.
@@ -60,7 +65,9 @@ pub struct Hosted {
     pub callers: ServiceCallers,
 }
 
-/// Serves `hosted` on `listener` until `shutdown` is cancelled, then drains.
+/// Serves `hosted` on `listener` until `shutdown` is cancelled, then drains: NOT_SERVING at
+/// once, still answering for [`PlatformConfig::shutdown_drain`], then no new connections while
+/// the calls in flight finish.
 pub async fn serve(
     hosted: Hosted,
     listener: TcpListener,
@@ -76,20 +83,48 @@ pub async fn serve(
         });
     }
     // Every service refuses revoked tokens: it reads the revocations topic to its end before
-    // it answers, and follows it while it serves.
+    // it answers, and follows it while it serves — through the drain too, until it has stopped.
+    let serving = CancellationToken::new();
+    let _stop_following = serving.clone().drop_guard();
     verifier
         .follow_revocations(
             crate::kafka::KafkaSettings::from_config(config),
             config.revocations_catch_up(),
-            shutdown.clone(),
+            serving,
         )
         .await;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::Serving).await;
+    // Ready only once the revocations topic is read to its end: until then every token is
+    // refused (UNAVAILABLE), so a readiness probe keeps callers on the replicas that answer.
+    let caught_up = verifier.revocations().is_caught_up();
+    let status = if caught_up {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
     for name in &hosted.service_names {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
+        health.set_service_status(*name, status).await;
+    }
+    if !caught_up {
+        let revocations = verifier.revocations().clone();
+        let reporter = health.clone();
+        let names = hosted.service_names.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopping.cancelled() => {}
+                ready = revocations.wait_caught_up(Duration::MAX) => {
+                    if ready && !stopping.is_cancelled() {
+                        tracing::info!("revocations topic read to its end; serving");
+                        reporter.set_service_status("", ServingStatus::Serving).await;
+                        for name in names {
+                            reporter.set_service_status(name, ServingStatus::Serving).await;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     // Reflection in both versions: `v1`, and `v1alpha` for the clients that speak only it
@@ -135,6 +170,9 @@ pub async fn serve(
     });
     let names = hosted.service_names.clone();
     let drain = config.shutdown_drain();
+    // Cancelled when the drain ends and the listener closes.
+    let closing = CancellationToken::new();
+    let closed = closing.clone();
     let signal = async move {
         shutdown.cancelled().await;
         health
@@ -154,15 +192,33 @@ pub async fn serve(
             );
             tokio::time::sleep(drain).await;
         }
+        tracing::info!("drained: no new connections; finishing the calls in flight");
+        closing.cancel();
     };
-    Server::builder()
+    let served = Server::builder()
         .timeout(config.request_timeout())
         .layer(stack)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    // Once the listener has closed, the calls in flight have as long as any call may take (a
+    // stream that never ends, a health Watch say, would otherwise hold the process until it is
+    // killed, and its background work with it).
+    let overdue = async {
+        closed.cancelled().await;
+        tokio::time::sleep(config.request_timeout() + IN_FLIGHT_MARGIN).await;
+    };
+    tokio::select! {
+        served = served => served?,
+        _ = overdue => tracing::warn!(
+            "calls still open a request timeout after the drain (streams); closing them"
+        ),
+    }
     Ok(())
 }
+
+/// Beyond the request timeout, how long the calls in flight when the listener closes may take
+/// to send their answers.
+const IN_FLIGHT_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The method label of a call's metrics: its path when it is a method we declare (ours, health,
 /// reflection), else `unknown`.
@@ -302,8 +358,22 @@ pub struct Authenticate<S> {
 const MAX_SHOWN_METHOD: usize = 120;
 
 /// Why a caller may not make this call, if it may not: a service principal reaches only the
-/// methods `callers` lists for it.
+/// methods `callers` lists for it, and the event operations only the operator.
 fn refusal(callers: &ServiceCallers, principal: &Principal, method: &str) -> Option<tonic::Status> {
+    if crate::event_ops::is_ops_method(method) {
+        return match principal {
+            Principal::Service { name } if name == OPERATOR => None,
+            _ => {
+                tracing::warn!(
+                    ?principal,
+                    "a caller other than the operator called an event operation"
+                );
+                Some(tonic::Status::permission_denied(
+                    crate::event_ops::OPERATOR_ONLY,
+                ))
+            }
+        };
+    }
     let Principal::Service { name } = principal else {
         return None;
     };
@@ -378,7 +448,7 @@ where
                     }
                     Err(err) => {
                         let status = match err {
-                            AuthError::KeysUnavailable(_) => {
+                            AuthError::KeysUnavailable(_) | AuthError::RevocationsNotCaughtUp => {
                                 tonic::Status::unavailable(err.to_string())
                             }
                             _ => tonic::Status::unauthenticated(err.to_string()),
@@ -456,5 +526,30 @@ mod tests {
             refusal(&callers, &person, CREDENTIALS).is_none(),
             "a person's calls are the handlers' to judge"
         );
+    }
+
+    #[test]
+    fn event_operations_are_the_operators_alone() {
+        const LIST: &str = "/mailroom.ops.v1.EventOpsService/ListDeadLetters";
+        let callers = ServiceCallers {
+            service: "access",
+            allowed: &[(OPERATOR, &["/mailroom.access.v1.AccessService/Check"])],
+        };
+        let service = |name: &str| Principal::Service { name: name.into() };
+        assert!(refusal(&callers, &service(OPERATOR), LIST).is_none());
+        let admin = Principal::User {
+            user_id: mailroom_types::UserId::new(),
+            org_id: mailroom_types::OrgId::new(),
+            admin: true,
+        };
+        for caller in [admin, service("mailboxes"), service("access")] {
+            let refused = refusal(&callers, &caller, LIST).expect("refused");
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{caller:?}");
+            assert!(
+                refused.message().contains("operator"),
+                "{}",
+                refused.message()
+            );
+        }
     }
 }

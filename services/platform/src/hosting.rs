@@ -8,6 +8,10 @@
 //! (anything else that runs until shutdown). [`Started::run`] spawns all of it and serves
 //! gRPC until shutdown. Whenever serving ends, for whatever reason, the shutdown is cancelled
 //! and every background task is waited for, so a stopped service leaves nothing running.
+//!
+//! Every service also serves the operator's event operations over its own schema (its dead
+//! letters and parked outbox events, [`crate::event_ops`]): [`Started::new`] adds them to its
+//! routes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +28,7 @@ use crate::config::PlatformConfig;
 use crate::consumer::concurrent::WorkHandler;
 use crate::consumer::EventHandler;
 use crate::db::DbError;
+use crate::event_ops::EventOps;
 use crate::grpc::{Hosted, ServeError};
 use crate::kafka::{KafkaSettings, Topic};
 use crate::outbox::Relay;
@@ -56,31 +61,41 @@ pub struct Started<S> {
     pub verifier: TokenVerifier,
     hosted: Hosted,
     kafka: KafkaSettings,
+    outbox_max_attempts: u32,
+    consumers: crate::consumer::Options,
     background: Vec<Task>,
 }
 
 impl<S> Started<S> {
-    /// A service serving `hosted`, with no background work yet.
+    /// A service serving `hosted`, and the operator's event operations over `pool`, with no
+    /// background work yet.
     pub fn new(
         platform: &PlatformConfig,
         service: Arc<S>,
         pool: PgPool,
-        hosted: Hosted,
+        mut hosted: Hosted,
         verifier: TokenVerifier,
     ) -> Self {
+        verifier.refresh_keys_with(crate::auth::KeyRefresh::from_config(platform));
+        let ops = EventOps::new(pool.clone(), hosted.callers.service);
+        hosted.routes = hosted.routes.add_service(ops.into_server());
+        hosted.service_names.push(crate::event_ops::SERVICE_NAME);
         Self {
             service,
             pool,
             verifier,
             hosted,
             kafka: KafkaSettings::from_config(platform),
+            outbox_max_attempts: platform.outbox_max_attempts,
+            consumers: crate::consumer::Options::from_config(platform),
             background: Vec::new(),
         }
     }
 
     /// Adds the outbox relay of `schema`, publishing its rows for `topics`.
     pub fn relay(self, schema: &str, topics: Vec<Topic>) -> Self {
-        let relay = Relay::new(self.pool.clone(), schema, self.kafka.clone(), topics);
+        let relay = Relay::new(self.pool.clone(), schema, self.kafka.clone(), topics)
+            .max_attempts(self.outbox_max_attempts);
         self.task(move |shutdown| relay.run(shutdown))
     }
 
@@ -93,8 +108,11 @@ impl<S> Started<S> {
         handler: Arc<dyn EventHandler>,
     ) -> Self {
         let (kafka, group, pool) = (self.kafka.clone(), group.into(), self.pool.clone());
+        let options = self.consumers.clone();
         self.task(move |shutdown| {
-            crate::consumer::run_until_shutdown(kafka, group, pool, topics, handler, shutdown)
+            crate::consumer::run_until_shutdown(
+                kafka, group, pool, topics, handler, options, shutdown,
+            )
         })
     }
 
@@ -109,6 +127,7 @@ impl<S> Started<S> {
         max_work: Duration,
     ) -> Self {
         let (kafka, group, pool) = (self.kafka.clone(), group.into(), self.pool.clone());
+        let options = self.consumers.clone();
         self.task(move |shutdown| {
             crate::consumer::concurrent::run_until_shutdown(
                 kafka,
@@ -118,6 +137,7 @@ impl<S> Started<S> {
                 handler,
                 max_in_flight,
                 max_work,
+                options,
                 shutdown,
             )
         })
@@ -135,7 +155,8 @@ impl<S> Started<S> {
     }
 
     /// Runs the background work and serves gRPC on `listener`, verifying tokens with
-    /// `verifier`, until `shutdown`; then cancels and waits for the background work.
+    /// `verifier`, until `shutdown` and the drain after it ([`crate::grpc::serve`]); then cancels
+    /// and waits for the background work.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -143,13 +164,18 @@ impl<S> Started<S> {
         platform: &PlatformConfig,
         shutdown: CancellationToken,
     ) -> Result<(), ServeError> {
+        // The background work (consumers, relays, tailers) runs until the server has stopped,
+        // not merely until a stop is asked for: through the drain the service still answers
+        // calls, and answers them from current state.
+        let stop_background = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();
         for task in self.background {
-            background.spawn(task(shutdown.clone()));
+            background.spawn(task(stop_background.clone()));
         }
         let served =
             crate::grpc::serve(self.hosted, listener, verifier, platform, shutdown.clone()).await;
         shutdown.cancel();
+        stop_background.cancel();
         while background.join_next().await.is_some() {}
         served
     }

@@ -5,17 +5,121 @@
 //! holds the prefix from configuration (`kafka_topic_prefix`, `mailroom` unless set, which
 //! gives the names production, the chart's autoscaler and the alerts use). A test runs under a
 //! prefix of its own, so it never sees another test's events nor replays the broker's history.
+//!
+//! A group consumer ([`KafkaSettings::consumer`], [`KafkaSettings::work_consumer`]) carries a
+//! [`GroupContext`] that tracks which partitions it owns through rebalances (cooperative-sticky
+//! assignment: a member joining or leaving moves only the partitions it must), so the
+//! consumer drops what it holds of a revoked partition and never commits for one it has lost.
 
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 pub use crate::config::{valid_topic_prefix, DEFAULT_TOPIC_PREFIX};
+
+/// How long the topics Mailroom creates keep their records (all but the compacted
+/// revocations): a redelivery, or a new consumer group reading from the start, sees nothing
+/// older, so `processed_events` need be kept only somewhat longer (see
+/// [`crate::config::PlatformConfig::processed_events_retention_days`]).
+pub const EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How consumers in a group share partitions: incrementally, so a member joining or leaving
+/// moves only the partitions it must, and the others go on with theirs.
+pub const ASSIGNMENT_STRATEGY: &str = "cooperative-sticky";
+
+/// A topic and one of its partitions.
+pub type PartitionId = (String, i32);
+
+/// A consumer in a group, with the [`GroupContext`] that tracks what it owns.
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// Tracks, through rebalances, which partitions a group consumer owns, and which it lost since
+/// it last asked. The callbacks run inside the consumer's poll, so by the time a poll returns a
+/// record, every revocation before it is recorded here.
+#[derive(Debug, Default)]
+pub struct GroupContext {
+    state: Mutex<GroupState>,
+    /// Wakes the consumer's loop when partitions are revoked.
+    revoked: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    owned: HashSet<PartitionId>,
+    revoked: Vec<PartitionId>,
+}
+
+impl GroupContext {
+    fn state(&self) -> MutexGuard<'_, GroupState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `partition` is assigned to this consumer now.
+    pub fn owns(&self, partition: &PartitionId) -> bool {
+        self.state().owned.contains(partition)
+    }
+
+    /// The partitions assigned to this consumer now.
+    pub fn owned(&self) -> Vec<PartitionId> {
+        self.state().owned.iter().cloned().collect()
+    }
+
+    /// The partitions revoked since the last call, oldest first.
+    pub fn take_revoked(&self) -> Vec<PartitionId> {
+        std::mem::take(&mut self.state().revoked)
+    }
+
+    /// Completes when partitions were revoked since it last completed (the revocation
+    /// happens inside a poll that returns no record: a consumer's loop waits on this too).
+    pub async fn revocation(&self) {
+        self.revoked.notified().await
+    }
+}
+
+fn partitions(list: &rdkafka::TopicPartitionList) -> impl Iterator<Item = PartitionId> + '_ {
+    list.elements()
+        .into_iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let mut state = self.state();
+                for partition in partitions(list) {
+                    tracing::debug!(topic = %partition.0, partition = partition.1, "partition revoked");
+                    state.owned.remove(&partition);
+                    state.revoked.push(partition);
+                }
+                self.revoked.notify_one();
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(err) => tracing::warn!(%err, "consumer group rebalance failed"),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let mut state = self.state();
+            for partition in partitions(list) {
+                tracing::debug!(topic = %partition.0, partition = partition.1, "partition assigned");
+                state.owned.insert(partition);
+            }
+        }
+    }
+}
 
 /// One of Mailroom's topics, by what it carries. Its name comes from [`Topics`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,9 +271,10 @@ impl KafkaSettings {
     }
 
     /// A consumer in `group` that commits only what it has handled.
-    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
+    pub fn consumer(&self, group: &str) -> Result<GroupConsumer, KafkaError> {
         self.base()
             .set("group.id", group)
+            .set("partition.assignment.strategy", ASSIGNMENT_STRATEGY)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
@@ -178,7 +283,7 @@ impl KafkaSettings {
             // A subscribed topic that a broker lost (or that is not created yet) is looked
             // for again within seconds, not librdkafka's default five minutes.
             .set("topic.metadata.refresh.interval.ms", "5000")
-            .create()
+            .create_with_context(GroupContext::default())
     }
 
     /// A consumer in `group` for slow work (the concurrent mode): it may go `max_work`
@@ -187,10 +292,11 @@ impl KafkaSettings {
         &self,
         group: &str,
         max_work: Duration,
-    ) -> Result<StreamConsumer, KafkaError> {
+    ) -> Result<GroupConsumer, KafkaError> {
         let interval = max_work.as_millis().clamp(60_000, 3_600_000);
         self.base()
             .set("group.id", group)
+            .set("partition.assignment.strategy", ASSIGNMENT_STRATEGY)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
@@ -198,7 +304,7 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", "10")
             .set("max.poll.interval.ms", interval.to_string())
             .set("topic.metadata.refresh.interval.ms", "5000")
-            .create()
+            .create_with_context(GroupContext::default())
     }
 
     /// A consumer outside any group, for a process that reads a whole topic itself
@@ -222,6 +328,7 @@ impl KafkaSettings {
     pub async fn ensure_topics(&self, topics: &[Topic]) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.base().create()?;
         let names = self.topics.names(topics);
+        let retention = EVENT_RETENTION.as_millis().to_string();
         let new: Vec<NewTopic> = topics
             .iter()
             .zip(&names)
@@ -234,7 +341,7 @@ impl KafkaSettings {
                 if topic.is_compacted() {
                     new.set("cleanup.policy", "compact")
                 } else {
-                    new
+                    new.set("retention.ms", &retention)
                 }
             })
             .collect();

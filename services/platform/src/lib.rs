@@ -13,6 +13,8 @@
 //! - [`db`]: the PostgreSQL pool (one schema per service) and migrations.
 //! - [`outbox`], [`kafka`], [`consumer`]: events written with state, relayed to Kafka,
 //!   consumed exactly once in effect.
+//! - [`event_ops`]: the operator's API over a service's dead letters and parked outbox events,
+//!   hosted by every service.
 //! - [`revocation`]: subjects whose tokens are void before a time, learnt from identity.
 //! - [`sealed`]: secrets at rest (mailbox passwords) sealed with AES-256-GCM under rotatable keys.
 //! - [`redis`]: the Redis connection and the rate limiter built on it.
@@ -34,6 +36,7 @@ pub mod consumer;
 pub mod db;
 pub mod email;
 pub mod error;
+pub mod event_ops;
 pub mod grpc;
 pub mod hosting;
 pub mod kafka;

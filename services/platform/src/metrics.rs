@@ -23,10 +23,18 @@ pub const GRPC_LATENCY: &str = "mailroom_grpc_request_duration_seconds";
 pub const OUTBOX_PUBLISHED: &str = "mailroom_outbox_published_total";
 /// Failed publish attempts, by `topic`.
 pub const OUTBOX_FAILURES: &str = "mailroom_outbox_publish_failures_total";
-/// Events waiting in the outbox.
+/// Events waiting in the outbox to be published, by `schema` (parked ones not counted).
 pub const OUTBOX_BACKLOG: &str = "mailroom_outbox_backlog";
-/// Events handled by a consumer, by `consumer` and `outcome` (applied, duplicate, dead_letter).
+/// Outbox events parked now (the broker refused them for good; `ctl events parked`), by
+/// `schema`.
+pub const OUTBOX_PARKED: &str = "mailroom_outbox_parked_events";
+/// Outbox events parked since the process started, by `schema` and `topic`.
+pub const OUTBOX_PARKINGS: &str = "mailroom_outbox_parkings_total";
+/// Events handled by a consumer, by `consumer` and `outcome` (applied, duplicate, skipped,
+/// dead_letter, replayed).
 pub const EVENTS_CONSUMED: &str = "mailroom_events_consumed_total";
+/// Dead letters not replayed, by `consumer` (refreshed every 30 s by each running consumer).
+pub const DEAD_LETTERS: &str = "mailroom_events_dead_letters";
 
 /// Subjects whose tokens this process refuses before a not-before time.
 pub const REVOKED_SUBJECTS: &str = "mailroom_auth_revoked_subjects";
@@ -34,6 +42,8 @@ pub const REVOKED_SUBJECTS: &str = "mailroom_auth_revoked_subjects";
 pub const REVOCATIONS_CAUGHT_UP: &str = "mailroom_auth_revocations_caught_up";
 /// Tokens refused because their subject was revoked after they were issued.
 pub const TOKENS_REVOKED: &str = "mailroom_auth_revoked_tokens_refused_total";
+/// Fetches of identity's signing keys, by `outcome` (unchanged, changed, failed).
+pub const JWKS_FETCHES: &str = "mailroom_auth_jwks_fetches_total";
 
 /// Makes metrics show up (at zero) before their first event, so a process that has done
 /// nothing yet already exposes every series its dashboards, alerts and autoscalers query.
@@ -115,10 +125,18 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
             GRPC_REQUESTS,
             OUTBOX_PUBLISHED,
             OUTBOX_FAILURES,
+            OUTBOX_PARKINGS,
             EVENTS_CONSUMED,
             TOKENS_REVOKED,
+            JWKS_FETCHES,
         ],
-        &[OUTBOX_BACKLOG, REVOKED_SUBJECTS, REVOCATIONS_CAUGHT_UP],
+        &[
+            OUTBOX_BACKLOG,
+            OUTBOX_PARKED,
+            DEAD_LETTERS,
+            REVOKED_SUBJECTS,
+            REVOCATIONS_CAUGHT_UP,
+        ],
         &[GRPC_LATENCY],
     );
     let listener = TcpListener::bind(addr)

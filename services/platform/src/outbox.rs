@@ -6,15 +6,36 @@
 //! backoff), so an event is delayed but never lost. One relay per schema publishes at a time
 //! (a PostgreSQL advisory lock elects it), which keeps each key's events in order across
 //! replicas.
+//!
+//! **Parking.** A row the broker refuses for good ([`refused_for_good`]: too large, an invalid
+//! topic, a record it rejects, a topic the relay may not write) would otherwise block the
+//! stream for ever. The relay tries it alone, up to `outbox_max_attempts` times (5 unless
+//! configured, with the relay's back-off between tries), then *parks* it: `parked_at` is set,
+//! its last error kept in `last_error`, and publishing goes on with the rows after it. A
+//! broker that is down, timeouts and every other error never park a row: the stream waits.
+//! Parked rows are counted (`mailroom_outbox_parked_events`, `mailroom_outbox_parkings_total`,
+//! an alert), kept until an operator deals with them (the weekly clean-up removes only
+//! published rows), and listed and retried through [`crate::event_ops`] (`mailroom ctl events
+//! parked list|retry`); a retried row is tried again at its place in the stream, and parked
+//! again if it is still refused.
+//!
+//! **Order.** Rows go out in `seq` order, a row never ahead of one before it, so each key's
+//! events keep their order — except around a parked row: the events after it, those of its
+//! own key included, go on without it, and if it is retried it arrives after them. Before it
+//! is parked, a row refused when it is handed to the producer (too large, an invalid name)
+//! ends its round, so nothing overtakes it; one the broker refuses after the round was sent
+//! may let later rows of the round through, which are sent again (at least once; consumers
+//! deduplicate).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use prost::Message;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -143,6 +164,7 @@ struct OutboxRow {
     record_key: String,
     payload: Vec<u8>,
     headers: sqlx::types::Json<HashMap<String, String>>,
+    attempts: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +173,64 @@ pub enum RelayError {
     Db(#[from] sqlx::Error),
     #[error("publishing to Kafka failed: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The broker (or the producer, before sending) refused one event.
+    #[error("outbox event {seq} was refused{}: {error}", if *.for_good { " for good" } else { "" })]
+    Refused {
+        seq: i64,
+        error: String,
+        /// Whether trying again cannot help ([`refused_for_good`]).
+        for_good: bool,
+    },
+}
+
+/// Whether a Kafka error on producing one record means the record itself will never be
+/// accepted, however often it is sent: too large, an invalid topic, a record the broker's
+/// validation rejects, a topic the producer is not authorised to write. A broker that is down,
+/// slow or electing a leader, a record that timed out, an unknown topic (which the relay
+/// creates) and every other error may pass later, and never park a record.
+pub fn refused_for_good(err: &KafkaError) -> bool {
+    let KafkaError::MessageProduction(code) = err else {
+        return false;
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+    )
+}
+
+/// Whether Kafka accepts `name` as a topic name: 1 to 249 of ASCII letters, digits, `.`, `_`
+/// and `-`, and not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// What one round of publishing did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Round {
+    /// Rows published.
+    published: usize,
+    /// Rows parked.
+    parked: usize,
+    /// Whether anything failed (the producer is then made afresh).
+    failed: bool,
+}
+
+/// The first row of a round that failed, by its index in the round.
+struct Failure {
+    index: usize,
+    error: String,
+    for_good: bool,
 }
 
 /// Publishes a schema's outbox to Kafka.
@@ -162,6 +242,7 @@ pub struct Relay {
     batch_size: i64,
     idle_poll: Duration,
     retention: Duration,
+    max_attempts: i32,
 }
 
 impl Relay {
@@ -176,7 +257,15 @@ impl Relay {
             batch_size: 256,
             idle_poll: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
+            max_attempts: 5,
         }
+    }
+
+    /// Parks an event once the broker has refused it for good `attempts` times (at least 1;
+    /// `outbox_max_attempts` in the configuration, 5 unless set).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = i32::try_from(attempts.max(1)).unwrap_or(i32::MAX);
+        self
     }
 
     /// Runs until `shutdown` is cancelled, finishing the batch in hand first.
@@ -202,6 +291,9 @@ impl Relay {
                     self.lead(&mut leader, &shutdown).await;
                 }
                 Ok(false) => {
+                    // Every replica reports the backlog and the parked events, so that the
+                    // figures stay current whichever one leads.
+                    self.report_backlog().await;
                     sleep_or_cancel(self.idle_poll * 5, &shutdown).await;
                 }
                 Err(err) => {
@@ -217,13 +309,7 @@ impl Relay {
         if let Err(err) = self.kafka.ensure_topics(&self.topics).await {
             tracing::warn!(%err, "topics could not be ensured; publishing will retry");
         }
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut l) => match l.listen(&format!("{}_outbox", self.schema)).await {
-                Ok(()) => Some(l),
-                Err(_) => None,
-            },
-            Err(_) => None,
-        };
+        let mut wakeups = Wakeups::new(&self.pool, &self.schema);
         let mut backoff = Duration::from_millis(200);
         let mut last_cleanup = Instant::now();
         let mut last_leader_check = Instant::now();
@@ -249,34 +335,33 @@ impl Relay {
                     }
                 },
             };
-            let published = self.publish_batch(&current).await;
-            if published.is_ok() {
+            let round = self.publish_batch(&current).await;
+            if matches!(round, Ok(Round { failed: false, .. })) {
                 // A producer that failed is dropped: an idempotent producer whose broker
-                // restarted can be left in a fatal state, so the next attempt starts afresh.
+                // restarted, or that had a record refused, can be left in a fatal state, so
+                // the next attempt starts afresh.
                 producer = Some(current);
             }
-            match published {
-                Ok(0) => {
+            match round {
+                Ok(Round {
+                    published: 0,
+                    parked: 0,
+                    ..
+                }) => {
                     backoff = Duration::from_millis(200);
                     self.report_backlog().await;
                     if last_cleanup.elapsed() > Duration::from_secs(3600) {
                         last_cleanup = Instant::now();
                         self.cleanup().await;
                     }
-                    match listener.as_mut() {
-                        Some(l) => {
-                            tokio::select! {
-                                _ = l.recv() => {}
-                                _ = tokio::time::sleep(self.idle_poll) => {}
-                                _ = shutdown.cancelled() => {}
-                            }
-                        }
-                        None => {
-                            sleep_or_cancel(self.idle_poll, shutdown).await;
-                        }
+                    wakeups.wait(self.idle_poll, shutdown).await;
+                }
+                Ok(round) => {
+                    backoff = Duration::from_millis(200);
+                    if round.parked > 0 {
+                        self.report_backlog().await;
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(200),
                 Err(err) => {
                     tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox publish failed; events wait in the outbox");
                     if sleep_or_cancel(backoff, shutdown).await {
@@ -291,24 +376,48 @@ impl Relay {
         }
     }
 
-    /// Publishes up to one batch; returns how many were published.
-    async fn publish_batch(&self, producer: &FutureProducer) -> Result<usize, RelayError> {
+    /// Publishes up to one batch of the rows neither published nor parked, in order. Stamps
+    /// the rows before the first failure; a failure the broker will repeat for ever counts an
+    /// attempt of its row, and parks it at the last attempt (the round then succeeds: the rows
+    /// after it go on next round). Any other failure is the round's error.
+    async fn publish_batch(&self, producer: &FutureProducer) -> Result<Round, RelayError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT seq, topic, record_key, payload, headers FROM outbox \
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            "SELECT seq, topic, record_key, payload, headers, attempts FROM outbox \
+             WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(self.batch_size)
         .fetch_all(&self.pool)
         .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
+        let Some(first) = rows.first() else {
+            return Ok(Round::default());
+        };
+        // A row refused before goes alone: a broker refuses a whole batch of records at once,
+        // and only the row's own refusal may count towards parking it.
+        let rows = if first.attempts > 0 {
+            &rows[..1]
+        } else {
+            &rows[..]
+        };
         let names: Vec<String> = rows
             .iter()
             .map(|row| self.kafka.topics.published_name(&row.topic))
             .collect();
+        // Records are handed to the producer in order; one it refuses at once (too large, an
+        // invalid topic) ends the round there, so nothing after it overtakes it.
         let mut deliveries = Vec::with_capacity(rows.len());
-        for (row, name) in rows.iter().zip(&names) {
+        let mut refused = None;
+        for (index, (row, name)) in rows.iter().zip(&names).enumerate() {
+            if !valid_topic_name(name) {
+                refused = Some(Failure {
+                    index,
+                    error: format!(
+                        "invalid topic name {name:?}: Kafka accepts 1 to 249 of ASCII letters, \
+                         digits, '.', '_' and '-'"
+                    ),
+                    for_good: true,
+                });
+                break;
+            }
             let mut headers = OwnedHeaders::new_with_capacity(row.headers.0.len());
             for (key, value) in row.headers.0.iter() {
                 headers = headers.insert(Header {
@@ -320,28 +429,53 @@ impl Relay {
                 .key(&row.record_key)
                 .payload(&row.payload)
                 .headers(headers);
-            deliveries.push(producer.send(record, Duration::from_secs(15)));
-        }
-        let results = futures::future::join_all(deliveries).await;
-        let mut published = Vec::with_capacity(rows.len());
-        let mut failure = None;
-        for ((row, name), result) in rows.iter().zip(names).zip(results) {
-            match result {
-                Ok(_) if failure.is_none() => {
-                    metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "topic" => name)
-                        .increment(1);
-                    published.push(row.seq);
-                }
-                Ok(_) => {}
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                // The producer's queue is full: the rest waits for the next round.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
                 Err((err, _)) => {
-                    metrics::counter!(crate::metrics::OUTBOX_FAILURES, "topic" => name)
-                        .increment(1);
-                    if failure.is_none() {
-                        failure = Some((row.seq, err));
-                    }
+                    refused = Some(Failure {
+                        index,
+                        for_good: refused_for_good(&err),
+                        error: err.to_string(),
+                    });
+                    break;
                 }
             }
         }
+        let results = futures::future::join_all(deliveries).await;
+        let mut published = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for (index, result) in results.into_iter().enumerate() {
+            let error = match result {
+                Ok(Ok(_)) if failure.is_none() => {
+                    metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "topic" => names[index].clone())
+                        .increment(1);
+                    published.push(rows[index].seq);
+                    continue;
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err((err, _))) => Failure {
+                    index,
+                    for_good: refused_for_good(&err),
+                    error: err.to_string(),
+                },
+                Err(_canceled) => Failure {
+                    index,
+                    for_good: false,
+                    error: "the producer went away before the delivery was reported".into(),
+                },
+            };
+            metrics::counter!(crate::metrics::OUTBOX_FAILURES, "topic" => names[index].clone())
+                .increment(1);
+            failure.get_or_insert(error);
+        }
+        if let Some(refused) = &refused {
+            metrics::counter!(crate::metrics::OUTBOX_FAILURES, "topic" => names[refused.index].clone())
+                .increment(1);
+        }
+        // A delivery that failed came before the record refused at once.
+        let failure = failure.or(refused);
         // Only the prefix before the first failure is stamped, so order holds; anything after
         // it that did reach the broker is sent again (at least once; consumers deduplicate).
         if !published.is_empty() {
@@ -350,27 +484,80 @@ impl Relay {
                 .execute(&self.pool)
                 .await?;
         }
-        if let Some((seq, err)) = failure {
-            sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = $1",
-            )
-            .bind(seq)
-            .bind(err.to_string())
-            .execute(&self.pool)
-            .await?;
-            return Err(err.into());
+        let mut round = Round {
+            published: published.len(),
+            ..Round::default()
+        };
+        let Some(failure) = failure else {
+            return Ok(round);
+        };
+        round.failed = true;
+        let row = &rows[failure.index];
+        if !failure.for_good {
+            // The broker may take it later: no attempt counted, the error kept for the
+            // operator.
+            sqlx::query("UPDATE outbox SET last_error = $2 WHERE seq = $1")
+                .bind(row.seq)
+                .bind(&failure.error)
+                .execute(&self.pool)
+                .await?;
+            return Err(RelayError::Refused {
+                seq: row.seq,
+                error: failure.error,
+                for_good: false,
+            });
         }
-        Ok(published.len())
+        let attempts = row.attempts.saturating_add(1);
+        let park = attempts >= self.max_attempts;
+        sqlx::query(
+            "UPDATE outbox SET attempts = $2, last_error = $3, \
+             parked_at = CASE WHEN $4 THEN now() END WHERE seq = $1",
+        )
+        .bind(row.seq)
+        .bind(attempts)
+        .bind(&failure.error)
+        .bind(park)
+        .execute(&self.pool)
+        .await?;
+        if !park {
+            return Err(RelayError::Refused {
+                seq: row.seq,
+                error: failure.error,
+                for_good: true,
+            });
+        }
+        metrics::counter!(
+            crate::metrics::OUTBOX_PARKINGS,
+            "schema" => self.schema.clone(),
+            "topic" => names[failure.index].clone()
+        )
+        .increment(1);
+        tracing::error!(
+            schema = %self.schema,
+            seq = row.seq,
+            topic = %names[failure.index],
+            attempts,
+            error = %failure.error,
+            "outbox event parked: the broker refused it for good; the events after it go on \
+             without it (`mailroom ctl events parked list`, then `retry` once it can pass)"
+        );
+        round.parked = 1;
+        Ok(round)
     }
 
     async fn report_backlog(&self) {
-        if let Ok(n) =
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&self.pool)
-                .await
-        {
+        let counts: Result<(i64, i64), _> = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE parked_at IS NULL), \
+             count(*) FILTER (WHERE parked_at IS NOT NULL) \
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok((waiting, parked)) = counts {
             metrics::gauge!(crate::metrics::OUTBOX_BACKLOG, "schema" => self.schema.clone())
-                .set(n as f64);
+                .set(waiting as f64);
+            metrics::gauge!(crate::metrics::OUTBOX_PARKED, "schema" => self.schema.clone())
+                .set(parked as f64);
         }
     }
 
@@ -387,10 +574,151 @@ impl Relay {
     }
 }
 
+/// What wakes the relay when it has nothing to publish: a notification from PostgreSQL when a
+/// transaction writes events (the outbox's trigger), else its idle poll.
+///
+/// The listener has a connection of its own, apart from the service's pool. When it fails,
+/// it is dropped and connected again after a back-off (doubling, at most 30 s) while the relay
+/// polls; it never makes the relay loop without sleeping.
+struct Wakeups {
+    /// One connection, for the listener.
+    pool: PgPool,
+    channel: String,
+    listener: Option<PgListener>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+const LISTENER_BACKOFF: Duration = Duration::from_millis(500);
+const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Wakeups {
+    fn new(pool: &PgPool, schema: &str) -> Self {
+        let options = (*pool.connect_options()).clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options);
+        Self {
+            pool,
+            channel: format!("{schema}_outbox"),
+            listener: None,
+            retry_at: Instant::now(),
+            backoff: LISTENER_BACKOFF,
+        }
+    }
+
+    /// Connects the listener if it has none and its back-off is over.
+    async fn connect(&mut self) {
+        if self.listener.is_some() || Instant::now() < self.retry_at {
+            return;
+        }
+        let listening = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(&self.channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match listening {
+            Ok(listener) => {
+                if self.backoff > LISTENER_BACKOFF {
+                    tracing::info!(channel = %self.channel, "outbox listener connected again");
+                }
+                self.listener = Some(listener);
+                self.backoff = LISTENER_BACKOFF;
+            }
+            Err(err) => self.failed(&err),
+        }
+    }
+
+    fn failed(&mut self, err: &sqlx::Error) {
+        tracing::warn!(
+            %err,
+            channel = %self.channel,
+            retry_in_ms = self.backoff.as_millis() as u64,
+            "outbox listener failed; polling until it is connected again"
+        );
+        self.listener = None;
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(LISTENER_MAX_BACKOFF);
+    }
+
+    /// Waits for a notification, for `idle`, or for shutdown, whichever comes first; a
+    /// listener error waits for `idle` too.
+    async fn wait(&mut self, idle: Duration, shutdown: &CancellationToken) {
+        self.connect().await;
+        let Some(listener) = self.listener.as_mut() else {
+            sleep_or_cancel(idle, shutdown).await;
+            return;
+        };
+        let received = tokio::select! {
+            received = listener.recv() => Some(received),
+            _ = tokio::time::sleep(idle) => None,
+            _ = shutdown.cancelled() => None,
+        };
+        if let Some(Err(err)) = received {
+            self.failed(&err);
+            sleep_or_cancel(idle, shutdown).await;
+        }
+    }
+}
+
 /// Sleeps, or returns early (with `true`) when shutdown is requested.
 async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(duration) => false,
         _ = shutdown.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_record_itself_is_for_good() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidTopic,
+            RDKafkaErrorCode::InvalidRecord,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert!(
+                refused_for_good(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::LeaderNotAvailable,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::Fatal,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ] {
+            assert!(
+                !refused_for_good(&KafkaError::MessageProduction(code)),
+                "{code:?} may pass later"
+            );
+        }
+        assert!(!refused_for_good(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn topic_names_are_checked_as_kafka_does() {
+        assert!(valid_topic_name("mailroom.identity.events"));
+        assert!(valid_topic_name("tests.abc_1-2"));
+        assert!(valid_topic_name(&"a".repeat(249)));
+        for bad in ["", ".", "..", "a b", "événements", "x/y", &"a".repeat(250)] {
+            assert!(!valid_topic_name(bad), "{bad:?}");
+        }
     }
 }

@@ -12,6 +12,12 @@
 //! revoked subject issued before the not-before — also tokens it had already remembered as
 //! valid. The topic is read without a consumer group (every process needs every record) and no
 //! offsets are committed.
+//!
+//! Until the follower has read every partition up to where it ended when following began
+//! ([`Revocations::is_caught_up`]), the verifier accepts no token at all (UNAVAILABLE): the
+//! wait at start (`MAILROOM_REVOCATIONS_CATCH_UP_MS`) only says how long the server holds off
+//! before it answers, and a replica whose wait ran out (a loaded broker, a long topic) used to
+//! serve at once and accept a token revoked while it was down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -189,11 +195,17 @@ async fn follow_once(
     let name = kafka.topics.name(Topic::Revocations);
     let consumer: Arc<StreamConsumer> = Arc::new(kafka.reader()?);
     let partitions = partitions_of(&consumer, &name).await?;
-    // Where each partition ends now: having read that far is "caught up".
+    // Where each partition ends now: having read that far is "caught up". Asked of every
+    // partition at once: a loaded broker answering one at a time would hold the start up.
+    let ends = futures::future::try_join_all(
+        partitions
+            .iter()
+            .map(|partition| high_watermark(&consumer, &name, *partition)),
+    )
+    .await?;
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
-    for partition in &partitions {
-        let (low, high) = high_watermark(&consumer, &name, *partition).await?;
+    for (partition, (low, high)) in partitions.iter().zip(ends) {
         if high > low {
             remaining.insert(*partition, high);
         }

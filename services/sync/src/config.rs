@@ -76,6 +76,12 @@ pub struct SyncConfig {
     /// Longest one IMAP command may take from being sent to its answer (a server that keeps
     /// a sync waiting with a line now and then is cut off here; what was indexed stays).
     pub command_deadline_secs: u64,
+    /// Longest one mailbox's whole sync may take (connect, every folder, the counters): past
+    /// it the mailbox fails as "the mail server stopped answering" and backs off, and the
+    /// worker's slot and the mailbox's lease are free again; what was indexed stays, and the
+    /// next sync carries on from it. Must stay below the work consumer's
+    /// `max.poll.interval.ms`, which is set from it (this plus two minutes, at most an hour).
+    pub sync_deadline_secs: u64,
     /// Most folders a mailbox may list; beyond it the mailbox is not synced and says why.
     pub max_folders_per_mailbox: usize,
     /// Longest folder name (bytes) synced; longer ones, and names with control characters,
@@ -133,6 +139,7 @@ impl Default for SyncConfig {
             max_line_bytes: 1024 * 1024,
             max_responses_per_command: 2_000_000,
             command_deadline_secs: 600,
+            sync_deadline_secs: 600,
             max_folders_per_mailbox: 1_000,
             max_folder_name_bytes: 1_000,
             max_messages_per_mailbox: 1_000_000,

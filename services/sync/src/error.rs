@@ -218,6 +218,19 @@ pub enum RunError {
     /// Told to stop (shutdown, or the lease was lost): what was committed stays.
     #[error("stopped before the end")]
     Stopped,
+    /// A newer holder of the mailbox's lease claimed it: this run's write was refused, and
+    /// nothing more of it is written.
+    #[error(transparent)]
+    Fenced(#[from] crate::store::fences::Stale),
+}
+
+impl From<crate::store::fences::WriteError> for RunError {
+    fn from(err: crate::store::fences::WriteError) -> Self {
+        match err {
+            crate::store::fences::WriteError::Stale(stale) => RunError::Fenced(stale),
+            crate::store::fences::WriteError::Db(db) => RunError::Db(db),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

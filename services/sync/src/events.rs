@@ -3,8 +3,10 @@
 //! `sync`:
 //! - on `mailroom.sync.requests`: [`sync_requested`], the scheduler's work for the workers,
 //!   at normal priority (people's "sync now" and new passwords come from the registry, high);
-//! - on `mailroom.sync.events`: [`synced`] (MailboxSynced, then the NewMessages of the CRM's
-//!   feed) and [`sync_failed`] (MailboxSyncFailed).
+//! - on `mailroom.sync.events`: [`new_messages`] (the CRM's feed, written by the engine in
+//!   the transaction of each batch of messages it indexes, so a message goes to the feed
+//!   exactly when it enters the index, whatever fails afterwards), [`synced`] (MailboxSynced)
+//!   and [`sync_failed`] (MailboxSyncFailed).
 //!
 //! What the sync consumes: the registry's topic (`mailbox_events`) and its own requests (the
 //! worker).
@@ -57,8 +59,19 @@ pub async fn sync_requested(
     emit(conn, Topic::SyncRequests, org, mailbox, payload).await
 }
 
-/// A finished sync: its figures, then its new messages for the CRM's feed (none on a first
-/// import, none unless the mailbox is in the CRM).
+/// New messages for the CRM's feed (at most [`crate::engine::FEED_CHUNK`] in one event), in
+/// the transaction that indexes them.
+pub async fn new_messages(
+    conn: &mut PgConnection,
+    org: OrgId,
+    mailbox: MailboxId,
+    feed: ev::NewMessages,
+) -> sqlx::Result<()> {
+    let payload = ev::envelope::Payload::NewMessages(feed);
+    emit(conn, Topic::SyncEvents, org, mailbox, payload).await
+}
+
+/// A finished sync: its figures (its new messages went to the feed as they were indexed).
 pub async fn synced(
     conn: &mut PgConnection,
     org: OrgId,
@@ -76,12 +89,7 @@ pub async fn synced(
         synced_at: Some(timestamp(synced_at)),
     };
     let payload = ev::envelope::Payload::MailboxSynced(synced);
-    emit(conn, Topic::SyncEvents, org, mailbox, payload).await?;
-    for feed in report.new_for_feed {
-        let payload = ev::envelope::Payload::NewMessages(feed);
-        emit(conn, Topic::SyncEvents, org, mailbox, payload).await?;
-    }
-    Ok(())
+    emit(conn, Topic::SyncEvents, org, mailbox, payload).await
 }
 
 /// A failed sync, with the failures in a row so far and whether the mailbox is now parked.

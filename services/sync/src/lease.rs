@@ -5,6 +5,15 @@
 //! A lease is `SET name holder NX PX ttl`; renewal and release check the holder first (a Lua
 //! script, atomic in Redis), so a holder that lost its lease to a takeover can neither
 //! extend nor delete the new holder's.
+//!
+//! Fencing: [`Leases::acquire`] also increments the name's generation counter in the same
+//! script and returns it, so every acquisition carries a fencing token greater than any
+//! before it. A lease only says who should work; the generation is what the store checks
+//! before it takes a write ([`crate::store::fences`]), so a holder that lost its lease without
+//! noticing (paused, late to renew, or a Redis failover that let another take it) writes
+//! nothing. A counter Redis lost (a failover, a flush) starts low again: the holder lifts it
+//! above the generation the store has seen ([`Leases::advance`]) while it still holds the
+//! lease.
 
 use std::time::Duration;
 
@@ -23,6 +32,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"#;
+
+/// Takes (or renews, if ours) the lease KEYS[1] for ARGV[1] with a TTL of ARGV[2] ms, and
+/// returns the next generation from KEYS[2]; 0 when another holds the lease.
+const ACQUIRE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  return 0
+end
+return redis.call('INCR', KEYS[2])
+"#;
+
+/// While ARGV[1] holds the lease KEYS[1]: lifts the generation counter KEYS[2] to at least
+/// ARGV[2] and returns the next generation; 0 when the lease is not ARGV[1]'s.
+const ADVANCE: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local now = tonumber(redis.call('GET', KEYS[2]) or '0')
+if now < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+return redis.call('INCR', KEYS[2])
 "#;
 
 /// Takes, renews and returns leases under one prefix, as one holder.
@@ -56,7 +92,46 @@ impl Leases {
         format!("{}:{name}", self.prefix)
     }
 
-    /// Takes the lease on `name` if it is free (or already ours).
+    /// The counter of `name`'s generations (no expiry: it must outlive every stored fence).
+    fn generation_key(&self, name: &str) -> String {
+        format!("{}-generation:{name}", self.prefix)
+    }
+
+    /// Takes the lease on `name` if it is free (or already ours: renewed), and returns this
+    /// acquisition's generation (the fencing token, greater than any before it); `None` when
+    /// another holds it.
+    pub async fn acquire(&self, name: &str) -> redis::RedisResult<Option<i64>> {
+        let mut conn = self.conn.clone();
+        let generation: i64 = redis::cmd("EVAL")
+            .arg(ACQUIRE)
+            .arg(2)
+            .arg(self.key(name))
+            .arg(self.generation_key(name))
+            .arg(&self.holder)
+            .arg(self.ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok((generation > 0).then_some(generation))
+    }
+
+    /// A generation above `seen` (one the store has seen, which this counter fell behind:
+    /// Redis lost it), while the lease on `name` is still ours; `None` when it is not.
+    pub async fn advance(&self, name: &str, seen: i64) -> redis::RedisResult<Option<i64>> {
+        let mut conn = self.conn.clone();
+        let generation: i64 = redis::cmd("EVAL")
+            .arg(ADVANCE)
+            .arg(2)
+            .arg(self.key(name))
+            .arg(self.generation_key(name))
+            .arg(&self.holder)
+            .arg(seen.max(0))
+            .query_async(&mut conn)
+            .await?;
+        Ok((generation > 0).then_some(generation))
+    }
+
+    /// Takes the lease on `name` if it is free (or already ours), without a generation (for
+    /// work that writes nothing fenced, such as IDLE watches); see [`Leases::acquire`].
     pub async fn try_acquire(&self, name: &str) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let key = self.key(name);

@@ -97,6 +97,28 @@ pub enum StartError {
 /// role says.
 pub type Started = hosting::Started<Sync>;
 
+/// What a piece of work may take beyond a sync's deadline (the login asked of the registry,
+/// the outcome recorded), in the work consumer's `max.poll.interval.ms`.
+const WORK_MARGIN: Duration = Duration::from_secs(120);
+
+/// The longest a consumer's `max.poll.interval.ms` may be (the platform's limit).
+const MAX_WORK: Duration = Duration::from_secs(3_600);
+
+/// The whole sync's deadline, which must leave the work consumer's limit room.
+fn sync_deadline(config: &SyncConfig) -> Result<Duration, StartError> {
+    let deadline = Duration::from_secs(config.sync_deadline_secs.max(1));
+    if deadline + WORK_MARGIN > MAX_WORK {
+        return Err(StartError::Config(format!(
+            "MAILROOM_SYNC__SYNC_DEADLINE_SECS is {} s; it must be at most {} s (the work consumer's max.poll.interval.ms of at most {} s must exceed it by {} s)",
+            deadline.as_secs(),
+            (MAX_WORK - WORK_MARGIN).as_secs(),
+            MAX_WORK.as_secs(),
+            WORK_MARGIN.as_secs()
+        )));
+    }
+    Ok(deadline)
+}
+
 /// A name for this process among the workers (its leases carry it).
 fn holder_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
@@ -132,14 +154,19 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
             )?,
         },
     )
-    .with_limits(engine::SyncLimits::from_config(&config));
-    // Page tokens are signed with a key every replica derives from the shared secret.
-    let secret = config.service_client_secret.expose_secret();
-    let tokens = if secret.is_empty() {
-        PageTokenKey::new(uuid::Uuid::new_v4().as_bytes())
-    } else {
-        PageTokenKey::derived_from(secret.as_bytes(), "sync messages")
-    };
+    .with_limits(engine::SyncLimits::from_config(&config))
+    .with_deadline(sync_deadline(&config)?);
+    // Page tokens are signed with a key every replica derives from the shared secret; none is
+    // made up when it is missing (one replica's own key would refuse the others' tokens).
+    let tokens = PageTokenKey::from_configured(
+        config.service_client_secret.expose_secret().as_bytes(),
+        "sync messages",
+    )
+    .ok_or_else(|| {
+        StartError::Config(
+            "MAILROOM_SYNC__SERVICE_CLIENT_SECRET is empty: the sync needs its credential at identity, and signs its page tokens with a key derived from it (the same on every replica)".into(),
+        )
+    })?;
     let sync = Arc::new(Sync {
         pool: pool.clone(),
         activity: activity.clone(),
@@ -224,10 +251,9 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         started = started.task(move |shutdown| watcher.run(shutdown));
     }
     if let Some(worker) = worker {
-        // A sync may run long; the consumer must not be thrown out of its group meanwhile.
-        let max_work = Duration::from_millis(config.io_timeout_ms)
-            .saturating_mul(10)
-            .max(Duration::from_secs(600));
+        // A sync may run long; the consumer must not be thrown out of its group meanwhile:
+        // its deadline ends it well within the consumer's limit.
+        let max_work = engine.deadline() + WORK_MARGIN;
         started = started.work(
             config.worker_group.clone(),
             vec![Topic::SyncRequests],

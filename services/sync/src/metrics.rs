@@ -19,6 +19,9 @@ pub const SYNC_OUTCOMES: &str = "mailroom_sync_outcomes_total";
 pub const LEASES_HELD: &str = "mailroom_sync_leases_held";
 /// Messages added to the index.
 pub const MESSAGES_INDEXED: &str = "mailroom_sync_messages_indexed_total";
+/// Syncs stopped because a newer holder of the mailbox's lease took over (their writes were
+/// refused): a worker that paused or renewed too late, or a Redis failover.
+pub const FENCED: &str = "mailroom_sync_fenced_total";
 
 /// Every sync metric at zero, so dashboards, alerts and the autoscaler see the series on a
 /// process that has done nothing yet.
@@ -29,6 +32,7 @@ pub fn announce() {
             HEARTBEATS,
             SYNC_OUTCOMES,
             MESSAGES_INDEXED,
+            FENCED,
             IDLE_WAKEUPS,
         ],
         &[DUE_MAILBOXES, ACTIVE_USERS, LEASES_HELD, IDLE_CONNECTIONS],

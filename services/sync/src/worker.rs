@@ -15,6 +15,13 @@
 //! A worker that dies stops renewing its leases: after their time to live another worker's
 //! attempt (the record redelivered after the rebalance, or the scheduler handing the mailbox
 //! out again) takes over, and the checkpoints make it carry on where the dead one committed.
+//!
+//! Fencing: each acquisition of a mailbox's lease carries a generation, claimed in the store
+//! before the worker reads the mailbox's state ([`crate::store::fences`]); every write of the
+//! sync and the recording of its outcome are refused once a newer holder has claimed it. A
+//! worker that lost its lease without noticing (paused past it, renewed too late, a Redis
+//! failover) therefore writes nothing: it logs that a newer holder took over, counts it
+//! ([`metrics::FENCED`]) and stops, leaving the work to the newer holder.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +46,7 @@ use crate::events;
 use crate::lease::Leases;
 use crate::metrics;
 use crate::peers::{MailboxLogin, Peers};
+use crate::store::fences::{self, Claim, Fence, Stale, WriteError};
 use crate::store::schedule::{self, Failure, FailureRecorded, ScheduleRow};
 
 pub struct Worker {
@@ -68,6 +76,9 @@ pub enum Handled {
     Coalesced,
     /// Stopped (shutdown or a lost lease): the request is delivered again.
     Stopped,
+    /// A newer holder of the mailbox's lease took over: this attempt's writes were refused,
+    /// and the newer holder does the work.
+    Fenced,
 }
 
 #[async_trait]
@@ -146,7 +157,7 @@ impl Worker {
             metrics::sync_outcome("throttled");
             return Ok(Handled::Busy);
         }
-        if !self.leases.try_acquire(&name).await? {
+        let Some(generation) = self.leases.acquire(&name).await? else {
             // Another worker is on it, or died holding it: look again once a lease could
             // have expired, so a dead worker's mailbox is taken over within about a TTL.
             schedule::retry_soon(&self.pool, mailbox, self.leases.ttl()).await?;
@@ -154,7 +165,7 @@ impl Worker {
             tracing::debug!(?holder, "lease busy");
             metrics::sync_outcome("busy");
             return Ok(Handled::Busy);
-        }
+        };
         ::metrics::gauge!(metrics::LEASES_HELD).increment(1.0);
         let done = CancellationToken::new();
         let lost = stop.child_token();
@@ -165,7 +176,9 @@ impl Worker {
             let lost = lost.clone();
             tokio::spawn(async move { leases.keep(&name, done, lost).await })
         };
-        let result = self.sync_leased(mailbox, login, login_read_at, &lost).await;
+        let result = self
+            .sync_leased(mailbox, generation, login, login_read_at, &lost)
+            .await;
         done.cancel();
         let _ = keeper.await;
         if let Err(err) = self.leases.release(&name).await {
@@ -175,13 +188,42 @@ impl Worker {
         result
     }
 
+    /// A newer holder of the mailbox's lease took over: said, counted, and nothing more done.
+    fn fenced(&self, stale: &Stale) -> Handled {
+        tracing::warn!(
+            generation = stale.mine,
+            newer = stale.current,
+            "a newer holder of the mailbox's lease took over; this sync's writes were refused and it stopped"
+        );
+        ::metrics::counter!(metrics::FENCED).increment(1);
+        metrics::sync_outcome("fenced");
+        Handled::Fenced
+    }
+
+    /// A transaction checked against `fence` ([`fences::begin`]), or the newer holder's claim.
+    async fn fenced_tx(
+        &self,
+        fence: &Fence,
+    ) -> anyhow::Result<Result<sqlx::Transaction<'static, sqlx::Postgres>, Stale>> {
+        match fences::begin(&self.pool, fence).await {
+            Ok(tx) => Ok(Ok(tx)),
+            Err(WriteError::Stale(stale)) => Ok(Err(stale)),
+            Err(WriteError::Db(err)) => Err(err.into()),
+        }
+    }
+
     async fn sync_leased(
         &self,
         mailbox: MailboxId,
+        generation: i64,
         login: MailboxLogin,
         login_read_at: DateTime<Utc>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Handled> {
+        let fence = match claim(&self.pool, &self.leases, mailbox, generation).await? {
+            Ok(fence) => fence,
+            Err(stale) => return Ok(self.fenced(&stale)),
+        };
         // Read again under the lease: the state another worker left is the one that counts.
         let Some(row) = schedule::schedule_row(&self.pool, mailbox).await? else {
             metrics::sync_outcome("skipped");
@@ -192,22 +234,36 @@ impl Worker {
             return Ok(Handled::Skipped);
         }
         let started = Utc::now();
-        schedule::mark_started(&self.pool, mailbox, Some(started)).await?;
+        let mut tx = match self.fenced_tx(&fence).await? {
+            Ok(tx) => tx,
+            Err(stale) => return Ok(self.fenced(&stale)),
+        };
+        schedule::mark_started(&mut *tx, mailbox, Some(started)).await?;
+        tx.commit().await?;
         let result = self
             .engine
-            .sync(mailbox, &login.login, login.in_crm || row.in_crm, stop)
+            .sync_fenced(fence, &login.login, login.in_crm || row.in_crm, stop)
             .await;
         match result {
-            Ok(report) => {
-                self.record_success(&row, report).await?;
-                metrics::sync_outcome("synced");
-                Ok(Handled::Synced)
-            }
+            Ok(report) => match self.record_success(&row, report, &fence).await? {
+                Ok(()) => {
+                    metrics::sync_outcome("synced");
+                    Ok(Handled::Synced)
+                }
+                Err(stale) => Ok(self.fenced(&stale)),
+            },
             Err(RunError::Failed(failure)) => {
                 let kind = failure.kind;
-                self.record_failure(&row, failure, login_read_at).await?;
-                metrics::sync_outcome(kind.name());
-                Ok(Handled::Failed(kind))
+                match self
+                    .record_failure(&row, failure, login_read_at, &fence)
+                    .await?
+                {
+                    Ok(()) => {
+                        metrics::sync_outcome(kind.name());
+                        Ok(Handled::Failed(kind))
+                    }
+                    Err(stale) => Ok(self.fenced(&stale)),
+                }
             }
             // An attempt that did not finish answers no request: the one redelivered must run.
             Err(RunError::Stopped) => {
@@ -215,21 +271,31 @@ impl Worker {
                     after_ms = (Utc::now() - started).num_milliseconds(),
                     "sync stopped; what was committed stays"
                 );
-                self.unmark(mailbox, row.last_started_at).await;
+                self.unmark(&fence, row.last_started_at).await;
                 Ok(Handled::Stopped)
             }
+            Err(RunError::Fenced(stale)) => Ok(self.fenced(&stale)),
             Err(RunError::Db(err)) => {
-                self.unmark(mailbox, row.last_started_at).await;
+                self.unmark(&fence, row.last_started_at).await;
                 Err(err).context("writing the message index")
             }
         }
     }
 
-    /// Puts back the start of the attempt before this one (best effort: a failure here only
-    /// lets a redelivered request be coalesced, and the scheduler hands the mailbox out again).
-    async fn unmark(&self, mailbox: MailboxId, before: Option<DateTime<Utc>>) {
-        if let Err(err) = schedule::mark_started(&self.pool, mailbox, before).await {
-            tracing::warn!(%err, "the unfinished attempt's start was not put back");
+    /// Puts back the start of the attempt before this one, unless a newer holder took over
+    /// (best effort: a failure here only lets a redelivered request be coalesced, and the
+    /// scheduler hands the mailbox out again).
+    async fn unmark(&self, fence: &Fence, before: Option<DateTime<Utc>>) {
+        let unmarked = async {
+            let Ok(mut tx) = self.fenced_tx(fence).await? else {
+                return Ok(());
+            };
+            schedule::mark_started(&mut *tx, fence.mailbox, before).await?;
+            tx.commit().await?;
+            Ok::<(), anyhow::Error>(())
+        };
+        if let Err(err) = unmarked.await {
+            tracing::warn!(error = %format!("{err:#}"), "the unfinished attempt's start was not put back");
         }
     }
 
@@ -244,7 +310,13 @@ impl Worker {
         }
     }
 
-    async fn record_success(&self, row: &ScheduleRow, report: SyncReport) -> anyhow::Result<()> {
+    /// Records a finished sync, unless a newer holder took over (its claim, returned).
+    async fn record_success(
+        &self,
+        row: &ScheduleRow,
+        report: SyncReport,
+        fence: &Fence,
+    ) -> anyhow::Result<Result<(), Stale>> {
         let tier = self.tier_of(row.owner_user_id).await;
         let now = Utc::now();
         let interval = self.activity.policy().interval(tier);
@@ -254,7 +326,10 @@ impl Worker {
         ::metrics::histogram!(metrics::SYNC_DURATION, "tier" => tier.name())
             .record(report.duration.as_secs_f64());
         ::metrics::counter!(metrics::MESSAGES_INDEXED).increment(report.new_messages.max(0) as u64);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match self.fenced_tx(fence).await? {
+            Ok(tx) => tx,
+            Err(stale) => return Ok(Err(stale)),
+        };
         if !schedule::record_success(&mut tx, row.mailbox_id, now, duration_ms, next, tier, &note)
             .await?
         {
@@ -262,19 +337,21 @@ impl Worker {
             // reported for a mailbox the registry no longer has.
             schedule::forget_mailbox(&mut tx, row.mailbox_id).await?;
             tx.commit().await?;
-            return Ok(());
+            return Ok(Ok(()));
         }
         events::synced(&mut tx, row.org_id, row.mailbox_id, now, report).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Ok(()))
     }
 
+    /// Records a failed sync, unless a newer holder took over (its claim, returned).
     async fn record_failure(
         &self,
         row: &ScheduleRow,
         failure: SyncFailure,
         login_read_at: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+        fence: &Fence,
+    ) -> anyhow::Result<Result<(), Stale>> {
         let park = failure.kind == FailureKind::AuthFailed;
         let failures = u32::try_from(row.failures.max(0)).unwrap_or(0) + 1;
         let delay = backoff(
@@ -284,8 +361,11 @@ impl Worker {
             rand::random::<f64>(),
         );
         let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        let mut tx = match self.fenced_tx(fence).await? {
+            Ok(tx) => tx,
+            Err(stale) => return Ok(Err(stale)),
+        };
         tracing::info!(kind = failure.kind.name(), error = %failure.message, park, retry_in_s = delay.as_secs(), "sync failed");
-        let mut tx = self.pool.begin().await?;
         let recorded = schedule::record_failure(
             &mut tx,
             row.mailbox_id,
@@ -305,12 +385,12 @@ impl Worker {
             } => (was_parked, failures),
             FailureRecorded::Stale => {
                 // The settings it used were replaced meanwhile; the change made it due again.
-                return Ok(());
+                return Ok(Ok(()));
             }
             FailureRecorded::Gone => {
                 schedule::forget_mailbox(&mut tx, row.mailbox_id).await?;
                 tx.commit().await?;
-                return Ok(());
+                return Ok(Ok(()));
             }
         };
         // A parked mailbox is reported once, not at every attempt.
@@ -319,8 +399,47 @@ impl Worker {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(Ok(()))
     }
+}
+
+/// Claims `mailbox` for the lease acquisition of `generation` ([`Leases::acquire`]) before
+/// anything of it is read. A claim behind the stored generation while the lease is still
+/// `leases`' holder's means Redis lost the counter (a failover, a flush), or a writer without
+/// a lease claimed meanwhile: the counter is lifted above the stored generation and the claim
+/// made again. Otherwise a newer holder has it: its claim is returned.
+pub async fn claim(
+    pool: &PgPool,
+    leases: &Leases,
+    mailbox: MailboxId,
+    generation: i64,
+) -> anyhow::Result<Result<Fence, Stale>> {
+    let name = mailbox.to_string();
+    let mut mine = generation;
+    let mut current = 0;
+    for _ in 0..3 {
+        match fences::claim(pool, mailbox, mine).await? {
+            Claim::Held(fence) => return Ok(Ok(fence)),
+            Claim::Behind { current: stored } => current = stored,
+        }
+        match leases.advance(&name, current).await? {
+            Some(next) => {
+                tracing::warn!(
+                    generation = mine,
+                    stored = current,
+                    next,
+                    "the lease's generation counter was behind the store's (lost in Redis, or a writer without a lease); lifted above it"
+                );
+                mine = next;
+            }
+            None => break,
+        }
+    }
+    Ok(Err(Stale {
+        mailbox,
+        mine,
+        current,
+    }))
 }
 
 /// Whether a request made at `sent` is answered by a sync attempt that began at `started`.

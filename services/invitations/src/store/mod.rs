@@ -97,7 +97,8 @@ pub const LINK_COLUMNS: &str = "l.id, l.org_id, l.allowed_domains, l.requires_ap
      l.organization_name, l.created_by_user_id, l.created_by_name, l.disabled, l.created_at, l.expires_at, \
      (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id) AS registrations, \
      l.max_uses, (SELECT count(*) FROM invitations i WHERE i.registration_link_id = l.id AND (i.state = 'accepted' \
-     OR (i.invitee_admitted AND i.state IN ('pending', 'failed', 'awaiting_approval')))) AS uses";
+     OR (i.invitee_admitted AND i.state IN ('pending', 'failed', 'awaiting_approval')) \
+     OR (i.accepting_until > now() AND i.state IN ('pending', 'failed')))) AS uses";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LinkRow {
@@ -118,7 +119,7 @@ pub struct LinkRow {
     pub max_uses: Option<i32>,
     /// People who joined through it, or hold a seat to (registrations confirmed: accepted,
     /// or admitted at identity and still open — an acceptance whose activation failed and
-    /// will be retried keeps its use).
+    /// will be retried keeps its use — or being confirmed right now).
     pub uses: i64,
 }
 
@@ -253,16 +254,58 @@ pub async fn forget_token(conn: impl PgExecutor<'_>, id: InvitationId) -> Result
     Ok(())
 }
 
-/// ACCEPTED now; a mail still queued will not be sent.
-pub async fn mark_accepted(conn: &mut PgConnection, id: InvitationId) -> Result<InvitationRow> {
+/// ACCEPTED now, and the acceptance's claim cleared; a mail still queued will not be sent.
+/// `None` when the invitation is no longer pending or failed (it ended meanwhile).
+pub async fn mark_accepted(
+    conn: &mut PgConnection,
+    id: InvitationId,
+) -> Result<Option<InvitationRow>> {
     Ok(sqlx::query_as(&format!(
         "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
          delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
-         next_attempt_at = NULL WHERE id = $1 RETURNING {INVITATION_COLUMNS}"
+         next_attempt_at = NULL, accepting_until = NULL \
+         WHERE id = $1 AND state IN ('pending', 'failed') RETURNING {INVITATION_COLUMNS}"
     ))
     .bind(id)
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await?)
+}
+
+/// Whether an acceptance of the invitation is under way (its claim has not run out).
+pub async fn being_accepted(conn: impl PgExecutor<'_>, id: InvitationId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT accepting_until IS NOT NULL AND accepting_until > now() FROM invitations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(false))
+}
+
+/// Claims the invitation for an acceptance for `hold` (the caller holds its row lock and has
+/// checked [`being_accepted`]): what identity is then asked is asked with no lock held.
+pub async fn claim_acceptance(
+    conn: impl PgExecutor<'_>,
+    id: InvitationId,
+    hold: std::time::Duration,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE invitations SET accepting_until = now() + make_interval(secs => $2) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(hold.as_secs_f64())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends an acceptance's claim without accepting (identity refused, or did not answer).
+pub async fn release_acceptance(conn: impl PgExecutor<'_>, id: InvitationId) -> Result<()> {
+    sqlx::query("UPDATE invitations SET accepting_until = NULL WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn delete(conn: impl PgExecutor<'_>, id: InvitationId) -> Result<()> {

@@ -294,18 +294,26 @@ pub async fn get_any<'e>(conn: impl PgExecutor<'e>, id: MailboxId) -> Result<Opt
     Ok(sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?)
 }
 
-/// The counters and state a sync reported.
+/// The counters and state a sync reported, as of `synced_at`. Each part moves only forward:
+/// the counters and "last synced" unless a later sync was recorded, the state unless a later
+/// change of state was (a failure, or an edit that un-parked the mailbox).
 pub async fn record_synced(
     conn: &mut PgConnection,
     id: MailboxId,
     synced_at: DateTime<Utc>,
     counts: (i64, i64, i64),
 ) -> Result<()> {
-    // An older report (redelivered after a newer one) does not move the columns back.
+    // Every SET reads the row as it was, so each CASE compares with the stored times.
     sqlx::query(
-        "UPDATE mailboxes SET sync_state = 'ok', sync_error = '', last_sync_time = $2, \
-            message_count = $3, unread_count = $4, disk_bytes = $5 \
-         WHERE id = $1 AND last_sync_time <= $2",
+        "UPDATE mailboxes SET \
+            last_sync_time = CASE WHEN last_sync_time <= $2 THEN $2 ELSE last_sync_time END, \
+            message_count = CASE WHEN last_sync_time <= $2 THEN $3 ELSE message_count END, \
+            unread_count = CASE WHEN last_sync_time <= $2 THEN $4 ELSE unread_count END, \
+            disk_bytes = CASE WHEN last_sync_time <= $2 THEN $5 ELSE disk_bytes END, \
+            sync_state = CASE WHEN sync_state_time <= $2 THEN 'ok' ELSE sync_state END, \
+            sync_error = CASE WHEN sync_state_time <= $2 THEN '' ELSE sync_error END, \
+            sync_state_time = GREATEST(sync_state_time, $2) \
+         WHERE id = $1 AND (last_sync_time <= $2 OR sync_state_time <= $2)",
     )
     .bind(id)
     .bind(synced_at)
@@ -354,7 +362,8 @@ pub struct Changes {
     pub smtp: Option<ServerSettings>,
     pub crm: Option<Crm>,
     pub sealed_password: Option<(Vec<u8>, String)>,
-    /// Un-park an AUTH_FAILED mailbox (its login was just checked).
+    /// Un-park an AUTH_FAILED mailbox (its login was just checked); a sync report from before
+    /// now no longer changes its state.
     pub reset_state: bool,
 }
 
@@ -370,6 +379,7 @@ pub async fn update(conn: &mut PgConnection, id: MailboxId, c: &Changes) -> Resu
             password_sealed = COALESCE($14, password_sealed), password_key = COALESCE($15, password_key), \
             sync_state = CASE WHEN $16 AND sync_state IN ('auth_failed', 'error') THEN 'pending' ELSE sync_state END, \
             sync_error = CASE WHEN $16 AND sync_state IN ('auth_failed', 'error') THEN '' ELSE sync_error END, \
+            sync_state_time = CASE WHEN $16 THEN GREATEST(sync_state_time, now()) ELSE sync_state_time END, \
             update_time = now() \
          WHERE id = $1 RETURNING {COLUMNS}"
     );
@@ -563,18 +573,24 @@ pub async fn count_stale_sealed<'e>(conn: impl PgExecutor<'e>, key_id: &str) -> 
     )
 }
 
-/// The state of a mailbox, as the sync service will set it.
-pub async fn set_state<'e>(
+/// A failed sync's state and message, as of `at` (when the failure was reported): nothing
+/// changes when the state was set later (a newer sync, or an edit that un-parked the mailbox).
+pub async fn record_failure<'e>(
     conn: impl PgExecutor<'e>,
     id: MailboxId,
     state: SyncState,
     error: &str,
+    at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query("UPDATE mailboxes SET sync_state = $2, sync_error = $3 WHERE id = $1")
-        .bind(id)
-        .bind(state.as_str())
-        .bind(error)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE mailboxes SET sync_state = $2, sync_error = $3, sync_state_time = $4 \
+         WHERE id = $1 AND sync_state_time <= $4",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(error)
+    .bind(at)
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -18,6 +18,7 @@ use mailroom_platform::proto::access::v1::access_service_client::AccessServiceCl
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::proto::invitations::v1::invitation_service_client::InvitationServiceClient;
 use mailroom_platform::proto::mailboxes::v1::mailbox_service_client::MailboxServiceClient;
+use mailroom_platform::proto::ops::v1::event_ops_service_client::EventOpsServiceClient;
 use mailroom_platform::proto::sync::v1::sync_service_client::SyncServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
@@ -226,8 +227,19 @@ pub(crate) struct Clients {
     pub(crate) mailboxes: MailboxServiceClient<Authorized>,
     pub(crate) sync: SyncServiceClient<Authorized>,
     pub(crate) invitations: InvitationServiceClient<Authorized>,
+    /// Each service's event operations (the operator's).
+    pub(crate) events: EventOpsClients,
     token: Option<String>,
     bearer: Option<Bearer>,
+}
+
+/// The event operations API as each service hosts it, over its own schema.
+pub(crate) struct EventOpsClients {
+    pub(crate) identity: EventOpsServiceClient<Authorized>,
+    pub(crate) access: EventOpsServiceClient<Authorized>,
+    pub(crate) mailboxes: EventOpsServiceClient<Authorized>,
+    pub(crate) sync: EventOpsServiceClient<Authorized>,
+    pub(crate) invitations: EventOpsServiceClient<Authorized>,
 }
 
 impl Clients {
@@ -263,40 +275,49 @@ impl Clients {
             .service_tokens(identity.channel(), settings)
             .await?
             .unwrap_or_default();
+        let access = channel(
+            Peer::Access,
+            &endpoints.access_endpoint,
+            "--access-endpoint",
+        )?;
+        let mailboxes = channel(
+            Peer::Mailboxes,
+            &endpoints.mailboxes_endpoint,
+            "--mailboxes-endpoint",
+        )?;
+        let sync = channel(Peer::Sync, &endpoints.sync_endpoint, "--sync-endpoint")?;
+        let invitations = channel(
+            Peer::Invitations,
+            &endpoints.invitations_endpoint,
+            "--invitations-endpoint",
+        )?;
+        let events = EventOpsClients {
+            identity: EventOpsServiceClient::with_interceptor(
+                identity.channel().clone(),
+                tokens.identity.clone(),
+            ),
+            access: EventOpsServiceClient::with_interceptor(access.clone(), tokens.access.clone()),
+            mailboxes: EventOpsServiceClient::with_interceptor(
+                mailboxes.clone(),
+                tokens.mailboxes.clone(),
+            ),
+            sync: EventOpsServiceClient::with_interceptor(sync.clone(), tokens.sync.clone()),
+            invitations: EventOpsServiceClient::with_interceptor(
+                invitations.clone(),
+                tokens.invitations.clone(),
+            ),
+        };
         Ok(Self {
             identity: IdentityServiceClient::with_interceptor(
                 identity.channel().clone(),
                 tokens.identity,
             ),
             auth,
-            access: AccessServiceClient::with_interceptor(
-                channel(
-                    Peer::Access,
-                    &endpoints.access_endpoint,
-                    "--access-endpoint",
-                )?,
-                tokens.access,
-            ),
-            mailboxes: MailboxServiceClient::with_interceptor(
-                channel(
-                    Peer::Mailboxes,
-                    &endpoints.mailboxes_endpoint,
-                    "--mailboxes-endpoint",
-                )?,
-                tokens.mailboxes,
-            ),
-            sync: SyncServiceClient::with_interceptor(
-                channel(Peer::Sync, &endpoints.sync_endpoint, "--sync-endpoint")?,
-                tokens.sync,
-            ),
-            invitations: InvitationServiceClient::with_interceptor(
-                channel(
-                    Peer::Invitations,
-                    &endpoints.invitations_endpoint,
-                    "--invitations-endpoint",
-                )?,
-                tokens.invitations,
-            ),
+            access: AccessServiceClient::with_interceptor(access, tokens.access),
+            mailboxes: MailboxServiceClient::with_interceptor(mailboxes, tokens.mailboxes),
+            sync: SyncServiceClient::with_interceptor(sync, tokens.sync),
+            invitations: InvitationServiceClient::with_interceptor(invitations, tokens.invitations),
+            events,
             token,
             bearer,
         })

@@ -4,10 +4,11 @@
 //! (`MAILROOM_EMAIL`, `MAILROOM_PASSWORD`) to sign in on the fly; `--client-id` and
 //! `--client-secret` (`MAILROOM_CLIENT_ID`, `MAILROOM_CLIENT_SECRET`) for service tokens, one
 //! per service: the operator's credential (client `operator`), which creating organisations,
-//! changing their plans and resealing mailbox passwords need.
+//! changing their plans, resealing mailbox passwords and the event operations need.
 //!
 //! One module per service's commands ([`identity`], [`access`], [`mailboxes`], [`sync`],
-//! [`invitations`]) over one core: the command line and its dispatch (here), the [`Clients`]
+//! [`invitations`]), and [`events`] for every service's dead letters and parked events, over
+//! one core: the command line and its dispatch (here), the [`Clients`]
 //! that carry the credentials ([`clients`]), and [`Rows`](crate::output::Rows) that print as a
 //! table or JSON ([`crate::output`]).
 
@@ -19,6 +20,7 @@ use crate::output::Format;
 
 pub mod access;
 mod clients;
+pub mod events;
 pub mod identity;
 pub mod invitations;
 pub mod mailboxes;
@@ -76,6 +78,10 @@ enum CtlCommand {
     Invitations(invitations::InvitationsCommand),
     /// Register a person directly: they are mailed a link to set their password.
     Register(invitations::RegisterArgs),
+    /// A service's event path (operator): dead letters (list, show, replay) and parked outbox
+    /// events (list, retry).
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Quick-registration links: create, list, disable, join.
     #[command(subcommand)]
     Links(invitations::LinksCommand),
@@ -125,6 +131,7 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::Invitations(cmd) => invitations::run(&mut clients, cmd).await?,
         CtlCommand::Register(args) => invitations::register(&mut clients, args).await?,
         CtlCommand::Links(cmd) => invitations::links(&mut clients, cmd).await?,
+        CtlCommand::Events(cmd) => events::run(&mut clients, cmd).await?,
     };
     println!("{}", rows.render(format));
     Ok(())

@@ -6,12 +6,21 @@
 //! - Offsets are committed per partition only up to the contiguous prefix of finished records
 //!   ([`Progress`]), so a crash or a shutdown redelivers exactly what had not finished (and
 //!   perhaps some that had: handlers must be idempotent, as a sync is).
+//! - A failure is sorted by [`super::classify`]: a transient one is retried with back-off for
+//!   as long as it takes, holding only its key (and its partition's commit): the partition is
+//!   paused meanwhile, the others go on. A permanent one is dead-lettered at once, an unknown
+//!   one after [`super::MAX_ATTEMPTS`].
+//! - The consumer polls all the time, so it stays in its group however long the work takes;
+//!   when it holds `max_in_flight` records it pauses its partitions, leaving the records in the
+//!   broker.
+//! - When a partition is revoked, the records of it that wait are dropped and its progress is
+//!   forgotten; what of it is in flight finishes but is not committed (the new owner does it
+//!   again), and no offset is ever committed for a partition this consumer no longer owns.
 //! - On shutdown, handlers are told through their token; what they abandon is not committed.
-//! - Poll only when there is room, so a full worker leaves records in the broker for others;
-//!   the consumer's `max.poll.interval.ms` must exceed the longest piece of work.
 //!
 //! Unlike [`super::run`], nothing is recorded in `processed_events`: the work is not a
-//! database change to make once, and doing it twice is harmless.
+//! database change to make once, and doing it twice is harmless. Dead letters an operator asks
+//! to replay are run through the [`WorkHandler`] too ([`super::replay`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -19,22 +28,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{FutureExt as _, StreamExt};
-use prost::Message as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::{classify, Class, Options};
+use crate::kafka::{GroupConsumer, PartitionId};
 use crate::proto::events::v1::Envelope;
 
 /// Does the work a record asks for.
 #[async_trait]
 pub trait WorkHandler: Send + Sync + 'static {
     /// Handles one event. `stop` is cancelled at shutdown: return soon after, and what was
-    /// not finished is delivered again. An error is retried with backoff, then dead-lettered.
+    /// not finished is delivered again. An error is classified ([`super::classify`]): a
+    /// dependency that is down is waited for, a [`super::Refusal`] is dead-lettered at once,
+    /// anything else is retried a few times, then dead-lettered.
     async fn handle(&self, event: Envelope, stop: CancellationToken) -> anyhow::Result<()>;
 }
 
@@ -57,6 +70,12 @@ impl Progress {
         self.next = self.next.max(offset + 1);
     }
 
+    /// Whether a record at `offset` was taken already (a partition fetched again after a
+    /// pause hands over nothing twice, but this makes sure).
+    pub fn is_taken(&self, offset: i64) -> bool {
+        offset < self.next
+    }
+
     /// A record finished; returns the offset to commit if the contiguous prefix grew.
     pub fn finish(&mut self, offset: i64) -> Option<i64> {
         self.outstanding.remove(&offset);
@@ -70,14 +89,40 @@ impl Progress {
     }
 }
 
-type PartitionId = (String, i32);
+/// What the consumer knows of a partition it owns, since it was assigned.
+struct Owned {
+    /// Tells this assignment of the partition from an earlier one.
+    epoch: u64,
+    progress: Progress,
+    /// Records of it waiting on a transient failure: while any does, it is paused.
+    stuck: usize,
+}
+
+/// A record taken, with the assignment it came in.
+struct Held {
+    epoch: u64,
+    message: OwnedMessage,
+}
+
+impl Held {
+    fn partition(&self) -> PartitionId {
+        (self.message.topic().to_owned(), self.message.partition())
+    }
+
+    fn key(&self) -> Vec<u8> {
+        self.message.key().unwrap_or_default().to_vec()
+    }
+}
 
 struct Finished {
     partition: PartitionId,
+    epoch: u64,
     offset: i64,
     key: Vec<u8>,
     /// False when the handler gave up at shutdown: not committed.
     done: bool,
+    /// Whether it waited on a transient failure (and was counted as stuck).
+    stuck: bool,
 }
 
 /// As [`super::run_until_shutdown`], in the concurrent mode.
@@ -90,128 +135,388 @@ pub async fn run_until_shutdown(
     handler: Arc<dyn WorkHandler>,
     max_in_flight: usize,
     max_work: Duration,
+    options: Options,
     shutdown: CancellationToken,
 ) {
     let owned_names = kafka.topics.names(&topics);
     let names: Vec<&str> = owned_names.iter().map(String::as_str).collect();
-    while !shutdown.is_cancelled() {
-        if let Err(err) = kafka.ensure_topics(&topics).await {
-            tracing::warn!(%err, consumer = %group, "could not ensure the topics; subscribing anyway");
-        }
-        let result = match kafka.work_consumer(&group, max_work) {
-            Ok(consumer) => {
-                run(
-                    &group,
-                    &pool,
-                    consumer,
-                    &names,
-                    handler.clone(),
-                    max_in_flight.max(1),
-                    shutdown.clone(),
-                )
-                .await
+    let consuming = async {
+        while !shutdown.is_cancelled() {
+            if let Err(err) = kafka.ensure_topics(&topics).await {
+                tracing::warn!(%err, consumer = %group, "could not ensure the topics; subscribing anyway");
             }
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            tracing::warn!(%err, consumer = %group, "work consumer stopped; starting again");
+            let result = match kafka.work_consumer(&group, max_work) {
+                Ok(consumer) => {
+                    run_with(
+                        &group,
+                        &pool,
+                        consumer,
+                        &names,
+                        handler.clone(),
+                        max_in_flight.max(1),
+                        options.clone(),
+                        shutdown.clone(),
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = result {
+                tracing::warn!(%err, consumer = %group, "work consumer stopped; starting again");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
+    };
+    tokio::join!(
+        consuming,
+        super::retention::run(&group, &pool, &options, shutdown.clone())
+    );
 }
 
-/// Consumes the topics named `topics` in `group`, up to `max_in_flight` records at once, until `shutdown`.
+/// Consumes the topics named `topics` in `group`, up to `max_in_flight` records at once, until
+/// `shutdown`, with the default [`Options`].
 pub async fn run(
     group: &str,
     pool: &PgPool,
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
     topics: &[&str],
     handler: Arc<dyn WorkHandler>,
     max_in_flight: usize,
     shutdown: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
+    run_with(
+        group,
+        pool,
+        consumer,
+        topics,
+        handler,
+        max_in_flight,
+        Options::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// As [`run`], with `options`; beside the records, it runs the dead letters an operator asked
+/// to replay and keeps the dead-letter gauge ([`super::replay`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with(
+    group: &str,
+    pool: &PgPool,
+    consumer: GroupConsumer,
+    topics: &[&str],
+    handler: Arc<dyn WorkHandler>,
+    max_in_flight: usize,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), rdkafka::error::KafkaError> {
     consumer.subscribe(topics)?;
-    let stop = shutdown.child_token();
-    let mut stream = consumer.stream();
-    let mut tasks: JoinSet<Finished> = JoinSet::new();
-    let mut progress: HashMap<PartitionId, Progress> = HashMap::new();
-    let mut busy: HashSet<Vec<u8>> = HashSet::new();
-    let mut waiting: HashMap<Vec<u8>, VecDeque<OwnedMessage>> = HashMap::new();
-    let mut waiting_count = 0usize;
-    let result = loop {
-        let room = tasks.len() + waiting_count < max_in_flight;
-        tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                let finished = match joined {
-                    Ok(f) => f,
-                    Err(err) => {
-                        // A handler panicked: its record is not committed and comes back
-                        // with the next consumer. Start that one now.
-                        tracing::error!(%err, consumer = group, "work handler panicked");
-                        break Ok(());
-                    }
-                };
-                if finished.done {
-                    if let Some(offset) = progress.entry(finished.partition.clone()).or_default().finish(finished.offset) {
-                        commit(&consumer, &finished.partition, offset, group);
-                    }
-                }
-                // The next record of the same key, if one waits.
-                let next = waiting.get_mut(&finished.key).and_then(VecDeque::pop_front);
-                match next {
-                    Some(message) => {
-                        waiting_count -= 1;
-                        spawn(&mut tasks, group, pool, handler.clone(), message, stop.clone());
-                    }
-                    None => {
-                        waiting.remove(&finished.key);
-                        busy.remove(&finished.key);
-                    }
-                }
-            }
-            next = stream.next(), if room => {
-                let message = match next {
-                    Some(Ok(m)) => m.detach(),
-                    // As in the sequential mode: never keep a consumer across a stream error.
-                    Some(Err(err)) => break Err(err),
-                    None => break Ok(()),
-                };
-                let partition = (message.topic().to_owned(), message.partition());
-                progress.entry(partition).or_default().start(message.offset());
-                let key = message.key().unwrap_or_default().to_vec();
-                if busy.contains(&key) {
-                    waiting.entry(key).or_default().push_back(message);
-                    waiting_count += 1;
-                } else {
-                    busy.insert(key);
-                    spawn(&mut tasks, group, pool, handler.clone(), message, stop.clone());
-                }
-            }
-        }
+    let side = shutdown.child_token();
+    let replaying = super::replay::run(
+        group,
+        pool,
+        super::replay::Replayer::Work(handler.clone()),
+        &options,
+        side.clone(),
+    );
+    let (signals, stuck) = mpsc::unbounded_channel();
+    let mut worker = Concurrent {
+        group,
+        pool,
+        consumer: &consumer,
+        handler,
+        options: &options,
+        max_in_flight: max_in_flight.max(1),
+        stop: shutdown.child_token(),
+        tasks: JoinSet::new(),
+        owned: HashMap::new(),
+        next_epoch: 0,
+        busy: HashSet::new(),
+        waiting: HashMap::new(),
+        overflow: VecDeque::new(),
+        held: 0,
+        paused: HashSet::new(),
+        signals,
     };
-    // Hand back: tell the handlers, wait for them (they return soon), commit what finished.
-    stop.cancel();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(finished) = joined {
-            if finished.done {
-                if let Some(offset) = progress
-                    .entry(finished.partition.clone())
-                    .or_default()
-                    .finish(finished.offset)
-                {
-                    commit(&consumer, &finished.partition, offset, group);
-                }
-            }
-        }
-    }
+    let consuming = async {
+        let result = worker.run(&shutdown, stuck).await;
+        side.cancel();
+        result
+    };
+    let (result, ()) = tokio::join!(consuming, replaying);
     result
 }
 
-fn commit(consumer: &StreamConsumer, partition: &PartitionId, offset: i64, group: &str) {
+struct Concurrent<'a> {
+    group: &'a str,
+    pool: &'a PgPool,
+    consumer: &'a GroupConsumer,
+    handler: Arc<dyn WorkHandler>,
+    options: &'a Options,
+    max_in_flight: usize,
+    /// Tells the handlers to stop (at shutdown).
+    stop: CancellationToken,
+    tasks: JoinSet<Finished>,
+    owned: HashMap<PartitionId, Owned>,
+    next_epoch: u64,
+    /// Keys with a record running.
+    busy: HashSet<Vec<u8>>,
+    /// Records waiting behind the running one of their key, in order.
+    waiting: HashMap<Vec<u8>, VecDeque<Held>>,
+    /// Records whose key is free, waiting for a slot, in order.
+    overflow: VecDeque<Held>,
+    /// Records in `waiting` and `overflow`.
+    held: usize,
+    paused: HashSet<PartitionId>,
+    /// A task tells through this that its record waits on a transient failure.
+    signals: mpsc::UnboundedSender<(PartitionId, u64)>,
+}
+
+impl Concurrent<'_> {
+    async fn run(
+        &mut self,
+        shutdown: &CancellationToken,
+        mut stuck: mpsc::UnboundedReceiver<(PartitionId, u64)>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let mut stream = self.consumer.stream();
+        let result = loop {
+            self.drop_revoked();
+            self.reconcile_pauses();
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match joined {
+                        Ok(finished) => self.finished(finished),
+                        Err(err) => {
+                            // A handler panicked outside its guard: its record is not
+                            // committed and comes back with the next consumer. Start that one.
+                            tracing::error!(%err, consumer = self.group, "work task failed");
+                            break Ok(());
+                        }
+                    }
+                }
+                // Revoked in a poll that handed over no record.
+                () = self.consumer.context().revocation() => self.drop_revoked(),
+                Some((partition, epoch)) = stuck.recv() => {
+                    if let Some(owned) = self.owned.get_mut(&partition).filter(|o| o.epoch == epoch) {
+                        owned.stuck += 1;
+                    }
+                }
+                // Polled all the time: the consumer stays in its group however long the work
+                // takes. When full, its partitions are paused (see `reconcile_pauses`).
+                next = stream.next() => match next {
+                    Some(Ok(message)) => {
+                        self.drop_revoked();
+                        self.take(message.detach());
+                    }
+                    // As in the sequential mode: never keep a consumer across a stream error.
+                    Some(Err(err)) => break Err(err),
+                    None => break Ok(()),
+                },
+            }
+        };
+        // Hand back: tell the handlers, wait for them (they return soon), commit what finished.
+        self.stop.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok(finished) = joined {
+                self.record(&finished);
+            }
+        }
+        result
+    }
+
+    /// Takes a record that arrived: runs it, or holds it behind its key or for a slot.
+    fn take(&mut self, message: OwnedMessage) {
+        let partition = (message.topic().to_owned(), message.partition());
+        let owned = self.owned.entry(partition).or_insert_with(|| {
+            self.next_epoch += 1;
+            Owned {
+                epoch: self.next_epoch,
+                progress: Progress::default(),
+                stuck: 0,
+            }
+        });
+        if owned.progress.is_taken(message.offset()) {
+            return;
+        }
+        owned.progress.start(message.offset());
+        let held = Held {
+            epoch: owned.epoch,
+            message,
+        };
+        let key = held.key();
+        if self.busy.contains(&key) {
+            self.waiting.entry(key).or_default().push_back(held);
+            self.held += 1;
+        } else {
+            self.overflow.push_back(held);
+            self.held += 1;
+            self.fill();
+        }
+    }
+
+    /// Starts records waiting for a slot, in order, while there are slots.
+    fn fill(&mut self) {
+        while self.tasks.len() < self.max_in_flight {
+            let Some(held) = self.overflow.pop_front() else {
+                return;
+            };
+            let key = held.key();
+            if self.busy.contains(&key) {
+                self.waiting.entry(key).or_default().push_back(held);
+            } else {
+                self.held -= 1;
+                self.busy.insert(key);
+                self.spawn(held);
+            }
+        }
+    }
+
+    /// A record finished: commit what may be, start the next of its key and fill the slots.
+    fn finished(&mut self, finished: Finished) {
+        self.record(&finished);
+        match self
+            .waiting
+            .get_mut(&finished.key)
+            .and_then(VecDeque::pop_front)
+        {
+            Some(next) => {
+                self.held -= 1;
+                self.spawn(next);
+            }
+            None => {
+                self.waiting.remove(&finished.key);
+                self.busy.remove(&finished.key);
+            }
+        }
+        self.fill();
+    }
+
+    /// Records a finished record in its partition's progress, and commits the offset that
+    /// allows, if the partition is still this consumer's, in the same assignment.
+    fn record(&mut self, finished: &Finished) {
+        let Some(owned) = self
+            .owned
+            .get_mut(&finished.partition)
+            .filter(|o| o.epoch == finished.epoch)
+        else {
+            // Revoked since: its new owner does it again; nothing is committed for it here.
+            return;
+        };
+        if finished.stuck {
+            owned.stuck = owned.stuck.saturating_sub(1);
+        }
+        if !finished.done {
+            return;
+        }
+        if let Some(offset) = owned.progress.finish(finished.offset) {
+            if self.consumer.context().owns(&finished.partition) {
+                commit(self.consumer, &finished.partition, offset, self.group);
+            }
+        }
+    }
+
+    /// Forgets revoked partitions: their progress, and their records that wait (the new owner
+    /// takes them from its committed offset). Their records in flight finish uncommitted.
+    fn drop_revoked(&mut self) {
+        let revoked = self.consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let mut resume = TopicPartitionList::new();
+        for partition in revoked {
+            let Some(owned) = self.owned.remove(&partition) else {
+                if self.paused.remove(&partition) {
+                    resume.add_partition(&partition.0, partition.1);
+                }
+                continue;
+            };
+            let of_it = |held: &Held| held.epoch == owned.epoch && held.partition() == partition;
+            let mut dropped = 0;
+            for queue in self.waiting.values_mut() {
+                let before = queue.len();
+                queue.retain(|held| !of_it(held));
+                dropped += before - queue.len();
+            }
+            self.waiting.retain(|_, queue| !queue.is_empty());
+            let before = self.overflow.len();
+            self.overflow.retain(|held| !of_it(held));
+            dropped += before - self.overflow.len();
+            self.held -= dropped;
+            tracing::info!(consumer = self.group, topic = %partition.0, partition = partition.1, dropped, "partition revoked; its waiting records are left to the new owner");
+            // A partition paused by the application stays paused through a new assignment:
+            // resume it, so that it is not paused if it comes back.
+            if self.paused.remove(&partition) {
+                resume.add_partition(&partition.0, partition.1);
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(err) = self.consumer.resume(&resume) {
+                tracing::debug!(%err, consumer = self.group, "resuming revoked partitions failed");
+            }
+        }
+    }
+
+    /// Pauses every partition while the consumer holds `max_in_flight` records, else those
+    /// with a record waiting on a transient failure; resumes the rest.
+    fn reconcile_pauses(&mut self) {
+        let wanted: HashSet<PartitionId> = if self.tasks.len() + self.held >= self.max_in_flight {
+            self.consumer.context().owned().into_iter().collect()
+        } else {
+            self.owned
+                .iter()
+                .filter(|(_, owned)| owned.stuck > 0)
+                .map(|(partition, _)| partition.clone())
+                .collect()
+        };
+        if wanted != self.paused {
+            super::set_paused(self.consumer, &mut self.paused, wanted, self.group);
+        }
+    }
+
+    fn spawn(&mut self, held: Held) {
+        let group = self.group.to_owned();
+        let pool = self.pool.clone();
+        let handler = self.handler.clone();
+        let stop = self.stop.clone();
+        let options = self.options.clone();
+        let signals = self.signals.clone();
+        self.tasks.spawn(async move {
+            let partition = held.partition();
+            let key = held.key();
+            let offset = held.message.offset();
+            let mut stuck = false;
+            let done = work(
+                &group,
+                &pool,
+                handler.as_ref(),
+                &held.message,
+                &stop,
+                &options,
+                || {
+                    if !stuck {
+                        stuck = true;
+                        let _ = signals.send((partition.clone(), held.epoch));
+                    }
+                },
+            )
+            .await;
+            Finished {
+                partition,
+                epoch: held.epoch,
+                offset,
+                key,
+                done,
+                stuck,
+            }
+        });
+    }
+}
+
+fn commit(consumer: &GroupConsumer, partition: &PartitionId, offset: i64, group: &str) {
     let mut list = TopicPartitionList::new();
     if list
         .add_partition_offset(&partition.0, partition.1, Offset::Offset(offset))
@@ -220,55 +525,25 @@ fn commit(consumer: &StreamConsumer, partition: &PartitionId, offset: i64, group
         return;
     }
     if let Err(err) = consumer.commit(&list, CommitMode::Async) {
-        // After a rebalance the partition may be another member's: it redelivers (harmless).
         tracing::debug!(%err, consumer = group, "offset commit refused; records may be redelivered");
     }
 }
 
-fn spawn(
-    tasks: &mut JoinSet<Finished>,
-    group: &str,
-    pool: &PgPool,
-    handler: Arc<dyn WorkHandler>,
-    message: OwnedMessage,
-    stop: CancellationToken,
-) {
-    let group = group.to_owned();
-    let pool = pool.clone();
-    tasks.spawn(async move {
-        let partition = (message.topic().to_owned(), message.partition());
-        let offset = message.offset();
-        let key = message.key().unwrap_or_default().to_vec();
-        let done = work(&group, &pool, handler.as_ref(), &message, &stop).await;
-        Finished {
-            partition,
-            offset,
-            key,
-            done,
-        }
-    });
-}
-
 /// Runs one record to the end (handled, or dead-lettered); false if abandoned at shutdown.
+/// `stuck` is called when it first waits on a transient failure.
 async fn work(
     group: &str,
     pool: &PgPool,
     handler: &dyn WorkHandler,
     message: &OwnedMessage,
     stop: &CancellationToken,
+    options: &Options,
+    mut stuck: impl FnMut(),
 ) -> bool {
-    let envelope = match Envelope::decode(message.payload().unwrap_or_default()) {
-        Ok(env) => env,
-        Err(err) => {
-            return super::store_dead_letter(
-                group,
-                pool,
-                message,
-                &format!("undecodable envelope: {err}"),
-                stop,
-            )
-            .await
-            .is_some();
+    let envelope = match super::decode(message.payload().unwrap_or_default()) {
+        Ok((envelope, _)) => envelope,
+        Err(refusal) => {
+            return dead_letter(group, pool, message, &refusal.to_string(), stop, options).await;
         }
     };
     let span = tracing::info_span!("work", consumer = group, event.id = %envelope.id, event.type = %envelope.r#type);
@@ -276,8 +551,9 @@ async fn work(
         &span,
         &crate::telemetry::MapExtractor(&envelope.trace_context),
     );
-    let mut attempt = 0u32;
-    let mut backoff = Duration::from_millis(200);
+    let mut unknown = 0u32;
+    let mut transient = 0u32;
+    let mut backoff = None;
     loop {
         // A handler that panics on a record is a failure like any other (retried, then
         // dead-lettered), not a consumer that restarts on the same record for ever.
@@ -292,32 +568,69 @@ async fn work(
         if stop.is_cancelled() {
             return result.is_ok();
         }
-        match result {
+        let err = match result {
             Ok(()) => {
-                metrics::counter!(crate::metrics::EVENTS_CONSUMED, "consumer" => group.to_owned(), "outcome" => "applied").increment(1);
+                super::count(group, "applied");
                 return true;
             }
-            Err(err) => {
-                attempt += 1;
-                tracing::warn!(error = %format!("{err:#}"), consumer = group, attempt, "work failed");
-                if attempt >= super::MAX_ATTEMPTS {
-                    return super::store_dead_letter(
-                        group,
-                        pool,
-                        message,
-                        &format!("{err:#}"),
-                        stop,
-                    )
-                    .await
-                    .is_some();
+            Err(err) => err,
+        };
+        match classify(&err) {
+            Class::Permanent => {
+                return dead_letter(group, pool, message, &format!("{err:#}"), stop, options).await;
+            }
+            Class::Unknown => {
+                unknown += 1;
+                tracing::warn!(error = %format!("{err:#}"), consumer = group, attempt = unknown, "work failed");
+                if unknown >= super::MAX_ATTEMPTS {
+                    return dead_letter(group, pool, message, &format!("{err:#}"), stop, options)
+                        .await;
+                }
+            }
+            Class::Transient => {
+                transient += 1;
+                stuck();
+                if transient == 1 || transient.is_multiple_of(10) {
+                    tracing::warn!(error = %format!("{err:#}"), consumer = group, attempts = transient, topic = message.topic(), partition = message.partition(), offset = message.offset(), "a dependency is unavailable; the record is retried and its partition waits");
                 }
             }
         }
+        let pause = options.next_backoff(backoff);
+        backoff = Some(pause);
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.cancelled() => return false,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Keeps `message` in `dead_letters`, trying until it is stored; false if abandoned at
+/// shutdown first.
+async fn dead_letter(
+    group: &str,
+    pool: &PgPool,
+    message: &OwnedMessage,
+    error: &str,
+    stop: &CancellationToken,
+    options: &Options,
+) -> bool {
+    let mut backoff = None;
+    loop {
+        match super::store_dead_letter(group, pool, message, error).await {
+            Ok(()) => {
+                super::count(group, "dead_letter");
+                return true;
+            }
+            Err(err) => {
+                tracing::warn!(%err, consumer = group, "dead letter not stored yet; retrying");
+                let pause = options.next_backoff(backoff);
+                backoff = Some(pause);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return false,
+                }
+            }
+        }
     }
 }
 
@@ -345,5 +658,15 @@ mod tests {
         let mut p = Progress::default();
         p.start(500);
         assert_eq!(p.finish(500), Some(501));
+    }
+
+    #[test]
+    fn a_record_taken_is_not_taken_twice() {
+        let mut p = Progress::default();
+        assert!(!p.is_taken(0));
+        p.start(0);
+        p.start(1);
+        assert!(p.is_taken(1));
+        assert!(!p.is_taken(2));
     }
 }

@@ -15,7 +15,7 @@ use mailroom_mail::imap::ImapSession;
 
 use super::{Engine, Run};
 use crate::error::{FailureKind, RunError, SyncFailure};
-use crate::store::messages;
+use crate::store::{fences, messages};
 
 /// Most UIDs one repair fetch names.
 const REPAIR_CHUNK: usize = 500;
@@ -53,8 +53,12 @@ impl Engine {
             .into_iter()
             .filter(|uid| !on_server.contains(uid))
             .collect();
-        run.report.expunged +=
-            messages::delete_uids(&self.pool, mailbox, folder, &gone).await? as i64;
+        if !gone.is_empty() {
+            let mut tx = fences::begin(&self.pool, &run.fence).await?;
+            run.report.expunged +=
+                messages::delete_uids(&mut tx, mailbox, folder, &gone).await? as i64;
+            tx.commit().await?;
+        }
         let mut missing: Vec<u32> = on_server
             .iter()
             .copied()
@@ -67,7 +71,7 @@ impl Engine {
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
-            let (count, _) = self.fetch_new(session, run, folder, &set, 0, false).await?;
+            let (count, _) = self.fetch_new(session, run, folder, &set, 0, None).await?;
             run.report.new_messages += count;
         }
         Ok(messages::indexed_count(&self.pool, mailbox, folder).await?)

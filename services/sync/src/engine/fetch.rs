@@ -4,13 +4,15 @@
 //! rows go through a bounded channel to a writer that inserts them in batches, so reading
 //! IMAP and writing PostgreSQL overlap.
 //!
-//! Invariant: each batch is one transaction with the `last_uid` it reaches
-//! ([`messages::insert_batch`]), so a crash anywhere neither loses nor repeats a message; a
-//! message is taken only with everything that was asked for (an unsolicited FETCH of a flag
-//! change is not a new message) and once per answer, and only while the mailbox's and the
-//! organisation's limits allow ([`super::Allowance`]); flag changes are written in batches as
-//! they come, so memory does not grow with the folder; every wait on the server is bounded by
-//! the I/O timeout, and `stop` ends the read between messages.
+//! Invariant: each batch is one fenced transaction with the `last_uid` it reaches
+//! ([`messages::insert_batch`]) and, when the run feeds the CRM, the NewMessages of the rows
+//! that were new to the index, so a crash anywhere neither loses nor repeats a message in the
+//! index or in the feed; a message is taken only with everything that was asked for (an
+//! unsolicited FETCH of a flag change is not a new message) and once per answer, and only
+//! while the mailbox's and the organisation's limits allow ([`super::Allowance`]); flag
+//! changes are written in batches as they come, so memory does not grow with the folder; the
+//! server must make progress (a message, a flag, a UID) within the I/O timeout, whatever else
+//! it sends meanwhile, and `stop` ends the read between messages.
 
 use std::collections::HashSet;
 
@@ -19,22 +21,44 @@ use futures::StreamExt;
 use mailroom_mail::imap::ImapSession;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::wire::timestamp;
+use mailroom_types::OrgId;
+use tokio::time::Instant;
 
-use mailroom_types::MailboxId;
-
-use super::{Engine, Run};
+use super::{Engine, Run, FEED_CHUNK};
 use crate::domain::flags;
 use crate::envelope::StoredEnvelope;
 use crate::error::{FailureKind, RunError, SyncFailure};
+use crate::events;
+use crate::store::fences::{self, Fence, WriteError};
 use crate::store::messages::{self, NewRow};
 
+/// Where a folder's new messages go in the CRM's feed.
+#[derive(Debug, Clone)]
+pub(super) struct FeedTo {
+    pub org: OrgId,
+    /// As people read it.
+    pub folder: String,
+    pub uid_validity: u32,
+}
+
+/// Rows for one transaction, with their feed messages (when the run feeds).
+struct Batch {
+    rows: Vec<NewRow>,
+    feed: Vec<ev::NewMessage>,
+}
+
 impl Engine {
+    /// When the next progress is due, from now.
+    fn progress_due(&self) -> Instant {
+        Instant::now() + self.options.io_timeout
+    }
+
     /// Flags of the UIDs in `range` (with `query`'s modifiers, e.g. CHANGEDSINCE), written to
     /// the folder's indexed messages in batches as they come; returns how many changed.
     pub(super) async fn sync_flags(
         &self,
         session: &mut ImapSession,
-        mailbox: MailboxId,
+        fence: &Fence,
         folder: i32,
         range: &str,
         query: &str,
@@ -43,8 +67,9 @@ impl Engine {
         let mut changed = 0i64;
         let mut out = Vec::with_capacity(batch);
         let mut stream = self.io(session.uid_fetch(range, query)).await?;
+        let mut due = self.progress_due();
         loop {
-            let next = match tokio::time::timeout(self.options.io_timeout, stream.next()).await {
+            let next = match tokio::time::timeout_at(due, stream.next()).await {
                 Ok(n) => n,
                 Err(_) => return Err(RunError::Failed(self.timeout())),
             };
@@ -54,14 +79,27 @@ impl Engine {
             let (bits, keywords) = flag_bits(&fetch);
             out.push((uid, bits, keywords));
             if out.len() >= batch {
-                changed += messages::update_flags(&self.pool, mailbox, folder, &out).await? as i64;
+                changed += self.write_flags(fence, folder, &out).await?;
                 out.clear();
             }
+            due = self.progress_due();
         }
         if !out.is_empty() {
-            changed += messages::update_flags(&self.pool, mailbox, folder, &out).await? as i64;
+            changed += self.write_flags(fence, folder, &out).await?;
         }
         Ok(changed)
+    }
+
+    async fn write_flags(
+        &self,
+        fence: &Fence,
+        folder: i32,
+        changes: &[(u32, i16, Option<String>)],
+    ) -> Result<i64, RunError> {
+        let mut tx = fences::begin(&self.pool, fence).await?;
+        let changed = messages::update_flags(&mut tx, fence.mailbox, folder, changes).await?;
+        tx.commit().await?;
+        Ok(changed as i64)
     }
 
     /// Every UID the folder holds, streamed (`UID FETCH 1:* (UID)`, one short response per
@@ -74,15 +112,19 @@ impl Engine {
         let most = self.limits.max_messages_per_mailbox;
         let mut uids = HashSet::new();
         let mut stream = self.io(session.uid_fetch("1:*", "(UID)")).await?;
+        let mut due = self.progress_due();
         loop {
-            let next = match tokio::time::timeout(self.options.io_timeout, stream.next()).await {
+            let next = match tokio::time::timeout_at(due, stream.next()).await {
                 Ok(n) => n,
                 Err(_) => return Err(RunError::Failed(self.timeout())),
             };
             let Some(fetch) = next else { break };
             let fetch = fetch.map_err(SyncFailure::from)?;
             let Some(uid) = fetch.uid else { continue };
-            if uids.insert(uid) && uids.len() as u64 > most {
+            if !uids.insert(uid) {
+                continue;
+            }
+            if uids.len() as u64 > most {
                 return Err(RunError::Failed(SyncFailure::new(
                     FailureKind::Limit,
                     format!(
@@ -90,13 +132,15 @@ impl Engine {
                     ),
                 )));
             }
+            due = self.progress_due();
         }
         Ok(uids)
     }
 
     /// Fetches the UIDs `set` names (above `last_uid`) as one stream, written in batches as
-    /// it arrives. With `feed`, the new messages (as many as the run's feed may still take)
-    /// are returned for the CRM's feed too. Returns how many were written.
+    /// it arrives. With `feed`, the messages new to the index (as many as the run's feed may
+    /// still take) go to the CRM's feed in their batch's transaction. Returns how many
+    /// messages were new to the index, and how many were fed.
     pub(super) async fn fetch_new(
         &self,
         session: &mut ImapSession,
@@ -104,27 +148,52 @@ impl Engine {
         folder: i32,
         set: &str,
         last_uid: u32,
-        feed: bool,
-    ) -> Result<(i64, Vec<ev::NewMessage>), RunError> {
+        feed: Option<FeedTo>,
+    ) -> Result<(i64, i64), RunError> {
         let mailbox = run.mailbox;
         let stop = run.stop;
+        let fence = run.fence;
         let allowance = self.allowance(run).await?;
-        let mut feed = feed.then_some(&mut run.feed_left);
+        let feed_left = if feed.is_some() { run.feed_left } else { 0 };
         let batch = self.options.batch.max(1);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewRow>>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(4);
         let pool = self.pool.clone();
         let writer = async move {
             let mut written = 0i64;
-            while let Some(rows) = rx.recv().await {
-                messages::insert_batch(&pool, mailbox, folder, &rows).await?;
-                written += rows.len() as i64;
+            let mut fed = 0usize;
+            while let Some(Batch { rows, feed: news }) = rx.recv().await {
+                let mut tx = fences::begin(&pool, &fence).await?;
+                let inserted =
+                    messages::insert_batch(&mut tx, mailbox, folder, &rows, fence.generation)
+                        .await?;
+                written += inserted.len() as i64;
+                if let Some(to) = &feed {
+                    let mut news: Vec<ev::NewMessage> = news
+                        .into_iter()
+                        .filter(|m| inserted.binary_search(&m.uid).is_ok())
+                        .collect();
+                    news.truncate(feed_left.saturating_sub(fed));
+                    fed += news.len();
+                    for chunk in news.chunks(FEED_CHUNK) {
+                        let event = ev::NewMessages {
+                            mailbox_id: mailbox.to_string(),
+                            folder: to.folder.clone(),
+                            uid_validity: to.uid_validity,
+                            messages: chunk.to_vec(),
+                        };
+                        events::new_messages(&mut tx, to.org, mailbox, event).await?;
+                    }
+                }
+                tx.commit().await?;
             }
-            Ok::<i64, sqlx::Error>(written)
+            Ok::<(i64, usize), WriteError>((written, fed))
         };
         let io_timeout = self.options.io_timeout;
         let reader = async move {
-            let mut fed = Vec::new();
             let mut taken = 0u64;
+            // Feed messages are made for the first rows only (the writer keeps those new to
+            // the index).
+            let mut to_feed = feed_left;
             let mut stream = match tokio::time::timeout(
                 io_timeout,
                 session.uid_fetch(set, "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)"),
@@ -134,11 +203,15 @@ impl Engine {
                 Ok(s) => s.map_err(SyncFailure::from)?,
                 Err(_) => return Err(RunError::Failed(self.timeout())),
             };
-            let mut rows = Vec::with_capacity(batch);
+            let mut out = Batch {
+                rows: Vec::with_capacity(batch),
+                feed: Vec::new(),
+            };
             let mut seen = HashSet::new();
+            let mut due = self.progress_due();
             loop {
                 let next = tokio::select! {
-                    n = tokio::time::timeout(io_timeout, stream.next()) => match n {
+                    n = tokio::time::timeout_at(due, stream.next()) => match n {
                         Ok(n) => n,
                         Err(_) => return Err(RunError::Failed(self.timeout())),
                     },
@@ -154,40 +227,48 @@ impl Engine {
                     continue;
                 }
                 if taken >= allowance.left {
-                    if !rows.is_empty() {
-                        let _ = tx.send(rows).await;
+                    if !out.rows.is_empty() {
+                        let _ = tx.send(out).await;
                     }
                     return Err(RunError::Failed(allowance.exhausted()));
                 }
                 taken += 1;
-                if let Some(left) = feed.as_deref_mut() {
-                    if *left > 0 {
-                        *left -= 1;
-                        fed.push(feed_message(&row, &fetch));
-                    }
+                if to_feed > 0 {
+                    to_feed -= 1;
+                    out.feed.push(feed_message(&row, &fetch));
                 }
-                rows.push(row);
-                if rows.len() >= batch {
-                    let full = std::mem::replace(&mut rows, Vec::with_capacity(batch));
+                out.rows.push(row);
+                if out.rows.len() >= batch {
+                    let full = std::mem::replace(
+                        &mut out,
+                        Batch {
+                            rows: Vec::with_capacity(batch),
+                            feed: Vec::new(),
+                        },
+                    );
                     if tx.send(full).await.is_err() {
-                        // The writer stopped (a database error): its error is reported.
-                        return Ok((fed, taken));
+                        // The writer stopped (a database error, a newer lease holder): its
+                        // error is reported.
+                        return Ok(taken);
                     }
                 }
+                // Progress (a wait for the writer included).
+                due = self.progress_due();
             }
-            if !rows.is_empty() {
-                let _ = tx.send(rows).await;
+            if !out.rows.is_empty() {
+                let _ = tx.send(out).await;
             }
-            Ok((fed, taken))
+            Ok(taken)
         };
         let (read, written) = tokio::join!(reader, writer);
-        let written = written?;
-        let (fed, taken) = read?;
+        let (written, fed) = written?;
+        let taken = read?;
         run.allowance = Some(super::Allowance {
             left: allowance.left.saturating_sub(taken),
             ..allowance
         });
-        Ok((written, fed))
+        run.feed_left = run.feed_left.saturating_sub(fed);
+        Ok((written, fed as i64))
     }
 }
 

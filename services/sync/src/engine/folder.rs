@@ -10,14 +10,16 @@
 //!
 //! Invariant: the checkpoint (what STATUS said) is saved last and only when the index holds
 //! as many messages as STATUS counted, so a change this run could not account for is looked
-//! at again next time. The folder is EXAMINEd, read-only: the sync changes nothing on the
-//! server (not even `\Recent`) and wakes no IDLE watcher.
+//! at again next time; it never moves back ([`folders::save_checkpoint`]). The folder is
+//! EXAMINEd, read-only: the sync changes nothing on the server (not even `\Recent`) and wakes
+//! no IDLE watcher. Every write is fenced ([`fences::begin`]).
 
 use mailroom_mail::imap::ImapSession;
-use mailroom_platform::proto::events::v1 as ev;
 
-use super::{Engine, Run, FEED_CHUNK};
+use super::fetch::FeedTo;
+use super::{Engine, Run};
 use crate::error::{FailureKind, RunError, SyncFailure};
+use crate::store::fences;
 use crate::store::folders::{self, Checkpoint, FolderRow};
 use crate::store::messages;
 
@@ -74,13 +76,23 @@ impl Engine {
         }
         let mut last_uid = u32::try_from(folder.last_uid).unwrap_or(0);
         let mut since_modseq = u64::try_from(folder.highest_modseq).unwrap_or(0);
-        if folder.uid_validity != 0 && folder.uid_validity != i64::from(cp.uid_validity) {
-            tracing::info!(folder = %folder.name, "UIDVALIDITY changed; indexing the folder again");
-            folders::reset_folder(&self.pool, mailbox, folder.id, cp.uid_validity).await?;
+        let changed = folder.uid_validity != 0 && folder.uid_validity != i64::from(cp.uid_validity);
+        if changed || folder.uid_validity == 0 {
+            if changed {
+                tracing::info!(folder = %folder.name, "UIDVALIDITY changed; indexing the folder again");
+            }
+            let mut tx = fences::begin(&self.pool, &run.fence).await?;
+            folders::reset_folder(
+                &mut tx,
+                mailbox,
+                folder.id,
+                cp.uid_validity,
+                run.fence.generation,
+            )
+            .await?;
+            tx.commit().await?;
             last_uid = 0;
             since_modseq = 0;
-        } else if folder.uid_validity == 0 {
-            folders::reset_folder(&self.pool, mailbox, folder.id, cp.uid_validity).await?;
         }
         let first_import = last_uid == 0;
 
@@ -90,13 +102,13 @@ impl Engine {
             run.report.flag_changes += if run.caps.condstore && since_modseq > 0 {
                 if cp.highest_modseq > since_modseq {
                     let query = format!("(UID FLAGS) (CHANGEDSINCE {since_modseq})");
-                    self.sync_flags(session, mailbox, folder.id, &range, &query)
+                    self.sync_flags(session, &run.fence, folder.id, &range, &query)
                         .await?
                 } else {
                     0
                 }
             } else {
-                self.sync_flags(session, mailbox, folder.id, &range, "(UID FLAGS)")
+                self.sync_flags(session, &run.fence, folder.id, &range, "(UID FLAGS)")
                     .await?
             };
         }
@@ -105,18 +117,20 @@ impl Engine {
         let server_next = cp.uid_next.max(selected.uid_next.unwrap_or(0));
         if selected.exists > 0 && (server_next == 0 || server_next.saturating_sub(1) > last_uid) {
             let range = format!("{}:*", last_uid.saturating_add(1));
-            let (count, fed) = self
-                .fetch_new(session, run, folder.id, &range, last_uid, !first_import)
-                .await?;
-            run.report.new_messages += count;
-            for chunk in fed.chunks(FEED_CHUNK) {
-                run.report.new_for_feed.push(ev::NewMessages {
-                    mailbox_id: mailbox.to_string(),
+            // A first import is not news for the CRM.
+            let feed = match (run.feed_org, first_import) {
+                (Some(org), false) => Some(FeedTo {
+                    org,
                     folder: folder.display_name(),
                     uid_validity: cp.uid_validity,
-                    messages: chunk.to_vec(),
-                });
-            }
+                }),
+                _ => None,
+            };
+            let (count, fed) = self
+                .fetch_new(session, run, folder.id, &range, last_uid, feed)
+                .await?;
+            run.report.new_messages += count;
+            run.report.fed += fed;
         }
 
         // Expunged messages (and any the index misses): only when the counts disagree.
@@ -129,7 +143,13 @@ impl Engine {
                 indexed
             };
         if final_count == i64::from(cp.messages) {
-            folders::save_checkpoint(&self.pool, folder.id, cp).await?;
+            let mut tx = fences::begin(&self.pool, &run.fence).await?;
+            let saved =
+                folders::save_checkpoint(&mut tx, folder.id, cp, run.fence.generation).await?;
+            tx.commit().await?;
+            if !saved {
+                tracing::info!(folder = %folder.name, uid_next = cp.uid_next, highest_modseq = cp.highest_modseq, "checkpoint not saved: it would move back (the server reports less than was saved)");
+            }
         } else {
             tracing::debug!(folder = %folder.name, final_count, status = cp.messages, "counts differ; no checkpoint this time");
         }

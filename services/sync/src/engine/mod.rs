@@ -8,10 +8,23 @@
 //! (QUOTA, or the sum of indexed sizes).
 //!
 //! Invariant: anything interrupted is redone, never lost or doubled. Every write is committed
-//! with the checkpoint that covers it, the checkpoint last; a LIST without an INBOX (refused or
-//! cut off) is not believed, so it never drops a folder; a folder the server refuses to open
-//! is left as it was and the others go on. `stop` ends a run between commits: what was
-//! committed stays, and the next run carries on from it.
+//! with the checkpoint that covers it, the checkpoint last, and a batch of new messages with
+//! its events for the CRM's feed (a message is fed when it first enters the index, so a run
+//! that fails after some batches leaves those in the feed once, and the next feeds the rest);
+//! a LIST without an INBOX (refused or cut off) is not believed, so it never drops a folder; a
+//! folder the server refuses to open is left as it was and the others go on. `stop` ends a run
+//! between commits: what was committed stays, and the next run carries on from it.
+//!
+//! Fencing: a run writes as one generation of the mailbox's lease ([`Fence`]), claimed before
+//! it reads the mailbox's state; every transaction it writes in checks the claim first
+//! ([`fences::begin`]), so once a newer holder claimed the mailbox, this run's next write is
+//! refused and the run ends ([`RunError::Fenced`]) with nothing more written.
+//!
+//! Time: every command must make progress within the I/O timeout (its answer, or the next
+//! message, flag or UID of a streamed answer: lines that carry none of these do not count),
+//! each command ends at the command deadline, and the whole run at the sync's deadline: a
+//! server that keeps a sync waiting with a line now and then fails the mailbox ("the mail
+//! server stopped answering"), and what was indexed before stays.
 //!
 //! Unsolicited responses are never relied on (async-imap's channel for them holds 100 and
 //! drops the rest); a task drains them as they come, so none is held.
@@ -35,13 +48,13 @@ use futures::StreamExt;
 use mailroom_mail::dial::Policy;
 use mailroom_mail::imap::{self, ImapSession, ReadLimits};
 use mailroom_mail::{Connector, Login};
-use mailroom_platform::proto::events::v1 as ev;
 use mailroom_types::{MailboxId, OrgId};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::SpecialUse;
 use crate::error::{FailureKind, RunError, SyncFailure};
+use crate::store::fences::{self, Fence};
 use crate::store::folders::{self, FolderRow};
 use crate::store::{messages, schedule};
 
@@ -52,7 +65,8 @@ pub struct EngineOptions {
     pub batch: usize,
     /// Connect-and-login deadline.
     pub connect_timeout: Duration,
-    /// Longest wait for any one response from the server.
+    /// Longest wait for progress on one command: its answer, or the next message, flag or UID
+    /// of a streamed answer (lines that carry none of these do not count).
     pub io_timeout: Duration,
     /// Where mail servers may be (the destination policy every IMAP connection obeys).
     pub policy: Policy,
@@ -134,8 +148,9 @@ pub struct SyncReport {
     pub unread_count: i64,
     pub disk_bytes: i64,
     pub duration: Duration,
-    /// New messages of folders synced before (not the first import), for the CRM's feed.
-    pub new_for_feed: Vec<ev::NewMessages>,
+    /// New messages of folders synced before (not the first import) put in the CRM's feed,
+    /// each in the transaction that indexed it.
+    pub fed: i64,
     /// Folders skipped for their names (too long, control characters): never synced, and
     /// said in [`SyncReport::notes`].
     pub unsyncable_folders: usize,
@@ -167,6 +182,8 @@ impl SyncReport {
 pub const FEED_CHUNK: usize = 500;
 /// Most new messages of one sync reported to the feed (the rest are in the index).
 pub const FEED_MAX: usize = 5_000;
+/// The longest a whole sync may take by default (connect, every folder, the counters).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct Engine {
@@ -176,6 +193,8 @@ pub struct Engine {
     connector: Connector,
     options: EngineOptions,
     limits: SyncLimits,
+    /// The longest a whole sync may take.
+    deadline: Duration,
 }
 
 /// What the server can do that changes how a folder is synced.
@@ -236,7 +255,11 @@ struct Run<'a> {
     allowance: Option<Allowance>,
     caps: Capabilities,
     stop: &'a CancellationToken,
-    /// New messages the feed may still take in this run (0 when not feeding).
+    /// The lease generation this run writes as.
+    fence: Fence,
+    /// Where the feed's events go (the mailbox's organisation), when the run feeds.
+    feed_org: Option<OrgId>,
+    /// New messages the feed may still take in this run.
     feed_left: usize,
     report: SyncReport,
 }
@@ -248,7 +271,18 @@ impl Engine {
             connector: Connector::new(options.policy.clone(), options.connect_timeout),
             options,
             limits: SyncLimits::default(),
+            deadline: DEFAULT_DEADLINE,
         }
+    }
+
+    /// The engine with a whole sync's deadline of `deadline` instead of [`DEFAULT_DEADLINE`].
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline.max(Duration::from_secs(1));
+        self
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// The engine with `limits` instead of the defaults.
@@ -269,9 +303,9 @@ impl Engine {
         &self.options
     }
 
-    /// Syncs `mailbox` from the server `login` names. `feed`: collect NewMessages for the
-    /// CRM. `stop` ends the run early (what was committed stays).
-    #[tracing::instrument(skip_all, fields(mailbox = %mailbox))]
+    /// Syncs `mailbox` as a writer that holds no lease (a tool, a benchmark, a test): it
+    /// claims the generation after the stored one, so any lease holder before it is fenced
+    /// out. The worker, which holds the lease, uses [`Engine::sync_fenced`].
     pub async fn sync(
         &self,
         mailbox: MailboxId,
@@ -279,15 +313,44 @@ impl Engine {
         feed: bool,
         stop: &CancellationToken,
     ) -> Result<SyncReport, RunError> {
+        let fence = fences::claim_next(&self.pool, mailbox).await?;
+        self.sync_fenced(fence, login, feed, stop).await
+    }
+
+    /// Syncs `fence.mailbox` from the server `login` names, writing as `fence`'s generation
+    /// (claimed by the caller with [`fences::claim`]). `feed`: put new messages in the CRM's
+    /// feed (when the schedule knows the mailbox's organisation). `stop` ends the run early;
+    /// the deadline ends it with a failure (what was committed stays either way).
+    #[tracing::instrument(skip_all, fields(mailbox = %fence.mailbox, generation = fence.generation))]
+    pub async fn sync_fenced(
+        &self,
+        fence: Fence,
+        login: &Login,
+        feed: bool,
+        stop: &CancellationToken,
+    ) -> Result<SyncReport, RunError> {
         let started = Instant::now();
-        let mut session = tokio::select! {
-            s = imap::connect_with(&self.connector, login, &self.limits.read) => {
-                s.map_err(|e| SyncFailure::connecting(login, &e))?
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let connect = async {
+            tokio::select! {
+                s = imap::connect_with(&self.connector, login, &self.limits.read) => {
+                    s.map_err(|e| RunError::Failed(SyncFailure::connecting(login, &e)))
+                }
+                _ = stop.cancelled() => Err(RunError::Stopped),
             }
-            _ = stop.cancelled() => return Err(RunError::Stopped),
+        };
+        let mut session = match tokio::time::timeout_at(deadline, connect).await {
+            Ok(session) => session?,
+            Err(_) => return Err(self.past_deadline().into()),
         };
         drain_unsolicited(&session);
-        let result = self.sync_session(&mut session, mailbox, feed, stop).await;
+        let run = self.sync_session(&mut session, fence, feed, stop);
+        let result = match tokio::time::timeout_at(deadline, run).await {
+            Ok(result) => result,
+            // Whatever was under way is dropped (an open transaction rolls back); the server
+            // is not waited for again.
+            Err(_) => return Err(self.past_deadline().into()),
+        };
         // A server slow to say goodbye does not fail a sync that is done.
         let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
         let mut report = result?;
@@ -295,13 +358,25 @@ impl Engine {
         Ok(report)
     }
 
+    /// The whole sync took longer than its deadline.
+    fn past_deadline(&self) -> SyncFailure {
+        SyncFailure::new(
+            FailureKind::Timeout,
+            format!(
+                "the mail server stopped answering in time: the sync did not finish within {} s (limit MAILROOM_SYNC__SYNC_DEADLINE_SECS); what was indexed stays, and the next sync carries on from there",
+                self.deadline.as_secs()
+            ),
+        )
+    }
+
     async fn sync_session(
         &self,
         session: &mut ImapSession,
-        mailbox: MailboxId,
+        fence: Fence,
         feed: bool,
         stop: &CancellationToken,
     ) -> Result<SyncReport, RunError> {
+        let mailbox = fence.mailbox;
         let caps = self.io(session.capabilities()).await?;
         let caps = Capabilities {
             condstore: caps.has_str("CONDSTORE"),
@@ -329,18 +404,34 @@ impl Engine {
                 "the server's folder list has no INBOX (refused or cut off); nothing was changed",
             )));
         }
-        for (name, folder) in &known {
-            if !listed.contains(name.as_str()) {
-                folders::drop_folder(&self.pool, mailbox, folder.id).await?;
+        let gone: Vec<&FolderRow> = known
+            .iter()
+            .filter(|(name, _)| !listed.contains(name.as_str()))
+            .map(|(_, folder)| folder)
+            .collect();
+        if !gone.is_empty() {
+            let mut tx = fences::begin(&self.pool, &fence).await?;
+            for folder in gone {
+                folders::drop_folder(&mut tx, mailbox, folder.id).await?;
             }
+            tx.commit().await?;
         }
+        let feed_org = match (feed, org) {
+            (true, None) => {
+                tracing::warn!("the mailbox is not in the schedule: no organisation to feed");
+                None
+            }
+            (feed, org) => org.filter(|_| feed),
+        };
         let mut run = Run {
             mailbox,
             org,
             allowance: None,
             caps,
             stop,
-            feed_left: if feed { FEED_MAX } else { 0 },
+            fence,
+            feed_org,
+            feed_left: FEED_MAX,
             report: SyncReport {
                 unsyncable_folders: unsyncable,
                 notes,
@@ -354,13 +445,16 @@ impl Engine {
             let folder = match known.get(&folder_name.name) {
                 Some(f) if f.special_use == folder_name.special_use.as_str() => f.clone(),
                 _ => {
-                    folders::ensure_folder(
-                        &self.pool,
+                    let mut tx = fences::begin(&self.pool, &fence).await?;
+                    let row = folders::ensure_folder(
+                        &mut tx,
                         mailbox,
                         &folder_name.name,
                         folder_name.special_use.as_str(),
                     )
-                    .await?
+                    .await?;
+                    tx.commit().await?;
+                    row
                 }
             };
             run.report.folders += 1;
@@ -399,7 +493,7 @@ impl Engine {
         Ok(report)
     }
 
-    /// Waits for one IMAP command, bounded by the I/O timeout.
+    /// Waits for one IMAP command's answer, bounded by the I/O timeout.
     async fn io<T, F>(&self, fut: F) -> Result<T, SyncFailure>
     where
         F: std::future::Future<Output = async_imap::error::Result<T>>,
@@ -410,12 +504,18 @@ impl Engine {
         }
     }
 
+    /// No progress on a command within the I/O timeout.
     fn timeout(&self) -> SyncFailure {
+        let after = self.options.io_timeout;
+        let after = if after.subsec_millis() == 0 {
+            format!("{} s", after.as_secs())
+        } else {
+            format!("{:.1} s", after.as_secs_f64())
+        };
         SyncFailure::new(
             FailureKind::Timeout,
             format!(
-                "the server did not answer within {} s",
-                self.options.io_timeout.as_secs()
+                "the mail server stopped answering: nothing the sync asked for came within {after} (limit MAILROOM_SYNC__IO_TIMEOUT_MS); what was indexed before stays"
             ),
         )
     }

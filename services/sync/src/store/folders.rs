@@ -6,9 +6,16 @@
 //! STATUS figures are saved only after the folder's changes are in the index; a new
 //! UIDVALIDITY drops the folder's messages and its checkpoint in one transaction, and a folder
 //! gone from the server leaves with its messages.
+//!
+//! Checkpoints only move forward: for one UIDVALIDITY, neither `last_uid`, UIDNEXT nor
+//! HIGHESTMODSEQ is ever lowered (a new UIDVALIDITY, [`reset_folder`], is the one way back to
+//! zero), and no holder of an older lease generation than the one that last wrote a folder
+//! writes it again ([`super::fences`] refuses it for the whole mailbox first).
 
 use mailroom_types::MailboxId;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor};
+
+use super::fences::{Stale, WriteError};
 
 /// A folder's checkpoint.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -22,6 +29,8 @@ pub struct FolderRow {
     pub messages: i64,
     pub unseen: i64,
     pub last_uid: i64,
+    /// The lease generation of the holder that last wrote the checkpoint.
+    pub generation: i64,
 }
 
 impl FolderRow {
@@ -41,8 +50,8 @@ pub fn named<'a>(folders: &'a [FolderRow], asked: &str) -> Option<&'a FolderRow>
         .or_else(|| folders.iter().find(|f| f.display_name() == asked))
 }
 
-const FOLDER_COLUMNS: &str =
-    "id, name, special_use, uid_validity, uid_next, highest_modseq, messages, unseen, last_uid";
+const FOLDER_COLUMNS: &str = "id, name, special_use, uid_validity, uid_next, highest_modseq, \
+    messages, unseen, last_uid, generation";
 
 /// A mailbox's folders, by name.
 pub async fn folders<'e>(
@@ -67,9 +76,9 @@ pub async fn folder_named<'e>(
     Ok(named(&all, asked).cloned())
 }
 
-/// The folder's row, made when first seen.
+/// The folder's row, made when first seen (in the caller's fenced transaction).
 pub async fn ensure_folder(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     mailbox: MailboxId,
     name: &str,
     special_use: &str,
@@ -82,48 +91,108 @@ pub async fn ensure_folder(
     .bind(mailbox)
     .bind(name)
     .bind(special_use)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
 }
 
-/// A folder gone from the server leaves the index with its messages.
-pub async fn drop_folder(pool: &PgPool, mailbox: MailboxId, folder: i32) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
+/// A folder gone from the server leaves the index with its messages (in the caller's
+/// fenced transaction).
+pub async fn drop_folder(
+    conn: &mut PgConnection,
+    mailbox: MailboxId,
+    folder: i32,
+) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND folder_id = $2")
         .bind(mailbox)
         .bind(folder)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM folders WHERE id = $1")
+    sqlx::query("DELETE FROM folders WHERE id = $1 AND mailbox_id = $2")
         .bind(folder)
-        .execute(&mut *tx)
+        .bind(mailbox)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await
+    Ok(())
 }
 
-/// UIDVALIDITY changed: the folder's UIDs mean nothing any more; it starts again, in one
-/// transaction with dropping its rows.
+/// UIDVALIDITY changed: the folder's UIDs mean nothing any more; it starts again, with its
+/// rows dropped in the caller's fenced transaction. Refused for a holder of an older
+/// generation than the one that last wrote the folder.
 pub async fn reset_folder(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     mailbox: MailboxId,
     folder: i32,
     uid_validity: u32,
-) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND folder_id = $2")
-        .bind(mailbox)
-        .bind(folder)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    generation: i64,
+) -> Result<(), WriteError> {
+    let reset = sqlx::query(
         "UPDATE folders SET uid_validity = $2, uid_next = 0, highest_modseq = 0, messages = 0, \
-         unseen = 0, last_uid = 0 WHERE id = $1",
+         unseen = 0, last_uid = 0, generation = $3 WHERE id = $1 AND generation <= $3",
     )
     .bind(folder)
     .bind(i64::from(uid_validity))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if reset == 0 {
+        return Err(stale(conn, mailbox, folder, generation).await);
+    }
+    sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND folder_id = $2")
+        .bind(mailbox)
+        .bind(folder)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves the folder's `last_uid` up to `uid` (never down), in the transaction that writes the
+/// messages up to it. Refused for a holder of an older generation than the folder's.
+pub async fn advance_last_uid(
+    conn: &mut PgConnection,
+    mailbox: MailboxId,
+    folder: i32,
+    uid: u32,
+    generation: i64,
+) -> Result<(), WriteError> {
+    let moved = sqlx::query(
+        "UPDATE folders SET last_uid = GREATEST(last_uid, $2), generation = $3 \
+         WHERE id = $1 AND generation <= $3",
+    )
+    .bind(folder)
+    .bind(i64::from(uid))
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Err(stale(conn, mailbox, folder, generation).await);
+    }
+    Ok(())
+}
+
+/// The refusal of a folder write by `generation`: the folder is gone, or a newer generation
+/// wrote it.
+async fn stale(
+    conn: &mut PgConnection,
+    mailbox: MailboxId,
+    folder: i32,
+    generation: i64,
+) -> WriteError {
+    let current: Option<(i64,)> =
+        match sqlx::query_as("SELECT generation FROM folders WHERE id = $1")
+            .bind(folder)
+            .fetch_optional(&mut *conn)
+            .await
+        {
+            Ok(row) => row,
+            Err(err) => return WriteError::Db(err),
+        };
+    WriteError::Stale(Stale {
+        mailbox,
+        mine: generation,
+        current: current.map(|(g,)| g).unwrap_or(0),
+    })
 }
 
 /// What STATUS said, saved once the folder's changes are in the index.
@@ -136,10 +205,22 @@ pub struct Checkpoint {
     pub unseen: u32,
 }
 
-pub async fn save_checkpoint(pool: &PgPool, folder: i32, cp: Checkpoint) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE folders SET uid_validity = $2, uid_next = $3, highest_modseq = $4, messages = $5, \
-         unseen = $6 WHERE id = $1",
+/// Saves what STATUS said as the folder's checkpoint, in the caller's fenced transaction;
+/// false (nothing written) when it would move the checkpoint back: another UIDVALIDITY than
+/// the folder's (a reset comes first), a lower UIDNEXT or HIGHESTMODSEQ than saved (a server
+/// that no longer reports HIGHESTMODSEQ, 0, is not held to it), or a writer of an older lease
+/// generation than the one that last wrote the folder.
+pub async fn save_checkpoint(
+    conn: &mut PgConnection,
+    folder: i32,
+    cp: Checkpoint,
+    generation: i64,
+) -> sqlx::Result<bool> {
+    let saved = sqlx::query(
+        "UPDATE folders SET uid_next = $3, highest_modseq = $4, messages = $5, unseen = $6, \
+         generation = $7 \
+         WHERE id = $1 AND uid_validity = $2 AND generation <= $7 AND uid_next <= $3 \
+           AND (highest_modseq <= $4 OR $4 = 0)",
     )
     .bind(folder)
     .bind(i64::from(cp.uid_validity))
@@ -147,9 +228,11 @@ pub async fn save_checkpoint(pool: &PgPool, folder: i32, cp: Checkpoint) -> sqlx
     .bind(i64::try_from(cp.highest_modseq).unwrap_or(i64::MAX))
     .bind(i64::from(cp.messages))
     .bind(i64::from(cp.unseen))
-    .execute(pool)
-    .await?;
-    Ok(())
+    .bind(generation)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(saved == 1)
 }
 
 #[cfg(test)]
@@ -167,6 +250,7 @@ mod tests {
             messages: 0,
             unseen: 0,
             last_uid: 0,
+            generation: 0,
         }
     }
 

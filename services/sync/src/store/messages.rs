@@ -2,13 +2,18 @@
 //! written by the sync and read by ListMessages and GetMessageBody.
 //!
 //! Invariant: a batch of new messages and the folder's `last_uid` that covers it are written
-//! in one transaction, so a crash neither loses nor repeats a message; flag updates touch only
-//! rows whose flags changed; a message leaves the index only when the server no longer lists
-//! it. Pages are read newest first by keyset (`internal_date, folder, uid`), never by offset.
+//! in one transaction (with the batch's events for the feed, by the engine), so a crash
+//! neither loses nor repeats a message; [`insert_batch`] says which rows are new to the index,
+//! so a message goes to the feed when, and only when, it first enters the index; flag updates
+//! touch only rows whose flags changed; a message leaves the index only when the server no
+//! longer lists it. Pages are read newest first by keyset (`internal_date, folder, uid`),
+//! never by offset.
 
 use chrono::{DateTime, Utc};
 use mailroom_types::MailboxId;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+
+use super::fences::WriteError;
 
 use crate::domain::{uid_from_db, uid_to_db};
 
@@ -23,17 +28,20 @@ pub struct NewRow {
     pub envelope: Vec<u8>,
 }
 
-/// Writes a batch of new messages and moves the folder's `last_uid` past them, in one
-/// transaction: a crash before the commit loses the batch and its checkpoint together (the
-/// next run fetches it again), after it neither is repeated.
+/// Writes a batch of new messages and moves the folder's `last_uid` past them, in the
+/// caller's (fenced) transaction: a crash before the commit loses the batch and its
+/// checkpoint together (the next run fetches it again), after it neither is repeated. Returns
+/// the UIDs the index did not hold before, ascending (a row already there only has its flags
+/// brought up to date).
 pub async fn insert_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     mailbox: MailboxId,
     folder: i32,
     rows: &[NewRow],
-) -> sqlx::Result<()> {
+    generation: i64,
+) -> Result<Vec<u32>, WriteError> {
     let Some(max_uid) = rows.iter().map(|r| r.uid).max() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let mut uids = Vec::with_capacity(rows.len());
     let mut flags = Vec::with_capacity(rows.len());
@@ -49,13 +57,13 @@ pub async fn insert_batch(
         dates.push(r.internal_date);
         envelopes.push(r.envelope.clone());
     }
-    let mut tx = pool.begin().await?;
-    sqlx::query(
+    let inserted: Vec<(i32,)> = sqlx::query_as(
         "INSERT INTO messages (mailbox_id, folder_id, uid, flags, keywords, size, internal_date, envelope) \
          SELECT $1, $2, u.uid, u.flags, u.keywords, u.size, u.internal_date, u.envelope \
          FROM UNNEST($3::int4[], $4::int2[], $5::text[], $6::int4[], $7::timestamptz[], $8::bytea[]) \
            AS u(uid, flags, keywords, size, internal_date, envelope) \
-         ON CONFLICT (mailbox_id, folder_id, uid) DO UPDATE SET flags = EXCLUDED.flags, keywords = EXCLUDED.keywords",
+         ON CONFLICT (mailbox_id, folder_id, uid) DO NOTHING \
+         RETURNING uid",
     )
     .bind(mailbox)
     .bind(folder)
@@ -65,20 +73,27 @@ pub async fn insert_batch(
     .bind(&sizes)
     .bind(&dates)
     .bind(&envelopes)
-    .execute(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
-    sqlx::query("UPDATE folders SET last_uid = GREATEST(last_uid, $2) WHERE id = $1")
-        .bind(folder)
-        .bind(i64::from(max_uid))
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+    let mut inserted: Vec<u32> = inserted.into_iter().map(|(u,)| uid_from_db(u)).collect();
+    inserted.sort_unstable();
+    if inserted.len() < rows.len() {
+        // Rows the index had (a repair, a repeated batch): their flags as the server says.
+        let known: Vec<(u32, i16, Option<String>)> = rows
+            .iter()
+            .filter(|r| inserted.binary_search(&r.uid).is_err())
+            .map(|r| (r.uid, r.flags, r.keywords.clone()))
+            .collect();
+        update_flags(&mut *conn, mailbox, folder, &known).await?;
+    }
+    super::folders::advance_last_uid(conn, mailbox, folder, max_uid, generation).await?;
+    Ok(inserted)
 }
 
-/// New flags for indexed messages; rows whose flags are unchanged are left alone. Returns how
-/// many changed.
+/// New flags for indexed messages (in the caller's fenced transaction); rows whose flags are
+/// unchanged are left alone. Returns how many changed.
 pub async fn update_flags(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     mailbox: MailboxId,
     folder: i32,
     changes: &[(u32, i16, Option<String>)],
@@ -100,7 +115,7 @@ pub async fn update_flags(
     .bind(&uids)
     .bind(&flags)
     .bind(&keywords)
-    .execute(pool)
+    .execute(conn)
     .await?
     .rows_affected())
 }
@@ -140,9 +155,9 @@ pub async fn mailbox_count(pool: &PgPool, mailbox: MailboxId) -> sqlx::Result<i6
     Ok(n)
 }
 
-/// Messages expunged on the server leave the index.
+/// Messages expunged on the server leave the index (in the caller's fenced transaction).
 pub async fn delete_uids(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     mailbox: MailboxId,
     folder: i32,
     uids: &[u32],
@@ -157,7 +172,7 @@ pub async fn delete_uids(
     .bind(mailbox)
     .bind(folder)
     .bind(&stored)
-    .execute(pool)
+    .execute(conn)
     .await?
     .rows_affected())
 }

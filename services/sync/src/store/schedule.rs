@@ -80,8 +80,10 @@ pub async fn unpark(conn: &mut PgConnection, mailbox: MailboxId) -> sqlx::Result
     Ok(())
 }
 
-/// A disconnected mailbox leaves the schedule and the index (its folders and messages).
+/// A disconnected mailbox leaves the schedule and the index (its folders and messages), and
+/// its fence moves on, so a sync under way writes nothing of it again.
 pub async fn forget_mailbox(conn: &mut PgConnection, mailbox: MailboxId) -> sqlx::Result<()> {
+    super::fences::retire(&mut *conn, mailbox).await?;
     sqlx::query("DELETE FROM messages WHERE mailbox_id = $1")
         .bind(mailbox)
         .execute(&mut *conn)
