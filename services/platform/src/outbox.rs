@@ -288,6 +288,20 @@ impl Relay {
             match elected {
                 Ok(true) => {
                     tracing::info!(schema = %self.schema, "outbox relay elected");
+                    // A leader that stops answering (a paused or hung process) must not keep
+                    // the stream waiting: PostgreSQL ends its idle session, and with it the
+                    // advisory lock, after LEADER_IDLE_TIMEOUT; a live leader pings well
+                    // within it. (PostgreSQL before 14 lacks the setting: the lock then lasts
+                    // until the connection breaks.)
+                    let bounded = sqlx::query(&format!(
+                        "SET idle_session_timeout = {}",
+                        LEADER_IDLE_TIMEOUT.as_millis()
+                    ))
+                    .execute(&mut leader)
+                    .await;
+                    if let Err(err) = bounded {
+                        tracing::warn!(%err, "idle_session_timeout not set on the relay's leader connection; a hung leader holds the relay until its connection breaks");
+                    }
                     self.lead(&mut leader, &shutdown).await;
                 }
                 Ok(false) => {
@@ -314,7 +328,7 @@ impl Relay {
         let mut last_cleanup = Instant::now();
         let mut last_leader_check = Instant::now();
         while !shutdown.is_cancelled() {
-            if last_leader_check.elapsed() > Duration::from_secs(5) {
+            if last_leader_check.elapsed() > LEADER_PING {
                 last_leader_check = Instant::now();
                 if sqlx::query("SELECT 1").execute(&mut *leader).await.is_err() {
                     tracing::warn!("outbox relay lost its leader connection; re-electing");
@@ -330,7 +344,7 @@ impl Relay {
                         if sleep_or_cancel(backoff, shutdown).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
                 },
@@ -367,7 +381,7 @@ impl Relay {
                     if sleep_or_cancel(backoff, shutdown).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     if let Err(err) = self.kafka.ensure_topics(&self.topics).await {
                         tracing::debug!(%err, "topics not ensured yet");
                     }
@@ -664,6 +678,16 @@ impl Wakeups {
         }
     }
 }
+
+/// How long PostgreSQL keeps a relay leader's session (and its advisory lock) when the
+/// leader sends nothing: a paused or hung leader is replaced after this.
+const LEADER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a leader proves it is alive on its session (well within [`LEADER_IDLE_TIMEOUT`]);
+/// a leader that finds its session gone steps down before publishing again.
+const LEADER_PING: Duration = Duration::from_secs(3);
+/// The longest a leader waits between publishing attempts: less than
+/// [`LEADER_IDLE_TIMEOUT`], so a broker outage does not cost the leader its session.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Sleeps, or returns early (with `true`) when shutdown is requested.
 async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {

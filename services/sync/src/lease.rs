@@ -177,6 +177,16 @@ impl Leases {
         Ok(())
     }
 
+    /// How long the lease on `name` has left, if it is held.
+    pub async fn expires_in(&self, name: &str) -> redis::RedisResult<Option<Duration>> {
+        let mut conn = self.conn.clone();
+        let left: i64 = redis::cmd("PTTL")
+            .arg(self.key(name))
+            .query_async(&mut conn)
+            .await?;
+        Ok(u64::try_from(left).ok().map(Duration::from_millis))
+    }
+
     /// Who holds `name` now, if anyone.
     pub async fn holder_of(&self, name: &str) -> redis::RedisResult<Option<String>> {
         let mut conn = self.conn.clone();

@@ -5,7 +5,8 @@
 //! - [`domain`]: tiers and their intervals, a request's priority, client kinds, back-off, the
 //!   index's compact forms; [`envelope`]: a message's envelope as the index keeps it.
 //! - [`store`]: all of the sync's SQL — the [`store::schedule`] (every mailbox and when it is
-//!   next due), the [`store::folders`]' checkpoints and the [`store::messages`] index.
+//!   next due), the [`store::folders`]' checkpoints, the [`store::messages`] index and the
+//!   [`store::fences`] that keep a lease holder that was overtaken from writing any of them.
 //! - [`activity`]: heartbeats in Redis and the tier they put an owner in.
 //! - [`mailbox_events`]: the registry's events (the one consumed topic), into the schedule.
 //! - [`scheduler`]: hands due mailboxes out, through the outbox; [`events`]: everything the

@@ -9,12 +9,14 @@
 //! out again if still due); people's high ones are always done.
 //!
 //! Duplicate requests are coalesced: a request made before the mailbox's last sync attempt
-//! began (`last_started_at`) is answered by that attempt and costs no login, so "sync now"
-//! pressed 200 times while a sync runs makes at most one more.
+//! began (`last_started_at`) is answered by that attempt, once it finished and recorded its
+//! outcome (`last_finished_at`), and costs no login, so "sync now" pressed 200 times while a
+//! sync runs makes at most one more.
 //!
 //! A worker that dies stops renewing its leases: after their time to live another worker's
 //! attempt (the record redelivered after the rebalance, or the scheduler handing the mailbox
-//! out again) takes over, and the checkpoints make it carry on where the dead one committed.
+//! out again when the lease runs out) takes over — the dead attempt never finished, so it
+//! answers no request — and the checkpoints make it carry on where the dead one committed.
 //!
 //! Fencing: each acquisition of a mailbox's lease carries a generation, claimed in the store
 //! before the worker reads the mailbox's state ([`crate::store::fences`]); every write of the
@@ -132,7 +134,7 @@ impl Worker {
         // Unknown here, or parked: nothing to do, and no lease taken.
         match schedule::schedule_row(&self.pool, mailbox).await? {
             Some(row) if !row.parked => {
-                if answered_by(sent, row.last_started_at) {
+                if answered_by(sent, row.last_started_at, row.last_finished_at) {
                     metrics::sync_outcome("coalesced");
                     return Ok(Handled::Coalesced);
                 }
@@ -158,9 +160,14 @@ impl Worker {
             return Ok(Handled::Busy);
         }
         let Some(generation) = self.leases.acquire(&name).await? else {
-            // Another worker is on it, or died holding it: look again once a lease could
-            // have expired, so a dead worker's mailbox is taken over within about a TTL.
-            schedule::retry_soon(&self.pool, mailbox, self.leases.ttl()).await?;
+            // Another worker is on it, or died holding it: look again once its lease could
+            // have run out, so a dead worker's mailbox is taken over within a TTL.
+            let ttl = self.leases.ttl();
+            let wait = match self.leases.expires_in(&name).await {
+                Ok(Some(left)) => (left + Duration::from_millis(200)).min(ttl),
+                _ => ttl,
+            };
+            schedule::retry_soon(&self.pool, mailbox, wait).await?;
             let holder = self.leases.holder_of(&name).await.ok().flatten();
             tracing::debug!(?holder, "lease busy");
             metrics::sync_outcome("busy");
@@ -339,6 +346,7 @@ impl Worker {
             tx.commit().await?;
             return Ok(Ok(()));
         }
+        schedule::mark_finished(&mut *tx, row.mailbox_id, now).await?;
         events::synced(&mut tx, row.org_id, row.mailbox_id, now, report).await?;
         tx.commit().await?;
         Ok(Ok(()))
@@ -393,6 +401,7 @@ impl Worker {
                 return Ok(Ok(()));
             }
         };
+        schedule::mark_finished(&mut *tx, row.mailbox_id, Utc::now()).await?;
         // A parked mailbox is reported once, not at every attempt.
         if !(park && was_parked) {
             events::sync_failed(&mut tx, row.org_id, row.mailbox_id, failure, park, failures)
@@ -442,9 +451,19 @@ pub async fn claim(
     }))
 }
 
-/// Whether a request made at `sent` is answered by a sync attempt that began at `started`.
-fn answered_by(sent: Option<DateTime<Utc>>, started: Option<DateTime<Utc>>) -> bool {
-    matches!((sent, started), (Some(sent), Some(started)) if sent <= started)
+/// Whether a request made at `sent` is answered by the last sync attempt, which began at
+/// `started`: it began after the request, and finished (the last attempt that recorded its
+/// outcome did so at `finished`, not before it began). An attempt whose worker died, or that
+/// another worker is still running, answers nothing (the second is found busy).
+fn answered_by(
+    sent: Option<DateTime<Utc>>,
+    started: Option<DateTime<Utc>>,
+    finished: Option<DateTime<Utc>>,
+) -> bool {
+    matches!(
+        (sent, started, finished),
+        (Some(sent), Some(started), Some(finished)) if sent <= started && started <= finished
+    )
 }
 
 /// Shared handle for the consumer.
@@ -457,16 +476,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_is_answered_by_an_attempt_that_began_after_it() {
+    fn a_request_is_answered_by_an_attempt_that_began_after_it_and_finished() {
         let t = Utc::now();
         let later = t + chrono::Duration::milliseconds(1);
-        assert!(answered_by(Some(t), Some(later)));
-        assert!(answered_by(Some(t), Some(t)));
-        assert!(!answered_by(Some(later), Some(t)));
+        let done = t + chrono::Duration::seconds(5);
+        assert!(answered_by(Some(t), Some(later), Some(done)));
+        assert!(answered_by(Some(t), Some(t), Some(t)));
+        assert!(!answered_by(Some(later), Some(t), Some(done)));
         assert!(
-            !answered_by(None, Some(t)),
+            !answered_by(None, Some(t), Some(done)),
             "a request of unknown time is done"
         );
-        assert!(!answered_by(Some(t), None), "never attempted");
+        assert!(!answered_by(Some(t), None, None), "never attempted");
+        // The attempt that began after the request died (or runs elsewhere): the last one to
+        // finish finished before it began.
+        assert!(!answered_by(Some(t), Some(later), Some(t)));
+        assert!(!answered_by(Some(t), Some(later), None));
     }
 }

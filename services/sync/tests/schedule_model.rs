@@ -65,8 +65,9 @@ impl Row {
             failures: self.failures,
             parked: self.parked,
             tier: self.tier,
-            // Set only by a worker beginning a sync, which this model does not do.
+            // Set only by a worker beginning and finishing a sync, which this model does not do.
             last_started_at: None,
+            last_finished_at: None,
         }
     }
 

@@ -143,7 +143,10 @@ impl Cluster {
     fn env(&self, services: &[&str], ports: &[u16]) -> Vec<(String, String)> {
         let (smtp_host, smtp_port) = std::env::var("MAILROOM_SMTP_ADDR")
             .ok()
-            .and_then(|a| a.rsplit_once(':').map(|(h, p)| (h.to_owned(), p.to_owned())))
+            .and_then(|a| {
+                a.rsplit_once(':')
+                    .map(|(h, p)| (h.to_owned(), p.to_owned()))
+            })
             .unwrap_or_else(|| ("127.0.0.1".into(), "10025".into()));
         let group = |service: &str| format!("chaos-{}-{service}", self.id);
         let mut env: Vec<(String, String)> = vec![
@@ -225,7 +228,10 @@ impl Cluster {
                 "mailboxes" => {
                     set("MAILROOM_MAILBOXES__SEALING_KEYS", self.sealing_key.clone());
                     set("MAILROOM_MAILBOXES__LOGIN_TIMEOUT_MS", "5000".into());
-                    set("MAILROOM_MAILBOXES__LOGIN_CHECKS_PER_MINUTE", "100000".into());
+                    set(
+                        "MAILROOM_MAILBOXES__LOGIN_CHECKS_PER_MINUTE",
+                        "100000".into(),
+                    );
                     set("MAILROOM_MAILBOXES__SYNC_NOW_PER_MINUTE", "100000".into());
                     set("MAILROOM_MAILBOXES__SYNC_NOW_INTERVAL_SECS", "0".into());
                 }
@@ -581,9 +587,7 @@ impl Cluster {
                 .mailboxes()
                 .sync_mailbox_now(authed(
                     &org.admin_token,
-                    mpb::SyncMailboxNowRequest {
-                        id: mailbox.into(),
-                    },
+                    mpb::SyncMailboxNowRequest { id: mailbox.into() },
                 ))
                 .await;
             match asked {

@@ -76,7 +76,9 @@ pub fn fed_messages(events: &[Envelope], mailbox: &str) -> BTreeMap<(String, u32
 pub fn synced_count(events: &[Envelope], mailbox: &str) -> usize {
     events
         .iter()
-        .filter(|e| matches!(&e.payload, Some(Payload::MailboxSynced(s)) if s.mailbox_id == mailbox))
+        .filter(
+            |e| matches!(&e.payload, Some(Payload::MailboxSynced(s)) if s.mailbox_id == mailbox),
+        )
         .count()
 }
 

@@ -1,8 +1,11 @@
 //! Sync exactly once, on the real stack: every new message of a mailbox in the CRM reaches
-//! the feed (`NewMessages` on `mailroom.sync.events`) once, whatever fails when; a holder of a
-//! mailbox's lease that was overtaken writes nothing; a checkpoint never moves back; a mail
-//! server that trickles ends its mailbox's sync within the deadline, in a clear state, while
-//! the same worker syncs the others.
+//! the feed (`NewMessages` on `mailroom.sync.events`) once, whatever fails when (a server
+//! connection cut after some batches, a run killed, a holder overtaken mid-run), and a
+//! folder's import never does, even when a later run finishes it; a holder of a mailbox's
+//! lease that was overtaken writes nothing (index, checkpoints, feed), nor does a sync of a
+//! mailbox disconnected under it; a checkpoint never moves back; a mail server that trickles
+//! ends its mailbox's sync within the deadline, in a clear state, while the same worker syncs
+//! the others.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -299,14 +302,71 @@ async fn a_holder_overtaken_mid_run_stops_at_its_next_write_and_the_feed_stays_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_off_and_finished_by_the_next_run_is_not_news_but_later_mail_is() {
+    let pool = index_db().await;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 1500, &user.username).await;
+    let mailbox = scheduled_mailbox(&pool).await;
+    // The first import, killed half-way (no cleanup).
+    let relay = Relay::start(format!("{}:{}", user.host, user.port)).await;
+    let task = {
+        let mut login = login(&user);
+        login.host = "127.0.0.1".into();
+        login.port = relay.addr.port();
+        let engine = engine(&pool, 25, Duration::from_secs(30));
+        tokio::spawn(async move {
+            engine
+                .sync(mailbox, &login, true, &CancellationToken::new())
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while indexed_messages(&pool, mailbox).await.len() < 100 {
+        assert!(Instant::now() < deadline, "the import made no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let partial = indexed_messages(&pool, mailbox).await.len();
+    assert!(partial < 1500, "the import finished before it was killed");
+    // The next run finishes the import: none of it is news for the CRM.
+    engine(&pool, 200, Duration::from_secs(30))
+        .sync(mailbox, &login(&user), true, &CancellationToken::new())
+        .await
+        .expect("the import finished");
+    assert_eq!(indexed_messages(&pool, mailbox).await.len(), 1500);
+    let feed = outbox_feed(&pool).await;
+    assert!(
+        feed.is_empty(),
+        "{} messages of the import (cut at {partial}) were fed as new mail",
+        feed.len()
+    );
+    // Mail that comes afterwards is, once.
+    append_samples(&mut imap, "INBOX", 1500, 1510, &user.username).await;
+    engine(&pool, 200, Duration::from_secs(30))
+        .sync(mailbox, &login(&user), true, &CancellationToken::new())
+        .await
+        .expect("new mail");
+    let uids: Vec<u32> = outbox_feed(&pool).await.iter().map(|m| m.2).collect();
+    assert_eq!(uids, (1501..=1510).collect::<Vec<u32>>());
+    let _ = imap.logout().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mailbox_disconnected_mid_run_is_not_written_again() {
     let pool = index_db().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 1500, &user.username).await;
     let mailbox = scheduled_mailbox(&pool).await;
+    // Through a paced relay, so the disconnection lands in the fetch.
+    let relay = Relay::start(format!("{}:{}", user.host, user.port)).await;
     let task = {
-        let (engine, login) = (engine(&pool, 25, Duration::from_secs(30)), login(&user));
+        let mut login = login(&user);
+        login.host = "127.0.0.1".into();
+        login.port = relay.addr.port();
+        let engine = engine(&pool, 25, Duration::from_secs(30));
         tokio::spawn(async move {
             engine
                 .sync(mailbox, &login, true, &CancellationToken::new())

@@ -150,7 +150,11 @@ async fn c_a_broker_outage_delays_events_but_loses_or_reorders_none() {
     let mut arrived: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for e in &events {
         if let Some(Payload::UserUpdated(u)) = &e.payload {
-            let position = u.user.as_ref().map(|u| u.position.clone()).unwrap_or_default();
+            let position = u
+                .user
+                .as_ref()
+                .map(|u| u.position.clone())
+                .unwrap_or_default();
             if let Some(seq) = position.strip_prefix('p').and_then(|s| s.parse().ok()) {
                 arrived.entry(e.aggregate_id.clone()).or_default().push(seq);
             }

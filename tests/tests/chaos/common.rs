@@ -206,7 +206,9 @@ impl SyncRig {
             let indexed = self.indexed().await;
             let done = status.as_ref().is_ok_and(|s| {
                 s.state == spb::SyncState::Ok as i32
-                    && s.last_sync_time.as_ref().is_some_and(|t| t.seconds >= since)
+                    && s.last_sync_time
+                        .as_ref()
+                        .is_some_and(|t| t.seconds >= since)
             });
             if done && indexed == count {
                 return Ok(from.elapsed());

@@ -49,9 +49,7 @@ async fn status(cluster: &Cluster, org: &Org, mailbox: &Box_) -> Option<spb::Syn
 /// Waits until every mailbox of `boxes` had at least one more failed attempt than in
 /// `before`, with the state ERROR and a reason; returns the time it took from `from`.
 async fn until_failed(
-    cluster: &Cluster,
-    org: &Org,
-    index: &PgPool,
+    (cluster, org, index): (&Cluster, &Org, &PgPool),
     boxes: &[&Box_],
     before: &[i32],
     from: Instant,
@@ -183,6 +181,9 @@ async fn e_mailboxes_of_a_dead_or_hanging_server_back_off_and_the_others_sync_on
     let started = Instant::now();
     let mut cluster = Cluster::new(test_dir(TEST), Deps::default()).await;
     cluster.tune("MAILROOM_SYNC__WORKER_CONCURRENCY", 2);
+    // The whole sync's deadline, scaled down as the I/O timeout is (10 s for 60 s); the
+    // per-command deadline stays at its default (600 s).
+    cluster.tune("MAILROOM_SYNC__SYNC_DEADLINE_SECS", 30);
     for tier in ["ACTIVE", "RECENT", "IDLE", "DORMANT"] {
         cluster.tune(&format!("MAILROOM_SYNC__TIERS__{tier}_INTERVAL_SECS"), 2);
     }
@@ -230,9 +231,7 @@ async fn e_mailboxes_of_a_dead_or_hanging_server_back_off_and_the_others_sync_on
         failures(&index, affected[1].uuid).await,
     ];
     let took = until_failed(
-        &cluster,
-        &org,
-        &index,
+        (&cluster, &org, &index),
         &affected,
         &before,
         down,
@@ -251,7 +250,10 @@ async fn e_mailboxes_of_a_dead_or_hanging_server_back_off_and_the_others_sync_on
     tokio::time::sleep(Duration::from_secs(10)).await;
     let attempts = failures(&index, affected[0].uuid).await - before[0];
     let s = status(&cluster, &org, affected[0]).await.expect("status");
-    let registry = cluster.mailbox(&org, &affected[0].id).await.expect("mailbox");
+    let registry = cluster
+        .mailbox(&org, &affected[0].id)
+        .await
+        .expect("mailbox");
     report(
         TEST,
         format!(
@@ -291,9 +293,7 @@ async fn e_mailboxes_of_a_dead_or_hanging_server_back_off_and_the_others_sync_on
         failures(&index, affected[1].uuid).await,
     ];
     let took = until_failed(
-        &cluster,
-        &org,
-        &index,
+        (&cluster, &org, &index),
         &affected,
         &before,
         tarpit,

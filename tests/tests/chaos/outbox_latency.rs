@@ -58,8 +58,10 @@ async fn g_outbox_to_consumer_latency_under_load() {
             "the consumer saw {seen_people} of {CALLERS} UserCreated"
         );
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
-            if let Some(Payload::UserCreated(_)) =
-                m.payload().and_then(|p| Envelope::decode(p).ok()).and_then(|e| e.payload)
+            if let Some(Payload::UserCreated(_)) = m
+                .payload()
+                .and_then(|p| Envelope::decode(p).ok())
+                .and_then(|e| e.payload)
             {
                 seen_people += 1;
             }
@@ -128,7 +130,8 @@ async fn g_outbox_to_consumer_latency_under_load() {
         let Some(envelope) = m.payload().and_then(|p| Envelope::decode(p).ok()) else {
             continue;
         };
-        if let (Some(Payload::UserUpdated(_)), Some(at)) = (&envelope.payload, &envelope.occurred_at)
+        if let (Some(Payload::UserUpdated(_)), Some(at)) =
+            (&envelope.payload, &envelope.occurred_at)
         {
             let occurred =
                 chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32).unwrap_or(now);

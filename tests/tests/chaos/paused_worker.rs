@@ -104,7 +104,10 @@ async fn f_a_paused_worker_writes_nothing_after_it_resumes() {
             failures.push(format!(
                 "events stayed unpublished while {name} was paused ({left:?} rows): the paused process holds the outbox relay"
             ));
-            report(TEST, format!("events NOT published while {name} is paused: {left:?}"));
+            report(
+                TEST,
+                format!("events NOT published while {name} is paused: {left:?}"),
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -124,7 +127,10 @@ async fn f_a_paused_worker_writes_nothing_after_it_resumes() {
     rig.cluster.proc(victim).resume();
     report(
         TEST,
-        format!("resumed {name} after {:.1} s", paused.elapsed().as_secs_f64()),
+        format!(
+            "resumed {name} after {:.1} s",
+            paused.elapsed().as_secs_f64()
+        ),
     );
     tokio::time::sleep(Duration::from_secs(15)).await;
 
@@ -192,7 +198,8 @@ async fn f_a_paused_worker_writes_nothing_after_it_resumes() {
         ));
     }
     if checkpoint_after != checkpoint_before {
-        failures.push("the resumed worker changed the INBOX checkpoint after losing its lease".into());
+        failures
+            .push("the resumed worker changed the INBOX checkpoint after losing its lease".into());
     }
     if !events_written.is_empty() {
         failures.push(format!(
@@ -201,7 +208,7 @@ async fn f_a_paused_worker_writes_nothing_after_it_resumes() {
     }
     let key = |s: &Option<mailroom_tests::sync_pb::SyncStatus>| {
         s.as_ref()
-            .map(|s| (s.state, s.last_error.clone(), s.last_sync_time.clone()))
+            .map(|s| (s.state, s.last_error.clone(), s.last_sync_time))
     };
     if key(&status_after) != key(&status_before) {
         failures.push(format!(

@@ -93,8 +93,11 @@ async fn d_without_redis_mailroom_behaves_as_documented_and_recovers() {
     // Sign-in: refused as unavailable (the first calls may still find a limiter's window).
     let mut sign_in = None;
     while killed.elapsed() < Duration::from_secs(8) {
-        match tokio::time::timeout(Duration::from_secs(5), cluster.login(&org.address("person")))
-            .await
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            cluster.login(&org.address("person")),
+        )
+        .await
         {
             Ok(Err(s)) if s.code() == Code::Unavailable => {
                 sign_in = Some(s.message().to_owned());
@@ -186,7 +189,10 @@ async fn d_without_redis_mailroom_behaves_as_documented_and_recovers() {
     );
     assert!(signed_in.is_some(), "sign-in did not come back with Redis");
     assert!(heartbeat.is_some(), "activity did not come back with Redis");
-    assert!(synced.is_some(), "the mailbox did not sync again with Redis");
+    assert!(
+        synced.is_some(),
+        "the mailbox did not sync again with Redis"
+    );
     assert!(
         same_pids && cluster.exited().is_empty(),
         "a process exited: {:?}",

@@ -113,7 +113,12 @@ async fn a_sync_worker_killed_mid_sync_loses_and_doubles_nothing() {
     );
     let mut failures = Vec::new();
     let recovered = match rig
-        .synced_within(since, (FIRST + LATER) as i64, killed, Duration::from_secs(45))
+        .synced_within(
+            since,
+            (FIRST + LATER) as i64,
+            killed,
+            Duration::from_secs(45),
+        )
         .await
     {
         Ok(took) => took,
@@ -122,16 +127,27 @@ async fn a_sync_worker_killed_mid_sync_loses_and_doubles_nothing() {
             failures.push(format!(
                 "after the kill during a \"sync now\", no other worker finished the sync: {why}"
             ));
-            report(TEST, format!("new mail: NOT taken over within 45 s; asking again ({why})"));
+            report(
+                TEST,
+                format!("new mail: NOT taken over within 45 s; asking again ({why})"),
+            );
             let again = Instant::now();
             let since = chrono::Utc::now();
             rig.cluster.sync_now(&rig.org, &rig.mailbox).await;
             let took = rig
-                .until_synced(since, (FIRST + LATER) as i64, again, Duration::from_secs(120))
+                .until_synced(
+                    since,
+                    (FIRST + LATER) as i64,
+                    again,
+                    Duration::from_secs(120),
+                )
                 .await;
             report(
                 TEST,
-                format!("new mail: asked again, finished {:.1} s later", took.as_secs_f64()),
+                format!(
+                    "new mail: asked again, finished {:.1} s later",
+                    took.as_secs_f64()
+                ),
             );
             killed.elapsed()
         }

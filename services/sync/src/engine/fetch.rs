@@ -39,6 +39,8 @@ pub(super) struct FeedTo {
     /// As people read it.
     pub folder: String,
     pub uid_validity: u32,
+    /// The first UID that is news (below it is the folder's import).
+    pub from_uid: u32,
 }
 
 /// Rows for one transaction, with their feed messages (when the run feeds).
@@ -155,6 +157,7 @@ impl Engine {
         let fence = run.fence;
         let allowance = self.allowance(run).await?;
         let feed_left = if feed.is_some() { run.feed_left } else { 0 };
+        let feed_from = feed.as_ref().map(|f| f.from_uid).unwrap_or(u32::MAX);
         let batch = self.options.batch.max(1);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(4);
         let pool = self.pool.clone();
@@ -233,7 +236,7 @@ impl Engine {
                     return Err(RunError::Failed(allowance.exhausted()));
                 }
                 taken += 1;
-                if to_feed > 0 {
+                if to_feed > 0 && row.uid >= feed_from {
                     to_feed -= 1;
                     out.feed.push(feed_message(&row, &fetch));
                 }

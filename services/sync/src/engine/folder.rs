@@ -5,7 +5,9 @@
 //!   and it is fetched again.
 //! - **Flag changes** of what the index has: `CHANGEDSINCE` the checkpoint's HIGHESTMODSEQ with
 //!   CONDSTORE, else a flags pass over the folder.
-//! - **New mail** above `last_uid`, streamed in ([`super::fetch`]).
+//! - **New mail** above `last_uid`, streamed in ([`super::fetch`]); for the CRM's feed only
+//!   UIDs from the folder's UIDNEXT when it was first seen (or its UIDVALIDITY changed): what
+//!   was there then is its import, never fed, even when a later run finishes it.
 //! - **Expunges**, only when the counts disagree ([`super::expunge`]).
 //!
 //! Invariant: the checkpoint (what STATUS said) is saved last and only when the index holds
@@ -76,6 +78,9 @@ impl Engine {
         }
         let mut last_uid = u32::try_from(folder.last_uid).unwrap_or(0);
         let mut since_modseq = u64::try_from(folder.highest_modseq).unwrap_or(0);
+        let mut feed_from = u32::try_from(folder.feed_from_uid).unwrap_or(0);
+        // UIDNEXT is optional in a server's answers: without it, ask.
+        let server_next = cp.uid_next.max(selected.uid_next.unwrap_or(0));
         let changed = folder.uid_validity != 0 && folder.uid_validity != i64::from(cp.uid_validity);
         if changed || folder.uid_validity == 0 {
             if changed {
@@ -87,14 +92,15 @@ impl Engine {
                 mailbox,
                 folder.id,
                 cp.uid_validity,
+                server_next,
                 run.fence.generation,
             )
             .await?;
             tx.commit().await?;
             last_uid = 0;
             since_modseq = 0;
+            feed_from = server_next;
         }
-        let first_import = last_uid == 0;
 
         // Flags of what the index already has, before new mail (whose flags come with it).
         if last_uid > 0 {
@@ -113,16 +119,21 @@ impl Engine {
             };
         }
 
-        // UIDNEXT is optional in a server's answers: without it, ask.
-        let server_next = cp.uid_next.max(selected.uid_next.unwrap_or(0));
         if selected.exists > 0 && (server_next == 0 || server_next.saturating_sub(1) > last_uid) {
             let range = format!("{}:*", last_uid.saturating_add(1));
-            // A first import is not news for the CRM.
-            let feed = match (run.feed_org, first_import) {
-                (Some(org), false) => Some(FeedTo {
+            // A folder's import is not news for the CRM, even when a later run finishes it:
+            // only UIDs from `feed_from` on are fed. Not known (0): a run that starts with
+            // none of the folder indexed feeds nothing.
+            let from_uid = match feed_from {
+                0 if last_uid == 0 => None,
+                from => Some(from),
+            };
+            let feed = match (run.feed_org, from_uid) {
+                (Some(org), Some(from_uid)) => Some(FeedTo {
                     org,
                     folder: folder.display_name(),
                     uid_validity: cp.uid_validity,
+                    from_uid,
                 }),
                 _ => None,
             };

@@ -31,6 +31,9 @@ pub struct FolderRow {
     pub last_uid: i64,
     /// The lease generation of the holder that last wrote the checkpoint.
     pub generation: i64,
+    /// The first UID that is news for the CRM's feed (UIDNEXT when the folder was first seen
+    /// or its UIDVALIDITY changed; below it is the folder's import); 0 when not known.
+    pub feed_from_uid: i64,
 }
 
 impl FolderRow {
@@ -51,7 +54,7 @@ pub fn named<'a>(folders: &'a [FolderRow], asked: &str) -> Option<&'a FolderRow>
 }
 
 const FOLDER_COLUMNS: &str = "id, name, special_use, uid_validity, uid_next, highest_modseq, \
-    messages, unseen, last_uid, generation";
+    messages, unseen, last_uid, generation, feed_from_uid";
 
 /// A mailbox's folders, by name.
 pub async fn folders<'e>(
@@ -115,23 +118,28 @@ pub async fn drop_folder(
     Ok(())
 }
 
-/// UIDVALIDITY changed: the folder's UIDs mean nothing any more; it starts again, with its
-/// rows dropped in the caller's fenced transaction. Refused for a holder of an older
-/// generation than the one that last wrote the folder.
+/// A folder first seen, or whose UIDVALIDITY changed (its UIDs mean nothing any more):
+/// it starts again, with its rows dropped in the caller's fenced transaction, and the UIDs
+/// from `feed_from_uid` on (the server's UIDNEXT now; 0 when it gave none) are news for the
+/// feed, the rest its import. Refused for a holder of an older generation than the one that
+/// last wrote the folder.
 pub async fn reset_folder(
     conn: &mut PgConnection,
     mailbox: MailboxId,
     folder: i32,
     uid_validity: u32,
+    feed_from_uid: u32,
     generation: i64,
 ) -> Result<(), WriteError> {
     let reset = sqlx::query(
         "UPDATE folders SET uid_validity = $2, uid_next = 0, highest_modseq = 0, messages = 0, \
-         unseen = 0, last_uid = 0, generation = $3 WHERE id = $1 AND generation <= $3",
+         unseen = 0, last_uid = 0, feed_from_uid = $4, generation = $3 \
+         WHERE id = $1 AND generation <= $3",
     )
     .bind(folder)
     .bind(i64::from(uid_validity))
     .bind(generation)
+    .bind(i64::from(feed_from_uid))
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -251,6 +259,7 @@ mod tests {
             unseen: 0,
             last_uid: 0,
             generation: 0,
+            feed_from_uid: 0,
         }
     }
 

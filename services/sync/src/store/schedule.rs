@@ -33,8 +33,11 @@ pub struct ScheduleRow {
     pub parked: bool,
     /// The owner's tier when the next sync was planned, as [`Tier::code`] stores it.
     pub tier: i16,
-    /// When the last sync attempt began (requests made before it are answered by it).
+    /// When the last sync attempt began (requests made before it are answered by it, once
+    /// it finished).
     pub last_started_at: Option<DateTime<Utc>>,
+    /// When the last sync attempt that recorded its outcome finished.
+    pub last_finished_at: Option<DateTime<Utc>>,
 }
 
 impl ScheduleRow {
@@ -45,7 +48,8 @@ impl ScheduleRow {
 }
 
 const SCHEDULE_COLUMNS: &str = "mailbox_id, org_id, owner_user_id, in_crm, next_due, last_sync, \
-    last_duration_ms, last_error, last_error_kind, failures, parked, tier, last_started_at";
+    last_duration_ms, last_error, last_error_kind, failures, parked, tier, last_started_at, \
+    last_finished_at";
 
 /// A mailbox the registry connected (or described again): due at once when new.
 pub async fn upsert_mailbox(
@@ -228,6 +232,21 @@ pub async fn mark_started<'e>(
     at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     sqlx::query("UPDATE schedule SET last_started_at = $2 WHERE mailbox_id = $1")
+        .bind(mailbox)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A sync attempt finished at `at` (its outcome recorded in the same transaction): the
+/// requests made before it began are answered.
+pub async fn mark_finished<'e>(
+    conn: impl PgExecutor<'e>,
+    mailbox: MailboxId,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE schedule SET last_finished_at = $2 WHERE mailbox_id = $1")
         .bind(mailbox)
         .bind(at)
         .execute(conn)
