@@ -83,7 +83,7 @@ components:
     args: [serve, {{ $name }}]
     replicas: {{ $svc.replicas }}
     resources: {{ toJson $svc.resources }}
-    grace: 40
+    grace: 5
 {{- end }}
 {{- end }}
 {{- if $v.services.sync.enabled }}
@@ -92,7 +92,7 @@ components:
     args: [serve, sync, --role, scheduler]
     replicas: {{ $v.services.sync.scheduler.replicas }}
     resources: {{ toJson $v.services.sync.scheduler.resources }}
-    grace: 40
+    grace: 5
   - name: sync-worker
     serves: [sync]
     args: [serve, sync, --role, worker]

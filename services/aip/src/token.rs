@@ -23,10 +23,13 @@ type HmacSha256 = Hmac<Sha256>;
 /// The longest token accepted (a hostile one is refused before it is decoded).
 pub const MAX_TOKEN_LEN: usize = 2048;
 
-/// Signs and checks page tokens with one key.
+/// Signs page tokens with one key, and checks them against it and any earlier keys still
+/// accepted ([`PageTokenKey::accepting`]), so a key can be rotated without breaking the
+/// tokens callers hold.
 #[derive(Clone)]
 pub struct PageTokenKey {
     key: Vec<u8>,
+    previous: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PageTokenKey {
@@ -40,7 +43,15 @@ impl PageTokenKey {
     pub fn new(secret: &[u8]) -> Self {
         Self {
             key: secret.to_vec(),
+            previous: Vec::new(),
         }
+    }
+
+    /// This key, also accepting tokens signed with `earlier` keys (while a rotation rolls
+    /// out, and for as long as callers may hold such tokens). Only this key signs.
+    pub fn accepting(mut self, earlier: impl IntoIterator<Item = PageTokenKey>) -> Self {
+        self.previous.extend(earlier.into_iter().map(|k| k.key));
+        self
     }
 
     /// A key derived from another secret for this one purpose, so the secret itself is never
@@ -99,12 +110,20 @@ impl PageTokenKey {
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
             .map_err(|_| AipError::PageToken)?;
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(&(query.len() as u64).to_be_bytes());
-        mac.update(query.as_bytes());
-        mac.update(&body);
-        // Constant-time comparison.
-        mac.verify_slice(&tag).map_err(|_| AipError::PageToken)?;
+        let signed_with = |key: &[u8]| {
+            let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+            mac.update(&(query.len() as u64).to_be_bytes());
+            mac.update(query.as_bytes());
+            mac.update(&body);
+            // Constant-time comparison.
+            mac.verify_slice(&tag).is_ok()
+        };
+        if !std::iter::once(&self.key)
+            .chain(&self.previous)
+            .any(|key| signed_with(key))
+        {
+            return Err(AipError::PageToken);
+        }
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|_| AipError::PageToken)
@@ -161,6 +180,19 @@ mod tests {
         let token = one.encode("q", &7);
         assert_eq!(other.decode::<i32>("q", &token).unwrap(), Some(7));
         assert!(PageTokenKey::from_configured(b"", "sync messages").is_none());
+    }
+
+    #[test]
+    fn a_rotated_key_still_accepts_the_previous_keys_tokens_and_signs_with_the_new_one() {
+        let old = PageTokenKey::derived_from(b"old secret", "sync messages");
+        let new = PageTokenKey::derived_from(b"new secret", "sync messages");
+        let rotated = new.clone().accepting([old.clone()]);
+        let held = old.encode("q", &3);
+        assert_eq!(rotated.decode::<i32>("q", &held).unwrap(), Some(3));
+        let fresh = rotated.encode("q", &4);
+        assert_eq!(new.decode::<i32>("q", &fresh).unwrap(), Some(4));
+        assert_eq!(old.decode::<i32>("q", &fresh), Err(AipError::PageToken));
+        assert_eq!(new.decode::<i32>("q", &held), Err(AipError::PageToken));
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl AccessClient {
             return Err(PeerError::NotYetKnown {
                 peer: Peer::Access,
                 message: "access control has not heard of your account yet (an account made a moment ago is known once identity's event reaches it); retry shortly".into(),
+                transient: crate::error::Transient,
             });
         }
         if answer.whole_organization {

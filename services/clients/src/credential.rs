@@ -176,6 +176,7 @@ async fn fetch(
     let unreachable = |reason: String| CredentialError::Unreachable {
         endpoint: endpoint.clone(),
         reason,
+        transient: crate::error::Transient,
     };
     let mut request = tonic::Request::new(pb::IssueServiceTokenRequest {
         client_id,

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+pub use mailroom_platform::consumer::Transient;
+
 /// The five services, as a sentence names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -95,9 +97,15 @@ pub enum PeerError {
         status: tonic::Status,
     },
     /// The peer answered, but has not heard yet of what was asked about: it learns of it from
-    /// events, a moment after it was made. Retrying shortly helps.
+    /// events, a moment after it was made. Retrying shortly helps: `transient` says so to a
+    /// consumer that classifies failures.
     #[error("{message}")]
-    NotYetKnown { peer: Peer, message: String },
+    NotYetKnown {
+        peer: Peer,
+        message: String,
+        #[source]
+        transient: Transient,
+    },
     /// This service could not get a token to call with.
     #[error(transparent)]
     Credential(#[from] CredentialError),
@@ -167,8 +175,14 @@ pub struct ChannelError {
 pub enum CredentialError {
     #[error("this service has no credential configured (client id and secret) to call other services with")]
     NotConfigured,
+    /// Identity gave no usable answer; `transient` tells a consumer to retry, not give up.
     #[error("identity at {endpoint} is unreachable for a service token: {reason}")]
-    Unreachable { endpoint: String, reason: String },
+    Unreachable {
+        endpoint: String,
+        reason: String,
+        #[source]
+        transient: Transient,
+    },
     #[error("identity refused this service's credential: {0}")]
     Refused(String),
 }
@@ -202,5 +216,17 @@ mod tests {
         assert_eq!(classify(&anyhow::Error::new(down)), Class::Transient);
         let failed = PeerError::from_status(Peer::Access, &tonic::Status::internal("boom"));
         assert_eq!(classify(&anyhow::Error::new(failed)), Class::Unknown);
+        let not_yet = PeerError::NotYetKnown {
+            peer: Peer::Access,
+            message: "not heard of yet".into(),
+            transient: Transient,
+        };
+        assert_eq!(classify(&anyhow::Error::new(not_yet)), Class::Transient);
+        let no_token = PeerError::Credential(CredentialError::Unreachable {
+            endpoint: "http://identity".into(),
+            reason: "connection refused".into(),
+            transient: Transient,
+        });
+        assert_eq!(classify(&anyhow::Error::new(no_token)), Class::Transient);
     }
 }

@@ -46,6 +46,13 @@ pub struct InvitationsConfig {
     /// a replica that dies mid-send frees its mail after this long.
     #[serde(default = "default_lease_ms")]
     pub delivery_lease_ms: u64,
+    /// How long one mail's whole send may take (the SMTP timeout, `smtp.timeout_ms`, bounds
+    /// each command only: a server answering each just in time could hold a send, and its
+    /// claim, for ever). A send cut off by it is deferred like a 4xx and tried again later; the
+    /// server may have kept that mail, so the invitee may get it twice (only the later link
+    /// works).
+    #[serde(default = "default_send_deadline_ms")]
+    pub delivery_send_deadline_ms: u64,
     /// How often expiry is applied (and unfinished invitations finished).
     #[serde(default = "default_sweep_ms")]
     pub sweep_interval_ms: u64,
@@ -122,6 +129,9 @@ fn default_retry_ms() -> u64 {
 fn default_lease_ms() -> u64 {
     120_000
 }
+fn default_send_deadline_ms() -> u64 {
+    300_000
+}
 fn default_sweep_ms() -> u64 {
     30_000
 }
@@ -168,6 +178,7 @@ impl Default for InvitationsConfig {
             delivery_attempts: default_attempts(),
             delivery_retry_ms: default_retry_ms(),
             delivery_lease_ms: default_lease_ms(),
+            delivery_send_deadline_ms: default_send_deadline_ms(),
             sweep_interval_ms: default_sweep_ms(),
             invites_per_inviter_per_hour: default_per_inviter(),
             invites_per_org_per_hour: default_per_org(),

@@ -12,6 +12,12 @@
 //! - anything else (4xx, server down, timeout): tried again later, doubling the delay with
 //!   jitter, until the attempts run out, then FAILED likewise.
 //!
+//! A whole send has a deadline (`delivery_send_deadline_ms`; the SMTP timeout is per command,
+//! so a tarpit answering each command just in time would otherwise hold the send, its renewed
+//! claim and the round for ever): past it the send is dropped, its claim no longer renewed, and
+//! the mail deferred as above. The server may have kept that mail, so it is logged as one that
+//! may have gone out.
+//!
 //! A sender that dies mid-send (or cannot reach the database to renew for a whole lease) leaves
 //! the row to come due again when its lease runs out; the invitee may then get the mail twice,
 //! and only the later link works.
@@ -155,6 +161,11 @@ impl Sender {
         Duration::from_millis(self.invitations.config.delivery_lease_ms.max(1_000))
     }
 
+    /// How long one mail's whole send may take.
+    fn send_deadline(&self) -> Duration {
+        Duration::from_millis(self.invitations.config.delivery_send_deadline_ms.max(1_000))
+    }
+
     #[tracing::instrument(skip_all, fields(invitation = %row.id))]
     /// Sends one armed mail and records the outcome, only if the row still carries the
     /// secret this mail does: a resend, approval or another sender meanwhile re-armed it, and
@@ -191,7 +202,28 @@ impl Sender {
             },
             row.locale(),
         );
-        let outcome = self.mailer.send(&row.email, &mail.subject, mail.body).await;
+        // The whole send within its deadline: past it, the claim is no longer renewed and the
+        // mail is deferred (the server may have kept it; a second one is then bounded by the
+        // retries).
+        let deadline = self.send_deadline();
+        let outcome = match tokio::time::timeout(
+            deadline,
+            self.mailer.send(&row.email, &mail.subject, mail.body),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::warn!(
+                    deadline_ms = deadline.as_millis() as u64,
+                    "the mail server did not finish an invitation mail's send within its deadline; deferred, though the mail may have gone out"
+                );
+                Err(MailError::Transient(format!(
+                    "the mail server did not finish the send within {} s (the mail may have gone out)",
+                    deadline.as_secs_f64()
+                )))
+            }
+        };
         held.lock().await.remove(&row.id);
         let attempts = row.attempts + 1;
         let max = self.invitations.config.delivery_attempts.max(1);

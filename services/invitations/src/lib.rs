@@ -179,6 +179,7 @@ pub async fn start(
         limits,
         trusted_proxies,
         queued: Arc::new(tokio::sync::Notify::new()),
+        acceptance_hold: (platform.request_timeout() * 3).max(Duration::from_secs(10)),
     });
     let routes =
         tonic::service::Routes::new(pb::invitation_service_server::InvitationServiceServer::new(

@@ -106,20 +106,24 @@ impl Invitations {
     /// recorded in a transaction of its own. A second acceptance meanwhile is told to wait (and
     /// identity activates an INVITED user once only, whatever reaches it). A registration
     /// through a link, whose address this confirms, gets its user and its seat first
-    /// ([`Self::admit_confirmed`]).
+    /// ([`Self::admit_confirmed`]). The claim carries a token of this acceptance's own and is
+    /// released (only while still its own) when the acceptance fails or is cancelled
+    /// ([`AcceptanceClaim`]); ACCEPTED is recorded whoever holds the claim then, since identity
+    /// activated the invitee.
     #[tracing::instrument(skip_all)]
     pub async fn accept(
         &self,
         req: pb::AcceptInvitationRequest,
     ) -> Result<(InvitationRow, ipb::User)> {
-        let row = self.claim_for_acceptance(&req).await?;
+        let (row, claim) = self.claim_for_acceptance(&req).await?;
         let accepted = self.accept_claimed(&row, req).await;
-        if accepted.is_err() {
-            // Recorded answers cleared the claim themselves; otherwise it goes now (or runs
-            // out by itself if the database does not answer).
-            if let Err(err) = store::release_acceptance(&self.pool, row.id).await {
-                tracing::warn!(error = %err, invitation = %row.id, "an acceptance's claim was not released; it runs out by itself");
-            }
+        if accepted.is_ok() {
+            // Recorded ACCEPTED, which cleared the claim.
+            claim.settled();
+        } else {
+            // Released before the answer goes out, so the invitee may try again at once (a
+            // claim already cleared by a recorded answer, or taken over, is left as it is).
+            claim.release().await;
         }
         accepted
     }
@@ -129,7 +133,7 @@ impl Invitations {
     async fn claim_for_acceptance(
         &self,
         req: &pb::AcceptInvitationRequest,
-    ) -> Result<InvitationRow> {
+    ) -> Result<(InvitationRow, AcceptanceClaim)> {
         let mut tx = self.pool.begin().await?;
         let row = self.by_secret(&mut tx, &req.token).await?;
         if let Some(err) = unusable(&row) {
@@ -146,9 +150,16 @@ impl Invitations {
         if row.awaits_confirmation() {
             self.check_link_uses(&mut tx, &row).await?;
         }
-        store::claim_acceptance(&mut *tx, row.id, ACCEPTANCE_HOLD).await?;
+        let token = uuid::Uuid::new_v4();
+        store::claim_acceptance(&mut *tx, row.id, token, self.acceptance_hold).await?;
         tx.commit().await?;
-        Ok(row)
+        let claim = AcceptanceClaim {
+            pool: self.pool.clone(),
+            id: row.id,
+            token,
+            settled: false,
+        };
+        Ok((row, claim))
     }
 
     /// Identity's part of an acceptance claimed by [`Self::claim_for_acceptance`], and its
@@ -491,10 +502,59 @@ async fn mark_accepted(
     Ok(Some(row))
 }
 
-/// How long an acceptance may wait on identity before its claim runs out (a replica that died
-/// mid-acceptance frees the invitation after this long). Identity's two answers are each
-/// bounded by the request timeout, far shorter.
-const ACCEPTANCE_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
+/// An acceptance's claim on its invitation, made under a token of its own. Released when the
+/// acceptance fails ([`AcceptanceClaim::release`]) and, should the request be cancelled (the server's
+/// request timeout, or the client went away) while identity answers, when it is dropped: the
+/// release then runs as a task of its own, so the invitee can try again at once rather than
+/// after the claim's hold. Only a replica that dies mid-acceptance leaves a claim to run out.
+struct AcceptanceClaim {
+    pool: sqlx::PgPool,
+    id: InvitationId,
+    token: uuid::Uuid,
+    settled: bool,
+}
+
+impl AcceptanceClaim {
+    /// The acceptance's outcome was recorded (ACCEPTED clears the claim): nothing to release.
+    fn settled(mut self) {
+        self.settled = true;
+    }
+
+    /// Releases the claim now, if it is still this acceptance's (or it runs out by itself if
+    /// the database does not answer).
+    async fn release(mut self) {
+        // Settled only once done: cancelled mid-way, the drop releases it again (a no-op if
+        // this one got through).
+        release(&self.pool, self.id, self.token).await;
+        self.settled = true;
+    }
+}
+
+impl Drop for AcceptanceClaim {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // Dropped mid-way: the request was cancelled.
+        let (pool, id, token) = (self.pool.clone(), self.id, self.token);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                tracing::info!(invitation = %id, "an acceptance was cancelled mid-way; its claim is released");
+                runtime.spawn(async move { release(&pool, id, token).await });
+            }
+            Err(_) => {
+                tracing::warn!(invitation = %id, "an acceptance's claim was not released (no runtime); it runs out by itself")
+            }
+        }
+    }
+}
+
+/// Ends an acceptance's claim if it is still `token`'s.
+async fn release(pool: &sqlx::PgPool, id: InvitationId, token: uuid::Uuid) {
+    if let Err(err) = store::release_acceptance(pool, id, token).await {
+        tracing::warn!(error = %err, invitation = %id, "an acceptance's claim was not released; it runs out by itself");
+    }
+}
 
 /// To an admin: the invitee is accepting right now.
 fn accepted_meanwhile() -> InvitationError {

@@ -30,6 +30,9 @@ pub struct Invitations {
     pub trusted_proxies: TrustedProxies,
     /// Wakes the delivery loop when mail was queued.
     pub queued: Arc<Notify>,
+    /// How long an acceptance's claim holds the invitation if nothing releases it (a replica
+    /// died mid-acceptance): three request timeouts, beyond any acceptance still running.
+    pub acceptance_hold: Duration,
 }
 
 /// Redis windows on how fast invitations can be made.

@@ -3,7 +3,10 @@
 //! password or server is edited). Every report carries its time (a sync's `synced_at`, a
 //! failure's `occurred_at`) and a report older than what a row shows changes nothing: a
 //! redelivered or late event cannot move the counters back, nor park a mailbox that synced
-//! since or was repaired since.
+//! since or was repaired since. A failure is judged by when its attempt began
+//! (`attempt_started_at`, before the attempt read the login), not when it was reported: a
+//! server that takes seconds to refuse the old password reports after the owner's repair, and
+//! that refusal is of the settings the repair replaced.
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -61,7 +64,10 @@ impl EventHandler for SyncEvents {
                     .as_ref()
                     .and_then(from_timestamp)
                     .unwrap_or_else(Utc::now);
-                store::record_failure(&mut *tx, id, state, &message, at).await?;
+                // When the attempt began: its failure counts only if nothing set the state
+                // since (a repair while the server took its time to refuse the old password).
+                let began = failed.attempt_started_at.as_ref().and_then(from_timestamp);
+                store::record_failure(&mut *tx, id, state, &message, at, began).await?;
             }
             _ => {}
         }

@@ -29,6 +29,8 @@ const DEV_SERVICE_SECRETS: [(&str, &str); 3] = [
 const DEMO_ADMIN: &str = "admin@acme.test";
 /// Sample messages in each demo INBOX, so a newcomer sees the counters move.
 const DEMO_MESSAGES: usize = 240;
+/// The longest filling one demo INBOX may take.
+const FILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// The dev stack's mailbox-password sealing key: fixed, so mailboxes connected in one run
 /// open in the next. For local development only; a deployment brings its own
 /// (`mailroom keygen --sealing <id>`).
@@ -75,62 +77,74 @@ pub async fn run() -> anyhow::Result<()> {
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry =
         mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
-    let shutdown = mailroom_platform::shutdown::on_signal();
-    let running = serve::start(Service::ALL, &figment, &platform, shutdown).await?;
+    let shutdown = mailroom_platform::shutdown::on_signal(&platform);
+    let running = serve::start(Service::ALL, &figment, &platform, shutdown.clone()).await?;
 
     let admin_password =
         std::env::var("MAILROOM_DEV_ADMIN_PASSWORD").unwrap_or_else(|_| "mailroom-dev".into());
-    if let Some(identity) = &running.identity {
-        seed(identity, &admin_password)
-            .await
-            .context("demo data could not be seeded")?;
-        if let Some(mailboxes) = &running.mailboxes {
-            seed_mailboxes(identity, mailboxes, &admin_password)
+    // The demo data and the summary, given up on when a stop comes first: the services watch
+    // the same shutdown and stop meanwhile, and what was seeded so far stays for the next run.
+    let introduce = async {
+        if let Some(identity) = &running.identity {
+            seed(identity, &admin_password)
                 .await
-                .context("demo mailboxes could not be connected")?;
+                .context("demo data could not be seeded")?;
+            if let Some(mailboxes) = &running.mailboxes {
+                seed_mailboxes(identity, mailboxes, &admin_password)
+                    .await
+                    .context("demo mailboxes could not be connected")?;
+            }
         }
-    }
-    let ctl_secret = config::section::<mailroom_identity::IdentityConfig>(&figment, "identity")?
-        .service_clients
-        .get(DEV_CTL_CLIENT)
-        .map(|s| s.expose_secret().to_owned())
-        .unwrap_or_default();
+        let ctl_secret =
+            config::section::<mailroom_identity::IdentityConfig>(&figment, "identity")?
+                .service_clients
+                .get(DEV_CTL_CLIENT)
+                .map(|s| s.expose_secret().to_owned())
+                .unwrap_or_default();
 
-    println!("\nMailroom dev is running (Ctrl-C stops it).\n");
-    for (service, grpc, metrics) in &running.endpoints {
-        println!(
-            "  {:<12} gRPC {grpc}   metrics http://{metrics}/metrics",
-            service.name()
-        );
-    }
-    println!();
-    println!("  demo organisation: Acme");
-    println!(
-        "  admin:             {DEMO_ADMIN} / {}",
-        mask(&admin_password)
-    );
-    println!(
-        "  employees:         olivia.chen@acme.test, sam.ortiz@acme.test, … (same password)\n"
-    );
-    println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email {DEMO_ADMIN} --password {})", shell_word(&admin_password));
-    println!("        cargo run -q -p mailroom -- ctl users list");
-    println!("        cargo run -q -p mailroom -- ctl mailboxes list --columns employee,email,last_sync_time,in_crm --sort owner");
-    println!("        cargo run -q -p mailroom -- ctl sync status <mailbox id from the list>");
-    println!("        cargo run -q -p mailroom -- ctl sync activity   # you are active: your mailbox syncs every minute");
-    match demo_invitation(&admin_password).await {
-        Ok(link) => {
-            println!("        cargo run -q -p mailroom -- ctl invitations list --filter 'state = PENDING'");
+        println!("\nMailroom dev is running (Ctrl-C stops it).\n");
+        for (service, grpc, metrics) in &running.endpoints {
             println!(
+                "  {:<12} gRPC {grpc}   metrics http://{metrics}/metrics",
+                service.name()
+            );
+        }
+        println!();
+        println!("  demo organisation: Acme");
+        println!(
+            "  admin:             {DEMO_ADMIN} / {}",
+            mask(&admin_password)
+        );
+        println!(
+            "  employees:         olivia.chen@acme.test, sam.ortiz@acme.test, … (same password)\n"
+        );
+        println!("  try:  export MAILROOM_TOKEN=$(cargo run -q -p mailroom -- ctl login --email {DEMO_ADMIN} --password {})", shell_word(&admin_password));
+        println!("        cargo run -q -p mailroom -- ctl users list");
+        println!("        cargo run -q -p mailroom -- ctl mailboxes list --columns employee,email,last_sync_time,in_crm --sort owner");
+        println!("        cargo run -q -p mailroom -- ctl sync status <mailbox id from the list>");
+        println!("        cargo run -q -p mailroom -- ctl sync activity   # you are active: your mailbox syncs every minute");
+        match demo_invitation(&admin_password).await {
+            Ok(link) => {
+                println!("        cargo run -q -p mailroom -- ctl invitations list --filter 'state = PENDING'");
+                println!(
                 "  an invitation that works (open it, or accept it from the CLI):\n        {link}"
             );
-            println!("        cargo run -q -p mailroom -- ctl invitations accept --link '{link}' --first-name Nia --last-name Newhire --new-password 'choose-a-password'");
+                println!("        cargo run -q -p mailroom -- ctl invitations accept --link '{link}' --first-name Nia --last-name Newhire --new-password 'choose-a-password'");
+            }
+            Err(err) => println!("  (no demo invitation: {err:#})"),
         }
-        Err(err) => println!("  (no demo invitation: {err:#})"),
-    }
-    println!("        grpcurl -plaintext 127.0.0.1:50051 list");
-    println!(
+        println!("        grpcurl -plaintext 127.0.0.1:50051 list");
+        println!(
         "  operator credential (ctl org create): --client-id {DEV_CTL_CLIENT} --client-secret {ctl_secret}\n"
     );
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopping before the demo data and the summary were ready");
+        }
+        introduced = introduce => introduced?,
+    }
     running.wait().await
 }
 
@@ -216,20 +230,23 @@ async fn seed_mailboxes(
             password: password.into(),
             validate_only: false,
         };
-        // Mail first, so the first sync has something to show.
+        // Mail first, so the first sync has something to show; a mail server that does not
+        // answer is not waited for.
         let port = u16::try_from(imap.port).unwrap_or(10143);
-        match mailroom_sync::demo::fill_inbox(
+        let fill = mailroom_sync::demo::fill_inbox(
             &imap.host,
             port,
             &user.login_email,
             password,
             DEMO_MESSAGES,
-        )
-        .await
-        {
-            Ok(n) => filled += n,
-            Err(err) => {
+        );
+        match tokio::time::timeout(FILL_TIMEOUT, fill).await {
+            Ok(Ok(n)) => filled += n,
+            Ok(Err(err)) => {
                 tracing::warn!(error = %format!("{err:#}"), mailbox = %user.login_email, "demo mail not added")
+            }
+            Err(_) => {
+                tracing::warn!(mailbox = %user.login_email, timeout_s = FILL_TIMEOUT.as_secs(), "demo mail not added: the mail server did not answer in time")
             }
         }
         loop {

@@ -95,6 +95,9 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    // Whatever is left (tasks told to stop and abandoned, a blocking call such as a Kafka
+    // client's close) gets a moment, not the unbounded wait dropping the runtime would give it.
+    runtime.shutdown_timeout(mailroom_platform::shutdown::EXIT_MARGIN);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -140,7 +140,7 @@ pub async fn serve(list: &str, role: Option<&str>) -> anyhow::Result<()> {
         &platform.log_level,
     );
     tracing::info!(config = ?platform, "starting");
-    let shutdown = mailroom_platform::shutdown::on_signal();
+    let shutdown = mailroom_platform::shutdown::on_signal(&platform);
     let running = start(&services, &figment, &platform, shutdown.clone()).await?;
     running.wait().await
 }

@@ -1,8 +1,13 @@
+-- Columns only: each ALTER takes an ACCESS EXCLUSIVE lock, held to the end of this migration's
+-- transaction, so nothing slow runs here (the indexes come after, built concurrently, one per
+-- migration: 0003 to 0007). A lock not granted within 5 s (a long transaction on the table)
+-- fails the migration, and the next start tries again, rather than queueing every write of
+-- the service behind the waiting ALTER.
+SET LOCAL lock_timeout = '5s';
+
 -- An outbox row the broker refuses for good is parked after a number of attempts, so the rest
 -- of the stream goes on; an operator inspects it and asks for it to be tried again.
 ALTER TABLE outbox ADD COLUMN parked_at TIMESTAMPTZ;
-CREATE INDEX outbox_ready ON outbox (seq) WHERE published_at IS NULL AND parked_at IS NULL;
-CREATE INDEX outbox_parked ON outbox (seq) WHERE parked_at IS NOT NULL AND published_at IS NULL;
 
 -- A dead letter an operator asked to replay is applied again by its consumer, which stamps the
 -- outcome: `replayed_at` when applied, or `replay_error` (and the request cleared) when not.
@@ -10,9 +15,3 @@ ALTER TABLE dead_letters
     ADD COLUMN replay_requested_at TIMESTAMPTZ,
     ADD COLUMN replayed_at         TIMESTAMPTZ,
     ADD COLUMN replay_error        TEXT;
-CREATE INDEX dead_letters_to_replay ON dead_letters (consumer, id)
-    WHERE replay_requested_at IS NOT NULL AND replayed_at IS NULL;
-
--- Both tables are pruned by age.
-CREATE INDEX dead_letters_by_age ON dead_letters (received_at);
-CREATE INDEX processed_events_by_age ON processed_events (processed_at);

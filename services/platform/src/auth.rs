@@ -234,6 +234,10 @@ pub enum AuthError {
 #[async_trait]
 pub trait KeySource: Send + Sync {
     async fn fetch(&self) -> Result<Vec<pb::Jwk>, AuthError>;
+
+    /// Takes the deployment's fetch timeout ([`KeyRefresh::timeout`]), for connecting and for
+    /// each call; a source without timeouts of its own ignores it.
+    fn use_timeout(&self, _timeout: Duration) {}
 }
 
 /// Fetches the key set from identity's `AuthService.GetJwks` over gRPC, on one channel kept
@@ -241,9 +245,17 @@ pub trait KeySource: Send + Sync {
 /// away), with a connect timeout and a timeout on each call.
 pub struct GrpcKeySource {
     endpoint: String,
-    connect_timeout: Duration,
-    call_timeout: Duration,
+    /// Milliseconds; changed by [`KeySource::use_timeout`] until the channel is made (connect)
+    /// or on every call (call), so the deployment's `MAILROOM_JWKS_TIMEOUT_MS` applies.
+    connect_timeout_ms: std::sync::atomic::AtomicU64,
+    call_timeout_ms: std::sync::atomic::AtomicU64,
     channel: tokio::sync::OnceCell<tonic::transport::Channel>,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl GrpcKeySource {
@@ -262,10 +274,14 @@ impl GrpcKeySource {
     ) -> Self {
         Self {
             endpoint: endpoint.into(),
-            connect_timeout,
-            call_timeout,
+            connect_timeout_ms: millis(connect_timeout).into(),
+            call_timeout_ms: millis(call_timeout).into(),
             channel: tokio::sync::OnceCell::new(),
         }
+    }
+
+    fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// The channel to identity, made on first use (it needs a Tokio runtime).
@@ -279,9 +295,11 @@ impl GrpcKeySource {
                             self.endpoint
                         ))
                     })?;
+                // Each call carries its own timeout (`fetch`): one set here would cap it.
                 Ok(endpoint
-                    .connect_timeout(self.connect_timeout)
-                    .timeout(self.call_timeout)
+                    .connect_timeout(Duration::from_millis(
+                        self.connect_timeout_ms.load(Ordering::Relaxed),
+                    ))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(30))
                     .keep_alive_timeout(Duration::from_secs(10))
@@ -297,14 +315,23 @@ impl KeySource for GrpcKeySource {
     async fn fetch(&self) -> Result<Vec<pb::Jwk>, AuthError> {
         let mut client = pb::auth_service_client::AuthServiceClient::new(self.channel().await?);
         let mut request = tonic::Request::new(pb::GetJwksRequest {});
-        request.set_timeout(self.call_timeout);
+        request.set_timeout(self.call_timeout());
         crate::telemetry::inject_into_metadata(request.metadata_mut());
+        // The endpoint is logged where the failure is (`fetch_shared`), never sent to callers
+        // (the gRPC layer answers a generic UNAVAILABLE).
         let jwks = client
             .get_jwks(request)
             .await
             .map_err(|e| AuthError::KeysUnavailable(format!("{}: {}", self.endpoint, e.message())))?
             .into_inner();
         Ok(jwks.keys)
+    }
+
+    fn use_timeout(&self, timeout: Duration) {
+        self.connect_timeout_ms
+            .store(millis(timeout), Ordering::Relaxed);
+        self.call_timeout_ms
+            .store(millis(timeout), Ordering::Relaxed);
     }
 }
 
@@ -319,7 +346,15 @@ pub struct KeyRefresh {
     pub retry: Duration,
     /// How long one fetch may take, connecting included.
     pub timeout: Duration,
+    /// How long the set may go unconfirmed (no fetch succeeding) before every failed fetch
+    /// is logged as an error and `mailroom_auth_jwks_stale` says 1: a key withdrawn at
+    /// identity meanwhile is still trusted here.
+    pub max_stale: Duration,
 }
+
+/// The shortest retry interval used, whatever is configured: a failed fetch is never tried
+/// again at once (the configuration refuses less, [`crate::config::PlatformConfig::validate`]).
+pub const MIN_KEY_RETRY: Duration = Duration::from_millis(100);
 
 impl Default for KeyRefresh {
     fn default() -> Self {
@@ -327,6 +362,7 @@ impl Default for KeyRefresh {
             every: Duration::from_secs(300),
             retry: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
+            max_stale: Duration::from_secs(3600),
         }
     }
 }
@@ -335,8 +371,9 @@ impl KeyRefresh {
     pub fn from_config(config: &crate::config::PlatformConfig) -> Self {
         Self {
             every: Duration::from_millis(config.jwks_refresh_ms.max(1)),
-            retry: Duration::from_millis(config.jwks_retry_ms),
+            retry: Duration::from_millis(config.jwks_retry_ms).max(MIN_KEY_RETRY),
             timeout: Duration::from_millis(config.jwks_timeout_ms.max(1)),
+            max_stale: Duration::from_millis(config.jwks_max_stale_ms.max(1)),
         }
     }
 }
@@ -391,7 +428,7 @@ impl KeyState {
     /// fetched, `retry` after a failure, else `every` after the last success.
     fn next_refresh(&self, now: Instant, policy: &KeyRefresh) -> Instant {
         match (&self.last, self.fetched_at) {
-            (Some((at, Some(_))), _) => *at + policy.retry.min(policy.every),
+            (Some((at, Some(_))), _) => *at + policy.retry.min(policy.every).max(MIN_KEY_RETRY),
             (_, Some(at)) => at + policy.every,
             (_, None) => now,
         }
@@ -434,6 +471,12 @@ impl KeyState {
     fn failed(&mut self, now: Instant, error: AuthError) {
         self.last = Some((now, Some(error)));
         self.fetches += 1;
+    }
+
+    /// How long the set has gone without a successful fetch (since `now`), if it was ever
+    /// fetched.
+    fn unconfirmed_for(&self, now: Instant) -> Option<Duration> {
+        self.fetched_at.map(|at| now.saturating_duration_since(at))
     }
 
     /// The outcome of the last fetch.
@@ -525,6 +568,7 @@ impl KeyStore {
                 let count = keys.len();
                 let outcome = state.fetched(Instant::now(), keys);
                 drop(state);
+                metrics::gauge!(crate::metrics::JWKS_STALE).set(0.0);
                 metrics::counter!(crate::metrics::JWKS_FETCHES, "outcome" => outcome.label())
                     .increment(1);
                 if outcome == Fetched::Withdrawn {
@@ -540,11 +584,22 @@ impl KeyStore {
                 Ok(())
             }
             Err(error) => {
-                state.failed(Instant::now(), error.clone());
+                let now = Instant::now();
+                state.failed(now, error.clone());
                 let known = state.keys.len();
+                let unconfirmed = state.unconfirmed_for(now);
                 drop(state);
                 metrics::counter!(crate::metrics::JWKS_FETCHES, "outcome" => "failed").increment(1);
-                if was_failing {
+                if let Some(age) = unconfirmed.filter(|age| *age >= policy.max_stale) {
+                    metrics::gauge!(crate::metrics::JWKS_STALE).set(1.0);
+                    tracing::error!(
+                        %error,
+                        known,
+                        unconfirmed_s = age.as_secs(),
+                        max_stale_s = policy.max_stale.as_secs(),
+                        "signing keys not confirmed by identity for longer than allowed: a key withdrawn there is still trusted here"
+                    );
+                } else if was_failing {
                     tracing::debug!(%error, known, reason, "signing keys still cannot be fetched");
                 } else {
                     tracing::warn!(%error, known, reason, "signing keys cannot be fetched from identity; verifying with the keys fetched last");
@@ -688,6 +743,9 @@ impl TokenVerifier {
     pub fn refresh_keys_with(&self, refresh: KeyRefresh) {
         if let Ok(mut current) = self.keys.refresh.write() {
             *current = refresh;
+        }
+        if let Some(source) = &self.keys.source {
+            source.use_timeout(refresh.timeout);
         }
     }
 
@@ -960,6 +1018,7 @@ mod tests {
         every: Duration::from_secs(60),
         retry: Duration::from_secs(5),
         timeout: Duration::from_secs(2),
+        max_stale: Duration::from_secs(600),
     };
 
     #[test]
@@ -980,6 +1039,22 @@ mod tests {
             state.refusal_for_unknown_key(t0 + POLICY.retry, &POLICY),
             None
         );
+    }
+
+    #[test]
+    fn a_failed_fetch_is_never_retried_at_once_and_its_age_is_known() {
+        let t0 = Instant::now();
+        let mut state = KeyState::default();
+        assert_eq!(state.unconfirmed_for(t0), None);
+        state.fetched(t0, set(&[("a", 1)]));
+        let t1 = t0 + Duration::from_secs(90);
+        state.failed(t1, AuthError::KeysUnavailable("down".into()));
+        let spinning = KeyRefresh {
+            retry: Duration::ZERO,
+            ..POLICY
+        };
+        assert_eq!(state.next_refresh(t1, &spinning), t1 + MIN_KEY_RETRY);
+        assert_eq!(state.unconfirmed_for(t1), Some(Duration::from_secs(90)));
     }
 
     #[test]

@@ -156,6 +156,11 @@ pub struct PlatformConfig {
     /// How long one fetch of the keys may take, connecting included.
     #[serde(default = "default_jwks_timeout_ms")]
     pub jwks_timeout_ms: u64,
+    /// How long the keys may go unconfirmed (every fetch failing) before each failure is
+    /// logged as an error and `mailroom_auth_jwks_stale` turns 1 (an alert): a key withdrawn
+    /// at identity meanwhile is still trusted by this process.
+    #[serde(default = "default_jwks_max_stale_ms")]
+    pub jwks_max_stale_ms: u64,
     /// Days a consumer keeps the ids of the events it applied (`processed_events`), so that a
     /// redelivery changes nothing: beyond any redelivery, so more than the topics keep their
     /// records ([`crate::kafka::EVENT_RETENTION`], 7 days).
@@ -184,6 +189,9 @@ fn default_jwks_retry_ms() -> u64 {
 }
 fn default_jwks_timeout_ms() -> u64 {
     5_000
+}
+fn default_jwks_max_stale_ms() -> u64 {
+    3_600_000
 }
 
 fn default_listen_host() -> IpAddr {
@@ -290,10 +298,19 @@ impl PlatformConfig {
                 reason: "must be greater than zero".into(),
             });
         }
-        if self.jwks_refresh_ms == 0 || self.jwks_timeout_ms == 0 {
+        if self.jwks_refresh_ms == 0 || self.jwks_timeout_ms == 0 || self.jwks_max_stale_ms == 0 {
             return Err(ConfigError::Invalid {
-                key: "MAILROOM_JWKS_REFRESH_MS / JWKS_TIMEOUT_MS",
+                key: "MAILROOM_JWKS_REFRESH_MS / JWKS_TIMEOUT_MS / JWKS_MAX_STALE_MS",
                 reason: "must be greater than zero".into(),
+            });
+        }
+        if u128::from(self.jwks_retry_ms) < crate::auth::MIN_KEY_RETRY.as_millis() {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_JWKS_RETRY_MS",
+                reason: format!(
+                    "must be at least {} ms: a failed fetch of the signing keys would be tried again at once, without end",
+                    crate::auth::MIN_KEY_RETRY.as_millis()
+                ),
             });
         }
         Ok(())
@@ -406,6 +423,21 @@ mod tests {
             err.to_string().contains("PROCESSED_EVENTS_RETENTION"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_jwks_retry_interval_that_would_spin_is_refused_at_start() {
+        for retry in [0u64, 99] {
+            let err =
+                PlatformConfig::load(&figment(&[]).merge(("jwks_retry_ms", retry))).unwrap_err();
+            assert!(err.to_string().contains("MAILROOM_JWKS_RETRY_MS"), "{err}");
+        }
+        let config = PlatformConfig::load(&figment(&[]).merge(("jwks_retry_ms", 100u64)))
+            .expect("valid config");
+        assert_eq!(config.jwks_max_stale_ms, 3_600_000);
+        let err =
+            PlatformConfig::load(&figment(&[]).merge(("jwks_max_stale_ms", 0u64))).unwrap_err();
+        assert!(err.to_string().contains("JWKS_MAX_STALE_MS"), "{err}");
     }
 
     #[test]

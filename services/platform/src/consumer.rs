@@ -12,17 +12,31 @@
 //!   keeps polling (it stays in its group) and other partitions go on;
 //! - permanent (an undecodable envelope, a bad id, a handler's [`Refusal`]): kept in
 //!   `dead_letters` at once;
-//! - unknown: tried [`MAX_ATTEMPTS`] times, then kept in `dead_letters`.
+//! - unknown: tried at least [`MAX_ATTEMPTS`] times and for [`Options::unknown_budget`]
+//!   (15 minutes), then kept in `dead_letters`.
 //!
-//! Dead letters are counted (`mailroom_events_consumed_total{outcome="dead_letter"}` and the
-//! gauge `mailroom_events_dead_letters`), replayed when an operator asks ([`replay`]), and
-//! pruned by age with the `processed_events` of the consumer ([`retention`]).
+//! Each attempt is bounded by [`Options::attempt_timeout`] (a hung handler is a transient
+//! failure, not a consumer stuck for ever). Records waiting for a retry are exported
+//! (`mailroom_events_retrying`, `mailroom_events_oldest_retry_seconds`) and alerted on.
+//!
+//! Per-key order holds through dead letters: once a record of key K waits in `dead_letters`
+//! (neither replayed nor discarded), every later record of K is kept there too, "held behind"
+//! it, instead of being applied. A replay applies the letters of a key in id order (a held one
+//! follows the one before it), so an old snapshot is never applied over a newer one; when none
+//! is left, K flows again. The check is a lookup in the consumer's own transaction (indexed,
+//! and right across replicas and rebalances, unlike a set kept in memory).
+//!
+//! Dead letters are counted (`mailroom_events_consumed_total{outcome="dead_letter"|"held"}`
+//! and the gauge `mailroom_events_dead_letters`), replayed when an operator asks ([`replay`]),
+//! and, once replayed or discarded, pruned by age with the `processed_events` of the consumer
+//! ([`retention`]).
 //!
 //! [`concurrent`] is the other mode, for work rather than mirrors: many records in flight at
 //! once (never two of one key), offsets committed per partition only up to the contiguous
 //! prefix of finished records.
 
 pub mod classify;
+mod closing;
 pub mod concurrent;
 pub mod replay;
 pub mod retention;
@@ -43,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use classify::{classify, Class, Refusal};
+pub use classify::{classify, Class, Refusal, Transient};
 
 use crate::kafka::{GroupConsumer, PartitionId};
 use crate::proto::events::v1::Envelope;
@@ -63,13 +77,17 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 }
 
-/// How many times an event failing for an unknown reason is tried before it goes to
-/// `dead_letters`. (A transient failure is retried for as long as it takes; a permanent one
-/// is not retried.)
+/// How many times, at least, an event failing for an unknown reason is tried before it goes to
+/// `dead_letters` (and for [`Options::unknown_budget`] at least). A transient failure is
+/// retried for as long as it takes; a permanent one is not retried.
 pub const MAX_ATTEMPTS: u32 = 8;
 
 /// Records of one partition a consumer holds before it pauses the partition.
 const LANE_CAP: usize = 1000;
+
+/// How often settled offsets are committed (a redelivery of what was not committed yet
+/// changes nothing: `processed_events`).
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// How a consumer retries, replays and prunes.
 #[derive(Debug, Clone)]
@@ -77,6 +95,13 @@ pub struct Options {
     /// The first pause after a failure; doubled after each, up to `retry_cap`.
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// How long an event failing for an unknown reason is retried (with at least
+    /// [`MAX_ATTEMPTS`] tries) before it goes to `dead_letters`: longer than an outage whose
+    /// errors are not recognised as one.
+    pub unknown_budget: Duration,
+    /// The longest one attempt (a handler's transaction) may take; past it the attempt is
+    /// abandoned (its transaction rolled back) and retried as a transient failure.
+    pub attempt_timeout: Duration,
     /// How often the consumer looks for dead letters an operator asked to replay.
     pub replay_every: Duration,
     /// How often the gauge of dead letters not replayed is refreshed.
@@ -84,7 +109,8 @@ pub struct Options {
     /// `processed_events` older than this are deleted (keep it beyond any redelivery:
     /// longer than the topics' retention, [`crate::kafka::EVENT_RETENTION`]).
     pub processed_retention: Duration,
-    /// `dead_letters` older than this are deleted.
+    /// `dead_letters` replayed or discarded longer ago than this are deleted (one still
+    /// waiting is kept however old).
     pub dead_letter_retention: Duration,
     /// How often the pruning runs.
     pub prune_every: Duration,
@@ -97,6 +123,8 @@ impl Default for Options {
         Self {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(30),
+            unknown_budget: Duration::from_secs(15 * 60),
+            attempt_timeout: Duration::from_secs(120),
             replay_every: Duration::from_secs(2),
             gauge_every: Duration::from_secs(30),
             processed_retention: Duration::from_secs(30 * 24 * 3600),
@@ -131,6 +159,8 @@ pub(crate) enum Outcome {
     Duplicate,
     Skipped,
     DeadLetter,
+    /// Kept in `dead_letters` behind an earlier record of its key.
+    Held,
 }
 
 impl Outcome {
@@ -140,6 +170,7 @@ impl Outcome {
             Outcome::Duplicate => "duplicate",
             Outcome::Skipped => "skipped",
             Outcome::DeadLetter => "dead_letter",
+            Outcome::Held => "held",
         }
     }
 }
@@ -193,7 +224,7 @@ pub async fn run_until_shutdown(
     };
     tokio::join!(
         consuming,
-        retention::run(&group, &pool, &options, shutdown.clone())
+        retention::run(&group, &pool, &options, &kafka, &topics, shutdown.clone())
     );
 }
 
@@ -231,6 +262,8 @@ pub async fn run_with(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
+    // Closed off the runtime's workers, however it ends (see [`closing`]).
+    let consumer = closing::Closing::new(consumer);
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let side = shutdown.child_token();
@@ -252,12 +285,15 @@ pub async fn run_with(
             paused: HashSet::new(),
             cursor: None,
             next_lane: 0,
+            to_commit: BTreeMap::new(),
+            committed_at: Instant::now(),
         };
         let result = sequential.run(&shutdown).await;
         side.cancel();
         result
     };
     let (result, ()) = tokio::join!(consuming, replaying);
+    consumer.close(&name).await;
     result
 }
 
@@ -274,6 +310,12 @@ struct Lane {
 
 /// Why the first record of a lane waits, and until when.
 struct Retry {
+    /// When the record first failed.
+    since: Instant,
+    /// When it first failed for an unknown reason.
+    first_unknown: Option<Instant>,
+    /// Statements cancelled (57014) in a row.
+    canceled: u32,
     /// Attempts that failed for an unknown reason.
     unknown: u32,
     /// Attempts that failed for a transient reason.
@@ -304,6 +346,10 @@ struct Sequential<'a> {
     /// The partition served last, so that lanes take turns.
     cursor: Option<PartitionId>,
     next_lane: u64,
+    /// Offsets settled and not committed yet, by partition: committed together every
+    /// [`COMMIT_EVERY`], at revocation of others and at the end, not one request per record.
+    to_commit: BTreeMap<PartitionId, i64>,
+    committed_at: Instant,
 }
 
 impl Sequential<'_> {
@@ -311,11 +357,25 @@ impl Sequential<'_> {
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<(), rdkafka::error::KafkaError> {
+        let result = self.consume(shutdown).await;
+        self.drop_revoked();
+        self.commit(CommitMode::Sync);
+        result
+    }
+
+    async fn consume(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), rdkafka::error::KafkaError> {
         let mut stream = self.consumer.stream();
         loop {
             let Some(partition) = self.ready() else {
                 // Nothing to try now: wait for a record, the next retry, or the shutdown.
-                let due = self.next_due();
+                let due = match (self.next_due(), self.to_commit.is_empty()) {
+                    (due, true) => due,
+                    (None, false) => Some(self.committed_at + COMMIT_EVERY),
+                    (Some(due), false) => Some(due.min(self.committed_at + COMMIT_EVERY)),
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     // Revoked in a poll that handed over no record.
@@ -332,6 +392,7 @@ impl Sequential<'_> {
                     _ = sleep_until(due) => {}
                 }
                 self.reconcile_pauses();
+                self.commit_due();
                 continue;
             };
             self.cursor = Some(partition.clone());
@@ -346,7 +407,22 @@ impl Sequential<'_> {
             // The attempt runs while the consumer goes on polling: it stays in its group
             // however long the attempt takes, and records that arrive meanwhile are held.
             let step = {
-                let attempt = attempt(self.name, self.pool, &message, self.handler, dead_letter);
+                let limit = self.options.attempt_timeout;
+                let attempt = async {
+                    match tokio::time::timeout(
+                        limit,
+                        attempt(self.name, self.pool, &message, self.handler, dead_letter),
+                    )
+                    .await
+                    {
+                        Ok(step) => step,
+                        Err(elapsed) => Step::Failed(
+                            anyhow::Error::new(elapsed)
+                                .context(format!("the attempt took longer than {limit:?}")),
+                            Class::Transient,
+                        ),
+                    }
+                };
                 tokio::pin!(attempt);
                 loop {
                     tokio::select! {
@@ -355,7 +431,12 @@ impl Sequential<'_> {
                         step = &mut attempt => break step,
                         () = self.consumer.context().revocation() => self.drop_revoked(),
                         next = stream.next() => match next {
-                            Some(Ok(m)) => self.take(m.detach()),
+                            Some(Ok(m)) => {
+                                self.take(m.detach());
+                                // Held records are bounded while the attempt runs too: a
+                                // full lane is paused now, not after the attempt.
+                                self.reconcile_pauses();
+                            }
                             Some(Err(err)) => return Err(err),
                             None => return Ok(()),
                         },
@@ -365,6 +446,32 @@ impl Sequential<'_> {
             self.drop_revoked();
             self.settle(&partition, lane_id, message, step);
             self.reconcile_pauses();
+            self.commit_due();
+        }
+    }
+
+    /// Commits the settled offsets if [`COMMIT_EVERY`] has passed since the last commit.
+    fn commit_due(&mut self) {
+        if !self.to_commit.is_empty() && self.committed_at.elapsed() >= COMMIT_EVERY {
+            self.commit(CommitMode::Async);
+        }
+    }
+
+    /// Commits the settled offsets of the partitions this consumer still owns (another
+    /// owner's offset is its own).
+    fn commit(&mut self, mode: CommitMode) {
+        self.committed_at = Instant::now();
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in std::mem::take(&mut self.to_commit) {
+            if self.consumer.context().owns(&partition) {
+                let _ = list.add_partition_offset(&partition.0, partition.1, Offset::Offset(next));
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(err) = self.consumer.commit(&list, mode) {
+            tracing::warn!(%err, consumer = self.name, "offset commit failed; the records may be redelivered (harmless)");
         }
     }
 
@@ -433,6 +540,9 @@ impl Sequential<'_> {
         }
         let mut resume = TopicPartitionList::new();
         for partition in revoked {
+            // Its settled offset is lost with it: the new owner may redeliver those records,
+            // which changes nothing (`processed_events`).
+            self.to_commit.remove(&partition);
             if let Some(lane) = self.lanes.remove(&partition) {
                 if !lane.records.is_empty() {
                     tracing::info!(consumer = self.name, topic = %partition.0, partition = partition.1, held = lane.records.len(), "partition revoked; its held records are left to the new owner");
@@ -464,12 +574,28 @@ impl Sequential<'_> {
                 // Revoked meanwhile: the record is the new owner's.
                 let Some(lane) = current else { return };
                 let retry = lane.retry.get_or_insert(Retry {
+                    since: Instant::now(),
+                    first_unknown: None,
+                    canceled: 0,
                     unknown: 0,
                     transient: 0,
                     backoff: None,
                     due: Instant::now(),
                     dead_letter: None,
                 });
+                // A statement cancelled on every try (a `statement_timeout` the record itself
+                // trips) is not an outage: after a while it counts as unknown.
+                let class = if class == Class::Transient && classify::is_query_canceled(&err) {
+                    retry.canceled += 1;
+                    if retry.canceled > classify::QUERY_CANCELED_TRANSIENT {
+                        Class::Unknown
+                    } else {
+                        class
+                    }
+                } else {
+                    retry.canceled = 0;
+                    class
+                };
                 match class {
                     Class::Permanent => {
                         retry.dead_letter = Some(format!("{err:#}"));
@@ -477,8 +603,11 @@ impl Sequential<'_> {
                     }
                     Class::Unknown => {
                         retry.unknown += 1;
+                        let first = *retry.first_unknown.get_or_insert_with(Instant::now);
                         tracing::warn!(error = %format!("{err:#}"), consumer = self.name, attempt = retry.unknown, offset = message.offset(), "event handler failed");
-                        if retry.unknown >= MAX_ATTEMPTS {
+                        if retry.unknown >= MAX_ATTEMPTS
+                            && first.elapsed() >= self.options.unknown_budget
+                        {
                             retry.dead_letter = Some(format!("{err:#}"));
                             retry.due = Instant::now();
                         } else {
@@ -504,6 +633,9 @@ impl Sequential<'_> {
                 let Some(lane) = current else { return };
                 tracing::warn!(%err, consumer = self.name, "dead letter not stored yet; retrying");
                 let retry = lane.retry.get_or_insert(Retry {
+                    since: Instant::now(),
+                    first_unknown: None,
+                    canceled: 0,
                     unknown: 0,
                     transient: 0,
                     backoff: None,
@@ -524,19 +656,8 @@ impl Sequential<'_> {
         count(self.name, outcome.label());
         // Only for a partition this consumer still owns: another owner's offset is its own.
         if self.consumer.context().owns(partition) {
-            let mut list = TopicPartitionList::new();
-            if list
-                .add_partition_offset(
-                    &partition.0,
-                    partition.1,
-                    Offset::Offset(message.offset() + 1),
-                )
-                .is_ok()
-            {
-                if let Err(err) = self.consumer.commit(&list, CommitMode::Async) {
-                    tracing::warn!(%err, consumer = self.name, "offset commit failed; the record may be redelivered (harmless)");
-                }
-            }
+            self.to_commit
+                .insert(partition.clone(), message.offset() + 1);
         }
     }
 
@@ -552,7 +673,26 @@ impl Sequential<'_> {
             .map(|(partition, _)| partition.clone())
             .collect();
         set_paused(self.consumer, &mut self.paused, wanted, self.name);
+        let waiting: Vec<Instant> = self
+            .lanes
+            .values()
+            .filter(|lane| !lane.records.is_empty())
+            .filter_map(|lane| lane.retry.as_ref().map(|r| r.since))
+            .collect();
+        retrying_gauges(self.name, &waiting);
     }
+}
+
+/// Sets `mailroom_events_retrying{consumer}` and `mailroom_events_oldest_retry_seconds` from
+/// the first-failure times of the records waiting for a retry.
+pub(crate) fn retrying_gauges(name: &str, waiting: &[Instant]) {
+    metrics::gauge!(crate::metrics::EVENTS_RETRYING, "consumer" => name.to_owned())
+        .set(waiting.len() as f64);
+    let oldest = waiting
+        .iter()
+        .map(|since| since.elapsed().as_secs_f64())
+        .fold(0.0, f64::max);
+    metrics::gauge!(crate::metrics::EVENTS_RETRY_AGE, "consumer" => name.to_owned()).set(oldest);
 }
 
 /// Pauses the partitions in `wanted` not paused yet and resumes those in `paused` not wanted.
@@ -570,19 +710,35 @@ pub(crate) fn set_paused(
     for partition in paused.difference(&wanted) {
         resume.add_partition(&partition.0, partition.1);
     }
+    // Only what librdkafka did is recorded: a failed pause or resume is tried again at the
+    // next reconciliation, instead of leaving a partition paused for good.
     if pause.count() > 0 {
         match consumer.pause(&pause) {
-            Ok(()) => tracing::debug!(consumer = name, partitions = ?pause, "paused"),
+            Ok(()) => {
+                tracing::debug!(consumer = name, partitions = ?pause, "paused");
+                paused.extend(partitions_of(&pause));
+            }
             Err(err) => tracing::warn!(%err, consumer = name, "pausing partitions failed"),
         }
     }
     if resume.count() > 0 {
         match consumer.resume(&resume) {
-            Ok(()) => tracing::debug!(consumer = name, partitions = ?resume, "resumed"),
+            Ok(()) => {
+                tracing::debug!(consumer = name, partitions = ?resume, "resumed");
+                for partition in partitions_of(&resume) {
+                    paused.remove(&partition);
+                }
+            }
             Err(err) => tracing::warn!(%err, consumer = name, "resuming partitions failed"),
         }
     }
-    *paused = wanted;
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<PartitionId> {
+    list.elements()
+        .into_iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 async fn sleep_until(due: Option<Instant>) {
@@ -621,12 +777,23 @@ async fn attempt(
         &span,
         &crate::telemetry::MapExtractor(&envelope.trace_context),
     );
-    match apply_once(name, pool, event_id, &envelope, handler)
+    match apply_or_hold(name, pool, message, event_id, &envelope, handler)
         .instrument(span)
         .await
     {
-        Ok(true) => Step::Done(Outcome::Applied),
-        Ok(false) => Step::Done(Outcome::Duplicate),
+        Ok(Applied::Fresh) => Step::Done(Outcome::Applied),
+        Ok(Applied::Duplicate) => Step::Done(Outcome::Duplicate),
+        Ok(Applied::Held(before)) => {
+            tracing::warn!(
+                consumer = name,
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                dead_letter = before,
+                "record held in dead_letters behind an earlier record of its key"
+            );
+            Step::Done(Outcome::Held)
+        }
         Err(failure) => {
             let class = failure.class();
             Step::Failed(failure.into_error(), class)
@@ -668,23 +835,85 @@ impl ApplyFailure {
     }
 }
 
-/// Applies `envelope` once, in one transaction of its own (see [`apply_in`]); false if it
-/// was applied before.
-pub(crate) async fn apply_once(
+/// What [`apply_or_hold`] did with a record.
+pub(crate) enum Applied {
+    Fresh,
+    Duplicate,
+    /// Kept in `dead_letters` behind dead letter `.0`, the first of its key still waiting.
+    Held(i64),
+}
+
+/// The first dead letter of consumer `name` and the key of `message` still waiting (neither
+/// replayed nor discarded), as the transaction `conn` sees it, and whether one of those
+/// waiting is `message` itself (a redelivery of a record set aside already).
+pub(crate) async fn waiting_of_key(
+    conn: &mut PgConnection,
+    name: &str,
+    key: &[u8],
+    message: &OwnedMessage,
+) -> Result<(Option<i64>, bool), sqlx::Error> {
+    let (first, itself): (Option<i64>, Option<bool>) = sqlx::query_as(
+        "SELECT min(id), bool_or(topic = $3 AND partition = $4 AND \"offset\" = $5) \
+         FROM dead_letters \
+         WHERE consumer = $1 AND record_key = $2 AND replayed_at IS NULL AND discarded_at IS NULL",
+    )
+    .bind(name)
+    .bind(key)
+    .bind(message.topic())
+    .bind(message.partition())
+    .bind(message.offset())
+    .fetch_one(conn)
+    .await?;
+    Ok((first, itself.unwrap_or(false)))
+}
+
+/// Applies the record `message` (`envelope`) once, in one transaction of its own (see
+/// [`apply_in`]), unless an earlier record of its key waits in `dead_letters`: then it is kept
+/// there too, behind that one, in the same transaction.
+///
+/// No lock is needed against a replay of the key running meanwhile: this transaction sees a
+/// letter as waiting until the replay that applied it committed, so either this record is held
+/// (and the replay, which walks the key's letters in id order, applies it next) or the
+/// earlier letters are applied already.
+pub(crate) async fn apply_or_hold(
     name: &str,
     pool: &PgPool,
+    message: &OwnedMessage,
     event_id: Uuid,
     envelope: &Envelope,
     handler: &dyn EventHandler,
-) -> Result<bool, ApplyFailure> {
+) -> Result<Applied, ApplyFailure> {
     let mut tx = pool.begin().await.map_err(ApplyFailure::Bookkeeping)?;
-    let fresh = apply_in(&mut tx, name, event_id, envelope, handler).await?;
-    if fresh {
-        tx.commit()
+    if let Some(key) = message.key() {
+        let (before, itself) = waiting_of_key(&mut tx, name, key, message)
             .await
-            .map_err(|err| ApplyFailure::Handler(err.into()))?;
+            .map_err(ApplyFailure::Bookkeeping)?;
+        if itself {
+            // Redelivered (its offset was not committed yet): it waits there already.
+            return Ok(Applied::Duplicate);
+        }
+        if let Some(before) = before {
+            insert_dead_letter(
+                &mut tx,
+                name,
+                message,
+                &format!("held behind dead letter {before} of the same key"),
+                Some(before),
+            )
+            .await
+            .map_err(ApplyFailure::Bookkeeping)?;
+            tx.commit().await.map_err(ApplyFailure::Bookkeeping)?;
+            return Ok(Applied::Held(before));
+        }
     }
-    Ok(fresh)
+    let fresh = apply_in(&mut tx, name, event_id, envelope, handler).await?;
+    if !fresh {
+        return Ok(Applied::Duplicate);
+    }
+    tx.commit()
+        .await
+        .map_err(|err| ApplyFailure::Handler(err.into()))?;
+    Ok(Applied::Fresh)
 }
 
 /// Inside transaction `tx`: records the event id in `processed_events` and, if it was not
@@ -715,16 +944,17 @@ pub(crate) async fn apply_in(
     Ok(fresh)
 }
 
-/// Keeps `message` in `dead_letters` with `error` (one try).
-pub(crate) async fn store_dead_letter<M: Message>(
+/// Inserts `message` into `dead_letters` with `error` (and the letter it is held behind).
+async fn insert_dead_letter<M: Message>(
+    conn: &mut PgConnection,
     name: &str,
-    pool: &PgPool,
     message: &M,
     error: &str,
+    held_behind: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", record_key, payload, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", record_key, payload, error, held_behind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(name)
     .bind(message.topic())
@@ -733,8 +963,21 @@ pub(crate) async fn store_dead_letter<M: Message>(
     .bind(message.key())
     .bind(message.payload())
     .bind(error)
-    .execute(pool)
+    .bind(held_behind)
+    .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Keeps `message` in `dead_letters` with `error` (one try).
+pub(crate) async fn store_dead_letter<M: Message>(
+    name: &str,
+    pool: &PgPool,
+    message: &M,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    insert_dead_letter(&mut conn, name, message, error, None).await?;
     tracing::error!(consumer = name, topic = message.topic(), partition = message.partition(), offset = message.offset(), %error, "record kept in dead_letters");
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! A service's pool sets `search_path` to its schema, so its queries name tables without a
 //! schema and can never read another service's tables by accident. Migrations are the
 //! platform's own (the outbox and the consumer's handled-event ids, versions below 1000)
-//! followed by the service's (versions from 1000), applied under sqlx's advisory lock so that
-//! replicas starting together do not race.
+//! followed by the service's (versions from 1000), applied under an advisory lock (asked for
+//! again and again, never waited in: see [`migrate`]) so that replicas starting together do
+//! not race.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -77,10 +78,45 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<
     migrations.sort_by_key(|m| m.version);
     let combined = Migrator {
         migrations: Cow::Owned(migrations),
+        // The lock is taken here (`migration_lock`), not by sqlx.
+        locking: false,
         ..Migrator::DEFAULT
     };
-    combined.run(pool).await.map_err(|source| DbError::Migrate {
+    let failed = |source: MigrateError| DbError::Migrate {
         schema: schema.to_owned(),
         source,
-    })
+    };
+    let mut conn = pool.acquire().await.map_err(|e| failed(e.into()))?;
+    migration_lock(&mut conn).await.map_err(failed)?;
+    let applied = combined.run(&mut *conn).await.map_err(failed);
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    if unlocked.is_err() {
+        // The lock goes with the session: close it rather than return it to the pool.
+        let _ = conn.detach().close().await;
+    }
+    applied
+}
+
+/// The advisory lock under which one process at a time migrates a database (every schema).
+const MIGRATION_LOCK: i64 = 0x6d61_696c_726f_6f6d; // "mailroom"
+
+/// Takes [`MIGRATION_LOCK`] for this session, asking again every 100 ms rather than waiting
+/// in `pg_advisory_lock`: a session blocked there holds a snapshot, and `CREATE INDEX
+/// CONCURRENTLY` (in a `-- no-transaction` migration) waits for every older snapshot to end —
+/// the holder waiting for the waiter, a deadlock that fails one of them (and can leave an
+/// invalid index behind). Between attempts a waiter holds nothing.
+async fn migration_lock(conn: &mut sqlx::PgConnection) -> Result<(), MigrateError> {
+    loop {
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if locked {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

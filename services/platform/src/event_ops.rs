@@ -10,7 +10,8 @@
 //!   aggregate) but never with their bytes, which may hold personal data; [`GetDeadLetter`]
 //!   returns those for one id. A replay is a request: `replay_requested_at` is set (and
 //!   `replay_error` cleared), and the consumer that set the record aside applies it and stamps
-//!   `replayed_at` or `replay_error`.
+//!   `replayed_at` or `replay_error`. A discard stamps `discarded_at`: the letter is never
+//!   applied, no longer holds the later records of its key, and is pruned by age.
 //! - Parked events are the outbox rows the relay stopped trying (see [`crate::outbox`]); a
 //!   retry clears `parked_at` and `attempts` and wakes the relay.
 //!
@@ -228,6 +229,8 @@ struct DeadLetterRow {
     replay_requested_at: Option<DateTime<Utc>>,
     replayed_at: Option<DateTime<Utc>>,
     replay_error: Option<String>,
+    held_behind: Option<i64>,
+    discarded_at: Option<DateTime<Utc>>,
 }
 
 impl DeadLetterRow {
@@ -235,6 +238,8 @@ impl DeadLetterRow {
     fn into_proto(self, with_bytes: bool) -> pb::DeadLetter {
         let state = if self.replayed_at.is_some() {
             pb::ReplayState::Replayed
+        } else if self.discarded_at.is_some() {
+            pb::ReplayState::Discarded
         } else if self.replay_requested_at.is_some() {
             pb::ReplayState::Requested
         } else if self.replay_error.is_some() {
@@ -275,12 +280,15 @@ impl DeadLetterRow {
             } else {
                 Vec::new()
             },
+            held_behind: self.held_behind.unwrap_or_default(),
+            discard_time: self.discarded_at.map(timestamp),
         }
     }
 }
 
 const DEAD_LETTER_COLUMNS: &str = "id, consumer, topic, partition, \"offset\", record_key, \
-     payload, error, received_at, replay_requested_at, replayed_at, replay_error";
+     payload, error, received_at, replay_requested_at, replayed_at, replay_error, held_behind, \
+     discarded_at";
 
 #[derive(sqlx::FromRow)]
 struct ParkedRow {
@@ -378,23 +386,27 @@ impl EventOps {
                  replay every one of its dead letters not applied yet (consumer), not both"
                     .into(),
             )),
-            (false, true) => self.replay_ids(&ids).await,
-            (true, false) => self.replay_consumer(&req.consumer).await,
+            (false, true) => self.replay_ids(&ids, req.force).await,
+            (true, false) => self.replay_consumer(&req.consumer, req.force).await,
         }
     }
 
-    async fn replay_ids(&self, ids: &[i64]) -> Result<Vec<i64>, EventOpsError> {
-        let mut tx = self.pool.begin().await?;
-        let found: Vec<(i64, bool)> = sqlx::query_as(
-            "SELECT id, replayed_at IS NOT NULL FROM dead_letters WHERE id = ANY($1) \
-             ORDER BY id FOR UPDATE",
+    /// Locks dead letters `ids`; refuses an unknown one or one already applied.
+    async fn applicable(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        ids: &[i64],
+    ) -> Result<Vec<(i64, bool, bool)>, EventOpsError> {
+        let found: Vec<(i64, bool, bool)> = sqlx::query_as(
+            "SELECT id, replayed_at IS NOT NULL, discarded_at IS NOT NULL FROM dead_letters \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
         let missing: Vec<i64> = ids
             .iter()
-            .filter(|id| !found.iter().any(|(f, _)| f == *id))
+            .filter(|id| !found.iter().any(|(f, _, _)| f == *id))
             .copied()
             .collect();
         if !missing.is_empty() {
@@ -406,34 +418,76 @@ impl EventOps {
         }
         let applied: Vec<i64> = found
             .iter()
-            .filter(|(_, applied)| *applied)
-            .map(|(id, _)| *id)
+            .filter(|(_, applied, _)| *applied)
+            .map(|(id, _, _)| *id)
             .collect();
         if !applied.is_empty() {
             return Err(EventOpsError::FailedPrecondition(format!(
-                "dead letter {} of the {} service was already applied on replay; replaying it \
-                 again would change nothing (leave it out)",
+                "dead letter {} of the {} service was already applied on replay (leave it out)",
                 listed(&applied),
                 self.service
             )));
         }
-        let marked: Vec<i64> = sqlx::query_scalar(
-            "UPDATE dead_letters SET replay_requested_at = now(), replay_error = NULL \
-             WHERE id = ANY($1) RETURNING id",
+        Ok(found)
+    }
+
+    /// Discards dead letters `ids`: never to be applied; the records of their keys held
+    /// behind them go on.
+    async fn discard_ids(&self, ids: &[i64]) -> Result<Vec<i64>, EventOpsError> {
+        let mut tx = self.pool.begin().await?;
+        self.applicable(&mut tx, ids).await?;
+        let discarded: Vec<i64> = sqlx::query_scalar(
+            "UPDATE dead_letters SET discarded_at = COALESCE(discarded_at, now()), \
+             replay_requested_at = NULL WHERE id = ANY($1) RETURNING id",
         )
         .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(sorted(discarded))
+    }
+
+    async fn replay_ids(&self, ids: &[i64], force: bool) -> Result<Vec<i64>, EventOpsError> {
+        let mut tx = self.pool.begin().await?;
+        let discarded: Vec<i64> = self
+            .applicable(&mut tx, ids)
+            .await?
+            .iter()
+            .filter(|(_, _, discarded)| *discarded)
+            .map(|(id, _, _)| *id)
+            .collect();
+        if !discarded.is_empty() {
+            return Err(EventOpsError::FailedPrecondition(format!(
+                "dead letter {} of the {} service was discarded; it is not applied any more \
+                 (leave it out)",
+                listed(&discarded),
+                self.service
+            )));
+        }
+        let marked: Vec<i64> = sqlx::query_scalar(
+            "UPDATE dead_letters SET replay_requested_at = now(), replay_error = NULL, \
+             replay_forced = $2 WHERE id = ANY($1) RETURNING id",
+        )
+        .bind(ids)
+        .bind(force)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(sorted(marked))
     }
 
-    async fn replay_consumer(&self, consumer: &str) -> Result<Vec<i64>, EventOpsError> {
+    async fn replay_consumer(
+        &self,
+        consumer: &str,
+        force: bool,
+    ) -> Result<Vec<i64>, EventOpsError> {
         let marked: Vec<i64> = sqlx::query_scalar(
-            "UPDATE dead_letters SET replay_requested_at = now(), replay_error = NULL \
-             WHERE consumer = $1 AND replayed_at IS NULL RETURNING id",
+            "UPDATE dead_letters SET replay_requested_at = now(), replay_error = NULL, \
+             replay_forced = $2 \
+             WHERE consumer = $1 AND replayed_at IS NULL AND discarded_at IS NULL RETURNING id",
         )
         .bind(consumer)
+        .bind(force)
         .fetch_all(&self.pool)
         .await?;
         if marked.is_empty() {
@@ -605,6 +659,24 @@ impl EventOpsService for EventOps {
             "the operator asked for dead letters to be replayed"
         );
         Ok(Response::new(pb::ReplayDeadLettersResponse { ids }))
+    }
+
+    #[tracing::instrument(skip_all, fields(service = self.service, ids = request.get_ref().ids.len()))]
+    async fn discard_dead_letters(
+        &self,
+        request: Request<pb::DiscardDeadLettersRequest>,
+    ) -> Reply<pb::DiscardDeadLettersResponse> {
+        operator_only(&request)?;
+        let ids = unique_ids(&request.get_ref().ids, "ids")?;
+        if ids.is_empty() {
+            return Err(EventOpsError::InvalidArgument(
+                "give the ids of the dead letters to discard (ids)".into(),
+            )
+            .into());
+        }
+        let ids = self.discard_ids(&ids).await?;
+        tracing::warn!(ids = ?ids, "the operator discarded dead letters: they will never be applied");
+        Ok(Response::new(pb::DiscardDeadLettersResponse { ids }))
     }
 
     #[tracing::instrument(skip_all, fields(service = self.service))]

@@ -65,6 +65,14 @@ pub struct Hosted {
     pub callers: ServiceCallers,
 }
 
+/// The health service name that answers SERVING while the process lives, whether or not it is
+/// ready (the chart's liveness probe asks for it; readiness asks for `""`).
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// What a caller is told when identity's signing keys cannot be fetched.
+pub const KEYS_UNAVAILABLE_ANSWER: &str =
+    "signing keys are unavailable for the moment; try again shortly";
+
 /// Serves `hosted` on `listener` until `shutdown` is cancelled, then drains: NOT_SERVING at
 /// once, still answering for [`PlatformConfig::shutdown_drain`], then no new connections while
 /// the calls in flight finish.
@@ -94,6 +102,12 @@ pub async fn serve(
         )
         .await;
     let (health, health_service) = tonic_health::server::health_reporter();
+    // Liveness: SERVING for as long as the process answers at all, whatever readiness says
+    // (not caught up, draining): restarting a replica that is only behind would make it read
+    // the revocations topic again from the start.
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     // Ready only once the revocations topic is read to its end: until then every token is
     // refused (UNAVAILABLE), so a readiness probe keeps callers on the replicas that answer.
     let caught_up = verifier.revocations().is_caught_up();
@@ -118,8 +132,18 @@ pub async fn serve(
                     if ready && !stopping.is_cancelled() {
                         tracing::info!("revocations topic read to its end; serving");
                         reporter.set_service_status("", ServingStatus::Serving).await;
-                        for name in names {
-                            reporter.set_service_status(name, ServingStatus::Serving).await;
+                        for name in &names {
+                            reporter.set_service_status(*name, ServingStatus::Serving).await;
+                        }
+                        // A stop that came between the check above and these sets has already
+                        // said NOT_SERVING, and would be overwritten: say it again. Shutdown is
+                        // cancelled before it says NOT_SERVING, so whichever order they ran
+                        // in, NOT_SERVING is what remains.
+                        if stopping.is_cancelled() {
+                            reporter.set_service_status("", ServingStatus::NotServing).await;
+                            for name in names {
+                                reporter.set_service_status(name, ServingStatus::NotServing).await;
+                            }
                         }
                     }
                 }
@@ -217,8 +241,8 @@ pub async fn serve(
 }
 
 /// Beyond the request timeout, how long the calls in flight when the listener closes may take
-/// to send their answers.
-const IN_FLIGHT_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// to send their answers (part of the process's [`crate::shutdown::limit`]).
+pub const IN_FLIGHT_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The method label of a call's metrics: its path when it is a method we declare (ours, health,
 /// reflection), else `unknown`.
@@ -448,7 +472,13 @@ where
                     }
                     Err(err) => {
                         let status = match err {
-                            AuthError::KeysUnavailable(_) | AuthError::RevocationsNotCaughtUp => {
+                            // The details (identity's address, the transport error) are logged
+                            // where the fetch failed; a caller, maybe unauthenticated, is told
+                            // no more than to try again.
+                            AuthError::KeysUnavailable(_) => {
+                                tonic::Status::unavailable(KEYS_UNAVAILABLE_ANSWER)
+                            }
+                            AuthError::RevocationsNotCaughtUp => {
                                 tonic::Status::unavailable(err.to_string())
                             }
                             _ => tonic::Status::unauthenticated(err.to_string()),

@@ -7,15 +7,19 @@
 //! [`Started::work`] (work taken off a topic, many records in flight) and [`Started::task`]
 //! (anything else that runs until shutdown). [`Started::run`] spawns all of it and serves
 //! gRPC until shutdown. Whenever serving ends, for whatever reason, the shutdown is cancelled
-//! and every background task is waited for, so a stopped service leaves nothing running.
+//! and every background task is waited for, [`crate::shutdown::BACKGROUND_GRACE`] at most: one
+//! still running then is named in the log and abandoned (aborted), so a stopped service leaves
+//! nothing running and its process exits in bounded time ([`crate::shutdown::limit`]). Each
+//! background task counts as running under its name ([`crate::shutdown::track`]) until it ends.
 //!
 //! Every service also serves the operator's event operations over its own schema (its dead
 //! letters and parked outbox events, [`crate::event_ops`]): [`Started::new`] adds them to its
 //! routes.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sqlx::migrate::Migrator;
@@ -63,7 +67,8 @@ pub struct Started<S> {
     kafka: KafkaSettings,
     outbox_max_attempts: u32,
     consumers: crate::consumer::Options,
-    background: Vec<Task>,
+    /// Each with the name it is known by in logs.
+    background: Vec<(String, Task)>,
 }
 
 impl<S> Started<S> {
@@ -96,7 +101,9 @@ impl<S> Started<S> {
     pub fn relay(self, schema: &str, topics: Vec<Topic>) -> Self {
         let relay = Relay::new(self.pool.clone(), schema, self.kafka.clone(), topics)
             .max_attempts(self.outbox_max_attempts);
-        self.task(move |shutdown| relay.run(shutdown))
+        self.named(format!("outbox relay of {schema}"), move |shutdown| {
+            relay.run(shutdown)
+        })
     }
 
     /// Adds a consumer of `topics` in consumer `group`, applying each event with `handler`
@@ -109,7 +116,7 @@ impl<S> Started<S> {
     ) -> Self {
         let (kafka, group, pool) = (self.kafka.clone(), group.into(), self.pool.clone());
         let options = self.consumers.clone();
-        self.task(move |shutdown| {
+        self.named(format!("events consumer {group}"), move |shutdown| {
             crate::consumer::run_until_shutdown(
                 kafka, group, pool, topics, handler, options, shutdown,
             )
@@ -128,7 +135,7 @@ impl<S> Started<S> {
     ) -> Self {
         let (kafka, group, pool) = (self.kafka.clone(), group.into(), self.pool.clone());
         let options = self.consumers.clone();
-        self.task(move |shutdown| {
+        self.named(format!("work consumer {group}"), move |shutdown| {
             crate::consumer::concurrent::run_until_shutdown(
                 kafka,
                 group,
@@ -143,20 +150,37 @@ impl<S> Started<S> {
         })
     }
 
-    /// Adds background work that runs until the shutdown it is given.
-    pub fn task<F, Fut>(mut self, task: F) -> Self
+    /// Adds background work that runs until the shutdown it is given. Logs name it by its
+    /// future's type (`mailroom_sync::scheduler::Scheduler::run`).
+    pub fn task<F, Fut>(self, task: F) -> Self
     where
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.background
-            .push(Box::new(move |shutdown| Box::pin(task(shutdown))));
+        let name = std::any::type_name::<Fut>();
+        let name = name
+            .strip_suffix("::{{closure}}")
+            .unwrap_or(name)
+            .to_owned();
+        self.named(name, task)
+    }
+
+    /// Adds background work known as `name`, that runs until the shutdown it is given.
+    pub fn named<F, Fut>(mut self, name: impl Into<String>, task: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background.push((
+            name.into(),
+            Box::new(move |shutdown| Box::pin(task(shutdown))),
+        ));
         self
     }
 
     /// Runs the background work and serves gRPC on `listener`, verifying tokens with
     /// `verifier`, until `shutdown` and the drain after it ([`crate::grpc::serve`]); then cancels
-    /// and waits for the background work.
+    /// the background work and waits for it, [`crate::shutdown::BACKGROUND_GRACE`] at most.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -169,14 +193,62 @@ impl<S> Started<S> {
         // calls, and answers them from current state.
         let stop_background = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();
-        for task in self.background {
-            background.spawn(task(stop_background.clone()));
+        let mut names = HashMap::new();
+        for (name, task) in self.background {
+            let running = crate::shutdown::track(name.clone());
+            let work = task(stop_background.clone());
+            let handle = background.spawn(async move {
+                let _running = running;
+                work.await
+            });
+            names.insert(handle.id(), name);
         }
-        let served =
-            crate::grpc::serve(self.hosted, listener, verifier, platform, shutdown.clone()).await;
+        let service = self.hosted.callers.service;
+        let served = {
+            let _serving = crate::shutdown::track(format!("{service} gRPC server"));
+            crate::grpc::serve(self.hosted, listener, verifier, platform, shutdown.clone()).await
+        };
         shutdown.cancel();
         stop_background.cancel();
-        while background.join_next().await.is_some() {}
+        stop(service, background, names).await;
         served
+    }
+}
+
+/// Waits for the background work of `service`, told to stop, [`crate::shutdown::BACKGROUND_GRACE`]
+/// at most; then names what still runs and aborts it.
+async fn stop(
+    service: &str,
+    mut background: tokio::task::JoinSet<()>,
+    mut names: HashMap<tokio::task::Id, String>,
+) {
+    let grace = crate::shutdown::BACKGROUND_GRACE;
+    let stopping = Instant::now();
+    let all_stopped = tokio::time::timeout(grace, async {
+        while let Some(joined) = background.join_next_with_id().await {
+            let (id, panicked) = match joined {
+                Ok((id, ())) => (id, false),
+                Err(err) => (err.id(), err.is_panic()),
+            };
+            let task = names.remove(&id).unwrap_or_default();
+            if panicked {
+                tracing::error!(service, %task, "background task panicked");
+            } else {
+                tracing::debug!(service, %task, elapsed_ms = stopping.elapsed().as_millis() as u64, "background task stopped");
+            }
+        }
+    })
+    .await;
+    if all_stopped.is_err() {
+        for task in names.values() {
+            tracing::warn!(
+                service,
+                %task,
+                grace_ms = grace.as_millis() as u64,
+                "background task still running after its grace once serving stopped; abandoning it"
+            );
+        }
+        // Aborted: each is dropped where it waits, never polled again.
+        background.abort_all();
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -93,6 +93,22 @@ fn partitions(list: &rdkafka::TopicPartitionList) -> impl Iterator<Item = Partit
 
 impl ClientContext for GroupContext {}
 
+/// The context of a [`KafkaSettings::reader`]: librdkafka's errors are logged, except the end
+/// of a partition, which a reader asks for (`enable.partition.eof`) and receives in its
+/// stream: it is news, not an error.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::error!(%error, reason, "librdkafka");
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
@@ -106,7 +122,16 @@ impl ConsumerContext for GroupContext {
                 self.revoked.notify_one();
             }
             Rebalance::Assign(_) => {}
-            Rebalance::Error(err) => tracing::warn!(%err, "consumer group rebalance failed"),
+            Rebalance::Error(err) => {
+                // librdkafka unassigns after a failed rebalance: count every partition as
+                // lost (a conservative full revoke), so the consumer drops what it holds of
+                // them and commits for none until they are assigned again.
+                tracing::warn!(%err, "consumer group rebalance failed; every partition is treated as revoked");
+                let mut state = self.state();
+                let lost: Vec<PartitionId> = state.owned.drain().collect();
+                state.revoked.extend(lost);
+                self.revoked.notify_one();
+            }
         }
     }
 
@@ -309,7 +334,7 @@ impl KafkaSettings {
 
     /// A consumer outside any group, for a process that reads a whole topic itself
     /// (assigned partitions, no commits).
-    pub fn reader(&self) -> Result<StreamConsumer, KafkaError> {
+    pub fn reader(&self) -> Result<StreamConsumer<ReaderContext>, KafkaError> {
         self.base()
             .set(
                 "group.id",
@@ -321,7 +346,45 @@ impl KafkaSettings {
             // never silently at the end.
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
-            .create()
+            // Told when a partition's end is reached: how a reader knows it has read it all
+            // where the last offsets hold no record (a compacted topic).
+            .set("enable.partition.eof", "true")
+            .create_with_context(ReaderContext)
+    }
+
+    /// How long each of `topics` keeps its records, as the brokers say (`retention.ms`,
+    /// whatever created the topic); `None` for one that keeps them for ever (`-1`, or
+    /// compaction without deletion).
+    pub async fn retention_of(
+        &self,
+        topics: &[Topic],
+    ) -> Result<Vec<(String, Option<Duration>)>, KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let names = self.topics.names(topics);
+        let specifiers: Vec<ResourceSpecifier<'_>> = names
+            .iter()
+            .map(|name| ResourceSpecifier::Topic(name))
+            .collect();
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let mut retention = Vec::new();
+        for (name, result) in names
+            .iter()
+            .zip(admin.describe_configs(&specifiers, &options).await?)
+        {
+            let resource = result.map_err(KafkaError::AdminOp)?;
+            let value = |key: &str| resource.get(key).and_then(|e| e.value.clone());
+            let compacted_only = value("cleanup.policy")
+                .is_some_and(|p| p.contains("compact") && !p.contains("delete"));
+            let ms = value("retention.ms").and_then(|v| v.parse::<i64>().ok());
+            let kept = match ms {
+                Some(ms) if ms >= 0 && !compacted_only => {
+                    Some(Duration::from_millis(ms.unsigned_abs()))
+                }
+                _ => None,
+            };
+            retention.push((name.clone(), kept));
+        }
+        Ok(retention)
     }
 
     /// Creates `topics` where missing (an existing topic is left as it is).

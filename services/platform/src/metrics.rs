@@ -35,6 +35,15 @@ pub const OUTBOX_PARKINGS: &str = "mailroom_outbox_parkings_total";
 pub const EVENTS_CONSUMED: &str = "mailroom_events_consumed_total";
 /// Dead letters not replayed, by `consumer` (refreshed every 30 s by each running consumer).
 pub const DEAD_LETTERS: &str = "mailroom_events_dead_letters";
+/// Partitions whose first record waits to be tried again (a dependency is down, or the
+/// failure is not known yet), by `consumer`.
+pub const EVENTS_RETRYING: &str = "mailroom_events_retrying";
+/// How long the record that has waited longest for a retry has waited, in seconds, by
+/// `consumer` (0 when none waits).
+pub const EVENTS_RETRY_AGE: &str = "mailroom_events_oldest_retry_seconds";
+/// Records a consumer dropped because they were older than its `processed_events` retention
+/// (their effect may have been applied already), by `consumer`.
+pub const EVENTS_TOO_OLD: &str = "mailroom_events_too_old_total";
 
 /// Subjects whose tokens this process refuses before a not-before time.
 pub const REVOKED_SUBJECTS: &str = "mailroom_auth_revoked_subjects";
@@ -44,6 +53,9 @@ pub const REVOCATIONS_CAUGHT_UP: &str = "mailroom_auth_revocations_caught_up";
 pub const TOKENS_REVOKED: &str = "mailroom_auth_revoked_tokens_refused_total";
 /// Fetches of identity's signing keys, by `outcome` (unchanged, changed, failed).
 pub const JWKS_FETCHES: &str = "mailroom_auth_jwks_fetches_total";
+/// 1 while identity's signing keys have gone unconfirmed (every fetch failing) for longer than
+/// `MAILROOM_JWKS_MAX_STALE_MS`, else 0.
+pub const JWKS_STALE: &str = "mailroom_auth_jwks_stale";
 
 /// Makes metrics show up (at zero) before their first event, so a process that has done
 /// nothing yet already exposes every series its dashboards, alerts and autoscalers query.
@@ -127,6 +139,7 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
             OUTBOX_FAILURES,
             OUTBOX_PARKINGS,
             EVENTS_CONSUMED,
+            EVENTS_TOO_OLD,
             TOKENS_REVOKED,
             JWKS_FETCHES,
         ],
@@ -134,8 +147,11 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
             OUTBOX_BACKLOG,
             OUTBOX_PARKED,
             DEAD_LETTERS,
+            EVENTS_RETRYING,
+            EVENTS_RETRY_AGE,
             REVOKED_SUBJECTS,
             REVOCATIONS_CAUGHT_UP,
+            JWKS_STALE,
         ],
         &[GRPC_LATENCY],
     );

@@ -185,9 +185,11 @@ pub enum RelayError {
 
 /// Whether a Kafka error on producing one record means the record itself will never be
 /// accepted, however often it is sent: too large, an invalid topic, a record the broker's
-/// validation rejects, a topic the producer is not authorised to write. A broker that is down,
-/// slow or electing a leader, a record that timed out, an unknown topic (which the relay
-/// creates) and every other error may pass later, and never park a record.
+/// validation rejects. Only errors of the record itself count: a missing ACL, a clock skew
+/// (invalid timestamp) or a broker's message format would refuse every row alike, and must
+/// not park the whole stream one row at a time. A broker that is down, slow or electing a
+/// leader, a record that timed out, an unknown topic (which the relay creates) and every
+/// other error may pass later, and never park a record.
 pub fn refused_for_good(err: &KafkaError) -> bool {
     let KafkaError::MessageProduction(code) = err else {
         return false;
@@ -197,9 +199,6 @@ pub fn refused_for_good(err: &KafkaError) -> bool {
         RDKafkaErrorCode::MessageSizeTooLarge
             | RDKafkaErrorCode::InvalidTopic
             | RDKafkaErrorCode::InvalidRecord
-            | RDKafkaErrorCode::InvalidTimestamp
-            | RDKafkaErrorCode::UnsupportedForMessageFormat
-            | RDKafkaErrorCode::TopicAuthorizationFailed
     )
 }
 
@@ -302,7 +301,15 @@ impl Relay {
                     if let Err(err) = bounded {
                         tracing::warn!(%err, "idle_session_timeout not set on the relay's leader connection; a hung leader holds the relay until its connection breaks");
                     }
-                    self.lead(&mut leader, &shutdown).await;
+                    // The session is kept alive by a task of its own, so a slow round (a
+                    // broker outage) never lets it go idle; losing it ends the leadership
+                    // before the next round.
+                    let leading = shutdown.child_token();
+                    let pinger = tokio::spawn(keep_session(leader, leading.clone()));
+                    self.lead(&leading).await;
+                    leading.cancel();
+                    // Dropping the session releases the advisory lock.
+                    let _ = pinger.await;
                 }
                 Ok(false) => {
                     // Every replica reports the backlog and the parked events, so that the
@@ -318,7 +325,8 @@ impl Relay {
         }
     }
 
-    async fn lead(&self, leader: &mut PgConnection, shutdown: &CancellationToken) {
+    /// Publishes until `shutdown` (the process stopping, or the leader's session lost).
+    async fn lead(&self, shutdown: &CancellationToken) {
         let mut producer: Option<FutureProducer> = None;
         if let Err(err) = self.kafka.ensure_topics(&self.topics).await {
             tracing::warn!(%err, "topics could not be ensured; publishing will retry");
@@ -326,15 +334,7 @@ impl Relay {
         let mut wakeups = Wakeups::new(&self.pool, &self.schema);
         let mut backoff = Duration::from_millis(200);
         let mut last_cleanup = Instant::now();
-        let mut last_leader_check = Instant::now();
         while !shutdown.is_cancelled() {
-            if last_leader_check.elapsed() > LEADER_PING {
-                last_leader_check = Instant::now();
-                if sqlx::query("SELECT 1").execute(&mut *leader).await.is_err() {
-                    tracing::warn!("outbox relay lost its leader connection; re-electing");
-                    return;
-                }
-            }
             let current = match producer.take() {
                 Some(p) => p,
                 None => match self.kafka.producer() {
@@ -683,11 +683,28 @@ impl Wakeups {
 /// leader sends nothing: a paused or hung leader is replaced after this.
 const LEADER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a leader proves it is alive on its session (well within [`LEADER_IDLE_TIMEOUT`]);
-/// a leader that finds its session gone steps down before publishing again.
+/// a leader that finds its session gone steps down before its next round.
 const LEADER_PING: Duration = Duration::from_secs(3);
-/// The longest a leader waits between publishing attempts: less than
-/// [`LEADER_IDLE_TIMEOUT`], so a broker outage does not cost the leader its session.
+/// The longest a leader waits between publishing attempts while the broker refuses them.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Keeps the leader's session (which holds the advisory lock) busy every [`LEADER_PING`]
+/// until `leading` ends; cancels `leading` when the session is gone, so the relay steps down.
+async fn keep_session(mut session: PgConnection, leading: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = leading.cancelled() => return,
+            _ = tokio::time::sleep(LEADER_PING) => {}
+        }
+        let alive =
+            tokio::time::timeout(LEADER_PING, sqlx::query("SELECT 1").execute(&mut session)).await;
+        if !matches!(alive, Ok(Ok(_))) {
+            tracing::warn!("outbox relay lost its leader session; re-electing");
+            leading.cancel();
+            return;
+        }
+    }
+}
 
 /// Sleeps, or returns early (with `true`) when shutdown is requested.
 async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {
@@ -707,7 +724,6 @@ mod tests {
             RDKafkaErrorCode::MessageSizeTooLarge,
             RDKafkaErrorCode::InvalidTopic,
             RDKafkaErrorCode::InvalidRecord,
-            RDKafkaErrorCode::TopicAuthorizationFailed,
         ] {
             assert!(
                 refused_for_good(&KafkaError::MessageProduction(code)),
@@ -727,6 +743,10 @@ mod tests {
             RDKafkaErrorCode::QueueFull,
             RDKafkaErrorCode::Fatal,
             RDKafkaErrorCode::ClusterAuthorizationFailed,
+            // Every row alike: an ACL, a clock, a broker's format.
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::InvalidTimestamp,
+            RDKafkaErrorCode::UnsupportedForMessageFormat,
         ] {
             assert!(
                 !refused_for_good(&KafkaError::MessageProduction(code)),

@@ -30,7 +30,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{KafkaSettings, Topic};
+use crate::kafka::{KafkaSettings, ReaderContext, Topic};
 use crate::proto::events::v1::{envelope::Payload, Envelope};
 
 /// Revoked subjects and the time (Unix milliseconds) before which their tokens are refused.
@@ -41,8 +41,10 @@ pub struct Revocations {
 }
 
 impl Revocations {
+    /// An empty set, not caught up. The process-wide caught-up gauge is left alone: only a
+    /// follower ([`follow`]) sets it, so building a verifier (one per hosted service, a test's
+    /// helper) cannot report 0 for a process whose follower has caught up.
     pub fn new() -> Self {
-        metrics::gauge!(crate::metrics::REVOCATIONS_CAUGHT_UP).set(0.0);
         Self {
             not_before: Arc::default(),
             caught_up: Arc::new(watch::channel(false).0),
@@ -124,10 +126,19 @@ pub enum FollowError {
 /// retried with backoff; the map is kept across them.
 pub async fn follow(kafka: KafkaSettings, revocations: Revocations, shutdown: CancellationToken) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    if !revocations.is_caught_up() {
+        metrics::gauge!(crate::metrics::REVOCATIONS_CAUGHT_UP).set(0.0);
+    }
     let mut backoff = FIRST_BACKOFF;
     loop {
         let was_caught_up = revocations.is_caught_up();
-        match follow_once(&kafka, &revocations, &shutdown).await {
+        // Stopped wherever it waits: creating the topic or asking the brokers where the
+        // partitions end takes seconds when they do not answer.
+        let followed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            followed = follow_once(&kafka, &revocations, &shutdown) => followed,
+        };
+        match followed {
             Ok(()) => return,
             Err(err) => {
                 tracing::warn!(%err, "revocations topic cannot be read; reading it again from the start");
@@ -151,7 +162,7 @@ const PARTITION_CHECK: Duration = Duration::from_secs(30);
 /// The topic's partitions. librdkafka's metadata call blocks its thread until the broker
 /// answers, so it runs on the blocking pool, never on a runtime worker.
 async fn partitions_of(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<ReaderContext>>,
     name: &str,
 ) -> Result<Vec<i32>, FollowError> {
     let consumer = consumer.clone();
@@ -173,7 +184,7 @@ async fn partitions_of(
 
 /// Where a partition ends now (a blocking broker call, run on the blocking pool).
 async fn high_watermark(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<ReaderContext>>,
     name: &str,
     partition: i32,
 ) -> Result<(i64, i64), FollowError> {
@@ -191,9 +202,14 @@ async fn follow_once(
     revocations: &Revocations,
     shutdown: &CancellationToken,
 ) -> Result<(), FollowError> {
-    kafka.ensure_topics(&[Topic::Revocations]).await?;
+    // Creating the topic is a courtesy: a cluster where topics are made by its operators
+    // refuses CreateTopics (no ACL for it), and the topic is there all the same. Only a topic
+    // missing from the metadata (below) is waited for.
+    if let Err(err) = kafka.ensure_topics(&[Topic::Revocations]).await {
+        tracing::warn!(%err, "the revocations topic could not be created; reading it anyway");
+    }
     let name = kafka.topics.name(Topic::Revocations);
-    let consumer: Arc<StreamConsumer> = Arc::new(kafka.reader()?);
+    let consumer: Arc<StreamConsumer<ReaderContext>> = Arc::new(kafka.reader()?);
     let partitions = partitions_of(&consumer, &name).await?;
     // Where each partition ends now: having read that far is "caught up". Asked of every
     // partition at once: a loaded broker answering one at a time would hold the start up.
@@ -245,6 +261,13 @@ async fn follow_once(
             }
             next = stream.next() => match next {
                 Some(Ok(m)) => m,
+                // The fetch reached the end of a partition (the reader asks to be told): done
+                // with it, even where its last offsets hold no record to deliver (compacted
+                // away, control batches), which the position alone would never pass.
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    remaining.remove(&partition);
+                    continue;
+                }
                 Some(Err(err)) => return Err(err.into()),
                 None => return Ok(()),
             },

@@ -37,6 +37,12 @@ pub struct SyncConfig {
     /// registry hands mailbox credentials to the client id `sync` only).
     pub service_client_id: String,
     pub service_client_secret: SecretString,
+    /// Secrets the page tokens of ListMessages are signed with (the same on every replica):
+    /// the first signs, every one is accepted, so a new one goes first and the old one stays
+    /// second until tokens signed with it are no longer in use. Empty: a key derived from
+    /// `service_client_secret` (rotating the credential then invalidates every page token).
+    #[serde(deserialize_with = "mailroom_platform::config::secret_list")]
+    pub page_token_secrets: Vec<SecretString>,
     /// Consumer group of the registry's events (every replica the same).
     pub consumer_group: String,
     /// Consumer group of the workers on `mailroom.sync.requests`.
@@ -77,10 +83,11 @@ pub struct SyncConfig {
     /// a sync waiting with a line now and then is cut off here; what was indexed stays).
     pub command_deadline_secs: u64,
     /// Longest one mailbox's whole sync may take (connect, every folder, the counters): past
-    /// it the mailbox fails as "the mail server stopped answering" and backs off, and the
-    /// worker's slot and the mailbox's lease are free again; what was indexed stays, and the
-    /// next sync carries on from it. Must stay below the work consumer's
-    /// `max.poll.interval.ms`, which is set from it (this plus two minutes, at most an hour).
+    /// it the worker's slot and the mailbox's lease are free again and what was indexed
+    /// stays. A run that committed nothing by then fails as "the mail server stopped
+    /// answering" and backs off; one that did (a large import) is not a failure and carries
+    /// on at once. Not 0; above the connect and I/O timeouts; below the work consumer's `max.poll.interval.ms`, which is set from it (this plus two
+    /// minutes, at most an hour).
     pub sync_deadline_secs: u64,
     /// Most folders a mailbox may list; beyond it the mailbox is not synced and says why.
     pub max_folders_per_mailbox: usize,
@@ -121,6 +128,7 @@ impl Default for SyncConfig {
             mailboxes_endpoint: mailroom_platform::config::local::mailboxes(),
             service_client_id: "sync".into(),
             service_client_secret: SecretString::default(),
+            page_token_secrets: Vec::new(),
             consumer_group: "mailroom-sync".into(),
             worker_group: "mailroom-sync-workers".into(),
             tiers: TierPolicy::default(),
@@ -139,7 +147,7 @@ impl Default for SyncConfig {
             max_line_bytes: 1024 * 1024,
             max_responses_per_command: 2_000_000,
             command_deadline_secs: 600,
-            sync_deadline_secs: 600,
+            sync_deadline_secs: 1_800,
             max_folders_per_mailbox: 1_000,
             max_folder_name_bytes: 1_000,
             max_messages_per_mailbox: 1_000_000,

@@ -92,7 +92,8 @@ pub async fn synced(
     emit(conn, Topic::SyncEvents, org, mailbox, payload).await
 }
 
-/// A failed sync, with the failures in a row so far and whether the mailbox is now parked.
+/// A failed sync, with the failures in a row so far, whether the mailbox is now parked, and
+/// when the attempt began (before it read the mailbox's login).
 pub async fn sync_failed(
     conn: &mut PgConnection,
     org: OrgId,
@@ -100,6 +101,7 @@ pub async fn sync_failed(
     failure: SyncFailure,
     parked: bool,
     failures: i32,
+    attempt_started_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     let failed = ev::MailboxSyncFailed {
         mailbox_id: mailbox.to_string(),
@@ -107,6 +109,7 @@ pub async fn sync_failed(
         message: failure.message,
         parked,
         failures,
+        attempt_started_at: Some(timestamp(attempt_started_at)),
     };
     let payload = ev::envelope::Payload::MailboxSyncFailed(failed);
     emit(conn, Topic::SyncEvents, org, mailbox, payload).await

@@ -14,7 +14,15 @@
 //! nothing. A counter Redis lost (a failover, a flush) starts low again: the holder lifts it
 //! above the generation the store has seen ([`Leases::advance`]) while it still holds the
 //! lease.
+//!
+//! In one process: "held by me" in Redis does not tell two runs of this process apart (a
+//! replayed request and a live one for the same mailbox), so [`Leases::acquire`] also keeps
+//! the names this process is working on and refuses a second acquisition until
+//! [`Leases::release`]; otherwise both would run, and the first to finish would return the
+//! lease the other still works under.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -68,6 +76,8 @@ pub struct Leases {
     prefix: String,
     holder: String,
     ttl: Duration,
+    /// Names acquired by this process (any clone) and not yet released.
+    working: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Leases {
@@ -77,6 +87,7 @@ impl Leases {
             prefix: prefix.to_owned(),
             holder: holder.to_owned(),
             ttl: ttl.max(Duration::from_millis(100)),
+            working: Arc::default(),
         }
     }
 
@@ -97,10 +108,45 @@ impl Leases {
         format!("{}-generation:{name}", self.prefix)
     }
 
-    /// Takes the lease on `name` if it is free (or already ours: renewed), and returns this
-    /// acquisition's generation (the fencing token, greater than any before it); `None` when
-    /// another holds it.
+    /// Marks `name` as worked on by this process; false when it already is.
+    fn start_working(&self, name: &str) -> bool {
+        self.working
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned())
+    }
+
+    fn stop_working(&self, name: &str) {
+        self.working
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// Whether a run of this process holds `name` now (acquired and not yet released).
+    pub fn working_on(&self, name: &str) -> bool {
+        self.working
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
+
+    /// Takes the lease on `name` if it is free (or ours from an earlier life of this holder
+    /// id: renewed), and returns this acquisition's generation (the fencing token, greater
+    /// than any before it); `None` when another holds it, or a run of this process does
+    /// (until it calls [`Leases::release`], which every acquisition must be followed by).
     pub async fn acquire(&self, name: &str) -> redis::RedisResult<Option<i64>> {
+        if !self.start_working(name) {
+            return Ok(None);
+        }
+        let acquired = self.acquire_in_redis(name).await;
+        if !matches!(acquired, Ok(Some(_))) {
+            self.stop_working(name);
+        }
+        acquired
+    }
+
+    async fn acquire_in_redis(&self, name: &str) -> redis::RedisResult<Option<i64>> {
         let mut conn = self.conn.clone();
         let generation: i64 = redis::cmd("EVAL")
             .arg(ACQUIRE)
@@ -164,17 +210,19 @@ impl Leases {
         Ok(renewed == 1)
     }
 
-    /// Returns the lease if it is ours.
+    /// Returns the lease if it is ours, and ends this process's work on `name` (even when
+    /// Redis cannot be reached: the lease then expires by itself).
     pub async fn release(&self, name: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("EVAL")
+        let released: redis::RedisResult<i64> = redis::cmd("EVAL")
             .arg(RELEASE)
             .arg(1)
             .arg(self.key(name))
             .arg(&self.holder)
             .query_async(&mut conn)
-            .await?;
-        Ok(())
+            .await;
+        self.stop_working(name);
+        released.map(|_| ())
     }
 
     /// How long the lease on `name` has left, if it is held.

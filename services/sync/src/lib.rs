@@ -107,7 +107,12 @@ const MAX_WORK: Duration = Duration::from_secs(3_600);
 
 /// The whole sync's deadline, which must leave the work consumer's limit room.
 fn sync_deadline(config: &SyncConfig) -> Result<Duration, StartError> {
-    let deadline = Duration::from_secs(config.sync_deadline_secs.max(1));
+    let deadline = Duration::from_secs(config.sync_deadline_secs);
+    if deadline.is_zero() {
+        return Err(StartError::Config(
+            "MAILROOM_SYNC__SYNC_DEADLINE_SECS is 0: every sync would end before it began; give the longest one mailbox's sync may take, in seconds".into(),
+        ));
+    }
     if deadline + WORK_MARGIN > MAX_WORK {
         return Err(StartError::Config(format!(
             "MAILROOM_SYNC__SYNC_DEADLINE_SECS is {} s; it must be at most {} s (the work consumer's max.poll.interval.ms of at most {} s must exceed it by {} s)",
@@ -157,17 +162,24 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
     )
     .with_limits(engine::SyncLimits::from_config(&config))
     .with_deadline(sync_deadline(&config)?);
-    // Page tokens are signed with a key every replica derives from the shared secret; none is
-    // made up when it is missing (one replica's own key would refuse the others' tokens).
-    let tokens = PageTokenKey::from_configured(
-        config.service_client_secret.expose_secret().as_bytes(),
-        "sync messages",
-    )
-    .ok_or_else(|| {
-        StartError::Config(
-            "MAILROOM_SYNC__SERVICE_CLIENT_SECRET is empty: the sync needs its credential at identity, and signs its page tokens with a key derived from it (the same on every replica)".into(),
+    // Page tokens are signed with keys every replica derives from configured secrets (its own
+    // setting, or else its credential); none is made up when both are missing (one replica's
+    // own key would refuse the others' tokens).
+    let mut page_keys = config.page_token_secrets.iter().filter_map(|s| {
+        PageTokenKey::from_configured(s.expose_secret().as_bytes(), "sync messages")
+    });
+    let tokens = match page_keys.next() {
+        Some(current) => current.accepting(page_keys),
+        None => PageTokenKey::from_configured(
+            config.service_client_secret.expose_secret().as_bytes(),
+            "sync messages",
         )
-    })?;
+        .ok_or_else(|| {
+            StartError::Config(
+                "MAILROOM_SYNC__PAGE_TOKEN_SECRETS and MAILROOM_SYNC__SERVICE_CLIENT_SECRET are empty: the sync signs its page tokens with a key derived from a configured secret (the same on every replica), its own or else its credential at identity (which it needs anyway)".into(),
+            )
+        })?,
+    };
     let sync = Arc::new(Sync {
         pool: pool.clone(),
         activity: activity.clone(),

@@ -65,6 +65,9 @@ pub struct Worker {
     pub connects: Option<RateLimiter>,
 }
 
+/// When a mailbox whose sync its deadline cut short (with progress) is due again.
+const CARRY_ON_AFTER: Duration = Duration::from_secs(1);
+
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
@@ -229,7 +232,18 @@ impl Worker {
     ) -> anyhow::Result<Handled> {
         let fence = match claim(&self.pool, &self.leases, mailbox, generation).await? {
             Ok(fence) => fence,
-            Err(stale) => return Ok(self.fenced(&stale)),
+            Err(stale) => {
+                // The lease went (a Redis flush or failover) with nobody holding it now: no
+                // newer holder does the work, so the request must be tried again.
+                if self.leases.holder_of(&mailbox.to_string()).await?.is_none() {
+                    anyhow::bail!(
+                        "the mailbox's lease was lost before its sync began and nobody holds it (generation {}, stored {}); the request is tried again",
+                        stale.mine,
+                        stale.current
+                    );
+                }
+                return Ok(self.fenced(&stale));
+            }
         };
         // Read again under the lease: the state another worker left is the one that counts.
         let Some(row) = schedule::schedule_row(&self.pool, mailbox).await? else {
@@ -252,9 +266,12 @@ impl Worker {
             .sync_fenced(fence, &login.login, login.in_crm || row.in_crm, stop)
             .await;
         match result {
-            Ok(report) => match self.record_success(&row, report, &fence).await? {
+            Ok(report) => match self.record_success(&row, report.clone(), &fence).await? {
                 Ok(()) => {
-                    metrics::sync_outcome("synced");
+                    metrics::sync_outcome(match report.cut_short {
+                        true => "cut_short",
+                        false => "synced",
+                    });
                     Ok(Handled::Synced)
                 }
                 Err(stale) => Ok(self.fenced(&stale)),
@@ -326,7 +343,12 @@ impl Worker {
     ) -> anyhow::Result<Result<(), Stale>> {
         let tier = self.tier_of(row.owner_user_id).await;
         let now = Utc::now();
-        let interval = self.activity.policy().interval(tier);
+        // A run its deadline cut short with more to do carries on at once (no back-off: the
+        // server answered, there was just more than one run's time).
+        let interval = match report.cut_short {
+            true => CARRY_ON_AFTER,
+            false => self.activity.policy().interval(tier),
+        };
         let next = now + chrono::Duration::from_std(interval).unwrap_or_default();
         let duration_ms = report.duration_ms();
         let note = report.note();
@@ -404,8 +426,16 @@ impl Worker {
         schedule::mark_finished(&mut *tx, row.mailbox_id, Utc::now()).await?;
         // A parked mailbox is reported once, not at every attempt.
         if !(park && was_parked) {
-            events::sync_failed(&mut tx, row.org_id, row.mailbox_id, failure, park, failures)
-                .await?;
+            events::sync_failed(
+                &mut tx,
+                row.org_id,
+                row.mailbox_id,
+                failure,
+                park,
+                failures,
+                login_read_at,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Ok(()))

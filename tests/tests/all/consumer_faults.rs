@@ -1,10 +1,13 @@
 //! Consumers under real faults (issue 21, item 1), on the real stack: a handler whose first
 //! attempts hit a genuine PostgreSQL error (a statement cancelled by `statement_timeout`) is
 //! retried past the dead-letter threshold, applied once and in order per key, while another
-//! partition goes on; a handler's explicit refusal goes to dead letters at once; a replay
-//! request (the SQL the event operations API runs) is applied and stamped; in the concurrent
-//! mode, a second member joining and the first leaving mid-work lose nothing and redo only what
-//! was in flight at the revocation; pruning deletes by age.
+//! partition goes on; a handler's explicit refusal goes to dead letters at once, and holds the
+//! later records of its key behind it until a replay applies them in order (or a discard lets
+//! them go on); an unknown failure is retried for its time budget, a hung attempt is abandoned
+//! and retried; a replay request (the SQL the event operations API runs) is applied and
+//! stamped, one too old for `processed_events` only when forced; in the concurrent mode, a
+//! second member joining and the first leaving mid-work lose nothing and redo only what was in
+//! flight at the revocation; pruning deletes by age only what was replayed or discarded.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -128,6 +131,17 @@ impl Bench {
         group: &str,
         handler: Arc<dyn EventHandler>,
     ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        self.consume_with(name, group, handler, quick())
+    }
+
+    /// As [`Bench::consume`], with `options`.
+    fn consume_with(
+        &self,
+        name: &str,
+        group: &str,
+        handler: Arc<dyn EventHandler>,
+        options: consumer::Options,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let shutdown = CancellationToken::new();
         let consumer = self.kafka.consumer(&self.group(group)).expect("consumer");
         let task = tokio::spawn(consumer::run_with(
@@ -136,7 +150,7 @@ impl Bench {
             consumer,
             vec![self.topic.clone()],
             handler,
-            quick(),
+            options,
             shutdown.clone(),
         ));
         let task = tokio::spawn(async move {
@@ -391,52 +405,301 @@ impl EventHandler for SharedFaulty {
     }
 }
 
+/// A dead letter as the consumer stored it: id, error, the letter it is held behind, and the
+/// event id of its payload.
+async fn letters(pool: &PgPool, consumer: &str) -> Vec<(i64, String, Option<i64>, String)> {
+    let rows: Vec<(i64, String, Option<i64>, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, error, held_behind, payload FROM dead_letters WHERE consumer = $1 ORDER BY id",
+    )
+    .bind(consumer)
+    .fetch_all(pool)
+    .await
+    .expect("dead letters");
+    rows.into_iter()
+        .map(|(id, error, held, payload)| {
+            let kept = Envelope::decode(&payload[..]).expect("the record is kept as it came");
+            (id, error, held, kept.id)
+        })
+        .collect()
+}
+
+/// A refused record goes to dead letters at once; the later record of its key is held behind
+/// it (never applied before it), while another key goes on. Returns the refused and the held
+/// event ids, and the refused one's dead letter.
+async fn refusal_holds_its_key(
+    bench: &Bench,
+    faults: &Faulty,
+    started: Instant,
+) -> (String, String, i64) {
+    let refused = bench.send("refused", 0).await;
+    let next = bench.send("refused", 0).await;
+    let other = bench.send("other", 0).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the refusal is kept, the next record of its key held, another key applied",
+        || async {
+            Ok(bench.effects().await.contains(&other)
+                && letters(&bench.app.pool, "faults").await.len() == 2)
+        },
+    )
+    .await;
+    let taken = started.elapsed();
+    assert!(
+        taken < Duration::from_secs(10),
+        "a refusal is not retried: dead-lettered after {taken:?}"
+    );
+    let dead = letters(&bench.app.pool, "faults").await;
+    assert!(dead[0].1.contains("does not exist here"), "{dead:?}");
+    assert_eq!((dead[0].2, &dead[0].3), (None, &refused), "{dead:?}");
+    assert!(
+        dead[1]
+            .1
+            .contains(&format!("held behind dead letter {}", dead[0].0)),
+        "{dead:?}"
+    );
+    assert_eq!(
+        (dead[1].2, &dead[1].3),
+        (Some(dead[0].0), &next),
+        "{dead:?}"
+    );
+    assert_eq!(
+        bench.effects().await,
+        vec![other],
+        "the later record of the refused key is not applied before it"
+    );
+    assert!(faults.refused.lock().expect("lock").as_deref() == Some(refused.as_str()));
+    (refused, next, dead[0].0)
+}
+
 #[tokio::test]
-async fn a_refusal_goes_to_dead_letters_at_once_and_the_key_goes_on() {
+async fn a_refusal_holds_its_key_and_a_replay_applies_the_key_in_order() {
     let bench = Bench::new(1).await;
     let faults = Arc::new(Faulty::default());
     faults.refusing.store(true, Ordering::SeqCst);
-    let refused = bench.send("refused", 0).await;
-    let next = bench.send("refused", 0).await;
     let started = Instant::now();
     let (stop, task) = bench.consume(
         "faults",
         "g-refusal",
         Arc::new(SharedFaulty(faults.clone())),
     );
+    let (refused, next, first) = refusal_holds_its_key(&bench, &faults, started).await;
+    let other = bench.effects().await;
+    // The cause is fixed; the operator replays the refused letter only: the held one follows
+    // it, and the key's final state is that of applying them in order.
+    faults.refusing.store(false, Ordering::SeqCst);
+    request_replay(&bench.app.pool, first).await;
     wait_for(
-        Duration::from_secs(60),
-        "the refusal is kept and the key goes on",
-        || async { Ok(bench.effects().await.contains(&next)) },
+        Duration::from_secs(30),
+        "the refused letter and the one held behind it are replayed",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM dead_letters WHERE consumer = 'faults' AND replayed_at IS NULL",
+            )
+            .fetch_one(&bench.app.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(waiting == 0)
+        },
     )
     .await;
-    let taken = started.elapsed();
-    let dead: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT error, payload FROM dead_letters WHERE consumer = 'faults'")
-            .fetch_all(&bench.app.pool)
-            .await
-            .expect("dead letters");
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert!(dead[0].0.contains("does not exist here"), "{}", dead[0].0);
-    let kept = Envelope::decode(&dead[0].1[..]).expect("the record is kept as it came");
-    assert_eq!(kept.id, refused);
-    assert!(
-        taken < Duration::from_secs(10),
-        "a refusal is not retried: dead-lettered after {taken:?}"
+    let mut expected = other;
+    expected.extend([refused, next]);
+    assert_eq!(
+        bench.effects().await,
+        expected,
+        "applied in the key's order"
     );
-    assert_eq!(bench.effects().await, vec![next]);
+    // The key flows again.
+    let after = bench.send("refused", 0).await;
+    wait_for(
+        Duration::from_secs(30),
+        "a new record of the key is applied",
+        || async { Ok(bench.effects().await.contains(&after)) },
+    )
+    .await;
+    assert_eq!(letters(&bench.app.pool, "faults").await.len(), 2);
     stop.cancel();
     let _ = task.await;
 }
 
-/// Writes a dead letter of consumer `name` for `payload`, as a consumer would have.
-async fn dead_letter(pool: &PgPool, name: &str, topic: &str, payload: &[u8]) -> i64 {
+#[tokio::test]
+async fn a_discarded_dead_letter_lets_the_records_held_behind_it_go_on() {
+    let bench = Bench::new(1).await;
+    let faults = Arc::new(Faulty::default());
+    faults.refusing.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let (stop, task) = bench.consume(
+        "faults",
+        "g-discard",
+        Arc::new(SharedFaulty(faults.clone())),
+    );
+    let (refused, next, first) = refusal_holds_its_key(&bench, &faults, started).await;
+    // What the event operations API's DiscardDeadLetters does.
+    sqlx::query(
+        "UPDATE dead_letters SET discarded_at = now(), replay_requested_at = NULL WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&bench.app.pool)
+    .await
+    .expect("discard");
+    wait_for(
+        Duration::from_secs(30),
+        "the record held behind the discarded one is applied",
+        || async { Ok(bench.effects().await.contains(&next)) },
+    )
+    .await;
+    assert!(
+        !bench.effects().await.contains(&refused),
+        "a discarded letter is never applied"
+    );
+    stop.cancel();
+    let _ = task.await;
+}
+
+/// Fails every event keyed `failing` for an unknown reason (a bug, say), hangs on the first
+/// event keyed `hangs`; applies the rest.
+#[derive(Default)]
+struct Odd {
+    failures: AtomicU32,
+    hung: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Odd {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
+        if event.aggregate_id == "failing" {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            anyhow::bail!("an unexpected state (a bug)");
+        }
+        if event.aggregate_id == "hangs" && !self.hung.swap(true, Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+        record_effect(tx, event, "odd").await
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_failure_is_retried_for_its_time_budget_not_a_number_of_tries() {
+    let bench = Bench::new(1).await;
+    let odd = Arc::new(Odd::default());
+    let budget = Duration::from_secs(5);
+    let started = Instant::now();
+    let (stop, task) = bench.consume_with(
+        "odd",
+        "g-unknown",
+        odd.clone(),
+        consumer::Options {
+            unknown_budget: budget,
+            ..quick()
+        },
+    );
+    bench.send("failing", 0).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the failing record goes to dead letters",
+        || async { Ok(!bench.dead_letters().await.is_empty()) },
+    )
+    .await;
+    let taken = started.elapsed();
+    let tries = odd.failures.load(Ordering::SeqCst);
+    assert!(
+        taken >= budget,
+        "dead-lettered after {taken:?} and {tries} tries, before its budget of {budget:?}"
+    );
+    assert!(tries > consumer::MAX_ATTEMPTS, "{tries} tries");
+    stop.cancel();
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn a_hung_attempt_is_abandoned_and_retried() {
+    let bench = Bench::new(1).await;
+    let odd = Arc::new(Odd::default());
+    let started = Instant::now();
+    let (stop, task) = bench.consume_with(
+        "odd",
+        "g-hung",
+        odd.clone(),
+        consumer::Options {
+            attempt_timeout: Duration::from_millis(500),
+            ..quick()
+        },
+    );
+    let hangs = bench.send("hangs", 0).await;
+    let after = bench.send("hangs", 0).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the hung record and the one after it are applied",
+        || async {
+            let effects = bench.effects().await;
+            Ok(effects.contains(&hangs) && effects.contains(&after))
+        },
+    )
+    .await;
+    assert_eq!(
+        bench.effects().await,
+        vec![hangs, after],
+        "in order, once each"
+    );
+    assert!(bench.dead_letters().await.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    stop.cancel();
+    let _ = task.await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_older_than_processed_events_is_replayed_only_when_forced() {
+    let bench = Bench::new(1).await;
+    let faults = Arc::new(Faulty::default());
+    let (stop, task) = bench.consume("faults", "g-old", Arc::new(SharedFaulty(faults.clone())));
+    let pool = &bench.app.pool;
+    let (id, payload) = envelope("old");
+    let row = dead_letter(pool, "faults", &bench.topic, "old", &payload).await;
+    sqlx::query("UPDATE dead_letters SET received_at = now() - interval '40 days' WHERE id = $1")
+        .bind(row)
+        .execute(pool)
+        .await
+        .expect("age");
+    request_replay(pool, row).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the old replay is refused",
+        || async { Ok(replay_state(pool, row).await.2.is_some()) },
+    )
+    .await;
+    let (requested, replayed, error) = replay_state(pool, row).await;
+    assert!(requested.is_none() && replayed.is_none());
+    assert!(error.unwrap_or_default().contains("processed_events"));
+    assert!(bench.effects().await.is_empty());
+    // What ReplayDeadLetters with force does.
+    sqlx::query(
+        "UPDATE dead_letters SET replay_requested_at = now(), replay_error = NULL, \
+         replay_forced = true WHERE id = $1",
+    )
+    .bind(row)
+    .execute(pool)
+    .await
+    .expect("force");
+    wait_for(
+        Duration::from_secs(30),
+        "the forced replay is applied",
+        || async { Ok(replay_state(pool, row).await.1.is_some()) },
+    )
+    .await;
+    assert_eq!(bench.effects().await, vec![id]);
+    stop.cancel();
+    let _ = task.await;
+}
+
+/// Writes a dead letter of consumer `name` for `payload` keyed `key`, as a consumer would have.
+async fn dead_letter(pool: &PgPool, name: &str, topic: &str, key: &str, payload: &[u8]) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", record_key, payload, error) \
-         VALUES ($1, $2, 0, 7, 'k', $3, 'refused earlier') RETURNING id",
+         VALUES ($1, $2, 0, 7, $3, $4, 'refused earlier') RETURNING id",
     )
     .bind(name)
     .bind(topic)
+    .bind(key.as_bytes())
     .bind(payload)
     .fetch_one(pool)
     .await
@@ -488,12 +751,12 @@ fn envelope(key: &str) -> (String, Vec<u8>) {
 async fn replays_are_applied(bench: &Bench, faults: &Faulty, name: &str) {
     let pool = &bench.app.pool;
     let (good, payload) = envelope("k");
-    let good_row = dead_letter(pool, name, &bench.topic, &payload).await;
+    let good_row = dead_letter(pool, name, &bench.topic, "k", &payload).await;
     let (_, stuck_payload) = envelope("stuck");
-    let stuck_row = dead_letter(pool, name, &bench.topic, &stuck_payload).await;
-    let bad_row = dead_letter(pool, name, &bench.topic, b"\xff\xfe not protobuf").await;
+    let stuck_row = dead_letter(pool, name, &bench.topic, "stuck", &stuck_payload).await;
+    let bad_row = dead_letter(pool, name, &bench.topic, "bad", b"\xff\xfe not protobuf").await;
     let (other, other_payload) = envelope("k");
-    let other_row = dead_letter(pool, "someone-else", &bench.topic, &other_payload).await;
+    let other_row = dead_letter(pool, "someone-else", &bench.topic, "k", &other_payload).await;
     for row in [good_row, stuck_row, bad_row, other_row] {
         request_replay(pool, row).await;
     }
@@ -710,13 +973,23 @@ async fn old_processed_events_and_dead_letters_are_pruned_by_age() {
         .await
         .expect("processed");
     }
-    for (consumer, age_days) in [("mine", 100), ("mine", 100), ("mine", 10), ("other", 100)] {
+    // Replayed, discarded, or still waiting (never pruned: its effect has not happened).
+    for (consumer, age_days, state) in [
+        ("mine", 100, "replayed"),
+        ("mine", 100, "discarded"),
+        ("mine", 100, "waiting"),
+        ("mine", 10, "replayed"),
+        ("other", 100, "replayed"),
+    ] {
         sqlx::query(
-            "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", error, received_at) \
-             VALUES ($1, 't', 0, 0, 'e', now() - make_interval(days => $2))",
+            "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", error, received_at, \
+             replayed_at, discarded_at) \
+             VALUES ($1, 't', 0, 0, 'e', now() - make_interval(days => $2), \
+             CASE WHEN $3 = 'replayed' THEN now() END, CASE WHEN $3 = 'discarded' THEN now() END)",
         )
         .bind(consumer)
         .bind(age_days)
+        .bind(state)
         .execute(pool)
         .await
         .expect("dead letter");
@@ -742,5 +1015,13 @@ async fn old_processed_events_and_dead_letters_are_pruned_by_age() {
     .fetch_all(pool)
     .await
     .expect("left");
-    assert_eq!(left, vec![("mine".into(), 1), ("other".into(), 1)]);
+    assert_eq!(left, vec![("mine".into(), 2), ("other".into(), 1)]);
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dead_letters WHERE consumer = 'mine' \
+         AND replayed_at IS NULL AND discarded_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("waiting");
+    assert_eq!(waiting, 1, "the waiting letter is kept, however old");
 }

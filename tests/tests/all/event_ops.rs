@@ -672,6 +672,7 @@ async fn dead_letters_are_listed_without_their_payload_and_a_replay_marks_them()
             opb::ReplayDeadLettersRequest {
                 ids: vec![elsewhere],
                 consumer: b.into(),
+                ..Default::default()
             },
             Code::InvalidArgument,
             "not both",

@@ -695,3 +695,46 @@ async fn while_identity_is_down_or_hangs_known_keys_still_verify_and_a_withdrawa
     shutdown.cancel();
     identity.stop().await;
 }
+
+/// A token naming a key the service does not know, while identity cannot be reached: the
+/// caller (who may be anyone: no key has verified the token) is told to try again, and
+/// nothing of the deployment — not identity's address, not the transport's error.
+#[tokio::test]
+async fn keys_unavailable_tells_the_caller_to_retry_and_nothing_of_identity() {
+    let app = spawn_app_with_access().await;
+    let org = app.create_org(0).await;
+    let ann = app.create_user(&org, "ann", "").await;
+    // Identity "down": nothing listens on this port.
+    let port = free_port();
+    let identity_endpoint = format!("http://127.0.0.1:{port}");
+    let platform = platform_with(&app, 600_000, 1_000, 500);
+    let shutdown = CancellationToken::new();
+    let (access, _) = start_access(&platform, &identity_endpoint, shutdown.clone()).await;
+    let token = signed_with(&KeyRing::generate_seed(), &ann, &org.id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        match on_access(&access, &token, &ann.id).await {
+            // Not the answer looked for: the replica has not read the revocations yet.
+            Answer::Unavailable(m) if m.contains("revocations") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Answer::Unavailable(m) => break m,
+            other => panic!("identity is unreachable, yet the unknown key was answered {other:?}"),
+        }
+    };
+    eprintln!("told: {message}");
+    for leak in [
+        port.to_string().as_str(),
+        "127.0.0.1",
+        "http",
+        "transport",
+        "onnect",
+    ] {
+        assert!(
+            !message.contains(leak),
+            "the answer gives away {leak:?}: {message}"
+        );
+    }
+    assert!(message.contains("try again"), "{message}");
+    shutdown.cancel();
+}

@@ -19,6 +19,7 @@ mod mailbox_credentials;
 mod mailboxes;
 mod metrics;
 mod ordering_and_locks;
+mod process_exit;
 mod revocation;
 mod service_principals;
 mod shutdown_drain;

@@ -1,10 +1,14 @@
 //! Ordering and locks (issue 21, item 5, and item 7's start-up check), against the real stack:
 //! - the registry orders every sync-state change by the report's time, as it does the "last
-//!   synced" columns: a failure report delivered late does not undo a repair or a newer sync;
+//!   synced" columns: a failure report delivered late does not undo a repair or a newer sync,
+//!   nor does one whose attempt began before the repair, however late the server refused;
 //! - a slow mail server gets each invitation mail once, however long it takes to answer, with
 //!   two replicas sending;
+//! - a mail server that never finishes a send (a tarpit) holds an invitation mail only until
+//!   the send's deadline: deferred, and sent once when the relay works again;
 //! - an invitation being accepted holds no row lock while identity answers: an admin's revoke
-//!   answers at once;
+//!   answers at once; an acceptance the invitee gives up on (the call dropped) releases its
+//!   claim, so they can accept again at once;
 //! - the sync refuses to start without a configured secret to sign its page tokens with.
 
 use std::time::{Duration, Instant};
@@ -129,12 +133,18 @@ fn synced(mailbox: &str, at: DateTime<Utc>, messages: i64) -> ev::envelope::Payl
 }
 
 fn login_refused(mailbox: &str) -> ev::envelope::Payload {
+    login_refused_began(mailbox, None)
+}
+
+/// A refusal from an attempt that began (read the login) at `began`.
+fn login_refused_began(mailbox: &str, began: Option<DateTime<Utc>>) -> ev::envelope::Payload {
     ev::envelope::Payload::MailboxSyncFailed(ev::MailboxSyncFailed {
         mailbox_id: mailbox.into(),
         kind: ev::SyncFailureKind::AuthFailed as i32,
         message: "the server refused the login".into(),
         parked: true,
         failures: 1,
+        attempt_started_at: began.map(timestamp),
     })
 }
 
@@ -235,6 +245,25 @@ async fn a_late_failure_report_neither_undoes_a_repair_nor_a_newer_sync() {
         state(&mailbox(&app, &org, &m.id).await),
         mpb::SyncState::Pending,
         "a failure from before the repair parked the repaired mailbox again"
+    );
+    // An attempt that read the old password before the repair, refused by a server that took
+    // its time: reported after the repair, still of the settings the repair replaced.
+    let reported_late = Utc::now();
+    deliver(
+        &app,
+        &producer,
+        report(
+            &org.id,
+            &m.id,
+            reported_late,
+            login_refused_began(&m.id, Some(before_repair)),
+        ),
+    )
+    .await;
+    assert_eq!(
+        state(&mailbox(&app, &org, &m.id).await),
+        mpb::SyncState::Pending,
+        "a slow refusal of an attempt begun before the repair parked the repaired mailbox again"
     );
 
     // It syncs.
@@ -413,6 +442,266 @@ async fn a_mail_server_slower_than_the_lease_gets_each_invitation_once() {
     };
     assert_eq!(sent, [1, 1, 1], "send counts");
     stop.cancel();
+}
+
+/// A hostile mail server on a port of its own: it greets and takes every command at once, but
+/// answers the end of a message only with a "still working" line every second, for ever (each
+/// line in time for any per-command timeout). Stopped (every connection closed) on drop.
+struct Tarpit {
+    port: u16,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Tarpit {
+    async fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the tarpit");
+        let port = listener.local_addr().expect("tarpit address").port();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    if write.write_all(b"220 tarpit.test ESMTP\r\n").await.is_err() {
+                        return;
+                    }
+                    let mut in_data = false;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let answer: &[u8] = if in_data {
+                            if line != "." {
+                                continue;
+                            }
+                            loop {
+                                if write.write_all(b"250-still checking\r\n").await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        } else {
+                            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                            match verb.as_str() {
+                                "EHLO" | "HELO" => b"250 tarpit.test\r\n",
+                                "DATA" => {
+                                    in_data = true;
+                                    b"354 go ahead\r\n"
+                                }
+                                "QUIT" => return,
+                                _ => b"250 ok\r\n",
+                            }
+                        };
+                        if write.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, tasks }
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        // The accept loop owns the listener and its connections: aborting it closes them all.
+        self.tasks.abort_all();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tarpit_holds_an_invitation_mail_only_until_its_deadline_and_it_is_sent_once_later() {
+    let app = spawn_app_with_access().await;
+    let tarpit = Tarpit::start().await;
+    let port = tarpit.port;
+    let stop = CancellationToken::new();
+    let deadline_ms = 3_000;
+    let client = app
+        .start_invitations(stop.clone(), |c| {
+            c.smtp.host = "127.0.0.1".into();
+            c.smtp.port = port;
+            c.smtp.timeout_ms = 2_000;
+            c.delivery_lease_ms = 1_500;
+            c.delivery_send_deadline_ms = deadline_ms;
+            c.delivery_retry_ms = 6_000;
+            c.delivery_attempts = 5;
+            c.delivery_concurrency = 1;
+        })
+        .await;
+    let org = app.create_org(0).await;
+    app.until_known(&org.admin_id).await;
+    let address = org.address("tarpitted-ann");
+    let started = Instant::now();
+    let answer = client
+        .clone()
+        .create_invitations(authed(
+            &org.admin_token,
+            ipb::CreateInvitationsRequest {
+                emails: address.clone(),
+                delivery: ipb::DeliveryMethod::SystemMail as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("invite")
+        .into_inner();
+    let id = answer.invitations[0].id.clone();
+
+    // The send is cut off at its deadline and deferred, saying the mail may have gone out.
+    let deferred = loop {
+        let now = invitation(&client, &org, &id).await;
+        if now.failure_reason.contains("may have gone out") {
+            break now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(deadline_ms + 4_000),
+            "the tarpit still holds the invitation's mail after {:?} (deadline {deadline_ms} ms): {now:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        deferred.delivery_state,
+        ipb::DeliveryState::Queued as i32,
+        "deferred, to be tried again: {deferred:?}"
+    );
+    assert!(
+        deferred.failure_reason.contains("trying again"),
+        "{deferred:?}"
+    );
+    // Its claim is no longer renewed: the row waits for its retry, not for a lease.
+    let due_in: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM next_attempt_at - now())::float8 FROM invitations.invitations WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("next attempt");
+    assert!(
+        due_in > 2.0,
+        "the row is due again in {due_in} s: still renewed as a claim"
+    );
+
+    // The relay is fixed (a real server on the same port): the mail goes out once.
+    drop(tarpit);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let good = SmtpServer::start_on(port);
+    let until = Instant::now() + Duration::from_secs(40);
+    let sent = loop {
+        let now = invitation(&client, &org, &id).await;
+        if now.delivery_state == ipb::DeliveryState::Sent as i32 {
+            break now;
+        }
+        assert!(
+            Instant::now() < until,
+            "not sent after the tarpit left: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(sent.send_count, 1, "{sent:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mails: Vec<String> = good
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains(address.as_str()))
+        .collect();
+    assert_eq!(
+        mails.len(),
+        1,
+        "{address} got {} mails from the good server",
+        mails.len()
+    );
+    client
+        .clone()
+        .preview_invitation(ipb::PreviewInvitationRequest {
+            token: mailed_token(&mails[0]),
+        })
+        .await
+        .expect("the link in the mail works");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acceptance_the_invitee_gives_up_on_does_not_hold_the_invitation() {
+    let app = spawn_app_with_invitations().await;
+    let org = app.create_org(0).await;
+    app.until_known(&org.admin_id).await;
+    let client = app.invitations();
+    let answer = client
+        .clone()
+        .create_invitations(authed(
+            &org.admin_token,
+            ipb::CreateInvitationsRequest {
+                emails: org.address("omar"),
+                delivery: ipb::DeliveryMethod::OwnMailClient as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("invite")
+        .into_inner();
+    let invited = answer.invitations[0].clone();
+    let composed = answer.composed.expect("a composed message");
+    let token = token_in_mailto(&composed.mailto_links[0]);
+    let accept = |client: Client, token: String| async move {
+        client
+            .clone()
+            .accept_invitation(ipb::AcceptInvitationRequest {
+                token,
+                first_name: "Omar".into(),
+                last_name: "Newhire".into(),
+                password: "a-new-employee-password".into(),
+            })
+            .await
+    };
+
+    // Identity is slow (the invitee's user row is held), and the invitee closes the window
+    // after a second: the call is dropped while the acceptance waits on identity.
+    let mut held = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM identity.users WHERE id = $1::uuid FOR UPDATE")
+        .bind(&invited.user_id)
+        .execute(&mut *held)
+        .await
+        .expect("lock the invitee's user at identity");
+    let gave_up = tokio::time::timeout(
+        Duration::from_secs(1),
+        accept(client.clone(), token.clone()),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the acceptance did not wait for identity: {gave_up:?}"
+    );
+    // Its claim is gone (and the cancellation reached identity: nothing was activated).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let claimed: Option<bool> = sqlx::query_scalar(
+        "SELECT accepting_until > now() FROM invitations.invitations WHERE id = $1::uuid",
+    )
+    .bind(&invited.id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("claim");
+    assert_ne!(
+        claimed,
+        Some(true),
+        "the acceptance the invitee gave up on still claims the invitation"
+    );
+    held.rollback().await.expect("release");
+
+    // They open the link again at once: it works, rather than "being accepted in another
+    // window" until the abandoned acceptance's claim runs out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted = accept(client.clone(), token.clone())
+        .await
+        .expect("the invitee accepts again at once")
+        .into_inner();
+    assert_eq!(accepted.user_id, invited.user_id);
+    let after = invitation(&client, &org, &invited.id).await;
+    assert_eq!(after.state, ipb::InvitationState::Accepted as i32);
 }
 
 /// The personal link token in an own-mail-client invitation's `mailto:` URL.

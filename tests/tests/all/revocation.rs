@@ -503,3 +503,89 @@ async fn a_refresh_racing_sign_out_everywhere_never_keeps_a_working_session() {
         );
     }
 }
+
+/// A replica that cannot read the revocations topic (the broker unreachable) is not ready —
+/// it refuses every token — but alive: its `liveness` health name answers SERVING, so the
+/// liveness probe never restarts a replica that is only behind (it would start reading again).
+#[tokio::test]
+async fn a_replica_that_has_not_read_the_revocations_is_alive_but_not_ready() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let app = spawn_app_with_access().await;
+    let mut platform = app.platform().clone();
+    // A broker address where nothing listens, and no wait at start for the topic.
+    platform.kafka_brokers = format!("127.0.0.1:{}", free_port());
+    platform.revocations_catch_up_ms = 0;
+    platform.shutdown_drain_ms = 2_000;
+    let shutdown = CancellationToken::new();
+    let (_, endpoint) =
+        crate::key_rotation::start_access(&platform, &app.endpoint, shutdown.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let channel = loop {
+        match Channel::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            Ok(channel) => break channel,
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the replica never listened: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let health = HealthClient::new(channel);
+    let status = |service: &str| {
+        let mut health = health.clone();
+        let service = service.to_owned();
+        async move {
+            health
+                .check(HealthCheckRequest { service })
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    };
+    // Several seconds: the follower goes on failing, and nothing flips.
+    for _ in 0..6 {
+        assert_eq!(
+            status("").await.expect("readiness answers"),
+            ServingStatus::NotServing as i32,
+            "ready without having read the revocations"
+        );
+        assert_eq!(
+            status("mailroom.access.v1.AccessService")
+                .await
+                .expect("the service's health answers"),
+            ServingStatus::NotServing as i32
+        );
+        assert_eq!(
+            status("liveness").await.expect("liveness answers"),
+            ServingStatus::Serving as i32,
+            "a replica that is only behind must not look dead"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Still alive while it drains after a stop (readiness stays NOT_SERVING).
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status("").await.expect("readiness answers while draining"),
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        status("liveness")
+            .await
+            .expect("liveness answers while draining"),
+        ServingStatus::Serving as i32
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -3,15 +3,18 @@
 //! connection cut after some batches, a run killed, a holder overtaken mid-run), and a
 //! folder's import never does, even when a later run finishes it; a holder of a mailbox's
 //! lease that was overtaken writes nothing (index, checkpoints, feed), nor does a sync of a
-//! mailbox disconnected under it; a checkpoint never moves back; a mail server that trickles
-//! ends its mailbox's sync within the deadline, in a clear state, while the same worker syncs
-//! the others.
+//! mailbox disconnected under it; only the current holder moves a checkpoint, and it follows
+//! the server down (an index rebuild), so flags keep syncing; one process never runs one
+//! mailbox twice at once; a mail server that trickles ends its mailbox's sync within the
+//! deadline, in a clear state, while the same worker syncs the others, and a large import
+//! the deadline cuts short is no failure and carries on.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use mailroom_mail::{Login, Security};
 use mailroom_platform::kafka::Topic;
 use mailroom_platform::proto::events::v1 as ev;
@@ -398,7 +401,7 @@ async fn a_mailbox_disconnected_mid_run_is_not_written_again() {
 }
 
 #[tokio::test]
-async fn a_checkpoint_never_moves_back() {
+async fn a_checkpoint_follows_the_server_but_a_stale_holder_cannot_move_it() {
     let pool = index_db().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
@@ -418,46 +421,223 @@ async fn a_checkpoint_never_moves_back() {
     };
     let saved = inbox().await;
     assert_eq!(saved.uid_next, 13);
-    // A late writer, of the current generation even, with what STATUS said before the last
-    // four messages came.
-    let older = folders::Checkpoint {
+    let lower = folders::Checkpoint {
         uid_validity: u32::try_from(saved.uid_validity).unwrap(),
         uid_next: 9,
-        highest_modseq: 0,
+        highest_modseq: 1,
         messages: 8,
         unseen: 5,
     };
-    let mut conn = pool.acquire().await.expect("connection");
-    let taken = folders::save_checkpoint(&mut conn, saved.id, older, saved.generation)
-        .await
-        .expect("save");
-    assert!(!taken, "an older checkpoint was taken");
-    let now = inbox().await;
-    assert_eq!(
-        (now.uid_next, now.messages, now.unseen, now.last_uid),
-        (saved.uid_next, saved.messages, saved.unseen, saved.last_uid),
-        "the checkpoint moved back"
-    );
-    // Nor does a writer of an older generation save even a newer one.
     let newer = folders::Checkpoint {
         uid_next: 14,
         messages: 13,
-        ..older
+        ..lower
     };
-    let taken = folders::save_checkpoint(&mut conn, saved.id, newer, saved.generation - 1)
+    let mut conn = pool.acquire().await.expect("connection");
+    // A writer of an older generation moves it neither back nor on.
+    for cp in [lower, newer] {
+        let taken = folders::save_checkpoint(&mut conn, saved.id, cp, saved.generation - 1)
+            .await
+            .expect("save");
+        assert!(!taken, "an older generation's checkpoint was taken: {cp:?}");
+    }
+    let now = inbox().await;
+    assert_eq!(
+        (now.uid_next, now.highest_modseq, now.messages, now.unseen),
+        (
+            saved.uid_next,
+            saved.highest_modseq,
+            saved.messages,
+            saved.unseen
+        ),
+        "a stale writer moved the checkpoint"
+    );
+    // Nor can a holder whose generation was overtaken open a fenced transaction at all.
+    let stale = Fence {
+        mailbox,
+        generation: saved.generation,
+    };
+    fences::claim_next(&pool, mailbox)
+        .await
+        .expect("a newer claim");
+    assert!(
+        fences::begin(&pool, &stale).await.is_err(),
+        "an overtaken holder could still write"
+    );
+    // The current holder follows the server, lower values included (an index rebuild).
+    let current = fences::claim_next(&pool, mailbox).await.expect("claim");
+    let taken = folders::save_checkpoint(&mut conn, saved.id, lower, current.generation)
         .await
         .expect("save");
-    assert!(!taken, "an older generation's checkpoint was taken");
-    // The same generation moves it forward; last_uid never goes down.
-    let taken = folders::save_checkpoint(&mut conn, saved.id, newer, saved.generation)
-        .await
-        .expect("save");
-    assert!(taken);
-    folders::advance_last_uid(&mut conn, mailbox, saved.id, 3, saved.generation)
+    assert!(taken, "the server's lower values were refused");
+    let now = inbox().await;
+    assert_eq!((now.uid_next, now.highest_modseq, now.messages), (9, 1, 8));
+    // last_uid never goes down.
+    folders::advance_last_uid(&mut conn, mailbox, saved.id, 3, current.generation)
         .await
         .expect("advance");
-    let now = inbox().await;
-    assert_eq!((now.uid_next, now.last_uid), (14, saved.last_uid));
+    assert_eq!(inbox().await.last_uid, saved.last_uid);
+    let _ = imap.logout().await;
+}
+
+/// What the index says of `uid`'s flags in INBOX.
+async fn indexed_flags(pool: &PgPool, mailbox: MailboxId, uid: u32) -> i16 {
+    let (flags,): (i16,) = sqlx::query_as(
+        "SELECT m.flags FROM messages m JOIN folders f ON f.id = m.folder_id \
+         WHERE m.mailbox_id = $1 AND f.name = 'INBOX' AND m.uid = $2",
+    )
+    .bind(mailbox)
+    .bind(mailroom_sync::domain::uid_to_db(uid))
+    .fetch_one(pool)
+    .await
+    .expect("the message is indexed");
+    flags
+}
+
+#[tokio::test]
+async fn flags_and_counts_keep_syncing_after_the_server_lowers_highestmodseq() {
+    let pool = index_db().await;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 12, &user.username).await;
+    let mailbox = scheduled_mailbox(&pool).await;
+    let engine = engine(&pool, 5, Duration::from_secs(30));
+    let sync = || async {
+        engine
+            .sync(mailbox, &login(&user), false, &CancellationToken::new())
+            .await
+            .expect("sync")
+    };
+    sync().await;
+    let inbox = || async {
+        folders::folders(&pool, mailbox)
+            .await
+            .expect("folders")
+            .into_iter()
+            .find(|f| f.name == "INBOX")
+            .expect("INBOX")
+    };
+    let before = inbox().await;
+    assert!(
+        before.highest_modseq > 0,
+        "the test server has no CONDSTORE"
+    );
+    // Dovecot rebuilt its index: the server's HIGHESTMODSEQ is now far below the saved one
+    // (the same state, seen from the index: the saved value far above the server's).
+    sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 100000 WHERE id = $1")
+        .bind(before.id)
+        .execute(&pool)
+        .await
+        .expect("rebuild");
+    // Then someone reads message 2 (unread: 2 % 3 != 0) and flags message 4.
+    let seen = mailroom_sync::domain::flags::SEEN;
+    let flagged = mailroom_sync::domain::flags::FLAGGED;
+    assert_eq!(indexed_flags(&pool, mailbox, 2).await & seen, 0);
+    imap.select("INBOX").await.expect("select");
+    for (uid, flag) in [("2", "+FLAGS (\\Seen)"), ("4", "+FLAGS (\\Flagged)")] {
+        let done: Vec<_> = imap
+            .uid_store(uid, flag)
+            .await
+            .expect("store")
+            .collect()
+            .await;
+        assert!(done.iter().all(|r| r.is_ok()));
+    }
+    for round in 0..2 {
+        sync().await;
+        assert_ne!(
+            indexed_flags(&pool, mailbox, 2).await & seen,
+            0,
+            "round {round}: a read message stays unread in the index"
+        );
+        assert_ne!(indexed_flags(&pool, mailbox, 4).await & flagged, 0);
+    }
+    let after = inbox().await;
+    assert!(
+        after.highest_modseq < before.highest_modseq + 100000,
+        "the checkpoint did not follow the server: {}",
+        after.highest_modseq
+    );
+    assert_eq!(after.unseen, before.unseen - 1, "the unread count is stale");
+    let _ = imap.logout().await;
+}
+
+#[tokio::test]
+async fn a_second_run_of_a_mailbox_in_the_same_process_is_refused_until_the_first_returns_the_lease(
+) {
+    let (a, b) = leases(Duration::from_secs(30)).await;
+    let name = MailboxId::new().to_string();
+    let first = a.acquire(&name).await.expect("lease").expect("free");
+    // A replayed request and a live one, in the same worker (clones share the process).
+    let again = a.clone();
+    assert_eq!(
+        again.acquire(&name).await.expect("lease"),
+        None,
+        "a second run of the same holder took the lease"
+    );
+    assert_eq!(b.acquire(&name).await.expect("lease"), None);
+    assert!(a.working_on(&name));
+    // The first run returns it: the mailbox can be taken again, with a newer generation.
+    a.release(&name).await.expect("release");
+    assert!(!a.working_on(&name));
+    let next = again
+        .acquire(&name)
+        .await
+        .expect("lease")
+        .expect("free again");
+    assert!(next > first);
+    again.release(&name).await.expect("release");
+    assert_eq!(a.holder_of(&name).await.expect("holder"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_cut_short_by_the_deadline_is_no_failure_and_the_next_run_finishes_it() {
+    let pool = index_db().await;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 300, &user.username).await;
+    let mailbox = scheduled_mailbox(&pool).await;
+    // A slow but healthy server: about 25 KB/s, so 300 envelopes take several seconds.
+    let relay = Relay::paced(
+        format!("{}:{}", user.host, user.port),
+        256,
+        Duration::from_millis(10),
+    )
+    .await;
+    let slow = Login {
+        host: relay.addr.ip().to_string(),
+        port: relay.addr.port(),
+        ..login(&user)
+    };
+    let engine = engine(&pool, 10, Duration::from_secs(30)).with_deadline(Duration::from_secs(3));
+    let started = Instant::now();
+    let report = engine
+        .sync(mailbox, &slow, false, &CancellationToken::new())
+        .await
+        .expect("a run that made progress is no failure");
+    let took = started.elapsed();
+    let indexed = indexed_messages(&pool, mailbox).await.len();
+    eprintln!("first run: {took:?}, {indexed} indexed, {report:?}");
+    assert!(report.cut_short, "the import fit in one run: {report:?}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(indexed > 0 && indexed < 300, "{indexed} indexed");
+    assert!(report.note().contains("carries on"), "{}", report.note());
+    // Runs go on where the last one stopped until the import is done.
+    let mut runs = 1;
+    loop {
+        let report = engine
+            .sync(mailbox, &slow, false, &CancellationToken::new())
+            .await
+            .expect("no failure");
+        runs += 1;
+        if !report.cut_short {
+            assert_eq!(report.message_count, 300);
+            break;
+        }
+        assert!(runs < 20, "the import does not advance");
+    }
+    assert_eq!(indexed_messages(&pool, mailbox).await.len(), 300);
+    eprintln!("imported in {runs} runs");
     let _ = imap.logout().await;
 }
 
@@ -520,6 +700,11 @@ impl Drop for Relay {
 
 impl Relay {
     async fn start(upstream: String) -> Relay {
+        Relay::paced(upstream, 2048, Duration::from_millis(2)).await
+    }
+
+    /// A relay whose server side passes at most `bytes` every `every` (a slow mail server).
+    async fn paced(upstream: String, bytes: usize, every: Duration) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (cut, _) = tokio::sync::watch::channel(0u64);
@@ -544,14 +729,14 @@ impl Relay {
                     let (mut sr, mut sw) = server.into_split();
                     let up = tokio::io::copy(&mut cr, &mut sw);
                     let down = async {
-                        let mut buf = [0u8; 2048];
+                        let mut buf = vec![0u8; bytes];
                         loop {
                             let n = sr.read(&mut buf).await?;
                             if n == 0 {
                                 return Ok::<_, std::io::Error>(());
                             }
                             cw.write_all(&buf[..n]).await?;
-                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            tokio::time::sleep(every).await;
                         }
                     };
                     tokio::select! {

@@ -184,6 +184,10 @@ async fn e_mailboxes_of_a_dead_or_hanging_server_back_off_and_the_others_sync_on
     // The whole sync's deadline, scaled down as the I/O timeout is (10 s for 60 s); the
     // per-command deadline stays at its default (600 s).
     cluster.tune("MAILROOM_SYNC__SYNC_DEADLINE_SECS", 30);
+    // Back-off scaled down likewise (30 s doubling up to an hour by default), still growing
+    // past the length of a failing attempt as the defaults do.
+    cluster.tune("MAILROOM_SYNC__RETRY_BASE_SECS", 2);
+    cluster.tune("MAILROOM_SYNC__RETRY_CAP_SECS", 30);
     for tier in ["ACTIVE", "RECENT", "IDLE", "DORMANT"] {
         cluster.tune(&format!("MAILROOM_SYNC__TIERS__{tier}_INTERVAL_SECS"), 2);
     }
@@ -366,7 +370,7 @@ async fn e_mailboxes_of_a_dead_or_hanging_server_back_off_and_the_others_sync_on
         &affected,
         &[2_010, 2_010],
         back,
-        Duration::from_secs(60),
+        Duration::from_secs(90),
     )
     .await;
     let mut lost = 0;

@@ -263,7 +263,7 @@ pub async fn mark_accepted(
     Ok(sqlx::query_as(&format!(
         "UPDATE invitations SET state = 'accepted', accepted_at = now(), updated_at = now(), \
          delivery_state = CASE WHEN delivery_state = 'queued' THEN 'not_sent' ELSE delivery_state END, \
-         next_attempt_at = NULL, accepting_until = NULL \
+         next_attempt_at = NULL, accepting_until = NULL, accepting_token = NULL \
          WHERE id = $1 AND state IN ('pending', 'failed') RETURNING {INVITATION_COLUMNS}"
     ))
     .bind(id)
@@ -282,30 +282,44 @@ pub async fn being_accepted(conn: impl PgExecutor<'_>, id: InvitationId) -> Resu
     .unwrap_or(false))
 }
 
-/// Claims the invitation for an acceptance for `hold` (the caller holds its row lock and has
-/// checked [`being_accepted`]): what identity is then asked is asked with no lock held.
+/// Claims the invitation for an acceptance for `hold`, under `token` (the acceptance's own;
+/// the caller holds the row lock and has checked [`being_accepted`]): what identity is then
+/// asked is asked with no lock held.
 pub async fn claim_acceptance(
     conn: impl PgExecutor<'_>,
     id: InvitationId,
+    token: uuid::Uuid,
     hold: std::time::Duration,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE invitations SET accepting_until = now() + make_interval(secs => $2) WHERE id = $1",
+        "UPDATE invitations SET accepting_until = now() + make_interval(secs => $2), \
+         accepting_token = $3 WHERE id = $1",
     )
     .bind(id)
     .bind(hold.as_secs_f64())
+    .bind(token)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Ends an acceptance's claim without accepting (identity refused, or did not answer).
-pub async fn release_acceptance(conn: impl PgExecutor<'_>, id: InvitationId) -> Result<()> {
-    sqlx::query("UPDATE invitations SET accepting_until = NULL WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Ends an acceptance's claim without accepting (identity refused, or did not answer, or the
+/// request was cancelled), only if the claim is still the one `token` made: a claim that ran
+/// out and was taken by another acceptance is that one's. Whether it was released.
+pub async fn release_acceptance(
+    conn: impl PgExecutor<'_>,
+    id: InvitationId,
+    token: uuid::Uuid,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE invitations SET accepting_until = NULL, accepting_token = NULL \
+         WHERE id = $1 AND accepting_token = $2",
+    )
+    .bind(id)
+    .bind(token)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub async fn delete(conn: impl PgExecutor<'_>, id: InvitationId) -> Result<()> {

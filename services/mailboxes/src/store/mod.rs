@@ -303,15 +303,17 @@ pub async fn record_synced(
     synced_at: DateTime<Utc>,
     counts: (i64, i64, i64),
 ) -> Result<()> {
-    // Every SET reads the row as it was, so each CASE compares with the stored times.
+    // Every SET reads the row as it was, so each CASE compares with the stored times. A row
+    // not changed since migration 1002 has no state time ('-infinity'): its last sync stands
+    // for it, as in `record_failure` (hence GREATEST, not a backfill of the whole table).
     sqlx::query(
         "UPDATE mailboxes SET \
             last_sync_time = CASE WHEN last_sync_time <= $2 THEN $2 ELSE last_sync_time END, \
             message_count = CASE WHEN last_sync_time <= $2 THEN $3 ELSE message_count END, \
             unread_count = CASE WHEN last_sync_time <= $2 THEN $4 ELSE unread_count END, \
             disk_bytes = CASE WHEN last_sync_time <= $2 THEN $5 ELSE disk_bytes END, \
-            sync_state = CASE WHEN sync_state_time <= $2 THEN 'ok' ELSE sync_state END, \
-            sync_error = CASE WHEN sync_state_time <= $2 THEN '' ELSE sync_error END, \
+            sync_state = CASE WHEN GREATEST(sync_state_time, last_sync_time) <= $2 THEN 'ok' ELSE sync_state END, \
+            sync_error = CASE WHEN GREATEST(sync_state_time, last_sync_time) <= $2 THEN '' ELSE sync_error END, \
             sync_state_time = GREATEST(sync_state_time, $2) \
          WHERE id = $1 AND (last_sync_time <= $2 OR sync_state_time <= $2)",
     )
@@ -573,23 +575,28 @@ pub async fn count_stale_sealed<'e>(conn: impl PgExecutor<'e>, key_id: &str) -> 
     )
 }
 
-/// A failed sync's state and message, as of `at` (when the failure was reported): nothing
-/// changes when the state was set later (a newer sync, or an edit that un-parked the mailbox).
+/// A failed sync's state and message, as of `at` (when the failure was reported), applied only
+/// if nothing set the state since the attempt began (`began`, or `at` for a report without
+/// it): a newer sync, a newer failure, or an edit that un-parked the mailbox, even one made
+/// while the attempt was still waiting for the server's answer.
 pub async fn record_failure<'e>(
     conn: impl PgExecutor<'e>,
     id: MailboxId,
     state: SyncState,
     error: &str,
     at: DateTime<Utc>,
+    began: Option<DateTime<Utc>>,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE mailboxes SET sync_state = $2, sync_error = $3, sync_state_time = $4 \
-         WHERE id = $1 AND sync_state_time <= $4",
+        "UPDATE mailboxes SET sync_state = $2, sync_error = $3, \
+         sync_state_time = GREATEST(sync_state_time, $4) \
+         WHERE id = $1 AND GREATEST(sync_state_time, last_sync_time) <= LEAST($4, COALESCE($5, $4))",
     )
     .bind(id)
     .bind(state.as_str())
     .bind(error)
     .bind(at)
+    .bind(began)
     .execute(conn)
     .await?;
     Ok(())

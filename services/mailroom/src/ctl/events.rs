@@ -77,6 +77,19 @@ pub enum DeadLettersCommand {
         /// Every dead letter of this consumer not applied yet.
         #[arg(long)]
         consumer: Option<String>,
+        /// Replay even dead letters received longer ago than the consumer keeps its record
+        /// of applied events (refused otherwise: they may have been applied already).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mark dead letters as never to be applied (their effect was made another way, or must
+    /// not happen): the later records of their keys, held behind them, are then applied.
+    Discard {
+        #[command(flatten)]
+        service: Service,
+        /// Dead letter ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
     },
 }
 
@@ -249,15 +262,27 @@ async fn dead_letters(c: &mut Clients, cmd: DeadLettersCommand) -> anyhow::Resul
             ]);
             Ok(Rows::one(columns, row))
         }
+        DeadLettersCommand::Discard { service, ids } => {
+            let answer = client(c, &service)
+                .discard_dead_letters(c.request(opb::DiscardDeadLettersRequest { ids }))
+                .await
+                .answer()?;
+            Ok(Rows::one(
+                vec!["discarded", "ids"],
+                vec![json!(answer.ids.len()), json!(answer.ids)],
+            ))
+        }
         DeadLettersCommand::Replay {
             service,
             ids,
             consumer,
+            force,
         } => {
             let answer = client(c, &service)
                 .replay_dead_letters(c.request(opb::ReplayDeadLettersRequest {
                     ids,
                     consumer: consumer.unwrap_or_default(),
+                    force,
                 }))
                 .await
                 .answer()?;

@@ -9,8 +9,15 @@
 //!   classes 08 and 53, 57P01–57P03, 57014) or aborted (40001, 40P01), a lock not obtained in
 //!   time (55P03); a gRPC status Unavailable, DeadlineExceeded, ResourceExhausted or Aborted; a
 //!   Redis I/O, connection or failover error; an I/O error of the connection kind; a timeout.
-//!   Retried with back-off for as long as it takes, never dead-lettered.
-//! - [`Class::Unknown`]: anything else; retried a few times ([`super::MAX_ATTEMPTS`]), then
+//!   A failover's read-only primary (25006), a plan invalidated by a rolling migration (0A000),
+//!   a system I/O error (class 58) and a broken protocol exchange count too, and so does a
+//!   [`Transient`] marker anywhere in the chain (a peer that has not heard of something yet,
+//!   identity unreachable for a service token). Retried with back-off for as long as it
+//!   takes, never dead-lettered, except a statement cancelled (57014, a `statement_timeout`)
+//!   that keeps failing: after [`QUERY_CANCELED_TRANSIENT`] times in a row it counts as
+//!   unknown (a poison record must not hold its partition for ever).
+//! - [`Class::Unknown`]: anything else; retried with back-off for at least
+//!   [`super::MAX_ATTEMPTS`] tries and [`super::Options::unknown_budget`] (15 minutes), then
 //!   dead-lettered.
 
 use std::error::Error as StdError;
@@ -58,6 +65,29 @@ impl Refusal {
     }
 }
 
+/// A marker an error carries as a source to say "retrying later helps" (a peer that has not
+/// heard of something yet, a dependency that is unreachable): [`classify`] counts it
+/// transient wherever it is in the chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, thiserror::Error)]
+#[error("transient: retrying later helps")]
+pub struct Transient;
+
+/// Statements cancelled (SQLSTATE 57014) in a row after which a record's failure counts as
+/// unknown rather than transient: a `statement_timeout` that fires on every try is the
+/// record's own doing, not an outage.
+pub const QUERY_CANCELED_TRANSIENT: u32 = 20;
+
+/// Whether `err`'s chain holds a statement cancelled (SQLSTATE 57014), as
+/// `statement_timeout` raises.
+pub fn is_query_canceled(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014")
+        )
+    })
+}
+
 /// What kind of failure a handler's error is (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -65,7 +95,8 @@ pub enum Class {
     Transient,
     /// Will never pass: dead-lettered at once.
     Permanent,
-    /// Not known: retried up to [`super::MAX_ATTEMPTS`] times, then dead-lettered.
+    /// Not known: retried for a while ([`super::Options::unknown_budget`]), then
+    /// dead-lettered.
     Unknown,
 }
 
@@ -86,6 +117,9 @@ pub fn classify(err: &anyhow::Error) -> Class {
 
 /// Whether one cause (not its sources) says a dependency is down or busy.
 fn is_transient(cause: &(dyn StdError + 'static)) -> bool {
+    if cause.downcast_ref::<Transient>().is_some() {
+        return true;
+    }
     if let Some(err) = cause.downcast_ref::<sqlx::Error>() {
         return sql_transient(err);
     }
@@ -144,8 +178,18 @@ fn sql_transient(err: &sqlx::Error) -> bool {
     }
     match err {
         // A lock not obtained within `lock_timeout`: another transaction holds it for now.
-        sqlx::Error::Database(db) => db.code().as_deref() == Some("55P03"),
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        // A read-only transaction: a primary that failed over (Patroni, RDS) and is a
+        // replica now. A cached plan whose result type changed: a rolling migration. System
+        // I/O errors (class 58): the server's disk or OS, not the record.
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("55P03" | "25006" | "0A000") => true,
+            Some(code) => code.starts_with("58"),
+            None => false,
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
         _ => false,
     }
 }
@@ -217,7 +261,7 @@ mod tests {
     fn database_outages_and_collisions_are_transient() {
         for code in [
             "08006", "08001", "40001", "40P01", "53300", "53100", "57P01", "57P02", "57P03",
-            "57014", "55P03",
+            "57014", "55P03", "25006", "0A000", "58030", "58P01",
         ] {
             assert_eq!(classify(&pg(code)), Class::Transient, "{code}");
         }
@@ -227,6 +271,21 @@ mod tests {
         );
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert_eq!(classify(&sqlx::Error::Io(io).into()), Class::Transient);
+        assert_eq!(
+            classify(&sqlx::Error::Protocol("unexpected message".into()).into()),
+            Class::Transient
+        );
+        assert!(is_query_canceled(&pg("57014").context("applying")));
+        assert!(!is_query_canceled(&pg("57P01")));
+    }
+
+    #[test]
+    fn a_transient_marker_anywhere_counts() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("not known yet")]
+        struct NotYet(#[source] Transient);
+        let err = anyhow::Error::new(NotYet(Transient)).context("applying UserCreated");
+        assert_eq!(classify(&err), Class::Transient);
     }
 
     #[test]

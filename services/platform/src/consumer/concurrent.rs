@@ -9,7 +9,7 @@
 //! - A failure is sorted by [`super::classify`]: a transient one is retried with back-off for
 //!   as long as it takes, holding only its key (and its partition's commit): the partition is
 //!   paused meanwhile, the others go on. A permanent one is dead-lettered at once, an unknown
-//!   one after [`super::MAX_ATTEMPTS`].
+//!   one after [`super::MAX_ATTEMPTS`] tries and [`super::Options::unknown_budget`].
 //! - The consumer polls all the time, so it stays in its group however long the work takes;
 //!   when it holds `max_in_flight` records it pauses its partitions, leaving the records in the
 //!   broker.
@@ -172,7 +172,7 @@ pub async fn run_until_shutdown(
     };
     tokio::join!(
         consuming,
-        super::retention::run(&group, &pool, &options, shutdown.clone())
+        super::retention::run(&group, &pool, &options, &kafka, &topics, shutdown.clone())
     );
 }
 
@@ -213,6 +213,8 @@ pub async fn run_with(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
+    // Closed off the runtime's workers, however it ends (see [`super::closing`]).
+    let consumer = super::closing::Closing::new(consumer);
     consumer.subscribe(topics)?;
     let side = shutdown.child_token();
     let replaying = super::replay::run(
@@ -247,6 +249,8 @@ pub async fn run_with(
         result
     };
     let (result, ()) = tokio::join!(consuming, replaying);
+    drop(worker);
+    consumer.close(group).await;
     result
 }
 
@@ -552,6 +556,7 @@ async fn work(
         &crate::telemetry::MapExtractor(&envelope.trace_context),
     );
     let mut unknown = 0u32;
+    let mut first_unknown: Option<tokio::time::Instant> = None;
     let mut transient = 0u32;
     let mut backoff = None;
     loop {
@@ -582,7 +587,8 @@ async fn work(
             Class::Unknown => {
                 unknown += 1;
                 tracing::warn!(error = %format!("{err:#}"), consumer = group, attempt = unknown, "work failed");
-                if unknown >= super::MAX_ATTEMPTS {
+                let first = *first_unknown.get_or_insert_with(tokio::time::Instant::now);
+                if unknown >= super::MAX_ATTEMPTS && first.elapsed() >= options.unknown_budget {
                     return dead_letter(group, pool, message, &format!("{err:#}"), stop, options)
                         .await;
                 }

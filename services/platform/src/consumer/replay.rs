@@ -14,6 +14,14 @@
 //! A transient failure leaves the request in place for the next poll; any other failure (the
 //! record cannot be decoded, the handler refuses it, or fails for an unknown reason) sets
 //! `replay_error` and clears the request, for the operator to look at.
+//!
+//! In sequential mode the letters of one key are applied in id order, never one before an
+//! earlier letter of its key still waiting: a record held behind another (`held_behind`)
+//! follows it without a request, and a requested one waits for the letters before it. So a
+//! replay never applies an old snapshot over a newer state (see [`super`]).
+//!
+//! A letter received longer ago than [`super::Options::processed_retention`] is refused: the
+//! `processed_events` row that would stop a second application may be pruned already.
 
 use std::sync::Arc;
 
@@ -75,7 +83,7 @@ pub(crate) async fn run(
             _ = replays.tick() => {
                 let done = tokio::select! {
                     _ = stop.cancelled() => return,
-                    done = replay_requested(name, pool, &replayer, &stop) => done,
+                    done = replay_requested(name, pool, &replayer, options, &stop) => done,
                 };
                 match done {
                     Ok(0) => {}
@@ -91,10 +99,12 @@ pub(crate) async fn run(
     }
 }
 
-/// Sets `mailroom_events_dead_letters{consumer}` to the dead letters of `name` not replayed.
+/// Sets `mailroom_events_dead_letters{consumer}` to the dead letters of `name` still waiting
+/// (neither replayed nor discarded).
 pub(crate) async fn refresh_gauge(name: &str, pool: &PgPool) {
     let waiting: Result<i64, _> = sqlx::query_scalar(
-        "SELECT count(*) FROM dead_letters WHERE consumer = $1 AND replayed_at IS NULL",
+        "SELECT count(*) FROM dead_letters \
+         WHERE consumer = $1 AND replayed_at IS NULL AND discarded_at IS NULL",
     )
     .bind(name)
     .fetch_one(pool)
@@ -112,15 +122,17 @@ pub(crate) async fn replay_requested(
     name: &str,
     pool: &PgPool,
     replayer: &Replayer,
+    options: &Options,
     stop: &CancellationToken,
 ) -> Result<usize, sqlx::Error> {
+    let too_old = options.processed_retention.as_secs_f64();
     let mut replayed = 0;
     match replayer {
         Replayer::Sequential(handler) => {
             // One row per transaction, each held while it is applied.
             let mut after = 0i64;
             for _ in 0..BATCH {
-                match replay_one_sequential(name, pool, handler.as_ref(), after).await? {
+                match replay_one_sequential(name, pool, handler.as_ref(), after, too_old).await? {
                     None => break,
                     Some((id, applied)) => {
                         after = id;
@@ -130,18 +142,25 @@ pub(crate) async fn replay_requested(
             }
         }
         Replayer::Work(handler) => {
-            let rows: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
-                "SELECT id, payload FROM dead_letters \
+            let rows: Vec<(i64, Option<Vec<u8>>, bool)> = sqlx::query_as(
+                "SELECT id, payload, received_at < now() - make_interval(secs => $3) AND NOT replay_forced \
+                 FROM dead_letters \
                  WHERE consumer = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL \
+                   AND discarded_at IS NULL \
                  ORDER BY id LIMIT $2",
             )
             .bind(name)
             .bind(BATCH)
+            .bind(too_old)
             .fetch_all(pool)
             .await?;
-            for (id, payload) in rows {
+            for (id, payload, old) in rows {
                 if stop.is_cancelled() {
                     break;
+                }
+                if old {
+                    refuse(pool, id, TOO_OLD).await?;
+                    continue;
                 }
                 if replay_one_work(name, pool, handler.as_ref(), id, payload, stop).await? {
                     replayed += 1;
@@ -152,27 +171,47 @@ pub(crate) async fn replay_requested(
     Ok(replayed)
 }
 
-/// Takes the next requested row after `after` and applies it in one transaction. Returns the
+/// Why a letter too old is not replayed.
+const TOO_OLD: &str = "received longer ago than processed_events are kept: its event may have \
+    been applied already (by a redelivery) without a trace left; discard it, or replay it with \
+    --force if it surely was not";
+
+/// Takes the next row after `after` that is due (requested, or held behind a letter applied
+/// since) and first of its key still waiting, and applies it in one transaction. Returns the
 /// row's id and whether it was applied (`None`: no row left).
 async fn replay_one_sequential(
     name: &str,
     pool: &PgPool,
     handler: &dyn EventHandler,
     after: i64,
+    too_old: f64,
 ) -> Result<Option<(i64, bool)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT id, payload FROM dead_letters \
-         WHERE consumer = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL AND id > $2 \
-         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+    let row: Option<(i64, Option<Vec<u8>>, bool)> = sqlx::query_as(
+        "SELECT d.id, d.payload, \
+           d.received_at < now() - make_interval(secs => $3) AND NOT d.replay_forced \
+         FROM dead_letters d \
+         WHERE d.consumer = $1 AND d.replayed_at IS NULL AND d.discarded_at IS NULL AND d.id > $2 \
+           AND (d.replay_requested_at IS NOT NULL \
+                OR (d.held_behind IS NOT NULL AND d.replay_error IS NULL)) \
+           AND NOT EXISTS (SELECT 1 FROM dead_letters e \
+                WHERE e.consumer = d.consumer AND e.record_key = d.record_key AND e.id < d.id \
+                  AND e.replayed_at IS NULL AND e.discarded_at IS NULL) \
+         ORDER BY d.id LIMIT 1 FOR UPDATE OF d SKIP LOCKED",
     )
     .bind(name)
     .bind(after)
+    .bind(too_old)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, payload)) = row else {
+    let Some((id, payload, old)) = row else {
         return Ok(None);
     };
+    if old {
+        drop(tx);
+        refuse(pool, id, TOO_OLD).await?;
+        return Ok(Some((id, false)));
+    }
     let (envelope, event_id) = match super::decode(payload.as_deref().unwrap_or_default()) {
         Ok(decoded) => decoded,
         Err(refusal) => {

@@ -15,6 +15,7 @@
 //! it sends meanwhile, and `stop` ends the read between messages.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -60,6 +61,7 @@ impl Engine {
     pub(super) async fn sync_flags(
         &self,
         session: &mut ImapSession,
+        progress: &AtomicU64,
         fence: &Fence,
         folder: i32,
         range: &str,
@@ -70,6 +72,8 @@ impl Engine {
         let mut out = Vec::with_capacity(batch);
         let mut stream = self.io(session.uid_fetch(range, query)).await?;
         let mut due = self.progress_due();
+        // A UID answered again is no progress (a server repeating itself is cut off).
+        let mut seen = HashSet::new();
         loop {
             let next = match tokio::time::timeout_at(due, stream.next()).await {
                 Ok(n) => n,
@@ -78,16 +82,21 @@ impl Engine {
             let Some(fetch) = next else { break };
             let fetch = fetch.map_err(SyncFailure::from)?;
             let Some(uid) = fetch.uid else { continue };
+            if !seen.insert(uid) {
+                continue;
+            }
             let (bits, keywords) = flag_bits(&fetch);
             out.push((uid, bits, keywords));
             if out.len() >= batch {
                 changed += self.write_flags(fence, folder, &out).await?;
+                progress.fetch_add(1, Ordering::SeqCst);
                 out.clear();
             }
             due = self.progress_due();
         }
         if !out.is_empty() {
             changed += self.write_flags(fence, folder, &out).await?;
+            progress.fetch_add(1, Ordering::SeqCst);
         }
         Ok(changed)
     }
@@ -155,6 +164,7 @@ impl Engine {
         let mailbox = run.mailbox;
         let stop = run.stop;
         let fence = run.fence;
+        let progress = run.progress;
         let allowance = self.allowance(run).await?;
         let feed_left = if feed.is_some() { run.feed_left } else { 0 };
         let feed_from = feed.as_ref().map(|f| f.from_uid).unwrap_or(u32::MAX);
@@ -177,17 +187,20 @@ impl Engine {
                         .collect();
                     news.truncate(feed_left.saturating_sub(fed));
                     fed += news.len();
-                    for chunk in news.chunks(FEED_CHUNK) {
+                    for chunk in feed_chunks(news) {
                         let event = ev::NewMessages {
                             mailbox_id: mailbox.to_string(),
                             folder: to.folder.clone(),
                             uid_validity: to.uid_validity,
-                            messages: chunk.to_vec(),
+                            messages: chunk,
                         };
                         events::new_messages(&mut tx, to.org, mailbox, event).await?;
                     }
                 }
                 tx.commit().await?;
+                if !inserted.is_empty() {
+                    progress.fetch_add(1, Ordering::SeqCst);
+                }
             }
             Ok::<(i64, usize), WriteError>((written, fed))
         };
@@ -322,14 +335,157 @@ fn new_row(fetch: &async_imap::types::Fetch, last_uid: u32) -> Option<NewRow> {
 }
 
 fn feed_message(row: &NewRow, fetch: &async_imap::types::Fetch) -> ev::NewMessage {
-    let env = StoredEnvelope::from_imap(fetch.envelope());
-    ev::NewMessage {
+    news_of(row, StoredEnvelope::from_imap(fetch.envelope()))
+}
+
+/// One message as the feed carries it: at most [`FEED_ADDRESSES`] senders and recipients
+/// each, and no more than [`FEED_MESSAGE_BYTES`] encoded (a hostile envelope is cut further:
+/// fewer addresses, shorter names and subject), so any [`FEED_CHUNK`] of them fit an event.
+fn news_of(row: &NewRow, env: StoredEnvelope) -> ev::NewMessage {
+    use prost::Message as _;
+    let StoredEnvelope {
+        subject,
+        mut from,
+        mut to,
+        message_id,
+    } = env;
+    from.truncate(FEED_ADDRESSES);
+    to.truncate(FEED_ADDRESSES);
+    let mut message = ev::NewMessage {
         uid: row.uid,
-        subject: env.subject,
-        from: env.from,
-        to: env.to,
-        message_id: env.message_id,
+        subject,
+        from,
+        to,
+        message_id,
         internal_date: Some(timestamp(row.internal_date)),
         size: i64::from(row.size),
+    };
+    if message.encoded_len() > FEED_MESSAGE_BYTES {
+        message.from.truncate(2);
+        message.to.truncate(2);
+        for address in message.from.iter_mut().chain(message.to.iter_mut()) {
+            address.name = cut(&address.name, 64);
+            address.email = cut(&address.email, 254);
+        }
+        message.subject = cut(&message.subject, 200);
+        message.message_id = cut(&message.message_id, 200);
+    }
+    message
+}
+
+/// The first `max` characters of `text`.
+fn cut(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// Most senders, and most recipients, of one message in the feed (the index keeps more).
+const FEED_ADDRESSES: usize = 8;
+/// Most bytes one message takes in the feed, encoded (after [`news_of`] cut it).
+const FEED_MESSAGE_BYTES: usize = 16 * 1024;
+/// Most bytes of messages in one NewMessages event: far below the broker's 1 MB per record,
+/// with room for the event's other fields (mailbox, folder name) and the envelope.
+pub(super) const FEED_EVENT_BYTES: usize = 256 * 1024 - 16 * 1024;
+
+/// `news` in order, split into events of at most [`FEED_CHUNK`] messages and
+/// [`FEED_EVENT_BYTES`] encoded.
+fn feed_chunks(news: Vec<ev::NewMessage>) -> Vec<Vec<ev::NewMessage>> {
+    use prost::Message as _;
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<ev::NewMessage> = Vec::new();
+    let mut bytes = 0usize;
+    for message in news {
+        // A repeated field's element: its tag, its length and itself.
+        let size = message.encoded_len() + 1 + prost::length_delimiter_len(message.encoded_len());
+        if !chunk.is_empty() && (chunk.len() >= FEED_CHUNK || bytes + size > FEED_EVENT_BYTES) {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.push(message);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    /// An envelope as large as the index keeps: a 512-character subject and 32 senders and 32
+    /// recipients, each with a 256-character name and a 320-character address, in characters
+    /// of four bytes.
+    fn maximal_envelope() -> StoredEnvelope {
+        let wide = |n: usize| "𝔄".repeat(n);
+        let address = || ev::MessageAddress {
+            name: wide(256),
+            email: format!("{}@{}", wide(200), wide(119)),
+        };
+        StoredEnvelope {
+            subject: wide(512),
+            from: (0..32).map(|_| address()).collect(),
+            to: (0..32).map(|_| address()).collect(),
+            message_id: wide(256),
+        }
+    }
+
+    #[test]
+    fn five_hundred_maximal_envelopes_go_to_the_feed_in_events_the_broker_takes() {
+        let news: Vec<ev::NewMessage> = (1..=500u32)
+            .map(|uid| {
+                let row = NewRow {
+                    uid,
+                    flags: 0,
+                    keywords: None,
+                    size: 1_000_000,
+                    internal_date: Utc::now(),
+                    envelope: Vec::new(),
+                };
+                news_of(&row, maximal_envelope())
+            })
+            .collect();
+        assert!(news.iter().all(|m| m.encoded_len() <= FEED_MESSAGE_BYTES));
+        assert!(news
+            .iter()
+            .all(|m| !m.subject.is_empty() && !m.from.is_empty()));
+        let chunks = feed_chunks(news);
+        let mut uids = Vec::new();
+        for chunk in &chunks {
+            let event = ev::NewMessages {
+                mailbox_id: mailroom_types::MailboxId::new().to_string(),
+                folder: "𝔄".repeat(1000),
+                uid_validity: 1,
+                messages: chunk.clone(),
+            };
+            assert!(chunk.len() <= FEED_CHUNK);
+            assert!(
+                event.encoded_len() <= 256 * 1024,
+                "an event of {} bytes",
+                event.encoded_len()
+            );
+            uids.extend(chunk.iter().map(|m| m.uid));
+        }
+        assert_eq!(uids, (1..=500).collect::<Vec<_>>(), "lost or reordered");
+        assert!(chunks.len() > 1);
+    }
+
+    #[test]
+    fn small_messages_are_chunked_by_count() {
+        let row = |uid| NewRow {
+            uid,
+            flags: 0,
+            keywords: None,
+            size: 10,
+            internal_date: Utc::now(),
+            envelope: Vec::new(),
+        };
+        let news: Vec<_> = (1..=1200u32)
+            .map(|uid| news_of(&row(uid), StoredEnvelope::default()))
+            .collect();
+        let sizes: Vec<usize> = feed_chunks(news).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [FEED_CHUNK, FEED_CHUNK, 200]);
     }
 }

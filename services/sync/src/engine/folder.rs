@@ -10,11 +10,20 @@
 //!   was there then is its import, never fed, even when a later run finishes it.
 //! - **Expunges**, only when the counts disagree ([`super::expunge`]).
 //!
+//! - **A server that went back** within one UIDVALIDITY (an index rebuild or
+//!   `doveadm force-resync` lowers HIGHESTMODSEQ; a restore lowers UIDNEXT): a lower
+//!   HIGHESTMODSEQ than saved means a full flags pass, a lower UIDNEXT a reset of the folder
+//!   as if UIDVALIDITY had changed (its UIDs above the new UIDNEXT will be given again); either
+//!   is logged as a warning, and the checkpoint then follows the server.
+//!
 //! Invariant: the checkpoint (what STATUS said) is saved last and only when the index holds
 //! as many messages as STATUS counted, so a change this run could not account for is looked
-//! at again next time; it never moves back ([`folders::save_checkpoint`]). The folder is
+//! at again next time; only the current lease holder moves it ([`folders::save_checkpoint`],
+//! fenced), and it follows the server even down, so flags and counts keep syncing. The folder is
 //! EXAMINEd, read-only: the sync changes nothing on the server (not even `\Recent`) and wakes
 //! no IDLE watcher. Every write is fenced ([`fences::begin`]).
+
+use std::sync::atomic::Ordering;
 
 use mailroom_mail::imap::ImapSession;
 
@@ -82,7 +91,16 @@ impl Engine {
         // UIDNEXT is optional in a server's answers: without it, ask.
         let server_next = cp.uid_next.max(selected.uid_next.unwrap_or(0));
         let changed = folder.uid_validity != 0 && folder.uid_validity != i64::from(cp.uid_validity);
-        if changed || folder.uid_validity == 0 {
+        // The same UIDVALIDITY with a lower UIDNEXT than saved (a restore): UIDs above it will
+        // be given again, to other messages, so what the index has there cannot be trusted.
+        let went_back = !changed
+            && folder.uid_validity != 0
+            && server_next != 0
+            && i64::from(server_next) < folder.uid_next;
+        if went_back {
+            tracing::warn!(folder = %folder.name, saved = folder.uid_next, server = server_next, "the server's UIDNEXT went back with the same UIDVALIDITY; indexing the folder again");
+        }
+        if changed || went_back || folder.uid_validity == 0 {
             if changed {
                 tracing::info!(folder = %folder.name, "UIDVALIDITY changed; indexing the folder again");
             }
@@ -103,19 +121,37 @@ impl Engine {
         }
 
         // Flags of what the index already has, before new mail (whose flags come with it).
+        // HIGHESTMODSEQ from STATUS, else from EXAMINE (0: not known).
+        let server_modseq = match cp.highest_modseq {
+            0 => selected.highest_modseq.unwrap_or(0),
+            m => m,
+        };
+        if run.caps.condstore && server_modseq > 0 && server_modseq < since_modseq {
+            // An index rebuild on the server: changes since the saved value cannot be asked
+            // for, so every flag is read again, and the checkpoint follows the server.
+            tracing::warn!(folder = %folder.name, saved = since_modseq, server = server_modseq, "the server's HIGHESTMODSEQ went back with the same UIDVALIDITY; reading every flag again");
+            since_modseq = 0;
+        }
         if last_uid > 0 {
             let range = format!("1:{last_uid}");
             run.report.flag_changes += if run.caps.condstore && since_modseq > 0 {
                 if cp.highest_modseq > since_modseq {
                     let query = format!("(UID FLAGS) (CHANGEDSINCE {since_modseq})");
-                    self.sync_flags(session, &run.fence, folder.id, &range, &query)
+                    self.sync_flags(session, run.progress, &run.fence, folder.id, &range, &query)
                         .await?
                 } else {
                     0
                 }
             } else {
-                self.sync_flags(session, &run.fence, folder.id, &range, "(UID FLAGS)")
-                    .await?
+                self.sync_flags(
+                    session,
+                    run.progress,
+                    &run.fence,
+                    folder.id,
+                    &range,
+                    "(UID FLAGS)",
+                )
+                .await?
             };
         }
 
@@ -158,8 +194,10 @@ impl Engine {
             let saved =
                 folders::save_checkpoint(&mut tx, folder.id, cp, run.fence.generation).await?;
             tx.commit().await?;
-            if !saved {
-                tracing::info!(folder = %folder.name, uid_next = cp.uid_next, highest_modseq = cp.highest_modseq, "checkpoint not saved: it would move back (the server reports less than was saved)");
+            if saved {
+                run.progress.fetch_add(1, Ordering::SeqCst);
+            } else {
+                tracing::info!(folder = %folder.name, "checkpoint not saved: the folder was reset or written by a newer lease holder meanwhile");
             }
         } else {
             tracing::debug!(folder = %folder.name, final_count, status = cp.messages, "counts differ; no checkpoint this time");

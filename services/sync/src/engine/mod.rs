@@ -42,6 +42,7 @@ mod fetch;
 mod folder;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -148,6 +149,11 @@ pub struct SyncReport {
     pub unread_count: i64,
     pub disk_bytes: i64,
     pub duration: Duration,
+    /// The whole sync's deadline ended the run after it had committed some of its work (a
+    /// large import, a slow server): not a failure; the mailbox is due again at once, and the
+    /// next run carries on from what was committed. The counts are those of the checkpoints
+    /// saved so far.
+    pub cut_short: bool,
     /// New messages of folders synced before (not the first import) put in the CRM's feed,
     /// each in the transaction that indexed it.
     pub fed: i64,
@@ -167,6 +173,11 @@ impl SyncReport {
 
     /// The notes as one sentence for the mailbox's status ('' when there are none).
     pub fn note(&self) -> String {
+        if self.cut_short {
+            return crate::error::bounded_message(
+                "synced in part: the sync reached its time limit (MAILROOM_SYNC__SYNC_DEADLINE_SECS) while the mailbox was still being indexed; the next sync carries on at once",
+            );
+        }
         let skipped = self.unsyncable_folders + self.skipped_folders;
         if skipped == 0 {
             return String::new();
@@ -183,7 +194,7 @@ pub const FEED_CHUNK: usize = 500;
 /// Most new messages of one sync reported to the feed (the rest are in the index).
 pub const FEED_MAX: usize = 5_000;
 /// The longest a whole sync may take by default (connect, every folder, the counters).
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(1_800);
 
 #[derive(Clone)]
 pub struct Engine {
@@ -261,6 +272,9 @@ struct Run<'a> {
     feed_org: Option<OrgId>,
     /// New messages the feed may still take in this run.
     feed_left: usize,
+    /// Transactions this run committed that moved the index or a checkpoint on (what decides
+    /// whether its deadline ends it as a failure, see [`SyncReport::cut_short`]).
+    progress: &'a AtomicU64,
     report: SyncReport,
 }
 
@@ -320,7 +334,8 @@ impl Engine {
     /// Syncs `fence.mailbox` from the server `login` names, writing as `fence`'s generation
     /// (claimed by the caller with [`fences::claim`]). `feed`: put new messages in the CRM's
     /// feed (when the schedule knows the mailbox's organisation). `stop` ends the run early;
-    /// the deadline ends it with a failure (what was committed stays either way).
+    /// the deadline ends it, as a failure when it committed nothing, else as a report
+    /// [`SyncReport::cut_short`] (what was committed stays either way).
     #[tracing::instrument(skip_all, fields(mailbox = %fence.mailbox, generation = fence.generation))]
     pub async fn sync_fenced(
         &self,
@@ -344,12 +359,31 @@ impl Engine {
             Err(_) => return Err(self.past_deadline().into()),
         };
         drain_unsolicited(&session);
-        let run = self.sync_session(&mut session, fence, feed, stop);
+        let progress = AtomicU64::new(0);
+        let run = self.sync_session(&mut session, fence, feed, stop, &progress);
         let result = match tokio::time::timeout_at(deadline, run).await {
             Ok(result) => result,
             // Whatever was under way is dropped (an open transaction rolls back); the server
             // is not waited for again.
-            Err(_) => return Err(self.past_deadline().into()),
+            Err(_) if progress.load(Ordering::SeqCst) == 0 => {
+                return Err(self.past_deadline().into())
+            }
+            // A healthy run that has more to do than fits: what it committed stays, and it
+            // is not held against the server.
+            Err(_) => {
+                let mut report = SyncReport {
+                    cut_short: true,
+                    ..SyncReport::default()
+                };
+                self.counters(fence.mailbox, &mut report).await?;
+                report.disk_bytes = messages::total_size(&self.pool, fence.mailbox).await?;
+                report.duration = started.elapsed();
+                tracing::info!(
+                    committed = progress.load(Ordering::SeqCst),
+                    "the sync reached its deadline with more to do; it carries on next time"
+                );
+                return Ok(report);
+            }
         };
         // A server slow to say goodbye does not fail a sync that is done.
         let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
@@ -375,6 +409,7 @@ impl Engine {
         fence: Fence,
         feed: bool,
         stop: &CancellationToken,
+        progress: &AtomicU64,
     ) -> Result<SyncReport, RunError> {
         let mailbox = fence.mailbox;
         let caps = self.io(session.capabilities()).await?;
@@ -432,6 +467,7 @@ impl Engine {
             fence,
             feed_org,
             feed_left: FEED_MAX,
+            progress,
             report: SyncReport {
                 unsyncable_folders: unsyncable,
                 notes,
@@ -478,19 +514,24 @@ impl Engine {
             while session.unsolicited_responses.try_recv().is_ok() {}
         }
         let mut report = run.report;
-        // The counters, from the checkpoints just saved.
-        for folder in folders::folders(&self.pool, mailbox).await? {
-            report.message_count += folder.messages;
-            if SpecialUse::from_stored(&folder.special_use).counts_unread() {
-                report.unread_count += folder.unseen;
-            }
-        }
+        self.counters(mailbox, &mut report).await?;
         report.disk_bytes = match run.caps.quota {
             true => self.quota(session).await,
             false => None,
         }
         .unwrap_or(messages::total_size(&self.pool, mailbox).await?);
         Ok(report)
+    }
+
+    /// The counters, from the checkpoints saved.
+    async fn counters(&self, mailbox: MailboxId, report: &mut SyncReport) -> sqlx::Result<()> {
+        for folder in folders::folders(&self.pool, mailbox).await? {
+            report.message_count += folder.messages;
+            if SpecialUse::from_stored(&folder.special_use).counts_unread() {
+                report.unread_count += folder.unseen;
+            }
+        }
+        Ok(())
     }
 
     /// Waits for one IMAP command's answer, bounded by the I/O timeout.

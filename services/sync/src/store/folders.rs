@@ -214,10 +214,14 @@ pub struct Checkpoint {
 }
 
 /// Saves what STATUS said as the folder's checkpoint, in the caller's fenced transaction;
-/// false (nothing written) when it would move the checkpoint back: another UIDVALIDITY than
-/// the folder's (a reset comes first), a lower UIDNEXT or HIGHESTMODSEQ than saved (a server
-/// that no longer reports HIGHESTMODSEQ, 0, is not held to it), or a writer of an older lease
-/// generation than the one that last wrote the folder.
+/// false (nothing written) for another UIDVALIDITY than the folder's (a reset comes first) or
+/// a writer of an older lease generation than the one that last wrote the folder (with
+/// [`super::fences::begin`], a stale holder never moves it, back or forth).
+///
+/// Within one UIDVALIDITY the checkpoint follows the server, lower values included: a server
+/// may lower HIGHESTMODSEQ or UIDNEXT (an index rebuild, `doveadm force-resync`, a restore),
+/// and a checkpoint held above the server's would hide every later flag change; the caller
+/// has made the index level with the server first ([`crate::engine`]).
 pub async fn save_checkpoint(
     conn: &mut PgConnection,
     folder: i32,
@@ -227,8 +231,7 @@ pub async fn save_checkpoint(
     let saved = sqlx::query(
         "UPDATE folders SET uid_next = $3, highest_modseq = $4, messages = $5, unseen = $6, \
          generation = $7 \
-         WHERE id = $1 AND uid_validity = $2 AND generation <= $7 AND uid_next <= $3 \
-           AND (highest_modseq <= $4 OR $4 = 0)",
+         WHERE id = $1 AND uid_validity = $2 AND generation <= $7",
     )
     .bind(folder)
     .bind(i64::from(cp.uid_validity))

@@ -1,0 +1,372 @@
+//! A stopped `mailroom` process exits, within a bound it can be given a grace period for: after
+//! SIGTERM it drains (the configured drain), lets the calls in flight finish (each within the
+//! request timeout) and stops its background work, and is gone within drain + request timeout
+//! + [`MARGIN`] — also when something it was doing hangs (here `mailroom dev` filling the
+//! demo mailboxes from a mail server that never answers). A second SIGTERM exits at once.
+//!
+//! **Needs the real binary**: these tests start `target/debug/mailroom` (or `MAILROOM_BIN`)
+//! against the stack, each on a database, topic prefix, consumer groups and ports of its own.
+//! Build it before running them: `cargo build -p mailroom` (a binary older than the code under
+//! test tests the old code).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use mailroom_tests::{create_database, StackEnv};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// Beyond the drain and the request timeout, what a stopping process may take: the calls in
+/// flight sending their answers, the background work stopping and the exit itself (the chart
+/// allows 5 s for it).
+const MARGIN: Duration = Duration::from_secs(4);
+/// The request timeout the processes run with (short, so the bound is too).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a process may take to come up and answer on every port.
+const START: Duration = Duration::from_secs(60);
+
+/// The binary under test: `MAILROOM_BIN`, else `mailroom` in the target folder this test
+/// executable was built into.
+fn mailroom_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MAILROOM_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/debug/deps/all-<hash> → target/debug/mailroom
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the target folder")
+        .join("mailroom");
+    assert!(
+        bin.is_file(),
+        "{} is missing: these tests run the real binary; build it first with `cargo build -p mailroom` (or name one in MAILROOM_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+const SERVICES: [&str; 5] = ["identity", "access", "mailboxes", "sync", "invitations"];
+
+/// One `mailroom` process of a test, killed if the test leaves it running.
+struct Process {
+    child: Child,
+    log: PathBuf,
+    ports: Vec<u16>,
+}
+
+impl Process {
+    /// Starts `mailroom <args>` on a new database and topic prefix, consumer groups and ports of
+    /// its own, with `extra` settings.
+    async fn start(args: &[&str], extra: &[(&str, String)]) -> Self {
+        let bin = mailroom_binary();
+        let env = StackEnv::load();
+        let database_url = create_database(&env.database_url).await;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let log = std::env::temp_dir().join(format!("mailroom-exit-{id}.log"));
+        let out = std::fs::File::create(&log).expect("the process's log file");
+        let err = out.try_clone().expect("the log file again");
+        let mut command = Command::new(&bin);
+        command
+            .args(args)
+            .env("DATABASE_URL", &database_url)
+            .env("REDIS_URL", &env.redis_url)
+            .env("KAFKA_BROKERS", &env.kafka_brokers)
+            .env("MAILROOM_KAFKA_TOPIC_PREFIX", format!("tests.exit{id}"))
+            .env("MAILROOM_KAFKA_PARTITIONS", "2")
+            .env("MAILROOM_LISTEN_HOST", "127.0.0.1")
+            .env("MAILROOM_METRICS_ENABLED", "false")
+            .env("MAILROOM_LOG_FORMAT", "pretty")
+            .env("RUST_LOG", "info")
+            .env("MAILROOM_DB_MAX_CONNECTIONS", "4")
+            .env("MAILROOM_REVOCATIONS_CATCH_UP_MS", "3000")
+            .env(
+                "MAILROOM_REQUEST_TIMEOUT_MS",
+                REQUEST_TIMEOUT.as_millis().to_string(),
+            )
+            .env("MAILROOM_SYNC__WORKER_GROUP", format!("exit{id}-workers"))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
+        for (service, port) in SERVICES.iter().zip(&ports) {
+            let upper = service.to_uppercase();
+            command
+                .env(format!("MAILROOM_{upper}__PORT"), port.to_string())
+                .env(
+                    format!("MAILROOM_{upper}__CONSUMER_GROUP"),
+                    format!("exit{id}-{service}"),
+                );
+        }
+        let endpoint = |service: &str| {
+            let at = SERVICES.iter().position(|s| *s == service).unwrap_or(0);
+            format!("http://127.0.0.1:{}", ports[at])
+        };
+        for (service, peers) in [
+            ("access", &["identity"][..]),
+            ("mailboxes", &["identity", "access"][..]),
+            ("invitations", &["identity", "access"][..]),
+            ("sync", &["identity", "access", "mailboxes"][..]),
+        ] {
+            for peer in peers {
+                command.env(
+                    format!(
+                        "MAILROOM_{}__{}_ENDPOINT",
+                        service.to_uppercase(),
+                        peer.to_uppercase()
+                    ),
+                    endpoint(peer),
+                );
+            }
+        }
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", bin.display()));
+        Self { child, log, ports }
+    }
+
+    /// Waits until every service answers on its port (health, whatever it says).
+    async fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + START;
+        for port in self.ports.clone() {
+            loop {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!(
+                        "mailroom exited ({status}) before it served:\n{}",
+                        self.log_tail()
+                    );
+                }
+                if answers(port).await {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "mailroom did not answer on port {port} within {START:?}:\n{}",
+                    self.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; how long it took and how it ended, or
+    /// None if it is still running.
+    async fn exited_within(&mut self, limit: Duration) -> Option<(Duration, ExitStatus)> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((started.elapsed(), status));
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The end of what the process logged.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether something answers gRPC health on `port`.
+async fn answers(port: u16) -> bool {
+    let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok()
+}
+
+/// What `mailroom serve` needs that `mailroom dev` sets itself: keys, and each calling
+/// service's own credential at identity.
+fn serve_settings() -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    // Any 32 bytes: keys for this test's processes only.
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let mut settings = vec![
+        ("MAILROOM_IDENTITY__SIGNING_KEYS", key.clone()),
+        ("MAILROOM_MAILBOXES__SEALING_KEYS", format!("exit:{key}")),
+    ];
+    for (at_identity, own, secret) in [
+        (
+            "MAILROOM_IDENTITY__SERVICE_CLIENTS__MAILBOXES",
+            "MAILROOM_MAILBOXES__SERVICE_CLIENT_SECRET",
+            "exit-mailboxes-secret",
+        ),
+        (
+            "MAILROOM_IDENTITY__SERVICE_CLIENTS__SYNC",
+            "MAILROOM_SYNC__SERVICE_CLIENT_SECRET",
+            "exit-sync-secret",
+        ),
+        (
+            "MAILROOM_IDENTITY__SERVICE_CLIENTS__INVITATIONS",
+            "MAILROOM_INVITATIONS__SERVICE_CLIENT_SECRET",
+            "exit-invitations-secret",
+        ),
+    ] {
+        settings.push((at_identity, secret.to_owned()));
+        settings.push((own, secret.to_owned()));
+    }
+    settings
+}
+
+/// A mail server that accepts connections and never says a word.
+async fn silent_mail_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (connected, connections) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+            let _ = connected.send(());
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailroom_dev_stopped_while_its_mail_server_hangs_exits_within_its_limit() {
+    let (imap, mut connections) = silent_mail_server().await;
+    let mut dev = Process::start(
+        &["dev"],
+        &[
+            ("MAILROOM_IMAP_ADDR", imap.to_string()),
+            ("MAILROOM_SHUTDOWN_DRAIN_MS", "0".to_owned()),
+        ],
+    )
+    .await;
+    dev.wait_until_serving().await;
+    // The demo data is being seeded: the first mailbox is being filled from the mail server,
+    // which does not answer.
+    tokio::time::timeout(START, connections.recv())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "mailroom dev never reached the mail server:\n{}",
+                dev.log_tail()
+            )
+        });
+    let limit = REQUEST_TIMEOUT + MARGIN;
+    dev.signal(libc::SIGTERM);
+    let Some((took, status)) = dev.exited_within(limit).await else {
+        panic!(
+            "mailroom dev was still running {limit:?} after SIGTERM (drain 0 + request timeout {REQUEST_TIMEOUT:?} + {MARGIN:?}); its log ends:\n{}",
+            dev.log_tail()
+        );
+    };
+    eprintln!(
+        "[exit] mailroom dev, its mail server hung: exited {took:?} after SIGTERM ({status})"
+    );
+    assert!(
+        status.success(),
+        "mailroom dev stopped by SIGTERM exited with {status}, not cleanly:\n{}",
+        dev.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailroom_serve_all_drains_then_exits_within_its_limit() {
+    const DRAIN: Duration = Duration::from_millis(1500);
+    let mut settings = serve_settings();
+    settings.push(("MAILROOM_SHUTDOWN_DRAIN_MS", DRAIN.as_millis().to_string()));
+    let mut process = Process::start(&["serve", "all"], &settings).await;
+    process.wait_until_serving().await;
+    // Background work running (consumers in their groups, relays, the sync's scheduler).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let limit = DRAIN + REQUEST_TIMEOUT + MARGIN;
+    process.signal(libc::SIGTERM);
+    let Some((took, status)) = process.exited_within(limit).await else {
+        panic!(
+            "mailroom serve all was still running {limit:?} after SIGTERM (drain {DRAIN:?} + request timeout {REQUEST_TIMEOUT:?} + {MARGIN:?}); its log ends:\n{}",
+            process.log_tail()
+        );
+    };
+    eprintln!("[exit] mailroom serve all: exited {took:?} after SIGTERM ({status})");
+    assert!(
+        took >= DRAIN,
+        "it exited {took:?} after SIGTERM, before its drain of {DRAIN:?} was over"
+    );
+    assert!(
+        status.success(),
+        "mailroom serve all stopped by SIGTERM exited with {status}, not cleanly:\n{}",
+        process.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_exits_at_once() {
+    // A drain far longer than the test: only the second signal can end it.
+    let mut settings = serve_settings();
+    settings.push(("MAILROOM_SHUTDOWN_DRAIN_MS", "120000".to_owned()));
+    let mut process = Process::start(&["serve", "identity,access"], &settings).await;
+    process.ports.truncate(2);
+    process.wait_until_serving().await;
+    process.signal(libc::SIGTERM);
+    assert!(
+        process
+            .exited_within(Duration::from_secs(1))
+            .await
+            .is_none(),
+        "the process did not drain after the first SIGTERM:\n{}",
+        process.log_tail()
+    );
+    process.signal(libc::SIGTERM);
+    let Some((took, status)) = process.exited_within(Duration::from_secs(2)).await else {
+        panic!(
+            "a second SIGTERM did not end the draining process within 2 s:\n{}",
+            process.log_tail()
+        );
+    };
+    eprintln!("[exit] second SIGTERM: exited {took:?} after it ({status})");
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "a process ended by a second SIGTERM says so in its exit status"
+    );
+}
