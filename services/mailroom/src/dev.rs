@@ -74,6 +74,23 @@ pub async fn run() -> anyhow::Result<()> {
                 secret,
             ));
     }
+    // Under a topic prefix of its own, a dev stack's consumer groups are its own too: groups
+    // named as every other stack's would be joined by all of them, each rebalancing (or, one
+    // wedged, stalling) the others' consumers, on topics none of them shares.
+    let prefix: Option<String> = figment.extract_inner("kafka_topic_prefix").ok();
+    if let Some(prefix) = prefix.filter(|p| p != mailroom_platform::kafka::DEFAULT_TOPIC_PREFIX) {
+        for service in Service::ALL {
+            let name = service.name();
+            figment = figment.join(Serialized::default(
+                &format!("{name}.consumer_group"),
+                format!("{prefix}-{name}"),
+            ));
+        }
+        figment = figment.join(Serialized::default(
+            "sync.worker_group",
+            format!("{prefix}-sync-workers"),
+        ));
+    }
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry =
         mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);

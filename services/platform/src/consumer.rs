@@ -194,7 +194,12 @@ pub async fn run_until_shutdown(
 ) {
     let consuming = async {
         while !shutdown.is_cancelled() {
-            if let Err(err) = kafka.ensure_topics(&topics).await {
+            // Creating topics waits seconds on a broker that does not answer: not past a stop.
+            let ensured = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ensured = kafka.ensure_topics(&topics) => ensured,
+            };
+            if let Err(err) = ensured {
                 tracing::warn!(%err, consumer = %group, "could not ensure the topics; subscribing anyway");
             }
             let result = match kafka.consumer(&group) {

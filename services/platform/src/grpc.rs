@@ -94,13 +94,19 @@ pub async fn serve(
     // it answers, and follows it while it serves — through the drain too, until it has stopped.
     let serving = CancellationToken::new();
     let _stop_following = serving.clone().drop_guard();
-    verifier
-        .follow_revocations(
-            crate::kafka::KafkaSettings::from_config(config),
-            config.revocations_catch_up(),
-            serving,
-        )
-        .await;
+    let following = verifier.follow_revocations(
+        crate::kafka::KafkaSettings::from_config(config),
+        config.revocations_catch_up(),
+        serving,
+    );
+    // A stop during the wait ends the wait, not the following: polled first, the follower is
+    // started before the stop is looked at, and the verifier refuses tokens until it has read
+    // the topic, through the drain too.
+    tokio::select! {
+        biased;
+        () = following => {}
+        _ = shutdown.cancelled() => {}
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     // Liveness: SERVING for as long as the process answers at all, whatever readiness says
     // (not caught up, draining): restarting a replica that is only behind would make it read

@@ -328,7 +328,12 @@ impl Relay {
     /// Publishes until `shutdown` (the process stopping, or the leader's session lost).
     async fn lead(&self, shutdown: &CancellationToken) {
         let mut producer: Option<FutureProducer> = None;
-        if let Err(err) = self.kafka.ensure_topics(&self.topics).await {
+        // Creating topics waits seconds on a broker that does not answer: not past a stop.
+        let ensured = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ensured = self.kafka.ensure_topics(&self.topics) => ensured,
+        };
+        if let Err(err) = ensured {
             tracing::warn!(%err, "topics could not be ensured; publishing will retry");
         }
         let mut wakeups = Wakeups::new(&self.pool, &self.schema);
@@ -382,7 +387,11 @@ impl Relay {
                         return;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if let Err(err) = self.kafka.ensure_topics(&self.topics).await {
+                    let ensured = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        ensured = self.kafka.ensure_topics(&self.topics) => ensured,
+                    };
+                    if let Err(err) = ensured {
                         tracing::debug!(%err, "topics not ensured yet");
                     }
                 }

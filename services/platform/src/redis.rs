@@ -54,7 +54,15 @@ pub enum RedisError {
 /// which does not need Redis up at start.)
 pub async fn connect(url: &SecretString) -> Result<ConnectionManager, RedisError> {
     let client = redis::Client::open(url.expose_secret()).map_err(RedisError::Connect)?;
-    let mut conn = ConnectionManager::new(client)
+    // Bounded like a RedisLink's: a command Redis does not answer fails after
+    // COMMAND_DEADLINE, and reconnecting after Redis comes back is tried again and again
+    // rather than left hanging (a chaos test saw the default manager stuck after a restart).
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(CONNECT_DEADLINE)
+        .set_response_timeout(COMMAND_DEADLINE)
+        .set_number_of_retries(1)
+        .set_max_delay(250);
+    let mut conn = ConnectionManager::new_with_config(client, config)
         .await
         .map_err(RedisError::Connect)?;
     check_version(&mut conn).await?;

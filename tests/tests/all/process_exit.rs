@@ -1,8 +1,9 @@
 //! A stopped `mailroom` process exits, within a bound it can be given a grace period for: after
 //! SIGTERM it drains (the configured drain), lets the calls in flight finish (each within the
-//! request timeout) and stops its background work, and is gone within drain + request timeout
-//! + [`MARGIN`] — also when something it was doing hangs (here `mailroom dev` filling the
-//! demo mailboxes from a mail server that never answers). A second SIGTERM exits at once.
+//! request timeout) and stops its background work, and is gone within the drain, the request
+//! timeout and [`MARGIN`] — also when something it was doing hangs: `mailroom dev` filling the
+//! demo mailboxes from a mail server that never answers, services whose Kafka broker never
+//! answers. A second SIGTERM exits at once.
 //!
 //! **Needs the real binary**: these tests start `target/debug/mailroom` (or `MAILROOM_BIN`)
 //! against the stack, each on a database, topic prefix, consumer groups and ports of its own.
@@ -58,7 +59,8 @@ fn free_port() -> u16 {
 
 const SERVICES: [&str; 5] = ["identity", "access", "mailboxes", "sync", "invitations"];
 
-/// One `mailroom` process of a test, killed if the test leaves it running.
+/// One `mailroom` process of a test, killed if the test leaves it running; its log (in the
+/// temporary folder) is kept when the test fails.
 struct Process {
     child: Child,
     log: PathBuf,
@@ -198,6 +200,10 @@ impl Drop for Process {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // The log is kept when the test failed (its message quotes the end of it).
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -253,8 +259,8 @@ fn serve_settings() -> Vec<(&'static str, String)> {
     settings
 }
 
-/// A mail server that accepts connections and never says a word.
-async fn silent_mail_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+/// A server (a mail server, a broker) that accepts connections and never says a word.
+async fn silent_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -272,7 +278,7 @@ async fn silent_mail_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiv
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mailroom_dev_stopped_while_its_mail_server_hangs_exits_within_its_limit() {
-    let (imap, mut connections) = silent_mail_server().await;
+    let (imap, mut connections) = silent_server().await;
     let mut dev = Process::start(
         &["dev"],
         &[
@@ -368,5 +374,33 @@ async fn a_second_sigterm_exits_at_once() {
         status.code(),
         Some(128 + libc::SIGTERM),
         "a process ended by a second SIGTERM says so in its exit status"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailroom_serve_all_whose_broker_hangs_exits_within_its_limit() {
+    // Every consumer, relay and the revocations follower waits on a broker that accepts
+    // connections and never answers.
+    let (broker, _connections) = silent_server().await;
+    let mut settings = serve_settings();
+    settings.push(("KAFKA_BROKERS", broker.to_string()));
+    let mut process = Process::start(&["serve", "all"], &settings).await;
+    process.wait_until_serving().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let limit = REQUEST_TIMEOUT + MARGIN;
+    process.signal(libc::SIGTERM);
+    let Some((took, status)) = process.exited_within(limit).await else {
+        panic!(
+            "mailroom serve all, its broker hung, was still running {limit:?} after SIGTERM (drain 0 + request timeout {REQUEST_TIMEOUT:?} + {MARGIN:?}); its log ends:\n{}",
+            process.log_tail()
+        );
+    };
+    eprintln!(
+        "[exit] mailroom serve all, its broker hung: exited {took:?} after SIGTERM ({status})"
+    );
+    assert!(
+        status.success(),
+        "mailroom serve all stopped by SIGTERM exited with {status}, not cleanly:\n{}",
+        process.log_tail()
     );
 }

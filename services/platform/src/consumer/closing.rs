@@ -26,6 +26,7 @@ impl Closing {
             return;
         };
         let started = tokio::time::Instant::now();
+        tracing::debug!(consumer = name, "closing the consumer (leaving its group)");
         if let Err(err) = tokio::task::spawn_blocking(move || drop(consumer)).await {
             tracing::warn!(%err, consumer = name, "closing the consumer failed");
         }
