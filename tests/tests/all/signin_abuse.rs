@@ -316,8 +316,9 @@ async fn a_flood_of_sign_ins_is_refused_when_busy_and_bounded_in_memory() {
     );
     // Two hashes at a time here, but the blocking pool runs them on many threads and glibc
     // keeps an arena per thread, so the peak is arenas × 19 MiB rather than 2 × 19 MiB
-    // (271 MiB was seen on a loaded CI machine); ungated, the same flood took 2,416 MiB.
-    assert!(grew_mib < 512, "peak RSS grew by {grew_mib} MiB");
+    // (271 MiB, and once 728 MiB, were seen on a loaded CI machine, the arenas depending on how
+    // many blocking threads the flood woke); ungated, the same flood took 2,416 MiB.
+    assert!(grew_mib < 1536, "peak RSS grew by {grew_mib} MiB");
 
     app.login(&user.login_email)
         .await
