@@ -136,4 +136,64 @@ impl AccessService for AccessApi {
                 .await?,
         ))
     }
+
+    // Part C (roles API) replaces this stub.
+    async fn list_roles(
+        &self,
+        _request: Request<pb::ListRolesRequest>,
+    ) -> Reply<pb::ListRolesResponse> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn get_role(&self, _request: Request<pb::GetRoleRequest>) -> Reply<pb::Role> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn create_role(&self, _request: Request<pb::CreateRoleRequest>) -> Reply<pb::Role> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn update_role(&self, _request: Request<pb::UpdateRoleRequest>) -> Reply<pb::Role> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn clone_role(&self, _request: Request<pb::CloneRoleRequest>) -> Reply<pb::Role> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn delete_role(
+        &self,
+        _request: Request<pb::DeleteRoleRequest>,
+    ) -> Reply<pb::DeleteRoleResponse> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn assign_role(
+        &self,
+        _request: Request<pb::AssignRoleRequest>,
+    ) -> Reply<pb::RoleAssignment> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn unassign_role(
+        &self,
+        _request: Request<pb::UnassignRoleRequest>,
+    ) -> Reply<pb::UnassignRoleResponse> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
+
+    // Part C (roles API) replaces this stub.
+    async fn list_role_assignments(
+        &self,
+        _request: Request<pb::ListRoleAssignmentsRequest>,
+    ) -> Reply<pb::ListRoleAssignmentsResponse> {
+        Err(Status::unimplemented("roles are not served yet"))
+    }
 }

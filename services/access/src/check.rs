@@ -70,6 +70,7 @@ fn check_one(
     let resource = wire::parse_resource(permission, req.resource.as_ref())?;
     let checked_at = Some(wire::revision_token(state.revision()));
     let no = |reason: String| pb::CheckResponse {
+        granted_by: None,
         allowed: false,
         path: Vec::new(),
         checked_at: checked_at.clone(),
@@ -98,6 +99,7 @@ fn check_one(
     };
     if !req.explain {
         return Ok(pb::CheckResponse {
+            granted_by: None,
             allowed: graph.check(subject, permission, mailbox)?,
             path: Vec::new(),
             checked_at,
@@ -106,6 +108,7 @@ fn check_one(
     }
     Ok(match graph.explain(subject, permission, mailbox)? {
         Some(why) => pb::CheckResponse {
+            granted_by: None,
             allowed: true,
             path: why
                 .path

@@ -18,6 +18,12 @@ pub enum AccessError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A role name already taken in the organisation.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A stale etag: the resource changed since it was read.
+    #[error("{0}")]
+    Aborted(String),
     /// Something this service is waiting to learn (from identity's events, say); retrying
     /// shortly is the fix.
     #[error("{0}")]
@@ -50,6 +56,8 @@ impl ApiError for AccessError {
             PermissionDenied(_) => ErrorKind::PermissionDenied,
             NotFound(_) => ErrorKind::NotFound,
             FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Aborted(_) => ErrorKind::Aborted,
             NotYetAt { .. } | DbUnavailable(_) | Unavailable(_) => ErrorKind::Unavailable,
             Db(err) => mailroom_platform::error::db_kind(err),
             Internal(_) => ErrorKind::Internal,

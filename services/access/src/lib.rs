@@ -35,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod graph;
 pub mod identity_events;
+pub mod legacy;
 pub mod list;
 pub mod lookup;
 pub mod mailbox_events;
@@ -58,7 +59,7 @@ use mailroom_platform::proto::access::v1 as pb;
 use sqlx::migrate::Migrator;
 
 pub use config::AccessConfig;
-pub use graph::{Explanation, MailboxScope, OrgGraph};
+pub use graph::{Explanation, HeldRole, MailboxScope, OrgGraph, RoleGrant};
 pub use model::{Audience, ReadAccessGrants, Relationship, Settings};
 pub use replica::Replica;
 pub use service::Access;

@@ -76,6 +76,12 @@ impl State {
                 self.user_org.insert(*user, org);
             }
             Change::Settings(settings) => graph.set_settings(*settings),
+            Change::RoleCreated { role, .. } | Change::RoleUpdated { role, .. } => {
+                graph.put_role(role.clone())
+            }
+            Change::RoleDeleted { role, .. } => {
+                graph.remove_role(*role);
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use mailroom_types::{MailboxId, OrgId, Permission, UserId};
 use uuid::Uuid;
 
 use crate::error::{AccessError, Result};
-use crate::model::{Audience, ReadAccessGrants, Relationship, Settings};
+use crate::model::{Assignee, Audience, ReadAccessGrants, Relationship, Settings};
 
 const FORMS: &str = "org#admin@user, org#mailbox_manager@user, org#inviter@user, \
                      org#inviter@org#member, department#head@user, department#parent@department, \
@@ -157,6 +157,26 @@ pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Optio
         "user#member@department" => (Relationship::Member(r()?.into(), s()?.into()), None),
         "mailbox#owner@user" => (Relationship::Owner(r()?.into(), s()?.into()), None),
         "mailbox#reader@user" => (Relationship::Reader(r()?.into(), s()?.into()), None),
+        "role#assignee@user" => (
+            Relationship::Assignee(r()?.into(), Assignee::User(s()?.into())),
+            None,
+        ),
+        "role#assignee@department#member" => (
+            Relationship::Assignee(r()?.into(), Assignee::Members(s()?.into())),
+            None,
+        ),
+        "role#assignee@department#all_members" => (
+            Relationship::Assignee(r()?.into(), Assignee::Tree(s()?.into())),
+            None,
+        ),
+        "role#assignee@org#head" => (
+            Relationship::Assignee(r()?.into(), Assignee::Heads),
+            Some(s()?.into()),
+        ),
+        "role#assignee@org#everyone_else" => (
+            Relationship::Assignee(r()?.into(), Assignee::EveryoneElse),
+            Some(s()?.into()),
+        ),
         other => {
             return Err(invalid(format!(
                 "`{}` is not a relationship access knows; forms: {FORMS}",
@@ -194,6 +214,16 @@ pub fn relationship_to_proto(org: OrgId, rel: Relationship) -> pb::Relationship 
         Relationship::Member(u, d) => (object("user", u), "member", object("department", d), ""),
         Relationship::Owner(m, u) => (object("mailbox", m), "owner", object("user", u), ""),
         Relationship::Reader(m, u) => (object("mailbox", m), "reader", object("user", u), ""),
+        Relationship::Assignee(r, a) => {
+            let (subject, subject_relation) = match a {
+                Assignee::User(u) => (object("user", u), ""),
+                Assignee::Members(d) => (object("department", d), "member"),
+                Assignee::Tree(d) => (object("department", d), "all_members"),
+                Assignee::Heads => (object("org", org), "head"),
+                Assignee::EveryoneElse => (object("org", org), "everyone_else"),
+            };
+            (object("role", r), "assignee", subject, subject_relation)
+        }
     };
     pb::Relationship {
         resource: Some(resource),

@@ -99,7 +99,10 @@ impl Reference {
         match p {
             Permission::MailboxView => owner
                 .is_some_and(|o| modify(o) || self.in_audience(u, s.view_mailbox_list, Some(o))),
-            Permission::MailboxModify | Permission::MailboxSync => owner.is_some_and(modify),
+            Permission::MailboxModify | Permission::MailboxSync | Permission::MailboxConnect => {
+                owner.is_some_and(modify)
+            }
+            Permission::MailboxGrantRead => false,
             Permission::MailboxReadMail => owner == Some(u) || self.has(Reader(m, u)),
             Permission::OrgInvite => self.has(Inviter(u)) || self.in_audience(u, s.invite, None),
             Permission::OrgRegisterUsers | Permission::OrgManagePermissions => self.has(Admin(u)),

@@ -137,6 +137,10 @@ typed_id!(
     /// A quick-registration link.
     RegistrationLinkId
 );
+typed_id!(
+    /// An access-control role of an organisation (a named set of scoped permissions).
+    RoleId
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,8 @@ pub mod ids;
 pub mod permission;
 pub mod seats;
 
-pub use ids::{DepartmentId, IdError, InvitationId, MailboxId, OrgId, RegistrationLinkId, UserId};
+pub use ids::{
+    DepartmentId, IdError, InvitationId, MailboxId, OrgId, RegistrationLinkId, RoleId, UserId,
+};
 pub use permission::{Permission, UnknownPermission};
 pub use seats::Seats;

@@ -15,6 +15,11 @@ pub enum Permission {
     MailboxReadMail,
     /// Ask for a sync now.
     MailboxSync,
+    /// Connect a mailbox for its owner (asked about the owner-to-be; owners connecting their
+    /// own mailbox need it too).
+    MailboxConnect,
+    /// Add or remove readers of the mailbox.
+    MailboxGrantRead,
     /// Invite people to the organisation.
     OrgInvite,
     /// Register people directly, and make or approve quick-registration links.
@@ -25,17 +30,19 @@ pub enum Permission {
 
 /// A permission name nobody knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown permission `{name}`; known: mailbox.view, mailbox.modify, mailbox.read_mail, mailbox.sync, org.invite, org.register_users, org.manage_permissions")]
+#[error("unknown permission `{name}`; known: mailbox.view, mailbox.modify, mailbox.read_mail, mailbox.sync, mailbox.connect, mailbox.grant_read, org.invite, org.register_users, org.manage_permissions")]
 pub struct UnknownPermission {
     pub name: String,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 9] = [
         Permission::MailboxView,
         Permission::MailboxModify,
         Permission::MailboxReadMail,
         Permission::MailboxSync,
+        Permission::MailboxConnect,
+        Permission::MailboxGrantRead,
         Permission::OrgInvite,
         Permission::OrgRegisterUsers,
         Permission::OrgManagePermissions,
@@ -52,6 +59,8 @@ impl Permission {
             Permission::MailboxModify => "mailbox.modify",
             Permission::MailboxReadMail => "mailbox.read_mail",
             Permission::MailboxSync => "mailbox.sync",
+            Permission::MailboxConnect => "mailbox.connect",
+            Permission::MailboxGrantRead => "mailbox.grant_read",
             Permission::OrgInvite => "org.invite",
             Permission::OrgRegisterUsers => "org.register_users",
             Permission::OrgManagePermissions => "org.manage_permissions",
@@ -66,6 +75,8 @@ impl Permission {
                 | Permission::MailboxModify
                 | Permission::MailboxReadMail
                 | Permission::MailboxSync
+                | Permission::MailboxConnect
+                | Permission::MailboxGrantRead
         )
     }
 }

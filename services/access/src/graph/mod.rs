@@ -11,7 +11,10 @@
 //!   which users, how far a permission reaches).
 
 mod permissions;
+mod roles;
 mod supervision;
+
+pub use roles::HeldRole;
 
 use std::collections::{HashMap, HashSet};
 
@@ -40,6 +43,7 @@ pub struct OrgGraph {
     owned: HashMap<UserId, HashSet<MailboxId>>,
     readers: HashMap<MailboxId, HashSet<UserId>>,
     reads: HashMap<UserId, HashSet<MailboxId>>,
+    roles: roles::RoleIndex,
 }
 
 fn add<K: std::hash::Hash + Eq, V: std::hash::Hash + Eq>(
@@ -97,9 +101,8 @@ impl OrgGraph {
             Relationship::MailboxManager(u) => self.managers.insert(u),
             Relationship::Inviter(u) => self.inviters.insert(u),
             Relationship::EveryoneInvites => {
-                let changed = self.settings.invite != Audience::Everyone;
                 self.settings.invite = Audience::Everyone;
-                changed
+                !std::mem::replace(&mut self.roles.everyone_invites, true)
             }
             Relationship::Head(d, u) => {
                 add(&mut self.headed_by, u, d);
@@ -134,6 +137,7 @@ impl OrgGraph {
                 add(&mut self.reads, u, m);
                 add(&mut self.readers, m, u)
             }
+            Relationship::Assignee(role, who) => self.roles.assign(role, who),
         })
     }
 
@@ -144,11 +148,8 @@ impl OrgGraph {
             Relationship::MailboxManager(u) => self.managers.remove(&u),
             Relationship::Inviter(u) => self.inviters.remove(&u),
             Relationship::EveryoneInvites => {
-                if self.settings.invite != Audience::Everyone {
-                    return false;
-                }
                 self.settings.invite = Audience::Admins;
-                true
+                std::mem::replace(&mut self.roles.everyone_invites, false)
             }
             Relationship::Head(d, u) => {
                 remove(&mut self.headed_by, &u, &d);
@@ -176,6 +177,7 @@ impl OrgGraph {
                 remove(&mut self.reads, &u, &m);
                 remove(&mut self.readers, &m, &u)
             }
+            Relationship::Assignee(role, who) => self.roles.unassign(role, who),
         }
     }
 
@@ -245,5 +247,16 @@ pub struct MailboxScope {
 pub struct Explanation {
     /// From the resource towards the subject.
     pub path: Vec<Relationship>,
-    pub reason: &'static str,
+    pub reason: String,
+    /// The role that granted it, when one did (not for owners and readers).
+    pub granted_by: Option<RoleGrant>,
+}
+
+/// Which role granted a permission, at which scope, through which assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleGrant {
+    pub role: mailroom_types::RoleId,
+    pub scope: crate::model::Scope,
+    /// `role#assignee@…`, or `org#admin@user` for Administrator.
+    pub assignment: Relationship,
 }

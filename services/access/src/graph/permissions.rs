@@ -55,9 +55,11 @@ impl OrgGraph {
                         || self.in_audience(user, s.modify_mailboxes, owner)
                         || self.in_audience(user, s.view_mailbox_list, owner))
             }
-            Permission::MailboxModify | Permission::MailboxSync => {
+            Permission::MailboxModify | Permission::MailboxSync | Permission::MailboxConnect => {
                 owner.is_some() && (is_owner || self.in_audience(user, s.modify_mailboxes, owner))
             }
+            // Part A (roles engine) replaces this stub.
+            Permission::MailboxGrantRead => false,
             Permission::MailboxReadMail => {
                 is_owner
                     || mailbox
@@ -86,8 +88,13 @@ impl OrgGraph {
         }
         let s = &self.settings;
         let owner = mailbox.and_then(|m| self.owner.get(&m).copied().map(|o| (m, o)));
-        let explanation =
-            |path: Vec<Relationship>, reason: &'static str| Ok(Some(Explanation { path, reason }));
+        let explanation = |path: Vec<Relationship>, reason: &'static str| {
+            Ok(Some(Explanation {
+                path,
+                reason: reason.to_string(),
+                granted_by: None,
+            }))
+        };
         if let Some((m, o)) = owner {
             if o == user && permission.on_mailbox() {
                 return explanation(vec![Relationship::Owner(m, o)], "owns the mailbox");
@@ -101,7 +108,11 @@ impl OrgGraph {
                     "was granted read access to the mailbox",
                 )
             }
-            Permission::MailboxView | Permission::MailboxModify | Permission::MailboxSync => {
+            Permission::MailboxView
+            | Permission::MailboxModify
+            | Permission::MailboxSync
+            | Permission::MailboxConnect
+            | Permission::MailboxGrantRead => {
                 let Some((m, o)) = owner else {
                     return Ok(None);
                 };
@@ -254,9 +265,10 @@ impl OrgGraph {
             (Permission::MailboxView, Some(o)) => {
                 self.audience_users(s.view_mailbox_list.max(s.modify_mailboxes), o, &mut out)
             }
-            (Permission::MailboxModify | Permission::MailboxSync, Some(o)) => {
-                self.audience_users(s.modify_mailboxes, o, &mut out)
-            }
+            (
+                Permission::MailboxModify | Permission::MailboxSync | Permission::MailboxConnect,
+                Some(o),
+            ) => self.audience_users(s.modify_mailboxes, o, &mut out),
             _ => {}
         }
         out.retain(|u| self.active(u));

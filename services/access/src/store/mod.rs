@@ -19,13 +19,13 @@
 pub mod changelog;
 mod writer;
 
-use mailroom_types::{DepartmentId, MailboxId, OrgId, UserId};
+use mailroom_types::{DepartmentId, MailboxId, OrgId, RoleId, UserId};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Audience, ReadAccessGrants, Relationship, Settings};
+use crate::model::{Assignee, Audience, ReadAccessGrants, Relationship, RoleDef, Settings};
 
 pub use writer::Writer;
 
@@ -41,6 +41,18 @@ pub enum Kind {
     Member,
     Owner,
     Reader,
+    /// `role#assignee@user` (object: role, subject: user)
+    Assignee,
+    /// `role#assignee@department#member` (object: role, subject: department)
+    AssigneeMembers,
+    /// `role#assignee@department#all_members` (object: role, subject: department)
+    AssigneeTree,
+    /// `role#assignee@org#head` (object: role, subject: organisation)
+    AssigneeHeads,
+    /// `role#assignee@org#everyone_else` (object: role, subject: organisation)
+    AssigneeEveryoneElse,
+    /// `org#inviter@org#member`: identity lets everyone invite (object and subject: org)
+    EveryoneInvites,
 }
 
 impl Kind {
@@ -54,6 +66,12 @@ impl Kind {
             Kind::Member => "member",
             Kind::Owner => "owner",
             Kind::Reader => "reader",
+            Kind::Assignee => "assignee",
+            Kind::AssigneeMembers => "assignee_members",
+            Kind::AssigneeTree => "assignee_tree",
+            Kind::AssigneeHeads => "assignee_heads",
+            Kind::AssigneeEveryoneElse => "assignee_everyone_else",
+            Kind::EveryoneInvites => "everyone_invites",
         }
     }
 
@@ -67,6 +85,12 @@ impl Kind {
             "member" => Kind::Member,
             "owner" => Kind::Owner,
             "reader" => Kind::Reader,
+            "assignee" => Kind::Assignee,
+            "assignee_members" => Kind::AssigneeMembers,
+            "assignee_tree" => Kind::AssigneeTree,
+            "assignee_heads" => Kind::AssigneeHeads,
+            "assignee_everyone_else" => Kind::AssigneeEveryoneElse,
+            "everyone_invites" => Kind::EveryoneInvites,
             _ => return None,
         })
     }
@@ -84,7 +108,26 @@ impl Kind {
             Relationship::Member(..) => Kind::Member,
             Relationship::Owner(..) => Kind::Owner,
             Relationship::Reader(..) => Kind::Reader,
+            Relationship::Assignee(_, a) => match a {
+                Assignee::User(_) => Kind::Assignee,
+                Assignee::Members(_) => Kind::AssigneeMembers,
+                Assignee::Tree(_) => Kind::AssigneeTree,
+                Assignee::Heads => Kind::AssigneeHeads,
+                Assignee::EveryoneElse => Kind::AssigneeEveryoneElse,
+            },
         })
+    }
+
+    /// Role assignments: written by AssignRole/UnassignRole, not WriteRelationships.
+    pub fn is_assignment(self) -> bool {
+        matches!(
+            self,
+            Kind::Assignee
+                | Kind::AssigneeMembers
+                | Kind::AssigneeTree
+                | Kind::AssigneeHeads
+                | Kind::AssigneeEveryoneElse
+        )
     }
 
     /// Relations mirrored from identity's events; the API cannot write them.
@@ -122,6 +165,16 @@ impl Row {
             Relationship::Member(u, d) => (Kind::Member, u.into_uuid(), d.into_uuid()),
             Relationship::Owner(m, u) => (Kind::Owner, m.into_uuid(), u.into_uuid()),
             Relationship::Reader(m, u) => (Kind::Reader, m.into_uuid(), u.into_uuid()),
+            Relationship::Assignee(r, a) => {
+                let r = r.into_uuid();
+                match a {
+                    Assignee::User(u) => (Kind::Assignee, r, u.into_uuid()),
+                    Assignee::Members(d) => (Kind::AssigneeMembers, r, d.into_uuid()),
+                    Assignee::Tree(d) => (Kind::AssigneeTree, r, d.into_uuid()),
+                    Assignee::Heads => (Kind::AssigneeHeads, r, org.into_uuid()),
+                    Assignee::EveryoneElse => (Kind::AssigneeEveryoneElse, r, org.into_uuid()),
+                }
+            }
         };
         Some(Row {
             kind,
@@ -157,6 +210,25 @@ impl Row {
             Kind::Reader => {
                 Relationship::Reader(MailboxId::from_uuid(object), UserId::from_uuid(subject))
             }
+            Kind::Assignee => Relationship::Assignee(
+                RoleId::from_uuid(object),
+                Assignee::User(UserId::from_uuid(subject)),
+            ),
+            Kind::AssigneeMembers => Relationship::Assignee(
+                RoleId::from_uuid(object),
+                Assignee::Members(DepartmentId::from_uuid(subject)),
+            ),
+            Kind::AssigneeTree => Relationship::Assignee(
+                RoleId::from_uuid(object),
+                Assignee::Tree(DepartmentId::from_uuid(subject)),
+            ),
+            Kind::AssigneeHeads => {
+                Relationship::Assignee(RoleId::from_uuid(object), Assignee::Heads)
+            }
+            Kind::AssigneeEveryoneElse => {
+                Relationship::Assignee(RoleId::from_uuid(object), Assignee::EveryoneElse)
+            }
+            Kind::EveryoneInvites => Relationship::EveryoneInvites,
         }
     }
 }
@@ -167,8 +239,27 @@ impl Row {
 pub enum Change {
     Write(Row),
     Delete(Row),
-    User { user: UserId, active: bool },
+    User {
+        user: UserId,
+        active: bool,
+    },
+    /// Legacy (before roles): decoded so old records still read, then ignored.
     Settings(Settings),
+    /// A role was made (by CreateRole, CloneRole, or as an organisation's default).
+    RoleCreated {
+        role: RoleDef,
+        cloned_from: Option<RoleId>,
+    },
+    /// A role's name, visibility or grants changed (`paths`: the update mask's paths).
+    RoleUpdated {
+        role: RoleDef,
+        paths: Vec<String>,
+    },
+    /// A role was deleted (its assignments are deleted by `Delete` entries before this one).
+    RoleDeleted {
+        role: RoleId,
+        name: String,
+    },
 }
 
 pub fn audience_name(a: Audience) -> &'static str {
