@@ -137,63 +137,92 @@ impl AccessService for AccessApi {
         ))
     }
 
-    // Part C (roles API) replaces this stub.
+    #[tracing::instrument(skip_all)]
     async fn list_roles(
         &self,
-        _request: Request<pb::ListRolesRequest>,
+        request: Request<pb::ListRolesRequest>,
     ) -> Reply<pb::ListRolesResponse> {
-        Err(Status::unimplemented("roles are not served yet"))
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.list_roles(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
-    async fn get_role(&self, _request: Request<pb::GetRoleRequest>) -> Reply<pb::Role> {
-        Err(Status::unimplemented("roles are not served yet"))
+    #[tracing::instrument(skip_all, fields(role = %mailroom_aip::shown(&request.get_ref().id)))]
+    async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Reply<pb::Role> {
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.get_role(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
-    async fn create_role(&self, _request: Request<pb::CreateRoleRequest>) -> Reply<pb::Role> {
-        Err(Status::unimplemented("roles are not served yet"))
+    #[tracing::instrument(skip_all)]
+    async fn create_role(&self, request: Request<pb::CreateRoleRequest>) -> Reply<pb::Role> {
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.create_role(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
-    async fn update_role(&self, _request: Request<pb::UpdateRoleRequest>) -> Reply<pb::Role> {
-        Err(Status::unimplemented("roles are not served yet"))
+    #[tracing::instrument(skip_all, fields(paths = %request.get_ref().update_mask.as_ref().map(|m| mailroom_aip::shown(&m.paths.join(","))).unwrap_or_default()))]
+    async fn update_role(&self, request: Request<pb::UpdateRoleRequest>) -> Reply<pb::Role> {
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.update_role(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
-    async fn clone_role(&self, _request: Request<pb::CloneRoleRequest>) -> Reply<pb::Role> {
-        Err(Status::unimplemented("roles are not served yet"))
+    #[tracing::instrument(skip_all, fields(role = %mailroom_aip::shown(&request.get_ref().id)))]
+    async fn clone_role(&self, request: Request<pb::CloneRoleRequest>) -> Reply<pb::Role> {
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.clone_role(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
+    #[tracing::instrument(skip_all, fields(role = %mailroom_aip::shown(&request.get_ref().id)))]
     async fn delete_role(
         &self,
-        _request: Request<pb::DeleteRoleRequest>,
+        request: Request<pb::DeleteRoleRequest>,
     ) -> Reply<pb::DeleteRoleResponse> {
-        Err(Status::unimplemented("roles are not served yet"))
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.delete_role(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
+    #[tracing::instrument(skip_all, fields(role = %mailroom_aip::shown(&request.get_ref().role_id)))]
     async fn assign_role(
         &self,
-        _request: Request<pb::AssignRoleRequest>,
+        request: Request<pb::AssignRoleRequest>,
     ) -> Reply<pb::RoleAssignment> {
-        Err(Status::unimplemented("roles are not served yet"))
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.assign_role(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
+    #[tracing::instrument(skip_all, fields(role = %mailroom_aip::shown(&request.get_ref().role_id)))]
     async fn unassign_role(
         &self,
-        _request: Request<pb::UnassignRoleRequest>,
+        request: Request<pb::UnassignRoleRequest>,
     ) -> Reply<pb::UnassignRoleResponse> {
-        Err(Status::unimplemented("roles are not served yet"))
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0.unassign_role(&caller, request.into_inner()).await?,
+        ))
     }
 
-    // Part C (roles API) replaces this stub.
+    #[tracing::instrument(skip_all)]
     async fn list_role_assignments(
         &self,
-        _request: Request<pb::ListRoleAssignmentsRequest>,
+        request: Request<pb::ListRoleAssignmentsRequest>,
     ) -> Reply<pb::ListRoleAssignmentsResponse> {
-        Err(Status::unimplemented("roles are not served yet"))
+        let caller = principal(&request)?.clone();
+        Ok(Response::new(
+            self.0
+                .list_role_assignments(&caller, request.into_inner())
+                .await?,
+        ))
     }
 }

@@ -7,8 +7,8 @@
 //!   mailbox (the "access by" column).
 //! - The sync asks for a person's scope, narrowed to a mailbox's owner.
 //! - The invitations service checks a person's organisation permissions (`org.invite`, …).
-//! - The operator inspects and repairs relationships across organisations (checks with their
-//!   explanation, lookups, writes).
+//! - The operator inspects and repairs relationships and roles across organisations (checks
+//!   with their explanation, lookups, writes, every roles RPC).
 //!
 //! No workload writes relationships: owners, admins, heads and members come from identity's
 //! and the registry's events.
@@ -36,6 +36,15 @@ pub const CALLERS: ServiceCallers = ServiceCallers {
                 "/mailroom.access.v1.AccessService/ListRelationships",
                 "/mailroom.access.v1.AccessService/WriteRelationships",
                 "/mailroom.access.v1.AccessService/DeleteRelationships",
+                "/mailroom.access.v1.AccessService/ListRoles",
+                "/mailroom.access.v1.AccessService/GetRole",
+                "/mailroom.access.v1.AccessService/CreateRole",
+                "/mailroom.access.v1.AccessService/UpdateRole",
+                "/mailroom.access.v1.AccessService/CloneRole",
+                "/mailroom.access.v1.AccessService/DeleteRole",
+                "/mailroom.access.v1.AccessService/AssignRole",
+                "/mailroom.access.v1.AccessService/UnassignRole",
+                "/mailroom.access.v1.AccessService/ListRoleAssignments",
             ],
         ),
     ],

@@ -108,7 +108,10 @@ fn check_one(
     }
     Ok(match graph.explain(subject, permission, mailbox)? {
         Some(why) => pb::CheckResponse {
-            granted_by: None,
+            granted_by: why.granted_by.as_ref().map(|g| {
+                let name = graph.role(g.role).map(|r| r.name.as_str()).unwrap_or("");
+                wire::role_grant_to_proto(org, g, name)
+            }),
             allowed: true,
             path: why
                 .path
@@ -116,13 +119,14 @@ fn check_one(
                 .map(|r| wire::relationship_to_proto(org, r))
                 .collect(),
             checked_at,
-            reason: why.reason.into(),
+            reason: why.reason,
         },
         None => no(denial_reason(graph, subject, permission, mailbox)),
     })
 }
 
-/// Why `user` does not hold `permission`, for explanations.
+/// Why `user` does not hold `permission`, for explanations: naming the roles they hold and
+/// what each gives of it.
 fn denial_reason(
     graph: &OrgGraph,
     user: UserId,
@@ -137,8 +141,29 @@ fn denial_reason(
             "the mailbox has no owner in the user's organisation".into()
         }
         Some(_) if permission == Permission::MailboxReadMail => {
-            "reading mail takes ownership of the mailbox or a reader grant on it; admins and supervisors hold neither by position".into()
+            "reading mail takes ownership of the mailbox or a reader grant on it; no role gives it, not even Administrator or Supervisor".into()
         }
-        _ => "no relationship or organisation setting gives the user this permission".into(),
+        _ if permission == Permission::OrgRegisterUsers => {
+            "registering users is for org admins only (identity's SetAdmin)".into()
+        }
+        _ => format!(
+            "no role of the user's gives {} here; their roles: {}",
+            what(permission),
+            graph.describe_roles(user, permission)
+        ),
+    }
+}
+
+/// A permission in words, as the roles page names it.
+fn what(permission: Permission) -> &'static str {
+    match permission {
+        Permission::MailboxView => "see mailboxes in the list",
+        Permission::MailboxModify | Permission::MailboxSync => "change mailbox settings",
+        Permission::MailboxConnect => "connect mailboxes",
+        Permission::MailboxGrantRead => "grant read access",
+        Permission::MailboxReadMail => "read mail",
+        Permission::OrgInvite => "invite people",
+        Permission::OrgManagePermissions => "configure access permissions",
+        Permission::OrgRegisterUsers => "register users",
     }
 }

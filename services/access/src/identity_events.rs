@@ -1,11 +1,12 @@
 //! Mirrors identity's events into relationships: org admins, department heads and parents,
-//! membership, and who is active.
+//! membership, who is active, and whether everyone may invite.
 //!
 //! Each event carries the entity as it is after the change, so the handler makes the stored
 //! rows match that snapshot instead of replaying a delta: a replay, or a duplicate the
 //! platform's consumer did not catch, changes nothing. The one exception is the invite flag,
-//! which moves the invite audience only when it differs from the flag last recorded. The
-//! platform consumer runs this in the transaction that records the event id.
+//! which moves the `everyone_invites` row only when it differs from the flag last recorded.
+//! Every organisation gets its default roles with its first event ([`Writer::begin`] makes
+//! them). The platform consumer runs this in the transaction that records the event id.
 
 use async_trait::async_trait;
 use mailroom_platform::consumer::EventHandler;
@@ -13,7 +14,7 @@ use mailroom_platform::proto::events::v1 as ev;
 use mailroom_types::{DepartmentId, OrgId, UserId};
 use sqlx::PgConnection;
 
-use crate::model::{Audience, Relationship, Settings};
+use crate::model::Relationship;
 use crate::store::{self, Writer};
 use crate::wire::{event_id as id, optional_event_id as optional_id};
 
@@ -51,11 +52,11 @@ async fn mirror_department(
     Ok(())
 }
 
-/// identity's "everyone may invite" flag is the `Everyone` invite audience here. Only a change
-/// of the flag moves the audience: on, everyone invites; off, back to admins only if the
-/// audience was still everyone. Any other organisation update (a rename) leaves alone an
-/// audience chosen through this service's settings. An update for an organisation whose flag
-/// was never recorded only records it: with no earlier value there is no change to follow.
+/// identity's "everyone may invite" flag is the `everyone_invites` row here
+/// (`org#inviter@org#member`). Only a change of the flag moves the row: on, it is written;
+/// off, deleted (inviting is back to the roles that allow it). Any other organisation update
+/// (a rename) leaves the row as it is. An update for an organisation whose flag was never
+/// recorded only records it: with no earlier value there is no change to follow.
 async fn mirror_invite_flag(
     w: &mut Writer<'_>,
     everyone: bool,
@@ -71,15 +72,10 @@ async fn mirror_invite_flag(
     if !follow {
         return Ok(());
     }
-    let (mut settings, _) = store::settings(w.conn(), org).await?;
-    let before = settings;
     if everyone {
-        settings.invite = Audience::Everyone;
-    } else if previous == Some(true) && settings.invite == Audience::Everyone {
-        settings.invite = Settings::default().invite;
-    }
-    if settings != before {
-        w.set_settings(settings).await?;
+        w.write(Relationship::EveryoneInvites).await?;
+    } else if previous == Some(true) {
+        w.delete(Relationship::EveryoneInvites).await?;
     }
     Ok(())
 }

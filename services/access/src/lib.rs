@@ -1,8 +1,8 @@
 //! Mailroom's access control: who may see, change and read which mailbox, and who may invite.
 //!
 //! A tour:
-//! - [`model`]: relationships, audiences and settings (the permissions themselves are
-//!   `mailroom_types::Permission`, shared by every service).
+//! - [`model`]: relationships, roles, their grants and scopes (the permissions themselves
+//!   are `mailroom_types::Permission`, shared by every service).
 //! - [`graph`]: one organisation's relationships held in memory with the indexes that make a
 //!   check a few hash lookups and a walk up the department tree, and a lookup a walk down it.
 //! - [`store`]: all of access's SQL — the tables, the [`store::Writer`] every change goes
@@ -11,7 +11,8 @@
 //!   the changelog, with waits for a revision (read-your-writes across replicas).
 //! - [`service`]: the [`Access`] value the operations hang off, and who may ask about whom;
 //!   the operations one use case a file: [`check`], [`lookup`], [`write`](mod@write),
-//!   [`list`] (the stored relationships, for admins) and [`settings`].
+//!   [`list`] (the stored relationships, for admins), [`roles`] (the organisation's roles and
+//!   their assignments) and [`settings`] (deprecated: it points to roles).
 //! - [`wire`]: the API's names, parsed into the model once (ids typed there) and written
 //!   back; [`api`]: the gRPC handlers; [`error`]: what can go wrong and its gRPC code.
 //! - [`events`]: what access publishes, and the one consumer handler that routes
@@ -41,6 +42,7 @@ pub mod lookup;
 pub mod mailbox_events;
 pub mod model;
 pub mod replica;
+pub mod roles;
 pub mod service;
 pub mod settings;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The stored relationships of an organisation, for its admins (and services): filtered by
+//! The stored relationships of an organisation, for its admins and configurers of access (and
+//! services), role assignments and identity's "everyone may invite" included: filtered by
 //! resource, relation and subject as the API names them, in (kind, object, subject) order,
 //! a keyset page at a time. Read from PostgreSQL, not the replica, so a page is exact.
 
@@ -8,21 +9,43 @@ use mailroom_platform::proto::access::v1 as pb;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Audience, Relationship};
 use crate::service::Access;
 use crate::store::{self, Kind, ListPosition};
 use crate::wire;
 
-/// Resource type, relation and subject type of each stored kind, as the API names them.
-const KIND_FORMS: [(Kind, &str, &str, &str); 8] = [
-    (Kind::Admin, "org", "admin", "user"),
-    (Kind::MailboxManager, "org", "mailbox_manager", "user"),
-    (Kind::Inviter, "org", "inviter", "user"),
-    (Kind::Head, "department", "head", "user"),
-    (Kind::Parent, "department", "parent", "department"),
-    (Kind::Member, "user", "member", "department"),
-    (Kind::Owner, "mailbox", "owner", "user"),
-    (Kind::Reader, "mailbox", "reader", "user"),
+/// Resource type, relation, subject type and subject relation of each stored kind, as the API
+/// names them.
+const KIND_FORMS: [(Kind, &str, &str, &str, &str); 12] = [
+    (Kind::Admin, "org", "admin", "user", ""),
+    (Kind::EveryoneInvites, "org", "inviter", "org", "member"),
+    (Kind::Head, "department", "head", "user", ""),
+    (Kind::Parent, "department", "parent", "department", ""),
+    (Kind::Member, "user", "member", "department", ""),
+    (Kind::Owner, "mailbox", "owner", "user", ""),
+    (Kind::Reader, "mailbox", "reader", "user", ""),
+    (Kind::Assignee, "role", "assignee", "user", ""),
+    (
+        Kind::AssigneeMembers,
+        "role",
+        "assignee",
+        "department",
+        "member",
+    ),
+    (
+        Kind::AssigneeTree,
+        "role",
+        "assignee",
+        "department",
+        "all_members",
+    ),
+    (Kind::AssigneeHeads, "role", "assignee", "org", "head"),
+    (
+        Kind::AssigneeEveryoneElse,
+        "role",
+        "assignee",
+        "org",
+        "everyone_else",
+    ),
 ];
 
 impl Access {
@@ -44,11 +67,11 @@ impl Access {
         let matches = |field: &str, value: &str| field.is_empty() || field == value;
         let kinds: Vec<Kind> = KIND_FORMS
             .iter()
-            .filter(|(_, r, rel, s)| {
+            .filter(|(_, r, rel, s, s_rel)| {
                 matches(&resource.r#type, r)
                     && matches(&filter.relation, rel)
                     && matches(&subject_object.r#type, s)
-                    && subject.relation.is_empty()
+                    && matches(&subject.relation, s_rel)
             })
             .map(|(k, ..)| *k)
             .collect();
@@ -63,22 +86,7 @@ impl Access {
             subject.relation
         );
         let after: Option<ListPosition> = aip::decode_page_token(&query, &req.page_token)?;
-        // The invite setting, seen as a relationship (`org#inviter@org#member`), heads the
-        // first page when it holds and matches the filter; it takes one of the page's places.
-        let everyone_leads = after.is_none()
-            && (subject.relation.is_empty() || subject.relation == "member")
-            && matches(&resource.r#type, "org")
-            && matches(&filter.relation, "inviter")
-            && matches(&subject_object.r#type, "org")
-            && object_id.is_none_or(|o| o == org.into_uuid())
-            && subject_id.is_none_or(|s| s == org.into_uuid())
-            && {
-                let state = self.replica.read();
-                state
-                    .org(org)
-                    .is_some_and(|g| g.settings().invite == Audience::Everyone)
-            };
-        let room = page_size - i64::from(everyone_leads);
+        let room = page_size;
         let rows = store::relationship_page(
             &mut *self.pool.acquire().await?,
             org,
@@ -91,15 +99,7 @@ impl Access {
         .await?;
         let more = rows.len() as i64 > room;
         let mut relationships: Vec<pb::Relationship> = Vec::new();
-        // A page that holds only the setting continues from before every stored row.
         let mut last: Option<ListPosition> = None;
-        if everyone_leads {
-            relationships.push(wire::relationship_to_proto(
-                org,
-                Relationship::EveryoneInvites,
-            ));
-            last = Some((String::new(), Uuid::nil(), Uuid::nil()));
-        }
         for row in rows.into_iter().take(room as usize) {
             relationships.push(wire::relationship_to_proto(org, row.relationship()));
             last = Some((row.kind.as_str().to_owned(), row.object, row.subject));

@@ -3,8 +3,6 @@
 //! ([`Access::lookup_subjects`]), and how far a mailbox permission reaches as owners and
 //! mailboxes ([`Access::lookup_mailbox_scope`], which a service applies to its own rows).
 
-use std::collections::HashSet;
-
 use mailroom_aip as aip;
 use mailroom_platform::auth::Principal;
 use mailroom_platform::proto::access::v1 as pb;
@@ -161,29 +159,24 @@ impl Access {
         let permission = wire::parse_permission(&req.permission)?;
         if !permission.on_mailbox() {
             return Err(AccessError::InvalidArgument(format!(
-                "`{}` is not a mailbox permission; ask for mailbox.view, mailbox.modify, mailbox.sync or mailbox.read_mail",
+                "`{}` is not a mailbox permission; ask for mailbox.view, mailbox.modify, mailbox.sync, mailbox.connect, mailbox.grant_read or mailbox.read_mail",
                 permission.name()
             )));
         }
         let subject = wire::parse_user_subject("subject", req.subject.as_ref())?;
-        let only: Option<HashSet<UserId>> = if req.only_owner_user_ids.is_empty() {
-            None
-        } else {
-            Some(
-                req.only_owner_user_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| {
-                        Uuid::parse_str(id).map(UserId::from_uuid).map_err(|_| {
-                            AccessError::InvalidArgument(format!(
-                                "only_owner_user_ids[{i}] is not a user id: `{}`",
-                                mailroom_aip::shown(id)
-                            ))
-                        })
-                    })
-                    .collect::<Result<_>>()?,
-            )
-        };
+        let only: Vec<UserId> = req
+            .only_owner_user_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                Uuid::parse_str(id).map(UserId::from_uuid).map_err(|_| {
+                    AccessError::InvalidArgument(format!(
+                        "only_owner_user_ids[{i}] is not a user id: `{}`",
+                        mailroom_aip::shown(id)
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
         self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
         let state = self.replica.read();
         let revision = Some(wire::revision_token(state.revision()));
@@ -193,14 +186,19 @@ impl Access {
                 ..Default::default()
             });
         };
+        // Narrowed to named owners, each is tested on its own rather than the whole reach
+        // walked and intersected.
         let scope = state
             .org(org)
-            .map(|g| g.mailbox_scope(subject, permission))
+            .map(|g| {
+                if only.is_empty() {
+                    g.mailbox_scope(subject, permission)
+                } else {
+                    g.mailbox_scope_for(subject, permission, &only)
+                }
+            })
             .unwrap_or_default();
-        let mut owners: Vec<UserId> = match &only {
-            Some(only) => scope.owners.intersection(only).copied().collect(),
-            None => scope.owners.into_iter().collect(),
-        };
+        let mut owners: Vec<UserId> = scope.owners.into_iter().collect();
         owners.sort_unstable();
         let mut mailboxes: Vec<MailboxId> = scope.mailboxes.into_iter().collect();
         mailboxes.sort_unstable();

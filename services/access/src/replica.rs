@@ -5,9 +5,10 @@
 //! every poll interval regardless. A call that names a revision waits until the replica has applied
 //! it ([`Replica::wait_for`]), which is how a check on one replica sees a write made through
 //! another. Checks never touch the database; the queries behind loading and tailing are
-//! [`crate::store`]'s.
+//! [`crate::store`]'s. After loading, and after each batch of records, the graphs the records
+//! touched rebuild their derived caches ([`OrgGraph::refresh`]) before any reader sees them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,16 @@ impl State {
         self.orgs.values().map(OrgGraph::len).sum()
     }
 
+    /// Rebuilds the derived caches of `orgs` (see [`OrgGraph::refresh`]), after their changes
+    /// are applied and before readers see them, so serving never takes the slow path.
+    fn refresh(&mut self, orgs: impl IntoIterator<Item = OrgId>) {
+        for org in orgs {
+            if let Some(graph) = self.orgs.get_mut(&org) {
+                graph.refresh();
+            }
+        }
+    }
+
     fn apply(&mut self, org: OrgId, change: &Change) {
         let graph = self.orgs.entry(org).or_default();
         match change {
@@ -75,7 +86,8 @@ impl State {
                 graph.set_user(*user, *active);
                 self.user_org.insert(*user, org);
             }
-            Change::Settings(settings) => graph.set_settings(*settings),
+            // The audiences before roles: nothing evaluates them any more.
+            Change::Settings(_) => {}
             Change::RoleCreated { role, .. } | Change::RoleUpdated { role, .. } => {
                 graph.put_role(role.clone())
             }
@@ -264,11 +276,14 @@ impl Replica {
             }
             {
                 let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                let mut touched = HashSet::new();
                 for (org, changes) in &decoded {
                     for change in changes {
                         state.apply(*org, change);
                     }
+                    touched.insert(*org);
                 }
+                state.refresh(touched);
                 state.revision = last;
             }
             self.applied.send_replace(last);
@@ -369,8 +384,15 @@ async fn load_state(tx: &mut PgConnection) -> Result<State> {
     for (user, org, active) in store::all_users(&mut *tx).await? {
         state.apply(org, &Change::User { user, active });
     }
-    for (org, settings) in store::all_settings(&mut *tx).await? {
-        state.apply(org, &Change::Settings(settings));
+    // Roles before the rows that assign them.
+    for (org, role) in store::all_roles(&mut *tx).await? {
+        state.apply(
+            org,
+            &Change::RoleCreated {
+                role,
+                cloned_from: None,
+            },
+        );
     }
     // Where each mailbox belongs, from the table writers check, before any relationship.
     state
@@ -381,6 +403,8 @@ async fn load_state(tx: &mut PgConnection) -> Result<State> {
     for (org, row) in rows {
         state.apply(org, &Change::Write(row));
     }
+    let orgs: Vec<OrgId> = state.orgs.keys().copied().collect();
+    state.refresh(orgs);
     tracing::info!(
         relationships = count,
         revision = state.revision,

@@ -4,7 +4,7 @@
 //! The operations live one use case a file: [`crate::check`] (may this user do this),
 //! [`crate::lookup`] (what may they reach, who may reach it), [`crate::write`] (grant and
 //! revoke relationships), [`crate::list`] (the stored relationships, for an admin) and
-//! [`crate::settings`] (the organisation's permission settings).
+//! [`crate::roles`] (the organisation's roles and their assignments).
 //!
 //! Reads (checks and lookups) are answered from the replica's memory; a caller that passes a
 //! revision first waits for the replica to reach it. Writes take the changelog lock and bring
@@ -14,7 +14,8 @@
 //! (`Access::settle`), so the writer's next read here sees them too.
 //!
 //! Who may call: services (service tokens) may ask and write anything except what identity
-//! owns. A user may ask about themselves; an org admin about anyone in the organisation.
+//! owns. A user may ask about themselves; an org admin, or a holder of
+//! `org.manage_permissions` (a role that configures access), about anyone in the organisation.
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use mailroom_types::{OrgId, UserId};
 use sqlx::PgPool;
 
 use crate::error::{AccessError, Result};
+use crate::graph::OrgGraph;
 use crate::replica::{Replica, State};
 use crate::store::changelog;
 use crate::wire;
@@ -41,8 +43,15 @@ pub(crate) fn denied(msg: impl Into<String>) -> AccessError {
     AccessError::PermissionDenied(msg.into())
 }
 
+/// Whether `user` configures access in `graph`'s organisation: an org admin, or a holder of a
+/// role that may configure access permissions.
+pub(crate) fn configures_access(graph: &OrgGraph, user: UserId) -> bool {
+    graph.is_admin(user) || graph.effective(user).manage_permissions
+}
+
 /// Whether the caller may ask about `subject`, a user of `org`: a service about anyone, a
-/// user about themselves, an org admin about anyone in the organisation.
+/// user about themselves, an org admin or a configurer of access about anyone in the
+/// organisation.
 pub(crate) fn may_ask_about(
     principal: &Principal,
     state: &State,
@@ -57,11 +66,15 @@ pub(crate) fn may_ask_about(
             if *org_id != org {
                 return Err(AccessError::user_not_found(subject));
             }
-            if *user_id == subject || state.org(org).is_some_and(|g| g.is_admin(*user_id)) {
+            if *user_id == subject
+                || state
+                    .org(org)
+                    .is_some_and(|g| configures_access(g, *user_id))
+            {
                 Ok(())
             } else {
                 Err(denied(
-                    "you may ask only about your own permissions; org admins may ask about anyone in their organisation",
+                    "you may ask only about your own permissions; org admins and those whose role configures access permissions may ask about anyone in their organisation",
                 ))
             }
         }
@@ -147,7 +160,8 @@ impl Access {
         }
     }
 
-    /// [`Access::org_of_call`], for what only an org admin (or a service) may do.
+    /// [`Access::org_of_call`], for what only an org admin, a configurer of access (a role
+    /// with `org.manage_permissions`) or a service may do.
     pub(crate) fn org_for_admin_call(
         &self,
         principal: &Principal,
@@ -156,8 +170,13 @@ impl Access {
         let org = self.org_of_call(principal, requested)?;
         if let Principal::User { user_id, .. } = principal {
             let state = self.replica.read();
-            if !state.org(org).is_some_and(|g| g.is_admin(*user_id)) {
-                return Err(denied("only an org admin may do this"));
+            if !state
+                .org(org)
+                .is_some_and(|g| configures_access(g, *user_id))
+            {
+                return Err(denied(
+                    "only an org admin, or someone whose role configures access permissions, may do this",
+                ));
             }
         }
         Ok(org)

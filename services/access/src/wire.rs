@@ -1,6 +1,6 @@
-//! The API's names for ids, relationships, permissions, settings and revisions, parsed into
-//! the model once, with errors that say what a valid value looks like; and the model written
-//! back in the API's and the events' forms.
+//! The API's names for ids, relationships, permissions, roles and revisions, parsed into the
+//! model once, with errors that say what a valid value looks like; and the model written back
+//! in the API's and the events' forms.
 
 use anyhow::Context as _;
 use mailroom_aip::shown;
@@ -10,11 +10,23 @@ use mailroom_types::{MailboxId, OrgId, Permission, UserId};
 use uuid::Uuid;
 
 use crate::error::{AccessError, Result};
-use crate::model::{Assignee, Audience, ReadAccessGrants, Relationship, Settings};
+use crate::graph::RoleGrant;
+use crate::model::{
+    Assignee, Audience, Builtin, Grants, ReadAccessGrants, Relationship, RoleDef, Scope,
+};
 
-const FORMS: &str = "org#admin@user, org#mailbox_manager@user, org#inviter@user, \
-                     org#inviter@org#member, department#head@user, department#parent@department, \
-                     user#member@department, mailbox#owner@user, mailbox#reader@user";
+const FORMS: &str = "org#admin@user, org#inviter@org#member, department#head@user, \
+                     department#parent@department, user#member@department, mailbox#owner@user, \
+                     mailbox#reader@user, role#assignee@user, role#assignee@department#member, \
+                     role#assignee@department#all_members, role#assignee@org#head, \
+                     role#assignee@org#everyone_else";
+
+/// Why the relationships that stood for mailbox managers and inviters are refused.
+pub const LEGACY_FORMS: &str = "mailbox managers and inviters are roles now: create a role and AssignRole it (mailroom ctl access roles …)";
+
+/// The subject forms a role is assigned to.
+const ASSIGNEE_FORMS: &str = "user:<id>, department:<id>#member, department:<id>#all_members, \
+                              org:<id>#head, org:<id>#everyone_else";
 
 fn invalid(msg: String) -> AccessError {
     AccessError::InvalidArgument(msg)
@@ -60,8 +72,9 @@ pub fn optional_event_id<Id: From<Uuid>>(field: &str, value: &str) -> anyhow::Re
 pub fn parse_permission(name: &str) -> Result<Permission> {
     Permission::parse(name).ok_or_else(|| {
         invalid(format!(
-            "unknown permission `{}`; known: mailbox.view, mailbox.modify, mailbox.read_mail, \
-             mailbox.sync, org.invite, org.register_users, org.manage_permissions",
+            "unknown permission `{}`; known: mailbox.view, mailbox.modify, mailbox.sync, \
+             mailbox.connect, mailbox.grant_read, mailbox.read_mail, org.invite, \
+             org.register_users, org.manage_permissions",
             shown(name)
         ))
     })
@@ -139,10 +152,9 @@ pub fn parse_relationship(rel: &pb::Relationship) -> Result<(Relationship, Optio
     let s = || parse_id::<Uuid>("relationship.subject.id", &subject_object.id);
     Ok(match form.as_str() {
         "org#admin@user" => (Relationship::Admin(s()?.into()), Some(r()?.into())),
-        "org#mailbox_manager@user" => {
-            (Relationship::MailboxManager(s()?.into()), Some(r()?.into()))
+        "org#mailbox_manager@user" | "org#inviter@user" => {
+            return Err(AccessError::FailedPrecondition(LEGACY_FORMS.into()))
         }
-        "org#inviter@user" => (Relationship::Inviter(s()?.into()), Some(r()?.into())),
         "org#inviter@org#member" => {
             let org = r()?;
             if s()? != org {
@@ -283,24 +295,6 @@ pub fn audience_to_proto(a: Audience) -> pb::Audience {
     }
 }
 
-/// `None` for UNSPECIFIED (keep the current value).
-pub fn audience_from_proto(field: &str, value: i32) -> Result<Option<Audience>> {
-    Ok(match pb::Audience::try_from(value) {
-        Ok(pb::Audience::Unspecified) => None,
-        Ok(pb::Audience::Admins) => Some(Audience::Admins),
-        Ok(pb::Audience::AdminsAndManagers) => Some(Audience::AdminsAndManagers),
-        Ok(pb::Audience::AdminsManagersAndSupervisors) => {
-            Some(Audience::AdminsManagersAndSupervisors)
-        }
-        Ok(pb::Audience::Everyone) => Some(Audience::Everyone),
-        Err(_) => {
-            return Err(invalid(format!(
-                "`{field}` is not an Audience value: {value}"
-            )))
-        }
-    })
-}
-
 pub fn grants_to_proto(g: ReadAccessGrants) -> pb::ReadAccessGrants {
     match g {
         ReadAccessGrants::Admins => pb::ReadAccessGrants::Admins,
@@ -308,46 +302,162 @@ pub fn grants_to_proto(g: ReadAccessGrants) -> pb::ReadAccessGrants {
     }
 }
 
-pub fn grants_from_proto(value: i32) -> Result<Option<ReadAccessGrants>> {
-    Ok(match pb::ReadAccessGrants::try_from(value) {
-        Ok(pb::ReadAccessGrants::Unspecified) => None,
-        Ok(pb::ReadAccessGrants::Admins) => Some(ReadAccessGrants::Admins),
-        Ok(pb::ReadAccessGrants::AdminsAndOwners) => Some(ReadAccessGrants::AdminsAndOwners),
+/// The API's scope; `None` for UNSPECIFIED.
+pub fn scope_to_proto(s: Scope) -> pb::Scope {
+    match s {
+        Scope::None => pb::Scope::None,
+        Scope::Own => pb::Scope::Own,
+        Scope::Subordinates => pb::Scope::Subordinates,
+        Scope::Department => pb::Scope::Department,
+        Scope::All => pb::Scope::All,
+    }
+}
+
+/// A scope field; UNSPECIFIED is `None` (nobody's mailboxes).
+pub fn scope_from_proto(field: &str, value: i32) -> Result<Scope> {
+    Ok(match pb::Scope::try_from(value) {
+        Ok(pb::Scope::Unspecified | pb::Scope::None) => Scope::None,
+        Ok(pb::Scope::Own) => Scope::Own,
+        Ok(pb::Scope::Subordinates) => Scope::Subordinates,
+        Ok(pb::Scope::Department) => Scope::Department,
+        Ok(pb::Scope::All) => Scope::All,
         Err(_) => {
             return Err(invalid(format!(
-                "`read_access_grants` is not a ReadAccessGrants value: {value}"
+                "`{field}` is not a Scope value: {value}; use SCOPE_NONE, SCOPE_OWN, SCOPE_SUBORDINATES, SCOPE_DEPARTMENT or SCOPE_ALL"
             )))
         }
     })
 }
 
-/// The API form of an organisation's settings, and when they last changed (`None`: never).
-pub fn settings_to_proto(
-    org: OrgId,
-    s: Settings,
-    at: Option<chrono::DateTime<chrono::Utc>>,
-) -> pb::PermissionSettings {
-    pb::PermissionSettings {
-        org_id: org.to_string(),
-        view_mailbox_list: audience_to_proto(s.view_mailbox_list) as i32,
-        modify_mailboxes: audience_to_proto(s.modify_mailboxes) as i32,
-        invite: audience_to_proto(s.invite) as i32,
-        update_time: at.map(mailroom_platform::wire::timestamp),
-        read_access_grants: grants_to_proto(s.read_access_grants) as i32,
+pub fn permissions_to_proto(g: Grants) -> pb::RolePermissions {
+    pb::RolePermissions {
+        view_mailbox_list: scope_to_proto(g.view_mailbox_list) as i32,
+        connect_mailboxes: scope_to_proto(g.connect_mailboxes) as i32,
+        modify_mailboxes: scope_to_proto(g.modify_mailboxes) as i32,
+        grant_read_access: scope_to_proto(g.grant_read_access) as i32,
+        invite: g.invite,
+        manage_permissions: g.manage_permissions,
     }
 }
 
-/// The settings with every field the update specifies replaced.
-pub fn merge_settings(current: Settings, update: &pb::PermissionSettings) -> Result<Settings> {
-    Ok(Settings {
-        view_mailbox_list: audience_from_proto("view_mailbox_list", update.view_mailbox_list)?
-            .unwrap_or(current.view_mailbox_list),
-        modify_mailboxes: audience_from_proto("modify_mailboxes", update.modify_mailboxes)?
-            .unwrap_or(current.modify_mailboxes),
-        invite: audience_from_proto("invite", update.invite)?.unwrap_or(current.invite),
-        read_access_grants: grants_from_proto(update.read_access_grants)?
-            .unwrap_or(current.read_access_grants),
+/// The grants a role's permissions name (`field` is where they are, for errors).
+pub fn permissions_from_proto(field: &str, p: &pb::RolePermissions) -> Result<Grants> {
+    Ok(Grants {
+        view_mailbox_list: scope_from_proto(
+            &format!("{field}.view_mailbox_list"),
+            p.view_mailbox_list,
+        )?,
+        connect_mailboxes: scope_from_proto(
+            &format!("{field}.connect_mailboxes"),
+            p.connect_mailboxes,
+        )?,
+        modify_mailboxes: scope_from_proto(
+            &format!("{field}.modify_mailboxes"),
+            p.modify_mailboxes,
+        )?,
+        grant_read_access: scope_from_proto(
+            &format!("{field}.grant_read_access"),
+            p.grant_read_access,
+        )?,
+        invite: p.invite,
+        manage_permissions: p.manage_permissions,
     })
+}
+
+pub fn role_kind(builtin: Option<Builtin>) -> pb::RoleKind {
+    match builtin {
+        Some(Builtin::Administrator) => pb::RoleKind::Administrator,
+        Some(Builtin::Supervisor) => pb::RoleKind::Supervisor,
+        Some(Builtin::Manager) => pb::RoleKind::Manager,
+        None => pb::RoleKind::Custom,
+    }
+}
+
+/// What the API shows of a role besides its definition.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoleExtras {
+    pub create_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub update_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub assignment_count: i64,
+    /// The revision of the write that answered with it.
+    pub written_at: Option<i64>,
+}
+
+/// The API form of a role of `org`; its etag is its version.
+pub fn role_to_proto(org: OrgId, role: &RoleDef, extras: RoleExtras) -> pb::Role {
+    pb::Role {
+        id: role.id.to_string(),
+        org_id: org.to_string(),
+        display_name: role.name.clone(),
+        kind: role_kind(role.builtin) as i32,
+        hidden: role.hidden,
+        permissions: Some(permissions_to_proto(role.grants)),
+        assignment_count: i32::try_from(extras.assignment_count).unwrap_or(i32::MAX),
+        create_time: extras.create_time.map(mailroom_platform::wire::timestamp),
+        update_time: extras.update_time.map(mailroom_platform::wire::timestamp),
+        etag: role.version.to_string(),
+        written_at: extras.written_at.map(revision_token),
+    }
+}
+
+/// The version an etag stands for; `None` when none was given.
+pub fn parse_etag(etag: &str) -> Result<Option<i64>> {
+    if etag.is_empty() {
+        return Ok(None);
+    }
+    etag.parse::<i64>().map(Some).map_err(|_| {
+        invalid(format!(
+            "`etag` `{}` is not one this API gave out; pass the etag of the role as read (or none)",
+            shown(etag)
+        ))
+    })
+}
+
+/// The API form of the role that granted a permission.
+pub fn role_grant_to_proto(org: OrgId, grant: &RoleGrant, name: &str) -> pb::RoleGrant {
+    pb::RoleGrant {
+        role_id: grant.role.to_string(),
+        role_display_name: name.to_owned(),
+        scope: scope_to_proto(grant.scope) as i32,
+        assignment: Some(relationship_to_proto(org, grant.assignment)),
+    }
+}
+
+/// The subject a role is assigned to, and the organisation it names (for `org#…` forms).
+pub fn parse_assignee(
+    field: &str,
+    subject: Option<&pb::SubjectRef>,
+) -> Result<(Assignee, Option<OrgId>)> {
+    let subject = subject
+        .ok_or_else(|| invalid(format!("`{field}` is required; forms: {ASSIGNEE_FORMS}")))?;
+    let object = subject.object.as_ref().ok_or_else(|| {
+        invalid(format!(
+            "`{field}.object` is required; forms: {ASSIGNEE_FORMS}"
+        ))
+    })?;
+    let id = || parse_id::<Uuid>(&format!("{field}.object.id"), &object.id);
+    Ok(match (object.r#type.as_str(), subject.relation.as_str()) {
+        ("user", "") => (Assignee::User(id()?.into()), None),
+        ("department", "member") => (Assignee::Members(id()?.into()), None),
+        ("department", "all_members") => (Assignee::Tree(id()?.into()), None),
+        ("org", "head") => (Assignee::Heads, Some(id()?.into())),
+        ("org", "everyone_else") => (Assignee::EveryoneElse, Some(id()?.into())),
+        (t, r) => {
+            return Err(invalid(format!(
+                "`{}{}{}` is not a subject a role is assigned to; forms: {ASSIGNEE_FORMS}",
+                shown(t),
+                if r.is_empty() { "" } else { "#" },
+                shown(r)
+            )))
+        }
+    })
+}
+
+/// The API form of the subject of an assignment in `org`.
+pub fn assignee_to_proto(org: OrgId, role: mailroom_types::RoleId, a: Assignee) -> pb::SubjectRef {
+    relationship_to_proto(org, Relationship::Assignee(role, a))
+        .subject
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -357,33 +467,66 @@ mod tests {
     #[test]
     fn relationships_round_trip_through_the_api_form() {
         use mailroom_types::DepartmentId;
-        let (org, user, department, mailbox) = (
+        let (org, user, department, mailbox, role) = (
             OrgId::new(),
             UserId::new(),
             DepartmentId::new(),
             MailboxId::new(),
+            mailroom_types::RoleId::new(),
         );
         for rel in [
             Relationship::Admin(user),
-            Relationship::MailboxManager(user),
-            Relationship::Inviter(user),
             Relationship::EveryoneInvites,
             Relationship::Head(department, user),
             Relationship::Parent(department, DepartmentId::new()),
             Relationship::Member(user, department),
             Relationship::Owner(mailbox, user),
             Relationship::Reader(mailbox, user),
+            Relationship::Assignee(role, Assignee::User(user)),
+            Relationship::Assignee(role, Assignee::Members(department)),
+            Relationship::Assignee(role, Assignee::Tree(department)),
+            Relationship::Assignee(role, Assignee::Heads),
+            Relationship::Assignee(role, Assignee::EveryoneElse),
         ] {
             let (back, named_org) = parse_relationship(&relationship_to_proto(org, rel)).unwrap();
             assert_eq!(back, rel);
             if matches!(
                 rel,
                 Relationship::Admin(_)
-                    | Relationship::MailboxManager(_)
-                    | Relationship::Inviter(_)
                     | Relationship::EveryoneInvites
+                    | Relationship::Assignee(_, Assignee::Heads | Assignee::EveryoneElse)
             ) {
                 assert_eq!(named_org, Some(org));
+            }
+        }
+    }
+
+    #[test]
+    fn the_legacy_forms_point_to_roles() {
+        let mut rel = relationship_to_proto(OrgId::new(), Relationship::Admin(UserId::new()));
+        for relation in ["mailbox_manager", "inviter"] {
+            rel.relation = relation.into();
+            let err = parse_relationship(&rel).unwrap_err();
+            assert!(matches!(err, AccessError::FailedPrecondition(_)), "{err}");
+            assert!(err.to_string().contains("AssignRole"), "{err}");
+        }
+    }
+
+    #[test]
+    fn assignees_round_trip_through_the_api_form() {
+        let (org, role) = (OrgId::new(), mailroom_types::RoleId::new());
+        for a in [
+            Assignee::User(UserId::new()),
+            Assignee::Members(mailroom_types::DepartmentId::new()),
+            Assignee::Tree(mailroom_types::DepartmentId::new()),
+            Assignee::Heads,
+            Assignee::EveryoneElse,
+        ] {
+            let (back, named) =
+                parse_assignee("subject", Some(&assignee_to_proto(org, role, a))).unwrap();
+            assert_eq!(back, a);
+            if matches!(a, Assignee::Heads | Assignee::EveryoneElse) {
+                assert_eq!(named, Some(org));
             }
         }
     }

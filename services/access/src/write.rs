@@ -1,5 +1,6 @@
-//! Writing and deleting relationships through the API: delegations (mailbox managers,
-//! inviters, everyone-invites) and read grants.
+//! Writing and deleting relationships through the API: read grants (and, for services,
+//! what is not identity's). Role assignments go through AssignRole/UnassignRole
+//! ([`crate::roles`]); the mailbox-manager and inviter relationships are roles now and refused.
 //!
 //! A call is authorised twice: first on what this replica knows, so a refused call never holds
 //! up other writers; then, allowed, again under the changelog lock on the latest state
@@ -9,19 +10,20 @@
 //! belongs to one organisation, and read access needs an owner first), emits its events
 //! through the outbox in the same transaction, and is applied here before the call answers.
 //!
-//! Who may change what: services anything but what identity owns; admins delegations,
-//! inviters and read grants; an owner may share read access to their own mailbox when the
-//! organisation lets owners do so; anyone may give up their own grant.
+//! Who may change what: services anything but what identity owns and role assignments; a
+//! reader grant on a mailbox whoever holds `mailbox.grant_read` on it (a role whose
+//! grant-read scope reaches its owner), never to themselves unless an org admin; anyone may
+//! give up their own grant; org admins identity's "everyone may invite".
 
 use mailroom_platform::auth::Principal;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::access::v1 as pb;
-use mailroom_types::{OrgId, UserId};
+use mailroom_types::{OrgId, Permission, UserId};
 
 use crate::error::{AccessError, Result};
 use crate::events;
 use crate::graph::OrgGraph;
-use crate::model::{ReadAccessGrants, Relationship};
+use crate::model::Relationship;
 use crate::replica::State;
 use crate::service::{denied, Access, MAX_BULK};
 use crate::store::{Kind, Writer};
@@ -126,8 +128,13 @@ fn parse_changes(
     };
     let mut parsed = Vec::with_capacity(rels.len());
     for (i, rel) in rels.iter().enumerate() {
-        let (rel, named_org) = wire::parse_relationship(rel)
-            .map_err(|e| AccessError::InvalidArgument(format!("relationships[{i}]: {e}")))?;
+        let (rel, named_org) =
+            wire::parse_relationship(rel).map_err(|e| e.at(&format!("relationships[{i}]")))?;
+        if let Relationship::Assignee(..) = rel {
+            return Err(AccessError::FailedPrecondition(format!(
+                "relationships[{i}]: role assignments are made with AssignRole and removed with UnassignRole (mailroom ctl access roles assign|unassign)"
+            )));
+        }
         if let Some(kind) = Kind::of(rel) {
             if kind.from_identity() {
                 return Err(AccessError::FailedPrecondition(format!(
@@ -137,7 +144,6 @@ fn parse_changes(
             }
         }
         let user: Option<UserId> = match rel {
-            Relationship::MailboxManager(u) | Relationship::Inviter(u) => Some(u),
             Relationship::Owner(_, u) | Relationship::Reader(_, u) => Some(u),
             _ => None,
         };
@@ -210,41 +216,40 @@ fn user_may_change(
 ) -> Result<()> {
     let admin = graph.is_admin(user);
     for (i, rel) in rels.iter().enumerate() {
-        let allowed = match rel {
+        let at = format!("relationships[{i}]");
+        match rel {
             Relationship::Owner(..) => {
                 return Err(denied(format!(
-                    "relationships[{i}]: mailbox ownership is set by the mailbox registry when a mailbox is connected"
+                    "{at}: mailbox ownership is set by the mailbox registry when a mailbox is connected"
                 )))
             }
-            Relationship::MailboxManager(_)
-            | Relationship::Inviter(_)
-            | Relationship::EveryoneInvites => admin,
+            Relationship::EveryoneInvites if admin => {}
             Relationship::Reader(m, reader) => {
-                let owner = graph.owner_of(*m);
-                let own_grant = deleting && *reader == user;
-                if owner.is_none() && !admin && !own_grant {
-                    return Err(
-                        AccessError::mailbox_not_found(m).at(&format!("relationships[{i}]"))
-                    );
+                let own_grant = *reader == user;
+                if deleting && own_grant && graph.is_active(user) {
+                    // Giving up one's own grant is always allowed.
+                    continue;
                 }
-                admin
-                    || (owner == Some(user)
-                        && graph.is_active(user)
-                        && graph.settings().read_access_grants
-                            == ReadAccessGrants::AdminsAndOwners)
-                    || (own_grant && graph.is_active(user))
+                if graph.owner_of(*m).is_none() && !admin {
+                    return Err(AccessError::mailbox_not_found(m).at(&at));
+                }
+                if !graph.check(user, Permission::MailboxGrantRead, Some(*m))? {
+                    return Err(denied(format!(
+                        "{at}: your roles do not let you {} read access to this mailbox (a role's \"grant read access\" must reach its owner); ask an org admin",
+                        if deleting { "take away" } else { "give" }
+                    )));
+                }
+                if own_grant && !admin && !deleting {
+                    return Err(denied(format!(
+                        "{at}: you may not grant yourself read access to a mailbox; ask its owner or someone else whose role may grant read access (org admins may grant themselves)"
+                    )));
+                }
             }
-            _ => false,
-        };
-        if !allowed {
-            return Err(denied(format!(
-                "relationships[{i}]: only an org admin may change this{}",
-                if matches!(rel, Relationship::Reader(..)) {
-                    " (owners may share read access to their own mailbox when the organisation lets them)"
-                } else {
-                    ""
-                }
-            )));
+            _ => {
+                return Err(denied(format!(
+                    "{at}: only an org admin may change this"
+                )))
+            }
         }
     }
     Ok(())

@@ -113,7 +113,7 @@ impl Invitations {
             return Ok(());
         }
         Err(InvitationError::PermissionDenied(match permission {
-            Permission::OrgInvite => "you may not invite people to this organisation: its admins have limited inviting (`org.invite`); ask an admin to invite them or to let you invite".into(),
+            Permission::OrgInvite => "you may not invite people to this organisation: your roles do not let you invite (`org.invite`); ask an admin for a role that may invite people, or to invite them for you".into(),
             other => format!("this needs `{other}` (organisation admins); ask an admin"),
         }))
     }

@@ -1,7 +1,8 @@
 //! Connecting mailboxes: one (`ConnectMailbox`), or up to [`MAX_BULK`] of one domain sharing
 //! their server settings (`ConnectMailboxes`, each item answered on its own).
 //!
-//! A connect checks, in order: who may connect for the owner, that the owner is an active
+//! A connect checks, in order: that the caller's roles let them connect for the owner
+//! (`mailbox.connect`, one's own mailboxes included), that the owner is an active
 //! user of the organisation, that everyone in its CRM queue is one too, that the address is
 //! not connected there yet, that the organisation is below its mailbox limit, the caller's
 //! rate of login checks, and then both logins for real (IMAP and SMTP, see
@@ -191,10 +192,9 @@ impl Mailboxes {
                 "a service caller names the owner: set mailbox.owner_user_id".into(),
             )
         })?;
-        if caller.user() != Some(owner_id) && !self.may_modify_for(caller, owner_id).await? {
-            return Err(MailboxError::PermissionDenied(
-                "connecting a mailbox for someone else takes admin rights or \"change mailboxes\" over their mailboxes; an employee connects their own".into(),
-            ));
+        // Everyone's roles decide, for their own mailboxes too: a role may let nobody connect.
+        if !self.may_connect_for(caller, owner_id).await? {
+            return Err(self.connect_refused(caller, org, owner_id, false).await?);
         }
         let owner = self.owner(org, owner_id).await?;
         if !owner.active {

@@ -2,6 +2,10 @@
 //! (`UpdateMailbox`), its owner (`TransferMailbox`), disconnecting it, and asking for a sync
 //! now (`SyncMailboxNow`).
 //!
+//! Changing takes `mailbox.modify` on the mailbox and syncing `mailbox.sync`; a transfer takes
+//! `mailbox.modify` on the mailbox and `mailbox.connect` for the new owner (giving someone a
+//! mailbox is connecting one for them).
+//!
 //! A CRM queue takes the organisation's active users only, as when connecting. Changed
 //! credentials (password or either server) are checked with real logins before they
 //! are saved, and un-park a mailbox the mail server had refused; every change is saved with
@@ -300,10 +304,9 @@ impl Mailboxes {
                 "the mailbox already belongs to that user".into(),
             ));
         }
-        if !self.may_modify_for(&caller, to).await? {
-            return Err(MailboxError::PermissionDenied(
-                "you may give a mailbox only to someone whose mailboxes you may change".into(),
-            ));
+        // Giving a mailbox to someone is connecting one for them.
+        if !self.may_connect_for(&caller, to).await? {
+            return Err(self.connect_refused(&caller, row.org_id, to, true).await?);
         }
         let owner = self.owner(row.org_id, to).await?;
         if !owner.active {

@@ -5,8 +5,11 @@
 //! Who may: access control decides, through the caller's scope on a permission (see
 //! [`crate::scope`]). A mailbox outside the caller's `mailbox.view` scope is answered as
 //! NOT_FOUND, like one that does not exist; one they may view but not change is
-//! PERMISSION_DENIED with the reason. An owner connects their own mailboxes; connecting one
-//! for someone else takes `mailbox.modify` over that person's mailboxes. Services (their own
+//! PERMISSION_DENIED with the reason. Connecting a mailbox for its owner — oneself included —
+//! takes `mailbox.connect` reaching that owner (the caller's roles decide: an "own" scope lets
+//! people connect their own, a "department" scope lets a head connect for their department,
+//! a role with none lets nobody connect even their own). Refusals name the permission the way
+//! the roles page does, so the person knows what to ask an admin for. Services (their own
 //! token) act on any organisation they name.
 //!
 //! Every change is written with its event in one transaction (the outbox), so access
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailroom_aip::token::PageTokenKey;
-use mailroom_clients::AccessClient;
+use mailroom_clients::{AccessClient, MailboxScope, PeerError};
 use mailroom_platform::auth::Principal;
 use mailroom_platform::outbox::EventActor;
 use mailroom_platform::proto::mailboxes::v1 as pb;
@@ -153,16 +156,83 @@ impl Mailboxes {
         }
     }
 
-    /// Whether the caller may change `owner`'s mailboxes (connect one for them, give them
-    /// one): their `mailbox.modify` scope takes in all of that person's mailboxes.
-    pub(crate) async fn may_modify_for(&self, caller: &Caller, owner: UserId) -> Result<bool> {
-        let scope = self
-            .scope(caller, Permission::MailboxModify, &[owner])
-            .await?;
+    /// Whether the caller's `permission` scope takes in `owner`'s mailboxes.
+    async fn reaches(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        owner: UserId,
+    ) -> Result<bool> {
+        let scope = self.scope(caller, permission, &[owner]).await?;
         Ok(match &scope {
             Scope::WholeOrganization => true,
             Scope::Some { owners, .. } => owners.contains(&owner),
         })
+    }
+
+    /// Whether the caller may connect a mailbox for `owner` (themselves included): their
+    /// `mailbox.connect` scope reaches that person. Access control hears of a user identity
+    /// made a moment ago a little later than identity answers, so while the owner (or the
+    /// caller) is such a user, a refusal or a "not heard of yet" is asked again until the
+    /// window closes (as [`Mailboxes::owner`] waits): a head who has just added a new
+    /// employee connects their mailbox at once, and so does a new employee their own.
+    pub(crate) async fn may_connect_for(&self, caller: &Caller, owner: UserId) -> Result<bool> {
+        let Some(user) = caller.user() else {
+            return Ok(true);
+        };
+        let started = Instant::now();
+        let wait_until = new_user_wait(owner, started).max(new_user_wait(user, started));
+        loop {
+            let waiting = wait_until.is_some_and(|deadline| Instant::now() < deadline);
+            match self
+                .access
+                .mailbox_scope(user, Permission::MailboxConnect, &[owner])
+                .await
+            {
+                Ok(MailboxScope::WholeOrganization) => return Ok(true),
+                Ok(MailboxScope::Some { owners, .. }) if owners.contains(&owner) => {
+                    return Ok(true)
+                }
+                Ok(MailboxScope::Some { .. }) if !waiting => return Ok(false),
+                Err(PeerError::NotYetKnown { .. }) if waiting => {}
+                Err(err) => return Err(err.into()),
+                Ok(MailboxScope::Some { .. }) => {}
+            }
+            tokio::time::sleep(NEW_USER_POLL).await;
+        }
+    }
+
+    /// The refusal of a connect for `owner` (in `org`), naming what the caller's roles lack;
+    /// `giving` when the mailbox is being given to them (a transfer) rather than connected.
+    pub(crate) async fn connect_refused(
+        &self,
+        caller: &Caller,
+        org: OrgId,
+        owner: UserId,
+        giving: bool,
+    ) -> Result<MailboxError> {
+        if caller.user() == Some(owner) {
+            return Ok(MailboxError::PermissionDenied(
+                "your roles do not let you connect mailboxes, not even your own; ask an admin for a role that may connect your own mailbox".into(),
+            ));
+        }
+        let who = match store::owner(&self.pool, org, owner).await? {
+            Some(found) if !found.display_name().is_empty() => found.display_name(),
+            _ => format!("user `{owner}`"),
+        };
+        let sees = self.reaches(caller, Permission::MailboxView, owner).await?;
+        let what = if giving {
+            format!("your roles do not let you connect mailboxes for {who}, so you may not give them one")
+        } else {
+            format!("your roles do not let you connect mailboxes for {who}")
+        };
+        Ok(MailboxError::PermissionDenied(if sees {
+            format!("you may see {who}'s mailboxes but not connect one for them: {what}; ask an admin for a role that may connect mailboxes for their department")
+        } else {
+            format!(
+                "{what}; ask an admin for a role that may connect mailboxes for their department"
+            )
+        }))
     }
 
     /// A mailbox the caller may use with `permission`: NOT_FOUND when they may not even view
@@ -190,10 +260,24 @@ impl Mailboxes {
                 .scope(caller, Permission::MailboxView, &[row.owner_user_id])
                 .await?;
             if view.covers(row.id, row.owner_user_id) {
-                return Err(MailboxError::PermissionDenied(match permission {
-                    Permission::MailboxSync => "you may see this mailbox but not sync it: syncing takes its ownership, admin rights or \"change mailboxes\"".into(),
-                    _ => "you may see this mailbox but not change it: supervisors see their subordinates' mailboxes and change nothing; changing takes its ownership, admin rights or \"change mailboxes\" (access control's settings)".into(),
-                }));
+                let (whose, ask) = if caller.user() == Some(row.owner_user_id) {
+                    (
+                        "your own mailboxes".to_owned(),
+                        "may change your own mailboxes' settings",
+                    )
+                } else {
+                    (
+                        format!("{}'s mailboxes", owner_name(&row)),
+                        "may change mailbox settings for their department",
+                    )
+                };
+                let what = match permission {
+                    Permission::MailboxSync => "sync it",
+                    _ => "change it",
+                };
+                return Err(MailboxError::PermissionDenied(format!(
+                    "you may see this mailbox but not {what}: your roles do not let you change the settings of {whose}; ask an admin for a role that {ask}"
+                )));
             }
         }
         Err(MailboxError::NotFound(id.to_string()))
@@ -310,6 +394,16 @@ impl Mailboxes {
                 self.login_queue_wait.as_secs().max(1)
             ))),
         }
+    }
+}
+
+/// A mailbox's owner as a refusal names them: their name, or their id when the registry has
+/// no name for them.
+fn owner_name(row: &MailboxRow) -> String {
+    let name = format!("{} {}", row.owner_first_name, row.owner_last_name);
+    match name.trim() {
+        "" => format!("user `{}`", row.owner_user_id),
+        name => name.to_owned(),
     }
 }
 

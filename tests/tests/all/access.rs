@@ -1,5 +1,5 @@
 //! Access control end to end: identity's changes reaching the graph through Kafka, checks and
-//! lookups over gRPC, who may write what, revisions across replicas, settings, and events.
+//! lookups over gRPC, who may write what, revisions across replicas, roles, and events.
 
 use mailroom_access::identity_events::IdentityEvents;
 use mailroom_platform::consumer::EventHandler;
@@ -15,6 +15,8 @@ use tonic::Code;
 mod grants;
 mod graph;
 mod replicas;
+mod roles;
+mod upgrade;
 
 /// Company → Sales → East, and Other at the top. The CEO heads Company, `east_head` East,
 /// `other_head` Other; `owner` and `peer` work in East. `owner` owns `mailbox`.
@@ -68,20 +70,140 @@ async fn org(app: &TestApp) -> Org {
     }
 }
 
-/// The organisation's admin stops owners sharing read access: only admins grant it now.
-async fn only_admins_grant_read_access(app: &TestApp, o: &Org) {
+/// The organisation's roles as `token` sees them, hidden ones included.
+async fn list_roles(app: &TestApp, token: &str) -> Vec<apb::Role> {
     app.access()
-        .update_permission_settings(authed(
-            &o.org.admin_token,
-            apb::UpdatePermissionSettingsRequest {
-                settings: Some(apb::PermissionSettings {
-                    read_access_grants: apb::ReadAccessGrants::Admins as i32,
+        .list_roles(authed(
+            token,
+            apb::ListRolesRequest {
+                show_hidden: true,
+                page_size: 1_000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list roles")
+        .into_inner()
+        .roles
+}
+
+/// The role of this kind (a builtin) in the organisation `token` is in.
+async fn builtin_role(app: &TestApp, token: &str, kind: apb::RoleKind) -> apb::Role {
+    list_roles(app, token)
+        .await
+        .into_iter()
+        .find(|r| r.kind == kind as i32)
+        .unwrap_or_else(|| panic!("the organisation has no {kind:?} role"))
+}
+
+/// Role permissions at these scopes (view the list, connect, change, grant read), with
+/// neither invite nor configure.
+fn scopes(
+    view: apb::Scope,
+    connect: apb::Scope,
+    modify: apb::Scope,
+    grant_read: apb::Scope,
+) -> apb::RolePermissions {
+    apb::RolePermissions {
+        view_mailbox_list: view as i32,
+        connect_mailboxes: connect as i32,
+        modify_mailboxes: modify as i32,
+        grant_read_access: grant_read as i32,
+        invite: false,
+        manage_permissions: false,
+    }
+}
+
+/// A new custom role made by `token`.
+async fn create_role(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    permissions: apb::RolePermissions,
+) -> Result<apb::Role, tonic::Status> {
+    app.access()
+        .create_role(authed(
+            token,
+            apb::CreateRoleRequest {
+                role: Some(apb::Role {
+                    display_name: name.into(),
+                    permissions: Some(permissions),
                     ..Default::default()
                 }),
             },
         ))
         .await
-        .expect("only admins grant read access");
+        .map(|r| r.into_inner())
+}
+
+/// A role's subject: `user:<id>`, or `<type>:<id>#<relation>`.
+fn subject(kind: &str, id: &str, relation: &str) -> Option<apb::SubjectRef> {
+    Some(apb::SubjectRef {
+        object: object(kind, id),
+        relation: relation.into(),
+    })
+}
+
+/// `token` assigns the role to the subject.
+async fn assign(
+    app: &TestApp,
+    token: &str,
+    role_id: &str,
+    to: Option<apb::SubjectRef>,
+) -> Result<apb::RoleAssignment, tonic::Status> {
+    app.access()
+        .assign_role(authed(
+            token,
+            apb::AssignRoleRequest {
+                role_id: role_id.into(),
+                subject: to,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// `token` changes the role's fields named in `paths` to those of `role`.
+async fn update_role(
+    app: &TestApp,
+    token: &str,
+    role: apb::Role,
+    paths: &[&str],
+) -> Result<apb::Role, tonic::Status> {
+    app.access()
+        .update_role(authed(
+            token,
+            apb::UpdateRoleRequest {
+                role: Some(role),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                }),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The organisation's admin stops owners sharing read access: Supervisor and Manager lose
+/// "grant read access", so only admins grant it now. The revision of the last change.
+async fn only_admins_grant_read_access(app: &TestApp, o: &Org) -> apb::Revision {
+    let mut last = None;
+    for kind in [apb::RoleKind::Supervisor, apb::RoleKind::Manager] {
+        let mut role = builtin_role(app, &o.org.admin_token, kind).await;
+        if let Some(p) = role.permissions.as_mut() {
+            p.grant_read_access = apb::Scope::None as i32;
+        }
+        last = update_role(
+            app,
+            &o.org.admin_token,
+            role,
+            &["permissions.grant_read_access"],
+        )
+        .await
+        .expect("only admins grant read access")
+        .written_at;
+    }
+    last.expect("a revision")
 }
 
 async fn token(app: &TestApp, o: &Org, local: &str) -> String {

@@ -21,6 +21,7 @@ mod metrics;
 mod ordering_and_locks;
 mod process_exit;
 mod revocation;
+mod roles;
 mod service_principals;
 mod shutdown_drain;
 mod signin;

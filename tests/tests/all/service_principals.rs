@@ -51,7 +51,9 @@ fn some_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// The representative RPCs of each service, and who may call each.
+/// The representative RPCs of each service, and who may call each (the deprecated settings
+/// RPC included: still refused to every service).
+#[allow(deprecated)]
 fn matrix(app: &TestApp, org_id: &str, admin_id: &str) -> Vec<Rpc> {
     let (org, admin) = (org_id.to_owned(), admin_id.to_owned());
     let identity = app.identity.clone();
@@ -251,6 +253,25 @@ fn matrix(app: &TestApp, org_id: &str, admin_id: &str) -> Vec<Rpc> {
             access.clone(),
             list_relationships,
             apb::ListRelationshipsRequest::default()
+        ),
+        rpc!(
+            "access",
+            "ListRoles",
+            &[OPERATOR],
+            access.clone(),
+            list_roles,
+            apb::ListRolesRequest {
+                org_id: org.clone(),
+                ..Default::default()
+            }
+        ),
+        rpc!(
+            "access",
+            "GetRole",
+            &[OPERATOR],
+            access.clone(),
+            get_role,
+            apb::GetRoleRequest { id: some_id() }
         ),
         rpc!(
             "access",

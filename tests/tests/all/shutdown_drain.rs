@@ -80,26 +80,23 @@ async fn a_stopping_service_answers_through_its_drain_then_closes_and_finishes_c
     }
     assert_eq!(health(&endpoint).await, ServingStatus::Serving);
 
-    // A slow call: the settings table is held by someone else until released below.
+    // A slow call: the roles table is held by someone else until released below.
     let mut held = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE access.settings IN ACCESS EXCLUSIVE MODE")
+    sqlx::query("LOCK TABLE access.roles IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *held)
         .await
-        .expect("lock the settings");
+        .expect("lock the roles");
     let slow = {
         let channel = dial(&endpoint).await.expect("connect");
         let token = org.admin_token.clone();
         tokio::spawn(async move {
             AccessServiceClient::new(channel)
-                .get_permission_settings(authed(
-                    &token,
-                    apb::GetPermissionSettingsRequest::default(),
-                ))
+                .list_roles(authed(&token, apb::ListRolesRequest::default()))
                 .await
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!slow.is_finished(), "the settings call did not wait");
+    assert!(!slow.is_finished(), "the roles call did not wait");
 
     // Stop.
     stop.cancel();
@@ -114,9 +111,31 @@ async fn a_stopping_service_answers_through_its_drain_then_closes_and_finishes_c
     }
 
     // During the drain a caller that still has this address connects and is answered, about
-    // a person made at identity after the stop: the replica still follows the changelog.
-    let newcomer = app.create_user(&org, "newcomer", "").await;
-    while !knows(&endpoint, &service, &newcomer.id).await {
+    // a person recorded after the stop: the replica still follows the changelog. (Recorded
+    // directly: every writer reads the held roles table, so identity's mirror waits for it.)
+    let newcomer = mailroom_platform::types::UserId::new();
+    {
+        let pool = mailroom_platform::db::connect(
+            &secrecy::SecretString::from(app.database_url().to_owned()),
+            mailroom_access::SCHEMA,
+            1,
+        )
+        .await
+        .expect("access pool");
+        let mut conn = pool.acquire().await.expect("conn");
+        mailroom_access::store::changelog::record(
+            &mut conn,
+            org.id.parse().expect("org id"),
+            &[mailroom_access::store::Change::User {
+                user: newcomer,
+                active: true,
+            }],
+        )
+        .await
+        .expect("record a newcomer");
+    }
+    let newcomer = newcomer.to_string();
+    while !knows(&endpoint, &service, &newcomer).await {
         assert!(
             stopped.elapsed() < DRAIN - Duration::from_secs(1),
             "during the drain the stopping replica never heard of a person made after the stop ({:?} in)",
@@ -161,5 +180,9 @@ async fn a_stopping_service_answers_through_its_drain_then_closes_and_finishes_c
         .expect("task")
         .expect("the call in flight when the listener closed is answered")
         .into_inner();
-    assert_eq!(answered.org_id, org.id);
+    assert!(!answered.roles.is_empty(), "{answered:?}");
+    assert!(
+        answered.roles.iter().all(|r| r.org_id == org.id),
+        "{answered:?}"
+    );
 }

@@ -1,15 +1,22 @@
-//! One organisation's relationships in memory, indexed both ways.
+//! One organisation's relationships and roles in memory, indexed both ways.
 //!
-//! A check is a few hash lookups plus, for a supervisor, a walk up the department tree from the
-//! owner's department (depth-bounded: the tree has no cycles, [`OrgGraph::write`] refuses
-//! them). A lookup of the mailboxes a supervisor may view walks down the subtrees they head.
-//! No recursive SQL and no policy interpretation on the hot path.
+//! A check is the user's effective grants (the union of their roles, a few hash lookups once
+//! [refreshed](OrgGraph::refresh)) and then how far the scope the permission has reaches: the
+//! user themselves, a walk up the department tree from the owner's departments (bounded by
+//! the number of parent edges: [`OrgGraph::write`] refuses cycles), or everyone. A lookup of
+//! the mailboxes a holder reaches walks down the subtrees they head or belong to. No recursive
+//! SQL and no policy interpretation on the hot path.
 //!
 //! - this file: the indexes, and the writes that keep both directions of each in step;
+//! - `roles.rs`: role definitions and assignments, the roles a user holds, their union
+//!   ([`OrgGraph::effective`]), how far a scope reaches ([`OrgGraph::reaches`]) and the cache
+//!   of joined grants;
 //! - `supervision.rs`: who supervises whom, up and down the department tree;
 //! - `permissions.rs`: checks, their explanations, and the reverse lookups (which mailboxes,
-//!   which users, how far a permission reaches).
+//!   which users, how far a permission reaches);
+//! - `delegation.rs`: what a holder of `org.manage_permissions` may give to whom.
 
+mod delegation;
 mod permissions;
 mod roles;
 mod supervision;
@@ -20,9 +27,9 @@ use std::collections::{HashMap, HashSet};
 
 use mailroom_types::{DepartmentId, MailboxId, UserId};
 
-use crate::model::{Audience, ModelError, Relationship, Settings};
+use crate::model::{ModelError, Relationship};
 
-/// One organisation's users, relationships and settings. Each relation is held in both
+/// One organisation's users, relationships and roles. Each relation is held in both
 /// directions (`heads` and `headed_by`, `owner` and `owned`, …) so that a check walks up and a
 /// lookup walks down without scanning.
 #[derive(Debug, Default, Clone)]
@@ -30,9 +37,6 @@ pub struct OrgGraph {
     users: HashSet<UserId>,
     dismissed: HashSet<UserId>,
     admins: HashSet<UserId>,
-    managers: HashSet<UserId>,
-    inviters: HashSet<UserId>,
-    settings: Settings,
     parent: HashMap<DepartmentId, DepartmentId>,
     children: HashMap<DepartmentId, HashSet<DepartmentId>>,
     heads: HashMap<DepartmentId, HashSet<UserId>>,
@@ -94,14 +98,13 @@ impl OrgGraph {
     }
 
     /// Adds a relationship; `Ok(false)` when it was already there. A mailbox has one owner and
-    /// a department one parent: writing another replaces it.
+    /// a department one parent: writing another replaces it. The legacy
+    /// `org#mailbox_manager@user` and `org#inviter@user` (roles now) are ignored.
     pub fn write(&mut self, rel: Relationship) -> Result<bool, ModelError> {
         Ok(match rel {
             Relationship::Admin(u) => self.admins.insert(u),
-            Relationship::MailboxManager(u) => self.managers.insert(u),
-            Relationship::Inviter(u) => self.inviters.insert(u),
+            Relationship::MailboxManager(_) | Relationship::Inviter(_) => false,
             Relationship::EveryoneInvites => {
-                self.settings.invite = Audience::Everyone;
                 !std::mem::replace(&mut self.roles.everyone_invites, true)
             }
             Relationship::Head(d, u) => {
@@ -115,6 +118,7 @@ impl OrgGraph {
                 if child == parent || self.ancestors_or_self(parent).any(|a| a == child) {
                     return Err(ModelError::Cycle(child));
                 }
+                self.roles.derived = None;
                 if let Some(old) = self.parent.insert(child, parent) {
                     remove(&mut self.children, &old, &child);
                 }
@@ -145,10 +149,8 @@ impl OrgGraph {
     pub fn delete(&mut self, rel: Relationship) -> bool {
         match rel {
             Relationship::Admin(u) => self.admins.remove(&u),
-            Relationship::MailboxManager(u) => self.managers.remove(&u),
-            Relationship::Inviter(u) => self.inviters.remove(&u),
+            Relationship::MailboxManager(_) | Relationship::Inviter(_) => false,
             Relationship::EveryoneInvites => {
-                self.settings.invite = Audience::Admins;
                 std::mem::replace(&mut self.roles.everyone_invites, false)
             }
             Relationship::Head(d, u) => {
@@ -159,6 +161,7 @@ impl OrgGraph {
                 if self.parent.get(&child) != Some(&parent) {
                     return false;
                 }
+                self.roles.derived = None;
                 self.parent.remove(&child);
                 remove(&mut self.children, &parent, &child)
             }
@@ -190,20 +193,13 @@ impl OrgGraph {
             if self.parent.get(&child) == Some(&parent) {
                 return false;
             }
+            self.roles.derived = None;
             if let Some(old) = self.parent.insert(child, parent) {
                 remove(&mut self.children, &old, &child);
             }
             return add(&mut self.children, parent, child);
         }
         self.write(rel).unwrap_or(false)
-    }
-
-    pub fn settings(&self) -> Settings {
-        self.settings
-    }
-
-    pub fn set_settings(&mut self, settings: Settings) {
-        self.settings = settings;
     }
 
     pub fn is_admin(&self, user: UserId) -> bool {
@@ -217,8 +213,13 @@ impl OrgGraph {
     /// How many relationships the graph holds (a gauge for memory).
     pub fn len(&self) -> usize {
         self.admins.len()
-            + self.managers.len()
-            + self.inviters.len()
+            + usize::from(self.roles.everyone_invites)
+            + self
+                .roles
+                .assignees
+                .values()
+                .map(HashSet::len)
+                .sum::<usize>()
             + self.parent.len()
             + self.headed_by.values().map(HashSet::len).sum::<usize>()
             + self.member_of.values().map(HashSet::len).sum::<usize>()
@@ -248,7 +249,9 @@ pub struct Explanation {
     /// From the resource towards the subject.
     pub path: Vec<Relationship>,
     pub reason: String,
-    /// The role that granted it, when one did (not for owners and readers).
+    /// The role that granted it, when one did: for a mailbox permission other than reading
+    /// mail (owners too hold those through a role), inviting and configuring access. `None`
+    /// for read_mail, `org.register_users` and the organisation-wide "everyone may invite".
     pub granted_by: Option<RoleGrant>,
 }
 
@@ -256,7 +259,127 @@ pub struct Explanation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleGrant {
     pub role: mailroom_types::RoleId,
+    /// The role's scope for the permission (`Grants::scope_for`): at least what reaching the
+    /// owner takes. [`Scope::None`](crate::model::Scope::None) for an organisation
+    /// permission, which has no scope.
     pub scope: crate::model::Scope,
     /// `role#assignee@…`, or `org#admin@user` for Administrator.
     pub assignment: Relationship,
+}
+
+/// A small organisation for the graph's unit tests: Company → Sales → East, Other;
+/// Company → Warehouse → Night shift. Ceo heads Company, Hanna heads East; Emil is in East,
+/// Olga in Other, Hilda in Company, Vera in Warehouse, Walt in Night shift; Ada is an org
+/// admin. Everyone owns one mailbox. The three default roles are in place.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::collections::HashMap;
+
+    use mailroom_types::{DepartmentId, MailboxId, RoleId, UserId};
+
+    use super::OrgGraph;
+    use crate::model::{Assignee, Builtin, Grants, Relationship, RoleDef, Scope};
+
+    pub struct Org {
+        pub graph: OrgGraph,
+        pub dept: HashMap<&'static str, DepartmentId>,
+        pub user: HashMap<&'static str, UserId>,
+        pub mailbox: HashMap<&'static str, MailboxId>,
+    }
+
+    pub const PEOPLE: [&str; 8] = [
+        "ada", "ceo", "hanna", "emil", "olga", "hilda", "vera", "walt",
+    ];
+
+    impl Org {
+        pub fn new() -> Org {
+            let mut graph = OrgGraph::new();
+            graph.ensure_default_roles();
+            let mut dept = HashMap::new();
+            for d in ["company", "sales", "east", "other", "warehouse", "night"] {
+                dept.insert(d, DepartmentId::new());
+            }
+            for (child, parent) in [
+                ("sales", "company"),
+                ("east", "sales"),
+                ("other", "sales"),
+                ("warehouse", "company"),
+                ("night", "warehouse"),
+            ] {
+                graph
+                    .write(Relationship::Parent(dept[child], dept[parent]))
+                    .expect("tree");
+            }
+            let mut user = HashMap::new();
+            let mut mailbox = HashMap::new();
+            for p in PEOPLE {
+                let u = UserId::new();
+                graph.set_user(u, true);
+                user.insert(p, u);
+                let m = MailboxId::new();
+                graph.write(Relationship::Owner(m, u)).expect("owner");
+                mailbox.insert(p, m);
+            }
+            let rels = [
+                Relationship::Admin(user["ada"]),
+                Relationship::Head(dept["company"], user["ceo"]),
+                Relationship::Head(dept["east"], user["hanna"]),
+                Relationship::Member(user["emil"], dept["east"]),
+                Relationship::Member(user["olga"], dept["other"]),
+                Relationship::Member(user["hilda"], dept["company"]),
+                Relationship::Member(user["vera"], dept["warehouse"]),
+                Relationship::Member(user["walt"], dept["night"]),
+            ];
+            for r in rels {
+                graph.write(r).expect("relationship");
+            }
+            Org {
+                graph,
+                dept,
+                user,
+                mailbox,
+            }
+        }
+
+        pub fn builtin(&self, b: Builtin) -> RoleId {
+            self.graph.builtin_role(b).expect("default role").id
+        }
+
+        /// Defines a custom role and assigns it to each of `to`.
+        pub fn role(&mut self, name: &str, grants: Grants, to: &[Assignee]) -> RoleId {
+            let id = RoleId::new();
+            self.graph.put_role(RoleDef {
+                id,
+                builtin: None,
+                name: name.into(),
+                hidden: false,
+                grants,
+                version: 1,
+            });
+            for a in to {
+                self.graph
+                    .write(Relationship::Assignee(id, *a))
+                    .expect("assign");
+            }
+            id
+        }
+
+        pub fn may(&self, who: &str, p: mailroom_types::Permission, whose: &str) -> bool {
+            self.graph
+                .check(self.user[who], p, Some(self.mailbox[whose]))
+                .expect("mailbox given")
+        }
+    }
+
+    /// Grants with the four mailbox scopes as given and nothing else.
+    pub fn scoped(view: Scope, connect: Scope, modify: Scope, grant_read: Scope) -> Grants {
+        Grants {
+            view_mailbox_list: view,
+            connect_mailboxes: connect,
+            modify_mailboxes: modify,
+            grant_read_access: grant_read,
+            invite: false,
+            manage_permissions: false,
+        }
+    }
 }

@@ -6,7 +6,16 @@
 //! A user holds: Administrator when an org admin; every role assigned to them, to a department
 //! they are a direct member of, to a department at or above one they are a member of (as a
 //! tree), or to "heads" when they head a department; and only when none of those apply and
-//! they are no admin, the roles assigned to "everyone else".
+//! they are no admin, the roles assigned to "everyone else". An assignment of a role that is
+//! not defined, or of Administrator (held by exactly the org admins), counts for nothing.
+//!
+//! [`OrgGraph::effective`] is on the path of every check. [`OrgGraph::refresh`] joins the
+//! roles' grants ahead of time — per department (its member roles and the tree roles at or
+//! above it), per directly assigned user, for heads and for everyone else — so that it is a
+//! handful of hash lookups with no allocation. Whatever changes those joins (a role defined,
+//! changed or removed, an assignment, a department's parent) drops the cache; until the next
+//! refresh `effective` walks the assignments instead and answers the same. Membership, heads,
+//! admins and dismissals are read live and never drop it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +36,24 @@ pub(super) struct RoleIndex {
     pub(super) assignees: HashMap<RoleId, HashSet<Assignee>>,
     /// identity's "everyone may invite" (`org#inviter@org#member`).
     pub(super) everyone_invites: bool,
+    /// The joins [`OrgGraph::effective`] reads; `None` when stale (see [`OrgGraph::refresh`]).
+    pub(super) derived: Option<Derived>,
+}
+
+/// Role grants joined ahead of time. An entry is present exactly when at least one role
+/// applies, which is what makes a user's roles "explicit" (and "everyone else" not apply).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Derived {
+    /// Per department: the roles assigned to its direct members and to the trees at or above
+    /// it. A department absent has none (a department that gains a parent or an assignment
+    /// drops the cache, so absence stays true until the next refresh).
+    dept: HashMap<DepartmentId, Grants>,
+    /// Per user: the roles assigned to them directly.
+    user: HashMap<UserId, Grants>,
+    /// The roles assigned to department heads, if any.
+    heads: Option<Grants>,
+    /// The roles assigned to everyone else.
+    everyone_else: Grants,
 }
 
 impl RoleIndex {
@@ -38,7 +65,11 @@ impl RoleIndex {
             Assignee::Heads => self.heads.insert(role),
             Assignee::EveryoneElse => self.everyone_else.insert(role),
         };
-        add(&mut self.assignees, role, who)
+        let added = add(&mut self.assignees, role, who);
+        if added {
+            self.derived = None;
+        }
+        added
     }
 
     pub(super) fn unassign(&mut self, role: RoleId, who: Assignee) -> bool {
@@ -49,7 +80,34 @@ impl RoleIndex {
             Assignee::Heads => self.heads.remove(&role),
             Assignee::EveryoneElse => self.everyone_else.remove(&role),
         };
-        remove(&mut self.assignees, &role, &who)
+        let removed = remove(&mut self.assignees, &role, &who);
+        if removed {
+            self.derived = None;
+        }
+        removed
+    }
+
+    /// The definition of an assigned role, if the assignment counts: the role is defined and
+    /// is not Administrator (which only org admins hold, by identity's flag).
+    pub(super) fn assignable(&self, role: &RoleId) -> Option<&RoleDef> {
+        self.defs
+            .get(role)
+            .filter(|r| r.builtin != Some(Builtin::Administrator))
+    }
+
+    /// The join of the grants of `roles` (those that count) into `acc`; `None` if no role
+    /// counted and `acc` was `None`.
+    fn join<'a>(
+        &self,
+        acc: Option<Grants>,
+        roles: impl IntoIterator<Item = &'a RoleId>,
+    ) -> Option<Grants> {
+        roles
+            .into_iter()
+            .filter_map(|r| self.assignable(r))
+            .fold(acc, |acc, r| {
+                Some(acc.map_or(r.grants, |g: Grants| g.join(r.grants)))
+            })
     }
 }
 
@@ -69,6 +127,7 @@ impl OrgGraph {
     /// Adds or replaces a role definition.
     pub fn put_role(&mut self, role: RoleDef) {
         self.roles.defs.insert(role.id, role);
+        self.roles.derived = None;
     }
 
     /// Removes a role and its assignments; the definition it had.
@@ -76,6 +135,7 @@ impl OrgGraph {
         for who in self.roles.assignees.get(&role).cloned().unwrap_or_default() {
             self.roles.unassign(role, who);
         }
+        self.roles.derived = None;
         self.roles.defs.remove(&role)
     }
 
@@ -143,8 +203,10 @@ impl OrgGraph {
         }
     }
 
-    /// The roles `user` holds and how, Administrator first. Empty for someone dismissed or
-    /// unknown. The walk behind [`OrgGraph::effective`], for explanations and listings.
+    /// The roles `user` holds and how, built-in roles first, then by id; a role held through
+    /// several assignments appears once for each. Empty for someone dismissed or unknown. The
+    /// walk behind explanations and listings ([`OrgGraph::effective`] gives the same union
+    /// without it).
     pub fn held_roles(&self, user: UserId) -> Vec<HeldRole> {
         let mut out = Vec::new();
         if !self.active(&user) {
@@ -161,25 +223,24 @@ impl OrgGraph {
             }
         }
         let mut explicit = false;
-        let held =
-            |out: &mut Vec<HeldRole>, role: RoleId, who: Assignee, via: Vec<Relationship>| {
-                if self.roles.defs.contains_key(&role) {
+        let mut held =
+            |out: &mut Vec<HeldRole>, role: RoleId, who: Assignee, via: &[Relationship]| {
+                if self.roles.assignable(&role).is_some() {
+                    explicit = true;
                     out.push(HeldRole {
                         role,
                         assignment: Relationship::Assignee(role, who),
-                        via,
+                        via: via.to_vec(),
                     });
                 }
             };
         for role in self.roles.by_user.get(&user).into_iter().flatten() {
-            explicit = true;
-            held(&mut out, *role, Assignee::User(user), Vec::new());
+            held(&mut out, *role, Assignee::User(user), &[]);
         }
         for d in self.member_of.get(&user).into_iter().flatten() {
             let member = Relationship::Member(user, *d);
             for role in self.roles.by_members.get(d).into_iter().flatten() {
-                explicit = true;
-                held(&mut out, *role, Assignee::Members(*d), vec![member]);
+                held(&mut out, *role, Assignee::Members(*d), &[member]);
             }
             let mut via = vec![member];
             let mut below = *d;
@@ -189,25 +250,29 @@ impl OrgGraph {
                     below = a;
                 }
                 for role in self.roles.by_tree.get(&a).into_iter().flatten() {
-                    explicit = true;
-                    held(&mut out, *role, Assignee::Tree(a), via.clone());
+                    held(&mut out, *role, Assignee::Tree(a), &via);
                 }
             }
         }
         if let Some(d) = self.headed_by.get(&user).and_then(|ds| ds.iter().min()) {
             for role in &self.roles.heads {
-                explicit = true;
                 held(
                     &mut out,
                     *role,
                     Assignee::Heads,
-                    vec![Relationship::Head(*d, user)],
+                    &[Relationship::Head(*d, user)],
                 );
             }
         }
         if !explicit && !admin {
             for role in &self.roles.everyone_else {
-                held(&mut out, *role, Assignee::EveryoneElse, Vec::new());
+                if self.roles.assignable(role).is_some() {
+                    out.push(HeldRole {
+                        role: *role,
+                        assignment: Relationship::Assignee(*role, Assignee::EveryoneElse),
+                        via: Vec::new(),
+                    });
+                }
             }
         }
         out.sort_by_key(|h| {
@@ -225,20 +290,80 @@ impl OrgGraph {
 
     /// The union of the grants of every role `user` holds (everything for an org admin,
     /// nothing for someone dismissed), with `invite` when identity lets everyone invite.
+    /// No allocation; a few hash lookups when [refreshed](OrgGraph::refresh), a walk up the
+    /// user's departments otherwise.
     pub fn effective(&self, user: UserId) -> Grants {
         if !self.active(&user) {
             return Grants::NONE;
         }
+        self.effective_of_active(user)
+    }
+
+    /// [`OrgGraph::effective`] for a user already known to be active (the check path).
+    pub(super) fn effective_of_active(&self, user: UserId) -> Grants {
         if self.admins.contains(&user) {
             return Grants::ALL;
         }
-        let mut g = self
-            .held_roles(user)
-            .iter()
-            .filter_map(|h| self.roles.defs.get(&h.role))
-            .fold(Grants::NONE, |g, r| g.join(r.grants));
+        let mut g = match &self.roles.derived {
+            Some(d) => self.effective_cached(user, d),
+            None => self
+                .explicit_walk(user)
+                .unwrap_or_else(|| self.everyone_else_grants()),
+        };
         g.invite |= self.roles.everyone_invites;
         g
+    }
+
+    fn effective_cached(&self, user: UserId, d: &Derived) -> Grants {
+        let mut g = if d.user.is_empty() {
+            None
+        } else {
+            d.user.get(&user).copied()
+        };
+        for dep in self.member_of.get(&user).into_iter().flatten() {
+            if let Some(x) = d.dept.get(dep) {
+                g = Some(g.map_or(*x, |g| g.join(*x)));
+            }
+        }
+        if let Some(h) = d.heads {
+            if self.headed_by.contains_key(&user) {
+                g = Some(g.map_or(h, |g| g.join(h)));
+            }
+        }
+        g.unwrap_or(d.everyone_else)
+    }
+
+    /// The join of the roles `user` holds explicitly (not Administrator, not "everyone
+    /// else"); `None` when they hold none.
+    fn explicit_walk(&self, user: UserId) -> Option<Grants> {
+        let r = &self.roles;
+        let mut g = r.join(None, r.by_user.get(&user).into_iter().flatten());
+        for d in self.member_of.get(&user).into_iter().flatten() {
+            g = r.join(g, r.by_members.get(d).into_iter().flatten());
+            g = self.tree_join(g, *d);
+        }
+        if self.headed_by.contains_key(&user) {
+            g = r.join(g, &r.heads);
+        }
+        g
+    }
+
+    /// `acc` joined with the roles assigned to the trees at or above `department`.
+    fn tree_join(&self, mut acc: Option<Grants>, department: DepartmentId) -> Option<Grants> {
+        let r = &self.roles;
+        if r.by_tree.is_empty() {
+            return acc;
+        }
+        for a in self.ancestors_or_self(department) {
+            acc = r.join(acc, r.by_tree.get(&a).into_iter().flatten());
+        }
+        acc
+    }
+
+    fn everyone_else_grants(&self) -> Grants {
+        self.roles
+            .join(None, &self.roles.everyone_else)
+            .unwrap_or(Grants::NONE)
     }
 
     /// The departments `user` belongs to: those they are a member of and those they head.
@@ -251,26 +376,315 @@ impl OrgGraph {
             .copied()
     }
 
+    /// Whether `department` is one of `user`'s home departments (member or head).
+    pub(super) fn is_home(&self, user: UserId, department: DepartmentId) -> bool {
+        self.member_of
+            .get(&user)
+            .is_some_and(|ds| ds.contains(&department))
+            || self
+                .headed_by
+                .get(&user)
+                .is_some_and(|ds| ds.contains(&department))
+    }
+
     /// Whether a permission held at `scope` by `holder` reaches mailboxes owned by `owner`.
+    /// No allocation: Department is one bounded walk up from each of the owner's departments.
     pub fn reaches(&self, holder: UserId, scope: Scope, owner: UserId) -> bool {
         match scope {
             Scope::None => false,
             Scope::Own => holder == owner,
             Scope::Subordinates => holder == owner || self.supervises(holder, owner),
             Scope::Department => {
-                holder == owner || {
-                    let home: HashSet<DepartmentId> = self.home(holder).collect();
-                    !home.is_empty()
-                        && self
-                            .home(owner)
-                            .any(|d| self.ancestors_or_self(d).any(|a| home.contains(&a)))
-                }
+                holder == owner
+                    || self
+                        .home(owner)
+                        .any(|d| self.ancestors_or_self(d).any(|a| self.is_home(holder, a)))
             }
             Scope::All => true,
         }
     }
 
-    /// Rebuilds the caches roles are evaluated from. The cache is an optimisation, never a
-    /// source of truth: a graph that is never refreshed answers the same, more slowly.
-    pub fn refresh(&mut self) {}
+    /// Rebuilds the joins [`OrgGraph::effective`] reads (in O(departments × depth +
+    /// assignments)) if anything dropped them since the last refresh; otherwise costs nothing.
+    /// The cache is an optimisation, never a source of truth: a graph that is never refreshed
+    /// answers the same, more slowly. Replicas call it after applying changes.
+    pub fn refresh(&mut self) {
+        if self.roles.derived.is_some() {
+            return;
+        }
+        let r = &self.roles;
+        let mut d = Derived {
+            heads: r.join(None, &r.heads),
+            everyone_else: self.everyone_else_grants(),
+            ..Derived::default()
+        };
+        for (u, roles) in &r.by_user {
+            if let Some(g) = r.join(None, roles) {
+                d.user.insert(*u, g);
+            }
+        }
+        // Every department a role could apply to: one with member roles, one with tree roles,
+        // and any with a parent (a tree role above it). Any other department holds none.
+        let departments: HashSet<DepartmentId> = r
+            .by_members
+            .keys()
+            .chain(r.by_tree.keys())
+            .chain(self.parent.keys())
+            .copied()
+            .collect();
+        for dep in departments {
+            let g = r.join(None, r.by_members.get(&dep).into_iter().flatten());
+            if let Some(g) = self.tree_join(g, dep) {
+                d.dept.insert(dep, g);
+            }
+        }
+        self.roles.derived = Some(d);
+    }
+
+    /// Whether the joins are current (tests and metrics).
+    pub fn is_refreshed(&self) -> bool {
+        self.roles.derived.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailroom_types::RoleId;
+
+    use crate::graph::fixture::{scoped, Org, PEOPLE};
+    use crate::model::{Assignee, Builtin, Grants, Relationship, RoleDef, Scope};
+
+    /// Every user's effective grants, walked and cached, must agree.
+    fn assert_cache_agrees(org: &mut Org) {
+        org.graph.roles.derived = None;
+        let walked: Vec<Grants> = PEOPLE
+            .iter()
+            .map(|p| org.graph.effective(org.user[p]))
+            .collect();
+        org.graph.refresh();
+        assert!(org.graph.is_refreshed());
+        let cached: Vec<Grants> = PEOPLE
+            .iter()
+            .map(|p| org.graph.effective(org.user[p]))
+            .collect();
+        assert_eq!(walked, cached);
+    }
+
+    #[test]
+    fn defaults_give_heads_supervisor_and_everyone_else_manager() {
+        let mut org = Org::new();
+        let g = &org.graph;
+        assert_eq!(g.effective(org.user["ada"]), Grants::ALL);
+        assert_eq!(
+            g.effective(org.user["hanna"]),
+            Builtin::Supervisor.default_grants()
+        );
+        assert_eq!(
+            g.effective(org.user["emil"]),
+            Builtin::Manager.default_grants()
+        );
+        let held: Vec<RoleId> = g
+            .held_roles(org.user["hanna"])
+            .iter()
+            .map(|h| h.role)
+            .collect();
+        assert_eq!(held, vec![org.builtin(Builtin::Supervisor)]);
+        assert_cache_agrees(&mut org);
+    }
+
+    #[test]
+    fn an_explicit_role_replaces_everyone_else_and_unions_with_the_rest() {
+        let mut org = Org::new();
+        let no_mail = org.role(
+            "No mail",
+            Grants::NONE,
+            &[Assignee::Tree(org.dept["warehouse"])],
+        );
+        let hanna_too = org.role(
+            "No mail for Hanna",
+            Grants::NONE,
+            &[Assignee::User(org.user["hanna"])],
+        );
+        for refreshed in [false, true] {
+            if refreshed {
+                org.graph.refresh();
+            }
+            let g = &org.graph;
+            assert_eq!(g.effective(org.user["vera"]), Grants::NONE);
+            assert_eq!(g.effective(org.user["walt"]), Grants::NONE);
+            assert_eq!(
+                g.effective(org.user["olga"]),
+                Builtin::Manager.default_grants()
+            );
+            // A head holding "No mail" keeps Supervisor: roles are a union.
+            assert_eq!(
+                g.effective(org.user["hanna"]),
+                Builtin::Supervisor.default_grants()
+            );
+        }
+        let walt = org.graph.held_roles(org.user["walt"]);
+        assert_eq!(walt.len(), 1);
+        assert_eq!(walt[0].role, no_mail);
+        assert_eq!(
+            walt[0].via,
+            vec![
+                Relationship::Member(org.user["walt"], org.dept["night"]),
+                Relationship::Parent(org.dept["night"], org.dept["warehouse"]),
+            ]
+        );
+        assert!(org
+            .graph
+            .held_roles(org.user["hanna"])
+            .iter()
+            .any(|h| h.role == hanna_too));
+
+        // Moving Night shift under Sales takes Walt out of the tree: the cache is dropped and
+        // he falls back to Manager.
+        org.graph.refresh();
+        org.graph
+            .write(Relationship::Parent(org.dept["night"], org.dept["sales"]))
+            .expect("move");
+        assert!(!org.graph.is_refreshed());
+        assert_eq!(
+            org.graph.effective(org.user["walt"]),
+            Builtin::Manager.default_grants()
+        );
+        assert_cache_agrees(&mut org);
+
+        // Deleting the role deletes its assignments: Vera is back to Manager.
+        org.graph.remove_role(no_mail);
+        assert_eq!(
+            org.graph.effective(org.user["vera"]),
+            Builtin::Manager.default_grants()
+        );
+        assert_cache_agrees(&mut org);
+    }
+
+    #[test]
+    fn membership_changes_need_no_refresh() {
+        let mut org = Org::new();
+        let hr = scoped(Scope::All, Scope::Own, Scope::Own, Scope::Own);
+        org.role("HR", hr, &[Assignee::Members(org.dept["other"])]);
+        org.graph.refresh();
+        assert_eq!(org.graph.effective(org.user["olga"]), hr);
+        org.graph
+            .write(Relationship::Member(org.user["emil"], org.dept["other"]))
+            .expect("member");
+        org.graph
+            .delete(Relationship::Member(org.user["olga"], org.dept["other"]));
+        assert!(org.graph.is_refreshed());
+        assert_eq!(org.graph.effective(org.user["emil"]), hr);
+        assert_eq!(
+            org.graph.effective(org.user["olga"]),
+            Builtin::Manager.default_grants()
+        );
+        assert_cache_agrees(&mut org);
+    }
+
+    #[test]
+    fn role_edits_drop_the_cache_and_undefined_or_administrator_assignments_count_for_nothing() {
+        let mut org = Org::new();
+        let manager = org.builtin(Builtin::Manager);
+        org.graph.refresh();
+        let mut def = org.graph.role(manager).cloned().expect("manager");
+        def.grants.invite = true;
+        org.graph.put_role(def);
+        assert!(!org.graph.is_refreshed());
+        assert!(org.graph.effective(org.user["emil"]).invite);
+
+        // An assignment of a role nobody defined, or of Administrator, gives nothing and does
+        // not take "everyone else" away.
+        let ghost = RoleId::new();
+        let admin_role = org.builtin(Builtin::Administrator);
+        for role in [ghost, admin_role] {
+            org.graph
+                .write(Relationship::Assignee(
+                    role,
+                    Assignee::User(org.user["emil"]),
+                ))
+                .expect("assign");
+        }
+        assert!(org.graph.effective(org.user["emil"]).invite);
+        assert_eq!(
+            org.graph.effective(org.user["emil"]).connect_mailboxes,
+            Scope::Own
+        );
+        assert!(org
+            .graph
+            .held_roles(org.user["emil"])
+            .iter()
+            .all(|h| h.role == manager));
+        assert_cache_agrees(&mut org);
+
+        // Defining it later counts at once.
+        org.graph.put_role(RoleDef {
+            id: ghost,
+            builtin: None,
+            name: "Late".into(),
+            hidden: true,
+            grants: Grants::NONE,
+            version: 1,
+        });
+        assert!(!org.graph.effective(org.user["emil"]).invite);
+        assert_cache_agrees(&mut org);
+    }
+
+    #[test]
+    fn dismissed_hold_nothing_and_everyone_invites_is_identitys_flag() {
+        let mut org = Org::new();
+        org.graph
+            .write(Relationship::EveryoneInvites)
+            .expect("flag");
+        org.graph.refresh();
+        assert!(org.graph.effective(org.user["emil"]).invite);
+        org.graph.set_user(org.user["emil"], false);
+        assert_eq!(org.graph.effective(org.user["emil"]), Grants::NONE);
+        assert!(org.graph.held_roles(org.user["emil"]).is_empty());
+        org.graph.delete(Relationship::EveryoneInvites);
+        assert!(!org.graph.effective(org.user["olga"]).invite);
+        // The legacy relations are ignored.
+        assert_eq!(
+            org.graph.write(Relationship::Inviter(org.user["olga"])),
+            Ok(false)
+        );
+        assert_eq!(
+            org.graph
+                .write(Relationship::MailboxManager(org.user["olga"])),
+            Ok(false)
+        );
+        assert!(!org.graph.effective(org.user["olga"]).invite);
+    }
+
+    #[test]
+    fn scopes_reach_as_far_as_they_say() {
+        let org = Org::new();
+        let g = &org.graph;
+        let u = |p: &str| org.user[p];
+        // Hanna heads East: Emil is hers in every sense; Olga (Other) only for All.
+        for (scope, emil, olga) in [
+            (Scope::None, false, false),
+            (Scope::Own, false, false),
+            (Scope::Subordinates, true, false),
+            (Scope::Department, true, false),
+            (Scope::All, true, true),
+        ] {
+            assert_eq!(g.reaches(u("hanna"), scope, u("emil")), emil, "{scope:?}");
+            assert_eq!(g.reaches(u("hanna"), scope, u("olga")), olga, "{scope:?}");
+            assert_eq!(
+                g.reaches(u("hanna"), scope, u("hanna")),
+                scope >= Scope::Own
+            );
+        }
+        // Hilda is a member of Company (not a head): she supervises nobody, but her department
+        // and below is everyone in the tree.
+        assert!(!g.reaches(u("hilda"), Scope::Subordinates, u("walt")));
+        assert!(g.reaches(u("hilda"), Scope::Department, u("walt")));
+        assert!(g.reaches(u("hilda"), Scope::Department, u("ceo")));
+        // Emil's department is East: not Olga, not Hanna's superior.
+        assert!(g.reaches(u("emil"), Scope::Department, u("hanna")));
+        assert!(!g.reaches(u("emil"), Scope::Department, u("olga")));
+        assert!(!g.reaches(u("emil"), Scope::Department, u("ceo")));
+        // Someone with no department reaches only themselves.
+        assert!(!g.reaches(u("ada"), Scope::Department, u("emil")));
+    }
 }

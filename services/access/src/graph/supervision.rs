@@ -1,7 +1,9 @@
-//! Supervision: a head supervises everyone in the departments they head and below, and the
-//! heads of the departments below. Every walk is bounded by the number of parent edges, so
-//! even a cycle that identity's out-of-order events pass through (see [`OrgGraph::apply`])
-//! ends.
+//! Walks of the department tree. Supervision: a head supervises everyone in the departments
+//! they head and below, and the heads of the departments below. A department scope ("own
+//! department and below") reaches everyone who is a member or head of a department at or below
+//! one the holder is a member or head of. Every walk is bounded by the number of parent edges
+//! (up) or remembers where it has been (down), so even a cycle that identity's out-of-order
+//! events pass through (see [`OrgGraph::apply`]) ends.
 
 use std::collections::HashSet;
 
@@ -133,6 +135,94 @@ impl OrgGraph {
                 path.push(Relationship::Parent(current, parent));
                 current = parent;
                 at_start = false;
+            }
+        }
+        None
+    }
+
+    /// `tops` and every department below them, each once.
+    pub(super) fn subtree(
+        &self,
+        tops: impl IntoIterator<Item = DepartmentId>,
+    ) -> HashSet<DepartmentId> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<DepartmentId> = tops.into_iter().collect();
+        while let Some(d) = stack.pop() {
+            if seen.insert(d) {
+                stack.extend(self.children.get(&d).into_iter().flatten().copied());
+            }
+        }
+        seen
+    }
+
+    /// Whether `department` is at or below one of the departments `is_top` accepts.
+    pub(super) fn under(
+        &self,
+        department: DepartmentId,
+        is_top: impl Fn(DepartmentId) -> bool,
+    ) -> bool {
+        self.ancestors_or_self(department).any(is_top)
+    }
+
+    /// Everyone a department scope held by `holder` reaches: the holder, and every member and
+    /// head of the departments at or below the holder's own (those they are a member or head
+    /// of).
+    pub fn department_reach(&self, holder: UserId) -> HashSet<UserId> {
+        let mut out = HashSet::from([holder]);
+        for d in self.subtree(self.home(holder)) {
+            out.extend(self.members.get(&d).into_iter().flatten().copied());
+            out.extend(self.heads.get(&d).into_iter().flatten().copied());
+        }
+        out
+    }
+
+    /// The relationships by which a department scope held by `holder` reaches `owner`: how the
+    /// owner sits in a department (member or head), the parents up to one of the holder's
+    /// departments, and how the holder sits in that one. `None` when it does not reach (or
+    /// when `holder == owner`, which takes no chain).
+    pub(super) fn department_chain(
+        &self,
+        holder: UserId,
+        owner: UserId,
+    ) -> Option<Vec<Relationship>> {
+        let starts = self
+            .member_of
+            .get(&owner)
+            .into_iter()
+            .flatten()
+            .map(|d| (Relationship::Member(owner, *d), *d))
+            .chain(
+                self.headed_by
+                    .get(&owner)
+                    .into_iter()
+                    .flatten()
+                    .map(|d| (Relationship::Head(*d, owner), *d)),
+            );
+        for (first, department) in starts {
+            let mut path = vec![first];
+            let mut current = department;
+            for _ in 0..=self.parent.len() {
+                if self
+                    .member_of
+                    .get(&holder)
+                    .is_some_and(|ds| ds.contains(&current))
+                {
+                    path.push(Relationship::Member(holder, current));
+                    return Some(path);
+                }
+                if self
+                    .headed_by
+                    .get(&holder)
+                    .is_some_and(|ds| ds.contains(&current))
+                {
+                    path.push(Relationship::Head(current, holder));
+                    return Some(path);
+                }
+                let Some(parent) = self.parent.get(&current).copied() else {
+                    break;
+                };
+                path.push(Relationship::Parent(current, parent));
+                current = parent;
             }
         }
         None

@@ -1,10 +1,10 @@
-//! Relationships, users and settings in PostgreSQL, and the changelog that orders every change.
+//! Relationships, users and roles in PostgreSQL, and the changelog that orders every change.
 //! All of access control's SQL is here:
 //!
-//! - this file: the stored [`Kind`]s, [`Row`]s and [`Change`]s, the settings, and the reads
-//!   (everything a replica loads, a page of the admin's relationship list, identity's invite
-//!   flag);
+//! - this file: the stored [`Kind`]s, [`Row`]s and [`Change`]s, and the reads (everything a
+//!   replica loads, a page of the admin's relationship list, identity's invite flag);
 //! - `writer.rs`: every change, through a [`Writer`];
+//! - [`roles`]: the roles table: reading roles, and the [`Writer`]'s role changes;
 //! - [`changelog`]: the lock, the ordered records replicas tail, and their pruning.
 //!
 //! Every change goes through a [`Writer`]: it takes one transaction-scoped advisory lock, so
@@ -17,6 +17,7 @@
 //! meets the typed [`Relationship`].
 
 pub mod changelog;
+pub mod roles;
 mod writer;
 
 use mailroom_types::{DepartmentId, MailboxId, OrgId, RoleId, UserId};
@@ -25,8 +26,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Assignee, Audience, ReadAccessGrants, Relationship, RoleDef, Settings};
+use crate::legacy::Settings;
+use crate::model::{Assignee, Relationship, RoleDef};
 
+pub use roles::{all_roles, org_roles, role, role_assignments, StoredRole};
 pub use writer::Writer;
 
 /// The stored relations. `object` is what the relation is on, `subject` who holds it.
@@ -95,14 +98,14 @@ impl Kind {
         })
     }
 
-    /// The kind a relationship is stored as; `None` for the invite setting seen as a
-    /// relationship (`org#inviter@org#member`), which lives in [`Settings`].
+    /// The kind a relationship is stored as. Every relationship is stored as a row now
+    /// (`org#inviter@org#member` too, since issue 23), so this is always `Some`.
     pub fn of(rel: Relationship) -> Option<Kind> {
         Some(match rel {
             Relationship::Admin(_) => Kind::Admin,
             Relationship::MailboxManager(_) => Kind::MailboxManager,
             Relationship::Inviter(_) => Kind::Inviter,
-            Relationship::EveryoneInvites => return None,
+            Relationship::EveryoneInvites => Kind::EveryoneInvites,
             Relationship::Head(..) => Kind::Head,
             Relationship::Parent(..) => Kind::Parent,
             Relationship::Member(..) => Kind::Member,
@@ -150,16 +153,18 @@ pub struct Row {
 }
 
 impl Row {
-    /// The row of a relationship in `org`; `None` for the invite setting seen as a
-    /// relationship (`org#inviter@org#member`), which lives in [`Settings`].
-    pub fn of(org: OrgId, rel: Relationship) -> Option<Row> {
+    /// The row of a relationship in `org`. Rows naming the organisation itself (assignments
+    /// to heads or to everyone else, `org#inviter@org#member`) hold its id as the subject.
+    pub fn of(org: OrgId, rel: Relationship) -> Row {
         let (kind, object, subject) = match rel {
             Relationship::Admin(u) => (Kind::Admin, org.into_uuid(), u.into_uuid()),
             Relationship::MailboxManager(u) => {
                 (Kind::MailboxManager, org.into_uuid(), u.into_uuid())
             }
             Relationship::Inviter(u) => (Kind::Inviter, org.into_uuid(), u.into_uuid()),
-            Relationship::EveryoneInvites => return None,
+            Relationship::EveryoneInvites => {
+                (Kind::EveryoneInvites, org.into_uuid(), org.into_uuid())
+            }
             Relationship::Head(d, u) => (Kind::Head, d.into_uuid(), u.into_uuid()),
             Relationship::Parent(c, p) => (Kind::Parent, c.into_uuid(), p.into_uuid()),
             Relationship::Member(u, d) => (Kind::Member, u.into_uuid(), d.into_uuid()),
@@ -176,11 +181,11 @@ impl Row {
                 }
             }
         };
-        Some(Row {
+        Row {
             kind,
             object,
             subject,
-        })
+        }
     }
 
     /// The relationship this row stores, its ids typed by its kind.
@@ -260,94 +265,6 @@ pub enum Change {
         role: RoleId,
         name: String,
     },
-}
-
-pub fn audience_name(a: Audience) -> &'static str {
-    match a {
-        Audience::Admins => "admins",
-        Audience::AdminsAndManagers => "admins_and_managers",
-        Audience::AdminsManagersAndSupervisors => "admins_managers_and_supervisors",
-        Audience::Everyone => "everyone",
-    }
-}
-
-fn parse_audience(s: &str) -> Audience {
-    match s {
-        "admins" => Audience::Admins,
-        "admins_and_managers" => Audience::AdminsAndManagers,
-        "everyone" => Audience::Everyone,
-        _ => Audience::AdminsManagersAndSupervisors,
-    }
-}
-
-fn grants_name(g: ReadAccessGrants) -> &'static str {
-    match g {
-        ReadAccessGrants::Admins => "admins",
-        ReadAccessGrants::AdminsAndOwners => "admins_and_owners",
-    }
-}
-
-fn parse_grants(s: &str) -> ReadAccessGrants {
-    match s {
-        "admins" => ReadAccessGrants::Admins,
-        _ => ReadAccessGrants::AdminsAndOwners,
-    }
-}
-
-type SettingsRow = (
-    String,
-    String,
-    String,
-    String,
-    chrono::DateTime<chrono::Utc>,
-);
-
-fn settings_from(row: SettingsRow) -> (Settings, chrono::DateTime<chrono::Utc>) {
-    (
-        Settings {
-            view_mailbox_list: parse_audience(&row.0),
-            modify_mailboxes: parse_audience(&row.1),
-            invite: parse_audience(&row.2),
-            read_access_grants: parse_grants(&row.3),
-        },
-        row.4,
-    )
-}
-
-/// An organisation's settings and when they last changed (`None`: never, the defaults).
-pub async fn settings(
-    conn: &mut PgConnection,
-    org: OrgId,
-) -> Result<(Settings, Option<chrono::DateTime<chrono::Utc>>)> {
-    let row: Option<SettingsRow> = sqlx::query_as(
-        "SELECT view_mailbox_list, modify_mailboxes, invite, read_access_grants, update_time \
-         FROM settings WHERE org_id = $1",
-    )
-    .bind(org)
-    .fetch_optional(conn)
-    .await?;
-    Ok(match row {
-        Some(row) => {
-            let (s, at) = settings_from(row);
-            (s, Some(at))
-        }
-        None => (Settings::default(), None),
-    })
-}
-
-/// Every organisation's stored settings (for loading a replica).
-pub async fn all_settings(conn: &mut PgConnection) -> Result<Vec<(OrgId, Settings)>> {
-    let rows: Vec<(OrgId, String, String, String, String, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT org_id, view_mailbox_list, modify_mailboxes, invite, read_access_grants, update_time \
-             FROM settings",
-        )
-        .fetch_all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(org, a, b, c, d, e)| (org, settings_from((a, b, c, d, e)).0))
-        .collect())
 }
 
 /// Every user access has heard of: (user, organisation, active).
@@ -465,11 +382,12 @@ mod tests {
     #[test]
     fn every_relationship_round_trips_through_its_row() {
         let org = OrgId::new();
-        let (user, department, other_department, mailbox) = (
+        let (user, department, other_department, mailbox, role) = (
             UserId::new(),
             DepartmentId::new(),
             DepartmentId::new(),
             MailboxId::new(),
+            RoleId::new(),
         );
         for rel in [
             Relationship::Admin(user),
@@ -480,12 +398,27 @@ mod tests {
             Relationship::Member(user, department),
             Relationship::Owner(mailbox, user),
             Relationship::Reader(mailbox, user),
+            Relationship::EveryoneInvites,
+            Relationship::Assignee(role, Assignee::User(user)),
+            Relationship::Assignee(role, Assignee::Members(department)),
+            Relationship::Assignee(role, Assignee::Tree(department)),
+            Relationship::Assignee(role, Assignee::Heads),
+            Relationship::Assignee(role, Assignee::EveryoneElse),
         ] {
-            let row = Row::of(org, rel).expect("stored as a row");
+            let row = Row::of(org, rel);
             assert_eq!(Kind::parse(row.kind.as_str()), Some(row.kind));
+            assert_eq!(Kind::of(rel), Some(row.kind));
             assert_eq!(row.relationship(), rel);
         }
-        assert_eq!(Row::of(org, Relationship::EveryoneInvites), None);
+        let everyone = Row::of(org, Relationship::EveryoneInvites);
+        assert_eq!(
+            (everyone.object, everyone.subject),
+            (org.into_uuid(), org.into_uuid())
+        );
+        assert_eq!(
+            Row::of(org, Relationship::Assignee(role, Assignee::Heads)).subject,
+            org.into_uuid()
+        );
     }
 
     #[test]

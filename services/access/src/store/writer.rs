@@ -1,33 +1,43 @@
 //! [`Writer`]: changes to one organisation inside the caller's transaction, each stored row
 //! recorded as a [`Change`] and the lot recorded in the changelog under one revision at
 //! [`Writer::finish`]. It refuses what must hold whatever any replica believes: a mailbox
-//! belongs to one organisation, and read access needs an owner first.
+//! belongs to one organisation, and read access needs an owner first. Every organisation
+//! written to has its three default roles ([`Writer::begin`]); the role changes themselves
+//! are in `roles.rs`.
 
 use mailroom_types::{DepartmentId, MailboxId, OrgId, UserId};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{audience_name, changelog, grants_name, settings, Change, Kind, Row};
+use super::{changelog, Change, Kind, Row};
 use crate::error::{AccessError, Result};
-use crate::model::{Audience, Relationship, Settings};
+use crate::model::Relationship;
 
 /// Changes to one organisation inside the caller's transaction, recorded in the changelog
 /// when [`Writer::finish`] is called.
 pub struct Writer<'c> {
-    conn: &'c mut PgConnection,
-    org: OrgId,
-    changes: Vec<Change>,
+    pub(super) conn: &'c mut PgConnection,
+    pub(super) org: OrgId,
+    pub(super) changes: Vec<Change>,
+    /// How many of `changes` [`Writer::begin`] made (the default roles): recorded, not
+    /// published.
+    implicit: usize,
 }
 
 impl<'c> Writer<'c> {
-    /// Takes the changelog lock (held until the transaction ends).
+    /// Takes the changelog lock (held until the transaction ends), and gives the organisation
+    /// its default roles if it has not got them yet (one indexed query when it has).
     pub async fn begin(conn: &'c mut PgConnection, org: OrgId) -> Result<Writer<'c>> {
         changelog::lock_changelog(conn).await?;
-        Ok(Writer {
+        let mut w = Writer {
             conn,
             org,
             changes: Vec::new(),
-        })
+            implicit: 0,
+        };
+        w.ensure_default_roles().await?;
+        w.implicit = w.changes.len();
+        Ok(w)
     }
 
     pub fn org(&self) -> OrgId {
@@ -38,19 +48,18 @@ impl<'c> Writer<'c> {
         self.conn
     }
 
-    /// The changes made so far.
+    /// The changes made so far through this writer's calls: what an API call publishes.
+    /// The default roles [`Writer::begin`] gave a new organisation are recorded in the
+    /// changelog with them but not included, as changes mirrored from identity are not
+    /// published either.
     pub fn changes(&self) -> &[Change] {
-        &self.changes
+        &self.changes[self.implicit..]
     }
 
     /// Adds a relationship; `false` when it was already there. For an owner or a parent, the
     /// one it replaces is deleted (and recorded).
     pub async fn write(&mut self, rel: Relationship) -> Result<bool> {
-        let Some(row) = Row::of(self.org, rel) else {
-            let (mut s, _) = settings(self.conn, self.org).await?;
-            s.invite = Audience::Everyone;
-            return self.set_settings(s).await;
-        };
+        let row = Row::of(self.org, rel);
         if let Relationship::Owner(mailbox, _) | Relationship::Reader(mailbox, _) = rel {
             self.bind_mailbox(mailbox).await?;
         }
@@ -90,17 +99,7 @@ impl<'c> Writer<'c> {
 
     /// Removes a relationship; `false` when it was not there.
     pub async fn delete(&mut self, rel: Relationship) -> Result<bool> {
-        match Row::of(self.org, rel) {
-            Some(row) => self.delete_row(row).await,
-            None => {
-                let (mut s, _) = settings(self.conn, self.org).await?;
-                if s.invite != Audience::Everyone {
-                    return Ok(false);
-                }
-                s.invite = Audience::Admins;
-                self.set_settings(s).await
-            }
-        }
+        self.delete_row(Row::of(self.org, rel)).await
     }
 
     /// Binds a mailbox to this organisation on its first owner or reader; refuses one that is
@@ -123,7 +122,7 @@ impl<'c> Writer<'c> {
         Ok(())
     }
 
-    async fn delete_row(&mut self, row: Row) -> Result<bool> {
+    pub(super) async fn delete_row(&mut self, row: Row) -> Result<bool> {
         let deleted = sqlx::query(
             "DELETE FROM relationships WHERE org_id = $1 AND kind = $2 AND object_id = $3 AND subject_id = $4",
         )
@@ -180,14 +179,20 @@ impl<'c> Writer<'c> {
     }
 
     /// Forgets a deleted department: its parent and head, and the departments and members
-    /// under it lose their link to it.
+    /// under it lose their link to it, and the roles assigned to it (its members or its
+    /// tree) are no longer.
     pub async fn delete_department(&mut self, department: DepartmentId) -> Result<()> {
         self.set_parent(department, None).await?;
         self.set_head(department, None).await?;
-        self.delete_held_by(Kind::Parent, department.into_uuid())
-            .await?;
-        self.delete_held_by(Kind::Member, department.into_uuid())
-            .await
+        for kind in [
+            Kind::Parent,
+            Kind::Member,
+            Kind::AssigneeMembers,
+            Kind::AssigneeTree,
+        ] {
+            self.delete_held_by(kind, department.into_uuid()).await?;
+        }
+        Ok(())
     }
 
     /// Forgets a disconnected mailbox's reader grants, then its owner: connected again later,
@@ -202,7 +207,7 @@ impl<'c> Writer<'c> {
     }
 
     /// The stored rows of `kind`, optionally only on `object` or only held by `subject`.
-    async fn rows(
+    pub(super) async fn rows(
         &mut self,
         kind: Kind,
         object: Option<Uuid>,
@@ -276,32 +281,6 @@ impl<'c> Writer<'c> {
             self.changes.push(Change::User { user, active });
         }
         Ok(changed)
-    }
-
-    /// Stores the organisation's settings; `false` when they were already so.
-    pub async fn set_settings(&mut self, new: Settings) -> Result<bool> {
-        let (old, at) = settings(self.conn, self.org).await?;
-        if old == new && at.is_some() {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO settings (org_id, view_mailbox_list, modify_mailboxes, invite, read_access_grants, update_time) \
-             VALUES ($1, $2, $3, $4, $5, now()) \
-             ON CONFLICT (org_id) DO UPDATE SET view_mailbox_list = EXCLUDED.view_mailbox_list, \
-               modify_mailboxes = EXCLUDED.modify_mailboxes, invite = EXCLUDED.invite, \
-               read_access_grants = EXCLUDED.read_access_grants, update_time = now()",
-        )
-        .bind(self.org)
-        .bind(audience_name(new.view_mailbox_list))
-        .bind(audience_name(new.modify_mailboxes))
-        .bind(audience_name(new.invite))
-        .bind(grants_name(new.read_access_grants))
-        .execute(&mut *self.conn)
-        .await?;
-        if old != new {
-            self.changes.push(Change::Settings(new));
-        }
-        Ok(old != new)
     }
 
     /// Records the changes under a new revision and returns it; with no changes, returns the

@@ -1,10 +1,14 @@
-//! `mailroom ctl access`: grant, revoke, check ("can X read mailbox M? why?"), list, and the
-//! organisation's permission settings.
+//! `mailroom ctl access`: check ("can X read mailbox M? why?"), grant and revoke read access,
+//! list relationships, and the organisation's roles ([`roles`]).
 //!
 //! Users are named by id or by address (resolved through identity with the caller's token).
-//! How a check's path reads in words is [`explain`]'s.
+//! How a check's path reads in words is [`explain`]'s. The permission settings and the
+//! mailbox-manager and inviter grants of earlier releases are roles now: their commands only
+//! say so.
 
-use anyhow::Context;
+use std::collections::HashMap;
+
+use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use mailroom_platform::proto::access::v1 as apb;
 use serde_json::{json, Value};
@@ -12,11 +16,12 @@ use serde_json::{json, Value};
 use super::identity::own_org_id;
 use super::identity::users::resolve_user;
 use super::{Answer, Clients};
-use crate::output::{short_name, Rows};
+use crate::output::Rows;
 
 mod explain;
+mod roles;
 
-use explain::{describe, names_in, sentence};
+use explain::{describe, granted_by, names_in, sentence};
 
 #[derive(Subcommand)]
 pub enum AccessCommand {
@@ -25,8 +30,8 @@ pub enum AccessCommand {
         /// User id or address.
         #[arg(long)]
         user: String,
-        /// mailbox.view, mailbox.modify, mailbox.read_mail, mailbox.sync, org.invite,
-        /// org.register_users, org.manage_permissions
+        /// mailbox.view, mailbox.modify, mailbox.sync, mailbox.connect, mailbox.grant_read,
+        /// mailbox.read_mail, org.invite, org.register_users, org.manage_permissions
         #[arg(long)]
         permission: String,
         /// The mailbox, for mailbox permissions.
@@ -38,7 +43,7 @@ pub enum AccessCommand {
         #[arg(long)]
         at: Option<String>,
     },
-    /// Give a user read access to a mailbox, or an org-wide role.
+    /// Give a user read access to a mailbox (other powers come with roles: see `roles`).
     Grant {
         #[arg(value_enum)]
         relation: GrantRelation,
@@ -49,7 +54,7 @@ pub enum AccessCommand {
         #[arg(long)]
         mailbox: Option<String>,
     },
-    /// Take a grant back.
+    /// Take a read grant back.
     Revoke {
         #[arg(value_enum)]
         relation: GrantRelation,
@@ -60,7 +65,7 @@ pub enum AccessCommand {
     },
     /// Stored relationships (admins), filtered.
     List {
-        /// admin, mailbox_manager, inviter, head, parent, member, owner, reader
+        /// admin, inviter, head, parent, member, owner, reader, assignee
         #[arg(long, default_value = "")]
         relation: String,
         /// Only those held by this user (id or address).
@@ -88,60 +93,43 @@ pub enum AccessCommand {
         #[arg(long, default_value = "mailbox.view")]
         permission: String,
     },
-    /// The organisation's permission settings.
+    /// The organisation's roles and their assignments: who sees, connects and changes which
+    /// mailboxes, who may grant read access, invite people and configure access.
     #[command(subcommand)]
-    Settings(SettingsCommand),
+    Roles(roles::RolesCommand),
+    /// Gone: permission settings are roles now (`mailroom ctl access roles`).
+    #[command(hide = true)]
+    Settings {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        rest: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum GrantRelation {
     /// mailbox#reader: may read the mailbox's mail.
     Reader,
-    /// org#mailbox_manager: sees and changes every mailbox (not its mail).
+    /// Gone: a role now (`roles assign "Mailbox managers" --user …`).
+    #[value(hide = true)]
     MailboxManager,
-    /// org#inviter: may invite people.
+    /// Gone: a role now (`roles update <role> --invite`, then `roles assign`).
+    #[value(hide = true)]
     Inviter,
 }
 
-#[derive(Subcommand)]
-pub enum SettingsCommand {
-    Get,
-    Set {
-        #[arg(long, value_enum)]
-        view_mailbox_list: Option<AudienceArg>,
-        #[arg(long, value_enum)]
-        modify_mailboxes: Option<AudienceArg>,
-        #[arg(long, value_enum)]
-        invite: Option<AudienceArg>,
-        #[arg(long, value_enum)]
-        read_access_grants: Option<GrantsArg>,
-    },
-}
+/// What `access settings …` says now.
+const SETTINGS_ARE_ROLES: &str = "permission settings are roles now: see `mailroom ctl access roles list`, and change one with `mailroom ctl access roles update <role> --view-list/--connect/--modify/--grant-read SCOPE` (upgrading turned each setting into the roles Supervisor, Manager and, where used, Mailbox managers and Inviters)";
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum AudienceArg {
-    Admins,
-    AdminsAndManagers,
-    AdminsManagersAndSupervisors,
-    Everyone,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum GrantsArg {
-    Admins,
-    AdminsAndOwners,
-}
-
-fn audience(a: Option<AudienceArg>) -> i32 {
-    (match a {
-        None => apb::Audience::Unspecified,
-        Some(AudienceArg::Admins) => apb::Audience::Admins,
-        Some(AudienceArg::AdminsAndManagers) => apb::Audience::AdminsAndManagers,
-        Some(AudienceArg::AdminsManagersAndSupervisors) => {
-            apb::Audience::AdminsManagersAndSupervisors
-        }
-        Some(AudienceArg::Everyone) => apb::Audience::Everyone,
-    }) as i32
+/// What `grant`/`revoke mailbox-manager|inviter` say now.
+fn grant_is_a_role(relation: GrantRelation) -> Option<String> {
+    let (what, role) = match relation {
+        GrantRelation::Reader => return None,
+        GrantRelation::MailboxManager => ("mailbox managers", "Mailbox managers"),
+        GrantRelation::Inviter => ("inviters", "Inviters"),
+    };
+    Some(format!(
+        "{what} are a role now: `mailroom ctl access roles assign \"{role}\" --user <user>` (or unassign; upgrading created the role where the organisation had {what}), or give any role the permission with `mailroom ctl access roles update`"
+    ))
 }
 
 fn object(kind: &str, id: &str) -> Option<apb::ObjectRef> {
@@ -171,7 +159,10 @@ async fn change(
     mailbox: Option<String>,
     change: Change,
 ) -> anyhow::Result<Rows> {
-    let rel = grant_relationship(c, relation, user, mailbox).await?;
+    if let Some(gone) = grant_is_a_role(relation) {
+        bail!(gone);
+    }
+    let rel = grant_relationship(c, user, mailbox).await?;
     let described = describe(&rel);
     let relationships = vec![rel];
     let (column, revision) = match change {
@@ -192,66 +183,19 @@ async fn change(
     ))
 }
 
+/// `mailbox#reader@user`, the one grant written here.
 async fn grant_relationship(
     c: &mut Clients,
-    relation: GrantRelation,
     user: &str,
     mailbox: Option<String>,
 ) -> anyhow::Result<apb::Relationship> {
+    let mailbox = mailbox.context("--mailbox is required for reader")?;
     let user = resolve_user(c, user).await?;
-    Ok(match relation {
-        GrantRelation::Reader => apb::Relationship {
-            resource: object(
-                "mailbox",
-                &mailbox.context("--mailbox is required for reader")?,
-            ),
-            relation: "reader".into(),
-            subject: user_subject(&user),
-        },
-        other => {
-            let org_id = own_org_id(c).await?;
-            apb::Relationship {
-                resource: object("org", &org_id),
-                relation: match other {
-                    GrantRelation::MailboxManager => "mailbox_manager",
-                    _ => "inviter",
-                }
-                .into(),
-                subject: user_subject(&user),
-            }
-        }
+    Ok(apb::Relationship {
+        resource: object("mailbox", &mailbox),
+        relation: "reader".into(),
+        subject: user_subject(&user),
     })
-}
-
-fn settings_rows(s: &apb::PermissionSettings) -> Rows {
-    let name = |v: i32| {
-        short_name(
-            apb::Audience::try_from(v).ok().map(|a| a.as_str_name()),
-            "AUDIENCE_",
-        )
-    };
-    let grants = short_name(
-        apb::ReadAccessGrants::try_from(s.read_access_grants)
-            .ok()
-            .map(|g| g.as_str_name()),
-        "READ_ACCESS_GRANTS_",
-    );
-    Rows::one(
-        vec![
-            "org_id",
-            "view_mailbox_list",
-            "modify_mailboxes",
-            "invite",
-            "read_access_grants",
-        ],
-        vec![
-            json!(s.org_id),
-            json!(name(s.view_mailbox_list)),
-            json!(name(s.modify_mailboxes)),
-            json!(name(s.invite)),
-            json!(grants),
-        ],
-    )
 }
 
 fn ids_rows(column: &'static str, ids: &[String], revision: Option<apb::Revision>) -> Rows {
@@ -260,6 +204,20 @@ fn ids_rows(column: &'static str, ids: &[String], revision: Option<apb::Revision
     rows.footer
         .push(("revision", json!(revision.unwrap_or_default().token)));
     rows
+}
+
+/// Refuses a command of earlier releases that roles replaced, before any service is asked.
+pub fn refuse_removed(cmd: &AccessCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccessCommand::Settings { .. } => bail!(SETTINGS_ARE_ROLES),
+        AccessCommand::Grant { relation, .. } | AccessCommand::Revoke { relation, .. } => {
+            match grant_is_a_role(*relation) {
+                Some(gone) => bail!(gone),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
@@ -284,7 +242,9 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                 explain,
             });
             let r = c.access.check(request).await.answer()?;
-            let names = names_in(c, &r.path).await;
+            let mut mentioned = r.path.clone();
+            mentioned.extend(r.granted_by.iter().filter_map(|g| g.assignment.clone()));
+            let names = names_in(c, &mentioned, HashMap::new()).await;
             let why: Vec<Value> = r.path.iter().map(|p| json!(sentence(p, &names))).collect();
             let path: Vec<Value> = r.path.iter().map(|p| json!(describe(p))).collect();
             let mut rows = Rows::one(
@@ -299,6 +259,10 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
             // prints a list under its name, and nothing for an empty one).
             rows.footer.push(("because", Value::Array(why)));
             rows.footer.push(("path", Value::Array(path)));
+            if let Some(g) = &r.granted_by {
+                rows.footer
+                    .push(("granted_by", json!(granted_by(g, &names))));
+            }
             rows
         }
         AccessCommand::Grant {
@@ -373,39 +337,69 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                 .push(("next_page_token", json!(r.next_page_token)));
             rows
         }
-        AccessCommand::Settings(SettingsCommand::Get) => {
-            let request = c.request(apb::GetPermissionSettingsRequest {
-                org_id: String::new(),
-            });
-            let s = c.access.get_permission_settings(request).await.answer()?;
-            settings_rows(&s)
-        }
-        AccessCommand::Settings(SettingsCommand::Set {
-            view_mailbox_list,
-            modify_mailboxes,
-            invite,
-            read_access_grants,
-        }) => {
-            let grants = match read_access_grants {
-                None => apb::ReadAccessGrants::Unspecified,
-                Some(GrantsArg::Admins) => apb::ReadAccessGrants::Admins,
-                Some(GrantsArg::AdminsAndOwners) => apb::ReadAccessGrants::AdminsAndOwners,
-            } as i32;
-            let request = c.request(apb::UpdatePermissionSettingsRequest {
-                settings: Some(apb::PermissionSettings {
-                    view_mailbox_list: audience(view_mailbox_list),
-                    modify_mailboxes: audience(modify_mailboxes),
-                    invite: audience(invite),
-                    read_access_grants: grants,
-                    ..Default::default()
-                }),
-            });
-            let s = c
-                .access
-                .update_permission_settings(request)
-                .await
-                .answer()?;
-            settings_rows(&s)
-        }
+        AccessCommand::Roles(cmd) => roles::run(c, cmd).await?,
+        AccessCommand::Settings { .. } => bail!(SETTINGS_ARE_ROLES),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        access: AccessCommand,
+    }
+
+    fn parse(args: &[&str]) -> AccessCommand {
+        match Cli::try_parse_from(std::iter::once("access").chain(args.iter().copied())) {
+            Ok(cli) => cli.access,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_old_settings_and_grants_point_to_roles() {
+        // Any old invocation still parses, so it can say where to go instead.
+        let old = [
+            "settings",
+            "set",
+            "--view-mailbox-list",
+            "admins-and-managers",
+            "--read-access-grants",
+            "admins",
+        ];
+        assert!(matches!(parse(&old), AccessCommand::Settings { .. }));
+        let err = refuse_removed(&parse(&old)).expect_err("settings are gone");
+        assert!(err.to_string().contains("roles now"), "{err}");
+        let reader = parse(&["revoke", "reader", "--user", "u", "--mailbox", "m"]);
+        assert!(refuse_removed(&reader).is_ok());
+        assert!(refuse_removed(&parse(&["revoke", "inviter", "--user", "u"])).is_err());
+        assert!(matches!(
+            parse(&["settings", "get"]),
+            AccessCommand::Settings { .. }
+        ));
+        assert!(SETTINGS_ARE_ROLES.contains("mailroom ctl access roles"));
+        for (relation, role) in [
+            ("mailbox-manager", "Mailbox managers"),
+            ("inviter", "Inviters"),
+        ] {
+            let AccessCommand::Grant { relation, .. } =
+                parse(&["grant", relation, "--user", "sam@acme.test"])
+            else {
+                panic!("not grant")
+            };
+            let gone = grant_is_a_role(relation).expect("a role now");
+            assert!(gone.contains(&format!("roles assign \"{role}\"")), "{gone}");
+        }
+        let AccessCommand::Grant { relation, .. } =
+            parse(&["grant", "reader", "--user", "u", "--mailbox", "m"])
+        else {
+            panic!("not grant")
+        };
+        assert!(grant_is_a_role(relation).is_none());
+    }
 }

@@ -10,6 +10,9 @@ use super::{Answer, Clients, Paging};
 use crate::output::{short_name, time, Clock, Rows};
 
 #[derive(Args)]
+#[command(
+    after_help = "Who may invite: org admins, people whose role may invite (`mailroom ctl access roles`), and everyone while the organisation allows it (`mailroom ctl org update --allow-everyone-to-invite true`)."
+)]
 pub struct InviteArgs {
     /// Addresses separated by spaces, commas or newlines.
     #[arg(default_value = "")]

@@ -62,7 +62,7 @@ enum CtlCommand {
     LoginChange(identity::LoginChangeCommand),
     /// The public keys that verify access tokens.
     Jwks,
-    /// Access control: check, grant, revoke, list, settings.
+    /// Access control: check, grant and revoke read access, list, roles.
     #[command(subcommand)]
     Access(access::AccessCommand),
     /// Mailboxes: the list, connect, edit, sync now, transfer, list views, key rotation.
@@ -100,6 +100,9 @@ pub struct Paging {
 }
 
 pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
+    if let CtlCommand::Access(cmd) = &ctl.command {
+        access::refuse_removed(cmd)?;
+    }
     let settings = mailroom_clients::Settings::for_operator();
     let mut clients = Clients::connect(&ctl.endpoints, &ctl.credentials, &settings).await?;
     let format = ctl.output;

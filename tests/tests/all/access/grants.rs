@@ -1,5 +1,5 @@
-//! Grants, who may write and ask what, explanations, lookups, settings and the relationship list
-//! over gRPC.
+//! Grants, who may write and ask what, explanations, lookups, roles in place of the old settings
+//! and the relationship list over gRPC.
 
 use super::*;
 
@@ -167,23 +167,57 @@ async fn who_may_write_and_ask_what() {
         err.message()
     );
 
+    // The legacy delegations are roles now.
+    let err = write(
+        o.org.admin_token.clone(),
+        apb::Relationship {
+            resource: object("org", &o.org.id),
+            relation: "mailbox_manager".into(),
+            subject: user(&o.peer.id),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("AssignRole"), "{}", err.message());
+
     // The organisation stops owners sharing: now only admins grant.
     only_admins_grant_read_access(&app, &o).await;
     let err = write(owner.clone(), on_mailbox(&o.mailbox, "reader", &o.ceo.id))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = app
-        .access()
-        .update_permission_settings(authed(
+    // The owner may still give up a grant of their own; the peer gives up the one shared.
+    app.access()
+        .delete_relationships(authed(
             &peer,
-            apb::UpdatePermissionSettingsRequest {
-                settings: Some(apb::PermissionSettings::default()),
+            apb::DeleteRelationshipsRequest {
+                relationships: vec![on_mailbox(&o.mailbox, "reader", &o.peer.id)],
             },
         ))
         .await
+        .expect("a reader gives up their own grant");
+    let err = write(owner.clone(), on_mailbox(&o.mailbox, "reader", &o.peer.id))
+        .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    // Roles are changed by admins and those whose role configures access.
+    let mut manager = builtin_role(&app, &peer, apb::RoleKind::Manager).await;
+    manager.hidden = true;
+    let err = update_role(&app, &peer, manager, &["hidden"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // The peer's grant is gone; the admin shares it again for what follows.
+    app.access()
+        .write_relationships(authed(
+            &o.org.admin_token,
+            apb::WriteRelationshipsRequest {
+                relationships: vec![on_mailbox(&o.mailbox, "reader", &o.peer.id)],
+            },
+        ))
+        .await
+        .expect("the admin grants");
 
     // A user asks about themselves; about others only as an admin.
     let err = app
@@ -259,7 +293,7 @@ async fn who_may_write_and_ask_what() {
 }
 
 #[tokio::test]
-async fn explanations_lookups_and_settings_over_grpc() {
+async fn explanations_lookups_and_roles_over_grpc() {
     let app = spawn_app_with_access().await;
     let o = org(&app).await;
     app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
@@ -275,14 +309,14 @@ async fn explanations_lookups_and_settings_over_grpc() {
     why.explain = true;
     let answer = app.check(&service, why.clone()).await.expect("explain");
     assert!(answer.allowed);
-    assert_eq!(answer.reason, "supervises the owner");
+    let granted_by = answer.granted_by.clone().expect("a role granted it");
+    assert_eq!(granted_by.role_display_name, "Supervisor");
+    assert_eq!(granted_by.scope, apb::Scope::Subordinates as i32);
     let relations: Vec<&str> = answer.path.iter().map(|r| r.relation.as_str()).collect();
-    assert_eq!(
-        relations,
-        ["owner", "member", "parent", "parent", "head"],
-        "{:?}",
-        answer.path
-    );
+    assert_eq!(relations.first(), Some(&"owner"), "{:?}", answer.path);
+    for relation in ["member", "parent", "head"] {
+        assert!(relations.contains(&relation), "{:?}", answer.path);
+    }
     why.permission = "mailbox.read_mail".into();
     let answer = app.check(&service, why).await.expect("explain a denial");
     assert!(!answer.allowed);
@@ -328,50 +362,54 @@ async fn explanations_lookups_and_settings_over_grpc() {
     }
     assert_eq!(seen, all, "every page in order, nothing twice");
 
-    // Supervisors lose the list when the organisation narrows it.
-    let updated = app
-        .access()
-        .update_permission_settings(authed(
-            &o.org.admin_token,
-            apb::UpdatePermissionSettingsRequest {
-                settings: Some(apb::PermissionSettings {
-                    view_mailbox_list: apb::Audience::AdminsAndManagers as i32,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .expect("narrow the list")
-        .into_inner();
+    // Supervisors lose the list when the organisation narrows their role.
+    let mut supervisor = builtin_role(&app, &o.org.admin_token, apb::RoleKind::Supervisor).await;
+    if let Some(p) = supervisor.permissions.as_mut() {
+        p.view_mailbox_list = apb::Scope::Own as i32;
+    }
+    let updated = update_role(
+        &app,
+        &o.org.admin_token,
+        supervisor,
+        &["permissions.view_mailbox_list"],
+    )
+    .await
+    .expect("narrow the list");
+    let permissions = updated.permissions.clone().expect("permissions");
+    assert_eq!(permissions.view_mailbox_list, apb::Scope::Own as i32);
     assert_eq!(
-        updated.view_mailbox_list,
-        apb::Audience::AdminsAndManagers as i32
-    );
-    assert_eq!(
-        updated.modify_mailboxes,
-        apb::Audience::AdminsAndManagers as i32,
-        "unspecified fields keep their value"
+        permissions.modify_mailboxes,
+        apb::Scope::Own as i32,
+        "fields outside the mask keep their value"
     );
     assert!(!app.can(&o.ceo.id, "mailbox.view", &o.mailbox).await);
     assert!(app.can(&o.org.admin_id, "mailbox.view", &o.mailbox).await);
 
-    // Delegating "manage mailboxes" gives view and modify, never mail.
-    let org_ref = object("org", &o.org.id);
-    app.access()
-        .write_relationships(authed(
-            &o.org.admin_token,
-            apb::WriteRelationshipsRequest {
-                relationships: vec![apb::Relationship {
-                    resource: org_ref.clone(),
-                    relation: "mailbox_manager".into(),
-                    subject: user(&o.ceo.id),
-                }],
-            },
-        ))
-        .await
-        .expect("delegate");
+    // A role that manages every mailbox gives view and modify, never mail.
+    let managers = create_role(
+        &app,
+        &o.org.admin_token,
+        "Mailbox managers",
+        scopes(
+            apb::Scope::All,
+            apb::Scope::All,
+            apb::Scope::All,
+            apb::Scope::Own,
+        ),
+    )
+    .await
+    .expect("create a role");
+    assign(
+        &app,
+        &o.org.admin_token,
+        &managers.id,
+        subject("user", &o.ceo.id, ""),
+    )
+    .await
+    .expect("assign it");
     assert!(app.can(&o.ceo.id, "mailbox.modify", &o.mailbox).await);
     assert!(!app.can(&o.ceo.id, "mailbox.read_mail", &o.mailbox).await);
+    let org_ref = object("org", &o.org.id);
 
     // identity's "everyone may invite" flag (on by default) is the invite audience.
     let invite = |id: &str| request(id, "org.invite", org_ref.clone(), None);
@@ -461,7 +499,7 @@ async fn an_admin_lists_relationships_page_by_page() {
         };
         let people = [&o.ceo, &o.east_head, &o.other_head, &o.owner, &o.peer];
         // The organisation's own event (everyone may invite, by default) included.
-        let everyone_invites = everything.relationships.first().is_some_and(|r| {
+        let everyone_invites = everything.relationships.iter().any(|r| {
             r.relation == "inviter" && r.subject.as_ref().is_some_and(|s| s.relation == "member")
         });
         let settled = everyone_invites
@@ -492,13 +530,17 @@ async fn an_admin_lists_relationships_page_by_page() {
     };
     assert!(everything.next_page_token.is_empty());
     let key = |r: &apb::Relationship| format!("{r:?}");
-    // identity lets everyone invite by default: the setting heads the list as a relationship.
-    let first = &everything.relationships[0];
-    assert_eq!(first.relation, "inviter");
-    assert_eq!(
-        first.subject.as_ref().map(|s| s.relation.as_str()),
-        Some("member")
-    );
+    // identity lets everyone invite by default: listed as a relationship. The default roles'
+    // assignments are listed too.
+    let has_assignment = |relation: &str| {
+        everything.relationships.iter().any(|r| {
+            r.relation == "assignee"
+                && r.resource.as_ref().is_some_and(|o| o.r#type == "role")
+                && r.subject.as_ref().is_some_and(|s| s.relation == relation)
+        })
+    };
+    assert!(has_assignment("head"), "{everything:?}");
+    assert!(has_assignment("everyone_else"), "{everything:?}");
     assert!(everything
         .relationships
         .contains(&on_mailbox(&o.mailbox, "owner", &o.owner.id)));
@@ -506,7 +548,7 @@ async fn an_admin_lists_relationships_page_by_page() {
         && r.subject == user(&o.east_head.id)
         && r.resource == object("department", &o.east.id)));
 
-    // Pages of two, the setting taking a place on the first: the same relationships, in order.
+    // Pages of two: the same relationships, in order.
     let mut paged = Vec::new();
     let mut page_token = String::new();
     loop {

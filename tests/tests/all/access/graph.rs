@@ -199,10 +199,7 @@ async fn a_mailbox_belongs_to_one_organisation_and_read_access_needs_its_owner()
 }
 
 #[tokio::test]
-async fn only_a_change_of_identitys_invite_flag_moves_the_invite_audience() {
-    use mailroom_access::store::{self, Writer};
-    use mailroom_access::Audience;
-
+async fn identitys_invite_flag_is_the_everyone_invites_relationship() {
     let app = spawn_app_with_access().await;
     let pool = access_pool(&app).await;
     let org = mailroom_platform::types::OrgId::new();
@@ -232,15 +229,17 @@ async fn only_a_change_of_identitys_invite_flag_moves_the_invite_audience() {
             ..Default::default()
         })
     };
-    let invite = || {
+    // Whether the organisation has the stored `org#inviter@org#member` row.
+    let everyone_invites = || {
         let pool = pool.clone();
         async move {
-            let mut conn = pool.acquire().await.expect("conn");
-            store::settings(&mut conn, org)
-                .await
-                .expect("settings")
-                .0
-                .invite
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM relationships WHERE org_id = $1 AND kind = 'everyone_invites')",
+            )
+            .bind(org)
+            .fetch_one(&pool)
+            .await
+            .expect("query")
         }
     };
 
@@ -252,27 +251,23 @@ async fn only_a_change_of_identitys_invite_flag_moves_the_invite_audience() {
         },
     ))
     .await;
-    assert_eq!(invite().await, Audience::Everyone);
-
-    // An admin narrows the audience through access's settings; a rename in identity keeps it.
-    let mut tx = pool.begin().await.expect("tx");
-    let mut w = Writer::begin(&mut tx, org).await.expect("writer");
-    let (mut settings, _) = store::settings(w.conn(), org).await.expect("settings");
-    settings.invite = Audience::AdminsAndManagers;
-    w.set_settings(settings).await.expect("set");
-    w.finish().await.expect("finish");
-    tx.commit().await.expect("commit");
+    assert!(everyone_invites().await);
+    // A rename keeps it; the flag turned off removes it, on brings it back.
     handle(updated("Acme Ltd", true)).await;
-    assert_eq!(invite().await, Audience::AdminsAndManagers, "a rename");
-
-    // Turning the flag off leaves a narrower audience as it is; on opens it to everyone;
-    // off again closes it to admins.
+    assert!(everyone_invites().await, "a rename");
     handle(updated("Acme Ltd", false)).await;
-    assert_eq!(invite().await, Audience::AdminsAndManagers);
+    assert!(!everyone_invites().await);
     handle(updated("Acme Ltd", true)).await;
-    assert_eq!(invite().await, Audience::Everyone);
-    handle(updated("Acme Ltd", false)).await;
-    assert_eq!(invite().await, Audience::Admins);
+    assert!(everyone_invites().await);
     handle(updated("Acme Group", false)).await;
-    assert_eq!(invite().await, Audience::Admins);
+    assert!(!everyone_invites().await);
+    // The organisation has its three default roles from its first event.
+    let builtins: Vec<String> = sqlx::query_scalar(
+        "SELECT builtin FROM roles WHERE org_id = $1 AND builtin IS NOT NULL ORDER BY builtin",
+    )
+    .bind(org)
+    .fetch_all(&pool)
+    .await
+    .expect("roles");
+    assert_eq!(builtins, ["administrator", "manager", "supervisor"]);
 }

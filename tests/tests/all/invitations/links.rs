@@ -32,15 +32,42 @@ async fn who_may_invite_register_and_manage_links() {
     let granted = app.create_user(&org, "granted", "").await;
     app.until_known(&plain.id).await;
     app.until_known(&granted.id).await;
-    app.write_when_known(
-        &org.admin_token,
-        vec![mailroom_proto::access::v1::Relationship {
-            resource: access::object("org", &org.id),
-            relation: "inviter".into(),
-            subject: access::user(&granted.id),
-        }],
-    )
-    .await;
+    // Inviting is a role's: "Inviters" (what everyone has, and inviting) for the granted one.
+    {
+        use mailroom_proto::access::v1 as apb;
+        let inviters = app
+            .access()
+            .create_role(authed(
+                &org.admin_token,
+                apb::CreateRoleRequest {
+                    role: Some(apb::Role {
+                        display_name: "Inviters".into(),
+                        permissions: Some(apb::RolePermissions {
+                            view_mailbox_list: apb::Scope::Own as i32,
+                            connect_mailboxes: apb::Scope::Own as i32,
+                            modify_mailboxes: apb::Scope::Own as i32,
+                            grant_read_access: apb::Scope::Own as i32,
+                            invite: true,
+                            manage_permissions: false,
+                        }),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("create the Inviters role")
+            .into_inner();
+        app.access()
+            .assign_role(authed(
+                &org.admin_token,
+                apb::AssignRoleRequest {
+                    role_id: inviters.id,
+                    subject: access::user(&granted.id),
+                },
+            ))
+            .await
+            .expect("assign Inviters to the granted employee");
+    }
     let plain_token = app
         .login(&plain.login_email)
         .await
@@ -109,7 +136,10 @@ async fn who_may_invite_register_and_manage_links() {
     };
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(
-        refused.message().contains("org.invite"),
+        refused.message().contains("org.invite")
+            && refused
+                .message()
+                .contains("ask an admin for a role that may invite people"),
         "{}",
         refused.message()
     );

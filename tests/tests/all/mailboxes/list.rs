@@ -203,19 +203,36 @@ async fn each_caller_sees_exactly_the_mailboxes_access_control_lets_them_view() 
     until_sees(&app, &lead, &[bulk(2)]).await;
     until_sees(&app, &side, &[bulk(3), bulk(4)]).await;
 
-    // Narrowing the organisation's setting narrows the list: only admins see the list.
+    // Narrowing the Supervisor role narrows the list: heads see their own only.
+    let supervisor = app
+        .access()
+        .list_roles(authed(&t.org.admin_token, apb::ListRolesRequest::default()))
+        .await
+        .expect("list roles")
+        .into_inner()
+        .roles
+        .into_iter()
+        .find(|r| r.kind == apb::RoleKind::Supervisor as i32)
+        .expect("the default Supervisor role");
     app.access()
-        .update_permission_settings(authed(
+        .update_role(authed(
             &t.org.admin_token,
-            apb::UpdatePermissionSettingsRequest {
-                settings: Some(apb::PermissionSettings {
-                    view_mailbox_list: apb::Audience::Admins as i32,
+            apb::UpdateRoleRequest {
+                role: Some(apb::Role {
+                    id: supervisor.id.clone(),
+                    permissions: Some(apb::RolePermissions {
+                        view_mailbox_list: apb::Scope::Own as i32,
+                        ..Default::default()
+                    }),
                     ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["permissions.view_mailbox_list".into()],
                 }),
             },
         ))
         .await
-        .expect("narrow the list to admins");
+        .expect("narrow the Supervisor's list to their own");
     until_sees(&app, &boss, &[bulk(1)]).await;
     until_sees(&app, &t.org.admin_token, &all).await;
 }
