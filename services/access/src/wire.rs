@@ -11,9 +11,7 @@ use uuid::Uuid;
 
 use crate::error::{AccessError, Result};
 use crate::graph::RoleGrant;
-use crate::model::{
-    Assignee, Audience, Builtin, Grants, ReadAccessGrants, Relationship, RoleDef, Scope,
-};
+use crate::model::{Assignee, Builtin, Grants, Relationship, RoleDef, Scope};
 
 const FORMS: &str = "org#admin@user, org#inviter@org#member, department#head@user, \
                      department#parent@department, user#member@department, mailbox#owner@user, \
@@ -286,23 +284,7 @@ pub fn parse_revision(token: Option<&pb::Revision>) -> Result<Option<i64>> {
         })
 }
 
-pub fn audience_to_proto(a: Audience) -> pb::Audience {
-    match a {
-        Audience::Admins => pb::Audience::Admins,
-        Audience::AdminsAndManagers => pb::Audience::AdminsAndManagers,
-        Audience::AdminsManagersAndSupervisors => pb::Audience::AdminsManagersAndSupervisors,
-        Audience::Everyone => pb::Audience::Everyone,
-    }
-}
-
-pub fn grants_to_proto(g: ReadAccessGrants) -> pb::ReadAccessGrants {
-    match g {
-        ReadAccessGrants::Admins => pb::ReadAccessGrants::Admins,
-        ReadAccessGrants::AdminsAndOwners => pb::ReadAccessGrants::AdminsAndOwners,
-    }
-}
-
-/// The API's scope; `None` for UNSPECIFIED.
+/// The API form of a scope.
 pub fn scope_to_proto(s: Scope) -> pb::Scope {
     match s {
         Scope::None => pb::Scope::None,

@@ -500,6 +500,32 @@ fn the_engine_agrees_with_the_reference_on_random_organisations() {
             assert!(graph.delete(r), "seed {seed}: delete {r:?}");
             reference.rels.retain(|x| *x != r);
         }
+        // A role created after the caches were built, and more assignments.
+        let mut late = assignable.clone();
+        late.retain(|id| reference.role(*id).is_some());
+        if rng.gen_bool(0.3) {
+            let role = RoleDef {
+                id: RoleId::new(),
+                builtin: None,
+                name: "late".into(),
+                hidden: false,
+                grants: random_grants(&mut rng),
+                version: 1,
+            };
+            late.push(role.id);
+            graph.put_role(role.clone());
+            reference.roles.push(role);
+        }
+        for _ in 0..rng.gen_range(0..3) {
+            let r = Relationship::Assignee(
+                pick(&mut rng, &late),
+                random_assignee(&mut rng, &users, &departments),
+            );
+            graph.write(r).expect("assign");
+            if !reference.rels.contains(&r) {
+                reference.rels.push(r);
+            }
+        }
         for _ in 0..rng.gen_range(0..3) {
             let u = pick(&mut rng, &users);
             let r = if rng.gen_bool(0.5) {

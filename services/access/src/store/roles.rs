@@ -286,6 +286,26 @@ impl Writer<'_> {
         row.map(from_row).transpose()?.ok_or_else(|| not_found(id))
     }
 
+    /// Refuses an assignment of a role this organisation does not have (NOT_FOUND), or of
+    /// Administrator, which is identity's admin flag (FAILED_PRECONDITION).
+    pub(super) async fn check_assignable(&mut self, id: RoleId) -> Result<()> {
+        let builtin: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT builtin FROM roles WHERE role_id = $1 AND org_id = $2")
+                .bind(id)
+                .bind(self.org)
+                .fetch_optional(&mut *self.conn)
+                .await?;
+        match builtin {
+            None => Err(not_found(id)),
+            Some((Some(b),)) if b == Builtin::Administrator.as_str() => {
+                Err(AccessError::FailedPrecondition(
+                    "the Administrator role is held by exactly the org admins and cannot be assigned; make someone an admin in identity (SetAdmin)".into(),
+                ))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Refuses `name` when another role of the organisation (not `except`) has it, whatever
     /// its case.
     async fn check_name_free(&mut self, name: &str, except: Option<RoleId>) -> Result<()> {

@@ -63,6 +63,9 @@ impl<'c> Writer<'c> {
         if let Relationship::Owner(mailbox, _) | Relationship::Reader(mailbox, _) = rel {
             self.bind_mailbox(mailbox).await?;
         }
+        if let Relationship::Assignee(role, _) = rel {
+            self.check_assignable(role).await?;
+        }
         if row.kind == Kind::Reader
             && self
                 .rows(Kind::Owner, Some(row.object), None)

@@ -375,7 +375,7 @@ async fn explanations_lookups_and_roles_over_grpc() {
     )
     .await
     .expect("narrow the list");
-    let permissions = updated.permissions.clone().expect("permissions");
+    let permissions = updated.permissions.expect("permissions");
     assert_eq!(permissions.view_mailbox_list, apb::Scope::Own as i32);
     assert_eq!(
         permissions.modify_mailboxes,

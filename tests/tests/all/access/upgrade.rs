@@ -740,6 +740,27 @@ async fn role_changes_are_checked_in_the_store_and_reach_a_tailing_replica() {
         .await
         .unwrap_err();
     assert!(matches!(taken, AccessError::AlreadyExists(_)), "{taken:?}");
+    // Only the organisation's own roles are assigned, and never Administrator.
+    let administrator = store::org_roles(w.conn(), org).await.expect("roles")[0]
+        .def
+        .clone();
+    assert_eq!(administrator.builtin, Some(Builtin::Administrator));
+    let refused = w
+        .write(Relationship::Assignee(
+            administrator.id,
+            Assignee::User(hanna),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, AccessError::FailedPrecondition(_)),
+        "{refused:?}"
+    );
+    let refused = w
+        .write(Relationship::Assignee(RoleId::new(), Assignee::Heads))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, AccessError::NotFound(_)), "{refused:?}");
     drop(w);
     drop(tx);
 

@@ -56,7 +56,10 @@ pub(super) async fn names_in(
                     c.identity.get_user(request).await.ok().map(|u| {
                         let u = u.into_inner();
                         let full = format!("{} {}", u.first_name, u.last_name);
-                        format!("{} <{}>", full.trim(), u.login_email)
+                        match full.trim() {
+                            "" => format!("<{}>", u.login_email),
+                            name => format!("{name} <{}>", u.login_email),
+                        }
                     })
                 }
                 "department" => {
@@ -123,17 +126,18 @@ pub(super) fn sentence(rel: &apb::Relationship, names: &HashMap<String, String>)
     }
 }
 
-/// The role that granted a check, its scope and the assignment through which the user holds
-/// it, in words: `role “Supervisor” at scope subordinates, because role “Supervisor” is
-/// assigned to everyone who heads a department (role:r-1#assignee@org:o-1#head)`.
+/// The role that granted a check, its scope (for a mailbox permission) and the assignment
+/// through which the user holds it, in words: `role “Supervisor” at scope subordinates,
+/// because role “Supervisor” is assigned to everyone who heads a department
+/// (role:r-1#assignee@org:o-1#head)`.
 pub(super) fn granted_by(g: &apb::RoleGrant, names: &HashMap<String, String>) -> String {
     let mut names = names.clone();
     names.insert(g.role_id.clone(), role_label(&g.role_display_name));
-    let scope = match scope_name(g.scope) {
-        s if s.is_empty() => "unknown".to_owned(),
-        s => s,
+    // An organisation permission (invite, configure) has no scope.
+    let head = match scope_name(g.scope).as_str() {
+        "" | "none" | "unspecified" => role_label(&g.role_display_name),
+        scope => format!("{} at scope {scope}", role_label(&g.role_display_name)),
     };
-    let head = format!("{} at scope {scope}", role_label(&g.role_display_name));
     match &g.assignment {
         Some(a) => format!("{head}, because {} ({})", sentence(a, &names), describe(a)),
         None => head,
@@ -222,11 +226,20 @@ mod tests {
             scope: apb::Scope::All as i32,
             assignment: Some(rel(("org", "o-1"), "admin", ("user", "u-ann"))),
         };
+        let invite = apb::RoleGrant {
+            scope: apb::Scope::None as i32,
+            ..admin.clone()
+        };
         let names = HashMap::from([("u-ann".to_owned(), "Ann Lee <ann@acme.test>".to_owned())]);
         assert_eq!(
             granted_by(&admin, &names),
             "role “Administrator” at scope all, because Ann Lee <ann@acme.test> is an admin of \
              the organisation (org:o-1#admin@user:u-ann)"
+        );
+        assert!(
+            granted_by(&invite, &names).starts_with("role “Administrator”, because Ann Lee"),
+            "{}",
+            granted_by(&invite, &names)
         );
     }
 

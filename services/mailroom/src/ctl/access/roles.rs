@@ -506,7 +506,11 @@ pub async fn run(c: &mut Clients, cmd: RolesCommand) -> anyhow::Result<Rows> {
                 subject: Some(subject.clone()),
             });
             let done = c.access.unassign_role(request).await.answer()?;
-            let line = assignment_line(c, &role, &subject).await;
+            let line = assignment_line(c, &role, &subject).await.replacen(
+                " is assigned to ",
+                " is no longer assigned to ",
+                1,
+            );
             Rows::one(
                 vec!["unassigned", "revision"],
                 vec![
