@@ -30,10 +30,6 @@ use serde::{Deserialize, Serialize};
 pub enum Relationship {
     /// `org#admin@user`
     Admin(UserId),
-    /// `org#mailbox_manager@user` (delegated "manage mailboxes")
-    MailboxManager(UserId),
-    /// `org#inviter@user`
-    Inviter(UserId),
     /// `org#inviter@org#member`: everyone in the organisation may invite.
     EveryoneInvites,
     /// `department#head@user`

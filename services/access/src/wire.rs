@@ -207,10 +207,6 @@ fn object(kind: &str, id: impl ToString) -> pb::ObjectRef {
 pub fn relationship_to_proto(org: OrgId, rel: Relationship) -> pb::Relationship {
     let (resource, relation, subject, subject_relation) = match rel {
         Relationship::Admin(u) => (object("org", org), "admin", object("user", u), ""),
-        Relationship::MailboxManager(u) => {
-            (object("org", org), "mailbox_manager", object("user", u), "")
-        }
-        Relationship::Inviter(u) => (object("org", org), "inviter", object("user", u), ""),
         Relationship::EveryoneInvites => {
             (object("org", org), "inviter", object("org", org), "member")
         }

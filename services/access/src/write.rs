@@ -135,13 +135,12 @@ fn parse_changes(
                 "relationships[{i}]: role assignments are made with AssignRole and removed with UnassignRole (mailroom ctl access roles assign|unassign)"
             )));
         }
-        if let Some(kind) = Kind::of(rel) {
-            if kind.from_identity() {
-                return Err(AccessError::FailedPrecondition(format!(
-                    "relationships[{i}]: `{}` comes from identity; change it there (SetAdmin, UpdateDepartment, UpdateUser) and access follows its events",
-                    kind.as_str()
-                )));
-            }
+        let kind = Kind::of(rel);
+        if kind.from_identity() {
+            return Err(AccessError::FailedPrecondition(format!(
+                "relationships[{i}]: `{}` comes from identity; change it there (SetAdmin, UpdateDepartment, UpdateUser, the organisation's \"everyone may invite\") and access follows its events",
+                kind.as_str()
+            )));
         }
         let user: Option<UserId> = match rel {
             Relationship::Owner(_, u) | Relationship::Reader(_, u) => Some(u),

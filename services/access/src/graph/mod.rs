@@ -98,12 +98,10 @@ impl OrgGraph {
     }
 
     /// Adds a relationship; `Ok(false)` when it was already there. A mailbox has one owner and
-    /// a department one parent: writing another replaces it. The legacy
-    /// `org#mailbox_manager@user` and `org#inviter@user` (roles now) are ignored.
+    /// a department one parent: writing another replaces it.
     pub fn write(&mut self, rel: Relationship) -> Result<bool, ModelError> {
         Ok(match rel {
             Relationship::Admin(u) => self.admins.insert(u),
-            Relationship::MailboxManager(_) | Relationship::Inviter(_) => false,
             Relationship::EveryoneInvites => {
                 !std::mem::replace(&mut self.roles.everyone_invites, true)
             }
@@ -149,7 +147,6 @@ impl OrgGraph {
     pub fn delete(&mut self, rel: Relationship) -> bool {
         match rel {
             Relationship::Admin(u) => self.admins.remove(&u),
-            Relationship::MailboxManager(_) | Relationship::Inviter(_) => false,
             Relationship::EveryoneInvites => {
                 std::mem::replace(&mut self.roles.everyone_invites, false)
             }

@@ -642,17 +642,6 @@ mod tests {
         assert!(org.graph.held_roles(org.user["emil"]).is_empty());
         org.graph.delete(Relationship::EveryoneInvites);
         assert!(!org.graph.effective(org.user["olga"]).invite);
-        // The legacy relations are ignored.
-        assert_eq!(
-            org.graph.write(Relationship::Inviter(org.user["olga"])),
-            Ok(false)
-        );
-        assert_eq!(
-            org.graph
-                .write(Relationship::MailboxManager(org.user["olga"])),
-            Ok(false)
-        );
-        assert!(!org.graph.effective(org.user["olga"]).invite);
     }
 
     #[test]

@@ -37,8 +37,6 @@ pub use writer::Writer;
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Admin,
-    MailboxManager,
-    Inviter,
     Head,
     Parent,
     Member,
@@ -62,8 +60,6 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Admin => "admin",
-            Kind::MailboxManager => "mailbox_manager",
-            Kind::Inviter => "inviter",
             Kind::Head => "head",
             Kind::Parent => "parent",
             Kind::Member => "member",
@@ -81,8 +77,6 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         Some(match s {
             "admin" => Kind::Admin,
-            "mailbox_manager" => Kind::MailboxManager,
-            "inviter" => Kind::Inviter,
             "head" => Kind::Head,
             "parent" => Kind::Parent,
             "member" => Kind::Member,
@@ -98,13 +92,11 @@ impl Kind {
         })
     }
 
-    /// The kind a relationship is stored as. Every relationship is stored as a row now
-    /// (`org#inviter@org#member` too, since issue 23), so this is always `Some`.
-    pub fn of(rel: Relationship) -> Option<Kind> {
-        Some(match rel {
+    /// The kind a relationship is stored as (every relationship is a row, identity's
+    /// `org#inviter@org#member` too).
+    pub fn of(rel: Relationship) -> Kind {
+        match rel {
             Relationship::Admin(_) => Kind::Admin,
-            Relationship::MailboxManager(_) => Kind::MailboxManager,
-            Relationship::Inviter(_) => Kind::Inviter,
             Relationship::EveryoneInvites => Kind::EveryoneInvites,
             Relationship::Head(..) => Kind::Head,
             Relationship::Parent(..) => Kind::Parent,
@@ -118,7 +110,7 @@ impl Kind {
                 Assignee::Heads => Kind::AssigneeHeads,
                 Assignee::EveryoneElse => Kind::AssigneeEveryoneElse,
             },
-        })
+        }
     }
 
     /// Role assignments: written by AssignRole/UnassignRole, not WriteRelationships.
@@ -135,7 +127,10 @@ impl Kind {
 
     /// Relations mirrored from identity's events; the API cannot write them.
     pub fn from_identity(self) -> bool {
-        matches!(self, Kind::Admin | Kind::Head | Kind::Parent | Kind::Member)
+        matches!(
+            self,
+            Kind::Admin | Kind::Head | Kind::Parent | Kind::Member | Kind::EveryoneInvites
+        )
     }
 
     /// Relations an object has at most one of (writing another replaces it).
@@ -158,10 +153,6 @@ impl Row {
     pub fn of(org: OrgId, rel: Relationship) -> Row {
         let (kind, object, subject) = match rel {
             Relationship::Admin(u) => (Kind::Admin, org.into_uuid(), u.into_uuid()),
-            Relationship::MailboxManager(u) => {
-                (Kind::MailboxManager, org.into_uuid(), u.into_uuid())
-            }
-            Relationship::Inviter(u) => (Kind::Inviter, org.into_uuid(), u.into_uuid()),
             Relationship::EveryoneInvites => {
                 (Kind::EveryoneInvites, org.into_uuid(), org.into_uuid())
             }
@@ -197,8 +188,6 @@ impl Row {
         } = self;
         match kind {
             Kind::Admin => Relationship::Admin(UserId::from_uuid(subject)),
-            Kind::MailboxManager => Relationship::MailboxManager(UserId::from_uuid(subject)),
-            Kind::Inviter => Relationship::Inviter(UserId::from_uuid(subject)),
             Kind::Head => {
                 Relationship::Head(DepartmentId::from_uuid(object), UserId::from_uuid(subject))
             }
@@ -391,8 +380,6 @@ mod tests {
         );
         for rel in [
             Relationship::Admin(user),
-            Relationship::MailboxManager(user),
-            Relationship::Inviter(user),
             Relationship::Head(department, user),
             Relationship::Parent(department, other_department),
             Relationship::Member(user, department),
@@ -407,7 +394,7 @@ mod tests {
         ] {
             let row = Row::of(org, rel);
             assert_eq!(Kind::parse(row.kind.as_str()), Some(row.kind));
-            assert_eq!(Kind::of(rel), Some(row.kind));
+            assert_eq!(Kind::of(rel), row.kind);
             assert_eq!(row.relationship(), rel);
         }
         let everyone = Row::of(org, Relationship::EveryoneInvites);
