@@ -5,7 +5,14 @@
 -- organisation → itself), so the writer, the changelog and the replicas treat them like any
 -- other row. Then every organisation's four audiences become roles with the same effect.
 --
--- `settings` stays, unused, for one release so that a rollback still finds it.
+-- `settings` and the legacy `mailbox_manager`/`inviter` rows stay, unused (this build skips
+-- those kinds quietly), so that after a rollback the older build still finds them.
+--
+-- First the changelog lock (`store/changelog.rs`, CHANGELOG_LOCK = 0x6d61_696c_6163_6c01),
+-- held until this migration commits: a write by a pod still running the older build waits
+-- for it instead of committing a grant between the reads below and the commit, where it
+-- would be lost.
+SELECT pg_advisory_xact_lock(7881696737086368769);
 
 CREATE TABLE roles (
     role_id            UUID        PRIMARY KEY,
@@ -129,4 +136,5 @@ UNION ALL
 SELECT org_id, 'everyone_invites', org_id, org_id FROM settings WHERE invite = 'everyone'
 ON CONFLICT DO NOTHING;
 
-DELETE FROM relationships WHERE kind IN ('mailbox_manager', 'inviter');
+-- The `mailbox_manager` and `inviter` rows are kept: the older build reads them after a
+-- rollback (role edits made since are not in them).

@@ -26,6 +26,10 @@ use crate::model::{Builtin, RoleDef, Scope};
 use crate::store::{Change, Row};
 use crate::wire;
 
+/// The most assignments a `RoleDeleted` lists (its `removed_assignment_count` has them all):
+/// a role held by tens of thousands would otherwise make an event over the broker's 1 MB.
+pub const MAX_REMOVED_ASSIGNMENTS: usize = 1_000;
+
 /// A scope as events name it: the API enum's name (`SCOPE_OWN`).
 fn scope_name(s: Scope) -> String {
     wire::scope_to_proto(s).as_str_name().into()
@@ -51,7 +55,8 @@ pub fn role_record(role: &RoleDef) -> ev::RoleRecord {
 /// The events of a list of changes, in the order they are published: the relationships
 /// deleted, then those written (one event each, as before roles), then the role events in
 /// the order of the changes. A role's assignments deleted with it are its `RoleDeleted`'s
-/// `removed_assignments`, not `RoleUnassigned` events of their own.
+/// `removed_assignments` (the first [`MAX_REMOVED_ASSIGNMENTS`], and their full count), not
+/// `RoleUnassigned` events of their own.
 pub fn payloads(org: OrgId, changes: &[Change], revision: i64) -> Vec<ev::envelope::Payload> {
     use ev::envelope::Payload;
     let token = wire::revision_token(revision).token;
@@ -103,13 +108,13 @@ pub fn payloads(org: OrgId, changes: &[Change], revision: i64) -> Vec<ev::envelo
                 }))
             }
             Change::RoleDeleted { role, name } => {
-                let removed_assignments = changes
+                let removed: Vec<&Row> = changes
                     .iter()
                     .filter_map(|c| match c {
                         Change::Delete(row)
                             if row.kind.is_assignment() && row.object == role.into_uuid() =>
                         {
-                            Some(record(row))
+                            Some(row)
                         }
                         _ => None,
                     })
@@ -117,7 +122,12 @@ pub fn payloads(org: OrgId, changes: &[Change], revision: i64) -> Vec<ev::envelo
                 roles.push(Payload::RoleDeleted(ev::RoleDeleted {
                     role_id: role.to_string(),
                     display_name: name.clone(),
-                    removed_assignments,
+                    removed_assignments: removed
+                        .iter()
+                        .take(MAX_REMOVED_ASSIGNMENTS)
+                        .map(|row| record(row))
+                        .collect(),
+                    removed_assignment_count: i32::try_from(removed.len()).unwrap_or(i32::MAX),
                     revision: token.clone(),
                 }))
             }
@@ -258,9 +268,39 @@ mod tests {
         };
         assert_eq!(deleted.display_name, "Old");
         assert_eq!(deleted.removed_assignments.len(), 1);
+        assert_eq!(deleted.removed_assignment_count, 1);
         assert_eq!(deleted.removed_assignments[0].subject_id, user.to_string());
         assert!(payloads
             .iter()
             .all(|p| !matches!(p, Payload::PermissionSettingsChanged(_))));
+    }
+
+    #[test]
+    fn a_deleted_roles_event_lists_at_most_a_thousand_assignments_and_counts_them_all() {
+        let org = OrgId::new();
+        let gone = role("Everyone, one by one");
+        let mut changes: Vec<Change> = (0..2_500)
+            .map(|_| {
+                Change::Delete(Row::of(
+                    org,
+                    Relationship::Assignee(gone.id, Assignee::User(UserId::new())),
+                ))
+            })
+            .collect();
+        changes.push(Change::RoleDeleted {
+            role: gone.id,
+            name: gone.name.clone(),
+        });
+        let payloads = payloads(org, &changes, 9);
+        assert_eq!(
+            payloads.len(),
+            1,
+            "no RoleUnassigned for a deleted role's assignments"
+        );
+        let Payload::RoleDeleted(deleted) = &payloads[0] else {
+            unreachable!()
+        };
+        assert_eq!(deleted.removed_assignments.len(), MAX_REMOVED_ASSIGNMENTS);
+        assert_eq!(deleted.removed_assignment_count, 2_500);
     }
 }

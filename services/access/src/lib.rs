@@ -90,9 +90,24 @@ pub enum StartError {
 /// and the registry's events beside its gRPC server.
 pub type Started = hosting::Started<Access>;
 
-/// Connects to PostgreSQL, applies migrations, loads every graph, and builds the service.
+/// Connects to PostgreSQL, applies migrations, gives every organisation lacking them its
+/// default roles ([`store::backfill_default_roles`]), loads every graph, and builds the
+/// service.
 pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<Started, StartError> {
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
+    // Once at start, before loading: organisations an older pod first wrote to during a
+    // rolling upgrade get their default roles. Not fatal: each gets them at its next write.
+    match store::backfill_default_roles(&pool).await {
+        Ok(0) => {}
+        Ok(given) => tracing::info!(
+            organisations = given,
+            "gave organisations without roles their default roles"
+        ),
+        Err(err) => tracing::error!(
+            %err,
+            "could not give organisations without roles their default roles; each gets them at its next write"
+        ),
+    }
     let replica = Arc::new(
         Replica::load(
             pool.clone(),

@@ -1,5 +1,7 @@
-//! The stored relationships of an organisation, for its admins and configurers of access (and
-//! services), role assignments and identity's "everyone may invite" included: filtered by
+//! The stored relationships of an organisation, for its admins (and services) only — a
+//! configurer of access asks about the people within their reach instead (Check,
+//! ListRoleAssignments by person) — role assignments and identity's "everyone may invite"
+//! included: filtered by
 //! resource, relation and subject as the API names them, in (kind, object, subject) order,
 //! a keyset page at a time. Read from PostgreSQL, not the replica, so a page is exact.
 

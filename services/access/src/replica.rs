@@ -60,11 +60,14 @@ impl State {
     /// Rebuilds the derived caches of `orgs` (see [`OrgGraph::refresh`]), after their changes
     /// are applied and before readers see them, so serving never takes the slow path.
     fn refresh(&mut self, orgs: impl IntoIterator<Item = OrgId>) {
+        let started = Instant::now();
         for org in orgs {
             if let Some(graph) = self.orgs.get_mut(&org) {
                 graph.refresh();
             }
         }
+        metrics::histogram!("mailroom_access_refresh_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 
     fn apply(&mut self, org: OrgId, change: &Change) {
@@ -262,11 +265,23 @@ impl Replica {
             let fetched = records.len();
             let mut decoded = Vec::with_capacity(fetched);
             for (revision, org, changes) in records {
-                // A record this build cannot read (written by a newer one, or damaged) is
-                // skipped, as `load_state` skips an unknown row: one bad record must not stop
-                // every later change from reaching this replica.
-                match changelog::decode(changes) {
-                    Ok(changes) => decoded.push((org, changes)),
+                // What this build cannot read (entries a newer build wrote, or a damaged
+                // record) is skipped, as `load_state` skips an unknown row: one bad record must
+                // not stop every later change from reaching this replica. The readable entries
+                // of a record still apply; legacy rows an older pod wrote pass quietly.
+                match changelog::decode_entries(&changes) {
+                    Ok((changes, 0)) => decoded.push((org, changes)),
+                    Ok((changes, unreadable)) => {
+                        tracing::error!(
+                            revision,
+                            %org,
+                            unreadable,
+                            "changelog record has changes this build cannot read; those skipped"
+                        );
+                        metrics::counter!("mailroom_access_changelog_records_skipped_total")
+                            .increment(1);
+                        decoded.push((org, changes));
+                    }
                     Err(err) => {
                         tracing::error!(revision, %org, %err, "changelog record is unreadable; skipped");
                         metrics::counter!("mailroom_access_changelog_records_skipped_total")

@@ -14,8 +14,10 @@
 //! (`Access::settle`), so the writer's next read here sees them too.
 //!
 //! Who may call: services (service tokens) may ask and write anything except what identity
-//! owns. A user may ask about themselves; an org admin, or a holder of
-//! `org.manage_permissions` (a role that configures access), about anyone in the organisation.
+//! owns. A user may ask about themselves; an org admin about anyone in the organisation; a
+//! holder of `org.manage_permissions` (a role that configures access) about the people within
+//! their widest reach ([`OrgGraph::may_ask_about`]). Listing the stored relationships is for
+//! org admins (and services) only.
 
 use std::sync::Arc;
 
@@ -50,8 +52,8 @@ pub(crate) fn configures_access(graph: &OrgGraph, user: UserId) -> bool {
 }
 
 /// Whether the caller may ask about `subject`, a user of `org`: a service about anyone, a
-/// user about themselves, an org admin or a configurer of access about anyone in the
-/// organisation.
+/// user about themselves, an org admin about anyone in the organisation, a configurer of
+/// access about the people within their widest reach.
 pub(crate) fn may_ask_about(
     principal: &Principal,
     state: &State,
@@ -66,17 +68,15 @@ pub(crate) fn may_ask_about(
             if *org_id != org {
                 return Err(AccessError::user_not_found(subject));
             }
-            if *user_id == subject
-                || state
-                    .org(org)
-                    .is_some_and(|g| configures_access(g, *user_id))
-            {
-                Ok(())
-            } else {
-                Err(denied(
-                    "you may ask only about your own permissions; org admins and those whose role configures access permissions may ask about anyone in their organisation",
-                ))
+            if *user_id == subject {
+                return Ok(());
             }
+            let empty = OrgGraph::new();
+            state
+                .org(org)
+                .unwrap_or(&empty)
+                .may_ask_about(*user_id, subject)
+                .map_err(denied)
         }
     }
 }
@@ -160,8 +160,9 @@ impl Access {
         }
     }
 
-    /// [`Access::org_of_call`], for what only an org admin, a configurer of access (a role
-    /// with `org.manage_permissions`) or a service may do.
+    /// [`Access::org_of_call`], for what only an org admin or a service may do (listing the
+    /// stored relationships: a configurer of access asks about the people within their reach
+    /// instead).
     pub(crate) fn org_for_admin_call(
         &self,
         principal: &Principal,
@@ -170,12 +171,9 @@ impl Access {
         let org = self.org_of_call(principal, requested)?;
         if let Principal::User { user_id, .. } = principal {
             let state = self.replica.read();
-            if !state
-                .org(org)
-                .is_some_and(|g| configures_access(g, *user_id))
-            {
+            if !state.org(org).is_some_and(|g| g.is_admin(*user_id)) {
                 return Err(denied(
-                    "only an org admin, or someone whose role configures access permissions, may do this",
+                    "only org admins may list the organisation's relationships; to see what someone may do or which roles they hold, use Check or ListRoleAssignments with their user_id",
                 ));
             }
         }

@@ -13,7 +13,9 @@
 //!
 //! Every connect holds one of the process's login-check slots (`login_concurrency`, shared
 //! by every caller and every ConnectMailboxes item), so concurrent requests cannot multiply
-//! the probes the registry makes.
+//! the probes the registry makes. Access control is asked, and the owner looked up, before
+//! the slot is taken (waiting for a user made a moment ago holds none); ConnectMailboxes
+//! asks access control once for all the owners it names.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,13 +26,14 @@ use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::mailboxes::v1 as pb;
 use mailroom_types::{MailboxId, OrgId, UserId};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
 
 use crate::domain::{self, Crm, Protocol, ServerSettings};
 use crate::error::{MailboxError, Result};
 use crate::events;
 use crate::probe::{Failure, Step};
 use crate::service::{seal_context, Caller, Mailboxes};
-use crate::store::{self, MailboxRow, NewMailbox};
+use crate::store::{self, MailboxRow, NewMailbox, Owner};
 use crate::view::{self, Columns};
 
 /// The most mailboxes one ConnectMailboxes call takes.
@@ -165,9 +168,12 @@ impl Mailboxes {
             mailbox.imap.as_ref(),
             mailbox.smtp.as_ref(),
         )?;
+        let owner_id = owner_of(&caller, &parsed)?;
+        let allowed = self.may_connect_for(&caller, owner_id).await?;
+        let owner = self.admit_owner(&caller, org, owner_id, allowed).await?;
         let _slot = self.login_slot().await?;
         let row = self
-            .connect_one(&caller, org, parsed, req.validate_only)
+            .connect_one(&caller, org, owner, parsed, req.validate_only)
             .await?;
         Ok(view::to_proto(&row, &Columns::all(), None))
     }
@@ -180,20 +186,18 @@ impl Mailboxes {
         ))
     }
 
-    async fn connect_one(
+    /// The owner of a connect the caller's roles `allowed` (or not: the refusal says what
+    /// they lack), once they are an active user of `org`. Asked before a login-check slot is
+    /// taken, so waiting for a user made a moment ago holds none.
+    async fn admit_owner(
         &self,
         caller: &Caller,
         org: OrgId,
-        c: Connect,
-        validate_only: bool,
-    ) -> Result<MailboxRow> {
-        let owner_id = c.owner.or(caller.user()).ok_or_else(|| {
-            MailboxError::InvalidArgument(
-                "a service caller names the owner: set mailbox.owner_user_id".into(),
-            )
-        })?;
+        owner_id: UserId,
+        allowed: bool,
+    ) -> Result<Owner> {
         // Everyone's roles decide, for their own mailboxes too: a role may let nobody connect.
-        if !self.may_connect_for(caller, owner_id).await? {
+        if !allowed {
             return Err(self.connect_refused(caller, org, owner_id, false).await?);
         }
         let owner = self.owner(org, owner_id).await?;
@@ -207,6 +211,18 @@ impl Mailboxes {
                 }
             )));
         }
+        Ok(owner)
+    }
+
+    /// The rest of a connect for an admitted `owner`, holding a login-check slot.
+    async fn connect_one(
+        &self,
+        caller: &Caller,
+        org: OrgId,
+        owner: Owner,
+        c: Connect,
+        validate_only: bool,
+    ) -> Result<MailboxRow> {
         self.check_queue(org, &c.crm, &c.queue_ids).await?;
         if store::connected_at(&self.pool, org, &c.email)
             .await?
@@ -351,6 +367,14 @@ impl Mailboxes {
                 });
             items.push((i, m.email.clone(), parsed));
         }
+        // Who the caller may connect for, asked once for every owner named (a wait for people
+        // made a moment ago is one for all of them), before any slot is taken.
+        let owners: Vec<UserId> = items
+            .iter()
+            .filter_map(|(_, _, parsed)| parsed.as_ref().ok())
+            .filter_map(|c| owner_of(&caller, c).ok())
+            .collect();
+        let allowed = Arc::new(self.may_connect_for_each(&caller, &owners).await?);
         // Each item is a task of its own, holding one of the process's login-check slots
         // (shared with every other request), so the checks run side by side on every core,
         // one slow server holds up only its own item, and concurrent requests together make
@@ -363,17 +387,13 @@ impl Mailboxes {
             let this = self.clone();
             let caller = caller.clone();
             let permits = permits.clone();
+            let allowed = allowed.clone();
             tasks.spawn(async move {
                 let outcome = match parsed {
-                    Ok(c) => match permits.acquire_owned().await {
-                        Ok(_permit) => {
-                            this.connect_one(&caller, person.org, c, validate_only)
-                                .await
-                        }
-                        Err(_closed) => Err(MailboxError::Internal(
-                            "the login-check slots were closed".into(),
-                        )),
-                    },
+                    Ok(c) => {
+                        this.connect_item(&caller, person.org, c, &allowed, permits, validate_only)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 (i, connect_result(email, outcome))
@@ -395,4 +415,34 @@ impl Mailboxes {
             results: results.into_iter().map(|(_, r)| r).collect(),
         })
     }
+
+    /// One ConnectMailboxes item: admitted (`allowed`: whom the caller may connect for), then
+    /// connected holding one of `permits`.
+    async fn connect_item(
+        &self,
+        caller: &Caller,
+        org: OrgId,
+        c: Connect,
+        allowed: &HashSet<UserId>,
+        permits: Arc<Semaphore>,
+        validate_only: bool,
+    ) -> Result<MailboxRow> {
+        let owner_id = owner_of(caller, &c)?;
+        let owner = self
+            .admit_owner(caller, org, owner_id, allowed.contains(&owner_id))
+            .await?;
+        let _permit = permits.acquire_owned().await.map_err(|_closed| {
+            MailboxError::Internal("the login-check slots were closed".into())
+        })?;
+        self.connect_one(caller, org, owner, c, validate_only).await
+    }
+}
+
+/// Whom a connect is for: the owner it names, else the calling person.
+fn owner_of(caller: &Caller, c: &Connect) -> Result<UserId> {
+    c.owner.or(caller.user()).ok_or_else(|| {
+        MailboxError::InvalidArgument(
+            "a service caller names the owner: set mailbox.owner_user_id".into(),
+        )
+    })
 }

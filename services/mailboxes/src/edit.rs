@@ -3,8 +3,10 @@
 //! now (`SyncMailboxNow`).
 //!
 //! Changing takes `mailbox.modify` on the mailbox and syncing `mailbox.sync`; a transfer takes
-//! `mailbox.modify` on the mailbox and `mailbox.connect` for the new owner (giving someone a
-//! mailbox is connecting one for them).
+//! `mailbox.modify` on the mailbox, `mailbox.connect` for the new owner (giving someone a
+//! mailbox is connecting one for them) and `mailbox.grant_read` on the mailbox (its new owner
+//! reads its mail). A transfer to oneself is for org admins only, as is granting oneself
+//! reading.
 //!
 //! A CRM queue takes the organisation's active users only, as when connecting. Changed
 //! credentials (password or either server) are checked with real logins before they
@@ -304,9 +306,22 @@ impl Mailboxes {
                 "the mailbox already belongs to that user".into(),
             ));
         }
+        // The new owner reads its mail: as only an org admin grants themselves reading, only
+        // an org admin gives themselves a mailbox.
+        if caller.user() == Some(to) && !caller.is_admin() {
+            return Err(MailboxError::PermissionDenied(
+                "you may not transfer a mailbox to yourself: its owner reads its mail, and only an org admin may give themselves that; ask an admin".into(),
+            ));
+        }
         // Giving a mailbox to someone is connecting one for them.
         if !self.may_connect_for(&caller, to).await? {
             return Err(self.connect_refused(&caller, row.org_id, to, true).await?);
+        }
+        // And it gives them its mail.
+        if !self.may_grant_read(&caller, &row).await? {
+            return Err(MailboxError::PermissionDenied(
+                "transferring gives the new owner its mail, so it needs the right to grant mail reading on this mailbox (mailbox.grant_read), which your roles do not give you; ask an admin".into(),
+            ));
         }
         let owner = self.owner(row.org_id, to).await?;
         if !owner.active {

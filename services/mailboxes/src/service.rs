@@ -9,13 +9,15 @@
 //! takes `mailbox.connect` reaching that owner (the caller's roles decide: an "own" scope lets
 //! people connect their own, a "department" scope lets a head connect for their department,
 //! a role with none lets nobody connect even their own). Refusals name the permission the way
-//! the roles page does, so the person knows what to ask an admin for. Services (their own
-//! token) act on any organisation they name.
+//! the roles page does, so the person knows what to ask an admin for, and name another person
+//! only to a caller who may see that person's mailboxes. Services (their own token) act on
+//! any organisation they name.
 //!
 //! Every change is written with its event in one transaction (the outbox), so access
 //! control, identity and the sync service hear of exactly the changes that happened, even
 //! when they or the broker are down at the time.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +50,11 @@ const OWNER_WAIT: Duration = Duration::from_secs(5);
 const CLOCK_SKEW: Duration = Duration::from_secs(2);
 /// How often a call waiting for a user made a moment ago looks for them again.
 const NEW_USER_POLL: Duration = Duration::from_millis(100);
+/// How often a connect for a user made a moment ago asks access control about them again.
+const ACCESS_POLL: Duration = Duration::from_millis(250);
+/// The longest a connect for a user made a moment ago waits for access control to hear of
+/// them (few questions: a forged fresh id costs at most a dozen).
+const ACCESS_WAIT: Duration = Duration::from_secs(3);
 
 /// Everything the operations need.
 pub struct Mailboxes {
@@ -83,6 +90,8 @@ pub(crate) struct Person {
 pub(crate) struct Caller {
     /// `None` for a service (its own token): it acts on any organisation it names.
     pub person: Option<Person>,
+    /// Whether the token says an org admin (a token is revoked when its user stops being one).
+    pub admin: bool,
     pub actor: EventActor,
     /// Whose login checks are counted together (the rate limit's key).
     pub key: String,
@@ -92,21 +101,31 @@ impl Caller {
     pub fn of(principal: &Principal) -> Caller {
         match principal {
             Principal::User {
-                user_id, org_id, ..
+                user_id,
+                org_id,
+                admin,
             } => Caller {
                 person: Some(Person {
                     user: *user_id,
                     org: *org_id,
                 }),
+                admin: *admin,
                 actor: EventActor::User(*user_id),
                 key: user_id.to_string(),
             },
             Principal::Service { name } => Caller {
                 person: None,
+                admin: false,
                 actor: EventActor::Service(name.clone()),
                 key: format!("service:{name}"),
             },
         }
+    }
+
+    /// Whether the caller is an org admin (their token says so; a token is revoked when its
+    /// user stops being one); a service is.
+    pub fn is_admin(&self) -> bool {
+        self.person.is_none() || self.admin
     }
 
     /// The calling person's id; `None` for a service.
@@ -170,40 +189,93 @@ impl Mailboxes {
         })
     }
 
-    /// Whether the caller may connect a mailbox for `owner` (themselves included): their
-    /// `mailbox.connect` scope reaches that person. Access control hears of a user identity
-    /// made a moment ago a little later than identity answers, so while the owner (or the
-    /// caller) is such a user, a refusal or a "not heard of yet" is asked again until the
-    /// window closes (as [`Mailboxes::owner`] waits): a head who has just added a new
-    /// employee connects their mailbox at once, and so does a new employee their own.
+    /// Whether the caller may connect a mailbox for `owner` (themselves included); see
+    /// [`Mailboxes::may_connect_for_each`].
     pub(crate) async fn may_connect_for(&self, caller: &Caller, owner: UserId) -> Result<bool> {
+        Ok(self
+            .may_connect_for_each(caller, &[owner])
+            .await?
+            .contains(&owner))
+    }
+
+    /// Of `owners`, those the caller may connect a mailbox for (themselves included): their
+    /// `mailbox.connect` scope reaches that person. One question to access control for all of
+    /// them. Access control hears of a user identity made a moment ago a little later than
+    /// identity answers, so an owner who is refused while their id is such a fresh one (and
+    /// who is not the caller) is asked about again, every [`ACCESS_POLL`] for at most
+    /// [`ACCESS_WAIT`], still in one question for all of them: a head who has just added a
+    /// new employee connects their mailbox at once. Anyone else's refusal is final at once,
+    /// and access control not answering is UNAVAILABLE at once (no retries). Only a caller
+    /// access control has not heard of yet, whose own id says they were made a moment ago, is
+    /// waited for the same way (a new employee connecting their own right away).
+    pub(crate) async fn may_connect_for_each(
+        &self,
+        caller: &Caller,
+        owners: &[UserId],
+    ) -> Result<HashSet<UserId>> {
         let Some(user) = caller.user() else {
-            return Ok(true);
+            return Ok(owners.iter().copied().collect());
         };
         let started = Instant::now();
-        let wait_until = new_user_wait(owner, started).max(new_user_wait(user, started));
-        loop {
-            let waiting = wait_until.is_some_and(|deadline| Instant::now() < deadline);
-            match self
+        let mut allowed = HashSet::new();
+        let mut asking: Vec<UserId> = Vec::with_capacity(owners.len());
+        for owner in owners {
+            if !asking.contains(owner) {
+                asking.push(*owner);
+            }
+        }
+        // (An empty list would ask for the caller's whole scope.)
+        while !asking.is_empty() {
+            let answer = match self
                 .access
-                .mailbox_scope(user, Permission::MailboxConnect, &[owner])
+                .mailbox_scope(user, Permission::MailboxConnect, &asking)
                 .await
             {
-                Ok(MailboxScope::WholeOrganization) => return Ok(true),
-                Ok(MailboxScope::Some { owners, .. }) if owners.contains(&owner) => {
-                    return Ok(true)
+                Ok(answer) => answer,
+                // Access control has not heard of the caller: an account made a moment ago
+                // (its id says so; an authenticated one, not a name the caller chose) is
+                // waited for as a new owner is.
+                Err(PeerError::NotYetKnown { .. })
+                    if fresh_until(user, started, ACCESS_WAIT)
+                        .is_some_and(|deadline| Instant::now() + ACCESS_POLL <= deadline) =>
+                {
+                    tokio::time::sleep(ACCESS_POLL).await;
+                    continue;
                 }
-                Ok(MailboxScope::Some { .. }) if !waiting => return Ok(false),
-                Err(PeerError::NotYetKnown { .. }) if waiting => {}
                 Err(err) => return Err(err.into()),
-                Ok(MailboxScope::Some { .. }) => {}
+            };
+            match answer {
+                MailboxScope::WholeOrganization => {
+                    allowed.extend(asking);
+                    break;
+                }
+                MailboxScope::Some { owners, .. } => {
+                    asking.retain(|o| {
+                        let reached = owners.contains(o);
+                        if reached {
+                            allowed.insert(*o);
+                        }
+                        !reached
+                    });
+                }
             }
-            tokio::time::sleep(NEW_USER_POLL).await;
+            // Asked again: only people who may be users made a moment ago.
+            asking.retain(|o| {
+                *o != user
+                    && fresh_until(*o, started, ACCESS_WAIT)
+                        .is_some_and(|deadline| Instant::now() + ACCESS_POLL <= deadline)
+            });
+            if !asking.is_empty() {
+                tokio::time::sleep(ACCESS_POLL).await;
+            }
         }
+        Ok(allowed)
     }
 
     /// The refusal of a connect for `owner` (in `org`), naming what the caller's roles lack;
     /// `giving` when the mailbox is being given to them (a transfer) rather than connected.
+    /// The owner is named only to a caller who may see that person's mailboxes; anyone else
+    /// is told the id they gave, and learns nothing of who it is.
     pub(crate) async fn connect_refused(
         &self,
         caller: &Caller,
@@ -216,23 +288,34 @@ impl Mailboxes {
                 "your roles do not let you connect mailboxes, not even your own; ask an admin for a role that may connect your own mailbox".into(),
             ));
         }
-        let who = match store::owner(&self.pool, org, owner).await? {
-            Some(found) if !found.display_name().is_empty() => found.display_name(),
-            _ => format!("user `{owner}`"),
-        };
         let sees = self.reaches(caller, Permission::MailboxView, owner).await?;
+        let who = match sees {
+            true => match store::owner(&self.pool, org, owner).await? {
+                Some(found) if !found.display_name().is_empty() => found.display_name(),
+                _ => format!("user `{owner}`"),
+            },
+            false => format!("user `{owner}`"),
+        };
         let what = if giving {
             format!("your roles do not let you connect mailboxes for {who}, so you may not give them one")
         } else {
             format!("your roles do not let you connect mailboxes for {who}")
         };
+        let ask = "ask an admin for a role that may connect mailboxes for others";
         Ok(MailboxError::PermissionDenied(if sees {
-            format!("you may see {who}'s mailboxes but not connect one for them: {what}; ask an admin for a role that may connect mailboxes for their department")
+            format!("you may see {who}'s mailboxes but not connect one for them: {what}; {ask}")
         } else {
-            format!(
-                "{what}; ask an admin for a role that may connect mailboxes for their department"
-            )
+            format!("{what}; {ask}")
         }))
+    }
+
+    /// Whether the caller may grant reading `row`'s mail (`mailbox.grant_read` on it): a
+    /// transfer gives the new owner its mail, so it takes this too.
+    pub(crate) async fn may_grant_read(&self, caller: &Caller, row: &MailboxRow) -> Result<bool> {
+        let scope = self
+            .scope(caller, Permission::MailboxGrantRead, &[row.owner_user_id])
+            .await?;
+        Ok(scope.covers(row.id, row.owner_user_id))
     }
 
     /// A mailbox the caller may use with `permission`: NOT_FOUND when they may not even view
@@ -268,7 +351,7 @@ impl Mailboxes {
                 } else {
                     (
                         format!("{}'s mailboxes", owner_name(&row)),
-                        "may change mailbox settings for their department",
+                        "may change other people's mailbox settings",
                     )
                 };
                 let what = match permission {
@@ -414,6 +497,11 @@ fn owner_name(row: &MailboxRow) -> String {
 /// whether it is a user elsewhere — so how long a refusal takes tells the caller nothing about
 /// other organisations.
 fn new_user_wait(user: UserId, started: Instant) -> Option<Instant> {
+    fresh_until(user, started, OWNER_WAIT)
+}
+
+/// As [`new_user_wait`], waiting at most `longest`.
+fn fresh_until(user: UserId, started: Instant, longest: Duration) -> Option<Instant> {
     let uuid = user.as_uuid();
     if uuid.get_version_num() != 7 {
         return None;
@@ -427,7 +515,7 @@ fn new_user_wait(user: UserId, started: Instant) -> Option<Instant> {
         Err(_) => return None,
     };
     let left = NEW_USER_WINDOW.checked_sub(age)?;
-    Some(started + left.min(OWNER_WAIT))
+    Some(started + left.min(longest))
 }
 
 /// Counts one hit of `caller` on `limiter` (`what` names the calls in the refusal).

@@ -80,6 +80,10 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<
         migrations: Cow::Owned(migrations),
         // The lock is taken here (`migration_lock`), not by sqlx.
         locking: false,
+        // A migration applied that this binary does not know is left alone: after a rollback
+        // an older binary must start against the newer schema (each release's migrations keep
+        // what the release before reads), not crash-loop on `VersionMissing`.
+        ignore_missing: true,
         ..Migrator::DEFAULT
     };
     let failed = |source: MigrateError| DbError::Migrate {

@@ -477,7 +477,15 @@ async fn a_supervisor_sees_their_teams_mailboxes_but_cannot_change_their_setting
     // Access learns the owner from the registry's events: once it lets her view the
     // mailbox, a refusal to modify it is about her roles, not about a mailbox it has not
     // heard of yet.
-    explain_until(&app, &c.hanna.token, c.hanna.id(), "mailbox.view", emil_box, true).await;
+    explain_until(
+        &app,
+        &c.hanna.token,
+        c.hanna.id(),
+        "mailbox.view",
+        emil_box,
+        true,
+    )
+    .await;
     let modify = explain(
         &app,
         &c.hanna.token,
@@ -655,12 +663,14 @@ async fn a_department_head_connects_mailboxes_for_new_employees() {
         .expect("a head edits her department's mailbox");
     assert_eq!(edited.sender_name, "Nina, East");
 
-    // Not for another department: neither connecting nor giving one.
+    // Not for another department: neither connecting nor giving one. Olga's mailboxes are
+    // out of Hanna's sight too, so the refusal does not tell her who the id is.
     let refused = connect_refused(&app, &c.hanna.token, c.olga.id(), &mail_user(0).await).await;
     assert!(
         refused
             .message()
-            .contains(&format!("connect mailboxes for {}", c.olga.name())),
+            .contains(&format!("connect mailboxes for user `{}`", c.olga.id()))
+            && !refused.message().contains(&c.olga.name()),
         "{}",
         refused.message()
     );
@@ -681,6 +691,52 @@ async fn a_department_head_connects_mailboxes_for_new_employees() {
         "{}",
         refused.message()
     );
+
+    // Nor may she take Nina's mailbox (and with it Nina's mail) for herself, or give it to
+    // Emil in her own department: a transfer gives its mail, which her role may not grant.
+    let transfer = |token: String, to: String| {
+        let app = &app;
+        let id = nina_box.id.clone();
+        async move {
+            app.mailboxes()
+                .transfer_mailbox(authed(
+                    &token,
+                    mpb::TransferMailboxRequest {
+                        id,
+                        new_owner_user_id: to,
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let refused = transfer(c.hanna.token.clone(), c.hanna.id().into())
+        .await
+        .expect_err("not to herself");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("you may not transfer a mailbox to yourself")
+            && refused.message().contains("ask an admin"),
+        "{}",
+        refused.message()
+    );
+    let refused = transfer(c.hanna.token.clone(), c.emil.id().into())
+        .await
+        .expect_err("not without granting mail reading");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("it needs the right to grant mail reading on this mailbox"),
+        "{}",
+        refused.message()
+    );
+    let still = get(&app, &c.org.admin_token, &nina_box.id)
+        .await
+        .expect("the admin sees it");
+    assert_eq!(still.owner_user_id, nina.id(), "the refusals moved nothing");
 
     // Nor does the role read mail.
     let read = explain(
@@ -777,6 +833,12 @@ async fn a_department_head_connects_mailboxes_for_new_employees() {
         "{}",
         refused.message()
     );
+
+    // An admin still transfers between people: Nina's mailbox goes to Emil.
+    let moved = transfer(c.org.admin_token.clone(), c.emil.id().into())
+        .await
+        .expect("an admin transfers");
+    assert_eq!(moved.owner_user_id, c.emil.id());
 }
 
 /// Example 3: "No mail" for a department and below; and HR, who sees everything and changes

@@ -20,15 +20,32 @@
 //!   caller): roles also take away ("everyone else" stops applying to someone who is given
 //!   any role), so nobody restricts people beyond their reach either.
 //!
-//! Structure moves later are not re-validated: a department moved out from under the caller
-//! keeps its assignments.
+//! Taking a role away hands out something too: whoever is left with no explicit role falls
+//! back to the roles of "everyone else" ([`OrgGraph::may_fall_back`]). A non-admin may unassign
+//! or delete a role only if they could also have given each subject everyone else's roles (an
+//! Own scope there needs only to be held: it reaches nobody but the subject).
+//!
+//! The same reach bounds what a configurer may ask about others ([`OrgGraph::may_ask_about`]):
+//! Check, the lookups and someone's roles, only for people their widest scope reaches.
+//!
+//! Known limits, on purpose or for later (review S8/S10):
+//! - Structure moves later are not re-validated: a department moved out from under the caller
+//!   keeps its assignments.
+//! - A role row the replica cannot read (a kind or grants a newer version wrote) is skipped;
+//!   its holders then fall back to everyone else's roles, which fails open as far as those
+//!   roles reach.
+//! - Deleting a department in identity drops its assignments with it (mirrored from identity's
+//!   events) without a RoleUnassigned event.
+//! - Two holders of `mailbox.grant_read` over each other's mailboxes may grant each other
+//!   reading: the rule "never to oneself unless an org admin" bounds each of them, not the
+//!   pair.
 
 use std::collections::HashSet;
 
-use mailroom_types::{DepartmentId, UserId};
+use mailroom_types::{DepartmentId, RoleId, UserId};
 
 use super::OrgGraph;
-use crate::model::{Assignee, Grants, Scope};
+use crate::model::{Assignee, Grants, Relationship, RoleDef, Scope};
 
 /// A role's scope for one of its mailbox permissions.
 type Field = fn(&Grants) -> Scope;
@@ -61,6 +78,19 @@ fn granted_phrase(scope: Scope) -> &'static str {
         Scope::Department => "each holder's own department and below",
         Scope::All => "everyone",
     }
+}
+
+/// What `grants` gives beyond `held`, in words ("see mailboxes in the list for everyone").
+fn beyond(grants: &Grants, held: &Grants) -> Vec<String> {
+    let mut parts: Vec<String> = SCOPED
+        .iter()
+        .filter(|(field, _)| field(grants) > field(held))
+        .map(|(field, words)| format!("{words} for {}", granted_phrase(field(grants))))
+        .collect();
+    if grants.invite && !held.invite {
+        parts.push("invite people".into());
+    }
+    parts
 }
 
 fn subject_words(subject: Assignee) -> String {
@@ -144,6 +174,132 @@ impl OrgGraph {
             ));
         }
         Ok(())
+    }
+
+    /// The widest scope of `user`'s four mailbox grants: as far as they reach at all.
+    pub fn widest_reach(&self, user: UserId) -> Scope {
+        let held = self.effective(user);
+        SCOPED
+            .iter()
+            .map(|(field, _)| field(&held))
+            .max()
+            .unwrap_or(Scope::None)
+    }
+
+    /// Whether `caller` may ask about `subject`'s permissions and roles (Check, the lookups,
+    /// someone's role assignments): about themselves always, an org admin about anyone, a
+    /// holder of `org.manage_permissions` about whoever their widest scope reaches
+    /// ([`OrgGraph::reaches`]). `Err` is a sentence for the caller saying why not.
+    pub fn may_ask_about(&self, caller: UserId, subject: UserId) -> Result<(), String> {
+        if caller == subject || self.is_admin(caller) {
+            return Ok(());
+        }
+        if !self.effective(caller).manage_permissions {
+            return Err("you may ask only about your own permissions; org admins may ask about anyone in the organisation, and those whose role configures access permissions about the people within their reach".into());
+        }
+        let widest = self.widest_reach(caller);
+        if self.reaches(caller, widest, subject) {
+            Ok(())
+        } else {
+            Err(format!(
+                "your roles let you ask only about people within your reach ({}); user {subject} is outside it",
+                held_phrase(widest.max(Scope::Own))
+            ))
+        }
+    }
+
+    /// Whether `caller` may take `role` away from `subject` (`deleting`: the whole role; else
+    /// this one assignment) as far as what follows: whoever is left without an explicit role
+    /// falls back to the roles of everyone else, and the caller must have been able to give
+    /// `subject` those: [`OrgGraph::may_delegate`] of their joined grants, except that an Own
+    /// scope needs only to be held, not to reach the subject (it reaches nobody but them).
+    /// Org admins may; a user who keeps another explicit role, or is an admin, falls back to
+    /// nothing. A department is judged as a whole, its future members included. `Err` is a
+    /// sentence for the caller. Asked on top of [`OrgGraph::may_delegate`] for the role itself.
+    pub fn may_fall_back(
+        &self,
+        caller: UserId,
+        role: RoleId,
+        subject: Assignee,
+        deleting: bool,
+    ) -> Result<(), String> {
+        if self.is_admin(caller) {
+            return Ok(());
+        }
+        if let Assignee::User(v) = subject {
+            if self.is_admin(v) || self.keeps_an_explicit_role(v, role, deleting) {
+                return Ok(());
+            }
+        }
+        let mut roles: Vec<&RoleDef> = self
+            .roles
+            .everyone_else
+            .iter()
+            .filter_map(|r| self.roles.assignable(r))
+            .collect();
+        roles.sort_by_cached_key(|r| (r.name.to_lowercase(), r.id));
+        let grants = roles.iter().fold(Grants::NONE, |g, r| g.join(r.grants));
+        // Own reaches only the subject's own mailboxes: what everyone else's roles are for,
+        // nobody else's. Every wider scope must reach no one the caller does not.
+        let mut reaching = grants;
+        for scope in [
+            &mut reaching.view_mailbox_list,
+            &mut reaching.connect_mailboxes,
+            &mut reaching.modify_mailboxes,
+            &mut reaching.grant_read_access,
+        ] {
+            if *scope == Scope::Own {
+                *scope = Scope::None;
+            }
+        }
+        let held = self.effective(caller);
+        let over = !beyond(&grants, &held).is_empty();
+        let reason = match self.may_delegate(caller, reaching, Some(subject)) {
+            Ok(()) if !over => return Ok(()),
+            Ok(()) => String::new(),
+            Err(reason) => reason,
+        };
+        let action = if deleting {
+            "deleting this role"
+        } else {
+            "unassigning this role"
+        };
+        let who = subject_words(subject);
+        let more: Vec<String> = roles
+            .iter()
+            .filter_map(|r| {
+                let parts = beyond(&r.grants, &held);
+                (!parts.is_empty()).then(|| format!("{}: {}", r.name, parts.join(", ")))
+            })
+            .collect();
+        if more.is_empty() {
+            let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+            Err(format!(
+                "{action} would leave {who} with the roles of everyone else ({}), which you may not give them: {reason}",
+                names.join(", ")
+            ))
+        } else {
+            Err(format!(
+                "{action} would leave {who} with the roles of everyone else ({}), more than you hold; ask an org admin",
+                more.join("; ")
+            ))
+        }
+    }
+
+    /// Whether `user` still holds a role explicitly (not as everyone else) once `role` is
+    /// deleted (`deleting`) or its assignment to them directly is removed.
+    fn keeps_an_explicit_role(&self, user: UserId, role: RoleId, deleting: bool) -> bool {
+        self.held_roles(user).iter().any(|h| match h.assignment {
+            Relationship::Assignee(r, who) => {
+                who != Assignee::EveryoneElse
+                    && if deleting {
+                        r != role
+                    } else {
+                        (r, who) != (role, Assignee::User(user))
+                    }
+            }
+            _ => false,
+        })
     }
 
     /// Whether every person `subject` covers, now and (for a department) later, lies inside
@@ -404,6 +560,116 @@ mod tests {
             .unwrap_err();
         assert!(
             err.starts_with("your roles let you connect mailboxes for yourself only"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn configurers_ask_only_about_people_within_their_widest_reach() {
+        let org = configurator("hanna", department_wide());
+        let u = |p: &str| org.user[p];
+        let g = &org.graph;
+        assert_eq!(g.widest_reach(u("hanna")), Scope::Department);
+        for within in ["hanna", "emil"] {
+            assert_eq!(g.may_ask_about(u("hanna"), u(within)), Ok(()), "{within}");
+        }
+        let err = g.may_ask_about(u("hanna"), u("olga")).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "your roles let you ask only about people within your reach (your own department and below); user {} is outside it",
+                u("olga")
+            )
+        );
+        // Admins ask about anyone; people who configure nothing only about themselves.
+        assert_eq!(g.may_ask_about(u("ada"), u("walt")), Ok(()));
+        assert_eq!(g.may_ask_about(u("emil"), u("emil")), Ok(()));
+        let err = g.may_ask_about(u("emil"), u("hanna")).unwrap_err();
+        assert!(
+            err.starts_with("you may ask only about your own permissions"),
+            "{err}"
+        );
+
+        // A configurer whose grants reach only themselves asks only about themselves.
+        let own = configurator(
+            "emil",
+            scoped(Scope::Own, Scope::None, Scope::Own, Scope::None),
+        );
+        let err = own
+            .graph
+            .may_ask_about(own.user["emil"], own.user["hanna"])
+            .unwrap_err();
+        assert!(err.contains("within your reach (yourself)"), "{err}");
+    }
+
+    #[test]
+    fn taking_a_role_away_may_not_leave_people_with_more_than_the_caller_holds() {
+        let mut org = configurator("hanna", department_wide());
+        let (hanna, emil, olga) = (org.user["hanna"], org.user["emil"], org.user["olga"]);
+        let extra = org.role("Extra", Grants::NONE, &[Assignee::User(emil)]);
+        let east = Assignee::Members(org.dept["east"]);
+        // Manager (everyone else) gives each their own: within Hanna's grants.
+        assert_eq!(
+            org.graph
+                .may_fall_back(hanna, extra, Assignee::User(emil), false),
+            Ok(())
+        );
+        // Olga is outside Hanna's reach: even Manager is not Hanna's to give her.
+        let err = org
+            .graph
+            .may_fall_back(hanna, extra, Assignee::User(olga), false)
+            .unwrap_err();
+        assert!(
+            err.starts_with(&format!("unassigning this role would leave user {olga} with the roles of everyone else (Manager), which you may not give them: you may assign roles only to people within your reach")),
+            "{err}"
+        );
+        // The admin widens Manager to see every mailbox in the list.
+        let manager = org.builtin(crate::model::Builtin::Manager);
+        let mut def = org.graph.role(manager).cloned().expect("Manager");
+        def.grants.view_mailbox_list = Scope::All;
+        org.graph.put_role(def);
+        org.graph.refresh();
+        let err = org
+            .graph
+            .may_fall_back(hanna, extra, Assignee::User(emil), false)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            format!("unassigning this role would leave user {emil} with the roles of everyone else (Manager: see mailboxes in the list for everyone), more than you hold; ask an org admin")
+        );
+        let err = org
+            .graph
+            .may_fall_back(hanna, extra, east, true)
+            .unwrap_err();
+        assert!(
+            err.starts_with("deleting this role would leave department"),
+            "{err}"
+        );
+        // Someone who keeps another explicit role falls back to nothing; admins may anyway.
+        let kept = org.role("Kept", Grants::NONE, &[Assignee::User(emil)]);
+        assert_eq!(
+            org.graph
+                .may_fall_back(hanna, extra, Assignee::User(emil), false),
+            Ok(())
+        );
+        let err = org
+            .graph
+            .may_fall_back(hanna, kept, Assignee::User(emil), true)
+            .map(|_| ())
+            .err();
+        assert_eq!(err, None, "Extra stays");
+        assert_eq!(
+            org.graph
+                .may_fall_back(org.user["ada"], extra, Assignee::User(olga), false),
+            Ok(())
+        );
+        // Out of reach: the reason is the delegation's.
+        let err = org
+            .graph
+            .may_fall_back(hanna, extra, Assignee::User(olga), false)
+            .unwrap_err();
+        assert!(
+            err.contains(&format!("user {olga}")) && err.contains("more than you hold"),
             "{err}"
         );
     }

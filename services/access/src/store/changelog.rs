@@ -14,8 +14,9 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use super::Change;
 use crate::error::{AccessError, Result};
 
-/// The advisory lock every writer holds until it commits.
-const CHANGELOG_LOCK: i64 = 0x6d61_696c_6163_6c01;
+/// The advisory lock every writer holds until it commits (`1002_roles.sql` takes it too, by
+/// its decimal value).
+pub const CHANGELOG_LOCK: i64 = 0x6d61_696c_6163_6c01;
 /// The channel a writer notifies on commit; replicas listen on it.
 pub const CHANNEL: &str = "access_changelog";
 
@@ -98,6 +99,32 @@ pub fn decode(changes: serde_json::Value) -> serde_json::Result<Vec<Change>> {
     serde_json::from_value(changes)
 }
 
+/// The changes of a record that this build can read, entry by entry, and how many entries it
+/// could not: a row of the [`LEGACY_KINDS`](super::LEGACY_KINDS) (written by an older pod
+/// during a rolling upgrade) is passed over without being counted, and the rest of its record
+/// still applies. Fails only when the record is not a list of changes at all.
+pub fn decode_entries(changes: &serde_json::Value) -> serde_json::Result<(Vec<Change>, usize)> {
+    use serde::Deserialize as _;
+    if let Ok(all) = Vec::<Change>::deserialize(changes) {
+        return Ok((all, 0));
+    }
+    let entries = Vec::<serde_json::Value>::deserialize(changes)?;
+    let mut decoded = Vec::with_capacity(entries.len());
+    let mut unreadable = 0;
+    for entry in &entries {
+        match Change::deserialize(entry) {
+            Ok(change) => decoded.push(change),
+            Err(_)
+                if entry
+                    .get("kind")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|k| super::LEGACY_KINDS.contains(&k)) => {}
+            Err(_) => unreadable += 1,
+        }
+    }
+    Ok((decoded, unreadable))
+}
+
 /// Up to `limit` records after revision `from`, in order.
 pub async fn records_after(conn: &mut PgConnection, from: i64, limit: i64) -> Result<Vec<Record>> {
     Ok(sqlx::query_as(
@@ -139,4 +166,39 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64> {
     }
     tx.commit().await?;
     Ok(count as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_roles_migration_takes_the_changelog_lock_first() {
+        let sql = include_str!("../../migrations/1002_roles.sql");
+        let first = sql
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("--"))
+            .expect("a statement");
+        assert_eq!(
+            first,
+            format!("SELECT pg_advisory_xact_lock({CHANGELOG_LOCK});")
+        );
+    }
+
+    #[test]
+    fn a_record_with_legacy_rows_keeps_its_other_changes() {
+        let changes = serde_json::json!([
+            {"op": "write", "kind": "mailbox_manager", "object": uuid::Uuid::nil(), "subject": uuid::Uuid::nil()},
+            {"op": "write", "kind": "reader", "object": uuid::Uuid::nil(), "subject": uuid::Uuid::nil()},
+            {"op": "frobnicate"},
+        ]);
+        assert!(decode(changes.clone()).is_err());
+        let (decoded, unreadable) = decode_entries(&changes).expect("a list");
+        assert_eq!(decoded.len(), 1);
+        assert!(
+            matches!(&decoded[0], Change::Write(row) if row.kind == super::super::Kind::Reader)
+        );
+        assert_eq!(unreadable, 1, "the legacy row is not counted");
+    }
 }

@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::legacy::Settings;
 use crate::model::{Assignee, Relationship, RoleDef};
 
-pub use roles::{all_roles, org_roles, role, role_assignments, StoredRole};
+pub use roles::{all_roles, backfill_default_roles, org_roles, role, role_assignments, StoredRole};
 pub use writer::Writer;
 
 /// The stored relations. `object` is what the relation is on, `subject` who holds it.
@@ -270,30 +270,55 @@ pub async fn all_mailboxes(conn: &mut PgConnection) -> Result<Vec<(MailboxId, Or
         .await?)
 }
 
-/// Every stored relationship, with its organisation. A row of a kind this build does not
-/// know is skipped (and logged), as an unreadable changelog record is.
+/// The relationship kinds from before roles (`org#mailbox_manager@user`, `org#inviter@user`).
+/// Migration 1002 turned them into role assignments but keeps the rows, which the older build
+/// reads after a rollback (and writes while it still runs during a rolling upgrade); this
+/// build passes over them, in the table and in changelog records, without a word.
+pub const LEGACY_KINDS: [&str; 2] = ["mailbox_manager", "inviter"];
+
+/// Every stored relationship, with its organisation. Rows of the [`LEGACY_KINDS`] are passed
+/// over quietly; rows of any other kind this build does not know (a newer build's) are
+/// skipped too, with one warning for the lot, as an unreadable changelog record is.
 pub async fn all_rows(conn: &mut PgConnection) -> Result<Vec<(OrgId, Row)>> {
     let rows: Vec<(OrgId, String, Uuid, Uuid)> =
         sqlx::query_as("SELECT org_id, kind, object_id, subject_id FROM relationships")
             .fetch_all(conn)
             .await?;
-    Ok(rows
+    let (mut legacy, mut unknown) = (0usize, std::collections::BTreeMap::<String, usize>::new());
+    let rows = rows
         .into_iter()
         .filter_map(|(org, kind, object, subject)| {
-            let Some(kind) = Kind::parse(&kind) else {
-                tracing::warn!(%kind, "unknown relationship kind in the table; skipped");
+            let Some(parsed) = Kind::parse(&kind) else {
+                if LEGACY_KINDS.contains(&kind.as_str()) {
+                    legacy += 1;
+                } else {
+                    *unknown.entry(kind).or_default() += 1;
+                }
                 return None;
             };
             Some((
                 org,
                 Row {
-                    kind,
+                    kind: parsed,
                     object,
                     subject,
                 },
             ))
         })
-        .collect())
+        .collect();
+    if legacy > 0 {
+        tracing::debug!(
+            rows = legacy,
+            "legacy mailbox_manager/inviter rows (kept for a rollback) passed over"
+        );
+    }
+    if !unknown.is_empty() {
+        tracing::warn!(
+            kinds = ?unknown,
+            "relationship rows of kinds this build does not know (a newer build's?) skipped"
+        );
+    }
+    Ok(rows)
 }
 
 /// A place in the relationship list: the last row a page showed, as (kind, object, subject).

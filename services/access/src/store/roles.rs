@@ -10,12 +10,15 @@
 //! [`Change`], so the changelog orders it and replicas apply it. Assignments are rows of
 //! `relationships` (kinds `assignee…`), written through [`Writer::write`] like any other.
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
+
 use chrono::{DateTime, Utc};
 use mailroom_types::{OrgId, RoleId};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Change, Kind, Row, Writer};
+use super::{changelog, Change, Kind, Row, Writer};
 use crate::error::{AccessError, Result};
 use crate::model::{Builtin, Grants, Relationship, RoleDef, Scope};
 
@@ -35,6 +38,61 @@ const ASSIGNMENT_KINDS: [Kind; 5] = [
 
 fn assignment_kinds() -> Vec<&'static str> {
     ASSIGNMENT_KINDS.iter().map(|k| k.as_str()).collect()
+}
+
+/// The organisations this process has seen with their three built-in roles committed, so
+/// [`Writer::begin`] looks for them once per organisation, not on every write under the
+/// changelog lock. Built-in roles are never deleted, so an organisation once in here stays
+/// right; it is keyed by organisation id alone, which is random (a test that starts on a
+/// fresh database uses new organisations). Only roles made by an earlier transaction count,
+/// never this one's, which may still roll back.
+static HAVE_DEFAULTS: LazyLock<Mutex<HashSet<OrgId>>> = LazyLock::new(Default::default);
+
+/// Whether `org` is known to have its built-in roles (see [`HAVE_DEFAULTS`]).
+pub(super) fn defaults_known(org: OrgId) -> bool {
+    HAVE_DEFAULTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&org)
+}
+
+fn remember_defaults(org: OrgId) {
+    HAVE_DEFAULTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(org);
+}
+
+/// Gives every organisation access knows of (users, relationships or identity's invite flag)
+/// that lacks any of its built-in roles the missing ones, with their default assignments,
+/// each organisation under its own changelog revision so replicas apply them; returns how
+/// many organisations were given roles. Run once at start: an organisation an older pod
+/// first wrote to during a rolling upgrade (after migration 1002) has no roles until then,
+/// and its non-admins hold nothing. The organisations are looked for without the changelog
+/// lock (a scan of the tables); each is then given its roles under it, checked again there.
+pub async fn backfill_default_roles(pool: &PgPool) -> Result<usize> {
+    let candidates: Vec<(OrgId,)> = sqlx::query_as(
+        "SELECT o.org_id FROM (SELECT org_id FROM users UNION SELECT org_id FROM relationships \
+                               UNION SELECT org_id FROM identity_invite_flags) o \
+         WHERE (SELECT count(*) FROM roles ro \
+                WHERE ro.org_id = o.org_id AND ro.builtin IS NOT NULL) < 3",
+    )
+    .fetch_all(pool)
+    .await?;
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = changelog::begin_locked(pool).await?;
+    let mut given = 0;
+    for (org,) in candidates {
+        let w = Writer::begin(&mut tx, org).await?;
+        if w.implicit_changes() > 0 {
+            given += 1;
+        }
+        w.finish().await?;
+    }
+    tx.commit().await?;
+    Ok(given)
 }
 
 /// A role as stored, with when it was made and last changed.
@@ -487,12 +545,30 @@ impl Writer<'_> {
             }));
         }
         let org = self.org;
-        let mut removed = Vec::new();
-        for row in assignment_rows(self.conn, org, id).await? {
-            if self.delete_row(row).await? {
-                removed.push(row.relationship());
-            }
-        }
+        // One statement however many there are (this runs under the changelog lock).
+        let gone: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
+            "DELETE FROM relationships WHERE org_id = $1 AND kind = ANY($2) AND object_id = $3 \
+             RETURNING kind, object_id, subject_id",
+        )
+        .bind(org)
+        .bind(assignment_kinds())
+        .bind(id)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        let mut rows: Vec<Row> = gone
+            .into_iter()
+            .filter_map(|(kind, object, subject)| {
+                Some(Row {
+                    kind: Kind::parse(&kind)?,
+                    object,
+                    subject,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.kind.as_str(), a.subject).cmp(&(b.kind.as_str(), b.subject)));
+        self.changes
+            .extend(rows.iter().copied().map(Change::Delete));
+        let removed = rows.into_iter().map(Row::relationship).collect();
         sqlx::query("DELETE FROM roles WHERE role_id = $1 AND org_id = $2")
             .bind(id)
             .bind(org)
@@ -510,19 +586,25 @@ impl Writer<'_> {
     /// recorded; returns those made. Idempotent, and one indexed query when nothing is
     /// missing. A built-in role's default name taken by a custom role gets " (built-in)".
     pub async fn ensure_default_roles(&mut self) -> Result<Vec<RoleDef>> {
-        let present: Vec<(String,)> =
-            sqlx::query_as("SELECT builtin FROM roles WHERE org_id = $1 AND builtin IS NOT NULL")
-                .bind(self.org)
-                .fetch_all(&mut *self.conn)
-                .await?;
+        // With each, whether it was made before this transaction began (and so is committed:
+        // a row made by this one has `now()`, its start, as its creation time).
+        let present: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT builtin, create_time < now() FROM roles WHERE org_id = $1 AND builtin IS NOT NULL",
+        )
+        .bind(self.org)
+        .fetch_all(&mut *self.conn)
+        .await?;
         let missing: Vec<Builtin> = [
             Builtin::Administrator,
             Builtin::Supervisor,
             Builtin::Manager,
         ]
         .into_iter()
-        .filter(|b| !present.iter().any(|(p,)| p == b.as_str()))
+        .filter(|b| !present.iter().any(|(p, _)| p == b.as_str()))
         .collect();
+        if missing.is_empty() && present.iter().all(|(_, committed)| *committed) {
+            remember_defaults(self.org);
+        }
         let mut made = Vec::new();
         for builtin in missing {
             let mut name = builtin.default_name().to_string();

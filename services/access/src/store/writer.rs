@@ -26,7 +26,9 @@ pub struct Writer<'c> {
 
 impl<'c> Writer<'c> {
     /// Takes the changelog lock (held until the transaction ends), and gives the organisation
-    /// its default roles if it has not got them yet (one indexed query when it has).
+    /// its default roles if it has not got them yet: one indexed query the first time this
+    /// process writes to it, none once it has seen them committed (built-in roles are never
+    /// deleted).
     pub async fn begin(conn: &'c mut PgConnection, org: OrgId) -> Result<Writer<'c>> {
         changelog::lock_changelog(conn).await?;
         let mut w = Writer {
@@ -35,9 +37,17 @@ impl<'c> Writer<'c> {
             changes: Vec::new(),
             implicit: 0,
         };
-        w.ensure_default_roles().await?;
+        if !super::roles::defaults_known(org) {
+            w.ensure_default_roles().await?;
+        }
         w.implicit = w.changes.len();
         Ok(w)
+    }
+
+    /// How many changes [`Writer::begin`] made itself (the organisation's missing default
+    /// roles and their assignments).
+    pub fn implicit_changes(&self) -> usize {
+        self.implicit
     }
 
     pub fn org(&self) -> OrgId {

@@ -2,7 +2,10 @@
 //! an etag, clone, delete; the built-in roles' protections; a configurer who is not an admin
 //! passing on no more than they hold; assignments listed by role and by person; the events on
 //! the topic; a write's revision honoured by Check on another replica; explanations naming the
-//! role; and the settings RPCs that roles replaced.
+//! role; the settings RPCs that roles replaced; and what review asked for: taking a role away
+//! leaves nobody with more than the configurer holds, a configurer asks only about people
+//! within their reach, hidden roles are the admins', names hide no invisible characters, and
+//! an update mask's repeated paths count once.
 
 use super::*;
 use mailroom_proto::events::v1::envelope::Payload;
@@ -660,4 +663,358 @@ async fn a_configurer_passes_on_no_more_than_they_hold_and_everyone_sees_the_cha
         .into_inner();
     assert!(!answer.allowed);
     stop.cancel();
+}
+
+/// The admin makes the East head a configurer whose reach is their own department and below
+/// (besides Supervisor, which heads hold: connect, change and grant reading for their own); the
+/// role and the head's token.
+async fn east_configurer(app: &TestApp, o: &Org) -> (apb::Role, String) {
+    let configurers = create_role(
+        app,
+        &o.org.admin_token,
+        "Configurers",
+        apb::RolePermissions {
+            manage_permissions: true,
+            ..scopes(Scope::Department, Scope::None, Scope::None, Scope::None)
+        },
+    )
+    .await
+    .expect("create Configurers");
+    assign(
+        app,
+        &o.org.admin_token,
+        &configurers.id,
+        subject("user", &o.east_head.id, ""),
+    )
+    .await
+    .expect("assign Configurers");
+    (configurers, token(app, o, "east.head").await)
+}
+
+/// The names of the roles `user_id` holds, as an admin sees them.
+async fn held_by(app: &TestApp, o: &Org, user_id: &str) -> Vec<String> {
+    app.access()
+        .list_role_assignments(authed(
+            &o.org.admin_token,
+            apb::ListRoleAssignmentsRequest {
+                user_id: user_id.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("roles held")
+        .into_inner()
+        .assignments
+        .into_iter()
+        .map(|a| a.role_display_name)
+        .collect()
+}
+
+async fn unassign(
+    app: &TestApp,
+    token: &str,
+    role_id: &str,
+    from: Option<apb::SubjectRef>,
+) -> Result<apb::UnassignRoleResponse, tonic::Status> {
+    app.access()
+        .unassign_role(authed(
+            token,
+            apb::UnassignRoleRequest {
+                role_id: role_id.into(),
+                subject: from,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn taking_a_role_away_never_leaves_someone_with_more_than_the_configurer_holds() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    let admin = o.org.admin_token.clone();
+    let (_, head) = east_configurer(&app, &o).await;
+    let viewers = create_role(
+        &app,
+        &head,
+        "East viewers",
+        scopes(Scope::Department, Scope::None, Scope::None, Scope::None),
+    )
+    .await
+    .expect("create");
+    assign(&app, &head, &viewers.id, subject("user", &o.peer.id, ""))
+        .await
+        .expect("assign");
+
+    // The admin lets everyone else (Manager) see every mailbox in the list: the peer, left
+    // with no role of their own, would see more than the head may show anyone.
+    let mut manager = builtin_role(&app, &admin, apb::RoleKind::Manager).await;
+    if let Some(p) = manager.permissions.as_mut() {
+        p.view_mailbox_list = Scope::All as i32;
+    }
+    update_role(&app, &admin, manager, &["permissions.view_mailbox_list"])
+        .await
+        .expect("widen Manager");
+    let err = unassign(&app, &head, &viewers.id, subject("user", &o.peer.id, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(
+        err.message(),
+        format!(
+            "unassigning this role would leave user {} with the roles of everyone else (Manager: see mailboxes in the list for everyone), more than you hold; ask an org admin",
+            o.peer.id
+        )
+    );
+    let err = delete_role(&app, &head, &viewers.id, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().starts_with(&format!(
+            "deleting this role would leave user {} with the roles of everyone else (Manager: see mailboxes in the list for everyone)",
+            o.peer.id
+        )),
+        "{}",
+        err.message()
+    );
+    assert_eq!(held_by(&app, &o, &o.peer.id).await, ["East viewers"]);
+
+    // Someone who keeps another role of their own does not fall back to everyone else.
+    let kept = create_role(&app, &admin, "Kept", Default::default())
+        .await
+        .expect("create Kept");
+    assign(&app, &admin, &kept.id, subject("user", &o.peer.id, ""))
+        .await
+        .expect("assign Kept");
+    unassign(&app, &head, &viewers.id, subject("user", &o.peer.id, ""))
+        .await
+        .expect("the peer keeps Kept");
+    assert_eq!(held_by(&app, &o, &o.peer.id).await, ["Kept"]);
+
+    // With Manager back to each one's own, the head may take roles away again.
+    assign(&app, &head, &viewers.id, subject("user", &o.owner.id, ""))
+        .await
+        .expect("assign to the owner");
+    let mut manager = builtin_role(&app, &admin, apb::RoleKind::Manager).await;
+    if let Some(p) = manager.permissions.as_mut() {
+        p.view_mailbox_list = Scope::Own as i32;
+    }
+    update_role(&app, &admin, manager, &["permissions.view_mailbox_list"])
+        .await
+        .expect("narrow Manager");
+    let current = get_role(&app, &head, &viewers.id).await.expect("get");
+    delete_role(&app, &head, &viewers.id, &current.etag)
+        .await
+        .expect("delete within reach");
+    assert_eq!(held_by(&app, &o, &o.owner.id).await, ["Manager"]);
+}
+
+#[tokio::test]
+async fn a_configurer_asks_within_reach_and_makes_no_hidden_or_look_alike_roles() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    let admin = o.org.admin_token.clone();
+    let (_, head) = east_configurer(&app, &o).await;
+    let outside = format!(
+        "your roles let you ask only about people within your reach (your own department and below); user {} is outside it",
+        o.other_head.id
+    );
+
+    // S3: about people in East, yes; about the Other head, no.
+    let view = |who: &str| request(who, "mailbox.view", object("mailbox", &o.mailbox), None);
+    assert!(
+        app.check(&head, view(&o.owner.id))
+            .await
+            .expect("check")
+            .allowed
+    );
+    let err = app.check(&head, view(&o.other_head.id)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(err.message(), outside);
+    let err = app
+        .access()
+        .lookup_resources(authed(
+            &head,
+            apb::LookupResourcesRequest {
+                subject: user(&o.other_head.id),
+                permission: "mailbox.view".into(),
+                resource_type: "mailbox".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = app
+        .access()
+        .lookup_mailbox_scope(authed(
+            &head,
+            apb::LookupMailboxScopeRequest {
+                subject: user(&o.ceo.id),
+                permission: "mailbox.view".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let roles_of = |who: String| {
+        let mut access = app.access();
+        let head = head.clone();
+        async move {
+            access
+                .list_role_assignments(authed(
+                    &head,
+                    apb::ListRoleAssignmentsRequest {
+                        user_id: who,
+                        ..Default::default()
+                    },
+                ))
+                .await
+        }
+    };
+    roles_of(o.peer.id.clone()).await.expect("a peer in East");
+    let err = roles_of(o.other_head.id.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(err.message(), outside);
+    // The organisation's relationships are for its admins only.
+    let list = |token: String| {
+        let mut access = app.access();
+        async move {
+            access
+                .list_relationships(authed(&token, apb::ListRelationshipsRequest::default()))
+                .await
+        }
+    };
+    let err = list(head.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().starts_with("only org admins may list"),
+        "{}",
+        err.message()
+    );
+    list(admin.clone()).await.expect("the admin lists");
+
+    // S6: invisible and control characters in names are refused by code point.
+    for (name, code) in [
+        ("H\u{200B}R", "U+200B"),
+        ("\u{202E}RH", "U+202E"),
+        ("H\u{AD}R", "U+00AD"),
+        ("H\tR", "U+0009"),
+    ] {
+        let err = create_role(&app, &admin, name, Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {err:?}");
+        assert!(err.message().contains(code), "{name:?}: {}", err.message());
+    }
+
+    // S7: hidden roles are the admins'.
+    let hidden_create = app
+        .access()
+        .create_role(authed(
+            &head,
+            apb::CreateRoleRequest {
+                role: Some(apb::Role {
+                    display_name: "Quiet".into(),
+                    hidden: true,
+                    permissions: Some(scopes(Scope::Own, Scope::None, Scope::None, Scope::None)),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden_create.code(), Code::PermissionDenied);
+    assert!(
+        hidden_create
+            .message()
+            .starts_with("only org admins may create hidden roles"),
+        "{}",
+        hidden_create.message()
+    );
+    let east = create_role(
+        &app,
+        &head,
+        "East",
+        scopes(Scope::Own, Scope::None, Scope::None, Scope::None),
+    )
+    .await
+    .expect("a visible role");
+    let mut hide = east.clone();
+    hide.hidden = true;
+    let err = update_role(&app, &head, hide.clone(), &["hidden"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let secret = app
+        .access()
+        .create_role(authed(
+            &admin,
+            apb::CreateRoleRequest {
+                role: Some(apb::Role {
+                    display_name: "Secret".into(),
+                    hidden: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("an admin hides a role")
+        .into_inner();
+    let err = app
+        .access()
+        .clone_role(authed(
+            &head,
+            apb::CloneRoleRequest {
+                id: secret.id.clone(),
+                display_name: "Not so secret".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("copy a hidden role"),
+        "{}",
+        err.message()
+    );
+    let mut renamed = secret.clone();
+    renamed.display_name = "Open".into();
+    let err = update_role(&app, &head, renamed, &["display_name"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        update_role(&app, &admin, hide, &["hidden"])
+            .await
+            .expect("the admin hides it")
+            .hidden
+    );
+
+    // S9: a path named twice is changed, and reported, once.
+    let mut named = get_role(&app, &admin, &east.id).await.expect("get");
+    named.display_name = "East team".into();
+    named.hidden = false;
+    let updated = update_role(
+        &app,
+        &admin,
+        named,
+        &["display_name", "hidden", "display_name"],
+    )
+    .await
+    .expect("update");
+    assert_eq!(updated.display_name, "East team");
+    let revision = updated.written_at.expect("revision").token;
+    let event = app
+        .wait_for_event(
+            Topic::AccessEvents,
+            Duration::from_secs(30),
+            |e| matches!(&e.payload, Some(Payload::RoleUpdated(u)) if u.revision == revision),
+        )
+        .await
+        .expect("RoleUpdated");
+    let Some(Payload::RoleUpdated(u)) = event.payload else {
+        unreachable!()
+    };
+    assert_eq!(u.changed_paths, ["display_name", "hidden"]);
 }

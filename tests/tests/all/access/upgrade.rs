@@ -3,9 +3,11 @@
 //! heads, members, dismissals and mailboxes is migrated by `1002_roles.sql`; a replica loaded
 //! from it then answers every user × permission × mailbox exactly as the audiences did (the
 //! old rules are written out below as the oracle), and each organisation has the roles
-//! `legacy::roles_for` describes. Then the store's side of roles on a fresh database: an
-//! organisation written to gets its three default roles exactly once, and the writer's role
-//! changes refuse what they must and reach a replica.
+//! `legacy::roles_for` describes (the legacy rows stay, for the older build after a rollback).
+//! Then the store's side of roles on a fresh database: an organisation written to gets its
+//! three default roles exactly once, one an older pod wrote to gets them from the startup
+//! backfill, the writer's role changes refuse what they must and reach a replica, and a role
+//! with thousands of assignments is deleted in one statement into an event of bounded size.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -463,9 +465,15 @@ async fn the_upgrade_turns_every_organisations_audiences_into_roles_that_answer_
     .await
     .expect("count");
     assert_eq!(
-        leftover, 0,
-        "mailbox managers and inviters are role assignments now"
+        leftover as usize,
+        orgs.iter()
+            .map(|o| o.managers.len() + o.inviters.len())
+            .sum::<usize>(),
+        "the legacy mailbox manager and inviter rows stay, for the older build after a rollback"
     );
+    // A build that knows only the migrations through 1001 (after a rollback, a later release's
+    // to this one's) still starts against the migrated schema.
+    migrate(&pool, Some(1001)).await;
     let (kept,): (i64,) = sqlx::query_as("SELECT count(*) FROM settings")
         .fetch_one(&mut *conn)
         .await
@@ -904,4 +912,183 @@ async fn an_organisation_has_at_most_a_hundred_custom_roles() {
     let roles = store::org_roles(w.conn(), org).await.expect("roles");
     assert_eq!(roles.len(), 103);
     assert_eq!(roles[3].def.name, "Role 0", "built-ins first, then by name");
+}
+
+#[tokio::test]
+async fn the_startup_backfill_gives_an_organisation_an_older_pod_wrote_to_its_default_roles() {
+    let pool = database(None).await;
+    // `written` went through this build's writer; `old` was written by an older pod during
+    // the rolling upgrade (rows only, no roles), as was `legacy` with a mailbox manager.
+    let (written, old, legacy) = (OrgId::new(), OrgId::new(), OrgId::new());
+    let (ada, bo, cy) = (UserId::new(), UserId::new(), UserId::new());
+    write(&pool, written, Relationship::Admin(ada)).await;
+    for (org, user) in [(old, bo), (legacy, cy)] {
+        sqlx::query("INSERT INTO users (user_id, org_id, active) VALUES ($1, $2, true)")
+            .bind(user)
+            .bind(org)
+            .execute(&pool)
+            .await
+            .expect("user");
+    }
+    sqlx::query(
+        "INSERT INTO relationships (org_id, kind, object_id, subject_id) VALUES ($1, 'mailbox_manager', $1, $2)",
+    )
+    .bind(legacy)
+    .bind(cy)
+    .execute(&pool)
+    .await
+    .expect("legacy row");
+    let bos_mailbox = MailboxId::new();
+    sqlx::query("INSERT INTO mailboxes (mailbox_id, org_id) VALUES ($1, $2)")
+        .bind(bos_mailbox)
+        .bind(old)
+        .execute(&pool)
+        .await
+        .expect("mailbox");
+    sqlx::query(
+        "INSERT INTO relationships (org_id, kind, object_id, subject_id) VALUES ($1, 'owner', $2, $3)",
+    )
+    .bind(old)
+    .bind(bos_mailbox)
+    .bind(bo)
+    .execute(&pool)
+    .await
+    .expect("owner");
+    let replica = replica(&pool).await;
+    {
+        let state = replica.read();
+        let graph = state.org(old).expect("loaded");
+        assert_eq!(graph.roles().count(), 0);
+        assert!(
+            !graph
+                .check(bo, Permission::MailboxModify, Some(bos_mailbox))
+                .expect("check"),
+            "without roles an ordinary user holds nothing, not even on their own mailbox"
+        );
+        assert_eq!(
+            state.org(legacy).expect("loaded").len(),
+            0,
+            "the legacy row is passed over"
+        );
+    }
+
+    let given = store::backfill_default_roles(&pool)
+        .await
+        .expect("backfill");
+    assert_eq!(given, 2, "the two organisations without roles");
+    assert_eq!(
+        store::backfill_default_roles(&pool)
+            .await
+            .expect("backfill again"),
+        0,
+        "once given, never again"
+    );
+    let mut conn = pool.acquire().await.expect("conn");
+    for org in [written, old, legacy] {
+        let roles = store::org_roles(&mut conn, org).await.expect("roles");
+        let kinds: Vec<_> = roles.iter().map(|r| r.def.builtin).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                Some(Builtin::Administrator),
+                Some(Builtin::Supervisor),
+                Some(Builtin::Manager)
+            ],
+            "{org}"
+        );
+    }
+    drop(conn);
+
+    // Recorded in the changelog: a replica loaded before the backfill catches up on it, and
+    // the ordinary user of the older pod's organisation now holds Manager's grants.
+    replica.catch_up().await.expect("catch up");
+    let state = replica.read();
+    let graph = state.org(old).expect("org");
+    assert_eq!(graph.roles().count(), 3);
+    let manager = graph.builtin_role(Builtin::Manager).expect("manager");
+    assert_eq!(
+        graph.assignees(manager.id).collect::<Vec<_>>(),
+        vec![Assignee::EveryoneElse]
+    );
+    assert!(
+        graph
+            .check(bo, Permission::MailboxModify, Some(bos_mailbox))
+            .expect("check"),
+        "with Manager (everyone else) they change their own mailbox again"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_role_held_by_thousands_removes_them_at_once_and_its_event_stays_bounded() {
+    let pool = database(None).await;
+    let org = OrgId::new();
+    write(&pool, org, Relationship::Admin(UserId::new())).await;
+    let mut tx = pool.begin().await.expect("tx");
+    let mut w = Writer::begin(&mut tx, org).await.expect("writer");
+    let crowd = w
+        .create_role(&custom("Everyone, one by one", Grants::NONE), None)
+        .await
+        .expect("create");
+    w.finish().await.expect("finish");
+    tx.commit().await.expect("commit");
+    let users: Vec<Uuid> = (0..2_000).map(|_| Uuid::new_v4()).collect();
+    sqlx::query(
+        "INSERT INTO relationships (org_id, kind, object_id, subject_id) \
+         SELECT $1, 'assignee', $2, u FROM UNNEST($3::uuid[]) u",
+    )
+    .bind(org)
+    .bind(crowd.id)
+    .bind(&users)
+    .execute(&pool)
+    .await
+    .expect("assignments");
+
+    let mut tx = pool.begin().await.expect("tx");
+    let mut w = Writer::begin(&mut tx, org).await.expect("writer");
+    let removed = w.delete_role(crowd.id, Some(1)).await.expect("delete");
+    assert_eq!(removed.len(), 2_000);
+    let changes = w.changes().to_vec();
+    let revision = w.finish().await.expect("finish");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::Delete(row) if row.kind == store::Kind::Assignee))
+            .count(),
+        2_000,
+        "each assignment is recorded for the replicas"
+    );
+    let mut conn = pool.acquire().await.expect("conn");
+    assert!(store::role_assignments(&mut conn, org, crowd.id)
+        .await
+        .expect("assignments")
+        .is_empty());
+    drop(conn);
+
+    use mailroom_platform::proto::events::v1::envelope::Payload;
+    let payloads = mailroom_access::events::payloads(org, &changes, revision);
+    let deleted: Vec<_> = payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::RoleDeleted(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].display_name, "Everyone, one by one");
+    assert_eq!(
+        deleted[0].removed_assignments.len(),
+        1_000,
+        "the list is capped"
+    );
+    assert_eq!(
+        deleted[0].removed_assignment_count, 2_000,
+        "the count is whole"
+    );
+    assert!(
+        payloads
+            .iter()
+            .all(|p| !matches!(p, Payload::RoleUnassigned(_))),
+        "no event per assignment"
+    );
 }

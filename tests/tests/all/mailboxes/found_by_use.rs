@@ -353,7 +353,12 @@ async fn failure_reasons_are_plain_words_with_the_servers_text_quoted() {
             .await
         {
             Err(s) if s.code() == Code::FailedPrecondition => break s,
-            Err(s) if Instant::now() < deadline && s.code() == Code::NotFound => {
+            // The registry or access control has not heard of the admin made a moment ago
+            // (access control is waited for 3 s at most, then UNAVAILABLE: retry).
+            Err(s)
+                if Instant::now() < deadline
+                    && matches!(s.code(), Code::NotFound | Code::Unavailable) =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             other => panic!("a wrong password: {other:?}"),

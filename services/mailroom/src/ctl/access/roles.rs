@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use mailroom_platform::proto::access::v1 as apb;
 use serde_json::{json, Value};
@@ -256,23 +256,39 @@ fn subject_ref(target: &Target, org_id: &str) -> apb::SubjectRef {
 }
 
 /// The role a name or id means: the one with that id, else the one with that display name
-/// (case-insensitively).
+/// (case-insensitively). Several roles with names that differ only in case (or in what
+/// lowercasing makes alike) are refused with their ids, so the person picks the one they mean.
 fn find_role<'a>(roles: &'a [apb::Role], wanted: &str) -> anyhow::Result<&'a apb::Role> {
     let wanted = wanted.trim();
     if let Some(r) = roles.iter().find(|r| r.id == wanted) {
         return Ok(r);
     }
     let lower = wanted.to_lowercase();
-    roles
+    let named: Vec<&apb::Role> = roles
         .iter()
-        .find(|r| r.display_name.to_lowercase() == lower)
-        .with_context(|| {
+        .filter(|r| r.display_name.to_lowercase() == lower)
+        .collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => {
             let known: Vec<&str> = roles.iter().map(|r| r.display_name.as_str()).collect();
-            format!(
+            bail!(
                 "no role `{wanted}` in your organisation (its roles: {})",
                 known.join(", ")
             )
-        })
+        }
+        many => {
+            let ids: Vec<String> = many
+                .iter()
+                .map(|r| format!("{} (`{}`)", r.id, r.display_name))
+                .collect();
+            bail!(
+                "{} roles are named `{wanted}` (ignoring case): {}; name the one you mean by its id",
+                many.len(),
+                ids.join(", ")
+            )
+        }
+    }
 }
 
 /// The body of a CreateRole: the name and the permissions given; the others none.
@@ -813,6 +829,18 @@ mod tests {
             err.to_string().contains("its roles: Supervisor, HR"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_name_several_roles_answer_to_is_refused_with_their_ids() {
+        let roles = [role("r-1", "HR"), role("r-2", "Hr"), role("r-3", "Sales")];
+        let err = find_role(&roles, "hr").expect_err("ambiguous");
+        assert_eq!(
+            err.to_string(),
+            "2 roles are named `hr` (ignoring case): r-1 (`HR`), r-2 (`Hr`); name the one you mean by its id"
+        );
+        assert_eq!(find_role(&roles, "r-2").expect("by id").display_name, "Hr");
+        assert_eq!(find_role(&roles, "sales").expect("one").id, "r-3");
     }
 
     #[test]
