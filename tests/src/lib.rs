@@ -284,6 +284,16 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     });
     let endpoint = format!("http://{addr}");
     let channel = connect(&endpoint).await;
+    // As a readiness probe would: a server starts serving after a bounded wait for the
+    // revocations topic and refuses tokens (UNAVAILABLE) until it has read it, which on a busy
+    // machine can take longer than that wait. Every service here shares this verifier.
+    assert!(
+        verifier
+            .revocations()
+            .wait_caught_up(std::time::Duration::from_secs(60))
+            .await,
+        "the revocations topic was not read to its end within 60 s"
+    );
     let mut app = TestApp {
         addr,
         endpoint,

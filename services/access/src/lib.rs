@@ -95,6 +95,12 @@ pub type Started = hosting::Started<Access>;
 /// service.
 pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<Started, StartError> {
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
+    // At zero from the start, so the alert on skipped changelog records has a series to read.
+    mailroom_platform::metrics::announce(
+        &["mailroom_access_changelog_records_skipped_total"],
+        &[],
+        &["mailroom_access_refresh_seconds"],
+    );
     // Once at start, before loading: organisations an older pod first wrote to during a
     // rolling upgrade get their default roles. Not fatal: each gets them at its next write.
     match store::backfill_default_roles(&pool).await {

@@ -40,11 +40,9 @@
 //!   reading: the rule "never to oneself unless an org admin" bounds each of them, not the
 //!   pair.
 
-use std::collections::HashSet;
-
 use mailroom_types::{DepartmentId, RoleId, UserId};
 
-use super::OrgGraph;
+use super::{OrgGraph, Set};
 use crate::model::{Assignee, Grants, Relationship, RoleDef, Scope};
 
 /// A role's scope for one of its mailbox permissions.
@@ -345,7 +343,7 @@ impl OrgGraph {
                 if matches!(subject, Assignee::Tree(_)) {
                     self.subtree([d])
                 } else {
-                    HashSet::from([d])
+                    Set::from_iter([d])
                 }
             }
             Assignee::Heads | Assignee::EveryoneElse => {
@@ -371,7 +369,7 @@ impl OrgGraph {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use crate::graph::Set;
 
     use mailroom_types::UserId;
 
@@ -675,9 +673,9 @@ mod tests {
     }
 
     /// Whoever a subject covers now.
-    fn covered(org: &Org, subject: Assignee) -> HashSet<UserId> {
+    fn covered(org: &Org, subject: Assignee) -> Set<UserId> {
         match subject {
-            Assignee::User(u) => HashSet::from([u]),
+            Assignee::User(u) => Set::from_iter([u]),
             Assignee::Members(d) => org.graph.members.get(&d).cloned().unwrap_or_default(),
             Assignee::Tree(d) => org
                 .graph

@@ -25,6 +25,13 @@ pub use roles::HeldRole;
 
 use std::collections::{HashMap, HashSet};
 
+/// The graph's indexes: keyed by ids, hashed with foldhash (several times faster than the
+/// standard SipHash on 16-byte ids, which a check does about eight times; each map draws a
+/// random seed, so keys cannot be chosen to collide).
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set hashed as [`Map`] is.
+pub type Set<T> = HashSet<T, foldhash::fast::RandomState>;
+
 use mailroom_types::{DepartmentId, MailboxId, UserId};
 
 use crate::model::{ModelError, Relationship};
@@ -34,24 +41,24 @@ use crate::model::{ModelError, Relationship};
 /// lookup walks down without scanning.
 #[derive(Debug, Default, Clone)]
 pub struct OrgGraph {
-    users: HashSet<UserId>,
-    dismissed: HashSet<UserId>,
-    admins: HashSet<UserId>,
-    parent: HashMap<DepartmentId, DepartmentId>,
-    children: HashMap<DepartmentId, HashSet<DepartmentId>>,
-    heads: HashMap<DepartmentId, HashSet<UserId>>,
-    headed_by: HashMap<UserId, HashSet<DepartmentId>>,
-    member_of: HashMap<UserId, HashSet<DepartmentId>>,
-    members: HashMap<DepartmentId, HashSet<UserId>>,
-    owner: HashMap<MailboxId, UserId>,
-    owned: HashMap<UserId, HashSet<MailboxId>>,
-    readers: HashMap<MailboxId, HashSet<UserId>>,
-    reads: HashMap<UserId, HashSet<MailboxId>>,
+    users: Set<UserId>,
+    dismissed: Set<UserId>,
+    admins: Set<UserId>,
+    parent: Map<DepartmentId, DepartmentId>,
+    children: Map<DepartmentId, Set<DepartmentId>>,
+    heads: Map<DepartmentId, Set<UserId>>,
+    headed_by: Map<UserId, Set<DepartmentId>>,
+    member_of: Map<UserId, Set<DepartmentId>>,
+    members: Map<DepartmentId, Set<UserId>>,
+    owner: Map<MailboxId, UserId>,
+    owned: Map<UserId, Set<MailboxId>>,
+    readers: Map<MailboxId, Set<UserId>>,
+    reads: Map<UserId, Set<MailboxId>>,
     roles: roles::RoleIndex,
 }
 
 fn add<K: std::hash::Hash + Eq, V: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, HashSet<V>>,
+    map: &mut Map<K, Set<V>>,
     k: K,
     v: V,
 ) -> bool {
@@ -59,7 +66,7 @@ fn add<K: std::hash::Hash + Eq, V: std::hash::Hash + Eq>(
 }
 
 fn remove<K: std::hash::Hash + Eq, V: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, HashSet<V>>,
+    map: &mut Map<K, Set<V>>,
     k: &K,
     v: &V,
 ) -> bool {
@@ -107,7 +114,9 @@ impl OrgGraph {
             }
             Relationship::Head(d, u) => {
                 add(&mut self.headed_by, u, d);
-                add(&mut self.heads, d, u)
+                let changed = add(&mut self.heads, d, u);
+                self.rejoin(u);
+                changed
             }
             Relationship::Parent(child, parent) => {
                 if self.parent.get(&child) == Some(&parent) {
@@ -124,7 +133,9 @@ impl OrgGraph {
             }
             Relationship::Member(u, d) => {
                 add(&mut self.members, d, u);
-                add(&mut self.member_of, u, d)
+                let changed = add(&mut self.member_of, u, d);
+                self.rejoin(u);
+                changed
             }
             Relationship::Owner(m, u) => {
                 if let Some(old) = self.owner.insert(m, u) {
@@ -152,7 +163,9 @@ impl OrgGraph {
             }
             Relationship::Head(d, u) => {
                 remove(&mut self.headed_by, &u, &d);
-                remove(&mut self.heads, &d, &u)
+                let changed = remove(&mut self.heads, &d, &u);
+                self.rejoin(u);
+                changed
             }
             Relationship::Parent(child, parent) => {
                 if self.parent.get(&child) != Some(&parent) {
@@ -164,7 +177,9 @@ impl OrgGraph {
             }
             Relationship::Member(u, d) => {
                 remove(&mut self.members, &d, &u);
-                remove(&mut self.member_of, &u, &d)
+                let changed = remove(&mut self.member_of, &u, &d);
+                self.rejoin(u);
+                changed
             }
             Relationship::Owner(m, u) => {
                 if self.owner.get(&m) != Some(&u) {
@@ -211,17 +226,12 @@ impl OrgGraph {
     pub fn len(&self) -> usize {
         self.admins.len()
             + usize::from(self.roles.everyone_invites)
-            + self
-                .roles
-                .assignees
-                .values()
-                .map(HashSet::len)
-                .sum::<usize>()
+            + self.roles.assignees.values().map(Set::len).sum::<usize>()
             + self.parent.len()
-            + self.headed_by.values().map(HashSet::len).sum::<usize>()
-            + self.member_of.values().map(HashSet::len).sum::<usize>()
+            + self.headed_by.values().map(Set::len).sum::<usize>()
+            + self.member_of.values().map(Set::len).sum::<usize>()
             + self.owner.len()
-            + self.reads.values().map(HashSet::len).sum::<usize>()
+            + self.reads.values().map(Set::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,9 +245,9 @@ pub struct MailboxScope {
     /// Every mailbox of the organisation.
     pub whole_organization: bool,
     /// Every mailbox these users own.
-    pub owners: HashSet<UserId>,
+    pub owners: Set<UserId>,
     /// These mailboxes, whoever owns them.
-    pub mailboxes: HashSet<MailboxId>,
+    pub mailboxes: Set<MailboxId>,
 }
 
 /// Why a permission is held.
@@ -270,7 +280,7 @@ pub struct RoleGrant {
 /// admin. Everyone owns one mailbox. The three default roles are in place.
 #[cfg(test)]
 pub(crate) mod fixture {
-    use std::collections::HashMap;
+    use crate::graph::Map;
 
     use mailroom_types::{DepartmentId, MailboxId, RoleId, UserId};
 
@@ -279,9 +289,9 @@ pub(crate) mod fixture {
 
     pub struct Org {
         pub graph: OrgGraph,
-        pub dept: HashMap<&'static str, DepartmentId>,
-        pub user: HashMap<&'static str, UserId>,
-        pub mailbox: HashMap<&'static str, MailboxId>,
+        pub dept: Map<&'static str, DepartmentId>,
+        pub user: Map<&'static str, UserId>,
+        pub mailbox: Map<&'static str, MailboxId>,
     }
 
     pub const PEOPLE: [&str; 8] = [
@@ -292,7 +302,7 @@ pub(crate) mod fixture {
         pub fn new() -> Org {
             let mut graph = OrgGraph::new();
             graph.ensure_default_roles();
-            let mut dept = HashMap::new();
+            let mut dept = Map::default();
             for d in ["company", "sales", "east", "other", "warehouse", "night"] {
                 dept.insert(d, DepartmentId::new());
             }
@@ -307,8 +317,8 @@ pub(crate) mod fixture {
                     .write(Relationship::Parent(dept[child], dept[parent]))
                     .expect("tree");
             }
-            let mut user = HashMap::new();
-            let mut mailbox = HashMap::new();
+            let mut user = Map::default();
+            let mut mailbox = Map::default();
             for p in PEOPLE {
                 let u = UserId::new();
                 graph.set_user(u, true);

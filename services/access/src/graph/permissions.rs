@@ -10,11 +10,9 @@
 //! ([`OrgGraph::reaches`]); a mailbox needs an owner. Reading mail takes the owner or a reader
 //! grant on that mailbox, always: no role, not even Administrator, gives it.
 
-use std::collections::HashSet;
-
 use mailroom_types::{MailboxId, Permission, UserId};
 
-use super::{Explanation, HeldRole, MailboxScope, OrgGraph, RoleGrant};
+use super::{Explanation, HeldRole, MailboxScope, OrgGraph, RoleGrant, Set};
 use crate::model::{Assignee, Builtin, ModelError, Relationship, Scope};
 
 /// What a permission lets its holder do, in words ("change mailbox settings").
@@ -50,7 +48,7 @@ fn assignment_words(assignment: &Relationship) -> String {
 
 /// `path` without repeats, in order.
 fn dedup(path: Vec<Relationship>) -> Vec<Relationship> {
-    let mut seen = HashSet::new();
+    let mut seen = Set::default();
     path.into_iter().filter(|r| seen.insert(*r)).collect()
 }
 
@@ -267,7 +265,7 @@ impl OrgGraph {
     /// "Supervisor (change mailbox settings: own), Manager (change mailbox settings: own)",
     /// "Inviters (invite people: yes)", or "no role".
     pub fn describe_roles(&self, user: UserId, permission: Permission) -> String {
-        let mut seen = HashSet::new();
+        let mut seen = Set::default();
         let mut out: Vec<String> = Vec::new();
         if self.is_admin(user) && self.builtin_role(Builtin::Administrator).is_none() {
             out.push("org admin".into());
@@ -308,7 +306,7 @@ impl OrgGraph {
         let owned_by = |u: &UserId| self.owned.get(u).into_iter().flatten().copied();
         let scope = match permission {
             Permission::MailboxReadMail => {
-                let mut out: HashSet<MailboxId> = owned_by(&user).collect();
+                let mut out: Set<MailboxId> = owned_by(&user).collect();
                 out.extend(self.reads.get(&user).into_iter().flatten().copied());
                 return out.into_iter().collect();
             }
@@ -402,7 +400,7 @@ impl OrgGraph {
     /// goes); each is then checked.
     pub fn lookup_users(&self, mailbox: MailboxId, permission: Permission) -> Vec<UserId> {
         let owner = self.owner.get(&mailbox).copied();
-        let mut out: HashSet<UserId> = HashSet::new();
+        let mut out: Set<UserId> = Set::default();
         if permission == Permission::MailboxReadMail {
             out.extend(owner);
             out.extend(self.readers.get(&mailbox).into_iter().flatten().copied());
@@ -412,30 +410,42 @@ impl OrgGraph {
         let Some(o) = owner.filter(|_| permission.on_mailbox()) else {
             return Vec::new();
         };
-        let widest = self
-            .roles
-            .defs
-            .values()
-            .filter(|r| r.builtin != Some(Builtin::Administrator))
-            .map(|r| r.grants.scope_for(permission))
-            .max()
-            .unwrap_or(Scope::None);
         out.insert(o);
         out.extend(self.admins.iter().copied());
-        if widest == Scope::All {
-            out.extend(self.users.iter().copied());
-        } else {
-            if widest >= Scope::Subordinates {
-                out.extend(self.supervisors(o));
+        // Candidates by the scopes roles give: the holders of a role reaching everyone
+        // (expanded from its assignments), and by position for narrower scopes. Each is then
+        // checked, so a candidate too many costs a check and never a wrong answer.
+        let (mut by_supervision, mut by_department) = (false, false);
+        for role in self.roles.defs.values() {
+            if role.builtin == Some(Builtin::Administrator) {
+                continue;
             }
-            if widest >= Scope::Department {
-                for d in self.home(o) {
-                    for a in self.ancestors_or_self(d) {
-                        out.extend(self.members.get(&a).into_iter().flatten().copied());
-                        out.extend(self.heads.get(&a).into_iter().flatten().copied());
-                    }
+            match role.grants.scope_for(permission) {
+                Scope::All => self.expand_assignees(role.id, &mut out),
+                // A role given to named people: those people (fewer than a walk finds).
+                Scope::Department
+                    if self
+                        .assignees(role.id)
+                        .all(|a| matches!(a, Assignee::User(_))) =>
+                {
+                    self.expand_assignees(role.id, &mut out)
+                }
+                Scope::Department => by_department = true,
+                Scope::Subordinates => by_supervision = true,
+                Scope::None | Scope::Own => {}
+            }
+        }
+        if by_department {
+            // Members and heads of the owner's departments and those above them: every
+            // Department holder reaching the owner, and every supervisor of the owner.
+            for d in self.home(o) {
+                for a in self.ancestors_or_self(d) {
+                    out.extend(self.members.get(&a).into_iter().flatten().copied());
+                    out.extend(self.heads.get(&a).into_iter().flatten().copied());
                 }
             }
+        } else if by_supervision {
+            out.extend(self.supervisors(o));
         }
         out.retain(|u| self.check(*u, permission, Some(mailbox)).unwrap_or(false));
         out.into_iter().collect()
@@ -453,7 +463,7 @@ impl OrgGraph {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use crate::graph::Set;
 
     use mailroom_types::{MailboxId, Permission, UserId};
 
@@ -523,7 +533,7 @@ mod tests {
         }
         for u in &everyone {
             for p in MAILBOX_PERMISSIONS {
-                let allowed: HashSet<MailboxId> = slow
+                let allowed: Set<MailboxId> = slow
                     .iter()
                     .filter(|(x, q, _, a)| x == u && *q == p && *a)
                     .filter_map(|(_, _, m, _)| *m)
@@ -534,9 +544,9 @@ mod tests {
                     allowed.len(),
                     "duplicates in lookup_mailboxes"
                 );
-                assert_eq!(looked.into_iter().collect::<HashSet<_>>(), allowed, "{p}");
+                assert_eq!(looked.into_iter().collect::<Set<_>>(), allowed, "{p}");
                 let scope = g.mailbox_scope(*u, p);
-                let scoped: HashSet<MailboxId> = org
+                let scoped: Set<MailboxId> = org
                     .mailbox
                     .values()
                     .copied()
@@ -554,17 +564,17 @@ mod tests {
                 let just_olga = g.mailbox_scope_for(*u, p, &[org.user["olga"]]);
                 assert!(just_olga
                     .owners
-                    .is_subset(&HashSet::from([org.user["olga"]])));
+                    .is_subset(&Set::from_iter([org.user["olga"]])));
             }
         }
         for m in org.mailbox.values() {
             for p in MAILBOX_PERMISSIONS {
-                let holders: HashSet<UserId> = slow
+                let holders: Set<UserId> = slow
                     .iter()
                     .filter(|(_, q, x, a)| *q == p && *x == Some(*m) && *a)
                     .map(|(u, ..)| *u)
                     .collect();
-                let looked: HashSet<UserId> = g.lookup_users(*m, p).into_iter().collect();
+                let looked: Set<UserId> = g.lookup_users(*m, p).into_iter().collect();
                 assert_eq!(looked, holders, "lookup_users {p}");
             }
         }
@@ -573,13 +583,13 @@ mod tests {
             Permission::OrgManagePermissions,
             Permission::OrgRegisterUsers,
         ] {
-            let holders: HashSet<UserId> = slow
+            let holders: Set<UserId> = slow
                 .iter()
                 .filter(|(_, q, _, a)| *q == p && *a)
                 .map(|(u, ..)| *u)
                 .collect();
             assert_eq!(
-                g.lookup_org_users(p).into_iter().collect::<HashSet<_>>(),
+                g.lookup_org_users(p).into_iter().collect::<Set<_>>(),
                 holders
             );
         }

@@ -17,23 +17,21 @@
 //! refresh `effective` walks the assignments instead and answers the same. Membership, heads,
 //! admins and dismissals are read live and never drop it.
 
-use std::collections::{HashMap, HashSet};
-
 use mailroom_types::{DepartmentId, RoleId, UserId};
 
-use super::{add, remove, OrgGraph};
+use super::{add, remove, Map, OrgGraph, Set};
 use crate::model::{Assignee, Builtin, Grants, Relationship, RoleDef, Scope};
 
 /// The roles of one organisation and their assignments, indexed both ways.
 #[derive(Debug, Default, Clone)]
 pub(super) struct RoleIndex {
-    pub(super) defs: HashMap<RoleId, RoleDef>,
-    pub(super) by_user: HashMap<UserId, HashSet<RoleId>>,
-    pub(super) by_members: HashMap<DepartmentId, HashSet<RoleId>>,
-    pub(super) by_tree: HashMap<DepartmentId, HashSet<RoleId>>,
-    pub(super) heads: HashSet<RoleId>,
-    pub(super) everyone_else: HashSet<RoleId>,
-    pub(super) assignees: HashMap<RoleId, HashSet<Assignee>>,
+    pub(super) defs: Map<RoleId, RoleDef>,
+    pub(super) by_user: Map<UserId, Set<RoleId>>,
+    pub(super) by_members: Map<DepartmentId, Set<RoleId>>,
+    pub(super) by_tree: Map<DepartmentId, Set<RoleId>>,
+    pub(super) heads: Set<RoleId>,
+    pub(super) everyone_else: Set<RoleId>,
+    pub(super) assignees: Map<RoleId, Set<Assignee>>,
     /// identity's "everyone may invite" (`org#inviter@org#member`).
     pub(super) everyone_invites: bool,
     /// The joins [`OrgGraph::effective`] reads; `None` when stale (see [`OrgGraph::refresh`]).
@@ -47,13 +45,17 @@ pub(super) struct Derived {
     /// Per department: the roles assigned to its direct members and to the trees at or above
     /// it. A department absent has none (a department that gains a parent or an assignment
     /// drops the cache, so absence stays true until the next refresh).
-    dept: HashMap<DepartmentId, Grants>,
+    dept: Map<DepartmentId, Grants>,
     /// Per user: the roles assigned to them directly.
-    user: HashMap<UserId, Grants>,
+    user: Map<UserId, Grants>,
     /// The roles assigned to department heads, if any.
     heads: Option<Grants>,
     /// The roles assigned to everyone else.
     everyone_else: Grants,
+    /// Per user with an explicit role (directly, through a department or as a head): the
+    /// join of those roles, read by a check in one lookup. Kept current for membership and
+    /// headship changes by [`OrgGraph::rejoin`]; a user absent holds only "everyone else".
+    joined: Map<UserId, Grants>,
 }
 
 impl RoleIndex {
@@ -288,6 +290,28 @@ impl OrgGraph {
         out
     }
 
+    /// Everyone who may hold `role` through its assignments (a superset: "everyone else"
+    /// adds every user, whether or not another role takes it from them).
+    pub(super) fn expand_assignees(&self, role: RoleId, out: &mut Set<UserId>) {
+        for who in self.assignees(role) {
+            match who {
+                Assignee::User(u) => {
+                    out.insert(u);
+                }
+                Assignee::Members(d) => {
+                    out.extend(self.members.get(&d).into_iter().flatten().copied());
+                }
+                Assignee::Tree(d) => {
+                    for below in self.subtree([d]) {
+                        out.extend(self.members.get(&below).into_iter().flatten().copied());
+                    }
+                }
+                Assignee::Heads => out.extend(self.headed_by.keys().copied()),
+                Assignee::EveryoneElse => out.extend(self.users.iter().copied()),
+            }
+        }
+    }
+
     /// The union of the grants of every role `user` holds (everything for an org admin,
     /// nothing for someone dismissed), with `invite` when identity lets everyone invite.
     /// No allocation; a few hash lookups when [refreshed](OrgGraph::refresh), a walk up the
@@ -315,11 +339,12 @@ impl OrgGraph {
     }
 
     fn effective_cached(&self, user: UserId, d: &Derived) -> Grants {
-        let mut g = if d.user.is_empty() {
-            None
-        } else {
-            d.user.get(&user).copied()
-        };
+        d.joined.get(&user).copied().unwrap_or(d.everyone_else)
+    }
+
+    /// The join of `user`'s explicit roles from the per-department joins (`None`: none).
+    fn explicit_from(&self, user: UserId, d: &Derived) -> Option<Grants> {
+        let mut g = d.user.get(&user).copied();
         for dep in self.member_of.get(&user).into_iter().flatten() {
             if let Some(x) = d.dept.get(dep) {
                 g = Some(g.map_or(*x, |g| g.join(*x)));
@@ -330,7 +355,25 @@ impl OrgGraph {
                 g = Some(g.map_or(h, |g| g.join(h)));
             }
         }
-        g.unwrap_or(d.everyone_else)
+        g
+    }
+
+    /// Brings `user`'s entry of the per-user joins up to date after their membership or
+    /// headship changed (nothing to do when the joins are stale anyway).
+    pub(super) fn rejoin(&mut self, user: UserId) {
+        let Some(d) = self.roles.derived.take() else {
+            return;
+        };
+        let mut d = d;
+        match self.explicit_from(user, &d) {
+            Some(g) => {
+                d.joined.insert(user, g);
+            }
+            None => {
+                d.joined.remove(&user);
+            }
+        }
+        self.roles.derived = Some(d);
     }
 
     /// The join of the roles `user` holds explicitly (not Administrator, not "everyone
@@ -425,7 +468,7 @@ impl OrgGraph {
         }
         // Every department a role could apply to: one with member roles, one with tree roles,
         // and any with a parent (a tree role above it). Any other department holds none.
-        let departments: HashSet<DepartmentId> = r
+        let departments: Set<DepartmentId> = r
             .by_members
             .keys()
             .chain(r.by_tree.keys())
@@ -436,6 +479,18 @@ impl OrgGraph {
             let g = r.join(None, r.by_members.get(&dep).into_iter().flatten());
             if let Some(g) = self.tree_join(g, dep) {
                 d.dept.insert(dep, g);
+            }
+        }
+        let people: Set<UserId> = self
+            .member_of
+            .keys()
+            .chain(self.headed_by.keys())
+            .chain(d.user.keys())
+            .copied()
+            .collect();
+        for u in people {
+            if let Some(g) = self.explicit_from(u, &d) {
+                d.joined.insert(u, g);
             }
         }
         self.roles.derived = Some(d);

@@ -5,11 +5,9 @@
 //! (up) or remembers where it has been (down), so even a cycle that identity's out-of-order
 //! events pass through (see [`OrgGraph::apply`]) ends.
 
-use std::collections::HashSet;
-
 use mailroom_types::{DepartmentId, UserId};
 
-use super::OrgGraph;
+use super::{OrgGraph, Set};
 use crate::model::Relationship;
 
 impl OrgGraph {
@@ -50,12 +48,12 @@ impl OrgGraph {
     }
 
     /// Everyone `boss` supervises.
-    pub fn subordinates(&self, boss: UserId) -> HashSet<UserId> {
-        let mut out = HashSet::new();
+    pub fn subordinates(&self, boss: UserId) -> Set<UserId> {
+        let mut out = Set::default();
         if !self.active(&boss) {
             return out;
         }
-        let mut seen: HashSet<DepartmentId> = HashSet::new();
+        let mut seen: Set<DepartmentId> = Set::default();
         for top in self.headed_by.get(&boss).into_iter().flatten() {
             let mut stack = vec![(*top, true)];
             while let Some((d, is_top)) = stack.pop() {
@@ -80,7 +78,7 @@ impl OrgGraph {
     }
 
     /// Everyone who supervises `user`.
-    pub fn supervisors(&self, user: UserId) -> HashSet<UserId> {
+    pub fn supervisors(&self, user: UserId) -> Set<UserId> {
         let mut departments: Vec<DepartmentId> = Vec::new();
         for d in self.member_of.get(&user).into_iter().flatten() {
             departments.extend(self.ancestors_or_self(*d));
@@ -144,8 +142,8 @@ impl OrgGraph {
     pub(super) fn subtree(
         &self,
         tops: impl IntoIterator<Item = DepartmentId>,
-    ) -> HashSet<DepartmentId> {
-        let mut seen = HashSet::new();
+    ) -> Set<DepartmentId> {
+        let mut seen = Set::default();
         let mut stack: Vec<DepartmentId> = tops.into_iter().collect();
         while let Some(d) = stack.pop() {
             if seen.insert(d) {
@@ -167,8 +165,8 @@ impl OrgGraph {
     /// Everyone a department scope held by `holder` reaches: the holder, and every member and
     /// head of the departments at or below the holder's own (those they are a member or head
     /// of).
-    pub fn department_reach(&self, holder: UserId) -> HashSet<UserId> {
-        let mut out = HashSet::from([holder]);
+    pub fn department_reach(&self, holder: UserId) -> Set<UserId> {
+        let mut out = Set::from_iter([holder]);
         for d in self.subtree(self.home(holder)) {
             out.extend(self.members.get(&d).into_iter().flatten().copied());
             out.extend(self.heads.get(&d).into_iter().flatten().copied());
