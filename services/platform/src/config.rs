@@ -169,6 +169,12 @@ pub struct PlatformConfig {
     /// Days a consumer keeps its dead letters (replayed or not).
     #[serde(default = "default_dead_letters_retention_days")]
     pub dead_letters_retention_days: u32,
+    /// Where people reach the web console (`MAILROOM_PUBLIC_URL`, e.g.
+    /// `https://mail.example.com`): the links identity and invitations mail (`/invite`,
+    /// `/join`, `/reset-password`) start with it, and the console's cookies are `Secure` when it
+    /// is https. Unset: the links keep their own settings' defaults.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 fn default_processed_events_retention_days() -> u32 {
@@ -240,6 +246,18 @@ impl PlatformConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            let host = rest.map(|r| r.trim_end_matches('/')).unwrap_or("");
+            if host.is_empty() || host.contains(['/', '?', '#', ' ']) {
+                return Err(ConfigError::Invalid {
+                    key: "MAILROOM_PUBLIC_URL",
+                    reason: "must be an http:// or https:// origin such as https://mail.example.com (no path)".into(),
+                });
+            }
+        }
         let db = self.database_url.expose_secret();
         if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
             return Err(ConfigError::Invalid {
@@ -314,6 +332,11 @@ impl PlatformConfig {
             });
         }
         Ok(())
+    }
+
+    /// [`Self::public_url`] without a trailing slash, ready for `{base}/invite`.
+    pub fn public_base(&self) -> Option<&str> {
+        self.public_url.as_deref().map(|u| u.trim_end_matches('/'))
     }
 
     pub fn request_timeout(&self) -> Duration {
