@@ -164,10 +164,13 @@ for label, values in VALUE_SETS:
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     by_kind = lambda k: {d["metadata"]["name"] for d in docs if d["kind"] == k}  # noqa: E731
     monolith = label.startswith("monolith")
+    web_on = values.get("web", {}).get("enabled", True)
     expected = {"mailroom-all"} if monolith else {f"mailroom-{n}" for n in ["identity", "access", "mailboxes", "invitations", "sync-scheduler", "sync-worker"]}
+    if web_on:
+        expected |= {"mailroom-web"}
     check(f"{label}: Deployments {sorted(expected)}", set(deployments) == expected, str(sorted(deployments)))
     check(f"{label}: one Service per API and one headless Service its peers call, same names in monolith mode",
-          by_kind("Service") == {f"mailroom-{n}{s}" for n in SERVICES for s in ("", "-peers")},
+          by_kind("Service") == {f"mailroom-{n}{s}" for n in SERVICES for s in ("", "-peers")} | ({"mailroom-web"} if web_on else set()),
           str(sorted(by_kind("Service"))))
     headless = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-peers")]
     check(f"{label}: the peers' Services are headless (DNS lists every pod, so callers balance)",
@@ -183,10 +186,21 @@ for label, values in VALUE_SETS:
         c = pod["containers"][0]
         sc = c.get("securityContext", {})
         if not (pod["securityContext"].get("runAsNonRoot") and sc.get("readOnlyRootFilesystem")
-                and sc.get("allowPrivilegeEscalation") is False and c.get("readinessProbe", {}).get("grpc")
-                and c.get("livenessProbe", {}).get("grpc") and pod.get("serviceAccountName") == name):
+                and sc.get("allowPrivilegeEscalation") is False
+                and (c.get("readinessProbe", {}).get("grpc") or (name == "mailroom-web" and c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/healthz"))
+                and (c.get("livenessProbe", {}).get("grpc") or (name == "mailroom-web" and c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/livez"))
+                and pod.get("serviceAccountName") == name):
             hardened.append(name)
-    check(f"{label}: every Deployment non-root, read-only root, no privilege escalation, gRPC probes, own ServiceAccount", not hardened, str(hardened))
+    check(f"{label}: every Deployment non-root, read-only root, no privilege escalation, gRPC probes (the console: HTTP), own ServiceAccount", not hardened, str(hardened))
+    if web_on:
+        wenv = env_of(deployments["mailroom-web"])
+        check(f"{label}: the console calls the five services' headless Services, seals sessions with a key from the Secret, knows its public URL",
+              all(wenv.get(f"MAILROOM_WEB__{n.upper()}_ENDPOINT", {}).get("value", "").startswith(f"http://mailroom-{n}-peers:") for n in SERVICES)
+              and "secretKeyRef" in wenv["MAILROOM_WEB__SESSION_KEYS"]["valueFrom"]
+              and wenv["MAILROOM_PUBLIC_URL"]["value"].startswith("http"),
+              str(sorted(wenv)))
+        linked = [d["metadata"]["name"] for d in deployments.values() if "MAILROOM_PUBLIC_URL" not in env_of(d)]
+        check(f"{label}: every service knows the console's public URL (mailed links open it)", not linked, str(linked))
     check(f"{label}: migrations Job and helm test Pod", "Job" in kinds and any(
         d["kind"] == "Pod" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test" for d in docs), str(kinds))
     operator_secret = next((d["metadata"]["name"] for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-operator")), None)
@@ -237,12 +251,12 @@ for label, values in VALUE_SETS:
         policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
         if policies:
             def callers(target):
-                rules = policies[target]["spec"]["ingress"][0]["from"]
+                rules = policies[target]["spec"]["ingress"][0].get("from", [])
                 return sorted(k.split("serves-")[1] for r in rules for k in r.get("podSelector", {}).get("matchLabels", {}) if "serves-" in k)
-            check(f"{label}: only callers reach a service (identity ← the four, mailboxes ← sync, invitations ← none)",
-                  callers("mailroom-identity") == ["access", "invitations", "mailboxes", "sync"]
-                  and callers("mailroom-mailboxes") == ["sync"] and callers("mailroom-invitations") == []
-                  and callers("mailroom-access") == ["invitations", "mailboxes", "sync"],
+            check(f"{label}: only callers reach a service (identity ← the four and the console, mailboxes ← sync and the console, invitations ← the console)",
+                  callers("mailroom-identity") == ["access", "invitations", "mailboxes", "sync", "web"]
+                  and callers("mailroom-mailboxes") == ["sync", "web"] and callers("mailroom-invitations") == ["web"]
+                  and callers("mailroom-access") == ["invitations", "mailboxes", "sync", "web"],
                   str({n: callers(n) for n in policies}))
             egress = policies["mailroom-invitations"]["spec"]["egress"]
             targets = sorted(k.split("serves-")[1] for r in egress for t in r.get("to", []) for k in t.get("podSelector", {}).get("matchLabels", {}) if "serves-" in k)
@@ -259,8 +273,9 @@ for label, values in VALUE_SETS:
         check(f"{label}: the one pod may call its own services through their Services (other replicas)", {50051, 50053, 50055} <= ports, str(ports))
     if label == "monolith monitored":
         monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
-        check(f"{label}: one ServiceMonitor (every port serves the one registry), with the labels Prometheus selects on",
-              len(monitors) == 1 and monitors[0]["metadata"]["labels"].get("release") == "kps", str([m["metadata"] for m in monitors]))
+        check(f"{label}: one ServiceMonitor for the five (every port serves the one registry) and the console's, with the labels Prometheus selects on",
+              sorted(m["metadata"]["name"] for m in monitors) == ["mailroom-identity", "mailroom-web"]
+              and all(m["metadata"]["labels"].get("release") == "kps" for m in monitors), str([m["metadata"] for m in monitors]))
     if label == "KEDA":
         kafka = next(t for d in docs if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"] if t["type"] == "kafka")
         check(f"{label}: KEDA reaches Kafka by a name that resolves from its own namespace",

@@ -44,6 +44,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   value: {{ .Values.config.shutdownDrainMs | quote }}
 - name: MAILROOM_DB_MAX_CONNECTIONS
   value: {{ .Values.config.dbMaxConnections | quote }}
+- name: MAILROOM_PUBLIC_URL
+  value: {{ .Values.config.publicUrl | quote }}
 {{- with .Values.config.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
@@ -57,12 +59,14 @@ access: [identity]
 mailboxes: [identity, access]
 invitations: [identity, access]
 sync: [identity, access, mailboxes]
+web: [identity, access, mailboxes, invitations, sync]
 {{- end -}}
 
 {{/*
 The Deployments of this release, as YAML for fromYaml: each with the services it serves, its
 arguments, replicas, resources and termination grace. One per service (sync as scheduler and
-workers), or one `serve all` when monolith.enabled.
+workers), or one process serving the five when monolith.enabled (the console has its own
+Deployment, web.yaml, either way).
 */}}
 {{- define "mailroom.components" -}}
 {{- $v := .Values -}}
@@ -70,7 +74,7 @@ components:
 {{- if $v.monolith.enabled }}
   - name: all
     serves: [identity, access, mailboxes, invitations, sync]
-    args: [serve, all]
+    args: [serve, "identity,access,mailboxes,invitations,sync"]
     replicas: {{ $v.monolith.replicas }}
     resources: {{ toJson $v.monolith.resources }}
     grace: {{ $v.services.sync.worker.terminationGracePeriodSeconds }}
@@ -174,8 +178,10 @@ components:
 {{- end }}
 {{- end }}
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_IDENTITY__SERVICE_CLIENTS__OPERATOR" "key" "MAILROOM_IDENTITY__SERVICE_CLIENTS__OPERATOR" "optional" true) | nindent 0 }}
+{{- with $root.Values.config.passwordResetUrl }}
 - name: MAILROOM_IDENTITY__PASSWORD_RESET_URL
-  value: {{ $root.Values.config.passwordResetUrl | quote }}
+  value: {{ . | quote }}
+{{- end }}
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_IDENTITY__SIGNING_KEYS" "key" "MAILROOM_IDENTITY__SIGNING_KEYS") | nindent 0 }}
 {{- end }}
 {{- if has $name (list "identity" "invitations") }}
@@ -205,10 +211,14 @@ components:
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_MAILBOXES__SEALING_KEYS" "key" "MAILROOM_MAILBOXES__SEALING_KEYS") | nindent 0 }}
 {{- end }}
 {{- if eq $name "invitations" }}
+{{- with $svc.acceptUrl }}
 - name: MAILROOM_INVITATIONS__ACCEPT_URL
-  value: {{ $svc.acceptUrl | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- with $svc.joinUrl }}
 - name: MAILROOM_INVITATIONS__JOIN_URL
-  value: {{ $svc.joinUrl | quote }}
+  value: {{ . | quote }}
+{{- end }}
 - name: MAILROOM_INVITATIONS__INVITATION_TTL_SECS
   value: {{ $svc.invitationTtlSecs | quote }}
 {{- end }}
