@@ -29,7 +29,7 @@ SECRETS = {
     "syncClientSecret": "b",
     "invitationsClientSecret": "c",
 }
-METRICS_PORTS = [9051, 9052, 9053, 9054, 9055]
+METRICS_PORTS = [9051, 9052, 9053, 9054, 9055, 9056]  # identity, access, mailboxes, sync, invitations, web
 
 
 def rendered(values):

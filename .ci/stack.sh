@@ -49,6 +49,10 @@ ensure_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
   command -v setpriv >/dev/null || missing+=(util-linux)
+  # The web console's browser tests: headless Chromium over WebDriver, axe-core from npm.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  command -v npm >/dev/null || missing+=(npm)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing: ${missing[*]}"
     as_root apt-get update -qq
@@ -57,6 +61,29 @@ ensure_packages() {
   if ! command -v cargo >/dev/null; then
     say "cargo is missing: install Rust (rustup) first"; return 1
   fi
+}
+
+# axe-core (accessibility checks in the browser tests): a pinned npm package under .stack/axe/,
+# verified by the sha256 of the file the tests inject.
+AXE_NPM=axe-core
+AXE_VERSION=4.14.1
+AXE_SHA256=29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c
+
+ensure_axe() {
+  local dir=$STACK/axe
+  local js=$dir/node_modules/$AXE_NPM/axe.min.js
+  if [ ! -f "$js" ] || ! echo "$AXE_SHA256  $js" | sha256sum -c --status; then
+    say "installing $AXE_NPM@$AXE_VERSION under $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --save-exact --no-audit --no-fund --loglevel=error \
+      "$AXE_NPM@$AXE_VERSION" >/dev/null
+    if ! echo "$AXE_SHA256  $js" | sha256sum -c --status; then
+      say "$js is not the pinned build (sha256 differs)"
+      return 1
+    fi
+  fi
+  export MAILROOM_AXE_JS=$js
 }
 
 ensure_venv() {
@@ -370,6 +397,9 @@ stack_up() {
   start_dovecot
   start_smtp_sink
   export_mail_settings
+  ensure_axe
+  export MAILROOM_CHROMIUM=${MAILROOM_CHROMIUM:-/usr/bin/chromium}
+  export MAILROOM_CHROMEDRIVER=${MAILROOM_CHROMEDRIVER:-/usr/bin/chromedriver}
 }
 
 stack_down() {

@@ -10,6 +10,7 @@
 //! private tansu for tests that stop and restart the broker.
 
 pub mod bench;
+pub mod browser;
 pub mod chaos;
 pub mod hostile_imap;
 pub mod mailstore;
@@ -124,6 +125,11 @@ pub struct AppOptions {
     pub with_sync: bool,
     /// Also start the invitations service (and access control, which it asks).
     pub with_invitations: bool,
+    /// Also start the web console (and every service it calls); mailed links point at it
+    /// ([`TestApp::web_url`]).
+    pub with_web: bool,
+    /// Adjusts the console's configuration after the test defaults.
+    pub web: Option<fn(&mut mailroom_web::WebConfig)>,
 }
 
 /// Identity running for one test.
@@ -149,6 +155,11 @@ pub struct TestApp {
     pub mailboxes_endpoint: Option<String>,
     /// The registry's sealing keys (newest first), as configured.
     pub sealing_keys: Vec<String>,
+    /// Where sync and invitations listen, when started.
+    pub sync_endpoint: Option<String>,
+    pub invitations_endpoint: Option<String>,
+    /// The web console's base URL (`http://127.0.0.1:port`, no trailing slash), when started.
+    pub web_url: Option<String>,
     pub env: StackEnv,
     platform: PlatformConfig,
     verifier: mailroom_platform::auth::TokenVerifier,
@@ -206,6 +217,20 @@ pub async fn spawn_app_with_mailboxes() -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let env = StackEnv::load();
+    // The console's port is picked first: identity's reset links and the invitations' links
+    // point at it.
+    let web_listener = if options.with_web {
+        Some(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback"),
+        )
+    } else {
+        None
+    };
+    let web_url = web_listener
+        .as_ref()
+        .map(|l| format!("http://{}", l.local_addr().expect("local addr")));
     let database_url = create_database(&env.database_url).await;
     let kafka_brokers = options
         .kafka_brokers
@@ -256,6 +281,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     }
     config.smtp.host = env.smtp_host.clone();
     config.smtp.port = env.smtp_port;
+    if let Some(web) = &web_url {
+        config.password_reset_url = format!("{web}/reset-password");
+    }
     if let Some(tweak) = options.identity {
         tweak(&mut config);
     }
@@ -309,6 +337,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         access_endpoint: None,
         mailboxes_endpoint: None,
         sealing_keys: vec![mailroom_platform::sealed::SealingKeys::generate("k1")],
+        sync_endpoint: None,
+        invitations_endpoint: None,
+        web_url,
         env,
         platform,
         verifier,
@@ -320,11 +351,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         || options.with_mailboxes
         || options.with_sync
         || options.with_invitations
+        || options.with_web
     {
         let (client, access_endpoint) = app.start_access_replica(app.shutdown.clone()).await;
         app.access = Some(client);
         app.access_endpoint = Some(access_endpoint.clone());
-        if options.with_mailboxes || options.with_sync {
+        if options.with_mailboxes || options.with_sync || options.with_web {
             let keys = app.sealing_keys.clone();
             let (client, endpoint) = app
                 .launch_mailboxes(&access_endpoint, keys, app.shutdown.clone())
@@ -332,14 +364,19 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             app.mailboxes = Some(client);
             app.mailboxes_endpoint = Some(endpoint);
         }
-        if options.with_sync {
-            let client = app.start_sync(app.shutdown.clone(), |_| {}).await;
+        if options.with_sync || options.with_web {
+            let (client, endpoint) = app.launch_sync(app.shutdown.clone(), |_| {}).await;
             app.sync = Some(client);
+            app.sync_endpoint = Some(endpoint);
         }
-        if options.with_invitations {
-            let client = app.start_invitations(app.shutdown.clone(), |_| {}).await;
+        if options.with_invitations || options.with_web {
+            let (client, endpoint) = app.launch_invitations(app.shutdown.clone(), |_| {}).await;
             app.invitations = Some(client);
+            app.invitations_endpoint = Some(endpoint);
         }
+    }
+    if let Some(listener) = web_listener {
+        app.start_web(listener, options.web).await;
     }
     app
 }
@@ -523,6 +560,15 @@ impl TestApp {
         shutdown: CancellationToken,
         tweak: impl FnOnce(&mut mailroom_sync::SyncConfig),
     ) -> SyncServiceClient<Channel> {
+        self.launch_sync(shutdown, tweak).await.0
+    }
+
+    /// As [`TestApp::start_sync`], also returning the replica's endpoint.
+    pub async fn launch_sync(
+        &self,
+        shutdown: CancellationToken,
+        tweak: impl FnOnce(&mut mailroom_sync::SyncConfig),
+    ) -> (SyncServiceClient<Channel>, String) {
         let mut config = self.sync_config();
         tweak(&mut config);
         let started = mailroom_sync::start(&self.platform, config)
@@ -534,7 +580,7 @@ impl TestApp {
             started.run(listener, verifier, &platform, shutdown).await
         })
         .await;
-        SyncServiceClient::new(connect(&endpoint).await)
+        (SyncServiceClient::new(connect(&endpoint).await), endpoint)
     }
 
     /// The invitations configuration tests run with: mail to the stack's SMTP sink, quick
@@ -545,8 +591,9 @@ impl TestApp {
             access_endpoint: self.access_endpoint.clone().unwrap_or_default(),
             service_client_id: "invitations".into(),
             service_client_secret: SecretString::from(INVITATIONS_SECRET),
-            accept_url: "https://mailroom.test/invite".into(),
-            join_url: "https://mailroom.test/join".into(),
+            // The console's pages when it runs, else an address nothing serves.
+            accept_url: format!("{}/invite", self.links_base()),
+            join_url: format!("{}/join", self.links_base()),
             delivery_retry_ms: 200,
             delivery_attempts: 3,
             sweep_interval_ms: 200,
@@ -570,6 +617,15 @@ impl TestApp {
         shutdown: CancellationToken,
         tweak: impl FnOnce(&mut mailroom_invitations::InvitationsConfig),
     ) -> InvitationServiceClient<Channel> {
+        self.launch_invitations(shutdown, tweak).await.0
+    }
+
+    /// As [`TestApp::start_invitations`], also returning the replica's endpoint.
+    pub async fn launch_invitations(
+        &self,
+        shutdown: CancellationToken,
+        tweak: impl FnOnce(&mut mailroom_invitations::InvitationsConfig),
+    ) -> (InvitationServiceClient<Channel>, String) {
         let mut config = self.invitations_config();
         tweak(&mut config);
         let started = mailroom_invitations::start(&self.platform, config)
@@ -581,7 +637,62 @@ impl TestApp {
             started.run(listener, verifier, &platform, shutdown).await
         })
         .await;
-        InvitationServiceClient::new(connect(&endpoint).await)
+        (
+            InvitationServiceClient::new(connect(&endpoint).await),
+            endpoint,
+        )
+    }
+
+    /// Where mailed links point: the console when it runs, else `https://mailroom.test`.
+    fn links_base(&self) -> String {
+        self.web_url
+            .clone()
+            .unwrap_or_else(|| "https://mailroom.test".into())
+    }
+
+    /// Starts the web console on `listener` (its port already in [`TestApp::web_url`]),
+    /// calling this app's five services, stopped with the app.
+    async fn start_web(
+        &self,
+        listener: tokio::net::TcpListener,
+        tweak: Option<fn(&mut mailroom_web::WebConfig)>,
+    ) {
+        let port = listener.local_addr().expect("local addr").port();
+        let mut platform = self.platform.clone();
+        platform.public_url = Some(format!("http://127.0.0.1:{port}"));
+        let mut config = mailroom_web::WebConfig {
+            identity_endpoint: self.endpoint.clone(),
+            access_endpoint: self.access_endpoint.clone().expect("access runs"),
+            mailboxes_endpoint: self.mailboxes_endpoint.clone().expect("mailboxes runs"),
+            sync_endpoint: self.sync_endpoint.clone().expect("sync runs"),
+            invitations_endpoint: self.invitations_endpoint.clone().expect("invitations runs"),
+            session_keys: vec![SecretString::from(
+                mailroom_platform::sealed::SealingKeys::generate("test"),
+            )],
+            // Every test posts from 127.0.0.1, on one Redis count: plenty (the limit's own
+            // test sets a small one and names its network in `x-forwarded-for`).
+            anonymous_posts_per_minute: 1_000_000,
+            ..Default::default()
+        };
+        if let Some(tweak) = tweak {
+            tweak(&mut config);
+        }
+        let started = mailroom_web::start_on_port(&platform, config, port)
+            .await
+            .expect("the web console starts");
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = started.run(listener, &platform, shutdown).await {
+                eprintln!("test web server stopped: {err}");
+            }
+        });
+    }
+
+    /// The console's base URL (the app must have been spawned with the web).
+    pub fn web_url(&self) -> &str {
+        self.web_url
+            .as_deref()
+            .expect("spawn the app with the web (AppOptions { with_web: true, .. })")
     }
 
     /// The invitations client (the app must have been spawned with invitations).

@@ -151,6 +151,15 @@ impl PeerError {
         }
     }
 
+    /// The gRPC status code the peer answered with, when it answered at all (a refusal, or
+    /// a failure it reported); `None` for what never reached it or it has not heard of yet.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            PeerError::Refused { code, .. } | PeerError::Unavailable { code, .. } => Some(*code),
+            PeerError::NotYetKnown { .. } | PeerError::Credential(_) => None,
+        }
+    }
+
     /// The sentence to pass on: a refusal's own (it speaks to what was sent), else this
     /// error's, which names the peer.
     pub fn sentence(&self) -> String {
@@ -207,6 +216,20 @@ mod tests {
             "access control did not answer (Internal: boom)"
         );
         assert_eq!(failed.peer(), Peer::Access);
+    }
+
+    #[test]
+    fn the_peers_code_is_kept_for_refusals_and_failures() {
+        let refused = PeerError::from_status(Peer::Mailboxes, &tonic::Status::not_found("gone"));
+        assert_eq!(refused.code(), Some(tonic::Code::NotFound));
+        let signed_out = PeerError::from_status(
+            Peer::Identity,
+            &tonic::Status::unauthenticated("token expired"),
+        );
+        assert_eq!(signed_out.kind(), PeerErrorKind::Unavailable);
+        assert_eq!(signed_out.code(), Some(tonic::Code::Unauthenticated));
+        let no_token = PeerError::Credential(CredentialError::NotConfigured);
+        assert_eq!(no_token.code(), None);
     }
 
     #[test]

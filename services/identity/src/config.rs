@@ -78,9 +78,25 @@ pub struct IdentityConfig {
     /// Password-reset requests allowed per address per hour (the answer is the same either way).
     #[serde(default = "default_reset_rate")]
     pub password_resets_per_hour: u32,
-    /// The page that takes a reset token; the link is this with `?token=…` appended.
-    #[serde(default = "default_reset_url")]
+    /// The page that takes a reset token; the link is this with `?token=…` appended. Empty
+    /// (the default): `{MAILROOM_PUBLIC_URL}/reset-password`, or without a public URL
+    /// `http://127.0.0.1:8080/reset-password` ([`IdentityConfig::resolve_links`], at start).
+    #[serde(default)]
     pub password_reset_url: String,
+}
+
+impl IdentityConfig {
+    /// Fills the reset link's page when it was not set: under the platform's public URL
+    /// (`PlatformConfig::public_base`) when there is one, else the old default. An explicit
+    /// `password_reset_url` wins.
+    pub fn resolve_links(&mut self, public_base: Option<&str>) {
+        if self.password_reset_url.trim().is_empty() {
+            self.password_reset_url = match public_base {
+                Some(base) => format!("{base}/reset-password"),
+                None => default_reset_url(),
+            };
+        }
+    }
 }
 
 /// Accepts `"k1,k2"` (as environment variables carry it) or `["k1", "k2"]`.
@@ -148,7 +164,7 @@ impl Default for IdentityConfig {
             login_failure_floor_ms: default_login_failure_floor(),
             password_reset_ttl_secs: default_reset_ttl(),
             password_resets_per_hour: default_reset_rate(),
-            password_reset_url: default_reset_url(),
+            password_reset_url: String::new(),
         }
     }
 }
@@ -175,5 +191,26 @@ mod tests {
         let config: IdentityConfig = figment.extract().unwrap();
         assert_eq!(config.signing_keys.len(), 1);
         assert!(!format!("{config:?}").contains("a+/="));
+    }
+
+    #[test]
+    fn the_reset_link_follows_the_public_url_unless_set() {
+        let mut config = IdentityConfig::default();
+        config.resolve_links(Some("https://mail.example.com"));
+        assert_eq!(
+            config.password_reset_url,
+            "https://mail.example.com/reset-password"
+        );
+        let mut config = IdentityConfig::default();
+        config.resolve_links(None);
+        assert_eq!(
+            config.password_reset_url,
+            "http://127.0.0.1:8080/reset-password"
+        );
+        let figment =
+            figment::Figment::new().merge(("password_reset_url", "https://other.test/reset"));
+        let mut config: IdentityConfig = figment.extract().unwrap();
+        config.resolve_links(Some("https://mail.example.com"));
+        assert_eq!(config.password_reset_url, "https://other.test/reset");
     }
 }

@@ -153,8 +153,8 @@ fn one_space(input: &str) -> String {
 pub struct NewPassword(String);
 
 impl NewPassword {
-    pub const MIN: usize = 8;
-    pub const MAX: usize = 256;
+    pub const MIN: usize = mailroom_platform::types::PasswordPolicy::MIN;
+    pub const MAX: usize = mailroom_platform::types::PasswordPolicy::MAX;
 
     pub fn parse(input: &str) -> Result<Self, ParseError> {
         let n = input.chars().count();

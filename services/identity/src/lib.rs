@@ -129,8 +129,9 @@ impl EventHandler for Followed {
 /// Connects to PostgreSQL and Redis, applies migrations, and builds the service.
 pub async fn start(
     platform: &PlatformConfig,
-    config: IdentityConfig,
+    mut config: IdentityConfig,
 ) -> Result<Started, StartError> {
+    config.resolve_links(platform.public_base());
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     // Dialled on first use and again after an outage: a start without Redis does not leave
     // sign-in unlimited (it is refused until Redis answers).

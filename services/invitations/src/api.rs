@@ -273,6 +273,16 @@ impl InvitationService for InvitationApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn preview_registration_link(
+        &self,
+        req: Request<pb::PreviewRegistrationLinkRequest>,
+    ) -> Reply<pb::RegistrationLinkPreview> {
+        Ok(Response::new(
+            self.0.preview_link(&req.get_ref().link_token).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn approve_registration(
         &self,
         req: Request<pb::ApproveRegistrationRequest>,

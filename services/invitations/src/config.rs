@@ -19,11 +19,13 @@ pub struct InvitationsConfig {
     #[serde(default)]
     pub service_client_secret: SecretString,
     /// The registration page that takes an invitation token: links are this with
-    /// `?token=…` appended.
-    #[serde(default = "default_accept_url")]
+    /// `?token=…` appended. Empty (the default): `{MAILROOM_PUBLIC_URL}/invite`, or without a
+    /// public URL `http://localhost:8080/invite` ([`InvitationsConfig::resolve_links`]).
+    #[serde(default)]
     pub accept_url: String,
     /// The page a quick-registration link opens: links are this with `?link=…` appended.
-    #[serde(default = "default_join_url")]
+    /// Empty (the default): `{MAILROOM_PUBLIC_URL}/join`, or `http://localhost:8080/join`.
+    #[serde(default)]
     pub join_url: String,
     /// How long an invitation stays open.
     #[serde(default = "default_ttl")]
@@ -114,6 +116,24 @@ fn default_accept_url() -> String {
 fn default_join_url() -> String {
     "http://localhost:8080/join".into()
 }
+impl InvitationsConfig {
+    /// Fills the links' pages that were not set: under the platform's public URL
+    /// (`PlatformConfig::public_base`) when there is one, else the old defaults. An explicit
+    /// `accept_url`/`join_url` wins.
+    pub fn resolve_links(&mut self, public_base: Option<&str>) {
+        let fill = |url: &mut String, path: &str, fallback: fn() -> String| {
+            if url.trim().is_empty() {
+                *url = match public_base {
+                    Some(base) => format!("{base}{path}"),
+                    None => fallback(),
+                };
+            }
+        };
+        fill(&mut self.accept_url, "/invite", default_accept_url);
+        fill(&mut self.join_url, "/join", default_join_url);
+    }
+}
+
 fn default_ttl() -> i64 {
     7 * 24 * 3600
 }
@@ -170,8 +190,8 @@ impl Default for InvitationsConfig {
             access_endpoint: mailroom_platform::config::local::access(),
             service_client_id: default_client_id(),
             service_client_secret: SecretString::default(),
-            accept_url: default_accept_url(),
-            join_url: default_join_url(),
+            accept_url: String::new(),
+            join_url: String::new(),
             invitation_ttl_secs: default_ttl(),
             smtp: SmtpSettings::default(),
             delivery_concurrency: default_concurrency(),
@@ -192,5 +212,29 @@ impl Default for InvitationsConfig {
             smtputf8_addresses: false,
             consumer_group: default_consumer_group(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_links_follow_the_public_url_unless_set() {
+        let mut config = InvitationsConfig::default();
+        config.resolve_links(Some("https://mail.example.com"));
+        assert_eq!(config.accept_url, "https://mail.example.com/invite");
+        assert_eq!(config.join_url, "https://mail.example.com/join");
+        let mut config = InvitationsConfig::default();
+        config.resolve_links(None);
+        assert_eq!(config.accept_url, "http://localhost:8080/invite");
+        assert_eq!(config.join_url, "http://localhost:8080/join");
+        let mut config = InvitationsConfig {
+            accept_url: "https://other.test/accept".into(),
+            ..Default::default()
+        };
+        config.resolve_links(Some("https://mail.example.com"));
+        assert_eq!(config.accept_url, "https://other.test/accept");
+        assert_eq!(config.join_url, "https://mail.example.com/join");
     }
 }

@@ -89,6 +89,7 @@ pub const PUBLIC_METHODS: &[&str] = &[
     "/mailroom.invitations.v1.InvitationService/PreviewInvitation",
     "/mailroom.invitations.v1.InvitationService/AcceptInvitation",
     "/mailroom.invitations.v1.InvitationService/RegisterWithLink",
+    "/mailroom.invitations.v1.InvitationService/PreviewRegistrationLink",
 ];
 
 /// The service's own migrations (the platform's run first).
@@ -117,8 +118,9 @@ pub type Started = hosting::Started<Invitations>;
 /// service.
 pub async fn start(
     platform: &PlatformConfig,
-    config: InvitationsConfig,
+    mut config: InvitationsConfig,
 ) -> Result<Started, StartError> {
+    config.resolve_links(platform.public_base());
     mailroom_platform::metrics::announce(&[delivery::MAIL_SENT], &[], &[]);
     let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)?;
     trusted_proxies.announce("invitations", "MAILROOM_INVITATIONS__TRUSTED_PROXIES");

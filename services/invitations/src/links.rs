@@ -174,6 +174,35 @@ impl Invitations {
         self.link(caller.org_id, id).await
     }
 
+    /// What the join page shows of a link (no token: the link's secret is the credential). An
+    /// unknown, disabled, expired or used-up link is the same NOT_FOUND, naming nobody.
+    #[tracing::instrument(skip_all)]
+    pub async fn preview_link(&self, secret: &str) -> Result<pb::RegistrationLinkPreview> {
+        if !token::well_formed(secret) {
+            return Err(unknown_link());
+        }
+        let hash = token::hash(secret);
+        let Some((stored, link_id, org_id)) =
+            store::links::usable_by_token(&self.pool, &hash).await?
+        else {
+            return Err(unknown_link());
+        };
+        if !token::same(&stored, &hash) {
+            return Err(unknown_link());
+        }
+        let link = store::links::get(&self.pool, org_id, link_id)
+            .await?
+            .ok_or_else(unknown_link)?;
+        if link.used_up() {
+            return Err(unknown_link());
+        }
+        Ok(pb::RegistrationLinkPreview {
+            organization_name: link.organization_name,
+            allowed_domains: link.allowed_domains,
+            requires_approval: link.requires_approval,
+        })
+    }
+
     /// A person joins through a link (no token: the link's secret is the credential). Nothing
     /// is made at identity and no seat is taken: both wait for the address's owner to use the
     /// link mailed to it ([`Invitations::accept`]), after an admin's approval where the link

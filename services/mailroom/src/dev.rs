@@ -1,5 +1,5 @@
-//! `mailroom dev`: every built service in one process against local dependencies, a demo
-//! organisation ("Acme") seeded once, and a summary of what runs where.
+//! `mailroom dev`: every built service and the web console in one process against local
+//! dependencies, a demo organisation ("Acme") seeded once, and a summary of what runs where.
 
 use anyhow::Context;
 use figment::providers::Serialized;
@@ -35,6 +35,10 @@ const FILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// open in the next. For local development only; a deployment brings its own
 /// (`mailroom keygen --sealing <id>`).
 const DEV_SEALING_KEY: &str = "dev:bWFpbHJvb20tZGV2LXNlYWxpbmcta2V5LTMyYnl0ZXM=";
+/// The dev console's session sealing key: fixed, so a browser stays signed in across
+/// restarts. For local development only; a deployment brings its own
+/// (`mailroom keygen --sealing <id>` for `MAILROOM_WEB__SESSION_KEYS`).
+const DEV_SESSION_KEY: &str = "dev:bWFpbHJvb20tZGV2LXNlc3Npb24ta2V5LTMyYnl0ZXM=";
 
 pub async fn run() -> anyhow::Result<()> {
     let mut figment = config::sources()
@@ -62,7 +66,17 @@ pub async fn run() -> anyhow::Result<()> {
         ))
         // Dev mail goes out at once and is retried quickly.
         .join(Serialized::default("invitations.delivery_retry_ms", 2_000))
-        .join(Serialized::default("invitations.sweep_interval_ms", 5_000));
+        .join(Serialized::default("invitations.sweep_interval_ms", 5_000))
+        .join(Serialized::default("web.session_keys", DEV_SESSION_KEY));
+    // The mailed links (invitations, quick registration, password reset) open the console
+    // this process serves, unless MAILROOM_PUBLIC_URL names another place.
+    let web_port: u16 = figment
+        .extract_inner("web.port")
+        .unwrap_or(mailroom_web::DEFAULT_PORT);
+    figment = figment.join(Serialized::default(
+        "public_url",
+        format!("http://127.0.0.1:{web_port}"),
+    ));
     for (service, secret) in DEV_SERVICE_SECRETS {
         figment = figment
             .join(Serialized::default(
@@ -120,9 +134,20 @@ pub async fn run() -> anyhow::Result<()> {
                 .unwrap_or_default();
 
         println!("\nMailroom dev is running (Ctrl-C stops it).\n");
-        for (service, grpc, metrics) in &running.endpoints {
+        if let Some(url) = &running.web_url {
             println!(
-                "  {:<12} gRPC {grpc}   metrics http://{metrics}/metrics",
+                " console: {url} (sign in as {DEMO_ADMIN} / {})\n",
+                mask(&admin_password)
+            );
+        }
+        for (service, addr, metrics) in &running.endpoints {
+            let protocol = if *service == Service::Web {
+                "HTTP"
+            } else {
+                "gRPC"
+            };
+            println!(
+                "  {:<12} {protocol} {addr}   metrics http://{metrics}/metrics",
                 service.name()
             );
         }

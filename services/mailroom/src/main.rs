@@ -1,9 +1,10 @@
 //! `mailroom`: the one binary of Mailroom.
 //!
-//! - `mailroom serve identity[,…]|all` hosts services (one Deployment each in Kubernetes, or
-//!   all in one process, the monolithic mode);
+//! - `mailroom serve identity[,…]|all` hosts services and the web console (`web`, HTTP on
+//!   8080) — one Deployment each in Kubernetes, or all in one process, the monolithic mode;
 //! - `mailroom migrate` applies every service's migrations and exits (the Helm hook Job);
-//! - `mailroom dev` runs every built service against local dependencies with demo data;
+//! - `mailroom dev` runs every built service and the console against local dependencies with
+//!   demo data;
 //! - `mailroom ctl …` is the admin CLI over the gRPC APIs;
 //! - `mailroom keygen` prints a new token-signing key (`--sealing ID`: a secrets-at-rest key);
 //! - `mailroom health ENDPOINT…` checks services' gRPC health (the chart's `helm test`).
@@ -29,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve services: a comma-separated list (identity) or `all`.
+    /// Serve services: a comma-separated list of identity, access, mailboxes, sync,
+    /// invitations, web (the console), or `all`.
     Serve {
         #[arg(value_name = "SERVICES")]
         services: String,

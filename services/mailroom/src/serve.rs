@@ -1,5 +1,6 @@
 //! Hosting services in this process: which exist, their ports, and running them until a
-//! shutdown signal, with their relays.
+//! shutdown signal, with their relays. The five gRPC services and the web console (HTTP),
+//! which calls them.
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,7 @@ use mailroom_platform::config::{self, PlatformConfig};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-/// The services this build can serve: all five of the design.
+/// The services this build can serve: the five of the design, and the web console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Identity,
@@ -17,6 +18,8 @@ pub enum Service {
     Mailboxes,
     Sync,
     Invitations,
+    /// The web console (HTTP, no database): it calls the other five, so it comes last.
+    Web,
 }
 
 impl Service {
@@ -26,6 +29,7 @@ impl Service {
         Service::Mailboxes,
         Service::Sync,
         Service::Invitations,
+        Service::Web,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +39,7 @@ impl Service {
             Service::Mailboxes => "mailboxes",
             Service::Sync => "sync",
             Service::Invitations => "invitations",
+            Service::Web => "web",
         }
     }
 
@@ -60,11 +65,17 @@ impl Service {
                 mailroom_invitations::DEFAULT_PORT,
                 mailroom_invitations::DEFAULT_METRICS_PORT,
             ),
+            Service::Web => (
+                mailroom_web::DEFAULT_PORT,
+                mailroom_web::DEFAULT_METRICS_PORT,
+            ),
         }
     }
 
-    fn schema(self) -> (&'static str, &'static sqlx::migrate::Migrator) {
-        match self {
+    /// The service's database schema and migrations; `None` for the web console, which owns
+    /// no data.
+    fn schema(self) -> Option<(&'static str, &'static sqlx::migrate::Migrator)> {
+        Some(match self {
             Service::Identity => (mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS),
             Service::Access => (mailroom_access::SCHEMA, &mailroom_access::MIGRATIONS),
             Service::Mailboxes => (mailroom_mailboxes::SCHEMA, &mailroom_mailboxes::MIGRATIONS),
@@ -73,11 +84,13 @@ impl Service {
                 mailroom_invitations::SCHEMA,
                 &mailroom_invitations::MIGRATIONS,
             ),
-        }
+            Service::Web => return None,
+        })
     }
 }
 
-/// Parses `identity,access` or `all`.
+/// Parses `identity,access` or `all`. The web console, when named, is hosted last whatever
+/// the order given.
 pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
     if list.trim() == "all" {
         return Ok(Service::ALL.to_vec());
@@ -90,8 +103,9 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
             "mailboxes" => Service::Mailboxes,
             "sync" => Service::Sync,
             "invitations" => Service::Invitations,
+            "web" => Service::Web,
             other => {
-                bail!("unknown service `{other}`; known: identity, access, mailboxes, sync, invitations (or `all`)")
+                bail!("unknown service `{other}`; known: identity, access, mailboxes, sync, invitations, web (or `all`)")
             }
         };
         if !out.contains(&service) {
@@ -101,6 +115,8 @@ pub fn parse_services(list: &str) -> anyhow::Result<Vec<Service>> {
     if out.is_empty() {
         bail!("name at least one service, or `all`");
     }
+    // Hosted after its peers, so they listen by the time the first page calls them.
+    out.sort_by_key(|s| *s == Service::Web);
     Ok(out)
 }
 
@@ -110,7 +126,7 @@ struct Ports {
     metrics_port: Option<u16>,
 }
 
-/// A service's gRPC and metrics addresses (`MAILROOM_<SERVICE>__PORT`, `…__METRICS_PORT`).
+/// A service's gRPC (the web console's HTTP) and metrics addresses (`MAILROOM_<SERVICE>__PORT`, `…__METRICS_PORT`).
 pub fn addresses(
     figment: &Figment,
     platform: &PlatformConfig,
@@ -151,6 +167,8 @@ pub struct Running {
     pub endpoints: Vec<(Service, SocketAddr, SocketAddr)>,
     pub identity: Option<std::sync::Arc<mailroom_identity::Identity>>,
     pub mailboxes: Option<std::sync::Arc<mailroom_mailboxes::Mailboxes>>,
+    /// Where people open the web console, when this process hosts it.
+    pub web_url: Option<String>,
     shutdown: CancellationToken,
 }
 
@@ -183,6 +201,7 @@ pub async fn start(
     let mut endpoints = Vec::new();
     let mut identity = None;
     let mut mailboxes = None;
+    let mut web_url = None;
     // Services in one process share identity's verifier when identity is among them.
     let mut shared_verifier: Option<mailroom_platform::auth::TokenVerifier> = None;
     for service in services {
@@ -245,6 +264,30 @@ pub async fn start(
             Service::Invitations => {
                 host!(start!(mailroom_invitations, "invitations"), "invitations")
             }
+            Service::Web => {
+                let config: mailroom_web::WebConfig = config::section(figment, "web")?;
+                let started = mailroom_web::start_on_port(platform, config, grpc_addr.port())
+                    .await
+                    .context("web did not start")?;
+                let listener = tokio::net::TcpListener::bind(grpc_addr)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "the web console cannot listen on {grpc_addr} (another program may hold the port: set MAILROOM_WEB__PORT to a free one)"
+                        )
+                    })?;
+                let url = console_url(platform, grpc_addr);
+                tracing::info!(%url, "web console");
+                web_url = Some(url);
+                let platform = platform.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    started
+                        .run(listener, &platform, shutdown)
+                        .await
+                        .context("web HTTP server")
+                });
+            }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
         endpoints.push((*service, grpc_addr, metrics_addr));
@@ -254,8 +297,22 @@ pub async fn start(
         endpoints,
         identity,
         mailboxes,
+        web_url,
         shutdown,
     })
+}
+
+/// Where people open the console: the public URL when set, else the address it listens on
+/// (the loopback one when it listens on every address).
+fn console_url(platform: &PlatformConfig, addr: SocketAddr) -> String {
+    if let Some(base) = platform.public_base() {
+        return format!("{base}/");
+    }
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}/")
 }
 
 pub async fn migrate(list: &str) -> anyhow::Result<()> {
@@ -263,7 +320,9 @@ pub async fn migrate(list: &str) -> anyhow::Result<()> {
     let figment = config::sources();
     let platform = PlatformConfig::load(&figment)?;
     for service in services {
-        let (schema, migrations) = service.schema();
+        let Some((schema, migrations)) = service.schema() else {
+            continue;
+        };
         let pool = mailroom_platform::db::connect(&platform.database_url, schema, 2).await?;
         mailroom_platform::db::migrate(&pool, schema, migrations).await?;
         println!("migrated {}", service.name());
@@ -284,8 +343,23 @@ mod tests {
                 Service::Access,
                 Service::Mailboxes,
                 Service::Sync,
-                Service::Invitations
+                Service::Invitations,
+                Service::Web
             ]
+        );
+        assert_eq!(parse_services("web").unwrap(), vec![Service::Web]);
+        assert_eq!(
+            parse_services("web,identity").unwrap(),
+            vec![Service::Identity, Service::Web],
+            "the console is hosted after its peers"
+        );
+        assert!(Service::Web.schema().is_none(), "migrate skips the console");
+        assert_eq!(
+            Service::Web.default_ports(),
+            (
+                mailroom_web::DEFAULT_PORT,
+                mailroom_web::DEFAULT_METRICS_PORT
+            )
         );
         assert_eq!(
             parse_services("identity, identity, invitations").unwrap(),
@@ -293,6 +367,7 @@ mod tests {
         );
         let err = parse_services("identity,invites").unwrap_err().to_string();
         assert!(err.contains("unknown service `invites`"), "{err}");
+        assert!(err.contains("web"), "{err}");
         assert!(parse_services("mail").is_err());
         assert!(parse_services("").is_err());
     }

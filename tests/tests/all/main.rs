@@ -33,3 +33,4 @@ mod sync_exactly_once;
 mod sync_found_by_use;
 mod tokens;
 mod unicode;
+mod web;

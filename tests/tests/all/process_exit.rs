@@ -114,7 +114,11 @@ impl Process {
             let at = SERVICES.iter().position(|s| *s == service).unwrap_or(0);
             format!("http://127.0.0.1:{}", ports[at])
         };
+        // The web console (HTTP, in `serve all` and `dev`) on a port of its own too, calling
+        // this process's services; it is not among `ports`, which answer gRPC health.
+        command.env("MAILROOM_WEB__PORT", free_port().to_string());
         for (service, peers) in [
+            ("web", &SERVICES[..]),
             ("access", &["identity"][..]),
             ("mailboxes", &["identity", "access"][..]),
             ("invitations", &["identity", "access"][..]),

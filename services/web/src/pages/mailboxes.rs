@@ -1,9 +1,1416 @@
-//! The mailboxes pages (not built yet).
+//! "Manage user mailboxes" (`/mailboxes`): the list with its filter bar, saved columns (⚙),
+//! sorting and keyset pages; each row's sync now, edit, transfer and disconnect; connecting
+//! one mailbox or many. Everything is the registry's (`ListMailboxes` and friends) asked as
+//! the signed-in person; which controls a row shows is one `CheckBulk` for the rows shown.
+//! The query string is the page's whole state, so every view is a link and works without
+//! JavaScript; `enhance.js` swaps only `#mailbox-table` when it can.
 
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::Router;
+use mailroom_proto::access::v1 as apb;
+use mailroom_proto::identity::v1 as ipb;
+use mailroom_proto::mailboxes::v1 as pb;
 
+use crate::auth::SignedIn;
+use crate::errors::WebError;
+use crate::filter::{self, BadField, Fields};
+use crate::page::{render, render_status, see_other, Chrome};
 use crate::state::AppState;
+
+/// Columns a person may choose, in the registry's order (`ListView.columns`).
+const COLUMNS: &[&str] = &[
+    "employee",
+    "email",
+    "name",
+    "sender_name",
+    "last_sync_time",
+    "sync_state",
+    "unread_count",
+    "message_count",
+    "disk_mb",
+    "in_crm",
+    "crm_queue",
+    "access_by",
+];
+
+/// How many earlier pages "Previous" remembers.
+const PREV_MAX: usize = 20;
+/// At most this many mailboxes connected in one go (the registry's limit).
+const MANY_MAX: usize = 100;
+/// The fragment `enhance.js` asks for.
+const TABLE_ID: &str = "mailbox-table";
+
+/// A form's or query's `key=value` pairs, repeated keys kept.
+#[derive(Debug, Default, Clone)]
+struct Pairs(Vec<(String, String)>);
+
+impl Pairs {
+    fn parse(text: &[u8]) -> Pairs {
+        Pairs(serde_urlencoded::from_bytes(text).unwrap_or_default())
+    }
+
+    fn get(&self, key: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+}
+
+/// The filter inputs' query names, in the form's order.
+const FIELD_KEYS: &[&str] = &[
+    "address",
+    "mailbox",
+    "owner",
+    "days",
+    "crm",
+    "disk_min",
+    "disk_max",
+    "sender",
+    "access_by",
+    "crm_queue",
+    "f",
+];
+
+/// The list's state, as the query string carries it.
+#[derive(Debug, Clone, Default)]
+struct ListState {
+    /// As typed (`access_by`, `crm_queue` may be addresses).
+    fields: Fields,
+    sort: String,
+    page: String,
+    prev: Vec<String>,
+}
+
+impl ListState {
+    fn from_pairs(q: &Pairs) -> ListState {
+        ListState {
+            fields: Fields {
+                address: q.get("address"),
+                mailbox: q.get("mailbox"),
+                owner: q.get("owner"),
+                days: q.get("days"),
+                crm: q.get("crm"),
+                disk_min: q.get("disk_min"),
+                disk_max: q.get("disk_max"),
+                sender: q.get("sender"),
+                access_by: q.get("access_by"),
+                crm_queue: q.get("crm_queue"),
+                advanced: q.get("f"),
+            },
+            sort: q.get("sort"),
+            page: q.get("page"),
+            prev: q.all("prev").into_iter().take(PREV_MAX).collect(),
+        }
+    }
+
+    fn field_pairs(&self) -> Vec<(&'static str, String)> {
+        let f = &self.fields;
+        let values = [
+            &f.address,
+            &f.mailbox,
+            &f.owner,
+            &f.days,
+            &f.crm,
+            &f.disk_min,
+            &f.disk_max,
+            &f.sender,
+            &f.access_by,
+            &f.crm_queue,
+            &f.advanced,
+        ];
+        FIELD_KEYS
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// `/mailboxes?…` with this filter, `sort`, and the page `page` reached through `prev`.
+    fn href(&self, sort: &str, page: &str, prev: &[String]) -> String {
+        let mut pairs = self.field_pairs();
+        if !sort.is_empty() {
+            pairs.push(("sort", sort.to_owned()));
+        }
+        if !page.is_empty() {
+            pairs.push(("page", page.to_owned()));
+            for p in prev {
+                pairs.push(("prev", p.clone()));
+            }
+        }
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        if query.is_empty() {
+            "/mailboxes".into()
+        } else {
+            format!("/mailboxes?{query}")
+        }
+    }
+}
+
+/// A column header: its label, and its sort link when it sorts.
+struct Header {
+    key: &'static str,
+    label: String,
+    href: Option<String>,
+    /// `ascending`/`descending` on the sorted column.
+    aria_sort: Option<&'static str>,
+}
+
+/// One cell of a row, by what it shows.
+enum Cell {
+    Owner { name: String, dismissed: bool },
+    Text(String),
+    Num(String),
+    Synced { text: String, iso: String },
+}
+
+struct Row {
+    id: String,
+    email: String,
+    unread: i64,
+    /// "12 unread", in the page's language.
+    unread_label: String,
+    cells: Vec<Cell>,
+    modify: bool,
+    sync: bool,
+    read: bool,
+}
+
+impl Row {
+    fn any_action(&self) -> bool {
+        self.modify || self.sync || self.read
+    }
+}
+
+/// What the table block shows (the page and the fragment share it).
+struct Table {
+    headers: Vec<Header>,
+    rows: Vec<Row>,
+    /// "About 200,000 mailboxes" when the registry estimated.
+    caption: String,
+    next_href: Option<String>,
+    prev_href: Option<String>,
+    first_href: Option<String>,
+    /// Where a row's forms come back to.
+    back: String,
+}
+
+/// A filter input with its message when it could not be used.
+#[derive(Default)]
+struct FieldErrors {
+    days: Option<String>,
+    disk_min: Option<String>,
+    disk_max: Option<String>,
+    access_by: Option<String>,
+    crm_queue: Option<String>,
+    advanced: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes/list.html")]
+struct ListPage {
+    chrome: Chrome,
+    state: ListState,
+    errors: FieldErrors,
+    table: Table,
+    /// The saved columns, for the ⚙ form.
+    chosen: Vec<(&'static str, String, bool)>,
+    can_connect: bool,
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes/fragment.html")]
+struct TableFragment {
+    chrome: Chrome,
+    table: Table,
+}
+
+fn column_label(chrome: &Chrome, key: &str) -> String {
+    chrome.t(&format!("mailboxes-col-{}", key.replace('_', "-")))
+}
+
+fn sync_state_label(chrome: &Chrome, state: i32) -> String {
+    let key = match pb::SyncState::try_from(state).unwrap_or(pb::SyncState::Unspecified) {
+        pb::SyncState::Unspecified => return String::new(),
+        pb::SyncState::Pending => "mailboxes-state-pending",
+        pb::SyncState::Ok => "mailboxes-state-ok",
+        pb::SyncState::Syncing => "mailboxes-state-syncing",
+        pb::SyncState::AuthFailed => "mailboxes-state-auth-failed",
+        pb::SyncState::Error => "mailboxes-state-error",
+    };
+    chrome.t(key)
+}
+
+/// A user id, or the id of the one person whose login or contact address is `text`.
+async fn resolve_user(signed: &SignedIn, text: &str) -> Result<Option<String>, WebError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if uuid::Uuid::parse_str(text).is_ok() {
+        return Ok(Some(text.to_owned()));
+    }
+    let message = ipb::ListUsersRequest {
+        page_size: 20,
+        page_token: String::new(),
+        filter: format!("email : {}", filter::quote(&text.to_lowercase())),
+        order_by: String::new(),
+    };
+    let answer = signed
+        .clients
+        .identity
+        .call(message, |mut raw, request| async move {
+            raw.list_users(request).await
+        })
+        .await
+        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
+    Ok(answer
+        .users
+        .into_iter()
+        .find(|u| {
+            u.login_email.eq_ignore_ascii_case(text) || u.contact_email.eq_ignore_ascii_case(text)
+        })
+        .map(|u| u.id))
+}
+
+/// Names of the users `ids` (distinct), one `GetUser` each, at once; an unknown one keeps
+/// its id.
+async fn user_names(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, String> {
+    let lookups = ids.into_iter().take(200).map(|id| async move {
+        let message = ipb::GetUserRequest { id: id.clone() };
+        let name = signed
+            .clients
+            .identity
+            .call(message, |mut raw, request| async move {
+                raw.get_user(request).await
+            })
+            .await
+            .ok()
+            .map(|u| format!("{} {}", u.first_name, u.last_name).trim().to_owned())
+            .filter(|n| !n.is_empty());
+        (id, name)
+    });
+    futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .filter_map(|(id, name)| name.map(|n| (id, n)))
+        .collect()
+}
+
+/// `(modify, sync, read_mail)` per mailbox, in one `CheckBulk`; nothing allowed when access
+/// control does not answer (the services decide every action anyway).
+async fn row_permissions(signed: &SignedIn, ids: &[String]) -> Vec<(bool, bool, bool)> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let subject = Some(apb::SubjectRef {
+        object: Some(apb::ObjectRef {
+            r#type: "user".into(),
+            id: signed.session.user_id.to_string(),
+        }),
+        relation: String::new(),
+    });
+    const PERMISSIONS: [&str; 3] = ["mailbox.modify", "mailbox.sync", "mailbox.read_mail"];
+    let checks = ids
+        .iter()
+        .flat_map(|id| {
+            let subject = subject.clone();
+            PERMISSIONS.iter().map(move |p| apb::CheckRequest {
+                subject: subject.clone(),
+                permission: (*p).into(),
+                resource: Some(apb::ObjectRef {
+                    r#type: "mailbox".into(),
+                    id: id.clone(),
+                }),
+                at_least_as_fresh_as: None,
+                explain: false,
+            })
+        })
+        .collect();
+    let message = apb::CheckBulkRequest {
+        checks,
+        at_least_as_fresh_as: None,
+    };
+    match signed
+        .clients
+        .access
+        .call(message, |mut raw, request| async move {
+            raw.check_bulk(request).await
+        })
+        .await
+    {
+        Ok(answer) => {
+            let allowed = |i: usize| answer.results.get(i).is_some_and(|r| r.allowed);
+            (0..ids.len())
+                .map(|r| (allowed(3 * r), allowed(3 * r + 1), allowed(3 * r + 2)))
+                .collect()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "row permissions unknown; showing no controls");
+            vec![(false, false, false); ids.len()]
+        }
+    }
+}
+
+async fn list_view(signed: &SignedIn) -> Result<pb::ListView, WebError> {
+    signed
+        .clients
+        .mailboxes
+        .call(pb::GetListViewRequest {}, |mut raw, request| async move {
+            raw.get_list_view(request).await
+        })
+        .await
+        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))
+}
+
+fn known_columns(columns: &[String]) -> Vec<&'static str> {
+    // The address is each row's header, so it comes first.
+    std::iter::once("email")
+        .chain(
+            COLUMNS
+                .iter()
+                .copied()
+                .filter(|c| *c != "email" && columns.iter().any(|x| x == c)),
+        )
+        .collect()
+}
+
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let pairs = Pairs::parse(query.unwrap_or_default().as_bytes());
+    let mut list_state = ListState::from_pairs(&pairs);
+    let view = list_view(&signed).await?;
+    // A first visit opens the saved view's filter and order.
+    let fresh = !FIELD_KEYS.iter().any(|k| pairs.has(k)) && !pairs.has("sort");
+    if fresh {
+        list_state.fields.advanced = view.filter.clone();
+        list_state.sort = view.order_by.clone();
+    }
+    let columns = known_columns(&view.columns);
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    let mut errors = FieldErrors::default();
+
+    // People typed by address become ids.
+    let mut resolved = list_state.fields.clone();
+    let nobody = |chrome: &Chrome| Some(chrome.t("mailboxes-filter-nobody"));
+    match resolve_user(&signed, &list_state.fields.access_by).await? {
+        Some(id) => resolved.access_by = id,
+        None if !list_state.fields.access_by.trim().is_empty() => errors.access_by = nobody(&chrome),
+        None => {}
+    }
+    match resolve_user(&signed, &list_state.fields.crm_queue).await? {
+        Some(id) => resolved.crm_queue = id,
+        None if !list_state.fields.crm_queue.trim().is_empty() => errors.crm_queue = nobody(&chrome),
+        None => {}
+    }
+    let composed = match resolved.compose() {
+        Ok(f) => Some(f),
+        Err(bad) => {
+            let message = Some(chrome.t("mailboxes-filter-number"));
+            match bad {
+                BadField::Days => errors.days = message,
+                BadField::DiskMin => errors.disk_min = message,
+                BadField::DiskMax => errors.disk_max = message,
+            }
+            None
+        }
+    };
+    let order = filter::order_by(&list_state.sort);
+    let order_by = order
+        .as_ref()
+        .map(|(k, d)| if *d { format!("{k} desc") } else { k.clone() })
+        .unwrap_or_default();
+
+    let mut answer = pb::ListMailboxesResponse::default();
+    let blocked = errors.access_by.is_some() || errors.crm_queue.is_some();
+    if let (Some(filter_text), false) = (composed, blocked) {
+        let mut mask: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+        mask.extend(["email", "unread_count", "last_sync_time"].map(String::from));
+        let message = pb::ListMailboxesRequest {
+            page_size: if view.page_size > 0 { view.page_size } else { 50 },
+            page_token: list_state.page.clone(),
+            filter: filter_text,
+            order_by: order_by.clone(),
+            read_mask: Some(prost_types::FieldMask { paths: mask }),
+            org_id: String::new(),
+        };
+        match signed
+            .clients
+            .mailboxes
+            .call(message, |mut raw, request| async move {
+                raw.list_mailboxes(request).await
+            })
+            .await
+        {
+            Ok(a) => answer = a,
+            Err(e) if e.code() == Some(tonic::Code::InvalidArgument) => {
+                errors.advanced = Some(e.sentence());
+            }
+            Err(e) => return Err(WebError::from_peer(e, &signed.ctx.path)),
+        }
+    }
+    let failed = errors.days.is_some()
+        || errors.disk_min.is_some()
+        || errors.disk_max.is_some()
+        || errors.access_by.is_some()
+        || errors.crm_queue.is_some()
+        || errors.advanced.is_some();
+
+    let ids: Vec<String> = answer.mailboxes.iter().map(|m| m.id.clone()).collect();
+    let people: Vec<String> = {
+        let mut set: Vec<String> = Vec::new();
+        if columns.contains(&"access_by") || columns.contains(&"crm_queue") {
+            for m in &answer.mailboxes {
+                let queue = m.crm.as_ref().map(|c| c.queue_user_ids.as_slice());
+                for id in m
+                    .access_by_user_ids
+                    .iter()
+                    .chain(queue.unwrap_or_default())
+                {
+                    if !set.contains(id) {
+                        set.push(id.clone());
+                    }
+                }
+            }
+        }
+        set
+    };
+    let (permissions, names) =
+        futures::join!(row_permissions(&signed, &ids), user_names(&signed, people));
+    let name_of = |id: &String| names.get(id).cloned().unwrap_or_else(|| id.clone());
+
+    let rows: Vec<Row> = answer
+        .mailboxes
+        .iter()
+        .zip(permissions.iter().copied().chain(std::iter::repeat((false, false, false))))
+        .map(|(m, (modify, sync, read))| {
+            let cells = columns
+                .iter()
+                .filter(|c| **c != "email")
+                .map(|c| match *c {
+                    "employee" => Cell::Owner {
+                        name: m.owner_display_name.clone(),
+                        dismissed: m.owner_dismissed,
+                    },
+                    "name" => Cell::Text(m.name.clone()),
+                    "sender_name" => Cell::Text(m.sender_name.clone()),
+                    "last_sync_time" => Cell::Synced {
+                        text: chrome.time(&m.last_sync_time),
+                        iso: chrome.time_iso(&m.last_sync_time),
+                    },
+                    "sync_state" => Cell::Text(sync_state_label(&chrome, m.sync_state)),
+                    "unread_count" => Cell::Num(m.unread_count.to_string()),
+                    "message_count" => Cell::Num(m.message_count.to_string()),
+                    "disk_mb" => Cell::Num(format!("{:.1}", m.disk_mb)),
+                    "in_crm" => Cell::Text(
+                        if m.crm.as_ref().is_some_and(|c| c.in_crm) {
+                            chrome.t("mailboxes-yes")
+                        } else {
+                            chrome.t("mailboxes-no")
+                        },
+                    ),
+                    "crm_queue" => Cell::Text(
+                        m.crm
+                            .as_ref()
+                            .map(|c| {
+                                c.queue_user_ids
+                                    .iter()
+                                    .map(name_of)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    "access_by" => Cell::Text(
+                        m.access_by_user_ids
+                            .iter()
+                            .map(name_of)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    _ => Cell::Text(String::new()),
+                })
+                .collect();
+            Row {
+                id: m.id.clone(),
+                email: m.email.clone(),
+                unread: m.unread_count,
+                unread_label: chrome.tn("mailboxes-unread", "count", m.unread_count),
+                cells,
+                modify,
+                sync,
+                read,
+            }
+        })
+        .collect();
+
+    let headers = columns
+        .iter()
+        .map(|c| {
+            let key = filter::sort_key(c);
+            let (href, aria_sort) = match key {
+                Some(key) => {
+                    let current = order.as_ref().filter(|(k, _)| k == key);
+                    let (next, aria) = match current {
+                        Some((_, false)) => (format!("{key} desc"), Some("ascending")),
+                        Some((_, true)) => (key.to_owned(), Some("descending")),
+                        None => (key.to_owned(), None),
+                    };
+                    (Some(list_state.href(&next, "", &[])), aria)
+                }
+                None => (None, None),
+            };
+            Header {
+                key: c,
+                label: column_label(&chrome, c),
+                href,
+                aria_sort,
+            }
+        })
+        .collect();
+
+    let sort_for_links = order_by.clone();
+    let next_href = (!answer.next_page_token.is_empty()).then(|| {
+        let mut prev = list_state.prev.clone();
+        prev.push(list_state.page.clone());
+        if prev.len() > PREV_MAX {
+            prev.remove(0);
+        }
+        list_state.href(&sort_for_links, &answer.next_page_token, &prev)
+    });
+    let prev_href = (!list_state.page.is_empty()).then(|| {
+        let mut prev = list_state.prev.clone();
+        let page = prev.pop().unwrap_or_default();
+        list_state.href(&sort_for_links, &page, &prev)
+    });
+    let first_href = (list_state.prev.len() > 1 || (list_state.prev.is_empty() && !list_state.page.is_empty()))
+        .then(|| list_state.href(&sort_for_links, "", &[]));
+    let can_connect = signed.session.admin
+        || rows.iter().any(|r| r.modify)
+        || (rows.is_empty() && composed_is_empty(&list_state) && list_state.page.is_empty());
+    let table = Table {
+        headers,
+        rows,
+        caption: if answer.total_size_is_estimate {
+            chrome.tn("mailboxes-total-about", "count", answer.total_size.into())
+        } else {
+            chrome.tn("mailboxes-total", "count", answer.total_size.into())
+        },
+        next_href,
+        prev_href,
+        first_href,
+        back: list_state.href(&sort_for_links, &list_state.page, &list_state.prev),
+    };
+    let status = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    if signed.ctx.fragment.as_deref() == Some(TABLE_ID) && !failed {
+        return render(&TableFragment { chrome, table });
+    }
+    let chosen = COLUMNS
+        .iter()
+        .map(|c| (*c, column_label(&chrome, c), columns.contains(c)))
+        .collect();
+    render_status(
+        status,
+        &ListPage {
+            chrome,
+            state: list_state,
+            errors,
+            table,
+            chosen,
+            can_connect,
+        },
+    )
+}
+
+fn composed_is_empty(state: &ListState) -> bool {
+    state.field_pairs().is_empty()
+}
+
+/// A local `/mailboxes…` address to come back to, else the list.
+fn back_of(form: &Pairs) -> String {
+    let back = form.get("back");
+    match crate::util::safe_next(&back) {
+        Some(b) if b == "/mailboxes" || b.starts_with("/mailboxes?") => b.to_owned(),
+        _ => "/mailboxes".into(),
+    }
+}
+
+/// `back` with `?notice=key` (any earlier notice dropped).
+fn with_notice(back: &str, key: &str) -> String {
+    let (path, query) = back.split_once('?').unwrap_or((back, ""));
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    pairs.retain(|(k, _)| k != "notice");
+    pairs.push(("notice".into(), key.into()));
+    format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    )
+}
+
+#[tracing::instrument(skip_all)]
+async fn save_view(signed: SignedIn, body: Bytes) -> Result<Response, WebError> {
+    let form = Pairs::parse(&body);
+    let back = back_of(&form);
+    let mut view = list_view(&signed).await?;
+    let picked = form.all("col");
+    let mut columns: Vec<String> = COLUMNS
+        .iter()
+        .filter(|c| picked.iter().any(|p| p == *c))
+        .map(|c| (*c).to_owned())
+        .collect();
+    if !columns.iter().any(|c| c == "email") {
+        columns.insert(0, "email".into());
+    }
+    view.columns = columns;
+    signed
+        .clients
+        .mailboxes
+        .call(
+            pb::UpdateListViewRequest { view: Some(view) },
+            |mut raw, request| async move { raw.update_list_view(request).await },
+        )
+        .await
+        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
+    Ok(see_other(&with_notice(&back, "columns-saved")))
+}
+
+#[tracing::instrument(skip_all)]
+async fn sync_now(
+    signed: SignedIn,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let form = Pairs::parse(&body);
+    let back = back_of(&form);
+    signed
+        .clients
+        .mailboxes
+        .call(pb::SyncMailboxNowRequest { id }, |mut raw, request| async move {
+            raw.sync_mailbox_now(request).await
+        })
+        .await
+        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
+    Ok(see_other(&with_notice(&back, "sync-queued")))
+}
+
+async fn get_mailbox(signed: &SignedIn, id: &str) -> Result<pb::Mailbox, WebError> {
+    signed
+        .clients
+        .mailboxes
+        .call(
+            pb::GetMailboxRequest { id: id.to_owned() },
+            |mut raw, request| async move { raw.get_mailbox(request).await },
+        )
+        .await
+        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))
+}
+
+/// A server's settings as the forms show them.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ServerForm {
+    host: String,
+    port: String,
+    security: String,
+    username: String,
+}
+
+impl ServerForm {
+    fn of(s: Option<&pb::ServerSettings>) -> ServerForm {
+        let Some(s) = s else {
+            return ServerForm::default();
+        };
+        ServerForm {
+            host: s.host.clone(),
+            port: if s.port > 0 {
+                s.port.to_string()
+            } else {
+                String::new()
+            },
+            security: match pb::Security::try_from(s.security).unwrap_or(pb::Security::Tls) {
+                pb::Security::None => "none",
+                pb::Security::Starttls => "starttls",
+                _ => "tls",
+            }
+            .into(),
+            username: s.username.clone(),
+        }
+    }
+
+    fn from_form(form: &Pairs, prefix: &str) -> ServerForm {
+        ServerForm {
+            host: form.get(&format!("{prefix}_host")).trim().to_owned(),
+            port: form.get(&format!("{prefix}_port")).trim().to_owned(),
+            security: form.get(&format!("{prefix}_security")),
+            username: form.get(&format!("{prefix}_username")).trim().to_owned(),
+        }
+    }
+
+    fn defaults(port: &str) -> ServerForm {
+        ServerForm {
+            port: port.into(),
+            security: "tls".into(),
+            ..Default::default()
+        }
+    }
+
+    fn to_proto(&self) -> pb::ServerSettings {
+        pb::ServerSettings {
+            host: self.host.clone(),
+            port: self.port.parse().unwrap_or(0),
+            security: match self.security.as_str() {
+                "none" => pb::Security::None,
+                "starttls" => pb::Security::Starttls,
+                _ => pb::Security::Tls,
+            } as i32,
+            username: self.username.clone(),
+        }
+    }
+
+    fn is(&self, value: &str) -> bool {
+        self.security == value
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes/edit.html")]
+struct EditPage {
+    chrome: Chrome,
+    id: String,
+    email: String,
+    name: String,
+    sender_name: String,
+    imap: ServerForm,
+    smtp: ServerForm,
+    in_crm: bool,
+    queue: String,
+    error: Option<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn edit_page(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let m = get_mailbox(&signed, &id).await?;
+    let queue_ids = m
+        .crm
+        .as_ref()
+        .map(|c| c.queue_user_ids.clone())
+        .unwrap_or_default();
+    let queue = queue_emails(&signed, &queue_ids).await.join("\n");
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    render(&EditPage {
+        chrome,
+        id,
+        email: m.email.clone(),
+        name: m.name.clone(),
+        sender_name: m.sender_name.clone(),
+        imap: ServerForm::of(m.imap.as_ref()),
+        smtp: ServerForm::of(m.smtp.as_ref()),
+        in_crm: m.crm.as_ref().is_some_and(|c| c.in_crm),
+        queue,
+        error: None,
+    })
+}
+
+/// The queue's people by login address (their id when identity does not answer).
+async fn queue_emails(signed: &SignedIn, ids: &[String]) -> Vec<String> {
+    let lookups = ids.iter().map(|id| async move {
+        let message = ipb::GetUserRequest { id: id.clone() };
+        signed
+            .clients
+            .identity
+            .call(message, |mut raw, request| async move {
+                raw.get_user(request).await
+            })
+            .await
+            .map(|u| u.login_email)
+            .unwrap_or_else(|_| id.clone())
+    });
+    futures::future::join_all(lookups).await
+}
+
+#[tracing::instrument(skip_all)]
+async fn edit(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let form = Pairs::parse(&body);
+    let current = get_mailbox(&signed, &id).await?;
+    let name = form.get("name").trim().to_owned();
+    let sender_name = form.get("sender_name").trim().to_owned();
+    let imap = ServerForm::from_form(&form, "imap");
+    let smtp = ServerForm::from_form(&form, "smtp");
+    let password = form.get("password");
+    let in_crm = form.get("in_crm") == "on";
+    let queue_text = form.get("queue");
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    let again = |chrome: Chrome, error: String| EditPage {
+        chrome,
+        id: id.clone(),
+        email: current.email.clone(),
+        name: name.clone(),
+        sender_name: sender_name.clone(),
+        imap: imap.clone(),
+        smtp: smtp.clone(),
+        in_crm,
+        queue: queue_text.clone(),
+        error: Some(error),
+    };
+    let mut queue = Vec::new();
+    for line in queue_text.split(['\n', ',']).map(str::trim).filter(|l| !l.is_empty()) {
+        match resolve_user(&signed, line).await? {
+            Some(uid) => queue.push(uid),
+            None => {
+                let message = chrome.ts("mailboxes-nobody-with", "address", line);
+                return render_status(StatusCode::UNPROCESSABLE_ENTITY, &again(chrome, message));
+            }
+        }
+    }
+    let mut mask = Vec::new();
+    if name != current.name {
+        mask.push("name");
+    }
+    if sender_name != current.sender_name {
+        mask.push("sender_name");
+    }
+    if imap != ServerForm::of(current.imap.as_ref()) {
+        mask.push("imap");
+    }
+    if smtp != ServerForm::of(current.smtp.as_ref()) {
+        mask.push("smtp");
+    }
+    if !password.is_empty() {
+        mask.push("password");
+    }
+    let old_crm = current.crm.clone().unwrap_or_default();
+    if old_crm.in_crm != in_crm || old_crm.queue_user_ids != queue {
+        mask.push("crm");
+    }
+    if mask.is_empty() {
+        return Ok(see_other("/mailboxes?notice=nothing-changed"));
+    }
+    let message = pb::UpdateMailboxRequest {
+        mailbox: Some(pb::Mailbox {
+            id: id.clone(),
+            name: name.clone(),
+            sender_name: sender_name.clone(),
+            imap: Some(imap.to_proto()),
+            smtp: Some(smtp.to_proto()),
+            crm: Some(pb::CrmSettings {
+                in_crm,
+                queue_user_ids: queue,
+            }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: mask.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+        password,
+    };
+    match signed
+        .clients
+        .mailboxes
+        .call(message, |mut raw, request| async move {
+            raw.update_mailbox(request).await
+        })
+        .await
+    {
+        Ok(_) => Ok(see_other("/mailboxes?notice=mailbox-saved")),
+        Err(e) if is_fixable(&e) => {
+            render_status(StatusCode::UNPROCESSABLE_ENTITY, &again(chrome, e.sentence()))
+        }
+        Err(e) => Err(WebError::from_peer(e, &signed.ctx.path)),
+    }
+}
+
+/// A refusal the person can act on in the same form.
+fn is_fixable(e: &mailroom_clients::PeerError) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            tonic::Code::InvalidArgument
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::AlreadyExists
+                | tonic::Code::OutOfRange
+        )
+    )
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes/transfer.html")]
+struct TransferPage {
+    chrome: Chrome,
+    id: String,
+    email: String,
+    owner: String,
+    new_owner: String,
+    error: Option<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn transfer_page(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let m = get_mailbox(&signed, &id).await?;
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    render(&TransferPage {
+        chrome,
+        id,
+        email: m.email,
+        owner: m.owner_display_name,
+        new_owner: String::new(),
+        error: None,
+    })
+}
+
+#[tracing::instrument(skip_all)]
+async fn transfer(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let form = Pairs::parse(&body);
+    let new_owner = form.get("new_owner").trim().to_owned();
+    let m = get_mailbox(&signed, &id).await?;
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    let again = |chrome: Chrome, error: String| TransferPage {
+        chrome,
+        id: id.clone(),
+        email: m.email.clone(),
+        owner: m.owner_display_name.clone(),
+        new_owner: new_owner.clone(),
+        error: Some(error),
+    };
+    let Some(user) = resolve_user(&signed, &new_owner).await? else {
+        let message = chrome.ts("mailboxes-nobody-with", "address", &new_owner);
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &again(chrome, message));
+    };
+    let message = pb::TransferMailboxRequest {
+        id: id.clone(),
+        new_owner_user_id: user,
+    };
+    match signed
+        .clients
+        .mailboxes
+        .call(message, |mut raw, request| async move {
+            raw.transfer_mailbox(request).await
+        })
+        .await
+    {
+        Ok(_) => Ok(see_other("/mailboxes?notice=transferred")),
+        Err(e) if is_fixable(&e) => {
+            render_status(StatusCode::UNPROCESSABLE_ENTITY, &again(chrome, e.sentence()))
+        }
+        Err(e) => Err(WebError::from_peer(e, &signed.ctx.path)),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes/disconnect.html")]
+struct DisconnectPage {
+    chrome: Chrome,
+    id: String,
+    email: String,
+}
+
+#[tracing::instrument(skip_all)]
+async fn disconnect_page(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let m = get_mailbox(&signed, &id).await?;
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    render(&DisconnectPage {
+        chrome,
+        id,
+        email: m.email,
+    })
+}
+
+#[tracing::instrument(skip_all)]
+async fn disconnect(signed: SignedIn, Path(id): Path<String>) -> Result<Response, WebError> {
+    signed
+        .clients
+        .mailboxes
+        .call(
+            pb::DisconnectMailboxRequest { id },
+            |mut raw, request| async move { raw.disconnect_mailbox(request).await },
+        )
+        .await
+        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
+    Ok(see_other("/mailboxes?notice=disconnected"))
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes/connect.html")]
+struct ConnectPage {
+    chrome: Chrome,
+    email: String,
+    owner: String,
+    name: String,
+    sender_name: String,
+    imap: ServerForm,
+    smtp: ServerForm,
+    error: Option<String>,
+    checked: bool,
+}
+
+#[tracing::instrument(skip_all)]
+async fn connect_page(
+    State(state): State<AppState>,
+    signed: SignedIn,
+) -> Result<Response, WebError> {
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    render(&ConnectPage {
+        chrome,
+        email: String::new(),
+        owner: String::new(),
+        name: String::new(),
+        sender_name: String::new(),
+        imap: ServerForm::defaults("993"),
+        smtp: ServerForm::defaults("465"),
+        error: None,
+        checked: false,
+    })
+}
+
+#[tracing::instrument(skip_all)]
+async fn connect(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let form = Pairs::parse(&body);
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    let check_only = form.get("check") == "1";
+    let mut page = ConnectPage {
+        chrome,
+        email: form.get("email").trim().to_owned(),
+        owner: form.get("owner").trim().to_owned(),
+        name: form.get("name").trim().to_owned(),
+        sender_name: form.get("sender_name").trim().to_owned(),
+        imap: ServerForm::from_form(&form, "imap"),
+        smtp: ServerForm::from_form(&form, "smtp"),
+        error: None,
+        checked: false,
+    };
+    let owner = match resolve_user(&signed, &page.owner).await? {
+        Some(id) => id,
+        None if page.owner.is_empty() => String::new(),
+        None => {
+            page.error = Some(page.chrome.ts("mailboxes-nobody-with", "address", &page.owner));
+            return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+    };
+    let message = pb::ConnectMailboxRequest {
+        mailbox: Some(pb::Mailbox {
+            email: page.email.clone(),
+            owner_user_id: owner,
+            name: page.name.clone(),
+            sender_name: page.sender_name.clone(),
+            imap: Some(page.imap.to_proto()),
+            smtp: Some(page.smtp.to_proto()),
+            ..Default::default()
+        }),
+        password: form.get("password"),
+        validate_only: check_only,
+    };
+    match signed
+        .clients
+        .mailboxes
+        .call(message, |mut raw, request| async move {
+            raw.connect_mailbox(request).await
+        })
+        .await
+    {
+        Ok(_) if check_only => {
+            page.checked = true;
+            render(&page)
+        }
+        Ok(_) => Ok(see_other("/mailboxes?notice=connected")),
+        Err(e) if is_fixable(&e) || e.code() == Some(tonic::Code::PermissionDenied) => {
+            page.error = Some(e.sentence());
+            render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        }
+        Err(e) => Err(WebError::from_peer(e, &signed.ctx.path)),
+    }
+}
+
+/// One line's outcome of connecting several.
+struct ManyResult {
+    email: String,
+    ok: bool,
+    step: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "mailboxes/connect_many.html")]
+struct ConnectManyPage {
+    chrome: Chrome,
+    lines: String,
+    imap: ServerForm,
+    smtp: ServerForm,
+    error: Option<String>,
+    results: Vec<ManyResult>,
+    checked: bool,
+}
+
+impl ConnectManyPage {
+    fn summary(&self) -> String {
+        let connected = self.results.iter().filter(|r| r.ok).count() as i64;
+        let key = if self.checked {
+            "mailboxes-many-would"
+        } else {
+            "mailboxes-many-done"
+        };
+        self.chrome.tn(key, "count", connected)
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn connect_many_page(
+    State(state): State<AppState>,
+    signed: SignedIn,
+) -> Result<Response, WebError> {
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    render(&ConnectManyPage {
+        chrome,
+        lines: String::new(),
+        imap: ServerForm::defaults("993"),
+        smtp: ServerForm::defaults("465"),
+        error: None,
+        results: Vec::new(),
+        checked: false,
+    })
+}
+
+fn step_label(chrome: &Chrome, step: i32) -> String {
+    match pb::ConnectStep::try_from(step).unwrap_or(pb::ConnectStep::Unspecified) {
+        pb::ConnectStep::Imap => "IMAP".into(),
+        pb::ConnectStep::Smtp => "SMTP".into(),
+        pb::ConnectStep::Request => chrome.t("mailboxes-step-request"),
+        pb::ConnectStep::Unspecified => String::new(),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn connect_many(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    body: Bytes,
+) -> Result<Response, WebError> {
+    let form = Pairs::parse(&body);
+    let chrome = Chrome::signed_in(&state, &signed).await;
+    let check_only = form.get("check") == "1";
+    let mut page = ConnectManyPage {
+        chrome,
+        lines: form.get("lines"),
+        imap: ServerForm::from_form(&form, "imap"),
+        smtp: ServerForm::from_form(&form, "smtp"),
+        error: None,
+        results: Vec::new(),
+        checked: check_only,
+    };
+    let lines: Vec<Vec<String>> = page
+        .lines
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let bad_line = lines.iter().position(|w| w.len() < 2 || w.len() > 3);
+    if lines.is_empty() || lines.len() > MANY_MAX || bad_line.is_some() {
+        page.error = Some(match bad_line {
+            Some(i) => page.chrome.tn("mailboxes-many-bad-line", "line", i as i64 + 1),
+            None => page.chrome.tn("mailboxes-many-count", "max", MANY_MAX as i64),
+        });
+        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut mailboxes = Vec::with_capacity(lines.len());
+    for words in &lines {
+        let owner = match words.get(2) {
+            Some(text) => match owners.get(text) {
+                Some(id) => id.clone(),
+                None => match resolve_user(&signed, text).await? {
+                    Some(id) => {
+                        owners.insert(text.clone(), id.clone());
+                        id
+                    }
+                    None => {
+                        page.error =
+                            Some(page.chrome.ts("mailboxes-nobody-with", "address", text));
+                        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+                    }
+                },
+            },
+            None => String::new(),
+        };
+        mailboxes.push(pb::MailboxCredentials {
+            email: words[0].clone(),
+            password: words[1].clone(),
+            owner_user_id: owner,
+            name: String::new(),
+            sender_name: String::new(),
+        });
+    }
+    let message = pb::ConnectMailboxesRequest {
+        imap: Some(page.imap.to_proto()),
+        smtp: Some(page.smtp.to_proto()),
+        mailboxes,
+        validate_only: check_only,
+    };
+    match signed
+        .clients
+        .mailboxes
+        .call(message, |mut raw, request| async move {
+            raw.connect_mailboxes(request).await
+        })
+        .await
+    {
+        Ok(answer) => {
+            page.results = answer
+                .results
+                .into_iter()
+                .map(|r| ManyResult {
+                    ok: r.error.is_empty() && r.mailbox.is_some(),
+                    step: step_label(&page.chrome, r.failed_step),
+                    email: r.email,
+                    error: r.error,
+                })
+                .collect();
+            // The passwords are never written back into the page.
+            page.lines = String::new();
+            render(&page)
+        }
+        Err(e) if is_fixable(&e) || e.code() == Some(tonic::Code::PermissionDenied) => {
+            page.error = Some(e.sentence());
+            render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        }
+        Err(e) => Err(WebError::from_peer(e, &signed.ctx.path)),
+    }
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/mailboxes", get(list))
+        .route("/mailboxes/view", post(save_view))
+        .route("/mailboxes/connect", get(connect_page).post(connect))
+        .route(
+            "/mailboxes/connect/many",
+            get(connect_many_page).post(connect_many),
+        )
+        .route("/mailboxes/{id}/sync", post(sync_now))
+        .route("/mailboxes/{id}/edit", get(edit_page).post(edit))
+        .route("/mailboxes/{id}/transfer", get(transfer_page).post(transfer))
+        .route(
+            "/mailboxes/{id}/disconnect",
+            get(disconnect_page).post(disconnect),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_is_the_state_and_links_keep_it() {
+        let q = Pairs::parse(b"address=ann&crm=yes&sort=email+desc&page=T2&prev=&prev=T1");
+        let s = ListState::from_pairs(&q);
+        assert_eq!(s.fields.address, "ann");
+        assert_eq!(s.sort, "email desc");
+        assert_eq!(s.prev, vec!["".to_owned(), "T1".to_owned()]);
+        assert_eq!(
+            s.href("email", "", &[]),
+            "/mailboxes?address=ann&crm=yes&sort=email"
+        );
+        assert_eq!(
+            s.href("email", "T3", &["".into(), "T1".into()]),
+            "/mailboxes?address=ann&crm=yes&sort=email&page=T3&prev=&prev=T1"
+        );
+        assert_eq!(ListState::default().href("", "", &[]), "/mailboxes");
+    }
+
+    #[test]
+    fn the_previous_stack_is_bounded() {
+        let mut query = String::from("page=X");
+        for i in 0..50 {
+            query.push_str(&format!("&prev=P{i}"));
+        }
+        let s = ListState::from_pairs(&Pairs::parse(query.as_bytes()));
+        assert_eq!(s.prev.len(), PREV_MAX);
+    }
+
+    #[test]
+    fn forms_come_back_only_to_the_list() {
+        let back = |v: &str| back_of(&Pairs(vec![("back".into(), v.into())]));
+        assert_eq!(back("/mailboxes?sort=email"), "/mailboxes?sort=email");
+        assert_eq!(back("//evil.example/mailboxes"), "/mailboxes");
+        assert_eq!(back("/people"), "/mailboxes");
+        assert_eq!(back("/mailboxesx"), "/mailboxes");
+        assert_eq!(
+            with_notice("/mailboxes?sort=email&notice=old", "sync-queued"),
+            "/mailboxes?sort=email&notice=sync-queued"
+        );
+        assert_eq!(
+            with_notice("/mailboxes", "sync-queued"),
+            "/mailboxes?notice=sync-queued"
+        );
+    }
+
+    #[test]
+    fn the_address_column_is_always_shown() {
+        assert_eq!(
+            known_columns(&["disk_mb".into(), "bogus".into(), "employee".into()]),
+            vec!["email", "employee", "disk_mb"]
+        );
+    }
+
+    #[test]
+    fn templates_have_no_inline_script_or_style() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates/mailboxes");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("style="), "{path:?}");
+            assert!(!text.contains("<script"), "{path:?}");
+        }
+    }
 }
