@@ -73,6 +73,7 @@ minimal = {
         "mailboxesClientSecret": "chart-check-mailboxes",
         "syncClientSecret": "chart-check-sync",
         "invitationsClientSecret": "chart-check-invitations",
+        "webSessionKeys": "w1:bWFpbHJvb20tY2hhcnQtd2ViLXNlc3Npb24ta2V5MzI=",
     }
 }
 dev = yaml.safe_load(open("k8s/dev-values.yaml"))
@@ -81,6 +82,7 @@ everything = merge(minimal, {
     "prometheusRule": {"enabled": True},
     "dashboards": {"enabled": True},
     "config": {"otlpEndpoint": "http://otel-collector:4317", "trustedProxies": "10.0.0.0/8, fd00::/8"},
+    "web": {"enabled": True, "port": 8080, "metricsPort": 9056, "podCidrs": "10.244.0.0/16", "ingress": {"enabled": True, "className": "nginx", "tlsSecretName": "mail-tls"}},
     "services": {"identity": {"settings": {"PASSWORD_HASH_CONCURRENCY": 2}},
                  "sync": {"settings": {"MAX_MESSAGES_PER_ORG": 5000000}}},
 })
@@ -194,6 +196,13 @@ for label, values in VALUE_SETS:
     check(f"{label}: every Deployment non-root, read-only root, no privilege escalation, gRPC probes (the console: HTTP), own ServiceAccount", not hardened, str(hardened))
     if web_on:
         wenv = env_of(deployments["mailroom-web"])
+        wpolicy = next((d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mailroom-web"), None)
+        if wpolicy:
+            wports = sorted(p["port"] for r in wpolicy["spec"]["egress"] for p in r.get("ports", []) if not r.get("to") and p["port"] != 53)
+            check(f"{label}: the console reaches Redis but not the database or the broker", wports == [6379], str(wports))
+        check(f"{label}: the console holds no database URL, mailbox sealing key or service credential",
+              "secretKeyRef" not in json.dumps(wenv.get("DATABASE_URL", {}))
+              and not any("SEALING" in json.dumps(e) or "CLIENT_SECRET" in json.dumps(e) for e in wenv.values()), str(sorted(wenv)))
         check(f"{label}: the console calls the five services' headless Services, seals sessions with a key from the Secret, knows its public URL",
               all(wenv.get(f"MAILROOM_WEB__{n.upper()}_ENDPOINT", {}).get("value", "").startswith(f"http://mailroom-{n}-peers:") for n in SERVICES)
               and "secretKeyRef" in wenv["MAILROOM_WEB__SESSION_KEYS"]["valueFrom"]
@@ -287,9 +296,13 @@ for label, values in VALUE_SETS:
               and senv.get("MAILROOM_SYNC__MAX_MESSAGES_PER_ORG", {}).get("value") == "5000000",
               str(sorted(ienv))[:300])
         venv = env_of(deployments["mailroom-invitations"])
-        check(f"{label}: identity and invitations believe x-forwarded-for from config.trustedProxies only",
-              all(e.get("MAILROOM_%s__TRUSTED_PROXIES" % s, {}).get("value") == "10.0.0.0/8, fd00::/8"
+        check(f"{label}: identity and invitations believe x-forwarded-for from config.trustedProxies and the console's pods only",
+              all(e.get("MAILROOM_%s__TRUSTED_PROXIES" % s, {}).get("value") == "10.0.0.0/8, fd00::/8, 10.244.0.0/16"
                   for s, e in (("IDENTITY", ienv), ("INVITATIONS", venv))))
+        ingress = [d for d in docs if d["kind"] == "Ingress"]
+        check(f"{label}: the console's Ingress serves publicUrl's host with its TLS Secret",
+              len(ingress) == 1 and ingress[0]["spec"]["rules"][0]["host"] == "mailroom.example.com"
+              and ingress[0]["spec"]["tls"][0]["secretName"] == "mail-tls", str(ingress)[:300])
         maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
         problems = []
         for m in maps:

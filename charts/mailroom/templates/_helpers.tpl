@@ -185,8 +185,10 @@ components:
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_IDENTITY__SIGNING_KEYS" "key" "MAILROOM_IDENTITY__SIGNING_KEYS") | nindent 0 }}
 {{- end }}
 {{- if has $name (list "identity" "invitations") }}
+{{- /* The console forwards each browser's address: its pods are trusted proxies too. */}}
+{{- $proxies := compact (list ($root.Values.config.trustedProxies | default "") (ternary ($root.Values.web.podCidrs | default "") "" $root.Values.web.enabled)) }}
 - name: MAILROOM_{{ upper $name }}__TRUSTED_PROXIES
-  value: {{ $root.Values.config.trustedProxies | default "" | quote }}
+  value: {{ join ", " $proxies | quote }}
 - name: MAILROOM_{{ upper $name }}__SMTP__HOST
   value: {{ $smtp.host | quote }}
 - name: MAILROOM_{{ upper $name }}__SMTP__PORT

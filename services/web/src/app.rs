@@ -28,6 +28,9 @@ use crate::util::{cookie, hmac_b64, random_token, set_cookie};
 /// The biggest form the console accepts (a hundred mailboxes to connect fit many times).
 const MAX_FORM_BYTES: usize = 1024 * 1024;
 
+/// How long a form's body may take to arrive.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The CSP of every page: scripts and styles only from this origin, no inline code, no
 /// framing by others.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action 'self'; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -57,14 +60,29 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Ready when Redis (the sessions) answers.
+/// Ready when Redis (the sessions) answers and shutdown has not begun. What failed is logged,
+/// not told to whoever asks.
 async fn healthz(State(state): State<AppState>) -> Response {
-    match state.sessions.link().connection().await {
-        Ok(mut conn) => match redis::cmd("PING").query_async::<String>(&mut conn).await {
-            Ok(_) => "ok".into_response(),
-            Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {err}")).into_response(),
-        },
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {err}")).into_response(),
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let ping = async {
+        let mut conn = state.sessions.link().connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(mailroom_platform::redis::RedisError::from)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => "ok".into_response(),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "not ready: Redis (the sessions) does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        }
+        Err(_) => {
+            tracing::warn!("not ready: Redis (the sessions) did not answer within 2 s");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        }
     }
 }
 
@@ -116,29 +134,34 @@ fn is_unsafe(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Whether the browser says this request came from another site.
-fn cross_site(headers: &HeaderMap, public_base: &str) -> bool {
+/// Whether the browser says this request came from another site: `Sec-Fetch-Site` other
+/// than same-origin, or an `Origin` other than the console's public origin (or, only when no
+/// public URL is configured, than the `Host` it was sent to).
+fn cross_site(headers: &HeaderMap, public_origin: &str, host_fallback: bool) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if site != "same-origin" && site != "none" {
             return true;
         }
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        if origin != "null" && !origin.eq_ignore_ascii_case(public_base) {
-            // Behind a proxy or on another loopback name the Host still says who we are.
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-            let same_host = host.is_some_and(|h| {
-                origin
-                    .split_once("://")
-                    .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h))
-            });
-            return !same_host;
-        }
-        if origin == "null" {
-            return true;
-        }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    if origin == "null" {
+        return true;
     }
-    false
+    if origin.eq_ignore_ascii_case(public_origin) {
+        return false;
+    }
+    if !host_fallback {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let same_host = host.is_some_and(|h| {
+        origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h))
+    });
+    !same_host
 }
 
 /// The `_csrf` field of a urlencoded form.
@@ -158,8 +181,15 @@ async fn frame(State(state): State<AppState>, request: Request, next: Next) -> R
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let client_ip = state.client_ip(peer, forwarded_for);
+    // Every x-forwarded-for line, in order: a proxy that adds a line of its own must not
+    // leave a client's forged first line to be believed.
+    let forwarded_for: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded_for = (!forwarded_for.is_empty()).then(|| forwarded_for.join(","));
+    let client_ip = state.client_ip(peer, forwarded_for.as_deref());
     let existing_csrf = cookie(headers, state.public.csrf_cookie()).map(str::to_owned);
     let csrf_cookie = existing_csrf.clone().unwrap_or_else(random_token);
     let session_cookie = cookie(headers, state.public.session_cookie())
@@ -203,7 +233,31 @@ async fn frame(State(state): State<AppState>, request: Request, next: Next) -> R
     // Every state change: from this site, with the token of its cookies.
     let mut body = Body::new(body);
     if is_unsafe(&parts.method) {
-        let mut ok = existing_csrf.is_some() && !cross_site(&parts.headers, &state.public.base);
+        let from_here = existing_csrf.is_some()
+            && !cross_site(
+                &parts.headers,
+                &state.public.origin,
+                state.public.host_fallback,
+            );
+        if !from_here {
+            return refuse(&state, &ctx, &parts, WebError::Csrf, "csrf", started).await;
+        }
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_FORM_BYTES) {
+            return refuse(
+                &state,
+                &ctx,
+                &parts,
+                WebError::TooLarge,
+                "too_large",
+                started,
+            )
+            .await;
+        }
         let header_token = parts
             .headers
             .get("x-csrf-token")
@@ -211,48 +265,82 @@ async fn frame(State(state): State<AppState>, request: Request, next: Next) -> R
             .map(str::to_owned);
         let token = match header_token {
             Some(token) => Some(token),
-            None => match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
-                Ok(bytes) => {
+            None => match tokio::time::timeout(
+                BODY_DEADLINE,
+                axum::body::to_bytes(body, MAX_FORM_BYTES),
+            )
+            .await
+            {
+                Ok(Ok(bytes)) => {
                     let token = form_token(&bytes);
                     body = Body::from(bytes);
                     token
                 }
-                Err(_) => {
-                    return finish(
+                Ok(Err(_)) | Err(_) => {
+                    return refuse(
                         &state,
                         &ctx,
-                        None,
-                        WebError::Invalid {
-                            message: "the form is too large".into(),
-                        }
-                        .into_response(),
+                        &parts,
+                        WebError::TooLarge,
+                        "too_large",
                         started,
                     )
                     .await
                 }
             },
         };
-        ok = ok && token.is_some_and(|t| bool::from(t.as_bytes().ct_eq(ctx.csrf.as_bytes())));
+        let ok = token.is_some_and(|t| bool::from(t.as_bytes().ct_eq(ctx.csrf.as_bytes())));
         if !ok {
-            tracing::info!(path = %parts.uri.path(), "a post without a valid CSRF token was refused");
-            return finish(&state, &ctx, None, WebError::Csrf.into_response(), started).await;
+            return refuse(&state, &ctx, &parts, WebError::Csrf, "csrf", started).await;
         }
     }
+    // Beyond the pages the process may work on at once, a person is told to try again at once
+    // rather than queued behind everyone.
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return refuse(
+            &state,
+            &ctx,
+            &parts,
+            WebError::Unavailable("too many pages at once".into()),
+            "overloaded",
+            started,
+        )
+        .await;
+    };
     parts.extensions.insert(ctx.clone());
     let request = Request::from_parts(parts, body);
-    // A panic in a page is a 500 page, not a dropped connection.
-    let response = match std::panic::AssertUnwindSafe(next.run(request).instrument(span))
-        .catch_unwind()
-        .await
-    {
-        Ok(response) => response,
-        Err(_) => {
+    // A panic in a page is a 500 page, not a dropped connection; a page that takes longer than
+    // any service may is a 503 page.
+    let deadline = state.request_deadline;
+    let run = std::panic::AssertUnwindSafe(next.run(request).instrument(span)).catch_unwind();
+    let response = match tokio::time::timeout(deadline, run).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => {
             tracing::error!("a page panicked");
+            metrics::counter!("mailroom_web_panics_total").increment(1);
             WebError::Internal(anyhow::anyhow!("a page panicked")).into_response()
+        }
+        Err(_) => {
+            tracing::warn!("a page took longer than the request deadline");
+            WebError::Unavailable("the page took too long".into()).into_response()
         }
     };
     let new_csrf = existing_csrf.is_none().then_some(csrf_cookie);
     finish(&state, &ctx, new_csrf, response, started).await
+}
+
+/// A request refused before any page ran, counted by reason.
+async fn refuse(
+    state: &AppState,
+    ctx: &Ctx,
+    parts: &axum::http::request::Parts,
+    error: WebError,
+    reason: &'static str,
+    started: Instant,
+) -> Response {
+    tracing::debug!(path = %parts.uri.path(), reason, "a request was refused before any page ran");
+    metrics::counter!("mailroom_web_refused_total", "reason" => reason).increment(1);
+    finish(state, ctx, None, error.into_response(), started).await
 }
 
 #[derive(Template)]
@@ -318,12 +406,13 @@ async fn finish(
         }
     }
     if let Some(csrf) = new_csrf {
+        // As long as a session may live, so a restored tab's forms still post.
         let value = set_cookie(
             state.public.csrf_cookie(),
             &csrf,
             state.public.secure,
             true,
-            None,
+            Some(state.config.session_max_secs as i64),
         );
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().append(header::SET_COOKIE, value);
@@ -384,23 +473,31 @@ mod tests {
     fn cross_site_posts_are_recognised() {
         let base = "http://127.0.0.1:8080";
         let mut h = HeaderMap::new();
-        assert!(!cross_site(&h, base));
+        assert!(!cross_site(&h, base, false));
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(cross_site(&h, base));
+        assert!(cross_site(&h, base, false));
         let mut h = HeaderMap::new();
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(cross_site(&h, base));
+        assert!(cross_site(&h, base, true));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(!cross_site(&h, base));
+        assert!(!cross_site(&h, base, false));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(cross_site(&h, base));
+        assert!(cross_site(&h, base, false));
+        // A name that resolves here (DNS rebinding) is not the configured origin.
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://rebound.example"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("rebound.example"));
+        assert!(cross_site(&h, base, false));
+        assert!(!cross_site(&h, base, true));
     }
 
     #[test]

@@ -85,19 +85,25 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// How long the refresh call to identity may take; the refresh lock outlives it.
+const REFRESH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// The session with an access token good for at least a minute: refreshed by this request
-/// when it takes the session's lock, else by the request holding it (waited for ≤ 5 s).
+/// when it takes the session's lock (after reading the session again under it, so a pair
+/// another request just rotated is never sent twice), else by the request holding it (waited
+/// for ≤ 5 s). A refresh token used twice makes identity revoke the whole family, so every
+/// path here either rotates once or waits.
 async fn fresh(state: &AppState, session: Session, next: &str) -> Result<Session, WebError> {
     if session.access_exp - now() > 60 {
         return Ok(session);
     }
     let unavailable = |e: crate::session::SessionError| WebError::Unavailable(e.to_string());
-    if !state
+    let Some(lock) = state
         .sessions
         .lock_refresh(&session)
         .await
         .map_err(unavailable)?
-    {
+    else {
         return match state
             .sessions
             .wait_refreshed(&session)
@@ -106,28 +112,70 @@ async fn fresh(state: &AppState, session: Session, next: &str) -> Result<Session
         {
             Some(fresh) => Ok(fresh),
             None if session.access_exp > now() => Ok(session),
-            None => Err(WebError::SessionEnded {
-                next: next.to_owned(),
-            }),
+            // The other request is still at it (or failed): not a reason to end the session.
+            None => Err(WebError::Unavailable(
+                "the session's token is being renewed".into(),
+            )),
         };
+    };
+    let result = refresh_locked(state, session, next).await;
+    if let Err(err) = state.sessions.unlock_refresh(&lock).await {
+        tracing::warn!(error = %err, "the refresh lock could not be released; it expires by itself");
     }
-    let locked = session.clone();
+    result
+}
+
+/// The refresh itself, under the lock.
+async fn refresh_locked(
+    state: &AppState,
+    session: Session,
+    next: &str,
+) -> Result<Session, WebError> {
+    let unavailable = |e: crate::session::SessionError| WebError::Unavailable(e.to_string());
+    // Another request may have rotated the pair between our read and the lock.
+    let session = match state.sessions.reload(&session).await.map_err(unavailable)? {
+        Some(current) if current.access_exp != session.access_exp => return Ok(current),
+        Some(current) => current,
+        None => {
+            return Err(WebError::SessionEnded {
+                next: next.to_owned(),
+            })
+        }
+    };
     let identity = &state.anonymous.identity;
-    let request = identity
+    let mut request = identity
         .request(pb::RefreshTokenRequest {
             refresh_token: session.refresh.expose_secret().to_owned(),
         })
         .await
         .map_err(|e| WebError::from_peer(e, next))?;
-    let answer = identity.raw_auth().refresh_token(request).await;
-    let result = match answer {
+    request.set_timeout(REFRESH_DEADLINE);
+    let answer = tokio::time::timeout(
+        REFRESH_DEADLINE + std::time::Duration::from_millis(500),
+        identity.raw_auth().refresh_token(request),
+    )
+    .await
+    .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("identity did not answer")));
+    match answer {
         Ok(pair) => {
             let mut session = session;
-            state
+            // Identity has rotated the pair: keep it, trying twice, since the old one is spent.
+            let mut stored = state
                 .sessions
                 .store_tokens(&mut session, pair.get_ref())
-                .await
-                .map_err(unavailable)?;
+                .await;
+            if stored.is_err() {
+                stored = state
+                    .sessions
+                    .store_tokens(&mut session, pair.get_ref())
+                    .await;
+            }
+            if let Err(err) = stored {
+                tracing::error!(error = %err, "a rotated token pair could not be stored; the session ends");
+                return Err(WebError::SessionEnded {
+                    next: next.to_owned(),
+                });
+            }
             metrics::counter!("mailroom_web_sessions_refreshed_total").increment(1);
             Ok(session)
         }
@@ -147,11 +195,7 @@ async fn fresh(state: &AppState, session: Session, next: &str) -> Result<Session
         // Identity is down: the current token serves while it lasts.
         Err(_) if session.access_exp > now() => Ok(session),
         Err(status) => Err(WebError::from_peer(identity.refused(status), next)),
-    };
-    if let Err(err) = state.sessions.unlock_refresh(&locked).await {
-        tracing::warn!(error = %err, "the refresh lock could not be released; it expires in 5 s");
     }
-    result
 }
 
 /// Counts one anonymous form post from the browser's network; refuses past the limit.

@@ -30,6 +30,9 @@ pub enum WebError {
     Conflict { message: String },
     #[error("the form's CSRF check failed")]
     Csrf,
+    /// A form larger than the console accepts, or one that did not arrive in time.
+    #[error("the request body is too large or too slow")]
+    TooLarge,
     #[error("too many requests")]
     TooMany { retry_after_secs: u64 },
     /// A service did not answer.
@@ -84,6 +87,7 @@ impl WebError {
             }
             WebError::NotFound => StatusCode::NOT_FOUND,
             WebError::Forbidden { .. } | WebError::Csrf => StatusCode::FORBIDDEN,
+            WebError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             WebError::Conflict { .. } => StatusCode::CONFLICT,
             WebError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -146,6 +150,11 @@ impl IntoResponse for WebError {
             WebError::Conflict { message } => ErrorPage {
                 key: "error-conflict",
                 message: Some(message).filter(|m| !m.is_empty()),
+                retry_after_secs: None,
+            },
+            WebError::TooLarge => ErrorPage {
+                key: "error-too-large",
+                message: None,
                 retry_after_secs: None,
             },
             WebError::Csrf => ErrorPage {

@@ -71,6 +71,7 @@ fn public_origin(
     };
     let url = url::Url::parse(&base).context("MAILROOM_PUBLIC_URL")?;
     let secure = url.scheme() == "https";
+    let origin = url.origin().ascii_serialization();
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -82,7 +83,12 @@ fn public_origin(
             "MAILROOM_PUBLIC_URL {base} is plain http on a host that is not loopback: session cookies would travel in clear. Serve the console over https, or set MAILROOM_WEB__INSECURE_HTTP=true if a proxy on the same host terminates TLS"
         );
     }
-    Ok(state::PublicOrigin { base, secure })
+    Ok(state::PublicOrigin {
+        base,
+        origin,
+        secure,
+        host_fallback: platform.public_base().is_none(),
+    })
 }
 
 /// Builds the console: the five clients (connected lazily), the session store and its keys.
@@ -164,6 +170,11 @@ pub async fn start_on_port(
             proxies,
             anonymous_limiter,
             config,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                platform.concurrency_limit.max(1),
+            )),
+            request_deadline: platform.request_timeout() + Duration::from_secs(5),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })),
     })
 }
@@ -174,28 +185,43 @@ impl Started {
         app::router(self.state.clone())
     }
 
-    /// Serves HTTP/1.1 on `listener` until `shutdown`, then lets requests in flight finish
-    /// (at most the platform's shutdown drain).
+    /// Serves HTTP/1.1 on `listener` until `shutdown`; then, like the gRPC services, fails
+    /// readiness and keeps serving for the drain (`MAILROOM_SHUTDOWN_DRAIN_MS`) while load
+    /// balancers move on, stops accepting, and lets the pages in flight finish (each within
+    /// the request deadline).
     pub async fn run(
         self,
         listener: TcpListener,
         platform: &PlatformConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let state = self.state.clone();
         let router = self.router();
         let drain = platform.shutdown_drain();
-        let stopping = shutdown.clone();
+        let deadline = state.request_deadline;
+        let stop_accepting = CancellationToken::new();
+        let stopping = stop_accepting.clone();
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { stopping.cancelled().await });
+        let watcher = {
+            let stop_accepting = stop_accepting.clone();
+            async move {
+                shutdown.cancelled().await;
+                state
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(?drain, "web console draining: not ready, still serving");
+                tokio::time::sleep(drain).await;
+                stop_accepting.cancel();
+                tokio::time::sleep(deadline + Duration::from_secs(1)).await;
+            }
+        };
         tokio::select! {
             served = server => served.context("the web console's HTTP server")?,
-            _ = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(drain + Duration::from_secs(5)).await;
-            } => tracing::warn!("requests still in flight after the drain were cut"),
+            _ = watcher => tracing::warn!("pages still in flight after the request deadline were cut"),
         }
         Ok(())
     }

@@ -61,6 +61,15 @@ pub enum SessionError {
     Token(String),
     #[error("sealing failed: {0}")]
     Seal(String),
+    #[error("the session ended meanwhile")]
+    Gone,
+}
+
+/// A held refresh lock: its key and the random value only its holder knows.
+#[derive(Debug)]
+pub struct RefreshLock {
+    key: String,
+    value: String,
 }
 
 /// The claims the console reads from an access token it got from identity itself (over its
@@ -102,7 +111,7 @@ pub struct SessionStore {
     max: Duration,
 }
 
-const FIELD_NAMES: [&str; 11] = [
+const FIELD_NAMES: [&str; 12] = [
     "user_id",
     "org_id",
     "admin",
@@ -114,6 +123,7 @@ const FIELD_NAMES: [&str; 11] = [
     "created",
     "nav",
     "nav_at",
+    "touched",
 ];
 
 impl SessionStore {
@@ -289,14 +299,35 @@ impl SessionStore {
             self.delete_key(key).await?;
             return Ok(None);
         }
-        if touch {
-            let _: () = redis::cmd("EXPIRE")
-                .arg(key)
-                .arg(self.ttl(&session))
-                .query_async(&mut conn)
-                .await?;
+        // The idle time is renewed at most once a minute, not on every request.
+        if touch && now() - number(11).max(session.created) >= 60 {
+            if self
+                .set_fields(key, &[("touched", now().to_string())])
+                .await?
+            {
+                let _: () = redis::cmd("EXPIRE")
+                    .arg(key)
+                    .arg(self.ttl(&session))
+                    .query_async(&mut conn)
+                    .await?;
+            }
         }
         Ok(Some(session))
+    }
+
+    /// `HSET key fields…` only while the session exists: a session deleted meanwhile (signed
+    /// out, ended) is not brought back as a hash without expiry.
+    async fn set_fields(&self, key: &str, fields: &[(&str, String)]) -> Result<bool, SessionError> {
+        let mut conn = self.link.connection().await?;
+        let script = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) return 1 else return 0 end",
+        );
+        let mut invocation = script.key(key);
+        for (name, value) in fields {
+            invocation.arg(*name).arg(value);
+        }
+        let set: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(set == 1)
     }
 
     /// Stores a rotated token pair.
@@ -313,48 +344,40 @@ impl SessionStore {
         session.refresh = SecretString::from(pair.refresh_token.clone());
         session.refresh_exp = seconds(pair.refresh_token_expire_time.as_ref());
         session.admin = claims.admin;
-        let mut conn = self.link.connection().await?;
-        let _: () = redis::cmd("HSET")
-            .arg(&session.key)
-            .arg("access")
-            .arg(self.seal(session.access.expose_secret(), &session.key)?)
-            .arg("access_exp")
-            .arg(session.access_exp)
-            .arg("refresh")
-            .arg(self.seal(session.refresh.expose_secret(), &session.key)?)
-            .arg("refresh_exp")
-            .arg(session.refresh_exp)
-            .arg("admin")
-            .arg(if session.admin { "1" } else { "0" })
-            .query_async(&mut conn)
-            .await?;
+        let fields = [
+            (
+                "access",
+                self.seal(session.access.expose_secret(), &session.key)?,
+            ),
+            ("access_exp", session.access_exp.to_string()),
+            (
+                "refresh",
+                self.seal(session.refresh.expose_secret(), &session.key)?,
+            ),
+            ("refresh_exp", session.refresh_exp.to_string()),
+            ("admin", if session.admin { "1" } else { "0" }.to_owned()),
+        ];
+        if !self.set_fields(&session.key.clone(), &fields).await? {
+            return Err(SessionError::Gone);
+        }
         Ok(())
     }
 
     /// The person's name, shown in the header.
     pub async fn set_name(&self, session: &Session, name: &str) -> Result<(), SessionError> {
-        let mut conn = self.link.connection().await?;
-        let _: () = redis::cmd("HSET")
-            .arg(&session.key)
-            .arg("name")
-            .arg(name)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.set_fields(&session.key, &[("name", name.to_owned())])
+            .await
+            .map(|_| ())
     }
 
     /// Remembers the navigation permissions (a short code) for a minute.
     pub async fn store_nav(&self, session: &Session, nav: &str) -> Result<(), SessionError> {
-        let mut conn = self.link.connection().await?;
-        let _: () = redis::cmd("HSET")
-            .arg(&session.key)
-            .arg("nav")
-            .arg(nav)
-            .arg("nav_at")
-            .arg(now())
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.set_fields(
+            &session.key,
+            &[("nav", nav.to_owned()), ("nav_at", now().to_string())],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Ends one session.
@@ -381,27 +404,44 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Takes the refresh lock of a session for five seconds; false when another holds it.
-    pub async fn lock_refresh(&self, session: &Session) -> Result<bool, SessionError> {
+    /// Takes the refresh lock of a session (longer than a refresh may take); `None` when
+    /// another request holds it.
+    pub async fn lock_refresh(
+        &self,
+        session: &Session,
+    ) -> Result<Option<RefreshLock>, SessionError> {
         let mut conn = self.link.connection().await?;
+        let lock = RefreshLock {
+            key: format!("web:r:{}", session.key),
+            value: crate::util::random_token(),
+        };
         let taken: Option<String> = redis::cmd("SET")
-            .arg(format!("web:r:{}", session.key))
-            .arg("1")
+            .arg(&lock.key)
+            .arg(&lock.value)
             .arg("NX")
             .arg("PX")
-            .arg(5000)
+            .arg(10_000)
             .query_async(&mut conn)
             .await?;
-        Ok(taken.is_some())
+        Ok(taken.map(|_| lock))
     }
 
-    pub async fn unlock_refresh(&self, session: &Session) -> Result<(), SessionError> {
+    /// Releases the lock if it is still ours (it may have expired and been taken since).
+    pub async fn unlock_refresh(&self, lock: &RefreshLock) -> Result<(), SessionError> {
         let mut conn = self.link.connection().await?;
-        let _: () = redis::cmd("DEL")
-            .arg(format!("web:r:{}", session.key))
-            .query_async(&mut conn)
-            .await?;
+        let _: i64 = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        )
+        .key(&lock.key)
+        .arg(&lock.value)
+        .invoke_async(&mut conn)
+        .await?;
         Ok(())
+    }
+
+    /// The session as Redis has it now (after waiting for a lock, say).
+    pub async fn reload(&self, session: &Session) -> Result<Option<Session>, SessionError> {
+        self.load_key(&session.key, false).await
     }
 
     /// Waits (≤ 5 s) for another request's refresh of `session`, and returns it refreshed.

@@ -39,10 +39,14 @@ impl Clients {
 /// Where people reach the console, and what that means for cookies.
 #[derive(Debug, Clone)]
 pub struct PublicOrigin {
-    /// `https://mail.example.com` (no trailing slash).
+    /// `https://mail.example.com` (no trailing slash), as configured.
     pub base: String,
+    /// The same as a browser's `Origin` says it (scheme, host, port if not the default).
+    pub origin: String,
     /// Cookies carry `Secure` and the `__Host-` prefix.
     pub secure: bool,
+    /// No public URL was configured: a post's `Origin` may match the `Host` it was sent to.
+    pub host_fallback: bool,
 }
 
 impl PublicOrigin {
@@ -74,6 +78,13 @@ pub struct Inner {
     pub proxies: TrustedProxies,
     pub anonymous_limiter: RateLimiter,
     pub config: WebConfig,
+    /// Pages being worked on at once, at most the platform's concurrency limit.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The longest a page may take (the services' request timeout and a margin).
+    pub request_deadline: std::time::Duration,
+    /// Set when shutdown begins: readiness fails so the load balancer moves on, while the
+    /// pages in flight and those still arriving are served for the drain.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The console's shared state; cheap to clone.

@@ -45,13 +45,24 @@ fn no_inline_script_style_or_handlers() {
         if lower.contains(" style=") {
             bad.push(format!("{}: style attribute", path.display()));
         }
-        for handler in [" onclick=", " onload=", " onsubmit=", " onchange=", " onerror=", "javascript:"] {
+        for handler in [
+            " onclick=",
+            " onload=",
+            " onsubmit=",
+            " onchange=",
+            " onerror=",
+            "javascript:",
+        ] {
             if lower.contains(handler) {
                 bad.push(format!("{}: {}", path.display(), handler.trim()));
             }
         }
     }
-    assert!(bad.is_empty(), "the CSP would block these:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "the CSP would block these:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -65,14 +76,21 @@ fn every_post_form_carries_the_csrf_token() {
             if !tag.contains("method=\"post\"") {
                 continue;
             }
-            let body_end = lower[i..].find("</form>").map(|e| i + e).unwrap_or(lower.len());
+            let body_end = lower[i..]
+                .find("</form>")
+                .map(|e| i + e)
+                .unwrap_or(lower.len());
             if !lower[i..body_end].contains("name=\"_csrf\"") {
                 let line = text[..i].lines().count() + 1;
                 bad.push(format!("{}:{line}", path.display()));
             }
         }
     }
-    assert!(bad.is_empty(), "POST forms without _csrf:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "POST forms without _csrf:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -100,17 +118,27 @@ fn every_visible_input_has_a_label() {
                         continue;
                     }
                     let line = text[..i].lines().count();
-                    bad.push(format!("{}:{line}: {tag_name} without id or label", path.display()));
+                    bad.push(format!(
+                        "{}:{line}: {tag_name} without id or label",
+                        path.display()
+                    ));
                     continue;
                 };
                 let rest = &tag[id_at + 5..];
                 let id = &rest[..rest.find('"').unwrap_or(rest.len())];
                 if !lower.contains(&format!("for=\"{id}\"")) {
                     let line = text[..i].lines().count();
-                    bad.push(format!("{}:{line}: no <label for=\"{id}\">", path.display()));
+                    bad.push(format!(
+                        "{}:{line}: no <label for=\"{id}\">",
+                        path.display()
+                    ));
                 }
             }
         }
     }
-    assert!(bad.is_empty(), "inputs a screen reader cannot name:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "inputs a screen reader cannot name:\n{}",
+        bad.join("\n")
+    );
 }

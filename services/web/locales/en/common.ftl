@@ -30,6 +30,7 @@ error-title = Something went wrong
 error-back = Back to the start page
 error-not-found = This page does not exist, or you may not see it.
 error-forbidden = You may not do this. Ask an administrator of your organisation for the permission.
+error-too-large = This form is too large, or it arrived too slowly. Send less at once.
 error-csrf = This form expired. Reload the page and try again.
 error-unavailable = Mailroom cannot answer right now. Try again in a moment.
 error-internal = Something broke on our side. Try again; if it keeps happening, tell your administrator.

@@ -50,9 +50,9 @@ mailboxes-total-about = { $count ->
    *[many] Около { $count } ящиков
 }
 mailboxes-unread = { $count ->
-    [one] { $count } непрочитанное
-    [few] { $count } непрочитанных
-   *[many] { $count } непрочитанных
+    [one] { $count } непрочитанное письмо
+    [few] { $count } непрочитанных письма
+   *[many] { $count } непрочитанных писем
 }
 mailboxes-dismissed = уволен
 mailboxes-never = ни разу

@@ -48,7 +48,11 @@ const SCOPES: [(apb::Scope, &str, &str); 5] = [
         "subordinates",
         "access-scope-subordinates",
     ),
-    (apb::Scope::Department, "department", "access-scope-department"),
+    (
+        apb::Scope::Department,
+        "department",
+        "access-scope-department",
+    ),
     (apb::Scope::All, "all", "access-scope-all"),
 ];
 
@@ -211,15 +215,13 @@ struct RoleView {
 impl RoleView {
     fn new(role: &apb::Role, manage: bool) -> Self {
         let kind = role.kind();
-        let permissions = role.permissions.clone().unwrap_or_default();
+        let permissions = role.permissions.unwrap_or_default();
         let (kind_key, default_holders_key) = match kind {
             apb::RoleKind::Administrator => (
                 "access-kind-administrator",
                 Some("access-holders-administrator"),
             ),
-            apb::RoleKind::Supervisor => {
-                ("access-kind-default", Some("access-holders-supervisor"))
-            }
+            apb::RoleKind::Supervisor => ("access-kind-default", Some("access-holders-supervisor")),
             apb::RoleKind::Manager => ("access-kind-default", Some("access-holders-manager")),
             _ => ("access-kind-custom", None),
         };
@@ -747,7 +749,7 @@ async fn departments(signed: &SignedIn) -> Result<Vec<DepartmentOption>, WebErro
             }
         })
         .collect();
-    out.sort_by(|a, b| a.label.to_lowercase().cmp(&b.label.to_lowercase()));
+    out.sort_by_key(|a| a.label.to_lowercase());
     Ok(out)
 }
 
@@ -865,7 +867,7 @@ impl RoleForm {
         }
     }
 
-    fn from_matrix(&self) -> bool {
+    fn is_from_matrix(&self) -> bool {
         self.from == "matrix"
     }
 
@@ -873,7 +875,7 @@ impl RoleForm {
     /// value is `Err` (the form was not ours).
     fn apply(&self, current: &apb::Role) -> Result<(apb::Role, Vec<String>), ()> {
         let mut wanted = current.clone();
-        let mut permissions = current.permissions.clone().unwrap_or_default();
+        let mut permissions = current.permissions.unwrap_or_default();
         let mut paths = Vec::new();
         for (field, _) in SCOPED {
             if let Some(value) = self.scope(field) {
@@ -904,8 +906,8 @@ impl RoleForm {
 }
 
 /// Where a saved role's form goes back to.
-fn back_to(from_matrix: bool, id: &str, notice: &str) -> String {
-    if from_matrix {
+fn back_to(is_from_matrix: bool, id: &str, notice: &str) -> String {
+    if is_from_matrix {
         format!("/access/roles?notice={notice}#role-{id}")
     } else {
         format!("/access/roles/{id}?notice={notice}#content")
@@ -932,10 +934,10 @@ async fn role_form_again(
         view.error = Some(message.clone());
         view.conflict = conflict;
         if let (false, Some(wanted)) = (conflict, wanted) {
-            view.show(&wanted.permissions.clone().unwrap_or_default());
+            view.show(&wanted.permissions.unwrap_or_default());
         }
     };
-    if form.from_matrix() {
+    if form.is_from_matrix() {
         roles_page(state, signed, status, |page| {
             if let Some(view) = page.roles.iter_mut().find(|r| r.id == id) {
                 adjust_view(view);
@@ -972,7 +974,7 @@ async fn update_role(
     };
     if paths.is_empty() {
         return Ok(see_other(&back_to(
-            form.from_matrix(),
+            form.is_from_matrix(),
             &id,
             "access-unchanged",
         )));
@@ -995,7 +997,11 @@ async fn save_role(
         update_mask: Some(prost_types::FieldMask { paths }),
     };
     match rpc!(signed.clients.access, message, update_role) {
-        Ok(_) => Ok(see_other(&back_to(form.from_matrix(), id, "access-saved"))),
+        Ok(_) => Ok(see_other(&back_to(
+            form.is_from_matrix(),
+            id,
+            "access-saved",
+        ))),
         Err(err) if err.code() == Some(Code::Aborted) => {
             let message = signed.ctx.locale.t("access-conflict");
             role_form_again(state, signed, id, form, None, message, true).await
@@ -1635,11 +1641,7 @@ async fn explain(
                 id,
             },
             None => {
-                page.error = Some(say(
-                    locale,
-                    "access-mailbox-unknown",
-                    query.mailbox.trim(),
-                ));
+                page.error = Some(say(locale, "access-mailbox-unknown", query.mailbox.trim()));
                 return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
             }
         }

@@ -87,7 +87,32 @@ pub async fn start_session(
         .map_err(|status| identity.refused(status))
         .map_err(|e| WebError::from_peer(e, "/"))?
         .into_inner();
+    end_previous_session(state, ctx).await;
     session_response(state, &pair).await
+}
+
+/// Signing in again in a browser ends the session it had: its refresh token is revoked and
+/// its Redis entry deleted, so nothing of it outlives the new one.
+async fn end_previous_session(state: &AppState, ctx: &Ctx) {
+    use secrecy::ExposeSecret;
+    let Some(cookie) = &ctx.session_cookie else {
+        return;
+    };
+    let Ok(Some(previous)) = state.sessions.load(cookie).await else {
+        return;
+    };
+    let identity = &state.anonymous.identity;
+    let message = pb::RevokeRefreshTokenRequest {
+        refresh_token: previous.refresh.expose_secret().to_owned(),
+    };
+    if let Ok(request) = identity.request(message).await {
+        if let Err(status) = identity.raw_auth().revoke_refresh_token(request).await {
+            tracing::debug!(code = ?status.code(), "the previous session's refresh token was not revoked");
+        }
+    }
+    if let Err(err) = state.sessions.delete_key(&previous.key).await {
+        tracing::warn!(error = %err, "the previous session could not be deleted; it idles out");
+    }
 }
 
 /// A new session for `pair`: its cookie set on a 303 to `/`.

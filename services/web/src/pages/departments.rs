@@ -176,7 +176,8 @@ async fn department_page(
     let Some(department) = departments.iter().find(|d| d.id == id).cloned() else {
         return Err(WebError::NotFound);
     };
-    let names: HashMap<String, String> = head_names(signed, &[department.clone()], &[]).await;
+    let names: HashMap<String, String> =
+        head_names(signed, std::slice::from_ref(&department), &[]).await;
     let nodes = tree(&departments, &names);
     // Not itself, nor anything below it.
     let mut parents = Vec::new();

@@ -111,7 +111,7 @@ fn tree(all: Vec<ipb::Department>) -> Departments {
         children.entry(parent).or_default().push(d);
     }
     for list in children.values_mut() {
-        list.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        list.sort_by_key(|a| a.name.to_lowercase());
     }
     let mut ordered = Vec::with_capacity(all.len());
     let mut stack: Vec<(&ipb::Department, usize)> = children

@@ -307,7 +307,11 @@ async fn user_names(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, Stri
             })
             .await
             .ok()
-            .map(|u| format!("{} {}", u.first_name, u.last_name).trim().to_owned())
+            .map(|u| {
+                format!("{} {}", u.first_name, u.last_name)
+                    .trim()
+                    .to_owned()
+            })
             .filter(|n| !n.is_empty());
         (id, name)
     });
@@ -420,12 +424,16 @@ async fn list(
     let nobody = |chrome: &Chrome| Some(chrome.t("mailboxes-filter-nobody"));
     match resolve_user(&signed, &list_state.fields.access_by).await? {
         Some(id) => resolved.access_by = id,
-        None if !list_state.fields.access_by.trim().is_empty() => errors.access_by = nobody(&chrome),
+        None if !list_state.fields.access_by.trim().is_empty() => {
+            errors.access_by = nobody(&chrome)
+        }
         None => {}
     }
     match resolve_user(&signed, &list_state.fields.crm_queue).await? {
         Some(id) => resolved.crm_queue = id,
-        None if !list_state.fields.crm_queue.trim().is_empty() => errors.crm_queue = nobody(&chrome),
+        None if !list_state.fields.crm_queue.trim().is_empty() => {
+            errors.crm_queue = nobody(&chrome)
+        }
         None => {}
     }
     let composed = match resolved.compose() {
@@ -452,7 +460,11 @@ async fn list(
         let mut mask: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
         mask.extend(["email", "unread_count", "last_sync_time"].map(String::from));
         let message = pb::ListMailboxesRequest {
-            page_size: if view.page_size > 0 { view.page_size } else { 50 },
+            page_size: if view.page_size > 0 {
+                view.page_size
+            } else {
+                50
+            },
             page_token: list_state.page.clone(),
             filter: filter_text,
             order_by: order_by.clone(),
@@ -487,11 +499,7 @@ async fn list(
         if columns.contains(&"access_by") || columns.contains(&"crm_queue") {
             for m in &answer.mailboxes {
                 let queue = m.crm.as_ref().map(|c| c.queue_user_ids.as_slice());
-                for id in m
-                    .access_by_user_ids
-                    .iter()
-                    .chain(queue.unwrap_or_default())
-                {
+                for id in m.access_by_user_ids.iter().chain(queue.unwrap_or_default()) {
                     if !set.contains(id) {
                         set.push(id.clone());
                     }
@@ -507,7 +515,12 @@ async fn list(
     let rows: Vec<Row> = answer
         .mailboxes
         .iter()
-        .zip(permissions.iter().copied().chain(std::iter::repeat((false, false, false))))
+        .zip(
+            permissions
+                .iter()
+                .copied()
+                .chain(std::iter::repeat((false, false, false))),
+        )
         .map(|(m, (modify, sync, read))| {
             let cells = columns
                 .iter()
@@ -527,13 +540,11 @@ async fn list(
                     "unread_count" => Cell::Num(m.unread_count.to_string()),
                     "message_count" => Cell::Num(m.message_count.to_string()),
                     "disk_mb" => Cell::Num(format!("{:.1}", m.disk_mb)),
-                    "in_crm" => Cell::Text(
-                        if m.crm.as_ref().is_some_and(|c| c.in_crm) {
-                            chrome.t("mailboxes-yes")
-                        } else {
-                            chrome.t("mailboxes-no")
-                        },
-                    ),
+                    "in_crm" => Cell::Text(if m.crm.as_ref().is_some_and(|c| c.in_crm) {
+                        chrome.t("mailboxes-yes")
+                    } else {
+                        chrome.t("mailboxes-no")
+                    }),
                     "crm_queue" => Cell::Text(
                         m.crm
                             .as_ref()
@@ -608,8 +619,9 @@ async fn list(
         let page = prev.pop().unwrap_or_default();
         list_state.href(&sort_for_links, &page, &prev)
     });
-    let first_href = (list_state.prev.len() > 1 || (list_state.prev.is_empty() && !list_state.page.is_empty()))
-        .then(|| list_state.href(&sort_for_links, "", &[]));
+    let first_href = (list_state.prev.len() > 1
+        || (list_state.prev.is_empty() && !list_state.page.is_empty()))
+    .then(|| list_state.href(&sort_for_links, "", &[]));
     let can_connect = signed.session.admin
         || rows.iter().any(|r| r.modify)
         || (rows.is_empty() && composed_is_empty(&list_state) && list_state.page.is_empty());
@@ -714,9 +726,10 @@ async fn sync_now(
     signed
         .clients
         .mailboxes
-        .call(pb::SyncMailboxNowRequest { id }, |mut raw, request| async move {
-            raw.sync_mailbox_now(request).await
-        })
+        .call(
+            pb::SyncMailboxNowRequest { id },
+            |mut raw, request| async move { raw.sync_mailbox_now(request).await },
+        )
         .await
         .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
     Ok(see_other(&with_notice(&back, "sync-queued")))
@@ -890,7 +903,11 @@ async fn edit(
         error: Some(error),
     };
     let mut queue = Vec::new();
-    for line in queue_text.split(['\n', ',']).map(str::trim).filter(|l| !l.is_empty()) {
+    for line in queue_text
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         match resolve_user(&signed, line).await? {
             Some(uid) => queue.push(uid),
             None => {
@@ -949,9 +966,10 @@ async fn edit(
         .await
     {
         Ok(_) => Ok(see_other("/mailboxes?notice=mailbox-saved")),
-        Err(e) if is_fixable(&e) => {
-            render_status(StatusCode::UNPROCESSABLE_ENTITY, &again(chrome, e.sentence()))
-        }
+        Err(e) if is_fixable(&e) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &again(chrome, e.sentence()),
+        ),
         Err(e) => Err(WebError::from_peer(e, &signed.ctx.path)),
     }
 }
@@ -1034,9 +1052,10 @@ async fn transfer(
         .await
     {
         Ok(_) => Ok(see_other("/mailboxes?notice=transferred")),
-        Err(e) if is_fixable(&e) => {
-            render_status(StatusCode::UNPROCESSABLE_ENTITY, &again(chrome, e.sentence()))
-        }
+        Err(e) if is_fixable(&e) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &again(chrome, e.sentence()),
+        ),
         Err(e) => Err(WebError::from_peer(e, &signed.ctx.path)),
     }
 }
@@ -1135,7 +1154,10 @@ async fn connect(
         Some(id) => id,
         None if page.owner.is_empty() => String::new(),
         None => {
-            page.error = Some(page.chrome.ts("mailboxes-nobody-with", "address", &page.owner));
+            page.error = Some(
+                page.chrome
+                    .ts("mailboxes-nobody-with", "address", &page.owner),
+            );
             return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     };
@@ -1258,8 +1280,12 @@ async fn connect_many(
     let bad_line = lines.iter().position(|w| w.len() < 2 || w.len() > 3);
     if lines.is_empty() || lines.len() > MANY_MAX || bad_line.is_some() {
         page.error = Some(match bad_line {
-            Some(i) => page.chrome.tn("mailboxes-many-bad-line", "line", i as i64 + 1),
-            None => page.chrome.tn("mailboxes-many-count", "max", MANY_MAX as i64),
+            Some(i) => page
+                .chrome
+                .tn("mailboxes-many-bad-line", "line", i as i64 + 1),
+            None => page
+                .chrome
+                .tn("mailboxes-many-count", "max", MANY_MAX as i64),
         });
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
@@ -1275,8 +1301,7 @@ async fn connect_many(
                         id
                     }
                     None => {
-                        page.error =
-                            Some(page.chrome.ts("mailboxes-nobody-with", "address", text));
+                        page.error = Some(page.chrome.ts("mailboxes-nobody-with", "address", text));
                         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
                     }
                 },
@@ -1339,7 +1364,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/mailboxes/{id}/sync", post(sync_now))
         .route("/mailboxes/{id}/edit", get(edit_page).post(edit))
-        .route("/mailboxes/{id}/transfer", get(transfer_page).post(transfer))
+        .route(
+            "/mailboxes/{id}/transfer",
+            get(transfer_page).post(transfer),
+        )
         .route(
             "/mailboxes/{id}/disconnect",
             get(disconnect_page).post(disconnect),
@@ -1401,6 +1429,20 @@ mod tests {
             known_columns(&["disk_mb".into(), "bogus".into(), "employee".into()]),
             vec!["email", "employee", "disk_mb"]
         );
+    }
+
+    #[test]
+    fn the_unread_badge_speaks_russian_plurals() {
+        use crate::i18n::{Arg, Locale};
+        let ru = |n: i64| Locale::Ru.t_args("mailboxes-unread", &[("count", Arg::Num(n))]);
+        assert_eq!(ru(1), "1 непрочитанное письмо");
+        assert_eq!(ru(3), "3 непрочитанных письма");
+        assert_eq!(ru(12), "12 непрочитанных писем");
+        assert_eq!(ru(21), "21 непрочитанное письмо");
+        let en = Locale::En.t_args("mailboxes-unread", &[("count", Arg::Num(12))]);
+        assert_eq!(en, "12 unread");
+        let total = Locale::Ru.t_args("mailboxes-total-about", &[("count", Arg::Num(200_000))]);
+        assert!(total.starts_with("Около"), "{total}");
     }
 
     #[test]

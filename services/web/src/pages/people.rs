@@ -126,7 +126,7 @@ pub(crate) fn tree(
         children.entry(parent).or_default().push(d);
     }
     for list in children.values_mut() {
-        list.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        list.sort_by_key(|d| d.name.to_lowercase());
     }
     let mut out: Vec<DeptNode> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();

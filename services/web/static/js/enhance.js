@@ -3,14 +3,20 @@
 // failure falls back to ordinary navigation, so every page works without this file.
 const live = document.getElementById("live");
 function announce(text) { if (live) live.textContent = text; }
+// Fetches url and swaps #target. A response that carries no such fragment (an error page,
+// a redirect to sign-in) replaces the whole page instead, so nothing is ever sent twice.
 async function swap(url, target, init) {
   const res = await fetch(url, { ...init, headers: { ...(init && init.headers), "x-fragment": target }, credentials: "same-origin" });
-  if (!res.ok || !res.headers.get("content-type")?.startsWith("text/html")) throw new Error(String(res.status));
   const html = await res.text();
   const doc = new DOMParser().parseFromString(html, "text/html");
   const fresh = doc.getElementById(target);
   const old = document.getElementById(target);
-  if (!fresh || !old) throw new Error("no fragment");
+  if (!res.ok || !fresh || !old) {
+    document.title = doc.title;
+    document.body.replaceWith(doc.body);
+    history.pushState(null, "", res.url);
+    return res;
+  }
   old.replaceWith(fresh);
   const heading = fresh.querySelector("h1,h2,caption");
   announce(heading ? heading.textContent.trim() : "");
@@ -39,5 +45,9 @@ document.addEventListener("submit", async (e) => {
       const meta = document.querySelector('meta[name="csrf"]');
       await swap(form.action, form.dataset.swap, { method: "POST", body: new URLSearchParams(data), headers: { "x-csrf-token": meta ? meta.content : "" } });
     }
-  } catch (_) { form.removeAttribute("data-swap"); form.requestSubmit(e.submitter); }
+  } catch (_) {
+    // Only a failed fetch lands here (nothing reached the server's answer): submit normally.
+    form.removeAttribute("data-swap");
+    form.requestSubmit(e.submitter);
+  }
 });

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use mailroom_tests::access::object;
-use mailroom_tests::browser::Browser;
+use mailroom_tests::browser::{Browser, BrowserOptions};
 use mailroom_tests::mailstore::{new_mail_user, MailUser};
 use mailroom_tests::{
     access_pb as apb, authed, identity_pb as pb, mailboxes_pb as mpb, TestApp, TestOrg, PASSWORD,
@@ -114,10 +114,7 @@ async fn edit_role_and_assign_to_department() {
     b.goto(&app, "/access/roles").await;
     let matrix = b.text("#roles-matrix").await;
     for name in ["Administrator", "Supervisor", "Manager"] {
-        assert!(
-            matrix.contains(name),
-            "the matrix lists {name}: {matrix}"
-        );
+        assert!(matrix.contains(name), "the matrix lists {name}: {matrix}");
     }
     assert!(
         b.exists("form#create-title, #create-name").await,
@@ -174,8 +171,9 @@ async fn edit_role_and_assign_to_department() {
         .into_inner()
         .assignments;
     assert!(
-        listed.iter().any(|a| a.subject
-            == subject("department", &sales.id, "all_members")),
+        listed
+            .iter()
+            .any(|a| a.subject == subject("department", &sales.id, "all_members")),
         "{listed:?}"
     );
     // Emil (East, below Sales) now holds Supervisor explicitly.
@@ -201,6 +199,25 @@ async fn edit_role_and_assign_to_department() {
     assert!(row.contains("Supervisor"), "{row}");
     b.screenshot("matrix-after").await;
     b.close().await;
+
+    // The same page in Russian.
+    let ru = Browser::start_with(BrowserOptions {
+        lang: Some("ru-RU"),
+        ..BrowserOptions::default()
+    })
+    .await;
+    ru.sign_in(&app, &org.admin_email, PASSWORD).await;
+    ru.goto(&app, &format!("/access/roles/{}", supervisor.id))
+        .await;
+    ru.wait_for_text("Что разрешает роль").await;
+    let assignments = ru.text("#assignments").await;
+    assert!(
+        assignments.contains("Отдел «Sales» и вложенные отделы"),
+        "{assignments}"
+    );
+    ru.screenshot("supervisor-ru").await;
+    ru.axe().await;
+    ru.close().await;
 }
 
 #[tokio::test]
@@ -270,7 +287,8 @@ async fn delegated_configurator_is_refused_beyond_reach() {
 
     // Giving it to every department head reaches beyond her department: refused, and the
     // page says what access control says.
-    b.click_button("Give to everyone heading a department").await;
+    b.click_button("Give to everyone heading a department")
+        .await;
     let shown = b.text("#heads-error").await;
     let said = app
         .access()
@@ -284,7 +302,11 @@ async fn delegated_configurator_is_refused_beyond_reach() {
         .await
         .expect_err("refused over gRPC too");
     assert_eq!(said.code(), Code::PermissionDenied, "{said:?}");
-    assert_eq!(shown, said.message(), "the service's words, next to the button");
+    assert_eq!(
+        shown,
+        said.message(),
+        "the service's words, next to the button"
+    );
     b.screenshot("refused-heads").await;
     b.axe().await;
 
@@ -427,7 +449,8 @@ async fn why_can_x_see_this_explains_the_path() {
     // Reading mail is no role's: denied, with the service's reason.
     b.select("What they would do", "read its mail").await;
     b.click_button("Explain").await;
-    b.wait_for_text("No: hanna Tester may not read its mail").await;
+    b.wait_for_text("No: hanna Tester may not read its mail")
+        .await;
     let reason = b.text("#reason").await;
     assert!(reason.contains("reader grant"), "{reason}");
     b.screenshot("explain-read-mail-denied").await;
@@ -508,5 +531,15 @@ async fn grant_and_remove_a_reader() {
     assert!(!readers.contains("olga Tester"), "{readers}");
     assert!(!app.can(&olga.id, "mailbox.read_mail", &mailbox.id).await);
     b.screenshot("readers-olga-removed").await;
+
+    // Emil configures nothing: the roles page is a read-only list, with his own roles.
+    b.goto(&app, "/access/roles").await;
+    b.wait_for("#read-only").await;
+    assert!(!b.exists("#roles-matrix select").await, "nothing editable");
+    assert!(!b.exists("#create-name").await, "no create form");
+    let mine = b.text("#my-roles").await;
+    assert!(mine.contains("Manager"), "{mine}");
+    b.screenshot("roles-read-only").await;
+    b.axe().await;
     b.close().await;
 }

@@ -58,7 +58,9 @@ async fn password_reset_from_the_mailed_link() {
     b.screenshot("reset-done").await;
 
     // The old password no longer works; the new one does.
-    b.sign_in_here(&user.login_email, PASSWORD).await;
+    b.fill("Login email", &user.login_email).await;
+    b.fill("Password", PASSWORD).await;
+    b.click_button("Sign in").await;
     b.wait_for_text("The address or the password is wrong.")
         .await;
     b.sign_in(&app, &user.login_email, NEW_PASSWORD).await;

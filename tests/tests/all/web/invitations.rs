@@ -395,3 +395,98 @@ async fn quick_registration_link_created_and_listed() {
     b.screenshot("link-disabled").await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn admin_registers_a_person_directly() {
+    let app = spawn_web().await;
+    let (org, b) = admin_signed_in(&app, 10).await;
+    let person = org.address("paula");
+
+    b.goto(&app, "/invitations").await;
+    b.click_link("Register a person").await;
+    b.fill("First name", "Paula").await;
+    b.fill("Last name", "Petrova").await;
+    b.fill("Email address", &person).await;
+    b.fill("Position", "Accountant").await;
+    b.screenshot("register-form").await;
+    b.axe().await;
+    b.click_button("Register").await;
+    b.wait_for_text("Registered: the person has been mailed a link")
+        .await;
+    let mail = wait_for_mail(&app, &person, Duration::from_secs(30)).await;
+    assert!(mail.contains(&format!("{}/invite?token=", app.web_url())));
+
+    // The same address again: the form comes back with the service's reason and the input.
+    b.fill("First name", "Paula").await;
+    b.fill("Email address", &person).await;
+    b.click_button("Register").await;
+    b.wait_for("#register-error").await;
+    b.screenshot("register-again").await;
+
+    b.goto(&app, "/invitations").await;
+    let row = row_of(&b, &person).await;
+    assert!(
+        row.contains("Registered") && row.contains("Pending"),
+        "{row}"
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn registrations_awaiting_approval_are_approved_and_rejected() {
+    let app = spawn_web().await;
+    let (org, b) = admin_signed_in(&app, 10).await;
+    b.goto(&app, "/invitations/links").await;
+    b.check("An administrator approves each person").await;
+    b.click_button("Create the link").await;
+    let url = b.text("#created-link code").await;
+    let token = url
+        .split("link=")
+        .nth(1)
+        .expect("the link carries its token")
+        .to_owned();
+
+    let (yes, no) = (org.address("yana"), org.address("nik"));
+    for (email, name) in [(&yes, "Yana"), (&no, "Nik")] {
+        let answer = app
+            .invitations()
+            .register_with_link(mailroom_proto::invitations::v1::RegisterWithLinkRequest {
+                link_token: token.clone(),
+                email: email.clone(),
+                first_name: name.into(),
+                last_name: "Joiner".into(),
+                locale: "en".into(),
+            })
+            .await
+            .expect("registers through the link")
+            .into_inner();
+        assert!(answer.awaiting_approval);
+    }
+
+    b.goto(&app, "/invitations/links").await;
+    b.wait_for("table#awaiting").await;
+    assert!(row_of(&b, &yes).await.contains("Awaiting approval"));
+    b.screenshot("awaiting").await;
+    b.axe().await;
+    click_in_row(&b, &yes, "Approve").await;
+    b.wait_for_text("Approved: the person has been mailed their link.")
+        .await;
+    assert!(
+        b.path().await.starts_with("/invitations/links"),
+        "back on the links page"
+    );
+    let mail = wait_for_mail(&app, &yes, Duration::from_secs(30)).await;
+    assert!(mail.contains(&format!("{}/invite?token=", app.web_url())));
+
+    click_in_row(&b, &no, "Reject").await;
+    b.wait_for_text("The registration was rejected.").await;
+    assert!(b
+        .body_text()
+        .await
+        .contains("Nobody is waiting for approval."));
+    b.screenshot("decided").await;
+
+    b.goto(&app, "/invitations?state=rejected").await;
+    assert!(row_of(&b, &no).await.contains("Rejected"));
+    b.close().await;
+}

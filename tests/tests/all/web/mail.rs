@@ -2,7 +2,8 @@
 //! first) and opens one, its body in a sandboxed frame with inline `cid:` images; an admin
 //! without a grant gets the page saying reading needs one; hostile HTML renders harmlessly
 //! (no script ran, nothing navigated, a beacon server of the test's own heard nothing, the
-//! form is gone, the frame's `sandbox` is empty and its own CSP is served).
+//! form is gone, the frame's `sandbox` is empty and its own CSP is served); remote images
+//! load only after the person asks, for that view.
 //!
 //! Mail reaches a real Dovecot user by IMAP APPEND and is indexed by the real sync service.
 
@@ -596,5 +597,89 @@ async fn hostile_mail_renders_harmlessly() {
         0,
         "the beacon server got no request"
     );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn remote_images_only_after_asking() {
+    let app = spawn_web().await;
+    let org = app.create_org(10).await;
+    let (beacon_port, hits) = beacon().await;
+    let (_rita, rita_email, mailbox, mail_user) = owner_with_mailbox(&app, &org, "rita").await;
+    let raw = format!(
+        "From: News <news@shop.example>\r\nTo: Rita <rita@example.com>\r\nSubject: Weekly offers\r\nDate: Thu, 3 Dec 2026 08:00:00 +0000\r\nMessage-ID: <{}@shop.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>This week:</p><img src=\"https://127.0.0.1:{beacon_port}/offer.png\" alt=\"offer\"><img src=\"https://127.0.0.1:{beacon_port}/pixel.gif\" alt=\"\">\r\n",
+        uuid::Uuid::new_v4().simple()
+    );
+    append(&mail_user, &raw, false).await;
+    let token = app
+        .login(&rita_email)
+        .await
+        .expect("rita signs in")
+        .access_token;
+    let uid = indexed(&app, &token, &mailbox, 1).await[0].uid;
+
+    let b = Browser::start().await;
+    b.sign_in(&app, &rita_email, PASSWORD).await;
+    b.goto(&app, &format!("/mailboxes/{mailbox}/mail/INBOX/{uid}"))
+        .await;
+    assert_eq!(
+        b.text("#mail-images-bar span").await,
+        "2 remote images blocked"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing fetched before asking"
+    );
+    b.screenshot("blocked").await;
+
+    b.click_button("Show").await;
+    b.wait_for_text("Remote images are shown for this view")
+        .await;
+    let src = b
+        .find("iframe#mail-frame")
+        .await
+        .attr("src")
+        .await
+        .expect("attr")
+        .unwrap_or_default();
+    assert!(src.contains("/frame?images="), "{src}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hits.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the frame never asked for the remote images after the person did"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.screenshot("shown").await;
+
+    // Reloading the message blocks them again; a forged token does not unblock them.
+    b.goto(&app, &format!("/mailboxes/{mailbox}/mail/INBOX/{uid}"))
+        .await;
+    assert_eq!(
+        b.text("#mail-images-bar span").await,
+        "2 remote images blocked"
+    );
+    let session = b
+        .client()
+        .get_named_cookie("mr_session")
+        .await
+        .expect("the session cookie");
+    let cookie = cookie_pair(&format!("mr_session={}", session.value()));
+    let forged = http(
+        "GET",
+        &format!(
+            "{}/mailboxes/{mailbox}/mail/INBOX/{uid}/frame?images=forged",
+            app.web_url()
+        ),
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    let csp = forged.header("content-security-policy").unwrap_or_default();
+    assert!(!csp.contains("https:"), "{csp}");
+    assert!(!forged.body.contains(&format!("127.0.0.1:{beacon_port}")));
     b.close().await;
 }

@@ -35,7 +35,13 @@ fn server(var: &str) -> mpb::ServerSettings {
 
 /// Connects `email` for `owner` (the admin when empty), retrying while the registry has not
 /// heard of a just-made user.
-async fn connect(app: &TestApp, org: &TestOrg, email: &str, owner: &str, name: &str) -> mpb::Mailbox {
+async fn connect(
+    app: &TestApp,
+    org: &TestOrg,
+    email: &str,
+    owner: &str,
+    name: &str,
+) -> mpb::Mailbox {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let request = mpb::ConnectMailboxRequest {
@@ -115,7 +121,11 @@ async fn admin_sees_rows_and_controls() {
     assert!(b.exists("a[href='/mailboxes/connect/many']").await);
     // The admin owns box01, so may read its mail; not the worker's.
     let row1 = "tr:has(th .address) a[href$='/mail']";
-    assert_eq!(b.texts(row1).await.len(), 1, "one Mail link: the admin's own");
+    assert_eq!(
+        b.texts(row1).await.len(),
+        1,
+        "one Mail link: the admin's own"
+    );
     b.screenshot("admin-table").await;
     b.axe().await;
 
@@ -138,6 +148,30 @@ async fn admin_sees_rows_and_controls() {
     b.click_button("Save").await;
     b.wait_for_text("The mailbox is saved.").await;
     assert!(b.text("#mailbox-table").await.contains("Worker box"));
+
+    // A dismissed owner is marked (the registry hears of it from identity's events).
+    app.identity
+        .clone()
+        .dismiss_user(authed(
+            &org.admin_token,
+            pb::DismissUserRequest {
+                id: worker.id.clone(),
+            },
+        ))
+        .await
+        .expect("the admin dismisses the worker");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.exists("#mailbox-table .tag.warn").await {
+        assert!(
+            Instant::now() < deadline,
+            "no dismissed tag within 20 s: {}",
+            b.text("#mailbox-table").await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.goto(&app, "/mailboxes").await;
+    }
+    assert_eq!(b.text("#mailbox-table .tag.warn").await, "dismissed");
+    b.screenshot("dismissed-owner").await;
     b.close().await;
 }
 
@@ -160,7 +194,10 @@ async fn filter_and_sort_narrow_the_table() {
     b.click_button("Apply filter").await;
     b.wait_for_text("1 mailbox").await;
     assert_eq!(rows(&b).await, vec![bulk(4)]);
-    assert!(b.url().await.as_str().contains("mailbox=backup"), "the query is the state");
+    assert!(
+        b.url().await.as_str().contains("mailbox=backup"),
+        "the query is the state"
+    );
     b.screenshot("filtered-by-name").await;
 
     // Address, and an address with a quote in it matches nothing rather than everything.
@@ -208,7 +245,10 @@ async fn filter_and_sort_narrow_the_table() {
     b.click_button("Apply filter").await;
     b.wait_for("#e-advanced").await;
     let said = b.text("#e-advanced").await;
-    assert!(said.contains("colour"), "the registry names the field: {said}");
+    assert!(
+        said.contains("colour"),
+        "the registry names the field: {said}"
+    );
     b.screenshot("advanced-error").await;
     b.axe().await;
 
@@ -250,7 +290,10 @@ async fn columns_saved_and_restored() {
     b.sign_in(&app, &org.admin_email, PASSWORD).await;
     until_rows(&b, &app, "/mailboxes", 1).await;
     let headers = b.texts("#mailbox-table thead th").await;
-    assert!(headers.iter().any(|h| h.starts_with("Disk space")), "{headers:?}");
+    assert!(
+        headers.iter().any(|h| h.starts_with("Disk space")),
+        "{headers:?}"
+    );
     assert!(!headers.iter().any(|h| h == "Sender name"), "{headers:?}");
 
     b.find("details.columns summary")
@@ -270,7 +313,10 @@ async fn columns_saved_and_restored() {
     b.wait_for_text("Your columns are saved.").await;
     let headers = b.texts("#mailbox-table thead th").await;
     assert!(headers.iter().any(|h| h == "Sender name"), "{headers:?}");
-    assert!(!headers.iter().any(|h| h.starts_with("Disk space")), "{headers:?}");
+    assert!(
+        !headers.iter().any(|h| h.starts_with("Disk space")),
+        "{headers:?}"
+    );
     assert!(b.text("#mailbox-table").await.contains("Sender Columns"));
     b.close().await;
 
@@ -295,7 +341,10 @@ async fn columns_saved_and_restored() {
 /// The row's last sync time (`<time datetime>`), empty while never synced.
 async fn last_synced(app: &TestApp, org: &TestOrg, id: &str) -> Option<prost_types::Timestamp> {
     app.mailboxes()
-        .get_mailbox(authed(&org.admin_token, mpb::GetMailboxRequest { id: id.into() }))
+        .get_mailbox(authed(
+            &org.admin_token,
+            mpb::GetMailboxRequest { id: id.into() },
+        ))
         .await
         .ok()
         .and_then(|m| m.into_inner().last_sync_time)
@@ -370,7 +419,10 @@ async fn sync_now_changes_last_synced() {
 async fn connect_with_wrong_password_shows_the_reason() {
     let app = spawn_web().await;
     let org = app.create_org(0).await;
-    let (imap, smtp) = (server("MAILROOM_IMAP_ADDR"), server("MAILROOM_SUBMISSION_ADDR"));
+    let (imap, smtp) = (
+        server("MAILROOM_IMAP_ADDR"),
+        server("MAILROOM_SUBMISSION_ADDR"),
+    );
 
     let b = Browser::start().await;
     b.sign_in(&app, &org.admin_email, PASSWORD).await;
@@ -393,7 +445,10 @@ async fn connect_with_wrong_password_shows_the_reason() {
     // What was typed stays, except the password.
     let source = b.source().await;
     assert!(source.contains(&bulk(8)));
-    assert!(!source.contains("wrong-password"), "the password is not written back");
+    assert!(
+        !source.contains("wrong-password"),
+        "the password is not written back"
+    );
     b.screenshot("wrong-password").await;
     b.axe().await;
 
@@ -420,16 +475,28 @@ async fn supervisor_sees_subordinates_and_nothing_editable() {
     b.sign_in(&app, &boss.login_email, PASSWORD).await;
     let seen = until_rows(&b, &app, "/mailboxes", 1).await;
     assert_eq!(seen, vec![bulk(9)], "only the subordinate's mailbox");
-    assert!(!b.exists("#mailbox-table details.menu").await, "no row menu");
-    assert!(!b.exists("#mailbox-table td.synced button").await, "no sync icon");
-    assert!(!b.exists("a[href^='/mailboxes/connect']").await, "no connect");
+    assert!(
+        !b.exists("#mailbox-table details.menu").await,
+        "no row menu"
+    );
+    assert!(
+        !b.exists("#mailbox-table td.synced button").await,
+        "no sync icon"
+    );
+    assert!(
+        !b.exists("a[href^='/mailboxes/connect']").await,
+        "no connect"
+    );
     assert!(!b.exists("a[href$='/edit']").await);
     b.screenshot("supervisor").await;
     b.axe().await;
 
     // A direct post is refused by the registry, not just hidden.
-    b.goto(&app, &format!("/mailboxes/{}/edit", "00000000-0000-0000-0000-000000000000"))
-        .await;
+    b.goto(
+        &app,
+        &format!("/mailboxes/{}/edit", "00000000-0000-0000-0000-000000000000"),
+    )
+    .await;
     let text = b.body_text().await;
     assert!(!text.contains("Edit mailbox"), "{text}");
     b.close().await;

@@ -305,5 +305,17 @@ async fn rehire() {
     b.click_button("Send a password reset link").await;
     b.wait_for_text("A password reset link is on its way").await;
     b.screenshot("actions").await;
+
+    // The admin edits the position and the contact address.
+    b.fill("Position", "Sales lead").await;
+    b.fill("Contact email", &org.address("finn.contact")).await;
+    b.click_button("Save").await;
+    b.wait_for_text("Saved.").await;
+    let addresses = b.text("#addresses").await;
+    assert!(
+        addresses.contains(&org.address("finn.contact")) && addresses.contains("Contact email"),
+        "{addresses}"
+    );
+    assert!(b.body_text().await.contains("Sales lead"));
     b.close().await;
 }
