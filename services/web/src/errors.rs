@@ -101,7 +101,8 @@ impl WebError {
 pub fn retry_after(message: &str) -> Option<u64> {
     let words: Vec<&str> = message.split_whitespace().collect();
     words.windows(2).find_map(|w| {
-        (w[1].starts_with("second"))
+        let unit = w[1].trim_end_matches(|c: char| c.is_ascii_punctuation());
+        (unit.starts_with("second") || unit == "s")
             .then(|| w[0].parse::<u64>().ok())
             .flatten()
     })
@@ -203,6 +204,7 @@ mod tests {
             Some(42)
         );
         assert_eq!(retry_after("slow down"), None);
+        assert_eq!(retry_after("resend after 42 s."), Some(42));
     }
 
     #[test]

@@ -167,8 +167,8 @@ impl Chrome {
     }
 
     /// The sentence `key` with a number (`{ $name }`, choosing the plural form).
-    pub fn tn(&self, key: &str, name: &str, n: i64) -> String {
-        self.locale.t_args(key, &[(name, Arg::Num(n))])
+    pub fn tn<N: Count>(&self, key: &str, name: &str, n: N) -> String {
+        self.locale.t_args(key, &[(name, Arg::Num(n.count()))])
     }
 
     /// The sentence `key` with a text argument.
@@ -218,6 +218,28 @@ impl Chrome {
     /// The zone's name, for "times in Europe/Moscow".
     pub fn tz_name(&self) -> &'static str {
         self.tz.name()
+    }
+}
+
+/// A number a sentence counts, by value or by reference (templates pass references).
+pub trait Count {
+    fn count(&self) -> i64;
+}
+
+macro_rules! count_for {
+    ($($t:ty),*) => {$(
+        impl Count for $t {
+            fn count(&self) -> i64 {
+                i64::try_from(*self).unwrap_or(i64::MAX)
+            }
+        }
+    )*};
+}
+count_for!(i32, i64, u32, u64, usize);
+
+impl<T: Count> Count for &T {
+    fn count(&self) -> i64 {
+        (**self).count()
     }
 }
 

@@ -300,17 +300,17 @@ impl SessionStore {
             return Ok(None);
         }
         // The idle time is renewed at most once a minute, not on every request.
-        if touch && now() - number(11).max(session.created) >= 60 {
-            if self
+        if touch
+            && now() - number(11).max(session.created) >= 60
+            && self
                 .set_fields(key, &[("touched", now().to_string())])
                 .await?
-            {
-                let _: () = redis::cmd("EXPIRE")
-                    .arg(key)
-                    .arg(self.ttl(&session))
-                    .query_async(&mut conn)
-                    .await?;
-            }
+        {
+            let _: () = redis::cmd("EXPIRE")
+                .arg(key)
+                .arg(self.ttl(&session))
+                .query_async(&mut conn)
+                .await?;
         }
         Ok(Some(session))
     }

@@ -629,9 +629,9 @@ async fn list(
         headers,
         rows,
         caption: if answer.total_size_is_estimate {
-            chrome.tn("mailboxes-total-about", "count", answer.total_size.into())
+            chrome.tn("mailboxes-total-about", "count", answer.total_size)
         } else {
-            chrome.tn("mailboxes-total", "count", answer.total_size.into())
+            chrome.tn("mailboxes-total", "count", answer.total_size)
         },
         next_href,
         prev_href,
