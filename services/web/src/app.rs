@@ -124,9 +124,7 @@ fn tz_of(headers: &HeaderMap) -> Option<chrono_tz::Tz> {
 /// The CSRF token of a (CSRF cookie, session cookie) pair: a page's forms carry it, and a
 /// post is accepted only with the token of the cookies it came with.
 pub fn csrf_token(key: &[u8], csrf_cookie: &str, session_cookie: Option<&str>) -> String {
-    let session = session_cookie
-        .map(SessionStore::key_of)
-        .unwrap_or_default();
+    let session = session_cookie.map(SessionStore::key_of).unwrap_or_default();
     hmac_b64(key, format!("csrf\0{csrf_cookie}\0{session}").as_bytes())
 }
 

@@ -16,8 +16,6 @@ use mailroom_mailboxes::scope::Scope;
 use mailroom_mailboxes::store::list_query::ListQuery;
 use mailroom_platform::types::OrgId;
 use mailroom_tests::{access_pb as apb, authed, mailboxes_pb as mpb, spawn_app_with_mailboxes};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,22 +35,6 @@ struct Args {
     #[arg(long, default_value = "owner")]
     order_by: String,
 }
-
-const FIRST: &[&str] = &[
-    "Ann", "Ivan", "Maria", "Tom", "Yuki", "Olivia", "Sam", "Erin", "Dev", "Lee", "Nora", "Omar",
-];
-const LAST: &[&str] = &[
-    "Lee", "Petrov", "Garcia", "Baker", "Tanaka", "Chen", "Ortiz", "Park", "Patel", "Kim", "Novak",
-    "Haddad", "Smith", "Jones", "Müller", "Rossi",
-];
-const NAMES: &[&str] = &[
-    "Work mailbox",
-    "Backup mailbox",
-    "Sales",
-    "Support",
-    "Billing",
-    "Personal",
-];
 
 struct Percentiles {
     p50: f64,
@@ -94,191 +76,9 @@ async fn main() -> anyhow::Result<()> {
     let admin_id: Uuid = org.admin_id.parse()?;
     let boss_id: Uuid = boss.id.parse()?;
 
-    // The tree, written straight into access's tables (as identity's events would have), and
-    // the mailboxes into the registry's (as connects and sync would have), only faster.
-    let started = Instant::now();
-    let mut rng = StdRng::seed_from_u64(9);
-    let (fanout, depth) = (3usize, 8u32);
-    let mut levels: Vec<Vec<Uuid>> = vec![vec![Uuid::new_v4()]];
-    for _ in 1..depth {
-        let next: Vec<Uuid> = levels
-            .last()
-            .map(|l| {
-                l.iter()
-                    .flat_map(|_| (0..fanout).map(|_| Uuid::new_v4()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        levels.push(next);
-    }
-    let departments: Vec<Uuid> = levels.iter().flatten().copied().collect();
-    let mut users: Vec<Uuid> = (0..args.users).map(|_| Uuid::new_v4()).collect();
-    // The boss heads the first level-2 department: ~1/9 of the tree.
-    let boss_at = departments
-        .iter()
-        .position(|d| *d == levels[2][0])
-        .unwrap_or(0);
-    users[boss_at] = boss_id;
-    let mut rows: Vec<(&str, Uuid, Uuid)> = Vec::new();
-    for (level, depts) in levels.iter().enumerate().skip(1) {
-        for (i, d) in depts.iter().enumerate() {
-            rows.push(("parent", *d, levels[level - 1][i / fanout]));
-        }
-    }
-    for (i, d) in departments.iter().enumerate() {
-        rows.push(("head", *d, users[i]));
-    }
-    for (i, u) in users.iter().enumerate() {
-        rows.push(("member", *u, departments[i % departments.len()]));
-    }
-    let access = mailroom_platform::db::connect(
-        &secrecy::SecretString::from(app.database_url().to_owned()),
-        "access",
-        4,
-    )
-    .await?;
-    for chunk in users.chunks(20_000) {
-        sqlx::query("INSERT INTO users (user_id, org_id, active) SELECT u, $1, true FROM unnest($2::uuid[]) AS u ON CONFLICT DO NOTHING")
-            .bind(org_id)
-            .bind(chunk)
-            .execute(&access)
+    let registry =
+        mailroom_tests::bench::seed_mailboxes(&app, org_id, boss_id, args.users, args.mailboxes)
             .await?;
-    }
-    for chunk in rows.chunks(20_000) {
-        let kinds: Vec<&str> = chunk.iter().map(|r| r.0).collect();
-        let objects: Vec<Uuid> = chunk.iter().map(|r| r.1).collect();
-        let subjects: Vec<Uuid> = chunk.iter().map(|r| r.2).collect();
-        sqlx::query("INSERT INTO relationships (org_id, kind, object_id, subject_id) SELECT $1, k, o, s FROM unnest($2::text[], $3::uuid[], $4::uuid[]) AS t(k, o, s) ON CONFLICT DO NOTHING")
-            .bind(org_id)
-            .bind(&kinds)
-            .bind(&objects)
-            .bind(&subjects)
-            .execute(&access)
-            .await?;
-    }
-
-    let registry = mailroom_platform::db::connect(
-        &secrecy::SecretString::from(app.database_url().to_owned()),
-        "mailboxes",
-        4,
-    )
-    .await?;
-    let firsts: Vec<String> = users
-        .iter()
-        .map(|_| FIRST[rng.gen_range(0..FIRST.len())].to_owned())
-        .collect();
-    let lasts: Vec<String> = users
-        .iter()
-        .map(|_| LAST[rng.gen_range(0..LAST.len())].to_owned())
-        .collect();
-    for (start, chunk) in users
-        .chunks(20_000)
-        .enumerate()
-        .map(|(i, c)| (i * 20_000, c))
-    {
-        sqlx::query("INSERT INTO users (user_id, org_id, first_name, last_name, active) SELECT u, $1, f, l, true FROM unnest($2::uuid[], $3::text[], $4::text[]) AS t(u, f, l) ON CONFLICT DO NOTHING")
-            .bind(org_id)
-            .bind(chunk)
-            .bind(&firsts[start..start + chunk.len()])
-            .bind(&lasts[start..start + chunk.len()])
-            .execute(&registry)
-            .await?;
-    }
-    let total = args.mailboxes;
-    let mut batch = Vec::new();
-    for i in 0..total {
-        let owner = (i / 2) % users.len();
-        batch.push(i);
-        if batch.len() == 10_000 || i + 1 == total {
-            let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
-            let owners: Vec<Uuid> = batch.iter().map(|i| users[(i / 2) % users.len()]).collect();
-            let emails: Vec<String> = batch
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{}.{}.{i}@acme.example",
-                        firsts[(i / 2) % users.len()].to_lowercase(),
-                        lasts[(i / 2) % users.len()].to_lowercase()
-                    )
-                })
-                .collect();
-            let names: Vec<String> = batch
-                .iter()
-                .map(|_| NAMES[rng.gen_range(0..NAMES.len())].to_owned())
-                .collect();
-            let senders: Vec<String> = batch
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{} {}",
-                        firsts[(i / 2) % users.len()],
-                        lasts[(i / 2) % users.len()]
-                    )
-                })
-                .collect();
-            let first_names: Vec<String> = batch
-                .iter()
-                .map(|i| firsts[(i / 2) % users.len()].clone())
-                .collect();
-            let last_names: Vec<String> = batch
-                .iter()
-                .map(|i| lasts[(i / 2) % users.len()].clone())
-                .collect();
-            let crm: Vec<bool> = batch.iter().map(|_| rng.gen_bool(0.3)).collect();
-            let disk: Vec<i64> = batch
-                .iter()
-                .map(|_| rng.gen_range(0..2_000i64) * 1_048_576)
-                .collect();
-            let unread: Vec<i64> = batch.iter().map(|_| rng.gen_range(0..500i64)).collect();
-            let synced: Vec<Option<chrono::DateTime<chrono::Utc>>> = batch
-                .iter()
-                .map(|_| {
-                    if rng.gen_bool(0.05) {
-                        None
-                    } else {
-                        Some(
-                            chrono::Utc::now()
-                                - chrono::Duration::minutes(rng.gen_range(0..60 * 24 * 30)),
-                        )
-                    }
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO mailboxes (id, org_id, owner_user_id, email, name, sender_name, \
-                    imap_host, imap_port, imap_security, imap_username, smtp_host, smtp_port, smtp_security, smtp_username, \
-                    password_sealed, password_key, in_crm, disk_bytes, unread_count, message_count, last_sync_time, \
-                    sync_state, owner_first_name, owner_last_name) \
-                 SELECT id, $1, o, e, n, s, 'imap.acme.example', 993, 'tls', e, 'smtp.acme.example', 465, 'tls', e, \
-                    '\\x00'::bytea, 'bench', c, d, u, u * 10, COALESCE(t, '-infinity'), 'ok', fname, lname \
-                 FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bigint[], $9::bigint[], $10::timestamptz[], $11::text[], $12::text[]) \
-                    AS x(id, o, e, n, s, c, d, u, t, fname, lname)",
-            )
-            .bind(org_id)
-            .bind(&ids)
-            .bind(&owners)
-            .bind(&emails)
-            .bind(&names)
-            .bind(&senders)
-            .bind(&crm)
-            .bind(&disk)
-            .bind(&unread)
-            .bind(&synced)
-            .bind(&first_names)
-            .bind(&last_names)
-            .execute(&registry)
-            .await?;
-            batch.clear();
-        }
-        let _ = owner;
-    }
-    sqlx::query("ANALYZE mailboxes").execute(&registry).await?;
-    println!(
-        "seeded {} users, {} departments in {depth} levels, {} mailboxes in {:.1} s",
-        users.len(),
-        departments.len(),
-        total,
-        started.elapsed().as_secs_f64()
-    );
 
     // A fresh access replica loads the tree from its tables; a registry asks it.
     let stop = CancellationToken::new();

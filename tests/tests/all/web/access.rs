@@ -131,7 +131,7 @@ async fn edit_role_and_assign_to_department() {
     b.click_button("Save").await;
     b.wait_for_text("The role was saved.").await;
     let supervisor = role_of_kind(&app, &org.admin_token, apb::RoleKind::Supervisor).await;
-    let permissions = supervisor.permissions.clone().expect("permissions");
+    let permissions = supervisor.permissions.expect("permissions");
     assert_eq!(
         permissions.modify_mailboxes,
         apb::Scope::Department as i32,
