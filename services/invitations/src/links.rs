@@ -175,7 +175,8 @@ impl Invitations {
     }
 
     /// What the join page shows of a link (no token: the link's secret is the credential). An
-    /// unknown, disabled, expired or used-up link is the same NOT_FOUND, naming nobody.
+    /// unknown, disabled, expired or used-up link, or one whose department was deleted, is the
+    /// same NOT_FOUND, naming nobody.
     #[tracing::instrument(skip_all)]
     pub async fn preview_link(&self, secret: &str) -> Result<pb::RegistrationLinkPreview> {
         if !token::well_formed(secret) {
@@ -196,11 +197,37 @@ impl Invitations {
         if link.used_up() {
             return Err(unknown_link());
         }
+        if let Some(department) = link.department_id {
+            self.require_department(org_id, department).await?;
+        }
         Ok(pb::RegistrationLinkPreview {
             organization_name: link.organization_name,
             allowed_domains: link.allowed_domains,
             requires_approval: link.requires_approval,
         })
+    }
+
+    /// The link's department still exists at identity (asked as `register_with_link` asks:
+    /// `AdmitInvitees`, check only, here with nobody); a deleted one is [`unknown_link`].
+    async fn require_department(&self, org_id: OrgId, department: DepartmentId) -> Result<()> {
+        let answer = self
+            .identity
+            .call(
+                ipb::AdmitInviteesRequest {
+                    org_id: org_id.to_string(),
+                    department_id: department.to_string(),
+                    invitees: Vec::new(),
+                    check_only: true,
+                },
+                |mut raw, request| async move { raw.admit_invitees(request).await },
+            )
+            .await
+            .map_err(InvitationError::from);
+        match answer {
+            Ok(_) => Ok(()),
+            Err(InvitationError::NotFound(_)) => Err(unknown_link()),
+            Err(other) => Err(other),
+        }
     }
 
     /// A person joins through a link (no token: the link's secret is the credential). Nothing

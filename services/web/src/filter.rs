@@ -1,7 +1,10 @@
 //! The mailbox list's filter bar as AIP-160: one input per seed field (address, mailbox
 //! name, owner, "not synced for N days", in CRM, disk MB, sender name, access by, CRM queue)
 //! and the advanced raw filter, composed into the `filter` of `ListMailboxes`. Every value a
-//! person typed is a quoted string literal or a checked number, so no input can add a clause.
+//! person typed in a field is a quoted string literal or a checked number, so no field can add
+//! a clause. The advanced text is raw AIP-160 by design (the registry checks it); it goes in
+//! parentheses and is refused here unless its parentheses balance outside quoted strings, so
+//! it cannot close its own group and turn the `AND` of the other fields into an `OR`.
 
 /// The filter bar's fields as typed (people already resolved to ids by the page).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,6 +33,33 @@ pub enum BadField {
     Days,
     DiskMin,
     DiskMax,
+    /// The advanced filter's parentheses do not balance.
+    Advanced,
+}
+
+/// Whether the parentheses of `text` balance outside double-quoted strings (where `\`
+/// escapes the next character), never closing more than were opened.
+pub fn parentheses_balance(text: &str) -> bool {
+    let mut depth: usize = 0;
+    let mut quoted = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '\\') => {
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, _) => {}
+            (false, '"') => quoted = true,
+            (false, '(') => depth += 1,
+            (false, ')') => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            (false, _) => {}
+        }
+    }
+    depth == 0 && !quoted
 }
 
 /// `value` as an AIP-160 string literal: in double quotes, `\` and `"` escaped, control
@@ -80,6 +110,9 @@ impl Fields {
         let mut parts: Vec<String> = Vec::new();
         let advanced = self.advanced.trim();
         if !advanced.is_empty() {
+            if !parentheses_balance(advanced) {
+                return Err(BadField::Advanced);
+            }
             parts.push(format!("({advanced})"));
         }
         let mut text = |field: &str, op: &str, value: &str| {
@@ -158,6 +191,34 @@ pub fn order_by(sort: &str) -> Option<(String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unbalanced_parentheses_in_advanced_are_refused() {
+        for bad in [
+            "name = \"a\") OR (true",
+            "(name = \"a\"",
+            ")(",
+            "name = \"a",
+        ] {
+            let f = Fields {
+                advanced: bad.into(),
+                address: "x".into(),
+                ..Fields::default()
+            };
+            assert_eq!(f.compose(), Err(BadField::Advanced), "{bad}");
+        }
+        for good in [
+            "(name = \"a\" OR name = \"b\")",
+            "name = \"smile :)\"",
+            "name = \"q\\\")\"",
+        ] {
+            let f = Fields {
+                advanced: good.into(),
+                ..Fields::default()
+            };
+            assert_eq!(f.compose(), Ok(format!("({good})")), "{good}");
+        }
+    }
 
     #[test]
     fn each_field_becomes_its_comparison() {

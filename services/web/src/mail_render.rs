@@ -13,8 +13,12 @@
 //!   `content`, `cursor`, `border-image`, …) and nothing that can lift content out of the
 //!   flow (`position`, `z-index`, `transform`) passes, so a style can neither fetch (a
 //!   beacon) nor overlay.
-//! - URLs: `http`, `https`, `mailto`, `cid` (and `data:image/…` for `<img src>` only).
-//!   Relative URLs are dropped, except the same-origin addresses of this message's own parts.
+//! - URLs outside `<img src>`: `http`, `https`, `mailto` only (read as a browser reads them:
+//!   tabs, newlines and leading controls removed first). Relative URLs are dropped, except
+//!   the same-origin addresses of this message's own parts.
+//! - `<img src>`: `cid:` (this message's image, below), `data:image/{png,jpeg,gif,webp}`
+//!   (never SVG), or a remote address (below); anything else — other `data:`, `mailto:`,
+//!   relative addresses the sender wrote — is dropped.
 //! - Links get `rel="noopener noreferrer nofollow"` and `target="_blank"`.
 //! - `<img>` pointing at `cid:` becomes the image itself as a `data:` URL in the frame (its
 //!   sandboxed, opaque origin sends no cookies, so a same-origin address would answer "sign
@@ -257,6 +261,86 @@ fn is_inline_image_data(url: &str) -> bool {
     })
 }
 
+/// Schemes a URL outside `<img src>` may use.
+const NON_IMG_SCHEMES: &[&str] = &["http", "https", "mailto"];
+
+/// Attributes that hold a URL.
+fn is_url_attribute(attribute: &str) -> bool {
+    matches!(
+        attribute,
+        "href"
+            | "src"
+            | "cite"
+            | "action"
+            | "formaction"
+            | "ping"
+            | "poster"
+            | "background"
+            | "longdesc"
+            | "srcset"
+    )
+}
+
+/// A URL as a browser's parser reads it: leading/trailing C0 controls and spaces dropped,
+/// tabs and newlines anywhere removed (so `d\tata:` is `data:`).
+fn url_cleaned(url: &str) -> String {
+    url.trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect()
+}
+
+/// [`url_cleaned`], lower-cased.
+fn url_normalised(url: &str) -> String {
+    url_cleaned(url).to_ascii_lowercase()
+}
+
+/// The scheme of a normalised URL, `None` when it is relative.
+fn scheme_of(normalised: &str) -> Option<String> {
+    let (scheme, _) = normalised.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then(|| scheme.to_owned())
+}
+
+/// What becomes of an `<img src>`: `cid:` → this message's image (or nothing), an allowed
+/// `data:image/…` stays, a remote address stays only when asked for (and is counted when
+/// not); anything else (`data:` of another type, SVG, `mailto:`, relative, …) goes.
+fn img_src<'v>(
+    value: &'v str,
+    cids: &HashMap<String, String>,
+    show_remote_images: bool,
+    blocked: &AtomicUsize,
+) -> Option<Cow<'v, str>> {
+    let cleaned = url_cleaned(value);
+    // ASCII lower-casing keeps byte offsets, so `cleaned[n..]` matches `lower[n..]`.
+    let lower = cleaned.to_ascii_lowercase();
+    if lower.starts_with("cid:") {
+        // Content ids are case-sensitive: the id keeps its spelling.
+        let id = percent_encoding::percent_decode_str(&cleaned[4..]).decode_utf8_lossy();
+        return cids.get(id.as_ref()).map(|url| Cow::Owned(url.clone()));
+    }
+    if is_inline_image_data(&lower) {
+        return Some(Cow::Borrowed(value));
+    }
+    if is_remote(&lower) {
+        if !show_remote_images {
+            blocked.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        return Some(if lower.starts_with("http:") {
+            Cow::Owned(format!("https:{}", &cleaned[5..]))
+        } else if lower.starts_with("//") {
+            Cow::Owned(format!("https:{cleaned}"))
+        } else {
+            Cow::Owned(cleaned)
+        });
+    }
+    None
+}
+
 /// Relative URLs: only the addresses the sanitiser wrote for the message's own parts.
 struct OwnParts(String);
 
@@ -297,6 +381,9 @@ fn sanitiser(
         .add_generic_attributes(["style", "dir", "align"])
         .filter_style_properties(STYLE_PROPERTIES.iter().copied().collect())
         .clean_content_tags(CLEAN_CONTENT_TAGS.iter().copied().collect())
+        // ammonia checks schemes before the attribute filter runs: `cid` and `data` are here
+        // only so `<img src>` reaches the filter, which maps `cid:` and keeps allowed image
+        // `data:` for `<img src>` alone; every other URL it lets be http/https/mailto only.
         .url_schemes(
             ["http", "https", "mailto", "cid", "data"]
                 .into_iter()
@@ -307,36 +394,18 @@ fn sanitiser(
         .strip_comments(true)
         .url_relative(ammonia::UrlRelative::Custom(Box::new(OwnParts(part_base))))
         .attribute_filter(move |element, attribute, value| {
-            let lower = value.trim_start().to_ascii_lowercase();
             if element == "img" && attribute == "src" {
-                if let Some(id) = value.trim().get(4..).filter(|_| lower.starts_with("cid:")) {
-                    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
-                    return cids.get(id.as_ref()).map(|url| Cow::Owned(url.clone()));
-                }
-                if is_inline_image_data(value) {
-                    return Some(Cow::Borrowed(value));
-                }
-                if is_remote(value) {
-                    if show_remote_images {
-                        let trimmed = value.trim();
-                        return Some(if lower.starts_with("http:") {
-                            Cow::Owned(format!("https:{}", &trimmed[5..]))
-                        } else if lower.starts_with("//") {
-                            Cow::Owned(format!("https:{trimmed}"))
-                        } else {
-                            Cow::Borrowed(value)
-                        });
-                    }
-                    blocked.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
+                return img_src(value, &cids, show_remote_images, &blocked);
+            }
+            if !is_url_attribute(attribute) {
                 return Some(Cow::Borrowed(value));
             }
-            // `data:` only for images; `cid:` anywhere but an image means nothing here.
-            if lower.starts_with("data:") || lower.starts_with("cid:") {
-                return None;
+            match scheme_of(&url_normalised(value)) {
+                // Relative: ammonia's `OwnParts` decides.
+                None => Some(Cow::Borrowed(value)),
+                Some(s) if NON_IMG_SCHEMES.contains(&s.as_str()) => Some(Cow::Borrowed(value)),
+                Some(_) => None,
             }
-            Some(Cow::Borrowed(value))
         });
     builder
 }
@@ -538,6 +607,50 @@ mod tests {
         assert!(h.contains("mailto:a@b.example"), "{h}");
         assert!(!h.contains("/sign-out"), "relative links go: {h}");
         assert!(!h.contains("data:text"), "{h}");
+    }
+
+    #[test]
+    fn img_src_keeps_only_cid_allowed_data_and_remote() {
+        let r = sanitise_html(
+            concat!(
+                r#"<img src="data:image/svg+xml;base64,PHN2Zz4=" alt="s">"#,
+                r#"<img src="data:text/html,hi" alt="html">"#,
+                r#"<img src="d&#9;ata:image/svg+xml,x" alt="t">"#,
+                r#"<img src="mailto:a@b.example" alt="mail">"#,
+                r#"<img src="ftp://x.example/a.png" alt="ftp">"#,
+                r#"<img src="/mailboxes/m1/mail/INBOX/7/part/2" alt="own">"#,
+                r#"<img src="data:image/gif;base64,R0lGOD=" alt="gif">"#,
+                r#"<img src="https://x.example/Pic.png" alt="remote">"#,
+            ),
+            None,
+            BASE,
+            SHOW,
+        );
+        let h = &r.html;
+        assert!(!h.contains("svg"), "{h}");
+        assert!(!h.contains("text/html"), "{h}");
+        assert!(!h.contains("mailto:"), "{h}");
+        assert!(!h.contains("ftp:"), "{h}");
+        assert!(!h.contains("/mailboxes/"), "{h}");
+        assert!(h.contains(r#"src="data:image/gif;base64,R0lGOD=""#), "{h}");
+        assert!(h.contains(r#"src="https://x.example/Pic.png""#), "{h}");
+        assert_eq!(h.matches(" src=").count(), 2, "{h}");
+    }
+
+    #[test]
+    fn non_img_urls_are_http_https_mailto_only() {
+        let r = clean(concat!(
+            r#"<a href="https://example.com/x">ok</a>"#,
+            r#"<a href="da&#10;ta:text/html,hi">d</a>"#,
+            r#"<a href="cid:logo@x">c</a>"#,
+            r#"<a href="ftp://example.com/f">f</a>"#,
+            r#"<a href="tel:+100">t</a>"#,
+            r#"<blockquote cite="data:text/plain,q">q</blockquote>"#,
+        ));
+        let h = &r.html;
+        assert!(h.contains(r#"href="https://example.com/x""#), "{h}");
+        assert_eq!(h.matches("href=").count(), 1, "{h}");
+        assert!(!h.contains("cite="), "{h}");
     }
 
     #[test]

@@ -60,6 +60,7 @@ access-assignments-title = Who has this role
 access-assignments-hint = A person with a role of their own, from their department or as a department head no longer gets the roles of "everyone else".
 access-no-assignments = Nobody has this role yet.
 access-col-assigned-to = Assigned to
+access-assignments-pages = Pages of assignments
 access-unassign = Take away from { $name }
 access-assign-title = Give this role
 access-assign-person = Give to a person
@@ -97,6 +98,10 @@ access-readers-title = Who reads { $email }
 access-back-to-mailboxes = Mailboxes
 access-readers-owner = Owner: { $name }
 access-readers-caption = People who may read this mailbox's mail
+access-readers-unnamed = { $count ->
+    [one] Names are shown for the first 200 people; { $count } more appears by their id.
+   *[other] Names are shown for the first 200 people; { $count } more appear by their ids.
+}
 access-col-person = Person
 access-col-why = Why
 access-reader-owner = Owner

@@ -18,6 +18,7 @@ mailboxes-advanced = Advanced filter
 mailboxes-advanced-hint = For example: sync_state = AUTH_FAILED OR unread_count > 100. Fields: email, name, sender_name, owner, days_since_sync, in_crm, disk_mb, unread_count, message_count, sync_state, owner_dismissed.
 mailboxes-filter-nobody = No one in your organisation has this address.
 mailboxes-filter-number = Enter a number of zero or more.
+mailboxes-filter-parentheses = Parentheses and quotes must be closed and balanced.
 mailboxes-any = Any
 mailboxes-yes = Yes
 mailboxes-no = No
@@ -107,6 +108,7 @@ mailboxes-many-title = Connect several mailboxes
 mailboxes-many-lead = Mailboxes of one domain that share the same IMAP and SMTP settings.
 mailboxes-many-lines = Mailboxes
 mailboxes-many-lines-hint = One a line: address, password and optionally the owner's email address, separated by spaces. At most 100.
+mailboxes-many-passwords-again = For your safety the passwords were removed from the lines: type each password again after its address.
 mailboxes-many-bad-line = Line { $line } needs an address, a password and optionally the owner's email address.
 mailboxes-many-count = Enter between 1 and { $max } mailboxes.
 mailboxes-many-done = { $count ->

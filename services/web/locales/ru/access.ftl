@@ -61,6 +61,7 @@ access-assignments-title = У кого есть роль
 access-assignments-hint = Сотрудник, у которого есть своя роль, роль его отдела или роль руководителей, больше не получает роли «всех остальных».
 access-no-assignments = Эта роль пока ни у кого нет.
 access-col-assigned-to = Кому назначена
+access-assignments-pages = Страницы назначений
 access-unassign = Снять с { $name }
 access-assign-title = Назначить роль
 access-assign-person = Назначить сотруднику
@@ -99,6 +100,11 @@ access-readers-title = Кто читает { $email }
 access-back-to-mailboxes = Почтовые ящики
 access-readers-owner = Владелец: { $name }
 access-readers-caption = Кто может читать почту этого ящика
+access-readers-unnamed = { $count ->
+    [one] Имена показаны для первых 200 сотрудников; ещё { $count } показан по идентификатору.
+    [few] Имена показаны для первых 200 сотрудников; ещё { $count } показаны по идентификаторам.
+   *[many] Имена показаны для первых 200 сотрудников; ещё { $count } показаны по идентификаторам.
+}
 access-col-person = Сотрудник
 access-col-why = Почему
 access-reader-owner = Владелец

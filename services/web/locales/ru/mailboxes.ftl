@@ -18,6 +18,7 @@ mailboxes-advanced = Расширенный фильтр
 mailboxes-advanced-hint = Например: sync_state = AUTH_FAILED OR unread_count > 100. Поля: email, name, sender_name, owner, days_since_sync, in_crm, disk_mb, unread_count, message_count, sync_state, owner_dismissed.
 mailboxes-filter-nobody = В вашей организации ни у кого нет такого адреса.
 mailboxes-filter-number = Введите число, не меньше нуля.
+mailboxes-filter-parentheses = Проверьте скобки и кавычки: каждая открытая должна быть закрыта.
 mailboxes-any = Все
 mailboxes-yes = Да
 mailboxes-no = Нет
@@ -110,6 +111,7 @@ mailboxes-many-title = Подключение нескольких ящиков
 mailboxes-many-lead = Ящики одного домена с одинаковыми настройками IMAP и SMTP.
 mailboxes-many-lines = Ящики
 mailboxes-many-lines-hint = По одному в строке: адрес, пароль и, если нужно, адрес владельца через пробел. Не больше 100.
+mailboxes-many-passwords-again = Пароли из строк убраны ради безопасности: введите каждый пароль снова, после его адреса.
 mailboxes-many-bad-line = В строке { $line } нужны адрес, пароль и, если нужно, адрес владельца.
 mailboxes-many-count = Введите от 1 до { $max } ящиков.
 mailboxes-many-done = { $count ->

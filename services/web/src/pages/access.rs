@@ -14,10 +14,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use futures::stream::{self, StreamExt};
 use mailroom_clients::PeerError;
 use mailroom_proto::access::v1 as apb;
 use mailroom_proto::identity::v1 as ipb;
 use mailroom_proto::mailboxes::v1 as mpb;
+use mailroom_types::{MailboxId, RoleId};
 use serde::Deserialize;
 use tonic::Code;
 
@@ -87,6 +89,23 @@ const PERMISSIONS: [(&str, &str); 9] = [
 /// How many pages of a listing a page reads at most (roles: 100 custom + 3; departments and
 /// assignments: far beyond a real organisation).
 const MAX_PAGES: usize = 20;
+
+/// The longest page token a query may bring; longer ones are cut (the peer then refuses them).
+const MAX_PAGE_TOKEN: usize = 512;
+
+/// A role's id from the path; anything but a role id names no role.
+fn role_id(raw: &str) -> Result<String, WebError> {
+    raw.parse::<RoleId>()
+        .map(|id| id.to_string())
+        .map_err(|_| WebError::NotFound)
+}
+
+/// A mailbox's id from the path; anything but a mailbox id names no mailbox.
+fn mailbox_path_id(raw: &str) -> Result<String, WebError> {
+    raw.parse::<MailboxId>()
+        .map(|id| id.to_string())
+        .map_err(|_| WebError::NotFound)
+}
 
 fn scope_of(p: &apb::RolePermissions, field: &str) -> apb::Scope {
     let scope = match field {
@@ -306,19 +325,45 @@ struct SlotError {
 // ---------------------------------------------------------------------------------------
 // Names of the things access control speaks of by id.
 
+/// How many people's names one page looks up at most; beyond, a person shows as their id.
+const USER_NAME_CAP: usize = 200;
+
+/// How many name lookups one page has in flight at once.
+const LOOKUP_CONCURRENCY: usize = 16;
+
+/// How many role assignments the role's page shows at once (one ListRoleAssignments page).
+const ASSIGNMENTS_PAGE: i32 = 100;
+
 /// Names looked up once per page: people, departments, mailboxes, roles.
 struct Names<'a> {
     signed: &'a SignedIn,
+    /// People looked up so far (bounded by `USER_NAME_CAP`).
+    user_lookups: usize,
     users: HashMap<String, String>,
     departments: HashMap<String, String>,
     mailboxes: HashMap<String, String>,
     roles: HashMap<String, String>,
 }
 
+/// "Anna Lee" (or her login, or the id when identity does not answer).
+async fn user_name(signed: &SignedIn, id: &str) -> String {
+    match id.parse() {
+        Ok(user_id) => match signed.clients.identity.user(user_id).await {
+            Ok(user) => person_name(&user),
+            Err(err) => {
+                tracing::debug!(error = %err, "a person's name is unknown");
+                id.to_owned()
+            }
+        },
+        Err(_) => id.to_owned(),
+    }
+}
+
 impl<'a> Names<'a> {
     fn new(signed: &'a SignedIn) -> Self {
         Names {
             signed,
+            user_lookups: 0,
             users: HashMap::new(),
             departments: HashMap::new(),
             mailboxes: HashMap::new(),
@@ -331,18 +376,71 @@ impl<'a> Names<'a> {
         if let Some(name) = self.users.get(id) {
             return name.clone();
         }
-        let name = match id.parse() {
-            Ok(user_id) => match self.signed.clients.identity.user(user_id).await {
-                Ok(user) => person_name(&user),
-                Err(err) => {
-                    tracing::debug!(error = %err, "a person's name is unknown");
-                    id.to_owned()
-                }
-            },
-            Err(_) => id.to_owned(),
+        let name = if self.user_lookups < USER_NAME_CAP {
+            self.user_lookups += 1;
+            user_name(self.signed, id).await
+        } else {
+            id.to_owned()
         };
         self.users.insert(id.to_owned(), name.clone());
         name
+    }
+
+    /// Looks up the names of the distinct people among `ids` not known yet,
+    /// `LOOKUP_CONCURRENCY` at a time and no more than `USER_NAME_CAP` per page; the rest keep
+    /// their id.
+    async fn prefetch_users<'i>(&mut self, ids: impl IntoIterator<Item = &'i str>) -> usize {
+        let mut wanted: Vec<String> = Vec::new();
+        for id in ids {
+            if !self.users.contains_key(id) && !wanted.iter().any(|w| w == id) {
+                wanted.push(id.to_owned());
+            }
+        }
+        let room = USER_NAME_CAP.saturating_sub(self.user_lookups);
+        let over = wanted.split_off(wanted.len().min(room));
+        let unnamed = over.len();
+        for id in over {
+            self.users.insert(id.clone(), id);
+        }
+        self.user_lookups += wanted.len();
+        let signed = self.signed;
+        let found: Vec<(String, String)> = stream::iter(wanted)
+            .map(|id| async move {
+                let name = user_name(signed, &id).await;
+                (id, name)
+            })
+            .buffer_unordered(LOOKUP_CONCURRENCY)
+            .collect()
+            .await;
+        self.users.extend(found);
+        unnamed
+    }
+
+    /// Looks up the names of the distinct departments among `ids` not known yet,
+    /// `LOOKUP_CONCURRENCY` at a time.
+    async fn prefetch_departments<'i>(&mut self, ids: impl IntoIterator<Item = &'i str>) {
+        let mut wanted: Vec<String> = Vec::new();
+        for id in ids {
+            if !self.departments.contains_key(id) && !wanted.iter().any(|w| w == id) {
+                wanted.push(id.to_owned());
+            }
+        }
+        let signed = self.signed;
+        let found: Vec<(String, String)> = stream::iter(wanted)
+            .map(|id| async move {
+                let name = match id.parse() {
+                    Ok(department) => match signed.clients.identity.department(department).await {
+                        Ok(d) => d.name,
+                        Err(_) => id.clone(),
+                    },
+                    Err(_) => id.clone(),
+                };
+                (id, name)
+            })
+            .buffer_unordered(LOOKUP_CONCURRENCY)
+            .collect()
+            .await;
+        self.departments.extend(found);
     }
 
     async fn department(&mut self, id: &str) -> String {
@@ -525,23 +623,9 @@ async fn person_by_email(signed: &SignedIn, email: &str) -> Result<Option<String
     if email.is_empty() || email.contains(['"', '\\']) {
         return Ok(None);
     }
-    let message = ipb::ListUsersRequest {
-        page_size: 50,
-        page_token: String::new(),
-        filter: format!("email : \"{email}\""),
-        order_by: String::new(),
-    };
-    let answer = rpc!(signed.clients.identity, message, list_users).map_err(peer(signed))?;
-    let by_login = answer
-        .users
-        .iter()
-        .find(|u| u.login_email.to_lowercase() == email);
-    let by_contact = answer
-        .users
-        .iter()
-        .find(|u| u.contact_email.to_lowercase() == email);
-    if let Some(user) = by_login.or(by_contact) {
-        return Ok(Some(user.id.clone()));
+    // Identity has no exact address filter: this pages (bounded) through substring matches.
+    if let Some(user) = super::people::find_by_email(signed, &email).await? {
+        return Ok(Some(user.id));
     }
     if !signed.session.admin {
         return Ok(None);
@@ -693,6 +777,8 @@ struct RolePage {
     role: RoleView,
     name_value: String,
     assignments: Vec<AssignmentView>,
+    /// The link to the next page of assignments, if there is one.
+    next: Option<String>,
     departments: Vec<DepartmentOption>,
     heads_assigned: bool,
     everyone_else_assigned: bool,
@@ -762,46 +848,75 @@ async fn role_page(
     status: StatusCode,
     adjust: impl FnOnce(&mut RolePage),
 ) -> Result<Response, WebError> {
+    role_page_at(state, signed, id, "", status, adjust).await
+}
+
+/// A role's page showing the page of its assignments `page_token` names (the first when
+/// empty): one ListRoleAssignments page per view, with a link to the next.
+async fn role_page_at(
+    state: &AppState,
+    signed: &SignedIn,
+    id: &str,
+    page_token: &str,
+    status: StatusCode,
+    adjust: impl FnOnce(&mut RolePage),
+) -> Result<Response, WebError> {
     let chrome = Chrome::signed_in(state, signed).await;
     let manage = configures(&chrome);
     let role = get_role(signed, id).await?;
     let locale = signed.ctx.locale;
     let mut assignments = Vec::new();
     let mut departments_list = Vec::new();
+    let mut next = None;
     let (mut heads_assigned, mut everyone_else_assigned) = (false, false);
     if manage && role.kind() != apb::RoleKind::Administrator {
         let mut names = Names::new(signed);
-        let mut page_token = String::new();
-        for _ in 0..MAX_PAGES {
-            let message = apb::ListRoleAssignmentsRequest {
-                org_id: String::new(),
-                role_id: role.id.clone(),
-                user_id: String::new(),
-                page_size: 1000,
-                page_token,
-                at_least_as_fresh_as: None,
-            };
-            let answer = rpc!(signed.clients.access, message, list_role_assignments)
-                .map_err(peer(signed))?;
-            for a in answer.assignments {
-                let subject = a.subject.unwrap_or_default();
-                let object = subject.object.clone().unwrap_or_default();
-                match (object.r#type.as_str(), subject.relation.as_str()) {
-                    ("org", "head") => heads_assigned = true,
-                    ("org", "everyone_else") => everyone_else_assigned = true,
-                    _ => {}
-                }
-                assignments.push(AssignmentView {
-                    label: names.assignee(locale, &subject).await,
-                    subject_type: object.r#type,
-                    subject_id: object.id,
-                    subject_relation: subject.relation,
-                });
+        let message = apb::ListRoleAssignmentsRequest {
+            org_id: String::new(),
+            role_id: role.id.clone(),
+            user_id: String::new(),
+            page_size: ASSIGNMENTS_PAGE,
+            page_token: page_token.chars().take(MAX_PAGE_TOKEN).collect(),
+            at_least_as_fresh_as: None,
+        };
+        let answer =
+            rpc!(signed.clients.access, message, list_role_assignments).map_err(peer(signed))?;
+        let subjects: Vec<apb::SubjectRef> = answer
+            .assignments
+            .into_iter()
+            .map(|a| a.subject.unwrap_or_default())
+            .collect();
+        let of_type = |kind: &'static str| {
+            subjects
+                .iter()
+                .filter_map(move |s| s.object.as_ref().filter(|o| o.r#type == kind))
+                .map(|o| o.id.as_str())
+        };
+        let _unnamed = names.prefetch_users(of_type("user")).await;
+        names.prefetch_departments(of_type("department")).await;
+        for subject in &subjects {
+            let object = subject.object.clone().unwrap_or_default();
+            match (object.r#type.as_str(), subject.relation.as_str()) {
+                ("org", "head") => heads_assigned = true,
+                ("org", "everyone_else") => everyone_else_assigned = true,
+                _ => {}
             }
-            if answer.next_page_token.is_empty() {
-                break;
-            }
-            page_token = answer.next_page_token;
+            assignments.push(AssignmentView {
+                label: names.assignee(locale, subject).await,
+                subject_type: object.r#type,
+                subject_id: object.id,
+                subject_relation: subject.relation.clone(),
+            });
+        }
+        if !answer.next_page_token.is_empty() {
+            next = Some(format!(
+                "/access/roles/{}?page={}#assignments-title",
+                role.id,
+                percent_encoding::utf8_percent_encode(
+                    &answer.next_page_token,
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            ));
         }
         departments_list = departments(signed).await?;
     }
@@ -811,6 +926,7 @@ async fn role_page(
         role: RoleView::new(&role, manage),
         chrome,
         assignments,
+        next,
         departments: departments_list,
         heads_assigned,
         everyone_else_assigned,
@@ -822,13 +938,22 @@ async fn role_page(
     render_status(status, &page)
 }
 
+/// The page of a role's assignments asked for.
+#[derive(Deserialize, Default)]
+struct RoleQuery {
+    #[serde(default)]
+    page: String,
+}
+
 #[tracing::instrument(skip_all)]
 async fn role(
     State(state): State<AppState>,
     signed: SignedIn,
     Path(id): Path<String>,
+    Query(query): Query<RoleQuery>,
 ) -> Result<Response, WebError> {
-    role_page(&state, &signed, &id, StatusCode::OK, |_| {}).await
+    let id = role_id(&id)?;
+    role_page_at(&state, &signed, &id, &query.page, StatusCode::OK, |_| {}).await
 }
 
 /// A role's grants as posted (the matrix row or the role's page), with its etag.
@@ -966,6 +1091,7 @@ async fn update_role(
     Path(id): Path<String>,
     Form(form): Form<RoleForm>,
 ) -> Result<Response, WebError> {
+    let id = role_id(&id)?;
     let current = get_role(&signed, &id).await?;
     let Ok((wanted, paths)) = form.apply(&current) else {
         return Err(WebError::Invalid {
@@ -1030,6 +1156,7 @@ async fn set_visibility(
     Path(id): Path<String>,
     Form(form): Form<VisibilityForm>,
 ) -> Result<Response, WebError> {
+    let id = role_id(&id)?;
     let current = get_role(&signed, &id).await?;
     let wanted = apb::Role {
         hidden: form.hidden == "1",
@@ -1064,6 +1191,7 @@ async fn clone_role(
     Path(id): Path<String>,
     Form(form): Form<CloneForm>,
 ) -> Result<Response, WebError> {
+    let id = role_id(&id)?;
     let message = apb::CloneRoleRequest {
         id: id.clone(),
         display_name: form.display_name.trim().to_owned(),
@@ -1129,6 +1257,7 @@ async fn confirm_delete(
     signed: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
+    let id = role_id(&id)?;
     delete_page(&state, &signed, &id, StatusCode::OK, None).await
 }
 
@@ -1145,6 +1274,7 @@ async fn delete_role(
     Path(id): Path<String>,
     Form(form): Form<DeleteForm>,
 ) -> Result<Response, WebError> {
+    let id = role_id(&id)?;
     let message = apb::DeleteRoleRequest {
         id: id.clone(),
         etag: form.etag,
@@ -1219,6 +1349,7 @@ async fn assign(
     Path(id): Path<String>,
     Form(form): Form<AssignForm>,
 ) -> Result<Response, WebError> {
+    let id = role_id(&id)?;
     let locale = signed.ctx.locale;
     let slot = assign_slot(&form.to);
     let org = signed.session.org_id.to_string();
@@ -1277,6 +1408,7 @@ async fn unassign(
     Path(id): Path<String>,
     Form(form): Form<AssignForm>,
 ) -> Result<Response, WebError> {
+    let id = role_id(&id)?;
     let message = apb::UnassignRoleRequest {
         role_id: id.clone(),
         subject: Some(subject(
@@ -1328,6 +1460,8 @@ struct ReadersPage {
     email: String,
     owner_name: String,
     readers: Vec<ReaderView>,
+    /// How many readers show as their id: names are looked up for `USER_NAME_CAP` people.
+    unnamed: usize,
     /// The viewer may grant and take away reading (access decides each change anyway).
     may_grant: bool,
     /// The viewer may ask "why" about others.
@@ -1381,6 +1515,11 @@ async fn readers_page(
             mailbox.owner_display_name.clone(),
         );
     }
+    let unnamed = names
+        .prefetch_users(
+            std::iter::once(mailbox.owner_user_id.as_str()).chain(ids.iter().map(String::as_str)),
+        )
+        .await;
     let mut readers = Vec::new();
     for user_id in ids {
         readers.push(ReaderView {
@@ -1398,6 +1537,7 @@ async fn readers_page(
         email: mailbox.email,
         owner_name,
         readers,
+        unnamed,
         may_grant,
         may_explain,
         email_value: String::new(),
@@ -1414,6 +1554,7 @@ async fn readers(
     signed: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
+    let id = mailbox_path_id(&id)?;
     readers_page(&state, &signed, &id, StatusCode::OK, |_| {}).await
 }
 
@@ -1443,6 +1584,7 @@ async fn add_reader(
     Path(id): Path<String>,
     Form(form): Form<ReaderForm>,
 ) -> Result<Response, WebError> {
+    let id = mailbox_path_id(&id)?;
     let again = |message: String| {
         let email = form.email.clone();
         readers_page(
@@ -1485,6 +1627,7 @@ async fn remove_reader(
     Path(id): Path<String>,
     Form(form): Form<ReaderForm>,
 ) -> Result<Response, WebError> {
+    let id = mailbox_path_id(&id)?;
     let message = apb::DeleteRelationshipsRequest {
         relationships: vec![reader(&id, &form.user_id)],
     };
@@ -1565,9 +1708,10 @@ async fn mailbox_id(signed: &SignedIn, given: &str) -> Result<Option<String>, We
     if address.is_empty() || address.contains(['"', '\\']) {
         return Ok(None);
     }
+    // `email = "…"` is an exact, case-insensitive match (mailboxes.proto ListMailboxes).
     let message = mpb::ListMailboxesRequest {
         page_size: 50,
-        filter: format!("email : \"{address}\""),
+        filter: format!("email = \"{address}\""),
         ..Default::default()
     };
     match rpc!(signed.clients.mailboxes, message, list_mailboxes) {

@@ -13,9 +13,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use futures::stream::{self, StreamExt};
 use mailroom_clients::PeerError;
 use mailroom_proto::identity::v1 as ipb;
 use mailroom_proto::invitations::v1 as pb;
+use mailroom_types::{InvitationId, RegistrationLinkId};
 use serde::Deserialize;
 
 use crate::auth::{Ctx, SignedIn};
@@ -28,6 +30,8 @@ use crate::state::AppState;
 const PAGE_SIZE: i32 = 25;
 /// How many pages back "Previous" remembers.
 const MAX_PREV: usize = 20;
+/// How many inviters' names are looked up at once.
+const LOOKUP_CONCURRENCY: usize = 16;
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces
@@ -472,11 +476,22 @@ fn kind_key(kind: i32) -> &'static str {
     }
 }
 
-/// The previous pages' tokens, oldest first (`.` before each; the first page's is empty).
+/// The longest page token `prev` may carry; longer ones are cut (the peer then refuses them).
+const MAX_PREV_TOKEN: usize = 512;
+
+/// The previous pages' tokens, oldest first (`.` before each; the first page's is empty): the
+/// newest `MAX_PREV` of them, each at most `MAX_PREV_TOKEN` characters.
 fn decode_prev(prev: &str) -> Vec<String> {
     match prev.strip_prefix('.') {
         None => Vec::new(),
-        Some(rest) => rest.split('.').map(str::to_owned).collect(),
+        Some(rest) => {
+            let mut tokens: Vec<&str> = rest.rsplit('.').take(MAX_PREV).collect();
+            tokens.reverse();
+            tokens
+                .into_iter()
+                .map(|t| t.chars().take(MAX_PREV_TOKEN).collect())
+                .collect()
+        }
     }
 }
 
@@ -595,7 +610,7 @@ async fn names_of(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, String
     distinct.sort();
     distinct.dedup();
     distinct.retain(|id| !id.is_empty());
-    let lookups = distinct.into_iter().map(|id| async move {
+    let lookups = stream::iter(distinct).map(|id| async move {
         let message = ipb::GetUserRequest { id: id.clone() };
         let user = signed
             .clients
@@ -619,11 +634,11 @@ async fn names_of(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, String
         };
         (id, name)
     });
-    futures::future::join_all(lookups)
-        .await
-        .into_iter()
-        .filter(|(_, name)| !name.is_empty())
+    lookups
+        .buffer_unordered(LOOKUP_CONCURRENCY)
+        .filter(|(_, name)| std::future::ready(!name.is_empty()))
         .collect()
+        .await
 }
 
 #[derive(Template)]
@@ -761,6 +776,10 @@ async fn row_action(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, WebError> {
+    let id = id
+        .parse::<InvitationId>()
+        .map_err(|_| WebError::NotFound)?
+        .to_string();
     let client = &signed.clients.invitations;
     let result: Result<(), PeerError> = match action.as_str() {
         "resend" => client
@@ -1045,6 +1064,10 @@ async fn link_create(
 
 #[tracing::instrument(skip_all)]
 async fn link_disable(signed: SignedIn, Path(id): Path<String>) -> Result<Response, WebError> {
+    let id = id
+        .parse::<RegistrationLinkId>()
+        .map_err(|_| WebError::NotFound)?
+        .to_string();
     signed
         .clients
         .invitations
@@ -1302,6 +1325,11 @@ mod tests {
         assert_eq!(decode_prev(&encode_prev(&stack)), stack);
         assert_eq!(decode_prev(&encode_prev(&[String::new()])), [String::new()]);
         assert!(decode_prev("").is_empty());
+        let many: Vec<String> = (0..MAX_PREV + 5).map(|i| i.to_string()).collect();
+        let kept = decode_prev(&encode_prev(&many));
+        assert_eq!(kept, &many[5..]);
+        let long = decode_prev(&format!(".{}", "a".repeat(MAX_PREV_TOKEN * 4)));
+        assert_eq!(long[0].len(), MAX_PREV_TOKEN);
     }
 
     #[test]

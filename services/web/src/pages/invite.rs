@@ -104,6 +104,10 @@ async fn accept_page(
     ctx: Ctx,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, WebError> {
+    // The preview is a public question about a secret: limited like every anonymous POST.
+    if !query.token.trim().is_empty() {
+        limit_anonymous(&state, &ctx).await?;
+    }
     let Some(preview) = preview(&state, &ctx, &query.token).await? else {
         return dead_invitation(&ctx);
     };

@@ -112,6 +112,10 @@ async fn join_page(
     ctx: Ctx,
     Query(query): Query<LinkQuery>,
 ) -> Result<Response, WebError> {
+    // The preview is a public question about a secret: limited like every anonymous POST.
+    if !query.link.trim().is_empty() {
+        limit_anonymous(&state, &ctx).await?;
+    }
     let Some(preview) = preview(&state, &ctx, &query.link).await? else {
         return dead_invitation(&ctx);
     };
@@ -199,10 +203,12 @@ async fn join(
         {
             dead_invitation(&ctx)
         }
-        // No free seat is something to tell the person; a rate limit is the 429 page.
+        // RESOURCE_EXHAUSTED is either a rate limit (it names a retry time: the 429 page,
+        // through `from_peer`, which reads the same time) or "no free seats" (links.rs
+        // `no_free_seats`, no retry time), which is something to tell the person.
         Err(e)
             if e.code() == Some(tonic::Code::ResourceExhausted)
-                && !peer_sentence(&e).contains("try again") =>
+                && crate::errors::retry_after(&peer_sentence(&e)).is_none() =>
         {
             let sentence = peer_sentence(&e);
             again(preview, form, sentence)

@@ -14,6 +14,15 @@
 //! once, some a minute), so the page, its frame and its images share one fetch: bodies are
 //! kept here for a minute per person and message ([`BodyCache`], small and bounded; a miss
 //! only fetches again).
+//!
+//! The cache is per process and is not told of revoked grants; it is safe because an entry
+//! is keyed by the session's user id (with mailbox, folder and uid), so nobody is served
+//! another person's fetch, and lives at most `BODY_TTL` (60 s) from its fetch (expired
+//! entries are dropped on every lookup, never refreshed by a hit). So a reader whose grant
+//! was revoked can be shown a body they fetched in the last minute for at most that minute;
+//! after it, sync decides again (PERMISSION_DENIED → the 403 page).
+//!
+//! Mailbox ids in paths must be UUIDs (anything else is the 404 page).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -307,6 +316,7 @@ async fn list(
     Path(id): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, WebError> {
+    let id = mailbox_id(&id)?;
     let next = signed.ctx.path.clone();
     let status_call = signed.clients.sync.call(
         pb::GetSyncStatusRequest {
@@ -333,12 +343,17 @@ async fn list(
     let u = query.u.clone().unwrap_or_default();
     let r = query.r.clone().unwrap_or_default();
 
-    let unread = list_section(&signed, &id, &folder, true, &u).await?;
-    let read = if unread_only {
-        None
-    } else {
-        Some(list_section(&signed, &id, &folder, false, &r).await?)
-    };
+    // Both sections at once: neither waits for the other.
+    let (unread, read) = tokio::join!(list_section(&signed, &id, &folder, true, &u), async {
+        if unread_only {
+            Ok(None)
+        } else {
+            list_section(&signed, &id, &folder, false, &r)
+                .await
+                .map(Some)
+        }
+    });
+    let (unread, read) = (unread?, read?);
 
     let rows = |messages: &[pb::MessageSummary]| -> Vec<Row> {
         messages
@@ -432,7 +447,21 @@ struct MessagePath {
     uid: String,
 }
 
+/// A mailbox id from the path, in its canonical form; anything that is not a UUID is the
+/// 404 page before any service is asked.
+fn mailbox_id(raw: &str) -> Result<String, WebError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| WebError::NotFound)
+}
+
 impl MessagePath {
+    /// The path with its mailbox id checked ([`mailbox_id`]).
+    fn checked(mut self) -> Result<Self, WebError> {
+        self.id = mailbox_id(&self.id)?;
+        Ok(self)
+    }
+
     fn uid(&self) -> Result<u32, WebError> {
         self.uid.parse().map_err(|_| WebError::NotFound)
     }
@@ -461,6 +490,7 @@ async fn message_page(
     p: MessagePath,
     show_images: bool,
 ) -> Result<Response, WebError> {
+    let p = p.checked()?;
     let uid = p.uid()?;
     let raw = raw_body(&signed, &p.id, &p.folder, uid).await?;
     let base = p.base(uid);
@@ -590,6 +620,10 @@ async fn frame(
         Err(err) => return frame_error(crate::i18n::Locale::default(), &err),
     };
     let locale = signed.ctx.locale;
+    let p = match p.checked() {
+        Ok(p) => p,
+        Err(err) => return frame_error(locale, &err),
+    };
     let uid = match p.uid() {
         Ok(uid) => uid,
         Err(err) => return frame_error(locale, &err),
@@ -634,9 +668,10 @@ struct PartPath {
 /// One inline image of a message (image parts only, never SVG), for the frame.
 #[tracing::instrument(skip_all)]
 async fn part(signed: SignedIn, Path(p): Path<PartPath>) -> Result<Response, WebError> {
+    let id = mailbox_id(&p.id)?;
     let uid: u32 = p.uid.parse().map_err(|_| WebError::NotFound)?;
     let n: usize = p.n.parse().map_err(|_| WebError::NotFound)?;
-    let raw = raw_body(&signed, &p.id, &p.folder, uid).await?;
+    let raw = raw_body(&signed, &id, &p.folder, uid).await?;
     let message = mail_render::parse(&raw).ok_or(WebError::NotFound)?;
     let (content_type, bytes) = mail_render::image_part(&message, n).ok_or(WebError::NotFound)?;
     let content_type = HeaderValue::from_str(&content_type).map_err(|_| WebError::NotFound)?;

@@ -294,8 +294,8 @@ async fn resolve_user(signed: &SignedIn, text: &str) -> Result<Option<String>, W
         .map(|u| u.id))
 }
 
-/// Names of the users `ids` (distinct), one `GetUser` each, at once; an unknown one keeps
-/// its id.
+/// Names of the users `ids` (distinct, at most 200), one `GetUser` each, at most
+/// [`USER_LOOKUPS_AT_ONCE`] in flight; an unknown one keeps its id.
 async fn user_names(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, String> {
     let lookups = ids.into_iter().take(200).map(|id| async move {
         let message = ipb::GetUserRequest { id: id.clone() };
@@ -315,12 +315,16 @@ async fn user_names(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, Stri
             .filter(|n| !n.is_empty());
         (id, name)
     });
-    futures::future::join_all(lookups)
-        .await
-        .into_iter()
-        .filter_map(|(id, name)| name.map(|n| (id, n)))
+    use futures::StreamExt as _;
+    futures::stream::iter(lookups)
+        .buffer_unordered(USER_LOOKUPS_AT_ONCE)
+        .filter_map(|(id, name)| async move { name.map(|n| (id, n)) })
         .collect()
+        .await
 }
+
+/// How many `GetUser` calls one list view keeps in flight.
+const USER_LOOKUPS_AT_ONCE: usize = 16;
 
 /// `(modify, sync, read_mail)` per mailbox, in one `CheckBulk`; nothing allowed when access
 /// control does not answer (the services decide every action anyway).
@@ -444,6 +448,9 @@ async fn list(
                 BadField::Days => errors.days = message,
                 BadField::DiskMin => errors.disk_min = message,
                 BadField::DiskMax => errors.disk_max = message,
+                BadField::Advanced => {
+                    errors.advanced = Some(chrome.t("mailboxes-filter-parentheses"))
+                }
             }
             None
         }
@@ -1213,9 +1220,33 @@ struct ConnectManyPage {
     error: Option<String>,
     results: Vec<ManyResult>,
     checked: bool,
+    /// The lines were written back without their passwords: ask for them again.
+    passwords_cleared: bool,
+}
+
+/// `text`'s lines as written back into the page: address and owner, never the password
+/// (the second word), so no password ever reaches the HTML.
+fn lines_without_passwords(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.as_slice() {
+                [] => None,
+                [email] | [email, _] => Some((*email).to_owned()),
+                [email, _, owner, ..] => Some(format!("{email} {owner}")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl ConnectManyPage {
+    /// Shows the page again with the passwords taken out of the lines.
+    fn without_passwords(&mut self) {
+        self.passwords_cleared = !self.lines.trim().is_empty();
+        self.lines = lines_without_passwords(&self.lines);
+    }
+
     fn summary(&self) -> String {
         let connected = self.results.iter().filter(|r| r.ok).count() as i64;
         let key = if self.checked {
@@ -1241,6 +1272,7 @@ async fn connect_many_page(
         error: None,
         results: Vec::new(),
         checked: false,
+        passwords_cleared: false,
     })
 }
 
@@ -1270,6 +1302,7 @@ async fn connect_many(
         error: None,
         results: Vec::new(),
         checked: check_only,
+        passwords_cleared: false,
     };
     let lines: Vec<Vec<String>> = page
         .lines
@@ -1287,6 +1320,7 @@ async fn connect_many(
                 .chrome
                 .tn("mailboxes-many-count", "max", MANY_MAX as i64),
         });
+        page.without_passwords();
         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
     let mut owners: HashMap<String, String> = HashMap::new();
@@ -1302,6 +1336,7 @@ async fn connect_many(
                     }
                     None => {
                         page.error = Some(page.chrome.ts("mailboxes-nobody-with", "address", text));
+                        page.without_passwords();
                         return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
                     }
                 },
@@ -1347,6 +1382,7 @@ async fn connect_many(
         }
         Err(e) if is_fixable(&e) || e.code() == Some(tonic::Code::PermissionDenied) => {
             page.error = Some(e.sentence());
+            page.without_passwords();
             render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
         Err(e) => Err(WebError::from_peer(e, &signed.ctx.path)),
@@ -1377,6 +1413,17 @@ pub fn routes() -> Router<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_written_back_never_hold_a_password() {
+        let text = "anna@example.com s3cret boss@example.com\n\n  boris@example.com hunter2  \nbad\nx@example.com p owner@example.com extra";
+        let back = lines_without_passwords(text);
+        assert_eq!(
+            back,
+            "anna@example.com boss@example.com\nboris@example.com\nbad\nx@example.com owner@example.com"
+        );
+        assert!(!back.contains("s3cret") && !back.contains("hunter2"));
+    }
 
     #[test]
     fn the_query_is_the_state_and_links_keep_it() {

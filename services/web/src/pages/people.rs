@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
+use futures::stream::{self, StreamExt};
 use mailroom_proto::access::v1 as access_pb;
 use mailroom_proto::identity::v1 as pb;
 use mailroom_proto::mailboxes::v1 as mailboxes_pb;
@@ -30,8 +31,10 @@ const PAGE_SIZE: i32 = 50;
 /// Departments asked for at once, and at most this many pages of them.
 const DEPARTMENT_PAGE: i32 = 1000;
 const DEPARTMENT_PAGES: usize = 20;
-/// Heads not on the directory's page, looked up one by one at most this many.
+/// Heads not on the directory's page, looked up at most this many.
 const HEAD_LOOKUPS: usize = 100;
+/// How many heads' names are looked up at once.
+const HEAD_CONCURRENCY: usize = 16;
 
 // ---------------------------------------------------------------------------------------
 // Shared with departments.rs and addresses.rs
@@ -161,7 +164,8 @@ pub(crate) fn tree(
     out
 }
 
-/// The names of the departments' heads: from `known` people, else asked one by one.
+/// The names of the departments' heads: from `known` people, else looked up (at most
+/// `HEAD_LOOKUPS`, `HEAD_CONCURRENCY` at a time).
 pub(crate) async fn head_names(
     signed: &SignedIn,
     departments: &[pb::Department],
@@ -176,21 +180,36 @@ pub(crate) async fn head_names(
         .map(|d| d.head_user_id.as_str())
         .filter(|id| !id.is_empty() && !names.contains_key(*id))
         .collect();
-    for id in missing.into_iter().take(HEAD_LOOKUPS) {
-        let Ok(uid) = id.parse::<UserId>() else {
-            continue;
-        };
-        match signed.clients.identity.user(uid).await {
-            Ok(user) => {
-                names.insert(id.to_owned(), display_name(&user));
+    let ids: Vec<UserId> = missing
+        .into_iter()
+        .filter_map(|id| id.parse::<UserId>().ok())
+        .take(HEAD_LOOKUPS)
+        .collect();
+    let found: Vec<(String, String)> = stream::iter(ids)
+        .map(|uid| async move {
+            let id = uid.to_string();
+            match signed.clients.identity.user(uid).await {
+                Ok(user) => Some((id, display_name(&user))),
+                Err(err) => {
+                    tracing::debug!(error = %err, "a head's name is unknown");
+                    None
+                }
             }
-            Err(err) => tracing::debug!(error = %err, "a head's name is unknown"),
-        }
-    }
+        })
+        .buffer_unordered(HEAD_CONCURRENCY)
+        .filter_map(|found| async move { found })
+        .collect()
+        .await;
+    names.extend(found);
     names
 }
 
-/// The person whose login or contact address is `email` (case-insensitive), if any.
+/// How many pages of `email : "…"` matches an exact-address lookup reads at most: identity's
+/// ListUsers has only a substring filter on addresses, so the exact match may be further on.
+const EMAIL_LOOKUP_PAGES: usize = 5;
+
+/// The person whose login or contact address is `email` (case-insensitive), if any. A login
+/// match wins over a contact match.
 pub(crate) async fn find_by_email(
     signed: &SignedIn,
     email: &str,
@@ -199,30 +218,37 @@ pub(crate) async fn find_by_email(
     if wanted.is_empty() {
         return Ok(None);
     }
-    let message = pb::ListUsersRequest {
-        page_size: 50,
-        page_token: String::new(),
-        filter: format!("email : \"{}\"", filter_text(&wanted)),
-        order_by: String::new(),
-    };
-    let answer = signed
-        .clients
-        .identity
-        .call(message, |mut raw, request| async move {
-            raw.list_users(request).await
-        })
-        .await
-        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
-    let users = answer.users;
-    let by_login = users
-        .iter()
-        .find(|u| u.login_email.to_lowercase() == wanted)
-        .cloned();
-    Ok(by_login.or_else(|| {
-        users
-            .into_iter()
-            .find(|u| u.contact_email.to_lowercase() == wanted)
-    }))
+    let mut by_contact = None;
+    let mut page_token = String::new();
+    for _ in 0..EMAIL_LOOKUP_PAGES {
+        let message = pb::ListUsersRequest {
+            page_size: 100,
+            page_token,
+            filter: format!("email : \"{}\"", filter_text(&wanted)),
+            order_by: String::new(),
+        };
+        let answer = signed
+            .clients
+            .identity
+            .call(message, |mut raw, request| async move {
+                raw.list_users(request).await
+            })
+            .await
+            .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
+        for user in answer.users {
+            if user.login_email.to_lowercase() == wanted {
+                return Ok(Some(user));
+            }
+            if by_contact.is_none() && user.contact_email.to_lowercase() == wanted {
+                by_contact = Some(user);
+            }
+        }
+        if answer.next_page_token.is_empty() {
+            break;
+        }
+        page_token = answer.next_page_token;
+    }
+    Ok(by_contact)
 }
 
 /// A person's state as a key of people.ftl.

@@ -5,8 +5,9 @@ const live = document.getElementById("live");
 function announce(text) { if (live) live.textContent = text; }
 // Fetches url and swaps #target. A response that carries no such fragment (an error page,
 // a redirect to sign-in) replaces the whole page instead, so nothing is ever sent twice.
-async function swap(url, target, init) {
+async function swap(url, target, init, state) {
   const res = await fetch(url, { ...init, headers: { ...(init && init.headers), "x-fragment": target }, credentials: "same-origin" });
+  if (state) state.sent = true;
   const html = await res.text();
   const doc = new DOMParser().parseFromString(html, "text/html");
   const fresh = doc.getElementById(target);
@@ -35,18 +36,24 @@ document.addEventListener("submit", async (e) => {
   e.preventDefault();
   const data = new FormData(form, e.submitter);
   const method = (form.method || "get").toLowerCase();
+  const state = { sent: false };
   try {
     if (method === "get") {
       const url = new URL(form.action, location.href);
       url.search = new URLSearchParams(data).toString();
-      await swap(url.href, form.dataset.swap);
+      await swap(url.href, form.dataset.swap, undefined, state);
       history.replaceState(null, "", url.href);
     } else {
       const meta = document.querySelector('meta[name="csrf"]');
-      await swap(form.action, form.dataset.swap, { method: "POST", body: new URLSearchParams(data), headers: { "x-csrf-token": meta ? meta.content : "" } });
+      await swap(form.action, form.dataset.swap, { method: "POST", body: new URLSearchParams(data), headers: { "x-csrf-token": meta ? meta.content : "" } }, state);
     }
   } catch (_) {
-    // Only a failed fetch lands here (nothing reached the server's answer): submit normally.
+    if (state.sent) {
+      // The server has the post: never send it again; show where things stand.
+      location.reload();
+      return;
+    }
+    // Nothing reached the server: submit normally.
     form.removeAttribute("data-swap");
     form.requestSubmit(e.submitter);
   }
