@@ -9,6 +9,7 @@
 //! - [`app`]: the router and the frame of every request (CSRF, errors, headers).
 //! - [`auth`], [`session`]: who is asking; sessions and token refresh.
 //! - [`page`], [`i18n`], [`timefmt`], [`assets`]: what every page is made of.
+//! - [`lookup`]: people and departments as pages look them up, once.
 //! - [`pages`]: one module per part of the console.
 
 pub mod app;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod errors;
 pub mod filter;
 pub mod i18n;
+pub mod lookup;
 pub mod mail_render;
 pub mod page;
 pub mod pages;

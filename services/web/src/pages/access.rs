@@ -26,6 +26,7 @@ use tonic::Code;
 use crate::auth::SignedIn;
 use crate::errors::WebError;
 use crate::i18n::Locale;
+use crate::lookup::{all_departments, display_name, find_by_email, names_of};
 use crate::page::{render_status, see_other, Chrome};
 use crate::state::AppState;
 
@@ -349,7 +350,7 @@ struct Names<'a> {
 async fn user_name(signed: &SignedIn, id: &str) -> String {
     match id.parse() {
         Ok(user_id) => match signed.clients.identity.user(user_id).await {
-            Ok(user) => person_name(&user),
+            Ok(user) => display_name(&user),
             Err(err) => {
                 tracing::debug!(error = %err, "a person's name is unknown");
                 id.to_owned()
@@ -403,16 +404,11 @@ impl<'a> Names<'a> {
             self.users.insert(id.clone(), id);
         }
         self.user_lookups += wanted.len();
-        let signed = self.signed;
-        let found: Vec<(String, String)> = stream::iter(wanted)
-            .map(|id| async move {
-                let name = user_name(signed, &id).await;
-                (id, name)
-            })
-            .buffer_unordered(LOOKUP_CONCURRENCY)
-            .collect()
-            .await;
-        self.users.extend(found);
+        let mut found = names_of(self.signed, wanted.iter().cloned(), usize::MAX).await;
+        for id in wanted {
+            let name = found.remove(&id).unwrap_or_else(|| id.clone());
+            self.users.insert(id, name);
+        }
         unnamed
     }
 
@@ -573,17 +569,6 @@ fn say(locale: Locale, key: &str, name: &str) -> String {
     locale.t_args(key, &[("name", crate::i18n::Arg::Str(name))])
 }
 
-fn person_name(user: &ipb::User) -> String {
-    let name = format!("{} {}", user.first_name, user.last_name)
-        .trim()
-        .to_owned();
-    if name.is_empty() {
-        user.login_email.clone()
-    } else {
-        name
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Calls shared by the pages.
 
@@ -624,7 +609,7 @@ async fn person_by_email(signed: &SignedIn, email: &str) -> Result<Option<String
         return Ok(None);
     }
     // Identity has no exact address filter: this pages (bounded) through substring matches.
-    if let Some(user) = super::people::find_by_email(signed, &email).await? {
+    if let Some(user) = find_by_email(signed, &email).await? {
         return Ok(Some(user.id));
     }
     if !signed.session.admin {
@@ -799,22 +784,7 @@ impl RolePage {
 
 /// The organisation's departments, each with its path from the top ("Sales / East").
 async fn departments(signed: &SignedIn) -> Result<Vec<DepartmentOption>, WebError> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    for _ in 0..MAX_PAGES {
-        let message = ipb::ListDepartmentsRequest {
-            page_size: 1000,
-            page_token,
-            filter: String::new(),
-        };
-        let answer =
-            rpc!(signed.clients.identity, message, list_departments).map_err(peer(signed))?;
-        all.extend(answer.departments);
-        if answer.next_page_token.is_empty() {
-            break;
-        }
-        page_token = answer.next_page_token;
-    }
+    let all = all_departments(signed).await?;
     let by_id: HashMap<&str, &ipb::Department> = all.iter().map(|d| (d.id.as_str(), d)).collect();
     let mut out: Vec<DepartmentOption> = all
         .iter()

@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use futures::stream::{self, StreamExt};
 use mailroom_clients::PeerError;
 use mailroom_proto::identity::v1 as ipb;
 use mailroom_proto::invitations::v1 as pb;
@@ -23,6 +22,7 @@ use serde::Deserialize;
 use crate::auth::{Ctx, SignedIn};
 use crate::errors::WebError;
 use crate::i18n::{Arg, Locale};
+use crate::lookup::names_of;
 use crate::page::{render, render_status, see_other, Chrome};
 use crate::state::AppState;
 
@@ -30,8 +30,6 @@ use crate::state::AppState;
 const PAGE_SIZE: i32 = 25;
 /// How many pages back "Previous" remembers.
 const MAX_PREV: usize = 20;
-/// How many inviters' names are looked up at once.
-const LOOKUP_CONCURRENCY: usize = 16;
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces
@@ -73,30 +71,9 @@ impl Departments {
     }
 }
 
-/// Every department (a few pages of 500 at most), ordered as the tree.
+/// Every department, ordered as the tree.
 async fn departments(signed: &SignedIn) -> Result<Departments, WebError> {
-    let mut all: Vec<ipb::Department> = Vec::new();
-    let mut token = String::new();
-    for _ in 0..20 {
-        let message = ipb::ListDepartmentsRequest {
-            page_size: 500,
-            page_token: token.clone(),
-            filter: String::new(),
-        };
-        let page = signed
-            .clients
-            .identity
-            .call(message, |mut raw, request| async move {
-                raw.list_departments(request).await
-            })
-            .await
-            .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
-        all.extend(page.departments);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let all = crate::lookup::all_departments(signed).await?;
     Ok(tree(all))
 }
 
@@ -528,15 +505,7 @@ fn list_filter(query: &ListQuery) -> String {
     }
     let email = query.email.trim();
     if !email.is_empty() {
-        let quoted: String = email
-            .chars()
-            .filter(|c| !c.is_control())
-            .flat_map(|c| match c {
-                '"' | '\\' => vec!['\\', c],
-                c => vec![c],
-            })
-            .collect();
-        parts.push(format!("email : \"{quoted}\""));
+        parts.push(format!("email : {}", crate::filter::quote(email)));
     }
     parts.join(" AND ")
 }
@@ -604,43 +573,6 @@ fn invitation_row(
     }
 }
 
-/// The names of `ids` (the inviters of a page, a handful), read as the person.
-async fn names_of(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, String> {
-    let mut distinct = ids;
-    distinct.sort();
-    distinct.dedup();
-    distinct.retain(|id| !id.is_empty());
-    let lookups = stream::iter(distinct).map(|id| async move {
-        let message = ipb::GetUserRequest { id: id.clone() };
-        let user = signed
-            .clients
-            .identity
-            .call(message, |mut raw, request| async move {
-                raw.get_user(request).await
-            })
-            .await;
-        let name = match user {
-            Ok(u) => {
-                let full = format!("{} {}", u.first_name, u.last_name)
-                    .trim()
-                    .to_owned();
-                if full.is_empty() {
-                    u.login_email
-                } else {
-                    full
-                }
-            }
-            Err(_) => String::new(),
-        };
-        (id, name)
-    });
-    lookups
-        .buffer_unordered(LOOKUP_CONCURRENCY)
-        .filter(|(_, name)| std::future::ready(!name.is_empty()))
-        .collect()
-        .await
-}
-
 #[derive(Template)]
 #[template(path = "invitations/list.html")]
 struct ListPage {
@@ -681,11 +613,8 @@ async fn invitation_rows(
     let departments = departments?;
     let people = names_of(
         signed,
-        answer
-            .invitations
-            .iter()
-            .map(|i| i.inviter_user_id.clone())
-            .collect(),
+        answer.invitations.iter().map(|i| i.inviter_user_id.clone()),
+        PAGE_SIZE as usize,
     )
     .await;
     let rows = answer

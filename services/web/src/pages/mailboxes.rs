@@ -21,6 +21,7 @@ use mailroom_proto::mailboxes::v1 as pb;
 use crate::auth::SignedIn;
 use crate::errors::WebError;
 use crate::filter::{self, BadField, Fields};
+use crate::lookup::names_of;
 use crate::page::{render, render_status, see_other, Chrome};
 use crate::state::AppState;
 
@@ -271,60 +272,10 @@ async fn resolve_user(signed: &SignedIn, text: &str) -> Result<Option<String>, W
     if uuid::Uuid::parse_str(text).is_ok() {
         return Ok(Some(text.to_owned()));
     }
-    let message = ipb::ListUsersRequest {
-        page_size: 20,
-        page_token: String::new(),
-        filter: format!("email : {}", filter::quote(&text.to_lowercase())),
-        order_by: String::new(),
-    };
-    let answer = signed
-        .clients
-        .identity
-        .call(message, |mut raw, request| async move {
-            raw.list_users(request).await
-        })
-        .await
-        .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
-    Ok(answer
-        .users
-        .into_iter()
-        .find(|u| {
-            u.login_email.eq_ignore_ascii_case(text) || u.contact_email.eq_ignore_ascii_case(text)
-        })
+    Ok(crate::lookup::find_by_email(signed, text)
+        .await?
         .map(|u| u.id))
 }
-
-/// Names of the users `ids` (distinct, at most 200), one `GetUser` each, at most
-/// [`USER_LOOKUPS_AT_ONCE`] in flight; an unknown one keeps its id.
-async fn user_names(signed: &SignedIn, ids: Vec<String>) -> HashMap<String, String> {
-    let lookups = ids.into_iter().take(200).map(|id| async move {
-        let message = ipb::GetUserRequest { id: id.clone() };
-        let name = signed
-            .clients
-            .identity
-            .call(message, |mut raw, request| async move {
-                raw.get_user(request).await
-            })
-            .await
-            .ok()
-            .map(|u| {
-                format!("{} {}", u.first_name, u.last_name)
-                    .trim()
-                    .to_owned()
-            })
-            .filter(|n| !n.is_empty());
-        (id, name)
-    });
-    use futures::StreamExt as _;
-    futures::stream::iter(lookups)
-        .buffer_unordered(USER_LOOKUPS_AT_ONCE)
-        .filter_map(|(id, name)| async move { name.map(|n| (id, n)) })
-        .collect()
-        .await
-}
-
-/// How many `GetUser` calls one list view keeps in flight.
-const USER_LOOKUPS_AT_ONCE: usize = 16;
 
 /// `(modify, sync, read_mail)` per mailbox, in one `CheckBulk`; nothing allowed when access
 /// control does not answer (the services decide every action anyway).
@@ -515,8 +466,10 @@ async fn list(
         }
         set
     };
-    let (permissions, names) =
-        futures::join!(row_permissions(&signed, &ids), user_names(&signed, people));
+    let (permissions, names) = futures::join!(
+        row_permissions(&signed, &ids),
+        names_of(&signed, people, 200)
+    );
     let name_of = |id: &String| names.get(id).cloned().unwrap_or_else(|| id.clone());
 
     let rows: Vec<Row> = answer

@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use futures::stream::{self, StreamExt};
 use mailroom_proto::access::v1 as access_pb;
 use mailroom_proto::identity::v1 as pb;
 use mailroom_proto::mailboxes::v1 as mailboxes_pb;
@@ -23,43 +22,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::SignedIn;
 use crate::errors::WebError;
+use crate::filter::quote;
+use crate::lookup::names_of;
+pub(crate) use crate::lookup::{all_departments, display_name, find_by_email};
 use crate::page::{render, render_status, see_other, Chrome};
 use crate::state::AppState;
 
 /// People shown on one page of the directory.
 const PAGE_SIZE: i32 = 50;
-/// Departments asked for at once, and at most this many pages of them.
-const DEPARTMENT_PAGE: i32 = 1000;
-const DEPARTMENT_PAGES: usize = 20;
 /// Heads not on the directory's page, looked up at most this many.
 const HEAD_LOOKUPS: usize = 100;
-/// How many heads' names are looked up at once.
-const HEAD_CONCURRENCY: usize = 16;
 
 // ---------------------------------------------------------------------------------------
 // Shared with departments.rs and addresses.rs
 // ---------------------------------------------------------------------------------------
-
-/// "Ann Lee", or the login address when the person has no name yet.
-pub(crate) fn display_name(user: &pb::User) -> String {
-    let name = format!("{} {}", user.first_name, user.last_name)
-        .trim()
-        .to_owned();
-    if name.is_empty() {
-        user.login_email.clone()
-    } else {
-        name
-    }
-}
-
-/// A text for an AIP-160 string literal: quotes and backslashes cannot break out of it.
-pub(crate) fn filter_text(value: &str) -> String {
-    let kept: String = value
-        .chars()
-        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .collect();
-    kept.trim().to_owned()
-}
 
 /// `value` percent-encoded for a query string.
 pub(crate) fn enc(value: &str) -> String {
@@ -69,33 +45,6 @@ pub(crate) fn enc(value: &str) -> String {
 /// A path segment that must be an id; anything else is a page that does not exist.
 pub(crate) fn user_id(id: &str) -> Result<UserId, WebError> {
     id.parse::<UserId>().map_err(|_| WebError::NotFound)
-}
-
-/// Every department of the organisation (a few pages at most).
-pub(crate) async fn all_departments(signed: &SignedIn) -> Result<Vec<pb::Department>, WebError> {
-    let mut departments = Vec::new();
-    let mut page_token = String::new();
-    for _ in 0..DEPARTMENT_PAGES {
-        let message = pb::ListDepartmentsRequest {
-            page_size: DEPARTMENT_PAGE,
-            page_token: page_token.clone(),
-            filter: String::new(),
-        };
-        let answer = signed
-            .clients
-            .identity
-            .call(message, |mut raw, request| async move {
-                raw.list_departments(request).await
-            })
-            .await
-            .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
-        departments.extend(answer.departments);
-        if answer.next_page_token.is_empty() {
-            break;
-        }
-        page_token = answer.next_page_token;
-    }
-    Ok(departments)
 }
 
 /// One department in the tree, in depth-first order, with what the template needs to open
@@ -165,7 +114,7 @@ pub(crate) fn tree(
 }
 
 /// The names of the departments' heads: from `known` people, else looked up (at most
-/// `HEAD_LOOKUPS`, `HEAD_CONCURRENCY` at a time).
+/// `HEAD_LOOKUPS`).
 pub(crate) async fn head_names(
     signed: &SignedIn,
     departments: &[pb::Department],
@@ -180,75 +129,10 @@ pub(crate) async fn head_names(
         .map(|d| d.head_user_id.as_str())
         .filter(|id| !id.is_empty() && !names.contains_key(*id))
         .collect();
-    let ids: Vec<UserId> = missing
-        .into_iter()
-        .filter_map(|id| id.parse::<UserId>().ok())
-        .take(HEAD_LOOKUPS)
-        .collect();
-    let found: Vec<(String, String)> = stream::iter(ids)
-        .map(|uid| async move {
-            let id = uid.to_string();
-            match signed.clients.identity.user(uid).await {
-                Ok(user) => Some((id, display_name(&user))),
-                Err(err) => {
-                    tracing::debug!(error = %err, "a head's name is unknown");
-                    None
-                }
-            }
-        })
-        .buffer_unordered(HEAD_CONCURRENCY)
-        .filter_map(|found| async move { found })
-        .collect()
-        .await;
+    let missing: Vec<String> = missing.into_iter().map(str::to_owned).collect();
+    let found = names_of(signed, missing, HEAD_LOOKUPS).await;
     names.extend(found);
     names
-}
-
-/// How many pages of `email : "…"` matches an exact-address lookup reads at most: identity's
-/// ListUsers has only a substring filter on addresses, so the exact match may be further on.
-const EMAIL_LOOKUP_PAGES: usize = 5;
-
-/// The person whose login or contact address is `email` (case-insensitive), if any. A login
-/// match wins over a contact match.
-pub(crate) async fn find_by_email(
-    signed: &SignedIn,
-    email: &str,
-) -> Result<Option<pb::User>, WebError> {
-    let wanted = email.trim().to_lowercase();
-    if wanted.is_empty() {
-        return Ok(None);
-    }
-    let mut by_contact = None;
-    let mut page_token = String::new();
-    for _ in 0..EMAIL_LOOKUP_PAGES {
-        let message = pb::ListUsersRequest {
-            page_size: 100,
-            page_token,
-            filter: format!("email : \"{}\"", filter_text(&wanted)),
-            order_by: String::new(),
-        };
-        let answer = signed
-            .clients
-            .identity
-            .call(message, |mut raw, request| async move {
-                raw.list_users(request).await
-            })
-            .await
-            .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
-        for user in answer.users {
-            if user.login_email.to_lowercase() == wanted {
-                return Ok(Some(user));
-            }
-            if by_contact.is_none() && user.contact_email.to_lowercase() == wanted {
-                by_contact = Some(user);
-            }
-        }
-        if answer.next_page_token.is_empty() {
-            break;
-        }
-        page_token = answer.next_page_token;
-    }
-    Ok(by_contact)
 }
 
 /// A person's state as a key of people.ftl.
@@ -327,17 +211,17 @@ struct DirectoryQuery {
 impl DirectoryQuery {
     fn filter(&self) -> String {
         let mut parts = Vec::new();
-        let q = filter_text(&self.q);
+        let q = self.q.trim();
         if !q.is_empty() {
             if q.contains('@') {
-                parts.push(format!("email : \"{q}\""));
+                parts.push(format!("email : {}", quote(q)));
             } else {
-                parts.push(format!("name : \"{q}\""));
+                parts.push(format!("name : {}", quote(q)));
             }
         }
-        let department = filter_text(&self.department);
+        let department = self.department.trim();
         if !department.is_empty() {
-            parts.push(format!("department_id = \"{department}\""));
+            parts.push(format!("department_id = {}", quote(department)));
         }
         match self.state.as_str() {
             "active" => parts.push("state = ACTIVE".into()),
@@ -447,7 +331,7 @@ struct Found {
 /// `GET /people/search?q=ann`: up to 10 people whose name (or, with `@`, address) matches.
 #[tracing::instrument(skip_all)]
 async fn search(signed: SignedIn, Query(query): Query<SearchQuery>) -> Result<Response, WebError> {
-    let q = filter_text(&query.q);
+    let q = query.q.trim();
     if q.chars().count() < 2 {
         return Ok(Json(Vec::<Found>::new()).into_response());
     }
@@ -455,7 +339,7 @@ async fn search(signed: SignedIn, Query(query): Query<SearchQuery>) -> Result<Re
     let message = pb::ListUsersRequest {
         page_size: 10,
         page_token: String::new(),
-        filter: format!("{field} : \"{q}\""),
+        filter: format!("{field} : {}", quote(q)),
         order_by: "last_name".into(),
     };
     let answer = signed
@@ -630,7 +514,7 @@ async fn mailboxes_of(signed: &SignedIn, owner: &str) -> Option<Vec<mailboxes_pb
     let message = mailboxes_pb::ListMailboxesRequest {
         page_size: 100,
         page_token: String::new(),
-        filter: format!("owner_user_id = \"{}\"", filter_text(owner)),
+        filter: format!("owner_user_id = {}", quote(owner)),
         order_by: "email".into(),
         read_mask: Some(prost_types::FieldMask {
             paths: vec!["email".into(), "name".into()],
@@ -996,11 +880,14 @@ mod tests {
     }
 
     #[test]
-    fn filter_text_cannot_break_out_of_the_literal() {
-        assert_eq!(
-            filter_text(" ann\" OR admin = true \\"),
-            "ann OR admin = true"
-        );
+    fn directory_filter_cannot_break_out_of_the_literal() {
+        let sneaky = DirectoryQuery {
+            q: " ann\" OR admin = true ".into(),
+            department: String::new(),
+            state: String::new(),
+            page: String::new(),
+        };
+        assert_eq!(sneaky.filter(), r#"name : "ann\" OR admin = true""#);
         let query = DirectoryQuery {
             q: "ann".into(),
             department: "d1".into(),

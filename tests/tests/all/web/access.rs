@@ -8,8 +8,6 @@
 //! Mailboxes are real Dovecot users connected through the registry; every decision is access
 //! control's.
 
-use std::time::{Duration, Instant};
-
 use mailroom_tests::access::object;
 use mailroom_tests::browser::{Browser, BrowserOptions};
 use mailroom_tests::mailstore::{new_mail_user, MailUser};
@@ -18,53 +16,26 @@ use mailroom_tests::{
 };
 use tonic::Code;
 
-use super::spawn_web;
-
-fn server(var: &str, username: &str) -> mpb::ServerSettings {
-    let value = std::env::var(var).unwrap_or_else(|_| panic!("{var} is set by .ci/stack.sh"));
-    let (host, port) = value.rsplit_once(':').expect("host:port");
-    mpb::ServerSettings {
-        host: host.to_owned(),
-        port: port.parse().expect("port"),
-        security: mpb::Security::None as i32,
-        username: username.into(),
-    }
-}
+use super::{connect_test_mailbox, spawn_web};
 
 /// The admin connects a fresh Dovecot user's mailbox for `owner` (retrying while the registry
 /// has not heard of them), and waits until access control knows it is theirs.
 async fn mailbox_of(app: &TestApp, org: &TestOrg, owner: &pb::User) -> (mpb::Mailbox, MailUser) {
     let mail = new_mail_user();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mailbox = loop {
-        let request = mpb::ConnectMailboxRequest {
-            mailbox: Some(mpb::Mailbox {
-                email: mail.username.clone(),
-                owner_user_id: owner.id.clone(),
-                name: "Work".into(),
-                sender_name: owner.first_name.clone(),
-                imap: Some(server("MAILROOM_IMAP_ADDR", &mail.username)),
-                smtp: Some(server("MAILROOM_SUBMISSION_ADDR", &mail.username)),
-                ..Default::default()
-            }),
-            password: mail.password.clone(),
-            validate_only: false,
-        };
-        match app
-            .mailboxes()
-            .connect_mailbox(authed(&org.admin_token, request))
-            .await
-        {
-            Ok(m) => break m.into_inner(),
-            Err(s)
-                if matches!(s.code(), Code::NotFound | Code::Unavailable)
-                    && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(s) => panic!("connect {}: {s:?}", mail.username),
-        }
-    };
+    let mailbox = connect_test_mailbox(
+        app,
+        org,
+        mpb::Mailbox {
+            email: mail.username.clone(),
+            owner_user_id: owner.id.clone(),
+            name: "Work".into(),
+            sender_name: owner.first_name.clone(),
+            ..Default::default()
+        },
+        &mail.username,
+        &mail.password,
+    )
+    .await;
     app.eventually(&owner.id, "mailbox.read_mail", &mailbox.id, true)
         .await;
     (mailbox, mail)

@@ -17,23 +17,7 @@ use mailroom_tests::mailstore::{new_mail_user, MailUser};
 use mailroom_tests::{authed, mailboxes_pb as mpb, sync_pb as spb, TestApp, TestOrg, PASSWORD};
 use tonic::Code;
 
-use super::{cookie_pair, http, spawn_web};
-
-fn addr(var: &str) -> (String, i32) {
-    let value = std::env::var(var).unwrap_or_else(|_| panic!("{var} is set by .ci/test"));
-    let (host, port) = value.rsplit_once(':').expect("host:port");
-    (host.to_owned(), port.parse().expect("port"))
-}
-
-fn server(var: &str, username: &str) -> mpb::ServerSettings {
-    let (host, port) = addr(var);
-    mpb::ServerSettings {
-        host,
-        port,
-        security: mpb::Security::None as i32,
-        username: username.into(),
-    }
-}
+use super::{connect_test_mailbox, cookie_pair, http, spawn_web};
 
 /// Connects `user`'s Dovecot mailbox for `owner` (as the org's admin), retrying while the
 /// registry has not heard of a just-made owner.
@@ -43,36 +27,20 @@ pub(super) async fn connect(
     owner: &str,
     user: &MailUser,
 ) -> mpb::Mailbox {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let request = mpb::ConnectMailboxRequest {
-            mailbox: Some(mpb::Mailbox {
-                email: user.username.clone(),
-                owner_user_id: owner.into(),
-                name: "Work".into(),
-                sender_name: "Rita".into(),
-                imap: Some(server("MAILROOM_IMAP_ADDR", &user.username)),
-                smtp: Some(server("MAILROOM_SUBMISSION_ADDR", &user.username)),
-                ..Default::default()
-            }),
-            password: user.password.clone(),
-            validate_only: false,
-        };
-        match app
-            .mailboxes()
-            .connect_mailbox(authed(&org.admin_token, request))
-            .await
-        {
-            Ok(m) => return m.into_inner(),
-            Err(s)
-                if matches!(s.code(), Code::NotFound | Code::Unavailable)
-                    && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(s) => panic!("connect {}: {s:?}", user.username),
-        }
-    }
+    connect_test_mailbox(
+        app,
+        org,
+        mpb::Mailbox {
+            email: user.username.clone(),
+            owner_user_id: owner.into(),
+            name: "Work".into(),
+            sender_name: "Rita".into(),
+            ..Default::default()
+        },
+        &user.username,
+        &user.password,
+    )
+    .await
 }
 
 /// APPENDs `raw` to INBOX, seen or not.

@@ -10,9 +10,8 @@ use mailroom_proto::identity::v1 as pb;
 use mailroom_proto::mailboxes::v1 as mpb;
 use mailroom_tests::browser::{Browser, BrowserOptions};
 use mailroom_tests::{authed, TestApp, TestOrg, PASSWORD};
-use tonic::Code;
 
-use super::spawn_web;
+use super::{connect_test_mailbox, dovecot_server, spawn_web};
 
 /// Dovecot's users box01..box24@bulk.test share this password.
 const BULK_PASSWORD: &str = "bulk-pass";
@@ -22,15 +21,7 @@ fn bulk(n: u32) -> String {
 }
 
 fn server(var: &str) -> mpb::ServerSettings {
-    let value = std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is set by .ci/test (the local Dovecot)"));
-    let (host, port) = value.rsplit_once(':').expect("host:port");
-    mpb::ServerSettings {
-        host: host.to_owned(),
-        port: port.parse().expect("port"),
-        security: mpb::Security::None as i32,
-        username: String::new(),
-    }
+    dovecot_server(var, "")
 }
 
 /// Connects `email` for `owner` (the admin when empty), retrying while the registry has not
@@ -42,36 +33,20 @@ async fn connect(
     owner: &str,
     name: &str,
 ) -> mpb::Mailbox {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let request = mpb::ConnectMailboxRequest {
-            mailbox: Some(mpb::Mailbox {
-                email: email.into(),
-                owner_user_id: owner.into(),
-                name: name.into(),
-                sender_name: format!("Sender {name}"),
-                imap: Some(server("MAILROOM_IMAP_ADDR")),
-                smtp: Some(server("MAILROOM_SUBMISSION_ADDR")),
-                ..Default::default()
-            }),
-            password: BULK_PASSWORD.into(),
-            validate_only: false,
-        };
-        match app
-            .mailboxes()
-            .connect_mailbox(authed(&org.admin_token, request))
-            .await
-        {
-            Ok(m) => return m.into_inner(),
-            Err(s)
-                if matches!(s.code(), Code::NotFound | Code::Unavailable)
-                    && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(s) => panic!("connect {email}: {s:?}"),
-        }
-    }
+    connect_test_mailbox(
+        app,
+        org,
+        mpb::Mailbox {
+            email: email.into(),
+            owner_user_id: owner.into(),
+            name: name.into(),
+            sender_name: format!("Sender {name}"),
+            ..Default::default()
+        },
+        "",
+        BULK_PASSWORD,
+    )
+    .await
 }
 
 /// The addresses of the table's rows, in order.

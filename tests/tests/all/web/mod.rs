@@ -19,7 +19,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use mailroom_tests::{spawn_app_with, AppOptions, TestApp};
+use mailroom_tests::{authed, mailboxes_pb as mpb, spawn_app_with, AppOptions, TestApp, TestOrg};
+use std::time::{Duration, Instant};
+use tonic::Code;
 
 /// Identity, access, mailboxes, sync, invitations and the console.
 pub async fn spawn_web() -> TestApp {
@@ -28,6 +30,69 @@ pub async fn spawn_web() -> TestApp {
         ..AppOptions::default()
     })
     .await
+}
+
+/// The local Dovecot's `var` (`MAILROOM_IMAP_ADDR`, `MAILROOM_SUBMISSION_ADDR`, set by
+/// .ci/stack.sh) as server settings without TLS, logging in as `username`.
+pub fn dovecot_server(var: &str, username: &str) -> mpb::ServerSettings {
+    let value = std::env::var(var).unwrap_or_else(|_| panic!("{var} is set by .ci/stack.sh"));
+    let (host, port) = value.rsplit_once(':').expect("host:port");
+    mpb::ServerSettings {
+        host: host.to_owned(),
+        port: port.parse().expect("port"),
+        security: mpb::Security::None as i32,
+        username: username.into(),
+    }
+}
+
+/// Connects `mailbox` (its Dovecot IMAP and submission filled in, logging in as `login`
+/// with `password`) as the org's admin. Retries for up to a minute while the registry has not
+/// heard of a just-made owner, and for the first ten seconds while Dovecot refuses the login
+/// (it re-reads its passwd-file about once a second, so a user added a moment ago can be
+/// refused once).
+pub async fn connect_test_mailbox(
+    app: &TestApp,
+    org: &TestOrg,
+    mailbox: mpb::Mailbox,
+    login: &str,
+    password: &str,
+) -> mpb::Mailbox {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    let login_deadline = start + Duration::from_secs(10);
+    let mailbox = mpb::Mailbox {
+        imap: Some(dovecot_server("MAILROOM_IMAP_ADDR", login)),
+        smtp: Some(dovecot_server("MAILROOM_SUBMISSION_ADDR", login)),
+        ..mailbox
+    };
+    loop {
+        let request = mpb::ConnectMailboxRequest {
+            mailbox: Some(mailbox.clone()),
+            password: password.into(),
+            validate_only: false,
+        };
+        match app
+            .mailboxes()
+            .connect_mailbox(authed(&org.admin_token, request))
+            .await
+        {
+            Ok(m) => return m.into_inner(),
+            Err(s)
+                if matches!(s.code(), Code::NotFound | Code::Unavailable)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(s)
+                if s.code() == Code::FailedPrecondition
+                    && s.message().contains("AUTHENTICATIONFAILED")
+                    && Instant::now() < login_deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(300)).await
+            }
+            Err(s) => panic!("connect {}: {s:?}", mailbox.email),
+        }
+    }
 }
 
 /// A response read whole.
