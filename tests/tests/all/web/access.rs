@@ -16,7 +16,7 @@ use mailroom_tests::{
 };
 use tonic::Code;
 
-use super::{connect_test_mailbox, spawn_web};
+use super::{connect_test_mailbox, spawn_web, web_org};
 
 /// The admin connects a fresh Dovecot user's mailbox for `owner` (retrying while the registry
 /// has not heard of them), and waits until access control knows it is theirs.
@@ -74,7 +74,7 @@ async fn role_of_kind(app: &TestApp, token: &str, kind: apb::RoleKind) -> apb::R
 #[tokio::test]
 async fn edit_role_and_assign_to_department() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let sales = app.create_department(&org, "Sales", "", "").await;
     let east = app.create_department(&org, "East", &sales.id, "").await;
     let emil = app.create_user(&org, "emil", &east.id).await;
@@ -194,7 +194,7 @@ async fn edit_role_and_assign_to_department() {
 #[tokio::test]
 async fn delegated_configurator_is_refused_beyond_reach() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let hanna = app.create_user(&org, "hanna", "").await;
     let oleg = app.create_user(&org, "oleg", "").await;
     let east = app.create_department(&org, "East", "", &hanna.id).await;
@@ -371,7 +371,7 @@ async fn delegated_configurator_is_refused_beyond_reach() {
 #[tokio::test]
 async fn why_can_x_see_this_explains_the_path() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let hanna = app.create_user(&org, "hanna", "").await;
     let east = app.create_department(&org, "East", "", &hanna.id).await;
     let emil = app.create_user(&org, "emil", &east.id).await;
@@ -458,7 +458,7 @@ async fn why_can_x_see_this_explains_the_path() {
 #[tokio::test]
 async fn grant_and_remove_a_reader() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let emil = app.create_user(&org, "emil", "").await;
     let olga = app.create_user(&org, "olga", "").await;
     for user in [&emil, &olga] {

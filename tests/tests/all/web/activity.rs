@@ -8,7 +8,7 @@ use mailroom_tests::browser::Browser;
 use mailroom_tests::{authed, sync_pb as spb, TestApp, PASSWORD};
 
 use super::mail::owner_with_mailbox;
-use super::{cookie_pair, http, spawn_web};
+use super::{cookie_pair, http, spawn_web, web_org};
 
 async fn tier(app: &TestApp, token: &str, mailbox: &str) -> Option<spb::ActivityTier> {
     app.sync()
@@ -26,7 +26,7 @@ async fn tier(app: &TestApp, token: &str, mailbox: &str) -> Option<spb::Activity
 #[tokio::test]
 async fn visible_tab_makes_the_owner_active() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let (_rita, rita_email, mailbox, _mail_user) = owner_with_mailbox(&app, &org, "rita").await;
     let token = app
         .login(&rita_email)

@@ -7,12 +7,12 @@ use mailroom_tests::browser::Browser;
 use mailroom_tests::{wait_for_mail, PASSWORD};
 
 use super::invite::{mailed_link, wait_for_path, NEW_PASSWORD};
-use super::spawn_web;
+use super::{spawn_web, web_org};
 
 #[tokio::test]
 async fn password_reset_from_the_mailed_link() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let user = app.create_user(&org, "forgetful", "").await;
 
     let b = Browser::start().await;
@@ -82,7 +82,7 @@ async fn password_reset_from_the_mailed_link() {
 #[tokio::test]
 async fn change_password_ends_the_session() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let user = app.create_user(&org, "careful", "").await;
 
     let b = Browser::start().await;

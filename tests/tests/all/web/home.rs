@@ -4,12 +4,12 @@
 use mailroom_tests::browser::{Browser, BrowserOptions};
 use mailroom_tests::PASSWORD;
 
-use super::spawn_web;
+use super::{spawn_web, web_org};
 
 #[tokio::test]
 async fn sign_in_lands_on_home_and_sign_out_returns_to_sign_in() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let b = Browser::start().await;
 
     b.goto(&app, "/").await;
@@ -47,7 +47,7 @@ async fn sign_in_lands_on_home_and_sign_out_returns_to_sign_in() {
 #[tokio::test]
 async fn wrong_password_says_so_without_saying_which() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let b = Browser::start().await;
 
     b.goto(&app, "/sign-in").await;
@@ -76,7 +76,7 @@ async fn wrong_password_says_so_without_saying_which() {
 #[tokio::test]
 async fn axe_on_public_and_home_pages() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let b = Browser::start().await;
 
     b.goto(&app, "/sign-in").await;
@@ -98,7 +98,7 @@ async fn axe_on_public_and_home_pages() {
 #[tokio::test]
 async fn sign_in_and_out_without_javascript() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let b = Browser::start_with(BrowserOptions {
         javascript: false,
         ..BrowserOptions::default()

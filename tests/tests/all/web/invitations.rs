@@ -9,7 +9,7 @@ use fantoccini::Locator;
 use mailroom_tests::browser::Browser;
 use mailroom_tests::{access, mails_to, wait_for_mail, TestApp, TestOrg, PASSWORD};
 
-use super::spawn_web;
+use super::{spawn_web, web_org};
 
 /// Polls until access control says whether `user_id` may invite people into `org`
 /// (`org.invite`, which follows the organisation's setting).
@@ -39,7 +39,7 @@ async fn until_can_invite(app: &TestApp, org: &TestOrg, user_id: &str, expected:
 /// An organisation whose admin access control already knows (so the console shows them
 /// the Invite items), and a browser signed in as that admin.
 async fn admin_signed_in(app: &TestApp, seats: i32) -> (TestOrg, Browser) {
-    let org = app.create_org(seats).await;
+    let org = web_org(app, seats).await;
     until_can_invite(app, &org, &org.admin_id, true).await;
     let b = Browser::start().await;
     b.sign_in(app, &org.admin_email, PASSWORD).await;

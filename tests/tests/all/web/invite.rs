@@ -8,7 +8,7 @@ use mailroom_proto::invitations::v1 as ipb;
 use mailroom_tests::browser::Browser;
 use mailroom_tests::{authed, wait_for_mail, TestApp, TestOrg};
 
-use super::{http, spawn_web};
+use super::{http, spawn_web, web_org};
 
 pub(super) const NEW_PASSWORD: &str = "a long new passphrase";
 
@@ -77,7 +77,7 @@ async fn invitation_link(app: &TestApp, email: &str) -> String {
 #[tokio::test]
 async fn invite_mail_link_set_password_signed_in() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     app.until_known(&org.admin_id).await;
     let email = org.address("nina");
     invite(&app, &org, &email).await;
@@ -136,7 +136,7 @@ async fn invite_mail_link_set_password_signed_in() {
 #[tokio::test]
 async fn dead_links_show_one_neutral_page() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     app.until_known(&org.admin_id).await;
     let email = org.address("revoked");
     let invitation = invite(&app, &org, &email).await;

@@ -10,7 +10,7 @@ use mailroom_tests::browser::Browser;
 use mailroom_tests::{authed, wait_for_mail, TestApp, TestOrg};
 
 use super::invite::{mailed_link, wait_for_path, NEW_PASSWORD};
-use super::spawn_web;
+use super::{spawn_web, web_org};
 
 async fn registration_link(
     app: &TestApp,
@@ -51,7 +51,7 @@ async fn confirm_from_mail(app: &TestApp, b: &Browser, email: &str, name: &str) 
 #[tokio::test]
 async fn join_with_link_then_confirm_from_mail() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     app.until_known(&org.admin_id).await;
     let link = registration_link(&app, &org, false).await;
     assert!(
@@ -96,7 +96,7 @@ async fn join_with_link_then_confirm_from_mail() {
 #[tokio::test]
 async fn join_waits_for_approval() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     app.until_known(&org.admin_id).await;
     let link = registration_link(&app, &org, true).await;
 

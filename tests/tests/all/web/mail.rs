@@ -17,7 +17,7 @@ use mailroom_tests::mailstore::{new_mail_user, MailUser};
 use mailroom_tests::{authed, mailboxes_pb as mpb, sync_pb as spb, TestApp, TestOrg, PASSWORD};
 use tonic::Code;
 
-use super::{connect_test_mailbox, cookie_pair, http, spawn_web};
+use super::{connect_test_mailbox, cookie_pair, http, spawn_web, web_org};
 
 /// Connects `user`'s Dovecot mailbox for `owner` (as the org's admin), retrying while the
 /// registry has not heard of a just-made owner.
@@ -126,7 +126,7 @@ fn related(subject: &str, date: &str) -> String {
 #[tokio::test]
 async fn reader_lists_and_opens_a_message() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let (_rita, rita_email, mailbox, mail_user) = owner_with_mailbox(&app, &org, "rita").await;
     append(
         &mail_user,
@@ -314,7 +314,7 @@ async fn reader_lists_and_opens_a_message() {
 #[tokio::test]
 async fn admin_without_grant_cannot_read() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let (_rita, rita_email, mailbox, mail_user) = owner_with_mailbox(&app, &org, "rita").await;
     append(
         &mail_user,
@@ -434,7 +434,7 @@ fn hostile(beacon: &str) -> String {
 #[tokio::test]
 async fn hostile_mail_renders_harmlessly() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let (beacon_port, hits) = beacon().await;
     let beacon_url = format!("http://127.0.0.1:{beacon_port}");
     let (_rita, rita_email, mailbox, mail_user) = owner_with_mailbox(&app, &org, "rita").await;
@@ -571,7 +571,7 @@ async fn hostile_mail_renders_harmlessly() {
 #[tokio::test]
 async fn remote_images_only_after_asking() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let (beacon_port, hits) = beacon().await;
     let (_rita, rita_email, mailbox, mail_user) = owner_with_mailbox(&app, &org, "rita").await;
     let raw = format!(

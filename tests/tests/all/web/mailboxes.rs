@@ -11,7 +11,7 @@ use mailroom_proto::mailboxes::v1 as mpb;
 use mailroom_tests::browser::{Browser, BrowserOptions};
 use mailroom_tests::{authed, TestApp, TestOrg, PASSWORD};
 
-use super::{connect_test_mailbox, dovecot_server, spawn_web};
+use super::{connect_test_mailbox, dovecot_server, spawn_web, web_org};
 
 /// Dovecot's users box01..box24@bulk.test share this password.
 const BULK_PASSWORD: &str = "bulk-pass";
@@ -76,7 +76,7 @@ async fn until_rows(b: &Browser, app: &TestApp, path: &str, n: usize) -> Vec<Str
 #[tokio::test]
 async fn admin_sees_rows_and_controls() {
     let app = spawn_web().await;
-    let org = app.create_org(0).await;
+    let org = web_org(&app, 0).await;
     let worker = app.create_user(&org, "worker", "").await;
     connect(&app, &org, &bulk(1), "", "Admin box").await;
     connect(&app, &org, &bulk(2), &worker.id, "Worker box").await;
@@ -153,7 +153,7 @@ async fn admin_sees_rows_and_controls() {
 #[tokio::test]
 async fn filter_and_sort_narrow_the_table() {
     let app = spawn_web().await;
-    let org = app.create_org(0).await;
+    let org = web_org(&app, 0).await;
     let ann = app.create_user(&org, "ann", "").await;
     connect(&app, &org, &bulk(3), "", "Alpha").await;
     connect(&app, &org, &bulk(4), &ann.id, "Backup mailbox").await;
@@ -258,7 +258,7 @@ async fn filter_and_sort_narrow_the_table() {
 #[tokio::test]
 async fn columns_saved_and_restored() {
     let app = spawn_web().await;
-    let org = app.create_org(0).await;
+    let org = web_org(&app, 0).await;
     connect(&app, &org, &bulk(6), "", "Columns").await;
 
     let b = Browser::start().await;
@@ -328,7 +328,7 @@ async fn last_synced(app: &TestApp, org: &TestOrg, id: &str) -> Option<prost_typ
 #[tokio::test]
 async fn sync_now_changes_last_synced() {
     let app = spawn_web().await;
-    let org = app.create_org(0).await;
+    let org = web_org(&app, 0).await;
     let mailbox = connect(&app, &org, &bulk(7), "", "Sync me").await;
     // The first sync happens by itself; wait for it so "now" has something to change.
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -393,7 +393,7 @@ async fn sync_now_changes_last_synced() {
 #[tokio::test]
 async fn connect_with_wrong_password_shows_the_reason() {
     let app = spawn_web().await;
-    let org = app.create_org(0).await;
+    let org = web_org(&app, 0).await;
     let (imap, smtp) = (
         server("MAILROOM_IMAP_ADDR"),
         server("MAILROOM_SUBMISSION_ADDR"),
@@ -438,7 +438,7 @@ async fn connect_with_wrong_password_shows_the_reason() {
 #[tokio::test]
 async fn supervisor_sees_subordinates_and_nothing_editable() {
     let app = spawn_web().await;
-    let org = app.create_org(0).await;
+    let org = web_org(&app, 0).await;
     let sales = app.create_department(&org, "Sales", "", "").await;
     let boss = app.create_user(&org, "boss", &sales.id).await;
     let worker: pb::User = app.create_user(&org, "worker", &sales.id).await;
@@ -480,7 +480,7 @@ async fn supervisor_sees_subordinates_and_nothing_editable() {
 #[tokio::test]
 async fn works_without_javascript() {
     let app = spawn_web().await;
-    let org = app.create_org(0).await;
+    let org = web_org(&app, 0).await;
     connect(&app, &org, &bulk(11), "", "One").await;
     connect(&app, &org, &bulk(12), "", "Two").await;
 

@@ -32,6 +32,14 @@ pub async fn spawn_web() -> TestApp {
     .await
 }
 
+/// A new organisation whose admin access control already knows: a page opened at once then
+/// finds the admin's rights (on a loaded machine the events take a moment to arrive).
+pub async fn web_org(app: &TestApp, seat_limit: i32) -> TestOrg {
+    let org = app.create_org(seat_limit).await;
+    app.until_known(&org.admin_id).await;
+    org
+}
+
 /// The local Dovecot's `var` (`MAILROOM_IMAP_ADDR`, `MAILROOM_SUBMISSION_ADDR`, set by
 /// .ci/stack.sh) as server settings without TLS, logging in as `username`.
 pub fn dovecot_server(var: &str, username: &str) -> mpb::ServerSettings {

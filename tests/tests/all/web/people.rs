@@ -8,7 +8,7 @@ use mailroom_proto::identity::v1 as pb;
 use mailroom_tests::browser::Browser;
 use mailroom_tests::{authed, TestApp, TestOrg, PASSWORD};
 
-use super::spawn_web;
+use super::{spawn_web, web_org};
 
 /// Dismisses `user` as the org's admin over gRPC (set-up, not the thing under test).
 async fn dismiss(app: &TestApp, org: &TestOrg, user: &pb::User) {
@@ -27,7 +27,7 @@ async fn dismiss(app: &TestApp, org: &TestOrg, user: &pb::User) {
 #[tokio::test]
 async fn directory_shows_the_tree_and_heads() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let boris = app.create_user(&org, "boris", "").await;
     let sales = app.create_department(&org, "Sales", "", &boris.id).await;
     let west = app.create_department(&org, "West", &sales.id, "").await;
@@ -127,7 +127,7 @@ async fn directory_shows_the_tree_and_heads() {
 #[tokio::test]
 async fn where_is_this_address_used_and_transfer() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let carl = app.create_user(&org, "carl", "").await;
     let dana = app.create_user(&org, "dana", "").await;
     dismiss(&app, &org, &carl).await;
@@ -219,7 +219,7 @@ async fn where_is_this_address_used_and_transfer() {
 #[tokio::test]
 async fn dismiss_ends_the_session_at_once() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let erin = app.create_user(&org, "erin", "").await;
 
     let person = Browser::start().await;
@@ -269,7 +269,7 @@ async fn dismiss_ends_the_session_at_once() {
 #[tokio::test]
 async fn rehire() {
     let app = spawn_web().await;
-    let org = app.create_org(20).await;
+    let org = web_org(&app, 20).await;
     let finn = app.create_user(&org, "finn", "").await;
     dismiss(&app, &org, &finn).await;
     assert!(app.login(&finn.login_email).await.is_err());

@@ -7,7 +7,7 @@ use mailroom_tests::browser::Browser;
 use mailroom_tests::{TestApp, PASSWORD};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{cookie_pair, http, spawn_web, Reply};
+use super::{cookie_pair, http, spawn_web, web_org, Reply};
 
 /// Serves `html` to every request on a loopback port of its own (another origin than the
 /// console's); returns its base URL.
@@ -49,7 +49,7 @@ fn auto_post(action: &str, fields: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn cross_site_form_post_is_refused() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let web = app.web_url().to_owned();
     let b = Browser::start().await;
     b.sign_in(&app, &org.admin_email, PASSWORD).await;
@@ -184,7 +184,7 @@ fn assert_page_headers(reply: &Reply, what: &str) {
 #[tokio::test]
 async fn csp_and_frame_headers_on_every_page() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let web = app.web_url().to_owned();
 
     for path in ["/sign-in", "/reset-password/request", "/", "/no-such-page"] {
@@ -223,7 +223,7 @@ async fn csp_and_frame_headers_on_every_page() {
 #[tokio::test]
 async fn session_cookie_is_httponly_samesite() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let web = app.web_url().to_owned();
     let (csrf_cookie, token) = csrf_of_sign_in_page(&app).await;
     let body = format!(
@@ -268,7 +268,7 @@ async fn session_cookie_is_httponly_samesite() {
 #[tokio::test]
 async fn no_token_in_html() {
     let app = spawn_web().await;
-    let org = app.create_org(10).await;
+    let org = web_org(&app, 10).await;
     let b = Browser::start().await;
     b.sign_in(&app, &org.admin_email, PASSWORD).await;
     b.wait_for_text("Ada Admin").await;
