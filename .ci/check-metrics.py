@@ -25,6 +25,7 @@ SECRETS = {
     "databaseUrl": "postgres://x@db:5432/m",
     "signingKey": "k",
     "sealingKeys": "k1:YQ==",
+    "webSessionKeys": "w1:YQ==",
     "mailboxesClientSecret": "a",
     "syncClientSecret": "b",
     "invitationsClientSecret": "c",
