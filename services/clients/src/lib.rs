@@ -35,6 +35,7 @@ pub mod resolve;
 pub mod service;
 pub mod settings;
 pub mod sync;
+pub mod tls;
 mod typed;
 
 pub use access::{AccessClient, MailboxScope};
@@ -48,3 +49,4 @@ pub use mailboxes::{MailboxLogin, MailboxesClient};
 pub use service::ServicePeers;
 pub use settings::Settings;
 pub use sync::SyncClient;
+pub use tls::{ClientTls, TlsFileError};

@@ -26,6 +26,9 @@ pub struct Settings {
     pub resolve_timeout: Duration,
     /// How long fetching the service token from identity may take.
     pub token_timeout: Duration,
+    /// TLS for `https://` endpoints (CA and client certificate); `None`: the public web roots
+    /// and no client certificate.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for Settings {
@@ -38,6 +41,7 @@ impl Default for Settings {
             resolve_every: Duration::from_secs(5),
             resolve_timeout: Duration::from_secs(5),
             token_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

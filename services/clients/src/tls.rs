@@ -1,0 +1,60 @@
+//! TLS to peers: what a client trusts (a CA bundle, else the public web roots) and the
+//! certificate it presents when the peer asks for one (mutual TLS). Used for every `https://`
+//! endpoint; `http://` endpoints stay plaintext.
+
+use std::path::Path;
+
+/// The TLS a client uses for `https://` endpoints. Cheap to clone.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM CA certificates a peer's certificate must chain to; `None`: the public web roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and private key presented to peers that ask (mutual TLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity.is_some())
+            .finish()
+    }
+}
+
+/// A TLS file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    #[error("cannot read the {what} file {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("a client certificate needs its key, and a key its certificate: set both or neither")]
+    HalfIdentity,
+}
+
+impl ClientTls {
+    /// Reads a CA bundle and an optional client certificate and key (PEM files).
+    pub fn from_files(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Self, TlsFileError> {
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|source| TlsFileError::Read {
+                what,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let ca_pem = ca.map(|p| read("CA certificate", p)).transpose()?;
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read("certificate", c)?, read("private key", k)?)),
+            (None, None) => None,
+            _ => return Err(TlsFileError::HalfIdentity),
+        };
+        Ok(Self { ca_pem, identity })
+    }
+}
