@@ -42,6 +42,9 @@ ensure_packages() {
   command -v cc >/dev/null || missing+=(build-essential)
   command -v cmake >/dev/null || missing+=(cmake)
   dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
+  # librdkafka's TLS and SASL (PLAIN, SCRAM, OAUTHBEARER) link the system OpenSSL.
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
   ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v dovecot >/dev/null || missing+=(dovecot-imapd dovecot-lmtpd)
