@@ -24,7 +24,7 @@ import yaml
 
 CHART = "charts/mailroom"
 KUBE_VERSIONS = ("1.30.0", "1.33.0")
-CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
+CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/", "cert-manager.io/")
 passed, failed = 0, 0
 
 
@@ -52,6 +52,12 @@ def render(values):
     chart = helm.Chart.load(CHART)
     chart.validate_schema(values)
     return chart.render(values, name="mailroom", namespace="mailroom", is_install=True)
+
+
+def lint_problems(values, kube):
+    """`helm lint --strict`'s findings: the report is data (it does not raise), so read it."""
+    report = helm.lint(CHART, values, strict=True, kube_version=kube)
+    return report.get("errors", []) + [m["error"] for m in report.get("messages", []) if m.get("severity", 0) >= 2]
 
 
 def objects(values):
@@ -103,6 +109,18 @@ def env_of(deployment):
     return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
+def probe_paths(name, container):
+    """The services: startup and readiness GET /readyz, liveness GET /livez, on the metrics
+    port (kubelet's gRPC probe cannot do TLS); the console: its own HTTP probes."""
+    get = lambda probe: container.get(probe, {}).get("httpGet", {})  # noqa: E731
+    if name == "mailroom-web":
+        return get("readinessProbe").get("path") == "/healthz" and get("livenessProbe").get("path") == "/livez" and get("startupProbe")
+    metrics = {p["containerPort"] for p in container["ports"]} - {50051, 50052, 50053, 50054, 50055}
+    return (get("startupProbe").get("path") == "/readyz" and get("readinessProbe").get("path") == "/readyz"
+            and get("livenessProbe").get("path") == "/livez"
+            and {get(p).get("port") for p in ("startupProbe", "readinessProbe", "livenessProbe")} <= metrics)
+
+
 def check_crd(label, doc):
     """The fields the Prometheus operator and KEDA need, and the PromQL in them."""
     kind, spec = doc["kind"], doc.get("spec", {})
@@ -134,6 +152,10 @@ def check_crd(label, doc):
         except Exception as err:  # noqa: BLE001
             ok = False
         check(f"{name}: scale target, Kafka-lag and Prometheus triggers", ok, str(spec)[:300])
+    elif kind == "Certificate":
+        check(f"{name}: a Secret, an issuer and DNS names, for servers and clients",
+              spec.get("secretName") and spec.get("issuerRef", {}).get("name") and spec.get("dnsNames")
+              and {"server auth", "client auth"} <= set(spec.get("usages", [])), str(spec)[:300])
     else:
         check(f"{name}: a known operator kind", False)
 
@@ -141,8 +163,8 @@ def check_crd(label, doc):
 for label, values in VALUE_SETS:
     for kube in KUBE_VERSIONS:
         try:
-            helm.lint(CHART, values, strict=True, kube_version=kube)
-            check(f"helm lint --strict ({label}, Kubernetes {kube})", True)
+            problems = lint_problems(values, kube)
+            check(f"helm lint --strict ({label}, Kubernetes {kube})", not problems, str(problems)[:400])
         except helm.HelmError as err:
             check(f"helm lint --strict ({label}, Kubernetes {kube})", False, str(err)[:400])
     try:
@@ -166,6 +188,7 @@ for label, values in VALUE_SETS:
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     by_kind = lambda k: {d["metadata"]["name"] for d in docs if d["kind"] == k}  # noqa: E731
     monolith = label.startswith("monolith")
+    scheme = "https" if values.get("tls", {}).get("grpc", {}).get("enabled") else "http"
     web_on = values.get("web", {}).get("enabled", True)
     expected = {"mailroom-all"} if monolith else {f"mailroom-{n}" for n in ["identity", "access", "mailboxes", "invitations", "sync-scheduler", "sync-worker"]}
     if web_on:
@@ -177,11 +200,15 @@ for label, values in VALUE_SETS:
     headless = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-peers")]
     check(f"{label}: the peers' Services are headless (DNS lists every pod, so callers balance)",
           headless and all(d["spec"].get("clusterIP") == "None" for d in headless))
-    check(f"{label}: a ServiceAccount per Deployment", by_kind("ServiceAccount") == set(deployments), str(by_kind("ServiceAccount")))
+    migrate = {"mailroom-migrate"} if values.get("migrations", {}).get("enabled", True) else set()
+    check(f"{label}: a ServiceAccount per Deployment and the migration Job", by_kind("ServiceAccount") == set(deployments) | migrate, str(by_kind("ServiceAccount")))
     if values.get("networkPolicy", {}).get("enabled", True):
-        check(f"{label}: a NetworkPolicy per Deployment", by_kind("NetworkPolicy") == set(deployments), str(by_kind("NetworkPolicy")))
+        check(f"{label}: a NetworkPolicy per Deployment and the migration Job", by_kind("NetworkPolicy") == set(deployments) | migrate, str(by_kind("NetworkPolicy")))
     if values.get("podDisruptionBudget", {}).get("enabled", True):
-        check(f"{label}: a PodDisruptionBudget per Deployment", by_kind("PodDisruptionBudget") == set(deployments))
+        pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+        check(f"{label}: a PodDisruptionBudget per Deployment, maxUnavailable 1 (a drain is never blocked)",
+              {d["metadata"]["name"] for d in pdbs} == set(deployments)
+              and all(d["spec"].get("maxUnavailable") == 1 and "minAvailable" not in d["spec"] for d in pdbs), str([d["spec"] for d in pdbs])[:300])
     hardened = []
     for name, d in deployments.items():
         pod = d["spec"]["template"]["spec"]
@@ -189,22 +216,26 @@ for label, values in VALUE_SETS:
         sc = c.get("securityContext", {})
         if not (pod["securityContext"].get("runAsNonRoot") and sc.get("readOnlyRootFilesystem")
                 and sc.get("allowPrivilegeEscalation") is False
-                and (c.get("readinessProbe", {}).get("grpc") or (name == "mailroom-web" and c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/healthz"))
-                and (c.get("livenessProbe", {}).get("grpc") or (name == "mailroom-web" and c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/livez"))
+                and probe_paths(name, c)
                 and pod.get("serviceAccountName") == name):
             hardened.append(name)
-    check(f"{label}: every Deployment non-root, read-only root, no privilege escalation, gRPC probes (the console: HTTP), own ServiceAccount", not hardened, str(hardened))
+    check(f"{label}: every Deployment non-root, read-only root, no privilege escalation, HTTP probes (/readyz, /livez on the metrics port; the console its own), a startupProbe, own ServiceAccount", not hardened, str(hardened))
+    if migrate:
+        unmigrating = [n for n, d in deployments.items() if n != "mailroom-web" and env_of(d).get("MAILROOM_MIGRATE_ON_START", {}).get("value") != "false"]
+        check(f"{label}: only the Job migrates (MAILROOM_MIGRATE_ON_START=false in every service pod)", not unmigrating, str(unmigrating))
     if web_on:
         wenv = env_of(deployments["mailroom-web"])
         wpolicy = next((d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mailroom-web"), None)
         if wpolicy:
-            wports = sorted(p["port"] for r in wpolicy["spec"]["egress"] for p in r.get("ports", []) if not r.get("to") and p["port"] != 53)
-            check(f"{label}: the console reaches Redis but not the database or the broker", wports == [6379], str(wports))
+            # The rule after DNS is the dependencies'; OTLP export, when configured, comes last.
+            wports = sorted(p["port"] for p in wpolicy["spec"]["egress"][1].get("ports", []))
+            redis_ports = {6379} | ({6380} if "6380" in values.get("secrets", {}).get("redisUrl", "") else set())
+            check(f"{label}: the console reaches Redis but not the database or the broker", set(wports) == redis_ports, str(wports))
         check(f"{label}: the console holds no database URL, mailbox sealing key or service credential",
               "secretKeyRef" not in json.dumps(wenv.get("DATABASE_URL", {}))
               and not any("SEALING" in json.dumps(e) or "CLIENT_SECRET" in json.dumps(e) for e in wenv.values()), str(sorted(wenv)))
         check(f"{label}: the console calls the five services' headless Services, seals sessions with a key from the Secret, knows its public URL",
-              all(wenv.get(f"MAILROOM_WEB__{n.upper()}_ENDPOINT", {}).get("value", "").startswith(f"http://mailroom-{n}-peers:") for n in SERVICES)
+              all(wenv.get(f"MAILROOM_WEB__{n.upper()}_ENDPOINT", {}).get("value", "").startswith(f"{scheme}://mailroom-{n}-peers:") for n in SERVICES)
               and "secretKeyRef" in wenv["MAILROOM_WEB__SESSION_KEYS"]["valueFrom"]
               and wenv["MAILROOM_PUBLIC_URL"]["value"].startswith("http"),
               str(sorted(wenv)))
@@ -233,9 +264,9 @@ for label, values in VALUE_SETS:
         ienv = env_of(deployments["mailroom-identity"])
         senv = env_of(worker)
         check(f"{label}: peers and credentials: invitations and sync find identity and access, identity knows their credentials",
-              env["MAILROOM_INVITATIONS__IDENTITY_ENDPOINT"]["value"] == "http://mailroom-identity-peers:50051"
-              and env["MAILROOM_INVITATIONS__ACCESS_ENDPOINT"]["value"] == "http://mailroom-access-peers:50055"
-              and senv["MAILROOM_SYNC__MAILBOXES_ENDPOINT"]["value"] == "http://mailroom-mailboxes-peers:50053"
+              env["MAILROOM_INVITATIONS__IDENTITY_ENDPOINT"]["value"] == f"{scheme}://mailroom-identity-peers:50051"
+              and env["MAILROOM_INVITATIONS__ACCESS_ENDPOINT"]["value"] == f"{scheme}://mailroom-access-peers:50055"
+              and senv["MAILROOM_SYNC__MAILBOXES_ENDPOINT"]["value"] == f"{scheme}://mailroom-mailboxes-peers:50053"
               and all("secretKeyRef" in ienv[f"MAILROOM_IDENTITY__SERVICE_CLIENTS__{c}"]["valueFrom"] for c in ["MAILBOXES", "SYNC", "INVITATIONS"])
               and "secretKeyRef" in env["MAILROOM_INVITATIONS__SERVICE_CLIENT_SECRET"]["valueFrom"],
               str(sorted(env)))
@@ -254,10 +285,10 @@ for label, values in VALUE_SETS:
             if ok and want == "HorizontalPodAutoscaler":
                 spec = scaler[0]["spec"]
                 names = sorted(m.get("external", m.get("pods", {})).get("metric", {}).get("name", "") for m in spec["metrics"])
-                ok = (names == ["mailroom_sync_due_mailboxes", "mailroom_sync_idle_connections"]
+                ok = (names == ["mailroom_sync_idle_connections", "mailroom_sync_overdue_mailboxes"]
                       and spec["maxReplicas"] <= 8 and spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300)
             check(f"{label}: the sync workers scaled by a {want} on activity, slow to scale down, replicas left to it", ok, str(scaler)[:300])
-        policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+        policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] != "mailroom-migrate"}
         if policies:
             def callers(target):
                 rules = policies[target]["spec"]["ingress"][0].get("from", [])
@@ -318,6 +349,228 @@ for label, values in VALUE_SETS:
         kinds_on = set(kinds)
         check(f"{label}: ServiceMonitors and the PrometheusRule rendered", {"ServiceMonitor", "PrometheusRule"} <= kinds_on, str(kinds_on))
 
+# Issue 25's chart: TLS to everything, extensibility, policy ports from the configuration,
+# the migration Job on its own.
+def pods_of(docs):
+    """Every workload's pod spec by name: the Deployments and the migration Job."""
+    return {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] in ("Deployment", "Job")}
+
+
+def all_env(pod):
+    return {e["name"]: e for c in pod["spec"]["containers"] for e in c.get("env", [])}
+
+
+def mounts(pod):
+    return {m["mountPath"]: m["name"] for c in pod["spec"]["containers"] for m in c.get("volumeMounts", [])}
+
+
+def egress_ports(policy, with_to=None):
+    return sorted({p["port"] for r in policy["spec"]["egress"] for p in r.get("ports", [])
+                   if with_to is None or bool(r.get("to")) == with_to} - {53})
+
+
+tls_all = merge(minimal, {
+    "secrets": {"databaseUrl": "postgres://mailroom:db-password-x1@db.example.com:5432/mailroom",
+                "redisUrl": "rediss://:redis-password-x2@cache.example.com:6380", "kafkaSaslPassword": "kafka-password-x3"},
+    "config": {"kafkaBrokers": "b-1.msk.example.com:9096,b-2.msk.example.com:9096", "otlpEndpoint": "https://otel.example.com:4317",
+               "kafka": {"sasl": {"mechanism": "SCRAM-SHA-512", "username": "mailroom"}, "properties": {"client.rack": "use1-az1"}}},
+    "tls": {"postgres": {"enabled": True, "secretName": "pg-ca", "mode": "verify-full"},
+            "redis": {"enabled": True, "secretName": "redis-tls", "clientCert": True},
+            "kafka": {"enabled": True, "secretName": "kafka-ca"},
+            "grpc": {"enabled": True, "clientAuth": True, "certManager": {"enabled": True, "issuerRef": {"name": "mailroom-ca", "kind": "Issuer"}}},
+            "otlp": {"enabled": True, "secretName": "otel-ca"}},
+})
+spread = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+extended = merge(minimal, {
+    "imagePullSecrets": [{"name": "regcred"}],
+    "extraEnv": [{"name": "CORP_PROXY", "value": "http://proxy:3128"}],
+    "envFrom": [{"secretRef": {"name": "corp-extra"}}],
+    "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+    "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/ssl/corp", "readOnly": True}],
+    "podAnnotations": {"example.com/team": "mail"},
+    "podLabels": {"example.com/cost-centre": "42"},
+    "topologySpreadConstraints": [spread],
+    "priorityClassName": "mailroom",
+    "nodeSelector": {"pool": "general"},
+    "services": {"access": {"extraEnv": [{"name": "ACCESS_ONLY", "value": "1"}], "nodeSelector": {"pool": "memory"},
+                            "podAnnotations": {"example.com/team": "access"}},
+                 "sync": {"worker": {"tolerations": [{"key": "imap", "operator": "Exists", "effect": "NoSchedule"}], "priorityClassName": "mailroom-workers"}}},
+    "web": {"podLabels": {"example.com/public": "yes"}},
+    "migrations": {"extraEnv": [{"name": "MIGRATE_ONLY", "value": "1"}], "activeDeadlineSeconds": 600},
+    "config": {"smtp": {"port": 2525}, "mailServers": {"allowedNetworks": "10.20.0.0/16, 10.30.0.5"}},
+    "networkPolicy": {"dependencies": {"postgresPorts": [6432], "kafkaPorts": [9093]}},
+})
+for label, values in [("TLS everywhere", tls_all), ("extended", extended)]:
+    for kube in KUBE_VERSIONS:
+        problems = lint_problems(values, kube)
+        check(f"helm lint --strict ({label}, Kubernetes {kube})", not problems, str(problems)[:400])
+    docs = objects(values)
+    invalid = []
+    for doc in docs:
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            check_crd(label, doc)
+            continue
+        for kube in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, kube, strict=True)
+            except Exception as err:  # noqa: BLE001
+                invalid.append(f"{doc['kind']} {doc['metadata']['name']} on {kube}: {str(err)[:200]}")
+    check(f"{label}: {len(docs)} objects valid in strict mode", not invalid, "; ".join(invalid))
+    pods = pods_of(docs)
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    services = {n: p for n, p in pods.items() if n not in ("mailroom-web", "mailroom-migrate")}
+    if label == "TLS everywhere":
+        want = {f"/etc/mailroom/tls/{n}": f"tls-{n}" for n in ("postgres", "redis", "kafka", "grpc", "otlp")}
+        bad = [n for n, p in services.items() if not want.items() <= mounts(p).items()]
+        check(f"{label}: every service pod mounts the five TLS Secrets at /etc/mailroom/tls/<name>", not bad, str(bad))
+        vols = {v["name"]: v.get("secret", {}).get("secretName") for v in pods["mailroom-identity"]["spec"]["volumes"]}
+        check(f"{label}: from the Secrets named in tls.*, gRPC's from cert-manager's Certificate",
+              vols.get("tls-postgres") == "pg-ca" and vols.get("tls-grpc") == "mailroom-grpc-tls" and vols.get("tls-otlp") == "otel-ca", str(vols))
+        expect = {
+            "MAILROOM_DATABASE_TLS__MODE": "verify-full",
+            "MAILROOM_DATABASE_TLS__CA_FILE": "/etc/mailroom/tls/postgres/ca.crt",
+            "MAILROOM_REDIS_TLS__CA_FILE": "/etc/mailroom/tls/redis/ca.crt",
+            "MAILROOM_REDIS_TLS__CERT_FILE": "/etc/mailroom/tls/redis/tls.crt",
+            "MAILROOM_REDIS_TLS__KEY_FILE": "/etc/mailroom/tls/redis/tls.key",
+            "MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL": "SASL_SSL",
+            "MAILROOM_KAFKA_PROPERTY_SASL_MECHANISM": "SCRAM-SHA-512",
+            "MAILROOM_KAFKA_PROPERTY_SASL_USERNAME": "mailroom",
+            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION": "/etc/mailroom/tls/kafka/ca.crt",
+            "MAILROOM_KAFKA_PROPERTY_CLIENT_RACK": "use1-az1",
+            "MAILROOM_GRPC_TLS__CERT_FILE": "/etc/mailroom/tls/grpc/tls.crt",
+            "MAILROOM_GRPC_TLS__KEY_FILE": "/etc/mailroom/tls/grpc/tls.key",
+            "MAILROOM_GRPC_TLS__CA_FILE": "/etc/mailroom/tls/grpc/ca.crt",
+            "MAILROOM_GRPC_TLS__CLIENT_AUTH": "true",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": "/etc/mailroom/tls/otlp/ca.crt",
+        }
+        bad = {n: sorted(k for k, v in expect.items() if all_env(p).get(k, {}).get("value") != v) for n, p in services.items()}
+        bad = {n: ks for n, ks in bad.items() if ks}
+        check(f"{label}: every service pod has the contract's TLS, SASL and librdkafka variables", not bad, str(bad))
+        check(f"{label}: the SASL password comes from the Secret",
+              all(all_env(p)["MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD" for p in services.values()))
+        literals = [f"{n}: {e['name']}" for n, p in pods.items() for e in all_env(p).values()
+                    if any(s in str(e.get("value", "")) for s in ("db-password-x1", "redis-password-x2", "kafka-password-x3", "chart-check-"))]
+        check(f"{label}: no secret value in any pod's environment literally", not literals, str(literals))
+        endpoints = [e["value"] for p in pods.values() for k, e in all_env(p).items() if k.endswith("_ENDPOINT") and "value" in e and "OTEL" not in k]
+        check(f"{label}: every peer is called https://", endpoints and all(v.startswith("https://") for v in endpoints), str(endpoints))
+        web = pods["mailroom-web"]
+        wenv = all_env(web)
+        check(f"{label}: the console gets Redis TLS and gRPC TLS as a caller (and OTLP), nothing of PostgreSQL or Kafka",
+              set(mounts(web).values()) == {"tmp", "tls-redis", "tls-grpc", "tls-otlp"}
+              and "MAILROOM_REDIS_TLS__CA_FILE" in wenv and "MAILROOM_GRPC_TLS__CA_FILE" in wenv and "MAILROOM_GRPC_TLS__CERT_FILE" in wenv
+              and "MAILROOM_GRPC_TLS__CLIENT_AUTH" not in wenv
+              and not any(k.startswith(("MAILROOM_DATABASE_TLS", "MAILROOM_KAFKA_PROPERTY")) for k in wenv), str(sorted(wenv)))
+        job = pods["mailroom-migrate"]
+        check(f"{label}: the migration Job gets PostgreSQL's TLS only",
+              set(mounts(job).values()) == {"tmp", "tls-postgres"} and all_env(job)["MAILROOM_DATABASE_TLS__MODE"]["value"] == "verify-full"
+              and not any(k.startswith(("MAILROOM_GRPC_TLS", "MAILROOM_KAFKA_PROPERTY", "MAILROOM_REDIS_TLS")) for k in all_env(job)))
+        cert = next((d for d in docs if d["kind"] == "Certificate"), {"spec": {}})
+        names = set(cert["spec"].get("dnsNames", []))
+        want = {f"mailroom-{s}{suffix}{ns}" for s in SERVICES for suffix in ("", "-peers") for ns in ("", ".mailroom.svc")}
+        check(f"{label}: cert-manager's Certificate names every Service and -peers Service, short and .<ns>.svc",
+              want <= names and cert["spec"].get("issuerRef", {}).get("kind") == "Issuer", str(sorted(want - names)))
+        test_pod = next(d for d in docs if d["kind"] == "Pod")
+        tc = test_pod["spec"]["containers"][0]
+        check(f"{label}: helm test calls https:// with the CA and its certificate",
+              all(a.startswith("https://") for a in tc["args"][1:]) and {e["name"] for e in tc.get("env", [])} >= {"MAILROOM_GRPC_TLS__CA_FILE", "MAILROOM_GRPC_TLS__CERT_FILE"},
+              str(tc["args"]))
+        ports = egress_ports(policies["mailroom-identity"], with_to=False)
+        check(f"{label}: policy ports follow the URLs (Redis 6380, Kafka 9096) and OTLP 4317",
+              {5432, 6380, 9096, 4317} <= set(ports) and 9092 not in ports, str(ports))
+    if label == "extended":
+        problems = {}
+        for n, p in pods.items():
+            spec = p["spec"]
+            c = spec["containers"][0]
+            env = all_env(p)
+            miss = []
+            if env.get("CORP_PROXY", {}).get("value") != "http://proxy:3128":
+                miss.append("extraEnv")
+            if {"secretRef": {"name": "corp-extra"}} not in c.get("envFrom", []):
+                miss.append("envFrom")
+            if mounts(p).get("/etc/ssl/corp") != "corp-ca" or "corp-ca" not in {v["name"] for v in spec["volumes"]}:
+                miss.append("volumes")
+            if "example.com/team" not in p["metadata"].get("annotations", {}) or p["metadata"]["labels"].get("example.com/cost-centre") != "42":
+                miss.append("annotations/labels")
+            tsc = spec.get("topologySpreadConstraints", [])
+            if len(tsc) != 1 or tsc[0]["labelSelector"]["matchLabels"].get("app.kubernetes.io/component") != p["metadata"]["labels"]["app.kubernetes.io/component"]:
+                miss.append("topologySpreadConstraints")
+            if spec.get("imagePullSecrets") != [{"name": "regcred"}] or not spec.get("priorityClassName"):
+                miss.append("pullSecrets/priorityClassName")
+            if miss:
+                problems[n] = miss
+        check(f"{label}: extra env, envFrom, volumes, annotations, labels, topology spread (own pods), pull secrets and priority in every Deployment and the Job",
+              not problems and len(pods) == 8, str(problems) + str(sorted(pods)))
+        acc, worker = pods["mailroom-access"], pods["mailroom-sync-worker"]
+        check(f"{label}: a component's own values: added env, replaced nodeSelector, merged annotations, its own tolerations and priority",
+              "ACCESS_ONLY" in all_env(acc) and "ACCESS_ONLY" not in all_env(pods["mailroom-identity"])
+              and acc["spec"]["nodeSelector"] == {"pool": "memory"} and pods["mailroom-identity"]["spec"]["nodeSelector"] == {"pool": "general"}
+              and acc["metadata"]["annotations"]["example.com/team"] == "access"
+              and worker["spec"]["tolerations"][0]["key"] == "imap" and worker["spec"]["priorityClassName"] == "mailroom-workers"
+              and pods["mailroom-web"]["metadata"]["labels"].get("example.com/public") == "yes"
+              and "MIGRATE_ONLY" in all_env(pods["mailroom-migrate"]))
+        job_doc = next(d for d in docs if d["kind"] == "Job")
+        js = job_doc["spec"]["template"]["spec"]
+        hooks = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("annotations", {}) for d in docs if d["metadata"]["name"] == "mailroom-migrate"}
+        weight = lambda k: int(hooks[(k, "mailroom-migrate")].get("helm.sh/hook-weight", "0"))  # noqa: E731
+        check(f"{label}: the migration Job: own ServiceAccount, resources, deadline, backoff, pull secrets, hardened, hooks in order (ServiceAccount and NetworkPolicy first), replaced before the next",
+              js["serviceAccountName"] == "mailroom-migrate" and js["containers"][0].get("resources", {}).get("limits")
+              and job_doc["spec"]["activeDeadlineSeconds"] == 600 and job_doc["spec"]["backoffLimit"] >= 1
+              and js["imagePullSecrets"] == [{"name": "regcred"}] and js["securityContext"].get("runAsNonRoot")
+              and js["containers"][0]["securityContext"].get("readOnlyRootFilesystem")
+              and all(h.get("helm.sh/hook") == "pre-install,pre-upgrade" and h.get("helm.sh/hook-delete-policy") == "before-hook-creation" for h in hooks.values())
+              and weight("ServiceAccount") < weight("Job") and weight("NetworkPolicy") < weight("Job"), str(hooks))
+        mp = policies["mailroom-migrate"]
+        check(f"{label}: the Job's NetworkPolicy: nothing in, DNS and PostgreSQL (5432, 6432) out",
+              mp["spec"]["ingress"] == [] and egress_ports(mp) == [5432, 6432], str(egress_ports(mp)))
+        grace = {n: p["spec"]["terminationGracePeriodSeconds"] for n, p in pods.items() if n != "mailroom-migrate"}
+        stop = {n: p["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] for n, p in pods.items() if n != "mailroom-migrate"}
+        check(f"{label}: grace = preStop 5 s + drain (shutdownDrainMs 15 s) + longest call (30 s) + own stop (5 s; the workers 120 s)",
+              set(stop.values()) == {5} and grace.pop("mailroom-sync-worker") == 170 and set(grace.values()) == {55}, str(grace))
+        startup = [n for n, p in pods.items() if n != "mailroom-migrate" and not p["spec"]["containers"][0].get("startupProbe")]
+        check(f"{label}: a startupProbe on every Deployment", not startup, str(startup))
+        smtp = [r for r in policies["mailroom-invitations"]["spec"]["egress"] if any(p["port"] == 2525 for p in r.get("ports", []))]
+        check(f"{label}: SMTP egress on config.smtp.port (2525)", len(smtp) == 1 and not smtp[0].get("to"), str(smtp))
+        rules = [r for r in policies["mailroom-sync-worker"]["spec"]["egress"] if any(p["port"] == 993 for p in r.get("ports", []))]
+        blocks = [t["ipBlock"] for r in rules for t in r.get("to", [])]
+        any_v4 = next((b for b in blocks if b["cidr"] == "0.0.0.0/0"), {})
+        any_v6 = next((b for b in blocks if b["cidr"] == "::/0"), {})
+        check(f"{label}: the mail servers anywhere but the cluster's and private ranges, and config.mailServers.allowedNetworks explicitly",
+              {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(any_v4.get("except", []))
+              and "fc00::/7" in any_v6.get("except", [])
+              and {"cidr": "10.20.0.0/16"} in blocks and {"cidr": "10.30.0.5/32"} in blocks
+              and all(r.get("to") for r in rules), str(blocks))
+        ports = egress_ports(policies["mailroom-identity"], with_to=False)
+        check(f"{label}: dependency ports from the URLs plus postgresPorts/kafkaPorts (PgBouncer 6432, Kafka 9093)",
+              {6432, 9092, 9093, 6379} <= set(ports), str(ports))
+
+# The budget never blocks a drain: minAvailable that would leave nothing to evict falls back.
+dev_min = merge(dev, {"podDisruptionBudget": {"enabled": True, "minAvailable": 1}})
+pdbs = {d["metadata"]["name"]: d["spec"] for d in objects(dev_min) if d["kind"] == "PodDisruptionBudget"}
+check("one replica with minAvailable 1: maxUnavailable 1 instead (a drain is never blocked)",
+      pdbs and all(s.get("maxUnavailable") == 1 and "minAvailable" not in s for s in pdbs.values()), str(pdbs)[:300])
+pdbs = {d["metadata"]["name"]: d["spec"] for d in objects(merge(minimal, {"podDisruptionBudget": {"minAvailable": 1}})) if d["kind"] == "PodDisruptionBudget"}
+check("two replicas with minAvailable 1: minAvailable kept",
+      pdbs["mailroom-identity"] == {"minAvailable": 1, "selector": pdbs["mailroom-identity"]["selector"]}, str(pdbs["mailroom-identity"]))
+
+# Misspelt keys anywhere are refused by the schema, by `helm lint` and by the render alike.
+TYPOS = [
+    ("services.identity.replica", merge(minimal, {"services": {"identity": {"replica": 3}}})),
+    ("tls.postgress", merge(minimal, {"tls": {"postgress": {"enabled": True}}})),
+    ("extraenv at the top", merge(minimal, {"extraenv": [{"name": "A", "value": "1"}]})),
+    ("services.sync.worker.nodeselector", merge(minimal, {"services": {"sync": {"worker": {"nodeselector": {"a": "b"}}}}})),
+    ("migrations.activeDeadline", merge(minimal, {"migrations": {"activeDeadline": 60}})),
+    ("podDisruptionBudget.maxUnavailable 0 (blocks every drain)", merge(minimal, {"podDisruptionBudget": {"maxUnavailable": 0}})),
+]
+for label, values in TYPOS:
+    problems = lint_problems(values, KUBE_VERSIONS[0])
+    try:
+        objects(values)
+        rendered = True
+    except helm.HelmError:
+        rendered = False
+    check(f"refused by helm lint and the render: {label}", problems and not rendered, str(problems)[:200])
+
 # A long release name: every Service name fits Kubernetes' 63 characters, and each headless
 # "-peers" Service keeps its suffix (so it never takes its ClusterIP Service's name).
 long_release = "a-release-with-a-rather-long-name-indeed-xyz"
@@ -344,8 +597,6 @@ BROKEN = [
     ("no sealing keys", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "sealingKeys"}}, "keygen --sealing"),
     ("no sync credential", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "syncClientSecret"}}, "syncClientSecret"),
     ("no invitations credential", {"secrets": {k: v for k, v in minimal["secrets"].items() if k != "invitationsClientSecret"}}, "invitationsClientSecret"),
-    ("more workers than partitions", merge(minimal, {"services": {"sync": {"worker": {"autoscaling": {"maxReplicas": 20}}}}}), "kafkaPartitions"),
-    ("more workers than partitions under KEDA", merge(minimal, {"keda": {"enabled": True}, "config": {"kafkaPartitions": 4}}), "kafkaPartitions"),
     ("a port out of range", merge(minimal, {"services": {"identity": {"grpcPort": 99999}}}), ""),
     ("a misspelt service", merge(minimal, {"services": {"invitation": {"enabled": True, "grpcPort": 1, "metricsPort": 2}}}), ""),
     ("an unknown SMTP security", merge(minimal, {"config": {"smtp": {"security": "ssl"}}}), ""),
@@ -393,6 +644,79 @@ try:
           and any(c[0] == "local_resource" and c[2].get("cmd") == ".ci/test" for c in calls), str(forwards))
 except Exception as err:  # noqa: BLE001
     check("Tiltfile runs", False, str(err)[:300])
+
+
+def check_sync_autoscaling():
+    """The sync workers' autoscaler on overdue mailboxes and IDLE load, in both modes: the HPA
+    with both metrics, KEDA with both Prometheus triggers and the Kafka-lag trigger (its
+    TriggerAuthentication when given), more workers than partitions allowed (IDLE capacity is
+    not bound by them), and the removed `due` values refused with what to set instead."""
+    def scaler(values):
+        found = [d for d in objects(values) if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]
+        return found[0] if len(found) == 1 else None
+
+    def parses(query):
+        try:
+            promql_parser.parse(query)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    hpa = scaler(minimal)
+    metrics = {m["type"]: m[m["type"].lower()] for m in (hpa or {}).get("spec", {}).get("metrics", [])}
+    check("sync autoscaling (HPA): external overdue mailboxes for the release and pods IDLE connections, 200 and 1,500 per worker",
+          hpa and hpa["kind"] == "HorizontalPodAutoscaler"
+          and metrics.get("External", {}).get("metric", {}).get("name") == "mailroom_sync_overdue_mailboxes"
+          and metrics["External"]["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom"}
+          and metrics["External"]["target"] == {"type": "AverageValue", "averageValue": "200"}
+          and metrics.get("Pods", {}).get("metric", {}).get("name") == "mailroom_sync_idle_connections"
+          and metrics["Pods"]["target"] == {"type": "AverageValue", "averageValue": "1500"}, str(hpa)[:400])
+
+    keda = scaler(merge(minimal, {"keda": {"enabled": True, "kafkaAuthenticationRef": "kafka-sasl"}}))
+    triggers = (keda or {}).get("spec", {}).get("triggers", [])
+    prom = {t["metadata"]["query"].split("(")[-1].split("{")[0]: t for t in triggers if t["type"] == "prometheus"}
+    kafka = [t for t in triggers if t["type"] == "kafka"]
+    overdue, idle = prom.get("mailroom_sync_overdue_mailboxes"), prom.get("mailroom_sync_idle_connections")
+    check("sync autoscaling (KEDA): Prometheus triggers on overdue mailboxes (max per tier, summed) and IDLE connections (summed), and the Kafka lag with its TriggerAuthentication",
+          keda and keda["kind"] == "ScaledObject" and len(triggers) == 3
+          and overdue and overdue["metadata"]["query"].startswith("sum(max by (tier) (mailroom_sync_overdue_mailboxes{namespace=\"mailroom\"}")
+          and overdue["metadata"]["threshold"] == "200"
+          and idle and idle["metadata"]["query"] == 'sum(mailroom_sync_idle_connections{namespace="mailroom"})'
+          and idle["metadata"]["threshold"] == "1500"
+          and all(parses(t["metadata"]["query"]) and t["metadata"]["serverAddress"].startswith("http") for t in prom.values())
+          and len(kafka) == 1 and kafka[0]["metadata"]["topic"] == "mailroom.sync.requests"
+          and kafka[0]["metadata"]["consumerGroup"] == "mailroom-sync-workers"
+          and kafka[0].get("authenticationRef") == {"name": "kafka-sasl"}, str(triggers)[:600])
+    plain = scaler(merge(minimal, {"keda": {"enabled": True}}))
+    check("sync autoscaling (KEDA): no TriggerAuthentication unless one is named",
+          plain and all("authenticationRef" not in t for t in plain["spec"]["triggers"]), str(plain)[:300])
+
+    # IDLE watches are spread by Redis leases, not partitions: more workers than partitions render.
+    for label, values in (("HPA", merge(minimal, {"services": {"sync": {"worker": {"autoscaling": {"maxReplicas": 20}}}}})),
+                          ("KEDA", merge(minimal, {"keda": {"enabled": True}, "config": {"kafkaPartitions": 4},
+                                                   "services": {"sync": {"worker": {"autoscaling": {"maxReplicas": 20}}}}}))):
+        try:
+            found = scaler(values)
+            top = found and found["spec"].get("maxReplicas", found["spec"].get("maxReplicaCount"))
+            check(f"sync autoscaling ({label}): maxReplicas 20 above config.kafkaPartitions renders", top == 20, str(found)[:300])
+        except helm.HelmError as err:
+            check(f"sync autoscaling ({label}): maxReplicas 20 above config.kafkaPartitions renders", False, str(err)[:300])
+
+    refused = [
+        ("the removed dueMailboxesPerWorker", {"services": {"sync": {"worker": {"autoscaling": {"dueMailboxesPerWorker": 200}}}}}, "overdueMailboxesPerWorker"),
+        ("the removed keda.prometheus.dueMailboxesThreshold", {"keda": {"enabled": True, "prometheus": {"dueMailboxesThreshold": 200}}}, "services.sync.worker.autoscaling"),
+        ("IDLE connections per worker above idleMaxConnections", {"services": {"sync": {"worker": {"autoscaling": {"idleConnectionsPerWorker": 2500}}}}}, "idleMaxConnections"),
+        ("a TriggerAuthentication name that is no Kubernetes name", {"keda": {"enabled": True, "kafkaAuthenticationRef": "Kafka SASL"}}, ""),
+    ]
+    for label, extra, words in refused:
+        try:
+            objects(merge(minimal, extra))
+            check(f"sync autoscaling refuses {label}", False, "rendered anyway")
+        except helm.HelmError as err:
+            check(f"sync autoscaling refuses {label}" + (f" (says `{words}`)" if words else " (values.schema.json)"), words in str(err), str(err)[:200])
+
+
+check_sync_autoscaling()
 
 print(f"chart: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

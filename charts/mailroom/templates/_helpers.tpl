@@ -64,7 +64,7 @@ web: [identity, access, mailboxes, invitations, sync]
 
 {{/*
 The Deployments of this release, as YAML for fromYaml: each with the services it serves, its
-arguments, replicas, resources and termination grace. One per service (sync as scheduler and
+arguments, replicas, values (resources, scheduling, extra env…) and termination grace. One per service (sync as scheduler and
 workers), or one process serving the five when monolith.enabled (the console has its own
 Deployment, web.yaml, either way).
 */}}
@@ -76,7 +76,7 @@ components:
     serves: [identity, access, mailboxes, invitations, sync]
     args: [serve, "identity,access,mailboxes,invitations,sync"]
     replicas: {{ $v.monolith.replicas }}
-    resources: {{ toJson $v.monolith.resources }}
+    values: {{ toJson $v.monolith }}
     grace: {{ $v.services.sync.worker.terminationGracePeriodSeconds }}
 {{- else }}
 {{- range $name := list "identity" "access" "mailboxes" "invitations" }}
@@ -86,7 +86,7 @@ components:
     serves: [{{ $name }}]
     args: [serve, {{ $name }}]
     replicas: {{ $svc.replicas }}
-    resources: {{ toJson $svc.resources }}
+    values: {{ toJson (omit $svc "settings") }}
     grace: 5
 {{- end }}
 {{- end }}
@@ -95,13 +95,14 @@ components:
     serves: [sync]
     args: [serve, sync, --role, scheduler]
     replicas: {{ $v.services.sync.scheduler.replicas }}
-    resources: {{ toJson $v.services.sync.scheduler.resources }}
+    values: {{ toJson $v.services.sync.scheduler }}
     grace: 5
   - name: sync-worker
     serves: [sync]
     args: [serve, sync, --role, worker]
     replicas: {{ $v.services.sync.worker.replicas }}
-    resources: {{ toJson $v.services.sync.worker.resources }}
+    values: {{ toJson (omit $v.services.sync.worker "autoscaling") }}
+    minReplicas: {{ ternary $v.services.sync.worker.autoscaling.minReplicas $v.services.sync.worker.replicas (or $v.keda.enabled $v.services.sync.worker.autoscaling.enabled) }}
     grace: {{ $v.services.sync.worker.terminationGracePeriodSeconds }}
     autoscaled: {{ or $v.keda.enabled $v.services.sync.worker.autoscaling.enabled }}
 {{- end }}
@@ -121,7 +122,7 @@ components:
 
 {{/* A service's address for people and tools (its ClusterIP Service). */}}
 {{- define "mailroom.endpoint" -}}
-{{- printf "http://%s:%v" (include "mailroom.serviceName" .) (index .root.Values.services .name).grpcPort -}}
+{{- printf "%s://%s:%v" (include "mailroom.grpcScheme" .root) (include "mailroom.serviceName" .) (index .root.Values.services .name).grpcPort -}}
 {{- end -}}
 
 {{/* A service's ClusterIP Service name: `<fullname>-<service>`, within Kubernetes' 63. */}}
@@ -132,7 +133,7 @@ components:
 {{/* A service's address for the other services: the headless Service, whose DNS answer lists
      every ready pod, so each caller balances across them. */}}
 {{- define "mailroom.peerEndpoint" -}}
-{{- printf "http://%s:%v" (include "mailroom.peersName" .) (index .root.Values.services .name).grpcPort -}}
+{{- printf "%s://%s:%v" (include "mailroom.grpcScheme" .root) (include "mailroom.peersName" .) (index .root.Values.services .name).grpcPort -}}
 {{- end -}}
 
 {{/* The headless Service's name: `<fullname>-<service>` cut to leave room for `-peers`
@@ -248,4 +249,333 @@ components:
 {{- end -}}
 {{- end -}}
 {{- join "," $out -}}
+{{- end -}}
+
+{{/*
+A pod's extensible parts, resolved once for every workload (the services, the sync's roles, the
+monolith, the console, the migration Job): `.comp` is the component's values (services.<svc>,
+services.sync.scheduler|worker, monolith, web, migrations), `.component` its
+app.kubernetes.io/component label. The global lists (extraEnv, envFrom, extraVolumes,
+extraVolumeMounts) come first, then the component's; podAnnotations/podLabels merge, the
+component's keys winning; resources, nodeSelector, tolerations, affinity, priorityClassName and
+topologySpreadConstraints are the component's when set, else the global ones. A spread
+constraint without a labelSelector selects the component's own pods. As YAML for fromYaml.
+*/}}
+{{- define "mailroom.pod" -}}
+{{- $v := .root.Values -}}
+{{- $c := .comp | default dict -}}
+{{- $spread := list -}}
+{{- range (($c.topologySpreadConstraints | default $v.topologySpreadConstraints) | default list) -}}
+{{- $one := deepCopy . -}}
+{{- if not (hasKey $one "labelSelector") -}}
+{{- $_ := set $one "labelSelector" (dict "matchLabels" (dict "app.kubernetes.io/instance" $.root.Release.Name "app.kubernetes.io/component" $.component)) -}}
+{{- end -}}
+{{- $spread = append $spread $one -}}
+{{- end -}}
+annotations: {{ toJson (omit (mergeOverwrite (dict) ($v.podAnnotations | default dict) ($c.podAnnotations | default dict)) "checksum/secret") }}
+{{- /* The chart's own labels (the Services, budgets and policies select on them) are not
+       overridable: app.kubernetes.io/*, helm.sh/chart, mailroom.io/*. */}}
+{{- $labels := dict -}}
+{{- range $key, $value := (mergeOverwrite (dict) ($v.podLabels | default dict) ($c.podLabels | default dict)) -}}
+{{- if not (or (hasPrefix "app.kubernetes.io/" $key) (hasPrefix "mailroom.io/" $key) (eq $key "helm.sh/chart")) -}}
+{{- $_ := set $labels $key $value -}}
+{{- end -}}
+{{- end }}
+labels: {{ toJson $labels }}
+env: {{ toJson (concat ($v.extraEnv | default list) ($c.extraEnv | default list)) }}
+envFrom: {{ toJson (concat ($v.envFrom | default list) ($c.envFrom | default list)) }}
+volumes: {{ toJson (concat ($v.extraVolumes | default list) ($c.extraVolumes | default list)) }}
+volumeMounts: {{ toJson (concat ($v.extraVolumeMounts | default list) ($c.extraVolumeMounts | default list)) }}
+resources: {{ toJson (($c.resources | default $v.resources) | default dict) }}
+nodeSelector: {{ toJson (($c.nodeSelector | default $v.nodeSelector) | default dict) }}
+tolerations: {{ toJson (($c.tolerations | default $v.tolerations) | default list) }}
+affinity: {{ toJson (($c.affinity | default $v.affinity) | default dict) }}
+priorityClassName: {{ ($c.priorityClassName | default $v.priorityClassName) | default "" | quote }}
+topologySpreadConstraints: {{ toJson $spread }}
+{{- end -}}
+
+{{/* The pod spec's scheduling fields from a resolved "mailroom.pod" (`.pod`), at the pod spec's
+     indentation (nindent 6 in a Deployment/Job template). */}}
+{{- define "mailroom.podScheduling" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with .pod.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secret a TLS dependency's files come from (`.name`: postgres, redis, kafka, grpc,
+     otlp); empty when TLS is off for it or trusts the system's roots (no Secret named). For
+     gRPC with cert-manager and no secretName: the Certificate's, "<fullname>-grpc-tls". */}}
+{{- define "mailroom.tlsSecret" -}}
+{{- $t := index .root.Values.tls .name -}}
+{{- if $t.enabled -}}
+{{- if $t.secretName -}}
+{{- $t.secretName -}}
+{{- else if and (eq .name "grpc") $t.certManager.enabled -}}
+{{- printf "%s-grpc-tls" (include "mailroom.fullname" .root) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Which TLS Secrets a kind of pod mounts: the services all five; the console Redis, gRPC (as
+     a client) and OTLP; the migration Job PostgreSQL only; the helm test gRPC. */}}
+{{- define "mailroom.tlsUses" -}}
+{{- if eq . "service" -}}[postgres, redis, kafka, grpc, otlp]
+{{- else if eq . "web" -}}[redis, grpc, otlp]
+{{- else if eq . "migrate" -}}[postgres]
+{{- else -}}[grpc]
+{{- end -}}
+{{- end -}}
+
+{{/* Volumes and mounts (`.for`: service|web|migrate|test) for the TLS Secrets, read-only at
+     /etc/mailroom/tls/<name>/. As JSON lists. */}}
+{{- define "mailroom.tlsVolumes" -}}
+{{- $out := list -}}
+{{- range $name := (include "mailroom.tlsUses" .for | fromYamlArray) -}}
+{{- with include "mailroom.tlsSecret" (dict "root" $.root "name" $name) -}}
+{{- $out = append $out (dict "name" (printf "tls-%s" $name) "secret" (dict "secretName" . "defaultMode" 292)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+{{- define "mailroom.tlsMounts" -}}
+{{- $out := list -}}
+{{- range $name := (include "mailroom.tlsUses" .for | fromYamlArray) -}}
+{{- if include "mailroom.tlsSecret" (dict "root" $.root "name" $name) -}}
+{{- $out = append $out (dict "name" (printf "tls-%s" $name) "mountPath" (printf "/etc/mailroom/tls/%s" $name) "readOnly" true) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* The environment that points the process at the mounted TLS files (names of the issue-25
+     contract), and Kafka's security and librdkafka properties (config.kafka). */}}
+{{- define "mailroom.tlsEnv" -}}
+{{- $root := .root -}}
+{{- $tls := $root.Values.tls -}}
+{{- $uses := include "mailroom.tlsUses" .for | fromYamlArray -}}
+{{- $dir := "/etc/mailroom/tls" -}}
+{{- if and (has "postgres" $uses) $tls.postgres.enabled }}
+- { name: MAILROOM_DATABASE_TLS__MODE, value: {{ $tls.postgres.mode | quote }} }
+{{- if include "mailroom.tlsSecret" (dict "root" $root "name" "postgres") }}
+- { name: MAILROOM_DATABASE_TLS__CA_FILE, value: "{{ $dir }}/postgres/ca.crt" }
+{{- if $tls.postgres.clientCert }}
+- { name: MAILROOM_DATABASE_TLS__CERT_FILE, value: "{{ $dir }}/postgres/tls.crt" }
+- { name: MAILROOM_DATABASE_TLS__KEY_FILE, value: "{{ $dir }}/postgres/tls.key" }
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (has "redis" $uses) $tls.redis.enabled (include "mailroom.tlsSecret" (dict "root" $root "name" "redis")) }}
+- { name: MAILROOM_REDIS_TLS__CA_FILE, value: "{{ $dir }}/redis/ca.crt" }
+{{- if $tls.redis.clientCert }}
+- { name: MAILROOM_REDIS_TLS__CERT_FILE, value: "{{ $dir }}/redis/tls.crt" }
+- { name: MAILROOM_REDIS_TLS__KEY_FILE, value: "{{ $dir }}/redis/tls.key" }
+{{- end }}
+{{- end }}
+{{- if has "kafka" $uses }}
+{{- $kafka := $root.Values.config.kafka | default dict }}
+{{- $props := $kafka.properties | default dict }}
+{{- $sasl := $kafka.sasl | default dict }}
+{{- $given := list }}
+{{- range $key, $_ := $props }}{{ $given = append $given (lower $key) }}{{ end }}
+{{- $derived := dict }}
+{{- if or $tls.kafka.enabled $sasl.mechanism }}
+{{- $protocol := ternary "SSL" "PLAINTEXT" $tls.kafka.enabled }}
+{{- if $sasl.mechanism }}{{ $protocol = printf "SASL_%s" $protocol }}{{ end }}
+{{- $_ := set $derived "security.protocol" $protocol }}
+{{- end }}
+{{- if and $tls.kafka.enabled (include "mailroom.tlsSecret" (dict "root" $root "name" "kafka")) }}
+{{- $_ := set $derived "ssl.ca.location" (printf "%s/kafka/ca.crt" $dir) }}
+{{- if $tls.kafka.clientCert }}
+{{- $_ := set $derived "ssl.certificate.location" (printf "%s/kafka/tls.crt" $dir) }}
+{{- $_ := set $derived "ssl.key.location" (printf "%s/kafka/tls.key" $dir) }}
+{{- end }}
+{{- end }}
+{{- with $sasl.mechanism }}{{ $_ := set $derived "sasl.mechanism" . }}{{ end }}
+{{- with $sasl.username }}{{ $_ := set $derived "sasl.username" . }}{{ end }}
+{{- range $key, $value := $derived }}
+{{- if not (has $key $given) }}
+- { name: MAILROOM_KAFKA_PROPERTY_{{ $key | upper | replace "." "_" }}, value: {{ $value | quote }} }
+{{- end }}
+{{- end }}
+{{- range $key, $value := $props }}
+- name: MAILROOM_KAFKA_PROPERTY_{{ $key | upper | replace "." "_" }}
+  value: {{ if kindIs "float64" $value }}{{ $value | int64 | toString | quote }}{{ else }}{{ $value | toString | quote }}{{ end }}
+{{- end }}
+{{- if has $sasl.mechanism (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512") }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD" "key" "MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD") | nindent 0 }}
+{{- end }}
+{{- end }}
+{{- if and (has "grpc" $uses) $tls.grpc.enabled }}
+{{- /* Servers: their identity (also the client certificate they present to peers) and the
+       CA peers chain to; callers only (the console, helm test): the CA, and with clientAuth
+       the certificate they present. */}}
+- { name: MAILROOM_GRPC_TLS__CA_FILE, value: "{{ $dir }}/grpc/ca.crt" }
+{{- if or (eq .for "service") $tls.grpc.clientAuth }}
+- { name: MAILROOM_GRPC_TLS__CERT_FILE, value: "{{ $dir }}/grpc/tls.crt" }
+- { name: MAILROOM_GRPC_TLS__KEY_FILE, value: "{{ $dir }}/grpc/tls.key" }
+{{- end }}
+{{- if and (eq .for "service") $tls.grpc.clientAuth }}
+- { name: MAILROOM_GRPC_TLS__CLIENT_AUTH, value: "true" }
+{{- end }}
+{{- end }}
+{{- if and (has "otlp" $uses) $tls.otlp.enabled $root.Values.config.otlpEndpoint (include "mailroom.tlsSecret" (dict "root" $root "name" "otlp")) }}
+- { name: OTEL_EXPORTER_OTLP_CERTIFICATE, value: "{{ $dir }}/otlp/ca.crt" }
+{{- if $tls.otlp.clientCert }}
+- { name: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, value: "{{ $dir }}/otlp/tls.crt" }
+- { name: OTEL_EXPORTER_OTLP_CLIENT_KEY, value: "{{ $dir }}/otlp/tls.key" }
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The scheme peers are called with: https once gRPC TLS is on. */}}
+{{- define "mailroom.grpcScheme" -}}
+{{- ternary "https" "http" (.Values.tls.grpc.enabled | default false) -}}
+{{- end -}}
+
+{{/* The ports in a URL or a comma-separated host:port list (`.url`), `.default` for a host
+     without one. As a JSON list of integers. */}}
+{{- define "mailroom.urlPorts" -}}
+{{- $out := list -}}
+{{- $rest := regexReplaceAll "^[A-Za-z][A-Za-z0-9+.-]*://" (.url | default "") "" -}}
+{{- $rest = regexReplaceAll "^[^/?#]*@" $rest "" -}}
+{{- $hosts := regexReplaceAll "[/?#].*$" $rest "" -}}
+{{- range $host := splitList "," $hosts -}}
+{{- $host = trim $host -}}
+{{- if $host -}}
+{{- $port := regexFind ":[0-9]+$" $host | trimPrefix ":" -}}
+{{- $out = append $out (int ($port | default $.default)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* Egress ports the dependencies need (`.deps`: postgres, redis, kafka), from what the
+     configuration says where known plus networkPolicy's lists. A JSON list. */}}
+{{- define "mailroom.dependencyPorts" -}}
+{{- $v := .root.Values -}}
+{{- $np := $v.networkPolicy -}}
+{{- $deps := $np.dependencies | default dict -}}
+{{- $out := list -}}
+{{- if has "postgres" .deps -}}
+{{- $out = concat $out ($deps.postgresPorts | default list) -}}
+{{- if and (not $v.secrets.existingSecret) $v.secrets.databaseUrl -}}
+{{- $out = concat $out (include "mailroom.urlPorts" (dict "url" $v.secrets.databaseUrl "default" 5432) | fromJsonArray) -}}
+{{- end -}}
+{{- end -}}
+{{- if has "redis" .deps -}}
+{{- $out = concat $out ($np.redisPorts | default list) -}}
+{{- if and (not $v.secrets.existingSecret) $v.secrets.redisUrl -}}
+{{- $out = concat $out (include "mailroom.urlPorts" (dict "url" $v.secrets.redisUrl "default" 6379) | fromJsonArray) -}}
+{{- end -}}
+{{- end -}}
+{{- if has "kafka" .deps -}}
+{{- $out = concat $out ($deps.kafkaPorts | default list) -}}
+{{- $out = concat $out (include "mailroom.urlPorts" (dict "url" $v.config.kafkaBrokers "default" 9092) | fromJsonArray) -}}
+{{- end -}}
+{{- if has "extra" .deps -}}
+{{- $out = concat $out ($deps.ports | default list) -}}
+{{- end -}}
+{{- $ints := list -}}
+{{- range $out }}{{ $ints = append $ints (int .) }}{{ end -}}
+{{- toJson (uniq $ints) -}}
+{{- end -}}
+
+{{/* A NetworkPolicy `ports` list from a JSON list of integers (`.ports`), at its indentation. */}}
+{{- define "mailroom.policyPorts" -}}
+{{- range (.ports | fromJsonArray) }}
+- { port: {{ . }}, protocol: TCP }
+{{- end }}
+{{- end -}}
+
+{{/* The mail servers' ports from config.mailServers.allowedPorts ("25,465,587,2525,143,993",
+     ranges "a-b") plus networkPolicy.imapPorts, as NetworkPolicy ports (a range as endPort). */}}
+{{- define "mailroom.mailServerPorts" -}}
+{{- $v := .Values -}}
+{{- $seen := list -}}
+{{- range $part := splitList "," ($v.config.mailServers.allowedPorts | default "25,465,587,2525,143,993") }}
+{{- $part = trim $part }}
+{{- if $part }}
+{{- $range := splitList "-" $part }}
+{{- $first := trim (index $range 0) }}
+{{- if not (has $part $seen) }}
+{{- $seen = append $seen $part }}
+{{- if gt (len $range) 1 }}
+- { port: {{ $first }}, endPort: {{ trim (index $range 1) }}, protocol: TCP }
+{{- else }}
+- { port: {{ $first }}, protocol: TCP }
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range ($v.networkPolicy.imapPorts | default list) }}
+{{- if not (has (toString .) $seen) }}
+{{- $seen = append $seen (toString .) }}
+- { port: {{ . }}, protocol: TCP }
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The OTLP collector's port (from config.otlpEndpoint: its port, else 443 for https and
+     4317 otherwise) plus networkPolicy.otlpPorts. A JSON list. */}}
+{{- define "mailroom.otlpPorts" -}}
+{{- $endpoint := .Values.config.otlpEndpoint | default "" -}}
+{{- $default := ternary 443 4317 (hasPrefix "https://" $endpoint) -}}
+{{- $out := concat (include "mailroom.urlPorts" (dict "url" $endpoint "default" $default) | fromJsonArray) (.Values.networkPolicy.otlpPorts | default list) -}}
+{{- $ints := list -}}
+{{- range $out }}{{ $ints = append $ints (int .) }}{{ end -}}
+{{- toJson (uniq $ints) -}}
+{{- end -}}
+
+{{/* A PodDisruptionBudget (`.name`, `.component`, `.replicas`: the fewest pods the component
+     runs). maxUnavailable (default 1) unless minAvailable is set; a minAvailable that would
+     leave no pod to evict (a number at least the replicas, or any percentage with one replica)
+     falls back to maxUnavailable 1, so a PDB never blocks a node drain. */}}
+{{- define "mailroom.pdb" -}}
+{{- $p := .root.Values.podDisruptionBudget -}}
+{{- $min := $p.minAvailable | default "" | toString -}}
+{{- $blocks := false -}}
+{{- if $min -}}
+{{- if hasSuffix "%" $min -}}
+{{- $blocks = or (le (int .replicas) 1) (eq $min "100%") -}}
+{{- else -}}
+{{- $blocks = ge (int $min) (int .replicas) -}}
+{{- end -}}
+{{- end }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "mailroom.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  {{- if and $min (not $blocks) }}
+  minAvailable: {{ if hasSuffix "%" $min }}{{ $min | quote }}{{ else }}{{ int $min }}{{ end }}
+  {{- else }}
+  maxUnavailable: {{ $p.maxUnavailable | default 1 }}
+  {{- end }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/instance: {{ .root.Release.Name }}
+      app.kubernetes.io/component: {{ .component }}
 {{- end -}}
