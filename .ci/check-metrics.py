@@ -5,7 +5,12 @@ Renders the chart (everything on, and with KEDA), parses every PromQL expression
 PromQL parser (promql-parser) and collects the metric names; starts `mailroom serve all`
 against the local stack (.ci/stack.sh must have been sourced and the stack be up), scrapes each
 service's metrics port, and compares. Prints what is queried and where, and fails on any name
-that is not exported.
+that is not exported (kube-state-metrics' `kube_*`, which the chart's alerts also query, are
+named and exempt).
+
+Every alert must also be actionable: a `severity` label (critical, warning or info), `summary`
+and `description` annotations, and `runbook_url` = <prometheusRule.runbookBaseUrl>/<alert>.md
+with that runbook in docs/runbooks/ (and no runbook there without its alert).
 """
 import json
 import os
@@ -30,6 +35,11 @@ SECRETS = {
     "syncClientSecret": "b",
     "invitationsClientSecret": "c",
 }
+RUNBOOKS = "docs/runbooks"
+DEFAULT_RUNBOOK_BASE = "https://github.com/mailroom/mailroom/blob/main/docs/runbooks"
+SEVERITIES = {"critical", "warning", "info"}
+# Queried by alerts but exported by kube-state-metrics, not by Mailroom.
+EXTERNAL_PREFIXES = ("kube_",)
 METRICS_PORTS = [9051, 9052, 9053, 9054, 9055, 9056]  # identity, access, mailboxes, sync, invitations, web
 
 
@@ -57,6 +67,7 @@ def names_in(node, found):
 
 
 queries = []  # (where, promql)
+alerts = {}  # alert name -> [rule]
 metric_refs = []  # (where, name) from HPA metric objects
 for values in (
     {"secrets": SECRETS, "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
@@ -68,6 +79,7 @@ for values in (
             for group in doc["spec"]["groups"]:
                 for rule in group["rules"]:
                     queries.append((f"alert {rule['alert']}", rule["expr"]))
+                    alerts.setdefault(rule["alert"], []).append(rule)
         elif kind == "ConfigMap" and "grafana_dashboard" in doc["metadata"].get("labels", {}):
             for key, text in doc["data"].items():
                 for panel in json.loads(text)["panels"]:
@@ -81,6 +93,29 @@ for values in (
             for metric in doc["spec"]["metrics"]:
                 body = metric.get("external") or metric.get("pods") or {}
                 metric_refs.append((f"HPA {metric['type']} metric", body["metric"]["name"]))
+
+# Every alert actionable: severity, summary, description, and a runbook that exists.
+runbook_problems = []
+for alert, rules in sorted(alerts.items()):
+    for rule in rules:
+        labels, notes = rule.get("labels", {}), rule.get("annotations", {})
+        if labels.get("severity") not in SEVERITIES:
+            runbook_problems.append(f"{alert}: severity {labels.get('severity')!r} is not one of {sorted(SEVERITIES)}")
+        for key in ("summary", "description", "runbook_url"):
+            if not notes.get(key, "").strip():
+                runbook_problems.append(f"{alert}: no {key} annotation")
+        url = notes.get("runbook_url", "")
+        if url and url != f"{DEFAULT_RUNBOOK_BASE}/{alert}.md":
+            runbook_problems.append(f"{alert}: runbook_url {url} is not {DEFAULT_RUNBOOK_BASE}/{alert}.md")
+    if not os.path.isfile(os.path.join(RUNBOOKS, f"{alert}.md")):
+        runbook_problems.append(f"{alert}: no runbook {RUNBOOKS}/{alert}.md")
+orphans = sorted(f for f in os.listdir(RUNBOOKS) if f.endswith(".md") and f != "README.md" and f[:-3] not in alerts) if os.path.isdir(RUNBOOKS) else []
+runbook_problems += [f"{RUNBOOKS}/{f}: no alert of that name" for f in orphans]
+for problem in runbook_problems:
+    print(f"FAIL {problem}")
+print(f"alerts: {len(alerts)} with severity, summary, description and a runbook: {len(alerts) - len({p.split(':')[0] for p in runbook_problems})} of {len(alerts)}")
+if runbook_problems:
+    sys.exit(1)
 
 queried = {}  # name -> [where]
 for where, query in queries:
@@ -145,6 +180,9 @@ finally:
 
 failed = 0
 for name, where in sorted(queried.items()):
+    if name.startswith(EXTERNAL_PREFIXES):
+        print(f"ext  {name} (kube-state-metrics) — {len(where)} use(s): {', '.join(sorted(set(where)))[:160]}")
+        continue
     base = re.sub(r"_(bucket|sum|count)$", "", name)
     kind = exported.get(name) or exported.get(base)
     ok = kind is not None and (name == base or kind in ("histogram", "summary"))

@@ -13,9 +13,11 @@ pub mod bench;
 pub mod browser;
 pub mod chaos;
 pub mod hostile_imap;
+pub mod kafka_tls;
 pub mod mailstore;
 pub mod recording_listener;
 pub mod spicedb;
+pub mod tls_stack;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

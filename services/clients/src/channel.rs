@@ -9,6 +9,10 @@
 //!
 //! An endpoint whose host is an IP address is that one address; a DNS name is balanced across
 //! its addresses ([`crate::resolve`]).
+//!
+//! `https://` endpoints speak TLS with [`Settings::tls`] (its CA, else the public web roots; its
+//! client certificate for mutual TLS), the endpoint's host being the server name the peer's
+//! certificate must carry — the DNS name, not the address a call is dialled at.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -82,7 +86,11 @@ impl PeerChannel {
             .port_u16()
             .unwrap_or(if scheme == "https" { 443 } else { 80 });
         if host.parse::<IpAddr>().is_ok() {
-            let channel = configured(Endpoint::from(uri), settings).connect_lazy();
+            let mut one = configured(Endpoint::from(uri), settings);
+            if scheme == "https" {
+                one = secured(one, settings, &host).map_err(|e| refuse(&e))?;
+            }
+            let channel = one.connect_lazy();
             return Ok(Self::assemble(peer, endpoint, settings, channel, None));
         }
         let lookup = resolve::dns(host.clone(), port, settings.resolve_timeout);
@@ -102,15 +110,20 @@ impl PeerChannel {
         L: Fn() -> F + Send + 'static,
         F: Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'static,
     {
-        let origin: Uri =
-            format!("{scheme}://{host}:{port}")
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| ChannelError {
-                    peer,
-                    endpoint: endpoint.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        let (scheme, each) = (scheme.to_owned(), settings.clone());
+        let refuse = |reason: String| ChannelError {
+            peer,
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let origin: Uri = format!("{scheme}://{host}:{port}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| refuse(e.to_string()))?;
+        let tls = scheme == "https";
+        if tls {
+            // Made for every address later: what could fail is refused now, once.
+            secured(Endpoint::from(origin.clone()), settings, host).map_err(refuse)?;
+        }
+        let (scheme, each, host) = (scheme.to_owned(), settings.clone(), host.to_owned());
         let one = move |address: SocketAddr| {
             let uri = Uri::builder()
                 .scheme(scheme.as_str())
@@ -118,7 +131,17 @@ impl PeerChannel {
                 .path_and_query("/")
                 .build()
                 .unwrap_or_else(|_| origin.clone());
-            configured(Endpoint::from(uri), &each).origin(origin.clone())
+            let endpoint = configured(Endpoint::from(uri), &each).origin(origin.clone());
+            if !tls {
+                return endpoint;
+            }
+            // The peer's certificate names its DNS name, not this address.
+            secured(endpoint.clone(), &each, &host).unwrap_or_else(|err| {
+                // Not reached (the same settings passed above); without TLS the https
+                // address is refused by the transport, never called in plaintext.
+                tracing::error!(%err, %address, "TLS to a peer address cannot be set up");
+                endpoint
+            })
         };
         Ok(Self::balanced(peer, endpoint, settings, lookup, one))
     }
@@ -189,6 +212,23 @@ fn configured(endpoint: Endpoint, settings: &Settings) -> Endpoint {
         .http2_keep_alive_interval(settings.keepalive_interval)
         .keep_alive_timeout(settings.keepalive_timeout)
         .keep_alive_while_idle(true)
+}
+
+/// `endpoint` over TLS with the settings' CA (else the public web roots) and client certificate,
+/// expecting a certificate for `server_name`.
+fn secured(endpoint: Endpoint, settings: &Settings, server_name: &str) -> Result<Endpoint, String> {
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(crate::tls::ClientTls::tonic_config)
+        .unwrap_or_else(|| mailroom_platform::grpc_tls::client_tls_config(None, None))
+        .domain_name(server_name);
+    endpoint.tls_config(tls).map_err(|err| {
+        format!(
+            "TLS cannot be set up: {}",
+            mailroom_platform::grpc_tls::chain(&err)
+        )
+    })
 }
 
 /// Calls made before the name first resolved wait for it; calls made while it resolves to
@@ -503,6 +543,101 @@ mod tests {
                 ask(&channel, Some(Duration::from_secs(2))).await,
                 tonic::Code::Ok
             );
+        }
+
+        /// A CA and a certificate it signed for `names` (DNS names or IP addresses), in PEM.
+        fn certificate_for(names: &[&str]) -> (String, String, String) {
+            use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+            let issuer = Issuer::new(ca_params, ca_key);
+            let key = KeyPair::generate().unwrap();
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (ca_pem, cert.pem(), key.serialize_pem())
+        }
+
+        async fn serve_tls(cert: &str, key: &str) -> SocketAddr {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .tls_config(tls)
+                    .unwrap()
+                    .add_service(HealthServer::new(Counting {
+                        answered: Arc::new(AtomicUsize::new(0)),
+                        delay: Duration::ZERO,
+                    }))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            address
+        }
+
+        fn trusting(ca_pem: &str) -> Settings {
+            Settings {
+                tls: Some(crate::ClientTls {
+                    ca_pem: Some(ca_pem.as_bytes().to_vec()),
+                    identity: None,
+                }),
+                ..Settings::default()
+            }
+        }
+
+        /// Over TLS a peer named by DNS is dialled at its addresses, yet its certificate is
+        /// checked against its name: one made for the name alone is accepted; a client that
+        /// trusts another CA, or expects another name, is refused.
+        #[tokio::test]
+        async fn a_named_peer_over_tls_must_show_a_certificate_for_its_name() {
+            let (ca, cert, key) = certificate_for(&["identity.test"]);
+            let address = serve_tls(&cert, &key).await;
+            let named = |settings: &Settings, name: &str| {
+                let endpoint = format!("https://{name}:{}", address.port());
+                PeerChannel::named(
+                    Peer::Identity,
+                    &endpoint,
+                    settings,
+                    ("https", name, address.port()),
+                    move || async move { Ok(vec![address]) },
+                )
+                .unwrap()
+            };
+            assert_eq!(
+                ask(&named(&trusting(&ca), "identity.test"), None).await,
+                tonic::Code::Ok
+            );
+            let (other_ca, _, _) = certificate_for(&["identity.test"]);
+            assert_eq!(
+                ask(&named(&trusting(&other_ca), "identity.test"), None).await,
+                tonic::Code::Unavailable,
+                "a certificate from a CA the client does not trust"
+            );
+            assert_eq!(
+                ask(&named(&trusting(&ca), "access.test"), None).await,
+                tonic::Code::Unavailable,
+                "a certificate for another name"
+            );
+        }
+
+        /// An endpoint that is an IP address is checked against that address; a plaintext
+        /// endpoint to a TLS port gets no answer.
+        #[tokio::test]
+        async fn an_address_over_tls_is_checked_against_the_address() {
+            let (ca, cert, key) = certificate_for(&["127.0.0.1"]);
+            let address = serve_tls(&cert, &key).await;
+            let tls = PeerChannel::new(Peer::Access, &format!("https://{address}"), &trusting(&ca))
+                .unwrap();
+            assert_eq!(ask(&tls, None).await, tonic::Code::Ok);
+            let plain =
+                PeerChannel::new(Peer::Access, &format!("http://{address}"), &trusting(&ca))
+                    .unwrap();
+            assert_ne!(ask(&plain, None).await, tonic::Code::Ok);
         }
 
         /// A peer that does not run yet: the channel is made, the call fails as unavailable.

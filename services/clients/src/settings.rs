@@ -49,9 +49,24 @@ impl Default for Settings {
 impl Settings {
     /// For a service calling its peers: a call to a peer may take as long as the service lets
     /// its own calls take (`MAILROOM_REQUEST_TIMEOUT_MS`).
+    /// `https://` peers are called with the service's gRPC TLS (`MAILROOM_GRPC_TLS__*`): its CA
+    /// and its own certificate as the client's.
     pub fn for_service(platform: &mailroom_platform::config::PlatformConfig) -> Self {
+        let tls = match crate::tls::ClientTls::from_platform(&platform.grpc_tls) {
+            Ok(tls) => tls,
+            // Checked when the configuration was loaded; a file gone since trusts nothing
+            // rather than the public roots, so https peers are refused, not trusted blindly.
+            Err(err) => {
+                tracing::error!(%err, "the gRPC TLS files cannot be read again; https peers will be refused");
+                Some(crate::tls::ClientTls {
+                    ca_pem: Some(Vec::new()),
+                    identity: None,
+                })
+            }
+        };
         Self {
             deadline: platform.request_timeout(),
+            tls,
             ..Self::default()
         }
     }

@@ -36,6 +36,33 @@ pub enum TlsFileError {
 }
 
 impl ClientTls {
+    /// What a service trusts and presents when it calls its peers: `MAILROOM_GRPC_TLS__CA_FILE`
+    /// and the service's own certificate and key (`…CERT_FILE`, `…KEY_FILE`). `None` when none
+    /// is set (the public web roots, no client certificate).
+    pub fn from_platform(
+        config: &mailroom_platform::grpc_tls::GrpcTlsConfig,
+    ) -> Result<Option<Self>, mailroom_platform::grpc_tls::GrpcTlsError> {
+        let files = config.read()?;
+        if files.ca.is_none() && files.identity.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            ca_pem: files.ca,
+            identity: files.identity,
+        }))
+    }
+
+    /// tonic's TLS settings for these: the server name is the endpoint's host unless set with
+    /// `domain_name`.
+    pub fn tonic_config(&self) -> tonic::transport::ClientTlsConfig {
+        mailroom_platform::grpc_tls::client_tls_config(
+            self.ca_pem.as_deref(),
+            self.identity
+                .as_ref()
+                .map(|(cert, key)| (cert.as_slice(), key.as_slice())),
+        )
+    }
+
     /// Reads a CA bundle and an optional client certificate and key (PEM files).
     pub fn from_files(
         ca: Option<&Path>,

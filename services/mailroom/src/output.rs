@@ -1,18 +1,41 @@
-//! What `mailroom ctl` prints: one set of rows rendered as a table for people or as JSON for
-//! scripts, so the two never disagree; and the few ways a value is written in a cell (times,
-//! enum names), so every command writes them alike.
+//! What `mailroom ctl` prints: one set of rows rendered as a table for people, or as JSON or
+//! YAML for scripts, so they never disagree; and the few ways a value is written in a cell
+//! (times, enum names), so every command writes them alike.
+//!
+//! The JSON shape is stable (YAML is the same document): a list is
+//! `{"kind": "<what the items are>", "items": [{…}, …], …}` with the page token and other list
+//! facts (`next_page_token`, `total_size`, `revision`) beside `items`; a single resource is
+//! its object. Field names are snake_case, as in the protobuf JSON mapping's original names.
 
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
+    /// Aligned columns, for people.
     #[default]
     Table,
+    /// One JSON document (see the module's header for its shape).
     Json,
+    /// The same document as YAML.
+    Yaml,
+}
+
+impl Format {
+    /// `value` written as this format's document (a table prints JSON: a value has no columns).
+    pub fn document(self, value: &Value) -> String {
+        match self {
+            Format::Yaml => serde_yaml_ng::to_string(value)
+                .map(|s| s.trim_end().to_owned())
+                .unwrap_or_default(),
+            Format::Json | Format::Table => serde_json::to_string_pretty(value).unwrap_or_default(),
+        }
+    }
 }
 
 /// Named columns and their rows.
 pub struct Rows {
+    /// What a list's items are (`users`, `relationships`): the `kind` of its document.
+    pub kind: &'static str,
     pub columns: Vec<&'static str>,
     pub rows: Vec<Vec<Value>>,
     /// Printed under a table (e.g. the next page token); part of the JSON too.
@@ -22,8 +45,10 @@ pub struct Rows {
 }
 
 impl Rows {
-    pub fn new(columns: Vec<&'static str>) -> Self {
+    /// A list of `kind` (plural, snake_case: `users`, `dead_letters`) with these columns.
+    pub fn new(kind: &'static str, columns: Vec<&'static str>) -> Self {
         Self {
+            kind,
             columns,
             rows: Vec::new(),
             footer: Vec::new(),
@@ -33,6 +58,7 @@ impl Rows {
 
     pub fn one(columns: Vec<&'static str>, row: Vec<Value>) -> Self {
         Self {
+            kind: "",
             columns,
             rows: vec![row],
             footer: Vec::new(),
@@ -40,45 +66,38 @@ impl Rows {
         }
     }
 
+    /// The document JSON and YAML print: `{"kind", "items", …footer}` for a list, the object
+    /// (its footer as more fields) for a single resource.
+    pub fn to_value(&self) -> Value {
+        let mut objects = self.rows.iter().map(|row| {
+            Value::Object(
+                self.columns
+                    .iter()
+                    .zip(row)
+                    .map(|(c, v)| ((*c).to_owned(), v.clone()))
+                    .collect::<Map<_, _>>(),
+            )
+        });
+        let mut map = if self.single {
+            match objects.next() {
+                Some(Value::Object(map)) => map,
+                _ => Map::new(),
+            }
+        } else {
+            let mut map = Map::new();
+            map.insert("kind".into(), Value::from(self.kind));
+            map.insert("items".into(), Value::Array(objects.collect()));
+            map
+        };
+        for (k, v) in &self.footer {
+            map.insert((*k).to_owned(), v.clone());
+        }
+        Value::Object(map)
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
-            Format::Json => {
-                let objects: Vec<Value> = self
-                    .rows
-                    .iter()
-                    .map(|row| {
-                        Value::Object(
-                            self.columns
-                                .iter()
-                                .zip(row)
-                                .map(|(c, v)| ((*c).to_owned(), v.clone()))
-                                .collect::<Map<_, _>>(),
-                        )
-                    })
-                    .collect();
-                let body = if self.single {
-                    // A single resource carries its footer as more of its fields.
-                    match objects.into_iter().next() {
-                        Some(Value::Object(mut map)) => {
-                            for (k, v) in &self.footer {
-                                map.insert((*k).to_owned(), v.clone());
-                            }
-                            Value::Object(map)
-                        }
-                        other => other.unwrap_or(Value::Null),
-                    }
-                } else if self.footer.is_empty() {
-                    Value::Array(objects)
-                } else {
-                    let mut map = Map::new();
-                    map.insert("items".into(), Value::Array(objects));
-                    for (k, v) in &self.footer {
-                        map.insert((*k).to_owned(), v.clone());
-                    }
-                    Value::Object(map)
-                };
-                serde_json::to_string_pretty(&body).unwrap_or_default()
-            }
+            Format::Json | Format::Yaml => format.document(&self.to_value()),
             Format::Table => {
                 let mut table = comfy_table::Table::new();
                 table.load_preset(comfy_table::presets::NOTHING);
@@ -157,7 +176,7 @@ mod tests {
 
     #[test]
     fn table_and_json_show_the_same_rows() {
-        let mut rows = Rows::new(vec!["id", "email"]);
+        let mut rows = Rows::new("users", vec!["id", "email"]);
         rows.rows.push(vec![json!("u1"), json!("ann@acme.test")]);
         rows.footer.push(("next_page_token", json!("abc")));
         let table = rows.render(Format::Table);
@@ -167,8 +186,25 @@ mod tests {
                 && table.contains("next_page_token: abc")
         );
         let parsed: Value = serde_json::from_str(&rows.render(Format::Json)).unwrap();
+        assert_eq!(parsed["kind"], "users");
         assert_eq!(parsed["items"][0]["email"], "ann@acme.test");
         assert_eq!(parsed["next_page_token"], "abc");
+        let yaml: Value = serde_yaml_ng::from_str(&rows.render(Format::Yaml)).unwrap();
+        assert_eq!(yaml, parsed, "YAML is the same document");
+    }
+
+    #[test]
+    fn a_list_without_extras_still_has_its_kind_and_a_single_resource_is_its_object() {
+        let empty = Rows::new("relationships", vec!["relationship"]);
+        let parsed: Value = serde_json::from_str(&empty.render(Format::Json)).unwrap();
+        assert_eq!(parsed, json!({"kind": "relationships", "items": []}));
+        let mut one = Rows::one(vec!["id", "name"], vec![json!("d1"), json!("Sales")]);
+        one.footer.push(("revision", json!("r7")));
+        let parsed: Value = serde_yaml_ng::from_str(&one.render(Format::Yaml)).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"id": "d1", "name": "Sales", "revision": "r7"})
+        );
     }
 
     #[test]

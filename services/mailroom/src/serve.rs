@@ -204,6 +204,12 @@ pub async fn start(
     let mut web_url = None;
     // Services in one process share identity's verifier when identity is among them.
     let mut shared_verifier: Option<mailroom_platform::auth::TokenVerifier> = None;
+    // `/readyz` says not ready until every service named here has started, not only the first.
+    let starting = mailroom_platform::readiness::register("mailroom");
+    starting.block(
+        mailroom_platform::readiness::Condition::Starting,
+        "starting the services of this process",
+    );
     for service in services {
         let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
         // Every service's metrics port answers (with the process's one registry).
@@ -281,17 +287,31 @@ pub async fn start(
                 web_url = Some(url);
                 let platform = platform.clone();
                 let shutdown = shutdown.clone();
+                // `/readyz` on its metrics port follows the console's own readiness: not
+                // ready once it drains (as its `/healthz`).
+                let readiness = mailroom_platform::readiness::register("web");
                 tasks.spawn(async move {
-                    started
-                        .run(listener, &platform, shutdown)
-                        .await
-                        .context("web HTTP server")
+                    let draining = async {
+                        shutdown.cancelled().await;
+                        readiness.block(
+                            mailroom_platform::readiness::Condition::Draining,
+                            "draining: shutting down",
+                        );
+                        std::future::pending::<std::convert::Infallible>().await
+                    };
+                    tokio::select! {
+                        served = started.run(listener, &platform, shutdown.clone()) => {
+                            served.context("web HTTP server")
+                        }
+                        never = draining => match never {},
+                    }
                 });
             }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
         endpoints.push((*service, grpc_addr, metrics_addr));
     }
+    drop(starting);
     Ok(Running {
         tasks,
         endpoints,
@@ -315,17 +335,58 @@ fn console_url(platform: &PlatformConfig, addr: SocketAddr) -> String {
     format!("http://{addr}/")
 }
 
-pub async fn migrate(list: &str) -> anyhow::Result<()> {
+/// `mailroom migrate [SERVICES] [--check]`: applies each service's migrations (the chart's
+/// migrate Job), or with `check` applies none and says whether each schema is one this version
+/// can run on, failing if one is not.
+pub async fn migrate(list: &str, check: bool) -> anyhow::Result<()> {
     let services = parse_services(list)?;
     let figment = config::sources();
     let platform = PlatformConfig::load(&figment)?;
+    let mut incompatible = Vec::new();
     for service in services {
         let Some((schema, migrations)) = service.schema() else {
             continue;
         };
-        let pool = mailroom_platform::db::connect(&platform.database_url, schema, 2).await?;
+        let pool = mailroom_platform::db::connect_with_tls(
+            &platform.database_url,
+            &platform.database_tls,
+            schema,
+            2,
+        )
+        .await?;
+        if check {
+            use mailroom_platform::schema::Compatibility;
+            match mailroom_platform::schema::check(&pool, schema, migrations).await {
+                Ok(Compatibility::Compatible { newer }) if newer.is_empty() => {
+                    println!("{}: compatible", service.name())
+                }
+                Ok(Compatibility::Compatible { newer }) => println!(
+                    "{}: compatible (newer expand migrations this version does not know: {newer:?})",
+                    service.name()
+                ),
+                Ok(Compatibility::Missing { missing, failed }) => {
+                    println!(
+                        "{}: {}",
+                        service.name(),
+                        mailroom_platform::schema::waiting_reason(schema, &missing, &failed)
+                    );
+                    incompatible.push(service.name());
+                }
+                Err(err) => {
+                    println!("{}: {err}", service.name());
+                    incompatible.push(service.name());
+                }
+            }
+            continue;
+        }
         mailroom_platform::db::migrate(&pool, schema, migrations).await?;
         println!("migrated {}", service.name());
+    }
+    if !incompatible.is_empty() {
+        bail!(
+            "this version cannot run on the schema of: {}",
+            incompatible.join(", ")
+        );
     }
     Ok(())
 }

@@ -238,6 +238,10 @@ pub trait KeySource: Send + Sync {
     /// Takes the deployment's fetch timeout ([`KeyRefresh::timeout`]), for connecting and for
     /// each call; a source without timeouts of its own ignores it.
     fn use_timeout(&self, _timeout: Duration) {}
+
+    /// Takes the deployment's TLS for `https://` endpoints (`MAILROOM_GRPC_TLS__*`); a source
+    /// that does not connect ignores it.
+    fn use_tls(&self, _tls: tonic::transport::ClientTlsConfig) {}
 }
 
 /// Fetches the key set from identity's `AuthService.GetJwks` over gRPC, on one channel kept
@@ -249,6 +253,8 @@ pub struct GrpcKeySource {
     /// or on every call (call), so the deployment's `MAILROOM_JWKS_TIMEOUT_MS` applies.
     connect_timeout_ms: std::sync::atomic::AtomicU64,
     call_timeout_ms: std::sync::atomic::AtomicU64,
+    /// TLS for an `https://` endpoint ([`KeySource::use_tls`]; else the public web roots).
+    tls: std::sync::Mutex<Option<tonic::transport::ClientTlsConfig>>,
     channel: tokio::sync::OnceCell<tonic::transport::Channel>,
 }
 
@@ -276,6 +282,7 @@ impl GrpcKeySource {
             endpoint: endpoint.into(),
             connect_timeout_ms: millis(connect_timeout).into(),
             call_timeout_ms: millis(call_timeout).into(),
+            tls: std::sync::Mutex::new(None),
             channel: tokio::sync::OnceCell::new(),
         }
     }
@@ -295,6 +302,23 @@ impl GrpcKeySource {
                             self.endpoint
                         ))
                     })?;
+                let endpoint = if endpoint.uri().scheme_str() == Some("https") {
+                    let tls = self
+                        .tls
+                        .lock()
+                        .ok()
+                        .and_then(|tls| tls.clone())
+                        .unwrap_or_else(|| crate::grpc_tls::client_tls_config(None, None));
+                    endpoint.tls_config(tls).map_err(|e| {
+                        AuthError::KeysUnavailable(format!(
+                            "TLS to identity at `{}` cannot be set up: {}",
+                            self.endpoint,
+                            crate::grpc_tls::chain(&e)
+                        ))
+                    })?
+                } else {
+                    endpoint
+                };
                 // Each call carries its own timeout (`fetch`): one set here would cap it.
                 Ok(endpoint
                     .connect_timeout(Duration::from_millis(
@@ -332,6 +356,12 @@ impl KeySource for GrpcKeySource {
             .store(millis(timeout), Ordering::Relaxed);
         self.call_timeout_ms
             .store(millis(timeout), Ordering::Relaxed);
+    }
+
+    fn use_tls(&self, tls: tonic::transport::ClientTlsConfig) {
+        if let Ok(mut current) = self.tls.lock() {
+            *current = Some(tls);
+        }
     }
 }
 
@@ -746,6 +776,14 @@ impl TokenVerifier {
         }
         if let Some(source) = &self.keys.source {
             source.use_timeout(refresh.timeout);
+        }
+    }
+
+    /// Sets the TLS the keys are fetched with from an `https://` identity endpoint, for this
+    /// verifier and every clone of it (the host applies `MAILROOM_GRPC_TLS__*` before serving).
+    pub fn use_grpc_tls(&self, tls: tonic::transport::ClientTlsConfig) {
+        if let Some(source) = &self.keys.source {
+            source.use_tls(tls);
         }
     }
 

@@ -52,6 +52,16 @@ pub fn sources() -> Figment {
     figment
         .merge(Env::raw().only(&["DATABASE_URL", "REDIS_URL", "KAFKA_BROKERS"]))
         .merge(Env::prefixed("MAILROOM_").split("__"))
+        .merge(kafka_properties_from_env())
+}
+
+/// The `MAILROOM_KAFKA_PROPERTY_<NAME>` variables as the `kafka_properties` table (a variable
+/// naming no property is left for [`PlatformConfig::validate`] to refuse).
+fn kafka_properties_from_env() -> Serialized<std::collections::BTreeMap<String, String>> {
+    let properties = crate::kafka::properties_from_process_env().unwrap_or_else(|_| {
+        std::collections::BTreeMap::from([(String::new(), String::new())])
+    });
+    Serialized::default("kafka_properties", properties)
 }
 
 /// Reads one section (`identity`, …) of the configuration into `T`.
@@ -96,6 +106,14 @@ pub enum LogFormat {
 pub struct PlatformConfig {
     pub database_url: SecretString,
     pub redis_url: SecretString,
+    /// TLS to PostgreSQL over `DATABASE_URL`'s own parameters (`MAILROOM_DATABASE_TLS__MODE`,
+    /// `__CA_FILE`, `__CERT_FILE`, `__KEY_FILE`; see [`crate::tls`]).
+    #[serde(default)]
+    pub database_tls: crate::tls::DatabaseTls,
+    /// A private CA and a client certificate for `rediss://` (`MAILROOM_REDIS_TLS__CA_FILE`,
+    /// `__CERT_FILE`, `__KEY_FILE`; see [`crate::tls`]).
+    #[serde(default)]
+    pub redis_tls: crate::tls::RedisTls,
     pub kafka_brokers: String,
     #[serde(default = "default_listen_host")]
     pub listen_host: IpAddr,
@@ -130,6 +148,11 @@ pub struct PlatformConfig {
     /// `mailroom`, is what the chart's autoscaler and alerts name; tests run under their own.
     #[serde(default = "default_topic_prefix")]
     pub kafka_topic_prefix: String,
+    /// librdkafka properties set on every Kafka client (TLS, SASL, tuning): the
+    /// `[kafka_properties]` table and `MAILROOM_KAFKA_PROPERTY_<NAME>` variables (see
+    /// [`crate::kafka::KafkaProperties`]); secret values are redacted in `Debug`.
+    #[serde(default)]
+    pub kafka_properties: crate::kafka::KafkaProperties,
     /// How many times the outbox relay tries an event the broker refuses for good (too large,
     /// an invalid topic, not authorised, …) before it parks it and goes on with the events
     /// after it (`mailroom ctl events parked list|retry`). Refusals that may pass (the broker
@@ -175,6 +198,20 @@ pub struct PlatformConfig {
     /// is https. Unset: the links keep their own settings' defaults.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Whether a service applies its schema's migrations at start (`MAILROOM_MIGRATE_ON_START`,
+    /// true: `mailroom dev`, local runs, tests). The chart sets false: only its migrate Job
+    /// (`mailroom migrate`) migrates, and a service waits, not ready, until every migration it
+    /// needs is applied, and refuses a schema contracted past it ([`crate::schema`]).
+    #[serde(default = "default_true")]
+    pub migrate_on_start: bool,
+    /// How often each hosted service checks its database and the broker for its readiness
+    /// (`MAILROOM_READINESS_INTERVAL_MS`, [`crate::readiness`]).
+    #[serde(default = "default_readiness_interval_ms")]
+    pub readiness_interval_ms: u64,
+    /// TLS on the gRPC port and towards peers (`MAILROOM_GRPC_TLS__*`, see
+    /// [`crate::grpc_tls`]); unset: plaintext gRPC.
+    #[serde(default)]
+    pub grpc_tls: crate::grpc_tls::GrpcTlsConfig,
 }
 
 fn default_processed_events_retention_days() -> u32 {
@@ -227,6 +264,9 @@ fn default_replication() -> i32 {
 fn default_topic_prefix() -> String {
     DEFAULT_TOPIC_PREFIX.into()
 }
+fn default_readiness_interval_ms() -> u64 {
+    5_000
+}
 fn default_outbox_max_attempts() -> u32 {
     5
 }
@@ -246,6 +286,10 @@ impl PlatformConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.grpc_tls.check().map_err(|err| ConfigError::Invalid {
+            key: "MAILROOM_GRPC_TLS",
+            reason: err.to_string(),
+        })?;
         if let Some(url) = &self.public_url {
             let rest = url
                 .strip_prefix("https://")
@@ -272,12 +316,20 @@ impl PlatformConfig {
                 reason: "must be a redis:// or rediss:// URL".into(),
             });
         }
+        self.database_tls.validate(db)?;
+        self.redis_tls.validate(redis)?;
         if self.kafka_brokers.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "KAFKA_BROKERS",
                 reason: "must list at least one host:port".into(),
             });
         }
+        self.kafka_properties
+            .check()
+            .map_err(|err| ConfigError::Invalid {
+                key: "MAILROOM_KAFKA_PROPERTY_* / kafka_properties",
+                reason: err.to_string(),
+            })?;
         if !valid_topic_prefix(&self.kafka_topic_prefix) {
             return Err(ConfigError::Invalid {
                 key: "MAILROOM_KAFKA_TOPIC_PREFIX",
@@ -308,6 +360,12 @@ impl PlatformConfig {
                     "must be more than the {} days the topics keep their records, or a redelivered event could be applied twice",
                     crate::kafka::EVENT_RETENTION.as_secs() / (24 * 3600)
                 ),
+            });
+        }
+        if self.readiness_interval_ms < 100 {
+            return Err(ConfigError::Invalid {
+                key: "MAILROOM_READINESS_INTERVAL_MS",
+                reason: "must be at least 100 (ms between a service's checks of its database and broker)".into(),
             });
         }
         if self.dead_letters_retention_days == 0 {
@@ -349,6 +407,10 @@ impl PlatformConfig {
 
     pub fn dead_letters_retention(&self) -> Duration {
         Duration::from_secs(u64::from(self.dead_letters_retention_days) * 24 * 3600)
+    }
+
+    pub fn readiness_interval(&self) -> Duration {
+        Duration::from_millis(self.readiness_interval_ms)
     }
 
     pub fn shutdown_drain(&self) -> Duration {
@@ -461,6 +523,19 @@ mod tests {
         let err =
             PlatformConfig::load(&figment(&[]).merge(("jwks_max_stale_ms", 0u64))).unwrap_err();
         assert!(err.to_string().contains("JWKS_MAX_STALE_MS"), "{err}");
+    }
+
+    #[test]
+    fn services_migrate_at_start_unless_told_and_check_readiness_every_5_s() {
+        let config = PlatformConfig::load(&figment(&[])).expect("valid config");
+        assert!(config.migrate_on_start);
+        assert_eq!(config.readiness_interval(), Duration::from_secs(5));
+        let config = PlatformConfig::load(&figment(&[]).merge(("migrate_on_start", false)))
+            .expect("valid config");
+        assert!(!config.migrate_on_start);
+        let err = PlatformConfig::load(&figment(&[]).merge(("readiness_interval_ms", 10u64)))
+            .unwrap_err();
+        assert!(err.to_string().contains("MAILROOM_READINESS_INTERVAL_MS"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! followed by the service's (versions from 1000), applied under an advisory lock (asked for
 //! again and again, never waited in: see [`migrate`]) so that replicas starting together do
 //! not race.
+//!
+//! Every connection is made with [`connect_options`]: the URL, then TLS set apart from it
+//! ([`crate::tls::DatabaseTls`], `MAILROOM_DATABASE_TLS__*`).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -13,8 +16,10 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::tls::{DatabaseTls, DatabaseTlsMode};
 
 static PLATFORM_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
@@ -24,6 +29,8 @@ pub enum DbError {
     Url(sqlx::Error),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(sqlx::Error),
+    #[error("TLS to PostgreSQL failed: {0} (the server's certificate must chain to the CA of MAILROOM_DATABASE_TLS__CA_FILE or sslrootcert, and with verify-full name the host of DATABASE_URL)")]
+    Tls(sqlx::Error),
     #[error("migrating schema `{schema}` failed: {source}")]
     Migrate {
         schema: String,
@@ -31,22 +38,80 @@ pub enum DbError {
     },
     #[error("schema name `{0}` must be lower-case letters and underscores")]
     SchemaName(String),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
 }
 
-/// A pool whose connections see only `schema` (created if missing).
+/// A pool whose connections see only `schema` (created if missing), with TLS as `url` alone
+/// says (tests, tools); services use [`connect_with_tls`] with [`PlatformConfig::database_tls`].
+///
+/// [`PlatformConfig::database_tls`]: crate::config::PlatformConfig::database_tls
 pub async fn connect(
     url: &SecretString,
+    schema: &str,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
+    connect_with_tls(url, &DatabaseTls::default(), schema, max_connections).await
+}
+
+/// The options every connection to PostgreSQL is made with: `url`, then `tls` over the URL's
+/// own `sslmode`/`sslrootcert`/`sslcert`/`sslkey` (see [`crate::tls`]).
+pub fn connect_options(url: &SecretString, tls: &DatabaseTls) -> Result<PgConnectOptions, DbError> {
+    let mut options = PgConnectOptions::from_str(url.expose_secret()).map_err(DbError::Url)?;
+    if let Some(mode) = tls.effective_mode(url.expose_secret()) {
+        options = options.ssl_mode(match mode {
+            DatabaseTlsMode::Disable => PgSslMode::Disable,
+            DatabaseTlsMode::Prefer => PgSslMode::Prefer,
+            DatabaseTlsMode::Require => PgSslMode::Require,
+            DatabaseTlsMode::VerifyCa => PgSslMode::VerifyCa,
+            DatabaseTlsMode::VerifyFull => PgSslMode::VerifyFull,
+        });
+    }
+    if let Some(ca) = &tls.ca_file {
+        options = options.ssl_root_cert(ca);
+    }
+    if let Some(cert) = &tls.cert_file {
+        options = options.ssl_client_cert(cert);
+    }
+    if let Some(key) = &tls.key_file {
+        options = options.ssl_client_key(key);
+    }
+    Ok(options
+        .log_statements(tracing::log::LevelFilter::Debug)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500)))
+}
+
+/// Why connecting failed: TLS failures told apart, with what to check. (A handshake refused
+/// by rustls reaches here as invalid data on the socket, its message naming the certificate
+/// or the alert.)
+fn connect_failed(err: sqlx::Error) -> DbError {
+    let handshake = match &err {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            let message = io.to_string().to_ascii_lowercase();
+            message.contains("certificate") || message.contains("alert")
+        }
+        _ => false,
+    };
+    if handshake {
+        DbError::Tls(err)
+    } else {
+        DbError::Connect(err)
+    }
+}
+
+/// [`connect`] with TLS set apart from the URL (`MAILROOM_DATABASE_TLS__*`).
+pub async fn connect_with_tls(
+    url: &SecretString,
+    tls: &DatabaseTls,
     schema: &str,
     max_connections: u32,
 ) -> Result<PgPool, DbError> {
     if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         return Err(DbError::SchemaName(schema.to_owned()));
     }
-    let base = PgConnectOptions::from_str(url.expose_secret())
-        .map_err(DbError::Url)?
-        .log_statements(tracing::log::LevelFilter::Debug)
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
-    let mut conn = base.connect().await.map_err(DbError::Connect)?;
+    let base = connect_options(url, tls)?;
+    let mut conn = base.connect().await.map_err(connect_failed)?;
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .execute(&mut conn)
         .await
@@ -65,18 +130,19 @@ pub async fn connect(
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(base.options([("search_path", schema)]))
         .await
-        .map_err(DbError::Connect)
+        .map_err(connect_failed)
 }
 
-/// Applies the platform's migrations and then the service's own to the pool's schema.
-pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<(), DbError> {
+/// The platform's migrations and the service's own (`service`), in version order: every
+/// migration a service's schema gets.
+pub fn combined(service: &Migrator) -> Migrator {
     let mut migrations: Vec<_> = PLATFORM_MIGRATIONS
         .iter()
         .chain(service.iter())
         .cloned()
         .collect();
     migrations.sort_by_key(|m| m.version);
-    let combined = Migrator {
+    Migrator {
         migrations: Cow::Owned(migrations),
         // The lock is taken here (`migration_lock`), not by sqlx.
         locking: false,
@@ -85,7 +151,14 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<
         // what the release before reads), not crash-loop on `VersionMissing`.
         ignore_missing: true,
         ..Migrator::DEFAULT
-    };
+    }
+}
+
+/// Applies the platform's migrations and then the service's own to the pool's schema. A
+/// migration applied that this binary does not know is left alone (see [`crate::schema`] for
+/// which such schemas a service still runs on).
+pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<(), DbError> {
+    let combined = combined(service);
     let failed = |source: MigrateError| DbError::Migrate {
         schema: schema.to_owned(),
         source,

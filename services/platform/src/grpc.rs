@@ -2,13 +2,16 @@
 //!
 //! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
-//! call counts and latency), a global concurrency limit, and bearer-token authentication with
+//! the per-call deadline, call counts and latency: outermost, see [`request_context`]), a
+//! global concurrency limit, and bearer-token authentication with
 //! the service's own callers table (a service token must be addressed to this service and its
 //! principal listed for the method, see [`crate::auth::ServiceCallers`]; the event operations
 //! every service hosts, [`crate::event_ops`], are the operator's alone); plus
-//! a per-call timeout, `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
+//! `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
 //! what is served. Before it answers, the token verifier has read the revocations topic (see
 //! [`crate::revocation`]). [`crate::hosting`] runs a service's background work beside it.
+//! Health `""` and the service names follow the service's [`crate::readiness`] (revocations
+//! caught up, database and broker answering); `liveness` is SERVING while the process answers.
 //! On shutdown, health turns NOT_SERVING at once while the service goes on accepting and
 //! answering calls for the configured drain (`MAILROOM_SHUTDOWN_DRAIN_MS`: callers move to other
 //! pods meanwhile); then the listener closes and the calls in flight get their answers (each
@@ -21,7 +24,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
@@ -31,10 +34,10 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use crate::auth::{AuthError, Principal, ServiceCallers, TokenVerifier, OPERATOR};
 use crate::config::PlatformConfig;
+use crate::readiness::{Condition, ServiceReadiness};
 
 /// The request id header, set on every response too.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -49,6 +52,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("the {service} service's callers table is wrong: {mistakes}")]
     Callers { service: String, mistakes: String },
+    #[error("gRPC TLS: {0}")]
+    Tls(#[from] crate::grpc_tls::GrpcTlsError),
 }
 
 /// What one process hosts on one port.
@@ -81,6 +86,7 @@ pub async fn serve(
     listener: TcpListener,
     verifier: TokenVerifier,
     config: &PlatformConfig,
+    readiness: ServiceReadiness,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let mistakes = hosted.callers.mistakes(&hosted.service_names);
@@ -90,6 +96,9 @@ pub async fn serve(
             mistakes: mistakes.join("; "),
         });
     }
+    // TLS on the port when MAILROOM_GRPC_TLS__CERT_FILE is set (mutual with CLIENT_AUTH): the
+    // files were checked when the configuration was loaded, and are read again here.
+    let tls = config.grpc_tls.server_config()?;
     // Every service refuses revoked tokens: it reads the revocations topic to its end before
     // it answers, and follows it while it serves — through the drain too, until it has stopped.
     let serving = CancellationToken::new();
@@ -114,43 +123,58 @@ pub async fn serve(
     health
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;
-    // Ready only once the revocations topic is read to its end: until then every token is
-    // refused (UNAVAILABLE), so a readiness probe keeps callers on the replicas that answer.
-    let caught_up = verifier.revocations().is_caught_up();
-    let status = if caught_up {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    health.set_service_status("", status).await;
-    for name in &hosted.service_names {
-        health.set_service_status(*name, status).await;
-    }
-    if !caught_up {
+    // Ready (health "" and the service names SERVING) while nothing holds the service back
+    // ([`crate::readiness`]): the revocations topic read to its end — until then every token is
+    // refused (UNAVAILABLE), so a readiness probe keeps callers on the replicas that answer —
+    // its database and the broker answering its checks; never again once a stop is asked for.
+    if !verifier.revocations().is_caught_up() {
+        readiness.block(
+            Condition::Revocations,
+            "the token revocations topic is not read to its end yet",
+        );
         let revocations = verifier.revocations().clone();
-        let reporter = health.clone();
-        let names = hosted.service_names.clone();
+        let readiness = readiness.clone();
         let stopping = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stopping.cancelled() => {}
                 ready = revocations.wait_caught_up(Duration::MAX) => {
-                    if ready && !stopping.is_cancelled() {
-                        tracing::info!("revocations topic read to its end; serving");
-                        reporter.set_service_status("", ServingStatus::Serving).await;
-                        for name in &names {
-                            reporter.set_service_status(*name, ServingStatus::Serving).await;
-                        }
-                        // A stop that came between the check above and these sets has already
-                        // said NOT_SERVING, and would be overwritten: say it again. Shutdown is
-                        // cancelled before it says NOT_SERVING, so whichever order they ran
-                        // in, NOT_SERVING is what remains.
-                        if stopping.is_cancelled() {
-                            reporter.set_service_status("", ServingStatus::NotServing).await;
-                            for name in names {
-                                reporter.set_service_status(name, ServingStatus::NotServing).await;
-                            }
-                        }
+                    if ready {
+                        tracing::info!("revocations topic read to its end");
+                        readiness.clear(Condition::Revocations);
+                    }
+                }
+            }
+        });
+    }
+    readiness.clear(Condition::Starting);
+    // One writer of the readiness statuses at a time: the stop's NOT_SERVING, written under
+    // it once shutdown is cancelled, is never overwritten by the follower below.
+    let health_turn = Arc::new(tokio::sync::Mutex::new(()));
+    let mut shown = readiness.is_ready();
+    show_readiness(&health, &hosted.service_names, shown).await;
+    {
+        let (health, names) = (health.clone(), hosted.service_names.clone());
+        let (readiness, stopping, turn) =
+            (readiness.clone(), shutdown.clone(), health_turn.clone());
+        let mut changes = readiness.changes();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopping.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let _turn = turn.lock().await;
+                if stopping.is_cancelled() {
+                    return;
+                }
+                let ready = readiness.is_ready();
+                if ready != shown {
+                    shown = ready;
+                    show_readiness(&health, &names, ready).await;
+                    match readiness.reason() {
+                        None => tracing::info!("ready: serving"),
+                        Some(reason) => tracing::info!(%reason, "not ready"),
                     }
                 }
             }
@@ -178,7 +202,9 @@ pub async fn serve(
         .map(|m| (*m).to_owned())
         .collect();
     let stack = tower::ServiceBuilder::new()
-        .layer(RequestContextLayer)
+        // Outermost, with the request deadline inside it (not tonic's `Server::timeout`,
+        // which would wrap it): timed-out, limit-queued and cancelled calls are counted.
+        .layer(RequestContextLayer::new(config.request_timeout()))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             config.concurrency_limit,
         ))
@@ -205,13 +231,10 @@ pub async fn serve(
     let closed = closing.clone();
     let signal = async move {
         shutdown.cancelled().await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        for name in names {
-            health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
+        readiness.block(Condition::Draining, "draining: shutting down");
+        {
+            let _turn = health_turn.lock().await;
+            show_readiness(&health, &names, false).await;
         }
         // Callers find this pod gone from DNS within their re-resolve interval; until then
         // their calls still land here and are answered.
@@ -225,8 +248,11 @@ pub async fn serve(
         tracing::info!("drained: no new connections; finishing the calls in flight");
         closing.cancel();
     };
-    let served = Server::builder()
-        .timeout(config.request_timeout())
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let served = builder
         .layer(stack)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
@@ -244,6 +270,23 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Says SERVING (`ready`) or NOT_SERVING on health `""` and each of `names`.
+async fn show_readiness(
+    health: &tonic_health::server::HealthReporter,
+    names: &[&'static str],
+    ready: bool,
+) {
+    let status = if ready {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    for name in names {
+        health.set_service_status(*name, status).await;
+    }
 }
 
 /// Beyond the request timeout, how long the calls in flight when the listener closes may take
@@ -273,85 +316,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
 }
 
-/// Request id, tracing span and metrics for every call.
-#[derive(Clone, Copy)]
-pub struct RequestContextLayer;
-
-impl<S> Layer<S> for RequestContextLayer {
-    type Service = RequestContext<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct RequestContext<S> {
-    inner: S,
-}
-
-impl<S, B, R> Service<http::Request<B>> for RequestContext<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-    R: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let request_id = req
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-            req.headers_mut().insert(REQUEST_ID, value);
-        }
-        let path = req.uri().path();
-        // Metric labels are our methods' names only: a caller's made-up paths would each
-        // make a new series, which nothing bounds.
-        let method = metric_method(path);
-        let shown_path: String = path.chars().take(MAX_SHOWN_METHOD).collect();
-        let span = tracing::info_span!("grpc", rpc.method = %shown_path, request_id = %request_id);
-        crate::telemetry::set_parent_from(&span, &crate::telemetry::HeaderExtractor(req.headers()));
-        Box::pin(
-            async move {
-                let started = Instant::now();
-                let result = inner.call(req).await;
-                let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("0")
-                        .to_owned(),
-                    Err(_) => "transport".to_owned(),
-                };
-                let elapsed = started.elapsed();
-                metrics::counter!(crate::metrics::GRPC_REQUESTS, "method" => method.clone(), "code" => code.clone()).increment(1);
-                metrics::histogram!(crate::metrics::GRPC_LATENCY, "method" => method).record(elapsed.as_secs_f64());
-                tracing::debug!(grpc.code = %code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
-                result.map(|mut response| {
-                    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-                        response.headers_mut().insert(REQUEST_ID, value);
-                    }
-                    response
-                })
-            }
-            .instrument(span),
-        )
-    }
-}
+mod request_context;
+pub use request_context::{MeteredBody, RequestContext, RequestContextLayer};
 
 /// Verifies the bearer token of every call except public methods, health and reflection,
 /// refuses a service token addressed to another service (UNAUTHENTICATED) or a service

@@ -37,15 +37,30 @@ use crate::grpc::{Hosted, ServeError};
 use crate::kafka::{KafkaSettings, Topic};
 use crate::outbox::Relay;
 
-/// Connects to the service's `schema` and applies its migrations (the platform's first).
+/// Connects to the service's `schema` and applies its migrations (the platform's first); with
+/// `MAILROOM_MIGRATE_ON_START=false` it applies none and waits instead until the schema is one
+/// this binary can run on ([`crate::schema`]).
 pub async fn database(
     platform: &PlatformConfig,
     schema: &str,
     migrations: &Migrator,
 ) -> Result<PgPool, DbError> {
-    let pool =
-        crate::db::connect(&platform.database_url, schema, platform.db_max_connections).await?;
-    crate::db::migrate(&pool, schema, migrations).await?;
+    let pool = crate::db::connect_with_tls(
+        &platform.database_url,
+        &platform.database_tls,
+        schema,
+        platform.db_max_connections,
+    )
+    .await?;
+    if platform.migrate_on_start {
+        crate::db::migrate(&pool, schema, migrations).await?;
+        // Applied or not, an unknown contract migration means this binary must not run here.
+        crate::schema::check(&pool, schema, migrations).await?;
+    } else {
+        // Only the migrate Job migrates: wait (not ready) until it has applied what this
+        // version needs, or refuse a schema contracted past it.
+        crate::schema::wait_until_compatible(&pool, schema, migrations).await?;
+    }
     Ok(pool)
 }
 
@@ -69,11 +84,13 @@ pub struct Started<S> {
     consumers: crate::consumer::Options,
     /// Each with the name it is known by in logs.
     background: Vec<(String, Task)>,
+    /// Whether the service is ready (not until it serves; see [`crate::readiness`]).
+    readiness: crate::readiness::ServiceReadiness,
 }
 
 impl<S> Started<S> {
     /// A service serving `hosted`, and the operator's event operations over `pool`, with no
-    /// background work yet.
+    /// background work yet but its pool's gauges ([`crate::pool_metrics`]).
     pub fn new(
         platform: &PlatformConfig,
         service: Arc<S>,
@@ -82,9 +99,32 @@ impl<S> Started<S> {
         verifier: TokenVerifier,
     ) -> Self {
         verifier.refresh_keys_with(crate::auth::KeyRefresh::from_config(platform));
+        // Checked when the configuration was loaded; a file gone since leaves the public roots
+        // only, so an https identity with a private CA is refused, not trusted blindly.
+        match platform.grpc_tls.client_config() {
+            Ok(tls) => drop(tls), // MUTATION
+            Err(err) => tracing::error!(%err, "the gRPC TLS files cannot be read again"),
+        }
         let ops = EventOps::new(pool.clone(), hosted.callers.service);
         hosted.routes = hosted.routes.add_service(ops.into_server());
         hosted.service_names.push(crate::event_ops::SERVICE_NAME);
+        let pool_metrics = crate::pool_metrics::exporter(pool.clone(), hosted.callers.service);
+        // Not ready until it serves; then as its database and the broker answer.
+        let readiness = crate::readiness::register(hosted.callers.service);
+        readiness.block(crate::readiness::Condition::Starting, "not serving yet");
+        let dependencies: (String, Task) = {
+            let (readiness, pool) = (readiness.clone(), pool.clone());
+            let kafka = KafkaSettings::from_config(platform);
+            let interval = platform.readiness_interval();
+            (
+                format!("readiness checks of {}", hosted.callers.service),
+                Box::new(move |shutdown| {
+                    Box::pin(crate::readiness::watch_dependencies(
+                        readiness, pool, kafka, interval, shutdown,
+                    ))
+                }),
+            )
+        };
         Self {
             service,
             pool,
@@ -93,7 +133,8 @@ impl<S> Started<S> {
             kafka: KafkaSettings::from_config(platform),
             outbox_max_attempts: platform.outbox_max_attempts,
             consumers: crate::consumer::Options::from_config(platform),
-            background: Vec::new(),
+            background: vec![pool_metrics, dependencies],
+            readiness,
         }
     }
 
@@ -206,7 +247,15 @@ impl<S> Started<S> {
         let service = self.hosted.callers.service;
         let served = {
             let _serving = crate::shutdown::track(format!("{service} gRPC server"));
-            crate::grpc::serve(self.hosted, listener, verifier, platform, shutdown.clone()).await
+            crate::grpc::serve(
+                self.hosted,
+                listener,
+                verifier,
+                platform,
+                self.readiness,
+                shutdown.clone(),
+            )
+            .await
         };
         shutdown.cancel();
         stop_background.cancel();

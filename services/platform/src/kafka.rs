@@ -10,19 +10,31 @@
 //! [`GroupContext`] that tracks which partitions it owns through rebalances (cooperative-sticky
 //! assignment: a member joining or leaving moves only the partitions it must), so the
 //! consumer drops what it holds of a revoked partition and never commits for one it has lost.
+//!
+//! Every client is built from [`KafkaSettings`], which applies the librdkafka properties from
+//! configuration ([`KafkaProperties`]: TLS, SASL, tuning) after Mailroom's defaults, so one
+//! setting reaches the producer, the group consumers, the readers and the admin client alike.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 pub use crate::config::{valid_topic_prefix, DEFAULT_TOPIC_PREFIX};
+
+mod properties;
+pub use properties::{
+    env_name, is_secret, properties_from_env, properties_from_process_env, KafkaProperties,
+    KafkaPropertyError, PROPERTY_ENV_PREFIX, RESERVED,
+};
 
 /// How long the topics Mailroom creates keep their records (all but the compacted
 /// revocations): a redelivery, or a new consumer group reading from the start, sees nothing
@@ -259,6 +271,9 @@ pub struct KafkaSettings {
     pub partitions: i32,
     pub replication: i32,
     pub topics: Topics,
+    /// librdkafka properties from configuration, set on every client after Mailroom's own
+    /// defaults (never over the properties it sets for correct delivery, [`RESERVED`]).
+    pub properties: KafkaProperties,
 }
 
 impl KafkaSettings {
@@ -269,9 +284,11 @@ impl KafkaSettings {
             partitions: config.kafka_partitions,
             replication: config.kafka_replication,
             topics: Topics::new(config.kafka_topic_prefix.clone()),
+            properties: config.kafka_properties.clone(),
         }
     }
 
+    /// Mailroom's defaults for every client; each builder adds its own, then [`Self::finish`].
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -279,6 +296,12 @@ impl KafkaSettings {
             .set("socket.keepalive.enable", "true")
             .set("log_level", "4");
         config
+    }
+
+    /// Sets the properties from configuration over Mailroom's defaults in `config` (they
+    /// cannot name a property delivery depends on: [`KafkaProperties::new`] refuses those).
+    fn finish<'c>(&self, config: &'c mut ClientConfig) -> &'c mut ClientConfig {
+        self.properties.apply(config)
     }
 
     /// A producer that waits for every in-sync replica and keeps each partition in order.
@@ -292,12 +315,13 @@ impl KafkaSettings {
         if !self.idempotence {
             config.set("max.in.flight.requests.per.connection", "1");
         }
-        config.create()
+        self.finish(&mut config).create()
     }
 
     /// A consumer in `group` that commits only what it has handled.
     pub fn consumer(&self, group: &str) -> Result<GroupConsumer, KafkaError> {
-        self.base()
+        let mut config = self.base();
+        config
             .set("group.id", group)
             .set("partition.assignment.strategy", ASSIGNMENT_STRATEGY)
             .set("enable.auto.commit", "false")
@@ -307,7 +331,8 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", "10")
             // A subscribed topic that a broker lost (or that is not created yet) is looked
             // for again within seconds, not librdkafka's default five minutes.
-            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("topic.metadata.refresh.interval.ms", "5000");
+        self.finish(&mut config)
             .create_with_context(GroupContext::default())
     }
 
@@ -319,7 +344,8 @@ impl KafkaSettings {
         max_work: Duration,
     ) -> Result<GroupConsumer, KafkaError> {
         let interval = max_work.as_millis().clamp(60_000, 3_600_000);
-        self.base()
+        let mut config = self.base();
+        config
             .set("group.id", group)
             .set("partition.assignment.strategy", ASSIGNMENT_STRATEGY)
             .set("enable.auto.commit", "false")
@@ -328,14 +354,16 @@ impl KafkaSettings {
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "10")
             .set("max.poll.interval.ms", interval.to_string())
-            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("topic.metadata.refresh.interval.ms", "5000");
+        self.finish(&mut config)
             .create_with_context(GroupContext::default())
     }
 
     /// A consumer outside any group, for a process that reads a whole topic itself
     /// (assigned partitions, no commits).
     pub fn reader(&self) -> Result<StreamConsumer<ReaderContext>, KafkaError> {
-        self.base()
+        let mut config = self.base();
+        config
             .set(
                 "group.id",
                 format!("mailroom-reader-{}", uuid::Uuid::new_v4().simple()),
@@ -348,8 +376,8 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", "10")
             // Told when a partition's end is reached: how a reader knows it has read it all
             // where the last offsets hold no record (a compacted topic).
-            .set("enable.partition.eof", "true")
-            .create_with_context(ReaderContext)
+            .set("enable.partition.eof", "true");
+        self.finish(&mut config).create_with_context(ReaderContext)
     }
 
     /// How long each of `topics` keeps its records, as the brokers say (`retention.ms`,
@@ -359,7 +387,7 @@ impl KafkaSettings {
         &self,
         topics: &[Topic],
     ) -> Result<Vec<(String, Option<Duration>)>, KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let admin = self.admin()?;
         let names = self.topics.names(topics);
         let specifiers: Vec<ResourceSpecifier<'_>> = names
             .iter()
@@ -387,9 +415,48 @@ impl KafkaSettings {
         Ok(retention)
     }
 
-    /// Creates `topics` where missing (an existing topic is left as it is).
+    /// An admin client (topic creation, configs, partitions).
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+        let mut config = self.base();
+        self.finish(&mut config).create()
+    }
+
+    /// How many partitions topic `topic` (a full name, `mailroom.sync.requests`) has, as the
+    /// brokers' metadata says; an error for a topic they do not know
+    /// (`UnknownTopicOrPartition`) or when they do not answer within `timeout`.
+    pub async fn partition_count(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<usize, KafkaError> {
+        // A consumer-type client: asking a producer-type one for a topic's metadata may
+        // create the topic on a broker that creates topics on demand.
+        let mut config = self.base();
+        config.set("allow.auto.create.topics", "false");
+        self.finish(&mut config);
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let metadata = client.fetch_metadata(Some(&topic), timeout)?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic).ok_or(
+                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+            )?;
+            if let Some(err) = found.error() {
+                return Err(KafkaError::MetadataFetch(err.into()));
+            }
+            Ok(found.partitions().len())
+        })
+        .await
+        .unwrap_or_else(|_| Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)))
+    }
+
+    /// Creates `topics` where missing, and grows one that exists with fewer partitions than
+    /// configured (`MAILROOM_KAFKA_PARTITIONS`) to that many. A broker that refuses to add
+    /// partitions leaves the topic as it is, and a warning says why and what to do: the
+    /// topic works on, with at most as many consumers of a group sharing it as it has
+    /// partitions. (Partitions are never removed.)
     pub async fn ensure_topics(&self, topics: &[Topic]) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let admin = self.admin()?;
         let names = self.topics.names(topics);
         let retention = EVENT_RETENTION.as_millis().to_string();
         let new: Vec<NewTopic> = topics
@@ -409,10 +476,11 @@ impl KafkaSettings {
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let mut existing = Vec::new();
         for result in admin.create_topics(&new, &options).await? {
             match result {
                 Ok(_) => {}
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push(topic),
                 Err((topic, code)) => {
                     return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
                         tracing::warn!(%topic, ?code, "topic could not be created");
@@ -420,7 +488,64 @@ impl KafkaSettings {
                 }
             }
         }
+        for topic in existing {
+            self.grow(&admin, &topic).await;
+        }
         Ok(())
+    }
+
+    /// Adds partitions to `topic` up to the configured count if it has fewer; logs why not
+    /// when that cannot be done (nothing here stops a service from starting).
+    async fn grow(&self, admin: &AdminClient<DefaultClientContext>, topic: &str) {
+        let wanted = usize::try_from(self.partitions).unwrap_or(1);
+        let has = match self.partition_count(topic, Duration::from_secs(10)).await {
+            Ok(has) => has,
+            Err(err) => {
+                tracing::warn!(%topic, %err, "could not read how many partitions the topic has; it is not grown to MAILROOM_KAFKA_PARTITIONS");
+                return;
+            }
+        };
+        if has >= wanted {
+            return;
+        }
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let refusal = match admin
+            .create_partitions(&[NewPartitions::new(topic, wanted)], &options)
+            .await
+        {
+            Ok(results) => match results.into_iter().next() {
+                Some(Ok(_)) => None,
+                Some(Err((_, code))) => Some(format!("{code:?}: {code}")),
+                None => Some("the broker gave no answer".to_owned()),
+            },
+            Err(err) => Some(err.to_string()),
+        };
+        // A broker may answer success and add nothing: believe the metadata.
+        let refusal = match refusal {
+            None => match self.partition_count(topic, Duration::from_secs(10)).await {
+                Ok(now) if now >= wanted => None,
+                Ok(now) => Some(format!(
+                    "the broker accepted the request but the topic still has {now}"
+                )),
+                Err(err) => Some(format!("the partitions could not be read again: {err}")),
+            },
+            refused => refused,
+        };
+        match refusal {
+            None => tracing::info!(
+                %topic,
+                from = has,
+                to = wanted,
+                "topic grown to MAILROOM_KAFKA_PARTITIONS partitions (records of a key written from now on may land on another partition than its older ones)"
+            ),
+            Some(reason) => tracing::warn!(
+                %topic,
+                partitions = has,
+                configured = wanted,
+                %reason,
+                "the topic has fewer partitions than MAILROOM_KAFKA_PARTITIONS and the broker refused to add any: at most {has} consumers of a group share it. Add partitions with the broker's own tools (kafka-topics.sh --alter --topic {topic} --partitions {wanted}), or set MAILROOM_KAFKA_PARTITIONS={has} to silence this"
+            ),
+        }
     }
 }
 

@@ -4,13 +4,18 @@
 //! - [`telemetry`]: JSON logs, OpenTelemetry traces, W3C trace context across gRPC and Kafka.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`grpc`]: the gRPC server every service runs on (health, reflection, tower layers).
+//! - [`grpc_tls`]: TLS and mutual TLS on the gRPC port and towards peers.
 //! - [`hosting`]: what a service's `start` hands its host — routes, verifier, relay,
 //!   consumers and workers — and the one way that runs until shutdown.
 //! - [`auth`]: access-token claims, verification against a JWKS, the principal of a request.
 //! - [`client_address`]: who the client of a call is (TCP peer, or `x-forwarded-for` behind
 //!   trusted proxies) and the network it counts under, for per-network limits.
 //! - [`error`]: the one mapping from domain errors to gRPC status codes.
-//! - [`db`]: the PostgreSQL pool (one schema per service) and migrations.
+//! - [`db`]: the PostgreSQL pool (one schema per service) and migrations; [`pool_metrics`]:
+//!   its connections in use, as gauges; [`schema`]: whether a schema is one this binary can
+//!   run on (expand/contract) when it does not migrate at start.
+//! - [`readiness`]: whether the hosted services are ready (database, broker, revocations,
+//!   draining), for gRPC health and `/readyz`.
 //! - [`outbox`], [`kafka`], [`consumer`]: events written with state, relayed to Kafka,
 //!   consumed exactly once in effect.
 //! - [`event_ops`]: the operator's API over a service's dead letters and parked outbox events,
@@ -20,6 +25,7 @@
 //! - [`redis`]: the Redis connection and the rate limiter built on it.
 //! - [`email`]: email addresses, host names and one-line names as every service accepts them.
 //! - [`text`]: canonical (NFC) text and the refusal of invisible and bidi-control characters.
+//! - [`tls`]: TLS to PostgreSQL and Redis (CA, client certificate) beyond their URLs.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`wire`]: protobuf timestamps to and from times.
 //!
@@ -38,16 +44,21 @@ pub mod email;
 pub mod error;
 pub mod event_ops;
 pub mod grpc;
+pub mod grpc_tls;
 pub mod hosting;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod pool_metrics;
+pub mod readiness;
 pub mod redis;
 pub mod revocation;
+pub mod schema;
 pub mod sealed;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
 pub mod wire;
 
 pub use mailroom_proto as proto;

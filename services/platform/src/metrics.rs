@@ -1,6 +1,8 @@
 //! The Prometheus endpoint (`GET /metrics` on each service's metrics port) and the names of
 //! the metrics the platform itself records. One registry per process; every service hosted in
-//! the process serves it on its own port, so each port that is announced answers.
+//! the process serves it on its own port, so each port that is announced answers. Each scrape
+//! also reads this process's `process_*` metrics from `/proc` ([`ProcessSample`]);
+//! `mailroom_build_info` names the build.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -15,10 +17,44 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-/// gRPC calls served, by `method` and `code`.
+mod process;
+pub use process::ProcessSample;
+
+/// gRPC calls served, by `method` (a declared method, else `unknown`) and `code`: the gRPC
+/// status code's number (`0` OK … `16`), `cancelled` (the caller went away before the answer
+/// ended) or `transport`. Counted outside the request timeout and the concurrency limit, so
+/// calls that timed out (`4`) or waited for the limit are counted too.
 pub const GRPC_REQUESTS: &str = "mailroom_grpc_requests_total";
-/// gRPC call latency in seconds, by `method`.
+/// gRPC call latency in seconds until the answer began (for a unary call, the whole call), by
+/// `method`; buckets up to 60 s.
 pub const GRPC_LATENCY: &str = "mailroom_grpc_request_duration_seconds";
+/// 1, with the running build's `version` and `commit` (`MAILROOM_GIT_COMMIT` when it was
+/// built, else `unknown`).
+pub const BUILD_INFO: &str = "mailroom_build_info";
+/// Connections of a service's database pool, by `schema` and `state` (`idle`, `in_use`);
+/// refreshed every 10 s ([`crate::pool_metrics`]).
+pub const DB_POOL_CONNECTIONS: &str = "mailroom_db_pool_connections";
+/// The most connections a service's database pool opens, by `schema`.
+pub const DB_POOL_MAX_CONNECTIONS: &str = "mailroom_db_pool_max_connections";
+
+/// Buckets of latency histograms (seconds): 5 ms to 60 s, so the slowest calls that still
+/// succeed (an IMAP login behind a slow mail server) land in a bucket rather than `+Inf`.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Histograms of request latencies other services record, bucketed like [`GRPC_LATENCY`]
+/// (without buckets they would be rendered as summaries, which cannot be aggregated).
+const OTHER_LATENCY_HISTOGRAMS: &[&str] = &[
+    "mailroom_web_request_seconds",
+    "mailroom_access_refresh_seconds",
+];
+
+/// The commit this binary was built from, when the build said (`MAILROOM_GIT_COMMIT`).
+pub const BUILD_COMMIT: &str = match option_env!("MAILROOM_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
 /// Outbox events published to Kafka, by `topic`.
 pub const OUTBOX_PUBLISHED: &str = "mailroom_outbox_published_total";
 /// Failed publish attempts, by `topic`.
@@ -78,13 +114,12 @@ fn handle() -> Result<&'static PrometheusHandle, MetricsError> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle);
     }
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(GRPC_LATENCY.into()),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ],
-        )?
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(GRPC_LATENCY.into()), LATENCY_BUCKETS)?;
+    for name in OTHER_LATENCY_HISTOGRAMS {
+        builder = builder.set_buckets_for_metric(Matcher::Full((*name).into()), LATENCY_BUCKETS)?;
+    }
+    let recorder = builder
         // Sync durations and request lag: histograms (not the exporter's default summaries),
         // so the dashboards and alerts can aggregate them across workers.
         .set_buckets_for_metric(
@@ -126,8 +161,10 @@ pub enum MetricsError {
     },
 }
 
-/// Serves the process's metrics on `addr` (`GET /metrics`, any path answers the same) until
-/// the process ends. Each service of a process calls it with its own metrics port, so every
+/// Serves the process's metrics on `addr` (`GET /metrics`, any path but the probes' answers
+/// the same) until the process ends, and the probes: `GET /livez` (200 while the process
+/// answers) and `GET /readyz` (200 when every service hosted in the process is ready, else 503
+/// with a one-line reason: [`crate::readiness::process`]). Each service of a process calls it with its own metrics port, so every
 /// announced port answers, with the metrics of the whole process (several services in one
 /// process share one registry).
 pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
@@ -155,6 +192,8 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
         ],
         &[GRPC_LATENCY],
     );
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
+        .set(1.0);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Listen { addr, source })?;
@@ -169,11 +208,14 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
                 continue;
             };
             tokio::spawn(async move {
-                let service = service_fn(move |_request: Request<Incoming>| async move {
-                    let body = handle.render();
-                    Response::builder()
-                        .header("content-type", "text/plain; version=0.0.4")
-                        .body(Full::new(Bytes::from(body)))
+                let service = service_fn(move |request: Request<Incoming>| async move {
+                    match request.uri().path() {
+                        "/livez" => probe_answer(Ok(())),
+                        "/readyz" => probe_answer(crate::readiness::process()),
+                        _ => Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(Full::new(Bytes::from(render(handle)))),
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -182,4 +224,29 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
         }
     });
     Ok(bound)
+}
+
+/// A probe's answer: 200 `ok`, or 503 with the one-line reason.
+fn probe_answer(ready: Result<(), String>) -> Result<Response<Full<Bytes>>, http::Error> {
+    let (status, body) = match ready {
+        Ok(()) => (http::StatusCode::OK, "ok\n".to_owned()),
+        Err(reason) => (http::StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(body)))
+}
+
+/// The registry's metrics and this process's `process_*` metrics, read now.
+fn render(handle: &PrometheusHandle) -> String {
+    let mut body = handle.render();
+    if let Some(process) = ProcessSample::read() {
+        if !body.is_empty() && !body.ends_with('\n') {
+            body.push('\n');
+        }
+        body.push_str(&process.render());
+    }
+    body
 }

@@ -13,6 +13,9 @@
 //! Commands used by the limiter: `SET … NX PX`, `INCRBY`, `PTTL` in `MULTI` (Redis 2.6.12 and
 //! later). [`connect`] refuses a server older than [`MIN_SERVER_VERSION`] (6.2: the sync
 //! service's `SET … GET`).
+//!
+//! Every client is built by [`client`]: `rediss://` is TLS, and [`RedisTls`]
+//! (`MAILROOM_REDIS_TLS__*`) adds a private CA and a client certificate.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
+
+pub use crate::tls::RedisTls;
 
 /// The oldest Redis server [`connect`] accepts.
 pub const MIN_SERVER_VERSION: (u32, u32) = (6, 2);
@@ -47,13 +52,54 @@ pub enum RedisError {
     Timeout(Duration),
     #[error("Redis {found} is too old: Mailroom needs {}.{} or later", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1)]
     TooOld { found: String },
+    /// The TLS settings cannot be used (a file unreadable, a certificate that does not parse).
+    #[error("TLS to Redis cannot be set up: {0}")]
+    Tls(String),
+}
+
+/// The client of the Redis at `url`, with `tls`'s CA and client certificate (read now) when
+/// the URL is `rediss://`. The one way a Redis client is made, so that every connection gets
+/// the same TLS.
+pub fn client(url: &SecretString, tls: &RedisTls) -> Result<redis::Client, RedisError> {
+    let url = url.expose_secret();
+    if !tls.is_set() {
+        return redis::Client::open(url).map_err(RedisError::Connect);
+    }
+    tls.validate(url)
+        .map_err(|err| RedisError::Tls(err.to_string()))?;
+    let files = tls.read().map_err(|err| RedisError::Tls(err.to_string()))?;
+    let certificates = redis::TlsCertificates {
+        client_tls: files
+            .client
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: files.ca,
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|err| {
+        RedisError::Tls(format!(
+            "{err} (check MAILROOM_REDIS_TLS__CA_FILE, __CERT_FILE and __KEY_FILE hold PEM certificates and a PEM private key)"
+        ))
+    })
 }
 
 /// A connection that reconnects by itself; clone it freely. Fails when Redis cannot be reached
 /// now, or is older than [`MIN_SERVER_VERSION`]. (A rate limiter takes a [`RedisLink`] instead,
-/// which does not need Redis up at start.)
+/// which does not need Redis up at start.) TLS as the URL alone says (tests, tools); services
+/// use [`connect_with_tls`] with [`PlatformConfig::redis_tls`].
+///
+/// [`PlatformConfig::redis_tls`]: crate::config::PlatformConfig::redis_tls
 pub async fn connect(url: &SecretString) -> Result<ConnectionManager, RedisError> {
-    let client = redis::Client::open(url.expose_secret()).map_err(RedisError::Connect)?;
+    connect_with_tls(url, &RedisTls::default()).await
+}
+
+/// [`connect`] with a private CA and a client certificate (`MAILROOM_REDIS_TLS__*`).
+pub async fn connect_with_tls(
+    url: &SecretString,
+    tls: &RedisTls,
+) -> Result<ConnectionManager, RedisError> {
+    let client = client(url, tls)?;
     // Bounded like a RedisLink's: a command Redis does not answer fails after
     // COMMAND_DEADLINE, and reconnecting after Redis comes back is tried again and again
     // rather than left hanging (a chaos test saw the default manager stuck after a restart).
@@ -113,9 +159,16 @@ struct Link {
 }
 
 impl RedisLink {
-    /// A link to the Redis at `url`; nothing is dialled until it is used.
+    /// A link to the Redis at `url`, TLS as the URL alone says; nothing is dialled until it is
+    /// used. Services use [`RedisLink::with_tls`].
     pub fn new(url: &SecretString) -> Result<Self, RedisError> {
-        let client = redis::Client::open(url.expose_secret()).map_err(RedisError::Connect)?;
+        Self::with_tls(url, &RedisTls::default())
+    }
+
+    /// A link to the Redis at `url` with a private CA and a client certificate
+    /// (`MAILROOM_REDIS_TLS__*`, read now); nothing is dialled until it is used.
+    pub fn with_tls(url: &SecretString, tls: &RedisTls) -> Result<Self, RedisError> {
+        let client = client(url, tls)?;
         Ok(Self(Arc::new(Link {
             client: Some(client),
             manager: Mutex::new(None),

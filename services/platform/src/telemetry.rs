@@ -1,7 +1,8 @@
 //! Logs and traces.
 //!
 //! Logs are JSON lines on stdout (or human-readable with `MAILROOM_LOG_FORMAT=pretty`), filtered
-//! by `RUST_LOG` or `MAILROOM_LOG_LEVEL`. When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also
+//! by `RUST_LOG` or `MAILROOM_LOG_LEVEL`; a JSON line logged inside a span carries its
+//! OpenTelemetry `trace_id` and `span_id` ([`JsonWithTraceIds`]), exported or not. When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also
 //! exported over OTLP/gRPC. W3C trace context (`traceparent`) travels in gRPC metadata and in
 //! Kafka record headers; [`inject_current`] and [`extract`] move it in and out of a string map.
 
@@ -18,6 +19,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+
+mod trace_ids;
+pub use trace_ids::JsonWithTraceIds;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
@@ -60,27 +64,30 @@ pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuar
     let fmt_layer = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(trace_ids::JsonWithTraceIds::new())
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
     };
 
-    let otel_layer = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+    let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|endpoint| !endpoint.is_empty())
         .and_then(|_| match otlp_provider(service_name) {
             Ok(provider) => {
-                let tracer = provider.tracer("mailroom");
                 opentelemetry::global::set_tracer_provider(provider.clone());
-                let _ = PROVIDER.set(provider);
-                Some(tracing_opentelemetry::layer().with_tracer(tracer))
+                Some(provider)
             }
             Err(err) => {
                 eprintln!("OTLP exporter not started: {err}");
                 None
             }
         });
+    // Without an exporter spans still get OpenTelemetry ids (continuing a caller's
+    // `traceparent`): the logs carry them and calls and events pass them on.
+    let provider = exporting.unwrap_or_else(|| SdkTracerProvider::builder().build());
+    let tracer = provider.tracer("mailroom");
+    let _ = PROVIDER.set(provider);
+    let otel_layer = tracing_opentelemetry::layer().with_tracer(tracer);
 
     let _ = tracing_subscriber::registry()
         .with(filter)
@@ -90,12 +97,13 @@ pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuar
     TelemetryGuard
 }
 
-fn otlp_provider(
-    service_name: &str,
-) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()?;
+fn otlp_provider(service_name: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithTonicConfig as _;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(tls) = otlp_tls()? {
+        builder = builder.with_tls_config(tls);
+    }
+    let exporter = builder.build().map_err(|err| err.to_string())?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(format!("mailroom-{service_name}"))
         .build();
@@ -103,6 +111,49 @@ fn otlp_provider(
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// The TLS of an `https://` OTLP endpoint, from the standard variables the exporter does not
+/// read itself: `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` (the CA; unset: the public web
+/// roots), `…_CLIENT_CERTIFICATE` and `…_CLIENT_KEY` (mutual TLS). `None` for `http://`.
+fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    let var = |name: &str| {
+        std::env::var(format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (format!("OTEL_EXPORTER_OTLP_TRACES_{name}"), v))
+            .or_else(|| {
+                std::env::var(format!("OTEL_EXPORTER_OTLP_{name}"))
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (format!("OTEL_EXPORTER_OTLP_{name}"), v))
+            })
+    };
+    let https = var("ENDPOINT").is_some_and(|(_, endpoint)| endpoint.starts_with("https://"));
+    if !https {
+        return Ok(None);
+    }
+    let read = |name: &str| {
+        var(name)
+            .map(|(var, path)| {
+                std::fs::read(&path).map_err(|err| format!("{var}: cannot read {path}: {err}"))
+            })
+            .transpose()
+    };
+    let ca = read("CERTIFICATE")?;
+    let identity = match (read("CLIENT_CERTIFICATE")?, read("CLIENT_KEY")?) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together: set both or neither".into())
+        }
+    };
+    Ok(Some(crate::grpc_tls::client_tls_config(
+        ca.as_deref(),
+        identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.as_slice())),
+    )))
 }
 
 /// The current span's trace context as W3C headers (`traceparent`, `tracestate`).

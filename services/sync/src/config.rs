@@ -59,6 +59,10 @@ pub struct SyncConfig {
     pub tick_batch: i64,
     /// How long a handed-out mailbox waits for its worker before it is handed out again.
     pub request_timeout_secs: u64,
+    /// A mailbox is overdue (`mailroom_sync_overdue_mailboxes`, what the workers scale on) when
+    /// its last successful sync is older than its tier's interval plus this: the time a sync
+    /// normally takes to be handed out and run.
+    pub overdue_grace_secs: u64,
     /// Back-off after failed syncs: first delay and cap.
     pub retry_base_secs: u64,
     pub retry_cap_secs: u64,
@@ -137,6 +141,7 @@ impl Default for SyncConfig {
             tick_ms: 1_000,
             tick_batch: 1_000,
             request_timeout_secs: 300,
+            overdue_grace_secs: 30,
             retry_base_secs: 30,
             retry_cap_secs: 3_600,
             batch: 1_000,

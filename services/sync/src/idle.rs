@@ -9,6 +9,10 @@
 //! mailboxes are orphaned at most one lease TTL plus one scan. New connections are paced
 //! (`idle_connects_per_sec`), so a restart of thousands of watches causes no storm.
 //!
+//! Nothing here depends on Kafka: the requests topic's partitions bound how many workers get
+//! sync work, never how many hold IDLE connections, so IDLE capacity
+//! ([`metrics::IDLE_CAPACITY`], per worker) grows with every worker added.
+//!
 //! A watch: log in, EXAMINE INBOX, IDLE; any untagged data (EXISTS, EXPUNGE, FETCH) pulls the
 //! mailbox's next sync in to now (the scheduler hands it out within a tick); IDLE is renewed
 //! well before the 29 minutes servers allow, and DONE has a deadline. Errors reconnect after an
@@ -80,6 +84,7 @@ impl IdleWatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let shared = Arc::new(self);
         let mut watches: HashMap<MailboxId, Watch> = HashMap::new();
+        ::metrics::gauge!(metrics::IDLE_CAPACITY).set(shared.options.max_connections as f64);
         loop {
             if let Err(err) = shared.rebalance(&mut watches, &shutdown).await {
                 tracing::warn!(%err, "IDLE rebalance failed; trying again");
@@ -96,6 +101,7 @@ impl IdleWatcher {
         }
         let _ = shared.deregister().await;
         ::metrics::gauge!(metrics::IDLE_CONNECTIONS).set(0.0);
+        ::metrics::gauge!(metrics::IDLE_CAPACITY).set(0.0);
     }
 
     async fn register(&self) -> redis::RedisResult<u64> {

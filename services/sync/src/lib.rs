@@ -16,12 +16,15 @@
 //!   normal ones, holds a [`lease`] per mailbox, runs the [`engine`] over an IMAP session
 //!   (opened by the `mailroom_mail` crate, the one mail-protocol layer), and records the
 //!   outcome; [`connects`]: new connections per mail server, limited across workers.
-//! - [`idle`]: active people's INBOXes held in IMAP IDLE, spread over workers by leases.
+//! - [`idle`]: active people's INBOXes held in IMAP IDLE, spread over workers by leases;
+//!   [`partitions`]: the guard comparing the live workers with the requests topic's real
+//!   partitions (work from Kafka stops growing there, IDLE capacity does not).
 //! - [`service`]: the [`Sync`] value and who may call what; the operations one use case a
 //!   file: [`heartbeats`], [`status`], [`messages`] (reading mail); [`api`]: the gRPC
 //!   handlers; [`error`]: what can go wrong and its gRPC code; [`peers`]: the registry
 //!   (mailbox logins) and access control, called as this service (`mailroom_clients`).
-//! - [`config`]: the `sync` section; [`metrics`]: the scaling signals; [`demo`]: sample mail
+//! - [`config`]: the `sync` section; [`metrics`]: the scaling signals (overdue mailboxes,
+//!   IDLE connections and capacity, request lag); [`demo`]: sample mail
 //!   for `mailroom dev`, tests and benchmarks.
 //!
 //! One process runs as scheduler, worker or both ([`config::Role`]).
@@ -44,6 +47,7 @@ pub mod lease;
 pub mod mailbox_events;
 pub mod messages;
 pub mod metrics;
+pub mod partitions;
 pub mod peers;
 pub mod scheduler;
 pub mod service;
@@ -139,7 +143,9 @@ fn holder_name() -> String {
 pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Started, StartError> {
     metrics::announce();
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
-    let redis = mailroom_platform::redis::connect(&platform.redis_url).await?;
+    let redis =
+        mailroom_platform::redis::connect_with_tls(&platform.redis_url, &platform.redis_tls)
+            .await?;
     let peers = ServicePeers::new(
         &config.identity_endpoint,
         config.service_client_id.clone(),
@@ -239,6 +245,17 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         tick: Duration::from_millis(config.tick_ms.max(10)),
         batch: config.tick_batch.max(1),
         hold: Duration::from_secs(config.request_timeout_secs.max(1)),
+        overdue: scheduler::Overdue {
+            tiers: config.tiers.clone(),
+            grace: Duration::from_secs(config.overdue_grace_secs),
+        },
+    });
+    let partition_guard = config.role.works().then(|| {
+        partitions::PartitionGuard::new(
+            mailroom_platform::kafka::KafkaSettings::from_config(platform),
+            redis.clone(),
+            holder.clone(),
+        )
     });
     let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let routes = tonic::service::Routes::new(pb::sync_service_server::SyncServiceServer::new(
@@ -258,10 +275,14 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
             Arc::new(mailbox_events::MailboxEvents),
         );
     if let Some(scheduler) = scheduler {
+        scheduler::announce_overdue();
         started = started.task(move |shutdown| scheduler.run(shutdown));
     }
     if let Some(watcher) = idle {
         started = started.task(move |shutdown| watcher.run(shutdown));
+    }
+    if let Some(guard) = partition_guard {
+        started = started.task(move |shutdown| guard.run(shutdown));
     }
     if let Some(worker) = worker {
         // A sync may run long; the consumer must not be thrown out of its group meanwhile:

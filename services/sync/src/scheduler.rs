@@ -8,14 +8,19 @@
 //! Replicas need no leader: `FOR UPDATE SKIP LOCKED` gives each due row to one replica, and
 //! the pushed-out due time keeps it from being handed out again until its worker has had
 //! time to report (a lost request is simply issued again then).
+//!
+//! Every [`GAUGES_EVERY`] each replica also counts the workers' backlog for the autoscalers:
+//! the mailboxes overdue by tier ([`metrics::OVERDUE_MAILBOXES`], from the database, so every
+//! replica reports the same global number: take the `max` across replicas, never the sum),
+//! beside the mailboxes due and not yet handed out (the scheduler's own lag).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
-use crate::domain::Tier;
+use crate::domain::{Tier, TierPolicy};
 use crate::events;
 use crate::metrics;
 use crate::store::schedule::{self, Due};
@@ -26,12 +31,53 @@ pub struct Scheduler {
     pub tick: Duration,
     pub batch: i64,
     pub hold: Duration,
+    /// What counts as overdue.
+    pub overdue: Overdue,
+}
+
+/// How often the scheduler refreshes its gauges (overdue and due mailboxes, active users).
+pub const GAUGES_EVERY: Duration = Duration::from_secs(15);
+
+/// A mailbox is overdue when its last successful sync (or its connection) is older than its
+/// tier's interval plus `grace` (the time a sync normally takes to be handed out and run).
+#[derive(Debug, Clone)]
+pub struct Overdue {
+    pub tiers: TierPolicy,
+    pub grace: Duration,
+}
+
+impl Default for Overdue {
+    fn default() -> Self {
+        Self {
+            tiers: TierPolicy::default(),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Overdue {
+    /// How old each tier's last sync may be before its mailbox is overdue.
+    pub fn allowed(&self) -> Vec<(Tier, Duration)> {
+        Tier::ALL
+            .iter()
+            .map(|t| (*t, self.tiers.interval(*t) + self.grace))
+            .collect()
+    }
+}
+
+/// Every tier's overdue mailboxes at zero, before the first count, so the autoscalers and
+/// alerts see the series from a scheduler's start.
+pub fn announce_overdue() {
+    for tier in Tier::ALL {
+        ::metrics::gauge!(metrics::OVERDUE_MAILBOXES, "tier" => tier.name()).set(0.0);
+    }
 }
 
 impl Scheduler {
     /// Hands out due work until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticks = 0u64;
+        announce_overdue();
+        let mut gauges_due = Instant::now();
         loop {
             let issued = match self.tick_once().await {
                 Ok(n) => n,
@@ -40,10 +86,10 @@ impl Scheduler {
                     0
                 }
             };
-            if ticks.is_multiple_of(10) {
+            if Instant::now() >= gauges_due {
                 self.refresh_gauges().await;
+                gauges_due = Instant::now() + GAUGES_EVERY;
             }
-            ticks += 1;
             // A full batch means more is due: go again at once.
             let pause = if issued as i64 >= self.batch {
                 Duration::ZERO
@@ -65,7 +111,31 @@ impl Scheduler {
         Ok(due.len())
     }
 
+    /// Counts the overdue mailboxes by tier and sets [`metrics::OVERDUE_MAILBOXES`]; returns
+    /// the counts.
+    pub async fn refresh_overdue(&self) -> sqlx::Result<Vec<(Tier, i64)>> {
+        let counted = schedule::overdue_by_tier(&self.pool, &self.overdue.allowed()).await?;
+        let overdue: Vec<(Tier, i64)> = Tier::ALL
+            .iter()
+            .map(|tier| {
+                let n = counted
+                    .iter()
+                    .find(|(t, _)| *t == tier.code())
+                    .map_or(0, |(_, n)| *n);
+                (*tier, n)
+            })
+            .collect();
+        for (tier, n) in &overdue {
+            ::metrics::gauge!(metrics::OVERDUE_MAILBOXES, "tier" => tier.name()).set(*n as f64);
+        }
+        Ok(overdue)
+    }
+
     async fn refresh_gauges(&self) {
+        if let Err(err) = self.refresh_overdue().await {
+            // The last count stays: a gauge dropping to zero would scale the workers in.
+            tracing::warn!(%err, "overdue mailboxes not counted; trying again");
+        }
         if let Ok(due) = schedule::due_by_tier(&self.pool).await {
             for tier in Tier::ALL {
                 let n = due

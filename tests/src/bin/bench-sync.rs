@@ -243,6 +243,7 @@ async fn tick_cost(pool: &PgPool, total: i64, due: i64) -> anyhow::Result<(f64, 
         tick: Duration::from_secs(1),
         batch: due,
         hold: Duration::from_secs(300),
+        overdue: Default::default(),
     };
     let mut busy = Vec::new();
     let mut idle = Vec::new();

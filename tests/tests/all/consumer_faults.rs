@@ -65,6 +65,7 @@ impl Bench {
             partitions,
             replication: 1,
             topics: Topics::new(format!("test.faults.{}", uuid::Uuid::new_v4().simple())),
+            properties: Default::default(),
         };
         kafka
             .ensure_topics(&[Topic::IdentityEvents])

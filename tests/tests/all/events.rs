@@ -126,6 +126,7 @@ async fn a_consumer_applies_each_event_once_and_keeps_what_it_cannot_read() {
         partitions: 1,
         replication: 1,
         topics: Topics::new(format!("test.consumer.{}", uuid::Uuid::new_v4().simple())),
+        properties: Default::default(),
     };
     kafka
         .ensure_topics(&[Topic::IdentityEvents])

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context};
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use mailroom_platform::proto::access::v1 as apb;
 use serde_json::{json, Value};
 
@@ -25,24 +25,9 @@ use explain::{describe, granted_by, names_in, sentence};
 
 #[derive(Subcommand)]
 pub enum AccessCommand {
-    /// Whether a user holds a permission, and with --explain why (or why not).
-    Check {
-        /// User id or address.
-        #[arg(long)]
-        user: String,
-        /// mailbox.view, mailbox.modify, mailbox.sync, mailbox.connect, mailbox.grant_read,
-        /// mailbox.read_mail, org.invite, org.register_users, org.manage_permissions
-        #[arg(long)]
-        permission: String,
-        /// The mailbox, for mailbox permissions.
-        #[arg(long)]
-        mailbox: Option<String>,
-        #[arg(long)]
-        explain: bool,
-        /// A revision token from a write: the answer sees at least that write.
-        #[arg(long)]
-        at: Option<String>,
-    },
+    /// Whether a user holds a permission, and with --explain why (or why not). Prints
+    /// `allowed` or `denied`; with --fail-on-deny a denial exits 3.
+    Check(CheckArgs),
     /// Give a user read access to a mailbox (other powers come with roles: see `roles`).
     Grant {
         #[arg(value_enum)]
@@ -103,6 +88,87 @@ pub enum AccessCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         rest: Vec<String>,
     },
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// User id or address.
+    #[arg(long)]
+    user: String,
+    /// mailbox.view, mailbox.modify, mailbox.sync, mailbox.connect, mailbox.grant_read,
+    /// mailbox.read_mail, org.invite, org.register_users, org.manage_permissions
+    #[arg(long)]
+    permission: String,
+    /// The mailbox, for mailbox permissions.
+    #[arg(long)]
+    mailbox: Option<String>,
+    #[arg(long)]
+    explain: bool,
+    /// A revision token from a write: the answer sees at least that write.
+    #[arg(long)]
+    at: Option<String>,
+    /// Exit with status 3 when the answer is "denied" (after printing it), so a script can
+    /// tell a denial (3) from a failure to ask (1, 4, 5, 69).
+    #[arg(long)]
+    pub fail_on_deny: bool,
+}
+
+/// A check's answer as printed, and whether it allowed.
+pub struct Checked {
+    pub rows: Rows,
+    pub allowed: bool,
+}
+
+/// Asks access control whether the user holds the permission (and why, with --explain).
+pub async fn check(c: &mut Clients, args: CheckArgs) -> anyhow::Result<Checked> {
+    let CheckArgs {
+        user,
+        permission,
+        mailbox,
+        explain,
+        at,
+        fail_on_deny: _,
+    } = args;
+    let user = resolve_user(c, &user).await?;
+    let resource = match &mailbox {
+        Some(m) => object("mailbox", m),
+        None => object("org", &own_org_id(c).await?),
+    };
+    let request = c.request(apb::CheckRequest {
+        subject: user_subject(&user),
+        permission,
+        resource,
+        at_least_as_fresh_as: at.map(|token| apb::Revision { token }),
+        explain,
+    });
+    let r = c.access.check(request).await.answer()?;
+    let mut mentioned = r.path.clone();
+    mentioned.extend(r.granted_by.iter().filter_map(|g| g.assignment.clone()));
+    let names = names_in(c, &mentioned, HashMap::new()).await;
+    let why: Vec<Value> = r.path.iter().map(|p| json!(sentence(p, &names))).collect();
+    let path: Vec<Value> = r.path.iter().map(|p| json!(describe(p))).collect();
+    let verdict = if r.allowed { "allowed" } else { "denied" };
+    let mut rows = Rows::one(
+        vec!["verdict", "allowed", "reason", "checked_at"],
+        vec![
+            json!(verdict),
+            json!(r.allowed),
+            json!(r.reason),
+            json!(r.checked_at.unwrap_or_default().token),
+        ],
+    );
+    // One relationship per line, in words, from the mailbox to the user (the table prints a
+    // list under its name, and nothing for an empty one).
+    rows.footer.push(("because", Value::Array(why)));
+    rows.footer.push(("path", Value::Array(path)));
+    if let Some(g) = &r.granted_by {
+        rows.footer
+            .push(("granted_by", json!(granted_by(g, &names))));
+    }
+    Ok(Checked {
+        rows,
+        allowed: r.allowed,
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -198,8 +264,13 @@ async fn grant_relationship(
     })
 }
 
-fn ids_rows(column: &'static str, ids: &[String], revision: Option<apb::Revision>) -> Rows {
-    let mut rows = Rows::new(vec![column]);
+fn ids_rows(
+    kind: &'static str,
+    column: &'static str,
+    ids: &[String],
+    revision: Option<apb::Revision>,
+) -> Rows {
+    let mut rows = Rows::new(kind, vec![column]);
     rows.rows = ids.iter().map(|id| vec![json!(id)]).collect();
     rows.footer
         .push(("revision", json!(revision.unwrap_or_default().token)));
@@ -222,49 +293,7 @@ pub fn refuse_removed(cmd: &AccessCommand) -> anyhow::Result<()> {
 
 pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
     Ok(match cmd {
-        AccessCommand::Check {
-            user,
-            permission,
-            mailbox,
-            explain,
-            at,
-        } => {
-            let user = resolve_user(c, &user).await?;
-            let resource = match &mailbox {
-                Some(m) => object("mailbox", m),
-                None => object("org", &own_org_id(c).await?),
-            };
-            let request = c.request(apb::CheckRequest {
-                subject: user_subject(&user),
-                permission,
-                resource,
-                at_least_as_fresh_as: at.map(|token| apb::Revision { token }),
-                explain,
-            });
-            let r = c.access.check(request).await.answer()?;
-            let mut mentioned = r.path.clone();
-            mentioned.extend(r.granted_by.iter().filter_map(|g| g.assignment.clone()));
-            let names = names_in(c, &mentioned, HashMap::new()).await;
-            let why: Vec<Value> = r.path.iter().map(|p| json!(sentence(p, &names))).collect();
-            let path: Vec<Value> = r.path.iter().map(|p| json!(describe(p))).collect();
-            let mut rows = Rows::one(
-                vec!["allowed", "reason", "checked_at"],
-                vec![
-                    json!(r.allowed),
-                    json!(r.reason),
-                    json!(r.checked_at.unwrap_or_default().token),
-                ],
-            );
-            // One relationship per line, in words, from the mailbox to the user (the table
-            // prints a list under its name, and nothing for an empty one).
-            rows.footer.push(("because", Value::Array(why)));
-            rows.footer.push(("path", Value::Array(path)));
-            if let Some(g) = &r.granted_by {
-                rows.footer
-                    .push(("granted_by", json!(granted_by(g, &names))));
-            }
-            rows
-        }
+        AccessCommand::Check(args) => check(c, args).await?.rows,
         AccessCommand::Grant {
             relation,
             user,
@@ -298,7 +327,7 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                 org_id: String::new(),
             });
             let r = c.access.list_relationships(request).await.answer()?;
-            let mut rows = Rows::new(vec!["relationship"]);
+            let mut rows = Rows::new("relationships", vec!["relationship"]);
             rows.rows = r
                 .relationships
                 .iter()
@@ -319,7 +348,7 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                 at_least_as_fresh_as: None,
             });
             let r = c.access.lookup_subjects(request).await.answer()?;
-            ids_rows("user_id", &r.subject_ids, r.looked_up_at)
+            ids_rows("users", "user_id", &r.subject_ids, r.looked_up_at)
         }
         AccessCommand::Mailboxes { user, permission } => {
             let user = resolve_user(c, &user).await?;
@@ -332,7 +361,7 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                 at_least_as_fresh_as: None,
             });
             let r = c.access.lookup_resources(request).await.answer()?;
-            let mut rows = ids_rows("mailbox_id", &r.resource_ids, r.looked_up_at);
+            let mut rows = ids_rows("mailboxes", "mailbox_id", &r.resource_ids, r.looked_up_at);
             rows.footer
                 .push(("next_page_token", json!(r.next_page_token)));
             rows

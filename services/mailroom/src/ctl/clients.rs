@@ -14,6 +14,9 @@ use mailroom_clients::{
     Bearer, Caller, IdentityClient, Peer, PeerChannel, ServiceCredential, Settings,
 };
 use mailroom_platform::config::local;
+
+use super::context::ContextEndpoints;
+use super::exit::{Refused, Unreachable};
 use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::proto::invitations::v1::invitation_service_client::InvitationServiceClient;
@@ -22,52 +25,68 @@ use mailroom_platform::proto::ops::v1::event_ops_service_client::EventOpsService
 use mailroom_platform::proto::sync::v1::sync_service_client::SyncServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::identity_service_client::IdentityServiceClient;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 
-/// Where the five services answer (the local ones by default).
+/// Where the five services answer, as flags or environment variables give them; each one not
+/// given is the context's, else the local service's.
 #[derive(Args)]
+pub struct EndpointArgs {
+    /// Identity's gRPC endpoint [default: the context's, else the local one].
+    #[arg(long, env = "MAILROOM_IDENTITY_ENDPOINT", global = true)]
+    endpoint: Option<String>,
+    /// Access control's gRPC endpoint [default: the context's, else the local one].
+    #[arg(long, env = "MAILROOM_ACCESS_ENDPOINT", global = true)]
+    access_endpoint: Option<String>,
+    /// The mailbox registry's gRPC endpoint [default: the context's, else the local one].
+    #[arg(long, env = "MAILROOM_MAILBOXES_ENDPOINT", global = true)]
+    mailboxes_endpoint: Option<String>,
+    /// The sync service's gRPC endpoint [default: the context's, else the local one].
+    #[arg(long, env = "MAILROOM_SYNC_ENDPOINT", global = true)]
+    sync_endpoint: Option<String>,
+    /// The invitations service's gRPC endpoint [default: the context's, else the local one].
+    #[arg(long, env = "MAILROOM_INVITATIONS_ENDPOINT", global = true)]
+    invitations_endpoint: Option<String>,
+}
+
+impl EndpointArgs {
+    /// The endpoints: each flag or variable, else the context's, else the local service's.
+    pub(crate) fn resolve(&self, context: Option<&ContextEndpoints>) -> Endpoints {
+        let local = Endpoints::local();
+        let pick = |given: &Option<String>,
+                    from_context: fn(&ContextEndpoints) -> &Option<String>,
+                    default: String| {
+            given
+                .clone()
+                .or_else(|| context.and_then(|c| from_context(c).clone()))
+                .unwrap_or(default)
+        };
+        Endpoints {
+            endpoint: pick(&self.endpoint, |c| &c.identity, local.endpoint),
+            access_endpoint: pick(&self.access_endpoint, |c| &c.access, local.access_endpoint),
+            mailboxes_endpoint: pick(
+                &self.mailboxes_endpoint,
+                |c| &c.mailboxes,
+                local.mailboxes_endpoint,
+            ),
+            sync_endpoint: pick(&self.sync_endpoint, |c| &c.sync, local.sync_endpoint),
+            invitations_endpoint: pick(
+                &self.invitations_endpoint,
+                |c| &c.invitations,
+                local.invitations_endpoint,
+            ),
+        }
+    }
+}
+
+/// Where the five services answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
-    /// Identity's gRPC endpoint.
-    #[arg(
-        long,
-        env = "MAILROOM_IDENTITY_ENDPOINT",
-        default_value_t = local::identity(),
-        global = true
-    )]
     endpoint: String,
-    /// Access control's gRPC endpoint.
-    #[arg(
-        long,
-        env = "MAILROOM_ACCESS_ENDPOINT",
-        default_value_t = local::access(),
-        global = true
-    )]
     access_endpoint: String,
-    /// The mailbox registry's gRPC endpoint.
-    #[arg(
-        long,
-        env = "MAILROOM_MAILBOXES_ENDPOINT",
-        default_value_t = local::mailboxes(),
-        global = true
-    )]
     mailboxes_endpoint: String,
-    /// The sync service's gRPC endpoint.
-    #[arg(
-        long,
-        env = "MAILROOM_SYNC_ENDPOINT",
-        default_value_t = local::sync(),
-        global = true
-    )]
     sync_endpoint: String,
-    /// The invitations service's gRPC endpoint.
-    #[arg(
-        long,
-        env = "MAILROOM_INVITATIONS_ENDPOINT",
-        default_value_t = local::invitations(),
-        global = true
-    )]
     invitations_endpoint: String,
 }
 
@@ -105,6 +124,24 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Whether a service client's secret is still to come from elsewhere (a context): no
+    /// token, no person's email and password, and no secret given.
+    pub(crate) fn wants_client_secret(&self) -> bool {
+        self.token.is_none()
+            && !(self.email.is_some() && self.password.is_some())
+            && self.client_secret.is_none()
+    }
+
+    /// Fills the service client's id and secret where the flags and variables gave none.
+    pub(crate) fn fill_client(&mut self, id: String, secret: &SecretString) {
+        if self.client_id.is_none() {
+            self.client_id = Some(id);
+        }
+        if self.client_secret.is_none() {
+            self.client_secret = Some(secret.expose_secret().to_owned());
+        }
+    }
+
     /// A person signing in with their login address and password.
     pub(crate) fn password(email: &str, password: &str) -> Self {
         Self {
@@ -251,18 +288,19 @@ impl Clients {
         settings: &Settings,
     ) -> anyhow::Result<Self> {
         let channel = |peer: Peer, endpoint: &str, flag: &str| {
-            PeerChannel::new(peer, endpoint, settings)
-                .with_context(|| format!("{flag} is not a valid URL"))
+            PeerChannel::new(peer, endpoint, settings).with_context(|| {
+                format!("{flag} (or the context's endpoints) `{endpoint}` is not a valid URL")
+            })
         };
         let identity = IdentityClient::new(
             channel(Peer::Identity, &endpoints.endpoint, "--endpoint")?,
             Caller::Anonymous,
         );
-        identity.channel().reachable().await.with_context(|| {
-            format!(
-                "cannot reach identity at {}; is `mailroom dev` or `mailroom serve identity` running?",
+        identity.channel().reachable().await.map_err(|e| {
+            Unreachable(format!(
+                "cannot reach identity at {}: {e}; is `mailroom dev` or `mailroom serve identity` running (or the context's endpoints and TLS right)?",
                 endpoints.endpoint
-            )
+            ))
         })?;
         let mut auth = identity.raw_auth();
         let token = credentials.sign_in(&mut auth).await?;
@@ -345,6 +383,6 @@ pub(crate) trait Answer<T> {
 impl<T> Answer<T> for Result<tonic::Response<T>, tonic::Status> {
     fn answer(self) -> anyhow::Result<T> {
         self.map(tonic::Response::into_inner)
-            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+            .map_err(|s| Refused::from(s).into())
     }
 }

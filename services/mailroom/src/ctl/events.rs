@@ -232,7 +232,7 @@ async fn dead_letters(c: &mut Clients, cmd: DeadLettersCommand) -> anyhow::Resul
                 }))
                 .await
                 .answer()?;
-            let mut rows = Rows::new(DEAD_LETTER_COLUMNS.to_vec());
+            let mut rows = Rows::new("dead_letters", DEAD_LETTER_COLUMNS.to_vec());
             rows.rows = page.dead_letters.iter().map(dead_letter_row).collect();
             if !page.next_page_token.is_empty() {
                 rows.footer = vec![("next_page_token", json!(page.next_page_token))];
@@ -308,7 +308,7 @@ async fn parked(c: &mut Clients, cmd: ParkedCommand) -> anyhow::Result<Rows> {
                 }))
                 .await
                 .answer()?;
-            let mut rows = Rows::new(PARKED_COLUMNS.to_vec());
+            let mut rows = Rows::new("parked_events", PARKED_COLUMNS.to_vec());
             rows.rows = page.parked_events.iter().map(parked_row).collect();
             if !page.next_page_token.is_empty() {
                 rows.footer = vec![("next_page_token", json!(page.next_page_token))];
@@ -349,7 +349,7 @@ mod tests {
             payload: b"secret personal data".to_vec(),
             ..Default::default()
         };
-        let mut rows = Rows::new(DEAD_LETTER_COLUMNS.to_vec());
+        let mut rows = Rows::new("dead_letters", DEAD_LETTER_COLUMNS.to_vec());
         rows.rows.push(dead_letter_row(&letter));
         let table = rows.render(Format::Table);
         assert!(
@@ -357,8 +357,9 @@ mod tests {
             "{table}"
         );
         let json: Value = serde_json::from_str(&rows.render(Format::Json)).unwrap();
-        assert_eq!(json[0]["replay"], "FAILED");
-        assert_eq!(json[0]["offset"], 42);
+        assert_eq!(json["kind"], "dead_letters");
+        assert_eq!(json["items"][0]["replay"], "FAILED");
+        assert_eq!(json["items"][0]["offset"], 42);
         let printed = format!("{table}{json}");
         assert!(!printed.contains("secret"), "{printed}");
     }

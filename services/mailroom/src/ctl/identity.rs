@@ -204,7 +204,7 @@ pub(super) async fn departments(c: &mut Clients, cmd: DepartmentsCommand) -> any
                 filter,
             });
             let r = c.identity.list_departments(request).await.answer()?;
-            let mut rows = Rows::new(DEPARTMENT_COLUMNS.to_vec());
+            let mut rows = Rows::new("departments", DEPARTMENT_COLUMNS.to_vec());
             rows.rows = r.departments.iter().map(department_row).collect();
             rows.footer = vec![("next_page_token", json!(r.next_page_token))];
             rows
@@ -256,7 +256,10 @@ pub(super) async fn address(c: &mut Clients, cmd: AddressCommand) -> anyhow::Res
         AddressCommand::Usage { address } => {
             let request = c.request(pb::GetEmailAddressUsageRequest { address });
             let r = c.identity.get_email_address_usage(request).await.answer()?;
-            let mut rows = Rows::new(vec!["address", "use", "user_id", "user", "user_state"]);
+            let mut rows = Rows::new(
+                "address_uses",
+                vec!["address", "use", "user_id", "user", "user_state"],
+            );
             rows.rows = r
                 .uses
                 .iter()
@@ -302,7 +305,7 @@ pub(super) async fn address(c: &mut Clients, cmd: AddressCommand) -> anyhow::Res
                 as_kind: as_kind as i32,
             });
             let r = c.identity.transfer_email_address(request).await.answer()?;
-            let mut rows = Rows::new(USER_COLUMNS.to_vec());
+            let mut rows = Rows::new("users", USER_COLUMNS.to_vec());
             rows.rows = r
                 .from_user
                 .iter()

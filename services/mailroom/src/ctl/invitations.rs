@@ -209,7 +209,10 @@ pub(crate) async fn invite(c: &mut Clients, args: InviteArgs) -> anyhow::Result<
         locale: args.locale,
     });
     let answer = c.invitations.create_invitations(request).await.answer()?;
-    let mut rows = Rows::new(vec!["address", "outcome", "invitation", "reason"]);
+    let mut rows = Rows::new(
+        "invite_results",
+        vec!["address", "outcome", "invitation", "reason"],
+    );
     for i in &answer.invitations {
         rows.rows.push(vec![
             json!(i.email),
@@ -266,7 +269,7 @@ pub(crate) async fn run(c: &mut Clients, cmd: InvitationsCommand) -> anyhow::Res
                 order_by: paging.order_by,
             });
             let page = c.invitations.list_invitations(request).await.answer()?;
-            let mut rows = Rows::new(COLUMNS.to_vec());
+            let mut rows = Rows::new("invitations", COLUMNS.to_vec());
             rows.rows = page.invitations.iter().map(row).collect();
             rows.footer.push(("total_size", json!(page.total_size)));
             if !page.next_page_token.is_empty() {
@@ -438,7 +441,7 @@ pub(crate) async fn links(c: &mut Clients, cmd: LinksCommand) -> anyhow::Result<
                 .list_registration_links(request)
                 .await
                 .answer()?;
-            let mut rows = Rows::new(columns);
+            let mut rows = Rows::new("registration_links", columns);
             rows.rows = page.links.iter().map(row).collect();
             Ok(rows)
         }

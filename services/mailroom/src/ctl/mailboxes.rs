@@ -331,7 +331,7 @@ pub async fn run(c: &mut Clients, cmd: MailboxesCommand) -> anyhow::Result<Rows>
                 .await
                 .answer()?
                 .results;
-            let mut rows = Rows::new(vec!["email", "connected", "id", "error"]);
+            let mut rows = Rows::new("connect_results", vec!["email", "connected", "id", "error"]);
             rows.rows = results
                 .iter()
                 .map(|r| {

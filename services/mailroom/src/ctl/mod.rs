@@ -6,11 +6,19 @@
 //! per service: the operator's credential (client `operator`), which creating organisations,
 //! changing their plans, resealing mailbox passwords and the event operations need.
 //!
+//! Contexts ([`context`], `ctl config …` in [`config`]): one file naming each deployment's
+//! endpoints, TLS files and operator credential; `--context`/`MAILROOM_CONTEXT` or the file's
+//! current context picks one, and any flag or variable given overrides it. `-o table|json|yaml`
+//! picks the output ([`crate::output`]); the exit status tells a denial, a refusal, a missing
+//! thing and an unreachable service apart ([`exit`]).
+//!
 //! One module per service's commands ([`identity`], [`access`], [`mailboxes`], [`sync`],
 //! [`invitations`]), and [`events`] for every service's dead letters and parked events, over
 //! one core: the command line and its dispatch (here), the [`Clients`]
 //! that carry the credentials ([`clients`]), and [`Rows`](crate::output::Rows) that print as a
 //! table or JSON ([`crate::output`]).
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -20,21 +28,30 @@ use crate::output::Format;
 
 pub mod access;
 mod clients;
+pub mod config;
+pub mod context;
 pub mod events;
+pub mod exit;
 pub mod identity;
 pub mod invitations;
 pub mod mailboxes;
 pub mod sync;
 
-pub(crate) use clients::{Answer, Clients, Credentials, Endpoints};
+pub(crate) use clients::{Answer, Clients, Credentials, EndpointArgs, Endpoints};
 
 #[derive(Args)]
 pub struct Ctl {
+    /// The context (from the contexts file) to run in [default: the file's current-context].
+    #[arg(long, env = context::CONTEXT_ENV, global = true)]
+    context: Option<String>,
     #[command(flatten)]
-    endpoints: Endpoints,
+    endpoints: EndpointArgs,
     #[command(flatten)]
     credentials: Credentials,
-    /// table (for people) or json (for scripts).
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// table (for people), json or yaml (for scripts: `{"kind", "items"}` for a list, the
+    /// object for one resource).
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
     output: Format,
     #[command(subcommand)]
@@ -85,6 +102,88 @@ enum CtlCommand {
     /// Quick-registration links: create, list, disable, join.
     #[command(subcommand)]
     Links(invitations::LinksCommand),
+    /// Contexts: list, show the current one, switch, view the file (secrets redacted).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+// TLS files for `https://` endpoints; each given overrides the context's `tls` key. (A plain
+// comment, as for `Paging`.)
+#[derive(Args)]
+struct TlsArgs {
+    /// PEM CA bundle the services' certificates chain to [default: the context's, else the
+    /// public web roots].
+    #[arg(
+        long,
+        env = "MAILROOM_GRPC_TLS__CA_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for services that require mutual TLS.
+    #[arg(
+        long,
+        env = "MAILROOM_GRPC_TLS__CERT_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(
+        long,
+        env = "MAILROOM_GRPC_TLS__KEY_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    tls_key_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS files: each flag or variable, else the context's; `None` when neither names any.
+    fn resolve(
+        &self,
+        selected: Option<&context::Selected<'_>>,
+    ) -> Result<Option<mailroom_clients::ClientTls>, context::ContextError> {
+        let from_context = |pick: fn(&context::ContextTls) -> &Option<PathBuf>| {
+            selected.and_then(|s| pick(&s.context.tls).as_deref().map(|p| s.path(p)))
+        };
+        let ca = self
+            .tls_ca_file
+            .clone()
+            .or_else(|| from_context(|t| &t.ca_file));
+        let cert = self
+            .tls_cert_file
+            .clone()
+            .or_else(|| from_context(|t| &t.cert_file));
+        let key = self
+            .tls_key_file
+            .clone()
+            .or_else(|| from_context(|t| &t.key_file));
+        if ca.is_none() && cert.is_none() && key.is_none() {
+            return Ok(None);
+        }
+        let origin = match selected {
+            Some(s) => format!(
+                "--tls-ca-file/--tls-cert-file/--tls-key-file or {} in {}",
+                s.key("tls"),
+                s.file_shown()
+            ),
+            None => "--tls-ca-file/--tls-cert-file/--tls-key-file".to_owned(),
+        };
+        mailroom_clients::ClientTls::from_files(ca.as_deref(), cert.as_deref(), key.as_deref())
+            .map(Some)
+            .map_err(|source| context::ContextError::Tls { origin, source })
+    }
+}
+
+/// The contexts file, from the environment.
+fn contexts_file() -> Result<context::ConfigFile, context::ContextError> {
+    context::ConfigFile::load(context::config_path(|name| std::env::var(name).ok()))
+}
+
+/// A warning about the ctl configuration, on stderr.
+fn warn(message: String) {
+    eprintln!("warning: {message}");
 }
 
 // Which page of a long list: its order, size and the token of the page before. (A plain
@@ -103,23 +202,63 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     if let CtlCommand::Access(cmd) = &ctl.command {
         access::refuse_removed(cmd)?;
     }
-    let settings = mailroom_clients::Settings::for_operator();
-    let mut clients = Clients::connect(&ctl.endpoints, &ctl.credentials, &settings).await?;
-    let format = ctl.output;
-    let rows = match ctl.command {
+    let Ctl {
+        context: requested,
+        endpoints,
+        mut credentials,
+        tls,
+        output: format,
+        command,
+    } = ctl;
+    let file = contexts_file()?;
+    let command = match command {
+        CtlCommand::Config(cmd) => {
+            println!("{}", config::run(file, cmd, requested.as_deref(), format)?);
+            return Ok(());
+        }
+        command => command,
+    };
+    let selected = file.select(requested.as_deref())?;
+    let endpoints = endpoints.resolve(selected.as_ref().map(|s| &s.context.endpoints));
+    if let Some(selected) = &selected {
+        if credentials.wants_client_secret() {
+            let credential = selected.client_credential(|name| std::env::var(name).ok(), warn)?;
+            if let Some((id, secret)) = credential {
+                credentials.fill_client(id, &secret);
+            }
+        }
+    }
+    let mut settings = mailroom_clients::Settings::for_operator();
+    settings.tls = tls.resolve(selected.as_ref())?;
+    let mut clients = Clients::connect(&endpoints, &credentials, &settings).await?;
+    let rows = match command {
         CtlCommand::Login => {
             let token = clients
                 .token()
                 .context("give --email and --password (or MAILROOM_EMAIL/MAILROOM_PASSWORD)")?;
-            if format == Format::Json {
-                println!("{}", json!({ "access_token": token }));
-            } else {
-                println!("{token}");
+            match format {
+                Format::Table => println!("{token}"),
+                Format::Json | Format::Yaml => {
+                    println!("{}", format.document(&json!({ "access_token": token })))
+                }
             }
             return Ok(());
         }
         CtlCommand::Jwks => {
-            println!("{}", identity::jwks(&mut clients).await?);
+            let jwks = identity::jwks(&mut clients).await?;
+            match serde_json::from_str::<serde_json::Value>(&jwks) {
+                Ok(value) if format != Format::Table => println!("{}", format.document(&value)),
+                _ => println!("{jwks}"),
+            }
+            return Ok(());
+        }
+        CtlCommand::Access(access::AccessCommand::Check(args)) => {
+            let fail_on_deny = args.fail_on_deny;
+            let checked = access::check(&mut clients, args).await?;
+            println!("{}", checked.rows.render(format));
+            if fail_on_deny && !checked.allowed {
+                return Err(exit::Denied.into());
+            }
             return Ok(());
         }
         CtlCommand::Org(cmd) => identity::org(&mut clients, cmd).await?,
@@ -135,6 +274,7 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         CtlCommand::Register(args) => invitations::register(&mut clients, args).await?,
         CtlCommand::Links(cmd) => invitations::links(&mut clients, cmd).await?,
         CtlCommand::Events(cmd) => events::run(&mut clients, cmd).await?,
+        CtlCommand::Config(_) => anyhow::bail!("ctl config runs before connecting"),
     };
     println!("{}", rows.render(format));
     Ok(())

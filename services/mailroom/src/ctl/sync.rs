@@ -54,14 +54,17 @@ pub(crate) async fn run(c: &mut Clients, cmd: SyncCommand) -> anyhow::Result<Row
                 mailbox_id: mailbox,
             });
             let st = c.sync.get_sync_status(request).await.answer()?;
-            let mut rows = Rows::new(vec![
-                "folder",
-                "messages",
-                "unseen",
-                "uid_validity",
-                "last_uid",
-                "highest_modseq",
-            ]);
+            let mut rows = Rows::new(
+                "folders",
+                vec![
+                    "folder",
+                    "messages",
+                    "unseen",
+                    "uid_validity",
+                    "last_uid",
+                    "highest_modseq",
+                ],
+            );
             for f in &st.folders {
                 rows.rows.push(vec![
                     json!(f.name),
@@ -113,9 +116,10 @@ pub(crate) async fn run(c: &mut Clients, cmd: SyncCommand) -> anyhow::Result<Row
                 order_by: String::new(),
             });
             let page = c.sync.list_messages(request).await.answer()?;
-            let mut rows = Rows::new(vec![
-                "date", "folder", "uid", "from", "subject", "flags", "size",
-            ]);
+            let mut rows = Rows::new(
+                "messages",
+                vec!["date", "folder", "uid", "from", "subject", "flags", "size"],
+            );
             for m in &page.messages {
                 let from = m
                     .from

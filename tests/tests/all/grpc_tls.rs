@@ -1,0 +1,341 @@
+//! gRPC between services over TLS and mutual TLS (`MAILROOM_GRPC_TLS__*`), with a CA the test
+//! makes: identity and access serve on TLS ports, callers reach them through
+//! `mailroom-clients` on `https://` endpoints named by DNS (`localhost`), and access fetches
+//! identity's signing keys over the same TLS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use mailroom_clients::{ClientTls, Peer, PeerChannel, PeerErrorKind, ServiceCredential, Settings};
+use mailroom_platform::config::PlatformConfig;
+use mailroom_platform::kafka::Topics;
+use mailroom_proto::ops::v1 as ops;
+use mailroom_tests::tls_stack::{test_dir, TestCa};
+use mailroom_tests::{create_database, test_secret, StackEnv, TEST_CLIENT, TEST_CLIENTS};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+/// Identity (and access when asked) serving over TLS for one test, stopped on drop.
+struct TlsServices {
+    dir: std::path::PathBuf,
+    identity: String,
+    access: Option<String>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TlsServices {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The platform configuration of a service of this test: the stack, and gRPC TLS with the
+/// certificate of `localhost`/127.0.0.1 signed by the test's CA.
+fn platform(dir: &Path, database_url: &str, topics: &Topics, client_auth: bool) -> PlatformConfig {
+    let env = StackEnv::load();
+    let figment = Figment::new()
+        .merge(("database_url", database_url))
+        .merge(("redis_url", env.redis_url.clone()))
+        .merge(("kafka_brokers", env.kafka_brokers.clone()))
+        .merge(("kafka_topic_prefix", topics.prefix().to_owned()))
+        .merge(("listen_host", "127.0.0.1"))
+        .merge(("db_max_connections", 4))
+        .merge(("metrics_enabled", false))
+        .merge(("log_level", "warn"))
+        .merge(("grpc_tls.cert_file", dir.join("service.crt")))
+        .merge(("grpc_tls.key_file", dir.join("service.key")))
+        .merge(("grpc_tls.ca_file", dir.join("ca.crt")))
+        .merge(("grpc_tls.client_auth", client_auth));
+    PlatformConfig::load(&figment).expect("the TLS platform configuration is accepted")
+}
+
+async fn bound() -> (tokio::net::TcpListener, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let port = listener.local_addr().expect("local addr").port();
+    (listener, port)
+}
+
+/// Starts identity, and access (verifying tokens itself, with keys fetched from identity over
+/// TLS) when `with_access`.
+async fn start(client_auth: bool, with_access: bool) -> TlsServices {
+    let ca = TestCa::new("mailroom grpc test CA");
+    let dir = test_dir("grpc-tls");
+    ca.write(&dir, "ca.crt");
+    ca.issue("mailroom service", &["localhost", "127.0.0.1"])
+        .write(&dir, "service");
+    let env = StackEnv::load();
+    let database_url = create_database(&env.database_url).await;
+    let topics = Topics::new(format!("tests.{}", uuid::Uuid::new_v4().simple()));
+    let platform = platform(&dir, &database_url, &topics, client_auth);
+    let shutdown = CancellationToken::new();
+
+    let mut config = mailroom_identity::IdentityConfig {
+        signing_keys: vec![SecretString::from(
+            mailroom_identity::keys::KeyRing::generate_seed(),
+        )],
+        consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
+        ..Default::default()
+    };
+    for client in TEST_CLIENTS {
+        config
+            .service_clients
+            .insert(client.into(), SecretString::from(test_secret(client)));
+    }
+    config.smtp.host = env.smtp_host.clone();
+    config.smtp.port = env.smtp_port;
+    let identity = mailroom_identity::start(&platform, config)
+        .await
+        .expect("identity starts over TLS");
+    let verifier = identity.verifier.clone();
+    let (listener, identity_port) = bound().await;
+    let (server_platform, stop) = (platform.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let served = identity
+            .run(listener, verifier, &server_platform, stop)
+            .await;
+        if let Err(err) = served {
+            eprintln!("identity over TLS stopped: {err}");
+        }
+    });
+    let identity_endpoint = format!("https://localhost:{identity_port}");
+
+    let access = if with_access {
+        let config = mailroom_access::AccessConfig {
+            identity_endpoint: identity_endpoint.clone(),
+            consumer_group: format!("tests-access-{}", uuid::Uuid::new_v4().simple()),
+            ..Default::default()
+        };
+        let access = mailroom_access::start(&platform, config)
+            .await
+            .expect("access starts over TLS");
+        let verifier = access.verifier.clone();
+        let (listener, port) = bound().await;
+        let (server_platform, stop) = (platform.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(err) = access.run(listener, verifier, &server_platform, stop).await {
+                eprintln!("access over TLS stopped: {err}");
+            }
+        });
+        Some(format!("https://localhost:{port}"))
+    } else {
+        None
+    };
+    TlsServices {
+        dir,
+        identity: identity_endpoint,
+        access,
+        shutdown,
+    }
+}
+
+impl TlsServices {
+    /// Client settings trusting this test's CA, presenting the service certificate when
+    /// `with_certificate` (as a peer service does).
+    fn settings(&self, with_certificate: bool) -> Settings {
+        let (cert, key) = (self.dir.join("service.crt"), self.dir.join("service.key"));
+        let tls = ClientTls::from_files(
+            Some(&self.dir.join("ca.crt")),
+            with_certificate.then_some(cert.as_path()),
+            with_certificate.then_some(key.as_path()),
+        )
+        .expect("the test's PEM files");
+        Settings {
+            connect_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(10),
+            tls: Some(tls),
+            ..Settings::default()
+        }
+    }
+
+    /// Asks `endpoint`'s health service until it answers (the server is starting), within
+    /// 20 s; the last answer.
+    async fn reachable(
+        &self,
+        peer: Peer,
+        endpoint: &str,
+        settings: &Settings,
+    ) -> Result<(), mailroom_clients::PeerError> {
+        let channel = PeerChannel::new(peer, endpoint, settings).expect("a channel");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = channel.reachable().await;
+            if answer.is_ok() || tokio::time::Instant::now() > deadline {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the TLS server answers a client that may reach it.
+    async fn wait_until_serving(&self, endpoint: &str) {
+        self.reachable(Peer::Identity, endpoint, &self.settings(true))
+            .await
+            .unwrap_or_else(|err| panic!("{endpoint} did not answer over TLS: {err}"));
+    }
+
+    /// Whether a client with `settings` gets an answer from `endpoint` (already serving).
+    async fn answers(&self, endpoint: &str, settings: &Settings) -> Result<(), String> {
+        PeerChannel::new(Peer::Identity, endpoint, settings)
+            .expect("a channel")
+            .reachable()
+            .await
+            .map_err(|err| err.to_string())
+    }
+
+    /// The operator's service token for `target`, fetched from identity with `settings`.
+    async fn operator_token(
+        &self,
+        settings: &Settings,
+        target: Peer,
+    ) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+        let channel = PeerChannel::new(Peer::Identity, &self.identity, settings)
+            .expect("a channel to identity");
+        let credential = ServiceCredential::new(
+            channel,
+            TEST_CLIENT,
+            SecretString::from(test_secret(TEST_CLIENT)),
+            Duration::from_secs(10),
+        );
+        credential
+            .bearer(target)
+            .await
+            .map_err(|err| err.to_string())
+    }
+}
+
+/// Identity on a TLS port: a client trusting the test's CA calls it (health and a service
+/// token) through `mailroom-clients`; a plaintext client and a client trusting another CA get
+/// no answer.
+#[tokio::test]
+async fn grpc_tls_callers_must_trust_the_services_ca() {
+    let services = start(false, false).await;
+    services.wait_until_serving(&services.identity).await;
+
+    let trusting = services.settings(false);
+    services
+        .answers(&services.identity, &trusting)
+        .await
+        .expect("a client trusting the CA, without a certificate of its own, is answered");
+    services
+        .operator_token(&trusting, Peer::Access)
+        .await
+        .expect("a service token is issued over TLS");
+
+    let plaintext = services.identity.replace("https://", "http://");
+    let err = services
+        .answers(&plaintext, &Settings::default())
+        .await
+        .expect_err("a plaintext client is not answered by a TLS port");
+    assert!(err.contains("identity"), "{err}");
+
+    let stranger_ca = TestCa::new("another CA");
+    let stranger = Settings {
+        tls: Some(ClientTls {
+            ca_pem: Some(stranger_ca.cert_pem.as_bytes().to_vec()),
+            identity: None,
+        }),
+        ..services.settings(false)
+    };
+    let err = services
+        .answers(&services.identity, &stranger)
+        .await
+        .expect_err("a client trusting another CA refuses the service's certificate");
+    assert!(err.contains("identity"), "{err}");
+    let public_roots = Settings {
+        tls: None,
+        ..services.settings(false)
+    };
+    assert!(
+        services
+            .answers(&services.identity, &public_roots)
+            .await
+            .is_err(),
+        "the public web roots do not vouch for a private CA"
+    );
+}
+
+/// With `CLIENT_AUTH=true` a caller without a client certificate, or with one from another
+/// CA, is refused; one with a certificate of the CA is answered. Access fetches identity's
+/// signing keys over mutual TLS and so accepts the operator's token, fetched over mutual TLS
+/// too.
+#[tokio::test]
+async fn grpc_tls_mutual_tls_refuses_callers_without_a_certificate() {
+    let services = start(true, true).await;
+    services.wait_until_serving(&services.identity).await;
+    let access = services.access.clone().expect("access runs");
+    services.wait_until_serving(&access).await;
+
+    let without = services.settings(false);
+    for endpoint in [&services.identity, &access] {
+        let err = services
+            .answers(endpoint, &without)
+            .await
+            .expect_err("a caller without a client certificate is refused");
+        assert!(!err.is_empty());
+    }
+    assert!(
+        services
+            .operator_token(&without, Peer::Access)
+            .await
+            .is_err(),
+        "no token is issued to a caller without a client certificate"
+    );
+
+    let stranger_ca = TestCa::new("another CA");
+    let other = test_dir("grpc-tls-other");
+    stranger_ca
+        .issue("stranger", &["localhost"])
+        .write(&other, "stranger");
+    let stranger = Settings {
+        tls: Some(
+            ClientTls::from_files(
+                Some(&services.dir.join("ca.crt")),
+                Some(&other.join("stranger.crt")),
+                Some(&other.join("stranger.key")),
+            )
+            .expect("the stranger's files"),
+        ),
+        ..services.settings(false)
+    };
+    assert!(
+        services.answers(&access, &stranger).await.is_err(),
+        "a client certificate from another CA is refused"
+    );
+    let _ = std::fs::remove_dir_all(other);
+
+    let with = services.settings(true);
+    services
+        .answers(&services.identity, &with)
+        .await
+        .expect("a caller with a certificate of the CA is answered");
+    let token = services
+        .operator_token(&with, Peer::Access)
+        .await
+        .expect("a service token is issued over mutual TLS");
+
+    // Access verifies the token with identity's keys, which it fetches over mutual TLS.
+    let channel = PeerChannel::new(Peer::Access, &access, &with).expect("a channel to access");
+    let mut request = tonic::Request::new(ops::ListDeadLettersRequest::default());
+    request.metadata_mut().insert("authorization", token);
+    let listed = ops::event_ops_service_client::EventOpsServiceClient::new(channel)
+        .list_dead_letters(request)
+        .await;
+    let listed = listed.unwrap_or_else(|status| {
+        panic!(
+            "access answers the operator over mutual TLS, having fetched identity's keys: {}",
+            mailroom_clients::PeerError::from_status(Peer::Access, &status)
+        )
+    });
+    assert!(listed.into_inner().dead_letters.is_empty());
+
+    // A refused handshake is a transport failure, not a refusal by the service.
+    let refused = PeerChannel::new(Peer::Access, &access, &without)
+        .expect("a channel")
+        .reachable()
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.kind(), PeerErrorKind::Unavailable, "{refused}");
+}

@@ -1,0 +1,288 @@
+//! Kafka over TLS with the properties an operator sets (`MAILROOM_KAFKA_PROPERTY_*`): Mailroom's
+//! own producer and consumer reach a broker that speaks only TLS, with a CA the test makes
+//! (and with a client certificate where the broker asks for one); a broker certificate from
+//! another CA is refused, and the log says the certificate could not be verified. Also: a
+//! topic with fewer partitions than configured is grown at start.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mailroom_platform::kafka::{
+    properties_from_env, KafkaProperties, KafkaSettings, Topic, Topics,
+};
+use mailroom_tests::kafka_tls::{TestCa, TlsBroker};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
+
+/// Properties as the environment gives them (`MAILROOM_KAFKA_PROPERTY_<NAME>`).
+fn from_env(vars: &[(&str, String)]) -> KafkaProperties {
+    let vars = vars.iter().map(|(k, v)| (k.to_string(), v.clone()));
+    let properties =
+        KafkaProperties::new(properties_from_env(vars).expect("variables")).expect("allowed");
+    properties
+        .check()
+        .expect("librdkafka accepts the properties");
+    properties
+}
+
+fn settings(brokers: String, properties: KafkaProperties) -> KafkaSettings {
+    KafkaSettings {
+        brokers,
+        idempotence: false,
+        partitions: 1,
+        replication: 1,
+        topics: Topics::new(format!("test.tls.{}", uuid::Uuid::new_v4().simple())),
+        properties,
+    }
+}
+
+/// Sends one record with Mailroom's producer and reads it back with Mailroom's consumer.
+async fn round_trip(kafka: &KafkaSettings) {
+    kafka
+        .ensure_topics(&[Topic::IdentityEvents])
+        .await
+        .expect("topic created over TLS");
+    let topic = kafka.topics.name(Topic::IdentityEvents);
+    let producer = kafka.producer().expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&topic).key("k").payload("over tls"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(err, _)| err)
+        .expect("record delivered over TLS");
+    let consumer = kafka
+        .consumer(&format!("tests-tls-{}", uuid::Uuid::new_v4().simple()))
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a record within 30 s")
+        .expect("record read over TLS");
+    assert_eq!(message.payload(), Some(&b"over tls"[..]));
+}
+
+#[tokio::test]
+async fn mailrooms_clients_reach_a_tls_only_broker_with_properties_from_the_environment() {
+    let ca = TestCa::new("mailroom test kafka CA");
+    let broker = TlsBroker::start(&ca, None).await;
+    let properties = from_env(&[
+        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
+            ca.ca_file().display().to_string(),
+        ),
+    ]);
+    let kafka = settings(broker.brokers(), properties);
+    round_trip(&kafka).await;
+    assert_eq!(
+        kafka
+            .partition_count(
+                &kafka.topics.name(Topic::IdentityEvents),
+                Duration::from_secs(10)
+            )
+            .await
+            .expect("metadata over TLS"),
+        1
+    );
+    assert!(
+        broker.handshakes() > 0,
+        "no TLS handshake reached the front"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_where_the_broker_asks_for_one() {
+    let ca = TestCa::new("mailroom test kafka CA");
+    let client_ca = TestCa::new("mailroom test client CA");
+    let broker = TlsBroker::start(&ca, Some(&client_ca)).await;
+    let client = client_ca.issue("mailroom", &["mailroom"]);
+    let properties = from_env(&[
+        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
+            ca.ca_file().display().to_string(),
+        ),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SSL_CERTIFICATE_LOCATION",
+            client.cert_file.display().to_string(),
+        ),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SSL_KEY_LOCATION",
+            client.key_file.display().to_string(),
+        ),
+    ]);
+    round_trip(&settings(broker.brokers(), properties)).await;
+
+    // Without the client certificate the broker is out of reach.
+    let without = from_env(&[
+        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
+            ca.ca_file().display().to_string(),
+        ),
+    ]);
+    let kafka = settings(broker.brokers(), without);
+    let refused = kafka
+        .partition_count(
+            &kafka.topics.name(Topic::IdentityEvents),
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+/// Log lines, captured.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|lines| String::from_utf8_lossy(&lines).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .try_init()
+        .expect("the capturing subscriber is the process's first");
+
+    let ca = TestCa::new("mailroom test kafka CA");
+    let other = TestCa::new("some other CA");
+    let broker = TlsBroker::start(&ca, None).await;
+    let properties = from_env(&[
+        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
+            other.ca_file().display().to_string(),
+        ),
+    ]);
+    let kafka = settings(broker.brokers(), properties);
+    let producer = kafka.producer().expect("producer");
+    let topic = kafka.topics.name(Topic::IdentityEvents);
+    let sent = tokio::spawn(async move {
+        producer
+            .send(
+                FutureRecord::to(&topic).key("k").payload("never"),
+                Duration::from_secs(1),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(err, _)| err.to_string())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !captured.text().contains("certificate verify failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no certificate verification failure logged within 10 s:\n{}",
+            captured.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        broker.handshakes(),
+        0,
+        "a handshake completed with an untrusted certificate"
+    );
+    assert!(
+        !sent.is_finished(),
+        "the record was settled: {:?}",
+        sent.await
+    );
+    sent.abort();
+}
+
+#[tokio::test]
+async fn a_topic_with_fewer_partitions_than_configured_is_grown_at_start() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .try_init()
+        .expect("the capturing subscriber is the process's first");
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let mut kafka = settings(brokers, KafkaProperties::default());
+    kafka.partitions = 2;
+    kafka
+        .ensure_topics(&[Topic::SyncRequests])
+        .await
+        .expect("topic created");
+    let topic = kafka.topics.name(Topic::SyncRequests);
+    let count = |kafka: KafkaSettings, topic: String| async move {
+        kafka
+            .partition_count(&topic, Duration::from_secs(10))
+            .await
+            .expect("partition count")
+    };
+    assert_eq!(count(kafka.clone(), topic.clone()).await, 2);
+
+    kafka.partitions = 4;
+    kafka
+        .ensure_topics(&[Topic::SyncRequests])
+        .await
+        .expect("ensure_topics with more partitions (a refusal does not stop a start)");
+    let now = count(kafka.clone(), topic.clone()).await;
+    let logs = captured.text();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("fewer partitions than MAILROOM_KAFKA_PARTITIONS"));
+    match now {
+        // A broker that adds partitions (Apache Kafka, Redpanda, MSK).
+        4 => assert!(warning.is_none(), "grown, yet a warning: {logs}"),
+        // tansu offers no CreatePartitions: the topic stays, and the log says why and what
+        // to do.
+        2 => {
+            let warning = warning.unwrap_or_else(|| panic!("not grown and nothing logged: {logs}"));
+            for needed in [
+                topic.as_str(),
+                "partitions=2",
+                "configured=4",
+                "kafka-topics.sh --alter",
+                "MAILROOM_KAFKA_PARTITIONS=2",
+                "UnsupportedFeature",
+            ] {
+                assert!(warning.contains(needed), "{needed} missing from: {warning}");
+            }
+        }
+        other => panic!("the topic has {other} partitions"),
+    }
+
+    // Fewer than the topic has: left as it is (partitions are never removed).
+    kafka.partitions = 1;
+    kafka
+        .ensure_topics(&[Topic::SyncRequests])
+        .await
+        .expect("ensure_topics with fewer partitions");
+    assert_eq!(count(kafka.clone(), topic.clone()).await, now);
+
+    let missing = kafka
+        .partition_count(&format!("{topic}.missing"), Duration::from_secs(5))
+        .await;
+    assert!(missing.is_err(), "{missing:?}");
+}
