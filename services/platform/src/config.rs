@@ -535,7 +535,10 @@ mod tests {
         assert!(!config.migrate_on_start);
         let err = PlatformConfig::load(&figment(&[]).merge(("readiness_interval_ms", 10u64)))
             .unwrap_err();
-        assert!(err.to_string().contains("MAILROOM_READINESS_INTERVAL_MS"), "{err}");
+        assert!(
+            err.to_string().contains("MAILROOM_READINESS_INTERVAL_MS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! `grpc.health.v1` and server reflection (`v1` and `v1alpha`) limited to
 //! what is served. Before it answers, the token verifier has read the revocations topic (see
 //! [`crate::revocation`]). [`crate::hosting`] runs a service's background work beside it.
+//! With `MAILROOM_GRPC_TLS__CERT_FILE`/`KEY_FILE` the port speaks TLS only, mutual with
+//! `CLIENT_AUTH` ([`crate::grpc_tls`]).
 //! Health `""` and the service names follow the service's [`crate::readiness`] (revocations
 //! caught up, database and broker answering); `liveness` is SERVING while the process answers.
 //! On shutdown, health turns NOT_SERVING at once while the service goes on accepting and

@@ -102,7 +102,7 @@ impl<S> Started<S> {
         // Checked when the configuration was loaded; a file gone since leaves the public roots
         // only, so an https identity with a private CA is refused, not trusted blindly.
         match platform.grpc_tls.client_config() {
-            Ok(tls) => drop(tls), // MUTATION
+            Ok(tls) => verifier.use_grpc_tls(tls),
             Err(err) => tracing::error!(%err, "the gRPC TLS files cannot be read again"),
         }
         let ops = EventOps::new(pool.clone(), hosted.callers.service);

@@ -538,6 +538,13 @@ impl KafkaSettings {
                 to = wanted,
                 "topic grown to MAILROOM_KAFKA_PARTITIONS partitions (records of a key written from now on may land on another partition than its older ones)"
             ),
+            Some(reason) if !first_refusal(topic, has) => tracing::debug!(
+                %topic,
+                partitions = has,
+                configured = wanted,
+                %reason,
+                "the broker still refuses to add partitions to the topic"
+            ),
             Some(reason) => tracing::warn!(
                 %topic,
                 partitions = has,
@@ -547,6 +554,18 @@ impl KafkaSettings {
             ),
         }
     }
+}
+
+/// Whether this is the first refusal to grow `topic` from `partitions` this process meets:
+/// the warning is given once, not again at every retry of a relay.
+fn first_refusal(topic: &str, partitions: usize) -> bool {
+    static WARNED: Mutex<Option<HashSet<(String, usize)>>> = Mutex::new(None);
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    warned
+        .get_or_insert_with(HashSet::new)
+        .insert((topic.to_owned(), partitions))
 }
 
 #[cfg(test)]

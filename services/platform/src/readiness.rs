@@ -37,13 +37,11 @@ pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What may hold a service back from being ready; the first that holds (in this order) is the
-/// reason shown.
+/// reason shown, for a service and for the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Condition {
     /// Shutting down: answering calls for the drain while callers move to other pods.
     Draining,
-    /// Not serving yet (the service, or the process's other services, still starting).
-    Starting,
     /// The schema lacks migrations this version needs (the migrate Job has not run yet).
     Schema,
     /// The token revocations topic is not read to its end yet.
@@ -52,6 +50,9 @@ pub enum Condition {
     Database,
     /// The Kafka broker failed its last checks.
     Broker,
+    /// Not serving yet (the service, or the process's other services, still starting): last,
+    /// so that what a start waits for (its schema, say) is the reason shown.
+    Starting,
 }
 
 struct Component {
@@ -92,12 +93,20 @@ pub fn process() -> Result<(), String> {
     if components.is_empty() {
         return Err("no service is hosted in this process (yet)".into());
     }
-    for component in components {
-        if let Some(reason) = ServiceReadiness(component.clone()).reason() {
-            return Err(format!("{}: {reason}", component.service));
-        }
+    // The most telling reason of all: by condition, then in the order services registered.
+    let first = components
+        .into_iter()
+        .filter_map(|component| {
+            let blocked = ServiceReadiness(component.clone());
+            let blocked = blocked.blocked();
+            let (condition, reason) = blocked.iter().next()?;
+            Some((*condition, format!("{}: {reason}", component.service)))
+        })
+        .min_by_key(|(condition, _)| *condition);
+    match first {
+        Some((_, reason)) => Err(reason),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl ServiceReadiness {
@@ -349,6 +358,12 @@ mod tests {
         assert!(!access.clear(Condition::Broker));
         assert!(process().is_ok());
         identity.block(Condition::Starting, "starting");
+        access.block(Condition::Schema, "lacks migration 7");
+        assert_eq!(
+            process().unwrap_err(),
+            "access-under-test: lacks migration 7",
+            "what a start waits for is more telling than that it starts"
+        );
         drop(access);
         assert_eq!(process().unwrap_err(), "identity-under-test: starting");
         let changes = identity.changes();

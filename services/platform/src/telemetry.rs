@@ -206,3 +206,37 @@ impl Extractor for MapExtractor<'_> {
         self.0.keys().map(String::as_str).collect()
     }
 }
+
+#[cfg(test)]
+mod otlp_tls_tests {
+    use super::otlp_tls;
+
+    /// One test for every case: they set the process's OTLP variables.
+    #[test]
+    fn otlp_tls_follows_the_endpoint_and_names_an_unreadable_file() {
+        std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE");
+        std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        std::env::set_var("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.crt");
+        assert!(otlp_tls().unwrap().is_none(), "plaintext endpoint");
+
+        std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317");
+        let err = otlp_tls().unwrap_err();
+        assert!(
+            err.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE") && err.contains("/nonexistent"),
+            "{err}"
+        );
+
+        std::env::remove_var("OTEL_EXPORTER_OTLP_CERTIFICATE");
+        std::env::set_var("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/nonexistent/tls.key");
+        let err = otlp_tls().unwrap_err();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY"), "{err}");
+
+        std::env::remove_var("OTEL_EXPORTER_OTLP_CLIENT_KEY");
+        assert!(
+            otlp_tls().unwrap().is_some(),
+            "https with the public web roots"
+        );
+        std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    }
+}

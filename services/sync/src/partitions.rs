@@ -164,9 +164,9 @@ pub fn beyond_partitions(workers: u64, partitions: usize, topic: &str) -> Option
             "{workers} sync workers but {topic} has {partitions} partition(s): work from Kafka \
              (scheduled and requested syncs) does not grow beyond {partitions} workers, the other \
              {} get none of it; IDLE capacity still grows with every worker. If the workers were \
-             added for sync work, add partitions to {topic} (kafka-topics --alter --partitions, \
-             or MAILROOM_KAFKA_PARTITIONS before the topic is created); if for IDLE connections, \
-             nothing is wrong",
+             added for sync work, add partitions to {topic} (raise MAILROOM_KAFKA_PARTITIONS: \
+             topics are grown at start where the broker allows; or kafka-topics --alter \
+             --partitions); if for IDLE connections, nothing is wrong",
             workers - partitions_u64
         )
     })

@@ -339,3 +339,56 @@ async fn grpc_tls_mutual_tls_refuses_callers_without_a_certificate() {
         .expect_err("refused");
     assert_eq!(refused.kind(), PeerErrorKind::Unavailable, "{refused}");
 }
+
+/// `mailroom health` against a mutual-TLS port: SERVING with the CA and a client certificate,
+/// a failure (exit status 1, naming the endpoint) without the certificate. Runs the real
+/// binary (`target/debug/mailroom`, or `MAILROOM_BIN`).
+#[tokio::test]
+async fn grpc_tls_health_command_checks_a_tls_port() {
+    let services = start(true, false).await;
+    services.wait_until_serving(&services.identity).await;
+    let binary = std::env::var_os("MAILROOM_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("the target folder")
+                .join("mailroom")
+        });
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it first with `cargo build -p mailroom`",
+        binary.display()
+    );
+    let health = |with_certificate: bool| {
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .args(["health", "--timeout-secs", "5", "--ca-file"])
+            .arg(services.dir.join("ca.crt"))
+            .env_remove("MAILROOM_GRPC_TLS__CERT_FILE")
+            .env_remove("MAILROOM_GRPC_TLS__KEY_FILE")
+            .env_remove("MAILROOM_GRPC_TLS__CA_FILE");
+        if with_certificate {
+            command
+                .arg("--cert-file")
+                .arg(services.dir.join("service.crt"))
+                .arg("--key-file")
+                .arg(services.dir.join("service.key"));
+        }
+        command.arg(&services.identity);
+        command
+    };
+    let served = health(true).output().await.expect("mailroom health runs");
+    let said = String::from_utf8_lossy(&served.stdout);
+    assert!(served.status.success(), "{said}");
+    assert!(said.starts_with("SERVING"), "{said}");
+
+    let refused = health(false).output().await.expect("mailroom health runs");
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.starts_with("NOT SERVING") && said.contains(&services.identity),
+        "{said}"
+    );
+}

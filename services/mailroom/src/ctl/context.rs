@@ -128,11 +128,9 @@ impl ContextTls {
 pub enum ContextError {
     #[error("cannot find the ctl contexts file: set {CONFIG_ENV}, XDG_CONFIG_HOME or HOME")]
     NoPath,
-    #[error("cannot read the ctl contexts file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // (The causes below are in the message, not sources: `{:#}` would print them twice.)
+    #[error("cannot read the ctl contexts file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path} is not a valid ctl contexts file: {message} (keys: current-context; contexts.NAME.endpoints.identity|access|mailboxes|sync|invitations, .tls.ca-file|cert-file|key-file, .client-id, .client-secret-file|client-secret-env|client-secret)")]
     Parse { path: String, message: String },
     #[error(
@@ -152,16 +150,13 @@ pub enum ContextError {
         key: String,
         message: String,
     },
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {error}")]
     Tls {
         origin: String,
-        source: mailroom_clients::TlsFileError,
+        error: mailroom_clients::TlsFileError,
     },
-    #[error("cannot write the ctl contexts file {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot write the ctl contexts file {path}: {error}")]
+    Write { path: String, error: std::io::Error },
 }
 
 /// Where the contexts file is, from the environment `var` reads; `None` without any home.
@@ -207,10 +202,10 @@ impl ConfigFile {
                     config: CtlConfig::default(),
                 })
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(ContextError::Read {
                     path: path.display().to_string(),
-                    source,
+                    error,
                 })
             }
         };
@@ -299,9 +294,9 @@ impl ConfigFile {
             });
         }
         let shown = self.shown();
-        let read_error = |source| ContextError::Read {
+        let read_error = |error| ContextError::Read {
             path: shown.clone(),
-            source,
+            error,
         };
         let text = std::fs::read_to_string(&path).map_err(read_error)?;
         let updated = with_current_context(&text, name).ok_or_else(|| ContextError::Invalid {
@@ -309,9 +304,9 @@ impl ConfigFile {
             key: "current-context".into(),
             message: "cannot be set in place; write `current-context: NAME` at the top of the file by hand".into(),
         })?;
-        let write_error = |source| ContextError::Write {
+        let write_error = |error| ContextError::Write {
             path: shown.clone(),
-            source,
+            error,
         };
         // Written beside it, with its permissions, then moved over it: never half a file.
         let temporary = path.with_extension("yaml.tmp");

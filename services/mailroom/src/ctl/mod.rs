@@ -172,7 +172,7 @@ impl TlsArgs {
         };
         mailroom_clients::ClientTls::from_files(ca.as_deref(), cert.as_deref(), key.as_deref())
             .map(Some)
-            .map_err(|source| context::ContextError::Tls { origin, source })
+            .map_err(|error| context::ContextError::Tls { origin, error })
     }
 }
 
