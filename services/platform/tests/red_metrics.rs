@@ -13,7 +13,7 @@ use mailroom_platform::grpc::RequestContextLayer;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use tower::{Layer, Service};
+use tower::Service;
 
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 /// A request header that makes the handler take this many milliseconds.
