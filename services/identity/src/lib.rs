@@ -135,7 +135,8 @@ pub async fn start(
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     // Dialled on first use and again after an outage: a start without Redis does not leave
     // sign-in unlimited (it is refused until Redis answers).
-    let redis = mailroom_platform::redis::RedisLink::with_tls(&platform.redis_url, &platform.redis_tls)?;
+    let redis =
+        mailroom_platform::redis::RedisLink::with_tls(&platform.redis_url, &platform.redis_tls)?;
     let keys = keys::KeyRing::from_seeds(&config.signing_keys)?;
     let verifier = TokenVerifier::from_jwks(&keys.jwks().keys)?;
     let identity = Arc::new(Identity::new(

@@ -138,7 +138,8 @@ pub async fn start(
     // Redis is dialled when first needed and again after an outage. Meanwhile invitations
     // (authenticated) are counted per replica, and registrations through a public link are
     // refused: they never run unlimited.
-    let redis = mailroom_platform::redis::RedisLink::with_tls(&platform.redis_url, &platform.redis_tls)?;
+    let redis =
+        mailroom_platform::redis::RedisLink::with_tls(&platform.redis_url, &platform.redis_tls)?;
     let per_hour = |prefix: &'static str, limit: u32, without_redis| {
         RateLimiter::new(redis.clone(), prefix, limit.max(1), hour, without_redis)
     };

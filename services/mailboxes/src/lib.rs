@@ -110,8 +110,9 @@ pub async fn start(
     .and_then(|peers| peers.access(&config.access_endpoint))?;
     // Redis is dialled when first needed and again after an outage; meanwhile each replica
     // counts its own callers (these calls are authenticated).
-    let redis = mailroom_platform::redis::RedisLink::with_tls(&platform.redis_url, &platform.redis_tls)
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    let redis =
+        mailroom_platform::redis::RedisLink::with_tls(&platform.redis_url, &platform.redis_tls)
+            .map_err(|e| StartError::Config(e.to_string()))?;
     let per_minute = |prefix: &'static str, limit: u32| {
         let limit = limit.max(1);
         Some(mailroom_platform::redis::RateLimiter::new(

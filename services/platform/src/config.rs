@@ -58,9 +58,8 @@ pub fn sources() -> Figment {
 /// The `MAILROOM_KAFKA_PROPERTY_<NAME>` variables as the `kafka_properties` table (a variable
 /// naming no property is left for [`PlatformConfig::validate`] to refuse).
 fn kafka_properties_from_env() -> Serialized<std::collections::BTreeMap<String, String>> {
-    let properties = crate::kafka::properties_from_process_env().unwrap_or_else(|_| {
-        std::collections::BTreeMap::from([(String::new(), String::new())])
-    });
+    let properties = crate::kafka::properties_from_process_env()
+        .unwrap_or_else(|_| std::collections::BTreeMap::from([(String::new(), String::new())]));
     Serialized::default("kafka_properties", properties)
 }
 

@@ -141,7 +141,8 @@ pub async fn start_on_port(
     let csrf_key = keys
         .derive_secret("web-csrf")
         .context("no key to derive the CSRF key from")?;
-    let link = RedisLink::with_tls(&platform.redis_url, &platform.redis_tls).context("REDIS_URL")?;
+    let link =
+        RedisLink::with_tls(&platform.redis_url, &platform.redis_tls).context("REDIS_URL")?;
     let sessions = session::SessionStore::new(
         link.clone(),
         Arc::new(keys),
