@@ -32,8 +32,9 @@ pub use crate::config::{valid_topic_prefix, DEFAULT_TOPIC_PREFIX};
 
 mod properties;
 pub use properties::{
-    env_name, is_secret, properties_from_env, properties_from_process_env, KafkaProperties,
-    KafkaPropertyError, PROPERTY_ENV_PREFIX, RESERVED,
+    env_name, is_secret, properties_from_env, properties_from_process_env, InsecureTls,
+    InsecureTlsProperty, KafkaProperties, KafkaPropertyError, ALLOW_INSECURE_TLS_ENV, INSECURE_TLS,
+    PROPERTY_ENV_PREFIX, RESERVED,
 };
 
 /// How long the topics Mailroom creates keep their records (all but the compacted
@@ -277,7 +278,11 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// The settings `config` gives; the first call in a process warns about any property that
+    /// turns off a check of who the broker is (let through by
+    /// `MAILROOM_KAFKA_ALLOW_INSECURE_TLS=true`, else the configuration was refused).
     pub fn from_config(config: &crate::config::PlatformConfig) -> Self {
+        config.kafka_properties.warn_insecure_tls();
         Self {
             brokers: config.kafka_brokers.clone(),
             idempotence: config.kafka_idempotence,

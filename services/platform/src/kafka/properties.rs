@@ -10,11 +10,19 @@
 //! Properties Mailroom sets itself because delivery depends on them (commits, offsets, group
 //! ids, acknowledgements, ordering) are refused with a message naming them ([`RESERVED`]), and
 //! the whole set is checked by librdkafka at start ([`KafkaProperties::check`]). Values of
-//! secret properties (`sasl.password`, `ssl.key.password`, `ssl.key.pem`, anything naming a
-//! secret, password or passphrase) never appear in `Debug` output nor in the errors here.
+//! secret properties (`sasl.password`, `ssl.key.password`, `ssl.key.pem`,
+//! `sasl.oauthbearer.client.secret`, `sasl.oauthbearer.extensions`, anything naming a secret,
+//! password, passphrase or extensions) never appear in `Debug` output nor in the errors here.
+//!
+//! Properties that turn off the check of who the broker is ([`INSECURE_TLS`]:
+//! `enable.ssl.certificate.verification=false`, `ssl.endpoint.identification.algorithm=none`)
+//! are refused at start unless `MAILROOM_KAFKA_ALLOW_INSECURE_TLS=true`
+//! ([`KafkaProperties::check_tls`]); allowed, each is warned about once
+//! ([`KafkaProperties::warn_insecure_tls`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Mutex;
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
@@ -98,6 +106,61 @@ pub const RESERVED: &[(&str, &str)] = &[
     ),
 ];
 
+/// The variable that lets [`INSECURE_TLS`] properties through.
+pub const ALLOW_INSECURE_TLS_ENV: &str = "MAILROOM_KAFKA_ALLOW_INSECURE_TLS";
+
+/// Properties that turn off a check of who the broker is: the name, whether a value does
+/// (librdkafka's spelling: `false`/`f`/`0`, `none` or empty), what is no longer checked, and
+/// how to do without it. Anything but the secure values counts as turning the check off.
+pub const INSECURE_TLS: &[InsecureTlsProperty] = &[
+    InsecureTlsProperty {
+        name: "enable.ssl.certificate.verification",
+        secure: &["true", "t", "1"],
+        turns_off: "the check of the brokers' TLS certificates (any certificate is accepted)",
+        fix: "remove it and set ssl.ca.location (MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION) to the CA that signed the brokers' certificates",
+    },
+    InsecureTlsProperty {
+        name: "ssl.endpoint.identification.algorithm",
+        secure: &["https"],
+        turns_off: "the check that a broker's certificate names the host connected to (any certificate the trusted CAs signed is accepted for any broker)",
+        fix: "remove it (librdkafka's default is `https`), set ssl.ca.location (MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION) to the brokers' CA, and list in KAFKA_BROKERS the host names their certificates carry",
+    },
+];
+
+/// A property that can turn off a check of who the broker is ([`INSECURE_TLS`]).
+#[derive(Debug, Clone, Copy)]
+pub struct InsecureTlsProperty {
+    pub name: &'static str,
+    /// The values (lower-cased) that keep the check on.
+    pub secure: &'static [&'static str],
+    pub turns_off: &'static str,
+    pub fix: &'static str,
+}
+
+/// A property set so that a check of who the broker is is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsecureTls {
+    /// The property, as configured.
+    pub name: String,
+    pub value: String,
+    pub turns_off: &'static str,
+    pub fix: &'static str,
+}
+
+impl fmt::Display for InsecureTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Kafka property `{}={}` ({}) turns off {}: anyone on the network path to the brokers can read Mailroom's events and forge them. To fix: {}",
+            self.name,
+            self.value,
+            env_name(&self.name),
+            self.turns_off,
+            self.fix
+        )
+    }
+}
+
 /// Why the configured properties cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaPropertyError {
@@ -111,7 +174,12 @@ pub enum KafkaPropertyError {
     EmptyName,
     #[error("librdkafka refused them: {0}")]
     Refused(String),
+    #[error("{0}; or, to accept the risk (a test setup only), set {ALLOW_INSECURE_TLS_ENV}=true")]
+    InsecureTls(InsecureTls),
 }
+
+/// The insecure properties already warned about in this process (by name and value).
+static WARNED_INSECURE_TLS: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
 
 /// librdkafka properties from configuration, by name. Values of secret properties never
 /// appear in `Debug` output.
@@ -123,9 +191,17 @@ pub struct KafkaProperties {
 /// Whether the value of property `name` is a secret (never printed).
 pub fn is_secret(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["password", "secret", "passphrase", "private.key"]
-        .iter()
-        .any(|word| name.contains(word))
+    // `sasl.oauthbearer.extensions` carries credentials (`logicalCluster=…,identityPoolId=…`,
+    // tokens) to the broker.
+    [
+        "password",
+        "secret",
+        "passphrase",
+        "private.key",
+        "extensions",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
         || name.ends_with("key.pem")
         || name == "ssl_key"
         || name == "sasl.oauthbearer.config"
@@ -229,6 +305,64 @@ impl KafkaProperties {
         config.create::<BaseProducer>().map_err(refused)?;
         config.create::<BaseConsumer>().map_err(refused)?;
         Ok(())
+    }
+
+    /// The properties set so that a check of who the broker is is off ([`INSECURE_TLS`]),
+    /// in name order. Names are compared without regard to case.
+    pub fn insecure_tls(&self) -> Vec<InsecureTls> {
+        self.values
+            .iter()
+            .filter_map(|(name, value)| {
+                let property = INSECURE_TLS
+                    .iter()
+                    .find(|p| p.name.eq_ignore_ascii_case(name.trim()))?;
+                let normalized = value.trim().to_ascii_lowercase();
+                if property.secure.contains(&normalized.as_str()) {
+                    return None;
+                }
+                Some(InsecureTls {
+                    name: name.clone(),
+                    value: value.clone(),
+                    turns_off: property.turns_off,
+                    fix: property.fix,
+                })
+            })
+            .collect()
+    }
+
+    /// Refuses a property that turns off a check of who the broker is ([`INSECURE_TLS`])
+    /// unless `allow_insecure` (`MAILROOM_KAFKA_ALLOW_INSECURE_TLS=true`); the error names the
+    /// property, what it turns off, and how to do without it.
+    pub fn check_tls(&self, allow_insecure: bool) -> Result<(), KafkaPropertyError> {
+        match self.insecure_tls().into_iter().next() {
+            Some(insecure) if !allow_insecure => Err(KafkaPropertyError::InsecureTls(insecure)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Logs a warning for each property that turns off a check of who the broker is, once per
+    /// process whatever the number of clients built (call it at start, after logging is set
+    /// up; [`crate::kafka::KafkaSettings::from_config`] does). Returns how many it logged.
+    pub fn warn_insecure_tls(&self) -> usize {
+        self.warn_insecure_tls_once_in(&WARNED_INSECURE_TLS)
+    }
+
+    fn warn_insecure_tls_once_in(&self, warned: &Mutex<BTreeSet<(String, String)>>) -> usize {
+        let mut warned = warned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut logged = 0;
+        for insecure in self.insecure_tls() {
+            if warned.insert((insecure.name.clone(), insecure.value.clone())) {
+                tracing::warn!(
+                    property = %insecure.name,
+                    env = %env_name(&insecure.name),
+                    "{insecure}; then unset {ALLOW_INSECURE_TLS_ENV}, which lets it through"
+                );
+                logged += 1;
+            }
+        }
+        logged
     }
 
     /// `text` with every secret value replaced by `[REDACTED]` (values of fewer than four
@@ -427,6 +561,165 @@ mod tests {
     }
 
     #[test]
+    fn oauthbearer_client_secrets_and_extensions_are_never_printed() {
+        for name in [
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.extensions",
+            "SASL.OAUTHBEARER.EXTENSIONS",
+            "sasl.oauthbearer.config",
+            "ssl.keystore.password",
+        ] {
+            assert!(is_secret(name), "{name} must be secret");
+        }
+        for name in [
+            "sasl.oauthbearer.client.id",
+            "sasl.oauthbearer.scope",
+            "sasl.username",
+            "ssl.ca.location",
+        ] {
+            assert!(!is_secret(name), "{name} is not a secret");
+        }
+        let properties = KafkaProperties::new(vars(&[
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("sasl.oauthbearer.client.id", "mailroom-client"),
+            ("sasl.oauthbearer.client.secret", "cl13nt-s3cr3t"),
+            (
+                "sasl.oauthbearer.extensions",
+                "logicalCluster=lkc-abc,identityPoolId=pool-t0k3n",
+            ),
+        ]))
+        .expect("valid");
+        let printed = format!("{properties:?}");
+        for secret in ["cl13nt-s3cr3t", "pool-t0k3n", "lkc-abc"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("mailroom-client"), "{printed}");
+        assert_eq!(
+            properties.redact(
+                "bad extensions logicalCluster=lkc-abc,identityPoolId=pool-t0k3n, secret cl13nt-s3cr3t"
+            ),
+            "bad extensions [REDACTED], secret [REDACTED]"
+        );
+    }
+
+    #[test]
+    fn properties_that_turn_off_the_brokers_identity_check_are_found() {
+        for (name, value) in [
+            ("enable.ssl.certificate.verification", "false"),
+            ("enable.ssl.certificate.verification", "FALSE"),
+            ("enable.ssl.certificate.verification", "f"),
+            ("enable.ssl.certificate.verification", "0"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+            ("ssl.endpoint.identification.algorithm", "None"),
+            ("ssl.endpoint.identification.algorithm", ""),
+            ("Enable.SSL.Certificate.Verification", "false"),
+        ] {
+            let properties =
+                KafkaProperties::new(vars(&[("security.protocol", "SSL"), (name, value)]))
+                    .expect("not reserved");
+            let found = properties.insecure_tls();
+            assert_eq!(found.len(), 1, "{name}={value}: {found:?}");
+            assert_eq!(found[0].name, name);
+            let err = properties.check_tls(false).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{name}={value}`")), "{err}");
+            assert!(err.contains(&env_name(name)), "{err}");
+            assert!(
+                err.contains("read Mailroom's events and forge them"),
+                "{err}"
+            );
+            assert!(err.contains("set ssl.ca.location"), "{err}");
+            assert!(
+                err.contains("MAILROOM_KAFKA_ALLOW_INSECURE_TLS=true"),
+                "{err}"
+            );
+            properties
+                .check_tls(true)
+                .expect("allowed by MAILROOM_KAFKA_ALLOW_INSECURE_TLS");
+        }
+        // The secure values, and leaving them to librdkafka's defaults, pass.
+        let secure = KafkaProperties::new(vars(&[
+            ("security.protocol", "SSL"),
+            ("enable.ssl.certificate.verification", "true"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ]))
+        .expect("not reserved");
+        assert!(secure.insecure_tls().is_empty());
+        secure.check_tls(false).expect("secure");
+        KafkaProperties::default()
+            .check_tls(false)
+            .expect("nothing set");
+        // Both at once: both are named.
+        let both = KafkaProperties::new(vars(&[
+            ("enable.ssl.certificate.verification", "false"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+        ]))
+        .expect("not reserved");
+        let names: Vec<String> = both.insecure_tls().into_iter().map(|i| i.name).collect();
+        assert_eq!(
+            names,
+            [
+                "enable.ssl.certificate.verification",
+                "ssl.endpoint.identification.algorithm"
+            ]
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_allowed_insecure_property_is_warned_about_once_naming_it() {
+        let properties = KafkaProperties::new(vars(&[
+            ("security.protocol", "SSL"),
+            ("enable.ssl.certificate.verification", "false"),
+        ]))
+        .expect("not reserved");
+        let warned = Mutex::new(BTreeSet::new());
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let counts = tracing::subscriber::with_default(subscriber, || {
+            [
+                properties.warn_insecure_tls_once_in(&warned),
+                properties.warn_insecure_tls_once_in(&warned),
+            ]
+        });
+        assert_eq!(counts, [1, 0]);
+        let logged =
+            String::from_utf8(lines.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+        assert_eq!(logged.lines().count(), 1, "{logged}");
+        assert!(logged.contains("WARN"), "{logged}");
+        for expected in [
+            "enable.ssl.certificate.verification=false",
+            "MAILROOM_KAFKA_PROPERTY_ENABLE_SSL_CERTIFICATE_VERIFICATION",
+            "read Mailroom's events and forge them",
+            "ssl.ca.location",
+            "unset MAILROOM_KAFKA_ALLOW_INSECURE_TLS",
+        ] {
+            assert!(logged.contains(expected), "{expected}: {logged}");
+        }
+        // Nothing insecure, nothing logged.
+        let secure = KafkaProperties::new(vars(&[("security.protocol", "SSL")])).expect("valid");
+        assert_eq!(secure.warn_insecure_tls_once_in(&warned), 0);
+    }
+
+    #[test]
     fn sasl_properties_reach_every_client_config() {
         let properties = KafkaProperties::new(vars(&[
             ("security.protocol", "SASL_SSL"),
@@ -597,5 +890,39 @@ mod tests {
             assert!(err.contains(named), "{err}");
             assert!(err.contains("MAILROOM_KAFKA_PROPERTY_"), "{err}");
         }
+    }
+
+    #[test]
+    fn turning_off_the_brokers_identity_check_stops_the_start_unless_allowed() {
+        use crate::config::PlatformConfig;
+        for insecure in [
+            ("enable.ssl.certificate.verification", "false"),
+            ("ssl.endpoint.identification.algorithm", "none"),
+        ] {
+            let properties = [("security.protocol", "SSL"), insecure];
+            let err = PlatformConfig::load(&platform(&properties))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(insecure.0), "{err}");
+            assert!(err.contains("MAILROOM_KAFKA_ALLOW_INSECURE_TLS"), "{err}");
+            let err = PlatformConfig::load(
+                &platform(&properties).merge(("kafka_allow_insecure_tls", false)),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(insecure.0), "{err}");
+
+            let config = PlatformConfig::load(
+                &platform(&properties).merge(("kafka_allow_insecure_tls", true)),
+            )
+            .expect("allowed");
+            assert!(config.kafka_allow_insecure_tls);
+            let kafka = crate::kafka::KafkaSettings::from_config(&config);
+            let mut client = ClientConfig::new();
+            kafka.properties.apply(&mut client);
+            assert_eq!(client.get(insecure.0), Some(insecure.1));
+        }
+        let config = PlatformConfig::load(&platform(&[])).expect("valid");
+        assert!(!config.kafka_allow_insecure_tls);
     }
 }
