@@ -110,13 +110,17 @@ def env_of(deployment):
 
 
 def probe_paths(name, container):
-    """The services: startup and readiness GET /readyz, liveness GET /livez, on the metrics
-    port (kubelet's gRPC probe cannot do TLS); the console: its own HTTP probes."""
+    """The services: readiness GET /readyz (it gates traffic), startup and liveness GET /livez
+    (a pod waiting on a dependency is never restarted for it), the startup probe's budget short
+    (at most 2 min), on the metrics port (kubelet's gRPC probe cannot do TLS); the console: its
+    own HTTP probes."""
     get = lambda probe: container.get(probe, {}).get("httpGet", {})  # noqa: E731
     if name == "mailroom-web":
         return get("readinessProbe").get("path") == "/healthz" and get("livenessProbe").get("path") == "/livez" and get("startupProbe")
     metrics = {p["containerPort"] for p in container["ports"]} - {50051, 50052, 50053, 50054, 50055}
-    return (get("startupProbe").get("path") == "/readyz" and get("readinessProbe").get("path") == "/readyz"
+    startup = container.get("startupProbe", {})
+    return (get("startupProbe").get("path") == "/livez" and get("readinessProbe").get("path") == "/readyz"
+            and startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) <= 120
             and get("livenessProbe").get("path") == "/livez"
             and {get(p).get("port") for p in ("startupProbe", "readinessProbe", "livenessProbe")} <= metrics)
 
@@ -152,10 +156,16 @@ def check_crd(label, doc):
         except Exception as err:  # noqa: BLE001
             ok = False
         check(f"{name}: scale target, Kafka-lag and Prometheus triggers", ok, str(spec)[:300])
+    elif kind == "Certificate" and doc["metadata"]["name"].endswith("-grpc-client"):
+        check(f"{name}: a client-only certificate (client auth, no server auth), 90 days renewed 30 days before",
+              spec.get("secretName") and spec.get("issuerRef", {}).get("name") and spec.get("commonName")
+              and set(spec.get("usages", [])) == {"client auth", "digital signature", "key encipherment"}
+              and spec.get("duration") == "2160h" and spec.get("renewBefore") == "720h", str(spec)[:300])
     elif kind == "Certificate":
-        check(f"{name}: a Secret, an issuer and DNS names, for servers and clients",
+        check(f"{name}: a Secret, an issuer and DNS names, for servers and clients, 90 days renewed 30 days before",
               spec.get("secretName") and spec.get("issuerRef", {}).get("name") and spec.get("dnsNames")
-              and {"server auth", "client auth"} <= set(spec.get("usages", [])), str(spec)[:300])
+              and {"server auth", "client auth"} <= set(spec.get("usages", []))
+              and spec.get("duration") == "2160h" and spec.get("renewBefore") == "720h", str(spec)[:300])
     else:
         check(f"{name}: a known operator kind", False)
 
@@ -395,7 +405,7 @@ extended = merge(minimal, {
     "services": {"access": {"extraEnv": [{"name": "ACCESS_ONLY", "value": "1"}], "nodeSelector": {"pool": "memory"},
                             "podAnnotations": {"example.com/team": "access"}},
                  "sync": {"worker": {"tolerations": [{"key": "imap", "operator": "Exists", "effect": "NoSchedule"}], "priorityClassName": "mailroom-workers"}}},
-    "web": {"podLabels": {"example.com/public": "yes"}},
+    "web": {"podLabels": {"example.com/public": "yes"}, "extraEnv": [{"name": "WEB_ONLY", "value": "1"}]},
     "migrations": {"extraEnv": [{"name": "MIGRATE_ONLY", "value": "1"}], "activeDeadlineSeconds": 600},
     "config": {"smtp": {"port": 2525}, "mailServers": {"allowedNetworks": "10.20.0.0/16, 10.30.0.5"}},
     "networkPolicy": {"dependencies": {"postgresPorts": [6432], "kafkaPorts": [9093]}},
@@ -456,7 +466,7 @@ for label, values in [("TLS everywhere", tls_all), ("extended", extended)]:
         web = pods["mailroom-web"]
         wenv = all_env(web)
         check(f"{label}: the console gets Redis TLS and gRPC TLS as a caller (and OTLP), nothing of PostgreSQL or Kafka",
-              set(mounts(web).values()) == {"tmp", "tls-redis", "tls-grpc", "tls-otlp"}
+              set(mounts(web).values()) == {"tmp", "tls-redis", "tls-grpc", "tls-grpc-client", "tls-otlp"}
               and "MAILROOM_REDIS_TLS__CA_FILE" in wenv and "MAILROOM_GRPC_TLS__CA_FILE" in wenv and "MAILROOM_GRPC_TLS__CERT_FILE" in wenv
               and "MAILROOM_GRPC_TLS__CLIENT_AUTH" not in wenv
               and not any(k.startswith(("MAILROOM_DATABASE_TLS", "MAILROOM_KAFKA_PROPERTY")) for k in wenv), str(sorted(wenv)))
@@ -474,6 +484,24 @@ for label, values in [("TLS everywhere", tls_all), ("extended", extended)]:
         check(f"{label}: helm test calls https:// with the CA and its certificate",
               all(a.startswith("https://") for a in tc["args"][1:]) and {e["name"] for e in tc.get("env", [])} >= {"MAILROOM_GRPC_TLS__CA_FILE", "MAILROOM_GRPC_TLS__CERT_FILE"},
               str(tc["args"]))
+        # The callers that serve nothing never hold the services' key: ca.crt only from the
+        # services' Secret, their own client-only certificate (cert-manager's) for mutual TLS.
+        for who, spec in (("the console", web["spec"]), ("helm test", test_pod["spec"])):
+            vols = {v["name"]: v.get("secret", {}) for v in spec.get("volumes", [])}
+            cenv = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
+            check(f"{label}: {who} mounts only ca.crt of the services' gRPC Secret and presents its own client certificate",
+                  vols.get("tls-grpc", {}).get("items") == [{"key": "ca.crt", "path": "ca.crt"}]
+                  and vols.get("tls-grpc-client", {}).get("secretName") == "mailroom-grpc-client-tls"
+                  and {i["key"] for i in vols["tls-grpc-client"].get("items", [])} == {"tls.crt", "tls.key"}
+                  and cenv.get("MAILROOM_GRPC_TLS__CERT_FILE") == "/etc/mailroom/tls/grpc-client/tls.crt"
+                  and cenv.get("MAILROOM_GRPC_TLS__KEY_FILE") == "/etc/mailroom/tls/grpc-client/tls.key", str(vols))
+        client_cert = [d for d in docs if d["kind"] == "Certificate" and d["metadata"]["name"] == "mailroom-grpc-client"]
+        check(f"{label}: with clientAuth, cert-manager issues a second, client-only Certificate mailroom-grpc-client",
+              len(client_cert) == 1 and "server auth" not in client_cert[0]["spec"]["usages"], str(client_cert)[:200])
+        modes = {(n, v["name"]): v["secret"].get("defaultMode") for n, p in list(pods.items()) + [("test", test_pod)]
+                 for v in p["spec"].get("volumes", []) if "secret" in v}
+        check(f"{label}: every TLS Secret volume is mode 0440 (owner and fsGroup, no one else)",
+              modes and set(modes.values()) == {0o440}, str(modes)[:300])
         ports = egress_ports(policies["mailroom-identity"], with_to=False)
         check(f"{label}: policy ports follow the URLs (Redis 6380, Kafka 9096) and OTLP 4317",
               {5432, 6380, 9096, 4317} <= set(ports) and 9092 not in ports, str(ports))
@@ -499,8 +527,18 @@ for label, values in [("TLS everywhere", tls_all), ("extended", extended)]:
                 miss.append("pullSecrets/priorityClassName")
             if miss:
                 problems[n] = miss
-        check(f"{label}: extra env, envFrom, volumes, annotations, labels, topology spread (own pods), pull secrets and priority in every Deployment and the Job",
+        # The global lists (maybe carrying credentials) reach the services and the Job, not
+        # the public console, which takes only web.extraEnv/envFrom/extraVolumes.
+        web_missing = problems.pop("mailroom-web", [])
+        check(f"{label}: extra env, envFrom, volumes, annotations, labels, topology spread (own pods), pull secrets and priority in every service Deployment and the Job",
               not problems and len(pods) == 8, str(problems) + str(sorted(pods)))
+        check(f"{label}: the global extraEnv/envFrom/extraVolumes do not reach the console (web.* do); annotations, labels, spread and pull secrets do",
+              sorted(web_missing) == ["envFrom", "extraEnv", "volumes"]
+              and all_env(pods["mailroom-web"]).get("WEB_ONLY", {}).get("value") == "1", str(web_missing))
+        test_spec = next(d for d in docs if d["kind"] == "Pod")["spec"]
+        check(f"{label}: the helm test pod gets the pull secrets, node selector and priority the Job gets",
+              test_spec.get("imagePullSecrets") == [{"name": "regcred"}] and test_spec.get("nodeSelector") == {"pool": "general"}
+              and test_spec.get("priorityClassName") == "mailroom", str(test_spec)[:300])
         acc, worker = pods["mailroom-access"], pods["mailroom-sync-worker"]
         check(f"{label}: a component's own values: added env, replaced nodeSelector, merged annotations, its own tolerations and priority",
               "ACCESS_ONLY" in all_env(acc) and "ACCESS_ONLY" not in all_env(pods["mailroom-identity"])
@@ -667,21 +705,23 @@ def check_sync_autoscaling():
     check("sync autoscaling (HPA): external overdue mailboxes for the release and pods IDLE connections, 200 and 1,500 per worker",
           hpa and hpa["kind"] == "HorizontalPodAutoscaler"
           and metrics.get("External", {}).get("metric", {}).get("name") == "mailroom_sync_overdue_mailboxes"
-          and metrics["External"]["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom"}
+          and metrics["External"]["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom", "job": "mailroom-sync"}
+          and metrics["Pods"]["metric"]["selector"]["matchLabels"] == {"job": "mailroom-sync"}
           and metrics["External"]["target"] == {"type": "AverageValue", "averageValue": "200"}
           and metrics.get("Pods", {}).get("metric", {}).get("name") == "mailroom_sync_idle_connections"
           and metrics["Pods"]["target"] == {"type": "AverageValue", "averageValue": "1500"}, str(hpa)[:400])
 
     keda = scaler(merge(minimal, {"keda": {"enabled": True, "kafkaAuthenticationRef": "kafka-sasl"}}))
     triggers = (keda or {}).get("spec", {}).get("triggers", [])
-    prom = {t["metadata"]["query"].split("(")[-1].split("{")[0]: t for t in triggers if t["type"] == "prometheus"}
+    prom = {t["name"]: t for t in triggers if t["type"] == "prometheus"}
     kafka = [t for t in triggers if t["type"] == "kafka"]
-    overdue, idle = prom.get("mailroom_sync_overdue_mailboxes"), prom.get("mailroom_sync_idle_connections")
+    overdue, idle = prom.get("overdue-mailboxes"), prom.get("idle-connections")
     check("sync autoscaling (KEDA): Prometheus triggers on overdue mailboxes (max per tier, summed) and IDLE connections (summed), and the Kafka lag with its TriggerAuthentication",
           keda and keda["kind"] == "ScaledObject" and len(triggers) == 3
-          and overdue and overdue["metadata"]["query"].startswith("sum(max by (tier) (mailroom_sync_overdue_mailboxes{namespace=\"mailroom\"}")
+          and overdue and overdue["metadata"]["query"] == ('clamp_max(sum(max by (tier) (mailroom_sync_overdue_mailboxes{namespace="mailroom",job="mailroom-sync"})), '
+                                                            'scalar(max(mailroom_sync_request_partitions{namespace="mailroom",job="mailroom-sync"}) or vector(8)) * 200)')
           and overdue["metadata"]["threshold"] == "200"
-          and idle and idle["metadata"]["query"] == 'sum(mailroom_sync_idle_connections{namespace="mailroom"})'
+          and idle and idle["metadata"]["query"] == 'sum(mailroom_sync_idle_connections{namespace="mailroom",job="mailroom-sync"})'
           and idle["metadata"]["threshold"] == "1500"
           and all(parses(t["metadata"]["query"]) and t["metadata"]["serverAddress"].startswith("http") for t in prom.values())
           and len(kafka) == 1 and kafka[0]["metadata"]["topic"] == "mailroom.sync.requests"
@@ -717,6 +757,134 @@ def check_sync_autoscaling():
 
 
 check_sync_autoscaling()
+
+def check_review_fixes():
+    """The review's fixes, each asserted: the gRPC callers' client-only certificate, Kafka
+    properties without secrets or switched-off TLS, the metadata ranges never reachable, the
+    Job's database-only environment, the sync's alerts and autoscaler on this release's jobs,
+    and the install/upgrade instructions in NOTES."""
+    def refused(label, values, words):
+        try:
+            objects(values)
+            check(f"refused: {label}", False, "rendered anyway")
+        except helm.HelmError as err:
+            check(f"refused: {label}" + (f" (says `{words}`)" if words else " (values.schema.json)"), words in str(err), str(err)[:200])
+
+    grpc_own = {"tls": {"grpc": {"enabled": True, "secretName": "grpc-tls", "clientAuth": True}}}
+    refused("mutual gRPC TLS with your own Secret and no client certificate for the console",
+            merge(minimal, grpc_own), "tls.grpc.clientSecretName")
+    docs = objects(merge(minimal, merge(grpc_own, {"tls": {"grpc": {"clientSecretName": "console-client"}}})))
+    web = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mailroom-web")["spec"]["template"]["spec"]
+    vols = {v["name"]: v.get("secret", {}) for v in web["volumes"]}
+    check("tls.grpc.clientSecretName: the console presents that certificate, and gets only ca.crt of the services' Secret",
+          vols.get("tls-grpc-client", {}).get("secretName") == "console-client"
+          and vols.get("tls-grpc", {}).get("items") == [{"key": "ca.crt", "path": "ca.crt"}]
+          and not any(d["kind"] == "Certificate" for d in docs), str(vols))
+
+    kafka_tls = {"tls": {"kafka": {"enabled": True}}}
+    for prop in ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret", "ssl.keystore.password",
+                 "sasl.oauthbearer.config", "sasl.oauthbearer.extensions", "ssl.key.pem"):
+        refused(f"config.kafka.properties.{prop} (a secret as a plain env value)",
+                merge(minimal, {"config": {"kafka": {"properties": {prop: "x"}}}}), "")
+    for label, props, words in (("security.protocol PLAINTEXT", {"security.protocol": "PLAINTEXT"}, "tls.kafka.allowInsecure"),
+                                ("security.protocol sasl_plaintext", {"security.protocol": "sasl_plaintext"}, "tls.kafka.allowInsecure"),
+                                ("enable.ssl.certificate.verification false", {"enable.ssl.certificate.verification": False}, "tls.kafka.allowInsecure"),
+                                ("ssl.endpoint.identification.algorithm none", {"ssl.endpoint.identification.algorithm": "none"}, "tls.kafka.allowInsecure")):
+        refused(f"tls.kafka.enabled with {label}", merge(minimal, merge(kafka_tls, {"config": {"kafka": {"properties": props}}})), words)
+    try:
+        objects(merge(minimal, {"tls": {"kafka": {"enabled": True, "allowInsecure": True}},
+                                "config": {"kafka": {"properties": {"ssl.endpoint.identification.algorithm": "none"}}}}))
+        check("tls.kafka.allowInsecure: true lets an operator skip the host name check on purpose", True)
+    except helm.HelmError as err:
+        check("tls.kafka.allowInsecure: true lets an operator skip the host name check on purpose", False, str(err)[:200])
+    oauth = objects(merge(minimal, {"secrets": {"kafkaOauthClientSecret": "oauth-x4"},
+                                    "config": {"kafka": {"sasl": {"mechanism": "OAUTHBEARER"}}}}))
+    ident = env_of(next(d for d in oauth if d["kind"] == "Deployment" and d["metadata"]["name"] == "mailroom-identity"))
+    secret = next(d for d in oauth if d["kind"] == "Secret" and d["metadata"]["name"] == "mailroom-secrets")
+    check("secrets.kafkaOauthClientSecret: MAILROOM_KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET from the Secret, never literal",
+          ident.get("MAILROOM_KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("key")
+          == "MAILROOM_KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET"
+          and secret["stringData"].get("MAILROOM_KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET") == "oauth-x4"
+          and "oauth-x4" not in json.dumps([d for d in oauth if d["kind"] == "Deployment"]), str(sorted(ident))[:200])
+
+    # Overriding clusterCidrs cannot open the metadata endpoint; an external relay is no
+    # longer "anywhere", an in-cluster one still is.
+    docs = objects(merge(minimal, {"networkPolicy": {"clusterCidrs": ["10.0.0.0/8"]},
+                                   "config": {"smtp": {"host": "email-smtp.us-east-1.amazonaws.com", "port": 587}}}))
+    pol = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    def any_blocks(policy, port):
+        rules = [r for r in policy["spec"]["egress"] if any(p["port"] == port for p in r.get("ports", []))]
+        return rules, {b["ipBlock"]["cidr"]: set(b["ipBlock"].get("except", [])) for r in rules for b in r.get("to", []) if "ipBlock" in b}
+    v4, v6 = {"169.254.0.0/16", "10.0.0.0/8"}, {"fe80::/10", "fc00::/7", "::ffff:0:0/96", "64:ff9b::/96"}
+    rules, blocks = any_blocks(pol["mailroom-sync-worker"], 993)
+    check("mail-server egress excepts the metadata, link-local, ULA, IPv4-mapped and NAT64 ranges even with clusterCidrs overridden",
+          rules and all(r.get("to") for r in rules) and blocks.get("0.0.0.0/0") == v4 and blocks.get("::/0") == v6, str(blocks))
+    rules, blocks = any_blocks(pol["mailroom-invitations"], 587)
+    check("SMTP egress to an external relay: anywhere but those ranges (not any destination)",
+          len(rules) == 1 and rules[0].get("to") and blocks.get("0.0.0.0/0") == v4 and blocks.get("::/0") == v6, str(rules)[:300])
+    for host in ("smtp", "postfix.mail.svc", "relay.mail.svc.cluster.local"):
+        docs = objects(merge(minimal, {"config": {"smtp": {"host": host, "port": 587}}}))
+        inv = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mailroom-invitations")
+        rules, _ = any_blocks(inv, 587)
+        check(f"SMTP egress to the in-cluster relay {host}: any destination on its port",
+              len(rules) == 1 and not rules[0].get("to"), str(rules))
+
+    # The Job: the database's environment only; MIGRATE_DATABASE_URL when given.
+    for label, values, key in (("chart-made Secret", minimal, "DATABASE_URL"),
+                               ("secrets.migrateDatabaseUrl", merge(minimal, {"secrets": {"migrateDatabaseUrl": "postgres://m:x@pg-direct:5433/m"}}), "MIGRATE_DATABASE_URL"),
+                               ("existing Secret with migrations.directDatabaseUrl", {"secrets": {"existingSecret": "prod"}, "migrations": {"directDatabaseUrl": True}}, "MIGRATE_DATABASE_URL")):
+        docs = objects(values)
+        job = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0]
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in job["env"] if "valueFrom" in e}
+        check(f"the migration Job ({label}): DATABASE_URL from the Secret's {key}, no other secret, no Redis URL",
+              refs == {"DATABASE_URL": key} and "redis://unused" in json.dumps(job["env"]) and not job.get("envFrom"), str(refs))
+        if key == "MIGRATE_DATABASE_URL" and label.startswith("secrets"):
+            mp = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mailroom-migrate")
+            check("the Job's NetworkPolicy reaches MIGRATE_DATABASE_URL's port", 5433 in egress_ports(mp), str(egress_ports(mp)))
+
+    # Alerts and the autoscaler on this release's jobs; the review's alert changes.
+    docs = objects(merge(everything, {"tls": {"grpc": {"enabled": True, "clientAuth": True,
+                                                       "certManager": {"enabled": True, "issuerRef": {"name": "ca"}}}}}))
+    rules = {r["alert"]: r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]}
+    import re
+    unscoped = sorted({f"{a}: {m.group(1)}" for a, r in rules.items()
+                       for m in re.finditer(r"\b((?:mailroom|process)_[a-z_]+)\{([^}]*)\}", r["expr"]) if "job=" not in m.group(2)})
+    check("every alert selects this release's jobs, not only the namespace", not unscoped, str(unscoped))
+    sync_unscoped = sorted({a for a, r in rules.items() for m in re.finditer(r"\b(mailroom_sync_[a-z_]+)\{([^}]*)\}", r["expr"])
+                            if 'job="mailroom-sync"' not in m.group(2)})
+    check("every sync series in the alerts selects job=\"mailroom-sync\" (the ServiceMonitor's job)", not sync_unscoped, str(sync_unscoped))
+    rpc = rules.get("MailroomRpcErrors", {}).get("expr", "")
+    check("MailroomRpcErrors (critical) leaves out the mail-server methods' UNAVAILABLE; MailroomMailServersUnavailable (warning) covers it",
+          'method!~"' in rpc and "GetMessageBody" in rpc and rules.get("MailroomRpcErrors", {}).get("labels", {}).get("severity") == "critical"
+          and rules.get("MailroomMailServersUnavailable", {}).get("labels", {}).get("severity") == "warning"
+          and 'code="14"' in rules["MailroomMailServersUnavailable"]["expr"], rpc[:300])
+    check("MailroomSyncWorkersAtMaximum only when the autoscaler's max is above its min",
+          "kube_horizontalpodautoscaler_spec_min_replicas" in rules.get("MailroomSyncWorkersAtMaximum", {}).get("expr", ""))
+    check("MailroomSyncWorkersBeyondPartitions only while overdue mailboxes are high",
+          "mailroom_sync_overdue_mailboxes" in rules.get("MailroomSyncWorkersBeyondPartitions", {}).get("expr", ""))
+    check("MailroomSyncErrors' traffic guard is prometheusRule.minSyncsPerSecond (0.05)",
+          "[10m])) > 0.05" in rules.get("MailroomSyncErrors", {}).get("expr", ""), rules.get("MailroomSyncErrors", {}).get("expr", ""))
+    tls_alert = rules.get("MailroomTlsCertificateExpiring", {})
+    check("MailroomTlsCertificateExpiring: a certificate file ending within 7 days",
+          "mailroom_tls_cert_expiry_timestamp_seconds" in tls_alert.get("expr", "") and "7 * 86400" in tls_alert.get("expr", "")
+          and tls_alert.get("annotations", {}).get("runbook_url", "").endswith("/MailroomTlsCertificateExpiring.md"), str(tls_alert)[:200])
+    dep = rules.get("MailroomDependencyDown", {}).get("annotations", {}).get("description", "")
+    check("MailroomDependencyDown says the pod stays in service", "stays in service" in dep, dep)
+    runbook = open("docs/runbooks/MailroomDependencyDown.md").read()
+    check("MailroomDependencyDown's runbook says a dependency down does not take pods out of service",
+          "does **not** take the pod out of service" in runbook)
+
+    # Install/upgrade: --wait --timeout past the Job's deadline; helm test after --wait.
+    notes = render(minimal).get("mailroom/templates/NOTES.txt", "")
+    readme = open("README.md").read()
+    check("NOTES and README: install/upgrade with --wait --timeout 20m (past activeDeadlineSeconds), no upgrade while the Job runs, helm test after --wait",
+          "--wait --timeout 20m" in notes and "activeDeadlineSeconds" in notes and "job/mailroom-migrate still runs" in notes
+          and "helm install mailroom charts/mailroom -n mailroom -f mailroom-values.yaml --wait --timeout 20m" in readme
+          and "only after --wait" in readme and "server-name: mailroom-identity" in readme and "usages: [client auth" in readme
+          and "duration: 87600h" in readme, notes[-600:])
+
+
+check_review_fixes()
 
 print(f"chart: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

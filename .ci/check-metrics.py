@@ -4,7 +4,8 @@ exports, under that name and of a type the query can use.
 Renders the chart (everything on, and with KEDA), parses every PromQL expression with a real
 PromQL parser (promql-parser) and collects the metric names; starts `mailroom serve all`
 against the local stack (.ci/stack.sh must have been sourced and the stack be up), scrapes each
-service's metrics port, and compares. Prints what is queried and where, and fails on any name
+service's metrics port (and, for the metrics only a TLS-serving process exports, a second run
+of `mailroom serve identity` with a throwaway gRPC certificate), and compares. Prints what is queried and where, and fails on any name
 that is not exported (kube-state-metrics' `kube_*`, which the chart's alerts also query, are
 named and exempt).
 
@@ -177,6 +178,39 @@ finally:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.kill()
+
+# Exported only once the process serves gRPC over TLS: a second run, identity alone, with a
+# throwaway self-signed certificate, scraped the same way.
+TLS_ONLY = {"mailroom_tls_cert_expiry_timestamp_seconds"}
+if TLS_ONLY & set(queried) - set(exported):
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="check-metrics-tls-")
+    cert, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    tls_env = dict(env, MAILROOM_GRPC_TLS__CERT_FILE=cert, MAILROOM_GRPC_TLS__KEY_FILE=key, MAILROOM_GRPC_TLS__CA_FILE=cert)
+    server = subprocess.Popen([binary, "serve", "identity"], env=tls_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, found = time.monotonic() + 60, False
+        while not found and time.monotonic() < deadline and server.poll() is None:
+            try:
+                text = urllib.request.urlopen("http://127.0.0.1:9051/metrics", timeout=2).read().decode()
+                for line in text.splitlines():
+                    m = re.match(r"# TYPE (\S+) (\S+)", line)
+                    if m and m.group(1) in TLS_ONLY:
+                        exported[m.group(1)] = m.group(2)
+                found = TLS_ONLY <= set(exported)
+            except OSError:
+                pass
+            time.sleep(0.5)
+        print(f"`mailroom serve identity` with gRPC TLS: {sorted(TLS_ONLY & set(exported))} exported")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 failed = 0
 for name, where in sorted(queried.items()):

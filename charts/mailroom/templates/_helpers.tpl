@@ -22,7 +22,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "mailroom.fullname" .)) -}}
 {{- end -}}
 
-{{/* Environment shared by every service container and the migration Job. */}}
+{{/* Whether the migration Job reads MIGRATE_DATABASE_URL (straight to PostgreSQL, bypassing
+     PgBouncer) instead of DATABASE_URL: "true" or "false". */}}
+{{- define "mailroom.migrateDirect" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- .Values.migrations.directDatabaseUrl | default false -}}
+{{- else -}}
+{{- not (empty .Values.secrets.migrateDatabaseUrl) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment shared by every service container (the migration Job has its own, the
+     database's only). */}}
 {{- define "mailroom.env" -}}
 - name: DATABASE_URL
   valueFrom: { secretKeyRef: { name: {{ include "mailroom.secretName" . }}, key: DATABASE_URL } }
@@ -107,6 +118,23 @@ components:
     autoscaled: {{ or $v.keda.enabled $v.services.sync.worker.autoscaling.enabled }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* The Prometheus `job` of the sync's metrics: the ServiceMonitor scrapes each service's
+     ClusterIP Service, and the Prometheus operator names the job after the Service —
+     `<fullname>-sync` (scheduler and workers alike), or in monolith mode `<fullname>-identity`,
+     the one Service scraped. */}}
+{{- define "mailroom.syncJob" -}}
+{{- include "mailroom.serviceName" (dict "root" . "name" (ternary "identity" "sync" .Values.monolith.enabled)) -}}
+{{- end -}}
+
+{{/* A PromQL matcher for every job of this release's Services (the five and the console). */}}
+{{- define "mailroom.jobsMatcher" -}}
+{{- $names := list -}}
+{{- range $name := list "identity" "access" "mailboxes" "invitations" "sync" "web" -}}
+{{- $names = append $names (include "mailroom.serviceName" (dict "root" $ "name" $name)) -}}
+{{- end -}}
+{{- printf "job=~%q" (join "|" $names) -}}
 {{- end -}}
 
 {{/* The services a release serves (monolith: all five). */}}
@@ -256,7 +284,7 @@ A pod's extensible parts, resolved once for every workload (the services, the sy
 monolith, the console, the migration Job): `.comp` is the component's values (services.<svc>,
 services.sync.scheduler|worker, monolith, web, migrations), `.component` its
 app.kubernetes.io/component label. The global lists (extraEnv, envFrom, extraVolumes,
-extraVolumeMounts) come first, then the component's; podAnnotations/podLabels merge, the
+extraVolumeMounts) come first, then the component's (the console: its own only); podAnnotations/podLabels merge, the
 component's keys winning; resources, nodeSelector, tolerations, affinity, priorityClassName and
 topologySpreadConstraints are the component's when set, else the global ones. A spread
 constraint without a labelSelector selects the component's own pods. As YAML for fromYaml.
@@ -282,10 +310,13 @@ annotations: {{ toJson (omit (mergeOverwrite (dict) ($v.podAnnotations | default
 {{- end -}}
 {{- end }}
 labels: {{ toJson $labels }}
-env: {{ toJson (concat ($v.extraEnv | default list) ($c.extraEnv | default list)) }}
-envFrom: {{ toJson (concat ($v.envFrom | default list) ($c.envFrom | default list)) }}
-volumes: {{ toJson (concat ($v.extraVolumes | default list) ($c.extraVolumes | default list)) }}
-volumeMounts: {{ toJson (concat ($v.extraVolumeMounts | default list) ($c.extraVolumeMounts | default list)) }}
+{{- /* The global lists (which may carry credentials) reach the services and the Job, not the
+       console (`.ownListsOnly`): it takes only web.extraEnv/envFrom/extraVolumes/extraVolumeMounts. */}}
+{{- $g := ternary (dict) $v (.ownListsOnly | default false) }}
+env: {{ toJson (concat ($g.extraEnv | default list) ($c.extraEnv | default list)) }}
+envFrom: {{ toJson (concat ($g.envFrom | default list) ($c.envFrom | default list)) }}
+volumes: {{ toJson (concat ($g.extraVolumes | default list) ($c.extraVolumes | default list)) }}
+volumeMounts: {{ toJson (concat ($g.extraVolumeMounts | default list) ($c.extraVolumeMounts | default list)) }}
 resources: {{ toJson (($c.resources | default $v.resources) | default dict) }}
 nodeSelector: {{ toJson (($c.nodeSelector | default $v.nodeSelector) | default dict) }}
 tolerations: {{ toJson (($c.tolerations | default $v.tolerations) | default list) }}
@@ -346,13 +377,41 @@ topologySpreadConstraints:
 {{- end -}}
 {{- end -}}
 
-{{/* Volumes and mounts (`.for`: service|web|migrate|test) for the TLS Secrets, read-only at
-     /etc/mailroom/tls/<name>/. As JSON lists. */}}
+{{/* The client-only certificate the gRPC callers that serve nothing (the console, helm test)
+     present with tls.grpc.clientAuth: tls.grpc.clientSecretName, else the one the chart's
+     cert-manager Certificate "<fullname>-grpc-client" issues ("<fullname>-grpc-client-tls");
+     empty without clientAuth or when neither is there. */}}
+{{- define "mailroom.grpcClientSecret" -}}
+{{- $g := .Values.tls.grpc -}}
+{{- if and $g.enabled $g.clientAuth -}}
+{{- if $g.clientSecretName -}}
+{{- $g.clientSecretName -}}
+{{- else if and $g.certManager.enabled (not $g.secretName) -}}
+{{- printf "%s-grpc-client-tls" (include "mailroom.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Volumes and mounts (`.for`: service|web|migrate|test) for the TLS Secrets, read-only
+     (mode 0440, the pods' fsGroup reads them) at /etc/mailroom/tls/<name>/. The gRPC callers
+     that serve nothing (web, test) get only ca.crt of the services' Secret, never its key, and
+     with clientAuth their own client certificate at /etc/mailroom/tls/grpc-client/. As JSON
+     lists. */}}
 {{- define "mailroom.tlsVolumes" -}}
 {{- $out := list -}}
+{{- $caller := has .for (list "web" "test") -}}
 {{- range $name := (include "mailroom.tlsUses" .for | fromYamlArray) -}}
 {{- with include "mailroom.tlsSecret" (dict "root" $.root "name" $name) -}}
-{{- $out = append $out (dict "name" (printf "tls-%s" $name) "secret" (dict "secretName" . "defaultMode" 292)) -}}
+{{- $secret := dict "secretName" . "defaultMode" 288 -}}
+{{- if and $caller (eq $name "grpc") -}}
+{{- $_ := set $secret "items" (list (dict "key" "ca.crt" "path" "ca.crt")) -}}
+{{- end -}}
+{{- $out = append $out (dict "name" (printf "tls-%s" $name) "secret" $secret) -}}
+{{- end -}}
+{{- end -}}
+{{- if $caller -}}
+{{- with include "mailroom.grpcClientSecret" .root -}}
+{{- $out = append $out (dict "name" "tls-grpc-client" "secret" (dict "secretName" . "defaultMode" 288 "items" (list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key")))) -}}
 {{- end -}}
 {{- end -}}
 {{- toJson $out -}}
@@ -363,6 +422,9 @@ topologySpreadConstraints:
 {{- if include "mailroom.tlsSecret" (dict "root" $.root "name" $name) -}}
 {{- $out = append $out (dict "name" (printf "tls-%s" $name) "mountPath" (printf "/etc/mailroom/tls/%s" $name) "readOnly" true) -}}
 {{- end -}}
+{{- end -}}
+{{- if and (has .for (list "web" "test")) (include "mailroom.grpcClientSecret" .root) -}}
+{{- $out = append $out (dict "name" "tls-grpc-client" "mountPath" "/etc/mailroom/tls/grpc-client" "readOnly" true) -}}
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
@@ -424,15 +486,22 @@ topologySpreadConstraints:
 {{- if has $sasl.mechanism (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512") }}
 {{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD" "key" "MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD") | nindent 0 }}
 {{- end }}
+{{- /* OAUTHBEARER's client secret: from the Secret, like the SASL password (never a property). */}}
+{{- if or $root.Values.secrets.kafkaOauthClientSecret (and $root.Values.secrets.existingSecret (eq $sasl.mechanism "OAUTHBEARER")) }}
+{{- include "mailroom.secretEnv" (dict "root" $root "env" "MAILROOM_KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET" "key" "MAILROOM_KAFKA_PROPERTY_SASL_OAUTHBEARER_CLIENT_SECRET" "optional" (not $root.Values.secrets.kafkaOauthClientSecret)) | nindent 0 }}
+{{- end }}
 {{- end }}
 {{- if and (has "grpc" $uses) $tls.grpc.enabled }}
 {{- /* Servers: their identity (also the client certificate they present to peers) and the
        CA peers chain to; callers only (the console, helm test): the CA, and with clientAuth
-       the certificate they present. */}}
+       their own client-only certificate (mailroom.grpcClientSecret), never the servers' key. */}}
 - { name: MAILROOM_GRPC_TLS__CA_FILE, value: "{{ $dir }}/grpc/ca.crt" }
-{{- if or (eq .for "service") $tls.grpc.clientAuth }}
+{{- if eq .for "service" }}
 - { name: MAILROOM_GRPC_TLS__CERT_FILE, value: "{{ $dir }}/grpc/tls.crt" }
 - { name: MAILROOM_GRPC_TLS__KEY_FILE, value: "{{ $dir }}/grpc/tls.key" }
+{{- else if include "mailroom.grpcClientSecret" $root }}
+- { name: MAILROOM_GRPC_TLS__CERT_FILE, value: "{{ $dir }}/grpc-client/tls.crt" }
+- { name: MAILROOM_GRPC_TLS__KEY_FILE, value: "{{ $dir }}/grpc-client/tls.key" }
 {{- end }}
 {{- if and (eq .for "service") $tls.grpc.clientAuth }}
 - { name: MAILROOM_GRPC_TLS__CLIENT_AUTH, value: "true" }
@@ -480,6 +549,9 @@ topologySpreadConstraints:
 {{- $out = concat $out ($deps.postgresPorts | default list) -}}
 {{- if and (not $v.secrets.existingSecret) $v.secrets.databaseUrl -}}
 {{- $out = concat $out (include "mailroom.urlPorts" (dict "url" $v.secrets.databaseUrl "default" 5432) | fromJsonArray) -}}
+{{- end -}}
+{{- if and (not $v.secrets.existingSecret) $v.secrets.migrateDatabaseUrl -}}
+{{- $out = concat $out (include "mailroom.urlPorts" (dict "url" $v.secrets.migrateDatabaseUrl "default" 5432) | fromJsonArray) -}}
 {{- end -}}
 {{- end -}}
 {{- if has "redis" .deps -}}
