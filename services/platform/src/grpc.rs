@@ -11,7 +11,8 @@
 //! what is served. Before it answers, the token verifier has read the revocations topic (see
 //! [`crate::revocation`]). [`crate::hosting`] runs a service's background work beside it.
 //! With `MAILROOM_GRPC_TLS__CERT_FILE`/`KEY_FILE` the port speaks TLS only, mutual with
-//! `CLIENT_AUTH` ([`crate::grpc_tls`]).
+//! `CLIENT_AUTH` ([`crate::grpc_tls`]), and serves renewed certificates without a restart
+//! ([`crate::grpc_tls::ServingTls`]).
 //! Health `""` and the service names follow the service's [`crate::readiness`] (revocations
 //! caught up, database and broker answering); `liveness` is SERVING while the process answers.
 //! On shutdown, health turns NOT_SERVING at once while the service goes on accepting and
@@ -99,8 +100,9 @@ pub async fn serve(
         });
     }
     // TLS on the port when MAILROOM_GRPC_TLS__CERT_FILE is set (mutual with CLIENT_AUTH): the
-    // files were checked when the configuration was loaded, and are read again here.
-    let tls = config.grpc_tls.server_config()?;
+    // files were checked when the configuration was loaded, and are read again here (and
+    // every so often while serving, for renewed ones).
+    let tls = crate::grpc_tls::ServingTls::load(&config.grpc_tls)?;
     // Every service refuses revoked tokens: it reads the revocations topic to its end before
     // it answers, and follows it while it serves — through the drain too, until it has stopped.
     let serving = CancellationToken::new();
@@ -250,14 +252,11 @@ pub async fn serve(
         tracing::info!("drained: no new connections; finishing the calls in flight");
         closing.cancel();
     };
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    let served = builder
-        .layer(stack)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal);
+    let router = Server::builder().layer(stack).add_routes(routes);
+    let served: BoxFuture<Result<(), tonic::transport::Error>> = match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(incoming), signal)),
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
+    };
     // Once the listener has closed, the calls in flight have as long as any call may take (a
     // stream that never ends, a health Watch say, would otherwise hold the process until it is
     // killed, and its background work with it).

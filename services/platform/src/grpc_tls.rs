@@ -7,15 +7,22 @@
 //!   the public web roots), and with `CLIENT_AUTH` what callers' certificates must chain to.
 //! - `CLIENT_AUTH=true`: mutual TLS; a call without a valid client certificate is refused
 //!   during the handshake.
+//! - `RELOAD_CHECK_MS`: how often the port looks at its files for a renewed certificate
+//!   (default 30 000: see [`serving`]).
 //!
 //! Every file is read and parsed when the configuration is loaded, so a missing or unusable
 //! one stops the process at start, naming its variable. `http://` endpoints stay plaintext
-//! whatever is set here.
+//! whatever is set here. The port picks up renewed files while it runs ([`ServingTls`]);
+//! calls to peers read them once, at start: a renewed client certificate or CA is used by
+//! outgoing calls from the next restart.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+pub mod serving;
+pub use serving::ServingTls;
 
 pub const CERT_FILE_VAR: &str = "MAILROOM_GRPC_TLS__CERT_FILE";
 pub const KEY_FILE_VAR: &str = "MAILROOM_GRPC_TLS__KEY_FILE";
@@ -37,6 +44,10 @@ pub struct GrpcTlsConfig {
     /// Whether callers must present a certificate chaining to `ca_file`.
     #[serde(default)]
     pub client_auth: bool,
+    /// How often (milliseconds) the port looks at the files for a renewed certificate;
+    /// unset: [`serving::RELOAD_CHECK_EVERY`].
+    #[serde(default)]
+    pub reload_check_ms: Option<u64>,
 }
 
 /// Why the gRPC TLS settings cannot be used.
@@ -172,21 +183,7 @@ impl GrpcTlsConfig {
     /// certificate's) is found at start.
     pub fn check(&self) -> Result<(), GrpcTlsError> {
         let files = self.read()?;
-        if let Some(server) = files.server_config() {
-            tonic::transport::Server::builder()
-                .tls_config(server)
-                .map_err(|err| GrpcTlsError::Unusable {
-                    vars: if files.client_auth {
-                        "MAILROOM_GRPC_TLS__CERT_FILE / KEY_FILE / CA_FILE"
-                    } else {
-                        "MAILROOM_GRPC_TLS__CERT_FILE / KEY_FILE"
-                    },
-                    reason: format!(
-                        "the server's TLS cannot be built from them: {}",
-                        chain(&err)
-                    ),
-                })?;
-        }
+        ServingTls::build(self)?;
         if files.ca.is_some() || files.identity.is_some() {
             tonic::transport::Endpoint::from_static("https://peer.invalid")
                 .tls_config(files.client_config())
@@ -198,11 +195,6 @@ impl GrpcTlsConfig {
         Ok(())
     }
 
-    /// The TLS the gRPC port serves with, if any.
-    pub fn server_config(&self) -> Result<Option<ServerTlsConfig>, GrpcTlsError> {
-        Ok(self.read()?.server_config())
-    }
-
     /// The TLS for calling peers on `https://` endpoints: this service's CA (else the public
     /// web roots) and its certificate as the client's.
     pub fn client_config(&self) -> Result<ClientTlsConfig, GrpcTlsError> {
@@ -211,18 +203,6 @@ impl GrpcTlsConfig {
 }
 
 impl GrpcTlsFiles {
-    /// The server's TLS: its identity, and with client auth the CA callers must chain to.
-    pub fn server_config(&self) -> Option<ServerTlsConfig> {
-        let (cert, key) = self.identity.as_ref()?;
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if self.client_auth {
-            if let Some(ca) = &self.ca {
-                config = config.client_ca_root(Certificate::from_pem(ca));
-            }
-        }
-        Some(config)
-    }
-
     /// A client's TLS from these files ([`client_tls_config`]).
     pub fn client_config(&self) -> ClientTlsConfig {
         client_tls_config(
@@ -288,7 +268,7 @@ mod tests {
         let config = GrpcTlsConfig::default();
         config.check().unwrap();
         assert!(!config.serves_tls());
-        assert!(config.server_config().unwrap().is_none());
+        assert!(ServingTls::build(&config).unwrap().is_none());
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub const BUILD_INFO: &str = "mailroom_build_info";
 pub const DB_POOL_CONNECTIONS: &str = "mailroom_db_pool_connections";
 /// The most connections a service's database pool opens, by `schema`.
 pub const DB_POOL_MAX_CONNECTIONS: &str = "mailroom_db_pool_max_connections";
+/// When the certificate a process serves expires (its notAfter, Unix seconds), by `file`
+/// (`grpc`: `MAILROOM_GRPC_TLS__CERT_FILE`); set when it is loaded and each time a renewed
+/// one is ([`crate::grpc_tls`]).
+pub const TLS_CERT_EXPIRY: &str = "mailroom_tls_cert_expiry_timestamp_seconds";
 
 /// Buckets of latency histograms (seconds): 5 ms to 60 s, so the slowest calls that still
 /// succeed (an IMAP login behind a slow mail server) land in a bucket rather than `+Inf`.

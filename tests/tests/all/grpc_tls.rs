@@ -1,7 +1,8 @@
 //! gRPC between services over TLS and mutual TLS (`MAILROOM_GRPC_TLS__*`), with a CA the test
 //! makes: identity and access serve on TLS ports, callers reach them through
 //! `mailroom-clients` on `https://` endpoints named by DNS (`localhost`), and access fetches
-//! identity's signing keys over the same TLS.
+//! identity's signing keys over the same TLS. A certificate renewed in its files (as
+//! cert-manager does) is served without a restart.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Identity (and access when asked) serving over TLS for one test, stopped on drop.
 struct TlsServices {
+    /// The CA that issued the services' certificate.
+    ca: TestCa,
     dir: std::path::PathBuf,
     identity: String,
     access: Option<String>,
@@ -46,7 +49,9 @@ fn platform(dir: &Path, database_url: &str, topics: &Topics, client_auth: bool) 
         .merge(("grpc_tls.cert_file", dir.join("service.crt")))
         .merge(("grpc_tls.key_file", dir.join("service.key")))
         .merge(("grpc_tls.ca_file", dir.join("ca.crt")))
-        .merge(("grpc_tls.client_auth", client_auth));
+        .merge(("grpc_tls.client_auth", client_auth))
+        // Renewed files are looked for every 200 ms here (30 s by default).
+        .merge(("grpc_tls.reload_check_ms", 200));
     PlatformConfig::load(&figment).expect("the TLS platform configuration is accepted")
 }
 
@@ -124,6 +129,7 @@ async fn start(client_auth: bool, with_access: bool) -> TlsServices {
         None
     };
     TlsServices {
+        ca,
         dir,
         identity: identity_endpoint,
         access,
@@ -236,6 +242,7 @@ async fn grpc_tls_callers_must_trust_the_services_ca() {
         tls: Some(ClientTls {
             ca_pem: Some(stranger_ca.cert_pem.as_bytes().to_vec()),
             identity: None,
+            domain_name: None,
         }),
         ..services.settings(false)
     };
@@ -391,4 +398,144 @@ async fn grpc_tls_health_command_checks_a_tls_port() {
         said.starts_with("NOT SERVING") && said.contains(&services.identity),
         "{said}"
     );
+}
+
+/// What a new TLS connection to `endpoint` (`https://localhost:<port>`) is shown: the
+/// server's certificate (DER) and the protocol agreed by ALPN. Trusts `ca_pem`, offers `h2`.
+async fn served_certificate(endpoint: &str, ca_pem: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let port: u16 = endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the endpoint's port");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("the CA's PEM")).expect("the CA");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the TLS port");
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("a server name"),
+            tcp,
+        ),
+    )
+    .await
+    .expect("the handshake ends within 5 s")
+    .expect("the handshake succeeds");
+    let (_, session) = tls.get_ref();
+    let leaf = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("the server shows a certificate")
+        .to_vec();
+    (leaf, session.alpn_protocol().map(<[u8]>::to_vec))
+}
+
+/// The DER of the first certificate in `pem`.
+fn der(pem: &str) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    tokio_rustls::rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("a certificate in PEM")
+        .to_vec()
+}
+
+/// Writes `dir/<stem>.crt` and `.key` at once (written aside, then renamed over), as the
+/// kubelet swaps a Secret's files.
+fn replace_files(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) {
+    for (ext, contents) in [("crt", cert_pem), ("key", key_pem)] {
+        let aside = dir.join(format!(".{stem}.{ext}.new"));
+        std::fs::write(&aside, contents).expect("write a renewed file");
+        std::fs::rename(&aside, dir.join(format!("{stem}.{ext}"))).expect("rename it in place");
+    }
+}
+
+/// A certificate renewed in the service's files (cert-manager's renewal) is served to new
+/// connections within the reload interval, without a restart, and calls go on being answered;
+/// a file that is not a certificate leaves the last good one served. Only `h2` is agreed, and a
+/// client that never completes its handshake holds up no other.
+#[tokio::test]
+async fn grpc_tls_renewed_certificate_is_served_without_a_restart() {
+    let services = start(false, false).await;
+    services.wait_until_serving(&services.identity).await;
+    let ca_pem = std::fs::read_to_string(services.dir.join("ca.crt")).expect("the CA file");
+    let first = std::fs::read_to_string(services.dir.join("service.crt")).expect("the cert");
+
+    // A caller that connects and then says nothing.
+    let port = services.identity.rsplit(':').next().expect("a port");
+    let _silent = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("a silent connection");
+
+    let (shown, alpn) = served_certificate(&services.identity, &ca_pem).await;
+    assert_eq!(shown, der(&first), "the certificate of the files at start");
+    assert_eq!(
+        alpn.as_deref(),
+        Some(&b"h2"[..]),
+        "HTTP/2 is agreed by ALPN"
+    );
+    let trusting = services.settings(false);
+    services
+        .answers(&services.identity, &trusting)
+        .await
+        .expect("answered with the first certificate");
+
+    // The CA issues the service a new certificate (a new key, a new serial), written over
+    // the old files.
+    let renewed = services
+        .ca
+        .issue("mailroom service", &["localhost", "127.0.0.1"]);
+    replace_files(
+        &services.dir,
+        "service",
+        &renewed.cert_pem,
+        &renewed.key_pem,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (shown, _) = served_certificate(&services.identity, &ca_pem).await;
+        if shown == der(&renewed.cert_pem) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate is not served 10 s after it was written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    services
+        .answers(&services.identity, &trusting)
+        .await
+        .expect("answered on a new connection with the renewed certificate");
+    services
+        .operator_token(&trusting, Peer::Access)
+        .await
+        .expect("a service token is issued with the renewed certificate");
+
+    // A half-written or broken renewal: the last good certificate stays.
+    std::fs::write(services.dir.join("service.crt"), "not a certificate")
+        .expect("overwrite the certificate");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (shown, _) = served_certificate(&services.identity, &ca_pem).await;
+    assert_eq!(
+        shown,
+        der(&renewed.cert_pem),
+        "a file that is not a certificate leaves the last good one served"
+    );
+    services
+        .answers(&services.identity, &trusting)
+        .await
+        .expect("answered while the certificate file is broken");
 }
