@@ -12,7 +12,12 @@
 //!
 //! `https://` endpoints speak TLS with [`Settings::tls`] (its CA, else the public web roots; its
 //! client certificate for mutual TLS), the endpoint's host being the server name the peer's
-//! certificate must carry — the DNS name, not the address a call is dialled at.
+//! certificate must carry — the DNS name, not the address a call is dialled at — unless the
+//! settings' TLS names another ([`crate::ClientTls::domain_name`], for a port-forward).
+//! [`Settings::tls`] holds the files' contents as read at start: every connection, reconnects
+//! included, uses them, so a renewed client certificate or CA is used from the next restart
+//! (the gRPC port itself serves renewed certificates at once, see
+//! `mailroom_platform::grpc_tls::ServingTls`).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -215,8 +220,13 @@ fn configured(endpoint: Endpoint, settings: &Settings) -> Endpoint {
 }
 
 /// `endpoint` over TLS with the settings' CA (else the public web roots) and client certificate,
-/// expecting a certificate for `server_name`.
+/// expecting a certificate for `server_name` (the endpoint's host) unless the settings' TLS
+/// names another ([`crate::ClientTls::domain_name`]).
 fn secured(endpoint: Endpoint, settings: &Settings, server_name: &str) -> Result<Endpoint, String> {
+    let server_name = settings
+        .tls
+        .as_ref()
+        .map_or(server_name, |tls| tls.server_name(server_name));
     let tls = settings
         .tls
         .as_ref()
@@ -585,6 +595,7 @@ mod tests {
                 tls: Some(crate::ClientTls {
                     ca_pem: Some(ca_pem.as_bytes().to_vec()),
                     identity: None,
+                    domain_name: None,
                 }),
                 ..Settings::default()
             }
@@ -638,6 +649,52 @@ mod tests {
                 PeerChannel::new(Peer::Access, &format!("http://{address}"), &trusting(&ca))
                     .unwrap();
             assert_ne!(ask(&plain, None).await, tonic::Code::Ok);
+        }
+
+        /// Through a port-forward (`https://localhost:…` or `https://127.0.0.1:…`) the peer's
+        /// certificate names the service, not this machine: an explicit server name is what it
+        /// is checked against, instead of the endpoint's host, for an address and for a name.
+        #[tokio::test]
+        async fn an_explicit_server_name_is_checked_instead_of_the_endpoints_host() {
+            let (ca, cert, key) = certificate_for(&["identity.mailroom.example"]);
+            let address = serve_tls(&cert, &key).await;
+            let naming = |name: Option<&str>| {
+                let mut settings = trusting(&ca);
+                if let Some(tls) = settings.tls.as_mut() {
+                    tls.domain_name = name.map(str::to_owned);
+                }
+                settings
+            };
+            let by_address = |settings: &Settings| {
+                PeerChannel::new(Peer::Identity, &format!("https://{address}"), settings).unwrap()
+            };
+            assert_eq!(
+                ask(&by_address(&naming(None)), None).await,
+                tonic::Code::Unavailable,
+                "the certificate does not name 127.0.0.1"
+            );
+            assert_eq!(
+                ask(
+                    &by_address(&naming(Some("identity.mailroom.example"))),
+                    None
+                )
+                .await,
+                tonic::Code::Ok
+            );
+            assert_eq!(
+                ask(&by_address(&naming(Some("access.mailroom.example"))), None).await,
+                tonic::Code::Unavailable,
+                "a server name the certificate does not carry is still refused"
+            );
+            let by_name = PeerChannel::named(
+                Peer::Identity,
+                &format!("https://localhost:{}", address.port()),
+                &naming(Some("identity.mailroom.example")),
+                ("https", "localhost", address.port()),
+                move || async move { Ok(vec![address]) },
+            )
+            .unwrap();
+            assert_eq!(ask(&by_name, None).await, tonic::Code::Ok);
         }
 
         /// A peer that does not run yet: the channel is made, the call fails as unavailable.

@@ -61,6 +61,7 @@ impl Settings {
                 Some(crate::tls::ClientTls {
                     ca_pem: Some(Vec::new()),
                     identity: None,
+                    domain_name: None,
                 })
             }
         };
@@ -78,6 +79,102 @@ impl Settings {
         Self {
             deadline: Duration::from_secs(600),
             ..Self::default()
+        }
+    }
+}
+
+/// A peer named `http://` on another host while the service has gRPC TLS configured.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{setting} is `{endpoint}`: plaintext to another host, while gRPC TLS is configured (MAILROOM_GRPC_TLS__CA_FILE / CERT_FILE), so this service's credentials and calls would cross the network in clear. Name the peer https://… (http:// stays allowed to loopback only: 127.0.0.1, ::1, localhost)")]
+pub struct PlaintextPeer {
+    /// The setting naming the peer (`MAILROOM_MAILBOXES__ACCESS_ENDPOINT`).
+    pub setting: String,
+    pub endpoint: String,
+}
+
+/// Refuses (and logs as an ERROR) the first of `endpoints` — each `(setting, endpoint)` — that
+/// is `http://` to a host other than this one while `grpc_tls` names a CA or a certificate:
+/// with TLS configured, plaintext to a peer is a mistake that would send the service's token
+/// (and what it asks) in clear. Each service calls this at start with the peers it calls.
+pub fn refuse_plaintext_peers(
+    grpc_tls: &mailroom_platform::grpc_tls::GrpcTlsConfig,
+    endpoints: &[(&str, &str)],
+) -> Result<(), PlaintextPeer> {
+    if grpc_tls.ca_file.is_none() && grpc_tls.cert_file.is_none() {
+        return Ok(());
+    }
+    for (setting, endpoint) in endpoints {
+        let plaintext_elsewhere = endpoint
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|uri| uri.scheme_str() == Some("http"))
+            .and_then(|uri| uri.host().map(str::to_owned))
+            .is_some_and(|host| !is_loopback(&host));
+        if plaintext_elsewhere {
+            let refused = PlaintextPeer {
+                setting: (*setting).to_owned(),
+                endpoint: (*endpoint).to_owned(),
+            };
+            tracing::error!(setting, endpoint, "{refused}");
+            return Err(refused);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host` (as a URI gives it, IPv6 in brackets) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_platform::grpc_tls::GrpcTlsConfig;
+
+    #[test]
+    fn with_grpc_tls_a_plaintext_peer_off_this_host_is_refused_naming_its_setting() {
+        let peers = [
+            ("MAILROOM_SYNC__IDENTITY_ENDPOINT", "http://127.0.0.1:50051"),
+            ("MAILROOM_SYNC__ACCESS_ENDPOINT", "http://[::1]:50055"),
+            (
+                "MAILROOM_SYNC__MAILBOXES_ENDPOINT",
+                "http://localhost:50053",
+            ),
+            ("MAILROOM_SYNC__IDENTITY_ENDPOINT", "https://identity:50051"),
+        ];
+        let plaintext = GrpcTlsConfig::default();
+        let with_ca = GrpcTlsConfig {
+            ca_file: Some("/etc/mailroom/tls/grpc/ca.crt".into()),
+            ..Default::default()
+        };
+        let with_cert = GrpcTlsConfig {
+            cert_file: Some("/etc/mailroom/tls/grpc/tls.crt".into()),
+            ..Default::default()
+        };
+        refuse_plaintext_peers(&with_ca, &peers).expect("loopback http and https are fine");
+        let elsewhere = [
+            ("MAILROOM_SYNC__IDENTITY_ENDPOINT", "https://identity:50051"),
+            (
+                "MAILROOM_SYNC__ACCESS_ENDPOINT",
+                "http://access.mailroom.svc:50055",
+            ),
+        ];
+        refuse_plaintext_peers(&plaintext, &elsewhere).expect("no TLS configured: as named");
+        for tls in [&with_ca, &with_cert] {
+            let err = refuse_plaintext_peers(tls, &elsewhere).unwrap_err();
+            assert_eq!(err.setting, "MAILROOM_SYNC__ACCESS_ENDPOINT");
+            let message = err.to_string();
+            assert!(
+                message.starts_with(
+                    "MAILROOM_SYNC__ACCESS_ENDPOINT is `http://access.mailroom.svc:50055`"
+                ) && message.contains("https://"),
+                "{message}"
+            );
         }
     }
 }

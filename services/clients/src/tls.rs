@@ -11,6 +11,10 @@ pub struct ClientTls {
     pub ca_pem: Option<Vec<u8>>,
     /// PEM certificate chain and private key presented to peers that ask (mutual TLS).
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name a peer's certificate must carry, instead of the endpoint's host: for an
+    /// endpoint such as `https://localhost:50051` reached through a port-forward. `None`: the
+    /// endpoint's host.
+    pub domain_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -18,6 +22,7 @@ impl std::fmt::Debug for ClientTls {
         f.debug_struct("ClientTls")
             .field("custom_ca", &self.ca_pem.is_some())
             .field("client_certificate", &self.identity.is_some())
+            .field("domain_name", &self.domain_name)
             .finish()
     }
 }
@@ -49,18 +54,29 @@ impl ClientTls {
         Ok(Some(Self {
             ca_pem: files.ca,
             identity: files.identity,
+            domain_name: None,
         }))
     }
 
-    /// tonic's TLS settings for these: the server name is the endpoint's host unless set with
-    /// `domain_name`.
+    /// tonic's TLS settings for these: the server name is [`ClientTls::domain_name`] when set,
+    /// else the endpoint's host (which the caller sets).
     pub fn tonic_config(&self) -> tonic::transport::ClientTlsConfig {
-        mailroom_platform::grpc_tls::client_tls_config(
+        let config = mailroom_platform::grpc_tls::client_tls_config(
             self.ca_pem.as_deref(),
             self.identity
                 .as_ref()
                 .map(|(cert, key)| (cert.as_slice(), key.as_slice())),
-        )
+        );
+        match &self.domain_name {
+            Some(name) => config.domain_name(name.clone()),
+            None => config,
+        }
+    }
+
+    /// The server name to check a peer's certificate against when its endpoint's host is
+    /// `host`: [`ClientTls::domain_name`] when set, else `host`.
+    pub fn server_name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.domain_name.as_deref().unwrap_or(host)
     }
 
     /// Reads a CA bundle and an optional client certificate and key (PEM files).
@@ -82,6 +98,10 @@ impl ClientTls {
             (None, None) => None,
             _ => return Err(TlsFileError::HalfIdentity),
         };
-        Ok(Self { ca_pem, identity })
+        Ok(Self {
+            ca_pem,
+            identity,
+            domain_name: None,
+        })
     }
 }

@@ -107,7 +107,7 @@ pub async fn run() -> anyhow::Result<()> {
     }
     let platform = PlatformConfig::load(&figment)?;
     let _telemetry =
-        mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level);
+        mailroom_platform::telemetry::init("dev", platform.log_format, &platform.log_level)?;
     let shutdown = mailroom_platform::shutdown::on_signal(&platform);
     let running = serve::start(Service::ALL, &figment, &platform, shutdown.clone()).await?;
 

@@ -154,7 +154,7 @@ pub async fn serve(list: &str, role: Option<&str>) -> anyhow::Result<()> {
         services[0].name(),
         platform.log_format,
         &platform.log_level,
-    );
+    )?;
     tracing::info!(config = ?platform, "starting");
     let shutdown = mailroom_platform::shutdown::on_signal(&platform);
     let running = start(&services, &figment, &platform, shutdown.clone()).await?;

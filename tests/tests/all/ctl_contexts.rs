@@ -358,3 +358,84 @@ async fn ctl_config_lists_switches_and_views_contexts_without_secrets() {
     assert!(script.status.success(), "{}", explain(&script));
     assert!(stdout(&script).contains("mailroom"), "{}", explain(&script));
 }
+
+/// A context's secret goes only to the context's identity: a leftover
+/// `MAILROOM_IDENTITY_ENDPOINT` is refused (78, nothing sent) unless `--allow-endpoint-override`;
+/// no password or secret crosses a network in plaintext without `--insecure`; TLS files beside
+/// an `http://` endpoint are warned about. Each refusal comes before any connection.
+#[tokio::test]
+async fn ctl_sends_no_secret_to_an_overriding_or_plaintext_identity_unless_allowed() {
+    let dir = std::env::temp_dir().join(format!("mailroom-ctl-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    std::fs::write(dir.join("ca.crt"), "not needed before connecting").expect("a CA file");
+    let config = dir.join("ctl.yaml");
+    std::fs::write(
+        &config,
+        "current-context: prod\ncontexts:\n  prod:\n    endpoints:\n      identity: https://identity.prod.invalid:50051\n    client-id: operator\n    client-secret-env: PROD_OPERATOR_SECRET\n  plain:\n    endpoints:\n      identity: http://127.0.0.1:9\n    tls:\n      ca-file: ca.crt\n",
+    )
+    .expect("the contexts file");
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    );
+    let secret = "prod-operator-secret-7431";
+    let leftover = [
+        ("PROD_OPERATOR_SECRET", secret),
+        ("MAILROOM_IDENTITY_ENDPOINT", closed.as_str()),
+    ];
+    let refused = mailroom(&config, &leftover, &["ctl", "org", "get"]).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(78), "{}", explain(&refused));
+    assert!(
+        stderr.contains("context `prod`")
+            && stderr.contains(&closed)
+            && stderr.contains("--allow-endpoint-override")
+            && !stderr.contains(secret),
+        "{}",
+        explain(&refused)
+    );
+    // Allowed: it goes on to identity (which does not answer there: 69, not 78).
+    let allowed = mailroom(
+        &config,
+        &leftover,
+        &["ctl", "--allow-endpoint-override", "org", "get"],
+    )
+    .await;
+    assert_eq!(allowed.status.code(), Some(69), "{}", explain(&allowed));
+
+    // A password over http:// to another machine (TEST-NET-1: never reached).
+    let plaintext = mailroom(
+        &config,
+        &[
+            ("MAILROOM_EMAIL", "admin@acme.test"),
+            ("MAILROOM_PASSWORD", "a-password"),
+        ],
+        &[
+            "ctl",
+            "--endpoint",
+            "http://192.0.2.1:50051",
+            "users",
+            "list",
+        ],
+    )
+    .await;
+    assert_eq!(plaintext.status.code(), Some(78), "{}", explain(&plaintext));
+    assert!(
+        String::from_utf8_lossy(&plaintext.stderr).contains("--insecure"),
+        "{}",
+        explain(&plaintext)
+    );
+
+    // TLS files with a plaintext endpoint: said, then tried (and unreachable here).
+    let warned = mailroom(&config, &[], &["ctl", "--context", "plain", "jwks"]).await;
+    assert_eq!(warned.status.code(), Some(69), "{}", explain(&warned));
+    assert!(
+        String::from_utf8_lossy(&warned.stderr)
+            .contains("contexts.plain.endpoints.identity http://127.0.0.1:9"),
+        "{}",
+        explain(&warned)
+    );
+}

@@ -15,8 +15,9 @@ use mailroom_clients::{
 };
 use mailroom_platform::config::local;
 
-use super::context::ContextEndpoints;
+use super::context::{ContextEndpoints, Selected};
 use super::exit::{Refused, Unreachable};
+use super::outbound::SentSecret;
 use mailroom_platform::proto::access::v1::access_service_client::AccessServiceClient;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::proto::invitations::v1::invitation_service_client::InvitationServiceClient;
@@ -78,6 +79,58 @@ impl EndpointArgs {
             ),
         }
     }
+
+    /// The endpoints given rather than defaulted, each after where it was given: the flag and
+    /// variable, else the context's key. The local defaults are not listed.
+    pub(crate) fn given(&self, context: Option<&Selected<'_>>) -> Vec<(String, String)> {
+        let one = |given: &Option<String>,
+                   flag: &str,
+                   key: &str,
+                   from_context: fn(&ContextEndpoints) -> &Option<String>| {
+            match given {
+                Some(endpoint) => Some((flag.to_owned(), endpoint.clone())),
+                None => context.and_then(|s| {
+                    let endpoint = from_context(&s.context.endpoints).clone()?;
+                    Some((s.key(&format!("endpoints.{key}")), endpoint))
+                }),
+            }
+        };
+        [
+            one(
+                &self.endpoint,
+                "--endpoint/MAILROOM_IDENTITY_ENDPOINT",
+                "identity",
+                |c| &c.identity,
+            ),
+            one(
+                &self.access_endpoint,
+                "--access-endpoint/MAILROOM_ACCESS_ENDPOINT",
+                "access",
+                |c| &c.access,
+            ),
+            one(
+                &self.mailboxes_endpoint,
+                "--mailboxes-endpoint/MAILROOM_MAILBOXES_ENDPOINT",
+                "mailboxes",
+                |c| &c.mailboxes,
+            ),
+            one(
+                &self.sync_endpoint,
+                "--sync-endpoint/MAILROOM_SYNC_ENDPOINT",
+                "sync",
+                |c| &c.sync,
+            ),
+            one(
+                &self.invitations_endpoint,
+                "--invitations-endpoint/MAILROOM_INVITATIONS_ENDPOINT",
+                "invitations",
+                |c| &c.invitations,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// Where the five services answer.
@@ -91,6 +144,11 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// Identity's endpoint, where signing in sends a password or client secret.
+    pub(crate) fn identity(&self) -> &str {
+        &self.endpoint
+    }
+
     /// The services of `mailroom dev` on this machine.
     pub(crate) fn local() -> Self {
         Self {
@@ -130,6 +188,21 @@ impl Credentials {
         self.token.is_none()
             && !(self.email.is_some() && self.password.is_some())
             && self.client_secret.is_none()
+    }
+
+    /// The secret signing in sends to identity (see [`Credentials::sign_in`] and
+    /// [`Credentials::service_tokens`]): none with a token, else a person's password, else a
+    /// service client's secret.
+    pub(crate) fn sent_secret(&self) -> Option<SentSecret> {
+        if self.token.is_some() {
+            None
+        } else if self.email.is_some() && self.password.is_some() {
+            Some(SentSecret::Password)
+        } else if self.client_id.is_some() && self.client_secret.is_some() {
+            Some(SentSecret::ClientSecret)
+        } else {
+            None
+        }
     }
 
     /// Fills the service client's id and secret where the flags and variables gave none.
@@ -384,5 +457,41 @@ impl<T> Answer<T> for Result<tonic::Response<T>, tonic::Status> {
     fn answer(self) -> anyhow::Result<T> {
         self.map(tonic::Response::into_inner)
             .map_err(|s| Refused::from(s).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(token: bool, email: bool, password: bool, client: bool) -> Credentials {
+        Credentials {
+            token: token.then(|| "t".to_owned()),
+            email: email.then(|| "ann@acme.test".to_owned()),
+            password: password.then(|| "p".to_owned()),
+            client_id: client.then(|| "operator".to_owned()),
+            client_secret: client.then(|| "s".to_owned()),
+        }
+    }
+
+    /// What the outbound checks guard is exactly what signing in would send.
+    #[test]
+    fn the_secret_sent_follows_the_order_credentials_are_used_in() {
+        use SentSecret::*;
+        assert_eq!(credentials(true, true, true, true).sent_secret(), None);
+        assert_eq!(
+            credentials(false, true, true, true).sent_secret(),
+            Some(Password)
+        );
+        assert_eq!(
+            credentials(false, true, false, true).sent_secret(),
+            Some(ClientSecret),
+            "an email without its password signs no one in"
+        );
+        assert_eq!(
+            credentials(false, false, false, true).sent_secret(),
+            Some(ClientSecret)
+        );
+        assert_eq!(credentials(false, false, false, false).sent_secret(), None);
     }
 }

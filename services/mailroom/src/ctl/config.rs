@@ -12,9 +12,11 @@ use crate::output::{Format, Rows};
 
 /// The contexts file: `$MAILROOM_CTL_CONFIG`, else `$XDG_CONFIG_HOME/mailroom/ctl.yaml`, else
 /// `~/.config/mailroom/ctl.yaml`. Each context under `contexts:` has `endpoints:` (identity,
-/// access, mailboxes, sync, invitations), `tls:` (ca-file, cert-file, key-file; relative to
-/// the file), `client-id` and one of `client-secret-file`, `client-secret-env` or
-/// `client-secret`. Flags and environment variables override the context.
+/// access, mailboxes, sync, invitations), `tls:` (ca-file, cert-file, key-file, relative to
+/// the file; server-name, checked instead of the endpoints' host), `client-id` and one of
+/// `client-secret-file`, `client-secret-env` or `client-secret`. Flags and environment
+/// variables override the context, though the context's secret is not sent to an identity
+/// endpoint they replace (see --allow-endpoint-override).
 #[derive(Subcommand)]
 pub enum ConfigCommand {
     /// The contexts in the file, the current one marked.

@@ -6,7 +6,8 @@
 //! The file: `$MAILROOM_CTL_CONFIG`, else `$XDG_CONFIG_HOME/mailroom/ctl.yaml`, else
 //! `~/.config/mailroom/ctl.yaml`. The context: `--context`/`MAILROOM_CONTEXT`, else the file's
 //! `current-context`, else none (the local services of `mailroom dev`). Flags and environment
-//! variables override what the context says, field by field.
+//! variables override what the context says, field by field (but see [`super::outbound`] for
+//! where the context's secret is not sent).
 //!
 //! ```yaml
 //! current-context: prod
@@ -22,6 +23,7 @@
 //!       ca-file: prod/ca.crt          # relative to this file; ~/ works too
 //!       cert-file: prod/tls.crt       # a client certificate, for mutual TLS
 //!       key-file: prod/tls.key
+//!       server-name: mailroom.example # every service's certificate is checked against it
 //!     client-id: operator
 //!     client-secret-file: prod/operator.secret   # or client-secret-env: VAR, or client-secret
 //! ```
@@ -115,6 +117,10 @@ pub struct ContextTls {
     pub cert_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// The name every service's certificate is checked against instead of its endpoint's
+    /// host: for `https://localhost:…` through a port-forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 impl ContextTls {
@@ -131,7 +137,7 @@ pub enum ContextError {
     // (The causes below are in the message, not sources: `{:#}` would print them twice.)
     #[error("cannot read the ctl contexts file {path}: {error}")]
     Read { path: String, error: std::io::Error },
-    #[error("{path} is not a valid ctl contexts file: {message} (keys: current-context; contexts.NAME.endpoints.identity|access|mailboxes|sync|invitations, .tls.ca-file|cert-file|key-file, .client-id, .client-secret-file|client-secret-env|client-secret)")]
+    #[error("{path} is not a valid ctl contexts file: {message} (keys: current-context; contexts.NAME.endpoints.identity|access|mailboxes|sync|invitations, .tls.ca-file|cert-file|key-file|server-name, .client-id, .client-secret-file|client-secret-env|client-secret)")]
     Parse { path: String, message: String },
     #[error(
         "{path}: {key} names the context `{name}`, which is not under `contexts` (known: {known})"
@@ -150,6 +156,8 @@ pub enum ContextError {
         key: String,
         message: String,
     },
+    #[error("{origin}: the TLS server name must be a host name or address as the services' certificate names it, without scheme, port or path (e.g. identity.mailroom.example)")]
+    ServerName { origin: String },
     #[error("{origin}: {error}")]
     Tls {
         origin: String,
@@ -304,26 +312,105 @@ impl ConfigFile {
             key: "current-context".into(),
             message: "cannot be set in place; write `current-context: NAME` at the top of the file by hand".into(),
         })?;
-        let write_error = |error| ContextError::Write {
+        replace_file(&path, updated.as_bytes()).map_err(|error| ContextError::Write {
             path: shown.clone(),
             error,
-        };
-        // Written beside it, with its permissions, then moved over it: never half a file.
-        let temporary = path.with_extension("yaml.tmp");
-        std::fs::write(&temporary, updated).map_err(write_error)?;
-        let permissions = std::fs::metadata(&path).map_err(write_error)?.permissions();
-        std::fs::set_permissions(&temporary, permissions).map_err(write_error)?;
-        std::fs::rename(&temporary, &path).map_err(write_error)?;
+        })?;
         self.config.current_context = Some(name.to_owned());
         Ok(())
     }
+}
+
+/// Replaces the file at `path` (through a symbolic link, the file it points to) with
+/// `contents`: written to a new file of an unguessable name beside it, private from the start
+/// and given the original's permissions once written, then moved over it — never half a file,
+/// never a moment when others could read what they could not before.
+fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = std::fs::canonicalize(path)?;
+    let permissions = std::fs::metadata(&path)?.permissions();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temporary)?;
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::set_permissions(&temporary, permissions))
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 fn parse(text: &str) -> Result<CtlConfig, String> {
     if text.trim().is_empty() {
         return Ok(CtlConfig::default());
     }
-    serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    serde_yaml_ng::from_str(text).map_err(|e| without_values(&e))
+}
+
+/// The kinds of value serde names when one has the wrong type, as it starts its description.
+const FOUND_KINDS: [(&str, &str); 10] = [
+    ("boolean", "a boolean"),
+    ("integer", "an integer"),
+    ("floating point", "a number"),
+    ("character", "a character"),
+    ("string", "a string"),
+    ("unit value", "an empty value"),
+    ("sequence", "a list"),
+    ("map", "a mapping"),
+    ("Option value", "an optional value"),
+    ("byte array", "bytes"),
+];
+
+/// A parse error as the file's location and what is wrong there, never the value found
+/// there (serde's messages quote a wrong-typed value: a numeric `client-secret` would be
+/// printed): `contexts.a.client-secret: invalid type: an integer, expected a string at line 4
+/// column 20`.
+fn without_values(err: &serde_yaml_ng::Error) -> String {
+    let full = err.to_string();
+    let at = err
+        .location()
+        .map(|l| format!(" at line {} column {}", l.line(), l.column()));
+    let message = match &at {
+        Some(at) => full.strip_suffix(at.as_str()).unwrap_or(&full),
+        None => &full,
+    };
+    let at = at.unwrap_or_default();
+    // (prefix, replaced by) for the messages that quote a value; each keeps what follows the
+    // last ", expected " (a type's description, never a value).
+    for marker in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        let Some(start) = message.find(marker) else {
+            continue;
+        };
+        let (before, rest) = message.split_at(start);
+        let found = &rest[marker.len()..];
+        let expected = found
+            .rfind(", expected ")
+            .map(|i| &found[i + ", expected ".len()..])
+            .unwrap_or("something else");
+        let kind = FOUND_KINDS
+            .iter()
+            .find(|(serde, _)| found.starts_with(serde))
+            .map_or("another value", |(_, shown)| shown);
+        return match marker {
+            "unknown variant " => format!("{before}unknown choice, expected {expected}{at}"),
+            "invalid type: " => format!("{before}invalid type: {kind}, expected {expected}{at}"),
+            _ => format!("{before}invalid value: {kind}, expected {expected}{at}"),
+        };
+    }
+    full
 }
 
 /// `text` with its top-level `current-context` set to `name` (added at the top when absent);
@@ -585,6 +672,60 @@ contexts:
     }
 
     #[test]
+    fn a_wrong_typed_value_is_refused_by_its_place_and_kind_never_echoed() {
+        let refused = |text: &str| {
+            let path = folder().join("ctl.yaml");
+            std::fs::write(&path, text).unwrap();
+            ConfigFile::load(Some(path)).unwrap_err().to_string()
+        };
+        // A secret indented one level too little lands where a context belongs: serde would
+        // quote it.
+        let err =
+            refused("contexts:\n  prod:\n    client-id: operator\n  client-secret: hunter2-prod\n");
+        assert!(
+            err.contains("ctl.yaml")
+                && err.contains("contexts.client-secret")
+                && err.contains("invalid type: a string")
+                && err.contains("expected struct CtlContext")
+                && err.contains("line 4 column")
+                && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = refused("contexts:\n  a:\n    tls: \"hunter2, expected x\"\n");
+        assert!(
+            err.contains("contexts.a.tls") && err.contains("a string") && !err.contains("hunter2"),
+            "{err}"
+        );
+        // A numeric secret is a secret as written, not an error.
+        let path = folder().join("ctl.yaml");
+        std::fs::write(
+            &path,
+            "contexts:\n  a:\n    client-id: operator\n    client-secret: 0012345\n",
+        )
+        .unwrap();
+        let file = ConfigFile::load(Some(path)).unwrap();
+        assert_eq!(
+            file.config.contexts["a"].client_secret.as_deref(),
+            Some("0012345")
+        );
+        // Broken YAML says where, from the parser's own words.
+        let err = refused("contexts:\n  a: [\n");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn a_server_name_is_read_from_the_contexts_tls() {
+        let file = file_with(
+            "contexts:\n  fwd:\n    endpoints:\n      identity: https://localhost:50051\n    tls:\n      server-name: identity.mailroom.example\n",
+        );
+        let fwd = file.select(Some("fwd")).unwrap().unwrap();
+        assert_eq!(
+            fwd.context.tls.server_name.as_deref(),
+            Some("identity.mailroom.example")
+        );
+    }
+
+    #[test]
     fn secrets_come_from_exactly_one_place_and_say_where_they_are_missing() {
         let file = file_with(TWO);
         let prod = file.select(Some("prod")).unwrap().unwrap();
@@ -696,5 +837,37 @@ contexts:
         bare.use_context("a").unwrap();
         let text = std::fs::read_to_string(bare.path.as_ref().unwrap()).unwrap();
         assert!(text.starts_with("current-context: a\n"), "{text}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn use_context_keeps_the_files_mode_leaves_no_temporary_and_follows_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let mut file = file_with(TWO);
+        let path = file.path.clone().unwrap();
+        file.use_context("prod").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        set_mode(&path, 0o640);
+        file.use_context("staging").unwrap();
+        assert_eq!(mode(&path), 0o640, "the original's mode, not the umask's");
+        let dir = path.parent().unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["ctl.yaml".to_owned()], "no temporary file left");
+
+        // A linked file (dotfiles kept elsewhere) is updated where it lives; the link stays.
+        let link = folder().join("ctl.yaml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let mut linked = ConfigFile::load(Some(link.clone())).unwrap();
+        linked.use_context("prod").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let again = ConfigFile::load(Some(path)).unwrap();
+        assert_eq!(again.config.current_context.as_deref(), Some("prod"));
     }
 }

@@ -21,8 +21,8 @@ pub const NOT_FOUND: u8 = 5;
 /// A service did not answer: unreachable, UNAVAILABLE or DEADLINE_EXCEEDED (sysexits'
 /// EX_UNAVAILABLE). Retrying later may help.
 pub const UNAVAILABLE: u8 = 69;
-/// The ctl configuration (contexts file, TLS or secret files) is unusable (sysexits'
-/// EX_CONFIG).
+/// The ctl configuration (contexts file, TLS or secret files) is unusable, or would send a
+/// secret where `ctl` refuses to (sysexits' EX_CONFIG).
 pub const CONFIG: u8 = 78;
 
 /// The exit statuses as `ctl --help` lists them.
@@ -35,7 +35,9 @@ Exit status:
   4   not signed in, credential refused, or not permitted (UNAUTHENTICATED, PERMISSION_DENIED)
   5   not found (NOT_FOUND)
   69  a service did not answer (unreachable, UNAVAILABLE, DEADLINE_EXCEEDED)
-  78  the ctl configuration is unusable (contexts file, TLS or secret files)";
+  78  the ctl configuration is unusable (contexts file, TLS or secret files), or would send a
+      secret to an overriding or plaintext identity endpoint (see --allow-endpoint-override,
+      --insecure)";
 
 /// `access check --fail-on-deny` said no: printed already, so only the status is left to give.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,7 @@ pub fn status(err: &anyhow::Error) -> u8 {
         if cause.is::<Unreachable>() {
             return UNAVAILABLE;
         }
-        if cause.is::<super::context::ContextError>() {
+        if cause.is::<super::context::ContextError>() || cause.is::<super::outbound::Unsafe>() {
             return CONFIG;
         }
         match cause.downcast_ref::<PeerError>() {
@@ -140,6 +142,11 @@ mod tests {
             status(&anyhow::Error::from(tonic::Status::not_found("x"))),
             NOT_FOUND
         );
+        let unsafe_send = crate::ctl::outbound::Unsafe::Plaintext {
+            what: "the password",
+            endpoint: "http://identity.test".into(),
+        };
+        assert_eq!(status(&anyhow::Error::from(unsafe_send)), CONFIG);
         for code in [DENIED, NOT_ALLOWED, NOT_FOUND, UNAVAILABLE, CONFIG] {
             assert!(
                 HELP.contains(&format!("\n  {code} ")),

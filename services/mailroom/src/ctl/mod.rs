@@ -8,7 +8,10 @@
 //!
 //! Contexts ([`context`], `ctl config …` in [`config`]): one file naming each deployment's
 //! endpoints, TLS files and operator credential; `--context`/`MAILROOM_CONTEXT` or the file's
-//! current context picks one, and any flag or variable given overrides it. `-o table|json|yaml`
+//! current context picks one, and any flag or variable given overrides it — except that a
+//! context's secret is not sent to an identity endpoint that replaced the context's, nor any
+//! password or secret over `http://` to another machine, unless allowed ([`outbound`]).
+//! `-o table|json|yaml`
 //! picks the output ([`crate::output`]); the exit status tells a denial, a refusal, a missing
 //! thing and an unreachable service apart ([`exit`]).
 //!
@@ -35,6 +38,7 @@ pub mod exit;
 pub mod identity;
 pub mod invitations;
 pub mod mailboxes;
+pub mod outbound;
 pub mod sync;
 
 pub(crate) use clients::{Answer, Clients, Credentials, EndpointArgs, Endpoints};
@@ -50,6 +54,14 @@ pub struct Ctl {
     credentials: Credentials,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Send the context's client secret to identity even when --endpoint or
+    /// MAILROOM_IDENTITY_ENDPOINT replaces the context's identity endpoint.
+    #[arg(long, global = true)]
+    allow_endpoint_override: bool,
+    /// Send a password or client secret over plaintext http:// to a host other than this
+    /// machine (only where every network in between is trusted).
+    #[arg(long, global = true)]
+    insecure: bool,
     /// table (for people), json or yaml (for scripts: `{"kind", "items"}` for a list, the
     /// object for one resource).
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
@@ -136,10 +148,16 @@ struct TlsArgs {
         value_name = "PATH"
     )]
     tls_key_file: Option<PathBuf>,
+    /// The name the services' certificates are checked against instead of the endpoint's host
+    /// (e.g. identity.mailroom.example for https://localhost:50051 through a port-forward)
+    /// [default: the context's tls.server-name, else the endpoint's host].
+    #[arg(long, global = true, value_name = "NAME")]
+    tls_server_name: Option<String>,
 }
 
 impl TlsArgs {
-    /// The TLS files: each flag or variable, else the context's; `None` when neither names any.
+    /// The TLS files and server name: each flag or variable, else the context's; `None` when
+    /// neither names any.
     fn resolve(
         &self,
         selected: Option<&context::Selected<'_>>,
@@ -159,7 +177,25 @@ impl TlsArgs {
             .tls_key_file
             .clone()
             .or_else(|| from_context(|t| &t.key_file));
-        if ca.is_none() && cert.is_none() && key.is_none() {
+        let server_name = match &self.tls_server_name {
+            Some(name) => Some(checked_server_name(name, "--tls-server-name")?),
+            None => match selected {
+                Some(s) => s
+                    .context
+                    .tls
+                    .server_name
+                    .as_deref()
+                    .map(|name| {
+                        checked_server_name(
+                            name,
+                            &format!("{} in {}", s.key("tls.server-name"), s.file_shown()),
+                        )
+                    })
+                    .transpose()?,
+                None => None,
+            },
+        };
+        if ca.is_none() && cert.is_none() && key.is_none() && server_name.is_none() {
             return Ok(None);
         }
         let origin = match selected {
@@ -170,9 +206,28 @@ impl TlsArgs {
             ),
             None => "--tls-ca-file/--tls-cert-file/--tls-key-file".to_owned(),
         };
-        mailroom_clients::ClientTls::from_files(ca.as_deref(), cert.as_deref(), key.as_deref())
-            .map(Some)
-            .map_err(|error| context::ContextError::Tls { origin, error })
+        let mut tls =
+            mailroom_clients::ClientTls::from_files(ca.as_deref(), cert.as_deref(), key.as_deref())
+                .map_err(|error| context::ContextError::Tls { origin, error })?;
+        tls.domain_name = server_name;
+        Ok(Some(tls))
+    }
+}
+
+/// A TLS server name as given (`origin` says where): a host name or address, without scheme,
+/// port or path.
+fn checked_server_name(name: &str, origin: &str) -> Result<String, context::ContextError> {
+    let name = name.trim();
+    let usable = !name.is_empty()
+        && !name.contains("://")
+        && !name.contains('/')
+        && !name.chars().any(char::is_whitespace);
+    if usable {
+        Ok(name.to_owned())
+    } else {
+        Err(context::ContextError::ServerName {
+            origin: origin.to_owned(),
+        })
     }
 }
 
@@ -204,9 +259,11 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     }
     let Ctl {
         context: requested,
-        endpoints,
+        endpoints: endpoint_args,
         mut credentials,
         tls,
+        allow_endpoint_override,
+        insecure,
         output: format,
         command,
     } = ctl;
@@ -219,17 +276,47 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
         command => command,
     };
     let selected = file.select(requested.as_deref())?;
-    let endpoints = endpoints.resolve(selected.as_ref().map(|s| &s.context.endpoints));
+    let endpoints = endpoint_args.resolve(selected.as_ref().map(|s| &s.context.endpoints));
+    let mut secret_from_context = false;
     if let Some(selected) = &selected {
         if credentials.wants_client_secret() {
             let credential = selected.client_credential(|name| std::env::var(name).ok(), warn)?;
             if let Some((id, secret)) = credential {
                 credentials.fill_client(id, &secret);
+                secret_from_context = true;
             }
         }
     }
     let mut settings = mailroom_clients::Settings::for_operator();
     settings.tls = tls.resolve(selected.as_ref())?;
+    let given = endpoint_args.given(selected.as_ref());
+    let given: Vec<(&str, &str)> = given
+        .iter()
+        .map(|(o, e)| (o.as_str(), e.as_str()))
+        .collect();
+    if let Some(warning) = outbound::plaintext_despite_tls(settings.tls.is_some(), &given) {
+        warn(warning);
+    }
+    let context_identity = selected.as_ref().map(|s| {
+        let identity = s.context.endpoints.identity.clone();
+        (
+            s.name,
+            identity.unwrap_or_else(mailroom_platform::config::local::identity),
+        )
+    });
+    let sending = outbound::Sending {
+        identity: endpoints.identity(),
+        secret: credentials.sent_secret(),
+        from_context: context_identity
+            .as_ref()
+            .filter(|_| secret_from_context)
+            .map(|(name, identity)| outbound::CredentialContext { name, identity }),
+    };
+    let allowed = outbound::Allowed {
+        endpoint_override: allow_endpoint_override,
+        insecure,
+    };
+    outbound::check(&sending, allowed)?;
     let mut clients = Clients::connect(&endpoints, &credentials, &settings).await?;
     let rows = match command {
         CtlCommand::Login => {
@@ -278,4 +365,77 @@ pub async fn run(ctl: Ctl) -> anyhow::Result<()> {
     };
     println!("{}", rows.render(format));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contexts(text: &str) -> context::ConfigFile {
+        let dir = std::env::temp_dir().join(format!("mailroom-ctl-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ctl.yaml");
+        std::fs::write(&path, text).unwrap();
+        context::ConfigFile::load(Some(path)).unwrap()
+    }
+
+    fn tls_args(server_name: Option<&str>) -> TlsArgs {
+        TlsArgs {
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: server_name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_server_name_reaches_the_channels_tls_from_the_context_or_the_flag() {
+        let file = contexts(
+            "contexts:\n  fwd:\n    endpoints:\n      identity: https://localhost:50051\n    tls:\n      server-name: identity.mailroom.example\n  plain: {}\n",
+        );
+        let fwd = file.select(Some("fwd")).unwrap();
+        let tls = tls_args(None).resolve(fwd.as_ref()).unwrap().unwrap();
+        assert_eq!(
+            tls.domain_name.as_deref(),
+            Some("identity.mailroom.example")
+        );
+        assert_eq!(
+            tls.ca_pem, None,
+            "a server name alone keeps the public roots"
+        );
+        assert_eq!(tls.server_name("localhost"), "identity.mailroom.example");
+
+        let flag = tls_args(Some("mailroom.internal"));
+        let tls = flag.resolve(fwd.as_ref()).unwrap().unwrap();
+        assert_eq!(
+            tls.domain_name.as_deref(),
+            Some("mailroom.internal"),
+            "the flag wins"
+        );
+
+        let plain = file.select(Some("plain")).unwrap();
+        assert!(tls_args(None).resolve(plain.as_ref()).unwrap().is_none());
+        assert!(tls_args(None).resolve(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_server_name_that_is_a_url_is_refused_naming_where_it_was_set() {
+        let file = contexts(
+            "contexts:\n  fwd:\n    tls:\n      server-name: https://identity.mailroom.example:50051\n",
+        );
+        let fwd = file.select(Some("fwd")).unwrap();
+        let err = tls_args(None)
+            .resolve(fwd.as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("contexts.fwd.tls.server-name") && err.contains("without scheme"),
+            "{err}"
+        );
+        let err = tls_args(Some("")).resolve(None).unwrap_err().to_string();
+        assert!(err.contains("--tls-server-name"), "{err}");
+        // An address is a name a certificate may carry.
+        let tls = tls_args(Some("10.0.0.7")).resolve(None).unwrap().unwrap();
+        assert_eq!(tls.domain_name.as_deref(), Some("10.0.0.7"));
+    }
 }
