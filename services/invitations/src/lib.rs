@@ -104,6 +104,8 @@ pub enum StartError {
     #[error(transparent)]
     Peers(#[from] mailroom_clients::ChannelError),
     #[error(transparent)]
+    PlaintextPeer(#[from] mailroom_clients::settings::PlaintextPeer),
+    #[error(transparent)]
     Redis(#[from] mailroom_platform::redis::RedisError),
     #[error("MAILROOM_INVITATIONS__TRUSTED_PROXIES: {0}")]
     TrustedProxies(#[from] InvalidTrustedProxy),
@@ -125,6 +127,19 @@ pub async fn start(
     let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies)?;
     trusted_proxies.announce("invitations", "MAILROOM_INVITATIONS__TRUSTED_PROXIES");
     let mailer = mailer::Mailer::new(&config.smtp)?;
+    mailroom_clients::settings::refuse_plaintext_peers(
+        &platform.grpc_tls,
+        &[
+            (
+                "MAILROOM_INVITATIONS__IDENTITY_ENDPOINT",
+                &config.identity_endpoint,
+            ),
+            (
+                "MAILROOM_INVITATIONS__ACCESS_ENDPOINT",
+                &config.access_endpoint,
+            ),
+        ],
+    )?;
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let peers = ServicePeers::new(
         &config.identity_endpoint,

@@ -100,6 +100,20 @@ pub async fn start(
     let token_secret = keys
         .derive_secret("mailboxes page tokens")
         .ok_or_else(|| StartError::Config("no sealing key configured".into()))?;
+    mailroom_clients::settings::refuse_plaintext_peers(
+        &platform.grpc_tls,
+        &[
+            (
+                "MAILROOM_MAILBOXES__IDENTITY_ENDPOINT",
+                &config.identity_endpoint,
+            ),
+            (
+                "MAILROOM_MAILBOXES__ACCESS_ENDPOINT",
+                &config.access_endpoint,
+            ),
+        ],
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let access = ServicePeers::new(
         &config.identity_endpoint,

@@ -152,6 +152,12 @@ pub struct PlatformConfig {
     /// [`crate::kafka::KafkaProperties`]); secret values are redacted in `Debug`.
     #[serde(default)]
     pub kafka_properties: crate::kafka::KafkaProperties,
+    /// Whether Kafka properties that turn off the check of who the broker is
+    /// (`enable.ssl.certificate.verification=false`, `ssl.endpoint.identification.algorithm=none`)
+    /// are let through, with a warning at start (`MAILROOM_KAFKA_ALLOW_INSECURE_TLS`); false:
+    /// they stop the process ([`crate::kafka::KafkaProperties::check_tls`]).
+    #[serde(default)]
+    pub kafka_allow_insecure_tls: bool,
     /// How many times the outbox relay tries an event the broker refuses for good (too large,
     /// an invalid topic, not authorised, …) before it parks it and goes on with the events
     /// after it (`mailroom ctl events parked list|retry`). Refusals that may pass (the broker
@@ -203,8 +209,9 @@ pub struct PlatformConfig {
     /// needs is applied, and refuses a schema contracted past it ([`crate::schema`]).
     #[serde(default = "default_true")]
     pub migrate_on_start: bool,
-    /// How often each hosted service checks its database and the broker for its readiness
-    /// (`MAILROOM_READINESS_INTERVAL_MS`, [`crate::readiness`]).
+    /// How often each hosted service checks its database and the broker
+    /// (`MAILROOM_READINESS_INTERVAL_MS`, [`crate::readiness`]): `mailroom_dependency_up`, and
+    /// readiness until the database first answers after start.
     #[serde(default = "default_readiness_interval_ms")]
     pub readiness_interval_ms: u64,
     /// TLS on the gRPC port and towards peers (`MAILROOM_GRPC_TLS__*`, see
@@ -325,6 +332,12 @@ impl PlatformConfig {
         }
         self.kafka_properties
             .check()
+            .map_err(|err| ConfigError::Invalid {
+                key: "MAILROOM_KAFKA_PROPERTY_* / kafka_properties",
+                reason: err.to_string(),
+            })?;
+        self.kafka_properties
+            .check_tls(self.kafka_allow_insecure_tls)
             .map_err(|err| ConfigError::Invalid {
                 key: "MAILROOM_KAFKA_PROPERTY_* / kafka_properties",
                 reason: err.to_string(),

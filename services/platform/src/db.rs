@@ -36,6 +36,13 @@ pub enum DbError {
         schema: String,
         source: MigrateError,
     },
+    #[error("schema `{schema}` holds invalid indexes, left by a `CREATE INDEX CONCURRENTLY` that failed: {}. Queries do not use them. Drop each ({drops}), then run `mailroom migrate` again, which builds them anew (docs/runbooks/README.md, 'An invalid index')", .indexes.join(", "))]
+    InvalidIndexes {
+        schema: String,
+        indexes: Vec<String>,
+        /// `DROP INDEX CONCURRENTLY <schema>.<name>;` for each.
+        drops: String,
+    },
     #[error("schema name `{0}` must be lower-case letters and underscores")]
     SchemaName(String),
     #[error(transparent)]
@@ -174,7 +181,47 @@ pub async fn migrate(pool: &PgPool, schema: &str, service: &Migrator) -> Result<
         // The lock goes with the session: close it rather than return it to the pool.
         let _ = conn.detach().close().await;
     }
-    applied
+    applied?;
+    refuse_invalid_indexes(pool, schema).await
+}
+
+/// Fails naming the invalid indexes of `schema`, if any. A `CREATE INDEX CONCURRENTLY` that
+/// fails (a deadlock, a unique violation, the Job killed) leaves its index behind, invalid, and
+/// the migration not recorded; its `IF NOT EXISTS` then skips it on the next run, so the
+/// migration would be recorded over an index that serves no query. Better to stop and say so.
+async fn refuse_invalid_indexes(pool: &PgPool, schema: &str) -> Result<(), DbError> {
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.relname::text FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND NOT i.indisvalid ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| DbError::Migrate {
+        schema: schema.to_owned(),
+        source: err.into(),
+    })?;
+    if indexes.is_empty() {
+        return Ok(());
+    }
+    let indexes: Vec<String> = indexes.into_iter().map(|(name,)| name).collect();
+    tracing::error!(
+        schema,
+        ?indexes,
+        "invalid indexes left by a failed CREATE INDEX CONCURRENTLY; drop them and migrate again"
+    );
+    let drops = indexes
+        .iter()
+        .map(|index| format!("DROP INDEX CONCURRENTLY {schema}.{index};"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(DbError::InvalidIndexes {
+        schema: schema.to_owned(),
+        indexes,
+        drops,
+    })
 }
 
 /// The advisory lock under which one process at a time migrates a database (every schema).

@@ -14,7 +14,8 @@
 //! `CLIENT_AUTH` ([`crate::grpc_tls`]), and serves renewed certificates without a restart
 //! ([`crate::grpc_tls::ServingTls`]).
 //! Health `""` and the service names follow the service's [`crate::readiness`] (revocations
-//! caught up, database and broker answering); `liveness` is SERVING while the process answers.
+//! caught up, the database answered once since start); `liveness` is SERVING while the process
+//! answers.
 //! On shutdown, health turns NOT_SERVING at once while the service goes on accepting and
 //! answering calls for the configured drain (`MAILROOM_SHUTDOWN_DRAIN_MS`: callers move to other
 //! pods meanwhile); then the listener closes and the calls in flight get their answers (each
@@ -130,7 +131,7 @@ pub async fn serve(
     // Ready (health "" and the service names SERVING) while nothing holds the service back
     // ([`crate::readiness`]): the revocations topic read to its end — until then every token is
     // refused (UNAVAILABLE), so a readiness probe keeps callers on the replicas that answer —
-    // its database and the broker answering its checks; never again once a stop is asked for.
+    // its database answered once since start; never again once a stop is asked for.
     if !verifier.revocations().is_caught_up() {
         readiness.block(
             Condition::Revocations,

@@ -109,7 +109,8 @@ impl<S> Started<S> {
         hosted.routes = hosted.routes.add_service(ops.into_server());
         hosted.service_names.push(crate::event_ops::SERVICE_NAME);
         let pool_metrics = crate::pool_metrics::exporter(pool.clone(), hosted.callers.service);
-        // Not ready until it serves; then as its database and the broker answer.
+        // Not ready until it serves and its database has answered once since start (later
+        // outages of the database or the broker set mailroom_dependency_up, not readiness).
         let readiness = crate::readiness::register(hosted.callers.service);
         readiness.block(crate::readiness::Condition::Starting, "not serving yet");
         let dependencies: (String, Task) = {

@@ -3,16 +3,23 @@
 //! Each hosted service holds a [`ServiceReadiness`] ([`register`]): a set of [`Condition`]s
 //! that hold it back, each with a one-line reason — still starting, waiting for its schema's
 //! migrations ([`crate::schema`]), the token revocations topic not read to its end yet, its
-//! database or the broker unreachable ([`watch_dependencies`]), draining on shutdown. The
+//! database not answered yet since start ([`watch_dependencies`]), draining on shutdown. The
 //! service's gRPC health (`""` and its service names, [`crate::grpc`]) follows it, and so does
 //! `GET /readyz` on every metrics port of the process ([`crate::metrics`]), which answers for
 //! all the services the process hosts ([`process`]). Liveness never depends on any of this.
+//! A reason names the condition only (`PostgreSQL unreachable`): what the driver said (which
+//! may name users and hosts) is in the logs, not on an unauthenticated port.
 //!
 //! Dependencies are checked every `MAILROOM_READINESS_INTERVAL_MS` (5 s): PostgreSQL with a
-//! `SELECT 1` (2 s at most), the broker with a metadata request (5 s at most). One failure is
-//! not enough (a blip); after [`FAILURES_BEFORE_NOT_READY`] in a row the service turns not
-//! ready, the reason logged once; the first success makes it ready again. Each check's outcome
-//! is the gauge `mailroom_dependency_up{dependency}`.
+//! `SELECT 1` (2 s at most), the broker with a metadata request (5 s at most). Each check's
+//! outcome is the gauge `mailroom_dependency_up{dependency}` (the `MailroomDependencyDown`
+//! alert). Readiness does not follow them, so that a blip of a dependency every pod shares
+//! does not take every pod out of its Service at once (leaving callers nothing, not even the
+//! calls that need no database): the database holds a service back only until its first
+//! successful check after start; later failures set the gauge and are logged (after
+//! [`FAILURES_BEFORE_LOGGED`] in a row) but leave the service ready. The broker never holds
+//! it back (a producer buffers and the outbox waits; the relay and consumers say what they
+//! cannot do in their own metrics).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -28,8 +35,8 @@ use crate::kafka::{KafkaSettings, Topic};
 /// 1 when the last check of a dependency (`postgres`, `kafka`) succeeded, else 0.
 pub const DEPENDENCY_UP: &str = "mailroom_dependency_up";
 
-/// Consecutive failed checks of a dependency before the service is no longer ready.
-pub const FAILURES_BEFORE_NOT_READY: u32 = 2;
+/// Consecutive failed checks of a dependency before the failure is logged (once).
+pub const FAILURES_BEFORE_LOGGED: u32 = 2;
 
 /// How long the database check may take.
 pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,10 +53,8 @@ pub enum Condition {
     Schema,
     /// The token revocations topic is not read to its end yet.
     Revocations,
-    /// PostgreSQL failed its last checks.
+    /// PostgreSQL has not answered a check since start.
     Database,
-    /// The Kafka broker failed its last checks.
-    Broker,
     /// Not serving yet (the service, or the process's other services, still starting): last,
     /// so that what a start waits for (its schema, say) is the reason shown.
     Starting,
@@ -154,53 +159,72 @@ impl ServiceReadiness {
     }
 }
 
-/// Consecutive failures of one dependency, and what readiness says about it.
-#[derive(Debug)]
+/// Consecutive failures of one dependency, for its logs.
+#[derive(Debug, Default)]
 struct Streak {
-    condition: Condition,
     failures: u32,
 }
 
-/// What one check's outcome changes: whether the service turns not ready (with the reason to
-/// log) or ready again.
+/// What one check's outcome is worth logging.
 #[derive(Debug, PartialEq, Eq)]
 enum Turn {
     Unchanged,
-    NotReady,
-    ReadyAgain,
+    /// The [`FAILURES_BEFORE_LOGGED`]th failure in a row.
+    Down,
+    /// The first success after it.
+    UpAgain,
 }
 
 impl Streak {
-    fn new(condition: Condition) -> Self {
-        Self {
-            condition,
-            failures: 0,
-        }
-    }
-
-    /// Counts one check: the service turns not ready at the
-    /// [`FAILURES_BEFORE_NOT_READY`]th failure in a row, ready again at the first success.
     fn record(&mut self, ok: bool) -> Turn {
         if ok {
-            let was_down = self.failures >= FAILURES_BEFORE_NOT_READY;
+            let was_down = self.failures >= FAILURES_BEFORE_LOGGED;
             self.failures = 0;
             return if was_down {
-                Turn::ReadyAgain
+                Turn::UpAgain
             } else {
                 Turn::Unchanged
             };
         }
         self.failures = self.failures.saturating_add(1);
-        if self.failures == FAILURES_BEFORE_NOT_READY {
-            Turn::NotReady
+        if self.failures == FAILURES_BEFORE_LOGGED {
+            Turn::Down
         } else {
             Turn::Unchanged
         }
     }
 }
 
+/// Whether the database still holds a service back: until its first successful check after
+/// start, never again after.
+#[derive(Debug, PartialEq, Eq)]
+enum StartupGate {
+    /// No check has succeeded yet.
+    Waiting,
+    Passed,
+}
+
+impl StartupGate {
+    /// Counts one database check; `Some(ready)` when readiness must change (blocked at the
+    /// first failure, lifted at the first success).
+    fn record(&mut self, ok: bool, blocked: bool) -> Option<bool> {
+        match (&self, ok) {
+            (Self::Passed, _) => None,
+            (Self::Waiting, true) => {
+                *self = Self::Passed;
+                Some(true)
+            }
+            (Self::Waiting, false) => (!blocked).then_some(false),
+        }
+    }
+}
+
+/// The reason `/readyz` and gRPC health give while the database has not answered since start:
+/// the condition only (the driver's error, naming users and hosts, is logged).
+pub const DATABASE_NOT_ANSWERED: &str = "PostgreSQL unreachable";
+
 /// Checks the service's database (`pool`) and the broker every `interval` until `shutdown`,
-/// holding `readiness` back while either fails (see the module's header).
+/// holding `readiness` back until the database first answers (see the module's header).
 pub async fn watch_dependencies(
     readiness: ServiceReadiness,
     pool: PgPool,
@@ -209,8 +233,14 @@ pub async fn watch_dependencies(
     shutdown: CancellationToken,
 ) {
     let service = readiness.service().to_owned();
-    let mut database = Streak::new(Condition::Database);
-    let mut broker = Streak::new(Condition::Broker);
+    let mut gate = StartupGate::Waiting;
+    readiness.block(
+        Condition::Database,
+        "PostgreSQL not checked yet since start",
+    );
+    let mut blocked_for_failure = false;
+    let mut database = Streak::default();
+    let mut broker = Streak::default();
     let mut probe: Option<Arc<BrokerProbe>> = None;
     let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -234,6 +264,27 @@ pub async fn watch_dependencies(
                 None => Err("the broker check's client could not be made".into()),
             }
         });
+        match gate.record(db.is_ok(), blocked_for_failure) {
+            Some(true) => {
+                if blocked_for_failure {
+                    tracing::info!(service = %service, "PostgreSQL answered its first check; ready as far as the database goes");
+                }
+                readiness.clear(Condition::Database);
+            }
+            Some(false) => {
+                blocked_for_failure = true;
+                if let Err(err) = &db {
+                    tracing::warn!(
+                        service = %service,
+                        dependency = "postgres",
+                        %err,
+                        "not ready: PostgreSQL has not answered since start; check DATABASE_URL (and MAILROOM_DATABASE_TLS__*) and the database server"
+                    );
+                }
+                readiness.block(Condition::Database, DATABASE_NOT_ANSWERED);
+            }
+            None => {}
+        }
         for (dependency, streak, outcome) in [
             ("postgres", &mut database, db),
             ("kafka", &mut broker, kafka_checked),
@@ -245,23 +296,21 @@ pub async fn watch_dependencies(
                 0.0
             });
             match (streak.record(up), outcome) {
-                (Turn::NotReady, Err(err)) => {
-                    let reason = match dependency {
-                        "postgres" => format!("PostgreSQL unreachable ({err}); check DATABASE_URL and the database server"),
-                        _ => format!("the Kafka broker unreachable ({err}); check KAFKA_BROKERS and the brokers"),
+                (Turn::Down, Err(err)) => {
+                    let check = match dependency {
+                        "postgres" => "check DATABASE_URL and the database server",
+                        _ => "check KAFKA_BROKERS, MAILROOM_KAFKA_PROPERTY_* and the brokers",
                     };
                     tracing::warn!(
                         service = %service,
                         dependency,
-                        failures = FAILURES_BEFORE_NOT_READY,
-                        %reason,
-                        "not ready: a dependency failed its checks (liveness is unaffected)"
+                        failures = FAILURES_BEFORE_LOGGED,
+                        %err,
+                        "a dependency failed its checks; {check} (readiness and liveness are unaffected: mailroom_dependency_up is 0)"
                     );
-                    readiness.block(streak.condition, reason);
                 }
-                (Turn::ReadyAgain, _) => {
-                    tracing::info!(service = %service, dependency, "dependency reachable again; ready");
-                    readiness.clear(streak.condition);
+                (Turn::UpAgain, _) => {
+                    tracing::info!(service = %service, dependency, "dependency reachable again");
                 }
                 _ => {}
             }
@@ -323,8 +372,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn two_failures_in_a_row_turn_not_ready_and_one_success_ready_again() {
-        let mut streak = Streak::new(Condition::Database);
+    fn two_failures_in_a_row_are_logged_once_and_one_success_after_them() {
+        let mut streak = Streak::default();
         assert_eq!(
             streak.record(false),
             Turn::Unchanged,
@@ -332,10 +381,32 @@ mod tests {
         );
         assert_eq!(streak.record(true), Turn::Unchanged);
         assert_eq!(streak.record(false), Turn::Unchanged);
-        assert_eq!(streak.record(false), Turn::NotReady);
+        assert_eq!(streak.record(false), Turn::Down);
         assert_eq!(streak.record(false), Turn::Unchanged, "said once");
-        assert_eq!(streak.record(true), Turn::ReadyAgain);
+        assert_eq!(streak.record(true), Turn::UpAgain);
         assert_eq!(streak.record(true), Turn::Unchanged);
+    }
+
+    #[test]
+    fn the_database_holds_a_service_back_only_until_its_first_answer() {
+        let mut gate = StartupGate::Waiting;
+        assert_eq!(gate.record(false, false), Some(false), "blocked at once");
+        assert_eq!(gate.record(false, true), None, "blocked already");
+        assert_eq!(
+            gate.record(true, true),
+            Some(true),
+            "the first answer lifts it"
+        );
+        for ok in [false, false, false, true, false] {
+            assert_eq!(
+                gate.record(ok, false),
+                None,
+                "an outage later changes nothing"
+            );
+        }
+        let mut gate = StartupGate::Waiting;
+        assert_eq!(gate.record(true, false), Some(true));
+        assert_eq!(gate, StartupGate::Passed);
     }
 
     #[test]
@@ -343,8 +414,8 @@ mod tests {
         let access = register("access-under-test");
         let identity = register("identity-under-test");
         assert!(access.is_ready());
-        assert!(access.block(Condition::Broker, "broker down"));
-        assert!(!access.block(Condition::Broker, "broker still down"));
+        assert!(access.block(Condition::Database, "PostgreSQL not checked yet"));
+        assert!(!access.block(Condition::Database, "PostgreSQL unreachable"));
         access.block(Condition::Draining, "draining");
         assert_eq!(access.reason().as_deref(), Some("draining"));
         let err = process().unwrap_err();
@@ -352,10 +423,10 @@ mod tests {
         access.clear(Condition::Draining);
         assert_eq!(
             process().unwrap_err(),
-            "access-under-test: broker still down"
+            "access-under-test: PostgreSQL unreachable"
         );
-        assert!(access.clear(Condition::Broker));
-        assert!(!access.clear(Condition::Broker));
+        assert!(access.clear(Condition::Database));
+        assert!(!access.clear(Condition::Database));
         assert!(process().is_ok());
         identity.block(Condition::Starting, "starting");
         access.block(Condition::Schema, "lacks migration 7");

@@ -52,9 +52,22 @@ pub fn with_secret_guards(mut filter: EnvFilter) -> EnvFilter {
     filter
 }
 
+/// Why tracing export cannot start as configured (the process should not start either: spans
+/// would go unencrypted, or nowhere).
+#[derive(Debug, thiserror::Error)]
+#[error("OTLP trace export: {0}")]
+pub struct TelemetryError(String);
+
 /// Installs logging (and tracing export when configured). Safe to call more than once: only
-/// the first call in a process installs anything.
-pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuard {
+/// the first call in a process installs anything. An OTLP configuration that cannot be used
+/// (a TLS file that cannot be read, TLS variables with an `http://` endpoint, an exporter that
+/// cannot be built) is printed on stderr (logging is not up yet) and returned, nothing
+/// installed: the caller refuses to start.
+pub fn init(
+    service_name: &str,
+    format: LogFormat,
+    level: &str,
+) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
@@ -72,16 +85,15 @@ pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuar
     let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|endpoint| !endpoint.is_empty())
-        .and_then(|_| match otlp_provider(service_name) {
-            Ok(provider) => {
-                opentelemetry::global::set_tracer_provider(provider.clone());
-                Some(provider)
-            }
-            Err(err) => {
-                eprintln!("OTLP exporter not started: {err}");
-                None
-            }
-        });
+        .map(|_| otlp_provider(service_name))
+        .transpose()
+        .map_err(|err| {
+            eprintln!("ERROR: OTLP trace export cannot start, so neither does this process: {err}");
+            TelemetryError(err)
+        })?;
+    if let Some(provider) = &exporting {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
     // Without an exporter spans still get OpenTelemetry ids (continuing a caller's
     // `traceparent`): the logs carry them and calls and events pass them on.
     let provider = exporting.unwrap_or_else(|| SdkTracerProvider::builder().build());
@@ -94,7 +106,7 @@ pub fn init(service_name: &str, format: LogFormat, level: &str) -> TelemetryGuar
         .with(fmt_layer)
         .with(otel_layer)
         .try_init();
-    TelemetryGuard
+    Ok(TelemetryGuard)
 }
 
 fn otlp_provider(service_name: &str) -> Result<SdkTracerProvider, String> {
@@ -115,7 +127,8 @@ fn otlp_provider(service_name: &str) -> Result<SdkTracerProvider, String> {
 
 /// The TLS of an `https://` OTLP endpoint, from the standard variables the exporter does not
 /// read itself: `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` (the CA; unset: the public web
-/// roots), `…_CLIENT_CERTIFICATE` and `…_CLIENT_KEY` (mutual TLS). `None` for `http://`.
+/// roots), `…_CLIENT_CERTIFICATE` and `…_CLIENT_KEY` (mutual TLS). `None` for `http://`, which
+/// is refused when any of those is set (TLS was meant; the spans would go unencrypted).
 fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     let var = |name: &str| {
         std::env::var(format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
@@ -131,6 +144,14 @@ fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     };
     let https = var("ENDPOINT").is_some_and(|(_, endpoint)| endpoint.starts_with("https://"));
     if !https {
+        if let Some((set, _)) = ["CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"]
+            .iter()
+            .find_map(|name| var(name))
+        {
+            return Err(format!(
+                "{set} is set but the endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) is not https://: spans would go unencrypted; name the collector https://…, or unset {set}"
+            ));
+        }
         return Ok(None);
     }
     let read = |name: &str| {
@@ -217,8 +238,13 @@ mod otlp_tls_tests {
         std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE");
         std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
-        std::env::set_var("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.crt");
         assert!(otlp_tls().unwrap().is_none(), "plaintext endpoint");
+        std::env::set_var("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.crt");
+        let err = otlp_tls().unwrap_err();
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_CERTIFICATE") && err.contains("https://"),
+            "TLS meant, plaintext named: {err}"
+        );
 
         std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317");
         let err = otlp_tls().unwrap_err();

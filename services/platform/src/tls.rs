@@ -4,9 +4,14 @@
 //!
 //! PostgreSQL: `DATABASE_URL`'s own parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`)
 //! hold, and [`DatabaseTls`] overrides them (a chart mounts a Secret and names its files here
-//! without touching the URL). A CA file with no mode anywhere means `verify-full`: a CA is given
-//! to be checked. The files are read on each new connection, so a renewed certificate is picked
-//! up without a restart.
+//! without touching the URL). A CA file (or the URL's `sslrootcert`) with no mode anywhere means
+//! `verify-full`: a CA is given to be checked. The files are read on each new connection, so a
+//! renewed certificate is picked up without a restart.
+//!
+//! The PostgreSQL client (sqlx over rustls) trusts the public web roots besides the CA file, so
+//! `verify-ca` (no host-name check) would take any publicly issued certificate: it is refused,
+//! and so is a CA with a mode that checks nothing (`prefer`, `require`), wherever each is set.
+//! With `verify-full` a private CA is trusted beside the public roots, the host name checked.
 //!
 //! Redis: TLS is `rediss://`; [`RedisTls`] adds a private CA (instead of the public roots) and
 //! a client certificate. Its files are read when the client is built, at start.
@@ -29,7 +34,9 @@ pub enum DatabaseTlsMode {
     Prefer,
     /// TLS or no connection, the certificate unchecked.
     Require,
-    /// TLS, the certificate chaining to the CA (any host name).
+    /// TLS, the certificate chaining to the CA (any host name). Refused by
+    /// [`DatabaseTls::validate`]: the client trusts the public web roots too, so any publicly
+    /// issued certificate would pass.
     #[serde(alias = "verify_ca")]
     VerifyCa,
     /// TLS, the certificate chaining to the CA and naming the host dialled.
@@ -41,6 +48,18 @@ impl DatabaseTlsMode {
     /// Whether the server's certificate is checked against a CA.
     pub fn verifies(self) -> bool {
         matches!(self, Self::VerifyCa | Self::VerifyFull)
+    }
+
+    /// From `sslmode` as libpq spells it (`allow` counts as `prefer`: neither checks anything).
+    pub fn parse(sslmode: &str) -> Option<Self> {
+        match sslmode {
+            "disable" => Some(Self::Disable),
+            "allow" | "prefer" => Some(Self::Prefer),
+            "require" => Some(Self::Require),
+            "verify-ca" => Some(Self::VerifyCa),
+            "verify-full" => Some(Self::VerifyFull),
+            _ => None,
+        }
     }
 
     /// As `sslmode` spells it.
@@ -74,38 +93,90 @@ pub struct DatabaseTls {
 }
 
 impl DatabaseTls {
-    /// The mode to apply over the URL's: the one set, else `verify-full` when a CA file is set
-    /// and the URL names no `sslmode` (a CA is given to be checked), else the URL's own.
+    /// The mode to apply over the URL's: the one set, else `verify-full` when a CA is given
+    /// (this CA file or the URL's `sslrootcert`) and the URL names no `sslmode` (a CA is given
+    /// to be checked), else the URL's own.
     pub fn effective_mode(&self, database_url: &str) -> Option<DatabaseTlsMode> {
         match self.mode {
             Some(mode) => Some(mode),
-            None if self.ca_file.is_some() && url_param(database_url, "sslmode").is_none() => {
+            None if self.ca_given(database_url) && url_param(database_url, "sslmode").is_none() => {
                 Some(DatabaseTlsMode::VerifyFull)
             }
             None => None,
         }
     }
 
-    /// Checks the settings against each other and reads every file they name.
+    /// Whether a CA is given, here or in the URL (`sslrootcert`).
+    fn ca_given(&self, database_url: &str) -> bool {
+        self.ca_file.is_some()
+            || url_param(database_url, "sslrootcert").is_some_and(|v| !v.is_empty())
+    }
+
+    /// The mode connections are made with, all sources considered, and the setting that says
+    /// so (for messages; `None`: no mode anywhere, sqlx's `prefer`).
+    fn mode_and_source(&self, database_url: &str) -> Option<(DatabaseTlsMode, &'static str)> {
+        if let Some(mode) = self.mode {
+            return Some((mode, "MAILROOM_DATABASE_TLS__MODE"));
+        }
+        if let Some(mode) = self.effective_mode(database_url) {
+            // Implied by a CA with no mode anywhere.
+            return Some((mode, "MAILROOM_DATABASE_TLS__CA_FILE"));
+        }
+        url_param(database_url, "sslmode")
+            .and_then(DatabaseTlsMode::parse)
+            .map(|mode| (mode, "DATABASE_URL"))
+    }
+
+    /// Checks the settings against each other and the URL's own parameters, and reads every
+    /// file they name.
     pub fn validate(&self, database_url: &str) -> Result<(), ConfigError> {
         check_pair(
             ("MAILROOM_DATABASE_TLS__CERT_FILE", &self.cert_file),
             ("MAILROOM_DATABASE_TLS__KEY_FILE", &self.key_file),
         )?;
-        let mode = self.effective_mode(database_url);
-        let any_file = self.ca_file.is_some() || self.cert_file.is_some();
-        if mode == Some(DatabaseTlsMode::Disable) && any_file {
+        let mode = self.mode_and_source(database_url);
+        let said = |key: &str| match key {
+            "DATABASE_URL" => "DATABASE_URL's sslmode",
+            _ => "MAILROOM_DATABASE_TLS__MODE",
+        };
+        if let Some((DatabaseTlsMode::VerifyCa, key)) = mode {
             return Err(ConfigError::Invalid {
-                key: "MAILROOM_DATABASE_TLS__MODE",
-                reason: "is `disable` while TLS files are set (MAILROOM_DATABASE_TLS__CA_FILE / CERT_FILE): set the mode to verify-full, or remove the files".into(),
+                key,
+                reason: format!(
+                    "{} is `verify-ca`, which is refused: it checks that the server's certificate chains to a trusted CA but not that it names the host, and the PostgreSQL client trusts the public web roots besides the CA file, so any publicly issued certificate for any name would pass. Use verify-full with the CA of the server's certificate, and connect to a host name the certificate names (on Cloud SQL: the instance's DNS name with its server CA, or the Cloud SQL Auth Proxy)",
+                    said(key)
+                ),
             });
         }
-        if let (Some(mode), Some(_)) = (self.mode, &self.ca_file) {
-            if !mode.verifies() {
+        let url_ca = url_param(database_url, "sslrootcert").is_some_and(|v| !v.is_empty());
+        let ca_setting = if self.ca_file.is_some() {
+            "MAILROOM_DATABASE_TLS__CA_FILE"
+        } else {
+            "DATABASE_URL's sslrootcert"
+        };
+        if let Some((DatabaseTlsMode::Disable, key)) = mode {
+            if self.ca_file.is_some() || self.cert_file.is_some() || url_ca {
                 return Err(ConfigError::Invalid {
-                    key: "MAILROOM_DATABASE_TLS__MODE",
+                    key,
                     reason: format!(
-                        "is `{}`, which does not check the server's certificate, yet MAILROOM_DATABASE_TLS__CA_FILE is set: set the mode to verify-full (or verify-ca), or remove the CA file",
+                        "{} is `disable` while TLS files are set ({}): set the mode to verify-full, or remove the files",
+                        said(key),
+                        if self.cert_file.is_some() && !self.ca_given(database_url) {
+                            "MAILROOM_DATABASE_TLS__CERT_FILE"
+                        } else {
+                            ca_setting
+                        }
+                    ),
+                });
+            }
+        }
+        if let Some((mode @ (DatabaseTlsMode::Prefer | DatabaseTlsMode::Require), key)) = mode {
+            if self.ca_given(database_url) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "{} is `{}`, which does not check the server's certificate, yet a CA is given ({ca_setting}): set the mode to verify-full (in MAILROOM_DATABASE_TLS__MODE or DATABASE_URL's sslmode), or remove the CA",
+                        said(key),
                         mode.as_str()
                     ),
                 });
@@ -360,6 +431,74 @@ mod tests {
         };
         let err = unchecked.validate(url).unwrap_err().to_string();
         assert!(err.contains("verify-full"), "{err}");
+
+        // A CA with a mode that checks nothing, the mode in the URL: refused too.
+        let ca_only = DatabaseTls {
+            ca_file: Some(cert.clone()),
+            ..Default::default()
+        };
+        for sslmode in ["require", "prefer", "disable"] {
+            let err = ca_only
+                .validate(&format!("postgres://db/x?sslmode={sslmode}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("DATABASE_URL") && err.contains("verify-full"),
+                "{sslmode}: {err}"
+            );
+        }
+        // A CA in the URL (`sslrootcert`) with a mode that checks nothing, from either place.
+        let in_url = format!("postgres://db/x?sslrootcert={}", cert.display());
+        let err = DatabaseTls::default()
+            .validate(&format!("{in_url}&sslmode=require"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sslrootcert") && err.contains("verify-full"),
+            "{err}"
+        );
+        let err = DatabaseTls {
+            mode: Some(DatabaseTlsMode::Prefer),
+            ..Default::default()
+        }
+        .validate(&in_url)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("MAILROOM_DATABASE_TLS__MODE"), "{err}");
+        // A CA in the URL and no mode anywhere: verify-full.
+        assert_eq!(
+            DatabaseTls::default().effective_mode(&in_url),
+            Some(DatabaseTlsMode::VerifyFull)
+        );
+        DatabaseTls::default()
+            .validate(&in_url)
+            .expect("a CA in the URL alone means verify-full");
+
+        // verify-ca: the client trusts the public roots too, so it is refused wherever it is
+        // set, saying to use verify-full and why.
+        let verify_ca = DatabaseTls {
+            mode: Some(DatabaseTlsMode::VerifyCa),
+            ca_file: Some(cert.clone()),
+            ..Default::default()
+        };
+        let err = verify_ca.validate(url).unwrap_err().to_string();
+        assert!(
+            err.contains("MAILROOM_DATABASE_TLS__MODE")
+                && err.contains("verify-full")
+                && err.contains("public web roots"),
+            "{err}"
+        );
+        let err = ca_only
+            .validate("postgres://db/x?sslmode=verify-ca")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_URL") && err.contains("verify-full"),
+            "{err}"
+        );
+        DatabaseTls::default()
+            .validate("postgres://db/x?sslmode=require")
+            .expect("require without a CA: encrypted, unchecked, as asked");
 
         let fine = DatabaseTls {
             mode: Some(DatabaseTlsMode::VerifyFull),

@@ -142,6 +142,21 @@ fn holder_name() -> String {
 /// Connects to PostgreSQL and Redis, applies migrations, and builds the service.
 pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Started, StartError> {
     metrics::announce();
+    mailroom_clients::settings::refuse_plaintext_peers(
+        &platform.grpc_tls,
+        &[
+            (
+                "MAILROOM_SYNC__IDENTITY_ENDPOINT",
+                &config.identity_endpoint,
+            ),
+            (
+                "MAILROOM_SYNC__MAILBOXES_ENDPOINT",
+                &config.mailboxes_endpoint,
+            ),
+            ("MAILROOM_SYNC__ACCESS_ENDPOINT", &config.access_endpoint),
+        ],
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
     let pool = hosting::database(platform, SCHEMA, &MIGRATIONS).await?;
     let redis =
         mailroom_platform::redis::connect_with_tls(&platform.redis_url, &platform.redis_tls)

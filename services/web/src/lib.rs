@@ -104,6 +104,22 @@ pub async fn start_on_port(
     config: WebConfig,
     port: u16,
 ) -> anyhow::Result<Started> {
+    mailroom_clients::settings::refuse_plaintext_peers(
+        &platform.grpc_tls,
+        &[
+            ("MAILROOM_WEB__IDENTITY_ENDPOINT", &config.identity_endpoint),
+            ("MAILROOM_WEB__ACCESS_ENDPOINT", &config.access_endpoint),
+            (
+                "MAILROOM_WEB__MAILBOXES_ENDPOINT",
+                &config.mailboxes_endpoint,
+            ),
+            ("MAILROOM_WEB__SYNC_ENDPOINT", &config.sync_endpoint),
+            (
+                "MAILROOM_WEB__INVITATIONS_ENDPOINT",
+                &config.invitations_endpoint,
+            ),
+        ],
+    )?;
     let settings = Settings::for_service(platform);
     let channel = |peer: Peer, endpoint: &str| {
         PeerChannel::new(peer, endpoint, &settings)

@@ -248,3 +248,47 @@ async fn a_service_waits_not_ready_for_a_missing_migration_until_the_job_applies
     .await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_a_failed_concurrent_build_left_invalid_stops_the_migration_naming_the_fix() {
+    let platform = platform_on_new_database().await;
+    let schema = mailroom_access::SCHEMA;
+    let pool =
+        mailroom_platform::hosting::database(&platform, schema, &mailroom_access::MIGRATIONS)
+            .await
+            .expect("the migrate Job of this version");
+    // A concurrent build that fails (here on duplicates) leaves its index behind, invalid.
+    sqlx::raw_sql("CREATE TABLE left_behind (x int); INSERT INTO left_behind VALUES (1), (1);")
+        .execute(&pool)
+        .await
+        .expect("a table with duplicates");
+    sqlx::raw_sql("CREATE UNIQUE INDEX CONCURRENTLY left_behind_x ON left_behind (x)")
+        .execute(&pool)
+        .await
+        .expect_err("a unique index over duplicates fails");
+
+    let refused = mailroom_platform::db::migrate(&pool, schema, &mailroom_access::MIGRATIONS)
+        .await
+        .expect_err("migrating over an invalid index");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&format!("DROP INDEX CONCURRENTLY {schema}.left_behind_x;"))
+            && message.contains("mailroom migrate"),
+        "{message}"
+    );
+    // A pod migrating at start refuses the same way.
+    let refused =
+        mailroom_platform::hosting::database(&platform, schema, &mailroom_access::MIGRATIONS)
+            .await
+            .expect_err("a start migrating over an invalid index");
+    assert!(refused.to_string().contains("left_behind_x"), "{refused}");
+
+    // What the message says to do works.
+    sqlx::raw_sql(&format!("DROP INDEX CONCURRENTLY {schema}.left_behind_x"))
+        .execute(&pool)
+        .await
+        .expect("drop the invalid index");
+    mailroom_platform::db::migrate(&pool, schema, &mailroom_access::MIGRATIONS)
+        .await
+        .expect("migrate again once it is dropped");
+}

@@ -304,6 +304,40 @@ async fn identity_starts_and_answers_over_tls_postgres_and_tls_redis_with_client
         "{err}"
     );
 
+    // verify-ca is refused (the PostgreSQL client trusts the public web roots besides the CA,
+    // and verify-ca checks no host name), wherever it is set; so is a CA beside a mode that
+    // checks nothing, the mode in the URL.
+    let verify_ca = figment.clone().merge(("database_tls.mode", "verify-ca"));
+    let err = PlatformConfig::load(&verify_ca)
+        .expect_err("verify-ca")
+        .to_string();
+    assert!(
+        err.contains("MAILROOM_DATABASE_TLS__MODE") && err.contains("verify-full"),
+        "{err}"
+    );
+    let with_url = |url: String| {
+        Figment::new()
+            .merge(("database_url", url))
+            .merge(("database_tls.ca_file", path(&files.ca)))
+            .merge(("redis_url", env.redis_url.clone()))
+            .merge(("kafka_brokers", env.kafka_brokers.clone()))
+    };
+    for sslmode in ["verify-ca", "require"] {
+        let url = format!("{}?sslmode={sslmode}", pg.url("postgres"));
+        let err = PlatformConfig::load(&with_url(url))
+            .expect_err("a CA file with a URL's sslmode that does not check the host")
+            .to_string();
+        assert!(
+            err.contains("DATABASE_URL") && err.contains("verify-full"),
+            "{sslmode}: {err}"
+        );
+    }
+    PlatformConfig::load(&with_url(format!(
+        "{}?sslmode=verify-full",
+        pg.url("postgres")
+    )))
+    .expect("verify-full in the URL with the CA file");
+
     let mut config = mailroom_identity::IdentityConfig {
         signing_keys: vec![SecretString::from(
             mailroom_identity::keys::KeyRing::generate_seed(),
