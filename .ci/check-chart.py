@@ -781,6 +781,12 @@ def check_review_fixes():
           and vols.get("tls-grpc", {}).get("items") == [{"key": "ca.crt", "path": "ca.crt"}]
           and not any(d["kind"] == "Certificate" for d in docs), str(vols))
 
+    refused("tls.postgres with a CA Secret and mode require (the CA would check nothing)",
+            merge(minimal, {"tls": {"postgres": {"enabled": True, "secretName": "pg-ca", "mode": "require"}}}),
+            "tls.postgres.mode must be verify-full")
+    refused("tls.postgres.mode verify-ca (sqlx trusts public roots too: no host name check)",
+            merge(minimal, {"tls": {"postgres": {"enabled": True, "mode": "verify-ca"}}}), "")
+
     kafka_tls = {"tls": {"kafka": {"enabled": True}}}
     for prop in ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret", "ssl.keystore.password",
                  "sasl.oauthbearer.config", "sasl.oauthbearer.extensions", "ssl.key.pem"):

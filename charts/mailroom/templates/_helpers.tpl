@@ -439,6 +439,9 @@ topologySpreadConstraints:
 {{- if and (has "postgres" $uses) $tls.postgres.enabled }}
 - { name: MAILROOM_DATABASE_TLS__MODE, value: {{ $tls.postgres.mode | quote }} }
 {{- if include "mailroom.tlsSecret" (dict "root" $root "name" "postgres") }}
+{{- if ne $tls.postgres.mode "verify-full" }}
+{{- fail "tls.postgres.mode must be verify-full when tls.postgres.secretName gives a CA: with `require` the CA would check nothing (Mailroom refuses that pairing at start)" }}
+{{- end }}
 - { name: MAILROOM_DATABASE_TLS__CA_FILE, value: "{{ $dir }}/postgres/ca.crt" }
 {{- if $tls.postgres.clientCert }}
 - { name: MAILROOM_DATABASE_TLS__CERT_FILE, value: "{{ $dir }}/postgres/tls.crt" }
