@@ -170,6 +170,22 @@ def check_crd(label, doc):
         check(f"{name}: a known operator kind", False)
 
 
+def invalid_objects(label, docs):
+    """Checks the operator resources among `docs`; the others' failures of Kubernetes's schemas
+    in strict mode, on every version in KUBE_VERSIONS, as readable lines."""
+    invalid = []
+    for doc in docs:
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            check_crd(label, doc)
+            continue
+        for kube in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, kube, strict=True)
+            except Exception as err:  # noqa: BLE001 - any schema failure, or a kind without a schema
+                invalid.append(f"{doc['kind']} {doc['metadata']['name']} on {kube}: {str(err)[:200]}")
+    return invalid
+
+
 for label, values in VALUE_SETS:
     for kube in KUBE_VERSIONS:
         try:
@@ -182,16 +198,7 @@ for label, values in VALUE_SETS:
     except helm.HelmError as err:
         check(f"{label}: renders", False, str(err)[:400])
         continue
-    invalid = []
-    for doc in docs:
-        if doc["apiVersion"].startswith(CRD_GROUPS):
-            check_crd(label, doc)
-            continue
-        for kube in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(doc, kube, strict=True)
-            except Exception as err:  # noqa: BLE001 - any schema failure, or a kind without a schema
-                invalid.append(f"{doc['kind']} {doc['metadata']['name']} on {kube}: {str(err)[:200]}")
+    invalid = invalid_objects(label, docs)
     check(f"{label}: {len(docs)} objects valid in strict mode on Kubernetes {' and '.join(KUBE_VERSIONS)}", not invalid, "; ".join(invalid))
 
     kinds = [d["kind"] for d in docs]
@@ -415,16 +422,7 @@ for label, values in [("TLS everywhere", tls_all), ("extended", extended)]:
         problems = lint_problems(values, kube)
         check(f"helm lint --strict ({label}, Kubernetes {kube})", not problems, str(problems)[:400])
     docs = objects(values)
-    invalid = []
-    for doc in docs:
-        if doc["apiVersion"].startswith(CRD_GROUPS):
-            check_crd(label, doc)
-            continue
-        for kube in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(doc, kube, strict=True)
-            except Exception as err:  # noqa: BLE001
-                invalid.append(f"{doc['kind']} {doc['metadata']['name']} on {kube}: {str(err)[:200]}")
+    invalid = invalid_objects(label, docs)
     check(f"{label}: {len(docs)} objects valid in strict mode", not invalid, "; ".join(invalid))
     pods = pods_of(docs)
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}

@@ -147,6 +147,17 @@ env.update({
     "MAILROOM_IDENTITY__SERVICE_CLIENTS__INVITATIONS": "metrics-check-c",
     "MAILROOM_INVITATIONS__SERVICE_CLIENT_SECRET": "metrics-check-c",
 })
+
+
+def stop(server):
+    """SIGTERM, then SIGKILL if the process has not exited within 30 s."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 started = time.monotonic()
 server = subprocess.Popen([binary, "serve", "all"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 exported = {}  # name -> type
@@ -173,11 +184,7 @@ try:
         sys.exit(1)
     print(f"`mailroom serve all` served metrics on {len(METRICS_PORTS)} ports after {time.monotonic() - started:.1f} s; {len(exported)} metrics exported")
 finally:
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
+    stop(server)
 
 # Exported only once the process serves gRPC over TLS: a second run, identity alone, with a
 # throwaway self-signed certificate, scraped the same way.
@@ -206,11 +213,7 @@ if TLS_ONLY & set(queried) - set(exported):
             time.sleep(0.5)
         print(f"`mailroom serve identity` with gRPC TLS: {sorted(TLS_ONLY & set(exported))} exported")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 failed = 0
 for name, where in sorted(queried.items()):

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -133,7 +133,7 @@ impl TlsBroker {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let tansu = start_tansu(plain_port, addr.port());
+        let tansu = start_tansu(&tansu_bin(), plain_port, addr.port());
         let handshakes = Arc::new(AtomicUsize::new(0));
         let counted = handshakes.clone();
         let proxy = tokio::spawn(async move {
@@ -202,11 +202,12 @@ fn tansu_bin() -> PathBuf {
 }
 
 /// A tansu listening on plaintext `listen_port`, telling clients to connect to
-/// `advertised_port` (the TLS front).
-fn start_tansu(listen_port: u16, advertised_port: u16) -> Child {
+/// `advertised_port` (the TLS front here; the same port for [`crate::Broker`]), in memory, once
+/// it listens.
+pub(crate) fn start_tansu(bin: &Path, listen_port: u16, advertised_port: u16) -> Child {
     let listen = format!("tcp://127.0.0.1:{listen_port}");
     let advertised = format!("tcp://127.0.0.1:{advertised_port}");
-    let child = Command::new(tansu_bin())
+    let child = Command::new(bin)
         .args([
             "broker",
             "--listener-url",
@@ -222,13 +223,6 @@ fn start_tansu(listen_port: u16, advertised_port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start tansu");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tansu did not listen on {listen_port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::wait_for_port(listen_port, "tansu", Duration::from_secs(10));
     child
 }

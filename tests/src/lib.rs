@@ -15,6 +15,8 @@ pub mod chaos;
 pub mod hostile_imap;
 pub mod kafka_tls;
 pub mod mailstore;
+pub mod postgres_process;
+pub mod process;
 pub mod recording_listener;
 pub mod spicedb;
 pub mod tls_stack;
@@ -47,6 +49,7 @@ use mailroom_proto::invitations::v1::invitation_service_client::InvitationServic
 pub use mailroom_proto::mailboxes::v1 as mailboxes_pb;
 pub use mailroom_proto::sync::v1 as sync_pb;
 use mailroom_proto::sync::v1::sync_service_client::SyncServiceClient;
+pub use process::{mailroom_binary, wait_for_port};
 
 /// The operator's credential every spawned app accepts ([`TestApp::service_token`]).
 pub const TEST_CLIENT: &str = mailroom_platform::auth::OPERATOR;
@@ -264,25 +267,17 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     );
 
     let mut config = mailroom_identity::IdentityConfig {
-        signing_keys: vec![SecretString::from(
-            mailroom_identity::keys::KeyRing::generate_seed(),
-        )],
         login_attempts_per_minute: options.login_attempts_per_minute.unwrap_or(10_000),
         // Every test signs in from 127.0.0.1, on one Redis count: plenty (the limit's own
         // test sets a small one and names its networks in `x-forwarded-for`).
         login_attempts_per_network_per_minute: 1_000_000,
-        // Every test process has its own database: its own group, or they would share the
-        // mailbox events' partitions between them.
-        consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
-        ..Default::default()
+        ..identity_config(
+            &env,
+            vec![SecretString::from(
+                mailroom_identity::keys::KeyRing::generate_seed(),
+            )],
+        )
     };
-    for client in TEST_CLIENTS {
-        config
-            .service_clients
-            .insert(client.into(), SecretString::from(test_secret(client)));
-    }
-    config.smtp.host = env.smtp_host.clone();
-    config.smtp.port = env.smtp_port;
     if let Some(web) = &web_url {
         config.password_reset_url = format!("{web}/reset-password");
     }
@@ -762,6 +757,59 @@ async fn connect(endpoint: &str) -> Channel {
     }
 }
 
+/// Identity's configuration for a test: signing with `signing_keys`, a consumer group of its
+/// own (every test process has its own database, so its own group, or they would share the
+/// mailbox events' partitions between them), every [`TEST_CLIENTS`] known with its
+/// [`test_secret`], and mail to the stack's SMTP sink; the rest the defaults.
+pub fn identity_config(
+    env: &StackEnv,
+    signing_keys: Vec<SecretString>,
+) -> mailroom_identity::IdentityConfig {
+    let mut config = mailroom_identity::IdentityConfig {
+        signing_keys,
+        consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
+        ..Default::default()
+    };
+    for client in TEST_CLIENTS {
+        config
+            .service_clients
+            .insert(client.into(), SecretString::from(test_secret(client)));
+    }
+    config.smtp.host = env.smtp_host.clone();
+    config.smtp.port = env.smtp_port;
+    config
+}
+
+/// A database of its own on the stack's PostgreSQL with sync's schema migrated: the store a
+/// sync worker's engine and scheduler run on.
+pub async fn sync_database() -> PgPool {
+    let env = StackEnv::load();
+    let url = create_database(&env.database_url).await;
+    let pool = mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 8)
+        .await
+        .expect("connect");
+    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS)
+        .await
+        .expect("migrate");
+    pool
+}
+
+/// The text a process's metrics port at `addr` answers `GET /metrics` with (the HTTP response,
+/// headers included).
+pub async fn scrape_metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the metrics port listens");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
 /// Creates an empty database next to the stack's and returns its URL.
 pub async fn create_database(server_url: &str) -> String {
     let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
@@ -1133,33 +1181,7 @@ impl Broker {
 
     pub fn restart(&mut self) {
         self.stop();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child = Some(kafka_tls::start_tansu(&self.bin, self.port, self.port));
     }
 }
 
@@ -1365,14 +1387,7 @@ impl SmtpServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the test SMTP server");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the test SMTP server did not open port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "the test SMTP server", Duration::from_secs(15));
         Self {
             port,
             maildir,

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -13,6 +13,10 @@ use rcgen::{
 };
 
 use crate::chaos::{free_port, workspace_root, Proc};
+use crate::postgres_process::{
+    give_to_postgres, initdb, pg_ctl_start, postgres_bin, stop_immediate_and_remove,
+};
+use crate::wait_for_port;
 
 /// A fresh folder for one test under `.stack/tls/`.
 pub fn test_dir(test: &str) -> PathBuf {
@@ -101,62 +105,6 @@ impl IssuedCert {
     }
 }
 
-fn wait_for_port(port: u16, what: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs a PostgreSQL program as the `postgres` user when this process is root (PostgreSQL
-/// refuses root), else as ourselves; panics with its output when it fails.
-fn run_postgres_program(program: &Path, args: &[&str]) {
-    let output = if running_as_root() {
-        Command::new("setpriv")
-            .args([
-                "--reuid=postgres",
-                "--regid=postgres",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(program)
-            .args(args)
-            .output()
-    } else {
-        Command::new(program).args(args).output()
-    }
-    .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed: {}{}",
-        program.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn postgres_bin() -> PathBuf {
-    std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed under /usr/lib/postgresql (.ci/stack.sh)")
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|p| p.join("initdb").exists())
-        .max_by_key(|p| {
-            p.parent()
-                .and_then(|v| v.file_name())
-                .and_then(|v| v.to_str())
-                .and_then(|v| v.parse::<u32>().ok())
-                .unwrap_or(0)
-        })
-        .expect("an initdb under /usr/lib/postgresql/*/bin")
-}
-
 /// A PostgreSQL that takes TCP connections over TLS only, its certificate for `127.0.0.1`
 /// and `localhost` signed by the test's CA. User `postgres` is trusted once on TLS; user
 /// [`TlsPostgres::CLIENT_CERT_USER`] must present a client certificate signed by the same CA
@@ -183,29 +131,8 @@ impl TlsPostgres {
             .issue("postgres-under-test", &["127.0.0.1", "localhost"])
             .write(&tls, "server");
         let ca_file = ca.write(&tls, "ca.crt");
-        if running_as_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown of {}", dir.display());
-        }
-        run_postgres_program(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                data.to_str().expect("UTF-8 path"),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ],
-        );
+        give_to_postgres(&dir);
+        initdb(&bin, &data);
         // TCP on TLS only: a connection without TLS matches no line and is refused.
         let hba = format!(
             "local all all trust\n\
@@ -229,19 +156,7 @@ impl TlsPostgres {
             key = server.key.display(),
             ca = ca_file.display(),
         );
-        run_postgres_program(
-            &pg.bin.join("pg_ctl"),
-            &[
-                "-D",
-                pg.data.to_str().expect("UTF-8 path"),
-                "-l",
-                log.to_str().expect("UTF-8 path"),
-                "-w",
-                "-o",
-                &options,
-                "start",
-            ],
-        );
+        pg_ctl_start(&pg.bin, &pg.data, &log, &options);
         let role = format!("CREATE ROLE {} LOGIN SUPERUSER", Self::CLIENT_CERT_USER);
         let status = Command::new("psql")
             .args(["-q", "-h"])
@@ -261,32 +176,7 @@ impl TlsPostgres {
 
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
-        if self.data.join("postmaster.pid").exists() {
-            let mut command = if running_as_root() {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    "--reuid=postgres",
-                    "--regid=postgres",
-                    "--clear-groups",
-                    "--",
-                ])
-                .arg(self.bin.join("pg_ctl"));
-                c
-            } else {
-                Command::new(self.bin.join("pg_ctl"))
-            };
-            let _ = command
-                .args([
-                    "-D",
-                    &self.data.to_string_lossy(),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ])
-                .output();
-        }
-        // The data is not needed after the test (its log is kept).
-        let _ = std::fs::remove_dir_all(&self.data);
+        stop_immediate_and_remove(&self.bin, &self.data);
     }
 }
 

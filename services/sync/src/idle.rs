@@ -105,33 +105,13 @@ impl IdleWatcher {
     }
 
     async fn register(&self) -> redis::RedisResult<u64> {
-        let mut conn = self.redis.clone();
-        let now = chrono::Utc::now().timestamp_millis();
-        let stale = now - 3 * self.options.scan.as_millis() as i64 - 5_000;
-        let (_, _, live): (i64, i64, u64) = redis::pipe()
-            .cmd("ZADD")
-            .arg(WORKERS)
-            .arg(now)
-            .arg(self.leases.holder())
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(WORKERS)
-            .arg("-inf")
-            .arg(stale)
-            .cmd("ZCARD")
-            .arg(WORKERS)
-            .query_async(&mut conn)
-            .await?;
-        Ok(live.max(1))
+        let stale_after_ms = 3 * self.options.scan.as_millis() as i64 + 5_000;
+        crate::partitions::register_in(&self.redis, WORKERS, self.leases.holder(), stale_after_ms)
+            .await
     }
 
     async fn deregister(&self) -> redis::RedisResult<()> {
-        let mut conn = self.redis.clone();
-        let _: i64 = redis::cmd("ZREM")
-            .arg(WORKERS)
-            .arg(self.leases.holder())
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        crate::partitions::deregister_from(&self.redis, WORKERS, self.leases.holder()).await
     }
 
     async fn rebalance(

@@ -100,33 +100,12 @@ impl PartitionGuard {
     /// Says this worker is alive, forgets workers silent for three heartbeats, and returns
     /// how many are live (this one included).
     pub async fn register(&self) -> redis::RedisResult<u64> {
-        let mut conn = self.redis.clone();
-        let now = chrono::Utc::now().timestamp_millis();
-        let stale = now - 3 * self.heartbeat.as_millis() as i64;
-        let (_, _, live): (i64, i64, u64) = redis::pipe()
-            .cmd("ZADD")
-            .arg(self.registry())
-            .arg(now)
-            .arg(&self.holder)
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(self.registry())
-            .arg("-inf")
-            .arg(stale)
-            .cmd("ZCARD")
-            .arg(self.registry())
-            .query_async(&mut conn)
-            .await?;
-        Ok(live.max(1))
+        let stale_after_ms = 3 * self.heartbeat.as_millis() as i64;
+        register_in(&self.redis, &self.registry(), &self.holder, stale_after_ms).await
     }
 
     async fn deregister(&self) -> redis::RedisResult<()> {
-        let mut conn = self.redis.clone();
-        let _: i64 = redis::cmd("ZREM")
-            .arg(self.registry())
-            .arg(&self.holder)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        deregister_from(&self.redis, &self.registry(), &self.holder).await
     }
 
     /// Asks the brokers for the topic's partitions, sets the gauge and warns when `workers`
@@ -170,6 +149,49 @@ pub fn beyond_partitions(workers: u64, partitions: usize, topic: &str) -> Option
             workers - partitions_u64
         )
     })
+}
+
+/// Says `holder` is alive now in `registry`, a Redis sorted set of workers scored by their
+/// last heartbeat (ms since the epoch), forgets members silent for more than
+/// `stale_after_ms`, and returns how many are live (at least one: this one).
+pub(crate) async fn register_in(
+    redis: &ConnectionManager,
+    registry: &str,
+    holder: &str,
+    stale_after_ms: i64,
+) -> redis::RedisResult<u64> {
+    let mut conn = redis.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let stale = now - stale_after_ms;
+    let (_, _, live): (i64, i64, u64) = redis::pipe()
+        .cmd("ZADD")
+        .arg(registry)
+        .arg(now)
+        .arg(holder)
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(registry)
+        .arg("-inf")
+        .arg(stale)
+        .cmd("ZCARD")
+        .arg(registry)
+        .query_async(&mut conn)
+        .await?;
+    Ok(live.max(1))
+}
+
+/// Takes `holder` out of `registry` (see [`register_in`]).
+pub(crate) async fn deregister_from(
+    redis: &ConnectionManager,
+    registry: &str,
+    holder: &str,
+) -> redis::RedisResult<()> {
+    let mut conn = redis.clone();
+    let _: i64 = redis::cmd("ZREM")
+        .arg(registry)
+        .arg(holder)
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

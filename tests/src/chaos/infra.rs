@@ -13,42 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::{free_port, Proc};
-
-fn wait_for_port(port: u16, what: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs a command as the `postgres` user when this process is root (PostgreSQL refuses
-/// root), else as ourselves; panics with its output when it fails.
-fn run_as_postgres(program: &Path, args: &[&str]) {
-    let root = unsafe { libc::geteuid() } == 0;
-    let output = if root {
-        Command::new("setpriv")
-            .args([
-                "--reuid=postgres",
-                "--regid=postgres",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(program)
-            .args(args)
-            .output()
-    } else {
-        Command::new(program).args(args).output()
-    }
-    .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed: {}{}",
-        program.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use crate::postgres_process::{
+    give_to_postgres, initdb, pg_ctl_start, postgres_bin, run_as_postgres,
+    stop_immediate_and_remove,
+};
+use crate::wait_for_port;
 
 /// A PostgreSQL server of the test's own (`initdb` into `<dir>/pg`), on a free port.
 pub struct PrivatePostgres {
@@ -60,45 +29,11 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// Initialises a cluster under `dir` and starts it with a database `mailroom`.
     pub fn start(dir: &Path) -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL is installed under /usr/lib/postgresql (.ci/stack.sh)")
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|p| p.join("initdb").exists())
-            .max_by_key(|p| {
-                p.parent()
-                    .and_then(|v| v.file_name())
-                    .and_then(|v| v.to_str())
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .unwrap_or(0)
-            })
-            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let bin = postgres_bin();
         let dir = dir.join("pg");
         std::fs::create_dir_all(&dir).expect("create the PostgreSQL folder");
-        if unsafe { libc::geteuid() } == 0 {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown of {}", dir.display());
-        }
-        let data = dir.join("data");
-        run_as_postgres(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                data.to_str().expect("UTF-8 path"),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ],
-        );
+        give_to_postgres(&dir);
+        initdb(&bin, &dir.join("data"));
         let pg = Self {
             bin,
             dir,
@@ -123,19 +58,7 @@ impl PrivatePostgres {
             self.port,
             self.dir.display()
         );
-        run_as_postgres(
-            &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().expect("UTF-8 path"),
-                "-l",
-                log.to_str().expect("UTF-8 path"),
-                "-w",
-                "-o",
-                &options,
-                "start",
-            ],
-        );
+        pg_ctl_start(&self.bin, &data, &log, &options);
     }
 
     /// `pg_ctl stop -m immediate`: every backend is killed at once, no checkpoint (a crash).
@@ -161,21 +84,7 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        if data.join("postmaster.pid").exists() {
-            let _ = Command::new("setpriv")
-                .args([
-                    "--reuid=postgres",
-                    "--regid=postgres",
-                    "--clear-groups",
-                    "--",
-                ])
-                .arg(self.bin.join("pg_ctl"))
-                .args(["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
-                .output();
-        }
-        // The data is not needed after the test (its log is kept).
-        let _ = std::fs::remove_dir_all(&data);
+        stop_immediate_and_remove(&self.bin, &self.dir.join("data"));
     }
 }
 

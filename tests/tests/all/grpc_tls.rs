@@ -13,7 +13,7 @@ use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::kafka::Topics;
 use mailroom_proto::ops::v1 as ops;
 use mailroom_tests::tls_stack::{test_dir, TestCa};
-use mailroom_tests::{create_database, test_secret, StackEnv, TEST_CLIENT, TEST_CLIENTS};
+use mailroom_tests::{create_database, identity_config, test_secret, StackEnv, TEST_CLIENT};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -77,20 +77,12 @@ async fn start(client_auth: bool, with_access: bool) -> TlsServices {
     let platform = platform(&dir, &database_url, &topics, client_auth);
     let shutdown = CancellationToken::new();
 
-    let mut config = mailroom_identity::IdentityConfig {
-        signing_keys: vec![SecretString::from(
+    let config = identity_config(
+        &env,
+        vec![SecretString::from(
             mailroom_identity::keys::KeyRing::generate_seed(),
         )],
-        consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
-        ..Default::default()
-    };
-    for client in TEST_CLIENTS {
-        config
-            .service_clients
-            .insert(client.into(), SecretString::from(test_secret(client)));
-    }
-    config.smtp.host = env.smtp_host.clone();
-    config.smtp.port = env.smtp_port;
+    );
     let identity = mailroom_identity::start(&platform, config)
         .await
         .expect("identity starts over TLS");

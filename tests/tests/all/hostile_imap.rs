@@ -20,8 +20,9 @@ use mailroom_sync::engine::{Engine, EngineOptions, SyncLimits, SyncReport};
 use mailroom_sync::error::{FailureKind, RunError, SyncFailure};
 use mailroom_tests::hostile_imap::{Attack, HostileImap, Memory};
 use mailroom_tests::mailstore::{append_samples, new_mail_user, MailUser};
-use mailroom_tests::{authed, create_database, mailboxes_pb as mpb, spawn_app_with_sync};
-use mailroom_tests::{sync_pb as spb, StackEnv, TestApp, TestOrg};
+use mailroom_tests::sync_database;
+use mailroom_tests::{authed, mailboxes_pb as mpb, spawn_app_with_sync};
+use mailroom_tests::{sync_pb as spb, TestApp, TestOrg};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -29,18 +30,6 @@ use tonic::Code;
 
 /// The most the test process may grow during one attack.
 const MAX_GROWTH_KIB: u64 = 64 * 1024;
-
-async fn index_db() -> PgPool {
-    let env = StackEnv::load();
-    let url = create_database(&env.database_url).await;
-    let pool = mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 8)
-        .await
-        .expect("connect");
-    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS)
-        .await
-        .expect("migrate");
-    pool
-}
 
 /// The engine a worker runs, with the production limits unless `tweak` changes them. The
 /// I/O timeout (a wait for any one response) is longer than the 59 s drip, as in production.
@@ -199,7 +188,7 @@ fn assert_clear(failure: &SyncFailure, kind: FailureKind, words: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2_gib_literal_is_refused_at_its_announcement() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Literal {
         bytes: 2 << 30,
@@ -223,7 +212,7 @@ async fn a_2_gib_literal_is_refused_at_its_announcement() {
 /// Under async-imap's own 512 MiB cap, which the old code relied on: it read all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300_mb_literal_is_refused_before_it_is_read() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Literal {
         bytes: 300_000_000,
@@ -240,7 +229,7 @@ async fn a_300_mb_literal_is_refused_before_it_is_read() {
 /// response (lossily decoded, then escaped), so the literal limit is what bounds that too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_literal_at_the_limit_followed_by_garbage_is_a_short_error_in_bounded_memory() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Literal {
         bytes: 1_000_000,
@@ -255,7 +244,7 @@ async fn a_literal_at_the_limit_followed_by_garbage_is_a_short_error_in_bounded_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_untagged_lines_end_at_the_responses_limit() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     // A tenth of the production limit (2,000,000): the same guard, a tenth of the time, so
     // the test stays quick on a loaded CI machine.
     let engine = engine(&pool, |limits| limits.read.max_responses = 200_000);
@@ -275,7 +264,7 @@ async fn endless_untagged_lines_end_at_the_responses_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_folders_end_at_the_folders_limit() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Folders { count: 1_000_000 }).await;
     let outcome = attack(&server, &engine).await;
@@ -293,7 +282,7 @@ async fn a_million_folders_end_at_the_folders_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poisonous_folder_names_are_skipped_and_reported_and_the_rest_is_synced() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::FolderNames(vec![
         vec![b'x'; 3000],
@@ -324,7 +313,7 @@ async fn poisonous_folder_names_are_skipped_and_reported_and_the_rest_is_synced(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_million_uids_end_at_the_messages_limit() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     // A tenth of the production limit (1,000,000), for the same reason.
     let engine = engine(&pool, |limits| limits.max_messages_per_mailbox = 100_000);
     let server = HostileImap::start(Attack::Uids { count: 100_000_000 }).await;
@@ -389,7 +378,7 @@ async fn a_hundred_million_uids_in_one_search_line_end_at_the_line_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5_mb_subject_ends_at_the_literal_limit() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Subject {
         bytes: 5_000_000,
@@ -410,7 +399,7 @@ async fn a_5_mb_subject_ends_at_the_literal_limit() {
 /// (the old decoder took minutes on a megabyte) and cut to 512 characters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_1_mb_subject_is_indexed_cut_short_in_linear_time() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Subject {
         bytes: 1_000_000,
@@ -438,7 +427,7 @@ async fn a_1_mb_subject_is_indexed_cut_short_in_linear_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5_mb_quoted_subject_ends_at_the_line_limit() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Subject {
         bytes: 5_000_000,
@@ -457,7 +446,7 @@ async fn a_5_mb_quoted_subject_ends_at_the_line_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_every_59_s_ends_at_the_command_deadline() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     // The production deadline is 600 s; 3 s keeps the test short.
     let engine = engine(&pool, |l| l.read.command_deadline = Duration::from_secs(3));
     let server = HostileImap::start(Attack::Drip {
@@ -476,7 +465,7 @@ async fn a_line_every_59_s_ends_at_the_command_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_kb_unparsable_line_is_a_short_clear_error() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, |_| {});
     let server = HostileImap::start(Attack::Unparsable { bytes: 20_000 }).await;
     let outcome = attack(&server, &engine).await;
@@ -491,7 +480,7 @@ async fn a_20_kb_unparsable_line_is_a_short_clear_error() {
 
 #[tokio::test]
 async fn the_index_takes_no_more_messages_than_the_mailbox_and_organisation_limits() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let server = HostileImap::start(Attack::Polite { messages: 3 }).await;
     let stop = CancellationToken::new();
     let sync = |engine: Engine, mailbox: MailboxId| {

@@ -5,6 +5,7 @@
 //! topic with fewer partitions than configured is grown at start.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,17 @@ fn from_env(vars: &[(&str, String)]) -> KafkaProperties {
         .check()
         .expect("librdkafka accepts the properties");
     properties
+}
+
+/// `security.protocol=SSL` trusting the CA in `ca_file`, as the environment gives them.
+fn tls_trusting(ca_file: &Path) -> KafkaProperties {
+    from_env(&[
+        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
+            ca_file.display().to_string(),
+        ),
+    ])
 }
 
 fn settings(brokers: String, properties: KafkaProperties) -> KafkaSettings {
@@ -69,13 +81,7 @@ async fn round_trip(kafka: &KafkaSettings) {
 async fn mailrooms_clients_reach_a_tls_only_broker_with_properties_from_the_environment() {
     let ca = TestCa::new("mailroom test kafka CA");
     let broker = TlsBroker::start(&ca, None).await;
-    let properties = from_env(&[
-        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
-        (
-            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
-            ca.ca_file().display().to_string(),
-        ),
-    ]);
+    let properties = tls_trusting(&ca.ca_file());
     let kafka = settings(broker.brokers(), properties);
     round_trip(&kafka).await;
     assert_eq!(
@@ -118,13 +124,7 @@ async fn a_client_certificate_is_presented_where_the_broker_asks_for_one() {
     round_trip(&settings(broker.brokers(), properties)).await;
 
     // Without the client certificate the broker is out of reach.
-    let without = from_env(&[
-        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
-        (
-            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
-            ca.ca_file().display().to_string(),
-        ),
-    ]);
+    let without = tls_trusting(&ca.ca_file());
     let kafka = settings(broker.brokers(), without);
     let refused = kafka
         .partition_count(
@@ -160,8 +160,8 @@ impl Captured {
     }
 }
 
-#[tokio::test]
-async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() {
+/// Makes the process's log (level info and up) go to the [`Captured`] returned.
+fn capture_logs() -> Captured {
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
@@ -170,17 +170,17 @@ async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() 
         .with_ansi(false)
         .try_init()
         .expect("the capturing subscriber is the process's first");
+    captured
+}
+
+#[tokio::test]
+async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() {
+    let captured = capture_logs();
 
     let ca = TestCa::new("mailroom test kafka CA");
     let other = TestCa::new("some other CA");
     let broker = TlsBroker::start(&ca, None).await;
-    let properties = from_env(&[
-        ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
-        (
-            "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
-            other.ca_file().display().to_string(),
-        ),
-    ]);
+    let properties = tls_trusting(&other.ca_file());
     let kafka = settings(broker.brokers(), properties);
     let producer = kafka.producer().expect("producer");
     let topic = kafka.topics.name(Topic::IdentityEvents);
@@ -218,14 +218,7 @@ async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() 
 
 #[tokio::test]
 async fn a_topic_with_fewer_partitions_than_configured_is_grown_at_start() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_ansi(false)
-        .try_init()
-        .expect("the capturing subscriber is the process's first");
+    let captured = capture_logs();
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let mut kafka = settings(brokers, KafkaProperties::default());
     kafka.partitions = 2;

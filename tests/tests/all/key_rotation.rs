@@ -16,8 +16,8 @@ use mailroom_identity::keys::KeyRing;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_tests::access::{object, request};
 use mailroom_tests::{
-    access_pb as apb, authed, identity_pb as pb, mailboxes_pb as mpb, spawn_app_with_access,
-    test_secret, TestApp, TEST_CLIENTS,
+    access_pb as apb, authed, identity_config, identity_pb as pb, mailboxes_pb as mpb,
+    spawn_app_with_access, test_secret, TestApp,
 };
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -141,20 +141,14 @@ pub(crate) struct KeyedIdentity {
 
 impl KeyedIdentity {
     pub async fn start(app: &TestApp, port: u16, seeds: &[String]) -> Self {
-        let mut config = mailroom_identity::IdentityConfig {
-            signing_keys: seeds.iter().cloned().map(SecretString::from).collect(),
+        let config = mailroom_identity::IdentityConfig {
             login_attempts_per_minute: 10_000,
             login_attempts_per_network_per_minute: 1_000_000,
-            consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
-            ..Default::default()
+            ..identity_config(
+                &app.env,
+                seeds.iter().cloned().map(SecretString::from).collect(),
+            )
         };
-        for client in TEST_CLIENTS {
-            config
-                .service_clients
-                .insert(client.into(), SecretString::from(test_secret(client)));
-        }
-        config.smtp.host = app.env.smtp_host.clone();
-        config.smtp.port = app.env.smtp_port;
         let platform = app.platform().clone();
         let started = mailroom_identity::start(&platform, config)
             .await
@@ -331,17 +325,8 @@ async fn jwks_served(metrics: SocketAddr) -> u64 {
 
 /// The sum of every series of the process's metrics whose line starts with `prefix`.
 async fn metric_sum(metrics: SocketAddr, prefix: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(metrics)
+    mailroom_tests::scrape_metrics(metrics)
         .await
-        .expect("the metrics port listens");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
         .lines()
         .filter(|line| line.starts_with(prefix))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())

@@ -1,22 +1,7 @@
 //! Metrics where they are announced: every service hosted in one process answers on its own
 //! metrics port (`mailroom dev`, `serve identity,access`), each with the process's registry.
 
-use std::net::SocketAddr;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("the metrics port listens");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
+use mailroom_tests::scrape_metrics;
 
 #[tokio::test]
 async fn every_services_metrics_port_answers_with_the_process_metrics() {
@@ -30,7 +15,7 @@ async fn every_services_metrics_port_answers_with_the_process_metrics() {
     metrics::counter!(mailroom_platform::metrics::GRPC_REQUESTS, "method" => "/probe", "code" => "0")
         .increment(3);
     for addr in [identity, access] {
-        let response = scrape(addr).await;
+        let response = scrape_metrics(addr).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{addr}: {response}");
         assert!(
             response.contains("mailroom_grpc_requests_total{method=\"/probe\",code=\"0\"} 3"),

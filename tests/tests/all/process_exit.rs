@@ -11,11 +11,12 @@
 //! test tests the old code).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use mailroom_tests::{create_database, StackEnv};
+use mailroom_tests::chaos::free_port;
+use mailroom_tests::{create_database, mailroom_binary, StackEnv};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -27,35 +28,6 @@ const MARGIN: Duration = Duration::from_secs(4);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a process may take to come up and answer on every port.
 const START: Duration = Duration::from_secs(60);
-
-/// The binary under test: `MAILROOM_BIN`, else `mailroom` in the target folder this test
-/// executable was built into.
-fn mailroom_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MAILROOM_BIN") {
-        return PathBuf::from(bin);
-    }
-    // target/debug/deps/all-<hash> → target/debug/mailroom
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the target folder")
-        .join("mailroom");
-    assert!(
-        bin.is_file(),
-        "{} is missing: these tests run the real binary; build it first with `cargo build -p mailroom` (or name one in MAILROOM_BIN)",
-        bin.display()
-    );
-    bin
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 const SERVICES: [&str; 5] = ["identity", "access", "mailboxes", "sync", "invitations"];
 

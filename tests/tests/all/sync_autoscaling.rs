@@ -6,7 +6,6 @@
 //! the live workers and the real partition count of its requests topic; more workers than
 //! partitions are counted and said (work from Kafka stops there, IDLE capacity does not).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use figment::Figment;
@@ -17,24 +16,12 @@ use mailroom_sync::domain::Tier;
 use mailroom_sync::partitions::{beyond_partitions, PartitionGuard};
 use mailroom_sync::scheduler::{Overdue, Scheduler};
 use mailroom_sync::store::schedule;
-use mailroom_tests::{create_database, spawn_app_with_sync, StackEnv};
+use mailroom_tests::sync_database;
+use mailroom_tests::{scrape_metrics, spawn_app_with_sync, StackEnv};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-
-async fn sync_db() -> PgPool {
-    let env = StackEnv::load();
-    let url = create_database(&env.database_url).await;
-    let pool = mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 8)
-        .await
-        .expect("connect");
-    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS)
-        .await
-        .expect("migrate");
-    pool
-}
 
 fn scheduler(pool: &PgPool) -> Scheduler {
     Scheduler {
@@ -82,19 +69,6 @@ fn count(counts: &[(Tier, i64)], tier: Tier) -> i64 {
         .map_or(-1, |(_, n)| *n)
 }
 
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("the metrics port listens");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
-
 /// The value of the series `series` (name and labels as exported) in `text`.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -103,7 +77,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn sync_overdue_mailboxes_are_the_workers_backlog_which_handing_work_out_does_not_lower() {
-    let pool = sync_db().await;
+    let pool = sync_database().await;
     let metrics = mailroom_platform::metrics::serve("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("metrics port");
@@ -134,7 +108,7 @@ async fn sync_overdue_mailboxes_are_the_workers_backlog_which_handing_work_out_d
         [1, 1, 1, 0],
         "past their tier's interval: the active one synced 5 min ago, the recent one connected an hour ago and never synced, the idle one synced 2 h ago; not the fresh, just connected, dormant, parked or failing ones: {before:?}"
     );
-    let exported = scrape(metrics).await;
+    let exported = scrape_metrics(metrics).await;
     assert_eq!(
         sample(
             &exported,
@@ -187,7 +161,7 @@ async fn sync_overdue_mailboxes_are_the_workers_backlog_which_handing_work_out_d
     let synced = scheduler.refresh_overdue().await.expect("count overdue");
     assert_eq!(count(&synced, Tier::Active), 0, "{synced:?}");
     assert_eq!(count(&synced, Tier::Recent), 1, "{synced:?}");
-    let exported = scrape(metrics).await;
+    let exported = scrape_metrics(metrics).await;
     assert_eq!(
         sample(
             &exported,
@@ -200,7 +174,7 @@ async fn sync_overdue_mailboxes_are_the_workers_backlog_which_handing_work_out_d
 
 #[tokio::test]
 async fn sync_scheduler_announces_every_tier_of_overdue_mailboxes_at_zero_then_counts() {
-    let pool = sync_db().await;
+    let pool = sync_database().await;
     let metrics = mailroom_platform::metrics::serve("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("metrics port");
@@ -209,7 +183,7 @@ async fn sync_scheduler_announces_every_tier_of_overdue_mailboxes_at_zero_then_c
     let running = tokio::spawn(scheduler(&pool).run(shutdown.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let exported = loop {
-        let exported = scrape(metrics).await;
+        let exported = scrape_metrics(metrics).await;
         if sample(
             &exported,
             "mailroom_sync_overdue_mailboxes{tier=\"recent\"}",
@@ -272,7 +246,7 @@ async fn sync_worker_reports_its_idle_capacity_the_live_workers_and_the_real_par
     let topic = app.topics.name(Topic::SyncRequests);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let (exported, partitions) = loop {
-        let exported = scrape(metrics).await;
+        let exported = scrape_metrics(metrics).await;
         let partitions = real_partitions(&app.kafka_brokers, &topic).await;
         if partitions > 0
             && sample(&exported, "mailroom_sync_request_partitions") == Some(partitions as f64)

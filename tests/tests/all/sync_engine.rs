@@ -12,23 +12,12 @@ use mailroom_sync::error::{FailureKind, RunError};
 use mailroom_tests::mailstore::{
     append_samples, indexed_messages, new_mail_user, server_messages, MailUser,
 };
-use mailroom_tests::{create_database, StackEnv};
+use mailroom_tests::sync_database;
+use mailroom_tests::StackEnv;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-async fn index_db() -> PgPool {
-    let env = StackEnv::load();
-    let url = create_database(&env.database_url).await;
-    let pool = mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 8)
-        .await
-        .expect("connect");
-    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS)
-        .await
-        .expect("migrate");
-    pool
-}
 
 fn engine(pool: &PgPool, batch: usize) -> Engine {
     Engine::new(
@@ -66,7 +55,7 @@ async fn unseen_outside_special(
 
 #[tokio::test]
 async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidvalidity() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let engine = engine(&pool, 50);
     let user = new_mail_user();
     let mut imap = user.session().await;
@@ -209,7 +198,7 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
 
 #[tokio::test]
 async fn a_sync_killed_half_way_is_finished_by_the_next_without_loss_or_duplicates() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 1500, &user.username).await;
@@ -266,7 +255,7 @@ async fn a_sync_killed_half_way_is_finished_by_the_next_without_loss_or_duplicat
 
 #[tokio::test]
 async fn a_wrong_password_is_an_authentication_failure_that_names_no_secret() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     // The user exists once Dovecot has read it.
     let _ = user.session().await.logout().await;
@@ -347,7 +336,7 @@ async fn new_connections_to_one_server_are_limited_across_workers() {
 #[tokio::test]
 async fn a_failure_with_settings_replaced_meanwhile_does_not_park_the_mailbox() {
     use mailroom_sync::store::schedule::{self as store, Failure, FailureRecorded};
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let mailbox = MailboxId::new();
     let mut conn = pool.acquire().await.unwrap();
     store::upsert_mailbox(&mut conn, mailbox, OrgId::new(), UserId::new(), false)

@@ -26,9 +26,9 @@ use mailroom_sync::store::fences::{self, Claim, Fence};
 use mailroom_sync::store::folders;
 use mailroom_tests::hostile_imap::{Attack, HostileImap};
 use mailroom_tests::mailstore::{append_samples, indexed_messages, new_mail_user, MailUser};
+use mailroom_tests::sync_database;
 use mailroom_tests::{
-    authed, create_database, mailboxes_pb as mpb, spawn_app_with, AppOptions, StackEnv, TestApp,
-    TestOrg,
+    authed, mailboxes_pb as mpb, spawn_app_with, AppOptions, StackEnv, TestApp, TestOrg,
 };
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -39,18 +39,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-
-async fn index_db() -> PgPool {
-    let env = StackEnv::load();
-    let url = create_database(&env.database_url).await;
-    let pool = mailroom_platform::db::connect(&SecretString::from(url), mailroom_sync::SCHEMA, 8)
-        .await
-        .expect("connect");
-    mailroom_platform::db::migrate(&pool, mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS)
-        .await
-        .expect("migrate");
-    pool
-}
 
 fn engine(pool: &PgPool, batch: usize, io_timeout: Duration) -> Engine {
     Engine::new(
@@ -145,7 +133,7 @@ async fn leases(ttl_a: Duration) -> (Leases, Leases) {
 
 #[tokio::test]
 async fn an_overtaken_lease_holder_writes_nothing() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     imap.create("Old").await.expect("CREATE");
@@ -217,7 +205,7 @@ async fn an_overtaken_lease_holder_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_overtaken_mid_run_stops_at_its_next_write_and_the_feed_stays_exact() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 3, &user.username).await;
@@ -306,7 +294,7 @@ async fn a_holder_overtaken_mid_run_stops_at_its_next_write_and_the_feed_stays_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_cut_off_and_finished_by_the_next_run_is_not_news_but_later_mail_is() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 1500, &user.username).await;
@@ -358,7 +346,7 @@ async fn an_import_cut_off_and_finished_by_the_next_run_is_not_news_but_later_ma
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mailbox_disconnected_mid_run_is_not_written_again() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 1500, &user.username).await;
@@ -402,7 +390,7 @@ async fn a_mailbox_disconnected_mid_run_is_not_written_again() {
 
 #[tokio::test]
 async fn a_checkpoint_follows_the_server_but_a_stale_holder_cannot_move_it() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 12, &user.username).await;
@@ -496,7 +484,7 @@ async fn indexed_flags(pool: &PgPool, mailbox: MailboxId, uid: u32) -> i16 {
 
 #[tokio::test]
 async fn flags_and_counts_keep_syncing_after_the_server_lowers_highestmodseq() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 12, &user.username).await;
@@ -592,7 +580,7 @@ async fn a_second_run_of_a_mailbox_in_the_same_process_is_refused_until_the_firs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_import_cut_short_by_the_deadline_is_no_failure_and_the_next_run_finishes_it() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     let user = new_mail_user();
     let mut imap = user.session().await;
     append_samples(&mut imap, "INBOX", 0, 300, &user.username).await;
@@ -643,7 +631,7 @@ async fn a_large_import_cut_short_by_the_deadline_is_no_failure_and_the_next_run
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_keeps_sending_lines_is_cut_off_at_the_sync_deadline() {
-    let pool = index_db().await;
+    let pool = sync_database().await;
     // A line every 200 ms (each nothing the sync asked for), far below the 120 s wait for
     // progress and the 600 s command deadline: only the whole sync's deadline ends it.
     let server = HostileImap::start(Attack::Drip {
