@@ -14,7 +14,7 @@ use mailroom_platform::config::PlatformConfig;
 use mailroom_platform::db::{self, DbError};
 use mailroom_platform::tls::{DatabaseTls, DatabaseTlsMode, RedisTls};
 use mailroom_tests::tls_stack::{self, ClientCertificates, TestCa, TlsPostgres, TlsRedis};
-use mailroom_tests::{identity_pb as pb, test_secret, StackEnv, TEST_CLIENTS};
+use mailroom_tests::{identity_pb as pb, StackEnv};
 use secrecy::SecretString;
 use tonic::Code;
 
@@ -338,21 +338,13 @@ async fn identity_starts_and_answers_over_tls_postgres_and_tls_redis_with_client
     )))
     .expect("verify-full in the URL with the CA file");
 
-    let mut config = mailroom_identity::IdentityConfig {
-        signing_keys: vec![SecretString::from(
+    let mut config = mailroom_tests::identity_config(
+        &env,
+        vec![SecretString::from(
             mailroom_identity::keys::KeyRing::generate_seed(),
         )],
-        login_failure_floor_ms: 0,
-        consumer_group: format!("tests-identity-{}", uuid::Uuid::new_v4().simple()),
-        ..Default::default()
-    };
-    for client in TEST_CLIENTS {
-        config
-            .service_clients
-            .insert(client.into(), SecretString::from(test_secret(client)));
-    }
-    config.smtp.host = env.smtp_host.clone();
-    config.smtp.port = env.smtp_port;
+    );
+    config.login_failure_floor_ms = 0;
     let started = mailroom_identity::start(&platform, config)
         .await
         .expect("identity starts over TLS PostgreSQL and TLS Redis");
