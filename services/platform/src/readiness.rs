@@ -249,21 +249,9 @@ pub async fn watch_dependencies(
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        let (db, kafka_checked) = tokio::join!(check_database(&pool), async {
-            if probe.is_none() {
-                probe = BrokerProbe::new(&kafka)
-                    .map(Arc::new)
-                    .map_err(|err| {
-                        tracing::debug!(%err, "the broker check's client could not be made");
-                        err
-                    })
-                    .ok();
-            }
-            match &probe {
-                Some(probe) => probe.clone().check().await,
-                None => Err("the broker check's client could not be made".into()),
-            }
-        });
+        // The database first, on its own: a service is held back until it answers, and that
+        // answer (milliseconds) must not wait for the broker's metadata (seconds at worst).
+        let db = check_database(&pool).await;
         match gate.record(db.is_ok(), blocked_for_failure) {
             Some(true) => {
                 if blocked_for_failure {
@@ -285,6 +273,22 @@ pub async fn watch_dependencies(
             }
             None => {}
         }
+        let kafka_checked = async {
+            if probe.is_none() {
+                probe = BrokerProbe::new(&kafka)
+                    .map(Arc::new)
+                    .map_err(|err| {
+                        tracing::debug!(%err, "the broker check's client could not be made");
+                        err
+                    })
+                    .ok();
+            }
+            match &probe {
+                Some(probe) => probe.clone().check().await,
+                None => Err("the broker check's client could not be made".into()),
+            }
+        }
+        .await;
         for (dependency, streak, outcome) in [
             ("postgres", &mut database, db),
             ("kafka", &mut broker, kafka_checked),

@@ -346,11 +346,23 @@ async fn a_stopping_service_drains_answering_not_serving_then_stops_listening() 
         .expect("the replica listens");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = |r: tonic_health::pb::HealthCheckResponse| r.status;
-    let serving = health
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .expect("health answers");
-    assert_eq!(status(serving.into_inner()), ServingStatus::Serving as i32);
+    // Ready once its first readiness check has reached the database (milliseconds after it
+    // listens).
+    let ready_by = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let serving = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("health answers");
+        if status(serving.into_inner()) == ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < ready_by,
+            "the replica is ready within 10 s of listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(500)).await;
