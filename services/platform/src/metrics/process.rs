@@ -204,14 +204,23 @@ mod tests {
             return; // not Linux
         }
         let before = ProcessSample::read().expect("/proc/self is readable");
-        // Burn a little CPU and open a file: both must show.
+        // Burn CPU until the kernel has counted at least one clock tick of it
+        // (on a loaded machine 50 ms of wall time can be less than one tick of
+        // CPU), and open a file: both must show.
         let mut spin = 0u64;
         let started = std::time::Instant::now();
-        while started.elapsed() < std::time::Duration::from_millis(50) {
-            spin = spin.wrapping_add(std::hint::black_box(1));
-        }
         let held = std::fs::File::open("/proc/self/stat").expect("opened");
-        let after = ProcessSample::read().expect("/proc/self is readable");
+        let after = loop {
+            for _ in 0..100_000 {
+                spin = spin.wrapping_add(std::hint::black_box(1));
+            }
+            let sample = ProcessSample::read().expect("/proc/self is readable");
+            if sample.cpu_seconds > before.cpu_seconds
+                || started.elapsed() > std::time::Duration::from_secs(20)
+            {
+                break sample;
+            }
+        };
         drop(held);
         assert!(spin > 0);
         assert!(after.cpu_seconds >= before.cpu_seconds);
