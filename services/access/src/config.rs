@@ -25,6 +25,13 @@ pub struct AccessConfig {
     /// polling, or when a call names a revision it has not reached).
     #[serde(default = "default_true")]
     pub changelog_notifications: bool,
+    /// How many ids of lookup answers a replica keeps for their next pages, in all (16 bytes
+    /// each; 0: every page computes its answer again).
+    #[serde(default = "default_lookup_cache_ids")]
+    pub lookup_cache_ids: usize,
+    /// How long a lookup answer is kept for its next pages.
+    #[serde(default = "default_lookup_cache_secs")]
+    pub lookup_cache_secs: u64,
 }
 
 fn default_consumer_group() -> String {
@@ -39,6 +46,12 @@ fn default_changelog_retention_secs() -> u64 {
 fn default_changelog_poll_ms() -> u64 {
     1_000
 }
+pub(crate) fn default_lookup_cache_ids() -> usize {
+    1_000_000
+}
+pub(crate) fn default_lookup_cache_secs() -> u64 {
+    30
+}
 fn default_true() -> bool {
     true
 }
@@ -52,6 +65,8 @@ impl Default for AccessConfig {
             changelog_retention_secs: default_changelog_retention_secs(),
             changelog_poll_ms: default_changelog_poll_ms(),
             changelog_notifications: true,
+            lookup_cache_ids: default_lookup_cache_ids(),
+            lookup_cache_secs: default_lookup_cache_secs(),
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod list;
 pub mod lookup;
 pub mod mailbox_events;
 pub mod model;
+pub mod pages;
 pub mod replica;
 pub mod roles;
 pub mod service;
@@ -127,7 +128,12 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
         .await?,
     );
     let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
-    let access = Arc::new(Access::new(pool.clone(), replica.clone()));
+    let access = Arc::new(
+        Access::new(pool.clone(), replica.clone()).with_lookup_cache(pages::LookupCache::new(
+            config.lookup_cache_ids,
+            Duration::from_secs(config.lookup_cache_secs),
+        )),
+    );
     let routes = tonic::service::Routes::new(pb::access_service_server::AccessServiceServer::new(
         api::AccessApi(access.clone()),
     ));

@@ -1,7 +1,10 @@
 //! Lookups: the reverse questions, from the replica's memory. Which resources a user holds a
-//! permission on ([`Access::lookup_resources`], paged), who holds one on a resource
-//! ([`Access::lookup_subjects`]), and how far a mailbox permission reaches as owners and
-//! mailboxes ([`Access::lookup_mailbox_scope`], which a service applies to its own rows).
+//! permission on ([`Access::lookup_resources`]), who holds one on a resource
+//! ([`Access::lookup_subjects`]), both paged from one sorted answer per walk
+//! ([`crate::pages`]), and how far a mailbox permission reaches as owners and mailboxes
+//! ([`Access::lookup_mailbox_scope`], which a service applies to its own rows).
+
+use std::sync::Arc;
 
 use mailroom_aip as aip;
 use mailroom_platform::auth::Principal;
@@ -10,8 +13,33 @@ use mailroom_types::{MailboxId, Permission, UserId};
 use uuid::Uuid;
 
 use crate::error::{AccessError, Result};
+use crate::pages::{self, Position};
+use crate::replica::State;
 use crate::service::{denied, subject_org, Access};
 use crate::wire::{self, Resource};
+
+/// The page of `ids` after `after` as strings, and the token of the next page (empty on the
+/// last), which carries the answer's revision.
+fn cut(
+    query: &str,
+    ids: &[Uuid],
+    after: Option<Uuid>,
+    page_size: usize,
+    revision: i64,
+) -> (Vec<String>, String) {
+    let (page, more) = pages::page(ids, after, page_size);
+    let next = match (more, page.last()) {
+        (true, Some(last)) => aip::encode_page_token(
+            query,
+            &Position::At {
+                a: *last,
+                r: revision,
+            },
+        ),
+        _ => String::new(),
+    };
+    (page.iter().map(Uuid::to_string).collect(), next)
+}
 
 impl Access {
     /// The mailboxes (or the organisation, for an organisation permission) on which the
@@ -36,50 +64,77 @@ impl Access {
         }
         let page_size = aip::page_size(req.page_size, 1_000, 50_000)? as usize;
         let query = format!("{subject}|{}|{expected}", permission.name());
-        let after: Option<Uuid> = aip::decode_page_token(&query, &req.page_token)?;
-        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
-        // Mailbox ids, or the one organisation id: the resource's kind is the request's.
-        let (mut ids, revision): (Vec<Uuid>, i64) = {
+        let at: Option<Position> = aip::decode_page_token(&query, &req.page_token)?;
+        let asked = wire::parse_revision(req.at_least_as_fresh_as.as_ref())?;
+        self.fresh_for_page(asked, at).await?;
+        let (ids, revision) = {
             let state = self.replica.read();
-            let revision = state.revision();
-            let ids = match subject_org(principal, &state, subject)? {
-                None => Vec::new(),
+            // The caller may ask on the newest state, whichever answer the page comes from.
+            let org = subject_org(principal, &state, subject)?;
+            self.answer(&query, at, asked, page_size, &state, || match org {
+                None => Ok(Vec::new()),
                 Some(org) => match state.org(org) {
-                    None => Vec::new(),
-                    Some(g) if permission.on_mailbox() => g
+                    None => Ok(Vec::new()),
+                    Some(g) if permission.on_mailbox() => Ok(g
                         .lookup_mailboxes(subject, permission)
                         .into_iter()
                         .map(MailboxId::into_uuid)
-                        .collect(),
-                    Some(g) => {
-                        if g.check(subject, permission, None)? {
-                            vec![org.into_uuid()]
-                        } else {
-                            Vec::new()
-                        }
-                    }
+                        .collect()),
+                    Some(g) => Ok(if g.check(subject, permission, None)? {
+                        vec![org.into_uuid()]
+                    } else {
+                        Vec::new()
+                    }),
                 },
-            };
-            (ids, revision)
+            })?
         };
-        if let Some(after) = after {
-            ids.retain(|id| *id > after);
-        }
-        let more = ids.len() > page_size;
-        if more {
-            ids.select_nth_unstable(page_size);
-            ids.truncate(page_size);
-        }
-        ids.sort_unstable();
-        let next_page_token = match (more, ids.last()) {
-            (true, Some(last)) => aip::encode_page_token(&query, last),
-            _ => String::new(),
-        };
+        let (ids, next_page_token) =
+            cut(&query, &ids, at.map(Position::after), page_size, revision);
         Ok(pb::LookupResourcesResponse {
-            resource_ids: ids.iter().map(Uuid::to_string).collect(),
+            resource_ids: ids,
             next_page_token,
             looked_up_at: Some(wire::revision_token(revision)),
         })
+    }
+
+    /// Waits for this replica to reach the revision the caller names and the one the walk's
+    /// first page was read at (a page computed here again never goes back before it).
+    async fn fresh_for_page(&self, asked: Option<i64>, at: Option<Position>) -> Result<()> {
+        match asked.max(at.and_then(Position::revision)) {
+            Some(revision) => self.replica.wait_for(revision).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The sorted answer a page is cut from, and the revision it was computed at: the one
+    /// the walk's first page kept (see [`crate::pages`]) unless the caller asks for a newer
+    /// revision, or else computed by `compute` from `state` (and kept when it takes more
+    /// than one page).
+    fn answer(
+        &self,
+        query: &str,
+        at: Option<Position>,
+        asked: Option<i64>,
+        page_size: usize,
+        state: &State,
+        compute: impl FnOnce() -> Result<Vec<Uuid>>,
+    ) -> Result<(Arc<[Uuid]>, i64)> {
+        if let Some(r) = at.and_then(Position::revision) {
+            if asked.is_none_or(|asked| asked <= r) {
+                if let Some(ids) = self.pages.get(query, r) {
+                    return Ok((ids, r));
+                }
+            }
+        }
+        let revision = state.revision();
+        let mut ids = compute()?;
+        ids.sort_unstable();
+        let ids: Arc<[Uuid]> = ids.into();
+        let after = at.map(Position::after);
+        if pages::page(&ids, after, page_size).1 {
+            self.pages.put(query.to_owned(), revision, ids.clone());
+        }
+        Ok((ids, revision))
     }
 
     /// The active users who hold the permission on a mailbox or in an organisation. A user
@@ -98,7 +153,18 @@ impl Access {
                 mailroom_aip::shown(&req.subject_type)
             )));
         }
-        self.fresh_enough(req.at_least_as_fresh_as.as_ref()).await?;
+        let page_size = aip::page_size(req.page_size, 1_000, 10_000)? as usize;
+        let query = format!(
+            "subjects|{}|{}|user",
+            match resource {
+                Resource::Org(o) => format!("org:{o}"),
+                Resource::Mailbox(m) => format!("mailbox:{m}"),
+            },
+            permission.name()
+        );
+        let at: Option<Position> = aip::decode_page_token(&query, &req.page_token)?;
+        let asked = wire::parse_revision(req.at_least_as_fresh_as.as_ref())?;
+        self.fresh_for_page(asked, at).await?;
         let state = self.replica.read();
         let org = match resource {
             Resource::Org(org) => Some(org),
@@ -134,17 +200,23 @@ impl Access {
                 }));
             }
         }
-        let mut ids: Vec<UserId> = match org.and_then(|o| state.org(o)) {
-            None => Vec::new(),
-            Some(graph) => match resource {
-                Resource::Mailbox(m) => graph.lookup_users(m, permission),
-                Resource::Org(_) => graph.lookup_org_users(permission),
-            },
-        };
-        ids.sort_unstable();
+        let (ids, revision) = self.answer(&query, at, asked, page_size, &state, || {
+            let ids = match org.and_then(|o| state.org(o)) {
+                None => Vec::new(),
+                Some(graph) => match resource {
+                    Resource::Mailbox(m) => graph.lookup_users(m, permission),
+                    Resource::Org(_) => graph.lookup_org_users(permission),
+                },
+            };
+            Ok(ids.into_iter().map(UserId::into_uuid).collect())
+        })?;
+        drop(state);
+        let (ids, next_page_token) =
+            cut(&query, &ids, at.map(Position::after), page_size, revision);
         Ok(pb::LookupSubjectsResponse {
-            subject_ids: ids.iter().map(UserId::to_string).collect(),
-            looked_up_at: Some(wire::revision_token(state.revision())),
+            subject_ids: ids,
+            looked_up_at: Some(wire::revision_token(revision)),
+            next_page_token,
         })
     }
 

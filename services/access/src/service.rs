@@ -28,6 +28,7 @@ use sqlx::PgPool;
 
 use crate::error::{AccessError, Result};
 use crate::graph::OrgGraph;
+use crate::pages::LookupCache;
 use crate::replica::{Replica, State};
 use crate::store::changelog;
 use crate::wire;
@@ -36,6 +37,8 @@ use crate::wire;
 pub struct Access {
     pub(crate) pool: PgPool,
     pub(crate) replica: Arc<Replica>,
+    /// Lookup answers kept for their next pages.
+    pub(crate) pages: LookupCache,
 }
 
 /// How many checks one CheckBulk, or relationships one write, may carry.
@@ -104,7 +107,19 @@ pub(crate) fn subject_org(
 
 impl Access {
     pub fn new(pool: PgPool, replica: Arc<Replica>) -> Self {
-        Self { pool, replica }
+        Self {
+            pool,
+            replica,
+            pages: LookupCache::new(
+                crate::config::default_lookup_cache_ids(),
+                std::time::Duration::from_secs(crate::config::default_lookup_cache_secs()),
+            ),
+        }
+    }
+
+    /// With `pages` keeping lookup answers for their next pages.
+    pub fn with_lookup_cache(self, pages: LookupCache) -> Self {
+        Self { pages, ..self }
     }
 
     pub fn replica(&self) -> &Arc<Replica> {

@@ -15,6 +15,8 @@ use crate::error::{Peer, PeerError};
 
 /// How many "who may read" questions are asked at once.
 const READERS_AT_ONCE: usize = 32;
+/// Readers asked for per page (access's largest page for `LookupSubjects`).
+const READERS_PAGE: i32 = 10_000;
 
 crate::typed::typed_client!(
     /// Access control, called as the caller this client was made with.
@@ -125,34 +127,41 @@ impl AccessClient {
         Ok(out)
     }
 
+    /// Every reader of one mailbox, following the pages of `LookupSubjects`.
     async fn readers_of(
         &self,
         mailbox: MailboxId,
         owner: UserId,
     ) -> Result<(MailboxId, Vec<UserId>), PeerError> {
-        let request = self
-            .request(pb::LookupSubjectsRequest {
-                resource: Some(pb::ObjectRef {
-                    r#type: "mailbox".into(),
-                    id: mailbox.to_string(),
-                }),
-                permission: Permission::MailboxReadMail.name().into(),
-                subject_type: "user".into(),
-                at_least_as_fresh_as: None,
-            })
-            .await?;
-        match self.raw().lookup_subjects(request).await {
-            Ok(answer) => Ok((
-                mailbox,
-                answer
-                    .into_inner()
-                    .subject_ids
+        let (mut readers, mut page_token) = (Vec::new(), String::new());
+        loop {
+            let request = self
+                .request(pb::LookupSubjectsRequest {
+                    resource: Some(pb::ObjectRef {
+                        r#type: "mailbox".into(),
+                        id: mailbox.to_string(),
+                    }),
+                    permission: Permission::MailboxReadMail.name().into(),
+                    subject_type: "user".into(),
+                    at_least_as_fresh_as: None,
+                    page_size: READERS_PAGE,
+                    page_token,
+                })
+                .await?;
+            let page = match self.raw().lookup_subjects(request).await {
+                Ok(answer) => answer.into_inner(),
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok((mailbox, vec![owner])),
+                Err(s) => return Err(self.refused(s)),
+            };
+            readers.extend(
+                page.subject_ids
                     .iter()
-                    .filter_map(|id| id.parse().ok())
-                    .collect(),
-            )),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok((mailbox, vec![owner])),
-            Err(s) => Err(self.refused(s)),
+                    .filter_map(|id| id.parse::<UserId>().ok()),
+            );
+            if page.next_page_token.is_empty() {
+                return Ok((mailbox, readers));
+            }
+            page_token = page.next_page_token;
         }
     }
 

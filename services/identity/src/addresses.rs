@@ -15,7 +15,7 @@ use crate::domain::{EmailAddress, UserState};
 use crate::error::{IdentityError, Result};
 use crate::events::emit;
 use crate::secrets::constant_time_eq;
-use crate::service::{caller_org, parse_id, require_admin, Identity};
+use crate::service::{caller_org, parse_id, require_admin, Identity, ADMINS_ONLY};
 use crate::store::addresses::TransferRecord;
 use crate::store::{self, not_found, UserRow};
 use ev::envelope::Payload;
@@ -44,10 +44,25 @@ impl Identity {
     ) -> Result<(EmailAddress, Vec<AddressUse>)> {
         let org_id = caller_org(principal)?;
         let address = EmailAddress::parse("address", address)?;
-        let mut conn = self.pool.acquire().await?;
-        require_admin(&mut conn, principal, org_id).await?;
+        // The caller's standing and both lookups in one statement: a read of an address's
+        // holders is one round trip, and nothing is read out unless the caller is an admin.
+        let Principal::User {
+            user_id: caller, ..
+        } = principal
+        else {
+            // Refused by `caller_org` above already.
+            return Err(IdentityError::PermissionDenied(ADMINS_ONLY));
+        };
+        let holders = store::addresses::usage_for_admin(
+            &mut *self.pool.acquire().await?,
+            org_id,
+            *caller,
+            &address,
+        )
+        .await?
+        .ok_or(IdentityError::PermissionDenied(ADMINS_ONLY))?;
         let mut uses = Vec::new();
-        for user in store::addresses::claimants(&mut conn, org_id, &address).await? {
+        for user in holders.claimants {
             if user.login_email == address.as_str() {
                 uses.push(AddressUse {
                     kind: pb::AddressUseKind::Login,
@@ -70,8 +85,7 @@ impl Identity {
             }
         }
         // Connected mailboxes (mirrored from the registry): "mailbox of Z".
-        let mailbox_owners = store::addresses::mailbox_owners(&mut conn, org_id, &address).await?;
-        uses.extend(mailbox_owners.into_iter().map(|user| AddressUse {
+        uses.extend(holders.mailbox_owners.into_iter().map(|user| AddressUse {
             kind: pb::AddressUseKind::Mailbox,
             user,
         }));

@@ -7,16 +7,20 @@
 //! invitees whose address could be claimed count, and the batch is refused whole when they do
 //! not fit. Activation takes no seat: the INVITED user holds one already. A `check_only` call
 //! (a link registration whose address is not confirmed yet) only answers which addresses are
-//! free: nothing is made and no seat taken.
+//! free: nothing is made and no seat taken. A batch costs a constant number of statements
+//! whatever its size ([`crate::store::invitees`]): claims, holders, seats, users and their
+//! `UserCreated` events are each written or read for the whole batch at once.
 
 use mailroom_platform::auth::Principal;
+use mailroom_platform::kafka::Topic;
+use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::proto::identity::v1 as pb;
 use mailroom_platform::types::{DepartmentId, OrgId, UserId};
 
 use crate::domain::{EmailAddress, NewPassword, Text, UserState, NAME_MAX, POSITION_MAX};
 use crate::error::{IdentityError, Joining, Result};
-use crate::events::{emit_user, id_or_empty};
+use crate::events::{emit_user, id_or_empty, user_snapshot};
 use crate::seats;
 use crate::service::{parse_id, parse_optional_id, Identity};
 use crate::store::{self, UserRow};
@@ -51,6 +55,31 @@ struct Invitee {
     first: Text,
     last: Text,
     position: Text,
+}
+
+/// A `UserCreated` event for each of `users` (all of `org_id`), in one statement.
+async fn emit_users_created(
+    conn: &mut sqlx::PgConnection,
+    principal: &Principal,
+    org_id: OrgId,
+    users: &[UserRow],
+) -> Result<()> {
+    outbox::enqueue_many(
+        conn,
+        Topic::IdentityEvents,
+        org_id,
+        &EventActor::of(principal),
+        users.iter().map(|user| {
+            (
+                user.id.to_string(),
+                Payload::UserCreated(ev::UserCreated {
+                    user: Some(user_snapshot(user)),
+                }),
+            )
+        }),
+    )
+    .await?;
+    Ok(())
 }
 
 fn service_only(principal: &Principal) -> Result<()> {
@@ -97,37 +126,68 @@ impl Identity {
         if let Some(d) = department_id {
             store::departments::get(&mut tx, org_id, d).await?;
         }
+        // The whole batch in a few statements, whatever its size: which users a retried call
+        // made already, the other addresses claimed (in the batch's order), then the holders
+        // of those someone else holds.
+        let ids: Vec<UserId> = invitees.iter().map(|i| i.id).collect();
+        let addresses: Vec<String> = invitees.iter().map(|i| i.email.to_string()).collect();
+        let claims = store::invitees::claim_all(&mut tx, org_id, &ids, &addresses).await?;
+        if claims.len() != invitees.len() {
+            return Err(IdentityError::Internal(format!(
+                "{} claims answered for {} invitees",
+                claims.len(),
+                invitees.len()
+            )));
+        }
+        let held: Vec<String> = invitees
+            .iter()
+            .zip(&claims)
+            .filter(|(_, c)| **c == store::invitees::Claim::Held)
+            .map(|(i, _)| i.email.to_string())
+            .collect();
+        let (holders, holder_rows) = if held.is_empty() {
+            Default::default()
+        } else {
+            let holders = store::invitees::holders(&mut tx, org_id, &held).await?;
+            let others: Vec<UserId> = holders.values().copied().collect();
+            let rows = store::invitees::users(&mut tx, org_id, &others).await?;
+            (holders, rows)
+        };
         let mut admissions = Vec::with_capacity(invitees.len());
         let mut new_users = Vec::new();
-        for invitee in &invitees {
+        for (invitee, claim) in invitees.iter().zip(claims) {
             let email = invitee.email.to_string();
-            // A retried call: the user made the first time counts as admitted again.
-            let made_before = store::users::login_of(&mut tx, org_id, invitee.id).await?;
-            if made_before.as_deref() == Some(invitee.email.as_str()) {
-                admissions.push(Admission { email, taken: None });
-                continue;
-            }
-            match store::addresses::claim(&mut tx, org_id, &invitee.email, invitee.id).await {
-                Ok(()) => {
-                    admissions.push(Admission { email, taken: None });
-                    new_users.push(invitee);
+            match claim {
+                // A retried call: the user made the first time counts as admitted again.
+                store::invitees::Claim::MadeBefore => {}
+                store::invitees::Claim::Claimed => new_users.push(invitee),
+                store::invitees::Claim::Held => {
+                    let holder = *holders.get(invitee.email.as_str()).ok_or_else(|| {
+                        IdentityError::Internal(format!(
+                            "{} could not be claimed, and nobody holds it",
+                            invitee.email
+                        ))
+                    })?;
+                    if holder == invitee.id {
+                        new_users.push(invitee);
+                    } else {
+                        let holder_row = holder_rows
+                            .get(&holder)
+                            .ok_or_else(|| store::not_found("user", holder))?;
+                        admissions.push(Admission {
+                            email,
+                            taken: Some(Taken {
+                                reason: store::addresses::taken_by(&invitee.email, holder_row)
+                                    .to_string(),
+                                holder,
+                                holder_state: holder_row.state(),
+                            }),
+                        });
+                        continue;
+                    }
                 }
-                Err(err @ IdentityError::AddressTaken { .. }) => {
-                    let holder = store::addresses::holder(&mut tx, org_id, &invitee.email)
-                        .await?
-                        .ok_or_else(|| IdentityError::Internal(err.to_string()))?;
-                    let holder_row = store::users::get(&mut tx, org_id, holder).await?;
-                    admissions.push(Admission {
-                        email,
-                        taken: Some(Taken {
-                            reason: err.to_string(),
-                            holder,
-                            holder_state: holder_row.state(),
-                        }),
-                    });
-                }
-                Err(other) => return Err(other),
             }
+            admissions.push(Admission { email, taken: None });
         }
         if req.check_only {
             // Only asked (a link registration not yet confirmed): the claims are undone, no
@@ -141,28 +201,20 @@ impl Identity {
             });
         }
         let seats = seats::take(&mut tx, &org, new_users.len() as i64, Joining::Invitees).await?;
-        for invitee in new_users {
-            let user = store::users::insert(
-                &mut tx,
-                store::users::NewUser {
-                    id: invitee.id,
-                    org_id,
-                    state: UserState::Invited,
-                    login: &invitee.email,
-                    contact: &invitee.email,
-                    first_name: invitee.first.as_str(),
-                    last_name: invitee.last.as_str(),
-                    position: invitee.position.as_str(),
-                    department_id,
-                    admin: false,
-                    password_hash: None,
-                },
-            )
-            .await?;
-            emit_user(&mut tx, principal, &user, |user| {
-                Payload::UserCreated(ev::UserCreated { user })
+        let made: Vec<store::invitees::NewInvitee<'_>> = new_users
+            .iter()
+            .map(|i| store::invitees::NewInvitee {
+                id: i.id,
+                email: i.email.as_str(),
+                first_name: i.first.as_str(),
+                last_name: i.last.as_str(),
+                position: i.position.as_str(),
             })
-            .await?;
+            .collect();
+        if !made.is_empty() {
+            let users =
+                store::invitees::insert_invited(&mut tx, org_id, department_id, &made).await?;
+            emit_users_created(&mut tx, principal, org_id, &users).await?;
         }
         tx.commit().await?;
         Ok(Admitted {

@@ -244,6 +244,9 @@ pub fn page_after<T>(rows: &mut Vec<T>, limit: i64, token: impl Fn(&T) -> String
     }
 }
 
+/// What a caller who is not an active admin of the organisation is told.
+pub const ADMINS_ONLY: &str = "only an organisation admin may do this; ask an admin, or have one grant you admin rights (SetAdmin)";
+
 /// Admin-only operations check the caller's current row, not just the token: an admin
 /// demoted or dismissed a minute ago can no longer act. Service tokens pass.
 pub async fn require_admin(
@@ -256,9 +259,7 @@ pub async fn require_admin(
         Principal::User { user_id, .. } => {
             match store::users::standing(conn, org_id, *user_id).await? {
                 Some((UserState::Active, true)) => Ok(()),
-                _ => Err(IdentityError::PermissionDenied(
-                    "only an organisation admin may do this; ask an admin, or have one grant you admin rights (SetAdmin)",
-                )),
+                _ => Err(IdentityError::PermissionDenied(ADMINS_ONLY)),
             }
         }
     }

@@ -21,7 +21,7 @@ use mailroom_types::{InvitationId, UserId};
 
 use crate::domain::{Batch, Delivery, DeliveryState, EmailAddress, Invitee, State};
 use crate::error::{InvitationError, Result};
-use crate::events::{publish, Change};
+use crate::events::{publish_many, Change};
 use crate::service::Invitations;
 use crate::store::admission::Admitting;
 use crate::store::{self, InvitationRow};
@@ -262,9 +262,12 @@ impl Invitations {
             State::AwaitingApproval => Change::RegistrationRequested,
             _ => Change::Created,
         };
-        for row in &rows {
-            publish(&mut tx, row, actor, change()).await?;
-        }
+        publish_many(
+            &mut tx,
+            rows.iter().map(|row| (row, change())).collect(),
+            actor,
+        )
+        .await?;
         tx.commit().await?;
         if rows
             .iter()

@@ -30,14 +30,16 @@ use futures::StreamExt;
 use mailroom_platform::outbox::EventActor;
 use mailroom_types::{InvitationId, OrgId};
 use rand::Rng;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Kind, Locale};
-use crate::error::Result;
-use crate::events::{publish, Change};
+use crate::error::{InvitationError, Result};
+use crate::events::{publish_many, Change};
+use crate::gather::{self, Gather};
 use crate::mailer::{MailError, Mailer};
 use crate::service::Invitations;
+use crate::store::mail_queue::{Outcome, Recorded};
 use crate::store::{self, InvitationRow};
 use crate::templates::{self, Fill, Purpose, Template};
 use crate::token;
@@ -45,11 +47,23 @@ use crate::token;
 /// Invitation mails by `outcome`: sent, failed (for good), deferred (tried again later).
 pub const MAIL_SENT: &str = "mailroom_invitation_mail_total";
 
-/// A round's claims still held: each row with the hash of the link its mail carries.
+/// A pump's claims still held: each row with the hash of the link its mail carries.
 type Held = Mutex<HashMap<InvitationId, Vec<u8>>>;
+
+/// One armed mail, waiting for a sender: its row, its link secret and its wording.
+type Armed = (InvitationRow, String, Arc<Template>);
 
 /// The longest wait between two attempts.
 const MAX_DELAY: Duration = Duration::from_secs(600);
+
+/// At most this many claims checked, or outcomes recorded, in one statement.
+const GROUP_MAX: usize = 256;
+
+/// The pre-send check of one mail: (row, the hash of its link) → still this sender's.
+type Check = Gather<(InvitationId, Vec<u8>), std::result::Result<bool, String>>;
+
+/// The recording of one mail's outcome → recorded (or why not).
+type Record = Gather<Outcome, std::result::Result<(), String>>;
 
 pub struct Sender {
     pub invitations: Arc<Invitations>,
@@ -62,9 +76,7 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         let concurrency = self.invitations.config.delivery_concurrency.max(1);
         loop {
-            // Two rows per sender at a time: the second is ready when the first is sent (the
-            // round renews the claims of both while it sends).
-            match self.round(concurrency * 2, concurrency).await {
+            match self.pump(concurrency, &shutdown).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(err) => {
@@ -79,63 +91,112 @@ impl Sender {
         }
     }
 
-    /// One claim of up to `batch` due rows, sent `concurrency` at a time. Returns how many.
-    pub async fn round(&self, batch: usize, concurrency: usize) -> Result<usize> {
+    /// Sends due mail, `concurrency` at a time, until none is due (or `shutdown`, after the
+    /// mails already claimed); returns how many rows it claimed. Rows are claimed (and armed) `concurrency` at a time whenever the senders
+    /// have no more than that many waiting, so at most twice `concurrency` are held: the next
+    /// mail is ready when one is sent, and no sender waits for the slowest mail of a batch.
+    /// The claims are renewed while they are held; each mail's pre-send check and its outcome
+    /// are written together with those of the other senders at that moment
+    /// ([`crate::gather`]), so a thousand mails cost tens of statements, not thousands.
+    pub async fn pump(&self, concurrency: usize, shutdown: &CancellationToken) -> Result<usize> {
         let lease = self.lease();
+        let held: Held = Mutex::new(HashMap::new());
+        let held = &held;
+        let (work_tx, mut work_rx) = mpsc::channel::<Armed>(concurrency);
+        let (check, checks) = gather::channel();
+        let (record, records) = gather::channel();
+        let feeding = async {
+            // Dropped when feeding ends, however it ends: the senders then finish what is
+            // waiting and stop.
+            let work_tx = work_tx;
+            let mut claimed = 0;
+            loop {
+                // Room for a whole batch: claimed only when the senders are about to need it.
+                let permits = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    permits = work_tx.reserve_many(concurrency) => permits,
+                };
+                let Ok(permits) = permits else { break };
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                let armed = self.claim(concurrency, lease, held).await?;
+                if armed.is_empty() {
+                    break;
+                }
+                claimed += armed.len();
+                for (mail, permit) in armed.into_iter().zip(permits) {
+                    permit.send(mail);
+                }
+            }
+            Ok::<usize, InvitationError>(claimed)
+        };
+        let sending = async {
+            let (check, record) = (check, record);
+            futures::stream::poll_fn(|cx| work_rx.poll_recv(cx))
+                .for_each_concurrent(concurrency, |(row, secret, template)| {
+                    let (check, record) = (&check, &record);
+                    async move {
+                        if let Err(err) = self
+                            .deliver(row, secret, &template, held, check, record)
+                            .await
+                        {
+                            tracing::warn!(error = %err, "an invitation's delivery outcome could not be recorded; it is tried again after its lease");
+                        }
+                    }
+                })
+                .await;
+        };
+        let checking = gather::serve(checks, GROUP_MAX, |asked| self.check_claims(asked, lease));
+        let recording = gather::serve(records, GROUP_MAX, |outcomes| self.record(outcomes));
+        tokio::select! {
+            (claimed, (), (), ()) = async { tokio::join!(feeding, sending, checking, recording) } => claimed,
+            _ = self.keep_claims(held, lease) => unreachable!("keep_claims never returns"),
+        }
+    }
+
+    /// Claims up to `batch` due rows, reads their wording, and arms them, each with a fresh
+    /// link secret, in one statement; a row revoked, accepted or expired since the claim is
+    /// not armed and not sent. The armed ones join `held`.
+    async fn claim(&self, batch: usize, lease: Duration, held: &Held) -> Result<Vec<Armed>> {
         let rows =
             store::mail_queue::claim_due(&self.invitations.pool, batch as i64, lease).await?;
-        let n = rows.len();
-        if n == 0 {
-            return Ok(0);
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        // Each organisation's wording, read once per round.
-        let mut wording: HashMap<(OrgId, Purpose, Locale), Template> = HashMap::new();
+        // Each organisation's wording, read once per batch.
+        let mut wording: HashMap<(OrgId, Purpose, Locale), Arc<Template>> = HashMap::new();
         for row in &rows {
             let key = (row.org_id, purpose(row.kind()), row.locale());
             if let std::collections::hash_map::Entry::Vacant(slot) = wording.entry(key) {
-                slot.insert(self.invitations.template(key.0, key.1, key.2).await?);
+                slot.insert(Arc::new(
+                    self.invitations.template(key.0, key.1, key.2).await?,
+                ));
             }
         }
-        // Each mail gets a fresh link secret, all armed in one statement; a row revoked,
-        // accepted or expired since the claim is not armed and not sent.
         let secrets: Vec<token::NewToken> = rows.iter().map(|_| token::generate()).collect();
         let ids: Vec<InvitationId> = rows.iter().map(|r| r.id).collect();
         let hashes: Vec<Vec<u8>> = secrets.iter().map(|t| t.hash.clone()).collect();
         let armed = store::mail_queue::arm(&self.invitations.pool, &ids, &hashes).await?;
-        // The claims this round still holds, renewed until each mail's outcome is recorded:
-        // however slow the server, no other sender takes a row this one is sending.
-        let held: Held = Mutex::new(
+        held.lock().await.extend(
             ids.iter()
                 .zip(&hashes)
                 .filter(|(id, _)| armed.contains(id))
-                .map(|(id, hash)| (*id, hash.clone()))
-                .collect(),
+                .map(|(id, hash)| (*id, hash.clone())),
         );
-        let wording = &wording;
-        let held = &held;
-        let work = rows
+        Ok(rows
             .into_iter()
             .zip(secrets)
-            .filter(|(row, _)| armed.contains(&row.id));
-        let sending = futures::stream::iter(work).for_each_concurrent(
-            concurrency,
-            |(row, secret)| async move {
+            .filter(|(row, _)| armed.contains(&row.id))
+            .filter_map(|(row, secret)| {
                 let key = (row.org_id, purpose(row.kind()), row.locale());
-                if let Some(template) = wording.get(&key) {
-                    if let Err(err) = self.deliver(row, secret.secret, template, held).await {
-                        tracing::warn!(error = %err, "an invitation's delivery outcome could not be recorded; it is tried again after its lease");
-                    }
-                }
-            },
-        );
-        tokio::select! {
-            _ = sending => {}
-            _ = self.keep_claims(held, lease) => {}
-        }
-        Ok(n)
+                let template = wording.get(&key)?.clone();
+                Some((row, secret.secret, template))
+            })
+            .collect())
     }
 
-    /// Renews the round's claims every third of `lease` while it sends (never returns).
+    /// Renews the pump's claims every third of `lease` while it sends (never returns).
     async fn keep_claims(&self, held: &Held, lease: Duration) {
         let every = (lease / 3).max(Duration::from_millis(100));
         loop {
@@ -152,6 +213,62 @@ impl Sender {
                 store::mail_queue::renew(&self.invitations.pool, &ids, &hashes, lease).await
             {
                 tracing::warn!(error = %err, "invitation mail claims could not be renewed; another replica may take them when they run out");
+            }
+        }
+    }
+
+    /// The pre-send checks of the mails about to go out, in one statement: each claim renewed
+    /// for a whole lease if its row still carries the link of its mail and is still queued.
+    async fn check_claims(
+        &self,
+        asked: Vec<(InvitationId, Vec<u8>)>,
+        lease: Duration,
+    ) -> Vec<std::result::Result<bool, String>> {
+        let (ids, hashes): (Vec<InvitationId>, Vec<Vec<u8>>) = asked.into_iter().unzip();
+        match store::mail_queue::renew(&self.invitations.pool, &ids, &hashes, lease).await {
+            Ok(renewed) => ids.iter().map(|id| Ok(renewed.contains(id))).collect(),
+            Err(err) => {
+                let err = err.to_string();
+                ids.iter().map(|_| Err(err.clone())).collect()
+            }
+        }
+    }
+
+    /// Records `outcomes` with the events of those sent or failed, in one transaction.
+    async fn record(&self, outcomes: Vec<Outcome>) -> Vec<std::result::Result<(), String>> {
+        let n = outcomes.len();
+        let deferred = outcomes
+            .iter()
+            .filter(|o| matches!(o.result, Recorded::Deferred { .. }))
+            .count();
+        let written = async {
+            let mut tx = self.invitations.pool.begin().await?;
+            let rows = store::mail_queue::record(&mut tx, &outcomes).await?;
+            let changes = rows
+                .sent
+                .iter()
+                .map(|row| (row, Change::Sent))
+                .chain(
+                    rows.failed
+                        .iter()
+                        .map(|(row, reason)| (row, Change::Failed(reason.clone()))),
+                )
+                .collect();
+            publish_many(&mut tx, changes, &EventActor::System).await?;
+            tx.commit().await?;
+            Ok::<_, InvitationError>(rows)
+        };
+        match written.await {
+            Ok(rows) => {
+                metrics::counter!(MAIL_SENT, "outcome" => "sent").increment(rows.sent.len() as u64);
+                metrics::counter!(MAIL_SENT, "outcome" => "failed")
+                    .increment(rows.failed.len() as u64);
+                metrics::counter!(MAIL_SENT, "outcome" => "deferred").increment(deferred as u64);
+                vec![Ok(()); n]
+            }
+            Err(err) => {
+                let err = err.to_string();
+                vec![Err(err); n]
             }
         }
     }
@@ -176,19 +293,20 @@ impl Sender {
         secret: String,
         template: &Template,
         held: &Held,
+        check: &Check,
+        record: &Record,
     ) -> Result<()> {
-        let pool = &self.invitations.pool;
         let hash = token::hash(&secret);
         // Still this sender's, renewed just before it goes out: a row another sender took
         // (this claim ran out) or a resend re-armed, or that was revoked or accepted since, is
         // not sent from here.
-        let ours =
-            store::mail_queue::renew(pool, &[row.id], std::slice::from_ref(&hash), self.lease())
-                .await
-                .map(|renewed| renewed.contains(&row.id));
+        let ours = check
+            .ask((row.id, hash.clone()))
+            .await
+            .unwrap_or_else(|| Err("the claim check stopped".into()));
         if !matches!(ours, Ok(true)) {
             held.lock().await.remove(&row.id);
-            return ours.map(|_| ());
+            return ours.map(|_| ()).map_err(InvitationError::Unavailable);
         }
         let link = self.invitations.accept_link(&secret);
         let mail = templates::render(
@@ -227,39 +345,31 @@ impl Sender {
         held.lock().await.remove(&row.id);
         let attempts = row.attempts + 1;
         let max = self.invitations.config.delivery_attempts.max(1);
-        let mut tx = pool.begin().await?;
-        let updated = match outcome {
-            Ok(()) => store::mail_queue::record_sent(&mut tx, row.id, attempts, &hash)
-                .await?
-                .map(|row| (row, Change::Sent)),
-            Err(MailError::Transient(reason)) if attempts < max => {
-                let delay = backoff(self.invitations.config.delivery_retry_ms, attempts);
-                let reason = format!("attempt {attempts} of {max} failed, trying again: {reason}");
-                store::mail_queue::defer(&mut tx, row.id, attempts, &reason, delay, &hash).await?;
-                tx.commit().await?;
-                metrics::counter!(MAIL_SENT, "outcome" => "deferred").increment(1);
-                return Ok(());
-            }
-            Err(failure) => {
-                let reason = match failure {
+        let result = match outcome {
+            Ok(()) => Recorded::Sent,
+            Err(MailError::Transient(reason)) if attempts < max => Recorded::Deferred {
+                reason: format!("attempt {attempts} of {max} failed, trying again: {reason}"),
+                delay: backoff(self.invitations.config.delivery_retry_ms, attempts),
+            },
+            Err(failure) => Recorded::Failed {
+                reason: match failure {
                     MailError::Transient(reason) => {
                         format!("gave up after {attempts} attempts: {reason}")
                     }
                     MailError::Permanent(reason) | MailError::Config(reason) => reason,
-                };
-                store::mail_queue::record_failed(&mut tx, row.id, attempts, &reason, &hash)
-                    .await?
-                    .map(|row| (row, Change::Failed(reason)))
-            }
+                },
+            },
         };
-        if let Some((updated, change)) = updated {
-            let sent = matches!(change, Change::Sent);
-            publish(&mut tx, &updated, &EventActor::System, change).await?;
-            metrics::counter!(MAIL_SENT, "outcome" => if sent { "sent" } else { "failed" })
-                .increment(1);
-        }
-        tx.commit().await?;
-        Ok(())
+        record
+            .ask(Outcome {
+                id: row.id,
+                attempts,
+                hash,
+                result,
+            })
+            .await
+            .unwrap_or_else(|| Err("the outcome recorder stopped".into()))
+            .map_err(InvitationError::Unavailable)
     }
 }
 

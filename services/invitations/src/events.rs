@@ -5,6 +5,7 @@ use mailroom_platform::kafka::Topic;
 use mailroom_platform::outbox::{self, EventActor};
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::wire::timestamp;
+use mailroom_types::OrgId;
 use sqlx::PgConnection;
 
 use crate::domain::Delivery;
@@ -46,16 +47,11 @@ pub enum Change {
     RegistrationRejected,
 }
 
-/// Enqueues `change` of `row` on the outbox, in the transaction `conn` made it in.
-pub async fn publish(
-    conn: &mut PgConnection,
-    row: &InvitationRow,
-    actor: &EventActor,
-    change: Change,
-) -> Result<()> {
+/// The event of `change` of `row`.
+fn payload(row: &InvitationRow, change: Change) -> ev::envelope::Payload {
     use ev::envelope::Payload;
     let invitation = Some(snapshot(row));
-    let payload = match change {
+    match change {
         Change::Created => Payload::InvitationCreated(ev::InvitationCreated { invitation }),
         Change::Sent => Payload::InvitationSent(ev::InvitationSent {
             invitation,
@@ -76,15 +72,46 @@ pub async fn publish(
         Change::RegistrationRejected => {
             Payload::RegistrationRejected(ev::RegistrationRejected { invitation })
         }
-    };
+    }
+}
+
+/// Enqueues `change` of `row` on the outbox, in the transaction `conn` made it in.
+pub async fn publish(
+    conn: &mut PgConnection,
+    row: &InvitationRow,
+    actor: &EventActor,
+    change: Change,
+) -> Result<()> {
     outbox::enqueue(
         conn,
         Topic::InvitationsEvents,
         row.org_id,
         &row.id.to_string(),
         actor,
-        payload,
+        payload(row, change),
     )
     .await?;
+    Ok(())
+}
+
+/// As [`publish`] for many changes at once, one statement per organisation among them
+/// (a batch of a thousand invitations writes its thousand events in one): each of `changes`
+/// is a row and what happened to it, enqueued in their order.
+pub async fn publish_many(
+    conn: &mut PgConnection,
+    changes: Vec<(&InvitationRow, Change)>,
+    actor: &EventActor,
+) -> Result<()> {
+    let mut by_org: Vec<(OrgId, Vec<(String, ev::envelope::Payload)>)> = Vec::new();
+    for (row, change) in changes {
+        let event = (row.id.to_string(), payload(row, change));
+        match by_org.iter_mut().find(|(org, _)| *org == row.org_id) {
+            Some((_, events)) => events.push(event),
+            None => by_org.push((row.org_id, vec![event])),
+        }
+    }
+    for (org_id, events) in by_org {
+        outbox::enqueue_many(conn, Topic::InvitationsEvents, org_id, actor, events).await?;
+    }
     Ok(())
 }

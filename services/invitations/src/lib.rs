@@ -47,6 +47,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod expiry;
+pub mod gather;
 pub mod identity_events;
 pub mod invite;
 pub mod lifecycle;

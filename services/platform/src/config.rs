@@ -130,9 +130,18 @@ pub struct PlatformConfig {
     /// `request_timeout_ms`). 0 stops listening at once.
     #[serde(default)]
     pub shutdown_drain_ms: u64,
-    /// Calls served at once per service; more wait.
+    /// Calls served at once per service (`MAILROOM_CONCURRENCY_LIMIT`); more wait in a short
+    /// queue, or are refused (see [`crate::grpc::Admission`]).
     #[serde(default = "default_concurrency_limit")]
     pub concurrency_limit: usize,
+    /// Calls per service that may wait for one of those slots (`MAILROOM_CONCURRENCY_QUEUE`);
+    /// more are refused at once with RESOURCE_EXHAUSTED. 0: no queue.
+    #[serde(default = "default_concurrency_queue")]
+    pub concurrency_queue: usize,
+    /// The longest a call waits in that queue before it is refused with RESOURCE_EXHAUSTED
+    /// (`MAILROOM_CONCURRENCY_QUEUE_MS`).
+    #[serde(default = "default_concurrency_queue_ms")]
+    pub concurrency_queue_ms: u64,
     #[serde(default = "default_db_max_connections")]
     pub db_max_connections: u32,
     /// Whether the Kafka producer uses idempotent delivery (needs broker support).
@@ -255,6 +264,12 @@ fn default_request_timeout_ms() -> u64 {
 fn default_concurrency_limit() -> usize {
     1024
 }
+fn default_concurrency_queue() -> usize {
+    256
+}
+fn default_concurrency_queue_ms() -> u64 {
+    100
+}
 fn default_db_max_connections() -> u32 {
     16
 }
@@ -278,6 +293,15 @@ fn default_outbox_max_attempts() -> u32 {
 }
 
 impl PlatformConfig {
+    /// How many calls each service runs at once and how many wait, for how long.
+    pub fn admission(&self) -> crate::grpc::Admission {
+        crate::grpc::Admission {
+            limit: self.concurrency_limit,
+            queue: self.concurrency_queue,
+            queue_wait: std::time::Duration::from_millis(self.concurrency_queue_ms),
+        }
+    }
+
     pub fn revocations_catch_up(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.revocations_catch_up_ms)
     }

@@ -3,7 +3,8 @@
 //! [`serve`] takes a service's routes and hosts them behind the same tower stack everywhere:
 //! request context (an `x-request-id`, a tracing span that continues the caller's W3C trace,
 //! the per-call deadline, call counts and latency: outermost, see [`request_context`]), a
-//! global concurrency limit, and bearer-token authentication with
+//! concurrency limit with a short bounded queue that refuses the excess with
+//! RESOURCE_EXHAUSTED ([`admission`]), and bearer-token authentication with
 //! the service's own callers table (a service token must be addressed to this service and its
 //! principal listed for the method, see [`crate::auth::ServiceCallers`]; the event operations
 //! every service hosts, [`crate::event_ops`], are the operator's alone); plus
@@ -206,13 +207,13 @@ pub async fn serve(
         .iter()
         .map(|m| (*m).to_owned())
         .collect();
+    let admission = config.admission();
     let stack = tower::ServiceBuilder::new()
         // Outermost, with the request deadline inside it (not tonic's `Server::timeout`,
         // which would wrap it): timed-out, limit-queued and cancelled calls are counted.
         .layer(RequestContextLayer::new(config.request_timeout()))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            config.concurrency_limit,
-        ))
+        // A bounded wait for a call slot, then RESOURCE_EXHAUSTED ([`admission`]).
+        .layer(AdmissionLayer::new(admission))
         .layer(AuthLayer {
             verifier,
             public: Arc::new(public),
@@ -253,7 +254,13 @@ pub async fn serve(
         tracing::info!("drained: no new connections; finishing the calls in flight");
         closing.cancel();
     };
-    let router = Server::builder().layer(stack).add_routes(routes);
+    // HTTP/2 streams per connection: bounded (tonic's default is none), and more than the
+    // calls admitted and queued, so that the excess of one busy connection is refused with a
+    // status rather than held back unseen in the caller's transport.
+    let router = Server::builder()
+        .max_concurrent_streams(admission.max_concurrent_streams())
+        .layer(stack)
+        .add_routes(routes);
     let served: BoxFuture<Result<(), tonic::transport::Error>> = match tls {
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(incoming), signal)),
         None => Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
@@ -318,7 +325,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
 }
 
+mod admission;
 mod request_context;
+pub use admission::{Admission, AdmissionLayer, Admit};
 pub use request_context::{MeteredBody, RequestContext, RequestContextLayer};
 
 /// Verifies the bearer token of every call except public methods, health and reflection,

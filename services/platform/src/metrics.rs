@@ -97,6 +97,11 @@ pub const JWKS_FETCHES: &str = "mailroom_auth_jwks_fetches_total";
 /// `MAILROOM_JWKS_MAX_STALE_MS`, else 0.
 pub const JWKS_STALE: &str = "mailroom_auth_jwks_stale";
 
+/// gRPC calls refused because the service was overloaded (every call slot busy and the
+/// queue full, or no slot freed within the queue's wait), by `method` and `reason`
+/// (`queue_full`, `queue_timeout`); answered RESOURCE_EXHAUSTED, also counted in
+/// [`GRPC_REQUESTS`] with code `8`.
+pub const GRPC_REFUSED: &str = "mailroom_grpc_refused_total";
 /// Makes metrics show up (at zero) before their first event, so a process that has done
 /// nothing yet already exposes every series its dashboards, alerts and autoscalers query.
 pub fn announce(counters: &[&'static str], gauges: &[&'static str], histograms: &[&'static str]) {
@@ -176,6 +181,7 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
     announce(
         &[
             GRPC_REQUESTS,
+            GRPC_REFUSED,
             OUTBOX_PUBLISHED,
             OUTBOX_FAILURES,
             OUTBOX_PARKINGS,

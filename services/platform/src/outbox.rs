@@ -130,6 +130,67 @@ pub async fn enqueue(
     actor: &EventActor,
     payload: Payload,
 ) -> Result<Uuid, sqlx::Error> {
+    let (id, envelope, headers) = outbox_record(org_id, aggregate_id, actor, payload);
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, record_key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(topic.default_name())
+    .bind(aggregate_id)
+    .bind(envelope)
+    .bind(sqlx::types::Json(headers))
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// As [`enqueue`] for many events of one topic, organisation and actor, in one statement:
+/// `events` are `(aggregate id, payload)`, written (and so published) in their order.
+/// Returns the event ids in the same order.
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    topic: Topic,
+    org_id: OrgId,
+    actor: &EventActor,
+    events: impl IntoIterator<Item = (String, Payload)>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    let mut envelopes = Vec::new();
+    let mut headers = Vec::new();
+    for (key, payload) in events {
+        let (id, envelope, header) = outbox_record(org_id, &key, actor, payload);
+        ids.push(id);
+        keys.push(key);
+        envelopes.push(envelope);
+        headers.push(sqlx::types::Json(header));
+    }
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, record_key, payload, headers) \
+         SELECT e.id, $1, e.key, e.payload, e.headers \
+         FROM UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::jsonb[]) WITH ORDINALITY AS e(id, key, payload, headers, ord) \
+         ORDER BY e.ord",
+    )
+    .bind(topic.default_name())
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&envelopes)
+    .bind(&headers)
+    .execute(conn)
+    .await?;
+    Ok(ids)
+}
+
+/// An event's id, its encoded envelope and its record headers.
+fn outbox_record(
+    org_id: OrgId,
+    aggregate_id: &str,
+    actor: &EventActor,
+    payload: Payload,
+) -> (Uuid, Vec<u8>, HashMap<String, String>) {
     let id = Uuid::now_v7();
     let now = Utc::now();
     let trace_context = crate::telemetry::inject_current();
@@ -149,17 +210,7 @@ pub async fn enqueue(
     };
     let mut headers = trace_context;
     headers.insert("event-type".into(), event_type.to_owned());
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, record_key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(topic.default_name())
-    .bind(aggregate_id)
-    .bind(envelope.encode_to_vec())
-    .bind(sqlx::types::Json(headers))
-    .execute(conn)
-    .await?;
-    Ok(id)
+    (id, envelope.encode_to_vec(), headers)
 }
 
 #[derive(sqlx::FromRow)]
@@ -244,7 +295,11 @@ pub struct Relay {
     kafka: KafkaSettings,
     topics: Vec<Topic>,
     batch_size: i64,
+    /// How often an idle leader looks for rows while it cannot listen for notifications.
     idle_poll: Duration,
+    /// How often an idle leader looks for rows while it listens (a safety net: every
+    /// transaction that writes rows notifies it).
+    listening_poll: Duration,
     retention: Duration,
     max_attempts: i32,
 }
@@ -260,6 +315,7 @@ impl Relay {
             topics,
             batch_size: 256,
             idle_poll: Duration::from_secs(1),
+            listening_poll: LISTENING_POLL,
             retention: Duration::from_secs(7 * 24 * 3600),
             max_attempts: 5,
         }
@@ -320,7 +376,7 @@ impl Relay {
                     // Every replica reports the backlog and the parked events, so that the
                     // figures stay current whichever one leads.
                     self.report_backlog().await;
-                    sleep_or_cancel(self.idle_poll * 5, &shutdown).await;
+                    sleep_or_cancel(ELECTION_RETRY, &shutdown).await;
                 }
                 Err(err) => {
                     tracing::warn!(%err, "outbox relay election failed; retrying");
@@ -378,7 +434,9 @@ impl Relay {
                         last_cleanup = Instant::now();
                         self.cleanup().await;
                     }
-                    wakeups.wait(self.idle_poll, shutdown).await;
+                    wakeups
+                        .wait(self.idle_poll, self.listening_poll, shutdown)
+                        .await;
                 }
                 Ok(round) => {
                     backoff = Duration::from_millis(200);
@@ -603,11 +661,15 @@ impl Relay {
 }
 
 /// What wakes the relay when it has nothing to publish: a notification from PostgreSQL when a
-/// transaction writes events (the outbox's trigger), else its idle poll.
+/// transaction writes events (the outbox's trigger), else its poll — every [`LISTENING_POLL`]
+/// while it listens (a safety net: a process at rest wakes rarely), every second while it
+/// cannot.
 ///
 /// The listener has a connection of its own, apart from the service's pool. When it fails,
 /// it is dropped and connected again after a back-off (doubling, at most 30 s) while the relay
-/// polls; it never makes the relay loop without sleeping.
+/// polls; it never makes the relay loop without sleeping. A notification sent while the
+/// listener was not connected is lost, so the relay looks for rows once each time it begins
+/// listening (a listener connected again included).
 struct Wakeups {
     /// One connection, for the listener.
     pool: PgPool,
@@ -638,10 +700,11 @@ impl Wakeups {
         }
     }
 
-    /// Connects the listener if it has none and its back-off is over.
-    async fn connect(&mut self) {
+    /// Connects the listener if it has none and its back-off is over; whether it has just
+    /// begun listening.
+    async fn connect(&mut self) -> bool {
         if self.listener.is_some() || Instant::now() < self.retry_at {
-            return;
+            return false;
         }
         let listening = async {
             let mut listener = PgListener::connect_with(&self.pool).await?;
@@ -656,8 +719,12 @@ impl Wakeups {
                 }
                 self.listener = Some(listener);
                 self.backoff = LISTENER_BACKOFF;
+                true
             }
-            Err(err) => self.failed(&err),
+            Err(err) => {
+                self.failed(&err);
+                false
+            }
         }
     }
 
@@ -673,22 +740,41 @@ impl Wakeups {
         self.backoff = (self.backoff * 2).min(LISTENER_MAX_BACKOFF);
     }
 
-    /// Waits for a notification, for `idle`, or for shutdown, whichever comes first; a
-    /// listener error waits for `idle` too.
-    async fn wait(&mut self, idle: Duration, shutdown: &CancellationToken) {
-        self.connect().await;
+    /// Waits for a notification (those already received count as one), for `listening`
+    /// while listening or `idle` while not, or for shutdown, whichever comes first; returns at
+    /// once when the listener has just connected, so the caller looks for rows written before.
+    /// A listener error waits for `idle`; a lost connection returns at once, and the listener
+    /// connects again at the next wait.
+    async fn wait(&mut self, idle: Duration, listening: Duration, shutdown: &CancellationToken) {
+        if self.connect().await {
+            return;
+        }
         let Some(listener) = self.listener.as_mut() else {
             sleep_or_cancel(idle, shutdown).await;
             return;
         };
         let received = tokio::select! {
-            received = listener.recv() => Some(received),
-            _ = tokio::time::sleep(idle) => None,
+            received = listener.try_recv() => Some(received),
+            _ = tokio::time::sleep(listening) => None,
             _ = shutdown.cancelled() => None,
         };
-        if let Some(Err(err)) = received {
-            self.failed(&err);
-            sleep_or_cancel(idle, shutdown).await;
+        match received {
+            Some(Ok(Some(_))) => {
+                // One round publishes the rows of every notification received so far.
+                while let Some(Ok(Some(_))) = futures::FutureExt::now_or_never(listener.try_recv())
+                {
+                }
+            }
+            Some(Ok(None)) => {
+                tracing::debug!(channel = %self.channel, "outbox listener's connection lost; listening again");
+                self.listener = None;
+                self.retry_at = Instant::now() + LISTENER_BACKOFF;
+            }
+            Some(Err(err)) => {
+                self.failed(&err);
+                sleep_or_cancel(idle, shutdown).await;
+            }
+            None => {}
         }
     }
 }
@@ -696,9 +782,16 @@ impl Wakeups {
 /// How long PostgreSQL keeps a relay leader's session (and its advisory lock) when the
 /// leader sends nothing: a paused or hung leader is replaced after this.
 const LEADER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often a leader proves it is alive on its session (well within [`LEADER_IDLE_TIMEOUT`]);
-/// a leader that finds its session gone steps down before its next round.
-const LEADER_PING: Duration = Duration::from_secs(3);
+/// How often a leader proves it is alive on its session (three times within
+/// [`LEADER_IDLE_TIMEOUT`]); a leader that finds its session gone steps down before its next
+/// round.
+const LEADER_PING: Duration = Duration::from_secs(5);
+/// How often a replica that does not lead tries to become the leader (and reports the
+/// backlog): how long the stream may wait after a leader is gone, beyond its session's end.
+const ELECTION_RETRY: Duration = Duration::from_secs(5);
+/// How often an idle leader that listens for notifications looks for rows anyway: only a
+/// listener whose connection hangs unnoticed misses some, and they wait this long at most.
+const LISTENING_POLL: Duration = Duration::from_secs(10);
 /// The longest a leader waits between publishing attempts while the broker refuses them.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -778,5 +871,51 @@ mod tests {
         for bad in ["", ".", "..", "a b", "événements", "x/y", &"a".repeat(250)] {
             assert!(!valid_topic_name(bad), "{bad:?}");
         }
+    }
+
+    /// Against the local stack's PostgreSQL (DATABASE_URL, else the stack's server on 5432).
+    #[tokio::test]
+    async fn the_relay_wakes_on_a_notification_and_otherwise_rests() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .expect("the local stack's PostgreSQL (DATABASE_URL)");
+        let schema = format!("wakeups{}", Uuid::new_v4().simple());
+        let mut wakeups = Wakeups::new(&pool, &schema);
+        let shutdown = CancellationToken::new();
+        let (idle, rest) = (Duration::from_secs(5), Duration::from_millis(600));
+
+        // Just listening: back at once, so the relay looks for rows written before.
+        let started = Instant::now();
+        wakeups.wait(idle, rest, &shutdown).await;
+        assert!(wakeups.listener.is_some(), "the listener connected");
+        assert!(started.elapsed() < Duration::from_millis(500));
+
+        // Nothing written: it rests for the whole listening poll.
+        let started = Instant::now();
+        wakeups.wait(idle, rest, &shutdown).await;
+        assert!(started.elapsed() >= rest, "{:?}", started.elapsed());
+
+        // Two transactions write rows: the first notification wakes it at once, and the
+        // second, already received, does not make another round.
+        let channel = format!("{schema}_outbox");
+        for _ in 0..2 {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&channel)
+                .execute(&pool)
+                .await
+                .expect("notify");
+        }
+        // (PostgreSQL hands notifications to the listening session a moment after.)
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        wakeups.wait(idle, rest, &shutdown).await;
+        assert!(started.elapsed() < rest, "{:?}", started.elapsed());
+        let started = Instant::now();
+        wakeups.wait(idle, rest, &shutdown).await;
+        assert!(started.elapsed() >= rest, "{:?}", started.elapsed());
     }
 }

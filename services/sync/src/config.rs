@@ -68,6 +68,12 @@ pub struct SyncConfig {
     pub retry_cap_secs: u64,
     /// Messages per database batch during a fetch.
     pub batch: usize,
+    /// For mail servers without CONDSTORE: every flag of a folder whose STATUS did not
+    /// change is read again on every this-many-th sync of it (a change of a flag other than
+    /// `\Seen` shows in no STATUS figure; such a change is seen at most this many syncs late).
+    /// `1`: every sync; `0`: only when STATUS changes. Default 6. Servers with CONDSTORE
+    /// (Dovecot, most others) show every change in HIGHESTMODSEQ, and this does not apply.
+    pub flag_pass_every: u32,
     pub connect_timeout_ms: u64,
     pub io_timeout_ms: u64,
     /// Largest message body GetMessageBody returns (a server announcing a larger literal is
@@ -145,6 +151,7 @@ impl Default for SyncConfig {
             retry_base_secs: 30,
             retry_cap_secs: 3_600,
             batch: 1_000,
+            flag_pass_every: crate::engine::DEFAULT_FLAG_PASS_EVERY,
             connect_timeout_ms: 20_000,
             io_timeout_ms: 60_000,
             max_body_bytes: 25 * 1024 * 1024,

@@ -182,7 +182,8 @@ pub async fn start(platform: &PlatformConfig, config: SyncConfig) -> Result<Star
         },
     )
     .with_limits(engine::SyncLimits::from_config(&config))
-    .with_deadline(sync_deadline(&config)?);
+    .with_deadline(sync_deadline(&config)?)
+    .with_flag_pass_every(config.flag_pass_every);
     // Page tokens are signed with keys every replica derives from configured secrets (its own
     // setting, or else its credential); none is made up when both are missing (one replica's
     // own key would refuse the others' tokens).

@@ -225,6 +225,7 @@ async fn frame(State(state): State<AppState>, request: Request, next: Next) -> R
             })
             .map(str::to_owned),
         notice: query_notice,
+        started,
     };
     let span = tracing::info_span!("page", method = %parts.method, path = %parts.uri.path(), request_id = %ctx.request_id);
 

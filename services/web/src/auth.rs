@@ -37,6 +37,8 @@ pub struct Ctx {
     pub fragment: Option<String>,
     /// A notice key from `?notice=` (shown translated when the key exists).
     pub notice: Option<String>,
+    /// When the frame began the request.
+    pub started: std::time::Instant,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {

@@ -42,6 +42,10 @@ pub struct WebConfig {
     /// proxy that terminates TLS on the same host.
     #[serde(default)]
     pub insecure_http: bool,
+    /// Tell each list page's phases in a `Server-Timing` header (for benchmarks and
+    /// profiling; it shows anyone signed in how long the services took).
+    #[serde(default)]
+    pub server_timing: bool,
 }
 
 impl Default for WebConfig {
@@ -59,6 +63,7 @@ impl Default for WebConfig {
             anonymous_posts_per_minute: default_anonymous_posts_per_minute(),
             heartbeat_secs: default_heartbeat_secs(),
             insecure_http: false,
+            server_timing: false,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod pages;
 pub mod session;
 pub mod state;
 pub mod timefmt;
+pub mod timing;
 pub mod util;
 
 use std::net::SocketAddr;

@@ -39,6 +39,9 @@ pub struct Session {
     pub created: i64,
     /// Cached navigation permissions and when they were asked (Unix seconds).
     pub nav: Option<(String, i64)>,
+    /// The mailbox list view the mailboxes page last saw (its JSON): the page lists with it
+    /// while it asks for the current one. Never trusted beyond that guess.
+    pub list_view: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -111,7 +114,7 @@ pub struct SessionStore {
     max: Duration,
 }
 
-const FIELD_NAMES: [&str; 12] = [
+const FIELD_NAMES: [&str; 13] = [
     "user_id",
     "org_id",
     "admin",
@@ -124,6 +127,7 @@ const FIELD_NAMES: [&str; 12] = [
     "nav",
     "nav_at",
     "touched",
+    "view",
 ];
 
 impl SessionStore {
@@ -197,6 +201,7 @@ impl SessionStore {
             refresh_exp: seconds(pair.refresh_token_expire_time.as_ref()),
             created: now(),
             nav: None,
+            list_view: None,
         };
         let mut conn = self.link.connection().await?;
         let ttl = self.ttl(&session);
@@ -294,6 +299,7 @@ impl SessionStore {
             refresh_exp: number(7),
             created: number(8),
             nav: get(9).map(|n| (n, number(10))),
+            list_view: get(12),
         };
         if session.created + self.max.as_secs() as i64 <= now() {
             self.delete_key(key).await?;
@@ -378,6 +384,13 @@ impl SessionStore {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Keeps the mailbox list view the page last saw (see [`Session::list_view`]).
+    pub async fn store_list_view(&self, session: &Session, view: &str) -> Result<(), SessionError> {
+        self.set_fields(&session.key, &[("view", view.to_owned())])
+            .await
+            .map(|_| ())
     }
 
     /// Ends one session.

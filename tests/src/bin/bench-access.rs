@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ use mailroom_tests::bench::{
     drive, drive_at_rate, drive_blocking, drive_blocking_at_rate, rss_kib, Stats,
 };
 use mailroom_tests::spicedb::{self, pb as spb, SpiceDb, StreamingClient};
-use mailroom_tests::{access_pb as apb, authed, spawn_app};
+use mailroom_tests::{access_pb as apb, authed, spawn_app, TestApp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
@@ -79,6 +80,21 @@ struct Args {
     /// sub-departments.
     #[arg(long, default_value_t = 1000)]
     role_departments: usize,
+    /// Calls per second of the pinned open loop (the load generator on one CPU, a replica of
+    /// its own on the other), stepped up in this order until two steps in a row miss
+    /// p99 ≤ 2 ms.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2000,4000,6000,8000,10000,12000,14000,16000,18000,20000"
+    )]
+    sweep: Vec<f64>,
+    /// Skip the pinned open loop.
+    #[arg(long)]
+    without_sweep: bool,
+    /// Ids per page of the paged lookup walks.
+    #[arg(long, default_value_t = 1000)]
+    page_size: i32,
 }
 
 /// A role as seeded into access's `roles` table.
@@ -466,7 +482,44 @@ fn note_error(e: &impl std::fmt::Display) {
     }
 }
 
-fn row(s: &Stats) {
+/// Mailroom's failed calls of the workload running now, by kind: refused by the server with
+/// a status a client can act on (RESOURCE_EXHAUSTED or UNAVAILABLE), broken in the transport
+/// (a status tonic made on this side from an I/O, HTTP/2 or connection error: "broken pipe",
+/// a reset stream), and any other status.
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+static TRANSPORT: AtomicUsize = AtomicUsize::new(0);
+static OTHER: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes a failed Mailroom call and counts it by kind. A status the server sent has no
+/// source; one tonic made from a transport error carries that error as its source.
+fn note_status(s: &tonic::Status) {
+    use std::error::Error as _;
+    let kind = if s.source().is_some() {
+        &TRANSPORT
+    } else if matches!(
+        s.code(),
+        tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+    ) {
+        &REFUSED
+    } else {
+        &OTHER
+    };
+    kind.fetch_add(1, Ordering::Relaxed);
+    note_error(s);
+}
+
+/// The counts of [`note_status`] since the last call, reset: (refused, transport, other).
+fn take_error_kinds() -> (usize, usize, usize) {
+    (
+        REFUSED.swap(0, Ordering::Relaxed),
+        TRANSPORT.swap(0, Ordering::Relaxed),
+        OTHER.swap(0, Ordering::Relaxed),
+    )
+}
+
+/// Prints a workload's row (and under it its first error, its errors by kind and the
+/// generator's pacing); returns its errors by kind (refused, transport, other).
+fn row(s: &Stats) -> (usize, usize, usize) {
     println!(
         "{:<52} {:>8} {:>9.0} {:>8.2} {:>8.2} {:>9.2} {:>6}",
         s.name,
@@ -480,6 +533,12 @@ fn row(s: &Stats) {
     let first_error = FIRST_ERROR.lock().ok().and_then(|mut e| e.take());
     if let Some(e) = first_error.filter(|_| s.errors > 0) {
         println!("    first error: {e}");
+    }
+    let (refused, transport, other) = take_error_kinds();
+    if s.errors > 0 && refused + transport + other > 0 {
+        println!(
+            "    errors by kind: {refused} refused by the server (RESOURCE_EXHAUSTED/UNAVAILABLE), {transport} broken in transport, {other} other"
+        );
     }
     if let Some(p) = &s.pacing {
         println!(
@@ -500,6 +559,7 @@ fn row(s: &Stats) {
             p.pacer_cpu * 100.0
         );
     }
+    (refused, transport, other)
 }
 
 /// Mailroom/SpiceDB, as a line under the pair and as an entry of the summary.
@@ -604,6 +664,319 @@ async fn viewable(
         .await?
         .into_inner()
         .resource_ids)
+}
+
+/// A user's `LookupResources(mailbox.view)` a page of `page_size` at a time, following
+/// the tokens to the end: (ids, pages).
+async fn walk_pages(
+    client: &mut apb::access_service_client::AccessServiceClient<Channel>,
+    token: &str,
+    subject: Uuid,
+    page_size: i32,
+) -> Result<(usize, usize), tonic::Status> {
+    let (mut ids, mut pages, mut page_token) = (0, 0, String::new());
+    loop {
+        let page = client
+            .lookup_resources(authed(
+                token,
+                apb::LookupResourcesRequest {
+                    subject: user(&subject.to_string()),
+                    permission: "mailbox.view".into(),
+                    resource_type: "mailbox".into(),
+                    page_size,
+                    page_token,
+                    at_least_as_fresh_as: None,
+                },
+            ))
+            .await?
+            .into_inner();
+        ids += page.resource_ids.len();
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            return Ok((ids, pages));
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The supervisor's mailboxes a page at a time, one caller: on the benchmark's replica (a
+/// walk's answer kept for its next pages) and on a second replica that keeps none (each page
+/// computes the answer again, as every page did before), next to the whole answer in one
+/// page on each.
+async fn paging(
+    app: &TestApp,
+    seeded: &Arc<Seeded>,
+    channels: &Arc<Vec<Channel>>,
+    token: &Arc<String>,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (_, endpoint) = app
+        .start_access_replica_with(stop.clone(), |c| c.lookup_cache_ids = 0)
+        .await;
+    let uncached = Channel::from_shared(endpoint)?.connect().await?;
+    let boss = seeded.boss;
+    let mut client = apb::access_service_client::AccessServiceClient::new(channels[0].clone());
+    let reach = viewable(&mut client, token, boss).await?.len();
+    let (_, pages) = walk_pages(&mut client, token, boss, args.page_size).await?;
+    let page_size = args.page_size;
+    let mut p50 = Vec::new();
+    for (side, channel) in [
+        ("answers kept", channels[0].clone()),
+        ("nothing kept", uncached.clone()),
+    ] {
+        let one = {
+            let (channel, token) = (channel.clone(), token.clone());
+            move |_: usize| {
+                let mut client =
+                    apb::access_service_client::AccessServiceClient::new(channel.clone());
+                let token = token.clone();
+                async move {
+                    viewable(&mut client, &token, boss)
+                        .await
+                        .inspect_err(note_status)
+                        .is_ok_and(|ids| ids.len() == reach)
+                }
+            }
+        };
+        let whole = drive(
+            &format!("Mailroom LookupResources, supervisor, one page, {side}"),
+            1,
+            duration,
+            one,
+        )
+        .await;
+        row(&whole);
+        let walk = {
+            let (channel, token) = (channel.clone(), token.clone());
+            move |_: usize| {
+                let mut client =
+                    apb::access_service_client::AccessServiceClient::new(channel.clone());
+                let token = token.clone();
+                async move {
+                    walk_pages(&mut client, &token, boss, page_size)
+                        .await
+                        .inspect_err(note_status)
+                        .is_ok_and(|(ids, _)| ids == reach)
+                }
+            }
+        };
+        let walked = drive(
+            &format!("Mailroom LookupResources, supervisor, {pages} pages of {page_size}, {side}"),
+            1,
+            duration,
+            walk,
+        )
+        .await;
+        row(&walked);
+        p50.push((side, whole.percentile(0.5), walked.percentile(0.5)));
+    }
+    let line = p50
+        .iter()
+        .map(|(side, whole, walked)| {
+            format!(
+                "{side}: every page {walked:.2} ms = {:.2}x the one-page answer ({whole:.2} ms), {:.3} ms a page",
+                walked / whole,
+                walked / pages.max(1) as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    println!("    paging the supervisor's {reach} mailboxes (p50, one caller): {line}");
+    stop.cancel();
+    Ok(())
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c` is below CPU_SETSIZE.
+        .filter(|c| unsafe { libc::CPU_ISSET(*c, &set) })
+        .collect()
+}
+
+/// Pins thread `tid` (0: the calling one) to `cpus`, as `taskset -p` does; `false` if the
+/// kernel refused.
+fn pin(tid: libc::pid_t, cpus: &[usize]) -> bool {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in cpus {
+        // SAFETY: CPU ids come from sched_getaffinity, below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(*c, &mut set) };
+    }
+    // SAFETY: a valid set of the size passed.
+    unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+/// The threads of the pinned replica's runtime (each pins itself as it starts).
+static SERVER_THREADS: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+/// Pins every thread of this process except the pinned replica's to `cpus` (threads they
+/// start later inherit it); how many it pinned.
+fn pin_all_but_server(cpus: &[usize]) -> usize {
+    let server = SERVER_THREADS.lock().map(|s| s.clone()).unwrap_or_default();
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|tid| !server.contains(tid))
+        .filter(|tid| pin(*tid, cpus))
+        .count()
+}
+
+/// The most a pinned step may fail (errors, refusals, calls never started) and still count
+/// as held.
+const SWEEP_FAILED_AT_MOST: f64 = 0.001;
+/// The p99 a pinned step must keep, ms.
+const SWEEP_P99_MS: f64 = 2.0;
+
+/// `Check` open loop with the load generator on one CPU and the server on the other: a
+/// replica of its own on a tokio runtime of one thread pinned to the second CPU (its
+/// loading, its consumer and its connections run there), every other thread of this
+/// process (the pacer, the callers' runtime, identity, SpiceDB's idle threads) pinned to
+/// the first. The rate steps up until two steps in a row miss p99 ≤ 2 ms; returns the
+/// summary line.
+async fn pinned_sweep(
+    app: &Arc<TestApp>,
+    seeded: &Arc<Seeded>,
+    token: &Arc<String>,
+    args: &Args,
+) -> anyhow::Result<Option<String>> {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        println!(
+            "pinned open loop skipped: this process may run on {} CPU(s), it needs two",
+            cpus.len()
+        );
+        return Ok(None);
+    }
+    let (generator_cpu, server_cpu) = (cpus[0], cpus[1]);
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("access-pinned")
+        .enable_all()
+        .on_thread_start(move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            if let Ok(mut threads) = SERVER_THREADS.lock() {
+                threads.push(tid);
+            }
+            if !pin(0, &[server_cpu]) {
+                eprintln!("could not pin a server thread to CPU {server_cpu}");
+            }
+        })
+        .build()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let loading = Instant::now();
+    // Started inside the pinned runtime: its listener, connections, consumer and the tasks
+    // it spawns belong to that runtime.
+    let (_, endpoint) = {
+        let _inside = server_rt.enter();
+        app.start_access_replica(stop.clone()).await
+    };
+    let load = loading.elapsed();
+    let pinned = pin_all_but_server(&[generator_cpu]);
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
+    }
+    let channels = Arc::new(channels);
+    let op = {
+        let (channels, token, seeded) = (channels.clone(), token.clone(), seeded.clone());
+        move |i: usize| {
+            let mut client = apb::access_service_client::AccessServiceClient::new(
+                channels[i % channels.len()].clone(),
+            );
+            let token = token.clone();
+            let (u, m, p) = nth_check(&seeded, i);
+            async move {
+                client
+                    .check(authed(
+                        &token,
+                        apb::CheckRequest {
+                            subject: user(&u.to_string()),
+                            permission: PERMS[p].0.into(),
+                            resource: object("mailbox", &m.to_string()),
+                            at_least_as_fresh_as: None,
+                            explain: false,
+                        },
+                    ))
+                    .await
+                    .inspect_err(note_status)
+                    .is_ok()
+            }
+        }
+    };
+    println!();
+    println!(
+        "pinned open loop: the load generator (pacer and callers; {pinned} threads of this process) on CPU {generator_cpu}, a replica of its own (one runtime thread; loaded in {:.2} s) on CPU {server_cpu}; {} s a step",
+        load.as_secs_f64(),
+        args.seconds
+    );
+    drive_at_rate("warm-up", 1_000.0, Duration::from_secs(1), op.clone()).await;
+    let _ = take_error_kinds();
+    if let Ok(mut e) = FIRST_ERROR.lock() {
+        e.take();
+    }
+    header();
+    let (mut held, mut misses, mut steps) = (None, 0, Vec::new());
+    for &rate in &args.sweep {
+        let s = drive_at_rate(
+            &format!(
+                "Mailroom Check at {}/s, pinned (open loop)",
+                rate_name(rate)
+            ),
+            rate,
+            Duration::from_secs(args.seconds),
+            op.clone(),
+        )
+        .await;
+        let (refused, transport, other) = row(&s);
+        let scheduled = s.pacing.as_ref().map_or(s.calls, |p| p.scheduled);
+        let dropped = s.pacing.as_ref().map_or(0, |p| p.dropped);
+        let failed = (s.errors + dropped) as f64 / scheduled.max(1) as f64;
+        let ok = s.percentile(0.99) <= SWEEP_P99_MS && failed <= SWEEP_FAILED_AT_MOST;
+        steps.push(format!(
+            "{}/s p99 {:.2} ms{}{}",
+            rate_name(rate),
+            s.percentile(0.99),
+            if refused + transport + other + dropped > 0 {
+                format!(" ({refused} refused, {transport} transport, {other} other, {dropped} unstarted)")
+            } else {
+                String::new()
+            },
+            if ok { "" } else { " ✗" }
+        ));
+        if ok {
+            held = Some(rate);
+            misses = 0;
+        } else {
+            misses += 1;
+            if misses == 2 {
+                break;
+            }
+        }
+    }
+    // Undo: every thread may use every CPU again; the pinned replica stops.
+    pin_all_but_server(&cpus);
+    stop.cancel();
+    drop(channels);
+    server_rt.shutdown_background();
+    Ok(Some(format!(
+        "Check open loop, generator on CPU {generator_cpu} and server on CPU {server_cpu}: highest rate held (p99 ≤ {SWEEP_P99_MS} ms, at most {}% of calls failed, refused or unstarted): {};  steps: {}",
+        SWEEP_FAILED_AT_MOST * 100.0,
+        held.map_or("none of those tried".to_owned(), |r| format!("{}/s", rate_name(r))),
+        steps.join(", ")
+    )))
 }
 
 /// SpiceDB, loaded and checked against Mailroom's answers.
@@ -822,6 +1195,8 @@ async fn cross_check(
                         permission: "mailbox.view".into(),
                         subject_type: "user".into(),
                         at_least_as_fresh_as: None,
+                        page_size: 0,
+                        page_token: String::new(),
                     },
                 ))
                 .await?
@@ -943,7 +1318,7 @@ async fn cross_check(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let duration = Duration::from_secs(args.seconds);
-    let app = spawn_app().await;
+    let app = Arc::new(spawn_app().await);
     let pool = mailroom_platform::db::connect(
         &secrecy::SecretString::from(app.database_url().to_owned()),
         mailroom_access::SCHEMA,
@@ -1014,7 +1389,7 @@ async fn main() -> anyhow::Result<()> {
                         },
                     ))
                     .await
-                    .inspect_err(note_error)
+                    .inspect_err(note_status)
                     .is_ok()
             }
         }
@@ -1031,7 +1406,7 @@ async fn main() -> anyhow::Result<()> {
                         service: "mailroom.access.v1.AccessService".into(),
                     })
                     .await
-                    .inspect_err(note_error)
+                    .inspect_err(note_status)
                     .is_ok()
             }
         }
@@ -1222,7 +1597,7 @@ async fn main() -> anyhow::Result<()> {
                         },
                     ))
                     .await
-                    .inspect_err(note_error)
+                    .inspect_err(note_status)
                     .is_ok_and(|r| r.into_inner().results.len() == batch)
             }
         }
@@ -1322,7 +1697,7 @@ async fn main() -> anyhow::Result<()> {
                         },
                     ))
                     .await
-                    .inspect_err(note_error)
+                    .inspect_err(note_status)
                     .is_ok_and(|r| r.into_inner().resource_ids.len() > 10_000)
             }
         }
@@ -1383,10 +1758,12 @@ async fn main() -> anyhow::Result<()> {
                             permission: "mailbox.view".into(),
                             subject_type: "user".into(),
                             at_least_as_fresh_as: None,
+                            page_size: 0,
+                            page_token: String::new(),
                         },
                     ))
                     .await
-                    .inspect_err(note_error)
+                    .inspect_err(note_status)
                     .is_ok()
             }
         }
@@ -1457,7 +1834,7 @@ async fn main() -> anyhow::Result<()> {
                             },
                         ))
                         .await
-                        .inspect_err(note_error)
+                        .inspect_err(note_status)
                         .is_ok()
                 }
             }
@@ -1485,7 +1862,7 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 viewable(&mut client, &token, head)
                     .await
-                    .inspect_err(note_error)
+                    .inspect_err(note_status)
                     .is_ok_and(|ids| ids.len() == reach)
             }
         }
@@ -1498,6 +1875,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     row(&department);
+
+    paging(&app, &seeded, &channels, &token, &args).await?;
+    let mut pinned_summary = None;
+    if !args.without_sweep {
+        pinned_summary = pinned_sweep(&app, &seeded, &token, &args).await?;
+    }
 
     println!();
     println!(
@@ -1524,6 +1907,10 @@ async fn main() -> anyhow::Result<()> {
         ] {
             println!("{note}");
         }
+    }
+    if let Some(line) = pinned_summary {
+        println!();
+        println!("{line}");
     }
     println!("organisation {}: {} users", seeded.org, seeded.users.len());
     stop.cancel();

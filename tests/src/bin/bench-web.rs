@@ -5,10 +5,10 @@
 //! Measures, on the same data and interleaved (bare, page, bare, page …) so machine noise
 //! hits both alike: `ListMailboxes` over gRPC with the page's default view (its filter, order,
 //! columns and page of 50), and the whole page through a plain HTTP/1.1 client with a signed-in
-//! session — the page's `GetListView`, `ListMailboxes` and one `CheckBulk` for the rows shown,
-//! and the HTML. Prints both p50/p95, the page / bare ratio (goal ≤ 1.2 at p50) and the
-//! server's own `x-response-time`; then what the first view weighs (HTML, CSS, JS,
-//! uncompressed). `--supervisor` also measures a level-2 head over ~11k subordinates.
+//! session — the page's `GetListView` and `ListMailboxes`, the three `LookupMailboxScope`s its
+//! row controls come from, and the HTML. Prints both p50/p95, the page / bare ratio (goal ≤ 1.2
+//! at p50), the server's own `x-response-time` and its phases (`server-timing`); then what the
+//! first view weighs (HTML, CSS, JS, uncompressed). `--supervisor` also measures a level-2 head over ~11k subordinates.
 //! No browser is driven (`--without-browser` is the only mode). Client, services, console and
 //! PostgreSQL share this machine's cores.
 
@@ -77,6 +77,25 @@ impl Reply {
             .trim_end_matches("ms")
             .parse()
             .ok()
+    }
+
+    /// The page's phases from `server-timing` (`name;dur=ms, …`), in order.
+    fn phases(&self) -> Vec<(String, f64)> {
+        let Some(value) = self
+            .headers
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Vec::new();
+        };
+        value
+            .split(',')
+            .filter_map(|part| {
+                let (name, rest) = part.trim().split_once(';')?;
+                let ms = rest.trim().strip_prefix("dur=")?.parse().ok()?;
+                Some((name.to_owned(), ms))
+            })
+            .collect()
     }
 }
 
@@ -179,7 +198,7 @@ fn line(name: &str, p: &Percentiles) {
 }
 
 /// The `ListMailboxes` request the page sends on a first visit: the saved (or default) view's
-/// filter, order and columns (the address first), plus what every row shows.
+/// filter, order and columns (the address first), plus what every row shows and its owner.
 fn page_request(view: &mpb::ListView) -> mpb::ListMailboxesRequest {
     const COLUMNS: &[&str] = &[
         "employee",
@@ -204,7 +223,7 @@ fn page_request(view: &mpb::ListView) -> mpb::ListMailboxesRequest {
         )
         .map(String::from)
         .collect();
-    mask.extend(["email", "unread_count", "last_sync_time"].map(String::from));
+    mask.extend(["email", "unread_count", "last_sync_time", "owner_user_id"].map(String::from));
     let filter = match view.filter.trim() {
         "" => String::new(),
         f => format!("({f})"),
@@ -239,6 +258,8 @@ struct Measured {
     rows: usize,
     controls: usize,
     total: String,
+    /// The page's own phases (`server-timing`), in order, each one's p50.
+    phases: Vec<(String, Percentiles)>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -319,6 +340,7 @@ async fn main() -> anyhow::Result<()> {
             mailroom_platform::sealed::SealingKeys::generate("bench"),
         )],
         anonymous_posts_per_minute: 1_000_000,
+        server_timing: true,
         ..Default::default()
     };
     let console = mailroom_web::start_on_port(&platform, config, port).await?;
@@ -385,6 +407,7 @@ async fn main() -> anyhow::Result<()> {
             page().await?;
         }
         let (mut bare_ms, mut page_ms, mut server_ms) = (Vec::new(), Vec::new(), Vec::new());
+        let mut phase_ms: Vec<(String, Vec<f64>)> = Vec::new();
         let (mut rows, mut controls, mut total) = (0, 0, String::new());
         for i in 0..args.iterations {
             let (ms, answer) = bare().await?;
@@ -392,6 +415,12 @@ async fn main() -> anyhow::Result<()> {
             let (ms, reply) = page().await?;
             page_ms.push(ms);
             server_ms.extend(reply.response_time());
+            for (name, ms) in reply.phases() {
+                match phase_ms.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, all)) => all.push(ms),
+                    None => phase_ms.push((name, vec![ms])),
+                }
+            }
             if i == 0 {
                 let html = reply.text();
                 rows = count(&html, "<tr data-id=\"");
@@ -426,10 +455,14 @@ async fn main() -> anyhow::Result<()> {
             rows,
             controls,
             total,
+            phases: phase_ms
+                .into_iter()
+                .map(|(name, all)| (name, percentiles(all)))
+                .collect(),
         };
         println!(
             "\n{who}: filter `{}`, order_by `{}`, {} a page ({}); page shows {} rows, {} with \
-             sync now (CheckBulk)",
+             sync now (row scopes)",
             request.filter, request.order_by, request.page_size, m.total, m.rows, m.controls
         );
         line(&format!("{who}: bare ListMailboxes over gRPC"), &m.bare);
@@ -443,6 +476,16 @@ async fn main() -> anyhow::Result<()> {
             m.page.p50 / m.bare.p50,
             m.page.p95 / m.bare.p95
         );
+        if !m.phases.is_empty() {
+            println!(
+                "    the page's phases (server-timing), p50 / p95 ms: {}",
+                m.phases
+                    .iter()
+                    .map(|(n, p)| format!("{n} {:.2} / {:.2}", p.p50, p.p95))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         results.push(m);
     }
 

@@ -140,7 +140,7 @@ impl Cluster {
     }
 
     /// The environment of a process hosting `services` on `ports`.
-    fn env(&self, services: &[&str], ports: &[u16]) -> Vec<(String, String)> {
+    pub fn env(&self, services: &[&str], ports: &[u16]) -> Vec<(String, String)> {
         let (smtp_host, smtp_port) = std::env::var("MAILROOM_SMTP_ADDR")
             .ok()
             .and_then(|a| {

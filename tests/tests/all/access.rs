@@ -14,6 +14,7 @@ use tonic::Code;
 
 mod grants;
 mod graph;
+mod paging;
 mod replicas;
 mod roles;
 mod upgrade;

@@ -352,3 +352,75 @@ async fn a_login_changes_only_with_the_code_mailed_to_the_new_address() {
         Code::Unauthenticated
     );
 }
+
+/// GetEmailAddressUsage reads the caller's standing and the address's holders in one
+/// statement: an admin of another organisation learns nothing of this one's addresses, and a
+/// caller whose row no longer says active admin is refused, whatever the token says.
+#[tokio::test]
+async fn address_usage_stays_in_the_callers_org_and_follows_the_callers_row() {
+    async fn usage(
+        app: &mailroom_tests::TestApp,
+        token: &str,
+        address: &str,
+    ) -> Result<pb::EmailAddressUsage, tonic::Status> {
+        app.identity
+            .clone()
+            .get_email_address_usage(authed(
+                token,
+                pb::GetEmailAddressUsageRequest {
+                    address: address.into(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+    }
+    let app = spawn_app().await;
+    let org = app.create_org(0).await;
+    let other = app.create_org(0).await;
+    let dana = app.create_user(&org, "dana", "").await;
+
+    let seen = usage(&app, &org.admin_token, &dana.login_email)
+        .await
+        .expect("the org's admin sees its address");
+    assert!(
+        seen.uses
+            .iter()
+            .any(|u| u.kind == pb::AddressUseKind::Login as i32 && u.user_id == dana.id),
+        "{seen:?}"
+    );
+    assert!(seen.uses.iter().all(|u| u.user_id == dana.id), "{seen:?}");
+
+    let foreign = usage(&app, &other.admin_token, &dana.login_email)
+        .await
+        .expect("another org's admin may ask");
+    assert!(
+        foreign.uses.is_empty(),
+        "another organisation's address is not shown: {foreign:?}"
+    );
+    let own = usage(&app, &other.admin_token, &other.admin_email)
+        .await
+        .expect("own address");
+    assert!(!own.uses.is_empty(), "{own:?}");
+
+    // The row decides, not the token's `admin` claim: no longer admin, then dismissed.
+    let admin_id: uuid::Uuid = org.admin_id.parse().expect("admin id");
+    sqlx::query("UPDATE users SET is_admin = false WHERE id = $1")
+        .bind(admin_id)
+        .execute(&app.pool)
+        .await
+        .expect("demote in the database");
+    let refused = usage(&app, &org.admin_token, &dana.login_email)
+        .await
+        .expect_err("no longer admin");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let other_admin: uuid::Uuid = other.admin_id.parse().expect("admin id");
+    sqlx::query("UPDATE users SET state = 'dismissed' WHERE id = $1")
+        .bind(other_admin)
+        .execute(&app.pool)
+        .await
+        .expect("dismiss in the database");
+    let refused = usage(&app, &other.admin_token, &other.admin_email)
+        .await
+        .expect_err("dismissed");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+}

@@ -246,6 +246,8 @@ async fn access_answers_another_organisations_mailboxes_and_users_as_unknown_one
                     permission: "mailbox.read_mail".into(),
                     subject_type: "user".into(),
                     at_least_as_fresh_as: None,
+                    page_size: 0,
+                    page_token: String::new(),
                 }
             )),
         ),

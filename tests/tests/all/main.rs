@@ -22,6 +22,7 @@ mod mailbox_credentials;
 mod mailboxes;
 mod metrics;
 mod ordering_and_locks;
+mod overload;
 mod process_exit;
 mod readiness;
 mod revocation;

@@ -379,3 +379,290 @@ async fn a_failure_with_settings_replaced_meanwhile_does_not_park_the_mailbox() 
             .parked
     );
 }
+
+/// A TCP relay between the engine and the real Dovecot that keeps every command line the
+/// engine sends and, `hiding_condstore`, takes CONDSTORE and QRESYNC out of the server's
+/// capability lists (a server without them, as far as the engine can tell).
+struct Relay {
+    addr: std::net::SocketAddr,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    async fn start(server: (String, u16), hiding_condstore: bool) -> Relay {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = sent.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = tokio::net::TcpStream::connect((server.0.as_str(), server.1))
+                    .await
+                    .expect("Dovecot is listening");
+                let (client_read, mut client_write) = client.into_split();
+                let (server_read, mut server_write) = upstream.into_split();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(client_read);
+                    let mut line = Vec::new();
+                    while lines.read_until(b'\n', &mut line).await.unwrap_or(0) > 0 {
+                        log.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&line).trim_end().to_owned());
+                        if server_write.write_all(&line).await.is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(server_read);
+                    let mut line = Vec::new();
+                    while lines.read_until(b'\n', &mut line).await.unwrap_or(0) > 0 {
+                        if hiding_condstore && line.windows(10).any(|w| w == b"CAPABILITY") {
+                            let text = String::from_utf8_lossy(&line)
+                                .replace(" CONDSTORE", "")
+                                .replace(" QRESYNC", "");
+                            line = text.into_bytes();
+                        }
+                        if client_write.write_all(&line).await.is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        Relay { addr, sent, task }
+    }
+
+    fn login(&self, user: &MailUser) -> Login {
+        Login {
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+            ..login(user)
+        }
+    }
+
+    /// The command lines sent since the last call (tags and LOGIN's arguments left out).
+    fn commands(&self) -> Vec<String> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+            .into_iter()
+            .map(|line| {
+                let command = line.split_once(' ').map(|(_, c)| c).unwrap_or(&line);
+                if command.to_ascii_uppercase().starts_with("LOGIN") {
+                    "LOGIN".to_owned()
+                } else {
+                    command.to_owned()
+                }
+            })
+            .collect()
+    }
+}
+
+/// Whether `commands` lists a folder's every UID or reads its every flag.
+fn lists_everything(commands: &[String]) -> bool {
+    commands.iter().any(|c| {
+        let c = c.to_ascii_uppercase();
+        c.starts_with("UID FETCH 1:* (UID)")
+            || c.contains("SEARCH")
+            || (c.contains("(UID FLAGS)") && !c.contains("CHANGEDSINCE"))
+    })
+}
+
+async fn store_flags(imap: &mut mailroom_tests::mailstore::Imap, uids: &str, change: &str) {
+    let stream = imap.uid_store(uids, change).await.expect("STORE");
+    let _: Vec<_> = futures::StreamExt::collect(stream).await;
+}
+
+#[tokio::test]
+async fn a_flag_change_other_than_seen_and_an_expunge_come_by_condstore_and_qresync_without_a_listing(
+) {
+    let pool = sync_database().await;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 40, &user.username).await;
+    let relay = Relay::start((user.host.clone(), user.port), false).await;
+    let engine = engine(&pool, 10);
+    let mailbox = MailboxId::new();
+    let stop = CancellationToken::new();
+    engine
+        .sync(mailbox, &relay.login(&user), false, &stop)
+        .await
+        .expect("first sync");
+    assert_eq!(
+        indexed_messages(&pool, mailbox).await,
+        server_messages(&mut imap).await
+    );
+    let first = relay.commands();
+    assert!(
+        first.iter().any(|c| c.contains("HIGHESTMODSEQ")),
+        "Dovecot has CONDSTORE: {first:?}"
+    );
+
+    // Nothing changed: STATUS per folder, nothing fetched, nothing listed.
+    let quiet = engine
+        .sync(mailbox, &relay.login(&user), false, &stop)
+        .await
+        .expect("no-change sync");
+    let commands = relay.commands();
+    assert_eq!(quiet.unchanged_folders, quiet.folders, "{quiet:?}");
+    assert_eq!((quiet.listings, quiet.flag_passes), (0, 0), "{quiet:?}");
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.contains("FETCH") || c.contains("EXAMINE") || c.contains("SEARCH")),
+        "{commands:?}"
+    );
+
+    // \Flagged on one message, \Answered off another: no STATUS figure but HIGHESTMODSEQ moves.
+    imap.select("INBOX").await.expect("SELECT");
+    store_flags(&mut imap, "5", "+FLAGS (\\Flagged)").await;
+    store_flags(&mut imap, "8", "+FLAGS (\\Answered $Important)").await;
+    let flagged = engine
+        .sync(mailbox, &relay.login(&user), false, &stop)
+        .await
+        .expect("sync after flag changes");
+    let commands = relay.commands();
+    assert_eq!(
+        indexed_messages(&pool, mailbox).await,
+        server_messages(&mut imap).await
+    );
+    assert_eq!(flagged.flag_changes, 2, "{flagged:?}");
+    assert_eq!(
+        (flagged.listings, flagged.flag_passes),
+        (0, 0),
+        "{flagged:?}"
+    );
+    assert!(
+        commands.iter().any(|c| c.contains("CHANGEDSINCE")),
+        "{commands:?}"
+    );
+    assert!(!lists_everything(&commands), "{commands:?}");
+
+    // Three expunged (and one flag changed) by another session: VANISHED names them.
+    imap.select("INBOX").await.expect("SELECT");
+    store_flags(&mut imap, "2,3,30", "+FLAGS (\\Deleted)").await;
+    store_flags(&mut imap, "9", "+FLAGS (\\Seen)").await;
+    {
+        let stream = imap.expunge().await.expect("EXPUNGE");
+        let _: Vec<_> = futures::StreamExt::collect(stream).await;
+    }
+    let expunged = engine
+        .sync(mailbox, &relay.login(&user), false, &stop)
+        .await
+        .expect("sync after expunges");
+    let commands = relay.commands();
+    let server = server_messages(&mut imap).await;
+    assert_eq!(server.len(), 37);
+    assert_eq!(indexed_messages(&pool, mailbox).await, server);
+    assert_eq!(
+        (expunged.expunged, expunged.vanished),
+        (3, 3),
+        "{expunged:?}"
+    );
+    assert_eq!(expunged.listings, 0, "{expunged:?}");
+    assert!(
+        commands.iter().any(|c| c == "ENABLE QRESYNC"),
+        "{commands:?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.contains("CHANGEDSINCE") && c.contains("VANISHED")),
+        "{commands:?}"
+    );
+    assert!(!lists_everything(&commands), "{commands:?}");
+
+    // And the checkpoint holds: the next pass is a no-change one again.
+    let quiet = engine
+        .sync(mailbox, &relay.login(&user), false, &stop)
+        .await
+        .expect("no-change sync");
+    assert_eq!(quiet.unchanged_folders, quiet.folders, "{quiet:?}");
+    assert!(
+        !relay.commands().iter().any(|c| c.contains("FETCH")),
+        "nothing fetched"
+    );
+    let _ = imap.logout().await;
+}
+
+#[tokio::test]
+async fn without_condstore_every_nth_quiet_sync_reads_every_flag() {
+    let pool = sync_database().await;
+    let user = new_mail_user();
+    let mut imap = user.session().await;
+    append_samples(&mut imap, "INBOX", 0, 20, &user.username).await;
+    let relay = Relay::start((user.host.clone(), user.port), true).await;
+    let engine = engine(&pool, 10).with_flag_pass_every(3);
+    let mailbox = MailboxId::new();
+    let stop = CancellationToken::new();
+    let through_relay = relay.login(&user);
+    let sync = || engine.sync(mailbox, &through_relay, false, &stop);
+    sync().await.expect("first sync");
+    let commands = relay.commands();
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.contains("MODSEQ") || c.contains("CHANGEDSINCE") || c.contains("ENABLE")),
+        "the relay hides CONDSTORE: {commands:?}"
+    );
+    assert_eq!(
+        indexed_messages(&pool, mailbox).await,
+        server_messages(&mut imap).await
+    );
+
+    // \Flagged moves no STATUS figure: the next sync (the 1st quiet one) does not see it …
+    imap.select("INBOX").await.expect("SELECT");
+    store_flags(&mut imap, "4", "+FLAGS (\\Flagged)").await;
+    let quiet = sync().await.expect("quiet sync");
+    assert_eq!(quiet.unchanged_folders, quiet.folders, "{quiet:?}");
+    assert_eq!(quiet.flag_passes, 0, "{quiet:?}");
+    assert_ne!(
+        indexed_messages(&pool, mailbox).await,
+        server_messages(&mut imap).await,
+        "a quiet sync reads no flags"
+    );
+    assert!(!relay.commands().iter().any(|c| c.contains("FETCH")));
+    let quiet = sync().await.expect("2nd quiet sync");
+    assert_eq!(quiet.flag_passes, 0, "{quiet:?}");
+
+    // … the 3rd reads every flag of every folder that has messages, and finds it.
+    let third = sync().await.expect("3rd quiet sync");
+    assert_eq!(third.flag_passes, 1, "only INBOX has messages: {third:?}");
+    assert_eq!(third.flag_changes, 1, "{third:?}");
+    assert_eq!(
+        indexed_messages(&pool, mailbox).await,
+        server_messages(&mut imap).await
+    );
+    assert!(relay
+        .commands()
+        .iter()
+        .any(|c| c.contains("(UID FLAGS)") && !c.contains("CHANGEDSINCE")));
+    // The count starts again.
+    let quiet = sync().await.expect("quiet sync after the pass");
+    assert_eq!(quiet.flag_passes, 0, "{quiet:?}");
+
+    // A change of \Seen moves UNSEEN: seen at the next sync, whatever the count.
+    imap.select("INBOX").await.expect("SELECT");
+    store_flags(&mut imap, "1", "+FLAGS (\\Seen)").await;
+    store_flags(&mut imap, "2", "+FLAGS (\\Seen)").await;
+    let seen = sync().await.expect("sync after \\Seen");
+    assert_eq!(seen.flag_passes, 1, "{seen:?}");
+    assert_eq!(
+        indexed_messages(&pool, mailbox).await,
+        server_messages(&mut imap).await
+    );
+    let _ = imap.logout().await;
+}

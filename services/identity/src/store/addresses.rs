@@ -1,9 +1,11 @@
 //! Addresses: who holds one (claims), moving one away (transfers and their audit trail), a
 //! user's pending login change, and the addresses of connected mailboxes.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use mailroom_platform::types::{MailboxId, OrgId, UserId};
-use sqlx::PgConnection;
+use sqlx::{FromRow, PgConnection, Row};
 use uuid::Uuid;
 
 use super::{user_columns_of_u, users, UserRow};
@@ -40,6 +42,12 @@ pub async fn claim(
         return Ok(());
     }
     let holder = users::get(conn, org_id, holder_id).await?;
+    Err(taken_by(address, &holder))
+}
+
+/// The refusal of `address` to anyone but `holder`, who holds it: naming the holder, what
+/// they use it as, and the way out.
+pub fn taken_by(address: &EmailAddress, holder: &UserRow) -> IdentityError {
     let mut uses = Vec::new();
     if holder.login_email == address.as_str() {
         uses.push("login");
@@ -48,7 +56,7 @@ pub async fn claim(
         uses.push("contact address");
     }
     let state = holder.state();
-    Err(IdentityError::AddressTaken {
+    IdentityError::AddressTaken {
         address: address.to_string(),
         uses: if uses.is_empty() { "address".into() } else { uses.join(" and ") },
         holder: holder.display_name(),
@@ -59,7 +67,7 @@ pub async fn claim(
             }
             _ => "use another address, or change theirs first",
         },
-    })
+    }
 }
 
 /// Who holds a claim on `address`, if anyone.
@@ -96,36 +104,62 @@ pub async fn release_if_unused(
     Ok(())
 }
 
-/// The users who hold a claim on `address` (at most one).
-pub async fn claimants(
+/// Who uses `address`, read with the caller's standing in one statement: the users holding
+/// a claim on it (at most one) and the owners of connected mailboxes with it (mirrored from
+/// the registry). `None` when `caller` is not an active admin of `org_id`; then neither is
+/// read (the lookups sit under a one-time filter on the standing, which `OFFSET 0` keeps
+/// the planner from inlining into each of them: it is read once).
+pub async fn usage_for_admin(
     conn: &mut PgConnection,
     org_id: OrgId,
+    caller: UserId,
     address: &EmailAddress,
-) -> Result<Vec<UserRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {} FROM address_claims c JOIN users u ON u.id = c.user_id WHERE c.org_id = $1 AND c.address = $2",
-        user_columns_of_u()
-    ))
-    .bind(org_id)
-    .bind(address.as_str())
-    .fetch_all(conn)
-    .await?)
+) -> Result<Option<AddressHolders>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let columns = user_columns_of_u();
+        format!(
+            "SELECT a.admin, h.* FROM \
+             (SELECT coalesce((SELECT state = 'active' AND is_admin FROM users WHERE org_id = $1 AND id = $3), false) AS admin OFFSET 0) a \
+             LEFT JOIN LATERAL ( \
+               SELECT false AS mailbox, {columns} FROM address_claims c JOIN users u ON u.id = c.user_id \
+                WHERE a.admin AND c.org_id = $1 AND c.address = $2 \
+               UNION ALL \
+               SELECT true, {columns} FROM mailbox_addresses m JOIN users u ON u.id = m.owner_user_id \
+                WHERE a.admin AND m.org_id = $1 AND m.address = $2 \
+             ) h ON true ORDER BY h.mailbox"
+        )
+    });
+    let rows = sqlx::query(&SQL)
+        .bind(org_id)
+        .bind(address.as_str())
+        .bind(caller)
+        .fetch_all(conn)
+        .await?;
+    let mut holders = AddressHolders::default();
+    for row in &rows {
+        if !row.try_get::<bool, _>("admin")? {
+            return Ok(None);
+        }
+        match row.try_get::<Option<bool>, _>("mailbox")? {
+            None => {}
+            Some(false) => holders.claimants.push(UserRow::from_row(row)?),
+            Some(true) => holders.mailbox_owners.push(UserRow::from_row(row)?),
+        }
+    }
+    // Not one row: the one-row standing always gives one; said as a refusal all the same.
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(holders))
 }
 
-/// The owners of connected mailboxes with this address (mirrored from the registry).
-pub async fn mailbox_owners(
-    conn: &mut PgConnection,
-    org_id: OrgId,
-    address: &EmailAddress,
-) -> Result<Vec<UserRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {} FROM mailbox_addresses m JOIN users u ON u.id = m.owner_user_id WHERE m.org_id = $1 AND m.address = $2",
-        user_columns_of_u()
-    ))
-    .bind(org_id)
-    .bind(address.as_str())
-    .fetch_all(conn)
-    .await?)
+/// Who uses an address ([`usage_for_admin`]).
+#[derive(Debug, Default)]
+pub struct AddressHolders {
+    /// The users who hold a claim on it (at most one).
+    pub claimants: Vec<UserRow>,
+    /// The owners of connected mailboxes with it.
+    pub mailbox_owners: Vec<UserRow>,
 }
 
 /// Puts `tombstone` wherever `user_id` shows `address` (login, contact or both).

@@ -12,6 +12,7 @@
 pub mod addresses;
 pub mod departments;
 pub mod directory;
+pub mod invitees;
 pub mod orgs;
 pub mod sessions;
 pub mod users;

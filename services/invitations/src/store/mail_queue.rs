@@ -3,7 +3,7 @@
 //! while the row still carries the link secret its mail was sent with (`token_hash`), so a
 //! resend, an approval or another sender that re-armed it meanwhile wins.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use mailroom_types::InvitationId;
@@ -73,75 +73,124 @@ pub async fn renew(
     Ok(renewed.into_iter().collect())
 }
 
-/// Tried again after `delay`, with why this attempt failed.
-pub async fn defer(
-    conn: &mut PgConnection,
-    id: InvitationId,
-    attempts: i32,
-    reason: &str,
-    delay: Duration,
-    hash: &[u8],
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE invitations SET attempts = $2, failure_reason = $3, \
-         next_attempt_at = now() + make_interval(secs => $4), updated_at = now() \
-         WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $5",
-    )
-    .bind(id)
-    .bind(attempts)
-    .bind(reason)
-    .bind(delay.as_secs_f64())
-    .bind(hash)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// One mail's outcome, recorded with others by [`record`].
+pub struct Outcome {
+    pub id: InvitationId,
+    /// Attempts made, this one included.
+    pub attempts: i32,
+    /// The hash of the link the mail carried: recorded only while the row still has it.
+    pub hash: Vec<u8>,
+    pub result: Recorded,
 }
 
-/// The server took the mail: `sent` (a FAILED invitation is PENDING again).
-pub async fn record_sent(
-    conn: &mut PgConnection,
-    id: InvitationId,
-    attempts: i32,
-    hash: &[u8],
-) -> Result<Option<InvitationRow>> {
-    record(conn, SENT_SQL, id, attempts, "", hash).await
+/// What became of one mail.
+pub enum Recorded {
+    /// The server took it: `sent` (a FAILED invitation is PENDING again).
+    Sent,
+    /// Tried again after the delay, with why this attempt failed.
+    Deferred { reason: String, delay: Duration },
+    /// A refusal, or the attempts ran out: the invitation is FAILED with the reason (an
+    /// accepted or revoked one keeps its state).
+    Failed { reason: String },
 }
 
-/// A refusal, or the attempts ran out: the invitation is FAILED with `reason` (an accepted or
-/// revoked one keeps its state).
-pub async fn record_failed(
-    conn: &mut PgConnection,
-    id: InvitationId,
-    attempts: i32,
-    reason: &str,
-    hash: &[u8],
-) -> Result<Option<InvitationRow>> {
-    record(conn, FAILED_SQL, id, attempts, reason, hash).await
+/// The rows changed by [`record`]: those now sent, and those now failed with their reason.
+#[derive(Default)]
+pub struct RecordedRows {
+    pub sent: Vec<InvitationRow>,
+    pub failed: Vec<(InvitationRow, String)>,
 }
 
-const SENT_SQL: &str =
-    "UPDATE invitations SET delivery_state = 'sent', send_count = send_count + 1, attempts = $2, \
-     failure_reason = $3, next_attempt_at = NULL, updated_at = now(), \
-     state = CASE WHEN state = 'failed' THEN 'pending' ELSE state END \
-     WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $4 RETURNING ";
+/// Records `outcomes`, one statement per kind of outcome present, each only where the row is
+/// still queued with the link its mail carried.
+pub async fn record(conn: &mut PgConnection, outcomes: &[Outcome]) -> Result<RecordedRows> {
+    let mut done = RecordedRows::default();
+    let sent: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, Recorded::Sent))
+        .collect();
+    if !sent.is_empty() {
+        done.sent = sqlx::query_as(&format!(
+            "UPDATE invitations i SET delivery_state = 'sent', send_count = i.send_count + 1, attempts = t.attempts, \
+             failure_reason = '', next_attempt_at = NULL, updated_at = now(), \
+             state = CASE WHEN i.state = 'failed' THEN 'pending' ELSE i.state END \
+             FROM UNNEST($1::uuid[], $2::int4[], $3::bytea[]) AS t(id, attempts, hash) \
+             WHERE i.id = t.id AND i.delivery_state = 'queued' AND i.token_hash = t.hash RETURNING {}",
+            columns_of_i()
+        ))
+        .bind(sent.iter().map(|o| o.id).collect::<Vec<_>>())
+        .bind(sent.iter().map(|o| o.attempts).collect::<Vec<_>>())
+        .bind(sent.iter().map(|o| o.hash.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    let (mut ids, mut attempts, mut hashes, mut reasons, mut delays) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for o in outcomes {
+        if let Recorded::Deferred { reason, delay } = &o.result {
+            ids.push(o.id);
+            attempts.push(o.attempts);
+            hashes.push(o.hash.clone());
+            reasons.push(reason.clone());
+            delays.push(delay.as_secs_f64());
+        }
+    }
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE invitations i SET attempts = t.attempts, failure_reason = t.reason, \
+             next_attempt_at = now() + make_interval(secs => t.delay), updated_at = now() \
+             FROM UNNEST($1::uuid[], $2::int4[], $3::bytea[], $4::text[], $5::float8[]) AS t(id, attempts, hash, reason, delay) \
+             WHERE i.id = t.id AND i.delivery_state = 'queued' AND i.token_hash = t.hash",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&hashes)
+        .bind(&reasons)
+        .bind(&delays)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let (mut ids, mut attempts, mut hashes, mut reasons) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for o in outcomes {
+        if let Recorded::Failed { reason } = &o.result {
+            ids.push(o.id);
+            attempts.push(o.attempts);
+            hashes.push(o.hash.clone());
+            reasons.push(reason.clone());
+        }
+    }
+    if !ids.is_empty() {
+        let rows: Vec<InvitationRow> = sqlx::query_as(&format!(
+            "UPDATE invitations i SET delivery_state = 'failed', attempts = t.attempts, failure_reason = t.reason, \
+             next_attempt_at = NULL, updated_at = now(), state = CASE WHEN i.state = 'pending' THEN 'failed' ELSE i.state END \
+             FROM UNNEST($1::uuid[], $2::int4[], $3::bytea[], $4::text[]) AS t(id, attempts, hash, reason) \
+             WHERE i.id = t.id AND i.delivery_state = 'queued' AND i.token_hash = t.hash RETURNING {}",
+            columns_of_i()
+        ))
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&hashes)
+        .bind(&reasons)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut reasons: HashMap<InvitationId, String> = ids.into_iter().zip(reasons).collect();
+        done.failed = rows
+            .into_iter()
+            .map(|row| {
+                let reason = reasons.remove(&row.id).unwrap_or_default();
+                (row, reason)
+            })
+            .collect();
+    }
+    Ok(done)
+}
 
-const FAILED_SQL: &str = "UPDATE invitations SET delivery_state = 'failed', attempts = $2, failure_reason = $3, \
-     next_attempt_at = NULL, updated_at = now(), state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END \
-     WHERE id = $1 AND delivery_state = 'queued' AND token_hash = $4 RETURNING ";
-
-async fn record(
-    conn: &mut PgConnection,
-    sql: &str,
-    id: InvitationId,
-    attempts: i32,
-    reason: &str,
-    hash: &[u8],
-) -> Result<Option<InvitationRow>> {
-    Ok(sqlx::query_as(&format!("{sql}{INVITATION_COLUMNS}"))
-        .bind(id)
-        .bind(attempts)
-        .bind(reason)
-        .bind(hash)
-        .fetch_optional(conn)
-        .await?)
+/// [`INVITATION_COLUMNS`] of the table aliased `i`.
+fn columns_of_i() -> String {
+    INVITATION_COLUMNS
+        .split(", ")
+        .map(|c| format!("i.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -266,44 +266,80 @@ impl FrameScanner {
                         left => Mode::Literal { left },
                     };
                 }
+                Mode::Line if self.plain_run() => {
+                    // The bulk of a line: bytes that change nothing but the counts (no line
+                    // end, no literal's announcement, no status code's end) are counted
+                    // together, as they would be one by one.
+                    let watch_bracket = !self.bracket_seen && self.literal_bytes == 0;
+                    // Never past the line limit: the byte that passes it is looked at alone,
+                    // so whichever limit a byte-by-byte scan would meet first is met first.
+                    let room = self.limits.max_line_bytes.saturating_sub(self.line_bytes);
+                    let run = bytes[i..]
+                        .iter()
+                        .position(|&b| b == b'\n' || b == b'{' || (watch_bracket && b == b']'))
+                        .unwrap_or(bytes.len() - i)
+                        .min(usize::try_from(room).unwrap_or(usize::MAX));
+                    if run == 0 {
+                        self.feed_byte(bytes[i])?;
+                        i += 1;
+                        continue;
+                    }
+                    self.line_bytes += run as u64;
+                    self.count_kept(run as u64)?;
+                    i += run;
+                }
                 Mode::Line => {
-                    let b = bytes[i];
+                    self.feed_byte(bytes[i])?;
                     i += 1;
-                    if self.at_start {
-                        self.at_start = false;
-                        self.head_len = 0;
-                        self.line_bytes = 0;
-                        self.literal_bytes = 0;
-                        self.marker = Marker::None;
-                        self.bracket_seen = false;
-                        self.after_bracket = false;
-                    }
-                    if self.head_len < self.head.len() && self.literal_bytes == 0 {
-                        self.head[self.head_len] = b;
-                        self.head_len += 1;
-                    }
-                    self.line_bytes += 1;
-                    if self.line_bytes > self.limits.max_line_bytes {
-                        return Err(LimitExceeded::Line {
-                            limit: self.limits.max_line_bytes,
-                        });
-                    }
-                    self.count_kept(1)?;
-                    if std::mem::take(&mut self.after_bracket) && b >= 0x80 && self.is_status_line()
-                    {
-                        return Err(LimitExceeded::StatusText);
-                    }
-                    if b == b']' && !self.bracket_seen && self.literal_bytes == 0 {
-                        self.bracket_seen = true;
-                        self.after_bracket = true;
-                    }
-                    if b == b'\n' {
-                        self.line_end()?;
-                    } else {
-                        self.marker = self.marker.push(b);
-                    }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Whether the line's next bytes, up to a line end, `{` or (while one is looked for) a
+    /// status code's `]`, only add to its counts: the response's start and head are read,
+    /// no `]` was just passed, and no `{N}` is being read.
+    fn plain_run(&self) -> bool {
+        !self.at_start
+            && !self.after_bracket
+            && self.marker == Marker::None
+            && (self.head_len == self.head.len() || self.literal_bytes > 0)
+    }
+
+    /// One byte of a line, looked at alone.
+    fn feed_byte(&mut self, b: u8) -> Result<(), LimitExceeded> {
+        if self.at_start {
+            self.at_start = false;
+            self.head_len = 0;
+            self.line_bytes = 0;
+            self.literal_bytes = 0;
+            self.marker = Marker::None;
+            self.bracket_seen = false;
+            self.after_bracket = false;
+        }
+        if self.head_len < self.head.len() && self.literal_bytes == 0 {
+            self.head[self.head_len] = b;
+            self.head_len += 1;
+        }
+        self.line_bytes += 1;
+        if self.line_bytes > self.limits.max_line_bytes {
+            return Err(LimitExceeded::Line {
+                limit: self.limits.max_line_bytes,
+            });
+        }
+        self.count_kept(1)?;
+        if std::mem::take(&mut self.after_bracket) && b >= 0x80 && self.is_status_line() {
+            return Err(LimitExceeded::StatusText);
+        }
+        if b == b']' && !self.bracket_seen && self.literal_bytes == 0 {
+            self.bracket_seen = true;
+            self.after_bracket = true;
+        }
+        if b == b'\n' {
+            self.line_end()?;
+        } else {
+            self.marker = self.marker.push(b);
         }
         Ok(())
     }
@@ -639,6 +675,58 @@ mod tests {
                 s.feed(chunk).unwrap();
             }
             assert!(!s.command_outstanding(), "chunks of {size}");
+        }
+    }
+
+    /// Whatever the chunking, the scan ends the same: what a long line's bulk is counted
+    /// together with is what its bytes one by one would come to.
+    #[test]
+    fn any_chunking_scans_the_same() {
+        let pieces: [&[u8]; 12] = [
+            b"* 1 FETCH (UID 7 FLAGS (\\Seen) ENVELOPE (\"Mon, 1 Jan 2024\" {5}\r\nhello",
+            b" NIL NIL))\r\n",
+            b"* OK [UIDNEXT 9] predicted next UID of a very long status line\r\n",
+            b"* NO [ALERT]\xC3\xA9 not IMAP text\r\n",
+            b"* 2 FETCH (UID 8 BODY[] {0}\r\n)\r\n",
+            b"* 3 FETCH (UID 9 RFC822.SIZE 1234 INTERNALDATE \"06-Dec-2026 07:03:17 +0000\")\r\n",
+            b"* 4 FETCH (X {12+}\r\n0123456789ab)\r\n",
+            b"a1 OK [READ-ONLY]\xFF done\r\n",
+            b"* 5 FETCH (UID 10 ENVELOPE (NIL \"a]b{c}d\" {3}\r\n]{1\r\n))\r\n",
+            b"* 6 FETCH (UID 11 FLAGS ())\r\n",
+            b"* 7 FETCH (UID 12 X {2000}\r\n",
+            b"* SEARCH 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27\r\n",
+        ];
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..300 {
+            let answer: Vec<u8> = (0..next(8) + 1)
+                .flat_map(|_| pieces[next(pieces.len())].iter().copied())
+                .collect();
+            let scan = |size: usize| {
+                let mut s = fetching();
+                let mut result = Ok(());
+                for chunk in answer.chunks(size) {
+                    result = s.feed(chunk);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                (result, s.command_outstanding())
+            };
+            let whole = scan(answer.len());
+            for size in [1, 2, 5, 13, 64] {
+                assert_eq!(
+                    scan(size),
+                    whole,
+                    "chunks of {size}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
         }
     }
 

@@ -80,6 +80,91 @@ pub async fn status(session: &mut ImapSession, name: &str, items: &str) -> Resul
     }
 }
 
+/// STATUS `items` of each of `names`, the commands sent together and their answers read as
+/// they come: one round trip for all of them instead of one each. Each folder's figures, or
+/// its refusal, in the order of `names`; an error of the connection fails them all.
+/// (Between the first answer and the last, the connection's guard counts what comes as
+/// answers to no command: bounded by its kept-bytes limit, which a STATUS answer is far
+/// below.)
+pub async fn statuses(
+    session: &mut ImapSession,
+    names: &[&str],
+    items: &str,
+) -> Result<Vec<Result<Mailbox>>> {
+    let mut pending = Vec::with_capacity(names.len());
+    for name in names {
+        let tag = session
+            .run_command(format!("STATUS {} {items}", quoted(name)?))
+            .await?;
+        pending.push((tag, *name, Mailbox::default(), None::<Result<()>>));
+    }
+    let mut left = pending.len();
+    while left > 0 {
+        let Some(response) = session.read_response().await? else {
+            return Err(Error::ConnectionLost);
+        };
+        match response.parsed() {
+            Response::Done {
+                tag,
+                status,
+                outcome,
+            } => {
+                let Some(entry) = pending
+                    .iter_mut()
+                    .find(|(t, _, _, done)| t == tag && done.is_none())
+                else {
+                    continue;
+                };
+                use async_imap::imap_proto::Status;
+                let said = || format!("code: {:?}, info: {:?}", outcome.code, outcome.information);
+                entry.3 = Some(match status {
+                    Status::Ok => Ok(()),
+                    Status::No => Err(Error::No(said())),
+                    Status::Bad => Err(Error::Bad(said())),
+                    other => Err(Error::Io(std::io::Error::other(format!(
+                        "STATUS answered {other:?}: {}",
+                        said()
+                    )))),
+                });
+                left -= 1;
+            }
+            Response::MailboxData(MailboxDatum::Status {
+                mailbox: answered,
+                status,
+            }) => {
+                // The first folder of that name still waiting for its answer.
+                let Some(entry) = pending
+                    .iter_mut()
+                    .find(|(_, name, _, done)| done.is_none() && is_named(answered, name))
+                else {
+                    continue;
+                };
+                for attribute in status {
+                    let mailbox = &mut entry.2;
+                    match attribute {
+                        StatusAttribute::Messages(n) => mailbox.exists = *n,
+                        StatusAttribute::Recent(n) => mailbox.recent = *n,
+                        StatusAttribute::UidNext(n) => mailbox.uid_next = Some(*n),
+                        StatusAttribute::UidValidity(n) => mailbox.uid_validity = Some(*n),
+                        StatusAttribute::Unseen(n) => mailbox.unseen = Some(*n),
+                        StatusAttribute::HighestModSeq(n) => mailbox.highest_modseq = Some(*n),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(pending
+        .into_iter()
+        .map(|(_, _, mailbox, done)| match done {
+            Some(Ok(())) => Ok(mailbox),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::ConnectionLost),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +210,13 @@ mod tests {
             (got.exists, got.uid_next, got.uid_validity, got.unseen),
             (3, Some(4), Some(7), Some(2))
         );
+        // Together: each folder's own figures, a refusal its own.
+        let both = statuses(&mut session, &[r#"Client "ACME""#, "Gone"], items)
+            .await
+            .expect("STATUS of both");
+        let first = both[0].as_ref().expect("figures");
+        assert_eq!((first.exists, first.uid_validity), (3, Some(7)));
+        assert!(both[1].is_err(), "{:?}", both[1]);
         let err = status(&mut session, "Gone", items)
             .await
             .expect_err("refused");

@@ -6,11 +6,25 @@
 //! `push_bind`. Sorting walks an index ending in `id` (see the migration), so page 100 costs
 //! what page 1 does: a [`Cursor`] carries the last row's sort value (as text, cast back to
 //! the column's type) and id, and the next page starts after them. Up to
-//! [`EXACT_COUNT_UP_TO`] matches are counted exactly; above, PostgreSQL's plan estimates the
-//! total, so a count never scans a large organisation.
+//! [`EXACT_COUNT_UP_TO`] matches are counted exactly; above, the total is estimated, so a
+//! count never scans a large organisation.
+//!
+//! A caller whose scope is a set of owners (a supervisor: thousands of them) is answered by
+//! one statement ([`ListQuery::page`]): the owner array is bound once, planned once, and
+//! serves both the page (`owner_user_id = ANY($1)`, which PostgreSQL tests with a hash) and
+//! the count, which walks the owners in a fixed order that has nothing to do with when they
+//! were made ([`sample_order`]) and stops at the [`EXACT_COUNT_UP_TO`]-plus-first match.
+//! When it stops early, the owners it got through are a sample of them all, and the total
+//! is estimated from it (matches per owner walked, times owners). The statement is not
+//! kept prepared: a plan kept for a generic array would fit one scope size and not the
+//! next, while planning with the array in hand is cheap here (one pass over it).
+//! The whole organisation (an admin) has no array: its page and count run side by side and
+//! PostgreSQL's plan estimates a total above [`EXACT_COUNT_UP_TO`].
 
-use mailroom_types::{OrgId, UserId};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use mailroom_types::{MailboxId, OrgId, UserId};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments as _, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
 
 use super::{MailboxRow, COLUMNS};
 use crate::error::Result;
@@ -64,9 +78,45 @@ pub struct Page {
     pub estimated: bool,
 }
 
+/// A page row with the scoped statement's count beside it (the same on every row).
+#[derive(Debug, sqlx::FromRow)]
+struct CountedRow {
+    #[sqlx(flatten)]
+    listed: ListedRow,
+    #[sqlx(flatten)]
+    counted: Counted,
+}
+
+/// What the scoped count found: matches of the owners' mailboxes (at most
+/// [`EXACT_COUNT_UP_TO`] + 1), how many owners it walked to find them, and matches among the
+/// mailboxes shared one by one (not the owners').
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+struct Counted {
+    owned: i64,
+    owners_seen: i64,
+    shared: i64,
+}
+
 impl ListQuery<'_> {
     /// Up to `page_size` rows after `after` (from the start without one), with the total.
     pub async fn page(
+        &self,
+        pool: &PgPool,
+        after: Option<&Cursor>,
+        page_size: i64,
+    ) -> Result<Page> {
+        match self.scope {
+            Scope::WholeOrganization => self.organization_page(pool, after, page_size).await,
+            Scope::Some { owners, mailboxes } => {
+                self.scoped_page(pool, owners, mailboxes, after, page_size)
+                    .await
+            }
+        }
+    }
+
+    /// The whole organisation's page: the page and the bounded count side by side, and
+    /// PostgreSQL's estimate above the bound.
+    async fn organization_page(
         &self,
         pool: &PgPool,
         after: Option<&Cursor>,
@@ -85,7 +135,7 @@ impl ListQuery<'_> {
         count.push_bind(EXACT_COUNT_UP_TO + 1);
         count.push(") AS matching");
 
-        let (mut rows, mut total) = futures::future::try_join(
+        let (rows, mut total) = futures::future::try_join(
             page.build_query_as::<ListedRow>().fetch_all(pool),
             count.build_query_scalar::<i64>().fetch_one(pool),
         )
@@ -100,6 +150,159 @@ impl ListQuery<'_> {
             let rows = plan.0[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0) as i64;
             total = rows.max(EXACT_COUNT_UP_TO + 1);
         }
+        Ok(Page::of(rows, page_size, total, estimated))
+    }
+
+    /// A scoped caller's page and count in one statement, the scope bound once (`$1` the
+    /// owners, `$2` the mailboxes shared one by one, `$3` the organisation).
+    async fn scoped_page(
+        &self,
+        pool: &PgPool,
+        owners: &[UserId],
+        mailboxes: &[MailboxId],
+        after: Option<&Cursor>,
+        page_size: i64,
+    ) -> Result<Page> {
+        let owners = sample_order(owners);
+        let mut shared = MailboxId::uuids(mailboxes);
+        shared.sort_unstable();
+        shared.dedup();
+        if owners.is_empty() && shared.is_empty() {
+            return Ok(Page::of(Vec::new(), page_size, 0, false));
+        }
+        let owner_count = owners.len();
+        let mut q = self.scoped_query(owners, shared, after, page_size + 1)?;
+        let rows = q
+            .build_query_as::<CountedRow>()
+            .persistent(false)
+            .fetch_all(pool)
+            .await?;
+        let counted = match rows.first() {
+            Some(row) => row.counted,
+            // No rows from the start: nothing matches.
+            None if after.is_none() => return Ok(Page::of(Vec::new(), page_size, 0, false)),
+            // No rows after a cursor (they went since the last page): count on its own.
+            None => self.scoped_count(pool).await?,
+        };
+        let (total, estimated) = counted.total(owner_count);
+        let rows = rows.into_iter().map(|r| r.listed).collect();
+        Ok(Page::of(rows, page_size, total, estimated))
+    }
+
+    /// The scoped statement: the count as a one-row relation joined to the page (up to
+    /// `limit` rows after `after`), the scope bound once.
+    fn scoped_query(
+        &self,
+        owners: Vec<Uuid>,
+        shared: Vec<Uuid>,
+        after: Option<&Cursor>,
+        limit: i64,
+    ) -> Result<QueryBuilder<'static, Postgres>> {
+        let mut q = self.scoped_statement(owners, shared)?;
+        q.push(format!(
+            "SELECT {COLUMNS}, {}, counted.owned, counted.owners_seen, counted.shared FROM ",
+            sort_value_sql(self.order)
+        ));
+        self.push_counted(&mut q);
+        q.push(" AS counted CROSS JOIN (SELECT * FROM mailboxes");
+        self.push_scoped_where(&mut q);
+        push_page(&mut q, self.order, after, limit);
+        q.push(") AS mailboxes");
+        push_order(&mut q, self.order);
+        Ok(q)
+    }
+
+    /// The scoped count alone (for a page that came back empty after a cursor).
+    async fn scoped_count(&self, pool: &PgPool) -> Result<Counted> {
+        let Scope::Some { owners, mailboxes } = self.scope else {
+            return Ok(Counted {
+                owned: 0,
+                owners_seen: 0,
+                shared: 0,
+            });
+        };
+        let mut shared = MailboxId::uuids(mailboxes);
+        shared.sort_unstable();
+        shared.dedup();
+        let mut q = self.scoped_statement(sample_order(owners), shared)?;
+        q.push("SELECT counted.owned, counted.owners_seen, counted.shared FROM ");
+        self.push_counted(&mut q);
+        q.push(" AS counted");
+        Ok(q.build_query_as::<Counted>()
+            .persistent(false)
+            .fetch_one(pool)
+            .await?)
+    }
+
+    /// A statement with the scope bound first, as `$1` (owners), `$2` (shared mailboxes)
+    /// and `$3` (the organisation), for the text to name as often as it needs.
+    fn scoped_statement(
+        &self,
+        owners: Vec<Uuid>,
+        shared: Vec<Uuid>,
+    ) -> Result<QueryBuilder<'static, Postgres>> {
+        let mut args = PgArguments::default();
+        args.add(owners).map_err(sqlx::Error::Encode)?;
+        args.add(shared).map_err(sqlx::Error::Encode)?;
+        args.add(self.org).map_err(sqlx::Error::Encode)?;
+        Ok(QueryBuilder::with_arguments("", args))
+    }
+
+    /// The scoped WHERE clause, naming the bound scope.
+    fn push_scoped_where(&self, q: &mut QueryBuilder<'_, Postgres>) {
+        let shared = matches!(self.scope, Scope::Some { mailboxes, .. } if !mailboxes.is_empty());
+        q.push(if shared {
+            " WHERE org_id = $3 AND (owner_user_id = ANY($1) OR id = ANY($2))"
+        } else {
+            " WHERE org_id = $3 AND owner_user_id = ANY($1)"
+        });
+        if let Some(cond) = self.filter {
+            q.push(" AND ");
+            push_cond(q, cond, self.reads);
+        }
+    }
+
+    /// The scoped count, a one-row relation (`owned`, `owners_seen`, `shared`): the owners'
+    /// matching mailboxes, the owners walked in the bound order until the bound is passed;
+    /// then the matching mailboxes shared one by one whose owner is not one of them.
+    fn push_counted(&self, q: &mut QueryBuilder<'_, Postgres>) {
+        q.push(
+            "(SELECT owned.n AS owned, owned.seen AS owners_seen, shared.n AS shared FROM \
+             (SELECT count(*) AS n, coalesce(max(matching.ord), 0) AS seen FROM \
+             (SELECT scope.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS scope(owner, ord) \
+             JOIN mailboxes ON mailboxes.org_id = $3 AND mailboxes.owner_user_id = scope.owner",
+        );
+        if let Some(cond) = self.filter {
+            q.push(" WHERE ");
+            push_cond(q, cond, self.reads);
+        }
+        q.push(" ORDER BY scope.ord LIMIT ");
+        q.push_bind(EXACT_COUNT_UP_TO + 1);
+        q.push(
+            ") AS matching) AS owned, \
+             (SELECT count(*) AS n FROM (SELECT 1 FROM mailboxes \
+             WHERE org_id = $3 AND id = ANY($2) AND NOT EXISTS \
+             (SELECT 1 FROM unnest($1::uuid[]) AS scope(owner) WHERE scope.owner = mailboxes.owner_user_id)",
+        );
+        if let Some(cond) = self.filter {
+            q.push(" AND ");
+            push_cond(q, cond, self.reads);
+        }
+        q.push(" LIMIT ");
+        q.push_bind(EXACT_COUNT_UP_TO + 1);
+        q.push(") AS matching) AS shared)");
+    }
+
+    /// The WHERE clause of this question.
+    pub fn push_where(&self, q: &mut QueryBuilder<'_, Postgres>) {
+        push_where(q, self.org, self.scope, self.filter, self.reads);
+    }
+}
+
+impl Page {
+    /// A page from `rows` fetched one past `page_size` (that one only tells whether more
+    /// follow).
+    fn of(mut rows: Vec<ListedRow>, page_size: i64, total: i64, estimated: bool) -> Page {
         let more = rows.len() as i64 > page_size;
         rows.truncate(usize::try_from(page_size).unwrap_or(0));
         let next = if more {
@@ -107,18 +310,46 @@ impl ListQuery<'_> {
         } else {
             None
         };
-        Ok(Page {
+        Page {
             rows,
             next,
             total,
             estimated,
-        })
+        }
     }
+}
 
-    /// The WHERE clause of this question.
-    pub fn push_where(&self, q: &mut QueryBuilder<'_, Postgres>) {
-        push_where(q, self.org, self.scope, self.filter, self.reads);
+impl Counted {
+    /// The total and whether it is an estimate, for a scope of `owners` owners: exact up to
+    /// [`EXACT_COUNT_UP_TO`]; above, the owners' matches found per owner walked, times the
+    /// owners, plus the shared mailboxes' (never less than the bound).
+    fn total(self, owners: usize) -> (i64, bool) {
+        let Counted {
+            owned,
+            owners_seen,
+            shared,
+        } = self;
+        if owned + shared <= EXACT_COUNT_UP_TO {
+            return (owned + shared, false);
+        }
+        let owned = if owned > EXACT_COUNT_UP_TO && owners_seen > 0 {
+            (owned as f64 * owners as f64 / owners_seen as f64).round() as i64
+        } else {
+            owned
+        };
+        ((owned + shared).max(EXACT_COUNT_UP_TO + 1), true)
     }
+}
+
+/// The owners once each, in the order the scoped count walks them: by their ids' last bytes,
+/// which are random in every UUID version we make (v4, and v7 after its timestamp), so the
+/// first owners walked are not the oldest or newest but a fair sample, and the order (and
+/// with it an estimate) is the same on every call.
+pub fn sample_order(owners: &[UserId]) -> Vec<Uuid> {
+    let mut ids = UserId::uuids(owners);
+    ids.sort_unstable_by_key(|id| id.as_u128().swap_bytes());
+    ids.dedup();
+    ids
 }
 
 /// Renders the WHERE clause: organisation, the caller's scope, the filter.
@@ -375,6 +606,17 @@ pub fn push_page(
     q.push_bind(limit);
 }
 
+/// Renders the order alone (` ORDER BY col, id`, both one way), for a query over a page
+/// already cut by [`push_page`].
+fn push_order(q: &mut QueryBuilder<'_, Postgres>, order: Order) {
+    let dir = if order.descending { " DESC" } else { " ASC" };
+    q.push(" ORDER BY ");
+    q.push(sort_column(order.key));
+    q.push(dir);
+    q.push(", id");
+    q.push(dir);
+}
+
 /// The sort value of a row as the cursor keeps it (selected as text, cast back on the way in).
 pub fn sort_value_sql(order: Order) -> String {
     format!("{}::text AS sort_value", sort_column(order.key))
@@ -382,8 +624,6 @@ pub fn sort_value_sql(order: Order) -> String {
 
 #[cfg(test)]
 mod tests {
-    use mailroom_types::MailboxId;
-
     use super::*;
     use crate::list::{parse_filter, parse_order};
 
@@ -443,6 +683,86 @@ mod tests {
             q.sql(),
             "SELECT id FROM mailboxes WHERE org_id = $1 AND (owner_user_id = ANY($2) OR id = ANY($3)) AND NOT (true)"
         );
+    }
+
+    #[test]
+    fn a_scoped_caller_binds_the_scope_once_for_page_and_count() {
+        let owners = vec![UserId::new(), UserId::new()];
+        let shared = vec![MailboxId::new()];
+        let scope = Scope::Some {
+            owners: owners.clone(),
+            mailboxes: shared.clone(),
+        };
+        let cond = parse_filter(r#"in_crm = true AND owner : "lee""#).unwrap();
+        let reads = Vec::new();
+        let query = ListQuery {
+            org: OrgId::new(),
+            scope: &scope,
+            filter: cond.as_ref(),
+            reads: &reads,
+            order: parse_order("owner").unwrap(),
+        };
+        let q = query
+            .scoped_query(sample_order(&owners), MailboxId::uuids(&shared), None, 51)
+            .unwrap();
+        let s = q.sql();
+        // The owners are `$1` everywhere: the count's walk, the shared mailboxes' exclusion
+        // and the page; nothing else is an array parameter.
+        assert!(
+            s.contains("unnest($1::uuid[]) WITH ORDINALITY AS scope(owner, ord)"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "WHERE org_id = $3 AND (owner_user_id = ANY($1) OR id = ANY($2)) AND (in_crm = $"
+            ),
+            "{s}"
+        );
+        assert_eq!(s.matches("ANY($").count(), 3, "{s}");
+        let named_owners = s
+            .match_indices("$1")
+            .filter(|(at, _)| !s[at + 2..].starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        assert_eq!(named_owners, 3, "{s}");
+        assert!(!s.contains("EXPLAIN"), "{s}");
+        assert!(s.ends_with("ORDER BY owner_key ASC, id ASC"), "{s}");
+    }
+
+    #[test]
+    fn owners_are_walked_once_each_in_an_order_unrelated_to_age() {
+        let made: Vec<UserId> = (0..200).map(|_| UserId::new()).collect();
+        let mut twice = made.clone();
+        twice.extend(made.iter().rev().copied());
+        let order = sample_order(&twice);
+        assert_eq!(order.len(), made.len(), "each owner once");
+        assert_eq!(order, sample_order(&made), "the same order every call");
+        // v7 ids grow with time; the walk must not be oldest first.
+        let oldest_first: Vec<Uuid> = UserId::uuids(&made);
+        assert_ne!(order, oldest_first);
+        let early = order[..20]
+            .iter()
+            .filter(|id| oldest_first[..100].contains(id))
+            .count();
+        assert!((1..=19).contains(&early), "{early} of the first 20 are old");
+    }
+
+    #[test]
+    fn totals_are_exact_up_to_the_bound_and_sampled_above() {
+        let counted = |owned, owners_seen, shared| Counted {
+            owned,
+            owners_seen,
+            shared,
+        };
+        assert_eq!(counted(0, 0, 0).total(10), (0, false));
+        assert_eq!(counted(700, 9_000, 300).total(9_000), (1_000, false));
+        // 1,001 matches among the first 1,759 of 11,111 owners.
+        let (total, estimated) = counted(1_001, 1_759, 0).total(11_111);
+        assert!(estimated);
+        assert_eq!(total, 6_323);
+        // Exact parts whose sum passes the bound are shown as the bound's other side.
+        assert_eq!(counted(900, 50, 200).total(50), (1_100, true));
+        // Never below the bound once past it.
+        assert_eq!(counted(1_001, 11_111, 0).total(11_111), (1_001, true));
     }
 
     #[test]

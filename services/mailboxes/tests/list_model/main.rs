@@ -15,6 +15,7 @@
 
 mod reference;
 mod rows;
+mod scoped_totals;
 
 use chrono::Utc;
 use mailroom_aip::token::PageTokenKey;

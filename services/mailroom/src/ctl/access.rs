@@ -341,14 +341,25 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
             mailbox,
             permission,
         } => {
-            let request = c.request(apb::LookupSubjectsRequest {
-                resource: object("mailbox", &mailbox),
-                permission,
-                subject_type: "user".into(),
-                at_least_as_fresh_as: None,
-            });
-            let r = c.access.lookup_subjects(request).await.answer()?;
-            ids_rows("users", "user_id", &r.subject_ids, r.looked_up_at)
+            // Every holder: the answer comes a page at a time.
+            let (mut ids, mut page_token) = (Vec::new(), String::new());
+            let looked_up_at = loop {
+                let request = c.request(apb::LookupSubjectsRequest {
+                    resource: object("mailbox", &mailbox),
+                    permission: permission.clone(),
+                    subject_type: "user".into(),
+                    at_least_as_fresh_as: None,
+                    page_size: 0,
+                    page_token,
+                });
+                let r = c.access.lookup_subjects(request).await.answer()?;
+                ids.extend(r.subject_ids);
+                if r.next_page_token.is_empty() {
+                    break r.looked_up_at;
+                }
+                page_token = r.next_page_token;
+            };
+            ids_rows("users", "user_id", &ids, looked_up_at)
         }
         AccessCommand::Mailboxes { user, permission } => {
             let user = resolve_user(c, &user).await?;

@@ -424,7 +424,11 @@ mod tests {
         let rendered = recorded(|_| async {
             let service = tower::ServiceBuilder::new()
                 .layer(RequestContextLayer::new(Duration::from_secs(2)))
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(1))
+                .layer(super::super::AdmissionLayer::new(super::super::Admission {
+                    limit: 1,
+                    queue: 8,
+                    queue_wait: Duration::from_secs(60),
+                }))
                 .service(slow_ok(Duration::from_secs(10)));
             let first = service.clone().oneshot(call(CHECK, &[]));
             let second = service.clone().oneshot(call(CHECK, &[]));

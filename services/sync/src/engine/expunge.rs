@@ -1,4 +1,6 @@
-//! Deletions: when a folder's count in the index and on the server disagree, the folder's
+//! Deletions found by listing: when a folder's count in the index and on the server still
+//! disagree after everything else (without QRESYNC, or where its VANISHED did not account
+//! for every message), the folder's
 //! UIDs (`UID FETCH 1:* (UID)`, streamed and bounded by the mailbox's limit) say which indexed UIDs the server no longer has (they leave the index) and which UIDs at
 //! or below the checkpoint the index misses (a fetch cut off earlier: fetched now, so a loss
 //! repairs itself).
@@ -37,7 +39,10 @@ impl Engine {
         // `1:*` in an empty folder is an error on some servers: there is nothing to list.
         let on_server = match exists {
             0 => HashSet::new(),
-            _ => self.server_uids(session).await?,
+            _ => {
+                run.report.listings += 1;
+                self.server_uids(session).await?
+            }
         };
         if on_server.len() < exists as usize {
             return Err(RunError::Failed(SyncFailure::new(

@@ -15,18 +15,18 @@
 //! it sends meanwhile, and `stop` ends the read between messages.
 
 use std::collections::HashSet;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::Utc;
-use futures::StreamExt;
+use async_imap::imap_proto::Response;
 use mailroom_mail::imap::ImapSession;
 use mailroom_platform::proto::events::v1 as ev;
 use mailroom_platform::wire::timestamp;
 use mailroom_types::OrgId;
 use tokio::time::Instant;
 
+use super::answer::{self, Answer, Fetched};
 use super::{Engine, Run, FEED_CHUNK};
-use crate::domain::flags;
 use crate::envelope::StoredEnvelope;
 use crate::error::{FailureKind, RunError, SyncFailure};
 use crate::events;
@@ -56,8 +56,35 @@ impl Engine {
         Instant::now() + self.options.io_timeout
     }
 
-    /// Flags of the UIDs in `range` (with `query`'s modifiers, e.g. CHANGEDSINCE), written to
-    /// the folder's indexed messages in batches as they come; returns how many changed.
+    /// What `read` makes of the next response of `answer`, within the progress deadline
+    /// `due`; `None` at the answer's end.
+    async fn next_response<T>(
+        &self,
+        answer: &mut Answer<'_>,
+        due: Instant,
+        read: impl FnOnce(&Response<'_>) -> T,
+    ) -> Result<Option<T>, RunError> {
+        match tokio::time::timeout_at(due, answer.next(read)).await {
+            Ok(next) => Ok(next.map_err(SyncFailure::from)?),
+            Err(_) => Err(RunError::Failed(self.timeout())),
+        }
+    }
+
+    /// Starts a UID FETCH, its sending bounded by the I/O timeout.
+    async fn start_fetch<'s>(
+        &self,
+        session: &'s mut ImapSession,
+        set: &str,
+        query: &str,
+    ) -> Result<Answer<'s>, RunError> {
+        let command = format!("UID FETCH {set} {query}");
+        Ok(self.io(Answer::start(session, &command)).await?)
+    }
+
+    /// Flags of the UIDs in `range` (with `query`'s modifiers, e.g. CHANGEDSINCE, and with
+    /// QRESYNC `VANISHED`), written to the folder's indexed messages in batches as they come.
+    /// The UIDs a `VANISHED (EARLIER)` names are gathered (as ranges, however many UIDs they
+    /// span), for the caller to take out of the index once the answer is known complete.
     pub(super) async fn sync_flags(
         &self,
         session: &mut ImapSession,
@@ -66,39 +93,62 @@ impl Engine {
         folder: i32,
         range: &str,
         query: &str,
-    ) -> Result<i64, RunError> {
+    ) -> Result<FlagPass, RunError> {
         let batch = self.options.batch.max(1);
-        let mut changed = 0i64;
-        let mut out = Vec::with_capacity(batch);
-        let mut stream = self.io(session.uid_fetch(range, query)).await?;
+        let mut pass = FlagPass::default();
+        let mut out = Vec::with_capacity(batch.min(4096));
+        let mut answer = self.start_fetch(session, range, query).await?;
         let mut due = self.progress_due();
         // A UID answered again is no progress (a server repeating itself is cut off).
         let mut seen = HashSet::new();
-        loop {
-            let next = match tokio::time::timeout_at(due, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => return Err(RunError::Failed(self.timeout())),
+        while let Some(item) = self
+            .next_response(&mut answer, due, |response| {
+                if let Some(uids) = answer::vanished(response) {
+                    return FlagItem::Vanished(uids.to_vec());
+                }
+                match Fetched::of(response) {
+                    // A FETCH without FLAGS (another session's change of something else)
+                    // says nothing of this message's flags.
+                    Some(Fetched {
+                        uid: Some(uid),
+                        flags: Some(names),
+                        ..
+                    }) => {
+                        let (bits, keywords) = answer::flag_bits(names);
+                        FlagItem::Flags(uid, bits, keywords)
+                    }
+                    _ => FlagItem::Other,
+                }
+            })
+            .await?
+        {
+            let (uid, bits, keywords) = match item {
+                FlagItem::Vanished(uids) => {
+                    // Bounded by the line limit: a VANISHED is one response.
+                    pass.vanished.extend(uids);
+                    due = self.progress_due();
+                    continue;
+                }
+                FlagItem::Flags(uid, bits, keywords) => (uid, bits, keywords),
+                FlagItem::Other => continue,
             };
-            let Some(fetch) = next else { break };
-            let fetch = fetch.map_err(SyncFailure::from)?;
-            let Some(uid) = fetch.uid else { continue };
             if !seen.insert(uid) {
                 continue;
             }
-            let (bits, keywords) = flag_bits(&fetch);
             out.push((uid, bits, keywords));
             if out.len() >= batch {
-                changed += self.write_flags(fence, folder, &out).await?;
+                pass.changed += self.write_flags(fence, folder, &out).await?;
                 progress.fetch_add(1, Ordering::SeqCst);
                 out.clear();
             }
             due = self.progress_due();
         }
         if !out.is_empty() {
-            changed += self.write_flags(fence, folder, &out).await?;
+            pass.changed += self.write_flags(fence, folder, &out).await?;
             progress.fetch_add(1, Ordering::SeqCst);
         }
-        Ok(changed)
+        pass.complete = answer.finish().is_ok();
+        Ok(pass)
     }
 
     async fn write_flags(
@@ -115,23 +165,21 @@ impl Engine {
 
     /// Every UID the folder holds, streamed (`UID FETCH 1:* (UID)`, one short response per
     /// message, where a SEARCH answers in one line as long as the folder): more than the
-    /// mailbox's limit fails the folder's reconciliation before it is all read.
+    /// mailbox's limit fails the folder's reconciliation before it is all read, and so does
+    /// an answer the server ends with anything but OK (it may be cut short).
     pub(super) async fn server_uids(
         &self,
         session: &mut ImapSession,
     ) -> Result<HashSet<u32>, RunError> {
         let most = self.limits.max_messages_per_mailbox;
         let mut uids = HashSet::new();
-        let mut stream = self.io(session.uid_fetch("1:*", "(UID)")).await?;
+        let mut answer = self.start_fetch(session, "1:*", "(UID)").await?;
         let mut due = self.progress_due();
-        loop {
-            let next = match tokio::time::timeout_at(due, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => return Err(RunError::Failed(self.timeout())),
-            };
-            let Some(fetch) = next else { break };
-            let fetch = fetch.map_err(SyncFailure::from)?;
-            let Some(uid) = fetch.uid else { continue };
+        while let Some(uid) = self
+            .next_response(&mut answer, due, |r| Fetched::of(r).and_then(|f| f.uid))
+            .await?
+        {
+            let Some(uid) = uid else { continue };
             if !uids.insert(uid) {
                 continue;
             }
@@ -144,6 +192,17 @@ impl Engine {
                 )));
             }
             due = self.progress_due();
+        }
+        if let Err(refused) = answer.finish() {
+            let failure = SyncFailure::from(refused);
+            return Err(RunError::Failed(SyncFailure::new(
+                failure.kind,
+                format!(
+                    "UID FETCH (UID) was not answered in full ({} UIDs came): {}",
+                    uids.len(),
+                    failure.message
+                ),
+            )));
         }
         Ok(uids)
     }
@@ -204,38 +263,27 @@ impl Engine {
             }
             Ok::<(i64, usize), WriteError>((written, fed))
         };
-        let io_timeout = self.options.io_timeout;
         let reader = async move {
             let mut taken = 0u64;
             // Feed messages are made for the first rows only (the writer keeps those new to
             // the index).
             let mut to_feed = feed_left;
-            let mut stream = match tokio::time::timeout(
-                io_timeout,
-                session.uid_fetch(set, "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)"),
-            )
-            .await
-            {
-                Ok(s) => s.map_err(SyncFailure::from)?,
-                Err(_) => return Err(RunError::Failed(self.timeout())),
-            };
+            let mut answer = self.start_fetch(session, set, NEW_MESSAGE_ITEMS).await?;
             let mut out = Batch {
-                rows: Vec::with_capacity(batch),
+                rows: Vec::with_capacity(batch.min(4096)),
                 feed: Vec::new(),
             };
             let mut seen = HashSet::new();
             let mut due = self.progress_due();
             loop {
+                let read = |r: &Response<'_>| Fetched::of(r).and_then(|f| new_row(&f, last_uid));
                 let next = tokio::select! {
-                    n = tokio::time::timeout_at(due, stream.next()) => match n {
-                        Ok(n) => n,
-                        Err(_) => return Err(RunError::Failed(self.timeout())),
-                    },
+                    biased;
+                    n = self.next_response(&mut answer, due, read) => n?,
                     _ = stop.cancelled() => return Err(RunError::Stopped),
                 };
-                let Some(fetch) = next else { break };
-                let fetch = fetch.map_err(SyncFailure::from)?;
-                let Some(row) = new_row(&fetch, last_uid) else {
+                let Some(item) = next else { break };
+                let Some((row, envelope)) = item else {
                     continue;
                 };
                 // A server may repeat a message in one answer.
@@ -251,14 +299,14 @@ impl Engine {
                 taken += 1;
                 if to_feed > 0 && row.uid >= feed_from {
                     to_feed -= 1;
-                    out.feed.push(feed_message(&row, &fetch));
+                    out.feed.push(news_of(&row, envelope));
                 }
                 out.rows.push(row);
                 if out.rows.len() >= batch {
                     let full = std::mem::replace(
                         &mut out,
                         Batch {
-                            rows: Vec::with_capacity(batch),
+                            rows: Vec::with_capacity(batch.min(4096)),
                             feed: Vec::new(),
                         },
                     );
@@ -270,6 +318,11 @@ impl Engine {
                 }
                 // Progress (a wait for the writer included).
                 due = self.progress_due();
+            }
+            // A refusal after some messages (one expunged meanwhile, say) leaves what came:
+            // the folder's counts then decide whether it is looked at again.
+            if let Err(refused) = answer.finish() {
+                tracing::debug!(error = %refused, "UID FETCH of new messages not answered OK");
             }
             if !out.rows.is_empty() {
                 let _ = tx.send(out).await;
@@ -288,31 +341,30 @@ impl Engine {
     }
 }
 
-/// System flags as bits and the other keywords space-separated.
-fn flag_bits(fetch: &async_imap::types::Fetch) -> (i16, Option<String>) {
-    use async_imap::types::Flag;
-    let mut bits = 0i16;
-    let mut keywords: Vec<String> = Vec::new();
-    for flag in fetch.flags() {
-        match flag {
-            Flag::Seen => bits |= flags::SEEN,
-            Flag::Answered => bits |= flags::ANSWERED,
-            Flag::Flagged => bits |= flags::FLAGGED,
-            Flag::Deleted => bits |= flags::DELETED,
-            Flag::Draft => bits |= flags::DRAFT,
-            Flag::Custom(name) if keywords.len() < 32 && !name.starts_with('\\') => {
-                keywords.push(name.chars().take(64).collect());
-            }
-            _ => {}
-        }
-    }
-    keywords.sort();
-    keywords.dedup();
-    let keywords = (!keywords.is_empty()).then(|| keywords.join(" "));
-    (bits, keywords)
+/// What a new message is fetched with.
+const NEW_MESSAGE_ITEMS: &str = "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)";
+
+/// One response of a flags answer, as a flags pass reads it.
+enum FlagItem {
+    Vanished(Vec<RangeInclusive<u32>>),
+    Flags(u32, i16, Option<String>),
+    Other,
 }
 
-fn new_row(fetch: &async_imap::types::Fetch, last_uid: u32) -> Option<NewRow> {
+/// What a flags pass found.
+#[derive(Debug, Default)]
+pub(super) struct FlagPass {
+    /// Indexed messages whose flags changed.
+    pub changed: i64,
+    /// UIDs the server said are gone (`VANISHED (EARLIER)`).
+    pub vanished: Vec<RangeInclusive<u32>>,
+    /// The server ended its answer with OK: nothing was left out.
+    pub complete: bool,
+}
+
+/// A new message's row and its envelope as read, when `fetch` is one: a UID above
+/// `last_uid` with everything that was asked for.
+fn new_row(fetch: &Fetched<'_>, last_uid: u32) -> Option<(NewRow, StoredEnvelope)> {
     let uid = fetch.uid?;
     // `n:*` always answers with the last message, even when its UID is below n.
     if uid <= last_uid {
@@ -320,22 +372,19 @@ fn new_row(fetch: &async_imap::types::Fetch, last_uid: u32) -> Option<NewRow> {
     }
     // An unsolicited FETCH (a flag change another session made) carries none of what was
     // asked: it is not a new message.
-    let internal_date = fetch.internal_date()?.with_timezone(&Utc);
-    fetch.envelope()?;
-    fetch.size?;
-    let (bits, keywords) = flag_bits(fetch);
-    Some(NewRow {
+    let internal_date = fetch.internal_date()?;
+    let envelope = StoredEnvelope::from_imap(Some(fetch.envelope?));
+    let size = fetch.size?;
+    let (bits, keywords) = fetch.flag_bits();
+    let row = NewRow {
         uid,
         flags: bits,
         keywords,
-        size: fetch.size.unwrap_or(0),
+        size,
         internal_date,
-        envelope: StoredEnvelope::from_imap(fetch.envelope()).encode(),
-    })
-}
-
-fn feed_message(row: &NewRow, fetch: &async_imap::types::Fetch) -> ev::NewMessage {
-    news_of(row, StoredEnvelope::from_imap(fetch.envelope()))
+        envelope: envelope.encode(),
+    };
+    Some((row, envelope))
 }
 
 /// One message as the feed carries it: at most [`FEED_ADDRESSES`] senders and recipients
@@ -411,6 +460,7 @@ fn feed_chunks(news: Vec<ev::NewMessage>) -> Vec<Vec<ev::NewMessage>> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
     use prost::Message as _;
 
     use super::*;

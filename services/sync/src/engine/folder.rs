@@ -1,14 +1,20 @@
 //! One folder brought level with the server:
 //! - **No change**: one STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN, and HIGHESTMODSEQ with
-//!   CONDSTORE) equal to the checkpoint ends the folder's work there.
+//!   CONDSTORE; sent with the other folders' before the first folder's work) equal to the
+//!   checkpoint ends the folder's work there. Without CONDSTORE, a
+//!   change of flags other than `\Seen` moves no STATUS figure: every Nth sync of a folder
+//!   whose STATUS did not change reads every flag all the same ([`Engine::with_flag_pass_every`]).
 //! - **UIDVALIDITY changed**: the folder's rows and checkpoint are dropped in one transaction
 //!   and it is fetched again.
 //! - **Flag changes** of what the index has: `CHANGEDSINCE` the checkpoint's HIGHESTMODSEQ with
 //!   CONDSTORE, else a flags pass over the folder.
+//! - **Expunges** with QRESYNC: the same `CHANGEDSINCE` fetch asks for `VANISHED`, and the UIDs
+//!   the server names leave the index once its answer ended OK.
 //! - **New mail** above `last_uid`, streamed in ([`super::fetch`]); for the CRM's feed only
 //!   UIDs from the folder's UIDNEXT when it was first seen (or its UIDVALIDITY changed): what
 //!   was there then is its import, never fed, even when a later run finishes it.
-//! - **Expunges**, only when the counts disagree ([`super::expunge`]).
+//! - **Expunges** otherwise, and anything the index misses, only when the counts still
+//!   disagree ([`super::expunge`]: every UID the server has).
 //!
 //! - **A server that went back** within one UIDVALIDITY (an index rebuild or
 //!   `doveadm force-resync` lowers HIGHESTMODSEQ; a restore lowers UIDNEXT): a lower
@@ -17,11 +23,13 @@
 //!   is logged as a warning, and the checkpoint then follows the server.
 //!
 //! Invariant: the checkpoint (what STATUS said) is saved last and only when the index holds
-//! as many messages as STATUS counted, so a change this run could not account for is looked
-//! at again next time; only the current lease holder moves it ([`folders::save_checkpoint`],
-//! fenced), and it follows the server even down, so flags and counts keep syncing. The folder is
-//! EXAMINEd, read-only: the sync changes nothing on the server (not even `\Recent`) and wakes
-//! no IDLE watcher. Every write is fenced ([`fences::begin`]).
+//! as many messages as STATUS counted and the flags (and VANISHED) answer ended OK, so a
+//! change this run could not account for is looked at again next time; only the current
+//! lease holder moves it ([`folders::save_checkpoint`], fenced), and it follows the server
+//! even down, so flags and counts keep syncing. A message leaves the index only when the
+//! server said so (VANISHED in an answer that ended OK) or a complete listing lacks it. The
+//! folder is EXAMINEd, read-only: the sync changes nothing on the server (not even `\Recent`)
+//! and wakes no IDLE watcher. Every write is fenced ([`fences::begin`]).
 
 use std::sync::atomic::Ordering;
 
@@ -40,21 +48,11 @@ impl Engine {
         session: &mut ImapSession,
         run: &mut Run<'_>,
         folder: &FolderRow,
+        status: async_imap::error::Result<async_imap::types::Mailbox>,
     ) -> Result<(), RunError> {
         let mailbox = run.mailbox;
-        let items = if run.caps.condstore {
-            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
-        } else {
-            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
-        };
-        // Not async-imap's STATUS, which loses the answer for a name with quotes or backslashes.
-        let status = self
-            .io(mailroom_mail::imap::status::status(
-                session,
-                &folder.name,
-                items,
-            ))
-            .await?;
+        // What STATUS said (sent with the other folders'), or its refusal.
+        let status = status.map_err(SyncFailure::from)?;
         let cp = Checkpoint {
             uid_validity: status.uid_validity.unwrap_or(0),
             uid_next: status.uid_next.unwrap_or(0),
@@ -68,10 +66,20 @@ impl Engine {
             && folder.unseen == i64::from(cp.unseen)
             && folder.highest_modseq == i64::try_from(cp.highest_modseq).unwrap_or(i64::MAX)
             && cp.uid_validity != 0;
-        if unchanged {
+        // Without CONDSTORE a flag other than \Seen changes without a trace in STATUS: every
+        // Nth quiet sync reads every flag all the same.
+        let flags_due = !run.caps.condstore
+            && folder.last_uid > 0
+            && self.flag_pass_every > 0
+            && i64::from(folder.quiet_syncs) + 1 >= i64::from(self.flag_pass_every);
+        if unchanged && !flags_due {
             run.report.unchanged_folders += 1;
+            if !run.caps.condstore && folder.last_uid > 0 {
+                run.quiet.push(folder.id);
+            }
             return Ok(());
         }
+        self.enable_qresync(session, run).await?;
         // CHANGEDSINCE below enables CONDSTORE by itself (RFC 7162 3.1).
         let selected = self.io(session.examine(&folder.name)).await?;
         let mut cp = cp;
@@ -132,27 +140,65 @@ impl Engine {
             tracing::warn!(folder = %folder.name, saved = since_modseq, server = server_modseq, "the server's HIGHESTMODSEQ went back with the same UIDVALIDITY; reading every flag again");
             since_modseq = 0;
         }
+        // Whether every flag (and expunge) this run was told of came in an answer that ended
+        // OK: else the checkpoint is not saved, and the next run asks again.
+        let mut complete = true;
         if last_uid > 0 {
             let range = format!("1:{last_uid}");
-            run.report.flag_changes += if run.caps.condstore && since_modseq > 0 {
+            let pass = if run.caps.condstore && since_modseq > 0 {
                 if cp.highest_modseq > since_modseq {
-                    let query = format!("(UID FLAGS) (CHANGEDSINCE {since_modseq})");
-                    self.sync_flags(session, run.progress, &run.fence, folder.id, &range, &query)
-                        .await?
+                    // With QRESYNC the same answer names what was expunged since.
+                    let vanished = if run.qresync_on { " VANISHED" } else { "" };
+                    let query = format!("(UID FLAGS) (CHANGEDSINCE {since_modseq}{vanished})");
+                    Some(
+                        self.sync_flags(
+                            session,
+                            run.progress,
+                            &run.fence,
+                            folder.id,
+                            &range,
+                            &query,
+                        )
+                        .await?,
+                    )
                 } else {
-                    0
+                    None
                 }
             } else {
-                self.sync_flags(
-                    session,
-                    run.progress,
-                    &run.fence,
-                    folder.id,
-                    &range,
-                    "(UID FLAGS)",
+                run.report.flag_passes += 1;
+                Some(
+                    self.sync_flags(
+                        session,
+                        run.progress,
+                        &run.fence,
+                        folder.id,
+                        &range,
+                        "(UID FLAGS)",
+                    )
+                    .await?,
                 )
-                .await?
             };
+            if let Some(pass) = pass {
+                run.report.flag_changes += pass.changed;
+                complete = pass.complete;
+                if pass.complete && !pass.vanished.is_empty() {
+                    let mut tx = fences::begin(&self.pool, &run.fence).await?;
+                    let gone = messages::delete_uid_ranges(
+                        &mut tx,
+                        mailbox,
+                        folder.id,
+                        &pass.vanished,
+                        last_uid,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    if gone > 0 {
+                        run.progress.fetch_add(1, Ordering::SeqCst);
+                    }
+                    run.report.expunged += gone as i64;
+                    run.report.vanished += gone as i64;
+                }
+            }
         }
 
         if selected.exists > 0 && (server_next == 0 || server_next.saturating_sub(1) > last_uid) {
@@ -189,7 +235,7 @@ impl Engine {
             } else {
                 indexed
             };
-        if final_count == i64::from(cp.messages) {
+        if final_count == i64::from(cp.messages) && complete {
             let mut tx = fences::begin(&self.pool, &run.fence).await?;
             let saved =
                 folders::save_checkpoint(&mut tx, folder.id, cp, run.fence.generation).await?;
@@ -200,7 +246,7 @@ impl Engine {
                 tracing::info!(folder = %folder.name, "checkpoint not saved: the folder was reset or written by a newer lease holder meanwhile");
             }
         } else {
-            tracing::debug!(folder = %folder.name, final_count, status = cp.messages, "counts differ; no checkpoint this time");
+            tracing::debug!(folder = %folder.name, final_count, status = cp.messages, complete, "counts differ or an answer was cut short; no checkpoint this time");
         }
         Ok(())
     }

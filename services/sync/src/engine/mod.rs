@@ -37,6 +37,7 @@
 //! mailbox's and the organisation's limits allow, and the run stops there saying which. Such
 //! a failure is the mailbox's alone: the worker records it and goes on with others.
 
+mod answer;
 mod expunge;
 mod fetch;
 mod folder;
@@ -130,6 +131,9 @@ impl SyncLimits {
     }
 }
 
+/// Most STATUS commands sent together.
+const STATUS_PIPELINE: usize = 64;
+
 /// Most notes one report keeps (the rest are counted).
 const MAX_NOTES: usize = 5;
 
@@ -145,6 +149,14 @@ pub struct SyncReport {
     pub new_messages: i64,
     pub flag_changes: i64,
     pub expunged: i64,
+    /// Of `expunged`, the messages the server named as gone (QRESYNC's VANISHED) rather than
+    /// found missing from a listing of every UID.
+    pub vanished: i64,
+    /// Folders whose every flag was read (no CONDSTORE, or a HIGHESTMODSEQ gone back).
+    pub flag_passes: usize,
+    /// Folders whose every UID was listed to find what the server no longer has (their
+    /// counts disagreed after everything else).
+    pub listings: usize,
     pub message_count: i64,
     pub unread_count: i64,
     pub disk_bytes: i64,
@@ -195,6 +207,9 @@ pub const FEED_CHUNK: usize = 500;
 pub const FEED_MAX: usize = 5_000;
 /// The longest a whole sync may take by default (connect, every folder, the counters).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(1_800);
+/// By default, without CONDSTORE, every flag of a folder whose STATUS did not change is read
+/// again on every 6th sync ([`Engine::with_flag_pass_every`]).
+pub const DEFAULT_FLAG_PASS_EVERY: u32 = 6;
 
 #[derive(Clone)]
 pub struct Engine {
@@ -206,11 +221,16 @@ pub struct Engine {
     limits: SyncLimits,
     /// The longest a whole sync may take.
     deadline: Duration,
+    /// Without CONDSTORE: every flag of a quiet folder is read on every this-many-th sync
+    /// (0: only when its STATUS changes).
+    flag_pass_every: u32,
 }
 
 /// What the server can do that changes how a folder is synced.
 struct Capabilities {
     condstore: bool,
+    /// RFC 7162's QRESYNC: a flags fetch with `CHANGEDSINCE` may ask for `VANISHED` too.
+    qresync: bool,
     quota: bool,
     special_use: bool,
 }
@@ -275,6 +295,15 @@ struct Run<'a> {
     /// Transactions this run committed that moved the index or a checkpoint on (what decides
     /// whether its deadline ends it as a failure, see [`SyncReport::cut_short`]).
     progress: &'a AtomicU64,
+    /// Some folder has a checkpoint with a HIGHESTMODSEQ and indexed messages: a changed one
+    /// is brought level with `CHANGEDSINCE`, where QRESYNC also names what was expunged.
+    incremental: bool,
+    /// `ENABLE QRESYNC` was sent (it must come before the first EXAMINE), and whether it took.
+    qresync_asked: bool,
+    qresync_on: bool,
+    /// Folders whose STATUS did not change and whose flags were not read (without CONDSTORE:
+    /// counted towards their next flags pass).
+    quiet: Vec<i32>,
     report: SyncReport,
 }
 
@@ -286,7 +315,18 @@ impl Engine {
             options,
             limits: SyncLimits::default(),
             deadline: DEFAULT_DEADLINE,
+            flag_pass_every: DEFAULT_FLAG_PASS_EVERY,
         }
+    }
+
+    /// The engine reading every flag of a folder whose STATUS did not change on every
+    /// `every`-th sync, for servers without CONDSTORE (whose STATUS shows no change of a flag
+    /// other than `\Seen`); `1`: every sync; `0`: only when STATUS changes. Default
+    /// [`DEFAULT_FLAG_PASS_EVERY`]. With CONDSTORE, HIGHESTMODSEQ shows every change and
+    /// this does not apply.
+    pub fn with_flag_pass_every(mut self, every: u32) -> Self {
+        self.flag_pass_every = every;
+        self
     }
 
     /// The engine with a whole sync's deadline of `deadline` instead of [`DEFAULT_DEADLINE`].
@@ -385,8 +425,11 @@ impl Engine {
                 return Ok(report);
             }
         };
-        // A server slow to say goodbye does not fail a sync that is done.
-        let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+        // A server slow to say goodbye does not fail a sync that is done, nor keep it waiting:
+        // the goodbye is said after the report (the connection closes with it, within 2 s).
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+        });
         let mut report = result?;
         report.duration = started.elapsed();
         Ok(report)
@@ -412,23 +455,27 @@ impl Engine {
         progress: &AtomicU64,
     ) -> Result<SyncReport, RunError> {
         let mailbox = fence.mailbox;
-        let caps = self.io(session.capabilities()).await?;
+        // The mailbox's state is read while the server answers CAPABILITY.
+        let (caps, org, known) = tokio::join!(
+            self.io(session.capabilities()),
+            schedule::org_of(&self.pool, mailbox),
+            folders::folders(&self.pool, mailbox),
+        );
+        let (caps, org, known) = (caps?, org?, known?);
         let caps = Capabilities {
-            condstore: caps.has_str("CONDSTORE"),
+            // QRESYNC implies CONDSTORE (RFC 7162 3.2.3).
+            condstore: caps.has_str("CONDSTORE") || caps.has_str("QRESYNC"),
+            qresync: caps.has_str("QRESYNC"),
             quota: caps.has_str("QUOTA"),
             special_use: caps.has_str("SPECIAL-USE"),
         };
-        let org = schedule::org_of(&self.pool, mailbox).await?;
         let Listing {
             names,
             unsyncable,
             notes,
         } = self.list(session, &caps).await?;
-        let known: HashMap<String, FolderRow> = folders::folders(&self.pool, mailbox)
-            .await?
-            .into_iter()
-            .map(|f| (f.name.clone(), f))
-            .collect();
+        let known: HashMap<String, FolderRow> =
+            known.into_iter().map(|f| (f.name.clone(), f)).collect();
         let listed: HashSet<&str> = names.iter().map(|n| n.name.as_str()).collect();
         // async-imap ends a LIST at its tag without reading the status: a refused or cut-off
         // LIST would look like a mailbox whose folders were deleted. Every mailbox has an
@@ -458,6 +505,9 @@ impl Engine {
             }
             (feed, org) => org.filter(|_| feed),
         };
+        let incremental = known
+            .values()
+            .any(|f| f.highest_modseq > 0 && f.last_uid > 0);
         let mut run = Run {
             mailbox,
             org,
@@ -468,13 +518,36 @@ impl Engine {
             feed_org,
             feed_left: FEED_MAX,
             progress,
+            incremental,
+            qresync_asked: false,
+            qresync_on: false,
+            quiet: Vec::new(),
             report: SyncReport {
                 unsyncable_folders: unsyncable,
                 notes,
                 ..SyncReport::default()
             },
         };
-        for folder_name in &names {
+        // Every folder's STATUS first, the commands sent together (one round trip for a
+        // mailbox whose folders are all unchanged). A folder's figures may be older than its
+        // turn by then: they are only ever saved after the folder's work, so a change since
+        // is seen by the next run.
+        let items = if run.caps.condstore {
+            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)"
+        } else {
+            "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"
+        };
+        let mut statuses = Vec::with_capacity(names.len());
+        for chunk in names.chunks(STATUS_PIPELINE) {
+            let chunk: Vec<&str> = chunk.iter().map(|n| n.name.as_str()).collect();
+            // Not async-imap's STATUS, which loses the answer for a name with quotes or
+            // backslashes.
+            statuses.extend(
+                self.io(imap::status::statuses(session, &chunk, items))
+                    .await?,
+            );
+        }
+        for (folder_name, status) in names.iter().zip(statuses) {
             if stop.is_cancelled() {
                 return Err(RunError::Stopped);
             }
@@ -494,7 +567,7 @@ impl Engine {
                 }
             };
             run.report.folders += 1;
-            match self.sync_folder(session, &mut run, &folder).await {
+            match self.sync_folder(session, &mut run, &folder, status).await {
                 // A folder the server will not open for this account (a shared folder
                 // without read rights) is left as it is; the others go on.
                 // Said in the run's notes: its mail is missing from the index and the counts.
@@ -513,6 +586,11 @@ impl Engine {
             }
             while session.unsolicited_responses.try_recv().is_ok() {}
         }
+        if !run.quiet.is_empty() {
+            let mut tx = fences::begin(&self.pool, &fence).await?;
+            folders::count_quiet_syncs(&mut tx, mailbox, &run.quiet, fence.generation).await?;
+            tx.commit().await?;
+        }
         let mut report = run.report;
         self.counters(mailbox, &mut report).await?;
         report.disk_bytes = match run.caps.quota {
@@ -521,6 +599,33 @@ impl Engine {
         }
         .unwrap_or(messages::total_size(&self.pool, mailbox).await?);
         Ok(report)
+    }
+
+    /// `ENABLE QRESYNC`, once per session and before its first EXAMINE (RFC 5161: ENABLE is
+    /// for the authenticated state), when the server has it and some folder may be brought
+    /// level by `CHANGEDSINCE` (a first import has no use for it, and its FETCH answers
+    /// would carry MODSEQ for nothing). A server that refuses it is synced without.
+    async fn enable_qresync(
+        &self,
+        session: &mut ImapSession,
+        run: &mut Run<'_>,
+    ) -> Result<(), SyncFailure> {
+        if run.qresync_asked || !run.caps.qresync || !run.incremental {
+            run.qresync_asked = true;
+            return Ok(());
+        }
+        run.qresync_asked = true;
+        match self
+            .io(session.run_command_and_check_ok("ENABLE QRESYNC"))
+            .await
+        {
+            Ok(()) => run.qresync_on = true,
+            Err(f) if matches!(f.kind, FailureKind::Refused | FailureKind::Protocol) => {
+                tracing::info!(reason = %f.message, "the server did not enable QRESYNC; expunges are found by listing UIDs");
+            }
+            Err(f) => return Err(f),
+        }
+        Ok(())
     }
 
     /// The counters, from the checkpoints saved.

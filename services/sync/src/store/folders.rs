@@ -34,6 +34,9 @@ pub struct FolderRow {
     /// The first UID that is news for the CRM's feed (UIDNEXT when the folder was first seen
     /// or its UIDVALIDITY changed; below it is the folder's import); 0 when not known.
     pub feed_from_uid: i64,
+    /// Syncs since every flag of the folder was last read, whose STATUS showed no change
+    /// (counted for servers without CONDSTORE only, see [`count_quiet_syncs`]).
+    pub quiet_syncs: i32,
 }
 
 impl FolderRow {
@@ -54,7 +57,7 @@ pub fn named<'a>(folders: &'a [FolderRow], asked: &str) -> Option<&'a FolderRow>
 }
 
 const FOLDER_COLUMNS: &str = "id, name, special_use, uid_validity, uid_next, highest_modseq, \
-    messages, unseen, last_uid, generation, feed_from_uid";
+    messages, unseen, last_uid, generation, feed_from_uid, quiet_syncs";
 
 /// A mailbox's folders, by name.
 pub async fn folders<'e>(
@@ -221,7 +224,9 @@ pub struct Checkpoint {
 /// Within one UIDVALIDITY the checkpoint follows the server, lower values included: a server
 /// may lower HIGHESTMODSEQ or UIDNEXT (an index rebuild, `doveadm force-resync`, a restore),
 /// and a checkpoint held above the server's would hide every later flag change; the caller
-/// has made the index level with the server first ([`crate::engine`]).
+/// has made the index level with the server first ([`crate::engine`]). The folder's quiet
+/// syncs start again from 0: a folder whose STATUS changed has had every flag read (or, with
+/// CONDSTORE, every change), so has one whose first import this is.
 pub async fn save_checkpoint(
     conn: &mut PgConnection,
     folder: i32,
@@ -230,7 +235,7 @@ pub async fn save_checkpoint(
 ) -> sqlx::Result<bool> {
     let saved = sqlx::query(
         "UPDATE folders SET uid_next = $3, highest_modseq = $4, messages = $5, unseen = $6, \
-         generation = $7 \
+         generation = $7, quiet_syncs = 0 \
          WHERE id = $1 AND uid_validity = $2 AND generation <= $7",
     )
     .bind(folder)
@@ -244,6 +249,30 @@ pub async fn save_checkpoint(
     .await?
     .rows_affected();
     Ok(saved == 1)
+}
+
+/// One more quiet sync (STATUS unchanged, flags not read) for each of `folders`, in the
+/// caller's fenced transaction; a folder a newer lease holder wrote is left alone. Without
+/// CONDSTORE, this count says when every flag is read again ([`crate::engine`]).
+pub async fn count_quiet_syncs(
+    conn: &mut PgConnection,
+    mailbox: MailboxId,
+    folders: &[i32],
+    generation: i64,
+) -> sqlx::Result<()> {
+    if folders.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE folders SET quiet_syncs = LEAST(quiet_syncs, 1000000) + 1 \
+         WHERE mailbox_id = $1 AND id = ANY($2) AND generation <= $3",
+    )
+    .bind(mailbox)
+    .bind(folders)
+    .bind(generation)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -263,6 +292,7 @@ mod tests {
             last_uid: 0,
             generation: 0,
             feed_from_uid: 0,
+            quiet_syncs: 0,
         }
     }
 

@@ -177,6 +177,37 @@ pub async fn delete_uids(
     .rows_affected())
 }
 
+/// Messages the server said are gone (QRESYNC's `VANISHED`, as UID ranges, however wide)
+/// leave the index, those at or below `up_to` only (what the answer covered), in the
+/// caller's fenced transaction. Returns how many left.
+pub async fn delete_uid_ranges(
+    conn: &mut PgConnection,
+    mailbox: MailboxId,
+    folder: i32,
+    ranges: &[std::ops::RangeInclusive<u32>],
+    up_to: u32,
+) -> sqlx::Result<u64> {
+    let (low, high): (Vec<i32>, Vec<i32>) = ranges
+        .iter()
+        .filter(|r| *r.start() <= up_to && r.start() <= r.end())
+        .map(|r| (uid_to_db(*r.start()), uid_to_db((*r.end()).min(up_to))))
+        .unzip();
+    if low.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "DELETE FROM messages m USING UNNEST($3::int4[], $4::int4[]) AS r(low, high) \
+         WHERE m.mailbox_id = $1 AND m.folder_id = $2 AND m.uid BETWEEN r.low AND r.high",
+    )
+    .bind(mailbox)
+    .bind(folder)
+    .bind(&low)
+    .bind(&high)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 /// The sum of message sizes in the index (the disk figure where the server has no QUOTA).
 pub async fn total_size(pool: &PgPool, mailbox: MailboxId) -> sqlx::Result<i64> {
     let (n,): (Option<i64>,) =

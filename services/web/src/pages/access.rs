@@ -1455,15 +1455,24 @@ async fn readers_page(
         r#type: "mailbox".into(),
         id: mailbox.id.clone(),
     });
-    let message = apb::LookupSubjectsRequest {
-        resource: mailbox_ref.clone(),
-        permission: "mailbox.read_mail".into(),
-        subject_type: "user".into(),
-        at_least_as_fresh_as: None,
-    };
-    let ids = rpc!(signed.clients.access, message, lookup_subjects)
-        .map_err(peer(signed))?
-        .subject_ids;
+    // Every reader: the answer comes a page at a time.
+    let (mut ids, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let message = apb::LookupSubjectsRequest {
+            resource: mailbox_ref.clone(),
+            permission: "mailbox.read_mail".into(),
+            subject_type: "user".into(),
+            at_least_as_fresh_as: None,
+            page_size: 0,
+            page_token,
+        };
+        let page = rpc!(signed.clients.access, message, lookup_subjects).map_err(peer(signed))?;
+        ids.extend(page.subject_ids);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     let check = apb::CheckRequest {
         subject: Some(subject("user", &signed.session.user_id.to_string(), "")),
         permission: "mailbox.grant_read".into(),

@@ -1,11 +1,15 @@
 //! "Manage user mailboxes" (`/mailboxes`): the list with its filter bar, saved columns (⚙),
 //! sorting and keyset pages; each row's sync now, edit, transfer and disconnect; connecting
 //! one mailbox or many. Everything is the registry's (`ListMailboxes` and friends) asked as
-//! the signed-in person; which controls a row shows is one `CheckBulk` for the rows shown.
+//! the signed-in person; which controls a row shows comes from the person's scopes on
+//! modify, sync and read mail (`LookupMailboxScope`), asked while the registry lists — the
+//! registry decides each action on the same scopes. The session keeps the last list view
+//! seen, so the list is asked with it at once while the current view is fetched (and asked
+//! again in the rare case the two differ).
 //! The query string is the page's whole state, so every view is a link and works without
 //! JavaScript; `enhance.js` swaps only `#mailbox-table` when it can.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use askama::Template;
 use axum::body::Bytes;
@@ -14,9 +18,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use mailroom_proto::access::v1 as apb;
+use mailroom_clients::MailboxScope;
 use mailroom_proto::identity::v1 as ipb;
 use mailroom_proto::mailboxes::v1 as pb;
+use mailroom_types::{MailboxId, Permission, UserId};
 
 use crate::auth::SignedIn;
 use crate::errors::WebError;
@@ -24,6 +29,7 @@ use crate::filter::{self, BadField, Fields};
 use crate::lookup::names_of;
 use crate::page::{render, render_status, see_other, Chrome};
 use crate::state::AppState;
+use crate::timing::Timing;
 
 /// Columns a person may choose, in the registry's order (`ListView.columns`).
 const COLUMNS: &[&str] = &[
@@ -277,58 +283,81 @@ async fn resolve_user(signed: &SignedIn, text: &str) -> Result<Option<String>, W
         .map(|u| u.id))
 }
 
-/// `(modify, sync, read_mail)` per mailbox, in one `CheckBulk`; nothing allowed when access
-/// control does not answer (the services decide every action anyway).
-async fn row_permissions(signed: &SignedIn, ids: &[String]) -> Vec<(bool, bool, bool)> {
-    if ids.is_empty() {
-        return Vec::new();
+/// Where one of the caller's mailbox permissions reaches, ready to test rows against.
+#[derive(Debug)]
+enum Reach {
+    Everywhere,
+    Some {
+        owners: HashSet<UserId>,
+        mailboxes: HashSet<MailboxId>,
+    },
+}
+
+impl Reach {
+    fn of(scope: MailboxScope) -> Reach {
+        match scope {
+            MailboxScope::WholeOrganization => Reach::Everywhere,
+            MailboxScope::Some { owners, mailboxes } => Reach::Some {
+                owners: owners.into_iter().collect(),
+                mailboxes: mailboxes.into_iter().collect(),
+            },
+        }
     }
-    let subject = Some(apb::SubjectRef {
-        object: Some(apb::ObjectRef {
-            r#type: "user".into(),
-            id: signed.session.user_id.to_string(),
-        }),
-        relation: String::new(),
-    });
-    const PERMISSIONS: [&str; 3] = ["mailbox.modify", "mailbox.sync", "mailbox.read_mail"];
-    let checks = ids
-        .iter()
-        .flat_map(|id| {
-            let subject = subject.clone();
-            PERMISSIONS.iter().map(move |p| apb::CheckRequest {
-                subject: subject.clone(),
-                permission: (*p).into(),
-                resource: Some(apb::ObjectRef {
-                    r#type: "mailbox".into(),
-                    id: id.clone(),
-                }),
-                at_least_as_fresh_as: None,
-                explain: false,
-            })
-        })
-        .collect();
-    let message = apb::CheckBulkRequest {
-        checks,
-        at_least_as_fresh_as: None,
-    };
-    match signed
-        .clients
-        .access
-        .call(message, |mut raw, request| async move {
-            raw.check_bulk(request).await
-        })
-        .await
-    {
-        Ok(answer) => {
-            let allowed = |i: usize| answer.results.get(i).is_some_and(|r| r.allowed);
-            (0..ids.len())
-                .map(|r| (allowed(3 * r), allowed(3 * r + 1), allowed(3 * r + 2)))
-                .collect()
+
+    fn covers(&self, mailbox: Option<MailboxId>, owner: Option<UserId>) -> bool {
+        match self {
+            Reach::Everywhere => true,
+            Reach::Some { owners, mailboxes } => {
+                owner.is_some_and(|o| owners.contains(&o))
+                    || mailbox.is_some_and(|m| mailboxes.contains(&m))
+            }
         }
-        Err(err) => {
-            tracing::warn!(error = %err, "row permissions unknown; showing no controls");
-            vec![(false, false, false); ids.len()]
-        }
+    }
+}
+
+/// What each row may offer: the caller's scopes on `mailbox.modify`, `mailbox.sync` and
+/// `mailbox.read_mail`, asked of access control while the registry lists (they depend on
+/// no row). A row offers an action when its mailbox is in the scope — the test the registry
+/// itself makes, on its own owner column, when the action is asked for. A scope access
+/// control does not give offers nothing; the services decide every action anyway.
+#[derive(Debug, Default)]
+struct RowScopes {
+    modify: Option<Reach>,
+    sync: Option<Reach>,
+    read: Option<Reach>,
+}
+
+impl RowScopes {
+    async fn ask(signed: &SignedIn) -> RowScopes {
+        let user = signed.session.user_id;
+        let ask = |permission: Permission| async move {
+            match signed
+                .clients
+                .access
+                .mailbox_scope(user, permission, &[])
+                .await
+            {
+                Ok(scope) => Some(Reach::of(scope)),
+                Err(err) => {
+                    tracing::warn!(error = %err, permission = permission.name(), "row permissions unknown; offering none");
+                    None
+                }
+            }
+        };
+        let (modify, sync, read) = futures::join!(
+            ask(Permission::MailboxModify),
+            ask(Permission::MailboxSync),
+            ask(Permission::MailboxReadMail)
+        );
+        RowScopes { modify, sync, read }
+    }
+
+    /// `(modify, sync, read_mail)` on a listed mailbox (listed with its owner).
+    fn of_row(&self, m: &pb::Mailbox) -> (bool, bool, bool) {
+        let id = m.id.parse::<MailboxId>().ok();
+        let owner = m.owner_user_id.parse::<UserId>().ok();
+        let covers = |reach: &Option<Reach>| reach.as_ref().is_some_and(|r| r.covers(id, owner));
+        (covers(&self.modify), covers(&self.sync), covers(&self.read))
     }
 }
 
@@ -343,6 +372,48 @@ async fn list_view(signed: &SignedIn) -> Result<pb::ListView, WebError> {
         .map_err(|e| WebError::from_peer(e, &signed.ctx.path))
 }
 
+/// A list view as the session keeps it (the last one the page saw), to list with while the
+/// current one is asked for.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KeptView {
+    columns: Vec<String>,
+    filter: String,
+    order_by: String,
+    page_size: i32,
+}
+
+impl KeptView {
+    fn encode(view: &pb::ListView) -> Option<String> {
+        serde_json::to_string(&KeptView {
+            columns: view.columns.clone(),
+            filter: view.filter.clone(),
+            order_by: view.order_by.clone(),
+            page_size: view.page_size,
+        })
+        .ok()
+    }
+
+    fn decode(text: &str) -> Option<pb::ListView> {
+        let kept: KeptView = serde_json::from_str(text).ok()?;
+        Some(pb::ListView {
+            columns: kept.columns,
+            filter: kept.filter,
+            order_by: kept.order_by,
+            page_size: kept.page_size,
+        })
+    }
+}
+
+/// Keeps `view` in the session for the next visit's guess (a failure only costs that guess).
+async fn keep_view(state: &AppState, signed: &SignedIn, view: &pb::ListView) {
+    let Some(text) = KeptView::encode(view) else {
+        return;
+    };
+    if let Err(err) = state.sessions.store_list_view(&signed.session, &text).await {
+        tracing::warn!(error = %err, "the list view was not kept in the session");
+    }
+}
+
 fn known_columns(columns: &[String]) -> Vec<&'static str> {
     // The address is each row's header, so it comes first.
     std::iter::once("email")
@@ -355,15 +426,31 @@ fn known_columns(columns: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
-#[tracing::instrument(skip_all)]
-async fn list(
-    State(state): State<AppState>,
-    signed: SignedIn,
-    RawQuery(query): RawQuery,
-) -> Result<Response, WebError> {
-    let pairs = Pairs::parse(query.unwrap_or_default().as_bytes());
-    let mut list_state = ListState::from_pairs(&pairs);
-    let view = list_view(&signed).await?;
+/// What the rows always need besides the chosen columns: the address, the unread badge, the
+/// sync time, and the owner (whose mailboxes a permission's scope names).
+const ROW_FIELDS: [&str; 4] = ["email", "unread_count", "last_sync_time", "owner_user_id"];
+
+/// The list as one view shows it: the state the query string and the view make, the
+/// filter's errors, and the registry's answer.
+struct Listed {
+    view: pb::ListView,
+    state: ListState,
+    columns: Vec<&'static str>,
+    errors: FieldErrors,
+    order: Option<(String, bool)>,
+    order_by: String,
+    answer: pb::ListMailboxesResponse,
+}
+
+/// Lists with `view` (the saved filter and order on a first visit, its columns and page size
+/// always) and the query string's `pairs`.
+async fn list_with(
+    signed: &SignedIn,
+    pairs: &Pairs,
+    view: pb::ListView,
+) -> Result<Listed, WebError> {
+    let locale = signed.ctx.locale;
+    let mut list_state = ListState::from_pairs(pairs);
     // A first visit opens the saved view's filter and order.
     let fresh = !FIELD_KEYS.iter().any(|k| pairs.has(k)) && !pairs.has("sort");
     if fresh {
@@ -371,36 +458,31 @@ async fn list(
         list_state.sort = view.order_by.clone();
     }
     let columns = known_columns(&view.columns);
-    let chrome = Chrome::signed_in(&state, &signed).await;
     let mut errors = FieldErrors::default();
 
     // People typed by address become ids.
     let mut resolved = list_state.fields.clone();
-    let nobody = |chrome: &Chrome| Some(chrome.t("mailboxes-filter-nobody"));
-    match resolve_user(&signed, &list_state.fields.access_by).await? {
+    let nobody = || Some(locale.t("mailboxes-filter-nobody"));
+    match resolve_user(signed, &list_state.fields.access_by).await? {
         Some(id) => resolved.access_by = id,
-        None if !list_state.fields.access_by.trim().is_empty() => {
-            errors.access_by = nobody(&chrome)
-        }
+        None if !list_state.fields.access_by.trim().is_empty() => errors.access_by = nobody(),
         None => {}
     }
-    match resolve_user(&signed, &list_state.fields.crm_queue).await? {
+    match resolve_user(signed, &list_state.fields.crm_queue).await? {
         Some(id) => resolved.crm_queue = id,
-        None if !list_state.fields.crm_queue.trim().is_empty() => {
-            errors.crm_queue = nobody(&chrome)
-        }
+        None if !list_state.fields.crm_queue.trim().is_empty() => errors.crm_queue = nobody(),
         None => {}
     }
     let composed = match resolved.compose() {
         Ok(f) => Some(f),
         Err(bad) => {
-            let message = Some(chrome.t("mailboxes-filter-number"));
+            let message = Some(locale.t("mailboxes-filter-number"));
             match bad {
                 BadField::Days => errors.days = message,
                 BadField::DiskMin => errors.disk_min = message,
                 BadField::DiskMax => errors.disk_max = message,
                 BadField::Advanced => {
-                    errors.advanced = Some(chrome.t("mailboxes-filter-parentheses"))
+                    errors.advanced = Some(locale.t("mailboxes-filter-parentheses"))
                 }
             }
             None
@@ -416,7 +498,7 @@ async fn list(
     let blocked = errors.access_by.is_some() || errors.crm_queue.is_some();
     if let (Some(filter_text), false) = (composed, blocked) {
         let mut mask: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
-        mask.extend(["email", "unread_count", "last_sync_time"].map(String::from));
+        mask.extend(ROW_FIELDS.map(String::from));
         let message = pb::ListMailboxesRequest {
             page_size: if view.page_size > 0 {
                 view.page_size
@@ -444,6 +526,85 @@ async fn list(
             Err(e) => return Err(WebError::from_peer(e, &signed.ctx.path)),
         }
     }
+    Ok(Listed {
+        view,
+        state: list_state,
+        columns,
+        errors,
+        order,
+        order_by,
+        answer,
+    })
+}
+
+/// The list with the person's current view. With the view the session kept from the last
+/// visit, the registry is asked with it at once while the current view is asked for; when
+/// the two differ (saved elsewhere meanwhile) the list is asked again with the current one.
+/// Returns whether the view differs from the one kept.
+async fn list_current(signed: &SignedIn, pairs: &Pairs) -> Result<(Listed, bool), WebError> {
+    let kept = signed
+        .session
+        .list_view
+        .as_deref()
+        .and_then(KeptView::decode);
+    match kept {
+        Some(guess) => {
+            let (current, guessed) =
+                futures::join!(list_view(signed), list_with(signed, pairs, guess.clone()));
+            let current = current?;
+            if current == guess {
+                Ok((guessed?, false))
+            } else {
+                Ok((list_with(signed, pairs, current).await?, true))
+            }
+        }
+        None => {
+            let current = list_view(signed).await?;
+            Ok((list_with(signed, pairs, current).await?, true))
+        }
+    }
+}
+
+/// `future`'s output and how long it took.
+async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let out = future.await;
+    (out, started.elapsed())
+}
+
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let mut timing = Timing::new(state.config.server_timing, signed.ctx.started);
+    timing.mark("session");
+    let pairs = Pairs::parse(query.unwrap_or_default().as_bytes());
+    // The list, the row scopes and the page's frame need nothing of each other.
+    let ((listed, list_took), (scopes, scopes_took), (chrome, chrome_took)) = futures::join!(
+        timed(list_current(&signed, &pairs)),
+        timed(RowScopes::ask(&signed)),
+        timed(Chrome::signed_in(&state, &signed)),
+    );
+    timing.mark("lists");
+    timing.add("list", list_took);
+    timing.add("scopes", scopes_took);
+    timing.add("chrome", chrome_took);
+    let (listed, changed) = listed?;
+    if changed {
+        keep_view(&state, &signed, &listed.view).await;
+        timing.mark("keep");
+    }
+    let Listed {
+        view: _,
+        state: list_state,
+        columns,
+        errors,
+        order,
+        order_by,
+        answer,
+    } = listed;
     let failed = errors.days.is_some()
         || errors.disk_min.is_some()
         || errors.disk_max.is_some()
@@ -451,14 +612,21 @@ async fn list(
         || errors.crm_queue.is_some()
         || errors.advanced.is_some();
 
-    let ids: Vec<String> = answer.mailboxes.iter().map(|m| m.id.clone()).collect();
+    // Names of the people the access-by and CRM-queue columns show: an owner's as the
+    // registry listed it, anyone else's asked of identity.
+    let mut known: HashMap<String, String> = HashMap::new();
     let people: Vec<String> = {
         let mut set: Vec<String> = Vec::new();
         if columns.contains(&"access_by") || columns.contains(&"crm_queue") {
             for m in &answer.mailboxes {
+                if !m.owner_user_id.is_empty() && !m.owner_display_name.is_empty() {
+                    known.insert(m.owner_user_id.clone(), m.owner_display_name.clone());
+                }
+            }
+            for m in &answer.mailboxes {
                 let queue = m.crm.as_ref().map(|c| c.queue_user_ids.as_slice());
                 for id in m.access_by_user_ids.iter().chain(queue.unwrap_or_default()) {
-                    if !set.contains(id) {
+                    if !known.contains_key(id) && !set.contains(id) {
                         set.push(id.clone());
                     }
                 }
@@ -466,22 +634,25 @@ async fn list(
         }
         set
     };
-    let (permissions, names) = futures::join!(
-        row_permissions(&signed, &ids),
-        names_of(&signed, people, 200)
-    );
-    let name_of = |id: &String| names.get(id).cloned().unwrap_or_else(|| id.clone());
+    let names = if people.is_empty() {
+        HashMap::new()
+    } else {
+        names_of(&signed, people, 200).await
+    };
+    timing.mark("names");
+    let name_of = |id: &String| {
+        known
+            .get(id)
+            .or_else(|| names.get(id))
+            .cloned()
+            .unwrap_or_else(|| id.clone())
+    };
 
     let rows: Vec<Row> = answer
         .mailboxes
         .iter()
-        .zip(
-            permissions
-                .iter()
-                .copied()
-                .chain(std::iter::repeat((false, false, false))),
-        )
-        .map(|(m, (modify, sync, read))| {
+        .map(|m| {
+            let (modify, sync, read) = scopes.of_row(m);
             let cells = columns
                 .iter()
                 .filter(|c| **c != "email")
@@ -603,14 +774,17 @@ async fn list(
     } else {
         StatusCode::OK
     };
+    timing.mark("rows");
     if signed.ctx.fragment.as_deref() == Some(TABLE_ID) && !failed {
-        return render(&TableFragment { chrome, table });
+        let response = render(&TableFragment { chrome, table })?;
+        timing.mark("render");
+        return Ok(timing.apply(response));
     }
     let chosen = COLUMNS
         .iter()
         .map(|c| (*c, column_label(&chrome, c), columns.contains(c)))
         .collect();
-    render_status(
+    let response = render_status(
         status,
         &ListPage {
             chrome,
@@ -620,7 +794,9 @@ async fn list(
             chosen,
             can_connect,
         },
-    )
+    )?;
+    timing.mark("render");
+    Ok(timing.apply(response))
 }
 
 fn composed_is_empty(state: &ListState) -> bool {
@@ -649,7 +825,11 @@ fn with_notice(back: &str, key: &str) -> String {
 }
 
 #[tracing::instrument(skip_all)]
-async fn save_view(signed: SignedIn, body: Bytes) -> Result<Response, WebError> {
+async fn save_view(
+    State(state): State<AppState>,
+    signed: SignedIn,
+    body: Bytes,
+) -> Result<Response, WebError> {
     let form = Pairs::parse(&body);
     let back = back_of(&form);
     let mut view = list_view(&signed).await?;
@@ -663,7 +843,7 @@ async fn save_view(signed: SignedIn, body: Bytes) -> Result<Response, WebError> 
         columns.insert(0, "email".into());
     }
     view.columns = columns;
-    signed
+    let saved = signed
         .clients
         .mailboxes
         .call(
@@ -672,6 +852,7 @@ async fn save_view(signed: SignedIn, body: Bytes) -> Result<Response, WebError> 
         )
         .await
         .map_err(|e| WebError::from_peer(e, &signed.ctx.path))?;
+    keep_view(&state, &signed, &saved).await;
     Ok(see_other(&with_notice(&back, "columns-saved")))
 }
 
@@ -1443,6 +1624,47 @@ mod tests {
         assert_eq!(en, "12 unread");
         let total = Locale::Ru.t_args("mailboxes-total-about", &[("count", Arg::Num(200_000))]);
         assert!(total.starts_with("Около"), "{total}");
+    }
+
+    #[test]
+    fn a_kept_view_comes_back_as_it_was_and_rubbish_is_no_guess() {
+        let view = pb::ListView {
+            columns: vec!["email".into(), "disk_mb".into()],
+            filter: r#"name = "a\"b""#.into(),
+            order_by: "email desc".into(),
+            page_size: 25,
+        };
+        let text = KeptView::encode(&view).unwrap();
+        assert_eq!(KeptView::decode(&text), Some(view));
+        assert_eq!(KeptView::decode("{not json"), None);
+    }
+
+    #[test]
+    fn a_row_offers_what_its_scope_covers() {
+        let (me, other) = (UserId::new(), UserId::new());
+        let (mine, granted, theirs) = (MailboxId::new(), MailboxId::new(), MailboxId::new());
+        let row = |id: MailboxId, owner: UserId| pb::Mailbox {
+            id: id.to_string(),
+            owner_user_id: owner.to_string(),
+            ..Default::default()
+        };
+        let scopes = RowScopes {
+            modify: Some(Reach::of(MailboxScope::Some {
+                owners: vec![me],
+                mailboxes: vec![],
+            })),
+            sync: Some(Reach::of(MailboxScope::WholeOrganization)),
+            read: Some(Reach::of(MailboxScope::Some {
+                owners: vec![me],
+                mailboxes: vec![granted],
+            })),
+        };
+        assert_eq!(scopes.of_row(&row(mine, me)), (true, true, true));
+        assert_eq!(scopes.of_row(&row(granted, other)), (false, true, true));
+        assert_eq!(scopes.of_row(&row(theirs, other)), (false, true, false));
+        // A scope access control did not give offers nothing.
+        let unknown = RowScopes::default();
+        assert_eq!(unknown.of_row(&row(mine, me)), (false, false, false));
     }
 
     #[test]

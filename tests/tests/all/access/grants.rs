@@ -63,6 +63,8 @@ async fn nobody_reads_mail_without_a_grant_and_a_grant_is_seen_at_its_revision()
                 permission: "mailbox.read_mail".into(),
                 subject_type: "user".into(),
                 at_least_as_fresh_as: Some(written.clone()),
+                page_size: 0,
+                page_token: String::new(),
             },
         ))
         .await

@@ -421,3 +421,95 @@ async fn a_refused_recipient_fails_with_the_reason_and_a_down_server_delivers_on
     assert!(back.messages().iter().any(|m| m.contains(&address)));
     stop.cancel();
 }
+
+/// A batch larger than the sender's concurrency, mixing addresses the server takes, ones it
+/// refuses and ones already held: every invitee is mailed exactly once, and each mail's
+/// outcome is recorded (the outcomes are written together, several per statement).
+#[tokio::test]
+async fn a_bulk_invitation_mails_each_invitee_once_and_records_every_outcome() {
+    let app = spawn_app_with(AppOptions {
+        with_access: true,
+        ..AppOptions::default()
+    })
+    .await;
+    let server = SmtpServer::start();
+    let stop = CancellationToken::new();
+    let invitations = app
+        .start_invitations(stop.clone(), |c| {
+            c.smtp.port = server.port;
+            c.smtp.pool_size = 3;
+            c.delivery_concurrency = 3;
+        })
+        .await;
+    let org = app.create_org(0).await;
+    ready(&app, &org).await;
+    let existing = app.create_user(&org, "existing", "").await;
+    let welcome: Vec<String> = (0..40)
+        .map(|k| org.address(&format!("bulk{k:02}")))
+        .collect();
+    let refused: Vec<String> = (0..3).map(|k| org.address(&format!("refuse{k}"))).collect();
+    let mut list: Vec<String> = welcome.iter().chain(&refused).cloned().collect();
+    list.insert(7, existing.login_email.clone());
+    let answer = invitations
+        .clone()
+        .create_invitations(authed(
+            &org.admin_token,
+            ipb::CreateInvitationsRequest {
+                emails: list.join("\n"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("invite")
+        .into_inner();
+    // In the order asked, the held address reported with its holder.
+    let invited: Vec<&str> = answer
+        .invitations
+        .iter()
+        .map(|i| i.email.as_str())
+        .collect();
+    let expected: Vec<&str> = welcome.iter().chain(&refused).map(String::as_str).collect();
+    assert_eq!(invited, expected);
+    assert_eq!(answer.rejected.len(), 1, "{:?}", answer.rejected);
+    assert_eq!(
+        answer.rejected[0].code,
+        ipb::RejectionReason::AlreadyAUser as i32
+    );
+    assert_eq!(answer.rejected[0].user_id, existing.id);
+
+    for invitation in &answer.invitations {
+        let refusal = invitation.email.contains("refuse");
+        let done = until(
+            &invitations,
+            &org,
+            &invitation.id,
+            "the mail's outcome",
+            |i| i.delivery_state != ipb::DeliveryState::Queued as i32,
+        )
+        .await;
+        if refusal {
+            assert_eq!(done.state, ipb::InvitationState::Failed as i32, "{done:?}");
+            assert!(done.failure_reason.contains("550"), "{done:?}");
+        } else {
+            assert_eq!(
+                done.delivery_state,
+                ipb::DeliveryState::Sent as i32,
+                "{done:?}"
+            );
+            assert_eq!(done.state, ipb::InvitationState::Pending as i32, "{done:?}");
+            assert_eq!(done.send_count, 1, "{done:?}");
+        }
+    }
+    // Nothing more goes out later: one mail per invitee the server took.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = server.messages();
+    assert_eq!(messages.len(), welcome.len(), "one mail each");
+    for address in &welcome {
+        let to_them = messages
+            .iter()
+            .filter(|m| m.contains(address.as_str()))
+            .count();
+        assert_eq!(to_them, 1, "{address} got {to_them} mails");
+    }
+    stop.cancel();
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mailroom_proto::identity::v1 as pb;
 use mailroom_proto::mailboxes::v1 as mpb;
 use mailroom_tests::browser::{Browser, BrowserOptions};
-use mailroom_tests::{authed, TestApp, TestOrg, PASSWORD};
+use mailroom_tests::{access, authed, TestApp, TestOrg, PASSWORD};
 
 use super::{connect_test_mailbox, dovecot_server, spawn_web, web_org};
 
@@ -474,6 +474,75 @@ async fn supervisor_sees_subordinates_and_nothing_editable() {
     .await;
     let text = b.body_text().await;
     assert!(!text.contains("Edit mailbox"), "{text}");
+    b.close().await;
+}
+
+/// The controls a row offers follow the person's scopes (asked of access control while the
+/// registry lists): a supervisor changes and syncs their own mailbox, not their worker's, and
+/// reads the worker's mail once granted; the access-by column names the granted reader.
+#[tokio::test]
+async fn controls_follow_the_persons_scopes() {
+    let app = spawn_web().await;
+    let org = web_org(&app, 0).await;
+    let sales = app.create_department(&org, "Sales", "", "").await;
+    let boss = app.create_user(&org, "boss", &sales.id).await;
+    let worker: pb::User = app.create_user(&org, "worker", &sales.id).await;
+    app.set_head(&org, &sales, &boss.id).await;
+    let own = connect(&app, &org, &bulk(16), &boss.id, "Boss's").await;
+    let theirs = connect(&app, &org, &bulk(17), &worker.id, "Worker's").await;
+    app.write_when_known(
+        &org.admin_token,
+        vec![access::on_mailbox(&theirs.id, "reader", &boss.id)],
+    )
+    .await;
+
+    let b = Browser::start().await;
+    b.sign_in(&app, &boss.login_email, PASSWORD).await;
+    until_rows(&b, &app, "/mailboxes", 2).await;
+    let own_row = format!("#mailbox-table tr[data-id='{}']", own.id);
+    let their_row = format!("#mailbox-table tr[data-id='{}']", theirs.id);
+    // The grant reaches access control's replica a moment after it is written.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.exists(&format!("{their_row} a[href$='/mail']")).await {
+        assert!(
+            Instant::now() < deadline,
+            "no Mail link on the granted row within 20 s: {}",
+            b.text(&their_row).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.goto(&app, "/mailboxes").await;
+    }
+    assert!(b.exists(&format!("{own_row} a[href$='/edit']")).await);
+    assert!(b.exists(&format!("{own_row} a[href$='/transfer']")).await);
+    assert!(b.exists(&format!("{own_row} td.synced button")).await);
+    assert!(
+        b.exists(&format!("{own_row} a[href$='/mail']")).await,
+        "the owner reads their own mail"
+    );
+    assert!(!b.exists(&format!("{their_row} a[href$='/edit']")).await);
+    assert!(
+        !b.exists(&format!("{their_row} a[href$='/disconnect']"))
+            .await
+    );
+    assert!(!b.exists(&format!("{their_row} td.synced button")).await);
+    assert_eq!(
+        b.texts(&format!("{their_row} details.menu .menu-body a"))
+            .await
+            .len(),
+        1,
+        "only Mail on the worker's row"
+    );
+    let their_text = b.text(&their_row).await;
+    assert!(
+        their_text.contains("boss Tester") && their_text.contains("worker Tester"),
+        "access by names the reader and the owner: {their_text}"
+    );
+    assert!(
+        b.exists("a[href='/mailboxes/connect']").await,
+        "connecting is offered to who may change a listed mailbox"
+    );
+    b.screenshot("scoped-controls").await;
+    b.axe().await;
     b.close().await;
 }
 
