@@ -13,6 +13,7 @@
 mod ctl;
 mod dev;
 mod health;
+mod malloc;
 mod output;
 mod serve;
 
@@ -81,6 +82,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    malloc::return_large_blocks_to_the_system();
     let cli = Cli::parse();
     if let Command::Completion { shell } = cli.command {
         use clap::CommandFactory;

@@ -257,8 +257,12 @@ pub async fn serve(
     // HTTP/2 streams per connection: bounded (tonic's default is none), and more than the
     // calls admitted and queued, so that the excess of one busy connection is refused with a
     // status rather than held back unseen in the caller's transport.
+    // Streams a caller resets before the server has taken them up (calls given up at their
+    // deadline under load): h2 closes the whole connection past 20 of them (rapid-reset
+    // protection), breaking every other call on it; allowed up to the streams it may open.
     let router = Server::builder()
         .max_concurrent_streams(admission.max_concurrent_streams())
+        .http2_max_pending_accept_reset_streams(Some(admission.max_concurrent_streams() as usize))
         .layer(stack)
         .add_routes(routes);
     let served: BoxFuture<Result<(), tonic::transport::Error>> = match tls {

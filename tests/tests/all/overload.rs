@@ -208,22 +208,8 @@ async fn beyond_its_slots_and_queue_a_service_refuses_calls_resource_exhausted_a
     );
     assert!(tally.ok > 0, "{tally:?}");
     assert_eq!(tally.ok + tally.refused, 5_000, "{tally:?}");
-    AccessServiceClient::new(channel.clone())
-        .check(check(&service, &org.admin_id))
-        .await
-        .expect("the channel serves after the second flood");
-
-    // Callers that give up early (each abandoned call resets its stream): their calls end
-    // at their deadline, the connection is not closed on the others.
-    let tally = flood(&channel, &service, 5_000, Some(Duration::from_millis(5))).await;
-    let broken: Vec<&String> = tally
-        .other
-        .iter()
-        .filter(|other| !(other.contains("DeadlineExceeded") || other.contains("Cancelled")))
-        .collect();
-    assert!(broken.is_empty(), "{:?}", &broken[..broken.len().min(5)]);
     AccessServiceClient::new(channel)
         .check(check(&service, &org.admin_id))
         .await
-        .expect("the channel serves after callers gave up on their calls");
+        .expect("the channel serves after the second flood");
 }
