@@ -51,6 +51,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   value: {{ .Values.config.requestTimeoutMs | quote }}
 - name: MAILROOM_CONCURRENCY_LIMIT
   value: {{ .Values.config.concurrencyLimit | quote }}
+- name: MAILROOM_CONCURRENCY_QUEUE
+  value: {{ .Values.config.concurrencyQueue | quote }}
+- name: MAILROOM_CONCURRENCY_QUEUE_MS
+  value: {{ .Values.config.concurrencyQueueMs | quote }}
 - name: MAILROOM_SHUTDOWN_DRAIN_MS
   value: {{ .Values.config.shutdownDrainMs | quote }}
 - name: MAILROOM_DB_MAX_CONNECTIONS

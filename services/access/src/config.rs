@@ -32,6 +32,10 @@ pub struct AccessConfig {
     /// How long a lookup answer is kept for its next pages.
     #[serde(default = "default_lookup_cache_secs")]
     pub lookup_cache_secs: u64,
+    /// Lookup answers of at most this many ids are computed again for each page rather than
+    /// kept (default: a default page, [`crate::pages::MIN_IDS`]).
+    #[serde(default = "default_lookup_cache_min_ids")]
+    pub lookup_cache_min_ids: usize,
 }
 
 fn default_consumer_group() -> String {
@@ -52,6 +56,9 @@ pub(crate) fn default_lookup_cache_ids() -> usize {
 pub(crate) fn default_lookup_cache_secs() -> u64 {
     30
 }
+fn default_lookup_cache_min_ids() -> usize {
+    crate::pages::MIN_IDS
+}
 fn default_true() -> bool {
     true
 }
@@ -67,6 +74,7 @@ impl Default for AccessConfig {
             changelog_notifications: true,
             lookup_cache_ids: default_lookup_cache_ids(),
             lookup_cache_secs: default_lookup_cache_secs(),
+            lookup_cache_min_ids: default_lookup_cache_min_ids(),
         }
     }
 }

@@ -129,10 +129,13 @@ pub async fn start(platform: &PlatformConfig, config: AccessConfig) -> Result<St
     );
     let verifier = TokenVerifier::from_identity(config.identity_endpoint.clone());
     let access = Arc::new(
-        Access::new(pool.clone(), replica.clone()).with_lookup_cache(pages::LookupCache::new(
-            config.lookup_cache_ids,
-            Duration::from_secs(config.lookup_cache_secs),
-        )),
+        Access::new(pool.clone(), replica.clone()).with_lookup_cache(
+            pages::LookupCache::new(
+                config.lookup_cache_ids,
+                Duration::from_secs(config.lookup_cache_secs),
+            )
+            .limits(pages::MAX_ENTRIES, config.lookup_cache_min_ids),
+        ),
     );
     let routes = tonic::service::Routes::new(pb::access_service_server::AccessServiceServer::new(
         api::AccessApi(access.clone()),

@@ -41,6 +41,17 @@ fn cut(
     (page.iter().map(Uuid::to_string).collect(), next)
 }
 
+/// The most holders one LookupSubjects page carries.
+pub const SUBJECTS_MAX_PAGE: i32 = 10_000;
+
+/// The size of a LookupSubjects page. Unset (0) is the largest page, for the callers from
+/// before pages: they never set a size nor follow a token, and got every holder in one
+/// answer; they still do up to [`SUBJECTS_MAX_PAGE`], with a token if more follow. A caller
+/// that pages sets a size.
+fn subjects_page_size(requested: i32) -> Result<usize> {
+    Ok(aip::page_size(requested, SUBJECTS_MAX_PAGE, SUBJECTS_MAX_PAGE)? as usize)
+}
+
 impl Access {
     /// The mailboxes (or the organisation, for an organisation permission) on which the
     /// subject holds the permission, in id order, a page at a time.
@@ -67,7 +78,7 @@ impl Access {
         let at: Option<Position> = aip::decode_page_token(&query, &req.page_token)?;
         let asked = wire::parse_revision(req.at_least_as_fresh_as.as_ref())?;
         self.fresh_for_page(asked, at).await?;
-        let (ids, revision) = {
+        let (ids, revision, keep) = {
             let state = self.replica.read();
             // The caller may ask on the newest state, whichever answer the page comes from.
             let org = subject_org(principal, &state, subject)?;
@@ -88,6 +99,7 @@ impl Access {
                 },
             })?
         };
+        self.keep(keep, &query, revision, &ids);
         let (ids, next_page_token) =
             cut(&query, &ids, at.map(Position::after), page_size, revision);
         Ok(pb::LookupResourcesResponse {
@@ -106,10 +118,11 @@ impl Access {
         }
     }
 
-    /// The sorted answer a page is cut from, and the revision it was computed at: the one
-    /// the walk's first page kept (see [`crate::pages`]) unless the caller asks for a newer
-    /// revision, or else computed by `compute` from `state` (and kept when it takes more
-    /// than one page).
+    /// The sorted answer a page is cut from, the revision it was computed at, and whether to
+    /// keep it ([`Access::keep`], once the state's guard is released): the one the walk's
+    /// first page kept (see [`crate::pages`]) unless the caller asks for a newer revision, or
+    /// else computed by `compute` from `state` (to be kept when it takes more than one page
+    /// and is large enough to be worth it).
     fn answer(
         &self,
         query: &str,
@@ -118,11 +131,11 @@ impl Access {
         page_size: usize,
         state: &State,
         compute: impl FnOnce() -> Result<Vec<Uuid>>,
-    ) -> Result<(Arc<[Uuid]>, i64)> {
+    ) -> Result<(Arc<[Uuid]>, i64, bool)> {
         if let Some(r) = at.and_then(Position::revision) {
             if asked.is_none_or(|asked| asked <= r) {
                 if let Some(ids) = self.pages.get(query, r) {
-                    return Ok((ids, r));
+                    return Ok((ids, r, false));
                 }
             }
         }
@@ -131,10 +144,16 @@ impl Access {
         ids.sort_unstable();
         let ids: Arc<[Uuid]> = ids.into();
         let after = at.map(Position::after);
-        if pages::page(&ids, after, page_size).1 {
+        let keep = self.pages.worth_keeping(ids.len()) && pages::page(&ids, after, page_size).1;
+        Ok((ids, revision, keep))
+    }
+
+    /// Keeps a computed answer for the next pages, when [`Access::answer`] said to. Called
+    /// after the replica's state guard is dropped, so writers never wait on the cache.
+    fn keep(&self, keep: bool, query: &str, revision: i64, ids: &Arc<[Uuid]>) {
+        if keep {
             self.pages.put(query.to_owned(), revision, ids.clone());
         }
-        Ok((ids, revision))
     }
 
     /// The active users who hold the permission on a mailbox or in an organisation. A user
@@ -153,7 +172,7 @@ impl Access {
                 mailroom_aip::shown(&req.subject_type)
             )));
         }
-        let page_size = aip::page_size(req.page_size, 1_000, 10_000)? as usize;
+        let page_size = subjects_page_size(req.page_size)?;
         let query = format!(
             "subjects|{}|{}|user",
             match resource {
@@ -200,7 +219,7 @@ impl Access {
                 }));
             }
         }
-        let (ids, revision) = self.answer(&query, at, asked, page_size, &state, || {
+        let (ids, revision, keep) = self.answer(&query, at, asked, page_size, &state, || {
             let ids = match org.and_then(|o| state.org(o)) {
                 None => Vec::new(),
                 Some(graph) => match resource {
@@ -211,6 +230,7 @@ impl Access {
             Ok(ids.into_iter().map(UserId::into_uuid).collect())
         })?;
         drop(state);
+        self.keep(keep, &query, revision, &ids);
         let (ids, next_page_token) =
             cut(&query, &ids, at.map(Position::after), page_size, revision);
         Ok(pb::LookupSubjectsResponse {
@@ -281,5 +301,18 @@ impl Access {
             mailbox_ids: mailboxes.iter().map(MailboxId::to_string).collect(),
             looked_up_at: revision,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_subjects_page_size_is_the_whole_answer_up_to_the_maximum() {
+        assert_eq!(subjects_page_size(0).ok(), Some(10_000));
+        assert_eq!(subjects_page_size(4).ok(), Some(4));
+        assert_eq!(subjects_page_size(50_000).ok(), Some(10_000));
+        assert!(subjects_page_size(-1).is_err());
     }
 }

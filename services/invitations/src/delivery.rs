@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use mailroom_platform::error::{db_kind, ErrorKind};
 use mailroom_platform::outbox::EventActor;
 use mailroom_types::{InvitationId, OrgId};
 use rand::Rng;
@@ -47,8 +48,9 @@ use crate::token;
 /// Invitation mails by `outcome`: sent, failed (for good), deferred (tried again later).
 pub const MAIL_SENT: &str = "mailroom_invitation_mail_total";
 
-/// A pump's claims still held: each row with the hash of the link its mail carries.
-type Held = Mutex<HashMap<InvitationId, Vec<u8>>>;
+/// A pump's claims still held: each row with the hash of the link its mail carries and the
+/// attempts it was claimed with.
+type Held = Mutex<HashMap<InvitationId, (Vec<u8>, i32)>>;
 
 /// One armed mail, waiting for a sender: its row, its link secret and its wording.
 type Armed = (InvitationRow, String, Arc<Template>);
@@ -59,8 +61,17 @@ const MAX_DELAY: Duration = Duration::from_secs(600);
 /// At most this many claims checked, or outcomes recorded, in one statement.
 const GROUP_MAX: usize = 256;
 
-/// The pre-send check of one mail: (row, the hash of its link) → still this sender's.
-type Check = Gather<(InvitationId, Vec<u8>), std::result::Result<bool, String>>;
+/// The pre-send check of one mail: (row, the hash of its link, the attempts it was claimed
+/// with) → still this sender's.
+type Check = Gather<(InvitationId, Vec<u8>, i32), std::result::Result<bool, String>>;
+
+/// The first wait before a batch of outcomes whose write failed on a transient error (a
+/// failover, a serialization failure) is written again; doubled each time, up to
+/// [`RETRY_MAX`], for at most half a lease (the claims are renewed meanwhile).
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+
+/// The longest wait between two writes of one batch of outcomes.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The recording of one mail's outcome → recorded (or why not).
 type Record = Gather<Outcome, std::result::Result<(), String>>;
@@ -148,7 +159,7 @@ impl Sender {
                 .await;
         };
         let checking = gather::serve(checks, GROUP_MAX, |asked| self.check_claims(asked, lease));
-        let recording = gather::serve(records, GROUP_MAX, |outcomes| self.record(outcomes));
+        let recording = gather::serve(records, GROUP_MAX, |outcomes| self.record(outcomes, lease));
         tokio::select! {
             (claimed, (), (), ()) = async { tokio::join!(feeding, sending, checking, recording) } => claimed,
             _ = self.keep_claims(held, lease) => unreachable!("keep_claims never returns"),
@@ -179,10 +190,10 @@ impl Sender {
         let hashes: Vec<Vec<u8>> = secrets.iter().map(|t| t.hash.clone()).collect();
         let armed = store::mail_queue::arm(&self.invitations.pool, &ids, &hashes).await?;
         held.lock().await.extend(
-            ids.iter()
+            rows.iter()
                 .zip(&hashes)
-                .filter(|(id, _)| armed.contains(id))
-                .map(|(id, hash)| (*id, hash.clone())),
+                .filter(|(row, _)| armed.contains(&row.id))
+                .map(|(row, hash)| (row.id, (hash.clone(), row.attempts))),
         );
         Ok(rows
             .into_iter()
@@ -201,16 +212,25 @@ impl Sender {
         let every = (lease / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
-            // Held while renewing: a mail's outcome is recorded only after its claim has left
-            // the set, so a renewal never lands after (and undoes) a deferral.
+            // A claim stays in the set until its outcome is recorded (however long that
+            // write takes); a renewal that lands after a deferral does not undo its delay, as
+            // the deferral counted its attempt and a renewal is only for the attempts claimed.
             let claims = held.lock().await;
             if claims.is_empty() {
                 continue;
             }
-            let (ids, hashes): (Vec<InvitationId>, Vec<Vec<u8>>) =
-                claims.iter().map(|(id, h)| (*id, h.clone())).unzip();
+            let mut ids = Vec::with_capacity(claims.len());
+            let mut hashes = Vec::with_capacity(claims.len());
+            let mut attempts = Vec::with_capacity(claims.len());
+            for (id, (hash, tried)) in claims.iter() {
+                ids.push(*id);
+                hashes.push(hash.clone());
+                attempts.push(*tried);
+            }
+            drop(claims);
             if let Err(err) =
-                store::mail_queue::renew(&self.invitations.pool, &ids, &hashes, lease).await
+                store::mail_queue::renew(&self.invitations.pool, &ids, &hashes, &attempts, lease)
+                    .await
             {
                 tracing::warn!(error = %err, "invitation mail claims could not be renewed; another replica may take them when they run out");
             }
@@ -221,11 +241,20 @@ impl Sender {
     /// for a whole lease if its row still carries the link of its mail and is still queued.
     async fn check_claims(
         &self,
-        asked: Vec<(InvitationId, Vec<u8>)>,
+        asked: Vec<(InvitationId, Vec<u8>, i32)>,
         lease: Duration,
     ) -> Vec<std::result::Result<bool, String>> {
-        let (ids, hashes): (Vec<InvitationId>, Vec<Vec<u8>>) = asked.into_iter().unzip();
-        match store::mail_queue::renew(&self.invitations.pool, &ids, &hashes, lease).await {
+        let mut ids = Vec::with_capacity(asked.len());
+        let mut hashes = Vec::with_capacity(asked.len());
+        let mut attempts = Vec::with_capacity(asked.len());
+        for (id, hash, tried) in asked {
+            ids.push(id);
+            hashes.push(hash);
+            attempts.push(tried);
+        }
+        match store::mail_queue::renew(&self.invitations.pool, &ids, &hashes, &attempts, lease)
+            .await
+        {
             Ok(renewed) => ids.iter().map(|id| Ok(renewed.contains(id))).collect(),
             Err(err) => {
                 let err = err.to_string();
@@ -234,43 +263,63 @@ impl Sender {
         }
     }
 
-    /// Records `outcomes` with the events of those sent or failed, in one transaction.
-    async fn record(&self, outcomes: Vec<Outcome>) -> Vec<std::result::Result<(), String>> {
+    /// Records `outcomes` with the events of those sent or failed, in one transaction, written
+    /// again on a transient error (a failover, a serialization failure) with doubling waits for
+    /// up to half of `lease`; the claims of these mails are renewed meanwhile, so no other
+    /// sender takes them and mails them again. A batch refused for good (one bad row) is
+    /// written again one outcome at a time, so the others are still recorded.
+    async fn record(
+        &self,
+        outcomes: Vec<Outcome>,
+        lease: Duration,
+    ) -> Vec<std::result::Result<(), String>> {
         let n = outcomes.len();
+        match retry(lease / 2, is_transient, || self.write_outcomes(&outcomes)).await {
+            Ok(()) => vec![Ok(()); n],
+            Err(err) if n == 1 || is_transient(&err) => {
+                tracing::warn!(error = %err, outcomes = n, "invitation mail outcomes could not be recorded; their mails are claimed again when their leases run out");
+                let err = err.to_string();
+                vec![Err(err); n]
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, outcomes = n, "a batch of invitation mail outcomes was refused; recording each on its own");
+                let mut answers = Vec::with_capacity(n);
+                for outcome in &outcomes {
+                    let written = self.write_outcomes(std::slice::from_ref(outcome)).await;
+                    if let Err(err) = &written {
+                        tracing::warn!(error = %err, invitation = %outcome.id, "an invitation mail outcome could not be recorded; its mail is claimed again when its lease runs out");
+                    }
+                    answers.push(written.map_err(|err| err.to_string()));
+                }
+                answers
+            }
+        }
+    }
+
+    /// Writes `outcomes` with their events in one transaction, and counts them once committed.
+    async fn write_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
+        let mut tx = self.invitations.pool.begin().await?;
+        let rows = store::mail_queue::record(&mut tx, outcomes).await?;
+        let changes = rows
+            .sent
+            .iter()
+            .map(|row| (row, Change::Sent))
+            .chain(
+                rows.failed
+                    .iter()
+                    .map(|(row, reason)| (row, Change::Failed(reason.clone()))),
+            )
+            .collect();
+        publish_many(&mut tx, changes, &EventActor::System).await?;
+        tx.commit().await?;
         let deferred = outcomes
             .iter()
             .filter(|o| matches!(o.result, Recorded::Deferred { .. }))
             .count();
-        let written = async {
-            let mut tx = self.invitations.pool.begin().await?;
-            let rows = store::mail_queue::record(&mut tx, &outcomes).await?;
-            let changes = rows
-                .sent
-                .iter()
-                .map(|row| (row, Change::Sent))
-                .chain(
-                    rows.failed
-                        .iter()
-                        .map(|(row, reason)| (row, Change::Failed(reason.clone()))),
-                )
-                .collect();
-            publish_many(&mut tx, changes, &EventActor::System).await?;
-            tx.commit().await?;
-            Ok::<_, InvitationError>(rows)
-        };
-        match written.await {
-            Ok(rows) => {
-                metrics::counter!(MAIL_SENT, "outcome" => "sent").increment(rows.sent.len() as u64);
-                metrics::counter!(MAIL_SENT, "outcome" => "failed")
-                    .increment(rows.failed.len() as u64);
-                metrics::counter!(MAIL_SENT, "outcome" => "deferred").increment(deferred as u64);
-                vec![Ok(()); n]
-            }
-            Err(err) => {
-                let err = err.to_string();
-                vec![Err(err); n]
-            }
-        }
+        metrics::counter!(MAIL_SENT, "outcome" => "sent").increment(rows.sent.len() as u64);
+        metrics::counter!(MAIL_SENT, "outcome" => "failed").increment(rows.failed.len() as u64);
+        metrics::counter!(MAIL_SENT, "outcome" => "deferred").increment(deferred as u64);
+        Ok(())
     }
 
     /// How long a claimed row is left alone before another sender may take it.
@@ -301,7 +350,7 @@ impl Sender {
         // (this claim ran out) or a resend re-armed, or that was revoked or accepted since, is
         // not sent from here.
         let ours = check
-            .ask((row.id, hash.clone()))
+            .ask((row.id, hash.clone(), row.attempts))
             .await
             .unwrap_or_else(|| Err("the claim check stopped".into()));
         if !matches!(ours, Ok(true)) {
@@ -342,7 +391,6 @@ impl Sender {
                 )))
             }
         };
-        held.lock().await.remove(&row.id);
         let attempts = row.attempts + 1;
         let max = self.invitations.config.delivery_attempts.max(1);
         let result = match outcome {
@@ -360,7 +408,9 @@ impl Sender {
                 },
             },
         };
-        record
+        // The claim is renewed until the outcome is recorded (or could not be), however long
+        // the write takes: no other sender takes the row meanwhile and mails it again.
+        let recorded = record
             .ask(Outcome {
                 id: row.id,
                 attempts,
@@ -368,8 +418,47 @@ impl Sender {
                 result,
             })
             .await
-            .unwrap_or_else(|| Err("the outcome recorder stopped".into()))
-            .map_err(InvitationError::Unavailable)
+            .unwrap_or_else(|| Err("the outcome recorder stopped".into()));
+        held.lock().await.remove(&row.id);
+        recorded.map_err(InvitationError::Unavailable)
+    }
+}
+
+/// Whether a failed write may succeed if tried again: the database unreachable or failing
+/// over, or the transaction aborted (serialization failure, deadlock).
+fn is_transient(err: &InvitationError) -> bool {
+    match err {
+        InvitationError::DbUnavailable(_) => true,
+        InvitationError::Db(err) => matches!(db_kind(err), ErrorKind::Aborted),
+        _ => false,
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good (`transient` says no), or `budget` has
+/// passed since the first try; the waits between tries double from [`RETRY_FIRST`] up to
+/// [`RETRY_MAX`], and never reach past the budget. Returns the last error.
+async fn retry<T, E, F, Fut>(
+    budget: Duration,
+    transient: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> std::result::Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let until = tokio::time::Instant::now() + budget;
+    let mut wait = RETRY_FIRST;
+    loop {
+        let err = match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(err) => err,
+        };
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if !transient(&err) || left.is_zero() {
+            return Err(err);
+        }
+        tokio::time::sleep(wait.min(left)).await;
+        wait = (wait * 2).min(RETRY_MAX);
     }
 }
 
@@ -404,5 +493,60 @@ mod tests {
         let third = backoff(1_000, 3).as_millis();
         assert!((3_200..=4_800).contains(&third), "{third}");
         assert!(backoff(1_000, 40) <= MAX_DELAY.mul_f64(1.2));
+    }
+
+    /// A write that fails on transient errors is tried again until it succeeds.
+    #[tokio::test]
+    async fn a_transient_failure_is_tried_again_until_it_succeeds() {
+        let tries = std::sync::atomic::AtomicUsize::new(0);
+        let done = retry(
+            Duration::from_secs(10),
+            |err: &&str| *err == "transient",
+            || async {
+                match tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 | 1 => Err("transient"),
+                    n => Ok(n),
+                }
+            },
+        )
+        .await;
+        assert_eq!(done, Ok(2));
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    /// A failure for good is answered at once; transient ones stop once the budget is spent.
+    #[tokio::test]
+    async fn a_lasting_failure_is_answered_at_once_and_transient_ones_within_the_budget() {
+        let tries = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::result::Result<(), &str> = retry(
+            Duration::from_secs(10),
+            |err: &&str| *err == "transient",
+            || async {
+                tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err("bad row")
+            },
+        )
+        .await;
+        assert_eq!(done, Err("bad row"));
+        assert_eq!(tries.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
+
+        let budget = Duration::from_millis(400);
+        let started = std::time::Instant::now();
+        let done: std::result::Result<(), &str> = retry(
+            budget,
+            |_: &&str| true,
+            || async {
+                tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err("transient")
+            },
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(done, Err("transient"));
+        assert!(took >= budget, "gave up after {took:?}");
+        assert!(took < budget + Duration::from_secs(2), "took {took:?}");
+        let tries = tries.load(std::sync::atomic::Ordering::SeqCst);
+        // 50, 100, 200 ms waits, then the last 50 ms of the budget: about five tries.
+        assert!((3..=8).contains(&tries), "{tries} tries");
     }
 }

@@ -254,15 +254,15 @@ pub async fn serve(
         tracing::info!("drained: no new connections; finishing the calls in flight");
         closing.cancel();
     };
-    // HTTP/2 streams per connection: bounded (tonic's default is none), and more than the
-    // calls admitted and queued, so that the excess of one busy connection is refused with a
-    // status rather than held back unseen in the caller's transport.
-    // Streams a caller resets before the server has taken them up (calls given up at their
-    // deadline under load): h2 closes the whole connection past 20 of them (rapid-reset
-    // protection), breaking every other call on it; allowed up to the streams it may open.
+    // HTTP/2 streams per connection: bounded (tonic's default is none), and a fraction of the
+    // call slots, so that one caller cannot take every slot and place in the queue
+    // ([`Admission::max_concurrent_streams`]); its excess waits in its own transport.
+    // h2's rapid-reset defence (CVE-2023-44487: at most 20 streams reset by the caller before
+    // the server has taken them up) is left at its default: streams given up at their deadline
+    // under load have been taken up already (they wait in the admission queue), so they do not
+    // count against it.
     let router = Server::builder()
         .max_concurrent_streams(admission.max_concurrent_streams())
-        .http2_max_pending_accept_reset_streams(Some(admission.max_concurrent_streams() as usize))
         .layer(stack)
         .add_routes(routes);
     let served: BoxFuture<Result<(), tonic::transport::Error>> = match tls {

@@ -298,7 +298,8 @@ pub struct Relay {
     /// How often an idle leader looks for rows while it cannot listen for notifications.
     idle_poll: Duration,
     /// How often an idle leader looks for rows while it listens (a safety net: every
-    /// transaction that writes rows notifies it).
+    /// transaction that writes rows notifies it, unless the listener's connection was lost
+    /// unnoticed).
     listening_poll: Duration,
     retention: Duration,
     max_attempts: i32,
@@ -662,8 +663,8 @@ impl Relay {
 
 /// What wakes the relay when it has nothing to publish: a notification from PostgreSQL when a
 /// transaction writes events (the outbox's trigger), else its poll — every [`LISTENING_POLL`]
-/// while it listens (a safety net: a process at rest wakes rarely), every second while it
-/// cannot.
+/// while it listens (a safety net for a listener that misses notifications unnoticed), every
+/// second while it cannot.
 ///
 /// The listener has a connection of its own, apart from the service's pool. When it fails,
 /// it is dropped and connected again after a back-off (doubling, at most 30 s) while the relay
@@ -789,9 +790,12 @@ const LEADER_PING: Duration = Duration::from_secs(5);
 /// How often a replica that does not lead tries to become the leader (and reports the
 /// backlog): how long the stream may wait after a leader is gone, beyond its session's end.
 const ELECTION_RETRY: Duration = Duration::from_secs(5);
-/// How often an idle leader that listens for notifications looks for rows anyway: only a
-/// listener whose connection hangs unnoticed misses some, and they wait this long at most.
-const LISTENING_POLL: Duration = Duration::from_secs(10);
+/// How often an idle leader that listens for notifications looks for rows anyway (one indexed
+/// SELECT per leader): a listener can miss notifications without noticing — its idle connection
+/// silently dropped by a NAT or load balancer, or PostgreSQL reached through a transaction-mode
+/// pooler (PgBouncer), where LISTEN does not stay on one session — and the events then wait
+/// this long at most, so it is kept short.
+const LISTENING_POLL: Duration = Duration::from_secs(2);
 /// The longest a leader waits between publishing attempts while the broker refuses them.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 

@@ -848,3 +848,199 @@ async fn fifty_duplicate_sync_requests_cost_one_login() {
     eprintln!("50 duplicate sync requests: {logins} IMAP logins in 8 s");
     assert!(logins <= 6, "{logins} logins for 50 requests");
 }
+
+/// A QRESYNC server whose INBOX (3 messages) has changed since the last sync: it answers the
+/// `CHANGEDSINCE … VANISHED` fetch with `VANISHED (EARLIER)` lines of 64 KiB (`1,3,5,…`, far
+/// above the last UID indexed), never ending, and nothing else.
+mod vanished_flood {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    const CAPS: &str = "IMAP4rev1 ENABLE CONDSTORE QRESYNC";
+
+    pub struct Server {
+        pub port: u16,
+        /// Whether the folder has changed (HIGHESTMODSEQ 2) and the flood is on.
+        pub flood: Arc<AtomicBool>,
+        pub streamed: Arc<AtomicU64>,
+    }
+
+    pub async fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let flood = Arc::new(AtomicBool::new(false));
+        let streamed = Arc::new(AtomicU64::new(0));
+        let (f, st) = (flood.clone(), streamed.clone());
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve(socket, f.clone(), st.clone()));
+            }
+        });
+        Server {
+            port,
+            flood,
+            streamed,
+        }
+    }
+
+    async fn serve(
+        socket: tokio::net::TcpStream,
+        flood: Arc<AtomicBool>,
+        streamed: Arc<AtomicU64>,
+    ) {
+        let (read, mut w) = socket.into_split();
+        let mut lines = BufReader::new(read);
+        let greeting = format!("* OK [CAPABILITY {CAPS}] ready\r\n");
+        if w.write_all(greeting.as_bytes()).await.is_err() {
+            return;
+        }
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let upper = line.trim_end().to_ascii_uppercase();
+            let mut words = upper.split(' ');
+            let tag = line.split(' ').next().unwrap_or("*").to_owned();
+            words.next();
+            let modseq = if flood.load(Ordering::SeqCst) { 2 } else { 1 };
+            let answer = match words.next().unwrap_or("") {
+                "CAPABILITY" => format!("* CAPABILITY {CAPS}\r\n{tag} OK done\r\n"),
+                "ENABLE" => format!("* ENABLED QRESYNC\r\n{tag} OK done\r\n"),
+                "LIST" => format!("* LIST () \"/\" \"INBOX\"\r\n{tag} OK done\r\n"),
+                "STATUS" => format!(
+                    "* STATUS \"INBOX\" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 7 UNSEEN 0 HIGHESTMODSEQ {modseq})\r\n{tag} OK done\r\n"
+                ),
+                "EXAMINE" | "SELECT" => format!(
+                    "* 3 EXISTS\r\n* FLAGS (\\Seen)\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n* OK [HIGHESTMODSEQ {modseq}] ok\r\n{tag} OK [READ-ONLY] done\r\n"
+                ),
+                "LOGOUT" => {
+                    let _ = w.write_all(format!("* BYE bye\r\n{tag} OK done\r\n").as_bytes()).await;
+                    return;
+                }
+                "UID" if upper.contains("CHANGEDSINCE") => {
+                    // 64 KiB lines of odd UIDs from 5 on, endlessly, until the client hangs up.
+                    let mut next = 5u64;
+                    loop {
+                        let mut out = String::from("* VANISHED (EARLIER) ");
+                        while out.len() < 64 * 1024 {
+                            out.push_str(&format!("{next},"));
+                            next = if next > 4_000_000_000 { 5 } else { next + 2 };
+                        }
+                        out.pop();
+                        out.push_str("\r\n");
+                        if w.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        streamed.fetch_add(out.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                "UID" => {
+                    let mut out = String::new();
+                    for uid in 1..=3u32 {
+                        if upper.contains("ENVELOPE") {
+                            out.push_str(&format!(
+                                "* {uid} FETCH (UID {uid} FLAGS (\\Seen) RFC822.SIZE 100 INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" ENVELOPE (\"Mon, 1 Jan 2024 10:00:00 +0000\" \"Message {uid}\" NIL NIL NIL NIL NIL NIL NIL \"<{uid}@flood.test>\") MODSEQ (1))\r\n"
+                            ));
+                        } else {
+                            out.push_str(&format!(
+                                "* {uid} FETCH (UID {uid} FLAGS (\\Seen) MODSEQ (1))\r\n"
+                            ));
+                        }
+                    }
+                    out.push_str(&format!("{tag} OK done\r\n"));
+                    out
+                }
+                _ => format!("{tag} OK done\r\n"),
+            };
+            if w.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A server that answers the CHANGEDSINCE fetch with endless VANISHED lines (issue: the
+/// ranges were gathered without bound, and each line counted as progress): the folder fails
+/// within the I/O timeout, in bounded memory, with a clear reason, and nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_vanished_lines_fail_the_folder_soon_and_delete_nothing() {
+    let pool = sync_database().await;
+    let engine = Engine::new(
+        pool.clone(),
+        EngineOptions {
+            batch: 100,
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(3),
+            policy: mailroom_mail::dial::Policy::local(),
+        },
+    );
+    let server = vanished_flood::start().await;
+    let login = login_to("127.0.0.1".into(), server.port, "victim@flood.test", "pw");
+    let mailbox = MailboxId::new();
+    let stop = CancellationToken::new();
+    let first = engine
+        .sync(mailbox, &login, false, &stop)
+        .await
+        .expect("the first sync indexes the folder");
+    assert_eq!(first.new_messages, 3, "{first:?}");
+
+    server
+        .flood
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let before = Memory::now();
+    let reset = Memory::reset_peak();
+    let started = Instant::now();
+    let result = engine.sync(mailbox, &login, false, &stop).await;
+    let took = started.elapsed();
+    let after = Memory::now();
+    let peak = if reset {
+        after.peak_kib
+    } else {
+        after.peak_kib.max(before.rss_kib)
+    };
+    let streamed = server.streamed.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "ATTACK endless VANISHED: +{} KiB peak, {:.2} s, server wrote {:.1} MiB; {result:?}",
+        peak.saturating_sub(before.rss_kib),
+        took.as_secs_f64(),
+        streamed as f64 / 1_048_576.0
+    );
+    let failure = match &result {
+        Err(RunError::Failed(f)) => f,
+        other => panic!("expected the folder to fail, got {other:?}"),
+    };
+    assert_clear(
+        failure,
+        FailureKind::Timeout,
+        &["not answered in full", "VANISHED", "nothing was taken out"],
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        streamed > 1_048_576,
+        "the flood was not under way: {streamed} bytes"
+    );
+    assert!(
+        peak.saturating_sub(before.rss_kib) < MAX_GROWTH_KIB,
+        "memory grew by {} KiB",
+        peak.saturating_sub(before.rss_kib)
+    );
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages WHERE mailbox_id = $1")
+        .bind(mailbox)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 3, "messages were deleted");
+    let (modseq,): (i64,) =
+        sqlx::query_as("SELECT highest_modseq FROM folders WHERE mailbox_id = $1")
+            .bind(mailbox)
+            .fetch_one(&pool)
+            .await
+            .expect("checkpoint");
+    assert_eq!(modseq, 1, "the checkpoint moved on");
+}

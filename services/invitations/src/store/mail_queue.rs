@@ -51,22 +51,26 @@ pub async fn arm(
 }
 
 /// Pushes the lease of each of `ids` out to `lease` from now, while it still carries the link
-/// whose hash is at the same place and is still queued (not sent, revoked, accepted or re-armed
-/// by a resend or another sender meanwhile). Returns the ids renewed.
+/// whose hash is at the same place, the count of attempts it was claimed with (an outcome
+/// recorded meanwhile counts its attempt, so a renewal that lands after a deferral does not
+/// undo its delay), and is still queued (not sent, revoked, accepted or re-armed by a resend or
+/// another sender meanwhile). Returns the ids renewed.
 pub async fn renew(
     conn: impl PgExecutor<'_>,
     ids: &[InvitationId],
     hashes: &[Vec<u8>],
+    attempts: &[i32],
     lease: Duration,
 ) -> Result<HashSet<InvitationId>> {
     let renewed: Vec<InvitationId> = sqlx::query_scalar(
-        "UPDATE invitations i SET next_attempt_at = now() + make_interval(secs => $3) \
-         FROM UNNEST($1::uuid[], $2::bytea[]) AS t(id, hash) \
-         WHERE i.id = t.id AND i.token_hash = t.hash AND i.delivery_state = 'queued' \
-           AND i.state IN ('pending', 'failed') RETURNING i.id",
+        "UPDATE invitations i SET next_attempt_at = now() + make_interval(secs => $4) \
+         FROM UNNEST($1::uuid[], $2::bytea[], $3::int4[]) AS t(id, hash, attempts) \
+         WHERE i.id = t.id AND i.token_hash = t.hash AND i.attempts = t.attempts \
+           AND i.delivery_state = 'queued' AND i.state IN ('pending', 'failed') RETURNING i.id",
     )
     .bind(ids)
     .bind(hashes)
+    .bind(attempts)
     .bind(lease.as_secs_f64())
     .fetch_all(conn)
     .await?;

@@ -349,7 +349,7 @@ pub async fn run(c: &mut Clients, cmd: AccessCommand) -> anyhow::Result<Rows> {
                     permission: permission.clone(),
                     subject_type: "user".into(),
                     at_least_as_fresh_as: None,
-                    page_size: 0,
+                    page_size: 10_000,
                     page_token,
                 });
                 let r = c.access.lookup_subjects(request).await.answer()?;

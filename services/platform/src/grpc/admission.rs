@@ -7,13 +7,18 @@
 //! once with `RESOURCE_EXHAUSTED` — a status a client can act on (back off, try another
 //! replica), with a `grpc-retry-pushback-ms` for gRPC's retry policy — rather than queued until
 //! its deadline, so the calls admitted keep their latency and no connection is given up on.
-//! Refusals are counted in `mailroom_grpc_refused_total{method,reason}` (`queue_full`,
-//! `queue_timeout`) besides `mailroom_grpc_requests_total{code="8"}`.
+//! The refusal's message is the same generic advice for every caller (callers are not told the
+//! service's sizes); the detail is logged at debug level. A call refused because the queue was
+//! full is asked to wait a jittered 250–1000 ms, so that clients retrying do not come back in
+//! lockstep. Refusals are counted in `mailroom_grpc_refused_total{method,reason}`
+//! (`queue_full`, `queue_timeout`) besides `mailroom_grpc_requests_total{code="8"}`.
 //!
-//! Health checks (`grpc.health.v1`) are never queued or refused: a replica busy serving is
-//! alive and ready, and says so.
+//! Health `Check`s are never queued or refused: a replica busy serving is alive and ready, and
+//! says so. Health `Watch` streams, which hold their stream for as long as the caller likes,
+//! are admitted like any other call.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,6 +37,11 @@ pub const QUEUE_TIMEOUT: &str = "queue_timeout";
 const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 /// The least pushback a refusal asks for.
 const MIN_PUSHBACK: Duration = Duration::from_millis(50);
+/// The pushback of a call refused because the queue was full: a random duration in this range
+/// (inclusive), so that refused callers retrying do not all come back at once.
+const FULL_PUSHBACK_MS: (u64, u64) = (250, 1_000);
+/// What a refused caller is told, whatever the reason (the sizes and settings are logged).
+const REFUSAL: &str = "the service is at capacity; retry with backoff or on another replica";
 
 /// How many calls run at once and how many may wait; see the module's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,16 +55,14 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// HTTP/2 streams a connection may have open at once: more than the calls admitted and
-    /// queued, so that a caller multiplexing many calls on one connection (as a gRPC channel
-    /// does) gets the excess refused with a status here rather than held back in its own
-    /// transport, unseen, until its deadline. Still bounded: each stream costs a task.
+    /// HTTP/2 streams one connection may have open at once: an eighth of the call slots, at
+    /// least 64. Were it more than the slots and queue together, one caller multiplexing its
+    /// calls on one connection (as a gRPC channel does) could take every slot and every place
+    /// in the queue, and every other caller would be refused. Its streams beyond this wait in
+    /// its own transport until one of its calls ends (those admitted are answered or refused
+    /// promptly, so they do not wait long); each stream also costs a task here.
     pub fn max_concurrent_streams(&self) -> u32 {
-        let streams = self
-            .limit
-            .saturating_add(self.queue)
-            .saturating_mul(2)
-            .max(256);
+        let streams = (self.limit / 8).max(64);
         u32::try_from(streams).unwrap_or(u32::MAX)
     }
 }
@@ -64,6 +72,8 @@ struct Gate {
     admission: Admission,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// The state of the pushbacks' jitter (seeded at random, advanced by each refusal).
+    jitter: AtomicU64,
 }
 
 /// Admits calls as [`Admission`] says; see the module's header.
@@ -79,6 +89,11 @@ impl AdmissionLayer {
                 admission,
                 slots: Arc::new(Semaphore::new(admission.limit.max(1))),
                 waiting: AtomicUsize::new(0),
+                jitter: AtomicU64::new(
+                    std::collections::hash_map::RandomState::new()
+                        .build_hasher()
+                        .finish(),
+                ),
             }),
         }
     }
@@ -136,34 +151,44 @@ impl Gate {
         }
     }
 
-    /// The answer to a call refused for `reason`.
+    /// The answer to a call refused for `reason`: the same message whatever the reason, and
+    /// how long to wait before retrying.
     fn refusal(&self, reason: &'static str) -> tonic::Status {
-        let Admission {
-            limit,
-            queue,
-            queue_wait,
-        } = self.admission;
-        let message = match reason {
-            QUEUE_TIMEOUT => format!(
-                "the service is overloaded: all {limit} call slots stayed busy for the {} ms this call may wait (MAILROOM_CONCURRENCY_QUEUE_MS); retry with backoff or on another replica",
-                queue_wait.as_millis()
-            ),
-            _ => format!(
-                "the service is overloaded: all {limit} call slots are busy and {queue} calls already wait (MAILROOM_CONCURRENCY_LIMIT / MAILROOM_CONCURRENCY_QUEUE); retry with backoff or on another replica"
-            ),
-        };
-        let mut status = tonic::Status::resource_exhausted(message);
-        let pushback = queue_wait.max(MIN_PUSHBACK).as_millis().to_string();
+        let mut status = tonic::Status::resource_exhausted(REFUSAL);
+        let pushback = self.pushback(reason).as_millis().to_string();
         if let Ok(value) = pushback.parse() {
             status.metadata_mut().insert(RETRY_PUSHBACK, value);
         }
         status
     }
+
+    /// How long a call refused for `reason` is asked to wait: a call that timed out in the
+    /// queue, the queue's wait; one refused at once, a random time in [`FULL_PUSHBACK_MS`].
+    fn pushback(&self, reason: &'static str) -> Duration {
+        if reason == QUEUE_TIMEOUT {
+            return self.admission.queue_wait.max(MIN_PUSHBACK);
+        }
+        let (least, most) = FULL_PUSHBACK_MS;
+        Duration::from_millis(least + self.random() % (most - least + 1))
+    }
+
+    /// A cheap pseudo-random number (SplitMix64 over a shared counter): enough to spread
+    /// retries, not for anything secret.
+    fn random(&self) -> u64 {
+        let mut z = self
+            .jitter
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
-/// Health checks pass without a slot.
+/// Health checks pass without a slot. Not health `Watch`: its stream lasts as long as its
+/// caller wants, so it takes a slot like any call.
 fn exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/")
+    path == "/grpc.health.v1.Health/Check"
 }
 
 impl<S, B, R> Service<http::Request<B>> for Admit<S>
@@ -204,7 +229,20 @@ where
                         "reason" => reason
                     )
                     .increment(1);
-                    tracing::debug!(reason, "call refused: overloaded");
+                    let Admission {
+                        limit,
+                        queue,
+                        queue_wait,
+                    } = gate.admission;
+                    tracing::debug!(
+                        reason,
+                        limit,
+                        queue,
+                        queue_wait_ms = queue_wait.as_millis() as u64,
+                        "call refused: every call slot busy (MAILROOM_CONCURRENCY_LIMIT) and the \
+                         queue full (MAILROOM_CONCURRENCY_QUEUE) or its wait over \
+                         (MAILROOM_CONCURRENCY_QUEUE_MS)"
+                    );
                     Ok(gate.refusal(reason).into_http())
                 }
             }
@@ -280,6 +318,14 @@ mod tests {
             .and_then(|v| v.to_str().ok())
     }
 
+    fn pushback_ms(response: &http::Response<tonic::body::Body>) -> Option<u64> {
+        response
+            .headers()
+            .get(RETRY_PUSHBACK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
     fn admit(limit: usize, queue: usize, queue_ms: u64) -> AdmissionLayer {
         AdmissionLayer::new(Admission {
             limit,
@@ -305,22 +351,15 @@ mod tests {
                 .expect("answered");
             assert_eq!(started.elapsed(), Duration::ZERO);
             assert_eq!(code(&full), Some("8"));
-            let message = full
-                .headers()
-                .get("grpc-message")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            assert!(message.contains("MAILROOM_CONCURRENCY_QUEUE"), "{message}");
-            assert_eq!(
-                full.headers()
-                    .get(RETRY_PUSHBACK)
-                    .and_then(|v| v.to_str().ok()),
-                Some("100")
-            );
+            let status = tonic::Status::from_header_map(full.headers()).expect("a status");
+            // Generic advice: neither the sizes nor the settings' names.
+            assert_eq!(status.message(), REFUSAL);
+            let pushback = pushback_ms(&full).expect("a pushback");
+            assert!((250..=1_000).contains(&pushback), "{pushback}");
             // The waiting call gives up after its 100 ms in the queue.
             let timed_out = waiting.await.expect("joined").expect("answered");
             assert_eq!(code(&timed_out), Some("8"));
+            assert_eq!(pushback_ms(&timed_out), Some(100));
             let waited = started.elapsed();
             assert!(
                 waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
@@ -389,7 +428,38 @@ mod tests {
                 .await
                 .expect("answered");
             assert_eq!(code(&health), Some("0"));
+            // A Watch holds its stream as long as its caller likes: it needs a slot.
+            let watch = service
+                .clone()
+                .oneshot(call("/grpc.health.v1.Health/Watch"))
+                .await
+                .expect("answered");
+            assert_eq!(code(&watch), Some("8"));
             let _ = running.await;
+        });
+    }
+
+    #[test]
+    fn refusals_of_a_full_queue_ask_for_jittered_pushbacks() {
+        recorded(async {
+            let service = admit(1, 0, 100).layer(slow(Duration::from_secs(10)));
+            let running = tokio::spawn(service.clone().oneshot(call(CHECK)));
+            tokio::task::yield_now().await;
+            let mut pushbacks = std::collections::BTreeSet::new();
+            for _ in 0..50 {
+                let refused = service
+                    .clone()
+                    .oneshot(call(CHECK))
+                    .await
+                    .expect("answered");
+                assert_eq!(code(&refused), Some("8"));
+                let pushback = pushback_ms(&refused).expect("a pushback");
+                assert!((250..=1_000).contains(&pushback), "{pushback}");
+                pushbacks.insert(pushback);
+            }
+            // Spread, not in lockstep (50 draws of 751 values: a handful of repeats at most).
+            assert!(pushbacks.len() >= 40, "{pushbacks:?}");
+            running.abort();
         });
     }
 
@@ -420,18 +490,23 @@ mod tests {
     }
 
     #[test]
-    fn streams_per_connection_exceed_what_is_admitted_and_queued() {
+    fn one_connection_opens_a_fraction_of_the_call_slots_at_once() {
         let admission = Admission {
             limit: 1024,
             queue: 256,
             queue_wait: Duration::from_millis(100),
         };
-        assert_eq!(admission.max_concurrent_streams(), 2560);
+        assert_eq!(admission.max_concurrent_streams(), 128);
+        let large = Admission {
+            limit: 8192,
+            ..admission
+        };
+        assert_eq!(large.max_concurrent_streams(), 1024);
         let tiny = Admission {
             limit: 1,
             queue: 0,
             queue_wait: Duration::ZERO,
         };
-        assert_eq!(tiny.max_concurrent_streams(), 256);
+        assert_eq!(tiny.max_concurrent_streams(), 64);
     }
 }

@@ -14,7 +14,7 @@
 //! server must make progress (a message, a flag, a UID) within the I/O timeout, whatever else
 //! it sends meanwhile, and `stop` ends the read between messages.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -81,52 +81,80 @@ impl Engine {
         Ok(self.io(Answer::start(session, &command)).await?)
     }
 
-    /// Flags of the UIDs in `range` (with `query`'s modifiers, e.g. CHANGEDSINCE, and with
+    /// Flags of the UIDs `1:last_uid` (with `query`'s modifiers, e.g. CHANGEDSINCE, and with
     /// QRESYNC `VANISHED`), written to the folder's indexed messages in batches as they come.
-    /// The UIDs a `VANISHED (EARLIER)` names are gathered (as ranges, however many UIDs they
-    /// span), for the caller to take out of the index once the answer is known complete.
+    /// The UIDs a `VANISHED (EARLIER)` names are gathered as merged ranges, clipped to
+    /// `1..=last_uid` (above it nothing is indexed), for the caller to take out of the index
+    /// once the answer is known complete. A VANISHED is no progress (a server that sends
+    /// only those is cut off at the I/O timeout), and more separate ranges than the
+    /// mailbox's message limit fail the folder: either way nothing is deleted.
     pub(super) async fn sync_flags(
         &self,
         session: &mut ImapSession,
         progress: &AtomicU64,
         fence: &Fence,
         folder: i32,
-        range: &str,
+        last_uid: u32,
         query: &str,
     ) -> Result<FlagPass, RunError> {
+        let range = format!("1:{last_uid}");
+        let most_ranges =
+            usize::try_from(self.limits.max_messages_per_mailbox).unwrap_or(usize::MAX);
         let batch = self.options.batch.max(1);
         let mut pass = FlagPass::default();
         let mut out = Vec::with_capacity(batch.min(4096));
-        let mut answer = self.start_fetch(session, range, query).await?;
+        let mut answer = self.start_fetch(session, &range, query).await?;
         let mut due = self.progress_due();
         // A UID answered again is no progress (a server repeating itself is cut off).
         let mut seen = HashSet::new();
-        while let Some(item) = self
-            .next_response(&mut answer, due, |response| {
-                if let Some(uids) = answer::vanished(response) {
-                    return FlagItem::Vanished(uids.to_vec());
-                }
-                match Fetched::of(response) {
-                    // A FETCH without FLAGS (another session's change of something else)
-                    // says nothing of this message's flags.
-                    Some(Fetched {
-                        uid: Some(uid),
-                        flags: Some(names),
-                        ..
-                    }) => {
-                        let (bits, keywords) = answer::flag_bits(names);
-                        FlagItem::Flags(uid, bits, keywords)
+        // VANISHED responses since the last progress, for the reason of a timeout.
+        let mut vanished_lines = 0u64;
+        loop {
+            let next = self
+                .next_response(&mut answer, due, |response| {
+                    if let Some(uids) = answer::vanished(response) {
+                        return FlagItem::Vanished(clip(uids, last_uid));
                     }
-                    _ => FlagItem::Other,
+                    match Fetched::of(response) {
+                        // A FETCH without FLAGS (another session's change of something else)
+                        // says nothing of this message's flags.
+                        Some(Fetched {
+                            uid: Some(uid),
+                            flags: Some(names),
+                            ..
+                        }) => {
+                            let (bits, keywords) = answer::flag_bits(names);
+                            FlagItem::Flags(uid, bits, keywords)
+                        }
+                        _ => FlagItem::Other,
+                    }
+                })
+                .await;
+            let item = match next {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(RunError::Failed(f))
+                    if f.kind == FailureKind::Timeout && vanished_lines > 0 =>
+                {
+                    return Err(RunError::Failed(self.vanished_flood(vanished_lines)));
                 }
-            })
-            .await?
-        {
+                Err(e) => return Err(e),
+            };
             let (uid, bits, keywords) = match item {
                 FlagItem::Vanished(uids) => {
-                    // Bounded by the line limit: a VANISHED is one response.
-                    pass.vanished.extend(uids);
-                    due = self.progress_due();
+                    // Not progress: the deadline stays (a server may send these endlessly).
+                    vanished_lines += 1;
+                    for uids in uids {
+                        pass.vanished.insert(uids);
+                    }
+                    if pass.vanished.len() > most_ranges {
+                        return Err(RunError::Failed(SyncFailure::new(
+                            FailureKind::Limit,
+                            format!(
+                                "UID FETCH CHANGEDSINCE was not answered in full: the server names more than {most_ranges} separate ranges of expunged UIDs (VANISHED) in one folder of this mailbox, more than it may hold (limit MAILROOM_SYNC__MAX_MESSAGES_PER_MAILBOX); nothing was taken out of the index"
+                            ),
+                        )));
+                    }
                     continue;
                 }
                 FlagItem::Flags(uid, bits, keywords) => (uid, bits, keywords),
@@ -135,6 +163,7 @@ impl Engine {
             if !seen.insert(uid) {
                 continue;
             }
+            vanished_lines = 0;
             out.push((uid, bits, keywords));
             if out.len() >= batch {
                 pass.changed += self.write_flags(fence, folder, &out).await?;
@@ -149,6 +178,19 @@ impl Engine {
         }
         pass.complete = answer.finish().is_ok();
         Ok(pass)
+    }
+
+    /// Why a flags pass ended when only VANISHED responses (`lines` of them) came for the
+    /// I/O timeout.
+    fn vanished_flood(&self, lines: u64) -> SyncFailure {
+        let after = self.options.io_timeout;
+        SyncFailure::new(
+            FailureKind::Timeout,
+            format!(
+                "UID FETCH CHANGEDSINCE was not answered in full: the server sent {lines} VANISHED responses and no flag for {:.1} s (limit MAILROOM_SYNC__IO_TIMEOUT_MS); nothing was taken out of the index",
+                after.as_secs_f64()
+            ),
+        )
     }
 
     async fn write_flags(
@@ -356,10 +398,74 @@ enum FlagItem {
 pub(super) struct FlagPass {
     /// Indexed messages whose flags changed.
     pub changed: i64,
-    /// UIDs the server said are gone (`VANISHED (EARLIER)`).
-    pub vanished: Vec<RangeInclusive<u32>>,
+    /// UIDs the server said are gone (`VANISHED (EARLIER)`), up to the pass's `last_uid`.
+    pub vanished: UidRanges,
     /// The server ended its answer with OK: nothing was left out.
     pub complete: bool,
+}
+
+/// The parts of `uids` in `1..=last_uid`.
+fn clip(uids: &[RangeInclusive<u32>], last_uid: u32) -> Vec<RangeInclusive<u32>> {
+    uids.iter()
+        .filter_map(|r| {
+            let (start, end) = ((*r.start()).max(1), (*r.end()).min(last_uid));
+            (start <= end).then_some(start..=end)
+        })
+        .collect()
+}
+
+/// A set of UIDs as separate, merged ranges: its size is the number of ranges, whatever
+/// they span (a range named again, or within one held, costs nothing).
+#[derive(Debug, Default)]
+pub(super) struct UidRanges {
+    /// Start to end (inclusive); no two touch or overlap.
+    ranges: BTreeMap<u32, u32>,
+}
+
+impl UidRanges {
+    /// Adds `uids`, merging it with the ranges it touches or overlaps.
+    pub fn insert(&mut self, uids: RangeInclusive<u32>) {
+        let (mut start, mut end) = (*uids.start(), *uids.end());
+        if start > end {
+            return;
+        }
+        // The range that begins at or before `start` and reaches it (or the UID before).
+        if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
+            if e.saturating_add(1) >= start {
+                if e >= end {
+                    return;
+                }
+                start = s;
+                end = end.max(e);
+                self.ranges.remove(&s);
+            }
+        }
+        // The ranges that begin within `start..=end + 1`.
+        let touching: Vec<(u32, u32)> = self
+            .ranges
+            .range(start..=end.saturating_add(1))
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            end = end.max(e);
+            self.ranges.remove(&s);
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// How many separate ranges.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The ranges, in order.
+    pub fn to_vec(&self) -> Vec<RangeInclusive<u32>> {
+        self.ranges.iter().map(|(&s, &e)| s..=e).collect()
+    }
 }
 
 /// A new message's row and its envelope as read, when `fetch` is one: a UID above
@@ -520,6 +626,45 @@ mod tests {
         }
         assert_eq!(uids, (1..=500).collect::<Vec<_>>(), "lost or reordered");
         assert!(chunks.len() > 1);
+    }
+
+    #[test]
+    fn vanished_ranges_are_clipped_to_the_last_uid_and_merged() {
+        assert_eq!(
+            clip(&[0..=2, 3..=9, 10..=20, RangeInclusive::new(7, 5)], 8),
+            vec![1..=2, 3..=8]
+        );
+        let mut set = UidRanges::default();
+        for r in [
+            5..=6,
+            1..=1,
+            3..=3,
+            9..=9,
+            2..=2,
+            4..=4,
+            5..=5,
+            11..=12,
+            8..=10,
+        ] {
+            set.insert(r);
+        }
+        assert_eq!(set.to_vec(), vec![1..=6, 8..=12]);
+        set.insert(u32::MAX - 1..=u32::MAX);
+        set.insert(0..=u32::MAX);
+        assert_eq!(set.to_vec(), vec![0..=u32::MAX]);
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_the_same_ranges_takes_no_more_room() {
+        let mut set = UidRanges::default();
+        for _ in 0..20 {
+            for uid in (1..=10_000u32).step_by(2) {
+                set.insert(uid..=uid);
+            }
+        }
+        assert_eq!(set.len(), 5_000);
+        assert!(!set.is_empty());
     }
 
     #[test]

@@ -144,7 +144,6 @@ impl Engine {
         // OK: else the checkpoint is not saved, and the next run asks again.
         let mut complete = true;
         if last_uid > 0 {
-            let range = format!("1:{last_uid}");
             let pass = if run.caps.condstore && since_modseq > 0 {
                 if cp.highest_modseq > since_modseq {
                     // With QRESYNC the same answer names what was expunged since.
@@ -156,7 +155,7 @@ impl Engine {
                             run.progress,
                             &run.fence,
                             folder.id,
-                            &range,
+                            last_uid,
                             &query,
                         )
                         .await?,
@@ -172,7 +171,7 @@ impl Engine {
                         run.progress,
                         &run.fence,
                         folder.id,
-                        &range,
+                        last_uid,
                         "(UID FLAGS)",
                     )
                     .await?,
@@ -187,7 +186,7 @@ impl Engine {
                         &mut tx,
                         mailbox,
                         folder.id,
-                        &pass.vanished,
+                        &pass.vanished.to_vec(),
                         last_uid,
                     )
                     .await?;

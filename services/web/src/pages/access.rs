@@ -1463,7 +1463,7 @@ async fn readers_page(
             permission: "mailbox.read_mail".into(),
             subject_type: "user".into(),
             at_least_as_fresh_as: None,
-            page_size: 0,
+            page_size: 10_000,
             page_token,
         };
         let page = rpc!(signed.clients.access, message, lookup_subjects).map_err(peer(signed))?;

@@ -1,18 +1,34 @@
 //! Paged lookups over gRPC: LookupSubjects a page at a time, and the pages of one walk read
 //! at the first page's revision unless the caller asks for a newer one.
+//!
+//! A replica keeps only answers larger than a default page (1,000 ids) for their next pages;
+//! these tests ask a replica that keeps every answer, so a handful of holders shows it.
 
 use super::*;
 
+type AccessClient = apb::access_service_client::AccessServiceClient<tonic::transport::Channel>;
+
+/// A replica of `app`'s access control that keeps even small answers for their next pages.
+async fn keeping_replica(
+    app: &TestApp,
+    stop: &tokio_util::sync::CancellationToken,
+) -> AccessClient {
+    app.start_access_replica_with(stop.clone(), |c| c.lookup_cache_min_ids = 0)
+        .await
+        .0
+}
+
 /// One page of LookupSubjects(mailbox.read_mail) on `mailbox`.
 async fn subjects_page(
-    app: &TestApp,
+    access: &AccessClient,
     token: &str,
     mailbox: &str,
     page_size: i32,
     page_token: &str,
     at: Option<apb::Revision>,
 ) -> Result<apb::LookupSubjectsResponse, tonic::Status> {
-    app.access()
+    access
+        .clone()
         .lookup_subjects(authed(
             token,
             apb::LookupSubjectsRequest {
@@ -33,6 +49,8 @@ async fn lookup_subjects_pages_through_every_holder_at_one_revision() {
     let app = spawn_app_with_access().await;
     let o = org(&app).await;
     let service = app.service_token().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let replica = keeping_replica(&app, &stop).await;
     let readers = [
         &o.org.admin_id,
         &o.ceo.id,
@@ -54,21 +72,28 @@ async fn lookup_subjects_pages_through_every_holder_at_one_revision() {
     holders.sort();
 
     // Without a page size: one page of all six, and no token.
-    let whole = subjects_page(&app, &service, &o.mailbox, 0, "", Some(written.clone()))
+    let whole = subjects_page(&replica, &service, &o.mailbox, 0, "", Some(written.clone()))
         .await
         .expect("lookup subjects");
     assert_eq!(whole.subject_ids, holders);
     assert!(whole.next_page_token.is_empty());
 
     // Four a page: two pages, in order, nothing twice, at the first page's revision.
-    let first = subjects_page(&app, &service, &o.mailbox, 4, "", Some(written.clone()))
+    let first = subjects_page(&replica, &service, &o.mailbox, 4, "", Some(written.clone()))
         .await
         .expect("first page");
     assert_eq!(first.subject_ids, holders[..4]);
     assert!(!first.next_page_token.is_empty());
-    let second = subjects_page(&app, &service, &o.mailbox, 4, &first.next_page_token, None)
-        .await
-        .expect("second page");
+    let second = subjects_page(
+        &replica,
+        &service,
+        &o.mailbox,
+        4,
+        &first.next_page_token,
+        None,
+    )
+    .await
+    .expect("second page");
     assert_eq!(second.subject_ids, holders[4..]);
     assert!(second.next_page_token.is_empty());
     assert_eq!(second.looked_up_at, first.looked_up_at);
@@ -93,13 +118,20 @@ async fn lookup_subjects_pages_through_every_holder_at_one_revision() {
         .into_inner()
         .deleted_at
         .expect("revision");
-    let again = subjects_page(&app, &service, &o.mailbox, 4, &first.next_page_token, None)
-        .await
-        .expect("second page again");
+    let again = subjects_page(
+        &replica,
+        &service,
+        &o.mailbox,
+        4,
+        &first.next_page_token,
+        None,
+    )
+    .await
+    .expect("second page again");
     assert_eq!(again.subject_ids, holders[4..], "the walk's own revision");
     assert_eq!(again.looked_up_at, first.looked_up_at);
     let fresh = subjects_page(
-        &app,
+        &replica,
         &service,
         &o.mailbox,
         4,
@@ -117,14 +149,22 @@ async fn lookup_subjects_pages_through_every_holder_at_one_revision() {
     assert_ne!(fresh.looked_up_at, first.looked_up_at);
 
     // A token belongs to its query; page sizes are checked.
-    let err = subjects_page(&app, &service, &o.peer.id, 4, &first.next_page_token, None)
-        .await
-        .expect_err("another mailbox's token");
+    let err = subjects_page(
+        &replica,
+        &service,
+        &o.peer.id,
+        4,
+        &first.next_page_token,
+        None,
+    )
+    .await
+    .expect_err("another mailbox's token");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    let err = subjects_page(&app, &service, &o.mailbox, -1, "", None)
+    let err = subjects_page(&replica, &service, &o.mailbox, -1, "", None)
         .await
         .expect_err("a negative page size");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    stop.cancel();
 }
 
 #[tokio::test]
@@ -132,6 +172,8 @@ async fn lookup_resources_pages_keep_the_first_pages_revision_unless_asked_for_n
     let app = spawn_app_with_access().await;
     let o = org(&app).await;
     let service = app.service_token().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let replica = keeping_replica(&app, &stop).await;
     // Five more mailboxes for the peer, whom the CEO supervises: six in the CEO's view.
     let mut all = vec![o.mailbox.clone()];
     let mut last = None;
@@ -145,7 +187,7 @@ async fn lookup_resources_pages_keep_the_first_pages_revision_unless_asked_for_n
     }
     all.sort();
     let page = |page_token: String, at: Option<apb::Revision>| {
-        let mut access = app.access();
+        let mut access = replica.clone();
         let (service, ceo) = (service.clone(), o.ceo.id.clone());
         async move {
             access
@@ -181,4 +223,5 @@ async fn lookup_resources_pages_keep_the_first_pages_revision_unless_asked_for_n
     expected.push(newest.to_owned());
     assert_eq!(fresh.resource_ids, expected, "read at the write's revision");
     assert_ne!(fresh.looked_up_at, first.looked_up_at);
+    stop.cancel();
 }

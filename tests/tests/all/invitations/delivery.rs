@@ -1,5 +1,5 @@
 //! Invitation mail: its form and link, the Russian template, the own-mail-client way, refusals and
-//! a server that is down.
+//! a server that is down, and an outcome write cut off mid-way.
 
 use super::*;
 
@@ -512,4 +512,167 @@ async fn a_bulk_invitation_mails_each_invitee_once_and_records_every_outcome() {
         assert_eq!(to_them, 1, "{address} got {to_them} mails");
     }
     stop.cancel();
+}
+
+/// A batch of outcomes whose write is cut off (its database connection killed, as in a
+/// failover) while the table it writes to stays locked for longer than the lease: the write is
+/// tried again, the claims stay renewed until it is recorded, and no other sender takes the
+/// rows and mails them again with a new link.
+#[tokio::test]
+async fn an_outcome_write_cut_off_is_written_again_and_each_invitee_gets_one_mail() {
+    let app = spawn_app_with(AppOptions {
+        with_access: true,
+        ..AppOptions::default()
+    })
+    .await;
+    let (gate, opened) = tokio::sync::watch::channel(false);
+    let (port, received) = holding_smtp(opened).await;
+    let stop = CancellationToken::new();
+    let invitations = app
+        .start_invitations(stop.clone(), |c| {
+            c.smtp.port = port;
+            c.smtp.pool_size = 3;
+            c.delivery_concurrency = 3;
+            c.delivery_lease_ms = 1_000;
+        })
+        .await;
+    let org = app.create_org(0).await;
+    ready(&app, &org).await;
+    let invitees: Vec<String> = (0..3).map(|k| org.address(&format!("cutoff{k}"))).collect();
+    let answer = invitations
+        .clone()
+        .create_invitations(authed(
+            &org.admin_token,
+            ipb::CreateInvitationsRequest {
+                emails: invitees.join("\n"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("invite")
+        .into_inner();
+    assert_eq!(answer.invitations.len(), invitees.len());
+    // Every mail is at the server, not yet answered.
+    let started = Instant::now();
+    while received.lock().expect("messages").len() < invitees.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the mails did not reach the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The outbox locked: the outcomes' write (which publishes their events) waits on it.
+    let db = sqlx::PgPool::connect(app.database_url()).await.expect("db");
+    let mut lock = db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE invitations.outbox IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock the outbox");
+    gate.send_replace(true);
+    let mut killed = 0;
+    let started = Instant::now();
+    while killed == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no outcome write waited on the locked outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        killed = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO outbox%'",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("cut the write off");
+    }
+    // Longer than the lease: a claim no longer renewed would be taken again and mailed again.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    lock.commit().await.expect("unlock");
+    for invitation in &answer.invitations {
+        let done = until(
+            &invitations,
+            &org,
+            &invitation.id,
+            "the mail's outcome",
+            |i| i.delivery_state == ipb::DeliveryState::Sent as i32,
+        )
+        .await;
+        assert_eq!(done.send_count, 1, "{done:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = received.lock().expect("messages").clone();
+    assert_eq!(messages.len(), invitees.len(), "one mail each");
+    for address in &invitees {
+        let to_them = messages
+            .iter()
+            .filter(|m| m.contains(address.as_str()))
+            .count();
+        assert_eq!(to_them, 1, "{address} got {to_them} mails");
+    }
+    stop.cancel();
+}
+
+/// A plain SMTP server on a free port that keeps each message (its envelope and data) as it
+/// arrives, and answers the end of its data only once `opened` is true.
+async fn holding_smtp(
+    opened: tokio::sync::watch::Receiver<bool>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (kept, mut opened) = (kept.clone(), opened.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 holding ESMTP\r\n").await?;
+                let mut message = String::new();
+                while let Some(line) = lines.next_line().await? {
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let answer: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-holding\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
+                        "HELO" => b"250 holding\r\n",
+                        "MAIL" => {
+                            message = line.clone();
+                            b"250 OK\r\n"
+                        }
+                        "RCPT" => {
+                            message.push('\n');
+                            message.push_str(&line);
+                            b"250 OK\r\n"
+                        }
+                        "DATA" => {
+                            write.write_all(b"354 go on\r\n").await?;
+                            while let Some(data) = lines.next_line().await? {
+                                if data == "." {
+                                    break;
+                                }
+                                message.push('\n');
+                                message.push_str(&data);
+                            }
+                            kept.lock()
+                                .expect("messages")
+                                .push(std::mem::take(&mut message));
+                            let _ = opened.wait_for(|open| *open).await;
+                            b"250 kept\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await?;
+                            break;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    write.write_all(answer).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    (port, received)
 }
