@@ -414,7 +414,8 @@ impl<S, B, R> Service<http::Request<B>> for Authenticate<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
     R: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -453,6 +454,7 @@ where
                 match principal {
                     Ok(principal) => {
                         if let Some(refused) = refusal(&callers, &principal, req.uri().path()) {
+                            admission::drain(req.into_body()).await;
                             return Ok(refused.into_http());
                         }
                         req.extensions_mut().insert(principal);
@@ -470,6 +472,8 @@ where
                             }
                             _ => tonic::Status::unauthenticated(err.to_string()),
                         };
+                        // Its stream ends with the answer, as a refused call's does.
+                        admission::drain(req.into_body()).await;
                         return Ok(status.into_http());
                     }
                 }

@@ -13,6 +13,14 @@
 //! lockstep. Refusals are counted in `mailroom_grpc_refused_total{method,reason}`
 //! (`queue_full`, `queue_timeout`) besides `mailroom_grpc_requests_total{code="8"}`.
 //!
+//! Before a refusal is sent, what is left of the call's request is read (at most
+//! [`DRAIN_BYTES`], for at most [`DRAIN_WAIT`]). Answering a stream whose request has not
+//! ended makes HTTP/2 reset it afterwards, and until that reset is written the stream still
+//! counts against the connection's `max_concurrent_streams`, while the caller, having read the
+//! answer, already counts it as closed: a caller keeping its connection full would have its
+//! next stream refused by HTTP/2 itself (`REFUSED_STREAM`, a transport error to gRPC) instead
+//! of by this layer.
+//!
 //! Health `Check`s are never queued or refused: a replica busy serving is alive and ready, and
 //! says so. Health `Watch` streams, which hold their stream for as long as the caller likes,
 //! are admitted like any other call.
@@ -42,6 +50,11 @@ const MIN_PUSHBACK: Duration = Duration::from_millis(50);
 const FULL_PUSHBACK_MS: (u64, u64) = (250, 1_000);
 /// What a refused caller is told, whatever the reason (the sizes and settings are logged).
 const REFUSAL: &str = "the service is at capacity; retry with backoff or on another replica";
+/// The most of a refused call's request read before answering (a unary request's message is
+/// already in flight; a larger or streaming one is answered without waiting for its end).
+const DRAIN_BYTES: usize = 64 * 1024;
+/// The longest a refusal waits for the rest of its call's request.
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
 
 /// How many calls run at once and how many may wait; see the module's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +198,28 @@ impl Gate {
     }
 }
 
+/// Reads what is left of a refused call's request, up to [`DRAIN_BYTES`] and [`DRAIN_WAIT`],
+/// so that its stream ends when the refusal is written (see the module's header).
+pub(super) async fn drain<B>(mut body: B)
+where
+    B: http_body::Body + Unpin,
+{
+    use bytes::Buf;
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_WAIT, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read = read.saturating_add(data.remaining());
+                if read > DRAIN_BYTES {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Health checks pass without a slot. Not health `Watch`: its stream lasts as long as its
 /// caller wants, so it takes a slot like any call.
 fn exempt(path: &str) -> bool {
@@ -196,7 +231,8 @@ where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
     R: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -243,6 +279,7 @@ where
                          queue full (MAILROOM_CONCURRENCY_QUEUE) or its wait over \
                          (MAILROOM_CONCURRENCY_QUEUE_MS)"
                     );
+                    drain(req.into_body()).await;
                     Ok(gate.refusal(reason).into_http())
                 }
             }
@@ -288,10 +325,12 @@ mod tests {
             .unwrap_or(0)
     }
 
-    fn call(path: &str) -> http::Request<()> {
+    type Empty = http_body_util::Empty<bytes::Bytes>;
+
+    fn call(path: &str) -> http::Request<Empty> {
         http::Request::builder()
             .uri(format!("http://svc{path}"))
-            .body(())
+            .body(Empty::new())
             .expect("a request")
     }
 
@@ -299,13 +338,13 @@ mod tests {
     fn slow(
         delay: Duration,
     ) -> impl Service<
-        http::Request<()>,
+        http::Request<Empty>,
         Response = http::Response<tonic::body::Body>,
         Error = std::convert::Infallible,
         Future = impl Send,
     > + Clone
            + Send {
-        tower::service_fn(move |_req: http::Request<()>| async move {
+        tower::service_fn(move |_req: http::Request<Empty>| async move {
             tokio::time::sleep(delay).await;
             Ok::<_, std::convert::Infallible>(tonic::Status::ok("").into_http())
         })
@@ -487,6 +526,60 @@ mod tests {
         });
         assert_eq!(refused(&rendered, CHECK, QUEUE_FULL), 0, "{rendered}");
         assert_eq!(refused(&rendered, CHECK, QUEUE_TIMEOUT), 1, "{rendered}");
+    }
+
+    /// A request body whose message arrives `after` (never, if `None`).
+    type Late = http_body_util::StreamBody<
+        futures::stream::BoxStream<
+            'static,
+            Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >,
+    >;
+
+    fn late(after: Option<Duration>) -> http::Request<Late> {
+        use futures::StreamExt;
+        let frames = match after {
+            Some(after) => futures::stream::once(async move {
+                tokio::time::sleep(after).await;
+                Ok(http_body::Frame::data(bytes::Bytes::from_static(
+                    b"message",
+                )))
+            })
+            .boxed(),
+            None => futures::stream::pending().boxed(),
+        };
+        http::Request::builder()
+            .uri(format!("http://svc{CHECK}"))
+            .body(http_body_util::StreamBody::new(frames))
+            .expect("a request")
+    }
+
+    #[test]
+    fn a_refusal_is_sent_once_the_rest_of_its_request_is_read() {
+        recorded(async {
+            let service =
+                admit(1, 0, 100).layer(tower::service_fn(|_req: http::Request<Late>| async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok::<_, std::convert::Infallible>(tonic::Status::ok("").into_http())
+                }));
+            let running = tokio::spawn(service.clone().oneshot(late(Some(Duration::ZERO))));
+            tokio::task::yield_now().await;
+            // Its message 20 ms behind its headers: refused once the message is in.
+            let started = tokio::time::Instant::now();
+            let refused = service
+                .clone()
+                .oneshot(late(Some(Duration::from_millis(20))))
+                .await
+                .expect("answered");
+            assert_eq!(code(&refused), Some("8"));
+            assert_eq!(started.elapsed(), Duration::from_millis(20));
+            // A request that never ends does not hold its refusal longer than DRAIN_WAIT.
+            let started = tokio::time::Instant::now();
+            let refused = service.clone().oneshot(late(None)).await.expect("answered");
+            assert_eq!(code(&refused), Some("8"));
+            assert_eq!(started.elapsed(), DRAIN_WAIT);
+            running.abort();
+        });
     }
 
     #[test]

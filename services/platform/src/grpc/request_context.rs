@@ -357,25 +357,27 @@ mod tests {
             .unwrap_or(0)
     }
 
-    fn call(path: &str, headers: &[(&'static str, &str)]) -> http::Request<()> {
+    type Empty = http_body_util::Empty<bytes::Bytes>;
+
+    fn call(path: &str, headers: &[(&'static str, &str)]) -> http::Request<Empty> {
         let mut req = http::Request::builder().uri(format!("http://svc{path}"));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        req.body(()).expect("a request")
+        req.body(Empty::new()).expect("a request")
     }
 
     /// A handler taking `delay`, answering OK in the trailers after one message.
     fn slow_ok(
         delay: Duration,
     ) -> impl Service<
-        http::Request<()>,
+        http::Request<Empty>,
         Response = http::Response<tonic::body::Body>,
         Error = std::convert::Infallible,
         Future = impl Send,
     > + Clone
            + Send {
-        tower::service_fn(move |_req: http::Request<()>| async move {
+        tower::service_fn(move |_req: http::Request<Empty>| async move {
             tokio::time::sleep(delay).await;
             Ok::<_, std::convert::Infallible>(http::Response::new(with_trailers("0")))
         })
@@ -444,7 +446,7 @@ mod tests {
     #[test]
     fn an_error_in_the_trailers_is_counted_with_its_code() {
         let rendered = recorded(|handle| async move {
-            let handler = tower::service_fn(|_req: http::Request<()>| async {
+            let handler = tower::service_fn(|_req: http::Request<Empty>| async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(with_trailers("13")))
             });
             let mut service = RequestContextLayer::new(Duration::from_secs(5)).layer(handler);
@@ -464,7 +466,7 @@ mod tests {
     #[test]
     fn a_trailers_only_error_is_counted_with_its_code() {
         let rendered = recorded(|_| async {
-            let handler = tower::service_fn(|_req: http::Request<()>| async {
+            let handler = tower::service_fn(|_req: http::Request<Empty>| async {
                 Ok::<_, std::convert::Infallible>(
                     tonic::Status::permission_denied("no").into_http::<tonic::body::Body>(),
                 )
@@ -494,7 +496,7 @@ mod tests {
     #[test]
     fn a_stream_dropped_before_its_trailers_is_counted_cancelled() {
         let rendered = recorded(|_| async {
-            let handler = tower::service_fn(|_req: http::Request<()>| async {
+            let handler = tower::service_fn(|_req: http::Request<Empty>| async {
                 let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(
                     Frame::data(Bytes::from_static(b"\0\0\0\0\0")),
                 )])
@@ -536,7 +538,7 @@ mod tests {
     #[test]
     fn made_up_paths_are_counted_as_unknown() {
         let rendered = recorded(|_| async {
-            let handler = tower::service_fn(|_req: http::Request<()>| async {
+            let handler = tower::service_fn(|_req: http::Request<Empty>| async {
                 Ok::<_, std::convert::Infallible>(
                     tonic::Status::unimplemented("").into_http::<tonic::body::Body>(),
                 )
