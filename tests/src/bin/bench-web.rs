@@ -424,7 +424,7 @@ async fn main() -> anyhow::Result<()> {
             if i == 0 {
                 let html = reply.text();
                 rows = count(&html, "<tr data-id=\"");
-                controls = count(&html, "/sync\" class=\"inline-form\"");
+                controls = count(&html, "class=\"link sync-now\"");
                 anyhow::ensure!(
                     rows == answer.mailboxes.len(),
                     "{who}: the page shows {rows} rows, the registry answers {}",

@@ -223,6 +223,13 @@ struct Table {
     back: String,
 }
 
+impl Table {
+    /// Whether any row shows "Sync now" (and so the page needs the one form they submit).
+    fn any_sync(&self) -> bool {
+        self.rows.iter().any(|row| row.sync)
+    }
+}
+
 /// A filter input with its message when it could not be used.
 #[derive(Default)]
 struct FieldErrors {
@@ -862,6 +869,17 @@ async fn sync_now(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, WebError> {
+    request_sync(signed, id, body).await
+}
+
+/// "Sync now" from the list: the one form of the table, the row's id in `id`.
+#[tracing::instrument(skip_all)]
+async fn sync_now_of_row(signed: SignedIn, body: Bytes) -> Result<Response, WebError> {
+    let id = Pairs::parse(&body).get("id");
+    request_sync(signed, id, body).await
+}
+
+async fn request_sync(signed: SignedIn, id: String, body: Bytes) -> Result<Response, WebError> {
     let form = Pairs::parse(&body);
     let back = back_of(&form);
     signed
@@ -1532,6 +1550,7 @@ pub fn routes() -> Router<AppState> {
             "/mailboxes/connect/many",
             get(connect_many_page).post(connect_many),
         )
+        .route("/mailboxes/sync", post(sync_now_of_row))
         .route("/mailboxes/{id}/sync", post(sync_now))
         .route("/mailboxes/{id}/edit", get(edit_page).post(edit))
         .route(
