@@ -294,13 +294,26 @@ impl Access {
         owners.sort_unstable();
         let mut mailboxes: Vec<MailboxId> = scope.mailboxes.into_iter().collect();
         mailboxes.sort_unstable();
-        Ok(pb::LookupMailboxScopeResponse {
+        let mut answer = pb::LookupMailboxScopeResponse {
             org_id: org.to_string(),
             whole_organization: scope.whole_organization,
-            owner_user_ids: owners.iter().map(UserId::to_string).collect(),
-            mailbox_ids: mailboxes.iter().map(MailboxId::to_string).collect(),
             looked_up_at: revision,
-        })
+            ..Default::default()
+        };
+        if req.packed_ids {
+            answer.packed_owner_user_ids = owners
+                .iter()
+                .flat_map(|id| *id.as_uuid().as_bytes())
+                .collect();
+            answer.packed_mailbox_ids = mailboxes
+                .iter()
+                .flat_map(|id| *id.as_uuid().as_bytes())
+                .collect();
+        } else {
+            answer.owner_user_ids = owners.iter().map(UserId::to_string).collect();
+            answer.mailbox_ids = mailboxes.iter().map(MailboxId::to_string).collect();
+        }
+        Ok(answer)
     }
 }
 

@@ -49,6 +49,19 @@ impl MailboxScope {
     }
 }
 
+/// The ids of a packed field: 16 bytes each (a trailing partial id, which access never
+/// sends, is left out).
+fn unpacked<T>(packed: &[u8], id: fn(uuid::Uuid) -> T) -> Vec<T> {
+    packed
+        .chunks_exact(16)
+        .map(|bytes| {
+            let mut raw = [0u8; 16];
+            raw.copy_from_slice(bytes);
+            id(uuid::Uuid::from_bytes(raw))
+        })
+        .collect()
+}
+
 fn user(id: UserId) -> Option<pb::SubjectRef> {
     Some(pb::SubjectRef {
         object: Some(pb::ObjectRef {
@@ -75,6 +88,7 @@ impl AccessClient {
                 permission: permission.name().into(),
                 only_owner_user_ids: only_owners.iter().map(UserId::to_string).collect(),
                 at_least_as_fresh_as: None,
+                packed_ids: true,
             })
             .await?;
         let answer = self
@@ -93,18 +107,22 @@ impl AccessClient {
         if answer.whole_organization {
             return Ok(MailboxScope::WholeOrganization);
         }
-        Ok(MailboxScope::Some {
-            owners: answer
+        // Packed as asked; an access replica older than `packed_ids` answers with strings.
+        let mut owners = unpacked(&answer.packed_owner_user_ids, UserId::from_uuid);
+        owners.extend(
+            answer
                 .owner_user_ids
                 .iter()
-                .filter_map(|id| id.parse().ok())
-                .collect(),
-            mailboxes: answer
+                .filter_map(|id| id.parse::<UserId>().ok()),
+        );
+        let mut mailboxes = unpacked(&answer.packed_mailbox_ids, MailboxId::from_uuid);
+        mailboxes.extend(
+            answer
                 .mailbox_ids
                 .iter()
-                .filter_map(|id| id.parse().ok())
-                .collect(),
-        })
+                .filter_map(|id| id.parse::<MailboxId>().ok()),
+        );
+        Ok(MailboxScope::Some { owners, mailboxes })
     }
 
     /// Who may read each mailbox's mail (the list's "access by" column), asked a few at a
@@ -197,6 +215,23 @@ impl AccessClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_ids_are_read_sixteen_bytes_at_a_time() {
+        let a = uuid::Uuid::now_v7();
+        let b = uuid::Uuid::now_v7();
+        let mut packed = Vec::new();
+        packed.extend_from_slice(a.as_bytes());
+        packed.extend_from_slice(b.as_bytes());
+        assert_eq!(
+            unpacked(&packed, UserId::from_uuid),
+            [UserId::from_uuid(a), UserId::from_uuid(b)]
+        );
+        // A trailing partial id is no id.
+        packed.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(unpacked(&packed, UserId::from_uuid).len(), 2);
+        assert!(unpacked(&[], MailboxId::from_uuid).is_empty());
+    }
 
     #[test]
     fn a_scope_covers_its_owners_mailboxes_and_its_mailboxes() {

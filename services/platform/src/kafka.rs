@@ -42,7 +42,10 @@ use rdkafka::ClientConfig;
 
 pub use crate::config::{valid_topic_prefix, DEFAULT_TOPIC_PREFIX};
 
+mod producer;
 mod properties;
+
+pub use producer::{Delivery, DeliveryOutcome, RelayProducer};
 pub use properties::{
     env_name, is_secret, properties_from_env, properties_from_process_env, InsecureTls,
     InsecureTlsProperty, KafkaProperties, KafkaPropertyError, ALLOW_INSECURE_TLS_ENV, INSECURE_TLS,
@@ -416,8 +419,19 @@ impl KafkaSettings {
             .insert(self.brokers.clone(), long);
     }
 
-    /// A producer that waits for every in-sync replica and keeps each partition in order.
+    /// A producer that waits for every in-sync replica and keeps each partition in order: the
+    /// outbox relay's (see [`RelayProducer`]).
+    pub fn relay_producer(&self) -> Result<RelayProducer, KafkaError> {
+        RelayProducer::new(&self.producer_config())
+    }
+
+    /// rdkafka's `FutureProducer` with the relay's settings, for tools and tests that publish
+    /// a few records (its polling thread costs about 1 % of a core while it lives).
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.producer_config().create()
+    }
+
+    fn producer_config(&self) -> ClientConfig {
         let mut config = self.base();
         config
             .set("acks", "all")
@@ -427,7 +441,8 @@ impl KafkaSettings {
         if !self.idempotence {
             config.set("max.in.flight.requests.per.connection", "1");
         }
-        self.finish(&mut config).create()
+        self.finish(&mut config);
+        config
     }
 
     /// A consumer in `group` that commits only what it has handled.

@@ -34,7 +34,6 @@ use chrono::Utc;
 use prost::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -389,7 +388,7 @@ impl Relay {
 
     /// Publishes until `shutdown` (the process stopping, or the leader's session lost).
     async fn lead(&self, shutdown: &CancellationToken) {
-        let mut producer: Option<FutureProducer> = None;
+        let mut producer: Option<crate::kafka::RelayProducer> = None;
         // Creating topics waits seconds on a broker that does not answer: not past a stop.
         let ensured = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -404,7 +403,7 @@ impl Relay {
         while !shutdown.is_cancelled() {
             let current = match producer.take() {
                 Some(p) => p,
-                None => match self.kafka.producer() {
+                None => match self.kafka.relay_producer() {
                     Ok(p) => p,
                     Err(err) => {
                         tracing::error!(%err, "Kafka producer could not be created; retrying");
@@ -467,7 +466,10 @@ impl Relay {
     /// the rows before the first failure; a failure the broker will repeat for ever counts an
     /// attempt of its row, and parks it at the last attempt (the round then succeeds: the rows
     /// after it go on next round). Any other failure is the round's error.
-    async fn publish_batch(&self, producer: &FutureProducer) -> Result<Round, RelayError> {
+    async fn publish_batch(
+        &self,
+        producer: &crate::kafka::RelayProducer,
+    ) -> Result<Round, RelayError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, topic, record_key, payload, headers, attempts FROM outbox \
              WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1",
@@ -512,15 +514,11 @@ impl Relay {
                     value: Some(value.as_bytes()),
                 });
             }
-            let record = FutureRecord::to(name)
-                .key(&row.record_key)
-                .payload(&row.payload)
-                .headers(headers);
-            match producer.send_result(record) {
+            match producer.send(name, &row.record_key, &row.payload, headers) {
                 Ok(delivery) => deliveries.push(delivery),
                 // The producer's queue is full: the rest waits for the next round.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
-                Err((err, _)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => break,
+                Err(err) => {
                     refused = Some(Failure {
                         index,
                         for_good: refused_for_good(&err),
@@ -542,7 +540,7 @@ impl Relay {
                     continue;
                 }
                 Ok(Ok(_)) => continue,
-                Ok(Err((err, _))) => Failure {
+                Ok(Err(err)) => Failure {
                     index,
                     for_good: refused_for_good(&err),
                     error: err.to_string(),

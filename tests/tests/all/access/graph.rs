@@ -271,3 +271,46 @@ async fn identitys_invite_flag_is_the_everyone_invites_relationship() {
     .expect("roles");
     assert_eq!(builtins, ["administrator", "manager", "supervisor"]);
 }
+
+#[tokio::test]
+async fn a_scope_asked_packed_names_the_same_owners_as_one_asked_as_strings() {
+    let app = spawn_app_with_access().await;
+    let o = org(&app).await;
+    app.eventually(&o.ceo.id, "mailbox.view", &o.mailbox, true)
+        .await;
+    let service = app.service_token().await;
+    let scope = |packed_ids: bool| {
+        let mut access = app.access();
+        let service = service.clone();
+        let ceo = o.ceo.id.clone();
+        async move {
+            access
+                .lookup_mailbox_scope(authed(
+                    &service,
+                    apb::LookupMailboxScopeRequest {
+                        subject: user(&ceo),
+                        permission: "mailbox.view".into(),
+                        packed_ids,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("the CEO's scope")
+                .into_inner()
+        }
+    };
+    let strings = scope(false).await;
+    let packed = scope(true).await;
+    assert!(!strings.owner_user_ids.is_empty(), "{strings:?}");
+    assert!(packed.owner_user_ids.is_empty(), "{packed:?}");
+    assert_eq!(packed.packed_owner_user_ids.len() % 16, 0);
+    let unpacked: Vec<String> = packed
+        .packed_owner_user_ids
+        .chunks_exact(16)
+        .map(|b| uuid::Uuid::from_slice(b).expect("16 bytes").to_string())
+        .collect();
+    // Same people, same (sorted) order: the CEO and everyone under them, the owner too.
+    assert_eq!(unpacked, strings.owner_user_ids);
+    assert!(unpacked.contains(&o.owner.id), "{unpacked:?}");
+    assert_eq!(packed.org_id, strings.org_id);
+}
