@@ -28,17 +28,160 @@ fn delivered(server: &SmtpServer) -> usize {
         .unwrap_or(0)
 }
 
-async fn until_delivered(server: &SmtpServer, n: usize, started: Instant) -> Duration {
+/// When the mails arrived: (time since the start, mails in the maildir), every 20 ms.
+struct Arrivals {
+    samples: Vec<(Duration, usize)>,
+}
+
+impl Arrivals {
+    /// When the `k`th mail was in the maildir (the first sample that saw it).
+    fn at(&self, k: usize) -> Duration {
+        self.samples
+            .iter()
+            .find(|(_, count)| *count >= k)
+            .map(|(t, _)| *t)
+            .unwrap_or_default()
+    }
+}
+
+async fn until_delivered(server: &SmtpServer, n: usize, started: Instant) -> (Duration, Arrivals) {
     let deadline = started + Duration::from_secs(300);
-    while delivered(server) < n {
+    let mut samples = Vec::new();
+    loop {
+        let count = delivered(server);
+        samples.push((started.elapsed(), count));
+        if count >= n {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "only {} of {n} mails arrived",
-            delivered(server)
+            "only {count} of {n} mails arrived"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    started.elapsed()
+    (started.elapsed(), Arrivals { samples })
+}
+
+/// CPU time (user + system) of process `pid` so far.
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // Clock ticks of 10 ms (USER_HZ 100 on Linux).
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+}
+
+/// The busy and total CPU time of the whole machine so far (all cores).
+fn machine_cpu() -> (Duration, Duration) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (
+        Duration::from_millis((total - idle) * 10),
+        Duration::from_millis(total * 10),
+    )
+}
+
+/// The process of the SMTP server writing into `server`'s maildir.
+fn server_pid(server: &SmtpServer) -> Option<u32> {
+    let wanted = server.maildir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&wanted)
+                .then_some(pid)
+        })
+}
+
+/// (SMTP server, this process, machine busy, machine total).
+type CpuSpent = [Duration; 4];
+
+/// CPU spent by the SMTP server, this process (the services) and the machine during a phase.
+struct Cpu {
+    server: Option<u32>,
+    server_at: Duration,
+    me_at: Duration,
+    machine_at: (Duration, Duration),
+}
+
+impl Cpu {
+    fn start(server: &SmtpServer) -> Self {
+        let server = server_pid(server);
+        Self {
+            server,
+            server_at: server.map(cpu_of).unwrap_or_default(),
+            me_at: cpu_of(std::process::id()),
+            machine_at: machine_cpu(),
+        }
+    }
+
+    /// (SMTP server, this process, machine busy, machine total) since the start.
+    fn spent(&self) -> CpuSpent {
+        let (busy, total) = machine_cpu();
+        [
+            self.server.map(cpu_of).unwrap_or_default() - self.server_at,
+            cpu_of(std::process::id()) - self.me_at,
+            busy - self.machine_at.0,
+            total - self.machine_at.1,
+        ]
+    }
+}
+
+/// The bytes of every mail in `server`'s maildir.
+fn delivered_bytes(server: &SmtpServer) -> Vec<Vec<u8>> {
+    std::fs::read_dir(server.maildir.join("new"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn breakdown(
+    name: &str,
+    n: usize,
+    took: Duration,
+    arrivals: &Arrivals,
+    cpu: [Duration; 4],
+    sizes: &[Vec<u8>],
+) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (tenth, ninetieth) = (arrivals.at(n / 10), arrivals.at(n * 9 / 10));
+    let steady = (n * 8 / 10) as f64 / (ninetieth - tenth).as_secs_f64().max(1e-3);
+    let mean = sizes.iter().map(Vec::len).sum::<usize>() as f64 / sizes.len().max(1) as f64;
+    println!(
+        "  {name}: first mail {:.0} ms, 10 % {:.0} ms, 90 % {:.0} ms, last {:.0} ms; \
+         steady {steady:.0} mails/s, last 10 % in {:.0} ms; mail {mean:.0} bytes; \
+         CPU ms/mail: SMTP server {:.2}, bench process {:.2}, machine {:.2} (of {:.2})",
+        ms(arrivals.at(1)),
+        ms(tenth),
+        ms(ninetieth),
+        ms(took),
+        ms(took - ninetieth),
+        ms(cpu[0]) / n as f64,
+        ms(cpu[1]) / n as f64,
+        ms(cpu[2]) / n as f64,
+        ms(cpu[3]) / n as f64,
+    );
 }
 
 #[tokio::main]
@@ -68,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
 
     // Mailroom: one call, then every mail in the maildir.
+    let cpu = Cpu::start(&server);
     let started = Instant::now();
     let answer = invitations
         .clone()
@@ -89,33 +233,49 @@ async fn main() -> anyhow::Result<()> {
         answer.rejected.len(),
         answer.rejected.first()
     );
-    let mailroom = until_delivered(&server, n, started).await;
+    let (mailroom, mailroom_arrivals) = until_delivered(&server, n, started).await;
+    let mailroom_cpu = cpu.spent();
     stop.cancel();
+    let mailroom_mails = delivered_bytes(&server);
 
-    // The same mails straight through lettre, to the same server.
+    // The same mails straight through lettre, to the same server (a fresh one, empty).
     let raw_server = SmtpServer::start();
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(raw_server.port)
-        .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(args.concurrency as u32))
-        .build();
-    let started = Instant::now();
-    let sends = futures::stream::iter(emails.iter().map(|to| {
-        let transport = transport.clone();
-        let message = Message::builder()
-            .from("Mailroom <no-reply@mailroom.local>".parse().expect("from"))
-            .to(to.parse().expect("to"))
-            .subject("Ada Admin invites you to join Acme")
-            .body(format!(
-                "Hello,\n\nopen https://mailroom.test/invite?token={}\n",
-                "x".repeat(43)
-            ))
-            .expect("message");
-        async move { transport.send(message).await }
-    }));
-    use futures::StreamExt;
-    let results: Vec<_> = sends.buffer_unordered(args.concurrency).collect().await;
-    anyhow::ensure!(results.iter().all(Result::is_ok), "raw sends failed");
-    let raw = until_delivered(&raw_server, n, started).await;
+    let messages: Vec<(String, Vec<u8>)> = emails
+        .iter()
+        .map(|to| {
+            let message = Message::builder()
+                .from("Mailroom <no-reply@mailroom.local>".parse().expect("from"))
+                .to(to.parse().expect("to"))
+                .subject("Ada Admin invites you to join Acme")
+                .body(format!(
+                    "Hello,\n\nopen https://mailroom.test/invite?token={}\n",
+                    "x".repeat(43)
+                ))
+                .expect("message");
+            (to.clone(), message.formatted())
+        })
+        .collect();
+    let (raw, raw_arrivals, raw_cpu) =
+        through_lettre(&raw_server, args.concurrency, messages).await?;
+    let raw_mails = delivered_bytes(&raw_server);
+    // Mailroom's own delivered bytes replayed through lettre (`send_raw`): the same work for
+    // the server as Mailroom's mails, which are larger (complete headers, the whole wording).
+    let replay_server = SmtpServer::start();
+    let replayed: Vec<(String, Vec<u8>)> = emails
+        .iter()
+        .cloned()
+        .zip(mailroom_mails.iter().cloned())
+        .collect();
+    let (replay, replay_arrivals, replay_cpu) =
+        through_lettre(&replay_server, args.concurrency, replayed).await?;
+    let replay_mails = delivered_bytes(&replay_server);
+    if let Ok(dir) = std::env::var("BENCH_SAMPLE_DIR") {
+        for (name, mails) in [("mailroom", &mailroom_mails), ("lettre", &raw_mails)] {
+            if let Some(mail) = mails.first() {
+                std::fs::write(format!("{dir}/{name}.eml"), mail)?;
+            }
+        }
+    }
 
     println!(
         "bulk invitation of {n} addresses in one call ({} at once)",
@@ -139,5 +299,61 @@ async fn main() -> anyhow::Result<()> {
         "  Mailroom / bare SMTP time             {:>8.2}×",
         mailroom.as_secs_f64() / raw.as_secs_f64()
     );
+    breakdown(
+        "Mailroom",
+        n,
+        mailroom,
+        &mailroom_arrivals,
+        mailroom_cpu,
+        &mailroom_mails,
+    );
+    breakdown("lettre  ", n, raw, &raw_arrivals, raw_cpu, &raw_mails);
+    println!(
+        "  lettre replaying Mailroom's bytes     {:>8.0} ms  ({:.0} mails/s); Mailroom / that {:.2}×",
+        replay.as_secs_f64() * 1e3,
+        n as f64 / replay.as_secs_f64(),
+        mailroom.as_secs_f64() / replay.as_secs_f64()
+    );
+    breakdown(
+        "replayed",
+        n,
+        replay,
+        &replay_arrivals,
+        replay_cpu,
+        &replay_mails,
+    );
     Ok(())
+}
+
+/// Sends `messages` (recipient, the whole message) straight through lettre's pooled
+/// transport, `concurrency` at once, to `server`; timed until all are in its maildir.
+async fn through_lettre(
+    server: &SmtpServer,
+    concurrency: usize,
+    messages: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<(Duration, Arrivals, CpuSpent)> {
+    use futures::StreamExt;
+    let n = messages.len();
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(server.port)
+        .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(concurrency as u32))
+        .build();
+    let from: lettre::Address = "no-reply@mailroom.local".parse()?;
+    let cpu = Cpu::start(server);
+    let started = Instant::now();
+    let sends = futures::stream::iter(messages.into_iter().map(|(to, bytes)| {
+        let transport = transport.clone();
+        let envelope =
+            lettre::address::Envelope::new(Some(from.clone()), vec![to.parse().expect("to")]);
+        async move {
+            transport
+                .send_raw(&envelope.expect("envelope"), &bytes)
+                .await
+        }
+    }))
+    .buffer_unordered(concurrency)
+    .collect::<Vec<_>>();
+    let (results, (took, arrivals)) = tokio::join!(sends, until_delivered(server, n, started));
+    anyhow::ensure!(results.iter().all(Result::is_ok), "lettre's sends failed");
+    Ok((took, arrivals, cpu.spent()))
 }
