@@ -43,7 +43,7 @@ impl StoredEnvelope {
         };
         Self {
             subject: truncate(
-                &env.subject
+                env.subject
                     .as_deref()
                     .map(|s| decode_words(head(s)))
                     .unwrap_or_default(),
@@ -54,7 +54,7 @@ impl StoredEnvelope {
             message_id: env
                 .message_id
                 .as_deref()
-                .map(|m| truncate(&String::from_utf8_lossy(head(m)), 256))
+                .map(|m| truncate(String::from_utf8_lossy(head(m)).into_owned(), 256))
                 .unwrap_or_default(),
         }
     }
@@ -82,23 +82,27 @@ fn addresses(list: Option<&[async_imap::imap_proto::Address<'_>]>) -> Vec<ev::Me
             let host = String::from_utf8_lossy(head(a.host.as_deref().unwrap_or_default()));
             ev::MessageAddress {
                 name: truncate(
-                    &a.name
+                    a.name
                         .as_deref()
                         .map(|n| decode_words(head(n)))
                         .unwrap_or_default(),
                     256,
                 ),
-                email: truncate(&format!("{mailbox}@{host}"), 320),
+                email: truncate(format!("{mailbox}@{host}"), 320),
             }
         })
         .collect()
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => text[..at].to_owned(),
-        None => text.to_owned(),
+/// The first `max` characters of `text` (kept as it is when no longer).
+fn truncate(mut text: String, max: usize) -> String {
+    // No more bytes than `max`: no more characters either.
+    if text.len() > max {
+        if let Some((at, _)) = text.char_indices().nth(max) {
+            text.truncate(at);
+        }
     }
+    text
 }
 
 /// Decodes RFC 2047 encoded words (`=?charset?B|Q?text?=`) in a header value; text around
@@ -106,6 +110,12 @@ fn truncate(text: &str, max: usize) -> String {
 /// encoded word that cannot be decoded is kept as written. Control characters become spaces.
 /// Linear in `raw`'s length (see the module's invariant).
 pub fn decode_words(raw: &[u8]) -> String {
+    // Most values are plain text: no encoded word and no control character to replace.
+    if let Ok(plain) = std::str::from_utf8(raw) {
+        if !plain.contains("=?") && !plain.chars().any(char::is_control) {
+            return plain.to_owned();
+        }
+    }
     let text = String::from_utf8_lossy(raw);
     let bytes = text.as_bytes();
     let mut words = Words {

@@ -47,6 +47,23 @@ struct Args {
     without_mbsync: bool,
 }
 
+/// Where one sync's time went, in ms, on one line.
+fn phases(report: &mailroom_sync::engine::SyncReport) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p = &report.phases;
+    format!(
+        "{:.1} ms: connect {:.1}, prepare {:.1}, folders {:.1} (fetch: read {:.1}, blocked on writer {:.1}, writing {:.1}), finish {:.1}",
+        ms(report.duration),
+        ms(p.connect),
+        ms(p.prepare),
+        ms(p.folders),
+        ms(p.fetch_read),
+        ms(p.fetch_blocked),
+        ms(p.fetch_write),
+        ms(p.finish),
+    )
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -363,6 +380,8 @@ async fn main() -> anyhow::Result<()> {
             mb_nc.last().map(|v| format!("{v:.1}")).unwrap_or("-".into()),
             ours_nc[ours_nc.len() - 1],
         );
+        println!("  first sync {}", phases(&report));
+        println!("  no-change  {}", phases(&again));
     }
     let held = ratios.iter().filter(|r| **r >= 0.5).count();
     println!(

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_imap::imap_proto::Response;
 use mailroom_mail::imap::ImapSession;
@@ -265,17 +266,22 @@ impl Engine {
         let mailbox = run.mailbox;
         let stop = run.stop;
         let fence = run.fence;
-        let progress = run.progress;
+        let progress = Arc::clone(run.progress);
         let allowance = self.allowance(run).await?;
         let feed_left = if feed.is_some() { run.feed_left } else { 0 };
         let feed_from = feed.as_ref().map(|f| f.from_uid).unwrap_or(u32::MAX);
         let batch = self.options.batch.max(1);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(4);
         let pool = self.pool.clone();
-        let writer = async move {
+        // The writer is a task of its own: its round trips to PostgreSQL go on while the
+        // reader parses (in the same task, a reader with data at hand would hold them up).
+        // Dropped with the run (its deadline), it is aborted and its transaction rolls back.
+        let writer = AbortOnDrop(tokio::spawn(async move {
             let mut written = 0i64;
             let mut fed = 0usize;
+            let mut writing = std::time::Duration::ZERO;
             while let Some(Batch { rows, feed: news }) = rx.recv().await {
+                let began = Instant::now();
                 let mut tx = fences::begin(&pool, &fence).await?;
                 let inserted =
                     messages::insert_batch(&mut tx, mailbox, folder, &rows, fence.generation)
@@ -299,11 +305,22 @@ impl Engine {
                     }
                 }
                 tx.commit().await?;
+                writing += began.elapsed();
                 if !inserted.is_empty() {
                     progress.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            Ok::<(i64, usize), WriteError>((written, fed))
+            Ok::<(i64, usize, std::time::Duration), WriteError>((written, fed, writing))
+        }));
+        let mut writer = writer;
+        let writer = async move {
+            match (&mut writer.0).await {
+                Ok(written) => written.map_err(RunError::from),
+                Err(panicked) if panicked.is_panic() => {
+                    std::panic::resume_unwind(panicked.into_panic())
+                }
+                Err(_) => Err(RunError::Stopped),
+            }
         };
         let reader = async move {
             let mut taken = 0u64;
@@ -317,6 +334,8 @@ impl Engine {
             };
             let mut seen = HashSet::new();
             let mut due = self.progress_due();
+            let started = Instant::now();
+            let mut blocked = std::time::Duration::ZERO;
             loop {
                 let read = |r: &Response<'_>| Fetched::of(r).and_then(|f| new_row(&f, last_uid));
                 let next = tokio::select! {
@@ -352,10 +371,13 @@ impl Engine {
                             feed: Vec::new(),
                         },
                     );
-                    if tx.send(full).await.is_err() {
+                    let sending = Instant::now();
+                    let sent = tx.send(full).await;
+                    blocked += sending.elapsed();
+                    if sent.is_err() {
                         // The writer stopped (a database error, a newer lease holder): its
                         // error is reported.
-                        return Ok(taken);
+                        return Ok((taken, started.elapsed().saturating_sub(blocked), blocked));
                     }
                 }
                 // Progress (a wait for the writer included).
@@ -366,20 +388,35 @@ impl Engine {
             if let Err(refused) = answer.finish() {
                 tracing::debug!(error = %refused, "UID FETCH of new messages not answered OK");
             }
+            let reading = started.elapsed().saturating_sub(blocked);
             if !out.rows.is_empty() {
+                let sending = Instant::now();
                 let _ = tx.send(out).await;
+                blocked += sending.elapsed();
             }
-            Ok(taken)
+            Ok((taken, reading, blocked))
         };
         let (read, written) = tokio::join!(reader, writer);
-        let (written, fed) = written?;
-        let taken = read?;
+        let (written, fed, writing) = written?;
+        let (taken, reading, blocked) = read?;
+        run.report.phases.fetch_read += reading;
+        run.report.phases.fetch_blocked += blocked;
+        run.report.phases.fetch_write += writing;
         run.allowance = Some(super::Allowance {
             left: allowance.left.saturating_sub(taken),
             ..allowance
         });
         run.feed_left = run.feed_left.saturating_sub(fed);
         Ok((written, fed as i64))
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

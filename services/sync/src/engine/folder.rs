@@ -96,6 +96,10 @@ impl Engine {
         let mut last_uid = u32::try_from(folder.last_uid).unwrap_or(0);
         let mut since_modseq = u64::try_from(folder.highest_modseq).unwrap_or(0);
         let mut feed_from = u32::try_from(folder.feed_from_uid).unwrap_or(0);
+        // What the index holds for the folder, when this run knows it without counting: after
+        // a reset in this run, exactly what this run inserted (no other writer holds the
+        // mailbox's fence meanwhile).
+        let mut known_count: Option<i64> = None;
         // UIDNEXT is optional in a server's answers: without it, ask.
         let server_next = cp.uid_next.max(selected.uid_next.unwrap_or(0));
         let changed = folder.uid_validity != 0 && folder.uid_validity != i64::from(cp.uid_validity);
@@ -125,6 +129,7 @@ impl Engine {
             tx.commit().await?;
             last_uid = 0;
             since_modseq = 0;
+            known_count = Some(0);
             feed_from = server_next;
         }
 
@@ -223,10 +228,14 @@ impl Engine {
                 .await?;
             run.report.new_messages += count;
             run.report.fed += fed;
+            known_count = known_count.map(|n| n + count);
         }
 
         // Expunged messages (and any the index misses): only when the counts disagree.
-        let indexed = messages::indexed_count(&self.pool, mailbox, folder.id).await?;
+        let indexed = match known_count {
+            Some(n) => n,
+            None => messages::indexed_count(&self.pool, mailbox, folder.id).await?,
+        };
         let final_count =
             if indexed != i64::from(selected.exists) || indexed != i64::from(cp.messages) {
                 self.reconcile(session, run, folder.id, selected.exists, last_uid)

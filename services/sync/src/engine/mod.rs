@@ -5,7 +5,8 @@
 //! The walk: LIST (SPECIAL-USE marks, or else names guessed; each folder kept under the name
 //! the server means, escapes taken out, modified UTF-7 left as it is for the server), then
 //! every folder in name order, then the mailbox's counters from the checkpoints just saved and its disk use
-//! (QUOTA, or the sum of indexed sizes).
+//! (QUOTA, or the sum of indexed sizes; a run that found nothing changed reports the QUOTA
+//! figure this engine last had for the mailbox instead of asking again).
 //!
 //! Invariant: anything interrupted is redone, never lost or doubled. Every write is committed
 //! with the checkpoint that covers it, the checkpoint last, and a batch of new messages with
@@ -44,6 +45,7 @@ mod folder;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -175,6 +177,28 @@ pub struct SyncReport {
     /// What a person should know of a run that succeeded (the first few folders skipped for
     /// their names or refused by the server).
     pub notes: Vec<String>,
+    /// Where the run's time went (for benchmarks and slow-sync logs).
+    pub phases: Phases,
+}
+
+/// Where a sync's time went. The fetch figures overlap the folders' time: reading IMAP and
+/// writing the index run side by side.
+#[derive(Debug, Clone, Default)]
+pub struct Phases {
+    /// Dial, greeting and LOGIN.
+    pub connect: Duration,
+    /// CAPABILITY, the mailbox's state, LIST and every folder's STATUS.
+    pub prepare: Duration,
+    /// Every folder's work (EXAMINE, flags, new messages, expunges, checkpoints).
+    pub folders: Duration,
+    /// The counters and the disk figure.
+    pub finish: Duration,
+    /// New messages: waiting for the server's answer and parsing it.
+    pub fetch_read: Duration,
+    /// New messages: the reader waiting for the index writer to take a batch.
+    pub fetch_blocked: Duration,
+    /// New messages: the writer's transactions (begin to commit).
+    pub fetch_write: Duration,
 }
 
 impl SyncReport {
@@ -224,6 +248,23 @@ pub struct Engine {
     /// Without CONDSTORE: every flag of a quiet folder is read on every this-many-th sync
     /// (0: only when its STATUS changes).
     flag_pass_every: u32,
+    /// The disk figure QUOTA last gave for each mailbox this engine synced (at most
+    /// [`QUOTA_KEPT`] of them): a run that finds every folder as its checkpoint says reports
+    /// it again instead of asking (a server may take longer over QUOTA than over the rest of
+    /// such a run, Dovecot's `count` quota ~10 ms for 20k messages).
+    quotas: Arc<Mutex<HashMap<MailboxId, i64>>>,
+}
+
+/// Most mailboxes whose last QUOTA figure an engine keeps (about 40 bytes each); past it the
+/// figures are forgotten and asked again.
+const QUOTA_KEPT: usize = 100_000;
+
+/// The mailbox's state as a run finds it (read once its fence is claimed).
+struct State {
+    /// The mailbox's organisation, when the schedule knows it.
+    org: Option<OrgId>,
+    /// The folders' checkpoints.
+    known: Vec<FolderRow>,
 }
 
 /// What the server can do that changes how a folder is synced.
@@ -294,7 +335,7 @@ struct Run<'a> {
     feed_left: usize,
     /// Transactions this run committed that moved the index or a checkpoint on (what decides
     /// whether its deadline ends it as a failure, see [`SyncReport::cut_short`]).
-    progress: &'a AtomicU64,
+    progress: &'a Arc<AtomicU64>,
     /// Some folder has a checkpoint with a HIGHESTMODSEQ and indexed messages: a changed one
     /// is brought level with `CHANGEDSINCE`, where QRESYNC also names what was expunged.
     incremental: bool,
@@ -316,6 +357,7 @@ impl Engine {
             limits: SyncLimits::default(),
             deadline: DEFAULT_DEADLINE,
             flag_pass_every: DEFAULT_FLAG_PASS_EVERY,
+            quotas: Arc::default(),
         }
     }
 
@@ -394,13 +436,27 @@ impl Engine {
                 _ = stop.cancelled() => Err(RunError::Stopped),
             }
         };
-        let mut session = match tokio::time::timeout_at(deadline, connect).await {
-            Ok(session) => session?,
+        // The mailbox's state (its fence claimed before) is read while the server logs in.
+        let state = async {
+            let (org, known) = tokio::join!(
+                schedule::org_of(&self.pool, fence.mailbox),
+                folders::folders(&self.pool, fence.mailbox),
+            );
+            Ok::<_, RunError>(State {
+                org: org?,
+                known: known?,
+            })
+        };
+        // Either failing ends the other at once.
+        let both = async { tokio::try_join!(connect, state) };
+        let (mut session, state) = match tokio::time::timeout_at(deadline, both).await {
+            Ok(both) => both?,
             Err(_) => return Err(self.past_deadline().into()),
         };
+        let connected = started.elapsed();
         drain_unsolicited(&session);
-        let progress = AtomicU64::new(0);
-        let run = self.sync_session(&mut session, fence, feed, stop, &progress);
+        let progress = Arc::new(AtomicU64::new(0));
+        let run = self.sync_session(&mut session, fence, state, feed, stop, &progress);
         let result = match tokio::time::timeout_at(deadline, run).await {
             Ok(result) => result,
             // Whatever was under way is dropped (an open transaction rolls back); the server
@@ -432,6 +488,7 @@ impl Engine {
         });
         let mut report = result?;
         report.duration = started.elapsed();
+        report.phases.connect = connected;
         Ok(report)
     }
 
@@ -450,18 +507,14 @@ impl Engine {
         &self,
         session: &mut ImapSession,
         fence: Fence,
+        State { org, known }: State,
         feed: bool,
         stop: &CancellationToken,
-        progress: &AtomicU64,
+        progress: &Arc<AtomicU64>,
     ) -> Result<SyncReport, RunError> {
         let mailbox = fence.mailbox;
-        // The mailbox's state is read while the server answers CAPABILITY.
-        let (caps, org, known) = tokio::join!(
-            self.io(session.capabilities()),
-            schedule::org_of(&self.pool, mailbox),
-            folders::folders(&self.pool, mailbox),
-        );
-        let (caps, org, known) = (caps?, org?, known?);
+        let started = Instant::now();
+        let caps = self.io(session.capabilities()).await?;
         let caps = Capabilities {
             // QRESYNC implies CONDSTORE (RFC 7162 3.2.3).
             condstore: caps.has_str("CONDSTORE") || caps.has_str("QRESYNC"),
@@ -491,6 +544,7 @@ impl Engine {
             .filter(|(name, _)| !listed.contains(name.as_str()))
             .map(|(_, folder)| folder)
             .collect();
+        let folders_dropped = !gone.is_empty();
         if !gone.is_empty() {
             let mut tx = fences::begin(&self.pool, &fence).await?;
             for folder in gone {
@@ -547,6 +601,8 @@ impl Engine {
                     .await?,
             );
         }
+        run.report.phases.prepare = started.elapsed();
+        let started = Instant::now();
         for (folder_name, status) in names.iter().zip(statuses) {
             if stop.is_cancelled() {
                 return Err(RunError::Stopped);
@@ -586,18 +642,49 @@ impl Engine {
             }
             while session.unsolicited_responses.try_recv().is_ok() {}
         }
+        run.report.phases.folders = started.elapsed();
+        let started = Instant::now();
         if !run.quiet.is_empty() {
             let mut tx = fences::begin(&self.pool, &fence).await?;
             folders::count_quiet_syncs(&mut tx, mailbox, &run.quiet, fence.generation).await?;
             tx.commit().await?;
         }
         let mut report = run.report;
-        self.counters(mailbox, &mut report).await?;
-        report.disk_bytes = match run.caps.quota {
-            true => self.quota(session).await,
+        // The server's QUOTA is asked while the counters are read; the sum of indexed sizes
+        // only where it gives none.
+        // Nothing changed (every folder as its checkpoint says, none added or dropped): nor
+        // did the disk use.
+        let unchanged = !folders_dropped
+            && report.skipped_folders == 0
+            && report.unchanged_folders == report.folders;
+        let quotas = &self.quotas;
+        let known_quota = match unchanged {
+            true => quotas.lock().ok().and_then(|q| q.get(&mailbox).copied()),
             false => None,
-        }
-        .unwrap_or(messages::total_size(&self.pool, mailbox).await?);
+        };
+        let quota = async {
+            match (run.caps.quota, known_quota) {
+                (true, Some(bytes)) => Some(bytes),
+                (true, None) => {
+                    let bytes = self.quota(session).await;
+                    if let (Some(bytes), Ok(mut kept)) = (bytes, quotas.lock()) {
+                        if kept.len() >= QUOTA_KEPT {
+                            kept.clear();
+                        }
+                        kept.insert(mailbox, bytes);
+                    }
+                    bytes
+                }
+                (false, _) => None,
+            }
+        };
+        let (counted, quota) = tokio::join!(self.counters(mailbox, &mut report), quota);
+        counted?;
+        report.disk_bytes = match quota {
+            Some(bytes) => bytes,
+            None => messages::total_size(&self.pool, mailbox).await?,
+        };
+        report.phases.finish = started.elapsed();
         Ok(report)
     }
 

@@ -154,11 +154,25 @@ pub async fn begin(
     fence: &Fence,
 ) -> Result<Transaction<'static, Postgres>, WriteError> {
     let mut tx = pool.begin().await?;
-    sqlx::query(&format!(
-        "SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_WRITE}'"
-    ))
-    .execute(&mut *tx)
+    // The idle limit is set by the check's own statement (one round trip, not two); where
+    // the check finds no claim, the transaction is not used.
+    let held: Option<(String,)> = sqlx::query_as(
+        "SELECT set_config('idle_in_transaction_session_timeout', $3, true) \
+         FROM mailbox_fences WHERE mailbox_id = $1 AND generation = $2 FOR SHARE",
+    )
+    .bind(fence.mailbox)
+    .bind(fence.generation)
+    .bind(IDLE_IN_WRITE)
+    .fetch_optional(&mut *tx)
     .await?;
-    check(&mut tx, fence).await?;
+    if held.is_none() {
+        // Refused (a newer claim); `check` says whose.
+        check(&mut tx, fence).await?;
+        sqlx::query(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_WRITE}'"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(tx)
 }
