@@ -52,6 +52,13 @@ impl MailboxScope {
 /// The ids of a packed field: 16 bytes each (a trailing partial id, which access never
 /// sends, is left out).
 fn unpacked<T>(packed: &[u8], id: fn(uuid::Uuid) -> T) -> Vec<T> {
+    if packed.len() % 16 != 0 {
+        tracing::warn!(
+            bytes = packed.len(),
+            "access control answered a packed id list whose length is not a multiple of 16; \
+             the partial id is left out (the scope is narrower, never wider)"
+        );
+    }
     packed
         .chunks_exact(16)
         .map(|bytes| {

@@ -454,7 +454,7 @@ where
                 match principal {
                     Ok(principal) => {
                         if let Some(refused) = refusal(&callers, &principal, req.uri().path()) {
-                            admission::drain(req.into_body()).await;
+                            admission::drain_ready(req.into_body());
                             return Ok(refused.into_http());
                         }
                         req.extensions_mut().insert(principal);
@@ -472,8 +472,9 @@ where
                             }
                             _ => tonic::Status::unauthenticated(err.to_string()),
                         };
-                        // Its stream ends with the answer, as a refused call's does.
-                        admission::drain(req.into_body()).await;
+                        // What of the request has arrived is read, so that its stream ends with
+                        // the answer; nothing is waited for (this call holds a slot).
+                        admission::drain_ready(req.into_body());
                         return Ok(status.into_http());
                     }
                 }

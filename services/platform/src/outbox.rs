@@ -417,10 +417,13 @@ impl Relay {
             };
             let round = self.publish_batch(&current).await;
             if matches!(round, Ok(Round { failed: false, .. })) {
+                producer = Some(current);
+            } else {
                 // A producer that failed is dropped: an idempotent producer whose broker
                 // restarted, or that had a record refused, can be left in a fatal state, so
-                // the next attempt starts afresh.
-                producer = Some(current);
+                // the next attempt starts afresh. Dropping it waits for its polling thread
+                // and librdkafka's flush: not on the runtime's threads.
+                tokio::task::spawn_blocking(move || drop(current));
             }
             match round {
                 Ok(Round {

@@ -14,7 +14,10 @@
 //! (`queue_full`, `queue_timeout`) besides `mailroom_grpc_requests_total{code="8"}`.
 //!
 //! Before a refusal is sent, what is left of the call's request is read (at most
-//! [`DRAIN_BYTES`], for at most [`DRAIN_WAIT`]). Answering a stream whose request has not
+//! [`DRAIN_BYTES`], for at most [`DRAIN_WAIT`]; a refused call holds no slot meanwhile). A
+//! call refused by authentication, which runs inside admission and so holds a slot, reads only
+//! what has already arrived ([`drain_ready`]): waiting there would let callers without a token
+//! hold slots. Answering a stream whose request has not
 //! ended makes HTTP/2 reset it afterwards, and until that reset is written the stream still
 //! counts against the connection's `max_concurrent_streams`, while the caller, having read the
 //! answer, already counts it as closed: a caller keeping its connection full would have its
@@ -218,6 +221,28 @@ where
         }
     })
     .await;
+}
+
+/// Reads what of a refused call's request has already arrived (up to [`DRAIN_BYTES`]),
+/// without waiting for more: for refusals decided while the call holds a slot (the
+/// authentication inside admission), which must give the slot back at once. A unary call's
+/// message usually arrives with its headers, and then the stream ends cleanly too.
+pub(super) fn drain_ready<B>(mut body: B)
+where
+    B: http_body::Body + Unpin,
+{
+    use bytes::Buf;
+    use futures::FutureExt;
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    while let Some(Some(Ok(frame))) = body.frame().now_or_never() {
+        if let Some(data) = frame.data_ref() {
+            read = read.saturating_add(data.remaining());
+            if read > DRAIN_BYTES {
+                return;
+            }
+        }
+    }
 }
 
 /// Health checks pass without a slot. Not health `Watch`: its stream lasts as long as its
@@ -579,6 +604,19 @@ mod tests {
             assert_eq!(code(&refused), Some("8"));
             assert_eq!(started.elapsed(), DRAIN_WAIT);
             running.abort();
+        });
+    }
+
+    #[test]
+    fn a_refusal_inside_a_slot_reads_only_what_has_arrived() {
+        recorded(async {
+            // A body whose message never comes: read at once, nothing waited for.
+            let started = tokio::time::Instant::now();
+            drain_ready(late(None).into_body());
+            assert_eq!(started.elapsed(), Duration::ZERO);
+            // A body whose message is there: read.
+            let here = http_body_util::Full::new(bytes::Bytes::from_static(b"message"));
+            drain_ready(here);
         });
     }
 

@@ -249,15 +249,48 @@ pub struct Engine {
     /// (0: only when its STATUS changes).
     flag_pass_every: u32,
     /// The disk figure QUOTA last gave for each mailbox this engine synced (at most
-    /// [`QUOTA_KEPT`] of them): a run that finds every folder as its checkpoint says reports
-    /// it again instead of asking (a server may take longer over QUOTA than over the rest of
-    /// such a run, Dovecot's `count` quota ~10 ms for 20k messages).
-    quotas: Arc<Mutex<HashMap<MailboxId, i64>>>,
+    /// [`QUOTA_KEPT`] of them), with the checkpoints it was read at: a run that starts from the
+    /// same checkpoints and finds every folder as they say reports it again instead of asking
+    /// (a server may take longer over QUOTA than over the rest of such a run, Dovecot's
+    /// `count` quota ~10 ms for 20k messages). A run of another replica in between moves the
+    /// checkpoints, and a figure older than [`QUOTA_KEPT_FOR`] is asked again (a server may
+    /// recount, a quota root may be shared).
+    quotas: Arc<Mutex<HashMap<MailboxId, KeptQuota>>>,
 }
 
-/// Most mailboxes whose last QUOTA figure an engine keeps (about 40 bytes each); past it the
+/// Most mailboxes whose last QUOTA figure an engine keeps (about 60 bytes each); past it the
 /// figures are forgotten and asked again.
 const QUOTA_KEPT: usize = 100_000;
+/// How long a kept QUOTA figure may be reported again.
+const QUOTA_KEPT_FOR: Duration = Duration::from_secs(3_600);
+
+/// A mailbox's QUOTA figure, the checkpoints it was read at and when.
+#[derive(Debug, Clone, Copy)]
+struct KeptQuota {
+    checkpoints: u64,
+    bytes: i64,
+    read: Instant,
+}
+
+/// A digest of a mailbox's folder checkpoints (what tells a run whether anything changed).
+fn checkpoints_digest<'a>(folders: impl Iterator<Item = &'a FolderRow>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut folders: Vec<&FolderRow> = folders.collect();
+    folders.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    for f in folders {
+        (
+            &f.name,
+            f.uid_validity,
+            f.uid_next,
+            f.highest_modseq,
+            f.messages,
+            f.last_uid,
+        )
+            .hash(&mut digest);
+    }
+    digest.finish()
+}
 
 /// The mailbox's state as a run finds it (read once its fence is claimed).
 struct State {
@@ -562,6 +595,7 @@ impl Engine {
         let incremental = known
             .values()
             .any(|f| f.highest_modseq > 0 && f.last_uid > 0);
+        let checkpoints = checkpoints_digest(known.values());
         let mut run = Run {
             mailbox,
             org,
@@ -659,7 +693,12 @@ impl Engine {
             && report.unchanged_folders == report.folders;
         let quotas = &self.quotas;
         let known_quota = match unchanged {
-            true => quotas.lock().ok().and_then(|q| q.get(&mailbox).copied()),
+            true => quotas
+                .lock()
+                .ok()
+                .and_then(|q| q.get(&mailbox).copied())
+                .filter(|k| k.checkpoints == checkpoints && k.read.elapsed() < QUOTA_KEPT_FOR)
+                .map(|k| k.bytes),
             false => None,
         };
         let quota = async {
@@ -667,11 +706,19 @@ impl Engine {
                 (true, Some(bytes)) => Some(bytes),
                 (true, None) => {
                     let bytes = self.quota(session).await;
-                    if let (Some(bytes), Ok(mut kept)) = (bytes, quotas.lock()) {
+                    // Kept only when this run left the checkpoints as it found them.
+                    if let (true, Some(bytes), Ok(mut kept)) = (unchanged, bytes, quotas.lock()) {
                         if kept.len() >= QUOTA_KEPT {
                             kept.clear();
                         }
-                        kept.insert(mailbox, bytes);
+                        kept.insert(
+                            mailbox,
+                            KeptQuota {
+                                checkpoints,
+                                bytes,
+                                read: Instant::now(),
+                            },
+                        );
                     }
                     bytes
                 }
