@@ -52,7 +52,7 @@ impl MailboxScope {
 /// The ids of a packed field: 16 bytes each (a trailing partial id, which access never
 /// sends, is left out).
 fn unpacked<T>(packed: &[u8], id: fn(uuid::Uuid) -> T) -> Vec<T> {
-    if packed.len() % 16 != 0 {
+    if !packed.len().is_multiple_of(16) {
         tracing::warn!(
             bytes = packed.len(),
             "access control answered a packed id list whose length is not a multiple of 16; \
