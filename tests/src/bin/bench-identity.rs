@@ -4,7 +4,8 @@
 //! Each RPC is measured next to a baseline doing the same core work without Mailroom in the
 //! way (the bare SQL lookup of the same rows, on the same pool; a bare Argon2id verify), so the
 //! figures read as ratios from one run, which holds on a noisy shared machine where absolute
-//! numbers drift. GetEmailAddressUsage's own baseline is the address's holders (its claim and
+//! numbers drift. The workloads run in `--rounds` interleaved rounds (each RPC right after its
+//! baseline) and the ratios are the medians of the rounds' ratios. GetEmailAddressUsage's own baseline is the address's holders (its claim and
 //! connected mailboxes, joined to their users); its ratio to the user lookup is shown too.
 
 use std::sync::Arc;
@@ -21,9 +22,12 @@ struct Args {
     /// Users seeded into the organisation.
     #[arg(long, default_value_t = 100_000)]
     users: i64,
-    /// Seconds each workload runs.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds each workload runs in each round.
+    #[arg(long, default_value_t = 4)]
     seconds: u64,
+    /// Interleaved rounds of every workload; the ratios are their medians.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Concurrent callers for the lookups.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -80,159 +84,189 @@ async fn main() -> anyhow::Result<()> {
     sample.shuffle(&mut rand::thread_rng());
     let sample = Arc::new(sample);
     println!(
-        "seeded {} users in {:.1} s; {} s per workload, {} callers ({} for Login), gRPC over loopback",
+        "seeded {} users in {:.1} s; {} rounds of {} s per workload, {} callers ({} for Login), gRPC over loopback",
         args.users,
         seeding.elapsed().as_secs_f64(),
+        args.rounds,
         args.seconds,
         args.concurrency,
         args.login_concurrency
     );
-    println!(
-        "\n{:<44} {:>8} {:>10} {:>9} {:>9} {:>7}",
-        "workload", "calls", "calls/s", "p50 ms", "p99 ms", "errors"
-    );
-
     let token = Arc::new(org.admin_token.clone());
-    let results = vec![
-        {
-            let (pool, sample) = (app.pool.clone(), sample.clone());
-            drive(
-                "baseline: SELECT user by id (sqlx)",
-                args.concurrency,
-                duration,
-                move |i| {
-                    let (pool, sample) = (pool.clone(), sample.clone());
-                    async move {
-                        let (id, _) = &sample[i % sample.len()];
-                        sqlx::query("SELECT * FROM users WHERE org_id = $1 AND id = $2")
-                            .bind(org_id)
-                            .bind(id)
-                            .fetch_optional(&pool)
-                            .await
-                            .is_ok_and(|r| r.is_some())
-                    }
-                },
-            )
-            .await
-        },
-        {
-            let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
-            drive("GetUser (gRPC)", args.concurrency, duration, move |i| {
-                let (mut client, sample, token) = (client.clone(), sample.clone(), token.clone());
-                async move {
-                    let (id, _) = &sample[i % sample.len()];
-                    client
-                        .get_user(authed(&token, pb::GetUserRequest { id: id.to_string() }))
-                        .await
-                        .is_ok()
-                }
-            })
-            .await
-        },
-        {
-            let (pool, sample) = (app.pool.clone(), sample.clone());
-            drive(
-                "baseline: SELECT holders of address (sqlx)",
-                args.concurrency,
-                duration,
-                move |i| {
-                    let (pool, sample) = (pool.clone(), sample.clone());
-                    async move {
-                        let (_, email) = &sample[i % sample.len()];
-                        sqlx::query(
-                            "SELECT false AS mailbox, u.* FROM address_claims c JOIN users u ON u.id = c.user_id \
-                             WHERE c.org_id = $1 AND c.address = $2 \
-                             UNION ALL \
-                             SELECT true, u.* FROM mailbox_addresses m JOIN users u ON u.id = m.owner_user_id \
-                             WHERE m.org_id = $1 AND m.address = $2",
-                        )
-                        .bind(org_id)
-                        .bind(email)
-                        .fetch_all(&pool)
-                        .await
-                        .is_ok_and(|rows| rows.len() == 1)
-                    }
-                },
-            )
-            .await
-        },
-        {
-            let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
-            drive(
-                "GetEmailAddressUsage (gRPC)",
-                args.concurrency,
-                duration,
-                move |i| {
+    let mut rounds: Vec<[f64; 4]> = Vec::new();
+    for round in 1..=args.rounds.max(1) {
+        println!(
+            "\n{:<44} {:>8} {:>10} {:>9} {:>9} {:>7}",
+            "workload", "calls", "calls/s", "p50 ms", "p99 ms", "errors"
+        );
+        let results = vec![
+            {
+                let (pool, sample) = (app.pool.clone(), sample.clone());
+                drive(
+                    "baseline: SELECT user by id (sqlx)",
+                    args.concurrency,
+                    duration,
+                    move |i| {
+                        let (pool, sample) = (pool.clone(), sample.clone());
+                        async move {
+                            let (id, _) = &sample[i % sample.len()];
+                            sqlx::query("SELECT * FROM users WHERE org_id = $1 AND id = $2")
+                                .bind(org_id)
+                                .bind(id)
+                                .fetch_optional(&pool)
+                                .await
+                                .is_ok_and(|r| r.is_some())
+                        }
+                    },
+                )
+                .await
+            },
+            {
+                let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
+                drive("GetUser (gRPC)", args.concurrency, duration, move |i| {
                     let (mut client, sample, token) =
                         (client.clone(), sample.clone(), token.clone());
                     async move {
-                        let (_, email) = &sample[i % sample.len()];
+                        let (id, _) = &sample[i % sample.len()];
                         client
-                            .get_email_address_usage(authed(
-                                &token,
-                                pb::GetEmailAddressUsageRequest {
-                                    address: email.clone(),
-                                },
-                            ))
+                            .get_user(authed(&token, pb::GetUserRequest { id: id.to_string() }))
                             .await
-                            .is_ok_and(|r| r.into_inner().uses.len() == 2)
+                            .is_ok()
                     }
-                },
-            )
-            .await
-        },
-        {
-            let hash = Arc::new(hash.clone());
-            drive(
-                "baseline: Argon2id verify (blocking pool)",
-                args.login_concurrency,
-                duration,
-                move |_| {
-                    let hash = hash.clone();
-                    async move {
-                        mailroom_identity::passwords::verify(PASSWORD.to_owned(), (*hash).clone())
+                })
+                .await
+            },
+            {
+                let (pool, sample) = (app.pool.clone(), sample.clone());
+                drive(
+                    "baseline: SELECT holders of address (sqlx)",
+                    args.concurrency,
+                    duration,
+                    move |i| {
+                        let (pool, sample) = (pool.clone(), sample.clone());
+                        async move {
+                            let (_, email) = &sample[i % sample.len()];
+                            sqlx::query(
+                                "SELECT false AS mailbox, u.* FROM address_claims c JOIN users u ON u.id = c.user_id \
+                                 WHERE c.org_id = $1 AND c.address = $2 \
+                                 UNION ALL \
+                                 SELECT true, u.* FROM mailbox_addresses m JOIN users u ON u.id = m.owner_user_id \
+                                 WHERE m.org_id = $1 AND m.address = $2",
+                            )
+                            .bind(org_id)
+                            .bind(email)
+                            .fetch_all(&pool)
+                            .await
+                            .is_ok_and(|rows| rows.len() == 1)
+                        }
+                    },
+                )
+                .await
+            },
+            {
+                let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
+                drive(
+                    "GetEmailAddressUsage (gRPC)",
+                    args.concurrency,
+                    duration,
+                    move |i| {
+                        let (mut client, sample, token) =
+                            (client.clone(), sample.clone(), token.clone());
+                        async move {
+                            let (_, email) = &sample[i % sample.len()];
+                            client
+                                .get_email_address_usage(authed(
+                                    &token,
+                                    pb::GetEmailAddressUsageRequest {
+                                        address: email.clone(),
+                                    },
+                                ))
+                                .await
+                                .is_ok_and(|r| r.into_inner().uses.len() == 2)
+                        }
+                    },
+                )
+                .await
+            },
+            {
+                let hash = Arc::new(hash.clone());
+                drive(
+                    "baseline: Argon2id verify (blocking pool)",
+                    args.login_concurrency,
+                    duration,
+                    move |_| {
+                        let hash = hash.clone();
+                        async move {
+                            mailroom_identity::passwords::verify(
+                                PASSWORD.to_owned(),
+                                (*hash).clone(),
+                            )
                             .await
                             .unwrap_or(false)
+                        }
+                    },
+                )
+                .await
+            },
+            {
+                let (auth, sample) = (app.auth.clone(), sample.clone());
+                drive("Login (gRPC)", args.login_concurrency, duration, move |i| {
+                    let (mut auth, sample) = (auth.clone(), sample.clone());
+                    async move {
+                        let (_, email) = &sample[i % sample.len()];
+                        auth.login(pb::LoginRequest {
+                            login_email: email.clone(),
+                            password: PASSWORD.into(),
+                            org_id: String::new(),
+                        })
+                        .await
+                        .is_ok()
                     }
-                },
-            )
-            .await
-        },
-        {
-            let (auth, sample) = (app.auth.clone(), sample.clone());
-            drive("Login (gRPC)", args.login_concurrency, duration, move |i| {
-                let (mut auth, sample) = (auth.clone(), sample.clone());
-                async move {
-                    let (_, email) = &sample[i % sample.len()];
-                    auth.login(pb::LoginRequest {
-                        login_email: email.clone(),
-                        password: PASSWORD.into(),
-                        org_id: String::new(),
-                    })
-                    .await
-                    .is_ok()
-                }
-            })
-            .await
-        },
-    ];
-    for stats in &results {
-        stats.print();
+                })
+                .await
+            },
+        ];
+        for stats in &results {
+            stats.print();
+        }
+        let ratio = |a: usize, b: usize| {
+            results[a].throughput() / results[b].throughput().max(f64::EPSILON)
+        };
+        rounds.push([ratio(1, 0), ratio(3, 2), ratio(3, 0), ratio(5, 4)]);
+        let r = &rounds[rounds.len() - 1];
+        println!(
+            "round {round}: GetUser {:.2}, GetEmailAddressUsage {:.2} ({:.2} of the user lookup), Login {:.2}\n",
+            r[0], r[1], r[2], r[3]
+        );
     }
-    let ratio =
-        |a: usize, b: usize| results[a].throughput() / results[b].throughput().max(f64::EPSILON);
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let by_round = |i: usize| {
+        rounds
+            .iter()
+            .map(|r| format!("{:.2}", r[i]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("medians of {} rounds (by round):", rounds.len());
     println!(
-        "\nGetUser throughput / bare SQL lookup:         {:.2}",
-        ratio(1, 0)
+        "GetUser throughput / bare SQL lookup:         {:.2}   ({})",
+        median(0),
+        by_round(0)
     );
     println!(
-        "GetEmailAddressUsage throughput / bare SQL:    {:.2} (its own lookup; {:.2} of the user lookup)",
-        ratio(3, 2),
-        ratio(3, 0)
+        "GetEmailAddressUsage throughput / bare SQL:    {:.2}   ({}; {:.2} of the user lookup)",
+        median(1),
+        by_round(1),
+        median(2)
     );
     println!(
-        "Login throughput / bare Argon2id verify:       {:.2}",
-        ratio(5, 4)
+        "Login throughput / bare Argon2id verify:       {:.2}   ({})",
+        median(3),
+        by_round(3)
     );
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! On a generated mailbox of `--messages` messages in the stack's Dovecot (maildir files
 //! written straight into a fresh user's `cur/`):
 //! - **raw**: `UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)` over a plain socket, read to
-//!   the tagged OK and nothing else done: what IMAP itself costs;
+//!   the tagged OK and nothing else done: what IMAP itself costs; for the no-change pass,
+//!   connect, LOGIN, LIST and every folder's STATUS the same way;
 //! - **mbsync** (Debian `isync`, `FSync no`): a full pull into a fresh maildir, then a
 //!   no-change pass;
 //! - **mailroom**: the sync engine's first sync into a fresh index in PostgreSQL, then a
@@ -103,6 +104,77 @@ fn fill_maildir(user: &str, count: usize) -> anyhow::Result<PathBuf> {
 }
 
 /// The raw fetch: messages answered and seconds taken.
+/// Reads a plain-socket IMAP answer to the line tagged `tag`; how many FETCH lines came.
+async fn until_tag(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tag: &[u8],
+) -> anyhow::Result<usize> {
+    let mut fetches = 0;
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            anyhow::bail!("connection closed");
+        }
+        if line.starts_with(b"* ") && line.windows(7).any(|w| w == b" FETCH ") {
+            fetches += 1;
+        }
+        if line.starts_with(tag) {
+            anyhow::ensure!(
+                line[tag.len()..].starts_with(b" OK"),
+                "{}",
+                String::from_utf8_lossy(&line)
+            );
+            return Ok(fetches);
+        }
+    }
+}
+
+/// What a no-change check costs IMAP itself: connect, greeting, LOGIN, LIST and every
+/// folder's STATUS (sent together), over a plain socket, in ms.
+async fn raw_no_change(host: &str, port: u16, user: &str, password: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let (read, mut write) = tcp.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).await?;
+    write
+        .write_all(format!("a1 LOGIN \"{user}\" \"{password}\"\r\n").as_bytes())
+        .await?;
+    until_tag(&mut reader, b"a1").await?;
+    write.write_all(b"a2 LIST \"\" \"*\"\r\n").await?;
+    let mut folders = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            anyhow::bail!("connection closed");
+        }
+        if line.starts_with(b"a2 ") {
+            break;
+        }
+        // `* LIST (\HasNoChildren) "/" INBOX` or `... "/" "Name"`
+        let text = String::from_utf8_lossy(&line);
+        if let Some(name) = text.trim_end().rsplit(' ').next() {
+            folders.push(name.to_owned());
+        }
+    }
+    let mut commands = String::new();
+    for (i, name) in folders.iter().enumerate() {
+        commands.push_str(&format!(
+            "s{i} STATUS {name} (MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)\r\n"
+        ));
+    }
+    write.write_all(commands.as_bytes()).await?;
+    for i in 0..folders.len() {
+        until_tag(&mut reader, format!("s{i}").as_bytes()).await?;
+    }
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    write.write_all(b"a3 LOGOUT\r\n").await?;
+    Ok(ms)
+}
+
 async fn raw_fetch(
     host: &str,
     port: u16,
@@ -115,30 +187,6 @@ async fn raw_fetch(
     let mut reader = BufReader::with_capacity(256 * 1024, read);
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line).await?;
-    async fn until_tag(
-        reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-        tag: &[u8],
-    ) -> anyhow::Result<usize> {
-        let mut fetches = 0;
-        let mut line = Vec::with_capacity(4096);
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line).await? == 0 {
-                anyhow::bail!("connection closed");
-            }
-            if line.starts_with(b"* ") && line.windows(7).any(|w| w == b" FETCH ") {
-                fetches += 1;
-            }
-            if line.starts_with(tag) {
-                anyhow::ensure!(
-                    line[tag.len()..].starts_with(b" OK"),
-                    "{}",
-                    String::from_utf8_lossy(&line)
-                );
-                return Ok(fetches);
-            }
-        }
-    }
     write
         .write_all(format!("a1 LOGIN \"{user}\" \"{password}\"\r\n").as_bytes())
         .await?;
@@ -334,8 +382,8 @@ async fn main() -> anyhow::Result<()> {
             &user.password,
         )?)
     };
-    let (mut raw, mut ours, mut ours_nc, mut mb, mut mb_nc) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut raw, mut ours, mut ours_nc, mut mb, mut mb_nc, mut raw_nc) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut ratios = Vec::new();
     let stop = CancellationToken::new();
     for round in 1..=args.rounds {
@@ -362,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
             report.new_messages
         );
         ours.push(args.messages as f64 / secs);
+        raw_nc.push(raw_no_change(&user.host, user.port, &user.username, &user.password).await?);
         let started = Instant::now();
         let again = engine.sync(mailbox, &login, false, &stop).await?;
         ours_nc.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -373,10 +422,11 @@ async fn main() -> anyhow::Result<()> {
         let ratio = ours[ours.len() - 1] / raw[raw.len() - 1];
         ratios.push(ratio);
         println!(
-            "round {round}: raw {:.0} msg/s, mbsync {} msg/s, mailroom {:.0} msg/s = {ratio:.2}x raw; no-change: mbsync {} ms, mailroom {:.1} ms",
+            "round {round}: raw {:.0} msg/s, mbsync {} msg/s, mailroom {:.0} msg/s = {ratio:.2}x raw; no-change: raw {:.1} ms, mbsync {} ms, mailroom {:.1} ms",
             raw[raw.len() - 1],
             mb.last().map(|v| format!("{v:.0}")).unwrap_or("-".into()),
             ours[ours.len() - 1],
+            raw_nc[raw_nc.len() - 1],
             mb_nc.last().map(|v| format!("{v:.1}")).unwrap_or("-".into()),
             ours_nc[ours_nc.len() - 1],
         );
@@ -402,7 +452,8 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let (raw_m, ours_m, ours_nc_m) = (median(raw), median(ours), median(ours_nc));
+    let (raw_m, ours_m, ours_nc_m, raw_nc_m) =
+        (median(raw), median(ours), median(ours_nc), median(raw_nc));
     println!(
         "\n== initial sync of {} messages (median of {} rounds)",
         args.messages, args.rounds
@@ -427,12 +478,15 @@ async fn main() -> anyhow::Result<()> {
             ours_m / mb_m
         );
         println!("\n== no-change resync");
+        println!("raw connect, LOGIN, LIST, STATUS {raw_nc_m:>9.1} ms   (what IMAP itself takes)");
         println!("mbsync                           {mb_nc_m:>9.1} ms");
         println!(
-            "mailroom (STATUS per folder)     {ours_nc_m:>9.1} ms   (goal <= 20 ms and <= mbsync; ratio {:.2})",
-            ours_nc_m / mb_nc_m
+            "mailroom (STATUS per folder)     {ours_nc_m:>9.1} ms   (goal <= 20 ms and <= mbsync; {:.2}x mbsync, {:.2}x raw)",
+            ours_nc_m / mb_nc_m,
+            ours_nc_m / raw_nc_m
         );
     } else {
+        println!("raw connect, LOGIN, LIST, STATUS {raw_nc_m:>9.1} ms");
         println!("mailroom no-change resync        {ours_nc_m:>9.1} ms");
     }
     let (rows, table, total) = index_bytes(&pool).await?;

@@ -102,6 +102,8 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
         .expect("no-change sync");
     assert_eq!(again.unchanged_folders, again.folders, "{again:?}");
     assert_eq!(again.new_messages + again.flag_changes + again.expunged, 0);
+    // The disk figure the first sync read (and kept) is reported again.
+    assert_eq!(again.disk_bytes, first.disk_bytes);
 
     // New mail, flag changes, expunges, and a folder made again (a new UIDVALIDITY).
     append_samples(&mut imap, "INBOX", 120, 129, &user.username).await;
@@ -151,6 +153,13 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     assert_eq!(changed.new_messages, 14, "{changed:?}");
     assert_eq!(changed.expunged, 3, "{changed:?}");
     assert!(changed.flag_changes >= 4, "{changed:?}");
+    // The disk figure follows the changes (asked again, not the one kept).
+    let sizes: i64 = server.iter().map(|m| i64::from(m.3)).sum();
+    assert!(
+        (changed.disk_bytes - sizes).abs() <= 1024,
+        "disk {} vs sizes {sizes}",
+        changed.disk_bytes
+    );
     let (keywords,): (Option<String>,) = sqlx::query_as(
         "SELECT m.keywords FROM messages m JOIN folders f ON f.id = m.folder_id \
          WHERE m.mailbox_id = $1 AND f.name = 'INBOX' ORDER BY m.uid DESC LIMIT 1",

@@ -249,8 +249,9 @@ pub struct Engine {
     /// (0: only when its STATUS changes).
     flag_pass_every: u32,
     /// The disk figure QUOTA last gave for each mailbox this engine synced (at most
-    /// [`QUOTA_KEPT`] of them), with the checkpoints it was read at: a run that starts from the
-    /// same checkpoints and finds every folder as they say reports it again instead of asking
+    /// [`QUOTA_KEPT`] of them), with the checkpoints the run that read it left: a run that
+    /// starts from the same checkpoints and finds every folder as they say reports it again
+    /// instead of asking
     /// (a server may take longer over QUOTA than over the rest of such a run, Dovecot's
     /// `count` quota ~10 ms for 20k messages). A run of another replica in between moves the
     /// checkpoints, and a figure older than [`QUOTA_KEPT_FOR`] is asked again (a server may
@@ -701,32 +702,34 @@ impl Engine {
                 .map(|k| k.bytes),
             false => None,
         };
+        // (figure, whether this run asked the server for it)
         let quota = async {
             match (run.caps.quota, known_quota) {
-                (true, Some(bytes)) => Some(bytes),
-                (true, None) => {
-                    let bytes = self.quota(session).await;
-                    // Kept only when this run left the checkpoints as it found them.
-                    if let (true, Some(bytes), Ok(mut kept)) = (unchanged, bytes, quotas.lock()) {
-                        if kept.len() >= QUOTA_KEPT {
-                            kept.clear();
-                        }
-                        kept.insert(
-                            mailbox,
-                            KeptQuota {
-                                checkpoints,
-                                bytes,
-                                read: Instant::now(),
-                            },
-                        );
-                    }
-                    bytes
-                }
-                (false, _) => None,
+                (true, Some(bytes)) => (Some(bytes), false),
+                (true, None) => (self.quota(session).await, true),
+                (false, _) => (None, false),
             }
         };
-        let (counted, quota) = tokio::join!(self.counters(mailbox, &mut report), quota);
-        counted?;
+        let (left, (quota, asked)) = tokio::join!(self.counters(mailbox, &mut report), quota);
+        let left = left?;
+        // A figure asked for now is kept with the checkpoints this run leaves (those the next
+        // run starts from), unless a folder was skipped (its mail is not in them). A change on
+        // the server since moves a STATUS figure, and the next run asks again.
+        if let (true, Some(bytes), 0) = (asked, quota, report.skipped_folders) {
+            if let Ok(mut kept) = quotas.lock() {
+                if kept.len() >= QUOTA_KEPT {
+                    kept.clear();
+                }
+                kept.insert(
+                    mailbox,
+                    KeptQuota {
+                        checkpoints: left,
+                        bytes,
+                        read: Instant::now(),
+                    },
+                );
+            }
+        }
         report.disk_bytes = match quota {
             Some(bytes) => bytes,
             None => messages::total_size(&self.pool, mailbox).await?,
@@ -762,15 +765,16 @@ impl Engine {
         Ok(())
     }
 
-    /// The counters, from the checkpoints saved.
-    async fn counters(&self, mailbox: MailboxId, report: &mut SyncReport) -> sqlx::Result<()> {
-        for folder in folders::folders(&self.pool, mailbox).await? {
+    /// The counters, from the checkpoints saved; returns those checkpoints' digest.
+    async fn counters(&self, mailbox: MailboxId, report: &mut SyncReport) -> sqlx::Result<u64> {
+        let saved = folders::folders(&self.pool, mailbox).await?;
+        for folder in &saved {
             report.message_count += folder.messages;
             if SpecialUse::from_stored(&folder.special_use).counts_unread() {
                 report.unread_count += folder.unseen;
             }
         }
-        Ok(())
+        Ok(checkpoints_digest(saved.iter()))
     }
 
     /// Waits for one IMAP command's answer, bounded by the I/O timeout.
