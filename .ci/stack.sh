@@ -239,6 +239,10 @@ start_dovecot() {
       # start it again.
       doveadm -c "$dir/dovecot.conf" stop 2>/dev/null || true
       for _ in $(seq 50); do port_open "$IMAP_PORT" || break; sleep 0.1; done
+      if port_open "$IMAP_PORT"; then
+        say "Dovecot on port $IMAP_PORT runs an older configuration and did not stop; stop it (doveadm -c $dir/dovecot.conf stop) and run again"
+        return 1
+      fi
     fi
   fi
   # Tests that need a mailbox of their own add a user to this file (Dovecot re-reads it).
@@ -307,9 +311,11 @@ userdb {
   driver = static
   args = uid=nobody gid=nogroup home=$dir/mail/%u
 }
-# Dovecot's high-performance login mode: login processes that stay and take many
-# connections, and imap processes kept for the next session, as production servers run;
-# otherwise every connection pays two fork+exec (6-8 ms before the greeting, 4-7 ms of LOGIN).
+# Dovecot's high-performance login mode (its documentation's): login processes that stay and
+# take many connections, and imap processes kept for the next session; otherwise every
+# connection pays two fork+exec (6-8 ms before the greeting, 4-7 ms of LOGIN). Reusing an imap
+# process for another user is a shortcut of this test stack (every user here is `nobody`),
+# not advice for a production server.
 service imap-login {
   chroot =
   service_count = 0

@@ -102,7 +102,9 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
         .expect("no-change sync");
     assert_eq!(again.unchanged_folders, again.folders, "{again:?}");
     assert_eq!(again.new_messages + again.flag_changes + again.expunged, 0);
-    // The disk figure the first sync read (and kept) is reported again.
+    // The disk figure the first sync read (and kept) is reported again, not asked.
+    assert!(first.quota_asked);
+    assert!(!again.quota_asked, "{again:?}");
     assert_eq!(again.disk_bytes, first.disk_bytes);
 
     // New mail, flag changes, expunges, and a folder made again (a new UIDVALIDITY).
@@ -154,6 +156,7 @@ async fn the_index_follows_the_server_through_new_mail_flags_expunges_and_uidval
     assert_eq!(changed.expunged, 3, "{changed:?}");
     assert!(changed.flag_changes >= 4, "{changed:?}");
     // The disk figure follows the changes (asked again, not the one kept).
+    assert!(changed.quota_asked);
     let sizes: i64 = server.iter().map(|m| i64::from(m.3)).sum();
     assert!(
         (changed.disk_bytes - sizes).abs() <= 1024,

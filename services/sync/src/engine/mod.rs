@@ -162,6 +162,9 @@ pub struct SyncReport {
     pub message_count: i64,
     pub unread_count: i64,
     pub disk_bytes: i64,
+    /// The server was asked for QUOTA in this run (not: a figure kept from an earlier run
+    /// of this engine was reported, or the server has no QUOTA).
+    pub quota_asked: bool,
     pub duration: Duration,
     /// The whole sync's deadline ended the run after it had committed some of its work (a
     /// large import, a slow server): not a failure; the mailbox is due again at once, and the
@@ -685,7 +688,7 @@ impl Engine {
             tx.commit().await?;
         }
         let mut report = run.report;
-        // The server's QUOTA is asked while the counters are read; the sum of indexed sizes
+        // The server's QUOTA is asked after the counters are read; the sum of indexed sizes
         // only where it gives none.
         // Nothing changed (every folder as its checkpoint says, none added or dropped): nor
         // did the disk use.
@@ -702,20 +705,24 @@ impl Engine {
                 .map(|k| k.bytes),
             false => None,
         };
-        // (figure, whether this run asked the server for it)
-        let quota = async {
-            match (run.caps.quota, known_quota) {
-                (true, Some(bytes)) => (Some(bytes), false),
-                (true, None) => (self.quota(session).await, true),
-                (false, _) => (None, false),
-            }
+        // The checkpoints are read back before QUOTA is asked: whatever they are (this run's,
+        // or a newer holder's written meanwhile), each came from a STATUS answered before
+        // this QUOTA, so a change since moves a STATUS figure and the next run asks again.
+        let left = self.counters(mailbox, &mut report).await?;
+        let (quota, asked) = match (run.caps.quota, known_quota) {
+            (true, Some(bytes)) => (Some(bytes), false),
+            (true, None) => (self.quota(session).await, true),
+            (false, _) => (None, false),
         };
-        let (left, (quota, asked)) = tokio::join!(self.counters(mailbox, &mut report), quota);
-        let left = left?;
-        // A figure asked for now is kept with the checkpoints this run leaves (those the next
-        // run starts from), unless a folder was skipped (its mail is not in them). A change on
-        // the server since moves a STATUS figure, and the next run asks again.
-        if let (true, Some(bytes), 0) = (asked, quota, report.skipped_folders) {
+        report.quota_asked = asked;
+        // Kept with the checkpoints this run leaves (those the next run starts from), unless
+        // some mail is in no checkpoint: a folder skipped, or one never synced for its name.
+        if let (true, Some(bytes), 0, 0) = (
+            asked,
+            quota,
+            report.skipped_folders,
+            report.unsyncable_folders,
+        ) {
             if let Ok(mut kept) = quotas.lock() {
                 if kept.len() >= QUOTA_KEPT {
                     kept.clear();
