@@ -96,6 +96,9 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// How long a worker uses one operator token (they are issued for 15 minutes).
+const OPERATOR_TOKEN_FOR: Duration = Duration::from_secs(5 * 60);
+
 #[derive(Default)]
 struct Counts {
     rounds: AtomicUsize,
@@ -215,7 +218,6 @@ async fn main() -> anyhow::Result<()> {
         args.env,
         dir.join("all.log").display()
     );
-    let operator_access = cluster.operator_token("access").await;
     let counts = Arc::new(Counts::default());
     let started = Instant::now();
     let fresh = row(started, pid, series(metrics_port).await, &counts, "fresh")
@@ -225,11 +227,15 @@ async fn main() -> anyhow::Result<()> {
     let until = started + Duration::from_secs_f64(args.minutes * 60.0);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.workers {
-        let (cluster, counts, operator_access) =
-            (cluster.clone(), counts.clone(), operator_access.clone());
+        let (cluster, counts) = (cluster.clone(), counts.clone());
         workers.spawn(async move {
+            // An access token lives 15 minutes: each worker takes a new one well before.
+            let mut operator_access = (cluster.operator_token("access").await, Instant::now());
             while Instant::now() < until {
-                round(&cluster, &operator_access, &counts).await;
+                if operator_access.1.elapsed() > OPERATOR_TOKEN_FOR {
+                    operator_access = (cluster.operator_token("access").await, Instant::now());
+                }
+                round(&cluster, &operator_access.0, &counts).await;
             }
         });
     }

@@ -129,16 +129,22 @@ async fn until_tag(
     }
 }
 
-/// What a no-change check costs IMAP itself: connect, greeting, LOGIN, LIST and every
-/// selectable folder's STATUS (sent together), over a plain socket, in ms. The bench's
-/// mailbox has the server's default folders; a name this simple reader cannot take (a
-/// literal) fails the run rather than being measured wrong.
-async fn raw_no_change(host: &str, port: u16, user: &str, password: &str) -> anyhow::Result<f64> {
-    let started = Instant::now();
+/// A plain-socket IMAP session, greeted and logged in (tag `a1`), read through a buffer of
+/// `buffer` bytes.
+async fn raw_login(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    buffer: usize,
+) -> anyhow::Result<(
+    BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+)> {
     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
     let (read, mut write) = tcp.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut reader = BufReader::with_capacity(buffer, read);
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line).await?;
     anyhow::ensure!(
@@ -150,6 +156,17 @@ async fn raw_no_change(host: &str, port: u16, user: &str, password: &str) -> any
         .write_all(format!("a1 LOGIN \"{user}\" \"{password}\"\r\n").as_bytes())
         .await?;
     until_tag(&mut reader, b"a1").await?;
+    Ok((reader, write))
+}
+
+/// What a no-change check costs IMAP itself: connect, greeting, LOGIN, LIST and every
+/// selectable folder's STATUS (sent together), over a plain socket, in ms. The bench's
+/// mailbox has the server's default folders; a name this simple reader cannot take (a
+/// literal) fails the run rather than being measured wrong.
+async fn raw_no_change(host: &str, port: u16, user: &str, password: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let (mut reader, mut write) = raw_login(host, port, user, password, 64 * 1024).await?;
+    let mut line = Vec::new();
     write.write_all(b"a2 LIST \"\" \"*\"\r\n").await?;
     let mut folders = Vec::new();
     loop {
@@ -202,16 +219,7 @@ async fn raw_fetch(
     user: &str,
     password: &str,
 ) -> anyhow::Result<(usize, f64)> {
-    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-    tcp.set_nodelay(true)?;
-    let (read, mut write) = tcp.into_split();
-    let mut reader = BufReader::with_capacity(256 * 1024, read);
-    let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line).await?;
-    write
-        .write_all(format!("a1 LOGIN \"{user}\" \"{password}\"\r\n").as_bytes())
-        .await?;
-    until_tag(&mut reader, b"a1").await?;
+    let (mut reader, mut write) = raw_login(host, port, user, password, 256 * 1024).await?;
     write.write_all(b"a2 EXAMINE INBOX\r\n").await?;
     until_tag(&mut reader, b"a2").await?;
     let started = Instant::now();
