@@ -314,7 +314,7 @@ userdb {
 # Dovecot's high-performance login mode (its documentation's): login processes that stay and
 # take many connections, and imap processes kept for the next session; otherwise every
 # connection pays two fork+exec (6-8 ms before the greeting, 4-7 ms of LOGIN). Reusing an imap
-# process for another user is a shortcut of this test stack (every user here is `nobody`),
+# process for another user is a shortcut of this test stack (every user here is "nobody"),
 # not advice for a production server.
 service imap-login {
   chroot =

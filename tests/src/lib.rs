@@ -810,6 +810,12 @@ pub async fn scrape_metrics(addr: SocketAddr) -> String {
     response
 }
 
+/// The value of the series `series` (name and labels as exported) in a scrape's `text`.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// Creates an empty database next to the stack's and returns its URL.
 pub async fn create_database(server_url: &str) -> String {
     let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());

@@ -89,6 +89,9 @@ const LANE_CAP: usize = 1000;
 /// changes nothing: `processed_events`).
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a consumer's lag gauges are refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
 /// How a consumer retries, replays and prunes.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -292,6 +295,8 @@ pub async fn run_with(
             next_lane: 0,
             to_commit: BTreeMap::new(),
             committed_at: Instant::now(),
+            lag_exported_at: None,
+            lag_stale: true,
         };
         let result = sequential.run(&shutdown).await;
         side.cancel();
@@ -355,6 +360,10 @@ struct Sequential<'a> {
     /// [`COMMIT_EVERY`], at revocation of others and at the end, not one request per record.
     to_commit: BTreeMap<PartitionId, i64>,
     committed_at: Instant,
+    /// When the lag gauges were last set ([`LAG_EVERY`]).
+    lag_exported_at: Option<Instant>,
+    /// Records were taken or settled since the lag gauges were last set.
+    lag_stale: bool,
 }
 
 impl Sequential<'_> {
@@ -381,6 +390,11 @@ impl Sequential<'_> {
                     (None, false) => Some(self.committed_at + COMMIT_EVERY),
                     (Some(due), false) => Some(due.min(self.committed_at + COMMIT_EVERY)),
                 };
+                // The lag gauges are set once more after the last record moved them.
+                let due = match (due, self.lag_due()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     // Revoked in a poll that handed over no record.
@@ -398,6 +412,7 @@ impl Sequential<'_> {
                 }
                 self.reconcile_pauses();
                 self.commit_due();
+                self.export_lag();
                 continue;
             };
             self.cursor = Some(partition.clone());
@@ -452,7 +467,67 @@ impl Sequential<'_> {
             self.settle(&partition, lane_id, message, step);
             self.reconcile_pauses();
             self.commit_due();
+            self.export_lag();
         }
+    }
+
+    /// Sets the lag gauges (`mailroom_events_lag_records`, `mailroom_events_lag_seconds`) at
+    /// most every [`LAG_EVERY`]: records between the first one not applied and the partition's
+    /// end as last fetched (no broker round trip), and the age of the oldest record held.
+    fn export_lag(&mut self) {
+        if self
+            .lag_exported_at
+            .is_some_and(|at| at.elapsed() < LAG_EVERY)
+        {
+            return;
+        }
+        self.lag_exported_at = Some(Instant::now());
+        self.lag_stale = false;
+        let owned = self.consumer.context().owned();
+        let positions = self.consumer.position().ok();
+        let mut records = 0_i64;
+        for partition in &owned {
+            let Some(end) =
+                crate::kafka::cached_end_offset(self.consumer, &partition.0, partition.1)
+            else {
+                continue;
+            };
+            // The first record not applied: the front of the lane, else one past the last
+            // record taken, else (nothing taken since the assignment) the fetch position.
+            let first = match self.lanes.get(partition) {
+                Some(lane) => lane.records.front().map_or(lane.next, |m| m.offset()),
+                None => match positions
+                    .as_ref()
+                    .and_then(|list| list.find_partition(&partition.0, partition.1))
+                    .map(|element| element.offset())
+                {
+                    Some(Offset::Offset(position)) => position,
+                    _ => continue,
+                },
+            };
+            records += (end - first).max(0);
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let oldest_ms = self
+            .lanes
+            .iter()
+            .filter(|(partition, _)| owned.contains(partition))
+            .filter_map(|(_, lane)| lane.records.front())
+            .filter_map(|m| m.timestamp().to_millis())
+            .min();
+        let seconds = oldest_ms.map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
+        metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => self.name.to_owned())
+            .set(records as f64);
+        metrics::gauge!(crate::metrics::EVENTS_LAG_SECONDS, "consumer" => self.name.to_owned())
+            .set(seconds);
+    }
+
+    /// When the lag gauges are to be set again: only while records moved since they were.
+    fn lag_due(&self) -> Option<Instant> {
+        self.lag_stale.then(|| {
+            self.lag_exported_at
+                .map_or_else(Instant::now, |at| at + LAG_EVERY)
+        })
     }
 
     /// Commits the settled offsets if [`COMMIT_EVERY`] has passed since the last commit.
@@ -535,6 +610,7 @@ impl Sequential<'_> {
         }
         lane.next = offset + 1;
         lane.records.push_back(message);
+        self.lag_stale = true;
     }
 
     /// Forgets the lanes of revoked partitions: what they held is the new owner's now.
@@ -569,6 +645,7 @@ impl Sequential<'_> {
     /// Acts on what an attempt at `message` (the first record of lane `lane_id` of
     /// `partition`) came to.
     fn settle(&mut self, partition: &PartitionId, lane_id: u64, message: OwnedMessage, step: Step) {
+        self.lag_stale = true;
         let current = self
             .lanes
             .get_mut(partition)

@@ -147,6 +147,29 @@ impl GroupContext {
     }
 }
 
+/// The end of `partition` of `topic` (its high watermark) as the consumer last heard it from a
+/// fetch, without asking the broker; `None` before the first fetch of that partition. Cheap
+/// enough to read every second: an idle consumer's long-polling fetches keep it current.
+pub fn cached_end_offset(consumer: &GroupConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer lives as long as `consumer`, which this call borrows; the
+    // topic is a NUL-terminated string that outlives the call; librdkafka only writes the two
+    // integers, which live on this stack frame. The call reads librdkafka's cached offsets
+    // under its own lock and never blocks on the network.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 fn partitions(list: &rdkafka::TopicPartitionList) -> impl Iterator<Item = PartitionId> + '_ {
     list.elements()
         .into_iter()

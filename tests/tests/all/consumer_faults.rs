@@ -7,7 +7,8 @@
 //! and retried; a replay request (the SQL the event operations API runs) is applied and
 //! stamped, one too old for `processed_events` only when forced; in the concurrent mode, a
 //! second member joining and the first leaving mid-work lose nothing and redo only what was in
-//! flight at the revocation; pruning deletes by age only what was replayed or discarded.
+//! flight at the revocation; pruning deletes by age only what was replayed or discarded; a
+//! mirror that falls behind exports how far, in records and seconds, and zero once caught up.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,7 +19,7 @@ use mailroom_platform::consumer::concurrent::{self, WorkHandler};
 use mailroom_platform::consumer::{self, EventHandler};
 use mailroom_platform::kafka::{KafkaSettings, Topic, Topics};
 use mailroom_proto::events::v1::Envelope;
-use mailroom_tests::{spawn_app, TestApp};
+use mailroom_tests::{metric_sample, scrape_metrics, spawn_app, TestApp};
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgConnection, PgPool};
@@ -1025,4 +1026,70 @@ async fn old_processed_events_and_dead_letters_are_pruned_by_age() {
     .await
     .expect("waiting");
     assert_eq!(waiting, 1, "the waiting letter is kept, however old");
+}
+
+/// Applies events only once `open`: until then each attempt waits (a handler slower than the
+/// records arriving).
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Gate {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
+        while !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        record_effect(tx, event, "sequential").await
+    }
+}
+
+#[tokio::test]
+async fn a_mirror_behind_exports_its_lag_in_records_and_seconds_and_zero_once_caught_up() {
+    let metrics = mailroom_platform::metrics::serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("metrics port");
+    let bench = Bench::new(1).await;
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        sent.push(bench.send("lagging", 0).await);
+    }
+    // The records are 2 s old when the consumer starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gate = Arc::new(Gate::default());
+    let (stop, task) = bench.consume("lagging-mirror", "lag", gate.clone());
+    let records = "mailroom_events_lag_records{consumer=\"lagging-mirror\"}";
+    let seconds = "mailroom_events_lag_seconds{consumer=\"lagging-mirror\"}";
+    wait_for(
+        Duration::from_secs(30),
+        "the lag is exported while the first record is held",
+        || async {
+            let text = scrape_metrics(metrics).await;
+            Ok(metric_sample(&text, records) == Some(20.0))
+        },
+    )
+    .await;
+    let text = scrape_metrics(metrics).await;
+    let behind = metric_sample(&text, seconds).unwrap_or_default();
+    assert!(
+        (2.0..60.0).contains(&behind),
+        "the oldest record held is 2 s old or more: {behind}"
+    );
+
+    gate.open.store(true, Ordering::SeqCst);
+    wait_for(
+        Duration::from_secs(30),
+        "every record applied and the lag back to zero",
+        || async {
+            let text = scrape_metrics(metrics).await;
+            let effects = bench.effects().await;
+            Ok(sent.iter().all(|id| effects.contains(id))
+                && metric_sample(&text, records) == Some(0.0)
+                && metric_sample(&text, seconds) == Some(0.0))
+        },
+    )
+    .await;
+    stop.cancel();
+    let _ = task.await;
 }

@@ -39,8 +39,8 @@ const CTL_VARIABLES: [&str; 18] = [
 ];
 
 /// `mailroom <args>` with the contexts file `config` and the variables `env`, run off the
-/// test's runtime (whose threads serve the services it calls).
-async fn mailroom(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+/// test's runtime (whose threads serve the services it calls). Also used by `ctl_tls`.
+pub(crate) async fn mailroom(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(mailroom_binary());
     for name in CTL_VARIABLES {
         command.env_remove(name);
@@ -54,11 +54,11 @@ async fn mailroom(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Output 
         .expect("the command's thread")
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn explain(out: &Output) -> String {
+pub(crate) fn explain(out: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status.code(),

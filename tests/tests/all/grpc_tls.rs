@@ -17,13 +17,16 @@ use mailroom_tests::{create_database, identity_config, test_secret, StackEnv, TE
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-/// Identity (and access when asked) serving over TLS for one test, stopped on drop.
-struct TlsServices {
+/// Identity (and access when asked) serving over TLS for one test, stopped on drop (also
+/// used by `ctl_tls`).
+pub(crate) struct TlsServices {
     /// The CA that issued the services' certificate.
-    ca: TestCa,
-    dir: std::path::PathBuf,
-    identity: String,
-    access: Option<String>,
+    pub(crate) ca: TestCa,
+    /// Holds `ca.crt`, and `service.crt`/`.key`: the certificate of `localhost`/127.0.0.1.
+    pub(crate) dir: std::path::PathBuf,
+    /// `https://localhost:<port>`.
+    pub(crate) identity: String,
+    pub(crate) access: Option<String>,
     shutdown: CancellationToken,
 }
 
@@ -65,7 +68,7 @@ async fn bound() -> (tokio::net::TcpListener, u16) {
 
 /// Starts identity, and access (verifying tokens itself, with keys fetched from identity over
 /// TLS) when `with_access`.
-async fn start(client_auth: bool, with_access: bool) -> TlsServices {
+pub(crate) async fn start(client_auth: bool, with_access: bool) -> TlsServices {
     let ca = TestCa::new("mailroom grpc test CA");
     let dir = test_dir("grpc-tls");
     ca.write(&dir, "ca.crt");
@@ -168,7 +171,7 @@ impl TlsServices {
     }
 
     /// Waits until the TLS server answers a client that may reach it.
-    async fn wait_until_serving(&self, endpoint: &str) {
+    pub(crate) async fn wait_until_serving(&self, endpoint: &str) {
         self.reachable(Peer::Identity, endpoint, &self.settings(true))
             .await
             .unwrap_or_else(|err| panic!("{endpoint} did not answer over TLS: {err}"));

@@ -6,6 +6,7 @@ mod access;
 mod addresses;
 mod consumer_faults;
 mod ctl_contexts;
+mod ctl_tls;
 mod db_errors;
 mod directory;
 mod echoes;

@@ -17,7 +17,7 @@ use mailroom_sync::partitions::{beyond_partitions, PartitionGuard};
 use mailroom_sync::scheduler::{Overdue, Scheduler};
 use mailroom_sync::store::schedule;
 use mailroom_tests::sync_database;
-use mailroom_tests::{scrape_metrics, spawn_app_with_sync, StackEnv};
+use mailroom_tests::{metric_sample as sample, scrape_metrics, spawn_app_with_sync, StackEnv};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -67,12 +67,6 @@ fn count(counts: &[(Tier, i64)], tier: Tier) -> i64 {
         .iter()
         .find(|(t, _)| *t == tier)
         .map_or(-1, |(_, n)| *n)
-}
-
-/// The value of the series `series` (name and labels as exported) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[tokio::test]
