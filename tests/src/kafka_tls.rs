@@ -180,6 +180,38 @@ impl Drop for TlsBroker {
     }
 }
 
+/// A private tansu that requires SASL authentication (SCRAM) of every client before any other
+/// request (`--authentication`), on plaintext `127.0.0.1:<port>`. It knows no user: tansu
+/// keeps SCRAM credentials only in its store, and creating one needs an authenticated client,
+/// so every login is refused (`unknown-user`) — after a real SCRAM exchange.
+pub struct SaslBroker {
+    pub port: u16,
+    tansu: Child,
+}
+
+impl SaslBroker {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let tansu = start_tansu_with(&tansu_bin(), port, port, &["--authentication"]);
+        Self { port, tansu }
+    }
+
+    /// `KAFKA_BROKERS` for this broker.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SaslBroker {
+    fn drop(&mut self) {
+        let _ = self.tansu.kill();
+        let _ = self.tansu.wait();
+    }
+}
+
 /// The tansu binary: `TANSU_BIN` (set by `.ci/test`), else the one `.ci/stack.sh` installs.
 fn tansu_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("TANSU_BIN") {
@@ -205,6 +237,11 @@ fn tansu_bin() -> PathBuf {
 /// `advertised_port` (the TLS front here; the same port for [`crate::Broker`]), in memory, once
 /// it listens.
 pub(crate) fn start_tansu(bin: &Path, listen_port: u16, advertised_port: u16) -> Child {
+    start_tansu_with(bin, listen_port, advertised_port, &[])
+}
+
+/// As [`start_tansu`], with `extra` arguments (`--authentication`).
+fn start_tansu_with(bin: &Path, listen_port: u16, advertised_port: u16, extra: &[&str]) -> Child {
     let listen = format!("tcp://127.0.0.1:{listen_port}");
     let advertised = format!("tcp://127.0.0.1:{advertised_port}");
     let child = Command::new(bin)
@@ -217,6 +254,7 @@ pub(crate) fn start_tansu(bin: &Path, listen_port: u16, advertised_port: u16) ->
             "--storage-engine",
             "memory://tansu/",
         ])
+        .args(extra)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

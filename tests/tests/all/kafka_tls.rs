@@ -1,8 +1,9 @@
 //! Kafka over TLS with the properties an operator sets (`MAILROOM_KAFKA_PROPERTY_*`): Mailroom's
 //! own producer and consumer reach a broker that speaks only TLS, with a CA the test makes
 //! (and with a client certificate where the broker asks for one); a broker certificate from
-//! another CA is refused, and the log says the certificate could not be verified. Also: a
-//! topic with fewer partitions than configured is grown at start.
+//! another CA is refused, and the log says the certificate could not be verified; SASL
+//! settings reach a broker that requires SCRAM, whose refusal the log names without the
+//! password. Also: a topic with fewer partitions than configured is grown at start.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use mailroom_platform::kafka::{
     properties_from_env, KafkaProperties, KafkaSettings, Topic, Topics,
 };
-use mailroom_tests::kafka_tls::{TestCa, TlsBroker};
+use mailroom_tests::kafka_tls::{SaslBroker, TestCa, TlsBroker};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
@@ -214,6 +215,75 @@ async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() 
         sent.await
     );
     sent.abort();
+}
+
+#[tokio::test]
+async fn sasl_settings_from_the_environment_log_in_with_scram_and_the_refusal_is_logged_without_the_password(
+) {
+    let captured = capture_logs();
+    let broker = SaslBroker::start();
+    let topic = format!("test.sasl.{}", uuid::Uuid::new_v4().simple());
+
+    // Without SASL the broker answers nothing (it requires authentication first).
+    let plain = settings(broker.brokers(), KafkaProperties::default());
+    let refused = plain.partition_count(&topic, Duration::from_secs(3)).await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // With the SASL properties an operator sets, librdkafka runs the SCRAM exchange with the
+    // broker, which refuses the user it does not know (tansu cannot be given one: see
+    // `SaslBroker`). What a person reads in the log names SASL, the mechanism and the
+    // broker's answer, and never the password.
+    let password = "Sasl-pw-7f3e9c1d";
+    let properties = from_env(&[
+        (
+            "MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL",
+            "SASL_PLAINTEXT".into(),
+        ),
+        (
+            "MAILROOM_KAFKA_PROPERTY_SASL_MECHANISM",
+            "SCRAM-SHA-512".into(),
+        ),
+        ("MAILROOM_KAFKA_PROPERTY_SASL_USERNAME", "mailroom".into()),
+        ("MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD", password.into()),
+    ]);
+    let kafka = settings(broker.brokers(), properties);
+    let producer = kafka.producer().expect("producer");
+    let sent = tokio::spawn(async move {
+        producer
+            .send(
+                FutureRecord::to(&topic).key("k").payload("never"),
+                Duration::from_secs(1),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(err, _)| err.to_string())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let logs = captured.text();
+        if let Some(line) = logs
+            .lines()
+            .find(|line| line.contains("SASL SCRAM authentication failed"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SASL refusal logged within 10 s:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(line.contains("unknown-user"), "{line}");
+    assert!(
+        !sent.is_finished(),
+        "a record was settled without a login: {:?}",
+        sent.await
+    );
+    sent.abort();
+    assert!(
+        !captured.text().contains(password),
+        "the SASL password reached the log"
+    );
 }
 
 #[tokio::test]
