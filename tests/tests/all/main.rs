@@ -23,6 +23,7 @@ mod mailbox_credentials;
 mod mailboxes;
 mod metrics;
 mod ordering_and_locks;
+mod otlp_tls;
 mod overload;
 mod process_exit;
 mod readiness;
