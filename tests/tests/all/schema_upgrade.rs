@@ -292,3 +292,65 @@ async fn an_index_a_failed_concurrent_build_left_invalid_stops_the_migration_nam
         .await
         .expect("migrate again once it is dropped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_services_schema_takes_the_next_releases_expand_and_refuses_its_contract() {
+    let mut platform = platform_on_new_database().await;
+    let services: [(&str, &Migrator); 5] = [
+        (mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS),
+        (mailroom_access::SCHEMA, &mailroom_access::MIGRATIONS),
+        (
+            mailroom_invitations::SCHEMA,
+            &mailroom_invitations::MIGRATIONS,
+        ),
+        (mailroom_mailboxes::SCHEMA, &mailroom_mailboxes::MIGRATIONS),
+        (mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS),
+    ];
+    for (schema, migrations) in services {
+        platform.migrate_on_start = true;
+        let pool = mailroom_platform::hosting::database(&platform, schema, migrations)
+            .await
+            .unwrap_or_else(|err| panic!("{schema}: this version's migrate Job: {err:#}"));
+        let table = format!("{schema}._sqlx_migrations");
+        let version = next_version(&pool, &table).await;
+        record_applied(&pool, &table, version, "expand add table").await;
+        // Version N's pods, mid-rollout or after `helm rollback`: with and without migrating
+        // at start, they run on the expanded schema and leave the newer row alone.
+        for migrate_on_start in [false, true] {
+            platform.migrate_on_start = migrate_on_start;
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                mailroom_platform::hosting::database(&platform, schema, migrations),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{schema}: version N waited on an expanded schema"))
+            .unwrap_or_else(|err| {
+                panic!("{schema}: version N refused an expanded schema (migrate_on_start={migrate_on_start}): {err:#}")
+            });
+        }
+        let (still,): (i64,) =
+            sqlx::query_as(&format!("SELECT count(*) FROM {table} WHERE version = $1"))
+                .bind(version)
+                .fetch_one(&pool)
+                .await
+                .expect("the newer migration");
+        assert_eq!(
+            still, 1,
+            "{schema}: version N leaves the newer migration alone"
+        );
+
+        // The release after removes what version N still uses: version N refuses to run.
+        record_applied(&pool, &table, version + 1, "contract drop column").await;
+        platform.migrate_on_start = false;
+        let refused =
+            match mailroom_platform::hosting::database(&platform, schema, migrations).await {
+                Ok(_) => panic!("{schema}: version N started on a schema contracted past it"),
+                Err(err) => format!("{err:#}"),
+            };
+        assert!(
+            refused.contains("migrated past what this version of Mailroom can run on")
+                && refused.contains(&format!("migration {}", version + 1)),
+            "{schema}: {refused}"
+        );
+    }
+}
