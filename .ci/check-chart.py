@@ -398,7 +398,27 @@ tls_all = merge(minimal, {
             "otlp": {"enabled": True, "secretName": "otel-ca"}},
 })
 spread = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+
+
+def tier_affinity(tier):
+    """A node affinity that names `tier`, so each component's is told apart from the others'."""
+    return {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 50, "preference": {"matchExpressions": [{"key": "example.com/tier", "operator": "In", "values": [tier]}]}}]}}
+
+
+def quota(cpu, memory, limit):
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": limit}}
+
+
+# Per-component resources and affinity in "extended": identity, the sync workers, the console
+# and the Job set their own; invitations' resources set to null (so the global ones); access,
+# mailboxes and the scheduler keep the chart's resources and take the global affinity.
+OWN_RESOURCES = {"identity": quota("110m", "130Mi", "520Mi"), "worker": quota("510m", "520Mi", "2100Mi"),
+                 "web": quota("120m", "100Mi", "260Mi"), "migrate": quota("130m", "140Mi", "530Mi"),
+                 "global": quota("50m", "64Mi", "300Mi")}
 extended = merge(minimal, {
+    "resources": OWN_RESOURCES["global"],
+    "affinity": tier_affinity("global"),
     "imagePullSecrets": [{"name": "regcred"}],
     "extraEnv": [{"name": "CORP_PROXY", "value": "http://proxy:3128"}],
     "envFrom": [{"secretRef": {"name": "corp-extra"}}],
@@ -411,9 +431,14 @@ extended = merge(minimal, {
     "nodeSelector": {"pool": "general"},
     "services": {"access": {"extraEnv": [{"name": "ACCESS_ONLY", "value": "1"}], "nodeSelector": {"pool": "memory"},
                             "podAnnotations": {"example.com/team": "access"}},
-                 "sync": {"worker": {"tolerations": [{"key": "imap", "operator": "Exists", "effect": "NoSchedule"}], "priorityClassName": "mailroom-workers"}}},
-    "web": {"podLabels": {"example.com/public": "yes"}, "extraEnv": [{"name": "WEB_ONLY", "value": "1"}]},
-    "migrations": {"extraEnv": [{"name": "MIGRATE_ONLY", "value": "1"}], "activeDeadlineSeconds": 600},
+                 "identity": {"resources": OWN_RESOURCES["identity"], "affinity": tier_affinity("identity")},
+                 "invitations": {"resources": None},
+                 "sync": {"worker": {"tolerations": [{"key": "imap", "operator": "Exists", "effect": "NoSchedule"}], "priorityClassName": "mailroom-workers",
+                                     "resources": OWN_RESOURCES["worker"], "affinity": tier_affinity("worker")}}},
+    "web": {"podLabels": {"example.com/public": "yes"}, "extraEnv": [{"name": "WEB_ONLY", "value": "1"}],
+            "resources": OWN_RESOURCES["web"], "affinity": tier_affinity("web")},
+    "migrations": {"extraEnv": [{"name": "MIGRATE_ONLY", "value": "1"}], "activeDeadlineSeconds": 600,
+                   "resources": OWN_RESOURCES["migrate"], "affinity": tier_affinity("migrate")},
     "config": {"smtp": {"port": 2525}, "mailServers": {"allowedNetworks": "10.20.0.0/16, 10.30.0.5"}},
     "networkPolicy": {"dependencies": {"postgresPorts": [6432], "kafkaPorts": [9093]}},
 })
@@ -545,6 +570,26 @@ for label, values in [("TLS everywhere", tls_all), ("extended", extended)]:
               and worker["spec"]["tolerations"][0]["key"] == "imap" and worker["spec"]["priorityClassName"] == "mailroom-workers"
               and pods["mailroom-web"]["metadata"]["labels"].get("example.com/public") == "yes"
               and "MIGRATE_ONLY" in all_env(pods["mailroom-migrate"]))
+        chart_defaults = yaml.safe_load(open(f"{CHART}/values.yaml"))
+        want_resources = {
+            "mailroom-identity": OWN_RESOURCES["identity"], "mailroom-sync-worker": OWN_RESOURCES["worker"],
+            "mailroom-web": OWN_RESOURCES["web"], "mailroom-migrate": OWN_RESOURCES["migrate"],
+            "mailroom-invitations": OWN_RESOURCES["global"],
+            "mailroom-access": chart_defaults["services"]["access"]["resources"],
+            "mailroom-mailboxes": chart_defaults["services"]["mailboxes"]["resources"],
+            "mailroom-sync-scheduler": chart_defaults["services"]["sync"]["scheduler"]["resources"],
+        }
+        got = {n: p["spec"]["containers"][0].get("resources") for n, p in pods.items()}
+        wrong = {n: got.get(n) for n in set(want_resources) | set(got) if got.get(n) != want_resources.get(n)}
+        check(f"{label}: per-component resources: identity, sync worker, console and Job exactly their own; access, mailboxes, scheduler the chart's; invitations (null) the global",
+              not wrong, str(wrong)[:400])
+        want_affinity = {n: tier_affinity("global") for n in pods}
+        want_affinity.update({"mailroom-identity": tier_affinity("identity"), "mailroom-sync-worker": tier_affinity("worker"),
+                              "mailroom-web": tier_affinity("web"), "mailroom-migrate": tier_affinity("migrate")})
+        got = {n: p["spec"].get("affinity") for n, p in pods.items()}
+        wrong = {n: got.get(n) for n in want_affinity if got.get(n) != want_affinity[n]}
+        check(f"{label}: per-component affinity: identity, sync worker, console and Job exactly their own; the others the global",
+              not wrong and len(pods) == 8, str(wrong)[:400])
         job_doc = next(d for d in docs if d["kind"] == "Job")
         js = job_doc["spec"]["template"]["spec"]
         hooks = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("annotations", {}) for d in docs if d["metadata"]["name"] == "mailroom-migrate"}
@@ -889,6 +934,69 @@ def check_review_fixes():
 
 
 check_review_fixes()
+
+
+def check_operator_credential():
+    """The operator's credential: identity gets only its SHA-256, from the chart's Secret; no
+    other workload gets it, the digest or the secret."""
+    import hashlib
+    secret = "chart-check-operator-x5"
+    docs = objects(merge(minimal, {"secrets": {"operatorClientSecret": secret}}))
+    pods = pods_of(docs)
+    key = "MAILROOM_IDENTITY__SERVICE_CLIENTS__OPERATOR"
+    chart_secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "mailroom-secrets")
+    ref = all_env(pods["mailroom-identity"]).get(key, {}).get("valueFrom", {}).get("secretKeyRef", {})
+    check("operator credential: identity gets MAILROOM_IDENTITY__SERVICE_CLIENTS__OPERATOR from the Secret, the secret's sha256 digest",
+          ref.get("name") == "mailroom-secrets" and ref.get("key") == key
+          and chart_secret["stringData"].get(key) == "sha256:" + hashlib.sha256(secret.encode()).hexdigest(), str(ref))
+    others = {n: p for n, p in pods.items() if n != "mailroom-identity"}
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    others["helm test"] = test_pod
+    holders = sorted(n for n, p in others.items()
+                     if any("OPERATOR" in e["name"] or "OPERATOR" in json.dumps(e.get("valueFrom", {})) for c in p["spec"]["containers"] for e in c.get("env", []))
+                     or secret in json.dumps(p) or chart_secret["stringData"][key] in json.dumps(p))
+    expected = {f"mailroom-{n}" for n in ("web", "access", "mailboxes", "invitations", "sync-scheduler", "sync-worker", "migrate")} | {"helm test"}
+    check("operator credential: no other workload (console, access, mailboxes, invitations, sync scheduler and workers, Job, helm test) gets it",
+          set(others) == expected and not holders, str(holders) + str(sorted(others)))
+
+
+check_operator_credential()
+
+
+def check_alert_guards():
+    """The ratio and p99 alerts stay quiet without traffic: each ends in `and <traffic rate> >
+    <minimum>`, the minimum from prometheusRule (odd values here, so no threshold matches)."""
+    mins = {"minRequestsPerSecond": 0.37, "minSyncsPerSecond": 0.023}
+    docs = objects(merge(everything, {"prometheusRule": mins}))
+    rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
+    guards = {  # alert: (the minimum's key, the traffic's series)
+        "MailroomRpcErrors": ("minRequestsPerSecond", "mailroom_grpc_requests_total"),
+        "MailroomRpcLatency": ("minRequestsPerSecond", "mailroom_grpc_request_duration_seconds_count"),
+        "MailroomCallsRefused": ("minRequestsPerSecond", "mailroom_grpc_requests_total"),
+        "MailroomMailServersUnavailable": ("minSyncsPerSecond", "mailroom_grpc_requests_total"),
+        "MailroomSyncErrors": ("minSyncsPerSecond", "mailroom_sync_outcomes_total"),
+    }
+    latency_count = len(yaml.safe_load(open(f"{CHART}/values.yaml"))["prometheusRule"]["rpcLatencyP99Seconds"])
+
+    def guarded(expr, key, series):
+        try:
+            tree = promql_parser.parse(expr)
+        except Exception:  # noqa: BLE001
+            return False
+        guard = tree.rhs if isinstance(tree, promql_parser.BinaryExpr) and str(tree.op) == "and" else None
+        return (isinstance(guard, promql_parser.BinaryExpr) and str(guard.op) == ">"
+                and isinstance(guard.rhs, promql_parser.NumberLiteral) and guard.rhs.val == mins[key]
+                and f"rate({series}" in "".join(guard.lhs.prettify().split()))
+
+    for alert, (key, series) in guards.items():
+        found = [r["expr"] for r in rules if r.get("alert") == alert]
+        count = latency_count if alert == "MailroomRpcLatency" else 1
+        bad = [e[-200:] for e in found if not guarded(e, key, series)]
+        check(f"{alert}: quiet below prometheusRule.{key} (`and` rate of {series} > {mins[key]})" + (f" in each of its {count}" if count > 1 else ""),
+              len(found) == count and not bad, str(bad)[:400] or f"{len(found)} rules")
+
+
+check_alert_guards()
 
 print(f"chart: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -1,7 +1,8 @@
-//! A Kafka broker behind TLS, for tests of Mailroom's Kafka TLS settings: a private tansu
-//! (which serves plaintext only) whose advertised listener is a TLS-terminating proxy in this
-//! process, with a certificate from a CA the test makes ([`TestCa`]). A client therefore
-//! reaches the broker only through TLS, bootstrap and every later connection alike.
+//! Kafka brokers for tests of Mailroom's Kafka security settings: a private tansu (which serves
+//! plaintext only) whose advertised listener is a TLS-terminating proxy in this process, with
+//! a certificate from a CA the test makes ([`TestCa`]), so that a client reaches the broker
+//! only through TLS, bootstrap and every later connection alike ([`TlsBroker`]); and a tansu
+//! that requires SASL before anything else ([`SaslBroker`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,82 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A certificate authority made for one test, and the files it wrote (removed on drop).
-pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-}
-
-/// A certificate and its key, issued by a [`TestCa`], with their PEM files.
-pub struct Issued {
-    pub cert_der: CertificateDer<'static>,
-    pub key_der: Vec<u8>,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
-impl TestCa {
-    /// A new CA named `name`, its certificate written to [`Self::ca_file`].
-    pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let issuer = CertifiedIssuer::self_signed(params, key).expect("CA certificate");
-        let dir =
-            std::env::temp_dir().join(format!("mailroom-ca-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("CA folder");
-        std::fs::write(dir.join("ca.crt"), issuer.pem()).expect("CA file");
-        Self { issuer, dir }
-    }
-
-    /// The CA's certificate (PEM), what a client trusts (`ssl.ca.location`).
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses), written as `<file>.crt` and
-    /// `<file>.key` (PKCS#8 PEM).
-    pub fn issue(&self, file: &str, names: &[&str]) -> Issued {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("certificate params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, file.to_owned());
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &*self.issuer).expect("certificate");
-        let cert_file = self.dir.join(format!("{file}.crt"));
-        let key_file = self.dir.join(format!("{file}.key"));
-        std::fs::write(&cert_file, cert.pem()).expect("certificate file");
-        std::fs::write(&key_file, key.serialize_pem()).expect("key file");
-        Issued {
-            cert_der: cert.der().clone(),
-            key_der: key.serialize_der(),
-            cert_file,
-            key_file,
-        }
-    }
-
-    /// The CA's certificate (DER), for a server that checks client certificates.
-    pub fn cert_der(&self) -> CertificateDer<'static> {
-        self.issuer.der().clone()
-    }
-}
-
-impl Drop for TestCa {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use crate::tls_stack::TestCa;
 
 /// A private tansu reachable only through TLS on `127.0.0.1:<port>`.
 pub struct TlsBroker {
@@ -101,6 +33,10 @@ impl TlsBroker {
     /// (mutual TLS).
     pub async fn start(ca: &TestCa, client_ca: Option<&TestCa>) -> Self {
         let server = ca.issue("broker", &["127.0.0.1", "localhost"]);
+        let server_cert =
+            CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).expect("broker certificate");
+        let server_key =
+            PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).expect("broker key");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -108,7 +44,12 @@ impl TlsBroker {
         let builder = match client_ca {
             Some(client_ca) => {
                 let mut roots = rustls::RootCertStore::empty();
-                roots.add(client_ca.cert_der()).expect("client CA");
+                roots
+                    .add(
+                        CertificateDer::from_pem_slice(client_ca.cert_pem.as_bytes())
+                            .expect("client CA certificate"),
+                    )
+                    .expect("client CA");
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
@@ -120,10 +61,7 @@ impl TlsBroker {
             None => builder.with_no_client_auth(),
         };
         let config = builder
-            .with_single_cert(
-                vec![server.cert_der.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der.clone())),
-            )
+            .with_single_cert(vec![server_cert], server_key)
             .expect("server certificate");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 

@@ -14,6 +14,7 @@ use mailroom_platform::kafka::{
     properties_from_env, KafkaProperties, KafkaSettings, Topic, Topics,
 };
 use mailroom_tests::kafka_tls::{SaslBroker, TestCa, TlsBroker};
+use mailroom_tests::tls_stack::test_dir;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
@@ -80,9 +81,10 @@ async fn round_trip(kafka: &KafkaSettings) {
 
 #[tokio::test]
 async fn mailrooms_clients_reach_a_tls_only_broker_with_properties_from_the_environment() {
+    let dir = test_dir("kafka-tls");
     let ca = TestCa::new("mailroom test kafka CA");
     let broker = TlsBroker::start(&ca, None).await;
-    let properties = tls_trusting(&ca.ca_file());
+    let properties = tls_trusting(&ca.write(&dir, "ca.crt"));
     let kafka = settings(broker.brokers(), properties);
     round_trip(&kafka).await;
     assert_eq!(
@@ -103,29 +105,33 @@ async fn mailrooms_clients_reach_a_tls_only_broker_with_properties_from_the_envi
 
 #[tokio::test]
 async fn a_client_certificate_is_presented_where_the_broker_asks_for_one() {
+    let dir = test_dir("kafka-mtls");
     let ca = TestCa::new("mailroom test kafka CA");
+    let ca_file = ca.write(&dir, "ca.crt");
     let client_ca = TestCa::new("mailroom test client CA");
     let broker = TlsBroker::start(&ca, Some(&client_ca)).await;
-    let client = client_ca.issue("mailroom", &["mailroom"]);
+    let client = client_ca
+        .issue("mailroom", &["mailroom"])
+        .write(&dir, "client");
     let properties = from_env(&[
         ("MAILROOM_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SSL".into()),
         (
             "MAILROOM_KAFKA_PROPERTY_SSL_CA_LOCATION",
-            ca.ca_file().display().to_string(),
+            ca_file.display().to_string(),
         ),
         (
             "MAILROOM_KAFKA_PROPERTY_SSL_CERTIFICATE_LOCATION",
-            client.cert_file.display().to_string(),
+            client.cert.display().to_string(),
         ),
         (
             "MAILROOM_KAFKA_PROPERTY_SSL_KEY_LOCATION",
-            client.key_file.display().to_string(),
+            client.key.display().to_string(),
         ),
     ]);
     round_trip(&settings(broker.brokers(), properties)).await;
 
     // Without the client certificate the broker is out of reach.
-    let without = tls_trusting(&ca.ca_file());
+    let without = tls_trusting(&ca_file);
     let kafka = settings(broker.brokers(), without);
     let refused = kafka
         .partition_count(
@@ -159,6 +165,41 @@ impl Captured {
             .map(|lines| String::from_utf8_lossy(&lines).into_owned())
             .unwrap_or_default()
     }
+
+    /// The first log line containing `needle`, waiting for it at most `limit`.
+    async fn line_within(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let logs = self.text();
+            if let Some(line) = logs.lines().find(|line| line.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing logged containing {needle:?} within {limit:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Sends one record to `topic` with Mailroom's producer in a task of its own (a record the
+/// broker never accepts is never settled: the task stays pending).
+fn send_in_background(
+    kafka: &KafkaSettings,
+    topic: String,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    let producer = kafka.producer().expect("producer");
+    tokio::spawn(async move {
+        producer
+            .send(
+                FutureRecord::to(&topic).key("k").payload("never"),
+                Duration::from_secs(1),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(err, _)| err.to_string())
+    })
 }
 
 /// Makes the process's log (level info and up) go to the [`Captured`] returned.
@@ -178,32 +219,16 @@ fn capture_logs() -> Captured {
 async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() {
     let captured = capture_logs();
 
+    let dir = test_dir("kafka-tls-other-ca");
     let ca = TestCa::new("mailroom test kafka CA");
     let other = TestCa::new("some other CA");
     let broker = TlsBroker::start(&ca, None).await;
-    let properties = tls_trusting(&other.ca_file());
+    let properties = tls_trusting(&other.write(&dir, "other-ca.crt"));
     let kafka = settings(broker.brokers(), properties);
-    let producer = kafka.producer().expect("producer");
-    let topic = kafka.topics.name(Topic::IdentityEvents);
-    let sent = tokio::spawn(async move {
-        producer
-            .send(
-                FutureRecord::to(&topic).key("k").payload("never"),
-                Duration::from_secs(1),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(err, _)| err.to_string())
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !captured.text().contains("certificate verify failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no certificate verification failure logged within 10 s:\n{}",
-            captured.text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sent = send_in_background(&kafka, kafka.topics.name(Topic::IdentityEvents));
+    captured
+        .line_within("certificate verify failed", Duration::from_secs(10))
+        .await;
     assert_eq!(
         broker.handshakes(),
         0,
@@ -247,32 +272,10 @@ async fn sasl_settings_from_the_environment_log_in_with_scram_and_the_refusal_is
         ("MAILROOM_KAFKA_PROPERTY_SASL_PASSWORD", password.into()),
     ]);
     let kafka = settings(broker.brokers(), properties);
-    let producer = kafka.producer().expect("producer");
-    let sent = tokio::spawn(async move {
-        producer
-            .send(
-                FutureRecord::to(&topic).key("k").payload("never"),
-                Duration::from_secs(1),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(err, _)| err.to_string())
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let logs = captured.text();
-        if let Some(line) = logs
-            .lines()
-            .find(|line| line.contains("SASL SCRAM authentication failed"))
-        {
-            break line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SASL refusal logged within 10 s:\n{logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let sent = send_in_background(&kafka, topic);
+    let line = captured
+        .line_within("SASL SCRAM authentication failed", Duration::from_secs(10))
+        .await;
     assert!(line.contains("unknown-user"), "{line}");
     assert!(
         !sent.is_finished(),
