@@ -302,7 +302,7 @@ for label, values in VALUE_SETS:
             if ok and want == "HorizontalPodAutoscaler":
                 spec = scaler[0]["spec"]
                 names = sorted(m.get("external", m.get("pods", {})).get("metric", {}).get("name", "") for m in spec["metrics"])
-                ok = (names == ["mailroom_sync_idle_connections", "mailroom_sync_overdue_mailboxes"]
+                ok = (names == ["mailroom_events_lag_records", "mailroom_sync_idle_connections", "mailroom_sync_overdue_mailboxes"]
                       and spec["maxReplicas"] <= 8 and spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300)
             check(f"{label}: the sync workers scaled by a {want} on activity, slow to scale down, replicas left to it", ok, str(scaler)[:300])
         policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] != "mailroom-migrate"}
@@ -744,15 +744,22 @@ def check_sync_autoscaling():
             return False
 
     hpa = scaler(minimal)
-    metrics = {m["type"]: m[m["type"].lower()] for m in (hpa or {}).get("spec", {}).get("metrics", [])}
-    check("sync autoscaling (HPA): external overdue mailboxes for the release and pods IDLE connections, 200 and 1,500 per worker",
-          hpa and hpa["kind"] == "HorizontalPodAutoscaler"
-          and metrics.get("External", {}).get("metric", {}).get("name") == "mailroom_sync_overdue_mailboxes"
-          and metrics["External"]["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom", "job": "mailroom-sync"}
-          and metrics["Pods"]["metric"]["selector"]["matchLabels"] == {"job": "mailroom-sync"}
-          and metrics["External"]["target"] == {"type": "AverageValue", "averageValue": "200"}
-          and metrics.get("Pods", {}).get("metric", {}).get("name") == "mailroom_sync_idle_connections"
-          and metrics["Pods"]["target"] == {"type": "AverageValue", "averageValue": "1500"}, str(hpa)[:400])
+    metrics = {m[m["type"].lower()]["metric"]["name"]: m[m["type"].lower()] | {"type": m["type"]}
+               for m in (hpa or {}).get("spec", {}).get("metrics", [])}
+    overdue = metrics.get("mailroom_sync_overdue_mailboxes", {})
+    waiting = metrics.get("mailroom_events_lag_records", {})
+    idle = metrics.get("mailroom_sync_idle_connections", {})
+    check("sync autoscaling (HPA): external overdue mailboxes and sync requests waiting for the release, pods IDLE connections; 200, 100 and 1,500 per worker",
+          hpa and hpa["kind"] == "HorizontalPodAutoscaler" and len(metrics) == 3
+          and overdue.get("type") == "External"
+          and overdue["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom", "job": "mailroom-sync"}
+          and overdue["target"] == {"type": "AverageValue", "averageValue": "200"}
+          and waiting.get("type") == "External"
+          and waiting["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom", "job": "mailroom-sync", "consumer": "mailroom-sync-workers"}
+          and waiting["target"] == {"type": "AverageValue", "averageValue": "100"}
+          and idle.get("type") == "Pods"
+          and idle["metric"]["selector"]["matchLabels"] == {"job": "mailroom-sync"}
+          and idle["target"] == {"type": "AverageValue", "averageValue": "1500"}, str(hpa)[:400])
 
     keda = scaler(merge(minimal, {"keda": {"enabled": True, "kafkaAuthenticationRef": "kafka-sasl"}}))
     triggers = (keda or {}).get("spec", {}).get("triggers", [])

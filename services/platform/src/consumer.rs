@@ -484,29 +484,13 @@ impl Sequential<'_> {
         self.lag_exported_at = Some(Instant::now());
         self.lag_stale = false;
         let owned = self.consumer.context().owned();
-        let positions = self.consumer.position().ok();
-        let mut records = 0_i64;
-        for partition in &owned {
-            let Some(end) =
-                crate::kafka::cached_end_offset(self.consumer, &partition.0, partition.1)
-            else {
-                continue;
-            };
-            // The first record not applied: the front of the lane, else one past the last
-            // record taken, else (nothing taken since the assignment) the fetch position.
-            let first = match self.lanes.get(partition) {
-                Some(lane) => lane.records.front().map_or(lane.next, |m| m.offset()),
-                None => match positions
-                    .as_ref()
-                    .and_then(|list| list.find_partition(&partition.0, partition.1))
-                    .map(|element| element.offset())
-                {
-                    Some(Offset::Offset(position)) => position,
-                    _ => continue,
-                },
-            };
-            records += (end - first).max(0);
-        }
+        // The first record not applied: the front of the lane, else one past the last record
+        // taken (no lane: nothing taken since the assignment).
+        let records = records_behind(self.consumer, &owned, |partition| {
+            self.lanes
+                .get(partition)
+                .map(|lane| lane.records.front().map_or(lane.next, |m| m.offset()))
+        });
         let now_ms = chrono::Utc::now().timestamp_millis();
         let oldest_ms = self
             .lanes
@@ -763,6 +747,37 @@ impl Sequential<'_> {
             .collect();
         retrying_gauges(self.name, &waiting);
     }
+}
+
+/// How many records of `owned` partitions are not applied yet: from the first one not applied
+/// (`first_unapplied`, or the fetch position of a partition nothing was taken from since it
+/// was assigned) to the partition's end as the consumer last fetched it, summed. No broker
+/// round trip; a partition not fetched yet counts nothing.
+pub(crate) fn records_behind(
+    consumer: &GroupConsumer,
+    owned: &[PartitionId],
+    first_unapplied: impl Fn(&PartitionId) -> Option<i64>,
+) -> i64 {
+    let positions = consumer.position().ok();
+    let mut records = 0_i64;
+    for partition in owned {
+        let Some(end) = crate::kafka::cached_end_offset(consumer, &partition.0, partition.1) else {
+            continue;
+        };
+        let first = match first_unapplied(partition) {
+            Some(first) => first,
+            None => match positions
+                .as_ref()
+                .and_then(|list| list.find_partition(&partition.0, partition.1))
+                .map(|element| element.offset())
+            {
+                Some(Offset::Offset(position)) => position,
+                _ => continue,
+            },
+        };
+        records += (end - first).max(0);
+    }
+    records
 }
 
 /// Sets `mailroom_events_retrying{consumer}` and `mailroom_events_oldest_retry_seconds` from

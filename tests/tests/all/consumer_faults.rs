@@ -1093,3 +1093,52 @@ async fn a_mirror_behind_exports_its_lag_in_records_and_seconds_and_zero_once_ca
     stop.cancel();
     let _ = task.await;
 }
+
+#[async_trait::async_trait]
+impl WorkHandler for Gate {
+    async fn handle(&self, _event: Envelope, stop: CancellationToken) -> anyhow::Result<()> {
+        while !self.open.load(Ordering::SeqCst) && !stop.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_work_consumer_exports_the_records_it_has_not_finished() {
+    let metrics = mailroom_platform::metrics::serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("metrics port");
+    let bench = Bench::new(1).await;
+    for n in 0..10 {
+        bench.send(&format!("key-{n}"), 0).await;
+    }
+    let gate = Arc::new(Gate::default());
+    let (stop, task) = bench.work("lagging-work", gate.clone(), 2);
+    let series = format!(
+        "mailroom_events_lag_records{{consumer=\"{}\"}}",
+        bench.group("lagging-work")
+    );
+    // Two run (held at the gate), eight wait: all ten are unfinished.
+    wait_for(
+        Duration::from_secs(30),
+        "the work consumer's backlog is exported",
+        || async {
+            let text = scrape_metrics(metrics).await;
+            Ok(metric_sample(&text, &series) == Some(10.0))
+        },
+    )
+    .await;
+    gate.open.store(true, Ordering::SeqCst);
+    wait_for(
+        Duration::from_secs(30),
+        "the backlog back to zero once the work is done",
+        || async {
+            let text = scrape_metrics(metrics).await;
+            Ok(metric_sample(&text, &series) == Some(0.0))
+        },
+    )
+    .await;
+    stop.cancel();
+    let _ = task.await;
+}

@@ -38,6 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{classify, Class, Options};
+
+/// How often a work consumer's lag gauge is refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 use crate::kafka::{GroupConsumer, PartitionId};
 use crate::proto::events::v1::Envelope;
 
@@ -74,6 +77,13 @@ impl Progress {
     /// pause hands over nothing twice, but this makes sure).
     pub fn is_taken(&self, offset: i64) -> bool {
         offset < self.next
+    }
+
+    /// The first offset taken and not finished, else one past the last taken; `None` before
+    /// anything was taken.
+    pub fn first_unfinished(&self) -> Option<i64> {
+        (self.next > 0 || !self.outstanding.is_empty())
+            .then(|| self.outstanding.first().copied().unwrap_or(self.next))
     }
 
     /// A record finished; returns the offset to commit if the contiguous prefix grew.
@@ -291,11 +301,14 @@ impl Concurrent<'_> {
         mut stuck: mpsc::UnboundedReceiver<(PartitionId, u64)>,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let mut stream = self.consumer.stream();
+        let mut lag_tick = tokio::time::interval(LAG_EVERY);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             self.drop_revoked();
             self.reconcile_pauses();
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
+                _ = lag_tick.tick() => self.export_lag(),
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     match joined {
                         Ok(finished) => self.finished(finished),
@@ -335,6 +348,19 @@ impl Concurrent<'_> {
             }
         }
         result
+    }
+
+    /// Sets `mailroom_events_lag_records{consumer=<group>}`: the records of its partitions not
+    /// finished yet (a worker backlog, what an autoscaler reads beside KEDA's own lag).
+    fn export_lag(&self) {
+        let owned = self.consumer.context().owned();
+        let records = super::records_behind(self.consumer, &owned, |partition| {
+            self.owned
+                .get(partition)
+                .and_then(|o| o.progress.first_unfinished())
+        });
+        metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => self.group.to_owned())
+            .set(records as f64);
     }
 
     /// Takes a record that arrived: runs it, or holds it behind its key or for a slot.
