@@ -755,7 +755,7 @@ def check_sync_autoscaling():
           and overdue["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom", "job": "mailroom-sync"}
           and overdue["target"] == {"type": "AverageValue", "averageValue": "200"}
           and waiting.get("type") == "External"
-          and waiting["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom", "job": "mailroom-sync", "consumer": "mailroom-sync-workers"}
+          and waiting["metric"]["selector"]["matchLabels"] == {"namespace": "mailroom", "job": "mailroom-sync"}
           and waiting["target"] == {"type": "AverageValue", "averageValue": "100"}
           and idle.get("type") == "Pods"
           and idle["metric"]["selector"]["matchLabels"] == {"job": "mailroom-sync"}
@@ -796,6 +796,7 @@ def check_sync_autoscaling():
         ("the removed dueMailboxesPerWorker", {"services": {"sync": {"worker": {"autoscaling": {"dueMailboxesPerWorker": 200}}}}}, "overdueMailboxesPerWorker"),
         ("the removed keda.prometheus.dueMailboxesThreshold", {"keda": {"enabled": True, "prometheus": {"dueMailboxesThreshold": 200}}}, "services.sync.worker.autoscaling"),
         ("IDLE connections per worker above idleMaxConnections", {"services": {"sync": {"worker": {"autoscaling": {"idleConnectionsPerWorker": 2500}}}}}, "idleMaxConnections"),
+        ("requests waiting per worker not above the worker's concurrency", {"services": {"sync": {"worker": {"autoscaling": {"requestLagPerWorker": 32}}}}}, "services.sync.worker.concurrency"),
         ("a TriggerAuthentication name that is no Kubernetes name", {"keda": {"enabled": True, "kafkaAuthenticationRef": "Kafka SASL"}}, ""),
     ]
     for label, extra, words in refused:

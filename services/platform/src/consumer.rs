@@ -295,14 +295,15 @@ pub async fn run_with(
             next_lane: 0,
             to_commit: BTreeMap::new(),
             committed_at: Instant::now(),
-            lag_exported_at: None,
-            lag_stale: true,
+            in_flight: None,
         };
         let result = sequential.run(&shutdown).await;
         side.cancel();
         result
     };
     let (result, ()) = tokio::join!(consuming, replaying);
+    // A consumer that stopped is behind on nothing it owns; a later run sets them again.
+    lag_gauges(&name, 0.0, 0.0);
     consumer.close(&name).await;
     result
 }
@@ -360,10 +361,9 @@ struct Sequential<'a> {
     /// [`COMMIT_EVERY`], at revocation of others and at the end, not one request per record.
     to_commit: BTreeMap<PartitionId, i64>,
     committed_at: Instant,
-    /// When the lag gauges were last set ([`LAG_EVERY`]).
-    lag_exported_at: Option<Instant>,
-    /// Records were taken or settled since the lag gauges were last set.
-    lag_stale: bool,
+    /// The record being tried now (taken off its lane): its partition, offset and the time
+    /// it was produced, for the lag gauges.
+    in_flight: Option<(PartitionId, i64, Option<i64>)>,
 }
 
 impl Sequential<'_> {
@@ -382,6 +382,10 @@ impl Sequential<'_> {
         shutdown: &CancellationToken,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let mut stream = self.consumer.stream();
+        // The lag gauges are set every second, whatever the loop is doing (waiting for
+        // records, or for an attempt that takes long).
+        let mut lag_tick = tokio::time::interval(LAG_EVERY);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let Some(partition) = self.ready() else {
                 // Nothing to try now: wait for a record, the next retry, or the shutdown.
@@ -389,11 +393,6 @@ impl Sequential<'_> {
                     (due, true) => due,
                     (None, false) => Some(self.committed_at + COMMIT_EVERY),
                     (Some(due), false) => Some(due.min(self.committed_at + COMMIT_EVERY)),
-                };
-                // The lag gauges are set once more after the last record moved them.
-                let due = match (due, self.lag_due()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -409,10 +408,10 @@ impl Sequential<'_> {
                         None => return Ok(()),
                     },
                     _ = sleep_until(due) => {}
+                    _ = lag_tick.tick() => self.export_lag(),
                 }
                 self.reconcile_pauses();
                 self.commit_due();
-                self.export_lag();
                 continue;
             };
             self.cursor = Some(partition.clone());
@@ -424,6 +423,11 @@ impl Sequential<'_> {
             };
             let lane_id = lane.id;
             let dead_letter = lane.retry.as_ref().and_then(|r| r.dead_letter.clone());
+            self.in_flight = Some((
+                partition.clone(),
+                message.offset(),
+                message.timestamp().to_millis(),
+            ));
             // The attempt runs while the consumer goes on polling: it stays in its group
             // however long the attempt takes, and records that arrive meanwhile are held.
             let step = {
@@ -450,6 +454,7 @@ impl Sequential<'_> {
                         _ = shutdown.cancelled() => return Ok(()),
                         step = &mut attempt => break step,
                         () = self.consumer.context().revocation() => self.drop_revoked(),
+                        _ = lag_tick.tick() => self.export_lag(),
                         next = stream.next() => match next {
                             Some(Ok(m)) => {
                                 self.take(m.detach());
@@ -464,32 +469,34 @@ impl Sequential<'_> {
                 }
             };
             self.drop_revoked();
+            self.in_flight = None;
             self.settle(&partition, lane_id, message, step);
             self.reconcile_pauses();
             self.commit_due();
-            self.export_lag();
         }
     }
 
-    /// Sets the lag gauges (`mailroom_events_lag_records`, `mailroom_events_lag_seconds`) at
-    /// most every [`LAG_EVERY`]: records between the first one not applied and the partition's
-    /// end as last fetched (no broker round trip), and the age of the oldest record held.
-    fn export_lag(&mut self) {
-        if self
-            .lag_exported_at
-            .is_some_and(|at| at.elapsed() < LAG_EVERY)
-        {
-            return;
-        }
-        self.lag_exported_at = Some(Instant::now());
-        self.lag_stale = false;
+    /// Sets the lag gauges (`mailroom_events_lag_records`, `mailroom_events_lag_seconds`):
+    /// records from the first one not applied (the one being tried, else the front of its
+    /// lane) to the partition's end as last fetched (no broker round trip; a paused partition's
+    /// end is the one before its pause), and the age of the oldest record taken and not applied.
+    fn export_lag(&self) {
         let owned = self.consumer.context().owned();
-        // The first record not applied: the front of the lane, else one past the last record
-        // taken (no lane: nothing taken since the assignment).
+        let in_flight = self
+            .in_flight
+            .as_ref()
+            .filter(|(partition, _, _)| owned.contains(partition));
         let records = records_behind(self.consumer, &owned, |partition| {
-            self.lanes
+            let front = self
+                .lanes
                 .get(partition)
-                .map(|lane| lane.records.front().map_or(lane.next, |m| m.offset()))
+                .map(|lane| lane.records.front().map_or(lane.next, |m| m.offset()));
+            match in_flight {
+                Some((p, offset, _)) if p == partition => {
+                    Some(front.map_or(*offset, |f| f.min(*offset)))
+                }
+                _ => front,
+            }
         });
         let now_ms = chrono::Utc::now().timestamp_millis();
         let oldest_ms = self
@@ -498,20 +505,10 @@ impl Sequential<'_> {
             .filter(|(partition, _)| owned.contains(partition))
             .filter_map(|(_, lane)| lane.records.front())
             .filter_map(|m| m.timestamp().to_millis())
+            .chain(in_flight.and_then(|(_, _, produced)| *produced))
             .min();
         let seconds = oldest_ms.map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
-        metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => self.name.to_owned())
-            .set(records as f64);
-        metrics::gauge!(crate::metrics::EVENTS_LAG_SECONDS, "consumer" => self.name.to_owned())
-            .set(seconds);
-    }
-
-    /// When the lag gauges are to be set again: only while records moved since they were.
-    fn lag_due(&self) -> Option<Instant> {
-        self.lag_stale.then(|| {
-            self.lag_exported_at
-                .map_or_else(Instant::now, |at| at + LAG_EVERY)
-        })
+        lag_gauges(self.name, records as f64, seconds);
     }
 
     /// Commits the settled offsets if [`COMMIT_EVERY`] has passed since the last commit.
@@ -594,7 +591,6 @@ impl Sequential<'_> {
         }
         lane.next = offset + 1;
         lane.records.push_back(message);
-        self.lag_stale = true;
     }
 
     /// Forgets the lanes of revoked partitions: what they held is the new owner's now.
@@ -629,7 +625,6 @@ impl Sequential<'_> {
     /// Acts on what an attempt at `message` (the first record of lane `lane_id` of
     /// `partition`) came to.
     fn settle(&mut self, partition: &PartitionId, lane_id: u64, message: OwnedMessage, step: Step) {
-        self.lag_stale = true;
         let current = self
             .lanes
             .get_mut(partition)
@@ -758,7 +753,7 @@ pub(crate) fn records_behind(
     owned: &[PartitionId],
     first_unapplied: impl Fn(&PartitionId) -> Option<i64>,
 ) -> i64 {
-    let positions = consumer.position().ok();
+    let mut positions = None;
     let mut records = 0_i64;
     for partition in owned {
         let Some(end) = crate::kafka::cached_end_offset(consumer, &partition.0, partition.1) else {
@@ -766,18 +761,39 @@ pub(crate) fn records_behind(
         };
         let first = match first_unapplied(partition) {
             Some(first) => first,
-            None => match positions
-                .as_ref()
-                .and_then(|list| list.find_partition(&partition.0, partition.1))
-                .map(|element| element.offset())
-            {
-                Some(Offset::Offset(position)) => position,
-                _ => continue,
+            None => match fetch_position(consumer, &mut positions, partition) {
+                Some(position) => position,
+                None => continue,
             },
         };
         records += (end - first).max(0);
     }
     records
+}
+
+/// The consumer's fetch position in `partition` (the next offset it will fetch), reading the
+/// positions of every assigned partition once into `positions` (a call to librdkafka's main
+/// thread: only when a partition needs it).
+pub(crate) fn fetch_position(
+    consumer: &GroupConsumer,
+    positions: &mut Option<Option<TopicPartitionList>>,
+    partition: &PartitionId,
+) -> Option<i64> {
+    let list = positions.get_or_insert_with(|| consumer.position().ok());
+    match list
+        .as_ref()?
+        .find_partition(&partition.0, partition.1)?
+        .offset()
+    {
+        Offset::Offset(position) => Some(position),
+        _ => None,
+    }
+}
+
+/// Sets `mailroom_events_lag_records{consumer}` and `mailroom_events_lag_seconds{consumer}`.
+pub(crate) fn lag_gauges(name: &str, records: f64, seconds: f64) {
+    metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => name.to_owned()).set(records);
+    metrics::gauge!(crate::metrics::EVENTS_LAG_SECONDS, "consumer" => name.to_owned()).set(seconds);
 }
 
 /// Sets `mailroom_events_retrying{consumer}` and `mailroom_events_oldest_retry_seconds` from

@@ -156,7 +156,9 @@ pub fn cached_end_offset(consumer: &GroupConsumer, topic: &str, partition: i32) 
     // SAFETY: the client pointer lives as long as `consumer`, which this call borrows; the
     // topic is a NUL-terminated string that outlives the call; librdkafka only writes the two
     // integers, which live on this stack frame. The call reads librdkafka's cached offsets
-    // under its own lock and never blocks on the network.
+    // under its own lock and never blocks on the network. It looks the partition up with
+    // create-on-miss (a partition it does not know becomes a "desired" one), so call it only
+    // for partitions the consumer owns.
     let err = unsafe {
         rdkafka::bindings::rd_kafka_get_watermark_offsets(
             consumer.client().native_ptr(),

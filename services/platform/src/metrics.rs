@@ -81,13 +81,14 @@ pub const EVENTS_RETRYING: &str = "mailroom_events_retrying";
 /// How long the record that has waited longest for a retry has waited, in seconds, by
 /// `consumer` (0 when none waits).
 pub const EVENTS_RETRY_AGE: &str = "mailroom_events_oldest_retry_seconds";
-/// How far an event mirror is behind, in records: for the partitions a consumer owns, the end
-/// of the partition (as last fetched) minus the first record not applied yet, summed, by
-/// `consumer` (refreshed every second).
+/// How far a consumer is behind, in records, by `consumer`: for the partitions it owns, from
+/// the first record not applied to the partition's end, summed (an event mirror: every
+/// second, ends as last fetched); for a work consumer (the sync workers' group) the records
+/// running, held or not taken (every 5 s, a paused partition's end asked of the broker).
 pub const EVENTS_LAG_RECORDS: &str = "mailroom_events_lag_records";
 /// How far an event mirror is behind, in time: the age (since it was produced) of the oldest
-/// record the consumer holds and has not applied, by `consumer`; 0 when it holds none
-/// (refreshed every second).
+/// record the consumer holds and has not applied (the one being tried included), by
+/// `consumer`; 0 when it holds none (event mirrors, refreshed every second).
 pub const EVENTS_LAG_SECONDS: &str = "mailroom_events_lag_seconds";
 /// Records a consumer dropped because they were older than its `processed_events` retention
 /// (their effect may have been applied already), by `consumer`.

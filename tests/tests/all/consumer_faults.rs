@@ -1129,6 +1129,20 @@ async fn a_work_consumer_exports_the_records_it_has_not_finished() {
         },
     )
     .await;
+    // The full worker has paused its partition, so it fetches nothing: requests arriving
+    // now are counted from the end the broker tells it.
+    for n in 10..15 {
+        bench.send(&format!("key-{n}"), 0).await;
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "requests that arrived while the worker was full are counted",
+        || async {
+            let text = scrape_metrics(metrics).await;
+            Ok(metric_sample(&text, &series) == Some(15.0))
+        },
+    )
+    .await;
     gate.open.store(true, Ordering::SeqCst);
     wait_for(
         Duration::from_secs(30),

@@ -243,7 +243,7 @@ async fn a_broker_certificate_from_another_ca_is_refused_and_the_log_says_why() 
 }
 
 #[tokio::test]
-async fn sasl_settings_from_the_environment_log_in_with_scram_and_the_refusal_is_logged_without_the_password(
+async fn sasl_settings_from_the_environment_reach_a_scram_exchange_whose_refusal_is_logged_without_the_password(
 ) {
     let captured = capture_logs();
     let broker = SaslBroker::start();

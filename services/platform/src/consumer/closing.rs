@@ -9,15 +9,23 @@
 //! finish on its own when the consumer's task is dropped (aborted).
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use crate::kafka::GroupConsumer;
 
 /// A group consumer, closed on the blocking pool.
-pub(crate) struct Closing(Option<GroupConsumer>);
+pub(crate) struct Closing(Option<Arc<GroupConsumer>>);
 
 impl Closing {
     pub(crate) fn new(consumer: GroupConsumer) -> Self {
-        Self(Some(consumer))
+        Self(Some(Arc::new(consumer)))
+    }
+
+    /// The consumer, for work on the blocking pool (a broker round trip). The last holder
+    /// closes it: let that be a blocking task too.
+    pub(crate) fn shared(&self) -> Arc<GroupConsumer> {
+        // Some until `close` or `drop` takes it, and neither leaves a `Closing` behind.
+        Arc::clone(self.0.as_ref().expect("a consumer not closed yet"))
     }
 
     /// Closes the consumer (leaves its group) on the blocking pool, and waits for that.

@@ -41,6 +41,9 @@ use super::{classify, Class, Options};
 
 /// How often a work consumer's lag gauge is refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a work consumer waits for the broker to tell a paused partition's end.
+const ASK_BROKER_TIMEOUT: Duration = Duration::from_secs(2);
 use crate::kafka::{GroupConsumer, PartitionId};
 use crate::proto::events::v1::Envelope;
 
@@ -79,11 +82,11 @@ impl Progress {
         offset < self.next
     }
 
-    /// The first offset taken and not finished, else one past the last taken; `None` before
-    /// anything was taken.
-    pub fn first_unfinished(&self) -> Option<i64> {
+    /// Records of a partition whose end is `end` not finished yet: those taken and running
+    /// or held, and those not taken; `None` before anything was taken.
+    pub fn unfinished(&self, end: i64) -> Option<i64> {
         (self.next > 0 || !self.outstanding.is_empty())
-            .then(|| self.outstanding.first().copied().unwrap_or(self.next))
+            .then(|| self.outstanding.len() as i64 + (end - self.next).max(0))
     }
 
     /// A record finished; returns the offset to commit if the contiguous prefix grew.
@@ -257,6 +260,9 @@ pub async fn run_with(
         held: 0,
         paused: HashSet::new(),
         signals,
+        shared: consumer.shared(),
+        broker_ends: Arc::default(),
+        asking: Arc::default(),
     };
     let consuming = async {
         let result = worker.run(&shutdown, stuck).await;
@@ -265,6 +271,8 @@ pub async fn run_with(
     };
     let (result, ()) = tokio::join!(consuming, replaying);
     drop(worker);
+    // A consumer that stopped holds no backlog; a later run sets it again.
+    metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => group.to_owned()).set(0.0);
     consumer.close(group).await;
     result
 }
@@ -292,6 +300,13 @@ struct Concurrent<'a> {
     paused: HashSet<PartitionId>,
     /// A task tells through this that its record waits on a transient failure.
     signals: mpsc::UnboundedSender<(PartitionId, u64)>,
+    /// The consumer, for asking the broker the ends of partitions it does not fetch.
+    shared: Arc<GroupConsumer>,
+    /// The ends of paused (or not yet fetched) partitions, as the broker last told them: a
+    /// paused partition is not fetched, so librdkafka's own figure stops at the pause.
+    broker_ends: Arc<std::sync::Mutex<HashMap<PartitionId, i64>>>,
+    /// A broker round trip for [`Self::broker_ends`] is under way.
+    asking: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Concurrent<'_> {
@@ -351,16 +366,69 @@ impl Concurrent<'_> {
     }
 
     /// Sets `mailroom_events_lag_records{consumer=<group>}`: the records of its partitions not
-    /// finished yet (a worker backlog, what an autoscaler reads beside KEDA's own lag).
+    /// finished yet (running, held, or not taken), a worker backlog an autoscaler reads. The
+    /// end of a partition is librdkafka's last fetched one, or for a paused partition (not
+    /// fetched while the worker is full) the broker's, asked off the runtime's threads and
+    /// used from the next tick on.
     fn export_lag(&self) {
+        use std::sync::atomic::Ordering;
         let owned = self.consumer.context().owned();
-        let records = super::records_behind(self.consumer, &owned, |partition| {
-            self.owned
+        let mut ends = match self.broker_ends.lock() {
+            Ok(ends) => ends.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        ends.retain(|partition, _| owned.contains(partition));
+        let mut ask = Vec::new();
+        let mut positions = None;
+        let mut records = 0_i64;
+        for partition in &owned {
+            let fetched = crate::kafka::cached_end_offset(self.consumer, &partition.0, partition.1);
+            if fetched.is_none() || self.paused.contains(partition) {
+                ask.push(partition.clone());
+            }
+            let Some(end) = fetched.max(ends.get(partition).copied()) else {
+                continue;
+            };
+            let unfinished = match self
+                .owned
                 .get(partition)
-                .and_then(|o| o.progress.first_unfinished())
-        });
+                .and_then(|o| o.progress.unfinished(end))
+            {
+                Some(unfinished) => unfinished,
+                None => match super::fetch_position(self.consumer, &mut positions, partition) {
+                    Some(position) => (end - position).max(0),
+                    None => continue,
+                },
+            };
+            records += unfinished;
+        }
         metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => self.group.to_owned())
             .set(records as f64);
+        if ask.is_empty() || self.asking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (consumer, known, asking) = (
+            Arc::clone(&self.shared),
+            Arc::clone(&self.broker_ends),
+            Arc::clone(&self.asking),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut asked = HashMap::new();
+            for partition in ask {
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(&partition.0, partition.1, ASK_BROKER_TIMEOUT)
+                {
+                    asked.insert(partition, high);
+                }
+            }
+            if let Ok(mut known) = known.lock() {
+                *known = asked;
+            }
+            asking.store(false, Ordering::SeqCst);
+            // The last holder of the consumer may be this task: it closes it here, on the
+            // blocking pool.
+            drop(consumer);
+        });
     }
 
     /// Takes a record that arrived: runs it, or holds it behind its key or for a slot.
@@ -695,6 +763,24 @@ mod tests {
         let mut p = Progress::default();
         p.start(500);
         assert_eq!(p.finish(500), Some(501));
+    }
+
+    #[test]
+    fn unfinished_counts_what_runs_and_what_is_not_taken_not_what_finished_out_of_order() {
+        let mut p = Progress::default();
+        assert_eq!(p.unfinished(100), None, "nothing taken yet");
+        for offset in 10..15 {
+            p.start(offset);
+        }
+        // 11..=14 finish while 10 runs long: the commit stays at 10, yet only 10 is left of
+        // what was taken, and 15..20 are not taken.
+        for offset in 11..15 {
+            p.finish(offset);
+        }
+        assert_eq!(p.unfinished(20), Some(1 + 5));
+        p.finish(10);
+        assert_eq!(p.unfinished(20), Some(5));
+        assert_eq!(p.unfinished(15), Some(0));
     }
 
     #[test]
