@@ -4,14 +4,15 @@
 //! Each RPC is measured next to a baseline doing the same core work without Mailroom in the
 //! way (the bare SQL lookup of the same rows, on the same pool; a bare Argon2id verify), so the
 //! figures read as ratios from one run, which holds on a noisy shared machine where absolute
-//! numbers drift. The workloads run in `--rounds` interleaved rounds (each RPC right after its
-//! baseline) and the ratios are the medians of the rounds' ratios. GetEmailAddressUsage's own baseline is the address's holders (its claim and
+//! numbers drift. The workloads run in `--rounds` interleaved rounds (each RPC next to its
+//! baseline: after it in odd rounds, before it in even ones) and the ratios are the medians of the rounds' ratios. GetEmailAddressUsage's own baseline is the address's holders (its claim and
 //! connected mailboxes, joined to their users); its ratio to the user lookup is shown too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use futures::FutureExt as _;
 use mailroom_tests::bench::drive;
 use mailroom_tests::identity_pb as pb;
 use mailroom_tests::{authed, spawn_app_with, AppOptions, PASSWORD};
@@ -99,46 +100,47 @@ async fn main() -> anyhow::Result<()> {
             "\n{:<44} {:>8} {:>10} {:>9} {:>9} {:>7}",
             "workload", "calls", "calls/s", "p50 ms", "p99 ms", "errors"
         );
-        let results = vec![
-            {
-                let (pool, sample) = (app.pool.clone(), sample.clone());
-                drive(
-                    "baseline: SELECT user by id (sqlx)",
-                    args.concurrency,
-                    duration,
-                    move |i| {
-                        let (pool, sample) = (pool.clone(), sample.clone());
-                        async move {
-                            let (id, _) = &sample[i % sample.len()];
-                            sqlx::query("SELECT * FROM users WHERE org_id = $1 AND id = $2")
-                                .bind(org_id)
-                                .bind(id)
-                                .fetch_optional(&pool)
-                                .await
-                                .is_ok_and(|r| r.is_some())
-                        }
-                    },
-                )
-                .await
-            },
-            {
-                let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
-                drive("GetUser (gRPC)", args.concurrency, duration, move |i| {
-                    let (mut client, sample, token) =
-                        (client.clone(), sample.clone(), token.clone());
+        // Each workload is a future, not started until awaited: every pair (baseline, RPC)
+        // runs in the round's order, the baseline first in odd rounds and second in even ones,
+        // so neither always gets the machine as the other left it.
+        let base_user = async {
+            let (pool, sample) = (app.pool.clone(), sample.clone());
+            drive(
+                "baseline: SELECT user by id (sqlx)",
+                args.concurrency,
+                duration,
+                move |i| {
+                    let (pool, sample) = (pool.clone(), sample.clone());
                     async move {
                         let (id, _) = &sample[i % sample.len()];
-                        client
-                            .get_user(authed(&token, pb::GetUserRequest { id: id.to_string() }))
+                        sqlx::query("SELECT * FROM users WHERE org_id = $1 AND id = $2")
+                            .bind(org_id)
+                            .bind(id)
+                            .fetch_optional(&pool)
                             .await
-                            .is_ok()
+                            .is_ok_and(|r| r.is_some())
                     }
-                })
-                .await
-            },
-            {
-                let (pool, sample) = (app.pool.clone(), sample.clone());
-                drive(
+                },
+            )
+            .await
+        };
+        let get_user = async {
+            let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
+            drive("GetUser (gRPC)", args.concurrency, duration, move |i| {
+                let (mut client, sample, token) = (client.clone(), sample.clone(), token.clone());
+                async move {
+                    let (id, _) = &sample[i % sample.len()];
+                    client
+                        .get_user(authed(&token, pb::GetUserRequest { id: id.to_string() }))
+                        .await
+                        .is_ok()
+                }
+            })
+            .await
+        };
+        let base_usage = async {
+            let (pool, sample) = (app.pool.clone(), sample.clone());
+            drive(
                     "baseline: SELECT holders of address (sqlx)",
                     args.concurrency,
                     duration,
@@ -162,70 +164,84 @@ async fn main() -> anyhow::Result<()> {
                     },
                 )
                 .await
-            },
-            {
-                let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
-                drive(
-                    "GetEmailAddressUsage (gRPC)",
-                    args.concurrency,
-                    duration,
-                    move |i| {
-                        let (mut client, sample, token) =
-                            (client.clone(), sample.clone(), token.clone());
-                        async move {
-                            let (_, email) = &sample[i % sample.len()];
-                            client
-                                .get_email_address_usage(authed(
-                                    &token,
-                                    pb::GetEmailAddressUsageRequest {
-                                        address: email.clone(),
-                                    },
-                                ))
-                                .await
-                                .is_ok_and(|r| r.into_inner().uses.len() == 2)
-                        }
-                    },
-                )
-                .await
-            },
-            {
-                let hash = Arc::new(hash.clone());
-                drive(
-                    "baseline: Argon2id verify (blocking pool)",
-                    args.login_concurrency,
-                    duration,
-                    move |_| {
-                        let hash = hash.clone();
-                        async move {
-                            mailroom_identity::passwords::verify(
-                                PASSWORD.to_owned(),
-                                (*hash).clone(),
-                            )
-                            .await
-                            .unwrap_or(false)
-                        }
-                    },
-                )
-                .await
-            },
-            {
-                let (auth, sample) = (app.auth.clone(), sample.clone());
-                drive("Login (gRPC)", args.login_concurrency, duration, move |i| {
-                    let (mut auth, sample) = (auth.clone(), sample.clone());
+        };
+        let usage = async {
+            let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
+            drive(
+                "GetEmailAddressUsage (gRPC)",
+                args.concurrency,
+                duration,
+                move |i| {
+                    let (mut client, sample, token) =
+                        (client.clone(), sample.clone(), token.clone());
                     async move {
                         let (_, email) = &sample[i % sample.len()];
-                        auth.login(pb::LoginRequest {
-                            login_email: email.clone(),
-                            password: PASSWORD.into(),
-                            org_id: String::new(),
-                        })
-                        .await
-                        .is_ok()
+                        client
+                            .get_email_address_usage(authed(
+                                &token,
+                                pb::GetEmailAddressUsageRequest {
+                                    address: email.clone(),
+                                },
+                            ))
+                            .await
+                            .is_ok_and(|r| r.into_inner().uses.len() == 2)
                     }
-                })
-                .await
-            },
+                },
+            )
+            .await
+        };
+        let base_verify = async {
+            let hash = Arc::new(hash.clone());
+            drive(
+                "baseline: Argon2id verify (blocking pool)",
+                args.login_concurrency,
+                duration,
+                move |_| {
+                    let hash = hash.clone();
+                    async move {
+                        mailroom_identity::passwords::verify(PASSWORD.to_owned(), (*hash).clone())
+                            .await
+                            .unwrap_or(false)
+                    }
+                },
+            )
+            .await
+        };
+        let login = async {
+            let (auth, sample) = (app.auth.clone(), sample.clone());
+            drive("Login (gRPC)", args.login_concurrency, duration, move |i| {
+                let (mut auth, sample) = (auth.clone(), sample.clone());
+                async move {
+                    let (_, email) = &sample[i % sample.len()];
+                    auth.login(pb::LoginRequest {
+                        login_email: email.clone(),
+                        password: PASSWORD.into(),
+                        org_id: String::new(),
+                    })
+                    .await
+                    .is_ok()
+                }
+            })
+            .await
+        };
+        let baseline_first = round % 2 == 1;
+        let pairs = [
+            (base_user.boxed_local(), get_user.boxed_local()),
+            (base_usage.boxed_local(), usage.boxed_local()),
+            (base_verify.boxed_local(), login.boxed_local()),
         ];
+        let mut results = Vec::new();
+        for (baseline, rpc) in pairs {
+            let (baseline, rpc) = if baseline_first {
+                let baseline = baseline.await;
+                (baseline, rpc.await)
+            } else {
+                let rpc = rpc.await;
+                (baseline.await, rpc)
+            };
+            results.push(baseline);
+            results.push(rpc);
+        }
         for stats in &results {
             stats.print();
         }
