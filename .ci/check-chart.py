@@ -797,6 +797,7 @@ def check_sync_autoscaling():
         ("the removed keda.prometheus.dueMailboxesThreshold", {"keda": {"enabled": True, "prometheus": {"dueMailboxesThreshold": 200}}}, "services.sync.worker.autoscaling"),
         ("IDLE connections per worker above idleMaxConnections", {"services": {"sync": {"worker": {"autoscaling": {"idleConnectionsPerWorker": 2500}}}}}, "idleMaxConnections"),
         ("requests waiting per worker not above the worker's concurrency", {"services": {"sync": {"worker": {"autoscaling": {"requestLagPerWorker": 32}}}}}, "services.sync.worker.concurrency"),
+        ("KEDA's lag threshold not above the worker's concurrency", {"keda": {"enabled": True, "lagThreshold": 32}}, "keda.lagThreshold"),
         ("a TriggerAuthentication name that is no Kubernetes name", {"keda": {"enabled": True, "kafkaAuthenticationRef": "Kafka SASL"}}, ""),
     ]
     for label, extra, words in refused:

@@ -302,8 +302,10 @@ pub async fn run_with(
         result
     };
     let (result, ()) = tokio::join!(consuming, replaying);
-    // A consumer that stopped is behind on nothing it owns; a later run sets them again.
+    // A consumer that stopped is behind on nothing it owns and retries nothing; a later run
+    // sets them again.
     lag_gauges(&name, 0.0, 0.0);
+    retrying_gauges(&name, &[]);
     consumer.close(&name).await;
     result
 }
@@ -384,7 +386,7 @@ impl Sequential<'_> {
         let mut stream = self.consumer.stream();
         // The lag gauges are set every second, whatever the loop is doing (waiting for
         // records, or for an attempt that takes long).
-        let mut lag_tick = tokio::time::interval(LAG_EVERY);
+        let mut lag_tick = tokio::time::interval_at(Instant::now() + LAG_EVERY, LAG_EVERY);
         lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let Some(partition) = self.ready() else {

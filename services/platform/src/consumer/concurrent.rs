@@ -261,8 +261,8 @@ pub async fn run_with(
         paused: HashSet::new(),
         signals,
         shared: consumer.shared(),
-        broker_ends: Arc::default(),
-        asking: Arc::default(),
+        told: Arc::default(),
+        asking: None,
     };
     let consuming = async {
         let result = worker.run(&shutdown, stuck).await;
@@ -270,6 +270,9 @@ pub async fn run_with(
         result
     };
     let (result, ()) = tokio::join!(consuming, replaying);
+    if let Some(asking) = worker.asking.take() {
+        let _ = asking.await;
+    }
     drop(worker);
     // A consumer that stopped holds no backlog; a later run sets it again.
     metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => group.to_owned()).set(0.0);
@@ -300,13 +303,24 @@ struct Concurrent<'a> {
     paused: HashSet<PartitionId>,
     /// A task tells through this that its record waits on a transient failure.
     signals: mpsc::UnboundedSender<(PartitionId, u64)>,
-    /// The consumer, for asking the broker the ends of partitions it does not fetch.
+    /// The consumer, for asking the broker about partitions it does not fetch.
     shared: Arc<GroupConsumer>,
-    /// The ends of paused (or not yet fetched) partitions, as the broker last told them: a
-    /// paused partition is not fetched, so librdkafka's own figure stops at the pause.
-    broker_ends: Arc<std::sync::Mutex<HashMap<PartitionId, i64>>>,
-    /// A broker round trip for [`Self::broker_ends`] is under way.
-    asking: Arc<std::sync::atomic::AtomicBool>,
+    /// What the broker last told of paused (or not yet fetched) partitions: a paused
+    /// partition is not fetched, so librdkafka's own end stops at the pause.
+    told: Arc<std::sync::Mutex<HashMap<PartitionId, Told>>>,
+    /// The broker round trip for [`Self::told`] under way, if any (awaited before the
+    /// consumer is closed, so that closing it is what leaves the group).
+    asking: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A partition as the broker told it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Told {
+    /// One past its last record.
+    end: Option<i64>,
+    /// The group's committed offset (where this worker starts), for a partition nothing was
+    /// taken from yet.
+    committed: Option<i64>,
 }
 
 impl Concurrent<'_> {
@@ -316,7 +330,10 @@ impl Concurrent<'_> {
         mut stuck: mpsc::UnboundedReceiver<(PartitionId, u64)>,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let mut stream = self.consumer.stream();
-        let mut lag_tick = tokio::time::interval(LAG_EVERY);
+        // The first tick after a whole period: a gauge set before the first assignment would
+        // read 0 for a consumer that restarted behind.
+        let mut lag_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + LAG_EVERY, LAG_EVERY);
         lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             self.drop_revoked();
@@ -370,33 +387,36 @@ impl Concurrent<'_> {
     /// end of a partition is librdkafka's last fetched one, or for a paused partition (not
     /// fetched while the worker is full) the broker's, asked off the runtime's threads and
     /// used from the next tick on.
-    fn export_lag(&self) {
-        use std::sync::atomic::Ordering;
+    fn export_lag(&mut self) {
         let owned = self.consumer.context().owned();
-        let mut ends = match self.broker_ends.lock() {
-            Ok(ends) => ends.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        let told = {
+            let mut told = match self.told.lock() {
+                Ok(told) => told,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            told.retain(|partition, _| owned.contains(partition));
+            told.clone()
         };
-        ends.retain(|partition, _| owned.contains(partition));
         let mut ask = Vec::new();
         let mut positions = None;
         let mut records = 0_i64;
         for partition in &owned {
+            let told = told.get(partition).copied().unwrap_or_default();
             let fetched = crate::kafka::cached_end_offset(self.consumer, &partition.0, partition.1);
+            let progress = self.owned.get(partition).map(|o| &o.progress);
+            let taken = progress.is_some_and(|p| p.unfinished(0).is_some());
             if fetched.is_none() || self.paused.contains(partition) {
-                ask.push(partition.clone());
+                ask.push((partition.clone(), !taken));
             }
-            let Some(end) = fetched.max(ends.get(partition).copied()) else {
+            let Some(end) = fetched.max(told.end) else {
                 continue;
             };
-            let unfinished = match self
-                .owned
-                .get(partition)
-                .and_then(|o| o.progress.unfinished(end))
-            {
+            let unfinished = match progress.and_then(|p| p.unfinished(end)) {
                 Some(unfinished) => unfinished,
-                None => match super::fetch_position(self.consumer, &mut positions, partition) {
-                    Some(position) => (end - position).max(0),
+                None => match super::fetch_position(self.consumer, &mut positions, partition)
+                    .or(told.committed)
+                {
+                    Some(start) => (end - start).max(0),
                     None => continue,
                 },
             };
@@ -404,31 +424,53 @@ impl Concurrent<'_> {
         }
         metrics::gauge!(crate::metrics::EVENTS_LAG_RECORDS, "consumer" => self.group.to_owned())
             .set(records as f64);
-        if ask.is_empty() || self.asking.swap(true, Ordering::SeqCst) {
+        if ask.is_empty() || self.asking.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
-        let (consumer, known, asking) = (
+        let (consumer, known, stop) = (
             Arc::clone(&self.shared),
-            Arc::clone(&self.broker_ends),
-            Arc::clone(&self.asking),
+            Arc::clone(&self.told),
+            self.stop.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        self.asking = Some(tokio::task::spawn_blocking(move || {
             let mut asked = HashMap::new();
-            for partition in ask {
+            let mut starts = TopicPartitionList::new();
+            for (partition, nothing_taken) in ask {
+                if stop.is_cancelled() {
+                    return;
+                }
+                let mut told = Told::default();
                 if let Ok((_, high)) =
                     consumer.fetch_watermarks(&partition.0, partition.1, ASK_BROKER_TIMEOUT)
                 {
-                    asked.insert(partition, high);
+                    told.end = Some(high);
+                }
+                if nothing_taken {
+                    starts.add_partition(&partition.0, partition.1);
+                }
+                asked.insert(partition, told);
+            }
+            if starts.count() > 0 && !stop.is_cancelled() {
+                if let Ok(committed) = consumer.committed_offsets(starts, ASK_BROKER_TIMEOUT) {
+                    for element in committed.elements() {
+                        if let (Offset::Offset(offset), Some(told)) = (
+                            element.offset(),
+                            asked.get_mut(&(element.topic().to_owned(), element.partition())),
+                        ) {
+                            told.committed = Some(offset);
+                        }
+                    }
                 }
             }
+            // Merged: a partition the broker did not answer for keeps what it told before.
             if let Ok(mut known) = known.lock() {
-                *known = asked;
+                for (partition, told) in asked {
+                    let entry = known.entry(partition).or_default();
+                    entry.end = told.end.or(entry.end);
+                    entry.committed = told.committed.or(entry.committed);
+                }
             }
-            asking.store(false, Ordering::SeqCst);
-            // The last holder of the consumer may be this task: it closes it here, on the
-            // blocking pool.
-            drop(consumer);
-        });
+        }));
     }
 
     /// Takes a record that arrived: runs it, or holds it behind its key or for a slot.
