@@ -299,7 +299,10 @@ mod tests {
         let decoded = decode_words(&raw);
         let took = started.elapsed();
         assert_eq!(decoded.len(), raw.len(), "kept as written");
-        assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+        // Linear is milliseconds; the quadratic decoder took minutes. The bound is far from
+        // both, so a debug build on a loaded two-core CI machine (543 ms once) stays clear.
+        let bound = std::time::Duration::from_secs(5);
+        assert!(took < bound, "{took:?}");
         // Candidates that do reach a `?=` far away, with `?` in between, are no slower.
         let mut raw = Vec::new();
         while raw.len() < 1024 * 1024 {
@@ -308,7 +311,7 @@ mod tests {
         raw.extend_from_slice(b"?=");
         let started = std::time::Instant::now();
         decode_words(&raw);
-        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        assert!(started.elapsed() < bound, "{:?}", started.elapsed());
     }
 
     #[test]
