@@ -17,7 +17,9 @@
 //!
 //! Each attempt is bounded by [`Options::attempt_timeout`] (a hung handler is a transient
 //! failure, not a consumer stuck for ever). Records waiting for a retry are exported
-//! (`mailroom_events_retrying`, `mailroom_events_oldest_retry_seconds`) and alerted on.
+//! (`mailroom_events_retrying`, `mailroom_events_oldest_retry_seconds`) and alerted on, and so is
+//! how far each consumer is behind (`mailroom_events_lag_records`, `mailroom_events_lag_seconds`,
+//! set every second from librdkafka's cached partition ends: no broker round trip).
 //!
 //! Per-key order holds through dead letters: once a record of key K waits in `dead_letters`
 //! (neither replayed nor discarded), every later record of K is kept there too, "held behind"
