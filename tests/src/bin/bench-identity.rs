@@ -5,8 +5,10 @@
 //! way (the bare SQL lookup of the same rows, on the same pool; a bare Argon2id verify), so the
 //! figures read as ratios from one run, which holds on a noisy shared machine where absolute
 //! numbers drift. The workloads run in `--rounds` interleaved rounds (each RPC next to its
-//! baseline: after it in odd rounds, before it in even ones) and the ratios are the medians of the rounds' ratios. GetEmailAddressUsage's own baseline is the address's holders (its claim and
-//! connected mailboxes, joined to their users); its ratio to the user lookup is shown too.
+//! baseline: the baseline first in odd rounds, second in even ones) and the ratios are the
+//! medians of the rounds' ratios. GetEmailAddressUsage's own baseline is the address's
+//! holders (its claim and connected mailboxes, joined to their users); its ratio to the user
+//! lookup is shown too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
