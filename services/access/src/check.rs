@@ -75,15 +75,21 @@ fn check_one(
         path: Vec::new(),
         checked_at: checked_at.clone(),
         reason: if req.explain { reason } else { String::new() },
+        subject_unknown: false,
+    };
+    // Denied only because this replica has not caught up with identity: the caller should
+    // retry, not tell a person they may not.
+    let not_yet = |reason: &str| pb::CheckResponse {
+        subject_unknown: true,
+        ..no(reason.into())
     };
     let Some(org) = subject_org(principal, state, subject)? else {
-        return Ok(no(
-            "access control has not heard of this user (it learns users from identity's events)"
-                .into(),
+        return Ok(not_yet(
+            "access control has not heard of this user (it learns users from identity's events)",
         ));
     };
     let Some(graph) = state.org(org) else {
-        return Ok(no("the user's organisation has no relationships yet".into()));
+        return Ok(not_yet("the user's organisation has no relationships yet"));
     };
     let mailbox = match resource {
         Resource::Mailbox(m) if state.org_of_mailbox(m) != Some(org) => {
@@ -104,6 +110,7 @@ fn check_one(
             path: Vec::new(),
             checked_at,
             reason: String::new(),
+            subject_unknown: false,
         });
     }
     Ok(match graph.explain(subject, permission, mailbox)? {
@@ -120,6 +127,7 @@ fn check_one(
                 .collect(),
             checked_at,
             reason: why.reason,
+            subject_unknown: false,
         },
         None => no(denial_reason(graph, subject, permission, mailbox)),
     })

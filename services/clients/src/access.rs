@@ -105,11 +105,7 @@ impl AccessClient {
             .map_err(|s| self.refused(s))?
             .into_inner();
         if answer.org_id.is_empty() {
-            return Err(PeerError::NotYetKnown {
-                peer: Peer::Access,
-                message: "access control has not heard of your account yet (an account made a moment ago is known once identity's event reaches it); retry shortly".into(),
-                transient: crate::error::Transient,
-            });
+            return Err(not_yet_known());
         }
         if answer.whole_organization {
             return Ok(MailboxScope::WholeOrganization);
@@ -191,7 +187,8 @@ impl AccessClient {
     }
 
     /// Whether `user_id` holds `permission` (an organisation permission) on `org`. A user
-    /// access control has not heard of holds nothing yet.
+    /// access control has not heard of yet (made a moment ago) is
+    /// [`PeerError::NotYetKnown`]: "retry shortly", not "you may not".
     #[tracing::instrument(skip_all, fields(permission = permission.name()))]
     pub async fn check_org(
         &self,
@@ -212,10 +209,25 @@ impl AccessClient {
             })
             .await?;
         match self.raw().check(request).await {
-            Ok(answer) => Ok(answer.into_inner().allowed),
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                if !answer.allowed && answer.subject_unknown {
+                    return Err(not_yet_known());
+                }
+                Ok(answer.allowed)
+            }
             Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
             Err(s) => Err(self.refused(s)),
         }
+    }
+}
+
+/// Access control has not heard of the caller's account yet.
+fn not_yet_known() -> PeerError {
+    PeerError::NotYetKnown {
+        peer: Peer::Access,
+        message: "access control has not heard of your account yet (an account made a moment ago is known once identity's event reaches it); retry shortly".into(),
+        transient: crate::error::Transient,
     }
 }
 

@@ -145,16 +145,27 @@ async fn round(cluster: &Cluster, operator_access: &str, counts: &Counts) {
             counts.count("Check", &checked);
         }
     }
-    let invited = cluster
-        .invitations()
-        .create_invitations(authed(
-            &org.admin_token,
-            ipb::CreateInvitationsRequest {
-                emails: format!("{} {}", org.address("new1"), org.address("new2")),
-                ..Default::default()
-            },
-        ))
-        .await;
+    // An admin made a moment ago may not be known to access control yet: invitations says
+    // UNAVAILABLE, "retry shortly", and a client does so (for up to 10 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let invited = loop {
+        let invited = cluster
+            .invitations()
+            .create_invitations(authed(
+                &org.admin_token,
+                ipb::CreateInvitationsRequest {
+                    emails: format!("{} {}", org.address("new1"), org.address("new2")),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        match &invited {
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ => break invited,
+        }
+    };
     counts.count("CreateInvitations", &invited);
     let listed = cluster
         .identity()
