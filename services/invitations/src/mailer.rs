@@ -118,7 +118,7 @@ fn encoded_words(text: &str) -> String {
 }
 
 /// The server's answer (or the connection problem) in one line, without lettre's debug noise.
-fn describe(err: &lettre::transport::smtp::Error) -> String {
+fn describe(err: &mailroom_mail::smtp::SendError) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {

@@ -5,6 +5,9 @@
 //! `--rounds R` (default 3) both are run R times, in alternating order (Mailroom first in odd
 //! rounds, lettre first in even ones, so neither always gets the warmer machine), each round
 //! with an organisation and SMTP servers of its own; the median ratio is the figure.
+//! Each round also sends the same mails through Mailroom's mail layer alone (its
+//! `smtp::Sender`, whose sockets set `TCP_NODELAY`, which lettre's pool does not), right
+//! after lettre: Mailroom against that is what the service adds to its own sending.
 //! Run with `.ci/bench invitations [--addresses N --rounds R]`.
 
 use std::time::{Duration, Instant};
@@ -293,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency
     );
     let mut ratios = Vec::new();
+    let mut layer_ratios = Vec::new();
     let mut last = None;
     for round in 1..=rounds {
         let org = app.create_org(0).await;
@@ -303,26 +307,35 @@ async fn main() -> anyhow::Result<()> {
         empty_maildir(&server);
         let raw_server = SmtpServer::start();
         let lettre_first = round % 2 == 0;
-        let (mailroom, raw) = if lettre_first {
+        let layer_server = SmtpServer::start();
+        let references = || async {
             let raw =
                 through_lettre(&raw_server, args.concurrency, lettre_messages(&emails)).await?;
+            let layer =
+                through_mail_layer(&layer_server, args.concurrency, lettre_messages(&emails))
+                    .await?;
+            anyhow::Ok((raw, layer))
+        };
+        let (mailroom, (raw, layer)) = if lettre_first {
+            let references = references().await?;
             let mailroom = mailroom_round(&invitations, &org, &emails, &server).await?;
-            (mailroom, raw)
+            (mailroom, references)
         } else {
             let mailroom = mailroom_round(&invitations, &org, &emails, &server).await?;
-            let raw =
-                through_lettre(&raw_server, args.concurrency, lettre_messages(&emails)).await?;
-            (mailroom, raw)
+            (mailroom, references().await?)
         };
         let ratio = mailroom.took.as_secs_f64() / raw.0.as_secs_f64();
+        let layer_ratio = mailroom.took.as_secs_f64() / layer.as_secs_f64();
         println!(
-            "  round {round} ({} first): Mailroom {:>6.0} ms (call {:.0} ms), lettre {:>6.0} ms, {ratio:.2}×",
+            "  round {round} ({} first): Mailroom {:>6.0} ms (call {:.0} ms), lettre {:>6.0} ms, {ratio:.2}×; the mail layer alone {:>6.0} ms, {layer_ratio:.2}×",
             if lettre_first { "lettre" } else { "Mailroom" },
             mailroom.took.as_secs_f64() * 1e3,
             mailroom.call.as_secs_f64() * 1e3,
             raw.0.as_secs_f64() * 1e3,
+            layer.as_secs_f64() * 1e3,
         );
         ratios.push(ratio);
+        layer_ratios.push(layer_ratio);
         last = Some((mailroom, raw, raw_server, emails));
     }
     stop.cancel();
@@ -355,6 +368,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  Mailroom / bare SMTP time, median of {rounds} rounds {:>6.2}×   (rounds: {})   goal ≤ 1.3×",
         median(ratios.clone()),
+        listed.join(", ")
+    );
+    let listed: Vec<String> = layer_ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "  Mailroom / its mail layer alone, median {:>6.2}×   (rounds: {})",
+        median(layer_ratios.clone()),
         listed.join(", ")
     );
     println!("last round:");
@@ -405,6 +424,46 @@ fn empty_maildir(server: &SmtpServer) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Sends `messages` (recipient, the whole message) through Mailroom's mail layer alone (the
+/// `smtp::Sender` the services send with, a pool of `concurrency`), `concurrency` at once,
+/// to `server`; timed until all are in its maildir.
+async fn through_mail_layer(
+    server: &SmtpServer,
+    concurrency: usize,
+    messages: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<Duration> {
+    use futures::StreamExt;
+    let n = messages.len();
+    let sender = mailroom_mail::smtp::Sender::new(
+        &mailroom_mail::smtp::Relay {
+            host: "127.0.0.1",
+            port: server.port,
+            security: "none",
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(30),
+            pool_size: Some(concurrency as u32),
+        },
+        "no-reply@mailroom.local",
+    )?;
+    let from: lettre::Address = "no-reply@mailroom.local".parse()?;
+    let started = Instant::now();
+    let sends = futures::stream::iter(messages.into_iter().map(|(to, bytes)| {
+        let sender = sender.clone();
+        let envelope =
+            lettre::address::Envelope::new(Some(from.clone()), vec![to.parse().expect("to")]);
+        async move { sender.send_raw(&envelope.expect("envelope"), &bytes).await }
+    }))
+    .buffer_unordered(concurrency)
+    .collect::<Vec<_>>();
+    let (results, (took, _)) = tokio::join!(sends, until_delivered(server, n, started));
+    anyhow::ensure!(
+        results.iter().all(Result::is_ok),
+        "the mail layer's sends failed"
+    );
+    Ok(took)
 }
 
 /// Sends `messages` (recipient, the whole message) straight through lettre's pooled

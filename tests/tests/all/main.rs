@@ -35,6 +35,7 @@ mod shutdown_drain;
 mod signin;
 mod signin_abuse;
 mod signin_limits;
+mod smtp_relay;
 mod sync;
 mod sync_autoscaling;
 mod sync_engine;

@@ -1,20 +1,25 @@
-//! The SMTP sender every service that mails people builds the same way: lettre's pooled
-//! async transport to the relay the operator configured (`none`, `starttls` or `tls`,
-//! optionally with credentials, a command deadline and a pool size), and the sender's
-//! address, both parsed once when the service starts.
+//! The SMTP sender every service that mails people builds the same way: a pool of
+//! connections ([`super::pool`]) to the relay the operator configured (`none`, `starttls` or
+//! `tls`, optionally with credentials, a command deadline and a pool size), lettre speaking
+//! SMTP over them, and the sender's address, both parsed once when the service starts.
 //!
-//! The relay is the operator's configuration, not a server a person named, so it is reached
-//! by lettre itself (local relays included) and not through the destination policy.
+//! The relay is the operator's configuration, not a server a person named, so it is dialled
+//! directly (local relays included) and not through the destination policy.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MessageBuilder};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::pool::{Dial, Pool, SendError};
 use crate::login::Security;
+
+/// Connections kept when the settings name no pool size.
+const DEFAULT_POOL_SIZE: u32 = 10;
 
 /// Where and how to send.
 #[derive(Debug)]
@@ -27,7 +32,7 @@ pub struct Relay<'a> {
     pub password: Option<&'a SecretString>,
     /// The deadline of one SMTP command.
     pub timeout: Duration,
-    /// Connections kept open (lettre's default pool when `None`).
+    /// Connections kept open ([`DEFAULT_POOL_SIZE`] when `None`).
     pub pool_size: Option<u32>,
 }
 
@@ -42,10 +47,10 @@ pub enum SmtpConfigError {
     From(String),
 }
 
-/// A pooled transport and the address mail is sent from.
+/// Pooled connections to the relay and the address mail is sent from.
 #[derive(Clone)]
 pub struct Sender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: Arc<Pool>,
     from: Mailbox,
 }
 
@@ -56,7 +61,7 @@ impl Sender {
             .parse()
             .map_err(|e: lettre::address::AddressError| SmtpConfigError::From(e.to_string()))?;
         Ok(Self {
-            transport: transport(relay)?,
+            pool: Arc::new(pool(relay)?),
             from,
         })
     }
@@ -80,45 +85,46 @@ impl Sender {
     }
 
     /// Hands `message` to the relay.
-    pub async fn send(&self, message: Message) -> Result<(), lettre::transport::smtp::Error> {
-        self.transport.send(message).await.map(|_| ())
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        self.send_raw(message.envelope(), &message.formatted())
+            .await
+    }
+
+    /// Hands an already formatted message (`email`) to the relay for `envelope`.
+    pub async fn send_raw(&self, envelope: &Envelope, email: &[u8]) -> Result<(), SendError> {
+        self.pool.send(envelope, email).await
     }
 }
 
-fn transport(relay: &Relay<'_>) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpConfigError> {
-    let relay_error = |e: lettre::transport::smtp::Error| SmtpConfigError::Relay(e.to_string());
+fn pool(relay: &Relay<'_>) -> Result<Pool, SmtpConfigError> {
     let security = Security::parse(relay.security)
         .ok_or_else(|| SmtpConfigError::Security(relay.security.to_owned()))?;
-    let mut builder = match security {
-        Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host),
-        Security::StartTls => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(relay.host).map_err(relay_error)?
-        }
-        Security::Tls => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(relay.host).map_err(relay_error)?
-        }
-    }
-    .port(relay.port)
-    .timeout(Some(relay.timeout));
-    if let Some(size) = relay.pool_size {
-        builder = builder.pool_config(
-            PoolConfig::new()
-                .max_size(size.max(1))
-                .idle_timeout(Duration::from_secs(30)),
-        );
+    if relay.host.trim().is_empty() {
+        return Err(SmtpConfigError::Relay("the relay's host is empty".into()));
     }
     // An empty username (an unset value passed through an environment variable) means no
     // login, not a login as "".
-    if let (Some(user), Some(password)) = (
+    let credentials = match (
         relay.username.filter(|u| !u.trim().is_empty()),
         relay.password,
     ) {
-        builder = builder.credentials(Credentials::new(
+        (Some(user), Some(password)) => Some(Credentials::new(
             user.to_owned(),
             password.expose_secret().to_owned(),
-        ));
-    }
-    Ok(builder.build())
+        )),
+        _ => None,
+    };
+    let size = relay.pool_size.unwrap_or(DEFAULT_POOL_SIZE).max(1);
+    Ok(Pool::new(
+        Dial {
+            host: relay.host.to_owned(),
+            port: relay.port,
+            security,
+            credentials,
+            timeout: relay.timeout,
+        },
+        usize::try_from(size).unwrap_or(1),
+    ))
 }
 
 #[cfg(test)]
@@ -137,7 +143,6 @@ mod tests {
         }
     }
 
-    // A pooled transport needs the runtime it spawns its pool on, even to be dropped.
     #[tokio::test]
     async fn settings_are_checked_when_the_sender_is_built() {
         for security in ["none", "starttls", "tls"] {
