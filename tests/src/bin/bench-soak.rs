@@ -104,6 +104,8 @@ struct Counts {
     rounds: AtomicUsize,
     calls: AtomicUsize,
     errors: AtomicUsize,
+    /// CreateInvitations calls retried because access had not heard of the admin yet.
+    not_yet_known: AtomicUsize,
     /// Failed calls by `call: code`.
     failures: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
 }
@@ -146,7 +148,8 @@ async fn round(cluster: &Cluster, operator_access: &str, counts: &Counts) {
         }
     }
     // An admin made a moment ago may not be known to access control yet: invitations says
-    // UNAVAILABLE, "retry shortly", and a client does so (for up to 10 s).
+    // UNAVAILABLE, "retry shortly", and a client does so (for up to 10 s; counted apart).
+    // Any other UNAVAILABLE is an error the soak reports.
     let deadline = Instant::now() + Duration::from_secs(10);
     let invited = loop {
         let invited = cluster
@@ -160,7 +163,12 @@ async fn round(cluster: &Cluster, operator_access: &str, counts: &Counts) {
             ))
             .await;
         match &invited {
-            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && s.message().contains("retry shortly")
+                    && Instant::now() < deadline =>
+            {
+                counts.not_yet_known.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             _ => break invited,
@@ -310,6 +318,10 @@ async fn main() -> anyhow::Result<()> {
         counts.rounds.load(Ordering::Relaxed),
         counts.calls.load(Ordering::Relaxed),
         counts.errors.load(Ordering::Relaxed),
+    );
+    println!(
+        "CreateInvitations retried because access had not heard of a just-made admin yet: {}",
+        counts.not_yet_known.load(Ordering::Relaxed)
     );
     if let Ok(failures) = counts.failures.lock() {
         for (what, n) in failures.iter() {

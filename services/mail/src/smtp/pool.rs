@@ -8,15 +8,20 @@
 //! 44 ms a mail against 1.5 ms on loopback. lettre speaks SMTP over a stream it is handed
 //! ([`AsyncSmtpConnection::connect_with_transport`]), so the sockets are made here.
 //!
-//! A connection is dialled (TCP, then TLS first for implicit TLS), greeted (EHLO), upgraded
-//! with STARTTLS when the relay requires it, and logged in when there are credentials, all
-//! within one command deadline. At most `size` connections are in use at once; an idle one
-//! is used again unless it has idled past [`IDLE_TIMEOUT`], after a `NOOP` (as lettre's pool
-//! does: a relay that restarted or closed it is found before a mail is given to it, at the
-//! cost of one round trip). A connection that failed or timed out is dropped, never parked;
-//! idle ones past the timeout are dropped when the pool is next used.
+//! A connection is dialled (each address the relay's name resolves to in turn, each within
+//! the command deadline; then TLS first for implicit TLS), greeted (EHLO), upgraded with
+//! STARTTLS when the relay requires it, and logged in when there are credentials, the
+//! greeting and login within one more deadline. Sends are not limited here (the callers have
+//! their own concurrency); up to `size` connections are kept between mails, and one is used
+//! again only within [`IDLE_TIMEOUT`] and after a `NOOP` (as lettre's pool does: a relay that
+//! restarted or closed it is found before a mail is given to it, at the cost of one round
+//! trip). A connection that failed or timed out is dropped, never parked; a task closes
+//! (`QUIT`) those idle past the timeout, and ends with the pool.
+//!
+//! Errors do not name the relay (they reach organisation admins, as an invitation's failure
+//! reason or a call's status); the log line of a relay that cannot be reached does.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
@@ -24,7 +29,6 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
 
 use crate::login::Security;
@@ -33,35 +37,43 @@ use crate::tls::{self, TlsError};
 /// An idle connection older than this is closed rather than used.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest wait for a parked connection's `NOOP`, or for its `QUIT`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Why a mail was not handed to the relay.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The relay answered, refused, or the SMTP exchange broke.
+    /// The relay answered, refused, or the SMTP exchange broke during a send.
     #[error(transparent)]
     Smtp(#[from] lettre::transport::smtp::Error),
-    #[error("the mail relay {relay} could not be reached: {source}")]
-    Connect {
-        relay: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("TLS with the mail relay {relay} failed: {source}")]
-    Tls {
-        relay: String,
-        #[source]
-        source: TlsError,
-    },
-    #[error("the mail relay {relay} did not answer within {seconds} s")]
-    Timeout { relay: String, seconds: f64 },
+    /// Setting up a connection failed after it was dialled: the greeting, STARTTLS (which a
+    /// relay that requires it but does not offer it fails, rather than going on in plain
+    /// text), or the login.
+    #[error("the mail relay's connection could not be set up: {0}")]
+    Setup(#[source] lettre::transport::smtp::Error),
+    #[error("the mail relay could not be reached: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS with the mail relay failed: {0}")]
+    Tls(#[source] TlsError),
+    #[error("the mail relay did not answer within {seconds} s")]
+    Timeout { seconds: f64 },
+    #[error(
+        "the mail relay did not finish the send within {seconds} s (the mail may have gone out)"
+    )]
+    SendTimeout { seconds: f64 },
 }
 
 impl SendError {
     /// The relay refused for good (a 5xx answer): sending again will not help.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, SendError::Smtp(e) if e.is_permanent())
+        match self {
+            SendError::Smtp(e) | SendError::Setup(e) => e.is_permanent(),
+            _ => false,
+        }
     }
 
-    /// lettre refused before asking the relay (e.g. an address the relay cannot take).
+    /// lettre refused a mail before giving it to the relay (e.g. an address the relay cannot
+    /// take); never a connection that could not be set up.
     pub fn is_client(&self) -> bool {
         matches!(self, SendError::Smtp(e) if e.is_client())
     }
@@ -74,7 +86,8 @@ pub struct Dial {
     pub port: u16,
     pub security: Security,
     pub credentials: Option<Credentials>,
-    /// The deadline of a connection's setup, and of each SMTP command of a send.
+    /// The deadline of dialling one address, of a connection's greeting and login, and of
+    /// each SMTP command of a send.
     pub timeout: Duration,
 }
 
@@ -84,50 +97,55 @@ struct Parked {
     since: Instant,
 }
 
-/// Up to `size` connections to one relay.
+/// Connections to one relay, up to `size` of them kept between mails.
 pub struct Pool {
     dial: Dial,
     hello: ClientId,
-    in_use: Semaphore,
+    size: usize,
     idle: Mutex<Vec<Parked>>,
 }
 
 impl Pool {
-    pub fn new(dial: Dial, size: usize) -> Self {
-        Self {
+    /// The pool, with its task that closes idle connections when a runtime is running (it
+    /// ends when the pool is dropped).
+    pub fn new(dial: Dial, size: usize) -> Arc<Self> {
+        let pool = Arc::new(Self {
             dial,
             hello: ClientId::default(),
-            in_use: Semaphore::new(size.max(1)),
+            size: size.max(1),
             idle: Mutex::new(Vec::new()),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(close_idle(Arc::downgrade(&pool)));
         }
+        pool
     }
 
     /// Hands one message (`email`, formatted) to the relay for `envelope`'s recipients, on a
     /// parked connection or a new one; the connection is parked again if it is still sound.
     pub async fn send(&self, envelope: &Envelope, email: &[u8]) -> Result<(), SendError> {
-        // The semaphore is never closed: `None` cannot happen.
-        let _slot = self.in_use.acquire().await.ok();
         let mut connection = match self.reusable().await {
             Some(connection) => connection,
             None => self.connect().await?,
         };
         // MAIL, each RCPT, DATA and the content: one command deadline each.
-        let commands = 3 + envelope.to().len() as u32;
+        let commands = 3 + u32::try_from(envelope.to().len()).unwrap_or(u32::MAX - 3);
         let deadline = self.dial.timeout.saturating_mul(commands);
-        let sent = tokio::time::timeout(deadline, connection.send(envelope, email)).await;
-        match sent {
+        match tokio::time::timeout(deadline, connection.send(envelope, email)).await {
             Ok(Ok(_)) => {
-                self.park(connection);
+                self.park(connection).await;
                 Ok(())
             }
             // lettre has closed a connection whose exchange failed (`has_broken`).
             Ok(Err(err)) => {
                 if !connection.has_broken() {
-                    self.park(connection);
+                    self.park(connection).await;
                 }
                 Err(SendError::Smtp(err))
             }
-            Err(_) => Err(self.timed_out(deadline)),
+            Err(_) => Err(SendError::SendTimeout {
+                seconds: deadline.as_secs_f64(),
+            }),
         }
     }
 
@@ -137,77 +155,120 @@ impl Pool {
         loop {
             let parked = self.idle.lock().ok()?.pop()?;
             if parked.since.elapsed() > IDLE_TIMEOUT {
+                quit(parked.connection).await;
                 continue;
             }
             let mut connection = parked.connection;
-            let alive = tokio::time::timeout(self.dial.timeout, connection.test_connected()).await;
-            if matches!(alive, Ok(true)) {
+            let probe = PROBE_TIMEOUT.min(self.dial.timeout);
+            if matches!(
+                tokio::time::timeout(probe, connection.test_connected()).await,
+                Ok(true)
+            ) {
                 return Some(connection);
             }
         }
     }
 
-    fn park(&self, connection: AsyncSmtpConnection) {
-        if let Ok(mut idle) = self.idle.lock() {
-            // Connections idle past the timeout go when the next one is parked.
-            idle.retain(|p| p.since.elapsed() <= IDLE_TIMEOUT);
-            idle.push(Parked {
-                connection,
-                since: Instant::now(),
-            });
+    /// Keeps `connection` for the next mail, or closes it when `size` are kept already.
+    async fn park(&self, connection: AsyncSmtpConnection) {
+        let surplus = match self.idle.lock() {
+            Ok(mut idle) if idle.len() < self.size => {
+                idle.push(Parked {
+                    connection,
+                    since: Instant::now(),
+                });
+                None
+            }
+            _ => Some(connection),
+        };
+        if let Some(connection) = surplus {
+            quit(connection).await;
         }
     }
 
-    /// A new connection, greeted, secured and logged in, within one command deadline.
+    /// A new connection, greeted, secured and logged in.
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let tcp = self.dial_tcp().await.inspect_err(|err| {
+            tracing::warn!(relay = %self.relay(), error = %err, "the mail relay could not be reached");
+        })?;
         let deadline = self.dial.timeout;
-        match tokio::time::timeout(deadline, self.set_up()).await {
-            Ok(connection) => connection,
-            Err(_) => Err(self.timed_out(deadline)),
-        }
+        let set_up = match tokio::time::timeout(deadline, self.set_up(tcp)).await {
+            Ok(set_up) => set_up,
+            Err(_) => Err(SendError::Timeout {
+                seconds: deadline.as_secs_f64(),
+            }),
+        };
+        set_up.inspect_err(|err| {
+            tracing::warn!(relay = %self.relay(), error = %err, "a connection to the mail relay could not be set up");
+        })
     }
 
-    async fn set_up(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// A TCP connection to the first of the relay's addresses that answers, each tried
+    /// within the command deadline.
+    async fn dial_tcp(&self) -> Result<TcpStream, SendError> {
+        let deadline = self.dial.timeout;
+        let timed_out = || SendError::Timeout {
+            seconds: deadline.as_secs_f64(),
+        };
+        let addresses = tokio::time::timeout(
+            deadline,
+            tokio::net::lookup_host((self.dial.host.as_str(), self.dial.port)),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(SendError::Connect)?;
+        let mut last = None;
+        for address in addresses {
+            match tokio::time::timeout(deadline, TcpStream::connect(address)).await {
+                Ok(Ok(tcp)) => {
+                    // The point of this module: the end of a message is not held back by
+                    // Nagle's algorithm.
+                    tcp.set_nodelay(true).map_err(SendError::Connect)?;
+                    return Ok(tcp);
+                }
+                Ok(Err(err)) => last = Some(SendError::Connect(err)),
+                Err(_) => last = Some(timed_out()),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the relay's name resolves to no address",
+            ))
+        }))
+    }
+
+    async fn set_up(&self, tcp: TcpStream) -> Result<AsyncSmtpConnection, SendError> {
         let Dial {
             host,
-            port,
             security,
             credentials,
             ..
         } = &self.dial;
-        let tcp = TcpStream::connect((host.as_str(), *port))
-            .await
-            .map_err(|source| SendError::Connect {
-                relay: self.relay(),
-                source,
-            })?;
-        // The point of this module: the end of a message is not held back by Nagle.
-        tcp.set_nodelay(true).map_err(|source| SendError::Connect {
-            relay: self.relay(),
-            source,
-        })?;
         let stream: Box<dyn AsyncTokioStream> = match security {
             Security::Tls => Box::new(Encrypted(
                 tls::wrap(&tls::client_config(), host, tcp)
                     .await
-                    .map_err(|source| SendError::Tls {
-                        relay: self.relay(),
-                        source,
-                    })?,
+                    .map_err(SendError::Tls)?,
             )),
             Security::None | Security::StartTls => Box::new(tcp),
         };
-        let mut connection =
-            AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
+        let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(SendError::Setup)?;
         if *security == Security::StartTls {
             // Fails when the relay does not offer STARTTLS: never sent in plain text.
-            let parameters = TlsParameters::new(host.clone())?;
-            connection.starttls(parameters, &self.hello).await?;
+            let parameters = TlsParameters::new(host.clone()).map_err(SendError::Setup)?;
+            connection
+                .starttls(parameters, &self.hello)
+                .await
+                .map_err(SendError::Setup)?;
         }
         if let Some(credentials) = credentials {
             connection
                 .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await?;
+                .await
+                .map_err(SendError::Setup)?;
         }
         Ok(connection)
     }
@@ -215,11 +276,31 @@ impl Pool {
     fn relay(&self) -> String {
         format!("{}:{}", self.dial.host, self.dial.port)
     }
+}
 
-    fn timed_out(&self, deadline: Duration) -> SendError {
-        SendError::Timeout {
-            relay: self.relay(),
-            seconds: deadline.as_secs_f64(),
+/// Says `QUIT` and closes, waiting at most [`PROBE_TIMEOUT`] for the relay.
+async fn quit(mut connection: AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(PROBE_TIMEOUT, connection.abort()).await;
+}
+
+/// Closes connections idle past [`IDLE_TIMEOUT`], a third of it apart, while the pool lives.
+async fn close_idle(pool: Weak<Pool>) {
+    loop {
+        tokio::time::sleep(IDLE_TIMEOUT / 3).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let expired: Vec<Parked> = match pool.idle.lock() {
+            Ok(mut idle) => {
+                let (expired, kept) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|p| p.since.elapsed() > IDLE_TIMEOUT);
+                *idle = kept;
+                expired
+            }
+            Err(_) => return,
+        };
+        drop(pool);
+        for parked in expired {
+            quit(parked.connection).await;
         }
     }
 }

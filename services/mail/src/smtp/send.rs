@@ -32,7 +32,8 @@ pub struct Relay<'a> {
     pub password: Option<&'a SecretString>,
     /// The deadline of one SMTP command.
     pub timeout: Duration,
-    /// Connections kept open ([`DEFAULT_POOL_SIZE`] when `None`).
+    /// Connections kept open between mails ([`DEFAULT_POOL_SIZE`] when `None`); sends are
+    /// not limited by it.
     pub pool_size: Option<u32>,
 }
 
@@ -61,7 +62,7 @@ impl Sender {
             .parse()
             .map_err(|e: lettre::address::AddressError| SmtpConfigError::From(e.to_string()))?;
         Ok(Self {
-            pool: Arc::new(pool(relay)?),
+            pool: pool(relay)?,
             from,
         })
     }
@@ -96,7 +97,7 @@ impl Sender {
     }
 }
 
-fn pool(relay: &Relay<'_>) -> Result<Pool, SmtpConfigError> {
+fn pool(relay: &Relay<'_>) -> Result<Arc<Pool>, SmtpConfigError> {
     let security = Security::parse(relay.security)
         .ok_or_else(|| SmtpConfigError::Security(relay.security.to_owned()))?;
     if relay.host.trim().is_empty() {
