@@ -23,8 +23,8 @@ use lettre::transport::smtp::client::{
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_rustls::client::TlsStream;
 
+use super::stream::Encrypted;
 use crate::connector::{Connector, Deadline};
 use crate::dial::{Destination, DialError};
 use crate::failure::FailureKind;
@@ -232,44 +232,6 @@ async fn converse(
     // connection open on the server.
     let _ = tokio::time::timeout(GOODBYE, conn.abort()).await;
     outcome
-}
-
-/// A TLS stream lettre can speak over (lettre's stream trait, on the process's TLS).
-#[derive(Debug)]
-struct Encrypted(TlsStream<Box<dyn AsyncTokioStream>>);
-
-impl AsyncTokioStream for Encrypted {
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().0.peer_addr()
-    }
-}
-
-impl AsyncRead for Encrypted {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Encrypted {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
 }
 
 /// A stream that refuses to read more than `left` bytes in all, and says so in `exceeded`.

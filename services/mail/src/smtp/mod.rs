@@ -7,6 +7,7 @@ pub mod check;
 pub mod pool;
 pub mod send;
 pub mod settings;
+mod stream;
 
 pub use check::{check_login, check_login_at, SmtpError};
 pub use pool::SendError;

@@ -26,11 +26,13 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, CertificateStore, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
+use super::stream::Encrypted;
 use crate::login::Security;
 use crate::tls::{self, TlsError};
 
@@ -64,12 +66,11 @@ pub enum SendError {
 }
 
 impl SendError {
-    /// The relay refused for good (a 5xx answer): sending again will not help.
+    /// The relay refused this mail for good (a 5xx answer to it): sending again will not
+    /// help. A connection that could not be set up (a refused login, say) is the operator's
+    /// to fix, and never refuses the mail itself.
     pub fn is_permanent(&self) -> bool {
-        match self {
-            SendError::Smtp(e) | SendError::Setup(e) => e.is_permanent(),
-            _ => false,
-        }
+        matches!(self, SendError::Smtp(e) if e.is_permanent())
     }
 
     /// lettre refused a mail before giving it to the relay (e.g. an address the relay cannot
@@ -133,13 +134,13 @@ impl Pool {
         let deadline = self.dial.timeout.saturating_mul(commands);
         match tokio::time::timeout(deadline, connection.send(envelope, email)).await {
             Ok(Ok(_)) => {
-                self.park(connection).await;
+                self.park(connection);
                 Ok(())
             }
             // lettre has closed a connection whose exchange failed (`has_broken`).
             Ok(Err(err)) => {
                 if !connection.has_broken() {
-                    self.park(connection).await;
+                    self.park(connection);
                 }
                 Err(SendError::Smtp(err))
             }
@@ -149,15 +150,12 @@ impl Pool {
         }
     }
 
-    /// An idle connection that still answers, if any: the most recently parked first (the
-    /// others may then idle out).
+    /// The most recently parked connection, if it is within the idle timeout and answers a
+    /// `NOOP`. When it does not, the others (parked earlier) are given up with it rather than
+    /// probed one by one: they are older, and a relay that dropped one has likely dropped all.
     async fn reusable(&self) -> Option<AsyncSmtpConnection> {
-        loop {
-            let parked = self.idle.lock().ok()?.pop()?;
-            if parked.since.elapsed() > IDLE_TIMEOUT {
-                quit(parked.connection).await;
-                continue;
-            }
+        let parked = self.idle.lock().ok()?.pop()?;
+        if parked.since.elapsed() <= IDLE_TIMEOUT {
             let mut connection = parked.connection;
             let probe = PROBE_TIMEOUT.min(self.dial.timeout);
             if matches!(
@@ -166,11 +164,20 @@ impl Pool {
             ) {
                 return Some(connection);
             }
+        } else {
+            quit_later(vec![parked.connection]);
         }
+        let older = self
+            .idle
+            .lock()
+            .map(|mut idle| std::mem::take(&mut *idle))
+            .unwrap_or_default();
+        quit_later(older.into_iter().map(|p| p.connection).collect());
+        None
     }
 
     /// Keeps `connection` for the next mail, or closes it when `size` are kept already.
-    async fn park(&self, connection: AsyncSmtpConnection) {
+    fn park(&self, connection: AsyncSmtpConnection) {
         let surplus = match self.idle.lock() {
             Ok(mut idle) if idle.len() < self.size => {
                 idle.push(Parked {
@@ -182,7 +189,7 @@ impl Pool {
             _ => Some(connection),
         };
         if let Some(connection) = surplus {
-            quit(connection).await;
+            quit_later(vec![connection]);
         }
     }
 
@@ -245,20 +252,24 @@ impl Pool {
             credentials,
             ..
         } = &self.dial;
+        let tcp: Box<dyn AsyncTokioStream> = Box::new(tcp);
         let stream: Box<dyn AsyncTokioStream> = match security {
             Security::Tls => Box::new(Encrypted(
                 tls::wrap(&tls::client_config(), host, tcp)
                     .await
                     .map_err(SendError::Tls)?,
             )),
-            Security::None | Security::StartTls => Box::new(tcp),
+            Security::None | Security::StartTls => tcp,
         };
         let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
             .await
             .map_err(SendError::Setup)?;
         if *security == Security::StartTls {
             // Fails when the relay does not offer STARTTLS: never sent in plain text.
-            let parameters = TlsParameters::new(host.clone()).map_err(SendError::Setup)?;
+            let parameters = TlsParameters::builder(host.clone())
+                .certificate_store(CertificateStore::WebpkiRoots)
+                .build_rustls()
+                .map_err(SendError::Setup)?;
             connection
                 .starttls(parameters, &self.hello)
                 .await
@@ -283,6 +294,21 @@ async fn quit(mut connection: AsyncSmtpConnection) {
     let _ = tokio::time::timeout(PROBE_TIMEOUT, connection.abort()).await;
 }
 
+/// Closes `connections` from a task of their own, so no send waits for their `QUIT`s
+/// (dropped without one outside a runtime).
+fn quit_later(connections: Vec<AsyncSmtpConnection>) {
+    if connections.is_empty() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            for connection in connections {
+                quit(connection).await;
+            }
+        });
+    }
+}
+
 /// Closes connections idle past [`IDLE_TIMEOUT`], a third of it apart, while the pool lives.
 async fn close_idle(pool: Weak<Pool>) {
     loop {
@@ -305,51 +331,114 @@ async fn close_idle(pool: Weak<Pool>) {
     }
 }
 
-/// A TLS stream lettre can speak SMTP over (implicit TLS, set up before the greeting).
-struct Encrypted(TlsStream<TcpStream>);
+#[cfg(test)]
+mod tests {
+    //! What the pool says to a relay, against relays on loopback that answer line by line
+    //! (the sends against a real SMTP server are in the end-to-end tests' `smtp_relay`).
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-impl std::fmt::Debug for Encrypted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Encrypted(TlsStream)")
-    }
-}
+    use super::*;
+    use crate::testing::{line_server, silent_server};
 
-impl AsyncTokioStream for Encrypted {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().0.peer_addr()
-    }
-}
-
-impl tokio::io::AsyncRead for Encrypted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Encrypted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    /// A relay offering AUTH (and taking any login) but not STARTTLS, keeping the command
+    /// lines it was sent; the lines of a message's content get no answer, its closing `.` a
+    /// 250. A sender that went on in plain text when STARTTLS is required would log in here.
+    async fn relay() -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        let (addr, accepted) = line_server("220 relay.test ESMTP\r\n", move |line| {
+            if line == "." {
+                return "250 queued\r\n".into();
+            }
+            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            let answer = match verb.as_str() {
+                "EHLO" => "250-relay.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n",
+                "DATA" => "354 go ahead\r\n",
+                "QUIT" => "221 bye\r\n",
+                "AUTH" => "235 accepted\r\n",
+                "STARTTLS" => "502 not implemented\r\n",
+                "MAIL" | "RCPT" | "NOOP" | "RSET" => "250 ok\r\n",
+                _ => return String::new(),
+            };
+            log.lock().unwrap().push(line.to_owned());
+            answer.into()
+        })
+        .await;
+        (addr.port(), accepted, heard)
     }
 
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    fn pool(port: u16, security: Security, timeout: Duration) -> Arc<Pool> {
+        Pool::new(
+            Dial {
+                host: "127.0.0.1".into(),
+                port,
+                security,
+                credentials: Some(Credentials::new("mailroom".into(), "relay-password".into())),
+                timeout,
+            },
+            2,
+        )
+    }
+
+    async fn send(pool: &Pool) -> Result<(), SendError> {
+        let envelope = Envelope::new(
+            Some("no-reply@mailroom.test".parse().unwrap()),
+            vec!["ann@example.test".parse().unwrap()],
+        )
+        .unwrap();
+        pool.send(&envelope, b"Subject: hello\r\n\r\nhi\r\n").await
+    }
+
+    fn count(heard: &[String], prefix: &str) -> usize {
+        heard.iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    #[tokio::test]
+    async fn mails_one_after_another_go_over_one_connection_each_reuse_after_a_noop() {
+        let (port, accepted, heard) = relay().await;
+        let pool = pool(port, Security::None, Duration::from_secs(5));
+        for _ in 0..5 {
+            send(&pool).await.expect("the relay takes the mail");
+        }
+        let heard = heard.lock().unwrap().clone();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "{heard:?}");
+        assert_eq!(count(&heard, "EHLO"), 1, "{heard:?}");
+        assert_eq!(count(&heard, "MAIL FROM"), 5, "{heard:?}");
+        assert_eq!(count(&heard, "NOOP"), 4, "{heard:?}");
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_does_not_offer_starttls_when_it_is_required_gets_no_login_and_no_mail() {
+        let (port, _, heard) = relay().await;
+        let pool = pool(port, Security::StartTls, Duration::from_secs(5));
+        let err = send(&pool).await.expect_err("STARTTLS is required");
+        assert!(matches!(err, SendError::Setup(_)), "{err:?}");
+        assert!(
+            !err.is_client() && !err.is_permanent(),
+            "neither an address problem nor a refusal of the mail: {err}"
+        );
+        let heard = heard.lock().unwrap().clone();
+        for said in ["AUTH", "MAIL", "RCPT", "DATA"] {
+            assert_eq!(
+                count(&heard, said),
+                0,
+                "nothing but the greeting in plain text: {heard:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_never_greets_is_given_up_at_the_deadline() {
+        let addr = silent_server().await;
+        let pool = pool(addr.port(), Security::None, Duration::from_millis(300));
+        let started = Instant::now();
+        let err = send(&pool).await.expect_err("the relay never greets");
+        assert!(matches!(err, SendError::Timeout { .. }), "{err:?}");
+        assert!(!err.is_permanent(), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
