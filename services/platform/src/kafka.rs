@@ -44,6 +44,7 @@ pub use crate::config::{valid_topic_prefix, DEFAULT_TOPIC_PREFIX};
 
 mod producer;
 mod properties;
+pub mod tail;
 
 pub use producer::{Delivery, DeliveryOutcome, RelayProducer};
 pub use properties::{
@@ -57,6 +58,10 @@ pub use properties::{
 /// older, so `processed_events` need be kept only somewhat longer (see
 /// [`crate::config::PlatformConfig::processed_events_retention_days`]).
 pub const EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long the broker lets a relay's transaction stay open before aborting it (a leader
+/// that died mid-round): a minute, well over a round and the 15 s a record may wait.
+const TRANSACTION_TIMEOUT_MS: &str = "60000";
 
 /// How consumers in a group share partitions: incrementally, so a member joining or leaving
 /// moves only the partitions it must, and the others go on with theirs.
@@ -445,9 +450,33 @@ impl KafkaSettings {
     }
 
     /// A producer that waits for every in-sync replica and keeps each partition in order: the
-    /// outbox relay's (see [`RelayProducer`]).
-    pub fn relay_producer(&self) -> Result<RelayProducer, KafkaError> {
-        RelayProducer::new(&self.producer_config())
+    /// outbox relay's (see [`RelayProducer`]). With `transactional_id` (and idempotence, which
+    /// transactions need) it publishes in transactions under that id, so the next producer
+    /// with the id fences this one off: the id names one relay's election domain.
+    pub fn relay_producer(
+        &self,
+        transactional_id: Option<&str>,
+    ) -> Result<RelayProducer, KafkaError> {
+        let mut config = self.producer_config();
+        let transactional = match transactional_id {
+            Some(id) if self.idempotence => {
+                config
+                    .set("transactional.id", id)
+                    .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+                true
+            }
+            _ => false,
+        };
+        RelayProducer::new(&config, transactional)
+    }
+
+    /// A consumer outside any group that reads the newest records of partitions it is given
+    /// (the relay's recovery, [`tail::published_by`]).
+    pub fn tail_reader(&self) -> Result<BaseConsumer<ReaderContext>, KafkaError> {
+        let mut config = self.reader_config();
+        // The newest records only, read once: no prefetching of whole partitions.
+        config.set("queued.max.messages.kbytes", "4096");
+        config.create_with_context(ReaderContext)
     }
 
     /// rdkafka's `FutureProducer` with the relay's settings, for tools and tests that publish
@@ -514,6 +543,10 @@ impl KafkaSettings {
     /// A consumer outside any group, for a process that reads a whole topic itself
     /// (assigned partitions, no commits).
     pub fn reader(&self) -> Result<StreamConsumer<ReaderContext>, KafkaError> {
+        self.reader_config().create_with_context(ReaderContext)
+    }
+
+    fn reader_config(&self) -> ClientConfig {
         let mut config = self.base();
         config
             .set(
@@ -529,7 +562,8 @@ impl KafkaSettings {
             // where the last offsets hold no record (a compacted topic).
             .set("enable.partition.eof", "true");
         self.fetching(&mut config);
-        self.finish(&mut config).create_with_context(ReaderContext)
+        self.finish(&mut config);
+        config
     }
 
     /// How long each of `topics` keeps its records, as the brokers say (`retention.ms`,

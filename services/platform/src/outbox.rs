@@ -19,6 +19,19 @@
 //! parked list|retry`); a retried row is tried again at its place in the stream, and parked
 //! again if it is still refused.
 //!
+//! **Once, across leaders.** A leader records a round as published only after the broker
+//! has it, so a leader that stops in between (killed, paused past its session, cut off) leaves
+//! rows that are in Kafka and unpublished here. Each relay has an id naming its election
+//! domain (the topic prefix, the schema and the database: [`relay_id`]); every record carries
+//! it and its row in the `mailroom-outbox` header, and the relay's producer is transactional
+//! under it. A new producer first fences off every earlier one with the id (a paused leader
+//! that wakes has what it sends refused), then reads the partitions back from their ends
+//! ([`crate::kafka::tail`]) and records as published the unpublished rows it finds there,
+//! instead of sending them again. Each round is one transaction: its records become visible to
+//! consumers (which read committed records only) together, or not at all. With idempotence
+//! turned off (`MAILROOM_KAFKA_IDEMPOTENCE=false`, for brokers that refuse it) there are no
+//! transactions: the read-back still runs, but a leader that wakes can send a round again.
+//!
 //! **Order.** Rows go out in `seq` order, a row never ahead of one before it, so each key's
 //! events keep their order — except around a parked row: the events after it, those of its
 //! own key included, go on without it, and if it is retried it arrives after them. Before it
@@ -40,7 +53,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::kafka::{KafkaSettings, Topic};
+use crate::kafka::tail::{self, TailError, OUTBOX_HEADER};
+use crate::kafka::{KafkaSettings, RelayProducer, Topic};
 use crate::proto::events::v1::{actor, envelope::Payload, Actor, Envelope};
 use crate::types::{OrgId, UserId};
 
@@ -228,6 +242,9 @@ pub enum RelayError {
     Db(#[from] sqlx::Error),
     #[error("publishing to Kafka failed: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The rows the previous leader had published could not be learnt.
+    #[error("outbox relay could not read back what was published: {0}")]
+    Recovery(#[from] TailError),
     /// The broker (or the producer, before sending) refused one event.
     #[error("outbox event {seq} was refused{}: {error}", if *.for_good { " for good" } else { "" })]
     Refused {
@@ -287,10 +304,40 @@ struct Failure {
     for_good: bool,
 }
 
+/// The id of the relay of `schema` in the database `pool` reaches, publishing under topic
+/// `prefix`: its producer's `transactional.id` and the first part of its records'
+/// `mailroom-outbox` header. Replicas of one deployment elect one leader among themselves
+/// and share it; another deployment (another database, or another prefix) has its own, so
+/// they never fence each other off.
+pub fn relay_id(pool: &PgPool, prefix: &str, schema: &str) -> String {
+    use sha2::Digest as _;
+    let options = pool.connect_options();
+    let database = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    );
+    let digest = sha2::Sha256::digest(database.as_bytes());
+    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}.outbox.{schema}.{short}")
+}
+
+/// How long a new producer may take to register its transactional id (and fence off the one
+/// before it), and a round's transaction to commit.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long reading back one partition's end may take.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// The unpublished rows, lowest first, looked for when reading back: a leader publishes from
+/// the lowest, at most a batch at a time, so the rows it left are among these.
+const READ_BACK_ROWS: i64 = 4_096;
+
 /// Publishes a schema's outbox to Kafka.
 pub struct Relay {
     pool: PgPool,
     schema: String,
+    /// [`relay_id`].
+    id: String,
     kafka: KafkaSettings,
     topics: Vec<Topic>,
     batch_size: i64,
@@ -308,9 +355,11 @@ impl Relay {
     /// `topics` are created at start (and again after a failure: a broker that lost them, such
     /// as an in-memory one, gets them back).
     pub fn new(pool: PgPool, schema: &str, kafka: KafkaSettings, topics: Vec<Topic>) -> Self {
+        let id = relay_id(&pool, kafka.topics.prefix(), schema);
         Self {
             pool,
             schema: schema.to_owned(),
+            id,
             kafka,
             topics,
             batch_size: 256,
@@ -366,8 +415,10 @@ impl Relay {
                     // broker outage) never lets it go idle; losing it ends the leadership
                     // before the next round.
                     let leading = shutdown.child_token();
-                    let pinger = tokio::spawn(keep_session(leader, leading.clone()));
-                    self.lead(&leading).await;
+                    let session =
+                        std::sync::Arc::new(LeaderSession(tokio::sync::Mutex::new(leader)));
+                    let pinger = tokio::spawn(keep_session(session.clone(), leading.clone()));
+                    self.lead(&leading, &session).await;
                     leading.cancel();
                     // Dropping the session releases the advisory lock.
                     let _ = pinger.await;
@@ -387,8 +438,8 @@ impl Relay {
     }
 
     /// Publishes until `shutdown` (the process stopping, or the leader's session lost).
-    async fn lead(&self, shutdown: &CancellationToken) {
-        let mut producer: Option<crate::kafka::RelayProducer> = None;
+    async fn lead(&self, shutdown: &CancellationToken, session: &LeaderSession) {
+        let mut producer: Option<RelayProducer> = None;
         // Creating topics waits seconds on a broker that does not answer: not past a stop.
         let ensured = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -403,17 +454,29 @@ impl Relay {
         while !shutdown.is_cancelled() {
             let current = match producer.take() {
                 Some(p) => p,
-                None => match self.kafka.relay_producer() {
-                    Ok(p) => p,
-                    Err(err) => {
-                        tracing::error!(%err, "Kafka producer could not be created; retrying");
-                        if sleep_or_cancel(backoff, shutdown).await {
-                            return;
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
+                None => {
+                    // A new producer fences off the ones before it: only the leader may make
+                    // one (a leader that woke from a pause finds its session gone here).
+                    if !session.alive().await {
+                        tracing::warn!(schema = %self.schema, "outbox relay lost its leader session; re-electing");
+                        return;
                     }
-                },
+                    let started = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        started = self.start_producer() => started,
+                    };
+                    match started {
+                        Ok(p) => p,
+                        Err(err) => {
+                            tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not start publishing; events wait in the outbox");
+                            if sleep_or_cancel(backoff, shutdown).await {
+                                return;
+                            }
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            continue;
+                        }
+                    }
+                }
             };
             let round = self.publish_batch(&current).await;
             if matches!(round, Ok(Round { failed: false, .. })) {
@@ -465,14 +528,86 @@ impl Relay {
         }
     }
 
+    /// A producer ready to publish: created, its transactional id registered (fencing off
+    /// the previous leader's), and the rows that leader published without recording it
+    /// recorded ([`Self::read_back`]).
+    async fn start_producer(&self) -> Result<RelayProducer, RelayError> {
+        let producer = self.kafka.relay_producer(Some(&self.id))?;
+        let ready = async {
+            if producer.transactional() {
+                producer.init_transactions(TRANSACTION_CALL_TIMEOUT).await?;
+            }
+            self.read_back().await
+        }
+        .await;
+        match ready {
+            Ok(found) => {
+                if found > 0 {
+                    tracing::info!(
+                        schema = %self.schema,
+                        rows = found,
+                        "outbox relay found events the previous leader had published without recording it; recorded them as published instead of sending them again"
+                    );
+                }
+                Ok(producer)
+            }
+            Err(err) => {
+                tokio::task::spawn_blocking(move || drop(producer));
+                Err(err)
+            }
+        }
+    }
+
+    /// Records as published the unpublished rows whose records are at the end of their
+    /// topics' partitions (see the module's header); how many.
+    async fn read_back(&self) -> Result<u64, RelayError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, topic FROM outbox WHERE published_at IS NULL AND parked_at IS NULL \
+             ORDER BY seq LIMIT $1",
+        )
+        .bind(READ_BACK_ROWS)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut topics: Vec<String> = rows
+            .iter()
+            .map(|(_, topic)| self.kafka.topics.published_name(topic))
+            .filter(|name| valid_topic_name(name))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        let unpublished: std::collections::HashSet<i64> =
+            rows.iter().map(|(seq, _)| *seq).collect();
+        let reader = self.kafka.tail_reader()?;
+        let relay = self.id.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let found =
+                tail::published_by(&reader, &topics, &relay, &unpublished, READ_BACK_TIMEOUT);
+            drop(reader);
+            found
+        })
+        .await
+        .map_err(|_| RelayError::Kafka(rdkafka::error::KafkaError::Canceled))??;
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let found: Vec<i64> = found.into_iter().collect();
+        let recorded = sqlx::query(
+            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1) AND published_at IS NULL",
+        )
+        .bind(&found)
+        .execute(&self.pool)
+        .await?;
+        Ok(recorded.rows_affected())
+    }
+
     /// Publishes up to one batch of the rows neither published nor parked, in order. Stamps
     /// the rows before the first failure; a failure the broker will repeat for ever counts an
     /// attempt of its row, and parks it at the last attempt (the round then succeeds: the rows
     /// after it go on next round). Any other failure is the round's error.
-    async fn publish_batch(
-        &self,
-        producer: &crate::kafka::RelayProducer,
-    ) -> Result<Round, RelayError> {
+    async fn publish_batch(&self, producer: &RelayProducer) -> Result<Round, RelayError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, topic, record_key, payload, headers, attempts FROM outbox \
              WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1",
@@ -494,6 +629,11 @@ impl Relay {
             .iter()
             .map(|row| self.kafka.topics.published_name(&row.topic))
             .collect();
+        // A transactional producer's round is one transaction: committed below, or ended by
+        // the next producer's fencing when the round fails.
+        if producer.transactional() {
+            producer.begin()?;
+        }
         // Records are handed to the producer in order; one it refuses at once (too large, an
         // invalid topic) ends the round there, so nothing after it overtakes it.
         let mut deliveries = Vec::with_capacity(rows.len());
@@ -510,13 +650,18 @@ impl Relay {
                 });
                 break;
             }
-            let mut headers = OwnedHeaders::new_with_capacity(row.headers.0.len());
+            let mut headers = OwnedHeaders::new_with_capacity(row.headers.0.len() + 1);
             for (key, value) in row.headers.0.iter() {
                 headers = headers.insert(Header {
                     key,
                     value: Some(value.as_bytes()),
                 });
             }
+            let origin = tail::outbox_header(&self.id, row.seq);
+            headers = headers.insert(Header {
+                key: OUTBOX_HEADER,
+                value: Some(origin.as_bytes()),
+            });
             match producer.send(name, &row.record_key, &row.payload, headers) {
                 Ok(delivery) => deliveries.push(delivery),
                 // The producer's queue is full: the rest waits for the next round.
@@ -537,9 +682,7 @@ impl Relay {
         for (index, result) in results.into_iter().enumerate() {
             let error = match result {
                 Ok(Ok(_)) if failure.is_none() => {
-                    metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "topic" => names[index].clone())
-                        .increment(1);
-                    published.push(rows[index].seq);
+                    published.push(index);
                     continue;
                 }
                 Ok(Ok(_)) => continue,
@@ -562,15 +705,31 @@ impl Relay {
             metrics::counter!(crate::metrics::OUTBOX_FAILURES, "topic" => names[refused.index].clone())
                 .increment(1);
         }
+        if producer.transactional() {
+            if failure.is_some() {
+                // A delivery failed: the transaction cannot commit, and none of the round is
+                // published (the next producer's fencing aborts it).
+                published.clear();
+            } else if !published.is_empty() {
+                // Every record handed over was delivered (those before a refusal, if any).
+                producer.commit(TRANSACTION_CALL_TIMEOUT).await?;
+            }
+        }
         // A delivery that failed came before the record refused at once.
         let failure = failure.or(refused);
-        // Only the prefix before the first failure is stamped, so order holds; anything after
-        // it that did reach the broker is sent again (at least once; consumers deduplicate).
+        // Only the prefix before the first failure is stamped, so order holds; without
+        // transactions, anything after it that did reach the broker is sent again (at least
+        // once; consumers deduplicate).
         if !published.is_empty() {
+            let seqs: Vec<i64> = published.iter().map(|index| rows[*index].seq).collect();
             sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-                .bind(&published)
+                .bind(&seqs)
                 .execute(&self.pool)
                 .await?;
+            for index in &published {
+                metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "topic" => names[*index].clone())
+                    .increment(1);
+            }
         }
         let mut round = Round {
             published: published.len(),
@@ -800,17 +959,30 @@ const LISTENING_POLL: Duration = Duration::from_secs(2);
 /// The longest a leader waits between publishing attempts while the broker refuses them.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Keeps the leader's session (which holds the advisory lock) busy every [`LEADER_PING`]
-/// until `leading` ends; cancels `leading` when the session is gone, so the relay steps down.
-async fn keep_session(mut session: PgConnection, leading: CancellationToken) {
+/// The leader's session: the connection that holds the advisory lock.
+struct LeaderSession(tokio::sync::Mutex<PgConnection>);
+
+impl LeaderSession {
+    /// Whether the session (and with it the lock) is still there, asked within
+    /// [`LEADER_PING`].
+    async fn alive(&self) -> bool {
+        let asked = async {
+            let mut session = self.0.lock().await;
+            sqlx::query("SELECT 1").execute(&mut *session).await
+        };
+        matches!(tokio::time::timeout(LEADER_PING, asked).await, Ok(Ok(_)))
+    }
+}
+
+/// Keeps the leader's session busy every [`LEADER_PING`] until `leading` ends; cancels
+/// `leading` when the session is gone, so the relay steps down.
+async fn keep_session(session: std::sync::Arc<LeaderSession>, leading: CancellationToken) {
     loop {
         tokio::select! {
             _ = leading.cancelled() => return,
             _ = tokio::time::sleep(LEADER_PING) => {}
         }
-        let alive =
-            tokio::time::timeout(LEADER_PING, sqlx::query("SELECT 1").execute(&mut session)).await;
-        if !matches!(alive, Ok(Ok(_))) {
+        if !session.alive().await {
             tracing::warn!("outbox relay lost its leader session; re-electing");
             leading.cancel();
             return;

@@ -27,6 +27,7 @@ mod otlp_tls;
 mod overload;
 mod process_exit;
 mod readiness;
+mod relay_handover;
 mod revocation;
 mod roles;
 mod schema_upgrade;

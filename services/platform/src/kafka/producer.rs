@@ -12,6 +12,12 @@
 //! loop, as rdkafka's poll runs to its deadline: the saving is whole while idle.) Delivery reports reach their futures as they arrive; dropping the producer
 //! stops its thread (within one budget) and purges what was not delivered, whose futures then
 //! end as cancelled.
+//!
+//! **Transactions.** A transactional producer (made with a `transactional.id`) publishes each
+//! round in a transaction: [`RelayProducer::init_transactions`] fences off every earlier
+//! producer with the id (a paused or hung leader: the broker refuses what it sends after),
+//! [`RelayProducer::begin`] and [`RelayProducer::commit`] bracket a round. The blocking calls
+//! run on tokio's blocking threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,11 +64,13 @@ pub struct RelayProducer {
     producer: Arc<BaseProducer<DeliveryContext>>,
     stop: Arc<AtomicBool>,
     polling: Option<JoinHandle<()>>,
+    transactional: bool,
 }
 
 impl RelayProducer {
-    /// A producer made from `config`, with its polling thread started.
-    pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
+    /// A producer made from `config`, with its polling thread started; `transactional` says
+    /// that `config` holds a `transactional.id`.
+    pub fn new(config: &ClientConfig, transactional: bool) -> Result<Self, KafkaError> {
         let producer = Arc::new(BaseProducer::from_config_and_context(
             config,
             DeliveryContext,
@@ -87,7 +95,43 @@ impl RelayProducer {
             producer,
             stop,
             polling: Some(polling),
+            transactional,
         })
+    }
+
+    /// Whether it publishes in transactions.
+    pub fn transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Registers the transactional id with the broker, fencing off any earlier producer that
+    /// used it and ending the transaction it left open; once per producer, before any round.
+    pub async fn init_transactions(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.blocking(move |producer| producer.init_transactions(timeout))
+            .await
+    }
+
+    /// Opens a round's transaction (no network call).
+    pub fn begin(&self) -> Result<(), KafkaError> {
+        self.producer.begin_transaction()
+    }
+
+    /// Commits the round's transaction: its records become visible to consumers (which read
+    /// committed records only) all at once. An error leaves the producer to be dropped.
+    pub async fn commit(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.blocking(move |producer| producer.commit_transaction(timeout))
+            .await
+    }
+
+    async fn blocking(
+        &self,
+        call: impl FnOnce(&BaseProducer<DeliveryContext>) -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || call(&producer))
+            .await
+            // The blocking task panicked or the runtime is stopping.
+            .unwrap_or(Err(KafkaError::Canceled))
     }
 
     /// Hands one record to librdkafka: its delivery report as a future, or the error that
@@ -149,7 +193,7 @@ mod tests {
         config
             .set("bootstrap.servers", "127.0.0.1:9")
             .set("log_level", "0");
-        let producer = RelayProducer::new(&config).expect("a producer");
+        let producer = RelayProducer::new(&config, false).expect("a producer");
         let theirs: rdkafka::producer::FutureProducer =
             config.create().expect("rdkafka's producer");
         // Started: librdkafka's first attempts to reach the broker are done.
