@@ -147,6 +147,11 @@ pub struct PlatformConfig {
     /// Whether the Kafka producer uses idempotent delivery (needs broker support).
     #[serde(default = "default_true")]
     pub kafka_idempotence: bool,
+    /// Whether the outbox relays publish in Kafka transactions (needs idempotence, and an ACL
+    /// on their transactional ids where the broker checks ACLs): a relay leader that stops
+    /// mid-round then never has an event sent twice (`MAILROOM_KAFKA_TRANSACTIONS`).
+    #[serde(default = "default_true")]
+    pub kafka_transactions: bool,
     /// Partitions of topics Mailroom creates.
     #[serde(default = "default_partitions")]
     pub kafka_partitions: i32,

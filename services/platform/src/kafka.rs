@@ -348,6 +348,8 @@ impl Topics {
 pub struct KafkaSettings {
     pub brokers: String,
     pub idempotence: bool,
+    /// Whether the outbox relay publishes in transactions (with idempotence only).
+    pub transactions: bool,
     pub partitions: i32,
     pub replication: i32,
     pub topics: Topics,
@@ -365,6 +367,7 @@ impl KafkaSettings {
         Self {
             brokers: config.kafka_brokers.clone(),
             idempotence: config.kafka_idempotence,
+            transactions: config.kafka_transactions,
             partitions: config.kafka_partitions,
             replication: config.kafka_replication,
             topics: Topics::new(config.kafka_topic_prefix.clone()),
@@ -450,8 +453,8 @@ impl KafkaSettings {
     }
 
     /// A producer that waits for every in-sync replica and keeps each partition in order: the
-    /// outbox relay's (see [`RelayProducer`]). With `transactional_id` (and idempotence, which
-    /// transactions need) it publishes in transactions under that id, so the next producer
+    /// outbox relay's (see [`RelayProducer`]). With `transactional_id` (and transactions and
+    /// idempotence, which transactions need, configured) it publishes in transactions under that id, so the next producer
     /// with the id fences this one off: the id names one relay's election domain.
     pub fn relay_producer(
         &self,
@@ -459,7 +462,7 @@ impl KafkaSettings {
     ) -> Result<RelayProducer, KafkaError> {
         let mut config = self.producer_config();
         let transactional = match transactional_id {
-            Some(id) if self.idempotence => {
+            Some(id) if self.idempotence && self.transactions => {
                 config
                     .set("transactional.id", id)
                     .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
@@ -817,6 +820,7 @@ mod tests {
         KafkaSettings {
             brokers: brokers.to_owned(),
             idempotence: true,
+            transactions: true,
             partitions: 1,
             replication: 1,
             topics: Topics::default(),

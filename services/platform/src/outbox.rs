@@ -28,9 +28,9 @@
 //! that wakes has what it sends refused), then reads the partitions back from their ends
 //! ([`crate::kafka::tail`]) and records as published the unpublished rows it finds there,
 //! instead of sending them again. Each round is one transaction: its records become visible to
-//! consumers (which read committed records only) together, or not at all. With idempotence
-//! turned off (`MAILROOM_KAFKA_IDEMPOTENCE=false`, for brokers that refuse it) there are no
-//! transactions: the read-back still runs, but a leader that wakes can send a round again.
+//! consumers (which read committed records only) together, or not at all. With transactions
+//! turned off (`MAILROOM_KAFKA_TRANSACTIONS=false`, or idempotence off, for brokers that
+//! refuse them) the read-back still runs, but a leader that wakes can send a round again.
 //!
 //! **Order.** Rows go out in `seq` order, a row never ahead of one before it, so each key's
 //! events keep their order — except around a parked row: the events after it, those of its

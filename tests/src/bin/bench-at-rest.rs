@@ -244,6 +244,7 @@ async fn round(wait: &str, args: &Args) -> anyhow::Result<Round> {
     let kafka = KafkaSettings {
         brokers: broker.brokers(),
         idempotence: true,
+        transactions: true,
         partitions: 8,
         replication: 1,
         topics: Topics::new(cluster.prefix.clone()),

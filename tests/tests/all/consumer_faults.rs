@@ -63,6 +63,7 @@ impl Bench {
         let kafka = KafkaSettings {
             brokers: app.kafka_brokers.clone(),
             idempotence: false,
+            transactions: true,
             partitions,
             replication: 1,
             topics: Topics::new(format!("test.faults.{}", uuid::Uuid::new_v4().simple())),

@@ -123,6 +123,7 @@ async fn a_consumer_applies_each_event_once_and_keeps_what_it_cannot_read() {
     let kafka = KafkaSettings {
         brokers: app.kafka_brokers.clone(),
         idempotence: false,
+        transactions: true,
         partitions: 1,
         replication: 1,
         topics: Topics::new(format!("test.consumer.{}", uuid::Uuid::new_v4().simple())),

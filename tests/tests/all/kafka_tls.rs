@@ -45,6 +45,7 @@ fn settings(brokers: String, properties: KafkaProperties) -> KafkaSettings {
     KafkaSettings {
         brokers,
         idempotence: false,
+        transactions: true,
         partitions: 1,
         replication: 1,
         topics: Topics::new(format!("test.tls.{}", uuid::Uuid::new_v4().simple())),

@@ -51,6 +51,7 @@ impl Outbox {
         let kafka = KafkaSettings {
             brokers: env.kafka_brokers.clone(),
             idempotence: true,
+            transactions: true,
             partitions: 2,
             replication: 1,
             topics: Topics::new(format!("test.handover.{}", uuid::Uuid::new_v4().simple())),
