@@ -364,6 +364,12 @@ impl KafkaSettings {
     /// `MAILROOM_KAFKA_ALLOW_INSECURE_TLS=true`, else the configuration was refused).
     pub fn from_config(config: &crate::config::PlatformConfig) -> Self {
         config.kafka_properties.warn_insecure_tls();
+        if config.kafka_transactions && !config.kafka_idempotence {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!("MAILROOM_KAFKA_TRANSACTIONS is ignored while MAILROOM_KAFKA_IDEMPOTENCE=false (transactions need idempotence): the outbox relays publish at least once across a change of leader");
+            });
+        }
         Self {
             brokers: config.kafka_brokers.clone(),
             idempotence: config.kafka_idempotence,

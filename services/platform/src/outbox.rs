@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::kafka::tail::{self, TailError, OUTBOX_HEADER};
+use crate::kafka::tail::{self, OUTBOX_HEADER};
 use crate::kafka::{KafkaSettings, RelayProducer, Topic};
 use crate::proto::events::v1::{actor, envelope::Payload, Actor, Envelope};
 use crate::types::{OrgId, UserId};
@@ -229,6 +229,7 @@ fn outbox_record(
 #[derive(sqlx::FromRow)]
 struct OutboxRow {
     seq: i64,
+    event_id: Uuid,
     topic: String,
     record_key: String,
     payload: Vec<u8>,
@@ -242,9 +243,6 @@ pub enum RelayError {
     Db(#[from] sqlx::Error),
     #[error("publishing to Kafka failed: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// The rows the previous leader had published could not be learnt.
-    #[error("outbox relay could not read back what was published: {0}")]
-    Recovery(#[from] TailError),
     /// The broker (or the producer, before sending) refused one event.
     #[error("outbox event {seq} was refused{}: {error}", if *.for_good { " for good" } else { "" })]
     Refused {
@@ -463,12 +461,17 @@ impl Relay {
                     }
                     let started = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        started = self.start_producer() => started,
+                        started = self.start_producer(session) => started,
                     };
                     match started {
-                        Ok(p) => p,
+                        Ok(Some(p)) => p,
+                        Ok(None) => {
+                            tracing::warn!(schema = %self.schema, "outbox relay lost its leader session; re-electing");
+                            return;
+                        }
                         Err(err) => {
-                            tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not start publishing; events wait in the outbox");
+                            tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not start publishing; events wait in the outbox (a broker that refuses transactions, or the transactional id's ACL: see MAILROOM_KAFKA_TRANSACTIONS)");
+                            self.report_backlog().await;
                             if sleep_or_cancel(backoff, shutdown).await {
                                 return;
                             }
@@ -512,6 +515,7 @@ impl Relay {
                 }
                 Err(err) => {
                     tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox publish failed; events wait in the outbox");
+                    self.report_backlog().await;
                     if sleep_or_cancel(backoff, shutdown).await {
                         return;
                     }
@@ -531,17 +535,29 @@ impl Relay {
     /// A producer ready to publish: created, its transactional id registered (fencing off
     /// the previous leader's), and the rows that leader published without recording it
     /// recorded ([`Self::read_back`]).
-    async fn start_producer(&self) -> Result<RelayProducer, RelayError> {
+    async fn start_producer(
+        &self,
+        session: &LeaderSession,
+    ) -> Result<Option<RelayProducer>, RelayError> {
         let producer = self.kafka.relay_producer(Some(&self.id))?;
         let ready = async {
             if producer.transactional() {
                 producer.init_transactions(TRANSACTION_CALL_TIMEOUT).await?;
+                // Paused between its check and the fencing, a former leader has just fenced
+                // off the new one: it steps down now (the new one starts again, fencing it).
+                if !session.alive().await {
+                    return Ok(None);
+                }
             }
-            self.read_back().await
+            self.read_back().await.map(Some)
         }
         .await;
         match ready {
-            Ok(found) => {
+            Ok(None) => {
+                tokio::task::spawn_blocking(move || drop(producer));
+                Ok(None)
+            }
+            Ok(Some(found)) => {
                 if found > 0 {
                     tracing::info!(
                         schema = %self.schema,
@@ -549,7 +565,7 @@ impl Relay {
                         "outbox relay found events the previous leader had published without recording it; recorded them as published instead of sending them again"
                     );
                 }
-                Ok(producer)
+                Ok(Some(producer))
             }
             Err(err) => {
                 tokio::task::spawn_blocking(move || drop(producer));
@@ -559,10 +575,11 @@ impl Relay {
     }
 
     /// Records as published the unpublished rows whose records are at the end of their
-    /// topics' partitions (see the module's header); how many.
+    /// topics' partitions (see the module's header); how many. Best effort: a partition it
+    /// cannot read is left out ([`tail::published_by`]).
     async fn read_back(&self) -> Result<u64, RelayError> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, topic FROM outbox WHERE published_at IS NULL AND parked_at IS NULL \
+        let rows: Vec<(i64, String, Uuid)> = sqlx::query_as(
+            "SELECT seq, topic, event_id FROM outbox WHERE published_at IS NULL AND parked_at IS NULL \
              ORDER BY seq LIMIT $1",
         )
         .bind(READ_BACK_ROWS)
@@ -573,13 +590,15 @@ impl Relay {
         }
         let mut topics: Vec<String> = rows
             .iter()
-            .map(|(_, topic)| self.kafka.topics.published_name(topic))
+            .map(|(_, topic, _)| self.kafka.topics.published_name(topic))
             .filter(|name| valid_topic_name(name))
             .collect();
         topics.sort();
         topics.dedup();
-        let unpublished: std::collections::HashSet<i64> =
-            rows.iter().map(|(seq, _)| *seq).collect();
+        let unpublished: HashMap<i64, String> = rows
+            .iter()
+            .map(|(seq, _, event_id)| (*seq, event_id.to_string()))
+            .collect();
         let reader = self.kafka.tail_reader()?;
         let relay = self.id.clone();
         let found = tokio::task::spawn_blocking(move || {
@@ -589,7 +608,7 @@ impl Relay {
             found
         })
         .await
-        .map_err(|_| RelayError::Kafka(rdkafka::error::KafkaError::Canceled))??;
+        .map_err(|_| RelayError::Kafka(rdkafka::error::KafkaError::Canceled))?;
         if found.is_empty() {
             return Ok(0);
         }
@@ -609,7 +628,7 @@ impl Relay {
     /// after it go on next round). Any other failure is the round's error.
     async fn publish_batch(&self, producer: &RelayProducer) -> Result<Round, RelayError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT seq, topic, record_key, payload, headers, attempts FROM outbox \
+            "SELECT seq, event_id, topic, record_key, payload, headers, attempts FROM outbox \
              WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(self.batch_size)
@@ -619,11 +638,17 @@ impl Relay {
             return Ok(Round::default());
         };
         // A row refused before goes alone: a broker refuses a whole batch of records at once,
-        // and only the row's own refusal may count towards parking it.
+        // and only the row's own refusal may count towards parking it. The rows before it go
+        // first, in a round of their own (in a transaction, a failed round publishes none of
+        // its rows, so they would otherwise go again with it, and it would never go alone).
         let rows = if first.attempts > 0 {
             &rows[..1]
         } else {
-            &rows[..]
+            let refused_before = rows
+                .iter()
+                .position(|row| row.attempts > 0)
+                .unwrap_or(rows.len());
+            &rows[..refused_before]
         };
         let names: Vec<String> = rows
             .iter()
@@ -657,7 +682,7 @@ impl Relay {
                     value: Some(value.as_bytes()),
                 });
             }
-            let origin = tail::outbox_header(&self.id, row.seq);
+            let origin = tail::outbox_header(&self.id, row.seq, &row.event_id.to_string());
             headers = headers.insert(Header {
                 key: OUTBOX_HEADER,
                 value: Some(origin.as_bytes()),

@@ -2,15 +2,21 @@
 //! its unpublished rows the leader before it had already published.
 //!
 //! Every record the relay publishes carries a header ([`OUTBOX_HEADER`]) naming the relay
-//! (its election domain, [`crate::outbox`]) and the outbox row. A leader records a round as
+//! (its election domain, [`crate::outbox`]), the outbox row and its event id; a record counts
+//! only when both match an unpublished row (a database restored to an earlier point reuses
+//! row numbers, and nobody who can write to a topic can guess an event id). A leader records a round as
 //! published only after the broker has it, so one that stopped in between (killed, paused
 //! past its lease, its connection lost) leaves rows that are in Kafka and unpublished in
 //! PostgreSQL. Its successor first fences it off (a transactional producer with the same id),
 //! then reads each partition back from its end until a record of the same relay whose row is
 //! *not* among the unpublished ones — a round recorded as published, and every round before it
 //! was too — and records the rows it found as published instead of sending them again.
+//!
+//! It is best effort: a partition that cannot be read (no READ permission on the topic, a
+//! broker that does not answer within the deadline) is left out with a warning, and the rows
+//! whose records sit there are sent again (at least once, as without it).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -48,39 +54,48 @@ pub enum TailError {
     },
 }
 
-/// The header's value for row `seq` of `relay`.
-pub fn outbox_header(relay: &str, seq: i64) -> String {
-    format!("{relay}:{seq}")
+/// The header's value for row `seq` (event `event_id`) of `relay`.
+pub fn outbox_header(relay: &str, seq: i64, event_id: &str) -> String {
+    format!("{relay}:{seq}:{event_id}")
 }
 
-/// The row of `relay` that a header's value names, if it is one of `relay`'s.
-fn row_of(value: &[u8], relay: &str) -> Option<i64> {
+/// The row of `relay` (its number and event id) that a header's value names, if it is one of
+/// `relay`'s.
+fn row_of<'v>(value: &'v [u8], relay: &str) -> Option<(i64, &'v str)> {
     let value = std::str::from_utf8(value).ok()?;
-    let seq = value.strip_prefix(relay)?.strip_prefix(':')?;
-    seq.parse().ok()
+    let (seq, event_id) = value
+        .strip_prefix(relay)?
+        .strip_prefix(':')?
+        .split_once(':')?;
+    Some((seq.parse().ok()?, event_id))
 }
 
-/// Which of `unpublished` (rows of `relay`) the records at the end of `topics` carry; see the
-/// module's header. Blocking: call it from a blocking thread.
+/// Which of `unpublished` (rows of `relay`: number → event id) the records at the end of
+/// `topics` carry; see the module's header. A partition that could not be read is left out,
+/// its error logged. Blocking: call it from a blocking thread; each partition (and each
+/// topic's description) takes `timeout` at most.
 pub fn published_by(
     consumer: &BaseConsumer<ReaderContext>,
     topics: &[String],
     relay: &str,
-    unpublished: &HashSet<i64>,
+    unpublished: &HashMap<i64, String>,
     timeout: Duration,
-) -> Result<HashSet<i64>, TailError> {
+) -> HashSet<i64> {
     let mut found = HashSet::new();
     if unpublished.is_empty() {
-        return Ok(found);
+        return found;
     }
     for topic in topics {
-        let kafka = |source| TailError::Kafka {
-            topic: topic.clone(),
-            source,
+        let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+            Ok(metadata) => metadata,
+            Err(source) => {
+                skipped(&TailError::Kafka {
+                    topic: topic.clone(),
+                    source,
+                });
+                continue;
+            }
         };
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(kafka)?;
         let Some(described) = metadata.topics().first() else {
             continue;
         };
@@ -89,27 +104,37 @@ pub fn published_by(
             continue;
         }
         for partition in described.partitions() {
-            read_back(
+            let read = read_back(
                 consumer,
                 topic,
                 partition.id(),
                 relay,
                 unpublished,
+                Instant::now() + timeout,
                 timeout,
                 &mut found,
-            )?;
+            );
+            if let Err(err) = read {
+                skipped(&err);
+            }
         }
     }
-    Ok(found)
+    found
+}
+
+fn skipped(err: &TailError) {
+    tracing::warn!(%err, "outbox relay could not read back a partition (does it have READ on its own topics?); rows the previous leader published there without recording it are sent again");
 }
 
 /// One partition of [`published_by`].
+#[allow(clippy::too_many_arguments)]
 fn read_back(
     consumer: &BaseConsumer<ReaderContext>,
     topic: &str,
     partition: i32,
     relay: &str,
-    unpublished: &HashSet<i64>,
+    unpublished: &HashMap<i64, String>,
+    deadline: Instant,
     timeout: Duration,
     found: &mut HashSet<i64>,
 ) -> Result<(), TailError> {
@@ -125,9 +150,11 @@ fn read_back(
     while end > low {
         let start = (high - window).max(low);
         // The rows of `relay` in [start, end), in partition order.
-        let rows = read_range(consumer, topic, partition, start, end, relay, timeout)?;
-        for seq in rows.iter().rev() {
-            if unpublished.contains(seq) {
+        let rows = read_range(
+            consumer, topic, partition, start, end, relay, deadline, timeout,
+        )?;
+        for (seq, event_id) in rows.iter().rev() {
+            if unpublished.get(seq) == Some(event_id) {
                 found.insert(*seq);
             } else {
                 // A round recorded as published: the rounds before it were too.
@@ -152,8 +179,9 @@ fn read_back(
     Ok(())
 }
 
-/// The rows of `relay` that the records at offsets `[start, end)` of one partition carry, in
-/// order.
+/// The rows of `relay` (number, event id) that the records at offsets `[start, end)` of one
+/// partition carry, in order; by `deadline`.
+#[allow(clippy::too_many_arguments)]
 fn read_range(
     consumer: &BaseConsumer<ReaderContext>,
     topic: &str,
@@ -161,8 +189,9 @@ fn read_range(
     start: i64,
     end: i64,
     relay: &str,
+    deadline: Instant,
     timeout: Duration,
-) -> Result<Vec<i64>, TailError> {
+) -> Result<Vec<(i64, String)>, TailError> {
     let kafka = |source| TailError::Kafka {
         topic: topic.to_owned(),
         source,
@@ -172,7 +201,6 @@ fn read_range(
         .add_partition_offset(topic, partition, Offset::Offset(start))
         .map_err(kafka)?;
     consumer.assign(&assignment).map_err(kafka)?;
-    let deadline = Instant::now() + timeout;
     let mut rows = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -191,15 +219,15 @@ fn read_range(
                 if message.offset() >= end {
                     break;
                 }
-                let seq = message.headers().and_then(|headers| {
+                let row = message.headers().and_then(|headers| {
                     headers
                         .iter()
-                        .find(|h| h.key == OUTBOX_HEADER)
-                        .and_then(|h| h.value)
-                        .and_then(|value| row_of(value, relay))
+                        .filter(|h| h.key == OUTBOX_HEADER)
+                        .find_map(|h| h.value.and_then(|value| row_of(value, relay)))
+                        .map(|(seq, event_id)| (seq, event_id.to_owned()))
                 });
-                if let Some(seq) = seq {
-                    rows.push(seq);
+                if let Some(row) = row {
+                    rows.push(row);
                 }
                 if message.offset() + 1 >= end {
                     break;
@@ -215,16 +243,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_header_names_its_relay_and_row_and_no_other_relays() {
-        let value = outbox_header("mailroom.sync.0a1b2c3d", 42);
-        assert_eq!(row_of(value.as_bytes(), "mailroom.sync.0a1b2c3d"), Some(42));
+    fn a_header_names_its_relay_row_and_event_and_no_other_relays() {
+        let relay = "mailroom.outbox.sync.0a1b2c3d";
+        let value = outbox_header(relay, 42, "01a2-e");
+        assert_eq!(row_of(value.as_bytes(), relay), Some((42, "01a2-e")));
         // Another relay's, one whose name begins like it, and nonsense.
-        assert_eq!(row_of(value.as_bytes(), "mailroom.sync.0a1b"), None);
-        assert_eq!(row_of(value.as_bytes(), "mailroom.identity.0a1b2c3d"), None);
+        assert_eq!(row_of(value.as_bytes(), "mailroom.outbox.sync.0a1b"), None);
         assert_eq!(
-            row_of(b"mailroom.sync.0a1b2c3d:x", "mailroom.sync.0a1b2c3d"),
+            row_of(value.as_bytes(), "mailroom.outbox.identity.0a1b2c3d"),
             None
         );
-        assert_eq!(row_of(&[0xff, 0xfe], "mailroom.sync.0a1b2c3d"), None);
+        assert_eq!(row_of(b"mailroom.outbox.sync.0a1b2c3d:x:e", relay), None);
+        assert_eq!(row_of(b"mailroom.outbox.sync.0a1b2c3d:42", relay), None);
+        assert_eq!(row_of(&[0xff, 0xfe], relay), None);
     }
 }
