@@ -373,7 +373,10 @@ async fn a_hundred_million_uids_in_one_search_line_end_at_the_line_limit() {
         "{err:?}"
     );
     assert!(peak.saturating_sub(before.rss_kib) < MAX_GROWTH_KIB);
-    assert!(took < Duration::from_secs(30), "{took:?}");
+    // Bounded, as the other hostile answers (60 s): async-imap parses an unfinished line again
+    // from its start at each read, so the megabyte takes seconds in a debug build — 8.8 s
+    // alone, 35 s among CI's parallel tests on 2 cores (2026-12-07) — not a hang.
+    assert!(took < Duration::from_secs(60), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
