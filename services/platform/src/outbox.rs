@@ -243,6 +243,10 @@ pub enum RelayError {
     Db(#[from] sqlx::Error),
     #[error("publishing to Kafka failed: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// Committing a round's transaction failed: the broker may or may not have committed it
+    /// (the next producer reads back what is there).
+    #[error("committing the round to Kafka failed: {0}")]
+    Commit(rdkafka::error::KafkaError),
     /// The broker (or the producer, before sending) refused one event.
     #[error("outbox event {seq} was refused{}: {error}", if *.for_good { " for good" } else { "" })]
     Refused {
@@ -250,6 +254,8 @@ pub enum RelayError {
         error: String,
         /// Whether trying again cannot help ([`refused_for_good`]).
         for_good: bool,
+        /// Whether the producer refused it before sending (it stays usable).
+        at_send: bool,
     },
 }
 
@@ -291,7 +297,7 @@ struct Round {
     published: usize,
     /// Rows parked.
     parked: usize,
-    /// Whether anything failed (the producer is then made afresh).
+    /// Whether the producer failed (a delivery or the commit; it is then made afresh).
     failed: bool,
 }
 
@@ -300,6 +306,8 @@ struct Failure {
     index: usize,
     error: String,
     for_good: bool,
+    /// Refused by the producer before anything was sent, not by the broker.
+    at_send: bool,
 }
 
 /// The id of the relay of `schema` in the database `pool` reaches, publishing under topic
@@ -438,6 +446,10 @@ impl Relay {
     /// Publishes until `shutdown` (the process stopping, or the leader's session lost).
     async fn lead(&self, shutdown: &CancellationToken, session: &LeaderSession) {
         let mut producer: Option<RelayProducer> = None;
+        // Read back at the start of the leadership and after a commit whose outcome is
+        // unknown; a round that failed otherwise published nothing (a transaction) or is sent
+        // again anyway (without one).
+        let mut read_back = true;
         // Creating topics waits seconds on a broker that does not answer: not past a stop.
         let ensured = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -461,10 +473,13 @@ impl Relay {
                     }
                     let started = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        started = self.start_producer(session) => started,
+                        started = self.start_producer(session, read_back) => started,
                     };
                     match started {
-                        Ok(Some(p)) => p,
+                        Ok(Some(p)) => {
+                            read_back = false;
+                            p
+                        }
                         Ok(None) => {
                             tracing::warn!(schema = %self.schema, "outbox relay lost its leader session; re-electing");
                             return;
@@ -482,7 +497,18 @@ impl Relay {
                 }
             };
             let round = self.publish_batch(&current).await;
-            if matches!(round, Ok(Round { failed: false, .. })) {
+            let usable = match &round {
+                Ok(Round { failed, .. }) => !failed,
+                // Refused before sending (too large, an invalid topic): nothing went wrong
+                // with the producer.
+                Err(RelayError::Refused { at_send, .. }) => *at_send,
+                Err(_) => false,
+            };
+            if matches!(round, Err(RelayError::Commit(_))) {
+                // The commit's outcome is unknown: the next producer reads back.
+                read_back = true;
+            }
+            if usable {
                 producer = Some(current);
             } else {
                 // A producer that failed is dropped: an idempotent producer whose broker
@@ -538,6 +564,7 @@ impl Relay {
     async fn start_producer(
         &self,
         session: &LeaderSession,
+        read_back: bool,
     ) -> Result<Option<RelayProducer>, RelayError> {
         let producer = self.kafka.relay_producer(Some(&self.id))?;
         let ready = async {
@@ -548,6 +575,9 @@ impl Relay {
                 if !session.alive().await {
                     return Ok(None);
                 }
+            }
+            if !read_back {
+                return Ok(Some(0));
             }
             self.read_back().await.map(Some)
         }
@@ -672,6 +702,7 @@ impl Relay {
                          digits, '.', '_' and '-'"
                     ),
                     for_good: true,
+                    at_send: true,
                 });
                 break;
             }
@@ -696,6 +727,7 @@ impl Relay {
                         index,
                         for_good: refused_for_good(&err),
                         error: err.to_string(),
+                        at_send: true,
                     });
                     break;
                 }
@@ -715,11 +747,13 @@ impl Relay {
                     index,
                     for_good: refused_for_good(&err),
                     error: err.to_string(),
+                    at_send: false,
                 },
                 Err(_canceled) => Failure {
                     index,
                     for_good: false,
                     error: "the producer went away before the delivery was reported".into(),
+                    at_send: false,
                 },
             };
             metrics::counter!(crate::metrics::OUTBOX_FAILURES, "topic" => names[index].clone())
@@ -737,7 +771,14 @@ impl Relay {
                 published.clear();
             } else if !published.is_empty() {
                 // Every record handed over was delivered (those before a refusal, if any).
-                producer.commit(TRANSACTION_CALL_TIMEOUT).await?;
+                producer
+                    .commit(TRANSACTION_CALL_TIMEOUT)
+                    .await
+                    .map_err(RelayError::Commit)?;
+            } else {
+                // Nothing was handed over (the first record refused before sending): the
+                // empty transaction is ended and the producer kept.
+                producer.abort(TRANSACTION_CALL_TIMEOUT).await?;
             }
         }
         // A delivery that failed came before the record refused at once.
@@ -763,7 +804,7 @@ impl Relay {
         let Some(failure) = failure else {
             return Ok(round);
         };
-        round.failed = true;
+        round.failed = !failure.at_send;
         let row = &rows[failure.index];
         if !failure.for_good {
             // The broker may take it later: no attempt counted, the error kept for the
@@ -777,6 +818,7 @@ impl Relay {
                 seq: row.seq,
                 error: failure.error,
                 for_good: false,
+                at_send: failure.at_send,
             });
         }
         let attempts = row.attempts.saturating_add(1);
@@ -796,6 +838,7 @@ impl Relay {
                 seq: row.seq,
                 error: failure.error,
                 for_good: true,
+                at_send: failure.at_send,
             });
         }
         metrics::counter!(

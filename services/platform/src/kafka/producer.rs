@@ -123,6 +123,12 @@ impl RelayProducer {
             .await
     }
 
+    /// Ends the round's transaction without publishing it.
+    pub async fn abort(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.blocking(move |producer| producer.abort_transaction(timeout))
+            .await
+    }
+
     async fn blocking(
         &self,
         call: impl FnOnce(&BaseProducer<DeliveryContext>) -> Result<(), KafkaError> + Send + 'static,
