@@ -149,8 +149,10 @@ pub struct PlatformConfig {
     pub kafka_idempotence: bool,
     /// Whether the outbox relays publish in Kafka transactions (needs idempotence, and an ACL
     /// on their transactional ids where the broker checks ACLs): a relay leader that stops
-    /// mid-round then never has an event sent twice (`MAILROOM_KAFKA_TRANSACTIONS`).
-    #[serde(default = "default_true")]
+    /// mid-round then never has an event sent twice (`MAILROOM_KAFKA_TRANSACTIONS`). Off by
+    /// default: on tansu (the test broker) transactions slowed its group coordination and
+    /// doubled the outbox → consumer latency (README, "Seventh pass").
+    #[serde(default)]
     pub kafka_transactions: bool,
     /// Partitions of topics Mailroom creates.
     #[serde(default = "default_partitions")]

@@ -23,14 +23,16 @@
 //! has it, so a leader that stops in between (killed, paused past its session, cut off) leaves
 //! rows that are in Kafka and unpublished here. Each relay has an id naming its election
 //! domain (the topic prefix, the schema and the database: [`relay_id`]); every record carries
-//! it and its row in the `mailroom-outbox` header, and the relay's producer is transactional
-//! under it. A new producer first fences off every earlier one with the id (a paused leader
-//! that wakes has what it sends refused), then reads the partitions back from their ends
+//! it and its row in the `mailroom-outbox` header. A new leader reads the partitions back from
+//! their ends
 //! ([`crate::kafka::tail`]) and records as published the unpublished rows it finds there,
-//! instead of sending them again. Each round is one transaction: its records become visible to
-//! consumers (which read committed records only) together, or not at all. With transactions
-//! turned off (`MAILROOM_KAFKA_TRANSACTIONS=false`, or idempotence off, for brokers that
-//! refuse them) the read-back still runs, but a leader that wakes can send a round again.
+//! instead of sending them again, and checks its session before each round, so a leader that
+//! wakes from a pause steps down before it publishes again. With `MAILROOM_KAFKA_TRANSACTIONS`
+//! (and idempotence) the producer is also transactional under the id: a new producer fences off
+//! every earlier one (what a paused leader had queued is refused when it wakes), and each round
+//! is one transaction, visible to consumers (which read committed records only) together or
+//! not at all. Without it, records a paused leader had queued but not sent when it stopped can
+//! still reach the broker after it wakes (at least once; consumers deduplicate).
 //!
 //! **Order.** Rows go out in `seq` order, a row never ahead of one before it, so each key's
 //! events keep their order — except around a parked row: the events after it, those of its
@@ -496,6 +498,13 @@ impl Relay {
                     }
                 }
             };
+            // Without fencing, a leader that woke from a pause past its session must not
+            // publish again: one query on the session before each round.
+            if !current.transactional() && !session.alive().await {
+                tokio::task::spawn_blocking(move || drop(current));
+                tracing::warn!(schema = %self.schema, "outbox relay lost its leader session; re-electing");
+                return;
+            }
             let round = self.publish_batch(&current).await;
             let usable = match &round {
                 Ok(Round { failed, .. }) => !failed,
