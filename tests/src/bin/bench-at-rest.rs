@@ -71,25 +71,79 @@ struct Round {
     rss_mib: f64,
     latencies_ms: Vec<f64>,
     sent: usize,
+    /// `serve all`'s CPU at rest by kind of thread: name, threads, % of a core.
+    threads: Vec<(String, usize, f64)>,
 }
 
 /// CPU time (user + system) of process `pid` so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) so far of a `/proc/…/stat` file's process or thread, in ticks.
+fn stat_ticks(path: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path)?;
     // After the command's name (in parentheses, which may hold spaces): state is field 3,
     // utime field 14 and stime field 15.
     let rest = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat without a command name"))?;
+        .ok_or_else(|| anyhow::anyhow!("{path} without a command name"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| -> anyhow::Result<u64> {
         Ok(fields
             .get(n - 3)
-            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {n}"))?
+            .ok_or_else(|| anyhow::anyhow!("{path} has no field {n}"))?
             .parse()?)
     };
     Ok(field(14)? + field(15)?)
+}
+
+/// CPU ticks so far of each thread of `pid`, by thread id, with the thread's name (its
+/// digits dropped, so `rdk:broker12` and `rdk:broker3` count as one kind).
+fn thread_ticks(pid: u32) -> std::collections::HashMap<String, (String, u64)> {
+    let mut threads = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_owned();
+        if let Ok(ticks) = stat_ticks(&dir.join("stat").to_string_lossy()) {
+            threads.insert(
+                task.file_name().to_string_lossy().into_owned(),
+                (name, ticks),
+            );
+        }
+    }
+    threads
+}
+
+/// Where `pid`'s CPU went between two [`thread_ticks`]: each kind of thread's share of a
+/// core over `seconds`, and how many such threads there are, busiest first.
+fn thread_shares(
+    before: &std::collections::HashMap<String, (String, u64)>,
+    after: &std::collections::HashMap<String, (String, u64)>,
+    seconds: f64,
+) -> Vec<(String, usize, f64)> {
+    let mut kinds: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+    for (tid, (name, ticks)) in after {
+        let spent = ticks.saturating_sub(before.get(tid).map_or(0, |(_, t)| *t));
+        let kind = kinds.entry(name.clone()).or_default();
+        kind.0 += 1;
+        kind.1 += spent;
+    }
+    let hz = ticks_per_second();
+    let mut shares: Vec<_> = kinds
+        .into_iter()
+        .map(|(name, (n, ticks))| (name, n, ticks as f64 / hz / seconds * 100.0))
+        .collect();
+    shares.sort_by(|a, b| b.2.total_cmp(&a.2));
+    shares
 }
 
 fn ticks_per_second() -> f64 {
@@ -228,7 +282,13 @@ async fn round(wait: &str, args: &Args) -> anyhow::Result<Round> {
     let serve_pid = serve
         .pid()
         .ok_or_else(|| anyhow::anyhow!("mailroom has no pid"))?;
+    let threads_before = thread_ticks(serve_pid);
     let shares = cpu_shares(&[serve_pid, broker_pid], Duration::from_secs(args.seconds)).await?;
+    let threads = thread_shares(
+        &threads_before,
+        &thread_ticks(serve_pid),
+        args.seconds as f64,
+    );
     let rss = rss_mib(serve_pid);
 
     // The load: people's changes, each an event on identity's topic.
@@ -347,6 +407,7 @@ async fn round(wait: &str, args: &Args) -> anyhow::Result<Round> {
         rss_mib: rss,
         latencies_ms: latencies,
         sent: acked.load(Ordering::Relaxed),
+        threads,
     })
 }
 
@@ -409,6 +470,16 @@ async fn main() -> anyhow::Result<()> {
     println!("{header}");
     for r in &rounds {
         print(r);
+    }
+    println!("\nserve all at rest by kind of thread (% of one core, threads of the kind)");
+    for r in &rounds {
+        let kinds: Vec<String> = r
+            .threads
+            .iter()
+            .filter(|(_, _, share)| *share >= 0.005)
+            .map(|(name, n, share)| format!("{name} {share:.2} ({n})"))
+            .collect();
+        println!("{:<12} {}", r.wait, kinds.join(", "));
     }
     if let (Some(first), Some(last)) = (rounds.first(), rounds.last()) {
         if rounds.len() > 1 {
