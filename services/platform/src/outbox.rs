@@ -445,9 +445,24 @@ impl Relay {
         }
     }
 
-    /// Publishes until `shutdown` (the process stopping, or the leader's session lost).
+    /// Publishes until `shutdown` (the process stopping, or the leader's session lost), then
+    /// closes the producer it kept (a stopping process may exit right after).
     async fn lead(&self, shutdown: &CancellationToken, session: &LeaderSession) {
         let mut producer: Option<RelayProducer> = None;
+        self.publish_while_leading(&mut producer, shutdown, session)
+            .await;
+        if let Some(producer) = producer {
+            producer.close().await;
+        }
+    }
+
+    /// The leader's loop; `producer` holds the producer between rounds.
+    async fn publish_while_leading(
+        &self,
+        producer: &mut Option<RelayProducer>,
+        shutdown: &CancellationToken,
+        session: &LeaderSession,
+    ) {
         // Read back at the start of the leadership and after a commit whose outcome is
         // unknown; a round that failed otherwise published nothing (a transaction) or is sent
         // again anyway (without one).
@@ -501,7 +516,7 @@ impl Relay {
             // Without fencing, a leader that woke from a pause past its session must not
             // publish again: one query on the session before each round.
             if !current.transactional() && !session.alive().await {
-                tokio::task::spawn_blocking(move || drop(current));
+                drop(current);
                 tracing::warn!(schema = %self.schema, "outbox relay lost its leader session; re-electing");
                 return;
             }
@@ -518,13 +533,13 @@ impl Relay {
                 read_back = true;
             }
             if usable {
-                producer = Some(current);
+                *producer = Some(current);
             } else {
                 // A producer that failed is dropped: an idempotent producer whose broker
                 // restarted, or that had a record refused, can be left in a fatal state, so
-                // the next attempt starts afresh. Dropping it waits for its polling thread
-                // and librdkafka's flush: not on the runtime's threads.
-                tokio::task::spawn_blocking(move || drop(current));
+                // the next attempt starts afresh. Dropping it purges what it held and
+                // leaves its polling thread to close librdkafka's handle.
+                drop(current);
             }
             match round {
                 Ok(Round {
@@ -593,7 +608,7 @@ impl Relay {
         .await;
         match ready {
             Ok(None) => {
-                tokio::task::spawn_blocking(move || drop(producer));
+                drop(producer);
                 Ok(None)
             }
             Ok(Some(found)) => {
@@ -607,7 +622,7 @@ impl Relay {
                 Ok(Some(producer))
             }
             Err(err) => {
-                tokio::task::spawn_blocking(move || drop(producer));
+                drop(producer);
                 Err(err)
             }
         }

@@ -182,7 +182,13 @@ impl ListQuery<'_> {
                 .fetch_one(pool),
         )
         .await?;
-        let (total, estimated) = counted.total(owner_count);
+        // The two read apart: a mailbox added or removed between them can leave the count
+        // one off, never below what this page shows.
+        let (mut total, estimated) = counted.total(owner_count);
+        if !estimated {
+            let shown = rows.len().min(usize::try_from(page_size).unwrap_or(0));
+            total = total.max(i64::try_from(shown).unwrap_or(i64::MAX));
+        }
         Ok(Page::of(rows, page_size, total, estimated))
     }
 
