@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
         let filter = filter.clone();
         async move {
             // The registry's own query: for the admin the page and the bounded count (and the
-            // estimate above it); for the supervisor the one statement with both.
+            // estimate above it); for the supervisor the page and the count, both at once.
             let reads = Vec::new();
             let query = ListQuery {
                 org: OrgId::from_uuid(org_id),
