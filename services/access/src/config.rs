@@ -47,8 +47,11 @@ fn default_consistency_wait_ms() -> u64 {
 fn default_changelog_retention_secs() -> u64 {
     24 * 3600
 }
+/// A safety net behind the notifications (as the outbox relay's poll while it listens): a
+/// listener that silently lost its connection is noticed within this; a call that names a
+/// revision catches up at once either way.
 fn default_changelog_poll_ms() -> u64 {
-    1_000
+    2_000
 }
 pub(crate) fn default_lookup_cache_ids() -> usize {
     1_000_000

@@ -19,7 +19,7 @@
 //! failure, not a consumer stuck for ever). Records waiting for a retry are exported
 //! (`mailroom_events_retrying`, `mailroom_events_oldest_retry_seconds`) and alerted on, and so is
 //! how far each consumer is behind (`mailroom_events_lag_records`, `mailroom_events_lag_seconds`,
-//! set every second from librdkafka's cached partition ends: no broker round trip).
+//! set every few seconds from librdkafka's cached partition ends: no broker round trip).
 //!
 //! Per-key order holds through dead letters: once a record of key K waits in `dead_letters`
 //! (neither replayed nor discarded), every later record of K is kept there too, "held behind"
@@ -91,8 +91,9 @@ const LANE_CAP: usize = 1000;
 /// changes nothing: `processed_events`).
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
-/// How often a consumer's lag gauges are refreshed.
-const LAG_EVERY: Duration = Duration::from_secs(1);
+/// How often a consumer's lag gauges are refreshed: well within a scrape interval, and the
+/// same as a work consumer's (each refresh is a wakeup of every consumer, also at rest).
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// How a consumer retries, replays and prunes.
 #[derive(Debug, Clone)]
@@ -386,7 +387,7 @@ impl Sequential<'_> {
         shutdown: &CancellationToken,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let mut stream = self.consumer.stream();
-        // The lag gauges are set every second, whatever the loop is doing (waiting for
+        // The lag gauges are set every few seconds, whatever the loop is doing (waiting for
         // records, or for an attempt that takes long).
         let mut lag_tick = tokio::time::interval_at(Instant::now() + LAG_EVERY, LAG_EVERY);
         lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -249,6 +249,9 @@ pub enum RelayError {
     /// (the next producer reads back what is there).
     #[error("committing the round to Kafka failed: {0}")]
     Commit(rdkafka::error::KafkaError),
+    /// The leader's session (and with it the lock) is gone: another replica may lead now.
+    #[error("the outbox relay's leader session is gone")]
+    SessionLost,
     /// The broker (or the producer, before sending) refused one event.
     #[error("outbox event {seq} was refused{}: {error}", if *.for_good { " for good" } else { "" })]
     Refused {
@@ -478,6 +481,9 @@ impl Relay {
         let mut wakeups = Wakeups::new(&self.pool, &self.schema);
         let mut backoff = Duration::from_millis(200);
         let mut last_cleanup = Instant::now();
+        // When the gauges were last set from the table; `None`: something happened since
+        // (a publish, a parking, an error), so the next idle round sets them again.
+        let mut backlog_reported: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             let current = match producer.take() {
                 Some(p) => p,
@@ -504,6 +510,7 @@ impl Relay {
                         Err(err) => {
                             tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not start publishing; events wait in the outbox (a broker that refuses transactions, or the transactional id's ACL: see MAILROOM_KAFKA_TRANSACTIONS)");
                             self.report_backlog().await;
+                            backlog_reported = None;
                             if sleep_or_cancel(backoff, shutdown).await {
                                 return;
                             }
@@ -513,14 +520,12 @@ impl Relay {
                     }
                 }
             };
-            // Without fencing, a leader that woke from a pause past its session must not
-            // publish again: one query on the session before each round.
-            if !current.transactional() && !session.alive().await {
+            let round = self.publish_batch(&current, session).await;
+            if matches!(round, Err(RelayError::SessionLost)) {
                 drop(current);
                 tracing::warn!(schema = %self.schema, "outbox relay lost its leader session; re-electing");
                 return;
             }
-            let round = self.publish_batch(&current).await;
             let usable = match &round {
                 Ok(Round { failed, .. }) => !failed,
                 // Refused before sending (too large, an invalid topic): nothing went wrong
@@ -548,7 +553,13 @@ impl Relay {
                     ..
                 }) => {
                     backoff = Duration::from_millis(200);
-                    self.report_backlog().await;
+                    // Idle: nothing waits (this round found none), and the parked count
+                    // changes only by a round (which resets this) or an operator; so the
+                    // gauges are read again only now and then, not at every safety poll.
+                    if backlog_reported.is_none_or(|at| at.elapsed() >= BACKLOG_REFRESH) {
+                        self.report_backlog().await;
+                        backlog_reported = Some(Instant::now());
+                    }
                     if last_cleanup.elapsed() > Duration::from_secs(3600) {
                         last_cleanup = Instant::now();
                         self.cleanup().await;
@@ -559,6 +570,7 @@ impl Relay {
                 }
                 Ok(round) => {
                     backoff = Duration::from_millis(200);
+                    backlog_reported = None;
                     if round.parked > 0 {
                         self.report_backlog().await;
                     }
@@ -566,6 +578,7 @@ impl Relay {
                 Err(err) => {
                     tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox publish failed; events wait in the outbox");
                     self.report_backlog().await;
+                    backlog_reported = None;
                     if sleep_or_cancel(backoff, shutdown).await {
                         return;
                     }
@@ -680,7 +693,11 @@ impl Relay {
     /// the rows before the first failure; a failure the broker will repeat for ever counts an
     /// attempt of its row, and parks it at the last attempt (the round then succeeds: the rows
     /// after it go on next round). Any other failure is the round's error.
-    async fn publish_batch(&self, producer: &RelayProducer) -> Result<Round, RelayError> {
+    async fn publish_batch(
+        &self,
+        producer: &RelayProducer,
+        session: &LeaderSession,
+    ) -> Result<Round, RelayError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, event_id, topic, record_key, payload, headers, attempts FROM outbox \
              WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1",
@@ -691,6 +708,12 @@ impl Relay {
         let Some(first) = rows.first() else {
             return Ok(Round::default());
         };
+        // Without fencing, a leader that woke from a pause past its session must not publish
+        // again: one query on the session before each round that has rows to send (an idle
+        // round sends nothing, and asks nothing).
+        if !producer.transactional() && !session.alive().await {
+            return Err(RelayError::SessionLost);
+        }
         // A row refused before goes alone: a broker refuses a whole batch of records at once,
         // and only the row's own refusal may count towards parking it. The rows before it go
         // first, in a round of their own (in a transaction, a failed round publishes none of
@@ -1048,6 +1071,9 @@ const ELECTION_RETRY: Duration = Duration::from_secs(5);
 /// pooler (PgBouncer), where LISTEN does not stay on one session — and the events then wait
 /// this long at most, so it is kept short.
 const LISTENING_POLL: Duration = Duration::from_secs(2);
+/// How often an idle leader reads the backlog and parked counts again though nothing changed
+/// on its side (an operator may have retried or discarded parked events meanwhile).
+const BACKLOG_REFRESH: Duration = Duration::from_secs(30);
 /// The longest a leader waits between publishing attempts while the broker refuses them.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 

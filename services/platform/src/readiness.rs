@@ -275,8 +275,7 @@ pub async fn watch_dependencies(
         }
         let kafka_checked = async {
             if probe.is_none() {
-                probe = BrokerProbe::new(&kafka)
-                    .map(Arc::new)
+                probe = BrokerProbe::shared(&kafka)
                     .map_err(|err| {
                         tracing::debug!(%err, "the broker check's client could not be made");
                         err
@@ -353,6 +352,31 @@ impl BrokerProbe {
         })
     }
 
+    /// The process's probe for `kafka`'s brokers, properties and topic, made on first use:
+    /// the services one process hosts (`serve all`) share one librdkafka client rather than
+    /// a client each, whose threads would each wake at rest. Gone with its last holder.
+    fn shared(kafka: &KafkaSettings) -> Result<Arc<Self>, rdkafka::error::KafkaError> {
+        type Key = (String, crate::kafka::KafkaProperties, String);
+        static SHARED: Mutex<Vec<(Key, Weak<BrokerProbe>)>> = Mutex::new(Vec::new());
+        let key: Key = (
+            kafka.brokers.clone(),
+            kafka.properties.clone(),
+            kafka.topics.name(Topic::Revocations),
+        );
+        let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        shared.retain(|(_, probe)| probe.strong_count() > 0);
+        if let Some(probe) = shared
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .find_map(|(_, probe)| probe.upgrade())
+        {
+            return Ok(probe);
+        }
+        let probe = Arc::new(Self::new(kafka)?);
+        shared.push((key, Arc::downgrade(&probe)));
+        Ok(probe)
+    }
+
     async fn check(self: Arc<Self>) -> Result<(), String> {
         let asked = tokio::task::spawn_blocking(move || {
             self.client
@@ -374,6 +398,41 @@ impl BrokerProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kafka(brokers: &str) -> KafkaSettings {
+        KafkaSettings {
+            brokers: brokers.to_owned(),
+            idempotence: true,
+            transactions: false,
+            partitions: 1,
+            replication: 1,
+            topics: crate::kafka::Topics::default(),
+            properties: crate::kafka::KafkaProperties::default(),
+        }
+    }
+
+    #[test]
+    fn the_services_of_one_process_share_one_broker_probe_per_cluster() {
+        // Clients are made without connecting: no broker is needed.
+        let identity = BrokerProbe::shared(&kafka("probe-a.test:9092")).expect("a probe");
+        let access = BrokerProbe::shared(&kafka("probe-a.test:9092")).expect("a probe");
+        assert!(
+            Arc::ptr_eq(&identity, &access),
+            "two services of a process, one librdkafka client"
+        );
+        let other = BrokerProbe::shared(&kafka("probe-b.test:9092")).expect("a probe");
+        assert!(
+            !Arc::ptr_eq(&identity, &other),
+            "another cluster has a client of its own"
+        );
+        drop((identity, access));
+        let again = BrokerProbe::shared(&kafka("probe-a.test:9092")).expect("a probe");
+        assert_eq!(
+            Arc::strong_count(&again),
+            1,
+            "the process keeps no client alive itself: gone with its last holder, made again"
+        );
+    }
 
     #[test]
     fn two_failures_in_a_row_are_logged_once_and_one_success_after_them() {

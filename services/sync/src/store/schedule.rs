@@ -178,6 +178,16 @@ pub async fn take_due(
     .await
 }
 
+/// Whether any mailbox is due now: one look at the front of `schedule_due`, so that a tick
+/// with nothing to hand out (every tick at rest) needs no transaction.
+pub async fn any_due<'e>(conn: impl PgExecutor<'e>) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM schedule WHERE NOT parked AND next_due <= now())",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// A mailbox whose lease was held elsewhere (or whose server is being connected to too
 /// often) is looked at again after `after`, unless it is due sooner anyway.
 pub async fn retry_soon<'e>(
