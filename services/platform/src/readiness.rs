@@ -411,9 +411,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_services_of_one_process_share_one_broker_probe_per_cluster() {
-        // Clients are made without connecting: no broker is needed.
+    #[tokio::test]
+    async fn the_services_of_one_process_share_one_broker_probe_per_cluster() {
+        // Clients are made without connecting: no broker is needed (a stream consumer needs
+        // a runtime only).
         let identity = BrokerProbe::shared(&kafka("probe-a.test:9092")).expect("a probe");
         let access = BrokerProbe::shared(&kafka("probe-a.test:9092")).expect("a probe");
         assert!(
