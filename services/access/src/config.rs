@@ -18,7 +18,9 @@ pub struct AccessConfig {
     /// pruned; a replica further behind reloads from the tables).
     #[serde(default = "default_changelog_retention_secs")]
     pub changelog_retention_secs: u64,
-    /// How often a replica reads the changelog when no notification woke it.
+    /// How often a replica reads the changelog when no notification woke it: while it
+    /// listens this is a safety net, taken no more often than every 2 s
+    /// (`LISTENING_POLL` in the replica).
     #[serde(default = "default_changelog_poll_ms")]
     pub changelog_poll_ms: u64,
     /// Whether a replica LISTENs for writers' notifications (off: it learns of writes by
@@ -47,11 +49,8 @@ fn default_consistency_wait_ms() -> u64 {
 fn default_changelog_retention_secs() -> u64 {
     24 * 3600
 }
-/// A safety net behind the notifications (as the outbox relay's poll while it listens): a
-/// listener that silently lost its connection is noticed within this; a call that names a
-/// revision catches up at once either way.
 fn default_changelog_poll_ms() -> u64 {
-    2_000
+    1_000
 }
 pub(crate) fn default_lookup_cache_ids() -> usize {
     1_000_000

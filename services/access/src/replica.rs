@@ -124,6 +124,11 @@ pub struct Tailing {
 const BATCH: i64 = 1_000;
 /// How often the size gauges (relationships, organisations) are refreshed at most.
 const SIZE_GAUGE_EVERY: Duration = Duration::from_secs(10);
+/// The shortest safety poll of a replica that listens for notifications (each poll is two
+/// statements, also at rest): a listener whose connection silently dropped is noticed within
+/// it, and a call that names a revision catches up at once either way. A replica that does not
+/// listen polls at its configured pace.
+const LISTENING_POLL: Duration = Duration::from_secs(2);
 
 impl Replica {
     /// Loads every organisation from the tables, in one snapshot.
@@ -355,6 +360,11 @@ impl Replica {
                     tracing::warn!(error = %err, "pruning the changelog failed");
                 }
             }
+            let poll = if listener.is_some() {
+                self.tailing.poll.max(LISTENING_POLL)
+            } else {
+                self.tailing.poll
+            };
             let woken = async {
                 match listener.as_mut() {
                     Some(l) => {
@@ -369,7 +379,7 @@ impl Replica {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = woken => {}
-                _ = tokio::time::sleep(self.tailing.poll) => {}
+                _ = tokio::time::sleep(poll) => {}
             }
         }
     }

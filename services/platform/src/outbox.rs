@@ -26,8 +26,8 @@
 //! it and its row in the `mailroom-outbox` header. A new leader reads the partitions back from
 //! their ends
 //! ([`crate::kafka::tail`]) and records as published the unpublished rows it finds there,
-//! instead of sending them again, and checks its session before each round, so a leader that
-//! wakes from a pause steps down before it publishes again. With `MAILROOM_KAFKA_TRANSACTIONS`
+//! instead of sending them again, and checks its session before each round that has rows to
+//! send, so a leader that wakes from a pause steps down before it publishes again. With `MAILROOM_KAFKA_TRANSACTIONS`
 //! (and idempotence) the producer is also transactional under the id: a new producer fences off
 //! every earlier one (what a paused leader had queued is refused when it wakes), and each round
 //! is one transaction, visible to consumers (which read committed records only) together or
@@ -481,9 +481,10 @@ impl Relay {
         let mut wakeups = Wakeups::new(&self.pool, &self.schema);
         let mut backoff = Duration::from_millis(200);
         let mut last_cleanup = Instant::now();
-        // When the gauges were last set from the table; `None`: something happened since
-        // (a publish, a parking, an error), so the next idle round sets them again.
-        let mut backlog_reported: Option<Instant> = None;
+        // When the gauges were last set from the table, and whether anything happened since
+        // (a publish, a parking, an error): then the next idle round sets them again.
+        let mut backlog_reported = Instant::now();
+        let mut backlog_changed = true;
         while !shutdown.is_cancelled() {
             let current = match producer.take() {
                 Some(p) => p,
@@ -510,7 +511,7 @@ impl Relay {
                         Err(err) => {
                             tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox relay could not start publishing; events wait in the outbox (a broker that refuses transactions, or the transactional id's ACL: see MAILROOM_KAFKA_TRANSACTIONS)");
                             self.report_backlog().await;
-                            backlog_reported = None;
+                            (backlog_reported, backlog_changed) = (Instant::now(), true);
                             if sleep_or_cancel(backoff, shutdown).await {
                                 return;
                             }
@@ -556,9 +557,9 @@ impl Relay {
                     // Idle: nothing waits (this round found none), and the parked count
                     // changes only by a round (which resets this) or an operator; so the
                     // gauges are read again only now and then, not at every safety poll.
-                    if backlog_reported.is_none_or(|at| at.elapsed() >= BACKLOG_REFRESH) {
+                    if backlog_changed || backlog_reported.elapsed() >= BACKLOG_REFRESH {
                         self.report_backlog().await;
-                        backlog_reported = Some(Instant::now());
+                        (backlog_reported, backlog_changed) = (Instant::now(), false);
                     }
                     if last_cleanup.elapsed() > Duration::from_secs(3600) {
                         last_cleanup = Instant::now();
@@ -570,15 +571,18 @@ impl Relay {
                 }
                 Ok(round) => {
                     backoff = Duration::from_millis(200);
-                    backlog_reported = None;
-                    if round.parked > 0 {
+                    backlog_changed = true;
+                    // A leader that never idles (a broker slower than the writes) still sets
+                    // them now and then, so the backlog alert can fire.
+                    if round.parked > 0 || backlog_reported.elapsed() >= BACKLOG_REFRESH {
                         self.report_backlog().await;
+                        backlog_reported = Instant::now();
                     }
                 }
                 Err(err) => {
                     tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "outbox publish failed; events wait in the outbox");
                     self.report_backlog().await;
-                    backlog_reported = None;
+                    (backlog_reported, backlog_changed) = (Instant::now(), true);
                     if sleep_or_cancel(backoff, shutdown).await {
                         return;
                     }
@@ -1071,8 +1075,9 @@ const ELECTION_RETRY: Duration = Duration::from_secs(5);
 /// pooler (PgBouncer), where LISTEN does not stay on one session — and the events then wait
 /// this long at most, so it is kept short.
 const LISTENING_POLL: Duration = Duration::from_secs(2);
-/// How often an idle leader reads the backlog and parked counts again though nothing changed
-/// on its side (an operator may have retried or discarded parked events meanwhile).
+/// How often a leader reads the backlog and parked counts again: while it publishes (a
+/// backlog that builds up under a slow broker), and while idle though nothing changed on its
+/// side (rows changed by hand in SQL; an operator's retry wakes a round, which reads them).
 const BACKLOG_REFRESH: Duration = Duration::from_secs(30);
 /// The longest a leader waits between publishing attempts while the broker refuses them.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);

@@ -175,16 +175,20 @@ pub(crate) async fn replay_requested(
     Ok(replayed)
 }
 
-/// Whether consumer `name` has a dead letter that may be due (requested, or held behind one
-/// applied since): one look through `dead_letters_pending_by_key`, outside any transaction,
-/// so an idle consumer's poll costs one statement instead of a transaction of three. A row it
-/// finds may still wait behind an earlier letter of its key; the pass after it decides.
+/// Whether consumer `name` has a dead letter due (requested, or held behind one applied
+/// since) and first of its key still waiting: the pass's own condition, without its row lock,
+/// looked up through `dead_letters_pending_by_key` outside any transaction. So an idle
+/// consumer's poll costs one statement instead of a transaction of three, also while letters
+/// wait behind one an operator has not decided on yet.
 async fn anything_due(name: &str, pool: &PgPool) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM dead_letters \
-         WHERE consumer = $1 AND replayed_at IS NULL AND discarded_at IS NULL \
-           AND (replay_requested_at IS NOT NULL \
-                OR (held_behind IS NOT NULL AND replay_error IS NULL)))",
+        "SELECT EXISTS (SELECT 1 FROM dead_letters d \
+         WHERE d.consumer = $1 AND d.replayed_at IS NULL AND d.discarded_at IS NULL \
+           AND (d.replay_requested_at IS NOT NULL \
+                OR (d.held_behind IS NOT NULL AND d.replay_error IS NULL)) \
+           AND NOT EXISTS (SELECT 1 FROM dead_letters e \
+                WHERE e.consumer = d.consumer AND e.record_key = d.record_key AND e.id < d.id \
+                  AND e.replayed_at IS NULL AND e.discarded_at IS NULL))",
     )
     .bind(name)
     .fetch_one(pool)
