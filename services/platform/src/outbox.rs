@@ -24,15 +24,15 @@
 //! rows that are in Kafka and unpublished here. Each relay has an id naming its election
 //! domain (the topic prefix, the schema and the database: [`relay_id`]); every record carries
 //! it and its row in the `mailroom-outbox` header. A new leader reads the partitions back from
-//! their ends
-//! ([`crate::kafka::tail`]) and records as published the unpublished rows it finds there,
-//! instead of sending them again, and checks its session before each round that has rows to
-//! send, so a leader that wakes from a pause steps down before it publishes again. With `MAILROOM_KAFKA_TRANSACTIONS`
-//! (and idempotence) the producer is also transactional under the id: a new producer fences off
-//! every earlier one (what a paused leader had queued is refused when it wakes), and each round
-//! is one transaction, visible to consumers (which read committed records only) together or
-//! not at all. Without it, records a paused leader had queued but not sent when it stopped can
-//! still reach the broker after it wakes (at least once; consumers deduplicate).
+//! their ends ([`crate::kafka::tail`]) and records as published the unpublished rows it finds
+//! there, instead of sending them again, and checks its session before each round that has
+//! rows to send, so a leader that wakes from a pause steps down before it publishes again.
+//! With `MAILROOM_KAFKA_TRANSACTIONS` (and idempotence) the producer is also transactional
+//! under the id: a new producer fences off every earlier one (what a paused leader had queued
+//! is refused when it wakes), and each round is one transaction, visible to consumers (which
+//! read committed records only) together or not at all. Without it, records a paused leader
+//! had queued but not sent when it stopped can still reach the broker after it wakes (at least
+//! once; consumers deduplicate).
 //!
 //! **Order.** Rows go out in `seq` order, a row never ahead of one before it, so each key's
 //! events keep their order — except around a parked row: the events after it, those of its
