@@ -58,6 +58,12 @@ async fn org(app: &TestApp) -> Org {
     for user in [&ceo, &east_head, &other_head, &owner, &peer] {
         app.until_known(&user.id).await;
     }
+    // The heads' events come after the users' and may still be on their way when the last
+    // user is known: tests that ask as a head (unprompted by a revision) wait for them here.
+    for head in [&ceo, &east_head] {
+        app.eventually(&head.id, "mailbox.view", &mailbox, true)
+            .await;
+    }
     Org {
         org,
         east,

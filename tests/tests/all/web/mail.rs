@@ -196,6 +196,16 @@ async fn reader_lists_and_opens_a_message() {
     // Unread only.
     b.check("Unread only").await;
     b.click_button("Show").await;
+    // The old page has both sections: wait for the new one before looking.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.path().await.contains("unread=1") {
+        assert!(
+            Instant::now() < deadline,
+            "Show did not open the unread-only list within 10 s: {}",
+            b.path().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     b.wait_for("#mail-unread").await;
     assert!(!b.exists("#mail-read").await, "only the unread section");
     b.screenshot("unread-only").await;
@@ -263,13 +273,23 @@ async fn reader_lists_and_opens_a_message() {
         "cid: became the image itself (the sandboxed frame sends no cookies): {}",
         &src[..src.len().min(80)]
     );
-    let loaded = b
-        .client()
-        .execute(
-            "const i = document.querySelector('img[alt=logo]'); return i ? (i.complete ? i.naturalWidth : -2) : -1;",
-            vec![],
-        )
-        .await;
+    // A data: image decodes after the element exists: give it a moment on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let loaded = loop {
+        let loaded = b
+            .client()
+            .execute(
+                "const i = document.querySelector('img[alt=logo]'); return i ? (i.complete ? i.naturalWidth : -2) : -1;",
+                vec![],
+            )
+            .await;
+        match &loaded {
+            Ok(width) if width.as_i64() == Some(-2) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            _ => break loaded,
+        }
+    };
     b.client()
         .enter_parent_frame()
         .await
