@@ -314,31 +314,43 @@ impl Browser {
 
     /// The element `css`, waiting for it up to 10 s.
     pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        self.client()
+        match self
+            .client()
             .wait()
             .at_most(WAIT)
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "no element `{css}` on {} within 10 s: {e}",
-                    self.url_for_message()
-                )
-            })
+        {
+            Ok(found) => found,
+            Err(e) => panic!(
+                "no element `{css}` within 10 s: {e}\n{}",
+                self.where_we_are().await
+            ),
+        }
     }
 
     async fn find_xpath(&self, xpath: &str, what: &str) -> fantoccini::elements::Element {
-        self.client()
+        match self
+            .client()
             .wait()
             .at_most(WAIT)
             .for_element(Locator::XPath(xpath))
             .await
-            .unwrap_or_else(|e| panic!("no {what} on {} within 10 s: {e}", self.url_for_message()))
+        {
+            Ok(found) => found,
+            Err(e) => panic!("no {what} within 10 s: {e}\n{}", self.where_we_are().await),
+        }
     }
 
-    fn url_for_message(&self) -> String {
-        // (A panic message cannot await; the session id says which window.)
-        format!("the page of session {}", self.session)
+    /// For a failure's message: the page's address and the start of its text (an error page
+    /// says what went wrong, which CI's log would otherwise not show).
+    async fn where_we_are(&self) -> String {
+        let url = match self.client().current_url().await {
+            Ok(url) => url.to_string(),
+            Err(e) => format!("(no address: {e}; session {})", self.session),
+        };
+        let text: String = self.body_text().await.chars().take(600).collect();
+        format!("on {url}, which reads:\n{text}")
     }
 
     /// The form control whose `<label>` reads `label` (the label's `for` names its id): a
