@@ -387,6 +387,11 @@ impl KafkaSettings {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("socket.keepalive.enable", "true")
+            // No client metrics pushed to the broker (KIP-714): Mailroom's own are on
+            // /metrics, and a client that asks for telemetry subscriptions does so every few
+            // seconds at rest, each of a process's clients. `kafka_properties` turns it on for
+            // a cluster that collects them.
+            .set("enable.metrics.push", "false")
             .set("log_level", "4");
         config
     }
@@ -867,6 +872,28 @@ mod tests {
         // Configuration wins over both.
         let tuned = settings("kafka.test:9092", &[("fetch.wait.max.ms", "100")]);
         assert_eq!(fetch_wait_of(&tuned).as_deref(), Some("100"));
+    }
+
+    #[test]
+    fn clients_push_no_telemetry_to_the_broker_unless_configured_to() {
+        let pushed = |settings: &KafkaSettings| {
+            let mut config = settings.base();
+            settings.finish(&mut config);
+            config.get("enable.metrics.push").map(str::to_owned)
+        };
+        assert_eq!(
+            pushed(&settings("x.test:9092", &[])).as_deref(),
+            Some("false")
+        );
+        let collected = settings("x.test:9092", &[("enable.metrics.push", "true")]);
+        assert_eq!(pushed(&collected).as_deref(), Some("true"));
+        // Every client starts from the same base.
+        assert_eq!(
+            settings("x.test:9092", &[])
+                .producer_config()
+                .get("enable.metrics.push"),
+            Some("false")
+        );
     }
 
     #[test]

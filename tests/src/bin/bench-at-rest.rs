@@ -47,6 +47,10 @@ struct Args {
     /// Their rate, per second.
     #[arg(long, default_value_t = 20)]
     rate: u64,
+    /// A librdkafka property `name=value` for every round, set for the process and the
+    /// latency consumer alike (repeatable), e.g. `--property enable.metrics.push=true`.
+    #[arg(long = "property")]
+    properties: Vec<String>,
 }
 
 /// Settings the chaos harness tunes for its faults that would make the process busier (or
@@ -256,6 +260,17 @@ async fn round(wait: &str, args: &Args) -> anyhow::Result<Round> {
         cluster.tune("MAILROOM_KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", wait);
         properties.push(("fetch.wait.max.ms".to_owned(), wait.to_owned()));
     }
+    for property in &args.properties {
+        let (name, value) = property
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--property {property:?} is not name=value"))?;
+        let variable = format!(
+            "MAILROOM_KAFKA_PROPERTY_{}",
+            name.replace('.', "_").to_ascii_uppercase()
+        );
+        cluster.tune(&variable, value);
+        properties.push((name.to_owned(), value.to_owned()));
+    }
     let ports: Vec<u16> = SERVICES.iter().map(|s| cluster.ports[s]).collect();
     let mut env: Vec<(String, String)> = cluster
         .env(&SERVICES, &ports)
@@ -459,6 +474,12 @@ async fn main() -> anyhow::Result<()> {
         "p99",
         "max"
     );
+    if !args.properties.is_empty() {
+        println!(
+            "librdkafka properties in every round: {}",
+            args.properties.join(", ")
+        );
+    }
     println!("{header}");
     let mut rounds = Vec::new();
     for wait in &args.waits {
