@@ -343,14 +343,19 @@ impl Browser {
     }
 
     /// For a failure's message: the page's address and the start of its text (an error page
-    /// says what went wrong, which CI's log would otherwise not show).
+    /// says what went wrong, which CI's log would otherwise not show), invitation, reset and
+    /// registration tokens masked.
     async fn where_we_are(&self) -> String {
         let url = match self.client().current_url().await {
             Ok(url) => url.to_string(),
             Err(e) => format!("(no address: {e}; session {})", self.session),
         };
         let text: String = self.body_text().await.chars().take(600).collect();
-        format!("on {url}, which reads:\n{text}")
+        format!(
+            "on {}, which reads:\n{}",
+            mask_tokens(&url),
+            mask_tokens(&text)
+        )
     }
 
     /// The form control whose `<label>` reads `label` (the label's `for` names its id): a
@@ -707,5 +712,48 @@ impl Drop for Browser {
             self.forget_session();
             let _ = std::fs::remove_dir_all(&self.profile);
         }
+    }
+}
+
+/// `text` with the value of every `token=` and `link=` (a mailed link's secret, as a URL or
+/// the page shows it) replaced by `…`, for messages that reach CI's log.
+fn mask_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["token=", "link="]
+        .iter()
+        .filter_map(|key| rest.find(key).map(|i| i + key.len()))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        out.push('…');
+        let end = rest[at..]
+            .find(|c: char| c == '&' || c == '#' || c.is_whitespace() || c == '"' || c == '<')
+            .map_or(rest.len(), |i| at + i);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_tokens;
+
+    #[test]
+    fn a_failures_message_shows_no_mailed_token() {
+        assert_eq!(
+            mask_tokens("http://127.0.0.1:1/invite?token=s3cr3t&lang=ru"),
+            "http://127.0.0.1:1/invite?token=…&lang=ru"
+        );
+        assert_eq!(
+            mask_tokens("Link: http://h/join?link=abc.def\nCopy it"),
+            "Link: http://h/join?link=…\nCopy it"
+        );
+        assert_eq!(
+            mask_tokens("reset?token=a and invite?token=b"),
+            "reset?token=… and invite?token=…"
+        );
+        assert_eq!(mask_tokens("no secret here"), "no secret here");
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mailroom_platform::kafka::{KafkaProperties, KafkaSettings, Topic, Topics};
+use mailroom_platform::kafka::{is_secret, KafkaProperties, KafkaSettings, Topic, Topics};
 use mailroom_proto::events::v1::envelope::Payload;
 use mailroom_proto::events::v1::Envelope;
 use mailroom_tests::chaos::cluster::{Cluster, Deps, SERVICES};
@@ -49,8 +49,22 @@ struct Args {
     rate: u64,
     /// A librdkafka property `name=value` for every round, set for the process and the
     /// latency consumer alike (repeatable), e.g. `--property enable.metrics.push=true`.
-    #[arg(long = "property")]
-    properties: Vec<String>,
+    #[arg(long = "property", value_parser = property)]
+    properties: Vec<(String, String)>,
+}
+
+/// `name=value`, its name one the process can be given by environment (no `_`: the variable's
+/// `_` stands for `.`).
+fn property(arg: &str) -> Result<(String, String), String> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?} is not name=value"))?;
+    if name.is_empty() || name.contains('_') {
+        return Err(format!(
+            "{name:?}: a property named with `_` cannot reach the process by environment"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// Settings the chaos harness tunes for its faults that would make the process busier (or
@@ -260,16 +274,13 @@ async fn round(wait: &str, args: &Args) -> anyhow::Result<Round> {
         cluster.tune("MAILROOM_KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", wait);
         properties.push(("fetch.wait.max.ms".to_owned(), wait.to_owned()));
     }
-    for property in &args.properties {
-        let (name, value) = property
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--property {property:?} is not name=value"))?;
+    for (name, value) in &args.properties {
         let variable = format!(
             "MAILROOM_KAFKA_PROPERTY_{}",
             name.replace('.', "_").to_ascii_uppercase()
         );
         cluster.tune(&variable, value);
-        properties.push((name.to_owned(), value.to_owned()));
+        properties.push((name.clone(), value.clone()));
     }
     let ports: Vec<u16> = SERVICES.iter().map(|s| cluster.ports[s]).collect();
     let mut env: Vec<(String, String)> = cluster
@@ -475,10 +486,15 @@ async fn main() -> anyhow::Result<()> {
         "max"
     );
     if !args.properties.is_empty() {
-        println!(
-            "librdkafka properties in every round: {}",
-            args.properties.join(", ")
-        );
+        let shown: Vec<String> = args
+            .properties
+            .iter()
+            .map(|(name, value)| {
+                let value = if is_secret(name) { "…" } else { value };
+                format!("{name}={value}")
+            })
+            .collect();
+        println!("librdkafka properties in every round: {}", shown.join(", "));
     }
     println!("{header}");
     let mut rounds = Vec::new();

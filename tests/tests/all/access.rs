@@ -59,7 +59,8 @@ async fn org(app: &TestApp) -> Org {
         app.until_known(&user.id).await;
     }
     // The heads' events come after the users' and may still be on their way when the last
-    // user is known: tests that ask as a head (unprompted by a revision) wait for them here.
+    // user is known: tests that ask as the mailbox's owner's heads (unprompted by a revision)
+    // wait for them here. Other's head sees nothing of it; tests asking as them wait themselves.
     for head in [&ceo, &east_head] {
         app.eventually(&head.id, "mailbox.view", &mailbox, true)
             .await;
