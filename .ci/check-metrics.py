@@ -166,7 +166,12 @@ try:
     pending = list(METRICS_PORTS)
     while pending and time.monotonic() < deadline:
         if server.poll() is not None:
-            print("FAIL `mailroom serve all` exited:", server.stderr.read()[-2000:])
+            err = server.stderr.read()[-2000:]
+            print("FAIL `mailroom serve all` exited:", err)
+            if "already in use" in err:
+                # Which program holds it (a process a test left running, say), for the next look.
+                sockets = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, check=False).stdout
+                print("\n".join(line for line in sockets.splitlines() if re.search(r":(5005\d|905\d)\s", line)))
             sys.exit(1)
         for port in list(pending):
             try:

@@ -210,14 +210,44 @@ pub async fn start(
         mailroom_platform::readiness::Condition::Starting,
         "starting the services of this process",
     );
+    // Every port is bound before any service starts: a started service opens connections (to
+    // the database, the broker, its peers), and the kernel could give one of them, as its local
+    // port, a port a later service of this process is to listen on (the defaults lie in
+    // Linux's ephemeral range), which then failed to start with "address already in use".
+    let mut bound = Vec::with_capacity(services.len());
     for service in services {
         let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
-        // Every service's metrics port answers (with the process's one registry).
-        if platform.metrics_enabled {
-            mailroom_platform::metrics::serve(metrics_addr)
+        let grpc = match service {
+            Service::Web => tokio::net::TcpListener::bind(grpc_addr)
                 .await
-                .with_context(|| format!("{} metrics", service.name()))?;
-        }
+                .with_context(|| {
+                    format!(
+                        "the web console cannot listen on {grpc_addr} (another program may hold the port: set MAILROOM_WEB__PORT to a free one)"
+                    )
+                })?,
+            _ => mailroom_platform::grpc::bind(grpc_addr).await?,
+        };
+        let metrics = if platform.metrics_enabled {
+            Some(
+                mailroom_platform::metrics::bind(metrics_addr)
+                    .await
+                    .with_context(|| format!("{} metrics", service.name()))?,
+            )
+        } else {
+            None
+        };
+        bound.push((*service, grpc, metrics, metrics_addr));
+    }
+    for (service, listener, metrics, metrics_addr) in bound {
+        let grpc_addr = listener
+            .local_addr()
+            .with_context(|| format!("{} listener", service.name()))?;
+        // Every service's metrics port answers (with the process's one registry).
+        let metrics_addr = match metrics {
+            Some(metrics) => mailroom_platform::metrics::serve_on(metrics)
+                .with_context(|| format!("{} metrics", service.name()))?,
+            None => metrics_addr,
+        };
         // Starts a service with its configuration section.
         macro_rules! start {
             ($service:ident, $name:literal) => {
@@ -231,7 +261,6 @@ pub async fn start(
         macro_rules! host {
             ($started:expr, $name:literal) => {{
                 let started = $started;
-                let listener = mailroom_platform::grpc::bind(grpc_addr).await?;
                 let verifier = shared_verifier
                     .clone()
                     .unwrap_or_else(|| started.verifier.clone());
@@ -275,13 +304,6 @@ pub async fn start(
                 let started = mailroom_web::start_on_port(platform, config, grpc_addr.port())
                     .await
                     .context("web did not start")?;
-                let listener = tokio::net::TcpListener::bind(grpc_addr)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "the web console cannot listen on {grpc_addr} (another program may hold the port: set MAILROOM_WEB__PORT to a free one)"
-                        )
-                    })?;
                 let url = console_url(platform, grpc_addr);
                 tracing::info!(%url, "web console");
                 web_url = Some(url);
@@ -309,7 +331,7 @@ pub async fn start(
             }
         }
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
-        endpoints.push((*service, grpc_addr, metrics_addr));
+        endpoints.push((service, grpc_addr, metrics_addr));
     }
     drop(starting);
     Ok(Running {

@@ -3,7 +3,8 @@
 //! request timeout) and stops its background work, and is gone within the drain, the request
 //! timeout and [`MARGIN`] — also when something it was doing hangs: `mailroom dev` filling the
 //! demo mailboxes from a mail server that never answers, services whose Kafka broker never
-//! answers. A second SIGTERM exits at once.
+//! answers. A second SIGTERM exits at once. One that cannot listen on a port it is given exits
+//! before any of its services starts.
 //!
 //! **Needs the real binary**: these tests start `target/debug/mailroom` (or `MAILROOM_BIN`)
 //! against the stack, each on a database, topic prefix, consumer groups and ports of its own.
@@ -379,4 +380,34 @@ async fn mailroom_serve_all_whose_broker_hangs_exits_within_its_limit() {
         "mailroom serve all stopped by SIGTERM exited with {status}, not cleanly:\n{}",
         process.log_tail()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_held_by_another_program_stops_serve_all_before_any_service_starts() {
+    // Another program holds the port the web console, hosted last, is to listen on.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let held = holder.local_addr().expect("local addr").port();
+    let mut settings = serve_settings();
+    settings.push(("MAILROOM_WEB__PORT", held.to_string()));
+    let mut process = Process::start(&["serve", "all"], &settings).await;
+    let Some((took, status)) = process.exited_within(START).await else {
+        panic!(
+            "mailroom serve all kept running while its web port {held} was held by another program:\n{}",
+            process.log_tail()
+        );
+    };
+    let log = process.log_tail();
+    eprintln!("[exit] mailroom serve all, a port held: exited after {took:?} ({status})");
+    assert!(!status.success(), "it exited {status}, as if it had served");
+    assert!(
+        log.contains(&format!("127.0.0.1:{held}")) && log.contains("MAILROOM_WEB__PORT"),
+        "the error names neither the held address nor the setting that moves it:\n{log}"
+    );
+    // Every port is bound before any service starts: none started (no "serving" line, no
+    // migration, no consumer joined) only to be stopped again.
+    assert!(
+        !log.lines().any(|line| line.contains("serving")),
+        "services started before the held port was found:\n{log}"
+    );
+    drop(holder);
 }
