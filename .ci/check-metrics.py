@@ -170,8 +170,11 @@ try:
             print("FAIL `mailroom serve all` exited:", err)
             if "already in use" in err:
                 # Which program holds it (a process a test left running, say), for the next look.
-                sockets = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, check=False).stdout
-                print("\n".join(line for line in sockets.splitlines() if re.search(r":(5005\d|905\d)\s", line)))
+                try:
+                    sockets = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, check=False).stdout
+                except OSError as err:
+                    sockets = f"(ss could not run: {err})"
+                print("\n".join(line for line in sockets.splitlines() if re.search(r":(5005\d|905\d|8080)\s|could not", line)))
             sys.exit(1)
         for port in list(pending):
             try:

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context};
 use figment::Figment;
 use mailroom_platform::config::{self, PlatformConfig};
+use mailroom_platform::port::ReservedPort;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -210,43 +211,43 @@ pub async fn start(
         mailroom_platform::readiness::Condition::Starting,
         "starting the services of this process",
     );
-    // Every port is bound before any service starts: a started service opens connections (to
-    // the database, the broker, its peers), and the kernel could give one of them, as its local
-    // port, a port a later service of this process is to listen on (the defaults lie in
-    // Linux's ephemeral range), which then failed to start with "address already in use".
-    let mut bound = Vec::with_capacity(services.len());
+    // Every port is reserved before any service starts (`mailroom_platform::port`): a started
+    // service opens connections (to the database, the broker, its peers), and the kernel could
+    // give one of them, as its local port, a port a later service of this process is to listen
+    // on (the defaults lie in Linux's ephemeral range), which then failed to start with
+    // "address already in use". A reserved port refuses connections until its service listens.
+    let mut reserved = Vec::with_capacity(services.len());
     for service in services {
         let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
-        let grpc = match service {
-            Service::Web => tokio::net::TcpListener::bind(grpc_addr)
+        let port = ReservedPort::reserve(grpc_addr).with_context(|| {
+            format!(
+                "{}'s port (another program may hold it: set MAILROOM_{}__PORT to a free one)",
+                service.name(),
+                service.name().to_uppercase()
+            )
+        })?;
+        // Every service's metrics port answers (with the process's one registry); `/readyz`
+        // says "starting" until every service here has started.
+        let metrics_addr = if platform.metrics_enabled {
+            mailroom_platform::metrics::serve(metrics_addr)
                 .await
                 .with_context(|| {
                     format!(
-                        "the web console cannot listen on {grpc_addr} (another program may hold the port: set MAILROOM_WEB__PORT to a free one)"
+                        "{} metrics (set MAILROOM_{}__METRICS_PORT to a free port)",
+                        service.name(),
+                        service.name().to_uppercase()
                     )
-                })?,
-            _ => mailroom_platform::grpc::bind(grpc_addr).await?,
-        };
-        let metrics = if platform.metrics_enabled {
-            Some(
-                mailroom_platform::metrics::bind(metrics_addr)
-                    .await
-                    .with_context(|| format!("{} metrics", service.name()))?,
-            )
+                })?
         } else {
-            None
+            metrics_addr
         };
-        bound.push((*service, grpc, metrics, metrics_addr));
+        reserved.push((*service, port, metrics_addr));
     }
-    for (service, listener, metrics, metrics_addr) in bound {
-        let grpc_addr = listener
-            .local_addr()
-            .with_context(|| format!("{} listener", service.name()))?;
-        // Every service's metrics port answers (with the process's one registry).
-        let metrics_addr = match metrics {
-            Some(metrics) => mailroom_platform::metrics::serve_on(metrics)
-                .with_context(|| format!("{} metrics", service.name()))?,
-            None => metrics_addr,
+    for (service, port, metrics_addr) in reserved {
+        let grpc_addr = port.addr();
+        let listen = move || {
+            port.listen()
+                .with_context(|| format!("{} listener", service.name()))
         };
         // Starts a service with its configuration section.
         macro_rules! start {
@@ -256,11 +257,12 @@ pub async fn start(
                     .context(concat!($name, " did not start"))?
             };
         }
-        // Binds the gRPC port and runs a started service until shutdown, verifying tokens
+        // Listens on the reserved port and runs a started service until shutdown, verifying tokens
         // with the co-hosted identity's verifier when there is one, else its own.
         macro_rules! host {
             ($started:expr, $name:literal) => {{
                 let started = $started;
+                let listener = listen()?;
                 let verifier = shared_verifier
                     .clone()
                     .unwrap_or_else(|| started.verifier.clone());
@@ -304,6 +306,7 @@ pub async fn start(
                 let started = mailroom_web::start_on_port(platform, config, grpc_addr.port())
                     .await
                     .context("web did not start")?;
+                let listener = listen()?;
                 let url = console_url(platform, grpc_addr);
                 tracing::info!(%url, "web console");
                 web_url = Some(url);

@@ -25,7 +25,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -320,13 +319,6 @@ fn metric_method(path: &str) -> String {
     } else {
         "unknown".to_owned()
     }
-}
-
-/// Binds `addr`, saying which address could not be bound if that fails.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
 }
 
 mod admission;

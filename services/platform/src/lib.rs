@@ -50,6 +50,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbox;
 pub mod pool_metrics;
+pub mod port;
 pub mod readiness;
 pub mod redis;
 pub mod revocation;

@@ -177,8 +177,6 @@ pub enum MetricsError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the metrics port's address cannot be read: {0}")]
-    Address(std::io::Error),
 }
 
 /// Serves the process's metrics on `addr` (`GET /metrics`, any path but the probes' answers
@@ -188,20 +186,6 @@ pub enum MetricsError {
 /// announced port answers, with the metrics of the whole process (several services in one
 /// process share one registry).
 pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
-    serve_on(bind(addr).await?)
-}
-
-/// Binds a metrics port, before it is served with [`serve_on`]. A process hosting several
-/// services binds every port it will listen on before any service opens a connection, so no
-/// connection of its own can be given one of those ports as its local (ephemeral) port.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Listen { addr, source })
-}
-
-/// [`serve`] on a port already bound with [`bind`]; returns its address.
-pub fn serve_on(listener: TcpListener) -> Result<SocketAddr, MetricsError> {
     let handle = handle()?;
     announce(
         &[
@@ -231,7 +215,12 @@ pub fn serve_on(listener: TcpListener) -> Result<SocketAddr, MetricsError> {
     );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
         .set(1.0);
-    let bound = listener.local_addr().map_err(MetricsError::Address)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Listen { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| MetricsError::Listen { addr, source })?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

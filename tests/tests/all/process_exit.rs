@@ -396,7 +396,8 @@ async fn a_port_held_by_another_program_stops_serve_all_before_any_service_start
             process.log_tail()
         );
     };
-    let log = process.log_tail();
+    // The whole log: a pretty event spans several lines.
+    let log = std::fs::read_to_string(&process.log).unwrap_or_default();
     eprintln!("[exit] mailroom serve all, a port held: exited after {took:?} ({status})");
     assert!(!status.success(), "it exited {status}, as if it had served");
     assert!(
