@@ -135,6 +135,19 @@ binary = "target/debug/mailroom"
 subprocess.run(["cargo", "build", "-q", "-p", "mailroom"], check=True)
 keygen = lambda *a: subprocess.run([binary, "keygen", *a], check=True, capture_output=True, text=True).stdout.strip()  # noqa: E731
 env = dict(os.environ)
+# A database, topics and consumer groups of its own: `serve all` under the defaults would join
+# the demo stack's groups (`mailroom dev`'s), and a process stopped while joining can leave a
+# member there that the local broker waits for, and its relays would publish the demo
+# database's events to this check's topics.
+check_id = f"metrics_check_{os.getpid()}"
+admin_url = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+database = f"mailroom_test_{check_id}"
+subprocess.run(["psql", "-q", admin_url, "-c", f"DROP DATABASE IF EXISTS {database}", "-c", f"CREATE DATABASE {database}"], check=True)
+env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + database
+env["MAILROOM_KAFKA_TOPIC_PREFIX"] = check_id.replace("_", "-")
+for service in ["identity", "access", "mailboxes", "sync", "invitations"]:
+    env[f"MAILROOM_{service.upper()}__CONSUMER_GROUP"] = f"{check_id}-{service}"
+env["MAILROOM_SYNC__WORKER_GROUP"] = f"{check_id}-sync-workers"
 env.update({
     "MAILROOM_LISTEN_HOST": "127.0.0.1",
     "MAILROOM_LOG_LEVEL": "warn",
@@ -177,7 +190,10 @@ try:
                 print("\n".join(line for line in sockets.splitlines() if re.search(r":(5005\d|905\d|8080)\s|could not", line)))
             sys.exit(1)
         for port in list(pending):
+            # A metrics port answers from the process's start; `/readyz` says 200 once every
+            # service of the process has started (and registered its metrics).
             try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
                 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
             except OSError:
                 continue
@@ -188,7 +204,7 @@ try:
                     exported[m.group(1)] = m.group(2)
         time.sleep(0.5)
     if pending:
-        print(f"FAIL metrics ports {pending} did not answer")
+        print(f"FAIL metrics ports {pending} did not answer ready")
         sys.exit(1)
     # Some series appear only after the first background round: the dependency probes set
     # `mailroom_dependency_up` once they have run, which on a loaded machine can be seconds
@@ -251,4 +267,5 @@ for name, where in sorted(queried.items()):
     print(f"{'ok  ' if ok else 'FAIL'} {name} ({kind or 'not exported'}) — {len(where)} use(s): {', '.join(sorted(set(where)))[:160]}")
     failed += 0 if ok else 1
 print(f"metric names: {len(queried) - failed} of {len(queried)} queried names exported")
+subprocess.run(["psql", "-q", admin_url, "-c", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"], check=False)
 sys.exit(1 if failed else 0)

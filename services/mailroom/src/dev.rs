@@ -29,6 +29,16 @@ const DEV_SERVICE_SECRETS: [(&str, &str); 3] = [
 const DEMO_ADMIN: &str = "admin@acme.test";
 /// Sample messages in each demo INBOX, so a newcomer sees the counters move.
 const DEMO_MESSAGES: usize = 240;
+/// How long the demo seeding waits for the mailbox registry to learn of the demo people from
+/// identity's events (a few seconds on a first start), unless `MAILROOM_DEV_SEED_WAIT_S` says.
+const SEED_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+fn seed_wait() -> std::time::Duration {
+    std::env::var("MAILROOM_DEV_SEED_WAIT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(SEED_WAIT, std::time::Duration::from_secs)
+}
 /// The longest filling one demo INBOX may take.
 const FILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// The dev stack's mailbox-password sealing key: fixed, so mailboxes connected in one run
@@ -116,14 +126,17 @@ pub async fn run() -> anyhow::Result<()> {
     // The demo data and the summary, given up on when a stop comes first: the services watch
     // the same shutdown and stop meanwhile, and what was seeded so far stays for the next run.
     let introduce = async {
+        let mut not_seeded = None;
         if let Some(identity) = &running.identity {
             seed(identity, &admin_password)
                 .await
                 .context("demo data could not be seeded")?;
             if let Some(mailboxes) = &running.mailboxes {
-                seed_mailboxes(identity, mailboxes, &admin_password)
-                    .await
-                    .context("demo mailboxes could not be connected")?;
+                // The services run all the same: the summary says what is missing and why.
+                if let Err(err) = seed_mailboxes(identity, mailboxes, &admin_password).await {
+                    tracing::warn!(error = %format!("{err:#}"), "demo mailboxes not connected");
+                    not_seeded = Some(err);
+                }
             }
         }
         let ctl_secret =
@@ -134,6 +147,9 @@ pub async fn run() -> anyhow::Result<()> {
                 .unwrap_or_default();
 
         println!("\nMailroom dev is running (Ctrl-C stops it).\n");
+        if let Some(err) = &not_seeded {
+            println!(" the demo mailboxes are not connected: {err:#}\n");
+        }
         if let Some(url) = &running.web_url {
             println!(
                 " console: {url} (sign in as {DEMO_ADMIN} / {})\n",
@@ -245,7 +261,8 @@ async fn seed_mailboxes(
     let seeder = Principal::Service {
         name: "dev-seed".into(),
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let wait = seed_wait();
+    let deadline = std::time::Instant::now() + wait;
     let mut connected = 0;
     let mut filled = 0;
     // Active people only: a re-run also finds the invitees an earlier run's demo invitation
@@ -302,6 +319,14 @@ async fn seed_mailboxes(
                     // the registry has not mirrored this user from identity's events yet
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
+                Err(MailboxError::UserNotFound(_)) => anyhow::bail!(
+                    "the mailbox registry has not learnt of {} from identity's events within {} s. \
+                     The broker may have lost the events this database published (tansu keeps them \
+                     in memory), or a consumer group may be waiting for a member a stopped process \
+                     left; `.ci/up reset` starts the demo database and the broker afresh",
+                    user.login_email,
+                    wait.as_secs()
+                ),
                 Err(err) => {
                     return Err(anyhow::Error::from(err)
                         .context(format!("connecting the demo mailbox {}", user.login_email)))

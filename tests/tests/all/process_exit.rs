@@ -412,3 +412,52 @@ async fn a_port_held_by_another_program_stops_serve_all_before_any_service_start
     );
     drop(holder);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailroom_dev_whose_registry_never_hears_of_the_demo_people_runs_on_and_says_why() {
+    // The broker accepts connections and never answers: identity's events never reach the
+    // mailbox registry, so the demo mailboxes cannot be connected.
+    let (broker, _connections) = silent_server().await;
+    let mut dev = Process::start(
+        &["dev"],
+        &[
+            ("KAFKA_BROKERS", broker.to_string()),
+            ("MAILROOM_DEV_SEED_WAIT_S", "3".to_owned()),
+            ("MAILROOM_SHUTDOWN_DRAIN_MS", "0".to_owned()),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + START;
+    let log = loop {
+        if let Ok(Some(status)) = dev.child.try_wait() {
+            panic!(
+                "mailroom dev exited ({status}) when its demo mailboxes could not be connected:\n{}",
+                dev.log_tail()
+            );
+        }
+        let log = std::fs::read_to_string(&dev.log).unwrap_or_default();
+        if log.contains("Mailroom dev is running") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mailroom dev printed no summary within {START:?}:\n{}",
+            dev.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        log.contains("the demo mailboxes are not connected") && log.contains("`.ci/up reset`"),
+        "the summary does not say the demo mailboxes are missing and what to run:\n{log}"
+    );
+    assert!(
+        matches!(dev.child.try_wait(), Ok(None)),
+        "mailroom dev did not keep running"
+    );
+    dev.signal(libc::SIGTERM);
+    let exited = dev.exited_within(REQUEST_TIMEOUT + MARGIN).await;
+    assert!(
+        exited.is_some_and(|(_, status)| status.success()),
+        "mailroom dev did not stop cleanly on SIGTERM: {exited:?}"
+    );
+}
