@@ -13,6 +13,7 @@ Every alert must also be actionable: a `severity` label (critical, warning or in
 and `description` annotations, and `runbook_url` = <prometheusRule.runbookBaseUrl>/<alert>.md
 with that runbook in docs/runbooks/ (and no runbook there without its alert).
 """
+import atexit
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import helm_python as helm
@@ -140,10 +142,20 @@ env = dict(os.environ)
 # member there that the local broker waits for, and its relays would publish the demo
 # database's events to this check's topics.
 check_id = f"metrics_check_{os.getpid()}"
-admin_url = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+
+
+def with_database(url, name):
+    """`url` naming the database `name` (its query — sslmode and the like — kept)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+admin_url = with_database(env["DATABASE_URL"], "postgres")
 database = f"mailroom_test_{check_id}"
 subprocess.run(["psql", "-q", admin_url, "-c", f"DROP DATABASE IF EXISTS {database}", "-c", f"CREATE DATABASE {database}"], check=True)
-env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + database
+# Dropped however the check ends (the server is stopped first: `finally` below runs before).
+atexit.register(lambda: subprocess.run(["psql", "-q", admin_url, "-c", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"], check=False))
+env["DATABASE_URL"] = with_database(env["DATABASE_URL"], database)
 env["MAILROOM_KAFKA_TOPIC_PREFIX"] = check_id.replace("_", "-")
 for service in ["identity", "access", "mailboxes", "sync", "invitations"]:
     env[f"MAILROOM_{service.upper()}__CONSUMER_GROUP"] = f"{check_id}-{service}"
@@ -267,5 +279,4 @@ for name, where in sorted(queried.items()):
     print(f"{'ok  ' if ok else 'FAIL'} {name} ({kind or 'not exported'}) — {len(where)} use(s): {', '.join(sorted(set(where)))[:160]}")
     failed += 0 if ok else 1
 print(f"metric names: {len(queried) - failed} of {len(queried)} queried names exported")
-subprocess.run(["psql", "-q", admin_url, "-c", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"], check=False)
 sys.exit(1 if failed else 0)

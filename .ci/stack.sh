@@ -52,6 +52,8 @@ ensure_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
   command -v setpriv >/dev/null || missing+=(util-linux)
+  # `ss`: which process holds a port (`.ci/up` tells its broker by it; the metric check's report).
+  command -v ss >/dev/null || missing+=(iproute2)
   # The web console's browser tests: headless Chromium over WebDriver, axe-core from npm.
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)

@@ -29,24 +29,35 @@ pub struct ReservedPort {
 }
 
 impl ReservedPort {
-    /// Binds `addr` (port 0: a free one) without listening. It binds as `TcpListener::bind`
-    /// would (`SO_REUSEADDR`: a port a closed connection of an earlier run still waits on is
-    /// bound all the same), then clears `SO_REUSEADDR` until it listens: Linux lets two
-    /// sockets that both set it bind one port while neither listens, so another program could
-    /// otherwise take the port before this one listens.
+    /// Binds `addr` (port 0: a free one) without listening, and without `SO_REUSEADDR`: while
+    /// it is reserved, no other socket can bind the port (Linux lets two sockets that both set
+    /// it bind one port while neither listens, and some kernels keep allowing it after the
+    /// first clears it). Only if that bind finds the port in use is it bound again with
+    /// `SO_REUSEADDR`, as `TcpListener::bind` would: a port that a closed connection of an
+    /// earlier run still waits on (TIME_WAIT) binds then; one that a program listens on does not.
     pub fn reserve(addr: SocketAddr) -> Result<Self, PortError> {
         let failed = |source| PortError::Bind { addr, source };
+        let socket = match Self::bind(addr, false) {
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+                let socket = Self::bind(addr, true).map_err(failed)?;
+                socket.set_reuseaddr(false).map_err(failed)?;
+                socket
+            }
+            bound => bound.map_err(failed)?,
+        };
+        let addr = socket.local_addr().map_err(failed)?;
+        Ok(Self { socket, addr })
+    }
+
+    fn bind(addr: SocketAddr, reuse: bool) -> std::io::Result<TcpSocket> {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
-        }
-        .map_err(failed)?;
-        socket.set_reuseaddr(true).map_err(failed)?;
-        socket.bind(addr).map_err(failed)?;
-        socket.set_reuseaddr(false).map_err(failed)?;
-        let addr = socket.local_addr().map_err(failed)?;
-        Ok(Self { socket, addr })
+        }?;
+        socket.set_reuseaddr(reuse)?;
+        socket.bind(addr)?;
+        Ok(socket)
     }
 
     /// The address bound: with port 0, the port the kernel chose.
@@ -84,10 +95,33 @@ mod tests {
             TcpListener::bind(addr).await.is_err(),
             "another listener (SO_REUSEADDR, as most servers set) cannot take the reserved port"
         );
+        assert!(
+            ReservedPort::reserve(addr).is_err(),
+            "nor can another reservation"
+        );
         let listener = reserved.listen().unwrap();
         let (connected, accepted) =
             tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
         assert!(connected.is_ok() && accepted.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_port_a_closed_connection_still_waits_on_is_reserved_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (server_side, _) = accepted.unwrap();
+        // The server closes first: its side of the connection waits (TIME_WAIT) on the port.
+        drop(server_side);
+        let mut client = client.unwrap();
+        let _ = tokio::io::AsyncReadExt::read(&mut client, &mut [0u8; 1]).await;
+        drop(client);
+        drop(listener);
+        let reserved = ReservedPort::reserve(addr)
+            .expect("the port is reserved again, as a restarted server binds it");
+        assert_eq!(reserved.addr(), addr);
+        reserved.listen().expect("and listened on");
     }
 
     #[test]
