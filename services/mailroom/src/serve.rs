@@ -199,12 +199,6 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     let mut tasks = tokio::task::JoinSet::new();
-    let mut endpoints = Vec::new();
-    let mut identity = None;
-    let mut mailboxes = None;
-    let mut web_url = None;
-    // Services in one process share identity's verifier when identity is among them.
-    let mut shared_verifier: Option<mailroom_platform::auth::TokenVerifier> = None;
     // `/readyz` says not ready until every service named here has started, not only the first.
     let starting = mailroom_platform::readiness::register("mailroom");
     starting.block(
@@ -243,7 +237,89 @@ pub async fn start(
         };
         reserved.push((*service, port, metrics_addr));
     }
+    // A service that does not start stops the process, but not by dropping the ones started
+    // before it: they are told to stop, and their consumers leave their groups and their relays
+    // step down, as on any shutdown, before the error is returned.
+    let hosted = host_each(reserved, &mut tasks, figment, platform, &shutdown).await;
+    let Hosted {
+        endpoints,
+        identity,
+        mailboxes,
+        web_url,
+    } = match hosted {
+        Ok(hosted) => hosted,
+        Err(err) => {
+            if !tasks.is_empty() {
+                tracing::error!(
+                    error = %format!("{err:#}"),
+                    started = tasks.len(),
+                    "a service did not start; stopping the ones that did"
+                );
+                // Never ready, so no caller was sent here: the servers stop without a drain.
+                mailroom_platform::shutdown::abandon_start();
+                shutdown.cancel();
+                while let Some(joined) = tasks.join_next().await {
+                    match joined {
+                        Ok(Ok(())) => {}
+                        Ok(Err(stopped)) => tracing::warn!(
+                            error = %format!("{stopped:#}"),
+                            "a started service stopped with an error"
+                        ),
+                        Err(join) => tracing::error!(
+                            panicked = join.is_panic(),
+                            "a started service's task ended abnormally while stopping"
+                        ),
+                    }
+                }
+            }
+            return Err(err);
+        }
+    };
+    drop(starting);
+    Ok(Running {
+        tasks,
+        endpoints,
+        identity,
+        mailboxes,
+        web_url,
+        shutdown,
+    })
+}
+
+/// What [`host_each`] started: each service's addresses, and the services `mailroom dev` seeds.
+struct Hosted {
+    endpoints: Vec<(Service, SocketAddr, SocketAddr)>,
+    identity: Option<std::sync::Arc<mailroom_identity::Identity>>,
+    mailboxes: Option<std::sync::Arc<mailroom_mailboxes::Mailboxes>>,
+    web_url: Option<String>,
+}
+
+/// Starts each service on its reserved port, in order, each one's server a task of `tasks`.
+/// On an error the services started before it are left running in `tasks`, for the caller
+/// to stop.
+async fn host_each(
+    reserved: Vec<(Service, ReservedPort, SocketAddr)>,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    figment: &Figment,
+    platform: &PlatformConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Hosted> {
+    // Services in one process share identity's verifier when identity is among them.
+    let mut shared_verifier: Option<mailroom_platform::auth::TokenVerifier> = None;
+    let mut endpoints = Vec::new();
+    let mut identity = None;
+    let mut mailboxes = None;
+    let mut web_url = None;
     for (service, port, metrics_addr) in reserved {
+        // A stop asked for while starting: the services started so far stop with the
+        // process, the rest are not started only to be stopped again.
+        if shutdown.is_cancelled() {
+            tracing::info!(
+                service = service.name(),
+                "shutting down while starting: the remaining services are not started"
+            );
+            break;
+        }
         let grpc_addr = port.addr();
         let listen = move || {
             port.listen()
@@ -252,9 +328,18 @@ pub async fn start(
         // Starts a service with its configuration section.
         macro_rules! start {
             ($service:ident, $name:literal) => {
-                $service::start(platform, config::section(figment, $name)?)
-                    .await
-                    .context(concat!($name, " did not start"))?
+                $service::start(
+                    platform,
+                    config::section(figment, $name).with_context(|| {
+                        format!(
+                            "{}'s configuration (the MAILROOM_{}__* settings)",
+                            $name,
+                            $name.to_uppercase()
+                        )
+                    })?,
+                )
+                .await
+                .context(concat!($name, " did not start"))?
             };
         }
         // Listens on the reserved port and runs a started service until shutdown, verifying tokens
@@ -290,7 +375,8 @@ pub async fn start(
                 host!(started, "mailboxes");
             }
             Service::Sync => {
-                let config: mailroom_sync::SyncConfig = config::section(figment, "sync")?;
+                let config: mailroom_sync::SyncConfig = config::section(figment, "sync")
+                    .context("sync's configuration (the MAILROOM_SYNC__* settings)")?;
                 let role = config.role;
                 let started = mailroom_sync::start(platform, config)
                     .await
@@ -302,7 +388,8 @@ pub async fn start(
                 host!(start!(mailroom_invitations, "invitations"), "invitations")
             }
             Service::Web => {
-                let config: mailroom_web::WebConfig = config::section(figment, "web")?;
+                let config: mailroom_web::WebConfig = config::section(figment, "web")
+                    .context("web's configuration (the MAILROOM_WEB__* settings)")?;
                 let started = mailroom_web::start_on_port(platform, config, grpc_addr.port())
                     .await
                     .context("web did not start")?;
@@ -336,14 +423,11 @@ pub async fn start(
         tracing::info!(service = service.name(), %grpc_addr, %metrics_addr, "serving");
         endpoints.push((service, grpc_addr, metrics_addr));
     }
-    drop(starting);
-    Ok(Running {
-        tasks,
+    Ok(Hosted {
         endpoints,
         identity,
         mailboxes,
         web_url,
-        shutdown,
     })
 }
 

@@ -242,7 +242,8 @@ pub async fn serve(
             show_readiness(&health, &names, false).await;
         }
         // Callers find this pod gone from DNS within their re-resolve interval; until then
-        // their calls still land here and are answered.
+        // their calls still land here and are answered (unless the process never started).
+        let drain = crate::shutdown::drain(drain);
         if !drain.is_zero() {
             tracing::info!(
                 drain_ms = drain.as_millis() as u64,

@@ -15,6 +15,7 @@
 //! that whatever gives up on them can say which they are ([`still_running`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,6 +29,25 @@ pub const BACKGROUND_GRACE: Duration = Duration::from_secs(2);
 
 /// Beyond everything else, the time the process has to exit (the runtime shutting down).
 pub const EXIT_MARGIN: Duration = Duration::from_secs(1);
+
+/// Set when the process stops because one of its services did not start ([`abandon_start`]).
+static START_ABANDONED: AtomicBool = AtomicBool::new(false);
+
+/// Says the process stops because one of its services did not start: it was never ready, so
+/// no caller was sent to it, and its servers stop without the drain ([`drain`]).
+pub fn abandon_start() {
+    START_ABANDONED.store(true, Ordering::SeqCst);
+}
+
+/// How long a server answers calls after its stop began: `configured`, or nothing when the
+/// process never started ([`abandon_start`]).
+pub fn drain(configured: Duration) -> Duration {
+    if START_ABANDONED.load(Ordering::SeqCst) {
+        Duration::ZERO
+    } else {
+        configured
+    }
+}
 
 /// The longest a process takes to exit once its shutdown has begun: the drain, the request
 /// timeout and the margin for the calls in flight ([`crate::grpc::IN_FLIGHT_MARGIN`]),

@@ -233,6 +233,7 @@ impl Started {
                 state
                     .draining
                     .store(true, std::sync::atomic::Ordering::SeqCst);
+                let drain = mailroom_platform::shutdown::drain(drain);
                 tracing::info!(?drain, "web console draining: not ready, still serving");
                 tokio::time::sleep(drain).await;
                 stop_accepting.cancel();

@@ -37,6 +37,10 @@ struct Args {
     /// Concurrent callers for Login (CPU-bound: Argon2id).
     #[arg(long, default_value_t = 4)]
     login_concurrency: usize,
+    /// HTTP/2 connections for the second GetUser workload (callers spread over them); the
+    /// first uses one, as a `PeerChannel` to one address does.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
 }
 
 #[tokio::main]
@@ -96,7 +100,26 @@ async fn main() -> anyhow::Result<()> {
         args.login_concurrency
     );
     let token = Arc::new(org.admin_token.clone());
-    let mut rounds: Vec<[f64; 4]> = Vec::new();
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(
+            tonic::transport::Channel::from_shared(app.endpoint.clone())?
+                .connect()
+                .await?,
+        );
+    }
+    let spread: Arc<Vec<pb::identity_service_client::IdentityServiceClient<_>>> = Arc::new(
+        channels
+            .into_iter()
+            .map(pb::identity_service_client::IdentityServiceClient::new)
+            .collect(),
+    );
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(app.endpoint.clone())?
+            .connect()
+            .await?,
+    );
+    let mut rounds: Vec<[f64; 6]> = Vec::new();
     for round in 1..=args.rounds.max(1) {
         println!(
             "\n{:<44} {:>8} {:>10} {:>9} {:>9} {:>7}",
@@ -130,6 +153,44 @@ async fn main() -> anyhow::Result<()> {
             let (client, sample, token) = (app.identity.clone(), sample.clone(), token.clone());
             drive("GetUser (gRPC)", args.concurrency, duration, move |i| {
                 let (mut client, sample, token) = (client.clone(), sample.clone(), token.clone());
+                async move {
+                    let (id, _) = &sample[i % sample.len()];
+                    client
+                        .get_user(authed(&token, pb::GetUserRequest { id: id.to_string() }))
+                        .await
+                        .is_ok()
+                }
+            })
+            .await
+        };
+        // The floor of any call: the health check on the same server, over one connection,
+        // through the request-context layer (no call slot, no token), no database.
+        let floor = async {
+            let health = health.clone();
+            drive(
+                "floor: grpc.health.v1 Check (gRPC)",
+                args.concurrency,
+                duration,
+                move |_| {
+                    let mut health = health.clone();
+                    async move {
+                        health
+                            .check(tonic_health::pb::HealthCheckRequest {
+                                service: String::new(),
+                            })
+                            .await
+                            .is_ok()
+                    }
+                },
+            )
+            .await
+        };
+        let get_user_spread = async {
+            let (clients, sample, token) = (spread.clone(), sample.clone(), token.clone());
+            let name = format!("GetUser (gRPC, {} connections)", clients.len());
+            drive(&name, args.concurrency, duration, move |i| {
+                let mut client = clients[i % clients.len()].clone();
+                let (sample, token) = (sample.clone(), token.clone());
                 async move {
                     let (id, _) = &sample[i % sample.len()];
                     client
@@ -231,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
             (base_user.boxed_local(), get_user.boxed_local()),
             (base_usage.boxed_local(), usage.boxed_local()),
             (base_verify.boxed_local(), login.boxed_local()),
+            (floor.boxed_local(), get_user_spread.boxed_local()),
         ];
         let mut results = Vec::new();
         for (baseline, rpc) in pairs {
@@ -250,11 +312,19 @@ async fn main() -> anyhow::Result<()> {
         let ratio = |a: usize, b: usize| {
             results[a].throughput() / results[b].throughput().max(f64::EPSILON)
         };
-        rounds.push([ratio(1, 0), ratio(3, 2), ratio(3, 0), ratio(5, 4)]);
+        rounds.push([
+            ratio(1, 0),
+            ratio(3, 2),
+            ratio(3, 0),
+            ratio(5, 4),
+            ratio(7, 0),
+            ratio(6, 0),
+        ]);
         let r = &rounds[rounds.len() - 1];
         println!(
-            "round {round}: GetUser {:.2}, GetEmailAddressUsage {:.2} ({:.2} of the user lookup), Login {:.2}\n",
-            r[0], r[1], r[2], r[3]
+            "round {round}: GetUser {:.2}, GetEmailAddressUsage {:.2} ({:.2} of the user lookup), Login {:.2}; \
+             GetUser over {} connections {:.2}; the health check {:.2} of the bare lookup\n",
+            r[0], r[1], r[2], r[3], spread.len(), r[4], r[5]
         );
     }
     let median = |i: usize| {
@@ -285,6 +355,17 @@ async fn main() -> anyhow::Result<()> {
         "Login throughput / bare Argon2id verify:       {:.2}   ({})",
         median(3),
         by_round(3)
+    );
+    println!(
+        "GetUser over {} connections / bare SQL:         {:.2}   ({})",
+        spread.len(),
+        median(4),
+        by_round(4)
+    );
+    println!(
+        "health check (no database) / bare SQL:         {:.2}   ({}): the gRPC floor on this machine",
+        median(5),
+        by_round(5)
     );
     Ok(())
 }

@@ -414,6 +414,41 @@ async fn a_port_held_by_another_program_stops_serve_all_before_any_service_start
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_does_not_start_stops_the_ones_started_before_it_gracefully() {
+    // Identity starts and serves; access, started after it, has a setting it cannot read.
+    let mut settings = serve_settings();
+    settings.push(("MAILROOM_ACCESS__CONSISTENCY_WAIT_MS", "soon".to_owned()));
+    // A drain longer than the test waits: a process that never became ready has no callers
+    // to drain, and must not wait it out.
+    settings.push(("MAILROOM_SHUTDOWN_DRAIN_MS", "300000".to_owned()));
+    let mut process = Process::start(&["serve", "identity,access"], &settings).await;
+    let Some((took, status)) = process.exited_within(START).await else {
+        panic!(
+            "mailroom serve kept running when access could not start (waiting out its drain?):\n{}",
+            process.log_tail()
+        );
+    };
+    let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+    eprintln!("[exit] mailroom serve identity,access, access misconfigured: exited after {took:?} ({status})");
+    assert!(!status.success(), "it exited {status}, as if it had served");
+    assert!(
+        log.contains("CONSISTENCY_WAIT_MS") && log.contains("access's configuration"),
+        "the error names neither the service nor the setting it could not read:\n{log}"
+    );
+    // Identity had started: it is stopped as on any shutdown (its server drains, its
+    // consumers leave their groups, its relay steps down), not dropped with the process.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("serving") && line.contains("identity")),
+        "identity did not start first, so this tests nothing:\n{log}"
+    );
+    assert!(
+        log.contains("stopping the ones that did") && log.contains("drained: no new connections"),
+        "identity, started before access failed, was not shut down gracefully:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mailroom_dev_whose_registry_never_hears_of_the_demo_people_runs_on_and_says_why() {
     // The broker accepts connections and never answers: identity's events never reach the
     // mailbox registry, so the demo mailboxes cannot be connected.
