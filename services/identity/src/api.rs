@@ -100,6 +100,8 @@ impl IdentityService for IdentityApi {
         &self,
         req: Request<pb::CreateOrganizationRequest>,
     ) -> Reply<pb::Organization> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let org = self.0.create_organization(&p, req.into_inner()).await?;
         Ok(Response::new(org_to_proto(org)))
@@ -127,6 +129,8 @@ impl IdentityService for IdentityApi {
 
     #[tracing::instrument(skip_all)]
     async fn create_user(&self, req: Request<pb::CreateUserRequest>) -> Reply<pb::User> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let user = self.0.create_user(&p, req.into_inner()).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -152,6 +156,8 @@ impl IdentityService for IdentityApi {
 
     #[tracing::instrument(skip_all)]
     async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> Reply<pb::User> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let user = self.0.update_user(&p, req.into_inner()).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -159,6 +165,8 @@ impl IdentityService for IdentityApi {
 
     #[tracing::instrument(skip_all)]
     async fn dismiss_user(&self, req: Request<pb::DismissUserRequest>) -> Reply<pb::User> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let user = self.0.dismiss_user(&p, &req.get_ref().id).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -166,6 +174,8 @@ impl IdentityService for IdentityApi {
 
     #[tracing::instrument(skip_all)]
     async fn rehire_user(&self, req: Request<pb::RehireUserRequest>) -> Reply<pb::User> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let user = self.0.rehire_user(&p, &req.get_ref().id).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -173,6 +183,8 @@ impl IdentityService for IdentityApi {
 
     #[tracing::instrument(skip_all)]
     async fn set_admin(&self, req: Request<pb::SetAdminRequest>) -> Reply<pb::User> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let user = self.0.set_admin(&p, req.into_inner()).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -281,6 +293,8 @@ impl IdentityService for IdentityApi {
         &self,
         req: Request<pb::TransferEmailAddressRequest>,
     ) -> Reply<pb::TransferEmailAddressResponse> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let transfer = self.0.transfer_address(&p, req.into_inner()).await?;
         Ok(Response::new(pb::TransferEmailAddressResponse {
@@ -309,6 +323,8 @@ impl IdentityService for IdentityApi {
         &self,
         req: Request<pb::ConfirmLoginEmailChangeRequest>,
     ) -> Reply<pb::User> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let user = self.0.confirm_login_change(&p, &req.get_ref().code).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -331,6 +347,8 @@ impl IdentityService for IdentityApi {
         &self,
         req: Request<pb::AdmitInviteesRequest>,
     ) -> Reply<pb::AdmitInviteesResponse> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let admitted = self.0.admit_invitees(&p, req.into_inner()).await?;
         Ok(Response::new(pb::AdmitInviteesResponse {
@@ -359,6 +377,8 @@ impl IdentityService for IdentityApi {
 
     #[tracing::instrument(skip_all)]
     async fn activate_invitee(&self, req: Request<pb::ActivateInviteeRequest>) -> Reply<pb::User> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         let user = self.0.activate_invitee(&p, req.into_inner()).await?;
         Ok(Response::new(user_to_proto(user)))
@@ -388,6 +408,8 @@ impl AuthService for AuthApi {
 
     #[tracing::instrument(skip_all)]
     async fn change_password(&self, req: Request<pb::ChangePasswordRequest>) -> Reply<()> {
+        // Writes users: GetUser's read model starts again when this call ends.
+        let _writing = self.0.user_cache.writing();
         let p = principal(&req)?.clone();
         self.0.change_password(&p, req.into_inner()).await?;
         Ok(Response::new(()))
@@ -417,6 +439,9 @@ impl AuthService for AuthApi {
     async fn reset_password(&self, req: Request<pb::ResetPasswordRequest>) -> Reply<()> {
         let req = req.into_inner();
         self.0.reset_password(&req.token, &req.new_password).await?;
+        // Wrote a user: GetUser's read model starts again (only now: a caller without a valid
+        // token, this method being public, must not be able to empty it).
+        drop(self.0.user_cache.writing());
         Ok(Response::new(()))
     }
 

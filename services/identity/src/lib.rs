@@ -14,7 +14,8 @@
 //!   (INVITED users admitted and activated for the invitations service).
 //! - [`seats`]: the seat rule, taken under the organisation's lock by every path that adds a
 //!   person.
-//! - [`store`]: all the SQL, by table group ([`store::directory`] is the listing's query).
+//! - [`store`]: all the SQL, by table group ([`store::directory`] is the listing's query);
+//!   [`user_cache`]: GetUser's read model, kept current by PostgreSQL's notifications.
 //! - [`events`]: what identity emits through the outbox; [`revocation`]: ending a user's
 //!   sessions everywhere.
 //! - What it consumes, one file per topic: [`mailbox_events`] (`mailroom.mailboxes.events`:
@@ -25,7 +26,7 @@
 //!   configuration section; `migrations/`: the schema.
 //!
 //! [`start`] connects, migrates and returns what the `mailroom` binary hosts: the gRPC routes,
-//! the token verifier every co-hosted service shares, and the outbox relay.
+//! the token verifier every co-hosted service shares, the outbox relay and the users listener.
 
 pub mod addresses;
 pub mod api;
@@ -50,6 +51,7 @@ pub mod service;
 pub mod signin;
 pub mod signin_limits;
 pub mod store;
+pub mod user_cache;
 pub mod users;
 
 use std::sync::Arc;
@@ -162,7 +164,11 @@ pub async fn start(
         callers: callers::CALLERS,
     };
     let consumer_group = identity.config.consumer_group.clone();
+    let (cache, listener_pool) = (identity.user_cache(), pool.clone());
     Ok(Started::new(platform, identity, pool, hosted, verifier)
+        .named("users listener (GetUser's read model)", move |shutdown| {
+            user_cache::listen(listener_pool, SCHEMA.to_owned(), cache, shutdown)
+        })
         .relay(SCHEMA, vec![Topic::IdentityEvents, Topic::Revocations])
         .consume(
             consumer_group,

@@ -20,6 +20,7 @@ use crate::keys::KeyRing;
 use crate::mailer::Mailer;
 use crate::passwords::HashingGate;
 use crate::store;
+use crate::user_cache::UserCache;
 
 /// Everything identity's operations need; shared by both gRPC services.
 pub struct Identity {
@@ -50,6 +51,8 @@ pub struct Identity {
     /// The revocations this process's verifier applies: a revocation written here is applied
     /// at once after its commit, before the event has gone round through Kafka.
     pub(crate) revocations: Revocations,
+    /// GetUser's read model: users read lately, dropped when PostgreSQL says they changed.
+    pub(crate) user_cache: Arc<UserCache>,
 }
 
 impl Identity {
@@ -131,6 +134,7 @@ impl Identity {
             Duration::from_millis(config.password_hash_queue_ms),
         );
         let decoy_hash = crate::passwords::hash_blocking("decoy password that matches nothing")?;
+        let user_cache = Arc::new(UserCache::new(config.user_cache_rows));
         Ok(Self {
             pool,
             keys: Arc::new(keys),
@@ -148,11 +152,17 @@ impl Identity {
             hashing,
             decoy_hash,
             revocations,
+            user_cache,
         })
     }
 
     pub fn keys(&self) -> &KeyRing {
         &self.keys
+    }
+
+    /// GetUser's read model, for the listener that keeps it ([`crate::user_cache::listen`]).
+    pub fn user_cache(&self) -> Arc<UserCache> {
+        self.user_cache.clone()
     }
 }
 

@@ -439,3 +439,73 @@ async fn dismissal_ends_sign_in_and_rehiring_restores_it() {
     );
     app.login(&hal.login_email).await.expect("signs in again");
 }
+
+#[tokio::test]
+async fn get_user_shows_a_change_at_once_whoever_made_it() {
+    // GetUser answers from the replica's memory once a user has been read; a change must still
+    // show at once to the caller who made it, and soon to everyone when made elsewhere.
+    let app = spawn_app().await;
+    let org = app.create_org(0).await;
+    let kept = app.create_user(&org, "kept", "").await;
+    let mut identity = app.identity.clone();
+    let read = |identity: &mut pb::identity_service_client::IdentityServiceClient<_>| {
+        let mut identity = identity.clone();
+        let (token, id) = (org.admin_token.clone(), kept.id.clone());
+        async move {
+            identity
+                .get_user(authed(&token, pb::GetUserRequest { id }))
+                .await
+                .expect("get user")
+                .into_inner()
+        }
+    };
+    for round in 0..20 {
+        read(&mut identity).await;
+        read(&mut identity).await;
+        let name = format!("Renamed{round}");
+        identity
+            .update_user(authed(
+                &org.admin_token,
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        id: kept.id.clone(),
+                        first_name: name.clone(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask("first_name"),
+                },
+            ))
+            .await
+            .expect("rename");
+        let after = read(&mut identity).await;
+        assert_eq!(
+            after.first_name, name,
+            "round {round}: GetUser right after UpdateUser answered the name before it"
+        );
+    }
+
+    // Changed behind this replica's back (another replica, an operator's SQL): shown once
+    // PostgreSQL's notification arrives, never kept stale.
+    read(&mut identity).await;
+    let id: uuid::Uuid = kept.id.parse().expect("user id");
+    sqlx::query("UPDATE users SET position = 'Set in SQL' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .expect("update in the database");
+    let changed = std::time::Instant::now();
+    loop {
+        if read(&mut identity).await.position == "Set in SQL" {
+            break;
+        }
+        assert!(
+            changed.elapsed() < std::time::Duration::from_secs(5),
+            "GetUser still answers the row from before a change made in the database 5 s ago"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "[read model] a change made in the database showed after {:?}",
+        changed.elapsed()
+    );
+}

@@ -17,7 +17,16 @@ impl Identity {
     pub async fn get_user(&self, principal: &Principal, id: &str) -> Result<UserRow> {
         let org_id = caller_org(principal)?;
         let id: UserId = parse_id("id", id)?;
-        store::users::get(&mut *self.pool.acquire().await?, org_id, id).await
+        if let Some(row) = self.user_cache.get(org_id, id) {
+            return Ok(row);
+        }
+        // Taken before the read: a change told of meanwhile keeps the row out.
+        let ticket = self.user_cache.ticket();
+        let row = store::users::get(&mut *self.pool.acquire().await?, org_id, id).await?;
+        if let Some(ticket) = ticket {
+            self.user_cache.keep(ticket, &row);
+        }
+        Ok(row)
     }
 
     #[tracing::instrument(skip_all)]
