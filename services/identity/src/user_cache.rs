@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::UserRow;
 
 /// The longest a row is answered after it was read from the database.
-pub const KEPT_FOR: Duration = Duration::from_secs(60);
+pub const KEPT_FOR: Duration = Duration::from_secs(300);
 
 /// How often the listener checks that notifications still reach it.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
