@@ -236,7 +236,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let web_url = web_listener
         .as_ref()
         .map(|l| format!("http://{}", l.local_addr().expect("local addr")));
-    let database_url = create_database(&env.database_url).await;
+    let database_url = create_migrated_database(&env.database_url).await;
     let kafka_brokers = options
         .kafka_brokers
         .clone()
@@ -816,13 +816,119 @@ pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// Every service's schema with the migrations each gets: what a Mailroom database holds.
+fn every_schema() -> [(&'static str, &'static sqlx::migrate::Migrator); 5] {
+    [
+        (mailroom_identity::SCHEMA, &mailroom_identity::MIGRATIONS),
+        (mailroom_access::SCHEMA, &mailroom_access::MIGRATIONS),
+        (mailroom_mailboxes::SCHEMA, &mailroom_mailboxes::MIGRATIONS),
+        (mailroom_sync::SCHEMA, &mailroom_sync::MIGRATIONS),
+        (
+            mailroom_invitations::SCHEMA,
+            &mailroom_invitations::MIGRATIONS,
+        ),
+    ]
+}
+
+/// Creates a database next to the stack's with every service's schema migrated, and returns
+/// its URL: a copy of a template migrated once (per set of migrations, on the stack's server)
+/// rather than migrating each test's database — about a quarter of a second a test saved.
+/// The services still run their migrations at start and find them applied; what migrating
+/// an empty database does is tested with [`create_database`].
+pub async fn create_migrated_database(server_url: &str) -> String {
+    let template = migrated_template(server_url).await;
+    create_database_from(server_url, Some(&template)).await
+}
+
+/// The name of the template database for this build's migrations, made (once, whichever test
+/// process gets there first) if the server has none.
+async fn migrated_template(server_url: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (schema, migrator) in every_schema() {
+        schema.hash(&mut hasher);
+        for migration in mailroom_platform::db::combined(migrator).iter() {
+            migration.version.hash(&mut hasher);
+            migration.checksum.hash(&mut hasher);
+        }
+    }
+    // `mailroom_test_` like every test database: .ci/test drops them all before a run.
+    let name = format!("mailroom_test_template_{:016x}", hasher.finish());
+    let admin = PgPool::connect(server_url)
+        .await
+        .expect("connect to the stack's PostgreSQL");
+    if !template_ready(&admin, &name).await {
+        // One session makes it; the others wait here, then find it ready.
+        let mut conn = admin.acquire().await.expect("a connection");
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+            .bind(&name)
+            .execute(&mut *conn)
+            .await
+            .expect("lock the template's making");
+        if !template_ready(&admin, &name).await {
+            // Left half-made by a process that died making it.
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                .execute(&admin)
+                .await
+                .expect("drop a half-made template");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .expect("create the template database");
+            let (base, _) = server_url
+                .rsplit_once('/')
+                .expect("DATABASE_URL ends in /dbname");
+            let url = SecretString::from(format!("{base}/{name}"));
+            for (schema, migrator) in every_schema() {
+                let pool = mailroom_platform::db::connect(&url, schema, 2)
+                    .await
+                    .expect("connect to the template database");
+                mailroom_platform::db::migrate(&pool, schema, migrator)
+                    .await
+                    .expect("migrate the template database");
+                // A database is copied only while nobody is connected to it.
+                pool.close().await;
+            }
+            sqlx::query(&format!("ALTER DATABASE {name} WITH IS_TEMPLATE true"))
+                .execute(&admin)
+                .await
+                .expect("mark the template ready");
+        }
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(&name)
+            .execute(&mut *conn)
+            .await
+            .expect("unlock the template's making");
+    }
+    admin.close().await;
+    name
+}
+
+/// Whether the template database `name` was made to its end (it is marked a template last).
+async fn template_ready(admin: &PgPool, name: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
+    )
+    .bind(name)
+    .fetch_one(admin)
+    .await
+    .expect("look for the template database")
+}
+
 /// Creates an empty database next to the stack's and returns its URL.
 pub async fn create_database(server_url: &str) -> String {
+    create_database_from(server_url, None).await
+}
+
+/// Creates a database next to the stack's, a copy of `template` if one is named, and returns
+/// its URL.
+async fn create_database_from(server_url: &str, template: Option<&str>) -> String {
     let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
     let admin = PgPool::connect(server_url)
         .await
         .expect("connect to the stack's PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    let template = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
+    sqlx::query(&format!("CREATE DATABASE {name}{template}"))
         .execute(&admin)
         .await
         .expect("create test database");

@@ -164,6 +164,7 @@ pub async fn start(
         callers: callers::CALLERS,
     };
     let consumer_group = identity.config.consumer_group.clone();
+    user_cache::announce_metrics();
     let (cache, listener_pool) = (identity.user_cache(), pool.clone());
     Ok(Started::new(platform, identity, pool, hosted, verifier)
         .named("users listener (GetUser's read model)", move |shutdown| {

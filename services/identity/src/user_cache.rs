@@ -21,13 +21,15 @@
 //! word, triggers disabled for a restore): the listener sends itself a heartbeat through the
 //! service's pool every [`HEARTBEAT`] and starts again when one does not come back within
 //! the next, and no row is answered longer than [`KEPT_FOR`] after it was read.
+//!
+//! Metrics: [`READS`] (by where the answer came from), [`LISTENING`] and [`ROWS`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use mailroom_platform::notify_listener::NotifyListener;
 use mailroom_platform::types::{OrgId, UserId};
-use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,24 @@ pub const KEPT_FOR: Duration = Duration::from_secs(300);
 
 /// How often the listener checks that notifications still reach it.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// GetUser's reads, by `from`: `memory` (answered from the read model) or `database`.
+pub const READS: &str = "mailroom_identity_user_reads_total";
+/// 1 while the users listener is connected and its heartbeats come back (the read model is
+/// in use), else 0 (every GetUser reads the database).
+pub const LISTENING: &str = "mailroom_identity_user_model_listening";
+/// Users the read model holds.
+pub const ROWS: &str = "mailroom_identity_user_model_rows";
+
+/// Gives the read model's series their first values, so dashboards and the alert on
+/// [`LISTENING`] have series to read before the first GetUser.
+pub fn announce_metrics() {
+    for from in ["memory", "database"] {
+        metrics::counter!(READS, "from" => from).increment(0);
+    }
+    metrics::gauge!(LISTENING).set(0.0);
+    metrics::gauge!(ROWS).set(0.0);
+}
 
 /// How the payload of a listener's heartbeat begins (each replica's own follows); any other
 /// payload that is not a user id drops every user.
@@ -85,15 +105,23 @@ impl UserCache {
 
     /// User `id` of organisation `org`, when kept.
     pub fn get(&self, org: OrgId, id: UserId) -> Option<UserRow> {
-        let state = self.state();
-        if !state.listening {
-            return None;
-        }
-        state
-            .rows
-            .get(&id)
-            .filter(|(row, read)| row.org_id == org && read.elapsed() < KEPT_FOR)
-            .map(|(row, _)| row.clone())
+        let found = {
+            let state = self.state();
+            state
+                .rows
+                .get(&id)
+                .filter(|(row, read)| {
+                    state.listening && row.org_id == org && read.elapsed() < KEPT_FOR
+                })
+                .map(|(row, _)| row.clone())
+        };
+        let from = if found.is_some() {
+            "memory"
+        } else {
+            "database"
+        };
+        metrics::counter!(READS, "from" => from).increment(1);
+        found
     }
 
     /// A ticket for a read about to ask the database; `None` when what it finds may not be
@@ -114,6 +142,7 @@ impl UserCache {
             state.rows.clear();
         }
         state.rows.insert(row.id, (row.clone(), Instant::now()));
+        metrics::gauge!(ROWS).set(state.rows.len() as f64);
     }
 
     /// A change the database told of: user `id`, or (`None`) any user.
@@ -126,6 +155,7 @@ impl UserCache {
             }
             None => state.rows.clear(),
         }
+        metrics::gauge!(ROWS).set(state.rows.len() as f64);
     }
 
     /// The listener connected (`true`, after its LISTEN) or lost its connection: either way
@@ -135,6 +165,8 @@ impl UserCache {
         state.generation += 1;
         state.rows.clear();
         state.listening = listening;
+        metrics::gauge!(ROWS).set(0.0);
+        metrics::gauge!(LISTENING).set(if listening { 1.0 } else { 0.0 });
     }
 
     /// A call of this replica that may write users begins; see [`Writing`].
@@ -176,13 +208,10 @@ pub fn channel(schema: &str) -> String {
     format!("{schema}_users")
 }
 
-const LISTENER_BACKOFF: Duration = Duration::from_millis(500);
-const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 /// Listens for changes to users on a connection of its own (apart from `pool`'s) until
-/// `shutdown`, telling `cache`; connects again after a back-off (doubling, at most 30 s)
-/// when the connection fails or a heartbeat sent through `pool` does not come back, keeping
-/// nothing meanwhile.
+/// `shutdown`, telling `cache`; connects again after a back-off ([`NotifyListener`]) when the
+/// connection fails or a heartbeat sent through `pool` does not come back, keeping nothing
+/// meanwhile.
 pub async fn listen(
     pool: PgPool,
     schema: String,
@@ -190,92 +219,74 @@ pub async fn listen(
     shutdown: CancellationToken,
 ) {
     let _not_listening = NotListeningWhenDropped(cache.clone());
-    let own = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_lazy_with((*pool.connect_options()).clone());
-    let channel = channel(&schema);
+    let name = channel(&schema);
+    let mut notifications = NotifyListener::new(
+        &pool,
+        name.clone(),
+        "users listener",
+        "GetUser reads the database until it listens again",
+    );
     // This replica's own: another replica's heartbeat on the same channel proves nothing here.
     let own_heartbeat = format!("{HEARTBEAT_PREFIX}{}", uuid::Uuid::new_v4());
-    let mut backoff = LISTENER_BACKOFF;
     while !shutdown.is_cancelled() {
-        let connected = async {
-            let mut listener = PgListener::connect_with(&own).await?;
-            listener.listen(&channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
-        let lost = match connected {
-            Ok(mut listener) => {
-                if backoff > LISTENER_BACKOFF {
-                    tracing::info!(%channel, "users listener connected again");
-                }
-                backoff = LISTENER_BACKOFF;
-                cache.listening(true);
-                let mut heartbeat = tokio::time::interval(HEARTBEAT);
-                heartbeat.tick().await;
-                let mut awaited = false;
-                let lost = loop {
-                    let received = tokio::select! {
-                        received = listener.try_recv() => received,
-                        _ = heartbeat.tick() => {
-                            if awaited {
-                                break Some(format!(
-                                    "its heartbeat did not come back within {} s",
-                                    HEARTBEAT.as_secs()
-                                ));
-                            }
-                            // Through the service's pool: notifications sent as its writes'
-                            // are must reach this listener.
-                            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
-                                .bind(&channel)
-                                .bind(&own_heartbeat)
-                                .execute(&pool)
-                                .await
-                            {
-                                tracing::debug!(%err, "users listener heartbeat not sent");
-                            } else {
-                                awaited = true;
-                            }
-                            continue;
-                        }
-                        _ = shutdown.cancelled() => break None,
-                    };
-                    match received {
-                        Ok(Some(notification))
-                            if notification.payload().starts_with(HEARTBEAT_PREFIX) =>
-                        {
-                            if notification.payload() == own_heartbeat {
-                                awaited = false;
-                            }
-                        }
-                        Ok(Some(notification)) => {
-                            cache.changed(notification.payload().parse().ok());
-                        }
-                        // The connection closed: what was sent meanwhile is lost.
-                        Ok(None) => break Some("the connection closed".to_owned()),
-                        Err(err) => break Some(err.to_string()),
-                    }
-                };
-                cache.listening(false);
-                lost
+        if !notifications.connect().await {
+            // Backing off after a failure (logged).
+            tokio::select! {
+                _ = tokio::time::sleep_until(notifications.retry_at().into()) => {}
+                _ = shutdown.cancelled() => break,
             }
-            Err(err) => Some(err.to_string()),
-        };
-        let Some(reason) = lost else { break };
-        tracing::warn!(
-            %reason,
-            %channel,
-            retry_in_ms = backoff.as_millis() as u64,
-            "users listener failed; GetUser reads the database until it listens again"
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => break,
+            continue;
         }
-        backoff = (backoff * 2).min(LISTENER_MAX_BACKOFF);
+        let Some(listener) = notifications.listener() else {
+            continue;
+        };
+        cache.listening(true);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        let mut awaited = false;
+        let lost = loop {
+            let received = tokio::select! {
+                received = listener.try_recv() => received,
+                _ = heartbeat.tick() => {
+                    if awaited {
+                        break Some(format!(
+                            "its heartbeat did not come back within {} s",
+                            HEARTBEAT.as_secs()
+                        ));
+                    }
+                    // Through the service's pool: notifications sent as its writes' are must
+                    // reach this listener.
+                    if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&name)
+                        .bind(&own_heartbeat)
+                        .execute(&pool)
+                        .await
+                    {
+                        tracing::debug!(%err, "users listener heartbeat not sent");
+                    } else {
+                        awaited = true;
+                    }
+                    continue;
+                }
+                _ = shutdown.cancelled() => break None,
+            };
+            match received {
+                Ok(Some(notification)) if notification.payload().starts_with(HEARTBEAT_PREFIX) => {
+                    if notification.payload() == own_heartbeat {
+                        awaited = false;
+                    }
+                }
+                Ok(Some(notification)) => cache.changed(notification.payload().parse().ok()),
+                // The connection closed: what was sent meanwhile is lost.
+                Ok(None) => break Some("the connection closed".to_owned()),
+                Err(err) => break Some(err.to_string()),
+            }
+        };
+        cache.listening(false);
+        match lost {
+            Some(reason) => notifications.failed(&reason),
+            None => break,
+        }
     }
 }
 
@@ -371,6 +382,40 @@ mod tests {
         assert!(cache.ticket().is_none());
         cache.listening(true);
         assert!(cache.get(org, id).is_none(), "kept across a reconnect");
+    }
+
+    /// The value of the series `series` (name and labels as rendered) in `rendered`.
+    fn value(rendered: &str, series: &str) -> Option<f64> {
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse().ok())
+    }
+
+    #[test]
+    fn its_metrics_tell_answers_from_memory_from_reads_of_the_database() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let (org, id) = (OrgId::new(), UserId::new());
+        metrics::with_local_recorder(&recorder, || {
+            announce_metrics();
+            let cache = listening(10);
+            assert!(cache.get(org, id).is_none());
+            cache.keep(cache.ticket().expect("ticket"), &row(org, id, "ann"));
+            assert!(cache.get(org, id).is_some());
+            assert!(cache.get(org, id).is_some());
+        });
+        let rendered = handle.render();
+        let reads = |from: &str| value(&rendered, &format!("{READS}{{from=\"{from}\"}}"));
+        assert_eq!(reads("memory"), Some(2.0), "{rendered}");
+        assert_eq!(reads("database"), Some(1.0), "{rendered}");
+        assert_eq!(value(&rendered, LISTENING), Some(1.0), "{rendered}");
+        assert_eq!(value(&rendered, ROWS), Some(1.0), "{rendered}");
+
+        metrics::with_local_recorder(&recorder, || listening(10).listening(false));
+        let rendered = handle.render();
+        assert_eq!(value(&rendered, LISTENING), Some(0.0), "{rendered}");
+        assert_eq!(value(&rendered, ROWS), Some(0.0), "{rendered}");
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`db`]: the PostgreSQL pool (one schema per service) and migrations; [`pool_metrics`]:
 //!   its connections in use, as gauges; [`schema`]: whether a schema is one this binary can
 //!   run on (expand/contract) when it does not migrate at start.
+//! - [`notify_listener`]: a PostgreSQL `LISTEN` on a connection of its own, connected again
+//!   after a back-off (the outbox relay's wake-ups, identity's read model).
 //! - [`readiness`]: whether the hosted services are ready (database, broker, revocations,
 //!   draining), for gRPC health and `/readyz`.
 //! - [`outbox`], [`kafka`], [`consumer`]: events written with state, relayed to Kafka,
@@ -48,6 +50,7 @@ pub mod grpc_tls;
 pub mod hosting;
 pub mod kafka;
 pub mod metrics;
+pub mod notify_listener;
 pub mod outbox;
 pub mod pool_metrics;
 pub mod port;

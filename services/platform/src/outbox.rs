@@ -49,7 +49,6 @@ use chrono::Utc;
 use prost::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -57,6 +56,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::kafka::tail::{self, OUTBOX_HEADER};
 use crate::kafka::{KafkaSettings, RelayProducer, Topic};
+use crate::notify_listener::NotifyListener;
 use crate::proto::events::v1::{actor, envelope::Payload, Actor, Envelope};
 use crate::types::{OrgId, UserId};
 
@@ -945,79 +945,21 @@ impl Relay {
 /// while it listens (a safety net for a listener that misses notifications unnoticed), every
 /// second while it cannot.
 ///
-/// The listener has a connection of its own, apart from the service's pool. When it fails,
-/// it is dropped and connected again after a back-off (doubling, at most 30 s) while the relay
-/// polls; it never makes the relay loop without sleeping. A notification sent while the
-/// listener was not connected is lost, so the relay looks for rows once each time it begins
-/// listening (a listener connected again included).
-struct Wakeups {
-    /// One connection, for the listener.
-    pool: PgPool,
-    channel: String,
-    listener: Option<PgListener>,
-    retry_at: Instant,
-    backoff: Duration,
-}
-
-const LISTENER_BACKOFF: Duration = Duration::from_millis(500);
-const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The listener ([`NotifyListener`]) has a connection of its own, apart from the service's
+/// pool, and is connected again after a back-off when it fails, while the relay polls; it
+/// never makes the relay loop without sleeping. A notification sent while the listener was not
+/// connected is lost, so the relay looks for rows once each time it begins listening (a
+/// listener connected again included).
+struct Wakeups(NotifyListener);
 
 impl Wakeups {
     fn new(pool: &PgPool, schema: &str) -> Self {
-        let options = (*pool.connect_options()).clone();
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with(options);
-        Self {
+        Self(NotifyListener::new(
             pool,
-            channel: format!("{schema}_outbox"),
-            listener: None,
-            retry_at: Instant::now(),
-            backoff: LISTENER_BACKOFF,
-        }
-    }
-
-    /// Connects the listener if it has none and its back-off is over; whether it has just
-    /// begun listening.
-    async fn connect(&mut self) -> bool {
-        if self.listener.is_some() || Instant::now() < self.retry_at {
-            return false;
-        }
-        let listening = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
-            listener.listen(&self.channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
-        match listening {
-            Ok(listener) => {
-                if self.backoff > LISTENER_BACKOFF {
-                    tracing::info!(channel = %self.channel, "outbox listener connected again");
-                }
-                self.listener = Some(listener);
-                self.backoff = LISTENER_BACKOFF;
-                true
-            }
-            Err(err) => {
-                self.failed(&err);
-                false
-            }
-        }
-    }
-
-    fn failed(&mut self, err: &sqlx::Error) {
-        tracing::warn!(
-            %err,
-            channel = %self.channel,
-            retry_in_ms = self.backoff.as_millis() as u64,
-            "outbox listener failed; polling until it is connected again"
-        );
-        self.listener = None;
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(LISTENER_MAX_BACKOFF);
+            format!("{schema}_outbox"),
+            "outbox listener",
+            "polling until it is connected again",
+        ))
     }
 
     /// Waits for a notification (those already received count as one), for `listening`
@@ -1026,10 +968,10 @@ impl Wakeups {
     /// A listener error waits for `idle`; a lost connection returns at once, and the listener
     /// connects again at the next wait.
     async fn wait(&mut self, idle: Duration, listening: Duration, shutdown: &CancellationToken) {
-        if self.connect().await {
+        if self.0.connect().await {
             return;
         }
-        let Some(listener) = self.listener.as_mut() else {
+        let Some(listener) = self.0.listener() else {
             sleep_or_cancel(idle, shutdown).await;
             return;
         };
@@ -1045,13 +987,9 @@ impl Wakeups {
                 {
                 }
             }
-            Some(Ok(None)) => {
-                tracing::debug!(channel = %self.channel, "outbox listener's connection lost; listening again");
-                self.listener = None;
-                self.retry_at = Instant::now() + LISTENER_BACKOFF;
-            }
+            Some(Ok(None)) => self.0.closed(),
             Some(Err(err)) => {
-                self.failed(&err);
+                self.0.failed(&err);
                 sleep_or_cancel(idle, shutdown).await;
             }
             None => {}
@@ -1178,7 +1116,7 @@ mod tests {
     async fn the_relay_wakes_on_a_notification_and_otherwise_rests() {
         let url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let pool = PgPoolOptions::new()
+        let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect(&url)
             .await
@@ -1191,7 +1129,7 @@ mod tests {
         // Just listening: back at once, so the relay looks for rows written before.
         let started = Instant::now();
         wakeups.wait(idle, rest, &shutdown).await;
-        assert!(wakeups.listener.is_some(), "the listener connected");
+        assert!(wakeups.0.listener().is_some(), "the listener connected");
         assert!(started.elapsed() < Duration::from_millis(500));
 
         // Nothing written: it rests for the whole listening poll.

@@ -1,0 +1,122 @@
+//! A PostgreSQL `LISTEN` on one channel, on a connection of its own (apart from the service's
+//! pool, so a busy pool never starves it and it never holds one of the pool's connections),
+//! connected again after a back-off when it fails: what the outbox relay's wake-ups and
+//! identity's read model listen with.
+//!
+//! A notification sent while no listener is connected is lost; each user of a
+//! [`NotifyListener`] says what it does about that (the relay looks for rows once it listens
+//! again, the read model starts empty).
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::PgPool;
+
+/// The first wait before connecting again; it doubles after each failure in a row.
+pub const BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait before connecting again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A `LISTEN` on `channel` that connects again after a back-off ([`NotifyListener::connect`]).
+pub struct NotifyListener {
+    /// One connection, for the listener.
+    pool: PgPool,
+    channel: String,
+    /// Who listens, for the log: "outbox listener", "users listener".
+    who: &'static str,
+    /// What its users do while it is not connected, for the log.
+    meanwhile: &'static str,
+    listener: Option<PgListener>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl NotifyListener {
+    /// A listener on `channel`, not connected yet, connecting with `pool`'s options (not
+    /// through it). `who` names it in the log and `meanwhile` says what happens while it is not
+    /// connected ("polling until it is connected again").
+    pub fn new(pool: &PgPool, channel: String, who: &'static str, meanwhile: &'static str) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        Self {
+            pool,
+            channel,
+            who,
+            meanwhile,
+            listener: None,
+            retry_at: Instant::now(),
+            backoff: BACKOFF,
+        }
+    }
+
+    /// The channel listened on.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Connects and listens if it is not connected and its back-off is over; whether it has
+    /// just begun listening (so whatever was sent before is unknown to its user). A failure is
+    /// logged and starts the back-off.
+    pub async fn connect(&mut self) -> bool {
+        if self.listener.is_some() || Instant::now() < self.retry_at {
+            return false;
+        }
+        let listening = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(&self.channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match listening {
+            Ok(listener) => {
+                if self.backoff > BACKOFF {
+                    tracing::info!(channel = %self.channel, "{} connected again", self.who);
+                }
+                self.listener = Some(listener);
+                self.backoff = BACKOFF;
+                true
+            }
+            Err(err) => {
+                self.failed(&err);
+                false
+            }
+        }
+    }
+
+    /// The connected listener, if any.
+    pub fn listener(&mut self) -> Option<&mut PgListener> {
+        self.listener.as_mut()
+    }
+
+    /// The listener failed (`reason`): it is dropped, the failure logged, and the next
+    /// [`NotifyListener::connect`] waits out a back-off that doubles with each failure in a
+    /// row (at most [`MAX_BACKOFF`]).
+    pub fn failed(&mut self, reason: &dyn std::fmt::Display) {
+        tracing::warn!(
+            %reason,
+            channel = %self.channel,
+            retry_in_ms = self.backoff.as_millis() as u64,
+            "{} failed; {}", self.who, self.meanwhile
+        );
+        self.listener = None;
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// The connection closed (a server restart, an idle timeout): dropped without a warning,
+    /// and connected again after the first back-off.
+    pub fn closed(&mut self) {
+        tracing::debug!(channel = %self.channel, "{}'s connection closed; listening again", self.who);
+        self.listener = None;
+        self.retry_at = Instant::now() + BACKOFF;
+    }
+
+    /// When [`NotifyListener::connect`] may next try (now, when it is not backing off).
+    pub fn retry_at(&self) -> Instant {
+        self.retry_at
+    }
+}
