@@ -134,7 +134,9 @@ for where, name in metric_refs:
 
 # `mailroom serve all` against the local stack.
 binary = "target/debug/mailroom"
-subprocess.run(["cargo", "build", "-q", "-p", "mailroom"], check=True)
+# Every target, as .ci/test builds: `-p mailroom` alone resolves the dependencies' features
+# differently and would compile about a hundred crates again after CI's build.
+subprocess.run(["cargo", "build", "-q", "--workspace", "--all-targets"], check=True)
 keygen = lambda *a: subprocess.run([binary, "keygen", *a], check=True, capture_output=True, text=True).stdout.strip()  # noqa: E731
 env = dict(os.environ)
 # A database, topics and consumer groups of its own: `serve all` under the defaults would join

@@ -836,13 +836,41 @@ fn every_schema() -> [(&'static str, &'static sqlx::migrate::Migrator); 5] {
 /// The services still run their migrations at start and find them applied; what migrating
 /// an empty database does is tested with [`create_database`].
 pub async fn create_migrated_database(server_url: &str) -> String {
-    let template = migrated_template(server_url).await;
-    create_database_from(server_url, Some(&template)).await
+    let template = template_name();
+    let name = new_database_name();
+    let admin = PgPool::connect(server_url)
+        .await
+        .expect("connect to the stack's PostgreSQL");
+    let mut conn = admin.acquire().await.expect("a connection");
+    // Copies hold the template's lock shared; making it (and .ci/test dropping it) holds it
+    // alone, so no copy meets a template half made or being dropped.
+    loop {
+        advisory(&mut conn, "pg_advisory_lock_shared", &template).await;
+        let ready = template_ready(&mut conn, &template).await;
+        if ready {
+            sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                .execute(&mut *conn)
+                .await
+                .expect("create test database from the migrated template");
+        }
+        advisory(&mut conn, "pg_advisory_unlock_shared", &template).await;
+        if ready {
+            break;
+        }
+        advisory(&mut conn, "pg_advisory_lock", &template).await;
+        if !template_ready(&mut conn, &template).await {
+            make_template(&mut conn, server_url, &template).await;
+        }
+        advisory(&mut conn, "pg_advisory_unlock", &template).await;
+    }
+    drop(conn);
+    admin.close().await;
+    database_url(server_url, &name)
 }
 
-/// The name of the template database for this build's migrations, made (once, whichever test
-/// process gets there first) if the server has none.
-async fn migrated_template(server_url: &str) -> String {
+/// The name of the template database for this build's migrations: `mailroom_test_` like every
+/// test database, so .ci/test drops it with them before a run.
+fn template_name() -> String {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for (schema, migrator) in every_schema() {
@@ -852,91 +880,86 @@ async fn migrated_template(server_url: &str) -> String {
             migration.checksum.hash(&mut hasher);
         }
     }
-    // `mailroom_test_` like every test database: .ci/test drops them all before a run.
-    let name = format!("mailroom_test_template_{:016x}", hasher.finish());
-    let admin = PgPool::connect(server_url)
+    format!("mailroom_test_template_{:016x}", hasher.finish())
+}
+
+/// Runs the advisory-lock function `function` on `conn` with the template's name as its key
+/// (.ci/test takes the same key as `hashtext(name)`).
+async fn advisory(conn: &mut sqlx::PgConnection, function: &str, template: &str) {
+    sqlx::query(&format!("SELECT {function}(hashtext($1))"))
+        .bind(template)
+        .execute(conn)
         .await
-        .expect("connect to the stack's PostgreSQL");
-    if !template_ready(&admin, &name).await {
-        // One session makes it; the others wait here, then find it ready.
-        let mut conn = admin.acquire().await.expect("a connection");
-        sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-            .bind(&name)
-            .execute(&mut *conn)
+        .expect("the template's advisory lock");
+}
+
+/// Makes the template database `template` on the server: every schema migrated, then marked a
+/// template (the sign it is whole) that nobody may connect to (a session connected to it
+/// would make every copy fail).
+async fn make_template(conn: &mut sqlx::PgConnection, server_url: &str, template: &str) {
+    // Left half-made by a process that died making it.
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {template}"))
+        .execute(&mut *conn)
+        .await
+        .expect("drop a half-made template");
+    sqlx::query(&format!("CREATE DATABASE {template}"))
+        .execute(&mut *conn)
+        .await
+        .expect("create the template database");
+    let url = SecretString::from(database_url(server_url, template));
+    for (schema, migrator) in every_schema() {
+        // Two connections: migrating holds one while it looks for invalid indexes.
+        let pool = mailroom_platform::db::connect(&url, schema, 2)
             .await
-            .expect("lock the template's making");
-        if !template_ready(&admin, &name).await {
-            // Left half-made by a process that died making it.
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                .execute(&admin)
-                .await
-                .expect("drop a half-made template");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&admin)
-                .await
-                .expect("create the template database");
-            let (base, _) = server_url
-                .rsplit_once('/')
-                .expect("DATABASE_URL ends in /dbname");
-            let url = SecretString::from(format!("{base}/{name}"));
-            for (schema, migrator) in every_schema() {
-                let pool = mailroom_platform::db::connect(&url, schema, 2)
-                    .await
-                    .expect("connect to the template database");
-                mailroom_platform::db::migrate(&pool, schema, migrator)
-                    .await
-                    .expect("migrate the template database");
-                // A database is copied only while nobody is connected to it.
-                pool.close().await;
-            }
-            sqlx::query(&format!("ALTER DATABASE {name} WITH IS_TEMPLATE true"))
-                .execute(&admin)
-                .await
-                .expect("mark the template ready");
-        }
-        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
-            .bind(&name)
-            .execute(&mut *conn)
+            .expect("connect to the template database");
+        mailroom_platform::db::migrate(&pool, schema, migrator)
             .await
-            .expect("unlock the template's making");
+            .expect("migrate the template database");
+        pool.close().await;
     }
-    admin.close().await;
-    name
+    sqlx::query(&format!(
+        "ALTER DATABASE {template} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut *conn)
+    .await
+    .expect("mark the template whole");
 }
 
 /// Whether the template database `name` was made to its end (it is marked a template last).
-async fn template_ready(admin: &PgPool, name: &str) -> bool {
+async fn template_ready(conn: &mut sqlx::PgConnection, name: &str) -> bool {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
     )
     .bind(name)
-    .fetch_one(admin)
+    .fetch_one(conn)
     .await
     .expect("look for the template database")
 }
 
 /// Creates an empty database next to the stack's and returns its URL.
 pub async fn create_database(server_url: &str) -> String {
-    create_database_from(server_url, None).await
-}
-
-/// Creates a database next to the stack's, a copy of `template` if one is named, and returns
-/// its URL.
-async fn create_database_from(server_url: &str, template: Option<&str>) -> String {
-    let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
+    let name = new_database_name();
     let admin = PgPool::connect(server_url)
         .await
         .expect("connect to the stack's PostgreSQL");
-    let template = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
-    sqlx::query(&format!("CREATE DATABASE {name}{template}"))
+    sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
         .expect("create test database");
     admin.close().await;
-    let (base, _) = server_url
-        .rsplit_once('/')
-        .expect("DATABASE_URL ends in /dbname");
-    format!("{base}/{name}")
+    database_url(server_url, &name)
+}
+
+fn new_database_name() -> String {
+    format!("mailroom_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `server_url` naming database `name` instead of its own (its parameters — `sslmode` and the
+/// like — kept).
+fn database_url(server_url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(server_url).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.into()
 }
 
 /// Adds `authorization: Bearer token` to a request.

@@ -20,7 +20,9 @@
 //! even when notifications stop arriving unnoticed (a connection a firewall dropped without a
 //! word, triggers disabled for a restore): the listener sends itself a heartbeat through the
 //! service's pool every [`HEARTBEAT`] and starts again when one does not come back within
-//! the next, and no row is answered longer than [`KEPT_FOR`] after it was read.
+//! the next (the read model is used only once the first has come back: a pooler in
+//! transaction mode accepts `LISTEN` and never delivers), and no row is answered longer than
+//! [`KEPT_FOR`] after it was read.
 //!
 //! Metrics: [`READS`] (by where the answer came from), [`LISTENING`] and [`ROWS`].
 
@@ -28,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mailroom_platform::notify_listener::NotifyListener;
+use mailroom_platform::notify_listener::{Connect, NotifyListener, BACKOFF};
 use mailroom_platform::types::{OrgId, UserId};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +45,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// GetUser's reads, by `from`: `memory` (answered from the read model) or `database`.
 pub const READS: &str = "mailroom_identity_user_reads_total";
-/// 1 while the users listener is connected and its heartbeats come back (the read model is
-/// in use), else 0 (every GetUser reads the database).
+/// 1 from when the users listener's first heartbeat comes back until it is lost (a heartbeat
+/// not back within [`HEARTBEAT`], the connection closed): the read model is in use; else 0
+/// (every GetUser reads the database).
 pub const LISTENING: &str = "mailroom_identity_user_model_listening";
 /// Users the read model holds.
 pub const ROWS: &str = "mailroom_identity_user_model_rows";
@@ -229,63 +232,90 @@ pub async fn listen(
     // This replica's own: another replica's heartbeat on the same channel proves nothing here.
     let own_heartbeat = format!("{HEARTBEAT_PREFIX}{}", uuid::Uuid::new_v4());
     while !shutdown.is_cancelled() {
-        if !notifications.connect().await {
+        if notifications.connect().await != Connect::Began {
             // Backing off after a failure (logged).
             tokio::select! {
-                _ = tokio::time::sleep_until(notifications.retry_at().into()) => {}
+                _ = tokio::time::sleep_until(notifications.retry_at().max(Instant::now() + BACKOFF).into()) => {}
                 _ = shutdown.cancelled() => break,
             }
             continue;
         }
-        let Some(listener) = notifications.listener() else {
-            continue;
-        };
-        cache.listening(true);
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.tick().await;
-        let mut awaited = false;
-        let lost = loop {
-            let received = tokio::select! {
-                received = listener.try_recv() => received,
-                _ = heartbeat.tick() => {
-                    if awaited {
-                        break Some(format!(
-                            "its heartbeat did not come back within {} s",
-                            HEARTBEAT.as_secs()
-                        ));
-                    }
-                    // Through the service's pool: notifications sent as its writes' are must
-                    // reach this listener.
-                    if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(&name)
-                        .bind(&own_heartbeat)
-                        .execute(&pool)
-                        .await
-                    {
-                        tracing::debug!(%err, "users listener heartbeat not sent");
-                    } else {
-                        awaited = true;
-                    }
-                    continue;
-                }
-                _ = shutdown.cancelled() => break None,
-            };
-            match received {
-                Ok(Some(notification)) if notification.payload().starts_with(HEARTBEAT_PREFIX) => {
-                    if notification.payload() == own_heartbeat {
-                        awaited = false;
-                    }
-                }
-                Ok(Some(notification)) => cache.changed(notification.payload().parse().ok()),
-                // The connection closed: what was sent meanwhile is lost.
-                Ok(None) => break Some("the connection closed".to_owned()),
-                Err(err) => break Some(err.to_string()),
-            }
-        };
+        let lost = hear_changes(
+            &mut notifications,
+            &pool,
+            &name,
+            &own_heartbeat,
+            &cache,
+            &shutdown,
+        )
+        .await;
         cache.listening(false);
         match lost {
             Some(reason) => notifications.failed(&reason),
             None => break,
+        }
+    }
+}
+
+/// Tells `cache` of the changes `notifications` (just connected) hears until its connection
+/// fails (why: `Some`) or `shutdown` (`None`). The cache is marked listening only once this
+/// replica's own heartbeat, sent through `pool`, has come back: a `LISTEN` that succeeded
+/// proves nothing (a pooler in transaction mode accepts it and never delivers).
+async fn hear_changes(
+    notifications: &mut NotifyListener,
+    pool: &PgPool,
+    channel: &str,
+    own_heartbeat: &str,
+    cache: &UserCache,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let mut confirmed = false;
+    // The first tick is at once: a heartbeat is sent as soon as it listens.
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut awaited = false;
+    loop {
+        let Some(listener) = notifications.listener() else {
+            return Some("the listener is gone".to_owned());
+        };
+        let received = tokio::select! {
+            received = listener.try_recv() => received,
+            _ = heartbeat.tick() => {
+                if awaited {
+                    return Some(format!(
+                        "its heartbeat did not come back within {} s",
+                        HEARTBEAT.as_secs()
+                    ));
+                }
+                // Through the service's pool: notifications sent as its writes' are must reach
+                // this listener.
+                match sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(channel)
+                    .bind(own_heartbeat)
+                    .execute(pool)
+                    .await
+                {
+                    Ok(_) => awaited = true,
+                    Err(err) => tracing::debug!(%err, "users listener heartbeat not sent"),
+                }
+                continue;
+            }
+            _ = shutdown.cancelled() => return None,
+        };
+        match received {
+            Ok(Some(notification)) if notification.payload().starts_with(HEARTBEAT_PREFIX) => {
+                if notification.payload() == own_heartbeat {
+                    awaited = false;
+                    if !confirmed {
+                        confirmed = true;
+                        notifications.working();
+                        cache.listening(true);
+                    }
+                }
+            }
+            Ok(Some(notification)) => cache.changed(notification.payload().parse().ok()),
+            // The connection closed: what was sent meanwhile is lost.
+            Ok(None) => return Some("the connection closed".to_owned()),
+            Err(err) => return Some(err.to_string()),
         }
     }
 }

@@ -17,6 +17,17 @@ pub const BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait before connecting again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What [`NotifyListener::connect`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// It was listening already.
+    Listening,
+    /// It has just begun listening: whatever was sent before is unknown to its user.
+    Began,
+    /// It is not listening: its back-off is not over, or connecting failed (logged).
+    NotNow,
+}
+
 /// A `LISTEN` on `channel` that connects again after a back-off ([`NotifyListener::connect`]).
 pub struct NotifyListener {
     /// One connection, for the listener.
@@ -58,12 +69,17 @@ impl NotifyListener {
         &self.channel
     }
 
-    /// Connects and listens if it is not connected and its back-off is over; whether it has
-    /// just begun listening (so whatever was sent before is unknown to its user). A failure is
-    /// logged and starts the back-off.
-    pub async fn connect(&mut self) -> bool {
-        if self.listener.is_some() || Instant::now() < self.retry_at {
-            return false;
+    /// Connects and listens if it is not connected and its back-off is over. A failure is
+    /// logged and starts the back-off. The back-off is reset only by [`NotifyListener::working`]:
+    /// a `LISTEN` that succeeds proves nothing about notifications arriving (a pooler in
+    /// transaction mode accepts it and never delivers), so a listener that connects and fails
+    /// over and over waits longer each time.
+    pub async fn connect(&mut self) -> Connect {
+        if self.listener.is_some() {
+            return Connect::Listening;
+        }
+        if Instant::now() < self.retry_at {
+            return Connect::NotNow;
         }
         let listening = async {
             let mut listener = PgListener::connect_with(&self.pool).await?;
@@ -73,18 +89,23 @@ impl NotifyListener {
         .await;
         match listening {
             Ok(listener) => {
-                if self.backoff > BACKOFF {
-                    tracing::info!(channel = %self.channel, "{} connected again", self.who);
-                }
                 self.listener = Some(listener);
-                self.backoff = BACKOFF;
-                true
+                Connect::Began
             }
             Err(err) => {
                 self.failed(&err);
-                false
+                Connect::NotNow
             }
         }
+    }
+
+    /// Its user saw notifications arrive (the outbox: the `LISTEN` succeeded; the read model:
+    /// its own heartbeat came back): the back-off starts again from [`BACKOFF`].
+    pub fn working(&mut self) {
+        if self.backoff > BACKOFF {
+            tracing::info!(channel = %self.channel, "{} connected again", self.who);
+        }
+        self.backoff = BACKOFF;
     }
 
     /// The connected listener, if any.

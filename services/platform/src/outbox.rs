@@ -56,7 +56,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::kafka::tail::{self, OUTBOX_HEADER};
 use crate::kafka::{KafkaSettings, RelayProducer, Topic};
-use crate::notify_listener::NotifyListener;
+use crate::notify_listener::{Connect, NotifyListener};
 use crate::proto::events::v1::{actor, envelope::Payload, Actor, Envelope};
 use crate::types::{OrgId, UserId};
 
@@ -968,7 +968,10 @@ impl Wakeups {
     /// A listener error waits for `idle`; a lost connection returns at once, and the listener
     /// connects again at the next wait.
     async fn wait(&mut self, idle: Duration, listening: Duration, shutdown: &CancellationToken) {
-        if self.0.connect().await {
+        if self.0.connect().await == Connect::Began {
+            // No heartbeat here: the poll every LISTENING_POLL bounds a listener that hears
+            // nothing.
+            self.0.working();
             return;
         }
         let Some(listener) = self.0.listener() else {

@@ -826,11 +826,12 @@ fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// The backends of this app's database listening for the outbox (the relay's listener).
+/// The backends of this app's database listening for the outbox (the relay's listener; not
+/// identity's users listener, which listens on `identity_users`).
 async fn listeners(app: &TestApp) -> Vec<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
+         AND query LIKE 'LISTEN %\\_outbox%' AND pid <> pg_backend_pid()",
     )
     .fetch_all(&app.pool)
     .await
