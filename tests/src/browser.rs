@@ -22,7 +22,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use crate::TestApp;
+use crate::{free_port, TestApp};
 
 /// How long [`Browser::wait_for`] and friends wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -58,13 +58,6 @@ extern "C" fn stop_driver_at_exit() {
 
 fn env_path(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port for chromedriver: {e}"))
 }
 
 fn port_open(port: u16) -> bool {

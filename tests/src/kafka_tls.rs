@@ -67,10 +67,7 @@ impl TlsBroker {
 
         let front = TcpListener::bind("127.0.0.1:0").await.expect("TLS front");
         let addr = front.local_addr().expect("front address");
-        let plain_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let plain_port = crate::free_port();
         let tansu = start_tansu(&tansu_bin(), plain_port, addr.port());
         let handshakes = Arc::new(AtomicUsize::new(0));
         let counted = handshakes.clone();
@@ -129,10 +126,7 @@ pub struct SaslBroker {
 
 impl SaslBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::free_port();
         let tansu = start_tansu_with(&tansu_bin(), port, port, &["--authentication"]);
         Self { port, tansu }
     }

@@ -816,6 +816,32 @@ pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// A loopback port nothing listens on at the moment, for a process a test starts: below the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`), from which every connection of
+/// the tests running beside it takes its local port. A port from that range (port 0's) could
+/// be taken by one of those connections before the process bound it ("address already in
+/// use", seen in CI); and above the local stack's own ports (10024–19092).
+pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 20_000;
+    if ephemeral_low > LOWEST + 1_000 {
+        let span = u128::from(ephemeral_low - LOWEST);
+        for _ in 0..200 {
+            let port = LOWEST + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Every service's schema with the migrations each gets: what a Mailroom database holds.
 fn every_schema() -> [(&'static str, &'static sqlx::migrate::Migrator); 5] {
     [
@@ -1290,10 +1316,7 @@ impl Broker {
         let bin = StackEnv::load()
             .tansu_bin
             .expect("TANSU_BIN is set by .ci/test");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let mut broker = Self {
             bin,
             port,
@@ -1498,10 +1521,7 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// A free port, nothing listening on it yet.
     pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
+        crate::free_port()
     }
 
     pub fn start() -> Self {

@@ -44,31 +44,7 @@ pub fn test_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// A loopback port nothing listens on at the moment, for a process a test starts: below the
-/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`), from which every connection of
-/// the tests running beside it takes its local port. A port from that range (port 0's) could
-/// be taken by one of those connections before the process bound it ("address already in
-/// use", seen in CI); and above the local stack's own ports (10024–19092).
-pub fn free_port() -> u16 {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    const LOWEST: u16 = 20_000;
-    if ephemeral_low > LOWEST + 1_000 {
-        let span = u128::from(ephemeral_low - LOWEST);
-        for _ in 0..200 {
-            let port = LOWEST + (uuid::Uuid::new_v4().as_u128() % span) as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+pub use crate::free_port;
 
 /// The `mailroom` binary: `MAILROOM_BIN`, else the one next to this test executable
 /// (`target/debug/mailroom`, which `.ci/chaos` builds first with `cargo build -p mailroom`).

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use mailroom_identity::keys::KeyRing;
 use mailroom_platform::config::PlatformConfig;
 use mailroom_tests::access::{object, request};
+use mailroom_tests::chaos::free_port;
 use mailroom_tests::{
     access_pb as apb, authed, identity_config, identity_pb as pb, mailboxes_pb as mpb,
     spawn_app_with_access, test_secret, TestApp,
@@ -101,14 +102,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Binds `port` on loopback, waiting for a just-closed listener to let go of it.
