@@ -842,6 +842,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port nothing listens on, for a test that needs a refused connection: one the
+/// kernel handed out and took back (from the ephemeral range, where no test's process listens,
+/// unlike [`free_port`]'s).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Every service's schema with the migrations each gets: what a Mailroom database holds.
 fn every_schema() -> [(&'static str, &'static sqlx::migrate::Migrator); 5] {
     [

@@ -287,15 +287,25 @@ async fn hear_changes(
                     ));
                 }
                 // Through the service's pool: notifications sent as its writes' are must reach
-                // this listener.
-                match sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(channel)
-                    .bind(own_heartbeat)
-                    .execute(pool)
-                    .await
-                {
-                    Ok(_) => awaited = true,
-                    Err(err) => tracing::debug!(%err, "users listener heartbeat not sent"),
+                // this listener. One that cannot be sent counts as one that did not come back:
+                // the listener's state is unknown while the pool cannot send.
+                let sent = tokio::time::timeout(
+                    HEARTBEAT / 2,
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(channel)
+                        .bind(own_heartbeat)
+                        .execute(pool),
+                )
+                .await;
+                match sent {
+                    Ok(Ok(_)) => awaited = true,
+                    Ok(Err(err)) => return Some(format!("its heartbeat could not be sent: {err}")),
+                    Err(_) => {
+                        return Some(format!(
+                            "its heartbeat could not be sent within {} s",
+                            (HEARTBEAT / 2).as_secs()
+                        ))
+                    }
                 }
                 continue;
             }

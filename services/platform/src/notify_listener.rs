@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
 /// The first wait before connecting again; it doubles after each failure in a row.
@@ -30,8 +30,8 @@ pub enum Connect {
 
 /// A `LISTEN` on `channel` that connects again after a back-off ([`NotifyListener::connect`]).
 pub struct NotifyListener {
-    /// One connection, for the listener.
-    pool: PgPool,
+    /// How the service's pool connects; each attempt opens a pool of one connection of its own.
+    options: PgConnectOptions,
     channel: String,
     /// Who listens, for the log: "outbox listener", "users listener".
     who: &'static str,
@@ -47,14 +47,8 @@ impl NotifyListener {
     /// through it). `who` names it in the log and `meanwhile` says what happens while it is not
     /// connected ("polling until it is connected again").
     pub fn new(pool: &PgPool, channel: String, who: &'static str, meanwhile: &'static str) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with((*pool.connect_options()).clone());
         Self {
-            pool,
+            options: (*pool.connect_options()).clone(),
             channel,
             who,
             meanwhile,
@@ -81,8 +75,21 @@ impl NotifyListener {
         if Instant::now() < self.retry_at {
             return Connect::NotNow;
         }
+        // A pool of its own for each attempt: a dropped listener returns its connection to its
+        // pool only after an `UNLISTEN *` on it, which on a connection a firewall dropped
+        // silently waits for TCP to give up (minutes); a shared pool of one would make every
+        // later attempt wait for that connection.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(self.options.clone());
         let listening = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
+            let mut listener = PgListener::connect_with(&pool).await?;
+            // A lost connection is told (`Ok(None)`) and left to this type to connect again
+            // after its back-off, not connected again inside `try_recv`.
+            listener.eager_reconnect(false);
             listener.listen(&self.channel).await?;
             Ok::<_, sqlx::Error>(listener)
         }

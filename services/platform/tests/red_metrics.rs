@@ -18,7 +18,7 @@ use tower::Service;
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 /// A request header that makes the handler take this many milliseconds.
 const DELAY: &str = "x-test-delay-ms";
-const SERVER_TIMEOUT: Duration = Duration::from_millis(400);
+const SERVER_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 /// Makes a call take as long as its [`DELAY`] header says, before the handler runs.
 #[derive(Clone)]
@@ -129,7 +129,7 @@ async fn calls_are_counted_however_they_end() {
 
     // Past the server's request timeout: answered DEADLINE_EXCEEDED, counted 4.
     let refused = client
-        .check(check(Some(2_000), None))
+        .check(check(Some(4_000), None))
         .await
         .expect_err("past the deadline");
     assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
@@ -137,7 +137,7 @@ async fn calls_are_counted_however_they_end() {
 
     // Past the caller's own deadline (grpc-timeout), shorter than the server's.
     let refused = client
-        .check(check(Some(2_000), Some(Duration::from_millis(150))))
+        .check(check(Some(4_000), Some(Duration::from_millis(1_000))))
         .await
         .expect_err("past the caller's deadline");
     assert!(

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mailroom_tests::{
-    chaos::free_port, mailroom_binary, spawn_app_with_access, test_secret, TestApp, PASSWORD,
+    closed_port, mailroom_binary, spawn_app_with_access, test_secret, TestApp, PASSWORD,
     TEST_CLIENT,
 };
 use serde_json::Value;
@@ -76,7 +76,7 @@ fn contexts_for(app: &TestApp) -> PathBuf {
     let secret = dir.join("operator.secret");
     std::fs::write(&secret, format!("{}\n", test_secret(TEST_CLIENT))).expect("the secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let closed = free_port();
+    let closed = closed_port();
     let access = app.access_endpoint.clone().expect("access runs");
     let config = dir.join("ctl.yaml");
     std::fs::write(
@@ -261,7 +261,7 @@ async fn ctl_runs_in_a_context_prints_one_document_as_json_or_yaml_and_exits_by_
     )
     .await;
     assert_eq!(refused.status.code(), Some(4), "{}", explain(&refused));
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = format!("http://127.0.0.1:{}", closed_port());
     let down = mailroom(
         &config,
         &as_admin,
@@ -348,7 +348,7 @@ async fn ctl_sends_no_secret_to_an_overriding_or_plaintext_identity_unless_allow
         "current-context: prod\ncontexts:\n  prod:\n    endpoints:\n      identity: https://identity.prod.invalid:50051\n    client-id: operator\n    client-secret-env: PROD_OPERATOR_SECRET\n  plain:\n    endpoints:\n      identity: http://127.0.0.1:9\n    tls:\n      ca-file: ca.crt\n",
     )
     .expect("the contexts file");
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = format!("http://127.0.0.1:{}", closed_port());
     let secret = "prod-operator-secret-7431";
     let leftover = [
         ("PROD_OPERATOR_SECRET", secret),

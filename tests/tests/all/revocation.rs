@@ -514,7 +514,7 @@ async fn a_replica_that_has_not_read_the_revocations_is_alive_but_not_ready() {
     let app = spawn_app_with_access().await;
     let mut platform = app.platform().clone();
     // A broker address where nothing listens, and no wait at start for the topic.
-    platform.kafka_brokers = format!("127.0.0.1:{}", free_port());
+    platform.kafka_brokers = format!("127.0.0.1:{}", mailroom_tests::closed_port());
     platform.revocations_catch_up_ms = 0;
     platform.shutdown_drain_ms = 2_000;
     let shutdown = CancellationToken::new();
@@ -581,11 +581,4 @@ async fn a_replica_that_has_not_read_the_revocations_is_alive_but_not_ready() {
             .expect("liveness answers while draining"),
         ServingStatus::Serving as i32
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }

@@ -334,10 +334,8 @@ pub(crate) struct ThrowawayRedis {
 
 impl ThrowawayRedis {
     pub(crate) fn on_a_free_port() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        // Stopped and started again on this port: one no connection can take meanwhile.
+        let port = mailroom_tests::free_port();
         Self { port, child: None }
     }
 

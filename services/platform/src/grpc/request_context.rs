@@ -30,8 +30,9 @@ use super::{metric_method, BoxFuture, MAX_SHOWN_METHOD, REQUEST_ID};
 /// A call dropped this close to its deadline (or after it) counts as timed out: tonic's timer
 /// for the caller's `grpc-timeout` starts before ours, by the time the request takes from
 /// tonic's timeout layer to this one — tens of milliseconds on a loaded 2-core machine (10 ms
-/// counted such calls `cancelled` there). A caller that gives up on its own this close to its
-/// deadline is counted as timed out too: it nearly was.
+/// counted such calls `cancelled` there). At most a tenth of the call's time, so that a caller
+/// with a short deadline that gives up (a hedged request's loser) is still counted `cancelled`;
+/// one that gives up this close to its deadline is counted as timed out: it nearly was.
 const DEADLINE_SLACK: Duration = Duration::from_millis(100);
 
 /// The `code` label of a call whose caller went away before its answer ended.
@@ -241,7 +242,8 @@ impl Drop for CallRecord {
         }
         // Dropped before the answer began, at its deadline: tonic's timer for the caller's
         // grpc-timeout fired. Otherwise the caller went away (or reset the stream).
-        let code = if !self.answered && Instant::now() + DEADLINE_SLACK >= self.deadline {
+        let slack = DEADLINE_SLACK.min((self.deadline - self.started) / 10);
+        let code = if !self.answered && Instant::now() + slack >= self.deadline {
             "4"
         } else {
             CANCELLED
