@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use anyhow::{bail, Context};
 use figment::Figment;
 use mailroom_platform::config::{self, PlatformConfig};
-use mailroom_platform::port::ReservedPort;
+use mailroom_platform::port::{ReservedPort, CLOSED_CONNECTIONS_PATIENCE};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -213,15 +213,10 @@ pub async fn start(
     let mut reserved = Vec::with_capacity(services.len());
     for service in services {
         let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
-        let port = ReservedPort::reserve(grpc_addr).with_context(|| {
-            format!(
-                "{}'s port (another program may hold it: set MAILROOM_{}__PORT to a free one)",
-                service.name(),
-                service.name().to_uppercase()
-            )
-        })?;
         // Every service's metrics port answers (with the process's one registry); `/readyz`
-        // says "starting" until every service here has started.
+        // says "starting" until every service here has started. It answers before the
+        // gRPC port is reserved, so `/livez` (the startup probe) says the process lives while
+        // that port is waited for.
         let metrics_addr = if platform.metrics_enabled {
             mailroom_platform::metrics::serve(metrics_addr)
                 .await
@@ -235,6 +230,17 @@ pub async fn start(
         } else {
             metrics_addr
         };
+        // A port that only other programs' connections hold (a closed one's TIME_WAIT lasts a
+        // minute) is waited for; one a program listens on stops the start at once.
+        let port = ReservedPort::reserve_patiently(grpc_addr, CLOSED_CONNECTIONS_PATIENCE)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}'s port (another program may hold it: set MAILROOM_{}__PORT to a free one)",
+                    service.name(),
+                    service.name().to_uppercase()
+                )
+            })?;
         reserved.push((*service, port, metrics_addr));
     }
     // A service that does not start stops the process, but not by dropping the ones started
