@@ -143,10 +143,12 @@ start_kafka() {
   if [ -n "${KAFKA_BROKERS:-}" ]; then say "Kafka: using KAFKA_BROKERS"; return; fi
   export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
   if ! port_open "$KAFKA_PORT"; then
+    # (fd 9, the broker lock of a run, is not passed on: the broker would hold it forever.)
     env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$TANSU_BIN" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine memory://tansu/ </dev/null >"$STACK/tansu.log" 2>&1 &
+      --storage-engine memory://tansu/ </dev/null >"$STACK/tansu.log" 2>&1 9>&- &
     echo $! >"$STACK/tansu.pid"
+    STACK_STARTED_BROKER=1
     wait_port "$KAFKA_PORT" tansu
     say "Kafka-protocol broker (tansu) started on 127.0.0.1:$KAFKA_PORT"
   fi
@@ -155,16 +157,31 @@ start_kafka() {
 # The stack's broker keeps every topic it was ever given in memory (tansu's memory engine), and a
 # full test run makes hundreds: after four runs it used 112 % of a core at rest and the tests ran
 # 2.6 times slower, some failing on event timing. `.ci/test` and `.ci/chaos` start a fresh one
-# when the one running is this stack's own (its pid file, its program) and nothing is connected
-# to it (no `mailroom dev`, no other run); a broker that serves something is kept.
+# when the one running is this stack's own (its pid file, its program), nothing is connected to
+# it (no `mailroom dev`) and no other run of this machine holds the broker lock (which each
+# test, fault and benchmark run holds, shared, from `hold_broker_lock` to its end, across the
+# moments it has no connection open, between two test processes say); else it is kept.
+BROKER_LOCK="${TMPDIR:-/tmp}/mailroom-stack-broker.lock"
+
+hold_broker_lock() {
+  exec 9>>"$BROKER_LOCK"
+  flock -s 9
+}
+
 fresh_broker_when_idle() {
+  [ -z "${STACK_STARTED_BROKER:-}" ] || return 0  # just started: fresh already
   [ "${KAFKA_BROKERS:-}" = "127.0.0.1:$KAFKA_PORT" ] && [ -f "$STACK/tansu.pid" ] || return 0
-  command -v ss >/dev/null || return 0
-  local pid
-  pid=$(cat "$STACK/tansu.pid")
-  grep -qa tansu "/proc/$pid/cmdline" 2>/dev/null || return 0
-  if [ -n "$(ss -Htn state established "( sport = :$KAFKA_PORT )" 2>/dev/null)" ]; then
+  command -v ss >/dev/null && command -v flock >/dev/null || return 0
+  local pid connected
+  pid=$(cat "$STACK/tansu.pid" 2>/dev/null) || return 0
+  [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$TANSU_BIN")" ] || return 0
+  connected=$(ss -Htn state established "( sport = :$KAFKA_PORT )" 2>/dev/null) || return 0
+  if [ -n "$connected" ]; then
     say "the broker serves other programs: kept (it slows as topics accumulate; see README)"
+    return 0
+  fi
+  if ! flock -xn 9; then
+    say "another run uses the broker: kept"
     return 0
   fi
   kill "$pid" 2>/dev/null || true
@@ -173,6 +190,7 @@ fresh_broker_when_idle() {
   rm -f "$STACK/tansu.pid"
   unset KAFKA_BROKERS
   start_kafka
+  flock -s 9
 }
 
 # The configuration file of a Dovecot already listening on IMAP_PORT (perhaps another

@@ -211,6 +211,7 @@ pub async fn start(
     // on (the defaults lie in Linux's ephemeral range), which then failed to start with
     // "address already in use". A reserved port refuses connections until its service listens.
     let mut reserved = Vec::with_capacity(services.len());
+    let ports_free_by = std::time::Instant::now() + CLOSED_CONNECTIONS_PATIENCE;
     for service in services {
         let (grpc_addr, metrics_addr) = addresses(figment, platform, *service)?;
         // Every service's metrics port answers (with the process's one registry); `/readyz`
@@ -230,9 +231,9 @@ pub async fn start(
         } else {
             metrics_addr
         };
-        // A port that only other programs' connections hold (a closed one's TIME_WAIT lasts a
-        // minute) is waited for; one a program listens on stops the start at once.
-        let port = ReservedPort::reserve_patiently(grpc_addr, CLOSED_CONNECTIONS_PATIENCE)
+        // A port that only other programs' closing connections hold (TIME_WAIT lasts a
+        // minute) is waited for, all ports within one minute; anything else stops the start.
+        let port = ReservedPort::reserve_patiently(grpc_addr, ports_free_by, &shutdown)
             .await
             .with_context(|| {
                 format!(
@@ -241,6 +242,8 @@ pub async fn start(
                     service.name().to_uppercase()
                 )
             })?;
+        // A stop asked for while waiting: nothing is started (`host_each` checks it too).
+        let Some(port) = port else { break };
         reserved.push((*service, port, metrics_addr));
     }
     // A service that does not start stops the process, but not by dropping the ones started
