@@ -161,17 +161,21 @@ start_kafka() {
 # it (no `mailroom dev`) and no other run of this machine holds the broker lock (which each
 # test, fault and benchmark run holds, shared, from `hold_broker_lock` to its end, across the
 # moments it has no connection open, between two test processes say); else it is kept.
-BROKER_LOCK="${TMPDIR:-/tmp}/mailroom-stack-broker.lock"
+BROKER_LOCK=/tmp/mailroom-stack-broker.lock
 
 hold_broker_lock() {
-  exec 9>>"$BROKER_LOCK"
+  command -v flock >/dev/null || return 0
+  # Opened for reading (a file another user made may not be writable; flock needs neither).
+  [ -e "$BROKER_LOCK" ] || : >>"$BROKER_LOCK" 2>/dev/null || return 0
+  exec 9<"$BROKER_LOCK" || return 0
   flock -s 9
+  BROKER_LOCK_HELD=1
 }
 
 fresh_broker_when_idle() {
   [ -z "${STACK_STARTED_BROKER:-}" ] || return 0  # just started: fresh already
   [ "${KAFKA_BROKERS:-}" = "127.0.0.1:$KAFKA_PORT" ] && [ -f "$STACK/tansu.pid" ] || return 0
-  command -v ss >/dev/null && command -v flock >/dev/null || return 0
+  [ -n "${BROKER_LOCK_HELD:-}" ] && command -v ss >/dev/null || return 0
   local pid connected
   pid=$(cat "$STACK/tansu.pid" 2>/dev/null) || return 0
   [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$TANSU_BIN")" ] || return 0
@@ -180,8 +184,10 @@ fresh_broker_when_idle() {
     say "the broker serves other programs: kept (it slows as topics accumulate; see README)"
     return 0
   fi
+  # (A failed upgrade drops the shared lock: it is taken again.)
   if ! flock -xn 9; then
-    say "another run uses the broker: kept"
+    flock -s 9
+    say "another run uses the broker: kept (the lock's holders: $(fuser "$BROKER_LOCK" 2>/dev/null || echo unknown))"
     return 0
   fi
   kill "$pid" 2>/dev/null || true

@@ -198,6 +198,8 @@ pub async fn run() -> anyhow::Result<()> {
         anyhow::Ok(())
     };
     tokio::select! {
+        // A stop asked for while starting wins over the summary.
+        biased;
         _ = shutdown.cancelled() => {
             tracing::info!("stopping before the demo data and the summary were ready");
         }

@@ -106,7 +106,7 @@ impl ReservedPort {
                 Holders::Closing => {
                     return Err(PortError::HeldByConnections {
                         addr,
-                        holders: "closed ones, still in TIME_WAIT",
+                        holders: "closed ones, still closing (TIME_WAIT)",
                         waited_s,
                         source,
                     })
@@ -119,9 +119,10 @@ impl ReservedPort {
                         source,
                     })
                 }
-                Holders::Listener | Holders::Unseen => {
-                    return Err(PortError::Bind { addr, source });
-                }
+                // The last closing connection may have gone between the bind and the look:
+                // one more try tells that from a holder the kernel does not show.
+                Holders::Unseen => return Self::reserve(addr).map(Some),
+                Holders::Listener => return Err(PortError::Bind { addr, source }),
             };
             if !warned {
                 tracing::warn!(
@@ -199,15 +200,21 @@ impl Holders {
                 let mut fields = line.split_whitespace();
                 let local = fields.nth(1)?;
                 let state = fields.nth(1)?;
+                // After the state: queues, timer, retransmits, uid, timeout, then the inode of
+                // the socket's file: 0 once no process has the socket open.
+                let inode = fields.nth(5)?;
                 let (_, local_port) = local.rsplit_once(':')?;
-                (u16::from_str_radix(local_port, 16).ok()? == port).then_some(state)
+                (u16::from_str_radix(local_port, 16).ok()? == port).then_some((state, inode))
             })
-            .map(|state| match u8::from_str_radix(state, 16) {
+            .map(|(state, inode)| match u8::from_str_radix(state, 16) {
                 // TCP_LISTEN
                 Ok(0x0A) => Self::Listener,
-                // FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, LAST_ACK, CLOSING
-                Ok(0x04..=0x07 | 0x09 | 0x0B) => Self::Closing,
-                // ESTABLISHED, SYN_SENT, SYN_RECV, CLOSE_WAIT, and anything unknown
+                // FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, LAST_ACK, CLOSING of a socket no
+                // process holds any more: gone within TIME_WAIT's minute. (A live process's
+                // half-closed socket can stay in FIN_WAIT2: it counts as open.)
+                Ok(0x04..=0x07 | 0x09 | 0x0B) if inode == "0" => Self::Closing,
+                // ESTABLISHED, SYN_SENT, SYN_RECV, CLOSE_WAIT, a live half-closed one, and
+                // anything unknown
                 _ => Self::Open,
             })
             .max()
@@ -408,7 +415,8 @@ mod tests {
    2: 00000000:C3A7 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000
    3: 0100007F:C3A8 0100007F:3C28 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000
    4: 0100007F:C3A8 0100007F:3C2A 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0000000000000000
-   5: garbage
+   5: 0100007F:C3A9 0100007F:3C2B 05 00000000:00000000 00:00000000 00000000  1000        0 48151 1 0000000000000000
+   6: garbage
 ";
         assert_eq!(Holders::in_table(table, 0xC3A6), Holders::Closing);
         assert_eq!(Holders::in_table(table, 0xC3A7), Holders::Listener);
@@ -421,6 +429,11 @@ mod tests {
             Holders::in_table(table, 0x3C28),
             Holders::Unseen,
             "remote ports are not ours"
+        );
+        assert_eq!(
+            Holders::in_table(table, 0xC3A9),
+            Holders::Open,
+            "a half-closed socket a process still holds may stay so"
         );
         assert_eq!(Holders::in_table("", 1), Holders::Unseen);
     }
